@@ -1,0 +1,18 @@
+//! DHCPv4 server logic (lease pool and replies) shared by slipway's user-mode stack and its bridge networks.
+//!
+//! Pure logic over byte slices and time: the caller receives UDP payloads sent to
+//! port 67 (from guest frames in the user-mode stack, or from a real socket bound to
+//! a bridge), passes them to [`DhcpServer::handle`] with the current time, and sends
+//! the returned [`DhcpReply`] from port 67 to port 68 at the address it names. No
+//! frames, sockets or event loop here, so both users drive the same code.
+
+#![deny(missing_docs)]
+
+mod config;
+mod reply;
+mod request;
+mod server;
+
+pub use config::{AddressPool, DhcpConfig, DhcpConfigError, StaticHost};
+pub use reply::{DhcpReply, ReplyDestination, ReplyKind};
+pub use server::{DhcpError, DhcpServer, Lease};

@@ -1,0 +1,416 @@
+//! The lease pool and the answer to each client message (RFC 2131 section 4.3).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{fmt_mac, validate_static_hosts, DhcpConfig, DhcpConfigError, StaticHost};
+use crate::reply::{self, DhcpReply, ReplyKind, ReplyParams};
+use crate::request::{parse, ClientMessage, Request};
+
+/// How long an offered address stays reserved for the client that was offered it.
+const OFFER_HOLD: Duration = Duration::from_secs(60);
+/// How long a declined address (in use by someone else, RFC 2131 3.1.5) is not handed out.
+const DECLINE_HOLD: Duration = Duration::from_secs(600);
+
+/// Why a request could not be handled: it is not a well-formed DHCP client message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DhcpError {
+    /// Shorter than the fixed BOOTP header and magic cookie.
+    #[error("DHCP message is {0} bytes, shorter than the 240-byte header")]
+    Truncated(usize),
+    /// The `op` field is not BOOTREQUEST (1).
+    #[error("DHCP message op is {0}, not BOOTREQUEST (1)")]
+    NotBootRequest(u8),
+    /// Not Ethernet (`htype` 1, `hlen` 6).
+    #[error("DHCP message hardware type {htype}/length {hlen}: only Ethernet (1/6) is served")]
+    UnsupportedHardware {
+        /// The `htype` field.
+        htype: u8,
+        /// The `hlen` field.
+        hlen: u8,
+    },
+    /// The magic cookie is wrong (a plain BOOTP or garbage message).
+    #[error("DHCP magic cookie is {0:02x?}, not 63:82:53:63")]
+    BadMagic([u8; 4]),
+    /// An option is malformed.
+    #[error("DHCP option {code} at byte {offset}: {reason}")]
+    BadOption {
+        /// The option code.
+        code: u8,
+        /// Where the option starts in the message.
+        offset: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No option 53 (plain BOOTP is not served).
+    #[error("DHCP message has no message type (option 53)")]
+    MissingMessageType,
+    /// A message type a client does not send to a server (OFFER, ACK, ...).
+    #[error("DHCP message type {0} is not a client request")]
+    UnexpectedMessageType(u8),
+    /// A REQUEST naming no address at all (no option 50, no `ciaddr`).
+    #[error("DHCPREQUEST names no address (neither option 50 nor ciaddr)")]
+    RequestWithoutAddress,
+}
+
+/// An address bound to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Client hardware address.
+    pub mac: [u8; 6],
+    /// The leased address.
+    pub ip: Ipv4Addr,
+    /// The hostname the client sent (option 12), if any.
+    pub hostname: Option<String>,
+    /// The client identifier (option 61), if any.
+    pub client_id: Option<Vec<u8>>,
+    /// When the lease ends; `None` for an infinite lease.
+    pub expires: Option<SystemTime>,
+}
+
+impl Lease {
+    /// Whether the lease still holds at `now`.
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.expires.is_none_or(|t| t > now)
+    }
+}
+
+/// How a client is recognised: its client identifier if it sent one, else its MAC.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum ClientKey {
+    Id(Vec<u8>),
+    Mac([u8; 6]),
+}
+
+impl ClientKey {
+    fn of(mac: [u8; 6], client_id: Option<&[u8]>) -> Self {
+        match client_id {
+            Some(id) if !id.is_empty() => ClientKey::Id(id.to_vec()),
+            _ => ClientKey::Mac(mac),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Offered, reserved until the given time; not yet a lease.
+    Offered(SystemTime),
+    /// Acknowledged: a lease (possibly expired, kept so the client gets the same address back).
+    Bound,
+}
+
+#[derive(Debug)]
+struct Entry {
+    lease: Lease,
+    state: State,
+}
+
+impl Entry {
+    fn holds(&self, now: SystemTime) -> bool {
+        match self.state {
+            State::Offered(until) => until > now,
+            State::Bound => self.lease.is_active(now),
+        }
+    }
+}
+
+/// A DHCPv4 server: configuration plus lease table. Feed it client messages with
+/// [`DhcpServer::handle`].
+#[derive(Debug)]
+pub struct DhcpServer {
+    config: DhcpConfig,
+    entries: BTreeMap<ClientKey, Entry>,
+    /// Which client's entry names each address (at most one).
+    by_ip: HashMap<Ipv4Addr, ClientKey>,
+    /// Addresses declined by clients, not handed out until the given time.
+    declined: HashMap<Ipv4Addr, SystemTime>,
+}
+
+impl DhcpServer {
+    /// A server for `config`, after checking it (see [`DhcpConfig::validate`]).
+    pub fn new(config: DhcpConfig) -> Result<Self, DhcpConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            entries: BTreeMap::new(),
+            by_ip: HashMap::new(),
+            declined: HashMap::new(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &DhcpConfig {
+        &self.config
+    }
+
+    /// Replaces the static hosts (live update). Leases other clients hold on addresses
+    /// now reserved are refused at their next renewal.
+    pub fn set_static_hosts(&mut self, hosts: Vec<StaticHost>) -> Result<(), DhcpConfigError> {
+        validate_static_hosts(&self.config, &hosts)?;
+        self.config.static_hosts = hosts;
+        Ok(())
+    }
+
+    /// Every acknowledged lease, including expired ones (kept so a returning client gets
+    /// its address back; see [`Lease::is_active`]). Offers not yet requested are not leases.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.entries
+            .values()
+            .filter(|e| e.state == State::Bound)
+            .map(|e| &e.lease)
+    }
+
+    /// Loads leases saved from an earlier run. Leases whose address this configuration
+    /// would not give that client (outside the pool, reserved for another static host,
+    /// already taken) are dropped with a warning.
+    pub fn restore_leases(&mut self, leases: impl IntoIterator<Item = Lease>) {
+        for lease in leases {
+            let key = ClientKey::of(lease.mac, lease.client_id.as_deref());
+            let fits = match self.static_for(lease.mac) {
+                Some(host) => host.ip == lease.ip,
+                None => {
+                    self.config.pool.contains(lease.ip)
+                        && !self.is_infrastructure(lease.ip)
+                        && self.static_owner(lease.ip).is_none()
+                        && !self.by_ip.contains_key(&lease.ip)
+                }
+            };
+            if !fits {
+                tracing::warn!(mac = %fmt_mac(&lease.mac), ip = %lease.ip, "saved DHCP lease does not fit the configuration; dropped");
+                continue;
+            }
+            self.bind(key, lease, State::Bound);
+        }
+    }
+
+    /// Handles one client message (the UDP payload sent to port 67) at time `now`.
+    /// `Ok(None)` means no reply is due (RELEASE, DECLINE, a REQUEST for another
+    /// server, an exhausted pool).
+    pub fn handle(
+        &mut self,
+        request: &[u8],
+        now: SystemTime,
+    ) -> Result<Option<DhcpReply>, DhcpError> {
+        let req = parse(request)?;
+        self.declined.retain(|_, until| *until > now);
+        Ok(match req.kind {
+            ClientMessage::Discover => self.discover(&req, now),
+            ClientMessage::Request => self.request(&req, now)?,
+            ClientMessage::Release => {
+                self.release(&req, now);
+                None
+            }
+            ClientMessage::Decline => {
+                self.decline(&req, now);
+                None
+            }
+            ClientMessage::Inform => {
+                Some(self.reply(&req, ReplyKind::Ack, Ipv4Addr::UNSPECIFIED, false))
+            }
+        })
+    }
+
+    fn discover(&mut self, req: &Request, now: SystemTime) -> Option<DhcpReply> {
+        let key = ClientKey::of(req.mac, req.client_id.as_deref());
+        let Some(ip) = self.choose_address(req, &key, now) else {
+            tracing::warn!(mac = %fmt_mac(&req.mac), "DHCP pool exhausted: no address to offer");
+            return None;
+        };
+        let already_bound = self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.state == State::Bound && e.lease.ip == ip && e.holds(now));
+        if !already_bound {
+            let lease = self.new_lease(req, &key, ip, now);
+            self.bind(key.clone(), lease, State::Offered(now + OFFER_HOLD));
+        }
+        tracing::debug!(mac = %fmt_mac(&req.mac), %ip, "DHCPOFFER");
+        Some(self.reply(req, ReplyKind::Offer, ip, true))
+    }
+
+    fn request(&mut self, req: &Request, now: SystemTime) -> Result<Option<DhcpReply>, DhcpError> {
+        let key = ClientKey::of(req.mac, req.client_id.as_deref());
+        let ciaddr = req.ciaddr;
+        let selecting = req.server_id.is_some();
+        if let Some(server_id) = req.server_id {
+            if server_id != self.config.server_ip {
+                // The client chose another server's offer: free what we reserved.
+                if let Some(Entry {
+                    state: State::Offered(_),
+                    ..
+                }) = self.entries.get(&key)
+                {
+                    self.unbind(&key);
+                }
+                return Ok(None);
+            }
+        }
+        let target = match (req.requested, ciaddr.is_unspecified()) {
+            (Some(ip), _) => ip,
+            (None, false) => ciaddr,
+            (None, true) => return Err(DhcpError::RequestWithoutAddress),
+        };
+        if self.acceptable(req.mac, &key, target, now) {
+            let lease = self.new_lease(req, &key, target, now);
+            self.bind(key.clone(), lease, State::Bound);
+            tracing::info!(mac = %fmt_mac(&req.mac), ip = %target, "DHCPACK");
+            return Ok(Some(self.reply(req, ReplyKind::Ack, target, true)));
+        }
+        // A SELECTING request names this server, so it is ours to refuse; in the
+        // other states only an authoritative server speaks for the whole link.
+        if selecting || self.config.authoritative {
+            tracing::info!(mac = %fmt_mac(&req.mac), ip = %target, "DHCPNAK");
+            Ok(Some(self.reply(
+                req,
+                ReplyKind::Nak,
+                Ipv4Addr::UNSPECIFIED,
+                false,
+            )))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The client gives its address back: the lease ends now, but is remembered so
+    /// the client gets the same address again if it is still free.
+    fn release(&mut self, req: &Request, now: SystemTime) {
+        let key = ClientKey::of(req.mac, req.client_id.as_deref());
+        if req.server_id.is_some_and(|s| s != self.config.server_ip) {
+            return;
+        }
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if entry.lease.ip == req.ciaddr {
+                entry.lease.expires = Some(now);
+                entry.state = State::Bound;
+                tracing::info!(mac = %fmt_mac(&req.mac), ip = %entry.lease.ip, "DHCPRELEASE");
+            }
+        }
+    }
+
+    /// The client found its address in use: forget its lease, keep the address out
+    /// of the pool for a while.
+    fn decline(&mut self, req: &Request, now: SystemTime) {
+        let key = ClientKey::of(req.mac, req.client_id.as_deref());
+        if req.server_id.is_some_and(|s| s != self.config.server_ip) {
+            return;
+        }
+        let Some(ip) = req.requested else { return };
+        if self.entries.get(&key).is_some_and(|e| e.lease.ip == ip) {
+            self.unbind(&key);
+            self.declined.insert(ip, now + DECLINE_HOLD);
+            tracing::warn!(mac = %fmt_mac(&req.mac), %ip, "DHCPDECLINE: address in use by an unknown host");
+        }
+    }
+
+    fn reply(
+        &self,
+        req: &Request,
+        kind: ReplyKind,
+        yiaddr: Ipv4Addr,
+        with_lease: bool,
+    ) -> DhcpReply {
+        let hostname = self
+            .static_for(req.mac)
+            .and_then(|h| h.name.as_deref())
+            .or(self.config.hostname.as_deref());
+        reply::build(
+            &self.config,
+            req,
+            ReplyParams {
+                kind,
+                yiaddr,
+                with_lease,
+                hostname,
+            },
+        )
+    }
+
+    fn new_lease(&self, req: &Request, key: &ClientKey, ip: Ipv4Addr, now: SystemTime) -> Lease {
+        // Not every client repeats its hostname when renewing: keep the one it gave.
+        let hostname = req
+            .hostname
+            .clone()
+            .or_else(|| self.entries.get(key).and_then(|e| e.lease.hostname.clone()));
+        Lease {
+            mac: req.mac,
+            ip,
+            hostname,
+            client_id: req.client_id.clone(),
+            expires: self.config.lease_time.map(|d| now + d),
+        }
+    }
+
+    fn static_for(&self, mac: [u8; 6]) -> Option<&StaticHost> {
+        self.config.static_hosts.iter().find(|h| h.mac == mac)
+    }
+
+    fn static_owner(&self, ip: Ipv4Addr) -> Option<&StaticHost> {
+        self.config.static_hosts.iter().find(|h| h.ip == ip)
+    }
+
+    /// Whether `ip` is one of the network's own service addresses (router, name
+    /// servers, next server), which a pool may overlap but must never hand out.
+    fn is_infrastructure(&self, ip: Ipv4Addr) -> bool {
+        let c = &self.config;
+        c.router == Some(ip) || c.next_server == Some(ip) || c.dns_servers.contains(&ip)
+    }
+
+    /// Whether `ip` may be given to this client now.
+    fn acceptable(&self, mac: [u8; 6], key: &ClientKey, ip: Ipv4Addr, now: SystemTime) -> bool {
+        if let Some(host) = self.static_for(mac) {
+            return host.ip == ip;
+        }
+        self.config.pool.contains(ip)
+            && !self.is_infrastructure(ip)
+            && self.static_owner(ip).is_none()
+            && !self.declined.contains_key(&ip)
+            && match self.by_ip.get(&ip) {
+                None => true,
+                Some(holder) => holder == key || !self.entries[holder].holds(now),
+            }
+    }
+
+    /// The address to offer: a static host's own; else the client's previous address,
+    /// the one it asks for, a never-used one, or one whose lease ended, in that order.
+    fn choose_address(&self, req: &Request, key: &ClientKey, now: SystemTime) -> Option<Ipv4Addr> {
+        if let Some(host) = self.static_for(req.mac) {
+            return Some(host.ip);
+        }
+        let previous = self.entries.get(key).map(|e| e.lease.ip);
+        previous
+            .into_iter()
+            .chain(req.requested)
+            .find(|&ip| self.acceptable(req.mac, key, ip, now))
+            .or_else(|| {
+                self.config.pool.iter().find(|ip| {
+                    !self.by_ip.contains_key(ip) && self.acceptable(req.mac, key, *ip, now)
+                })
+            })
+            .or_else(|| {
+                self.config
+                    .pool
+                    .iter()
+                    .find(|&ip| self.acceptable(req.mac, key, ip, now))
+            })
+    }
+
+    /// Records `lease` for `key`, replacing the client's old entry and any lapsed entry
+    /// of another client on the same address.
+    fn bind(&mut self, key: ClientKey, lease: Lease, state: State) {
+        self.unbind(&key);
+        if let Some(other) = self.by_ip.get(&lease.ip).cloned() {
+            self.unbind(&other);
+        }
+        self.by_ip.insert(lease.ip, key.clone());
+        self.entries.insert(key, Entry { lease, state });
+    }
+
+    fn unbind(&mut self, key: &ClientKey) {
+        if let Some(old) = self.entries.remove(key) {
+            if self.by_ip.get(&old.lease.ip) == Some(key) {
+                self.by_ip.remove(&old.lease.ip);
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! DNS pieces shared by slipway's user-mode stack and its bridge networks: host resolver discovery and query handling.
+//!
+//! Pure logic over byte slices, no sockets: [`system_upstreams`] finds where to relay
+//! queries, [`query_id`]/[`set_query_id`]/[`parse_question`] let a relay track them,
+//! and [`LocalZone`] answers a bridge network's own names.
+
+#![deny(missing_docs)]
+
+mod message;
+mod resolv;
+mod zone;
+
+pub use message::{
+    error_response, parse_question, query_id, set_query_id, Header, MessageError, Name, Question,
+    CLASS_IN, HEADER_LEN, RCODE_FORMERR, RCODE_NOERROR, RCODE_NOTIMP, RCODE_NXDOMAIN,
+    RCODE_REFUSED, RCODE_SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_PTR,
+};
+pub use resolv::{
+    system_search_domains, system_upstreams, upstreams_from_file, upstreams_from_resolv_conf,
+    DnsError, ResolvConf, RESOLV_CONF,
+};
+pub use zone::{Answer, LocalZone, ZoneError};

@@ -1,0 +1,251 @@
+//! The leases file of a network's DHCP service (crash-safe JSON next to the
+//! live state) and virsh's `net-dhcp-leases` table built from it.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use slipway_dhcp::Lease;
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+/// One lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// Client MAC, `52:54:00:…`.
+    pub mac: String,
+    /// The leased address.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the subnet.
+    pub prefix: u8,
+    /// Hostname the client sent.
+    pub hostname: Option<String>,
+    /// Client identifier, colon-separated hex as dnsmasq prints it.
+    pub client_id: Option<String>,
+    /// Expiry, seconds since the epoch; `None` for an infinite lease.
+    pub expires: Option<u64>,
+}
+
+/// The leases file of network `name` in the backend's directory `dir`.
+pub(crate) fn leases_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.leases.json"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    text.split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect()
+}
+
+impl LeaseRecord {
+    /// The record of a server lease.
+    pub fn from_lease(lease: &Lease, prefix: u8) -> LeaseRecord {
+        LeaseRecord {
+            mac: hex(&lease.mac),
+            ip: lease.ip,
+            prefix,
+            hostname: lease.hostname.clone(),
+            client_id: lease.client_id.as_deref().map(hex),
+            expires: lease
+                .expires
+                .map(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+        }
+    }
+
+    /// Whether the lease holds at `now` (seconds since the epoch).
+    pub fn is_active(&self, now: u64) -> bool {
+        self.expires.map_or(true, |e| e > now)
+    }
+
+    /// Back to a server lease; `None` if the MAC or client id is malformed.
+    pub fn to_lease(&self) -> Option<Lease> {
+        let mac: [u8; 6] = unhex(&self.mac)?.try_into().ok()?;
+        let client_id = match &self.client_id {
+            Some(c) => Some(unhex(c)?),
+            None => None,
+        };
+        Some(Lease {
+            mac,
+            ip: self.ip,
+            hostname: self.hostname.clone(),
+            client_id,
+            expires: self.expires.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        })
+    }
+}
+
+/// Reads a leases file; a missing file is no leases.
+pub fn load(path: &Path) -> Result<Vec<LeaseRecord>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("cannot read", path, e)),
+    }
+}
+
+/// Writes a leases file atomically.
+pub fn save(path: &Path, leases: &[LeaseRecord]) -> Result<()> {
+    let json = serde_json::to_vec_pretty(leases).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    write_atomic(path, &json)
+}
+
+/// Formats seconds since the epoch as local time, `%Y-%m-%d %H:%M:%S`.
+fn local_time(secs: u64) -> String {
+    let t = secs as libc::time_t;
+    // SAFETY: an all-zero tm is a valid value to be overwritten.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is thread-safe.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return "-".into();
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// virsh's `net-dhcp-leases` table of the active leases at `now`, sorted by
+/// MAC, only those of `mac` when given (compared case-insensitively).
+pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> String {
+    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut active: Vec<&LeaseRecord> = leases
+        .iter()
+        .filter(|l| l.is_active(now))
+        .filter(|l| mac.map_or(true, |m| m.eq_ignore_ascii_case(&l.mac)))
+        .collect();
+    active.sort_by_key(|l| l.mac.to_ascii_lowercase());
+    let header = [
+        "Expiry Time",
+        "MAC address",
+        "Protocol",
+        "IP address",
+        "Hostname",
+        "Client ID or DUID",
+    ];
+    let rows: Vec<[String; 6]> = active
+        .iter()
+        .map(|l| {
+            [
+                // libvirt reports an infinite lease with expiry time 0.
+                local_time(l.expires.unwrap_or(0)),
+                l.mac.clone(),
+                "ipv4".into(),
+                format!("{}/{}", l.ip, l.prefix),
+                l.hostname.clone().unwrap_or_else(|| "-".into()),
+                l.client_id.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    // As vsh-table.c: each cell is a space and the text, padded to the
+    // column width plus two spaces except in the last column; the dash row
+    // is every column's width plus three.
+    let line = |cells: &[&str]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            s.push(' ');
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(&header);
+    out.push_str(&"-".repeat(widths.iter().map(|w| w + 3).sum()));
+    out.push('\n');
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        out.push_str(&line(&cells));
+    }
+    out
+}
+
+/// The `net-dhcp-leases NAME [--mac MAC]` table of network `name` whose live
+/// state is in `state_dir`.
+pub fn leases_table(state_dir: &Path, name: &str, mac: Option<&str>) -> Result<String> {
+    let leases = load(&leases_file(&crate::own_dir(state_dir), name))?;
+    Ok(table(&leases, mac, SystemTime::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table as virsh printed it for one lease, with the expiry checked
+    /// separately (it is local time).
+    #[test]
+    fn table_matches_virsh_layout() {
+        let rec = LeaseRecord {
+            mac: "52:54:00:90:ca:e0".into(),
+            ip: Ipv4Addr::new(192, 168, 122, 240),
+            prefix: 24,
+            hostname: None,
+            client_id: Some("01:52:54:00:90:ca:e0".into()),
+            expires: Some(4_000_000_000),
+        };
+        let expired = LeaseRecord {
+            mac: "52:54:00:00:00:01".into(),
+            expires: Some(10),
+            ..rec.clone()
+        };
+        let out = table(&[rec, expired], None, UNIX_EPOCH + Duration::from_secs(100));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines[0], " Expiry Time           MAC address         Protocol   IP address           Hostname   Client ID or DUID");
+        assert_eq!(lines[1], "-".repeat(108));
+        assert_eq!(
+            &lines[2][20..],
+            "   52:54:00:90:ca:e0   ipv4       192.168.122.240/24   -          01:52:54:00:90:ca:e0"
+        );
+        assert_eq!(lines[2][..20], format!(" {}", local_time(4_000_000_000)));
+        let none = table(&[], Some("52:54:00:90:CA:E0"), UNIX_EPOCH);
+        assert_eq!(none.lines().count(), 2);
+    }
+
+    #[test]
+    fn records_round_trip_to_leases() {
+        let lease = Lease {
+            mac: [0x52, 0x54, 0, 1, 2, 3],
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            hostname: Some("g".into()),
+            client_id: Some(vec![1, 0x52, 0x54, 0, 1, 2, 3]),
+            expires: Some(UNIX_EPOCH + Duration::from_secs(77)),
+        };
+        let rec = LeaseRecord::from_lease(&lease, 24);
+        assert_eq!(rec.client_id.as_deref(), Some("01:52:54:00:01:02:03"));
+        assert_eq!(rec.to_lease(), Some(lease));
+        let bad = LeaseRecord {
+            mac: "zz".into(),
+            ..rec
+        };
+        assert_eq!(bad.to_lease(), None);
+    }
+}

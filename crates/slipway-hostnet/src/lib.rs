@@ -1,0 +1,606 @@
+//! Linux realization of slipway's virtual networks: [`LinuxBackend`]
+//! implements [`slipway_netmgr::Backend`].
+//!
+//! Starting a network follows libvirt's sequence: refuse a subnet already
+//! routed elsewhere, create the bridge over netlink (MAC, MTU, STP, forward
+//! delay), IPv6 sysctls, nftables rules in slipway's own `slipway_network`
+//! tables (one `nft` transaction, rule handles read back), addresses, link
+//! up, static routes, forwarding sysctls, and the DHCP/DNS service process
+//! ([`service`]). Every step is recorded in a [`Record`] written next to the
+//! live state (`hostnet/NAME.json`) before the next one starts, so a failure
+//! rolls back in reverse order and a later `stop`, even from a restarted
+//! daemon, removes exactly what was added.
+//!
+//! Needs CAP_NET_ADMIN in the network namespace (root, or root of an
+//! unprivileged user + network namespace, which is how the tests run), `nft`
+//! (Debian package nftables), and a writable `/proc/sys/net`.
+
+#![deny(missing_docs)]
+
+mod error;
+mod firewall;
+mod fsutil;
+pub mod leases;
+mod netlink;
+pub mod service;
+mod tftp;
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use slipway_netmgr::plan::network_of;
+use slipway_netmgr::{Action, Backend, LiveState, Plan};
+
+pub use error::{Error, Result};
+pub use firewall::RuleHandle;
+pub use leases::leases_table;
+
+/// How long `start` waits for the service to report `ready`.
+const SERVICE_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `stop` waits for the service to exit after SIGTERM before SIGKILL.
+const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A sysctl changed, with the value it had (kept for the record; stopping
+/// does not put forwarding back, as libvirt does not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlChange {
+    /// The key, dotted.
+    pub key: String,
+    /// Its value before.
+    pub old: String,
+}
+
+/// A static route added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteAdded {
+    /// Destination.
+    pub dest: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Gateway.
+    pub gateway: IpAddr,
+    /// Metric.
+    pub metric: Option<u32>,
+}
+
+/// The service process started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceProcess {
+    /// Its pid.
+    pub pid: i32,
+    /// Its configuration file (also how the pid is recognised as ours).
+    pub config: PathBuf,
+}
+
+/// What starting a network added to the host, in the order added. Kept in
+/// `hostnet/NAME.json` in the state directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The network.
+    pub network: String,
+    /// The bridge created (its addresses go with it).
+    pub bridge: Option<String>,
+    /// Sysctls changed.
+    pub sysctls: Vec<SysctlChange>,
+    /// nftables rules added (handles).
+    pub rules: Vec<RuleHandle>,
+    /// Static routes added.
+    pub routes: Vec<RouteAdded>,
+    /// The DHCP/DNS service.
+    pub service: Option<ServiceProcess>,
+}
+
+/// Where the backend keeps its files inside the manager's state directory:
+/// a directory of its own, since the manager reads every `*.json` of the
+/// state directory as a network status.
+pub fn own_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("hostnet")
+}
+
+/// The Linux backend.
+#[derive(Debug, Clone)]
+pub struct LinuxBackend {
+    dir: PathBuf,
+    service_cmd: Vec<OsString>,
+    resolv_conf: PathBuf,
+}
+
+impl LinuxBackend {
+    /// A backend keeping its records in `state_dir` (the manager's live state
+    /// directory) and running the DHCP/DNS service as `service_cmd` (program
+    /// and arguments) followed by the service's configuration file; for the
+    /// `slipway` binary that is `[current_exe, "net-service"]`.
+    pub fn new(state_dir: impl AsRef<Path>, service_cmd: Vec<OsString>) -> LinuxBackend {
+        LinuxBackend {
+            dir: own_dir(state_dir.as_ref()),
+            service_cmd,
+            resolv_conf: PathBuf::from(slipway_dns::RESOLV_CONF),
+        }
+    }
+
+    /// Uses this resolver configuration instead of `/etc/resolv.conf` for the
+    /// host's upstream DNS servers.
+    pub fn with_resolv_conf(mut self, path: impl Into<PathBuf>) -> LinuxBackend {
+        self.resolv_conf = path.into();
+        self
+    }
+
+    /// The record file of network `name`.
+    pub fn record_file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Reads the record of network `name`, if any.
+    pub fn record(&self, name: &str) -> Result<Option<Record>> {
+        let path = self.record_file(name);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    path,
+                    why: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("cannot read", path, e)),
+        }
+    }
+
+    fn save(&self, rec: &Record) -> Result<()> {
+        let json = serde_json::to_vec_pretty(rec).map_err(|e| Error::Corrupt {
+            path: self.record_file(&rec.network),
+            why: e.to_string(),
+        })?;
+        fsutil::write_atomic(&self.record_file(&rec.network), &json)
+    }
+
+    /// Applies a live update (`net-update --live` of DHCP hosts or DNS
+    /// hosts) of a running network: `plan` is the plan of its updated live
+    /// definition; its service's configuration is rewritten and the service
+    /// rereads it (SIGHUP) without restarting. Other sections cannot change
+    /// live (the manager refuses them).
+    pub fn update_live(&self, plan: &Plan) -> Result<()> {
+        let name = &plan.network;
+        let svc = plan
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::DhcpDns(s) => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Service(format!("network {name} has no DHCP/DNS service")))?;
+        let rec = self
+            .record(name)?
+            .ok_or_else(|| Error::Service(format!("network {name} is not started")))?;
+        let proc_ = rec
+            .service
+            .ok_or_else(|| Error::Service(format!("network {name} runs no DHCP/DNS service")))?;
+        let mut file = service::read_service_file(&proc_.config)?;
+        file.service = (**svc).clone();
+        write_service_file(&proc_.config, &file)?;
+        if gone(&proc_) {
+            return Err(Error::Service(format!(
+                "the service of network {name} (pid {}) is not running",
+                proc_.pid
+            )));
+        }
+        // SAFETY: plain kill(2) on a pid checked to be our service.
+        unsafe { libc::kill(proc_.pid, libc::SIGHUP) };
+        Ok(())
+    }
+
+    /// Restarts the DHCP/DNS service of running network `name` if it died
+    /// (at daemon start, for networks that stayed up); leases come back from
+    /// the leases file. Returns whether it had to be restarted.
+    pub fn revive(&self, name: &str) -> Result<bool> {
+        let Some(mut rec) = self.record(name)? else {
+            return Ok(false);
+        };
+        let Some(p) = rec.service.clone() else {
+            return Ok(false);
+        };
+        if !gone(&p) {
+            return Ok(false);
+        }
+        tracing::warn!("the DHCP/DNS service of network {name} died: restarting it");
+        self.spawn_service(name, &p.config, &mut rec)?;
+        Ok(true)
+    }
+
+    fn do_start(&self, plan: &Plan, rec: &mut Record) -> Result<()> {
+        let mut nl = netlink::Netlink::open()?;
+        check_subnets(&mut nl, plan)?;
+        // A service configuration it would refuse fails the start before
+        // anything is created.
+        for a in &plan.actions {
+            if let Action::DhcpDns(svc) = a {
+                service::dhcp_config(svc)?;
+            }
+        }
+        let mut bridge_index = 0;
+        let fw_script = slipway_netmgr::plan::nft_script(plan);
+        let mut fw_done = false;
+        for action in &plan.actions {
+            match action {
+                Action::CreateBridge {
+                    name,
+                    mac,
+                    mtu,
+                    stp,
+                    delay,
+                } => {
+                    if netlink::link_index(name).is_some() {
+                        return Err(Error::BridgeExists(name.clone()));
+                    }
+                    let mac = match mac {
+                        Some(m) => Some(service::parse_mac(m).ok_or_else(|| {
+                            Error::Plan(format!("bridge MAC {m:?} is not a MAC address"))
+                        })?),
+                        None => None,
+                    };
+                    // Recorded first: a failure after the kernel created it
+                    // still removes it.
+                    rec.bridge = Some(name.clone());
+                    self.save(rec)?;
+                    bridge_index = nl.create_bridge(&netlink::BridgeSpec {
+                        name,
+                        mac,
+                        mtu: *mtu,
+                        stp: *stp,
+                        delay: *delay,
+                    })?;
+                }
+                Action::Sysctl { key, value } => {
+                    if let Some(old) = set_sysctl(key, value)? {
+                        rec.sysctls.push(SysctlChange {
+                            key: key.clone(),
+                            old,
+                        });
+                        self.save(rec)?;
+                    }
+                }
+                Action::Firewall { .. } if fw_done => {}
+                Action::Firewall { .. } => {
+                    // All of a plan's rules go in as one transaction.
+                    rec.rules = firewall::apply(&fw_script)?;
+                    fw_done = true;
+                    self.save(rec)?;
+                }
+                Action::AddAddress {
+                    address, prefix, ..
+                } => nl.add_address(bridge_index, *address, *prefix)?,
+                Action::LinkUp { dev } => nl.set_up(bridge_index, dev)?,
+                Action::AddRoute {
+                    dest,
+                    prefix,
+                    gateway,
+                    metric,
+                    ..
+                } => {
+                    nl.add_route(*dest, *prefix, *gateway, *metric, bridge_index)?;
+                    rec.routes.push(RouteAdded {
+                        dest: *dest,
+                        prefix: *prefix,
+                        gateway: *gateway,
+                        metric: *metric,
+                    });
+                    self.save(rec)?;
+                }
+                Action::DhcpDns(svc) => {
+                    let config = service::service_file(&self.dir, &plan.network);
+                    let file = service::ServiceFile {
+                        network: plan.network.clone(),
+                        service: (**svc).clone(),
+                        leases_file: leases::leases_file(&self.dir, &plan.network),
+                        resolv_conf: self.resolv_conf.clone(),
+                    };
+                    write_service_file(&config, &file)?;
+                    self.spawn_service(&plan.network, &config, rec)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the service process in its own session (it outlives a CLI run
+    /// in direct mode), records it, and waits for its `ready` line.
+    fn spawn_service(&self, network: &str, config: &Path, rec: &mut Record) -> Result<()> {
+        let (program, args) = self
+            .service_cmd
+            .split_first()
+            .ok_or_else(|| Error::Service("no service command configured".into()))?;
+        let log_path = self.dir.join(format!("{network}.service.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io("cannot open", &log_path, e))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::Service(format!("cannot run {}: {e}", program.to_string_lossy()))
+        })?;
+        let pid = child.id() as i32;
+        // Recorded before waiting, so a failure below still stops it.
+        rec.service = Some(ServiceProcess {
+            pid,
+            config: config.to_path_buf(),
+        });
+        self.save(rec)?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(SERVICE_READY_TIMEOUT) {
+            Ok(line) if line.trim() == "ready" => Ok(()),
+            _ => {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let last = log.lines().last().unwrap_or("no message").to_string();
+                Err(Error::Service(format!(
+                    "the DHCP/DNS service for {network} did not start: {last} (log {})",
+                    log_path.display()
+                )))
+            }
+        }
+    }
+
+    /// Undoes `rec` in reverse order; keeps going past failures and returns
+    /// the first.
+    fn undo(&self, rec: &Record) -> Result<()> {
+        let mut first: Option<Error> = None;
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                tracing::error!("undo {}: {e}", rec.network);
+                first.get_or_insert(e);
+            }
+        };
+        if let Some(p) = &rec.service {
+            note(stop_service(p));
+        }
+        match netlink::Netlink::open() {
+            Ok(mut nl) => {
+                let bridge_index = match &rec.bridge {
+                    Some(b) => netlink::link_index(b),
+                    None => None,
+                };
+                if let Some(idx) = bridge_index {
+                    for r in rec.routes.iter().rev() {
+                        // Gone already if the bridge went down: not an error.
+                        let _ = nl.del_route(r.dest, r.prefix, r.gateway, r.metric, idx);
+                    }
+                }
+                note(firewall::remove(&rec.rules));
+                if let (Some(idx), Some(b)) = (bridge_index, &rec.bridge) {
+                    note(nl.delete_link(idx, b));
+                }
+            }
+            Err(e) => note(Err(e)),
+        }
+        // Sysctls are not put back: the bridge's own went with it, and
+        // forwarding stays on as libvirt leaves it (other networks, or the
+        // host's own routing, may rely on it by now).
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Backend for LinuxBackend {
+    fn name(&self) -> &'static str {
+        "linux"
+    }
+
+    fn start(&self, plan: &Plan) -> slipway_netmgr::Result<LiveState> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create", &self.dir, e))?;
+        if let Some(old) = self.record(&plan.network)? {
+            // A start that crashed half-way, or state the manager lost:
+            // remove what it added before adding it again.
+            tracing::warn!("cleaning up leftovers of network {}", plan.network);
+            self.undo(&old)?;
+        }
+        let mut rec = Record {
+            network: plan.network.clone(),
+            ..Record::default()
+        };
+        if let Err(e) = self.do_start(plan, &mut rec) {
+            if let Err(undo) = self.undo(&rec) {
+                tracing::error!("rollback of network {} incomplete: {undo}", plan.network);
+            } else {
+                let _ = fsutil::remove_if_exists(&self.record_file(&plan.network));
+            }
+            return Err(e.into());
+        }
+        let started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(LiveState {
+            network: plan.network.clone(),
+            backend: self.name().into(),
+            applied: plan.actions.clone(),
+            started_at,
+        })
+    }
+
+    fn stop(&self, live: &LiveState) -> slipway_netmgr::Result<()> {
+        let Some(rec) = self.record(&live.network)? else {
+            tracing::warn!("network {} has no record: nothing to undo", live.network);
+            return Ok(());
+        };
+        self.undo(&rec)?;
+        fsutil::remove_if_exists(&self.record_file(&live.network))?;
+        Ok(())
+    }
+}
+
+fn write_service_file(path: &Path, file: &service::ServiceFile) -> Result<()> {
+    let json = serde_json::to_vec_pretty(file).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    fsutil::write_atomic(path, &json)
+}
+
+/// Refuses a plan whose bridge subnets are already routed through an
+/// interface (libvirt's "Network is already in use by interface X").
+fn check_subnets(nl: &mut netlink::Netlink, plan: &Plan) -> Result<()> {
+    let routes = nl.routes()?;
+    for a in &plan.actions {
+        let Action::AddAddress {
+            address, prefix, ..
+        } = a
+        else {
+            continue;
+        };
+        let net = network_of(*address, *prefix);
+        for r in &routes {
+            // Only routes of the same size and net, like libvirt; default
+            // routes and host routes never collide.
+            if r.oif != 0 && r.prefix == *prefix && r.dest == net {
+                let interface = netlink::link_name(r.oif).unwrap_or_else(|| r.oif.to_string());
+                return Err(Error::SubnetInUse { interface });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The /proc/sys file of a dotted key; in `net.ipv{4,6}.conf.DEV.LEAF` the
+/// device name may itself contain dots (`br.100`).
+fn sysctl_path(key: &str) -> PathBuf {
+    let root = Path::new("/proc/sys");
+    for family in ["net.ipv4.conf.", "net.ipv6.conf."] {
+        if let Some((dev, leaf)) = key
+            .strip_prefix(family)
+            .and_then(|rest| rest.rsplit_once('.'))
+        {
+            return root
+                .join(family.trim_end_matches('.').replace('.', "/"))
+                .join(dev)
+                .join(leaf);
+        }
+    }
+    root.join(key.replace('.', "/"))
+}
+
+/// Writes a sysctl; returns its old value when it changed. A missing key
+/// for disabling IPv6 is fine (a kernel without IPv6).
+fn set_sysctl(key: &str, value: &str) -> Result<Option<String>> {
+    let path = sysctl_path(key);
+    let err = |e| Error::Sysctl {
+        key: key.to_string(),
+        source: e,
+    };
+    let old = match std::fs::read_to_string(&path) {
+        Ok(v) => v.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && key.contains("ipv6") => {
+            return Ok(None)
+        }
+        Err(e) => return Err(err(e)),
+    };
+    if old == value {
+        return Ok(None);
+    }
+    std::fs::write(&path, value).map_err(err)?;
+    Ok(Some(old))
+}
+
+/// Whether the process `p` names is still the service started with that
+/// configuration (not a recycled pid).
+fn is_our_service(p: &ServiceProcess) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", p.pid)) else {
+        return false;
+    };
+    let config = p.config.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == config)
+}
+
+/// Reaps `pid` if it is our exited child; true when it is gone.
+fn gone(p: &ServiceProcess) -> bool {
+    let mut status = 0;
+    // SAFETY: waitpid with WNOHANG on a pid; ECHILD when not our child.
+    let r = unsafe { libc::waitpid(p.pid, &mut status, libc::WNOHANG) };
+    if r == p.pid {
+        return true;
+    }
+    !is_our_service(p) || is_zombie(p.pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// Stops the service: SIGTERM, then SIGKILL if it lingers.
+fn stop_service(p: &ServiceProcess) -> Result<()> {
+    if gone(p) {
+        return Ok(());
+    }
+    // SAFETY: plain kill(2) on a pid checked to be our service.
+    unsafe { libc::kill(p.pid, libc::SIGTERM) };
+    let deadline = Instant::now() + SERVICE_STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if gone(p) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(p.pid, libc::SIGKILL) };
+    let deadline = Instant::now() + SERVICE_STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if gone(p) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(Error::Service(format!(
+        "service pid {} does not exit",
+        p.pid
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_keys_with_dotted_device_names() {
+        assert_eq!(
+            sysctl_path("net.ipv6.conf.br.100.disable_ipv6"),
+            Path::new("/proc/sys/net/ipv6/conf/br.100/disable_ipv6")
+        );
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward"),
+            Path::new("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(
+            sysctl_path("net.ipv6.conf.all.forwarding"),
+            Path::new("/proc/sys/net/ipv6/conf/all/forwarding")
+        );
+    }
+}

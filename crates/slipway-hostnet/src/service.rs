@@ -1,0 +1,902 @@
+//! The DHCP and DNS service of one bridge network: a process of its own
+//! (like libvirt's dnsmasq), bound to the bridge only, driving the shared
+//! `slipway-dhcp` server and `slipway-dns` zone over real sockets.
+//!
+//! The backend starts it with the path of its configuration file
+//! ([`ServiceFile`]) as the last argument; it prints `ready` on stdout once
+//! its sockets are bound, keeps its leases in a crash-safe file, rereads its
+//! configuration on SIGHUP (live updates of DHCP and DNS hosts) and exits
+//! on SIGTERM.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::{Events, Interest, Poll, Token};
+use serde::{Deserialize, Serialize};
+use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, ReplyDestination, StaticHost};
+use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
+use slipway_netmgr::plan::{network_of, ServiceConfig};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::leases::{self, LeaseRecord};
+
+/// What the service process reads at start and on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceFile {
+    /// The network's name.
+    pub network: String,
+    /// What to serve.
+    pub service: ServiceConfig,
+    /// Where leases are kept.
+    pub leases_file: PathBuf,
+    /// The resolver configuration naming the host's upstream servers (used
+    /// when the network has no `<forwarder>`).
+    pub resolv_conf: PathBuf,
+}
+
+/// The configuration file of network `name`'s service in the backend's
+/// directory `dir`.
+pub(crate) fn service_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.service.json"))
+}
+
+/// How long a forwarded query waits for an upstream answer before the
+/// client gets SERVFAIL.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the loop wakes without traffic (signals, forward timeouts).
+const TICK: Duration = Duration::from_millis(500);
+const DHCP: Token = Token(0);
+const UPSTREAM4: Token = Token(1);
+const UPSTREAM6: Token = Token(2);
+const TFTP: Token = Token(3);
+/// UDP DNS listeners are `Token(DNS_BASE + i)`.
+const DNS_BASE: usize = 16;
+/// TCP DNS listeners are `Token(TCP_BASE + i)`.
+const TCP_BASE: usize = 1024;
+/// TCP DNS connections served at once (one thread each); more are closed.
+const MAX_TCP_CLIENTS: usize = 32;
+/// How long a TCP DNS client may stay idle or a TCP upstream may take.
+const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Ordering::SeqCst);
+    } else {
+        TERMINATE.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Reads a [`ServiceFile`].
+pub fn read_service_file(path: &Path) -> Result<ServiceFile> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// Parses `52:54:00:12:34:56`.
+pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+fn mask(prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0),
+    )
+}
+
+fn static_hosts(svc: &ServiceConfig) -> Vec<StaticHost> {
+    svc.hosts
+        .iter()
+        .filter_map(|h| {
+            let IpAddr::V4(ip) = h.ip? else { return None };
+            Some(StaticHost {
+                mac: parse_mac(h.mac.as_deref()?)?,
+                ip,
+                name: h.name.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The DHCPv4 configuration of a service, with the subnet's prefix length;
+/// `None` when the network serves no IPv4 range.
+pub fn dhcp_config(svc: &ServiceConfig) -> Result<Option<(DhcpConfig, u8)>> {
+    let Some(pool) = svc.ranges.iter().find(|r| r.start.is_ipv4()) else {
+        return Ok(None);
+    };
+    let (IpAddr::V4(start), IpAddr::V4(end)) = (pool.start, pool.end) else {
+        return Err(Error::Plan("DHCP range mixes address families".into()));
+    };
+    let subnet = network_of(pool.start, pool.prefix);
+    let server_ip = svc
+        .listen
+        .iter()
+        .find_map(|a| match a {
+            IpAddr::V4(v4) if network_of(*a, pool.prefix) == subnet => Some(*v4),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Error::Plan(format!(
+                "no address of the bridge lies in the DHCP range's subnet {subnet}/{}",
+                pool.prefix
+            ))
+        })?;
+    let netmask = mask(pool.prefix);
+    let (boot_file, next_server) = match &svc.bootp {
+        Some((file, server)) => (
+            Some(file.clone()),
+            match server {
+                Some(IpAddr::V4(s)) => Some(*s),
+                _ => None,
+            },
+        ),
+        None => (None, None),
+    };
+    let config = DhcpConfig {
+        server_ip,
+        netmask,
+        router: match svc.router {
+            Some(IpAddr::V4(r)) => Some(r),
+            _ => None,
+        },
+        dns_servers: if svc.dns { vec![server_ip] } else { Vec::new() },
+        pool: AddressPool::Range { start, end },
+        static_hosts: static_hosts(svc),
+        lease_time: (pool.lease_secs != 0).then(|| Duration::from_secs(pool.lease_secs)),
+        hostname: None,
+        domain_name: svc.domain.clone(),
+        domain_search: Vec::new(),
+        mtu: svc.mtu.map(|m| m.min(u32::from(u16::MAX)) as u16),
+        broadcast: Some(Ipv4Addr::from(u32::from(server_ip) | !u32::from(netmask))),
+        boot_file,
+        tftp_server_name: None,
+        next_server,
+        authoritative: true,
+    };
+    config
+        .validate()
+        .map_err(|e| Error::Plan(format!("DHCP configuration: {e}")))?;
+    Ok(Some((config, pool.prefix)))
+}
+
+/// The local DNS zone: `<dns><host>` records and lease hostnames.
+fn zone(svc: &ServiceConfig, leases: &[LeaseRecord]) -> Result<LocalZone> {
+    let mut zone = LocalZone::new(svc.domain.as_deref())
+        .map_err(|e| Error::Plan(format!("DNS domain: {e}")))?;
+    for (ip, names) in &svc.dns_hosts {
+        for n in names {
+            zone.add_host(*ip, n)
+                .map_err(|e| Error::Plan(format!("DNS host {ip}: {e}")))?;
+        }
+    }
+    let now = epoch_secs();
+    zone.set_lease_hosts(
+        leases
+            .iter()
+            .filter(|l| l.is_active(now))
+            .filter_map(|l| Some((l.hostname.as_deref()?, l.ip))),
+    );
+    Ok(zone)
+}
+
+fn epoch_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A query relayed upstream, waiting for its answer.
+struct Pending {
+    client: SocketAddr,
+    id: u16,
+    listener: usize,
+    deadline: Instant,
+}
+
+struct Service {
+    file: ServiceFile,
+    path: PathBuf,
+    dhcp: Option<(DhcpServer, u8, UdpSocket)>,
+    /// Shared with the threads serving TCP clients.
+    zone: Arc<Mutex<LocalZone>>,
+    listeners: Vec<UdpSocket>,
+    tcp_listeners: Vec<TcpListener>,
+    tcp_clients: Arc<AtomicUsize>,
+    up4: Option<UdpSocket>,
+    up6: Option<UdpSocket>,
+    upstreams: Vec<SocketAddr>,
+    tftp: Option<crate::tftp::TftpServer>,
+    pending: HashMap<u16, Pending>,
+    next_id: u16,
+    saved: Vec<LeaseRecord>,
+    /// When the zone was last built (seconds since the epoch).
+    zone_built: u64,
+}
+
+fn bound_udp(addr: SocketAddr, device: Option<&str>, broadcast: bool) -> Result<UdpSocket> {
+    bound(addr, device, broadcast, Type::DGRAM).map(Into::into)
+}
+
+fn bound(addr: SocketAddr, device: Option<&str>, broadcast: bool, ty: Type) -> Result<Socket> {
+    let ctx = |e| Error::Service(format!("cannot bind {ty:?} {addr}: {e}"));
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let proto = if ty == Type::STREAM {
+        Protocol::TCP
+    } else {
+        Protocol::UDP
+    };
+    let s = Socket::new(domain, ty, Some(proto)).map_err(ctx)?;
+    if let Some(dev) = device {
+        s.bind_device(Some(dev.as_bytes())).map_err(ctx)?;
+        // The bridge's addresses may still be tentative (IPv6 DAD).
+        if addr.is_ipv4() {
+            s.set_freebind_v4(true).map_err(ctx)?;
+        } else {
+            s.set_only_v6(true).map_err(ctx)?;
+            s.set_freebind_v6(true).map_err(ctx)?;
+        }
+    }
+    s.set_reuse_address(true).map_err(ctx)?;
+    if broadcast {
+        s.set_broadcast(true).map_err(ctx)?;
+    }
+    s.set_nonblocking(true).map_err(ctx)?;
+    s.bind(&addr.into()).map_err(ctx)?;
+    if ty == Type::STREAM {
+        s.listen(16).map_err(ctx)?;
+    }
+    Ok(s)
+}
+
+impl Service {
+    fn new(path: &Path) -> Result<Service> {
+        let file = read_service_file(path)?;
+        let svc = &file.service;
+        let saved = leases::load(&file.leases_file)?;
+        let dhcp = match dhcp_config(svc)? {
+            Some((config, prefix)) => {
+                let mut server = DhcpServer::new(config)
+                    .map_err(|e| Error::Plan(format!("DHCP configuration: {e}")))?;
+                server.restore_leases(saved.iter().filter_map(LeaseRecord::to_lease));
+                let sock = bound_udp(
+                    SocketAddr::from((Ipv4Addr::UNSPECIFIED, 67)),
+                    Some(&svc.interface),
+                    true,
+                )?;
+                Some((server, prefix, sock))
+            }
+            None => None,
+        };
+        let mut listeners = Vec::new();
+        let mut tcp_listeners = Vec::new();
+        if svc.dns {
+            for addr in &svc.listen {
+                let at = SocketAddr::new(*addr, 53);
+                listeners.push(bound_udp(at, Some(&svc.interface), false)?);
+                tcp_listeners.push(bound(at, Some(&svc.interface), false, Type::STREAM)?.into());
+            }
+        }
+        let upstreams = if !svc.dns || !svc.upstream {
+            Vec::new()
+        } else if !svc.forwarders.is_empty() {
+            svc.forwarders
+                .iter()
+                .map(|a| SocketAddr::new(*a, 53))
+                .collect()
+        } else {
+            slipway_dns::upstreams_from_file(&file.resolv_conf).unwrap_or_else(|e| {
+                tracing::warn!("no upstream DNS servers: {e}");
+                Vec::new()
+            })
+        };
+        let up4 = upstreams
+            .iter()
+            .any(SocketAddr::is_ipv4)
+            .then(|| bound_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), None, false))
+            .transpose()?;
+        let up6 = upstreams
+            .iter()
+            .any(SocketAddr::is_ipv6)
+            .then(|| {
+                bound_udp(
+                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+                    None,
+                    false,
+                )
+            })
+            .transpose()?;
+        let zone = zone(svc, &saved)?;
+        let tftp = match &svc.tftp_root {
+            Some(root) => {
+                let root = Path::new(root);
+                if !root.is_dir() {
+                    return Err(Error::Service(format!(
+                        "TFTP root {} is not a directory",
+                        root.display()
+                    )));
+                }
+                let addr = svc.listen.iter().find(|a| a.is_ipv4()).ok_or_else(|| {
+                    Error::Plan("TFTP needs an IPv4 address on the bridge".into())
+                })?;
+                Some(
+                    crate::tftp::TftpServer::bind(*addr, &svc.interface, root)
+                        .map_err(|e| Error::Service(format!("cannot bind TFTP on {addr}: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Service {
+            tftp,
+            path: path.to_path_buf(),
+            dhcp,
+            zone: Arc::new(Mutex::new(zone)),
+            listeners,
+            tcp_listeners,
+            tcp_clients: Arc::new(AtomicUsize::new(0)),
+            up4,
+            up6,
+            upstreams,
+            pending: HashMap::new(),
+            // Not a security boundary (answers are also matched by source),
+            // but avoid predictable ids across restarts.
+            next_id: (std::process::id() as u16) ^ (Instant::now().elapsed().subsec_nanos() as u16),
+            saved,
+            zone_built: epoch_secs(),
+            file,
+        })
+    }
+
+    /// Handles every DHCP message waiting on the socket.
+    fn dhcp_ready(&mut self) {
+        let Some((server, prefix, sock)) = &mut self.dhcp else {
+            return;
+        };
+        let mut buf = [0u8; 1500];
+        while let Ok((len, _)) = sock.recv_from(&mut buf) {
+            let reply = match server.handle(&buf[..len], SystemTime::now()) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!("ignored DHCP message: {e}");
+                    continue;
+                }
+            };
+            let to = match reply.destination {
+                ReplyDestination::Broadcast => Ipv4Addr::BROADCAST,
+                ReplyDestination::Unicast(ip) => {
+                    // The client has no address yet and does not answer ARP:
+                    // tell the kernel its MAC, as dnsmasq does.
+                    if let Err(e) =
+                        set_arp(sock, ip, reply.client_mac, &self.file.service.interface)
+                    {
+                        tracing::warn!("cannot add ARP entry for {ip}: {e}");
+                    }
+                    ip
+                }
+            };
+            if let Err(e) = sock.send_to(&reply.payload, SocketAddrV4::new(to, 68)) {
+                tracing::warn!("cannot send DHCP reply to {to}: {e}");
+            }
+        }
+        let now: Vec<LeaseRecord> = server
+            .leases()
+            .map(|l| LeaseRecord::from_lease(l, *prefix))
+            .collect();
+        if now != self.saved {
+            if let Err(e) = leases::save(&self.file.leases_file, &now) {
+                tracing::error!("{e}");
+            }
+            self.saved = now;
+            self.rebuild_zone();
+        }
+    }
+
+    /// Answers or relays every query waiting on listener `i`.
+    fn dns_ready(&mut self, i: usize) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let Ok((len, client)) = self.listeners[i].recv_from(&mut buf) else {
+                return;
+            };
+            let query = &mut buf[..len];
+            let answer = lock(&self.zone).answer(query);
+            let reply = match answer {
+                Answer::Local(r) | Answer::Refuse(r) => Some(r),
+                Answer::Ignore => None,
+                Answer::Forward if self.upstreams.is_empty() => {
+                    let rcode = if self.file.service.upstream {
+                        RCODE_SERVFAIL
+                    } else {
+                        RCODE_REFUSED
+                    };
+                    slipway_dns::error_response(query, rcode)
+                }
+                Answer::Forward => {
+                    self.forward(query, client, i);
+                    None
+                }
+            };
+            if let Some(r) = reply {
+                let _ = self.listeners[i].send_to(&r, client);
+            }
+        }
+    }
+
+    /// Sends a query to every upstream under a fresh id; the first answer wins.
+    fn forward(&mut self, query: &mut [u8], client: SocketAddr, listener: usize) {
+        let Some(id) = slipway_dns::query_id(query) else {
+            return;
+        };
+        self.next_id = self.next_id.wrapping_add(1);
+        while self.pending.contains_key(&self.next_id) {
+            self.next_id = self.next_id.wrapping_add(1);
+        }
+        let new_id = self.next_id;
+        slipway_dns::set_query_id(query, new_id);
+        for up in &self.upstreams {
+            let sock = if up.is_ipv4() { &self.up4 } else { &self.up6 };
+            if let Some(s) = sock {
+                if let Err(e) = s.send_to(query, up) {
+                    tracing::debug!("cannot relay DNS query to {up}: {e}");
+                }
+            }
+        }
+        self.pending.insert(
+            new_id,
+            Pending {
+                client,
+                id,
+                listener,
+                deadline: Instant::now() + FORWARD_TIMEOUT,
+            },
+        );
+    }
+
+    fn upstream_ready(&mut self, v6: bool) {
+        let sock = if v6 { &self.up6 } else { &self.up4 };
+        let Some(sock) = sock else { return };
+        let mut buf = [0u8; 4096];
+        while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            if !self.upstreams.contains(&from) {
+                continue;
+            }
+            let answer = &mut buf[..len];
+            let Some(id) = slipway_dns::query_id(answer) else {
+                continue;
+            };
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
+            slipway_dns::set_query_id(answer, p.id);
+            let _ = self.listeners[p.listener].send_to(answer, p.client);
+        }
+    }
+
+    /// Accepts TCP clients on listener `i`, one thread each.
+    fn tcp_ready(&mut self, i: usize) {
+        while let Ok((stream, client)) = self.tcp_listeners[i].accept() {
+            if self.tcp_clients.load(Ordering::SeqCst) >= MAX_TCP_CLIENTS {
+                tracing::warn!("too many TCP DNS clients: closing {client}");
+                continue;
+            }
+            self.tcp_clients.fetch_add(1, Ordering::SeqCst);
+            let zone = self.zone.clone();
+            let clients = self.tcp_clients.clone();
+            let upstreams = self.upstreams.clone();
+            let upstream = self.file.service.upstream;
+            std::thread::spawn(move || {
+                if let Err(e) = serve_tcp(stream, &zone, &upstreams, upstream) {
+                    tracing::debug!("TCP DNS client {client}: {e}");
+                }
+                clients.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    }
+
+    /// Queries nobody answered in time get no reply from us either: the
+    /// client retries (dnsmasq behaves the same when all servers are silent).
+    fn expire(&mut self) {
+        let now = Instant::now();
+        self.pending.retain(|_, p| p.deadline > now);
+        // A lease that ran out takes its hostname out of DNS.
+        let secs = epoch_secs();
+        if self.saved.iter().any(|l| {
+            l.hostname.is_some() && l.expires.is_some_and(|e| e <= secs && e > self.zone_built)
+        }) {
+            self.rebuild_zone();
+        }
+    }
+
+    fn rebuild_zone(&mut self) {
+        match zone(&self.file.service, &self.saved) {
+            Ok(z) => *lock(&self.zone) = z,
+            Err(e) => tracing::error!("{e}"),
+        }
+        self.zone_built = epoch_secs();
+    }
+
+    /// Rereads the configuration: static hosts and DNS records change live.
+    fn reload(&mut self) {
+        let file = match read_service_file(&self.path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("reload: {e}");
+                return;
+            }
+        };
+        if let Some((server, _, _)) = &mut self.dhcp {
+            if let Err(e) = server.set_static_hosts(static_hosts(&file.service)) {
+                tracing::error!("reload: DHCP hosts: {e}");
+                return;
+            }
+        }
+        match zone(&file.service, &self.saved) {
+            Ok(z) => *lock(&self.zone) = z,
+            Err(e) => {
+                tracing::error!("reload: {e}");
+                return;
+            }
+        }
+        self.file.service = file.service;
+        tracing::info!("configuration reloaded");
+    }
+}
+
+fn lock(zone: &Mutex<LocalZone>) -> std::sync::MutexGuard<'_, LocalZone> {
+    // A panicked holder leaves a whole zone (it is replaced, never edited).
+    zone.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads one length-prefixed DNS message (RFC 1035 4.2.2); `None` at EOF.
+fn read_msg(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut msg)?;
+    Ok(Some(msg))
+}
+
+fn write_msg(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| std::io::ErrorKind::InvalidData)?;
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(msg);
+    stream.write_all(&out)
+}
+
+/// Relays one query to an upstream over TCP.
+fn ask_upstream(up: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&up, TCP_TIMEOUT)?;
+    s.set_read_timeout(Some(TCP_TIMEOUT))?;
+    s.set_write_timeout(Some(TCP_TIMEOUT))?;
+    write_msg(&mut s, query)?;
+    read_msg(&mut s)?.ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+}
+
+/// Serves one TCP DNS client until it closes or idles out.
+fn serve_tcp(
+    mut stream: TcpStream,
+    zone: &Mutex<LocalZone>,
+    upstreams: &[SocketAddr],
+    upstream: bool,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(TCP_TIMEOUT))?;
+    stream.set_write_timeout(Some(TCP_TIMEOUT))?;
+    while let Some(query) = read_msg(&mut stream)? {
+        let answer = lock(zone).answer(&query);
+        let reply = match answer {
+            Answer::Local(r) | Answer::Refuse(r) => Some(r),
+            Answer::Ignore => return Ok(()),
+            Answer::Forward => upstreams
+                .iter()
+                .find_map(|up| ask_upstream(*up, &query).ok())
+                .or_else(|| {
+                    let rcode = if upstream {
+                        RCODE_SERVFAIL
+                    } else {
+                        RCODE_REFUSED
+                    };
+                    slipway_dns::error_response(&query, rcode)
+                }),
+        };
+        if let Some(r) = reply {
+            write_msg(&mut stream, &r)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds a complete ARP entry `ip` → `mac` on `dev` (SIOCSARP).
+fn set_arp(sock: &UdpSocket, ip: Ipv4Addr, mac: [u8; 6], dev: &str) -> std::io::Result<()> {
+    // SAFETY: arpreq is plain old data; all-zero is a valid value.
+    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in fits in sockaddr (both 16 bytes).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&sin as *const libc::sockaddr_in).cast::<u8>(),
+            (&mut req.arp_pa as *mut libc::sockaddr).cast::<u8>(),
+            std::mem::size_of::<libc::sockaddr_in>(),
+        );
+    }
+    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+        *d = s as libc::c_char;
+    }
+    req.arp_flags = libc::ATF_COM;
+    for (d, s) in req.arp_dev.iter_mut().zip(dev.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: the fd is a valid socket and req a valid arpreq for SIOCSARP.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSARP, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The service's main loop; returns when asked to terminate. Prints `ready`
+/// on stdout once its sockets are bound (the backend waits for it).
+pub fn run(config: &Path) -> Result<()> {
+    // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+    let mut svc = Service::new(config)?;
+    let perr = |e| Error::Service(format!("poll: {e}"));
+    let mut poll = Poll::new().map_err(perr)?;
+    let mut fds = Vec::new();
+    if let Some((_, _, s)) = &svc.dhcp {
+        fds.push((s.as_raw_fd(), DHCP));
+    }
+    if let Some(s) = &svc.up4 {
+        fds.push((s.as_raw_fd(), UPSTREAM4));
+    }
+    if let Some(s) = &svc.up6 {
+        fds.push((s.as_raw_fd(), UPSTREAM6));
+    }
+    if let Some(t) = &svc.tftp {
+        fds.push((t.socket().as_raw_fd(), TFTP));
+    }
+    for (i, s) in svc.listeners.iter().enumerate() {
+        fds.push((s.as_raw_fd(), Token(DNS_BASE + i)));
+    }
+    for (i, s) in svc.tcp_listeners.iter().enumerate() {
+        fds.push((s.as_raw_fd(), Token(TCP_BASE + i)));
+    }
+    for (fd, token) in fds {
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)
+            .map_err(perr)?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
+    let mut events = Events::with_capacity(64);
+    while !TERMINATE.load(Ordering::SeqCst) {
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            svc.reload();
+        }
+        match poll.poll(&mut events, Some(TICK)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(perr(e)),
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                DHCP => svc.dhcp_ready(),
+                UPSTREAM4 => svc.upstream_ready(false),
+                UPSTREAM6 => svc.upstream_ready(true),
+                TFTP => {
+                    if let Some(t) = &svc.tftp {
+                        t.ready();
+                    }
+                }
+                Token(t) if t >= TCP_BASE => svc.tcp_ready(t - TCP_BASE),
+                Token(t) => svc.dns_ready(t - DNS_BASE),
+            }
+        }
+        svc.expire();
+        if crate::netlink::link_index(&svc.file.service.interface).is_none() {
+            // The bridge was removed without stopping us: nothing left to serve.
+            tracing::warn!("{} is gone: exiting", svc.file.service.interface);
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_netmgr::plan::{DhcpPool, StaticLease};
+
+    fn svc() -> ServiceConfig {
+        ServiceConfig {
+            interface: "br0".into(),
+            listen: vec!["fd00::1".parse().unwrap(), "10.9.0.1".parse().unwrap()],
+            ranges: vec![DhcpPool {
+                start: "10.9.0.10".parse().unwrap(),
+                end: "10.9.0.20".parse().unwrap(),
+                prefix: 24,
+                lease_secs: 0,
+            }],
+            hosts: vec![
+                StaticLease {
+                    mac: Some("52:54:00:aa:bb:cc".into()),
+                    id: None,
+                    ip: Some("10.9.0.99".parse().unwrap()),
+                    name: Some("db".into()),
+                    lease_secs: None,
+                },
+                // IPv6 hosts (by DUID) are not for the DHCPv4 server.
+                StaticLease {
+                    mac: None,
+                    id: Some("0:1:2".into()),
+                    ip: Some("fd00::9".parse().unwrap()),
+                    name: None,
+                    lease_secs: None,
+                },
+            ],
+            router: None,
+            mtu: Some(9000),
+            dns: true,
+            domain: Some("lab".into()),
+            forwarders: Vec::new(),
+            upstream: false,
+            dns_hosts: Vec::new(),
+            tftp_root: None,
+            bootp: Some(("pxelinux.0".into(), Some("10.9.0.5".parse().unwrap()))),
+        }
+    }
+
+    #[test]
+    fn dhcp_config_follows_the_network() {
+        let (c, prefix) = dhcp_config(&svc()).unwrap().unwrap();
+        assert_eq!(prefix, 24);
+        assert_eq!(c.server_ip, Ipv4Addr::new(10, 9, 0, 1));
+        assert_eq!(c.netmask, Ipv4Addr::new(255, 255, 255, 0));
+        // Isolated: no router; infinite lease for lease_secs 0.
+        assert_eq!(c.router, None);
+        assert_eq!(c.lease_time, None);
+        assert_eq!(c.dns_servers, vec![Ipv4Addr::new(10, 9, 0, 1)]);
+        assert_eq!(c.mtu, Some(9000));
+        assert_eq!(c.domain_name.as_deref(), Some("lab"));
+        assert_eq!(c.broadcast, Some(Ipv4Addr::new(10, 9, 0, 255)));
+        assert_eq!(c.boot_file.as_deref(), Some("pxelinux.0"));
+        assert_eq!(c.next_server, Some(Ipv4Addr::new(10, 9, 0, 5)));
+        assert!(c.authoritative);
+        assert_eq!(c.static_hosts.len(), 1);
+        assert_eq!(c.static_hosts[0].mac, [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]);
+        assert_eq!(c.static_hosts[0].name.as_deref(), Some("db"));
+
+        let mut dns_off = svc();
+        dns_off.dns = false;
+        dns_off.router = Some("10.9.0.1".parse().unwrap());
+        dns_off.ranges[0].lease_secs = 600;
+        let (c, _) = dhcp_config(&dns_off).unwrap().unwrap();
+        assert!(c.dns_servers.is_empty());
+        assert_eq!(c.router, Some(Ipv4Addr::new(10, 9, 0, 1)));
+        assert_eq!(c.lease_time, Some(Duration::from_secs(600)));
+
+        let mut none = svc();
+        none.ranges.clear();
+        assert_eq!(dhcp_config(&none).unwrap(), None);
+    }
+
+    #[test]
+    fn unusable_configurations_are_refused_with_the_reason() {
+        let mut elsewhere = svc();
+        elsewhere.listen = vec!["10.8.0.1".parse().unwrap()];
+        let e = dhcp_config(&elsewhere).unwrap_err().to_string();
+        assert!(
+            e.contains("no address of the bridge lies in the DHCP range's subnet 10.9.0.0/24"),
+            "{e}"
+        );
+        let mut with_server = svc();
+        with_server.ranges[0].start = "10.9.0.1".parse().unwrap();
+        let e = dhcp_config(&with_server).unwrap_err().to_string();
+        assert!(
+            e.contains("DHCP configuration: DHCP range includes the server's own address 10.9.0.1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_or_damaged_service_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.service.json");
+        let e = run(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot read {}", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, "{\"network\": 3").unwrap();
+        let e = run(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("corrupted file {}", path.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn zone_has_dns_hosts_and_active_lease_names() {
+        let mut s = svc();
+        s.dns_hosts = vec![("10.9.0.7".parse().unwrap(), vec!["nas".into()])];
+        let lease = |name: &str, ip: [u8; 4], expires| LeaseRecord {
+            mac: "52:54:00:00:00:01".into(),
+            ip: Ipv4Addr::from(ip),
+            prefix: 24,
+            hostname: Some(name.into()),
+            client_id: None,
+            expires,
+        };
+        let z = zone(
+            &s,
+            &[
+                lease("live", [10, 9, 0, 11], None),
+                lease("gone", [10, 9, 0, 12], Some(1)),
+            ],
+        )
+        .unwrap();
+        let query = |name: &str| {
+            let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in name.split('.') {
+                q.push(label.len() as u8);
+                q.extend_from_slice(label.as_bytes());
+            }
+            q.extend_from_slice(&[0, 0, 1, 0, 1]);
+            q
+        };
+        for (name, ip) in [("nas.lab", [10, 9, 0, 7]), ("live.lab", [10, 9, 0, 11])] {
+            let Answer::Local(r) = z.answer(&query(name)) else {
+                panic!("{name} not answered locally");
+            };
+            assert!(r.ends_with(&ip), "{name}: {r:?}");
+        }
+        // An expired lease's name is not ours any more: it goes upstream
+        // like any unknown name (the domain is not localOnly).
+        assert_eq!(z.answer(&query("gone.lab")), Answer::Forward);
+    }
+}

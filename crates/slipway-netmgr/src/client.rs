@@ -1,0 +1,105 @@
+//! A client of the daemon's JSON-lines API.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::proto::{into_result, Event, Reply, Request, WireMessage};
+
+/// One connection to the daemon.
+pub struct Client {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects to the daemon's socket. `Err` with `NotFound` or
+    /// `ConnectionRefused` means no daemon is running.
+    pub fn connect(socket: &Path) -> std::io::Result<Client> {
+        let writer = UnixStream::connect(socket)?;
+        let reader = BufReader::new(writer.try_clone()?);
+        Ok(Client { writer, reader })
+    }
+
+    /// Sends one request and waits for its reply.
+    pub fn call(&mut self, req: &Request) -> Result<Reply> {
+        let mut line = serde_json::to_string(req).map_err(|e| Error::Protocol(e.to_string()))?;
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::Protocol(format!("cannot send request: {e}")))?;
+        let msg = self
+            .read_message(None)?
+            .ok_or_else(|| Error::Protocol("timed out".into()))?;
+        into_result(msg)
+    }
+
+    /// Subscribes to lifecycle events; the connection then only delivers events.
+    pub fn subscribe(mut self) -> Result<EventStream> {
+        match self.call(&Request::Subscribe)? {
+            Reply::Subscribed => Ok(EventStream { client: self }),
+            other => Err(Error::Protocol(format!(
+                "unexpected reply to subscribe: {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads one message; `None` when `deadline` passes first.
+    fn read_message(&mut self, deadline: Option<Instant>) -> Result<Option<WireMessage>> {
+        let mut line = String::new();
+        loop {
+            let timeout = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            self.reader
+                .get_ref()
+                .set_read_timeout(timeout)
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            // read_line keeps what it read before a timeout in `line`, so a
+            // line split across timeouts is still assembled whole.
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return Err(Error::Protocol("the daemon closed the connection".into())),
+                Ok(_) if line.ends_with('\n') => {
+                    return serde_json::from_str(&line)
+                        .map(Some)
+                        .map_err(|e| Error::Protocol(format!("bad message from the daemon: {e}")))
+                }
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(Error::Protocol(format!("cannot read from the daemon: {e}"))),
+            }
+        }
+    }
+}
+
+/// A subscribed connection delivering lifecycle events.
+pub struct EventStream {
+    client: Client,
+}
+
+impl EventStream {
+    /// The next event, or `None` if `timeout` passes first.
+    pub fn next(&mut self, timeout: Option<Duration>) -> Result<Option<Event>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.client.read_message(deadline)? {
+                None => return Ok(None),
+                Some(WireMessage::Event(ev)) => return Ok(Some(ev)),
+                Some(other) => tracing::debug!("ignoring non-event message {other:?}"),
+            }
+        }
+    }
+}

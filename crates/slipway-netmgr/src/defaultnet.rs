@@ -1,0 +1,103 @@
+//! The shipped `default` network, moved off 192.168.122.0/24 when that
+//! subnet is already routed on the host (libvirt fails to start there).
+
+use std::net::Ipv4Addr;
+
+/// An IPv4 route: destination and prefix length.
+pub type Route4 = (Ipv4Addr, u8);
+
+/// Parses `/proc/net/route`: the kernel prints each network-order address
+/// word with `%08X`, so its native-endian bytes are the address octets.
+pub fn parse_proc_routes(text: &str) -> Vec<Route4> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            let dest = Ipv4Addr::from(dest.to_ne_bytes());
+            let prefix = mask.count_ones() as u8;
+            Some((dest, prefix))
+        })
+        .collect()
+}
+
+/// The host's IPv4 routes, from `/proc/net/route` (empty if unreadable).
+pub fn host_routes() -> Vec<Route4> {
+    std::fs::read_to_string("/proc/net/route")
+        .map(|t| parse_proc_routes(&t))
+        .unwrap_or_default()
+}
+
+fn overlaps(a: Route4, b: Route4) -> bool {
+    // Two prefixes overlap when they agree on the shorter prefix's bits;
+    // the default route (prefix 0) is ignored: it overlaps everything.
+    let p = a.1.min(b.1);
+    if p == 0 {
+        return false;
+    }
+    let mask = u32::MAX << (32 - u32::from(p));
+    u32::from(a.0) & mask == u32::from(b.0) & mask
+}
+
+/// The third octet N of the first 192.168.N.0/24 (from 122 upwards, then
+/// from 0) that overlaps none of `routes`; `None` if all are taken.
+pub fn pick_subnet(routes: &[Route4]) -> Option<u8> {
+    (122..=255u8).chain(0..122).find(|&n| {
+        let cand = (Ipv4Addr::new(192, 168, n, 0), 24);
+        !routes.iter().any(|r| overlaps(*r, cand))
+    })
+}
+
+/// The default network's XML on subnet 192.168.N.0/24.
+pub fn default_xml(n: u8) -> String {
+    format!(
+        "<network>\n  <name>default</name>\n  <forward mode='nat'/>\n  <bridge name='virbr0' stp='on' delay='0'/>\n  \
+         <ip address='192.168.{n}.1' netmask='255.255.255.0'>\n    <dhcp>\n      \
+         <range start='192.168.{n}.2' end='192.168.{n}.254'/>\n    </dhcp>\n  </ip>\n</network>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROC: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t007AA8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+br1\t0000100A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+
+    #[test]
+    fn parses_proc_net_route() {
+        let r = parse_proc_routes(PROC);
+        assert_eq!(
+            r,
+            vec![
+                (Ipv4Addr::new(0, 0, 0, 0), 0),
+                (Ipv4Addr::new(192, 168, 122, 0), 24),
+                (Ipv4Addr::new(10, 16, 0, 0), 16)
+            ]
+        );
+    }
+
+    #[test]
+    fn picks_122_when_free_and_next_when_taken() {
+        assert_eq!(pick_subnet(&[(Ipv4Addr::UNSPECIFIED, 0)]), Some(122));
+        assert_eq!(pick_subnet(&parse_proc_routes(PROC)), Some(123));
+        let wide = [(Ipv4Addr::new(192, 168, 122, 0), 23)];
+        assert_eq!(pick_subnet(&wide), Some(124));
+        let all = [(Ipv4Addr::new(192, 168, 0, 0), 16)];
+        assert_eq!(pick_subnet(&all), None);
+        let host = [(Ipv4Addr::new(192, 168, 122, 7), 32)];
+        assert_eq!(pick_subnet(&host), Some(123));
+    }
+
+    #[test]
+    fn default_xml_parses_and_validates() {
+        let net = slipway_netxml::Network::from_xml(&default_xml(122)).unwrap();
+        net.validate().unwrap();
+        assert_eq!(net.bridge_name(), Some("virbr0"));
+        assert!(net.unknown.is_empty());
+    }
+}

@@ -1,0 +1,158 @@
+//! The manager's error type. Messages follow libvirt's wording (the part
+//! after virsh's `error: ` prefix) so the CLI can print them unchanged.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the manager can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No network has this name.
+    #[error("Network not found: no network with matching name '{0}'")]
+    NoSuchName(String),
+    /// No network has this UUID.
+    #[error("Network not found: no network with matching uuid '{0}'")]
+    NoSuchUuid(String),
+    /// A definition with the same name but another UUID exists.
+    #[error("operation failed: network '{name}' already exists with uuid {uuid}")]
+    NameTaken {
+        /// The existing network.
+        name: String,
+        /// Its UUID.
+        uuid: String,
+    },
+    /// Another network already has this UUID.
+    #[error("operation failed: network '{name}' is already defined with uuid {uuid}")]
+    UuidTaken {
+        /// The network that has the UUID.
+        name: String,
+        /// The UUID.
+        uuid: String,
+    },
+    /// Another network already uses this bridge device.
+    #[error("bridge name '{bridge}' already in use by network '{network}'")]
+    BridgeTaken {
+        /// The bridge device.
+        bridge: String,
+        /// The network using it.
+        network: String,
+    },
+    /// A name that cannot be a definition file name.
+    #[error("invalid network name '{name}': {why}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        why: &'static str,
+    },
+    /// The XML did not parse.
+    #[error("{0}")]
+    Xml(#[from] slipway_netxml::XmlError),
+    /// An element given to `net-update` is not the expected one or does not parse.
+    #[error("XML error: {0}")]
+    XmlFragment(String),
+    /// The definition parsed but breaks a rule.
+    #[error("{0}")]
+    Invalid(#[from] slipway_netxml::ValidationError),
+    /// The operation does not fit the network's state (libvirt's
+    /// VIR_ERR_OPERATION_INVALID).
+    #[error("Requested operation is not valid: {0}")]
+    NotValid(String),
+    /// The operation is not supported for this section or mode.
+    #[error("Operation not supported: {0}")]
+    Unsupported(String),
+    /// A definition or state file exists but cannot be read or parsed.
+    #[error("corrupted file {path}: {why}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A file-system operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("cannot write", "cannot read", ...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The realization backend failed.
+    #[error("realization failed: {0}")]
+    Backend(String),
+    /// The caller may not change networks (daemon peer-credential check).
+    #[error("access denied: {0}")]
+    Denied(String),
+    /// The daemon answered something this client does not understand, or the
+    /// connection broke.
+    #[error("daemon protocol error: {0}")]
+    Protocol(String),
+    /// An error reported by the daemon, carried over the socket.
+    #[error("{message}")]
+    Remote {
+        /// The error's code (see [`Error::code`]).
+        code: ErrorCode,
+        /// The daemon's message.
+        message: String,
+    },
+}
+
+/// A stable, machine-readable classification of [`Error`], sent over the
+/// daemon API so clients can react (e.g. print virsh's "failed to get network").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The network lookup failed.
+    NotFound,
+    /// Name, UUID or bridge already in use.
+    Conflict,
+    /// Bad XML, bad name or a broken rule.
+    Invalid,
+    /// Wrong state for the operation, or unsupported.
+    NotValid,
+    /// Unreadable files, I/O failures, backend failures.
+    Internal,
+    /// Permission denied.
+    Denied,
+}
+
+impl Error {
+    /// The error's classification.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::NoSuchName(_) | Error::NoSuchUuid(_) => ErrorCode::NotFound,
+            Error::NameTaken { .. } | Error::UuidTaken { .. } | Error::BridgeTaken { .. } => {
+                ErrorCode::Conflict
+            }
+            Error::BadName { .. } | Error::Xml(_) | Error::XmlFragment(_) | Error::Invalid(_) => {
+                ErrorCode::Invalid
+            }
+            Error::NotValid(_) | Error::Unsupported(_) => ErrorCode::NotValid,
+            Error::Corrupt { .. } | Error::Io { .. } | Error::Backend(_) | Error::Protocol(_) => {
+                ErrorCode::Internal
+            }
+            Error::Denied(_) => ErrorCode::Denied,
+            Error::Remote { code, .. } => *code,
+        }
+    }
+
+    /// Shorthand for an [`Error::Io`].
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The manager's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,29 @@
+//! slipway's network manager: persistent network definitions, live state,
+//! the daemon and its API.
+//!
+//! A definition goes one way: XML → validated model (`slipway-netxml`) →
+//! [`Plan`] → [`Backend::start`] → recorded [`LiveState`] → [`Backend::stop`].
+//! The [`Manager`] keeps definitions and live state on disk ([`Paths`]),
+//! under a lock, with crash-safe writes; [`daemon::run`] serves it over a
+//! unix socket and [`Client`] talks to that socket.
+
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod daemon;
+pub mod defaultnet;
+mod error;
+mod fsutil;
+mod manager;
+mod paths;
+pub mod plan;
+pub mod proto;
+mod realize;
+pub mod update;
+
+pub use client::{Client, EventStream};
+pub use error::{Error, ErrorCode, Result};
+pub use manager::Manager;
+pub use paths::Paths;
+pub use plan::{Action, Plan};
+pub use realize::{Backend, LiveState, RecordingBackend};

@@ -1,0 +1,879 @@
+//! The network manager: every operation reads the definitions and live state
+//! from disk under the lock, changes them with crash-safe writes, and reports
+//! the lifecycle events it caused. It keeps no state in memory, so the daemon
+//! and direct-mode commands can work side by side.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use slipway_netxml::{DefaultsContext, Network};
+
+use crate::defaultnet;
+use crate::error::{Error, Result};
+use crate::fsutil::{self, LockGuard, TEMP_PREFIX};
+use crate::paths::Paths;
+use crate::plan::{self, Plan};
+use crate::proto::{
+    Event, EventKind, ListFilter, Lookup, NetworkInfo, Outcome, Problem, Reply, Request,
+};
+use crate::realize::{Backend, LiveState};
+use crate::update::{self, UpdateSpec};
+
+/// One network as found on disk.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The persistent definition, if any.
+    config: Option<Network>,
+    /// The running definition and its realized state, if active.
+    live: Option<(Network, LiveState)>,
+    /// Whether the autostart link exists.
+    autostart: bool,
+}
+
+impl Entry {
+    /// The definition in effect: live when running, else the persistent one.
+    fn current(&self) -> &Network {
+        match (&self.live, &self.config) {
+            (Some((live, _)), _) => live,
+            (None, Some(cfg)) => cfg,
+            (None, None) => unreachable!("an entry has a definition or live state"),
+        }
+    }
+
+    fn uuid(&self) -> String {
+        self.current()
+            .uuid
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    }
+
+    fn info(&self) -> NetworkInfo {
+        let cur = self.current();
+        NetworkInfo {
+            name: cur.name.clone(),
+            uuid: self.uuid(),
+            active: self.live.is_some(),
+            persistent: self.config.is_some(),
+            autostart: self.autostart,
+            bridge: cur.bridge_name().map(str::to_string),
+        }
+    }
+}
+
+/// Everything on disk: networks by name plus files that could not be read.
+#[derive(Debug, Default)]
+struct Inventory {
+    nets: BTreeMap<String, Entry>,
+    problems: Vec<Problem>,
+}
+
+impl Inventory {
+    /// virsh's lookup: by UUID first when allowed and the key looks like one,
+    /// then by name; the error names the last kind tried.
+    fn find(&self, key: &Lookup) -> Result<(&String, &Entry)> {
+        let try_uuid = key.by_uuid && key.key.len() == 36;
+        if try_uuid {
+            if let Ok(u) = uuid::Uuid::parse_str(&key.key) {
+                if let Some(found) = self.nets.iter().find(|(_, e)| e.current().uuid == Some(u)) {
+                    return Ok(found);
+                }
+            }
+        }
+        if key.by_name {
+            if let Some(found) = self.nets.get_key_value(&key.key) {
+                return Ok(found);
+            }
+            // A definition that exists but cannot be read is reported as such,
+            // not as "not found".
+            if let Some(p) = self
+                .problems
+                .iter()
+                .find(|p| p.network.as_deref() == Some(key.key.as_str()))
+            {
+                return Err(Error::Corrupt {
+                    path: PathBuf::from(&p.path),
+                    why: p.message.clone(),
+                });
+            }
+            return Err(Error::NoSuchName(key.key.clone()));
+        }
+        Err(Error::NoSuchUuid(key.key.clone()))
+    }
+
+    fn bridges_except(&self, name: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        for (n, e) in &self.nets {
+            if n == name {
+                continue;
+            }
+            for def in e.config.iter().chain(e.live.iter().map(|(l, _)| l)) {
+                if let Some(b) = def.bridge_name() {
+                    v.push(b.to_string());
+                }
+            }
+        }
+        v
+    }
+}
+
+/// The network manager over one set of [`Paths`] and a realization backend.
+pub struct Manager {
+    paths: Paths,
+    backend: Box<dyn Backend>,
+}
+
+impl Manager {
+    /// A manager for `paths` realizing networks with `backend`.
+    pub fn new(paths: Paths, backend: Box<dyn Backend>) -> Manager {
+        Manager { paths, backend }
+    }
+
+    /// The locations this manager works on.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Takes the lock, creating the shipped `default` network first if the
+    /// definitions directory does not exist yet (first run).
+    fn lock(&self, exclusive: bool) -> Result<LockGuard> {
+        if !self.paths.config_dir.exists() {
+            let guard = LockGuard::acquire(&self.paths.lock, true)?;
+            if !self.paths.config_dir.exists() {
+                self.create_default()?;
+            }
+            if exclusive {
+                return Ok(guard);
+            }
+        }
+        LockGuard::acquire(&self.paths.lock, exclusive)
+    }
+
+    fn create_default(&self) -> Result<()> {
+        let routes = defaultnet::host_routes();
+        let Some(n) = defaultnet::pick_subnet(&routes) else {
+            tracing::warn!("every 192.168.N.0/24 subnet is routed on this host: not creating the default network");
+            return fsutil::ensure_dir(&self.paths.config_dir);
+        };
+        if n != 122 {
+            tracing::warn!(
+                "192.168.122.0/24 is already in use on this host: the default network uses 192.168.{n}.0/24 instead"
+            );
+        }
+        let mut net = Network::from_xml(&defaultnet::default_xml(n))?;
+        net.fill_defaults(&DefaultsContext::default());
+        // The autostart directory is created first: the definitions directory
+        // appearing is what marks the first run as done.
+        fsutil::ensure_dir(&self.paths.autostart_dir)?;
+        let cfg = self.paths.config_file(&net.name);
+        fsutil::write_atomic(&cfg, net.to_xml().as_bytes())?;
+        fsutil::symlink_atomic(&cfg, &self.paths.autostart_link(&net.name))
+    }
+
+    fn load(&self) -> Inventory {
+        let mut inv = Inventory::default();
+        for (name, path) in xml_files(&self.paths.config_dir, &mut inv.problems) {
+            match read_def(&path, &name) {
+                Ok(net) => {
+                    let autostart = fs::symlink_metadata(self.paths.autostart_link(&name)).is_ok();
+                    inv.nets.insert(
+                        name,
+                        Entry {
+                            config: Some(net),
+                            live: None,
+                            autostart,
+                        },
+                    );
+                }
+                Err(why) => inv.problems.push(Problem {
+                    path: path.display().to_string(),
+                    network: Some(name),
+                    message: why,
+                }),
+            }
+        }
+        let Ok(dir) = fs::read_dir(&self.paths.state_dir) else {
+            return inv;
+        };
+        let mut statuses: Vec<(String, PathBuf)> = dir
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stem = name.strip_suffix(".json")?.to_string();
+                (!name.starts_with(TEMP_PREFIX)).then(|| (stem, e.path()))
+            })
+            .collect();
+        statuses.sort();
+        for (name, status_path) in statuses {
+            match self.read_live(&name, &status_path) {
+                Ok(live) => match inv.nets.get_mut(&name) {
+                    Some(e) => e.live = Some(live),
+                    None => {
+                        inv.nets.insert(
+                            name,
+                            Entry {
+                                config: None,
+                                live: Some(live),
+                                autostart: false,
+                            },
+                        );
+                    }
+                },
+                Err((path, why)) => inv.problems.push(Problem {
+                    path: path.display().to_string(),
+                    network: Some(name),
+                    message: why,
+                }),
+            }
+        }
+        inv
+    }
+
+    fn read_live(
+        &self,
+        name: &str,
+        status_path: &Path,
+    ) -> std::result::Result<(Network, LiveState), (PathBuf, String)> {
+        let text = fs::read_to_string(status_path)
+            .map_err(|e| (status_path.to_path_buf(), e.to_string()))?;
+        let status: LiveState =
+            serde_json::from_str(&text).map_err(|e| (status_path.to_path_buf(), e.to_string()))?;
+        let live_path = self.paths.live_file(name);
+        let net = read_def(&live_path, name).map_err(|why| (live_path, why))?;
+        Ok((net, status))
+    }
+
+    /// Lists networks matching `filter`, sorted by name as virsh sorts
+    /// (case-insensitively), plus the files that could not be read.
+    pub fn list(&self, filter: &ListFilter) -> Result<(Vec<NetworkInfo>, Vec<Problem>)> {
+        let _g = self.lock(false)?;
+        let inv = self.load();
+        let mut out: Vec<NetworkInfo> = inv
+            .nets
+            .values()
+            .map(Entry::info)
+            .filter(|i| filter.matches(i))
+            .collect();
+        out.sort_by(|a, b| {
+            a.name
+                .to_lowercase()
+                .cmp(&b.name.to_lowercase())
+                .then(a.name.cmp(&b.name))
+        });
+        Ok((out, inv.problems))
+    }
+
+    /// One network's summary.
+    pub fn info(&self, key: &Lookup) -> Result<NetworkInfo> {
+        let _g = self.lock(false)?;
+        let inv = self.load();
+        Ok(inv.find(key)?.1.info())
+    }
+
+    /// The live definition (or the persistent one with `inactive`, or when
+    /// the network is not running), formatted as libvirt does.
+    pub fn dumpxml(&self, key: &Lookup, inactive: bool) -> Result<String> {
+        let _g = self.lock(false)?;
+        let inv = self.load();
+        let (_, e) = inv.find(key)?;
+        let net = match (&e.config, inactive) {
+            (Some(cfg), true) => cfg,
+            _ => e.current(),
+        };
+        Ok(net.to_xml())
+    }
+
+    /// Defines (or redefines) a persistent network from XML. `strict`
+    /// refuses unknown elements instead of warning about them.
+    pub fn define(&self, xml: &str, strict: bool) -> Result<Outcome> {
+        let (mut net, warnings) = parse(xml, strict)?;
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        self.prepare(&inv, &mut net)?;
+        fsutil::write_atomic(&self.paths.config_file(&net.name), net.to_xml().as_bytes())?;
+        Ok(Outcome::new(&net.name, warnings).event(&net, EventKind::Defined))
+    }
+
+    /// Creates and starts a transient network (or starts an inactive
+    /// persistent one with this definition as its live state).
+    pub fn create(&self, xml: &str) -> Result<Outcome> {
+        let (mut net, warnings) = parse(xml, false)?;
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        if let Some(e) = inv.nets.get(&net.name) {
+            if e.live.is_some() {
+                return Err(Error::NotValid(format!(
+                    "network is already active as '{}'",
+                    net.name
+                )));
+            }
+        }
+        self.prepare(&inv, &mut net)?;
+        self.realize(&net)?;
+        Ok(Outcome::new(&net.name, warnings).event(&net, EventKind::Started))
+    }
+
+    /// Starts a defined network.
+    pub fn start(&self, key: &Lookup) -> Result<Outcome> {
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        let (name, e) = inv.find(key)?;
+        if e.live.is_some() {
+            return Err(Error::NotValid(format!(
+                "Network '{name}' is already running"
+            )));
+        }
+        let net = e
+            .config
+            .as_ref()
+            .expect("an inactive network is persistent");
+        self.realize(net)?;
+        Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Started))
+    }
+
+    /// What starting the network would do, without doing it.
+    pub fn plan(&self, key: &Lookup) -> Result<Plan> {
+        let _g = self.lock(false)?;
+        let inv = self.load();
+        let (name, e) = inv.find(key)?;
+        if e.live.is_some() {
+            return Err(Error::NotValid(format!(
+                "Network '{name}' is already running"
+            )));
+        }
+        plan::plan(e.current())
+    }
+
+    /// Stops a running network; a transient one disappears.
+    pub fn destroy(&self, key: &Lookup) -> Result<Outcome> {
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        let (name, e) = inv.find(key)?;
+        let Some((net, live)) = &e.live else {
+            return Err(Error::NotValid(format!("network '{name}' is not active")));
+        };
+        self.backend.stop(live)?;
+        // The status file is the commit point: once it is gone the network
+        // is inactive; a leftover live XML is removed at recovery.
+        fsutil::remove_durable(&self.paths.status_file(name))?;
+        fsutil::remove_durable(&self.paths.live_file(name))?;
+        Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Stopped))
+    }
+
+    /// Removes a persistent definition; a running network stays up as a
+    /// transient one (as libvirt's network driver does).
+    pub fn undefine(&self, key: &Lookup) -> Result<Outcome> {
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        let (name, e) = inv.find(key)?;
+        let Some(cfg) = &e.config else {
+            return Err(Error::NotValid(format!(
+                "network '{name}' is not persistent"
+            )));
+        };
+        fsutil::remove_durable(&self.paths.autostart_link(name))?;
+        fsutil::remove_durable(&self.paths.config_file(name))?;
+        Ok(Outcome::new(name, Vec::new()).event(cfg, EventKind::Undefined))
+    }
+
+    /// Marks or unmarks a persistent network for autostart.
+    pub fn set_autostart(&self, key: &Lookup, on: bool) -> Result<Outcome> {
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        let (name, e) = inv.find(key)?;
+        if e.config.is_none() {
+            return Err(Error::NotValid(
+                "cannot set autostart for transient network".into(),
+            ));
+        }
+        let link = self.paths.autostart_link(name);
+        if on {
+            fsutil::symlink_atomic(&self.paths.config_file(name), &link)?;
+        } else {
+            fsutil::remove_durable(&link)?;
+        }
+        Ok(Outcome::new(name, Vec::new()))
+    }
+
+    /// Applies a `net-update` to the live state and/or the persistent config.
+    pub fn update(&self, key: &Lookup, spec: &UpdateSpec) -> Result<Outcome> {
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        let (name, e) = inv.find(key)?;
+        let active = e.live.is_some();
+        let (live, config) = match (spec.live, spec.config) {
+            (false, false) => (active, !active),
+            other => other,
+        };
+        if live && !active {
+            return Err(Error::NotValid(format!("network '{name}' is not running")));
+        }
+        if config && e.config.is_none() {
+            return Err(Error::NotValid(format!(
+                "cannot change persistent config of a transient network '{name}'"
+            )));
+        }
+        let mut new_cfg = None;
+        if config {
+            let mut net = e.config.clone().expect("checked persistent");
+            update::apply(&mut net, spec)?;
+            net.validate()?;
+            self.prepare(&inv, &mut net)?;
+            new_cfg = Some(net);
+        }
+        let mut new_live = None;
+        if live {
+            let (mut net, status) = e.live.clone().expect("checked active");
+            if !spec.section.live_updatable() {
+                return Err(Error::Unsupported(format!(
+                    "can't update '{}' section of running network '{name}': destroy and start it to apply the change",
+                    spec.section.as_str()
+                )));
+            }
+            update::apply(&mut net, spec)?;
+            net.validate()?;
+            new_live = Some((net, status));
+        }
+        // Both versions are checked before either is written.
+        if let Some(net) = &new_cfg {
+            fsutil::write_atomic(&self.paths.config_file(name), net.to_xml().as_bytes())?;
+        }
+        if let Some((net, _)) = &new_live {
+            fsutil::write_atomic(&self.paths.live_file(name), net.to_xml().as_bytes())?;
+        }
+        let affected = match (config, live) {
+            (true, true) => "persistent config and live state",
+            (true, false) => "persistent config",
+            _ => "live state",
+        };
+        let mut out = Outcome::new(name, Vec::new());
+        out.detail = Some(affected.to_string());
+        Ok(out)
+    }
+
+    /// At daemon start: removes what crashed writers left behind, reports
+    /// the recovered running networks, and starts autostart networks that
+    /// are not running. Returns the resulting events.
+    pub fn recover(&self) -> Result<Vec<Event>> {
+        let _g = self.lock(true)?;
+        for dir in [
+            &self.paths.config_dir,
+            &self.paths.autostart_dir,
+            &self.paths.state_dir,
+        ] {
+            for p in fsutil::remove_stale_temps(dir) {
+                tracing::info!("removed leftover temporary file {}", p.display());
+            }
+        }
+        // A live XML without its status is a start or stop that did not
+        // reach its commit point.
+        if let Ok(dir) = fs::read_dir(&self.paths.state_dir) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|x| x == "xml")
+                    && !path.with_extension("json").exists()
+                {
+                    tracing::info!("removing live definition without status {}", path.display());
+                    fsutil::remove_durable(&path)?;
+                }
+            }
+        }
+        let inv = self.load();
+        for p in &inv.problems {
+            tracing::warn!("{}: {}", p.path, p.message);
+        }
+        let mut events = Vec::new();
+        for (name, e) in &inv.nets {
+            if let Some((_, live)) = &e.live {
+                tracing::info!(
+                    "network {name} is running (recovered, backend {})",
+                    live.backend
+                );
+                continue;
+            }
+            if e.autostart {
+                let net = e.config.as_ref().expect("autostart implies persistent");
+                match self.realize(net) {
+                    Ok(()) => events.push(Event::new(net, EventKind::Started)),
+                    Err(err) => tracing::warn!("autostart of network {name} failed: {err}"),
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// Checks name, UUID and bridge uniqueness against the other networks,
+    /// keeps the existing UUID/bridge/MAC of a network being redefined, and
+    /// fills libvirt's defaults.
+    fn prepare(&self, inv: &Inventory, net: &mut Network) -> Result<()> {
+        check_name(&net.name)?;
+        if let Some(existing) = inv.nets.get(&net.name) {
+            let cur = existing.current();
+            match (net.uuid, cur.uuid) {
+                (Some(new), Some(old)) if new != old => {
+                    return Err(Error::NameTaken {
+                        name: net.name.clone(),
+                        uuid: old.to_string(),
+                    })
+                }
+                (None, old) => net.uuid = old,
+                _ => {}
+            }
+            let keep = existing.config.as_ref().unwrap_or(cur);
+            if net.mac.is_none() {
+                net.mac = keep.mac;
+            }
+            if net.bridge_name().is_none() {
+                if let (Some(b), Some(old)) = (net.bridge.as_mut(), keep.bridge_name()) {
+                    b.name = Some(old.to_string());
+                }
+            }
+        }
+        if let Some(u) = net.uuid {
+            if let Some((other, _)) = inv
+                .nets
+                .iter()
+                .find(|(n, e)| **n != net.name && e.current().uuid == Some(u))
+            {
+                return Err(Error::UuidTaken {
+                    name: other.clone(),
+                    uuid: u.to_string(),
+                });
+            }
+        }
+        let mut bridges = inv.bridges_except(&net.name);
+        // A generated virbrN must not collide with a device that already
+        // exists on the host either (libvirt checks the same).
+        if let Ok(links) = fs::read_dir("/sys/class/net") {
+            bridges.extend(
+                links
+                    .flatten()
+                    .map(|l| l.file_name().to_string_lossy().into_owned()),
+            );
+        }
+        if let Some(b) = net.bridge_name() {
+            if let Some((other, _)) = inv.nets.iter().find(|(n, e)| {
+                **n != net.name
+                    && e.config
+                        .iter()
+                        .chain(e.live.iter().map(|(l, _)| l))
+                        .any(|d| d.bridge_name() == Some(b))
+            }) {
+                return Err(Error::BridgeTaken {
+                    bridge: b.to_string(),
+                    network: other.clone(),
+                });
+            }
+        }
+        net.fill_defaults(&DefaultsContext {
+            bridges_in_use: bridges,
+        });
+        Ok(())
+    }
+
+    /// Starts `net` through the backend and records its live state; undoes
+    /// the start if the state cannot be recorded.
+    fn realize(&self, net: &Network) -> Result<()> {
+        let plan = plan::plan(net)?;
+        let live = self.backend.start(&plan)?;
+        let record = (|| {
+            fsutil::write_atomic(&self.paths.live_file(&net.name), net.to_xml().as_bytes())?;
+            let status =
+                serde_json::to_vec_pretty(&live).map_err(|e| Error::Backend(e.to_string()))?;
+            // Written last: its presence is what makes the network active.
+            fsutil::write_atomic(&self.paths.status_file(&net.name), &status)
+        })();
+        if let Err(err) = record {
+            if let Err(undo) = self.backend.stop(&live) {
+                tracing::error!("could not undo the start of {}: {undo}", net.name);
+            }
+            let _ = fsutil::remove_durable(&self.paths.live_file(&net.name));
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// Parses a definition; returns it with warnings about ignored parts.
+fn parse(xml: &str, strict: bool) -> Result<(Network, Vec<String>)> {
+    let net = if strict {
+        Network::from_xml_strict(xml)?
+    } else {
+        Network::from_xml(xml)?
+    };
+    net.validate()?;
+    check_name(&net.name)?;
+    let warnings = net
+        .unknown
+        .iter()
+        .map(|p| format!("unknown element or attribute {p} ignored"))
+        .collect();
+    Ok((net, warnings))
+}
+
+/// A network name becomes a file name: refuse anything that could escape
+/// the directory or hide as a temporary file.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        "must not be empty"
+    } else if name.contains('/') {
+        "must not contain '/'"
+    } else if name.starts_with('.') {
+        "must not start with '.'"
+    } else if name.contains('\0') || name.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadName {
+        name: name.to_string(),
+        why,
+    })
+}
+
+/// `NAME.xml` files of a directory (not temporaries, not directories).
+fn xml_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(String, PathBuf)> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            problems.push(Problem {
+                path: dir.display().to_string(),
+                network: None,
+                message: e.to_string(),
+            });
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".xml")?.to_string();
+            (!name.starts_with(TEMP_PREFIX)).then(|| (stem, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Reads one stored definition; the error text says what is wrong.
+fn read_def(path: &Path, name: &str) -> std::result::Result<Network, String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let net = Network::from_xml(&text).map_err(|e| e.to_string())?;
+    if net.name != name {
+        return Err(format!(
+            "the file defines network '{}', not '{name}'",
+            net.name
+        ));
+    }
+    Ok(net)
+}
+
+impl Manager {
+    /// Runs one API request in this process (direct mode, and the daemon's
+    /// worker). `status` and `subscribe` only make sense in the daemon.
+    pub fn handle(&self, req: Request) -> Result<Reply> {
+        Ok(match req {
+            Request::List { filter } => {
+                let (networks, problems) = self.list(&filter)?;
+                Reply::List { networks, problems }
+            }
+            Request::Info { lookup } => Reply::Info(self.info(&lookup)?),
+            Request::DumpXml { lookup, inactive } => Reply::Xml {
+                xml: self.dumpxml(&lookup, inactive)?,
+            },
+            Request::Define { xml, validate } => Reply::Done(self.define(&xml, validate)?),
+            Request::Create { xml } => Reply::Done(self.create(&xml)?),
+            Request::Start { lookup } => Reply::Done(self.start(&lookup)?),
+            Request::Plan { lookup } => Reply::Plan(self.plan(&lookup)?),
+            Request::Destroy { lookup } => Reply::Done(self.destroy(&lookup)?),
+            Request::Undefine { lookup } => Reply::Done(self.undefine(&lookup)?),
+            Request::Autostart { lookup, enable } => {
+                Reply::Done(self.set_autostart(&lookup, enable)?)
+            }
+            Request::Update { lookup, spec } => Reply::Done(self.update(&lookup, &spec)?),
+            Request::Status | Request::Subscribe => {
+                return Err(Error::NotValid(
+                    "this request needs the slipway daemon".into(),
+                ))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realize::RecordingBackend;
+
+    fn manager() -> (tempfile::TempDir, Manager) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manager::new(Paths::detect(Some(dir.path())), Box::new(RecordingBackend));
+        (dir, m)
+    }
+
+    fn all() -> ListFilter {
+        ListFilter {
+            active: true,
+            inactive: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_run_creates_the_default_network() {
+        let (_d, m) = manager();
+        let (nets, problems) = m.list(&all()).unwrap();
+        assert!(problems.is_empty());
+        assert_eq!(nets.len(), 1);
+        let d = &nets[0];
+        assert_eq!(
+            (d.name.as_str(), d.active, d.persistent, d.autostart),
+            ("default", false, true, true)
+        );
+        assert_eq!(d.bridge.as_deref(), Some("virbr0"));
+        let xml = m.dumpxml(&Lookup::any("default"), false).unwrap();
+        assert!(xml.contains("<forward mode='nat'>"), "{xml}");
+        assert!(xml.contains("<mac address='52:54:00:"), "{xml}");
+    }
+
+    #[test]
+    fn define_keeps_uuid_bridge_and_mac_of_the_network_it_replaces() {
+        let (_d, m) = manager();
+        m.define(
+            "<network><name>n</name><ip address='10.1.0.1' prefix='24'/></network>",
+            false,
+        )
+        .unwrap();
+        let first = Network::from_xml(&m.dumpxml(&Lookup::any("n"), true).unwrap()).unwrap();
+        // virbr0 belongs to the default network.
+        assert_ne!(first.bridge_name(), Some("virbr0"));
+        assert!(first.bridge_name().unwrap().starts_with("virbr"));
+        let out = m
+            .define(
+                "<network><name>n</name><ip address='10.2.0.1' prefix='24'/></network>",
+                false,
+            )
+            .unwrap();
+        assert_eq!(out.events, vec![Event::new(&first, EventKind::Defined)]);
+        let second = Network::from_xml(&m.dumpxml(&Lookup::any("n"), true).unwrap()).unwrap();
+        assert_eq!((second.uuid, second.mac), (first.uuid, first.mac));
+        assert_eq!(second.bridge_name(), first.bridge_name());
+        assert_eq!(second.ips[0].address.to_string(), "10.2.0.1");
+    }
+
+    #[test]
+    fn conflicts_are_refused() {
+        let (_d, m) = manager();
+        m.define("<network><name>a</name><uuid>11111111-2222-3333-4444-555555555555</uuid><bridge name='br7'/></network>", false).unwrap();
+        let e = m.define("<network><name>a</name><uuid>21111111-2222-3333-4444-555555555555</uuid></network>", false).unwrap_err();
+        assert!(matches!(e, Error::NameTaken { .. }), "{e}");
+        let e = m.define("<network><name>b</name><uuid>11111111-2222-3333-4444-555555555555</uuid></network>", false).unwrap_err();
+        assert_eq!(e.to_string(), "operation failed: network 'a' is already defined with uuid 11111111-2222-3333-4444-555555555555");
+        let e = m
+            .define(
+                "<network><name>c</name><bridge name='br7'/></network>",
+                false,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bridge name 'br7' already in use by network 'a'"
+        );
+        assert_eq!(m.list(&all()).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn lifecycle_records_live_state_and_events() {
+        let (_d, m) = manager();
+        m.define("<network><name>a</name><bridge name='br7'/><ip address='10.1.0.1' prefix='24'/></network>", false).unwrap();
+        let key = Lookup::any("a");
+        let started = m.start(&key).unwrap();
+        assert_eq!(started.events[0].kind, EventKind::Started);
+        let status: LiveState =
+            serde_json::from_str(&fs::read_to_string(m.paths().status_file("a")).unwrap()).unwrap();
+        assert_eq!(status.backend, "none");
+        assert_eq!(status.applied, m.plan_of("a"));
+        assert!(matches!(m.start(&key), Err(Error::NotValid(_))));
+        assert!(matches!(m.plan(&key), Err(Error::NotValid(_))));
+        // Redefining a running network changes the config, not the live state.
+        m.define("<network><name>a</name><bridge name='br7'/><ip address='10.9.0.1' prefix='24'/></network>", false).unwrap();
+        assert!(m.dumpxml(&key, false).unwrap().contains("10.1.0.1"));
+        assert!(m.dumpxml(&key, true).unwrap().contains("10.9.0.1"));
+        assert_eq!(m.destroy(&key).unwrap().events[0].kind, EventKind::Stopped);
+        assert!(!m.paths().status_file("a").exists() && !m.paths().live_file("a").exists());
+        assert!(matches!(m.destroy(&key), Err(Error::NotValid(_))));
+        // Transient: gone after destroy.
+        let c = m.create("<network><name>t</name></network>").unwrap();
+        assert_eq!(c.events[0].kind, EventKind::Started);
+        assert!(matches!(
+            m.set_autostart(&Lookup::any("t"), true),
+            Err(Error::NotValid(_))
+        ));
+        m.destroy(&Lookup::any("t")).unwrap();
+        assert!(matches!(
+            m.info(&Lookup::any("t")),
+            Err(Error::NoSuchName(_))
+        ));
+    }
+
+    #[test]
+    fn lookup_follows_virsh() {
+        let (_d, m) = manager();
+        let uuid = "11111111-2222-3333-4444-555555555555";
+        m.define(
+            &format!("<network><name>a</name><uuid>{uuid}</uuid></network>"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(m.info(&Lookup::any(uuid)).unwrap().name, "a");
+        let by_uuid = Lookup {
+            key: "a".into(),
+            by_name: false,
+            by_uuid: true,
+        };
+        assert!(matches!(m.info(&by_uuid), Err(Error::NoSuchUuid(_))));
+        let by_name = Lookup {
+            key: uuid.into(),
+            by_name: true,
+            by_uuid: false,
+        };
+        assert_eq!(
+            m.info(&by_name).unwrap_err().to_string(),
+            format!("Network not found: no network with matching name '{uuid}'")
+        );
+    }
+
+    #[test]
+    fn recovery_cleans_up_and_autostarts() {
+        let (_d, m) = manager();
+        m.list(&all()).unwrap();
+        fs::create_dir_all(&m.paths().state_dir).unwrap();
+        fs::write(
+            m.paths().live_file("half"),
+            "<network><name>half</name></network>",
+        )
+        .unwrap();
+        fs::write(m.paths().config_dir.join(".tmp-1-x.xml"), "<netw").unwrap();
+        let events = m.recover().unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].network.as_str(), events[0].kind),
+            ("default", EventKind::Started)
+        );
+        assert!(!m.paths().live_file("half").exists());
+        assert!(!m.paths().config_dir.join(".tmp-1-x.xml").exists());
+        // Running networks are kept, not restarted.
+        assert!(m.recover().unwrap().is_empty());
+        assert!(m.info(&Lookup::any("default")).unwrap().active);
+    }
+
+    impl Manager {
+        fn plan_of(&self, name: &str) -> Vec<crate::plan::Action> {
+            let net = Network::from_xml(&self.dumpxml(&Lookup::any(name), false).unwrap()).unwrap();
+            plan::plan(&net).unwrap().actions
+        }
+    }
+}

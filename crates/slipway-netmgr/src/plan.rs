@@ -1,0 +1,736 @@
+//! What starting a network means, as data: the [`Plan`] computed from a
+//! validated definition. Backends execute it; `net-start --dry-run` prints it.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+use slipway_netxml::{ForwardMode, IpDef, LeaseUnit, Network};
+
+use crate::error::{Error, Result};
+
+/// The nftables table slipway's rules live in (one per family, `ip` and
+/// `ip6`), laid out like libvirt's `libvirt_network`.
+pub const NFT_TABLE: &str = "slipway_network";
+
+/// Default dnsmasq lease time libvirt relies on: one hour.
+const DEFAULT_LEASE_SECS: u64 = 3600;
+
+/// Everything starting one network does, in order. Stopping undoes it in
+/// reverse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The network's name.
+    pub network: String,
+    /// The steps, in execution order.
+    pub actions: Vec<Action>,
+}
+
+/// One step of a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Action {
+    /// Create the bridge device.
+    CreateBridge {
+        /// Device name.
+        name: String,
+        /// Its MAC address.
+        mac: Option<String>,
+        /// Its MTU.
+        mtu: Option<u32>,
+        /// Spanning tree on/off.
+        stp: bool,
+        /// Forward delay in seconds.
+        delay: u32,
+    },
+    /// Write a sysctl.
+    Sysctl {
+        /// The key, dotted (`net.ipv4.ip_forward`).
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Add one nftables rule (or table/chain), in `nft` command syntax
+    /// without the leading `nft`.
+    Firewall {
+        /// The command, e.g. `add rule ip slipway_network guest_nat …`.
+        rule: String,
+    },
+    /// Add an address to the bridge.
+    AddAddress {
+        /// Device.
+        dev: String,
+        /// Address with prefix length.
+        address: IpAddr,
+        /// Prefix length.
+        prefix: u8,
+    },
+    /// Bring the bridge up.
+    LinkUp {
+        /// Device.
+        dev: String,
+    },
+    /// Add a static route through the bridge.
+    AddRoute {
+        /// Destination network.
+        dest: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+        /// Gateway.
+        gateway: IpAddr,
+        /// Metric.
+        metric: Option<u32>,
+        /// Device.
+        dev: String,
+    },
+    /// Run the DHCP/DNS service for the network.
+    DhcpDns(Box<ServiceConfig>),
+}
+
+/// The DHCP and DNS service of one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    /// Bridge the service binds to (and only to).
+    pub interface: String,
+    /// Addresses it listens on (the network's own addresses).
+    pub listen: Vec<IpAddr>,
+    /// DHCP pools.
+    pub ranges: Vec<DhcpPool>,
+    /// Static leases.
+    pub hosts: Vec<StaticLease>,
+    /// Router option (none on isolated networks).
+    pub router: Option<IpAddr>,
+    /// MTU option.
+    pub mtu: Option<u32>,
+    /// DNS enabled.
+    pub dns: bool,
+    /// Local DNS domain.
+    pub domain: Option<String>,
+    /// Upstream servers (empty: the host's resolvers; isolated: none).
+    pub forwarders: Vec<IpAddr>,
+    /// Forward unanswered queries upstream at all.
+    pub upstream: bool,
+    /// `<dns><host>` records: address and names.
+    pub dns_hosts: Vec<(IpAddr, Vec<String>)>,
+    /// TFTP root.
+    pub tftp_root: Option<String>,
+    /// BOOTP file and server.
+    pub bootp: Option<(String, Option<IpAddr>)>,
+}
+
+/// A DHCP range with its lease time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpPool {
+    /// First address.
+    pub start: IpAddr,
+    /// Last address.
+    pub end: IpAddr,
+    /// Prefix length of the subnet.
+    pub prefix: u8,
+    /// Lease seconds; 0 = infinite.
+    pub lease_secs: u64,
+}
+
+/// A static DHCP lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticLease {
+    /// Client MAC (IPv4) or none.
+    pub mac: Option<String>,
+    /// Client id / DUID.
+    pub id: Option<String>,
+    /// Address.
+    pub ip: Option<IpAddr>,
+    /// Host name.
+    pub name: Option<String>,
+    /// Lease seconds, when set.
+    pub lease_secs: Option<u64>,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateBridge {
+                name,
+                mac,
+                mtu,
+                stp,
+                delay,
+            } => {
+                write!(f, "ip link add {name}")?;
+                if let Some(mac) = mac {
+                    write!(f, " address {mac}")?;
+                }
+                if let Some(mtu) = mtu {
+                    write!(f, " mtu {mtu}")?;
+                }
+                // iproute2 takes the forward delay in centiseconds.
+                let stp = u8::from(*stp);
+                write!(
+                    f,
+                    " type bridge stp_state {stp} forward_delay {}",
+                    delay * 100
+                )
+            }
+            Action::Sysctl { key, value } => write!(f, "sysctl -w {key}={value}"),
+            // Quoted so the line can be pasted into a shell as is.
+            Action::Firewall { rule } => write!(f, "nft '{rule}'"),
+            Action::AddAddress {
+                dev,
+                address,
+                prefix,
+            } => write!(f, "ip addr add {address}/{prefix} dev {dev}"),
+            Action::LinkUp { dev } => write!(f, "ip link set {dev} up"),
+            Action::AddRoute {
+                dest,
+                prefix,
+                gateway,
+                metric,
+                dev,
+            } => {
+                write!(f, "ip route add {dest}/{prefix} via {gateway} dev {dev}")?;
+                if let Some(m) = metric {
+                    write!(f, " metric {m}")?;
+                }
+                Ok(())
+            }
+            Action::DhcpDns(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl fmt::Display for ServiceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let listen: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
+        write!(
+            f,
+            "dhcp-dns on {} listen {}",
+            self.interface,
+            listen.join(",")
+        )?;
+        for r in &self.ranges {
+            write!(
+                f,
+                "; range {}-{}/{} lease {}",
+                r.start,
+                r.end,
+                r.prefix,
+                lease_text(r.lease_secs)
+            )?;
+        }
+        for h in &self.hosts {
+            let fields: Vec<String> = [
+                h.mac.clone(),
+                h.id.clone(),
+                h.ip.map(|i| i.to_string()),
+                h.name.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            write!(f, "; host {}", fields.join(","))?;
+            if let Some(l) = h.lease_secs {
+                write!(f, " lease {}", lease_text(l))?;
+            }
+        }
+        match self.router {
+            Some(r) => write!(f, "; router {r}")?,
+            None => write!(f, "; no router")?,
+        }
+        if let Some(mtu) = self.mtu {
+            write!(f, "; mtu {mtu}")?;
+        }
+        if !self.dns {
+            return write!(f, "; dns off");
+        }
+        if let Some(d) = &self.domain {
+            write!(f, "; domain {d}")?;
+        }
+        for (ip, names) in &self.dns_hosts {
+            write!(f, "; dns-host {ip} {}", names.join(" "))?;
+        }
+        if !self.upstream {
+            write!(f, "; no upstream dns")?;
+        } else if self.forwarders.is_empty() {
+            write!(f, "; upstream host resolvers")?;
+        } else {
+            let fw: Vec<String> = self.forwarders.iter().map(|a| a.to_string()).collect();
+            write!(f, "; upstream {}", fw.join(","))?;
+        }
+        if let Some(t) = &self.tftp_root {
+            write!(f, "; tftp {t}")?;
+        }
+        if let Some((file, server)) = &self.bootp {
+            write!(f, "; bootp {file}")?;
+            if let Some(s) = server {
+                write!(f, " from {s}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lease_text(secs: u64) -> String {
+    if secs == 0 {
+        "infinite".into()
+    } else {
+        format!("{secs}s")
+    }
+}
+
+impl fmt::Display for Plan {
+    /// One line per action.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for a in &self.actions {
+            writeln!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The prefix length of an `<ip>`: `prefix`, else the netmask's, else the
+/// classful default libvirt uses for IPv4 (and 64 for IPv6).
+pub fn ip_prefix(ip: &IpDef) -> u8 {
+    if let Some(p) = ip.prefix {
+        return p;
+    }
+    if let Some(mask) = ip.netmask {
+        return u32::from(mask).count_ones() as u8;
+    }
+    match ip.address {
+        IpAddr::V4(a) => match a.octets()[0] {
+            0..=127 => 8,
+            128..=191 => 16,
+            _ => 24,
+        },
+        IpAddr::V6(_) => 64,
+    }
+}
+
+/// The network address of `addr/prefix`.
+pub fn network_of(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix.min(32)))
+            };
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix.min(128)))
+            };
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+    }
+}
+
+fn lease_secs(lease: &slipway_netxml::Lease) -> u64 {
+    let unit = match lease.unit.unwrap_or(LeaseUnit::Minutes) {
+        LeaseUnit::Seconds => 1,
+        LeaseUnit::Minutes => 60,
+        LeaseUnit::Hours => 3600,
+    };
+    lease.expiry.saturating_mul(unit)
+}
+
+/// Computes the plan for a validated network whose defaults are filled
+/// (bridge name present). Networks that use an existing host bridge or
+/// macvtap/hostdev pools need no links or services and get an empty plan.
+pub fn plan(net: &Network) -> Result<Plan> {
+    let mode = net.forward_mode();
+    let mut actions = Vec::new();
+    if matches!(
+        mode,
+        Some(
+            ForwardMode::Bridge
+                | ForwardMode::Private
+                | ForwardMode::Vepa
+                | ForwardMode::Passthrough
+                | ForwardMode::Hostdev
+        )
+    ) {
+        return Ok(Plan {
+            network: net.name.clone(),
+            actions,
+        });
+    }
+    let br = net
+        .bridge_name()
+        .ok_or_else(|| Error::NotValid(format!("network '{}' has no bridge name", net.name)))?
+        .to_string();
+    let bridge = net.bridge.clone().unwrap_or_default();
+    actions.push(Action::CreateBridge {
+        name: br.clone(),
+        mac: net.mac.map(|m| m.to_string()),
+        mtu: net.mtu,
+        stp: bridge.stp.unwrap_or(true),
+        delay: bridge.delay.unwrap_or(0),
+    });
+    let has_v6 = net.ips.iter().any(|ip| ip.address.is_ipv6());
+    if !has_v6 {
+        actions.push(sysctl(format!("net.ipv6.conf.{br}.disable_ipv6"), "1"));
+    } else {
+        actions.push(sysctl(format!("net.ipv6.conf.{br}.accept_ra"), "0"));
+        actions.push(sysctl(format!("net.ipv6.conf.{br}.autoconf"), "0"));
+    }
+    if mode != Some(ForwardMode::Open) {
+        firewall(net, &br, &mut actions);
+    }
+    for ip in &net.ips {
+        actions.push(Action::AddAddress {
+            dev: br.clone(),
+            address: ip.address,
+            prefix: ip_prefix(ip),
+        });
+    }
+    actions.push(Action::LinkUp { dev: br.clone() });
+    for r in &net.routes {
+        let dest = r.address;
+        let prefix = r
+            .prefix
+            .or_else(|| r.netmask.map(|m| u32::from(m).count_ones() as u8))
+            .unwrap_or(if dest.is_ipv4() { 32 } else { 128 });
+        actions.push(Action::AddRoute {
+            dest,
+            prefix,
+            gateway: r.gateway,
+            metric: r.metric,
+            dev: br.clone(),
+        });
+    }
+    if mode.is_some() {
+        if net.ips.iter().any(|ip| ip.address.is_ipv4()) {
+            actions.push(sysctl("net.ipv4.ip_forward".into(), "1"));
+        }
+        if has_v6 {
+            actions.push(sysctl("net.ipv6.conf.all.forwarding".into(), "1"));
+        }
+    }
+    if let Some(svc) = service(net, &br) {
+        actions.push(Action::DhcpDns(Box::new(svc)));
+    }
+    Ok(Plan {
+        network: net.name.clone(),
+        actions,
+    })
+}
+
+fn sysctl(key: String, value: &str) -> Action {
+    Action::Sysctl {
+        key,
+        value: value.into(),
+    }
+}
+
+/// libvirt's nftables layout: per family a table with a `forward` chain
+/// jumping to `guest_output`, `guest_input`, `guest_cross`, and a NAT chain.
+fn firewall(net: &Network, br: &str, actions: &mut Vec<Action>) {
+    let mode = net.forward_mode();
+    let dev = net
+        .forward
+        .as_ref()
+        .and_then(|f| f.interfaces.first().cloned());
+    for (family, v6) in [("ip", false), ("ip6", true)] {
+        let t = format!("{family} {NFT_TABLE}");
+        let mut rule = |s: String| actions.push(Action::Firewall { rule: s });
+        rule(format!("add table {t}"));
+        rule(format!(
+            "add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}"
+        ));
+        for chain in ["guest_output", "guest_input", "guest_cross"] {
+            rule(format!("add chain {t} {chain}"));
+        }
+        rule(format!("add chain {t} guest_nat {{ type nat hook postrouting priority srcnat; policy accept; }}"));
+        // Tables and chains are shared by all networks and "add" is a no-op
+        // for existing ones; the forward chain holds only these three jumps,
+        // so flushing and re-adding them keeps one copy however many
+        // networks start. A backend applies a plan's firewall actions as
+        // one nft transaction, so there is no moment without them.
+        rule(format!("flush chain {t} forward"));
+        for chain in ["guest_cross", "guest_input", "guest_output"] {
+            rule(format!("add rule {t} forward counter jump {chain}"));
+        }
+        // Default: reject everything into and out of the bridge, allow
+        // guest-to-guest on the same bridge.
+        rule(format!(
+            "add rule {t} guest_output iifname \"{br}\" counter reject"
+        ));
+        rule(format!(
+            "add rule {t} guest_input oifname \"{br}\" counter reject"
+        ));
+        rule(format!(
+            "add rule {t} guest_cross iifname \"{br}\" oifname \"{br}\" counter accept"
+        ));
+        let Some(mode) = mode else { continue };
+        let addr_kw = if v6 { "ip6" } else { "ip" };
+        let out_dev = dev
+            .as_ref()
+            .map(|d| format!(" oifname \"{d}\""))
+            .unwrap_or_default();
+        let in_dev = dev
+            .as_ref()
+            .map(|d| format!(" iifname \"{d}\""))
+            .unwrap_or_default();
+        for ip in &net.ips {
+            let (address, prefix) = (ip.address, ip_prefix(ip));
+            if address.is_ipv6() != v6 {
+                continue;
+            }
+            let subnet = format!("{}/{prefix}", network_of(address, prefix));
+            // Inserted ahead of the rejects ("insert" puts them first).
+            rule(format!(
+                "insert rule {t} guest_output {addr_kw} saddr {subnet} iifname \"{br}\"{out_dev} counter accept"
+            ));
+            match mode {
+                ForwardMode::Nat if !v6 => {
+                    rule(format!(
+                        "insert rule {t} guest_input{in_dev} oifname \"{br}\" {addr_kw} daddr {subnet} ct state related,established counter accept"
+                    ));
+                    nat_rules(net, &t, &subnet, &out_dev, &mut rule);
+                }
+                _ => {
+                    rule(format!(
+                        "insert rule {t} guest_input{in_dev} oifname \"{br}\" {addr_kw} daddr {subnet} counter accept"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn nat_rules(net: &Network, t: &str, subnet: &str, out_dev: &str, rule: &mut impl FnMut(String)) {
+    let nat = net
+        .forward
+        .as_ref()
+        .and_then(|f| f.nat.clone())
+        .unwrap_or_default();
+    let (pstart, pend) = nat.port.unwrap_or((1024, 65535));
+    // Masquerade, or SNAT to the configured address range; TCP and UDP get
+    // the source port range, everything else keeps its ports.
+    let (target, with_ports) = match nat.address {
+        Some((a, b)) if a == b => (
+            format!("snat to {a}"),
+            format!("snat to {a}:{pstart}-{pend}"),
+        ),
+        Some((a, b)) => (
+            format!("snat to {a}-{b}"),
+            format!("snat to {a}-{b}:{pstart}-{pend}"),
+        ),
+        None => (
+            "masquerade".to_string(),
+            format!("masquerade to :{pstart}-{pend}"),
+        ),
+    };
+    let base = format!("add rule {t} guest_nat ip saddr {subnet}");
+    rule(format!(
+        "{base} ip daddr 224.0.0.0/24{out_dev} counter return"
+    ));
+    rule(format!(
+        "{base} ip daddr 255.255.255.255{out_dev} counter return"
+    ));
+    for proto in ["tcp", "udp"] {
+        rule(format!(
+            "{base} ip daddr != {subnet}{out_dev} meta l4proto {proto} counter {with_ports}"
+        ));
+    }
+    rule(format!(
+        "{base} ip daddr != {subnet}{out_dev} counter {target}"
+    ));
+}
+
+fn service(net: &Network, br: &str) -> Option<ServiceConfig> {
+    let dns_on = net.dns.as_ref().and_then(|d| d.enable).unwrap_or(true);
+    let mut svc = ServiceConfig {
+        interface: br.to_string(),
+        listen: net.ips.iter().map(|ip| ip.address).collect(),
+        ranges: Vec::new(),
+        hosts: Vec::new(),
+        router: None,
+        mtu: net.mtu,
+        dns: dns_on,
+        domain: net.domain.as_ref().map(|d| d.name.clone()),
+        forwarders: net
+            .dns
+            .iter()
+            .flat_map(|d| d.forwarders.iter().filter_map(|f| f.addr))
+            .collect(),
+        upstream: net.forward.is_some(),
+        dns_hosts: net
+            .dns
+            .iter()
+            .flat_map(|d| {
+                d.hosts
+                    .iter()
+                    .filter_map(|h| Some((h.ip?, h.hostnames.clone())))
+            })
+            .collect(),
+        tftp_root: net.ips.iter().find_map(|ip| ip.tftp_root.clone()),
+        bootp: None,
+    };
+    let mut any_dhcp = false;
+    for ip in &net.ips {
+        let Some(dhcp) = ip.dhcp.as_ref() else {
+            continue;
+        };
+        let (address, prefix) = (ip.address, ip_prefix(ip));
+        any_dhcp = true;
+        if address.is_ipv4() && net.forward.is_some() {
+            svc.router = Some(address);
+        }
+        for r in &dhcp.ranges {
+            svc.ranges.push(DhcpPool {
+                start: r.start,
+                end: r.end,
+                prefix,
+                lease_secs: r
+                    .lease
+                    .as_ref()
+                    .map(lease_secs)
+                    .unwrap_or(DEFAULT_LEASE_SECS),
+            });
+        }
+        for h in &dhcp.hosts {
+            svc.hosts.push(StaticLease {
+                mac: h.mac.map(|m| m.to_string()),
+                id: h.id.clone(),
+                ip: h.ip,
+                name: h.name.clone(),
+                lease_secs: h.lease.as_ref().map(lease_secs),
+            });
+        }
+        if let Some(b) = &dhcp.bootp {
+            svc.bootp = Some((b.file.clone(), b.server));
+        }
+    }
+    if !any_dhcp && !dns_on {
+        return None;
+    }
+    Some(svc)
+}
+
+/// The nftables script (for `nft -f`) holding a plan's firewall actions.
+pub fn nft_script(plan: &Plan) -> String {
+    let mut s = String::new();
+    for a in &plan.actions {
+        if let Action::Firewall { rule } = a {
+            s.push_str(rule);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(xml: &str) -> Plan {
+        let mut net = Network::from_xml(xml).unwrap();
+        net.validate().unwrap();
+        net.fill_defaults(&Default::default());
+        plan(&net).unwrap()
+    }
+
+    fn lines(p: &Plan) -> Vec<String> {
+        p.actions.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn isolated_network_gets_only_the_reject_trio_and_no_router() {
+        let p = plan_of("<network><name>i</name><bridge name='br1'/><ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' end='10.1.0.3'/></dhcp></ip></network>");
+        let l = lines(&p);
+        assert!(
+            l.iter().all(|r| !r.contains("accept")
+                || r.contains("guest_cross")
+                || r.contains("policy accept")),
+            "{l:#?}"
+        );
+        assert!(
+            l.iter()
+                .all(|r| !r.contains("masquerade") && !r.contains("ip_forward")),
+            "{l:#?}"
+        );
+        assert!(
+            l.last().unwrap().ends_with("; no router; no upstream dns"),
+            "{l:#?}"
+        );
+    }
+
+    #[test]
+    fn route_open_and_bridge_modes() {
+        let route = lines(&plan_of("<network><name>r</name><forward mode='route' dev='eth1'/><bridge name='br2'/><ip address='10.2.0.1' prefix='24'/></network>"));
+        assert!(route.contains(&"nft 'insert rule ip slipway_network guest_output ip saddr 10.2.0.0/24 iifname \"br2\" oifname \"eth1\" counter accept'".to_string()), "{route:#?}");
+        assert!(route.contains(&"nft 'insert rule ip slipway_network guest_input iifname \"eth1\" oifname \"br2\" ip daddr 10.2.0.0/24 counter accept'".to_string()), "{route:#?}");
+        assert!(!route.iter().any(|r| r.contains("masquerade")));
+        let open = lines(&plan_of("<network><name>o</name><forward mode='open'/><bridge name='br3'/><ip address='10.3.0.1' prefix='24'/></network>"));
+        assert!(!open.iter().any(|r| r.starts_with("nft")), "{open:#?}");
+        assert!(open.contains(&"sysctl -w net.ipv4.ip_forward=1".to_string()));
+        assert!(plan_of(
+            "<network><name>b</name><forward mode='bridge'/><bridge name='br0'/></network>"
+        )
+        .actions
+        .is_empty());
+    }
+
+    #[test]
+    fn snat_range_ports_mtu_routes_and_ipv6() {
+        let l = lines(&plan_of(
+            "<network><name>s</name><forward mode='nat'><nat><address start='1.2.3.4' end='1.2.3.9'/><port start='2000' end='3000'/></nat></forward>\
+             <bridge name='br4' delay='3'/><mtu size='9000'/><ip address='10.4.0.1' prefix='24'/><ip family='ipv6' address='fd00::1' prefix='64'/>\
+             <route address='10.40.0.0' prefix='16' gateway='10.4.0.2' metric='5'/></network>",
+        ));
+        assert!(
+            l[0].ends_with(" mtu 9000 type bridge stp_state 1 forward_delay 300"),
+            "{}",
+            l[0]
+        );
+        assert!(l.iter().any(|r| r.ends_with("meta l4proto udp counter snat to 1.2.3.4-1.2.3.9:2000-3000'")), "{l:#?}");
+        assert!(
+            l.iter()
+                .any(|r| r.ends_with("counter snat to 1.2.3.4-1.2.3.9'")),
+            "{l:#?}"
+        );
+        assert!(l.contains(&"ip addr add fd00::1/64 dev br4".to_string()));
+        assert!(l.contains(&"ip route add 10.40.0.0/16 via 10.4.0.2 dev br4 metric 5".to_string()));
+        assert!(l.contains(&"sysctl -w net.ipv6.conf.all.forwarding=1".to_string()));
+        assert!(l.contains(&"sysctl -w net.ipv6.conf.br4.accept_ra=0".to_string()));
+    }
+
+    /// Two networks' firewall actions applied by the real nft in a namespace
+    /// of our own: both sets of rules load, and the shared forward chain
+    /// keeps a single set of jumps.
+    #[test]
+    fn firewall_actions_load_into_nft_and_stay_single() {
+        let a = plan_of("<network><name>a</name><forward/><bridge name='br5'/><ip address='10.5.0.1' prefix='24'/></network>");
+        let b = plan_of("<network><name>b</name><bridge name='br6'/><ip address='10.6.0.1' prefix='24'/></network>");
+        let dir = tempfile::tempdir().unwrap();
+        let (fa, fb) = (dir.path().join("a.nft"), dir.path().join("b.nft"));
+        std::fs::write(&fa, nft_script(&a)).unwrap();
+        std::fs::write(&fb, nft_script(&b)).unwrap();
+        let out = std::process::Command::new("unshare")
+            .args(["-Urn", "sh", "-ec", "nft -f \"$1\"; nft -f \"$2\"; nft list chain ip slipway_network forward; nft list chain ip slipway_network guest_output", "sh"])
+            .arg(&fa)
+            .arg(&fb)
+            .output()
+            .expect("unshare and nft (Debian packages util-linux, nftables)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.matches("jump guest_input").count(), 1, "{stdout}");
+        assert!(
+            stdout.contains("iifname \"br5\" counter packets 0 bytes 0 reject"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("iifname \"br6\" counter packets 0 bytes 0 reject"),
+            "{stdout}"
+        );
+    }
+}

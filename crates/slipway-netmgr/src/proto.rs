@@ -1,0 +1,333 @@
+//! The daemon API: requests, replies and events, one JSON object per line
+//! (documented in docs/daemon-api.md). Direct mode runs the same requests
+//! in-process through [`crate::Manager::handle`].
+
+use serde::{Deserialize, Serialize};
+use slipway_netxml::Network;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::plan::Plan;
+use crate::update::UpdateSpec;
+
+/// How a command names a network, with virsh's lookup rules: a 36-character
+/// key is tried as a UUID first (when `by_uuid`), then as a name (when
+/// `by_name`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lookup {
+    /// The name or UUID as typed.
+    pub key: String,
+    /// Try it as a name.
+    pub by_name: bool,
+    /// Try it as a UUID.
+    pub by_uuid: bool,
+}
+
+impl Lookup {
+    /// Name or UUID (most commands).
+    pub fn any(key: &str) -> Lookup {
+        Lookup {
+            key: key.to_string(),
+            by_name: true,
+            by_uuid: true,
+        }
+    }
+}
+
+/// `net-list` filters, with virsh's semantics: the state flags select
+/// active and/or inactive networks; within each pair of the other flags,
+/// none set means no filtering.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListFilter {
+    /// Include running networks.
+    pub active: bool,
+    /// Include inactive networks.
+    pub inactive: bool,
+    /// Only persistent (unless `transient` too).
+    pub persistent: bool,
+    /// Only transient (unless `persistent` too).
+    pub transient: bool,
+    /// Only autostart (unless `no_autostart` too).
+    pub autostart: bool,
+    /// Only non-autostart (unless `autostart` too).
+    pub no_autostart: bool,
+}
+
+impl ListFilter {
+    /// Whether a network passes the filter.
+    pub fn matches(&self, i: &NetworkInfo) -> bool {
+        let state = (self.active && i.active) || (self.inactive && !i.active);
+        let persist = (!self.persistent && !self.transient)
+            || (self.persistent && i.persistent)
+            || (self.transient && !i.persistent);
+        let auto = (!self.autostart && !self.no_autostart)
+            || (self.autostart && i.autostart)
+            || (self.no_autostart && !i.autostart);
+        state && persist && auto
+    }
+}
+
+/// One network's summary (`net-list`, `net-info`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// Name.
+    pub name: String,
+    /// UUID.
+    pub uuid: String,
+    /// Running.
+    pub active: bool,
+    /// Has a persistent definition.
+    pub persistent: bool,
+    /// Starts with the daemon.
+    pub autostart: bool,
+    /// Bridge device, if the network has one.
+    pub bridge: Option<String>,
+}
+
+/// A definition or state file that could not be read; the other networks
+/// are still listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The file.
+    pub path: String,
+    /// The network it would define, when known from the file name.
+    pub network: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Lifecycle event types (virsh's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A persistent definition was created or replaced.
+    Defined,
+    /// A persistent definition was removed.
+    Undefined,
+    /// A network started.
+    Started,
+    /// A network stopped.
+    Stopped,
+}
+
+/// A lifecycle event as streamed to subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The network's name.
+    pub network: String,
+    /// Its UUID.
+    pub uuid: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The event for `net`.
+    pub fn new(net: &Network, kind: EventKind) -> Event {
+        Event {
+            network: net.name.clone(),
+            uuid: net.uuid.map(|u| u.to_string()).unwrap_or_default(),
+            kind,
+        }
+    }
+}
+
+/// The result of a state-changing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The network concerned.
+    pub network: String,
+    /// Things the caller should know (ignored XML parts).
+    pub warnings: Vec<String>,
+    /// Events caused.
+    pub events: Vec<Event>,
+    /// Extra detail (for updates: which versions changed).
+    pub detail: Option<String>,
+}
+
+impl Outcome {
+    pub(crate) fn new(network: &str, warnings: Vec<String>) -> Outcome {
+        Outcome {
+            network: network.to_string(),
+            warnings,
+            events: Vec::new(),
+            detail: None,
+        }
+    }
+
+    pub(crate) fn event(mut self, net: &Network, kind: EventKind) -> Outcome {
+        self.events.push(Event::new(net, kind));
+        self
+    }
+}
+
+/// A request to the manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// List networks.
+    List {
+        /// Filters.
+        filter: ListFilter,
+    },
+    /// One network's summary.
+    Info {
+        /// Which network.
+        lookup: Lookup,
+    },
+    /// A definition as XML.
+    DumpXml {
+        /// Which network.
+        lookup: Lookup,
+        /// The persistent definition rather than the live one.
+        inactive: bool,
+    },
+    /// Define or redefine a persistent network.
+    Define {
+        /// The XML document.
+        xml: String,
+        /// Refuse unknown elements.
+        validate: bool,
+    },
+    /// Create and start a transient network.
+    Create {
+        /// The XML document.
+        xml: String,
+    },
+    /// Start a defined network.
+    Start {
+        /// Which network.
+        lookup: Lookup,
+    },
+    /// The plan starting a network would carry out.
+    Plan {
+        /// Which network.
+        lookup: Lookup,
+    },
+    /// Stop a network.
+    Destroy {
+        /// Which network.
+        lookup: Lookup,
+    },
+    /// Remove a persistent definition.
+    Undefine {
+        /// Which network.
+        lookup: Lookup,
+    },
+    /// Set or clear autostart.
+    Autostart {
+        /// Which network.
+        lookup: Lookup,
+        /// On or off.
+        enable: bool,
+    },
+    /// Change a section of a network.
+    Update {
+        /// Which network.
+        lookup: Lookup,
+        /// The change.
+        spec: UpdateSpec,
+    },
+    /// Daemon status (daemon only).
+    Status,
+    /// Turn this connection into an event stream (daemon only).
+    Subscribe,
+}
+
+impl Request {
+    /// Whether the request changes anything (and so needs the right credentials).
+    pub fn is_mutation(&self) -> bool {
+        !matches!(
+            self,
+            Request::List { .. }
+                | Request::Info { .. }
+                | Request::DumpXml { .. }
+                | Request::Plan { .. }
+                | Request::Status
+                | Request::Subscribe
+        )
+    }
+}
+
+/// The daemon's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// Its process id.
+    pub pid: u32,
+    /// Connected event subscribers.
+    pub subscribers: usize,
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Reply {
+    /// For `list`.
+    List {
+        /// Matching networks, sorted.
+        networks: Vec<NetworkInfo>,
+        /// Unreadable files.
+        problems: Vec<Problem>,
+    },
+    /// For `info`.
+    Info(NetworkInfo),
+    /// For `dump-xml`.
+    Xml {
+        /// The document.
+        xml: String,
+    },
+    /// For `plan`.
+    Plan(Plan),
+    /// For state changes.
+    Done(Outcome),
+    /// For `status`.
+    Status(DaemonStatus),
+    /// For `subscribe`: events follow as [`WireMessage::Event`] lines.
+    Subscribed,
+}
+
+/// An error as sent over the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// Classification.
+    pub code: ErrorCode,
+    /// libvirt-style message.
+    pub message: String,
+}
+
+/// One line from the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WireMessage {
+    /// The request succeeded.
+    Ok(Reply),
+    /// The request failed.
+    Error(WireError),
+    /// A lifecycle event (subscribed connections only).
+    Event(Event),
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> Self {
+        WireError {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(e: WireError) -> Self {
+        Error::Remote {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// Converts a reply line into a result.
+pub fn into_result(msg: WireMessage) -> Result<Reply> {
+    match msg {
+        WireMessage::Ok(r) => Ok(r),
+        WireMessage::Error(e) => Err(e.into()),
+        WireMessage::Event(_) => Err(Error::Protocol("unexpected event before the reply".into())),
+    }
+}

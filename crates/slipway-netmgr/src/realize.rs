@@ -1,0 +1,64 @@
+//! The realization interface: how a [`Plan`] becomes (and stops being) a
+//! running network. This issue ships the recording backend; the Linux
+//! backend (netlink, nftables, DHCP/DNS service) implements the same trait.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::plan::{Action, Plan};
+
+/// What a backend did to start a network: stored as the network's status in
+/// the state directory so `stop` (possibly in a restarted daemon) can undo
+/// exactly that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveState {
+    /// The network's name.
+    pub network: String,
+    /// The backend that realized it ([`Backend::name`]).
+    pub backend: String,
+    /// The actions carried out, in order.
+    pub applied: Vec<Action>,
+    /// Seconds since the epoch when the network was started.
+    pub started_at: u64,
+}
+
+/// Brings networks up and down. `start` either completes or undoes what it
+/// did before returning the error; `stop` undoes a [`LiveState`] that `start`
+/// returned, possibly in another process.
+pub trait Backend: Send + Sync {
+    /// A short name recorded in the live state (`none`, `linux`).
+    fn name(&self) -> &'static str;
+    /// Carries out the plan.
+    fn start(&self, plan: &Plan) -> Result<LiveState>;
+    /// Undoes a started network.
+    fn stop(&self, live: &LiveState) -> Result<()>;
+}
+
+/// The backend of this issue: changes nothing on the host, records the plan
+/// as applied. Everything above it (state files, events, recovery) behaves
+/// as with a real backend.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecordingBackend;
+
+impl Backend for RecordingBackend {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn start(&self, plan: &Plan) -> Result<LiveState> {
+        let started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(LiveState {
+            network: plan.network.clone(),
+            backend: self.name().into(),
+            applied: plan.actions.clone(),
+            started_at,
+        })
+    }
+
+    fn stop(&self, _live: &LiveState) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,1213 @@
+//! Parsing: quick-xml events into a small element tree, then the tree into
+//! the model. The tree keeps byte offsets so every error can name a line and
+//! column, and lets the walker report elements and attributes it did not use.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use quick_xml::events::attributes::AttrError;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+use crate::model::*;
+use crate::{MacAddr, XmlError};
+
+/// One element of the document.
+struct Node {
+    name: String,
+    attrs: Vec<(String, String)>,
+    children: Vec<Node>,
+    /// Concatenated character data directly inside this element.
+    text: String,
+    /// The XPath string-value: all character data inside the element,
+    /// descendants included, in document order. libvirt reads `<name>`,
+    /// `<uuid>` and `<hostname>` this way.
+    string_value: String,
+    /// Byte offset of the `<` that opens the element.
+    offset: usize,
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn syntax(src: &str, offset: usize, message: impl Into<String>) -> XmlError {
+    let (line, column) = line_col(src, offset);
+    XmlError::Syntax {
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+/// True for an XML Name (ASCII rules; any non-ASCII character is accepted
+/// as a name character, which is what XML allows for letters).
+fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    (first.is_ascii_alphabetic() || first == '_' || first == ':' || !first.is_ascii())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c) || !c.is_ascii())
+}
+
+/// Checks what quick-xml lets through but XML (and so libvirt's libxml2)
+/// forbids inside a tag: `<` in attribute values and attributes not
+/// separated by white space. `raw` is the tag without `<`, `>` and `/`.
+fn check_tag(src: &str, offset: usize, raw: &[u8]) -> Result<(), XmlError> {
+    let mut quote: Option<u8> = None;
+    for (i, &c) in raw.iter().enumerate() {
+        let at = offset + 1 + i;
+        match quote {
+            Some(q) if c == q => {
+                quote = None;
+                if raw.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
+                    return Err(syntax(
+                        src,
+                        at + 1,
+                        "attributes must be separated by white space",
+                    ));
+                }
+            }
+            Some(_) if c == b'<' => {
+                return Err(syntax(src, at, "'<' is not allowed in an attribute value"));
+            }
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' => quote = Some(c),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn start_node(src: &str, e: &BytesStart<'_>, offset: usize) -> Result<Node, XmlError> {
+    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+    if !is_name(&name) {
+        return Err(syntax(
+            src,
+            offset + 1,
+            format!("'{name}' is not a valid element name"),
+        ));
+    }
+    check_tag(src, offset, e)?;
+    let mut attrs = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|err| {
+            // Attribute errors count from the byte after '<'.
+            let rel = match err {
+                AttrError::ExpectedEq(p)
+                | AttrError::ExpectedValue(p)
+                | AttrError::UnquotedValue(p)
+                | AttrError::ExpectedQuote(p, _)
+                | AttrError::Duplicated(p, _) => p,
+            };
+            syntax(src, offset + 1 + rel, format!("in <{name}>: {err}"))
+        })?;
+        let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+        if !is_name(&key) {
+            return Err(syntax(
+                src,
+                offset,
+                format!("in <{name}>: '{key}' is not a valid attribute name"),
+            ));
+        }
+        // XML attribute-value normalisation (as libxml2 does for libvirt):
+        // literal tabs and line breaks read as spaces; character
+        // references are kept.
+        let raw: Vec<u8> = a
+            .value
+            .iter()
+            .map(|&c| {
+                if matches!(c, b'\t' | b'\n' | b'\r') {
+                    b' '
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let raw = String::from_utf8_lossy(&raw);
+        let value = quick_xml::escape::unescape(&raw)
+            .map_err(|err| syntax(src, offset, format!("in <{name} {key}>: {err}")))?
+            .into_owned();
+        check_chars(src, offset, &value)?;
+        attrs.push((key, value));
+    }
+    Ok(Node {
+        name,
+        attrs,
+        children: Vec::new(),
+        text: String::new(),
+        string_value: String::new(),
+        offset,
+    })
+}
+
+/// XML 1.0's `Char` production: no control characters other than tab and
+/// line breaks, no U+FFFE/U+FFFF.
+fn is_xml_char(c: char) -> bool {
+    !((c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}'))
+}
+
+/// Refuses characters XML 1.0 does not allow (control characters other than
+/// tab and line breaks, including ones written as character references),
+/// as libxml2 does.
+fn check_chars(src: &str, offset: usize, text: &str) -> Result<(), XmlError> {
+    match text.chars().find(|&c| !is_xml_char(c)) {
+        Some(c) => Err(syntax(
+            src,
+            offset,
+            format!("character U+{:04X} is not allowed in XML", c as u32),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Reads the whole document into a tree rooted at its single top element.
+fn read_tree(src: &str) -> Result<Node, XmlError> {
+    // Characters XML forbids anywhere, written literally (comments
+    // included); references to them are caught after unescaping.
+    if let Some((at, c)) = src.char_indices().find(|&(_, c)| !is_xml_char(c)) {
+        return Err(syntax(
+            src,
+            at,
+            format!("character U+{:04X} is not allowed in XML", c as u32),
+        ));
+    }
+    let mut reader = Reader::from_str(src);
+    let mut stack: Vec<Node> = Vec::new();
+    let mut root: Option<Node> = None;
+    loop {
+        let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        let ev = reader.read_event().map_err(|err| {
+            let at = usize::try_from(reader.error_position()).unwrap_or(before);
+            syntax(src, at, err.to_string())
+        })?;
+        match ev {
+            Event::Start(e) => {
+                if root.is_some() && stack.is_empty() {
+                    return Err(syntax(src, before, "content after the root element"));
+                }
+                stack.push(start_node(src, &e, before)?);
+            }
+            Event::Empty(e) => {
+                let node = start_node(src, &e, before)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None if root.is_none() => root = Some(node),
+                    None => return Err(syntax(src, before, "content after the root element")),
+                }
+            }
+            Event::End(_) => {
+                // quick-xml checks that end tags match their start tags.
+                let node = stack
+                    .pop()
+                    .ok_or_else(|| syntax(src, before, "end tag without a start tag"))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => root = Some(node),
+                }
+            }
+            Event::Text(t) => {
+                if t.windows(3).any(|w| w == b"]]>") {
+                    return Err(syntax(
+                        src,
+                        before,
+                        "']]>' is not allowed in character data",
+                    ));
+                }
+                let text = t
+                    .unescape()
+                    .map_err(|err| syntax(src, before, err.to_string()))?;
+                check_chars(src, before, &text)?;
+                for open in &mut stack {
+                    open.string_value.push_str(&text);
+                }
+                match stack.last_mut() {
+                    Some(parent) => parent.text.push_str(&text),
+                    None if text.trim().is_empty() => {}
+                    None => return Err(syntax(src, before, "text outside the root element")),
+                }
+            }
+            Event::CData(t) => {
+                let text = String::from_utf8_lossy(&t).into_owned();
+                check_chars(src, before, &text)?;
+                for open in &mut stack {
+                    open.string_value.push_str(&text);
+                }
+                match stack.last_mut() {
+                    Some(parent) => parent.text.push_str(&text),
+                    None => return Err(syntax(src, before, "CDATA outside the root element")),
+                }
+            }
+            Event::Eof => {
+                if let Some(open) = stack.last() {
+                    return Err(syntax(
+                        src,
+                        src.len(),
+                        format!("unexpected end of document: <{}> is not closed", open.name),
+                    ));
+                }
+                return root.ok_or_else(|| syntax(src, src.len(), "no root element"));
+            }
+            Event::Decl(d) => {
+                let version = d
+                    .version()
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default();
+                if !version.starts_with("1.") {
+                    return Err(syntax(
+                        src,
+                        before,
+                        format!("unsupported XML version '{version}'"),
+                    ));
+                }
+                // Only at the very start (a byte order mark may precede it).
+                if !src
+                    .get(..before)
+                    .unwrap_or("")
+                    .trim_start_matches('\u{feff}')
+                    .is_empty()
+                {
+                    return Err(syntax(
+                        src,
+                        before,
+                        "XML declaration allowed only at the start of the document",
+                    ));
+                }
+            }
+            Event::DocType(_) => {
+                if root.is_some() || !stack.is_empty() {
+                    return Err(syntax(
+                        src,
+                        before,
+                        "DOCTYPE allowed only before the root element",
+                    ));
+                }
+            }
+            Event::Comment(c) => {
+                if c.windows(2).any(|w| w == b"--") || c.last() == Some(&b'-') {
+                    return Err(syntax(src, before, "'--' is not allowed inside a comment"));
+                }
+            }
+            Event::PI(pi) => {
+                let target = String::from_utf8_lossy(pi.target()).into_owned();
+                if !is_name(&target) || target.eq_ignore_ascii_case("xml") {
+                    return Err(syntax(
+                        src,
+                        before,
+                        format!("'{target}' is not a valid processing instruction target"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Parts of libvirt's network XML that slipway does not model: libvirt
+/// would use them, slipway drops them (and says so).
+const LIBVIRT_ONLY: &[&str] = &[
+    "/network/@connections",
+    "/network/@trustGuestRxFilters",
+    "/network/metadata",
+    "/network/bandwidth",
+    "/network/vlan",
+    "/network/port",
+    "/network/virtualport",
+    "/network/portgroup",
+];
+
+/// Marks paths of libvirt features slipway does not support, so a warning
+/// does not call them unknown.
+fn annotate(path: String) -> String {
+    if LIBVIRT_ONLY.contains(&path.as_str()) {
+        format!("{path} (a libvirt feature slipway does not support)")
+    } else {
+        path
+    }
+}
+
+/// Repeated elements of which libvirt 9.0 keeps the last (it reads them in a
+/// loop that overwrites); of all others it reads the first.
+const LAST_WINS: &[&str] = &["lease", "bootp"];
+
+/// Attributes libvirt reads through XPath `string()`, where an empty value
+/// is the same as no attribute at all: (element path, attributes).
+const EMPTY_IS_ABSENT: &[(&[&str], &[&str])] = &[
+    (&[], &["ipv6"]),
+    (
+        &["bridge"],
+        &["name", "zone", "stp", "delay", "macTableManager"],
+    ),
+    (&["mac"], &["address"]),
+    (&["forward"], &["mode", "dev"]),
+    (&["ip"], &["family", "address", "netmask"]),
+    (&["ip", "tftp"], &["root"]),
+];
+
+/// Drops the empty attributes listed in [`EMPTY_IS_ABSENT`] from the tree.
+fn drop_empty_attrs(root: &mut Node) {
+    fn visit(node: &mut Node, path: &[&str], attrs: &[&str]) {
+        match path.split_first() {
+            None => node
+                .attrs
+                .retain(|(k, v)| !(v.is_empty() && attrs.contains(&k.as_str()))),
+            Some((first, rest)) => {
+                for c in node.children.iter_mut().filter(|c| c.name == *first) {
+                    visit(c, rest, attrs);
+                }
+            }
+        }
+    }
+    for (path, attrs) in EMPTY_IS_ABSENT {
+        visit(root, path, attrs);
+    }
+}
+
+/// Walks the tree, tracking paths and collecting what it did not understand.
+struct Walker<'a> {
+    src: &'a str,
+    unknown: Vec<String>,
+}
+
+impl Node {
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn kids<'n>(&'n self, name: &'n str) -> impl Iterator<Item = &'n Node> + 'n {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The first child of that name: the one libvirt reads when it is
+    /// repeated (except for [`LAST_WINS`] elements, read with [`Node::kids`]).
+    fn kid(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+}
+
+impl Walker<'_> {
+    fn pos(&self, node: &Node) -> (usize, usize) {
+        line_col(self.src, node.offset)
+    }
+
+    fn value_err(&self, node: &Node, path: &str, value: &str, expected: &str) -> XmlError {
+        let (line, column) = self.pos(node);
+        XmlError::Value {
+            line,
+            column,
+            path: path.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    fn structure(&self, node: &Node, path: &str, message: impl Into<String>) -> XmlError {
+        let (line, column) = self.pos(node);
+        XmlError::Structure {
+            line,
+            column,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Records attributes and child elements of `node` outside the known
+    /// lists, repeated children where libvirt reads only the first
+    /// (`single`), and stray text.
+    fn check(
+        &mut self,
+        node: &Node,
+        path: &str,
+        attrs: &[&str],
+        children: &[&str],
+        single: &[&str],
+    ) {
+        for (k, _) in &node.attrs {
+            // Namespace declarations are not data.
+            if !attrs.contains(&k.as_str()) && k != "xmlns" && !k.starts_with("xmlns:") {
+                self.unknown.push(annotate(format!("{path}/@{k}")));
+            }
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for c in &node.children {
+            if !children.contains(&c.name.as_str()) {
+                self.unknown.push(annotate(format!("{path}/{}", c.name)));
+            } else if single.contains(&c.name.as_str()) {
+                if seen.contains(&c.name.as_str()) {
+                    let which = if LAST_WINS.contains(&c.name.as_str()) {
+                        "last"
+                    } else {
+                        "first"
+                    };
+                    self.unknown.push(format!(
+                        "{path}/{} (repeated; only the {which} is used)",
+                        c.name
+                    ));
+                }
+                seen.push(&c.name);
+            }
+        }
+        if !node.text.trim().is_empty() {
+            self.unknown.push(format!("{path}/text()"));
+        }
+    }
+
+    /// For elements whose content is text (`<name>`, `<hostname>`…): any
+    /// attribute or child element is unknown.
+    fn check_text(&mut self, node: &Node, path: &str) {
+        for (k, _) in &node.attrs {
+            self.unknown.push(format!("{path}/@{k}"));
+        }
+        for c in &node.children {
+            self.unknown.push(format!("{path}/{}", c.name));
+        }
+    }
+
+    /// An attribute parsed with `FromStr`, or a value error naming `expected`.
+    fn parsed<T: FromStr>(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, XmlError> {
+        match node.attr(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<T>()
+                .map(Some)
+                .map_err(|_| self.value_err(node, &format!("{path}/@{name}"), v, expected)),
+        }
+    }
+
+    fn ip(&self, node: &Node, path: &str, name: &str) -> Result<Option<IpAddr>, XmlError> {
+        self.parsed(node, path, name, "an IPv4 or IPv6 address")
+    }
+
+    fn ipv4(&self, node: &Node, path: &str, name: &str) -> Result<Option<Ipv4Addr>, XmlError> {
+        self.parsed(node, path, name, "an IPv4 address")
+    }
+
+    fn required<T>(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+        v: Option<T>,
+    ) -> Result<T, XmlError> {
+        v.ok_or_else(|| self.structure(node, path, format!("missing required attribute '{name}'")))
+    }
+
+    fn string(&self, node: &Node, name: &str) -> Option<String> {
+        node.attr(name).map(str::to_string)
+    }
+
+    /// A `family` attribute: `ipv4` or `ipv6`.
+    fn family(&self, node: &Node, path: &str) -> Result<Option<IpFamily>, XmlError> {
+        match node.attr("family") {
+            None => Ok(None),
+            Some("ipv4") => Ok(Some(IpFamily::Ipv4)),
+            Some("ipv6") => Ok(Some(IpFamily::Ipv6)),
+            Some(v) => Err(self.value_err(node, &format!("{path}/@family"), v, "'ipv4' or 'ipv6'")),
+        }
+    }
+
+    /// `yes`/`no` (libvirt's tristate booleans).
+    fn yes_no(&self, node: &Node, path: &str, name: &str) -> Result<Option<bool>, XmlError> {
+        match node.attr(name) {
+            None => Ok(None),
+            Some("yes") => Ok(Some(true)),
+            Some("no") => Ok(Some(false)),
+            Some(v) => Err(self.value_err(node, &format!("{path}/@{name}"), v, "'yes' or 'no'")),
+        }
+    }
+
+    fn network(&mut self, root: &Node) -> Result<Network, XmlError> {
+        if root.name != "network" {
+            return Err(self.structure(
+                root,
+                &format!("/{}", root.name),
+                format!("expecting root element of 'network', not '{}'", root.name),
+            ));
+        }
+        let p = "/network";
+        self.check(
+            root,
+            p,
+            &["ipv6"],
+            &[
+                "name", "uuid", "forward", "bridge", "mtu", "mac", "domain", "dns", "ip", "route",
+            ],
+            &["name", "uuid", "forward", "bridge", "mac", "domain", "dns"],
+        );
+        let name_node = root
+            .kid("name")
+            .ok_or_else(|| self.structure(root, p, "missing required element <name>"))?;
+        self.check_text(name_node, "/network/name");
+        let name = name_node.string_value.clone();
+
+        let uuid = match root.kid("uuid") {
+            None => None,
+            Some(n) => {
+                self.check_text(n, "/network/uuid");
+                let text = n.string_value.trim();
+                Some(uuid::Uuid::parse_str(text).map_err(|_| {
+                    self.value_err(
+                        n,
+                        "/network/uuid",
+                        text,
+                        "a UUID like 8ee3cc4f-5ea0-4a4b-b5a7-0d9ea38a6d61",
+                    )
+                })?)
+            }
+        };
+        // libvirt prints only ipv6='yes'; 'no' is the same as absent.
+        let ipv6 = self.yes_no(root, p, "ipv6")?.filter(|&v| v);
+
+        let forward = match root.kid("forward") {
+            Some(n) => self.forward(n)?,
+            None => None,
+        };
+        let own_bridge = forward.as_ref().map_or(true, |f| f.mode.has_own_bridge());
+        let mut bridge = match root.kid("bridge") {
+            Some(n) => Some(self.bridge(n)?),
+            None => None,
+        };
+        if own_bridge {
+            // libvirt always has STP and delay values for networks with a
+            // bridge of their own (on and 0 unless given) and prints them;
+            // keeping them in the model makes parse(format(x)) == x.
+            let b = bridge.get_or_insert_with(Bridge::default);
+            b.stp.get_or_insert(true);
+            b.delay.get_or_insert(0);
+        } else if bridge.as_ref().is_some_and(|b| *b == Bridge::default()) {
+            bridge = None;
+        }
+
+        // libvirt reads `string(./mtu/@size)`: the size of the first <mtu>
+        // that has one (an empty one meaning none).
+        let path = "/network/mtu";
+        for n in root.kids("mtu") {
+            self.check(n, path, &["size"], &[], &[]);
+        }
+        if root.kids("mtu").count() > 1 {
+            self.unknown.push(format!(
+                "{path} (repeated; only the first with a size is used)"
+            ));
+        }
+        let mtu = match root.kids("mtu").find(|n| n.attr("size").is_some()) {
+            Some(n) if n.attr("size") != Some("") => self
+                .parsed::<u32>(n, path, "size", "an MTU in bytes")?
+                .filter(|&m| m != 0),
+            _ => None,
+        };
+        let mac = match root.kid("mac") {
+            Some(n) => {
+                let path = "/network/mac";
+                self.check(n, path, &["address"], &[], &[]);
+                self.parsed::<MacAddr>(n, path, "address", "a MAC address like 52:54:00:12:34:56")?
+            }
+            None => None,
+        };
+        let domain = match root.kid("domain") {
+            Some(n) => {
+                let path = "/network/domain";
+                self.check(n, path, &["name", "localOnly"], &[], &[]);
+                let local_only = self.yes_no(n, path, "localOnly")?;
+                // libvirt forgets a <domain> without a name.
+                self.string(n, "name")
+                    .map(|name| Domain { name, local_only })
+            }
+            None => None,
+        };
+        let dns = match root.kid("dns") {
+            Some(n) => self.dns(n)?,
+            None => None,
+        };
+        let mut ips = Vec::new();
+        for n in root.kids("ip") {
+            ips.push(self.ip_def(n)?);
+        }
+        let mut routes = Vec::new();
+        for n in root.kids("route") {
+            routes.push(self.route(n)?);
+        }
+        Ok(Network {
+            name,
+            uuid,
+            ipv6,
+            forward,
+            bridge,
+            mtu,
+            mac,
+            domain,
+            dns,
+            ips,
+            routes,
+            unknown: std::mem::take(&mut self.unknown),
+        })
+    }
+
+    /// `<forward>`; `None` for libvirt's `mode='none'`, an isolated network.
+    fn forward(&mut self, n: &Node) -> Result<Option<Forward>, XmlError> {
+        let p = "/network/forward";
+        self.check(
+            n,
+            p,
+            &["mode", "dev", "managed"],
+            &["nat", "interface", "pf", "address", "driver"],
+            &["driver"],
+        );
+        let mode = match n.attr("mode") {
+            None => ForwardMode::Nat,
+            Some("none") => {
+                if n.kid("nat").is_some() {
+                    return Err(self.structure(
+                        n,
+                        p,
+                        "the <nat> element can only be used when <forward> 'mode' is 'nat'",
+                    ));
+                }
+                if n.attr("dev").is_some() || n.kid("interface").is_some() {
+                    self.unknown.push(format!(
+                        "{p}/interface (dropped: mode='none' is an isolated network)"
+                    ));
+                }
+                return Ok(None);
+            }
+            Some(m) => m.parse::<ForwardMode>().map_err(|_| {
+                self.value_err(
+                    n,
+                    "/network/forward/@mode",
+                    m,
+                    "one of nat, route, open, bridge, private, vepa, passthrough, hostdev, none",
+                )
+            })?,
+        };
+        let nats: Vec<&Node> = n.kids("nat").collect();
+        if nats.len() > 1 {
+            return Err(self.structure(
+                nats[1],
+                p,
+                "only one <nat> element is allowed in <forward>",
+            ));
+        }
+        let nat = match nats.first() {
+            // libvirt refuses any <nat>, even an empty one, outside nat mode.
+            Some(nn) if mode != ForwardMode::Nat => {
+                return Err(self.structure(
+                    nn,
+                    "/network/forward/nat",
+                    format!(
+                        "the <nat> element can only be used when <forward> 'mode' is 'nat', not '{mode}'"
+                    ),
+                ))
+            }
+            Some(nn) => self.nat(nn)?,
+            None => None,
+        };
+        // libvirt: anything but "yes" (any case) is no; printed for hostdev only.
+        let managed = (mode == ForwardMode::Hostdev).then(|| {
+            n.attr("managed")
+                .is_some_and(|m| m.eq_ignore_ascii_case("yes"))
+        });
+        let driver = match n.kid("driver") {
+            None => None,
+            Some(d) => {
+                let dp = "/network/forward/driver";
+                self.check(d, dp, &["name"], &[], &[]);
+                match d.attr("name") {
+                    None | Some("") => None,
+                    Some("kvm") => Some(HostdevDriver::Kvm),
+                    Some("vfio") => Some(HostdevDriver::Vfio),
+                    Some(v) => {
+                        return Err(self.value_err(d, &format!("{dp}/@name"), v, "'kvm' or 'vfio'"))
+                    }
+                }
+            }
+        };
+        let pfs: Vec<&Node> = n.kids("pf").collect();
+        let addrs: Vec<&Node> = n.kids("address").collect();
+        if n.attr("dev").is_some() && !(pfs.is_empty() && addrs.is_empty()) {
+            return Err(self.structure(
+                n,
+                p,
+                "the <forward> 'dev' attribute cannot be used when <address> or <pf> sub-elements are present",
+            ));
+        }
+        let mut fwd = Forward {
+            mode,
+            nat,
+            interfaces: Vec::new(),
+            pf: None,
+            pci_addresses: Vec::new(),
+            managed,
+            driver,
+        };
+        // One kind of pool, in libvirt's order of preference; the others
+        // are ignored (and reported).
+        if n.attr("dev").is_some() || n.kid("interface").is_some() {
+            fwd.interfaces = self.forward_interfaces(n)?;
+            for (kind, nodes) in [("pf", &pfs), ("address", &addrs)] {
+                if !nodes.is_empty() {
+                    self.unknown.push(format!(
+                        "{p}/{kind} (ignored: <interface> elements take precedence)"
+                    ));
+                }
+            }
+        } else if !addrs.is_empty() {
+            for a in &addrs {
+                let pci = self.pci_address(a)?;
+                if fwd.pci_addresses.contains(&pci) {
+                    return Err(self.structure(
+                        a,
+                        "/network/forward/address",
+                        format!("PCI device '{pci}' can only be listed once"),
+                    ));
+                }
+                fwd.pci_addresses.push(pci);
+            }
+            if !pfs.is_empty() {
+                self.unknown.push(format!(
+                    "{p}/pf (ignored: <address> elements take precedence)"
+                ));
+            }
+        } else if let Some(pf) = pfs.first() {
+            if pfs.len() > 1 {
+                return Err(self.structure(
+                    pfs[1],
+                    p,
+                    "only one <pf> element is allowed in <forward>",
+                ));
+            }
+            let pp = "/network/forward/pf";
+            self.check(pf, pp, &["dev"], &[], &[]);
+            fwd.pf = Some(self.required(pf, pp, "dev", self.string(pf, "dev"))?);
+        }
+        Ok(Some(fwd))
+    }
+
+    /// `<forward dev>` and the `<interface dev>` children, as one list.
+    fn forward_interfaces(&mut self, n: &Node) -> Result<Vec<String>, XmlError> {
+        let mut interfaces: Vec<String> = Vec::new();
+        if let Some(dev) = n.attr("dev") {
+            interfaces.push(dev.to_string());
+        }
+        for (i, ifn) in n.kids("interface").enumerate() {
+            let ip = "/network/forward/interface";
+            self.check(ifn, ip, &["dev"], &[], &[]);
+            let dev = self.required(ifn, ip, "dev", self.string(ifn, "dev"))?;
+            if i == 0 && interfaces.len() == 1 {
+                // <forward dev='x'> and a first <interface dev='x'/> name the same device.
+                if interfaces[0] != dev {
+                    return Err(self.structure(
+                        ifn,
+                        ip,
+                        format!(
+                            "<forward dev='{}'> must match first <interface dev='{dev}'/>",
+                            interfaces[0]
+                        ),
+                    ));
+                }
+                continue;
+            }
+            if interfaces.contains(&dev) {
+                return Err(self.structure(
+                    ifn,
+                    ip,
+                    format!("interface '{dev}' can only be listed once"),
+                ));
+            }
+            interfaces.push(dev);
+        }
+        Ok(interfaces)
+    }
+
+    /// `<address type='pci' domain bus slot function>`; numbers as C's
+    /// `strtoul(…, 0)` reads them (0x hex, leading-0 octal, decimal), a
+    /// missing one is 0.
+    fn pci_address(&mut self, a: &Node) -> Result<PciAddress, XmlError> {
+        let ap = "/network/forward/address";
+        self.check(
+            a,
+            ap,
+            &["type", "domain", "bus", "slot", "function", "multifunction"],
+            &[],
+            &[],
+        );
+        match a.attr("type") {
+            Some("pci") => {}
+            None => return Err(self.structure(a, ap, "missing address type")),
+            Some(t) => return Err(self.value_err(a, &format!("{ap}/@type"), t, "'pci'")),
+        }
+        let num = |w: &Self, name: &str, max: u32| -> Result<u32, XmlError> {
+            let Some(v) = a.attr(name) else {
+                return Ok(0);
+            };
+            let parsed = if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                u32::from_str_radix(hex, 16)
+            } else if v.len() > 1 && v.starts_with('0') {
+                u32::from_str_radix(&v[1..], 8)
+            } else {
+                v.parse::<u32>()
+            };
+            match parsed {
+                Ok(x) if x <= max => Ok(x),
+                _ => Err(w.value_err(
+                    a,
+                    &format!("{ap}/@{name}"),
+                    v,
+                    &format!("a number from 0 to {max:#x}"),
+                )),
+            }
+        };
+        // The limits make the narrowing conversions below lossless.
+        Ok(PciAddress {
+            domain: num(self, "domain", u32::MAX)?,
+            bus: num(self, "bus", 0xff)? as u8,
+            slot: num(self, "slot", 0x1f)? as u8,
+            function: num(self, "function", 7)? as u8,
+        })
+    }
+
+    fn nat(&mut self, n: &Node) -> Result<Option<Nat>, XmlError> {
+        let p = "/network/forward/nat";
+        self.check(n, p, &["ipv6"], &["address", "port"], &[]);
+        let ipv6 = self.yes_no(n, p, "ipv6")?;
+        let addrs: Vec<&Node> = n.kids("address").collect();
+        if addrs.len() > 1 {
+            return Err(self.structure(
+                addrs[1],
+                p,
+                "only one <address> element is allowed in <nat>",
+            ));
+        }
+        let address = match addrs.first() {
+            Some(a) => {
+                let ap = "/network/forward/nat/address";
+                self.check(a, ap, &["start", "end"], &[], &[]);
+                let start = self.ipv4(a, ap, "start")?;
+                let end = self.ipv4(a, ap, "end")?;
+                Some((
+                    self.required(a, ap, "start", start)?,
+                    self.required(a, ap, "end", end)?,
+                ))
+            }
+            None => None,
+        };
+        let ports: Vec<&Node> = n.kids("port").collect();
+        if ports.len() > 1 {
+            return Err(self.structure(ports[1], p, "only one <port> element is allowed in <nat>"));
+        }
+        let port = match ports.first() {
+            Some(pn) => {
+                let pp = "/network/forward/nat/port";
+                self.check(pn, pp, &["start", "end"], &[], &[]);
+                let start = self.parsed::<u16>(pn, pp, "start", "a port number 0-65535")?;
+                let end = self.parsed::<u16>(pn, pp, "end", "a port number 0-65535")?;
+                Some((
+                    self.required(pn, pp, "start", start)?,
+                    self.required(pn, pp, "end", end)?,
+                ))
+            }
+            None => None,
+        };
+        let nat = Nat {
+            address,
+            port,
+            ipv6,
+        };
+        // An empty <nat/> carries nothing and libvirt does not print it.
+        Ok((nat != Nat::default()).then_some(nat))
+    }
+
+    fn bridge(&mut self, n: &Node) -> Result<Bridge, XmlError> {
+        let p = "/network/bridge";
+        self.check(
+            n,
+            p,
+            &["name", "zone", "stp", "delay", "macTableManager"],
+            &[],
+            &[],
+        );
+        let stp = match n.attr("stp") {
+            None => None,
+            Some("on") => Some(true),
+            Some("off") => Some(false),
+            Some(v) => return Err(self.value_err(n, "/network/bridge/@stp", v, "'on' or 'off'")),
+        };
+        let mac_table_manager = match n.attr("macTableManager") {
+            None => None,
+            Some("kernel") => Some(MacTableManager::Kernel),
+            Some("libvirt") => Some(MacTableManager::Libvirt),
+            Some(v) => {
+                return Err(self.value_err(
+                    n,
+                    "/network/bridge/@macTableManager",
+                    v,
+                    "'kernel' or 'libvirt'",
+                ))
+            }
+        };
+        Ok(Bridge {
+            name: self.string(n, "name"),
+            zone: self.string(n, "zone"),
+            stp,
+            delay: self.parsed(n, p, "delay", "a forward delay in seconds")?,
+            mac_table_manager,
+        })
+    }
+
+    fn dns(&mut self, n: &Node) -> Result<Option<Dns>, XmlError> {
+        let p = "/network/dns";
+        self.check(
+            n,
+            p,
+            &["enable", "forwardPlainNames"],
+            &["forwarder", "txt", "srv", "host"],
+            &[],
+        );
+        let mut dns = Dns {
+            enable: self.yes_no(n, p, "enable")?,
+            forward_plain_names: self.yes_no(n, p, "forwardPlainNames")?,
+            ..Dns::default()
+        };
+        for f in n.kids("forwarder") {
+            let fp = "/network/dns/forwarder";
+            self.check(f, fp, &["addr", "domain"], &[], &[]);
+            let fwd = DnsForwarder {
+                domain: self.string(f, "domain"),
+                addr: self.ip(f, fp, "addr")?,
+            };
+            if fwd.domain.is_none() && fwd.addr.is_none() {
+                return Err(self.structure(f, fp, "must have at least one of 'addr' or 'domain'"));
+            }
+            dns.forwarders.push(fwd);
+        }
+        for t in n.kids("txt") {
+            let tp = "/network/dns/txt";
+            self.check(t, tp, &["name", "value"], &[], &[]);
+            dns.txts.push(DnsTxt {
+                name: self.required(t, tp, "name", self.string(t, "name"))?,
+                value: self.required(t, tp, "value", self.string(t, "value"))?,
+            });
+        }
+        for s in n.kids("srv") {
+            let sp = "/network/dns/srv";
+            self.check(
+                s,
+                sp,
+                &[
+                    "service", "protocol", "domain", "target", "port", "priority", "weight",
+                ],
+                &[],
+                &[],
+            );
+            let nonzero = |v: Option<u16>| v.filter(|&x| x != 0);
+            dns.srvs.push(DnsSrv {
+                service: self.string(s, "service"),
+                protocol: self.string(s, "protocol"),
+                domain: self.string(s, "domain"),
+                target: self.string(s, "target"),
+                port: self.parsed(s, sp, "port", "a port number 1-65535")?,
+                priority: nonzero(self.parsed(s, sp, "priority", "a number 0-65535")?),
+                weight: nonzero(self.parsed(s, sp, "weight", "a number 0-65535")?),
+            });
+        }
+        for h in n.kids("host") {
+            let hp = "/network/dns/host";
+            self.check(h, hp, &["ip"], &["hostname"], &[]);
+            let mut hostnames = Vec::new();
+            for hn in h.kids("hostname") {
+                self.check_text(hn, "/network/dns/host/hostname");
+                hostnames.push(hn.string_value.clone());
+            }
+            dns.hosts.push(DnsHost {
+                ip: self.ip(h, hp, "ip")?,
+                hostnames,
+            });
+        }
+        // libvirt prints nothing for a <dns> without attributes or records.
+        Ok((dns != Dns::default()).then_some(dns))
+    }
+
+    /// The `<lease>` of a range or host. libvirt 9.0 reads every one (so
+    /// any can be an error) and keeps the last with an expiry.
+    fn lease(&mut self, parent: &Node, path: &str) -> Result<Option<Lease>, XmlError> {
+        let lp = format!("{path}/lease");
+        let mut kept = None;
+        for n in parent.kids("lease") {
+            self.check(n, &lp, &["expiry", "unit"], &[], &[]);
+            let Some(expiry) =
+                self.parsed::<u64>(n, &lp, "expiry", "a lease time (0 = infinite)")?
+            else {
+                // libvirt ignores a <lease> without expiry.
+                continue;
+            };
+            let unit = match n.attr("unit") {
+                None => LeaseUnit::Minutes,
+                Some("seconds") => LeaseUnit::Seconds,
+                Some("minutes") => LeaseUnit::Minutes,
+                Some("hours") => LeaseUnit::Hours,
+                Some(v) => {
+                    return Err(self.value_err(
+                        n,
+                        &format!("{lp}/@unit"),
+                        v,
+                        "'seconds', 'minutes' or 'hours'",
+                    ))
+                }
+            };
+            // The unit of an infinite lease is meaningless and libvirt does not print it.
+            let lease = Lease {
+                expiry,
+                unit: (expiry != 0).then_some(unit),
+            };
+            // Checked here too because libvirt refuses any short <lease>,
+            // even one a later <lease> replaces.
+            if lease.is_too_short() {
+                return Err(self.value_err(
+                    n,
+                    &format!("{lp}/@expiry"),
+                    &expiry.to_string(),
+                    Lease::MINIMUM_RULE,
+                ));
+            }
+            kept = Some(lease);
+        }
+        Ok(kept)
+    }
+
+    fn ip_def(&mut self, n: &Node) -> Result<IpDef, XmlError> {
+        let p = "/network/ip";
+        self.check(
+            n,
+            p,
+            &["family", "address", "netmask", "prefix", "localPtr"],
+            &["tftp", "dhcp"],
+            &["tftp", "dhcp"],
+        );
+        let family = self.family(n, p)?;
+        let address = self.ip(n, p, "address")?;
+        let address = self.required(n, p, "address", address)?;
+        let mut def = IpDef::new(address);
+        def.family = family;
+        def.netmask = self.ipv4(n, p, "netmask")?;
+        // libvirt treats prefix='0' as absent.
+        def.prefix = self
+            .parsed::<u8>(n, p, "prefix", "a prefix length 0-128")?
+            .filter(|&x| x != 0);
+        def.local_ptr = self.yes_no(n, p, "localPtr")?;
+        if let Some(t) = n.kid("tftp") {
+            self.check(t, "/network/ip/tftp", &["root"], &[], &[]);
+            def.tftp_root = self.string(t, "root");
+        }
+        if let Some(d) = n.kid("dhcp") {
+            def.dhcp = self.dhcp(d, address)?;
+        }
+        Ok(def)
+    }
+
+    fn dhcp(&mut self, n: &Node, address: IpAddr) -> Result<Option<Dhcp>, XmlError> {
+        let p = "/network/ip/dhcp";
+        self.check(n, p, &[], &["range", "host", "bootp"], &["bootp"]);
+        let mut dhcp = Dhcp::default();
+        for r in n.kids("range") {
+            let rp = "/network/ip/dhcp/range";
+            self.check(r, rp, &["start", "end"], &["lease"], &["lease"]);
+            let start = self.ip(r, rp, "start")?;
+            let end = self.ip(r, rp, "end")?;
+            dhcp.ranges.push(DhcpRange {
+                start: self.required(r, rp, "start", start)?,
+                end: self.required(r, rp, "end", end)?,
+                lease: self.lease(r, rp)?,
+            });
+        }
+        for h in n.kids("host") {
+            let hp = "/network/ip/dhcp/host";
+            self.check(h, hp, &["mac", "id", "name", "ip"], &["lease"], &["lease"]);
+            dhcp.hosts.push(DhcpHost {
+                mac: self.parsed(h, hp, "mac", "a MAC address like 52:54:00:12:34:56")?,
+                mac_text: self.string(h, "mac"),
+                id: self.string(h, "id"),
+                name: self.string(h, "name"),
+                ip: self.ip(h, hp, "ip")?,
+                lease: self.lease(h, hp)?,
+            });
+        }
+        // libvirt 9.0 reads every <bootp> of an IPv4 <ip> (any can be an
+        // error), skips those without a file and keeps the last.
+        let bp = "/network/ip/dhcp/bootp";
+        for b in n.kids("bootp") {
+            self.check(b, bp, &["file", "server"], &[], &[]);
+            if address.is_ipv6() {
+                self.unknown
+                    .push(format!("{bp} (ignored in an IPv6 <ip>, as libvirt does)"));
+                continue;
+            }
+            let Some(file) = self.string(b, "file") else {
+                self.unknown
+                    .push(format!("{bp} (ignored without a file, as libvirt does)"));
+                continue;
+            };
+            dhcp.bootp = Some(Bootp {
+                file,
+                server: self.ip(b, bp, "server")?,
+            });
+        }
+        // libvirt prints <dhcp> only when it has ranges or hosts; a lone
+        // <bootp> is dropped with it.
+        if dhcp.ranges.is_empty() && dhcp.hosts.is_empty() {
+            if dhcp.bootp.is_some() {
+                self.unknown.push(format!(
+                    "{p}/bootp (dropped: libvirt keeps <bootp> only with a <range> or <host>)"
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(dhcp))
+    }
+
+    fn route(&mut self, n: &Node) -> Result<Route, XmlError> {
+        let p = "/network/route";
+        self.check(
+            n,
+            p,
+            &[
+                "family", "address", "netmask", "prefix", "gateway", "metric",
+            ],
+            &[],
+            &[],
+        );
+        let family = self.family(n, p)?;
+        let address = self.ip(n, p, "address")?;
+        let gateway = self.ip(n, p, "gateway")?;
+        Ok(Route {
+            family,
+            address: self.required(n, p, "address", address)?,
+            netmask: self.ipv4(n, p, "netmask")?,
+            prefix: self.parsed(n, p, "prefix", "a prefix length 0-128")?,
+            gateway: self.required(n, p, "gateway", gateway)?,
+            metric: self.parsed(n, p, "metric", "a route metric 1-4294967295")?,
+        })
+    }
+}
+
+pub(crate) fn parse(src: &str) -> Result<Network, XmlError> {
+    let mut root = read_tree(src)?;
+    drop_empty_attrs(&mut root);
+    Walker {
+        src,
+        unknown: Vec::new(),
+    }
+    .network(&root)
+}

@@ -1,0 +1,64 @@
+//! Robustness: random bytes and random mutations of the corpus never make
+//! the parser panic, and every mutated definition that parses and
+//! validates survives a format/parse round trip unchanged.
+
+mod common;
+
+use common::{apply, corpus, Mutation, SNIPPETS, VALUES};
+use proptest::prelude::*;
+use slipway_netxml::Network;
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0usize..40).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        (any::<usize>(), 0..SNIPPETS.len())
+            .prop_map(|(at, snippet)| Mutation::Insert { at, snippet }),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Replace { at, byte }),
+        (any::<usize>(), 0usize..80).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
+        (any::<usize>(), 0..VALUES.len()).prop_map(|(at, value)| Mutation::SetValue { at, value }),
+    ]
+}
+
+/// Parses; if the result is a valid definition, checks the round trip.
+fn check(text: &str) {
+    let _ = Network::from_xml_strict(text);
+    if let Ok(net) = Network::from_xml(text) {
+        if net.validate().is_ok() {
+            let out = net.to_xml();
+            let again = Network::from_xml(&out)
+                .unwrap_or_else(|e| panic!("own output does not parse: {e}\n{out}"));
+            let mut expected = net.clone();
+            expected.unknown.clear();
+            assert_eq!(
+                again, expected,
+                "parse(format(x)) != x for\n{text}\nformatted\n{out}"
+            );
+            assert_eq!(again.to_xml(), out, "formatting is not idempotent");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        check(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn corpus_mutations_never_panic_and_round_trip(
+        file in any::<prop::sample::Index>(),
+        muts in proptest::collection::vec(mutation(), 1..6),
+    ) {
+        let text = &corpus()[file.index(corpus().len())];
+        check(&apply(text, &muts));
+    }
+}
+
+#[test]
+fn corpus_round_trips() {
+    for text in corpus() {
+        check(text);
+    }
+}

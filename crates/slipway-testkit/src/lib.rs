@@ -1,0 +1,56 @@
+//! End-to-end test harness: builds a small real Linux guest from Debian packages and boots it under QEMU.
+//!
+//! - [`Guest`]: boots Debian's cloud kernel with a busybox initramfs under
+//!   QEMU (TCG, no KVM), with NICs on any `-netdev`, runs a shell script as
+//!   `/test.sh` and collects `SLIPWAY-RESULT key=value` lines from the serial
+//!   console.
+//! - [`GuestImage`]: the kernel and base initramfs, built once (kernel from
+//!   `apt-get download`) and cached under the cargo target directory.
+//! - Host peers on loopback, stopped on drop: [`HttpServer`] (busybox httpd),
+//!   [`DnsServer`] (dnsmasq, never forwarding), [`UdpEchoServer`],
+//!   [`TcpEchoServer`]; and [`free_port`], [`temp_dir`].
+//!
+//! Inside the guest, `/test.sh` runs under busybox `sh` with these helpers:
+//! `result KEY VALUE` (report a value), `ready [WORD]` (print
+//! `SLIPWAY-READY`), `dhcp IFACE [PREFIX]` (lease with udhcpc, configure the
+//! interface, route and resolv.conf, report the lease; see [`UDHCPC_SCRIPT`]).
+//! Besides busybox (`udhcpc`, `wget`, `nc` without UDP, `nslookup`, `ping`,
+//! `tftp`, `httpd`, `ip`, …) the guest has `ncat` (UDP: `(echo hi; sleep 1)
+//! | ncat -u HOST PORT`) and `iperf3` from the host ([`HOST_PROGRAMS`]).
+//! Set `SLIPWAY_TEST_CONSOLE=1` to watch guest consoles live on stderr.
+//!
+//! ```no_run
+//! use slipway_testkit::{Guest, HttpServer};
+//!
+//! let dir = slipway_testkit::temp_dir()?;
+//! std::fs::write(dir.path().join("f"), "hello\n").unwrap();
+//! let http = HttpServer::serve_dir(dir.path())?;
+//! let out = Guest::builder()
+//!     .netdev("stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/vm0.sock")
+//!     .script(&format!(
+//!         "dhcp eth0 || exit 1\n\
+//!          result body \"$(wget -q -O - http://10.0.2.2:{}/f)\"\n",
+//!         http.port()
+//!     ))
+//!     .run()?;
+//! assert_eq!(out.result("ip"), Some("10.0.2.15"), "{}", out.console);
+//! assert_eq!(out.result("body"), Some("hello"), "{}", out.console);
+//! # Ok::<(), slipway_testkit::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod error;
+mod guest;
+mod image;
+mod peers;
+mod process;
+
+pub use error::{Error, Result};
+pub use guest::{
+    Guest, GuestBuilder, GuestOutput, DONE_MARKER, NETBOOT_FILE, READY_MARKER, RESULT_MARKER,
+};
+pub use image::{cache_dir, GuestImage, HOST_PROGRAMS, MODULES, UDHCPC_SCRIPT};
+pub use peers::{
+    free_port, temp_dir, DnsServer, DnsServerBuilder, HttpServer, TcpEchoServer, UdpEchoServer,
+};

@@ -1,0 +1,77 @@
+//! ARP: answers for the stack's virtual addresses and learns the guest's.
+
+use smoltcp::wire::{
+    ArpHardware, ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol,
+};
+
+use crate::ctx::{DropReason, ETHERNET_HEADER_LEN, GATEWAY_MAC};
+use crate::stack::Core;
+
+/// Length of an Ethernet/IPv4 ARP packet.
+const ARP_LEN: usize = 28;
+
+/// Handles one ARP packet (the Ethernet payload) from `src_mac`.
+pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
+    let Ok(arp) = ArpPacket::new_checked(packet) else {
+        core.counters.drop(DropReason::Truncated);
+        return;
+    };
+    if arp.hardware_type() != ArpHardware::Ethernet
+        || arp.protocol_type() != EthernetProtocol::Ipv4
+        || arp.hardware_len() != 6
+        || arp.protocol_len() != 4
+        || packet.len() < ARP_LEN
+    {
+        core.counters.drop(DropReason::Malformed);
+        return;
+    }
+    let sender_mac = EthernetAddress::from_bytes(arp.source_hardware_addr());
+    let sender_ip = ipv4(arp.source_protocol_addr());
+    let target_ip = ipv4(arp.target_protocol_addr());
+    if sender_mac != src_mac || !sender_mac.is_unicast() {
+        core.counters.drop(DropReason::Malformed);
+        return;
+    }
+    if core.cfg.in_subnet(sender_ip) && !core.cfg.is_virtual(sender_ip) {
+        core.neighbours.learn(sender_ip, sender_mac);
+    }
+    match arp.operation() {
+        ArpOperation::Request if core.cfg.is_virtual(target_ip) => {}
+        ArpOperation::Request | ArpOperation::Reply => return,
+        _ => {
+            core.counters.drop(DropReason::Malformed);
+            return;
+        }
+    }
+    let len = ETHERNET_HEADER_LEN + ARP_LEN;
+    let queued = core.tx.push(|buf| {
+        let buf = &mut buf[..len];
+        let mut eth = EthernetFrame::new_unchecked(&mut *buf);
+        eth.set_dst_addr(sender_mac);
+        eth.set_src_addr(GATEWAY_MAC);
+        eth.set_ethertype(EthernetProtocol::Arp);
+        let mut reply = ArpPacket::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..]);
+        reply.set_hardware_type(ArpHardware::Ethernet);
+        reply.set_protocol_type(EthernetProtocol::Ipv4);
+        reply.set_hardware_len(6);
+        reply.set_protocol_len(4);
+        reply.set_operation(ArpOperation::Reply);
+        reply.set_source_hardware_addr(GATEWAY_MAC.as_bytes());
+        reply.set_source_protocol_addr(&target_ip.octets());
+        reply.set_target_hardware_addr(sender_mac.as_bytes());
+        reply.set_target_protocol_addr(&sender_ip.octets());
+        len
+    });
+    if queued {
+        core.counters.frames_out += 1;
+        core.counters.bytes_out += len as u64;
+    } else {
+        core.counters.drop(DropReason::GuestTxFull);
+    }
+}
+
+fn ipv4(bytes: &[u8]) -> std::net::Ipv4Addr {
+    let mut o = [0u8; 4];
+    o.copy_from_slice(&bytes[..4]);
+    o.into()
+}

@@ -1,0 +1,888 @@
+//! The VM link: QEMU's stream and datagram netdev wire formats.
+//!
+//! - stream (`-netdev stream`, `-netdev socket,connect=`): each frame is a
+//!   4-byte big-endian length and the Ethernet frame, both ways. Read in
+//!   large chunks into one reassembly buffer, written with one `writev` of
+//!   many queued frames.
+//! - datagram (`-netdev dgram` on unix sockets): one Ethernet frame per
+//!   datagram; the peer is learnt from the first datagram it sends.
+//!
+//! One VM at a time: a listening attachment accepts the next VM only after
+//! the current one went away.
+
+use std::io::{IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream, UnixDatagram, UnixListener, UnixStream};
+use mio::{Interest, Registry};
+
+use crate::ctx::{token, DropReason, GuestTx, TokenKind, FRAME_PREFIX_LEN};
+use crate::stack::Stack;
+
+/// Largest stream frame QEMU accepts (and so do we).
+pub const MAX_STREAM_FRAME: usize = 69632;
+/// Bytes read from a stream in one go: many frames per system call.
+const STREAM_READ_CHUNK: usize = 256 * 1024;
+/// Frames handed to one `writev`.
+const WRITE_BATCH: usize = 64;
+/// Datagrams received per `recvmmsg` in [`Attachment::receive`].
+const DGRAM_READ_BATCH: usize = 16;
+/// Receive buffer per datagram: the largest Ethernet frame at MTU 65520.
+const DGRAM_SLOT: usize = 65536;
+
+/// Token of a listening socket.
+const LISTENER: usize = 0;
+/// Token of the VM link.
+const LINK: usize = 1;
+
+/// Where and how the VM attaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttachSpec {
+    /// Listen on a unix stream socket (QEMU `-netdev stream,server=off,addr.type=unix`).
+    UnixListen(PathBuf),
+    /// Connect to a unix stream socket QEMU listens on (`server=on`).
+    UnixConnect(PathBuf),
+    /// Listen on a TCP address (`-netdev stream` inet, `-netdev socket,connect=`).
+    TcpListen(SocketAddr),
+    /// Bind a unix datagram socket (`-netdev dgram` with unix addresses).
+    UnixDgram(PathBuf),
+}
+
+impl std::fmt::Display for AttachSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttachSpec::UnixListen(p) => write!(f, "unix stream socket {}", p.display()),
+            AttachSpec::UnixConnect(p) => write!(f, "unix stream socket {} (connect)", p.display()),
+            AttachSpec::TcpListen(a) => write!(f, "TCP address {a}"),
+            AttachSpec::UnixDgram(p) => write!(f, "unix datagram socket {}", p.display()),
+        }
+    }
+}
+
+/// Why the attachment could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{spec}: {what}")]
+pub struct AttachError {
+    spec: String,
+    what: &'static str,
+    source: std::io::Error,
+}
+
+/// The VM went away: it closed its end or the link broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the VM went away")]
+pub struct VmGone;
+
+/// What happened on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Nothing that changes who is attached.
+    Unchanged,
+    /// A VM attached.
+    Connected,
+    /// The VM went away (closed its end, or the link broke).
+    Gone,
+}
+
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+enum Link {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+    Dgram {
+        socket: UnixDatagram,
+        peer: Option<PeerAddr>,
+    },
+}
+
+/// A datagram peer's address, kept in the raw form `sendmmsg` takes.
+#[derive(Clone, Copy)]
+struct PeerAddr {
+    raw: libc::sockaddr_un,
+    len: libc::socklen_t,
+}
+
+/// Offset of `sun_path` in `sockaddr_un` (after the family field).
+const SUN_PATH_OFFSET: usize = std::mem::size_of::<libc::sa_family_t>();
+
+impl PeerAddr {
+    /// The path bytes (without the terminating NUL), empty for an unbound peer.
+    fn path_bytes(&self) -> &[u8] {
+        let len = (self.len as usize)
+            .saturating_sub(SUN_PATH_OFFSET)
+            .min(self.raw.sun_path.len());
+        // SAFETY: c_char and u8 have the same size and layout.
+        let bytes: &[u8] =
+            unsafe { std::slice::from_raw_parts(self.raw.sun_path.as_ptr().cast(), len) };
+        bytes.split(|&b| b == 0).next().unwrap_or(&[])
+    }
+
+    fn display(&self) -> String {
+        String::from_utf8_lossy(self.path_bytes()).into_owned()
+    }
+}
+
+/// The VM link and its buffers (allocated once).
+pub struct Attachment {
+    spec: AttachSpec,
+    listener: Option<Listener>,
+    link: Option<Link>,
+    /// The socket file to remove when done.
+    owned_path: Option<PathBuf>,
+    rx: Vec<u8>,
+    rx_start: usize,
+    rx_end: usize,
+    /// Bytes of the first queued frame a partial write already sent.
+    tx_skip: usize,
+    readable: bool,
+    writable: bool,
+    warned_unnamed_peer: bool,
+}
+
+/// Removes a socket file left behind by a process that is gone; refuses
+/// (with `AddrInUse`) when something still listens on it, and leaves
+/// anything that is not a socket alone (bind then fails on it).
+fn remove_stale_socket(path: &Path, stream: bool) -> std::io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Ok(());
+    }
+    let alive = if stream {
+        std::os::unix::net::UnixStream::connect(path).is_ok()
+    } else {
+        std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect(path))
+            .is_ok()
+    };
+    if alive {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another process is listening on this socket",
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+impl Attachment {
+    /// Binds, listens on or connects to the socket `spec` names.
+    pub fn open(spec: AttachSpec, registry: &Registry) -> Result<Attachment, AttachError> {
+        let err = |what: &'static str| {
+            let spec = spec.to_string();
+            move |source| AttachError { spec, what, source }
+        };
+        let mut listener = None;
+        let mut link = None;
+        let mut owned_path = None;
+        match &spec {
+            AttachSpec::UnixListen(path) => {
+                remove_stale_socket(path, true).map_err(err("socket file"))?;
+                let mut l = UnixListener::bind(path).map_err(err("bind"))?;
+                owned_path = Some(path.clone());
+                registry
+                    .register(
+                        &mut l,
+                        token(TokenKind::Attach, LISTENER),
+                        Interest::READABLE,
+                    )
+                    .map_err(err("register"))?;
+                listener = Some(Listener::Unix(l));
+            }
+            AttachSpec::TcpListen(addr) => {
+                let mut l = TcpListener::bind(*addr).map_err(err("bind"))?;
+                registry
+                    .register(
+                        &mut l,
+                        token(TokenKind::Attach, LISTENER),
+                        Interest::READABLE,
+                    )
+                    .map_err(err("register"))?;
+                listener = Some(Listener::Tcp(l));
+            }
+            AttachSpec::UnixConnect(path) => {
+                let s = std::os::unix::net::UnixStream::connect(path).map_err(err("connect"))?;
+                s.set_nonblocking(true).map_err(err("connect"))?;
+                let mut s = UnixStream::from_std(s);
+                registry
+                    .register(
+                        &mut s,
+                        token(TokenKind::Attach, LINK),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .map_err(err("register"))?;
+                link = Some(Link::Unix(s));
+            }
+            AttachSpec::UnixDgram(path) => {
+                remove_stale_socket(path, false).map_err(err("socket file"))?;
+                let mut s = UnixDatagram::bind(path).map_err(err("bind"))?;
+                owned_path = Some(path.clone());
+                registry
+                    .register(
+                        &mut s,
+                        token(TokenKind::Attach, LINK),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .map_err(err("register"))?;
+                link = Some(Link::Dgram {
+                    socket: s,
+                    peer: None,
+                });
+            }
+        }
+        let rx_len = match spec {
+            AttachSpec::UnixDgram(_) => DGRAM_READ_BATCH * DGRAM_SLOT,
+            _ => STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME,
+        };
+        tracing::info!(%spec, "waiting for the VM");
+        let connected = link.is_some();
+        Ok(Attachment {
+            spec,
+            listener,
+            link,
+            owned_path,
+            rx: vec![0; rx_len],
+            rx_start: 0,
+            rx_end: 0,
+            tx_skip: 0,
+            readable: connected,
+            writable: connected,
+            warned_unnamed_peer: false,
+        })
+    }
+
+    /// The address the attachment listens on (a TCP listener's real port
+    /// when port 0 was asked for).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.listener {
+            Some(Listener::Tcp(l)) => l.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether a VM link is open and, for datagrams, a peer is known.
+    pub fn is_attached(&self) -> bool {
+        match &self.link {
+            Some(Link::Dgram { peer, .. }) => peer.is_some(),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Whether there is more to read or write without waiting for an event.
+    pub fn has_pending_io(&self, tx: &GuestTx) -> bool {
+        self.can_read(tx) || (self.link.is_some() && self.writable && !tx.is_empty())
+    }
+
+    /// Whether guest frames may be waiting and their replies have room:
+    /// while the queue toward the guest is nearly full, the guest is not
+    /// read, which pushes back on it instead of dropping replies.
+    pub fn can_read(&self, tx: &GuestTx) -> bool {
+        let headroom = (tx.free_slots() + tx.len()).div_ceil(4).min(64);
+        self.link.is_some() && self.readable && tx.free_slots() >= headroom
+    }
+
+    /// Handles readiness of a token of kind [`TokenKind::Attach`].
+    pub fn on_event(&mut self, registry: &Registry, index: usize, event: &Event) -> LinkState {
+        match index {
+            LISTENER => self.accept(registry),
+            LINK => {
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.readable = true;
+                }
+                if event.is_writable() || event.is_write_closed() {
+                    self.writable = true;
+                }
+                LinkState::Unchanged
+            }
+            _ => LinkState::Unchanged,
+        }
+    }
+
+    /// Accepts the next VM if none is attached.
+    pub fn accept(&mut self, registry: &Registry) -> LinkState {
+        if self.link.is_some() {
+            // One VM at a time: the next one waits in the backlog.
+            return LinkState::Unchanged;
+        }
+        let accepted = match &self.listener {
+            Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Link::Unix(s)),
+            Some(Listener::Tcp(l)) => l.accept().map(|(s, peer)| {
+                let _ = s.set_nodelay(true);
+                tracing::info!(%peer, "VM connected over TCP");
+                Link::Tcp(s)
+            }),
+            None => return LinkState::Unchanged,
+        };
+        let mut link = match accepted {
+            Ok(link) => link,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return LinkState::Unchanged,
+            Err(err) => {
+                tracing::warn!(%err, "accepting the VM's connection failed");
+                return LinkState::Unchanged;
+            }
+        };
+        let t = token(TokenKind::Attach, LINK);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = match &mut link {
+            Link::Unix(s) => registry.register(s, t, interest),
+            Link::Tcp(s) => registry.register(s, t, interest),
+            Link::Dgram { socket, .. } => registry.register(socket, t, interest),
+        };
+        if let Err(err) = registered {
+            tracing::warn!(%err, "registering the VM's connection failed");
+            return LinkState::Unchanged;
+        }
+        tracing::info!(spec = %self.spec, "VM attached");
+        self.link = Some(link);
+        self.readable = true;
+        self.writable = true;
+        LinkState::Connected
+    }
+
+    /// Closes the link to a VM that went away and resets the buffers. A
+    /// datagram socket stays bound and forgets its peer.
+    pub fn detach(&mut self, registry: &Registry) {
+        self.rx_start = 0;
+        self.rx_end = 0;
+        self.tx_skip = 0;
+        match self.link.take() {
+            Some(Link::Unix(mut s)) => {
+                let _ = registry.deregister(&mut s);
+            }
+            Some(Link::Tcp(mut s)) => {
+                let _ = registry.deregister(&mut s);
+            }
+            Some(Link::Dgram { socket, .. }) => {
+                // Dissolve the association so the next VM can send to us.
+                // SAFETY: an AF_UNSPEC address of the right size.
+                unsafe {
+                    let mut unspec: libc::sockaddr = std::mem::zeroed();
+                    unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+                    libc::connect(
+                        socket.as_raw_fd(),
+                        &unspec,
+                        std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                    );
+                }
+                self.link = Some(Link::Dgram { socket, peer: None });
+            }
+            None => {}
+        }
+        self.readable = matches!(self.link, Some(Link::Dgram { .. }));
+        self.writable = self.readable;
+    }
+
+    /// Whether a VM that goes away can be followed by another on this
+    /// attachment (listening and datagram modes; not connect mode).
+    pub fn can_wait_for_next(&self) -> bool {
+        !matches!(self.spec, AttachSpec::UnixConnect(_))
+    }
+
+    /// Reads what the guest sent (one large read for streams, a batch of
+    /// datagrams) and hands each frame to the stack.
+    pub fn receive(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
+        match &self.link {
+            Some(Link::Dgram { .. }) => self.receive_dgram(registry, stack, now),
+            Some(_) => self.receive_stream(registry, stack, now),
+            None => LinkState::Unchanged,
+        }
+    }
+
+    fn receive_stream(
+        &mut self,
+        registry: &Registry,
+        stack: &mut Stack,
+        now: Instant,
+    ) -> LinkState {
+        let buf = &mut self.rx[self.rx_end..];
+        let read = match &mut self.link {
+            Some(Link::Unix(s)) => s.read(buf),
+            Some(Link::Tcp(s)) => s.read(buf),
+            _ => return LinkState::Unchanged,
+        };
+        match read {
+            Ok(0) => {
+                tracing::info!("VM closed the link");
+                return LinkState::Gone;
+            }
+            Ok(n) => self.rx_end += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                return LinkState::Unchanged;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return LinkState::Unchanged,
+            Err(err) => {
+                tracing::warn!(%err, "reading from the VM failed");
+                return LinkState::Gone;
+            }
+        }
+        while self.rx_end - self.rx_start >= FRAME_PREFIX_LEN {
+            let head = &self.rx[self.rx_start..self.rx_start + FRAME_PREFIX_LEN];
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if len > MAX_STREAM_FRAME {
+                stack.count_drop(DropReason::Oversized);
+                tracing::warn!(
+                    len,
+                    max = MAX_STREAM_FRAME,
+                    "stream frame over the limit: closing the link"
+                );
+                return LinkState::Gone;
+            }
+            let start = self.rx_start + FRAME_PREFIX_LEN;
+            if self.rx_end - start < len {
+                break;
+            }
+            // Frames too short for Ethernet are counted by the stack.
+            stack.handle_frame(registry, &self.rx[start..start + len], now);
+            self.rx_start = start + len;
+        }
+        if self.rx_start == self.rx_end {
+            self.rx_start = 0;
+            self.rx_end = 0;
+        } else if self.rx.len() - self.rx_end < FRAME_PREFIX_LEN + MAX_STREAM_FRAME {
+            // Move the partial frame to the front so a whole one always fits.
+            self.rx.copy_within(self.rx_start..self.rx_end, 0);
+            self.rx_end -= self.rx_start;
+            self.rx_start = 0;
+        }
+        LinkState::Unchanged
+    }
+
+    fn receive_dgram(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
+        let Some(Link::Dgram { socket, peer }) = &mut self.link else {
+            return LinkState::Unchanged;
+        };
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut names: [libc::sockaddr_un; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovs: [libc::iovec; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
+        for (slot, (iov, (msg, name))) in self
+            .rx
+            .chunks_exact_mut(DGRAM_SLOT)
+            .zip(iovs.iter_mut().zip(msgs.iter_mut().zip(names.iter_mut())))
+        {
+            iov.iov_base = slot.as_mut_ptr().cast();
+            iov.iov_len = slot.len();
+            msg.msg_hdr.msg_name = (name as *mut libc::sockaddr_un).cast();
+            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at a live buffer, iovec and name
+        // of this frame, each as large as the header says.
+        let rc = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                DGRAM_READ_BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::WouldBlock => self.readable = false,
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset => {
+                    tracing::info!("VM's datagram socket is gone");
+                    return LinkState::Gone;
+                }
+                _ => {
+                    tracing::warn!(%err, "receiving from the VM failed");
+                    self.readable = false;
+                }
+            }
+            return LinkState::Unchanged;
+        }
+        let mut state = LinkState::Unchanged;
+        for (i, msg) in msgs.iter().enumerate().take(rc as usize) {
+            let from = PeerAddr {
+                raw: names[i],
+                len: msg.msg_hdr.msg_namelen,
+            };
+            if from.path_bytes().is_empty() {
+                if !self.warned_unnamed_peer {
+                    tracing::warn!("datagram from an unbound socket: replies cannot reach it (give QEMU local.path=)");
+                    self.warned_unnamed_peer = true;
+                }
+            } else if peer.as_ref().map(PeerAddr::path_bytes) != Some(from.path_bytes()) {
+                tracing::info!(peer = %from.display(), "VM attached (datagram)");
+                // Connected, the kernel wakes us when the VM's receive queue
+                // (only 10 datagrams by default) has room again.
+                // SAFETY: a valid address of the length the kernel gave.
+                let rc = unsafe {
+                    libc::connect(
+                        socket.as_raw_fd(),
+                        (&from.raw as *const libc::sockaddr_un).cast(),
+                        from.len,
+                    )
+                };
+                if rc != 0 {
+                    let err = std::io::Error::last_os_error();
+                    tracing::warn!(%err, "connecting to the VM's datagram socket");
+                }
+                *peer = Some(from);
+                state = LinkState::Connected;
+            }
+            if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                stack.count_drop(DropReason::Oversized);
+                continue;
+            }
+            let start = i * DGRAM_SLOT;
+            stack.handle_frame(registry, &self.rx[start..start + msg.msg_len as usize], now);
+        }
+        if (rc as usize) < DGRAM_READ_BATCH {
+            // The socket is drained; the next datagram brings an event.
+            self.readable = false;
+        }
+        state
+    }
+
+    /// Sends queued frames to the VM until the queue is empty or the
+    /// socket is full. Returns how many frames were sent.
+    pub fn flush(&mut self, tx: &mut GuestTx) -> Result<usize, VmGone> {
+        if !self.writable {
+            return Ok(0);
+        }
+        match &mut self.link {
+            Some(Link::Unix(s)) => flush_stream(s, tx, &mut self.tx_skip, &mut self.writable),
+            Some(Link::Tcp(s)) => flush_stream(s, tx, &mut self.tx_skip, &mut self.writable),
+            Some(Link::Dgram { socket, peer }) => {
+                let Some(peer) = peer.as_ref() else {
+                    // Nobody to send to yet.
+                    tx.clear();
+                    return Ok(0);
+                };
+                flush_dgram(socket.as_raw_fd(), peer, tx, &mut self.writable)
+            }
+            None => Ok(0),
+        }
+    }
+}
+
+/// Sends queued frames to `peer`, one datagram each, many per `sendmmsg`.
+fn flush_dgram(
+    fd: RawFd,
+    peer: &PeerAddr,
+    tx: &mut GuestTx,
+    writable: &mut bool,
+) -> Result<usize, VmGone> {
+    let mut sent = 0;
+    let mut name = peer.raw;
+    while !tx.is_empty() {
+        let n = tx.len().min(WRITE_BATCH);
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut iovs: [libc::iovec; WRITE_BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; WRITE_BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            let frame = tx.frame(i);
+            iovs[i].iov_base = frame.as_ptr() as *mut libc::c_void;
+            iovs[i].iov_len = frame.len();
+            msgs[i].msg_hdr.msg_name = (&mut name as *mut libc::sockaddr_un).cast();
+            msgs[i].msg_hdr.msg_namelen = peer.len;
+            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the headers point at queued frames (only read), their
+        // iovecs and the peer's address, all alive during the call.
+        let rc =
+            unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+        if rc >= 0 {
+            tx.pop(rc as usize);
+            sent += rc as usize;
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        match err.kind() {
+            std::io::ErrorKind::WouldBlock => {
+                *writable = false;
+                break;
+            }
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+                tracing::info!(peer = %peer.display(), "VM's datagram socket is gone");
+                return Err(VmGone);
+            }
+            _ => {
+                tracing::debug!(%err, "sending a frame to the VM failed; dropped");
+                tx.pop(1);
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// `writev`s queued frames with their length prefixes; a partial write
+/// leaves `skip` bytes of the first frame already sent.
+fn flush_stream(
+    sock: &mut impl Write,
+    tx: &mut GuestTx,
+    skip: &mut usize,
+    writable: &mut bool,
+) -> Result<usize, VmGone> {
+    let mut sent = 0;
+    while !tx.is_empty() {
+        let mut iov = [IoSlice::new(&[]); WRITE_BATCH];
+        let n = tx.stream_slices(*skip, &mut iov);
+        let written = match sock.write_vectored(&iov[..n]) {
+            Ok(w) => w,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                *writable = false;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                tracing::info!(%err, "writing to the VM failed");
+                return Err(VmGone);
+            }
+        };
+        let mut left = written;
+        let mut done = 0;
+        for i in 0..n {
+            let whole = FRAME_PREFIX_LEN + tx.frame(i).len() - if i == 0 { *skip } else { 0 };
+            if left >= whole {
+                left -= whole;
+                done += 1;
+                if i == 0 {
+                    *skip = 0;
+                }
+            } else {
+                *skip = if i == 0 { *skip + left } else { left };
+                break;
+            }
+        }
+        tx.pop(done);
+        sent += done;
+    }
+    Ok(sent)
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let Some(path) = &self.owned_path {
+            if let Err(err) = std::fs::remove_file(path) {
+                tracing::debug!(%err, path = %path.display(), "removing the socket file");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::parse_options;
+
+    /// An attachment in connect mode to a listener the test holds, the
+    /// test's end of the connection, and a stack.
+    fn connected() -> (
+        Attachment,
+        std::os::unix::net::UnixStream,
+        Stack,
+        mio::Poll,
+        PathBuf,
+    ) {
+        let dir = std::env::temp_dir().join(format!(
+            "slipway-attach-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qemu.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let attach =
+            Attachment::open(AttachSpec::UnixConnect(path.clone()), poll.registry()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let stack = Stack::new(parse_options("").unwrap()).unwrap();
+        (attach, peer, stack, poll, dir)
+    }
+
+    fn arp_request() -> Vec<u8> {
+        let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&[10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
+        f
+    }
+
+    fn receive_all(attach: &mut Attachment, stack: &mut Stack, poll: &mio::Poll) -> LinkState {
+        attach.readable = true;
+        let mut state = LinkState::Unchanged;
+        while attach.readable && state == LinkState::Unchanged {
+            state = attach.receive(poll.registry(), stack, Instant::now());
+        }
+        state
+    }
+
+    #[test]
+    fn frames_split_across_reads_are_reassembled_and_answered() {
+        let (mut attach, mut peer, mut stack, poll, dir) = connected();
+        let frame = arp_request();
+        let mut wire = Vec::new();
+        for _ in 0..3 {
+            wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            wire.extend_from_slice(&frame);
+        }
+        // A runt (shorter than Ethernet) is counted, and the stream stays in sync.
+        wire.extend_from_slice(&[0, 0, 0, 2, 0xaa, 0xbb]);
+        wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&frame);
+        let (first, rest) = wire.split_at(7);
+        peer.write_all(first).unwrap();
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Unchanged
+        );
+        assert_eq!(stack.counters().frames_in, 0);
+        peer.write_all(rest).unwrap();
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Unchanged
+        );
+        assert_eq!(stack.counters().frames_in, 5);
+        assert_eq!(stack.counters().drops(DropReason::Truncated), 1);
+        assert_eq!(stack.guest_tx().len(), 4);
+        assert_eq!(attach.flush(stack.guest_tx()), Ok(4));
+        let mut back = vec![0u8; 4 * (4 + 42)];
+        peer.read_exact(&mut back).unwrap();
+        for chunk in back.chunks(46) {
+            assert_eq!(&chunk[..4], &[0, 0, 0, 42]);
+            assert_eq!(&chunk[4 + 12..4 + 14], &[0x08, 0x06]);
+        }
+        drop(peer);
+        assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn oversized_stream_frame_closes_the_link() {
+        let (mut attach, mut peer, mut stack, poll, dir) = connected();
+        peer.write_all(&((MAX_STREAM_FRAME + 1) as u32).to_be_bytes())
+            .unwrap();
+        peer.write_all(&[0u8; 64]).unwrap();
+        assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
+        assert_eq!(stack.counters().drops(DropReason::Oversized), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame() {
+        let (mut attach, mut peer, mut stack, _poll, dir) = connected();
+        let tx = stack.guest_tx();
+        let mut pushed = 0;
+        while pushed < 400
+            && tx.push(|b| {
+                b[..1400].fill(0x5a);
+                1400
+            })
+        {
+            pushed += 1;
+        }
+        // Far more than a socket buffer: flush until the kernel pushes back,
+        // then read on the other side and flush again until all is through.
+        let total = pushed * (4 + 1400);
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; total];
+            peer.read_exact(&mut got).unwrap();
+            got
+        });
+        let mut sent = 0;
+        while sent < pushed {
+            attach.writable = true;
+            sent += attach.flush(stack.guest_tx()).unwrap();
+        }
+        let got = reader.join().unwrap();
+        for chunk in got.chunks(1404) {
+            assert_eq!(&chunk[..4], &1400u32.to_be_bytes());
+            assert!(chunk[4..].iter().all(|&b| b == 0x5a));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dgram_learns_the_peer_batches_both_ways_and_counts_oversize() {
+        let dir = std::env::temp_dir().join(format!("slipway-dgram-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ours, theirs) = (dir.join("stack.sock"), dir.join("vm.sock"));
+        let _ = std::fs::remove_file(&theirs);
+        let poll = mio::Poll::new().unwrap();
+        let mut attach =
+            Attachment::open(AttachSpec::UnixDgram(ours.clone()), poll.registry()).unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        let vm = std::os::unix::net::UnixDatagram::bind(&theirs).unwrap();
+        assert!(!attach.is_attached());
+        // The kernel queues only 10 datagrams per unix socket by default.
+        for _ in 0..8 {
+            vm.send_to(&arp_request(), &ours).unwrap();
+        }
+        vm.send_to(&vec![0u8; DGRAM_SLOT + 10], &ours).unwrap();
+        let mut state = LinkState::Unchanged;
+        attach.readable = true;
+        while attach.readable {
+            let s = attach.receive(poll.registry(), &mut stack, Instant::now());
+            if s != LinkState::Unchanged {
+                state = s;
+            }
+        }
+        assert_eq!(state, LinkState::Connected);
+        assert!(attach.is_attached());
+        assert_eq!(stack.counters().drops(DropReason::Oversized), 1);
+        assert_eq!(stack.guest_tx().len(), 8);
+        assert_eq!(attach.flush(stack.guest_tx()), Ok(8));
+        let mut buf = [0u8; 128];
+        for _ in 0..8 {
+            let n = vm.recv(&mut buf).unwrap();
+            assert_eq!(n, 42);
+            assert_eq!(&buf[12..14], &[0x08, 0x06]);
+        }
+        // The VM's socket goes away: the next send says so.
+        drop(vm);
+        std::fs::remove_file(&theirs).unwrap();
+        stack.guest_tx().push(|b| {
+            b[..60].fill(1);
+            60
+        });
+        assert_eq!(attach.flush(stack.guest_tx()), Err(VmGone));
+        drop(attach);
+        assert!(!ours.exists(), "socket file removed");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn random_stream_bytes_never_panic(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..8),
+            small_lengths in proptest::prelude::any::<bool>(),
+        ) {
+            let (mut attach, mut peer, mut stack, poll, dir) = connected();
+            for mut chunk in chunks {
+                if small_lengths && chunk.len() >= 4 {
+                    // Mostly plausible lengths, so frames get parsed.
+                    chunk[0] = 0;
+                    chunk[1] = 0;
+                    chunk[2] &= 0x01;
+                }
+                peer.write_all(&chunk).unwrap();
+                if receive_all(&mut attach, &mut stack, &poll) == LinkState::Gone {
+                    break;
+                }
+                let _ = attach.flush(stack.guest_tx());
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

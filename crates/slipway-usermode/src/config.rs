@@ -1,0 +1,262 @@
+//! The validated configuration of one user-mode network.
+//!
+//! [`StackConfig`] is what the rest of the stack reads; it is produced from
+//! QEMU's `-netdev user` option string by [`crate::options`] and from the
+//! command line's own flags (`--mtu`, `--dns-upstream`). Everything in it has
+//! been checked already, so the data path never re-validates configuration.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// The host's resolvers from `/etc/resolv.conf`: the default DNS upstreams.
+pub use slipway_dns::system_upstreams as system_dns_upstreams;
+
+/// Largest MTU the stack accepts (passt's default, the largest that fits a
+/// 64 KiB IPv4 packet with an Ethernet header).
+pub const MAX_MTU: usize = 65520;
+/// Smallest MTU the stack accepts (the IPv4 minimum).
+pub const MIN_MTU: usize = 68;
+/// Number of addresses the DHCP pool hands out, as libslirp does.
+pub const DHCP_POOL_SIZE: u8 = 16;
+
+/// Transport protocol of a port forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ForwardProtocol {
+    /// TCP: a host listener whose connections are translated to guest connections.
+    Tcp,
+    /// UDP: a host socket whose datagrams are relayed to a guest port.
+    Udp,
+}
+
+/// One host-to-guest forward (`hostfwd=` / `-redir`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostForward {
+    /// TCP or UDP.
+    pub protocol: ForwardProtocol,
+    /// Address and port the host side listens on (address 0.0.0.0 when the
+    /// option left it empty, as QEMU does).
+    pub host: SocketAddr,
+    /// Guest address; `None` means the first DHCP address (QEMU's rule).
+    pub guest_addr: Option<Ipv4Addr>,
+    /// Guest port.
+    pub guest_port: u16,
+}
+
+/// Resource caps that keep a hostile or buggy guest from exhausting the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most TCP connections translated at once.
+    pub max_tcp_flows: usize,
+    /// Most UDP flows (guest address/port pairs with a host socket) at once.
+    pub max_udp_flows: usize,
+    /// Seconds a UDP flow may stay idle before its host socket is closed.
+    pub udp_idle_timeout_secs: u64,
+    /// Bytes the stack itself may hold for one flow (data the host socket
+    /// would not take yet); beyond it the guest's window closes.
+    pub max_flow_buffer: usize,
+    /// Frames queued toward the guest before handlers are told to hold back.
+    pub guest_tx_slots: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_tcp_flows: 4096,
+            max_udp_flows: 1024,
+            udp_idle_timeout_secs: 60,
+            max_flow_buffer: 256 * 1024,
+            guest_tx_slots: 512,
+        }
+    }
+}
+
+/// The complete, validated configuration of one user-mode network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackConfig {
+    /// Guest network address (host bits zero).
+    pub net: Ipv4Addr,
+    /// Prefix length of the guest network.
+    pub prefix_len: u8,
+    /// Guest-visible address of the host (the gateway); maps to host loopback.
+    pub host: Ipv4Addr,
+    /// Guest-visible DNS server address; queries to it go to the upstreams.
+    pub dns: Ipv4Addr,
+    /// First address of the DHCP pool ([`DHCP_POOL_SIZE`] addresses).
+    pub dhcp_start: Ipv4Addr,
+    /// `restrict=on`: no router or DNS in DHCP, no new outbound flows.
+    pub restrict: bool,
+    /// Whether connections to the host address reach host loopback.
+    pub host_loopback: bool,
+    /// DHCP option 12.
+    pub hostname: Option<String>,
+    /// DHCP option 15.
+    pub domainname: Option<String>,
+    /// DHCP option 119 (RFC 3397), in the order given.
+    pub dnssearch: Vec<String>,
+    /// Host-to-guest forwards.
+    pub hostfwd: Vec<HostForward>,
+    /// Whether IPv4 is served at all (`ipv4=off` leaves the guest without it).
+    pub ipv4: bool,
+    /// Link MTU, advertised in DHCP option 26.
+    pub mtu: usize,
+    /// Upstream DNS servers, in order of preference.
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// Resource caps.
+    pub limits: Limits,
+}
+
+impl StackConfig {
+    /// Netmask of the guest network.
+    pub fn netmask(&self) -> Ipv4Addr {
+        prefix_to_mask(self.prefix_len)
+    }
+
+    /// Whether `addr` lies inside the guest network.
+    pub fn in_subnet(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & u32::from(self.netmask()) == u32::from(self.net)
+    }
+
+    /// Directed broadcast address of the guest network.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.net) | !u32::from(self.netmask()))
+    }
+
+    /// Whether `addr` is a virtual address the stack itself owns on the
+    /// guest's link (it answers ARP for it and terminates traffic to it).
+    pub fn is_virtual(&self, addr: Ipv4Addr) -> bool {
+        addr == self.host || addr == self.dns
+    }
+
+    /// Where a new outbound flow from the guest to `dst` goes on the host.
+    ///
+    /// Every protocol handler asks this one question, so the address
+    /// mapping and restrict mode are decided in one place.
+    pub fn outbound_target(&self, dst: SocketAddr) -> Outbound {
+        let SocketAddr::V4(v4) = dst else {
+            return Outbound::Denied(DenyReason::Unsupported);
+        };
+        let ip = *v4.ip();
+        if ip == self.dns && dst.port() == 53 {
+            return if self.restrict {
+                Outbound::Denied(DenyReason::Restricted)
+            } else {
+                Outbound::Dns
+            };
+        }
+        if self.restrict {
+            return Outbound::Denied(DenyReason::Restricted);
+        }
+        if ip == self.host {
+            return if self.host_loopback {
+                Outbound::Host(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), dst.port()))
+            } else {
+                Outbound::Denied(DenyReason::HostLoopbackDisabled)
+            };
+        }
+        if self.in_subnet(ip) || ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified() {
+            // Other addresses of the virtual subnet have nothing behind them.
+            return Outbound::Denied(DenyReason::NoRoute);
+        }
+        Outbound::Host(dst)
+    }
+}
+
+/// The answer of [`StackConfig::outbound_target`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    /// Open a host socket to this address.
+    Host(SocketAddr),
+    /// A query to the DNS address: relay it to the upstream resolvers.
+    Dns,
+    /// Refuse the flow (TCP: RST; UDP: drop; ICMP: no reply).
+    Denied(DenyReason),
+}
+
+/// Why an outbound flow was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// `restrict=on`.
+    Restricted,
+    /// The host address is not mapped to loopback (`--no-host-loopback`).
+    HostLoopbackDisabled,
+    /// A virtual address with nothing behind it, broadcast or multicast.
+    NoRoute,
+    /// An address family the stack does not serve.
+    Unsupported,
+}
+
+/// Netmask for a prefix length (0 to 32).
+pub fn prefix_to_mask(prefix_len: u8) -> Ipv4Addr {
+    let bits = if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len.min(32)))
+    };
+    Ipv4Addr::from(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::parse_options;
+
+    fn target(cfg: &StackConfig, dst: &str) -> Outbound {
+        cfg.outbound_target(dst.parse().unwrap())
+    }
+
+    #[test]
+    fn outbound_mapping_and_restrict() {
+        let mut cfg = parse_options("").unwrap();
+        assert_eq!(
+            target(&cfg, "10.0.2.2:80"),
+            Outbound::Host("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(target(&cfg, "10.0.2.3:53"), Outbound::Dns);
+        assert_eq!(
+            target(&cfg, "10.0.2.3:80"),
+            Outbound::Denied(DenyReason::NoRoute)
+        );
+        assert_eq!(
+            target(&cfg, "10.0.2.77:80"),
+            Outbound::Denied(DenyReason::NoRoute)
+        );
+        assert_eq!(
+            target(&cfg, "224.0.0.251:5353"),
+            Outbound::Denied(DenyReason::NoRoute)
+        );
+        assert_eq!(
+            target(&cfg, "192.0.2.1:80"),
+            Outbound::Host("192.0.2.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            target(&cfg, "[::1]:80"),
+            Outbound::Denied(DenyReason::Unsupported)
+        );
+        cfg.host_loopback = false;
+        assert_eq!(
+            target(&cfg, "10.0.2.2:80"),
+            Outbound::Denied(DenyReason::HostLoopbackDisabled)
+        );
+        let cfg = parse_options("restrict=on").unwrap();
+        for dst in ["10.0.2.2:80", "10.0.2.3:53", "192.0.2.1:80"] {
+            assert_eq!(
+                target(&cfg, dst),
+                Outbound::Denied(DenyReason::Restricted),
+                "{dst}"
+            );
+        }
+    }
+
+    #[test]
+    fn subnet_helpers() {
+        let cfg = parse_options("net=192.168.0.0/16").unwrap();
+        assert_eq!(cfg.netmask(), Ipv4Addr::new(255, 255, 0, 0));
+        assert_eq!(cfg.broadcast(), Ipv4Addr::new(192, 168, 255, 255));
+        assert!(cfg.in_subnet(Ipv4Addr::new(192, 168, 3, 4)));
+        assert!(!cfg.in_subnet(Ipv4Addr::new(192, 169, 0, 1)));
+        assert!(
+            cfg.is_virtual(cfg.host) && cfg.is_virtual(cfg.dns) && !cfg.is_virtual(cfg.dhcp_start)
+        );
+        assert_eq!(prefix_to_mask(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(prefix_to_mask(32), Ipv4Addr::BROADCAST);
+    }
+}

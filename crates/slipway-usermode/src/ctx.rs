@@ -1,0 +1,484 @@
+//! What every protocol handler shares while it handles one event.
+//!
+//! The data path is single-threaded and event-driven: the event loop wakes
+//! on the VM link or on a host socket, and hands the matching handler a
+//! [`Ctx`]. Through it a handler queues frames toward the guest
+//! ([`GuestTx`]), registers host sockets ([`token`]), counts what it drops
+//! ([`Counters`]) and finds the guest's MAC address ([`Neighbours`]).
+//!
+//! Frames toward the guest are built in place in a pool of slots allocated
+//! once at start-up; each slot keeps four bytes in front of the frame so a
+//! stream attachment can write its length prefix without copying the frame.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use mio::{Registry, Token};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+
+use crate::config::StackConfig;
+
+/// MAC address the stack uses for every virtual address (gateway, DNS,
+/// forwards): `52:55` followed by the default host address, as libslirp does.
+pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02]);
+
+/// Length of an Ethernet header without VLAN tag.
+pub const ETHERNET_HEADER_LEN: usize = 14;
+/// Length of an IPv4 header without options.
+pub const IPV4_HEADER_LEN: usize = 20;
+/// Room kept in front of every queued frame for a stream length prefix.
+pub const FRAME_PREFIX_LEN: usize = 4;
+
+/// Frames queued toward the guest, built in place in slots allocated once.
+///
+/// A ring of fixed-size slots; each slot is `FRAME_PREFIX_LEN` bytes of
+/// room for a length prefix followed by room for one Ethernet frame of the
+/// link MTU. Handlers push frames with [`GuestTx::push`]; the attachment
+/// drains them from the front.
+pub struct GuestTx {
+    storage: Vec<u8>,
+    lens: Vec<usize>,
+    slot_size: usize,
+    head: usize,
+    count: usize,
+}
+
+impl GuestTx {
+    /// A pool of `slots` frames of at most `ETHERNET_HEADER_LEN + mtu` bytes.
+    pub fn new(mtu: usize, slots: usize) -> Self {
+        let slots = slots.max(1);
+        let slot_size = FRAME_PREFIX_LEN + ETHERNET_HEADER_LEN + mtu;
+        GuestTx {
+            storage: vec![0; slot_size * slots],
+            lens: vec![0; slots],
+            slot_size,
+            head: 0,
+            count: 0,
+        }
+    }
+
+    /// Largest frame a slot holds.
+    pub fn max_frame_len(&self) -> usize {
+        self.slot_size - FRAME_PREFIX_LEN
+    }
+
+    /// Slots still free.
+    pub fn free_slots(&self) -> usize {
+        self.lens.len() - self.count
+    }
+
+    /// Frames waiting to be sent.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Builds one frame in the next free slot.
+    ///
+    /// `build` receives the slot's frame area and returns the frame's length;
+    /// returning 0 abandons the frame. Returns false, without calling
+    /// `build`, when every slot is in use: the caller must hold back and try
+    /// again after the attachment has drained the queue.
+    pub fn push(&mut self, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        if self.count == self.lens.len() {
+            return false;
+        }
+        let slot = (self.head + self.count) % self.lens.len();
+        let start = slot * self.slot_size + FRAME_PREFIX_LEN;
+        let frame = &mut self.storage[start..start + self.slot_size - FRAME_PREFIX_LEN];
+        let len = build(frame).min(frame.len());
+        if len == 0 {
+            return true;
+        }
+        self.lens[slot] = len;
+        self.count += 1;
+        true
+    }
+
+    /// The `i`-th queued frame from the front, without prefix.
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let (start, len) = self.slot_span(i);
+        &self.storage[start + FRAME_PREFIX_LEN..start + FRAME_PREFIX_LEN + len]
+    }
+
+    /// The `i`-th queued frame from the front preceded by its 4-byte
+    /// big-endian length, as QEMU's stream netdev expects.
+    pub fn frame_with_length_prefix(&mut self, i: usize) -> &[u8] {
+        let (start, len) = self.slot_span(i);
+        let len_be = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+        self.storage[start..start + FRAME_PREFIX_LEN].copy_from_slice(&len_be);
+        &self.storage[start..start + FRAME_PREFIX_LEN + len]
+    }
+
+    /// Drops `n` frames from the front (they were sent).
+    pub fn pop(&mut self, n: usize) {
+        let n = n.min(self.count);
+        self.head = (self.head + n) % self.lens.len();
+        self.count -= n;
+    }
+
+    /// Fills `out` with the first queued frames, each preceded by its 4-byte
+    /// big-endian length (QEMU's stream framing), for one `writev`. The
+    /// first `skip` bytes of the first frame (already written by a partial
+    /// write) are left out. Returns how many slices were filled.
+    pub fn stream_slices<'a>(&'a mut self, skip: usize, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        let n = self.count.min(out.len());
+        for i in 0..n {
+            let (start, len) = self.slot_span(i);
+            let len_be = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+            self.storage[start..start + FRAME_PREFIX_LEN].copy_from_slice(&len_be);
+        }
+        let storage = &self.storage;
+        for (i, slot) in out.iter_mut().enumerate().take(n) {
+            let slot_idx = (self.head + i) % self.lens.len();
+            let start = slot_idx * self.slot_size;
+            let end = start + FRAME_PREFIX_LEN + self.lens[slot_idx];
+            let from = if i == 0 {
+                (start + skip).min(end)
+            } else {
+                start
+            };
+            *slot = std::io::IoSlice::new(&storage[from..end]);
+        }
+        n
+    }
+
+    /// Forgets every queued frame (the VM went away).
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.count = 0;
+    }
+
+    fn slot_span(&self, i: usize) -> (usize, usize) {
+        assert!(
+            i < self.count,
+            "frame index {i} beyond the {} queued",
+            self.count
+        );
+        let slot = (self.head + i) % self.lens.len();
+        (slot * self.slot_size, self.lens[slot])
+    }
+}
+
+/// What a host socket registered with the event loop belongs to.
+///
+/// A [`Token`] carries the kind in its top bits and the handler's own table
+/// index below, so the event loop dispatches without a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum TokenKind {
+    /// The VM link (listener or connection); index chosen by the attachment.
+    Attach = 1,
+    /// A translated TCP connection's host socket.
+    TcpFlow = 2,
+    /// A TCP host-forward listener.
+    TcpListener = 3,
+    /// A UDP flow's host socket.
+    UdpFlow = 4,
+    /// A UDP host-forward socket.
+    UdpListener = 5,
+    /// An ICMP echo socket.
+    Icmp = 6,
+    /// A control or API socket (also the signal descriptor).
+    Control = 7,
+    /// A socket of the DNS relay toward the upstream resolvers.
+    Dns = 8,
+}
+
+const TOKEN_KIND_SHIFT: u32 = 48;
+
+/// The token for entry `index` of a handler of kind `kind`.
+pub fn token(kind: TokenKind, index: usize) -> Token {
+    Token(((kind as usize) << TOKEN_KIND_SHIFT) | (index & ((1 << TOKEN_KIND_SHIFT) - 1)))
+}
+
+/// Splits a token made by [`token`] back into kind and index.
+pub fn decode_token(t: Token) -> Option<(TokenKind, usize)> {
+    let index = t.0 & ((1 << TOKEN_KIND_SHIFT) - 1);
+    let kind = match t.0 >> TOKEN_KIND_SHIFT {
+        1 => TokenKind::Attach,
+        2 => TokenKind::TcpFlow,
+        3 => TokenKind::TcpListener,
+        4 => TokenKind::UdpFlow,
+        5 => TokenKind::UdpListener,
+        6 => TokenKind::Icmp,
+        7 => TokenKind::Control,
+        8 => TokenKind::Dns,
+        _ => return None,
+    };
+    Some((kind, index))
+}
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// Why a frame from the guest (or a datagram from the host) was dropped.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum DropReason { $(#[doc = $doc] $variant,)* }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+
+            /// Short stable name used in logs and by the control API.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Truncated => "truncated", "Shorter than its headers say.";
+    Oversized => "oversized", "Larger than the link MTU or the framing limit.";
+    BadChecksum => "bad-checksum", "A header or payload checksum did not match.";
+    Malformed => "malformed", "A header field has an impossible value.";
+    UnsupportedProtocol => "unsupported-protocol", "An EtherType or IP protocol the stack does not serve.";
+    NotForUs => "not-for-us", "Addressed to a MAC or IP address nothing here owns.";
+    Fragment => "fragment", "An IP fragment (the stack does not reassemble).";
+    Restricted => "restricted", "Outbound traffic refused by restrict=on.";
+    FlowLimit => "flow-limit", "A flow table is full.";
+    GuestTxFull => "guest-tx-full", "No room left in the queue toward the guest.";
+    BadDhcp => "bad-dhcp", "A DHCP message that could not be parsed or answered.";
+    HostSocketError => "host-socket-error", "The host refused to open or use a socket.";
+}
+
+/// Frame and drop counters of one stack.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Frames received from the guest.
+    pub frames_in: u64,
+    /// Frames sent to the guest.
+    pub frames_out: u64,
+    /// Bytes received from the guest (Ethernet frames).
+    pub bytes_in: u64,
+    /// Bytes sent to the guest (Ethernet frames).
+    pub bytes_out: u64,
+    drops: [u64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    /// Counts one drop and logs it at debug level.
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+        tracing::debug!(reason = reason.name(), "dropped");
+    }
+
+    /// How many drops `reason` has caused.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Total drops of every reason.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// IPv4 address to MAC address of the guests on the link, learned from
+/// the frames they send.
+#[derive(Clone, Debug, Default)]
+pub struct Neighbours {
+    entries: Vec<(Ipv4Addr, EthernetAddress)>,
+    last_seen: Option<EthernetAddress>,
+}
+
+/// Most neighbours remembered; a guest cannot grow the table beyond it.
+const MAX_NEIGHBOURS: usize = 256;
+
+impl Neighbours {
+    /// Records that `ip` is at `mac` (from an ARP packet or IPv4 frame the
+    /// guest sent).
+    pub fn learn(&mut self, ip: Ipv4Addr, mac: EthernetAddress) {
+        self.last_seen = Some(mac);
+        if ip.is_unspecified() || !mac.is_unicast() {
+            return;
+        }
+        if let Some(entry) = self.entries.iter_mut().find(|(a, _)| *a == ip) {
+            entry.1 = mac;
+            return;
+        }
+        if self.entries.len() == MAX_NEIGHBOURS {
+            self.entries.remove(0);
+        }
+        self.entries.push((ip, mac));
+    }
+
+    /// MAC address of `ip`; falls back to the last guest heard from, which
+    /// is right for the single VM of a link.
+    pub fn lookup(&self, ip: Ipv4Addr) -> Option<EthernetAddress> {
+        self.entries
+            .iter()
+            .find(|(a, _)| *a == ip)
+            .map(|(_, m)| *m)
+            .or(self.last_seen)
+    }
+}
+
+/// Everything a handler may use while it handles one event.
+pub struct Ctx<'a> {
+    /// The network's configuration.
+    pub cfg: &'a StackConfig,
+    /// Frames toward the guest.
+    pub tx: &'a mut GuestTx,
+    /// Registry for host sockets (use [`token`] to make their tokens).
+    pub registry: &'a Registry,
+    /// Counters.
+    pub counters: &'a mut Counters,
+    /// Guest MAC addresses.
+    pub neighbours: &'a Neighbours,
+    /// Time of the current event.
+    pub now: Instant,
+    /// Next IPv4 identification value.
+    pub ip_ident: &'a mut u16,
+}
+
+impl Ctx<'_> {
+    /// Queues one IPv4 packet to the guest at `dst`: writes the Ethernet and
+    /// IPv4 headers (TTL 64, don't-fragment, header checksum) and lets
+    /// `fill` write `payload_len` bytes of payload in place. The caller fills
+    /// in its own transport checksum.
+    ///
+    /// Returns false when the packet was not queued: no room toward the
+    /// guest (counted as [`DropReason::GuestTxFull`]), a payload larger
+    /// than the MTU allows, or no known MAC for `dst`.
+    pub fn emit_ipv4(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let dst_mac = if dst.is_broadcast() || dst == self.cfg.broadcast() {
+            EthernetAddress::BROADCAST
+        } else {
+            match self.neighbours.lookup(dst) {
+                Some(mac) => mac,
+                None => {
+                    self.counters.drop(DropReason::NotForUs);
+                    return false;
+                }
+            }
+        };
+        self.emit_ipv4_to(dst_mac, src, dst, protocol, payload_len, fill)
+    }
+
+    /// [`Ctx::emit_ipv4`] to an Ethernet address the caller already knows
+    /// (a DHCP client that has no IPv4 address yet).
+    pub fn emit_ipv4_to(
+        &mut self,
+        dst_mac: EthernetAddress,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let total = IPV4_HEADER_LEN + payload_len;
+        if total > self.cfg.mtu {
+            self.counters.drop(DropReason::Oversized);
+            return false;
+        }
+        let ident = *self.ip_ident;
+        *self.ip_ident = ident.wrapping_add(1);
+        let frame_len = ETHERNET_HEADER_LEN + total;
+        let queued = self.tx.push(|buf| {
+            let buf = &mut buf[..frame_len];
+            let mut eth = EthernetFrame::new_unchecked(&mut *buf);
+            eth.set_dst_addr(dst_mac);
+            eth.set_src_addr(GATEWAY_MAC);
+            eth.set_ethertype(EthernetProtocol::Ipv4);
+            let mut ip = Ipv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..]);
+            ip.set_version(4);
+            ip.set_header_len(IPV4_HEADER_LEN as u8);
+            ip.set_dscp(0);
+            ip.set_ecn(0);
+            ip.set_total_len(total as u16);
+            ip.set_ident(ident);
+            ip.clear_flags();
+            ip.set_dont_frag(true);
+            ip.set_frag_offset(0);
+            ip.set_hop_limit(64);
+            ip.set_next_header(protocol);
+            ip.set_src_addr(src);
+            ip.set_dst_addr(dst);
+            ip.fill_checksum();
+            fill(&mut buf[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..]);
+            frame_len
+        });
+        if queued {
+            self.counters.frames_out += 1;
+            self.counters.bytes_out += frame_len as u64;
+        } else {
+            self.counters.drop(DropReason::GuestTxFull);
+        }
+        queued
+    }
+
+    /// [`Ctx::emit_ipv4`] for either family; IPv6 is not served yet and
+    /// returns false.
+    pub fn emit_ip(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: IpProtocol,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => self.emit_ipv4(s, d, protocol, payload_len, fill),
+            _ => {
+                self.counters.drop(DropReason::UnsupportedProtocol);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_tx_ring_wraps_and_prefixes_lengths() {
+        let mut tx = GuestTx::new(100, 2);
+        assert!(tx.push(|b| {
+            b[..3].copy_from_slice(b"abc");
+            3
+        }));
+        assert!(tx.push(|b| {
+            b[0] = b'x';
+            1
+        }));
+        assert!(!tx.push(|_| 1), "full pool refuses");
+        assert_eq!(
+            tx.frame_with_length_prefix(0),
+            &[0, 0, 0, 3, b'a', b'b', b'c']
+        );
+        tx.pop(1);
+        assert!(tx.push(|b| {
+            b[..2].copy_from_slice(b"yz");
+            2
+        }));
+        assert_eq!(tx.frame(0), b"x");
+        assert_eq!(tx.frame(1), b"yz");
+        assert_eq!(tx.free_slots(), 0);
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        for kind in [
+            TokenKind::Attach,
+            TokenKind::TcpFlow,
+            TokenKind::Control,
+            TokenKind::Dns,
+        ] {
+            assert_eq!(decode_token(token(kind, 12345)), Some((kind, 12345)));
+        }
+        assert_eq!(decode_token(Token(0)), None);
+    }
+}

@@ -1,0 +1,247 @@
+//! The single-threaded event loop: the VM link, host sockets, timers and
+//! signals, all on one `mio::Poll`.
+//!
+//! Each wake-up handles every ready event, then pumps: frames queued
+//! toward the guest are written, more guest frames are read while there is
+//! room for their replies, and TCP flows that held back are resumed. Work
+//! left over (a full read budget) makes the next poll return at once.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
+
+use crate::attach::{AttachError, AttachSpec, Attachment, LinkState};
+use crate::config::StackConfig;
+use crate::ctx::{decode_token, token, DropReason, TokenKind};
+use crate::stack::{Stack, StackError};
+
+/// Events handled per wake-up.
+const EVENT_CAPACITY: usize = 1024;
+/// Pump rounds per wake-up before host events get their turn again.
+const PUMP_ROUNDS: usize = 16;
+
+/// How [`run`] behaves beyond the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Wait for the next VM after one disconnects, instead of returning.
+    pub keep_listening: bool,
+}
+
+/// Why [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The VM link could not be opened.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// The stack could not be set up (a forward could not be bound...).
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// The event loop itself failed.
+    #[error("{what}")]
+    Io {
+        /// What failed.
+        what: &'static str,
+        /// The host's error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
+    move |source| RunError::Io { what, source }
+}
+
+/// SIGTERM and SIGINT, blocked and read from a signalfd so the loop sees
+/// them as an event and shuts down cleanly.
+struct Signals(OwnedFd);
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        // SAFETY: plain libc calls on a zeroed, locally owned sigset; the
+        // returned descriptor is checked and owned from here on.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Signals(OwnedFd::from_raw_fd(fd)))
+        }
+    }
+
+    /// The next pending signal, if any.
+    fn next(&self) -> Option<i32> {
+        let mut info = std::mem::MaybeUninit::<libc::signalfd_siginfo>::zeroed();
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reads at most `size` bytes into a buffer of that size.
+        let n = unsafe { libc::read(self.0.as_raw_fd(), info.as_mut_ptr().cast(), size) };
+        if n as usize != size {
+            return None;
+        }
+        // SAFETY: the kernel filled the whole struct.
+        Some(unsafe { info.assume_init() }.ssi_signo as i32)
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every flow holds
+/// a host socket, and the default soft limit (1024) is below the default
+/// flow caps.
+fn raise_file_limit() {
+    // SAFETY: getrlimit/setrlimit on a locally owned struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!(err = %std::io::Error::last_os_error(), "raising the open-file limit");
+            }
+        }
+    }
+}
+
+/// Runs one user-mode network for the VM(s) on `spec` until the VM goes
+/// away (unless `opts.keep_listening`) or SIGTERM/SIGINT arrives. Socket
+/// files it created are removed on return.
+pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), RunError> {
+    raise_file_limit();
+    let signals = Signals::new().map_err(io_err("signal handling"))?;
+    let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
+    let registry = poll
+        .registry()
+        .try_clone()
+        .map_err(io_err("creating the event loop"))?;
+    registry
+        .register(
+            &mut SourceFd(&signals.0.as_raw_fd()),
+            token(TokenKind::Control, 0),
+            Interest::READABLE,
+        )
+        .map_err(io_err("signal handling"))?;
+    let mut stack = Stack::new(cfg)?;
+    stack.start(&registry)?;
+    let mut attach = Attachment::open(spec, &registry)?;
+    if let Some(addr) = attach.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    let mut events = Events::with_capacity(EVENT_CAPACITY);
+    let mut busy = false;
+    loop {
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            stack
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+        };
+        if let Err(err) = poll.poll(&mut events, timeout) {
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(io_err("waiting for events")(err));
+        }
+        let now = Instant::now();
+        let mut gone = false;
+        for event in events.iter() {
+            match decode_token(event.token()) {
+                Some((TokenKind::Attach, index)) => {
+                    let state = attach.on_event(&registry, index, event);
+                    if state == LinkState::Connected {
+                        stack.reset_vm();
+                    }
+                }
+                Some((TokenKind::Control, _)) => {
+                    if let Some(signo) = signals.next() {
+                        tracing::info!(signal = signo, "shutting down");
+                        report(&stack);
+                        return Ok(());
+                    }
+                }
+                Some((kind, index)) => stack.handle_host_event(&registry, kind, index, event, now),
+                None => {}
+            }
+        }
+        if stack.next_deadline().is_some_and(|d| d <= now) {
+            stack.on_timer(&registry, now);
+        }
+        for _ in 0..PUMP_ROUNDS {
+            match pump(&mut attach, &mut stack, &registry, now) {
+                Pump::Idle => break,
+                Pump::Progress => {}
+                Pump::Gone => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if gone {
+            report(&stack);
+            attach.detach(&registry);
+            stack.reset_vm();
+            if !opts.keep_listening || !attach.can_wait_for_next() {
+                return Ok(());
+            }
+            tracing::info!("waiting for the next VM");
+            if attach.accept(&registry) == LinkState::Connected {
+                stack.reset_vm();
+            }
+        }
+        busy = attach.has_pending_io(stack.guest_tx());
+    }
+}
+
+enum Pump {
+    Idle,
+    Progress,
+    Gone,
+}
+
+/// One round of: write to the guest, read from the guest (while replies
+/// have room), let held-back flows go on.
+fn pump(
+    attach: &mut Attachment,
+    stack: &mut Stack,
+    registry: &mio::Registry,
+    now: Instant,
+) -> Pump {
+    let Ok(sent) = attach.flush(stack.guest_tx()) else {
+        return Pump::Gone;
+    };
+    let mut progress = sent > 0;
+    if attach.can_read(stack.guest_tx()) {
+        if attach.receive(registry, stack, now) == LinkState::Gone {
+            return Pump::Gone;
+        }
+        progress = true;
+    }
+    if sent > 0 {
+        stack.on_guest_tx_space(registry, now);
+    }
+    if progress {
+        Pump::Progress
+    } else {
+        Pump::Idle
+    }
+}
+
+fn report(stack: &Stack) {
+    let c = stack.counters();
+    tracing::info!(
+        frames_in = c.frames_in,
+        frames_out = c.frames_out,
+        drops = c.total_drops(),
+        "traffic so far"
+    );
+    for &reason in DropReason::ALL {
+        if c.drops(reason) > 0 {
+            tracing::info!(reason = reason.name(), count = c.drops(reason), "dropped");
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! slipway's user-mode network stack.
+//!
+//! One process serves one virtual Ethernet link. A frame from the VM
+//! travels one way through the crate:
+//!
+//! attach (framing) → stack (Ethernet, ARP, IPv4 dispatch) → protocol
+//! handlers (ICMP, UDP, TCP) → flow tables → host sockets,
+//!
+//! with services (DHCP, DNS forwarding) as handlers the IPv4 layer
+//! dispatches to. Replies travel back through [`ctx::GuestTx`], a pool of
+//! frame slots allocated once, which the attachment drains in batches.
+//!
+//! Configuration comes from QEMU's `-netdev user` option string
+//! ([`options`]) and is validated once into a [`config::StackConfig`].
+//! [`event_loop::run`] ties it together.
+
+#![deny(missing_docs)]
+
+mod arp;
+pub mod attach;
+pub mod config;
+pub mod ctx;
+mod dns;
+pub mod event_loop;
+mod icmp;
+pub mod options;
+pub mod stack;
+pub mod tcp;
+mod udp;

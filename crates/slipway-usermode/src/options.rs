@@ -1,0 +1,755 @@
+//! QEMU's `-netdev user` option string, parsed verbatim into a [`StackConfig`].
+//!
+//! The syntax is QEMU's (QemuOpts): comma-separated `key=value` pairs, a
+//! doubled comma `,,` for a literal comma inside a value, an optional
+//! leading `user` (the netdev type) and an `id=` that is accepted and
+//! ignored. Defaults and address rules follow QEMU's `net_slirp_init`, so a
+//! command line that works with QEMU means the same network here.
+//!
+//! Every option QEMU knows is either implemented or refused with
+//! [`OptionsError::NotSupported`]; nothing is silently ignored.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::config::{
+    prefix_to_mask, ForwardProtocol, HostForward, Limits, StackConfig, DHCP_POOL_SIZE,
+};
+
+/// Why an option string (or a `--redir` spec) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// A key QEMU's `-netdev user` does not have.
+    #[error("unknown option '{key}'")]
+    Unknown {
+        /// The key as written.
+        key: String,
+    },
+    /// A key QEMU has that slipway does not implement yet.
+    #[error("option '{key}' is not supported yet")]
+    NotSupported {
+        /// The key as written.
+        key: String,
+    },
+    /// A key written without `=value` that needs one.
+    #[error("option '{key}' needs a value ('{key}=...')")]
+    MissingValue {
+        /// The key as written.
+        key: String,
+    },
+    /// A value that does not parse or breaks a rule.
+    #[error("invalid value '{value}' for option '{key}': {reason}")]
+    Invalid {
+        /// The option.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> OptionsError {
+    OptionsError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Options QEMU knows that slipway refuses for now (a later issue implements them).
+const NOT_SUPPORTED: &[&str] = &[
+    "tftp",
+    "bootfile",
+    "tftp-server-name",
+    "smb",
+    "smbserver",
+    "guestfwd",
+    "ipv6",
+    "ipv6-prefix",
+    "ipv6-prefixlen",
+    "ipv6-host",
+    "ipv6-dns",
+    "ipv6-net",
+    "vnetwork",
+    "vhost",
+    "vnameserver",
+    "vdnssearch",
+    "vhostname",
+    "vdhcp_start",
+    "vlan",
+    "name",
+];
+
+/// The options as written, before defaults and cross-checks.
+#[derive(Default)]
+struct Raw {
+    net: Option<String>,
+    host: Option<String>,
+    dns: Option<String>,
+    dhcpstart: Option<String>,
+    restrict: bool,
+    ipv4: bool,
+    hostname: Option<String>,
+    domainname: Option<String>,
+    dnssearch: Vec<String>,
+    hostfwd: Vec<String>,
+}
+
+/// Splits QemuOpts syntax into `(key, value)` pairs; `,,` is a literal comma.
+/// A part without `=` yields `(part, None)`.
+fn split_pairs(s: &str) -> Vec<(String, Option<String>)> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                cur.push(',');
+            } else {
+                parts.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    parts.push(cur);
+    parts
+        .into_iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (p, None),
+        })
+        .collect()
+}
+
+/// QEMU's boolean spellings (`qapi_bool_parse`).
+fn parse_bool(key: &str, value: &str) -> Result<bool, OptionsError> {
+    match value {
+        "on" | "yes" | "true" | "y" => Ok(true),
+        "off" | "no" | "false" | "n" => Ok(false),
+        _ => Err(invalid(key, value, "expected 'on' or 'off'")),
+    }
+}
+
+fn parse_ip(key: &str, value: &str) -> Result<Ipv4Addr, OptionsError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, value, "not an IPv4 address"))
+}
+
+/// Parses a `-netdev user` option string into a configuration with QEMU's
+/// defaults for everything not given. `--mtu`, `--dns-upstream` and the
+/// host-loopback switch are not part of the string; they keep their
+/// defaults (1500, none, on) for the caller to set.
+pub fn parse_options(s: &str) -> Result<StackConfig, OptionsError> {
+    let mut raw = Raw {
+        ipv4: true,
+        ..Raw::default()
+    };
+    let pairs = if s.is_empty() {
+        Vec::new()
+    } else {
+        split_pairs(s)
+    };
+    for (i, (key, value)) in pairs.into_iter().enumerate() {
+        let Some(value) = value else {
+            match key.as_str() {
+                // The netdev type in front, as in `-netdev user,...`.
+                "user" if i == 0 => continue,
+                // QEMU's short-form booleans.
+                "restrict" => raw.restrict = true,
+                "ipv4" => raw.ipv4 = true,
+                "" if i > 0 => return Err(OptionsError::Unknown { key }),
+                k if NOT_SUPPORTED.contains(&k) => return Err(OptionsError::NotSupported { key }),
+                k if is_known_with_value(k) => return Err(OptionsError::MissingValue { key }),
+                _ => return Err(OptionsError::Unknown { key }),
+            }
+            continue;
+        };
+        match key.as_str() {
+            "id" => {}
+            "net" | "ip" => raw.net = Some(value),
+            "host" => raw.host = Some(value),
+            "dns" => raw.dns = Some(value),
+            "dhcpstart" => raw.dhcpstart = Some(value),
+            "restrict" => raw.restrict = parse_bool(&key, &value)?,
+            "ipv4" => raw.ipv4 = parse_bool(&key, &value)?,
+            "hostname" => raw.hostname = Some(check_name(&key, value)?),
+            "domainname" => raw.domainname = Some(check_name(&key, value)?),
+            "dnssearch" => raw.dnssearch.push(check_name(&key, value)?),
+            "hostfwd" => raw.hostfwd.push(value),
+            k if NOT_SUPPORTED.contains(&k) => return Err(OptionsError::NotSupported { key }),
+            _ => return Err(OptionsError::Unknown { key }),
+        }
+    }
+    build(raw)
+}
+
+fn is_known_with_value(key: &str) -> bool {
+    matches!(
+        key,
+        "id" | "net"
+            | "ip"
+            | "host"
+            | "dns"
+            | "dhcpstart"
+            | "hostname"
+            | "domainname"
+            | "dnssearch"
+            | "hostfwd"
+    )
+}
+
+/// A DNS name for DHCP options 12, 15 and 119: labels of letters, digits,
+/// `-` and `_`, each 1 to 63 bytes, 253 bytes at most.
+fn check_name(key: &str, value: String) -> Result<String, OptionsError> {
+    let trimmed = value.strip_suffix('.').unwrap_or(&value);
+    if trimmed.is_empty() {
+        return Err(invalid(key, &value, "empty name"));
+    }
+    if trimmed.len() > 253 {
+        return Err(invalid(key, &value, "longer than 253 bytes"));
+    }
+    for label in trimmed.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(invalid(key, &value, "each label must be 1 to 63 bytes"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                key,
+                &value,
+                "only letters, digits, '-' and '_' are allowed",
+            ));
+        }
+    }
+    Ok(value)
+}
+
+/// QEMU's `net=` rule: `addr/prefix`, `addr/mask`, or `addr` alone with a
+/// classful mask.
+fn parse_net(value: &str) -> Result<(Ipv4Addr, u8), OptionsError> {
+    const KEY: &str = "net";
+    let (addr, mask) = match value.split_once('/') {
+        None => {
+            let addr = parse_ip(KEY, value)?;
+            let a = u32::from(addr);
+            let mask: u32 = if a & 0x8000_0000 == 0 {
+                0xff00_0000
+            } else if a & 0xfff0_0000 == 0xac10_0000 {
+                0xfff0_0000
+            } else if a & 0xc000_0000 == 0x8000_0000 || a & 0xffff_0000 == 0xc0a8_0000 {
+                // Class B, and the private 192.168.0.0/16.
+                0xffff_0000
+            } else if a & 0xffff_0000 == 0xc612_0000 {
+                0xfffe_0000
+            } else if a & 0xe000_0000 == 0xe000_0000 {
+                0xffff_ff00
+            } else {
+                0xffff_fff0
+            };
+            (addr, mask)
+        }
+        Some((addr, mask)) => {
+            let addr = parse_ip(KEY, addr)?;
+            let mask = if !mask.is_empty() && mask.bytes().all(|b| b.is_ascii_digit()) {
+                let shift: u32 = mask
+                    .parse()
+                    .map_err(|_| invalid(KEY, value, "prefix length must be in range 4-32"))?;
+                if !(4..=32).contains(&shift) {
+                    return Err(invalid(KEY, value, "prefix length must be in range 4-32"));
+                }
+                u32::MAX << (32 - shift)
+            } else {
+                let m = u32::from(mask.parse::<Ipv4Addr>().map_err(|_| {
+                    invalid(
+                        KEY,
+                        value,
+                        "netmask is neither a prefix length nor a dotted quad",
+                    )
+                })?);
+                if m.leading_ones() + m.trailing_zeros() != 32 {
+                    return Err(invalid(KEY, value, "netmask is not contiguous"));
+                }
+                if m.leading_ones() < 4 {
+                    return Err(invalid(KEY, value, "prefix length must be in range 4-32"));
+                }
+                m
+            };
+            (addr, mask)
+        }
+    };
+    Ok((
+        Ipv4Addr::from(u32::from(addr) & mask),
+        mask.leading_ones() as u8,
+    ))
+}
+
+fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
+    let (net, prefix_len) = match &raw.net {
+        Some(v) => parse_net(v)?,
+        None => (Ipv4Addr::new(10, 0, 2, 0), 24),
+    };
+    let mask = u32::from(prefix_to_mask(prefix_len));
+    let net_u = u32::from(net);
+    let broadcast = net_u | !mask;
+    // QEMU's defaults: x.x.2.2, x.x.2.3 and x.x.2.15 masked into the network.
+    let default_in_net = |low: u32| Ipv4Addr::from(net_u | (low & !mask));
+    let inside = |key: &str, value: &str, ip: Ipv4Addr| -> Result<Ipv4Addr, OptionsError> {
+        let u = u32::from(ip);
+        if u & mask != net_u {
+            return Err(invalid(
+                key,
+                value,
+                format!("not inside the network {net}/{prefix_len}"),
+            ));
+        }
+        if u == net_u || u == broadcast {
+            return Err(invalid(
+                key,
+                value,
+                "the network or broadcast address of the network",
+            ));
+        }
+        Ok(ip)
+    };
+    let host = match &raw.host {
+        Some(v) => inside("host", v, parse_ip("host", v)?)?,
+        None => inside(
+            "net",
+            raw.net.as_deref().unwrap_or(""),
+            default_in_net(0x0202),
+        )?,
+    };
+    let dns = match &raw.dns {
+        Some(v) => inside("dns", v, parse_ip("dns", v)?)?,
+        None => inside(
+            "net",
+            raw.net.as_deref().unwrap_or(""),
+            default_in_net(0x0203),
+        )?,
+    };
+    if dns == host {
+        return Err(invalid(
+            "dns",
+            dns,
+            format!("the DNS address must differ from the host address {host}"),
+        ));
+    }
+    let (dhcp_key, dhcp_value, dhcp_start) = match &raw.dhcpstart {
+        Some(v) => ("dhcpstart", v.clone(), parse_ip("dhcpstart", v)?),
+        None => (
+            "net",
+            raw.net.clone().unwrap_or_default(),
+            default_in_net(0x020f),
+        ),
+    };
+    inside(dhcp_key, &dhcp_value, dhcp_start)?;
+    let start = u32::from(dhcp_start);
+    let end = start + u32::from(DHCP_POOL_SIZE) - 1;
+    if end >= broadcast {
+        return Err(invalid(
+            dhcp_key,
+            &dhcp_value,
+            format!("the {DHCP_POOL_SIZE}-address DHCP pool from {dhcp_start} does not fit inside {net}/{prefix_len}"),
+        ));
+    }
+    for (key, given, ip) in [("host", &raw.host, host), ("dns", &raw.dns, dns)] {
+        let u = u32::from(ip);
+        if (start..=end).contains(&u) {
+            let pool = format!("{dhcp_start}-{}", Ipv4Addr::from(end));
+            // Blame the option the user wrote: the address if it was given
+            // and the pool was not, the pool otherwise.
+            return Err(match given {
+                Some(v) if raw.dhcpstart.is_none() => {
+                    invalid(key, v, format!("inside the DHCP pool {pool}"))
+                }
+                _ => invalid(
+                    dhcp_key,
+                    &dhcp_value,
+                    format!("the DHCP pool {pool} includes the {key} address {ip}"),
+                ),
+            });
+        }
+    }
+    let mut hostfwd = Vec::with_capacity(raw.hostfwd.len());
+    for spec in &raw.hostfwd {
+        let fwd = parse_forward(spec, false).map_err(|reason| invalid("hostfwd", spec, reason))?;
+        check_forward_guest("hostfwd", spec, &fwd, net_u, mask, broadcast, host, dns)?;
+        hostfwd.push(fwd);
+    }
+    Ok(StackConfig {
+        net,
+        prefix_len,
+        host,
+        dns,
+        dhcp_start,
+        restrict: raw.restrict,
+        host_loopback: true,
+        hostname: raw.hostname,
+        domainname: raw.domainname,
+        dnssearch: raw.dnssearch,
+        hostfwd,
+        ipv4: raw.ipv4,
+        mtu: 1500,
+        dns_upstreams: Vec::new(),
+        limits: Limits::default(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_forward_guest(
+    key: &str,
+    spec: &str,
+    fwd: &HostForward,
+    net: u32,
+    mask: u32,
+    broadcast: u32,
+    host: Ipv4Addr,
+    dns: Ipv4Addr,
+) -> Result<(), OptionsError> {
+    if let Some(g) = fwd.guest_addr {
+        let u = u32::from(g);
+        if u & mask != net || u == net || u == broadcast || g == host || g == dns {
+            return Err(invalid(
+                key,
+                spec,
+                format!("guest address {g} is not a guest host address of the network"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a legacy `--redir` forward against a parsed configuration and
+/// returns it; the caller appends it to `cfg.hostfwd`.
+pub fn parse_redir(spec: &str, cfg: &StackConfig) -> Result<HostForward, OptionsError> {
+    let fwd = parse_forward(spec, true).map_err(|reason| invalid("redir", spec, reason))?;
+    let mask = u32::from(cfg.netmask());
+    check_forward_guest(
+        "redir",
+        spec,
+        &fwd,
+        u32::from(cfg.net),
+        mask,
+        u32::from(cfg.broadcast()),
+        cfg.host,
+        cfg.dns,
+    )?;
+    Ok(fwd)
+}
+
+/// Splits off the text up to `sep` (QEMU's `get_str_sep`).
+fn take_until<'a>(rest: &mut &'a str, sep: char) -> Option<&'a str> {
+    let (head, tail) = rest.split_once(sep)?;
+    *rest = tail;
+    Some(head)
+}
+
+/// C `strtol(s, &end, 0)` that must consume the whole string: decimal,
+/// `0x` hexadecimal or `0` octal.
+fn strtol0(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let v = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i64::from_str_radix(&digits[1..], 8).ok()?
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// QEMU's `slirp_hostfwd`: `[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`,
+/// or with `legacy` the `-redir` form `[tcp|udp]:hostport:[guestaddr]:guestport`.
+fn parse_forward(spec: &str, legacy: bool) -> Result<HostForward, String> {
+    let syntax = || {
+        if legacy {
+            "expected [tcp|udp]:hostport:[guestaddr]:guestport".to_string()
+        } else {
+            "expected [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport".to_string()
+        }
+    };
+    let mut rest = spec;
+    let proto = take_until(&mut rest, ':').ok_or_else(syntax)?;
+    let protocol = match proto {
+        "" | "tcp" => ForwardProtocol::Tcp,
+        "udp" => ForwardProtocol::Udp,
+        other => return Err(format!("protocol '{other}' is neither tcp nor udp")),
+    };
+    let host_addr = if legacy {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        let a = take_until(&mut rest, ':').ok_or_else(syntax)?;
+        if a.is_empty() {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            a.parse()
+                .map_err(|_| format!("host address '{a}' is not an IPv4 address"))?
+        }
+    };
+    let port = take_until(&mut rest, if legacy { ':' } else { '-' }).ok_or_else(syntax)?;
+    let host_port = strtol0(port)
+        .filter(|p| (0..=65535).contains(p))
+        .ok_or_else(|| format!("host port '{port}' is not a port number (0-65535)"))?
+        as u16;
+    let g = take_until(&mut rest, ':').ok_or_else(syntax)?;
+    let guest_addr = if g.is_empty() {
+        None
+    } else {
+        Some(
+            g.parse()
+                .map_err(|_| format!("guest address '{g}' is not an IPv4 address"))?,
+        )
+    };
+    let guest_port = strtol0(rest)
+        .filter(|p| (1..=65535).contains(p))
+        .ok_or_else(|| format!("guest port '{rest}' is not a port number (1-65535)"))?
+        as u16;
+    Ok(HostForward {
+        protocol,
+        host: SocketAddr::new(IpAddr::V4(host_addr), host_port),
+        guest_addr,
+        guest_port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn err(s: &str) -> OptionsError {
+        parse_options(s).expect_err(s)
+    }
+
+    #[test]
+    fn defaults_are_qemus() {
+        for s in ["", "user", "user,id=n0", "id=net0"] {
+            let c = parse_options(s).unwrap();
+            assert_eq!(c.net, Ipv4Addr::new(10, 0, 2, 0));
+            assert_eq!(c.prefix_len, 24);
+            assert_eq!(c.host, Ipv4Addr::new(10, 0, 2, 2));
+            assert_eq!(c.dns, Ipv4Addr::new(10, 0, 2, 3));
+            assert_eq!(c.dhcp_start, Ipv4Addr::new(10, 0, 2, 15));
+            assert!(!c.restrict && c.ipv4 && c.host_loopback);
+            assert_eq!(c.mtu, 1500);
+            assert!(c.hostfwd.is_empty() && c.dnssearch.is_empty());
+        }
+    }
+
+    #[test]
+    fn net_forms() {
+        let c = parse_options("net=192.168.76.0/24").unwrap();
+        assert_eq!((c.net, c.prefix_len), (Ipv4Addr::new(192, 168, 76, 0), 24));
+        assert_eq!(c.host, Ipv4Addr::new(192, 168, 76, 2));
+        assert_eq!(c.dns, Ipv4Addr::new(192, 168, 76, 3));
+        assert_eq!(c.dhcp_start, Ipv4Addr::new(192, 168, 76, 15));
+        let c = parse_options("net=10.9.8.7/255.255.0.0").unwrap();
+        assert_eq!((c.net, c.prefix_len), (Ipv4Addr::new(10, 9, 0, 0), 16));
+        // QEMU masks 0x0202 into the network, so a /16 gets x.x.2.2.
+        assert_eq!(c.host, Ipv4Addr::new(10, 9, 2, 2));
+        assert_eq!(c.dhcp_start, Ipv4Addr::new(10, 9, 2, 15));
+        // Classful default mask without '/'.
+        let c = parse_options("net=192.168.5.0").unwrap();
+        assert_eq!(c.prefix_len, 16);
+        let c = parse_options("ip=10.0.3.0/24").unwrap();
+        assert_eq!(c.host, Ipv4Addr::new(10, 0, 3, 2));
+    }
+
+    #[test]
+    fn custom_addresses() {
+        let c = parse_options("net=10.1.0.0/16,host=10.1.0.1,dns=10.1.0.53,dhcpstart=10.1.1.100")
+            .unwrap();
+        assert_eq!(c.host, Ipv4Addr::new(10, 1, 0, 1));
+        assert_eq!(c.dns, Ipv4Addr::new(10, 1, 0, 53));
+        assert_eq!(c.dhcp_start, Ipv4Addr::new(10, 1, 1, 100));
+    }
+
+    #[test]
+    fn address_rules() {
+        assert!(matches!(err("host=10.0.3.2"), OptionsError::Invalid { key, .. } if key == "host"));
+        assert!(matches!(err("dns=10.0.2.2"), OptionsError::Invalid { key, .. } if key == "dns"));
+        assert!(matches!(err("dns=10.0.2.255"), OptionsError::Invalid { key, .. } if key == "dns"));
+        assert!(
+            matches!(err("dhcpstart=10.0.2.245"), OptionsError::Invalid { key, .. } if key == "dhcpstart")
+        );
+        assert!(
+            matches!(err("dhcpstart=10.0.2.1"), OptionsError::Invalid { key, .. } if key == "dhcpstart")
+        );
+        assert!(
+            matches!(err("host=10.0.2.20"), OptionsError::Invalid { key, .. } if key == "host")
+        );
+        assert!(
+            matches!(err("net=10.0.2.0/33"), OptionsError::Invalid { key, .. } if key == "net")
+        );
+        assert!(matches!(err("net=10.0.2.0/3"), OptionsError::Invalid { key, .. } if key == "net"));
+        assert!(
+            matches!(err("net=10.0.2.0/255.0.255.0"), OptionsError::Invalid { key, .. } if key == "net")
+        );
+        assert!(
+            matches!(err("net=10.0.2.0/29"), OptionsError::Invalid { key, .. } if key == "net")
+        );
+        assert!(matches!(err("net=banana"), OptionsError::Invalid { key, .. } if key == "net"));
+        let msg = err("dns=10.0.2.2").to_string();
+        assert!(msg.contains("'dns'") && msg.contains("10.0.2.2"), "{msg}");
+    }
+
+    #[test]
+    fn booleans_and_names() {
+        for (s, r) in [
+            ("restrict=on", true),
+            ("restrict=yes", true),
+            ("restrict=off", false),
+            ("restrict=n", false),
+            ("restrict", true),
+        ] {
+            assert_eq!(parse_options(s).unwrap().restrict, r, "{s}");
+        }
+        assert!(
+            matches!(err("restrict=maybe"), OptionsError::Invalid { key, value, .. } if key == "restrict" && value == "maybe")
+        );
+        assert!(!parse_options("ipv4=off").unwrap().ipv4);
+        let c = parse_options(
+            "hostname=vm1,domainname=example.org,dnssearch=a.example,dnssearch=b.example",
+        )
+        .unwrap();
+        assert_eq!(c.hostname.as_deref(), Some("vm1"));
+        assert_eq!(c.domainname.as_deref(), Some("example.org"));
+        assert_eq!(c.dnssearch, vec!["a.example", "b.example"]);
+        assert!(
+            matches!(err("hostname=a b"), OptionsError::Invalid { key, .. } if key == "hostname")
+        );
+        assert!(
+            matches!(err("dnssearch=a..b"), OptionsError::Invalid { key, .. } if key == "dnssearch")
+        );
+    }
+
+    #[test]
+    fn comma_escape() {
+        // A literal comma makes the name invalid, but it must reach the value intact.
+        match err("hostname=a,,b") {
+            OptionsError::Invalid { key, value, .. } => {
+                assert_eq!((key.as_str(), value.as_str()), ("hostname", "a,b"))
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn hostfwd_forms() {
+        let c = parse_options("hostfwd=tcp::5022-:22,hostfwd=udp:127.0.0.1:5353-10.0.2.15:53,hostfwd=:127.0.0.2:0x50-:0100").unwrap();
+        assert_eq!(
+            c.hostfwd[0],
+            HostForward {
+                protocol: ForwardProtocol::Tcp,
+                host: "0.0.0.0:5022".parse().unwrap(),
+                guest_addr: None,
+                guest_port: 22
+            }
+        );
+        assert_eq!(c.hostfwd[1].protocol, ForwardProtocol::Udp);
+        assert_eq!(c.hostfwd[1].host, "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(c.hostfwd[1].guest_addr, Some(Ipv4Addr::new(10, 0, 2, 15)));
+        assert_eq!(c.hostfwd[2].host, "127.0.0.2:80".parse().unwrap());
+        assert_eq!(c.hostfwd[2].guest_port, 64);
+        for bad in [
+            "hostfwd=sctp::1-:2",
+            "hostfwd=tcp::70000-:22",
+            "hostfwd=tcp::22-:0",
+            "hostfwd=tcp::22:22",
+            "hostfwd=tcp:1.2.3:22-:22",
+            "hostfwd=tcp::22-10.0.3.4:22",
+            "hostfwd=tcp::22-10.0.2.2:22",
+            "hostfwd=tcp::22-:x",
+        ] {
+            assert!(
+                matches!(err(bad), OptionsError::Invalid { key, .. } if key == "hostfwd"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn redir_form() {
+        let cfg = parse_options("").unwrap();
+        let f = parse_redir("tcp:5022::22", &cfg).unwrap();
+        assert_eq!(f.host, "0.0.0.0:5022".parse().unwrap());
+        assert_eq!((f.guest_addr, f.guest_port), (None, 22));
+        let f = parse_redir("udp:5353:10.0.2.16:53", &cfg).unwrap();
+        assert_eq!(f.protocol, ForwardProtocol::Udp);
+        assert_eq!(f.guest_addr, Some(Ipv4Addr::new(10, 0, 2, 16)));
+        assert!(
+            matches!(parse_redir("tcp::5022-:22", &cfg), Err(OptionsError::Invalid { key, .. }) if key == "redir")
+        );
+    }
+
+    #[test]
+    fn unsupported_and_unknown() {
+        for key in NOT_SUPPORTED {
+            let e = err(&format!("{key}=x"));
+            assert_eq!(
+                e,
+                OptionsError::NotSupported {
+                    key: key.to_string()
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("option '{key}' is not supported yet")
+            );
+        }
+        assert_eq!(err("smb"), OptionsError::NotSupported { key: "smb".into() });
+        assert_eq!(
+            err("bogus=1"),
+            OptionsError::Unknown {
+                key: "bogus".into()
+            }
+        );
+        assert_eq!(err("net"), OptionsError::MissingValue { key: "net".into() });
+        assert_eq!(
+            err("user,,"),
+            OptionsError::Unknown {
+                key: "user,".into()
+            }
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_strings_never_panic(s in ".{0,80}") {
+            let _ = parse_options(&s);
+            if let Ok(cfg) = parse_options("") {
+                let _ = parse_redir(&s, &cfg);
+            }
+        }
+
+        #[test]
+        fn structured_garbage_never_panics(
+            key in prop::sample::select(vec!["net", "host", "dns", "dhcpstart", "hostfwd", "restrict", "dnssearch", "hostname"]),
+            value in "[0-9a-z.:/,-]{0,30}",
+        ) {
+            let _ = parse_options(&format!("{key}={value}"));
+        }
+
+        #[test]
+        fn valid_nets_give_consistent_configs(a in any::<u32>(), prefix in 4u8..=27) {
+            let net = Ipv4Addr::from(a);
+            if let Ok(c) = parse_options(&format!("net={net}/{prefix}")) {
+                prop_assert!(c.in_subnet(c.host) && c.in_subnet(c.dns) && c.in_subnet(c.dhcp_start));
+                prop_assert!(c.host != c.dns);
+            }
+        }
+    }
+}

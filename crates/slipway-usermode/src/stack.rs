@@ -1,0 +1,977 @@
+//! The stack: one guest frame in, Ethernet and IPv4 checked, dispatched to
+//! ARP, ICMP, UDP (with the DHCP server and DNS relay) or TCP.
+//!
+//! Everything the guest sends passes [`Stack::handle_frame`]; every host
+//! socket event passes [`Stack::handle_host_event`]. Frames toward the
+//! guest accumulate in the [`GuestTx`] queue that the attachment drains.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::event::Event;
+use mio::Registry;
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+
+use crate::config::{StackConfig, DHCP_POOL_SIZE};
+use crate::ctx::{
+    Counters, Ctx, DropReason, GuestTx, Neighbours, TokenKind, ETHERNET_HEADER_LEN, GATEWAY_MAC,
+};
+use crate::dns::DnsRelay;
+use crate::tcp::TcpTable;
+use crate::udp::{self, UdpTable};
+use crate::{arp, icmp};
+
+/// DHCP lease time, as libslirp hands out.
+const LEASE_TIME: Duration = Duration::from_secs(24 * 3600);
+/// UDP ports of DHCP.
+const DHCP_SERVER_PORT: u16 = 67;
+const DHCP_CLIENT_PORT: u16 = 68;
+
+/// Why a stack could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The DHCP server refused the configuration derived from the options.
+    #[error("DHCP configuration")]
+    Dhcp(#[from] slipway_dhcp::DhcpConfigError),
+    /// A TCP host forward could not listen (the error names the address).
+    #[error(transparent)]
+    TcpForward(std::io::Error),
+    /// A host socket (forward listener, DNS relay socket) could not be opened.
+    #[error("{what} {addr}")]
+    Socket {
+        /// What the socket is for.
+        what: &'static str,
+        /// The address it was to use.
+        addr: String,
+        /// The host's error.
+        source: std::io::Error,
+    },
+}
+
+/// The state every handler shares, split from the handlers so a [`Ctx`]
+/// can borrow it while a handler borrows itself.
+pub(crate) struct Core {
+    pub cfg: StackConfig,
+    pub tx: GuestTx,
+    pub counters: Counters,
+    pub neighbours: Neighbours,
+    pub ip_ident: u16,
+}
+
+impl Core {
+    pub fn ctx<'a>(&'a mut self, registry: &'a Registry, now: Instant) -> Ctx<'a> {
+        Ctx {
+            cfg: &self.cfg,
+            tx: &mut self.tx,
+            registry,
+            counters: &mut self.counters,
+            neighbours: &self.neighbours,
+            now,
+            ip_ident: &mut self.ip_ident,
+        }
+    }
+}
+
+/// One user-mode network: configuration, the queue toward the guest, and
+/// every protocol handler with its flow table.
+pub struct Stack {
+    core: Core,
+    tcp: TcpTable,
+    udp: UdpTable,
+    dns: DnsRelay,
+    dhcp: slipway_dhcp::DhcpServer,
+}
+
+impl Stack {
+    /// A stack for `cfg`. No socket is opened until [`Stack::start`].
+    pub fn new(cfg: StackConfig) -> Result<Stack, StackError> {
+        let dhcp = slipway_dhcp::DhcpServer::new(dhcp_config(&cfg))?;
+        Ok(Stack {
+            tcp: TcpTable::new(&cfg),
+            udp: UdpTable::new(&cfg),
+            dns: DnsRelay::new(&cfg),
+            dhcp,
+            core: Core {
+                tx: GuestTx::new(cfg.mtu, cfg.limits.guest_tx_slots),
+                counters: Counters::default(),
+                neighbours: Neighbours::default(),
+                ip_ident: 0,
+                cfg,
+            },
+        })
+    }
+
+    /// Opens the host sockets the configuration asks for: forward
+    /// listeners (TCP and UDP) and the DNS relay's sockets. A forward that
+    /// cannot be bound is an error naming its address.
+    pub fn start(&mut self, registry: &Registry) -> Result<(), StackError> {
+        self.tcp
+            .listen_forwards(registry, &self.core.cfg)
+            .map_err(StackError::TcpForward)?;
+        self.udp.listen_forwards(registry, &self.core.cfg)?;
+        self.dns.open(registry)?;
+        if !self.core.cfg.ipv4 {
+            tracing::warn!("ipv4=off: the guest gets no IPv4 service (IPv6 is not supported yet)");
+        }
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StackConfig {
+        &self.core.cfg
+    }
+
+    /// Frame and drop counters.
+    pub fn counters(&self) -> &Counters {
+        &self.core.counters
+    }
+
+    /// Counts a drop the attachment decided on (a frame over the framing limit).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.core.counters.drop(reason);
+    }
+
+    /// The queue of frames toward the guest, for the attachment to drain.
+    pub fn guest_tx(&mut self) -> &mut GuestTx {
+        &mut self.core.tx
+    }
+
+    /// Forgets what belongs to the VM that went away (its MAC addresses
+    /// and the frames queued for it); DHCP leases stay, so a VM that comes
+    /// back gets its address again.
+    pub fn reset_vm(&mut self) {
+        self.core.neighbours = Neighbours::default();
+        self.core.tx.clear();
+    }
+
+    /// Handles one Ethernet frame from the guest.
+    pub fn handle_frame(&mut self, registry: &Registry, frame: &[u8], now: Instant) {
+        let core = &mut self.core;
+        core.counters.frames_in += 1;
+        core.counters.bytes_in += frame.len() as u64;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            core.counters.drop(DropReason::Truncated);
+            return;
+        };
+        let dst_mac = eth.dst_addr();
+        if dst_mac != GATEWAY_MAC && !dst_mac.is_broadcast() {
+            // Multicast (IPv6 neighbour discovery, mDNS...) and other MACs.
+            core.counters.drop(DropReason::NotForUs);
+            return;
+        }
+        let src_mac = eth.src_addr();
+        if !src_mac.is_unicast() {
+            core.counters.drop(DropReason::Malformed);
+            return;
+        }
+        let ethertype = eth.ethertype();
+        if !core.cfg.ipv4 && matches!(ethertype, EthernetProtocol::Arp | EthernetProtocol::Ipv4) {
+            core.counters.drop(DropReason::UnsupportedProtocol);
+            return;
+        }
+        let payload = &frame[ETHERNET_HEADER_LEN..];
+        match ethertype {
+            EthernetProtocol::Arp => arp::handle(core, src_mac, payload),
+            EthernetProtocol::Ipv4 => self.handle_ipv4(registry, src_mac, payload, now),
+            _ => core.counters.drop(DropReason::UnsupportedProtocol),
+        }
+    }
+
+    fn handle_ipv4(
+        &mut self,
+        registry: &Registry,
+        src_mac: EthernetAddress,
+        packet: &[u8],
+        now: Instant,
+    ) {
+        let core = &mut self.core;
+        let Some((ip, payload)) = check_ipv4(&mut core.counters, packet) else {
+            return;
+        };
+        let src = ip.src_addr();
+        let dst = ip.dst_addr();
+        let protocol = ip.next_header();
+        if src.is_broadcast()
+            || src.is_multicast()
+            || (!src.is_unspecified() && !core.cfg.in_subnet(src))
+        {
+            // Spoofed or foreign sources would make replies go astray.
+            core.counters.drop(DropReason::Malformed);
+            return;
+        }
+        // An unspecified source (a DHCP client) still marks the guest's MAC
+        // as the last one heard from.
+        core.neighbours.learn(src, src_mac);
+        let broadcast = dst.is_broadcast() || dst == core.cfg.broadcast();
+        if dst.is_multicast()
+            || (core.cfg.in_subnet(dst) && !broadcast && !core.cfg.is_virtual(dst))
+        {
+            core.counters.drop(DropReason::NotForUs);
+            return;
+        }
+        if broadcast && protocol != IpProtocol::Udp {
+            core.counters.drop(DropReason::NotForUs);
+            return;
+        }
+        if src.is_unspecified() && protocol != IpProtocol::Udp {
+            core.counters.drop(DropReason::Malformed);
+            return;
+        }
+        match protocol {
+            IpProtocol::Icmp => icmp::handle(&mut core.ctx(registry, now), src, dst, payload),
+            IpProtocol::Udp => {
+                self.handle_udp(registry, src_mac, src, dst, broadcast, payload, now)
+            }
+            IpProtocol::Tcp => {
+                self.tcp
+                    .on_guest_segment(&mut core.ctx(registry, now), src, dst, payload)
+            }
+            _ => core.counters.drop(DropReason::UnsupportedProtocol),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_udp(
+        &mut self,
+        registry: &Registry,
+        src_mac: EthernetAddress,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        broadcast: bool,
+        segment: &[u8],
+        now: Instant,
+    ) {
+        let core = &mut self.core;
+        let Some((sport, dport, payload)) = udp::check(&mut core.counters, src, dst, segment)
+        else {
+            return;
+        };
+        if dport == DHCP_SERVER_PORT && (broadcast || dst == core.cfg.host) {
+            self.handle_dhcp(registry, src_mac, sport, payload, now);
+            return;
+        }
+        if broadcast || src.is_unspecified() {
+            core.counters.drop(DropReason::NotForUs);
+            return;
+        }
+        let guest = SocketAddrV4::new(src, sport);
+        let remote = SocketAddrV4::new(dst, dport);
+        let mut ctx = core.ctx(registry, now);
+        if self.udp.send_on_flow(&mut ctx, guest, remote, payload) {
+            return;
+        }
+        match ctx.cfg.outbound_target(remote.into()) {
+            crate::config::Outbound::Dns => self.dns.query(&mut ctx, guest, payload),
+            crate::config::Outbound::Host(target) => {
+                self.udp.new_flow(&mut ctx, guest, remote, target, payload)
+            }
+            crate::config::Outbound::Denied(reason) => ctx.counters.drop(match reason {
+                crate::config::DenyReason::Restricted => DropReason::Restricted,
+                _ => DropReason::NotForUs,
+            }),
+        }
+    }
+
+    fn handle_dhcp(
+        &mut self,
+        registry: &Registry,
+        src_mac: EthernetAddress,
+        sport: u16,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        let core = &mut self.core;
+        if sport != DHCP_CLIENT_PORT {
+            core.counters.drop(DropReason::BadDhcp);
+            return;
+        }
+        let reply = match self.dhcp.handle(payload, SystemTime::now()) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::debug!(%err, "DHCP request refused");
+                core.counters.drop(DropReason::BadDhcp);
+                return;
+            }
+        };
+        tracing::info!(kind = ?reply.kind, mac = %src_mac, "DHCP reply");
+        if reply.kind == slipway_dhcp::ReplyKind::Ack {
+            // The guest may stay silent after its lease (a server waiting
+            // for connections); a forward must still reach it.
+            if let Some(ip) = yiaddr(&reply.payload) {
+                core.neighbours.learn(ip, EthernetAddress(reply.client_mac));
+            }
+        }
+        let (dst_ip, dst_mac) = match reply.destination {
+            slipway_dhcp::ReplyDestination::Broadcast => {
+                (Ipv4Addr::BROADCAST, EthernetAddress::BROADCAST)
+            }
+            slipway_dhcp::ReplyDestination::Unicast(ip) => (ip, EthernetAddress(reply.client_mac)),
+        };
+        let src = SocketAddrV4::new(core.cfg.host, DHCP_SERVER_PORT);
+        let dst = SocketAddrV4::new(dst_ip, DHCP_CLIENT_PORT);
+        udp::emit(
+            &mut core.ctx(registry, now),
+            Some(dst_mac),
+            src,
+            dst,
+            &reply.payload,
+        );
+    }
+
+    /// Handles readiness of a host socket registered under a token of `kind`.
+    pub fn handle_host_event(
+        &mut self,
+        registry: &Registry,
+        kind: TokenKind,
+        index: usize,
+        event: &Event,
+        now: Instant,
+    ) {
+        let mut ctx = self.core.ctx(registry, now);
+        match kind {
+            TokenKind::TcpFlow | TokenKind::TcpListener => {
+                self.tcp.on_host_event(&mut ctx, kind, index, event)
+            }
+            TokenKind::UdpFlow => self.udp.on_flow_readable(&mut ctx, index),
+            TokenKind::UdpListener => self.udp.on_forward_readable(&mut ctx, index),
+            TokenKind::Dns => self.dns.on_readable(&mut ctx, index),
+            TokenKind::Attach | TokenKind::Icmp | TokenKind::Control => {}
+        }
+    }
+
+    /// Lets handlers that held back for lack of room toward the guest go on;
+    /// the attachment calls it after draining the queue.
+    pub fn on_guest_tx_space(&mut self, registry: &Registry, now: Instant) {
+        self.tcp
+            .on_guest_tx_space(&mut self.core.ctx(registry, now));
+    }
+
+    /// Runs the timers that are due at `now` (TCP retransmission, UDP idle
+    /// flows, DNS retries).
+    pub fn on_timer(&mut self, registry: &Registry, now: Instant) {
+        let mut ctx = self.core.ctx(registry, now);
+        if self.tcp.next_deadline().is_some_and(|d| d <= now) {
+            self.tcp.on_timer(&mut ctx);
+        }
+        if self.udp.next_deadline().is_some_and(|d| d <= now) {
+            self.udp.on_timer(&mut ctx);
+        }
+        if self.dns.next_deadline().is_some_and(|d| d <= now) {
+            self.dns.on_timer(&mut ctx);
+        }
+    }
+
+    /// When [`Stack::on_timer`] next needs to run.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.tcp.next_deadline(),
+            self.udp.next_deadline(),
+            self.dns.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// The `yiaddr` field of a BOOTP message, unless unspecified (INFORM replies).
+fn yiaddr(bootp: &[u8]) -> Option<Ipv4Addr> {
+    let b = bootp.get(16..20)?;
+    let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// Validates an IPv4 header (version, lengths, checksum, fragments, TTL)
+/// and returns the packet with its payload trimmed to the total length
+/// (Ethernet pads short frames).
+fn check_ipv4<'a>(
+    counters: &mut Counters,
+    packet: &'a [u8],
+) -> Option<(Ipv4Packet<&'a [u8]>, &'a [u8])> {
+    let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        counters.drop(DropReason::Truncated);
+        return None;
+    };
+    if ip.version() != 4 {
+        counters.drop(DropReason::Malformed);
+        return None;
+    }
+    if !ip.verify_checksum() {
+        counters.drop(DropReason::BadChecksum);
+        return None;
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        counters.drop(DropReason::Fragment);
+        return None;
+    }
+    if ip.hop_limit() == 0 {
+        counters.drop(DropReason::Malformed);
+        return None;
+    }
+    let payload = &packet[usize::from(ip.header_len())..usize::from(ip.total_len())];
+    Some((ip, payload))
+}
+
+/// The DHCP server's configuration for a user-mode network (libslirp's
+/// choices: server identifier and router are the host address, 24 h leases).
+fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
+    let start = cfg.dhcp_start;
+    let end = Ipv4Addr::from(u32::from(start) + u32::from(DHCP_POOL_SIZE) - 1);
+    slipway_dhcp::DhcpConfig {
+        server_ip: cfg.host,
+        netmask: cfg.netmask(),
+        router: (!cfg.restrict).then_some(cfg.host),
+        dns_servers: if cfg.restrict {
+            Vec::new()
+        } else {
+            vec![cfg.dns]
+        },
+        pool: slipway_dhcp::AddressPool::Range { start, end },
+        static_hosts: Vec::new(),
+        lease_time: Some(LEASE_TIME),
+        hostname: cfg.hostname.clone(),
+        domain_name: cfg.domainname.clone(),
+        domain_search: cfg.dnssearch.clone(),
+        mtu: u16::try_from(cfg.mtu).ok(),
+        broadcast: None,
+        boot_file: None,
+        tftp_server_name: None,
+        next_server: None,
+        authoritative: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::parse_options;
+    use proptest::prelude::*;
+    use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpAddress, UdpPacket};
+
+    const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+    fn stack(opts: &str) -> (Stack, mio::Poll) {
+        let poll = mio::Poll::new().unwrap();
+        (Stack::new(parse_options(opts).unwrap()).unwrap(), poll)
+    }
+
+    fn feed(stack: &mut Stack, poll: &mio::Poll, frame: &[u8]) {
+        stack.handle_frame(poll.registry(), frame, Instant::now());
+    }
+
+    /// Who has `target`? asks 10.0.2.15 at GUEST_MAC.
+    fn arp_request(target: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&GUEST_MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&GUEST_MAC);
+        f.extend_from_slice(&[10, 0, 2, 15]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target);
+        f
+    }
+
+    /// An Ethernet + IPv4 frame from the guest with a valid header checksum.
+    fn ipv4_frame(dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = GATEWAY_MAC.as_bytes().to_vec();
+        f.extend_from_slice(&GUEST_MAC);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + payload.len()) as u16;
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            1,
+            0x40,
+            0,
+            64,
+            protocol,
+            0,
+            0,
+        ];
+        ip.extend_from_slice(&[10, 0, 2, 15]);
+        ip.extend_from_slice(&dst);
+        Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn arp_for_the_host_address_gets_this_exact_reply() {
+        let (mut s, poll) = stack("");
+        feed(&mut s, &poll, &arp_request([10, 0, 2, 2]));
+        assert_eq!(s.guest_tx().len(), 1);
+        let reply = s.guest_tx().frame(0).to_vec();
+        let mut want = GUEST_MAC.to_vec();
+        want.extend_from_slice(&[0x52, 0x55, 10, 0, 2, 2, 0x08, 0x06]);
+        want.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 2]);
+        want.extend_from_slice(&[0x52, 0x55, 10, 0, 2, 2, 10, 0, 2, 2]);
+        want.extend_from_slice(&GUEST_MAC);
+        want.extend_from_slice(&[10, 0, 2, 15]);
+        assert_eq!(reply, want);
+    }
+
+    #[test]
+    fn arp_for_dns_answered_but_not_for_pool_or_outside() {
+        let (mut s, poll) = stack("");
+        feed(&mut s, &poll, &arp_request([10, 0, 2, 3]));
+        assert_eq!(s.guest_tx().len(), 1);
+        assert_eq!(&s.guest_tx().frame(0)[28..32], &[10, 0, 2, 3]);
+        s.guest_tx().clear();
+        for target in [
+            [10, 0, 2, 15],
+            [10, 0, 2, 16],
+            [10, 0, 2, 99],
+            [192, 168, 1, 1],
+        ] {
+            feed(&mut s, &poll, &arp_request(target));
+        }
+        assert!(s.guest_tx().is_empty());
+    }
+
+    #[test]
+    fn bad_frames_are_counted_by_reason() {
+        let (mut s, poll) = stack("");
+        feed(&mut s, &poll, &[0u8; 10]);
+        assert_eq!(s.counters().drops(DropReason::Truncated), 1);
+
+        let mut bad_sum = ipv4_frame([10, 0, 2, 2], 1, &[8, 0, 0, 0, 0, 0, 0, 0]);
+        bad_sum[24] ^= 0xff;
+        feed(&mut s, &poll, &bad_sum);
+        assert_eq!(s.counters().drops(DropReason::BadChecksum), 1);
+
+        let mut fragment = ipv4_frame([10, 0, 2, 2], 17, &[0; 16]);
+        fragment[20] = 0x20; // more fragments
+        let mut ip = Ipv4Packet::new_unchecked(&mut fragment[14..]);
+        ip.fill_checksum();
+        feed(&mut s, &poll, &fragment);
+        assert_eq!(s.counters().drops(DropReason::Fragment), 1);
+
+        let mut short = ipv4_frame([10, 0, 2, 2], 17, &[0; 16]);
+        short.truncate(14 + 20 + 4);
+        feed(&mut s, &poll, &short);
+        assert_eq!(s.counters().drops(DropReason::Truncated), 2);
+
+        let mut bad_version = ipv4_frame([10, 0, 2, 2], 17, &[0; 8]);
+        bad_version[14] = 0x65;
+        Ipv4Packet::new_unchecked(&mut bad_version[14..]).fill_checksum();
+        feed(&mut s, &poll, &bad_version);
+        assert_eq!(s.counters().drops(DropReason::Malformed), 1);
+
+        let mut ipv6 = ipv4_frame([10, 0, 2, 2], 17, &[0; 8]);
+        ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        feed(&mut s, &poll, &ipv6);
+        assert_eq!(s.counters().drops(DropReason::UnsupportedProtocol), 1);
+
+        // UDP with a wrong checksum.
+        let mut udp = [0u8; 12];
+        {
+            let mut p = UdpPacket::new_unchecked(&mut udp[..]);
+            p.set_src_port(1000);
+            p.set_dst_port(2000);
+            p.set_len(12);
+            p.fill_checksum(&IpAddress::v4(10, 0, 2, 15), &IpAddress::v4(10, 0, 2, 2));
+        }
+        udp[6] ^= 1;
+        feed(&mut s, &poll, &ipv4_frame([10, 0, 2, 2], 17, &udp));
+        assert_eq!(s.counters().drops(DropReason::BadChecksum), 2);
+        assert!(s.guest_tx().is_empty());
+        assert_eq!(s.counters().frames_in, 7);
+    }
+
+    #[test]
+    fn echo_to_host_is_answered_and_elsewhere_dropped() {
+        let (mut s, poll) = stack("");
+        let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'i'];
+        Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+        feed(&mut s, &poll, &ipv4_frame([10, 0, 2, 2], 1, &icmp));
+        assert_eq!(s.guest_tx().len(), 1);
+        let reply = s.guest_tx().frame(0).to_vec();
+        assert_eq!(&reply[..6], &GUEST_MAC);
+        let ip = Ipv4Packet::new_checked(&reply[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.src_addr(), Ipv4Addr::new(10, 0, 2, 2));
+        assert_eq!(ip.dst_addr(), Ipv4Addr::new(10, 0, 2, 15));
+        let echo = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(echo.verify_checksum());
+        assert_eq!(echo.msg_type(), Icmpv4Message::EchoReply);
+        assert_eq!(&ip.payload()[4..], &icmp[4..]);
+        s.guest_tx().clear();
+        feed(&mut s, &poll, &ipv4_frame([192, 0, 2, 1], 1, &icmp));
+        assert!(s.guest_tx().is_empty());
+        assert_eq!(s.counters().drops(DropReason::NotForUs), 1);
+    }
+
+    /// A DHCPDISCOVER from GUEST_MAC, broadcast.
+    fn dhcp_discover() -> Vec<u8> {
+        let mut bootp = vec![0u8; 240];
+        bootp[..4].copy_from_slice(&[1, 1, 6, 0]);
+        bootp[4..8].copy_from_slice(&[1, 2, 3, 4]);
+        bootp[28..34].copy_from_slice(&GUEST_MAC);
+        bootp[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        bootp.extend_from_slice(&[53, 1, 1, 255]);
+        let len = 8 + bootp.len();
+        let mut udp = vec![0u8; len];
+        {
+            let mut p = UdpPacket::new_unchecked(&mut udp[..]);
+            p.set_src_port(68);
+            p.set_dst_port(67);
+            p.set_len(len as u16);
+            p.payload_mut().copy_from_slice(&bootp);
+            p.fill_checksum(
+                &IpAddress::v4(0, 0, 0, 0),
+                &IpAddress::v4(255, 255, 255, 255),
+            );
+        }
+        let mut f = ipv4_frame([255, 255, 255, 255], 17, &udp);
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[26..30].copy_from_slice(&[0, 0, 0, 0]);
+        Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        f
+    }
+
+    #[test]
+    fn dhcp_discover_gets_an_offer_of_the_first_pool_address() {
+        let (mut s, poll) = stack("restrict=on");
+        feed(&mut s, &poll, &dhcp_discover());
+        assert_eq!(s.guest_tx().len(), 1, "{:?}", s.counters());
+        // A guest that has only spoken DHCP is still reachable.
+        assert_eq!(
+            s.core.neighbours.lookup(Ipv4Addr::new(10, 0, 2, 15)),
+            Some(EthernetAddress(GUEST_MAC))
+        );
+        let reply = s.guest_tx().frame(0).to_vec();
+        let ip = Ipv4Packet::new_checked(&reply[14..]).unwrap();
+        assert_eq!(ip.src_addr(), Ipv4Addr::new(10, 0, 2, 2));
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr())
+        ));
+        assert_eq!((udp.src_port(), udp.dst_port()), (67, 68));
+        let bootp = udp.payload();
+        assert_eq!(&bootp[16..20], &[10, 0, 2, 15], "yiaddr");
+        // restrict=on: neither router (3) nor DNS (6) options.
+        let options = &bootp[240..];
+        let mut i = 0;
+        while i < options.len() && options[i] != 255 {
+            if options[i] == 0 {
+                i += 1;
+                continue;
+            }
+            assert!(
+                options[i] != 3 && options[i] != 6,
+                "option {} sent under restrict",
+                options[i]
+            );
+            i += 2 + usize::from(options[i + 1]);
+        }
+    }
+
+    #[test]
+    fn dns_without_upstream_gets_servfail() {
+        let (mut s, poll) = stack("");
+        s.start(poll.registry()).unwrap();
+        let mut query = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        query.extend_from_slice(b"\x01a\x04test\x00\x00\x01\x00\x01");
+        let len = 8 + query.len();
+        let mut udp = vec![0u8; len];
+        {
+            let mut p = UdpPacket::new_unchecked(&mut udp[..]);
+            p.set_src_port(5353);
+            p.set_dst_port(53);
+            p.set_len(len as u16);
+            p.payload_mut().copy_from_slice(&query);
+            p.fill_checksum(&IpAddress::v4(10, 0, 2, 15), &IpAddress::v4(10, 0, 2, 3));
+        }
+        feed(&mut s, &poll, &ipv4_frame([10, 0, 2, 3], 17, &udp));
+        assert_eq!(s.guest_tx().len(), 1);
+        let reply = s.guest_tx().frame(0).to_vec();
+        let answer = &reply[14 + 20 + 8..];
+        assert_eq!(&answer[..4], &[0xab, 0xcd, 0x81, 0x82]);
+    }
+
+    proptest! {
+        #[test]
+        fn random_frames_never_panic_and_arp_still_works(
+            frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..20),
+            mutate in prop::collection::vec((0usize..120, any::<u8>()), 0..8),
+        ) {
+            let (mut s, poll) = stack("");
+            for f in &frames {
+                feed(&mut s, &poll, f);
+            }
+            // Valid-looking frames with random damage reach deeper layers.
+            for base in [arp_request([10, 0, 2, 2]), dhcp_discover(), ipv4_frame([10, 0, 2, 2], 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0])] {
+                let mut f = base.clone();
+                for (at, byte) in &mutate {
+                    if *at < f.len() {
+                        f[*at] = *byte;
+                    }
+                }
+                feed(&mut s, &poll, &f);
+            }
+            s.guest_tx().clear();
+            feed(&mut s, &poll, &arp_request([10, 0, 2, 2]));
+            prop_assert_eq!(s.guest_tx().len(), 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod udp_tests {
+    use super::*;
+    use crate::options::parse_options;
+    use smoltcp::wire::{IpAddress, UdpPacket};
+
+    const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+    /// A guest UDP datagram from 10.0.2.15:`sport` to `dst`:`dport`.
+    fn udp_frame(sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let len = 8 + payload.len();
+        let mut f = vec![0u8; 14 + 20 + len];
+        f[..6].copy_from_slice(GATEWAY_MAC.as_bytes());
+        f[6..12].copy_from_slice(&GUEST_MAC);
+        f[12..14].copy_from_slice(&[0x08, 0]);
+        let src = Ipv4Addr::new(10, 0, 2, 15);
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+            ip.set_version(4);
+            ip.set_header_len(20);
+            ip.set_total_len((20 + len) as u16);
+            ip.set_hop_limit(64);
+            ip.set_next_header(IpProtocol::Udp);
+            ip.set_src_addr(src);
+            ip.set_dst_addr(dst);
+            ip.fill_checksum();
+        }
+        let mut udp = UdpPacket::new_unchecked(&mut f[34..]);
+        udp.set_src_port(sport);
+        udp.set_dst_port(dport);
+        udp.set_len(len as u16);
+        udp.payload_mut().copy_from_slice(payload);
+        udp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        f
+    }
+
+    /// Runs the stack's host side until a frame is queued toward the guest.
+    fn pump_host(stack: &mut Stack, poll: &mut mio::Poll) {
+        let mut events = mio::Events::with_capacity(16);
+        for _ in 0..100 {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            for ev in events.iter() {
+                if let Some((kind, index)) = crate::ctx::decode_token(ev.token()) {
+                    stack.handle_host_event(poll.registry(), kind, index, ev, Instant::now());
+                }
+            }
+            if !stack.guest_tx().is_empty() {
+                return;
+            }
+        }
+        panic!("nothing came back from the host");
+    }
+
+    fn echo_server() -> (std::net::UdpSocket, u16) {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        (s, port)
+    }
+
+    #[test]
+    fn host_address_flow_round_trips_through_loopback() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        let (server, port) = echo_server();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        stack.handle_frame(
+            poll.registry(),
+            &udp_frame(4000, host, port, b"ping"),
+            Instant::now(),
+        );
+        let mut buf = [0u8; 16];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        server.send_to(b"pong!", from).unwrap();
+        pump_host(&mut stack, &mut poll);
+        let frame = stack.guest_tx().frame(0).to_vec();
+        assert_eq!(&frame[..6], &GUEST_MAC);
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!(
+            ip.src_addr(),
+            host,
+            "replies come from the address the guest used"
+        );
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr())
+        ));
+        assert_eq!((udp.src_port(), udp.dst_port()), (port, 4000));
+        assert_eq!(udp.payload(), b"pong!");
+    }
+
+    fn arp_from_guest() -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&GUEST_MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&GUEST_MAC);
+        f.extend_from_slice(&[10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
+        f
+    }
+
+    #[test]
+    fn flow_count_is_capped_and_idle_flows_close() {
+        let poll = mio::Poll::new().unwrap();
+        let mut cfg = parse_options("").unwrap();
+        cfg.limits.max_udp_flows = 2;
+        cfg.limits.udp_idle_timeout_secs = 5;
+        let mut stack = Stack::new(cfg).unwrap();
+        let (server, port) = echo_server();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        let t0 = Instant::now();
+        for sport in [4000, 4001, 4002] {
+            stack.handle_frame(poll.registry(), &udp_frame(sport, host, port, b"x"), t0);
+        }
+        assert_eq!(stack.counters().drops(DropReason::FlowLimit), 1);
+        let mut buf = [0u8; 4];
+        for _ in 0..2 {
+            server.recv_from(&mut buf).unwrap();
+        }
+        // Reusing an open flow is no new flow.
+        stack.handle_frame(poll.registry(), &udp_frame(4000, host, port, b"y"), t0);
+        assert_eq!(stack.counters().drops(DropReason::FlowLimit), 1);
+        // After the idle timeout the flows are gone and a new one fits.
+        let later = t0 + Duration::from_secs(6);
+        stack.on_timer(poll.registry(), later);
+        stack.handle_frame(poll.registry(), &udp_frame(4002, host, port, b"z"), later);
+        assert_eq!(stack.counters().drops(DropReason::FlowLimit), 1);
+    }
+
+    #[test]
+    fn restrict_blocks_new_udp_flows() {
+        let poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("restrict=on").unwrap()).unwrap();
+        let (server, port) = echo_server();
+        server.set_nonblocking(true).unwrap();
+        stack.handle_frame(
+            poll.registry(),
+            &udp_frame(4000, Ipv4Addr::new(10, 0, 2, 2), port, b"x"),
+            Instant::now(),
+        );
+        stack.handle_frame(
+            poll.registry(),
+            &udp_frame(4000, Ipv4Addr::new(10, 0, 2, 3), 53, b"x"),
+            Instant::now(),
+        );
+        assert_eq!(stack.counters().drops(DropReason::Restricted), 2);
+        let mut buf = [0u8; 4];
+        assert!(server.recv_from(&mut buf).is_err());
+    }
+
+    #[test]
+    fn udp_forward_relays_both_ways_per_peer() {
+        let mut poll = mio::Poll::new().unwrap();
+        let port = {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let mut stack =
+            Stack::new(parse_options(&format!("hostfwd=udp:127.0.0.1:{port}-:7777")).unwrap())
+                .unwrap();
+        stack.start(poll.registry()).unwrap();
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client_port = client.local_addr().unwrap().port();
+        client.send_to(b"hi", ("127.0.0.1", port)).unwrap();
+        pump_host(&mut stack, &mut poll);
+        let frame = stack.guest_tx().frame(0).to_vec();
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!(
+            ip.src_addr(),
+            Ipv4Addr::new(10, 0, 2, 2),
+            "loopback peers appear as the host address"
+        );
+        assert_eq!(
+            ip.dst_addr(),
+            Ipv4Addr::new(10, 0, 2, 15),
+            "the first DHCP address by default"
+        );
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port()), (client_port, 7777));
+        assert_eq!(udp.payload(), b"hi");
+        stack.handle_frame(
+            poll.registry(),
+            &udp_frame(7777, Ipv4Addr::new(10, 0, 2, 2), client_port, b"yo"),
+            Instant::now(),
+        );
+        let mut buf = [0u8; 8];
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"yo");
+        assert_eq!(
+            from.port(),
+            port,
+            "the reply leaves through the forward's socket"
+        );
+    }
+
+    #[test]
+    fn dns_query_moves_to_the_next_upstream_on_timeout() {
+        let mut poll = mio::Poll::new().unwrap();
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (answering, _) = echo_server();
+        let mut cfg = parse_options("").unwrap();
+        cfg.dns_upstreams = vec![
+            silent.local_addr().unwrap(),
+            answering.local_addr().unwrap(),
+        ];
+        let mut stack = Stack::new(cfg).unwrap();
+        stack.start(poll.registry()).unwrap();
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        let mut query = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        query.extend_from_slice(b"\x01a\x04test\x00\x00\x01\x00\x01");
+        let t0 = Instant::now();
+        stack.handle_frame(
+            poll.registry(),
+            &udp_frame(5353, Ipv4Addr::new(10, 0, 2, 3), 53, &query),
+            t0,
+        );
+        let mut buf = [0u8; 512];
+        let (n, _) = silent.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            &buf[2..n],
+            &query[2..],
+            "the query is relayed unchanged but for its ID"
+        );
+        assert!(stack.next_deadline().is_some());
+        stack.on_timer(poll.registry(), t0 + Duration::from_secs(3));
+        let (n, from) = answering.recv_from(&mut buf).unwrap();
+        // Answer: the same message with QR set.
+        buf[2] |= 0x80;
+        answering.send_to(&buf[..n], from).unwrap();
+        pump_host(&mut stack, &mut poll);
+        let frame = stack.guest_tx().frame(0).to_vec();
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!(ip.src_addr(), Ipv4Addr::new(10, 0, 2, 3));
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port()), (53, 5353));
+        assert_eq!(
+            &udp.payload()[..3],
+            &[0xab, 0xcd, 0x81],
+            "the guest's ID is back"
+        );
+        assert_eq!(stack.next_deadline(), None, "nothing left in flight");
+    }
+}

@@ -1,0 +1,1806 @@
+//! TCP translation between guest segments and host sockets.
+//!
+//! # Theory of operation
+//!
+//! There is no second TCP stack here. Each guest connection is paired with
+//! one kernel TCP socket on the host, and this module only *translates*:
+//! guest segments become socket calls, socket state becomes guest segments.
+//! The host kernel keeps every byte that is still in flight, so the stack
+//! holds no per-flow data buffers at all (passt's design).
+//!
+//! ## Guest → host
+//!
+//! In-order payload is written straight from the guest's frame into the
+//! host socket (`send`); the guest is acknowledged only for what the socket
+//! took. The window advertised to the guest is the free room of the host
+//! socket's send buffer (`SO_SNDBUF` minus `SIOCOUTQ`, with a margin for
+//! kernel overhead), tracked as a right edge that never moves left, so a
+//! well-behaved guest never sends more than the socket accepts. The socket
+//! is queried only when the remaining window falls below half the send
+//! buffer, not per segment. As a Linux receiver does, every second
+//! full-size segment is acknowledged (short, PSH and FIN segments at once;
+//! a lone one after 2 ms), halving the frames toward the guest in bulk
+//! transfers. Out-of-order segments are dropped with a
+//! duplicate ACK (the guest retransmits). When the window closes, a short
+//! timer (and the socket's writable edge) re-opens it with a window update.
+//!
+//! ## Host → guest
+//!
+//! Host data is *peeked* (`MSG_PEEK` at the socket's `SO_PEEK_OFF` offset)
+//! directly into the payload area of a frame slot in [`crate::ctx::GuestTx`];
+//! nothing is consumed from the socket until the guest acknowledges it, and
+//! then it is discarded with `MSG_TRUNC` (no copy). Unacknowledged data is
+//! therefore always the first `snd_nxt - snd_una` bytes of the socket's
+//! receive queue, and a retransmission is a re-peek from offset 0. Without
+//! `SO_PEEK_OFF` (kernels before 6.9) the flow peeks from the queue's start
+//! and skips the bytes already sent into a discard buffer, which bounds the
+//! bytes in flight to that buffer's size.
+//!
+//! `unsent` counts bytes known to wait in the socket beyond `snd_nxt`; it is
+//! refreshed with one `FIONREAD` per readable edge, so a segment's length is
+//! known before its frame is built and the peek always fills it. Sending
+//! stops at the guest's window, at a full `GuestTx` (the flow then waits in
+//! a list that [`TcpTable::on_guest_tx_space`] serves) or when `unsent`
+//! reaches zero; mio's edge-triggered readiness is safe because a new edge
+//! comes whenever new data arrives, and everything else resumes from ACKs,
+//! timers and TX space.
+//!
+//! Losses toward the guest are repaired by fast retransmit on three
+//! duplicate ACKs (NewReno-style: one segment, again on each partial ACK)
+//! and by a retransmission timeout (RFC 6298 estimator, exponential
+//! backoff) that goes back to `snd_una`. After a go-back, an ACK beyond
+//! `snd_nxt` (data the guest had kept) simply moves `snd_nxt` forward.
+//!
+//! ## States
+//!
+//! - `Connecting`: the guest's SYN started a non-blocking `connect`; the
+//!   SYN-ACK is sent only when the host accepted, and a refusal is
+//!   answered with RST at once.
+//! - `SynReceived`: SYN-ACK sent, waiting for the guest's ACK.
+//! - `SynSent`: a host-forward connection was accepted and a SYN sent to
+//!   the guest; a guest RST closes the host socket.
+//! - `Established`: data both ways. Half-closes are flags: a guest FIN is
+//!   `shutdown(SHUT_WR)` on the socket, a host EOF becomes a guest FIN
+//!   once all host data is sent. A flow ends when both FINs are done and
+//!   ours is acknowledged (no TIME_WAIT: we are not a real endpoint), on a
+//!   RST from either side, or when retransmissions give up.
+//!
+//! ## Invariants
+//!
+//! - Kernel peek offset == bytes of data in flight (`snd_nxt - snd_una`,
+//!   without the FIN).
+//! - The guest-facing window's right edge (`rcv_edge`) never decreases.
+//! - A hostile guest cannot disturb other flows: sequence numbers are
+//!   checked (RFC 5961: a RST must hit `rcv_nxt` exactly, an in-window RST
+//!   or a SYN only draws a challenge ACK, ACKs beyond what was sent are
+//!   refused), the flow table is capped (`limits.max_tcp_flows`), and the
+//!   stack buffers nothing per flow.
+//! - Host sockets are registered with a token carrying slot *and*
+//!   generation, so a late event for a closed flow never reaches the flow
+//!   that reused its slot.
+//! - No allocation per packet: frames are built in `GuestTx` slots, the
+//!   table grows only when a new flow needs a slot.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+use smoltcp::wire::{IpAddress, IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::config::{DenyReason, ForwardProtocol, Outbound, StackConfig};
+use crate::ctx::{token, Ctx, DropReason, TokenKind};
+
+#[cfg(test)]
+mod tests;
+
+/// Window scale we offer (windows up to 8 MiB).
+const OUR_WSCALE: u8 = 7;
+/// Largest window scale RFC 7323 allows.
+const MAX_WSCALE: u8 = 14;
+/// MSS assumed when the guest's SYN carries none (RFC 9293).
+const DEFAULT_GUEST_MSS: u16 = 536;
+/// Smallest MSS we honour, so a guest cannot make us send tiny segments.
+const MIN_GUEST_MSS: u16 = 64;
+/// Retransmission timeout before the first RTT sample, and for SYNs.
+const RTO_INITIAL: Duration = Duration::from_secs(1);
+/// Lower bound of the retransmission timeout (Linux's value).
+const RTO_MIN: Duration = Duration::from_millis(200);
+/// Upper bound of the retransmission timeout.
+const RTO_MAX: Duration = Duration::from_secs(60);
+/// Retransmissions of data before the flow is reset.
+const MAX_RETRIES: u8 = 10;
+/// Retransmissions of a SYN or SYN-ACK before the flow is dropped.
+const SYN_RETRIES: u8 = 5;
+/// How long a host `connect` may take before the guest gets a RST.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a half-closed flow may stay silent before it is reset.
+const HALF_CLOSED_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest an ACK for a lone full-size guest segment is held back (every
+/// second one, and any short, PSH or FIN segment, is acknowledged at once).
+const DELAYED_ACK: Duration = Duration::from_millis(2);
+/// First delay of the closed-window re-check (doubles up to 64 times it).
+const WINDOW_RECHECK: Duration = Duration::from_millis(5);
+/// Bits of a flow token's index that hold the slot; the rest hold the
+/// slot's generation.
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
+const GEN_MASK: u32 = (1 << 24) - 1;
+/// Bytes in flight per flow when the kernel lacks `SO_PEEK_OFF`: the
+/// size of the discard buffer the already-sent bytes are peeked into.
+const FALLBACK_PEEK_WINDOW: usize = 1 << 20;
+/// First port of the range host-forward connections appear to come from.
+const FORWARD_PORT_FIRST: u16 = 49152;
+
+// Flow flags.
+const HOST_EOF: u16 = 1 << 0;
+const FIN_SENT: u16 = 1 << 1;
+const GUEST_FIN: u16 = 1 << 2;
+const TX_WAIT: u16 = 1 << 3;
+const ACK_PENDING: u16 = 1 << 4;
+const WND_CLOSED: u16 = 1 << 5;
+const RECOVERY: u16 = 1 << 6;
+const PEEK_FALLBACK: u16 = 1 << 7;
+
+// TCP header flags of segments we emit.
+const F_FIN: u8 = 1 << 0;
+const F_SYN: u8 = 1 << 1;
+const F_RST: u8 = 1 << 2;
+const F_PSH: u8 = 1 << 3;
+const F_ACK: u8 = 1 << 4;
+
+/// What the TCP translation has done, for logs and the control API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Segments received from the guest with a valid checksum.
+    pub segments_from_guest: u64,
+    /// Segments dropped as truncated, malformed or mis-checksummed.
+    pub bad_segments: u64,
+    /// Connections the guest opened (host `connect` started).
+    pub opened_outbound: u64,
+    /// Host-forward connections accepted and offered to the guest.
+    pub opened_forward: u64,
+    /// Connections removed from the table, for any reason.
+    pub closed: u64,
+    /// Host connects refused (answered with RST).
+    pub refused: u64,
+    /// Host connects that failed otherwise or timed out (RST).
+    pub connect_failed: u64,
+    /// Guest connections refused by policy (restrict, no route).
+    pub denied: u64,
+    /// Connections refused because the table was full.
+    pub flow_limit: u64,
+    /// Segments for no known connection (answered with RST).
+    pub no_flow: u64,
+    /// Guest segments beyond `rcv_nxt`, dropped with a duplicate ACK.
+    pub out_of_order: u64,
+    /// Guest payload the host socket did not take whole.
+    pub partial_writes: u64,
+    /// Segments retransmitted after three duplicate ACKs or a partial ACK.
+    pub fast_retransmits: u64,
+    /// Retransmission timeouts (go back to the oldest unacknowledged byte).
+    pub timeouts: u64,
+    /// Challenge ACKs sent for suspicious RST/SYN/ACK (RFC 5961).
+    pub challenge_acks: u64,
+    /// RSTs accepted from the guest.
+    pub resets_from_guest: u64,
+    /// RSTs sent to the guest.
+    pub resets_to_guest: u64,
+    /// Window updates sent after the host socket drained.
+    pub window_updates: u64,
+    /// Connections dropped because the guest or host stopped answering.
+    pub gave_up: u64,
+    /// Host events for a flow slot that has been reused since.
+    pub stale_events: u64,
+    /// Payload bytes written to host sockets.
+    pub bytes_to_host: u64,
+    /// Payload bytes sent to and acknowledged by the guest.
+    pub bytes_to_guest: u64,
+}
+
+/// A flow's identity as the guest sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    /// The guest's address and port.
+    guest: SocketAddrV4,
+    /// The address and port the guest talks to.
+    remote: SocketAddrV4,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Connecting,
+    SynReceived,
+    SynSent,
+    Established,
+}
+
+/// What a flow operation asks the table to do with the flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    /// Close the host socket normally.
+    Close,
+    /// Close the host socket with a RST (SO_LINGER 0).
+    Abort,
+}
+
+/// The fields of one TCP segment from the guest.
+struct Segment<'a> {
+    seq: u32,
+    ack: u32,
+    syn: bool,
+    ackf: bool,
+    fin: bool,
+    rst: bool,
+    psh: bool,
+    window: u16,
+    options: &'a [u8],
+    payload: &'a [u8],
+}
+
+/// Header of one segment toward the guest.
+struct Out {
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    /// MSS and window scale options (SYN segments only).
+    syn_opts: Option<(u16, Option<u8>)>,
+}
+
+/// Table-wide state every flow operation may touch.
+struct Shared {
+    deadline: Option<Instant>,
+    stats: TcpStats,
+    /// MSS we announce and the largest segment we send (MTU - 40).
+    our_mss: u16,
+    /// Discard area for peeking without `SO_PEEK_OFF`; allocated when the
+    /// first such flow appears.
+    discard: Vec<u8>,
+    /// Flows waiting for room in `GuestTx`.
+    waiters: Vec<usize>,
+    iss_key: RandomState,
+    iss_counter: u64,
+    next_forward_port: u16,
+    #[cfg(test)]
+    force_peek_fallback: bool,
+}
+
+impl Shared {
+    fn arm(&mut self, at: Instant) {
+        if self.deadline.is_none_or(|d| at < d) {
+            self.deadline = Some(at);
+        }
+    }
+}
+
+/// One translated connection.
+struct Flow {
+    sock: TcpStream,
+    key: FlowKey,
+    slot: usize,
+    gen: u32,
+    state: State,
+    flags: u16,
+    // Sequence space toward the guest.
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    snd_max: u32,
+    snd_wnd: u32,
+    snd_wscale: u8,
+    mss: u16,
+    unsent: u32,
+    dup_acks: u8,
+    recover: u32,
+    retries: u8,
+    rto: Duration,
+    srtt_us: u64,
+    rttvar_us: u64,
+    rtt_probe: Option<(u32, Instant)>,
+    timer: Option<Instant>,
+    wnd_timer: Option<Instant>,
+    /// Full-size guest segments whose ACK is being delayed (0 or 1).
+    delayed_acks: u8,
+    ack_timer: Option<Instant>,
+    wnd_backoff: u8,
+    // Sequence space from the guest.
+    rcv_nxt: u32,
+    rcv_edge: u32,
+    rcv_wscale: u8,
+    sndbuf: u32,
+    last_activity: Instant,
+}
+
+struct Listener {
+    sock: TcpListener,
+    guest: SocketAddrV4,
+}
+
+/// Every TCP connection the stack translates, and the TCP forward listeners.
+pub struct TcpTable {
+    flows: Vec<Option<Flow>>,
+    gens: Vec<u32>,
+    free: Vec<usize>,
+    map: HashMap<FlowKey, usize>,
+    listeners: Vec<Listener>,
+    max_flows: usize,
+    /// The waiter list being served (swapped with `Shared::waiters`).
+    serving: Vec<usize>,
+    sh: Shared,
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+fn seq_gt(a: u32, b: u32) -> bool {
+    seq_lt(b, a)
+}
+
+fn seq_ge(a: u32, b: u32) -> bool {
+    !seq_lt(a, b)
+}
+
+impl TcpTable {
+    /// An empty table sized by `cfg.limits`.
+    pub fn new(cfg: &StackConfig) -> Self {
+        let max_flows = cfg.limits.max_tcp_flows.min(SLOT_MASK);
+        TcpTable {
+            flows: Vec::new(),
+            gens: Vec::new(),
+            free: Vec::new(),
+            map: HashMap::with_capacity(max_flows.min(4096)),
+            listeners: Vec::new(),
+            max_flows,
+            serving: Vec::new(),
+            sh: Shared {
+                deadline: None,
+                stats: TcpStats::default(),
+                our_mss: u16::try_from(cfg.mtu.saturating_sub(40))
+                    .unwrap_or(u16::MAX)
+                    .max(1),
+                discard: Vec::new(),
+                waiters: Vec::new(),
+                iss_key: RandomState::new(),
+                iss_counter: 0,
+                next_forward_port: FORWARD_PORT_FIRST,
+                #[cfg(test)]
+                force_peek_fallback: false,
+            },
+        }
+    }
+
+    /// Binds the listeners of every TCP `hostfwd` and registers them with
+    /// tokens of kind [`TokenKind::TcpListener`]. Fails with the address
+    /// that could not be bound.
+    pub fn listen_forwards(&mut self, registry: &Registry, cfg: &StackConfig) -> io::Result<()> {
+        for fwd in cfg
+            .hostfwd
+            .iter()
+            .filter(|f| f.protocol == ForwardProtocol::Tcp)
+        {
+            let mut sock = TcpListener::bind(fwd.host).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "hostfwd tcp: cannot listen on {} (guest port {}): {e}",
+                        fwd.host, fwd.guest_port
+                    ),
+                )
+            })?;
+            registry.register(
+                &mut sock,
+                token(TokenKind::TcpListener, self.listeners.len()),
+                Interest::READABLE,
+            )?;
+            let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(cfg.dhcp_start), fwd.guest_port);
+            self.listeners.push(Listener { sock, guest });
+        }
+        Ok(())
+    }
+
+    /// Addresses the TCP forward listeners are bound to, in `hostfwd`
+    /// order (useful when a forward asked for port 0).
+    pub fn forward_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.sock.local_addr().ok())
+    }
+
+    /// What the translation has done so far.
+    pub fn stats(&self) -> &TcpStats {
+        &self.sh.stats
+    }
+
+    /// Handles one TCP segment (header and payload, checksum not yet
+    /// verified) that the guest at `src` sent to `dst`.
+    pub fn on_guest_segment(
+        &mut self,
+        ctx: &mut Ctx,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        segment: &[u8],
+    ) {
+        let Ok(pkt) = TcpPacket::new_checked(segment) else {
+            self.sh.stats.bad_segments += 1;
+            ctx.counters.drop(DropReason::Truncated);
+            return;
+        };
+        if !pkt.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+            self.sh.stats.bad_segments += 1;
+            ctx.counters.drop(DropReason::BadChecksum);
+            return;
+        }
+        if pkt.src_port() == 0 || pkt.dst_port() == 0 || (pkt.syn() && (pkt.fin() || pkt.rst())) {
+            self.sh.stats.bad_segments += 1;
+            ctx.counters.drop(DropReason::Malformed);
+            return;
+        }
+        self.sh.stats.segments_from_guest += 1;
+        let seg = Segment {
+            seq: pkt.seq_number().0 as u32,
+            ack: pkt.ack_number().0 as u32,
+            syn: pkt.syn(),
+            ackf: pkt.ack(),
+            fin: pkt.fin(),
+            rst: pkt.rst(),
+            psh: pkt.psh(),
+            window: pkt.window_len(),
+            options: pkt.options(),
+            payload: pkt.payload(),
+        };
+        let key = FlowKey {
+            guest: SocketAddrV4::new(src, pkt.src_port()),
+            remote: SocketAddrV4::new(dst, pkt.dst_port()),
+        };
+        match self.map.get(&key).copied() {
+            Some(slot) => {
+                let Some(flow) = self.flows[slot].as_mut() else {
+                    return;
+                };
+                flow.last_activity = ctx.now;
+                let verdict = flow.on_segment(ctx, &mut self.sh, &seg);
+                self.apply(ctx, slot, verdict);
+            }
+            None => self.stray_segment(ctx, key, &seg),
+        }
+    }
+
+    /// Handles readiness of a host socket whose token has kind
+    /// [`TokenKind::TcpFlow`] or [`TokenKind::TcpListener`].
+    pub fn on_host_event(&mut self, ctx: &mut Ctx, kind: TokenKind, index: usize, event: &Event) {
+        match kind {
+            TokenKind::TcpListener if index < self.listeners.len() => self.accept_all(ctx, index),
+            TokenKind::TcpFlow => {
+                let slot = index & SLOT_MASK;
+                let gen = (index >> SLOT_BITS) as u32;
+                let Some(Some(flow)) = self.flows.get_mut(slot) else {
+                    self.sh.stats.stale_events += 1;
+                    return;
+                };
+                if flow.gen != gen {
+                    self.sh.stats.stale_events += 1;
+                    return;
+                }
+                flow.last_activity = ctx.now;
+                let verdict = flow.on_host_event(ctx, &mut self.sh, event);
+                self.apply(ctx, slot, verdict);
+            }
+            _ => {}
+        }
+    }
+
+    /// Called after the attachment drained frames toward the guest, so
+    /// flows that held back for lack of room can go on.
+    pub fn on_guest_tx_space(&mut self, ctx: &mut Ctx) {
+        if self.sh.waiters.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.sh.waiters, &mut self.serving);
+        for i in 0..self.serving.len() {
+            let slot = self.serving[i];
+            let Some(flow) = self.flows[slot].as_mut() else {
+                continue;
+            };
+            if flow.flags & TX_WAIT == 0 {
+                continue;
+            }
+            flow.flags &= !TX_WAIT;
+            let verdict = flow.resume(ctx, &mut self.sh);
+            self.apply(ctx, slot, verdict);
+        }
+        self.serving.clear();
+    }
+
+    /// Runs retransmission and idle timers that are due at `ctx.now`.
+    pub fn on_timer(&mut self, ctx: &mut Ctx) {
+        if self.sh.deadline.is_none_or(|d| d > ctx.now) {
+            return;
+        }
+        self.sh.deadline = None;
+        for slot in 0..self.flows.len() {
+            let Some(flow) = self.flows[slot].as_mut() else {
+                continue;
+            };
+            let mut verdict = Verdict::Keep;
+            if flow.timer.is_some_and(|t| t <= ctx.now) {
+                flow.timer = None;
+                verdict = flow.on_timeout(ctx, &mut self.sh);
+            }
+            if verdict == Verdict::Keep && flow.wnd_timer.is_some_and(|t| t <= ctx.now) {
+                flow.wnd_timer = None;
+                flow.window_recheck(ctx, &mut self.sh);
+            }
+            if verdict == Verdict::Keep && flow.ack_timer.is_some_and(|t| t <= ctx.now) {
+                flow.ack_timer = None;
+                if flow.delayed_acks > 0 {
+                    flow.send_ack(ctx, &mut self.sh);
+                }
+            }
+            if verdict == Verdict::Keep {
+                for t in [flow.timer, flow.wnd_timer, flow.ack_timer]
+                    .into_iter()
+                    .flatten()
+                {
+                    self.sh.arm(t);
+                }
+            }
+            self.apply(ctx, slot, verdict);
+        }
+    }
+
+    /// When [`TcpTable::on_timer`] next needs to run.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.sh.deadline
+    }
+
+    /// Number of translated connections.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no connection is translated.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn apply(&mut self, ctx: &mut Ctx, slot: usize, verdict: Verdict) {
+        if verdict == Verdict::Keep {
+            return;
+        }
+        let Some(mut flow) = self.flows[slot].take() else {
+            return;
+        };
+        let _ = ctx.registry.deregister(&mut flow.sock);
+        if verdict == Verdict::Abort {
+            let _ = SockRef::from(&flow.sock).set_linger(Some(Duration::ZERO));
+        }
+        self.map.remove(&flow.key);
+        self.free.push(slot);
+        self.sh.stats.closed += 1;
+    }
+
+    /// A free slot and its new generation, unless the table is full.
+    fn alloc_slot(&mut self) -> Option<(usize, u32)> {
+        if self.map.len() >= self.max_flows {
+            return None;
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.flows.push(None);
+            self.gens.push(0);
+            self.flows.len() - 1
+        });
+        self.gens[slot] = (self.gens[slot] + 1) & GEN_MASK;
+        Some((slot, self.gens[slot]))
+    }
+
+    /// Registers a new flow's socket and stores the flow.
+    fn insert(&mut self, ctx: &mut Ctx, mut flow: Flow) -> bool {
+        let index = flow.slot | ((flow.gen as usize) << SLOT_BITS);
+        if let Err(e) = ctx.registry.register(
+            &mut flow.sock,
+            token(TokenKind::TcpFlow, index),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot register a TCP flow socket");
+            ctx.counters.drop(DropReason::HostSocketError);
+            self.free.push(flow.slot);
+            return false;
+        }
+        for t in [flow.timer, flow.wnd_timer, flow.ack_timer]
+            .into_iter()
+            .flatten()
+        {
+            self.sh.arm(t);
+        }
+        self.map.insert(flow.key, flow.slot);
+        let slot = flow.slot;
+        self.flows[slot] = Some(flow);
+        true
+    }
+
+    fn next_iss(&mut self, key: &FlowKey) -> u32 {
+        let mut h = self.sh.iss_key.build_hasher();
+        key.hash(&mut h);
+        self.sh.iss_counter += 1;
+        self.sh.iss_counter.hash(&mut h);
+        h.finish() as u32
+    }
+
+    /// A segment for no known flow: a SYN opens one, anything else but a
+    /// RST is answered with RST.
+    fn stray_segment(&mut self, ctx: &mut Ctx, key: FlowKey, seg: &Segment) {
+        if seg.rst {
+            return;
+        }
+        if seg.syn && !seg.ackf {
+            self.open_outbound(ctx, key, seg);
+            return;
+        }
+        self.sh.stats.no_flow += 1;
+        reply_rst(ctx, &mut self.sh, &key, seg);
+    }
+
+    fn open_outbound(&mut self, ctx: &mut Ctx, key: FlowKey, seg: &Segment) {
+        let target = match ctx.cfg.outbound_target(SocketAddr::V4(key.remote)) {
+            Outbound::Host(addr) => Some(addr),
+            Outbound::Dns => ctx.cfg.dns_upstreams.first().copied(),
+            Outbound::Denied(reason) => {
+                if reason == DenyReason::Restricted {
+                    ctx.counters.drop(DropReason::Restricted);
+                }
+                None
+            }
+        };
+        let Some(target) = target else {
+            self.sh.stats.denied += 1;
+            reply_rst(ctx, &mut self.sh, &key, seg);
+            return;
+        };
+        if self.map.len() >= self.max_flows {
+            self.sh.stats.flow_limit += 1;
+            ctx.counters.drop(DropReason::FlowLimit);
+            reply_rst(ctx, &mut self.sh, &key, seg);
+            return;
+        }
+        let sock = match connect_nonblocking(target) {
+            Ok(s) => s,
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                    self.sh.stats.refused += 1;
+                } else {
+                    self.sh.stats.connect_failed += 1;
+                    ctx.counters.drop(DropReason::HostSocketError);
+                }
+                tracing::debug!(%target, error = %e, "TCP connect failed at once");
+                reply_rst(ctx, &mut self.sh, &key, seg);
+                return;
+            }
+        };
+        let Some((slot, gen)) = self.alloc_slot() else {
+            return;
+        };
+        let iss = self.next_iss(&key);
+        let (mss, wscale) = syn_options(seg.options);
+        let mut flow = Flow::new(sock, key, slot, gen, iss, State::Connecting, ctx.now);
+        flow.mss = mss.min(self.sh.our_mss);
+        if let Some(ws) = wscale {
+            flow.snd_wscale = ws;
+            flow.rcv_wscale = OUR_WSCALE;
+        }
+        flow.rcv_nxt = seg.seq.wrapping_add(1);
+        flow.rcv_edge = flow.rcv_nxt;
+        flow.snd_wnd = u32::from(seg.window);
+        flow.timer = Some(ctx.now + CONNECT_TIMEOUT);
+        if self.insert(ctx, flow) {
+            self.sh.stats.opened_outbound += 1;
+            tracing::debug!(guest = %key.guest, remote = %key.remote, %target, "TCP connect");
+        } else {
+            reply_rst(ctx, &mut self.sh, &key, seg);
+        }
+    }
+
+    fn accept_all(&mut self, ctx: &mut Ctx, index: usize) {
+        loop {
+            let (sock, peer) = match self.listeners[index].sock.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "hostfwd accept failed");
+                    ctx.counters.drop(DropReason::HostSocketError);
+                    return;
+                }
+            };
+            let guest = self.listeners[index].guest;
+            self.open_forward(ctx, sock, peer, guest);
+        }
+    }
+
+    fn open_forward(
+        &mut self,
+        ctx: &mut Ctx,
+        sock: TcpStream,
+        peer: SocketAddr,
+        guest: SocketAddrV4,
+    ) {
+        let port = self.forward_port(guest, ctx.cfg.host);
+        let slot = port.and_then(|_| self.alloc_slot());
+        let (Some(port), Some((slot, gen))) = (port, slot) else {
+            self.sh.stats.flow_limit += 1;
+            ctx.counters.drop(DropReason::FlowLimit);
+            let _ = SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+            return;
+        };
+        let _ = sock.set_nodelay(true);
+        let _ = SockRef::from(&sock).set_keepalive(true);
+        let key = FlowKey {
+            guest,
+            remote: SocketAddrV4::new(ctx.cfg.host, port),
+        };
+        let iss = self.next_iss(&key);
+        let mut flow = Flow::new(sock, key, slot, gen, iss, State::SynSent, ctx.now);
+        flow.enable_peek_offset(&mut self.sh);
+        flow.refresh_window(true);
+        flow.send_syn(ctx, &mut self.sh);
+        flow.timer = Some(ctx.now + RTO_INITIAL);
+        if self.insert(ctx, flow) {
+            self.sh.stats.opened_forward += 1;
+            tracing::debug!(%peer, guest = %key.guest, "hostfwd TCP connection");
+        }
+    }
+
+    /// An ephemeral port of the host address not used toward `guest`.
+    fn forward_port(&mut self, guest: SocketAddrV4, host: Ipv4Addr) -> Option<u16> {
+        for _ in FORWARD_PORT_FIRST..=u16::MAX {
+            let port = self.sh.next_forward_port;
+            self.sh.next_forward_port = port.checked_add(1).unwrap_or(FORWARD_PORT_FIRST);
+            let key = FlowKey {
+                guest,
+                remote: SocketAddrV4::new(host, port),
+            };
+            if !self.map.contains_key(&key) {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+impl Flow {
+    fn new(
+        sock: TcpStream,
+        key: FlowKey,
+        slot: usize,
+        gen: u32,
+        iss: u32,
+        state: State,
+        now: Instant,
+    ) -> Flow {
+        Flow {
+            sock,
+            key,
+            slot,
+            gen,
+            state,
+            flags: 0,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
+            snd_max: iss.wrapping_add(1),
+            snd_wnd: 0,
+            snd_wscale: 0,
+            mss: DEFAULT_GUEST_MSS,
+            unsent: 0,
+            dup_acks: 0,
+            recover: 0,
+            retries: 0,
+            rto: RTO_INITIAL,
+            srtt_us: 0,
+            rttvar_us: 0,
+            rtt_probe: None,
+            timer: None,
+            wnd_timer: None,
+            delayed_acks: 0,
+            ack_timer: None,
+            wnd_backoff: 0,
+            rcv_nxt: 0,
+            rcv_edge: 0,
+            rcv_wscale: 0,
+            sndbuf: 0,
+            last_activity: now,
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Bytes of host data sent to the guest and not yet acknowledged (the
+    /// kernel's peek offset).
+    fn in_flight(&self) -> u32 {
+        let fin = u32::from(self.flags & FIN_SENT != 0 && self.snd_nxt == self.snd_max);
+        self.snd_nxt.wrapping_sub(self.snd_una).wrapping_sub(fin)
+    }
+
+    fn rcv_room(&self) -> u32 {
+        let room = self.rcv_edge.wrapping_sub(self.rcv_nxt);
+        if (room as i32) < 0 {
+            0
+        } else {
+            room
+        }
+    }
+
+    fn arm_timer(&mut self, sh: &mut Shared, at: Instant) {
+        self.timer = Some(at);
+        sh.arm(at);
+    }
+
+    fn wait_tx(&mut self, sh: &mut Shared) {
+        if self.flags & TX_WAIT == 0 {
+            self.flags |= TX_WAIT;
+            sh.waiters.push(self.slot);
+        }
+    }
+
+    /// Switches the socket to peeking at `SO_PEEK_OFF`, or to the
+    /// discard-buffer fallback where the kernel lacks it.
+    fn enable_peek_offset(&mut self, sh: &mut Shared) {
+        #[cfg(test)]
+        let forced = sh.force_peek_fallback;
+        #[cfg(not(test))]
+        let forced = false;
+        if forced || set_peek_offset(self.fd(), 0).is_err() {
+            self.flags |= PEEK_FALLBACK;
+            if sh.discard.is_empty() {
+                sh.discard = vec![0; FALLBACK_PEEK_WINDOW];
+            }
+        }
+    }
+
+    /// Moves the guest-facing window's right edge to the host socket's
+    /// free send-buffer room, when it ran low (or always with `force`).
+    fn refresh_window(&mut self, force: bool) {
+        if !force && self.rcv_room() >= self.sndbuf / 2 {
+            return;
+        }
+        let sock = SockRef::from(&self.sock);
+        let Ok(sndbuf) = sock.send_buffer_size() else {
+            return;
+        };
+        let Ok(queued) = ioctl_int(self.fd(), libc::TIOCOUTQ) else {
+            return;
+        };
+        self.sndbuf = u32::try_from(sndbuf).unwrap_or(u32::MAX);
+        // SO_SNDBUF counts kernel overhead too: keep an eighth in reserve.
+        let usable = self.sndbuf - self.sndbuf / 8;
+        let max_window = 0xffff_u32 << self.rcv_wscale;
+        let free = usable.saturating_sub(queued).min(max_window);
+        let edge = self.rcv_nxt.wrapping_add(free);
+        if seq_gt(edge, self.rcv_edge) {
+            self.rcv_edge = edge;
+        }
+    }
+
+    /// The window field of the next segment toward the guest; arms the
+    /// re-check timer when the window has closed.
+    fn window_field(&mut self, now: Instant, sh: &mut Shared) -> u16 {
+        if self.flags & GUEST_FIN == 0 {
+            self.refresh_window(false);
+            if self.rcv_room() < u32::from(sh.our_mss) && self.flags & WND_CLOSED == 0 {
+                self.flags |= WND_CLOSED;
+                self.wnd_backoff = 0;
+                let at = now + WINDOW_RECHECK;
+                self.wnd_timer = Some(at);
+                sh.arm(at);
+            }
+        }
+        (self.rcv_room() >> self.rcv_wscale).min(0xffff) as u16
+    }
+
+    fn out(&self, seq: u32, flags: u8, window: u16) -> Out {
+        Out {
+            src: self.key.remote,
+            dst: self.key.guest,
+            seq,
+            ack: self.rcv_nxt,
+            flags,
+            window,
+            syn_opts: None,
+        }
+    }
+
+    /// Sends a segment without payload at `seq`. A pure ACK that finds
+    /// no room toward the guest is remembered and sent later.
+    fn send_flags(&mut self, ctx: &mut Ctx, sh: &mut Shared, seq: u32, flags: u8) -> bool {
+        if ctx.tx.free_slots() == 0 {
+            if flags == F_ACK {
+                self.flags |= ACK_PENDING;
+                self.wait_tx(sh);
+            }
+            return false;
+        }
+        let window = self.window_field(ctx.now, sh);
+        let sent = emit(ctx, &self.out(seq, flags, window), 0, |_| true);
+        if sent {
+            self.ack_sent();
+        }
+        sent
+    }
+
+    /// A segment carrying our current ACK went out: nothing is owed.
+    fn ack_sent(&mut self) {
+        self.flags &= !ACK_PENDING;
+        self.delayed_acks = 0;
+        self.ack_timer = None;
+    }
+
+    fn send_ack(&mut self, ctx: &mut Ctx, sh: &mut Shared) {
+        self.send_flags(ctx, sh, self.snd_nxt, F_ACK);
+    }
+
+    fn challenge_ack(&mut self, ctx: &mut Ctx, sh: &mut Shared) {
+        sh.stats.challenge_acks += 1;
+        self.send_ack(ctx, sh);
+    }
+
+    /// Tells the guest the connection is gone.
+    fn reset_guest(&mut self, ctx: &mut Ctx, sh: &mut Shared) {
+        sh.stats.resets_to_guest += 1;
+        let out = self.out(self.snd_nxt, F_RST | F_ACK, 0);
+        emit(ctx, &out, 0, |_| true);
+    }
+
+    /// The host socket failed: RST to the guest, drop the flow.
+    fn host_failed(&mut self, ctx: &mut Ctx, sh: &mut Shared, e: &io::Error) -> Verdict {
+        tracing::debug!(guest = %self.key.guest, remote = %self.key.remote, error = %e, "host socket failed");
+        self.reset_guest(ctx, sh);
+        Verdict::Abort
+    }
+
+    /// Our SYN (host forward) or SYN-ACK (guest connect), at `iss`.
+    fn send_syn(&mut self, ctx: &mut Ctx, sh: &mut Shared) {
+        let (flags, ack, wscale) = if self.state == State::SynSent {
+            (F_SYN, 0, Some(OUR_WSCALE))
+        } else {
+            (
+                F_SYN | F_ACK,
+                self.rcv_nxt,
+                (self.rcv_wscale > 0).then_some(self.rcv_wscale),
+            )
+        };
+        let out = Out {
+            src: self.key.remote,
+            dst: self.key.guest,
+            seq: self.iss,
+            ack,
+            flags,
+            // The window of a SYN is never scaled.
+            window: self.rcv_room().min(0xffff) as u16,
+            syn_opts: Some((sh.our_mss, wscale)),
+        };
+        emit(ctx, &out, 0, |_| true);
+    }
+
+    fn on_segment(&mut self, ctx: &mut Ctx, sh: &mut Shared, seg: &Segment) -> Verdict {
+        match self.state {
+            State::Connecting => {
+                if seg.rst && seg.seq == self.rcv_nxt {
+                    sh.stats.resets_from_guest += 1;
+                    return Verdict::Abort;
+                }
+                // A retransmitted SYN: the host connect is still going on.
+                Verdict::Keep
+            }
+            State::SynReceived => {
+                if seg.rst {
+                    if seg.seq == self.rcv_nxt {
+                        sh.stats.resets_from_guest += 1;
+                        return Verdict::Abort;
+                    }
+                    return Verdict::Keep;
+                }
+                if seg.syn {
+                    if seg.seq.wrapping_add(1) == self.rcv_nxt {
+                        self.send_syn(ctx, sh);
+                    }
+                    return Verdict::Keep;
+                }
+                if !seg.ackf || seg.ack != self.iss.wrapping_add(1) {
+                    return Verdict::Keep;
+                }
+                self.snd_una = seg.ack;
+                self.state = State::Established;
+                self.timer = None;
+                self.retries = 0;
+                if let Err(e) = self.refresh_unsent() {
+                    return self.host_failed(ctx, sh, &e);
+                }
+                self.established(ctx, sh, seg)
+            }
+            State::SynSent => {
+                if seg.rst {
+                    if seg.ackf && seg.ack == self.iss.wrapping_add(1) {
+                        sh.stats.resets_from_guest += 1;
+                        return Verdict::Abort;
+                    }
+                    return Verdict::Keep;
+                }
+                if !(seg.syn && seg.ackf && seg.ack == self.iss.wrapping_add(1)) {
+                    return Verdict::Keep;
+                }
+                let (mss, wscale) = syn_options(seg.options);
+                self.mss = mss.min(sh.our_mss);
+                match wscale {
+                    Some(ws) => {
+                        self.snd_wscale = ws;
+                        self.rcv_wscale = OUR_WSCALE;
+                    }
+                    None => {
+                        self.snd_wscale = 0;
+                        self.rcv_wscale = 0;
+                    }
+                }
+                self.rcv_nxt = seg.seq.wrapping_add(1);
+                self.rcv_edge = self.rcv_nxt;
+                self.refresh_window(true);
+                self.snd_wnd = u32::from(seg.window);
+                self.snd_una = seg.ack;
+                self.state = State::Established;
+                self.timer = None;
+                self.retries = 0;
+                if let Err(e) = self.refresh_unsent() {
+                    return self.host_failed(ctx, sh, &e);
+                }
+                match self.push_data(ctx, sh) {
+                    Ok(0) => self.send_ack(ctx, sh),
+                    Ok(_) => {}
+                    Err(v) => return v,
+                }
+                self.settle(ctx.now, sh)
+            }
+            State::Established => self.established(ctx, sh, seg),
+        }
+    }
+
+    fn established(&mut self, ctx: &mut Ctx, sh: &mut Shared, seg: &Segment) -> Verdict {
+        if seg.rst {
+            if seg.seq == self.rcv_nxt {
+                sh.stats.resets_from_guest += 1;
+                return Verdict::Abort;
+            }
+            let off = seg.seq.wrapping_sub(self.rcv_nxt);
+            if off < self.rcv_room().max(1) {
+                self.challenge_ack(ctx, sh);
+            }
+            return Verdict::Keep;
+        }
+        if seg.syn {
+            self.challenge_ack(ctx, sh);
+            return Verdict::Keep;
+        }
+        if !seg.ackf {
+            return Verdict::Keep;
+        }
+        if seq_gt(seg.ack, self.snd_max) {
+            self.challenge_ack(ctx, sh);
+            return Verdict::Keep;
+        }
+        if seq_ge(seg.ack, self.snd_una) {
+            let window = u32::from(seg.window) << self.snd_wscale;
+            if seg.ack == self.snd_una {
+                let duplicate = seg.payload.is_empty()
+                    && !seg.fin
+                    && window == self.snd_wnd
+                    && self.snd_una != self.snd_max;
+                self.snd_wnd = window;
+                if self.snd_una == self.snd_max {
+                    // An answer to a window probe: the guest is alive.
+                    self.retries = 0;
+                }
+                if duplicate {
+                    self.dup_acks = self.dup_acks.saturating_add(1);
+                    if self.dup_acks == 3 && self.flags & RECOVERY == 0 {
+                        self.flags |= RECOVERY;
+                        self.recover = self.snd_max;
+                        if let Err(e) = self.retransmit_first(ctx, sh) {
+                            return self.host_failed(ctx, sh, &e);
+                        }
+                    }
+                }
+            } else {
+                self.snd_wnd = window;
+                if let Err(e) = self.on_new_ack(ctx, sh, seg.ack) {
+                    return self.host_failed(ctx, sh, &e);
+                }
+            }
+        }
+        let mut need_ack = false;
+        if !seg.payload.is_empty() || seg.fin {
+            match self.on_data(sh, seg) {
+                // A lone full-size segment: its ACK may wait for the next.
+                Ok(true) if self.delayed_acks == 0 => {
+                    self.delayed_acks = 1;
+                    let at = ctx.now + DELAYED_ACK;
+                    self.ack_timer = Some(at);
+                    sh.arm(at);
+                }
+                Ok(_) => need_ack = true,
+                Err(e) => return self.host_failed(ctx, sh, &e),
+            }
+        }
+        match self.push_data(ctx, sh) {
+            Ok(0) if need_ack => self.send_ack(ctx, sh),
+            Ok(_) => {}
+            Err(v) => return v,
+        }
+        self.settle(ctx.now, sh)
+    }
+
+    /// The guest acknowledged new data up to `ack`.
+    fn on_new_ack(&mut self, ctx: &mut Ctx, sh: &mut Shared, ack: u32) -> io::Result<()> {
+        let fin_acked = self.flags & FIN_SENT != 0 && ack == self.snd_max;
+        let data = ack.wrapping_sub(self.snd_una) - u32::from(fin_acked);
+        discard(self.fd(), data)?;
+        sh.stats.bytes_to_guest += u64::from(data);
+        if seq_gt(ack, self.snd_nxt) {
+            // After a go-back the guest had kept later data: skip it.
+            self.unsent = self.unsent.saturating_sub(ack.wrapping_sub(self.snd_nxt));
+            self.snd_nxt = ack;
+        }
+        self.snd_una = ack;
+        if let Some((seq, sent)) = self.rtt_probe {
+            if seq_ge(ack, seq) {
+                self.rtt_probe = None;
+                self.rtt_sample(ctx.now.saturating_duration_since(sent));
+            }
+        }
+        self.dup_acks = 0;
+        self.retries = 0;
+        if self.flags & RECOVERY != 0 {
+            if seq_ge(ack, self.recover) {
+                self.flags &= !RECOVERY;
+            } else {
+                self.retransmit_first(ctx, sh)?;
+            }
+        }
+        if self.snd_una == self.snd_max {
+            self.timer = None;
+        } else {
+            self.arm_timer(sh, ctx.now + self.rto);
+        }
+        Ok(())
+    }
+
+    fn rtt_sample(&mut self, sample: Duration) {
+        let r = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX / 8);
+        if self.srtt_us == 0 {
+            self.srtt_us = r.max(1);
+            self.rttvar_us = r / 2;
+        } else {
+            self.rttvar_us = (3 * self.rttvar_us + self.srtt_us.abs_diff(r)) / 4;
+            self.srtt_us = (7 * self.srtt_us + r) / 8;
+        }
+        self.rto = Duration::from_micros(self.srtt_us + 4 * self.rttvar_us).clamp(RTO_MIN, RTO_MAX);
+    }
+
+    /// Payload (and FIN) from the guest: in-order bytes go straight to the
+    /// host socket, as many as it takes. Returns whether the segment was a
+    /// full-size, in-order one taken whole (its ACK may be delayed).
+    fn on_data(&mut self, sh: &mut Shared, seg: &Segment) -> io::Result<bool> {
+        if self.flags & GUEST_FIN != 0 {
+            return Ok(false);
+        }
+        let len = seg.payload.len() as u32;
+        let already = self.rcv_nxt.wrapping_sub(seg.seq);
+        if (already as i32) < 0 {
+            sh.stats.out_of_order += 1;
+            return Ok(false);
+        }
+        if already > len {
+            return Ok(false);
+        }
+        let data = &seg.payload[already as usize..];
+        let mut complete = true;
+        if !data.is_empty() {
+            let written = match (&self.sock).write(data) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(written as u32);
+            sh.stats.bytes_to_host += written as u64;
+            if written < data.len() {
+                sh.stats.partial_writes += 1;
+                complete = false;
+            }
+        }
+        if seg.fin && complete {
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+            self.flags |= GUEST_FIN;
+            self.flags &= !WND_CLOSED;
+            self.wnd_timer = None;
+            match self.sock.shutdown(Shutdown::Write) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(complete && already == 0 && !seg.fin && !seg.psh && len >= u32::from(sh.our_mss))
+    }
+
+    /// Re-reads how many bytes wait in the host socket beyond `snd_nxt`.
+    fn refresh_unsent(&mut self) -> io::Result<()> {
+        let queued = ioctl_int(self.fd(), libc::FIONREAD)?;
+        self.unsent = queued.saturating_sub(self.in_flight());
+        Ok(())
+    }
+
+    /// Sends host data the guest's window allows, then our FIN once the
+    /// host has closed and everything is out. Returns the segments sent.
+    fn push_data(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> Result<usize, Verdict> {
+        if self.state != State::Established {
+            return Ok(0);
+        }
+        let mut sent = 0;
+        let mut window = None;
+        while self.unsent > 0 {
+            let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
+            let mut room = self.snd_wnd.saturating_sub(outstanding);
+            if self.flags & PEEK_FALLBACK != 0 {
+                room = room.min((sh.discard.len() as u32).saturating_sub(self.in_flight()));
+            }
+            if room == 0 {
+                break;
+            }
+            if ctx.tx.free_slots() == 0 {
+                self.wait_tx(sh);
+                break;
+            }
+            let len = self.unsent.min(room).min(u32::from(self.mss));
+            let window = *window.get_or_insert_with(|| self.window_field(ctx.now, sh));
+            let fresh = self.snd_nxt == self.snd_max;
+            let offset = self.in_flight();
+            let flags = if len == self.unsent {
+                F_ACK | F_PSH
+            } else {
+                F_ACK
+            };
+            match self.emit_data(ctx, sh, self.snd_nxt, offset, len, flags, window) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(self.host_failed(ctx, sh, &e)),
+            }
+            self.snd_nxt = self.snd_nxt.wrapping_add(len);
+            if seq_gt(self.snd_nxt, self.snd_max) {
+                self.snd_max = self.snd_nxt;
+            }
+            self.unsent -= len;
+            sent += 1;
+            if fresh && self.rtt_probe.is_none() {
+                self.rtt_probe = Some((self.snd_nxt, ctx.now));
+            }
+        }
+        if self.unsent == 0 && self.flags & (HOST_EOF | FIN_SENT) == HOST_EOF {
+            if ctx.tx.free_slots() == 0 {
+                self.wait_tx(sh);
+            } else if self.send_flags(ctx, sh, self.snd_nxt, F_FIN | F_ACK) {
+                self.snd_nxt = self.snd_nxt.wrapping_add(1);
+                self.snd_max = self.snd_nxt;
+                self.flags |= FIN_SENT;
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            self.ack_sent();
+            if self.timer.is_none() {
+                self.arm_timer(sh, ctx.now + self.rto);
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Builds one data segment whose payload is peeked from the host
+    /// socket at `offset` bytes past `snd_una` (the kernel's peek offset
+    /// must already be there). Returns false when no frame was queued.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_data(
+        &mut self,
+        ctx: &mut Ctx,
+        sh: &mut Shared,
+        seq: u32,
+        offset: u32,
+        len: u32,
+        flags: u8,
+        window: u16,
+    ) -> io::Result<bool> {
+        let fd = self.fd();
+        let skip = (self.flags & PEEK_FALLBACK != 0).then(|| &mut sh.discard[..offset as usize]);
+        let mut result = Ok(0);
+        let out = self.out(seq, flags, window);
+        let queued = emit(ctx, &out, len as usize, |buf| {
+            result = peek(fd, buf, skip);
+            matches!(result, Ok(n) if n == buf.len())
+        });
+        match result {
+            Ok(n) if n == len as usize => Ok(queued),
+            Ok(0) if !queued => Ok(false),
+            Ok(n) => {
+                // The socket held less than FIONREAD said: the frame went out
+                // with a spoiled checksum (the guest drops it); resynchronise.
+                tracing::debug!(expected = len, got = n, "short peek");
+                if self.flags & PEEK_FALLBACK == 0 {
+                    set_peek_offset(fd, offset)?;
+                }
+                self.refresh_unsent()?;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.refresh_unsent()?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resends the oldest unacknowledged segment (fast retransmit).
+    fn retransmit_first(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> io::Result<()> {
+        sh.stats.fast_retransmits += 1;
+        let in_flight = self.in_flight();
+        if in_flight == 0 {
+            if self.flags & FIN_SENT != 0 && self.snd_una != self.snd_max {
+                self.send_flags(ctx, sh, self.snd_una, F_FIN | F_ACK);
+            }
+            return Ok(());
+        }
+        if ctx.tx.free_slots() == 0 {
+            return Ok(());
+        }
+        let len = in_flight.min(u32::from(self.mss));
+        let window = self.window_field(ctx.now, sh);
+        let fallback = self.flags & PEEK_FALLBACK != 0;
+        if !fallback {
+            set_peek_offset(self.fd(), 0)?;
+        }
+        let result = self.emit_data(ctx, sh, self.snd_una, 0, len, F_ACK, window);
+        if !fallback {
+            set_peek_offset(self.fd(), in_flight)?;
+        }
+        self.rtt_probe = None;
+        result.map(|_| ())
+    }
+
+    fn on_timeout(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> Verdict {
+        match self.state {
+            State::Connecting => {
+                sh.stats.connect_failed += 1;
+                reply_rst_to_syn(ctx, sh, self);
+                Verdict::Abort
+            }
+            State::SynReceived | State::SynSent => {
+                self.retries += 1;
+                if self.retries > SYN_RETRIES {
+                    sh.stats.gave_up += 1;
+                    if self.state == State::SynReceived {
+                        self.reset_guest(ctx, sh);
+                    }
+                    return Verdict::Abort;
+                }
+                self.send_syn(ctx, sh);
+                self.arm_timer(sh, ctx.now + RTO_INITIAL * (1 << self.retries));
+                Verdict::Keep
+            }
+            State::Established => {
+                if self.snd_una != self.snd_max {
+                    self.retries += 1;
+                    if self.retries > MAX_RETRIES {
+                        sh.stats.gave_up += 1;
+                        self.reset_guest(ctx, sh);
+                        return Verdict::Abort;
+                    }
+                    sh.stats.timeouts += 1;
+                    self.rto = (self.rto * 2).min(RTO_MAX);
+                    // Go back to the oldest unacknowledged byte.
+                    self.unsent += self.in_flight();
+                    if self.flags & FIN_SENT != 0 {
+                        self.flags &= !FIN_SENT;
+                        self.snd_max = self.snd_max.wrapping_sub(1);
+                    }
+                    self.snd_nxt = self.snd_una;
+                    self.flags &= !RECOVERY;
+                    self.dup_acks = 0;
+                    self.rtt_probe = None;
+                    if self.flags & PEEK_FALLBACK == 0 {
+                        if let Err(e) = set_peek_offset(self.fd(), 0) {
+                            return self.host_failed(ctx, sh, &e);
+                        }
+                    }
+                    self.arm_timer(sh, ctx.now + self.rto);
+                    if let Err(v) = self.push_data(ctx, sh) {
+                        return v;
+                    }
+                } else if self.unsent > 0 && self.snd_wnd == 0 {
+                    // Zero-window probe: an old sequence number makes the
+                    // guest answer with its current window.
+                    self.retries += 1;
+                    if self.retries > MAX_RETRIES {
+                        sh.stats.gave_up += 1;
+                        self.reset_guest(ctx, sh);
+                        return Verdict::Abort;
+                    }
+                    self.rto = (self.rto * 2).min(RTO_MAX);
+                    self.send_flags(ctx, sh, self.snd_una.wrapping_sub(1), F_ACK);
+                    self.arm_timer(sh, ctx.now + self.rto);
+                } else if self.flags & (GUEST_FIN | HOST_EOF) != 0 {
+                    let idle_until = self.last_activity + HALF_CLOSED_TIMEOUT;
+                    if ctx.now >= idle_until {
+                        sh.stats.gave_up += 1;
+                        self.reset_guest(ctx, sh);
+                        return Verdict::Abort;
+                    }
+                    self.arm_timer(sh, idle_until);
+                }
+                Verdict::Keep
+            }
+        }
+    }
+
+    /// The closed-window timer: re-opens the window if the host socket
+    /// drained, or checks again later.
+    fn window_recheck(&mut self, ctx: &mut Ctx, sh: &mut Shared) {
+        if self.flags & WND_CLOSED == 0 || self.flags & GUEST_FIN != 0 {
+            self.flags &= !WND_CLOSED;
+            return;
+        }
+        self.refresh_window(true);
+        if self.rcv_room() >= u32::from(sh.our_mss) {
+            self.flags &= !WND_CLOSED;
+            sh.stats.window_updates += 1;
+            self.send_ack(ctx, sh);
+        } else {
+            self.wnd_backoff = (self.wnd_backoff + 1).min(6);
+            let at = ctx.now + WINDOW_RECHECK * (1 << self.wnd_backoff);
+            self.wnd_timer = Some(at);
+            sh.arm(at);
+        }
+    }
+
+    fn on_host_event(&mut self, ctx: &mut Ctx, sh: &mut Shared, event: &Event) -> Verdict {
+        if event.is_read_closed() {
+            self.flags |= HOST_EOF;
+        }
+        match self.state {
+            State::Connecting => self.check_connect(ctx, sh),
+            State::SynSent | State::SynReceived => {
+                if event.is_error() {
+                    let e = self
+                        .sock
+                        .take_error()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| io::Error::other("socket error"));
+                    return self.host_failed(ctx, sh, &e);
+                }
+                Verdict::Keep
+            }
+            State::Established => {
+                if event.is_error() {
+                    if let Ok(Some(e)) | Err(e) = self.sock.take_error() {
+                        return self.host_failed(ctx, sh, &e);
+                    }
+                }
+                if event.is_readable() || event.is_read_closed() {
+                    if let Err(e) = self.refresh_unsent() {
+                        return self.host_failed(ctx, sh, &e);
+                    }
+                }
+                if event.is_writable() && self.flags & WND_CLOSED != 0 {
+                    self.window_recheck(ctx, sh);
+                }
+                if let Err(v) = self.push_data(ctx, sh) {
+                    return v;
+                }
+                self.settle(ctx.now, sh)
+            }
+        }
+    }
+
+    /// The non-blocking connect made progress: answer the guest's SYN.
+    fn check_connect(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> Verdict {
+        let failure = match self.sock.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match self.sock.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Verdict::Keep,
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = failure {
+            if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                sh.stats.refused += 1;
+            } else {
+                sh.stats.connect_failed += 1;
+            }
+            tracing::debug!(remote = %self.key.remote, error = %e, "TCP connect failed");
+            reply_rst_to_syn(ctx, sh, self);
+            return Verdict::Abort;
+        }
+        self.enable_peek_offset(sh);
+        self.refresh_window(true);
+        self.state = State::SynReceived;
+        self.retries = 0;
+        self.send_syn(ctx, sh);
+        self.arm_timer(sh, ctx.now + RTO_INITIAL);
+        Verdict::Keep
+    }
+
+    /// Room toward the guest came back: send what was held.
+    fn resume(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> Verdict {
+        match self.push_data(ctx, sh) {
+            Ok(0) if self.flags & ACK_PENDING != 0 => self.send_ack(ctx, sh),
+            Ok(_) => {}
+            Err(v) => return v,
+        }
+        self.settle(ctx.now, sh)
+    }
+
+    /// Ends a flow whose both directions are closed, and makes sure a
+    /// half-closed or window-blocked flow has a timer.
+    fn settle(&mut self, now: Instant, sh: &mut Shared) -> Verdict {
+        if self.flags & (GUEST_FIN | FIN_SENT) == GUEST_FIN | FIN_SENT
+            && self.snd_una == self.snd_max
+        {
+            return Verdict::Close;
+        }
+        if self.timer.is_none() {
+            if self.unsent > 0 && self.snd_wnd == 0 {
+                self.arm_timer(sh, now + self.rto);
+            } else if self.flags & (GUEST_FIN | HOST_EOF) != 0 {
+                self.arm_timer(sh, self.last_activity + HALF_CLOSED_TIMEOUT);
+            }
+        }
+        Verdict::Keep
+    }
+}
+
+/// Answers a segment that has no flow with a RST (RFC 9293 3.10.7.1).
+fn reply_rst(ctx: &mut Ctx, sh: &mut Shared, key: &FlowKey, seg: &Segment) {
+    sh.stats.resets_to_guest += 1;
+    let out = if seg.ackf {
+        Out {
+            src: key.remote,
+            dst: key.guest,
+            seq: seg.ack,
+            ack: 0,
+            flags: F_RST,
+            window: 0,
+            syn_opts: None,
+        }
+    } else {
+        let len = seg.payload.len() as u32 + u32::from(seg.syn) + u32::from(seg.fin);
+        Out {
+            src: key.remote,
+            dst: key.guest,
+            seq: 0,
+            ack: seg.seq.wrapping_add(len),
+            flags: F_RST | F_ACK,
+            window: 0,
+            syn_opts: None,
+        }
+    };
+    emit(ctx, &out, 0, |_| true);
+}
+
+/// Refuses the guest's SYN of a flow whose host connect failed.
+fn reply_rst_to_syn(ctx: &mut Ctx, sh: &mut Shared, flow: &Flow) {
+    sh.stats.resets_to_guest += 1;
+    let out = Out {
+        src: flow.key.remote,
+        dst: flow.key.guest,
+        seq: 0,
+        ack: flow.rcv_nxt,
+        flags: F_RST | F_ACK,
+        window: 0,
+        syn_opts: None,
+    };
+    emit(ctx, &out, 0, |_| true);
+}
+
+/// Queues one segment toward the guest. `fill` writes the payload in
+/// place and says whether it is complete; an incomplete one goes out with
+/// a spoiled checksum so the guest drops it. Returns whether a complete
+/// segment was queued.
+fn emit(
+    ctx: &mut Ctx,
+    out: &Out,
+    payload_len: usize,
+    fill: impl FnOnce(&mut [u8]) -> bool,
+) -> bool {
+    let opts_len = match out.syn_opts {
+        None => 0,
+        Some((_, None)) => 4,
+        Some((_, Some(_))) => 8,
+    };
+    let header_len = 20 + opts_len;
+    let seg_len = header_len + payload_len;
+    let src = *out.src.ip();
+    let dst = *out.dst.ip();
+    let mut complete = false;
+    let queued = ctx.emit_ipv4(src, dst, IpProtocol::Tcp, seg_len, |buf| {
+        let buf = &mut buf[..seg_len];
+        let mut pkt = TcpPacket::new_unchecked(&mut *buf);
+        pkt.set_src_port(out.src.port());
+        pkt.set_dst_port(out.dst.port());
+        pkt.set_seq_number(TcpSeqNumber(out.seq as i32));
+        pkt.set_ack_number(TcpSeqNumber(out.ack as i32));
+        pkt.set_header_len(header_len as u8);
+        pkt.clear_flags();
+        pkt.set_fin(out.flags & F_FIN != 0);
+        pkt.set_syn(out.flags & F_SYN != 0);
+        pkt.set_rst(out.flags & F_RST != 0);
+        pkt.set_psh(out.flags & F_PSH != 0);
+        pkt.set_ack(out.flags & F_ACK != 0);
+        pkt.set_window_len(out.window);
+        pkt.set_urgent_at(0);
+        if let Some((mss, wscale)) = out.syn_opts {
+            let rest = TcpOption::MaxSegmentSize(mss).emit(pkt.options_mut());
+            if let Some(ws) = wscale {
+                let rest = TcpOption::NoOperation.emit(rest);
+                TcpOption::WindowScale(ws).emit(rest);
+            }
+        }
+        complete = fill(&mut buf[header_len..]);
+        let mut pkt = TcpPacket::new_unchecked(&mut *buf);
+        pkt.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        if !complete {
+            // Off by 256 in one's complement: never a valid checksum.
+            pkt.set_checksum(pkt.checksum() ^ 0x0100);
+        }
+    });
+    queued && complete
+}
+
+/// MSS and window scale of a guest SYN's options.
+fn syn_options(mut opts: &[u8]) -> (u16, Option<u8>) {
+    let mut mss = DEFAULT_GUEST_MSS;
+    let mut wscale = None;
+    while !opts.is_empty() {
+        let Ok((rest, opt)) = TcpOption::parse(opts) else {
+            break;
+        };
+        match opt {
+            TcpOption::MaxSegmentSize(m) => mss = m.max(MIN_GUEST_MSS),
+            TcpOption::WindowScale(s) => wscale = Some(s.min(MAX_WSCALE)),
+            TcpOption::EndOfList => break,
+            _ => {}
+        }
+        opts = rest;
+    }
+    (mss, wscale)
+}
+
+/// Starts a non-blocking connect to `addr`.
+fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(true)?;
+    sock.set_keepalive(true)?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
+}
+
+/// An `ioctl` that reads one `int` (FIONREAD, TIOCOUTQ).
+fn ioctl_int(fd: RawFd, request: libc::c_ulong) -> io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: the request writes one c_int to the pointer we pass.
+    let r = unsafe { libc::ioctl(fd, request as _, &mut value as *mut libc::c_int) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(value).unwrap_or(0))
+}
+
+/// Sets the socket's `SO_PEEK_OFF`.
+fn set_peek_offset(fd: RawFd, offset: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(offset).unwrap_or(libc::c_int::MAX);
+    // SAFETY: passes a pointer to a c_int of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Copies socket data into `buf` without consuming it: at the kernel's
+/// peek offset, or (`skip`) after as many bytes as `skip` holds.
+fn peek(fd: RawFd, buf: &mut [u8], skip: Option<&mut [u8]>) -> io::Result<usize> {
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    let r = match skip {
+        None => {
+            // SAFETY: buf is valid for writes of buf.len() bytes.
+            unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) }
+        }
+        Some(skip) => {
+            let mut iov = [
+                libc::iovec {
+                    iov_base: skip.as_mut_ptr().cast(),
+                    iov_len: skip.len(),
+                },
+                libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                },
+            ];
+            // SAFETY: an all-zero msghdr is valid; the iovecs point into live buffers.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len() as _;
+            // SAFETY: msg describes the two buffers above.
+            let r = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+            if r >= 0 {
+                (r as usize).saturating_sub(skip.len()) as isize
+            } else {
+                r
+            }
+        }
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// Drops `len` acknowledged bytes from the socket without copying them.
+fn discard(fd: RawFd, mut len: u32) -> io::Result<()> {
+    while len > 0 {
+        // SAFETY: with MSG_TRUNC a TCP socket discards the data and never
+        // writes to the (null) buffer.
+        let r = unsafe {
+            libc::recv(
+                fd,
+                std::ptr::null_mut(),
+                len as usize,
+                libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "acknowledged data missing from the socket",
+            ));
+        }
+        len -= (r as u32).min(len);
+    }
+    Ok(())
+}

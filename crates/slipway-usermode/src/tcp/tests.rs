@@ -1,0 +1,1079 @@
+//! The TCP translation driven directly: a real `mio::Poll`, a real
+//! `GuestTx`, segments crafted and parsed with smoltcp (an encoder and
+//! parser independent of ours, both checksums verified), and real TCP
+//! servers and clients on 127.0.0.1.
+//!
+//! Waits have a generous hang guard but nothing asserts on time.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener as StdListener, TcpStream as StdStream};
+use std::thread;
+
+use mio::{Events, Poll};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, TcpControl, TcpRepr,
+};
+
+use super::*;
+use crate::config::{HostForward, Limits};
+use crate::ctx::{decode_token, Counters, GuestTx, Neighbours, ETHERNET_HEADER_LEN, GATEWAY_MAC};
+
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+/// Hang guard: a test that makes no progress for this long fails.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+fn config(mtu: usize) -> StackConfig {
+    StackConfig {
+        net: Ipv4Addr::new(10, 0, 2, 0),
+        prefix_len: 24,
+        host: HOST_IP,
+        dns: Ipv4Addr::new(10, 0, 2, 3),
+        dhcp_start: GUEST_IP,
+        restrict: false,
+        host_loopback: true,
+        hostname: None,
+        domainname: None,
+        dnssearch: Vec::new(),
+        hostfwd: Vec::new(),
+        ipv4: true,
+        mtu,
+        dns_upstreams: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+/// A segment the stack sent to the guest, parsed back by smoltcp.
+#[derive(Clone, Debug)]
+struct Seg {
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    window: u16,
+    wscale: Option<u8>,
+    mss: Option<u16>,
+    payload: Vec<u8>,
+}
+
+struct Harness {
+    poll: Poll,
+    events: Events,
+    cfg: StackConfig,
+    tx: GuestTx,
+    counters: Counters,
+    neighbours: Neighbours,
+    ip_ident: u16,
+    table: TcpTable,
+    queue: VecDeque<Seg>,
+    /// Frames toward the guest that failed a checksum on purpose (short peek).
+    spoiled: usize,
+}
+
+macro_rules! ctx {
+    ($h:expr) => {
+        Ctx {
+            cfg: &$h.cfg,
+            tx: &mut $h.tx,
+            registry: $h.poll.registry(),
+            counters: &mut $h.counters,
+            neighbours: &$h.neighbours,
+            now: Instant::now(),
+            ip_ident: &mut $h.ip_ident,
+        }
+    };
+}
+
+impl Harness {
+    fn new(cfg: StackConfig) -> Harness {
+        Harness::with_slots(cfg, 64)
+    }
+
+    fn with_slots(cfg: StackConfig, slots: usize) -> Harness {
+        let mut neighbours = Neighbours::default();
+        neighbours.learn(GUEST_IP, GUEST_MAC);
+        let poll = Poll::new().unwrap();
+        let mut table = TcpTable::new(&cfg);
+        table.listen_forwards(poll.registry(), &cfg).unwrap();
+        Harness {
+            poll,
+            events: Events::with_capacity(256),
+            tx: GuestTx::new(cfg.mtu, slots),
+            cfg,
+            counters: Counters::default(),
+            neighbours,
+            ip_ident: 0,
+            table,
+            queue: VecDeque::new(),
+            spoiled: 0,
+        }
+    }
+
+    /// Hands the table one guest segment built by smoltcp.
+    fn inject(&mut self, src: SocketAddrV4, dst: SocketAddrV4, repr: &TcpRepr) {
+        let mut buf = vec![0u8; repr.buffer_len()];
+        let mut pkt = TcpPacket::new_unchecked(&mut buf[..]);
+        repr.emit(
+            &mut pkt,
+            &IpAddress::Ipv4(*src.ip()),
+            &IpAddress::Ipv4(*dst.ip()),
+            &ChecksumCapabilities::default(),
+        );
+        self.inject_raw(*src.ip(), *dst.ip(), &buf);
+    }
+
+    fn inject_raw(&mut self, src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) {
+        self.table
+            .on_guest_segment(&mut ctx!(self), src, dst, bytes);
+        self.drain();
+    }
+
+    /// Moves every frame queued toward the guest into `queue`, checking
+    /// Ethernet, IPv4 and TCP (with checksums) on the way.
+    fn drain(&mut self) {
+        for i in 0..self.tx.len() {
+            let frame = self.tx.frame(i);
+            let eth = EthernetFrame::new_checked(frame).unwrap();
+            assert_eq!(eth.dst_addr(), GUEST_MAC);
+            assert_eq!(eth.src_addr(), GATEWAY_MAC);
+            assert_eq!(eth.ethertype(), EthernetProtocol::Ipv4);
+            let ip = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..]).unwrap();
+            assert!(ip.verify_checksum(), "IPv4 header checksum");
+            assert_eq!(ip.next_header(), IpProtocol::Tcp);
+            assert!(ip.total_len() as usize <= self.cfg.mtu);
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let pkt = TcpPacket::new_checked(ip.payload()).unwrap();
+            if !pkt.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+                self.spoiled += 1;
+                continue;
+            }
+            let repr = TcpRepr::parse(
+                &pkt,
+                &IpAddress::Ipv4(src),
+                &IpAddress::Ipv4(dst),
+                &ChecksumCapabilities::default(),
+            )
+            .expect("segment toward the guest parses");
+            self.queue.push_back(Seg {
+                src: SocketAddrV4::new(src, repr.src_port),
+                dst: SocketAddrV4::new(dst, repr.dst_port),
+                seq: repr.seq_number.0 as u32,
+                ack: repr.ack_number.map(|a| a.0 as u32),
+                syn: repr.control == TcpControl::Syn,
+                fin: repr.control == TcpControl::Fin,
+                rst: repr.control == TcpControl::Rst,
+                window: repr.window_len,
+                wscale: repr.window_scale,
+                mss: repr.max_seg_size,
+                payload: repr.payload.to_vec(),
+            });
+        }
+        let n = self.tx.len();
+        self.tx.pop(n);
+        self.table.on_guest_tx_space(&mut ctx!(self));
+        // Serving waiters may have queued more.
+        if !self.tx.is_empty() {
+            self.drain();
+        }
+    }
+
+    /// One round of the event loop: host events, then due timers.
+    fn turn(&mut self, timeout: Duration) {
+        let timeout = match self.table.next_deadline() {
+            Some(d) => timeout.min(d.saturating_duration_since(Instant::now())),
+            None => timeout,
+        };
+        self.poll.poll(&mut self.events, Some(timeout)).unwrap();
+        let tokens: Vec<_> = self.events.iter().map(|e| (e.token(), e.clone())).collect();
+        for (t, event) in tokens {
+            let (kind, index) = decode_token(t).unwrap();
+            self.table
+                .on_host_event(&mut ctx!(self), kind, index, &event);
+            self.drain();
+        }
+        self.table.on_timer(&mut ctx!(self));
+        self.drain();
+    }
+
+    /// The next segment toward the guest, running the loop until one comes.
+    fn next(&mut self) -> Seg {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.queue.pop_front() {
+                return s;
+            }
+            assert!(start.elapsed() < HANG_GUARD, "no segment toward the guest");
+            self.turn(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the loop until `done` holds.
+    fn run_until(&mut self, mut done: impl FnMut(&mut Harness) -> bool) {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(start.elapsed() < HANG_GUARD, "condition never reached");
+            self.turn(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A minimal guest TCP endpoint.
+struct Guest {
+    me: SocketAddrV4,
+    peer: SocketAddrV4,
+    snd_nxt: u32,
+    snd_una: u32,
+    rcv_nxt: u32,
+    /// Window field we advertise and its scale.
+    window: u16,
+    wscale: u8,
+    /// The stack's window toward us, scaled.
+    peer_window: u32,
+    peer_wscale: u8,
+    peer_mss: u16,
+}
+
+impl Guest {
+    fn new(port: u16, peer: SocketAddrV4) -> Guest {
+        Guest {
+            me: SocketAddrV4::new(GUEST_IP, port),
+            peer,
+            snd_nxt: 1000,
+            snd_una: 1000,
+            rcv_nxt: 0,
+            window: 0xffff,
+            wscale: 7,
+            peer_window: 0,
+            peer_wscale: 0,
+            peer_mss: 536,
+        }
+    }
+
+    fn repr<'a>(&self, control: TcpControl, seq: u32, payload: &'a [u8]) -> TcpRepr<'a> {
+        TcpRepr {
+            src_port: self.me.port(),
+            dst_port: self.peer.port(),
+            control,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: Some(TcpSeqNumber(self.rcv_nxt as i32)),
+            window_len: self.window,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        }
+    }
+
+    fn send(&self, h: &mut Harness, repr: &TcpRepr) {
+        h.inject(self.me, self.peer, repr);
+    }
+
+    fn ack(&self, h: &mut Harness) {
+        self.send(h, &self.repr(TcpControl::None, self.snd_nxt, &[]));
+    }
+
+    /// Sends the SYN of a guest connection.
+    fn syn(&mut self, h: &mut Harness) {
+        let mut r = self.repr(TcpControl::Syn, self.snd_nxt, &[]);
+        r.ack_number = None;
+        r.window_scale = Some(self.wscale);
+        r.max_seg_size = Some(1460);
+        self.send(h, &r);
+        self.snd_nxt += 1;
+        self.snd_una = self.snd_nxt;
+    }
+
+    /// Takes in the stack's SYN-ACK (or SYN) options.
+    fn learn_syn(&mut self, s: &Seg) {
+        self.rcv_nxt = s.seq.wrapping_add(1);
+        self.peer_mss = s.mss.unwrap_or(536);
+        self.peer_wscale = s.wscale.unwrap_or(0);
+        self.peer_window = u32::from(s.window);
+    }
+
+    /// Opens a connection through the stack and completes the handshake.
+    fn connect(&mut self, h: &mut Harness) -> Seg {
+        self.syn(h);
+        let synack = h.next();
+        assert!(
+            synack.syn && synack.ack == Some(self.snd_nxt),
+            "SYN-ACK expected, got {synack:?}"
+        );
+        assert_eq!(synack.src, self.peer);
+        assert_eq!(synack.dst, self.me);
+        assert_eq!(synack.wscale, Some(OUR_WSCALE));
+        self.learn_syn(&synack);
+        self.ack(h);
+        synack
+    }
+
+    fn note_ack(&mut self, s: &Seg) {
+        if let Some(a) = s.ack {
+            if seq_gt(a, self.snd_una) {
+                self.snd_una = a;
+            }
+            self.peer_window = u32::from(s.window) << self.peer_wscale;
+        }
+    }
+
+    /// Sends `data` in order, honouring the stack's window, retransmitting
+    /// from the last acknowledged byte when the stack stops acknowledging.
+    fn send_all(&mut self, h: &mut Harness, data: &[u8]) {
+        let base = self.snd_nxt;
+        let end = base.wrapping_add(data.len() as u32);
+        let mut idle_turns = 0;
+        while self.snd_una != end {
+            let mut sent = false;
+            while seq_lt(self.snd_nxt, end) {
+                let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
+                let room = self.peer_window.saturating_sub(in_flight);
+                if room == 0 {
+                    break;
+                }
+                let off = self.snd_nxt.wrapping_sub(base) as usize;
+                let len = (data.len() - off)
+                    .min(usize::from(self.peer_mss))
+                    .min(room as usize);
+                let r = self.repr(TcpControl::Psh, self.snd_nxt, &data[off..off + len]);
+                self.send(h, &r);
+                self.snd_nxt = self.snd_nxt.wrapping_add(len as u32);
+                sent = true;
+            }
+            let before = self.snd_una;
+            while let Some(s) = h.queue.pop_front() {
+                assert!(!s.rst, "unexpected RST while sending");
+                self.note_ack(&s);
+            }
+            if !sent && self.snd_una == before {
+                h.turn(Duration::from_millis(5));
+                while let Some(s) = h.queue.pop_front() {
+                    self.note_ack(&s);
+                }
+                idle_turns += 1;
+                if idle_turns > 20 {
+                    // Nothing acknowledged for a while: go back.
+                    self.snd_nxt = self.snd_una;
+                    idle_turns = 0;
+                }
+            } else {
+                idle_turns = 0;
+            }
+        }
+    }
+
+    /// Receives host data until the stack's FIN (or `limit` bytes), ACKing
+    /// in order and dropping every `drop_every`-th new segment once.
+    fn receive(&mut self, h: &mut Harness, limit: usize, drop_every: usize) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut seen = 0usize;
+        let mut dropped = std::collections::HashSet::new();
+        loop {
+            let s = h.next();
+            assert!(!s.rst, "unexpected RST while receiving");
+            self.note_ack(&s);
+            if s.payload.is_empty() && !s.fin {
+                continue;
+            }
+            if s.seq == self.rcv_nxt {
+                seen += 1;
+                if drop_every > 0 && seen.is_multiple_of(drop_every) && dropped.insert(s.seq) {
+                    continue;
+                }
+                data.extend_from_slice(&s.payload);
+                self.rcv_nxt = self.rcv_nxt.wrapping_add(s.payload.len() as u32);
+                if s.fin {
+                    self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+                }
+                self.ack(h);
+                if s.fin || data.len() >= limit {
+                    return data;
+                }
+            } else {
+                // Out of order or old: duplicate ACK.
+                self.ack(h);
+            }
+        }
+    }
+
+    fn fin(&mut self, h: &mut Harness) {
+        let r = self.repr(TcpControl::Fin, self.snd_nxt, &[]);
+        self.send(h, &r);
+        self.snd_nxt += 1;
+    }
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn loopback_server() -> (StdListener, SocketAddrV4) {
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, SocketAddrV4::new(HOST_IP, port))
+}
+
+#[test]
+fn handshake_data_both_ways_and_close() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        s.write_all(b"world").unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "EOF after the guest's FIN");
+        // Half-closed by the guest: the host can still send.
+        s.write_all(b"bye").unwrap();
+    });
+    let mut g = Guest::new(40000, remote);
+    let synack = g.connect(&mut h);
+    assert_eq!(synack.mss, Some(1460), "MSS from the MTU");
+    assert_eq!(h.table.len(), 1);
+    let r = g.repr(TcpControl::Psh, g.snd_nxt, b"hello");
+    g.send(&mut h, &r);
+    g.snd_nxt += 5;
+    let mut got = g.receive(&mut h, 5, 0);
+    assert_eq!(got, b"world");
+    assert_eq!(
+        g.snd_una, g.snd_nxt,
+        "the stack acknowledged what the socket took"
+    );
+    g.fin(&mut h);
+    got = g.receive(&mut h, usize::MAX, 0);
+    assert_eq!(got, b"bye");
+    server.join().unwrap();
+    h.run_until(|h| h.table.is_empty());
+    let st = h.table.stats();
+    assert_eq!(
+        (
+            st.opened_outbound,
+            st.closed,
+            st.bytes_to_host,
+            st.bytes_to_guest
+        ),
+        (1, 1, 5, 8)
+    );
+    assert_eq!(h.spoiled, 0);
+}
+
+#[test]
+fn refused_port_gets_rst_at_once() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    drop(listener);
+    let mut g = Guest::new(40001, remote);
+    g.syn(&mut h);
+    let s = h.next();
+    assert!(s.rst, "RST expected, got {s:?}");
+    assert_eq!(s.ack, Some(g.snd_nxt));
+    assert!(h.table.is_empty());
+    assert_eq!(h.table.stats().refused, 1);
+}
+
+#[test]
+fn denied_destinations_get_rst() {
+    let mut cfg = config(1500);
+    cfg.restrict = true;
+    let mut h = Harness::new(cfg);
+    let mut g = Guest::new(40002, SocketAddrV4::new(HOST_IP, 80));
+    g.syn(&mut h);
+    assert!(h.next().rst);
+    // Another address of the virtual subnet has nothing behind it.
+    let mut h = Harness::new(config(1500));
+    let mut g = Guest::new(40003, SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 77), 80));
+    g.syn(&mut h);
+    assert!(h.next().rst);
+    assert_eq!(h.table.stats().denied, 1);
+    assert!(h.table.is_empty());
+}
+
+fn host_to_guest(mtu: usize, len: usize, drop_every: usize, fallback: bool) -> TcpStats {
+    let mut h = Harness::new(config(mtu));
+    h.table.sh.force_peek_fallback = fallback;
+    let (listener, remote) = loopback_server();
+    let data = pattern(len, 7);
+    let sent = data.clone();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&sent).unwrap();
+    });
+    let mut g = Guest::new(40010, remote);
+    g.connect(&mut h);
+    let got = g.receive(&mut h, usize::MAX, drop_every);
+    server.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "data arrived intact");
+    g.fin(&mut h);
+    h.run_until(|h| h.table.is_empty());
+    h.table.stats().clone()
+}
+
+#[test]
+fn large_transfer_to_guest() {
+    let st = host_to_guest(1500, 4 << 20, 0, false);
+    assert_eq!(st.bytes_to_guest, 4 << 20);
+}
+
+#[test]
+fn large_transfer_to_guest_recovers_losses() {
+    let st = host_to_guest(1500, 3 << 20, 97, false);
+    assert!(
+        st.fast_retransmits + st.timeouts > 0,
+        "losses were repaired: {st:?}"
+    );
+}
+
+#[test]
+fn large_transfer_to_guest_jumbo_mtu() {
+    host_to_guest(65520, 8 << 20, 0, false);
+}
+
+#[test]
+fn transfer_without_peek_offset() {
+    let st = host_to_guest(1500, 2 << 20, 131, true);
+    assert!(st.fast_retransmits + st.timeouts > 0);
+}
+
+fn guest_to_host(mtu: usize, len: usize) -> TcpStats {
+    let mut h = Harness::new(config(mtu));
+    let (listener, remote) = loopback_server();
+    let data = pattern(len, 11);
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut g = Guest::new(40020, remote);
+    g.connect(&mut h);
+    g.send_all(&mut h, &data);
+    g.fin(&mut h);
+    let got = server.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "data arrived intact");
+    // The host closed after EOF: the guest gets a FIN and the flow ends.
+    let rest = g.receive(&mut h, usize::MAX, 0);
+    assert!(rest.is_empty());
+    h.run_until(|h| h.table.is_empty());
+    h.table.stats().clone()
+}
+
+#[test]
+fn large_transfer_from_guest() {
+    let st = guest_to_host(1500, 4 << 20);
+    assert_eq!(st.bytes_to_host, 4 << 20);
+}
+
+#[test]
+fn large_transfer_from_guest_jumbo_mtu() {
+    guest_to_host(65520, 8 << 20);
+}
+
+#[test]
+fn window_follows_a_slow_host_reader() {
+    // The host reads nothing until the guest has been stopped by the window.
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        rx.recv().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut g = Guest::new(40030, remote);
+    g.connect(&mut h);
+    let data = pattern(64 << 20, 3);
+    // Offer far more than any socket buffer: the window must close.
+    let mut off = 0;
+    loop {
+        let in_flight = g.snd_nxt.wrapping_sub(g.snd_una);
+        let room = g.peer_window.saturating_sub(in_flight) as usize;
+        if room == 0 {
+            break;
+        }
+        let len = room.min(1460).min(data.len() - off);
+        let r = g.repr(TcpControl::Psh, g.snd_nxt, &data[off..off + len]);
+        g.send(&mut h, &r);
+        g.snd_nxt += len as u32;
+        off += len;
+        while let Some(s) = h.queue.pop_front() {
+            g.note_ack(&s);
+        }
+        assert!(off < data.len(), "the window never closed");
+    }
+    assert_eq!(
+        g.snd_una, g.snd_nxt,
+        "everything inside the window was taken"
+    );
+    tx.send(()).unwrap();
+    // The reader drains the socket: a window update lets the rest go.
+    let remaining = data[off..off + (1 << 20)].to_vec();
+    g.send_all(&mut h, &remaining);
+    g.fin(&mut h);
+    let got = server.join().unwrap();
+    assert_eq!(got.len(), off + (1 << 20));
+    assert!(got[..off] == data[..off] && got[off..] == remaining[..]);
+    assert!(h.table.stats().window_updates > 0);
+}
+
+#[test]
+fn guest_rst_resets_host_and_bad_rst_is_ignored() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 16];
+        s.read(&mut buf)
+    });
+    let mut g = Guest::new(40040, remote);
+    g.connect(&mut h);
+    // A RST outside the window changes nothing.
+    let r = g.repr(TcpControl::Rst, g.snd_nxt.wrapping_add(1 << 30), &[]);
+    g.send(&mut h, &r);
+    assert_eq!(h.table.len(), 1);
+    // In the window but not exact: a challenge ACK.
+    let r = g.repr(TcpControl::Rst, g.snd_nxt.wrapping_add(10), &[]);
+    g.send(&mut h, &r);
+    let s = h.next();
+    assert!(
+        !s.rst && s.ack == Some(g.snd_nxt),
+        "challenge ACK expected, got {s:?}"
+    );
+    assert_eq!(h.table.len(), 1);
+    let r = g.repr(TcpControl::Rst, g.snd_nxt, &[]);
+    g.send(&mut h, &r);
+    assert!(h.table.is_empty());
+    let err = server.join().unwrap().expect_err("the host sees a reset");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    let st = h.table.stats();
+    assert_eq!((st.resets_from_guest, st.challenge_acks), (1, 1));
+}
+
+#[test]
+fn host_reset_reaches_guest() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let server = thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    });
+    let mut g = Guest::new(40041, remote);
+    g.connect(&mut h);
+    server.join().unwrap();
+    let s = loop {
+        let s = h.next();
+        if s.rst {
+            break s;
+        }
+    };
+    assert_eq!(s.seq, g.rcv_nxt);
+    h.run_until(|h| h.table.is_empty());
+}
+
+#[test]
+fn flow_cap_refuses_with_rst() {
+    let mut cfg = config(1500);
+    cfg.limits.max_tcp_flows = 2;
+    let mut h = Harness::new(cfg);
+    let (listener, remote) = loopback_server();
+    let mut guests: Vec<Guest> = (0..2).map(|i| Guest::new(41000 + i, remote)).collect();
+    for g in &mut guests {
+        g.connect(&mut h);
+    }
+    assert_eq!(h.table.len(), 2);
+    let mut third = Guest::new(41002, remote);
+    third.syn(&mut h);
+    let s = h.next();
+    assert!(s.rst && s.dst == third.me);
+    assert_eq!(h.table.stats().flow_limit, 1);
+    assert_eq!(h.counters.drops(DropReason::FlowLimit), 1);
+    drop(listener);
+}
+
+#[test]
+fn bad_segments_are_counted_and_stray_ack_gets_rst() {
+    let mut h = Harness::new(config(1500));
+    let g = Guest::new(40050, SocketAddrV4::new(HOST_IP, 9));
+    let r = g.repr(TcpControl::Syn, 5, &[]);
+    let mut buf = vec![0u8; r.buffer_len()];
+    r.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[..]),
+        &IpAddress::Ipv4(GUEST_IP),
+        &IpAddress::Ipv4(HOST_IP),
+        &ChecksumCapabilities::default(),
+    );
+    buf[4] ^= 0x40;
+    h.inject_raw(GUEST_IP, HOST_IP, &buf);
+    h.inject_raw(GUEST_IP, HOST_IP, &buf[..10]);
+    assert_eq!(h.counters.drops(DropReason::BadChecksum), 1);
+    assert_eq!(h.counters.drops(DropReason::Truncated), 1);
+    assert!(h.queue.is_empty() && h.table.is_empty());
+    // An ACK for no connection: RST with the ACK's number.
+    let r = g.repr(TcpControl::None, 5, &[]);
+    g.send(&mut h, &r);
+    let s = h.next();
+    assert!(s.rst && s.seq == g.rcv_nxt);
+    assert_eq!(h.table.stats().bad_segments, 2);
+}
+
+fn forward_config() -> StackConfig {
+    let mut cfg = config(1500);
+    cfg.hostfwd.push(HostForward {
+        protocol: ForwardProtocol::Tcp,
+        host: "127.0.0.1:0".parse().unwrap(),
+        guest_addr: None,
+        guest_port: 8080,
+    });
+    cfg
+}
+
+#[test]
+fn hostfwd_carries_a_connection_into_the_guest() {
+    let mut h = Harness::new(forward_config());
+    let addr = h.table.forward_addrs().next().unwrap();
+    let data = pattern(1 << 20, 5);
+    let upload = data.clone();
+    let client = thread::spawn(move || {
+        let mut s = StdStream::connect(addr).unwrap();
+        s.write_all(&upload).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        reply
+    });
+    let syn = h.next();
+    assert!(
+        syn.syn && syn.ack.is_none(),
+        "SYN to the guest expected, got {syn:?}"
+    );
+    assert_eq!(syn.dst, SocketAddrV4::new(GUEST_IP, 8080));
+    assert_eq!(*syn.src.ip(), HOST_IP);
+    let mut g = Guest::new(8080, syn.src);
+    g.learn_syn(&syn);
+    let mut r = g.repr(TcpControl::Syn, g.snd_nxt, &[]);
+    r.window_scale = Some(g.wscale);
+    r.max_seg_size = Some(1460);
+    g.send(&mut h, &r);
+    g.snd_nxt += 1;
+    g.snd_una = g.snd_nxt;
+    let got = g.receive(&mut h, usize::MAX, 0);
+    assert!(got == data, "upload arrived intact");
+    g.peer_wscale = OUR_WSCALE;
+    g.send_all(&mut h, b"thanks");
+    g.fin(&mut h);
+    assert_eq!(client.join().unwrap(), b"thanks");
+    h.run_until(|h| h.table.is_empty());
+    assert_eq!(h.table.stats().opened_forward, 1);
+}
+
+#[test]
+fn hostfwd_refused_by_guest_closes_the_client() {
+    let mut h = Harness::new(forward_config());
+    let addr = h.table.forward_addrs().next().unwrap();
+    let client = thread::spawn(move || {
+        let mut s = StdStream::connect(addr).unwrap();
+        let mut buf = [0u8; 1];
+        s.read(&mut buf)
+    });
+    let syn = h.next();
+    assert!(syn.syn);
+    let mut g = Guest::new(8080, syn.src);
+    g.rcv_nxt = syn.seq.wrapping_add(1);
+    let mut r = g.repr(TcpControl::Rst, 0, &[]);
+    r.ack_number = Some(TcpSeqNumber(syn.seq.wrapping_add(1) as i32));
+    g.send(&mut h, &r);
+    assert!(h.table.is_empty());
+    match client.join().unwrap() {
+        Ok(0) => {}
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
+        Ok(n) => panic!("read {n} bytes from a refused forward"),
+    }
+}
+
+#[test]
+fn guest_tx_full_holds_back_and_resumes() {
+    // Two slots toward the guest: the flow must wait for room repeatedly.
+    let mut h = Harness::with_slots(config(1500), 2);
+    let (listener, remote) = loopback_server();
+    let data = pattern(256 << 10, 9);
+    let sent = data.clone();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&sent).unwrap();
+    });
+    let mut g = Guest::new(40060, remote);
+    g.connect(&mut h);
+    let got = g.receive(&mut h, usize::MAX, 0);
+    server.join().unwrap();
+    assert!(got == data);
+}
+
+#[test]
+fn syn_options_parse() {
+    assert_eq!(syn_options(&[]), (DEFAULT_GUEST_MSS, None));
+    assert_eq!(syn_options(&[2, 4, 5, 0xb4, 1, 3, 3, 7]), (1460, Some(7)));
+    assert_eq!(
+        syn_options(&[3, 3, 30]),
+        (DEFAULT_GUEST_MSS, Some(MAX_WSCALE))
+    );
+    assert_eq!(syn_options(&[2, 4, 0, 1]), (MIN_GUEST_MSS, None));
+    // Truncated options end the parse without a panic.
+    assert_eq!(syn_options(&[2, 4, 5]), (DEFAULT_GUEST_MSS, None));
+}
+
+/// A segment with arbitrary header fields and a valid checksum.
+#[allow(clippy::too_many_arguments)]
+fn raw_segment(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let opts = options.len().min(40) / 4 * 4;
+    let header_len = 20 + opts;
+    let mut buf = vec![0u8; header_len + payload.len()];
+    let mut pkt = TcpPacket::new_unchecked(&mut buf[..]);
+    pkt.set_src_port(from.port());
+    pkt.set_dst_port(to.port());
+    pkt.set_seq_number(TcpSeqNumber(seq as i32));
+    pkt.set_ack_number(TcpSeqNumber(ack as i32));
+    pkt.set_header_len(header_len as u8);
+    pkt.clear_flags();
+    pkt.set_fin(flags & 1 != 0);
+    pkt.set_syn(flags & 2 != 0);
+    pkt.set_rst(flags & 4 != 0);
+    pkt.set_psh(flags & 8 != 0);
+    pkt.set_ack(flags & 16 != 0);
+    pkt.set_window_len(window);
+    pkt.options_mut().copy_from_slice(&options[..opts]);
+    pkt.payload_mut().copy_from_slice(payload);
+    pkt.fill_checksum(&IpAddress::Ipv4(*from.ip()), &IpAddress::Ipv4(*to.ip()));
+    buf
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Random bytes as a TCP segment never panic.
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+        let mut h = Harness::new(config(1500));
+        h.inject_raw(GUEST_IP, HOST_IP, &bytes);
+        let _ = h.table.stats();
+    }
+
+    /// Hostile segments (any flags, sequence and acknowledgement numbers,
+    /// options, payload) aimed at one connection never panic and never
+    /// disturb another connection of the same guest.
+    #[test]
+    fn hostile_segments_leave_other_flows_alone(
+        segs in proptest::collection::vec(
+            (
+                proptest::prelude::any::<u32>(),
+                proptest::prelude::any::<u32>(),
+                proptest::prelude::any::<u8>(),
+                proptest::prelude::any::<u16>(),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                proptest::prelude::any::<bool>(),
+            ),
+            1..24,
+        )
+    ) {
+        let mut h = Harness::new(config(1500));
+        let (listener, remote) = loopback_server();
+        let server = thread::spawn(move || {
+            let (_victim, _) = listener.accept().unwrap();
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+            buf
+        });
+        let mut victim = Guest::new(42000, remote);
+        victim.connect(&mut h);
+        let mut other = Guest::new(42001, remote);
+        other.connect(&mut h);
+        for (seq, ack, flags, window, options, payload, near) in &segs {
+            // Half of the segments carry numbers close to the real ones.
+            let (seq, ack) = if *near {
+                (victim.snd_nxt.wrapping_add(seq % 64), victim.rcv_nxt.wrapping_add(ack % 64))
+            } else {
+                (*seq, *ack)
+            };
+            let bytes = raw_segment(victim.me, victim.peer, seq, ack, *flags, *window, options, payload);
+            h.inject_raw(GUEST_IP, HOST_IP, &bytes);
+        }
+        h.queue.retain(|s| s.dst != other.me);
+        let r = other.repr(TcpControl::Psh, other.snd_nxt, b"ping");
+        other.send(&mut h, &r);
+        other.snd_nxt += 4;
+        let echoed = loop {
+            let s = h.next();
+            if s.dst == other.me && !s.payload.is_empty() {
+                proptest::prop_assert!(!s.rst);
+                break s.payload;
+            }
+        };
+        proptest::prop_assert_eq!(echoed, b"ping".to_vec());
+        proptest::prop_assert_eq!(server.join().unwrap(), *b"ping");
+    }
+}
+
+#[test]
+fn full_size_segments_are_acknowledged_every_second_one() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    let mut g = Guest::new(40070, remote);
+    g.connect(&mut h);
+    let data = pattern(3 * 1460, 1);
+    for chunk in data.chunks(1460).take(2) {
+        let r = g.repr(TcpControl::None, g.snd_nxt, chunk);
+        g.send(&mut h, &r);
+        g.snd_nxt += 1460;
+    }
+    let acks: Vec<_> = h.queue.drain(..).collect();
+    assert_eq!(
+        acks.len(),
+        1,
+        "one ACK for two full-size segments: {acks:?}"
+    );
+    assert_eq!(acks[0].ack, Some(g.snd_nxt));
+    // A lone full-size segment is acknowledged by the delayed-ACK timer.
+    let r = g.repr(TcpControl::None, g.snd_nxt, &data[2920..]);
+    g.send(&mut h, &r);
+    g.snd_nxt += 1460;
+    assert!(h.queue.is_empty());
+    assert_eq!(h.next().ack, Some(g.snd_nxt));
+    g.fin(&mut h);
+    assert_eq!(server.join().unwrap(), 3 * 1460);
+}
+
+#[test]
+fn many_concurrent_connections_stay_apart() {
+    const N: usize = 40;
+    const LEN: usize = 6000;
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let server = thread::spawn(move || {
+        let echoes: Vec<_> = (0..N)
+            .map(|_| {
+                let (mut s, _) = listener.accept().unwrap();
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; LEN];
+                    s.read_exact(&mut buf).unwrap();
+                    s.write_all(&buf).unwrap();
+                })
+            })
+            .collect();
+        for e in echoes {
+            e.join().unwrap();
+        }
+    });
+    let mut guests: Vec<Guest> = (0..N)
+        .map(|i| Guest::new(43000 + i as u16, remote))
+        .collect();
+    for g in &mut guests {
+        g.connect(&mut h);
+    }
+    assert_eq!(h.table.len(), N);
+    // Every connection sends its own pattern, interleaved segment by segment.
+    let payloads: Vec<Vec<u8>> = (0..N).map(|i| pattern(LEN, 100 + i as u32)).collect();
+    for off in (0..LEN).step_by(1000) {
+        for (g, p) in guests.iter_mut().zip(&payloads) {
+            let end = (off + 1000).min(LEN);
+            let r = g.repr(TcpControl::Psh, g.snd_nxt, &p[off..end]);
+            g.send(&mut h, &r);
+            g.snd_nxt += (end - off) as u32;
+        }
+    }
+    let mut received: Vec<Vec<u8>> = vec![Vec::new(); N];
+    while received.iter().any(|r| r.len() < LEN) {
+        let s = h.next();
+        assert!(!s.rst, "unexpected RST {s:?}");
+        let i = usize::from(s.dst.port() - 43000);
+        let g = &mut guests[i];
+        g.note_ack(&s);
+        if !s.payload.is_empty() && s.seq == g.rcv_nxt {
+            received[i].extend_from_slice(&s.payload);
+            g.rcv_nxt = g.rcv_nxt.wrapping_add(s.payload.len() as u32);
+            g.ack(&mut h);
+        }
+    }
+    server.join().unwrap();
+    for (r, p) in received.iter().zip(&payloads) {
+        assert!(r == p, "each connection got its own echo");
+    }
+    for g in &mut guests {
+        g.fin(&mut h);
+    }
+    // The echo servers closed: each guest gets a FIN and ACKs it.
+    while !h.table.is_empty() {
+        let s = h.next();
+        let i = usize::from(s.dst.port() - 43000);
+        let g = &mut guests[i];
+        if s.fin && s.seq == g.rcv_nxt {
+            g.rcv_nxt = g.rcv_nxt.wrapping_add(1);
+            g.ack(&mut h);
+        }
+    }
+    assert_eq!(h.table.stats().closed, N as u64);
+}
+
+#[test]
+fn dns_address_port_53_reaches_the_first_upstream() {
+    let upstream = StdListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config(1500);
+    cfg.dns_upstreams = vec![upstream.local_addr().unwrap()];
+    let mut h = Harness::new(cfg);
+    let server = thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut query = [0u8; 6];
+        s.read_exact(&mut query).unwrap();
+        s.write_all(b"answer").unwrap();
+        query
+    });
+    let mut g = Guest::new(40080, SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 3), 53));
+    g.connect(&mut h);
+    let r = g.repr(TcpControl::Psh, g.snd_nxt, b"query!");
+    g.send(&mut h, &r);
+    g.snd_nxt += 6;
+    assert_eq!(g.receive(&mut h, 6, 0), b"answer");
+    assert_eq!(&server.join().unwrap(), b"query!");
+    // Without upstreams the DNS address refuses TCP at once.
+    let mut h = Harness::new(config(1500));
+    let mut g = Guest::new(40081, SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 3), 53));
+    g.syn(&mut h);
+    assert!(h.next().rst);
+}

@@ -1,0 +1,410 @@
+//! UDP: NAT flows from the guest to host sockets, and UDP host forwards.
+//!
+//! A guest datagram to `remote` from `guest` opens a flow: one connected,
+//! non-blocking host socket, so the kernel matches replies to the flow and
+//! the stack needs no port table of its own. Replies go back to the guest
+//! from `remote` as the guest addressed it (the host address stays the
+//! host address even though the socket talks to 127.0.0.1).
+//!
+//! A UDP host forward is one bound host socket; each remote peer that
+//! sends to it gets a flow, so the guest's replies find their way back.
+//! Flows are capped and close after `limits.udp_idle_timeout_secs` idle.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpProtocol, UdpPacket};
+
+use crate::config::{ForwardProtocol, StackConfig};
+use crate::ctx::{token, Counters, Ctx, DropReason, TokenKind};
+use crate::stack::StackError;
+
+/// Length of a UDP header.
+const UDP_HEADER_LEN: usize = 8;
+/// Largest datagram read from a host socket.
+const MAX_DATAGRAM: usize = 65535;
+/// How often idle flows are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Validates a UDP datagram (length, checksum when present) from `src` to
+/// `dst`; returns source port, destination port and payload.
+pub(crate) fn check<'a>(
+    counters: &mut Counters,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    segment: &'a [u8],
+) -> Option<(u16, u16, &'a [u8])> {
+    let Ok(udp) = UdpPacket::new_checked(segment) else {
+        counters.drop(DropReason::Truncated);
+        return None;
+    };
+    if udp.checksum() != 0 && !udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+        counters.drop(DropReason::BadChecksum);
+        return None;
+    }
+    let len = usize::from(udp.len());
+    Some((
+        udp.src_port(),
+        udp.dst_port(),
+        &segment[UDP_HEADER_LEN..len],
+    ))
+}
+
+/// Queues one UDP datagram toward the guest; `dst_mac` overrides the
+/// neighbour lookup (DHCP replies to a client without an address).
+pub(crate) fn emit(
+    ctx: &mut Ctx,
+    dst_mac: Option<EthernetAddress>,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) -> bool {
+    let len = UDP_HEADER_LEN + payload.len();
+    if len > usize::from(u16::MAX) {
+        ctx.counters.drop(DropReason::Oversized);
+        return false;
+    }
+    let fill = |buf: &mut [u8]| {
+        let mut udp = UdpPacket::new_unchecked(&mut buf[..len]);
+        udp.set_src_port(src.port());
+        udp.set_dst_port(dst.port());
+        udp.set_len(len as u16);
+        udp.payload_mut()[..payload.len()].copy_from_slice(payload);
+        udp.fill_checksum(&IpAddress::Ipv4(*src.ip()), &IpAddress::Ipv4(*dst.ip()));
+    };
+    match dst_mac {
+        Some(mac) => ctx.emit_ipv4_to(mac, *src.ip(), *dst.ip(), IpProtocol::Udp, len, fill),
+        None => ctx.emit_ipv4(*src.ip(), *dst.ip(), IpProtocol::Udp, len, fill),
+    }
+}
+
+/// What a flow's datagrams travel through on the host.
+enum FlowKind {
+    /// Its own socket, connected to the target.
+    Nat(UdpSocket),
+    /// The socket of host forward `forward`, to and from `peer`.
+    Forward { forward: usize, peer: SocketAddr },
+}
+
+struct Flow {
+    /// The guest's address and port.
+    guest: SocketAddrV4,
+    /// The other end as the guest sees it.
+    remote: SocketAddrV4,
+    last_used: Instant,
+    kind: FlowKind,
+}
+
+/// A UDP host forward: a bound host socket relaying to one guest port.
+struct Forward {
+    socket: UdpSocket,
+    guest: SocketAddrV4,
+}
+
+/// Every UDP flow and UDP host forward.
+pub(crate) struct UdpTable {
+    flows: Vec<Option<Flow>>,
+    free: Vec<usize>,
+    by_endpoints: HashMap<(SocketAddrV4, SocketAddrV4), usize>,
+    by_peer: HashMap<(usize, SocketAddr), usize>,
+    forwards: Vec<Forward>,
+    max_flows: usize,
+    idle: Duration,
+    next_sweep: Option<Instant>,
+    buf: Vec<u8>,
+}
+
+impl UdpTable {
+    /// An empty table sized by `cfg.limits`.
+    pub fn new(cfg: &StackConfig) -> Self {
+        let max_flows = cfg.limits.max_udp_flows.max(1);
+        UdpTable {
+            flows: Vec::with_capacity(max_flows),
+            free: Vec::with_capacity(max_flows),
+            by_endpoints: HashMap::with_capacity(max_flows),
+            by_peer: HashMap::new(),
+            forwards: Vec::new(),
+            max_flows,
+            idle: Duration::from_secs(cfg.limits.udp_idle_timeout_secs.max(1)),
+            next_sweep: None,
+            buf: vec![0; MAX_DATAGRAM],
+        }
+    }
+
+    /// Binds the socket of every UDP host forward.
+    pub fn listen_forwards(
+        &mut self,
+        registry: &Registry,
+        cfg: &StackConfig,
+    ) -> Result<(), StackError> {
+        for fwd in cfg
+            .hostfwd
+            .iter()
+            .filter(|f| f.protocol == ForwardProtocol::Udp)
+        {
+            let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(cfg.dhcp_start), fwd.guest_port);
+            let err = |source| StackError::Socket {
+                what: "UDP host forward",
+                addr: fwd.host.to_string(),
+                source,
+            };
+            let mut socket = UdpSocket::bind(fwd.host).map_err(err)?;
+            let index = self.forwards.len();
+            registry
+                .register(
+                    &mut socket,
+                    token(TokenKind::UdpListener, index),
+                    Interest::READABLE,
+                )
+                .map_err(err)?;
+            tracing::info!(host = %socket.local_addr().map_err(err)?, %guest, "UDP host forward");
+            self.forwards.push(Forward { socket, guest });
+        }
+        Ok(())
+    }
+
+    /// Sends a guest datagram through the flow `guest` ↔ `remote` if one
+    /// exists; returns false when there is none.
+    pub fn send_on_flow(
+        &mut self,
+        ctx: &mut Ctx,
+        guest: SocketAddrV4,
+        remote: SocketAddrV4,
+        payload: &[u8],
+    ) -> bool {
+        let Some(&index) = self.by_endpoints.get(&(guest, remote)) else {
+            return false;
+        };
+        let Some(flow) = self.flows[index].as_mut() else {
+            return false;
+        };
+        flow.last_used = ctx.now;
+        let sent = match &flow.kind {
+            FlowKind::Nat(socket) => socket.send(payload),
+            FlowKind::Forward { forward, peer } => {
+                self.forwards[*forward].socket.send_to(payload, *peer)
+            }
+        };
+        if let Err(err) = sent {
+            tracing::debug!(%err, %remote, "UDP send failed");
+            ctx.counters.drop(DropReason::HostSocketError);
+        }
+        true
+    }
+
+    /// Opens a NAT flow for a guest datagram to `remote`, which the host
+    /// reaches at `target`, and sends the datagram.
+    pub fn new_flow(
+        &mut self,
+        ctx: &mut Ctx,
+        guest: SocketAddrV4,
+        remote: SocketAddrV4,
+        target: SocketAddr,
+        payload: &[u8],
+    ) {
+        let socket = match open_connected(target) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::debug!(%err, %target, "UDP flow socket");
+                ctx.counters.drop(DropReason::HostSocketError);
+                return;
+            }
+        };
+        if self
+            .insert(ctx, guest, remote, FlowKind::Nat(socket))
+            .is_none()
+        {
+            return;
+        }
+        tracing::debug!(%guest, %remote, %target, "UDP flow opened");
+        self.send_on_flow(ctx, guest, remote, payload);
+    }
+
+    fn insert(
+        &mut self,
+        ctx: &mut Ctx,
+        guest: SocketAddrV4,
+        remote: SocketAddrV4,
+        mut kind: FlowKind,
+    ) -> Option<usize> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None if self.flows.len() < self.max_flows => {
+                self.flows.push(None);
+                self.flows.len() - 1
+            }
+            None => {
+                ctx.counters.drop(DropReason::FlowLimit);
+                return None;
+            }
+        };
+        if let FlowKind::Nat(socket) = &mut kind {
+            if let Err(err) =
+                ctx.registry
+                    .register(socket, token(TokenKind::UdpFlow, index), Interest::READABLE)
+            {
+                tracing::debug!(%err, "UDP flow registration");
+                ctx.counters.drop(DropReason::HostSocketError);
+                self.free.push(index);
+                return None;
+            }
+        }
+        if let FlowKind::Forward { forward, peer } = kind {
+            self.by_peer.insert((forward, peer), index);
+        }
+        self.by_endpoints.insert((guest, remote), index);
+        self.flows[index] = Some(Flow {
+            guest,
+            remote,
+            last_used: ctx.now,
+            kind,
+        });
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(ctx.now + SWEEP_INTERVAL);
+        }
+        Some(index)
+    }
+
+    /// Relays what arrived on NAT flow `index` to the guest.
+    pub fn on_flow_readable(&mut self, ctx: &mut Ctx, index: usize) {
+        let Some(Some(flow)) = self.flows.get_mut(index) else {
+            return;
+        };
+        let FlowKind::Nat(socket) = &flow.kind else {
+            return;
+        };
+        loop {
+            match socket.recv(&mut self.buf) {
+                Ok(n) => {
+                    flow.last_used = ctx.now;
+                    emit(ctx, None, flow.remote, flow.guest, &self.buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // An ICMP error from an earlier send (port unreachable...).
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => tracing::debug!(%err, remote = %flow.remote, "UDP flow receive"),
+            }
+        }
+    }
+
+    /// Relays datagrams that arrived on host forward `index` to the guest,
+    /// opening a flow per remote peer.
+    pub fn on_forward_readable(&mut self, ctx: &mut Ctx, index: usize) {
+        if index >= self.forwards.len() {
+            return;
+        }
+        loop {
+            let (n, peer) = match self.forwards[index].socket.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    tracing::debug!(%err, "UDP forward receive");
+                    continue;
+                }
+            };
+            let guest = self.forwards[index].guest;
+            let flow = match self.by_peer.get(&(index, peer)) {
+                Some(&f) => f,
+                None => {
+                    let remote = match guest_visible(ctx.cfg, peer) {
+                        Some(r) => r,
+                        None => {
+                            ctx.counters.drop(DropReason::UnsupportedProtocol);
+                            continue;
+                        }
+                    };
+                    if self.by_endpoints.contains_key(&(guest, remote)) {
+                        // Another peer already shows up as this address and port.
+                        ctx.counters.drop(DropReason::FlowLimit);
+                        continue;
+                    }
+                    match self.insert(
+                        ctx,
+                        guest,
+                        remote,
+                        FlowKind::Forward {
+                            forward: index,
+                            peer,
+                        },
+                    ) {
+                        Some(f) => f,
+                        None => continue,
+                    }
+                }
+            };
+            if let Some(flow) = self.flows[flow].as_mut() {
+                flow.last_used = ctx.now;
+                emit(ctx, None, flow.remote, flow.guest, &self.buf[..n]);
+            }
+        }
+    }
+
+    /// Closes flows idle for longer than the timeout.
+    pub fn on_timer(&mut self, ctx: &mut Ctx) {
+        let cutoff = ctx.now.checked_sub(self.idle);
+        for index in 0..self.flows.len() {
+            let expired = match (&self.flows[index], cutoff) {
+                (Some(flow), Some(cutoff)) => flow.last_used <= cutoff,
+                _ => false,
+            };
+            if expired {
+                self.remove(ctx.registry, index);
+            }
+        }
+        self.next_sweep = (!self.by_endpoints.is_empty()).then_some(ctx.now + SWEEP_INTERVAL);
+    }
+
+    fn remove(&mut self, registry: &Registry, index: usize) {
+        let Some(flow) = self.flows[index].take() else {
+            return;
+        };
+        self.by_endpoints.remove(&(flow.guest, flow.remote));
+        match flow.kind {
+            FlowKind::Nat(mut socket) => {
+                let _ = registry.deregister(&mut socket);
+            }
+            FlowKind::Forward { forward, peer } => {
+                self.by_peer.remove(&(forward, peer));
+            }
+        }
+        tracing::debug!(guest = %flow.guest, remote = %flow.remote, "UDP flow closed (idle)");
+        self.free.push(index);
+    }
+
+    /// When [`UdpTable::on_timer`] next needs to run.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+}
+
+/// The address a forwarded peer appears as to the guest: loopback peers
+/// come from the host address, others keep their own address.
+fn guest_visible(cfg: &StackConfig, peer: SocketAddr) -> Option<SocketAddrV4> {
+    let ip = match peer.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() || ip.is_unspecified() => cfg.host,
+        IpAddr::V4(ip) if !cfg.in_subnet(ip) => ip,
+        IpAddr::V6(ip) if ip.is_loopback() => cfg.host,
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) if v4.is_loopback() => cfg.host,
+            Some(v4) if !cfg.in_subnet(v4) => v4,
+            _ => return None,
+        },
+        IpAddr::V4(_) => return None,
+    };
+    Some(SocketAddrV4::new(ip, peer.port()))
+}
+
+/// A non-blocking UDP socket connected to `target`.
+fn open_connected(target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let bind: SocketAddr = match target {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket.connect(target)?;
+    Ok(socket)
+}

@@ -1,0 +1,830 @@
+//! The network manager's commands: `slipway daemon` and virsh's `net-*`,
+//! with virsh's option names, output and messages.
+//!
+//! Every command goes to the daemon when its socket answers, and otherwise
+//! runs the same request in-process under the same lock (direct mode), so
+//! definitions can be managed without a daemon. `net-event` needs the
+//! daemon: only it sees the events.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, Request};
+use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
+use slipway_netmgr::{Client, Error, ErrorCode, Manager, Paths, RecordingBackend};
+
+/// Network-manager subcommands, named as virsh names them.
+#[derive(Subcommand, Debug)]
+pub enum NetCommand {
+    /// Run the network manager daemon (API on a unix socket, see docs/daemon-api.md).
+    Daemon,
+    /// List networks.
+    NetList(ListArgs),
+    /// Define an inactive persistent network, or modify an existing one, from an XML file.
+    NetDefine {
+        /// File containing an XML network description.
+        file: PathBuf,
+        /// Refuse elements and attributes slipway (and libvirt) would ignore.
+        #[arg(long)]
+        validate: bool,
+    },
+    /// Create and start a transient network from an XML file.
+    NetCreate {
+        /// File containing an XML network description.
+        file: PathBuf,
+    },
+    /// Start a (previously defined) inactive network.
+    NetStart {
+        /// Network name or UUID.
+        network: String,
+        /// Print what starting would do (one line per action) without doing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the plan as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
+    },
+    /// Destroy (stop) a network.
+    NetDestroy {
+        /// Network name or UUID.
+        network: String,
+    },
+    /// Undefine a persistent network (a running one becomes transient).
+    NetUndefine {
+        /// Network name or UUID.
+        network: String,
+    },
+    /// Autostart a network with the daemon.
+    NetAutostart {
+        /// Network name or UUID.
+        network: String,
+        /// Disable autostarting.
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Network information in XML.
+    NetDumpxml {
+        /// Network name or UUID.
+        network: String,
+        /// The persistent definition rather than the live one.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Network information.
+    NetInfo {
+        /// Network name or UUID.
+        network: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a network name to its UUID.
+    NetUuid {
+        /// Network name.
+        network: String,
+    },
+    /// Convert a network UUID to its name.
+    NetName {
+        /// Network UUID.
+        network: String,
+    },
+    /// Edit the XML configuration of a network with $VISUAL or $EDITOR.
+    NetEdit {
+        /// Network name or UUID.
+        network: String,
+    },
+    /// Update parts of an existing network's configuration.
+    NetUpdate(UpdateArgs),
+    /// Wait for network events (needs the daemon).
+    NetEvent(EventArgs),
+}
+
+/// `net-list` options.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// List inactive networks.
+    #[arg(long)]
+    inactive: bool,
+    /// List inactive and active networks.
+    #[arg(long)]
+    all: bool,
+    /// List persistent networks.
+    #[arg(long)]
+    persistent: bool,
+    /// List transient networks.
+    #[arg(long)]
+    transient: bool,
+    /// List networks with autostart enabled.
+    #[arg(long)]
+    autostart: bool,
+    /// List networks with autostart disabled.
+    #[arg(long)]
+    no_autostart: bool,
+    /// List UUIDs only.
+    #[arg(long)]
+    uuid: bool,
+    /// List network names only.
+    #[arg(long)]
+    name: bool,
+    /// List as a table (default).
+    #[arg(long)]
+    table: bool,
+    /// Print as JSON (for scripts).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `net-update` arguments.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Network name or UUID.
+    network: String,
+    /// Type of update (add-first, add-last (add), delete, or modify).
+    command: String,
+    /// Which section of the configuration to update.
+    section: String,
+    /// The XML element, or the name of a file containing it.
+    xml: String,
+    /// Which <ip> (0-based) holds the DHCP entry.
+    #[arg(long)]
+    parent_index: Option<usize>,
+    /// Affect the next network startup.
+    #[arg(long)]
+    config: bool,
+    /// Affect the running network.
+    #[arg(long)]
+    live: bool,
+    /// Affect the current state of the network.
+    #[arg(long)]
+    current: bool,
+}
+
+/// `net-event` options.
+#[derive(Args, Debug)]
+pub struct EventArgs {
+    /// Filter by network name or UUID.
+    #[arg(long)]
+    network: Option<String>,
+    /// Which event type to wait for.
+    #[arg(long)]
+    event: Option<String>,
+    /// Loop until timeout or interrupt, rather than one-shot.
+    #[arg(long = "loop")]
+    looping: bool,
+    /// Timeout in seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// List valid event types.
+    #[arg(long)]
+    list: bool,
+    /// Show a timestamp (UTC, as virsh) for each printed event.
+    #[arg(long)]
+    timestamp: bool,
+}
+
+/// A failed command: virsh's `error: ` lines.
+struct Failure(Vec<String>);
+
+impl Failure {
+    fn one(msg: impl Into<String>) -> Failure {
+        Failure(vec![msg.into()])
+    }
+
+    /// `context` line then the error itself; lookup failures get virsh's
+    /// "failed to get network" instead of the command's context.
+    fn with(err: Error, key: &str, context: Option<String>) -> Failure {
+        let mut lines = Vec::new();
+        if err.code() == ErrorCode::NotFound {
+            lines.push(format!("failed to get network '{key}'"));
+        } else if let Some(c) = context {
+            lines.push(c);
+        }
+        lines.push(err.to_string());
+        Failure(lines)
+    }
+}
+
+/// Where requests go: the daemon, or this process.
+enum Conn {
+    Daemon(Client),
+    Direct(Box<Manager>),
+}
+
+impl Conn {
+    fn open(paths: &Paths) -> Conn {
+        match Client::connect(&paths.socket) {
+            Ok(c) => Conn::Daemon(c),
+            Err(e) => {
+                tracing::debug!("no daemon at {} ({e}): direct mode", paths.socket.display());
+                Conn::Direct(Box::new(Manager::new(
+                    paths.clone(),
+                    Box::new(RecordingBackend),
+                )))
+            }
+        }
+    }
+
+    fn call(&mut self, req: Request) -> Result<Reply, Error> {
+        match self {
+            Conn::Daemon(c) => c.call(&req),
+            Conn::Direct(m) => m.handle(req),
+        }
+    }
+}
+
+/// Runs one network-manager command; returns the exit status.
+pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
+    let paths = Paths::detect(root);
+    match cmd {
+        NetCommand::Daemon => {
+            let manager = Manager::new(paths, Box::new(RecordingBackend));
+            match slipway_netmgr::daemon::run(manager) {
+                Ok(()) => Ok(0),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(1)
+                }
+            }
+        }
+        NetCommand::NetEvent(args) => Ok(net_event(&paths, args)),
+        cmd => {
+            // virsh ends every command's output with an empty line (even
+            // after an error); JSON output does not.
+            let json = matches!(
+                &cmd,
+                NetCommand::NetList(ListArgs { json: true, .. })
+                    | NetCommand::NetInfo { json: true, .. }
+                    | NetCommand::NetStart { json: true, .. }
+            );
+            let mut conn = Conn::open(&paths);
+            let result = exec(&mut conn, cmd);
+            let mut stdout = std::io::stdout().lock();
+            match result {
+                Ok(text) => {
+                    let _ = write!(stdout, "{text}{}", if json { "" } else { "\n" });
+                    let _ = stdout.flush();
+                    Ok(0)
+                }
+                Err(Failure(lines)) => {
+                    if !json {
+                        let _ = writeln!(stdout);
+                        let _ = stdout.flush();
+                    }
+                    for l in lines {
+                        eprintln!("error: {l}");
+                    }
+                    Ok(1)
+                }
+            }
+        }
+    }
+}
+
+fn lookup_by_name(key: &str) -> Lookup {
+    Lookup {
+        key: key.to_string(),
+        by_name: true,
+        by_uuid: false,
+    }
+}
+
+fn lookup_by_uuid(key: &str) -> Lookup {
+    Lookup {
+        key: key.to_string(),
+        by_name: false,
+        by_uuid: true,
+    }
+}
+
+/// Reads a file the way virsh reports failures to.
+fn read_file(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let why = match e.raw_os_error() {
+            // SAFETY: strerror returns a valid NUL-terminated string.
+            Some(code) => unsafe { std::ffi::CStr::from_ptr(libc::strerror(code)) }
+                .to_string_lossy()
+                .into_owned(),
+            None => e.to_string(),
+        };
+        Failure::one(format!("Failed to open file '{}': {why}", path.display()))
+    })
+}
+
+fn done(reply: Reply) -> Result<slipway_netmgr::proto::Outcome, Failure> {
+    match reply {
+        Reply::Done(o) => {
+            for w in &o.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(o)
+        }
+        other => Err(Failure::one(format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn info(conn: &mut Conn, lookup: Lookup) -> Result<NetworkInfo, Failure> {
+    let key = lookup.key.clone();
+    match conn.call(Request::Info { lookup }) {
+        Ok(Reply::Info(i)) => Ok(i),
+        Ok(other) => Err(Failure::one(format!("unexpected reply {other:?}"))),
+        Err(e) => Err(Failure::with(e, &key, None)),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+fn exec(conn: &mut Conn, cmd: NetCommand) -> Result<String, Failure> {
+    match cmd {
+        NetCommand::NetList(a) => net_list(conn, a),
+        NetCommand::NetDefine { file, validate } => {
+            let xml = read_file(&file)?;
+            let from = file.display().to_string();
+            let o = conn
+                .call(Request::Define { xml, validate })
+                .map_err(|e| {
+                    Failure::with(e, "", Some(format!("Failed to define network from {from}")))
+                })
+                .and_then(done)?;
+            Ok(format!("Network {} defined from {from}\n", o.network))
+        }
+        NetCommand::NetCreate { file } => {
+            let xml = read_file(&file)?;
+            let from = file.display().to_string();
+            let o = conn
+                .call(Request::Create { xml })
+                .map_err(|e| {
+                    Failure::with(e, "", Some(format!("Failed to create network from {from}")))
+                })
+                .and_then(done)?;
+            Ok(format!("Network {} created from {from}\n", o.network))
+        }
+        NetCommand::NetStart {
+            network,
+            dry_run: true,
+            json,
+        } => {
+            match conn.call(Request::Plan {
+                lookup: Lookup::any(&network),
+            }) {
+                Ok(Reply::Plan(plan)) if json => Ok(to_json(&plan)),
+                Ok(Reply::Plan(plan)) => Ok(plan.to_string()),
+                Ok(other) => Err(Failure::one(format!("unexpected reply {other:?}"))),
+                Err(e) => Err(Failure::with(
+                    e,
+                    &network,
+                    Some(format!("Failed to start network {network}")),
+                )),
+            }
+        }
+        NetCommand::NetStart { network, .. } => {
+            conn.call(Request::Start {
+                lookup: Lookup::any(&network),
+            })
+            .map_err(|e| {
+                Failure::with(
+                    e,
+                    &network,
+                    Some(format!("Failed to start network {network}")),
+                )
+            })
+            .and_then(done)?;
+            Ok(format!("Network {network} started\n"))
+        }
+        NetCommand::NetDestroy { network } => {
+            conn.call(Request::Destroy {
+                lookup: Lookup::any(&network),
+            })
+            .map_err(|e| {
+                Failure::with(
+                    e,
+                    &network,
+                    Some(format!("Failed to destroy network {network}")),
+                )
+            })
+            .and_then(done)?;
+            Ok(format!("Network {network} destroyed\n"))
+        }
+        NetCommand::NetUndefine { network } => {
+            conn.call(Request::Undefine {
+                lookup: Lookup::any(&network),
+            })
+            .map_err(|e| {
+                Failure::with(
+                    e,
+                    &network,
+                    Some(format!("Failed to undefine network {network}")),
+                )
+            })
+            .and_then(done)?;
+            Ok(format!("Network {network} has been undefined\n"))
+        }
+        NetCommand::NetAutostart { network, disable } => {
+            let (ctx, msg) = if disable {
+                (
+                    "failed to unmark network {} as autostarted",
+                    "Network {} unmarked as autostarted\n",
+                )
+            } else {
+                (
+                    "failed to mark network {} as autostarted",
+                    "Network {} marked as autostarted\n",
+                )
+            };
+            conn.call(Request::Autostart {
+                lookup: Lookup::any(&network),
+                enable: !disable,
+            })
+            .map_err(|e| Failure::with(e, &network, Some(ctx.replace("{}", &network))))
+            .and_then(done)?;
+            Ok(msg.replace("{}", &network))
+        }
+        NetCommand::NetDumpxml { network, inactive } => {
+            match conn.call(Request::DumpXml {
+                lookup: Lookup::any(&network),
+                inactive,
+            }) {
+                Ok(Reply::Xml { xml }) => Ok(xml),
+                Ok(other) => Err(Failure::one(format!("unexpected reply {other:?}"))),
+                Err(e) => Err(Failure::with(e, &network, None)),
+            }
+        }
+        NetCommand::NetInfo { network, json } => {
+            let i = info(conn, Lookup::any(&network))?;
+            if json {
+                return Ok(to_json(&i));
+            }
+            let yn = |b: bool| if b { "yes" } else { "no" };
+            let mut s = format!("{:<15} {}\n", "Name:", i.name);
+            s += &format!("{:<15} {}\n", "UUID:", i.uuid);
+            s += &format!("{:<15} {}\n", "Active:", yn(i.active));
+            s += &format!("{:<15} {}\n", "Persistent:", yn(i.persistent));
+            s += &format!("{:<15} {}\n", "Autostart:", yn(i.autostart));
+            if let Some(b) = &i.bridge {
+                s += &format!("{:<15} {b}\n", "Bridge:");
+            }
+            Ok(s)
+        }
+        NetCommand::NetUuid { network } => Ok(info(conn, lookup_by_name(&network))?.uuid + "\n"),
+        NetCommand::NetName { network } => {
+            // virsh only tries UUID-length strings, and then has no
+            // lookup error to add.
+            if network.len() != 36 {
+                return Err(Failure::one(format!("failed to get network '{network}'")));
+            }
+            Ok(info(conn, lookup_by_uuid(&network))?.name + "\n")
+        }
+        NetCommand::NetEdit { network } => net_edit(conn, &network),
+        NetCommand::NetUpdate(a) => net_update(conn, a),
+        NetCommand::Daemon | NetCommand::NetEvent(_) => unreachable!("handled by run"),
+    }
+}
+
+fn net_list(conn: &mut Conn, a: ListArgs) -> Result<String, Failure> {
+    if [a.table, a.name, a.uuid].iter().filter(|b| **b).count() > 1 {
+        return Err(Failure::one(
+            "Only one argument from --table, --name and --uuid may be specified.",
+        ));
+    }
+    let filter = ListFilter {
+        active: a.all || !a.inactive,
+        inactive: a.all || a.inactive,
+        persistent: a.persistent,
+        transient: a.transient,
+        autostart: a.autostart,
+        no_autostart: a.no_autostart,
+    };
+    let (networks, problems) = match conn.call(Request::List { filter }) {
+        Ok(Reply::List { networks, problems }) => (networks, problems),
+        Ok(other) => return Err(Failure::one(format!("unexpected reply {other:?}"))),
+        Err(e) => {
+            return Err(Failure(vec![
+                "Failed to list networks".into(),
+                e.to_string(),
+            ]))
+        }
+    };
+    for p in &problems {
+        eprintln!("warning: cannot read {}: {}", p.path, p.message);
+    }
+    if a.json {
+        return Ok(to_json(&networks));
+    }
+    if a.name || a.uuid {
+        return Ok(networks
+            .iter()
+            .map(|n| format!("{}\n", if a.name { &n.name } else { &n.uuid }))
+            .collect());
+    }
+    let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let rows: Vec<Vec<String>> = networks
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                if n.active { "active" } else { "inactive" }.to_string(),
+                yn(n.autostart),
+                yn(n.persistent),
+            ]
+        })
+        .collect();
+    Ok(table(&["Name", "State", "Autostart", "Persistent"], &rows))
+}
+
+/// virsh's table: each cell is a space, the text padded to the column
+/// width, then two spaces; the last column is not padded; the dash row is
+/// two longer than the header.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            s.push(' ');
+            s.push_str(c);
+            if i != last {
+                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        s
+    };
+    let head = line(header.to_vec());
+    let mut out = format!("{head}\n{}\n", "-".repeat(head.chars().count() + 2));
+    for r in rows {
+        out += &line(r.iter().map(String::as_str).collect());
+        out.push('\n');
+    }
+    out
+}
+
+fn net_update(conn: &mut Conn, a: UpdateArgs) -> Result<String, Failure> {
+    let command: UpdateCommand = a
+        .command
+        .parse()
+        .map_err(|()| Failure::one(format!("unrecognized command name '{}'", a.command)))?;
+    let section: Section = a
+        .section
+        .parse()
+        .map_err(|()| Failure::one(format!("unrecognized section name '{}'", a.section)))?;
+    if a.current && a.live {
+        return Err(Failure::one(
+            "Options --current and --live are mutually exclusive",
+        ));
+    }
+    if a.current && a.config {
+        return Err(Failure::one(
+            "Options --current and --config are mutually exclusive",
+        ));
+    }
+    let xml = if a.xml.starts_with('<') {
+        a.xml.clone()
+    } else {
+        read_file(Path::new(&a.xml))?
+    };
+    let spec = UpdateSpec {
+        command,
+        section,
+        xml,
+        parent_index: a.parent_index,
+        live: a.live,
+        config: a.config,
+    };
+    let network = a.network;
+    let o = conn
+        .call(Request::Update {
+            lookup: Lookup::any(&network),
+            spec,
+        })
+        .map_err(|e| {
+            Failure::with(
+                e,
+                &network,
+                Some(format!("Failed to update network {network}")),
+            )
+        })
+        .and_then(done)?;
+    // virsh prints this one without a newline (its end-of-command newline follows).
+    Ok(format!(
+        "Updated network {} {}",
+        o.network,
+        o.detail.unwrap_or_default()
+    ))
+}
+
+fn net_edit(conn: &mut Conn, network: &str) -> Result<String, Failure> {
+    let original = match conn.call(Request::DumpXml {
+        lookup: Lookup::any(network),
+        inactive: true,
+    }) {
+        Ok(Reply::Xml { xml }) => xml,
+        Ok(other) => return Err(Failure::one(format!("unexpected reply {other:?}"))),
+        Err(e) => return Err(Failure::with(e, network, None)),
+    };
+    let name = info(conn, Lookup::any(network))?.name;
+    let path = std::env::temp_dir().join(format!(
+        "slipway-net-edit-{}-{name}.xml",
+        std::process::id()
+    ));
+    let result = edit_loop(conn, &path, &original, &name);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn edit_loop(conn: &mut Conn, path: &Path, original: &str, name: &str) -> Result<String, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_fail = |e: std::io::Error| {
+        Failure::one(format!(
+            "cannot write temporary file '{}': {e}",
+            path.display()
+        ))
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(original.as_bytes()))
+        .map_err(io_fail)?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    loop {
+        // Through the shell, so EDITOR may carry arguments ("code -w").
+        let status = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{editor} \"$1\""))
+            .arg("sh")
+            .arg(path)
+            .status()
+            .map_err(|e| Failure::one(format!("cannot run editor '{editor}': {e}")))?;
+        if !status.success() {
+            return Err(Failure::one(format!(
+                "editor '{editor}' failed ({status}); nothing changed"
+            )));
+        }
+        let edited = read_file(path)?;
+        if edited == original {
+            return Ok(format!("Network {name} XML configuration not changed.\n"));
+        }
+        match conn
+            .call(Request::Define {
+                xml: edited,
+                validate: false,
+            })
+            .map_err(|e| Failure::with(e, "", None))
+        {
+            Ok(reply) => {
+                let o = done(reply)?;
+                return Ok(format!("Network {} XML configuration edited.\n", o.network));
+            }
+            Err(fail) if std::io::stdin().is_terminal() => {
+                for l in &fail.0 {
+                    eprintln!("error: {l}");
+                }
+                if !ask_retry() {
+                    return Err(Failure::one("edit abandoned; nothing changed"));
+                }
+            }
+            Err(fail) => return Err(fail),
+        }
+    }
+}
+
+/// virsh's "Failed. Try again?" prompt; true to edit again.
+fn ask_retry() -> bool {
+    loop {
+        print!("Failed. Try again? [y,n,i,f,?]: ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).unwrap_or(0) == 0 {
+            return false;
+        }
+        match answer.trim() {
+            "y" | "i" | "f" => return true,
+            "n" => return false,
+            _ => println!(
+                "y - yes, start editor again\nn - no, throw away my changes\n\
+                 i, f - like y: slipway cannot define a network that does not validate\n? - print this help"
+            ),
+        }
+    }
+}
+
+fn net_event(paths: &Paths, a: EventArgs) -> i32 {
+    let fail = |lines: Vec<String>| {
+        println!();
+        for l in lines {
+            eprintln!("error: {l}");
+        }
+        1
+    };
+    if a.list {
+        println!("lifecycle\n");
+        return 0;
+    }
+    if let Some(ev) = &a.event {
+        if ev != "lifecycle" {
+            return fail(vec![format!("unknown event type {ev}")]);
+        }
+    }
+    let mut client = match Client::connect(&paths.socket) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(vec![format!(
+                "net-event needs the slipway daemon: cannot connect to {}: {e}",
+                paths.socket.display()
+            )])
+        }
+    };
+    let filter = match &a.network {
+        Some(key) => match client.call(&Request::Info {
+            lookup: Lookup::any(key),
+        }) {
+            Ok(Reply::Info(i)) => Some(i.uuid),
+            Ok(other) => return fail(vec![format!("unexpected reply {other:?}")]),
+            Err(e) => return fail(Failure::with(e, key, None).0),
+        },
+        None => None,
+    };
+    let mut stream = match client.subscribe() {
+        Ok(s) => s,
+        Err(e) => return fail(vec![e.to_string()]),
+    };
+    let deadline = a.timeout.map(|t| Instant::now() + Duration::from_secs(t));
+    let mut count = 0;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match stream.next(left) {
+            Ok(Some(ev)) => {
+                if filter.as_ref().is_some_and(|u| *u != ev.uuid) {
+                    continue;
+                }
+                let kind = match ev.kind {
+                    EventKind::Defined => "Defined",
+                    EventKind::Undefined => "Undefined",
+                    EventKind::Started => "Started",
+                    EventKind::Stopped => "Stopped",
+                };
+                if a.timestamp {
+                    let _ = write!(out, "{}: ", timestamp_now());
+                }
+                let _ = writeln!(out, "event 'lifecycle' for network {}: {kind}", ev.network);
+                let _ = out.flush();
+                count += 1;
+                if !a.looping {
+                    break;
+                }
+            }
+            Ok(None) => {
+                let _ = writeln!(out, "event loop timed out");
+                break;
+            }
+            Err(e) => {
+                drop(out);
+                return fail(vec![e.to_string()]);
+            }
+        }
+    }
+    let _ = writeln!(out, "events received: {count}\n");
+    let _ = out.flush();
+    if count > 0 {
+        0
+    } else {
+        1
+    }
+}
+
+/// virsh's event timestamp: `YYYY-MM-DD HH:MM:SS.mmm+0000` in UTC.
+fn timestamp_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}

@@ -1,0 +1,130 @@
+//! `slipway user`: one user-mode network in this process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{ArgGroup, Args};
+use slipway_usermode::attach::AttachSpec;
+use slipway_usermode::config::{Limits, MAX_MTU, MIN_MTU};
+use slipway_usermode::event_loop::{self, RunOptions};
+use slipway_usermode::options;
+
+/// Arguments of `slipway user`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("attach").required(true).args(["socket", "connect_socket", "listen_tcp", "dgram"])))]
+pub struct UserArgs {
+    /// Listen on a unix stream socket for QEMU
+    /// `-netdev stream,server=off,addr.type=unix,addr.path=PATH`.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Connect to a unix stream socket QEMU listens on (`-netdev stream,server=on,...`).
+    #[arg(long, value_name = "PATH")]
+    pub connect_socket: Option<PathBuf>,
+
+    /// Listen on a TCP address for QEMU `-netdev stream` (inet) or `-netdev socket,connect=`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen_tcp: Option<SocketAddr>,
+
+    /// Bind a unix datagram socket for QEMU `-netdev dgram` (remote.path=PATH).
+    #[arg(long, value_name = "PATH")]
+    pub dgram: Option<PathBuf>,
+
+    /// Upstream DNS server (repeatable); default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR:PORT")]
+    pub dns_upstream: Vec<SocketAddr>,
+
+    /// Link MTU, advertised to the guest by DHCP (68 to 65520).
+    #[arg(long, value_name = "N", default_value_t = 1500)]
+    pub mtu: usize,
+
+    /// Legacy QEMU `-redir` forward, `[tcp|udp]:hostport:[guestaddr]:guestport` (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub redir: Vec<String>,
+
+    /// Most TCP connections translated at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_tcp_flows as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tcp_flows: u32,
+
+    /// Most UDP flows at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_udp_flows as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_udp_flows: u32,
+
+    /// Seconds before an idle UDP flow is closed.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().udp_idle_timeout_secs, value_parser = clap::value_parser!(u64).range(1..))]
+    pub udp_timeout: u64,
+
+    /// Bytes the stack may hold for one flow before the guest's window closes.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_flow_buffer as u64, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_flow_buffer: u64,
+
+    /// After the VM disconnects, wait for the next one instead of exiting
+    /// (listening and datagram modes; in connect mode slipway always exits).
+    #[arg(long)]
+    pub keep_listening: bool,
+
+    /// Do not map the host address to the host's loopback.
+    #[arg(long)]
+    pub no_host_loopback: bool,
+
+    /// QEMU `-netdev user` option string, e.g. `net=10.0.2.0/24,hostfwd=tcp::5022-:22`.
+    #[arg(value_name = "OPTS")]
+    pub options: Option<String>,
+}
+
+/// Runs the stack until the VM disconnects or a signal arrives.
+pub fn run(args: UserArgs) -> anyhow::Result<i32> {
+    let opts = args.options.as_deref().unwrap_or("");
+    let mut cfg = options::parse_options(opts).context("invalid -netdev user options")?;
+    if !(MIN_MTU..=MAX_MTU).contains(&args.mtu) {
+        anyhow::bail!(
+            "invalid value '{}' for '--mtu': must be between {MIN_MTU} and {MAX_MTU}",
+            args.mtu
+        );
+    }
+    cfg.mtu = args.mtu;
+    cfg.limits = Limits {
+        max_tcp_flows: args.max_tcp_flows as usize,
+        max_udp_flows: args.max_udp_flows as usize,
+        udp_idle_timeout_secs: args.udp_timeout,
+        max_flow_buffer: usize::try_from(args.max_flow_buffer).unwrap_or(usize::MAX),
+        ..Limits::default()
+    };
+    cfg.host_loopback = !args.no_host_loopback;
+    for spec in &args.redir {
+        let fwd = options::parse_redir(spec, &cfg)?;
+        cfg.hostfwd.push(fwd);
+    }
+    cfg.dns_upstreams = if args.dns_upstream.is_empty() {
+        match slipway_usermode::config::system_dns_upstreams() {
+            Ok(upstreams) => upstreams,
+            Err(err) => {
+                // The stack reports the missing upstream once, as an error.
+                tracing::debug!(%err, "reading the host's resolvers");
+                Vec::new()
+            }
+        }
+    } else {
+        args.dns_upstream.clone()
+    };
+    let spec = if let Some(p) = args.socket {
+        AttachSpec::UnixListen(p)
+    } else if let Some(p) = args.connect_socket {
+        AttachSpec::UnixConnect(p)
+    } else if let Some(a) = args.listen_tcp {
+        AttachSpec::TcpListen(a)
+    } else if let Some(p) = args.dgram {
+        AttachSpec::UnixDgram(p)
+    } else {
+        anyhow::bail!("one of --socket, --connect-socket, --listen-tcp or --dgram is required");
+    };
+    event_loop::run(
+        cfg,
+        spec,
+        RunOptions {
+            keep_listening: args.keep_listening,
+        },
+    )?;
+    Ok(0)
+}

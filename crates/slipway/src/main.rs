@@ -1,0 +1,62 @@
+//! The `slipway` command: one binary, one subcommand per job.
+//!
+//! Each subcommand family lives in its own module and only calls into the
+//! library crates; nothing here implements networking itself.
+
+mod cmd_net;
+mod cmd_user;
+
+use clap::{Parser, Subcommand};
+
+/// Networking for QEMU/KVM virtual machines.
+#[derive(Parser, Debug)]
+#[command(name = "slipway", version, about, propagate_version = true)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Keep network definitions, live state and the daemon socket under DIR
+    /// instead of the system or per-user locations (tests, development).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<std::path::PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one user-mode network (QEMU's `-netdev user`, in its own process).
+    User(cmd_user::UserArgs),
+    #[command(flatten)]
+    Net(cmd_net::NetCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::User(args) => cmd_user::run(args),
+        Command::Net(cmd) => cmd_net::run(cmd, cli.root.as_deref()),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("slipway: error: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

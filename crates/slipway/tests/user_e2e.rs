@@ -1,0 +1,578 @@
+//! `slipway user` end to end: a real Linux guest under QEMU on each VM
+//! attachment, with busybox clients (udhcpc, ping, nc, nslookup, wget,
+//! httpd) talking to real peers on the host's loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use slipway_testkit::{DnsServer, Guest, GuestOutput, HttpServer};
+
+/// A `slipway user` process; killed when dropped.
+struct Slipway {
+    child: Option<Child>,
+    log: PathBuf,
+    /// The scratch directory holding the log, removed when dropped.
+    _dir: Box<dyn std::any::Any>,
+}
+
+impl Slipway {
+    fn start(args: &[String]) -> Slipway {
+        Slipway::spawn(Command::new(env!("CARGO_BIN_EXE_slipway")), args)
+    }
+
+    /// Runs `cmd` (slipway itself, or a wrapper that execs it) with
+    /// `-vv user ARGS`.
+    fn spawn(mut cmd: Command, args: &[String]) -> Slipway {
+        let dir = slipway_testkit::temp_dir().expect("temp dir");
+        let log = dir.path().join("slipway.log");
+        let child = cmd
+            .arg("-vv")
+            .arg("user")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("slipway starts");
+        Slipway {
+            child: Some(child),
+            log,
+            _dir: Box::new(dir),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until slipway has created `path` (its socket), or fails with its log.
+    fn wait_for_path(&mut self, path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !path.exists() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "slipway exited with {status} before creating {}:\n{}",
+                    path.display(),
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slipway did not create {}:\n{}",
+                path.display(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until slipway logs that it listens (a probe connection would
+    /// count as the VM).
+    fn wait_for_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains("waiting for the VM") {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "slipway exited with {status} before listening:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slipway does not listen:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    fn terminate(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let status = child.wait().expect("slipway exits");
+        (status, self.log())
+    }
+
+    /// Waits for slipway to exit by itself (the VM went away).
+    fn wait_exit(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "slipway did not exit after the VM went away:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Slipway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+fn check(out: &GuestOutput, slipway: &Slipway, key: &str, want: &str) {
+    assert_eq!(
+        out.result(key),
+        Some(want),
+        "result {key}\n--- guest ---\n{}\n--- slipway ---\n{}",
+        out.console,
+        slipway.log()
+    );
+}
+
+fn run_guest(builder: slipway_testkit::GuestBuilder, slipway: &Slipway) -> GuestOutput {
+    match builder.run() {
+        Ok(out) => out,
+        Err(err) => panic!("guest failed: {err}\n--- slipway ---\n{}", slipway.log()),
+    }
+}
+
+fn md5(path: &Path) -> String {
+    let out = Command::new("md5sum")
+        .arg(path)
+        .output()
+        .expect("md5sum runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn unix_stream_netdev(path: &Path) -> String {
+    format!(
+        "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+        path.display()
+    )
+}
+
+/// The defaults over a unix stream socket: QEMU's well-known lease, and
+/// every service through the host and DNS addresses.
+#[test]
+fn defaults_over_unix_stream() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    // 4 MiB of varied bytes.
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    let http = HttpServer::serve_dir(dir.path()).unwrap();
+    let dns = DnsServer::builder()
+        .host("www.example.test", "192.0.2.10".parse().unwrap())
+        .start()
+        .unwrap();
+    let refused = slipway_testkit::free_port().unwrap();
+    let sock = dir.path().join("vm.sock");
+
+    let mut slipway = Slipway::start(&[
+        s("--socket"),
+        sock.display().to_string(),
+        s("--dns-upstream"),
+        dns.addr().to_string(),
+    ]);
+    slipway.wait_for_path(&sock);
+    let script = format!(
+        "dhcp eth0 || exit 1\n\
+         ping -c 2 -W 10 10.0.2.2 >/dev/null && result ping ok\n\
+         nslookup www.example.test 10.0.2.2:{dns_port} > /tmp/udp 2>&1; grep -q 192.0.2.10 /tmp/udp && result udp_nat ok\n\
+         nslookup www.example.test 10.0.2.3 > /tmp/ns 2>&1; grep -q 192.0.2.10 /tmp/ns && result nslookup ok\n\
+         wget -q -O /tmp/big.bin http://10.0.2.2:{http}/big.bin && result md5 \"$(md5sum /tmp/big.bin | cut -d' ' -f1)\"\n\
+         wget -q -O /tmp/x http://10.0.2.2:{refused}/ 2> /tmp/refused; result refused \"$(grep -c 'Connection refused' /tmp/refused)\"\n\
+         cat /tmp/ns /tmp/udp /tmp/refused\n",
+        dns_port = dns.port(),
+        http = http.port(),
+    );
+    let out = run_guest(
+        Guest::builder()
+            .netdev(&unix_stream_netdev(&sock))
+            .script(&script),
+        &slipway,
+    );
+    check(&out, &slipway, "dhcp", "bound");
+    check(&out, &slipway, "ip", "10.0.2.15");
+    check(&out, &slipway, "mask", "24");
+    check(&out, &slipway, "router", "10.0.2.2");
+    check(&out, &slipway, "dns", "10.0.2.3");
+    check(&out, &slipway, "mtu", "1500");
+    check(&out, &slipway, "lease", "86400");
+    check(&out, &slipway, "domain", "");
+    check(&out, &slipway, "search", "");
+    check(&out, &slipway, "hostname", "");
+    check(&out, &slipway, "ping", "ok");
+    check(&out, &slipway, "udp_nat", "ok");
+    check(&out, &slipway, "nslookup", "ok");
+    assert!(dns.log().contains("www.example.test"), "{}", dns.log());
+    check(&out, &slipway, "md5", &md5(&file));
+    check(&out, &slipway, "refused", "1");
+    // The guest powered off: QEMU closed the link, so slipway exits 0 and
+    // removes its socket file.
+    let (status, log) = slipway.wait_exit();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+/// A custom network over a TCP stream: every lease field is what the
+/// options say.
+#[test]
+fn custom_network_over_tcp_stream() {
+    let port = slipway_testkit::free_port().unwrap();
+    let mut slipway = Slipway::start(&[
+        s("--listen-tcp"),
+        format!("127.0.0.1:{port}"),
+        s("--mtu"),
+        s("1400"),
+        s("--dns-upstream"),
+        s("127.0.0.1:9"),
+        s(
+            "net=192.168.77.0/24,host=192.168.77.1,dns=192.168.77.53,dhcpstart=192.168.77.100,\
+           hostname=vm1,domainname=example.test,dnssearch=a.example.test,dnssearch=b.example.test",
+        ),
+    ]);
+    slipway.wait_for_listening();
+    let script = "dhcp eth0 || exit 1\n\
+                  ping -c 2 -W 10 192.168.77.1 >/dev/null && result ping ok\n\
+                  ping -c 1 -W 10 192.168.77.53 >/dev/null && result ping_dns ok\n";
+    let out = run_guest(
+        Guest::builder()
+            .netdev(&format!(
+                "stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port={port}"
+            ))
+            .script(script),
+        &slipway,
+    );
+    check(&out, &slipway, "dhcp", "bound");
+    check(&out, &slipway, "ip", "192.168.77.100");
+    check(&out, &slipway, "mask", "24");
+    check(&out, &slipway, "router", "192.168.77.1");
+    check(&out, &slipway, "dns", "192.168.77.53");
+    check(&out, &slipway, "serverid", "192.168.77.1");
+    check(&out, &slipway, "mtu", "1400");
+    check(&out, &slipway, "hostname", "vm1");
+    check(&out, &slipway, "domain", "example.test");
+    check(&out, &slipway, "search", "a.example.test b.example.test");
+    check(&out, &slipway, "ping", "ok");
+    check(&out, &slipway, "ping_dns", "ok");
+    let (status, log) = slipway.wait_exit();
+    assert!(status.success(), "{status}\n{log}");
+}
+
+/// The legacy `-netdev socket,connect=` speaks the same framing.
+#[test]
+fn legacy_socket_netdev_over_tcp() {
+    let port = slipway_testkit::free_port().unwrap();
+    let mut slipway = Slipway::start(&[s("--listen-tcp"), format!("127.0.0.1:{port}")]);
+    slipway.wait_for_listening();
+    let out = run_guest(
+        Guest::builder()
+            .netdev(&format!("socket,id=n0,connect=127.0.0.1:{port}"))
+            .script("dhcp eth0 || exit 1\nping -c 1 -W 10 10.0.2.2 >/dev/null && result ping ok\n"),
+        &slipway,
+    );
+    check(&out, &slipway, "ip", "10.0.2.15");
+    check(&out, &slipway, "ping", "ok");
+}
+
+/// A unix datagram attachment (`-netdev dgram`) carries a guest; the
+/// stack learns QEMU's address from its first frame.
+#[test]
+fn unix_dgram_carries_a_guest() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let dns = DnsServer::builder()
+        .host("dgram.example.test", "192.0.2.20".parse().unwrap())
+        .start()
+        .unwrap();
+    // 2 MiB toward the guest: far more than the 10 datagrams a unix socket
+    // queues, so the link must wait for room instead of stalling.
+    let data: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let file = dir.path().join("dgram.bin");
+    std::fs::write(&file, &data).unwrap();
+    let http = HttpServer::serve_dir(dir.path()).unwrap();
+    let sock = dir.path().join("stack.sock");
+    let vm_sock = dir.path().join("vm.sock");
+    let mut slipway = Slipway::start(&[
+        s("--dgram"),
+        sock.display().to_string(),
+        s("--dns-upstream"),
+        dns.addr().to_string(),
+    ]);
+    slipway.wait_for_path(&sock);
+    let script = format!(
+        "dhcp eth0 || exit 1\n\
+         ping -c 2 -W 10 10.0.2.2 >/dev/null && result ping ok\n\
+         nslookup dgram.example.test 2>&1 | grep -q 192.0.2.20 && result nslookup ok\n\
+         wget -q -O /tmp/d.bin http://10.0.2.2:{port}/dgram.bin && result md5 \"$(md5sum /tmp/d.bin | cut -d' ' -f1)\"\n",
+        port = http.port()
+    );
+    let netdev = format!(
+        "dgram,id=n0,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+        vm_sock.display(),
+        sock.display()
+    );
+    let out = run_guest(Guest::builder().netdev(&netdev).script(&script), &slipway);
+    check(&out, &slipway, "ip", "10.0.2.15");
+    check(&out, &slipway, "router", "10.0.2.2");
+    check(&out, &slipway, "ping", "ok");
+    check(&out, &slipway, "nslookup", "ok");
+    check(&out, &slipway, "md5", &md5(&file));
+    // A datagram link has no end: SIGTERM stops it cleanly.
+    let (status, log) = slipway.terminate();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+/// restrict=on over a unix datagram socket: no router or DNS in the lease,
+/// nothing outbound, but host forwards (TCP and UDP) still reach the guest.
+#[test]
+fn restrict_over_unix_dgram_with_forwards() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let http = HttpServer::serve_dir(dir.path()).unwrap();
+    let dns = DnsServer::builder()
+        .host("www.example.test", "192.0.2.10".parse().unwrap())
+        .start()
+        .unwrap();
+    let fwd_tcp = slipway_testkit::free_port().unwrap();
+    let fwd_udp = slipway_testkit::free_port().unwrap();
+    let sock = dir.path().join("stack.sock");
+    let vm_sock = dir.path().join("vm.sock");
+    let mut slipway = Slipway::start(&[
+        s("--dgram"),
+        sock.display().to_string(),
+        s("--dns-upstream"),
+        dns.addr().to_string(),
+        format!("restrict=on,hostfwd=tcp:127.0.0.1:{fwd_tcp}-:8080,hostfwd=udp:127.0.0.1:{fwd_udp}-:7777"),
+    ]);
+    slipway.wait_for_path(&sock);
+    // busybox has no UDP server: the guest kernel's "no port" counter shows
+    // that the forwarded datagram arrived.
+    let script = format!(
+        "dhcp eth0 || exit 1\n\
+         wget -q -O /tmp/x http://10.0.2.2:{http}/ 2>/dev/null && result outbound_tcp open || result outbound_tcp blocked\n\
+         nslookup www.example.test 10.0.2.2:{dns_port} 2>&1 | grep -q 192.0.2.10 && result outbound_udp open || result outbound_udp blocked\n\
+         nslookup www.example.test 10.0.2.3 2>&1 | grep -q 192.0.2.10 && result dns_relay open || result dns_relay blocked\n\
+         mkdir -p /www && echo guest-page > /www/index.html\n\
+         httpd -p 8080 -h /www\n\
+         noports() {{ awk '/^Udp: [0-9]/ {{ print $3 }}' /proc/net/snmp; }}\n\
+         base=$(noports)\n\
+         ready forwards\n\
+         i=0; while [ $i -lt 120 ]; do [ \"$(noports)\" -gt \"$base\" ] && {{ result udp_fwd delivered; break; }}; sleep 1; i=$((i+1)); done\n\
+         sleep 120\n",
+        http = http.port(),
+        dns_port = dns.port(),
+    );
+    let netdev = format!(
+        "dgram,id=n0,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+        vm_sock.display(),
+        sock.display()
+    );
+    let mut guest = Guest::builder()
+        .netdev(&netdev)
+        .script(&script)
+        .boot()
+        .unwrap();
+    guest
+        .wait_for_line("SLIPWAY-READY forwards", Duration::from_secs(240))
+        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
+    let console = guest.console();
+    let get = |key: &str| {
+        console.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("SLIPWAY-RESULT {key}="))
+                .map(str::to_string)
+        })
+    };
+    assert_eq!(
+        get("dhcp").as_deref(),
+        Some("bound"),
+        "{console}\n{}",
+        slipway.log()
+    );
+    assert_eq!(get("ip").as_deref(), Some("10.0.2.15"), "{console}");
+    assert_eq!(get("router").as_deref(), Some(""), "{console}");
+    assert_eq!(get("dns").as_deref(), Some(""), "{console}");
+    assert_eq!(get("outbound_tcp").as_deref(), Some("blocked"), "{console}");
+    assert_eq!(get("outbound_udp").as_deref(), Some("blocked"), "{console}");
+    assert_eq!(get("dns_relay").as_deref(), Some("blocked"), "{console}");
+    assert!(
+        !dns.log().contains("www.example.test"),
+        "a query got out:\n{}",
+        dns.log()
+    );
+
+    // UDP forward: a datagram from the host reaches the guest.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"hello guest\n", ("127.0.0.1", fwd_udp))
+        .unwrap();
+    guest
+        .wait_for_line("SLIPWAY-RESULT udp_fwd=delivered", Duration::from_secs(240))
+        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
+
+    // TCP forward: fetch the guest's page from the host.
+    let mut body = String::new();
+    let mut conn = TcpStream::connect(("127.0.0.1", fwd_tcp)).expect("forward accepts");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    conn.read_to_string(&mut body)
+        .unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
+    assert!(body.contains("guest-page"), "{body}\n{}", slipway.log());
+
+    drop(guest);
+    let (status, log) = slipway.terminate();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+/// Connect mode: QEMU listens (`server=on`) and slipway connects; a legacy
+/// `--redir` forward lets the host fetch from the guest.
+#[test]
+fn connect_mode_with_redir() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let sock = dir.path().join("qemu.sock");
+    let fwd = slipway_testkit::free_port().unwrap();
+    let script = "dhcp eth0 || exit 1\n\
+                  mkdir -p /www && echo redir-page > /www/index.html\n\
+                  httpd -p 80 -h /www\n\
+                  ready served\n\
+                  sleep 120\n";
+    let mut guest = Guest::builder()
+        .netdev(&format!(
+            "stream,id=n0,server=on,addr.type=unix,addr.path={}",
+            sock.display()
+        ))
+        .script(script)
+        .boot()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "QEMU did not create {}",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let slipway = Slipway::start(&[
+        s("--connect-socket"),
+        sock.display().to_string(),
+        s("--redir"),
+        format!("tcp:{fwd}::80"),
+    ]);
+    guest
+        .wait_for_line("SLIPWAY-READY served", Duration::from_secs(240))
+        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
+    assert!(
+        guest.console().contains("SLIPWAY-RESULT ip=10.0.2.15"),
+        "{}",
+        guest.console()
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", fwd)).expect("redir accepts");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body)
+        .unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
+    assert!(body.contains("redir-page"), "{body}\n{}", slipway.log());
+    // QEMU going away ends slipway in connect mode.
+    drop(guest);
+    let (status, log) = slipway.wait_exit();
+    assert!(status.success(), "{status}\n{log}");
+}
+
+/// `--keep-listening`: after one VM powers off the next one attaches; the
+/// first VM's lease is kept, so the second gets the next address.
+#[test]
+fn keep_listening_serves_vm_after_vm() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let sock = dir.path().join("vm.sock");
+    let mut slipway = Slipway::start(&[
+        s("--socket"),
+        sock.display().to_string(),
+        s("--keep-listening"),
+        s("--dns-upstream"),
+        s("127.0.0.1:9"),
+    ]);
+    slipway.wait_for_path(&sock);
+    for (mac, ip) in [
+        ("52:54:00:00:00:01", "10.0.2.15"),
+        ("52:54:00:00:00:02", "10.0.2.16"),
+    ] {
+        let out = run_guest(
+            Guest::builder()
+                .netdev(&unix_stream_netdev(&sock))
+                .mac(mac)
+                .script(
+                    "dhcp eth0 || exit 1\nping -c 1 -W 10 10.0.2.2 >/dev/null && result ping ok\n",
+                ),
+            &slipway,
+        );
+        check(&out, &slipway, "ip", ip);
+        check(&out, &slipway, "ping", "ok");
+    }
+    let (status, log) = slipway.terminate();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("waiting for the next VM"), "{log}");
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+/// A host without any nameserver (an empty /etc/resolv.conf, bind-mounted
+/// in a user+mount namespace): slipway says so once and the guest's queries
+/// get SERVFAIL at once instead of timing out; everything else works.
+#[test]
+fn no_host_nameserver_gives_servfail() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let empty = dir.path().join("resolv.conf");
+    std::fs::write(&empty, "# offline\n").unwrap();
+    let sock = dir.path().join("vm.sock");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-Urm", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/resolv.conf && exec \"$0\" \"$@\"",
+            empty.display()
+        ))
+        .arg(env!("CARGO_BIN_EXE_slipway"));
+    let mut slipway = Slipway::spawn(cmd, &[s("--socket"), sock.display().to_string()]);
+    slipway.wait_for_path(&sock);
+    let script = "dhcp eth0 || exit 1\n\
+                  nslookup www.example.test > /tmp/ns 2>&1; grep -q SERVFAIL /tmp/ns && result servfail yes\n\
+                  cat /tmp/ns\n";
+    let out = run_guest(
+        Guest::builder()
+            .netdev(&unix_stream_netdev(&sock))
+            .script(script),
+        &slipway,
+    );
+    check(&out, &slipway, "dns", "10.0.2.3");
+    check(&out, &slipway, "servfail", "yes");
+    let (status, log) = slipway.wait_exit();
+    assert!(status.success(), "{status}\n{log}");
+    assert_eq!(log.matches("no DNS upstream").count(), 1, "{log}");
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The one test command. On a fresh Debian 12 machine, as root: installs the
+# Debian packages in scripts/test-packages.txt that are missing, checks the
+# Rust toolchain, then runs formatting, lint, the harness self-test (which
+# builds the test guest) and every test of the workspace. Every step runs even
+# if an earlier one failed; the exit status is non-zero if any failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+start=$SECONDS
+section() { printf '\n==== %s ====\n' "$*"; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+section "Debian packages (scripts/test-packages.txt)"
+packages=()
+while read -r line; do
+    line=${line%%#*}
+    for word in $line; do packages+=("$word"); done
+done < scripts/test-packages.txt
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]})); then
+    echo "missing: ${missing[*]}"
+    [ "$(id -u)" -eq 0 ] || die "these Debian packages are missing and installing them needs root: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "all ${#packages[@]} packages installed"
+fi
+
+section "Rust toolchain"
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (1.80 or later, e.g. from https://rustup.rs) and rerun"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || die "cargo fmt / cargo clippy missing and no rustup to add them"
+    rustup component add rustfmt clippy
+fi
+cargo --version
+rustc --version
+
+failed=()
+step() {
+    local name=$1
+    shift
+    section "$name"
+    local t=$SECONDS
+    if "$@"; then
+        echo "---- $name: ok ($((SECONDS - t)) s)"
+    else
+        echo "---- $name: FAILED ($((SECONDS - t)) s)"
+        failed+=("$name")
+    fi
+}
+
+step "cargo fmt --check" cargo fmt --all --check
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+# Builds (or reuses) the test guest and proves the harness against QEMU's own
+# user-mode stack before the product's end-to-end tests rely on it.
+step "test guest + harness self-test" cargo test -p slipway-testkit
+step "cargo test --workspace" cargo test --workspace --exclude slipway-testkit --no-fail-fast
+
+section "summary ($((SECONDS - start)) s)"
+if ((${#failed[@]})); then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all steps passed"
