@@ -64,7 +64,7 @@ impl LeaseRecord {
 
     /// Whether the lease holds at `now` (seconds since the epoch).
     pub fn is_active(&self, now: u64) -> bool {
-        self.expires.map_or(true, |e| e > now)
+        self.expires.is_none_or(|e| e > now)
     }
 
     /// Back to a server lease; `None` if the MAC or client id is malformed.
@@ -132,7 +132,7 @@ pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> Stri
     let mut active: Vec<&LeaseRecord> = leases
         .iter()
         .filter(|l| l.is_active(now))
-        .filter(|l| mac.map_or(true, |m| m.eq_ignore_ascii_case(&l.mac)))
+        .filter(|l| mac.is_none_or(|m| m.eq_ignore_ascii_case(&l.mac)))
         .collect();
     active.sort_by_key(|l| l.mac.to_ascii_lowercase());
     let header = [

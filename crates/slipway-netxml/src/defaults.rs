@@ -21,7 +21,7 @@ pub(crate) fn fill(net: &mut Network, ctx: &DefaultsContext) {
     // bridge of their own; only routed/NAT/open/isolated networks do.
     if net.has_own_bridge() {
         let bridge = net.bridge.get_or_insert_with(Bridge::default);
-        if bridge.name.as_deref().map_or(true, |n| n.contains("%d")) {
+        if bridge.name.as_deref().is_none_or(|n| n.contains("%d")) {
             let template = bridge.name.clone().unwrap_or_else(|| "virbr%d".to_string());
             bridge.name = Some(free_bridge_name(&template, &ctx.bridges_in_use));
         }

@@ -503,7 +503,6 @@ impl LeaseUnit {
 impl Network {
     /// True when the network has a bridge of its own (isolated, nat, route, open).
     pub fn has_own_bridge(&self) -> bool {
-        self.forward_mode()
-            .map_or(true, ForwardMode::has_own_bridge)
+        self.forward_mode().is_none_or(ForwardMode::has_own_bridge)
     }
 }

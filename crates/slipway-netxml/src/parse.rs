@@ -577,7 +577,7 @@ impl Walker<'_> {
             Some(n) => self.forward(n)?,
             None => None,
         };
-        let own_bridge = forward.as_ref().map_or(true, |f| f.mode.has_own_bridge());
+        let own_bridge = forward.as_ref().is_none_or(|f| f.mode.has_own_bridge());
         let mut bridge = match root.kid("bridge") {
             Some(n) => Some(self.bridge(n)?),
             None => None,
