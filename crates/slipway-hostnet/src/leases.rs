@@ -143,10 +143,10 @@ pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> Stri
         "Hostname",
         "Client ID or DUID",
     ];
-    let rows: Vec<[String; 6]> = active
+    let rows: Vec<Vec<String>> = active
         .iter()
         .map(|l| {
-            [
+            vec![
                 // libvirt reports an infinite lease with expiry time 0.
                 local_time(l.expires.unwrap_or(0)),
                 l.mac.clone(),
@@ -157,35 +157,7 @@ pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> Stri
             ]
         })
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    // As vsh-table.c: each cell is a space and the text, padded to the
-    // column width plus two spaces except in the last column; the dash row
-    // is every column's width plus three.
-    let line = |cells: &[&str]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            s.push(' ');
-            s.push_str(c);
-            if i + 1 < cells.len() {
-                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
-            }
-        }
-        s.push('\n');
-        s
-    };
-    let mut out = line(&header);
-    out.push_str(&"-".repeat(widths.iter().map(|w| w + 3).sum()));
-    out.push('\n');
-    for r in &rows {
-        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
-        out.push_str(&line(&cells));
-    }
-    out
+    slipway_netmgr::vsh_table(&header, &rows)
 }
 
 /// The `net-dhcp-leases NAME [--mac MAC]` table of network `name` whose live

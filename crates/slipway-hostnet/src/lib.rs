@@ -447,6 +447,9 @@ impl Backend for LinuxBackend {
             return Ok(());
         };
         self.undo(&rec)?;
+        if let Some(p) = &rec.service {
+            fsutil::remove_if_exists(&p.config)?;
+        }
         fsutil::remove_if_exists(&self.record_file(&live.network))?;
         Ok(())
     }

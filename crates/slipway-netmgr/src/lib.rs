@@ -19,6 +19,7 @@ mod paths;
 pub mod plan;
 pub mod proto;
 mod realize;
+mod table;
 pub mod update;
 
 pub use client::{Client, EventStream};
@@ -27,3 +28,4 @@ pub use manager::Manager;
 pub use paths::Paths;
 pub use plan::{Action, Plan};
 pub use realize::{Backend, LiveState, RecordingBackend};
+pub use table::vsh_table;

@@ -10,10 +10,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, Request};
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
-use slipway_netmgr::{Client, Error, ErrorCode, Manager, Paths, RecordingBackend};
+use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths, RecordingBackend};
 
 /// Network-manager subcommands, named as virsh names them.
 #[derive(Subcommand, Debug)]
@@ -97,6 +98,14 @@ pub enum NetCommand {
     },
     /// Update parts of an existing network's configuration.
     NetUpdate(UpdateArgs),
+    /// Print lease info for a given network.
+    NetDhcpLeases {
+        /// Network name or UUID.
+        network: String,
+        /// Only the leases of this MAC address.
+        #[arg(long)]
+        mac: Option<String>,
+    },
     /// Wait for network events (needs the daemon).
     NetEvent(EventArgs),
 }
@@ -213,17 +222,20 @@ enum Conn {
 }
 
 impl Conn {
-    fn open(paths: &Paths) -> Conn {
-        match Client::connect(&paths.socket) {
+    /// The daemon if it answers, else a manager in this process realizing
+    /// networks with `backend` (the Linux backend; the recording one for
+    /// `--dry-run`, which only plans).
+    fn open(
+        paths: &Paths,
+        backend: impl FnOnce() -> anyhow::Result<Box<dyn Backend>>,
+    ) -> anyhow::Result<Conn> {
+        Ok(match Client::connect(&paths.socket) {
             Ok(c) => Conn::Daemon(c),
             Err(e) => {
                 tracing::debug!("no daemon at {} ({e}): direct mode", paths.socket.display());
-                Conn::Direct(Box::new(Manager::new(
-                    paths.clone(),
-                    Box::new(RecordingBackend),
-                )))
+                Conn::Direct(Box::new(Manager::new(paths.clone(), backend()?)))
             }
-        }
+        })
     }
 
     fn call(&mut self, req: Request) -> Result<Reply, Error> {
@@ -239,7 +251,7 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
     let paths = Paths::detect(root);
     match cmd {
         NetCommand::Daemon => {
-            let manager = Manager::new(paths, Box::new(RecordingBackend));
+            let manager = Manager::new(paths.clone(), linux_backend(&paths)?);
             match slipway_netmgr::daemon::run(manager) {
                 Ok(()) => Ok(0),
                 Err(e) => {
@@ -258,8 +270,15 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                     | NetCommand::NetInfo { json: true, .. }
                     | NetCommand::NetStart { json: true, .. }
             );
-            let mut conn = Conn::open(&paths);
-            let result = exec(&mut conn, cmd);
+            let dry_run = matches!(&cmd, NetCommand::NetStart { dry_run: true, .. });
+            let mut conn = Conn::open(&paths, || {
+                if dry_run {
+                    Ok(Box::new(RecordingBackend))
+                } else {
+                    linux_backend(&paths)
+                }
+            })?;
+            let result = exec(&mut conn, cmd, &paths);
             let mut stdout = std::io::stdout().lock();
             match result {
                 Ok(text) => {
@@ -280,6 +299,18 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// The Linux backend, running each network's DHCP/DNS service as this
+/// binary's hidden `net-service` subcommand (logging at info level into the
+/// service's log file).
+fn linux_backend(paths: &Paths) -> anyhow::Result<Box<dyn Backend>> {
+    let exe = std::env::current_exe()
+        .context("cannot find the slipway executable to run network services")?;
+    Ok(Box::new(slipway_hostnet::LinuxBackend::new(
+        &paths.state_dir,
+        vec![exe.into(), "-v".into(), "net-service".into()],
+    )))
 }
 
 fn lookup_by_name(key: &str) -> Lookup {
@@ -337,7 +368,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
-fn exec(conn: &mut Conn, cmd: NetCommand) -> Result<String, Failure> {
+fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failure> {
     match cmd {
         NetCommand::NetList(a) => net_list(conn, a),
         NetCommand::NetDefine { file, validate } => {
@@ -479,6 +510,17 @@ fn exec(conn: &mut Conn, cmd: NetCommand) -> Result<String, Failure> {
         }
         NetCommand::NetEdit { network } => net_edit(conn, &network),
         NetCommand::NetUpdate(a) => net_update(conn, a),
+        NetCommand::NetDhcpLeases { network, mac } => {
+            // The name as defined (the key may be a UUID); the leases file
+            // is read directly: it is written atomically by the service.
+            let name = info(conn, Lookup::any(&network))?.name;
+            slipway_hostnet::leases_table(&paths.state_dir, &name, mac.as_deref()).map_err(|e| {
+                Failure(vec![
+                    format!("Failed to get leases info for {network}"),
+                    e.to_string(),
+                ])
+            })
+        }
         NetCommand::Daemon | NetCommand::NetEvent(_) => unreachable!("handled by run"),
     }
 }
@@ -531,38 +573,10 @@ fn net_list(conn: &mut Conn, a: ListArgs) -> Result<String, Failure> {
             ]
         })
         .collect();
-    Ok(table(&["Name", "State", "Autostart", "Persistent"], &rows))
-}
-
-/// virsh's table: each cell is a space, the text padded to the column
-/// width, then two spaces; the last column is not padded; the dash row is
-/// two longer than the header.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            s.push(' ');
-            s.push_str(c);
-            if i != last {
-                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
-            }
-        }
-        s
-    };
-    let head = line(header.to_vec());
-    let mut out = format!("{head}\n{}\n", "-".repeat(head.chars().count() + 2));
-    for r in rows {
-        out += &line(r.iter().map(String::as_str).collect());
-        out.push('\n');
-    }
-    out
+    Ok(slipway_netmgr::vsh_table(
+        &["Name", "State", "Autostart", "Persistent"],
+        &rows,
+    ))
 }
 
 fn net_update(conn: &mut Conn, a: UpdateArgs) -> Result<String, Failure> {

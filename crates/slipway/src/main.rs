@@ -4,6 +4,7 @@
 //! library crates; nothing here implements networking itself.
 
 mod cmd_net;
+mod cmd_netservice;
 mod cmd_user;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,9 @@ enum Command {
     User(cmd_user::UserArgs),
     #[command(flatten)]
     Net(cmd_net::NetCommand),
+    /// The DHCP/DNS service of one bridge network (run by the network manager).
+    #[command(hide = true)]
+    NetService(cmd_netservice::NetServiceArgs),
 }
 
 fn main() {
@@ -39,6 +43,7 @@ fn main() {
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
         Command::Net(cmd) => cmd_net::run(cmd, cli.root.as_deref()),
+        Command::NetService(args) => cmd_netservice::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -3,96 +3,14 @@
 //! virsh's test driver (`virsh -c test:///default`, Debian package
 //! libvirt-clients) as the oracle for output.
 
+mod net_common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_slipway");
-
-/// A command's result as text.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn text(o: Output) -> Run {
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-/// Runs slipway under `root`, in `cwd` (so file names print as virsh prints them).
-fn sw_in(root: &Path, cwd: &Path, args: &[&str]) -> Run {
-    let out = Command::new(BIN)
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run slipway");
-    text(out)
-}
-
-fn sw(root: &Path, args: &[&str]) -> Run {
-    sw_in(root, root, args)
-}
-
-/// Runs slipway and requires success.
-fn ok(root: &Path, args: &[&str]) -> String {
-    let r = sw(root, args);
-    assert_eq!(r.code, 0, "slipway {args:?} failed: {r:?}");
-    r.stdout
-}
-
-fn virsh(cwd: &Path, script: &str) -> Run {
-    let out = Command::new("virsh")
-        .args(["-c", "test:///default", script])
-        .current_dir(cwd)
-        .output()
-        .expect("virsh (Debian package libvirt-clients) must be installed");
-    text(out)
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
-}
-
-fn config_dir(root: &Path) -> PathBuf {
-    root.join("etc/slipway/networks")
-}
-
-fn state_dir(root: &Path) -> PathBuf {
-    root.join("run/slipway/networks")
-}
-
-/// Files whose names mark an unfinished write.
-fn temp_files(root: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for d in [
-        config_dir(root),
-        config_dir(root).join("autostart"),
-        state_dir(root),
-    ] {
-        if let Ok(rd) = std::fs::read_dir(d) {
-            v.extend(rd.flatten().map(|e| e.path()).filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with(".tmp-")
-            }));
-        }
-    }
-    v
-}
+use net_common::*;
 
 const ALPHA: &str = "<network>
   <name>alpha</name>
@@ -152,6 +70,14 @@ fn vquote(arg: &str) -> String {
 
 #[test]
 fn output_matches_virsh_test_driver() {
+    in_netns(
+        "output_matches_virsh_test_driver",
+        Ns::User,
+        output_matches_virsh_test_driver_body,
+    );
+}
+
+fn output_matches_virsh_test_driver_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -362,6 +288,14 @@ fn output_matches_virsh_test_driver() {
 
 #[test]
 fn exit_status_is_one_on_error_and_messages_name_the_problem() {
+    in_netns(
+        "exit_status_is_one_on_error_and_messages_name_the_problem",
+        Ns::User,
+        exit_status_is_one_on_error_and_messages_name_the_problem_body,
+    );
+}
+
+fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let r = sw(root, &["net-start", "nope"]);
@@ -436,6 +370,14 @@ fn exit_status_is_one_on_error_and_messages_name_the_problem() {
 
 #[test]
 fn undefining_an_active_network_makes_it_transient() {
+    in_netns(
+        "undefining_an_active_network_makes_it_transient",
+        Ns::User,
+        undefining_an_active_network_makes_it_transient_body,
+    );
+}
+
+fn undefining_an_active_network_makes_it_transient_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -467,11 +409,37 @@ fn undefining_an_active_network_makes_it_transient() {
         1,
         "a destroyed transient network is gone"
     );
-    assert_eq!(std::fs::read_dir(state_dir(root)).unwrap().count(), 0);
+    // Only the Linux backend's directory is left, holding no record or
+    // service configuration of the network (its leases and log stay, as
+    // libvirt keeps dnsmasq's).
+    let names = |dir: PathBuf| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(state_dir(root)), ["hostnet"]);
+    let kept = names(state_dir(root).join("hostnet"));
+    assert!(
+        kept.iter()
+            .all(|n| n == "alpha.leases.json" || n == "alpha.service.log"),
+        "{kept:?}"
+    );
 }
 
 #[test]
 fn corrupted_definition_is_reported_by_path_without_hiding_others() {
+    in_netns(
+        "corrupted_definition_is_reported_by_path_without_hiding_others",
+        Ns::User,
+        corrupted_definition_is_reported_by_path_without_hiding_others_body,
+    );
+}
+
+fn corrupted_definition_is_reported_by_path_without_hiding_others_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -531,6 +499,14 @@ fn corrupted_definition_is_reported_by_path_without_hiding_others() {
 
 #[test]
 fn racing_commands_leave_consistent_state() {
+    in_netns(
+        "racing_commands_leave_consistent_state",
+        Ns::User,
+        racing_commands_leave_consistent_state_body,
+    );
+}
+
+fn racing_commands_leave_consistent_state_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     ok(&root, &["net-list"]);
@@ -616,73 +592,16 @@ fn racing_commands_leave_consistent_state() {
     }
 }
 
-/// A daemon child process, killed on drop.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(root: &Path) -> Daemon {
-        Daemon::start_as(root, &[])
-    }
-
-    /// Starts the daemon through `setpriv ARGS` when ARGS are given (to run
-    /// it as another user).
-    fn start_as(root: &Path, setpriv: &[&str]) -> Daemon {
-        let mut cmd = if setpriv.is_empty() {
-            Command::new(BIN)
-        } else {
-            let mut c = Command::new("setpriv");
-            c.args(setpriv).arg(BIN);
-            c
-        };
-        let child = cmd
-            .arg("--root")
-            .arg(root)
-            .arg("daemon")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon(child);
-        // Ready once a status request is answered.
-        for _ in 0..2000 {
-            if status(root).is_some() {
-                return d;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        panic!("daemon did not come up");
-    }
-
-    fn kill9(&mut self) {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The daemon's status over the raw API, if it answers.
-fn status(root: &Path) -> Option<serde_json::Value> {
-    raw(root, r#"{"op":"status"}"#).ok()
-}
-
-fn raw(root: &Path, line: &str) -> std::io::Result<serde_json::Value> {
-    let mut s = UnixStream::connect(root.join("run/slipway/slipway-sock"))?;
-    writeln!(s, "{line}")?;
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply)?;
-    serde_json::from_str(&reply).map_err(std::io::Error::other)
-}
-
 #[test]
 fn daemon_streams_events_like_virsh() {
+    in_netns(
+        "daemon_streams_events_like_virsh",
+        Ns::User,
+        daemon_streams_events_like_virsh_body,
+    );
+}
+
+fn daemon_streams_events_like_virsh_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let r = sw(root, &["net-event", "--timeout", "1"]);
@@ -782,6 +701,14 @@ fn daemon_streams_events_like_virsh() {
 
 #[test]
 fn daemon_killed_mid_operation_recovers_state() {
+    in_netns(
+        "daemon_killed_mid_operation_recovers_state",
+        Ns::User,
+        daemon_killed_mid_operation_recovers_state_body,
+    );
+}
+
+fn daemon_killed_mid_operation_recovers_state_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let mut d = Daemon::start(&root);
@@ -848,6 +775,14 @@ fn daemon_killed_mid_operation_recovers_state() {
 
 #[test]
 fn daemon_refuses_changes_from_other_users() {
+    in_netns(
+        "daemon_refuses_changes_from_other_users",
+        Ns::Root,
+        daemon_refuses_changes_from_other_users_body,
+    );
+}
+
+fn daemon_refuses_changes_from_other_users_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -919,6 +854,14 @@ fn daemon_refuses_changes_from_other_users() {
 
 #[test]
 fn per_user_daemon_socket_is_private() {
+    in_netns(
+        "per_user_daemon_socket_is_private",
+        Ns::Root,
+        per_user_daemon_socket_is_private_body,
+    );
+}
+
+fn per_user_daemon_socket_is_private_body() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -966,6 +909,14 @@ fn per_user_daemon_socket_is_private() {
 
 #[test]
 fn net_update_sections_and_flags() {
+    in_netns(
+        "net_update_sections_and_flags",
+        Ns::User,
+        net_update_sections_and_flags_body,
+    );
+}
+
+fn net_update_sections_and_flags_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "gamma.xml", GAMMA);
@@ -1094,6 +1045,14 @@ fn net_update_sections_and_flags() {
 
 #[test]
 fn net_edit_revalidates_and_changes_nothing_on_error() {
+    in_netns(
+        "net_edit_revalidates_and_changes_nothing_on_error",
+        Ns::User,
+        net_edit_revalidates_and_changes_nothing_on_error_body,
+    );
+}
+
+fn net_edit_revalidates_and_changes_nothing_on_error_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);

@@ -1,0 +1,236 @@
+//! Helpers shared by the `net_*` tests: running the real `slipway` binary
+//! under `--root`, the daemon as a child process, and running a test in a
+//! network namespace of its own.
+//!
+//! Each test file uses a part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
+
+/// A command's result as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn text(o: Output) -> Run {
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Runs slipway under `root`, in `cwd` (so file names print as virsh prints them).
+pub fn sw_in(root: &Path, cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run slipway");
+    text(out)
+}
+
+pub fn sw(root: &Path, args: &[&str]) -> Run {
+    sw_in(root, root, args)
+}
+
+/// Runs slipway and requires success.
+pub fn ok(root: &Path, args: &[&str]) -> String {
+    let r = sw(root, args);
+    assert_eq!(r.code, 0, "slipway {args:?} failed: {r:?}");
+    r.stdout
+}
+
+pub fn virsh(cwd: &Path, script: &str) -> Run {
+    let out = Command::new("virsh")
+        .args(["-c", "test:///default", script])
+        .current_dir(cwd)
+        .output()
+        .expect("virsh (Debian package libvirt-clients) must be installed");
+    text(out)
+}
+
+pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+pub fn config_dir(root: &Path) -> PathBuf {
+    root.join("etc/slipway/networks")
+}
+
+pub fn state_dir(root: &Path) -> PathBuf {
+    root.join("run/slipway/networks")
+}
+
+/// Files whose names mark an unfinished write.
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for d in [
+        config_dir(root),
+        config_dir(root).join("autostart"),
+        state_dir(root),
+    ] {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            v.extend(rd.flatten().map(|e| e.path()).filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
+            }));
+        }
+    }
+    v
+}
+
+/// The kind of namespace a test runs in.
+#[derive(Clone, Copy)]
+pub enum Ns {
+    /// A user + network namespace (`unshare -Urn`): root inside, nothing
+    /// needed outside.
+    User,
+    /// A network namespace only (`unshare -n`), for tests that switch to
+    /// other users with setpriv (a user namespace maps only root); needs
+    /// root, as those tests do anyway.
+    Root,
+}
+
+const IN_NETNS: &str = "SLIPWAY_NET_CLI_IN_NETNS";
+
+/// Runs `body` in a fresh network namespace: the test binary re-executes
+/// itself (only test `name`) under `unshare`. Starting a network creates
+/// real bridges, nft rules and service processes, so every test that starts
+/// one (or a daemon, which autostarts `default`) runs this way. Afterwards
+/// every other process left in the namespace (daemons, network services) is
+/// killed so none outlives the test.
+pub fn in_netns(name: &str, ns: Ns, body: fn()) {
+    if std::env::var_os(IN_NETNS).is_some() {
+        let result = std::panic::catch_unwind(body);
+        kill_others_in_netns();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+        return;
+    }
+    let flags = match ns {
+        Ns::User => "-Urn",
+        Ns::Root => "-n",
+    };
+    let status = Command::new("unshare")
+        .arg(flags)
+        .arg(std::env::current_exe().expect("test executable path"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        .status()
+        .expect("run unshare (util-linux) to create a network namespace");
+    assert!(
+        status.success(),
+        "test inside the namespace failed: {status}"
+    );
+}
+
+/// SIGKILLs every process of this network namespace except this one.
+pub fn kill_others_in_netns() {
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != me && std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|n| n == own) {
+            // SAFETY: plain kill(2) of a process in the test's own namespace.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A daemon child process, killed on drop.
+pub struct Daemon(Child);
+
+impl Daemon {
+    pub fn start(root: &Path) -> Daemon {
+        Daemon::start_as(root, &[])
+    }
+
+    /// Starts the daemon through `setpriv ARGS` when ARGS are given (to run
+    /// it as another user).
+    pub fn start_as(root: &Path, setpriv: &[&str]) -> Daemon {
+        let mut cmd = if setpriv.is_empty() {
+            Command::new(BIN)
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args(setpriv).arg(BIN);
+            c
+        };
+        let child = cmd
+            .arg("--root")
+            .arg(root)
+            .arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon(child);
+        // Ready once a status request is answered.
+        for _ in 0..2000 {
+            if status(root).is_some() {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("daemon did not come up");
+    }
+
+    pub fn kill9(&mut self) {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The daemon's status over the raw API, if it answers.
+pub fn status(root: &Path) -> Option<serde_json::Value> {
+    raw(root, r#"{"op":"status"}"#).ok()
+}
+
+pub fn raw(root: &Path, line: &str) -> std::io::Result<serde_json::Value> {
+    let mut s = UnixStream::connect(root.join("run/slipway/slipway-sock"))?;
+    writeln!(s, "{line}")?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply)?;
+    serde_json::from_str(&reply).map_err(std::io::Error::other)
+}
+
+/// Polls `done` (a bound on the wait so a broken exchange fails instead of
+/// hanging; nothing about speed is asserted).
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < end {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("gave up waiting for {what}");
+}
