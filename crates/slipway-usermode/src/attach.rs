@@ -150,7 +150,7 @@ pub struct Attachment {
 /// Removes a socket file left behind by a process that is gone; refuses
 /// (with `AddrInUse`) when something still listens on it, and leaves
 /// anything that is not a socket alone (bind then fails on it).
-fn remove_stale_socket(path: &Path, stream: bool) -> std::io::Result<()> {
+pub(crate) fn remove_stale_socket(path: &Path, stream: bool) -> std::io::Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };

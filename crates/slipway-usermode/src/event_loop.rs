@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 
+use crate::api::{ApiError, ApiServer};
 use crate::attach::{AttachError, AttachSpec, Attachment, LinkState};
 use crate::config::StackConfig;
 use crate::ctx::{decode_token, token, DropReason, TokenKind};
@@ -21,12 +22,17 @@ use crate::stack::{Stack, StackError};
 const EVENT_CAPACITY: usize = 1024;
 /// Pump rounds per wake-up before host events get their turn again.
 const PUMP_ROUNDS: usize = 16;
+/// [`TokenKind::Control`] index of the signal descriptor; the control API
+/// uses the others.
+const SIGNALS_INDEX: usize = 0;
 
 /// How [`run`] behaves beyond the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Wait for the next VM after one disconnects, instead of returning.
     pub keep_listening: bool,
+    /// Serve the control API ([`crate::api`]) on a unix socket at this path.
+    pub api: Option<std::path::PathBuf>,
 }
 
 /// Why [`run`] stopped with an error.
@@ -38,6 +44,9 @@ pub enum RunError {
     /// The stack could not be set up (a forward could not be bound...).
     #[error(transparent)]
     Stack(#[from] StackError),
+    /// The control API socket could not be opened.
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// The event loop itself failed.
     #[error("{what}")]
     Io {
@@ -121,12 +130,16 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
     registry
         .register(
             &mut SourceFd(&signals.0.as_raw_fd()),
-            token(TokenKind::Control, 0),
+            token(TokenKind::Control, SIGNALS_INDEX),
             Interest::READABLE,
         )
         .map_err(io_err("signal handling"))?;
     let mut stack = Stack::new(cfg)?;
     stack.start(&registry)?;
+    let mut api = match &opts.api {
+        Some(path) => Some(ApiServer::open(path, &registry)?),
+        None => None,
+    };
     let mut attach = Attachment::open(spec, &registry)?;
     if let Some(addr) = attach.local_addr() {
         tracing::info!(%addr, "listening");
@@ -155,6 +168,11 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
                     let state = attach.on_event(&registry, index, event);
                     if state == LinkState::Connected {
                         stack.reset_vm();
+                    }
+                }
+                Some((TokenKind::Control, index)) if index != SIGNALS_INDEX => {
+                    if let Some(api) = api.as_mut() {
+                        api.on_event(&registry, index, &mut stack);
                     }
                 }
                 Some((TokenKind::Control, _)) => {

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 mod arp;
 pub mod attach;
 pub mod config;
@@ -25,5 +26,6 @@ pub mod event_loop;
 mod icmp;
 pub mod options;
 pub mod stack;
+pub mod status;
 pub mod tcp;
 mod udp;

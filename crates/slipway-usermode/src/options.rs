@@ -442,6 +442,52 @@ pub fn parse_redir(spec: &str, cfg: &StackConfig) -> Result<HostForward, Options
     Ok(fwd)
 }
 
+/// Parses one `hostfwd` spec (`[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`)
+/// against a parsed configuration, for forwards added at run time.
+pub fn parse_hostfwd(spec: &str, cfg: &StackConfig) -> Result<HostForward, OptionsError> {
+    let fwd = parse_forward(spec, false).map_err(|reason| invalid("hostfwd", spec, reason))?;
+    let mask = u32::from(cfg.netmask());
+    check_forward_guest(
+        "hostfwd",
+        spec,
+        &fwd,
+        u32::from(cfg.net),
+        mask,
+        u32::from(cfg.broadcast()),
+        cfg.host,
+        cfg.dns,
+    )?;
+    Ok(fwd)
+}
+
+/// Parses QEMU's `hostfwd_remove` argument, `[tcp|udp]:[hostaddr]:hostport`
+/// (an empty address is 0.0.0.0), naming the forward to remove.
+pub fn parse_hostfwd_remove(spec: &str) -> Result<(ForwardProtocol, SocketAddr), OptionsError> {
+    let bad = |reason: String| invalid("hostfwd_remove", spec, reason);
+    let mut rest = spec;
+    let proto = take_until(&mut rest, ':')
+        .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport".to_string()))?;
+    let protocol = match proto {
+        "" | "tcp" => ForwardProtocol::Tcp,
+        "udp" => ForwardProtocol::Udp,
+        other => return Err(bad(format!("protocol '{other}' is neither tcp nor udp"))),
+    };
+    let (addr, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport".to_string()))?;
+    let addr = if addr.is_empty() {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        addr.parse()
+            .map_err(|_| bad(format!("host address '{addr}' is not an IPv4 address")))?
+    };
+    let port = strtol0(port)
+        .filter(|p| (0..=65535).contains(p))
+        .ok_or_else(|| bad(format!("host port '{port}' is not a port number (0-65535)")))?
+        as u16;
+    Ok((protocol, SocketAddr::new(IpAddr::V4(addr), port)))
+}
+
 /// Splits off the text up to `sep` (QEMU's `get_str_sep`).
 fn take_until<'a>(rest: &mut &'a str, sep: char) -> Option<&'a str> {
     let (head, tail) = rest.split_once(sep)?;
@@ -750,6 +796,44 @@ mod tests {
                 prop_assert!(c.in_subnet(c.host) && c.in_subnet(c.dns) && c.in_subnet(c.dhcp_start));
                 prop_assert!(c.host != c.dns);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod runtime_forward_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hostfwd_and_remove_specs() {
+        let cfg = parse_options("").unwrap();
+        let f = parse_hostfwd("tcp:127.0.0.1:8080-:80", &cfg).unwrap();
+        assert_eq!(f.host, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!((f.guest_addr, f.guest_port), (None, 80));
+        assert!(parse_hostfwd("tcp::22-10.0.2.2:22", &cfg).is_err());
+        assert_eq!(
+            parse_hostfwd_remove("tcp:127.0.0.1:8080").unwrap(),
+            (ForwardProtocol::Tcp, "127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_hostfwd_remove("udp::53").unwrap(),
+            (ForwardProtocol::Udp, "0.0.0.0:53".parse().unwrap())
+        );
+        for bad in ["", "tcp", "sctp::1", "tcp:1.2.3:4", "tcp::70000", "tcp::x"] {
+            assert!(
+                matches!(parse_hostfwd_remove(bad), Err(OptionsError::Invalid { key, .. }) if key == "hostfwd_remove"),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_runtime_specs_never_panic(s in ".{0,60}") {
+            let cfg = parse_options("").unwrap();
+            let _ = parse_hostfwd(&s, &cfg);
+            let _ = parse_hostfwd_remove(&s);
         }
     }
 }

@@ -75,11 +75,11 @@ impl Core {
 /// One user-mode network: configuration, the queue toward the guest, and
 /// every protocol handler with its flow table.
 pub struct Stack {
-    core: Core,
-    tcp: TcpTable,
-    udp: UdpTable,
+    pub(crate) core: Core,
+    pub(crate) tcp: TcpTable,
+    pub(crate) udp: UdpTable,
     dns: DnsRelay,
-    dhcp: slipway_dhcp::DhcpServer,
+    pub(crate) dhcp: slipway_dhcp::DhcpServer,
 }
 
 impl Stack {

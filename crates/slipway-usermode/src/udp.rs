@@ -18,9 +18,10 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpProtocol, UdpPacket};
 
-use crate::config::{ForwardProtocol, StackConfig};
+use crate::config::{ForwardProtocol, HostForward, StackConfig};
 use crate::ctx::{token, Counters, Ctx, DropReason, TokenKind};
 use crate::stack::StackError;
+use crate::status::{FlowInfo, FlowProtocol};
 
 /// Length of a UDP header.
 const UDP_HEADER_LEN: usize = 8;
@@ -96,6 +97,10 @@ struct Flow {
     remote: SocketAddrV4,
     last_used: Instant,
     kind: FlowKind,
+    /// When the flow was opened, and payload bytes each way (control API).
+    created: Instant,
+    bytes_from_guest: u64,
+    bytes_to_guest: u64,
 }
 
 /// A UDP host forward: a bound host socket relaying to one guest port.
@@ -110,7 +115,9 @@ pub(crate) struct UdpTable {
     free: Vec<usize>,
     by_endpoints: HashMap<(SocketAddrV4, SocketAddrV4), usize>,
     by_peer: HashMap<(usize, SocketAddr), usize>,
-    forwards: Vec<Forward>,
+    /// Forwards by token index; a removed one leaves `None` (indices are
+    /// never reused, so a stale event finds nothing).
+    forwards: Vec<Option<Forward>>,
     max_flows: usize,
     idle: Duration,
     next_sweep: Option<Instant>,
@@ -145,25 +152,84 @@ impl UdpTable {
             .iter()
             .filter(|f| f.protocol == ForwardProtocol::Udp)
         {
-            let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(cfg.dhcp_start), fwd.guest_port);
-            let err = |source| StackError::Socket {
-                what: "UDP host forward",
-                addr: fwd.host.to_string(),
-                source,
-            };
-            let mut socket = UdpSocket::bind(fwd.host).map_err(err)?;
-            let index = self.forwards.len();
-            registry
-                .register(
-                    &mut socket,
-                    token(TokenKind::UdpListener, index),
-                    Interest::READABLE,
-                )
-                .map_err(err)?;
-            tracing::info!(host = %socket.local_addr().map_err(err)?, %guest, "UDP host forward");
-            self.forwards.push(Forward { socket, guest });
+            self.add_forward(registry, fwd, cfg.dhcp_start)?;
         }
         Ok(())
+    }
+
+    /// Binds and registers the socket of one UDP forward (`default_guest`
+    /// when the forward names no guest address); returns the bound address.
+    pub fn add_forward(
+        &mut self,
+        registry: &Registry,
+        fwd: &HostForward,
+        default_guest: Ipv4Addr,
+    ) -> Result<SocketAddr, StackError> {
+        let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(default_guest), fwd.guest_port);
+        let err = |source| StackError::Socket {
+            what: "UDP host forward",
+            addr: fwd.host.to_string(),
+            source,
+        };
+        let mut socket = UdpSocket::bind(fwd.host).map_err(err)?;
+        let index = self.forwards.len();
+        registry
+            .register(
+                &mut socket,
+                token(TokenKind::UdpListener, index),
+                Interest::READABLE,
+            )
+            .map_err(err)?;
+        let bound = socket.local_addr().map_err(err)?;
+        tracing::info!(host = %bound, %guest, "UDP host forward");
+        self.forwards.push(Some(Forward { socket, guest }));
+        Ok(bound)
+    }
+
+    /// Closes the forward socket bound to `host` and the flows through it.
+    /// Returns the guest address it forwarded to, or `None` when no
+    /// forward is bound there.
+    pub fn remove_forward(
+        &mut self,
+        registry: &Registry,
+        host: SocketAddr,
+    ) -> Option<SocketAddrV4> {
+        let index = self.forwards.iter().position(|f| {
+            f.as_ref()
+                .is_some_and(|f| f.socket.local_addr().ok() == Some(host))
+        })?;
+        let mut forward = self.forwards[index].take()?;
+        let _ = registry.deregister(&mut forward.socket);
+        let through: Vec<usize> = self
+            .by_peer
+            .iter()
+            .filter(|((f, _), _)| *f == index)
+            .map(|(_, &flow)| flow)
+            .collect();
+        for flow in through {
+            self.remove(registry, flow);
+        }
+        Some(forward.guest)
+    }
+
+    /// Bound address and guest address of every UDP forward.
+    pub fn forwards(&self) -> impl Iterator<Item = (SocketAddr, SocketAddrV4)> + '_ {
+        self.forwards
+            .iter()
+            .flatten()
+            .filter_map(|f| Some((f.socket.local_addr().ok()?, f.guest)))
+    }
+
+    /// A snapshot of every UDP flow at `now`.
+    pub fn flows(&self, now: Instant) -> impl Iterator<Item = FlowInfo> + '_ {
+        self.flows.iter().flatten().map(move |f| FlowInfo {
+            protocol: FlowProtocol::Udp,
+            guest: f.guest.into(),
+            remote: f.remote.into(),
+            bytes_from_guest: f.bytes_from_guest,
+            bytes_to_guest: f.bytes_to_guest,
+            age_secs: now.saturating_duration_since(f.created).as_secs(),
+        })
     }
 
     /// Sends a guest datagram through the flow `guest` ↔ `remote` if one
@@ -184,13 +250,17 @@ impl UdpTable {
         flow.last_used = ctx.now;
         let sent = match &flow.kind {
             FlowKind::Nat(socket) => socket.send(payload),
-            FlowKind::Forward { forward, peer } => {
-                self.forwards[*forward].socket.send_to(payload, *peer)
-            }
+            FlowKind::Forward { forward, peer } => match &self.forwards[*forward] {
+                Some(f) => f.socket.send_to(payload, *peer),
+                None => Err(std::io::ErrorKind::NotConnected.into()),
+            },
         };
-        if let Err(err) = sent {
-            tracing::debug!(%err, %remote, "UDP send failed");
-            ctx.counters.drop(DropReason::HostSocketError);
+        match sent {
+            Ok(n) => flow.bytes_from_guest += n as u64,
+            Err(err) => {
+                tracing::debug!(%err, %remote, "UDP send failed");
+                ctx.counters.drop(DropReason::HostSocketError);
+            }
         }
         true
     }
@@ -261,6 +331,9 @@ impl UdpTable {
             remote,
             last_used: ctx.now,
             kind,
+            created: ctx.now,
+            bytes_from_guest: 0,
+            bytes_to_guest: 0,
         });
         if self.next_sweep.is_none() {
             self.next_sweep = Some(ctx.now + SWEEP_INTERVAL);
@@ -280,7 +353,9 @@ impl UdpTable {
             match socket.recv(&mut self.buf) {
                 Ok(n) => {
                     flow.last_used = ctx.now;
-                    emit(ctx, None, flow.remote, flow.guest, &self.buf[..n]);
+                    if emit(ctx, None, flow.remote, flow.guest, &self.buf[..n]) {
+                        flow.bytes_to_guest += n as u64;
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 // An ICMP error from an earlier send (port unreachable...).
@@ -293,11 +368,12 @@ impl UdpTable {
     /// Relays datagrams that arrived on host forward `index` to the guest,
     /// opening a flow per remote peer.
     pub fn on_forward_readable(&mut self, ctx: &mut Ctx, index: usize) {
-        if index >= self.forwards.len() {
-            return;
-        }
         loop {
-            let (n, peer) = match self.forwards[index].socket.recv_from(&mut self.buf) {
+            let Some(Some(forward)) = self.forwards.get(index) else {
+                return;
+            };
+            let guest = forward.guest;
+            let (n, peer) = match forward.socket.recv_from(&mut self.buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -306,7 +382,6 @@ impl UdpTable {
                     continue;
                 }
             };
-            let guest = self.forwards[index].guest;
             let flow = match self.by_peer.get(&(index, peer)) {
                 Some(&f) => f,
                 None => {
@@ -338,7 +413,9 @@ impl UdpTable {
             };
             if let Some(flow) = self.flows[flow].as_mut() {
                 flow.last_used = ctx.now;
-                emit(ctx, None, flow.remote, flow.guest, &self.buf[..n]);
+                if emit(ctx, None, flow.remote, flow.guest, &self.buf[..n]) {
+                    flow.bytes_to_guest += n as u64;
+                }
             }
         }
     }

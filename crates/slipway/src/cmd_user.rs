@@ -68,6 +68,11 @@ pub struct UserArgs {
     #[arg(long)]
     pub no_host_loopback: bool,
 
+    /// Serve the runtime control API on a unix socket at PATH (mode 0600;
+    /// see docs/usermode-api.md and `slipway ctl`).
+    #[arg(long, value_name = "PATH")]
+    pub api: Option<PathBuf>,
+
     /// QEMU `-netdev user` option string, e.g. `net=10.0.2.0/24,hostfwd=tcp::5022-:22`.
     #[arg(value_name = "OPTS")]
     pub options: Option<String>,
@@ -124,6 +129,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
         spec,
         RunOptions {
             keep_listening: args.keep_listening,
+            api: args.api,
         },
     )?;
     Ok(0)

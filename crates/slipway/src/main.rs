@@ -3,6 +3,7 @@
 //! Each subcommand family lives in its own module and only calls into the
 //! library crates; nothing here implements networking itself.
 
+mod cmd_ctl;
 mod cmd_net;
 mod cmd_netservice;
 mod cmd_user;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run one user-mode network (QEMU's `-netdev user`, in its own process).
     User(cmd_user::UserArgs),
+    /// Talk to a running `slipway user` through its control API (`--api`).
+    Ctl(cmd_ctl::CtlArgs),
     #[command(flatten)]
     Net(cmd_net::NetCommand),
     /// The DHCP/DNS service of one bridge network (run by the network manager).
@@ -42,6 +45,7 @@ fn main() {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
+        Command::Ctl(args) => cmd_ctl::run(args),
         Command::Net(cmd) => cmd_net::run(cmd, cli.root.as_deref()),
         Command::NetService(args) => cmd_netservice::run(args),
     };

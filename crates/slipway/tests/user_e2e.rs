@@ -4,153 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use slipway_testkit::{DnsServer, Guest, GuestOutput, HttpServer};
+use slipway_testkit::{DnsServer, Guest, HttpServer};
 
-/// A `slipway user` process; killed when dropped.
-struct Slipway {
-    child: Option<Child>,
-    log: PathBuf,
-    /// The scratch directory holding the log, removed when dropped.
-    _dir: Box<dyn std::any::Any>,
-}
-
-impl Slipway {
-    fn start(args: &[String]) -> Slipway {
-        Slipway::spawn(Command::new(env!("CARGO_BIN_EXE_slipway")), args)
-    }
-
-    /// Runs `cmd` (slipway itself, or a wrapper that execs it) with
-    /// `-vv user ARGS`.
-    fn spawn(mut cmd: Command, args: &[String]) -> Slipway {
-        let dir = slipway_testkit::temp_dir().expect("temp dir");
-        let log = dir.path().join("slipway.log");
-        let child = cmd
-            .arg("-vv")
-            .arg("user")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("slipway starts");
-        Slipway {
-            child: Some(child),
-            log,
-            _dir: Box::new(dir),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until slipway has created `path` (its socket), or fails with its log.
-    fn wait_for_path(&mut self, path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !path.exists() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "slipway exited with {status} before creating {}:\n{}",
-                    path.display(),
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "slipway did not create {}:\n{}",
-                path.display(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until slipway logs that it listens (a probe connection would
-    /// count as the VM).
-    fn wait_for_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.log().contains("waiting for the VM") {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "slipway exited with {status} before listening:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "slipway does not listen:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    fn terminate(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill -TERM failed");
-        let status = child.wait().expect("slipway exits");
-        (status, self.log())
-    }
-
-    /// Waits for slipway to exit by itself (the VM went away).
-    fn wait_exit(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status, self.log());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "slipway did not exit after the VM went away:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Slipway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn s(v: &str) -> String {
-    v.to_string()
-}
-
-fn check(out: &GuestOutput, slipway: &Slipway, key: &str, want: &str) {
-    assert_eq!(
-        out.result(key),
-        Some(want),
-        "result {key}\n--- guest ---\n{}\n--- slipway ---\n{}",
-        out.console,
-        slipway.log()
-    );
-}
-
-fn run_guest(builder: slipway_testkit::GuestBuilder, slipway: &Slipway) -> GuestOutput {
-    match builder.run() {
-        Ok(out) => out,
-        Err(err) => panic!("guest failed: {err}\n--- slipway ---\n{}", slipway.log()),
-    }
-}
+mod common;
+use common::{check, run_guest, s, unix_stream_netdev, Slipway};
 
 fn md5(path: &Path) -> String {
     let out = Command::new("md5sum")
@@ -162,13 +23,6 @@ fn md5(path: &Path) -> String {
         .next()
         .unwrap_or("")
         .to_string()
-}
-
-fn unix_stream_netdev(path: &Path) -> String {
-    format!(
-        "stream,id=n0,server=off,addr.type=unix,addr.path={}",
-        path.display()
-    )
 }
 
 /// The defaults over a unix stream socket: QEMU's well-known lease, and

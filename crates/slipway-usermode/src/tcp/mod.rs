@@ -95,8 +95,9 @@ use mio::{Interest, Registry};
 use smoltcp::wire::{IpAddress, IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::config::{DenyReason, ForwardProtocol, Outbound, StackConfig};
+use crate::config::{DenyReason, ForwardProtocol, HostForward, Outbound, StackConfig};
 use crate::ctx::{token, Ctx, DropReason, TokenKind};
+use crate::status::{FlowInfo, FlowProtocol};
 
 #[cfg(test)]
 mod tests;
@@ -320,6 +321,10 @@ struct Flow {
     rcv_wscale: u8,
     sndbuf: u32,
     last_activity: Instant,
+    /// When the flow was opened, and payload bytes each way (control API).
+    created: Instant,
+    bytes_from_guest: u64,
+    bytes_to_guest: u64,
 }
 
 struct Listener {
@@ -333,7 +338,9 @@ pub struct TcpTable {
     gens: Vec<u32>,
     free: Vec<usize>,
     map: HashMap<FlowKey, usize>,
-    listeners: Vec<Listener>,
+    /// Forward listeners by token index; a removed one leaves `None`
+    /// (indices are never reused, so a stale event finds nothing).
+    listeners: Vec<Option<Listener>>,
     max_flows: usize,
     /// The waiter list being served (swapped with `Shared::waiters`).
     serving: Vec<usize>,
@@ -390,32 +397,82 @@ impl TcpTable {
             .iter()
             .filter(|f| f.protocol == ForwardProtocol::Tcp)
         {
-            let mut sock = TcpListener::bind(fwd.host).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "hostfwd tcp: cannot listen on {} (guest port {}): {e}",
-                        fwd.host, fwd.guest_port
-                    ),
-                )
-            })?;
-            registry.register(
-                &mut sock,
-                token(TokenKind::TcpListener, self.listeners.len()),
-                Interest::READABLE,
-            )?;
-            let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(cfg.dhcp_start), fwd.guest_port);
-            self.listeners.push(Listener { sock, guest });
+            self.add_forward(registry, fwd, cfg.dhcp_start)?;
         }
         Ok(())
+    }
+
+    /// Binds and registers the listener of one TCP forward (`default_guest`
+    /// when the forward names no guest address); returns the bound address.
+    pub fn add_forward(
+        &mut self,
+        registry: &Registry,
+        fwd: &HostForward,
+        default_guest: Ipv4Addr,
+    ) -> io::Result<SocketAddr> {
+        let mut sock = TcpListener::bind(fwd.host).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "hostfwd tcp: cannot listen on {} (guest port {}): {e}",
+                    fwd.host, fwd.guest_port
+                ),
+            )
+        })?;
+        registry.register(
+            &mut sock,
+            token(TokenKind::TcpListener, self.listeners.len()),
+            Interest::READABLE,
+        )?;
+        let bound = sock.local_addr()?;
+        let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(default_guest), fwd.guest_port);
+        self.listeners.push(Some(Listener { sock, guest }));
+        Ok(bound)
+    }
+
+    /// Closes the forward listener bound to `host`; connections it already
+    /// made go on. Returns the guest address it forwarded to, or `None`
+    /// when no listener is bound there.
+    pub fn remove_forward(
+        &mut self,
+        registry: &Registry,
+        host: SocketAddr,
+    ) -> Option<SocketAddrV4> {
+        let slot = self.listeners.iter_mut().find(|l| {
+            l.as_ref()
+                .is_some_and(|l| l.sock.local_addr().ok() == Some(host))
+        })?;
+        let mut listener = slot.take()?;
+        let _ = registry.deregister(&mut listener.sock);
+        Some(listener.guest)
+    }
+
+    /// Addresses the TCP forward listeners are bound to, in the order they
+    /// were added (useful when a forward asked for port 0), with the guest
+    /// address each forwards to.
+    pub fn forwards(&self) -> impl Iterator<Item = (SocketAddr, SocketAddrV4)> + '_ {
+        self.listeners
+            .iter()
+            .flatten()
+            .filter_map(|l| Some((l.sock.local_addr().ok()?, l.guest)))
     }
 
     /// Addresses the TCP forward listeners are bound to, in `hostfwd`
     /// order (useful when a forward asked for port 0).
     pub fn forward_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.sock.local_addr().ok())
+        self.forwards().map(|(host, _)| host)
+    }
+
+    /// A snapshot of every translated connection at `now`.
+    pub fn flows(&self, now: Instant) -> impl Iterator<Item = FlowInfo> + '_ {
+        self.flows.iter().flatten().map(move |f| FlowInfo {
+            protocol: FlowProtocol::Tcp,
+            guest: f.key.guest.into(),
+            remote: f.key.remote.into(),
+            bytes_from_guest: f.bytes_from_guest,
+            bytes_to_guest: f.bytes_to_guest,
+            age_secs: now.saturating_duration_since(f.created).as_secs(),
+        })
     }
 
     /// What the translation has done so far.
@@ -481,7 +538,7 @@ impl TcpTable {
     /// [`TokenKind::TcpFlow`] or [`TokenKind::TcpListener`].
     pub fn on_host_event(&mut self, ctx: &mut Ctx, kind: TokenKind, index: usize, event: &Event) {
         match kind {
-            TokenKind::TcpListener if index < self.listeners.len() => self.accept_all(ctx, index),
+            TokenKind::TcpListener => self.accept_all(ctx, index),
             TokenKind::TcpFlow => {
                 let slot = index & SLOT_MASK;
                 let gen = (index >> SLOT_BITS) as u32;
@@ -713,7 +770,11 @@ impl TcpTable {
 
     fn accept_all(&mut self, ctx: &mut Ctx, index: usize) {
         loop {
-            let (sock, peer) = match self.listeners[index].sock.accept() {
+            let Some(Some(listener)) = self.listeners.get(index) else {
+                return;
+            };
+            let guest = listener.guest;
+            let (sock, peer) = match listener.sock.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -723,7 +784,6 @@ impl TcpTable {
                     return;
                 }
             };
-            let guest = self.listeners[index].guest;
             self.open_forward(ctx, sock, peer, guest);
         }
     }
@@ -820,6 +880,9 @@ impl Flow {
             rcv_wscale: 0,
             sndbuf: 0,
             last_activity: now,
+            created: now,
+            bytes_from_guest: 0,
+            bytes_to_guest: 0,
         }
     }
 
@@ -1155,6 +1218,7 @@ impl Flow {
         let data = ack.wrapping_sub(self.snd_una) - u32::from(fin_acked);
         discard(self.fd(), data)?;
         sh.stats.bytes_to_guest += u64::from(data);
+        self.bytes_to_guest += u64::from(data);
         if seq_gt(ack, self.snd_nxt) {
             // After a go-back the guest had kept later data: skip it.
             self.unsent = self.unsent.saturating_sub(ack.wrapping_sub(self.snd_nxt));
@@ -1222,6 +1286,7 @@ impl Flow {
             };
             self.rcv_nxt = self.rcv_nxt.wrapping_add(written as u32);
             sh.stats.bytes_to_host += written as u64;
+            self.bytes_from_guest += written as u64;
             if written < data.len() {
                 sh.stats.partial_writes += 1;
                 complete = false;
