@@ -453,6 +453,15 @@ impl Backend for LinuxBackend {
         fsutil::remove_if_exists(&self.record_file(&live.network))?;
         Ok(())
     }
+
+    fn recover(&self, live: &LiveState) -> slipway_netmgr::Result<()> {
+        self.revive(&live.network)?;
+        Ok(())
+    }
+
+    fn update_live(&self, plan: &Plan) -> slipway_netmgr::Result<()> {
+        Ok(LinuxBackend::update_live(self, plan)?)
+    }
 }
 
 fn write_service_file(path: &Path, file: &service::ServiceFile) -> Result<()> {

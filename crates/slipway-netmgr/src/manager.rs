@@ -434,7 +434,18 @@ impl Manager {
             net.validate()?;
             new_live = Some((net, status));
         }
-        // Both versions are checked before either is written.
+        // Both versions are checked, and the running network changed,
+        // before either is written.
+        if let Some((net, status)) = &new_live {
+            if status.backend != self.backend.name() {
+                return Err(Error::Backend(format!(
+                    "network '{name}' was started by backend {}, not {}",
+                    status.backend,
+                    self.backend.name()
+                )));
+            }
+            self.backend.update_live(&plan::plan(net)?)?;
+        }
         if let Some(net) = &new_cfg {
             fsutil::write_atomic(&self.paths.config_file(name), net.to_xml().as_bytes())?;
         }
@@ -489,6 +500,15 @@ impl Manager {
                     "network {name} is running (recovered, backend {})",
                     live.backend
                 );
+                if live.backend != self.backend.name() {
+                    tracing::warn!(
+                        "network {name} was started by backend {}, not {}: not checking it",
+                        live.backend,
+                        self.backend.name()
+                    );
+                } else if let Err(err) = self.backend.recover(live) {
+                    tracing::warn!("recovery of network {name} failed: {err}");
+                }
                 continue;
             }
             if e.autostart {

@@ -24,7 +24,8 @@ pub struct LiveState {
 
 /// Brings networks up and down. `start` either completes or undoes what it
 /// did before returning the error; `stop` undoes a [`LiveState`] that `start`
-/// returned, possibly in another process.
+/// returned, possibly in another process; `recover` and `update_live` work
+/// on a network that is up, also possibly started by another process.
 pub trait Backend: Send + Sync {
     /// A short name recorded in the live state (`none`, `linux`).
     fn name(&self) -> &'static str;
@@ -32,6 +33,14 @@ pub trait Backend: Send + Sync {
     fn start(&self, plan: &Plan) -> Result<LiveState>;
     /// Undoes a started network.
     fn stop(&self, live: &LiveState) -> Result<()>;
+    /// At daemon start, for a network found running: brings back what may
+    /// have died since it was started (the DHCP/DNS service), adding nothing
+    /// that is still there.
+    fn recover(&self, live: &LiveState) -> Result<()>;
+    /// Applies `net-update --live` to a running network without restarting
+    /// it: `plan` is the plan of its updated live definition (only DHCP
+    /// hosts and ranges, DNS hosts and the domain change live).
+    fn update_live(&self, plan: &Plan) -> Result<()>;
 }
 
 /// The backend of this issue: changes nothing on the host, records the plan
@@ -59,6 +68,14 @@ impl Backend for RecordingBackend {
     }
 
     fn stop(&self, _live: &LiveState) -> Result<()> {
+        Ok(())
+    }
+
+    fn recover(&self, _live: &LiveState) -> Result<()> {
+        Ok(())
+    }
+
+    fn update_live(&self, _plan: &Plan) -> Result<()> {
         Ok(())
     }
 }

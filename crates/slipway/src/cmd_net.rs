@@ -8,6 +8,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,6 +16,57 @@ use clap::{Args, Subcommand};
 use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, Request};
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
 use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths, RecordingBackend};
+
+/// An argument virsh accepts either positionally or by its option name
+/// (`net-start default` or `net-start --network default`): a positional and
+/// a named argument of which exactly one must be given.
+macro_rules! either_form {
+    ($(#[$doc:meta])* $ty:ident { $pos:ident, $named:ident, $long:literal, $value:literal }) => {
+        $(#[$doc])*
+        #[derive(Args, Debug)]
+        #[group(required = true, multiple = false)]
+        pub struct $ty {
+            $(#[$doc])*
+            #[arg(value_name = $value)]
+            $pos: Option<String>,
+            #[arg(
+                long = $long,
+                value_name = $value,
+                help = concat!("The same as ", $value, ", given by name as virsh also takes it")
+            )]
+            $named: Option<String>,
+        }
+
+        impl $ty {
+            /// The value, in whichever form it was given.
+            fn get(self) -> String {
+                // clap's group makes one of the two present.
+                self.$pos.or(self.$named).unwrap_or_default()
+            }
+        }
+    };
+}
+
+either_form!(
+    /// Network name or UUID.
+    NetworkArg { network, network_named, "network", "NETWORK" }
+);
+either_form!(
+    /// File containing an XML network description.
+    FileArg { file, file_named, "file", "FILE" }
+);
+either_form!(
+    /// Type of update (add-first, add-last (add), delete, or modify).
+    CommandArg { command, command_named, "command", "COMMAND" }
+);
+either_form!(
+    /// Which section of the configuration to update.
+    SectionArg { section, section_named, "section", "SECTION" }
+);
+either_form!(
+    /// The XML element, or the name of a file containing it.
+    XmlArg { xml, xml_named, "xml", "XML" }
+);
 
 /// Network-manager subcommands, named as virsh names them.
 #[derive(Subcommand, Debug)]
@@ -25,21 +77,21 @@ pub enum NetCommand {
     NetList(ListArgs),
     /// Define an inactive persistent network, or modify an existing one, from an XML file.
     NetDefine {
-        /// File containing an XML network description.
-        file: PathBuf,
+        #[command(flatten)]
+        file: FileArg,
         /// Refuse elements and attributes slipway (and libvirt) would ignore.
         #[arg(long)]
         validate: bool,
     },
     /// Create and start a transient network from an XML file.
     NetCreate {
-        /// File containing an XML network description.
-        file: PathBuf,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Start a (previously defined) inactive network.
     NetStart {
-        /// Network name or UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
         /// Print what starting would do (one line per action) without doing it.
         #[arg(long)]
         dry_run: bool,
@@ -49,59 +101,59 @@ pub enum NetCommand {
     },
     /// Destroy (stop) a network.
     NetDestroy {
-        /// Network name or UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
     },
     /// Undefine a persistent network (a running one becomes transient).
     NetUndefine {
-        /// Network name or UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
     },
     /// Autostart a network with the daemon.
     NetAutostart {
-        /// Network name or UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
         /// Disable autostarting.
         #[arg(long)]
         disable: bool,
     },
     /// Network information in XML.
     NetDumpxml {
-        /// Network name or UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
         /// The persistent definition rather than the live one.
         #[arg(long)]
         inactive: bool,
     },
     /// Network information.
     NetInfo {
-        /// Network name or UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Convert a network name to its UUID.
     NetUuid {
-        /// Network name.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
     },
     /// Convert a network UUID to its name.
     NetName {
-        /// Network UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
     },
     /// Edit the XML configuration of a network with $VISUAL or $EDITOR.
     NetEdit {
-        /// Network name or UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
     },
     /// Update parts of an existing network's configuration.
     NetUpdate(UpdateArgs),
     /// Print lease info for a given network.
     NetDhcpLeases {
-        /// Network name or UUID.
-        network: String,
+        #[command(flatten)]
+        network: NetworkArg,
         /// Only the leases of this MAC address.
         #[arg(long)]
         mac: Option<String>,
@@ -148,14 +200,14 @@ pub struct ListArgs {
 /// `net-update` arguments.
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
-    /// Network name or UUID.
-    network: String,
-    /// Type of update (add-first, add-last (add), delete, or modify).
-    command: String,
-    /// Which section of the configuration to update.
-    section: String,
-    /// The XML element, or the name of a file containing it.
-    xml: String,
+    #[command(flatten)]
+    network: NetworkArg,
+    #[command(flatten)]
+    command: CommandArg,
+    #[command(flatten)]
+    section: SectionArg,
+    #[command(flatten)]
+    xml: XmlArg,
     /// Which <ip> (0-based) holds the DHCP entry.
     #[arg(long)]
     parent_index: Option<usize>,
@@ -372,6 +424,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
     match cmd {
         NetCommand::NetList(a) => net_list(conn, a),
         NetCommand::NetDefine { file, validate } => {
+            let file = PathBuf::from(file.get());
             let xml = read_file(&file)?;
             let from = file.display().to_string();
             let o = conn
@@ -383,6 +436,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             Ok(format!("Network {} defined from {from}\n", o.network))
         }
         NetCommand::NetCreate { file } => {
+            let file = PathBuf::from(file.get());
             let xml = read_file(&file)?;
             let from = file.display().to_string();
             let o = conn
@@ -398,6 +452,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             dry_run: true,
             json,
         } => {
+            let network = network.get();
             match conn.call(Request::Plan {
                 lookup: Lookup::any(&network),
             }) {
@@ -412,6 +467,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             }
         }
         NetCommand::NetStart { network, .. } => {
+            let network = network.get();
             conn.call(Request::Start {
                 lookup: Lookup::any(&network),
             })
@@ -426,6 +482,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             Ok(format!("Network {network} started\n"))
         }
         NetCommand::NetDestroy { network } => {
+            let network = network.get();
             conn.call(Request::Destroy {
                 lookup: Lookup::any(&network),
             })
@@ -440,6 +497,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             Ok(format!("Network {network} destroyed\n"))
         }
         NetCommand::NetUndefine { network } => {
+            let network = network.get();
             conn.call(Request::Undefine {
                 lookup: Lookup::any(&network),
             })
@@ -454,6 +512,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             Ok(format!("Network {network} has been undefined\n"))
         }
         NetCommand::NetAutostart { network, disable } => {
+            let network = network.get();
             let (ctx, msg) = if disable {
                 (
                     "failed to unmark network {} as autostarted",
@@ -474,6 +533,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             Ok(msg.replace("{}", &network))
         }
         NetCommand::NetDumpxml { network, inactive } => {
+            let network = network.get();
             match conn.call(Request::DumpXml {
                 lookup: Lookup::any(&network),
                 inactive,
@@ -484,6 +544,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             }
         }
         NetCommand::NetInfo { network, json } => {
+            let network = network.get();
             let i = info(conn, Lookup::any(&network))?;
             if json {
                 return Ok(to_json(&i));
@@ -499,8 +560,11 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             }
             Ok(s)
         }
-        NetCommand::NetUuid { network } => Ok(info(conn, lookup_by_name(&network))?.uuid + "\n"),
+        NetCommand::NetUuid { network } => {
+            Ok(info(conn, lookup_by_name(&network.get()))?.uuid + "\n")
+        }
         NetCommand::NetName { network } => {
+            let network = network.get();
             // virsh only tries UUID-length strings, and then has no
             // lookup error to add.
             if network.len() != 36 {
@@ -508,9 +572,10 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             }
             Ok(info(conn, lookup_by_uuid(&network))?.name + "\n")
         }
-        NetCommand::NetEdit { network } => net_edit(conn, &network),
+        NetCommand::NetEdit { network } => net_edit(conn, &network.get()),
         NetCommand::NetUpdate(a) => net_update(conn, a),
         NetCommand::NetDhcpLeases { network, mac } => {
+            let network = network.get();
             // The name as defined (the key may be a UUID); the leases file
             // is read directly: it is written atomically by the service.
             let name = info(conn, Lookup::any(&network))?.name;
@@ -580,14 +645,13 @@ fn net_list(conn: &mut Conn, a: ListArgs) -> Result<String, Failure> {
 }
 
 fn net_update(conn: &mut Conn, a: UpdateArgs) -> Result<String, Failure> {
-    let command: UpdateCommand = a
-        .command
+    let (command_name, section_name) = (a.command.get(), a.section.get());
+    let command: UpdateCommand = command_name
         .parse()
-        .map_err(|()| Failure::one(format!("unrecognized command name '{}'", a.command)))?;
-    let section: Section = a
-        .section
+        .map_err(|()| Failure::one(format!("unrecognized command name '{command_name}'")))?;
+    let section: Section = section_name
         .parse()
-        .map_err(|()| Failure::one(format!("unrecognized section name '{}'", a.section)))?;
+        .map_err(|()| Failure::one(format!("unrecognized section name '{section_name}'")))?;
     if a.current && a.live {
         return Err(Failure::one(
             "Options --current and --live are mutually exclusive",
@@ -598,10 +662,11 @@ fn net_update(conn: &mut Conn, a: UpdateArgs) -> Result<String, Failure> {
             "Options --current and --config are mutually exclusive",
         ));
     }
-    let xml = if a.xml.starts_with('<') {
-        a.xml.clone()
+    let xml = a.xml.get();
+    let xml = if xml.starts_with('<') {
+        xml
     } else {
-        read_file(Path::new(&a.xml))?
+        read_file(Path::new(&xml))?
     };
     let spec = UpdateSpec {
         command,
@@ -611,7 +676,7 @@ fn net_update(conn: &mut Conn, a: UpdateArgs) -> Result<String, Failure> {
         live: a.live,
         config: a.config,
     };
-    let network = a.network;
+    let network = a.network.get();
     let o = conn
         .call(Request::Update {
             lookup: Lookup::any(&network),
@@ -768,6 +833,8 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
         },
         None => None,
     };
+    // Before subscribing: once subscribed, Ctrl-C ends the loop cleanly.
+    catch_sigint();
     let mut stream = match client.subscribe() {
         Ok(s) => s,
         Err(e) => return fail(vec![e.to_string()]),
@@ -776,8 +843,15 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
     let mut count = 0;
     let mut out = std::io::stdout().lock();
     loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            let _ = writeln!(out, "event loop interrupted");
+            break;
+        }
+        // Woken at least every INTERRUPT_POLL to notice Ctrl-C.
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match stream.next(left) {
+        let wait = left.map_or(INTERRUPT_POLL, |l| l.min(INTERRUPT_POLL));
+        match stream.next(Some(wait)) {
+            Ok(None) if left.is_none_or(|l| l > wait) => continue,
             Ok(Some(ev)) => {
                 if filter.as_ref().is_some_and(|u| *u != ev.uuid) {
                     continue;
@@ -814,6 +888,28 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
         0
     } else {
         1
+    }
+}
+
+/// Set by the SIGINT handler: `net-event` ends as virsh's does on Ctrl-C.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How often the event loop checks for Ctrl-C.
+const INTERRUPT_POLL: Duration = Duration::from_millis(200);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes Ctrl-C set [`INTERRUPTED`] instead of killing the process.
+fn catch_sigint() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe); the
+    // sigaction struct is fully initialised before the call.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
     }
 }
 

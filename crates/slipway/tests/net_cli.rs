@@ -151,6 +151,20 @@ fn output_matches_virsh_test_driver_body() {
         vec!["net-update", "Gamma", "delete", "ip-dhcp-host", host],
         vec!["net-update", "Gamma", "delete", "ip-dhcp-host", host],
         vec!["net-update", "Gamma", "frob", "ip-dhcp-host", host],
+        // virsh's named forms of the positional arguments.
+        vec!["net-info", "--network", "Gamma"],
+        vec![
+            "net-update",
+            "--xml",
+            "<host ip=\"10.0.7.70\"><hostname>named</hostname></host>",
+            "--section",
+            "dns-host",
+            "--network",
+            "Gamma",
+            "--command",
+            "add-last",
+        ],
+        vec!["net-dumpxml", "--network", "Gamma"],
         vec!["net-update", "Gamma", "add", "bogus", host],
         vec!["net-update", "Gamma", "add", "ip-dhcp-host", "<a/>"],
         vec![
@@ -634,8 +648,6 @@ fn daemon_streams_events_like_virsh_body() {
     ok(root, &["net-undefine", "alpha"]);
     let mut lines = BufReader::new(ev.stdout.take().unwrap()).lines();
     let got: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
-    let _ = ev.kill();
-    let _ = ev.wait();
     assert_eq!(
         got,
         [
@@ -645,6 +657,12 @@ fn daemon_streams_events_like_virsh_body() {
             "event 'lifecycle' for network alpha: Undefined",
         ]
     );
+    // Ctrl-C ends the loop as virsh's does.
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(ev.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert_eq!(rest, ["event loop interrupted", "events received: 4", ""]);
+    assert!(ev.wait().unwrap().success());
     // One-shot with a network filter: the first matching event ends it.
     let one = Command::new(BIN)
         .arg("--root")

@@ -9,25 +9,8 @@
 mod net_common;
 
 use std::path::Path;
-use std::process::Command;
 
 use net_common::*;
-
-/// Runs a shell command in this (the test's) namespace; panics with its
-/// output if it fails; returns stdout.
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Links and the nft ruleset (without counter values).
 fn snapshot() -> (String, String) {
@@ -50,21 +33,52 @@ fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| !st.contains(") Z "))
 }
 
-const CUSTOM: &str = "<network><name>lab</name><forward mode='nat'/>\
-  <bridge name='br-lab'/><domain name='lab.test'/>\
+const CUSTOM: &str = "<network><name>lab</name>\
+  <uuid>44444444-2222-3333-4444-555555555555</uuid><forward mode='nat'/>\
+  <bridge name='br-lab'/><domain name='lab.test'/><mtu size='1400'/>\
+  <dns><host ip='10.44.0.5'><hostname>printer</hostname></host></dns>\
   <ip address='10.44.0.1' prefix='24'><dhcp><range start='10.44.0.10' end='10.44.0.20'/></dhcp></ip>\
   </network>";
 
+/// The rows of a `net-dhcp-leases` table with the expiry time (local time,
+/// checked for its format) cut off; header and dash row checked as virsh
+/// lays them out.
+fn lease_rows(table: &str) -> Vec<String> {
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with(" Expiry Time           MAC address         Protocol   IP address "),
+        "{table}"
+    );
+    assert!(lines[1].chars().all(|c| c == '-'), "{table}");
+    assert_eq!(
+        lines.last(),
+        Some(&""),
+        "virsh's closing empty line: {table:?}"
+    );
+    lines[2..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            let (expiry, rest) = l.split_at(20);
+            let digits: String = expiry
+                .chars()
+                .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+                .collect();
+            assert_eq!(digits, " dddd-dd-dd dd:dd:dd", "{table}");
+            rest.to_string()
+        })
+        .collect()
+}
+
 #[test]
-fn net_start_creates_bridges_and_destroy_removes_them() {
+fn guests_get_leases_and_names_through_the_cli() {
     in_netns(
-        "net_start_creates_bridges_and_destroy_removes_them",
+        "guests_get_leases_and_names_through_the_cli",
         Ns::User,
-        start_and_destroy,
+        guests_get_leases_and_names,
     );
 }
 
-fn start_and_destroy() {
+fn guests_get_leases_and_names() {
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -76,6 +90,8 @@ fn start_and_destroy() {
         "Network default started\n\n"
     );
     assert_eq!(ok(root, &["net-start", "lab"]), "Network lab started\n\n");
+    let lab_pid = service_pid(root, "lab");
+    assert!(alive(lab_pid));
     let addr = sh("ip addr show virbr0");
     assert!(addr.contains("inet 192.168.122.1/24"), "{addr}");
     let addr = sh("ip addr show br-lab");
@@ -90,8 +106,6 @@ fn start_and_destroy() {
     ] {
         assert!(rules.contains(want), "missing {want:?} in\n{rules}");
     }
-    let pids = [service_pid(root, "default"), service_pid(root, "lab")];
-    assert!(pids.iter().all(|p| alive(*p)));
     // No lease yet: virsh's header alone, the dash row each column's width
     // plus three.
     assert_eq!(
@@ -101,13 +115,209 @@ fn start_and_destroy() {
             "-".repeat(11 + 11 + 8 + 10 + 8 + 17 + 6 * 3)
         )
     );
+
+    // A guest of each network gets a lease with every option.
+    let g0 = Guest::new("virbr0", "vd0", "52:54:00:00:12:20");
+    let l0 = g0.udhcpc(root, "guest0");
+    assert!(var(&l0, "ip").starts_with("192.168.122."), "{l0:?}");
+    assert_eq!(var(&l0, "router"), "192.168.122.1");
+    let g1 = Guest::new("br-lab", "vl1", "52:54:00:00:44:11");
+    let l1 = g1.udhcpc(root, "guest1");
+    let ip1 = var(&l1, "ip").to_string();
+    let n: u8 = ip1.strip_prefix("10.44.0.").unwrap().parse().unwrap();
+    assert!((10..=20).contains(&n), "{ip1}");
+    assert_eq!(var(&l1, "router"), "10.44.0.1");
+    assert_eq!(var(&l1, "dns").trim(), "10.44.0.1");
+    assert_eq!(var(&l1, "domain"), "lab.test");
+    assert_eq!(var(&l1, "mtu"), "1400");
+    let g2 = Guest::new("br-lab", "vl2", "52:54:00:00:44:12");
+    let l2 = g2.udhcpc(root, "guest2");
+    let ip2 = var(&l2, "ip").to_string();
+
+    // Names resolve through the network's DNS: another guest's lease
+    // hostname, and a <dns><host>.
+    let ns = g2.run("busybox nslookup guest1.lab.test 10.44.0.1");
+    assert!(ns.contains(&ip1), "{ns}");
+    let ns = g2.run("busybox nslookup printer.lab.test 10.44.0.1");
+    assert!(ns.contains("10.44.0.5"), "{ns}");
+
+    // net-dhcp-leases: virsh's table, sorted by MAC, by name or UUID, and
+    // filtered by MAC (case-insensitively).
+    let table = ok(root, &["net-dhcp-leases", "lab"]);
+    let pad = |ip: &str| format!("{ip}/24{}", " ".repeat(13 - ip.len() - 3));
+    assert_eq!(
+        lease_rows(&table),
+        [
+            format!(
+                "   52:54:00:00:44:11   ipv4       {}   guest1     01:52:54:00:00:44:11",
+                pad(&ip1)
+            ),
+            format!(
+                "   52:54:00:00:44:12   ipv4       {}   guest2     01:52:54:00:00:44:12",
+                pad(&ip2)
+            ),
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        ok(
+            root,
+            &["net-dhcp-leases", "44444444-2222-3333-4444-555555555555"]
+        ),
+        table
+    );
+    let one = ok(
+        root,
+        &["net-dhcp-leases", "lab", "--mac", "52:54:00:00:44:12"],
+    );
+    assert_eq!(lease_rows(&one).len(), 1, "{one}");
+    assert!(one.contains(&format!(" {ip2}/24 ")), "{one}");
+    let r = sw(root, &["net-dhcp-leases", "nope"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            1,
+            "error: failed to get network 'nope'\nerror: Network not found: no network with matching name 'nope'\n"
+        )
+    );
+
+    // net-update --live of a DHCP host and a DNS host: the running service
+    // takes them without a restart.
+    assert_eq!(
+        ok(
+            root,
+            &[
+                "net-update",
+                "lab",
+                "add-last",
+                "ip-dhcp-host",
+                "<host mac='52:54:00:00:44:11' name='fixed' ip='10.44.0.50'/>",
+                "--live",
+                "--config",
+            ]
+        ),
+        "Updated network lab persistent config and live state\n"
+    );
+    ok(
+        root,
+        &[
+            "net-update",
+            "lab",
+            "add-last",
+            "dns-host",
+            "<host ip='10.44.0.6'><hostname>scanner</hostname></host>",
+            "--live",
+        ],
+    );
+    let l1 = g1.udhcpc(root, "guest1");
+    assert_eq!(var(&l1, "ip"), "10.44.0.50");
+    assert_eq!(var(&l1, "hostname"), "fixed");
+    let ns = g2.run("busybox nslookup scanner.lab.test 10.44.0.1");
+    assert!(ns.contains("10.44.0.6"), "{ns}");
+    assert_eq!(
+        service_pid(root, "lab"),
+        lab_pid,
+        "the service was restarted"
+    );
+    assert!(alive(lab_pid));
+
+    // Destroy: links and ruleset as before (once the guests' veths go),
+    // the services gone.
+    let pids = [service_pid(root, "default"), lab_pid];
     assert_eq!(
         ok(root, &["net-destroy", "lab"]),
         "Network lab destroyed\n\n"
     );
     ok(root, &["net-destroy", "default"]);
-    assert_eq!(snapshot(), before);
+    drop((g0, g1, g2));
+    wait_for("the guests' veths to go", || snapshot() == before);
     for p in pids {
-        net_common::wait_for("the service to exit", || !alive(p));
+        wait_for("the service to exit", || !alive(p));
+    }
+}
+
+#[test]
+fn daemon_killed_with_networks_up_recovers_them() {
+    in_netns(
+        "daemon_killed_with_networks_up_recovers_them",
+        Ns::User,
+        daemon_recovers,
+    );
+}
+
+fn daemon_recovers() {
+    sh("ip link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let before = snapshot();
+    // The daemon starts the autostart `default` network on its first run.
+    let mut daemon = Daemon::start(root);
+    write(root, "lab.xml", CUSTOM);
+    ok(root, &["net-define", "lab.xml"]);
+    ok(root, &["net-start", "lab"]);
+    let list = ok(root, &["net-list"]);
+    assert!(
+        list.contains(" default   active   yes         yes\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains(" lab       active   no          yes\n"),
+        "{list}"
+    );
+    let g1 = Guest::new("br-lab", "vl1", "52:54:00:00:44:11");
+    let ip1 = var(&g1.udhcpc(root, "guest1"), "ip").to_string();
+    let up = snapshot();
+    let lab_pid = service_pid(root, "lab");
+    let default_pid = service_pid(root, "default");
+
+    // kill -9 the daemon, and the default network's service with it.
+    daemon.kill9();
+    sh(&format!("kill -9 {default_pid}"));
+    wait_for("the service to die", || !alive(default_pid));
+    let _daemon = Daemon::start(root);
+    // Both networks are still up, nothing added twice; the dead service is
+    // back, the other one untouched and still serving.
+    let list = ok(root, &["net-list"]);
+    assert!(
+        list.contains(" default   active   yes         yes\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains(" lab       active   no          yes\n"),
+        "{list}"
+    );
+    assert_eq!(snapshot(), up, "links or rules changed by the restart");
+    assert_eq!(service_pid(root, "lab"), lab_pid);
+    assert!(alive(lab_pid));
+    let revived = service_pid(root, "default");
+    assert_ne!(revived, default_pid);
+    assert!(alive(revived));
+    let l1 = g1.udhcpc(root, "guest1");
+    assert_eq!(var(&l1, "ip"), ip1, "the lease was lost");
+    let g0 = Guest::new("virbr0", "vd0", "52:54:00:00:12:20");
+    let l0 = g0.udhcpc(root, "guest0");
+    assert!(var(&l0, "ip").starts_with("192.168.122."), "{l0:?}");
+    assert!(ok(root, &["net-dhcp-leases", "default"]).contains(" 52:54:00:00:12:20 "));
+
+    // Through the daemon: a live update and destroy.
+    ok(
+        root,
+        &[
+            "net-update",
+            "lab",
+            "add-last",
+            "dns-host",
+            "<host ip='10.44.0.6'><hostname>scanner</hostname></host>",
+            "--live",
+        ],
+    );
+    let ns = g1.run("busybox nslookup scanner.lab.test 10.44.0.1");
+    assert!(ns.contains("10.44.0.6"), "{ns}");
+    ok(root, &["net-destroy", "lab"]);
+    ok(root, &["net-destroy", "default"]);
+    drop((g0, g1));
+    wait_for("the guests' veths to go", || snapshot() == before);
+    for p in [lab_pid, revived] {
+        wait_for("the service to exit", || !alive(p));
     }
 }

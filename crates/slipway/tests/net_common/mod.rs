@@ -234,3 +234,101 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
     panic!("gave up waiting for {what}");
 }
+
+/// Runs a shell command; panics with its output if it fails; returns stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A "guest": a network namespace of its own (held by a sleeping process)
+/// with one veth pair, `eth0` inside (MAC `mac`) and `host_if` attached to
+/// `bridge` in the test's namespace.
+pub struct Guest {
+    holder: Child,
+    host_if: String,
+}
+
+impl Guest {
+    pub fn new(bridge: &str, host_if: &str, mac: &str) -> Guest {
+        let holder = Command::new("unshare")
+            .args(["-n", "sleep", "3600"])
+            .spawn()
+            .expect("unshare -n");
+        let pid = holder.id();
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        wait_for("a new network namespace", || {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
+        });
+        sh(&format!(
+            "ip link add {host_if} type veth peer name eth0 address {mac} && \
+             ip link set eth0 netns {pid} && ip link set {host_if} master {bridge} up"
+        ));
+        let g = Guest {
+            holder,
+            host_if: host_if.into(),
+        };
+        g.run("ip link set lo up && ip link set eth0 up");
+        g
+    }
+
+    /// Runs a shell command inside; panics if it fails; returns stdout.
+    pub fn run(&self, cmd: &str) -> String {
+        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.holder.id()))
+    }
+
+    /// Runs busybox udhcpc once, sending `hostname`; its script sets the
+    /// address and default route and keeps what the server sent. Returns
+    /// those variables (`ip`, `router`, `dns`, `domain`, `hostname`, ...).
+    pub fn udhcpc(&self, dir: &Path, hostname: &str) -> Vec<(String, String)> {
+        let out = dir.join(format!("{}.env", self.host_if));
+        let script = dir.join("udhcpc.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n\
+             case \"$1\" in\n\
+             bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\";\n\
+               [ -n \"$router\" ] && ip route replace default via \"$router\";\n\
+               env > \"$LEASE_OUT\";;\n\
+             esac\nexit 0\n",
+        )
+        .unwrap();
+        sh(&format!("chmod +x {}", script.display()));
+        let _ = std::fs::remove_file(&out);
+        self.run(&format!(
+            "LEASE_OUT={} busybox udhcpc -f -q -n -t 5 -T 2 -i eth0 -x hostname:{hostname} -s {}",
+            out.display(),
+            script.display()
+        ));
+        std::fs::read_to_string(&out)
+            .expect("udhcpc bound")
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// A variable udhcpc passed to its script.
+pub fn var<'a>(vars: &'a [(String, String)], name: &str) -> &'a str {
+    vars.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("udhcpc gave no {name}: {vars:?}"))
+}
