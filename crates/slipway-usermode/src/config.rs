@@ -102,6 +102,8 @@ pub struct StackConfig {
     pub dns_upstreams: Vec<SocketAddr>,
     /// Resource caps.
     pub limits: Limits,
+    /// TFTP, SMB and guest forwards.
+    pub services: crate::services::Services,
 }
 
 impl StackConfig {
@@ -123,7 +125,7 @@ impl StackConfig {
     /// Whether `addr` is a virtual address the stack itself owns on the
     /// guest's link (it answers ARP for it and terminates traffic to it).
     pub fn is_virtual(&self, addr: Ipv4Addr) -> bool {
-        addr == self.host || addr == self.dns
+        addr == self.host || addr == self.dns || self.services.owns(addr)
     }
 
     /// Where a new outbound flow from the guest to `dst` goes on the host.
@@ -135,6 +137,10 @@ impl StackConfig {
             return Outbound::Denied(DenyReason::Unsupported);
         };
         let ip = *v4.ip();
+        // SMB and guest forwards work under restrict=on, as in libslirp.
+        if let Some(target) = self.services.redirect(v4) {
+            return Outbound::Host(target);
+        }
         if ip == self.dns && dst.port() == 53 {
             return if self.restrict {
                 Outbound::Denied(DenyReason::Restricted)

@@ -58,12 +58,6 @@ fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) 
 
 /// Options QEMU knows that slipway refuses for now (a later issue implements them).
 const NOT_SUPPORTED: &[&str] = &[
-    "tftp",
-    "bootfile",
-    "tftp-server-name",
-    "smb",
-    "smbserver",
-    "guestfwd",
     "ipv6",
     "ipv6-prefix",
     "ipv6-prefixlen",
@@ -93,6 +87,7 @@ struct Raw {
     domainname: Option<String>,
     dnssearch: Vec<String>,
     hostfwd: Vec<String>,
+    services: crate::services::ServicesBuilder,
 }
 
 /// Splits QemuOpts syntax into `(key, value)` pairs; `,,` is a literal comma.
@@ -179,6 +174,7 @@ pub fn parse_options(s: &str) -> Result<StackConfig, OptionsError> {
             "domainname" => raw.domainname = Some(check_name(&key, value)?),
             "dnssearch" => raw.dnssearch.push(check_name(&key, value)?),
             "hostfwd" => raw.hostfwd.push(value),
+            k if raw.services.take(k, &value) => {}
             k if NOT_SUPPORTED.contains(&k) => return Err(OptionsError::NotSupported { key }),
             _ => return Err(OptionsError::Unknown { key }),
         }
@@ -198,7 +194,7 @@ fn is_known_with_value(key: &str) -> bool {
             | "domainname"
             | "dnssearch"
             | "hostfwd"
-    )
+    ) || crate::services::ServicesBuilder::is_key(key)
 }
 
 /// A DNS name for DHCP options 12, 15 and 119: labels of letters, digits,
@@ -381,7 +377,16 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         check_forward_guest("hostfwd", spec, &fwd, net_u, mask, broadcast, host, dns)?;
         hostfwd.push(fwd);
     }
+    let services = raw.services.build(&crate::services::Network {
+        net: net_u,
+        mask,
+        host,
+        dns,
+        dhcp_start,
+        dhcp_end: Ipv4Addr::from(end),
+    })?;
     Ok(StackConfig {
+        services,
         net,
         prefix_len,
         host,
@@ -756,7 +761,7 @@ mod tests {
                 format!("option '{key}' is not supported yet")
             );
         }
-        assert_eq!(err("smb"), OptionsError::NotSupported { key: "smb".into() });
+        assert_eq!(err("smb"), OptionsError::MissingValue { key: "smb".into() });
         assert_eq!(
             err("bogus=1"),
             OptionsError::Unknown {

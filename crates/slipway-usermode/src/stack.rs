@@ -80,6 +80,8 @@ pub struct Stack {
     pub(crate) udp: UdpTable,
     dns: DnsRelay,
     pub(crate) dhcp: slipway_dhcp::DhcpServer,
+    /// `tftp=`: opened by [`Stack::start`].
+    tftp: Option<crate::tftp::TftpService>,
 }
 
 impl Stack {
@@ -91,6 +93,7 @@ impl Stack {
             udp: UdpTable::new(&cfg),
             dns: DnsRelay::new(&cfg),
             dhcp,
+            tftp: None,
             core: Core {
                 tx: GuestTx::new(cfg.mtu, cfg.limits.guest_tx_slots),
                 counters: Counters::default(),
@@ -110,10 +113,25 @@ impl Stack {
             .map_err(StackError::TcpForward)?;
         self.udp.listen_forwards(registry, &self.core.cfg)?;
         self.dns.open(registry)?;
+        if let Some(root) = &self.core.cfg.services.tftp_root {
+            let tftp =
+                crate::tftp::TftpService::new(root).map_err(|source| StackError::Socket {
+                    what: "TFTP root directory",
+                    addr: root.display().to_string(),
+                    source,
+                })?;
+            self.tftp = Some(tftp);
+        }
         if !self.core.cfg.ipv4 {
             tracing::warn!("ipv4=off: the guest gets no IPv4 service (IPv6 is not supported yet)");
         }
         Ok(())
+    }
+
+    /// TFTP transfers in progress.
+    #[cfg(test)]
+    pub(crate) fn tftp_active(&self) -> usize {
+        self.tftp.as_ref().map_or(0, |t| t.active())
     }
 
     /// The configuration.
@@ -257,6 +275,14 @@ impl Stack {
         let guest = SocketAddrV4::new(src, sport);
         let remote = SocketAddrV4::new(dst, dport);
         let mut ctx = core.ctx(registry, now);
+        if let Some(tftp) = self
+            .tftp
+            .as_mut()
+            .filter(|_| dst == ctx.cfg.host && dport == slipway_tftp::TFTP_PORT)
+        {
+            tftp.on_datagram(&mut ctx, guest, remote, payload);
+            return;
+        }
         if self.udp.send_on_flow(&mut ctx, guest, remote, payload) {
             return;
         }
@@ -360,6 +386,11 @@ impl Stack {
         if self.dns.next_deadline().is_some_and(|d| d <= now) {
             self.dns.on_timer(&mut ctx);
         }
+        if let Some(tftp) = self.tftp.as_mut() {
+            if tftp.next_deadline().is_some_and(|d| d <= now) {
+                tftp.on_timer(&mut ctx);
+            }
+        }
     }
 
     /// When [`Stack::on_timer`] next needs to run.
@@ -368,6 +399,7 @@ impl Stack {
             self.tcp.next_deadline(),
             self.udp.next_deadline(),
             self.dns.next_deadline(),
+            self.tftp.as_ref().and_then(|t| t.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -435,8 +467,8 @@ fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
         domain_search: cfg.dnssearch.clone(),
         mtu: u16::try_from(cfg.mtu).ok(),
         broadcast: None,
-        boot_file: None,
-        tftp_server_name: None,
+        boot_file: cfg.services.bootfile.clone(),
+        tftp_server_name: cfg.services.tftp_server_name.clone(),
         next_server: None,
         authoritative: true,
     }

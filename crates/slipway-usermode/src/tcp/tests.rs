@@ -43,6 +43,7 @@ fn config(mtu: usize) -> StackConfig {
         mtu,
         dns_upstreams: Vec::new(),
         limits: Limits::default(),
+        services: Default::default(),
     }
 }
 

@@ -1,0 +1,102 @@
+//! The user-mode stack's services end to end, with one real guest: it
+//! boots from the network (QEMU's iPXE ROM gets DHCP from slipway and loads
+//! kernel and initramfs over slipway's TFTP server), then fetches files
+//! with busybox `tftp`, pings through host ping sockets and uses guest
+//! forwards. slipway runs in a user and network namespace of its own
+//! (`unshare -Urn`) where the test may allow ping sockets and give the
+//! loopback an extra address; QEMU reaches it through a unix socket.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{check, run_guest, s, unix_stream_netdev, Slipway};
+use slipway_testkit::Guest;
+
+/// Commands run in slipway's namespace before it starts.
+const NETNS_SETUP: &str = "set -e\n\
+    ip link set lo up\n\
+    # Ping sockets for the (only) group mapped in the namespace.\n\
+    echo '0 0' > /proc/sys/net/ipv4/ping_group_range\n\
+    # A destination that is not the host address, made by the test.\n\
+    ip addr add 192.0.2.1/32 dev lo\n";
+
+/// slipway in a new user and network namespace prepared by `setup`
+/// (shell commands), with `-vv user ARGS`.
+fn slipway_in_netns(setup: &str, args: &[String]) -> Slipway {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-Urn", "sh", "-c"])
+        .arg(format!("{setup}exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_slipway"));
+    Slipway::spawn(cmd, args)
+}
+
+fn md5(path: &Path) -> String {
+    let out = Command::new("md5sum")
+        .arg(path)
+        .output()
+        .expect("md5sum runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Network boot through slipway's DHCP and TFTP, then TFTP, ping and guest
+/// forwards from the booted guest.
+#[test]
+fn network_boot_tftp_ping_and_guest_forwards() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let tftp = dir.path().join("tftp");
+    std::fs::create_dir(&tftp).unwrap();
+    // 3 MiB of varied bytes.
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(tftp.join("big.bin"), &data).unwrap();
+    std::fs::write(dir.path().join("secret"), "outside the root").unwrap();
+    std::os::unix::fs::symlink("../secret", tftp.join("escape")).unwrap();
+    let sock = dir.path().join("vm.sock");
+
+    let mut slipway = slipway_in_netns(
+        NETNS_SETUP,
+        &[
+            s("--socket"),
+            sock.display().to_string(),
+            format!(
+                "tftp={},bootfile={},tftp-server-name=boot.test",
+                tftp.display(),
+                slipway_testkit::NETBOOT_FILE
+            ),
+        ],
+    );
+    slipway.wait_for_path(&sock);
+    let script = "dhcp eth0 || exit 1\n\
+         tftp -g -r big.bin -l /tmp/a.bin 10.0.2.2 && result tftp_md5 \"$(md5sum /tmp/a.bin | cut -d' ' -f1)\"\n\
+         rm -f /tmp/a.bin\n\
+         tftp -b 1468 -g -r big.bin -l /tmp/b.bin 10.0.2.2 && result tftp_big_md5 \"$(md5sum /tmp/b.bin | cut -d' ' -f1)\"\n\
+         rm -f /tmp/b.bin\n\
+         tftp -g -r escape -l /tmp/e 10.0.2.2 2>/tmp/escape; result tftp_escape \"$(cat /tmp/e 2>/dev/null)$(grep -c -i -e access -e refused /tmp/escape)\"\n\
+         tftp -g -r ../secret -l /tmp/s 10.0.2.2 2>/tmp/dotdot; result tftp_dotdot \"$(cat /tmp/s 2>/dev/null)$(grep -c -i -e access -e refused /tmp/dotdot)\"\n\
+         cat /tmp/escape /tmp/dotdot\n";
+    let out = run_guest(
+        Guest::builder()
+            .netdev(&unix_stream_netdev(&sock))
+            .network_boot(&tftp)
+            .timeout(std::time::Duration::from_secs(300))
+            .script(script),
+        &slipway,
+    );
+    check(&out, &slipway, "dhcp", "bound");
+    check(&out, &slipway, "tftp_md5", &md5(&tftp.join("big.bin")));
+    check(&out, &slipway, "tftp_big_md5", &md5(&tftp.join("big.bin")));
+    check(&out, &slipway, "tftp_escape", "1");
+    check(&out, &slipway, "tftp_dotdot", "1");
+    let log = slipway.log();
+    assert!(
+        log.contains("TFTP read") && log.contains("vmlinuz"),
+        "iPXE loaded the kernel over TFTP:\n{log}"
+    );
+}
