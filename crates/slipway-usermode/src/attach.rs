@@ -7,8 +7,13 @@
 //! - datagram (`-netdev dgram` on unix sockets): one Ethernet frame per
 //!   datagram; the peer is learnt from the first datagram it sends.
 //!
-//! One VM at a time: a listening attachment accepts the next VM only after
-//! the current one went away.
+//! A listening attachment takes several VMs at once, each on its own
+//! connection (a port); together they form one Ethernet segment through
+//! the learning switch of [`crate::switch`]. With one VM the switch stays
+//! out of the way: frames go straight to the stack, and the stack's queue
+//! is written to the VM without a copy. With several, frames toward the
+//! VMs are copied from the stack's queue into per-port queues, and frames
+//! from VM to VM go from port to port without touching the stack.
 
 use std::io::{IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -20,9 +25,11 @@ use std::time::Instant;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixDatagram, UnixListener, UnixStream};
 use mio::{Interest, Registry};
+use smoltcp::wire::EthernetAddress;
 
-use crate::ctx::{token, DropReason, GuestTx, TokenKind, FRAME_PREFIX_LEN};
+use crate::ctx::{token, DropReason, GuestTx, TokenKind, ETHERNET_HEADER_LEN, FRAME_PREFIX_LEN};
 use crate::stack::Stack;
+use crate::switch::{Route, Switch};
 
 /// Largest stream frame QEMU accepts (and so do we).
 pub const MAX_STREAM_FRAME: usize = 69632;
@@ -37,8 +44,12 @@ const DGRAM_SLOT: usize = 65536;
 
 /// Token of a listening socket.
 const LISTENER: usize = 0;
-/// Token of the VM link.
-const LINK: usize = 1;
+/// Token index of the first VM link (port 0); port `i` has `FIRST_PORT + i`.
+const FIRST_PORT: usize = 1;
+/// Most VMs attached at once to one listening socket.
+const MAX_PORTS: usize = 64;
+/// Frames a port's own queue holds while several VMs share the link.
+const PORT_QUEUE_SLOTS: usize = 128;
 
 /// Where and how the VM attaches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,23 +141,103 @@ impl PeerAddr {
     }
 }
 
-/// The VM link and its buffers (allocated once).
-pub struct Attachment {
-    spec: AttachSpec,
-    listener: Option<Listener>,
-    link: Option<Link>,
-    /// The socket file to remove when done.
-    owned_path: Option<PathBuf>,
+/// One VM's link and its buffers (allocated when it attaches).
+struct Port {
+    link: Link,
     rx: Vec<u8>,
     rx_start: usize,
     rx_end: usize,
-    /// Bytes of the first queued frame a partial write already sent.
+    /// Bytes of the first frame to send (of `queue`, or of the stack's
+    /// queue while this is the only port and `queue` is empty) that a
+    /// partial write already sent.
     tx_skip: usize,
     readable: bool,
     writable: bool,
-    warned_unnamed_peer: bool,
+    /// Frames switched to this port while several VMs share the link
+    /// (allocated when a second VM attaches).
+    queue: Option<GuestTx>,
 }
 
+impl Port {
+    fn new(link: Link) -> Port {
+        let rx_len = match link {
+            Link::Dgram { .. } => DGRAM_READ_BATCH * DGRAM_SLOT,
+            _ => STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME,
+        };
+        Port {
+            link,
+            rx: vec![0; rx_len],
+            rx_start: 0,
+            rx_end: 0,
+            tx_skip: 0,
+            readable: true,
+            writable: true,
+            queue: None,
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, GuestTx::len)
+    }
+
+    fn register(&mut self, registry: &Registry, index: usize) -> std::io::Result<()> {
+        let t = token(TokenKind::Attach, FIRST_PORT + index);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match &mut self.link {
+            Link::Unix(s) => registry.register(s, t, interest),
+            Link::Tcp(s) => registry.register(s, t, interest),
+            Link::Dgram { socket, .. } => registry.register(socket, t, interest),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) {
+        let _ = match &mut self.link {
+            Link::Unix(s) => registry.deregister(s),
+            Link::Tcp(s) => registry.deregister(s),
+            Link::Dgram { socket, .. } => registry.deregister(socket),
+        };
+    }
+
+    /// Sends `tx` to this port's VM; `Err` when the VM is gone.
+    fn flush_from(
+        link: &mut Link,
+        tx: &mut GuestTx,
+        skip: &mut usize,
+        writable: &mut bool,
+    ) -> Result<usize, VmGone> {
+        match link {
+            Link::Unix(s) => flush_stream(s, tx, skip, writable),
+            Link::Tcp(s) => flush_stream(s, tx, skip, writable),
+            Link::Dgram { socket, peer } => {
+                let Some(peer) = peer.as_ref() else {
+                    // Nobody to send to yet.
+                    tx.clear();
+                    return Ok(0);
+                };
+                flush_dgram(socket.as_raw_fd(), peer, tx, writable)
+            }
+        }
+    }
+}
+
+/// The VM links (one per VM, see [`crate::switch`]) and the socket they
+/// attach through.
+pub struct Attachment {
+    spec: AttachSpec,
+    listener: Option<Listener>,
+    /// Ports by token index minus [`FIRST_PORT`]; a VM that went away
+    /// leaves `None` until another takes its place.
+    ports: Vec<Option<Port>>,
+    /// Ports in use.
+    live: usize,
+    switch: Switch,
+    /// MAC addresses of VMs that went away while others stayed, for the
+    /// stack to forget ([`Attachment::take_departed`]).
+    departed: Vec<EthernetAddress>,
+    /// The socket file to remove when done.
+    owned_path: Option<PathBuf>,
+    warned_unnamed_peer: bool,
+}
 /// Removes a socket file left behind by a process that is gone; refuses
 /// (with `AddrInUse`) when something still listens on it, and leaves
 /// anything that is not a socket alone (bind then fails on it).
@@ -171,6 +262,25 @@ pub(crate) fn remove_stale_socket(path: &Path, stream: bool) -> std::io::Result<
         ));
     }
     std::fs::remove_file(path)
+}
+
+/// Copies one frame into a port's own queue (allocated on first use, with
+/// slots of `max_frame` bytes); false when the queue is full.
+fn enqueue(port: &mut Port, frame: &[u8], max_frame: usize) -> bool {
+    let queue = port.queue.get_or_insert_with(|| {
+        GuestTx::new(
+            max_frame.saturating_sub(ETHERNET_HEADER_LEN),
+            PORT_QUEUE_SLOTS,
+        )
+    });
+    if frame.len() > queue.max_frame_len() {
+        // Larger than the link MTU: no VM on it could take it either.
+        return true;
+    }
+    queue.push(|buf| {
+        buf[..frame.len()].copy_from_slice(frame);
+        frame.len()
+    })
 }
 
 impl Attachment {
@@ -211,50 +321,33 @@ impl Attachment {
             AttachSpec::UnixConnect(path) => {
                 let s = std::os::unix::net::UnixStream::connect(path).map_err(err("connect"))?;
                 s.set_nonblocking(true).map_err(err("connect"))?;
-                let mut s = UnixStream::from_std(s);
-                registry
-                    .register(
-                        &mut s,
-                        token(TokenKind::Attach, LINK),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                    .map_err(err("register"))?;
-                link = Some(Link::Unix(s));
+                link = Some(Link::Unix(UnixStream::from_std(s)));
             }
             AttachSpec::UnixDgram(path) => {
                 remove_stale_socket(path, false).map_err(err("socket file"))?;
-                let mut s = UnixDatagram::bind(path).map_err(err("bind"))?;
+                let s = UnixDatagram::bind(path).map_err(err("bind"))?;
                 owned_path = Some(path.clone());
-                registry
-                    .register(
-                        &mut s,
-                        token(TokenKind::Attach, LINK),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                    .map_err(err("register"))?;
                 link = Some(Link::Dgram {
                     socket: s,
                     peer: None,
                 });
             }
         }
-        let rx_len = match spec {
-            AttachSpec::UnixDgram(_) => DGRAM_READ_BATCH * DGRAM_SLOT,
-            _ => STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME,
-        };
+        let mut ports = Vec::new();
+        if let Some(link) = link {
+            let mut port = Port::new(link);
+            port.register(registry, 0).map_err(err("register"))?;
+            ports.push(Some(port));
+        }
         tracing::info!(%spec, "waiting for the VM");
-        let connected = link.is_some();
         Ok(Attachment {
             spec,
             listener,
-            link,
+            live: ports.len(),
+            ports,
+            switch: Switch::default(),
+            departed: Vec::new(),
             owned_path,
-            rx: vec![0; rx_len],
-            rx_start: 0,
-            rx_end: 0,
-            tx_skip: 0,
-            readable: connected,
-            writable: connected,
             warned_unnamed_peer: false,
         })
     }
@@ -270,16 +363,44 @@ impl Attachment {
 
     /// Whether a VM link is open and, for datagrams, a peer is known.
     pub fn is_attached(&self) -> bool {
-        match &self.link {
-            Some(Link::Dgram { peer, .. }) => peer.is_some(),
-            Some(_) => true,
-            None => false,
+        self.ports.iter().flatten().any(|p| match &p.link {
+            Link::Dgram { peer, .. } => peer.is_some(),
+            _ => true,
+        })
+    }
+
+    /// How many VM links are open (several VMs on a listening socket form
+    /// one LAN through [`crate::switch`]).
+    pub fn port_count(&self) -> usize {
+        self.live
+    }
+
+    /// The only port, when frames can go to it straight from the stack's
+    /// queue: one VM and nothing left in its own queue from a time when
+    /// there were several.
+    fn direct(&self) -> Option<usize> {
+        if self.live != 1 {
+            return None;
         }
+        let i = self.ports.iter().position(Option::is_some)?;
+        (self.ports[i].as_ref()?.queued() == 0).then_some(i)
     }
 
     /// Whether there is more to read or write without waiting for an event.
     pub fn has_pending_io(&self, tx: &GuestTx) -> bool {
-        self.can_read(tx) || (self.link.is_some() && self.writable && !tx.is_empty())
+        if self.can_read(tx) {
+            return true;
+        }
+        match self.direct() {
+            Some(i) => self.ports[i]
+                .as_ref()
+                .is_some_and(|p| p.writable && !tx.is_empty()),
+            None => self
+                .ports
+                .iter()
+                .flatten()
+                .any(|p| p.writable && p.queued() > 0),
+        }
     }
 
     /// Whether guest frames may be waiting and their replies have room:
@@ -287,81 +408,89 @@ impl Attachment {
     /// read, which pushes back on it instead of dropping replies.
     pub fn can_read(&self, tx: &GuestTx) -> bool {
         let headroom = (tx.free_slots() + tx.len()).div_ceil(4).min(64);
-        self.link.is_some() && self.readable && tx.free_slots() >= headroom
+        tx.free_slots() >= headroom && self.ports.iter().flatten().any(|p| p.readable)
     }
 
     /// Handles readiness of a token of kind [`TokenKind::Attach`].
     pub fn on_event(&mut self, registry: &Registry, index: usize, event: &Event) -> LinkState {
-        match index {
-            LISTENER => self.accept(registry),
-            LINK => {
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.readable = true;
-                }
-                if event.is_writable() || event.is_write_closed() {
-                    self.writable = true;
-                }
-                LinkState::Unchanged
-            }
-            _ => LinkState::Unchanged,
+        if index == LISTENER {
+            return self.accept(registry);
         }
+        let Some(Some(port)) = index
+            .checked_sub(FIRST_PORT)
+            .and_then(|i| self.ports.get_mut(i))
+        else {
+            return LinkState::Unchanged;
+        };
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            port.readable = true;
+        }
+        if event.is_writable() || event.is_write_closed() {
+            port.writable = true;
+        }
+        LinkState::Unchanged
     }
 
-    /// Accepts the next VM if none is attached.
+    /// Accepts every VM waiting on the listening socket, up to
+    /// [`MAX_PORTS`] at once.
     pub fn accept(&mut self, registry: &Registry) -> LinkState {
-        if self.link.is_some() {
-            // One VM at a time: the next one waits in the backlog.
-            return LinkState::Unchanged;
-        }
-        let accepted = match &self.listener {
-            Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Link::Unix(s)),
-            Some(Listener::Tcp(l)) => l.accept().map(|(s, peer)| {
-                let _ = s.set_nodelay(true);
-                tracing::info!(%peer, "VM connected over TCP");
-                Link::Tcp(s)
-            }),
-            None => return LinkState::Unchanged,
-        };
-        let mut link = match accepted {
-            Ok(link) => link,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return LinkState::Unchanged,
-            Err(err) => {
-                tracing::warn!(%err, "accepting the VM's connection failed");
-                return LinkState::Unchanged;
+        let mut state = LinkState::Unchanged;
+        loop {
+            let accepted = match &self.listener {
+                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Link::Unix(s)),
+                Some(Listener::Tcp(l)) => l.accept().map(|(s, peer)| {
+                    let _ = s.set_nodelay(true);
+                    tracing::info!(%peer, "VM connected over TCP");
+                    Link::Tcp(s)
+                }),
+                None => return state,
+            };
+            let link = match accepted {
+                Ok(link) => link,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return state,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    tracing::warn!(%err, "accepting the VM's connection failed");
+                    return state;
+                }
+            };
+            if self.live >= MAX_PORTS {
+                tracing::warn!(
+                    max = MAX_PORTS,
+                    "too many VMs on one link; connection closed"
+                );
+                continue;
             }
-        };
-        let t = token(TokenKind::Attach, LINK);
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let registered = match &mut link {
-            Link::Unix(s) => registry.register(s, t, interest),
-            Link::Tcp(s) => registry.register(s, t, interest),
-            Link::Dgram { socket, .. } => registry.register(socket, t, interest),
-        };
-        if let Err(err) = registered {
-            tracing::warn!(%err, "registering the VM's connection failed");
-            return LinkState::Unchanged;
+            let index = match self.ports.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    self.ports.push(None);
+                    self.ports.len() - 1
+                }
+            };
+            let mut port = Port::new(link);
+            if let Err(err) = port.register(registry, index) {
+                tracing::warn!(%err, "registering the VM's connection failed");
+                continue;
+            }
+            self.ports[index] = Some(port);
+            self.live += 1;
+            tracing::info!(spec = %self.spec, port = index, vms = self.live, "VM attached");
+            state = LinkState::Connected;
         }
-        tracing::info!(spec = %self.spec, "VM attached");
-        self.link = Some(link);
-        self.readable = true;
-        self.writable = true;
-        LinkState::Connected
     }
 
-    /// Closes the link to a VM that went away and resets the buffers. A
-    /// datagram socket stays bound and forgets its peer.
+    /// Closes every VM link (the last VM went away) and resets the
+    /// buffers. A datagram socket stays bound and forgets its peer.
     pub fn detach(&mut self, registry: &Registry) {
-        self.rx_start = 0;
-        self.rx_end = 0;
-        self.tx_skip = 0;
-        match self.link.take() {
-            Some(Link::Unix(mut s)) => {
-                let _ = registry.deregister(&mut s);
-            }
-            Some(Link::Tcp(mut s)) => {
-                let _ = registry.deregister(&mut s);
-            }
-            Some(Link::Dgram { socket, .. }) => {
+        self.switch = Switch::default();
+        self.departed.clear();
+        for slot in &mut self.ports {
+            let Some(mut port) = slot.take() else {
+                continue;
+            };
+            port.deregister(registry);
+            if let Link::Dgram { socket, .. } = port.link {
                 // Dissolve the association so the next VM can send to us.
                 // SAFETY: an AF_UNSPEC address of the right size.
                 unsafe {
@@ -373,12 +502,14 @@ impl Attachment {
                         std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
                     );
                 }
-                self.link = Some(Link::Dgram { socket, peer: None });
+                let mut port = Port::new(Link::Dgram { socket, peer: None });
+                if let Err(err) = port.register(registry, 0) {
+                    tracing::warn!(%err, "registering the datagram socket again failed");
+                }
+                *slot = Some(port);
             }
-            None => {}
         }
-        self.readable = matches!(self.link, Some(Link::Dgram { .. }));
-        self.writable = self.readable;
+        self.live = self.ports.iter().flatten().count();
     }
 
     /// Whether a VM that goes away can be followed by another on this
@@ -387,46 +518,144 @@ impl Attachment {
         !matches!(self.spec, AttachSpec::UnixConnect(_))
     }
 
-    /// Reads what the guest sent (one large read for streams, a batch of
-    /// datagrams) and hands each frame to the stack.
+    /// MAC addresses of VMs that went away while others stayed on the
+    /// link; the stack forgets them ([`Stack::forget_guest`]).
+    pub fn take_departed(&mut self) -> std::vec::Drain<'_, EthernetAddress> {
+        self.departed.drain(..)
+    }
+
+    /// Port `i` failed or closed. The last VM is reported as
+    /// [`LinkState::Gone`] (the caller detaches); another is removed here
+    /// and its addresses are forgotten, and the others go on.
+    fn lost(&mut self, i: usize) -> LinkState {
+        if self.live <= 1 {
+            return LinkState::Gone;
+        }
+        // Dropping the socket closes it and takes it out of the poll set.
+        if self.ports[i].take().is_some() {
+            self.live -= 1;
+        }
+        let macs = self.switch.forget_port(i);
+        tracing::info!(port = i, vms = self.live, "VM went away; the others stay");
+        self.departed.extend(macs);
+        LinkState::Unchanged
+    }
+
+    /// Reads what the guests sent (one large read per stream, a batch of
+    /// datagrams) and hands each frame to the stack or, with several VMs,
+    /// to the switch.
     pub fn receive(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
-        match &self.link {
-            Some(Link::Dgram { .. }) => self.receive_dgram(registry, stack, now),
-            Some(_) => self.receive_stream(registry, stack, now),
-            None => LinkState::Unchanged,
+        let mut state = LinkState::Unchanged;
+        for i in 0..self.ports.len() {
+            let Some(port) = &self.ports[i] else {
+                continue;
+            };
+            if !port.readable {
+                continue;
+            }
+            let s = match port.link {
+                Link::Dgram { .. } => self.receive_dgram(i, registry, stack, now),
+                _ => self.receive_stream(i, registry, stack, now),
+            };
+            match s {
+                LinkState::Gone => {
+                    if self.lost(i) == LinkState::Gone {
+                        return LinkState::Gone;
+                    }
+                }
+                LinkState::Connected => state = LinkState::Connected,
+                LinkState::Unchanged => {}
+            }
+        }
+        state
+    }
+
+    /// Hands one frame from port `from` on: straight to the stack when it
+    /// is the only VM, else where the switch says.
+    fn deliver(
+        &mut self,
+        from: usize,
+        frame: &[u8],
+        registry: &Registry,
+        stack: &mut Stack,
+        now: Instant,
+    ) {
+        if self.live <= 1 || frame.len() < ETHERNET_HEADER_LEN {
+            // Frames too short for Ethernet are counted by the stack.
+            stack.handle_frame(registry, frame, now);
+            return;
+        }
+        let dst = EthernetAddress::from_bytes(&frame[..6]);
+        let src = EthernetAddress::from_bytes(&frame[6..12]);
+        self.switch.learn(src, from, now);
+        let max_frame = stack.guest_tx().max_frame_len();
+        let to_stack = match self.switch.route(dst, from, now) {
+            Route::Stack => true,
+            Route::Drop => false,
+            Route::Port(p) => {
+                if let Some(Some(port)) = self.ports.get_mut(p) {
+                    if !enqueue(port, frame, max_frame) {
+                        stack.count_drop(DropReason::GuestTxFull);
+                    }
+                }
+                false
+            }
+            Route::Flood { stack: to_stack } => {
+                for (i, port) in self.ports.iter_mut().enumerate() {
+                    let Some(port) = port.as_mut().filter(|_| i != from) else {
+                        continue;
+                    };
+                    if !enqueue(port, frame, max_frame) {
+                        stack.count_drop(DropReason::GuestTxFull);
+                    }
+                }
+                to_stack
+            }
+        };
+        if to_stack {
+            stack.handle_frame(registry, frame, now);
         }
     }
 
     fn receive_stream(
         &mut self,
+        i: usize,
         registry: &Registry,
         stack: &mut Stack,
         now: Instant,
     ) -> LinkState {
-        let buf = &mut self.rx[self.rx_end..];
-        let read = match &mut self.link {
-            Some(Link::Unix(s)) => s.read(buf),
-            Some(Link::Tcp(s)) => s.read(buf),
-            _ => return LinkState::Unchanged,
+        let Some(port) = self.ports[i].as_mut() else {
+            return LinkState::Unchanged;
+        };
+        let buf = &mut port.rx[port.rx_end..];
+        let read = match &mut port.link {
+            Link::Unix(s) => s.read(buf),
+            Link::Tcp(s) => s.read(buf),
+            Link::Dgram { .. } => return LinkState::Unchanged,
         };
         match read {
             Ok(0) => {
-                tracing::info!("VM closed the link");
+                tracing::info!(port = i, "VM closed the link");
                 return LinkState::Gone;
             }
-            Ok(n) => self.rx_end += n,
+            Ok(n) => port.rx_end += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.readable = false;
+                port.readable = false;
                 return LinkState::Unchanged;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return LinkState::Unchanged,
             Err(err) => {
-                tracing::warn!(%err, "reading from the VM failed");
+                tracing::warn!(%err, port = i, "reading from the VM failed");
                 return LinkState::Gone;
             }
         }
-        while self.rx_end - self.rx_start >= FRAME_PREFIX_LEN {
-            let head = &self.rx[self.rx_start..self.rx_start + FRAME_PREFIX_LEN];
+        // The buffer leaves the port while its frames are delivered (the
+        // switch may queue them to other ports).
+        let mut rx = std::mem::take(&mut port.rx);
+        let (mut rx_start, rx_end) = (port.rx_start, port.rx_end);
+        let mut state = LinkState::Unchanged;
+        while rx_end - rx_start >= FRAME_PREFIX_LEN {
+            let head = &rx[rx_start..rx_start + FRAME_PREFIX_LEN];
             let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
             if len > MAX_STREAM_FRAME {
                 stack.count_drop(DropReason::Oversized);
@@ -435,37 +664,52 @@ impl Attachment {
                     max = MAX_STREAM_FRAME,
                     "stream frame over the limit: closing the link"
                 );
-                return LinkState::Gone;
-            }
-            let start = self.rx_start + FRAME_PREFIX_LEN;
-            if self.rx_end - start < len {
+                state = LinkState::Gone;
                 break;
             }
-            // Frames too short for Ethernet are counted by the stack.
-            stack.handle_frame(registry, &self.rx[start..start + len], now);
-            self.rx_start = start + len;
+            let start = rx_start + FRAME_PREFIX_LEN;
+            if rx_end - start < len {
+                break;
+            }
+            self.deliver(i, &rx[start..start + len], registry, stack, now);
+            rx_start = start + len;
         }
-        if self.rx_start == self.rx_end {
-            self.rx_start = 0;
-            self.rx_end = 0;
-        } else if self.rx.len() - self.rx_end < FRAME_PREFIX_LEN + MAX_STREAM_FRAME {
+        let Some(port) = self.ports[i].as_mut() else {
+            return state;
+        };
+        if rx_start == rx_end {
+            port.rx_start = 0;
+            port.rx_end = 0;
+        } else if rx.len() - rx_end < FRAME_PREFIX_LEN + MAX_STREAM_FRAME {
             // Move the partial frame to the front so a whole one always fits.
-            self.rx.copy_within(self.rx_start..self.rx_end, 0);
-            self.rx_end -= self.rx_start;
-            self.rx_start = 0;
+            rx.copy_within(rx_start..rx_end, 0);
+            port.rx_end = rx_end - rx_start;
+            port.rx_start = 0;
+        } else {
+            port.rx_start = rx_start;
         }
-        LinkState::Unchanged
+        port.rx = rx;
+        state
     }
 
-    fn receive_dgram(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
-        let Some(Link::Dgram { socket, peer }) = &mut self.link else {
+    fn receive_dgram(
+        &mut self,
+        i: usize,
+        registry: &Registry,
+        stack: &mut Stack,
+        now: Instant,
+    ) -> LinkState {
+        let Some(port) = self.ports[i].as_mut() else {
+            return LinkState::Unchanged;
+        };
+        let Link::Dgram { socket, peer } = &mut port.link else {
             return LinkState::Unchanged;
         };
         // SAFETY: all-zero is a valid value of these plain C structs.
         let mut names: [libc::sockaddr_un; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
         let mut iovs: [libc::iovec; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
-        for (slot, (iov, (msg, name))) in self
+        for (slot, (iov, (msg, name))) in port
             .rx
             .chunks_exact_mut(DGRAM_SLOT)
             .zip(iovs.iter_mut().zip(msgs.iter_mut().zip(names.iter_mut())))
@@ -491,7 +735,7 @@ impl Attachment {
         if rc < 0 {
             let err = std::io::Error::last_os_error();
             match err.kind() {
-                std::io::ErrorKind::WouldBlock => self.readable = false,
+                std::io::ErrorKind::WouldBlock => port.readable = false,
                 std::io::ErrorKind::Interrupted => {}
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset => {
                     tracing::info!("VM's datagram socket is gone");
@@ -499,15 +743,17 @@ impl Attachment {
                 }
                 _ => {
                     tracing::warn!(%err, "receiving from the VM failed");
-                    self.readable = false;
+                    port.readable = false;
                 }
             }
             return LinkState::Unchanged;
         }
         let mut state = LinkState::Unchanged;
-        for (i, msg) in msgs.iter().enumerate().take(rc as usize) {
+        let mut frames = [(0usize, 0usize); DGRAM_READ_BATCH];
+        let mut count = 0;
+        for (n, msg) in msgs.iter().enumerate().take(rc as usize) {
             let from = PeerAddr {
-                raw: names[i],
+                raw: names[n],
                 len: msg.msg_hdr.msg_namelen,
             };
             if from.path_bytes().is_empty() {
@@ -538,35 +784,121 @@ impl Attachment {
                 stack.count_drop(DropReason::Oversized);
                 continue;
             }
-            let start = i * DGRAM_SLOT;
-            stack.handle_frame(registry, &self.rx[start..start + msg.msg_len as usize], now);
+            frames[count] = (n * DGRAM_SLOT, msg.msg_len as usize);
+            count += 1;
         }
         if (rc as usize) < DGRAM_READ_BATCH {
             // The socket is drained; the next datagram brings an event.
-            self.readable = false;
+            port.readable = false;
+        }
+        if state == LinkState::Connected {
+            // A new VM behind the socket: the old one's addresses are stale.
+            self.switch.forget_port(i);
+        }
+        let rx = std::mem::take(&mut port.rx);
+        for &(start, len) in &frames[..count] {
+            self.deliver(i, &rx[start..start + len], registry, stack, now);
+        }
+        if let Some(port) = self.ports[i].as_mut() {
+            port.rx = rx;
         }
         state
     }
 
-    /// Sends queued frames to the VM until the queue is empty or the
-    /// socket is full. Returns how many frames were sent.
+    /// Sends queued frames to the VMs until the queues are empty or the
+    /// sockets are full. With one VM the stack's queue is written as it
+    /// is; with several, its frames are first switched to the ports' own
+    /// queues. Returns how many frames left the stack's queue or a port's.
     pub fn flush(&mut self, tx: &mut GuestTx) -> Result<usize, VmGone> {
-        if !self.writable {
+        if let Some(i) = self.direct() {
+            let Some(port) = self.ports[i].as_mut() else {
+                return Ok(0);
+            };
+            if !port.writable {
+                return Ok(0);
+            }
+            return Port::flush_from(&mut port.link, tx, &mut port.tx_skip, &mut port.writable);
+        }
+        if self.live == 0 {
             return Ok(0);
         }
-        match &mut self.link {
-            Some(Link::Unix(s)) => flush_stream(s, tx, &mut self.tx_skip, &mut self.writable),
-            Some(Link::Tcp(s)) => flush_stream(s, tx, &mut self.tx_skip, &mut self.writable),
-            Some(Link::Dgram { socket, peer }) => {
-                let Some(peer) = peer.as_ref() else {
-                    // Nobody to send to yet.
-                    tx.clear();
-                    return Ok(0);
-                };
-                flush_dgram(socket.as_raw_fd(), peer, tx, &mut self.writable)
+        let mut done = self.distribute(tx);
+        for i in 0..self.ports.len() {
+            let Some(port) = self.ports[i].as_mut() else {
+                continue;
+            };
+            let Some(queue) = port.queue.as_mut() else {
+                continue;
+            };
+            if !port.writable || queue.is_empty() {
+                continue;
             }
-            None => Ok(0),
+            match Port::flush_from(&mut port.link, queue, &mut port.tx_skip, &mut port.writable) {
+                Ok(n) => done += n,
+                Err(VmGone) => {
+                    if self.lost(i) == LinkState::Gone {
+                        return Err(VmGone);
+                    }
+                }
+            }
         }
+        Ok(done)
+    }
+
+    /// Moves frames from the stack's queue to the ports' queues: a frame
+    /// to a learnt address to its port (waiting while that queue is full,
+    /// which holds the stack back), others to every port (skipping full
+    /// ones). Returns how many frames left the stack's queue.
+    fn distribute(&mut self, tx: &mut GuestTx) -> usize {
+        if tx.is_empty() {
+            return 0;
+        }
+        let now = Instant::now();
+        let max_frame = tx.max_frame_len();
+        let mut moved = 0;
+        // A frame half-written to the VM that was alone until now goes to
+        // that VM only, ahead of everything else.
+        if let Some(port) = self
+            .ports
+            .iter_mut()
+            .flatten()
+            .find(|p| p.tx_skip > 0 && p.queued() == 0)
+        {
+            enqueue(port, tx.frame(0), max_frame);
+            tx.pop(1);
+            moved += 1;
+        }
+        while !tx.is_empty() {
+            let frame = tx.frame(0);
+            let dst = EthernetAddress::from_bytes(&frame[..6]);
+            let target = if dst.is_unicast() {
+                self.switch
+                    .lookup(dst, now)
+                    .filter(|&p| self.ports.get(p).is_some_and(Option::is_some))
+            } else {
+                None
+            };
+            match target {
+                Some(p) => {
+                    let Some(port) = self.ports[p].as_mut() else {
+                        break;
+                    };
+                    if !enqueue(port, frame, max_frame) {
+                        break;
+                    }
+                }
+                None => {
+                    for port in self.ports.iter_mut().flatten() {
+                        if !enqueue(port, frame, max_frame) {
+                            tracing::debug!("frame to a full VM queue dropped");
+                        }
+                    }
+                }
+            }
+            tx.pop(1);
+            moved += 1;
+        }
+        moved
     }
 }
 
@@ -680,6 +1012,7 @@ impl Drop for Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctx::GATEWAY_MAC;
     use crate::options::parse_options;
 
     /// An attachment in connect mode to a listener the test holds, the
@@ -708,6 +1041,20 @@ mod tests {
         (attach, peer, stack, poll, dir)
     }
 
+    impl Attachment {
+        /// Marks every port readable and/or writable, as events would.
+        fn set_ready(&mut self, readable: bool, writable: bool) {
+            for port in self.ports.iter_mut().flatten() {
+                port.readable |= readable;
+                port.writable |= writable;
+            }
+        }
+
+        fn any_readable(&self) -> bool {
+            self.ports.iter().flatten().any(|p| p.readable)
+        }
+    }
+
     fn arp_request() -> Vec<u8> {
         let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
         let mut f = vec![0xff; 6];
@@ -719,9 +1066,9 @@ mod tests {
     }
 
     fn receive_all(attach: &mut Attachment, stack: &mut Stack, poll: &mio::Poll) -> LinkState {
-        attach.readable = true;
+        attach.set_ready(true, false);
         let mut state = LinkState::Unchanged;
-        while attach.readable && state == LinkState::Unchanged {
+        while attach.any_readable() && state == LinkState::Unchanged {
             state = attach.receive(poll.registry(), stack, Instant::now());
         }
         state
@@ -801,7 +1148,7 @@ mod tests {
         });
         let mut sent = 0;
         while sent < pushed {
-            attach.writable = true;
+            attach.set_ready(false, true);
             sent += attach.flush(stack.guest_tx()).unwrap();
         }
         let got = reader.join().unwrap();
@@ -830,8 +1177,8 @@ mod tests {
         }
         vm.send_to(&vec![0u8; DGRAM_SLOT + 10], &ours).unwrap();
         let mut state = LinkState::Unchanged;
-        attach.readable = true;
-        while attach.readable {
+        attach.set_ready(true, false);
+        while attach.any_readable() {
             let s = attach.receive(poll.registry(), &mut stack, Instant::now());
             if s != LinkState::Unchanged {
                 state = s;
@@ -858,6 +1205,109 @@ mod tests {
         assert_eq!(attach.flush(stack.guest_tx()), Err(VmGone));
         drop(attach);
         assert!(!ours.exists(), "socket file removed");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn arp_from(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+        let mut f = arp_request();
+        f[6..12].copy_from_slice(&mac);
+        f[22..28].copy_from_slice(&mac);
+        f[28..32].copy_from_slice(&ip);
+        f
+    }
+
+    fn send(sock: &mut std::os::unix::net::UnixStream, frame: &[u8]) {
+        sock.write_all(&(frame.len() as u32).to_be_bytes()).unwrap();
+        sock.write_all(frame).unwrap();
+    }
+
+    fn read_frame(sock: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut len = [0u8; 4];
+        sock.read_exact(&mut len).unwrap();
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        sock.read_exact(&mut frame).unwrap();
+        frame
+    }
+
+    fn nothing_to_read(sock: &mut std::os::unix::net::UnixStream) -> bool {
+        sock.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let empty =
+            matches!(sock.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        sock.set_nonblocking(false).unwrap();
+        empty
+    }
+
+    #[test]
+    fn two_vms_on_one_listener_form_one_segment() {
+        const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];
+        const B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xb];
+        let dir = std::env::temp_dir().join(format!("slipway-lan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lan.sock");
+        let poll = mio::Poll::new().unwrap();
+        let mut attach =
+            Attachment::open(AttachSpec::UnixListen(path.clone()), poll.registry()).unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        let mut a = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut b = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert_eq!(attach.accept(poll.registry()), LinkState::Connected);
+        assert_eq!(attach.port_count(), 2);
+
+        // A asks for the gateway (broadcast): the stack answers A only,
+        // and B sees the request.
+        send(&mut a, &arp_from(A, [10, 0, 2, 15]));
+        receive_all(&mut attach, &mut stack, &poll);
+        attach.flush(stack.guest_tx()).unwrap();
+        let reply = read_frame(&mut a);
+        assert_eq!(
+            (&reply[..6], &reply[6..12]),
+            (&A[..], GATEWAY_MAC.as_bytes())
+        );
+        assert_eq!(read_frame(&mut b), arp_from(A, [10, 0, 2, 15]));
+        assert!(nothing_to_read(&mut b), "the reply to A is not flooded");
+
+        // B does the same; now both are learnt.
+        send(&mut b, &arp_from(B, [10, 0, 2, 16]));
+        receive_all(&mut attach, &mut stack, &poll);
+        attach.flush(stack.guest_tx()).unwrap();
+        assert_eq!(&read_frame(&mut b)[..6], &B[..]);
+        assert_eq!(read_frame(&mut a), arp_from(B, [10, 0, 2, 16]));
+
+        // A to B: switched port to port; the stack never sees it.
+        let mut unicast = vec![0u8; 60];
+        unicast[..6].copy_from_slice(&B);
+        unicast[6..12].copy_from_slice(&A);
+        unicast[12..14].copy_from_slice(&[0x08, 0x00]);
+        unicast[14..].fill(0x77);
+        let frames_in = stack.counters().frames_in;
+        send(&mut a, &unicast);
+        receive_all(&mut attach, &mut stack, &poll);
+        attach.flush(stack.guest_tx()).unwrap();
+        assert_eq!(read_frame(&mut b), unicast);
+        assert_eq!(stack.counters().frames_in, frames_in);
+        assert!(nothing_to_read(&mut a));
+
+        // B leaves: A stays attached, and B's address is handed back.
+        drop(b);
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Unchanged
+        );
+        assert_eq!(attach.port_count(), 1);
+        assert_eq!(
+            attach.take_departed().collect::<Vec<_>>(),
+            vec![EthernetAddress(B)]
+        );
+        send(&mut a, &arp_from(A, [10, 0, 2, 15]));
+        receive_all(&mut attach, &mut stack, &poll);
+        attach.flush(stack.guest_tx()).unwrap();
+        assert_eq!(&read_frame(&mut a)[6..12], GATEWAY_MAC.as_bytes());
+        // The last VM leaving is the end of the link.
+        drop(a);
+        assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
         let _ = std::fs::remove_dir_all(dir);
     }
 

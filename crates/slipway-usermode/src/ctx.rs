@@ -307,6 +307,14 @@ impl Neighbours {
         self.entries.push((ip, mac));
     }
 
+    /// Forgets every address at `mac` (that VM left a shared link).
+    pub fn forget(&mut self, mac: EthernetAddress) {
+        self.entries.retain(|(_, m)| *m != mac);
+        if self.last_seen == Some(mac) {
+            self.last_seen = None;
+        }
+    }
+
     /// MAC address of `ip`; falls back to the last guest heard from, which
     /// is right for the single VM of a link.
     pub fn lookup(&self, ip: Ipv4Addr) -> Option<EthernetAddress> {

@@ -166,7 +166,8 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
             match decode_token(event.token()) {
                 Some((TokenKind::Attach, index)) => {
                     let state = attach.on_event(&registry, index, event);
-                    if state == LinkState::Connected {
+                    if state == LinkState::Connected && attach.port_count() == 1 {
+                        // The first VM; a VM joining others keeps theirs.
                         stack.reset_vm();
                     }
                 }
@@ -199,6 +200,9 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
                 }
             }
         }
+        for mac in attach.take_departed() {
+            stack.forget_guest(mac);
+        }
         if gone {
             report(&stack);
             attach.detach(&registry);
@@ -207,9 +211,7 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
                 return Ok(());
             }
             tracing::info!("waiting for the next VM");
-            if attach.accept(&registry) == LinkState::Connected {
-                stack.reset_vm();
-            }
+            attach.accept(&registry);
         }
         busy = attach.has_pending_io(stack.guest_tx());
     }

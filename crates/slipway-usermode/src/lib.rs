@@ -3,8 +3,9 @@
 //! One process serves one virtual Ethernet link. A frame from the VM
 //! travels one way through the crate:
 //!
-//! attach (framing) → stack (Ethernet, ARP, IPv4 dispatch) → protocol
-//! handlers (ICMP, UDP, TCP) → flow tables → host sockets,
+//! attach (framing) → switch (several VMs on one link) → stack (Ethernet,
+//! ARP, IPv4 dispatch) → protocol handlers (ICMP, UDP, TCP) → flow tables
+//! → host sockets,
 //!
 //! with services (DHCP, DNS forwarding) as handlers the IPv4 layer
 //! dispatches to. Replies travel back through [`ctx::GuestTx`], a pool of
@@ -12,7 +13,8 @@
 //!
 //! Configuration comes from QEMU's `-netdev user` option string
 //! ([`options`]) and is validated once into a [`config::StackConfig`].
-//! [`event_loop::run`] ties it together.
+//! [`event_loop::run`] ties it together; [`api`] lets a running stack be
+//! inspected and changed over a unix socket.
 
 #![deny(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod options;
 pub mod services;
 pub mod stack;
 pub mod status;
+pub mod switch;
 pub mod tcp;
 mod tftp;
 mod udp;

@@ -162,6 +162,13 @@ impl Stack {
         self.core.tx.clear();
     }
 
+    /// Forgets a guest at `mac` that left a link other VMs still share:
+    /// its neighbour entries go, everything else (other VMs' addresses and
+    /// queued frames, flows, leases) stays.
+    pub fn forget_guest(&mut self, mac: EthernetAddress) {
+        self.core.neighbours.forget(mac);
+    }
+
     /// Handles one Ethernet frame from the guest.
     pub fn handle_frame(&mut self, registry: &Registry, frame: &[u8], now: Instant) {
         let core = &mut self.core;

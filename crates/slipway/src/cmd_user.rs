@@ -15,7 +15,8 @@ use slipway_usermode::options;
 #[command(group(ArgGroup::new("attach").required(true).args(["socket", "connect_socket", "listen_tcp", "dgram"])))]
 pub struct UserArgs {
     /// Listen on a unix stream socket for QEMU
-    /// `-netdev stream,server=off,addr.type=unix,addr.path=PATH`.
+    /// `-netdev stream,server=off,addr.type=unix,addr.path=PATH`. Several
+    /// VMs may connect; they share one LAN (and the NAT and forwards).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
@@ -23,7 +24,8 @@ pub struct UserArgs {
     #[arg(long, value_name = "PATH")]
     pub connect_socket: Option<PathBuf>,
 
-    /// Listen on a TCP address for QEMU `-netdev stream` (inet) or `-netdev socket,connect=`.
+    /// Listen on a TCP address for QEMU `-netdev stream` (inet) or
+    /// `-netdev socket,connect=`. Several VMs may connect; they share one LAN.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen_tcp: Option<SocketAddr>,
 

@@ -1,0 +1,125 @@
+//! Several VMs on one `slipway user`: two real guests attach to the same
+//! listening socket and form one Ethernet segment through the stack's
+//! learning switch. Each gets its own lease, one fetches a page from a
+//! busybox httpd on the other by its leased address, both reach the host,
+//! and the one that leaves does not disturb the other.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use slipway_testkit::{Guest, HttpServer};
+
+mod common;
+use common::{check, run_guest, s, unix_stream_netdev, Slipway};
+
+#[test]
+fn two_guests_share_one_lan() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    std::fs::write(dir.path().join("host.txt"), "host-page\n").unwrap();
+    let http = HttpServer::serve_dir(dir.path()).unwrap();
+    let sock = dir.path().join("lan.sock");
+    let api = dir.path().join("api.sock");
+    let fwd = slipway_testkit::free_port().unwrap();
+    let mut slipway = Slipway::start(&[
+        s("--socket"),
+        sock.display().to_string(),
+        s("--api"),
+        api.display().to_string(),
+        s("--dns-upstream"),
+        s("127.0.0.1:9"),
+        format!("hostfwd=tcp:127.0.0.1:{fwd}-10.0.2.15:80"),
+    ]);
+    slipway.wait_for_path(&sock);
+
+    // Guest A serves a page and stays up.
+    let script_a = format!(
+        "dhcp eth0 || exit 1\n\
+         mkdir -p /www && echo page-from-guest-a > /www/index.html\n\
+         httpd -p 80 -h /www\n\
+         wget -q -O - http://10.0.2.2:{port}/host.txt | grep -q host-page && result host ok\n\
+         ready serving\n\
+         sleep 600\n",
+        port = http.port()
+    );
+    let mut guest_a = Guest::builder()
+        .netdev(&unix_stream_netdev(&sock))
+        .mac("52:54:00:00:00:0a")
+        .script(&script_a)
+        .timeout(Duration::from_secs(700))
+        .boot()
+        .unwrap();
+    guest_a
+        .wait_for_line("SLIPWAY-READY serving", Duration::from_secs(240))
+        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
+    let console_a = guest_a.console();
+    let result_a = |key: &str| {
+        console_a
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("SLIPWAY-RESULT {key}=")))
+            .map(str::to_string)
+    };
+    let ip_a = result_a("ip").unwrap_or_else(|| panic!("no lease for A:\n{console_a}"));
+    assert_eq!(ip_a, "10.0.2.15", "{console_a}");
+    assert_eq!(result_a("host").as_deref(), Some("ok"), "{console_a}");
+
+    // Guest B joins the same socket, gets its own lease, reaches A by its
+    // leased address (VM to VM through the switch) and the host.
+    let script_b = format!(
+        "dhcp eth0 || exit 1\n\
+         result page \"$(wget -q -O - http://{ip_a}/index.html)\"\n\
+         ping -c 1 -W 10 {ip_a} >/dev/null && result ping_a ok\n\
+         wget -q -O - http://10.0.2.2:{port}/host.txt | grep -q host-page && result host ok\n",
+        port = http.port()
+    );
+    let out_b = run_guest(
+        Guest::builder()
+            .netdev(&unix_stream_netdev(&sock))
+            .mac("52:54:00:00:00:0b")
+            .script(&script_b),
+        &slipway,
+    );
+    check(&out_b, &slipway, "ip", "10.0.2.16");
+    check(&out_b, &slipway, "router", "10.0.2.2");
+    check(&out_b, &slipway, "page", "page-from-guest-a");
+    check(&out_b, &slipway, "ping_a", "ok");
+    check(&out_b, &slipway, "host", "ok");
+    assert!(
+        slipway.log().contains("VM went away; the others stay"),
+        "{}",
+        slipway.log()
+    );
+
+    // B is gone; A is undisturbed: the host still reaches it through a
+    // forward, and both leases are listed.
+    let mut conn = TcpStream::connect(("127.0.0.1", fwd)).expect("forward accepts");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body)
+        .unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
+    assert!(
+        body.contains("page-from-guest-a"),
+        "{body}\n{}",
+        slipway.log()
+    );
+    let leases = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["ctl", "--api"])
+        .arg(&api)
+        .arg("leases")
+        .output()
+        .unwrap();
+    let leases = String::from_utf8_lossy(&leases.stdout);
+    assert!(
+        leases.contains("52:54:00:00:00:0a 10.0.2.15")
+            && leases.contains("52:54:00:00:00:0b 10.0.2.16"),
+        "{leases}"
+    );
+
+    // The last VM leaving ends the stack as before.
+    drop(guest_a);
+    let (status, log) = slipway.wait_exit();
+    assert!(status.success(), "{status}\n{log}");
+}
