@@ -371,11 +371,14 @@ impl Service {
 
     /// Handles every DHCP message waiting on the socket.
     fn dhcp_ready(&mut self) {
-        let Some((server, prefix, sock)) = &mut self.dhcp else {
-            return;
-        };
         let mut buf = [0u8; 1500];
-        while let Ok((len, _)) = sock.recv_from(&mut buf) {
+        loop {
+            let Some((server, _, sock)) = &mut self.dhcp else {
+                return;
+            };
+            let Ok((len, _)) = sock.recv_from(&mut buf) else {
+                return;
+            };
             let reply = match server.handle(&buf[..len], SystemTime::now()) {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
@@ -383,6 +386,12 @@ impl Service {
                     tracing::debug!("ignored DHCP message: {e}");
                     continue;
                 }
+            };
+            // The lease is on disk, and its hostname in DNS, before the
+            // client hears of it.
+            self.sync_leases();
+            let Some((_, _, sock)) = &self.dhcp else {
+                return;
             };
             let to = match reply.destination {
                 ReplyDestination::Broadcast => Ipv4Addr::BROADCAST,
@@ -401,6 +410,13 @@ impl Service {
                 tracing::warn!("cannot send DHCP reply to {to}: {e}");
             }
         }
+    }
+
+    /// Saves the server's leases and rebuilds the DNS zone when they changed.
+    fn sync_leases(&mut self) {
+        let Some((server, prefix, _)) = &self.dhcp else {
+            return;
+        };
         let now: Vec<LeaseRecord> = server
             .leases()
             .map(|l| LeaseRecord::from_lease(l, *prefix))

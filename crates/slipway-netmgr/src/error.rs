@@ -81,8 +81,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The realization backend failed.
-    #[error("realization failed: {0}")]
+    /// The realization backend failed (libvirt reports these as internal
+    /// errors: "internal error: Network is already in use by interface X").
+    #[error("internal error: {0}")]
     Backend(String),
     /// The caller may not change networks (daemon peer-credential check).
     #[error("access denied: {0}")]

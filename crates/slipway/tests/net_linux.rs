@@ -85,10 +85,12 @@ fn guests_get_leases_and_names() {
     let before = snapshot();
     write(root, "lab.xml", CUSTOM);
     ok(root, &["net-define", "lab.xml"]);
+    let t = std::time::Instant::now();
     assert_eq!(
         ok(root, &["net-start", "default"]),
         "Network default started\n\n"
     );
+    eprintln!("TIMING slipway net-start default: {:?}", t.elapsed());
     assert_eq!(ok(root, &["net-start", "lab"]), "Network lab started\n\n");
     let lab_pid = service_pid(root, "lab");
     assert!(alive(lab_pid));
@@ -118,7 +120,12 @@ fn guests_get_leases_and_names() {
 
     // A guest of each network gets a lease with every option.
     let g0 = Guest::new("virbr0", "vd0", "52:54:00:00:12:20");
+    let t = std::time::Instant::now();
     let l0 = g0.udhcpc(root, "guest0");
+    eprintln!(
+        "TIMING first lease on default (udhcpc run): {:?}",
+        t.elapsed()
+    );
     assert!(var(&l0, "ip").starts_with("192.168.122."), "{l0:?}");
     assert_eq!(var(&l0, "router"), "192.168.122.1");
     let g1 = Guest::new("br-lab", "vl1", "52:54:00:00:44:11");
@@ -228,7 +235,9 @@ fn guests_get_leases_and_names() {
         ok(root, &["net-destroy", "lab"]),
         "Network lab destroyed\n\n"
     );
+    let t = std::time::Instant::now();
     ok(root, &["net-destroy", "default"]);
+    eprintln!("TIMING slipway net-destroy default: {:?}", t.elapsed());
     drop((g0, g1, g2));
     wait_for("the guests' veths to go", || snapshot() == before);
     for p in pids {
@@ -319,5 +328,46 @@ fn daemon_recovers() {
     wait_for("the guests' veths to go", || snapshot() == before);
     for p in [lab_pid, revived] {
         wait_for("the service to exit", || !alive(p));
+    }
+}
+
+#[test]
+fn a_subnet_in_use_is_refused_in_both_families() {
+    in_netns(
+        "a_subnet_in_use_is_refused_in_both_families",
+        Ns::User,
+        subnet_in_use,
+    );
+}
+
+fn subnet_in_use() {
+    sh("ip link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    sh("ip link add d7 type veth peer name d8 && \
+        ip addr add 10.44.0.7/24 dev d7 && ip addr add fd00:77::7/64 dev d7 nodad && \
+        ip link set d7 up && ip link set d8 up");
+    write(root, "lab.xml", CUSTOM);
+    write(
+        root,
+        "six.xml",
+        "<network><name>six</name><bridge name='br-six'/>\
+         <ip family='ipv6' address='fd00:77::1' prefix='64'/></network>",
+    );
+    ok(root, &["net-define", "lab.xml"]);
+    ok(root, &["net-define", "six.xml"]);
+    let before = snapshot();
+    for net in ["lab", "six"] {
+        let r = sw(root, &["net-start", net]);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert_eq!(
+            r.stderr,
+            format!(
+                "error: Failed to start network {net}\n\
+                 error: internal error: Network is already in use by interface d7\n"
+            )
+        );
+        assert_eq!(snapshot(), before, "{net} left something behind");
+        assert!(ok(root, &["net-info", net]).contains("Active:         no\n"));
     }
 }
