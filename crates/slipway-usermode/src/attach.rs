@@ -5,10 +5,14 @@
 //!   large chunks into one reassembly buffer, written with one `writev` of
 //!   many queued frames.
 //! - datagram (`-netdev dgram` on unix sockets): one Ethernet frame per
-//!   datagram; the peer is learnt from the first datagram it sends.
+//!   datagram. The bound socket is never connected, so any number of VMs
+//!   can send to it; each sender (told apart by its bound address) is a VM,
+//!   and frames to it leave through a socket connected to its address, so
+//!   the kernel wakes us when that VM's small queue has room again. A
+//!   datagram VM that went away shows when a frame to it bounces.
 //!
-//! A listening attachment takes several VMs at once, each on its own
-//! connection (a port); together they form one Ethernet segment through
+//! A listening or datagram attachment takes several VMs at once, each on
+//! its own connection or address (a port); together they form one Ethernet segment through
 //! the learning switch of [`crate::switch`]. With one VM the switch stays
 //! out of the way: frames go straight to the stack, and the stack's queue
 //! is written to the VM without a copy. With several, frames toward the
@@ -18,6 +22,7 @@
 use std::io::{IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -108,9 +113,12 @@ enum Listener {
 enum Link {
     Unix(UnixStream),
     Tcp(TcpStream),
+    /// One VM behind the bound datagram socket: its frames arrive on that
+    /// socket; ours leave through `socket`, connected to the VM's address so
+    /// the kernel says when the VM's queue has room again.
     Dgram {
         socket: UnixDatagram,
-        peer: Option<PeerAddr>,
+        peer: PeerAddr,
     },
 }
 
@@ -160,9 +168,12 @@ struct Port {
 
 impl Port {
     fn new(link: Link) -> Port {
-        let rx_len = match link {
-            Link::Dgram { .. } => DGRAM_READ_BATCH * DGRAM_SLOT,
-            _ => STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME,
+        // A datagram VM's frames are read from the attachment's socket.
+        let stream = !matches!(link, Link::Dgram { .. });
+        let rx_len = if stream {
+            STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME
+        } else {
+            0
         };
         Port {
             link,
@@ -170,7 +181,7 @@ impl Port {
             rx_start: 0,
             rx_end: 0,
             tx_skip: 0,
-            readable: true,
+            readable: stream,
             writable: true,
             queue: None,
         }
@@ -186,7 +197,7 @@ impl Port {
         match &mut self.link {
             Link::Unix(s) => registry.register(s, t, interest),
             Link::Tcp(s) => registry.register(s, t, interest),
-            Link::Dgram { socket, .. } => registry.register(socket, t, interest),
+            Link::Dgram { socket, .. } => registry.register(socket, t, Interest::WRITABLE),
         }
     }
 
@@ -208,14 +219,7 @@ impl Port {
         match link {
             Link::Unix(s) => flush_stream(s, tx, skip, writable),
             Link::Tcp(s) => flush_stream(s, tx, skip, writable),
-            Link::Dgram { socket, peer } => {
-                let Some(peer) = peer.as_ref() else {
-                    // Nobody to send to yet.
-                    tx.clear();
-                    return Ok(0);
-                };
-                flush_dgram(socket.as_raw_fd(), peer, tx, writable)
-            }
+            Link::Dgram { socket, peer } => flush_dgram(socket.as_raw_fd(), peer, tx, writable),
         }
     }
 }
@@ -225,6 +229,11 @@ impl Port {
 pub struct Attachment {
     spec: AttachSpec,
     listener: Option<Listener>,
+    /// The bound datagram socket every datagram VM sends to (never
+    /// connected, so any number of VMs can), and its receive buffer.
+    dgram: Option<UnixDatagram>,
+    dgram_rx: Vec<u8>,
+    dgram_readable: bool,
     /// Ports by token index minus [`FIRST_PORT`]; a VM that went away
     /// leaves `None` until another takes its place.
     ports: Vec<Option<Port>>,
@@ -291,6 +300,7 @@ impl Attachment {
             move |source| AttachError { spec, what, source }
         };
         let mut listener = None;
+        let mut dgram = None;
         let mut link = None;
         let mut owned_path = None;
         match &spec {
@@ -325,12 +335,16 @@ impl Attachment {
             }
             AttachSpec::UnixDgram(path) => {
                 remove_stale_socket(path, false).map_err(err("socket file"))?;
-                let s = UnixDatagram::bind(path).map_err(err("bind"))?;
+                let mut s = UnixDatagram::bind(path).map_err(err("bind"))?;
                 owned_path = Some(path.clone());
-                link = Some(Link::Dgram {
-                    socket: s,
-                    peer: None,
-                });
+                registry
+                    .register(
+                        &mut s,
+                        token(TokenKind::Attach, LISTENER),
+                        Interest::READABLE,
+                    )
+                    .map_err(err("register"))?;
+                dgram = Some(s);
             }
         }
         let mut ports = Vec::new();
@@ -340,9 +354,17 @@ impl Attachment {
             ports.push(Some(port));
         }
         tracing::info!(%spec, "waiting for the VM");
+        let dgram_rx = if dgram.is_some() {
+            vec![0; DGRAM_READ_BATCH * DGRAM_SLOT]
+        } else {
+            Vec::new()
+        };
         Ok(Attachment {
             spec,
             listener,
+            dgram_readable: dgram.is_some(),
+            dgram,
+            dgram_rx,
             live: ports.len(),
             ports,
             switch: Switch::default(),
@@ -361,12 +383,9 @@ impl Attachment {
         }
     }
 
-    /// Whether a VM link is open and, for datagrams, a peer is known.
+    /// Whether a VM link is open (for datagrams: a VM has sent a frame).
     pub fn is_attached(&self) -> bool {
-        self.ports.iter().flatten().any(|p| match &p.link {
-            Link::Dgram { peer, .. } => peer.is_some(),
-            _ => true,
-        })
+        self.live > 0
     }
 
     /// How many VM links are open (several VMs on a listening socket form
@@ -408,12 +427,17 @@ impl Attachment {
     /// read, which pushes back on it instead of dropping replies.
     pub fn can_read(&self, tx: &GuestTx) -> bool {
         let headroom = (tx.free_slots() + tx.len()).div_ceil(4).min(64);
-        tx.free_slots() >= headroom && self.ports.iter().flatten().any(|p| p.readable)
+        tx.free_slots() >= headroom
+            && (self.dgram_readable || self.ports.iter().flatten().any(|p| p.readable))
     }
 
     /// Handles readiness of a token of kind [`TokenKind::Attach`].
     pub fn on_event(&mut self, registry: &Registry, index: usize, event: &Event) -> LinkState {
         if index == LISTENER {
+            if self.dgram.is_some() {
+                self.dgram_readable = true;
+                return LinkState::Unchanged;
+            }
             return self.accept(registry);
         }
         let Some(Some(port)) = index
@@ -481,35 +505,16 @@ impl Attachment {
     }
 
     /// Closes every VM link (the last VM went away) and resets the
-    /// buffers. A datagram socket stays bound and forgets its peer.
+    /// buffers. A datagram socket stays bound for the next VM.
     pub fn detach(&mut self, registry: &Registry) {
         self.switch = Switch::default();
         self.departed.clear();
         for slot in &mut self.ports {
-            let Some(mut port) = slot.take() else {
-                continue;
-            };
-            port.deregister(registry);
-            if let Link::Dgram { socket, .. } = port.link {
-                // Dissolve the association so the next VM can send to us.
-                // SAFETY: an AF_UNSPEC address of the right size.
-                unsafe {
-                    let mut unspec: libc::sockaddr = std::mem::zeroed();
-                    unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-                    libc::connect(
-                        socket.as_raw_fd(),
-                        &unspec,
-                        std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-                    );
-                }
-                let mut port = Port::new(Link::Dgram { socket, peer: None });
-                if let Err(err) = port.register(registry, 0) {
-                    tracing::warn!(%err, "registering the datagram socket again failed");
-                }
-                *slot = Some(port);
+            if let Some(mut port) = slot.take() {
+                port.deregister(registry);
             }
         }
-        self.live = self.ports.iter().flatten().count();
+        self.live = 0;
     }
 
     /// Whether a VM that goes away can be followed by another on this
@@ -546,17 +551,14 @@ impl Attachment {
     /// to the switch.
     pub fn receive(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
         let mut state = LinkState::Unchanged;
+        if self.dgram_readable {
+            state = self.receive_dgram(registry, stack, now);
+        }
         for i in 0..self.ports.len() {
-            let Some(port) = &self.ports[i] else {
-                continue;
-            };
-            if !port.readable {
+            if !self.ports[i].as_ref().is_some_and(|p| p.readable) {
                 continue;
             }
-            let s = match port.link {
-                Link::Dgram { .. } => self.receive_dgram(i, registry, stack, now),
-                _ => self.receive_stream(i, registry, stack, now),
-            };
+            let s = self.receive_stream(i, registry, stack, now);
             match s {
                 LinkState::Gone => {
                     if self.lost(i) == LinkState::Gone {
@@ -692,25 +694,18 @@ impl Attachment {
         state
     }
 
-    fn receive_dgram(
-        &mut self,
-        i: usize,
-        registry: &Registry,
-        stack: &mut Stack,
-        now: Instant,
-    ) -> LinkState {
-        let Some(port) = self.ports[i].as_mut() else {
-            return LinkState::Unchanged;
-        };
-        let Link::Dgram { socket, peer } = &mut port.link else {
+    /// Reads a batch of datagrams from the bound datagram socket; each
+    /// sender is a VM with a port of its own (a new sender attaches).
+    fn receive_dgram(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
+        let Some(socket) = &self.dgram else {
             return LinkState::Unchanged;
         };
         // SAFETY: all-zero is a valid value of these plain C structs.
         let mut names: [libc::sockaddr_un; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
         let mut iovs: [libc::iovec; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
-        for (slot, (iov, (msg, name))) in port
-            .rx
+        for (slot, (iov, (msg, name))) in self
+            .dgram_rx
             .chunks_exact_mut(DGRAM_SLOT)
             .zip(iovs.iter_mut().zip(msgs.iter_mut().zip(names.iter_mut())))
         {
@@ -735,22 +730,22 @@ impl Attachment {
         if rc < 0 {
             let err = std::io::Error::last_os_error();
             match err.kind() {
-                std::io::ErrorKind::WouldBlock => port.readable = false,
+                std::io::ErrorKind::WouldBlock => self.dgram_readable = false,
                 std::io::ErrorKind::Interrupted => {}
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset => {
-                    tracing::info!("VM's datagram socket is gone");
-                    return LinkState::Gone;
-                }
                 _ => {
-                    tracing::warn!(%err, "receiving from the VM failed");
-                    port.readable = false;
+                    tracing::warn!(%err, "receiving from the VMs failed");
+                    self.dgram_readable = false;
                 }
             }
             return LinkState::Unchanged;
         }
+        if (rc as usize) < DGRAM_READ_BATCH {
+            // The socket is drained; the next datagram brings an event.
+            self.dgram_readable = false;
+        }
         let mut state = LinkState::Unchanged;
-        let mut frames = [(0usize, 0usize); DGRAM_READ_BATCH];
-        let mut count = 0;
+        // The buffer leaves the attachment while its frames are delivered.
+        let rx = std::mem::take(&mut self.dgram_rx);
         for (n, msg) in msgs.iter().enumerate().take(rc as usize) {
             let from = PeerAddr {
                 raw: names[n],
@@ -761,48 +756,73 @@ impl Attachment {
                     tracing::warn!("datagram from an unbound socket: replies cannot reach it (give QEMU local.path=)");
                     self.warned_unnamed_peer = true;
                 }
-            } else if peer.as_ref().map(PeerAddr::path_bytes) != Some(from.path_bytes()) {
-                tracing::info!(peer = %from.display(), "VM attached (datagram)");
-                // Connected, the kernel wakes us when the VM's receive queue
-                // (only 10 datagrams by default) has room again.
-                // SAFETY: a valid address of the length the kernel gave.
-                let rc = unsafe {
-                    libc::connect(
-                        socket.as_raw_fd(),
-                        (&from.raw as *const libc::sockaddr_un).cast(),
-                        from.len,
-                    )
-                };
-                if rc != 0 {
-                    let err = std::io::Error::last_os_error();
-                    tracing::warn!(%err, "connecting to the VM's datagram socket");
-                }
-                *peer = Some(from);
+                continue;
+            }
+            let Some((port, new)) = self.dgram_port(registry, &from) else {
+                continue;
+            };
+            if new {
                 state = LinkState::Connected;
             }
             if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 stack.count_drop(DropReason::Oversized);
                 continue;
             }
-            frames[count] = (n * DGRAM_SLOT, msg.msg_len as usize);
-            count += 1;
+            let start = n * DGRAM_SLOT;
+            self.deliver(
+                port,
+                &rx[start..start + msg.msg_len as usize],
+                registry,
+                stack,
+                now,
+            );
         }
-        if (rc as usize) < DGRAM_READ_BATCH {
-            // The socket is drained; the next datagram brings an event.
-            port.readable = false;
-        }
-        if state == LinkState::Connected {
-            // A new VM behind the socket: the old one's addresses are stale.
-            self.switch.forget_port(i);
-        }
-        let rx = std::mem::take(&mut port.rx);
-        for &(start, len) in &frames[..count] {
-            self.deliver(i, &rx[start..start + len], registry, stack, now);
-        }
-        if let Some(port) = self.ports[i].as_mut() {
-            port.rx = rx;
-        }
+        self.dgram_rx = rx;
         state
+    }
+
+    /// The port of the datagram VM at `from`, attaching it (a socket
+    /// connected to its address, for sending) if it is new; `None` when
+    /// it cannot be attached.
+    fn dgram_port(&mut self, registry: &Registry, from: &PeerAddr) -> Option<(usize, bool)> {
+        let known = self.ports.iter().position(|p| {
+            matches!(p, Some(Port { link: Link::Dgram { peer, .. }, .. })
+                if peer.path_bytes() == from.path_bytes())
+        });
+        if let Some(i) = known {
+            return Some((i, false));
+        }
+        if self.live >= MAX_PORTS {
+            tracing::warn!(max = MAX_PORTS, peer = %from.display(), "too many VMs on one link; datagram dropped");
+            return None;
+        }
+        let path = Path::new(std::ffi::OsStr::from_bytes(from.path_bytes()));
+        let socket = match UnixDatagram::unbound().and_then(|s| s.connect(path).map(|()| s)) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(%err, peer = %from.display(), "connecting to the VM's datagram socket");
+                return None;
+            }
+        };
+        let index = match self.ports.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.ports.push(None);
+                self.ports.len() - 1
+            }
+        };
+        let mut port = Port::new(Link::Dgram {
+            socket,
+            peer: *from,
+        });
+        if let Err(err) = port.register(registry, index) {
+            tracing::warn!(%err, "registering the VM's datagram socket failed");
+            return None;
+        }
+        self.ports[index] = Some(port);
+        self.live += 1;
+        tracing::info!(peer = %from.display(), port = index, vms = self.live, "VM attached (datagram)");
+        Some((index, true))
     }
 
     /// Sends queued frames to the VMs until the queues are empty or the
@@ -1045,13 +1065,14 @@ mod tests {
         /// Marks every port readable and/or writable, as events would.
         fn set_ready(&mut self, readable: bool, writable: bool) {
             for port in self.ports.iter_mut().flatten() {
-                port.readable |= readable;
+                port.readable |= readable && !port.rx.is_empty();
                 port.writable |= writable;
             }
+            self.dgram_readable |= readable && self.dgram.is_some();
         }
 
         fn any_readable(&self) -> bool {
-            self.ports.iter().flatten().any(|p| p.readable)
+            self.dgram_readable || self.ports.iter().flatten().any(|p| p.readable)
         }
     }
 
@@ -1308,6 +1329,63 @@ mod tests {
         // The last VM leaving is the end of the link.
         drop(a);
         assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn two_dgram_vms_share_one_socket() {
+        const A: [u8; 6] = [0x52, 0x54, 0, 0, 1, 0xa];
+        const B: [u8; 6] = [0x52, 0x54, 0, 0, 1, 0xb];
+        let dir = std::env::temp_dir().join(format!("slipway-dgram-lan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = dir.join("stack.sock");
+        let poll = mio::Poll::new().unwrap();
+        let mut attach =
+            Attachment::open(AttachSpec::UnixDgram(ours.clone()), poll.registry()).unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        let bind = |name: &str| {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            let s = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            (s, path)
+        };
+        let (a, _) = bind("a.sock");
+        let (b, b_path) = bind("b.sock");
+        let mut buf = [0u8; 128];
+        a.send_to(&arp_from(A, [10, 0, 2, 15]), &ours).unwrap();
+        b.send_to(&arp_from(B, [10, 0, 2, 16]), &ours).unwrap();
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Connected
+        );
+        assert_eq!(attach.port_count(), 2);
+        attach.flush(stack.guest_tx()).unwrap();
+        // Each gets the stack's answer and the other's broadcast request.
+        let mut got_a = vec![a.recv(&mut buf).map(|n| buf[..n].to_vec()).unwrap()];
+        got_a.push(a.recv(&mut buf).map(|n| buf[..n].to_vec()).unwrap());
+        assert!(got_a.contains(&arp_from(B, [10, 0, 2, 16])), "{got_a:?}");
+        assert!(got_a
+            .iter()
+            .any(|f| f[..6] == A && f[6..12] == *GATEWAY_MAC.as_bytes()));
+        let n = b.recv(&mut buf).unwrap();
+        let m = b.recv(&mut buf[n..]).unwrap();
+        assert_eq!(n + m, 2 * 42);
+        // B's socket goes away: the next frame to it finds out, A stays.
+        drop(b);
+        std::fs::remove_file(&b_path).unwrap();
+        let mut to_b = arp_from(A, [10, 0, 2, 15]);
+        to_b[..6].copy_from_slice(&B);
+        a.send_to(&to_b, &ours).unwrap();
+        receive_all(&mut attach, &mut stack, &poll);
+        assert_eq!(attach.flush(stack.guest_tx()).map(|_| ()), Ok(()));
+        assert_eq!(attach.port_count(), 1);
+        assert_eq!(
+            attach.take_departed().collect::<Vec<_>>(),
+            vec![EthernetAddress(B)]
+        );
+        drop(attach);
         let _ = std::fs::remove_dir_all(dir);
     }
 

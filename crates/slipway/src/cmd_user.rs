@@ -30,6 +30,7 @@ pub struct UserArgs {
     pub listen_tcp: Option<SocketAddr>,
 
     /// Bind a unix datagram socket for QEMU `-netdev dgram` (remote.path=PATH).
+    /// Several VMs may send to it (each with its own local.path); they share one LAN.
     #[arg(long, value_name = "PATH")]
     pub dgram: Option<PathBuf>,
 
