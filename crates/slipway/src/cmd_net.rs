@@ -579,6 +579,14 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
             // The name as defined (the key may be a UUID); the leases file
             // is read directly: it is written atomically by the service.
             let name = info(conn, Lookup::any(&network))?.name;
+            if let Some(m) = &mac {
+                if m.parse::<slipway_netxml::MacAddr>().is_err() {
+                    return Err(Failure(vec![
+                        format!("Failed to get leases info for {network}"),
+                        format!("invalid MAC address: {m}"),
+                    ]));
+                }
+            }
             slipway_hostnet::leases_table(&paths.state_dir, &name, mac.as_deref()).map_err(|e| {
                 Failure(vec![
                     format!("Failed to get leases info for {network}"),

@@ -149,7 +149,7 @@ fn guests_get_leases_and_names() {
     assert!(ns.contains("10.44.0.5"), "{ns}");
 
     // net-dhcp-leases: virsh's table, sorted by MAC, by name or UUID, and
-    // filtered by MAC (case-insensitively).
+    // filtered by MAC; a malformed MAC is refused.
     let table = ok(root, &["net-dhcp-leases", "lab"]);
     let pad = |ip: &str| format!("{ip}/24{}", " ".repeat(13 - ip.len() - 3));
     assert_eq!(
@@ -179,6 +179,14 @@ fn guests_get_leases_and_names() {
     );
     assert_eq!(lease_rows(&one).len(), 1, "{one}");
     assert!(one.contains(&format!(" {ip2}/24 ")), "{one}");
+    let r = sw(root, &["net-dhcp-leases", "lab", "--mac", "52:54:00:44:12"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            1,
+            "error: Failed to get leases info for lab\nerror: invalid MAC address: 52:54:00:44:12\n"
+        )
+    );
     let r = sw(root, &["net-dhcp-leases", "nope"]);
     assert_eq!(
         (r.code, r.stderr.as_str()),
