@@ -19,10 +19,11 @@
 
 mod error;
 mod firewall;
-mod fsutil;
+pub mod fsutil;
 pub mod leases;
-mod netlink;
+pub mod netlink;
 pub mod service;
+pub mod tap;
 mod tftp;
 
 use std::ffi::OsString;

@@ -206,6 +206,39 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Changes a link with a `SetLink` request carrying `attrs`.
+    fn set_link(&mut self, index: u32, what: &str, attrs: Vec<LinkAttribute>) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes = attrs;
+        self.request(what, RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+            .map(drop)
+    }
+
+    /// Sets the link's MAC address.
+    pub fn set_mac(&mut self, index: u32, name: &str, mac: [u8; 6]) -> Result<()> {
+        let what = format!("set the MAC address of {name}");
+        self.set_link(index, &what, vec![LinkAttribute::Address(mac.to_vec())])
+    }
+
+    /// Sets the link's MTU.
+    pub fn set_mtu(&mut self, index: u32, name: &str, mtu: u32) -> Result<()> {
+        let what = format!("set the MTU of {name} to {mtu}");
+        self.set_link(index, &what, vec![LinkAttribute::Mtu(mtu)])
+    }
+
+    /// Enslaves the link to a bridge (`ip link set NAME master BRIDGE`).
+    pub fn set_master(
+        &mut self,
+        index: u32,
+        name: &str,
+        master: u32,
+        master_name: &str,
+    ) -> Result<()> {
+        let what = format!("attach {name} to bridge {master_name}");
+        self.set_link(index, &what, vec![LinkAttribute::Controller(master)])
+    }
+
     /// Sets the link up.
     pub fn set_up(&mut self, index: u32, name: &str) -> Result<()> {
         let mut msg = LinkMessage::default();
@@ -321,6 +354,39 @@ pub fn link_index(name: &str) -> Option<u32> {
     // SAFETY: a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+/// The MTU of the link called `name` (SIOCGIFMTU, in this process's network
+/// namespace; /sys may show another namespace's links).
+pub fn link_mtu(name: &str) -> Result<u32> {
+    let ctx = |e| Error::Netlink {
+        what: format!("read the MTU of {name}"),
+        source: e,
+    };
+    if name.is_empty() || name.len() >= libc::IF_NAMESIZE {
+        return Err(ctx(std::io::Error::from(std::io::ErrorKind::InvalidInput)));
+    }
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).map_err(ctx)?;
+    // SAFETY: an all-zero ifreq is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_ifru.ifru_mtu of a valid ifreq.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFMTU,
+            &mut req,
+        )
+    };
+    if r < 0 {
+        return Err(ctx(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel filled the mtu member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_err(|_| ctx(std::io::Error::from(std::io::ErrorKind::InvalidData)))
 }
 
 /// The name of the link with this index, if it exists.

@@ -13,22 +13,22 @@ use crate::model::*;
 use crate::{MacAddr, XmlError};
 
 /// One element of the document.
-struct Node {
-    name: String,
-    attrs: Vec<(String, String)>,
-    children: Vec<Node>,
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) attrs: Vec<(String, String)>,
+    pub(crate) children: Vec<Node>,
     /// Concatenated character data directly inside this element.
-    text: String,
+    pub(crate) text: String,
     /// The XPath string-value: all character data inside the element,
     /// descendants included, in document order. libvirt reads `<name>`,
     /// `<uuid>` and `<hostname>` this way.
     string_value: String,
     /// Byte offset of the `<` that opens the element.
-    offset: usize,
+    pub(crate) offset: usize,
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
     let before = src.get(..offset).unwrap_or(src);
     let line = before.matches('\n').count() + 1;
@@ -170,6 +170,19 @@ fn check_chars(src: &str, offset: usize, text: &str) -> Result<(), XmlError> {
 
 /// Reads the whole document into a tree rooted at its single top element.
 fn read_tree(src: &str) -> Result<Node, XmlError> {
+    let mut roots = read_nodes(src, false)?;
+    // read_nodes returns exactly one root when `many` is false.
+    Ok(roots.remove(0))
+}
+
+/// Reads a document that may hold several top-level elements (a file of
+/// bare `<interface>` elements), in document order.
+pub(crate) fn read_forest(src: &str) -> Result<Vec<Node>, XmlError> {
+    read_nodes(src, true)
+}
+
+/// Reads the top-level elements of `src`: exactly one unless `many`.
+fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
     // Characters XML forbids anywhere, written literally (comments
     // included); references to them are caught after unescaping.
     if let Some((at, c)) = src.char_indices().find(|&(_, c)| !is_xml_char(c)) {
@@ -181,7 +194,7 @@ fn read_tree(src: &str) -> Result<Node, XmlError> {
     }
     let mut reader = Reader::from_str(src);
     let mut stack: Vec<Node> = Vec::new();
-    let mut root: Option<Node> = None;
+    let mut roots: Vec<Node> = Vec::new();
     loop {
         let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         let ev = reader.read_event().map_err(|err| {
@@ -190,7 +203,7 @@ fn read_tree(src: &str) -> Result<Node, XmlError> {
         })?;
         match ev {
             Event::Start(e) => {
-                if root.is_some() && stack.is_empty() {
+                if !many && !roots.is_empty() && stack.is_empty() {
                     return Err(syntax(src, before, "content after the root element"));
                 }
                 stack.push(start_node(src, &e, before)?);
@@ -199,7 +212,7 @@ fn read_tree(src: &str) -> Result<Node, XmlError> {
                 let node = start_node(src, &e, before)?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(node),
-                    None if root.is_none() => root = Some(node),
+                    None if many || roots.is_empty() => roots.push(node),
                     None => return Err(syntax(src, before, "content after the root element")),
                 }
             }
@@ -210,7 +223,7 @@ fn read_tree(src: &str) -> Result<Node, XmlError> {
                     .ok_or_else(|| syntax(src, before, "end tag without a start tag"))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(node),
-                    None => root = Some(node),
+                    None => roots.push(node),
                 }
             }
             Event::Text(t) => {
@@ -253,7 +266,10 @@ fn read_tree(src: &str) -> Result<Node, XmlError> {
                         format!("unexpected end of document: <{}> is not closed", open.name),
                     ));
                 }
-                return root.ok_or_else(|| syntax(src, src.len(), "no root element"));
+                if roots.is_empty() {
+                    return Err(syntax(src, src.len(), "no root element"));
+                }
+                return Ok(roots);
             }
             Event::Decl(d) => {
                 let version = d
@@ -282,7 +298,7 @@ fn read_tree(src: &str) -> Result<Node, XmlError> {
                 }
             }
             Event::DocType(_) => {
-                if root.is_some() || !stack.is_empty() {
+                if !roots.is_empty() || !stack.is_empty() {
                     return Err(syntax(
                         src,
                         before,
@@ -376,20 +392,20 @@ struct Walker<'a> {
 }
 
 impl Node {
-    fn attr(&self, name: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
-    fn kids<'n>(&'n self, name: &'n str) -> impl Iterator<Item = &'n Node> + 'n {
+    pub(crate) fn kids<'n>(&'n self, name: &'n str) -> impl Iterator<Item = &'n Node> + 'n {
         self.children.iter().filter(move |c| c.name == name)
     }
 
     /// The first child of that name: the one libvirt reads when it is
     /// repeated (except for [`LAST_WINS`] elements, read with [`Node::kids`]).
-    fn kid(&self, name: &str) -> Option<&Node> {
+    pub(crate) fn kid(&self, name: &str) -> Option<&Node> {
         self.children.iter().find(|c| c.name == name)
     }
 }

@@ -53,6 +53,7 @@ pub struct GuestBuilder {
     timeout: Duration,
     invalid: Option<String>,
     netboot_dir: Option<PathBuf>,
+    launcher: Vec<String>,
 }
 
 impl GuestBuilder {
@@ -113,6 +114,18 @@ impl GuestBuilder {
         self
     }
 
+    /// Runs QEMU through a launcher: `PROGRAM ARGS… qemu-system-x86_64
+    /// QEMU-ARGS…` (e.g. `slipway launch dom.xml --`), which may add
+    /// arguments of its own. The guest's process is then the launcher's.
+    pub fn launcher<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.launcher = command.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// The shell script the guest runs as `/test.sh` (busybox `sh`, with the
     /// helpers `result KEY VALUE`, `ready [WORD]` and `dhcp IFACE [PREFIX]`
     /// defined). Its exit status becomes the run's status.
@@ -156,7 +169,14 @@ impl GuestBuilder {
         let initrd = initrd_dir.join("initrd.cpio");
         image.initrd_with_script(&self.script, &initrd)?;
 
-        let mut cmd = Command::new(QEMU);
+        let mut cmd = match self.launcher.split_first() {
+            None => Command::new(QEMU),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(QEMU);
+                c
+            }
+        };
         cmd.args(["-accel", "tcg", "-m", "256", "-nographic", "-no-reboot"]);
         match &self.netboot_dir {
             Some(dir) => {
@@ -265,6 +285,7 @@ impl Guest {
             timeout: DEFAULT_TIMEOUT,
             invalid: None,
             netboot_dir: None,
+            launcher: Vec::new(),
         }
     }
 
@@ -291,6 +312,12 @@ impl Guest {
                 transcript: self.transcript(),
             }),
         }
+    }
+
+    /// The process id of QEMU (or of the launcher, see
+    /// [`GuestBuilder::launcher`]).
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
     }
 
     /// The console output so far.

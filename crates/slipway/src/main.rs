@@ -4,6 +4,7 @@
 //! library crates; nothing here implements networking itself.
 
 mod cmd_ctl;
+mod cmd_guest;
 mod cmd_net;
 mod cmd_netservice;
 mod cmd_user;
@@ -38,16 +39,19 @@ enum Command {
     /// The DHCP/DNS service of one bridge network (run by the network manager).
     #[command(hide = true)]
     NetService(cmd_netservice::NetServiceArgs),
+    #[command(flatten)]
+    Guest(cmd_guest::GuestCommand),
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(helper_argv(std::env::args_os().collect()));
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
         Command::Ctl(args) => cmd_ctl::run(args),
         Command::Net(cmd) => cmd_net::run(cmd, cli.root.as_deref()),
         Command::NetService(args) => cmd_netservice::run(args),
+        Command::Guest(cmd) => cmd_guest::run(cmd, cli.root.as_deref()),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -56,6 +60,19 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Installed (or linked) as `qemu-bridge-helper`, slipway is the bridge
+/// helper: QEMU runs it with the helper's arguments only.
+fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_os_string());
+    if name.is_some_and(|n| n == "qemu-bridge-helper") {
+        args.insert(1, "bridge-helper".into());
+    }
+    args
 }
 
 fn init_logging(verbose: u8) {
