@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::ctx::{token, TokenKind};
 use crate::options::{parse_hostfwd, parse_hostfwd_remove};
 use crate::stack::Stack;
-use crate::status::{CountersInfo, FlowInfo, ForwardInfo, LeaseInfo};
+use crate::status::{CountersInfo, FlowInfo, FlowProtocol, ForwardInfo, LeaseInfo};
 
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -165,7 +165,10 @@ pub fn handle_request(stack: &mut Stack, registry: &Registry, request: Request) 
                 Some(forward) => WireMessage::Ok(Reply::Removed { forward }),
                 None => error(
                     ErrorCode::NotFound,
-                    format!("no {protocol:?} forward bound to {host}").to_lowercase(),
+                    format!(
+                        "no {} forward bound to {host}",
+                        FlowProtocol::from(protocol)
+                    ),
                 ),
             }
         }

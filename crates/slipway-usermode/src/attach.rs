@@ -456,7 +456,7 @@ impl Attachment {
     }
 
     /// Accepts every VM waiting on the listening socket, up to
-    /// [`MAX_PORTS`] at once.
+    /// `MAX_PORTS` (64) at once.
     pub fn accept(&mut self, registry: &Registry) -> LinkState {
         let mut state = LinkState::Unchanged;
         loop {

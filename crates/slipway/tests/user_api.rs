@@ -48,6 +48,19 @@ fn http_get(port: u16) -> std::io::Result<String> {
     Ok(body)
 }
 
+/// Without a stack behind the path, `ctl` fails with a message naming it.
+#[test]
+fn ctl_without_a_stack_names_the_socket() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let api = dir.path().join("nothing.sock");
+    let (ok, _, err) = ctl(&api, &["counters"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&api.display().to_string()) && err.contains("connect"),
+        "{err}"
+    );
+}
+
 #[test]
 fn forwards_added_and_removed_at_run_time() {
     let dir = slipway_testkit::temp_dir().unwrap();
