@@ -166,20 +166,30 @@ impl LinuxBackend {
     /// live (the manager refuses them).
     pub fn update_live(&self, plan: &Plan) -> Result<()> {
         let name = &plan.network;
-        let svc = plan
-            .actions
-            .iter()
-            .find_map(|a| match a {
-                Action::DhcpDns(s) => Some(s),
-                _ => None,
-            })
-            .ok_or_else(|| Error::Service(format!("network {name} has no DHCP/DNS service")))?;
         let rec = self
             .record(name)?
             .ok_or_else(|| Error::Service(format!("network {name} is not started")))?;
-        let proc_ = rec
-            .service
-            .ok_or_else(|| Error::Service(format!("network {name} runs no DHCP/DNS service")))?;
+        let svc = plan.actions.iter().find_map(|a| match a {
+            Action::DhcpDns(s) => Some(s),
+            _ => None,
+        });
+        let (svc, proc_) = match (svc, rec.service) {
+            (Some(svc), Some(p)) => (svc, p),
+            // Nothing runs that serves the changed sections (a network
+            // without addresses): the new live definition is all there is
+            // to it, as with libvirt.
+            (None, None) => return Ok(()),
+            (Some(_), None) => {
+                return Err(Error::Service(format!(
+                    "network {name} runs no DHCP/DNS service: destroy and start it to apply the change"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Service(format!(
+                    "the change leaves network {name} without a DHCP/DNS service: destroy and start it to apply it"
+                )))
+            }
+        };
         let mut file = service::read_service_file(&proc_.config)?;
         file.service = (**svc).clone();
         write_service_file(&proc_.config, &file)?;

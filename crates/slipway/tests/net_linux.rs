@@ -379,3 +379,40 @@ fn subnet_in_use() {
         assert!(ok(root, &["net-info", net]).contains("Active:         no\n"));
     }
 }
+
+#[test]
+fn a_network_without_addresses_starts_and_updates_live() {
+    in_netns(
+        "a_network_without_addresses_starts_and_updates_live",
+        Ns::User,
+        bare_network,
+    );
+}
+
+/// A bridge with no <ip>: no service to run; a live DNS host update only
+/// changes the live definition, as with libvirt.
+fn bare_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let before = snapshot();
+    write(
+        root,
+        "bare.xml",
+        "<network><name>bare</name><bridge name='br-bare'/></network>",
+    );
+    ok(root, &["net-define", "bare.xml"]);
+    ok(root, &["net-start", "bare"]);
+    assert!(sh("ip -br link show br-bare").contains("br-bare"));
+    let host = "<host ip='10.9.9.9'><hostname>h</hostname></host>";
+    assert_eq!(
+        ok(
+            root,
+            &["net-update", "bare", "add", "dns-host", host, "--live"]
+        ),
+        "Updated network bare live state\n"
+    );
+    assert!(ok(root, &["net-dumpxml", "bare"]).contains("<hostname>h</hostname>"));
+    assert!(!ok(root, &["net-dumpxml", "bare", "--inactive"]).contains("<hostname>"));
+    ok(root, &["net-destroy", "bare"]);
+    assert_eq!(snapshot(), before);
+}
