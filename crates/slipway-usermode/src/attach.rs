@@ -25,7 +25,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixDatagram, UnixListener, UnixStream};
@@ -55,6 +55,9 @@ const FIRST_PORT: usize = 1;
 const MAX_PORTS: usize = 64;
 /// Frames a port's own queue holds while several VMs share the link.
 const PORT_QUEUE_SLOTS: usize = 128;
+/// How long frames to one VM whose queue is full may hold back the frames
+/// to the others (a VM that stopped reading must not stall the LAN).
+const STALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where and how the VM attaches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,6 +246,13 @@ pub struct Attachment {
     /// MAC addresses of VMs that went away while others stayed, for the
     /// stack to forget ([`Attachment::take_departed`]).
     departed: Vec<EthernetAddress>,
+    /// Since when a frame to one VM whose queue is full holds back the
+    /// stack's queue, and how long it may ([`STALL_TIMEOUT`]).
+    blocked_since: Option<Instant>,
+    stall_timeout: Duration,
+    /// Frames toward the VMs dropped while switching (a full queue), for
+    /// the stack's counters ([`Attachment::take_drops`]).
+    drops: u64,
     /// The socket file to remove when done.
     owned_path: Option<PathBuf>,
     warned_unnamed_peer: bool,
@@ -369,6 +379,9 @@ impl Attachment {
             ports,
             switch: Switch::default(),
             departed: Vec::new(),
+            blocked_since: None,
+            stall_timeout: STALL_TIMEOUT,
+            drops: 0,
             owned_path,
             warned_unnamed_peer: false,
         })
@@ -527,6 +540,12 @@ impl Attachment {
     /// link; the stack forgets them ([`Stack::forget_guest`]).
     pub fn take_departed(&mut self) -> std::vec::Drain<'_, EthernetAddress> {
         self.departed.drain(..)
+    }
+
+    /// Frames toward the VMs dropped since the last call because a VM's
+    /// queue was full (counted by the stack as [`DropReason::GuestTxFull`]).
+    pub fn take_drops(&mut self) -> u64 {
+        std::mem::take(&mut self.drops)
     }
 
     /// Port `i` failed or closed. The last VM is reported as
@@ -903,14 +922,25 @@ impl Attachment {
                     let Some(port) = self.ports[p].as_mut() else {
                         break;
                     };
-                    if !enqueue(port, frame, max_frame) {
-                        break;
+                    if enqueue(port, frame, max_frame) {
+                        self.blocked_since = None;
+                    } else {
+                        // Hold the stack back while this VM catches up,
+                        // but not the other VMs for long if it stopped
+                        // reading: then its frames are dropped.
+                        let since = *self.blocked_since.get_or_insert(now);
+                        if now.saturating_duration_since(since) < self.stall_timeout {
+                            break;
+                        }
+                        tracing::debug!(port = p, "VM not reading: frame to it dropped");
+                        self.drops += 1;
                     }
                 }
                 None => {
                     for port in self.ports.iter_mut().flatten() {
                         if !enqueue(port, frame, max_frame) {
                             tracing::debug!("frame to a full VM queue dropped");
+                            self.drops += 1;
                         }
                     }
                 }
@@ -1329,6 +1359,65 @@ mod tests {
         // The last VM leaving is the end of the link.
         drop(a);
         assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn drain(sock: &mut std::os::unix::net::UnixStream) {
+        sock.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        while sock.read(&mut buf).is_ok_and(|n| n > 0) {}
+        sock.set_nonblocking(false).unwrap();
+    }
+
+    #[test]
+    fn a_vm_that_stops_reading_stalls_the_others_only_briefly() {
+        const A: [u8; 6] = [0x52, 0x54, 0, 0, 2, 0xa];
+        const B: [u8; 6] = [0x52, 0x54, 0, 0, 2, 0xb];
+        let dir = std::env::temp_dir().join(format!("slipway-stall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lan.sock");
+        let poll = mio::Poll::new().unwrap();
+        let mut attach =
+            Attachment::open(AttachSpec::UnixListen(path.clone()), poll.registry()).unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        let mut a = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut b = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        attach.accept(poll.registry());
+        send(&mut a, &arp_from(A, [10, 0, 2, 15]));
+        send(&mut b, &arp_from(B, [10, 0, 2, 16]));
+        receive_all(&mut attach, &mut stack, &poll);
+        attach.flush(stack.guest_tx()).unwrap();
+        drain(&mut a);
+        drain(&mut b);
+        // Far more frames to B than its socket and queue hold (B reads
+        // nothing from now on), then one to A.
+        let frame_to = |mac: [u8; 6]| {
+            move |buf: &mut [u8]| {
+                buf[..6].copy_from_slice(&mac);
+                buf[6..12].copy_from_slice(GATEWAY_MAC.as_bytes());
+                buf[12..14].copy_from_slice(&[0x08, 0x00]);
+                buf[14..1400].fill(0x42);
+                1400
+            }
+        };
+        for _ in 0..450 {
+            assert!(stack.guest_tx().push(frame_to(B)));
+        }
+        assert!(stack.guest_tx().push(frame_to(A)));
+        attach.stall_timeout = std::time::Duration::from_secs(3600);
+        for _ in 0..8 {
+            attach.set_ready(false, true);
+            attach.flush(stack.guest_tx()).unwrap();
+        }
+        assert!(nothing_to_read(&mut a), "held back behind B's frames");
+        assert_eq!(attach.take_drops(), 0);
+        // Past the stall timeout B's frames are dropped and A's goes.
+        attach.stall_timeout = std::time::Duration::ZERO;
+        attach.flush(stack.guest_tx()).unwrap();
+        assert_eq!(&read_frame(&mut a)[..6], &A[..]);
+        assert!(attach.take_drops() > 0);
+        assert!(stack.guest_tx().is_empty());
+        drop(attach);
         let _ = std::fs::remove_dir_all(dir);
     }
 

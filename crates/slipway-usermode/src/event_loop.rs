@@ -203,6 +203,9 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         for mac in attach.take_departed() {
             stack.forget_guest(mac);
         }
+        for _ in 0..attach.take_drops() {
+            stack.count_drop(DropReason::GuestTxFull);
+        }
         if gone {
             report(&stack);
             attach.detach(&registry);
