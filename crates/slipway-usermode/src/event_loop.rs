@@ -29,7 +29,7 @@ const SIGNALS_INDEX: usize = 0;
 /// How [`run`] behaves beyond the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Wait for the next VM after one disconnects, instead of returning.
+    /// Wait for the next VM after the last one disconnects, instead of returning.
     pub keep_listening: bool,
     /// Serve the control API ([`crate::api`]) on a unix socket at this path.
     pub api: Option<std::path::PathBuf>,
@@ -116,8 +116,8 @@ fn raise_file_limit() {
     }
 }
 
-/// Runs one user-mode network for the VM(s) on `spec` until the VM goes
-/// away (unless `opts.keep_listening`) or SIGTERM/SIGINT arrives. Socket
+/// Runs one user-mode network for the VM(s) on `spec` until the last VM
+/// goes away (unless `opts.keep_listening`) or SIGTERM/SIGINT arrives. Socket
 /// files it created are removed on return.
 pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), RunError> {
     raise_file_limit();

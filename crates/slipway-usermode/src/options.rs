@@ -466,7 +466,8 @@ pub fn parse_hostfwd(spec: &str, cfg: &StackConfig) -> Result<HostForward, Optio
 }
 
 /// Parses QEMU's `hostfwd_remove` argument, `[tcp|udp]:[hostaddr]:hostport`
-/// (an empty address is 0.0.0.0), naming the forward to remove.
+/// (an empty address is 0.0.0.0; an IPv6 address is written in brackets,
+/// `[::1]`), naming the forward to remove.
 pub fn parse_hostfwd_remove(spec: &str) -> Result<(ForwardProtocol, SocketAddr), OptionsError> {
     let bad = |reason: String| invalid("hostfwd_remove", spec, reason);
     let mut rest = spec;
@@ -480,17 +481,22 @@ pub fn parse_hostfwd_remove(spec: &str) -> Result<(ForwardProtocol, SocketAddr),
     let (addr, port) = rest
         .rsplit_once(':')
         .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport".to_string()))?;
-    let addr = if addr.is_empty() {
-        Ipv4Addr::UNSPECIFIED
+    let addr: IpAddr = if addr.is_empty() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else if let Some(v6) = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| bad(format!("host address '{addr}' is not an IPv6 address")))?
+            .into()
     } else {
-        addr.parse()
+        addr.parse::<Ipv4Addr>()
             .map_err(|_| bad(format!("host address '{addr}' is not an IPv4 address")))?
+            .into()
     };
     let port = strtol0(port)
         .filter(|p| (0..=65535).contains(p))
         .ok_or_else(|| bad(format!("host port '{port}' is not a port number (0-65535)")))?
         as u16;
-    Ok((protocol, SocketAddr::new(IpAddr::V4(addr), port)))
+    Ok((protocol, SocketAddr::new(addr, port)))
 }
 
 /// Splits off the text up to `sep` (QEMU's `get_str_sep`).
@@ -825,7 +831,20 @@ mod runtime_forward_tests {
             parse_hostfwd_remove("udp::53").unwrap(),
             (ForwardProtocol::Udp, "0.0.0.0:53".parse().unwrap())
         );
-        for bad in ["", "tcp", "sctp::1", "tcp:1.2.3:4", "tcp::70000", "tcp::x"] {
+        assert_eq!(
+            parse_hostfwd_remove("tcp:[::1]:8080").unwrap(),
+            (ForwardProtocol::Tcp, "[::1]:8080".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "tcp",
+            "sctp::1",
+            "tcp:1.2.3:4",
+            "tcp::70000",
+            "tcp::x",
+            "tcp:::1:80",
+            "tcp:[1.2.3.4]:80",
+        ] {
             assert!(
                 matches!(parse_hostfwd_remove(bad), Err(OptionsError::Invalid { key, .. }) if key == "hostfwd_remove"),
                 "{bad}"

@@ -62,7 +62,7 @@ pub struct UserArgs {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_flow_buffer as u64, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_flow_buffer: u64,
 
-    /// After the VM disconnects, wait for the next one instead of exiting
+    /// After the last VM disconnects, wait for the next one instead of exiting
     /// (listening and datagram modes; in connect mode slipway always exits).
     #[arg(long)]
     pub keep_listening: bool,
