@@ -1,16 +1,27 @@
-//! ICMP: echo requests to the stack's own addresses are answered here.
+//! ICMP echo from the guest.
 //!
-//! Echo toward other destinations needs host ping sockets (a later issue);
-//! until then such requests are dropped and counted.
+//! Requests toward the host address and the outside go through host ping
+//! sockets ([`crate::ping`]), with the host address mapped to loopback as
+//! for TCP and UDP. The stack's other own addresses (DNS, SMB server, guest
+//! forward servers) answer themselves, as a gateway does; so does the host
+//! address when the host forbids ping sockets or under `restrict=on`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol};
 
+use crate::config::{DenyReason, Outbound};
 use crate::ctx::{Ctx, DropReason};
+use crate::ping::{Echo, PingTable};
 
 /// Handles one ICMP message (the IPv4 payload) from the guest at `src` to `dst`.
-pub(crate) fn handle(ctx: &mut Ctx, src: Ipv4Addr, dst: Ipv4Addr, message: &[u8]) {
+pub(crate) fn handle(
+    ctx: &mut Ctx,
+    ping: &mut PingTable,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    message: &[u8],
+) {
     let Ok(icmp) = Icmpv4Packet::new_checked(message) else {
         ctx.counters.drop(DropReason::Truncated);
         return;
@@ -23,13 +34,25 @@ pub(crate) fn handle(ctx: &mut Ctx, src: Ipv4Addr, dst: Ipv4Addr, message: &[u8]
         ctx.counters.drop(DropReason::UnsupportedProtocol);
         return;
     }
-    if !ctx.cfg.is_virtual(dst) {
-        ctx.counters.drop(if ctx.cfg.restrict {
-            DropReason::Restricted
-        } else {
-            DropReason::NotForUs
-        });
-        return;
+    let virtual_dst = ctx.cfg.is_virtual(dst);
+    if !virtual_dst || dst == ctx.cfg.host {
+        match ctx.cfg.outbound_target(SocketAddr::new(dst.into(), 0)) {
+            Outbound::Host(SocketAddr::V4(target)) => {
+                match ping.send(ctx, src, dst, *target.ip(), message) {
+                    Echo::Forbidden if virtual_dst => {}
+                    _ => return,
+                }
+            }
+            Outbound::Denied(DenyReason::Restricted) if !virtual_dst => {
+                ctx.counters.drop(DropReason::Restricted);
+                return;
+            }
+            _ if !virtual_dst => {
+                ctx.counters.drop(DropReason::NotForUs);
+                return;
+            }
+            _ => {}
+        }
     }
     ctx.emit_ipv4(dst, src, IpProtocol::Icmp, message.len(), |buf| {
         buf[..message.len()].copy_from_slice(message);

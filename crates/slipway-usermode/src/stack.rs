@@ -82,6 +82,7 @@ pub struct Stack {
     pub(crate) dhcp: slipway_dhcp::DhcpServer,
     /// `tftp=`: opened by [`Stack::start`].
     tftp: Option<crate::tftp::TftpService>,
+    ping: crate::ping::PingTable,
 }
 
 impl Stack {
@@ -94,6 +95,7 @@ impl Stack {
             dns: DnsRelay::new(&cfg),
             dhcp,
             tftp: None,
+            ping: Default::default(),
             core: Core {
                 tx: GuestTx::new(cfg.mtu, cfg.limits.guest_tx_slots),
                 counters: Counters::default(),
@@ -121,6 +123,15 @@ impl Stack {
                     source,
                 })?;
             self.tftp = Some(tftp);
+        }
+        let services = &mut self.core.cfg.services;
+        for fwd in &services.guestfwd {
+            let to = crate::guestfwd::start(fwd).map_err(|source| StackError::Socket {
+                what: "guest forward",
+                addr: fwd.server.to_string(),
+                source,
+            })?;
+            services.redirects.push((fwd.server, to));
         }
         if !self.core.cfg.ipv4 {
             tracing::warn!("ipv4=off: the guest gets no IPv4 service (IPv6 is not supported yet)");
@@ -243,7 +254,13 @@ impl Stack {
             return;
         }
         match protocol {
-            IpProtocol::Icmp => icmp::handle(&mut core.ctx(registry, now), src, dst, payload),
+            IpProtocol::Icmp => icmp::handle(
+                &mut core.ctx(registry, now),
+                &mut self.ping,
+                src,
+                dst,
+                payload,
+            ),
             IpProtocol::Udp => {
                 self.handle_udp(registry, src_mac, src, dst, broadcast, payload, now)
             }
@@ -369,7 +386,8 @@ impl Stack {
             TokenKind::UdpFlow => self.udp.on_flow_readable(&mut ctx, index),
             TokenKind::UdpListener => self.udp.on_forward_readable(&mut ctx, index),
             TokenKind::Dns => self.dns.on_readable(&mut ctx, index),
-            TokenKind::Attach | TokenKind::Icmp | TokenKind::Control => {}
+            TokenKind::Icmp => self.ping.on_readable(&mut ctx, index),
+            TokenKind::Attach | TokenKind::Control => {}
         }
     }
 
@@ -393,6 +411,9 @@ impl Stack {
         if self.dns.next_deadline().is_some_and(|d| d <= now) {
             self.dns.on_timer(&mut ctx);
         }
+        if self.ping.next_deadline().is_some_and(|d| d <= now) {
+            self.ping.on_timer(&mut ctx);
+        }
         if let Some(tftp) = self.tftp.as_mut() {
             if tftp.next_deadline().is_some_and(|d| d <= now) {
                 tftp.on_timer(&mut ctx);
@@ -407,6 +428,7 @@ impl Stack {
             self.udp.next_deadline(),
             self.dns.next_deadline(),
             self.tftp.as_ref().and_then(|t| t.next_deadline()),
+            self.ping.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -624,7 +646,9 @@ mod tests {
 
     #[test]
     fn echo_to_host_is_answered_and_elsewhere_dropped() {
-        let (mut s, poll) = stack("");
+        // Under restrict the host address answers itself and no echo
+        // leaves through a host ping socket.
+        let (mut s, poll) = stack("restrict=on");
         let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'i'];
         Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
         feed(&mut s, &poll, &ipv4_frame([10, 0, 2, 2], 1, &icmp));
@@ -642,7 +666,7 @@ mod tests {
         s.guest_tx().clear();
         feed(&mut s, &poll, &ipv4_frame([192, 0, 2, 1], 1, &icmp));
         assert!(s.guest_tx().is_empty());
-        assert_eq!(s.counters().drops(DropReason::NotForUs), 1);
+        assert_eq!(s.counters().drops(DropReason::Restricted), 1);
     }
 
     /// A DHCPDISCOVER from GUEST_MAC, broadcast.

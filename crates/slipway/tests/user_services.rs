@@ -20,7 +20,10 @@ const NETNS_SETUP: &str = "set -e\n\
     # Ping sockets for the (only) group mapped in the namespace.\n\
     echo '0 0' > /proc/sys/net/ipv4/ping_group_range\n\
     # A destination that is not the host address, made by the test.\n\
-    ip addr add 192.0.2.1/32 dev lo\n";
+    ip addr add 192.0.2.1/32 dev lo\n\
+    # Targets of the tcp: and unix: guest forwards.\n\
+    ncat -lk 127.0.0.1 7001 --sh-exec 'read line; echo TCPOK' &\n\
+    ncat -lkU \"$GUESTFWD_UNIX\" --sh-exec 'read line; echo UNIXOK' &\n";
 
 /// slipway in a new user and network namespace prepared by `setup`
 /// (shell commands), with `-vv user ARGS`.
@@ -59,16 +62,22 @@ fn network_boot_tftp_ping_and_guest_forwards() {
     std::fs::write(dir.path().join("secret"), "outside the root").unwrap();
     std::os::unix::fs::symlink("../secret", tftp.join("escape")).unwrap();
     let sock = dir.path().join("vm.sock");
+    let unix_target = dir.path().join("fwd.sock");
+    let setup = NETNS_SETUP.replace("$GUESTFWD_UNIX", &unix_target.display().to_string());
 
     let mut slipway = slipway_in_netns(
-        NETNS_SETUP,
+        &setup,
         &[
             s("--socket"),
             sock.display().to_string(),
             format!(
-                "tftp={},bootfile={},tftp-server-name=boot.test",
+                "tftp={},bootfile={},tftp-server-name=boot.test,\
+                 guestfwd=tcp:10.0.2.100:7-cmd:head -n1 | tr a-z A-Z,\
+                 guestfwd=:10.0.2.100:8-tcp:127.0.0.1:7001,\
+                 guestfwd=tcp:10.0.2.101:9-unix:{}",
                 tftp.display(),
-                slipway_testkit::NETBOOT_FILE
+                slipway_testkit::NETBOOT_FILE,
+                unix_target.display(),
             ),
         ],
     );
@@ -80,7 +89,21 @@ fn network_boot_tftp_ping_and_guest_forwards() {
          rm -f /tmp/b.bin\n\
          tftp -g -r escape -l /tmp/e 10.0.2.2 2>/tmp/escape; result tftp_escape \"$(cat /tmp/e 2>/dev/null)$(grep -c -i -e access -e refused /tmp/escape)\"\n\
          tftp -g -r ../secret -l /tmp/s 10.0.2.2 2>/tmp/dotdot; result tftp_dotdot \"$(cat /tmp/s 2>/dev/null)$(grep -c -i -e access -e refused /tmp/dotdot)\"\n\
-         cat /tmp/escape /tmp/dotdot\n";
+         cat /tmp/escape /tmp/dotdot\n\
+         ping -c 2 -W 10 10.0.2.2 >/dev/null && result ping_host ok\n\
+         ping -c 2 -W 10 192.0.2.1 >/dev/null && result ping_other ok\n\
+         ping -c 1 -W 3 192.0.2.99 >/dev/null; result ping_nobody $?\n\
+         # Sends a line and prints the answer; nc's input stays open (no\n\
+         # half-close) until the target answers and closes.\n\
+         fwd() {\n\
+           rm -f /tmp/in; mkfifo /tmp/in\n\
+           nc $1 $2 </tmp/in >/tmp/out & pid=$!\n\
+           exec 3>/tmp/in; echo $3 >&3; wait $pid; exec 3>&-\n\
+           cat /tmp/out\n\
+         }\n\
+         result gf_cmd \"$(fwd 10.0.2.100 7 hello)\"\n\
+         result gf_tcp \"$(fwd 10.0.2.100 8 x)\"\n\
+         result gf_unix \"$(fwd 10.0.2.101 9 x)\"\n";
     let out = run_guest(
         Guest::builder()
             .netdev(&unix_stream_netdev(&sock))
@@ -94,7 +117,19 @@ fn network_boot_tftp_ping_and_guest_forwards() {
     check(&out, &slipway, "tftp_big_md5", &md5(&tftp.join("big.bin")));
     check(&out, &slipway, "tftp_escape", "1");
     check(&out, &slipway, "tftp_dotdot", "1");
+    // Echo to the host address and to another local address of the host
+    // goes through real ping sockets; a silent address stays silent.
+    check(&out, &slipway, "ping_host", "ok");
+    check(&out, &slipway, "ping_other", "ok");
+    check(&out, &slipway, "ping_nobody", "1");
+    check(&out, &slipway, "gf_cmd", "HELLO");
+    check(&out, &slipway, "gf_tcp", "TCPOK");
+    check(&out, &slipway, "gf_unix", "UNIXOK");
     let log = slipway.log();
+    assert!(
+        log.contains("ICMP echo flow through a ping socket") && log.contains("127.0.0.1"),
+        "ping went through host ping sockets:\n{log}"
+    );
     assert!(
         log.contains("TFTP read") && log.contains("vmlinuz"),
         "iPXE loaded the kernel over TFTP:\n{log}"

@@ -1,0 +1,207 @@
+//! Guest forwards (`guestfwd=`) and the SMB server behind them.
+//!
+//! A guest TCP connection to a forward's server address is translated like
+//! any other (see [`crate::tcp`]) toward a loopback listener the stack
+//! opened for the forward at start ([`crate::services::Services::redirect`]
+//! maps one to the other). A thread per forward accepts there and hands
+//! each connection to its target:
+//!
+//! - `cmd:COMMAND`: `/bin/sh -c COMMAND` with the connection as its standard
+//!   input and output (no copy: the socket itself is the child's stdio);
+//! - `tcp:HOST:PORT` and `unix:PATH`: a new connection there, and two
+//!   threads copying each way until end of file.
+//!
+//! The listener is on host loopback, where other local processes could
+//! reach it too, so a connection is served only if its peer socket belongs
+//! to this process (found through `/proc/self/net/tcp` and the process's
+//! descriptors); anything else is closed at once.
+
+use std::io;
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+
+use crate::services::{GuestForward, GuestForwardTarget};
+
+/// Opens the loopback listener of `fwd` and starts its accepting thread.
+/// Returns the listener's address (where the guest's connections go).
+pub(crate) fn start(fwd: &GuestForward) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+    let addr = listener.local_addr()?;
+    let target = fwd.target.clone();
+    let server = fwd.server;
+    std::thread::Builder::new()
+        .name(format!("guestfwd {server}"))
+        .spawn(move || accept_loop(&listener, addr, server, &target))?;
+    Ok(addr)
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    server: SocketAddrV4,
+    target: &GuestForwardTarget,
+) {
+    loop {
+        let (conn, peer) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(%server, error = %e, "guest forward: accept failed");
+                return;
+            }
+        };
+        if !peer_is_ours(peer, addr) {
+            tracing::warn!(%server, %peer, "guest forward: connection from another process refused");
+            continue;
+        }
+        if let Err(e) = serve(conn, target) {
+            tracing::warn!(%server, error = %e, "guest forward: target failed");
+        }
+    }
+}
+
+/// Hands one connection to the target.
+fn serve(conn: TcpStream, target: &GuestForwardTarget) -> io::Result<()> {
+    match target {
+        GuestForwardTarget::Command(cmd) => {
+            let fd = OwnedFd::from(conn);
+            let mut child = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(Stdio::from(fd.try_clone()?))
+                .stdout(Stdio::from(fd))
+                .spawn()?;
+            tracing::debug!(pid = child.id(), command = %cmd, "guest forward: command started");
+            // Reap it when it ends; the connection closes with it.
+            std::thread::spawn(move || child.wait());
+            Ok(())
+        }
+        GuestForwardTarget::Tcp(host, port) => {
+            let out = TcpStream::connect((host.as_str(), *port))?;
+            relay(conn, out.try_clone()?, out, |s| s.shutdown(Shutdown::Write));
+            Ok(())
+        }
+        GuestForwardTarget::Unix(path) => {
+            let out = UnixStream::connect(path)?;
+            relay(conn, out.try_clone()?, out, |s| s.shutdown(Shutdown::Write));
+            Ok(())
+        }
+    }
+}
+
+/// Copies `conn` to `out_w` and `out_r` to `conn` on two threads; each
+/// direction passes end of file on as a half-close.
+fn relay<S>(conn: TcpStream, mut out_r: S, mut out_w: S, shut: fn(&S) -> io::Result<()>)
+where
+    S: io::Read + io::Write + Send + 'static,
+{
+    let Ok(mut conn_w) = conn.try_clone() else {
+        return;
+    };
+    let mut conn_r = conn;
+    std::thread::spawn(move || {
+        let _ = io::copy(&mut conn_r, &mut out_w);
+        let _ = shut(&out_w);
+    });
+    std::thread::spawn(move || {
+        let _ = io::copy(&mut out_r, &mut conn_w);
+        let _ = conn_w.shutdown(Shutdown::Write);
+    });
+}
+
+/// Whether the socket connected from `peer` to `listener` is one of this
+/// process's own (the stack's translated connection).
+fn peer_is_ours(peer: SocketAddr, listener: SocketAddr) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/net/tcp") else {
+        return false;
+    };
+    let (want_local, want_remote) = (proc_addr(peer), proc_addr(listener));
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && f[1] == want_local && f[2] == want_remote).then(|| f[9].to_string())
+    }) else {
+        return false;
+    };
+    let want = format!("socket:[{inode}]");
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+}
+
+/// An IPv4 address and port as `/proc/net/tcp` writes them.
+fn proc_addr(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(a.ip().octets()),
+            a.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn fwd(target: GuestForwardTarget) -> GuestForward {
+        GuestForward {
+            server: "10.0.2.100:1".parse().unwrap(),
+            target,
+        }
+    }
+
+    fn roundtrip(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(msg).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn command_tcp_and_unix_targets_serve_our_connections() {
+        let addr = start(&fwd(GuestForwardTarget::Command("tr a-z A-Z".into()))).unwrap();
+        assert_eq!(roundtrip(addr, b"hello"), b"HELLO");
+
+        let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = echo.accept().unwrap();
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        });
+        let addr = start(&fwd(GuestForwardTarget::Tcp(
+            "127.0.0.1".into(),
+            echo_addr.port(),
+        )))
+        .unwrap();
+        assert_eq!(roundtrip(addr, b"via tcp"), b"via tcp");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = unix.accept().unwrap();
+            s.write_all(b"from unix").unwrap();
+        });
+        let addr = start(&fwd(GuestForwardTarget::Unix(path))).unwrap();
+        assert_eq!(roundtrip(addr, b""), b"from unix");
+    }
+
+    #[test]
+    fn foreign_peers_are_recognised() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = TcpStream::connect(addr).unwrap();
+        assert!(peer_is_ours(c.local_addr().unwrap(), addr));
+        assert!(!peer_is_ours("127.0.0.1:1".parse().unwrap(), addr));
+    }
+}
