@@ -85,6 +85,9 @@ pub struct StaticHost {
     pub ip: Ipv4Addr,
     /// Hostname sent to this client in option 12 (libvirt `name=`).
     pub name: Option<String>,
+    /// This host's own lease time (libvirt's `<host><lease/></host>`):
+    /// `None` for the server's, `Some(None)` for an infinite lease.
+    pub lease_time: Option<Option<Duration>>,
 }
 
 /// Why a [`DhcpConfig`] (or a live static host update) was refused.
@@ -218,9 +221,7 @@ impl DhcpConfig {
         }
         validate_static_hosts(self, &self.static_hosts)?;
         if let Some(lease) = self.lease_time {
-            if lease.as_secs() == 0 || lease.as_secs() >= u64::from(u32::MAX) {
-                return Err(DhcpConfigError::BadLeaseTime(lease));
-            }
+            check_lease_time(lease)?;
         }
         if let Some(mtu) = self.mtu {
             if mtu < 68 {
@@ -292,6 +293,17 @@ pub(crate) fn validate_static_hosts(
         if let Some(name) = &host.name {
             check_name("static host name", name)?;
         }
+        if let Some(Some(lease)) = host.lease_time {
+            check_lease_time(lease)?;
+        }
+    }
+    Ok(())
+}
+
+/// A finite lease time must fit option 51 (u32 seconds; all ones is infinite).
+fn check_lease_time(lease: Duration) -> Result<(), DhcpConfigError> {
+    if lease.as_secs() == 0 || lease.as_secs() >= u64::from(u32::MAX) {
+        return Err(DhcpConfigError::BadLeaseTime(lease));
     }
     Ok(())
 }

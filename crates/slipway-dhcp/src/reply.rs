@@ -2,6 +2,7 @@
 //! and where a reply goes (RFC 2131 section 4.1).
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Encodable, Encoder};
@@ -81,6 +82,8 @@ pub(crate) struct ReplyParams<'a> {
     pub yiaddr: Ipv4Addr,
     /// Include lease times (OFFER/ACK to DISCOVER/REQUEST, not INFORM).
     pub with_lease: bool,
+    /// This client's lease time (`None`: infinite).
+    pub lease_time: Option<Duration>,
     /// Option 12 for this client.
     pub hostname: Option<&'a str>,
 }
@@ -199,7 +202,7 @@ fn option_value(
     params: &ReplyParams<'_>,
     code: OptionCode,
 ) -> Option<DhcpOption> {
-    let lease_secs = config
+    let lease_secs = params
         .lease_time
         .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
     match code {

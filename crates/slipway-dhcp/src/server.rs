@@ -321,6 +321,7 @@ impl DhcpServer {
                 kind,
                 yiaddr,
                 with_lease,
+                lease_time: self.lease_time_for(req.mac),
                 hostname,
             },
         )
@@ -337,8 +338,16 @@ impl DhcpServer {
             ip,
             hostname,
             client_id: req.client_id.clone(),
-            expires: self.config.lease_time.map(|d| now + d),
+            expires: self.lease_time_for(req.mac).map(|d| now + d),
         }
+    }
+
+    /// The lease time of client `mac`: its static host's own, else the
+    /// server's (`None`: infinite).
+    fn lease_time_for(&self, mac: [u8; 6]) -> Option<Duration> {
+        self.static_for(mac)
+            .and_then(|h| h.lease_time)
+            .unwrap_or(self.config.lease_time)
     }
 
     fn static_for(&self, mac: [u8; 6]) -> Option<&StaticHost> {

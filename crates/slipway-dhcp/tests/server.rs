@@ -505,11 +505,13 @@ fn static_hosts_always_get_their_address() {
             mac: MAC_A,
             ip: ip(100),
             name: Some("fixed".into()),
+            lease_time: None,
         },
         StaticHost {
             mac: MAC_C,
             ip: ip(15),
             name: None,
+            lease_time: None,
         },
     ];
     let mut s = DhcpServer::new(config).unwrap();
@@ -549,6 +551,7 @@ fn live_static_host_update_takes_address_from_dynamic_client() {
         mac: MAC_B,
         ip: a,
         name: None,
+        lease_time: None,
     }])
     .unwrap();
     assert_eq!(obtain(&mut s, MAC_B, t0()), a);
@@ -559,6 +562,7 @@ fn live_static_host_update_takes_address_from_dynamic_client() {
         mac: MAC_C,
         ip: Ipv4Addr::new(192, 168, 0, 1),
         name: None,
+        lease_time: None,
     }];
     assert!(matches!(
         s.set_static_hosts(bad),
@@ -824,12 +828,14 @@ fn invalid_configurations_are_refused() {
             StaticHost {
                 mac: MAC_A,
                 ip: ip(50),
-                name: None
+                name: None,
+                lease_time: None
             },
             StaticHost {
                 mac: MAC_A,
                 ip: ip(51),
-                name: None
+                name: None,
+                lease_time: None
             },
         ]),
         DhcpConfigError::DuplicateMac(_)
@@ -838,7 +844,8 @@ fn invalid_configurations_are_refused() {
         check(|c| c.static_hosts = vec![StaticHost {
             mac: MAC_A,
             ip: SERVER,
-            name: None
+            name: None,
+            lease_time: None
         }]),
         DhcpConfigError::ContainsServer { .. }
     ));
@@ -897,4 +904,57 @@ mod fuzz {
             }
         }
     }
+}
+
+#[test]
+fn static_hosts_have_their_own_lease_time() {
+    let mut config = qemu_config();
+    config.static_hosts = vec![
+        StaticHost {
+            mac: MAC_A,
+            ip: ip(100),
+            name: None,
+            lease_time: Some(Some(Duration::from_secs(600))),
+        },
+        StaticHost {
+            mac: MAC_C,
+            ip: ip(15),
+            name: None,
+            lease_time: Some(None),
+        },
+    ];
+    let mut s = DhcpServer::new(config.clone()).unwrap();
+    let m = decode(&handle(&mut s, &discover(MAC_A), t0()));
+    assert_eq!(
+        opt(&m, OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(600))
+    );
+    assert_eq!(
+        opt(&m, OptionCode::Renewal),
+        Some(&DhcpOption::Renewal(300))
+    );
+    // Infinite: all ones, and no renewal times.
+    let m = decode(&handle(&mut s, &discover(MAC_C), t0()));
+    assert_eq!(
+        opt(&m, OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(u32::MAX))
+    );
+    assert_eq!(opt(&m, OptionCode::Renewal), None);
+    // Other clients keep the server's lease time.
+    let m = decode(&handle(&mut s, &discover(MAC_B), t0()));
+    assert_eq!(
+        opt(&m, OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(DAY.as_secs() as u32))
+    );
+    obtain(&mut s, MAC_A, t0());
+    obtain(&mut s, MAC_C, t0());
+    let expiry = |mac| s.leases().find(|l| l.mac == mac).unwrap().expires;
+    assert_eq!(expiry(MAC_A), Some(t0() + Duration::from_secs(600)));
+    assert_eq!(expiry(MAC_C), None);
+    // A zero per-host lease time is refused as a zero server one is.
+    config.static_hosts[0].lease_time = Some(Some(Duration::ZERO));
+    assert!(matches!(
+        DhcpServer::new(config),
+        Err(DhcpConfigError::BadLeaseTime(_))
+    ));
 }

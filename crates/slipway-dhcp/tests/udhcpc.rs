@@ -259,6 +259,7 @@ fn all_options() {
             mac,
             ip: Ipv4Addr::new(10, 0, 2, 100),
             name: Some("fixed".into()),
+            lease_time: None,
         }])
         .unwrap();
     let third = udhcpc(dir.path(), &[]);

@@ -112,6 +112,10 @@ fn static_hosts(svc: &ServiceConfig) -> Vec<StaticHost> {
                 mac: parse_mac(h.mac.as_deref()?)?,
                 ip,
                 name: h.name.clone(),
+                // `<lease expiry='0'/>` is infinite, as for the range.
+                lease_time: h
+                    .lease_secs
+                    .map(|s| (s != 0).then(|| Duration::from_secs(s))),
             })
         })
         .collect()

@@ -196,8 +196,8 @@ fn guests_get_leases_and_names() {
         )
     );
 
-    // net-update --live of a DHCP host and a DNS host: the running service
-    // takes them without a restart.
+    // net-update --live of a DHCP host (with a lease time of its own) and a
+    // DNS host: the running service takes them without a restart.
     assert_eq!(
         ok(
             root,
@@ -206,7 +206,8 @@ fn guests_get_leases_and_names() {
                 "lab",
                 "add-last",
                 "ip-dhcp-host",
-                "<host mac='52:54:00:00:44:11' name='fixed' ip='10.44.0.50'/>",
+                "<host mac='52:54:00:00:44:11' name='fixed' ip='10.44.0.50'>\
+                 <lease expiry='10' unit='minutes'/></host>",
                 "--live",
                 "--config",
             ]
@@ -227,6 +228,9 @@ fn guests_get_leases_and_names() {
     let l1 = g1.udhcpc(root, "guest1");
     assert_eq!(var(&l1, "ip"), "10.44.0.50");
     assert_eq!(var(&l1, "hostname"), "fixed");
+    // Its own lease time; the other guests keep the network's hour.
+    assert_eq!(var(&l1, "lease"), "600");
+    assert_eq!(var(&l2, "lease"), "3600");
     let ns = g2.run("busybox nslookup scanner.lab.test 10.44.0.1");
     assert!(ns.contains("10.44.0.6"), "{ns}");
     assert_eq!(
