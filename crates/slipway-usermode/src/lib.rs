@@ -30,6 +30,7 @@ mod icmp;
 pub mod options;
 mod ping;
 pub mod services;
+mod smb;
 pub mod stack;
 pub mod status;
 pub mod switch;

@@ -33,6 +33,9 @@ pub enum StackError {
     /// The DHCP server refused the configuration derived from the options.
     #[error("DHCP configuration")]
     Dhcp(#[from] slipway_dhcp::DhcpConfigError),
+    /// `smb=` cannot be served (no smbd, a bad directory).
+    #[error(transparent)]
+    Smb(#[from] crate::smb::SmbError),
     /// A TCP host forward could not listen (the error names the address).
     #[error(transparent)]
     TcpForward(std::io::Error),
@@ -83,6 +86,8 @@ pub struct Stack {
     /// `tftp=`: opened by [`Stack::start`].
     tftp: Option<crate::tftp::TftpService>,
     ping: crate::ping::PingTable,
+    /// `smb=`: its private configuration, removed with the stack.
+    smb: Option<crate::smb::SmbServer>,
 }
 
 impl Stack {
@@ -96,6 +101,7 @@ impl Stack {
             dhcp,
             tftp: None,
             ping: Default::default(),
+            smb: None,
             core: Core {
                 tx: GuestTx::new(cfg.mtu, cfg.limits.guest_tx_slots),
                 counters: Counters::default(),
@@ -124,8 +130,12 @@ impl Stack {
                 })?;
             self.tftp = Some(tftp);
         }
+        if let Some(share) = &self.core.cfg.services.smb {
+            self.smb = Some(crate::smb::SmbServer::prepare(share)?);
+        }
         let services = &mut self.core.cfg.services;
-        for fwd in &services.guestfwd {
+        let smb_forwards = self.smb.iter().flat_map(|s| s.forwards());
+        for fwd in services.guestfwd.iter().chain(smb_forwards) {
             let to = crate::guestfwd::start(fwd).map_err(|source| StackError::Socket {
                 what: "guest forward",
                 addr: fwd.server.to_string(),

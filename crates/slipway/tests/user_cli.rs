@@ -27,14 +27,15 @@ fn bad_options_name_the_option_and_value() {
     let path = sock();
     for (opts, needles) in [
         ("bogus=1", vec!["unknown option 'bogus'"]),
-        ("tftp=/srv", vec!["option 'tftp' is not supported yet"]),
+        ("tftp=", vec!["'tftp'", "empty"]),
+        ("smbserver=10.0.2.4", vec!["'smbserver'", "needs smb=DIR"]),
         (
             "ipv6-prefix=fd00::",
             vec!["option 'ipv6-prefix' is not supported yet"],
         ),
         (
-            "guestfwd=tcp:10.0.2.100:1234-cmd:cat",
-            vec!["option 'guestfwd' is not supported yet"],
+            "guestfwd=tcp:10.0.2.100:1234-file:/x",
+            vec!["'guestfwd'", "tcp:10.0.2.100:1234-file:/x"],
         ),
         ("net=10.0.2.0/40", vec!["'net'", "10.0.2.0/40"]),
         ("dns=10.0.2.2", vec!["'dns'", "10.0.2.2"]),
