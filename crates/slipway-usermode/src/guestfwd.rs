@@ -20,6 +20,7 @@ use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use crate::services::{GuestForward, GuestForwardTarget};
@@ -67,9 +68,12 @@ fn serve(conn: TcpStream, target: &GuestForwardTarget) -> io::Result<()> {
     match target {
         GuestForwardTarget::Command(cmd) => {
             let fd = OwnedFd::from(conn);
+            // A process group of its own: smbd, for one, signals its whole
+            // group when it ends, which must not reach the stack.
             let mut child = Command::new("/bin/sh")
                 .arg("-c")
                 .arg(cmd)
+                .process_group(0)
                 .stdin(Stdio::from(fd.try_clone()?))
                 .stdout(Stdio::from(fd))
                 .spawn()?;

@@ -110,7 +110,13 @@ impl SmbServer {
                 target: GuestForwardTarget::Command(command.clone()),
             })
             .collect();
-        tracing::info!(dir = %dir.display(), server = %share.server, smbd = %smbd.display(), "SMB share 'qemu'");
+        tracing::info!(
+            dir = %dir.display(),
+            server = %share.server,
+            smbd = %smbd.display(),
+            private = %root.display(),
+            "SMB share 'qemu'"
+        );
         Ok(SmbServer {
             _private: private,
             forwards,

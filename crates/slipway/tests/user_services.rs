@@ -1,10 +1,12 @@
-//! The user-mode stack's services end to end, with one real guest: it
-//! boots from the network (QEMU's iPXE ROM gets DHCP from slipway and loads
+//! The user-mode stack's services end to end. One real guest: it boots
+//! from the network (QEMU's iPXE ROM gets DHCP from slipway and loads
 //! kernel and initramfs over slipway's TFTP server), then fetches files
 //! with busybox `tftp`, pings through host ping sockets and uses guest
 //! forwards. slipway runs in a user and network namespace of its own
 //! (`unshare -Urn`) where the test may allow ping sockets and give the
 //! loopback an extra address; QEMU reaches it through a unix socket.
+//! And the SMB share: Samba's own client, in a namespace whose tap device
+//! QEMU joins to the stack, lists and reads the share from smbd.
 
 mod common;
 
@@ -134,4 +136,73 @@ fn network_boot_tftp_ping_and_guest_forwards() {
         log.contains("TFTP read") && log.contains("vmlinuz"),
         "iPXE loaded the kernel over TFTP:\n{log}"
     );
+}
+
+/// `smb=DIR`: smbclient on a tap device (QEMU's hub joins it to slipway's
+/// socket, no guest) lists and reads the share at 10.0.2.4 through the
+/// stack; smbd's private files are gone when slipway exits.
+#[test]
+fn smb_share_reaches_smbd_through_the_stack() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("hello.txt"), "shared through slipway\n").unwrap();
+    let sock = dir.path().join("vm.sock");
+    let got = dir.path().join("got.txt");
+    let listing = dir.path().join("listing.txt");
+    let mut slipway = Slipway::start(&[
+        s("--socket"),
+        sock.display().to_string(),
+        format!("smb={}", share.display()),
+    ]);
+    slipway.wait_for_path(&sock);
+    let client = format!(
+        "set -e\n\
+         ip link set lo up\n\
+         ip tuntap add tap0 mode tap\n\
+         ip link set tap0 up\n\
+         ip addr add 10.0.2.15/24 dev tap0\n\
+         qemu-system-x86_64 -M none -nographic -nodefaults \\\n\
+           -netdev tap,id=t,ifname=tap0,script=no,downscript=no \\\n\
+           -netdev stream,id=s,server=off,addr.type=unix,addr.path={sock} \\\n\
+           -netdev hubport,id=h0,hubid=0,netdev=t -netdev hubport,id=h1,hubid=0,netdev=s &\n\
+         trap \"kill $!\" EXIT\n\
+         # Until QEMU has joined the link.\n\
+         for i in $(seq 150); do\n\
+           smbclient //10.0.2.4/qemu -N -c 'ls; get hello.txt {got}' >{listing} 2>&1 && exit 0\n\
+           sleep 0.2\n\
+         done\n\
+         exit 1\n",
+        sock = sock.display(),
+        got = got.display(),
+        listing = listing.display(),
+    );
+    let status = Command::new("unshare")
+        .args(["-Urn", "sh", "-c", &client])
+        .status()
+        .expect("unshare runs");
+    let listed = std::fs::read_to_string(&listing).unwrap_or_default();
+    assert!(
+        status.success(),
+        "smbclient failed: {listed}\n{}",
+        slipway.log()
+    );
+    assert!(listed.contains("hello.txt"), "{listed}");
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        "shared through slipway\n"
+    );
+    // QEMU went away: slipway exits and removes smbd's private directory.
+    let (status, log) = slipway.wait_exit();
+    assert!(status.success(), "{status}\n{log}");
+    let plain = log
+        .replace("\u{1b}[3m", "")
+        .replace("\u{1b}[0m", "")
+        .replace("\u{1b}[2m", "");
+    let private = plain
+        .split("private=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no private directory logged:\n{log}"));
+    assert!(!Path::new(private).exists(), "{private} left behind\n{log}");
 }
