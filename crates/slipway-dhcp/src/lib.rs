@@ -5,6 +5,9 @@
 //! a bridge), passes them to [`DhcpServer::handle`] with the current time, and sends
 //! the returned [`DhcpReply`] from port 67 to port 68 at the address it names. No
 //! frames, sockets or event loop here, so both users drive the same code.
+//!
+//! [`v6`] is the stateless DHCPv6 counterpart (DNS servers and search list
+//! for clients that got their address by SLAAC).
 
 #![deny(missing_docs)]
 
@@ -12,6 +15,7 @@ mod config;
 mod reply;
 mod request;
 mod server;
+pub mod v6;
 
 pub use config::{AddressPool, DhcpConfig, DhcpConfigError, StaticHost};
 pub use reply::{DhcpReply, ReplyDestination, ReplyKind};

@@ -49,11 +49,13 @@ pub fn temp_dir() -> Result<TempDir> {
         .map_err(|e| Error::io("creating a temporary directory", e))
 }
 
-/// Starts a server child on a free port, retrying on another port if the
-/// child exits before it listens (the port was taken meanwhile).
+/// Starts a server child on a free port of `ip` (a loopback address),
+/// retrying on another port if the child exits before it listens (the port
+/// was taken meanwhile).
 fn start_on_free_port(
     what: &str,
     package: &str,
+    ip: IpAddr,
     command: impl Fn(u16) -> Command,
 ) -> Result<(ChildGuard, Capture, u16)> {
     let mut last_stderr = String::new();
@@ -66,8 +68,9 @@ fn start_on_free_port(
         let mut child = spawn(&mut cmd, package)?;
         let stderr = Capture::start(child.stderr.take().expect("stderr is piped"), None);
         let mut child = ChildGuard::new(child);
-        let what = format!("{what} on 127.0.0.1:{port}");
-        if wait_tcp_ready(&what, port, &mut child, &stderr)? {
+        let addr = SocketAddr::new(ip, port);
+        let what = format!("{what} on {addr}");
+        if wait_tcp_ready(&what, addr, &mut child, &stderr)? {
             return Ok((child, stderr, port));
         }
         // Exited: make sure all of its stderr is in before reporting it.
@@ -80,17 +83,24 @@ fn start_on_free_port(
     })
 }
 
-/// A real HTTP file server on 127.0.0.1: `busybox httpd -f` serving a
-/// directory. Guests on a user-mode network reach it as `10.0.2.2:PORT`.
+/// A real HTTP file server on loopback: `busybox httpd -f` serving a
+/// directory. Guests on a user-mode network reach it as `10.0.2.2:PORT`
+/// (or, served on `::1`, as `[fec0::2]:PORT`).
 pub struct HttpServer {
+    ip: IpAddr,
     port: u16,
     _child: ChildGuard,
     _stderr: Capture,
 }
 
 impl HttpServer {
-    /// Serves the files in `dir` (`GET /name` returns `dir/name`).
+    /// Serves the files in `dir` (`GET /name` returns `dir/name`) on 127.0.0.1.
     pub fn serve_dir(dir: &Path) -> Result<HttpServer> {
+        HttpServer::serve_dir_on(dir, Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Serves the files in `dir` on loopback address `ip` (127.0.0.1 or ::1).
+    pub fn serve_dir_on(dir: &Path, ip: IpAddr) -> Result<HttpServer> {
         if !dir.is_dir() {
             return Err(Error::Peer {
                 what: "busybox httpd".to_string(),
@@ -98,13 +108,17 @@ impl HttpServer {
             });
         }
         let (child, stderr, port) =
-            start_on_free_port("busybox httpd", "busybox-static", |port| {
+            start_on_free_port("busybox httpd", "busybox-static", ip, |port| {
                 let mut cmd = Command::new("busybox");
-                cmd.args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
-                    .arg(dir);
+                let listen = match ip {
+                    IpAddr::V4(v4) => format!("{v4}:{port}"),
+                    IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+                };
+                cmd.args(["httpd", "-f", "-p", &listen, "-h"]).arg(dir);
                 cmd
             })?;
         Ok(HttpServer {
+            ip,
             port,
             _child: child,
             _stderr: stderr,
@@ -116,9 +130,9 @@ impl HttpServer {
         self.port
     }
 
-    /// Its address, 127.0.0.1:port.
+    /// Its address, e.g. 127.0.0.1:port.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 }
 
@@ -144,25 +158,30 @@ impl DnsServerBuilder {
 
     /// Starts dnsmasq on a free port of 127.0.0.1 (UDP and TCP).
     pub fn start(self) -> Result<DnsServer> {
-        let (child, log, port) = start_on_free_port("dnsmasq", "dnsmasq-base", |port| {
-            let mut cmd = Command::new("dnsmasq");
-            cmd.args([
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                // Never forward: no resolv.conf, no upstream servers.
-                "--no-resolv",
-                "--no-poll",
-                "--no-hosts",
-                "--pid-file",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--log-queries",
-                "--log-facility=-",
-                &format!("--port={port}"),
-            ])
-            .args(&self.args);
-            cmd
-        })?;
+        let (child, log, port) = start_on_free_port(
+            "dnsmasq",
+            "dnsmasq-base",
+            Ipv4Addr::LOCALHOST.into(),
+            |port| {
+                let mut cmd = Command::new("dnsmasq");
+                cmd.args([
+                    "--no-daemon",
+                    "--conf-file=/dev/null",
+                    // Never forward: no resolv.conf, no upstream servers.
+                    "--no-resolv",
+                    "--no-poll",
+                    "--no-hosts",
+                    "--pid-file",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--log-queries",
+                    "--log-facility=-",
+                    &format!("--port={port}"),
+                ])
+                .args(&self.args);
+                cmd
+            },
+        )?;
         Ok(DnsServer {
             port,
             log,

@@ -2,7 +2,7 @@
 //! errors, output capture by line, and kill-on-drop ownership.
 
 use std::io::{ErrorKind, Read};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -244,17 +244,16 @@ fn line_text(bytes: &[u8]) -> String {
 /// How long a host-side server may take to start listening.
 pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Waits until something accepts TCP connections on 127.0.0.1:`port`, or the
+/// Waits until something accepts TCP connections on `addr`, or the
 /// child exits (then its stderr explains why), or [`STARTUP_TIMEOUT`] passes.
 /// Returns `Ok(false)` if the child exited (its stderr says why; the caller
 /// may retry on another port).
 pub(crate) fn wait_tcp_ready(
     what: &str,
-    port: u16,
+    addr: SocketAddr,
     child: &mut ChildGuard,
     stderr: &Capture,
 ) -> Result<bool> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {

@@ -5,7 +5,7 @@
 //! command line's own flags (`--mtu`, `--dns-upstream`). Everything in it has
 //! been checked already, so the data path never re-validates configuration.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The host's resolvers from `/etc/resolv.conf`: the default DNS upstreams.
 pub use slipway_dns::system_upstreams as system_dns_upstreams;
@@ -35,10 +35,65 @@ pub struct HostForward {
     /// Address and port the host side listens on (address 0.0.0.0 when the
     /// option left it empty, as QEMU does).
     pub host: SocketAddr,
-    /// Guest address; `None` means the first DHCP address (QEMU's rule).
-    pub guest_addr: Option<Ipv4Addr>,
+    /// Guest address; `None` means the first DHCP address (QEMU's rule)
+    /// for an IPv4 host address, and the guest's learned (SLAAC) address in
+    /// the IPv6 prefix for an IPv6 host address.
+    pub guest_addr: Option<IpAddr>,
     /// Guest port.
     pub guest_port: u16,
+}
+
+impl HostForward {
+    /// Whether the forward reaches the guest over IPv6: an IPv6 guest
+    /// address, or none with an IPv6 host address.
+    pub fn guest_is_ipv6(&self) -> bool {
+        match self.guest_addr {
+            Some(ip) => ip.is_ipv6(),
+            None => self.host.is_ipv6(),
+        }
+    }
+}
+
+/// The IPv6 side of the network (`ipv6=`, `ipv6-prefix=`, ...): SLAAC
+/// through router advertisements, like QEMU's `-netdev user`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ipv6Config {
+    /// Whether IPv6 is served at all (`ipv6=off` drops every IPv6 frame).
+    pub enabled: bool,
+    /// The guest prefix (host bits zero), advertised for SLAAC.
+    pub prefix: Ipv6Addr,
+    /// Length of the prefix (64 for SLAAC to work).
+    pub prefix_len: u8,
+    /// Guest-visible address of the host; maps to host `::1`.
+    pub host: Ipv6Addr,
+    /// Guest-visible DNS server address; queries to it go to the upstreams.
+    pub dns: Ipv6Addr,
+}
+
+impl Ipv6Config {
+    /// Whether `addr` lies inside the guest prefix.
+    pub fn in_prefix(&self, addr: Ipv6Addr) -> bool {
+        let mask = prefix6_mask(self.prefix_len);
+        u128::from(addr) & mask == u128::from(self.prefix)
+    }
+
+    /// Whether `addr` is a virtual IPv6 address the stack owns (it answers
+    /// neighbour solicitations for it and terminates traffic to it).
+    pub fn is_virtual(&self, addr: Ipv6Addr) -> bool {
+        addr == self.host || addr == self.dns || addr == ROUTER_LINK_LOCAL
+    }
+}
+
+/// The stack's link-local address: the source of its router
+/// advertisements, hence the guest's default gateway (libslirp's choice).
+pub const ROUTER_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+
+/// Mask of an IPv6 prefix of `len` bits (0 to 128).
+pub fn prefix6_mask(len: u8) -> u128 {
+    match len {
+        0 => 0,
+        l => u128::MAX << (128 - u32::from(l.min(128))),
+    }
 }
 
 /// Resource caps that keep a hostile or buggy guest from exhausting the host.
@@ -96,6 +151,8 @@ pub struct StackConfig {
     pub hostfwd: Vec<HostForward>,
     /// Whether IPv4 is served at all (`ipv4=off` leaves the guest without it).
     pub ipv4: bool,
+    /// The IPv6 side of the network.
+    pub ipv6: Ipv6Config,
     /// Link MTU, advertised in DHCP option 26.
     pub mtu: usize,
     /// Upstream DNS servers, in order of preference.
@@ -133,15 +190,42 @@ impl StackConfig {
     /// Every protocol handler asks this one question, so the address
     /// mapping and restrict mode are decided in one place.
     pub fn outbound_target(&self, dst: SocketAddr) -> Outbound {
-        let SocketAddr::V4(v4) = dst else {
-            return Outbound::Denied(DenyReason::Unsupported);
+        let (is_dns, is_host, no_route, loopback) = match dst {
+            SocketAddr::V4(v4) => {
+                // SMB and guest forwards work under restrict=on, as in libslirp.
+                if let Some(target) = self.services.redirect(v4) {
+                    return Outbound::Host(target);
+                }
+                let ip = *v4.ip();
+                (
+                    ip == self.dns,
+                    ip == self.host,
+                    self.in_subnet(ip)
+                        || ip.is_broadcast()
+                        || ip.is_multicast()
+                        || ip.is_unspecified(),
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                )
+            }
+            SocketAddr::V6(v6) => {
+                let ip = *v6.ip();
+                if !self.ipv6.enabled {
+                    return Outbound::Denied(DenyReason::Unsupported);
+                }
+                (
+                    ip == self.ipv6.dns,
+                    ip == self.ipv6.host,
+                    self.ipv6.in_prefix(ip)
+                        || ip.is_multicast()
+                        || ip.is_unspecified()
+                        || ip.is_loopback()
+                        || ip.is_unicast_link_local()
+                        || ip.to_ipv4_mapped().is_some(),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                )
+            }
         };
-        let ip = *v4.ip();
-        // SMB and guest forwards work under restrict=on, as in libslirp.
-        if let Some(target) = self.services.redirect(v4) {
-            return Outbound::Host(target);
-        }
-        if ip == self.dns && dst.port() == 53 {
+        if is_dns && dst.port() == 53 {
             return if self.restrict {
                 Outbound::Denied(DenyReason::Restricted)
             } else {
@@ -151,14 +235,14 @@ impl StackConfig {
         if self.restrict {
             return Outbound::Denied(DenyReason::Restricted);
         }
-        if ip == self.host {
+        if is_host {
             return if self.host_loopback {
-                Outbound::Host(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), dst.port()))
+                Outbound::Host(SocketAddr::new(loopback, dst.port()))
             } else {
                 Outbound::Denied(DenyReason::HostLoopbackDisabled)
             };
         }
-        if self.in_subnet(ip) || ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified() {
+        if no_route {
             // Other addresses of the virtual subnet have nothing behind them.
             return Outbound::Denied(DenyReason::NoRoute);
         }
@@ -234,16 +318,48 @@ mod tests {
             Outbound::Host("192.0.2.1:80".parse().unwrap())
         );
         assert_eq!(
-            target(&cfg, "[::1]:80"),
+            target(&cfg, "[fec0::2]:80"),
+            Outbound::Host("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(target(&cfg, "[fec0::3]:53"), Outbound::Dns);
+        for no_route in [
+            "[fec0::3]:80",
+            "[fec0::99]:80",
+            "[::1]:80",
+            "[ff02::1]:80",
+            "[fe80::1]:80",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert_eq!(
+                target(&cfg, no_route),
+                Outbound::Denied(DenyReason::NoRoute),
+                "{no_route}"
+            );
+        }
+        assert_eq!(
+            target(&cfg, "[2001:db8::1]:80"),
+            Outbound::Host("[2001:db8::1]:80".parse().unwrap())
+        );
+        let off = parse_options("ipv6=off").unwrap();
+        assert_eq!(
+            target(&off, "[fec0::2]:80"),
             Outbound::Denied(DenyReason::Unsupported)
         );
         cfg.host_loopback = false;
-        assert_eq!(
-            target(&cfg, "10.0.2.2:80"),
-            Outbound::Denied(DenyReason::HostLoopbackDisabled)
-        );
+        for host in ["10.0.2.2:80", "[fec0::2]:80"] {
+            assert_eq!(
+                target(&cfg, host),
+                Outbound::Denied(DenyReason::HostLoopbackDisabled)
+            );
+        }
         let cfg = parse_options("restrict=on").unwrap();
-        for dst in ["10.0.2.2:80", "10.0.2.3:53", "192.0.2.1:80"] {
+        for dst in [
+            "10.0.2.2:80",
+            "10.0.2.3:53",
+            "192.0.2.1:80",
+            "[fec0::2]:80",
+            "[fec0::3]:53",
+        ] {
             assert_eq!(
                 target(&cfg, dst),
                 Outbound::Denied(DenyReason::Restricted),
@@ -264,5 +380,14 @@ mod tests {
         );
         assert_eq!(prefix_to_mask(0), Ipv4Addr::UNSPECIFIED);
         assert_eq!(prefix_to_mask(32), Ipv4Addr::BROADCAST);
+        let v6 = parse_options("ipv6-prefix=2001:db8:1::,ipv6-prefixlen=48")
+            .unwrap()
+            .ipv6;
+        assert!(v6.in_prefix("2001:db8:1:ffff::1".parse().unwrap()));
+        assert!(!v6.in_prefix("2001:db8:2::1".parse().unwrap()));
+        assert!(v6.is_virtual("2001:db8:1::2".parse().unwrap()));
+        assert!(v6.is_virtual(ROUTER_LINK_LOCAL));
+        assert_eq!(prefix6_mask(0), 0);
+        assert_eq!(prefix6_mask(128), u128::MAX);
     }
 }

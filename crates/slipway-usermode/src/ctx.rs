@@ -10,13 +10,15 @@
 //! once at start-up; each slot keeps four bytes in front of the frame so a
 //! stream attachment can write its length prefix without copying the frame.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use mio::{Registry, Token};
-use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet,
+};
 
-use crate::config::StackConfig;
+use crate::config::{HostForward, StackConfig};
 
 /// MAC address the stack uses for every virtual address (gateway, DNS,
 /// forwards): `52:55` followed by the default host address, as libslirp does.
@@ -26,6 +28,8 @@ pub const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x52, 0x55, 0x0a, 0x00
 pub const ETHERNET_HEADER_LEN: usize = 14;
 /// Length of an IPv4 header without options.
 pub const IPV4_HEADER_LEN: usize = 20;
+/// Length of an IPv6 header (the stack sends no extension headers).
+pub const IPV6_HEADER_LEN: usize = 40;
 /// Room kept in front of every queued frame for a stream length prefix.
 pub const FRAME_PREFIX_LEN: usize = 4;
 
@@ -278,11 +282,11 @@ impl Counters {
     }
 }
 
-/// IPv4 address to MAC address of the guests on the link, learned from
-/// the frames they send.
+/// IP address (either family) to MAC address of the guests on the link,
+/// learned from the frames they send.
 #[derive(Clone, Debug, Default)]
 pub struct Neighbours {
-    entries: Vec<(Ipv4Addr, EthernetAddress)>,
+    entries: Vec<(IpAddr, EthernetAddress)>,
     last_seen: Option<EthernetAddress>,
 }
 
@@ -290,16 +294,16 @@ pub struct Neighbours {
 const MAX_NEIGHBOURS: usize = 256;
 
 impl Neighbours {
-    /// Records that `ip` is at `mac` (from an ARP packet or IPv4 frame the
-    /// guest sent).
-    pub fn learn(&mut self, ip: Ipv4Addr, mac: EthernetAddress) {
+    /// Records that `ip` is at `mac` (from an ARP packet, an IP frame or a
+    /// neighbour discovery message the guest sent).
+    pub fn learn(&mut self, ip: impl Into<IpAddr>, mac: EthernetAddress) {
+        let ip = ip.into();
         self.last_seen = Some(mac);
-        if ip.is_unspecified() || !mac.is_unicast() {
+        if ip.is_unspecified() || ip.is_multicast() || !mac.is_unicast() {
             return;
         }
-        if let Some(entry) = self.entries.iter_mut().find(|(a, _)| *a == ip) {
-            entry.1 = mac;
-            return;
+        if let Some(i) = self.entries.iter().position(|(a, _)| *a == ip) {
+            self.entries.remove(i);
         }
         if self.entries.len() == MAX_NEIGHBOURS {
             self.entries.remove(0);
@@ -317,12 +321,28 @@ impl Neighbours {
 
     /// MAC address of `ip`; falls back to the last guest heard from, which
     /// is right for the single VM of a link.
-    pub fn lookup(&self, ip: Ipv4Addr) -> Option<EthernetAddress> {
+    pub fn lookup(&self, ip: impl Into<IpAddr>) -> Option<EthernetAddress> {
+        let ip = ip.into();
         self.entries
             .iter()
             .find(|(a, _)| *a == ip)
             .map(|(_, m)| *m)
             .or(self.last_seen)
+    }
+
+    /// The guest heard from last, if any has spoken yet.
+    pub fn last_seen(&self) -> Option<EthernetAddress> {
+        self.last_seen
+    }
+
+    /// The most recently learned address that `want` accepts (the guest's
+    /// SLAAC address, for an IPv6 forward without a guest address).
+    pub fn latest(&self, want: impl Fn(IpAddr) -> bool) -> Option<IpAddr> {
+        self.entries
+            .iter()
+            .rev()
+            .map(|(a, _)| *a)
+            .find(|a| want(*a))
     }
 }
 
@@ -427,8 +447,67 @@ impl Ctx<'_> {
         queued
     }
 
-    /// [`Ctx::emit_ipv4`] for either family; IPv6 is not served yet and
-    /// returns false.
+    /// Queues one IPv6 packet to the guest at `dst` (or to the Ethernet
+    /// address `dst_mac` when given: multicast, or a neighbour the caller
+    /// knows): writes the Ethernet and IPv6 headers (hop limit 255 for
+    /// neighbour discovery's sake, which every receiver accepts) and lets
+    /// `fill` write `payload_len` bytes of payload. The caller fills in its
+    /// own transport checksum. Returns false as [`Ctx::emit_ipv4`] does.
+    pub fn emit_ipv6(
+        &mut self,
+        dst_mac: Option<EthernetAddress>,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let dst_mac = match dst_mac {
+            Some(mac) => mac,
+            None if dst.is_multicast() => ipv6_multicast_mac(dst),
+            None => match self.neighbours.lookup(dst) {
+                Some(mac) => mac,
+                None => {
+                    self.counters.drop(DropReason::NotForUs);
+                    return false;
+                }
+            },
+        };
+        let total = IPV6_HEADER_LEN + payload_len;
+        if total > self.cfg.mtu {
+            self.counters.drop(DropReason::Oversized);
+            return false;
+        }
+        let frame_len = ETHERNET_HEADER_LEN + total;
+        let queued = self.tx.push(|buf| {
+            let buf = &mut buf[..frame_len];
+            let mut eth = EthernetFrame::new_unchecked(&mut *buf);
+            eth.set_dst_addr(dst_mac);
+            eth.set_src_addr(GATEWAY_MAC);
+            eth.set_ethertype(EthernetProtocol::Ipv6);
+            let mut ip = Ipv6Packet::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..]);
+            ip.set_version(6);
+            ip.set_traffic_class(0);
+            ip.set_flow_label(0);
+            ip.set_payload_len(payload_len as u16);
+            ip.set_next_header(protocol);
+            ip.set_hop_limit(255);
+            ip.set_src_addr(src);
+            ip.set_dst_addr(dst);
+            fill(&mut buf[ETHERNET_HEADER_LEN + IPV6_HEADER_LEN..]);
+            frame_len
+        });
+        if queued {
+            self.counters.frames_out += 1;
+            self.counters.bytes_out += frame_len as u64;
+        } else {
+            self.counters.drop(DropReason::GuestTxFull);
+        }
+        queued
+    }
+
+    /// [`Ctx::emit_ipv4`] or [`Ctx::emit_ipv6`], by the addresses' family;
+    /// mixed families are refused.
     pub fn emit_ip(
         &mut self,
         src: IpAddr,
@@ -439,12 +518,57 @@ impl Ctx<'_> {
     ) -> bool {
         match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => self.emit_ipv4(s, d, protocol, payload_len, fill),
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                self.emit_ipv6(None, s, d, protocol, payload_len, fill)
+            }
             _ => {
                 self.counters.drop(DropReason::UnsupportedProtocol);
                 false
             }
         }
     }
+
+    /// The guest end of host forward `fwd` ([`forward_guest`]).
+    pub fn forward_guest(&self, fwd: &HostForward) -> Option<SocketAddr> {
+        forward_guest(self.cfg, self.neighbours, fwd)
+    }
+
+    /// The host address as the guest sees it in the family of `guest`
+    /// (the source of connections forwarded from host loopback).
+    pub fn host_addr_for(&self, guest: IpAddr) -> IpAddr {
+        match guest {
+            IpAddr::V4(_) => IpAddr::V4(self.cfg.host),
+            IpAddr::V6(_) => IpAddr::V6(self.cfg.ipv6.host),
+        }
+    }
+}
+
+/// The guest end of host forward `fwd`: its guest address, or by default
+/// the first DHCP address (IPv4) or the guest's most recently learned
+/// address in the IPv6 prefix (its SLAAC address). `None` while no such
+/// IPv6 address is known.
+pub fn forward_guest(
+    cfg: &StackConfig,
+    neighbours: &Neighbours,
+    fwd: &HostForward,
+) -> Option<SocketAddr> {
+    let ip = match fwd.guest_addr {
+        Some(ip) => ip,
+        None if fwd.guest_is_ipv6() => {
+            let v6 = &cfg.ipv6;
+            neighbours
+                .latest(|a| matches!(a, IpAddr::V6(a) if v6.in_prefix(a) && !v6.is_virtual(a)))?
+        }
+        None => IpAddr::V4(cfg.dhcp_start),
+    };
+    Some(SocketAddr::new(ip, fwd.guest_port))
+}
+
+/// The Ethernet multicast address of IPv6 multicast group `group`
+/// (RFC 2464: `33:33` and the group's last four bytes).
+pub fn ipv6_multicast_mac(group: Ipv6Addr) -> EthernetAddress {
+    let o = group.octets();
+    EthernetAddress([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
 #[cfg(test)]
@@ -488,5 +612,25 @@ mod tests {
             assert_eq!(decode_token(token(kind, 12345)), Some((kind, 12345)));
         }
         assert_eq!(decode_token(Token(0)), None);
+    }
+
+    #[test]
+    fn neighbours_keep_both_families_and_know_the_latest() {
+        let mut n = Neighbours::default();
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 1]);
+        n.learn(Ipv4Addr::new(10, 0, 2, 15), mac);
+        n.learn("fec0::5".parse::<Ipv6Addr>().unwrap(), mac);
+        n.learn("fe80::5".parse::<Ipv6Addr>().unwrap(), mac);
+        n.learn("ff02::1".parse::<Ipv6Addr>().unwrap(), mac);
+        let in_prefix = |a: IpAddr| matches!(a, IpAddr::V6(a) if a.segments()[0] == 0xfec0);
+        assert_eq!(n.latest(in_prefix), Some("fec0::5".parse().unwrap()));
+        assert_eq!(n.latest(|a| a.is_multicast()), None);
+        n.learn("fec0::6".parse::<Ipv6Addr>().unwrap(), mac);
+        n.learn("fec0::5".parse::<Ipv6Addr>().unwrap(), mac);
+        assert_eq!(n.latest(in_prefix), Some("fec0::5".parse().unwrap()));
+        assert_eq!(
+            ipv6_multicast_mac("ff02::1:ff00:2".parse().unwrap()),
+            EthernetAddress([0x33, 0x33, 0xff, 0, 0, 2])
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! tried, or there is none at all, the guest gets SERVFAIL instead of
 //! waiting for nothing.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -34,7 +34,7 @@ const RCODE_SERVFAIL: u16 = 2;
 
 struct Pending {
     active: bool,
-    guest: SocketAddrV4,
+    guest: SocketAddr,
     guest_id: u16,
     id: u16,
     upstream: usize,
@@ -67,7 +67,7 @@ impl DnsRelay {
             pending: (0..SLOTS)
                 .map(|_| Pending {
                     active: false,
-                    guest: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                    guest: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
                     guest_id: 0,
                     id: 0,
                     upstream: 0,
@@ -121,7 +121,7 @@ impl DnsRelay {
     }
 
     /// Relays one query the guest at `guest` sent to the DNS address.
-    pub fn query(&mut self, ctx: &mut Ctx, guest: SocketAddrV4, query: &[u8]) {
+    pub fn query(&mut self, ctx: &mut Ctx, guest: SocketAddr, query: &[u8]) {
         let Some(guest_id) =
             slipway_dns::query_id(query).filter(|_| query.len() >= slipway_dns::HEADER_LEN)
         else {
@@ -240,7 +240,8 @@ impl DnsRelay {
                 tracing::debug!(%from, id, "unexpected DNS answer");
                 continue;
             }
-            if n + 28 > ctx.cfg.mtu {
+            // IP and UDP headers: 28 bytes over IPv4, 48 over IPv6.
+            if n + if p.guest.is_ipv6() { 48 } else { 28 } > ctx.cfg.mtu {
                 // Too big for the link: tell the guest to retry over TCP.
                 answer_empty(
                     ctx,
@@ -253,13 +254,7 @@ impl DnsRelay {
                 );
             } else {
                 slipway_dns::set_query_id(&mut self.buf[..n], p.guest_id);
-                udp::emit(
-                    ctx,
-                    None,
-                    SocketAddrV4::new(ctx.cfg.dns, DNS_PORT),
-                    p.guest,
-                    &self.buf[..n],
-                );
+                udp::emit(ctx, None, dns_addr(ctx, p.guest), p.guest, &self.buf[..n]);
             }
             self.pending[slot].active = false;
             self.active -= 1;
@@ -296,7 +291,7 @@ impl DnsRelay {
 fn answer_empty(
     ctx: &mut Ctx,
     out: &mut [u8],
-    guest: SocketAddrV4,
+    guest: SocketAddr,
     guest_id: u16,
     query: &[u8],
     flags: u16,
@@ -307,13 +302,17 @@ fn answer_empty(
         return;
     };
     slipway_dns::set_query_id(&mut out[..len], guest_id);
-    udp::emit(
-        ctx,
-        None,
-        SocketAddrV4::new(ctx.cfg.dns, DNS_PORT),
-        guest,
-        &out[..len],
-    );
+    udp::emit(ctx, None, dns_addr(ctx, guest), guest, &out[..len]);
+}
+
+/// The DNS address (and port) in the family of `guest`: the source of the
+/// answers it gets.
+fn dns_addr(ctx: &Ctx, guest: SocketAddr) -> SocketAddr {
+    let ip = match guest.ip() {
+        IpAddr::V4(_) => IpAddr::V4(ctx.cfg.dns),
+        IpAddr::V6(_) => IpAddr::V6(ctx.cfg.ipv6.dns),
+    };
+    SocketAddr::new(ip, DNS_PORT)
 }
 
 /// Writes into `out` a reply to `query` with no records: the header (QR,

@@ -27,6 +27,7 @@ mod dns;
 pub mod event_loop;
 mod guestfwd;
 mod icmp;
+mod ndp;
 pub mod options;
 mod ping;
 pub mod services;

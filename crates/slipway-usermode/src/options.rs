@@ -9,10 +9,11 @@
 //! Every option QEMU knows is either implemented or refused with
 //! [`OptionsError::NotSupported`]; nothing is silently ignored.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::{
-    prefix_to_mask, ForwardProtocol, HostForward, Limits, StackConfig, DHCP_POOL_SIZE,
+    prefix6_mask, prefix_to_mask, ForwardProtocol, HostForward, Ipv6Config, Limits, StackConfig,
+    DHCP_POOL_SIZE,
 };
 
 /// Why an option string (or a `--redir` spec) was refused.
@@ -58,12 +59,6 @@ fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) 
 
 /// Options QEMU knows that slipway refuses for now (a later issue implements them).
 const NOT_SUPPORTED: &[&str] = &[
-    "ipv6",
-    "ipv6-prefix",
-    "ipv6-prefixlen",
-    "ipv6-host",
-    "ipv6-dns",
-    "ipv6-net",
     "vnetwork",
     "vhost",
     "vnameserver",
@@ -83,6 +78,11 @@ struct Raw {
     dhcpstart: Option<String>,
     restrict: bool,
     ipv4: bool,
+    ipv6: bool,
+    ipv6_prefix: Option<String>,
+    ipv6_prefixlen: Option<String>,
+    ipv6_host: Option<String>,
+    ipv6_dns: Option<String>,
     hostname: Option<String>,
     domainname: Option<String>,
     dnssearch: Vec<String>,
@@ -140,6 +140,7 @@ fn parse_ip(key: &str, value: &str) -> Result<Ipv4Addr, OptionsError> {
 pub fn parse_options(s: &str) -> Result<StackConfig, OptionsError> {
     let mut raw = Raw {
         ipv4: true,
+        ipv6: true,
         ..Raw::default()
     };
     let pairs = if s.is_empty() {
@@ -155,6 +156,7 @@ pub fn parse_options(s: &str) -> Result<StackConfig, OptionsError> {
                 // QEMU's short-form booleans.
                 "restrict" => raw.restrict = true,
                 "ipv4" => raw.ipv4 = true,
+                "ipv6" => raw.ipv6 = true,
                 "" if i > 0 => return Err(OptionsError::Unknown { key }),
                 k if NOT_SUPPORTED.contains(&k) => return Err(OptionsError::NotSupported { key }),
                 k if is_known_with_value(k) => return Err(OptionsError::MissingValue { key }),
@@ -170,6 +172,12 @@ pub fn parse_options(s: &str) -> Result<StackConfig, OptionsError> {
             "dhcpstart" => raw.dhcpstart = Some(value),
             "restrict" => raw.restrict = parse_bool(&key, &value)?,
             "ipv4" => raw.ipv4 = parse_bool(&key, &value)?,
+            "ipv6" => raw.ipv6 = parse_bool(&key, &value)?,
+            // QEMU's `ipv6-net` is the newer spelling of `ipv6-prefix`.
+            "ipv6-prefix" | "ipv6-net" => raw.ipv6_prefix = Some(value),
+            "ipv6-prefixlen" => raw.ipv6_prefixlen = Some(value),
+            "ipv6-host" => raw.ipv6_host = Some(value),
+            "ipv6-dns" => raw.ipv6_dns = Some(value),
             "hostname" => raw.hostname = Some(check_name(&key, value)?),
             "domainname" => raw.domainname = Some(check_name(&key, value)?),
             "dnssearch" => raw.dnssearch.push(check_name(&key, value)?),
@@ -194,6 +202,11 @@ fn is_known_with_value(key: &str) -> bool {
             | "domainname"
             | "dnssearch"
             | "hostfwd"
+            | "ipv6-prefix"
+            | "ipv6-net"
+            | "ipv6-prefixlen"
+            | "ipv6-host"
+            | "ipv6-dns"
     ) || crate::services::ServicesBuilder::is_key(key)
 }
 
@@ -371,10 +384,16 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
             });
         }
     }
+    if !raw.ipv4 && !raw.ipv6 {
+        return Err(invalid("ipv6", "off", "IPv4 and IPv6 cannot both be off"));
+    }
+    let ipv6 = build_ipv6(&raw)?;
     let mut hostfwd = Vec::with_capacity(raw.hostfwd.len());
     for spec in &raw.hostfwd {
         let fwd = parse_forward(spec, false).map_err(|reason| invalid("hostfwd", spec, reason))?;
-        check_forward_guest("hostfwd", spec, &fwd, net_u, mask, broadcast, host, dns)?;
+        check_forward_guest(
+            "hostfwd", spec, &fwd, net_u, mask, broadcast, host, dns, &ipv6,
+        )?;
         hostfwd.push(fwd);
     }
     let services = raw.services.build(&crate::services::Network {
@@ -399,9 +418,79 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         dnssearch: raw.dnssearch,
         hostfwd,
         ipv4: raw.ipv4,
+        ipv6,
         mtu: 1500,
         dns_upstreams: Vec::new(),
         limits: Limits::default(),
+    })
+}
+
+/// QEMU's IPv6 options: `ipv6-prefix` (or `ipv6-net`, either may carry
+/// `/len`), `ipv6-prefixlen` (at most 126), `ipv6-host` and `ipv6-dns`
+/// inside the prefix (default prefix::2 and prefix::3).
+fn build_ipv6(raw: &Raw) -> Result<Ipv6Config, OptionsError> {
+    const KEY: &str = "ipv6-prefix";
+    let parse6 = |key: &str, value: &str| -> Result<Ipv6Addr, OptionsError> {
+        value
+            .parse()
+            .map_err(|_| invalid(key, value, "not an IPv6 address"))
+    };
+    let parse_len = |key: &str, value: &str| -> Result<u8, OptionsError> {
+        value
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= 126)
+            .ok_or_else(|| invalid(key, value, "prefix length must be in range 0-126"))
+    };
+    let (prefix, mut prefix_len) = match raw.ipv6_prefix.as_deref() {
+        None => (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 64),
+        Some(v) => match v.split_once('/') {
+            Some((addr, len)) => (parse6(KEY, addr)?, parse_len(KEY, len)?),
+            None => (parse6(KEY, v)?, 64),
+        },
+    };
+    if let Some(v) = raw.ipv6_prefixlen.as_deref() {
+        prefix_len = parse_len("ipv6-prefixlen", v)?;
+    }
+    let mask = prefix6_mask(prefix_len);
+    let prefix = Ipv6Addr::from(u128::from(prefix) & mask);
+    let inside = |key: &str, value: Option<&str>, low: u128| -> Result<Ipv6Addr, OptionsError> {
+        let ip = match value {
+            Some(v) => parse6(key, v)?,
+            None => Ipv6Addr::from(u128::from(prefix) | low),
+        };
+        let shown = value.map_or_else(|| ip.to_string(), str::to_string);
+        if u128::from(ip) & mask != u128::from(prefix) {
+            return Err(invalid(
+                key,
+                shown,
+                format!("not inside the IPv6 prefix {prefix}/{prefix_len}"),
+            ));
+        }
+        if ip == prefix {
+            return Err(invalid(
+                key,
+                shown,
+                "the prefix's own (subnet-router) address",
+            ));
+        }
+        Ok(ip)
+    };
+    let host = inside("ipv6-host", raw.ipv6_host.as_deref(), 2)?;
+    let dns = inside("ipv6-dns", raw.ipv6_dns.as_deref(), 3)?;
+    if host == dns {
+        return Err(invalid(
+            "ipv6-dns",
+            dns,
+            format!("the IPv6 DNS address must differ from the IPv6 host address {host}"),
+        ));
+    }
+    Ok(Ipv6Config {
+        enabled: raw.ipv6,
+        prefix,
+        prefix_len,
+        host,
+        dns,
     })
 }
 
@@ -415,16 +504,33 @@ fn check_forward_guest(
     broadcast: u32,
     host: Ipv4Addr,
     dns: Ipv4Addr,
+    ipv6: &Ipv6Config,
 ) -> Result<(), OptionsError> {
-    if let Some(g) = fwd.guest_addr {
-        let u = u32::from(g);
-        if u & mask != net || u == net || u == broadcast || g == host || g == dns {
+    if fwd.guest_is_ipv6() && !ipv6.enabled {
+        return Err(invalid(key, spec, "an IPv6 guest address needs ipv6=on"));
+    }
+    match fwd.guest_addr {
+        Some(IpAddr::V4(g)) => {
+            let u = u32::from(g);
+            if u & mask != net || u == net || u == broadcast || g == host || g == dns {
+                return Err(invalid(
+                    key,
+                    spec,
+                    format!("guest address {g} is not a guest host address of the network"),
+                ));
+            }
+        }
+        Some(IpAddr::V6(g)) if !ipv6.in_prefix(g) || g == ipv6.prefix || ipv6.is_virtual(g) => {
             return Err(invalid(
                 key,
                 spec,
-                format!("guest address {g} is not a guest host address of the network"),
+                format!(
+                    "guest address {g} is not a guest address of the prefix {}/{}",
+                    ipv6.prefix, ipv6.prefix_len
+                ),
             ));
         }
+        _ => {}
     }
     Ok(())
 }
@@ -443,6 +549,7 @@ pub fn parse_redir(spec: &str, cfg: &StackConfig) -> Result<HostForward, Options
         u32::from(cfg.broadcast()),
         cfg.host,
         cfg.dns,
+        &cfg.ipv6,
     )?;
     Ok(fwd)
 }
@@ -461,6 +568,7 @@ pub fn parse_hostfwd(spec: &str, cfg: &StackConfig) -> Result<HostForward, Optio
         u32::from(cfg.broadcast()),
         cfg.host,
         cfg.dns,
+        &cfg.ipv6,
     )?;
     Ok(fwd)
 }
@@ -478,20 +586,12 @@ pub fn parse_hostfwd_remove(spec: &str) -> Result<(ForwardProtocol, SocketAddr),
         "udp" => ForwardProtocol::Udp,
         other => return Err(bad(format!("protocol '{other}' is neither tcp nor udp"))),
     };
-    let (addr, port) = rest
-        .rsplit_once(':')
+    let addr = take_addr(&mut rest)
         .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport".to_string()))?;
-    let addr: IpAddr = if addr.is_empty() {
-        Ipv4Addr::UNSPECIFIED.into()
-    } else if let Some(v6) = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
-        v6.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| bad(format!("host address '{addr}' is not an IPv6 address")))?
-            .into()
-    } else {
-        addr.parse::<Ipv4Addr>()
-            .map_err(|_| bad(format!("host address '{addr}' is not an IPv4 address")))?
-            .into()
-    };
+    let addr = parse_forward_addr("host", addr)
+        .map_err(bad)?
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port = rest;
     let port = strtol0(port)
         .filter(|p| (0..=65535).contains(p))
         .ok_or_else(|| bad(format!("host port '{port}' is not a port number (0-65535)")))?
@@ -504,6 +604,33 @@ fn take_until<'a>(rest: &mut &'a str, sep: char) -> Option<&'a str> {
     let (head, tail) = rest.split_once(sep)?;
     *rest = tail;
     Some(head)
+}
+
+/// Splits off an address up to the next `:`; an IPv6 address is written in
+/// brackets (`[::1]:`), which are removed. Returns the address text and
+/// whether it was bracketed.
+fn take_addr<'a>(rest: &mut &'a str) -> Option<(&'a str, bool)> {
+    if let Some(inner) = rest.strip_prefix('[') {
+        let (addr, tail) = inner.split_once(']')?;
+        *rest = tail.strip_prefix(':')?;
+        return Some((addr, true));
+    }
+    take_until(rest, ':').map(|a| (a, false))
+}
+
+/// An address of a forward: empty, dotted IPv4, or bracketed IPv6.
+fn parse_forward_addr(what: &str, (a, bracketed): (&str, bool)) -> Result<Option<IpAddr>, String> {
+    if a.is_empty() && !bracketed {
+        return Ok(None);
+    }
+    let parsed = if bracketed {
+        a.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    } else {
+        a.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+    };
+    parsed
+        .map(Some)
+        .ok_or_else(|| format!("{what} address '{a}' is neither IPv4 nor a bracketed IPv6 address"))
 }
 
 /// C `strtol(s, &end, 0)` that must consume the whole string: decimal,
@@ -546,37 +673,24 @@ fn parse_forward(spec: &str, legacy: bool) -> Result<HostForward, String> {
         other => return Err(format!("protocol '{other}' is neither tcp nor udp")),
     };
     let host_addr = if legacy {
-        Ipv4Addr::UNSPECIFIED
+        None
     } else {
-        let a = take_until(&mut rest, ':').ok_or_else(syntax)?;
-        if a.is_empty() {
-            Ipv4Addr::UNSPECIFIED
-        } else {
-            a.parse()
-                .map_err(|_| format!("host address '{a}' is not an IPv4 address"))?
-        }
-    };
+        parse_forward_addr("host", take_addr(&mut rest).ok_or_else(syntax)?)?
+    }
+    .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let port = take_until(&mut rest, if legacy { ':' } else { '-' }).ok_or_else(syntax)?;
     let host_port = strtol0(port)
         .filter(|p| (0..=65535).contains(p))
         .ok_or_else(|| format!("host port '{port}' is not a port number (0-65535)"))?
         as u16;
-    let g = take_until(&mut rest, ':').ok_or_else(syntax)?;
-    let guest_addr = if g.is_empty() {
-        None
-    } else {
-        Some(
-            g.parse()
-                .map_err(|_| format!("guest address '{g}' is not an IPv4 address"))?,
-        )
-    };
+    let guest_addr = parse_forward_addr("guest", take_addr(&mut rest).ok_or_else(syntax)?)?;
     let guest_port = strtol0(rest)
         .filter(|p| (1..=65535).contains(p))
         .ok_or_else(|| format!("guest port '{rest}' is not a port number (1-65535)"))?
         as u16;
     Ok(HostForward {
         protocol,
-        host: SocketAddr::new(IpAddr::V4(host_addr), host_port),
+        host: SocketAddr::new(host_addr, host_port),
         guest_addr,
         guest_port,
     })
@@ -694,6 +808,42 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_options() {
+        let c = parse_options("").unwrap().ipv6;
+        assert!(c.enabled);
+        assert_eq!(c.prefix, "fec0::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(c.prefix_len, 64);
+        assert_eq!(c.host, "fec0::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(c.dns, "fec0::3".parse::<Ipv6Addr>().unwrap());
+        assert!(!parse_options("ipv6=off").unwrap().ipv6.enabled);
+        let c = parse_options("ipv6-prefix=2001:db8:5::1,ipv6-prefixlen=48,ipv6-host=2001:db8:5::1,ipv6-dns=2001:db8:5:1::53")
+            .unwrap()
+            .ipv6;
+        assert_eq!(c.prefix, "2001:db8:5::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(c.prefix_len, 48);
+        assert_eq!(c.host, "2001:db8:5::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(c.dns, "2001:db8:5:1::53".parse::<Ipv6Addr>().unwrap());
+        let c = parse_options("ipv6-net=fd00:1::/80").unwrap().ipv6;
+        assert_eq!((c.prefix_len, c.host), (80, "fd00:1::2".parse().unwrap()));
+        for (bad, key) in [
+            ("ipv6-prefix=fec0::x", "ipv6-prefix"),
+            ("ipv6-prefixlen=127", "ipv6-prefixlen"),
+            ("ipv6-prefix=fec0::/200", "ipv6-prefix"),
+            ("ipv6-host=fec1::2", "ipv6-host"),
+            ("ipv6-dns=fec0::2", "ipv6-dns"),
+            ("ipv6-dns=fec0::", "ipv6-dns"),
+            ("ipv6=maybe", "ipv6"),
+            ("ipv4=off,ipv6=off", "ipv6"),
+        ] {
+            assert!(
+                matches!(err(bad), OptionsError::Invalid { key: k, .. } if k == key),
+                "{bad}: {}",
+                err(bad)
+            );
+        }
+    }
+
+    #[test]
     fn comma_escape() {
         // A literal comma makes the name invalid, but it must reach the value intact.
         match err("hostname=a,,b") {
@@ -718,7 +868,26 @@ mod tests {
         );
         assert_eq!(c.hostfwd[1].protocol, ForwardProtocol::Udp);
         assert_eq!(c.hostfwd[1].host, "127.0.0.1:5353".parse().unwrap());
-        assert_eq!(c.hostfwd[1].guest_addr, Some(Ipv4Addr::new(10, 0, 2, 15)));
+        assert_eq!(
+            c.hostfwd[1].guest_addr,
+            Some(Ipv4Addr::new(10, 0, 2, 15).into())
+        );
+        let v6 = parse_options(
+            "hostfwd=tcp:[::1]:8022-[fec0::5]:22,hostfwd=udp:[::]:53-:53,hostfwd=tcp:[::1]:1-10.0.2.15:2",
+        )
+        .unwrap();
+        assert_eq!(v6.hostfwd[0].host, "[::1]:8022".parse().unwrap());
+        assert_eq!(
+            v6.hostfwd[0].guest_addr,
+            Some("fec0::5".parse::<Ipv6Addr>().unwrap().into())
+        );
+        assert!(v6.hostfwd[0].guest_is_ipv6());
+        assert_eq!(v6.hostfwd[1].guest_addr, None);
+        assert!(
+            v6.hostfwd[1].guest_is_ipv6(),
+            "omitted guest of an IPv6 host: SLAAC address"
+        );
+        assert!(!v6.hostfwd[2].guest_is_ipv6());
         assert_eq!(c.hostfwd[2].host, "127.0.0.2:80".parse().unwrap());
         assert_eq!(c.hostfwd[2].guest_port, 64);
         for bad in [
@@ -730,6 +899,13 @@ mod tests {
             "hostfwd=tcp::22-10.0.3.4:22",
             "hostfwd=tcp::22-10.0.2.2:22",
             "hostfwd=tcp::22-:x",
+            "hostfwd=tcp:::1:22-:22",
+            "hostfwd=tcp:[::1:22-:22",
+            "hostfwd=tcp:[127.0.0.1]:22-:22",
+            "hostfwd=tcp::22-[fec1::5]:22",
+            "hostfwd=tcp::22-[fec0::2]:22",
+            "hostfwd=tcp::22-[fec0::]:22",
+            "ipv6=off,hostfwd=tcp:[::1]:22-:22",
         ] {
             assert!(
                 matches!(err(bad), OptionsError::Invalid { key, .. } if key == "hostfwd"),
@@ -746,7 +922,12 @@ mod tests {
         assert_eq!((f.guest_addr, f.guest_port), (None, 22));
         let f = parse_redir("udp:5353:10.0.2.16:53", &cfg).unwrap();
         assert_eq!(f.protocol, ForwardProtocol::Udp);
-        assert_eq!(f.guest_addr, Some(Ipv4Addr::new(10, 0, 2, 16)));
+        assert_eq!(f.guest_addr, Some(Ipv4Addr::new(10, 0, 2, 16).into()));
+        let f = parse_redir("tcp:5022:[fec0::9]:22", &cfg).unwrap();
+        assert_eq!(
+            f.guest_addr,
+            Some("fec0::9".parse::<Ipv6Addr>().unwrap().into())
+        );
         assert!(
             matches!(parse_redir("tcp::5022-:22", &cfg), Err(OptionsError::Invalid { key, .. }) if key == "redir")
         );
@@ -794,8 +975,8 @@ mod tests {
 
         #[test]
         fn structured_garbage_never_panics(
-            key in prop::sample::select(vec!["net", "host", "dns", "dhcpstart", "hostfwd", "restrict", "dnssearch", "hostname"]),
-            value in "[0-9a-z.:/,-]{0,30}",
+            key in prop::sample::select(vec!["net", "host", "dns", "dhcpstart", "hostfwd", "restrict", "dnssearch", "hostname", "ipv6", "ipv6-prefix", "ipv6-prefixlen", "ipv6-host", "ipv6-dns"]),
+            value in "[0-9a-z.:/,\\[\\]-]{0,30}",
         ) {
             let _ = parse_options(&format!("{key}={value}"));
         }
@@ -844,6 +1025,7 @@ mod runtime_forward_tests {
             "tcp::x",
             "tcp:::1:80",
             "tcp:[1.2.3.4]:80",
+            "tcp:[::1]",
         ] {
             assert!(
                 matches!(parse_hostfwd_remove(bad), Err(OptionsError::Invalid { key, .. }) if key == "hostfwd_remove"),

@@ -1,11 +1,12 @@
 //! The stack: one guest frame in, Ethernet and IPv4 checked, dispatched to
-//! ARP, ICMP, UDP (with the DHCP server and DNS relay) or TCP.
+//! ARP, ICMP, UDP (with the DHCP server and DNS relay) or TCP; IPv6 frames
+//! go to [`ipv6`].
 //!
 //! Everything the guest sends passes [`Stack::handle_frame`]; every host
 //! socket event passes [`Stack::handle_host_event`]. Frames toward the
 //! guest accumulate in the [`GuestTx`] queue that the attachment drains.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::event::Event;
@@ -20,6 +21,8 @@ use crate::dns::DnsRelay;
 use crate::tcp::TcpTable;
 use crate::udp::{self, UdpTable};
 use crate::{arp, icmp};
+
+mod ipv6;
 
 /// DHCP lease time, as libslirp hands out.
 const LEASE_TIME: Duration = Duration::from_secs(24 * 3600);
@@ -36,6 +39,9 @@ pub enum StackError {
     /// `smb=` cannot be served (no smbd, a bad directory).
     #[error(transparent)]
     Smb(#[from] crate::smb::SmbError),
+    /// The DHCPv6 server refused the configuration derived from the options.
+    #[error("DHCPv6 configuration")]
+    Dhcpv6(#[from] slipway_dhcp::v6::Dhcpv6ConfigError),
     /// A TCP host forward could not listen (the error names the address).
     #[error(transparent)]
     TcpForward(std::io::Error),
@@ -88,6 +94,7 @@ pub struct Stack {
     ping: crate::ping::PingTable,
     /// `smb=`: its private configuration, removed with the stack.
     smb: Option<crate::smb::SmbServer>,
+    v6: ipv6::Ipv6State,
 }
 
 impl Stack {
@@ -95,6 +102,7 @@ impl Stack {
     pub fn new(cfg: StackConfig) -> Result<Stack, StackError> {
         let dhcp = slipway_dhcp::DhcpServer::new(dhcp_config(&cfg))?;
         Ok(Stack {
+            v6: ipv6::Ipv6State::new(&cfg)?,
             tcp: TcpTable::new(&cfg),
             udp: UdpTable::new(&cfg),
             dns: DnsRelay::new(&cfg),
@@ -144,7 +152,7 @@ impl Stack {
             services.redirects.push((fwd.server, to));
         }
         if !self.core.cfg.ipv4 {
-            tracing::warn!("ipv4=off: the guest gets no IPv4 service (IPv6 is not supported yet)");
+            tracing::warn!("ipv4=off: the guest gets IPv6 service only");
         }
         Ok(())
     }
@@ -200,8 +208,10 @@ impl Stack {
             return;
         };
         let dst_mac = eth.dst_addr();
-        if dst_mac != GATEWAY_MAC && !dst_mac.is_broadcast() {
-            // Multicast (IPv6 neighbour discovery, mDNS...) and other MACs.
+        let ipv6_multicast =
+            eth.ethertype() == EthernetProtocol::Ipv6 && dst_mac.as_bytes()[..2] == [0x33, 0x33];
+        if dst_mac != GATEWAY_MAC && !dst_mac.is_broadcast() && !ipv6_multicast {
+            // Other multicast (mDNS...) and other MACs.
             core.counters.drop(DropReason::NotForUs);
             return;
         }
@@ -211,7 +221,9 @@ impl Stack {
             return;
         }
         let ethertype = eth.ethertype();
-        if !core.cfg.ipv4 && matches!(ethertype, EthernetProtocol::Arp | EthernetProtocol::Ipv4) {
+        if (!core.cfg.ipv4 && matches!(ethertype, EthernetProtocol::Arp | EthernetProtocol::Ipv4))
+            || (!core.cfg.ipv6.enabled && ethertype == EthernetProtocol::Ipv6)
+        {
             core.counters.drop(DropReason::UnsupportedProtocol);
             return;
         }
@@ -219,6 +231,7 @@ impl Stack {
         match ethertype {
             EthernetProtocol::Arp => arp::handle(core, src_mac, payload),
             EthernetProtocol::Ipv4 => self.handle_ipv4(registry, src_mac, payload, now),
+            EthernetProtocol::Ipv6 => self.handle_ipv6(registry, src_mac, payload, now),
             _ => core.counters.drop(DropReason::UnsupportedProtocol),
         }
     }
@@ -274,10 +287,12 @@ impl Stack {
             IpProtocol::Udp => {
                 self.handle_udp(registry, src_mac, src, dst, broadcast, payload, now)
             }
-            IpProtocol::Tcp => {
-                self.tcp
-                    .on_guest_segment(&mut core.ctx(registry, now), src, dst, payload)
-            }
+            IpProtocol::Tcp => self.tcp.on_guest_segment(
+                &mut core.ctx(registry, now),
+                src.into(),
+                dst.into(),
+                payload,
+            ),
             _ => core.counters.drop(DropReason::UnsupportedProtocol),
         }
     }
@@ -294,7 +309,8 @@ impl Stack {
         now: Instant,
     ) {
         let core = &mut self.core;
-        let Some((sport, dport, payload)) = udp::check(&mut core.counters, src, dst, segment)
+        let Some((sport, dport, payload)) =
+            udp::check(&mut core.counters, src.into(), dst.into(), segment)
         else {
             return;
         };
@@ -308,19 +324,32 @@ impl Stack {
         }
         let guest = SocketAddrV4::new(src, sport);
         let remote = SocketAddrV4::new(dst, dport);
-        let mut ctx = core.ctx(registry, now);
         if let Some(tftp) = self
             .tftp
             .as_mut()
-            .filter(|_| dst == ctx.cfg.host && dport == slipway_tftp::TFTP_PORT)
+            .filter(|_| dst == core.cfg.host && dport == slipway_tftp::TFTP_PORT)
         {
-            tftp.on_datagram(&mut ctx, guest, remote, payload);
+            tftp.on_datagram(&mut core.ctx(registry, now), guest, remote, payload);
             return;
         }
+        self.udp_outbound(registry, guest.into(), remote.into(), payload, now);
+    }
+
+    /// A guest datagram (either family) for a flow or a new outbound
+    /// target: the host, the DNS relay, or refused.
+    fn udp_outbound(
+        &mut self,
+        registry: &Registry,
+        guest: SocketAddr,
+        remote: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        let mut ctx = self.core.ctx(registry, now);
         if self.udp.send_on_flow(&mut ctx, guest, remote, payload) {
             return;
         }
-        match ctx.cfg.outbound_target(remote.into()) {
+        match ctx.cfg.outbound_target(remote) {
             crate::config::Outbound::Dns => self.dns.query(&mut ctx, guest, payload),
             crate::config::Outbound::Host(target) => {
                 self.udp.new_flow(&mut ctx, guest, remote, target, payload)
@@ -429,6 +458,7 @@ impl Stack {
                 tftp.on_timer(&mut ctx);
             }
         }
+        self.ipv6_timer(registry, now);
     }
 
     /// When [`Stack::on_timer`] next needs to run.
@@ -439,6 +469,7 @@ impl Stack {
             self.dns.next_deadline(),
             self.tftp.as_ref().and_then(|t| t.next_deadline()),
             self.ping.next_deadline(),
+            self.v6.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -633,9 +664,14 @@ mod tests {
         feed(&mut s, &poll, &bad_version);
         assert_eq!(s.counters().drops(DropReason::Malformed), 1);
 
+        // An IPv4 packet under the IPv6 EtherType is too short for IPv6.
         let mut ipv6 = ipv4_frame([10, 0, 2, 2], 17, &[0; 8]);
         ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
         feed(&mut s, &poll, &ipv6);
+        assert_eq!(s.counters().drops(DropReason::Truncated), 3);
+        let mut ipx = ipv4_frame([10, 0, 2, 2], 17, &[0; 8]);
+        ipx[12..14].copy_from_slice(&[0x81, 0x37]);
+        feed(&mut s, &poll, &ipx);
         assert_eq!(s.counters().drops(DropReason::UnsupportedProtocol), 1);
 
         // UDP with a wrong checksum.
@@ -651,7 +687,7 @@ mod tests {
         feed(&mut s, &poll, &ipv4_frame([10, 0, 2, 2], 17, &udp));
         assert_eq!(s.counters().drops(DropReason::BadChecksum), 2);
         assert!(s.guest_tx().is_empty());
-        assert_eq!(s.counters().frames_in, 7);
+        assert_eq!(s.counters().frames_in, 8);
     }
 
     #[test]

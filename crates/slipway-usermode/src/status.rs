@@ -8,7 +8,7 @@
 //! behaves exactly like a `hostfwd=` one.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
 use mio::Registry;
@@ -120,17 +120,24 @@ impl From<&Counters> for CountersInfo {
 impl Stack {
     /// Every host forward, TCP first, in the order they were added.
     pub fn forwards(&self) -> Vec<ForwardInfo> {
-        let tcp = self.tcp.forwards().map(|(host, guest)| ForwardInfo {
+        let tcp = self.tcp.forwards().map(|(host, fwd)| ForwardInfo {
             protocol: FlowProtocol::Tcp,
             host,
-            guest: guest.into(),
+            guest: self.shown_guest(fwd),
         });
-        let udp = self.udp.forwards().map(|(host, guest)| ForwardInfo {
+        let udp = self.udp.forwards().map(|(host, fwd)| ForwardInfo {
             protocol: FlowProtocol::Udp,
             host,
-            guest: guest.into(),
+            guest: self.shown_guest(fwd),
         });
         tcp.chain(udp).collect()
+    }
+
+    /// The guest end of `fwd` as reported: `[::]:port` for an IPv6 forward
+    /// to the guest's SLAAC address while that is not known yet.
+    fn shown_guest(&self, fwd: &HostForward) -> SocketAddr {
+        crate::ctx::forward_guest(&self.core.cfg, &self.core.neighbours, fwd)
+            .unwrap_or_else(|| SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), fwd.guest_port))
     }
 
     /// Opens a host forward while the stack runs (as if it had been a
@@ -141,20 +148,19 @@ impl Stack {
         registry: &Registry,
         fwd: &HostForward,
     ) -> Result<ForwardInfo, StackError> {
-        let default_guest = self.core.cfg.dhcp_start;
         let host = match fwd.protocol {
             ForwardProtocol::Tcp => self
                 .tcp
-                .add_forward(registry, fwd, default_guest)
+                .add_forward(registry, fwd)
                 .map_err(StackError::TcpForward)?,
-            ForwardProtocol::Udp => self.udp.add_forward(registry, fwd, default_guest)?,
+            ForwardProtocol::Udp => self.udp.add_forward(registry, fwd)?,
         };
-        let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(default_guest), fwd.guest_port);
+        let guest = self.shown_guest(fwd);
         tracing::info!(protocol = ?fwd.protocol, %host, %guest, "host forward added");
         Ok(ForwardInfo {
             protocol: fwd.protocol.into(),
             host,
-            guest: guest.into(),
+            guest,
         })
     }
 
@@ -167,15 +173,16 @@ impl Stack {
         protocol: ForwardProtocol,
         host: SocketAddr,
     ) -> Option<ForwardInfo> {
-        let guest = match protocol {
+        let fwd = match protocol {
             ForwardProtocol::Tcp => self.tcp.remove_forward(registry, host)?,
             ForwardProtocol::Udp => self.udp.remove_forward(registry, host)?,
         };
+        let guest = self.shown_guest(&fwd);
         tracing::info!(?protocol, %host, %guest, "host forward removed");
         Some(ForwardInfo {
             protocol: protocol.into(),
             host,
-            guest: guest.into(),
+            guest,
         })
     }
 

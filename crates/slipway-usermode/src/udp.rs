@@ -11,7 +11,7 @@
 //! Flows are capped and close after `limits.udp_idle_timeout_secs` idle.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -30,19 +30,22 @@ const MAX_DATAGRAM: usize = 65535;
 /// How often idle flows are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Validates a UDP datagram (length, checksum when present) from `src` to
-/// `dst`; returns source port, destination port and payload.
+/// Validates a UDP datagram (length, checksum when present; IPv6 requires
+/// one) from `src` to `dst`; returns source port, destination port and
+/// payload.
 pub(crate) fn check<'a>(
     counters: &mut Counters,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     segment: &'a [u8],
 ) -> Option<(u16, u16, &'a [u8])> {
     let Ok(udp) = UdpPacket::new_checked(segment) else {
         counters.drop(DropReason::Truncated);
         return None;
     };
-    if udp.checksum() != 0 && !udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+    if (udp.checksum() != 0 || src.is_ipv6())
+        && !udp.verify_checksum(&IpAddress::from(src), &IpAddress::from(dst))
+    {
         counters.drop(DropReason::BadChecksum);
         return None;
     }
@@ -59,10 +62,11 @@ pub(crate) fn check<'a>(
 pub(crate) fn emit(
     ctx: &mut Ctx,
     dst_mac: Option<EthernetAddress>,
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
+    src: impl Into<SocketAddr>,
+    dst: impl Into<SocketAddr>,
     payload: &[u8],
 ) -> bool {
+    let (src, dst) = (src.into(), dst.into());
     let len = UDP_HEADER_LEN + payload.len();
     if len > usize::from(u16::MAX) {
         ctx.counters.drop(DropReason::Oversized);
@@ -74,11 +78,14 @@ pub(crate) fn emit(
         udp.set_dst_port(dst.port());
         udp.set_len(len as u16);
         udp.payload_mut()[..payload.len()].copy_from_slice(payload);
-        udp.fill_checksum(&IpAddress::Ipv4(*src.ip()), &IpAddress::Ipv4(*dst.ip()));
+        udp.fill_checksum(&IpAddress::from(src.ip()), &IpAddress::from(dst.ip()));
     };
-    match dst_mac {
-        Some(mac) => ctx.emit_ipv4_to(mac, *src.ip(), *dst.ip(), IpProtocol::Udp, len, fill),
-        None => ctx.emit_ipv4(*src.ip(), *dst.ip(), IpProtocol::Udp, len, fill),
+    match (src.ip(), dst.ip(), dst_mac) {
+        (IpAddr::V4(s), IpAddr::V4(d), Some(mac)) => {
+            ctx.emit_ipv4_to(mac, s, d, IpProtocol::Udp, len, fill)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d), mac) => ctx.emit_ipv6(mac, s, d, IpProtocol::Udp, len, fill),
+        (s, d, _) => ctx.emit_ip(s, d, IpProtocol::Udp, len, fill),
     }
 }
 
@@ -92,9 +99,9 @@ enum FlowKind {
 
 struct Flow {
     /// The guest's address and port.
-    guest: SocketAddrV4,
+    guest: SocketAddr,
     /// The other end as the guest sees it.
-    remote: SocketAddrV4,
+    remote: SocketAddr,
     last_used: Instant,
     kind: FlowKind,
     /// When the flow was opened, and payload bytes each way (control API).
@@ -106,14 +113,14 @@ struct Flow {
 /// A UDP host forward: a bound host socket relaying to one guest port.
 struct Forward {
     socket: UdpSocket,
-    guest: SocketAddrV4,
+    fwd: HostForward,
 }
 
 /// Every UDP flow and UDP host forward.
 pub(crate) struct UdpTable {
     flows: Vec<Option<Flow>>,
     free: Vec<usize>,
-    by_endpoints: HashMap<(SocketAddrV4, SocketAddrV4), usize>,
+    by_endpoints: HashMap<(SocketAddr, SocketAddr), usize>,
     by_peer: HashMap<(usize, SocketAddr), usize>,
     /// Forwards by token index; a removed one leaves `None` (indices are
     /// never reused, so a stale event finds nothing).
@@ -152,20 +159,19 @@ impl UdpTable {
             .iter()
             .filter(|f| f.protocol == ForwardProtocol::Udp)
         {
-            self.add_forward(registry, fwd, cfg.dhcp_start)?;
+            self.add_forward(registry, fwd)?;
         }
         Ok(())
     }
 
-    /// Binds and registers the socket of one UDP forward (`default_guest`
-    /// when the forward names no guest address); returns the bound address.
+    /// Binds and registers the socket of one UDP forward; returns the
+    /// bound address. The guest end is found per peer
+    /// ([`Ctx::forward_guest`]).
     pub fn add_forward(
         &mut self,
         registry: &Registry,
         fwd: &HostForward,
-        default_guest: Ipv4Addr,
     ) -> Result<SocketAddr, StackError> {
-        let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(default_guest), fwd.guest_port);
         let err = |source| StackError::Socket {
             what: "UDP host forward",
             addr: fwd.host.to_string(),
@@ -181,19 +187,17 @@ impl UdpTable {
             )
             .map_err(err)?;
         let bound = socket.local_addr().map_err(err)?;
-        tracing::info!(host = %bound, %guest, "UDP host forward");
-        self.forwards.push(Some(Forward { socket, guest }));
+        tracing::info!(host = %bound, guest = ?fwd.guest_addr, port = fwd.guest_port, "UDP host forward");
+        self.forwards.push(Some(Forward {
+            socket,
+            fwd: fwd.clone(),
+        }));
         Ok(bound)
     }
 
     /// Closes the forward socket bound to `host` and the flows through it.
-    /// Returns the guest address it forwarded to, or `None` when no
-    /// forward is bound there.
-    pub fn remove_forward(
-        &mut self,
-        registry: &Registry,
-        host: SocketAddr,
-    ) -> Option<SocketAddrV4> {
+    /// Returns the forward, or `None` when no forward is bound there.
+    pub fn remove_forward(&mut self, registry: &Registry, host: SocketAddr) -> Option<HostForward> {
         let index = self.forwards.iter().position(|f| {
             f.as_ref()
                 .is_some_and(|f| f.socket.local_addr().ok() == Some(host))
@@ -209,23 +213,23 @@ impl UdpTable {
         for flow in through {
             self.remove(registry, flow);
         }
-        Some(forward.guest)
+        Some(forward.fwd)
     }
 
-    /// Bound address and guest address of every UDP forward.
-    pub fn forwards(&self) -> impl Iterator<Item = (SocketAddr, SocketAddrV4)> + '_ {
+    /// Bound address and forward of every UDP forward.
+    pub fn forwards(&self) -> impl Iterator<Item = (SocketAddr, &HostForward)> + '_ {
         self.forwards
             .iter()
             .flatten()
-            .filter_map(|f| Some((f.socket.local_addr().ok()?, f.guest)))
+            .filter_map(|f| Some((f.socket.local_addr().ok()?, &f.fwd)))
     }
 
     /// A snapshot of every UDP flow at `now`.
     pub fn flows(&self, now: Instant) -> impl Iterator<Item = FlowInfo> + '_ {
         self.flows.iter().flatten().map(move |f| FlowInfo {
             protocol: FlowProtocol::Udp,
-            guest: f.guest.into(),
-            remote: f.remote.into(),
+            guest: f.guest,
+            remote: f.remote,
             bytes_from_guest: f.bytes_from_guest,
             bytes_to_guest: f.bytes_to_guest,
             age_secs: now.saturating_duration_since(f.created).as_secs(),
@@ -237,8 +241,8 @@ impl UdpTable {
     pub fn send_on_flow(
         &mut self,
         ctx: &mut Ctx,
-        guest: SocketAddrV4,
-        remote: SocketAddrV4,
+        guest: SocketAddr,
+        remote: SocketAddr,
         payload: &[u8],
     ) -> bool {
         let Some(&index) = self.by_endpoints.get(&(guest, remote)) else {
@@ -270,8 +274,8 @@ impl UdpTable {
     pub fn new_flow(
         &mut self,
         ctx: &mut Ctx,
-        guest: SocketAddrV4,
-        remote: SocketAddrV4,
+        guest: SocketAddr,
+        remote: SocketAddr,
         target: SocketAddr,
         payload: &[u8],
     ) {
@@ -296,8 +300,8 @@ impl UdpTable {
     fn insert(
         &mut self,
         ctx: &mut Ctx,
-        guest: SocketAddrV4,
-        remote: SocketAddrV4,
+        guest: SocketAddr,
+        remote: SocketAddr,
         mut kind: FlowKind,
     ) -> Option<usize> {
         let index = match self.free.pop() {
@@ -372,7 +376,7 @@ impl UdpTable {
             let Some(Some(forward)) = self.forwards.get(index) else {
                 return;
             };
-            let guest = forward.guest;
+            let guest = ctx.forward_guest(&forward.fwd);
             let (n, peer) = match forward.socket.recv_from(&mut self.buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -385,7 +389,12 @@ impl UdpTable {
             let flow = match self.by_peer.get(&(index, peer)) {
                 Some(&f) => f,
                 None => {
-                    let remote = match guest_visible(ctx.cfg, peer) {
+                    let Some(guest) = guest else {
+                        // An IPv6 forward before the guest has an address.
+                        ctx.counters.drop(DropReason::NotForUs);
+                        continue;
+                    };
+                    let remote = match guest_visible(ctx.cfg, guest.ip(), peer) {
                         Some(r) => r,
                         None => {
                             ctx.counters.drop(DropReason::UnsupportedProtocol);
@@ -458,21 +467,33 @@ impl UdpTable {
     }
 }
 
-/// The address a forwarded peer appears as to the guest: loopback peers
-/// come from the host address, others keep their own address.
-fn guest_visible(cfg: &StackConfig, peer: SocketAddr) -> Option<SocketAddrV4> {
-    let ip = match peer.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() || ip.is_unspecified() => cfg.host,
-        IpAddr::V4(ip) if !cfg.in_subnet(ip) => ip,
-        IpAddr::V6(ip) if ip.is_loopback() => cfg.host,
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(v4) if v4.is_loopback() => cfg.host,
-            Some(v4) if !cfg.in_subnet(v4) => v4,
-            _ => return None,
-        },
-        IpAddr::V4(_) => return None,
+/// The address a forwarded peer appears as to a guest at `guest` (whose
+/// family decides): loopback peers come from the host address, others
+/// keep their own address; a peer that cannot be shown in the guest's
+/// family (or that hides behind a guest-side address) gets `None`.
+fn guest_visible(cfg: &StackConfig, guest: IpAddr, peer: SocketAddr) -> Option<SocketAddr> {
+    let peer_ip = match peer.ip() {
+        IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
+        v4 => v4,
     };
-    Some(SocketAddrV4::new(ip, peer.port()))
+    let ip = match (guest, peer_ip) {
+        (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+            IpAddr::V4(cfg.host)
+        }
+        (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) => IpAddr::V4(ip),
+        (IpAddr::V4(_), IpAddr::V6(ip)) if ip.is_loopback() => IpAddr::V4(cfg.host),
+        (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+            IpAddr::V6(cfg.ipv6.host)
+        }
+        (IpAddr::V6(_), IpAddr::V4(ip)) if ip.is_loopback() => IpAddr::V6(cfg.ipv6.host),
+        (IpAddr::V6(_), IpAddr::V6(ip))
+            if !cfg.ipv6.in_prefix(ip) && !ip.is_unicast_link_local() =>
+        {
+            IpAddr::V6(ip)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, peer.port()))
 }
 
 /// A non-blocking UDP socket connected to `target`.

@@ -30,8 +30,8 @@ fn bad_options_name_the_option_and_value() {
         ("tftp=", vec!["'tftp'", "empty"]),
         ("smbserver=10.0.2.4", vec!["'smbserver'", "needs smb=DIR"]),
         (
-            "ipv6-prefix=fd00::",
-            vec!["option 'ipv6-prefix' is not supported yet"],
+            "ipv6-prefix=fd00::x",
+            vec!["'ipv6-prefix'", "fd00::x", "not an IPv6 address"],
         ),
         (
             "guestfwd=tcp:10.0.2.100:1234-file:/x",

@@ -85,7 +85,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -210,9 +210,9 @@ pub struct TcpStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FlowKey {
     /// The guest's address and port.
-    guest: SocketAddrV4,
-    /// The address and port the guest talks to.
-    remote: SocketAddrV4,
+    guest: SocketAddr,
+    /// The address and port the guest talks to (same family as `guest`).
+    remote: SocketAddr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,8 +249,8 @@ struct Segment<'a> {
 
 /// Header of one segment toward the guest.
 struct Out {
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
+    src: SocketAddr,
+    dst: SocketAddr,
     seq: u32,
     ack: u32,
     flags: u8,
@@ -263,7 +263,8 @@ struct Out {
 struct Shared {
     deadline: Option<Instant>,
     stats: TcpStats,
-    /// MSS we announce and the largest segment we send (MTU - 40).
+    /// MSS we announce and the largest segment we send over IPv4 (MTU -
+    /// 40); IPv6 flows use 20 bytes less ([`Flow::our_mss`]).
     our_mss: u16,
     /// Discard area for peeking without `SO_PEEK_OFF`; allocated when the
     /// first such flow appears.
@@ -329,7 +330,7 @@ struct Flow {
 
 struct Listener {
     sock: TcpListener,
-    guest: SocketAddrV4,
+    fwd: HostForward,
 }
 
 /// Every TCP connection the stack translates, and the TCP forward listeners.
@@ -397,18 +398,18 @@ impl TcpTable {
             .iter()
             .filter(|f| f.protocol == ForwardProtocol::Tcp)
         {
-            self.add_forward(registry, fwd, cfg.dhcp_start)?;
+            self.add_forward(registry, fwd)?;
         }
         Ok(())
     }
 
-    /// Binds and registers the listener of one TCP forward (`default_guest`
-    /// when the forward names no guest address); returns the bound address.
+    /// Binds and registers the listener of one TCP forward; returns the
+    /// bound address. The guest end is found per connection
+    /// ([`Ctx::forward_guest`]).
     pub fn add_forward(
         &mut self,
         registry: &Registry,
         fwd: &HostForward,
-        default_guest: Ipv4Addr,
     ) -> io::Result<SocketAddr> {
         let mut sock = TcpListener::bind(fwd.host).map_err(|e| {
             io::Error::new(
@@ -425,36 +426,34 @@ impl TcpTable {
             Interest::READABLE,
         )?;
         let bound = sock.local_addr()?;
-        let guest = SocketAddrV4::new(fwd.guest_addr.unwrap_or(default_guest), fwd.guest_port);
-        self.listeners.push(Some(Listener { sock, guest }));
+        self.listeners.push(Some(Listener {
+            sock,
+            fwd: fwd.clone(),
+        }));
         Ok(bound)
     }
 
     /// Closes the forward listener bound to `host`; connections it already
-    /// made go on. Returns the guest address it forwarded to, or `None`
-    /// when no listener is bound there.
-    pub fn remove_forward(
-        &mut self,
-        registry: &Registry,
-        host: SocketAddr,
-    ) -> Option<SocketAddrV4> {
+    /// made go on. Returns the forward, or `None` when no listener is
+    /// bound there.
+    pub fn remove_forward(&mut self, registry: &Registry, host: SocketAddr) -> Option<HostForward> {
         let slot = self.listeners.iter_mut().find(|l| {
             l.as_ref()
                 .is_some_and(|l| l.sock.local_addr().ok() == Some(host))
         })?;
         let mut listener = slot.take()?;
         let _ = registry.deregister(&mut listener.sock);
-        Some(listener.guest)
+        Some(listener.fwd)
     }
 
     /// Addresses the TCP forward listeners are bound to, in the order they
-    /// were added (useful when a forward asked for port 0), with the guest
-    /// address each forwards to.
-    pub fn forwards(&self) -> impl Iterator<Item = (SocketAddr, SocketAddrV4)> + '_ {
+    /// were added (useful when a forward asked for port 0), with the
+    /// forward each serves.
+    pub fn forwards(&self) -> impl Iterator<Item = (SocketAddr, &HostForward)> + '_ {
         self.listeners
             .iter()
             .flatten()
-            .filter_map(|l| Some((l.sock.local_addr().ok()?, l.guest)))
+            .filter_map(|l| Some((l.sock.local_addr().ok()?, &l.fwd)))
     }
 
     /// Addresses the TCP forward listeners are bound to, in `hostfwd`
@@ -467,8 +466,8 @@ impl TcpTable {
     pub fn flows(&self, now: Instant) -> impl Iterator<Item = FlowInfo> + '_ {
         self.flows.iter().flatten().map(move |f| FlowInfo {
             protocol: FlowProtocol::Tcp,
-            guest: f.key.guest.into(),
-            remote: f.key.remote.into(),
+            guest: f.key.guest,
+            remote: f.key.remote,
             bytes_from_guest: f.bytes_from_guest,
             bytes_to_guest: f.bytes_to_guest,
             age_secs: now.saturating_duration_since(f.created).as_secs(),
@@ -482,19 +481,13 @@ impl TcpTable {
 
     /// Handles one TCP segment (header and payload, checksum not yet
     /// verified) that the guest at `src` sent to `dst`.
-    pub fn on_guest_segment(
-        &mut self,
-        ctx: &mut Ctx,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        segment: &[u8],
-    ) {
+    pub fn on_guest_segment(&mut self, ctx: &mut Ctx, src: IpAddr, dst: IpAddr, segment: &[u8]) {
         let Ok(pkt) = TcpPacket::new_checked(segment) else {
             self.sh.stats.bad_segments += 1;
             ctx.counters.drop(DropReason::Truncated);
             return;
         };
-        if !pkt.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+        if !pkt.verify_checksum(&IpAddress::from(src), &IpAddress::from(dst)) {
             self.sh.stats.bad_segments += 1;
             ctx.counters.drop(DropReason::BadChecksum);
             return;
@@ -518,8 +511,8 @@ impl TcpTable {
             payload: pkt.payload(),
         };
         let key = FlowKey {
-            guest: SocketAddrV4::new(src, pkt.src_port()),
-            remote: SocketAddrV4::new(dst, pkt.dst_port()),
+            guest: SocketAddr::new(src, pkt.src_port()),
+            remote: SocketAddr::new(dst, pkt.dst_port()),
         };
         match self.map.get(&key).copied() {
             Some(slot) => {
@@ -710,7 +703,7 @@ impl TcpTable {
     }
 
     fn open_outbound(&mut self, ctx: &mut Ctx, key: FlowKey, seg: &Segment) {
-        let target = match ctx.cfg.outbound_target(SocketAddr::V4(key.remote)) {
+        let target = match ctx.cfg.outbound_target(key.remote) {
             Outbound::Host(addr) => Some(addr),
             Outbound::Dns => ctx.cfg.dns_upstreams.first().copied(),
             Outbound::Denied(reason) => {
@@ -751,7 +744,7 @@ impl TcpTable {
         let iss = self.next_iss(&key);
         let (mss, wscale) = syn_options(seg.options);
         let mut flow = Flow::new(sock, key, slot, gen, iss, State::Connecting, ctx.now);
-        flow.mss = mss.min(self.sh.our_mss);
+        flow.mss = mss.min(flow.our_mss(&self.sh));
         if let Some(ws) = wscale {
             flow.snd_wscale = ws;
             flow.rcv_wscale = OUR_WSCALE;
@@ -773,7 +766,7 @@ impl TcpTable {
             let Some(Some(listener)) = self.listeners.get(index) else {
                 return;
             };
-            let guest = listener.guest;
+            let guest = ctx.forward_guest(&listener.fwd);
             let (sock, peer) = match listener.sock.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -784,6 +777,13 @@ impl TcpTable {
                     return;
                 }
             };
+            let Some(guest) = guest else {
+                // An IPv6 forward before the guest has configured an address.
+                tracing::info!(%peer, "hostfwd: the guest has no IPv6 address yet; connection closed");
+                ctx.counters.drop(DropReason::NotForUs);
+                let _ = SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+                continue;
+            };
             self.open_forward(ctx, sock, peer, guest);
         }
     }
@@ -793,9 +793,10 @@ impl TcpTable {
         ctx: &mut Ctx,
         sock: TcpStream,
         peer: SocketAddr,
-        guest: SocketAddrV4,
+        guest: SocketAddr,
     ) {
-        let port = self.forward_port(guest, ctx.cfg.host);
+        let host = ctx.host_addr_for(guest.ip());
+        let port = self.forward_port(guest, host);
         let slot = port.and_then(|_| self.alloc_slot());
         let (Some(port), Some((slot, gen))) = (port, slot) else {
             self.sh.stats.flow_limit += 1;
@@ -807,7 +808,7 @@ impl TcpTable {
         let _ = SockRef::from(&sock).set_keepalive(true);
         let key = FlowKey {
             guest,
-            remote: SocketAddrV4::new(ctx.cfg.host, port),
+            remote: SocketAddr::new(host, port),
         };
         let iss = self.next_iss(&key);
         let mut flow = Flow::new(sock, key, slot, gen, iss, State::SynSent, ctx.now);
@@ -822,13 +823,13 @@ impl TcpTable {
     }
 
     /// An ephemeral port of the host address not used toward `guest`.
-    fn forward_port(&mut self, guest: SocketAddrV4, host: Ipv4Addr) -> Option<u16> {
+    fn forward_port(&mut self, guest: SocketAddr, host: IpAddr) -> Option<u16> {
         for _ in FORWARD_PORT_FIRST..=u16::MAX {
             let port = self.sh.next_forward_port;
             self.sh.next_forward_port = port.checked_add(1).unwrap_or(FORWARD_PORT_FIRST);
             let key = FlowKey {
                 guest,
-                remote: SocketAddrV4::new(host, port),
+                remote: SocketAddr::new(host, port),
             };
             if !self.map.contains_key(&key) {
                 return Some(port);
@@ -888,6 +889,16 @@ impl Flow {
 
     fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    /// The MSS we announce and the largest segment we send on this flow:
+    /// the IPv4 figure less the 20 bytes IPv6's larger header takes.
+    fn our_mss(&self, sh: &Shared) -> u16 {
+        if self.key.guest.is_ipv6() {
+            sh.our_mss.saturating_sub(20).max(1)
+        } else {
+            sh.our_mss
+        }
     }
 
     /// Bytes of host data sent to the guest and not yet acknowledged (the
@@ -962,7 +973,7 @@ impl Flow {
     fn window_field(&mut self, now: Instant, sh: &mut Shared) -> u16 {
         if self.flags & GUEST_FIN == 0 {
             self.refresh_window(false);
-            if self.rcv_room() < u32::from(sh.our_mss) && self.flags & WND_CLOSED == 0 {
+            if self.rcv_room() < u32::from(self.our_mss(sh)) && self.flags & WND_CLOSED == 0 {
                 self.flags |= WND_CLOSED;
                 self.wnd_backoff = 0;
                 let at = now + WINDOW_RECHECK;
@@ -1052,7 +1063,7 @@ impl Flow {
             flags,
             // The window of a SYN is never scaled.
             window: self.rcv_room().min(0xffff) as u16,
-            syn_opts: Some((sh.our_mss, wscale)),
+            syn_opts: Some((self.our_mss(sh), wscale)),
         };
         emit(ctx, &out, 0, |_| true);
     }
@@ -1105,7 +1116,7 @@ impl Flow {
                     return Verdict::Keep;
                 }
                 let (mss, wscale) = syn_options(seg.options);
-                self.mss = mss.min(sh.our_mss);
+                self.mss = mss.min(self.our_mss(sh));
                 match wscale {
                     Some(ws) => {
                         self.snd_wscale = ws;
@@ -1303,7 +1314,7 @@ impl Flow {
                 Err(e) => return Err(e),
             }
         }
-        Ok(complete && already == 0 && !seg.fin && !seg.psh && len >= u32::from(sh.our_mss))
+        Ok(complete && already == 0 && !seg.fin && !seg.psh && len >= u32::from(self.our_mss(sh)))
     }
 
     /// Re-reads how many bytes wait in the host socket beyond `snd_nxt`.
@@ -1530,7 +1541,7 @@ impl Flow {
             return;
         }
         self.refresh_window(true);
-        if self.rcv_room() >= u32::from(sh.our_mss) {
+        if self.rcv_room() >= u32::from(self.our_mss(sh)) {
             self.flags &= !WND_CLOSED;
             sh.stats.window_updates += 1;
             self.send_ack(ctx, sh);
@@ -1700,10 +1711,10 @@ fn emit(
     };
     let header_len = 20 + opts_len;
     let seg_len = header_len + payload_len;
-    let src = *out.src.ip();
-    let dst = *out.dst.ip();
+    let src = out.src.ip();
+    let dst = out.dst.ip();
     let mut complete = false;
-    let queued = ctx.emit_ipv4(src, dst, IpProtocol::Tcp, seg_len, |buf| {
+    let queued = ctx.emit_ip(src, dst, IpProtocol::Tcp, seg_len, |buf| {
         let buf = &mut buf[..seg_len];
         let mut pkt = TcpPacket::new_unchecked(&mut *buf);
         pkt.set_src_port(out.src.port());
@@ -1728,7 +1739,7 @@ fn emit(
         }
         complete = fill(&mut buf[header_len..]);
         let mut pkt = TcpPacket::new_unchecked(&mut *buf);
-        pkt.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        pkt.fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
         if !complete {
             // Off by 256 in one's complement: never a valid checksum.
             pkt.set_checksum(pkt.checksum() ^ 0x0100);

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{TcpListener as StdListener, TcpStream as StdStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener as StdListener, TcpStream as StdStream};
 use std::thread;
 
 use mio::{Events, Poll};
@@ -40,6 +40,7 @@ fn config(mtu: usize) -> StackConfig {
         dnssearch: Vec::new(),
         hostfwd: Vec::new(),
         ipv4: true,
+        ipv6: crate::options::parse_options("").unwrap().ipv6,
         mtu,
         dns_upstreams: Vec::new(),
         limits: Limits::default(),
@@ -131,7 +132,7 @@ impl Harness {
 
     fn inject_raw(&mut self, src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) {
         self.table
-            .on_guest_segment(&mut ctx!(self), src, dst, bytes);
+            .on_guest_segment(&mut ctx!(self), src.into(), dst.into(), bytes);
         self.drain();
     }
 

@@ -1,0 +1,110 @@
+//! `slipway user` over IPv6 end to end, with one real guest: the Linux
+//! kernel configures a SLAAC address from slipway's router advertisement,
+//! busybox pings the IPv6 host address, fetches a page from an httpd on
+//! host `[::1]` through it, resolves a name through the IPv6 DNS address
+//! (relayed to a dnsmasq on loopback), and a host client reaches the
+//! guest's httpd through an IPv6 forward (`hostfwd=tcp:[::1]:PORT-:8080`,
+//! guest address left to the learned SLAAC address).
+
+use std::io::{Read, Write};
+use std::net::{Ipv6Addr, TcpStream};
+use std::time::Duration;
+
+use slipway_testkit::{DnsServer, Guest, HttpServer};
+
+mod common;
+use common::{s, unix_stream_netdev, Slipway};
+
+#[test]
+fn slaac_ping_http_dns_and_forward_over_ipv6() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    std::fs::write(dir.path().join("v6.txt"), "served-over-ipv6\n").unwrap();
+    let http = HttpServer::serve_dir_on(dir.path(), Ipv6Addr::LOCALHOST.into()).unwrap();
+    let dns = DnsServer::builder()
+        .host("v6.example.test", "192.0.2.66".parse().unwrap())
+        .start()
+        .unwrap();
+    let fwd = slipway_testkit::free_port().unwrap();
+    let sock = dir.path().join("vm.sock");
+    let mut slipway = Slipway::start(&[
+        s("--socket"),
+        sock.display().to_string(),
+        s("--dns-upstream"),
+        dns.addr().to_string(),
+        format!("hostfwd=tcp:[::1]:{fwd}-:8080"),
+    ]);
+    slipway.wait_for_path(&sock);
+    // No IPv4 at all in the guest: everything below goes over IPv6.
+    let script = format!(
+        "ip link set eth0 up\n\
+         i=0; while [ $i -lt 60 ]; do ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -qv tentative && break; sleep 1; i=$((i+1)); done\n\
+         result slaac \"$(ip -6 addr show dev eth0 | awk '/inet6 fec0:/ {{ print $2 }}')\"\n\
+         result route \"$(ip -6 route show default | awk '{{ print $3 }}')\"\n\
+         ping6 -c 2 -W 10 fec0::2 >/dev/null && result ping6 ok\n\
+         ping6 -c 1 -W 10 fec0::3 >/dev/null && result ping6_dns ok\n\
+         wget -q -O /tmp/v6.txt 'http://[fec0::2]:{http}/v6.txt' && result http \"$(cat /tmp/v6.txt)\"\n\
+         nslookup v6.example.test fec0::3 > /tmp/ns 2>&1; grep -q 192.0.2.66 /tmp/ns && result dns6 ok\n\
+         cat /tmp/ns\n\
+         ip -6 addr show dev eth0\n\
+         mkdir -p /www && echo guest-page-v6 > /www/index.html\n\
+         httpd -p 8080 -h /www\n\
+         ready forwards\n\
+         sleep 120\n",
+        http = http.port(),
+    );
+    let mut guest = Guest::builder()
+        .netdev(&unix_stream_netdev(&sock))
+        .script(&script)
+        .boot()
+        .unwrap();
+    guest
+        .wait_for_line("SLIPWAY-READY forwards", Duration::from_secs(240))
+        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
+    let console = guest.console();
+    let get = |key: &str| {
+        // A line may start with the console's escape codes.
+        console.lines().find_map(|l| {
+            l.trim()
+                .split_once(&format!("SLIPWAY-RESULT {key}="))
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let context = || {
+        format!(
+            "--- guest ---\n{console}\n--- slipway ---\n{}",
+            slipway.log()
+        )
+    };
+    let slaac = get("slaac").unwrap_or_default();
+    let (addr, len) = slaac.split_once('/').unwrap_or(("", ""));
+    let addr: Ipv6Addr = addr
+        .parse()
+        .unwrap_or_else(|_| panic!("no SLAAC address: '{slaac}'\n{}", context()));
+    assert_eq!(len, "64", "{}", context());
+    assert_eq!(addr.segments()[..4], [0xfec0, 0, 0, 0], "{}", context());
+    assert_eq!(get("route").as_deref(), Some("fe80::2"), "{}", context());
+    assert_eq!(get("ping6").as_deref(), Some("ok"), "{}", context());
+    assert_eq!(get("ping6_dns").as_deref(), Some("ok"), "{}", context());
+    assert_eq!(
+        get("http").as_deref(),
+        Some("served-over-ipv6"),
+        "{}",
+        context()
+    );
+    assert_eq!(get("dns6").as_deref(), Some("ok"), "{}", context());
+    assert!(dns.log().contains("v6.example.test"), "{}", dns.log());
+
+    // The forward on [::1] reaches the guest's SLAAC address.
+    let mut body = String::new();
+    let mut conn = TcpStream::connect((Ipv6Addr::LOCALHOST, fwd)).expect("forward accepts");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    conn.read_to_string(&mut body)
+        .unwrap_or_else(|e| panic!("{e}\n{}", context()));
+    assert!(body.contains("guest-page-v6"), "{body}\n{}", context());
+
+    drop(guest);
+    let (status, log) = slipway.terminate();
+    assert!(status.success(), "{status}\n{log}");
+}
