@@ -868,7 +868,7 @@ mod udp_tests {
     }
 
     /// Runs the stack's host side until a frame is queued toward the guest.
-    fn pump_host(stack: &mut Stack, poll: &mut mio::Poll) {
+    pub(super) fn pump_host(stack: &mut Stack, poll: &mut mio::Poll) {
         let mut events = mio::Events::with_capacity(16);
         for _ in 0..100 {
             poll.poll(&mut events, Some(Duration::from_millis(100)))

@@ -43,8 +43,11 @@ pub(crate) fn check<'a>(
         counters.drop(DropReason::Truncated);
         return None;
     };
-    if (udp.checksum() != 0 || src.is_ipv6())
-        && !udp.verify_checksum(&IpAddress::from(src), &IpAddress::from(dst))
+    // A zero checksum means "none" over IPv4 but is invalid over IPv6
+    // (RFC 8200 8.1), which smoltcp's check would let through.
+    let missing = udp.checksum() == 0;
+    if (missing && src.is_ipv6())
+        || (!missing && !udp.verify_checksum(&IpAddress::from(src), &IpAddress::from(dst)))
     {
         counters.drop(DropReason::BadChecksum);
         return None;

@@ -206,3 +206,255 @@ impl Stack {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctx::ETHERNET_HEADER_LEN;
+    use crate::options::parse_options;
+    use proptest::prelude::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetFrame, Icmpv6Packet, IpAddress, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber,
+        UdpPacket,
+    };
+
+    const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
+    fn a(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn guest() -> Ipv6Addr {
+        a("fec0::5054:ff:fe12:3456")
+    }
+
+    fn guest_ll() -> Ipv6Addr {
+        a("fe80::5054:ff:fe12:3456")
+    }
+
+    /// An Ethernet + IPv6 frame from the guest (hop limit 255).
+    fn ipv6_frame(
+        dst_mac: [u8; 6],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        next: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut f = dst_mac.to_vec();
+        f.extend_from_slice(&GUEST_MAC);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[next, 255]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn udp(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let len = 8 + payload.len();
+        let mut u = vec![0u8; len];
+        let mut p = UdpPacket::new_unchecked(&mut u[..]);
+        p.set_src_port(sport);
+        p.set_dst_port(dport);
+        p.set_len(len as u16);
+        p.payload_mut().copy_from_slice(payload);
+        p.fill_checksum(&IpAddress::Ipv6(src), &IpAddress::Ipv6(dst));
+        u
+    }
+
+    /// A neighbour solicitation for the host address, to the solicited-node group.
+    fn ns_frame() -> Vec<u8> {
+        let group = a("ff02::1:ff00:2");
+        let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&a("fec0::2").octets());
+        m.extend_from_slice(&[1, 1]);
+        m.extend_from_slice(&GUEST_MAC);
+        Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(&guest_ll(), &group);
+        ipv6_frame([0x33, 0x33, 0xff, 0, 0, 2], guest_ll(), group, 58, &m)
+    }
+
+    fn info_request_frame() -> Vec<u8> {
+        let mut req = vec![11, 0xab, 0xcd, 0xef, 0, 1, 0, 10, 0, 3, 0, 1];
+        req.extend_from_slice(&GUEST_MAC);
+        req.extend_from_slice(&[0, 6, 0, 2, 0, 23]);
+        let u = udp(guest_ll(), 546, ALL_SERVERS, 547, &req);
+        ipv6_frame([0x33, 0x33, 0, 1, 0, 2], guest_ll(), ALL_SERVERS, 17, &u)
+    }
+
+    /// The IPv6 packet of the only frame toward the guest.
+    fn sent(stack: &mut Stack) -> Vec<u8> {
+        assert_eq!(stack.guest_tx().len(), 1, "{:?}", stack.counters());
+        let f = stack.guest_tx().frame(0).to_vec();
+        stack.guest_tx().clear();
+        let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert_eq!(eth.dst_addr().0, GUEST_MAC);
+        f[ETHERNET_HEADER_LEN..].to_vec()
+    }
+
+    fn stack(opts: &str) -> (Stack, mio::Poll) {
+        let poll = mio::Poll::new().unwrap();
+        let mut s = Stack::new(parse_options(opts).unwrap()).unwrap();
+        s.start(poll.registry()).unwrap();
+        (s, poll)
+    }
+
+    #[test]
+    fn neighbour_solicitation_through_the_stack_and_ipv6_off() {
+        let (mut s, poll) = stack("");
+        s.handle_frame(poll.registry(), &ns_frame(), Instant::now());
+        let ip = sent(&mut s);
+        let ip = Ipv6Packet::new_checked(&ip[..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (a("fec0::2"), guest_ll()));
+        assert_eq!(ip.payload()[0], 136);
+        let (mut s, poll) = stack("ipv6=off");
+        s.handle_frame(poll.registry(), &ns_frame(), Instant::now());
+        assert!(s.guest_tx().is_empty());
+        assert_eq!(s.counters().drops(DropReason::UnsupportedProtocol), 1);
+    }
+
+    #[test]
+    fn dhcpv6_information_request_gets_dns_and_search() {
+        let (mut s, poll) = stack("dnssearch=example.test");
+        s.handle_frame(poll.registry(), &info_request_frame(), Instant::now());
+        let ip = sent(&mut s);
+        let ip = Ipv6Packet::new_checked(&ip[..]).unwrap();
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr()),
+            (ROUTER_LINK_LOCAL, guest_ll())
+        );
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(u.verify_checksum(
+            &IpAddress::Ipv6(ip.src_addr()),
+            &IpAddress::Ipv6(ip.dst_addr())
+        ));
+        assert_eq!((u.src_port(), u.dst_port()), (547, 546));
+        let reply = u.payload();
+        assert_eq!(&reply[..4], &[7, 0xab, 0xcd, 0xef]);
+        let dns = a("fec0::3").octets();
+        assert!(reply.windows(16).any(|w| w == dns), "{reply:02x?}");
+        assert!(reply.windows(7).any(|w| w == b"example"), "{reply:02x?}");
+        // restrict=on: neither DNS nor search list.
+        let (mut s, poll) = stack("restrict=on,dnssearch=example.test");
+        s.handle_frame(poll.registry(), &info_request_frame(), Instant::now());
+        let ip = sent(&mut s);
+        let reply = &ip[40 + 8..];
+        assert!(!reply.windows(16).any(|w| w == dns));
+        assert!(!reply.windows(7).any(|w| w == b"example"));
+    }
+
+    #[test]
+    fn udp_to_the_host_address_reaches_host_loopback_v6() {
+        let (mut s, mut poll) = stack("");
+        let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let host = a("fec0::2");
+        let u = udp(guest(), 4000, host, port, b"ping6");
+        s.handle_frame(
+            poll.registry(),
+            &ipv6_frame(GATEWAY_MAC.0, guest(), host, 17, &u),
+            Instant::now(),
+        );
+        let mut buf = [0u8; 16];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping6");
+        server.send_to(b"pong6", from).unwrap();
+        crate::stack::udp_tests::pump_host(&mut s, &mut poll);
+        let ip = sent(&mut s);
+        let ip = Ipv6Packet::new_checked(&ip[..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (host, guest()));
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(u.verify_checksum(&IpAddress::Ipv6(host), &IpAddress::Ipv6(guest())));
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.payload()),
+            (port, 4000, &b"pong6"[..])
+        );
+        // IPv6 UDP without checksum is refused.
+        let mut bare = udp(guest(), 4001, host, port, b"x");
+        bare[6..8].fill(0);
+        s.handle_frame(
+            poll.registry(),
+            &ipv6_frame(GATEWAY_MAC.0, guest(), host, 17, &bare),
+            Instant::now(),
+        );
+        assert_eq!(s.counters().drops(DropReason::BadChecksum), 1);
+    }
+
+    #[test]
+    fn tcp_syn_to_the_host_address_gets_a_syn_ack_with_the_ipv6_mss() {
+        let (mut s, mut poll) = stack("");
+        let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let host = a("fec0::2");
+        let repr = TcpRepr {
+            src_port: 40000,
+            dst_port: port,
+            control: smoltcp::wire::TcpControl::Syn,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: None,
+            window_len: 64240,
+            window_scale: Some(7),
+            max_seg_size: Some(1440),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let mut seg = vec![0u8; repr.buffer_len()];
+        repr.emit(
+            &mut TcpPacket::new_unchecked(&mut seg[..]),
+            &IpAddress::Ipv6(guest()),
+            &IpAddress::Ipv6(host),
+            &ChecksumCapabilities::default(),
+        );
+        s.handle_frame(
+            poll.registry(),
+            &ipv6_frame(GATEWAY_MAC.0, guest(), host, 6, &seg),
+            Instant::now(),
+        );
+        let (_conn, from) = listener.accept().unwrap();
+        assert!(from.ip().is_loopback() && from.is_ipv6());
+        crate::stack::udp_tests::pump_host(&mut s, &mut poll);
+        let ip = sent(&mut s);
+        let ip = Ipv6Packet::new_checked(&ip[..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (host, guest()));
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.verify_checksum(&IpAddress::Ipv6(host), &IpAddress::Ipv6(guest())));
+        assert!(tcp.syn() && tcp.ack());
+        assert_eq!(tcp.ack_number(), TcpSeqNumber(1001));
+        let (_, opt) = TcpOption::parse(tcp.options()).unwrap();
+        assert_eq!(opt, TcpOption::MaxSegmentSize(1500 - 60));
+    }
+
+    proptest! {
+        #[test]
+        fn damaged_ipv6_frames_never_panic_and_ndp_still_works(
+            mutate in prop::collection::vec((0usize..140, any::<u8>()), 1..8),
+            cut in 14usize..160,
+        ) {
+            let (mut s, poll) = stack("");
+            let host = a("fec0::2");
+            let bases = [
+                ns_frame(),
+                info_request_frame(),
+                ipv6_frame(GATEWAY_MAC.0, guest(), host, 17, &udp(guest(), 1, host, 9, b"x")),
+                ipv6_frame(GATEWAY_MAC.0, guest(), host, 6, &[0u8; 20]),
+            ];
+            for base in bases {
+                let mut f = base.clone();
+                for (at, byte) in &mutate {
+                    if *at < f.len() {
+                        f[*at] = *byte;
+                    }
+                }
+                s.handle_frame(poll.registry(), &f, Instant::now());
+                f.truncate(cut);
+                s.handle_frame(poll.registry(), &f, Instant::now());
+            }
+            s.guest_tx().clear();
+            s.handle_frame(poll.registry(), &ns_frame(), Instant::now());
+            prop_assert_eq!(s.guest_tx().len(), 1);
+        }
+    }
+}
