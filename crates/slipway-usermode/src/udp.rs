@@ -474,7 +474,11 @@ impl UdpTable {
 /// family decides): loopback peers come from the host address, others
 /// keep their own address; a peer that cannot be shown in the guest's
 /// family (or that hides behind a guest-side address) gets `None`.
-fn guest_visible(cfg: &StackConfig, guest: IpAddr, peer: SocketAddr) -> Option<SocketAddr> {
+pub(crate) fn guest_visible(
+    cfg: &StackConfig,
+    guest: IpAddr,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
     let peer_ip = match peer.ip() {
         IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
         v4 => v4,

@@ -25,7 +25,11 @@ const NETNS_SETUP: &str = "set -e\n\
     ip addr add 192.0.2.1/32 dev lo\n\
     # Targets of the tcp: and unix: guest forwards.\n\
     ncat -lk 127.0.0.1 7001 --sh-exec 'read line; echo TCPOK' &\n\
-    ncat -lkU \"$GUESTFWD_UNIX\" --sh-exec 'read line; echo UNIXOK' &\n";
+    ncat -lkU \"$GUESTFWD_UNIX\" --sh-exec 'read line; echo UNIXOK' &\n\
+    # Clients of the guest's web server through the host forward, from\n\
+    # loopback and from 192.0.2.1, trying until the guest serves.\n\
+    (for i in $(seq 600); do curl -sf -o \"$OUT_LO\" http://127.0.0.1:8080/cgi-bin/ip && break; sleep 0.5; done) &\n\
+    (for i in $(seq 600); do curl -sf --interface 192.0.2.1 -o \"$OUT_EXT\" http://192.0.2.1:8080/cgi-bin/ip && break; sleep 0.5; done) &\n";
 
 /// slipway in a new user and network namespace prepared by `setup`
 /// (shell commands), with `-vv user ARGS`.
@@ -65,7 +69,11 @@ fn network_boot_tftp_ping_and_guest_forwards() {
     std::os::unix::fs::symlink("../secret", tftp.join("escape")).unwrap();
     let sock = dir.path().join("vm.sock");
     let unix_target = dir.path().join("fwd.sock");
-    let setup = NETNS_SETUP.replace("$GUESTFWD_UNIX", &unix_target.display().to_string());
+    let (out_lo, out_ext) = (dir.path().join("lo.txt"), dir.path().join("ext.txt"));
+    let setup = NETNS_SETUP
+        .replace("$GUESTFWD_UNIX", &unix_target.display().to_string())
+        .replace("$OUT_LO", &out_lo.display().to_string())
+        .replace("$OUT_EXT", &out_ext.display().to_string());
 
     let mut slipway = slipway_in_netns(
         &setup,
@@ -73,7 +81,7 @@ fn network_boot_tftp_ping_and_guest_forwards() {
             s("--socket"),
             sock.display().to_string(),
             format!(
-                "tftp={},bootfile={},tftp-server-name=boot.test,\
+                "tftp={},bootfile={},tftp-server-name=boot.test,hostfwd=tcp::8080-:8080,\
                  guestfwd=tcp:10.0.2.100:7-cmd:head -n1 | tr a-z A-Z,\
                  guestfwd=:10.0.2.100:8-tcp:127.0.0.1:7001,\
                  guestfwd=tcp:10.0.2.101:9-unix:{}",
@@ -105,7 +113,17 @@ fn network_boot_tftp_ping_and_guest_forwards() {
          }\n\
          result gf_cmd \"$(fwd 10.0.2.100 7 hello)\"\n\
          result gf_tcp \"$(fwd 10.0.2.100 8 x)\"\n\
-         result gf_unix \"$(fwd 10.0.2.101 9 x)\"\n";
+         result gf_unix \"$(fwd 10.0.2.101 9 x)\"\n\
+         # A web server whose CGI records who connected.\n\
+         mkdir -p /www/cgi-bin\n\
+         echo '#!/bin/sh' > /www/cgi-bin/ip\n\
+         # httpd listens on IPv6: REMOTE_ADDR is [::ffff:a.b.c.d].\n\
+         echo 'a=${REMOTE_ADDR##*:}; a=${a%]}; echo $a >> /tmp/seen' >> /www/cgi-bin/ip\n\
+         echo 'echo Content-Type: text/plain; echo; echo $a' >> /www/cgi-bin/ip\n\
+         chmod +x /www/cgi-bin/ip\n\
+         httpd -p 8080 -h /www\n\
+         i=0; while [ \"$(cat /tmp/seen 2>/dev/null | wc -l)\" != 2 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done\n\
+         result sources \"$(echo $(sort /tmp/seen))\"\n";
     let out = run_guest(
         Guest::builder()
             .netdev(&unix_stream_netdev(&sock))
@@ -127,6 +145,12 @@ fn network_boot_tftp_ping_and_guest_forwards() {
     check(&out, &slipway, "gf_cmd", "HELLO");
     check(&out, &slipway, "gf_tcp", "TCPOK");
     check(&out, &slipway, "gf_unix", "UNIXOK");
+    // Forwarded connections: from host loopback they come from the host
+    // address, from elsewhere with their real source address.
+    check(&out, &slipway, "sources", "10.0.2.2 192.0.2.1");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert_eq!(read(&out_lo).trim(), "10.0.2.2");
+    assert_eq!(read(&out_ext).trim(), "192.0.2.1");
     let log = slipway.log();
     assert!(
         log.contains("ICMP echo flow through a ping socket") && log.contains("127.0.0.1"),

@@ -796,9 +796,18 @@ impl TcpTable {
         guest: SocketAddr,
     ) {
         let host = ctx.host_addr_for(guest.ip());
-        let port = self.forward_port(guest, host);
-        let slot = port.and_then(|_| self.alloc_slot());
-        let (Some(port), Some((slot, gen))) = (port, slot) else {
+        // A peer outside keeps its own address and port, as in libslirp;
+        // a loopback peer appears as the host address on a port of its own.
+        let real = crate::udp::guest_visible(ctx.cfg, guest.ip(), peer)
+            .filter(|r| r.ip() != host && !self.map.contains_key(&FlowKey { guest, remote: *r }));
+        let remote = match real {
+            Some(r) => Some(r),
+            None => self
+                .forward_port(guest, host)
+                .map(|port| SocketAddr::new(host, port)),
+        };
+        let slot = remote.and_then(|_| self.alloc_slot());
+        let (Some(remote), Some((slot, gen))) = (remote, slot) else {
             self.sh.stats.flow_limit += 1;
             ctx.counters.drop(DropReason::FlowLimit);
             let _ = SockRef::from(&sock).set_linger(Some(Duration::ZERO));
@@ -806,10 +815,7 @@ impl TcpTable {
         };
         let _ = sock.set_nodelay(true);
         let _ = SockRef::from(&sock).set_keepalive(true);
-        let key = FlowKey {
-            guest,
-            remote: SocketAddr::new(host, port),
-        };
+        let key = FlowKey { guest, remote };
         let iss = self.next_iss(&key);
         let mut flow = Flow::new(sock, key, slot, gen, iss, State::SynSent, ctx.now);
         flow.enable_peek_offset(&mut self.sh);
