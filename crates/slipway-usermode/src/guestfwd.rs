@@ -11,6 +11,10 @@
 //! - `tcp:HOST:PORT` and `unix:PATH`: a new connection there, and two
 //!   threads copying each way until end of file.
 //!
+//! A forward serves at most [`MAX_CONNECTIONS`] connections at once (a
+//! guest must not start commands or threads without bound); more are
+//! closed at once.
+//!
 //! The listener is on host loopback, where other local processes could
 //! reach it too, so a connection is served only if its peer socket belongs
 //! to this process (found through `/proc/self/net/tcp` and the process's
@@ -23,7 +27,22 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use crate::services::{GuestForward, GuestForwardTarget};
+
+/// Connections one guest forward serves at once.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// Counts a connection as active until dropped.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Opens the loopback listener of `fwd` and starts its accepting thread.
 /// Returns the listener's address (where the guest's connections go).
@@ -44,6 +63,7 @@ fn accept_loop(
     server: SocketAddrV4,
     target: &GuestForwardTarget,
 ) {
+    let active = Arc::new(AtomicUsize::new(0));
     loop {
         let (conn, peer) = match listener.accept() {
             Ok(x) => x,
@@ -57,14 +77,20 @@ fn accept_loop(
             tracing::warn!(%server, %peer, "guest forward: connection from another process refused");
             continue;
         }
-        if let Err(e) = serve(conn, target) {
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(%server, "guest forward: {MAX_CONNECTIONS} connections already, refused");
+            continue;
+        }
+        if let Err(e) = serve(conn, target, Active(active.clone())) {
             tracing::warn!(%server, error = %e, "guest forward: target failed");
         }
     }
 }
 
 /// Hands one connection to the target.
-fn serve(conn: TcpStream, target: &GuestForwardTarget) -> io::Result<()> {
+/// `active` is released when the connection is over.
+fn serve(conn: TcpStream, target: &GuestForwardTarget, active: Active) -> io::Result<()> {
     match target {
         GuestForwardTarget::Command(cmd) => {
             let fd = OwnedFd::from(conn);
@@ -79,39 +105,62 @@ fn serve(conn: TcpStream, target: &GuestForwardTarget) -> io::Result<()> {
                 .spawn()?;
             tracing::debug!(pid = child.id(), command = %cmd, "guest forward: command started");
             // Reap it when it ends; the connection closes with it.
-            std::thread::spawn(move || child.wait());
+            std::thread::spawn(move || {
+                let _ = child.wait();
+                drop(active);
+            });
             Ok(())
         }
         GuestForwardTarget::Tcp(host, port) => {
             let out = TcpStream::connect((host.as_str(), *port))?;
-            relay(conn, out.try_clone()?, out, |s| s.shutdown(Shutdown::Write));
+            relay(
+                conn,
+                out.try_clone()?,
+                out,
+                |s| s.shutdown(Shutdown::Write),
+                active,
+            );
             Ok(())
         }
         GuestForwardTarget::Unix(path) => {
             let out = UnixStream::connect(path)?;
-            relay(conn, out.try_clone()?, out, |s| s.shutdown(Shutdown::Write));
+            relay(
+                conn,
+                out.try_clone()?,
+                out,
+                |s| s.shutdown(Shutdown::Write),
+                active,
+            );
             Ok(())
         }
     }
 }
 
 /// Copies `conn` to `out_w` and `out_r` to `conn` on two threads; each
-/// direction passes end of file on as a half-close.
-fn relay<S>(conn: TcpStream, mut out_r: S, mut out_w: S, shut: fn(&S) -> io::Result<()>)
-where
+/// direction passes end of file on as a half-close. `active` is released
+/// when both directions are done.
+fn relay<S>(
+    conn: TcpStream,
+    mut out_r: S,
+    mut out_w: S,
+    shut: fn(&S) -> io::Result<()>,
+    active: Active,
+) where
     S: io::Read + io::Write + Send + 'static,
 {
     let Ok(mut conn_w) = conn.try_clone() else {
         return;
     };
     let mut conn_r = conn;
-    std::thread::spawn(move || {
+    let guest_to_target = std::thread::spawn(move || {
         let _ = io::copy(&mut conn_r, &mut out_w);
         let _ = shut(&out_w);
     });
     std::thread::spawn(move || {
         let _ = io::copy(&mut out_r, &mut conn_w);
         let _ = conn_w.shutdown(Shutdown::Write);
+        let _ = guest_to_target.join();
+        drop(active);
     });
 }
 
@@ -198,6 +247,41 @@ mod tests {
         });
         let addr = start(&fwd(GuestForwardTarget::Unix(path))).unwrap();
         assert_eq!(roundtrip(addr, b""), b"from unix");
+    }
+
+    #[test]
+    fn connections_are_capped() {
+        let addr = start(&fwd(GuestForwardTarget::Command("cat".into()))).unwrap();
+        // MAX_CONNECTIONS commands that wait for input, then one too many.
+        let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        for mut c in held.iter().take(1) {
+            c.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+        }
+        let mut extra = TcpStream::connect(addr).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(extra.read_to_end(&mut buf).unwrap(), 0, "closed at once");
+        // One ends: a new connection is served again.
+        let first = held.into_iter().next().unwrap();
+        first.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        (&first).read_to_end(&mut rest).unwrap();
+        // Until the command's exit has been noticed.
+        let mut again = None;
+        for _ in 0..500 {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"y").unwrap();
+            let mut b = [0u8; 1];
+            if c.read_exact(&mut b).is_ok() {
+                again = Some(b[0]);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(again, Some(b'y'));
     }
 
     #[test]
