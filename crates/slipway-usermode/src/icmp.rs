@@ -1,4 +1,5 @@
-//! ICMP echo from the guest.
+//! ICMP echo from the guest (the routing of echo requests is shared with
+//! ICMPv6, [`crate::ndp`]).
 //!
 //! Requests toward the host address and the outside go through host ping
 //! sockets ([`crate::ping`]), with the host address mapped to loopback as
@@ -6,7 +7,7 @@
 //! forward servers) answer themselves, as a gateway does; so does the host
 //! address when the host forbids ping sockets or under `restrict=on`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol};
 
@@ -35,24 +36,17 @@ pub(crate) fn handle(
         return;
     }
     let virtual_dst = ctx.cfg.is_virtual(dst);
-    if !virtual_dst || dst == ctx.cfg.host {
-        match ctx.cfg.outbound_target(SocketAddr::new(dst.into(), 0)) {
-            Outbound::Host(SocketAddr::V4(target)) => {
-                match ping.send(ctx, src, dst, *target.ip(), message) {
-                    Echo::Forbidden if virtual_dst => {}
-                    _ => return,
-                }
-            }
-            Outbound::Denied(DenyReason::Restricted) if !virtual_dst => {
-                ctx.counters.drop(DropReason::Restricted);
-                return;
-            }
-            _ if !virtual_dst => {
-                ctx.counters.drop(DropReason::NotForUs);
-                return;
-            }
-            _ => {}
-        }
+    let host = dst == ctx.cfg.host;
+    if echo_outbound(
+        ctx,
+        ping,
+        src.into(),
+        dst.into(),
+        virtual_dst,
+        host,
+        message,
+    ) {
+        return;
     }
     ctx.emit_ipv4(dst, src, IpProtocol::Icmp, message.len(), |buf| {
         buf[..message.len()].copy_from_slice(message);
@@ -60,4 +54,40 @@ pub(crate) fn handle(
         reply.set_msg_type(Icmpv4Message::EchoReply);
         reply.fill_checksum();
     });
+}
+
+/// Sends a guest's echo request (either family) through a host ping
+/// socket when `dst` is the host address or outside. Returns true when the
+/// request is dealt with (sent, or dropped and counted), false when the
+/// stack answers it itself: one of its own addresses (`virtual_dst`), or
+/// the host address (`host`) under `restrict=on` or when the host forbids
+/// ping sockets.
+pub(crate) fn echo_outbound(
+    ctx: &mut Ctx,
+    ping: &mut PingTable,
+    src: IpAddr,
+    dst: IpAddr,
+    virtual_dst: bool,
+    host: bool,
+    message: &[u8],
+) -> bool {
+    if virtual_dst && !host {
+        return false;
+    }
+    match ctx.cfg.outbound_target(SocketAddr::new(dst, 0)) {
+        Outbound::Host(target) => {
+            let sent = ping.send(ctx, src, dst, target.ip(), message);
+            // The host address answers itself when ping sockets are forbidden.
+            !(sent == Echo::Forbidden && virtual_dst)
+        }
+        Outbound::Denied(DenyReason::Restricted) if !virtual_dst => {
+            ctx.counters.drop(DropReason::Restricted);
+            true
+        }
+        _ if !virtual_dst => {
+            ctx.counters.drop(DropReason::NotForUs);
+            true
+        }
+        _ => false,
+    }
 }

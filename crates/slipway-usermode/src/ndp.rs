@@ -1,5 +1,6 @@
-//! ICMPv6 for the stack's own IPv6 addresses: neighbour discovery
-//! (RFC 4861) and echo.
+//! ICMPv6 from the guest: neighbour discovery (RFC 4861) for the stack's
+//! own IPv6 addresses, and echo (through host ping sockets toward the host
+//! address and the outside, as [`crate::icmp`] does for IPv4).
 //!
 //! The stack is the guest's IPv6 router: it answers neighbour
 //! solicitations for its addresses (host, DNS, and the link-local
@@ -25,6 +26,7 @@ use smoltcp::wire::{
 
 use crate::config::ROUTER_LINK_LOCAL;
 use crate::ctx::{Ctx, DropReason, GATEWAY_MAC};
+use crate::ping::PingTable;
 
 /// All-nodes multicast group (ff02::1): where unsolicited advertisements go.
 pub(crate) const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -51,6 +53,7 @@ pub(crate) type Learned = Option<(Ipv6Addr, EthernetAddress)>;
 /// and returns an address of the guest's to learn.
 pub(crate) fn handle(
     ctx: &mut Ctx,
+    ping: &mut PingTable,
     src_mac: EthernetAddress,
     src: Ipv6Addr,
     dst: Ipv6Addr,
@@ -67,7 +70,7 @@ pub(crate) fn handle(
     }
     match icmp.msg_type() {
         Icmpv6Message::EchoRequest if icmp.msg_code() == 0 => {
-            echo_reply(ctx, src_mac, src, dst, message);
+            echo(ctx, ping, src_mac, src, dst, message);
             None
         }
         Icmpv6Message::RouterSolicit
@@ -153,20 +156,20 @@ fn link_addr(lladdr: Option<RawHardwareAddress>) -> Option<EthernetAddress> {
         .filter(|m| m.is_unicast())
 }
 
-/// Answers an echo request to one of the stack's addresses.
-fn echo_reply(
+/// An echo request: out through a ping socket, or answered here for the
+/// stack's own addresses ([`crate::icmp::echo_outbound`] decides).
+fn echo(
     ctx: &mut Ctx,
+    ping: &mut PingTable,
     src_mac: EthernetAddress,
     src: Ipv6Addr,
     dst: Ipv6Addr,
     message: &[u8],
 ) {
-    if !ctx.cfg.ipv6.is_virtual(dst) {
-        ctx.counters.drop(if ctx.cfg.restrict {
-            DropReason::Restricted
-        } else {
-            DropReason::NotForUs
-        });
+    let v6 = &ctx.cfg.ipv6;
+    let (virtual_dst, host) = (v6.is_virtual(dst), dst == v6.host);
+    let (s, d) = (src.into(), dst.into());
+    if crate::icmp::echo_outbound(ctx, ping, s, d, virtual_dst, host, message) {
         return;
     }
     let len = message.len();
@@ -276,6 +279,7 @@ mod tests {
         neighbours: Neighbours,
         poll: mio::Poll,
         ident: u16,
+        ping: PingTable,
     }
 
     impl H {
@@ -287,6 +291,7 @@ mod tests {
                 neighbours: Neighbours::default(),
                 poll: mio::Poll::new().unwrap(),
                 ident: 0,
+                ping: PingTable::default(),
             }
         }
 
@@ -300,7 +305,7 @@ mod tests {
                 now: std::time::Instant::now(),
                 ip_ident: &mut self.ident,
             };
-            handle(&mut ctx, GUEST_MAC, src, dst, hop, msg)
+            handle(&mut ctx, &mut self.ping, GUEST_MAC, src, dst, hop, msg)
         }
 
         /// The one frame sent: Ethernet destination, IPv6 source and
@@ -447,8 +452,10 @@ mod tests {
     }
 
     #[test]
-    fn echo_to_our_addresses_only() {
-        let mut h = H::new("");
+    fn echo_to_our_own_addresses_is_answered_here() {
+        // The host address goes to a ping socket on ::1 unless restricted;
+        // the DNS and router addresses answer themselves.
+        let mut h = H::new("restrict=on");
         let guest = a("fec0::55");
         for dst in [a("fec0::2"), a("fec0::3"), ROUTER_LINK_LOCAL] {
             let req = sum(guest, dst, vec![128, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'i']);
@@ -466,6 +473,18 @@ mod tests {
             &sum(guest, dst, vec![128, 0, 0, 0, 0, 1, 0, 1]),
         );
         assert!(h.tx.is_empty());
+        assert_eq!(h.counters.drops(DropReason::Restricted), 1);
+        let mut h = H::new("");
+        for dst in [a("fe80::1"), a("fec0::77")] {
+            h.run(
+                guest,
+                dst,
+                64,
+                &sum(guest, dst, vec![128, 0, 0, 0, 0, 1, 0, 1]),
+            );
+        }
+        assert!(h.tx.is_empty());
+        assert_eq!(h.counters.drops(DropReason::NotForUs), 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Real ICMP echo: the guest's echo requests leave through the host's
 //! unprivileged ICMP sockets (`socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`,
-//! "ping sockets"), and the host's replies come back to the guest. Nothing
+//! "ping sockets"; ICMPv6 ones for IPv6), and the host's replies come back
+//! to the guest. Nothing
 //! is made up: a destination that does not answer the host does not answer
 //! the guest either.
 //!
@@ -13,11 +14,11 @@
 //! covering the process's group): the first refusal is logged with the
 //! sysctl to change, and further requests are dropped and counted.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use mio::Interest;
-use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol};
+use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpProtocol};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::ctx::{token, Ctx, DropReason, TokenKind};
@@ -31,12 +32,12 @@ const MAX_REPLY: usize = 65536;
 
 struct Flow {
     sock: mio::net::UdpSocket,
-    guest: Ipv4Addr,
+    guest: IpAddr,
     guest_id: u16,
     /// The destination as the guest addressed it (replies come from it).
-    remote: Ipv4Addr,
-    /// The host address the requests go to.
-    target: Ipv4Addr,
+    remote: IpAddr,
+    /// The host address the requests go to (same family as `guest`).
+    target: IpAddr,
     last_used: Instant,
 }
 
@@ -61,22 +62,25 @@ pub(crate) enum Echo {
 }
 
 impl PingTable {
-    /// Sends the echo request `message` (ICMP header and payload) from
-    /// `guest` toward `remote` (as the guest addressed it) to the host
-    /// address `target`.
+    /// Sends the echo request `message` (ICMP or ICMPv6 header and
+    /// payload) from `guest` toward `remote` (as the guest addressed it) to
+    /// the host address `target`, all of one family.
     pub fn send(
         &mut self,
         ctx: &mut Ctx,
-        guest: Ipv4Addr,
-        remote: Ipv4Addr,
-        target: Ipv4Addr,
+        guest: IpAddr,
+        remote: IpAddr,
+        target: IpAddr,
         message: &[u8],
     ) -> Echo {
-        let Ok(icmp) = Icmpv4Packet::new_checked(message) else {
+        let guest_id = match guest {
+            IpAddr::V4(_) => Icmpv4Packet::new_checked(message).map(|p| p.echo_ident()),
+            IpAddr::V6(_) => Icmpv6Packet::new_checked(message).map(|p| p.echo_ident()),
+        };
+        let Ok(guest_id) = guest_id else {
             ctx.counters.drop(DropReason::Truncated);
             return Echo::Dropped;
         };
-        let guest_id = icmp.echo_ident();
         let found = self.flows.iter().position(|f| {
             f.as_ref()
                 .is_some_and(|f| f.guest == guest && f.guest_id == guest_id && f.remote == remote)
@@ -92,10 +96,7 @@ impl PingTable {
             return Echo::Dropped;
         };
         flow.last_used = ctx.now;
-        match flow
-            .sock
-            .send_to(message, SocketAddr::new(target.into(), 0))
-        {
+        match flow.sock.send_to(message, SocketAddr::new(target, 0)) {
             Ok(_) => Echo::Out,
             Err(e) => {
                 tracing::debug!(%target, error = %e, "ICMP echo not sent");
@@ -108,10 +109,10 @@ impl PingTable {
     fn open(
         &mut self,
         ctx: &mut Ctx,
-        guest: Ipv4Addr,
+        guest: IpAddr,
         guest_id: u16,
-        remote: Ipv4Addr,
-        target: Ipv4Addr,
+        remote: IpAddr,
+        target: IpAddr,
     ) -> Result<usize, Echo> {
         self.close_idle(ctx.registry, ctx.now);
         let slot = match self.flows.iter().position(Option::is_none) {
@@ -125,7 +126,7 @@ impl PingTable {
                 return Err(Echo::Dropped);
             }
         };
-        let sock = match ping_socket() {
+        let sock = match ping_socket(target) {
             Ok(s) => s,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
                 if !self.forbidden {
@@ -176,7 +177,7 @@ impl PingTable {
         }
         loop {
             let n = match flow.sock.recv_from(&mut self.buf) {
-                Ok((n, from)) if from.ip() == std::net::IpAddr::V4(flow.target) => n,
+                Ok((n, from)) if from.ip() == flow.target => n,
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -185,18 +186,34 @@ impl PingTable {
                 }
             };
             let reply = &self.buf[..n];
-            let ok = Icmpv4Packet::new_checked(reply)
-                .is_ok_and(|p| p.msg_type() == Icmpv4Message::EchoReply);
-            if !ok {
-                continue;
-            }
             let (id, src, dst) = (flow.guest_id, flow.remote, flow.guest);
-            ctx.emit_ipv4(src, dst, IpProtocol::Icmp, n, |out| {
-                out[..n].copy_from_slice(reply);
-                let mut p = Icmpv4Packet::new_unchecked(&mut out[..n]);
-                p.set_echo_ident(id);
-                p.fill_checksum();
-            });
+            match (src, dst) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                    let ok = Icmpv4Packet::new_checked(reply)
+                        .is_ok_and(|p| p.msg_type() == Icmpv4Message::EchoReply);
+                    if ok {
+                        ctx.emit_ipv4(src, dst, IpProtocol::Icmp, n, |out| {
+                            out[..n].copy_from_slice(reply);
+                            let mut p = Icmpv4Packet::new_unchecked(&mut out[..n]);
+                            p.set_echo_ident(id);
+                            p.fill_checksum();
+                        });
+                    }
+                }
+                (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    let ok = Icmpv6Packet::new_checked(reply)
+                        .is_ok_and(|p| p.msg_type() == Icmpv6Message::EchoReply);
+                    if ok {
+                        ctx.emit_ipv6(None, src, dst, IpProtocol::Icmpv6, n, |out| {
+                            out[..n].copy_from_slice(reply);
+                            let mut p = Icmpv6Packet::new_unchecked(&mut out[..n]);
+                            p.set_echo_ident(id);
+                            p.fill_checksum(&src, &dst);
+                        });
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -225,9 +242,12 @@ impl PingTable {
     }
 }
 
-/// A non-blocking unprivileged ICMP socket.
-fn ping_socket() -> std::io::Result<UdpSocket> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4))?;
+/// A non-blocking unprivileged ICMP (or ICMPv6) socket for `target`'s family.
+fn ping_socket(target: IpAddr) -> std::io::Result<UdpSocket> {
+    let s = match target {
+        IpAddr::V4(_) => Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4))?,
+        IpAddr::V6(_) => Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::ICMPV6))?,
+    };
     s.set_nonblocking(true)?;
     s.set_cloexec(true)?;
     Ok(std::net::UdpSocket::from(std::os::fd::OwnedFd::from(s)))

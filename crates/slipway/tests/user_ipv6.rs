@@ -6,14 +6,14 @@
 //! guest's httpd through an IPv6 forward (`hostfwd=tcp:[::1]:PORT-:8080`,
 //! guest address left to the learned SLAAC address).
 //!
-//! Router advertisement options and stateless DHCPv6 are checked against
-//! clients nobody here wrote: `rdisc6` (ndisc6) and ISC `dhclient -6 -S`,
-//! on a tap device in a namespace of the test's own that QEMU's hub joins
-//! to slipway's socket (no guest needed).
+//! Router advertisement options, stateless DHCPv6 and real ICMPv6 echo
+//! are checked against clients nobody here wrote: `rdisc6` (ndisc6), ISC
+//! `dhclient -6 -S` and busybox `ping6`, on a tap device in a namespace of
+//! the test's own that QEMU's hub joins to slipway's socket (no guest
+//! needed).
 
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, TcpStream};
-use std::process::Command;
 use std::time::Duration;
 
 use slipway_testkit::{DnsServer, Guest, HttpServer};
@@ -116,61 +116,68 @@ fn slaac_ping_http_dns_and_forward_over_ipv6() {
 }
 
 /// Custom IPv6 options reach real clients: the kernel's SLAAC takes the
-/// prefix, `rdisc6` shows every router advertisement field, and `dhclient
-/// -6 -S` (INFORMATION-REQUEST) gets the DNS address and search list.
+/// prefix, `rdisc6` shows every router advertisement field, `dhclient -6
+/// -S` (INFORMATION-REQUEST) gets the DNS address and search list, and an
+/// echo request to the IPv6 host address leaves through a real ICMPv6 ping
+/// socket to `::1`. slipway, QEMU's hub and the tap all live in one
+/// namespace of the test's own, where ping sockets are allowed.
 #[test]
-fn router_advert_and_dhcpv6_reach_real_clients() {
+fn router_advert_dhcpv6_and_ping_reach_real_clients() {
     let dir = slipway_testkit::temp_dir().unwrap();
     let sock = dir.path().join("vm.sock");
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let mut slipway = Slipway::start(&[
-        s("--socket"),
-        sock.display().to_string(),
-        s("--mtu"),
-        s("1400"),
-        s("ipv6-prefix=fd00:5::,ipv6-dns=fd00:5::53,dnssearch=v6.example.test"),
-    ]);
-    slipway.wait_for_path(&sock);
-    let client = format!(
-        "set -e\n\
-         ip link set lo up\n\
+    let setup = format!(
+        "ip link set lo up\n\
+         echo '0 0' > /proc/sys/net/ipv4/ping_group_range\n\
          ip tuntap add tap0 mode tap\n\
          ip link set tap0 up\n\
-         qemu-system-x86_64 -M none -nographic -nodefaults \\\n\
-           -netdev tap,id=t,ifname=tap0,script=no,downscript=no \\\n\
-           -netdev stream,id=s,server=off,addr.type=unix,addr.path={sock} \\\n\
-           -netdev hubport,id=h0,hubid=0,netdev=t -netdev hubport,id=h1,hubid=0,netdev=s &\n\
-         trap \"kill $!\" EXIT\n\
-         # Until SLAAC has configured an address (and its DAD is done).\n\
-         for i in $(seq 300); do\n\
-           ip -6 addr show dev tap0 | grep 'inet6 fd00:5:' | grep -qv tentative && break\n\
-           sleep 0.2\n\
-         done\n\
-         ip -6 addr show dev tap0 > {out}/addr\n\
-         rdisc6 -1 tap0 > {out}/ra 2>&1\n\
-         printf '#!/bin/sh\\nenv > {out}/dhclient.$reason\\n' > {out}/script.sh\n\
-         chmod +x {out}/script.sh\n\
-         dhclient -6 -S -1 -sf {out}/script.sh -lf {out}/leases -pf {out}/pid tap0 > {out}/dhclient.log 2>&1\n",
+         (\n\
+           for i in $(seq 300); do [ -S {sock} ] && break; sleep 0.1; done\n\
+           qemu-system-x86_64 -M none -nographic -nodefaults \\\n\
+             -netdev tap,id=t,ifname=tap0,script=no,downscript=no \\\n\
+             -netdev stream,id=s,server=off,addr.type=unix,addr.path={sock} \\\n\
+             -netdev hubport,id=h0,hubid=0,netdev=t -netdev hubport,id=h1,hubid=0,netdev=s &\n\
+           qemu=$!\n\
+           # Until SLAAC has configured an address (and its DAD is done).\n\
+           for i in $(seq 300); do\n\
+             ip -6 addr show dev tap0 | grep 'inet6 fd00:5:' | grep -qv tentative && break\n\
+             sleep 0.2\n\
+           done\n\
+           ip -6 addr show dev tap0 > {out}/addr\n\
+           rdisc6 -1 tap0 > {out}/ra 2>&1\n\
+           printf '#!/bin/sh\\nenv > {out}/env.$reason\\n' > {out}/script.sh\n\
+           chmod +x {out}/script.sh\n\
+           dhclient -6 -S -1 -sf {out}/script.sh -lf {out}/leases -pf {out}/pid tap0 > {out}/dhclient.log 2>&1\n\
+           busybox ping6 -c 2 -W 10 fd00:5::2 > {out}/ping 2>&1 && echo ok >> {out}/ping\n\
+           kill $qemu\n\
+         ) > {out}/client.log 2>&1 &\n",
         sock = sock.display(),
         out = out.display(),
     );
-    let status = Command::new("unshare")
-        .args(["-Urn", "sh", "-c", &client])
-        .status()
-        .expect("unshare runs");
+    let slipway = Slipway::start_in_netns(
+        &setup,
+        &[
+            s("--socket"),
+            sock.display().to_string(),
+            s("--mtu"),
+            s("1400"),
+            s("ipv6-prefix=fd00:5::,ipv6-dns=fd00:5::53,dnssearch=v6.example.test"),
+        ],
+    );
+    // The client kills QEMU when done: slipway then exits by itself.
+    let (status, log) = slipway.wait_exit();
     let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
-    let context = || {
-        format!(
-            "--- addr ---\n{}\n--- rdisc6 ---\n{}\n--- dhclient ---\n{}\n--- slipway ---\n{}",
-            read("addr"),
-            read("ra"),
-            read("dhclient.log"),
-            slipway.log()
-        )
-    };
-    assert!(status.success(), "{status}\n{}", context());
-    assert!(read("addr").contains("inet6 fd00:5::"), "{}", context());
+    let context = format!(
+        "--- client ---\n{}\n--- addr ---\n{}\n--- rdisc6 ---\n{}\n--- dhclient ---\n{}\n--- ping ---\n{}\n--- slipway ---\n{log}",
+        read("client.log"),
+        read("addr"),
+        read("ra"),
+        read("dhclient.log"),
+        read("ping"),
+    );
+    assert!(status.success(), "{status}\n{context}");
+    assert!(read("addr").contains("inet6 fd00:5::"), "{context}");
     let ra: String = read("ra").split_whitespace().collect::<Vec<_>>().join(" ");
     for want in [
         "Stateful address conf. : No",
@@ -183,30 +190,29 @@ fn router_advert_and_dhcpv6_reach_real_clients() {
         "Recursive DNS server : fd00:5::53",
         "from fe80::2",
     ] {
-        assert!(ra.contains(want), "rdisc6 lacks '{want}'\n{}", context());
+        assert!(ra.contains(want), "rdisc6 lacks '{want}'\n{context}");
     }
     // dhclient names the script's reason RENEW6 or INFORM6 by version.
     let env = std::fs::read_dir(&out)
         .unwrap()
         .flatten()
-        .find(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with("dhclient.") && name != "dhclient.log"
-        })
+        .find(|e| e.file_name().to_string_lossy().starts_with("env."))
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .unwrap_or_default();
     assert!(
         env.lines()
             .any(|l| l == "new_dhcp6_name_servers=fd00:5::53"),
-        "{env}\n{}",
-        context()
+        "{env}\n{context}"
     );
     assert!(
         env.lines()
             .any(|l| l == "new_dhcp6_domain_search=v6.example.test."),
-        "{env}\n{}",
-        context()
+        "{env}\n{context}"
     );
-    let (status, log) = slipway.wait_exit();
-    assert!(status.success(), "{status}\n{log}");
+    assert!(read("ping").ends_with("ok\n"), "{context}");
+    let plain = log.replace("\u{1b}[3m", "").replace("\u{1b}[0m", "");
+    assert!(
+        plain.contains("ICMP echo flow through a ping socket") && plain.contains("::1"),
+        "the echo did not go through a ping socket:\n{context}"
+    );
 }

@@ -31,16 +31,6 @@ const NETNS_SETUP: &str = "set -e\n\
     (for i in $(seq 600); do curl -sf -o \"$OUT_LO\" http://127.0.0.1:8080/cgi-bin/ip && break; sleep 0.5; done) &\n\
     (for i in $(seq 600); do curl -sf --interface 192.0.2.1 -o \"$OUT_EXT\" http://192.0.2.1:8080/cgi-bin/ip && break; sleep 0.5; done) &\n";
 
-/// slipway in a new user and network namespace prepared by `setup`
-/// (shell commands), with `-vv user ARGS`.
-fn slipway_in_netns(setup: &str, args: &[String]) -> Slipway {
-    let mut cmd = Command::new("unshare");
-    cmd.args(["-Urn", "sh", "-c"])
-        .arg(format!("{setup}exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_slipway"));
-    Slipway::spawn(cmd, args)
-}
-
 fn md5(path: &Path) -> String {
     let out = Command::new("md5sum")
         .arg(path)
@@ -75,7 +65,7 @@ fn network_boot_tftp_ping_and_guest_forwards() {
         .replace("$OUT_LO", &out_lo.display().to_string())
         .replace("$OUT_EXT", &out_ext.display().to_string());
 
-    let mut slipway = slipway_in_netns(
+    let mut slipway = Slipway::start_in_netns(
         &setup,
         &[
             s("--socket"),

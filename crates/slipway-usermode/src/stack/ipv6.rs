@@ -127,6 +127,7 @@ impl Stack {
             IpProtocol::Icmpv6 => {
                 let learned = ndp::handle(
                     &mut core.ctx(registry, now),
+                    &mut self.ping,
                     src_mac,
                     src,
                     dst,

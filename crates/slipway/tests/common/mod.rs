@@ -24,6 +24,16 @@ impl Slipway {
         Slipway::spawn(Command::new(env!("CARGO_BIN_EXE_slipway")), args)
     }
 
+    /// slipway in a new user and network namespace prepared by `setup`
+    /// (shell commands, run in the namespace first), with `-vv user ARGS`.
+    pub fn start_in_netns(setup: &str, args: &[String]) -> Slipway {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-Urn", "sh", "-c"])
+            .arg(format!("{setup}exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_slipway"));
+        Slipway::spawn(cmd, args)
+    }
+
     /// Runs `cmd` (slipway itself, or a wrapper that execs it) with
     /// `-vv user ARGS`.
     pub fn spawn(mut cmd: Command, args: &[String]) -> Slipway {
