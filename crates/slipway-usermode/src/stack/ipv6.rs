@@ -428,6 +428,88 @@ mod tests {
         assert_eq!(opt, TcpOption::MaxSegmentSize(1500 - 60));
     }
 
+    #[test]
+    fn router_advertisements_repeat_once_a_guest_has_spoken() {
+        let poll = mio::Poll::new().unwrap();
+        let mut s = Stack::new(parse_options("").unwrap()).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(s.next_deadline(), None);
+        s.handle_frame(poll.registry(), &ns_frame(), t0);
+        s.guest_tx().clear();
+        let due = t0 + ndp::RA_INTERVAL;
+        assert_eq!(s.next_deadline(), Some(due));
+        s.on_timer(poll.registry(), due);
+        assert_eq!(s.guest_tx().len(), 1);
+        let f = s.guest_tx().frame(0).to_vec();
+        assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1]);
+        let ip = Ipv6Packet::new_checked(&f[ETHERNET_HEADER_LEN..]).unwrap();
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr()),
+            (ROUTER_LINK_LOCAL, ndp::ALL_NODES)
+        );
+        assert_eq!(ip.payload()[0], 134);
+        assert_eq!(s.next_deadline(), Some(due + ndp::RA_INTERVAL));
+    }
+
+    #[test]
+    fn udp_forward_reaches_the_slaac_address_learned_from_dad() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut s = Stack::new(parse_options("hostfwd=udp:[::1]:0-:7777").unwrap()).unwrap();
+        s.start(poll.registry()).unwrap();
+        let fwd = s.udp.forwards().next().unwrap().0;
+        let client = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let client_port = client.local_addr().unwrap().port();
+        // No IPv6 address of the guest known yet: nowhere to go.
+        client.send_to(b"early", fwd).unwrap();
+        for _ in 0..50 {
+            if s.counters().drops(DropReason::NotForUs) > 0 {
+                break;
+            }
+            let mut events = mio::Events::with_capacity(4);
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(100)))
+                .unwrap();
+            for ev in events.iter() {
+                if let Some((kind, index)) = crate::ctx::decode_token(ev.token()) {
+                    s.handle_host_event(poll.registry(), kind, index, ev, Instant::now());
+                }
+            }
+        }
+        assert_eq!(s.counters().drops(DropReason::NotForUs), 1);
+        assert!(s.guest_tx().is_empty());
+        // Duplicate address detection for the SLAAC address.
+        let group = a("ff02::1:ff12:3456");
+        let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&guest().octets());
+        let any = Ipv6Addr::UNSPECIFIED;
+        Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(&any, &group);
+        let dad = ipv6_frame([0x33, 0x33, 0xff, 0x12, 0x34, 0x56], any, group, 58, &m);
+        s.handle_frame(poll.registry(), &dad, Instant::now());
+        assert!(s.guest_tx().is_empty(), "nothing to defend");
+        client.send_to(b"hello", fwd).unwrap();
+        crate::stack::udp_tests::pump_host(&mut s, &mut poll);
+        let ip = sent(&mut s);
+        let ip = Ipv6Packet::new_checked(&ip[..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (a("fec0::2"), guest()));
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.payload()),
+            (client_port, 7777, &b"hello"[..])
+        );
+        // The guest's answer leaves through the forward's socket.
+        let reply = udp(guest(), 7777, a("fec0::2"), client_port, b"back");
+        s.handle_frame(
+            poll.registry(),
+            &ipv6_frame(GATEWAY_MAC.0, guest(), a("fec0::2"), 17, &reply),
+            Instant::now(),
+        );
+        let mut buf = [0u8; 8];
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"back"[..], fwd));
+    }
+
     proptest! {
         #[test]
         fn damaged_ipv6_frames_never_panic_and_ndp_still_works(
