@@ -12,63 +12,24 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use slipway_testkit::{free_port, Guest};
 
+mod net_common;
+
+use net_common::{in_netns, ok, sh, wait_for, write, Ns};
+
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
-const IN_NETNS: &str = "SLIPWAY_GUEST_TEST_IN_NETNS";
 
-/// Runs `body` as root of a fresh user + network namespace: the test binary
-/// re-executes itself (only test `name`) under `unshare -Urn`.
+/// Runs `body` in a user + network namespace of its own (see
+/// [`in_netns`]), loopback up; the guest image is built (its kernel
+/// downloaded) before, out here, where apt works.
 fn in_new_namespace(name: &str, body: fn()) {
-    if std::env::var_os(IN_NETNS).is_some() {
-        sh("ip link set lo up");
-        body();
-        return;
+    if std::env::var_os("SLIPWAY_NET_CLI_IN_NETNS").is_none() {
+        slipway_testkit::GuestImage::get().expect("build the test guest image");
     }
-    // The guest image is built (and its kernel downloaded) out here, where
-    // apt works; inside, it is read from the cache.
-    slipway_testkit::GuestImage::get().expect("build the test guest image");
-    let exe = std::env::current_exe().expect("test executable path");
-    let status = Command::new("unshare")
-        .arg("-Urn")
-        .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("run unshare (util-linux) to create a user + network namespace");
-    assert!(
-        status.success(),
-        "test inside the namespace failed: {status}"
-    );
-}
-
-/// Runs a shell command, panics with its output if it fails; returns stdout.
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `done`, bounded so a broken exchange fails instead of hanging.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < end {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gave up waiting for {what}");
+    in_netns(name, Ns::User, body);
 }
 
 /// Names of the links in this namespace.
@@ -121,7 +82,7 @@ fn console_result(console: &str, key: &str) -> Option<String> {
 const GUEST_HELPERS: &str = "\
 ifmac() { for i in /sys/class/net/*; do [ \"$(cat $i/address)\" = \"$1\" ] && basename $i; done; }
 addr() { d=$(ifmac $1); ip link set $d up; ip addr add $2 dev $d; }
-try() { n=0; while [ $n -lt 90 ]; do ping -c 1 -W 1 $1 >/dev/null 2>&1 && return 0; n=$((n+1)); done; return 1; }
+try() { n=0; while [ $n -lt 90 ]; do ping -c 1 -W 1 $1 >/dev/null 2>&1 && return 0; sleep 1; n=$((n+1)); done; return 1; }
 listening() { n=0; while ! cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ':1E61 [0-9A-F:]* 0A'; do sleep 0.1; n=$((n+1)); [ $n -gt 600 ] && exit 1; done; }
 ";
 
@@ -240,6 +201,7 @@ fn guests_on_socket_user_ethernet_and_bridge_interfaces() {
 }
 
 fn guests_body() {
+    sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let root = d.join("root");
@@ -506,4 +468,134 @@ fn guests_body() {
         "1"
     );
     assert_eq!(tap_b, "vnet0");
+}
+
+const LAB: &str = "<network><name>lab</name><forward mode='nat'/>\
+  <bridge name='br-lab'/><mtu size='1400'/>\
+  <ip address='10.44.0.1' prefix='24'><dhcp><range start='10.44.0.10' end='10.44.0.20'/>\
+  <host mac='52:54:00:0c:00:01' ip='10.44.0.11'/><host mac='52:54:00:0c:00:02' ip='10.44.0.12'/>\
+  </dhcp></ip></network>";
+
+#[test]
+fn guests_on_a_slipway_nat_network() {
+    in_new_namespace("guests_on_a_slipway_nat_network", network_body);
+}
+
+fn network_body() {
+    sh("ip link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let state = root.join("run/slipway/guests");
+    // The upstream: a namespace behind bridge up-br, with a one-shot TCP
+    // server on 198.51.100.2:8080.
+    sh("ip link add up-br type bridge && ip link set up-br up && ip addr add 198.51.100.1/24 dev up-br");
+    let upstream = net_common::Guest::new("up-br", "up0", "02:00:00:00:00:02");
+    upstream.run("ip addr add 198.51.100.2/24 dev eth0");
+    let server = std::thread::spawn(move || {
+        upstream.run("echo from-upstream | busybox nc -l -p 8080");
+        upstream
+    });
+    write(root, "lab.xml", LAB);
+    ok(root, &["net-define", "lab.xml"]);
+    assert_eq!(ok(root, &["net-start", "lab"]), "Network lab started\n\n");
+    let links_before = links();
+    let nft = || sh("nft list ruleset | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'");
+    let nft_before = nft();
+
+    let guest = |n: u8, peer: u8, extra: &str| {
+        let xml = write(
+            root,
+            &format!("g{n}.xml"),
+            &format!(
+                "<domain type='qemu'><name>g{n}</name><devices>\
+                 <interface type='network'><source network='lab'/><mac address='52:54:00:0c:00:0{n}'/>\
+                 <model type='virtio'/></interface></devices></domain>"
+            ),
+        );
+        Guest::builder()
+            .launcher([
+                SLIPWAY.to_string(),
+                "--root".into(),
+                root.display().to_string(),
+                "launch".into(),
+                xml.display().to_string(),
+                "--".into(),
+            ])
+            .script(&format!(
+                "{GUEST_HELPERS}\
+                 dhcp eth0 || exit 1\n\
+                 try 10.44.0.1{peer} && result peer ok\n\
+                 try 198.51.100.2 && result upstream ok\n\
+                 {extra}\
+                 nc -l -p 7777 </dev/null >/dev/null &\n\
+                 NC=$!\n\
+                 listening\n\
+                 ready end\n\
+                 wait $NC\n\
+                 result ended normally\n"
+            ))
+            .timeout(Duration::from_secs(300))
+            .boot()
+            .expect("guest boots")
+    };
+    let mut g1 = guest(
+        1,
+        2,
+        "n=0; until nc 198.51.100.2 8080 </dev/null > /tmp/up; do n=$((n+1)); [ $n -gt 100 ] && break; sleep 0.2; done\n\
+         result body \"$(cat /tmp/up)\"\n",
+    );
+    let mut g2 = guest(2, 1, "");
+    g1.wait_for_line("SLIPWAY-READY end", Duration::from_secs(240))
+        .expect("guest 1 done");
+    g2.wait_for_line("SLIPWAY-READY end", Duration::from_secs(240))
+        .expect("guest 2 done");
+    // Both taps on the network's bridge, with its MTU and fe: MACs.
+    let ports = sh("ip -o link show master br-lab");
+    for mac in ["fe:54:00:0c:00:01", "fe:54:00:0c:00:02"] {
+        assert!(ports.contains(mac), "{ports}");
+    }
+    assert_eq!(ports.matches("mtu 1400").count(), 2, "{ports}");
+    let (c1, c2) = (g1.console(), g2.console());
+    // Guest 1 ends normally (the host, on the bridge, tells it to power
+    // off), guest 2 by its QEMU being killed.
+    drop(TcpStream::connect(("10.44.0.11", 7777)).expect("tell guest 1 to end"));
+    sh(&format!(
+        "kill -9 $(cat /proc/{0}/task/{0}/children)",
+        g2.pid()
+    ));
+    assert!(g2.wait().is_err(), "a killed QEMU is a failed run");
+    for (c, name) in [(&c2, "guest 2"), (&c1, "guest 1")] {
+        assert_eq!(
+            console_result(c, "ip")
+                .as_deref()
+                .map(|ip| ip.starts_with("10.44.0.1")),
+            Some(true),
+            "{name}:\n{c}"
+        );
+        assert_eq!(
+            console_result(c, "peer").as_deref(),
+            Some("ok"),
+            "{name}:\n{c}"
+        );
+        assert_eq!(
+            console_result(c, "upstream").as_deref(),
+            Some("ok"),
+            "{name}:\n{c}"
+        );
+    }
+    assert_eq!(
+        console_result(&c1, "body").as_deref(),
+        Some("from-upstream"),
+        "{c1}"
+    );
+    g1.wait().expect("guest 1 powers off normally");
+    let _upstream = server.join().unwrap();
+
+    // Nothing of the guests is left; the network is as it was.
+    wait_for("the launchers' cleanup", || links() == links_before);
+    assert_eq!(nft(), nft_before);
+    wait_for("the records removed", || {
+        fs::read_dir(state.join("running")).map_or(true, |d| d.count() == 0)
+    });
+    ok(root, &["net-destroy", "lab"]);
 }
