@@ -23,6 +23,7 @@ const NETNS_SETUP: &str = "set -e\n\
     echo '0 0' > /proc/sys/net/ipv4/ping_group_range\n\
     # A destination that is not the host address, made by the test.\n\
     ip addr add 192.0.2.1/32 dev lo\n\
+    ip addr add 2001:db8::1/128 dev lo\n\
     # Targets of the tcp: and unix: guest forwards.\n\
     ncat -lk 127.0.0.1 7001 --sh-exec 'read line; echo TCPOK' &\n\
     ncat -lkU \"$GUESTFWD_UNIX\" --sh-exec 'read line; echo UNIXOK' &\n\
@@ -93,6 +94,9 @@ fn network_boot_tftp_ping_and_guest_forwards() {
          ping -c 2 -W 10 10.0.2.2 >/dev/null && result ping_host ok\n\
          ping -c 2 -W 10 192.0.2.1 >/dev/null && result ping_other ok\n\
          ping -c 1 -W 3 192.0.2.99 >/dev/null; result ping_nobody $?\n\
+         i=0; while [ $i -lt 60 ]; do ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -qv tentative && break; sleep 1; i=$((i+1)); done\n\
+         ping6 -c 2 -W 10 fec0::2 >/dev/null && result ping6_host ok\n\
+         ping6 -c 2 -W 10 2001:db8::1 >/dev/null && result ping6_other ok\n\
          # Sends a line and prints the answer; nc's input stays open (no\n\
          # half-close) until the target answers and closes.\n\
          fwd() {\n\
@@ -132,6 +136,8 @@ fn network_boot_tftp_ping_and_guest_forwards() {
     check(&out, &slipway, "ping_host", "ok");
     check(&out, &slipway, "ping_other", "ok");
     check(&out, &slipway, "ping_nobody", "1");
+    check(&out, &slipway, "ping6_host", "ok");
+    check(&out, &slipway, "ping6_other", "ok");
     check(&out, &slipway, "gf_cmd", "HELLO");
     check(&out, &slipway, "gf_tcp", "TCPOK");
     check(&out, &slipway, "gf_unix", "UNIXOK");
@@ -145,6 +151,11 @@ fn network_boot_tftp_ping_and_guest_forwards() {
     assert!(
         log.contains("ICMP echo flow through a ping socket") && log.contains("127.0.0.1"),
         "ping went through host ping sockets:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("through a ping socket") && l.contains("fec0::2")),
+        "ping6 to the host address went through a host ping socket:\n{log}"
     );
     assert!(
         log.contains("TFTP read") && log.contains("vmlinuz"),
