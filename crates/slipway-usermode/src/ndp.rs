@@ -14,7 +14,8 @@
 //! SLAAC address before the guest has sent anything from it.
 //!
 //! Wire formats are smoltcp's (`Icmpv6Packet`, `NdiscRepr`); only the
-//! RDNSS option, which smoltcp does not model, is written by hand.
+//! RDNSS and DNSSL options, which smoltcp does not model, are written by
+//! hand.
 
 use std::net::Ipv6Addr;
 use std::time::Duration;
@@ -41,6 +42,8 @@ const PREFIX_PREFERRED: Duration = Duration::from_secs(14400);
 /// RDNSS option type (RFC 8106) and its length for one address (3 × 8 bytes).
 const OPT_RDNSS: u8 = 25;
 const RDNSS_LEN: usize = 24;
+/// DNSSL option type (RFC 8106): the DNS search list.
+const OPT_DNSSL: u8 = 31;
 /// Neighbour discovery messages must arrive with this hop limit (RFC 4861
 /// 6.1.1, 7.1.1): proof that they were not routed.
 const NDP_HOP_LIMIT: u8 = 255;
@@ -209,12 +212,14 @@ fn send_neighbour_advert(
 
 /// Sends a router advertisement to `dst` (`ff02::1` for an unsolicited
 /// one): the prefix for SLAAC, the link MTU, and (unless restricted) the
-/// DNS address; with `restrict=on` the stack is no default router.
+/// DNS address and search list; with `restrict=on` the stack is no default
+/// router.
 pub(crate) fn send_router_advert(ctx: &mut Ctx, dst_mac: Option<EthernetAddress>, dst: Ipv6Addr) {
     let cfg = ctx.cfg;
     let repr = router_advert(cfg);
     let base = repr.buffer_len();
-    let len = base + if cfg.restrict { 0 } else { RDNSS_LEN };
+    let dnssl = dnssl_len(cfg);
+    let len = base + if cfg.restrict { 0 } else { RDNSS_LEN + dnssl };
     ctx.emit_ipv6(
         dst_mac,
         ROUTER_LINK_LOCAL,
@@ -231,13 +236,50 @@ pub(crate) fn send_router_advert(ctx: &mut Ctx, dst_mac: Option<EthernetAddress>
                 rdnss[2..4].fill(0);
                 rdnss[4..8].copy_from_slice(&(ROUTER_LIFETIME.as_secs() as u32).to_be_bytes());
                 rdnss[8..24].copy_from_slice(&cfg.ipv6.dns.octets());
+                if dnssl > 0 {
+                    write_dnssl(cfg, &mut out[base + RDNSS_LEN..]);
+                }
             }
             Icmpv6Packet::new_unchecked(out).fill_checksum(&ROUTER_LINK_LOCAL, &dst);
         },
     );
 }
 
-/// The router advertisement for `cfg`, without the RDNSS option.
+/// The search list (DHCP's domain name, then `dnssearch`) as DNS names.
+fn search_list(cfg: &crate::config::StackConfig) -> impl Iterator<Item = slipway_dns::Name> + '_ {
+    cfg.domainname
+        .iter()
+        .chain(&cfg.dnssearch)
+        .filter_map(|d| slipway_dns::Name::from_dotted(d))
+}
+
+/// Length of the DNSSL option (names in wire form, zero-padded to 8-byte
+/// units); 0 when there is no search list or it does not fit the option.
+fn dnssl_len(cfg: &crate::config::StackConfig) -> usize {
+    let names: usize = search_list(cfg).map(|n| n.as_wire().len()).sum();
+    let len = (8 + names).div_ceil(8) * 8;
+    if names == 0 || len / 8 > usize::from(u8::MAX) {
+        0
+    } else {
+        len
+    }
+}
+
+/// Writes the DNSSL option into `out` (exactly [`dnssl_len`] bytes).
+fn write_dnssl(cfg: &crate::config::StackConfig, out: &mut [u8]) {
+    out.fill(0);
+    out[0] = OPT_DNSSL;
+    out[1] = (out.len() / 8) as u8;
+    out[4..8].copy_from_slice(&(ROUTER_LIFETIME.as_secs() as u32).to_be_bytes());
+    let mut at = 8;
+    for name in search_list(cfg) {
+        let wire = name.as_wire();
+        out[at..at + wire.len()].copy_from_slice(wire);
+        at += wire.len();
+    }
+}
+
+/// The router advertisement for `cfg`, without the RDNSS and DNSSL options.
 fn router_advert(cfg: &crate::config::StackConfig) -> NdiscRepr<'static> {
     NdiscRepr::RouterAdvert {
         hop_limit: 64,
@@ -449,6 +491,27 @@ mod tests {
         );
         assert_eq!(&msg[6..8], &[0, 0]);
         assert_eq!(msg.len(), want.len() - RDNSS_LEN);
+    }
+
+    #[test]
+    fn search_list_goes_out_as_dnssl() {
+        let mut h = H::new("domainname=a.test,dnssearch=bc.test");
+        let rs = sum(
+            Ipv6Addr::UNSPECIFIED,
+            ALL_NODES,
+            vec![133, 0, 0, 0, 0, 0, 0, 0],
+        );
+        h.run(Ipv6Addr::UNSPECIFIED, ALL_NODES, 255, &rs);
+        let (_, _, _, msg) = h.sent();
+        // After the RDNSS option: type 31, 4 units, lifetime 600 s, then
+        // "a.test" and "bc.test" in wire form (17 bytes), zero-padded.
+        let mut want = vec![31, 4, 0, 0, 0, 0, 0x02, 0x58, 1, b'a', 4];
+        want.extend_from_slice(b"test");
+        want.extend_from_slice(&[0, 2, b'b', b'c', 4]);
+        want.extend_from_slice(b"test");
+        want.extend_from_slice(&[0; 8]);
+        assert_eq!(&msg[msg.len() - 32..], &want[..]);
+        assert_eq!(&msg[msg.len() - 56..msg.len() - 54], &[25, 3]);
     }
 
     #[test]

@@ -188,6 +188,7 @@ fn router_advert_dhcpv6_and_ping_reach_real_clients() {
         "On-link : Yes",
         "Autonomous address conf.: Yes",
         "Recursive DNS server : fd00:5::53",
+        "DNS search list : v6.example.test",
         "from fe80::2",
     ] {
         assert!(ra.contains(want), "rdisc6 lacks '{want}'\n{context}");
