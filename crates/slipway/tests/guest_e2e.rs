@@ -190,6 +190,35 @@ fn qemu_args_match_libvirt_forms() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("interface 0") && err.contains("0xFE"), "{err}");
+
+    // launch refuses a network that is not running, before creating
+    // anything and without running QEMU, and leaves no record behind.
+    fs::write(
+        &bad,
+        "<interface type='user'/><interface type='network'><mac address='52:54:00:aa:bb:01'/>\
+         <source network='nope'/></interface>\n",
+    )
+    .unwrap();
+    let marker = dir.path().join("qemu-ran");
+    let (code, _, err) = slipway(&[
+        "--root",
+        root.to_str().unwrap(),
+        "launch",
+        bad.to_str().unwrap(),
+        "--",
+        "touch",
+        marker.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("interface 1 (mac 52:54:00:aa:bb:01)") && err.contains("nope"),
+        "{err}"
+    );
+    assert!(!marker.exists());
+    let running = root.join("run/slipway/guests/running");
+    assert_eq!(fs::read_dir(&running).map_or(0, |d| d.count()), 0);
+    let sockets = root.join("run/slipway/guests/sockets");
+    assert_eq!(fs::read_dir(&sockets).map_or(0, |d| d.count()), 0);
 }
 
 #[test]
@@ -598,4 +627,44 @@ fn network_body() {
         fs::read_dir(state.join("running")).map_or(true, |d| d.count() == 0)
     });
     ok(root, &["net-destroy", "lab"]);
+}
+
+#[test]
+fn bridge_helper_run_setuid_refuses_another_acl() {
+    in_netns(
+        "bridge_helper_run_setuid_refuses_another_acl",
+        Ns::Root,
+        setuid_body,
+    );
+}
+
+/// The helper as a setuid-root install runs it for a user: real uid the
+/// user's, effective uid root (setpriv sets exactly that). It must not let
+/// the user pick the ACL file.
+fn setuid_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("allow-all.conf");
+    fs::write(&acl, "allow all\n").unwrap();
+    sh("ip link add brs type bridge && ip link set brs up");
+    let before = links();
+    let out = Command::new("setpriv")
+        .args([
+            "--ruid=65534",
+            "--rgid=65534",
+            "--euid=0",
+            "--egid=0",
+            "--clear-groups",
+            SLIPWAY,
+        ])
+        .args(["bridge-helper", "--use-vnet", "--br=brs", "--fd=0"])
+        .arg(format!("--acl={}", acl.display()))
+        .output()
+        .expect("run setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--acl is refused when running setuid"),
+        "{err}"
+    );
+    assert_eq!(links(), before);
 }
