@@ -358,5 +358,26 @@ mod tests {
         fn random_guestfwd_specs_never_panic(spec in "[a-z0-9.:\\-/ \\[\\]]{0,40}") {
             let _ = parse_options(&format!("guestfwd={spec}"));
         }
+
+        #[test]
+        fn random_service_options_never_panic(
+            key in prop::sample::select(vec!["tftp", "bootfile", "tftp-server-name", "smb", "smbserver", "guestfwd"]),
+            value in any::<String>(),
+            other in prop::option::of("(smb=/x|smbserver=10\\.0\\.2\\.[0-9]{1,3}|net=10\\.0\\.[0-9]\\.0/24)"),
+        ) {
+            let mut s = format!("{key}={value}");
+            if let Some(o) = other {
+                s = format!("{o},{s}");
+            }
+            if let Ok(cfg) = parse_options(&s) {
+                // Whatever is accepted fits the network.
+                if let Some(smb) = &cfg.services.smb {
+                    prop_assert!(cfg.in_subnet(smb.server) && smb.server != cfg.host && smb.server != cfg.dns);
+                }
+                for g in &cfg.services.guestfwd {
+                    prop_assert!(cfg.in_subnet(*g.server.ip()) && g.server.port() != 0);
+                }
+            }
+        }
     }
 }

@@ -48,7 +48,9 @@ pub(crate) struct SmbServer {
 impl SmbServer {
     /// Finds `smbd` and writes its private configuration for `share`.
     pub fn prepare(share: &SmbShare) -> Result<SmbServer, SmbError> {
-        let smbd = find_smbd().ok_or(SmbError::NoSmbd)?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = std::env::split_paths(&path).chain(SBIN_DIRS.iter().map(PathBuf::from));
+        let smbd = find_smbd(dirs).ok_or(SmbError::NoSmbd)?;
         let dir_error = |reason: String| SmbError::Dir {
             dir: share.dir.clone(),
             reason,
@@ -129,12 +131,9 @@ impl SmbServer {
     }
 }
 
-fn find_smbd() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SBIN_DIRS.iter().map(PathBuf::from))
-        .map(|d| d.join("smbd"))
-        .find(|p| is_executable(p))
+/// The first executable `smbd` in `dirs`.
+fn find_smbd(mut dirs: impl Iterator<Item = PathBuf>) -> Option<PathBuf> {
+    dirs.find_map(|d| Some(d.join("smbd")).filter(|p| is_executable(p)))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -192,7 +191,7 @@ mod tests {
             server: "10.0.2.4".parse().unwrap(),
         });
         match server {
-            Err(SmbError::NoSmbd) => assert!(find_smbd().is_none()),
+            Err(SmbError::NoSmbd) => {}
             Err(e) => panic!("{e}"),
             Ok(server) => {
                 let fwd = server.forwards();
@@ -225,6 +224,33 @@ mod tests {
         assert!(
             err.contains("/nonexistent/share") || err.contains("smbd not found"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_smbd_is_found_missing_and_named() {
+        let empty = tempfile::tempdir().unwrap();
+        let with = tempfile::tempdir().unwrap();
+        let fake = with.path().join("smbd");
+        std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+        assert_eq!(find_smbd([empty.path().to_path_buf()].into_iter()), None);
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        assert_eq!(
+            find_smbd([with.path().to_path_buf()].into_iter()),
+            None,
+            "not executable"
+        );
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert_eq!(
+            find_smbd([empty.path().to_path_buf(), with.path().to_path_buf()].into_iter()),
+            Some(fake)
+        );
+        let msg = SmbError::NoSmbd.to_string();
+        assert!(
+            msg.contains("smbd not found") && msg.contains("samba"),
+            "{msg}"
         );
     }
 
