@@ -245,6 +245,8 @@ fn guests_body() {
     sh("ip link add br0 type bridge && ip link set br0 mtu 1400 up && ip addr add 10.13.0.1/24 dev br0");
     sh("ip link add br1 type bridge && ip link set br1 up && ip addr add 10.14.0.1/24 dev br1");
     sh("ip link add br9 type bridge && ip link set br9 up");
+    // An existing tap for <target managed='no'>: used as it is, left in place.
+    sh("ip tuntap add ut0 mode tap && ip addr add 10.16.0.1/24 dev ut0 && ip link set ut0 up");
     let acl = d.join("bridge.conf");
     let acl_inc = d.join("more.conf");
     fs::write(
@@ -309,6 +311,7 @@ fn guests_body() {
                <script path='{}'/><downscript path='{}'/><model type='virtio'/></interface>\n\
              <interface type='udp'><mac address='52:54:00:0a:00:05'/><source address='127.0.0.1' port='{uport}'>\
                <local address='127.0.0.1' port='{uport}'/></source><link state='down'/><model type='virtio'/></interface>\n\
+             <interface type='ethernet'><mac address='52:54:00:0a:00:06'/><target dev='ut0' managed='no'/><model type='virtio'/></interface>\n\
              </devices></domain>\n",
             up.display(),
             down.display()
@@ -344,6 +347,7 @@ fn guests_body() {
              addr 52:54:00:0a:00:02 10.11.0.1/24\n\
              addr 52:54:00:0a:00:04 10.12.0.2/24\n\
              addr 52:54:00:0a:00:05 10.15.0.1/24\n\
+             addr 52:54:00:0a:00:06 10.16.0.2/24\n\
              result carrier5 $(cat /sys/class/net/$(ifmac 52:54:00:0a:00:05)/carrier)\n\
              result carrier1 $(cat /sys/class/net/$(ifmac 52:54:00:0a:00:01)/carrier)\n\
              dhcp $(ifmac 52:54:00:0a:00:03) || exit 1\n\
@@ -354,6 +358,7 @@ fn guests_body() {
              try 10.10.0.2 && result mcast ok\n\
              try 10.11.0.2 && result stream ok\n\
              try 10.12.0.1 && result ethernet ok\n\
+             try 10.16.0.1 && result unmanaged ok\n\
              wait $NC && result forward served\n\
              nc -l -p 7777 </dev/null >/dev/null &\n\
              NC=$!\n\
@@ -474,6 +479,7 @@ fn guests_body() {
         ("mcast", "ok"),
         ("stream", "ok"),
         ("ethernet", "ok"),
+        ("unmanaged", "ok"),
         ("forward", "served"),
         ("carrier5", "0"),
         ("carrier1", "1"),
