@@ -332,6 +332,11 @@ impl Stack {
             tftp.on_datagram(&mut core.ctx(registry, now), guest, remote, payload);
             return;
         }
+        if core.cfg.services.owns(dst) {
+            // SMB and guest-forward servers are TCP only.
+            core.counters.drop(DropReason::NotForUs);
+            return;
+        }
         self.udp_outbound(registry, guest.into(), remote.into(), payload, now);
     }
 
@@ -962,6 +967,20 @@ mod udp_tests {
         stack.on_timer(poll.registry(), later);
         stack.handle_frame(poll.registry(), &udp_frame(4002, host, port, b"z"), later);
         assert_eq!(stack.counters().drops(DropReason::FlowLimit), 1);
+    }
+
+    #[test]
+    fn udp_to_tcp_only_service_addresses_is_dropped() {
+        let poll = mio::Poll::new().unwrap();
+        let mut stack =
+            Stack::new(parse_options("guestfwd=tcp:10.0.2.100:7-cmd:cat").unwrap()).unwrap();
+        stack.handle_frame(
+            poll.registry(),
+            &udp_frame(4000, Ipv4Addr::new(10, 0, 2, 100), 7, b"x"),
+            Instant::now(),
+        );
+        assert_eq!(stack.counters().drops(DropReason::NotForUs), 1);
+        assert!(stack.guest_tx().is_empty());
     }
 
     #[test]
