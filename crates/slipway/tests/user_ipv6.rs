@@ -117,42 +117,58 @@ fn slaac_ping_http_dns_and_forward_over_ipv6() {
 
 /// Custom IPv6 options reach real clients: the kernel's SLAAC takes the
 /// prefix, `rdisc6` shows every router advertisement field, `dhclient -6
-/// -S` (INFORMATION-REQUEST) gets the DNS address and search list, and an
-/// echo request to the IPv6 host address leaves through a real ICMPv6 ping
-/// socket to `::1`. slipway, QEMU's hub and the tap all live in one
-/// namespace of the test's own, where ping sockets are allowed.
+/// -S` (INFORMATION-REQUEST) gets the DNS address and search list, echo
+/// requests to the IPv6 host address and to an outside address leave
+/// through real ICMPv6 ping sockets (to `::1` and to it), and a TCP
+/// connection to the outside address through a real IPv6 socket. slipway
+/// lives in a namespace of the test's own (ping sockets allowed, the
+/// "outside" 2001:db8::1 on its lo), the tap client in one nested in it.
 #[test]
 fn router_advert_dhcpv6_and_ping_reach_real_clients() {
     let dir = slipway_testkit::temp_dir().unwrap();
     let sock = dir.path().join("vm.sock");
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
+    // The client side: a namespace of its own (nested in slipway's) with
+    // the tap, so its kernel routes everything but its own link through
+    // slipway.
+    let client = format!(
+        "ip link set lo up\n\
+         ip tuntap add tap0 mode tap\n\
+         ip link set tap0 up\n\
+         for i in $(seq 300); do [ -S {sock} ] && break; sleep 0.1; done\n\
+         qemu-system-x86_64 -M none -nographic -nodefaults \\\n\
+           -netdev tap,id=t,ifname=tap0,script=no,downscript=no \\\n\
+           -netdev stream,id=s,server=off,addr.type=unix,addr.path={sock} \\\n\
+           -netdev hubport,id=h0,hubid=0,netdev=t -netdev hubport,id=h1,hubid=0,netdev=s &\n\
+         qemu=$!\n\
+         # Until SLAAC has configured an address (and its DAD is done).\n\
+         for i in $(seq 300); do\n\
+           ip -6 addr show dev tap0 | grep 'inet6 fd00:5:' | grep -qv tentative && break\n\
+           sleep 0.2\n\
+         done\n\
+         ip -6 addr show dev tap0 > {out}/addr\n\
+         rdisc6 -1 tap0 > {out}/ra 2>&1\n\
+         printf '#!/bin/sh\\nenv > {out}/env.$reason\\n' > {out}/script.sh\n\
+         chmod +x {out}/script.sh\n\
+         dhclient -6 -S -1 -sf {out}/script.sh -lf {out}/leases -pf {out}/pid tap0 > {out}/dhclient.log 2>&1\n\
+         busybox ping6 -c 2 -W 10 fd00:5::2 > {out}/ping 2>&1 && echo ok >> {out}/ping\n\
+         busybox ping6 -c 2 -W 10 2001:db8::1 > {out}/ping_out 2>&1 && echo ok >> {out}/ping_out\n\
+         ncat --recv-only -w 20 2001:db8::1 7001 > {out}/tcp_out 2>&1\n\
+         kill $qemu\n",
+        sock = sock.display(),
+        out = out.display(),
+    );
+    std::fs::write(out.join("client.sh"), client).unwrap();
+    // slipway's namespace: ping sockets allowed, an "outside" address on
+    // lo with a TCP server, and the client namespace started in the
+    // background.
     let setup = format!(
         "ip link set lo up\n\
          echo '0 0' > /proc/sys/net/ipv4/ping_group_range\n\
-         ip tuntap add tap0 mode tap\n\
-         ip link set tap0 up\n\
-         (\n\
-           for i in $(seq 300); do [ -S {sock} ] && break; sleep 0.1; done\n\
-           qemu-system-x86_64 -M none -nographic -nodefaults \\\n\
-             -netdev tap,id=t,ifname=tap0,script=no,downscript=no \\\n\
-             -netdev stream,id=s,server=off,addr.type=unix,addr.path={sock} \\\n\
-             -netdev hubport,id=h0,hubid=0,netdev=t -netdev hubport,id=h1,hubid=0,netdev=s &\n\
-           qemu=$!\n\
-           # Until SLAAC has configured an address (and its DAD is done).\n\
-           for i in $(seq 300); do\n\
-             ip -6 addr show dev tap0 | grep 'inet6 fd00:5:' | grep -qv tentative && break\n\
-             sleep 0.2\n\
-           done\n\
-           ip -6 addr show dev tap0 > {out}/addr\n\
-           rdisc6 -1 tap0 > {out}/ra 2>&1\n\
-           printf '#!/bin/sh\\nenv > {out}/env.$reason\\n' > {out}/script.sh\n\
-           chmod +x {out}/script.sh\n\
-           dhclient -6 -S -1 -sf {out}/script.sh -lf {out}/leases -pf {out}/pid tap0 > {out}/dhclient.log 2>&1\n\
-           busybox ping6 -c 2 -W 10 fd00:5::2 > {out}/ping 2>&1 && echo ok >> {out}/ping\n\
-           kill $qemu\n\
-         ) > {out}/client.log 2>&1 &\n",
-        sock = sock.display(),
+         ip addr add 2001:db8::1/128 dev lo nodad\n\
+         timeout 120 ncat -l 2001:db8::1 7001 --sh-exec 'echo V6OUT' &\n\
+         unshare -n sh {out}/client.sh > {out}/client.log 2>&1 &\n",
         out = out.display(),
     );
     let slipway = Slipway::start_in_netns(
@@ -211,9 +227,21 @@ fn router_advert_dhcpv6_and_ping_reach_real_clients() {
         "{env}\n{context}"
     );
     assert!(read("ping").ends_with("ok\n"), "{context}");
-    let plain = log.replace("\u{1b}[3m", "").replace("\u{1b}[0m", "");
+    // The outside over IPv6: a real ICMPv6 ping socket and a real TCP
+    // socket toward 2001:db8::1.
     assert!(
-        plain.contains("ICMP echo flow through a ping socket") && plain.contains("::1"),
+        read("ping_out").ends_with("ok\n"),
+        "{}\n{context}",
+        read("ping_out")
+    );
+    assert_eq!(read("tcp_out"), "V6OUT\n", "{context}");
+    let plain = ["\u{1b}[0m", "\u{1b}[2m", "\u{1b}[3m"]
+        .iter()
+        .fold(log.clone(), |l, code| l.replace(code, ""));
+    assert!(
+        plain.contains("ICMP echo flow through a ping socket")
+            && plain.contains("target=::1")
+            && plain.contains("target=2001:db8::1"),
         "the echo did not go through a ping socket:\n{context}"
     );
 }
