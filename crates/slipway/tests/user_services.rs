@@ -5,8 +5,10 @@
 //! forwards. slipway runs in a user and network namespace of its own
 //! (`unshare -Urn`) where the test may allow ping sockets and give the
 //! loopback an extra address; QEMU reaches it through a unix socket.
-//! And the SMB share: Samba's own client, in a namespace whose tap device
-//! QEMU joins to the stack, lists and reads the share from smbd.
+//! And, with no guest but host tools in a namespace whose tap device QEMU
+//! joins to the stack: Samba's own client lists and reads the SMB share
+//! from smbd, and busybox ping shows what happens where the host forbids
+//! ping sockets.
 
 mod common;
 
@@ -181,31 +183,19 @@ fn smb_share_reaches_smbd_through_the_stack() {
         format!("smb={}", share.display()),
     ]);
     slipway.wait_for_path(&sock);
-    let client = format!(
-        "set -e\n\
-         ip link set lo up\n\
-         ip tuntap add tap0 mode tap\n\
-         ip link set tap0 up\n\
-         ip addr add 10.0.2.15/24 dev tap0\n\
-         qemu-system-x86_64 -M none -nographic -nodefaults \\\n\
-           -netdev tap,id=t,ifname=tap0,script=no,downscript=no \\\n\
-           -netdev stream,id=s,server=off,addr.type=unix,addr.path={sock} \\\n\
-           -netdev hubport,id=h0,hubid=0,netdev=t -netdev hubport,id=h1,hubid=0,netdev=s &\n\
-         trap \"kill $!\" EXIT\n\
-         # Until QEMU has joined the link.\n\
-         for i in $(seq 150); do\n\
-           smbclient //10.0.2.4/qemu -N -c 'ls; get hello.txt {got}' >{listing} 2>&1 && exit 0\n\
-           sleep 0.2\n\
-         done\n\
-         exit 1\n",
-        sock = sock.display(),
-        got = got.display(),
-        listing = listing.display(),
+    let status = tap_client(
+        &sock,
+        &format!(
+            "# Until QEMU has joined the link.\n\
+             for i in $(seq 150); do\n\
+               smbclient //10.0.2.4/qemu -N -c 'ls; get hello.txt {got}' >{listing} 2>&1 && exit 0\n\
+               sleep 0.2\n\
+             done\n\
+             exit 1\n",
+            got = got.display(),
+            listing = listing.display(),
+        ),
     );
-    let status = Command::new("unshare")
-        .args(["-Urn", "sh", "-c", &client])
-        .status()
-        .expect("unshare runs");
     let listed = std::fs::read_to_string(&listing).unwrap_or_default();
     assert!(
         status.success(),
@@ -230,4 +220,59 @@ fn smb_share_reaches_smbd_through_the_stack() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no private directory logged:\n{log}"));
     assert!(!Path::new(private).exists(), "{private} left behind\n{log}");
+}
+
+/// Runs `commands` (shell) in a new user and network namespace whose tap
+/// device 10.0.2.15/24 QEMU joins to slipway's socket `sock` (a hub, no
+/// guest): a client on the stack's link made of host tools.
+fn tap_client(sock: &Path, commands: &str) -> std::process::ExitStatus {
+    let script = format!(
+        "set -e\n\
+         ip link set lo up\n\
+         ip tuntap add tap0 mode tap\n\
+         ip link set tap0 up\n\
+         ip addr add 10.0.2.15/24 dev tap0\n\
+         ip route add default via 10.0.2.2\n\
+         qemu-system-x86_64 -M none -nographic -nodefaults \\\n\
+           -netdev tap,id=t,ifname=tap0,script=no,downscript=no \\\n\
+           -netdev stream,id=s,server=off,addr.type=unix,addr.path={sock} \\\n\
+           -netdev hubport,id=h0,hubid=0,netdev=t -netdev hubport,id=h1,hubid=0,netdev=s &\n\
+         trap \"kill $!\" EXIT\n\
+         {commands}",
+        sock = sock.display(),
+    );
+    Command::new("unshare")
+        .args(["-Urn", "sh", "-c", &script])
+        .status()
+        .expect("unshare runs")
+}
+
+/// Where the host forbids ping sockets (a new network namespace's default
+/// `net.ipv4.ping_group_range` is "1 0"), slipway says so in one log line;
+/// the host address still answers echo as the gateway, and other hosts get
+/// no made-up replies.
+#[test]
+fn forbidden_ping_sockets_are_reported_and_nothing_is_faked() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let sock = dir.path().join("vm.sock");
+    let mut slipway = Slipway::start_in_netns(
+        "ip link set lo up\nip addr add 192.0.2.1/32 dev lo\n",
+        &[s("--socket"), sock.display().to_string()],
+    );
+    slipway.wait_for_path(&sock);
+    let status = tap_client(
+        &sock,
+        "# Until QEMU has joined the link.\n\
+         for i in $(seq 150); do busybox ping -c 1 -W 1 10.0.2.2 >/dev/null && break; sleep 0.2; done\n\
+         busybox ping -c 1 -W 5 10.0.2.2 >/dev/null\n\
+         # 192.0.2.1 would answer a real ping socket; with none it stays silent.\n\
+         if busybox ping -c 2 -W 3 192.0.2.1 >/dev/null; then exit 1; fi\n",
+    );
+    let log = slipway.log();
+    assert!(status.success(), "{status}\n{log}");
+    assert_eq!(
+        log.matches("forbids ICMP ping sockets").count(),
+        1,
+        "one clear line about ping_group_range:\n{log}"
+    );
 }
