@@ -302,6 +302,12 @@ impl Neighbours {
         if ip.is_unspecified() || ip.is_multicast() || !mac.is_unicast() {
             return;
         }
+        // The common case on the data path: the address heard from last.
+        if let Some(last) = self.entries.last_mut().filter(|(a, _)| *a == ip) {
+            last.1 = mac;
+            return;
+        }
+        // Otherwise it moves to the end, so the order is by recency.
         if let Some(i) = self.entries.iter().position(|(a, _)| *a == ip) {
             self.entries.remove(i);
         }
