@@ -426,7 +426,7 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
 }
 
 /// QEMU's IPv6 options: `ipv6-prefix` (or `ipv6-net`, either may carry
-/// `/len`), `ipv6-prefixlen` (at most 126), `ipv6-host` and `ipv6-dns`
+/// `/len`), `ipv6-prefixlen` (8 to 126), `ipv6-host` and `ipv6-dns`
 /// inside the prefix (default prefix::2 and prefix::3).
 fn build_ipv6(raw: &Raw) -> Result<Ipv6Config, OptionsError> {
     const KEY: &str = "ipv6-prefix";
@@ -439,8 +439,10 @@ fn build_ipv6(raw: &Raw) -> Result<Ipv6Config, OptionsError> {
         value
             .parse::<u8>()
             .ok()
-            .filter(|l| *l <= 126)
-            .ok_or_else(|| invalid(key, value, "prefix length must be in range 0-126"))
+            // QEMU's upper bound; below 8 the "guest prefix" would swallow
+            // every destination and the guest could reach nothing.
+            .filter(|l| (8..=126).contains(l))
+            .ok_or_else(|| invalid(key, value, "prefix length must be in range 8-126"))
     };
     let (prefix, mut prefix_len) = match raw.ipv6_prefix.as_deref() {
         None => (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 64),
@@ -828,6 +830,7 @@ mod tests {
         for (bad, key) in [
             ("ipv6-prefix=fec0::x", "ipv6-prefix"),
             ("ipv6-prefixlen=127", "ipv6-prefixlen"),
+            ("ipv6-prefixlen=0", "ipv6-prefixlen"),
             ("ipv6-prefix=fec0::/200", "ipv6-prefix"),
             ("ipv6-host=fec1::2", "ipv6-host"),
             ("ipv6-dns=fec0::2", "ipv6-dns"),
