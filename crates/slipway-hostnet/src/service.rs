@@ -280,6 +280,14 @@ impl Service {
         let file = read_service_file(path)?;
         let svc = &file.service;
         let saved = leases::load(&file.leases_file)?;
+        if svc.ranges.iter().any(|r| r.start.is_ipv6()) {
+            // Said once per start in the service's log: guests on the
+            // bridge get no IPv6 address from it.
+            tracing::warn!(
+                "IPv6 DHCP ranges of network {} are not served: bridge networks have no DHCPv6 or router advertisements yet",
+                file.network
+            );
+        }
         let dhcp = match dhcp_config(svc)? {
             Some((config, prefix)) => {
                 let mut server = DhcpServer::new(config)
