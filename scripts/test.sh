@@ -65,6 +65,8 @@ step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 # user-mode stack before the product's end-to-end tests rely on it.
 step "test guest + harness self-test" cargo test -p slipway-testkit
 step "cargo test --workspace" cargo test --workspace --exclude slipway-testkit --no-fail-fast
+# Every fuzz target for a bounded time on stable Rust (fuzz/, docs/fuzzing.md).
+step "fuzz (40 s per target)" scripts/fuzz.sh
 
 section "summary ($((SECONDS - start)) s)"
 if ((${#failed[@]})); then

@@ -323,6 +323,13 @@ fn fqdn(s: &str) -> Result<Name, dhcproto::NameError> {
     Ok(name)
 }
 
+/// Whether `name` is a name the server accepts for a hostname, domain or
+/// search entry (what [`DhcpConfig::validate`] requires), so callers can
+/// refuse it where the user typed it.
+pub fn is_valid_name(name: &str) -> bool {
+    check_name("name", name).is_ok()
+}
+
 /// A name must be non-empty, made of valid labels, and fit into a 255-byte option.
 fn check_name(what: &'static str, name: &str) -> Result<(), DhcpConfigError> {
     let bad = || DhcpConfigError::BadName {

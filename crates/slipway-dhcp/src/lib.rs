@@ -17,6 +17,6 @@ mod request;
 mod server;
 pub mod v6;
 
-pub use config::{AddressPool, DhcpConfig, DhcpConfigError, StaticHost};
+pub use config::{is_valid_name, AddressPool, DhcpConfig, DhcpConfigError, StaticHost};
 pub use reply::{DhcpReply, ReplyDestination, ReplyKind};
 pub use server::{DhcpError, DhcpServer, Lease};

@@ -800,6 +800,46 @@ impl Attachment {
         state
     }
 
+    /// Datagram mode: attaches the VM that sent the first waiting datagram
+    /// (connects a socket to its address) without consuming the datagram.
+    /// Returns true once done, or when there is nothing to do (another
+    /// mode, a VM already attached, an unbound sender), false while no
+    /// datagram has arrived. Lets the event loop reach the first VM's socket
+    /// before a sandbox takes that right away (a switch from root to a user
+    /// who may not write to it); a connected socket keeps sending to it.
+    pub fn connect_first_peer(&mut self, registry: &Registry) -> bool {
+        let Some(socket) = &self.dgram else {
+            return true;
+        };
+        if self.live > 0 {
+            return true;
+        }
+        // SAFETY: all-zero is a valid sockaddr_un.
+        let mut from = PeerAddr {
+            raw: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        };
+        let mut byte = 0_u8;
+        // SAFETY: a one-byte buffer and an address buffer of the length given.
+        let rc = unsafe {
+            libc::recvfrom(
+                socket.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                (&mut from.raw as *mut libc::sockaddr_un).cast(),
+                &mut from.len,
+            )
+        };
+        if rc < 0 {
+            return false;
+        }
+        if !from.path_bytes().is_empty() {
+            self.dgram_port(registry, &from);
+        }
+        true
+    }
+
     /// The port of the datagram VM at `from`, attaching it (a socket
     /// connected to its address, for sending) if it is new; `None` when
     /// it cannot be attached.
@@ -960,7 +1000,6 @@ fn flush_dgram(
     writable: &mut bool,
 ) -> Result<usize, VmGone> {
     let mut sent = 0;
-    let mut name = peer.raw;
     while !tx.is_empty() {
         let n = tx.len().min(WRITE_BATCH);
         // SAFETY: all-zero is a valid value of these plain C structs.
@@ -970,13 +1009,14 @@ fn flush_dgram(
             let frame = tx.frame(i);
             iovs[i].iov_base = frame.as_ptr() as *mut libc::c_void;
             iovs[i].iov_len = frame.len();
-            msgs[i].msg_hdr.msg_name = (&mut name as *mut libc::sockaddr_un).cast();
-            msgs[i].msg_hdr.msg_namelen = peer.len;
+            // No address: the socket is connected to the VM, so there is no
+            // path lookup per frame (nor a permission check that a
+            // sandboxed process, no longer root, might fail).
             msgs[i].msg_hdr.msg_iov = &mut iovs[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: the headers point at queued frames (only read), their
-        // iovecs and the peer's address, all alive during the call.
+        // SAFETY: the headers point at queued frames (only read) and their
+        // iovecs, all alive during the call.
         let rc =
             unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
         if rc >= 0 {

@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub keep_listening: bool,
     /// Serve the control API ([`crate::api`]) on a unix socket at this path.
     pub api: Option<std::path::PathBuf>,
+    /// Confine the process once the stack and the VM link are set up (the
+    /// attachment's socket directory is added to what it may touch).
+    pub sandbox: Option<slipway_sandbox::Sandbox>,
 }
 
 /// Why [`run`] stopped with an error.
@@ -47,6 +50,9 @@ pub enum RunError {
     /// The control API socket could not be opened.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The sandbox could not be applied (the process does not run unconfined).
+    #[error("sandbox")]
+    Sandbox(#[from] slipway_sandbox::SandboxError),
     /// The event loop itself failed.
     #[error("{what}")]
     Io {
@@ -134,19 +140,41 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
             Interest::READABLE,
         )
         .map_err(io_err("signal handling"))?;
+    let sandbox = opts
+        .sandbox
+        .and_then(|sandbox| sandbox_for(sandbox, &cfg, opts.api.as_deref()));
     let mut stack = Stack::new(cfg)?;
     stack.start(&registry)?;
     let mut api = match &opts.api {
         Some(path) => Some(ApiServer::open(path, &registry)?),
         None => None,
     };
+    let socket_file = match &spec {
+        AttachSpec::UnixListen(path) | AttachSpec::UnixDgram(path) => Some(path.clone()),
+        AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) => None,
+    };
     let mut attach = Attachment::open(spec, &registry)?;
     if let Some(addr) = attach.local_addr() {
         tracing::info!(%addr, "listening");
     }
+    let mut sandbox = sandbox.map(|mut sandbox| {
+        if let Some(path) = socket_file {
+            allow_socket(&mut sandbox, &path);
+        }
+        sandbox
+    });
     let mut events = Events::with_capacity(EVENT_CAPACITY);
     let mut busy = false;
     loop {
+        // Confine the process before the first guest frame is read: at once,
+        // or in datagram mode once the VM's address is known and connected
+        // (the sandbox's user may not be allowed to reach it later).
+        if sandbox.is_some() && attach.connect_first_peer(&registry) {
+            if let Some(sandbox) = sandbox.take() {
+                apply_sandbox(&sandbox, &registry, &signals)?;
+            }
+            busy = attach.has_pending_io(stack.guest_tx());
+        }
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
@@ -190,6 +218,11 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         if stack.next_deadline().is_some_and(|d| d <= now) {
             stack.on_timer(&registry, now);
         }
+        if sandbox.is_some() {
+            // No guest frame is read before the sandbox is on.
+            busy = false;
+            continue;
+        }
         for _ in 0..PUMP_ROUNDS {
             match pump(&mut attach, &mut stack, &registry, now) {
                 Pump::Idle => break,
@@ -218,6 +251,60 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         }
         busy = attach.has_pending_io(stack.guest_tx());
     }
+}
+
+/// The sandbox [`run`] applies for `cfg`: `sandbox` plus what it must
+/// still allow (the TFTP root, the API socket at `api`), or `None` (with a warning) when the configuration starts
+/// programs or threads the sandbox cannot confine yet: `smb=` runs smbd and
+/// `guestfwd=` runs commands and copying threads (a spawning helper forked
+/// before the sandbox would lift this).
+pub fn sandbox_for(
+    mut sandbox: slipway_sandbox::Sandbox,
+    cfg: &StackConfig,
+    api: Option<&std::path::Path>,
+) -> Option<slipway_sandbox::Sandbox> {
+    if cfg.services.smb.is_some() || !cfg.services.guestfwd.is_empty() {
+        tracing::warn!(
+            "sandbox off: smb= and guestfwd= start programs and threads it cannot confine yet"
+        );
+        return None;
+    }
+    if let Some(root) = &cfg.services.tftp_root {
+        sandbox.allow_read(root.clone());
+    }
+    if let Some(path) = api {
+        allow_socket(&mut sandbox, path);
+    }
+    Some(sandbox)
+}
+
+/// Lets the sandboxed process remove the socket file at `path` (and the
+/// sandbox remove it when the process ends).
+fn allow_socket(sandbox: &mut slipway_sandbox::Sandbox, path: &std::path::Path) {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    sandbox
+        .allow_socket_dir(dir)
+        .remove_on_exit(path.to_owned());
+}
+
+/// Applies the sandbox. It may have forked (see
+/// `slipway_sandbox::Sandbox::remove_on_exit`): epoll reports a signalfd
+/// ready only for the process that added it (a modify is not enough), so
+/// the signalfd is added anew.
+fn apply_sandbox(
+    sandbox: &slipway_sandbox::Sandbox,
+    registry: &mio::Registry,
+    signals: &Signals,
+) -> Result<(), RunError> {
+    sandbox.apply()?;
+    let mut fd = SourceFd(&signals.0.as_raw_fd());
+    registry
+        .deregister(&mut fd)
+        .and_then(|()| registry.register(&mut fd, token(TokenKind::Control, 0), Interest::READABLE))
+        .map_err(io_err("signal handling"))
 }
 
 enum Pump {

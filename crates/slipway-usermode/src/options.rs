@@ -235,6 +235,11 @@ fn check_name(key: &str, value: String) -> Result<String, OptionsError> {
             ));
         }
     }
+    // The DHCP server's own rule (labels may not start or end with '-',
+    // ...): what passes here must not fail later when the stack starts.
+    if !slipway_dhcp::is_valid_name(&value) {
+        return Err(invalid(key, &value, "not a valid DNS name"));
+    }
     Ok(value)
 }
 
@@ -404,7 +409,7 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         dhcp_start,
         dhcp_end: Ipv4Addr::from(end),
     })?;
-    Ok(StackConfig {
+    let cfg = StackConfig {
         services,
         net,
         prefix_len,
@@ -422,7 +427,31 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         mtu: 1500,
         dns_upstreams: Vec::new(),
         limits: Limits::default(),
-    })
+    };
+    check_dhcp(&cfg)?;
+    Ok(cfg)
+}
+
+/// Asks the DHCP server whether it can serve `cfg` (names it can encode,
+/// a search list that fits one option: RFC 3396 long options are not
+/// produced), so a configuration it refuses names its option here instead
+/// of failing when the stack starts. Found by the netdev_options fuzz target.
+fn check_dhcp(cfg: &StackConfig) -> Result<(), OptionsError> {
+    use slipway_dhcp::DhcpConfigError;
+    let Err(err) = slipway_dhcp::DhcpServer::new(crate::stack::dhcp_config(cfg)) else {
+        return Ok(());
+    };
+    let what = match &err {
+        DhcpConfigError::BadName { what, .. } | DhcpConfigError::TooLong { what, .. } => *what,
+        _ => "",
+    };
+    let (key, value) = match what {
+        "hostname" => ("hostname", cfg.hostname.clone().unwrap_or_default()),
+        "domain name" => ("domainname", cfg.domainname.clone().unwrap_or_default()),
+        "search domain" | "domain search list" => ("dnssearch", cfg.dnssearch.join(",")),
+        _ => ("net", format!("{}/{}", cfg.net, cfg.prefix_len)),
+    };
+    Err(invalid(key, value, err.to_string()))
 }
 
 /// QEMU's IPv6 options: `ipv6-prefix` (or `ipv6-net`, either may carry
@@ -807,6 +836,21 @@ mod tests {
         assert!(
             matches!(err("dnssearch=a..b"), OptionsError::Invalid { key, .. } if key == "dnssearch")
         );
+        // Found by the netdev_options fuzz target: names the DHCP server
+        // refuses used to pass here and fail only when the stack started.
+        let long_list = vec!["dnssearch=abcdefghijklmnopqrstuvwxyz0123456789.example"; 8].join(",");
+        for bad in [
+            "hostname=-------------vm",
+            "domainname=-example.test",
+            "dnssearch=-a.test",
+            long_list.as_str(),
+        ] {
+            let key = bad.split('=').next().unwrap();
+            assert!(
+                matches!(err(bad), OptionsError::Invalid { key: k, .. } if k == key),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

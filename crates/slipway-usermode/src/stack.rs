@@ -522,7 +522,7 @@ fn check_ipv4<'a>(
 
 /// The DHCP server's configuration for a user-mode network (libslirp's
 /// choices: server identifier and router are the host address, 24 h leases).
-fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
+pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
     let start = cfg.dhcp_start;
     let end = Ipv4Addr::from(u32::from(start) + u32::from(DHCP_POOL_SIZE) - 1);
     slipway_dhcp::DhcpConfig {

@@ -12,7 +12,7 @@ use slipway_usermode::options;
 
 /// Arguments of `slipway user`.
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("attach").required(true).args(["socket", "connect_socket", "listen_tcp", "dgram"])))]
+#[command(group(ArgGroup::new("attach").args(["socket", "connect_socket", "listen_tcp", "dgram"])))]
 pub struct UserArgs {
     /// Listen on a unix stream socket for QEMU
     /// `-netdev stream,server=off,addr.type=unix,addr.path=PATH`. Several
@@ -76,6 +76,19 @@ pub struct UserArgs {
     #[arg(long, value_name = "PATH")]
     pub api: Option<PathBuf>,
 
+    /// Run without the sandbox (seccomp allowlist, Landlock, no
+    /// capabilities, no root) that confines the process once set up.
+    #[arg(long)]
+    pub no_sandbox: bool,
+
+    /// When started as root, the user the sandbox switches to.
+    #[arg(long, value_name = "USER", default_value = "nobody")]
+    pub runas: String,
+
+    /// Print the system calls the sandbox allows (count, then one per line) and exit.
+    #[arg(long)]
+    pub print_sandbox: bool,
+
     /// QEMU `-netdev user` option string, e.g. `net=10.0.2.0/24,hostfwd=tcp::5022-:22`.
     #[arg(value_name = "OPTS")]
     pub options: Option<String>,
@@ -116,6 +129,21 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
     } else {
         args.dns_upstream.clone()
     };
+    let mut sandbox = slipway_sandbox::Sandbox::new();
+    sandbox.runas(args.runas.clone());
+    if args.print_sandbox {
+        // What these options would allow (a TFTP root adds file reads).
+        let Some(sandbox) = event_loop::sandbox_for(sandbox, &cfg, args.api.as_deref()) else {
+            println!("sandbox off for these options");
+            return Ok(0);
+        };
+        let calls = sandbox.syscalls();
+        println!("{} system calls allowed", calls.len());
+        for call in calls {
+            println!("{}", call.name());
+        }
+        return Ok(0);
+    }
     let spec = if let Some(p) = args.socket {
         AttachSpec::UnixListen(p)
     } else if let Some(p) = args.connect_socket {
@@ -133,6 +161,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
         RunOptions {
             keep_listening: args.keep_listening,
             api: args.api,
+            sandbox: (!args.no_sandbox).then_some(sandbox),
         },
     )?;
     Ok(0)

@@ -117,3 +117,91 @@ fn a_tcp_forward_that_cannot_be_bound_is_fatal_and_named() {
     assert!(err.contains(&format!(":{port}")), "{err}");
     assert!(!std::path::Path::new(&path).exists());
 }
+
+/// `--print-sandbox` prints how many system calls the sandbox allows, then
+/// each one: the count matches the list, the data path's calls are in it,
+/// and what an attacker would want is not.
+#[test]
+fn print_sandbox_lists_the_allowed_syscalls() {
+    let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["user", "--print-sandbox"])
+        .output()
+        .expect("slipway runs");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let head = lines.next().unwrap();
+    let count: usize = head
+        .strip_suffix(" system calls allowed")
+        .unwrap_or_else(|| panic!("{head}"))
+        .parse()
+        .unwrap();
+    let calls: Vec<&str> = lines.collect();
+    assert_eq!(calls.len(), count, "{text}");
+    for needed in ["recvmmsg", "sendmmsg", "epoll_pwait", "connect", "accept4"] {
+        assert!(calls.contains(&needed), "{needed} missing:\n{text}");
+    }
+    for forbidden in [
+        "execve", "fork", "clone", "ptrace", "mount", "setuid", "openat",
+    ] {
+        assert!(!calls.contains(&forbidden), "{forbidden} allowed:\n{text}");
+    }
+}
+
+/// `slipway user` runs sandboxed by default once its socket is up (the
+/// process serving the VM has a seccomp filter and no_new_privs), and
+/// `--no-sandbox` opts out.
+#[test]
+fn user_runs_sandboxed_unless_told_not_to() {
+    for (flag, sandboxed) in [(None, true), (Some("--no-sandbox"), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.sock");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
+        cmd.args(["user", "-v", "--dns-upstream", "127.0.0.1:53", "--socket"])
+            .arg(&path)
+            .args(flag)
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        // With the sandbox, "sandbox applied" is logged once it is on;
+        // without, the socket's "waiting for the VM" is the last word.
+        let wanted = if sandboxed {
+            "sandbox applied"
+        } else {
+            "waiting for the VM"
+        };
+        let mut log = String::new();
+        while !log.contains(wanted) {
+            let mut line = String::new();
+            use std::io::BufRead;
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "slipway ended:\n{log}"
+            );
+            log.push_str(&line);
+        }
+        // Started as root, the sandbox forks a parent that removes the
+        // socket file at the end; the VM is served by its child.
+        let pid = child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let server = children
+            .split_whitespace()
+            .next()
+            .map_or(pid.to_string(), str::to_string);
+        let status = std::fs::read_to_string(format!("/proc/{server}/status")).unwrap();
+        let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+        assert_eq!(
+            seccomp.ends_with('2'),
+            sandboxed,
+            "{flag:?}: {seccomp}\n{log}"
+        );
+        assert!(Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success());
+        assert!(child.wait().unwrap().success(), "{log}");
+        assert!(!path.exists(), "socket file left behind");
+    }
+}

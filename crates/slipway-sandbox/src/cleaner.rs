@@ -1,0 +1,86 @@
+//! The parent that outlives a sandboxed child to remove its socket files.
+//!
+//! A process that started as root and switched to `nobody` can no longer
+//! unlink the socket it bound in a root-owned directory. So the sandbox
+//! forks first: the child goes on to drop privileges and run; the parent
+//! closes every descriptor, confines itself to a handful of calls (wait,
+//! forward a signal, remove files under the socket directories), and when
+//! the child ends removes the files and exits with the child's status.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use landlock::RulesetCreated;
+
+use crate::{os_err, syscalls, SandboxError};
+
+/// Forks; returns in the child only. The parent never returns.
+pub(crate) fn fork(paths: &[PathBuf], ruleset: RulesetCreated) -> Result<(), SandboxError> {
+    // SAFETY: signal masks on locally owned sets; fork in a process that is
+    // single-threaded at this point (setup is done, no thread was spawned).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let child = libc::fork();
+        if child < 0 {
+            return Err(os_err("forking the socket-cleaning parent"));
+        }
+        if child == 0 {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            return Ok(());
+        }
+        // The parent: Landlock first (it consumes the ruleset's descriptor),
+        // then nothing of the stack stays open here.
+        let confined =
+            crate::prctl(libc::PR_SET_NO_NEW_PRIVS, 1) == 0 && ruleset.restrict_self().is_ok();
+        libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0);
+        let confined = confined && syscalls::install(syscalls::CLEANER).is_ok();
+        if !confined {
+            // Running on unconfined as root would be worse than leaving a
+            // socket file behind: stop the child and leave.
+            libc::kill(child, libc::SIGKILL);
+            libc::_exit(1);
+        }
+        let code = loop {
+            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+            if sig == libc::SIGTERM || sig == libc::SIGINT {
+                libc::kill(child, sig);
+                continue;
+            }
+            let mut status = 0;
+            if libc::waitpid(child, &mut status, libc::WNOHANG) == child {
+                if libc::WIFEXITED(status) {
+                    break libc::WEXITSTATUS(status);
+                }
+                if libc::WIFSIGNALED(status) {
+                    break 128 + libc::WTERMSIG(status);
+                }
+            }
+        };
+        for path in paths {
+            // Only a socket is removed (whatever replaced it stays); the
+            // calls are the *at forms the filter allows on every arch.
+            let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
+                continue;
+            };
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstatat(
+                libc::AT_FDCWD,
+                cpath.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+            {
+                libc::unlinkat(libc::AT_FDCWD, cpath.as_ptr(), 0);
+            }
+        }
+        libc::_exit(code);
+    }
+}

@@ -1,0 +1,375 @@
+//! Confines a slipway process once it has set itself up.
+//!
+//! The user-mode stack parses bytes from a guest that may be hostile (the
+//! libslirp CVE record is the reason this crate exists). Once every socket
+//! the process needs at start is open, [`Sandbox::apply`] makes a
+//! compromised data path nearly powerless, in this order:
+//!
+//! 1. Landlock rules are prepared (paths opened while they still can be);
+//! 2. when started as root, the process switches to an unprivileged user
+//!    (default `nobody`), after dropping every capability from the
+//!    bounding set;
+//! 3. every capability (effective, permitted, inheritable, ambient) is
+//!    dropped and `no_new_privs` is set;
+//! 4. Landlock restricts the filesystem to the paths the options need
+//!    (read-only files and trees, directories holding the process's own
+//!    sockets);
+//! 5. a seccomp filter allows only the system calls the data path makes
+//!    ([`Sandbox::syscalls`]); any other call fails with `EPERM` (not a
+//!    kill: an unforeseen call in a rare path becomes an error the stack
+//!    reports, while anything an attacker would need stays impossible).
+//!
+//! Reusable by every long-running slipway process: the caller lists what
+//! it needs (files to read, socket directories) and applies it.
+
+#![deny(missing_docs)]
+
+mod cleaner;
+mod syscalls;
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr,
+    RulesetStatus, ABI,
+};
+
+pub use syscalls::Syscall;
+
+/// The Landlock ABI whose filesystem rights are asked for; older kernels
+/// enforce what they know (best effort), newer ones add nothing we need.
+const LANDLOCK_ABI: ABI = ABI::V5;
+
+/// Why the sandbox could not be applied. The process must not go on
+/// unconfined when asked to confine itself, so every error is fatal to the
+/// caller.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A Landlock rule could not be built (e.g. a path that does not exist).
+    #[error("Landlock rule for {path}: {source}")]
+    LandlockPath {
+        /// The path the rule was for.
+        path: PathBuf,
+        /// The library's error.
+        source: landlock::RulesetError,
+    },
+    /// The Landlock ruleset could not be created or enforced.
+    #[error("Landlock: {0}")]
+    Landlock(#[from] landlock::RulesetError),
+    /// The user to switch to does not exist.
+    #[error("user {0:?} not found (needed to drop root privileges; choose another with --runas)")]
+    NoSuchUser(String),
+    /// A system call of the privilege drop failed.
+    #[error("{what}: {source}")]
+    Os {
+        /// The step that failed.
+        what: &'static str,
+        /// The kernel's error.
+        source: std::io::Error,
+    },
+    /// The seccomp filter could not be built or installed.
+    #[error("seccomp: {0}")]
+    Seccomp(#[from] seccompiler::Error),
+    /// The seccomp filter could not be compiled to BPF.
+    #[error("seccomp: {0}")]
+    SeccompBackend(#[from] seccompiler::BackendError),
+}
+
+fn os_err(what: &'static str) -> SandboxError {
+    SandboxError::Os {
+        what,
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+/// What a process may still do once confined.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    read_only: Vec<PathBuf>,
+    socket_dirs: Vec<PathBuf>,
+    remove_on_exit: Vec<PathBuf>,
+    runas: String,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            read_only: Vec::new(),
+            socket_dirs: Vec::new(),
+            remove_on_exit: Vec::new(),
+            runas: "nobody".into(),
+        }
+    }
+}
+
+/// What [`Sandbox::apply`] achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The user and group the process switched to (only when started as root).
+    pub switched_to: Option<(u32, u32)>,
+    /// Whether the kernel enforces the Landlock rules fully, partly (older
+    /// ABI) or not at all (Landlock disabled).
+    pub landlock: LandlockState,
+    /// Number of system calls the seccomp filter allows.
+    pub syscalls: usize,
+}
+
+/// How far the kernel enforces the filesystem rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LandlockState {
+    /// Every requested right is enforced.
+    Full,
+    /// The kernel knows an older Landlock ABI: some rights are not enforced.
+    Partial,
+    /// The kernel has Landlock disabled: the filesystem is not restricted
+    /// (seccomp and the privilege drop still apply).
+    Unsupported,
+}
+
+impl Sandbox {
+    /// A sandbox allowing no file access at all and only the data path's
+    /// system calls.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allows reading `path` (a file, or a directory tree: a TFTP root,
+    /// `/etc/resolv.conf`). It must exist when [`Sandbox::apply`] runs.
+    pub fn allow_read(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.read_only.push(path.into());
+        self
+    }
+
+    /// Allows creating and removing socket files in directory `dir` (the
+    /// attachment's socket, an API socket).
+    pub fn allow_socket_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.socket_dirs.push(dir.into());
+        self
+    }
+
+    /// Has `path` (a socket file the process created) removed when the
+    /// process ends. Once switched from root to an unprivileged user the
+    /// process may no longer remove it itself (a root-owned directory), so
+    /// [`Sandbox::apply`] then forks: the parent (confined to waiting,
+    /// forwarding SIGTERM/SIGINT and removing these files) outlives the
+    /// sandboxed child and exits with its status.
+    pub fn remove_on_exit(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.remove_on_exit.push(path.into());
+        self
+    }
+
+    /// The user to switch to when started as root (default `nobody`).
+    pub fn runas(&mut self, user: impl Into<String>) -> &mut Self {
+        self.runas = user.into();
+        self
+    }
+
+    /// The system calls the filter allows, by name, in table order. Reading
+    /// files adds the calls that opening and reading them needs.
+    pub fn syscalls(&self) -> Vec<Syscall> {
+        syscalls::allowed(!self.read_only.is_empty())
+    }
+
+    /// Confines the calling process (every thread it has now and later).
+    /// Call it once setup is complete: nothing it forbids can be done
+    /// afterwards.
+    pub fn apply(&self) -> Result<Report, SandboxError> {
+        let ruleset = self.landlock_ruleset()?;
+        // SAFETY: geteuid cannot fail.
+        let switched_to = if unsafe { libc::geteuid() } == 0 {
+            if !self.remove_on_exit.is_empty() {
+                cleaner::fork(&self.remove_on_exit, self.landlock_ruleset()?)?;
+            }
+            self.drop_root()?
+        } else {
+            None
+        };
+        drop_capabilities()?;
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { prctl(libc::PR_SET_NO_NEW_PRIVS, 1) } != 0 {
+            return Err(os_err("setting no_new_privs"));
+        }
+        let landlock = match ruleset.restrict_self()?.ruleset {
+            RulesetStatus::FullyEnforced => LandlockState::Full,
+            RulesetStatus::PartiallyEnforced => LandlockState::Partial,
+            RulesetStatus::NotEnforced => LandlockState::Unsupported,
+        };
+        if landlock != LandlockState::Full {
+            tracing::warn!(
+                ?landlock,
+                "the kernel does not fully enforce Landlock: filesystem access is less restricted"
+            );
+        }
+        let syscalls = self.syscalls();
+        syscalls::install(&syscalls)?;
+        tracing::info!(
+            syscalls = syscalls.len(),
+            ?switched_to,
+            ?landlock,
+            "sandbox applied"
+        );
+        Ok(Report {
+            switched_to,
+            landlock,
+            syscalls: syscalls.len(),
+        })
+    }
+
+    fn landlock_ruleset(&self) -> Result<RulesetCreated, SandboxError> {
+        let all = AccessFs::from_all(LANDLOCK_ABI);
+        let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
+        for path in &self.read_only {
+            ruleset = add_rule(ruleset, path, AccessFs::from_read(LANDLOCK_ABI))?;
+        }
+        let sockets = AccessFs::ReadDir | AccessFs::MakeSock | AccessFs::RemoveFile;
+        for dir in &self.socket_dirs {
+            ruleset = add_rule(ruleset, dir, sockets)?;
+        }
+        Ok(ruleset)
+    }
+
+    /// Leaves root for the configured user; returns its uid and gid, or
+    /// `None` inside a user namespace that has no such user (`unshare -r`
+    /// maps only uid 0): there the process stays uid 0 of the namespace,
+    /// without capabilities.
+    fn drop_root(&self) -> Result<Option<(u32, u32)>, SandboxError> {
+        let (uid, gid) = lookup_user(&self.runas)?;
+        // Without CAP_SETPCAP later, the bounding set must shrink now.
+        for cap in 0..=63 {
+            // SAFETY: plain prctl; EINVAL past the last capability ends it.
+            if unsafe { prctl(libc::PR_CAPBSET_DROP, cap) } != 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
+                return Err(os_err("dropping the capability bounding set"));
+            }
+        }
+        // SAFETY: plain system calls with integer arguments.
+        unsafe {
+            // A user namespace may deny setgroups (unshare -r does); it has
+            // no supplementary groups to drop then.
+            if libc::setgroups(0, std::ptr::null()) != 0 && !in_user_namespace() {
+                return Err(os_err("dropping supplementary groups"));
+            }
+            if libc::setresgid(gid, gid, gid) != 0 {
+                if unmapped_in_user_namespace() {
+                    tracing::warn!(
+                        user = %self.runas,
+                        "root of a user namespace where this user does not exist: staying uid 0, without capabilities"
+                    );
+                    return Ok(None);
+                }
+                return Err(os_err("switching group"));
+            }
+            if libc::setresuid(uid, uid, uid) != 0 {
+                return Err(os_err("switching user"));
+            }
+        }
+        Ok(Some((uid, gid)))
+    }
+}
+
+fn add_rule(
+    ruleset: RulesetCreated,
+    path: &Path,
+    access: landlock::BitFlags<AccessFs>,
+) -> Result<RulesetCreated, SandboxError> {
+    let rule = path_beneath_rules([path], access)
+        .next()
+        .expect("one path gives one rule")
+        .map_err(|source| SandboxError::LandlockPath {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(ruleset.add_rule(rule)?)
+}
+
+/// `prctl(option, arg, 0, 0, 0)` with every argument passed at its full
+/// width (a variadic call would leave the upper halves of narrower
+/// integers undefined, which the kernel rejects).
+///
+/// # Safety
+/// `option` must be one whose argument is a plain integer.
+unsafe fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
+    let zero: libc::c_ulong = 0;
+    libc::prctl(option, arg, zero, zero, zero)
+}
+
+/// Whether the last call failed with EINVAL because the process runs in a
+/// user namespace where the ids are not mapped.
+fn unmapped_in_user_namespace() -> bool {
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) && in_user_namespace()
+}
+
+/// Whether the process runs in a user namespace other than the initial one.
+fn in_user_namespace() -> bool {
+    !std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
+/// The uid and gid of `user` (a name, or a number).
+fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
+    let name = CString::new(user).map_err(|_| SandboxError::NoSuchUser(user.into()))?;
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0_u8; 16384];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to a live buffer of the size given.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc == 0 && !found.is_null() {
+        return Ok((pwd.pw_uid, pwd.pw_gid));
+    }
+    match user.parse::<u32>() {
+        Ok(uid) if uid != 0 => Ok((uid, uid)),
+        _ => Err(SandboxError::NoSuchUser(user.into())),
+    }
+}
+
+/// Empties every capability set of the process (a root process that could
+/// not switch user, e.g. in a user namespace, keeps uid 0 but no power).
+fn drop_capabilities() -> Result<(), SandboxError> {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset with a v3 header and its two data words.
+    unsafe {
+        if prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        ) != 0
+        {
+            return Err(os_err("clearing ambient capabilities"));
+        }
+        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+            return Err(os_err("dropping capabilities"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The seccomp allowlist: the system calls a slipway data path makes once
+//! set up, found by tracing `slipway user` through its end-to-end tests
+//! (strace -f; see docs/sandbox.md), and nothing else.
+//!
+//! Not in the list, so impossible after [`crate::Sandbox::apply`]: execve,
+//! fork/clone, ptrace, mount, setuid and friends, kill of other processes,
+//! opening files (unless the sandbox allows reading files), bpf, keyctl,
+//! io_uring, perf_event_open, reboot, module loading, chmod/chown, ...
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
+
+use crate::SandboxError;
+
+/// One allowed system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Syscall {
+    /// `SYS_` and its name, as libc spells the constant.
+    ident: &'static str,
+    /// Its number on this architecture.
+    pub nr: i64,
+    /// Argument restrictions.
+    limit: Limit,
+}
+
+impl Syscall {
+    /// Its name, as in `man 2`.
+    pub fn name(&self) -> &'static str {
+        self.ident.trim_start_matches("SYS_")
+    }
+}
+
+/// A restriction on the arguments of an allowed call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Limit {
+    /// Any arguments.
+    Any,
+    /// Only when argument 2 (the protection of `mmap`/`mprotect`) lacks PROT_EXEC.
+    NoExec,
+    /// Only these `ioctl` requests (argument 1).
+    Ioctl(&'static [u64]),
+    /// Only toward the process itself (argument 0 is its pid: `tgkill` for abort).
+    OwnProcess,
+}
+
+macro_rules! calls {
+    ($($name:ident $(: $limit:expr)?),* $(,)?) => {
+        &[$(Syscall {
+            ident: stringify!($name),
+            nr: libc::$name as i64,
+            limit: calls!(@limit $($limit)?),
+        }),*]
+    };
+    (@limit) => { Limit::Any };
+    (@limit $limit:expr) => { $limit };
+}
+
+/// What every data path needs: socket I/O, the event loop, memory, time,
+/// signals read from a signalfd, and exit.
+const BASE: &[Syscall] = calls![
+    // Reading and writing sockets, the signalfd and stderr.
+    SYS_read,
+    SYS_write,
+    SYS_readv,
+    SYS_writev,
+    SYS_recvfrom,
+    SYS_sendto,
+    SYS_recvmsg,
+    SYS_sendmsg,
+    SYS_recvmmsg,
+    SYS_sendmmsg,
+    // Host sockets of new flows, accepted forwards and VMs.
+    SYS_socket,
+    SYS_connect,
+    SYS_bind,
+    SYS_listen,
+    SYS_accept4,
+    SYS_shutdown,
+    SYS_getsockopt,
+    SYS_setsockopt,
+    SYS_getsockname,
+    SYS_getpeername,
+    SYS_close,
+    SYS_fcntl,
+    SYS_ioctl: Limit::Ioctl(&[libc::FIONBIO, libc::FIONREAD, libc::TIOCOUTQ]),
+    // The event loop.
+    SYS_epoll_ctl,
+    SYS_epoll_pwait,
+    SYS_epoll_pwait2,
+    // Memory.
+    SYS_brk,
+    SYS_mmap: Limit::NoExec,
+    SYS_mprotect: Limit::NoExec,
+    SYS_munmap,
+    SYS_mremap,
+    SYS_madvise,
+    // Time and waiting.
+    SYS_clock_gettime,
+    SYS_clock_nanosleep,
+    SYS_nanosleep,
+    SYS_futex,
+    SYS_sched_yield,
+    // Signals and exit (a panic aborts through tgkill on itself).
+    SYS_rt_sigreturn,
+    SYS_rt_sigprocmask,
+    SYS_sigaltstack,
+    SYS_getpid,
+    SYS_gettid,
+    SYS_tgkill: Limit::OwnProcess,
+    SYS_restart_syscall,
+    SYS_exit,
+    SYS_exit_group,
+    // Random keys (hash maps) and removing the process's own socket files.
+    SYS_getrandom,
+    SYS_unlinkat,
+];
+
+/// Calls only x86_64 has (older spellings the C library still uses there).
+#[cfg(target_arch = "x86_64")]
+const ARCH: &[Syscall] = calls![SYS_epoll_wait, SYS_poll, SYS_unlink];
+#[cfg(not(target_arch = "x86_64"))]
+const ARCH: &[Syscall] = &[];
+
+/// Reading the files the sandbox allows (a TFTP root, resolv.conf).
+const FILES: &[Syscall] = calls![
+    SYS_openat,
+    SYS_openat2,
+    SYS_newfstatat,
+    SYS_fstat,
+    SYS_statx,
+    SYS_lseek,
+    SYS_pread64,
+    SYS_getdents64,
+];
+
+/// The allowlist, with the file calls when `files` is true.
+pub(crate) fn allowed(files: bool) -> Vec<Syscall> {
+    let mut all: Vec<Syscall> = BASE.iter().chain(ARCH).copied().collect();
+    if files {
+        all.extend_from_slice(FILES);
+    }
+    all
+}
+
+#[cfg(target_arch = "x86_64")]
+const TARGET_ARCH: seccompiler::TargetArch = seccompiler::TargetArch::x86_64;
+#[cfg(target_arch = "aarch64")]
+const TARGET_ARCH: seccompiler::TargetArch = seccompiler::TargetArch::aarch64;
+
+fn rules(call: &Syscall) -> Result<Vec<SeccompRule>, SandboxError> {
+    use SeccompCmpArgLen::Qword;
+    let cond = |arg, op, value| SeccompCondition::new(arg, Qword, op, value);
+    Ok(match call.limit {
+        Limit::Any => Vec::new(),
+        Limit::NoExec => vec![SeccompRule::new(vec![cond(
+            2,
+            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+            0,
+        )?])?],
+        Limit::Ioctl(requests) => requests
+            .iter()
+            .map(|&req| {
+                SeccompRule::new(vec![SeccompCondition::new(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    req,
+                )?])
+            })
+            .collect::<Result<_, _>>()?,
+        Limit::OwnProcess => {
+            // SAFETY: getpid cannot fail.
+            let pid = unsafe { libc::getpid() } as u64;
+            vec![SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, pid)?])?]
+        }
+    })
+}
+
+/// Compiles `calls` into a filter returning EPERM for everything else and
+/// installs it on every thread of the process.
+pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
+    let mut map = BTreeMap::new();
+    for call in calls {
+        map.insert(call.nr, rules(call)?);
+    }
+    let filter = SeccompFilter::new(
+        map,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        TARGET_ARCH,
+    )?;
+    let program: BpfProgram = filter.try_into()?;
+    seccompiler::apply_filter_all_threads(&program)?;
+    Ok(())
+}
+
+/// The socket-cleaning parent's whole allowlist ([`crate::cleaner`]).
+pub(crate) const CLEANER: &[Syscall] = calls![
+    SYS_rt_sigtimedwait,
+    SYS_rt_sigreturn,
+    SYS_restart_syscall,
+    SYS_wait4,
+    SYS_kill,
+    SYS_newfstatat,
+    SYS_statx,
+    SYS_unlinkat,
+    SYS_exit_group,
+];

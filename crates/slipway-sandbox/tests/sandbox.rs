@@ -1,0 +1,190 @@
+//! The sandbox confines a real process: each test re-runs this test binary
+//! as a child (`SLIPWAY_SANDBOX_CHILD` set) that applies the sandbox and
+//! then tries what a compromised data path would try; the parent checks
+//! the child's verdict. A child is needed because the sandbox cannot be
+//! undone in the process that applied it.
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::process::Command;
+
+const CHILD: &str = "SLIPWAY_SANDBOX_CHILD";
+
+/// Runs test `name` again in a child process with `arg`; returns its output.
+fn in_child(name: &str, arg: &Path) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, arg)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    text
+}
+
+fn child_arg() -> Option<std::path::PathBuf> {
+    std::env::var_os(CHILD).map(Into::into)
+}
+
+/// A forbidden call fails with EPERM (the filter's documented action; the
+/// process is not killed), while the data path's calls still work.
+#[test]
+fn forbidden_syscalls_fail_with_eperm() {
+    if child_arg().is_some() {
+        let report = slipway_sandbox::Sandbox::new()
+            .apply()
+            .expect("sandbox applies");
+        assert!(report.syscalls > 20, "{report:?}");
+        // Allowed: a socket for a new flow.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("sockets still work");
+        udp.send_to(b"x", udp.local_addr().unwrap()).expect("send");
+        // Forbidden: running a program, opening a file, tracing, mounting.
+        let err = Command::new("/bin/true")
+            .status()
+            .expect_err("exec forbidden");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        let err = std::fs::read("/etc/hostname").expect_err("open forbidden");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        for (name, nr) in [
+            ("ptrace", libc::SYS_ptrace),
+            ("mount", libc::SYS_mount),
+            ("setuid", libc::SYS_setuid),
+        ] {
+            // SAFETY: forbidden calls return before doing anything.
+            let rc = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            assert_eq!((rc, errno), (-1, Some(libc::EPERM)), "{name}");
+        }
+        println!("CHILD-OK");
+        return;
+    }
+    let out = in_child("forbidden_syscalls_fail_with_eperm", Path::new("-"));
+    assert!(out.contains("CHILD-OK"), "{out}");
+}
+
+/// A read-only tree (a TFTP root) can be read, but nothing outside it, not
+/// even through a symlink that points out of it (neither by the TFTP
+/// server's own resolution nor by a plain open, which only Landlock stops),
+/// and nothing can be written.
+#[test]
+fn landlock_keeps_reads_inside_the_allowed_tree() {
+    if let Some(dir) = child_arg() {
+        let root = dir.join("root");
+        // The TFTP server's own root, opened before the sandbox as the
+        // stack does, serves what is inside and nothing through the link.
+        let tftp = slipway_tftp::Root::open(&root).expect("TFTP root");
+        slipway_sandbox::Sandbox::new()
+            .allow_read(&root)
+            .apply()
+            .expect("sandbox applies");
+        let (mut file, size) = tftp.open_file("inside").expect("TFTP serves inside");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+        assert_eq!((text.as_str(), size), ("ok", 2));
+        assert!(
+            tftp.open_file("escape").is_err(),
+            "TFTP followed the link out"
+        );
+        assert!(tftp.open_file("../outside/secret").is_err());
+        assert_eq!(std::fs::read_to_string(root.join("inside")).unwrap(), "ok");
+        for path in [root.join("escape"), dir.join("outside/secret")] {
+            let err = std::fs::read(&path).expect_err("read outside the root");
+            assert_eq!(
+                err.kind(),
+                ErrorKind::PermissionDenied,
+                "{}",
+                path.display()
+            );
+        }
+        let err = std::fs::write(root.join("new"), "x").expect_err("write forbidden");
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+        println!("CHILD-OK");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("inside"), "ok").unwrap();
+    std::fs::write(outside.join("secret"), "secret").unwrap();
+    std::os::unix::fs::symlink("../outside/secret", root.join("escape")).unwrap();
+    // Started as root the child becomes `nobody`: let plain permissions
+    // allow everything, so only the sandbox can refuse.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [dir.path(), &root, &outside] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    for p in [root.join("inside"), outside.join("secret")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let out = in_child("landlock_keeps_reads_inside_the_allowed_tree", dir.path());
+    assert!(out.contains("CHILD-OK"), "{out}");
+}
+
+/// Started as root, the process ends up as an unprivileged user with no
+/// capability left (not even in the bounding set), no_new_privs and a
+/// seccomp filter: what the kernel reports for the sandboxed child.
+#[test]
+fn the_kernel_reports_the_confinement() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    if child_arg().is_some() {
+        slipway_sandbox::Sandbox::new()
+            .apply()
+            .expect("sandbox applies");
+        // The harness runs tests on a thread of their own, and capability
+        // sets are per thread: the parent looks at this one.
+        // SAFETY: gettid cannot fail.
+        println!("READY {}", unsafe { libc::gettid() });
+        // Wait for the parent to look, then end.
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_kernel_reports_the_confinement",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    // libtest may print "test NAME ... " on the same line first.
+    let tid = line.rsplit("READY ").next().unwrap().trim();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", child.id())).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+            .trim()
+            .to_string()
+    };
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(!field("Uid:").starts_with('0'), "{status}");
+        assert_eq!(field("CapBnd:"), "0000000000000000", "{status}");
+    }
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    assert_eq!(field("Seccomp:"), "2", "{status}");
+}

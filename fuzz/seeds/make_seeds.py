@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets (run from this directory).
+
+Seeds are small, valid conversations so the fuzzer starts deep inside each
+parser instead of at its first length check. Multi-message targets take
+records: a 2-byte big-endian length, then the message (see src/lib.rs).
+"""
+import os
+import shutil
+import struct
+
+GUEST_MAC = bytes.fromhex("525400123456")
+GW_MAC = bytes.fromhex("52550a000202")
+BCAST = b"\xff" * 6
+GUEST, GW, DNS = bytes([10, 0, 2, 15]), bytes([10, 0, 2, 2]), bytes([10, 0, 2, 3])
+
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def eth(dst, ethertype, payload):
+    return dst + GUEST_MAC + struct.pack("!H", ethertype) + payload
+
+
+def ipv4(src, dst, proto, payload, frag=0x4000, ident=1):
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, frag, 64, proto, 0, src, dst)
+    hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
+    return hdr + payload
+
+
+def udp(src, dst, sport, dport, payload):
+    length = 8 + len(payload)
+    pseudo = src + dst + struct.pack("!BBH", 0, 17, length)
+    hdr = struct.pack("!HHHH", sport, dport, length, 0)
+    c = csum(pseudo + hdr + payload) or 0xFFFF
+    return struct.pack("!HHHH", sport, dport, length, c) + payload
+
+
+def tcp(src, dst, sport, dport, seq, ack, flags, payload=b""):
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240, 0, 0)
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(hdr) + len(payload))
+    c = csum(pseudo + hdr + payload)
+    return hdr[:16] + struct.pack("!H", c) + hdr[18:] + payload
+
+
+def dhcp(msg_type, xid=0x1234, requested=None):
+    bootp = struct.pack("!BBBBIHH4s4s4s4s", 1, 1, 6, 0, xid, 0, 0x8000, b"\0" * 4, b"\0" * 4, b"\0" * 4, b"\0" * 4)
+    bootp += GUEST_MAC + b"\0" * 10 + b"\0" * 64 + b"\0" * 128 + bytes([99, 130, 83, 99])
+    opts = bytes([53, 1, msg_type])
+    if requested:
+        opts += bytes([50, 4]) + requested + bytes([54, 4]) + GW
+    opts += bytes([12, 5]) + b"guest" + bytes([55, 4, 1, 3, 6, 15, 255])
+    return bootp + opts
+
+
+def dns_query(name, qtype=1, ident=0xBEEF):
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", qtype, 1)
+
+
+def arp_request(target):
+    return eth(BCAST, 0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + GUEST_MAC + GUEST + b"\0" * 6 + target)
+
+
+def records(*msgs):
+    return b"".join(struct.pack("!H", len(m)) + m for m in msgs)
+
+
+def write(target, name, data):
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(target, name), "wb") as f:
+        f.write(data)
+
+
+ZERO = bytes(4)
+discover = dhcp(1)
+request = dhcp(3, requested=GUEST)
+syn = eth(GW_MAC, 0x0800, ipv4(GUEST, GW, 6, tcp(GUEST, GW, 40000, 80, 1000, 0, 0x02)))
+ack = eth(GW_MAC, 0x0800, ipv4(GUEST, GW, 6, tcp(GUEST, GW, 40000, 80, 1001, 1, 0x10)))
+data = eth(GW_MAC, 0x0800, ipv4(GUEST, GW, 6, tcp(GUEST, GW, 40000, 80, 1001, 1, 0x18, b"GET / HTTP/1.0\r\n\r\n")))
+fin = eth(GW_MAC, 0x0800, ipv4(GUEST, GW, 6, tcp(GUEST, GW, 40000, 80, 1019, 1, 0x11)))
+outside_syn = eth(GW_MAC, 0x0800, ipv4(GUEST, bytes([192, 0, 2, 1]), 6, tcp(GUEST, bytes([192, 0, 2, 1]), 40001, 443, 5, 0, 0x02)))
+dhcp_frames = [
+    eth(BCAST, 0x0800, ipv4(ZERO, b"\xff" * 4, 17, udp(ZERO, b"\xff" * 4, 68, 67, discover))),
+    eth(BCAST, 0x0800, ipv4(ZERO, b"\xff" * 4, 17, udp(ZERO, b"\xff" * 4, 68, 67, request))),
+]
+dns_frame = eth(GW_MAC, 0x0800, ipv4(GUEST, DNS, 17, udp(GUEST, DNS, 33333, 53, dns_query("example.com"))))
+udp_out = eth(GW_MAC, 0x0800, ipv4(GUEST, bytes([192, 0, 2, 9]), 17, udp(GUEST, bytes([192, 0, 2, 9]), 5000, 9, b"hello")))
+udp_host = eth(GW_MAC, 0x0800, ipv4(GUEST, GW, 17, udp(GUEST, GW, 5001, 7, b"echo?")))
+icmp_payload = struct.pack("!BBHHH", 8, 0, 0, 7, 1) + b"ping"
+icmp_payload = icmp_payload[:2] + struct.pack("!H", csum(icmp_payload)) + icmp_payload[4:]
+ping = eth(GW_MAC, 0x0800, ipv4(GUEST, GW, 1, icmp_payload))
+frag = eth(GW_MAC, 0x0800, ipv4(GUEST, GW, 17, udp(GUEST, GW, 5002, 7, b"x" * 16)[:8], frag=0x2000, ident=9))
+
+write("stack_frames", "dhcp", records(*dhcp_frames))
+write("stack_frames", "arp-ping", records(arp_request(GW), ping))
+write("stack_frames", "tcp-session", records(arp_request(GW), syn, ack, data, fin))
+write("stack_frames", "tcp-outside", records(outside_syn))
+write("stack_frames", "dns-udp", records(dns_frame, udp_out, udp_host))
+write("stack_frames", "fragment", records(frag))
+
+stream = b"".join(struct.pack("!I", len(f)) + f for f in [arp_request(GW), ping, dns_frame])
+write("framing", "stream", b"\x00" + stream)
+write("framing", "stream-split", b"\x06" + stream)
+write("framing", "dgram", b"\x01" + records(arp_request(GW), ping))
+
+write("dhcp_request", "discover-request", records(discover, request))
+write("dhcp_request", "release", records(discover, request, dhcp(7, requested=GUEST)))
+write("dhcp_request", "decline", records(discover, dhcp(4, requested=GUEST), discover))
+
+write("dns_message", "a", dns_query("example.com"))
+write("dns_message", "local", dns_query("vm1.example.test"))
+write("dns_message", "ptr", dns_query("10.122.168.192.in-addr.arpa", qtype=12))
+# A compression pointer in the question (relays must refuse loops).
+write("dns_message", "pointer", struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x03abc\xc0\x0c" + struct.pack("!HH", 1, 1))
+
+for i, text in enumerate([
+    "",
+    "net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,dhcpstart=10.0.2.15",
+    "net=192.168.76.0/24,hostfwd=tcp::5022-:22,hostfwd=udp:127.0.0.1:6000-10.0.2.15:6000",
+    "restrict=on,hostname=vm,domainname=example.test,dnssearch=a.test,dnssearch=b.test",
+    "ipv4=on,ipv6=off,net=10.9.2.0/24\ntcp:5555::22",
+]):
+    write("netdev_options", "opts%d" % i, text.encode())
+
+corpus = os.path.join("..", "..", "crates", "slipway-netxml", "tests", "corpus")
+for name in ["default.xml", "dns-full.xml", "bridge-host.xml", "empty-ip.xml"]:
+    os.makedirs("network_xml", exist_ok=True)
+    shutil.copy(os.path.join(corpus, name), os.path.join("network_xml", name))
