@@ -26,6 +26,7 @@ fn server() -> DhcpServer {
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
             ip: Ipv4Addr::new(10, 0, 2, 100),
             name: Some("fixed".into()),
+            lease_time: Some(Some(Duration::from_secs(30))),
         }],
         lease_time: Some(Duration::from_secs(60)),
         hostname: Some("guest".into()),

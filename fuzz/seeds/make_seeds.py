@@ -133,3 +133,34 @@ corpus = os.path.join("..", "..", "crates", "slipway-netxml", "tests", "corpus")
 for name in ["default.xml", "dns-full.xml", "bridge-host.xml", "empty-ip.xml"]:
     os.makedirs("network_xml", exist_ok=True)
     shutil.copy(os.path.join(corpus, name), os.path.join("network_xml", name))
+
+# The interface kinds slipway-guestif reads (one <domain>, every type).
+os.makedirs("interface_xml", exist_ok=True)
+write("interface_xml", "all-types.xml", b"""<domain><devices>
+<interface type='user'><mac address='52:54:00:00:00:01'/><ip address='10.0.5.0' prefix='24'/>
+<portForward proto='tcp' address='127.0.0.1'><range start='2022' end='2030' to='22'/><range start='2025' exclude='yes'/></portForward></interface>
+<interface type='network'><source network='default'/><model type='virtio'/><mtu size='9000'/><link state='down'/></interface>
+<interface type='bridge'><source bridge='br0'/><target dev='tap3'/></interface>
+<interface type='ethernet'><target dev='t0' managed='no'/><script path='/up'/><downscript path='/down'/></interface>
+<interface type='mcast'><source address='230.0.0.1' port='5558'/></interface>
+<interface type='udp'><source address='127.0.0.1' port='1'><local address='127.0.0.1' port='2'/></source></interface>
+<interface type='vhostuser'><source type='unix' path='/s' mode='client'/><model type='virtio'/></interface>
+</devices></domain>
+""")
+
+# TFTP: RRQ (with options) then ACKs; an empty record is a timeout.
+def rrq(name, opts=()):
+    body = struct.pack("!H", 1) + name.encode() + b"\0octet\0"
+    for k, v in opts:
+        body += k.encode() + b"\0" + v.encode() + b"\0"
+    return body
+
+
+def ack(block):
+    return struct.pack("!HH", 4, block)
+
+
+write("tftp_request", "small", records(rrq("a"), ack(1)))
+write("tftp_request", "big-blksize", records(rrq("sub/big", [("blksize", "1024"), ("tsize", "0")]), ack(0), ack(1), ack(2)))
+write("tftp_request", "timeouts", records(rrq("sub/big"), b"", ack(1), b"", b"", ack(2), ack(3), ack(4)))
+write("tftp_request", "escape", records(rrq("escape"), ack(1)))

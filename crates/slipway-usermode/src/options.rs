@@ -838,7 +838,7 @@ mod tests {
         );
         // Found by the netdev_options fuzz target: names the DHCP server
         // refuses used to pass here and fail only when the stack started.
-        let long_list = vec!["dnssearch=abcdefghijklmnopqrstuvwxyz0123456789.example"; 8].join(",");
+        let long_list = ["dnssearch=abcdefghijklmnopqrstuvwxyz0123456789.example"; 8].join(",");
         for bad in [
             "hostname=-------------vm",
             "domainname=-example.test",

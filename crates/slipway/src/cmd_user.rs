@@ -81,7 +81,9 @@ pub struct UserArgs {
     #[arg(long)]
     pub no_sandbox: bool,
 
-    /// When started as root, the user the sandbox switches to.
+    /// When started as root, the user the sandbox switches to (`root` keeps
+    /// uid 0, still without capabilities: for datagram VMs whose sockets
+    /// only root may reach, since later VMs are reached after the switch).
     #[arg(long, value_name = "USER", default_value = "nobody")]
     pub runas: String,
 

@@ -1250,3 +1250,85 @@ fn per_user_mode_uses_the_xdg_directories() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(home.join(".cache/slipway/lock").exists());
 }
+
+#[test]
+fn full_disk_during_define_keeps_the_old_definition() {
+    in_netns(
+        "full_disk_during_define_keeps_the_old_definition",
+        Ns::User,
+        full_disk_during_define_keeps_the_old_definition_body,
+    );
+}
+
+/// A definition rewritten on a full filesystem: the command fails naming
+/// the file and the cause, the old definition stays whole, no temporary
+/// file is left, and once there is room again the same command works. The
+/// filesystem is a 1 MiB tmpfs mounted in a mount namespace of the test's
+/// own (all of it happens inside one `unshare -m` shell, which reports back
+/// through files outside the tmpfs).
+fn full_disk_during_define_keeps_the_old_definition_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let root = out.join("root");
+    std::fs::create_dir(&root).unwrap();
+    write(out, "alpha.xml", ALPHA);
+    // The same network with room for more: the rewrite needs new blocks.
+    let hosts: String = (0..40)
+        .map(|i| {
+            format!(
+                "      <host mac='52:54:00:00:05:{i:02x}' name='h{i}' ip='10.0.5.{}'/>\n",
+                150 + i
+            )
+        })
+        .collect();
+    write(
+        out,
+        "alpha2.xml",
+        &ALPHA.replace("    </dhcp>", &format!("{hosts}    </dhcp>")),
+    );
+    let config = config_dir(&root);
+    let script = format!(
+        "set -u
+         mount -t tmpfs -o size=1m tmpfs {root} || exit 90
+         {bin} --root {root} net-define {out}/alpha.xml > /dev/null || exit 91
+         {bin} --root {root} net-dumpxml alpha > {out}/before.xml || exit 92
+         dd if=/dev/zero of={root}/filler bs=4k 2> /dev/null
+         {bin} --root {root} net-define {out}/alpha2.xml > {out}/full.out 2> {out}/full.err
+         echo $? > {out}/full.code
+         {bin} --root {root} net-dumpxml alpha > {out}/after.xml 2>&1
+         ls -A {config} > {out}/files
+         rm {root}/filler
+         {bin} --root {root} net-define {out}/alpha2.xml > /dev/null 2> {out}/roomy.err
+         echo $? > {out}/roomy.code
+         {bin} --root {root} net-dumpxml alpha > {out}/roomy.xml",
+        root = root.display(),
+        bin = BIN,
+        out = out.display(),
+        config = config.display(),
+    );
+    let status = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .status()
+        .expect("unshare -m");
+    assert!(status.success(), "setup failed: {status}");
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    assert_eq!(read("full.code").trim(), "1", "{}", read("full.err"));
+    let err = read("full.err");
+    assert!(
+        err.contains("No space left on device") && err.contains(&config.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        read("after.xml"),
+        read("before.xml"),
+        "old definition damaged"
+    );
+    let files = read("files");
+    assert!(!files.contains(".tmp-"), "temporary file left: {files}");
+    assert_eq!(read("roomy.code").trim(), "0", "{}", read("roomy.err"));
+    assert!(
+        read("roomy.xml").contains("name='h39'"),
+        "{}",
+        read("roomy.xml")
+    );
+}
