@@ -110,6 +110,12 @@ pub struct Limits {
     pub max_flow_buffer: usize,
     /// Frames queued toward the guest before handlers are told to hold back.
     pub guest_tx_slots: usize,
+    /// TFTP transfers at once (`tftp=`); more requests get an error packet.
+    pub max_tftp_transfers: usize,
+    /// DNS queries relayed and awaiting an upstream answer at once; a power
+    /// of two from 1 to 4096 (others are rounded down). More are dropped
+    /// and counted (`flow-limit`); the guest's resolver retries.
+    pub max_dns_queries: usize,
 }
 
 impl Default for Limits {
@@ -120,6 +126,8 @@ impl Default for Limits {
             udp_idle_timeout_secs: 60,
             max_flow_buffer: 256 * 1024,
             guest_tx_slots: 512,
+            max_tftp_transfers: slipway_tftp::MAX_TRANSFERS,
+            max_dns_queries: 128,
         }
     }
 }

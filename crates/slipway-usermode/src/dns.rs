@@ -21,7 +21,6 @@ use crate::udp;
 /// How long one upstream has to answer before the next is asked.
 const TRY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Queries in flight at once (a power of two: the low ID bits index them).
-const SLOTS: usize = 128;
 /// Largest query relayed (a UDP payload at the default MTU).
 const MAX_QUERY: usize = 1472;
 /// DNS port.
@@ -57,6 +56,13 @@ pub(crate) struct DnsRelay {
     warned_no_upstream: bool,
 }
 
+/// Query slots: `limits.max_dns_queries` rounded down to a power of two
+/// (1 to 4096), so a slot's index is the low bits of the upstream query ID.
+fn slots(cfg: &StackConfig) -> usize {
+    let n = cfg.limits.max_dns_queries.clamp(1, 4096);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
 impl DnsRelay {
     /// A relay to `cfg.dns_upstreams`, with every buffer allocated now.
     pub fn new(cfg: &StackConfig) -> Self {
@@ -64,7 +70,7 @@ impl DnsRelay {
         DnsRelay {
             upstreams: cfg.dns_upstreams.clone(),
             sockets: [None, None],
-            pending: (0..SLOTS)
+            pending: (0..slots(cfg))
                 .map(|_| Pending {
                     active: false,
                     guest: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
@@ -159,7 +165,7 @@ impl DnsRelay {
             return;
         };
         self.counter = self.counter.wrapping_add(1);
-        let id = (self.counter << 7) | slot as u16;
+        let id = (self.counter << self.pending.len().trailing_zeros()) | slot as u16;
         let p = &mut self.pending[slot];
         if !p.active {
             self.active += 1;
@@ -234,7 +240,7 @@ impl DnsRelay {
             else {
                 continue;
             };
-            let slot = usize::from(id) % SLOTS;
+            let slot = usize::from(id) % self.pending.len();
             let p = &self.pending[slot];
             if !p.active || p.id != id || !same_peer(self.upstreams[p.upstream], from) {
                 tracing::debug!(%from, id, "unexpected DNS answer");
@@ -263,7 +269,7 @@ impl DnsRelay {
 
     /// Retries queries whose upstream did not answer in time.
     pub fn on_timer(&mut self, ctx: &mut Ctx) {
-        for slot in 0..SLOTS {
+        for slot in 0..self.pending.len() {
             let p = &mut self.pending[slot];
             if p.active && p.deadline <= ctx.now {
                 tracing::debug!(upstream = %self.upstreams[p.upstream], "DNS upstream timed out");

@@ -4,7 +4,8 @@
 //! datagrams inside the stack. As libslirp does, every packet of every
 //! transfer comes from port 69 and transfers are told apart by the guest's
 //! address and port, so no host socket is involved at all. At most
-//! [`slipway_tftp::MAX_TRANSFERS`] transfers run at once.
+//! `limits.max_tftp_transfers` transfers (default
+//! [`slipway_tftp::MAX_TRANSFERS`]) run at once.
 
 use std::net::SocketAddrV4;
 use std::path::Path;
@@ -72,7 +73,7 @@ impl TftpService {
         let started = slipway_tftp::parse_request(payload)
             .inspect_err(|e| tracing::info!(%guest, error = %e, "TFTP request refused"))
             .and_then(|req| {
-                if self.transfers.len() >= slipway_tftp::MAX_TRANSFERS {
+                if self.transfers.len() >= ctx.cfg.limits.max_tftp_transfers {
                     tracing::info!(%guest, "TFTP: too many transfers");
                     return Err(slipway_tftp::RequestError {
                         code: ErrorCode::Undefined,

@@ -62,6 +62,14 @@ pub struct UserArgs {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_flow_buffer as u64, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_flow_buffer: u64,
 
+    /// Most TFTP transfers at once (`tftp=`).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_tftp_transfers as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tftp_transfers: u32,
+
+    /// Most DNS queries awaiting an upstream answer at once (a power of two up to 4096).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_dns_queries as u32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_dns_queries: u32,
+
     /// After the last VM disconnects, wait for the next one instead of exiting
     /// (listening and datagram modes; in connect mode slipway always exits).
     #[arg(long)]
@@ -107,11 +115,19 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
         );
     }
     cfg.mtu = args.mtu;
+    if !args.max_dns_queries.is_power_of_two() {
+        anyhow::bail!(
+            "invalid value '{}' for '--max-dns-queries': must be a power of two from 1 to 4096",
+            args.max_dns_queries
+        );
+    }
     cfg.limits = Limits {
         max_tcp_flows: args.max_tcp_flows as usize,
         max_udp_flows: args.max_udp_flows as usize,
         udp_idle_timeout_secs: args.udp_timeout,
         max_flow_buffer: usize::try_from(args.max_flow_buffer).unwrap_or(usize::MAX),
+        max_tftp_transfers: args.max_tftp_transfers as usize,
+        max_dns_queries: args.max_dns_queries as usize,
         ..Limits::default()
     };
     cfg.host_loopback = !args.no_host_loopback;
