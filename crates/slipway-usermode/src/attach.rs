@@ -10,6 +10,9 @@
 //!   and frames to it leave through a socket connected to its address, so
 //!   the kernel wakes us when that VM's small queue has room again. A
 //!   datagram VM that went away shows when a frame to it bounces.
+//! - tap (containers): one Ethernet frame per `read`/`write` on a tap
+//!   descriptor (IFF_TAP | IFF_NO_PI) opened inside a network namespace
+//!   (see the slipway-netns crate); many reads per wake-up.
 //!
 //! A listening or datagram attachment takes several VMs at once, each on
 //! its own connection or address (a port); together they form one Ethernet segment through
@@ -21,14 +24,16 @@
 
 use std::io::{IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixDatagram, UnixListener, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 use smoltcp::wire::EthernetAddress;
 
@@ -46,6 +51,8 @@ const WRITE_BATCH: usize = 64;
 const DGRAM_READ_BATCH: usize = 16;
 /// Receive buffer per datagram: the largest Ethernet frame at MTU 65520.
 const DGRAM_SLOT: usize = 65536;
+/// Frames read from a tap per [`Attachment::receive`].
+const TAP_READ_BATCH: usize = 64;
 
 /// Token of a listening socket.
 const LISTENER: usize = 0;
@@ -60,7 +67,7 @@ const PORT_QUEUE_SLOTS: usize = 128;
 const STALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where and how the VM attaches.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum AttachSpec {
     /// Listen on a unix stream socket (QEMU `-netdev stream,server=off,addr.type=unix`).
     UnixListen(PathBuf),
@@ -70,6 +77,9 @@ pub enum AttachSpec {
     TcpListen(SocketAddr),
     /// Bind a unix datagram socket (`-netdev dgram` with unix addresses).
     UnixDgram(PathBuf),
+    /// A tap device's descriptor (IFF_TAP | IFF_NO_PI), opened inside a
+    /// container's network namespace; set non-blocking on open.
+    Tap(Arc<OwnedFd>),
 }
 
 impl std::fmt::Display for AttachSpec {
@@ -79,6 +89,7 @@ impl std::fmt::Display for AttachSpec {
             AttachSpec::UnixConnect(p) => write!(f, "unix stream socket {} (connect)", p.display()),
             AttachSpec::TcpListen(a) => write!(f, "TCP address {a}"),
             AttachSpec::UnixDgram(p) => write!(f, "unix datagram socket {}", p.display()),
+            AttachSpec::Tap(fd) => write!(f, "tap device (descriptor {})", fd.as_raw_fd()),
         }
     }
 }
@@ -123,6 +134,8 @@ enum Link {
         socket: UnixDatagram,
         peer: PeerAddr,
     },
+    /// A tap device: one frame per read and write.
+    Tap(Arc<OwnedFd>),
 }
 
 /// A datagram peer's address, kept in the raw form `sendmmsg` takes.
@@ -173,10 +186,10 @@ impl Port {
     fn new(link: Link) -> Port {
         // A datagram VM's frames are read from the attachment's socket.
         let stream = !matches!(link, Link::Dgram { .. });
-        let rx_len = if stream {
-            STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME
-        } else {
-            0
+        let rx_len = match link {
+            Link::Dgram { .. } => 0,
+            Link::Tap(_) => DGRAM_SLOT,
+            _ => STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME,
         };
         Port {
             link,
@@ -201,6 +214,7 @@ impl Port {
             Link::Unix(s) => registry.register(s, t, interest),
             Link::Tcp(s) => registry.register(s, t, interest),
             Link::Dgram { socket, .. } => registry.register(socket, t, Interest::WRITABLE),
+            Link::Tap(fd) => registry.register(&mut SourceFd(&fd.as_raw_fd()), t, interest),
         }
     }
 
@@ -209,6 +223,7 @@ impl Port {
             Link::Unix(s) => registry.deregister(s),
             Link::Tcp(s) => registry.deregister(s),
             Link::Dgram { socket, .. } => registry.deregister(socket),
+            Link::Tap(fd) => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
         };
     }
 
@@ -223,6 +238,7 @@ impl Port {
             Link::Unix(s) => flush_stream(s, tx, skip, writable),
             Link::Tcp(s) => flush_stream(s, tx, skip, writable),
             Link::Dgram { socket, peer } => flush_dgram(socket.as_raw_fd(), peer, tx, writable),
+            Link::Tap(fd) => flush_tap(fd.as_raw_fd(), tx, writable),
         }
     }
 }
@@ -355,6 +371,18 @@ impl Attachment {
                     )
                     .map_err(err("register"))?;
                 dgram = Some(s);
+            }
+            AttachSpec::Tap(fd) => {
+                // SAFETY: fcntl on a descriptor the spec keeps open.
+                let nonblocking = unsafe {
+                    let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                    flags >= 0
+                        && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+                };
+                if !nonblocking {
+                    return Err(err("non-blocking mode")(std::io::Error::last_os_error()));
+                }
+                link = Some(Link::Tap(fd.clone()));
             }
         }
         let mut ports = Vec::new();
@@ -533,7 +561,7 @@ impl Attachment {
     /// Whether a VM that goes away can be followed by another on this
     /// attachment (listening and datagram modes; not connect mode).
     pub fn can_wait_for_next(&self) -> bool {
-        !matches!(self.spec, AttachSpec::UnixConnect(_))
+        !matches!(self.spec, AttachSpec::UnixConnect(_) | AttachSpec::Tap(_))
     }
 
     /// MAC addresses of VMs that went away while others stayed on the
@@ -652,6 +680,7 @@ impl Attachment {
         let read = match &mut port.link {
             Link::Unix(s) => s.read(buf),
             Link::Tcp(s) => s.read(buf),
+            Link::Tap(_) => return self.receive_tap(i, registry, stack, now),
             Link::Dgram { .. } => return LinkState::Unchanged,
         };
         match read {
@@ -710,6 +739,55 @@ impl Attachment {
             port.rx_start = rx_start;
         }
         port.rx = rx;
+        state
+    }
+
+    /// Reads up to [`TAP_READ_BATCH`] frames from port `i`'s tap, one
+    /// `read` each (a tap has no batched read), handing each on as it
+    /// arrives.
+    fn receive_tap(
+        &mut self,
+        i: usize,
+        registry: &Registry,
+        stack: &mut Stack,
+        now: Instant,
+    ) -> LinkState {
+        let Some(Port {
+            link: Link::Tap(fd),
+            rx,
+            ..
+        }) = self.ports[i].as_mut()
+        else {
+            return LinkState::Unchanged;
+        };
+        let fd = fd.as_raw_fd();
+        let mut rx = std::mem::take(rx);
+        let mut state = LinkState::Unchanged;
+        for _ in 0..TAP_READ_BATCH {
+            // SAFETY: reads into the port's own buffer.
+            let n = unsafe { libc::read(fd, rx.as_mut_ptr().cast(), rx.len()) };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                match err.kind() {
+                    std::io::ErrorKind::WouldBlock => {
+                        if let Some(port) = self.ports[i].as_mut() {
+                            port.readable = false;
+                        }
+                    }
+                    std::io::ErrorKind::Interrupted => continue,
+                    _ => {
+                        // EBADFD: the device was deleted.
+                        tracing::info!(%err, "the tap device went away");
+                        state = LinkState::Gone;
+                    }
+                }
+                break;
+            }
+            self.deliver(i, &rx[..n as usize], registry, stack, now);
+        }
+        if let Some(port) = self.ports[i].as_mut() {
+            port.rx = rx;
+        }
         state
     }
 
@@ -990,6 +1068,35 @@ impl Attachment {
         }
         moved
     }
+}
+
+/// Writes queued frames to a tap, one `write` each.
+fn flush_tap(fd: RawFd, tx: &mut GuestTx, writable: &mut bool) -> Result<usize, VmGone> {
+    let mut sent = 0;
+    while !tx.is_empty() {
+        let frame = tx.frame(0);
+        // SAFETY: writes from a queued frame.
+        let rc = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
+        if rc < 0 {
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::WouldBlock => {
+                    *writable = false;
+                    break;
+                }
+                std::io::ErrorKind::Interrupted => continue,
+                _ if err.raw_os_error() == Some(libc::EBADFD) => {
+                    tracing::info!("the tap device went away");
+                    return Err(VmGone);
+                }
+                // EIO: the device is down; the frame is lost as on a wire.
+                _ => tracing::debug!(%err, "writing a frame to the tap failed; dropped"),
+            }
+        }
+        tx.pop(1);
+        sent += 1;
+    }
+    Ok(sent)
 }
 
 /// Sends queued frames to `peer`, one datagram each, many per `sendmmsg`.

@@ -6,7 +6,7 @@
 //! room for their replies, and TCP flows that held back are resumed. Work
 //! left over (a full read budget) makes the next poll return at once.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -25,6 +25,9 @@ const PUMP_ROUNDS: usize = 16;
 /// [`TokenKind::Control`] index of the signal descriptor; the control API
 /// uses the others.
 const SIGNALS_INDEX: usize = 0;
+/// [`TokenKind::Control`] index of the first of [`RunOptions::exit_fds`]
+/// (far above the control API's).
+const EXIT_FD_INDEX: usize = 1 << 32;
 
 /// How [`run`] behaves beyond the configuration.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +39,14 @@ pub struct RunOptions {
     /// Confine the process once the stack and the VM link are set up (the
     /// attachment's socket directory is added to what it may touch).
     pub sandbox: Option<slipway_sandbox::Sandbox>,
+    /// Stop when one of these descriptors becomes readable or hangs up:
+    /// the pidfd of the process whose namespace is served, or
+    /// slirp4netns's `--exit-fd`. They stay open (the caller owns them).
+    pub exit_fds: Vec<RawFd>,
+    /// Once the stack serves (forwards bound, link open), write `1` to
+    /// this descriptor and close it (slirp4netns's `--ready-fd`; the
+    /// namespace helper's go signal). Ownership passes to [`run`].
+    pub ready_fd: Option<RawFd>,
 }
 
 /// Why [`run`] stopped with an error.
@@ -126,6 +137,9 @@ fn raise_file_limit() {
 /// goes away (unless `opts.keep_listening`) or SIGTERM/SIGINT arrives. Socket
 /// files it created are removed on return.
 pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), RunError> {
+    // SAFETY: the caller handed this descriptor over; owned, it is closed
+    // on every way out.
+    let ready = opts.ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     raise_file_limit();
     let signals = Signals::new().map_err(io_err("signal handling"))?;
     let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
@@ -151,7 +165,7 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
     };
     let socket_file = match &spec {
         AttachSpec::UnixListen(path) | AttachSpec::UnixDgram(path) => Some(path.clone()),
-        AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) => None,
+        AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) | AttachSpec::Tap(_) => None,
     };
     let mut attach = Attachment::open(spec, &registry)?;
     if let Some(addr) = attach.local_addr() {
@@ -163,6 +177,22 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         }
         sandbox
     });
+    let exit_tokens = EXIT_FD_INDEX..EXIT_FD_INDEX + opts.exit_fds.len();
+    for (fd, index) in opts.exit_fds.iter().zip(exit_tokens.clone()) {
+        registry
+            .register(
+                &mut SourceFd(fd),
+                token(TokenKind::Control, index),
+                Interest::READABLE,
+            )
+            .map_err(io_err("watching the exit descriptor"))?;
+    }
+    if let Some(fd) = ready {
+        let mut ready = std::fs::File::from(fd);
+        if let Err(err) = std::io::Write::write_all(&mut ready, b"1") {
+            tracing::warn!(%err, "writing to the ready descriptor");
+        }
+    }
     let mut events = Events::with_capacity(EVENT_CAPACITY);
     let mut busy = false;
     loop {
@@ -198,6 +228,11 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
                         // The first VM; a VM joining others keeps theirs.
                         stack.reset_vm();
                     }
+                }
+                Some((TokenKind::Control, index)) if exit_tokens.contains(&index) => {
+                    tracing::info!("the exit descriptor fired: shutting down");
+                    report(&stack);
+                    return Ok(());
                 }
                 Some((TokenKind::Control, index)) if index != SIGNALS_INDEX => {
                     if let Some(api) = api.as_mut() {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use slipway_usermode::attach::AttachSpec;
-use slipway_usermode::config::{Limits, MAX_MTU, MIN_MTU};
+use slipway_usermode::config::{Limits, StackConfig, MAX_MTU, MIN_MTU};
 use slipway_usermode::event_loop::{self, RunOptions};
 use slipway_usermode::options;
 
@@ -34,6 +34,38 @@ pub struct UserArgs {
     #[arg(long, value_name = "PATH")]
     pub dgram: Option<PathBuf>,
 
+    /// After the last VM disconnects, wait for the next one instead of exiting
+    /// (listening and datagram modes; in connect mode slipway always exits).
+    #[arg(long)]
+    pub keep_listening: bool,
+
+    /// Run without the sandbox (seccomp allowlist, Landlock, no
+    /// capabilities, no root) that confines the process once set up.
+    #[arg(long)]
+    pub no_sandbox: bool,
+
+    /// When started as root, the user the sandbox switches to (`root` keeps
+    /// uid 0, still without capabilities: for datagram VMs whose sockets
+    /// only root may reach, since later VMs are reached after the switch).
+    #[arg(long, value_name = "USER", default_value = "nobody")]
+    pub runas: String,
+
+    /// Print the system calls the sandbox allows (count, then one per line) and exit.
+    #[arg(long)]
+    pub print_sandbox: bool,
+
+    /// The network itself.
+    #[command(flatten)]
+    pub stack: StackArgs,
+
+    /// QEMU `-netdev user` option string, e.g. `net=10.0.2.0/24,hostfwd=tcp::5022-:22`.
+    #[arg(value_name = "OPTS")]
+    pub options: Option<String>,
+}
+
+/// Options of the network itself, shared by `slipway user`, `run` and `attach`.
+#[derive(Args, Debug)]
+pub struct StackArgs {
     /// Upstream DNS server (repeatable); default: the nameservers of /etc/resolv.conf.
     #[arg(long = "dns-upstream", value_name = "ADDR:PORT")]
     pub dns_upstream: Vec<SocketAddr>,
@@ -70,11 +102,6 @@ pub struct UserArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_dns_queries as u32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_dns_queries: u32,
 
-    /// After the last VM disconnects, wait for the next one instead of exiting
-    /// (listening and datagram modes; in connect mode slipway always exits).
-    #[arg(long)]
-    pub keep_listening: bool,
-
     /// Do not map the host address to the host's loopback.
     #[arg(long)]
     pub no_host_loopback: bool,
@@ -83,30 +110,11 @@ pub struct UserArgs {
     /// see docs/usermode-api.md and `slipway ctl`).
     #[arg(long, value_name = "PATH")]
     pub api: Option<PathBuf>,
-
-    /// Run without the sandbox (seccomp allowlist, Landlock, no
-    /// capabilities, no root) that confines the process once set up.
-    #[arg(long)]
-    pub no_sandbox: bool,
-
-    /// When started as root, the user the sandbox switches to (`root` keeps
-    /// uid 0, still without capabilities: for datagram VMs whose sockets
-    /// only root may reach, since later VMs are reached after the switch).
-    #[arg(long, value_name = "USER", default_value = "nobody")]
-    pub runas: String,
-
-    /// Print the system calls the sandbox allows (count, then one per line) and exit.
-    #[arg(long)]
-    pub print_sandbox: bool,
-
-    /// QEMU `-netdev user` option string, e.g. `net=10.0.2.0/24,hostfwd=tcp::5022-:22`.
-    #[arg(value_name = "OPTS")]
-    pub options: Option<String>,
 }
 
-/// Runs the stack until the VM disconnects or a signal arrives.
-pub fn run(args: UserArgs) -> anyhow::Result<i32> {
-    let opts = args.options.as_deref().unwrap_or("");
+/// The validated stack configuration of a `-netdev user` option string
+/// (`opts`, may be empty) and the flags `args`.
+pub fn stack_config(args: &StackArgs, opts: &str) -> anyhow::Result<StackConfig> {
     let mut cfg = options::parse_options(opts).context("invalid -netdev user options")?;
     if !(MIN_MTU..=MAX_MTU).contains(&args.mtu) {
         anyhow::bail!(
@@ -147,11 +155,18 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
     } else {
         args.dns_upstream.clone()
     };
+    Ok(cfg)
+}
+
+/// Runs the stack until the VM disconnects or a signal arrives.
+pub fn run(args: UserArgs) -> anyhow::Result<i32> {
+    let cfg = stack_config(&args.stack, args.options.as_deref().unwrap_or(""))?;
     let mut sandbox = slipway_sandbox::Sandbox::new();
     sandbox.runas(args.runas.clone());
     if args.print_sandbox {
         // What these options would allow (a TFTP root adds file reads).
-        let Some(sandbox) = event_loop::sandbox_for(sandbox, &cfg, args.api.as_deref()) else {
+        let Some(sandbox) = event_loop::sandbox_for(sandbox, &cfg, args.stack.api.as_deref())
+        else {
             println!("sandbox off for these options");
             return Ok(0);
         };
@@ -178,8 +193,9 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
         spec,
         RunOptions {
             keep_listening: args.keep_listening,
-            api: args.api,
+            api: args.stack.api,
             sandbox: (!args.no_sandbox).then_some(sandbox),
+            ..RunOptions::default()
         },
     )?;
     Ok(0)

@@ -3,10 +3,12 @@
 //! Each subcommand family lives in its own module and only calls into the
 //! library crates; nothing here implements networking itself.
 
+mod cmd_attach;
 mod cmd_ctl;
 mod cmd_guest;
 mod cmd_net;
 mod cmd_netservice;
+mod cmd_run;
 mod cmd_user;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +36,10 @@ enum Command {
     User(cmd_user::UserArgs),
     /// Talk to a running `slipway user` through its control API (`--api`).
     Ctl(cmd_ctl::CtlArgs),
+    /// Run a command in a new user and network namespace served by a user-mode network.
+    Run(cmd_run::RunArgs),
+    /// Serve an existing network namespace through a tap (like slirp4netns).
+    Attach(cmd_attach::AttachArgs),
     #[command(flatten)]
     Net(cmd_net::NetCommand),
     /// The DHCP/DNS service of one bridge network (run by the network manager).
@@ -49,6 +55,8 @@ fn main() {
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
         Command::Ctl(args) => cmd_ctl::run(args),
+        Command::Run(args) => cmd_run::run(args),
+        Command::Attach(args) => cmd_attach::run(args),
         Command::Net(cmd) => cmd_net::run(cmd, cli.root.as_deref()),
         Command::NetService(args) => cmd_netservice::run(args),
         Command::Guest(cmd) => cmd_guest::run(cmd, cli.root.as_deref()),

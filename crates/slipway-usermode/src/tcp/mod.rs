@@ -104,6 +104,10 @@ mod tests;
 
 /// Window scale we offer (windows up to 8 MiB).
 const OUR_WSCALE: u8 = 7;
+/// Largest window advertised to the guest (the 16-bit field at our
+/// scale): what one flow may have in flight toward the stack, and so the
+/// burst a tap's transmit queue must hold.
+pub const MAX_ADVERTISED_WINDOW: u32 = (u16::MAX as u32) << OUR_WSCALE;
 /// Largest window scale RFC 7323 allows.
 const MAX_WSCALE: u8 = 14;
 /// MSS assumed when the guest's SYN carries none (RFC 9293).

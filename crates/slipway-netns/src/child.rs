@@ -1,0 +1,433 @@
+//! The helper child: everything that runs between `fork` and `exec` or
+//! `_exit`, and the parent's side of the conversation with it.
+//!
+//! The child only makes system calls on a plan prepared before the fork;
+//! it never allocates (another thread of the parent may have held the
+//! allocator's lock at fork time). It reports over a `SOCK_SEQPACKET`
+//! socketpair: one message, either "ok" with the tap descriptor attached
+//! (`SCM_RIGHTS`) or "failed" with an errno and a static description.
+
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use crate::ifconfig::{open_tap, CtlSocket};
+use crate::{ifname_bytes, NetnsError, TapSetup};
+
+/// A failed step in the child: what, and the errno.
+pub(crate) struct Fail {
+    what: &'static str,
+    errno: i32,
+}
+
+impl Fail {
+    pub(crate) fn with_errno(what: &'static str, errno: i32) -> Fail {
+        Fail { what, errno }
+    }
+}
+
+/// The failure of `what` with the current errno.
+pub(crate) fn last(what: &'static str) -> Fail {
+    Fail {
+        what,
+        errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+    }
+}
+
+/// How the child gets into the namespace.
+pub(crate) enum Join {
+    /// `setns` into existing namespaces.
+    Existing {
+        userns: Option<CString>,
+        netns: CString,
+    },
+    /// `unshare` new ones, map our IDs to root, then run a command.
+    New {
+        uid_map: Vec<u8>,
+        gid_map: Vec<u8>,
+        resolv_conf: Option<CString>,
+        argv: Vec<CString>,
+    },
+}
+
+/// The tap to create, in kernel form.
+pub(crate) struct TapPlan {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    mtu: i32,
+    txqueuelen: u32,
+    ipv4: Option<(Ipv4Addr, u8, Ipv4Addr)>,
+    /// `/proc/sys/net/ipv4/conf/NAME/arp_notify`: set so the namespace
+    /// announces its address (gratuitous ARP) when the tap comes up, and
+    /// the stack knows where to send forwarded connections at once.
+    arp_notify: CString,
+}
+
+impl TapPlan {
+    pub(crate) fn new(tap: &TapSetup) -> Result<TapPlan, NetnsError> {
+        let int = |what: &str, v: u32| {
+            i32::try_from(v).map_err(|_| NetnsError::Invalid(format!("{what} {v} is too large")))
+        };
+        Ok(TapPlan {
+            name: ifname_bytes(&tap.ifname)?,
+            mtu: int("MTU", tap.mtu)?,
+            txqueuelen: tap.txqueuelen,
+            ipv4: tap.ipv4.map(|c| (c.address, c.prefix, c.gateway)),
+            arp_notify: crate::cstring(
+                "interface name",
+                format!("/proc/sys/net/ipv4/conf/{}/arp_notify", tap.ifname).as_bytes(),
+            )?,
+        })
+    }
+}
+
+/// Everything the child does.
+pub(crate) struct ChildPlan {
+    pub join: Join,
+    pub tap: TapPlan,
+}
+
+impl ChildPlan {
+    /// The NULL-terminated argv pointers for `execvp` (empty when there is
+    /// no command to run).
+    pub(crate) fn exec_pointers(&self) -> Vec<*const libc::c_char> {
+        match &self.join {
+            Join::New { argv, .. } => argv
+                .iter()
+                .map(|a| a.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect(),
+            Join::Existing { .. } => Vec::new(),
+        }
+    }
+}
+
+pub(crate) fn socketpair() -> Result<(OwnedFd, OwnedFd), NetnsError> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two descriptors we then own.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(crate::step("socketpair")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn write_file(path: &std::ffi::CStr, data: &[u8], what: &'static str) -> Result<(), Fail> {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last(what));
+    }
+    // SAFETY: writes from a live slice.
+    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let fail = (n != data.len() as isize).then(|| last(what));
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    fail.map_or(Ok(()), Err)
+}
+
+fn setns(path: &CString, nstype: libc::c_int, what: &'static str) -> Result<(), Fail> {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last(what));
+    }
+    // SAFETY: setns on a namespace descriptor.
+    let rc = unsafe { libc::setns(fd, nstype) };
+    let fail = (rc != 0).then(|| last(what));
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    fail.map_or(Ok(()), Err)
+}
+
+/// Gets into the namespaces and returns the configured tap's descriptor.
+fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
+    match &plan.join {
+        Join::Existing { userns, netns } => {
+            if let Some(userns) = userns {
+                setns(userns, libc::CLONE_NEWUSER, "joining the user namespace")?;
+            }
+            setns(netns, libc::CLONE_NEWNET, "joining the network namespace")?;
+        }
+        Join::New {
+            uid_map,
+            gid_map,
+            resolv_conf,
+            ..
+        } => {
+            // SAFETY: unshare of this (single-threaded) child.
+            if unsafe {
+                libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWNS)
+            } != 0
+            {
+                return Err(last(
+                    "creating user, network and mount namespaces (are unprivileged user namespaces enabled?)",
+                ));
+            }
+            write_file(
+                c"/proc/self/setgroups",
+                b"deny",
+                "writing /proc/self/setgroups",
+            )?;
+            write_file(c"/proc/self/gid_map", gid_map, "writing /proc/self/gid_map")?;
+            write_file(c"/proc/self/uid_map", uid_map, "writing /proc/self/uid_map")?;
+            if let Some(resolv) = resolv_conf {
+                // SAFETY: mount with NUL-terminated paths or NULL.
+                unsafe {
+                    if libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(last("making the new mount namespace private"));
+                    }
+                    if libc::mount(
+                        resolv.as_ptr(),
+                        c"/etc/resolv.conf".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(last("bind-mounting resolv.conf over /etc/resolv.conf"));
+                    }
+                }
+            }
+        }
+    }
+    let ctl = CtlSocket::open()?;
+    ctl.set_up(&lo_name(), "bringing the loopback device up")?;
+    let tap = &plan.tap;
+    let fd = open_tap(&tap.name)?;
+    let configured = (|| {
+        ctl.set_mtu(&tap.name, tap.mtu)?;
+        crate::ifconfig::set_txqueuelen(&tap.name, tap.txqueuelen)?;
+        if let Some((addr, prefix, _)) = tap.ipv4 {
+            ctl.set_ipv4(&tap.name, addr, prefix)?;
+            // Best effort: without it the stack learns the address from
+            // the namespace's first frame instead.
+            let _ = write_file(&tap.arp_notify, b"1", "arp_notify");
+        }
+        ctl.set_up(&tap.name, "bringing the tap device up")?;
+        if let Some((_, _, gateway)) = tap.ipv4 {
+            ctl.add_default_route(gateway)?;
+        }
+        Ok(())
+    })();
+    if let Err(fail) = configured {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        return Err(fail);
+    }
+    Ok(fd)
+}
+
+fn lo_name() -> [libc::c_char; libc::IFNAMSIZ] {
+    let mut name = [0; libc::IFNAMSIZ];
+    name[0] = b'l' as libc::c_char;
+    name[1] = b'o' as libc::c_char;
+    name
+}
+
+/// Sends "ok" with the tap descriptor attached.
+fn send_ok(sock: RawFd, fd: RawFd) -> bool {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // A u64 array keeps the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: builds one SCM_RIGHTS message in a buffer large enough for
+    // one descriptor (CMSG_SPACE(4) = 24 bytes on 64-bit).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) == 1
+    }
+}
+
+/// Longest failure description sent.
+const MAX_WHAT: usize = 200;
+
+/// Sends "failed": a 1, the errno (4 bytes, native order), the description.
+fn send_fail(sock: RawFd, fail: &Fail) {
+    let mut buf = [0u8; 5 + MAX_WHAT];
+    buf[0] = 1;
+    buf[1..5].copy_from_slice(&fail.errno.to_ne_bytes());
+    let what = &fail.what.as_bytes()[..fail.what.len().min(MAX_WHAT)];
+    buf[5..5 + what.len()].copy_from_slice(what);
+    // SAFETY: sends from a live buffer.
+    unsafe {
+        libc::send(
+            sock,
+            buf.as_ptr().cast(),
+            5 + what.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+}
+
+/// The child of [`crate::open_tap_in`]: set up, report, exit.
+pub(crate) fn run(plan: &ChildPlan, sock: RawFd) -> ! {
+    let code = match setup(plan) {
+        Ok(fd) => i32::from(!send_ok(sock, fd)),
+        Err(fail) => {
+            send_fail(sock, &fail);
+            1
+        }
+    };
+    // SAFETY: ends the child without running the parent's destructors.
+    unsafe { libc::_exit(code) }
+}
+
+/// The child of [`crate::spawn_in_new_namespace`]: set up, report, wait
+/// for the go byte, exec the command.
+pub(crate) fn run_and_exec(plan: &ChildPlan, argv: &[*const libc::c_char], sock: RawFd) -> ! {
+    match setup(plan) {
+        Ok(fd) => {
+            let sent = send_ok(sock, fd);
+            // SAFETY: our copy of the descriptor; the parent has its own.
+            unsafe { libc::close(fd) };
+            if !sent {
+                // SAFETY: as in `run`.
+                unsafe { libc::_exit(1) };
+            }
+        }
+        Err(fail) => {
+            send_fail(sock, &fail);
+            // SAFETY: as in `run`.
+            unsafe { libc::_exit(1) };
+        }
+    }
+    let mut go = [0u8];
+    // SAFETY: reads one byte into a live buffer.
+    let n = unsafe { libc::read(sock, go.as_mut_ptr().cast(), 1) };
+    if n != 1 {
+        // The stack did not start; it reports why.
+        // SAFETY: as in `run`.
+        unsafe { libc::_exit(1) };
+    }
+    // SAFETY: our descriptor; the command must not inherit it.
+    unsafe { libc::close(sock) };
+    // SAFETY: argv is NULL-terminated and points at live CStrings.
+    unsafe { libc::execvp(argv[0], argv.as_ptr()) };
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: writes static and prepared bytes to stderr, then exits.
+    unsafe {
+        let prog = std::ffi::CStr::from_ptr(argv[0]).to_bytes();
+        let parts: [&[u8]; 3] = [b"slipway: cannot run '", prog, b"': "];
+        for p in parts {
+            libc::write(2, p.as_ptr().cast(), p.len());
+        }
+        let msg = std::ffi::CStr::from_ptr(libc::strerror(errno)).to_bytes();
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::write(2, b"\n".as_ptr().cast(), 1);
+        libc::_exit(if errno == libc::ENOENT { 127 } else { 126 })
+    }
+}
+
+/// The parent's side: the tap descriptor, or the child's failure with
+/// `context` (the namespace) added.
+pub(crate) fn receive_tap(sock: RawFd, context: &Path) -> Result<OwnedFd, NetnsError> {
+    let mut buf = [0u8; 5 + MAX_WHAT];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: a receive into live buffers; descriptors that arrive are
+    // taken into ownership below.
+    let (n, fd) = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = loop {
+            let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
+        let mut fd = None;
+        if n > 0 {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            if !cmsg.is_null()
+                && (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+            {
+                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+                fd = Some(OwnedFd::from_raw_fd(raw));
+            }
+        }
+        (n, fd)
+    };
+    if n < 0 {
+        return Err(crate::step("receiving the tap device from the helper")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    match (n, fd) {
+        (1, Some(fd)) if buf[0] == 0 => Ok(fd),
+        (n, _) if n >= 5 && buf[0] == 1 => {
+            let errno = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            let what = String::from_utf8_lossy(&buf[5..n as usize]);
+            Err(NetnsError::Step {
+                what: format!("{what} ({})", context.display()),
+                source: std::io::Error::from_raw_os_error(errno),
+            })
+        }
+        _ => Err(NetnsError::Invalid(format!(
+            "the namespace helper for {} ended without a tap device",
+            context.display()
+        ))),
+    }
+}
+
+/// Waits for our child `pid` and returns its raw wait status.
+pub(crate) fn wait_status(pid: libc::pid_t) -> std::io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            return Ok(status);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Waits for the helper child; an error if it did not exit with 0.
+pub(crate) fn wait(pid: libc::pid_t) -> std::io::Result<()> {
+    let status = wait_status(pid)?;
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "exited with wait status {status:#x}"
+        )))
+    }
+}

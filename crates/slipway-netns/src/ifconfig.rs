@@ -1,0 +1,233 @@
+//! Creating and configuring the tap inside the namespace with the classic
+//! `SIOC*` ioctls (as slirp4netns does): they need no netlink message
+//! building, so the helper child can run them without allocating. The
+//! queue length is the exception: `SIOCSIFTXQLEN` wants CAP_NET_ADMIN in
+//! the initial namespace, so it is one fixed-size rtnetlink request.
+
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+
+use crate::child::{last, Fail};
+
+/// An `AF_INET` datagram socket for the interface ioctls, closed on drop.
+pub(crate) struct CtlSocket(RawFd);
+
+impl CtlSocket {
+    pub(crate) fn open() -> Result<CtlSocket, Fail> {
+        // SAFETY: plain socket call.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(last("opening a socket for interface configuration"));
+        }
+        Ok(CtlSocket(fd))
+    }
+
+    fn ioctl<T>(
+        &self,
+        request: libc::c_ulong,
+        arg: &mut T,
+        what: &'static str,
+    ) -> Result<(), Fail> {
+        // SAFETY: `arg` is the struct type the request expects.
+        if unsafe { libc::ioctl(self.0, request as _, arg as *mut T) } < 0 {
+            return Err(last(what));
+        }
+        Ok(())
+    }
+
+    /// Sets IFF_UP on the interface.
+    pub(crate) fn set_up(
+        &self,
+        name: &[libc::c_char; libc::IFNAMSIZ],
+        what: &'static str,
+    ) -> Result<(), Fail> {
+        let mut ifr = ifreq(name);
+        self.ioctl(libc::SIOCGIFFLAGS, &mut ifr, what)?;
+        // SAFETY: the kernel filled the flags member.
+        unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        self.ioctl(libc::SIOCSIFFLAGS, &mut ifr, what)
+    }
+
+    pub(crate) fn set_mtu(
+        &self,
+        name: &[libc::c_char; libc::IFNAMSIZ],
+        mtu: i32,
+    ) -> Result<(), Fail> {
+        let mut ifr = ifreq(name);
+        ifr.ifr_ifru.ifru_mtu = mtu;
+        self.ioctl(libc::SIOCSIFMTU, &mut ifr, "setting the tap's MTU")
+    }
+
+    pub(crate) fn set_ipv4(
+        &self,
+        name: &[libc::c_char; libc::IFNAMSIZ],
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<(), Fail> {
+        let mut ifr = ifreq(name);
+        ifr.ifr_ifru.ifru_addr = sockaddr(addr);
+        self.ioctl(libc::SIOCSIFADDR, &mut ifr, "setting the tap's address")?;
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0);
+        let mut ifr = ifreq(name);
+        ifr.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::from(mask));
+        self.ioctl(libc::SIOCSIFNETMASK, &mut ifr, "setting the tap's netmask")
+    }
+
+    pub(crate) fn add_default_route(&self, gateway: Ipv4Addr) -> Result<(), Fail> {
+        // SAFETY: all-zero is a valid rtentry.
+        let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+        rt.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
+        rt.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
+        rt.rt_gateway = sockaddr(gateway);
+        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        self.ioctl(libc::SIOCADDRT, &mut rt, "adding the default route")
+    }
+}
+
+impl Drop for CtlSocket {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+pub(crate) fn ifreq(name: &[libc::c_char; libc::IFNAMSIZ]) -> libc::ifreq {
+    // SAFETY: all-zero is a valid ifreq.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    ifr.ifr_name = *name;
+    ifr
+}
+
+fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel
+    // reads the family and interprets the rest accordingly.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// Opens `/dev/net/tun` as the tap `name` (IFF_TAP | IFF_NO_PI: raw
+/// Ethernet frames, no packet-information header), non-blocking.
+pub(crate) fn open_tap(name: &[libc::c_char; libc::IFNAMSIZ]) -> Result<RawFd, Fail> {
+    // SAFETY: a constant NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        return Err(last("opening /dev/net/tun"));
+    }
+    let mut ifr = ifreq(name);
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF takes an ifreq.
+    if unsafe { libc::ioctl(fd, libc::TUNSETIFF as _, &mut ifr) } < 0 {
+        let fail = last("creating the tap device (TUNSETIFF)");
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        return Err(fail);
+    }
+    Ok(fd)
+}
+
+/// An `RTM_NEWLINK` request that sets `IFLA_TXQLEN`, laid out as the
+/// kernel reads it.
+#[repr(C)]
+struct TxqlenRequest {
+    header: libc::nlmsghdr,
+    ifinfo: IfInfoMsg,
+    attr_len: u16,
+    attr_type: u16,
+    qlen: u32,
+}
+
+/// `struct ifinfomsg` (not in the libc crate).
+#[repr(C)]
+struct IfInfoMsg {
+    family: u8,
+    pad: u8,
+    kind: u16,
+    index: i32,
+    flags: u32,
+    change: u32,
+}
+
+/// `IFLA_TXQLEN` from linux/if_link.h.
+const IFLA_TXQLEN: u16 = 13;
+
+/// Sets the transmit queue length of interface `name` over rtnetlink.
+pub(crate) fn set_txqueuelen(name: &[libc::c_char; libc::IFNAMSIZ], len: u32) -> Result<(), Fail> {
+    const WHAT: &str = "setting the tap's queue length";
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(last(WHAT));
+    }
+    // SAFETY: plain socket call; closed below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(last(WHAT));
+    }
+    let req = TxqlenRequest {
+        header: libc::nlmsghdr {
+            nlmsg_len: std::mem::size_of::<TxqlenRequest>() as u32,
+            nlmsg_type: libc::RTM_NEWLINK,
+            nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        ifinfo: IfInfoMsg {
+            family: libc::AF_UNSPEC as u8,
+            pad: 0,
+            kind: 0,
+            index: index as i32,
+            flags: 0,
+            change: 0,
+        },
+        attr_len: 8,
+        attr_type: IFLA_TXQLEN,
+        qlen: len,
+    };
+    // The kernel answers with an nlmsgerr: header, error code, request header.
+    let mut ack = [0u32; 16];
+    // SAFETY: sends the request struct and receives into a live buffer.
+    let result = unsafe {
+        let sent = libc::send(
+            fd,
+            (&req as *const TxqlenRequest).cast(),
+            std::mem::size_of::<TxqlenRequest>(),
+            0,
+        );
+        if sent < 0 {
+            Err(last(WHAT))
+        } else {
+            let n = libc::recv(fd, ack.as_mut_ptr().cast(), std::mem::size_of_val(&ack), 0);
+            if n < 0 {
+                Err(last(WHAT))
+            } else if n >= 20 && ack[1] & 0xffff == libc::NLMSG_ERROR as u32 && ack[4] != 0 {
+                // The error field is a negative errno.
+                Err(Fail::with_errno(WHAT, -(ack[4] as i32)))
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    result
+}

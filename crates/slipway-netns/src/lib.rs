@@ -1,0 +1,347 @@
+//! Network namespaces for slipway's user-mode stack: how a container's
+//! namespace gets a tap device whose other end is the stack.
+//!
+//! Rootless container tools (podman, rootlesskit, buildah) give a network
+//! namespace its outside connectivity the way slirp4netns does: a helper
+//! process enters the namespace, opens `/dev/net/tun` with
+//! `IFF_TAP | IFF_NO_PI`, configures the device, and passes the descriptor
+//! back over a unix socket (`SCM_RIGHTS`). The stack's own sockets stay in
+//! the host namespace; only the tap lives inside.
+//!
+//! Two ways in:
+//! - [`open_tap_in`]: join an existing namespace (a process's, or a bind
+//!   mount such as `ip netns` makes), like `slirp4netns PID tap0`.
+//! - [`spawn_in_new_namespace`]: make a new user + network + mount
+//!   namespace (works unprivileged), give it a configured tap and its own
+//!   `resolv.conf`, and start a command in it, like `pasta -- CMD`.
+//!
+//! The helper is a forked child of a single-threaded process: between
+//! `fork` and `exec`/`_exit` it only makes system calls on data prepared
+//! before the fork (no allocation), so it is safe even if the caller has
+//! threads.
+
+#![deny(missing_docs)]
+
+mod child;
+mod ifconfig;
+
+use std::ffi::{CString, OsString};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use child::{ChildPlan, Join};
+
+/// Default name of the tap device inside the namespace.
+pub const DEFAULT_IFNAME: &str = "tap0";
+
+/// Why a namespace or its tap could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// A step failed; `what` names it (and the path or device involved).
+    #[error("{what}")]
+    Step {
+        /// What was being done.
+        what: String,
+        /// The kernel's error.
+        source: std::io::Error,
+    },
+    /// An argument cannot be handed to the kernel.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn step(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetnsError {
+    let what = what.into();
+    move |source| NetnsError::Step { what, source }
+}
+
+/// IPv4 configuration of the tap (`--configure`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Setup {
+    /// The namespace's address on the tap (slirp4netns: 10.0.2.100).
+    pub address: Ipv4Addr,
+    /// Prefix length of the tap's network.
+    pub prefix: u8,
+    /// Default gateway: the stack's host address.
+    pub gateway: Ipv4Addr,
+}
+
+/// The tap device to create inside the namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapSetup {
+    /// Interface name (at most 15 bytes).
+    pub ifname: String,
+    /// Link MTU.
+    pub mtu: u32,
+    /// Transmit queue length: packets the namespace may queue toward the
+    /// stack. Size it to the window the stack advertises (see
+    /// [`txqueuelen_for_window`]) or bursts overflow it.
+    pub txqueuelen: u32,
+    /// Address and default route; `None` leaves the device unconfigured
+    /// (but up, as slirp4netns does without `--configure`).
+    pub ipv4: Option<Ipv4Setup>,
+}
+
+/// Transmit queue length for a tap whose peer advertises windows of up to
+/// `window` bytes at `mtu`: one full window of full-size segments, plus
+/// room for ACKs and other flows, and never below the kernel's default.
+pub fn txqueuelen_for_window(window: u32, mtu: u32) -> u32 {
+    let mss = mtu.saturating_sub(40).max(1);
+    window.div_ceil(mss).saturating_add(256).max(1000)
+}
+
+/// Which existing namespace to join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The network namespace of a process (and its user namespace when
+    /// that differs from ours).
+    Pid(u32),
+    /// A network namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`),
+    /// optionally with the user namespace to join first.
+    Path {
+        /// The network namespace.
+        netns: PathBuf,
+        /// The user namespace owning it, if it must be joined.
+        userns: Option<PathBuf>,
+    },
+}
+
+fn cstring(what: &str, bytes: &[u8]) -> Result<CString, NetnsError> {
+    CString::new(bytes).map_err(|_| NetnsError::Invalid(format!("{what} contains a NUL byte")))
+}
+
+fn ifname_bytes(name: &str) -> Result<[libc::c_char; libc::IFNAMSIZ], NetnsError> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+        return Err(NetnsError::Invalid(format!(
+            "invalid interface name {name:?}: 1 to {} bytes, no '/', space or NUL",
+            libc::IFNAMSIZ - 1
+        )));
+    }
+    let mut out = [0 as libc::c_char; libc::IFNAMSIZ];
+    for (o, b) in out.iter_mut().zip(name.bytes()) {
+        *o = b as libc::c_char;
+    }
+    Ok(out)
+}
+
+/// Whether two namespace files are the same namespace.
+fn same_namespace(a: &Path, b: &Path) -> Result<bool, NetnsError> {
+    use std::os::unix::fs::MetadataExt;
+    let ma = std::fs::metadata(a).map_err(step(format!("{}", a.display())))?;
+    let mb = std::fs::metadata(b).map_err(step(format!("{}", b.display())))?;
+    Ok(ma.ino() == mb.ino() && ma.dev() == mb.dev())
+}
+
+/// Enters `target`'s network namespace in a helper process, creates and
+/// configures the tap there, and returns its descriptor (non-blocking,
+/// close-on-exec). The caller stays in its own namespaces.
+pub fn open_tap_in(target: &Target, tap: &TapSetup) -> Result<OwnedFd, NetnsError> {
+    let (netns, userns) = match target {
+        Target::Pid(pid) => {
+            let proc = PathBuf::from(format!("/proc/{pid}/ns"));
+            let netns = proc.join("net");
+            if !netns.exists() {
+                return Err(NetnsError::Invalid(format!("no process with PID {pid}")));
+            }
+            let userns = proc.join("user");
+            let join_user = !same_namespace(&userns, Path::new("/proc/self/ns/user"))?;
+            (netns, join_user.then_some(userns))
+        }
+        Target::Path { netns, userns } => (netns.clone(), userns.clone()),
+    };
+    let plan = ChildPlan {
+        join: Join::Existing {
+            userns: userns
+                .as_deref()
+                .map(|p| cstring("user namespace path", p.as_os_str().as_bytes()))
+                .transpose()?,
+            netns: cstring("network namespace path", netns.as_os_str().as_bytes())?,
+        },
+        tap: child::TapPlan::new(tap)?,
+    };
+    let (ours, theirs) = child::socketpair()?;
+    // SAFETY: the child runs only `child::run`, which makes system calls
+    // on the prepared plan and ends in `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(step("fork")(std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(ours);
+        child::run(&plan, theirs.as_raw_fd());
+    }
+    drop(theirs);
+    let received = child::receive_tap(ours.as_raw_fd(), &netns);
+    let status = child::wait(pid);
+    let fd = received?;
+    if let Err(err) = status {
+        return Err(step("the namespace helper")(err));
+    }
+    Ok(fd)
+}
+
+/// A descriptor (pidfd) that becomes readable when process `pid` exits.
+pub fn process_exit_fd(pid: u32) -> Result<OwnedFd, NetnsError> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| NetnsError::Invalid(format!("invalid PID {pid}")))?;
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(step(format!("pidfd_open({pid})"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A command running in its own new namespaces.
+#[derive(Debug)]
+pub struct Spawned {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    go: Option<OwnedFd>,
+}
+
+impl Spawned {
+    /// The command's process ID.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// A descriptor that becomes readable when the command has exited
+    /// (a pidfd), for the event loop.
+    pub fn exit_fd(&self) -> RawFd {
+        self.pidfd.as_raw_fd()
+    }
+
+    /// The descriptor to write one byte to (or close) when the stack is
+    /// ready: the command starts only then. Dropping [`Spawned::take_go`]'s
+    /// result without writing makes the helper exit without running it.
+    pub fn take_go(&mut self) -> Option<OwnedFd> {
+        self.go.take()
+    }
+
+    /// Asks the command to stop (SIGTERM), if it is still running.
+    pub fn terminate(&self) {
+        // SAFETY: signals through the pidfd, which cannot hit a reused PID.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGTERM,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+
+    /// Waits for the command to end and returns its exit code (128 plus
+    /// the signal number when a signal killed it, as shells report it).
+    pub fn wait(self) -> Result<i32, NetnsError> {
+        let status = child::wait_status(self.pid).map_err(step("waiting for the command"))?;
+        Ok(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else if libc::WIFSIGNALED(status) {
+            128 + libc::WTERMSIG(status)
+        } else {
+            1
+        })
+    }
+}
+
+/// Starts `argv` in a new user + network + mount namespace (works
+/// unprivileged: our user and group map to root inside), with a tap
+/// configured by `tap`, loopback up, and `resolv_conf` (a file naming the
+/// stack's DNS address) bind-mounted over `/etc/resolv.conf`.
+///
+/// The command is started only once the stack is ready: write a byte to
+/// [`Spawned::take_go`]'s descriptor. Returns the tap's descriptor
+/// (non-blocking, close-on-exec) and the command.
+pub fn spawn_in_new_namespace(
+    argv: &[OsString],
+    tap: &TapSetup,
+    resolv_conf: Option<&Path>,
+) -> Result<(OwnedFd, Spawned), NetnsError> {
+    if argv.is_empty() {
+        return Err(NetnsError::Invalid("no command given".into()));
+    }
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| cstring("a command argument", a.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    // SAFETY: plain getters.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let plan = ChildPlan {
+        join: Join::New {
+            uid_map: format!("0 {uid} 1\n").into_bytes(),
+            gid_map: format!("0 {gid} 1\n").into_bytes(),
+            resolv_conf: resolv_conf
+                .map(|p| cstring("resolv.conf path", p.as_os_str().as_bytes()))
+                .transpose()?,
+            argv,
+        },
+        tap: child::TapPlan::new(tap)?,
+    };
+    let exec = plan.exec_pointers();
+    let (ours, theirs) = child::socketpair()?;
+    // SAFETY: as in `open_tap_in`; the child ends in `execvp` or `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(step("fork")(std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(ours);
+        child::run_and_exec(&plan, &exec, theirs.as_raw_fd());
+    }
+    drop(theirs);
+    // Our own child cannot have been reaped: the pidfd names it.
+    let pidfd = match process_exit_fd(pid as u32) {
+        Ok(fd) => fd,
+        Err(err) => {
+            // SAFETY: our child; killed and reaped so it does not linger.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = child::wait(pid);
+            return Err(err);
+        }
+    };
+    match child::receive_tap(ours.as_raw_fd(), Path::new("a new namespace")) {
+        Ok(fd) => Ok((
+            fd,
+            Spawned {
+                pid,
+                pidfd,
+                go: Some(ours),
+            },
+        )),
+        Err(err) => {
+            let _ = child::wait(pid);
+            Err(err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txqueuelen_covers_a_window_of_full_segments() {
+        // 8 MiB of 1460-byte segments.
+        assert_eq!(txqueuelen_for_window(8 << 20, 1500), 5746 + 256);
+        // Large MTU: the kernel default is enough.
+        assert_eq!(txqueuelen_for_window(8 << 20, 65520), 1000);
+        assert_eq!(txqueuelen_for_window(0, 0), 1000);
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        assert!(ifname_bytes("tap0").is_ok());
+        for bad in ["", "a/b", "sixteen-bytes-xx", "a b"] {
+            let err = ifname_bytes(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid interface name"), "{bad}: {err}");
+        }
+    }
+}

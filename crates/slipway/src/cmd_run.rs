@@ -1,0 +1,154 @@
+//! `slipway run`: a command in its own user + network namespace whose
+//! only link is a tap served by this process's stack (what `pasta -- CMD`
+//! and `slirp4netns` with `unshare` do together), exiting with the
+//! command's status.
+
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use slipway_netns::{Ipv4Setup, TapSetup, DEFAULT_IFNAME};
+use slipway_usermode::attach::AttachSpec;
+use slipway_usermode::config::StackConfig;
+use slipway_usermode::event_loop::{self, RunOptions};
+use slipway_usermode::tcp::MAX_ADVERTISED_WINDOW;
+
+use crate::cmd_user::{stack_config, StackArgs};
+
+/// Arguments of `slipway run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Name of the tap device inside the namespace.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_IFNAME)]
+    pub ifname: String,
+
+    /// The network itself.
+    #[command(flatten)]
+    pub stack: StackArgs,
+
+    /// QEMU `-netdev user` option string, e.g. `hostfwd=tcp::8080-:80`
+    /// (forwards without a guest address go to the namespace's address).
+    #[arg(value_name = "OPTS")]
+    pub options: Option<String>,
+
+    /// The command to run in the namespace, and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// The namespace's address: the 100th of the network as slirp4netns uses
+/// (10.0.2.100), or the first DHCP address when the network is too small.
+pub(crate) fn namespace_ipv4(cfg: &StackConfig) -> Ipv4Setup {
+    let hundredth = Ipv4Addr::from(u32::from(cfg.net).wrapping_add(100));
+    let address =
+        if cfg.in_subnet(hundredth) && hundredth != cfg.broadcast() && !cfg.is_virtual(hundredth) {
+            hundredth
+        } else {
+            cfg.dhcp_start
+        };
+    Ipv4Setup {
+        address,
+        prefix: cfg.prefix_len,
+        gateway: cfg.host,
+    }
+}
+
+/// The tap for `cfg`: its MTU, a transmit queue that holds a full
+/// advertised window, and `ipv4` when the namespace is to be configured.
+/// IPv4 forwards that name no guest address go to the namespace's address.
+pub(crate) fn tap_setup(ifname: &str, cfg: &mut StackConfig, ipv4: Option<Ipv4Setup>) -> TapSetup {
+    if let Some(ipv4) = ipv4 {
+        for fwd in cfg.hostfwd.iter_mut().filter(|f| !f.guest_is_ipv6()) {
+            fwd.guest_addr.get_or_insert(ipv4.address.into());
+        }
+    }
+    let mtu = u32::try_from(cfg.mtu).unwrap_or(u32::MAX);
+    TapSetup {
+        ifname: ifname.to_string(),
+        mtu,
+        txqueuelen: slipway_netns::txqueuelen_for_window(MAX_ADVERTISED_WINDOW, mtu),
+        ipv4,
+    }
+}
+
+/// Serves the tap `fd` until one of `exit_fds` fires (or a signal
+/// arrives), with the control API on `api` if given.
+pub(crate) fn serve(
+    cfg: StackConfig,
+    api: Option<PathBuf>,
+    fd: OwnedFd,
+    exit_fds: Vec<std::os::fd::RawFd>,
+    ready_fd: Option<OwnedFd>,
+) -> anyhow::Result<()> {
+    event_loop::run(
+        cfg,
+        AttachSpec::Tap(Arc::new(fd)),
+        RunOptions {
+            api,
+            exit_fds,
+            ready_fd: ready_fd.map(IntoRawFd::into_raw_fd),
+            ..RunOptions::default()
+        },
+    )?;
+    Ok(())
+}
+
+/// A private directory holding the namespace's resolv.conf, removed on drop.
+struct ResolvConf {
+    dir: PathBuf,
+}
+
+impl ResolvConf {
+    fn write(dns: Ipv4Addr) -> anyhow::Result<ResolvConf> {
+        use std::io::Write;
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("slipway-run-{}", std::process::id()));
+        // A leftover of an earlier process with our PID.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let guard = ResolvConf { dir };
+        let path = guard.path();
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        writeln!(file, "nameserver {dns}")
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(guard)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+}
+
+impl Drop for ResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs the command in its namespace and returns its exit status.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let mut cfg = stack_config(&args.stack, args.options.as_deref().unwrap_or(""))?;
+    let ipv4 = namespace_ipv4(&cfg);
+    let tap = tap_setup(&args.ifname, &mut cfg, Some(ipv4));
+    let resolv = ResolvConf::write(cfg.dns)?;
+    let (fd, mut command) =
+        slipway_netns::spawn_in_new_namespace(&args.command, &tap, Some(Path::new(&resolv.path())))
+            .context("setting up the namespace")?;
+    let go = command.take_go();
+    let served = serve(cfg, args.stack.api, fd, vec![command.exit_fd()], go);
+    // The loop ends when the command exits, on SIGTERM/SIGINT, or on an
+    // error; in the last two cases the command is asked to stop.
+    command.terminate();
+    let status = command.wait().context("waiting for the command")?;
+    served?;
+    Ok(status)
+}

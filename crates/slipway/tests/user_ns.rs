@@ -1,0 +1,293 @@
+//! slipway for containers, end to end: `slipway run` puts a command in a
+//! new user + network namespace behind a tap, and `slipway attach` serves
+//! a namespace made by `unshare`, with real clients inside (curl, dig,
+//! busybox httpd) and real peers on the host's loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use slipway_testkit::{free_port, temp_dir, DnsServer, HttpServer};
+
+const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
+
+/// `len` bytes that do not compress or repeat (xorshift).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Waits (up to a minute) for `what`, panicking with `context()` if it
+/// never comes.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened:\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn run_fetches_resolves_serves_a_forward_and_exits_with_the_status() {
+    let dir = temp_dir().unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("big.bin"), noise(6 << 20)).unwrap();
+    let inner = d.join("inner");
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::write(inner.join("index.html"), "hello from the namespace\n").unwrap();
+    let http = HttpServer::serve_dir(&www).unwrap();
+    let dns = DnsServer::builder()
+        .host("www.example.test", "192.0.2.10".parse().unwrap())
+        .start()
+        .unwrap();
+    let fwd_port = free_port().unwrap();
+    // Inside: fetch through the host address, resolve through the DNS
+    // address (resolv.conf), then serve a page until the test is done.
+    let script = format!(
+        r#"set -e
+cd {d}
+curl -sSf -o got.bin http://10.0.2.2:{http}/big.bin
+sha256sum got.bin > inside.sha
+dig +short +time=3 +tries=2 www.example.test > dig.txt
+cat /etc/resolv.conf > resolv.txt
+busybox httpd -f -p 8000 -h {inner} &
+httpd=$!
+touch ready
+while [ ! -e done ]; do sleep 0.05; done
+kill $httpd
+exit 7
+"#,
+        d = d.display(),
+        http = http.port(),
+        inner = inner.display(),
+    );
+    let log = d.join("slipway.log");
+    let child = Command::new(SLIPWAY)
+        .args(["-vv", "run", "--dns-upstream", &dns.addr().to_string()])
+        .arg(format!("hostfwd=tcp:127.0.0.1:{fwd_port}-:8000"))
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let context = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        "the command's servers starting",
+        || {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!("slipway run ended early with {status}:\n{}", context());
+            }
+            d.join("ready").exists()
+        },
+        context,
+    );
+    let original = www.join("big.bin");
+    assert_eq!(
+        std::fs::read(d.join("got.bin")).unwrap(),
+        std::fs::read(&original).unwrap(),
+        "the file came through intact"
+    );
+    let inside = std::fs::read_to_string(d.join("inside.sha")).unwrap();
+    assert!(inside.starts_with(&sha256(&original)), "{inside}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("resolv.txt")).unwrap(),
+        "nameserver 10.0.2.3\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("dig.txt")).unwrap().trim(),
+        "192.0.2.10"
+    );
+    assert!(
+        dns.log().contains("www.example.test"),
+        "the query reached the test DNS server:\n{}",
+        dns.log()
+    );
+    // The forward reaches the server inside the namespace.
+    let mut conn = TcpStream::connect(("127.0.0.1", fwd_port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.") && reply.contains(" 200 "),
+        "{reply}"
+    );
+    assert!(reply.ends_with("hello from the namespace\n"), "{reply}");
+    std::fs::write(d.join("done"), "").unwrap();
+    let status = child.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the command's status:\n{}",
+        context()
+    );
+}
+
+#[test]
+fn run_reports_a_missing_command() {
+    let out = Command::new(SLIPWAY)
+        .args(["run", "--", "/nonexistent/command"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot run '/nonexistent/command'"), "{err}");
+}
+
+/// A process in its own user + network namespace (`unshare -Urn`).
+struct Unshared(KillOnDrop);
+
+impl Unshared {
+    fn start() -> Unshared {
+        let child = Command::new("unshare")
+            .args(["-Urn", "sleep", "300"])
+            .spawn()
+            .expect("unshare runs");
+        let me = std::fs::metadata("/proc/self/ns/net").unwrap();
+        let pid = child.id();
+        use std::os::unix::fs::MetadataExt;
+        wait_until(
+            "the namespace",
+            || std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() != me.ino()),
+            String::new,
+        );
+        Unshared(KillOnDrop(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0 .0.id()
+    }
+
+    /// Runs `args` inside the namespace.
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .args([
+                "-t",
+                &self.pid().to_string(),
+                "-U",
+                "-n",
+                "--preserve-credentials",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// A child killed (and reaped) when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fresh descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors we own.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Lets a child inherit `fd` across exec.
+fn inheritable(fd: &OwnedFd) {
+    // SAFETY: clears FD_CLOEXEC on our own descriptor.
+    assert_eq!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+}
+
+#[test]
+fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
+    let dir = temp_dir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), noise(3 << 20)).unwrap();
+    let http = HttpServer::serve_dir(dir.path()).unwrap();
+    let ns = Unshared::start();
+    let (ready_r, ready_w) = pipe();
+    inheritable(&ready_w);
+    let log = dir.path().join("attach.log");
+    let slipway = Command::new(SLIPWAY)
+        .args([
+            "-vv",
+            "attach",
+            "--configure",
+            "--mtu",
+            "65520",
+            "--ready-fd",
+        ])
+        .arg(ready_w.as_raw_fd().to_string())
+        .arg(ns.pid().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut slipway = KillOnDrop(slipway);
+    drop(ready_w);
+    let mut ready = String::new();
+    std::fs::File::from(ready_r)
+        .read_to_string(&mut ready)
+        .unwrap();
+    let context = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ready, "1", "ready signal:\n{}", context());
+    let addr = ns.exec(&["ip", "-4", "-o", "addr", "show", "tap0"]);
+    let addr = String::from_utf8_lossy(&addr.stdout);
+    assert!(addr.contains("10.0.2.100/24"), "{addr}");
+    let link = ns.exec(&["ip", "-o", "link", "show", "tap0"]);
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("mtu 65520"), "{link}");
+    let route = ns.exec(&["ip", "route", "show", "default"]);
+    assert!(String::from_utf8_lossy(&route.stdout).contains("via 10.0.2.2 dev tap0"));
+    let got = ns.exec(&[
+        "curl",
+        "-sSf",
+        &format!("http://10.0.2.2:{}/f.bin", http.port()),
+    ]);
+    assert!(
+        got.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&got.stderr),
+        context()
+    );
+    assert!(
+        got.stdout == std::fs::read(dir.path().join("f.bin")).unwrap(),
+        "the file came through intact"
+    );
+    // The process whose namespace is served ends: so does slipway.
+    drop(ns);
+    wait_until(
+        "slipway attach exiting",
+        || slipway.0.try_wait().unwrap().is_some(),
+        context,
+    );
+    assert!(slipway.0.wait().unwrap().success(), "{}", context());
+}
