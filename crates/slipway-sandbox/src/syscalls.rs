@@ -1,6 +1,9 @@
 //! The seccomp allowlist: the system calls a slipway data path makes once
-//! set up, found by tracing `slipway user` through its end-to-end tests
-//! (strace -f; see docs/sandbox.md), and nothing else.
+//! set up (socket I/O, epoll, memory, time, signals read from a signalfd,
+//! exit), and nothing else. It was written from the data path's code and
+//! checked by running every end-to-end test of `slipway user` with the
+//! filter on (a missing call would show as EPERM errors); see
+//! docs/sandbox.md.
 //!
 //! Not in the list, so impossible after [`crate::Sandbox::apply`]: execve,
 //! fork/clone, ptrace, mount, setuid and friends, kill of other processes,

@@ -171,11 +171,19 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
             return Ok(0);
         };
         let calls = sandbox.syscalls();
-        println!("{} system calls allowed", calls.len());
+        let mut text = format!("{} system calls allowed\n", calls.len());
         for call in calls {
-            println!("{}", call.name());
+            text.push_str(call.name());
+            text.push('\n');
         }
-        return Ok(0);
+        // A reader that stops early (`| head`) is not an error.
+        use std::io::Write;
+        match std::io::stdout().lock().write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(e).context("writing to standard output")
+            }
+            _ => return Ok(0),
+        }
     }
     let spec = if let Some(p) = args.socket {
         AttachSpec::UnixListen(p)
