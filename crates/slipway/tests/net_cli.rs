@@ -1332,3 +1332,69 @@ fn full_disk_during_define_keeps_the_old_definition_body() {
         read("roomy.xml")
     );
 }
+
+#[test]
+fn unreadable_definition_is_reported_by_path_without_hiding_others() {
+    in_netns(
+        "unreadable_definition_is_reported_by_path_without_hiding_others",
+        Ns::Root,
+        unreadable_definition_is_reported_by_path_without_hiding_others_body,
+    );
+}
+
+/// A definition file its reader may not read (root's, mode 000, read by
+/// `nobody`): a warning naming the file and the cause, the other networks
+/// still listed, and a clear error when that network is asked for.
+fn unreadable_definition_is_reported_by_path_without_hiding_others_body() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "alpha.xml", ALPHA);
+    write(root, "beta.xml", BETA);
+    ok(root, &["net-define", "alpha.xml"]);
+    ok(root, &["net-define", "beta.xml"]);
+    // Everything open to everyone but the one file.
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let dir = p.is_dir();
+        std::fs::set_permissions(
+            &p,
+            std::fs::Permissions::from_mode(if dir { 0o777 } else { 0o666 }),
+        )
+        .unwrap();
+        if dir {
+            stack.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        }
+    }
+    let beta = config_dir(root).join("beta-longer-name.xml");
+    std::fs::set_permissions(&beta, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        text(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    BIN,
+                    "--root",
+                ])
+                .arg(root)
+                .args(args)
+                .current_dir(root)
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = as_nobody(&["net-list", "--all", "--name"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("alpha\n"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("cannot read {}", beta.display()))
+            && r.stderr.contains("Permission denied"),
+        "{r:?}"
+    );
+    let r = as_nobody(&["net-dumpxml", "beta-longer-name"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(&beta.display().to_string()), "{r:?}");
+}
