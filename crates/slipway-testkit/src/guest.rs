@@ -325,6 +325,12 @@ impl Guest {
         self.console.text()
     }
 
+    /// The results and console of a guest that is still running, as far as
+    /// it has got (the same parsing as [`Guest::wait`]'s).
+    pub fn output_so_far(&self) -> GuestOutput {
+        GuestOutput::from_console(self.console.text())
+    }
+
     /// Waits for the guest to power off (killing QEMU when the builder's
     /// timeout expires) and returns what it printed. Fails, with the console
     /// transcript, on timeout, when QEMU fails, when the guest ends without
@@ -392,6 +398,16 @@ pub struct GuestOutput {
 }
 
 impl GuestOutput {
+    /// The results in a console transcript, e.g. of a guest this crate
+    /// did not wait for (one that was killed, or that `slipway launch` ran).
+    pub fn from_console(console: String) -> GuestOutput {
+        let lines: Vec<String> = console.lines().map(str::to_string).collect();
+        GuestOutput {
+            results: parse_results(&lines),
+            console,
+        }
+    }
+
     /// The value the guest reported for `key`.
     pub fn result(&self, key: &str) -> Option<&str> {
         self.results.get(key).map(String::as_str)

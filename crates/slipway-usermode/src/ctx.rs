@@ -419,14 +419,8 @@ impl Ctx<'_> {
         }
         let ident = *self.ip_ident;
         *self.ip_ident = ident.wrapping_add(1);
-        let frame_len = ETHERNET_HEADER_LEN + total;
-        let queued = self.tx.push(|buf| {
-            let buf = &mut buf[..frame_len];
-            let mut eth = EthernetFrame::new_unchecked(&mut *buf);
-            eth.set_dst_addr(dst_mac);
-            eth.set_src_addr(GATEWAY_MAC);
-            eth.set_ethertype(EthernetProtocol::Ipv4);
-            let mut ip = Ipv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..]);
+        self.queue_frame(dst_mac, EthernetProtocol::Ipv4, total, |buf| {
+            let mut ip = Ipv4Packet::new_unchecked(&mut *buf);
             ip.set_version(4);
             ip.set_header_len(IPV4_HEADER_LEN as u8);
             ip.set_dscp(0);
@@ -441,16 +435,8 @@ impl Ctx<'_> {
             ip.set_src_addr(src);
             ip.set_dst_addr(dst);
             ip.fill_checksum();
-            fill(&mut buf[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..]);
-            frame_len
-        });
-        if queued {
-            self.counters.frames_out += 1;
-            self.counters.bytes_out += frame_len as u64;
-        } else {
-            self.counters.drop(DropReason::GuestTxFull);
-        }
-        queued
+            fill(&mut buf[IPV4_HEADER_LEN..]);
+        })
     }
 
     /// Queues one IPv6 packet to the guest at `dst` (or to the Ethernet
@@ -484,14 +470,8 @@ impl Ctx<'_> {
             self.counters.drop(DropReason::Oversized);
             return false;
         }
-        let frame_len = ETHERNET_HEADER_LEN + total;
-        let queued = self.tx.push(|buf| {
-            let buf = &mut buf[..frame_len];
-            let mut eth = EthernetFrame::new_unchecked(&mut *buf);
-            eth.set_dst_addr(dst_mac);
-            eth.set_src_addr(GATEWAY_MAC);
-            eth.set_ethertype(EthernetProtocol::Ipv6);
-            let mut ip = Ipv6Packet::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..]);
+        self.queue_frame(dst_mac, EthernetProtocol::Ipv6, total, |buf| {
+            let mut ip = Ipv6Packet::new_unchecked(&mut *buf);
             ip.set_version(6);
             ip.set_traffic_class(0);
             ip.set_flow_label(0);
@@ -500,7 +480,28 @@ impl Ctx<'_> {
             ip.set_hop_limit(255);
             ip.set_src_addr(src);
             ip.set_dst_addr(dst);
-            fill(&mut buf[ETHERNET_HEADER_LEN + IPV6_HEADER_LEN..]);
+            fill(&mut buf[IPV6_HEADER_LEN..]);
+        })
+    }
+
+    /// Queues one frame to the guest at `dst_mac`: the gateway's Ethernet
+    /// header with `ethertype`, then `packet_len` bytes that `fill` writes.
+    /// Counts the frame, or the drop when the queue toward the guest is full.
+    fn queue_frame(
+        &mut self,
+        dst_mac: EthernetAddress,
+        ethertype: EthernetProtocol,
+        packet_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let frame_len = ETHERNET_HEADER_LEN + packet_len;
+        let queued = self.tx.push(|buf| {
+            let buf = &mut buf[..frame_len];
+            let mut eth = EthernetFrame::new_unchecked(&mut *buf);
+            eth.set_dst_addr(dst_mac);
+            eth.set_src_addr(GATEWAY_MAC);
+            eth.set_ethertype(ethertype);
+            fill(&mut buf[ETHERNET_HEADER_LEN..]);
             frame_len
         });
         if queued {

@@ -111,50 +111,28 @@ fn serve(conn: TcpStream, target: &GuestForwardTarget, active: Active) -> io::Re
             });
             Ok(())
         }
-        GuestForwardTarget::Tcp(host, port) => {
-            let out = TcpStream::connect((host.as_str(), *port))?;
-            relay(
-                conn,
-                out.try_clone()?,
-                out,
-                |s| s.shutdown(Shutdown::Write),
-                active,
-            );
-            Ok(())
-        }
-        GuestForwardTarget::Unix(path) => {
-            let out = UnixStream::connect(path)?;
-            relay(
-                conn,
-                out.try_clone()?,
-                out,
-                |s| s.shutdown(Shutdown::Write),
-                active,
-            );
-            Ok(())
-        }
+        GuestForwardTarget::Tcp(host, port) => relay(
+            conn,
+            TcpStream::connect((host.as_str(), *port))?.into(),
+            active,
+        ),
+        GuestForwardTarget::Unix(path) => relay(conn, UnixStream::connect(path)?.into(), active),
     }
 }
 
-/// Copies `conn` to `out_w` and `out_r` to `conn` on two threads; each
+/// Copies `conn` to `out` and `out` to `conn` on two threads; each
 /// direction passes end of file on as a half-close. `active` is released
 /// when both directions are done.
-fn relay<S>(
-    conn: TcpStream,
-    mut out_r: S,
-    mut out_w: S,
-    shut: fn(&S) -> io::Result<()>,
-    active: Active,
-) where
-    S: io::Read + io::Write + Send + 'static,
-{
+fn relay(conn: TcpStream, out: socket2::Socket, active: Active) -> io::Result<()> {
+    let mut out_r = out.try_clone()?;
+    let mut out_w = out;
     let Ok(mut conn_w) = conn.try_clone() else {
-        return;
+        return Ok(());
     };
     let mut conn_r = conn;
     let guest_to_target = std::thread::spawn(move || {
         let _ = io::copy(&mut conn_r, &mut out_w);
-        let _ = shut(&out_w);
+        let _ = out_w.shutdown(Shutdown::Write);
     });
     std::thread::spawn(move || {
         let _ = io::copy(&mut out_r, &mut conn_w);
@@ -162,6 +140,7 @@ fn relay<S>(
         let _ = guest_to_target.join();
         drop(active);
     });
+    Ok(())
 }
 
 /// Whether the socket connected from `peer` to `listener` is one of this

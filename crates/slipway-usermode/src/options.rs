@@ -569,33 +569,30 @@ fn check_forward_guest(
 /// Checks a legacy `--redir` forward against a parsed configuration and
 /// returns it; the caller appends it to `cfg.hostfwd`.
 pub fn parse_redir(spec: &str, cfg: &StackConfig) -> Result<HostForward, OptionsError> {
-    let fwd = parse_forward(spec, true).map_err(|reason| invalid("redir", spec, reason))?;
-    let mask = u32::from(cfg.netmask());
-    check_forward_guest(
-        "redir",
-        spec,
-        &fwd,
-        u32::from(cfg.net),
-        mask,
-        u32::from(cfg.broadcast()),
-        cfg.host,
-        cfg.dns,
-        &cfg.ipv6,
-    )?;
-    Ok(fwd)
+    parse_checked_forward("redir", spec, true, cfg)
 }
 
 /// Parses one `hostfwd` spec (`[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`)
 /// against a parsed configuration, for forwards added at run time.
 pub fn parse_hostfwd(spec: &str, cfg: &StackConfig) -> Result<HostForward, OptionsError> {
-    let fwd = parse_forward(spec, false).map_err(|reason| invalid("hostfwd", spec, reason))?;
-    let mask = u32::from(cfg.netmask());
+    parse_checked_forward("hostfwd", spec, false, cfg)
+}
+
+/// Parses a forward spec (`legacy`: the `--redir` syntax) and checks its
+/// guest side against a parsed configuration; errors name `option`.
+fn parse_checked_forward(
+    option: &str,
+    spec: &str,
+    legacy: bool,
+    cfg: &StackConfig,
+) -> Result<HostForward, OptionsError> {
+    let fwd = parse_forward(spec, legacy).map_err(|reason| invalid(option, spec, reason))?;
     check_forward_guest(
-        "hostfwd",
+        option,
         spec,
         &fwd,
         u32::from(cfg.net),
-        mask,
+        u32::from(cfg.netmask()),
         u32::from(cfg.broadcast()),
         cfg.host,
         cfg.dns,

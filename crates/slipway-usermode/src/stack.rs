@@ -837,7 +837,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod udp_tests {
+pub(crate) mod udp_tests {
     use super::*;
     use crate::options::parse_options;
     use smoltcp::wire::{IpAddress, UdpPacket};
@@ -845,7 +845,7 @@ mod udp_tests {
     const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
     /// A guest UDP datagram from 10.0.2.15:`sport` to `dst`:`dport`.
-    fn udp_frame(sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn udp_frame(sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
         let len = 8 + payload.len();
         let mut f = vec![0u8; 14 + 20 + len];
         f[..6].copy_from_slice(GATEWAY_MAC.as_bytes());

@@ -153,36 +153,12 @@ mod tests {
     use super::*;
     use crate::options::parse_options;
     use crate::stack::Stack;
-    use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, UdpPacket};
+    use smoltcp::wire::{Ipv4Packet, UdpPacket};
     use std::net::Ipv4Addr;
 
-    const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-
+    /// A guest datagram from 10.0.2.15:`sport` to the host address's `dport`.
     fn udp_frame(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let len = 8 + payload.len();
-        let mut f = vec![0u8; 14 + 20 + len];
-        f[..6].copy_from_slice(crate::ctx::GATEWAY_MAC.as_bytes());
-        f[6..12].copy_from_slice(&GUEST_MAC);
-        f[12..14].copy_from_slice(&[0x08, 0]);
-        let (src, dst) = (Ipv4Addr::new(10, 0, 2, 15), Ipv4Addr::new(10, 0, 2, 2));
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
-            ip.set_version(4);
-            ip.set_header_len(20);
-            ip.set_total_len((20 + len) as u16);
-            ip.set_hop_limit(64);
-            ip.set_next_header(IpProtocol::Udp);
-            ip.set_src_addr(src);
-            ip.set_dst_addr(dst);
-            ip.fill_checksum();
-        }
-        let mut udp = UdpPacket::new_unchecked(&mut f[34..]);
-        udp.set_src_port(sport);
-        udp.set_dst_port(dport);
-        udp.set_len(len as u16);
-        udp.payload_mut().copy_from_slice(payload);
-        udp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
-        f
+        crate::stack::udp_tests::udp_frame(sport, Ipv4Addr::new(10, 0, 2, 2), dport, payload)
     }
 
     /// The TFTP payloads the stack queued toward the guest, drained.

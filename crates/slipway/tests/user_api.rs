@@ -3,7 +3,6 @@
 //! busybox httpd in the guest; once removed, its port is closed; leases,
 //! flows and counters show what the guest did.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use slipway_testkit::{Guest, TcpEchoServer};
 
 mod common;
-use common::{s, unix_stream_netdev, Slipway};
+use common::{http_get, s, unix_stream_netdev, wait_line, Slipway};
 
 /// Runs `slipway ctl --api API ARGS`; returns success, stdout and stderr.
 fn ctl(api: &Path, args: &[&str]) -> (bool, String, String) {
@@ -37,15 +36,6 @@ fn ctl_json(api: &Path, args: &[&str], slipway: &Slipway) -> serde_json::Value {
     let (ok, out, err) = ctl(api, &all);
     assert!(ok, "ctl {args:?} failed: {err}\n{out}\n{}", slipway.log());
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn http_get(port: u16) -> std::io::Result<String> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
-    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
-    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
-    let mut body = String::new();
-    conn.read_to_string(&mut body)?;
-    Ok(body)
 }
 
 /// Without a stack behind the path, `ctl` fails with a message naming it.
@@ -101,9 +91,7 @@ fn forwards_added_and_removed_at_run_time() {
         .timeout(Duration::from_secs(400))
         .boot()
         .unwrap();
-    guest
-        .wait_for_line("SLIPWAY-READY serving", Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
+    wait_line(&mut guest, "SLIPWAY-READY serving", &slipway);
 
     // The lease.
     let leases = ctl_json(&api, &["leases"], &slipway);
@@ -159,7 +147,7 @@ fn forwards_added_and_removed_at_run_time() {
         out.trim(),
         format!("added tcp 127.0.0.1:{port} -> 10.0.2.15:8080")
     );
-    let body = http_get(port).unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
+    let body = http_get(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
     assert!(body.contains("runtime-forward-page"), "{body}");
     let (ok, out, _) = ctl(&api, &["forwards"]);
     assert!(ok);

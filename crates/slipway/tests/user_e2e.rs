@@ -2,28 +2,13 @@
 //! attachment, with busybox clients (udhcpc, ping, nc, nslookup, wget,
 //! httpd) talking to real peers on the host's loopback.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use slipway_testkit::{DnsServer, Guest, HttpServer};
 
 mod common;
-use common::{check, run_guest, s, unix_stream_netdev, Slipway};
-
-fn md5(path: &Path) -> String {
-    let out = Command::new("md5sum")
-        .arg(path)
-        .output()
-        .expect("md5sum runs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
+use common::{check, http_get, md5, run_guest, s, unix_stream_netdev, wait_line, Slipway};
 
 /// The defaults over a unix stream socket: QEMU's well-known lease, and
 /// every service through the host and DNS addresses.
@@ -251,29 +236,19 @@ fn restrict_over_unix_dgram_with_forwards() {
         .script(&script)
         .boot()
         .unwrap();
-    guest
-        .wait_for_line("SLIPWAY-READY forwards", Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
-    let console = guest.console();
-    let get = |key: &str| {
-        console.lines().find_map(|l| {
-            l.trim()
-                .strip_prefix(&format!("SLIPWAY-RESULT {key}="))
-                .map(str::to_string)
-        })
-    };
-    assert_eq!(
-        get("dhcp").as_deref(),
-        Some("bound"),
-        "{console}\n{}",
-        slipway.log()
-    );
-    assert_eq!(get("ip").as_deref(), Some("10.0.2.15"), "{console}");
-    assert_eq!(get("router").as_deref(), Some(""), "{console}");
-    assert_eq!(get("dns").as_deref(), Some(""), "{console}");
-    assert_eq!(get("outbound_tcp").as_deref(), Some("blocked"), "{console}");
-    assert_eq!(get("outbound_udp").as_deref(), Some("blocked"), "{console}");
-    assert_eq!(get("dns_relay").as_deref(), Some("blocked"), "{console}");
+    wait_line(&mut guest, "SLIPWAY-READY forwards", &slipway);
+    let out = guest.output_so_far();
+    for (key, want) in [
+        ("dhcp", "bound"),
+        ("ip", "10.0.2.15"),
+        ("router", ""),
+        ("dns", ""),
+        ("outbound_tcp", "blocked"),
+        ("outbound_udp", "blocked"),
+        ("dns_relay", "blocked"),
+    ] {
+        check(&out, &slipway, key, want);
+    }
     assert!(
         !dns.log().contains("www.example.test"),
         "a query got out:\n{}",
@@ -284,18 +259,11 @@ fn restrict_over_unix_dgram_with_forwards() {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(b"hello guest\n", ("127.0.0.1", fwd_udp))
         .unwrap();
-    guest
-        .wait_for_line("SLIPWAY-RESULT udp_fwd=delivered", Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
+    wait_line(&mut guest, "SLIPWAY-RESULT udp_fwd=delivered", &slipway);
 
     // TCP forward: fetch the guest's page from the host.
-    let mut body = String::new();
-    let mut conn = TcpStream::connect(("127.0.0.1", fwd_tcp)).expect("forward accepts");
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
-    conn.read_to_string(&mut body)
-        .unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
+    let body = http_get(("127.0.0.1", fwd_tcp))
+        .unwrap_or_else(|e| panic!("forward: {e}\n{}", slipway.log()));
     assert!(body.contains("guest-page"), "{body}\n{}", slipway.log());
 
     drop(guest);
@@ -339,21 +307,10 @@ fn connect_mode_with_redir() {
         s("--redir"),
         format!("tcp:{fwd}::80"),
     ]);
-    guest
-        .wait_for_line("SLIPWAY-READY served", Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
-    assert!(
-        guest.console().contains("SLIPWAY-RESULT ip=10.0.2.15"),
-        "{}",
-        guest.console()
-    );
-    let mut conn = TcpStream::connect(("127.0.0.1", fwd)).expect("redir accepts");
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    conn.read_to_string(&mut body)
-        .unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
+    wait_line(&mut guest, "SLIPWAY-READY served", &slipway);
+    check(&guest.output_so_far(), &slipway, "ip", "10.0.2.15");
+    let body =
+        http_get(("127.0.0.1", fwd)).unwrap_or_else(|e| panic!("redir: {e}\n{}", slipway.log()));
     assert!(body.contains("redir-page"), "{body}\n{}", slipway.log());
     // QEMU going away ends slipway in connect mode.
     drop(guest);

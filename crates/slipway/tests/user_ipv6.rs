@@ -12,14 +12,12 @@
 //! the test's own that QEMU's hub joins to slipway's socket (no guest
 //! needed).
 
-use std::io::{Read, Write};
-use std::net::{Ipv6Addr, TcpStream};
-use std::time::Duration;
+use std::net::Ipv6Addr;
 
 use slipway_testkit::{DnsServer, Guest, HttpServer};
 
 mod common;
-use common::{s, unix_stream_netdev, Slipway};
+use common::{check, http_get, s, unix_stream_netdev, wait_line, Slipway};
 
 #[test]
 fn slaac_ping_http_dns_and_forward_over_ipv6() {
@@ -63,51 +61,36 @@ fn slaac_ping_http_dns_and_forward_over_ipv6() {
         .script(&script)
         .boot()
         .unwrap();
-    guest
-        .wait_for_line("SLIPWAY-READY forwards", Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
-    let console = guest.console();
-    let get = |key: &str| {
-        // A line may start with the console's escape codes.
-        console.lines().find_map(|l| {
-            l.trim()
-                .split_once(&format!("SLIPWAY-RESULT {key}="))
-                .map(|(_, v)| v.to_string())
-        })
-    };
+    wait_line(&mut guest, "SLIPWAY-READY forwards", &slipway);
+    let out = guest.output_so_far();
     let context = || {
         format!(
-            "--- guest ---\n{console}\n--- slipway ---\n{}",
+            "--- guest ---\n{}\n--- slipway ---\n{}",
+            out.console,
             slipway.log()
         )
     };
-    let slaac = get("slaac").unwrap_or_default();
+    let slaac = out.result("slaac").unwrap_or_default();
     let (addr, len) = slaac.split_once('/').unwrap_or(("", ""));
     let addr: Ipv6Addr = addr
         .parse()
         .unwrap_or_else(|_| panic!("no SLAAC address: '{slaac}'\n{}", context()));
     assert_eq!(len, "64", "{}", context());
     assert_eq!(addr.segments()[..4], [0xfec0, 0, 0, 0], "{}", context());
-    assert_eq!(get("route").as_deref(), Some("fe80::2"), "{}", context());
-    assert_eq!(get("ping6").as_deref(), Some("ok"), "{}", context());
-    assert_eq!(get("ping6_dns").as_deref(), Some("ok"), "{}", context());
-    assert_eq!(
-        get("http").as_deref(),
-        Some("served-over-ipv6"),
-        "{}",
-        context()
-    );
-    assert_eq!(get("dns6").as_deref(), Some("ok"), "{}", context());
+    for (key, want) in [
+        ("route", "fe80::2"),
+        ("ping6", "ok"),
+        ("ping6_dns", "ok"),
+        ("http", "served-over-ipv6"),
+        ("dns6", "ok"),
+    ] {
+        check(&out, &slipway, key, want);
+    }
     assert!(dns.log().contains("v6.example.test"), "{}", dns.log());
 
     // The forward on [::1] reaches the guest's SLAAC address.
-    let mut body = String::new();
-    let mut conn = TcpStream::connect((Ipv6Addr::LOCALHOST, fwd)).expect("forward accepts");
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
-    conn.read_to_string(&mut body)
-        .unwrap_or_else(|e| panic!("{e}\n{}", context()));
+    let body = http_get((Ipv6Addr::LOCALHOST, fwd))
+        .unwrap_or_else(|e| panic!("forward: {e}\n{}", context()));
     assert!(body.contains("guest-page-v6"), "{body}\n{}", context());
 
     drop(guest);

@@ -4,15 +4,13 @@
 //! busybox httpd on the other by its leased address, both reach the host,
 //! and the one that leaves does not disturb the other.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use slipway_testkit::{Guest, HttpServer};
 
 mod common;
-use common::{check, run_guest, s, unix_stream_netdev, Slipway};
+use common::{check, http_get, run_guest, s, unix_stream_netdev, wait_line, Slipway};
 
 /// How the two guests attach.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,19 +86,11 @@ fn two_guests_share_one_lan(link: Link) {
         .timeout(Duration::from_secs(700))
         .boot()
         .unwrap();
-    guest_a
-        .wait_for_line("SLIPWAY-READY serving", Duration::from_secs(240))
-        .unwrap_or_else(|e| panic!("{e}\n--- slipway ---\n{}", slipway.log()));
-    let console_a = guest_a.console();
-    let result_a = |key: &str| {
-        console_a
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("SLIPWAY-RESULT {key}=")))
-            .map(str::to_string)
-    };
-    let ip_a = result_a("ip").unwrap_or_else(|| panic!("no lease for A:\n{console_a}"));
-    assert_eq!(ip_a, "10.0.2.15", "{console_a}");
-    assert_eq!(result_a("host").as_deref(), Some("ok"), "{console_a}");
+    wait_line(&mut guest_a, "SLIPWAY-READY serving", &slipway);
+    let out_a = guest_a.output_so_far();
+    check(&out_a, &slipway, "ip", "10.0.2.15");
+    check(&out_a, &slipway, "host", "ok");
+    let ip_a = "10.0.2.15";
 
     // Guest B joins the same socket, gets its own lease, reaches A by its
     // leased address (VM to VM through the switch) and the host.
@@ -135,13 +125,8 @@ fn two_guests_share_one_lan(link: Link) {
 
     // B is gone; A is undisturbed: the host still reaches it through a
     // forward, and both leases are listed.
-    let mut conn = TcpStream::connect(("127.0.0.1", fwd)).expect("forward accepts");
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    conn.read_to_string(&mut body)
-        .unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
+    let body =
+        http_get(("127.0.0.1", fwd)).unwrap_or_else(|e| panic!("forward: {e}\n{}", slipway.log()));
     assert!(
         body.contains("page-from-guest-a"),
         "{body}\n{}",

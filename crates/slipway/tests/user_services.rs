@@ -15,7 +15,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{check, run_guest, s, unix_stream_netdev, Slipway};
+use common::{check, md5, run_guest, s, unix_stream_netdev, Slipway};
 use slipway_testkit::Guest;
 
 /// Commands run in slipway's namespace before it starts.
@@ -33,18 +33,6 @@ const NETNS_SETUP: &str = "set -e\n\
     # loopback and from 192.0.2.1, trying until the guest serves.\n\
     (for i in $(seq 600); do curl -sf -o \"$OUT_LO\" http://127.0.0.1:8080/cgi-bin/ip && break; sleep 0.5; done) &\n\
     (for i in $(seq 600); do curl -sf --interface 192.0.2.1 -o \"$OUT_EXT\" http://192.0.2.1:8080/cgi-bin/ip && break; sleep 0.5; done) &\n";
-
-fn md5(path: &Path) -> String {
-    let out = Command::new("md5sum")
-        .arg(path)
-        .output()
-        .expect("md5sum runs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
 
 /// Network boot through slipway's DHCP and TFTP, then TFTP, ping and guest
 /// forwards from the booted guest.

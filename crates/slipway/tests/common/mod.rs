@@ -1,15 +1,17 @@
 //! Helpers shared by the `slipway user` end-to-end tests: a `slipway user`
-//! process with its log, and checks on a guest's results that print both
-//! sides when they fail.
+//! process with its log, checks on a guest's results that print both
+//! sides when they fail, and the host-side clients the tests share.
 
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use slipway_testkit::GuestOutput;
+use slipway_testkit::{Guest, GuestOutput};
 
 /// A `slipway user` process; killed when dropped.
 pub struct Slipway {
@@ -168,4 +170,36 @@ pub fn unix_stream_netdev(path: &Path) -> String {
         "stream,id=n0,server=off,addr.type=unix,addr.path={}",
         path.display()
     )
+}
+
+/// The md5 sum of a host file, to compare with the one a guest reports.
+pub fn md5(path: &Path) -> String {
+    let out = Command::new("md5sum")
+        .arg(path)
+        .output()
+        .expect("md5sum runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `GET /index.html` over HTTP/1.0 from `addr` (typically a forward into a
+/// guest's httpd); the whole reply.
+pub fn http_get(addr: impl ToSocketAddrs) -> std::io::Result<String> {
+    let mut conn = TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// Waits (up to 240 s) for a line of a running guest's console containing
+/// `pattern`, or fails with slipway's log.
+pub fn wait_line(guest: &mut Guest, pattern: &str, slipway: &Slipway) {
+    if let Err(e) = guest.wait_for_line(pattern, Duration::from_secs(240)) {
+        panic!("{e}\n--- slipway ---\n{}", slipway.log());
+    }
 }
