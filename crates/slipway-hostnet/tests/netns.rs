@@ -9,15 +9,15 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use slipway_hostnet::LinuxBackend;
 use slipway_netmgr::proto::Lookup;
 use slipway_netmgr::{Manager, Paths};
+use slipway_testkit::netns::{sh, var, wait_for, Netns, NsGuest as Guest};
 
 const IN_NETNS: &str = "SLIPWAY_HOSTNET_TEST_IN_NETNS";
 const UPSTREAM_IP: &str = "198.51.100.2";
@@ -42,148 +42,6 @@ fn in_new_namespace(name: &str, body: fn()) {
         status.success(),
         "test inside the namespace failed: {status}"
     );
-}
-
-/// Runs a command, panics with its output if it fails; returns stdout.
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `done` (a bound on the wait so a broken exchange fails instead of
-/// hanging; nothing about speed is asserted).
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gave up waiting for {what}");
-}
-
-/// A network namespace of its own, held by a sleeping process.
-struct Netns {
-    holder: Child,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let holder = Command::new("unshare")
-            .args(["-n", "sleep", "3600"])
-            .spawn()
-            .expect("unshare -n");
-        let pid = holder.id();
-        let own = fs::read_link("/proc/self/ns/net").unwrap();
-        wait_for("a new network namespace", || {
-            fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
-        });
-        let ns = Netns { holder };
-        ns.run("ip link set lo up");
-        ns
-    }
-
-    fn pid(&self) -> u32 {
-        self.holder.id()
-    }
-
-    /// `nsenter` prefix for a shell command run inside.
-    fn cmd(&self, cmd: &str) -> String {
-        format!("nsenter -t {} -n sh -c '{cmd}'", self.pid())
-    }
-
-    fn run(&self, cmd: &str) -> String {
-        sh(&self.cmd(cmd))
-    }
-
-    /// Runs `f` on a thread that has entered this namespace.
-    fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let ns = fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
-        std::thread::spawn(move || {
-            // SAFETY: setns on this thread only, with a valid netns fd.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
-/// A guest: its own namespace, one veth into `bridge` (host end `host_if`).
-struct Guest {
-    ns: Netns,
-    host_if: String,
-}
-
-impl Guest {
-    fn new(bridge: &str, host_if: &str, mac: &str) -> Guest {
-        let ns = Netns::new();
-        sh(&format!(
-            "ip link add {host_if} type veth peer name eth0 address {mac} && \
-             ip link set eth0 netns {} && ip link set {host_if} master {bridge} up",
-            ns.pid()
-        ));
-        ns.run("ip link set eth0 up");
-        Guest {
-            ns,
-            host_if: host_if.into(),
-        }
-    }
-
-    /// Runs busybox udhcpc once; the script configures the address and
-    /// default route and keeps what udhcpc was told. Returns those variables.
-    fn udhcpc(&self, dir: &Path, hostname: &str) -> Vec<(String, String)> {
-        let out = dir.join(format!("{}.env", self.host_if));
-        let script = dir.join("udhcpc.sh");
-        fs::write(
-            &script,
-            "#!/bin/sh\n\
-             case \"$1\" in\n\
-             bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\";\n\
-               [ -n \"$router\" ] && ip route replace default via \"$router\";\n\
-               env > \"$LEASE_OUT\";;\n\
-             esac\nexit 0\n",
-        )
-        .unwrap();
-        sh(&format!("chmod +x {}", script.display()));
-        self.ns.run(&format!(
-            "LEASE_OUT={} busybox udhcpc -f -q -n -t 5 -T 2 -i eth0 -x hostname:{hostname} -s {}",
-            out.display(),
-            script.display()
-        ));
-        fs::read_to_string(&out)
-            .expect("udhcpc bound")
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-}
-
-fn var<'a>(vars: &'a [(String, String)], name: &str) -> &'a str {
-    vars.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("udhcpc gave no {name}: {vars:?}"))
 }
 
 /// The upstream: a namespace reached from this one over `up0`, with an HTTP

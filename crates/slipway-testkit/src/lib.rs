@@ -9,6 +9,8 @@
 //! - Host peers on loopback, stopped on drop: [`HttpServer`] (busybox httpd),
 //!   [`DnsServer`] (dnsmasq, never forwarding), [`UdpEchoServer`],
 //!   [`TcpEchoServer`]; and [`free_port`], [`temp_dir`].
+//! - [`netns`]: network namespaces and veth "guests" with udhcpc, for tests
+//!   of host networking inside a namespace the test created.
 //!
 //! Inside the guest, `/test.sh` runs under busybox `sh` with these helpers:
 //! `result KEY VALUE` (report a value), `ready [WORD]` (print
@@ -43,6 +45,7 @@
 mod error;
 mod guest;
 mod image;
+pub mod netns;
 mod peers;
 mod process;
 

@@ -14,11 +14,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use slipway_testkit::{free_port, Guest};
+use slipway_testkit::netns::{sh, wait_for, NsGuest};
+use slipway_testkit::{free_port, Guest, GuestOutput};
 
 mod net_common;
 
-use net_common::{in_netns, ok, sh, wait_for, write, Ns};
+use net_common::{in_netns, ok, write, Ns};
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 
@@ -67,15 +68,6 @@ fn tcp_listening(port: u16) -> bool {
         })
 }
 
-/// The value of `SLIPWAY-RESULT key=value` in a console transcript.
-fn console_result(console: &str, key: &str) -> Option<String> {
-    let marker = format!("SLIPWAY-RESULT {key}=");
-    console
-        .lines()
-        .rev()
-        .find_map(|l| l.split_once(&marker).map(|(_, v)| v.trim().to_string()))
-}
-
 /// Shell helpers for the guest scripts: `ifmac MAC` names the interface with
 /// that MAC; `addr MAC ADDR/PREFIX` configures it; `try ADDR` pings until
 /// an answer (bounded); `listening` waits for a listener on port 7777.
@@ -106,12 +98,15 @@ fn qemu_args_match_libvirt_forms() {
     )
     .unwrap();
     let root = dir.path().join("root");
-    let (code, out, err) = slipway(&[
-        "--root",
-        root.to_str().unwrap(),
-        "qemu-args",
-        xml.to_str().unwrap(),
-    ]);
+    let qemu_args = |xml: &Path| {
+        slipway(&[
+            "--root",
+            root.to_str().unwrap(),
+            "qemu-args",
+            xml.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = qemu_args(&xml);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     // libvirt's forms (reference: virtual-networks.md; libvirt's qemuxml2argv
@@ -166,12 +161,7 @@ fn qemu_args_match_libvirt_forms() {
         "<interface type='user'/>\n<interface type='tunnel'><mac address='52:54:00:aa:bb:cc'/></interface>\n",
     )
     .unwrap();
-    let (code, out, err) = slipway(&[
-        "--root",
-        root.to_str().unwrap(),
-        "qemu-args",
-        bad.to_str().unwrap(),
-    ]);
+    let (code, out, err) = qemu_args(&bad);
     assert_eq!((code, out.as_str()), (1, ""), "{err}");
     assert!(
         err.contains("interface 1 (mac 52:54:00:aa:bb:cc)") && err.contains("'tunnel'"),
@@ -182,12 +172,7 @@ fn qemu_args_match_libvirt_forms() {
         "<interface type='bridge'><mac address='fe:54:00:aa:bb:cc'/><source bridge='br0'/></interface>\n",
     )
     .unwrap();
-    let (code, _, err) = slipway(&[
-        "--root",
-        root.to_str().unwrap(),
-        "qemu-args",
-        bad.to_str().unwrap(),
-    ]);
+    let (code, _, err) = qemu_args(&bad);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("interface 0") && err.contains("0xFE"), "{err}");
 
@@ -458,7 +443,7 @@ fn guests_body() {
         .unwrap();
     // SAFETY: a process of this test's namespace.
     assert_eq!(unsafe { libc::kill(qemu_b, libc::SIGKILL) }, 0);
-    let b_console = b.console();
+    let b_out = GuestOutput::from_console(b.console());
     assert!(b.wait().is_err(), "a killed QEMU is a failed run");
     for (k, v) in [
         ("mcast", "ok"),
@@ -466,11 +451,7 @@ fn guests_body() {
         ("bridge", "ok"),
         ("helper", "ok"),
     ] {
-        assert_eq!(
-            console_result(&b_console, k).as_deref(),
-            Some(v),
-            "B {k}:\n{b_console}"
-        );
+        assert_eq!(b_out.result(k), Some(v), "B {k}:\n{}", b_out.console);
     }
     let out = a.wait().expect("guest A runs to the end");
     assert_eq!(out.result("ip"), Some("10.0.5.15"), "{}", out.console);
@@ -524,7 +505,7 @@ fn network_body() {
     // The upstream: a namespace behind bridge up-br, with a one-shot TCP
     // server on 198.51.100.2:8080.
     sh("ip link add up-br type bridge && ip link set up-br up && ip addr add 198.51.100.1/24 dev up-br");
-    let upstream = net_common::Guest::new("up-br", "up0", "02:00:00:00:00:02");
+    let upstream = NsGuest::new("up-br", "up0", "02:00:00:00:00:02");
     upstream.run("ip addr add 198.51.100.2/24 dev eth0");
     let server = std::thread::spawn(move || {
         upstream.run("echo from-upstream | busybox nc -l -p 8080");
@@ -590,7 +571,10 @@ fn network_body() {
         assert!(ports.contains(mac), "{ports}");
     }
     assert_eq!(ports.matches("mtu 1400").count(), 2, "{ports}");
-    let (c1, c2) = (g1.console(), g2.console());
+    let (c1, c2) = (
+        GuestOutput::from_console(g1.console()),
+        GuestOutput::from_console(g2.console()),
+    );
     // Guest 1 ends normally (the host, on the bridge, tells it to power
     // off), guest 2 by its QEMU being killed.
     drop(TcpStream::connect(("10.44.0.11", 7777)).expect("tell guest 1 to end"));
@@ -600,29 +584,13 @@ fn network_body() {
     ));
     assert!(g2.wait().is_err(), "a killed QEMU is a failed run");
     for (c, name) in [(&c2, "guest 2"), (&c1, "guest 1")] {
-        assert_eq!(
-            console_result(c, "ip")
-                .as_deref()
-                .map(|ip| ip.starts_with("10.44.0.1")),
-            Some(true),
-            "{name}:\n{c}"
-        );
-        assert_eq!(
-            console_result(c, "peer").as_deref(),
-            Some("ok"),
-            "{name}:\n{c}"
-        );
-        assert_eq!(
-            console_result(c, "upstream").as_deref(),
-            Some("ok"),
-            "{name}:\n{c}"
-        );
+        let ip = c.result("ip").unwrap_or_default();
+        assert!(ip.starts_with("10.44.0.1"), "{name}:\n{}", c.console);
+        for key in ["peer", "upstream"] {
+            assert_eq!(c.result(key), Some("ok"), "{name} {key}:\n{}", c.console);
+        }
     }
-    assert_eq!(
-        console_result(&c1, "body").as_deref(),
-        Some("from-upstream"),
-        "{c1}"
-    );
+    assert_eq!(c1.result("body"), Some("from-upstream"), "{}", c1.console);
     g1.wait().expect("guest 1 powers off normally");
     let _upstream = server.join().unwrap();
 

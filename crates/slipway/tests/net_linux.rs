@@ -11,6 +11,7 @@ mod net_common;
 use std::path::Path;
 
 use net_common::*;
+use slipway_testkit::netns::{sh, var, wait_for, NsGuest as Guest};
 
 /// Links and the nft ruleset (without counter values).
 fn snapshot() -> (String, String) {
@@ -31,6 +32,44 @@ fn service_pid(root: &Path, net: &str) -> i32 {
 
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| !st.contains(") Z "))
+}
+
+/// Waits until the guests' veths are gone (the caller dropped the guests)
+/// and links and ruleset are as `before`, and the services `pids` exited.
+fn wait_all_gone(before: &(String, String), pids: impl IntoIterator<Item = i32>) {
+    wait_for("the guests' veths to go", || snapshot() == *before);
+    for p in pids {
+        wait_for("the service to exit", || !alive(p));
+    }
+}
+
+/// `net-list` shows `default` (autostart) and `lab`, both active.
+fn assert_default_and_lab_listed(root: &Path) {
+    let list = ok(root, &["net-list"]);
+    for row in [
+        " default   active   yes         yes\n",
+        " lab       active   no          yes\n",
+    ] {
+        assert!(list.contains(row), "{list}");
+    }
+}
+
+/// Adds the DNS host `scanner` (10.44.0.6) to the running `lab`, live only;
+/// `guest` then resolves it through the network's DNS.
+fn add_scanner_live(root: &Path, guest: &Guest) {
+    ok(
+        root,
+        &[
+            "net-update",
+            "lab",
+            "add-last",
+            "dns-host",
+            "<host ip='10.44.0.6'><hostname>scanner</hostname></host>",
+            "--live",
+        ],
+    );
+    let ns = guest.run("busybox nslookup scanner.lab.test 10.44.0.1");
+    assert!(ns.contains("10.44.0.6"), "{ns}");
 }
 
 const CUSTOM: &str = "<network><name>lab</name>\
@@ -214,25 +253,13 @@ fn guests_get_leases_and_names() {
         ),
         "Updated network lab persistent config and live state\n"
     );
-    ok(
-        root,
-        &[
-            "net-update",
-            "lab",
-            "add-last",
-            "dns-host",
-            "<host ip='10.44.0.6'><hostname>scanner</hostname></host>",
-            "--live",
-        ],
-    );
+    add_scanner_live(root, &g2);
     let l1 = g1.udhcpc(root, "guest1");
     assert_eq!(var(&l1, "ip"), "10.44.0.50");
     assert_eq!(var(&l1, "hostname"), "fixed");
     // Its own lease time; the other guests keep the network's hour.
     assert_eq!(var(&l1, "lease"), "600");
     assert_eq!(var(&l2, "lease"), "3600");
-    let ns = g2.run("busybox nslookup scanner.lab.test 10.44.0.1");
-    assert!(ns.contains("10.44.0.6"), "{ns}");
     assert_eq!(
         service_pid(root, "lab"),
         lab_pid,
@@ -251,10 +278,7 @@ fn guests_get_leases_and_names() {
     ok(root, &["net-destroy", "default"]);
     eprintln!("TIMING slipway net-destroy default: {:?}", t.elapsed());
     drop((g0, g1, g2));
-    wait_for("the guests' veths to go", || snapshot() == before);
-    for p in pids {
-        wait_for("the service to exit", || !alive(p));
-    }
+    wait_all_gone(&before, pids);
 }
 
 #[test]
@@ -276,15 +300,7 @@ fn daemon_recovers() {
     write(root, "lab.xml", CUSTOM);
     ok(root, &["net-define", "lab.xml"]);
     ok(root, &["net-start", "lab"]);
-    let list = ok(root, &["net-list"]);
-    assert!(
-        list.contains(" default   active   yes         yes\n"),
-        "{list}"
-    );
-    assert!(
-        list.contains(" lab       active   no          yes\n"),
-        "{list}"
-    );
+    assert_default_and_lab_listed(root);
     let g1 = Guest::new("br-lab", "vl1", "52:54:00:00:44:11");
     let ip1 = var(&g1.udhcpc(root, "guest1"), "ip").to_string();
     let up = snapshot();
@@ -298,15 +314,7 @@ fn daemon_recovers() {
     let _daemon = Daemon::start(root);
     // Both networks are still up, nothing added twice; the dead service is
     // back, the other one untouched and still serving.
-    let list = ok(root, &["net-list"]);
-    assert!(
-        list.contains(" default   active   yes         yes\n"),
-        "{list}"
-    );
-    assert!(
-        list.contains(" lab       active   no          yes\n"),
-        "{list}"
-    );
+    assert_default_and_lab_listed(root);
     assert_eq!(snapshot(), up, "links or rules changed by the restart");
     assert_eq!(service_pid(root, "lab"), lab_pid);
     assert!(alive(lab_pid));
@@ -321,26 +329,11 @@ fn daemon_recovers() {
     assert!(ok(root, &["net-dhcp-leases", "default"]).contains(" 52:54:00:00:12:20 "));
 
     // Through the daemon: a live update and destroy.
-    ok(
-        root,
-        &[
-            "net-update",
-            "lab",
-            "add-last",
-            "dns-host",
-            "<host ip='10.44.0.6'><hostname>scanner</hostname></host>",
-            "--live",
-        ],
-    );
-    let ns = g1.run("busybox nslookup scanner.lab.test 10.44.0.1");
-    assert!(ns.contains("10.44.0.6"), "{ns}");
+    add_scanner_live(root, &g1);
     ok(root, &["net-destroy", "lab"]);
     ok(root, &["net-destroy", "default"]);
     drop((g0, g1));
-    wait_for("the guests' veths to go", || snapshot() == before);
-    for p in [lab_pid, revived] {
-        wait_for("the service to exit", || !alive(p));
-    }
+    wait_all_gone(&before, [lab_pid, revived]);
 }
 
 #[test]

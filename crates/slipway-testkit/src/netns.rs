@@ -1,0 +1,178 @@
+//! Network namespaces for tests of host networking (bridges, firewall,
+//! DHCP on a veth): a namespace held by a sleeping process, a "guest" in
+//! one wired to a bridge by a veth pair, and busybox udhcpc run in it.
+//! Shared by the tests of every crate that needs them so that each does
+//! not grow its own copy. Call these only inside a user + network
+//! namespace the test created (`unshare -Urn`), never in the machine's own.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Runs a shell command; panics with its output if it fails; returns stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `done` until it holds; panics naming `what` after 60 s (a bound so
+/// that a broken exchange fails instead of hanging; nothing about speed is
+/// asserted).
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gave up waiting for {what}");
+}
+
+/// A network namespace of its own (with `lo` up), held by a sleeping
+/// process that is killed on drop.
+pub struct Netns {
+    holder: Child,
+}
+
+impl Netns {
+    /// Creates the namespace (`unshare -n`) and waits until it exists.
+    pub fn new() -> Netns {
+        let holder = Command::new("unshare")
+            .args(["-n", "sleep", "3600"])
+            .spawn()
+            .expect("unshare -n");
+        let pid = holder.id();
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        wait_for("a new network namespace", || {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
+        });
+        let ns = Netns { holder };
+        ns.run("ip link set lo up");
+        ns
+    }
+
+    /// The process id of the holder (for `ip link set ... netns PID`).
+    pub fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// `cmd` wrapped in `nsenter` so that it runs inside.
+    pub fn cmd(&self, cmd: &str) -> String {
+        format!("nsenter -t {} -n sh -c '{cmd}'", self.pid())
+    }
+
+    /// Runs a shell command inside; panics if it fails; returns stdout.
+    pub fn run(&self, cmd: &str) -> String {
+        sh(&self.cmd(cmd))
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with a valid netns fd.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Netns::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// A "guest": a namespace of its own with one veth pair, `eth0` inside and
+/// the host end attached to a bridge in the test's namespace.
+pub struct NsGuest {
+    /// The guest's namespace.
+    pub ns: Netns,
+    host_if: String,
+}
+
+impl NsGuest {
+    /// A guest whose `eth0` has MAC `mac`, its host end `host_if` attached
+    /// to `bridge` (which must exist) and up.
+    pub fn new(bridge: &str, host_if: &str, mac: &str) -> NsGuest {
+        let ns = Netns::new();
+        sh(&format!(
+            "ip link add {host_if} type veth peer name eth0 address {mac} && \
+             ip link set eth0 netns {} && ip link set {host_if} master {bridge} up",
+            ns.pid()
+        ));
+        ns.run("ip link set eth0 up");
+        NsGuest {
+            ns,
+            host_if: host_if.into(),
+        }
+    }
+
+    /// Runs a shell command inside; panics if it fails; returns stdout.
+    pub fn run(&self, cmd: &str) -> String {
+        self.ns.run(cmd)
+    }
+
+    /// Runs busybox udhcpc once on `eth0`, sending `hostname`; its script
+    /// sets the address and default route and keeps what the server sent.
+    /// Returns those variables (`ip`, `router`, `dns`, `domain`,
+    /// `hostname`, ...; see [`var`]). `dir` holds the script and the result.
+    pub fn udhcpc(&self, dir: &Path, hostname: &str) -> Vec<(String, String)> {
+        let out = dir.join(format!("{}.env", self.host_if));
+        let script = dir.join("udhcpc.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n\
+             case \"$1\" in\n\
+             bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\";\n\
+               [ -n \"$router\" ] && ip route replace default via \"$router\";\n\
+               env > \"$LEASE_OUT\";;\n\
+             esac\nexit 0\n",
+        )
+        .unwrap();
+        sh(&format!("chmod +x {}", script.display()));
+        let _ = std::fs::remove_file(&out);
+        self.run(&format!(
+            "LEASE_OUT={} busybox udhcpc -f -q -n -t 5 -T 2 -i eth0 -x hostname:{hostname} -s {}",
+            out.display(),
+            script.display()
+        ));
+        std::fs::read_to_string(&out)
+            .expect("udhcpc bound")
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+/// A variable udhcpc passed to its script (from [`NsGuest::udhcpc`]);
+/// panics naming it if there is none.
+pub fn var<'a>(vars: &'a [(String, String)], name: &str) -> &'a str {
+    vars.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("udhcpc gave no {name}: {vars:?}"))
+}
