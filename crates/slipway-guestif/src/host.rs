@@ -227,8 +227,10 @@ fn tap(
 
 /// Runs an interface script with the tap's name as its only argument.
 fn run_script(script: &Path, tap: &str) -> std::result::Result<(), String> {
-    let status = Command::new(script)
-        .arg(tap)
+    let mut cmd = Command::new(script);
+    cmd.arg(tap);
+    launcher_child(&mut cmd);
+    let status = cmd
         .status()
         .map_err(|e| format!("cannot run script {}: {e}", script.display()))?;
     if !status.success() {
@@ -240,12 +242,20 @@ fn run_script(script: &Path, tap: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Makes the child get SIGTERM when this process dies, so nothing started
-/// for a VM outlives its launcher even when the launcher is killed.
-pub(crate) fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; no allocation in the closure.
+/// Prepares a child of the launcher: it gets SIGTERM when the launcher
+/// dies, so nothing started for a VM outlives it even when it is killed,
+/// and it starts with no signal blocked (the launcher blocks the signals it
+/// passes on to QEMU, and a blocked mask is inherited across exec).
+pub(crate) fn launcher_child(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls (sigemptyset, sigprocmask,
+    // prctl); no allocation in the closure.
     unsafe {
         cmd.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -272,7 +282,7 @@ fn stack(nic: &Nic, u: &UserStack, ctx: &Context<'_>, r: &mut Realized) -> Resul
         cmd.arg("--mtu").arg(mtu.to_string());
     }
     cmd.arg(&u.options);
-    die_with_parent(&mut cmd);
+    launcher_child(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| nic_err(nic, format!("cannot start the user-mode stack: {e}")))?;

@@ -81,7 +81,7 @@ fn run_qemu(plan: &Plan, qemu: &[OsString], taps: &[HeldTap], ctx: &Context<'_>)
     }
     // (our descriptor, QEMU's number), moved into place in the child.
     let moves: Vec<(i32, i32)> = taps.iter().map(|t| (t.fd.as_raw_fd(), t.qemu_fd)).collect();
-    // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl) in the child.
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) in the child.
     unsafe {
         cmd.pre_exec(move || {
             // First out of the way of every target number, then into place.
@@ -102,12 +102,11 @@ fn run_qemu(plan: &Plan, qemu: &[OsString], taps: &[HeldTap], ctx: &Context<'_>)
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
             Ok(())
         });
     }
+    // Runs after the closure above (pre_exec closures run in order).
+    crate::host::launcher_child(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::Process(format!("cannot run {}: {e}", program.to_string_lossy())))?;

@@ -316,22 +316,23 @@ fn user_options(
     forwards: &[PortForward],
 ) -> Result<String> {
     let mut opts = Vec::new();
-    let mut v4_seen = false;
+    let (mut v4_seen, mut v6_seen) = (false, false);
     for ip in ips {
-        match ip.address {
-            IpAddr::V4(a) => {
-                if v4_seen {
-                    return Err(nic.err("more than one IPv4 <ip> on a user interface"));
-                }
-                v4_seen = true;
-                opts.push(format!("net={a}/{}", ip.prefix.unwrap_or(24)));
-            }
-            IpAddr::V6(a) => {
-                return Err(nic.err(format!(
-                    "<ip address='{a}'>: IPv6 is not supported by slipway's user-mode stack"
-                )))
-            }
+        let seen = match ip.address {
+            IpAddr::V4(_) => &mut v4_seen,
+            IpAddr::V6(_) => &mut v6_seen,
+        };
+        if std::mem::replace(seen, true) {
+            return Err(nic.err(format!(
+                "<ip address='{}'>: a user interface has at most one <ip> per family",
+                ip.address
+            )));
         }
+        // libvirt's defaults: /24 for IPv4, /64 for IPv6.
+        opts.push(match ip.address {
+            IpAddr::V4(a) => format!("net={a}/{}", ip.prefix.unwrap_or(24)),
+            IpAddr::V6(a) => format!("ipv6-net={a}/{}", ip.prefix.unwrap_or(64)),
+        });
     }
     let mut count = 0usize;
     for pf in forwards {
@@ -343,11 +344,7 @@ fn user_options(
         let host = match pf.address {
             None => String::new(),
             Some(IpAddr::V4(a)) => a.to_string(),
-            Some(IpAddr::V6(a)) => {
-                return Err(nic.err(format!(
-                "<portForward address='{a}'>: IPv6 is not supported by slipway's user-mode stack"
-            )))
-            }
+            Some(IpAddr::V6(a)) => format!("[{a}]"),
         };
         for (hp, gp) in pf.pairs() {
             count += 1;
@@ -359,7 +356,12 @@ fn user_options(
             opts.push(format!("hostfwd={}:{host}:{hp}-:{gp}", pf.proto));
         }
     }
-    Ok(opts.join(","))
+    let opts = opts.join(",");
+    // The stack's own parser: a value it would refuse at start (say a
+    // prefix too long for its DHCP range) is an error of this interface now.
+    slipway_usermode::options::parse_options(&opts)
+        .map_err(|e| nic.err(format!("user-mode options '{opts}': {e}")))?;
+    Ok(opts)
 }
 
 #[cfg(test)]
@@ -439,7 +441,9 @@ mod tests {
     fn user_options_from_ip_and_forwards() {
         let p = plan(
             "<interface type='user'><mac address='52:54:00:00:00:09'/><ip address='172.17.2.0' prefix='24'/>\
+             <ip family='ipv6' address='fd00:1::'/>\
              <portForward proto='tcp' address='127.0.0.1'><range start='2022' to='22'/></portForward>\
+             <portForward proto='tcp' address='::1'><range start='2023' to='23'/></portForward>\
              <portForward proto='udp'><range start='5353'/></portForward></interface>",
         );
         let HostSide::User(u) = &p.nics[0].host else {
@@ -447,12 +451,30 @@ mod tests {
         };
         assert_eq!(
             u.options,
-            "net=172.17.2.0/24,hostfwd=tcp:127.0.0.1:2022-:22,hostfwd=udp::5353-:5353"
+            "net=172.17.2.0/24,ipv6-net=fd00:1::/64,hostfwd=tcp:127.0.0.1:2022-:22,\
+             hostfwd=tcp:[::1]:2023-:23,hostfwd=udp::5353-:5353"
         );
         assert_eq!(
             p.nics[0].args[1],
             "dgram,local.type=unix,local.path=/run/s/user-525400000009.qemu,\
              remote.type=unix,remote.path=/run/s/user-525400000009.stack,id=hostnet0"
+        );
+    }
+
+    #[test]
+    fn user_options_the_stack_refuses_are_errors_of_the_interface() {
+        let ifs = parse_interfaces(
+            "<interface type='user'><mac address='52:54:00:00:00:01'/><ip address='10.0.2.0' prefix='30'/></interface>",
+        )
+        .unwrap();
+        let e = Plan::new(&ifs, &HashSet::new(), Path::new("/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "interface 0 (mac 52:54:00:00:00:01): user-mode options 'net=10.0.2.0/30'"
+            ),
+            "{e}"
         );
     }
 
