@@ -811,23 +811,7 @@ fn daemon_refuses_changes_from_other_users_body() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    let as_nobody = |args: &[&str]| {
-        text(
-            Command::new("setpriv")
-                .args([
-                    "--reuid=65534",
-                    "--regid=65534",
-                    "--clear-groups",
-                    BIN,
-                    "--root",
-                ])
-                .arg(root)
-                .args(args)
-                .current_dir(root)
-                .output()
-                .unwrap(),
-        )
-    };
+    let as_nobody = |args: &[&str]| sw_as(65534, root, args);
     let r = as_nobody(&["net-list", "--name"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "default\n\n"), "{r:?}");
     let r = as_nobody(&["net-define", "alpha.xml"]);
@@ -906,20 +890,7 @@ fn per_user_daemon_socket_is_private_body() {
         65534
     );
     // Another user cannot even connect, and has no write access without it.
-    let r = text(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65533",
-                "--regid=65533",
-                "--clear-groups",
-                BIN,
-                "--root",
-            ])
-            .arg(&root)
-            .args(["net-undefine", "alpha"])
-            .output()
-            .unwrap(),
-    );
+    let r = sw_as(65533, &root, &["net-undefine", "alpha"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("Permission denied"), "{r:?}");
     assert!(config_dir(&root).join("alpha.xml").exists());
@@ -1368,23 +1339,7 @@ fn unreadable_definition_is_reported_by_path_without_hiding_others_body() {
     }
     let beta = config_dir(root).join("beta-longer-name.xml");
     std::fs::set_permissions(&beta, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let as_nobody = |args: &[&str]| {
-        text(
-            Command::new("setpriv")
-                .args([
-                    "--reuid=65534",
-                    "--regid=65534",
-                    "--clear-groups",
-                    BIN,
-                    "--root",
-                ])
-                .arg(root)
-                .args(args)
-                .current_dir(root)
-                .output()
-                .unwrap(),
-        )
-    };
+    let as_nobody = |args: &[&str]| sw_as(65534, root, args);
     let r = as_nobody(&["net-list", "--all", "--name"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("alpha\n"), "{r:?}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use slipway_testkit::{Guest, TcpEchoServer};
 
 mod common;
-use common::{http_get, s, unix_stream_netdev, wait_line, Slipway};
+use common::{assert_serves, s, unix_stream_netdev, wait_line, Slipway};
 
 /// Runs `slipway ctl --api API ARGS`; returns success, stdout and stderr.
 fn ctl(api: &Path, args: &[&str]) -> (bool, String, String) {
@@ -147,8 +147,7 @@ fn forwards_added_and_removed_at_run_time() {
         out.trim(),
         format!("added tcp 127.0.0.1:{port} -> 10.0.2.15:8080")
     );
-    let body = http_get(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}\n{}", slipway.log()));
-    assert!(body.contains("runtime-forward-page"), "{body}");
+    assert_serves(("127.0.0.1", port), "runtime-forward-page", &slipway);
     let (ok, out, _) = ctl(&api, &["forwards"]);
     assert!(ok);
     assert_eq!(
@@ -189,7 +188,6 @@ fn forwards_added_and_removed_at_run_time() {
     assert!(c["drops"]["bad-checksum"].is_u64(), "{counters}");
 
     drop(guest);
-    let (status, log) = slipway.wait_exit();
-    assert!(status.success(), "{status}\n{log}");
+    slipway.wait_exit_ok();
     assert!(!api.exists(), "API socket left behind");
 }

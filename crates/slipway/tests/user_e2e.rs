@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use slipway_testkit::{DnsServer, Guest, HttpServer};
 
 mod common;
-use common::{check, http_get, md5, run_guest, s, unix_stream_netdev, wait_line, Slipway};
+use common::{assert_serves, check, md5, run_guest, s, unix_stream_netdev, wait_line, Slipway};
 
 /// The defaults over a unix stream socket: QEMU's well-known lease, and
 /// every service through the host and DNS addresses.
@@ -71,8 +71,7 @@ fn defaults_over_unix_stream() {
     check(&out, &slipway, "refused", "1");
     // The guest powered off: QEMU closed the link, so slipway exits 0 and
     // removes its socket file.
-    let (status, log) = slipway.wait_exit();
-    assert!(status.success(), "{status}\n{log}");
+    slipway.wait_exit_ok();
     assert!(!sock.exists(), "socket file left behind");
 }
 
@@ -117,8 +116,7 @@ fn custom_network_over_tcp_stream() {
     check(&out, &slipway, "search", "a.example.test b.example.test");
     check(&out, &slipway, "ping", "ok");
     check(&out, &slipway, "ping_dns", "ok");
-    let (status, log) = slipway.wait_exit();
-    assert!(status.success(), "{status}\n{log}");
+    slipway.wait_exit_ok();
 }
 
 /// The legacy `-netdev socket,connect=` speaks the same framing.
@@ -182,8 +180,7 @@ fn unix_dgram_carries_a_guest() {
     check(&out, &slipway, "nslookup", "ok");
     check(&out, &slipway, "md5", &md5(&file));
     // A datagram link has no end: SIGTERM stops it cleanly.
-    let (status, log) = slipway.terminate();
-    assert!(status.success(), "{status}\n{log}");
+    slipway.terminate_ok();
     assert!(!sock.exists(), "socket file left behind");
 }
 
@@ -262,13 +259,10 @@ fn restrict_over_unix_dgram_with_forwards() {
     wait_line(&mut guest, "SLIPWAY-RESULT udp_fwd=delivered", &slipway);
 
     // TCP forward: fetch the guest's page from the host.
-    let body = http_get(("127.0.0.1", fwd_tcp))
-        .unwrap_or_else(|e| panic!("forward: {e}\n{}", slipway.log()));
-    assert!(body.contains("guest-page"), "{body}\n{}", slipway.log());
+    assert_serves(("127.0.0.1", fwd_tcp), "guest-page", &slipway);
 
     drop(guest);
-    let (status, log) = slipway.terminate();
-    assert!(status.success(), "{status}\n{log}");
+    slipway.terminate_ok();
     assert!(!sock.exists(), "socket file left behind");
 }
 
@@ -309,13 +303,10 @@ fn connect_mode_with_redir() {
     ]);
     wait_line(&mut guest, "SLIPWAY-READY served", &slipway);
     check(&guest.output_so_far(), &slipway, "ip", "10.0.2.15");
-    let body =
-        http_get(("127.0.0.1", fwd)).unwrap_or_else(|e| panic!("redir: {e}\n{}", slipway.log()));
-    assert!(body.contains("redir-page"), "{body}\n{}", slipway.log());
+    assert_serves(("127.0.0.1", fwd), "redir-page", &slipway);
     // QEMU going away ends slipway in connect mode.
     drop(guest);
-    let (status, log) = slipway.wait_exit();
-    assert!(status.success(), "{status}\n{log}");
+    slipway.wait_exit_ok();
 }
 
 /// `--keep-listening`: after one VM powers off the next one attaches; the
@@ -348,8 +339,7 @@ fn keep_listening_serves_vm_after_vm() {
         check(&out, &slipway, "ip", ip);
         check(&out, &slipway, "ping", "ok");
     }
-    let (status, log) = slipway.terminate();
-    assert!(status.success(), "{status}\n{log}");
+    let log = slipway.terminate_ok();
     assert!(log.contains("waiting for the next VM"), "{log}");
     assert!(!sock.exists(), "socket file left behind");
 }
@@ -383,7 +373,6 @@ fn no_host_nameserver_gives_servfail() {
     );
     check(&out, &slipway, "dns", "10.0.2.3");
     check(&out, &slipway, "servfail", "yes");
-    let (status, log) = slipway.wait_exit();
-    assert!(status.success(), "{status}\n{log}");
+    let log = slipway.wait_exit_ok();
     assert_eq!(log.matches("no DNS upstream").count(), 1, "{log}");
 }

@@ -17,7 +17,7 @@ use std::net::Ipv6Addr;
 use slipway_testkit::{DnsServer, Guest, HttpServer};
 
 mod common;
-use common::{check, http_get, s, unix_stream_netdev, wait_line, Slipway};
+use common::{assert_serves, check, s, unix_stream_netdev, wait_line, Slipway};
 
 #[test]
 fn slaac_ping_http_dns_and_forward_over_ipv6() {
@@ -89,13 +89,10 @@ fn slaac_ping_http_dns_and_forward_over_ipv6() {
     assert!(dns.log().contains("v6.example.test"), "{}", dns.log());
 
     // The forward on [::1] reaches the guest's SLAAC address.
-    let body = http_get((Ipv6Addr::LOCALHOST, fwd))
-        .unwrap_or_else(|e| panic!("forward: {e}\n{}", context()));
-    assert!(body.contains("guest-page-v6"), "{body}\n{}", context());
+    assert_serves((Ipv6Addr::LOCALHOST, fwd), "guest-page-v6", &slipway);
 
     drop(guest);
-    let (status, log) = slipway.terminate();
-    assert!(status.success(), "{status}\n{log}");
+    slipway.terminate_ok();
 }
 
 /// Custom IPv6 options reach real clients: the kernel's SLAAC takes the

@@ -10,7 +10,7 @@ use std::time::Duration;
 use slipway_testkit::{Guest, HttpServer};
 
 mod common;
-use common::{check, http_get, run_guest, s, unix_stream_netdev, wait_line, Slipway};
+use common::{assert_serves, check, run_guest, s, unix_stream_netdev, wait_line, Slipway};
 
 /// How the two guests attach.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,13 +125,7 @@ fn two_guests_share_one_lan(link: Link) {
 
     // B is gone; A is undisturbed: the host still reaches it through a
     // forward, and both leases are listed.
-    let body =
-        http_get(("127.0.0.1", fwd)).unwrap_or_else(|e| panic!("forward: {e}\n{}", slipway.log()));
-    assert!(
-        body.contains("page-from-guest-a"),
-        "{body}\n{}",
-        slipway.log()
-    );
+    assert_serves(("127.0.0.1", fwd), "page-from-guest-a", &slipway);
     let leases = Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args(["ctl", "--api"])
         .arg(&api)

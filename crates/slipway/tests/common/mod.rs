@@ -115,6 +115,20 @@ impl Slipway {
         (status, self.log())
     }
 
+    /// [`Slipway::terminate`], which must exit successfully; returns the log.
+    pub fn terminate_ok(self) -> String {
+        let (status, log) = self.terminate();
+        assert!(status.success(), "{status}\n{log}");
+        log
+    }
+
+    /// [`Slipway::wait_exit`], which must exit successfully; returns the log.
+    pub fn wait_exit_ok(self) -> String {
+        let (status, log) = self.wait_exit();
+        assert!(status.success(), "{status}\n{log}");
+        log
+    }
+
     /// Waits for slipway to exit by itself (the VM went away).
     pub fn wait_exit(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().unwrap();
@@ -202,4 +216,11 @@ pub fn wait_line(guest: &mut Guest, pattern: &str, slipway: &Slipway) {
     if let Err(e) = guest.wait_for_line(pattern, Duration::from_secs(240)) {
         panic!("{e}\n--- slipway ---\n{}", slipway.log());
     }
+}
+
+/// Fetches `/index.html` through the forward at `addr` (see [`http_get`])
+/// and checks that the reply contains `want`; failures show slipway's log.
+pub fn assert_serves(addr: impl ToSocketAddrs, want: &str, slipway: &Slipway) {
+    let body = http_get(addr).unwrap_or_else(|e| panic!("forward: {e}\n{}", slipway.log()));
+    assert!(body.contains(want), "{body}\n{}", slipway.log());
 }

@@ -46,6 +46,22 @@ pub fn sw(root: &Path, args: &[&str]) -> Run {
     sw_in(root, root, args)
 }
 
+/// Runs slipway under `root`, in `root`, as user and group `uid` with no
+/// supplementary groups (`setpriv`), as another user of the machine would.
+pub fn sw_as(uid: u32, root: &Path, args: &[&str]) -> Run {
+    let id = uid.to_string();
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={id}"))
+        .arg(format!("--regid={id}"))
+        .args(["--clear-groups", BIN, "--root"])
+        .arg(root)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .expect("run setpriv (util-linux)");
+    text(out)
+}
+
 /// Runs slipway and requires success.
 pub fn ok(root: &Path, args: &[&str]) -> String {
     let r = sw(root, args);
