@@ -53,11 +53,6 @@ impl StateDir {
         StateDir { dir: dir.into() }
     }
 
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where user-mode stack sockets go.
     pub fn socket_dir(&self) -> PathBuf {
         self.dir.join("sockets")

@@ -97,14 +97,6 @@ impl InterfaceKind {
             InterfaceKind::VhostUser { .. } => "vhostuser",
         }
     }
-
-    /// True for the types whose host side is a tap device.
-    pub fn uses_tap(&self) -> bool {
-        matches!(
-            self,
-            InterfaceKind::Network { .. } | InterfaceKind::Bridge { .. } | InterfaceKind::Ethernet
-        )
-    }
 }
 
 /// `<ip>` of a user-mode interface.

@@ -84,6 +84,13 @@ pub fn run(cmd: GuestCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                 }
             }
             for nic in &plan.nics {
+                if nic.generated_mac {
+                    eprintln!(
+                        "note: interface {} ({}) has no MAC: generated {} \
+                         (add <mac address='{}'/> to keep it)",
+                        nic.index, nic.kind, nic.mac, nic.mac
+                    );
+                }
                 if let HostSide::User(u) = &nic.host {
                     eprintln!(
                         "note: interface {} needs its user-mode stack: slipway user --dgram {}{} '{}'",
