@@ -1438,19 +1438,36 @@ mod tests {
         empty
     }
 
+    /// A listening unix stream attachment in a fresh directory named after
+    /// `name` (removed by the caller), a stack, and two VMs connected to it
+    /// (not yet accepted).
+    fn two_stream_vms(
+        name: &str,
+    ) -> (
+        std::path::PathBuf,
+        mio::Poll,
+        Attachment,
+        Stack,
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lan.sock");
+        let poll = mio::Poll::new().unwrap();
+        let attach =
+            Attachment::open(AttachSpec::UnixListen(path.clone()), poll.registry()).unwrap();
+        let stack = Stack::new(parse_options("").unwrap()).unwrap();
+        let a = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let b = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        (dir, poll, attach, stack, a, b)
+    }
+
     #[test]
     fn two_vms_on_one_listener_form_one_segment() {
         const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];
         const B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xb];
-        let dir = std::env::temp_dir().join(format!("slipway-lan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("lan.sock");
-        let poll = mio::Poll::new().unwrap();
-        let mut attach =
-            Attachment::open(AttachSpec::UnixListen(path.clone()), poll.registry()).unwrap();
-        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
-        let mut a = std::os::unix::net::UnixStream::connect(&path).unwrap();
-        let mut b = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (dir, poll, mut attach, mut stack, mut a, mut b) = two_stream_vms("slipway-lan");
         assert_eq!(attach.accept(poll.registry()), LinkState::Connected);
         assert_eq!(attach.port_count(), 2);
 
@@ -1520,15 +1537,7 @@ mod tests {
     fn a_vm_that_stops_reading_stalls_the_others_only_briefly() {
         const A: [u8; 6] = [0x52, 0x54, 0, 0, 2, 0xa];
         const B: [u8; 6] = [0x52, 0x54, 0, 0, 2, 0xb];
-        let dir = std::env::temp_dir().join(format!("slipway-stall-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("lan.sock");
-        let poll = mio::Poll::new().unwrap();
-        let mut attach =
-            Attachment::open(AttachSpec::UnixListen(path.clone()), poll.registry()).unwrap();
-        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
-        let mut a = std::os::unix::net::UnixStream::connect(&path).unwrap();
-        let mut b = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (dir, poll, mut attach, mut stack, mut a, mut b) = two_stream_vms("slipway-stall");
         attach.accept(poll.registry());
         send(&mut a, &arp_from(A, [10, 0, 2, 15]));
         send(&mut b, &arp_from(B, [10, 0, 2, 16]));

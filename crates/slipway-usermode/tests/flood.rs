@@ -181,16 +181,16 @@ impl Bench {
             if self.events.is_empty() && self.stack.guest_tx().is_empty() {
                 return out;
             }
-            for event in self.events.iter() {
-                if let Some((kind, index)) = decode_token(event.token()) {
-                    self.stack.handle_host_event(
-                        &self.registry,
-                        kind,
-                        index,
-                        event,
-                        Instant::now(),
-                    );
-                }
+            self.dispatch();
+        }
+    }
+
+    /// Hands the host events of the last poll to the stack.
+    fn dispatch(&mut self) {
+        for event in self.events.iter() {
+            if let Some((kind, index)) = decode_token(event.token()) {
+                self.stack
+                    .handle_host_event(&self.registry, kind, index, event, Instant::now());
             }
         }
     }
@@ -212,17 +212,7 @@ impl Bench {
             self.poll
                 .poll(&mut self.events, Some(Duration::from_millis(100)))
                 .unwrap();
-            for event in self.events.iter() {
-                if let Some((kind, index)) = decode_token(event.token()) {
-                    self.stack.handle_host_event(
-                        &self.registry,
-                        kind,
-                        index,
-                        event,
-                        Instant::now(),
-                    );
-                }
-            }
+            self.dispatch();
             if echoed(&self.events()) {
                 return true;
             }
