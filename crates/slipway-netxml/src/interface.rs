@@ -391,7 +391,7 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         "user" => user(&mut r, node)?,
         "network" => {
             let s = r.source(node, type_name)?;
-            r.check(s, "interface/source", &["network", "portgroup"], &[]);
+            r.check(s, "interface/source", &["network"], &[]);
             InterfaceKind::Network {
                 network: r.required(s, "interface/source", "network")?.to_string(),
             }
