@@ -164,3 +164,54 @@ write("tftp_request", "small", records(rrq("a"), ack(1)))
 write("tftp_request", "big-blksize", records(rrq("sub/big", [("blksize", "1024"), ("tsize", "0")]), ack(0), ack(1), ack(2)))
 write("tftp_request", "timeouts", records(rrq("sub/big"), b"", ack(1), b"", b"", ack(2), ack(3), ack(4)))
 write("tftp_request", "escape", records(rrq("escape"), ack(1)))
+
+# IPv6: neighbour discovery, router solicitation, echo, DHCPv6, TCP.
+import ipaddress
+
+
+def ip6(a):
+    return ipaddress.IPv6Address(a).packed
+
+
+G6_LL, G6 = ip6("fe80::5054:ff:fe12:3456"), ip6("fec0::15")
+R6_LL, H6, D6 = ip6("fe80::2"), ip6("fec0::2"), ip6("fec0::3")
+
+
+def l4sum6(src, dst, nh, seg):
+    return csum(src + dst + struct.pack("!IxxxB", len(seg), nh) + seg)
+
+
+def ipv6(src, dst, nh, seg, dst_mac=GW_MAC, hops=255):
+    hdr = struct.pack("!IHBB", 6 << 28, len(seg), nh, hops) + src + dst
+    return eth(dst_mac, 0x86DD, hdr + seg)
+
+
+def icmp6(src, dst, typ, code, body, dst_mac=GW_MAC):
+    seg = struct.pack("!BBH", typ, code, 0) + body
+    c = l4sum6(src, dst, 58, seg)
+    return ipv6(src, dst, 58, seg[:2] + struct.pack("!H", c) + seg[4:], dst_mac)
+
+
+def udp6(src, dst, sport, dport, payload, dst_mac=GW_MAC):
+    seg = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    c = l4sum6(src, dst, 17, seg) or 0xFFFF
+    return ipv6(src, dst, 17, seg[:6] + struct.pack("!H", c) + seg[8:], dst_mac, 64)
+
+
+def tcp6_syn(src, dst, sport, dport):
+    seg = struct.pack("!HHIIBBHHH", sport, dport, 7, 0, 5 << 4, 0x02, 64240, 0, 0)
+    c = l4sum6(src, dst, 6, seg)
+    return ipv6(src, dst, 6, seg[:16] + struct.pack("!H", c) + seg[18:], GW_MAC, 64)
+
+
+MCAST_ALL_ROUTERS = bytes.fromhex("333300000002")
+SOLICITED = bytes.fromhex("3333ff000002")
+ns = icmp6(G6_LL, ip6("ff02::1:ff00:2"), 135, 0, b"\0" * 4 + R6_LL + bytes([1, 1]) + GUEST_MAC, SOLICITED)
+rs = icmp6(G6_LL, ip6("ff02::2"), 133, 0, b"\0" * 4 + bytes([1, 1]) + GUEST_MAC, MCAST_ALL_ROUTERS)
+echo6 = icmp6(G6, H6, 128, 0, struct.pack("!HH", 7, 1) + b"ping6")
+info_req = bytes([11]) + b"\x12\x34\x56" + struct.pack("!HH", 1, 10) + struct.pack("!HH", 3, 1) + GUEST_MAC + struct.pack("!HHHH", 6, 4, 23, 24) + struct.pack("!HHH", 8, 2, 0)
+dhcp6 = udp6(G6_LL, ip6("ff02::1:2"), 546, 547, info_req, bytes.fromhex("333300010002"))
+write("stack_frames", "ipv6-nd", records(ns, rs, echo6))
+write("stack_frames", "ipv6-dhcp-tcp", records(rs, dhcp6, tcp6_syn(G6, H6, 40000, 80)))
+write("dhcpv6_request", "information-request", info_req)
+write("dhcpv6_request", "solicit", bytes([1]) + info_req[1:])

@@ -98,6 +98,9 @@ impl Dhcpv6Server {
     /// `Ok(None)` means no answer is due: a message type this stateless
     /// server does not serve, or one meant for another server.
     pub fn handle(&self, request: &[u8]) -> Result<Option<Vec<u8>>, Dhcpv6Error> {
+        if let Some(tail) = request.get(MESSAGE_HEADER_LEN..) {
+            check_option_lengths(tail, 0)?;
+        }
         let msg = Message::decode(&mut Decoder::new(request))
             .map_err(|e| Dhcpv6Error::Decode(e.to_string()))?;
         if msg.msg_type() != MessageType::InformationRequest {
@@ -139,6 +142,70 @@ impl Dhcpv6Server {
     }
 }
 
+/// Client message header: type and transaction ID.
+const MESSAGE_HEADER_LEN: usize = 4;
+/// Relay message header: type, hop count, link and peer addresses
+/// (`dhcproto` decodes every relayed message with it).
+const RELAY_HEADER_LEN: usize = 34;
+/// Nesting deeper than this (relay in relay in IA in ...) is refused.
+const MAX_OPTION_DEPTH: usize = 8;
+
+/// Refuses options shorter than their fixed part before `dhcproto` sees
+/// them: its decoder subtracts the fixed part from the length (status
+/// code, vendor class and options, authentication), which overflows (a
+/// panic with overflow checks) on a hostile message; and options of fixed
+/// size with another length, which it would read past. Found by the
+/// `dhcpv6_request` fuzz target. Walks nested options (IA_NA, IA_TA,
+/// IA_PD, IA addresses and prefixes, vendor options, relayed messages),
+/// which `dhcproto` decodes the same way.
+fn check_option_lengths(mut opts: &[u8], depth: usize) -> Result<(), Dhcpv6Error> {
+    let bad = |what: String| Err(Dhcpv6Error::Decode(what));
+    if depth > MAX_OPTION_DEPTH {
+        return bad("options nested too deep".into());
+    }
+    while opts.len() >= 4 {
+        let code = u16::from_be_bytes([opts[0], opts[1]]);
+        let len = usize::from(u16::from_be_bytes([opts[2], opts[3]]));
+        let Some(body) = opts.get(4..4 + len) else {
+            return bad(format!("option {code} longer than the message"));
+        };
+        // (fixed part before nested options or data, whether nested options follow)
+        let (fixed, nested) = match code {
+            3 | 25 => (12, true),          // IA_NA, IA_PD
+            4 | 17 => (4, true),           // IA_TA, vendor options
+            5 => (24, true),               // IA address
+            26 => (25, true),              // IA prefix
+            11 => (11, false),             // authentication
+            13 => (2, false),              // status code
+            16 => (4, false),              // vendor class
+            9 => (RELAY_HEADER_LEN, true), // relay message (decoded as a relay's)
+            _ => (0, false),
+        };
+        if len < fixed {
+            return bad(format!(
+                "option {code} of {len} bytes is shorter than its fixed part"
+            ));
+        }
+        // Options `dhcproto` reads at their fixed size whatever the length
+        // says: another length would desynchronise it from the walk here.
+        let exact = match code {
+            7 | 19 => Some(1),  // preference, reconfigure message
+            8 => Some(2),       // elapsed time
+            12 => Some(16),     // server unicast
+            14 | 20 => Some(0), // rapid commit, reconfigure accept
+            _ => None,
+        };
+        if exact.is_some_and(|size| size != len) {
+            return bad(format!("option {code} of {len} bytes has a fixed size"));
+        }
+        if nested {
+            check_option_lengths(&body[fixed..], depth + 1)?;
+        }
+        opts = &opts[4 + len..];
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +232,68 @@ mod tests {
             0, 6, 0, 4, 0, 23, 0, 24, // ORO: DNS servers, domain list
             0, 8, 0, 2, 0, 0, // elapsed time
         ]
+    }
+
+    /// Found by the `dhcpv6_request` fuzz target: options shorter than
+    /// their fixed part, at the top and nested, are refused as undecodable
+    /// instead of overflowing in the decoder.
+    #[test]
+    fn short_fixed_part_options_are_refused_not_a_panic() {
+        let s = server(&["fec0::3"], &[]);
+        // The fuzzer's input: a vendor class (16) of 0 bytes inside an
+        // IA_NA-like container, after a short client ID.
+        let found = [
+            0x0b, 0x17, 0x00, 0x18, 0x00, 0x08, 0x00, 0x02, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x80, 0x12, 0x00,
+        ];
+        assert!(!matches!(s.handle(&found), Ok(Some(_))));
+        // The second finding: an elapsed time of length 0 (read as 2 bytes
+        // anyway) hid a vendor-options header of length 0 behind it.
+        let found = [
+            0x0b, 0x17, 0x00, 0x18, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x11, 0x00, 0x00,
+            0x0a, 0x00, 0xc1, 0x00,
+        ];
+        assert!(matches!(s.handle(&found), Err(Dhcpv6Error::Decode(_))));
+        // The third: a relayed message shorter than a relay header, which
+        // `dhcproto` decodes as a relay's whatever its type.
+        let found = [
+            0x35, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x17, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09,
+            0x00, 0x2e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x17,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x43, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x17, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert!(matches!(s.handle(&found), Err(Dhcpv6Error::Decode(_))));
+        for (code, len) in [(13_u16, 1_u16), (16, 3), (17, 2), (11, 10), (8, 0), (7, 2)] {
+            let mut msg = info_request();
+            msg.extend_from_slice(&code.to_be_bytes());
+            msg.extend_from_slice(&len.to_be_bytes());
+            msg.extend(std::iter::repeat_n(0, usize::from(len)));
+            assert!(
+                matches!(s.handle(&msg), Err(Dhcpv6Error::Decode(_))),
+                "{code}"
+            );
+            // The same inside an IA_NA.
+            let mut msg = info_request();
+            msg.extend_from_slice(&3_u16.to_be_bytes());
+            msg.extend_from_slice(&(12 + 4 + len).to_be_bytes());
+            msg.extend_from_slice(&[0; 12]);
+            msg.extend_from_slice(&code.to_be_bytes());
+            msg.extend_from_slice(&len.to_be_bytes());
+            msg.extend(std::iter::repeat_n(0, usize::from(len)));
+            assert!(
+                matches!(s.handle(&msg), Err(Dhcpv6Error::Decode(_))),
+                "nested {code}"
+            );
+        }
     }
 
     #[test]
