@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, ReplyDestination, ReplyKind, StaticHost};
+use slipway_testkit::netns::{in_new_netns, wait_for, Netns};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Set in the re-executed test process that already runs inside the namespaces.
@@ -20,25 +21,10 @@ const IN_NETNS: &str = "SLIPWAY_DHCP_TEST_IN_NETNS";
 const SERVER_IF: &str = "veth-s";
 const CLIENT_IF: &str = "veth-c";
 
-/// Runs `body` as root of a fresh user + network namespace: the test re-executes
-/// itself (only `name`) under `unshare -Urn`, where `IN_NETNS` is set.
+/// Runs `body` as root of a fresh user + network namespace (see
+/// [`in_new_netns`]).
 fn in_new_namespace(name: &str, body: fn()) {
-    if std::env::var_os(IN_NETNS).is_some() {
-        body();
-        return;
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let status = Command::new("unshare")
-        .arg("-Urn")
-        .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("run unshare (util-linux) to create a user + network namespace");
-    assert!(
-        status.success(),
-        "test inside the namespace failed: {status}"
-    );
+    in_new_netns(IN_NETNS, name, body);
 }
 
 #[test]
@@ -285,32 +271,13 @@ fn all_options() {
     );
 }
 
-/// Polls `done` until it holds; panics with `what` after a generous bound, so a broken
-/// exchange fails instead of hanging. Nothing about speed is asserted.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gave up waiting for {what}");
-}
-
 /// The client in a network namespace of its own, so the address it is given is really
 /// configured and RENEWING requests travel as ordinary unicast UDP from it.
 fn renew_and_release() {
     run("ip", &["link", "set", "lo", "up"]);
     setup_veth();
-    let mut holder = Command::new("unshare")
-        .args(["-n", "sleep", "600"])
-        .spawn()
-        .expect("unshare -n for the client namespace");
-    let pid = holder.id().to_string();
-    let own_ns = fs::read_link("/proc/self/ns/net").unwrap();
-    wait_for("the client network namespace", || {
-        fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own_ns)
-    });
+    let client_ns = Netns::new();
+    let pid = client_ns.pid().to_string();
     run("ip", &["link", "set", CLIENT_IF, "netns", &pid]);
     run(
         "nsenter",
@@ -370,8 +337,7 @@ fn renew_and_release() {
 
     run("kill", &["-TERM", &udhcpc]);
     let _ = client.wait();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(client_ns);
     stop.store(true, Ordering::SeqCst);
     let seen = thread.join().unwrap();
     let renew_ack = (

@@ -17,31 +17,16 @@ use std::time::Instant;
 use slipway_hostnet::LinuxBackend;
 use slipway_netmgr::proto::Lookup;
 use slipway_netmgr::{Manager, Paths};
-use slipway_testkit::netns::{sh, var, wait_for, Netns, NsGuest as Guest};
+use slipway_testkit::netns::{in_new_netns, sh, var, wait_for, Netns, NsGuest as Guest};
 
 const IN_NETNS: &str = "SLIPWAY_HOSTNET_TEST_IN_NETNS";
 const UPSTREAM_IP: &str = "198.51.100.2";
 const HOST_UPLINK_IP: &str = "198.51.100.1";
 
-/// Runs `body` as root of a fresh user + network namespace: the test binary
-/// re-executes itself (only test `name`) under `unshare -Urn`.
+/// Runs `body` as root of a fresh user + network namespace (see
+/// [`in_new_netns`]).
 fn in_new_namespace(name: &str, body: fn()) {
-    if std::env::var_os(IN_NETNS).is_some() {
-        body();
-        return;
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let status = Command::new("unshare")
-        .arg("-Urn")
-        .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("run unshare (util-linux) to create a user + network namespace");
-    assert!(
-        status.success(),
-        "test inside the namespace failed: {status}"
-    );
+    in_new_netns(IN_NETNS, name, body);
 }
 
 /// The upstream: a namespace reached from this one over `up0`, with an HTTP

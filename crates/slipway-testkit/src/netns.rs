@@ -39,6 +39,29 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     panic!("gave up waiting for {what}");
 }
 
+/// Runs `body` as root of a fresh user + network namespace: the test binary
+/// re-executes itself (only test `name`, its output shown) under
+/// `unshare -Urn` with the environment variable `marker` set, and there
+/// runs `body`. Panics if the test inside fails.
+pub fn in_new_netns(marker: &str, name: &str, body: fn()) {
+    if std::env::var_os(marker).is_some() {
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let status = Command::new("unshare")
+        .arg("-Urn")
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(marker, "1")
+        .status()
+        .expect("run unshare (util-linux) to create a user + network namespace");
+    assert!(
+        status.success(),
+        "test inside the namespace failed: {status}"
+    );
+}
+
 /// A network namespace of its own (with `lo` up), held by a sleeping
 /// process that is killed on drop.
 pub struct Netns {
