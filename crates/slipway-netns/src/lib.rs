@@ -108,6 +108,15 @@ pub enum Target {
     },
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Pid(pid) => write!(f, "the network namespace of process {pid}"),
+            Target::Path { netns, .. } => write!(f, "network namespace {}", netns.display()),
+        }
+    }
+}
+
 fn cstring(what: &str, bytes: &[u8]) -> Result<CString, NetnsError> {
     CString::new(bytes).map_err(|_| NetnsError::Invalid(format!("{what} contains a NUL byte")))
 }

@@ -135,7 +135,7 @@ pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
         Target::Path { .. } => None,
     };
     let fd = slipway_netns::open_tap_in(&target, &tap)
-        .with_context(|| format!("attaching to {target:?}"))?;
+        .with_context(|| format!("attaching to {target}"))?;
     let exit_fds = exit
         .iter()
         .chain(&process)
