@@ -8,8 +8,9 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use slipway_testkit::netns::wait_for;
 use slipway_testkit::{free_port, temp_dir, DnsServer, HttpServer};
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
@@ -25,20 +26,6 @@ fn noise(len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-/// Waits (up to a minute) for `what`, panicking with `context()` if it
-/// never comes.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} never happened:\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn sha256(path: &Path) -> String {
@@ -98,16 +85,12 @@ exit 7
         .unwrap();
     let mut child = KillOnDrop(child);
     let context = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until(
-        "the command's servers starting",
-        || {
-            if let Ok(Some(status)) = child.0.try_wait() {
-                panic!("slipway run ended early with {status}:\n{}", context());
-            }
-            d.join("ready").exists()
-        },
-        context,
-    );
+    wait_for("the command's servers starting", || {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("slipway run ended early with {status}:\n{}", context());
+        }
+        d.join("ready").exists()
+    });
     let original = www.join("big.bin");
     assert_eq!(
         std::fs::read(d.join("got.bin")).unwrap(),
@@ -174,11 +157,9 @@ impl Unshared {
         let me = std::fs::metadata("/proc/self/ns/net").unwrap();
         let pid = child.id();
         use std::os::unix::fs::MetadataExt;
-        wait_until(
-            "the namespace",
-            || std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() != me.ino()),
-            String::new,
-        );
+        wait_for("the namespace", || {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() != me.ino())
+        });
         Unshared(KillOnDrop(child))
     }
 
@@ -284,10 +265,8 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
     );
     // The process whose namespace is served ends: so does slipway.
     drop(ns);
-    wait_until(
-        "slipway attach exiting",
-        || slipway.0.try_wait().unwrap().is_some(),
-        context,
-    );
+    wait_for("slipway attach exiting", || {
+        slipway.0.try_wait().unwrap().is_some()
+    });
     assert!(slipway.0.wait().unwrap().success(), "{}", context());
 }
