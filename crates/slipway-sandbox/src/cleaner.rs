@@ -15,11 +15,16 @@ use landlock::RulesetCreated;
 
 use crate::{os_err, syscalls, SandboxError};
 
-/// Forks; returns in the child only. The parent never returns.
-pub(crate) fn fork(paths: &[PathBuf], ruleset: RulesetCreated) -> Result<(), SandboxError> {
+/// Forks; returns in the child only (with the parent's pid, for
+/// [`die_with_parent`]). The parent never returns.
+pub(crate) fn fork(
+    paths: &[PathBuf],
+    ruleset: RulesetCreated,
+) -> Result<libc::pid_t, SandboxError> {
     // SAFETY: signal masks on locally owned sets; fork in a process that is
     // single-threaded at this point (setup is done, no thread was spawned).
     unsafe {
+        let parent = libc::getpid();
         let mut set: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -33,7 +38,7 @@ pub(crate) fn fork(paths: &[PathBuf], ruleset: RulesetCreated) -> Result<(), San
         }
         if child == 0 {
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            return Ok(());
+            return Ok(parent);
         }
         // The parent: Landlock first (it consumes the ruleset's descriptor),
         // then nothing of the stack stays open here.
@@ -83,4 +88,21 @@ pub(crate) fn fork(paths: &[PathBuf], ruleset: RulesetCreated) -> Result<(), San
         }
         libc::_exit(code);
     }
+}
+
+/// Makes the sandboxed child die when the cleaning parent does (killed with
+/// SIGKILL, say): without it the child would serve on, orphaned. Called
+/// after the switch of user, which clears the parent-death signal.
+pub(crate) fn die_with_parent(parent: libc::pid_t) -> Result<(), SandboxError> {
+    // SAFETY: plain prctl and getppid.
+    unsafe {
+        if crate::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(os_err("setting the parent-death signal"));
+        }
+        // The parent may have died before the signal was armed.
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
 }

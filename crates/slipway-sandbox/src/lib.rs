@@ -178,10 +178,19 @@ impl Sandbox {
         let ruleset = self.landlock_ruleset()?;
         // SAFETY: geteuid cannot fail.
         let switched_to = if unsafe { libc::geteuid() } == 0 {
-            if !self.remove_on_exit.is_empty() {
-                cleaner::fork(&self.remove_on_exit, self.landlock_ruleset()?)?;
+            let parent = if self.remove_on_exit.is_empty() {
+                None
+            } else {
+                Some(cleaner::fork(
+                    &self.remove_on_exit,
+                    self.landlock_ruleset()?,
+                )?)
+            };
+            let switched = self.drop_root()?;
+            if let Some(parent) = parent {
+                cleaner::die_with_parent(parent)?;
             }
-            self.drop_root()?
+            switched
         } else {
             None
         };

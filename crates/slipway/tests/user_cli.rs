@@ -220,3 +220,66 @@ fn resource_caps_are_validated() {
     assert_eq!(code, 2);
     assert!(err.contains("--max-tftp-transfers"), "{err}");
 }
+
+/// Started as root, the sandbox forks a parent that cleans up the socket
+/// file; when that parent is killed outright (SIGKILL, no chance to pass it
+/// on), the sandboxed child serving the VM goes too instead of serving on,
+/// orphaned.
+#[test]
+fn sandboxed_child_dies_with_its_parent() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // No fork without root: nothing to orphan (CI runs as root).
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["user", "-v", "--dns-upstream", "127.0.0.1:53", "--socket"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("sandbox applied") {
+        let mut line = String::new();
+        use std::io::BufRead;
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "slipway ended:\n{log}"
+        );
+        log.push_str(&line);
+    }
+    let pid = child.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let server: u32 = children
+        .split_whitespace()
+        .next()
+        .expect("a child")
+        .parse()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Gone once the parent-death signal is delivered (a zombie until its
+    // new parent reaps it counts as gone: no State R/S).
+    let mut tries = 0;
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{server}/stat")).unwrap_or_default();
+        let state = state
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        if matches!(state, None | Some("Z") | Some("X")) {
+            break;
+        }
+        tries += 1;
+        assert!(
+            tries < 1000,
+            "sandboxed child {server} outlived its parent: {state:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
