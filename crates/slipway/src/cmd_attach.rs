@@ -11,7 +11,7 @@ use clap::Args;
 use slipway_netns::{Target, DEFAULT_IFNAME};
 
 use crate::cmd_run::{namespace_ipv4, serve, tap_setup};
-use crate::cmd_user::{stack_config, StackArgs};
+use crate::cmd_user::{stack_config, SandboxArgs, StackArgs};
 
 /// Arguments of `slipway attach`.
 #[derive(Args, Debug)]
@@ -40,6 +40,10 @@ pub struct AttachArgs {
     /// The network itself.
     #[command(flatten)]
     pub stack: StackArgs,
+
+    /// The sandbox.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 
     /// `[OPTS] PID [IFNAME]`, or `[OPTS] [IFNAME]` with `--netns`: a QEMU
     /// `-netdev user` option string (recognised by its `=`), the process
@@ -141,7 +145,14 @@ pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
         .chain(&process)
         .map(AsRawFd::as_raw_fd)
         .collect();
-    serve(cfg, args.stack.api, fd, exit_fds, ready)?;
+    serve(
+        cfg,
+        args.stack.api,
+        fd,
+        exit_fds,
+        ready,
+        args.sandbox.sandbox(),
+    )?;
     Ok(0)
 }
 

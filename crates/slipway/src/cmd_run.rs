@@ -17,7 +17,7 @@ use slipway_usermode::config::StackConfig;
 use slipway_usermode::event_loop::{self, RunOptions};
 use slipway_usermode::tcp::MAX_ADVERTISED_WINDOW;
 
-use crate::cmd_user::{stack_config, StackArgs};
+use crate::cmd_user::{stack_config, SandboxArgs, StackArgs};
 
 /// Arguments of `slipway run`.
 #[derive(Args, Debug)]
@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// The network itself.
     #[command(flatten)]
     pub stack: StackArgs,
+
+    /// The stack's sandbox (the command is not confined by it).
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 
     /// QEMU `-netdev user` option string, e.g. `hostfwd=tcp::8080-:80`
     /// (forwards without a guest address go to the namespace's address).
@@ -76,13 +80,15 @@ pub(crate) fn tap_setup(ifname: &str, cfg: &mut StackConfig, ipv4: Option<Ipv4Se
 }
 
 /// Serves the tap `fd` until one of `exit_fds` fires (or a signal
-/// arrives), with the control API on `api` if given.
+/// arrives), with the control API on `api` if given, confined by
+/// `sandbox` once set up.
 pub(crate) fn serve(
     cfg: StackConfig,
     api: Option<PathBuf>,
     fd: OwnedFd,
     exit_fds: Vec<std::os::fd::RawFd>,
     ready_fd: Option<OwnedFd>,
+    sandbox: Option<slipway_sandbox::Sandbox>,
 ) -> anyhow::Result<()> {
     event_loop::run(
         cfg,
@@ -91,6 +97,7 @@ pub(crate) fn serve(
             api,
             exit_fds,
             ready_fd: ready_fd.map(IntoRawFd::into_raw_fd),
+            sandbox,
             ..RunOptions::default()
         },
     )?;
@@ -144,11 +151,78 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         slipway_netns::spawn_in_new_namespace(&args.command, &tap, Some(Path::new(&resolv.path())))
             .context("setting up the namespace")?;
     let go = command.take_go();
-    let served = serve(cfg, args.stack.api, fd, vec![command.exit_fd()], go);
+    let exit_fds = vec![command.exit_fd()];
+    let api = args.stack.api;
     // The loop ends when the command exits, on SIGTERM/SIGINT, or on an
     // error; in the last two cases the command is asked to stop.
+    let served = match args.sandbox.sandbox() {
+        None => serve(cfg, api, fd, exit_fds, go, None).map(|()| 0),
+        Some(sandbox) => serve_in_child(move || serve(cfg, api, fd, exit_fds, go, Some(sandbox))),
+    };
     command.terminate();
     let status = command.wait().context("waiting for the command")?;
-    served?;
-    Ok(status)
+    // A failed stack child has said why; its status is ours.
+    Ok(match served? {
+        0 => status,
+        failed => failed,
+    })
+}
+
+/// Runs `serve` (the stack, which confines itself) in a child process and
+/// returns its exit status once it ends, forwarding SIGTERM and SIGINT to
+/// it meanwhile. Only the stack is sandboxed: this process keeps the
+/// command, its own child, to signal and reap, which the sandbox forbids
+/// (no `kill`, no `wait4`, and as root another user than the command's).
+fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<i32> {
+    // The three signals are taken with sigwaitinfo, so they are blocked
+    // before the fork: none is lost in between.
+    // SAFETY: signal masks on locally owned sets; fork in a process that is
+    // single-threaded (no thread was spawned during setup).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let stack = libc::fork();
+        if stack < 0 {
+            let err = std::io::Error::last_os_error();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            return Err(err).context("forking the stack's process");
+        }
+        if stack == 0 {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            let code = match serve() {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("slipway: error: {err:#}");
+                    1
+                }
+            };
+            // The parent owns everything else (the command, resolv.conf).
+            std::process::exit(code);
+        }
+        // The stack's descriptors (tap, go signal) are the child's alone.
+        drop(serve);
+        let code = loop {
+            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+            if sig == libc::SIGTERM || sig == libc::SIGINT {
+                libc::kill(stack, sig);
+                continue;
+            }
+            let mut status = 0;
+            if libc::waitpid(stack, &mut status, libc::WNOHANG) == stack {
+                if libc::WIFEXITED(status) {
+                    break libc::WEXITSTATUS(status);
+                }
+                if libc::WIFSIGNALED(status) {
+                    break 128 + libc::WTERMSIG(status);
+                }
+            }
+        };
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        Ok(code)
+    }
 }

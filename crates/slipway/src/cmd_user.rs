@@ -39,16 +39,9 @@ pub struct UserArgs {
     #[arg(long)]
     pub keep_listening: bool,
 
-    /// Run without the sandbox (seccomp allowlist, Landlock, no
-    /// capabilities, no root) that confines the process once set up.
-    #[arg(long)]
-    pub no_sandbox: bool,
-
-    /// When started as root, the user the sandbox switches to (`root` keeps
-    /// uid 0, still without capabilities: for datagram VMs whose sockets
-    /// only root may reach, since later VMs are reached after the switch).
-    #[arg(long, value_name = "USER", default_value = "nobody")]
-    pub runas: String,
+    /// The sandbox.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 
     /// Print the system calls the sandbox allows (count, then one per line) and exit.
     #[arg(long)]
@@ -61,6 +54,31 @@ pub struct UserArgs {
     /// QEMU `-netdev user` option string, e.g. `net=10.0.2.0/24,hostfwd=tcp::5022-:22`.
     #[arg(value_name = "OPTS")]
     pub options: Option<String>,
+}
+
+/// The sandbox's options, shared by `slipway user`, `run` and `attach`
+/// (docs/sandbox.md).
+#[derive(Args, Debug)]
+pub struct SandboxArgs {
+    /// Run without the sandbox (seccomp allowlist, Landlock, no
+    /// capabilities, no root) that confines the stack once set up.
+    #[arg(long)]
+    pub no_sandbox: bool,
+
+    /// When started as root, the user the sandbox switches to (`root` keeps
+    /// uid 0, still without capabilities: for datagram VMs whose sockets
+    /// only root may reach, since later VMs are reached after the switch).
+    #[arg(long, value_name = "USER", default_value = "nobody")]
+    pub runas: String,
+}
+
+impl SandboxArgs {
+    /// The sandbox to apply, or `None` with `--no-sandbox`.
+    pub fn sandbox(&self) -> Option<slipway_sandbox::Sandbox> {
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        sandbox.runas(self.runas.clone());
+        (!self.no_sandbox).then_some(sandbox)
+    }
 }
 
 /// Options of the network itself, shared by `slipway user`, `run` and `attach`.
@@ -162,7 +180,7 @@ pub fn stack_config(args: &StackArgs, opts: &str) -> anyhow::Result<StackConfig>
 pub fn run(args: UserArgs) -> anyhow::Result<i32> {
     let cfg = stack_config(&args.stack, args.options.as_deref().unwrap_or(""))?;
     let mut sandbox = slipway_sandbox::Sandbox::new();
-    sandbox.runas(args.runas.clone());
+    sandbox.runas(args.sandbox.runas.clone());
     if args.print_sandbox {
         // What these options would allow (a TFTP root adds file reads).
         let Some(sandbox) = event_loop::sandbox_for(sandbox, &cfg, args.stack.api.as_deref())
@@ -202,7 +220,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
         RunOptions {
             keep_listening: args.keep_listening,
             api: args.stack.api,
-            sandbox: (!args.no_sandbox).then_some(sandbox),
+            sandbox: args.sandbox.sandbox(),
             ..RunOptions::default()
         },
     )?;

@@ -145,6 +145,93 @@ fn run_reports_a_missing_command() {
     assert!(err.contains("cannot run '/nonexistent/command'"), "{err}");
 }
 
+/// A line of `/proc/PID/status` (`Seccomp:`, `NoNewPrivs:`, `Uid:`...),
+/// without its key; empty once the process is gone.
+fn proc_status(pid: &str, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn run_confines_its_stack_unless_told_not_to() {
+    for (flag, sandboxed) in [(None, true), (Some("--no-sandbox"), false)] {
+        let dir = temp_dir().unwrap();
+        let d = dir.path().display();
+        let script = format!(
+            "echo $$ > {d}/pid.tmp && mv {d}/pid.tmp {d}/pid\n\
+             while [ ! -e {d}/done ]; do sleep 0.05; done"
+        );
+        let log = dir.path().join("slipway.log");
+        let child = Command::new(SLIPWAY)
+            .args(["-v", "run", "--dns-upstream", "127.0.0.1:53"])
+            .args(flag)
+            .args(["--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        let context = || std::fs::read_to_string(&log).unwrap_or_default();
+        let pidfile = dir.path().join("pid");
+        wait_for("the command", || pidfile.exists());
+        let command = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        let pid = child.0.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let children: Vec<&str> = children.split_whitespace().collect();
+        assert!(children.contains(&command.as_str()), "{children:?}");
+        // With the sandbox, the stack is slipway's other child; without,
+        // slipway itself.
+        let stack = if sandboxed {
+            let others: Vec<&str> = children.into_iter().filter(|&c| c != command).collect();
+            assert_eq!(others.len(), 1, "{others:?}\n{}", context());
+            others[0].to_string()
+        } else {
+            assert_eq!(children, [command.as_str()]);
+            pid.to_string()
+        };
+        if sandboxed {
+            wait_for("the stack confining itself", || {
+                proc_status(&stack, "Seccomp:") == "2"
+            });
+            assert_eq!(proc_status(&stack, "NoNewPrivs:"), "1");
+            assert_eq!(proc_status(&stack, "CapEff:"), "0000000000000000");
+            // SAFETY: geteuid cannot fail.
+            if unsafe { libc::geteuid() } == 0 {
+                let uid = proc_status(&stack, "Uid:");
+                assert!(!uid.starts_with("0\t"), "the stack left root: {uid}");
+            }
+        } else {
+            assert_eq!(proc_status(&stack, "Seccomp:"), "0", "{}", context());
+        }
+        // The command itself is not confined.
+        assert_eq!(proc_status(&command, "Seccomp:"), "0");
+        // SIGTERM reaches the stack (forwarded when it is a child), which
+        // ends; the command is stopped and its status is slipway's.
+        assert!(Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success());
+        let status = child.0.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + 15), "{flag:?}:\n{}", context());
+        assert!(
+            !context().contains("Operation not permitted"),
+            "{flag:?}:\n{}",
+            context()
+        );
+    }
+}
+
 /// A process in its own user + network namespace (`unshare -Urn`).
 struct Unshared(KillOnDrop);
 
@@ -240,6 +327,11 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
         .unwrap();
     let context = || std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ready, "1", "ready signal:\n{}", context());
+    let pid = slipway.0.id().to_string();
+    wait_for("slipway attach confining itself", || {
+        proc_status(&pid, "Seccomp:") == "2"
+    });
+    assert_eq!(proc_status(&pid, "NoNewPrivs:"), "1");
     let addr = ns.exec(&["ip", "-4", "-o", "addr", "show", "tap0"]);
     let addr = String::from_utf8_lossy(&addr.stdout);
     assert!(addr.contains("10.0.2.100/24"), "{addr}");
