@@ -22,6 +22,7 @@ pub mod api;
 mod arp;
 pub mod attach;
 pub mod config;
+mod csum;
 pub mod ctx;
 mod dns;
 pub mod event_loop;

@@ -92,7 +92,7 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
-use smoltcp::wire::{IpAddress, IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
+use smoltcp::wire::{IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::config::{DenyReason, ForwardProtocol, HostForward, Outbound, StackConfig};
@@ -491,7 +491,7 @@ impl TcpTable {
             ctx.counters.drop(DropReason::Truncated);
             return;
         };
-        if !pkt.verify_checksum(&IpAddress::from(src), &IpAddress::from(dst)) {
+        if !crate::csum::verify_tcp(src, dst, segment) {
             self.sh.stats.bad_segments += 1;
             ctx.counters.drop(DropReason::BadChecksum);
             return;
@@ -1748,9 +1748,9 @@ fn emit(
             }
         }
         complete = fill(&mut buf[header_len..]);
-        let mut pkt = TcpPacket::new_unchecked(&mut *buf);
-        pkt.fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
+        crate::csum::fill_tcp(src, dst, buf);
         if !complete {
+            let mut pkt = TcpPacket::new_unchecked(&mut *buf);
             // Off by 256 in one's complement: never a valid checksum.
             pkt.set_checksum(pkt.checksum() ^ 0x0100);
         }

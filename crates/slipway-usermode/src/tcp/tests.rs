@@ -13,7 +13,7 @@ use std::thread;
 use mio::{Events, Poll};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, TcpControl, TcpRepr,
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, Ipv4Packet, TcpControl, TcpRepr,
 };
 
 use super::*;
