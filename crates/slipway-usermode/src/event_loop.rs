@@ -156,7 +156,7 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         .map_err(io_err("signal handling"))?;
     let sandbox = opts
         .sandbox
-        .and_then(|sandbox| sandbox_for(sandbox, &cfg, opts.api.as_deref()));
+        .map(|sandbox| sandbox_for(sandbox, &cfg, opts.api.as_deref()));
     let mut stack = Stack::new(cfg)?;
     stack.start(&registry)?;
     let mut api = match &opts.api {
@@ -289,28 +289,21 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
 }
 
 /// The sandbox [`run`] applies for `cfg`: `sandbox` plus what it must
-/// still allow (the TFTP root, the API socket at `api`), or `None` (with a warning) when the configuration starts
-/// programs or threads the sandbox cannot confine yet: `smb=` runs smbd and
-/// `guestfwd=` runs commands and copying threads (a spawning helper forked
-/// before the sandbox would lift this).
+/// still allow (the TFTP root, the API socket at `api`). (`smb=` and
+/// `guestfwd=` start programs and threads from a helper process forked
+/// before the sandbox, see [`crate::guestfwd`]: they need nothing here.)
 pub fn sandbox_for(
     mut sandbox: slipway_sandbox::Sandbox,
     cfg: &StackConfig,
     api: Option<&std::path::Path>,
-) -> Option<slipway_sandbox::Sandbox> {
-    if cfg.services.smb.is_some() || !cfg.services.guestfwd.is_empty() {
-        tracing::warn!(
-            "sandbox off: smb= and guestfwd= start programs and threads it cannot confine yet"
-        );
-        return None;
-    }
+) -> slipway_sandbox::Sandbox {
     if let Some(root) = &cfg.services.tftp_root {
         sandbox.allow_read(root.clone());
     }
     if let Some(path) = api {
         allow_socket(&mut sandbox, path);
     }
-    Some(sandbox)
+    sandbox
 }
 
 /// Lets the sandboxed process remove the socket file at `path` (and the

@@ -3,8 +3,14 @@
 //! A guest TCP connection to a forward's server address is translated like
 //! any other (see [`crate::tcp`]) toward a loopback listener the stack
 //! opened for the forward at start ([`crate::services::Services::redirect`]
-//! maps one to the other). A thread per forward accepts there and hands
-//! each connection to its target:
+//! maps one to the other).
+//!
+//! The listeners are served by a helper process the stack forks at start,
+//! before any sandbox is applied ([`Helper`]): there a thread per forward
+//! accepts and hands each connection to its target, so the stack itself
+//! (which parses the guest's frames, and may be sandboxed) never forks,
+//! runs a program or starts a thread. The helper reads no frame; it only
+//! starts the configured commands and copies bytes:
 //!
 //! - `cmd:COMMAND`: `/bin/sh -c COMMAND` with the connection as its standard
 //!   input and output (no copy: the socket itself is the child's stdio);
@@ -17,12 +23,15 @@
 //!
 //! The listener is on host loopback, where other local processes could
 //! reach it too, so a connection is served only if its peer socket belongs
-//! to this process (found through `/proc/self/net/tcp` and the process's
-//! descriptors); anything else is closed at once.
+//! to the stack's process or one of its children (after the helper was
+//! forked, a sandbox started as root may fork a socket-cleaning parent:
+//! the stack is then the child of the helper's parent), found through
+//! `/proc/self/net/tcp` and their descriptors; anything else is closed at
+//! once.
 
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -31,6 +40,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::services::{GuestForward, GuestForwardTarget};
+use crate::smb::SmbServer;
+use crate::stack::StackError;
 
 /// Connections one guest forward serves at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
@@ -44,17 +55,158 @@ impl Drop for Active {
     }
 }
 
-/// Opens the loopback listener of `fwd` and starts its accepting thread.
-/// Returns the listener's address (where the guest's connections go).
-pub(crate) fn start(fwd: &GuestForward) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
-    let addr = listener.local_addr()?;
-    let target = fwd.target.clone();
-    let server = fwd.server;
-    std::thread::Builder::new()
-        .name(format!("guestfwd {server}"))
-        .spawn(move || accept_loop(&listener, addr, server, &target))?;
-    Ok(addr)
+/// The process serving the guest forwards; it ends when this is dropped
+/// (or the stack's process ends, however), and dropping this waits until
+/// it has removed smbd's files.
+pub(crate) struct Helper {
+    /// The write end of a pipe the helper reads: its end of file tells
+    /// the helper to go.
+    alive: Option<OwnedFd>,
+    /// The read end of a pipe whose only writer is the helper: end of file
+    /// once it has exited. (Reading is all a sandboxed stack may do; it
+    /// cannot wait for a child.)
+    done: OwnedFd,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        drop(self.alive.take());
+        let mut byte = [0u8];
+        loop {
+            // SAFETY: reads into a live one-byte buffer.
+            let n = unsafe { libc::read(self.done.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+    }
+}
+
+impl Helper {
+    /// Opens a loopback listener for each of `forwards` and forks the
+    /// helper that serves them; returns it and the listeners' addresses
+    /// (where the guest's connections go), in order. The helper owns
+    /// `smb` (smbd's private directory) and removes it when it ends.
+    ///
+    /// Call it while the process is single-threaded (the stack's start).
+    /// (In a multi-threaded test, glibc's fork leaves memory allocation
+    /// usable in the child, which is all the helper needs before exec.)
+    pub(crate) fn start(
+        forwards: &[GuestForward],
+        smb: Option<SmbServer>,
+    ) -> Result<(Helper, Vec<SocketAddr>), StackError> {
+        let socket_err = |fwd: &GuestForward| {
+            let addr = fwd.server.to_string();
+            move |source| StackError::Socket {
+                what: "guest forward",
+                addr,
+                source,
+            }
+        };
+        let mut listeners = Vec::with_capacity(forwards.len());
+        for fwd in forwards {
+            let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+                .map_err(socket_err(fwd))?;
+            let addr = listener.local_addr().map_err(socket_err(fwd))?;
+            listeners.push((listener, addr, fwd.clone()));
+        }
+        let addrs = listeners.iter().map(|(_, addr, _)| *addr).collect();
+        let helper_err = socket_err(&forwards[0]);
+        let (alive_r, alive_w) = pipe().map_err(socket_err(&forwards[0]))?;
+        let (done_r, done_w) = pipe().map_err(socket_err(&forwards[0]))?;
+        // SAFETY: getpid cannot fail; the child runs `serve_forwards`, which
+        // never returns.
+        let (stack, pid) = unsafe { (libc::getpid(), libc::fork()) };
+        if pid < 0 {
+            return Err(helper_err(io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            drop((alive_w, done_r));
+            serve_forwards(listeners, alive_r, done_w, stack, smb);
+        }
+        // The helper removes the private directory; this process (maybe
+        // sandboxed by then) must not try.
+        std::mem::forget(smb);
+        tracing::debug!(
+            pid,
+            forwards = forwards.len(),
+            "guest forward helper started"
+        );
+        Ok((
+            Helper {
+                alive: Some(alive_w),
+                done: done_r,
+            },
+            addrs,
+        ))
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fresh descriptors, owned from here on.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// The helper process: keeps only its listeners, the pipes and stdio,
+/// serves each listener on a thread until `alive` reaches end of file,
+/// then removes `smb`'s files and exits (closing `done`).
+fn serve_forwards(
+    listeners: Vec<(TcpListener, SocketAddr, GuestForward)>,
+    alive: OwnedFd,
+    done: OwnedFd,
+    stack: libc::pid_t,
+    smb: Option<SmbServer>,
+) -> ! {
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, alive.as_raw_fd(), done.as_raw_fd()];
+    keep.extend(listeners.iter().map(|(l, _, _)| l.as_raw_fd()));
+    close_all_but(&mut keep);
+    for (listener, addr, fwd) in listeners {
+        let server = fwd.server;
+        let spawned = std::thread::Builder::new()
+            .name(format!("guestfwd {server}"))
+            .spawn(move || accept_loop(&listener, addr, server, &fwd.target, stack));
+        if let Err(e) = spawned {
+            tracing::warn!(%server, error = %e, "guest forward: cannot serve");
+        }
+    }
+    let mut byte = [0u8];
+    loop {
+        // SAFETY: reads into a live one-byte buffer.
+        let n = unsafe { libc::read(alive.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break;
+    }
+    drop(smb);
+    // SAFETY: ends the helper (its threads with it) without running the
+    // stack's destructors, which this process copied but does not own.
+    unsafe { libc::_exit(0) }
+}
+
+/// Closes every descriptor but those in `keep` (the helper must not hold
+/// the stack's sockets: a VM's connection would outlive the stack).
+fn close_all_but(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut next: u32 = 0;
+    for &fd in keep.iter() {
+        let fd = fd as u32;
+        if fd > next {
+            // SAFETY: closes descriptors this process does not use.
+            unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0) };
+        }
+        next = next.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
 }
 
 fn accept_loop(
@@ -62,6 +214,7 @@ fn accept_loop(
     addr: SocketAddr,
     server: SocketAddrV4,
     target: &GuestForwardTarget,
+    stack: libc::pid_t,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
@@ -73,7 +226,7 @@ fn accept_loop(
                 return;
             }
         };
-        if !peer_is_ours(peer, addr) {
+        if !peer_is_ours(peer, addr, stack) {
             tracing::warn!(%server, %peer, "guest forward: connection from another process refused");
             continue;
         }
@@ -143,9 +296,10 @@ fn relay(conn: TcpStream, out: socket2::Socket, active: Active) -> io::Result<()
     Ok(())
 }
 
-/// Whether the socket connected from `peer` to `listener` is one of this
-/// process's own (the stack's translated connection).
-fn peer_is_ours(peer: SocketAddr, listener: SocketAddr) -> bool {
+/// Whether the socket connected from `peer` to `listener` is held by the
+/// process `stack` or one of its children (the stack's translated
+/// connection).
+fn peer_is_ours(peer: SocketAddr, listener: SocketAddr, stack: libc::pid_t) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/self/net/tcp") else {
         return false;
     };
@@ -157,11 +311,19 @@ fn peer_is_ours(peer: SocketAddr, listener: SocketAddr) -> bool {
         return false;
     };
     let want = format!("socket:[{inode}]");
-    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return false;
-    };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+    let children =
+        std::fs::read_to_string(format!("/proc/{stack}/task/{stack}/children")).unwrap_or_default();
+    let stack = stack.to_string();
+    std::iter::once(stack.as_str())
+        .chain(children.split_whitespace())
+        .any(|pid| {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                return false;
+            };
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
+            })
+        })
 }
 
 /// An IPv4 address and port as `/proc/net/tcp` writes them.
@@ -188,6 +350,12 @@ mod tests {
         }
     }
 
+    /// A helper serving `fwd` alone, and its listener's address.
+    fn start(fwd: &GuestForward) -> (Helper, SocketAddr) {
+        let (helper, addrs) = Helper::start(std::slice::from_ref(fwd), None).unwrap();
+        (helper, addrs[0])
+    }
+
     fn roundtrip(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
         let mut c = TcpStream::connect(addr).unwrap();
         c.write_all(msg).unwrap();
@@ -199,7 +367,7 @@ mod tests {
 
     #[test]
     fn command_tcp_and_unix_targets_serve_our_connections() {
-        let addr = start(&fwd(GuestForwardTarget::Command("tr a-z A-Z".into()))).unwrap();
+        let (_helper, addr) = start(&fwd(GuestForwardTarget::Command("tr a-z A-Z".into())));
         assert_eq!(roundtrip(addr, b"hello"), b"HELLO");
 
         let echo = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -210,11 +378,10 @@ mod tests {
             s.read_to_end(&mut buf).unwrap();
             s.write_all(&buf).unwrap();
         });
-        let addr = start(&fwd(GuestForwardTarget::Tcp(
+        let (_helper, addr) = start(&fwd(GuestForwardTarget::Tcp(
             "127.0.0.1".into(),
             echo_addr.port(),
-        )))
-        .unwrap();
+        )));
         assert_eq!(roundtrip(addr, b"via tcp"), b"via tcp");
 
         let dir = tempfile::tempdir().unwrap();
@@ -224,13 +391,13 @@ mod tests {
             let (mut s, _) = unix.accept().unwrap();
             s.write_all(b"from unix").unwrap();
         });
-        let addr = start(&fwd(GuestForwardTarget::Unix(path))).unwrap();
+        let (_helper, addr) = start(&fwd(GuestForwardTarget::Unix(path)));
         assert_eq!(roundtrip(addr, b""), b"from unix");
     }
 
     #[test]
     fn connections_are_capped() {
-        let addr = start(&fwd(GuestForwardTarget::Command("cat".into()))).unwrap();
+        let (_helper, addr) = start(&fwd(GuestForwardTarget::Command("cat".into())));
         // MAX_CONNECTIONS commands that wait for input, then one too many.
         let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
             .map(|_| TcpStream::connect(addr).unwrap())
@@ -268,7 +435,15 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let c = TcpStream::connect(addr).unwrap();
-        assert!(peer_is_ours(c.local_addr().unwrap(), addr));
-        assert!(!peer_is_ours("127.0.0.1:1".parse().unwrap(), addr));
+        assert!(peer_is_ours(
+            c.local_addr().unwrap(),
+            addr,
+            std::process::id() as libc::pid_t
+        ));
+        assert!(!peer_is_ours(
+            "127.0.0.1:1".parse().unwrap(),
+            addr,
+            std::process::id() as libc::pid_t
+        ));
     }
 }

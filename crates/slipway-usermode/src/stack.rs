@@ -92,8 +92,9 @@ pub struct Stack {
     /// `tftp=`: opened by [`Stack::start`].
     tftp: Option<crate::tftp::TftpService>,
     ping: crate::ping::PingTable,
-    /// `smb=`: its private configuration, removed with the stack.
-    smb: Option<crate::smb::SmbServer>,
+    /// The process serving `guestfwd=` and `smb=` (which also removes
+    /// smbd's private configuration); it ends with the stack.
+    guestfwd: Option<crate::guestfwd::Helper>,
     v6: ipv6::Ipv6State,
 }
 
@@ -109,7 +110,7 @@ impl Stack {
             dhcp,
             tftp: None,
             ping: Default::default(),
-            smb: None,
+            guestfwd: None,
             core: Core {
                 tx: GuestTx::new(cfg.mtu, cfg.limits.guest_tx_slots),
                 counters: Counters::default(),
@@ -138,18 +139,24 @@ impl Stack {
                 })?;
             self.tftp = Some(tftp);
         }
-        if let Some(share) = &self.core.cfg.services.smb {
-            self.smb = Some(crate::smb::SmbServer::prepare(share)?);
-        }
+        let smb = match &self.core.cfg.services.smb {
+            Some(share) => Some(crate::smb::SmbServer::prepare(share)?),
+            None => None,
+        };
         let services = &mut self.core.cfg.services;
-        let smb_forwards = self.smb.iter().flat_map(|s| s.forwards());
-        for fwd in services.guestfwd.iter().chain(smb_forwards) {
-            let to = crate::guestfwd::start(fwd).map_err(|source| StackError::Socket {
-                what: "guest forward",
-                addr: fwd.server.to_string(),
-                source,
-            })?;
-            services.redirects.push((fwd.server, to));
+        let smb_forwards = smb.iter().flat_map(|s| s.forwards());
+        let forwards: Vec<_> = services
+            .guestfwd
+            .iter()
+            .chain(smb_forwards)
+            .cloned()
+            .collect();
+        if !forwards.is_empty() {
+            let (helper, addrs) = crate::guestfwd::Helper::start(&forwards, smb)?;
+            for (fwd, to) in forwards.iter().zip(addrs) {
+                services.redirects.push((fwd.server, to));
+            }
+            self.guestfwd = Some(helper);
         }
         if !self.core.cfg.ipv4 {
             tracing::warn!("ipv4=off: the guest gets IPv6 service only");

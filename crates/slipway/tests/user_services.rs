@@ -151,6 +151,12 @@ fn network_boot_tftp_ping_and_guest_forwards() {
         log.contains("TFTP read") && log.contains("vmlinuz"),
         "iPXE loaded the kernel over TFTP:\n{log}"
     );
+    // All of it with the stack sandboxed: the forwards' commands and
+    // copies run in the helper forked before.
+    assert!(
+        log.contains("sandbox applied") && !log.contains("sandbox off"),
+        "the stack ran sandboxed:\n{log}"
+    );
 }
 
 /// `smb=DIR`: smbclient on a tap device (QEMU's hub joins it to slipway's
@@ -197,6 +203,10 @@ fn smb_share_reaches_smbd_through_the_stack() {
     );
     // QEMU went away: slipway exits and removes smbd's private directory.
     let log = slipway.wait_exit_ok();
+    assert!(
+        log.contains("sandbox applied"),
+        "the stack ran sandboxed (smbd started by its helper):\n{log}"
+    );
     let plain = log
         .replace("\u{1b}[3m", "")
         .replace("\u{1b}[0m", "")
