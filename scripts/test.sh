@@ -37,7 +37,7 @@ section "Rust toolchain"
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (1.80 or later, e.g. from https://rustup.rs) and rerun"
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (1.82 or later, e.g. from https://rustup.rs) and rerun"
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     command -v rustup >/dev/null || die "cargo fmt / cargo clippy missing and no rustup to add them"
     rustup component add rustfmt clippy
