@@ -1,4 +1,8 @@
-//! ARP: answers for the stack's virtual addresses and learns the guest's.
+//! ARP: answers for the stack's virtual addresses, learns the guests',
+//! and asks for a guest address the stack must send to but has not heard
+//! from ([`write_request`]).
+
+use std::net::Ipv4Addr;
 
 use smoltcp::wire::{
     ArpHardware, ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -8,7 +12,7 @@ use crate::ctx::{DropReason, ETHERNET_HEADER_LEN, GATEWAY_MAC};
 use crate::stack::Core;
 
 /// Length of an Ethernet/IPv4 ARP packet.
-const ARP_LEN: usize = 28;
+pub(crate) const ARP_LEN: usize = 28;
 
 /// Handles one ARP packet (the Ethernet payload) from `src_mac`.
 pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
@@ -70,7 +74,22 @@ pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
     }
 }
 
-fn ipv4(bytes: &[u8]) -> std::net::Ipv4Addr {
+/// Writes an ARP request from the gateway at `sender` asking who has
+/// `target` into `buf` (at least [`ARP_LEN`] bytes).
+pub(crate) fn write_request(buf: &mut [u8], sender: Ipv4Addr, target: Ipv4Addr) {
+    let mut req = ArpPacket::new_unchecked(&mut buf[..ARP_LEN]);
+    req.set_hardware_type(ArpHardware::Ethernet);
+    req.set_protocol_type(EthernetProtocol::Ipv4);
+    req.set_hardware_len(6);
+    req.set_protocol_len(4);
+    req.set_operation(ArpOperation::Request);
+    req.set_source_hardware_addr(GATEWAY_MAC.as_bytes());
+    req.set_source_protocol_addr(&sender.octets());
+    req.set_target_hardware_addr(&[0; 6]);
+    req.set_target_protocol_addr(&target.octets());
+}
+
+fn ipv4(bytes: &[u8]) -> Ipv4Addr {
     let mut o = [0u8; 4];
     o.copy_from_slice(&bytes[..4]);
     o.into()

@@ -6,12 +6,20 @@
 //! ([`GuestTx`]), registers host sockets ([`token`]), counts what it drops
 //! ([`Counters`]) and finds the guest's MAC address ([`Neighbours`]).
 //!
+//! Several VMs may share the link, so a destination address nobody has
+//! been heard from is resolved as a router does: the frame is held (a few
+//! per address) while an ARP request or neighbour solicitation asks who
+//! has it, released when the answer (or any frame from that address)
+//! arrives, and dropped and counted ([`DropReason::Unresolved`]) when
+//! nobody answers. Guessing the VM heard from last would send it to the
+//! wrong VM.
+//!
 //! Frames toward the guest are built in place in a pool of slots allocated
 //! once at start-up; each slot keeps four bytes in front of the frame so a
 //! stream attachment can write its length prefix without copying the frame.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 use smoltcp::wire::{
@@ -248,6 +256,7 @@ drop_reasons! {
     GuestTxFull => "guest-tx-full", "No room left in the queue toward the guest.";
     BadDhcp => "bad-dhcp", "A DHCP message that could not be parsed or answered.";
     HostSocketError => "host-socket-error", "The host refused to open or use a socket.";
+    Unresolved => "unresolved", "No guest answered address resolution for the destination (or too many frames waited for it).";
 }
 
 /// Frame and drop counters of one stack.
@@ -283,24 +292,76 @@ impl Counters {
 }
 
 /// IP address (either family) to MAC address of the guests on the link,
-/// learned from the frames they send.
+/// learned from the frames they send, and the frames held for addresses
+/// being resolved.
 #[derive(Clone, Debug, Default)]
 pub struct Neighbours {
     entries: Vec<(IpAddr, EthernetAddress)>,
     last_seen: Option<EthernetAddress>,
+    pending: Vec<Pending>,
+    /// Held frames whose address was learnt, with their destination MAC
+    /// written, waiting for [`Neighbours::take_released`].
+    released: Vec<Vec<u8>>,
+}
+
+/// An address being resolved and the frames held for it.
+#[derive(Clone, Debug)]
+struct Pending {
+    ip: IpAddr,
+    frames: Vec<Vec<u8>>,
+    /// When the next request goes out (or, after the last, when it ends).
+    next_try: Instant,
+    /// Requests sent so far.
+    tries: u32,
 }
 
 /// Most neighbours remembered; a guest cannot grow the table beyond it.
 const MAX_NEIGHBOURS: usize = 256;
+/// Most addresses resolved at once.
+const MAX_UNRESOLVED: usize = 32;
+/// Most frames held for one address being resolved.
+const MAX_HELD: usize = 8;
+/// Time between requests for an address, and how many go out before its
+/// frames are dropped (Linux's defaults: 1 s, 3 probes).
+pub const RESOLVE_RETRY: Duration = Duration::from_secs(1);
+const RESOLVE_TRIES: u32 = 3;
+
+/// What became of a frame handed to [`Neighbours::hold`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Held; the address is new, so a request must go out now.
+    Solicit,
+    /// Held behind a request already sent.
+    Waiting,
+    /// Not held: too many frames or addresses wait already.
+    Full,
+}
+
+/// Addresses to ask for again and frames dropped, from [`Neighbours::due`].
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Addresses whose request goes out again.
+    pub retry: Vec<IpAddr>,
+    /// Frames dropped because nobody answered for their address.
+    pub dropped: usize,
+}
 
 impl Neighbours {
     /// Records that `ip` is at `mac` (from an ARP packet, an IP frame or a
-    /// neighbour discovery message the guest sent).
+    /// neighbour discovery message the guest sent). Frames held for `ip`
+    /// are released.
     pub fn learn(&mut self, ip: impl Into<IpAddr>, mac: EthernetAddress) {
         let ip = ip.into();
         self.last_seen = Some(mac);
         if ip.is_unspecified() || ip.is_multicast() || !mac.is_unicast() {
             return;
+        }
+        if let Some(i) = self.pending.iter().position(|p| p.ip == ip) {
+            let pending = self.pending.swap_remove(i);
+            for mut frame in pending.frames {
+                frame[..6].copy_from_slice(mac.as_bytes());
+                self.released.push(frame);
+            }
         }
         // The common case on the data path: the address heard from last.
         if let Some(last) = self.entries.last_mut().filter(|(a, _)| *a == ip) {
@@ -325,15 +386,65 @@ impl Neighbours {
         }
     }
 
-    /// MAC address of `ip`; falls back to the last guest heard from, which
-    /// is right for the single VM of a link.
+    /// MAC address of `ip`, if a guest at it has been heard from.
     pub fn lookup(&self, ip: impl Into<IpAddr>) -> Option<EthernetAddress> {
         let ip = ip.into();
         self.entries
             .iter()
+            .rev()
             .find(|(a, _)| *a == ip)
             .map(|(_, m)| *m)
-            .or(self.last_seen)
+    }
+
+    /// Holds `frame` (its destination MAC still to be written) until `ip`
+    /// is resolved.
+    pub fn hold(&mut self, ip: IpAddr, frame: Vec<u8>, now: Instant) -> Held {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.ip == ip) {
+            if p.frames.len() >= MAX_HELD {
+                return Held::Full;
+            }
+            p.frames.push(frame);
+            return Held::Waiting;
+        }
+        if self.pending.len() >= MAX_UNRESOLVED {
+            return Held::Full;
+        }
+        self.pending.push(Pending {
+            ip,
+            frames: vec![frame],
+            next_try: now + RESOLVE_RETRY,
+            tries: 1,
+        });
+        Held::Solicit
+    }
+
+    /// Held frames whose destination was learnt since the last call.
+    pub fn take_released(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// When [`Neighbours::due`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.next_try).min()
+    }
+
+    /// Requests due again and frames whose address nobody answered for.
+    pub fn due(&mut self, now: Instant) -> Due {
+        let mut due = Due::default();
+        self.pending.retain_mut(|p| {
+            if p.next_try > now {
+                return true;
+            }
+            if p.tries >= RESOLVE_TRIES {
+                due.dropped += p.frames.len();
+                return false;
+            }
+            p.tries += 1;
+            p.next_try = now + RESOLVE_RETRY;
+            due.retry.push(p.ip);
+            true
+        });
+        due
     }
 
     /// The guest heard from last, if any has spoken yet.
@@ -352,6 +463,15 @@ impl Neighbours {
     }
 }
 
+/// Where a frame toward the guests goes on the link.
+#[derive(Clone, Copy, Debug)]
+enum NextHop {
+    /// To this Ethernet address.
+    Mac(EthernetAddress),
+    /// To whoever answers for this address (held until then).
+    Resolve(IpAddr),
+}
+
 /// Everything a handler may use while it handles one event.
 pub struct Ctx<'a> {
     /// The network's configuration.
@@ -362,8 +482,8 @@ pub struct Ctx<'a> {
     pub registry: &'a Registry,
     /// Counters.
     pub counters: &'a mut Counters,
-    /// Guest MAC addresses.
-    pub neighbours: &'a Neighbours,
+    /// Guest MAC addresses (and frames held while resolving one).
+    pub neighbours: &'a mut Neighbours,
     /// Time of the current event.
     pub now: Instant,
     /// Next IPv4 identification value.
@@ -376,9 +496,12 @@ impl Ctx<'_> {
     /// `fill` write `payload_len` bytes of payload in place. The caller fills
     /// in its own transport checksum.
     ///
+    /// A `dst` no guest has been heard from is resolved first (the packet
+    /// is held meanwhile: see the module header).
+    ///
     /// Returns false when the packet was not queued: no room toward the
     /// guest (counted as [`DropReason::GuestTxFull`]), a payload larger
-    /// than the MTU allows, or no known MAC for `dst`.
+    /// than the MTU allows, or too many packets held for resolution.
     pub fn emit_ipv4(
         &mut self,
         src: Ipv4Addr,
@@ -387,18 +510,15 @@ impl Ctx<'_> {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let dst_mac = if dst.is_broadcast() || dst == self.cfg.broadcast() {
-            EthernetAddress::BROADCAST
+        let next = if dst.is_broadcast() || dst == self.cfg.broadcast() {
+            NextHop::Mac(EthernetAddress::BROADCAST)
         } else {
             match self.neighbours.lookup(dst) {
-                Some(mac) => mac,
-                None => {
-                    self.counters.drop(DropReason::NotForUs);
-                    return false;
-                }
+                Some(mac) => NextHop::Mac(mac),
+                None => NextHop::Resolve(dst.into()),
             }
         };
-        self.emit_ipv4_to(dst_mac, src, dst, protocol, payload_len, fill)
+        self.emit_ipv4_via(next, src, dst, protocol, payload_len, fill)
     }
 
     /// [`Ctx::emit_ipv4`] to an Ethernet address the caller already knows
@@ -412,6 +532,18 @@ impl Ctx<'_> {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
+        self.emit_ipv4_via(NextHop::Mac(dst_mac), src, dst, protocol, payload_len, fill)
+    }
+
+    fn emit_ipv4_via(
+        &mut self,
+        next: NextHop,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let total = IPV4_HEADER_LEN + payload_len;
         if total > self.cfg.mtu {
             self.counters.drop(DropReason::Oversized);
@@ -419,7 +551,7 @@ impl Ctx<'_> {
         }
         let ident = *self.ip_ident;
         *self.ip_ident = ident.wrapping_add(1);
-        self.queue_frame(dst_mac, EthernetProtocol::Ipv4, total, |buf| {
+        self.queue_frame(next, EthernetProtocol::Ipv4, total, |buf| {
             let mut ip = Ipv4Packet::new_unchecked(&mut *buf);
             ip.set_version(4);
             ip.set_header_len(IPV4_HEADER_LEN as u8);
@@ -454,15 +586,12 @@ impl Ctx<'_> {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let dst_mac = match dst_mac {
-            Some(mac) => mac,
-            None if dst.is_multicast() => ipv6_multicast_mac(dst),
+        let next = match dst_mac {
+            Some(mac) => NextHop::Mac(mac),
+            None if dst.is_multicast() => NextHop::Mac(ipv6_multicast_mac(dst)),
             None => match self.neighbours.lookup(dst) {
-                Some(mac) => mac,
-                None => {
-                    self.counters.drop(DropReason::NotForUs);
-                    return false;
-                }
+                Some(mac) => NextHop::Mac(mac),
+                None => NextHop::Resolve(dst.into()),
             },
         };
         let total = IPV6_HEADER_LEN + payload_len;
@@ -470,7 +599,7 @@ impl Ctx<'_> {
             self.counters.drop(DropReason::Oversized);
             return false;
         }
-        self.queue_frame(dst_mac, EthernetProtocol::Ipv6, total, |buf| {
+        self.queue_frame(next, EthernetProtocol::Ipv6, total, |buf| {
             let mut ip = Ipv6Packet::new_unchecked(&mut *buf);
             ip.set_version(6);
             ip.set_traffic_class(0);
@@ -484,17 +613,38 @@ impl Ctx<'_> {
         })
     }
 
-    /// Queues one frame to the guest at `dst_mac`: the gateway's Ethernet
+    /// Queues one frame to the guest at `next`: the gateway's Ethernet
     /// header with `ethertype`, then `packet_len` bytes that `fill` writes.
     /// Counts the frame, or the drop when the queue toward the guest is full.
     fn queue_frame(
         &mut self,
-        dst_mac: EthernetAddress,
+        next: NextHop,
         ethertype: EthernetProtocol,
         packet_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
         let frame_len = ETHERNET_HEADER_LEN + packet_len;
+        let dst_mac = match next {
+            NextHop::Mac(mac) => mac,
+            NextHop::Resolve(ip) => {
+                let mut frame = vec![0; frame_len];
+                let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+                eth.set_src_addr(GATEWAY_MAC);
+                eth.set_ethertype(ethertype);
+                fill(&mut frame[ETHERNET_HEADER_LEN..]);
+                return match self.neighbours.hold(ip, frame, self.now) {
+                    Held::Solicit => {
+                        self.solicit(ip);
+                        true
+                    }
+                    Held::Waiting => true,
+                    Held::Full => {
+                        self.counters.drop(DropReason::Unresolved);
+                        false
+                    }
+                };
+            }
+        };
         let queued = self.tx.push(|buf| {
             let buf = &mut buf[..frame_len];
             let mut eth = EthernetFrame::new_unchecked(&mut *buf);
@@ -511,6 +661,39 @@ impl Ctx<'_> {
             self.counters.drop(DropReason::GuestTxFull);
         }
         queued
+    }
+
+    /// Asks the link who has `ip`: an ARP request, or a neighbour
+    /// solicitation to its solicited-node group.
+    pub fn solicit(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(ip) => {
+                let sender = self.cfg.host;
+                self.queue_frame(
+                    NextHop::Mac(EthernetAddress::BROADCAST),
+                    EthernetProtocol::Arp,
+                    crate::arp::ARP_LEN,
+                    |buf| crate::arp::write_request(buf, sender, ip),
+                );
+            }
+            IpAddr::V6(ip) => crate::ndp::send_neighbour_solicit(self, ip),
+        }
+    }
+
+    /// Queues the held frames whose destination was learnt.
+    pub fn release_held(&mut self) {
+        for frame in self.neighbours.take_released() {
+            let len = frame.len();
+            if self.tx.push(|buf| {
+                buf[..len].copy_from_slice(&frame);
+                len
+            }) {
+                self.counters.frames_out += 1;
+                self.counters.bytes_out += len as u64;
+            } else {
+                self.counters.drop(DropReason::GuestTxFull);
+            }
+        }
     }
 
     /// [`Ctx::emit_ipv4`] or [`Ctx::emit_ipv6`], by the addresses' family;

@@ -74,7 +74,7 @@ impl Core {
             tx: &mut self.tx,
             registry,
             counters: &mut self.counters,
-            neighbours: &self.neighbours,
+            neighbours: &mut self.neighbours,
             now,
             ip_ident: &mut self.ip_ident,
         }
@@ -241,6 +241,8 @@ impl Stack {
             EthernetProtocol::Ipv6 => self.handle_ipv6(registry, src_mac, payload, now),
             _ => core.counters.drop(DropReason::UnsupportedProtocol),
         }
+        // The frame may have resolved an address frames were held for.
+        self.core.ctx(registry, now).release_held();
     }
 
     fn handle_ipv4(
@@ -470,6 +472,13 @@ impl Stack {
                 tftp.on_timer(&mut ctx);
             }
         }
+        let due = ctx.neighbours.due(now);
+        for ip in due.retry {
+            ctx.solicit(ip);
+        }
+        for _ in 0..due.dropped {
+            ctx.counters.drop(DropReason::Unresolved);
+        }
         self.ipv6_timer(registry, now);
     }
 
@@ -482,6 +491,7 @@ impl Stack {
             self.tftp.as_ref().and_then(|t| t.next_deadline()),
             self.ping.next_deadline(),
             self.v6.next_deadline(),
+            self.core.neighbours.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -760,11 +770,9 @@ mod tests {
         let (mut s, poll) = stack("restrict=on");
         feed(&mut s, &poll, &dhcp_discover());
         assert_eq!(s.guest_tx().len(), 1, "{:?}", s.counters());
-        // A guest that has only spoken DHCP is still reachable.
-        assert_eq!(
-            s.core.neighbours.lookup(Ipv4Addr::new(10, 0, 2, 15)),
-            Some(EthernetAddress(GUEST_MAC))
-        );
+        // An offered address is not the guest's yet (the acknowledgement
+        // teaches it; until then the stack would ask who has it).
+        assert_eq!(s.core.neighbours.lookup(Ipv4Addr::new(10, 0, 2, 15)), None);
         let reply = s.guest_tx().frame(0).to_vec();
         let ip = Ipv4Packet::new_checked(&reply[14..]).unwrap();
         assert_eq!(ip.src_addr(), Ipv4Addr::new(10, 0, 2, 2));
@@ -1059,6 +1067,109 @@ pub(crate) mod udp_tests {
             port,
             "the reply leaves through the forward's socket"
         );
+    }
+
+    /// A free UDP port on loopback of `family`.
+    fn free_udp_port(bind: &str) -> u16 {
+        let probe = std::net::UdpSocket::bind(bind).unwrap();
+        probe.local_addr().unwrap().port()
+    }
+
+    /// Several VMs on the link: a datagram for a guest address nobody has
+    /// been heard from is held while the stack asks for it (not sent to the
+    /// VM heard from last), released to the VM that answers, and dropped
+    /// and counted when nobody answers.
+    #[test]
+    fn unknown_guest_addresses_are_resolved_not_guessed() {
+        let mut poll = mio::Poll::new().unwrap();
+        let (p1, p2, p6) = (
+            free_udp_port("127.0.0.1:0"),
+            free_udp_port("127.0.0.1:0"),
+            free_udp_port("[::1]:0"),
+        );
+        let mut stack = Stack::new(
+            parse_options(&format!(
+                "hostfwd=udp:127.0.0.1:{p1}-10.0.2.20:7777,hostfwd=udp:127.0.0.1:{p2}-10.0.2.21:7777,\
+                 hostfwd=udp:[::1]:{p6}-[fec0::99]:7777"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        stack.start(poll.registry()).unwrap();
+        // VM A (10.0.2.15) speaks; the forward's guest is another VM.
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"hi", ("127.0.0.1", p1)).unwrap();
+        pump_host(&mut stack, &mut poll);
+        assert_eq!(stack.guest_tx().len(), 1);
+        let req = stack.guest_tx().frame(0).to_vec();
+        stack.guest_tx().clear();
+        assert_eq!(&req[..6], &[0xff; 6], "an ARP request, broadcast");
+        assert_eq!(&req[12..14], &[0x08, 0x06]);
+        assert_eq!(&req[20..22], &[0, 1], "request");
+        assert_eq!(&req[28..32], &[10, 0, 2, 2], "asked by the host address");
+        assert_eq!(&req[38..42], &[10, 0, 2, 20], "for the forward's guest");
+        // VM C answers from 10.0.2.20: the held datagram goes to it.
+        const C: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0c];
+        let mut reply = GATEWAY_MAC.as_bytes().to_vec();
+        reply.extend_from_slice(&C);
+        reply.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+        reply.extend_from_slice(&C);
+        reply.extend_from_slice(&[10, 0, 2, 20]);
+        reply.extend_from_slice(GATEWAY_MAC.as_bytes());
+        reply.extend_from_slice(&[10, 0, 2, 2]);
+        stack.handle_frame(poll.registry(), &reply, Instant::now());
+        assert_eq!(stack.guest_tx().len(), 1);
+        let frame = stack.guest_tx().frame(0).to_vec();
+        stack.guest_tx().clear();
+        assert_eq!(&frame[..6], &C);
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!(ip.dst_addr(), Ipv4Addr::new(10, 0, 2, 20));
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr())
+        ));
+        assert_eq!(udp.payload(), b"hi");
+        // IPv6: a neighbour solicitation to the solicited-node group.
+        let client6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        client6.send_to(b"hi6", ("::1", p6)).unwrap();
+        pump_host(&mut stack, &mut poll);
+        let ns = stack.guest_tx().frame(0).to_vec();
+        stack.guest_tx().clear();
+        assert_eq!(&ns[..6], &[0x33, 0x33, 0xff, 0, 0, 0x99]);
+        let ip6 = smoltcp::wire::Ipv6Packet::new_checked(&ns[14..]).unwrap();
+        assert_eq!(
+            ip6.dst_addr(),
+            "ff02::1:ff00:99".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        let icmp = smoltcp::wire::Icmpv6Packet::new_checked(ip6.payload()).unwrap();
+        assert!(icmp.verify_checksum(&ip6.src_addr(), &ip6.dst_addr()));
+        assert_eq!(
+            icmp.msg_type(),
+            smoltcp::wire::Icmpv6Message::NeighborSolicit
+        );
+        assert_eq!(
+            &ip6.payload()[8..24],
+            &"fec0::99".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
+        // Nobody answers for 10.0.2.21 (nor fec0::99): asked three times,
+        // then the datagrams are dropped and counted.
+        client.send_to(b"lost", ("127.0.0.1", p2)).unwrap();
+        pump_host(&mut stack, &mut poll);
+        stack.guest_tx().clear();
+        let t0 = Instant::now();
+        for s in 1..=2 {
+            stack.on_timer(poll.registry(), t0 + Duration::from_secs(s));
+            assert_eq!(stack.guest_tx().len(), 2, "both asked again");
+            stack.guest_tx().clear();
+        }
+        assert_eq!(stack.counters().drops(DropReason::Unresolved), 0);
+        stack.on_timer(poll.registry(), t0 + Duration::from_secs(3));
+        assert!(stack.guest_tx().is_empty());
+        assert_eq!(stack.counters().drops(DropReason::Unresolved), 2);
+        assert_eq!(stack.core.neighbours.next_deadline(), None);
     }
 
     #[test]

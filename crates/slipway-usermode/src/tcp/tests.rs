@@ -85,7 +85,7 @@ macro_rules! ctx {
             tx: &mut $h.tx,
             registry: $h.poll.registry(),
             counters: &mut $h.counters,
-            neighbours: &$h.neighbours,
+            neighbours: &mut $h.neighbours,
             now: Instant::now(),
             ip_ident: &mut $h.ip_ident,
         }
