@@ -158,31 +158,34 @@ impl DnsServerBuilder {
 
     /// Starts dnsmasq on a free port of 127.0.0.1 (UDP and TCP).
     pub fn start(self) -> Result<DnsServer> {
-        let (child, log, port) = start_on_free_port(
-            "dnsmasq",
-            "dnsmasq-base",
-            Ipv4Addr::LOCALHOST.into(),
-            |port| {
-                let mut cmd = Command::new("dnsmasq");
-                cmd.args([
-                    "--no-daemon",
-                    "--conf-file=/dev/null",
-                    // Never forward: no resolv.conf, no upstream servers.
-                    "--no-resolv",
-                    "--no-poll",
-                    "--no-hosts",
-                    "--pid-file",
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--log-queries",
-                    "--log-facility=-",
-                    &format!("--port={port}"),
-                ])
-                .args(&self.args);
-                cmd
-            },
-        )?;
+        self.start_on(Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Starts dnsmasq on a free port of `ip` (e.g. `::1`, for an IPv6
+    /// upstream).
+    pub fn start_on(self, ip: IpAddr) -> Result<DnsServer> {
+        let listen = format!("--listen-address={ip}");
+        let (child, log, port) = start_on_free_port("dnsmasq", "dnsmasq-base", ip, |port| {
+            let mut cmd = Command::new("dnsmasq");
+            cmd.args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                // Never forward: no resolv.conf, no upstream servers.
+                "--no-resolv",
+                "--no-poll",
+                "--no-hosts",
+                "--pid-file",
+                &listen,
+                "--bind-interfaces",
+                "--log-queries",
+                "--log-facility=-",
+                &format!("--port={port}"),
+            ])
+            .args(&self.args);
+            cmd
+        })?;
         Ok(DnsServer {
+            ip,
             port,
             log,
             _child: child,
@@ -190,9 +193,10 @@ impl DnsServerBuilder {
     }
 }
 
-/// A real DNS server on 127.0.0.1 (dnsmasq) that answers only the names it
-/// was given and never forwards anywhere.
+/// A real DNS server on 127.0.0.1 or another loopback address (dnsmasq)
+/// that answers only the names it was given and never forwards anywhere.
 pub struct DnsServer {
+    ip: IpAddr,
     port: u16,
     log: Capture,
     _child: ChildGuard,
@@ -218,9 +222,9 @@ impl DnsServer {
         self.port
     }
 
-    /// Its address, 127.0.0.1:port.
+    /// Its address, 127.0.0.1:port unless started on another.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// dnsmasq's log so far, one line per query and answer (`query[A]
@@ -231,7 +235,8 @@ impl DnsServer {
     }
 }
 
-/// A UDP echo server on 127.0.0.1: every datagram goes back to its sender.
+/// A UDP echo server on 127.0.0.1 (or another local address): every
+/// datagram goes back to its sender.
 pub struct UdpEchoServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -239,10 +244,15 @@ pub struct UdpEchoServer {
 }
 
 impl UdpEchoServer {
-    /// Starts it on a free port.
+    /// Starts it on a free port of 127.0.0.1.
     pub fn start() -> Result<UdpEchoServer> {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| Error::io("binding the UDP echo socket on 127.0.0.1", e))?;
+        UdpEchoServer::start_on(Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Starts it on a free port of `ip` (e.g. `::1`).
+    pub fn start_on(ip: IpAddr) -> Result<UdpEchoServer> {
+        let socket = UdpSocket::bind((ip, 0))
+            .map_err(|e| Error::io(format!("binding the UDP echo socket on {ip}"), e))?;
         let addr = socket
             .local_addr()
             .map_err(|e| Error::io("reading the UDP echo address", e))?;
@@ -268,7 +278,7 @@ impl UdpEchoServer {
         })
     }
 
-    /// Its address, 127.0.0.1:port.
+    /// Its address, e.g. 127.0.0.1:port.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -327,7 +337,7 @@ impl TcpEchoServer {
         })
     }
 
-    /// Its address, 127.0.0.1:port.
+    /// Its address, e.g. 127.0.0.1:port.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -338,7 +338,12 @@ impl Stack {
             .as_mut()
             .filter(|_| dst == core.cfg.host && dport == slipway_tftp::TFTP_PORT)
         {
-            tftp.on_datagram(&mut core.ctx(registry, now), guest, remote, payload);
+            tftp.on_datagram(
+                &mut core.ctx(registry, now),
+                guest.into(),
+                remote.into(),
+                payload,
+            );
             return;
         }
         if core.cfg.services.owns(dst) {

@@ -1,4 +1,6 @@
-//! `tftp=`: the read-only TFTP server at the host address, port 69.
+//! `tftp=`: the read-only TFTP server at the host address, port 69, in
+//! both families (the IPv4 host address and the IPv6 one, `fec0::2` by
+//! default).
 //!
 //! The protocol is [`slipway_tftp`]'s; this module only carries its
 //! datagrams inside the stack. As libslirp does, every packet of every
@@ -7,13 +9,14 @@
 //! `limits.max_tftp_transfers` transfers (default
 //! [`slipway_tftp::MAX_TRANSFERS`]) run at once.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Instant;
 
 use slipway_tftp::{ErrorCode, Root, Step, Transfer};
 
-use crate::ctx::{Ctx, IPV4_HEADER_LEN};
+use crate::config::StackConfig;
+use crate::ctx::{Ctx, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use crate::udp;
 
 /// Size of a UDP header.
@@ -24,7 +27,7 @@ const DATA_HEADER_LEN: usize = 4;
 /// The server: its root and the transfers in progress.
 pub(crate) struct TftpService {
     root: Root,
-    transfers: Vec<(SocketAddrV4, Transfer)>,
+    transfers: Vec<(SocketAddr, Transfer)>,
 }
 
 impl TftpService {
@@ -36,13 +39,14 @@ impl TftpService {
         })
     }
 
-    /// Handles one datagram from `guest` to `server` (the host address,
-    /// port 69): a new request, or an ACK or ERROR of a transfer.
+    /// Handles one datagram from `guest` to `server` (the host address of
+    /// its family, port 69): a new request, or an ACK or ERROR of a
+    /// transfer.
     pub fn on_datagram(
         &mut self,
         ctx: &mut Ctx,
-        guest: SocketAddrV4,
-        server: SocketAddrV4,
+        guest: SocketAddr,
+        server: SocketAddr,
         payload: &[u8],
     ) {
         let opcode = payload.get(..2).map(|o| u16::from_be_bytes([o[0], o[1]]));
@@ -56,19 +60,17 @@ impl TftpService {
             return;
         };
         let step = self.transfers[i].1.on_packet(payload, ctx.now);
-        self.apply(ctx, i, server, step);
+        self.apply(ctx, i, step);
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &mut Ctx,
-        guest: SocketAddrV4,
-        server: SocketAddrV4,
-        payload: &[u8],
-    ) {
+    fn on_request(&mut self, ctx: &mut Ctx, guest: SocketAddr, server: SocketAddr, payload: &[u8]) {
         // A new request from the same port replaces the old transfer.
         self.transfers.retain(|(g, _)| *g != guest);
-        let max_blksize = ctx.cfg.mtu - IPV4_HEADER_LEN - UDP_HEADER_LEN - DATA_HEADER_LEN;
+        let ip_header_len = match guest {
+            SocketAddr::V4(_) => IPV4_HEADER_LEN,
+            SocketAddr::V6(_) => IPV6_HEADER_LEN,
+        };
+        let max_blksize = ctx.cfg.mtu - ip_header_len - UDP_HEADER_LEN - DATA_HEADER_LEN;
         let max_blksize = u16::try_from(max_blksize).unwrap_or(slipway_tftp::MAX_BLKSIZE);
         let started = slipway_tftp::parse_request(payload)
             .inspect_err(|e| tracing::info!(%guest, error = %e, "TFTP request refused"))
@@ -98,8 +100,9 @@ impl TftpService {
         }
     }
 
-    fn apply(&mut self, ctx: &mut Ctx, i: usize, server: SocketAddrV4, step: Step) {
+    fn apply(&mut self, ctx: &mut Ctx, i: usize, step: Step) {
         let guest = self.transfers[i].0;
+        let server = server_for(ctx.cfg, guest);
         match step {
             Step::Send => {
                 // A full queue toward the guest is a loss like any other:
@@ -120,13 +123,12 @@ impl TftpService {
 
     /// Retransmits or abandons the transfers whose timers expired.
     pub fn on_timer(&mut self, ctx: &mut Ctx) {
-        let server = SocketAddrV4::new(ctx.cfg.host, slipway_tftp::TFTP_PORT);
         let mut i = 0;
         while i < self.transfers.len() {
             if self.transfers[i].1.deadline() <= ctx.now {
                 let len = self.transfers.len();
                 let step = self.transfers[i].1.on_timeout(ctx.now);
-                self.apply(ctx, i, server, step);
+                self.apply(ctx, i, step);
                 if self.transfers.len() < len {
                     // swap_remove moved another transfer into slot i.
                     continue;
@@ -146,6 +148,16 @@ impl TftpService {
     pub fn active(&self) -> usize {
         self.transfers.len()
     }
+}
+
+/// The server end of a transfer with `guest`: port 69 at the host address
+/// of the guest's family.
+fn server_for(cfg: &StackConfig, guest: SocketAddr) -> SocketAddr {
+    let ip = match guest {
+        SocketAddr::V4(_) => IpAddr::V4(cfg.host),
+        SocketAddr::V6(_) => IpAddr::V6(cfg.ipv6.host),
+    };
+    SocketAddr::new(ip, slipway_tftp::TFTP_PORT)
 }
 
 #[cfg(test)]

@@ -4,7 +4,11 @@
 //! host `[::1]` through it, resolves a name through the IPv6 DNS address
 //! (relayed to a dnsmasq on loopback), and a host client reaches the
 //! guest's httpd through an IPv6 forward (`hostfwd=tcp:[::1]:PORT-:8080`,
-//! guest address left to the learned SLAAC address).
+//! guest address left to the learned SLAAC address). The DNS upstream is
+//! itself on `[::1]`, a UDP echo server on `[::1]` is reached through
+//! `fec0::2` (ncat -u, its stdin held open a moment: at end of input it
+//! may exit before the echo is back), and busybox tftp fetches a file from the TFTP
+//! server at `fec0::2`.
 //!
 //! Router advertisement options, stateless DHCPv6 and real ICMPv6 echo
 //! are checked against clients nobody here wrote: `rdisc6` (ndisc6), ISC
@@ -14,7 +18,7 @@
 
 use std::net::Ipv6Addr;
 
-use slipway_testkit::{DnsServer, Guest, HttpServer};
+use slipway_testkit::{DnsServer, Guest, HttpServer, UdpEchoServer};
 
 mod common;
 use common::{assert_serves, check, s, unix_stream_netdev, wait_line, Slipway};
@@ -26,8 +30,12 @@ fn slaac_ping_http_dns_and_forward_over_ipv6() {
     let http = HttpServer::serve_dir_on(dir.path(), Ipv6Addr::LOCALHOST.into()).unwrap();
     let dns = DnsServer::builder()
         .host("v6.example.test", "192.0.2.66".parse().unwrap())
-        .start()
+        .start_on(Ipv6Addr::LOCALHOST.into())
         .unwrap();
+    let echo = UdpEchoServer::start_on(Ipv6Addr::LOCALHOST.into()).unwrap();
+    let tftp = dir.path().join("tftp");
+    std::fs::create_dir(&tftp).unwrap();
+    std::fs::write(tftp.join("t6.txt"), "tftp-over-ipv6\n").unwrap();
     let fwd = slipway_testkit::free_port().unwrap();
     let sock = dir.path().join("vm.sock");
     let mut slipway = Slipway::start(&[
@@ -35,7 +43,7 @@ fn slaac_ping_http_dns_and_forward_over_ipv6() {
         sock.display().to_string(),
         s("--dns-upstream"),
         dns.addr().to_string(),
-        format!("hostfwd=tcp:[::1]:{fwd}-:8080"),
+        format!("hostfwd=tcp:[::1]:{fwd}-:8080,tftp={}", tftp.display()),
     ]);
     slipway.wait_for_path(&sock);
     // No IPv4 at all in the guest: everything below goes over IPv6.
@@ -49,12 +57,15 @@ fn slaac_ping_http_dns_and_forward_over_ipv6() {
          wget -q -O /tmp/v6.txt 'http://[fec0::2]:{http}/v6.txt' && result http \"$(cat /tmp/v6.txt)\"\n\
          nslookup v6.example.test fec0::3 > /tmp/ns 2>&1; grep -q 192.0.2.66 /tmp/ns && result dns6 ok\n\
          cat /tmp/ns\n\
+         (echo udp6-hello; sleep 3) | timeout 20 ncat -u -i 2 fec0::2 {echo} > /tmp/u6 2> /tmp/u6.err; result udp6 \"$(head -n1 /tmp/u6)\"; cat /tmp/u6.err\n\
+         tftp -g -r t6.txt -l /tmp/t6.txt fec0::2 && result tftp6 \"$(cat /tmp/t6.txt)\"\n\
          ip -6 addr show dev eth0\n\
          mkdir -p /www && echo guest-page-v6 > /www/index.html\n\
          httpd -p 8080 -h /www\n\
          ready forwards\n\
          sleep 120\n",
         http = http.port(),
+        echo = echo.port(),
     );
     let mut guest = Guest::builder()
         .netdev(&unix_stream_netdev(&sock))
@@ -83,6 +94,8 @@ fn slaac_ping_http_dns_and_forward_over_ipv6() {
         ("ping6_dns", "ok"),
         ("http", "served-over-ipv6"),
         ("dns6", "ok"),
+        ("udp6", "udp6-hello"),
+        ("tftp6", "tftp-over-ipv6"),
     ] {
         check(&out, &slipway, key, want);
     }
