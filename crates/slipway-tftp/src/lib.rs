@@ -18,6 +18,8 @@
 //! more requests with an error, so a flood of requests costs a bounded
 //! amount of memory and file descriptors.
 
+#![deny(missing_docs)]
+
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
