@@ -378,12 +378,20 @@ impl Neighbours {
         self.entries.push((ip, mac));
     }
 
-    /// Forgets every address at `mac` (that VM left a shared link).
-    pub fn forget(&mut self, mac: EthernetAddress) {
+    /// Forgets every address at `mac` (that VM left a shared link) and
+    /// returns them.
+    pub fn forget(&mut self, mac: EthernetAddress) -> Vec<IpAddr> {
+        let gone = self
+            .entries
+            .iter()
+            .filter(|(_, m)| *m == mac)
+            .map(|(a, _)| *a)
+            .collect();
         self.entries.retain(|(_, m)| *m != mac);
         if self.last_seen == Some(mac) {
             self.last_seen = None;
         }
+        gone
     }
 
     /// MAC address of `ip`, if a guest at it has been heard from.

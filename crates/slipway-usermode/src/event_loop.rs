@@ -269,7 +269,7 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
             }
         }
         for mac in attach.take_departed() {
-            stack.forget_guest(mac);
+            stack.forget_guest(&registry, mac, now);
         }
         for _ in 0..attach.take_drops() {
             stack.count_drop(DropReason::GuestTxFull);

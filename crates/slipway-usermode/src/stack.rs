@@ -199,10 +199,17 @@ impl Stack {
     }
 
     /// Forgets a guest at `mac` that left a link other VMs still share:
-    /// its neighbour entries go, everything else (other VMs' addresses and
-    /// queued frames, flows, leases) stays.
-    pub fn forget_guest(&mut self, mac: EthernetAddress) {
-        self.core.neighbours.forget(mac);
+    /// its neighbour entries go, and the flows of its addresses are closed
+    /// at once (TCP host sockets reset, UDP flows dropped) rather than left
+    /// to time out; everything else (other VMs' addresses, queued frames
+    /// and flows, leases) stays.
+    pub fn forget_guest(&mut self, registry: &Registry, mac: EthernetAddress, now: Instant) {
+        let gone = self.core.neighbours.forget(mac);
+        let mut ctx = self.core.ctx(registry, now);
+        for ip in gone {
+            self.tcp.close_guest(&mut ctx, ip);
+            self.udp.close_guest(registry, ip);
+        }
     }
 
     /// Handles one Ethernet frame from the guest.
@@ -866,29 +873,51 @@ pub(crate) mod udp_tests {
 
     /// A guest UDP datagram from 10.0.2.15:`sport` to `dst`:`dport`.
     pub(crate) fn udp_frame(sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let len = 8 + payload.len();
+        let src = Ipv4Addr::new(10, 0, 2, 15);
+        ip_frame(
+            GUEST_MAC,
+            src,
+            dst,
+            IpProtocol::Udp,
+            8 + payload.len(),
+            |seg| {
+                let len = seg.len();
+                let mut udp = UdpPacket::new_unchecked(seg);
+                udp.set_src_port(sport);
+                udp.set_dst_port(dport);
+                udp.set_len(len as u16);
+                udp.payload_mut().copy_from_slice(payload);
+                udp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+            },
+        )
+    }
+
+    /// A guest IPv4 frame from `mac` at `src` to `dst` with a `len`-byte
+    /// payload that `fill` writes (with its checksum).
+    fn ip_frame(
+        mac: [u8; 6],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + len];
         f[..6].copy_from_slice(GATEWAY_MAC.as_bytes());
-        f[6..12].copy_from_slice(&GUEST_MAC);
+        f[6..12].copy_from_slice(&mac);
         f[12..14].copy_from_slice(&[0x08, 0]);
-        let src = Ipv4Addr::new(10, 0, 2, 15);
         {
             let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
             ip.set_version(4);
             ip.set_header_len(20);
             ip.set_total_len((20 + len) as u16);
             ip.set_hop_limit(64);
-            ip.set_next_header(IpProtocol::Udp);
+            ip.set_next_header(protocol);
             ip.set_src_addr(src);
             ip.set_dst_addr(dst);
             ip.fill_checksum();
         }
-        let mut udp = UdpPacket::new_unchecked(&mut f[34..]);
-        udp.set_src_port(sport);
-        udp.set_dst_port(dport);
-        udp.set_len(len as u16);
-        udp.payload_mut().copy_from_slice(payload);
-        udp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        fill(&mut f[34..]);
         f
     }
 
@@ -1072,6 +1101,54 @@ pub(crate) mod udp_tests {
             port,
             "the reply leaves through the forward's socket"
         );
+    }
+
+    /// A VM that leaves a shared link takes its flows with it: its TCP
+    /// connection's host socket is reset and its UDP flow dropped at once,
+    /// while another VM's flows stay.
+    #[test]
+    fn a_departed_vms_flows_close_and_the_others_stay() {
+        let poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        let (_server, port) = echo_server();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp_port = listener.local_addr().unwrap().port();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        const B_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0b];
+        let b = Ipv4Addr::new(10, 0, 2, 16);
+        let now = Instant::now();
+        // VM A: a UDP flow and a TCP connection; VM B: a UDP flow.
+        stack.handle_frame(poll.registry(), &udp_frame(4000, host, port, b"a"), now);
+        let a = Ipv4Addr::new(10, 0, 2, 15);
+        let syn = ip_frame(GUEST_MAC, a, host, IpProtocol::Tcp, 20, |seg| {
+            let mut tcp = smoltcp::wire::TcpPacket::new_unchecked(seg);
+            tcp.set_src_port(5000);
+            tcp.set_dst_port(tcp_port);
+            tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(1));
+            tcp.set_header_len(20);
+            tcp.clear_flags();
+            tcp.set_syn(true);
+            tcp.set_window_len(65535);
+            tcp.fill_checksum(&IpAddress::Ipv4(a), &IpAddress::Ipv4(host));
+        });
+        stack.handle_frame(poll.registry(), &syn, now);
+        let from_b = ip_frame(B_MAC, b, host, IpProtocol::Udp, 9, |seg| {
+            let mut udp = UdpPacket::new_unchecked(seg);
+            udp.set_src_port(4000);
+            udp.set_dst_port(port);
+            udp.set_len(9);
+            udp.payload_mut().copy_from_slice(b"b");
+            udp.fill_checksum(&IpAddress::Ipv4(b), &IpAddress::Ipv4(host));
+        });
+        stack.handle_frame(poll.registry(), &from_b, now);
+        assert_eq!(stack.udp.flows(now).count(), 2);
+        assert_eq!(stack.tcp.len(), 1, "{:?}", stack.counters());
+        stack.forget_guest(poll.registry(), EthernetAddress(GUEST_MAC), now);
+        assert_eq!(stack.tcp.len(), 0, "A's connection is gone");
+        let left: Vec<_> = stack.udp.flows(now).map(|f| f.guest).collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].ip(), std::net::IpAddr::V4(b), "B's flow stays");
     }
 
     /// A free UDP port on loopback of `family`.

@@ -447,6 +447,18 @@ impl UdpTable {
         self.next_sweep = (!self.by_endpoints.is_empty()).then_some(ctx.now + SWEEP_INTERVAL);
     }
 
+    /// Drops every flow of guest address `ip` (its VM left the link).
+    pub fn close_guest(&mut self, registry: &Registry, ip: IpAddr) {
+        for index in 0..self.flows.len() {
+            if self.flows[index]
+                .as_ref()
+                .is_some_and(|f| f.guest.ip() == ip)
+            {
+                self.remove(registry, index);
+            }
+        }
+    }
+
     fn remove(&mut self, registry: &Registry, index: usize) {
         let Some(flow) = self.flows[index].take() else {
             return;
@@ -460,7 +472,7 @@ impl UdpTable {
                 self.by_peer.remove(&(forward, peer));
             }
         }
-        tracing::debug!(guest = %flow.guest, remote = %flow.remote, "UDP flow closed (idle)");
+        tracing::debug!(guest = %flow.guest, remote = %flow.remote, "UDP flow closed");
         self.free.push(index);
     }
 

@@ -614,6 +614,19 @@ impl TcpTable {
         }
     }
 
+    /// Resets the host side of every connection of guest address `ip`
+    /// (its VM left the link; nobody is there to answer).
+    pub fn close_guest(&mut self, ctx: &mut Ctx, ip: IpAddr) {
+        for slot in 0..self.flows.len() {
+            if self.flows[slot]
+                .as_ref()
+                .is_some_and(|f| f.key.guest.ip() == ip)
+            {
+                self.apply(ctx, slot, Verdict::Abort);
+            }
+        }
+    }
+
     /// When [`TcpTable::on_timer`] next needs to run.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.sh.deadline
