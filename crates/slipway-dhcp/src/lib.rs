@@ -7,11 +7,13 @@
 //! frames, sockets or event loop here, so both users drive the same code.
 //!
 //! [`v6`] is the stateless DHCPv6 counterpart (DNS servers and search list
-//! for clients that got their address by SLAAC).
+//! for clients that got their address by SLAAC), and [`ra`] builds the
+//! router advertisements that send clients to it.
 
 #![deny(missing_docs)]
 
 mod config;
+pub mod ra;
 mod reply;
 mod request;
 mod server;

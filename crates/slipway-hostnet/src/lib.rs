@@ -20,6 +20,7 @@
 mod error;
 mod firewall;
 pub mod fsutil;
+mod ipv6;
 pub mod leases;
 pub mod netlink;
 pub mod service;

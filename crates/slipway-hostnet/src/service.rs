@@ -57,6 +57,8 @@ const DHCP: Token = Token(0);
 const UPSTREAM4: Token = Token(1);
 const UPSTREAM6: Token = Token(2);
 const TFTP: Token = Token(3);
+const ICMP6: Token = Token(4);
+const DHCP6: Token = Token(5);
 /// UDP DNS listeners are `Token(DNS_BASE + i)`.
 const DNS_BASE: usize = 16;
 /// TCP DNS listeners are `Token(TCP_BASE + i)`.
@@ -220,6 +222,8 @@ struct Service {
     file: ServiceFile,
     path: PathBuf,
     dhcp: Option<(DhcpServer, u8, UdpSocket)>,
+    /// Router advertisements and DHCPv6, when the network has IPv6.
+    ipv6: Option<crate::ipv6::Ipv6Service>,
     /// Shared with the threads serving TCP clients.
     zone: Arc<Mutex<LocalZone>>,
     listeners: Vec<UdpSocket>,
@@ -236,7 +240,11 @@ struct Service {
     zone_built: u64,
 }
 
-fn bound_udp(addr: SocketAddr, device: Option<&str>, broadcast: bool) -> Result<UdpSocket> {
+pub(crate) fn bound_udp(
+    addr: SocketAddr,
+    device: Option<&str>,
+    broadcast: bool,
+) -> Result<UdpSocket> {
     bound(addr, device, broadcast, Type::DGRAM).map(Into::into)
 }
 
@@ -282,12 +290,13 @@ impl Service {
         let saved = leases::load(&file.leases_file)?;
         if svc.ranges.iter().any(|r| r.start.is_ipv6()) {
             // Said once per start in the service's log: guests on the
-            // bridge get no IPv6 address from it.
+            // bridge configure their IPv6 addresses by SLAAC instead.
             tracing::warn!(
-                "IPv6 DHCP ranges of network {} are not served: bridge networks have no DHCPv6 or router advertisements yet",
+                "IPv6 DHCP ranges of network {} are not leased (stateless DHCPv6 only): guests get addresses in the prefix by SLAAC",
                 file.network
             );
         }
+        let ipv6 = crate::ipv6::Ipv6Service::new(svc)?;
         let dhcp = match dhcp_config(svc)? {
             Some((config, prefix)) => {
                 let mut server = DhcpServer::new(config)
@@ -364,6 +373,7 @@ impl Service {
             tftp,
             path: path.to_path_buf(),
             dhcp,
+            ipv6,
             zone: Arc::new(Mutex::new(zone)),
             listeners,
             tcp_listeners,
@@ -725,6 +735,11 @@ pub fn run(config: &Path) -> Result<()> {
     if let Some(t) = &svc.tftp {
         fds.push((t.socket().as_raw_fd(), TFTP));
     }
+    if let Some(v6) = &svc.ipv6 {
+        let [icmp, dhcp] = v6.fds();
+        fds.push((icmp, ICMP6));
+        fds.push((dhcp, DHCP6));
+    }
     for (i, s) in svc.listeners.iter().enumerate() {
         fds.push((s.as_raw_fd(), Token(DNS_BASE + i)));
     }
@@ -761,11 +776,16 @@ pub fn run(config: &Path) -> Result<()> {
                         t.ready();
                     }
                 }
+                ICMP6 => svc.ipv6.as_mut().map_or((), |v6| v6.icmp_ready()),
+                DHCP6 => svc.ipv6.as_mut().map_or((), |v6| v6.dhcp_ready()),
                 Token(t) if t >= TCP_BASE => svc.tcp_ready(t - TCP_BASE),
                 Token(t) => svc.dns_ready(t - DNS_BASE),
             }
         }
         svc.expire();
+        if let Some(v6) = &mut svc.ipv6 {
+            v6.tick();
+        }
         if crate::netlink::link_index(&svc.file.service.interface).is_none() {
             // The bridge was removed without stopping us: nothing left to serve.
             tracing::warn!("{} is gone: exiting", svc.file.service.interface);
@@ -816,6 +836,8 @@ mod tests {
             dns_hosts: Vec::new(),
             tftp_root: None,
             bootp: Some(("pxelinux.0".into(), Some("10.9.0.5".parse().unwrap()))),
+            ipv6_prefixes: Vec::new(),
+            ipv6_router: false,
         }
     }
 

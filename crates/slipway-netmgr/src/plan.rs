@@ -116,6 +116,25 @@ pub struct ServiceConfig {
     pub tftp_root: Option<String>,
     /// BOOTP file and server.
     pub bootp: Option<(String, Option<IpAddr>)>,
+    /// Router advertisements on the bridge, one prefix per IPv6 `<ip>`
+    /// (libvirt's dnsmasq sends them for every IPv6 address).
+    #[serde(default)]
+    pub ipv6_prefixes: Vec<RaPrefix>,
+    /// The advertisements make the bridge the guests' default router (the
+    /// network forwards); otherwise their router lifetime is 0.
+    #[serde(default)]
+    pub ipv6_router: bool,
+}
+
+/// One IPv6 prefix advertised on the bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaPrefix {
+    /// The bridge's address in it (also the advertised DNS server).
+    pub address: Ipv6Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Addresses in it come from a DHCPv6 range (managed) rather than SLAAC.
+    pub managed: bool,
 }
 
 /// A DHCP range with its lease time.
@@ -238,6 +257,13 @@ impl fmt::Display for ServiceConfig {
         }
         if let Some(mtu) = self.mtu {
             write!(f, "; mtu {mtu}")?;
+        }
+        for p in &self.ipv6_prefixes {
+            let how = if p.managed { "dhcpv6" } else { "slaac" };
+            write!(f, "; ra {}/{} {how}", p.address, p.prefix)?;
+        }
+        if !self.ipv6_prefixes.is_empty() && !self.ipv6_router {
+            write!(f, " no default route")?;
         }
         if !self.dns {
             return write!(f, "; dns off");
@@ -570,6 +596,19 @@ fn service(net: &Network, br: &str) -> Option<ServiceConfig> {
             .collect(),
         tftp_root: net.ips.iter().find_map(|ip| ip.tftp_root.clone()),
         bootp: None,
+        ipv6_prefixes: net
+            .ips
+            .iter()
+            .filter_map(|ip| match ip.address {
+                IpAddr::V6(address) => Some(RaPrefix {
+                    address,
+                    prefix: ip_prefix(ip),
+                    managed: ip.dhcp.as_ref().is_some_and(|d| !d.ranges.is_empty()),
+                }),
+                IpAddr::V4(_) => None,
+            })
+            .collect(),
+        ipv6_router: net.forward.is_some(),
     };
     let mut any_dhcp = false;
     for ip in &net.ips {
@@ -606,7 +645,7 @@ fn service(net: &Network, br: &str) -> Option<ServiceConfig> {
             svc.bootp = Some((b.file.clone(), b.server));
         }
     }
-    if !any_dhcp && !dns_on {
+    if !any_dhcp && !dns_on && svc.ipv6_prefixes.is_empty() {
         return None;
     }
     Some(svc)
@@ -698,6 +737,44 @@ mod tests {
         assert!(l.contains(&"ip route add 10.40.0.0/16 via 10.4.0.2 dev br4 metric 5".to_string()));
         assert!(l.contains(&"sysctl -w net.ipv6.conf.all.forwarding=1".to_string()));
         assert!(l.contains(&"sysctl -w net.ipv6.conf.br4.accept_ra=0".to_string()));
+        // No DHCP, but router advertisements for the IPv6 address: the
+        // service runs for them.
+        assert!(
+            l.last().unwrap().contains("; ra fd00::1/64 slaac; "),
+            "{l:#?}"
+        );
+    }
+
+    /// Each IPv6 `<ip>` is advertised; one with a DHCPv6 range is marked
+    /// managed; an isolated network is nobody's default router.
+    #[test]
+    fn ipv6_addresses_are_advertised() {
+        let p = plan_of(
+            "<network><name>i</name><bridge name='br7'/><dns enable='no'/>\
+             <ip family='ipv6' address='fd00:7::1' prefix='64'><dhcp><range start='fd00:7::10' end='fd00:7::20'/></dhcp></ip>\
+             <ip family='ipv6' address='fd00:8::1' prefix='48'/></network>",
+        );
+        let Some(Action::DhcpDns(svc)) = p.actions.last() else {
+            panic!("no service: {p:#?}");
+        };
+        assert!(!svc.ipv6_router);
+        let got: Vec<(String, u8, bool)> = svc
+            .ipv6_prefixes
+            .iter()
+            .map(|r| (r.address.to_string(), r.prefix, r.managed))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("fd00:7::1".into(), 64, true),
+                ("fd00:8::1".into(), 48, false)
+            ]
+        );
+        assert!(svc.to_string().ends_with(
+            "; ra fd00:7::1/64 dhcpv6; ra fd00:8::1/48 slaac no default route; dns off"
+        ));
+        let v4 = plan_of("<network><name>v</name><bridge name='br8'/><dns enable='no'/><ip address='10.8.0.1' prefix='24'/></network>");
+        assert!(!v4.actions.iter().any(|a| matches!(a, Action::DhcpDns(_))));
     }
 
     /// Two networks' firewall actions applied by the real nft in a namespace

@@ -13,16 +13,18 @@
 //! handed back to the caller to learn, so a forward can reach the guest's
 //! SLAAC address before the guest has sent anything from it.
 //!
-//! Wire formats are smoltcp's (`Icmpv6Packet`, `NdiscRepr`); only the
-//! RDNSS and DNSSL options, which smoltcp does not model, are written by
-//! hand.
+//! Wire formats are smoltcp's (`Icmpv6Packet`, `NdiscRepr`), except the
+//! router advertisement, which comes from `slipway_dhcp::ra` (shared with
+//! bridge networks; it also writes the RDNSS and DNSSL options smoltcp
+//! does not model).
 
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
+use slipway_dhcp::ra;
 use smoltcp::wire::{
-    EthernetAddress, Icmpv6Message, Icmpv6Packet, IpProtocol, NdiscNeighborFlags,
-    NdiscPrefixInfoFlags, NdiscPrefixInformation, NdiscRepr, NdiscRouterFlags, RawHardwareAddress,
+    EthernetAddress, Icmpv6Message, Icmpv6Packet, IpProtocol, NdiscNeighborFlags, NdiscRepr,
+    RawHardwareAddress,
 };
 
 use crate::config::ROUTER_LINK_LOCAL;
@@ -30,23 +32,12 @@ use crate::ctx::{Ctx, DropReason, GATEWAY_MAC};
 use crate::ping::PingTable;
 
 /// All-nodes multicast group (ff02::1): where unsolicited advertisements go.
-pub(crate) const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-/// How often an unsolicited router advertisement goes out (libslirp's
-/// minimum interval).
-pub(crate) const RA_INTERVAL: Duration = Duration::from_secs(200);
-/// Router lifetime advertised: three intervals (RFC 4861's default ratio).
-const ROUTER_LIFETIME: Duration = Duration::from_secs(3 * 200);
-/// Prefix lifetimes (libslirp's: valid one day, preferred four hours).
-const PREFIX_VALID: Duration = Duration::from_secs(86400);
-const PREFIX_PREFERRED: Duration = Duration::from_secs(14400);
-/// RDNSS option type (RFC 8106) and its length for one address (3 × 8 bytes).
-const OPT_RDNSS: u8 = 25;
-const RDNSS_LEN: usize = 24;
-/// DNSSL option type (RFC 8106): the DNS search list.
-const OPT_DNSSL: u8 = 31;
+pub(crate) const ALL_NODES: Ipv6Addr = ra::ALL_NODES;
+/// How often an unsolicited router advertisement goes out.
+pub(crate) const RA_INTERVAL: Duration = Duration::from_secs(ra::INTERVAL_SECS);
 /// Neighbour discovery messages must arrive with this hop limit (RFC 4861
 /// 6.1.1, 7.1.1): proof that they were not routed.
-const NDP_HOP_LIMIT: u8 = 255;
+const NDP_HOP_LIMIT: u8 = ra::NDP_HOP_LIMIT;
 
 /// Something the guest told about its own addresses: `(address, MAC)`.
 pub(crate) type Learned = Option<(Ipv6Addr, EthernetAddress)>;
@@ -246,13 +237,10 @@ pub(crate) fn send_neighbour_solicit(ctx: &mut Ctx, target: Ipv6Addr) {
 /// Sends a router advertisement to `dst` (`ff02::1` for an unsolicited
 /// one): the prefix for SLAAC, the link MTU, and (unless restricted) the
 /// DNS address and search list; with `restrict=on` the stack is no default
-/// router.
+/// router. The message is built by the shared [`slipway_dhcp::ra`].
 pub(crate) fn send_router_advert(ctx: &mut Ctx, dst_mac: Option<EthernetAddress>, dst: Ipv6Addr) {
-    let cfg = ctx.cfg;
-    let repr = router_advert(cfg);
-    let base = repr.buffer_len();
-    let dnssl = dnssl_len(cfg);
-    let len = base + if cfg.restrict { 0 } else { RDNSS_LEN + dnssl };
+    let msg = router_advert(ctx.cfg).to_bytes();
+    let len = msg.len();
     ctx.emit_ipv6(
         dst_mac,
         ROUTER_LINK_LOCAL,
@@ -261,78 +249,43 @@ pub(crate) fn send_router_advert(ctx: &mut Ctx, dst_mac: Option<EthernetAddress>
         len,
         |buf| {
             let out = &mut buf[..len];
-            repr.emit(&mut Icmpv6Packet::new_unchecked(&mut *out));
-            if !cfg.restrict {
-                let rdnss = &mut out[base..];
-                rdnss[0] = OPT_RDNSS;
-                rdnss[1] = (RDNSS_LEN / 8) as u8;
-                rdnss[2..4].fill(0);
-                rdnss[4..8].copy_from_slice(&(ROUTER_LIFETIME.as_secs() as u32).to_be_bytes());
-                rdnss[8..24].copy_from_slice(&cfg.ipv6.dns.octets());
-                if dnssl > 0 {
-                    write_dnssl(cfg, &mut out[base + RDNSS_LEN..]);
-                }
-            }
+            out.copy_from_slice(&msg);
             Icmpv6Packet::new_unchecked(out).fill_checksum(&ROUTER_LINK_LOCAL, &dst);
         },
     );
 }
 
-/// The search list (DHCP's domain name, then `dnssearch`) as DNS names.
-fn search_list(cfg: &crate::config::StackConfig) -> impl Iterator<Item = slipway_dns::Name> + '_ {
-    cfg.domainname
-        .iter()
-        .chain(&cfg.dnssearch)
-        .filter_map(|d| slipway_dns::Name::from_dotted(d))
-}
-
-/// Length of the DNSSL option (names in wire form, zero-padded to 8-byte
-/// units); 0 when there is no search list or it does not fit the option.
-fn dnssl_len(cfg: &crate::config::StackConfig) -> usize {
-    let names: usize = search_list(cfg).map(|n| n.as_wire().len()).sum();
-    let len = (8 + names).div_ceil(8) * 8;
-    if names == 0 || len / 8 > usize::from(u8::MAX) {
-        0
-    } else {
-        len
-    }
-}
-
-/// Writes the DNSSL option into `out` (exactly [`dnssl_len`] bytes).
-fn write_dnssl(cfg: &crate::config::StackConfig, out: &mut [u8]) {
-    out.fill(0);
-    out[0] = OPT_DNSSL;
-    out[1] = (out.len() / 8) as u8;
-    out[4..8].copy_from_slice(&(ROUTER_LIFETIME.as_secs() as u32).to_be_bytes());
-    let mut at = 8;
-    for name in search_list(cfg) {
-        let wire = name.as_wire();
-        out[at..at + wire.len()].copy_from_slice(wire);
-        at += wire.len();
-    }
-}
-
-/// The router advertisement for `cfg`, without the RDNSS and DNSSL options.
-fn router_advert(cfg: &crate::config::StackConfig) -> NdiscRepr<'static> {
-    NdiscRepr::RouterAdvert {
-        hop_limit: 64,
-        flags: NdiscRouterFlags::OTHER,
-        router_lifetime: if cfg.restrict {
-            smoltcp::time::Duration::ZERO
-        } else {
-            ROUTER_LIFETIME.into()
-        },
-        reachable_time: smoltcp::time::Duration::ZERO,
-        retrans_time: smoltcp::time::Duration::ZERO,
-        lladdr: Some(GATEWAY_MAC.into()),
+/// The router advertisement for `cfg`: the O flag (DNS from the stateless
+/// DHCPv6 server), the prefix with the A flag, RDNSS and DNSSL (DHCP's
+/// domain name, then `dnssearch`) unless restricted.
+fn router_advert(cfg: &crate::config::StackConfig) -> ra::RouterAdvert {
+    let lifetime = ra::ROUTER_LIFETIME_SECS;
+    ra::RouterAdvert {
+        source_mac: Some(GATEWAY_MAC.0),
+        router_lifetime: if cfg.restrict { 0 } else { lifetime },
+        managed: false,
+        other: true,
         mtu: Some(u32::try_from(cfg.mtu).unwrap_or(u32::MAX)),
-        prefix_info: Some(NdiscPrefixInformation {
-            prefix_len: cfg.ipv6.prefix_len,
-            flags: NdiscPrefixInfoFlags::ON_LINK | NdiscPrefixInfoFlags::ADDRCONF,
-            valid_lifetime: PREFIX_VALID.into(),
-            preferred_lifetime: PREFIX_PREFERRED.into(),
+        prefixes: vec![ra::Prefix {
             prefix: cfg.ipv6.prefix,
-        }),
+            len: cfg.ipv6.prefix_len,
+            autonomous: true,
+        }],
+        dns_servers: if cfg.restrict {
+            Vec::new()
+        } else {
+            vec![cfg.ipv6.dns]
+        },
+        search: if cfg.restrict {
+            Vec::new()
+        } else {
+            cfg.domainname
+                .iter()
+                .chain(&cfg.dnssearch)
+                .cloned()
+                .collect()
+        },
+        dns_lifetime: u32::from(lifetime),
     }
 }
 
@@ -523,7 +476,7 @@ mod tests {
             (EthernetAddress([0x33, 0x33, 0, 0, 0, 1]), ALL_NODES)
         );
         assert_eq!(&msg[6..8], &[0, 0]);
-        assert_eq!(msg.len(), want.len() - RDNSS_LEN);
+        assert_eq!(msg.len(), want.len() - 24, "no RDNSS");
     }
 
     #[test]
