@@ -27,6 +27,11 @@ const QEMU_PACKAGE: &str = "qemu-system-x86";
 /// Default limit for a whole guest run: boots take seconds under TCG, but the
 /// machine is shared with parallel builds and tests.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Least limit for a network boot: the emulated iPXE fetches kernel and
+/// initramfs (about 30 MB) over lock-step TFTP, one block per round trip,
+/// which alone took over 120 s on the loaded 2-core machine while still
+/// making progress.
+const NETBOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Set to print the guest console live on stderr while a test runs.
 const ECHO_ENV: &str = "SLIPWAY_TEST_CONSOLE";
 /// The kernel command line: console on the serial port the harness reads,
@@ -152,8 +157,11 @@ impl GuestBuilder {
     /// [`NETBOOT_FILE`], an iPXE script that loads `vmlinuz` and
     /// `initrd.cpio` (the base image plus this run's script) from the same
     /// directory; the DHCP server must hand out `boot.ipxe` as the boot file.
+    /// Raises the run's limit to at least 300 s (the download is slow under
+    /// emulation).
     pub fn network_boot(mut self, dir: &Path) -> Self {
         self.netboot_dir = Some(dir.to_path_buf());
+        self.timeout = self.timeout.max(NETBOOT_TIMEOUT);
         self
     }
 
