@@ -115,7 +115,9 @@ fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
 }
 
 /// Opens `/dev/net/tun` as the tap `name` (IFF_TAP | IFF_NO_PI: raw
-/// Ethernet frames, no packet-information header), non-blocking.
+/// Ethernet frames, no packet-information header; IFF_VNET_HDR: each frame
+/// behind a virtio-net header, so the stack can hand the namespace large
+/// TCP segments with the checksum left to it), non-blocking.
 pub(crate) fn open_tap(name: &[libc::c_char; libc::IFNAMSIZ]) -> Result<RawFd, Fail> {
     // SAFETY: a constant NUL-terminated path.
     let fd = unsafe {
@@ -128,7 +130,8 @@ pub(crate) fn open_tap(name: &[libc::c_char; libc::IFNAMSIZ]) -> Result<RawFd, F
         return Err(last("opening /dev/net/tun"));
     }
     let mut ifr = ifreq(name);
-    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    ifr.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     // SAFETY: TUNSETIFF takes an ifreq.
     if unsafe { libc::ioctl(fd, libc::TUNSETIFF as _, &mut ifr) } < 0 {
         let fail = last("creating the tap device (TUNSETIFF)");

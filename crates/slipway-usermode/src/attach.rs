@@ -37,7 +37,9 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 use smoltcp::wire::EthernetAddress;
 
-use crate::ctx::{token, DropReason, GuestTx, TokenKind, ETHERNET_HEADER_LEN, FRAME_PREFIX_LEN};
+use crate::ctx::{
+    token, DropReason, GuestTx, TokenKind, ETHERNET_HEADER_LEN, FRAME_PREFIX_LEN, VNET_HDR_LEN,
+};
 use crate::stack::Stack;
 use crate::switch::{Route, Switch};
 
@@ -134,8 +136,13 @@ enum Link {
         socket: UnixDatagram,
         peer: PeerAddr,
     },
-    /// A tap device: one frame per read and write.
-    Tap(Arc<OwnedFd>),
+    /// A tap device: one frame per read and write, each preceded by a
+    /// virtio-net header when the tap was opened with `IFF_VNET_HDR`
+    /// (`vnet`).
+    Tap {
+        fd: Arc<OwnedFd>,
+        vnet: bool,
+    },
 }
 
 /// A datagram peer's address, kept in the raw form `sendmmsg` takes.
@@ -188,7 +195,7 @@ impl Port {
         let stream = !matches!(link, Link::Dgram { .. });
         let rx_len = match link {
             Link::Dgram { .. } => 0,
-            Link::Tap(_) => DGRAM_SLOT,
+            Link::Tap { .. } => DGRAM_SLOT + VNET_HDR_LEN,
             _ => STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME,
         };
         Port {
@@ -214,7 +221,7 @@ impl Port {
             Link::Unix(s) => registry.register(s, t, interest),
             Link::Tcp(s) => registry.register(s, t, interest),
             Link::Dgram { socket, .. } => registry.register(socket, t, Interest::WRITABLE),
-            Link::Tap(fd) => registry.register(&mut SourceFd(&fd.as_raw_fd()), t, interest),
+            Link::Tap { fd, .. } => registry.register(&mut SourceFd(&fd.as_raw_fd()), t, interest),
         }
     }
 
@@ -223,7 +230,7 @@ impl Port {
             Link::Unix(s) => registry.deregister(s),
             Link::Tcp(s) => registry.deregister(s),
             Link::Dgram { socket, .. } => registry.deregister(socket),
-            Link::Tap(fd) => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
+            Link::Tap { fd, .. } => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
         };
     }
 
@@ -238,7 +245,7 @@ impl Port {
             Link::Unix(s) => flush_stream(s, tx, skip, writable),
             Link::Tcp(s) => flush_stream(s, tx, skip, writable),
             Link::Dgram { socket, peer } => flush_dgram(socket.as_raw_fd(), peer, tx, writable),
-            Link::Tap(fd) => flush_tap(fd.as_raw_fd(), tx, writable),
+            Link::Tap { fd, vnet } => flush_tap(fd.as_raw_fd(), *vnet, tx, writable),
         }
     }
 }
@@ -382,7 +389,11 @@ impl Attachment {
                 if !nonblocking {
                     return Err(err("non-blocking mode")(std::io::Error::last_os_error()));
                 }
-                link = Some(Link::Tap(fd.clone()));
+                let vnet = tap_vnet_hdr(fd.as_raw_fd()).map_err(err("virtio-net header"))?;
+                link = Some(Link::Tap {
+                    fd: fd.clone(),
+                    vnet,
+                });
             }
         }
         let mut ports = Vec::new();
@@ -422,6 +433,16 @@ impl Attachment {
             Some(Listener::Tcp(l)) => l.local_addr().ok(),
             _ => None,
         }
+    }
+
+    /// Whether the link takes TCP segmentation-offload frames (a tap with
+    /// virtio-net headers): the stack's queue should then
+    /// [`GuestTx::enable_offload`].
+    pub fn takes_offload(&self) -> bool {
+        self.ports
+            .iter()
+            .flatten()
+            .any(|p| matches!(p.link, Link::Tap { vnet: true, .. }))
     }
 
     /// Whether a VM link is open (for datagrams: a VM has sent a frame).
@@ -680,7 +701,7 @@ impl Attachment {
         let read = match &mut port.link {
             Link::Unix(s) => s.read(buf),
             Link::Tcp(s) => s.read(buf),
-            Link::Tap(_) => return self.receive_tap(i, registry, stack, now),
+            Link::Tap { .. } => return self.receive_tap(i, registry, stack, now),
             Link::Dgram { .. } => return LinkState::Unchanged,
         };
         match read {
@@ -753,7 +774,7 @@ impl Attachment {
         now: Instant,
     ) -> LinkState {
         let Some(Port {
-            link: Link::Tap(fd),
+            link: Link::Tap { fd, vnet },
             rx,
             ..
         }) = self.ports[i].as_mut()
@@ -761,6 +782,7 @@ impl Attachment {
             return LinkState::Unchanged;
         };
         let fd = fd.as_raw_fd();
+        let skip = if *vnet { VNET_HDR_LEN } else { 0 };
         let mut rx = std::mem::take(rx);
         let mut state = LinkState::Unchanged;
         for _ in 0..TAP_READ_BATCH {
@@ -783,7 +805,8 @@ impl Attachment {
                 }
                 break;
             }
-            self.deliver(i, &rx[..n as usize], registry, stack, now);
+            let frame = rx.get(skip..n as usize).unwrap_or_default();
+            self.deliver(i, frame, registry, stack, now);
         }
         if let Some(port) = self.ports[i].as_mut() {
             port.rx = rx;
@@ -1070,11 +1093,43 @@ impl Attachment {
     }
 }
 
-/// Writes queued frames to a tap, one `write` each.
-fn flush_tap(fd: RawFd, tx: &mut GuestTx, writable: &mut bool) -> Result<usize, VmGone> {
+/// Whether the tap `fd` was opened with `IFF_VNET_HDR`; if so, fixes its
+/// header length at [`VNET_HDR_LEN`] (the layout [`GuestTx`] writes).
+fn tap_vnet_hdr(fd: RawFd) -> std::io::Result<bool> {
+    // SAFETY: all-zero is a valid ifreq; TUNGETIFF fills it in.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: TUNGETIFF takes an ifreq.
+    if unsafe { libc::ioctl(fd, libc::TUNGETIFF as _, &mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: TUNGETIFF filled in the flags member.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    if i32::from(flags) & libc::IFF_VNET_HDR == 0 {
+        return Ok(false);
+    }
+    let len = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads an int.
+    if unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ as _, &len) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
+/// Writes queued frames to a tap, one `write` each (with its virtio-net
+/// header when the tap has them: `vnet`).
+fn flush_tap(
+    fd: RawFd,
+    vnet: bool,
+    tx: &mut GuestTx,
+    writable: &mut bool,
+) -> Result<usize, VmGone> {
     let mut sent = 0;
     while !tx.is_empty() {
-        let frame = tx.frame(0);
+        let frame = if vnet {
+            tx.frame_with_vnet_hdr(0)
+        } else {
+            tx.frame(0)
+        };
         // SAFETY: writes from a queued frame.
         let rc = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
         if rc < 0 {

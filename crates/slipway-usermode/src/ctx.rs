@@ -15,8 +15,9 @@
 //! wrong VM.
 //!
 //! Frames toward the guest are built in place in a pool of slots allocated
-//! once at start-up; each slot keeps four bytes in front of the frame so a
-//! stream attachment can write its length prefix without copying the frame.
+//! once at start-up; each slot keeps room in front of the frame so a
+//! stream attachment can write its length prefix, and a tap its virtio-net
+//! header, without copying the frame.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -41,37 +42,83 @@ pub const IPV6_HEADER_LEN: usize = 40;
 /// Room kept in front of every queued frame for a stream length prefix.
 pub const FRAME_PREFIX_LEN: usize = 4;
 
+/// Length of the `virtio_net_hdr` a tap opened with `IFF_VNET_HDR` puts in
+/// front of every frame (the kernel's default `TUNSETVNETHDRSZ`).
+pub const VNET_HDR_LEN: usize = 10;
+/// Room kept in front of every slot's frame: the stream length prefix and
+/// the virtio-net header both end where the frame starts.
+const SLOT_HEADROOM: usize = 12;
+/// Largest IP packet a segmentation-offload frame carries.
+pub const MAX_OFFLOAD_PACKET: usize = 65535;
+
+/// `virtio_net_hdr` flag: the checksum from `csum_start` is left to the
+/// receiver (the pseudo-header sum is in place).
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// `virtio_net_hdr` GSO types.
+const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+
+/// A TCP segment the attachment's receiver finishes (a tap with
+/// `IFF_VNET_HDR`): it computes the checksum from the pseudo-header sum the
+/// stack put in place, and a segment with more than `mss` bytes of payload
+/// arrives as one large (GRO-like) packet of `mss`-sized segments.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpOffload {
+    /// Payload bytes per segment on the wire (the guest's MSS).
+    pub mss: u16,
+    /// Length of the TCP header (options included).
+    pub tcp_header_len: usize,
+}
+
 /// Frames queued toward the guest, built in place in slots allocated once.
 ///
-/// A ring of fixed-size slots; each slot is `FRAME_PREFIX_LEN` bytes of
-/// room for a length prefix followed by room for one Ethernet frame of the
-/// link MTU. Handlers push frames with [`GuestTx::push`]; the attachment
-/// drains them from the front.
+/// A ring of fixed-size slots; each slot is `SLOT_HEADROOM` bytes of room
+/// for a length prefix or a virtio-net header followed by room for one
+/// Ethernet frame of the link MTU (of [`MAX_OFFLOAD_PACKET`] once
+/// [`GuestTx::enable_offload`] was called). Handlers push frames with
+/// [`GuestTx::push`]; the attachment drains them from the front.
 pub struct GuestTx {
     storage: Vec<u8>,
     lens: Vec<usize>,
     slot_size: usize,
     head: usize,
     count: usize,
+    offload: bool,
 }
 
 impl GuestTx {
     /// A pool of `slots` frames of at most `ETHERNET_HEADER_LEN + mtu` bytes.
     pub fn new(mtu: usize, slots: usize) -> Self {
         let slots = slots.max(1);
-        let slot_size = FRAME_PREFIX_LEN + ETHERNET_HEADER_LEN + mtu;
+        let slot_size = SLOT_HEADROOM + ETHERNET_HEADER_LEN + mtu;
         GuestTx {
             storage: vec![0; slot_size * slots],
             lens: vec![0; slots],
             slot_size,
             head: 0,
             count: 0,
+            offload: false,
         }
+    }
+
+    /// Makes room for TCP segmentation-offload frames (a quarter as many
+    /// slots, each of a [`MAX_OFFLOAD_PACKET`]-byte packet) and lets TCP
+    /// ask for them ([`GuestTx::offload`]): the attachment writes frames with
+    /// their virtio-net header. Forgets queued frames (called at start).
+    pub fn enable_offload(&mut self) {
+        let slots = (self.lens.len() / 4).max(1);
+        *self = GuestTx::new(MAX_OFFLOAD_PACKET.max(self.max_frame_len()), slots);
+        self.offload = true;
+    }
+
+    /// Whether the link takes TCP segmentation-offload frames.
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// Largest frame a slot holds.
     pub fn max_frame_len(&self) -> usize {
-        self.slot_size - FRAME_PREFIX_LEN
+        self.slot_size - SLOT_HEADROOM
     }
 
     /// Slots still free.
@@ -96,12 +143,22 @@ impl GuestTx {
     /// `build`, when every slot is in use: the caller must hold back and try
     /// again after the attachment has drained the queue.
     pub fn push(&mut self, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        self.push_with_vnet(&[0; VNET_HDR_LEN], build)
+    }
+
+    /// [`GuestTx::push`] with the frame's virtio-net header.
+    fn push_with_vnet(
+        &mut self,
+        vnet: &[u8; VNET_HDR_LEN],
+        build: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
         if self.count == self.lens.len() {
             return false;
         }
         let slot = (self.head + self.count) % self.lens.len();
-        let start = slot * self.slot_size + FRAME_PREFIX_LEN;
-        let frame = &mut self.storage[start..start + self.slot_size - FRAME_PREFIX_LEN];
+        let start = slot * self.slot_size + SLOT_HEADROOM;
+        self.storage[start - VNET_HDR_LEN..start].copy_from_slice(vnet);
+        let frame = &mut self.storage[start..start + self.slot_size - SLOT_HEADROOM];
         let len = build(frame).min(frame.len());
         if len == 0 {
             return true;
@@ -111,10 +168,18 @@ impl GuestTx {
         true
     }
 
+    /// The `i`-th queued frame from the front preceded by its virtio-net
+    /// header (all zero unless TCP asked for an offload), as a tap opened
+    /// with `IFF_VNET_HDR` expects.
+    pub fn frame_with_vnet_hdr(&self, i: usize) -> &[u8] {
+        let (start, len) = self.slot_span(i);
+        &self.storage[start + SLOT_HEADROOM - VNET_HDR_LEN..start + SLOT_HEADROOM + len]
+    }
+
     /// The `i`-th queued frame from the front, without prefix.
     pub fn frame(&self, i: usize) -> &[u8] {
         let (start, len) = self.slot_span(i);
-        &self.storage[start + FRAME_PREFIX_LEN..start + FRAME_PREFIX_LEN + len]
+        &self.storage[start + SLOT_HEADROOM..start + SLOT_HEADROOM + len]
     }
 
     /// The `i`-th queued frame from the front preceded by its 4-byte
@@ -122,8 +187,9 @@ impl GuestTx {
     pub fn frame_with_length_prefix(&mut self, i: usize) -> &[u8] {
         let (start, len) = self.slot_span(i);
         let len_be = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
-        self.storage[start..start + FRAME_PREFIX_LEN].copy_from_slice(&len_be);
-        &self.storage[start..start + FRAME_PREFIX_LEN + len]
+        let at = start + SLOT_HEADROOM - FRAME_PREFIX_LEN;
+        self.storage[at..at + FRAME_PREFIX_LEN].copy_from_slice(&len_be);
+        &self.storage[at..start + SLOT_HEADROOM + len]
     }
 
     /// Drops `n` frames from the front (they were sent).
@@ -142,12 +208,13 @@ impl GuestTx {
         for i in 0..n {
             let (start, len) = self.slot_span(i);
             let len_be = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
-            self.storage[start..start + FRAME_PREFIX_LEN].copy_from_slice(&len_be);
+            let at = start + SLOT_HEADROOM - FRAME_PREFIX_LEN;
+            self.storage[at..at + FRAME_PREFIX_LEN].copy_from_slice(&len_be);
         }
         let storage = &self.storage;
         for (i, slot) in out.iter_mut().enumerate().take(n) {
             let slot_idx = (self.head + i) % self.lens.len();
-            let start = slot_idx * self.slot_size;
+            let start = slot_idx * self.slot_size + SLOT_HEADROOM - FRAME_PREFIX_LEN;
             let end = start + FRAME_PREFIX_LEN + self.lens[slot_idx];
             let from = if i == 0 {
                 (start + skip).min(end)
@@ -518,15 +585,20 @@ impl Ctx<'_> {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let next = if dst.is_broadcast() || dst == self.cfg.broadcast() {
+        let next = self.next_hop_v4(dst);
+        self.emit_ipv4_via(next, src, dst, protocol, payload_len, None, fill)
+    }
+
+    /// Where an IPv4 packet to `dst` goes on the link.
+    fn next_hop_v4(&self, dst: Ipv4Addr) -> NextHop {
+        if dst.is_broadcast() || dst == self.cfg.broadcast() {
             NextHop::Mac(EthernetAddress::BROADCAST)
         } else {
             match self.neighbours.lookup(dst) {
                 Some(mac) => NextHop::Mac(mac),
                 None => NextHop::Resolve(dst.into()),
             }
-        };
-        self.emit_ipv4_via(next, src, dst, protocol, payload_len, fill)
+        }
     }
 
     /// [`Ctx::emit_ipv4`] to an Ethernet address the caller already knows
@@ -540,9 +612,11 @@ impl Ctx<'_> {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
-        self.emit_ipv4_via(NextHop::Mac(dst_mac), src, dst, protocol, payload_len, fill)
+        let next = NextHop::Mac(dst_mac);
+        self.emit_ipv4_via(next, src, dst, protocol, payload_len, None, fill)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn emit_ipv4_via(
         &mut self,
         next: NextHop,
@@ -550,16 +624,23 @@ impl Ctx<'_> {
         dst: Ipv4Addr,
         protocol: IpProtocol,
         payload_len: usize,
+        offload: Option<TcpOffload>,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
         let total = IPV4_HEADER_LEN + payload_len;
-        if total > self.cfg.mtu {
+        if total > self.packet_limit(offload) {
             self.counters.drop(DropReason::Oversized);
             return false;
         }
         let ident = *self.ip_ident;
         *self.ip_ident = ident.wrapping_add(1);
-        self.queue_frame(next, EthernetProtocol::Ipv4, total, |buf| {
+        let vnet = vnet_header(
+            offload,
+            IPV4_HEADER_LEN,
+            payload_len,
+            VIRTIO_NET_HDR_GSO_TCPV4,
+        );
+        self.queue_frame(next, EthernetProtocol::Ipv4, total, &vnet, |buf| {
             let mut ip = Ipv4Packet::new_unchecked(&mut *buf);
             ip.set_version(4);
             ip.set_header_len(IPV4_HEADER_LEN as u8);
@@ -594,6 +675,21 @@ impl Ctx<'_> {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
+        self.ipv6(dst_mac, src, dst, protocol, payload_len, None, fill)
+    }
+
+    /// [`Ctx::emit_ipv6`], for a TCP segment the link may finish (`offload`).
+    #[allow(clippy::too_many_arguments)]
+    fn ipv6(
+        &mut self,
+        dst_mac: Option<EthernetAddress>,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+        offload: Option<TcpOffload>,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let next = match dst_mac {
             Some(mac) => NextHop::Mac(mac),
             None if dst.is_multicast() => NextHop::Mac(ipv6_multicast_mac(dst)),
@@ -603,11 +699,17 @@ impl Ctx<'_> {
             },
         };
         let total = IPV6_HEADER_LEN + payload_len;
-        if total > self.cfg.mtu {
+        if total > self.packet_limit(offload) {
             self.counters.drop(DropReason::Oversized);
             return false;
         }
-        self.queue_frame(next, EthernetProtocol::Ipv6, total, |buf| {
+        let vnet = vnet_header(
+            offload,
+            IPV6_HEADER_LEN,
+            payload_len,
+            VIRTIO_NET_HDR_GSO_TCPV6,
+        );
+        self.queue_frame(next, EthernetProtocol::Ipv6, total, &vnet, |buf| {
             let mut ip = Ipv6Packet::new_unchecked(&mut *buf);
             ip.set_version(6);
             ip.set_traffic_class(0);
@@ -624,16 +726,25 @@ impl Ctx<'_> {
     /// Queues one frame to the guest at `next`: the gateway's Ethernet
     /// header with `ethertype`, then `packet_len` bytes that `fill` writes.
     /// Counts the frame, or the drop when the queue toward the guest is full.
+    /// An offload frame (`vnet` not all zero) is not held for an unresolved
+    /// address (a held frame goes out plain): it is dropped, the address
+    /// solicited, and TCP sends it again.
     fn queue_frame(
         &mut self,
         next: NextHop,
         ethertype: EthernetProtocol,
         packet_len: usize,
+        vnet: &[u8; VNET_HDR_LEN],
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
         let frame_len = ETHERNET_HEADER_LEN + packet_len;
         let dst_mac = match next {
             NextHop::Mac(mac) => mac,
+            NextHop::Resolve(ip) if vnet[0] != 0 => {
+                self.solicit(ip);
+                self.counters.drop(DropReason::Unresolved);
+                return false;
+            }
             NextHop::Resolve(ip) => {
                 let mut frame = vec![0; frame_len];
                 let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
@@ -653,7 +764,7 @@ impl Ctx<'_> {
                 };
             }
         };
-        let queued = self.tx.push(|buf| {
+        let queued = self.tx.push_with_vnet(vnet, |buf| {
             let buf = &mut buf[..frame_len];
             let mut eth = EthernetFrame::new_unchecked(&mut *buf);
             eth.set_dst_addr(dst_mac);
@@ -681,6 +792,7 @@ impl Ctx<'_> {
                     NextHop::Mac(EthernetAddress::BROADCAST),
                     EthernetProtocol::Arp,
                     crate::arp::ARP_LEN,
+                    &[0; VNET_HDR_LEN],
                     |buf| crate::arp::write_request(buf, sender, ip),
                 );
             }
@@ -714,15 +826,43 @@ impl Ctx<'_> {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
+        self.emit_ip_offload(src, dst, protocol, payload_len, None, fill)
+    }
+
+    /// [`Ctx::emit_ip`] for a TCP segment the link finishes (`offload`,
+    /// only when [`GuestTx::offload`]): the caller puts the pseudo-header
+    /// sum in the checksum field, and the packet may exceed the MTU up to
+    /// [`MAX_OFFLOAD_PACKET`].
+    pub fn emit_ip_offload(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: IpProtocol,
+        payload_len: usize,
+        offload: Option<TcpOffload>,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
         match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => self.emit_ipv4(s, d, protocol, payload_len, fill),
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let next = self.next_hop_v4(d);
+                self.emit_ipv4_via(next, s, d, protocol, payload_len, offload, fill)
+            }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
-                self.emit_ipv6(None, s, d, protocol, payload_len, fill)
+                self.ipv6(None, s, d, protocol, payload_len, offload, fill)
             }
             _ => {
                 self.counters.drop(DropReason::UnsupportedProtocol);
                 false
             }
+        }
+    }
+
+    /// Largest IP packet to queue: the MTU, or an offload frame's limit.
+    fn packet_limit(&self, offload: Option<TcpOffload>) -> usize {
+        if offload.is_some() && self.tx.offload() {
+            MAX_OFFLOAD_PACKET.min(self.tx.max_frame_len() - ETHERNET_HEADER_LEN)
+        } else {
+            self.cfg.mtu
         }
     }
 
@@ -739,6 +879,34 @@ impl Ctx<'_> {
             IpAddr::V6(_) => IpAddr::V6(self.cfg.ipv6.host),
         }
     }
+}
+
+/// The virtio-net header (little-endian, as a tap on a little-endian host
+/// reads it) of a frame whose IP header is `ip_header_len` bytes: none
+/// without `offload`; else the checksum left to the receiver and, when the
+/// payload exceeds the MSS, segmentation of type `gso_type`.
+fn vnet_header(
+    offload: Option<TcpOffload>,
+    ip_header_len: usize,
+    segment_len: usize,
+    gso_type: u8,
+) -> [u8; VNET_HDR_LEN] {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    let Some(o) = offload else {
+        return hdr;
+    };
+    let csum_start = ETHERNET_HEADER_LEN + ip_header_len;
+    let headers = csum_start + o.tcp_header_len;
+    hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    if segment_len > o.tcp_header_len + usize::from(o.mss) {
+        hdr[1] = gso_type;
+    }
+    // hdr_len, gso_size, csum_start, csum_offset (the TCP checksum field).
+    hdr[2..4].copy_from_slice(&(headers as u16).to_le_bytes());
+    hdr[4..6].copy_from_slice(&o.mss.to_le_bytes());
+    hdr[6..8].copy_from_slice(&(csum_start as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+    hdr
 }
 
 /// The guest end of host forward `fwd`: its guest address, or by default
@@ -797,6 +965,44 @@ mod tests {
         assert_eq!(tx.frame(0), b"x");
         assert_eq!(tx.frame(1), b"yz");
         assert_eq!(tx.free_slots(), 0);
+    }
+
+    #[test]
+    fn offload_frames_carry_their_virtio_net_header() {
+        let mut tx = GuestTx::new(1500, 8);
+        assert!(!tx.offload());
+        tx.enable_offload();
+        assert!(tx.offload());
+        assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + MAX_OFFLOAD_PACKET);
+        let gso = Some(TcpOffload {
+            mss: 1460,
+            tcp_header_len: 20,
+        });
+        // 3000 bytes of payload: segmented, TCPv4, checksum from byte 34.
+        let hdr = vnet_header(gso, IPV4_HEADER_LEN, 3020, VIRTIO_NET_HDR_GSO_TCPV4);
+        assert_eq!(hdr, [1, 1, 54, 0, 0xb4, 0x05, 34, 0, 16, 0]);
+        assert!(tx.push_with_vnet(&hdr, |b| {
+            b[0] = 7;
+            1
+        }));
+        // One MSS or less: the checksum only.
+        let small = vnet_header(gso, IPV6_HEADER_LEN, 1480, VIRTIO_NET_HDR_GSO_TCPV6);
+        assert_eq!(small, [1, 0, 74, 0, 0xb4, 0x05, 54, 0, 16, 0]);
+        assert_eq!(
+            vnet_header(None, IPV4_HEADER_LEN, 3020, 1),
+            [0; VNET_HDR_LEN]
+        );
+        // A plain push clears the header room of a reused slot.
+        assert!(tx.push(|b| {
+            b[0] = 8;
+            1
+        }));
+        assert_eq!(tx.frame_with_vnet_hdr(0), [&hdr[..], &[7]].concat());
+        assert_eq!(
+            tx.frame_with_vnet_hdr(1),
+            [&[0; VNET_HDR_LEN][..], &[8]].concat()
+        );
+        assert_eq!(tx.frame_with_length_prefix(1), &[0, 0, 0, 1, 8]);
     }
 
     #[test]

@@ -168,6 +168,9 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) | AttachSpec::Tap(_) => None,
     };
     let mut attach = Attachment::open(spec, &registry)?;
+    if attach.takes_offload() {
+        stack.guest_tx().enable_offload();
+    }
     if let Some(addr) = attach.local_addr() {
         tracing::info!(%addr, "listening");
     }

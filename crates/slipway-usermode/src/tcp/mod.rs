@@ -96,7 +96,9 @@ use smoltcp::wire::{IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::config::{DenyReason, ForwardProtocol, HostForward, Outbound, StackConfig};
-use crate::ctx::{token, Ctx, DropReason, TokenKind};
+use crate::ctx::{
+    token, Ctx, DropReason, TcpOffload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
+};
 use crate::status::{FlowInfo, FlowProtocol};
 
 #[cfg(test)]
@@ -916,6 +918,18 @@ impl Flow {
 
     /// The MSS we announce and the largest segment we send on this flow:
     /// the IPv4 figure less the 20 bytes IPv6's larger header takes.
+    /// Most payload bytes in one segment toward the guest: the guest's MSS,
+    /// or as many whole MSS-sized segments as one offload frame carries.
+    fn max_payload(&self, ctx: &Ctx) -> u32 {
+        let mss = u32::from(self.mss);
+        if !ctx.tx.offload() {
+            return mss;
+        }
+        // Room for the larger (IPv6) header and a TCP header without options.
+        let most = (MAX_OFFLOAD_PACKET - IPV6_HEADER_LEN - 20) as u32;
+        (most / mss).max(1) * mss
+    }
+
     fn our_mss(&self, sh: &Shared) -> u16 {
         if self.key.guest.is_ipv6() {
             sh.our_mss.saturating_sub(20).max(1)
@@ -1030,7 +1044,7 @@ impl Flow {
             return false;
         }
         let window = self.window_field(ctx.now, sh);
-        let sent = emit(ctx, &self.out(seq, flags, window), 0, |_| true);
+        let sent = emit(ctx, &self.out(seq, flags, window), 0, None, |_| true);
         if sent {
             self.ack_sent();
         }
@@ -1057,7 +1071,7 @@ impl Flow {
     fn reset_guest(&mut self, ctx: &mut Ctx, sh: &mut Shared) {
         sh.stats.resets_to_guest += 1;
         let out = self.out(self.snd_nxt, F_RST | F_ACK, 0);
-        emit(ctx, &out, 0, |_| true);
+        emit(ctx, &out, 0, None, |_| true);
     }
 
     /// The host socket failed: RST to the guest, drop the flow.
@@ -1088,7 +1102,7 @@ impl Flow {
             window: self.rcv_room().min(0xffff) as u16,
             syn_opts: Some((self.our_mss(sh), wscale)),
         };
-        emit(ctx, &out, 0, |_| true);
+        emit(ctx, &out, 0, None, |_| true);
     }
 
     fn on_segment(&mut self, ctx: &mut Ctx, sh: &mut Shared, seg: &Segment) -> Verdict {
@@ -1368,7 +1382,7 @@ impl Flow {
                 self.wait_tx(sh);
                 break;
             }
-            let len = self.unsent.min(room).min(u32::from(self.mss));
+            let len = self.unsent.min(room).min(self.max_payload(ctx));
             let window = *window.get_or_insert_with(|| self.window_field(ctx.now, sh));
             let fresh = self.snd_nxt == self.snd_max;
             let offset = self.in_flight();
@@ -1429,7 +1443,8 @@ impl Flow {
         let skip = (self.flags & PEEK_FALLBACK != 0).then(|| &mut sh.discard[..offset as usize]);
         let mut result = Ok(0);
         let out = self.out(seq, flags, window);
-        let queued = emit(ctx, &out, len as usize, |buf| {
+        let offload = ctx.tx.offload().then_some(self.mss);
+        let queued = emit(ctx, &out, len as usize, offload, |buf| {
             result = peek(fd, buf, skip);
             matches!(result, Ok(n) if n == buf.len())
         });
@@ -1699,7 +1714,7 @@ fn reply_rst(ctx: &mut Ctx, sh: &mut Shared, key: &FlowKey, seg: &Segment) {
             syn_opts: None,
         }
     };
-    emit(ctx, &out, 0, |_| true);
+    emit(ctx, &out, 0, None, |_| true);
 }
 
 /// Refuses the guest's SYN of a flow whose host connect failed.
@@ -1714,17 +1729,20 @@ fn reply_rst_to_syn(ctx: &mut Ctx, sh: &mut Shared, flow: &Flow) {
         window: 0,
         syn_opts: None,
     };
-    emit(ctx, &out, 0, |_| true);
+    emit(ctx, &out, 0, None, |_| true);
 }
 
 /// Queues one segment toward the guest. `fill` writes the payload in
 /// place and says whether it is complete; an incomplete one goes out with
 /// a spoiled checksum so the guest drops it. Returns whether a complete
-/// segment was queued.
+/// segment was queued. With `offload_mss` (a link that takes offload
+/// frames, [`crate::ctx::GuestTx::offload`]) the checksum is left to the
+/// receiver and the payload may span several segments of that size.
 fn emit(
     ctx: &mut Ctx,
     out: &Out,
     payload_len: usize,
+    offload_mss: Option<u16>,
     fill: impl FnOnce(&mut [u8]) -> bool,
 ) -> bool {
     let opts_len = match out.syn_opts {
@@ -1737,7 +1755,11 @@ fn emit(
     let src = out.src.ip();
     let dst = out.dst.ip();
     let mut complete = false;
-    let queued = ctx.emit_ip(src, dst, IpProtocol::Tcp, seg_len, |buf| {
+    let offload = offload_mss.map(|mss| TcpOffload {
+        mss,
+        tcp_header_len: header_len,
+    });
+    let queued = ctx.emit_ip_offload(src, dst, IpProtocol::Tcp, seg_len, offload, |buf| {
         let buf = &mut buf[..seg_len];
         let mut pkt = TcpPacket::new_unchecked(&mut *buf);
         pkt.set_src_port(out.src.port());
@@ -1761,7 +1783,11 @@ fn emit(
             }
         }
         complete = fill(&mut buf[header_len..]);
-        crate::csum::fill_tcp(src, dst, buf);
+        if offload.is_some() {
+            crate::csum::fill_tcp_partial(src, dst, buf);
+        } else {
+            crate::csum::fill_tcp(src, dst, buf);
+        }
         if !complete {
             let mut pkt = TcpPacket::new_unchecked(&mut *buf);
             // Off by 256 in one's complement: never a valid checksum.
