@@ -52,22 +52,7 @@ pub(crate) fn fork(
             libc::kill(child, libc::SIGKILL);
             libc::_exit(1);
         }
-        let code = loop {
-            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
-            if sig == libc::SIGTERM || sig == libc::SIGINT {
-                libc::kill(child, sig);
-                continue;
-            }
-            let mut status = 0;
-            if libc::waitpid(child, &mut status, libc::WNOHANG) == child {
-                if libc::WIFEXITED(status) {
-                    break libc::WEXITSTATUS(status);
-                }
-                if libc::WIFSIGNALED(status) {
-                    break 128 + libc::WTERMSIG(status);
-                }
-            }
-        };
+        let code = forward_signals_until_exit(child, &set);
         for path in paths {
             // Only a socket is removed (whatever replaced it stays); the
             // calls are the *at forms the filter allows on every arch.
@@ -105,4 +90,36 @@ pub(crate) fn die_with_parent(parent: libc::pid_t) -> Result<(), SandboxError> {
         }
     }
     Ok(())
+}
+
+/// Waits for `child` to end while passing SIGTERM and SIGINT on to it, and
+/// returns its exit status as a shell reports it (128 + signal when a
+/// signal ended it). `set` holds SIGTERM, SIGINT and SIGCHLD, blocked in
+/// the calling thread since before `child` was forked, so none is lost.
+/// The calls it makes (sigwaitinfo, kill, wait4) are the ones the cleaning
+/// parent's filter allows.
+///
+/// # Safety
+/// `child` must be a child of this process that nothing else reaps.
+pub unsafe fn forward_signals_until_exit(child: libc::pid_t, set: &libc::sigset_t) -> i32 {
+    loop {
+        // SAFETY: sigwaitinfo on a caller-provided set; kill and waitpid on
+        // the caller's own child.
+        unsafe {
+            let sig = libc::sigwaitinfo(set, std::ptr::null_mut());
+            if sig == libc::SIGTERM || sig == libc::SIGINT {
+                libc::kill(child, sig);
+                continue;
+            }
+            let mut status = 0;
+            if libc::waitpid(child, &mut status, libc::WNOHANG) == child {
+                if libc::WIFEXITED(status) {
+                    return libc::WEXITSTATUS(status);
+                }
+                if libc::WIFSIGNALED(status) {
+                    return 128 + libc::WTERMSIG(status);
+                }
+            }
+        }
+    }
 }

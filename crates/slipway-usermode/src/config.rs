@@ -193,6 +193,30 @@ impl StackConfig {
         addr == self.host || addr == self.dns || self.services.owns(addr)
     }
 
+    /// The IPv6 DNS servers advertised (RDNSS, DHCPv6): none under
+    /// `restrict=on`, where the guest gets no way out.
+    pub fn ipv6_dns_servers(&self) -> Vec<Ipv6Addr> {
+        if self.restrict {
+            Vec::new()
+        } else {
+            vec![self.ipv6.dns]
+        }
+    }
+
+    /// The DNS search list advertised over IPv6 (DNSSL, DHCPv6): the domain
+    /// name first, then `dnssearch`; none under `restrict=on`.
+    pub fn dns_search_list(&self) -> Vec<String> {
+        if self.restrict {
+            Vec::new()
+        } else {
+            self.domainname
+                .iter()
+                .chain(&self.dnssearch)
+                .cloned()
+                .collect()
+        }
+    }
+
     /// Where a new outbound flow from the guest to `dst` goes on the host.
     ///
     /// Every protocol handler asks this one question, so the address

@@ -271,20 +271,8 @@ fn router_advert(cfg: &crate::config::StackConfig) -> ra::RouterAdvert {
             len: cfg.ipv6.prefix_len,
             autonomous: true,
         }],
-        dns_servers: if cfg.restrict {
-            Vec::new()
-        } else {
-            vec![cfg.ipv6.dns]
-        },
-        search: if cfg.restrict {
-            Vec::new()
-        } else {
-            cfg.domainname
-                .iter()
-                .chain(&cfg.dnssearch)
-                .cloned()
-                .collect()
-        },
+        dns_servers: cfg.ipv6_dns_servers(),
+        search: cfg.dns_search_list(),
         dns_lifetime: u32::from(lifetime),
     }
 }

@@ -206,22 +206,7 @@ fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<
         }
         // The stack's descriptors (tap, go signal) are the child's alone.
         drop(serve);
-        let code = loop {
-            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
-            if sig == libc::SIGTERM || sig == libc::SIGINT {
-                libc::kill(stack, sig);
-                continue;
-            }
-            let mut status = 0;
-            if libc::waitpid(stack, &mut status, libc::WNOHANG) == stack {
-                if libc::WIFEXITED(status) {
-                    break libc::WEXITSTATUS(status);
-                }
-                if libc::WIFSIGNALED(status) {
-                    break 128 + libc::WTERMSIG(status);
-                }
-            }
-        };
+        let code = slipway_sandbox::forward_signals_until_exit(stack, &set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         Ok(code)
     }

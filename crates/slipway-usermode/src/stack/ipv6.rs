@@ -36,20 +36,8 @@ impl Ipv6State {
     pub fn new(cfg: &StackConfig) -> Result<Self, StackError> {
         let dhcp = Dhcpv6Server::new(&Dhcpv6Config {
             server_mac: GATEWAY_MAC.0,
-            dns_servers: if cfg.restrict {
-                Vec::new()
-            } else {
-                vec![cfg.ipv6.dns]
-            },
-            domain_search: if cfg.restrict {
-                Vec::new()
-            } else {
-                cfg.domainname
-                    .iter()
-                    .chain(&cfg.dnssearch)
-                    .cloned()
-                    .collect()
-            },
+            dns_servers: cfg.ipv6_dns_servers(),
+            domain_search: cfg.dns_search_list(),
         })?;
         Ok(Ipv6State {
             dhcp,
