@@ -25,13 +25,7 @@ pub(crate) fn fork(
     // single-threaded at this point (setup is done, no thread was spawned).
     unsafe {
         let parent = libc::getpid();
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let (set, old) = block_supervisor_signals();
         let child = libc::fork();
         if child < 0 {
             return Err(os_err("forking the socket-cleaning parent"));
@@ -90,6 +84,25 @@ pub(crate) fn die_with_parent(parent: libc::pid_t) -> Result<(), SandboxError> {
         }
     }
     Ok(())
+}
+
+/// Blocks SIGTERM, SIGINT and SIGCHLD in the calling thread, for a
+/// process that is about to fork a child and then supervise it with
+/// [`forward_signals_until_exit`] (blocked before the fork, none is lost in
+/// between). Returns the blocked set and the mask to restore (in the child,
+/// or on failure).
+pub fn block_supervisor_signals() -> (libc::sigset_t, libc::sigset_t) {
+    // SAFETY: sigemptyset/sigaddset/pthread_sigmask on locally owned sets.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        (set, old)
+    }
 }
 
 /// Waits for `child` to end while passing SIGTERM and SIGINT on to it, and

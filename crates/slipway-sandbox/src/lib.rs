@@ -35,7 +35,7 @@ use landlock::{
     RulesetStatus, ABI,
 };
 
-pub use cleaner::forward_signals_until_exit;
+pub use cleaner::{block_supervisor_signals, forward_signals_until_exit};
 pub use syscalls::Syscall;
 
 /// The Landlock ABI whose filesystem rights are asked for; older kernels

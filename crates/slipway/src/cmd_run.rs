@@ -179,13 +179,7 @@ fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<
     // SAFETY: signal masks on locally owned sets; fork in a process that is
     // single-threaded (no thread was spawned during setup).
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let (set, old) = slipway_sandbox::block_supervisor_signals();
         let stack = libc::fork();
         if stack < 0 {
             let err = std::io::Error::last_os_error();
