@@ -38,7 +38,8 @@ use mio::{Interest, Registry};
 use smoltcp::wire::EthernetAddress;
 
 use crate::ctx::{
-    token, DropReason, GuestTx, TokenKind, ETHERNET_HEADER_LEN, FRAME_PREFIX_LEN, VNET_HDR_LEN,
+    token, DropReason, GuestTx, RxChecksum, TokenKind, ETHERNET_HEADER_LEN, FRAME_PREFIX_LEN,
+    VNET_HDR_LEN,
 };
 use crate::stack::Stack;
 use crate::switch::{Route, Switch};
@@ -642,17 +643,22 @@ impl Attachment {
 
     /// Hands one frame from port `from` on: straight to the stack when it
     /// is the only VM, else where the switch says.
+    ///
+    /// A frame whose `checksum` is [`RxChecksum::Trusted`] (from a tap,
+    /// which is always the only port) may carry a partial checksum, so it
+    /// must never be switched to another VM.
     fn deliver(
         &mut self,
         from: usize,
         frame: &[u8],
+        checksum: RxChecksum,
         registry: &Registry,
         stack: &mut Stack,
         now: Instant,
     ) {
         if self.live <= 1 || frame.len() < ETHERNET_HEADER_LEN {
             // Frames too short for Ethernet are counted by the stack.
-            stack.handle_frame(registry, frame, now);
+            stack.handle_frame_with(registry, frame, checksum, now);
             return;
         }
         let dst = EthernetAddress::from_bytes(&frame[..6]);
@@ -742,7 +748,14 @@ impl Attachment {
             if rx_end - start < len {
                 break;
             }
-            self.deliver(i, &rx[start..start + len], registry, stack, now);
+            self.deliver(
+                i,
+                &rx[start..start + len],
+                RxChecksum::Unverified,
+                registry,
+                stack,
+                now,
+            );
             rx_start = start + len;
         }
         let Some(port) = self.ports[i].as_mut() else {
@@ -781,8 +794,8 @@ impl Attachment {
         else {
             return LinkState::Unchanged;
         };
-        let fd = fd.as_raw_fd();
-        let skip = if *vnet { VNET_HDR_LEN } else { 0 };
+        let (fd, vnet) = (fd.as_raw_fd(), *vnet);
+        let skip = if vnet { VNET_HDR_LEN } else { 0 };
         let mut rx = std::mem::take(rx);
         let mut state = LinkState::Unchanged;
         for _ in 0..TAP_READ_BATCH {
@@ -805,8 +818,14 @@ impl Attachment {
                 }
                 break;
             }
-            let frame = rx.get(skip..n as usize).unwrap_or_default();
-            self.deliver(i, frame, registry, stack, now);
+            let read = rx.get(..n as usize).unwrap_or_default();
+            let (hdr, frame) = read.split_at(skip.min(read.len()));
+            let checksum = if vnet {
+                RxChecksum::from_vnet_hdr(hdr)
+            } else {
+                RxChecksum::Unverified
+            };
+            self.deliver(i, frame, checksum, registry, stack, now);
         }
         if let Some(port) = self.ports[i].as_mut() {
             port.rx = rx;
@@ -892,6 +911,7 @@ impl Attachment {
             self.deliver(
                 port,
                 &rx[start..start + msg.msg_len as usize],
+                RxChecksum::Unverified,
                 registry,
                 stack,
                 now,
@@ -1094,7 +1114,10 @@ impl Attachment {
 }
 
 /// Whether the tap `fd` was opened with `IFF_VNET_HDR`; if so, fixes its
-/// header length at [`VNET_HDR_LEN`] (the layout [`GuestTx`] writes).
+/// header length at [`VNET_HDR_LEN`] (the layout [`GuestTx`] writes) and
+/// offers the namespace's kernel checksum and TCP segmentation offload
+/// (`TUNSETOFFLOAD`), so that it hands over TCP segments of up to 64 KiB
+/// with the checksum left undone rather than MTU-sized, summed frames.
 fn tap_vnet_hdr(fd: RawFd) -> std::io::Result<bool> {
     // SAFETY: all-zero is a valid ifreq; TUNGETIFF fills it in.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -1111,6 +1134,15 @@ fn tap_vnet_hdr(fd: RawFd) -> std::io::Result<bool> {
     // SAFETY: TUNSETVNETHDRSZ reads an int.
     if unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ as _, &len) } < 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    // No UDP segmentation (TUN_F_USO*): the stack would have to cut such
+    // frames into datagrams itself.
+    let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    // SAFETY: TUNSETOFFLOAD takes the flags as its argument.
+    if unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, libc::c_ulong::from(offloads)) } < 0 {
+        // Frames still work, MTU-sized and with their checksums.
+        let err = std::io::Error::last_os_error();
+        tracing::warn!(%err, "the tap refused checksum and segmentation offload");
     }
     Ok(true)
 }

@@ -54,9 +54,36 @@ pub const MAX_OFFLOAD_PACKET: usize = 65535;
 /// `virtio_net_hdr` flag: the checksum from `csum_start` is left to the
 /// receiver (the pseudo-header sum is in place).
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// `virtio_net_hdr` flag: the sender's kernel already checked the checksum.
+const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
 /// `virtio_net_hdr` GSO types.
 const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+
+/// What the link says of a received frame's TCP or UDP checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxChecksum {
+    /// Nothing: the stack verifies it.
+    Unverified,
+    /// The sending kernel vouches for the payload, so the stack does not
+    /// sum it again: a tap's virtio-net header said `NEEDS_CSUM` (the field
+    /// holds only the pseudo-header sum, Linux's `CHECKSUM_PARTIAL`, as
+    /// for any frame of a tap with `TUN_F_CSUM` offload) or `DATA_VALID`.
+    Trusted,
+}
+
+impl RxChecksum {
+    /// Reads the flags of the `virtio_net_hdr` in front of a frame read
+    /// from a tap opened with `IFF_VNET_HDR`.
+    pub fn from_vnet_hdr(hdr: &[u8]) -> RxChecksum {
+        let flags = hdr.first().copied().unwrap_or(0);
+        if flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) != 0 {
+            RxChecksum::Trusted
+        } else {
+            RxChecksum::Unverified
+        }
+    }
+}
 
 /// A TCP segment the attachment's receiver finishes (a tap with
 /// `IFF_VNET_HDR`): it computes the checksum from the pseudo-header sum the

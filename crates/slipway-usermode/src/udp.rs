@@ -19,7 +19,7 @@ use mio::{Interest, Registry};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpProtocol, UdpPacket};
 
 use crate::config::{ForwardProtocol, HostForward, StackConfig};
-use crate::ctx::{token, Counters, Ctx, DropReason, TokenKind};
+use crate::ctx::{token, Counters, Ctx, DropReason, RxChecksum, TokenKind};
 use crate::stack::StackError;
 use crate::status::{FlowInfo, FlowProtocol};
 
@@ -30,14 +30,15 @@ const MAX_DATAGRAM: usize = 65535;
 /// How often idle flows are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Validates a UDP datagram (length, checksum when present; IPv6 requires
-/// one) from `src` to `dst`; returns source port, destination port and
-/// payload.
+/// Validates a UDP datagram (length, checksum when present and not
+/// vouched for by the link; IPv6 requires one) from `src` to `dst`;
+/// returns source port, destination port and payload.
 pub(crate) fn check<'a>(
     counters: &mut Counters,
     src: IpAddr,
     dst: IpAddr,
     segment: &'a [u8],
+    checksum: RxChecksum,
 ) -> Option<(u16, u16, &'a [u8])> {
     let Ok(udp) = UdpPacket::new_checked(segment) else {
         counters.drop(DropReason::Truncated);
@@ -46,8 +47,9 @@ pub(crate) fn check<'a>(
     // A zero checksum means "none" over IPv4 but is invalid over IPv6
     // (RFC 8200 8.1), which smoltcp's check would let through.
     let missing = udp.checksum() == 0;
+    let verify = checksum == RxChecksum::Unverified && !missing;
     if (missing && src.is_ipv6())
-        || (!missing && !udp.verify_checksum(&IpAddress::from(src), &IpAddress::from(dst)))
+        || (verify && !udp.verify_checksum(&IpAddress::from(src), &IpAddress::from(dst)))
     {
         counters.drop(DropReason::BadChecksum);
         return None;

@@ -15,7 +15,7 @@ use smoltcp::wire::{EthernetAddress, IpProtocol, Ipv6Packet};
 
 use super::{Stack, StackError};
 use crate::config::{StackConfig, ROUTER_LINK_LOCAL};
-use crate::ctx::{DropReason, GATEWAY_MAC, IPV6_HEADER_LEN};
+use crate::ctx::{DropReason, RxChecksum, GATEWAY_MAC, IPV6_HEADER_LEN};
 use crate::{ndp, udp};
 use slipway_dhcp::v6::{Dhcpv6Config, Dhcpv6Server, ALL_SERVERS, SERVER_PORT};
 
@@ -69,6 +69,7 @@ impl Stack {
         registry: &Registry,
         src_mac: EthernetAddress,
         packet: &[u8],
+        checksum: RxChecksum,
         now: Instant,
     ) {
         let core = &mut self.core;
@@ -126,12 +127,15 @@ impl Stack {
                     core.neighbours.learn(addr, mac);
                 }
             }
-            IpProtocol::Udp => self.handle_udp6(registry, src_mac, src, dst, payload, now),
+            IpProtocol::Udp => {
+                self.handle_udp6(registry, src_mac, src, dst, payload, checksum, now)
+            }
             IpProtocol::Tcp if !multicast => self.tcp.on_guest_segment(
                 &mut core.ctx(registry, now),
                 src.into(),
                 dst.into(),
                 payload,
+                checksum,
             ),
             IpProtocol::Ipv6Frag => core.counters.drop(DropReason::Fragment),
             // Hop-by-hop options carry MLD reports, which a one-link
@@ -147,12 +151,17 @@ impl Stack {
         src: Ipv6Addr,
         dst: Ipv6Addr,
         segment: &[u8],
+        checksum: RxChecksum,
         now: Instant,
     ) {
         let core = &mut self.core;
-        let Some((sport, dport, payload)) =
-            udp::check(&mut core.counters, src.into(), dst.into(), segment)
-        else {
+        let Some((sport, dport, payload)) = udp::check(
+            &mut core.counters,
+            src.into(),
+            dst.into(),
+            segment,
+            checksum,
+        ) else {
             return;
         };
         if dport == SERVER_PORT && (dst == ALL_SERVERS || core.cfg.ipv6.is_virtual(dst)) {

@@ -97,7 +97,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::config::{DenyReason, ForwardProtocol, HostForward, Outbound, StackConfig};
 use crate::ctx::{
-    token, Ctx, DropReason, TcpOffload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
+    token, Ctx, DropReason, RxChecksum, TcpOffload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
 };
 use crate::status::{FlowInfo, FlowProtocol};
 
@@ -485,15 +485,23 @@ impl TcpTable {
         &self.sh.stats
     }
 
-    /// Handles one TCP segment (header and payload, checksum not yet
-    /// verified) that the guest at `src` sent to `dst`.
-    pub fn on_guest_segment(&mut self, ctx: &mut Ctx, src: IpAddr, dst: IpAddr, segment: &[u8]) {
+    /// Handles one TCP segment (header and payload; its checksum verified
+    /// here unless the link vouched for it: `checksum`) that the guest at
+    /// `src` sent to `dst`.
+    pub fn on_guest_segment(
+        &mut self,
+        ctx: &mut Ctx,
+        src: IpAddr,
+        dst: IpAddr,
+        segment: &[u8],
+        checksum: RxChecksum,
+    ) {
         let Ok(pkt) = TcpPacket::new_checked(segment) else {
             self.sh.stats.bad_segments += 1;
             ctx.counters.drop(DropReason::Truncated);
             return;
         };
-        if !crate::csum::verify_tcp(src, dst, segment) {
+        if checksum == RxChecksum::Unverified && !crate::csum::verify_tcp(src, dst, segment) {
             self.sh.stats.bad_segments += 1;
             ctx.counters.drop(DropReason::BadChecksum);
             return;
@@ -1309,8 +1317,8 @@ impl Flow {
     }
 
     /// Payload (and FIN) from the guest: in-order bytes go straight to the
-    /// host socket, as many as it takes. Returns whether the segment was a
-    /// full-size, in-order one taken whole (its ACK may be delayed).
+    /// host socket, as many as it takes. Returns whether the segment was
+    /// one full-size, in-order segment taken whole (its ACK may be delayed).
     fn on_data(&mut self, sh: &mut Shared, seg: &Segment) -> io::Result<bool> {
         if self.flags & GUEST_FIN != 0 {
             return Ok(false);
@@ -1351,7 +1359,10 @@ impl Flow {
                 Err(e) => return Err(e),
             }
         }
-        Ok(complete && already == 0 && !seg.fin && !seg.psh && len >= u32::from(self.our_mss(sh)))
+        // A segmentation-offload frame holds several full-size segments:
+        // acknowledged at once, as Linux does a GRO'd packet.
+        let mss = u32::from(self.our_mss(sh));
+        Ok(complete && already == 0 && !seg.fin && !seg.psh && (mss..2 * mss).contains(&len))
     }
 
     /// Re-reads how many bytes wait in the host socket beyond `snd_nxt`.
