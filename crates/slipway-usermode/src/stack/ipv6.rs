@@ -144,6 +144,7 @@ impl Stack {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_udp6(
         &mut self,
         registry: &Registry,
