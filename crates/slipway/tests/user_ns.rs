@@ -238,6 +238,71 @@ while [ ! -e done ]; do sleep 0.05; done
     assert!(child.0.wait().unwrap().success(), "{}", context());
 }
 
+/// `slipway run` as an ordinary user (nobody), with nothing but an
+/// openable `/dev/net/tun`: the namespace is its own, the fetch through
+/// the host address works; with `--no-host-loopback` that address is
+/// refused while the command still runs and reports its status.
+#[test]
+fn run_works_unprivileged_and_honours_no_host_loopback() {
+    let dir = temp_dir().unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("f.bin"), noise(300_000)).unwrap();
+    let http = HttpServer::serve_dir(&www).unwrap();
+    let url = format!("http://10.0.2.2:{}/f.bin", http.port());
+    // This machine's /dev/net/tun may be root's alone (Debian makes it
+    // 0666): in a mount namespace of the test's own, a 0666 node of the
+    // same device is bound over it; nothing outside changes.
+    let as_nobody = |run_args: &str, inner: &str| {
+        let script = format!(
+            "set -e
+mount --make-rprivate /
+mount -t tmpfs -o size=64k tmpfs {d}/dev
+mknod -m 666 {d}/dev/tun c 10 200
+mount --bind {d}/dev/tun /dev/net/tun
+exec setpriv --reuid=65534 --regid=65534 --clear-groups {slipway} run {run_args} -- sh -c '{inner}'",
+            d = d.display(),
+            slipway = SLIPWAY,
+        );
+        std::fs::create_dir_all(d.join("dev")).unwrap();
+        Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(
+        "",
+        &format!("cat /proc/self/uid_map; curl -sSf -o /dev/null -w \"%{{size_download}}\\n\" {url}; exit 3"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    let mut lines = stdout.lines();
+    let uid_map: Vec<_> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        uid_map,
+        ["0", "65534", "1"],
+        "root inside is nobody outside: {stdout}\n{stderr}"
+    );
+    assert_eq!(lines.next(), Some("300000"), "{stdout}\n{stderr}");
+    // Without host loopback the host address refuses at once (curl: 7,
+    // could not connect) while the command runs on.
+    let out = as_nobody(
+        "--no-host-loopback",
+        &format!("curl -sS -m 10 -o /dev/null {url}; echo curl=$?"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "curl=7", "{stdout}\n{stderr}");
+}
+
 #[test]
 fn run_reports_a_missing_command() {
     let out = Command::new(SLIPWAY)
