@@ -238,47 +238,58 @@ while [ ! -e done ]; do sleep 0.05; done
     assert!(child.0.wait().unwrap().success(), "{}", context());
 }
 
-/// `slipway run` as an ordinary user (nobody), with nothing but an
-/// openable `/dev/net/tun`: the namespace is its own, the fetch through
-/// the host address works; with `--no-host-loopback` that address is
-/// refused while the command still runs and reports its status.
+/// slipway as an ordinary user (nobody), with nothing but an openable
+/// `/dev/net/tun`: `run` makes a namespace of its own and the fetch through
+/// the host address works, with `--no-host-loopback` that address is
+/// refused; `attach` serves a namespace the user made with `unshare -Urn`
+/// (rootless containers' way).
 #[test]
-fn run_works_unprivileged_and_honours_no_host_loopback() {
+fn run_and_attach_work_unprivileged() {
     let dir = temp_dir().unwrap();
     let d = dir.path();
     let www = d.join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::write(www.join("f.bin"), noise(300_000)).unwrap();
+    std::fs::create_dir(d.join("dev")).unwrap();
     let http = HttpServer::serve_dir(&www).unwrap();
     let url = format!("http://10.0.2.2:{}/f.bin", http.port());
     // This machine's /dev/net/tun may be root's alone (Debian makes it
     // 0666): in a mount namespace of the test's own, a 0666 node of the
-    // same device is bound over it; nothing outside changes.
-    let as_nobody = |run_args: &str, inner: &str| {
-        let script = format!(
-            "set -e
+    // same device is bound over it; nothing outside changes. `script`
+    // then runs as nobody.
+    let as_nobody = |script: &str| {
+        let setup = format!(
+            r#"set -e
 mount --make-rprivate /
 mount -t tmpfs -o size=64k tmpfs {d}/dev
 mknod -m 666 {d}/dev/tun c 10 200
 mount --bind {d}/dev/tun /dev/net/tun
-exec setpriv --reuid=65534 --regid=65534 --clear-groups {slipway} run {run_args} -- sh -c '{inner}'",
+exec setpriv --reuid=65534 --regid=65534 --clear-groups sh -c "$1""#,
             d = d.display(),
-            slipway = SLIPWAY,
         );
-        std::fs::create_dir_all(d.join("dev")).unwrap();
-        Command::new("unshare")
-            .args(["-m", "sh", "-c", &script])
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", &setup, "sh", script])
+            .env("SLIPWAY", SLIPWAY)
+            .env("URL", &url)
             .stdin(Stdio::null())
             .output()
-            .unwrap()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            text,
+        )
     };
-    let out = as_nobody(
-        "",
-        &format!("cat /proc/self/uid_map; curl -sSf -o /dev/null -w \"%{{size_download}}\\n\" {url}; exit 3"),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    let fetch = r#"curl -sSf -o /dev/null -w "%{size_download}\n" "$URL""#;
+    let (code, stdout, all) = as_nobody(&format!(
+        r#""$SLIPWAY" run -- sh -c 'cat /proc/self/uid_map; {fetch}; exit 3'"#
+    ));
+    assert_eq!(code, Some(3), "{all}");
     let mut lines = stdout.lines();
     let uid_map: Vec<_> = lines
         .next()
@@ -288,19 +299,38 @@ exec setpriv --reuid=65534 --regid=65534 --clear-groups {slipway} run {run_args}
     assert_eq!(
         uid_map,
         ["0", "65534", "1"],
-        "root inside is nobody outside: {stdout}\n{stderr}"
+        "root inside is nobody outside: {all}"
     );
-    assert_eq!(lines.next(), Some("300000"), "{stdout}\n{stderr}");
+    assert_eq!(lines.next(), Some("300000"), "{all}");
     // Without host loopback the host address refuses at once (curl: 7,
     // could not connect) while the command runs on.
-    let out = as_nobody(
-        "--no-host-loopback",
-        &format!("curl -sS -m 10 -o /dev/null {url}; echo curl=$?"),
+    let (code, stdout, all) = as_nobody(
+        r#""$SLIPWAY" run --no-host-loopback -- sh -c 'curl -sS -m 10 -o /dev/null "$URL"; echo curl=$?'"#,
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert_eq!(stdout.trim(), "curl=7", "{stdout}\n{stderr}");
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(stdout.trim(), "curl=7", "{all}");
+    // attach: nobody's own namespace, served until its process ends.
+    let (code, stdout, all) = as_nobody(&format!(
+        r#"unshare -Urn sleep 120 &
+ns=$!
+inside() {{ nsenter -t $ns -U -n --preserve-credentials "$@"; }}
+i=0
+until [ "$(readlink /proc/$ns/ns/net)" != "$(readlink /proc/self/ns/net)" ]; do
+    i=$((i+1)); [ $i -lt 500 ] || exit 9; sleep 0.02
+done
+"$SLIPWAY" attach --configure $ns tap0 &
+sw=$!
+i=0
+until inside ip -4 addr show tap0 2>/dev/null | grep -q 10.0.2.100/24; do
+    i=$((i+1)); [ $i -lt 500 ] || exit 10; sleep 0.02
+done
+inside {fetch}
+kill $ns
+wait $sw
+echo attach=$?"#
+    ));
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(stdout, "300000\nattach=0\n", "{all}");
 }
 
 #[test]
