@@ -109,8 +109,13 @@ struct ResolvConf {
     dir: PathBuf,
 }
 
+/// The host's resolver configuration, which the namespace's copy covers.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
 impl ResolvConf {
-    fn write(dns: Ipv4Addr) -> anyhow::Result<ResolvConf> {
+    /// The namespace's resolv.conf: the stack's DNS address, and the
+    /// search list (`domainname`, `dnssearch`) when there is one.
+    fn write(cfg: &StackConfig) -> anyhow::Result<ResolvConf> {
         use std::io::Write;
         use std::os::unix::fs::DirBuilderExt;
         let dir = std::env::temp_dir().join(format!("slipway-run-{}", std::process::id()));
@@ -124,7 +129,12 @@ impl ResolvConf {
         let path = guard.path();
         let mut file =
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        writeln!(file, "nameserver {dns}")
+        let mut text = format!("nameserver {}\n", cfg.dns);
+        let search = cfg.dns_search_list();
+        if !search.is_empty() {
+            text += &format!("search {}\n", search.join(" "));
+        }
+        file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(guard)
@@ -146,9 +156,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut cfg = stack_config(&args.stack, args.options.as_deref().unwrap_or(""))?;
     let ipv4 = namespace_ipv4(&cfg);
     let tap = tap_setup(&args.ifname, &mut cfg, Some(ipv4));
-    let resolv = ResolvConf::write(cfg.dns)?;
+    // A bind mount needs something to cover: without a host resolv.conf
+    // (or with a dangling link) the command runs without one.
+    let resolv = if Path::new(HOST_RESOLV_CONF).exists() {
+        Some(ResolvConf::write(&cfg)?)
+    } else {
+        tracing::warn!(
+            "{HOST_RESOLV_CONF} does not exist on this host, so the command gets none; \
+             its resolver should use {} (the stack's DNS address)",
+            cfg.dns
+        );
+        None
+    };
+    let resolv_path = resolv.as_ref().map(ResolvConf::path);
     let (fd, mut command) =
-        slipway_netns::spawn_in_new_namespace(&args.command, &tap, Some(Path::new(&resolv.path())))
+        slipway_netns::spawn_in_new_namespace(&args.command, &tap, resolv_path.as_deref())
             .context("setting up the namespace")?;
     let go = command.take_go();
     let exit_fds = vec![command.exit_fd()];

@@ -333,6 +333,57 @@ echo attach=$?"#
     assert_eq!(stdout, "300000\nattach=0\n", "{all}");
 }
 
+/// The namespace's resolv.conf names the stack's DNS address and the
+/// search list; on a host without /etc/resolv.conf (here: an /etc of the
+/// test's own, in a mount namespace) there is nothing to cover, and the
+/// command runs anyway, with a warning naming the address to use.
+#[test]
+fn run_writes_the_search_list_and_copes_without_a_host_resolv_conf() {
+    let out = Command::new(SLIPWAY)
+        .args([
+            "run",
+            "domainname=corp.test,dnssearch=a.test,dnssearch=b.test",
+        ])
+        .args(["--", "cat", "/etc/resolv.conf"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nameserver 10.0.2.3\nsearch corp.test a.test b.test\n",
+        "{stderr}"
+    );
+    let dir = temp_dir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    // The sandbox looks its user up in passwd and group.
+    for f in ["passwd", "group"] {
+        std::fs::copy(Path::new("/etc").join(f), etc.join(f)).unwrap();
+    }
+    let script = format!(
+        r#"set -e
+mount --make-rprivate /
+mount --bind {etc} /etc
+exec "$SLIPWAY" run -- sh -c 'test ! -e /etc/resolv.conf; exit 4'"#,
+        etc = etc.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env("SLIPWAY", SLIPWAY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("/etc/resolv.conf does not exist on this host")
+            && stderr.contains("should use 10.0.2.3"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn run_reports_a_missing_command() {
     let out = Command::new(SLIPWAY)
