@@ -73,24 +73,12 @@ exit 7
         http = http.port(),
         inner = inner.display(),
     );
-    let log = d.join("slipway.log");
-    let child = Command::new(SLIPWAY)
-        .args(["-vv", "run", "--dns-upstream", &dns.addr().to_string()])
+    let mut cmd = Command::new(SLIPWAY);
+    cmd.args(["-vv", "run", "--dns-upstream", &dns.addr().to_string()])
         .arg(format!("hostfwd=tcp:127.0.0.1:{fwd_port}-:8000"))
-        .args(["--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let context = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the command's servers starting", || {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("slipway run ended early with {status}:\n{}", context());
-        }
-        d.join("ready").exists()
-    });
+        .args(["--", "sh", "-c", &script]);
+    let mut slipway = Background::spawn(cmd, d.join("slipway.log"));
+    slipway.wait_for_file("the command's servers starting", &d.join("ready"));
     let original = www.join("big.bin");
     assert_eq!(
         std::fs::read(d.join("got.bin")).unwrap(),
@@ -125,12 +113,12 @@ exit 7
     );
     assert!(reply.ends_with("hello from the namespace\n"), "{reply}");
     std::fs::write(d.join("done"), "").unwrap();
-    let status = child.0.wait().unwrap();
+    let status = slipway.wait();
     assert_eq!(
         status.code(),
         Some(7),
         "the command's status:\n{}",
-        context()
+        slipway.log()
     );
 }
 
@@ -177,25 +165,13 @@ while [ ! -e done ]; do sleep 0.05; done
 "#,
         d = d.display(),
     );
-    let log = d.join("slipway.log");
-    let child = Command::new(SLIPWAY)
-        .arg("run")
+    let mut cmd = Command::new(SLIPWAY);
+    cmd.arg("run")
         .arg("--api")
         .arg(&api)
-        .args(["--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let context = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the upload to finish", || {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("slipway run ended early with {status}:\n{}", context());
-        }
-        d.join("sent").exists()
-    });
+        .args(["--", "sh", "-c", &script]);
+    let mut slipway = Background::spawn(cmd, d.join("slipway.log"));
+    slipway.wait_for_file("the upload to finish", &d.join("sent"));
     let features = std::fs::read_to_string(d.join("features.txt")).unwrap();
     for on in [
         "tx-checksumming: on",
@@ -221,7 +197,7 @@ while [ ! -e done ]; do sleep 0.05; done
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let counters: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", context()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", slipway.log()));
     let c = &counters["ok"];
     let (frames, bytes) = (
         c["frames_in"].as_u64().unwrap(),
@@ -235,7 +211,7 @@ while [ ! -e done ]; do sleep 0.05; done
     );
     assert_eq!(c["drops"]["bad-checksum"], 0, "{counters}");
     std::fs::write(d.join("done"), "").unwrap();
-    assert!(child.0.wait().unwrap().success(), "{}", context());
+    assert!(slipway.wait().success(), "{}", slipway.log());
 }
 
 /// slipway as an ordinary user (nobody), with nothing but an openable
@@ -416,25 +392,18 @@ fn run_confines_its_stack_unless_told_not_to() {
             "echo $$ > {d}/pid.tmp && mv {d}/pid.tmp {d}/pid\n\
              while [ ! -e {d}/done ]; do sleep 0.05; done"
         );
-        let log = dir.path().join("slipway.log");
-        let child = Command::new(SLIPWAY)
-            .args(["-v", "run", "--dns-upstream", "127.0.0.1:53"])
+        let mut cmd = Command::new(SLIPWAY);
+        cmd.args(["-v", "run", "--dns-upstream", "127.0.0.1:53"])
             .args(flag)
-            .args(["--", "sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut child = KillOnDrop(child);
-        let context = || std::fs::read_to_string(&log).unwrap_or_default();
+            .args(["--", "sh", "-c", &script]);
+        let mut slipway = Background::spawn(cmd, dir.path().join("slipway.log"));
         let pidfile = dir.path().join("pid");
-        wait_for("the command", || pidfile.exists());
+        slipway.wait_for_file("the command", &pidfile);
         let command = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
             .to_string();
-        let pid = child.0.id();
+        let pid = slipway.child.0.id();
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         let children: Vec<&str> = children.split_whitespace().collect();
@@ -443,7 +412,7 @@ fn run_confines_its_stack_unless_told_not_to() {
         // slipway itself.
         let stack = if sandboxed {
             let others: Vec<&str> = children.into_iter().filter(|&c| c != command).collect();
-            assert_eq!(others.len(), 1, "{others:?}\n{}", context());
+            assert_eq!(others.len(), 1, "{others:?}\n{}", slipway.log());
             others[0].to_string()
         } else {
             assert_eq!(children, [command.as_str()]);
@@ -461,7 +430,7 @@ fn run_confines_its_stack_unless_told_not_to() {
                 assert!(!uid.starts_with("0\t"), "the stack left root: {uid}");
             }
         } else {
-            assert_eq!(proc_status(&stack, "Seccomp:"), "0", "{}", context());
+            assert_eq!(proc_status(&stack, "Seccomp:"), "0", "{}", slipway.log());
         }
         // The command itself is not confined.
         assert_eq!(proc_status(&command, "Seccomp:"), "0");
@@ -472,13 +441,10 @@ fn run_confines_its_stack_unless_told_not_to() {
             .status()
             .unwrap()
             .success());
-        let status = child.0.wait().unwrap();
-        assert_eq!(status.code(), Some(128 + 15), "{flag:?}:\n{}", context());
-        assert!(
-            !context().contains("Operation not permitted"),
-            "{flag:?}:\n{}",
-            context()
-        );
+        let status = slipway.wait();
+        let log = slipway.log();
+        assert_eq!(status.code(), Some(128 + 15), "{flag:?}:\n{log}");
+        assert!(!log.contains("Operation not permitted"), "{flag:?}:\n{log}");
     }
 }
 
@@ -530,6 +496,50 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A background `slipway` whose log (stderr) goes to a file, killed when
+/// the test ends.
+struct Background {
+    child: KillOnDrop,
+    log: std::path::PathBuf,
+}
+
+impl Background {
+    /// Spawns `cmd` (a `slipway` command line) with its log in `log`.
+    fn spawn(mut cmd: Command, log: std::path::PathBuf) -> Background {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Background {
+            child: KillOnDrop(child),
+            log,
+        }
+    }
+
+    /// Its log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `marker` exists (the command inside writes it), failing
+    /// at once, with the log, if slipway ends first.
+    fn wait_for_file(&mut self, what: &str, marker: &Path) {
+        wait_for(what, || {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
+                panic!("slipway ended early with {status}:\n{}", self.log());
+            }
+            marker.exists()
+        });
+    }
+
+    /// Waits for slipway to end.
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.0.wait().unwrap()
+    }
+}
+
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fresh descriptors.
@@ -552,32 +562,25 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
     let ns = Unshared::start();
     let (ready_r, ready_w) = pipe();
     inheritable(&ready_w);
-    let log = dir.path().join("attach.log");
-    let slipway = Command::new(SLIPWAY)
-        .args([
-            "-vv",
-            "attach",
-            "--configure",
-            "--mtu",
-            "65520",
-            "--ready-fd",
-        ])
-        .arg(ready_w.as_raw_fd().to_string())
-        .arg(ns.pid().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut slipway = KillOnDrop(slipway);
+    let mut cmd = Command::new(SLIPWAY);
+    cmd.args([
+        "-vv",
+        "attach",
+        "--configure",
+        "--mtu",
+        "65520",
+        "--ready-fd",
+    ])
+    .arg(ready_w.as_raw_fd().to_string())
+    .arg(ns.pid().to_string());
+    let mut slipway = Background::spawn(cmd, dir.path().join("attach.log"));
     drop(ready_w);
     let mut ready = String::new();
     std::fs::File::from(ready_r)
         .read_to_string(&mut ready)
         .unwrap();
-    let context = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(ready, "1", "ready signal:\n{}", context());
-    let pid = slipway.0.id().to_string();
+    assert_eq!(ready, "1", "ready signal:\n{}", slipway.log());
+    let pid = slipway.child.0.id().to_string();
     wait_for("slipway attach confining itself", || {
         proc_status(&pid, "Seccomp:") == "2"
     });
@@ -599,7 +602,7 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
         got.status.success(),
         "{}\n{}",
         String::from_utf8_lossy(&got.stderr),
-        context()
+        slipway.log()
     );
     assert!(
         got.stdout == std::fs::read(dir.path().join("f.bin")).unwrap(),
@@ -608,7 +611,7 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
     // The process whose namespace is served ends: so does slipway.
     drop(ns);
     wait_for("slipway attach exiting", || {
-        slipway.0.try_wait().unwrap().is_some()
+        slipway.child.0.try_wait().unwrap().is_some()
     });
-    assert!(slipway.0.wait().unwrap().success(), "{}", context());
+    assert!(slipway.wait().success(), "{}", slipway.log());
 }
