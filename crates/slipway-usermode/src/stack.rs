@@ -316,9 +316,14 @@ impl Stack {
                 dst,
                 payload,
             ),
-            IpProtocol::Udp => self.handle_udp(
-                registry, src_mac, src, dst, broadcast, payload, checksum, now,
-            ),
+            IpProtocol::Udp => {
+                let counters = &mut core.counters;
+                if let Some(datagram) =
+                    udp::check(counters, src.into(), dst.into(), payload, checksum)
+                {
+                    self.handle_udp(registry, src_mac, src, dst, broadcast, datagram, now);
+                }
+            }
             IpProtocol::Tcp => self.tcp.on_guest_segment(
                 &mut core.ctx(registry, now),
                 src.into(),
@@ -338,20 +343,15 @@ impl Stack {
         src: Ipv4Addr,
         dst: Ipv4Addr,
         broadcast: bool,
-        segment: &[u8],
-        checksum: RxChecksum,
+        datagram: udp::Datagram,
         now: Instant,
     ) {
         let core = &mut self.core;
-        let Some((sport, dport, payload)) = udp::check(
-            &mut core.counters,
-            src.into(),
-            dst.into(),
-            segment,
-            checksum,
-        ) else {
-            return;
-        };
+        let udp::Datagram {
+            sport,
+            dport,
+            payload,
+        } = datagram;
         if dport == DHCP_SERVER_PORT && (broadcast || dst == core.cfg.host) {
             self.handle_dhcp(registry, src_mac, sport, payload, now);
             return;

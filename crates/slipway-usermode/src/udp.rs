@@ -30,16 +30,25 @@ const MAX_DATAGRAM: usize = 65535;
 /// How often idle flows are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A UDP datagram from the guest that passed [`check`].
+pub(crate) struct Datagram<'a> {
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// The payload (the UDP length's worth, without padding).
+    pub payload: &'a [u8],
+}
+
 /// Validates a UDP datagram (length, checksum when present and not
-/// vouched for by the link; IPv6 requires one) from `src` to `dst`;
-/// returns source port, destination port and payload.
+/// vouched for by the link; IPv6 requires one) from `src` to `dst`.
 pub(crate) fn check<'a>(
     counters: &mut Counters,
     src: IpAddr,
     dst: IpAddr,
     segment: &'a [u8],
     checksum: RxChecksum,
-) -> Option<(u16, u16, &'a [u8])> {
+) -> Option<Datagram<'a>> {
     let Ok(udp) = UdpPacket::new_checked(segment) else {
         counters.drop(DropReason::Truncated);
         return None;
@@ -55,11 +64,11 @@ pub(crate) fn check<'a>(
         return None;
     }
     let len = usize::from(udp.len());
-    Some((
-        udp.src_port(),
-        udp.dst_port(),
-        &segment[UDP_HEADER_LEN..len],
-    ))
+    Some(Datagram {
+        sport: udp.src_port(),
+        dport: udp.dst_port(),
+        payload: &segment[UDP_HEADER_LEN..len],
+    })
 }
 
 /// Queues one UDP datagram toward the guest; `dst_mac` overrides the

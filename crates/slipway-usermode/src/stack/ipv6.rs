@@ -128,7 +128,12 @@ impl Stack {
                 }
             }
             IpProtocol::Udp => {
-                self.handle_udp6(registry, src_mac, src, dst, payload, checksum, now)
+                let counters = &mut core.counters;
+                if let Some(datagram) =
+                    udp::check(counters, src.into(), dst.into(), payload, checksum)
+                {
+                    self.handle_udp6(registry, src_mac, src, dst, datagram, now);
+                }
             }
             IpProtocol::Tcp if !multicast => self.tcp.on_guest_segment(
                 &mut core.ctx(registry, now),
@@ -144,27 +149,21 @@ impl Stack {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn handle_udp6(
         &mut self,
         registry: &Registry,
         src_mac: EthernetAddress,
         src: Ipv6Addr,
         dst: Ipv6Addr,
-        segment: &[u8],
-        checksum: RxChecksum,
+        datagram: udp::Datagram,
         now: Instant,
     ) {
         let core = &mut self.core;
-        let Some((sport, dport, payload)) = udp::check(
-            &mut core.counters,
-            src.into(),
-            dst.into(),
-            segment,
-            checksum,
-        ) else {
-            return;
-        };
+        let udp::Datagram {
+            sport,
+            dport,
+            payload,
+        } = datagram;
         if dport == SERVER_PORT && (dst == ALL_SERVERS || core.cfg.ipv6.is_virtual(dst)) {
             let reply = match self.v6.dhcp.handle(payload) {
                 Ok(Some(reply)) => reply,
