@@ -62,6 +62,7 @@ curl -sSf -o got.bin http://10.0.2.2:{http}/big.bin
 sha256sum got.bin > inside.sha
 dig +short +time=3 +tries=2 www.example.test > dig.txt
 cat /etc/resolv.conf > resolv.txt
+ip -o link show tap0 > link.txt
 busybox httpd -f -p 8000 -h {inner} &
 httpd=$!
 touch ready
@@ -91,6 +92,13 @@ exit 7
         std::fs::read_to_string(d.join("resolv.txt")).unwrap(),
         "nameserver 10.0.2.3\n"
     );
+    // The tap's queue holds a whole advertised window of MSS-sized frames
+    // (far above the kernel's default 1000 at MTU 1500).
+    let qlen =
+        slipway_netns::txqueuelen_for_window(slipway_usermode::tcp::MAX_ADVERTISED_WINDOW, 1500);
+    assert!(qlen > 1000, "{qlen}");
+    let link = std::fs::read_to_string(d.join("link.txt")).unwrap();
+    assert!(link.contains(&format!(" qlen {qlen}")), "{link}");
     assert_eq!(
         std::fs::read_to_string(d.join("dig.txt")).unwrap().trim(),
         "192.0.2.10"
@@ -548,10 +556,23 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
-/// Lets a child inherit `fd` across exec.
-fn inheritable(fd: &OwnedFd) {
-    // SAFETY: clears FD_CLOEXEC on our own descriptor.
-    assert_eq!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+/// Lets the child of `cmd`, and only it, inherit `fd` across exec (a
+/// descriptor without close-on-exec in the test process would leak into
+/// every child that tests running alongside spawn, and keep pipes open).
+fn pass_fd(cmd: &mut Command, fd: &OwnedFd) {
+    use std::os::unix::process::CommandExt;
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl is async-signal-safe; it clears FD_CLOEXEC in the
+    // forked child only.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 #[test]
@@ -561,7 +582,6 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
     let http = HttpServer::serve_dir(dir.path()).unwrap();
     let ns = Unshared::start();
     let (ready_r, ready_w) = pipe();
-    inheritable(&ready_w);
     let mut cmd = Command::new(SLIPWAY);
     cmd.args([
         "-vv",
@@ -573,6 +593,7 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
     ])
     .arg(ready_w.as_raw_fd().to_string())
     .arg(ns.pid().to_string());
+    pass_fd(&mut cmd, &ready_w);
     let mut slipway = Background::spawn(cmd, dir.path().join("attach.log"));
     drop(ready_w);
     let mut ready = String::new();
@@ -614,4 +635,42 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
         slipway.child.0.try_wait().unwrap().is_some()
     });
     assert!(slipway.wait().success(), "{}", slipway.log());
+}
+
+/// `--exit-fd` (slirp4netns's): slipway stops serving when the other end
+/// of that pipe is closed, though the namespace lives on.
+#[test]
+fn attach_ends_when_its_exit_fd_closes() {
+    let dir = temp_dir().unwrap();
+    let ns = Unshared::start();
+    let (ready_r, ready_w) = pipe();
+    let (exit_r, exit_w) = pipe();
+    let mut cmd = Command::new(SLIPWAY);
+    cmd.args(["attach", "--ready-fd"])
+        .arg(ready_w.as_raw_fd().to_string())
+        .arg("--exit-fd")
+        .arg(exit_r.as_raw_fd().to_string())
+        .arg(ns.pid().to_string());
+    pass_fd(&mut cmd, &ready_w);
+    pass_fd(&mut cmd, &exit_r);
+    let mut slipway = Background::spawn(cmd, dir.path().join("attach.log"));
+    drop((ready_w, exit_r));
+    let mut ready = String::new();
+    std::fs::File::from(ready_r)
+        .read_to_string(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "1", "ready signal:\n{}", slipway.log());
+    // Serving: the tap is there, and slipway still runs.
+    let link = ns.exec(&["ip", "-o", "link", "show", "tap0"]);
+    assert!(link.status.success(), "{}", slipway.log());
+    assert!(slipway.child.0.try_wait().unwrap().is_none());
+    drop(exit_w);
+    wait_for("slipway attach exiting", || {
+        slipway.child.0.try_wait().unwrap().is_some()
+    });
+    assert!(slipway.wait().success(), "{}", slipway.log());
+    assert!(
+        std::fs::metadata(format!("/proc/{}/ns/net", ns.pid())).is_ok(),
+        "the namespace outlives slipway"
+    );
 }
