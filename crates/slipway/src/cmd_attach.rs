@@ -14,28 +14,57 @@ use crate::cmd_run::{namespace_ipv4, serve, tap_setup};
 use crate::cmd_user::{stack_config, SandboxArgs, StackArgs};
 
 /// Arguments of `slipway attach`.
+///
+/// slirp4netns's command line is accepted too (its short options, and its
+/// long names as visible aliases), so that rootless container runtimes
+/// that run `slirp4netns` can run slipway in its place (installed or
+/// linked under that name, see `main.rs`).
 #[derive(Args, Debug)]
 pub struct AttachArgs {
     /// Configure the tap: the namespace's address (10.0.2.100 in the
     /// default network) and a default route via the host address.
-    #[arg(long)]
+    #[arg(short = 'c', long)]
     pub configure: bool,
 
     /// Write `1` to this descriptor once the network serves (slirp4netns `--ready-fd`).
-    #[arg(long, value_name = "FD")]
+    #[arg(short = 'r', long, value_name = "FD")]
     pub ready_fd: Option<RawFd>,
 
     /// Exit when this descriptor becomes readable or is closed (slirp4netns `--exit-fd`).
-    #[arg(long, value_name = "FD")]
+    #[arg(short = 'e', long, value_name = "FD")]
     pub exit_fd: Option<RawFd>,
 
     /// Join this network namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`) instead of a process's.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "netns_type")]
     pub netns: Option<PathBuf>,
 
-    /// With `--netns`: the user namespace to join first (slirp4netns `--userns-path`).
-    #[arg(long, value_name = "PATH", requires = "netns")]
+    /// What the namespace argument is: `pid` (default) or `path` (a
+    /// network namespace file, as with `--netns`); slirp4netns's option.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub netns_type: Option<NetnsType>,
+
+    /// With a namespace file: the user namespace to join first.
+    #[arg(long, visible_alias = "userns-path", value_name = "PATH")]
     pub userns: Option<PathBuf>,
+
+    /// The network's IPv4 address range (QEMU's `net=`; slirp4netns's option).
+    #[arg(long, value_name = "CIDR")]
+    pub cidr: Option<String>,
+
+    /// IPv6 on (slirp4netns's option; slipway serves IPv6 unless the
+    /// options say `ipv6=off`, and the namespace configures itself from
+    /// its router advertisements).
+    #[arg(short = '6', long)]
+    pub enable_ipv6: bool,
+
+    /// Confine the stack (slirp4netns's option; slipway always does
+    /// unless `--no-sandbox`: seccomp allowlist, Landlock, no privileges).
+    #[arg(long, conflicts_with = "no_sandbox")]
+    pub enable_sandbox: bool,
+
+    /// The seccomp part of the sandbox (slirp4netns's option; on unless `--no-sandbox`).
+    #[arg(long, conflicts_with = "no_sandbox")]
+    pub enable_seccomp: bool,
 
     /// The network itself.
     #[command(flatten)]
@@ -53,15 +82,28 @@ pub struct AttachArgs {
     pub positional: Vec<String>,
 }
 
+/// How `slipway attach` reads its namespace argument (slirp4netns's
+/// `--netns-type`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetnsType {
+    /// A process ID: its network namespace (and user namespace).
+    Pid,
+    /// A network namespace file.
+    Path,
+}
+
 /// What the positional arguments say.
 #[derive(Debug, PartialEq, Eq)]
 struct Positional {
     options: String,
-    pid: Option<u32>,
+    /// The PID or namespace file (absent with `--netns`).
+    namespace: Option<String>,
     ifname: String,
 }
 
-fn parse_positional(args: &[String], have_netns: bool) -> anyhow::Result<Positional> {
+/// Splits `[OPTS] NAMESPACE [IFNAME]` (`[OPTS] [IFNAME]` when the
+/// namespace came with `--netns`: `namespace_given`).
+fn parse_positional(args: &[String], namespace_given: bool) -> anyhow::Result<Positional> {
     let mut rest = args;
     let mut options = String::new();
     if let Some((first, tail)) = rest.split_first() {
@@ -70,18 +112,14 @@ fn parse_positional(args: &[String], have_netns: bool) -> anyhow::Result<Positio
             rest = tail;
         }
     }
-    let mut pid = None;
-    if !have_netns {
+    let mut namespace = None;
+    if !namespace_given {
         let Some((first, tail)) = rest.split_first() else {
-            anyhow::bail!("a PID or --netns PATH is required");
+            anyhow::bail!(
+                "a PID (or a namespace file with --netns-type=path or --netns PATH) is required"
+            );
         };
-        pid = Some(
-            first
-                .parse::<u32>()
-                .ok()
-                .filter(|&p| p > 0)
-                .with_context(|| format!("invalid PID '{first}': expected a process ID"))?,
-        );
+        namespace = Some(first.clone());
         rest = tail;
     }
     let ifname = match rest {
@@ -91,9 +129,61 @@ fn parse_positional(args: &[String], have_netns: bool) -> anyhow::Result<Positio
     };
     Ok(Positional {
         options,
-        pid,
+        namespace,
         ifname,
     })
+}
+
+/// The namespace to serve, from `--netns`, `--netns-type` and the
+/// positional namespace argument.
+fn target(args: &AttachArgs, namespace: Option<&str>) -> anyhow::Result<Target> {
+    let path = |netns: PathBuf| Target::Path {
+        netns,
+        userns: args.userns.clone(),
+    };
+    match (
+        &args.netns,
+        args.netns_type.unwrap_or(NetnsType::Pid),
+        namespace,
+    ) {
+        (Some(netns), _, _) => Ok(path(netns.clone())),
+        (None, NetnsType::Path, Some(file)) => Ok(path(file.into())),
+        (None, NetnsType::Pid, Some(pid)) => {
+            if args.userns.is_some() {
+                anyhow::bail!("--userns goes with a namespace file (--netns PATH or --netns-type=path): a PID names its own user namespace");
+            }
+            let pid = pid
+                .parse::<u32>()
+                .ok()
+                .filter(|&p| p > 0)
+                .with_context(|| format!("invalid PID '{pid}': expected a process ID (or --netns-type=path for a namespace file)"))?;
+            Ok(Target::Pid(pid))
+        }
+        (None, _, None) => anyhow::bail!("a PID or --netns PATH is required"),
+    }
+}
+
+/// The `-netdev user` option string with slirp4netns's `--cidr` and
+/// `--enable-ipv6` folded in; each may not contradict the options.
+fn options_with_flags(args: &AttachArgs, options: &str) -> anyhow::Result<String> {
+    let keys: Vec<(&str, &str)> = options
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let mut all = options.to_string();
+    if let Some(cidr) = &args.cidr {
+        if keys.iter().any(|(k, _)| *k == "net") {
+            anyhow::bail!("--cidr {cidr} and the options' net= both set the network: give one");
+        }
+        if !all.is_empty() {
+            all.push(',');
+        }
+        all.push_str(&format!("net={cidr}"));
+    }
+    if args.enable_ipv6 && keys.iter().any(|&(k, v)| k == "ipv6" && v == "off") {
+        anyhow::bail!("--enable-ipv6 contradicts the options' ipv6=off");
+    }
+    Ok(all)
 }
 
 /// Takes a descriptor number from the command line into ownership.
@@ -110,6 +200,8 @@ fn inherited_fd(fd: RawFd, flag: &str) -> anyhow::Result<OwnedFd> {
 /// namespace was destroyed), the exit descriptor fires, or a signal.
 pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
     let pos = parse_positional(&args.positional, args.netns.is_some())?;
+    let target = target(&args, pos.namespace.as_deref())?;
+    let options = options_with_flags(&args, &pos.options)?;
     let ready = args
         .ready_fd
         .map(|fd| inherited_fd(fd, "--ready-fd"))
@@ -118,17 +210,9 @@ pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
         .exit_fd
         .map(|fd| inherited_fd(fd, "--exit-fd"))
         .transpose()?;
-    let mut cfg = stack_config(&args.stack, &pos.options)?;
+    let mut cfg = stack_config(&args.stack, &options)?;
     let ipv4 = args.configure.then(|| namespace_ipv4(&cfg));
     let tap = tap_setup(&pos.ifname, &mut cfg, ipv4);
-    let target = match (pos.pid, args.netns) {
-        (Some(pid), _) => Target::Pid(pid),
-        (None, Some(netns)) => Target::Path {
-            netns,
-            userns: args.userns,
-        },
-        (None, None) => anyhow::bail!("a PID or --netns PATH is required"),
-    };
     // The namespace lives as long as our tap does: with a PID, serving
     // ends when that process exits.
     let process = match target {
@@ -159,27 +243,51 @@ pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// `slipway attach ARGS`, parsed as the CLI would.
+    fn attach(args: &[&str]) -> AttachArgs {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            attach: AttachArgs,
+        }
+        Cli::try_parse_from(std::iter::once("attach").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .attach
+    }
+
+    fn target_of(args: &[&str]) -> anyhow::Result<Target> {
+        let a = attach(args);
+        let pos = parse_positional(&a.positional, a.netns.is_some())?;
+        target(&a, pos.namespace.as_deref())
     }
 
     #[test]
     fn positionals_are_told_apart() {
         let p = parse_positional(&strings(&["1234"]), false).unwrap();
         assert_eq!(
-            (p.pid, p.ifname.as_str(), p.options.as_str()),
-            (Some(1234), "tap0", "")
+            (
+                p.namespace.as_deref(),
+                p.ifname.as_str(),
+                p.options.as_str()
+            ),
+            (Some("1234"), "tap0", "")
         );
         let p = parse_positional(&strings(&["hostfwd=tcp::80-:80", "99", "eth0"]), false).unwrap();
-        assert_eq!((p.pid, p.ifname.as_str()), (Some(99), "eth0"));
+        assert_eq!(
+            (p.namespace.as_deref(), p.ifname.as_str()),
+            (Some("99"), "eth0")
+        );
         assert_eq!(p.options, "hostfwd=tcp::80-:80");
         let p = parse_positional(&strings(&["eth1"]), true).unwrap();
-        assert_eq!((p.pid, p.ifname.as_str()), (None, "eth1"));
+        assert_eq!((p.namespace, p.ifname.as_str()), (None, "eth1"));
         for (args, netns, needle) in [
-            (vec![], false, "PID or --netns"),
-            (vec!["tap0"], false, "invalid PID 'tap0'"),
-            (vec!["0"], false, "invalid PID '0'"),
+            (vec![], false, "a PID (or a namespace file"),
             (vec!["1", "a", "b"], false, "unexpected argument 'b'"),
         ] {
             let err = parse_positional(&strings(&args), netns)
@@ -187,5 +295,92 @@ mod tests {
                 .to_string();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn namespaces_come_as_pids_or_files_the_slirp4netns_way_too() {
+        assert_eq!(target_of(&["42"]).unwrap(), Target::Pid(42));
+        let file = Target::Path {
+            netns: "/run/netns/x".into(),
+            userns: None,
+        };
+        assert_eq!(target_of(&["--netns", "/run/netns/x"]).unwrap(), file);
+        assert_eq!(
+            target_of(&["--netns-type=path", "/run/netns/x", "tap0"]).unwrap(),
+            file
+        );
+        assert_eq!(
+            target_of(&[
+                "--netns-type",
+                "path",
+                "--userns-path=/proc/7/ns/user",
+                "/proc/7/ns/net"
+            ])
+            .unwrap(),
+            Target::Path {
+                netns: "/proc/7/ns/net".into(),
+                userns: Some("/proc/7/ns/user".into()),
+            }
+        );
+        assert_eq!(
+            target_of(&["--netns-type=pid", "42"]).unwrap(),
+            Target::Pid(42)
+        );
+        for (args, needle) in [
+            (vec!["tap0"], "invalid PID 'tap0'"),
+            (vec!["0"], "invalid PID '0'"),
+            (
+                vec!["--userns", "/proc/1/ns/user", "42"],
+                "--userns goes with a namespace file",
+            ),
+        ] {
+            let err = target_of(&args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    /// The command line podman gives slirp4netns parses as it means.
+    #[test]
+    fn slirp4netns_command_lines_parse() {
+        let a = attach(&[
+            "--disable-host-loopback",
+            "--mtu=65520",
+            "--enable-sandbox",
+            "--enable-seccomp",
+            "--enable-ipv6",
+            "-c",
+            "-r",
+            "3",
+            "-e",
+            "4",
+            "--cidr=10.8.0.0/24",
+            "--netns-type=path",
+            "/run/user/1000/netns/cni-1",
+            "tap0",
+        ]);
+        assert!(a.configure && a.enable_ipv6 && a.stack.no_host_loopback);
+        assert_eq!(
+            (a.ready_fd, a.exit_fd, a.stack.mtu),
+            (Some(3), Some(4), 65520)
+        );
+        assert_eq!(options_with_flags(&a, "").unwrap(), "net=10.8.0.0/24");
+        assert_eq!(
+            options_with_flags(&a, "hostfwd=tcp::80-:80").unwrap(),
+            "hostfwd=tcp::80-:80,net=10.8.0.0/24"
+        );
+        let err = options_with_flags(&a, "net=10.9.0.0/24").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--cidr 10.8.0.0/24 and the options' net="),
+            "{err}"
+        );
+        let err = options_with_flags(&a, "ipv6=off").unwrap_err();
+        assert!(
+            err.to_string().contains("--enable-ipv6 contradicts"),
+            "{err}"
+        );
+        let short = attach(&["-c", "-m", "9000", "-6", "1234"]);
+        assert!(short.configure && short.enable_ipv6);
+        assert_eq!(short.stack.mtu, 9000);
     }
 }

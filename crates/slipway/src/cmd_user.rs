@@ -89,7 +89,7 @@ pub struct StackArgs {
     pub dns_upstream: Vec<SocketAddr>,
 
     /// Link MTU, advertised to the guest by DHCP (68 to 65520).
-    #[arg(long, value_name = "N", default_value_t = 1500)]
+    #[arg(short = 'm', long, value_name = "N", default_value_t = 1500)]
     pub mtu: usize,
 
     /// Legacy QEMU `-redir` forward, `[tcp|udp]:hostport:[guestaddr]:guestport` (repeatable).
@@ -121,7 +121,7 @@ pub struct StackArgs {
     pub max_dns_queries: u32,
 
     /// Do not map the host address to the host's loopback.
-    #[arg(long)]
+    #[arg(long, visible_alias = "disable-host-loopback")]
     pub no_host_loopback: bool,
 
     /// Serve the runtime control API on a unix socket at PATH (mode 0600;

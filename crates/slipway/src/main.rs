@@ -70,15 +70,26 @@ fn main() {
     }
 }
 
-/// Installed (or linked) as `qemu-bridge-helper`, slipway is the bridge
-/// helper: QEMU runs it with the helper's arguments only.
+/// Installed (or linked) under another tool's name, slipway stands in for
+/// it: as `qemu-bridge-helper` it is the bridge helper (QEMU runs it with
+/// the helper's arguments only); as `slirp4netns` it is `slipway attach`,
+/// whose options include slirp4netns's, so that rootless container
+/// runtimes run it unchanged (there `-v` asks for the version, as
+/// slirp4netns's does).
 fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let name = args
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
         .map(|n| n.to_os_string());
-    if name.is_some_and(|n| n == "qemu-bridge-helper") {
+    if name.as_ref().is_some_and(|n| n == "qemu-bridge-helper") {
         args.insert(1, "bridge-helper".into());
+    } else if name.is_some_and(|n| n == "slirp4netns") {
+        for arg in args.iter_mut().skip(1) {
+            if arg == "-v" {
+                *arg = "--version".into();
+            }
+        }
+        args.insert(1, "attach".into());
     }
     args
 }

@@ -674,3 +674,90 @@ fn attach_ends_when_its_exit_fd_closes() {
         "the namespace outlives slipway"
     );
 }
+
+/// Linked as `slirp4netns`, slipway takes the command line podman gives
+/// slirp4netns (namespace files, short options, its option names) and
+/// serves the namespace as slirp4netns would: address, MTU and route from
+/// `-c`, `--mtu` and `--cidr`, DNS through the network's DNS address, host
+/// loopback refused under `--disable-host-loopback`; `-v` is the version.
+#[test]
+fn linked_as_slirp4netns_it_takes_podmans_command_line() {
+    let dir = temp_dir().unwrap();
+    let d = dir.path();
+    let s4n = d.join("slirp4netns");
+    std::os::unix::fs::symlink(SLIPWAY, &s4n).unwrap();
+    let version = Command::new(&s4n).arg("-v").output().unwrap();
+    assert!(version.status.success());
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{version:?}"
+    );
+    std::fs::write(d.join("index.html"), "host page\n").unwrap();
+    let http = HttpServer::serve_dir(d).unwrap();
+    let dns = DnsServer::builder()
+        .host("db.example.test", "192.0.2.7".parse().unwrap())
+        .start()
+        .unwrap();
+    let ns = Unshared::start();
+    let (ready_r, ready_w) = pipe();
+    let (exit_r, exit_w) = pipe();
+    let pid = ns.pid();
+    let mut cmd = Command::new(&s4n);
+    cmd.args([
+        "--disable-host-loopback",
+        "--mtu=65520",
+        "--enable-sandbox",
+        "--enable-seccomp",
+        "--enable-ipv6",
+        "-c",
+        "--cidr=10.8.0.0/24",
+    ])
+    .arg(format!("--dns-upstream={}", dns.addr()))
+    .arg("-r")
+    .arg(ready_w.as_raw_fd().to_string())
+    .arg("-e")
+    .arg(exit_r.as_raw_fd().to_string())
+    .arg("--netns-type=path")
+    .arg(format!("--userns-path=/proc/{pid}/ns/user"))
+    .arg(format!("/proc/{pid}/ns/net"))
+    .arg("tap0");
+    pass_fd(&mut cmd, &ready_w);
+    pass_fd(&mut cmd, &exit_r);
+    let mut slipway = Background::spawn(cmd, d.join("s4n.log"));
+    drop((ready_w, exit_r));
+    let mut ready = String::new();
+    std::fs::File::from(ready_r)
+        .read_to_string(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "1", "ready signal:\n{}", slipway.log());
+    let text = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let addr = text(ns.exec(&["ip", "-4", "-o", "addr", "show", "tap0"]));
+    assert!(addr.contains("10.8.0.100/24"), "{addr}");
+    let link = text(ns.exec(&["ip", "-o", "link", "show", "tap0"]));
+    assert!(link.contains("mtu 65520"), "{link}");
+    let route = text(ns.exec(&["ip", "route", "show", "default"]));
+    assert!(route.contains("via 10.8.0.2 dev tap0"), "{route}");
+    let answer = text(ns.exec(&[
+        "dig",
+        "+short",
+        "+time=3",
+        "+tries=2",
+        "@10.8.0.3",
+        "db.example.test",
+    ]));
+    assert_eq!(answer.trim(), "192.0.2.7", "{}", slipway.log());
+    let refused = ns.exec(&[
+        "curl",
+        "-sS",
+        "-m",
+        "10",
+        &format!("http://10.8.0.2:{}/", http.port()),
+    ]);
+    assert_eq!(refused.status.code(), Some(7), "{}", slipway.log());
+    // Closing the exit descriptor ends it, as slirp4netns's does.
+    drop(exit_w);
+    wait_for("slirp4netns (slipway) exiting", || {
+        slipway.child.0.try_wait().unwrap().is_some()
+    });
+    assert!(slipway.wait().success(), "{}", slipway.log());
+}
