@@ -19,32 +19,27 @@
 //! `mio::Poll` can host it. Bad input never panics: a line that is not a
 //! request gets an `invalid` error reply and the connection stays open; a
 //! line over [`MAX_LINE`] bytes gets an error and the connection is closed.
+//! The socket handling is [`crate::control_socket`]'s.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Registry};
+use mio::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::ctx::{token, TokenKind};
+use crate::control_socket::{ControlSocket, Next};
+#[cfg(doc)]
+use crate::ctx::TokenKind;
 use crate::options::{parse_hostfwd, parse_hostfwd_remove};
 use crate::stack::Stack;
 use crate::status::{CountersInfo, FlowInfo, FlowProtocol, ForwardInfo, LeaseInfo};
 
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
-/// Reply bytes a client may leave unread before it is disconnected.
-const MAX_PENDING_REPLY: usize = 16 * 1024 * 1024;
-/// Most clients connected at once.
-const MAX_CLIENTS: usize = 32;
 /// [`TokenKind::Control`] index of the listening socket (0 is the
-/// event loop's signal descriptor).
+/// event loop's signal descriptor); its clients follow.
 pub const LISTENER_INDEX: usize = 1;
-/// First [`TokenKind::Control`] index of a client connection.
-const FIRST_CLIENT_INDEX: usize = 2;
 
 /// A request to the stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,7 +195,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, WireMessage> {
         .map_err(|e| error(ErrorCode::Invalid, format!("not a valid request: {e}")))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -229,179 +224,68 @@ pub enum ApiError {
     BadReply(String),
 }
 
-struct Client {
-    stream: UnixStream,
-    input: Vec<u8>,
-    output: Vec<u8>,
-}
-
 /// The control API's listening socket and its clients.
 pub struct ApiServer {
-    path: PathBuf,
-    listener: UnixListener,
-    clients: Vec<Option<Client>>,
+    socket: ControlSocket,
 }
 
 impl ApiServer {
     /// Creates the socket at `path` (mode 0600; a stale socket file from
     /// a process that is gone is replaced) and registers it.
     pub fn open(path: &Path, registry: &Registry) -> Result<ApiServer, ApiError> {
-        let err = |what| {
-            move |source| ApiError::Socket {
-                path: path.to_path_buf(),
-                what,
-                source,
-            }
-        };
-        crate::attach::remove_stale_socket(path, true).map_err(err("socket file"))?;
-        let mut listener = UnixListener::bind(path).map_err(err("bind"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(err("permissions"))?;
-        registry
-            .register(
-                &mut listener,
-                token(TokenKind::Control, LISTENER_INDEX),
-                Interest::READABLE,
-            )
-            .map_err(err("register"))?;
-        tracing::info!(path = %path.display(), "control API listening");
         Ok(ApiServer {
-            path: path.to_path_buf(),
-            listener,
-            clients: Vec::new(),
+            socket: ControlSocket::open(path, registry, LISTENER_INDEX, "control API")?,
         })
+    }
+
+    /// Whether [`TokenKind::Control`] index `index` is this server's (the
+    /// listener or a client).
+    pub fn owns(&self, index: usize) -> bool {
+        self.socket.owns(index)
     }
 
     /// Handles readiness of [`TokenKind::Control`] index `index` (the
     /// listener or a client), carrying out complete requests on `stack`.
     pub fn on_event(&mut self, registry: &Registry, index: usize, stack: &mut Stack) {
-        if index == LISTENER_INDEX {
-            self.accept(registry);
-            return;
-        }
-        let Some(slot) = index.checked_sub(FIRST_CLIENT_INDEX) else {
-            return;
-        };
-        let Some(Some(client)) = self.clients.get_mut(slot) else {
-            return;
-        };
-        if !serve(client, registry, stack) {
-            if let Some(mut client) = self.clients[slot].take() {
-                let _ = registry.deregister(&mut client.stream);
-            }
-        }
-    }
-
-    fn accept(&mut self, registry: &Registry) {
-        loop {
-            let mut stream = match self.listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    tracing::warn!(%err, "control API accept");
-                    return;
-                }
-            };
-            let slot = match self.clients.iter().position(Option::is_none) {
-                Some(s) => s,
-                None if self.clients.len() < MAX_CLIENTS => {
-                    self.clients.push(None);
-                    self.clients.len() - 1
-                }
-                None => {
-                    tracing::warn!("control API: too many clients; connection closed");
-                    continue;
-                }
-            };
-            if let Err(err) = registry.register(
-                &mut stream,
-                token(TokenKind::Control, FIRST_CLIENT_INDEX + slot),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::warn!(%err, "control API: registering a client");
-                continue;
-            }
-            self.clients[slot] = Some(Client {
-                stream,
-                input: Vec::new(),
-                output: Vec::new(),
-            });
-        }
+        self.socket.on_event(registry, index, |input, _eof, output| {
+            answer_lines(input, output, stack, registry)
+        });
     }
 }
 
-/// Reads what the client sent, answers each complete line, writes what
-/// the socket takes. Returns false when the client is to be dropped.
-fn serve(client: &mut Client, registry: &Registry, stack: &mut Stack) -> bool {
-    let mut buf = [0u8; 4096];
-    let mut open = true;
-    loop {
-        match client.stream.read(&mut buf) {
-            Ok(0) => {
-                open = false;
-                break;
-            }
-            Ok(n) => client.input.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+/// Answers each complete line of `input`; a line over [`MAX_LINE`] bytes
+/// gets an error and ends the connection. (A last line without its
+/// newline when the client shuts its side is not a request.)
+fn answer_lines(
+    input: &mut Vec<u8>,
+    output: &mut Vec<u8>,
+    stack: &mut Stack,
+    registry: &Registry,
+) -> Next {
+    while let Some(end) = input.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = input.drain(..=end).collect();
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
         }
-        while let Some(end) = client.input.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = client.input.drain(..=end).collect();
-            let line = line.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
-            let reply = handle_line(stack, registry, line);
-            push_reply(&mut client.output, &reply);
-        }
-        if client.input.len() > MAX_LINE {
-            let reply = error(
-                ErrorCode::Invalid,
-                format!("request line longer than {MAX_LINE} bytes"),
-            );
-            push_reply(&mut client.output, &reply);
-            let _ = flush(client);
-            return false;
-        }
+        let reply = handle_line(stack, registry, line);
+        push_reply(output, &reply);
     }
-    if !flush(client) || client.output.len() > MAX_PENDING_REPLY {
-        return false;
+    if input.len() > MAX_LINE {
+        let reply = error(
+            ErrorCode::Invalid,
+            format!("request line longer than {MAX_LINE} bytes"),
+        );
+        push_reply(output, &reply);
+        return Next::Close;
     }
-    // A client that closed its end gets the replies it asked for first.
-    open || !client.output.is_empty()
+    Next::Read
 }
 
 fn push_reply(out: &mut Vec<u8>, reply: &WireMessage) {
     match serde_json::to_writer(&mut *out, reply) {
         Ok(()) => out.push(b'\n'),
         Err(err) => tracing::warn!(%err, "control API: encoding a reply"),
-    }
-}
-
-/// Writes pending replies until done or the socket is full; false when
-/// the client is gone.
-fn flush(client: &mut Client) -> bool {
-    while !client.output.is_empty() {
-        match client.stream.write(&client.output) {
-            Ok(0) => return false,
-            Ok(n) => {
-                client.output.drain(..n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        if let Err(err) = std::fs::remove_file(&self.path) {
-            tracing::debug!(%err, path = %self.path.display(), "removing the API socket");
-        }
     }
 }
 
@@ -453,7 +337,9 @@ impl ApiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctx::TokenKind;
     use crate::options::parse_options;
+    use std::os::unix::fs::PermissionsExt;
     use proptest::prelude::*;
 
     fn stack() -> (Stack, mio::Poll) {

@@ -187,6 +187,20 @@ impl StackConfig {
         Ipv4Addr::from(u32::from(self.net) | !u32::from(self.netmask()))
     }
 
+    /// The address of a network namespace served through a tap: the 100th
+    /// of the network, as slirp4netns uses (10.0.2.100; its
+    /// `recommended_vguest`), or the first DHCP address when the network
+    /// is too small.
+    pub fn namespace_address(&self) -> Ipv4Addr {
+        let hundredth = Ipv4Addr::from(u32::from(self.net).wrapping_add(100));
+        if self.in_subnet(hundredth) && hundredth != self.broadcast() && !self.is_virtual(hundredth)
+        {
+            hundredth
+        } else {
+            self.dhcp_start
+        }
+    }
+
     /// Whether `addr` is a virtual address the stack itself owns on the
     /// guest's link (it answers ARP for it and terminates traffic to it).
     pub fn is_virtual(&self, addr: Ipv4Addr) -> bool {

@@ -16,17 +16,18 @@ use crate::api::{ApiError, ApiServer};
 use crate::attach::{AttachError, AttachSpec, Attachment, LinkState};
 use crate::config::StackConfig;
 use crate::ctx::{decode_token, token, DropReason, TokenKind};
+use crate::slirp4netns_api::Slirp4netnsApiServer;
 use crate::stack::{Stack, StackError};
 
 /// Events handled per wake-up.
 const EVENT_CAPACITY: usize = 1024;
 /// Pump rounds per wake-up before host events get their turn again.
 const PUMP_ROUNDS: usize = 16;
-/// [`TokenKind::Control`] index of the signal descriptor; the control API
-/// uses the others.
+/// [`TokenKind::Control`] index of the signal descriptor; the control APIs
+/// use others.
 const SIGNALS_INDEX: usize = 0;
 /// [`TokenKind::Control`] index of the first of [`RunOptions::exit_fds`]
-/// (far above the control API's).
+/// (far above the control APIs').
 const EXIT_FD_INDEX: usize = 1 << 32;
 
 /// How [`run`] behaves beyond the configuration.
@@ -36,6 +37,9 @@ pub struct RunOptions {
     pub keep_listening: bool,
     /// Serve the control API ([`crate::api`]) on a unix socket at this path.
     pub api: Option<std::path::PathBuf>,
+    /// Serve slirp4netns's API ([`crate::slirp4netns_api`], slirp4netns's
+    /// `--api-socket`) on a unix socket at this path.
+    pub slirp4netns_api: Option<std::path::PathBuf>,
     /// Confine the process once the stack and the VM link are set up (the
     /// attachment's socket directory is added to what it may touch).
     pub sandbox: Option<slipway_sandbox::Sandbox>,
@@ -154,13 +158,21 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
             Interest::READABLE,
         )
         .map_err(io_err("signal handling"))?;
-    let sandbox = opts
-        .sandbox
-        .map(|sandbox| sandbox_for(sandbox, &cfg, opts.api.as_deref()));
+    let sandbox = opts.sandbox.map(|sandbox| {
+        let mut sandbox = sandbox_for(sandbox, &cfg, opts.api.as_deref());
+        if let Some(path) = &opts.slirp4netns_api {
+            allow_socket(&mut sandbox, path);
+        }
+        sandbox
+    });
     let mut stack = Stack::new(cfg)?;
     stack.start(&registry)?;
     let mut api = match &opts.api {
         Some(path) => Some(ApiServer::open(path, &registry)?),
+        None => None,
+    };
+    let mut slirp4netns_api = match &opts.slirp4netns_api {
+        Some(path) => Some(Slirp4netnsApiServer::open(path, &registry)?),
         None => None,
     };
     let socket_file = match &spec {
@@ -238,7 +250,9 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
                     return Ok(());
                 }
                 Some((TokenKind::Control, index)) if index != SIGNALS_INDEX => {
-                    if let Some(api) = api.as_mut() {
+                    if let Some(api) = api.as_mut().filter(|a| a.owns(index)) {
+                        api.on_event(&registry, index, &mut stack);
+                    } else if let Some(api) = slirp4netns_api.as_mut().filter(|a| a.owns(index)) {
                         api.on_event(&registry, index, &mut stack);
                     }
                 }

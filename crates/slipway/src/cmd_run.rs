@@ -4,7 +4,6 @@
 //! command's status.
 
 use std::ffi::OsString;
-use std::net::Ipv4Addr;
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,15 +46,8 @@ pub struct RunArgs {
 /// The namespace's address: the 100th of the network as slirp4netns uses
 /// (10.0.2.100), or the first DHCP address when the network is too small.
 pub(crate) fn namespace_ipv4(cfg: &StackConfig) -> Ipv4Setup {
-    let hundredth = Ipv4Addr::from(u32::from(cfg.net).wrapping_add(100));
-    let address =
-        if cfg.in_subnet(hundredth) && hundredth != cfg.broadcast() && !cfg.is_virtual(hundredth) {
-            hundredth
-        } else {
-            cfg.dhcp_start
-        };
     Ipv4Setup {
-        address,
+        address: cfg.namespace_address(),
         prefix: cfg.prefix_len,
         gateway: cfg.host,
     }
