@@ -247,9 +247,10 @@ impl ApiServer {
     /// Handles readiness of [`TokenKind::Control`] index `index` (the
     /// listener or a client), carrying out complete requests on `stack`.
     pub fn on_event(&mut self, registry: &Registry, index: usize, stack: &mut Stack) {
-        self.socket.on_event(registry, index, |input, _eof, output| {
-            answer_lines(input, output, stack, registry)
-        });
+        self.socket
+            .on_event(registry, index, |input, _eof, output| {
+                answer_lines(input, output, stack, registry)
+            });
     }
 }
 
@@ -339,8 +340,8 @@ mod tests {
     use super::*;
     use crate::ctx::TokenKind;
     use crate::options::parse_options;
-    use std::os::unix::fs::PermissionsExt;
     use proptest::prelude::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn stack() -> (Stack, mio::Poll) {
         let poll = mio::Poll::new().unwrap();

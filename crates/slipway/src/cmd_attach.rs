@@ -66,6 +66,11 @@ pub struct AttachArgs {
     #[arg(long, conflicts_with = "no_sandbox")]
     pub enable_seccomp: bool,
 
+    /// Serve slirp4netns's API (add_hostfwd, list_hostfwd, remove_hostfwd)
+    /// on a unix socket at PATH (slirp4netns's option; docs/usermode-api.md).
+    #[arg(short = 'a', long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+
     /// The network itself.
     #[command(flatten)]
     pub stack: StackArgs,
@@ -232,6 +237,7 @@ pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
     serve(
         cfg,
         args.stack.api,
+        args.api_socket,
         fd,
         exit_fds,
         ready,

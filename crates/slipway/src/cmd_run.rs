@@ -72,11 +72,12 @@ pub(crate) fn tap_setup(ifname: &str, cfg: &mut StackConfig, ipv4: Option<Ipv4Se
 }
 
 /// Serves the tap `fd` until one of `exit_fds` fires (or a signal
-/// arrives), with the control API on `api` if given, confined by
-/// `sandbox` once set up.
+/// arrives), with the control API on `api` and slirp4netns's API on
+/// `slirp4netns_api` if given, confined by `sandbox` once set up.
 pub(crate) fn serve(
     cfg: StackConfig,
     api: Option<PathBuf>,
+    slirp4netns_api: Option<PathBuf>,
     fd: OwnedFd,
     exit_fds: Vec<std::os::fd::RawFd>,
     ready_fd: Option<OwnedFd>,
@@ -87,6 +88,7 @@ pub(crate) fn serve(
         AttachSpec::Tap(Arc::new(fd)),
         RunOptions {
             api,
+            slirp4netns_api,
             exit_fds,
             ready_fd: ready_fd.map(IntoRawFd::into_raw_fd),
             sandbox,
@@ -170,8 +172,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // The loop ends when the command exits, on SIGTERM/SIGINT, or on an
     // error; in the last two cases the command is asked to stop.
     let served = match args.sandbox.sandbox() {
-        None => serve(cfg, api, fd, exit_fds, go, None).map(|()| 0),
-        Some(sandbox) => serve_in_child(move || serve(cfg, api, fd, exit_fds, go, Some(sandbox))),
+        None => serve(cfg, api, None, fd, exit_fds, go, None).map(|()| 0),
+        Some(sandbox) => {
+            serve_in_child(move || serve(cfg, api, None, fd, exit_fds, go, Some(sandbox)))
+        }
     };
     command.terminate();
     let status = command.wait().context("waiting for the command")?;

@@ -761,3 +761,159 @@ fn linked_as_slirp4netns_it_takes_podmans_command_line() {
     });
     assert!(slipway.wait().success(), "{}", slipway.log());
 }
+
+/// Sends one request to a slirp4netns API socket the way rootlesskit does
+/// (write, shut the write side, read to the end) and returns the reply.
+fn slirp4netns_api_call(socket: &Path, request: &str) -> String {
+    // The file may be there a moment before the socket listens.
+    let mut conn = None;
+    wait_for("connecting to the API socket", || {
+        conn = std::os::unix::net::UnixStream::connect(socket).ok();
+        conn.is_some()
+    });
+    let mut conn = conn.unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// slirp4netns's API (`--api-socket`): the same requests, sent to real
+/// slirp4netns and to `slipway attach --api-socket`, each serving a
+/// namespace made by unshare, get the same replies (ids 1, 2, ... never
+/// reused, the default addresses, the error texts), except that slipway
+/// says why the host refused a port. A forward added through slipway's
+/// socket reaches a server in the namespace; once removed, the port
+/// refuses.
+#[test]
+fn attach_answers_slirp4netns_api_requests_as_slirp4netns_does() {
+    let dir = temp_dir().unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served through add_hostfwd\n").unwrap();
+    let (tcp_port, udp_port) = (free_port().unwrap(), free_port().unwrap());
+    let add = |args: String| format!(r#"{{"execute":"add_hostfwd","arguments":{{{args}}}}}"#);
+    let tcp_fwd = add(format!(
+        r#""proto":"tcp","host_addr":"127.0.0.1","host_port":{tcp_port},"guest_port":80"#
+    ));
+    let requests = [
+        r#"{"execute":"list_hostfwd"}"#.to_string(),
+        tcp_fwd.clone(),
+        add(format!(
+            r#""proto":"udp","host_addr":"127.0.0.1","host_port":{udp_port},"guest_addr":"10.0.2.100","guest_port":53"#
+        )),
+        tcp_fwd.clone(),
+        r#"{"execute": "list_hostfwd"}"#.to_string(),
+        r#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#.to_string(),
+        r#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#.to_string(),
+        r#"{"execute":"remove_hostfwd","arguments":{"id":99}}"#.to_string(),
+        add(r#""proto":"sctp","host_port":1,"guest_port":1"#.to_string()),
+        add(r#""proto":"tcp","host_addr":"bogus","host_port":1,"guest_port":1"#.to_string()),
+        add(r#""proto":"tcp","host_port":1"#.to_string()),
+        r#"{"execute":"reboot"}"#.to_string(),
+        "not json".to_string(),
+        "[]".to_string(),
+        "{}".to_string(),
+        tcp_fwd.clone(),
+        r#"{"execute":"list_hostfwd"}"#.to_string(),
+    ];
+    // Real slirp4netns first (then gone, its ports free again).
+    let reference = {
+        let ns = Unshared::start();
+        let socket = d.join("slirp4netns.sock");
+        let mut cmd = Command::new("slirp4netns");
+        cmd.arg("--api-socket")
+            .arg(&socket)
+            .args(["--configure", &ns.pid().to_string(), "tap0"]);
+        let mut s4n = Background::spawn(cmd, d.join("slirp4netns.log"));
+        s4n.wait_for_file("slirp4netns's API socket", &socket);
+        let replies: Vec<String> = requests
+            .iter()
+            .map(|r| slirp4netns_api_call(&socket, r))
+            .collect();
+        drop(s4n);
+        replies
+    };
+    let ns = Unshared::start();
+    let socket = d.join("slipway.sock");
+    let mut cmd = Command::new(SLIPWAY);
+    cmd.args(["-vv", "attach", "--configure", "-a"])
+        .arg(&socket)
+        .arg(ns.pid().to_string());
+    let mut slipway = Background::spawn(cmd, d.join("slipway.log"));
+    slipway.wait_for_file("slipway's API socket", &socket);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let replies: Vec<String> = requests
+        .iter()
+        .map(|r| slirp4netns_api_call(&socket, r))
+        .collect();
+    // The port already forwarded: slipway adds the host's reason.
+    let refused = r#"{"error":{"desc":"bad request: add_hostfwd: slirp_add_hostfwd failed"}}"#;
+    assert_eq!(reference[3], refused);
+    for ((request, want), got) in requests.iter().zip(&reference).zip(&replies) {
+        if want == refused {
+            assert!(
+                got.starts_with(refused.trim_end_matches("\"}}")) && got.len() > refused.len(),
+                "{request}: {got}"
+            );
+        } else {
+            assert_eq!(got, want, "{request}\n{}", slipway.log());
+        }
+    }
+    assert_eq!(
+        replies.last().unwrap(),
+        &format!(
+            r#"{{"entries":[{{"id":2,"proto":"udp","host_addr":"127.0.0.1","host_port":{udp_port},"guest_addr":"10.0.2.100","guest_port":53}},{{"id":3,"proto":"tcp","host_addr":"127.0.0.1","host_port":{tcp_port},"guest_addr":"10.0.2.100","guest_port":80}}]}}"#
+        )
+    );
+    // Forward id 3 reaches a server in the namespace.
+    let mut httpd = Command::new("nsenter");
+    httpd
+        .args([
+            "-t",
+            &ns.pid().to_string(),
+            "-U",
+            "-n",
+            "--preserve-credentials",
+        ])
+        .args(["busybox", "httpd", "-f", "-p", "80", "-h"])
+        .arg(&www);
+    let _httpd = Background::spawn(httpd, d.join("httpd.log"));
+    let get = || -> std::io::Result<String> {
+        let mut conn = TcpStream::connect(("127.0.0.1", tcp_port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply)?;
+        Ok(reply)
+    };
+    let mut reply = String::new();
+    wait_for("the page through the forward", || {
+        reply = get().unwrap_or_default();
+        reply.contains(" 200 ")
+    });
+    assert!(reply.ends_with("served through add_hostfwd\n"), "{reply}");
+    // Removed, the port refuses.
+    assert_eq!(
+        slirp4netns_api_call(
+            &socket,
+            r#"{"execute":"remove_hostfwd","arguments":{"id":3}}"#
+        ),
+        r#"{"return":{}}"#
+    );
+    let refused = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    // The namespace's process ends: so does slipway, and the socket goes.
+    drop(ns);
+    wait_for("slipway attach exiting", || {
+        slipway.child.0.try_wait().unwrap().is_some()
+    });
+    assert!(slipway.wait().success(), "{}", slipway.log());
+    assert!(!socket.exists(), "the API socket is removed");
+}
