@@ -917,3 +917,96 @@ fn attach_answers_slirp4netns_api_requests_as_slirp4netns_does() {
     assert!(slipway.wait().success(), "{}", slipway.log());
     assert!(!socket.exists(), "the API socket is removed");
 }
+
+/// rootlesskit, unchanged, with slipway as its slirp4netns
+/// (`--slirp4netns-binary`) and its slirp4netns port driver: the ports
+/// given with `-p` and added, listed and removed with `rootlessctl` go
+/// through slipway's slirp4netns API and reach a server in rootlesskit's
+/// namespace.
+#[test]
+fn rootlesskit_exposes_ports_through_slipway_as_its_slirp4netns() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // rootlesskit needs subordinate ids, given here in a private mount
+        // namespace, which takes root (CI runs as root).
+        return;
+    }
+    let dir = temp_dir().unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served for rootlesskit\n").unwrap();
+    let s4n = d.join("slirp4netns");
+    std::os::unix::fs::symlink(SLIPWAY, &s4n).unwrap();
+    // The test's own subordinate ids, seen by rootlesskit only.
+    let subid = d.join("subid");
+    std::fs::write(&subid, "root:100000:65536\n").unwrap();
+    let state = d.join("state");
+    let (ready, done) = (d.join("ready"), d.join("done"));
+    let (port1, port2) = (free_port().unwrap(), free_port().unwrap());
+    let inside = format!(
+        "busybox httpd -f -p 80 -h {www} & touch {ready}; \
+         while [ ! -e {done} ]; do sleep 0.05; done; kill $!",
+        www = www.display(),
+        ready = ready.display(),
+        done = done.display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount --bind \"$0\" /etc/subuid && mount --bind \"$0\" /etc/subgid && \
+             exec rootlesskit \"$@\"",
+        )
+        .arg(&subid)
+        .arg(format!("--state-dir={}", state.display()))
+        .arg("--net=slirp4netns")
+        .arg(format!("--slirp4netns-binary={}", s4n.display()))
+        .args(["--disable-host-loopback", "--port-driver=slirp4netns"])
+        .arg(format!("--publish=127.0.0.1:{port1}:80/tcp"))
+        .args(["sh", "-c", &inside]);
+    let mut rootlesskit = Background::spawn(cmd, d.join("rootlesskit.log"));
+    rootlesskit.wait_for_file("the server in rootlesskit's namespace", &ready);
+    let get = |port: u16| -> std::io::Result<String> {
+        let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply)?;
+        Ok(reply)
+    };
+    let serves = |port: u16| {
+        let mut reply = String::new();
+        wait_for("the page through a published port", || {
+            reply = get(port).unwrap_or_default();
+            reply.contains(" 200 ")
+        });
+        assert!(reply.ends_with("served for rootlesskit\n"), "{reply}");
+    };
+    serves(port1);
+    let rootlessctl = |args: &[&str]| {
+        let out = Command::new("rootlessctl")
+            .arg(format!("--socket={}", state.join("api.sock").display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rootlessctl {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            rootlesskit.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let added = rootlessctl(&["add-ports", &format!("127.0.0.1:{port2}:80/tcp")]);
+    assert_eq!(added.trim(), "2");
+    serves(port2);
+    let listed = rootlessctl(&["list-ports"]);
+    assert!(listed.contains(&format!("{port2}")), "{listed}");
+    assert_eq!(rootlessctl(&["remove-ports", "2"]).trim(), "2");
+    let refused = TcpStream::connect(("127.0.0.1", port2)).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    serves(port1);
+    std::fs::write(&done, "").unwrap();
+    let status = rootlesskit.wait();
+    assert!(status.success(), "{status}:\n{}", rootlesskit.log());
+}
