@@ -57,6 +57,7 @@ pub(crate) struct TapPlan {
     mtu: i32,
     txqueuelen: u32,
     ipv4: Option<(Ipv4Addr, u8, Ipv4Addr)>,
+    mac: Option<[u8; 6]>,
     /// `/proc/sys/net/ipv4/conf/NAME/arp_notify`: set so the namespace
     /// announces its address (gratuitous ARP) when the tap comes up, and
     /// the stack knows where to send forwarded connections at once.
@@ -73,6 +74,7 @@ impl TapPlan {
             mtu: int("MTU", tap.mtu)?,
             txqueuelen: tap.txqueuelen,
             ipv4: tap.ipv4.map(|c| (c.address, c.prefix, c.gateway)),
+            mac: tap.mac,
             arp_notify: crate::cstring(
                 "interface name",
                 format!("/proc/sys/net/ipv4/conf/{}/arp_notify", tap.ifname).as_bytes(),
@@ -211,6 +213,9 @@ fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
     let tap = &plan.tap;
     let fd = open_tap(&tap.name)?;
     let configured = (|| {
+        if let Some(mac) = tap.mac {
+            ctl.set_mac(&tap.name, mac)?;
+        }
         ctl.set_mtu(&tap.name, tap.mtu)?;
         crate::ifconfig::set_txqueuelen(&tap.name, tap.txqueuelen)?;
         if let Some((addr, prefix, _)) = tap.ipv4 {

@@ -48,6 +48,26 @@ impl CtlSocket {
         self.ioctl(libc::SIOCSIFFLAGS, &mut ifr, what)
     }
 
+    pub(crate) fn set_mac(
+        &self,
+        name: &[libc::c_char; libc::IFNAMSIZ],
+        mac: [u8; 6],
+    ) -> Result<(), Fail> {
+        let mut ifr = ifreq(name);
+        // SAFETY: the hardware-address member is a plain sockaddr.
+        unsafe {
+            ifr.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+            for (dst, src) in ifr.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+                *dst = src as libc::c_char;
+            }
+        }
+        self.ioctl(
+            libc::SIOCSIFHWADDR,
+            &mut ifr,
+            "setting the tap's MAC address",
+        )
+    }
+
     pub(crate) fn set_mtu(
         &self,
         name: &[libc::c_char; libc::IFNAMSIZ],

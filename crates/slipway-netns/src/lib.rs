@@ -82,6 +82,8 @@ pub struct TapSetup {
     /// Address and default route; `None` leaves the device unconfigured
     /// (but up, as slirp4netns does without `--configure`).
     pub ipv4: Option<Ipv4Setup>,
+    /// The tap's MAC address; `None` keeps the random one the kernel gave.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Transmit queue length for a tap whose peer advertises windows of up to

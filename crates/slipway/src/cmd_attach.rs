@@ -71,6 +71,10 @@ pub struct AttachArgs {
     #[arg(short = 'a', long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
 
+    /// With `--configure`: the tap's MAC address (slirp4netns's option).
+    #[arg(long, value_name = "MAC", requires = "configure")]
+    pub macaddress: Option<slipway_netxml::MacAddr>,
+
     /// The network itself.
     #[command(flatten)]
     pub stack: StackArgs,
@@ -217,7 +221,13 @@ pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
         .transpose()?;
     let mut cfg = stack_config(&args.stack, &options)?;
     let ipv4 = args.configure.then(|| namespace_ipv4(&cfg));
-    let tap = tap_setup(&pos.ifname, &mut cfg, ipv4);
+    let mut tap = tap_setup(&pos.ifname, &mut cfg, ipv4);
+    if let Some(mac) = args.macaddress {
+        if mac.is_multicast() {
+            anyhow::bail!("--macaddress {mac}: a multicast address cannot be the tap's");
+        }
+        tap.mac = Some(mac.octets());
+    }
     // The namespace lives as long as our tap does: with a PID, serving
     // ends when that process exits.
     let process = match target {
@@ -360,6 +370,7 @@ mod tests {
             "-e",
             "4",
             "--cidr=10.8.0.0/24",
+            "--macaddress=52:54:00:AB:cd:01",
             "--netns-type=path",
             "/run/user/1000/netns/cni-1",
             "tap0",
@@ -368,6 +379,10 @@ mod tests {
         assert_eq!(
             (a.ready_fd, a.exit_fd, a.stack.mtu),
             (Some(3), Some(4), 65520)
+        );
+        assert_eq!(
+            a.macaddress.map(|m| m.octets()),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 1])
         );
         assert_eq!(options_with_flags(&a, "").unwrap(), "net=10.8.0.0/24");
         assert_eq!(

@@ -678,7 +678,7 @@ fn attach_ends_when_its_exit_fd_closes() {
 /// Linked as `slirp4netns`, slipway takes the command line podman gives
 /// slirp4netns (namespace files, short options, its option names) and
 /// serves the namespace as slirp4netns would: address, MTU and route from
-/// `-c`, `--mtu` and `--cidr`, DNS through the network's DNS address, host
+/// `-c`, `--mtu`, `--cidr` and `--macaddress`, DNS through the network's DNS address, host
 /// loopback refused under `--disable-host-loopback`; `-v` is the version.
 #[test]
 fn linked_as_slirp4netns_it_takes_podmans_command_line() {
@@ -711,6 +711,7 @@ fn linked_as_slirp4netns_it_takes_podmans_command_line() {
         "--enable-ipv6",
         "-c",
         "--cidr=10.8.0.0/24",
+        "--macaddress=52:54:00:12:34:99",
     ])
     .arg(format!("--dns-upstream={}", dns.addr()))
     .arg("-r")
@@ -735,6 +736,7 @@ fn linked_as_slirp4netns_it_takes_podmans_command_line() {
     assert!(addr.contains("10.8.0.100/24"), "{addr}");
     let link = text(ns.exec(&["ip", "-o", "link", "show", "tap0"]));
     assert!(link.contains("mtu 65520"), "{link}");
+    assert!(link.contains("link/ether 52:54:00:12:34:99 "), "{link}");
     let route = text(ns.exec(&["ip", "route", "show", "default"]));
     assert!(route.contains("via 10.8.0.2 dev tap0"), "{route}");
     let answer = text(ns.exec(&[
