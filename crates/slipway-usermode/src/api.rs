@@ -19,7 +19,7 @@
 //! `mio::Poll` can host it. Bad input never panics: a line that is not a
 //! request gets an `invalid` error reply and the connection stays open; a
 //! line over [`MAX_LINE`] bytes gets an error and the connection is closed.
-//! The socket handling is [`crate::control_socket`]'s.
+//! The socket handling is `control_socket`'s.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -15,7 +15,7 @@
 //! this server answers an `error` instead.
 //!
 //! The socket handling (mode 0600, stale file replaced, non-blocking
-//! clients served between frames) is [`crate::control_socket`]'s. A
+//! clients served between frames) is `control_socket`'s. A
 //! request is answered as soon as it is a complete JSON value, so clients
 //! that do not shut their side are served too; a request of
 //! [`MAX_REQUEST`] bytes or more gets an error (slirp4netns's limit).
