@@ -149,6 +149,13 @@ pub struct StackConfig {
     pub restrict: bool,
     /// Whether connections to the host address reach host loopback.
     pub host_loopback: bool,
+    /// Whether queries to the DNS address are relayed to the upstreams
+    /// (off: slirp4netns's `--disable-dns`; the address is then one of the
+    /// network's with nothing behind it).
+    pub dns_relay: bool,
+    /// Host source addresses of outbound flows (slirp4netns's
+    /// `--outbound-addr`, `--outbound-addr6`).
+    pub outbound: OutboundAddrs,
     /// DHCP option 12.
     pub hostname: Option<String>,
     /// DHCP option 15.
@@ -169,6 +176,26 @@ pub struct StackConfig {
     pub limits: Limits,
     /// TFTP, SMB and guest forwards.
     pub services: crate::services::Services,
+}
+
+/// The host addresses outbound TCP connections, UDP flows and DNS
+/// queries are sent from, per family; `None` lets the kernel choose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboundAddrs {
+    /// Source of IPv4 flows.
+    pub v4: Option<Ipv4Addr>,
+    /// Source of IPv6 flows.
+    pub v6: Option<Ipv6Addr>,
+}
+
+impl OutboundAddrs {
+    /// The source address to bind a socket toward `target` to, if any.
+    pub fn for_target(&self, target: SocketAddr) -> Option<IpAddr> {
+        match target {
+            SocketAddr::V4(_) => self.v4.map(IpAddr::V4),
+            SocketAddr::V6(_) => self.v6.map(IpAddr::V6),
+        }
+    }
 }
 
 impl StackConfig {
@@ -271,7 +298,7 @@ impl StackConfig {
                 )
             }
         };
-        if is_dns && dst.port() == 53 {
+        if is_dns && dst.port() == 53 && self.dns_relay {
             return if self.restrict {
                 Outbound::Denied(DenyReason::Restricted)
             } else {

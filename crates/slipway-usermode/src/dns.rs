@@ -46,6 +46,10 @@ struct Pending {
 /// The relay: one socket per address family toward the upstreams and the
 /// queries in flight.
 pub(crate) struct DnsRelay {
+    /// Off (`StackConfig::dns_relay`): no sockets, nothing relayed.
+    enabled: bool,
+    /// Source addresses of the queries (`StackConfig::outbound`).
+    outbound: crate::config::OutboundAddrs,
     upstreams: Vec<SocketAddr>,
     sockets: [Option<UdpSocket>; 2],
     pending: Vec<Pending>,
@@ -68,6 +72,8 @@ impl DnsRelay {
     pub fn new(cfg: &StackConfig) -> Self {
         let now = Instant::now();
         DnsRelay {
+            enabled: cfg.dns_relay,
+            outbound: cfg.outbound,
             upstreams: cfg.dns_upstreams.clone(),
             sockets: [None, None],
             pending: (0..slots(cfg))
@@ -93,9 +99,14 @@ impl DnsRelay {
 
     /// Opens the sockets the upstreams need (IPv4, IPv6 or both).
     pub fn open(&mut self, registry: &Registry) -> Result<(), StackError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let v4 = self.outbound.v4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let v6 = self.outbound.v6.unwrap_or(Ipv6Addr::UNSPECIFIED);
         for (family, bind) in [
-            (0, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
-            (1, SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))),
+            (0, SocketAddr::from((v4, 0))),
+            (1, SocketAddr::from((v6, 0))),
         ] {
             if !self
                 .upstreams

@@ -418,6 +418,8 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         dhcp_start,
         restrict: raw.restrict,
         host_loopback: true,
+        dns_relay: true,
+        outbound: Default::default(),
         hostname: raw.hostname,
         domainname: raw.domainname,
         dnssearch: raw.dnssearch,

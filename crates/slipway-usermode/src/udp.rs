@@ -293,7 +293,7 @@ impl UdpTable {
         target: SocketAddr,
         payload: &[u8],
     ) {
-        let socket = match open_connected(target) {
+        let socket = match open_connected(target, ctx.cfg.outbound.for_target(target)) {
             Ok(s) => s,
             Err(err) => {
                 tracing::debug!(%err, %target, "UDP flow socket");
@@ -526,13 +526,13 @@ pub(crate) fn guest_visible(
     Some(SocketAddr::new(ip, peer.port()))
 }
 
-/// A non-blocking UDP socket connected to `target`.
-fn open_connected(target: SocketAddr) -> std::io::Result<UdpSocket> {
-    let bind: SocketAddr = match target {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+/// A non-blocking UDP socket connected to `target`, from `source` if given.
+fn open_connected(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<UdpSocket> {
+    let unspecified = match target {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
     };
-    let socket = UdpSocket::bind(bind)?;
+    let socket = UdpSocket::bind(SocketAddr::new(source.unwrap_or(unspecified), 0))?;
     socket.connect(target)?;
     Ok(socket)
 }

@@ -3,6 +3,7 @@
 //! namespace, opens the tap and hands it back; the stack's sockets stay in
 //! the host namespace.
 
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
@@ -70,6 +71,22 @@ pub struct AttachArgs {
     /// on a unix socket at PATH (slirp4netns's option; docs/usermode-api.md).
     #[arg(short = 'a', long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
+
+    /// Send outbound IPv4 flows (TCP, UDP, DNS queries) from this host
+    /// address, or from the first IPv4 address of this interface
+    /// (slirp4netns's option).
+    #[arg(long, value_name = "IPv4|IFNAME")]
+    pub outbound_addr: Option<String>,
+
+    /// Send outbound IPv6 flows from this host address, or from the first
+    /// IPv6 address of this interface (slirp4netns's option).
+    #[arg(long, value_name = "IPv6|IFNAME")]
+    pub outbound_addr6: Option<String>,
+
+    /// Do not relay DNS queries sent to the network's DNS address (it is
+    /// then an address with nothing behind it; slirp4netns's option).
+    #[arg(long)]
+    pub disable_dns: bool,
 
     /// With `--configure`: the tap's MAC address (slirp4netns's option).
     #[arg(long, value_name = "MAC", requires = "configure")]
@@ -195,6 +212,74 @@ fn options_with_flags(args: &AttachArgs, options: &str) -> anyhow::Result<String
     Ok(all)
 }
 
+/// An outbound source address from `--outbound-addr[6]`: an address, or
+/// an interface whose first address of the family (`v6`) is taken, as
+/// slirp4netns resolves it. It must be one this host can send from.
+fn outbound_addr(spec: &str, v6: bool) -> anyhow::Result<IpAddr> {
+    let flag = if v6 {
+        "--outbound-addr6"
+    } else {
+        "--outbound-addr"
+    };
+    let ip = match spec.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => interface_addr(spec, v6)?.with_context(|| {
+            format!(
+                "{flag} {spec}: neither an address nor an interface with an IPv{} address",
+                if v6 { 6 } else { 4 }
+            )
+        })?,
+    };
+    std::net::UdpSocket::bind((ip, 0)).with_context(|| {
+        format!("{flag} {spec}: {ip} is not an address this host can send from")
+    })?;
+    Ok(ip)
+}
+
+/// The first IPv4 (or, with `v6`, IPv6) address of interface `name`.
+fn interface_addr(name: &str, v6: bool) -> anyhow::Result<Option<IpAddr>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills in a list we free below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("listing the host's addresses");
+    }
+    let mut found = None;
+    let mut entry = list;
+    while !entry.is_null() && found.is_none() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*entry };
+        entry = ifa.ifa_next;
+        // SAFETY: ifa_name is a NUL-terminated string in the list.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if ifa.ifa_addr.is_null() || ifname.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of the family it names.
+        unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET if !v6 => {
+                    let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                    found = Some(IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ));
+                }
+                libc::AF_INET6 if v6 => {
+                    let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                    // A link-local address needs a scope to be bound to.
+                    if !ip.is_unicast_link_local() {
+                        found = Some(IpAddr::V6(ip));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // SAFETY: the list getifaddrs returned, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(found)
+}
+
 /// Takes a descriptor number from the command line into ownership.
 fn inherited_fd(fd: RawFd, flag: &str) -> anyhow::Result<OwnedFd> {
     // SAFETY: fcntl only asks whether the number is an open descriptor.
@@ -220,6 +305,23 @@ pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
         .map(|fd| inherited_fd(fd, "--exit-fd"))
         .transpose()?;
     let mut cfg = stack_config(&args.stack, &options)?;
+    cfg.dns_relay = !args.disable_dns;
+    if let Some(spec) = &args.outbound_addr {
+        cfg.outbound.v4 = match outbound_addr(spec, false)? {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(ip) => {
+                anyhow::bail!("--outbound-addr {ip}: an IPv6 address (use --outbound-addr6)")
+            }
+        };
+    }
+    if let Some(spec) = &args.outbound_addr6 {
+        cfg.outbound.v6 = match outbound_addr(spec, true)? {
+            IpAddr::V6(ip) => Some(ip),
+            IpAddr::V4(ip) => {
+                anyhow::bail!("--outbound-addr6 {ip}: an IPv4 address (use --outbound-addr)")
+            }
+        };
+    }
     let ipv4 = args.configure.then(|| namespace_ipv4(&cfg));
     let mut tap = tap_setup(&pos.ifname, &mut cfg, ipv4);
     if let Some(mac) = args.macaddress {
@@ -352,6 +454,38 @@ mod tests {
         ] {
             let err = target_of(&args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn outbound_addresses_are_addresses_or_interfaces_of_this_host() {
+        assert_eq!(
+            outbound_addr("127.0.0.2", false).unwrap(),
+            IpAddr::from([127, 0, 0, 2])
+        );
+        assert_eq!(
+            outbound_addr("lo", false).unwrap(),
+            IpAddr::from([127, 0, 0, 1])
+        );
+        for (spec, v6, needle) in [
+            (
+                "nosuchif0",
+                false,
+                "neither an address nor an interface with an IPv4 address",
+            ),
+            (
+                "nosuchif0",
+                true,
+                "neither an address nor an interface with an IPv6 address",
+            ),
+            (
+                "192.0.2.1",
+                false,
+                "192.0.2.1 is not an address this host can send from",
+            ),
+        ] {
+            let err = format!("{:#}", outbound_addr(spec, v6).unwrap_err());
+            assert!(err.contains(needle), "{spec}: {err}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! busybox httpd) and real peers on the host's loopback.
 
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -1011,4 +1012,76 @@ fn rootlesskit_exposes_ports_through_slipway_as_its_slirp4netns() {
     std::fs::write(&done, "").unwrap();
     let status = rootlesskit.wait();
     assert!(status.success(), "{status}:\n{}", rootlesskit.log());
+}
+
+/// `--outbound-addr` (slirp4netns's): the namespace's TCP connections and
+/// UDP datagrams leave the host from that address (127.0.0.2 here, seen by
+/// servers on 127.0.0.1); `--disable-dns`: the DNS address relays nothing.
+#[test]
+fn attach_sends_from_the_outbound_address_and_disable_dns_stops_the_relay() {
+    let dir = temp_dir().unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (tcp_port, udp_port) = (
+        tcp.local_addr().unwrap().port(),
+        udp.local_addr().unwrap().port(),
+    );
+    let tcp_peer = std::thread::spawn(move || {
+        let (mut conn, peer) = tcp.accept().unwrap();
+        conn.write_all(b"hello\n").unwrap();
+        peer.ip()
+    });
+    let dns = DnsServer::builder()
+        .host("db.example.test", "192.0.2.7".parse().unwrap())
+        .start()
+        .unwrap();
+    let ns = Unshared::start();
+    let (ready_r, ready_w) = pipe();
+    let mut cmd = Command::new(SLIPWAY);
+    cmd.args(["attach", "-c", "--outbound-addr=127.0.0.2", "--disable-dns"])
+        .arg(format!("--dns-upstream={}", dns.addr()))
+        .arg("-r")
+        .arg(ready_w.as_raw_fd().to_string())
+        .arg(ns.pid().to_string());
+    pass_fd(&mut cmd, &ready_w);
+    let mut slipway = Background::spawn(cmd, dir.path().join("attach.log"));
+    drop(ready_w);
+    let mut ready = String::new();
+    std::fs::File::from(ready_r)
+        .read_to_string(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "1", "ready signal:\n{}", slipway.log());
+    let got = ns.exec(&[
+        "bash",
+        "-c",
+        &format!(
+            "exec 3<>/dev/tcp/10.0.2.2/{tcp_port} && head -n1 <&3 && echo datagram > /dev/udp/10.0.2.2/{udp_port}"
+        ),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "hello\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&got.stderr),
+        slipway.log()
+    );
+    assert_eq!(tcp_peer.join().unwrap(), IpAddr::from([127, 0, 0, 2]));
+    let mut buf = [0u8; 64];
+    let (n, from) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], from.ip()),
+        (&b"datagram\n"[..], IpAddr::from([127, 0, 0, 2]))
+    );
+    let dig = ns.exec(&["dig", "+time=1", "+tries=1", "@10.0.2.3", "db.example.test"]);
+    assert!(
+        !dig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dig.stdout)
+    );
+    assert!(!dns.log().contains("db.example.test"), "{}", dns.log());
+    drop(ns);
+    wait_for("slipway attach exiting", || {
+        slipway.child.0.try_wait().unwrap().is_some()
+    });
 }

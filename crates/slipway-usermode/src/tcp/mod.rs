@@ -751,7 +751,7 @@ impl TcpTable {
             reply_rst(ctx, &mut self.sh, &key, seg);
             return;
         }
-        let sock = match connect_nonblocking(target) {
+        let sock = match connect_nonblocking(target, ctx.cfg.outbound.for_target(target)) {
             Ok(s) => s,
             Err(e) => {
                 if e.raw_os_error() == Some(libc::ECONNREFUSED) {
@@ -1827,9 +1827,12 @@ fn syn_options(mut opts: &[u8]) -> (u16, Option<u8>) {
     (mss, wscale)
 }
 
-/// Starts a non-blocking connect to `addr`.
-fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
+/// Starts a non-blocking connect to `addr`, from `source` if given.
+fn connect_nonblocking(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ip) = source {
+        sock.bind(&SocketAddr::new(ip, 0).into())?;
+    }
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
     sock.set_keepalive(true)?;

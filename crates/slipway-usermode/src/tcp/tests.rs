@@ -35,6 +35,8 @@ fn config(mtu: usize) -> StackConfig {
         dhcp_start: GUEST_IP,
         restrict: false,
         host_loopback: true,
+        dns_relay: true,
+        outbound: Default::default(),
         hostname: None,
         domainname: None,
         dnssearch: Vec::new(),
