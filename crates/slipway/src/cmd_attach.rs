@@ -214,20 +214,19 @@ fn options_with_flags(args: &AttachArgs, options: &str) -> anyhow::Result<String
 
 /// An outbound source address from `--outbound-addr[6]`: an address, or
 /// an interface whose first address of the family (`v6`) is taken, as
-/// slirp4netns resolves it. It must be one this host can send from.
+/// slirp4netns resolves it. It must be of that family and one this host
+/// can send from.
 fn outbound_addr(spec: &str, v6: bool) -> anyhow::Result<IpAddr> {
-    let flag = if v6 {
-        "--outbound-addr6"
+    let (flag, family) = if v6 {
+        ("--outbound-addr6", "IPv6")
     } else {
-        "--outbound-addr"
+        ("--outbound-addr", "IPv4")
     };
     let ip = match spec.parse::<IpAddr>() {
+        Ok(ip) if ip.is_ipv6() != v6 => anyhow::bail!("{flag} {spec}: not an {family} address"),
         Ok(ip) => ip,
         Err(_) => interface_addr(spec, v6)?.with_context(|| {
-            format!(
-                "{flag} {spec}: neither an address nor an interface with an IPv{} address",
-                if v6 { 6 } else { 4 }
-            )
+            format!("{flag} {spec}: neither an address nor an interface with an {family} address")
         })?,
     };
     std::net::UdpSocket::bind((ip, 0)).with_context(|| {
@@ -306,21 +305,16 @@ pub fn run(args: AttachArgs) -> anyhow::Result<i32> {
         .transpose()?;
     let mut cfg = stack_config(&args.stack, &options)?;
     cfg.dns_relay = !args.disable_dns;
+    // outbound_addr checks the family, so each `if let` matches.
     if let Some(spec) = &args.outbound_addr {
-        cfg.outbound.v4 = match outbound_addr(spec, false)? {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(ip) => {
-                anyhow::bail!("--outbound-addr {ip}: an IPv6 address (use --outbound-addr6)")
-            }
-        };
+        if let IpAddr::V4(ip) = outbound_addr(spec, false)? {
+            cfg.outbound.v4 = Some(ip);
+        }
     }
     if let Some(spec) = &args.outbound_addr6 {
-        cfg.outbound.v6 = match outbound_addr(spec, true)? {
-            IpAddr::V6(ip) => Some(ip),
-            IpAddr::V4(ip) => {
-                anyhow::bail!("--outbound-addr6 {ip}: an IPv4 address (use --outbound-addr)")
-            }
-        };
+        if let IpAddr::V6(ip) = outbound_addr(spec, true)? {
+            cfg.outbound.v6 = Some(ip);
+        }
     }
     let ipv4 = args.configure.then(|| namespace_ipv4(&cfg));
     let mut tap = tap_setup(&pos.ifname, &mut cfg, ipv4);
@@ -482,6 +476,12 @@ mod tests {
                 "192.0.2.1",
                 false,
                 "192.0.2.1 is not an address this host can send from",
+            ),
+            ("::1", false, "--outbound-addr ::1: not an IPv4 address"),
+            (
+                "127.0.0.1",
+                true,
+                "--outbound-addr6 127.0.0.1: not an IPv6 address",
             ),
         ] {
             let err = format!("{:#}", outbound_addr(spec, v6).unwrap_err());
