@@ -6,9 +6,10 @@
 //! the returned [`DhcpReply`] from port 67 to port 68 at the address it names. No
 //! frames, sockets or event loop here, so both users drive the same code.
 //!
-//! [`v6`] is the stateless DHCPv6 counterpart (DNS servers and search list
-//! for clients that got their address by SLAAC), and [`ra`] builds the
-//! router advertisements that send clients to it.
+//! [`v6`] is the DHCPv6 counterpart (stateless: DNS servers and search list
+//! for clients that got their address by SLAAC; stateful: addresses leased
+//! from a range), and [`ra`] builds the router advertisements that send
+//! clients to it.
 
 #![deny(missing_docs)]
 

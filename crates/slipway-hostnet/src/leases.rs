@@ -1,11 +1,14 @@
 //! The leases file of a network's DHCP service (crash-safe JSON next to the
-//! live state) and virsh's `net-dhcp-leases` table built from it.
+//! live state) and virsh's `net-dhcp-leases` table built from it. IPv4
+//! leases and DHCPv6 bindings share the file (files written before IPv6
+//! was leased hold IPv4 records only, and read the same).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use slipway_dhcp::v6::Binding;
 use slipway_dhcp::Lease;
 
 use crate::error::{Error, Result};
@@ -14,18 +17,45 @@ use crate::fsutil::write_atomic;
 /// One lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
-    /// Client MAC, `52:54:00:…`.
+    /// Client MAC, `52:54:00:…`; for IPv6, the one in the client's DUID
+    /// (DUID-LL or DUID-LLT), else `-`.
     pub mac: String,
     /// The leased address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Prefix length of the subnet.
     pub prefix: u8,
     /// Hostname the client sent.
     pub hostname: Option<String>,
-    /// Client identifier, colon-separated hex as dnsmasq prints it.
+    /// Client identifier (IPv4) or DUID (IPv6), colon-separated hex as
+    /// dnsmasq prints it.
     pub client_id: Option<String>,
+    /// The IA_NA's identifier of an IPv6 binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iaid: Option<u32>,
     /// Expiry, seconds since the epoch; `None` for an infinite lease.
     pub expires: Option<u64>,
+}
+
+fn epoch(t: Option<SystemTime>) -> Option<u64> {
+    t.map(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+/// The Ethernet address in a DUID-LLT (type 1) or DUID-LL (type 3) of
+/// hardware type 1 (RFC 8415 11.2, 11.4), which is where dnsmasq finds a
+/// DHCPv6 client's MAC when the neighbour table does not say.
+pub fn duid_mac(duid: &[u8]) -> Option<[u8; 6]> {
+    let mac = match duid.get(..4)? {
+        [0, 1, 0, 1] => duid.get(8..)?,
+        [0, 3, 0, 1] => duid.get(4..)?,
+        _ => return None,
+    };
+    mac.try_into().ok()
+}
+
+/// Parses a DUID as libvirt writes it in `<host id=...>`: hex bytes
+/// separated by colons, leading zeros optional (`0:3:0:1:52:54:0:0:0:1`).
+pub fn parse_duid(text: &str) -> Option<Vec<u8>> {
+    unhex(text)
 }
 
 /// The leases file of network `name` in the backend's directory `dir`.
@@ -52,14 +82,38 @@ impl LeaseRecord {
     pub fn from_lease(lease: &Lease, prefix: u8) -> LeaseRecord {
         LeaseRecord {
             mac: hex(&lease.mac),
-            ip: lease.ip,
+            ip: IpAddr::V4(lease.ip),
             prefix,
             hostname: lease.hostname.clone(),
             client_id: lease.client_id.as_deref().map(hex),
-            expires: lease
-                .expires
-                .map(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+            iaid: None,
+            expires: epoch(lease.expires),
         }
+    }
+
+    /// The record of a DHCPv6 binding.
+    pub fn from_binding(binding: &Binding, prefix: u8) -> LeaseRecord {
+        LeaseRecord {
+            mac: duid_mac(&binding.duid).map_or_else(|| "-".into(), |m| hex(&m)),
+            ip: IpAddr::V6(binding.ip),
+            prefix,
+            hostname: binding.hostname.clone(),
+            client_id: Some(hex(&binding.duid)),
+            iaid: Some(binding.iaid),
+            expires: epoch(binding.expires),
+        }
+    }
+
+    /// Back to a DHCPv6 binding; `None` for an IPv4 lease or a malformed DUID.
+    pub fn to_binding(&self) -> Option<Binding> {
+        let IpAddr::V6(ip) = self.ip else { return None };
+        Some(Binding {
+            duid: unhex(self.client_id.as_deref()?)?,
+            iaid: self.iaid?,
+            ip,
+            hostname: self.hostname.clone(),
+            expires: self.expires.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        })
     }
 
     /// Whether the lease holds at `now` (seconds since the epoch).
@@ -67,8 +121,10 @@ impl LeaseRecord {
         self.expires.is_none_or(|e| e > now)
     }
 
-    /// Back to a server lease; `None` if the MAC or client id is malformed.
+    /// Back to a server lease; `None` for an IPv6 binding or if the MAC or
+    /// client id is malformed.
     pub fn to_lease(&self) -> Option<Lease> {
+        let IpAddr::V4(ip) = self.ip else { return None };
         let mac: [u8; 6] = unhex(&self.mac)?.try_into().ok()?;
         let client_id = match &self.client_id {
             Some(c) => Some(unhex(c)?),
@@ -76,7 +132,7 @@ impl LeaseRecord {
         };
         Some(Lease {
             mac,
-            ip: self.ip,
+            ip,
             hostname: self.hostname.clone(),
             client_id,
             expires: self.expires.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
@@ -150,7 +206,7 @@ pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> Stri
                 // libvirt reports an infinite lease with expiry time 0.
                 local_time(l.expires.unwrap_or(0)),
                 l.mac.clone(),
-                "ipv4".into(),
+                if l.ip.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
                 format!("{}/{}", l.ip, l.prefix),
                 l.hostname.clone().unwrap_or_else(|| "-".into()),
                 l.client_id.clone().unwrap_or_else(|| "-".into()),
@@ -177,10 +233,11 @@ mod tests {
     fn table_matches_virsh_layout() {
         let rec = LeaseRecord {
             mac: "52:54:00:90:ca:e0".into(),
-            ip: Ipv4Addr::new(192, 168, 122, 240),
+            ip: IpAddr::from([192, 168, 122, 240]),
             prefix: 24,
             hostname: None,
             client_id: Some("01:52:54:00:90:ca:e0".into()),
+            iaid: None,
             expires: Some(4_000_000_000),
         };
         let expired = LeaseRecord {
@@ -206,7 +263,7 @@ mod tests {
     fn records_round_trip_to_leases() {
         let lease = Lease {
             mac: [0x52, 0x54, 0, 1, 2, 3],
-            ip: Ipv4Addr::new(10, 0, 0, 5),
+            ip: std::net::Ipv4Addr::new(10, 0, 0, 5),
             hostname: Some("g".into()),
             client_id: Some(vec![1, 0x52, 0x54, 0, 1, 2, 3]),
             expires: Some(UNIX_EPOCH + Duration::from_secs(77)),
@@ -219,5 +276,68 @@ mod tests {
             ..rec
         };
         assert_eq!(bad.to_lease(), None);
+    }
+
+    /// An IPv6 row as virsh prints one for dnsmasq's DHCPv6 lease: protocol
+    /// ipv6, address/prefix, the DUID in the last column.
+    #[test]
+    fn ipv6_bindings_make_ipv6_rows() {
+        let binding = Binding {
+            duid: vec![0, 3, 0, 1, 0x52, 0x54, 0, 0x46, 0, 3],
+            iaid: 0x46_0003,
+            ip: "2001:db8:ca2:2::1ff".parse().unwrap(),
+            hostname: Some("g6".into()),
+            expires: Some(UNIX_EPOCH + Duration::from_secs(4_000_000_000)),
+        };
+        let rec = LeaseRecord::from_binding(&binding, 64);
+        assert_eq!(rec.mac, "52:54:00:46:00:03");
+        assert_eq!(
+            rec.client_id.as_deref(),
+            Some("00:03:00:01:52:54:00:46:00:03")
+        );
+        assert_eq!(rec.to_binding(), Some(binding.clone()));
+        assert_eq!(rec.to_lease(), None, "not an IPv4 lease");
+        let out = table(&[rec], None, UNIX_EPOCH);
+        let row = out.lines().nth(2).unwrap();
+        assert_eq!(
+            &row[20..],
+            "   52:54:00:46:00:03   ipv6       2001:db8:ca2:2::1ff/64   g6         00:03:00:01:52:54:00:46:00:03"
+        );
+        // A DUID-EN names no MAC.
+        let en = Binding {
+            duid: vec![0, 2, 0, 0, 0, 9, 1, 2],
+            ..binding
+        };
+        assert_eq!(LeaseRecord::from_binding(&en, 64).mac, "-");
+        assert_eq!(
+            duid_mac(&[0, 1, 0, 1, 9, 9, 9, 9, 1, 2, 3, 4, 5, 6]),
+            Some([1, 2, 3, 4, 5, 6])
+        );
+        assert_eq!(duid_mac(&[0, 3, 0, 1, 1]), None);
+        assert_eq!(
+            parse_duid("0:3:0:1:52:54:0:46:0:3"),
+            Some(vec![0, 3, 0, 1, 0x52, 0x54, 0, 0x46, 0, 3])
+        );
+        assert_eq!(parse_duid("0:3::1"), None);
+    }
+
+    /// A leases file written before IPv6 was leased still reads.
+    #[test]
+    fn old_ipv4_only_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.leases.json");
+        std::fs::write(
+            &path,
+            r#"[{"mac":"52:54:00:01:02:03","ip":"10.0.0.5","prefix":24,"hostname":"g","client_id":null,"expires":77}]"#,
+        )
+        .unwrap();
+        let recs = load(&path).unwrap();
+        assert_eq!(recs[0].ip, IpAddr::from([10, 0, 0, 5]));
+        assert_eq!(recs[0].iaid, None);
+        assert!(recs[0].to_lease().is_some());
+        // Written back, an IPv4 record has no iaid field (old readers agree).
+        save(&path, &recs).unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("iaid"));
+        assert_eq!(load(&path).unwrap(), recs);
     }
 }

@@ -199,7 +199,10 @@ fn zone(svc: &ServiceConfig, leases: &[LeaseRecord]) -> Result<LocalZone> {
         leases
             .iter()
             .filter(|l| l.is_active(now))
-            .filter_map(|l| Some((l.hostname.as_deref()?, l.ip))),
+            .filter_map(|l| match l.ip {
+                IpAddr::V4(ip) => Some((l.hostname.as_deref()?, ip)),
+                IpAddr::V6(_) => None,
+            }),
     );
     Ok(zone)
 }
@@ -288,15 +291,7 @@ impl Service {
         let file = read_service_file(path)?;
         let svc = &file.service;
         let saved = leases::load(&file.leases_file)?;
-        if svc.ranges.iter().any(|r| r.start.is_ipv6()) {
-            // Said once per start in the service's log: guests on the
-            // bridge configure their IPv6 addresses by SLAAC instead.
-            tracing::warn!(
-                "IPv6 DHCP ranges of network {} are not leased (stateless DHCPv6 only): guests get addresses in the prefix by SLAAC",
-                file.network
-            );
-        }
-        let ipv6 = crate::ipv6::Ipv6Service::new(svc)?;
+        let ipv6 = crate::ipv6::Ipv6Service::new(svc, &saved)?;
         let dhcp = match dhcp_config(svc)? {
             Some((config, prefix)) => {
                 let mut server = DhcpServer::new(config)
@@ -434,15 +429,27 @@ impl Service {
         }
     }
 
-    /// Saves the server's leases and rebuilds the DNS zone when they changed.
+    /// Answers every DHCPv6 message waiting, each binding on disk before
+    /// the client hears of it.
+    fn dhcpv6_ready(&mut self) {
+        while let Some((reply, to)) = self.ipv6.as_mut().and_then(|v6| v6.dhcp_next()) {
+            self.sync_leases();
+            if let Some(v6) = &self.ipv6 {
+                v6.send_dhcp(&reply, to);
+            }
+        }
+    }
+
+    /// Saves the servers' leases (IPv4 and DHCPv6) and rebuilds the DNS
+    /// zone when they changed.
     fn sync_leases(&mut self) {
-        let Some((server, prefix, _)) = &self.dhcp else {
-            return;
-        };
-        let now: Vec<LeaseRecord> = server
-            .leases()
-            .map(|l| LeaseRecord::from_lease(l, *prefix))
-            .collect();
+        let mut now: Vec<LeaseRecord> = Vec::new();
+        if let Some((server, prefix, _)) = &self.dhcp {
+            now.extend(server.leases().map(|l| LeaseRecord::from_lease(l, *prefix)));
+        }
+        if let Some(v6) = &self.ipv6 {
+            now.extend(v6.lease_records());
+        }
         if now != self.saved {
             if let Err(e) = leases::save(&self.file.leases_file, &now) {
                 tracing::error!("{e}");
@@ -588,6 +595,12 @@ impl Service {
         if let Some((server, _, _)) = &mut self.dhcp {
             if let Err(e) = server.set_static_hosts(static_hosts(&file.service)) {
                 tracing::error!("reload: DHCP hosts: {e}");
+                return;
+            }
+        }
+        if let Some(v6) = &mut self.ipv6 {
+            if let Err(e) = v6.set_hosts(&file.service) {
+                tracing::error!("reload: {e}");
                 return;
             }
         }
@@ -777,7 +790,7 @@ pub fn run(config: &Path) -> Result<()> {
                     }
                 }
                 ICMP6 => svc.ipv6.as_mut().map_or((), |v6| v6.icmp_ready()),
-                DHCP6 => svc.ipv6.as_mut().map_or((), |v6| v6.dhcp_ready()),
+                DHCP6 => svc.dhcpv6_ready(),
                 Token(t) if t >= TCP_BASE => svc.tcp_ready(t - TCP_BASE),
                 Token(t) => svc.dns_ready(t - DNS_BASE),
             }
@@ -916,10 +929,11 @@ mod tests {
         s.dns_hosts = vec![("10.9.0.7".parse().unwrap(), vec!["nas".into()])];
         let lease = |name: &str, ip: [u8; 4], expires| LeaseRecord {
             mac: "52:54:00:00:00:01".into(),
-            ip: Ipv4Addr::from(ip),
+            ip: IpAddr::from(ip),
             prefix: 24,
             hostname: Some(name.into()),
             client_id: None,
+            iaid: None,
             expires,
         };
         let z = zone(

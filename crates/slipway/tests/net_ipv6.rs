@@ -1,8 +1,9 @@
 //! End-to-end: IPv6 guests on a bridge network started by `slipway
 //! net-start`, checked with clients nobody here wrote: the guest kernel's
 //! SLAAC and default route from the router advertisements, `rdisc6`
-//! (ndisc6) reading them, ISC `dhclient -6 -S` (stateless DHCPv6),
-//! busybox `ping6` and `dig` over IPv6 to the bridge. Runs in a user +
+//! (ndisc6) reading them, ISC `dhclient -6 -S` (stateless DHCPv6) and
+//! `dhclient -6` (stateful: addresses leased from the range, a `<host>`
+//! reservation, release), busybox `ping6` and `dig` over IPv6 to the bridge. Runs in a user +
 //! network namespace of its own (`unshare -Urn`); the "guest" is a further
 //! namespace wired to the bridge by a veth pair.
 //!
@@ -115,4 +116,157 @@ fn ipv6_guests() {
     assert_eq!(aaaa.trim(), "fd00:46::5");
 
     ok(root, &["net-destroy", "six"]);
+}
+
+/// An IPv6 network with a DHCPv6 range and one reservation by DUID (the
+/// DUID-LL `dhclient -D LL` makes from the second guest's MAC).
+const STATEFUL: &str = "<network><name>st6</name>\
+  <bridge name='br-st6'/><domain name='st6.test'/>\
+  <ip family='ipv6' address='2001:db8:ca2:2::1' prefix='64'><dhcp>\
+  <range start='2001:db8:ca2:2::100' end='2001:db8:ca2:2::1ff'/>\
+  <host id='0:3:0:1:52:54:0:47:0:3' ip='2001:db8:ca2:2::42'/>\
+  </dhcp></ip></network>";
+
+#[test]
+fn stateful_dhcpv6_leases_reserves_lists_and_releases() {
+    in_netns(
+        "stateful_dhcpv6_leases_reserves_lists_and_releases",
+        Ns::User,
+        stateful_dhcpv6,
+    );
+}
+
+/// ISC dhclient -6 (stateful) in a guest, with a script that configures
+/// the address it is given on the interface (as Debian's dhclient-script
+/// does, without touching the machine's resolv.conf) and removes it on
+/// release. Stopped on drop if a check failed before the release.
+struct Dhclient<'a> {
+    guest: &'a Guest,
+    args: String,
+    pidfile: std::path::PathBuf,
+}
+
+impl<'a> Dhclient<'a> {
+    fn start(guest: &'a Guest, dir: &std::path::Path, name: &str) -> Dhclient<'a> {
+        let d = dir.display();
+        std::fs::write(
+            dir.join(format!("{name}.sh")),
+            "#!/bin/sh\n\
+             case $reason in\n\
+             BOUND6|RENEW6|REBIND6) ip -6 addr replace $new_ip6_address/$new_ip6_prefixlen dev $interface;;\n\
+             RELEASE6|EXPIRE6|STOP6) ip -6 addr del $old_ip6_address/$old_ip6_prefixlen dev $interface;;\n\
+             esac\nexit 0\n",
+        )
+        .unwrap();
+        sh(&format!("chmod +x {d}/{name}.sh"));
+        let pidfile = dir.join(format!("{name}.pid"));
+        let args = format!(
+            "-6 -D LL -sf {d}/{name}.sh -lf {d}/{name}.leases -pf {} eth0",
+            pidfile.display()
+        );
+        // -1: one try; once bound it goes to the background and renews.
+        guest.run(&format!("timeout 60 dhclient -1 {args}"));
+        Dhclient {
+            guest,
+            args,
+            pidfile,
+        }
+    }
+
+    /// `dhclient -r`: sends RELEASE and stops the running client.
+    fn release(self) {
+        self.guest
+            .run(&format!("timeout 60 dhclient -r {}", self.args));
+    }
+}
+
+impl Drop for Dhclient<'_> {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: plain kill(2) of the client this test started.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+    }
+}
+
+/// The guest's global IPv6 addresses.
+fn global_addrs(guest: &Guest) -> String {
+    guest.run("ip -6 -o addr show dev eth0 scope global")
+}
+
+fn stateful_dhcpv6() {
+    sh("ip link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "st6.xml", STATEFUL);
+    ok(root, &["net-define", "st6.xml"]);
+    ok(root, &["net-start", "st6"]);
+    let g1 = Guest::new("br-st6", "st6g1", "52:54:00:47:00:02");
+    let g2 = Guest::new("br-st6", "st6g2", "52:54:00:47:00:03");
+    // dhclient binds to the link-local address: wait until it is usable.
+    for g in [&g1, &g2] {
+        wait_for("the guest's link-local address", || {
+            let a = g.run("ip -6 addr show dev eth0 scope link");
+            a.contains("fe80:") && !a.contains("tentative")
+        });
+    }
+
+    // The advertisement says: addresses from DHCPv6, not SLAAC.
+    let ra = squeeze(&g1.run("rdisc6 -1 eth0"));
+    for want in [
+        "Stateful address conf. : Yes",
+        "Stateful other conf. : Yes",
+        "Prefix : 2001:db8:ca2:2::/64",
+        "On-link : Yes",
+        "Autonomous address conf.: No",
+    ] {
+        assert!(ra.contains(want), "rdisc6 lacks '{want}':\n{ra}");
+    }
+
+    let out = root.join("dhclient");
+    std::fs::create_dir(&out).unwrap();
+    // The first client gets the first address of the range.
+    let c1 = Dhclient::start(&g1, &out, "g1");
+    let a1 = global_addrs(&g1);
+    assert!(a1.contains("inet6 2001:db8:ca2:2::100/"), "g1: {a1}");
+    // The second one's DUID matches the <host>: the reserved address.
+    let c2 = Dhclient::start(&g2, &out, "g2");
+    let a2 = global_addrs(&g2);
+    assert!(a2.contains("inet6 2001:db8:ca2:2::42/"), "g2: {a2}");
+    // No SLAAC address beside them (the prefix is not autonomous).
+    assert_eq!(a1.matches("inet6").count(), 1, "g1: {a1}");
+
+    // The leases table has both, with protocol, prefix, MAC and DUID.
+    let table = ok(root, &["net-dhcp-leases", "st6"]);
+    let rows: Vec<String> = table
+        .lines()
+        .skip(2)
+        .filter(|l| !l.trim().is_empty())
+        .map(squeeze)
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    // (Expiry date and time are the first two words.)
+    let tails: Vec<String> = rows
+        .iter()
+        .map(|r| r.split(' ').skip(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        tails,
+        [
+            "52:54:00:47:00:02 ipv6 2001:db8:ca2:2::100/64 - 00:03:00:01:52:54:00:47:00:02",
+            "52:54:00:47:00:03 ipv6 2001:db8:ca2:2::42/64 - 00:03:00:01:52:54:00:47:00:03",
+        ],
+        "{table}"
+    );
+
+    // Release: the address leaves the guest and the lease the table.
+    c1.release();
+    assert!(!global_addrs(&g1).contains("2001:db8:ca2:2::100"));
+    let table = ok(root, &["net-dhcp-leases", "st6"]);
+    assert!(!table.contains("52:54:00:47:00:02"), "{table}");
+    assert!(table.contains("2001:db8:ca2:2::42/64"), "{table}");
+    c2.release();
+    ok(root, &["net-destroy", "st6"]);
 }

@@ -8,7 +8,7 @@
 //! widening their visibility.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use mio::Registry;
 use smoltcp::wire::{EthernetAddress, IpProtocol, Ipv6Packet};
@@ -165,7 +165,7 @@ impl Stack {
             payload,
         } = datagram;
         if dport == SERVER_PORT && (dst == ALL_SERVERS || core.cfg.ipv6.is_virtual(dst)) {
-            let reply = match self.v6.dhcp.handle(payload) {
+            let reply = match self.v6.dhcp.handle(payload, SystemTime::now()) {
                 Ok(Some(reply)) => reply,
                 Ok(None) => return,
                 Err(err) => {
