@@ -261,12 +261,31 @@ fn stateful_dhcpv6() {
         "{table}"
     );
 
-    // Release: the address leaves the guest and the lease the table.
+    // kill -9 the service; the daemon starts it again, with the bindings
+    // from the leases file: a third client does not get g1's address.
+    let pid = service_pid(root, "st6");
+    sh(&format!("kill -9 {pid}"));
+    wait_for("the service to die", || !alive(pid));
+    let _daemon = Daemon::start(root);
+    let revived = service_pid(root, "st6");
+    assert!(revived != pid && alive(revived));
+    let g3 = Guest::new("br-st6", "st6g3", "52:54:00:47:00:04");
+    wait_for("the guest's link-local address", || {
+        let a = g3.run("ip -6 addr show dev eth0 scope link");
+        a.contains("fe80:") && !a.contains("tentative")
+    });
+    let c3 = Dhclient::start(&g3, &out, "g3");
+    let a3 = global_addrs(&g3);
+    assert!(a3.contains("inet6 2001:db8:ca2:2::101/"), "g3: {a3}");
+
+    // Release (to the new service): the address leaves the guest and the
+    // lease the table.
     c1.release();
     assert!(!global_addrs(&g1).contains("2001:db8:ca2:2::100"));
     let table = ok(root, &["net-dhcp-leases", "st6"]);
     assert!(!table.contains("52:54:00:47:00:02"), "{table}");
     assert!(table.contains("2001:db8:ca2:2::42/64"), "{table}");
     c2.release();
+    c3.release();
     ok(root, &["net-destroy", "st6"]);
 }

@@ -21,19 +21,6 @@ fn snapshot() -> (String, String) {
     )
 }
 
-/// The pid of the DHCP/DNS service of `net`, from the backend's record.
-fn service_pid(root: &Path, net: &str) -> i32 {
-    let rec: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(state_dir(root).join(format!("hostnet/{net}.json"))).unwrap(),
-    )
-    .unwrap();
-    rec["service"]["pid"].as_i64().unwrap() as i32
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| !st.contains(") Z "))
-}
-
 /// Waits until the guests' veths are gone (the caller dropped the guests)
 /// and links and ruleset are as `before`, and the services `pids` exited.
 fn wait_all_gone(before: &(String, String), pids: impl IntoIterator<Item = i32>) {

@@ -92,6 +92,20 @@ pub fn state_dir(root: &Path) -> PathBuf {
     root.join("run/slipway/networks")
 }
 
+/// The pid of the DHCP/DNS service of `net`, from the backend's record.
+pub fn service_pid(root: &Path, net: &str) -> i32 {
+    let rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state_dir(root).join(format!("hostnet/{net}.json"))).unwrap(),
+    )
+    .unwrap();
+    rec["service"]["pid"].as_i64().unwrap() as i32
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| !st.contains(") Z "))
+}
+
 /// Files whose names mark an unfinished write.
 pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
