@@ -24,7 +24,7 @@ use dhcproto::{Decodable, Decoder, Encodable, Name};
 mod stateful;
 
 use stateful::Leases;
-pub use stateful::{Binding, Dhcpv6Host, Dhcpv6Pool, DEFAULT_LEASE};
+pub use stateful::{Binding, Dhcpv6Host, Dhcpv6Pool, DEFAULT_LEASE, MAX_BINDINGS};
 
 /// UDP port DHCPv6 servers listen on.
 pub const SERVER_PORT: u16 = 547;
@@ -893,6 +893,29 @@ mod tests {
         let (_, ias, _, _) = read(s.handle(&req, late).unwrap().unwrap());
         assert_eq!(ias[0].3, Ok((a("fd00::10"), 3600)));
         assert_eq!(s.bindings().len(), 2, "the expired binding was taken over");
+    }
+
+    #[test]
+    fn the_binding_table_is_bounded() {
+        let mut s = server(&[], &[])
+            .with_pool(Dhcpv6Pool {
+                start: a("fd00::1:0"),
+                end: a("fd00::ffff:ffff"),
+                prefix: 64,
+                lease_time: None,
+                hosts: Vec::new(),
+            })
+            .unwrap();
+        for n in 0..MAX_BINDINGS as u32 {
+            let duid = [&[0, 4][..], &n.to_be_bytes()].concat();
+            let req = msg(MessageType::Request, &duid, &[(1, None)], ours(&s));
+            let (_, ias, _, _) = read(s.handle(&req, T0).unwrap().unwrap());
+            assert!(ias[0].3.is_ok());
+        }
+        let req = msg(MessageType::Request, C1, &[(1, None)], ours(&s));
+        let (_, ias, _, _) = read(s.handle(&req, T0).unwrap().unwrap());
+        assert_eq!(ias[0].3, Err(Status::NoAddrsAvail));
+        assert_eq!(s.bindings().len(), MAX_BINDINGS);
     }
 
     #[test]

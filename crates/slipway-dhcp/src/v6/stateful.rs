@@ -16,6 +16,9 @@ use super::Dhcpv6ConfigError;
 
 /// dnsmasq's lease time when the network names none: one hour.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(3600);
+/// At most this many active bindings (dnsmasq's default `dhcp-lease-max`):
+/// a client inventing DUIDs cannot grow the table without bound.
+pub const MAX_BINDINGS: usize = 1000;
 
 /// An address range served statefully, with its reservations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,6 +203,9 @@ impl Leases {
             if in_range(b.ip) && self.free_for(b.ip, duid, iaid, now) {
                 return Some(b.ip);
             }
+        }
+        if self.bindings.iter().filter(|b| b.is_active(now)).count() >= MAX_BINDINGS {
+            return None;
         }
         if let Some(h) = hint.filter(|h| in_range(*h)) {
             if self.free_for(h, duid, iaid, now) {
