@@ -124,14 +124,18 @@ impl LocalZone {
         Ok(())
     }
 
-    /// Replaces the names learnt from DHCP leases (the hostname each client sent).
+    /// Replaces the names learnt from DHCP leases (the hostname each client sent):
+    /// A records for DHCPv4 leases, AAAA for DHCPv6 bindings.
     /// Hostnames that are not valid DNS names are skipped: they come from guests.
-    pub fn set_lease_hosts<'a>(&mut self, leases: impl IntoIterator<Item = (&'a str, Ipv4Addr)>) {
+    pub fn set_lease_hosts<'a, A: Into<IpAddr>>(
+        &mut self,
+        leases: impl IntoIterator<Item = (&'a str, A)>,
+    ) {
         self.hosts.retain(|h| !h.from_lease);
         for (hostname, addr) in leases {
             match host_name(hostname) {
                 Ok(name) => {
-                    let entry = self.entry(name, IpAddr::V4(addr), true);
+                    let entry = self.entry(name, addr.into(), true);
                     self.hosts.push(entry);
                 }
                 Err(e) => tracing::debug!("DHCP lease hostname not added to DNS: {e}"),

@@ -199,10 +199,7 @@ fn zone(svc: &ServiceConfig, leases: &[LeaseRecord]) -> Result<LocalZone> {
         leases
             .iter()
             .filter(|l| l.is_active(now))
-            .filter_map(|l| match l.ip {
-                IpAddr::V4(ip) => Some((l.hostname.as_deref()?, ip)),
-                IpAddr::V6(_) => None,
-            }),
+            .filter_map(|l| Some((l.hostname.as_deref()?, l.ip))),
     );
     Ok(zone)
 }

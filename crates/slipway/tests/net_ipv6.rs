@@ -147,8 +147,23 @@ struct Dhclient<'a> {
 }
 
 impl<'a> Dhclient<'a> {
-    fn start(guest: &'a Guest, dir: &std::path::Path, name: &str) -> Dhclient<'a> {
+    /// Starts it in `guest`; with `fqdn`, it sends that host name (FQDN
+    /// option, from a dhclient.conf).
+    fn start(
+        guest: &'a Guest,
+        dir: &std::path::Path,
+        name: &str,
+        fqdn: Option<&str>,
+    ) -> Dhclient<'a> {
         let d = dir.display();
+        let conf = match fqdn {
+            Some(f) => {
+                let path = dir.join(format!("{name}.conf"));
+                std::fs::write(&path, format!("send fqdn.fqdn \"{f}\";\n")).unwrap();
+                format!("-cf {} ", path.display())
+            }
+            None => String::new(),
+        };
         std::fs::write(
             dir.join(format!("{name}.sh")),
             "#!/bin/sh\n\
@@ -161,7 +176,7 @@ impl<'a> Dhclient<'a> {
         sh(&format!("chmod +x {d}/{name}.sh"));
         let pidfile = dir.join(format!("{name}.pid"));
         let args = format!(
-            "-6 -D LL -sf {d}/{name}.sh -lf {d}/{name}.leases -pf {} eth0",
+            "-6 -D LL {conf}-sf {d}/{name}.sh -lf {d}/{name}.leases -pf {} eth0",
             pidfile.display()
         );
         // -1: one try; once bound it goes to the background and renews.
@@ -191,6 +206,19 @@ impl Drop for Dhclient<'_> {
     }
 }
 
+/// Waits until the guest's link-local address is usable (dhclient binds
+/// to it) and an advertisement made the prefix on-link (a route to it).
+fn wait_for_ipv6_link(g: &Guest) {
+    wait_for("the guest's link-local address", || {
+        let a = g.run("ip -6 addr show dev eth0 scope link");
+        a.contains("fe80:") && !a.contains("tentative")
+    });
+    wait_for("the on-link prefix from the advertisement", || {
+        g.run("ip -6 route show dev eth0")
+            .contains("2001:db8:ca2:2::/64")
+    });
+}
+
 /// The guest's global IPv6 addresses.
 fn global_addrs(guest: &Guest) -> String {
     guest.run("ip -6 -o addr show dev eth0 scope global")
@@ -205,12 +233,8 @@ fn stateful_dhcpv6() {
     ok(root, &["net-start", "st6"]);
     let g1 = Guest::new("br-st6", "st6g1", "52:54:00:47:00:02");
     let g2 = Guest::new("br-st6", "st6g2", "52:54:00:47:00:03");
-    // dhclient binds to the link-local address: wait until it is usable.
     for g in [&g1, &g2] {
-        wait_for("the guest's link-local address", || {
-            let a = g.run("ip -6 addr show dev eth0 scope link");
-            a.contains("fe80:") && !a.contains("tentative")
-        });
+        wait_for_ipv6_link(g);
     }
 
     // The advertisement says: addresses from DHCPv6, not SLAAC.
@@ -228,11 +252,11 @@ fn stateful_dhcpv6() {
     let out = root.join("dhclient");
     std::fs::create_dir(&out).unwrap();
     // The first client gets the first address of the range.
-    let c1 = Dhclient::start(&g1, &out, "g1");
+    let c1 = Dhclient::start(&g1, &out, "g1", None);
     let a1 = global_addrs(&g1);
     assert!(a1.contains("inet6 2001:db8:ca2:2::100/"), "g1: {a1}");
     // The second one's DUID matches the <host>: the reserved address.
-    let c2 = Dhclient::start(&g2, &out, "g2");
+    let c2 = Dhclient::start(&g2, &out, "g2", None);
     let a2 = global_addrs(&g2);
     assert!(a2.contains("inet6 2001:db8:ca2:2::42/"), "g2: {a2}");
     // No SLAAC address beside them (the prefix is not autonomous).
@@ -270,13 +294,22 @@ fn stateful_dhcpv6() {
     let revived = service_pid(root, "st6");
     assert!(revived != pid && alive(revived));
     let g3 = Guest::new("br-st6", "st6g3", "52:54:00:47:00:04");
-    wait_for("the guest's link-local address", || {
-        let a = g3.run("ip -6 addr show dev eth0 scope link");
-        a.contains("fe80:") && !a.contains("tentative")
-    });
-    let c3 = Dhclient::start(&g3, &out, "g3");
+    wait_for_ipv6_link(&g3);
+    // It sends a host name: listed with its lease, and in the network's
+    // DNS as an AAAA record.
+    let c3 = Dhclient::start(&g3, &out, "g3", Some("third"));
     let a3 = global_addrs(&g3);
     assert!(a3.contains("inet6 2001:db8:ca2:2::101/"), "g3: {a3}");
+    let table = ok(
+        root,
+        &["net-dhcp-leases", "st6", "--mac", "52:54:00:47:00:04"],
+    );
+    assert!(
+        squeeze(&table).contains("ipv6 2001:db8:ca2:2::101/64 third 00:03:00:01:52:54:00:47:00:04"),
+        "{table}"
+    );
+    let aaaa = g3.run("dig +short +time=5 +tries=2 @2001:db8:ca2:2::1 third.st6.test AAAA");
+    assert_eq!(aaaa.trim(), "2001:db8:ca2:2::101");
 
     // Release (to the new service): the address leaves the guest and the
     // lease the table.
