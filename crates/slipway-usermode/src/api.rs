@@ -339,16 +339,9 @@ impl ApiClient {
 mod tests {
     use super::*;
     use crate::ctx::TokenKind;
-    use crate::options::parse_options;
+    use crate::stack::started_for_tests;
     use proptest::prelude::*;
     use std::os::unix::fs::PermissionsExt;
-
-    fn stack() -> (Stack, mio::Poll) {
-        let poll = mio::Poll::new().unwrap();
-        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
-        stack.start(poll.registry()).unwrap();
-        (stack, poll)
-    }
 
     fn code(reply: &WireMessage) -> Option<ErrorCode> {
         match reply {
@@ -383,7 +376,7 @@ mod tests {
 
     #[test]
     fn bad_lines_get_invalid_errors() {
-        let (mut s, poll) = stack();
+        let (mut s, poll) = started_for_tests();
         for line in [
             &b"not json"[..],
             b"{}",
@@ -417,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_taken_address_is_a_failure_not_a_panic() {
-        let (mut s, poll) = stack();
+        let (mut s, poll) = started_for_tests();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let line = format!(r#"{{"op":"add-forward","spec":"tcp:127.0.0.1:{port}-:80"}}"#);
@@ -427,7 +420,7 @@ mod tests {
 
     #[test]
     fn server_answers_lines_in_order_over_the_socket() {
-        let (mut s, mut poll) = stack();
+        let (mut s, mut poll) = started_for_tests();
         let dir = std::env::temp_dir().join(format!("slipway-api-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("api.sock");
@@ -491,13 +484,13 @@ mod tests {
     proptest! {
         #[test]
         fn random_lines_never_panic(line in prop::collection::vec(any::<u8>(), 0..200)) {
-            let (mut s, poll) = stack();
+            let (mut s, poll) = started_for_tests();
             let _ = handle_line(&mut s, poll.registry(), &line);
         }
 
         #[test]
         fn random_specs_never_panic(spec in "[0-9a-z.:\\[\\]-]{0,30}") {
-            let (mut s, poll) = stack();
+            let (mut s, poll) = started_for_tests();
             let line = serde_json::json!({"op": "remove-forward", "spec": spec}).to_string();
             let _ = handle_line(&mut s, poll.registry(), line.as_bytes());
             // Parsed only: a random spec that happens to be valid must not

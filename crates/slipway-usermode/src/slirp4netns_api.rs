@@ -348,17 +348,10 @@ impl Slirp4netnsApiServer {
 mod tests {
     use super::*;
     use crate::ctx::{decode_token, TokenKind};
-    use crate::options::parse_options;
+    use crate::stack::started_for_tests;
     use proptest::prelude::*;
     use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
-
-    fn stack() -> (Stack, mio::Poll) {
-        let poll = mio::Poll::new().unwrap();
-        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
-        stack.start(poll.registry()).unwrap();
-        (stack, poll)
-    }
 
     fn wire(reply: &Reply) -> String {
         serde_json::to_string(reply).unwrap()
@@ -387,7 +380,7 @@ mod tests {
 
     #[test]
     fn add_list_remove_with_ids_and_defaults() {
-        let (mut s, poll) = stack();
+        let (mut s, poll) = started_for_tests();
         let mut f = Forwards::default();
         let a = call(
             &mut f,
@@ -454,7 +447,7 @@ mod tests {
 
     #[test]
     fn bad_requests_get_slirp4netns_errors() {
-        let (mut s, poll) = stack();
+        let (mut s, poll) = started_for_tests();
         let mut f = Forwards::default();
         let add = |args: &str| format!(r#"{{"execute":"add_hostfwd","arguments":{args}}}"#);
         for (req, desc) in [
@@ -556,7 +549,7 @@ mod tests {
     /// too large request refused.
     #[test]
     fn server_answers_one_request_per_connection() {
-        let (mut s, mut poll) = stack();
+        let (mut s, mut poll) = started_for_tests();
         let dir = std::env::temp_dir().join(format!("slipway-s4napi-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("api.sock");
@@ -620,7 +613,7 @@ mod tests {
     proptest! {
         #[test]
         fn random_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..300), eof: bool) {
-            let (mut s, poll) = stack();
+            let (mut s, poll) = started_for_tests();
             let mut f = Forwards::default();
             let mut input = input;
             let mut output = Vec::new();
@@ -638,7 +631,7 @@ mod tests {
             guest_port in prop::option::of(any::<f64>()),
             id in prop::option::of(any::<i64>()),
         ) {
-            let (mut s, poll) = stack();
+            let (mut s, poll) = started_for_tests();
             let mut f = Forwards::default();
             // The host address is one no socket here can bind (TEST-NET-1),
             // so no port on the test machine is opened.

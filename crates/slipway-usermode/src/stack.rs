@@ -885,6 +885,16 @@ mod tests {
     }
 }
 
+/// A stack with the default options, started (its host sockets
+/// registered with the returned poll), for other modules' unit tests.
+#[cfg(test)]
+pub(crate) fn started_for_tests() -> (Stack, mio::Poll) {
+    let poll = mio::Poll::new().unwrap();
+    let mut stack = Stack::new(crate::options::parse_options("").unwrap()).unwrap();
+    stack.start(poll.registry()).unwrap();
+    (stack, poll)
+}
+
 #[cfg(test)]
 pub(crate) mod udp_tests {
     use super::*;

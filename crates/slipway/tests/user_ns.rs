@@ -527,6 +527,25 @@ impl Background {
         }
     }
 
+    /// Spawns `cmd` (`slipway attach`, or slipway linked as slirp4netns)
+    /// with `--ready-fd` and then `namespace` (its last arguments), and
+    /// waits for the ready signal.
+    fn spawn_ready(mut cmd: Command, namespace: &[String], log: std::path::PathBuf) -> Background {
+        let (ready_r, ready_w) = pipe();
+        cmd.arg("--ready-fd")
+            .arg(ready_w.as_raw_fd().to_string())
+            .args(namespace);
+        pass_fd(&mut cmd, &ready_w);
+        let spawned = Background::spawn(cmd, log);
+        drop(ready_w);
+        let mut ready = String::new();
+        std::fs::File::from(ready_r)
+            .read_to_string(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "1", "ready signal:\n{}", spawned.log());
+        spawned
+    }
+
     /// Its log so far.
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -582,26 +601,10 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
     std::fs::write(dir.path().join("f.bin"), noise(3 << 20)).unwrap();
     let http = HttpServer::serve_dir(dir.path()).unwrap();
     let ns = Unshared::start();
-    let (ready_r, ready_w) = pipe();
     let mut cmd = Command::new(SLIPWAY);
-    cmd.args([
-        "-vv",
-        "attach",
-        "--configure",
-        "--mtu",
-        "65520",
-        "--ready-fd",
-    ])
-    .arg(ready_w.as_raw_fd().to_string())
-    .arg(ns.pid().to_string());
-    pass_fd(&mut cmd, &ready_w);
-    let mut slipway = Background::spawn(cmd, dir.path().join("attach.log"));
-    drop(ready_w);
-    let mut ready = String::new();
-    std::fs::File::from(ready_r)
-        .read_to_string(&mut ready)
-        .unwrap();
-    assert_eq!(ready, "1", "ready signal:\n{}", slipway.log());
+    cmd.args(["-vv", "attach", "--configure", "--mtu", "65520"]);
+    let mut slipway =
+        Background::spawn_ready(cmd, &[ns.pid().to_string()], dir.path().join("attach.log"));
     let pid = slipway.child.0.id().to_string();
     wait_for("slipway attach confining itself", || {
         proc_status(&pid, "Seccomp:") == "2"
@@ -644,23 +647,14 @@ fn attach_serves_a_namespace_made_by_unshare_until_it_goes_away() {
 fn attach_ends_when_its_exit_fd_closes() {
     let dir = temp_dir().unwrap();
     let ns = Unshared::start();
-    let (ready_r, ready_w) = pipe();
     let (exit_r, exit_w) = pipe();
     let mut cmd = Command::new(SLIPWAY);
-    cmd.args(["attach", "--ready-fd"])
-        .arg(ready_w.as_raw_fd().to_string())
-        .arg("--exit-fd")
-        .arg(exit_r.as_raw_fd().to_string())
-        .arg(ns.pid().to_string());
-    pass_fd(&mut cmd, &ready_w);
+    cmd.args(["attach", "--exit-fd"])
+        .arg(exit_r.as_raw_fd().to_string());
     pass_fd(&mut cmd, &exit_r);
-    let mut slipway = Background::spawn(cmd, dir.path().join("attach.log"));
-    drop((ready_w, exit_r));
-    let mut ready = String::new();
-    std::fs::File::from(ready_r)
-        .read_to_string(&mut ready)
-        .unwrap();
-    assert_eq!(ready, "1", "ready signal:\n{}", slipway.log());
+    let mut slipway =
+        Background::spawn_ready(cmd, &[ns.pid().to_string()], dir.path().join("attach.log"));
+    drop(exit_r);
     // Serving: the tap is there, and slipway still runs.
     let link = ns.exec(&["ip", "-o", "link", "show", "tap0"]);
     assert!(link.status.success(), "{}", slipway.log());
@@ -700,7 +694,6 @@ fn linked_as_slirp4netns_it_takes_podmans_command_line() {
         .start()
         .unwrap();
     let ns = Unshared::start();
-    let (ready_r, ready_w) = pipe();
     let (exit_r, exit_w) = pipe();
     let pid = ns.pid();
     let mut cmd = Command::new(&s4n);
@@ -715,23 +708,14 @@ fn linked_as_slirp4netns_it_takes_podmans_command_line() {
         "--macaddress=52:54:00:12:34:99",
     ])
     .arg(format!("--dns-upstream={}", dns.addr()))
-    .arg("-r")
-    .arg(ready_w.as_raw_fd().to_string())
     .arg("-e")
     .arg(exit_r.as_raw_fd().to_string())
     .arg("--netns-type=path")
-    .arg(format!("--userns-path=/proc/{pid}/ns/user"))
-    .arg(format!("/proc/{pid}/ns/net"))
-    .arg("tap0");
-    pass_fd(&mut cmd, &ready_w);
+    .arg(format!("--userns-path=/proc/{pid}/ns/user"));
     pass_fd(&mut cmd, &exit_r);
-    let mut slipway = Background::spawn(cmd, d.join("s4n.log"));
-    drop((ready_w, exit_r));
-    let mut ready = String::new();
-    std::fs::File::from(ready_r)
-        .read_to_string(&mut ready)
-        .unwrap();
-    assert_eq!(ready, "1", "ready signal:\n{}", slipway.log());
+    let namespace = [format!("/proc/{pid}/ns/net"), "tap0".to_string()];
+    let mut slipway = Background::spawn_ready(cmd, &namespace, d.join("s4n.log"));
+    drop(exit_r);
     let text = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
     let addr = text(ns.exec(&["ip", "-4", "-o", "addr", "show", "tap0"]));
     assert!(addr.contains("10.8.0.100/24"), "{addr}");
@@ -1037,21 +1021,11 @@ fn attach_sends_from_the_outbound_address_and_disable_dns_stops_the_relay() {
         .start()
         .unwrap();
     let ns = Unshared::start();
-    let (ready_r, ready_w) = pipe();
     let mut cmd = Command::new(SLIPWAY);
     cmd.args(["attach", "-c", "--outbound-addr=127.0.0.2", "--disable-dns"])
-        .arg(format!("--dns-upstream={}", dns.addr()))
-        .arg("-r")
-        .arg(ready_w.as_raw_fd().to_string())
-        .arg(ns.pid().to_string());
-    pass_fd(&mut cmd, &ready_w);
-    let mut slipway = Background::spawn(cmd, dir.path().join("attach.log"));
-    drop(ready_w);
-    let mut ready = String::new();
-    std::fs::File::from(ready_r)
-        .read_to_string(&mut ready)
-        .unwrap();
-    assert_eq!(ready, "1", "ready signal:\n{}", slipway.log());
+        .arg(format!("--dns-upstream={}", dns.addr()));
+    let mut slipway =
+        Background::spawn_ready(cmd, &[ns.pid().to_string()], dir.path().join("attach.log"));
     let got = ns.exec(&[
         "bash",
         "-c",
