@@ -6,7 +6,7 @@
 //! socket event passes [`Stack::handle_host_event`]. Frames toward the
 //! guest accumulate in the [`GuestTx`] queue that the attachment drains.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::event::Event;
@@ -362,29 +362,11 @@ impl Stack {
         }
         let guest = SocketAddrV4::new(src, sport);
         let remote = SocketAddrV4::new(dst, dport);
-        if let Some(tftp) = self
-            .tftp
-            .as_mut()
-            .filter(|_| dst == core.cfg.host && dport == slipway_tftp::TFTP_PORT)
-        {
-            tftp.on_datagram(
-                &mut core.ctx(registry, now),
-                guest.into(),
-                remote.into(),
-                payload,
-            );
-            return;
-        }
-        if core.cfg.services.owns(dst) {
-            // SMB and guest-forward servers are TCP only.
-            core.counters.drop(DropReason::NotForUs);
-            return;
-        }
         self.udp_outbound(registry, guest.into(), remote.into(), payload, now);
     }
 
-    /// A guest datagram (either family) for a flow or a new outbound
-    /// target: the host, the DNS relay, or refused.
+    /// A guest datagram (either family, not DHCP) for the TFTP server, a
+    /// flow or a new outbound target: the host, the DNS relay, or refused.
     fn udp_outbound(
         &mut self,
         registry: &Registry,
@@ -393,7 +375,27 @@ impl Stack {
         payload: &[u8],
         now: Instant,
     ) {
-        let mut ctx = self.core.ctx(registry, now);
+        let core = &mut self.core;
+        let to_host = match remote.ip() {
+            IpAddr::V4(ip) => ip == core.cfg.host,
+            IpAddr::V6(ip) => ip == core.cfg.ipv6.host,
+        };
+        if let Some(tftp) = self
+            .tftp
+            .as_mut()
+            .filter(|_| to_host && remote.port() == slipway_tftp::TFTP_PORT)
+        {
+            tftp.on_datagram(&mut core.ctx(registry, now), guest, remote, payload);
+            return;
+        }
+        if let IpAddr::V4(ip) = remote.ip() {
+            if core.cfg.services.owns(ip) {
+                // SMB and guest-forward servers are TCP only.
+                core.counters.drop(DropReason::NotForUs);
+                return;
+            }
+        }
+        let mut ctx = core.ctx(registry, now);
         if self.udp.send_on_flow(&mut ctx, guest, remote, payload) {
             return;
         }

@@ -190,14 +190,6 @@ impl Stack {
         }
         let guest = SocketAddr::new(IpAddr::V6(src), sport);
         let remote = SocketAddr::new(IpAddr::V6(dst), dport);
-        if let Some(tftp) = self
-            .tftp
-            .as_mut()
-            .filter(|_| dst == core.cfg.ipv6.host && dport == slipway_tftp::TFTP_PORT)
-        {
-            tftp.on_datagram(&mut core.ctx(registry, now), guest, remote, payload);
-            return;
-        }
         self.udp_outbound(registry, guest, remote, payload, now);
     }
 
