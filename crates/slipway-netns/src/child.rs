@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 use std::net::Ipv4Addr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::ifconfig::{open_tap, CtlSocket};
@@ -104,7 +104,31 @@ impl ChildPlan {
     }
 }
 
-pub(crate) fn socketpair() -> Result<(OwnedFd, OwnedFd), NetnsError> {
+/// Forks the helper child, which runs `child` with its end of a fresh
+/// `SOCK_SEQPACKET` pair; the parent gets the child's PID and its own end.
+///
+/// `child` must only make system calls on what was prepared before the
+/// fork (see the module header) and end in `_exit` or `exec`; should it
+/// return, the child exits rather than run the parent's code.
+pub(crate) fn fork_with_socket(
+    child: impl FnOnce(RawFd),
+) -> Result<(libc::pid_t, OwnedFd), NetnsError> {
+    let (ours, theirs) = socketpair()?;
+    // SAFETY: the child runs only `child`, which ends in `_exit` or `exec`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(crate::step("fork")(std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(ours);
+        child(theirs.as_raw_fd());
+        // SAFETY: _exit is async-signal-safe and ends only this child.
+        unsafe { libc::_exit(127) }
+    }
+    Ok((pid, ours))
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd), NetnsError> {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills two descriptors we then own.
     let rc = unsafe {

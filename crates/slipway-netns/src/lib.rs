@@ -172,18 +172,7 @@ pub fn open_tap_in(target: &Target, tap: &TapSetup) -> Result<OwnedFd, NetnsErro
         },
         tap: child::TapPlan::new(tap)?,
     };
-    let (ours, theirs) = child::socketpair()?;
-    // SAFETY: the child runs only `child::run`, which makes system calls
-    // on the prepared plan and ends in `_exit`.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(step("fork")(std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(ours);
-        child::run(&plan, theirs.as_raw_fd());
-    }
-    drop(theirs);
+    let (pid, ours) = child::fork_with_socket(|sock| child::run(&plan, sock))?;
     let received = child::receive_tap(ours.as_raw_fd(), &netns);
     let status = child::wait(pid);
     let fd = received?;
@@ -297,17 +286,7 @@ pub fn spawn_in_new_namespace(
         tap: child::TapPlan::new(tap)?,
     };
     let exec = plan.exec_pointers();
-    let (ours, theirs) = child::socketpair()?;
-    // SAFETY: as in `open_tap_in`; the child ends in `execvp` or `_exit`.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(step("fork")(std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(ours);
-        child::run_and_exec(&plan, &exec, theirs.as_raw_fd());
-    }
-    drop(theirs);
+    let (pid, ours) = child::fork_with_socket(|sock| child::run_and_exec(&plan, &exec, sock))?;
     // Our own child cannot have been reaped: the pidfd names it.
     let pidfd = match process_exit_fd(pid as u32) {
         Ok(fd) => fd,
