@@ -46,10 +46,6 @@ struct Pending {
 /// The relay: one socket per address family toward the upstreams and the
 /// queries in flight.
 pub(crate) struct DnsRelay {
-    /// Off (`StackConfig::dns_relay`): no sockets, nothing relayed.
-    enabled: bool,
-    /// Source addresses of the queries (`StackConfig::outbound`).
-    outbound: crate::config::OutboundAddrs,
     upstreams: Vec<SocketAddr>,
     sockets: [Option<UdpSocket>; 2],
     pending: Vec<Pending>,
@@ -72,8 +68,6 @@ impl DnsRelay {
     pub fn new(cfg: &StackConfig) -> Self {
         let now = Instant::now();
         DnsRelay {
-            enabled: cfg.dns_relay,
-            outbound: cfg.outbound,
             upstreams: cfg.dns_upstreams.clone(),
             sockets: [None, None],
             pending: (0..slots(cfg))
@@ -97,13 +91,14 @@ impl DnsRelay {
         }
     }
 
-    /// Opens the sockets the upstreams need (IPv4, IPv6 or both).
-    pub fn open(&mut self, registry: &Registry) -> Result<(), StackError> {
-        if !self.enabled {
+    /// Opens the sockets the upstreams need (IPv4, IPv6 or both), from
+    /// `cfg`'s outbound addresses; none when `cfg` turns the relay off.
+    pub fn open(&mut self, registry: &Registry, cfg: &StackConfig) -> Result<(), StackError> {
+        if !cfg.dns_relay {
             return Ok(());
         }
-        let v4 = self.outbound.v4.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let v6 = self.outbound.v6.unwrap_or(Ipv6Addr::UNSPECIFIED);
+        let v4 = cfg.outbound.v4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let v6 = cfg.outbound.v6.unwrap_or(Ipv6Addr::UNSPECIFIED);
         for (family, bind) in [
             (0, SocketAddr::from((v4, 0))),
             (1, SocketAddr::from((v6, 0))),
