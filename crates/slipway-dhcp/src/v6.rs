@@ -23,6 +23,7 @@ use dhcproto::{Decodable, Decoder, Encodable, Name};
 
 mod stateful;
 
+use slipway_dns::HostName;
 use stateful::Leases;
 pub use stateful::{Binding, Dhcpv6Host, Dhcpv6Pool, DEFAULT_LEASE, MAX_BINDINGS};
 
@@ -136,16 +137,18 @@ fn ia_na(id: u32, grant: Result<(Ipv6Addr, Option<Duration>), DhcpOption>) -> Dh
     DhcpOption::IANA(IANA { id, t1, t2, opts })
 }
 
-/// The host name a client sends in its FQDN option: the first label.
-fn fqdn_host(opts: &DhcpOptions) -> Option<String> {
+/// The host name a client sends in its FQDN option: the first label, when
+/// valid (see [`HostName`]).
+fn fqdn_host(opts: &DhcpOptions) -> Option<HostName> {
     let data = opts.iter().find_map(|o| match o {
         DhcpOption::Unknown(u) if u16::from(u.code()) == OPTION_CLIENT_FQDN => Some(u.data()),
         _ => None,
     })?;
     // Flags, then the name in wire format (possibly partial).
     let len = usize::from(*data.get(1)?);
-    let label = std::str::from_utf8(data.get(2..2 + len)?).ok()?;
-    crate::is_valid_name(label).then(|| label.to_string())
+    HostName::from_client(data.get(2..2 + len)?)
+        .inspect_err(|e| tracing::info!("DHCPv6 client name ignored: {e}"))
+        .ok()
 }
 
 /// The IA_NA options of a message: identifier and the first address asked for.
@@ -325,8 +328,8 @@ impl Dhcpv6Server {
         if must_name_us != to_us {
             return None;
         }
-        let name = fqdn_host(opts);
-        let name = name.as_deref();
+        let host = fqdn_host(opts);
+        let name = host.as_ref().map(HostName::as_str);
         let mut answers = Vec::new();
         let mut top_status = None;
         match kind {
@@ -336,7 +339,7 @@ impl Dhcpv6Server {
                 let mut granted = 0;
                 for (iaid, hint) in ias(opts) {
                     let grant = match leases.choose(&duid, iaid, name, hint, now) {
-                        Some(ip) if commit => Ok((ip, leases.commit(&duid, iaid, ip, name, now))),
+                        Some(ip) if commit => Ok((ip, leases.commit(&duid, iaid, ip, host.as_ref(), now))),
                         Some(ip) => Ok((ip, leases.lease_time(&duid, name))),
                         None => Err(status(Status::NoAddrsAvail, "no addresses available")),
                     };
@@ -354,7 +357,7 @@ impl Dhcpv6Server {
                 for (iaid, _) in ias(opts) {
                     let grant = match leases.binding(&duid, iaid).map(|b| b.ip) {
                         Some(ip) if leases.choose(&duid, iaid, name, Some(ip), now) == Some(ip) => {
-                            Ok((ip, leases.commit(&duid, iaid, ip, name, now)))
+                            Ok((ip, leases.commit(&duid, iaid, ip, host.as_ref(), now)))
                         }
                         _ => Err(status(Status::NoBinding, "no binding for this IA")),
                     };
@@ -848,7 +851,10 @@ mod tests {
         let req = msg(MessageType::Request, C1, &[(3, None)], extra);
         let (_, ias, _, _) = read(s.handle(&req, T0).unwrap().unwrap());
         assert_eq!(ias[0].3, Ok((a("fd00::98"), 3600)));
-        assert_eq!(s.bindings()[1].hostname.as_deref(), Some("named"));
+        assert_eq!(
+            s.bindings()[1].hostname.as_ref().map(HostName::as_str),
+            Some("named")
+        );
         // The reserved addresses never go to others.
         for iaid in 10..12 {
             let req = msg(
