@@ -379,7 +379,10 @@ impl DhcpServer {
             *k != key
                 && e.state == State::Bound
                 && now.is_none_or(|now| e.lease.is_active(now))
-                && e.lease.hostname.as_ref().is_some_and(|h| h.is(wanted.as_str()))
+                && e.lease
+                    .hostname
+                    .as_ref()
+                    .is_some_and(|h| h.is(wanted.as_str()))
         });
         if let Some((_, e)) = holder {
             tracing::warn!(mac = %fmt_mac(&mac), "not giving name {wanted} to the DHCP lease: the lease of {} has it", e.lease.ip);

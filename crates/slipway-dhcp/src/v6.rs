@@ -339,7 +339,9 @@ impl Dhcpv6Server {
                 let mut granted = 0;
                 for (iaid, hint) in ias(opts) {
                     let grant = match leases.choose(&duid, iaid, name, hint, now) {
-                        Some(ip) if commit => Ok((ip, leases.commit(&duid, iaid, ip, host.as_ref(), now))),
+                        Some(ip) if commit => {
+                            Ok((ip, leases.commit(&duid, iaid, ip, host.as_ref(), now)))
+                        }
                         Some(ip) => Ok((ip, leases.lease_time(&duid, name))),
                         None => Err(status(Status::NoAddrsAvail, "no addresses available")),
                     };
@@ -826,6 +828,48 @@ mod tests {
         // A REBIND naming a server is discarded.
         let rebind = msg(MessageType::Rebind, C1, &[(1, None)], ours(&s));
         assert_eq!(s.handle(&rebind, T0), Ok(None));
+    }
+
+    /// The FQDN option carrying `wire` (a name in DNS wire format).
+    fn fqdn_option(wire: &[u8]) -> DhcpOption {
+        let mut data = vec![0];
+        data.extend_from_slice(wire);
+        DhcpOption::Unknown(dhcproto::v6::UnknownOption::new(
+            OptionCode::from(OPTION_CLIENT_FQDN),
+            data,
+        ))
+    }
+
+    /// The same rule as for DHCPv4 option 12: the first label only, a valid
+    /// one, not a name another client's binding holds.
+    #[test]
+    fn client_names_follow_the_host_name_rule() {
+        let mut s = pool_server();
+        let name_of = |s: &Dhcpv6Server, duid: &[u8]| {
+            s.bindings()
+                .iter()
+                .find(|b| b.duid == duid)
+                .and_then(|b| b.hostname.as_ref().map(HostName::to_string))
+        };
+        let mut extra = ours(&s);
+        extra.push(fqdn_option(b"\x03www\x07example\x03com\x00"));
+        let req = msg(MessageType::Request, C1, &[(1, None)], extra);
+        s.handle(&req, T0).unwrap().unwrap();
+        assert_eq!(name_of(&s, C1).as_deref(), Some("www"));
+        // Another client asking for it: its address, without the name.
+        const C3: &[u8] = &[0, 3, 0, 1, 0x52, 0x54, 0, 0, 0, 3];
+        let mut extra = ours(&s);
+        extra.push(fqdn_option(b"\x03WWW\x00"));
+        let req = msg(MessageType::Request, C3, &[(1, None)], extra);
+        let (_, ias, _, _) = read(s.handle(&req, T0).unwrap().unwrap());
+        assert!(ias[0].3.is_ok(), "{ias:?}");
+        assert_eq!(name_of(&s, C3), None);
+        // An invalid name: no name at all.
+        let mut extra = ours(&s);
+        extra.push(fqdn_option(b"\x05e\x1bvil\x00"));
+        let req = msg(MessageType::Request, C1, &[(1, None)], extra);
+        s.handle(&req, T0).unwrap().unwrap();
+        assert_eq!(name_of(&s, C1), None);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use slipway_dhcp::{
-    AddressPool, DhcpConfig, DhcpConfigError, DhcpError, DhcpReply, DhcpServer, HostName,
-    Lease, ReplyDestination, ReplyKind, StaticHost,
+    AddressPool, DhcpConfig, DhcpConfigError, DhcpError, DhcpReply, DhcpServer, HostName, Lease,
+    ReplyDestination, ReplyKind, StaticHost,
 };
 
 const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0, 0, 0xa];
@@ -367,7 +367,10 @@ fn lease_is_stable_across_rediscover_renew_and_expiry() {
     handle(&mut s, &encode(&named), later);
     handle(&mut s, &renew(MAC_A, a), later);
     let lease = s.leases().find(|l| l.mac == MAC_A).unwrap();
-    assert_eq!(lease.hostname.as_ref().map(HostName::as_str), Some("guest-a"));
+    assert_eq!(
+        lease.hostname.as_ref().map(HostName::as_str),
+        Some("guest-a")
+    );
     // Long after expiry, with the address still free: the same address again.
     let much_later = t0() + 10 * DAY;
     assert_eq!(obtain(&mut s, MAC_A, much_later), a);
@@ -404,7 +407,10 @@ fn udhcpc_request_capture_is_acked() {
     assert_eq!(m.xid(), 0xc1a9_377b);
     assert_eq!(m.yiaddr(), ip(15));
     let lease = s.leases().next().unwrap();
-    assert_eq!(lease.hostname.as_ref().map(HostName::as_str), Some("guest1"));
+    assert_eq!(
+        lease.hostname.as_ref().map(HostName::as_str),
+        Some("guest1")
+    );
     assert_eq!(
         lease.client_id.as_deref(),
         Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..])

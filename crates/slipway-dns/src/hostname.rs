@@ -60,9 +60,10 @@ impl HostName {
                 len: label.len(),
             });
         }
-        let legal = label.iter().enumerate().all(|(i, b)| {
-            b.is_ascii_alphanumeric() || (i > 0 && (*b == b'-' || *b == b'_'))
-        });
+        let legal = label
+            .iter()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_alphanumeric() || (i > 0 && (*b == b'-' || *b == b'_')));
         if !legal {
             return Err(HostNameError::BadCharacter(escaped(raw)));
         }

@@ -160,7 +160,11 @@ impl LocalZone {
                 continue;
             };
             let entry = self.entry(name, addr, true);
-            if self.hosts.iter().any(|h| h.shares_a_name(&entry) && h.addr == addr) {
+            if self
+                .hosts
+                .iter()
+                .any(|h| h.shares_a_name(&entry) && h.addr == addr)
+            {
                 continue; // Already answered.
             }
             let taken = self.hosts.iter().chain(&self.reserved).find(|h| {

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use slipway_dns::{
     error_response, parse_question, query_id, set_query_id, upstreams_from_file,
-    upstreams_from_resolv_conf, Answer, DnsError, HostName, LocalZone, MessageError, Name, ResolvConf,
-    RCODE_SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_PTR,
+    upstreams_from_resolv_conf, Answer, DnsError, HostName, LocalZone, MessageError, Name,
+    ResolvConf, RCODE_SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_PTR,
 };
 
 /// A standard query with RD set for `name` (dotted), as dig sends it without EDNS.

@@ -174,7 +174,10 @@ pub fn load_or_recover(path: &Path) -> Result<Vec<LeaseRecord>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
     let (kept, lost) = salvage(&bytes);
     let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".corrupt-{}", epoch(Some(SystemTime::now())).unwrap_or(0)));
+    aside.push(format!(
+        ".corrupt-{}",
+        epoch(Some(SystemTime::now())).unwrap_or(0)
+    ));
     let aside = PathBuf::from(aside);
     std::fs::rename(path, &aside).map_err(|e| Error::io("cannot move aside", path, e))?;
     tracing::warn!(

@@ -20,9 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
-use slipway_dhcp::{
-    AddressPool, DhcpConfig, DhcpServer, HostName, ReplyDestination, StaticHost,
-};
+use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, HostName, ReplyDestination, StaticHost};
 use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
 use slipway_netmgr::plan::{network_of, ServiceConfig};
 use socket2::{Domain, Protocol, Socket, Type};

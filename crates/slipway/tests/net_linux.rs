@@ -522,7 +522,10 @@ fn guest_names_informs_and_damaged_leases() {
             .to_string()
     };
     assert!(row("52:54:00:00:45:11").contains(" www "), "{table}");
-    assert!(row("52:54:00:00:45:12").contains(&format!(" {ip2}/24 ")), "{table}");
+    assert!(
+        row("52:54:00:00:45:12").contains(&format!(" {ip2}/24 ")),
+        "{table}"
+    );
     assert!(!row("52:54:00:00:45:12").contains(" www "), "{table}");
 
     // DHCPINFORMs claiming another address, then g3's own address, both
@@ -536,7 +539,8 @@ fn guest_names_informs_and_damaged_leases() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let server = (Ipv4Addr::new(10, 45, 0, 1), 67);
         s.send_to(&inform([10, 45, 0, 77], fake), server).unwrap();
-        s.send_to(&inform(ip3_octets.octets(), fake), server).unwrap();
+        s.send_to(&inform(ip3_octets.octets(), fake), server)
+            .unwrap();
         let mut buf = [0u8; 1500];
         s.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec())
     });
@@ -549,7 +553,9 @@ fn guest_names_informs_and_damaged_leases() {
     let neigh = sh("ip neigh show dev br-names");
     assert!(!neigh.contains("52:54:00:66:66:66"), "{neigh}");
     assert!(
-        !neigh.lines().any(|l| l.starts_with("10.45.0.77 ") && l.contains("lladdr")),
+        !neigh
+            .lines()
+            .any(|l| l.starts_with("10.45.0.77 ") && l.contains("lladdr")),
         "{neigh}"
     );
     // An ordinary DISCOVER/REQUEST still works, and its address is in

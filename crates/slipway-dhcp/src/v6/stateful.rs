@@ -306,9 +306,9 @@ impl Leases {
         for b in bindings {
             let reserved_elsewhere = self.pool.hosts.iter().any(|h| {
                 let theirs = h.duid.as_deref() == Some(&b.duid[..])
-                    || h.name.as_deref().is_some_and(|n| {
-                        b.hostname.as_ref().is_some_and(|bn| bn.is(n))
-                    });
+                    || h.name
+                        .as_deref()
+                        .is_some_and(|n| b.hostname.as_ref().is_some_and(|bn| bn.is(n)));
                 h.ip == b.ip && !theirs
             });
             let dup = self
