@@ -29,8 +29,13 @@ pub struct DhcpReply {
 pub enum ReplyDestination {
     /// To 255.255.255.255 (Ethernet broadcast).
     Broadcast,
-    /// To this address, at the client's MAC (the client may not answer ARP yet).
+    /// To the client's own address (`ciaddr`): it is configured, and answers ARP.
     Unicast(Ipv4Addr),
+    /// To the address this very reply offers or acknowledges to the client
+    /// (`yiaddr`), at the client's MAC: the client does not answer ARP for it
+    /// yet, so the sender tells its neighbour table (the only reply where it
+    /// may: any other address is the client's own claim).
+    Assigned(Ipv4Addr),
 }
 
 /// The DHCP message type of a reply.
@@ -240,7 +245,8 @@ fn option_value(
 
 /// RFC 2131 section 4.1, without relay agents: NAKs are broadcast; a client with an
 /// address (ciaddr) gets unicast there; otherwise the broadcast flag decides between
-/// broadcast and unicast to the new address at the client's MAC.
+/// broadcast and unicast to the new address at the client's MAC (as dnsmasq does,
+/// the only case that needs a neighbour entry).
 fn destination(request: &Request, kind: ReplyKind, yiaddr: Ipv4Addr) -> ReplyDestination {
     let ciaddr = request.ciaddr;
     if kind == ReplyKind::Nak {
@@ -250,6 +256,6 @@ fn destination(request: &Request, kind: ReplyKind, yiaddr: Ipv4Addr) -> ReplyDes
     } else if request.broadcast_flag() || yiaddr.is_unspecified() {
         ReplyDestination::Broadcast
     } else {
-        ReplyDestination::Unicast(yiaddr)
+        ReplyDestination::Assigned(yiaddr)
     }
 }

@@ -7,6 +7,8 @@
 
 use std::net::Ipv4Addr;
 
+use slipway_dns::HostName;
+
 use crate::server::DhcpError;
 
 /// Fixed part of a BOOTP message, up to and including the magic cookie.
@@ -37,8 +39,9 @@ pub(crate) struct Request {
     pub requested: Option<Ipv4Addr>,
     /// Option 54.
     pub server_id: Option<Ipv4Addr>,
-    /// Option 12, when valid UTF-8 and not empty.
-    pub hostname: Option<String>,
+    /// Option 12, when it holds a valid host name (its first label; see
+    /// [`HostName`]); an invalid one is logged and left out.
+    pub hostname: Option<HostName>,
     /// Option 61, when not empty.
     pub client_id: Option<Vec<u8>>,
     /// Option 55: the option codes the client asks for, in its order.
@@ -178,9 +181,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Request, DhcpError> {
         mac,
         requested,
         server_id,
-        hostname: hostname
-            .and_then(|h| String::from_utf8(h).ok())
-            .filter(|h| !h.is_empty()),
+        hostname: hostname.and_then(|h| {
+            HostName::from_client(&h)
+                .inspect_err(|e| tracing::info!("DHCP client name ignored: {e}"))
+                .ok()
+        }),
         client_id: client_id.filter(|id| !id.is_empty()),
         parameters,
         max_message_size,

@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
+use slipway_dns::HostName;
+
 use crate::config::{fmt_mac, validate_static_hosts, DhcpConfig, DhcpConfigError, StaticHost};
 use crate::reply::{self, DhcpReply, ReplyKind, ReplyParams};
 use crate::request::{parse, ClientMessage, Request};
@@ -61,8 +63,9 @@ pub struct Lease {
     pub mac: [u8; 6],
     /// The leased address.
     pub ip: Ipv4Addr,
-    /// The hostname the client sent (option 12), if any.
-    pub hostname: Option<String>,
+    /// The lease's host name: its static host's configured name, else the
+    /// one the client sent (option 12) unless another lease holds it.
+    pub hostname: Option<HostName>,
     /// The client identifier (option 61), if any.
     pub client_id: Option<Vec<u8>>,
     /// When the lease ends; `None` for an infinite lease.
@@ -163,9 +166,10 @@ impl DhcpServer {
 
     /// Loads leases saved from an earlier run. Leases whose address this configuration
     /// would not give that client (outside the pool, reserved for another static host,
-    /// already taken) are dropped with a warning.
+    /// already taken) are dropped with a warning; a name this configuration would not
+    /// give the lease (see [`Lease::hostname`]) is dropped from it.
     pub fn restore_leases(&mut self, leases: impl IntoIterator<Item = Lease>) {
-        for lease in leases {
+        for mut lease in leases {
             let key = ClientKey::of(lease.mac, lease.client_id.as_deref());
             let fits = match self.static_for(lease.mac) {
                 Some(host) => host.ip == lease.ip,
@@ -180,6 +184,7 @@ impl DhcpServer {
                 tracing::warn!(mac = %fmt_mac(&lease.mac), ip = %lease.ip, "saved DHCP lease does not fit the configuration; dropped");
                 continue;
             }
+            lease.hostname = self.lease_name(lease.mac, &key, lease.hostname.take(), None);
             self.bind(key, lease, State::Bound);
         }
     }
@@ -329,10 +334,11 @@ impl DhcpServer {
 
     fn new_lease(&self, req: &Request, key: &ClientKey, ip: Ipv4Addr, now: SystemTime) -> Lease {
         // Not every client repeats its hostname when renewing: keep the one it gave.
-        let hostname = req
+        let wanted = req
             .hostname
             .clone()
             .or_else(|| self.entries.get(key).and_then(|e| e.lease.hostname.clone()));
+        let hostname = self.lease_name(req.mac, key, wanted, Some(now));
         Lease {
             mac: req.mac,
             ip,
@@ -340,6 +346,49 @@ impl DhcpServer {
             client_id: req.client_id.clone(),
             expires: self.lease_time_for(req.mac).map(|d| now + d),
         }
+    }
+
+    /// The name a lease of client `mac`/`key` carries (dnsmasq's rules): its
+    /// static host's configured name; else `wanted` (what the client sent),
+    /// unless it is another static host's name or another lease holding at
+    /// `now` (`None`: any bound lease) has it: the first holder keeps it.
+    fn lease_name(
+        &self,
+        mac: [u8; 6],
+        key: &ClientKey,
+        wanted: Option<HostName>,
+        now: Option<SystemTime>,
+    ) -> Option<HostName> {
+        if let Some(host) = self.static_for(mac) {
+            if let Some(name) = &host.name {
+                return HostName::from_client(name.as_bytes()).ok();
+            }
+        }
+        let wanted = wanted?;
+        if let Some(owner) = self.config.static_hosts.iter().find(|h| {
+            h.mac != mac
+                && h.name
+                    .as_deref()
+                    .and_then(|n| HostName::from_client(n.as_bytes()).ok())
+                    .is_some_and(|n| n.is(wanted.as_str()))
+        }) {
+            tracing::warn!(mac = %fmt_mac(&mac), "not giving name {wanted} to the DHCP lease: it is the name of static host {}", fmt_mac(&owner.mac));
+            return None;
+        }
+        let holder = self.entries.iter().find(|(k, e)| {
+            *k != key
+                && e.state == State::Bound
+                && now.is_none_or(|now| e.lease.is_active(now))
+                && e.lease
+                    .hostname
+                    .as_ref()
+                    .is_some_and(|h| h.is(wanted.as_str()))
+        });
+        if let Some((_, e)) = holder {
+            tracing::warn!(mac = %fmt_mac(&mac), "not giving name {wanted} to the DHCP lease: the lease of {} has it", e.lease.ip);
+            return None;
+        }
+        Some(wanted)
     }
 
     /// The lease time of client `mac`: its static host's own, else the

@@ -23,6 +23,7 @@ use dhcproto::{Decodable, Decoder, Encodable, Name};
 
 mod stateful;
 
+use slipway_dns::HostName;
 use stateful::Leases;
 pub use stateful::{Binding, Dhcpv6Host, Dhcpv6Pool, DEFAULT_LEASE, MAX_BINDINGS};
 
@@ -136,16 +137,18 @@ fn ia_na(id: u32, grant: Result<(Ipv6Addr, Option<Duration>), DhcpOption>) -> Dh
     DhcpOption::IANA(IANA { id, t1, t2, opts })
 }
 
-/// The host name a client sends in its FQDN option: the first label.
-fn fqdn_host(opts: &DhcpOptions) -> Option<String> {
+/// The host name a client sends in its FQDN option: the first label, when
+/// valid (see [`HostName`]).
+fn fqdn_host(opts: &DhcpOptions) -> Option<HostName> {
     let data = opts.iter().find_map(|o| match o {
         DhcpOption::Unknown(u) if u16::from(u.code()) == OPTION_CLIENT_FQDN => Some(u.data()),
         _ => None,
     })?;
     // Flags, then the name in wire format (possibly partial).
     let len = usize::from(*data.get(1)?);
-    let label = std::str::from_utf8(data.get(2..2 + len)?).ok()?;
-    crate::is_valid_name(label).then(|| label.to_string())
+    HostName::from_client(data.get(2..2 + len)?)
+        .inspect_err(|e| tracing::info!("DHCPv6 client name ignored: {e}"))
+        .ok()
 }
 
 /// The IA_NA options of a message: identifier and the first address asked for.
@@ -325,8 +328,8 @@ impl Dhcpv6Server {
         if must_name_us != to_us {
             return None;
         }
-        let name = fqdn_host(opts);
-        let name = name.as_deref();
+        let host = fqdn_host(opts);
+        let name = host.as_ref().map(HostName::as_str);
         let mut answers = Vec::new();
         let mut top_status = None;
         match kind {
@@ -336,7 +339,9 @@ impl Dhcpv6Server {
                 let mut granted = 0;
                 for (iaid, hint) in ias(opts) {
                     let grant = match leases.choose(&duid, iaid, name, hint, now) {
-                        Some(ip) if commit => Ok((ip, leases.commit(&duid, iaid, ip, name, now))),
+                        Some(ip) if commit => {
+                            Ok((ip, leases.commit(&duid, iaid, ip, host.as_ref(), now)))
+                        }
                         Some(ip) => Ok((ip, leases.lease_time(&duid, name))),
                         None => Err(status(Status::NoAddrsAvail, "no addresses available")),
                     };
@@ -354,7 +359,7 @@ impl Dhcpv6Server {
                 for (iaid, _) in ias(opts) {
                     let grant = match leases.binding(&duid, iaid).map(|b| b.ip) {
                         Some(ip) if leases.choose(&duid, iaid, name, Some(ip), now) == Some(ip) => {
-                            Ok((ip, leases.commit(&duid, iaid, ip, name, now)))
+                            Ok((ip, leases.commit(&duid, iaid, ip, host.as_ref(), now)))
                         }
                         _ => Err(status(Status::NoBinding, "no binding for this IA")),
                     };
@@ -825,6 +830,48 @@ mod tests {
         assert_eq!(s.handle(&rebind, T0), Ok(None));
     }
 
+    /// The FQDN option carrying `wire` (a name in DNS wire format).
+    fn fqdn_option(wire: &[u8]) -> DhcpOption {
+        let mut data = vec![0];
+        data.extend_from_slice(wire);
+        DhcpOption::Unknown(dhcproto::v6::UnknownOption::new(
+            OptionCode::from(OPTION_CLIENT_FQDN),
+            data,
+        ))
+    }
+
+    /// The same rule as for DHCPv4 option 12: the first label only, a valid
+    /// one, not a name another client's binding holds.
+    #[test]
+    fn client_names_follow_the_host_name_rule() {
+        let mut s = pool_server();
+        let name_of = |s: &Dhcpv6Server, duid: &[u8]| {
+            s.bindings()
+                .iter()
+                .find(|b| b.duid == duid)
+                .and_then(|b| b.hostname.as_ref().map(HostName::to_string))
+        };
+        let mut extra = ours(&s);
+        extra.push(fqdn_option(b"\x03www\x07example\x03com\x00"));
+        let req = msg(MessageType::Request, C1, &[(1, None)], extra);
+        s.handle(&req, T0).unwrap().unwrap();
+        assert_eq!(name_of(&s, C1).as_deref(), Some("www"));
+        // Another client asking for it: its address, without the name.
+        const C3: &[u8] = &[0, 3, 0, 1, 0x52, 0x54, 0, 0, 0, 3];
+        let mut extra = ours(&s);
+        extra.push(fqdn_option(b"\x03WWW\x00"));
+        let req = msg(MessageType::Request, C3, &[(1, None)], extra);
+        let (_, ias, _, _) = read(s.handle(&req, T0).unwrap().unwrap());
+        assert!(ias[0].3.is_ok(), "{ias:?}");
+        assert_eq!(name_of(&s, C3), None);
+        // An invalid name: no name at all.
+        let mut extra = ours(&s);
+        extra.push(fqdn_option(b"\x05e\x1bvil\x00"));
+        let req = msg(MessageType::Request, C1, &[(1, None)], extra);
+        s.handle(&req, T0).unwrap().unwrap();
+        assert_eq!(name_of(&s, C1), None);
+    }
+
     #[test]
     fn reservations_by_duid_and_by_name() {
         let mut s = pool_server();
@@ -848,7 +895,10 @@ mod tests {
         let req = msg(MessageType::Request, C1, &[(3, None)], extra);
         let (_, ias, _, _) = read(s.handle(&req, T0).unwrap().unwrap());
         assert_eq!(ias[0].3, Ok((a("fd00::98"), 3600)));
-        assert_eq!(s.bindings()[1].hostname.as_deref(), Some("named"));
+        assert_eq!(
+            s.bindings()[1].hostname.as_ref().map(HostName::as_str),
+            Some("named")
+        );
         // The reserved addresses never go to others.
         for iaid in 10..12 {
             let req = msg(

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use slipway_dhcp::{
-    AddressPool, DhcpConfig, DhcpConfigError, DhcpError, DhcpReply, DhcpServer, Lease,
+    AddressPool, DhcpConfig, DhcpConfigError, DhcpError, DhcpReply, DhcpServer, HostName, Lease,
     ReplyDestination, ReplyKind, StaticHost,
 };
 
@@ -151,7 +151,7 @@ fn discover_gets_offer_with_configured_options() {
     assert_eq!(offer.kind, ReplyKind::Offer);
     assert_eq!(offer.client_mac, MAC_A);
     // No broadcast flag, no ciaddr: unicast to the offered address (RFC 2131 4.1).
-    assert_eq!(offer.destination, ReplyDestination::Unicast(ip(15)));
+    assert_eq!(offer.destination, ReplyDestination::Assigned(ip(15)));
     assert!(offer.payload.len() >= 300 && offer.payload.len() <= 548);
     let m = decode(&offer);
     assert_eq!(m.opcode(), dhcproto::v4::Opcode::BootReply);
@@ -238,6 +238,10 @@ fn broadcast_flag_gives_broadcast_reply() {
     assert!(decode(&offer).flags().broadcast());
 }
 
+fn host_name(name: &str) -> HostName {
+    HostName::from_client(name.as_bytes()).unwrap()
+}
+
 #[test]
 fn request_binds_lease_with_client_hostname() {
     let mut s = server();
@@ -247,18 +251,95 @@ fn request_binds_lease_with_client_hostname() {
     m.opts_mut().insert(DhcpOption::Hostname("guest".into()));
     let ack = handle(&mut s, &encode(&m), t0());
     assert_eq!(ack.kind, ReplyKind::Ack);
-    assert_eq!(ack.destination, ReplyDestination::Unicast(ip(20)));
+    assert_eq!(ack.destination, ReplyDestination::Assigned(ip(20)));
     let leases: Vec<&Lease> = s.leases().collect();
     assert_eq!(
         leases,
         vec![&Lease {
             mac: MAC_A,
             ip: ip(20),
-            hostname: Some("guest".into()),
+            hostname: Some(host_name("guest")),
             client_id: None,
             expires: Some(t0() + DAY),
         }]
     );
+}
+
+/// REQUESTs `addr` for `mac` sending option 12 as `name` (raw bytes).
+fn request_named(s: &mut DhcpServer, mac: [u8; 6], addr: Ipv4Addr, name: &[u8]) -> Lease {
+    let mut m = message(MessageType::Request, mac);
+    m.opts_mut().insert(DhcpOption::RequestedIpAddress(addr));
+    let mut raw = encode(&m);
+    // Option 12 by hand: dhcproto only encodes UTF-8.
+    raw.pop(); // End
+    raw.push(12);
+    raw.push(name.len() as u8);
+    raw.extend_from_slice(name);
+    raw.push(255);
+    assert_eq!(handle(s, &raw, t0()).kind, ReplyKind::Ack);
+    s.leases().find(|l| l.mac == mac).unwrap().clone()
+}
+
+/// dnsmasq's rules for the names clients give themselves: the first label
+/// only, legal characters only (else the lease has no name), a static
+/// host's name only for that host, a name held by another lease not taken.
+#[test]
+fn lease_names_follow_dnsmasqs_rules() {
+    let mut config = qemu_config();
+    config.static_hosts = vec![StaticHost {
+        mac: MAC_C,
+        ip: ip(100),
+        name: Some("fixed".into()),
+        lease_time: None,
+    }];
+    let mut s = DhcpServer::new(config).unwrap();
+    let name = |l: &Lease| l.hostname.as_ref().map(|h| h.to_string());
+    let l = request_named(&mut s, MAC_A, ip(20), b"www.example.com");
+    assert_eq!(name(&l).as_deref(), Some("www"));
+    // Invalid: the lease is granted, without a name.
+    for bad in [&b"evil\x1b[2J"[..], b"a b", b"-x", &[b'a'; 64]] {
+        let l = request_named(&mut s, MAC_B, ip(21), bad);
+        assert_eq!((l.ip, name(&l)), (ip(21), None), "{bad:?}");
+    }
+    // Held by A's lease: B does not get it, A keeps it.
+    let l = request_named(&mut s, MAC_B, ip(21), b"WWW");
+    assert_eq!(name(&l), None);
+    // A static host's name is not for other clients...
+    let l = request_named(&mut s, MAC_B, ip(21), b"fixed");
+    assert_eq!(name(&l), None);
+    // ... and the static host's lease has it, whatever the client says.
+    let l = request_named(&mut s, MAC_C, ip(100), b"www");
+    assert_eq!(name(&l).as_deref(), Some("fixed"));
+    assert_eq!(
+        name(s.leases().find(|l| l.mac == MAC_A).unwrap()).as_deref(),
+        Some("www")
+    );
+    // Once A's lease has ended, its name is free.
+    let later = t0() + 2 * DAY;
+    let mut m = message(MessageType::Request, MAC_B);
+    m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip(21)));
+    m.opts_mut().insert(DhcpOption::Hostname("www".into()));
+    handle(&mut s, &encode(&m), later);
+    let l = s.leases().find(|l| l.mac == MAC_B).unwrap();
+    assert_eq!(name(l).as_deref(), Some("www"));
+}
+
+/// An INFORM (or a renewal) goes to the address the client claims, which
+/// the server must not put in a neighbour table: only a reply to an
+/// address this server gives is `Assigned`.
+#[test]
+fn only_given_addresses_are_assigned_destinations() {
+    let mut s = server();
+    for kind in [MessageType::Inform, MessageType::Discover] {
+        let mut m = message(kind, MAC_A);
+        m.set_ciaddr(ip(77));
+        let r = handle(&mut s, &encode(&m), t0());
+        assert_eq!(r.destination, ReplyDestination::Unicast(ip(77)), "{kind:?}");
+    }
+    let mut m = message(MessageType::Inform, MAC_A);
+    m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip(77)));
+    let r = handle(&mut s, &encode(&m), t0());
+    assert_eq!(r.destination, ReplyDestination::Broadcast);
 }
 
 #[test]
@@ -286,7 +367,10 @@ fn lease_is_stable_across_rediscover_renew_and_expiry() {
     handle(&mut s, &encode(&named), later);
     handle(&mut s, &renew(MAC_A, a), later);
     let lease = s.leases().find(|l| l.mac == MAC_A).unwrap();
-    assert_eq!(lease.hostname.as_deref(), Some("guest-a"));
+    assert_eq!(
+        lease.hostname.as_ref().map(HostName::as_str),
+        Some("guest-a")
+    );
     // Long after expiry, with the address still free: the same address again.
     let much_later = t0() + 10 * DAY;
     assert_eq!(obtain(&mut s, MAC_A, much_later), a);
@@ -317,13 +401,16 @@ fn udhcpc_request_capture_is_acked() {
     handle(&mut s, &hex(UDHCPC_DISCOVER), t0());
     let ack = handle(&mut s, &hex(UDHCPC_REQUEST), t0());
     assert_eq!(ack.kind, ReplyKind::Ack);
-    assert_eq!(ack.destination, ReplyDestination::Unicast(ip(15)));
+    assert_eq!(ack.destination, ReplyDestination::Assigned(ip(15)));
     assert!(ack.payload.len() <= 548);
     let m = decode(&ack);
     assert_eq!(m.xid(), 0xc1a9_377b);
     assert_eq!(m.yiaddr(), ip(15));
     let lease = s.leases().next().unwrap();
-    assert_eq!(lease.hostname.as_deref(), Some("guest1"));
+    assert_eq!(
+        lease.hostname.as_ref().map(HostName::as_str),
+        Some("guest1")
+    );
     assert_eq!(
         lease.client_id.as_deref(),
         Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..])
@@ -649,7 +736,7 @@ fn restored_leases_are_kept_and_bad_ones_dropped() {
         Lease {
             mac: MAC_A,
             ip: ip(20),
-            hostname: Some("a".into()),
+            hostname: Some(host_name("a")),
             client_id: None,
             expires: Some(t0() + DAY),
         },

@@ -2,14 +2,17 @@
 //!
 //! Pure logic over byte slices, no sockets: [`system_upstreams`] finds where to relay
 //! queries, [`query_id`]/[`set_query_id`]/[`parse_question`] let a relay track them,
-//! and [`LocalZone`] answers a bridge network's own names.
+//! [`LocalZone`] answers a bridge network's own names, and [`HostName`] is
+//! the one rule for the names DHCP clients give themselves.
 
 #![deny(missing_docs)]
 
+mod hostname;
 mod message;
 mod resolv;
 mod zone;
 
+pub use hostname::{HostName, HostNameError, MAX_HOST_NAME};
 pub use message::{
     error_response, parse_question, query_id, set_query_id, Header, MessageError, Name, Question,
     CLASS_IN, HEADER_LEN, RCODE_FORMERR, RCODE_NOERROR, RCODE_NOTIMP, RCODE_NXDOMAIN,

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::hostname::HostName;
 use crate::message::{
     error_response, parse_question, start_response, Header, Name, Question, CLASS_IN, HEADER_LEN,
     RCODE_FORMERR, RCODE_NOERROR, RCODE_NOTIMP, RCODE_NXDOMAIN, TYPE_A, TYPE_AAAA, TYPE_ANY,
@@ -50,6 +51,11 @@ impl HostEntry {
         self.name == *qname || self.qualified.as_ref() == Some(qname)
     }
 
+    /// Whether a query could name both entries.
+    fn shares_a_name(&self, other: &HostEntry) -> bool {
+        self.matches(&other.name) || other.qualified.as_ref().is_some_and(|q| self.matches(q))
+    }
+
     /// The name given in PTR answers: the fully qualified one when known.
     fn canonical(&self) -> &Name {
         self.qualified.as_ref().unwrap_or(&self.name)
@@ -61,6 +67,8 @@ impl HostEntry {
 pub struct LocalZone {
     domain: Option<Name>,
     hosts: Vec<HostEntry>,
+    /// Names of DHCP `<host>` reservations (not answered, only guarded).
+    reserved: Vec<HostEntry>,
     local_only: bool,
     ttl: u32,
 }
@@ -84,6 +92,7 @@ impl LocalZone {
         Ok(LocalZone {
             domain: domain.map(host_name).transpose()?,
             hosts: Vec::new(),
+            reserved: Vec::new(),
             local_only: false,
             ttl: 0,
         })
@@ -124,21 +133,55 @@ impl LocalZone {
         Ok(())
     }
 
-    /// Replaces the names learnt from DHCP leases (the hostname each client sent):
-    /// A records for DHCPv4 leases, AAAA for DHCPv6 bindings.
-    /// Hostnames that are not valid DNS names are skipped: they come from guests.
+    /// Reserves `hostname` for `addr` (a DHCP `<host>` with a name): no lease
+    /// of another address may publish it. Not answered by itself: the
+    /// host's own lease carries the name.
+    pub fn reserve_host(&mut self, addr: IpAddr, hostname: &str) -> Result<(), ZoneError> {
+        let entry = self.entry(host_name(hostname)?, addr, false);
+        self.reserved.push(entry);
+        Ok(())
+    }
+
+    /// Replaces the names learnt from DHCP leases (the name of each lease):
+    /// A records for DHCPv4 leases, AAAA for DHCPv6 bindings. Guests choose
+    /// these names, so, as dnsmasq does, a lease never shadows a configured
+    /// name (`<dns><host>` or a DHCP `<host>` reservation) of another
+    /// address, and a name already published for another lease of the same
+    /// family stays with the first (the servers already keep names unique;
+    /// this holds for any list, e.g. a leases file of an older version).
     pub fn set_lease_hosts<'a, A: Into<IpAddr>>(
         &mut self,
-        leases: impl IntoIterator<Item = (&'a str, A)>,
+        leases: impl IntoIterator<Item = (&'a HostName, A)>,
     ) {
         self.hosts.retain(|h| !h.from_lease);
         for (hostname, addr) in leases {
-            match host_name(hostname) {
-                Ok(name) => {
-                    let entry = self.entry(name, addr.into(), true);
-                    self.hosts.push(entry);
-                }
-                Err(e) => tracing::debug!("DHCP lease hostname not added to DNS: {e}"),
+            let addr = addr.into();
+            let Some(name) = Name::from_dotted(hostname.as_str()) else {
+                continue;
+            };
+            let entry = self.entry(name, addr, true);
+            if self
+                .hosts
+                .iter()
+                .any(|h| h.shares_a_name(&entry) && h.addr == addr)
+            {
+                continue; // Already answered.
+            }
+            let taken = self.hosts.iter().chain(&self.reserved).find(|h| {
+                h.shares_a_name(&entry)
+                    && h.addr != addr
+                    && (!h.from_lease || h.addr.is_ipv4() == addr.is_ipv4())
+            });
+            match taken {
+                Some(h) if h.from_lease => tracing::warn!(
+                    "not giving name {hostname} to the DHCP lease of {addr}: the lease of {} has it",
+                    h.addr
+                ),
+                Some(h) => tracing::warn!(
+                    "not giving name {hostname} to the DHCP lease of {addr}: the name is configured for {}",
+                    h.addr
+                ),
+                None => self.hosts.push(entry),
             }
         }
     }

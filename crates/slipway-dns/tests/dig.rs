@@ -117,7 +117,10 @@ fn dig_gets_local_answers_and_forwarded_ones() {
     zone.add_host(IpAddr::V4(Ipv4Addr::new(192, 168, 122, 10)), "web")
         .unwrap();
     zone.add_host("fd00::10".parse().unwrap(), "web").unwrap();
-    zone.set_lease_hosts([("guest1", Ipv4Addr::new(192, 168, 122, 50))]);
+    zone.set_lease_hosts([(
+        &slipway_dns::HostName::from_client(b"guest1").unwrap(),
+        Ipv4Addr::new(192, 168, 122, 50),
+    )]);
     zone.set_local_only(true);
     let upstream_addr = SocketAddr::from(([127, 0, 0, 1], upstream_port));
     let (port, front) = serve(zone, Some(upstream_addr), stop.clone());

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use slipway_dns::{
     error_response, parse_question, query_id, set_query_id, upstreams_from_file,
-    upstreams_from_resolv_conf, Answer, DnsError, LocalZone, MessageError, Name, ResolvConf,
-    RCODE_SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_PTR,
+    upstreams_from_resolv_conf, Answer, DnsError, HostName, LocalZone, MessageError, Name,
+    ResolvConf, RCODE_SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_PTR,
 };
 
 /// A standard query with RD set for `name` (dotted), as dig sends it without EDNS.
@@ -212,8 +212,12 @@ fn zone() -> LocalZone {
         "db.other.test",
     )
     .unwrap();
-    zone.set_lease_hosts([("guest1", Ipv4Addr::new(192, 168, 122, 50))]);
+    zone.set_lease_hosts([(&host("guest1"), Ipv4Addr::new(192, 168, 122, 50))]);
     zone
+}
+
+fn host(name: &str) -> HostName {
+    HostName::from_client(name.as_bytes()).unwrap()
 }
 
 fn local(answer: Answer) -> Vec<u8> {
@@ -323,13 +327,9 @@ fn zone_forwards_or_refuses_the_rest() {
 }
 
 #[test]
-fn lease_hosts_are_replaced_and_bad_names_skipped() {
+fn lease_hosts_are_replaced() {
     let mut zone = zone();
-    zone.set_lease_hosts([
-        ("guest2", Ipv4Addr::new(192, 168, 122, 51)),
-        ("bad name!", Ipv4Addr::new(192, 168, 122, 52)),
-        ("", Ipv4Addr::new(192, 168, 122, 53)),
-    ]);
+    zone.set_lease_hosts([(&host("guest2"), Ipv4Addr::new(192, 168, 122, 51))]);
     assert_eq!(zone.answer(&query(1, "guest1", TYPE_A)), Answer::Forward);
     assert_eq!(
         ancount(&local(zone.answer(&query(
@@ -341,6 +341,58 @@ fn lease_hosts_are_replaced_and_bad_names_skipped() {
     );
     // Configured hosts stay.
     assert_eq!(ancount(&local(zone.answer(&query(1, "web", TYPE_A)))), 1);
+}
+
+/// The address of the only A record of `name`.
+fn only_a(zone: &LocalZone, name: &str) -> Ipv4Addr {
+    let r = local(zone.answer(&query(1, name, TYPE_A)));
+    assert_eq!(ancount(&r), 1, "{name}");
+    Ipv4Addr::from(<[u8; 4]>::try_from(&r[r.len() - 4..]).unwrap())
+}
+
+/// dnsmasq's rules: a lease's name never shadows a `<dns><host>` or a
+/// reserved DHCP `<host>` name of another address, and the first lease of
+/// a family holding a name keeps it.
+#[test]
+fn lease_names_never_shadow_configured_names_or_other_leases() {
+    let mut zone = zone();
+    zone.reserve_host(IpAddr::V4(Ipv4Addr::new(192, 168, 122, 20)), "fixed")
+        .unwrap();
+    zone.add_host(
+        IpAddr::V4(Ipv4Addr::new(192, 168, 122, 12)),
+        "nas.example.test",
+    )
+    .unwrap();
+    let ip = |n| Ipv4Addr::new(192, 168, 122, n);
+    zone.set_lease_hosts([
+        (&host("web"), ip(60)),
+        (&host("WEB"), ip(61)),
+        (&host("nas"), ip(62)),
+        (&host("fixed"), ip(63)),
+        (&host("fixed"), ip(20)),
+        (&host("guest"), ip(64)),
+        (&host("guest"), ip(65)),
+    ]);
+    assert_eq!(only_a(&zone, "web.example.test"), ip(10));
+    assert_eq!(only_a(&zone, "nas.example.test"), ip(12));
+    // Not even the bare name: it would be the lease's too.
+    assert_eq!(zone.answer(&query(1, "nas", TYPE_A)), Answer::Forward);
+    // The reserved name goes to its own host's lease only.
+    assert_eq!(only_a(&zone, "fixed.example.test"), ip(20));
+    assert_eq!(only_a(&zone, "guest"), ip(64));
+    // The same name for an IPv6 binding of the guest is no takeover.
+    zone.set_lease_hosts([
+        (&host("guest"), IpAddr::V4(ip(64))),
+        (&host("guest"), "fd00::64".parse().unwrap()),
+    ]);
+    let r = local(zone.answer(&query(1, "guest", TYPE_AAAA)));
+    assert_eq!(ancount(&r), 1);
+    assert_eq!(only_a(&zone, "guest"), ip(64));
+}
+
+#[test]
+fn bad_configured_names_are_refused() {
+    let mut zone = zone();
     assert!(LocalZone::new(Some("bad domain")).is_err());
     assert!(zone
         .add_host(IpAddr::V4(Ipv4Addr::LOCALHOST), "a b")

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use slipway_dhcp::v6::Binding;
-use slipway_dhcp::Lease;
+use slipway_dhcp::{HostName, Lease};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -24,7 +24,8 @@ pub struct LeaseRecord {
     pub ip: IpAddr,
     /// Prefix length of the subnet.
     pub prefix: u8,
-    /// Hostname the client sent.
+    /// The lease's host name (see [`Lease::hostname`]); files of older
+    /// versions may hold any text here (see [`LeaseRecord::host_name`]).
     pub hostname: Option<String>,
     /// Client identifier (IPv4) or DUID (IPv6), colon-separated hex as
     /// dnsmasq prints it.
@@ -84,7 +85,7 @@ impl LeaseRecord {
             mac: hex(&lease.mac),
             ip: IpAddr::V4(lease.ip),
             prefix,
-            hostname: lease.hostname.clone(),
+            hostname: lease.hostname.as_ref().map(HostName::to_string),
             client_id: lease.client_id.as_deref().map(hex),
             iaid: None,
             expires: epoch(lease.expires),
@@ -97,7 +98,7 @@ impl LeaseRecord {
             mac: duid_mac(&binding.duid).map_or_else(|| "-".into(), |m| hex(&m)),
             ip: IpAddr::V6(binding.ip),
             prefix,
-            hostname: binding.hostname.clone(),
+            hostname: binding.hostname.as_ref().map(HostName::to_string),
             client_id: Some(hex(&binding.duid)),
             iaid: Some(binding.iaid),
             expires: epoch(binding.expires),
@@ -111,9 +112,18 @@ impl LeaseRecord {
             duid: unhex(self.client_id.as_deref()?)?,
             iaid: self.iaid?,
             ip,
-            hostname: self.hostname.clone(),
+            hostname: self.host_name(),
             expires: self.expires.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         })
+    }
+
+    /// The record's host name under the rule for client names (a file of an
+    /// older version may hold anything): `None` when it does not pass.
+    pub fn host_name(&self) -> Option<HostName> {
+        let text = self.hostname.as_deref()?;
+        HostName::from_client(text.as_bytes())
+            .inspect_err(|e| tracing::warn!("saved lease of {}: {e}; name dropped", self.ip))
+            .ok()
     }
 
     /// Whether the lease holds at `now` (seconds since the epoch).
@@ -133,7 +143,7 @@ impl LeaseRecord {
         Some(Lease {
             mac,
             ip,
-            hostname: self.hostname.clone(),
+            hostname: self.host_name(),
             client_id,
             expires: self.expires.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         })
@@ -150,6 +160,61 @@ pub fn load(path: &Path) -> Result<Vec<LeaseRecord>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(Error::io("cannot read", path, e)),
     }
+}
+
+/// Reads the leases file when the service starts. A file that does not
+/// read (garbage, cut short, records of the wrong shape) does not stop the
+/// network: it is moved aside to `FILE.corrupt-SECONDS` with a warning, and
+/// the leases that could be read from it are kept (and written back).
+pub fn load_or_recover(path: &Path) -> Result<Vec<LeaseRecord>> {
+    let why = match load(path) {
+        Err(Error::Corrupt { why, .. }) => why,
+        other => return other,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let (kept, lost) = salvage(&bytes);
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(
+        ".corrupt-{}",
+        epoch(Some(SystemTime::now())).unwrap_or(0)
+    ));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(|e| Error::io("cannot move aside", path, e))?;
+    tracing::warn!(
+        "leases file {} is damaged ({why}): moved to {}; {} leases kept, {lost} unreadable",
+        path.display(),
+        aside.display(),
+        kept.len()
+    );
+    save(path, &kept)?;
+    Ok(kept)
+}
+
+/// The records readable from a damaged leases file, and how many elements
+/// of its list were not: every well-formed record of the list up to where
+/// the JSON itself breaks (if it does).
+fn salvage(bytes: &[u8]) -> (Vec<LeaseRecord>, usize) {
+    struct Salvage<'a>(&'a mut Vec<LeaseRecord>, &'a mut usize);
+    impl<'de> serde::de::Visitor<'de> for Salvage<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of leases")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(value) = seq.next_element::<serde_json::Value>()? {
+                match serde_json::from_value(value) {
+                    Ok(record) => self.0.push(record),
+                    Err(_) => *self.1 += 1,
+                }
+            }
+            Ok(())
+        }
+    }
+    let (mut kept, mut lost) = (Vec::new(), 0);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // An error ends the list; what was read before it stays in `kept`.
+    let _ = serde::Deserializer::deserialize_seq(&mut de, Salvage(&mut kept, &mut lost));
+    (kept, lost)
 }
 
 /// Writes a leases file atomically.
@@ -181,6 +246,20 @@ fn local_time(secs: u64) -> String {
     )
 }
 
+/// `text` for a terminal: everything but printable ASCII (control bytes,
+/// escape sequences, any other character) as `\u{..}`, and `\` as `\\`. The
+/// leases file may be one an older version wrote, with names as guests sent
+/// them.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\\' => "\\\\".to_string(),
+            ' '..='~' => c.to_string(),
+            _ => c.escape_unicode().to_string(),
+        })
+        .collect()
+}
+
 /// virsh's `net-dhcp-leases` table of the active leases at `now`, sorted by
 /// MAC, only those of `mac` when given (compared case-insensitively).
 pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> String {
@@ -205,11 +284,11 @@ pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> Stri
             vec![
                 // libvirt reports an infinite lease with expiry time 0.
                 local_time(l.expires.unwrap_or(0)),
-                l.mac.clone(),
+                printable(&l.mac),
                 if l.ip.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
                 format!("{}/{}", l.ip, l.prefix),
-                l.hostname.clone().unwrap_or_else(|| "-".into()),
-                l.client_id.clone().unwrap_or_else(|| "-".into()),
+                l.hostname.as_deref().map_or_else(|| "-".into(), printable),
+                l.client_id.as_deref().map_or_else(|| "-".into(), printable),
             ]
         })
         .collect();
@@ -264,7 +343,7 @@ mod tests {
         let lease = Lease {
             mac: [0x52, 0x54, 0, 1, 2, 3],
             ip: std::net::Ipv4Addr::new(10, 0, 0, 5),
-            hostname: Some("g".into()),
+            hostname: HostName::from_client(b"g").ok(),
             client_id: Some(vec![1, 0x52, 0x54, 0, 1, 2, 3]),
             expires: Some(UNIX_EPOCH + Duration::from_secs(77)),
         };
@@ -286,7 +365,7 @@ mod tests {
             duid: vec![0, 3, 0, 1, 0x52, 0x54, 0, 0x46, 0, 3],
             iaid: 0x46_0003,
             ip: "2001:db8:ca2:2::1ff".parse().unwrap(),
-            hostname: Some("g6".into()),
+            hostname: HostName::from_client(b"g6").ok(),
             expires: Some(UNIX_EPOCH + Duration::from_secs(4_000_000_000)),
         };
         let rec = LeaseRecord::from_binding(&binding, 64);
@@ -339,5 +418,71 @@ mod tests {
         save(&path, &recs).unwrap();
         assert!(!std::fs::read_to_string(&path).unwrap().contains("iaid"));
         assert_eq!(load(&path).unwrap(), recs);
+    }
+
+    /// A name with control bytes in a file of an older version is printed
+    /// escaped: nothing reaches the terminal but printable ASCII and the
+    /// table's own newlines.
+    #[test]
+    fn table_escapes_what_the_file_holds() {
+        let rec = LeaseRecord {
+            mac: "52:54:00:00:00:01\u{7}".into(),
+            ip: IpAddr::from([10, 0, 0, 5]),
+            prefix: 24,
+            hostname: Some("evil\u{1b}[2J\r\nx\\y\u{202e}".into()),
+            client_id: Some("01\u{9b}31m".into()),
+            iaid: None,
+            expires: None,
+        };
+        let out = table(&[rec], None, UNIX_EPOCH);
+        assert!(
+            out.chars().all(|c| c == '\n' || (' '..='~').contains(&c)),
+            "{out:?}"
+        );
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(
+            out.contains(r"evil\u{1b}[2J\u{d}\u{a}x\\y\u{202e}"),
+            "{out}"
+        );
+        assert!(out.contains(r"52:54:00:00:00:01\u{7}"), "{out}");
+        assert!(out.contains(r"01\u{9b}31m"), "{out}");
+    }
+
+    /// Garbage, a file cut short and records of the wrong shape: moved
+    /// aside, the readable leases kept and written back.
+    #[test]
+    fn damaged_files_are_moved_aside_keeping_what_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.leases.json");
+        let good = r#"{"mac":"52:54:00:01:02:03","ip":"10.0.0.5","prefix":24,"hostname":"g","client_id":null,"expires":null}"#;
+        let good2 = good.replace("10.0.0.5", "10.0.0.6").replace(":03", ":04");
+        let bad_shape = r#"{"mac":"52:54:00:01:02:05","ip":"not an address","prefix":24}"#;
+        for (text, kept) in [
+            ("\u{0}\u{ff}garbage".to_string(), 0),
+            (format!("[{good},{bad_shape},{good2}]"), 2),
+            (format!("[{good},{good2},{{\"mac\":\"52:5"), 2),
+            (format!("{{\"not\": [{good}]}}"), 0),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            assert!(load(&path).is_err(), "{text}");
+            let recs = load_or_recover(&path).unwrap();
+            assert_eq!(recs.len(), kept, "{text}");
+            assert_eq!(load(&path).unwrap(), recs, "written back");
+            let aside: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().contains(".leases.json.corrupt-"))
+                .collect();
+            assert_eq!(aside.len(), 1, "{aside:?}");
+            assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), text);
+            std::fs::remove_file(&aside[0]).unwrap();
+        }
+        assert_eq!(load_or_recover(&path).unwrap().len(), 0);
+        // A good file and a missing one are left alone.
+        std::fs::write(&path, format!("[{good}]")).unwrap();
+        assert_eq!(load_or_recover(&path).unwrap().len(), 1);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(load_or_recover(&path).unwrap().len(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

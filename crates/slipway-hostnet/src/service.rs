@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
-use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, ReplyDestination, StaticHost};
+use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, HostName, ReplyDestination, StaticHost};
 use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
 use slipway_netmgr::plan::{network_of, ServiceConfig};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -194,13 +194,21 @@ fn zone(svc: &ServiceConfig, leases: &[LeaseRecord]) -> Result<LocalZone> {
                 .map_err(|e| Error::Plan(format!("DNS host {ip}: {e}")))?;
         }
     }
+    // A DHCP <host>'s name is its own: no other guest may publish it.
+    for h in &svc.hosts {
+        if let (Some(ip), Some(name)) = (h.ip, &h.name) {
+            if let Err(e) = zone.reserve_host(ip, name) {
+                tracing::warn!("DHCP host {ip}: {e}; its name is not guarded");
+            }
+        }
+    }
     let now = epoch_secs();
-    zone.set_lease_hosts(
-        leases
-            .iter()
-            .filter(|l| l.is_active(now))
-            .filter_map(|l| Some((l.hostname.as_deref()?, l.ip))),
-    );
+    let names: Vec<(HostName, IpAddr)> = leases
+        .iter()
+        .filter(|l| l.is_active(now))
+        .filter_map(|l| Some((l.host_name()?, l.ip)))
+        .collect();
+    zone.set_lease_hosts(names.iter().map(|(name, ip)| (name, *ip)));
     Ok(zone)
 }
 
@@ -287,7 +295,12 @@ impl Service {
     fn new(path: &Path) -> Result<Service> {
         let file = read_service_file(path)?;
         let svc = &file.service;
-        let saved = leases::load(&file.leases_file)?;
+        let mut saved = leases::load_or_recover(&file.leases_file)?;
+        // Names in a file of an older version pass today's rule or go (once,
+        // with a warning, not at every rebuild of the zone).
+        for r in &mut saved {
+            r.hostname = r.host_name().map(|h| h.to_string());
+        }
         let ipv6 = crate::ipv6::Ipv6Service::new(svc, &saved)?;
         let dhcp = match dhcp_config(svc)? {
             Some((config, prefix)) => {
@@ -409,9 +422,14 @@ impl Service {
             };
             let to = match reply.destination {
                 ReplyDestination::Broadcast => Ipv4Addr::BROADCAST,
-                ReplyDestination::Unicast(ip) => {
-                    // The client has no address yet and does not answer ARP:
-                    // tell the kernel its MAC, as dnsmasq does.
+                // The client's own address (INFORM, renewal): the kernel
+                // resolves it. Never a neighbour entry for what a client
+                // merely claims.
+                ReplyDestination::Unicast(ip) => ip,
+                ReplyDestination::Assigned(ip) => {
+                    // The address this reply gives, to a client that does
+                    // not answer ARP for it yet: tell the kernel its MAC, as
+                    // dnsmasq does.
                     if let Err(e) =
                         set_arp(sock, ip, reply.client_mac, &self.file.service.interface)
                     {
@@ -959,5 +977,27 @@ mod tests {
         // An expired lease's name is not ours any more: it goes upstream
         // like any unknown name (the domain is not localOnly).
         assert_eq!(z.answer(&query("gone.lab")), Answer::Forward);
+
+        // Guests' names: the first label only, under the network's domain;
+        // never a <dns><host> or a DHCP <host> name of another address.
+        let z = zone(
+            &s,
+            &[
+                lease("www.example.com", [10, 9, 0, 13], None),
+                lease("nas", [10, 9, 0, 14], None),
+                lease("db", [10, 9, 0, 15], None),
+                lease("bad\u{1b}name", [10, 9, 0, 16], None),
+            ],
+        )
+        .unwrap();
+        let answered = |name: &str| match z.answer(&query(name)) {
+            Answer::Local(r) => Some(r[r.len() - 4..].to_vec()),
+            _ => None,
+        };
+        assert_eq!(answered("www.example.com"), None);
+        assert_eq!(answered("www.lab"), Some(vec![10, 9, 0, 13]));
+        assert_eq!(answered("nas.lab"), Some(vec![10, 9, 0, 7]));
+        assert_eq!(answered("db.lab"), None);
+        assert_eq!(answered("bad"), None);
     }
 }

@@ -445,7 +445,12 @@ impl Stack {
             slipway_dhcp::ReplyDestination::Broadcast => {
                 (Ipv4Addr::BROADCAST, EthernetAddress::BROADCAST)
             }
-            slipway_dhcp::ReplyDestination::Unicast(ip) => (ip, EthernetAddress(reply.client_mac)),
+            // The stack is the only host on the link: the client's MAC is
+            // the frame's destination either way.
+            slipway_dhcp::ReplyDestination::Unicast(ip)
+            | slipway_dhcp::ReplyDestination::Assigned(ip) => {
+                (ip, EthernetAddress(reply.client_mac))
+            }
         };
         let src = SocketAddrV4::new(core.cfg.host, DHCP_SERVER_PORT);
         let dst = SocketAddrV4::new(dst_ip, DHCP_CLIENT_PORT);

@@ -64,7 +64,8 @@ pub struct LeaseInfo {
     pub mac: String,
     /// The leased address.
     pub ip: IpAddr,
-    /// The hostname the client sent, if any.
+    /// The lease's host name (the client's, under the DHCP server's name
+    /// rule: one label of letters, digits, `-`, `_`), if any.
     pub hostname: Option<String>,
     /// Seconds until the lease ends (`None`: never).
     pub expires_in_secs: Option<u64>,
@@ -199,7 +200,7 @@ impl Stack {
                     .collect::<Vec<_>>()
                     .join(":"),
                 ip: l.ip.into(),
-                hostname: l.hostname.clone(),
+                hostname: l.hostname.as_ref().map(|h| h.to_string()),
                 expires_in_secs: l
                     .expires
                     .map(|t| t.duration_since(now).unwrap_or_default().as_secs()),

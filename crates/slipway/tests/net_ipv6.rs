@@ -122,6 +122,7 @@ fn ipv6_guests() {
 /// DUID-LL `dhclient -D LL` makes from the second guest's MAC).
 const STATEFUL: &str = "<network><name>st6</name>\
   <bridge name='br-st6'/><domain name='st6.test'/>\
+  <dns><host ip='2001:db8:ca2:2::5'><hostname>printer</hostname></host></dns>\
   <ip family='ipv6' address='2001:db8:ca2:2::1' prefix='64'><dhcp>\
   <range start='2001:db8:ca2:2::100' end='2001:db8:ca2:2::1ff'/>\
   <host id='0:3:0:1:52:54:0:47:0:3' ip='2001:db8:ca2:2::42'/>\
@@ -251,8 +252,9 @@ fn stateful_dhcpv6() {
 
     let out = root.join("dhclient");
     std::fs::create_dir(&out).unwrap();
-    // The first client gets the first address of the range.
-    let c1 = Dhclient::start(&g1, &out, "g1", None);
+    // The first client gets the first address of the range. It calls
+    // itself `printer`, a <dns><host>'s name: not its to take.
+    let c1 = Dhclient::start(&g1, &out, "g1", Some("printer.example.com"));
     let a1 = global_addrs(&g1);
     assert!(a1.contains("inet6 2001:db8:ca2:2::100/"), "g1: {a1}");
     // The second one's DUID matches the <host>: the reserved address.
@@ -279,7 +281,7 @@ fn stateful_dhcpv6() {
     assert_eq!(
         tails,
         [
-            "52:54:00:47:00:02 ipv6 2001:db8:ca2:2::100/64 - 00:03:00:01:52:54:00:47:00:02",
+            "52:54:00:47:00:02 ipv6 2001:db8:ca2:2::100/64 printer 00:03:00:01:52:54:00:47:00:02",
             "52:54:00:47:00:03 ipv6 2001:db8:ca2:2::42/64 - 00:03:00:01:52:54:00:47:00:03",
         ],
         "{table}"
@@ -310,6 +312,9 @@ fn stateful_dhcpv6() {
     );
     let aaaa = g3.run("dig +short +time=5 +tries=2 @2001:db8:ca2:2::1 third.st6.test AAAA");
     assert_eq!(aaaa.trim(), "2001:db8:ca2:2::101");
+    // The <dns><host> keeps its name (g1's lease does not shadow it).
+    let aaaa = g3.run("dig +short +time=5 +tries=2 @2001:db8:ca2:2::1 printer.st6.test AAAA");
+    assert_eq!(aaaa.trim(), "2001:db8:ca2:2::5");
 
     // Release (to the new service): the address leaves the guest and the
     // lease the table.

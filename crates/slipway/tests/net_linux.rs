@@ -8,7 +8,9 @@
 
 mod net_common;
 
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
+use std::time::Duration;
 
 use net_common::*;
 use slipway_testkit::netns::{sh, var, wait_for, NsGuest as Guest};
@@ -399,4 +401,174 @@ fn bare_network() {
     assert!(!ok(root, &["net-dumpxml", "bare", "--inactive"]).contains("<hostname>"));
     ok(root, &["net-destroy", "bare"]);
     assert_eq!(snapshot(), before);
+}
+
+const NAMES: &str = "<network><name>names</name>\
+  <bridge name='br-names'/><domain name='names.test'/>\
+  <dns><host ip='10.45.0.5'><hostname>printer</hostname></host></dns>\
+  <ip address='10.45.0.1' prefix='24'><dhcp><range start='10.45.0.10' end='10.45.0.20'/>\
+  <host mac='52:54:00:00:45:99' name='fixed' ip='10.45.0.50'/></dhcp></ip>\
+  </network>";
+
+/// What the network's DNS answers for `name` (A records, `dig +short`),
+/// asked from `guest`.
+fn resolve(guest: &Guest, name: &str) -> String {
+    guest.run(&format!(
+        "dig +short +tries=1 +time=2 @10.45.0.1 {name} A || true"
+    ))
+}
+
+/// A DHCPINFORM from `ciaddr` with client hardware address `mac`, as a
+/// configured client sends it to ask for options only.
+fn inform(ciaddr: [u8; 4], mac: [u8; 6]) -> Vec<u8> {
+    let mut m = vec![0u8; 240];
+    m[..4].copy_from_slice(&[1, 1, 6, 0]);
+    m[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    m[12..16].copy_from_slice(&ciaddr);
+    m[28..34].copy_from_slice(&mac);
+    m[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    m.extend_from_slice(&[53, 1, 8, 255]);
+    m
+}
+
+#[test]
+fn guests_cannot_take_names_or_neighbours_and_damaged_leases_are_set_aside() {
+    in_netns(
+        "guests_cannot_take_names_or_neighbours_and_damaged_leases_are_set_aside",
+        Ns::User,
+        guest_names_informs_and_damaged_leases,
+    );
+}
+
+fn guest_names_informs_and_damaged_leases() {
+    sh("ip link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "names.xml", NAMES);
+    ok(root, &["net-define", "names.xml"]);
+
+    // A damaged leases file (an older version's name with control bytes,
+    // a record of the wrong shape, then cut short): the network starts
+    // anyway, the file is set aside with a warning, what reads is kept.
+    let hostnet = state_dir(root).join("hostnet");
+    std::fs::create_dir_all(&hostnet).unwrap();
+    let leases = hostnet.join("names.leases.json");
+    let record = |mac: &str, ip: &str, name: &str| {
+        format!(
+            r#"{{"mac":"{mac}","ip":"{ip}","prefix":24,"hostname":{},"client_id":null,"expires":null}}"#,
+            serde_json::to_string(name).unwrap()
+        )
+    };
+    let damaged = format!(
+        "[{},{},{{\"mac\":5}},{{\"mac\":\"52:54",
+        record("52:54:00:00:45:15", "10.45.0.15", "kept"),
+        record("52:54:00:00:45:16", "10.45.0.16", "evil\u{1b}[2J\rx"),
+    );
+    std::fs::write(&leases, &damaged).unwrap();
+    ok(root, &["net-start", "names"]);
+    let aside: Vec<_> = std::fs::read_dir(&hostnet)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("names.leases.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{:?}", std::fs::read_dir(&hostnet));
+    assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), damaged);
+    let log = std::fs::read_to_string(hostnet.join("names.service.log")).unwrap();
+    assert!(
+        log.contains("is damaged") && log.contains("2 leases kept, 1 unreadable"),
+        "{log}"
+    );
+    // net-dhcp-leases prints the kept leases, the name with control bytes
+    // escaped: only printable text reaches the terminal.
+    let table = ok(root, &["net-dhcp-leases", "names"]);
+    assert!(table.contains(" kept "), "{table}");
+    assert!(table.contains(r"evil\u{1b}[2J\u{d}x"), "{table}");
+    assert!(
+        table.chars().all(|c| c == '\n' || (' '..='~').contains(&c)),
+        "{table:?}"
+    );
+
+    let g1 = Guest::new("br-names", "vn1", "52:54:00:00:45:11");
+    let g2 = Guest::new("br-names", "vn2", "52:54:00:00:45:12");
+    let g3 = Guest::new("br-names", "vn3", "52:54:00:00:45:13");
+    // A guest calling itself www.example.com is `www` of the network's
+    // domain, not the owner of www.example.com.
+    let ip1 = var(&g1.udhcpc(root, "www.example.com"), "ip").to_string();
+    // (The kept lease's name resolves.)
+    assert_eq!(resolve(&g1, "kept.names.test").trim(), "10.45.0.15");
+    assert_eq!(resolve(&g1, "www.names.test").trim(), ip1);
+    assert_eq!(resolve(&g1, "www").trim(), ip1);
+    let www = resolve(&g1, "www.example.com");
+    assert!(!www.contains(&ip1), "{www}");
+
+    // Nor can a guest shadow a <dns><host>, a DHCP <host>'s name, or a
+    // name another lease holds.
+    let ip2 = var(&g2.udhcpc(root, "printer"), "ip").to_string();
+    assert_eq!(resolve(&g1, "printer.names.test").trim(), "10.45.0.5");
+    let ip3 = var(&g3.udhcpc(root, "fixed"), "ip").to_string();
+    let fixed = resolve(&g1, "fixed.names.test");
+    assert!(!fixed.contains(&ip3), "{fixed}");
+    g2.udhcpc(root, "www");
+    assert_eq!(resolve(&g1, "www.names.test").trim(), ip1);
+    g2.udhcpc(root, "kept");
+    assert_eq!(resolve(&g1, "kept.names.test").trim(), "10.45.0.15");
+    let table = ok(root, &["net-dhcp-leases", "names"]);
+    let row = |mac: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(mac))
+            .unwrap_or_else(|| panic!("no {mac} in {table}"))
+            .to_string()
+    };
+    assert!(row("52:54:00:00:45:11").contains(" www "), "{table}");
+    assert!(
+        row("52:54:00:00:45:12").contains(&format!(" {ip2}/24 ")),
+        "{table}"
+    );
+    assert!(!row("52:54:00:00:45:12").contains(" www "), "{table}");
+
+    // DHCPINFORMs claiming another address, then g3's own address, both
+    // with a MAC that is nobody's: the service answers (to the address
+    // claimed) but puts neither in the bridge's neighbour table; g3 gets
+    // the answer to its address through ordinary ARP.
+    let ip3_octets: Ipv4Addr = ip3.parse().unwrap();
+    let fake = [0x52, 0x54, 0, 0x66, 0x66, 0x66];
+    let answer = g3.ns.spawn(move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 68)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let server = (Ipv4Addr::new(10, 45, 0, 1), 67);
+        s.send_to(&inform([10, 45, 0, 77], fake), server).unwrap();
+        s.send_to(&inform(ip3_octets.octets(), fake), server)
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        s.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec())
+    });
+    let reply = answer
+        .join()
+        .unwrap()
+        .expect("the INFORM's answer reaches the client's own address");
+    assert_eq!(reply[0], 2, "a BOOTREPLY");
+    assert_eq!(&reply[4..8], &0x1234_5678u32.to_be_bytes());
+    let neigh = sh("ip neigh show dev br-names");
+    assert!(!neigh.contains("52:54:00:66:66:66"), "{neigh}");
+    assert!(
+        !neigh
+            .lines()
+            .any(|l| l.starts_with("10.45.0.77 ") && l.contains("lladdr")),
+        "{neigh}"
+    );
+    // An ordinary DISCOVER/REQUEST still works, and its address is in
+    // the table with the client's MAC.
+    let again = g3.udhcpc(root, "g3");
+    assert_eq!(var(&again, "ip"), ip3);
+    let neigh = sh("ip neigh show dev br-names");
+    assert!(
+        neigh
+            .lines()
+            .any(|l| l.starts_with(&format!("{ip3} ")) && l.contains("52:54:00:00:45:13")),
+        "{neigh}"
+    );
+
+    ok(root, &["net-destroy", "names"]);
 }

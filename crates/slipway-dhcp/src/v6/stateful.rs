@@ -12,6 +12,8 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, SystemTime};
 
+use slipway_dns::HostName;
+
 use super::Dhcpv6ConfigError;
 
 /// dnsmasq's lease time when the network names none: one hour.
@@ -57,8 +59,10 @@ pub struct Binding {
     pub iaid: u32,
     /// The leased address.
     pub ip: Ipv6Addr,
-    /// The host name the client sent, if any.
-    pub hostname: Option<String>,
+    /// The binding's host name: its reservation's name, else the one the
+    /// client sent (FQDN option, first label) unless another client's
+    /// binding holds it.
+    pub hostname: Option<HostName>,
     /// When it ends; `None` for an infinite lease.
     pub expires: Option<SystemTime>,
 }
@@ -228,10 +232,11 @@ impl Leases {
         duid: &[u8],
         iaid: u32,
         ip: Ipv6Addr,
-        hostname: Option<&str>,
+        hostname: Option<&HostName>,
         now: SystemTime,
     ) -> Option<Duration> {
-        let lease = self.lease_time(duid, hostname);
+        let lease = self.lease_time(duid, hostname.map(HostName::as_str));
+        let hostname = self.binding_name(duid, hostname, now);
         // Whoever held the address before (expired) loses it.
         self.bindings
             .retain(|b| b.ip != ip || (b.duid == duid && b.iaid == iaid));
@@ -239,7 +244,7 @@ impl Leases {
             duid: duid.to_vec(),
             iaid,
             ip,
-            hostname: hostname.map(str::to_string),
+            hostname,
             expires: lease.map(|l| now + l),
         };
         match self.position(duid, iaid) {
@@ -247,6 +252,34 @@ impl Leases {
             None => self.bindings.push(binding),
         }
         lease
+    }
+
+    /// The name a binding of `duid` carries (dnsmasq's rules): its
+    /// reservation's name; else `wanted` unless an active binding of
+    /// another client has it (the first holder keeps it).
+    fn binding_name(
+        &self,
+        duid: &[u8],
+        wanted: Option<&HostName>,
+        now: SystemTime,
+    ) -> Option<HostName> {
+        let wanted_str = wanted.map(HostName::as_str);
+        if let Some(name) = self.host(duid, wanted_str).and_then(|h| h.name.as_deref()) {
+            return HostName::from_client(name.as_bytes()).ok();
+        }
+        let wanted = wanted?;
+        if let Some(b) = self.bindings.iter().find(|b| {
+            b.duid != duid
+                && b.is_active(now)
+                && b.hostname.as_ref().is_some_and(|h| h.is(wanted.as_str()))
+        }) {
+            tracing::warn!(
+                "not giving name {wanted} to a DHCPv6 binding: the binding of {} has it",
+                b.ip
+            );
+            return None;
+        }
+        Some(wanted.clone())
     }
 
     /// Forgets the IA's binding; whether it had one.
@@ -273,7 +306,9 @@ impl Leases {
         for b in bindings {
             let reserved_elsewhere = self.pool.hosts.iter().any(|h| {
                 let theirs = h.duid.as_deref() == Some(&b.duid[..])
-                    || h.name.is_some() && h.name.as_deref() == b.hostname.as_deref();
+                    || h.name
+                        .as_deref()
+                        .is_some_and(|n| b.hostname.as_ref().is_some_and(|bn| bn.is(n)));
                 h.ip == b.ip && !theirs
             });
             let dup = self
