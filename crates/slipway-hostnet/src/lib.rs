@@ -234,7 +234,14 @@ impl LinuxBackend {
             }
         }
         let mut bridge_index = 0;
-        let fw_script = slipway_netmgr::plan::nft_script(plan);
+        let fw_steps: Vec<&slipway_netmgr::plan::FirewallStep> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Firewall { step } => Some(step),
+                _ => None,
+            })
+            .collect();
         let mut fw_done = false;
         for action in &plan.actions {
             match action {
@@ -245,8 +252,8 @@ impl LinuxBackend {
                     stp,
                     delay,
                 } => {
-                    if netlink::link_index(name).is_some() {
-                        return Err(Error::BridgeExists(name.clone()));
+                    if netlink::link_index(name.as_str()).is_some() {
+                        return Err(Error::BridgeExists(name.to_string()));
                     }
                     let mac = match mac {
                         Some(m) => Some(service::parse_mac(m).ok_or_else(|| {
@@ -256,10 +263,10 @@ impl LinuxBackend {
                     };
                     // Recorded first: a failure after the kernel created it
                     // still removes it.
-                    rec.bridge = Some(name.clone());
+                    rec.bridge = Some(name.to_string());
                     self.save(rec)?;
                     bridge_index = nl.create_bridge(&netlink::BridgeSpec {
-                        name,
+                        name: name.as_str(),
                         mac,
                         mtu: *mtu,
                         stp: *stp,
@@ -278,14 +285,14 @@ impl LinuxBackend {
                 Action::Firewall { .. } if fw_done => {}
                 Action::Firewall { .. } => {
                     // All of a plan's rules go in as one transaction.
-                    rec.rules = firewall::apply(&fw_script)?;
+                    rec.rules = firewall::apply(&fw_steps)?;
                     fw_done = true;
                     self.save(rec)?;
                 }
                 Action::AddAddress {
                     address, prefix, ..
                 } => nl.add_address(bridge_index, *address, *prefix)?,
-                Action::LinkUp { dev } => nl.set_up(bridge_index, dev)?,
+                Action::LinkUp { dev } => nl.set_up(bridge_index, dev.as_str())?,
                 Action::AddRoute {
                     dest,
                     prefix,

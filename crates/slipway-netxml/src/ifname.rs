@@ -10,7 +10,9 @@ const IFNAMSIZ: usize = 16;
 /// 15 bytes, not `.` or `..`, no `/`, `:`, NUL or white space (the kernel's
 /// `isspace`, which also counts the byte 0xA0). `%` is refused too: the
 /// kernel reads it as a template (`virbr%d`) when it creates a device.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct IfName(String);
 
@@ -96,7 +98,14 @@ mod tests {
 
     #[test]
     fn kernel_rules() {
-        for ok in ["eth0", "virbr0", "br.100", "a\";b", "x'y", "123456789012345"] {
+        for ok in [
+            "eth0",
+            "virbr0",
+            "br.100",
+            "a\";b",
+            "x'y",
+            "123456789012345",
+        ] {
             assert_eq!(IfName::new(ok).unwrap().as_str(), ok);
         }
         assert_eq!(IfName::new(""), Err(IfNameError::Empty));
@@ -108,9 +117,15 @@ mod tests {
         assert_eq!(IfName::new("a/b"), Err(IfNameError::BadChar("'/'")));
         assert_eq!(IfName::new("a:1"), Err(IfNameError::BadChar("':'")));
         assert_eq!(IfName::new("br%d"), Err(IfNameError::BadChar("'%'")));
-        assert_eq!(IfName::new("a\u{b}b"), Err(IfNameError::BadChar("white space")));
+        assert_eq!(
+            IfName::new("a\u{b}b"),
+            Err(IfNameError::BadChar("white space"))
+        );
         // U+00E0 is C3 A0 in UTF-8: the kernel's isspace(0xA0) refuses it.
-        assert_eq!(IfName::new("\u{e0}"), Err(IfNameError::BadChar("white space")));
+        assert_eq!(
+            IfName::new("\u{e0}"),
+            Err(IfNameError::BadChar("white space"))
+        );
         assert_eq!(
             IfName::new("eth0\" accept; add table inet pwned; #")
                 .unwrap_err()

@@ -89,7 +89,10 @@ fn device_names_are_kernel_names() {
         "invalid interface name: must not contain white space",
     );
     expect(
-        &format!("<network><name>n</name><bridge name='../x'/>{}</network>", ip24("")),
+        &format!(
+            "<network><name>n</name><bridge name='../x'/>{}</network>",
+            ip24("")
+        ),
         "/network/bridge/@name",
         "../x",
         "invalid interface name: must not contain '/'",

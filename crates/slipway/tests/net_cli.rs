@@ -329,6 +329,10 @@ fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
         ("<network><name>d</name><ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' end='10.1.0.9'/></dhcp></ip><ip address='10.4.0.1' prefix='24'><dhcp><range start='10.4.0.2' end='10.4.0.9'/></dhcp></ip></network>", "multiple IPv4 dhcp sections"),
         ("<network><name>b</name><forward mode='bridge'/><bridge name='br0' stp='on'/></network>", "not in bridge"),
         ("<network><name>.hidden</name></network>", "must not start with '.'"),
+        // nft injection through a device name (issue 12): refused at define.
+        ("<network><name>p</name><forward mode='nat' dev='eth0&quot; accept; add table inet pwned; #'/><ip address='10.5.0.1' prefix='24'/></network>",
+         "/network/forward/@dev 'eth0\\\" accept; add table inet pwned; #': invalid interface name: 37 bytes long, at most 15 allowed"),
+        ("<network><name>q</name><bridge name='br0&quot; #'/></network>", "/network/bridge/@name 'br0\\\" #': invalid interface name: must not contain white space"),
     ];
     let before = std::fs::read_dir(config_dir(root)).unwrap().count();
     for (i, (xml, msg)) in cases.iter().enumerate() {
