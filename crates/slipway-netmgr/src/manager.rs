@@ -161,7 +161,15 @@ impl Manager {
             );
         }
         let mut net = Network::from_xml(&defaultnet::default_xml(n))?;
-        net.fill_defaults(&DefaultsContext::default());
+        net.fill_defaults(&DefaultsContext {
+            bridges_in_use: defaultnet::host_links(),
+        });
+        if net.bridge_name() != Some("virbr0") {
+            tracing::warn!(
+                "a device virbr0 exists on this host: the default network uses bridge {} instead",
+                net.bridge_name().unwrap_or_default()
+            );
+        }
         // The autostart directory is created first: the definitions directory
         // appearing is what marks the first run as done.
         fsutil::ensure_dir(&self.paths.autostart_dir)?;
@@ -331,7 +339,8 @@ impl Manager {
         Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Started))
     }
 
-    /// What starting the network would do, without doing it.
+    /// What starting the network would do, without doing it; fails where
+    /// the start would fail its checks of the host ([`Backend::check`]).
     pub fn plan(&self, key: &Lookup) -> Result<Plan> {
         let _g = self.lock(false)?;
         let inv = self.load();
@@ -341,7 +350,9 @@ impl Manager {
                 "Network '{name}' is already running"
             )));
         }
-        plan::plan(e.current())
+        let plan = plan::plan(e.current())?;
+        self.backend.check(&plan)?;
+        Ok(plan)
     }
 
     /// Stops a running network; a transient one disappears.
@@ -564,13 +575,7 @@ impl Manager {
         let mut bridges = inv.bridges_except(&net.name);
         // A generated virbrN must not collide with a device that already
         // exists on the host either (libvirt checks the same).
-        if let Ok(links) = fs::read_dir("/sys/class/net") {
-            bridges.extend(
-                links
-                    .flatten()
-                    .map(|l| l.file_name().to_string_lossy().into_owned()),
-            );
-        }
+        bridges.extend(defaultnet::host_links());
         if let Some(b) = net.bridge_name() {
             if let Some((other, _)) = inv.nets.iter().find(|(n, e)| {
                 **n != net.name

@@ -180,10 +180,14 @@ pub(crate) fn validate(net: &Network) -> R {
 /// Every device name of the definition reaches the kernel (and nftables
 /// rules): each must be an [`IfName`].
 fn device_names(net: &Network) -> R {
-    let mut names: Vec<(String, &str)> = Vec::new();
     if let Some(b) = net.bridge_name() {
-        names.push(("/network/bridge/@name".into(), b));
+        // `virbr%d` is libvirt's template, filled in with a free number
+        // when the network is defined: the name it becomes must be valid.
+        if let Err(e) = IfName::new(b.replacen("%d", "0", 1)) {
+            return err("/network/bridge/@name", b.escape_debug(), e.to_string());
+        }
     }
+    let mut names: Vec<(String, &str)> = Vec::new();
     if let Some(fwd) = &net.forward {
         for (i, dev) in fwd.interfaces.iter().enumerate() {
             // The first is also `<forward dev>`, and printed back as that.

@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, Request};
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
-use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths, RecordingBackend};
+use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths};
 
 /// An argument virsh accepts either positionally or by its option name
 /// (`net-start default` or `net-start --network default`): a positional and
@@ -275,8 +275,7 @@ enum Conn {
 
 impl Conn {
     /// The daemon if it answers, else a manager in this process realizing
-    /// networks with `backend` (the Linux backend; the recording one for
-    /// `--dry-run`, which only plans).
+    /// networks with `backend` (the Linux backend).
     fn open(
         paths: &Paths,
         backend: impl FnOnce() -> anyhow::Result<Box<dyn Backend>>,
@@ -322,14 +321,9 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                     | NetCommand::NetInfo { json: true, .. }
                     | NetCommand::NetStart { json: true, .. }
             );
-            let dry_run = matches!(&cmd, NetCommand::NetStart { dry_run: true, .. });
-            let mut conn = Conn::open(&paths, || {
-                if dry_run {
-                    Ok(Box::new(RecordingBackend))
-                } else {
-                    linux_backend(&paths)
-                }
-            })?;
+            // A dry run too checks the host with the Linux backend, as the
+            // start would (it changes nothing).
+            let mut conn = Conn::open(&paths, || linux_backend(&paths))?;
             let result = exec(&mut conn, cmd, &paths);
             let mut stdout = std::io::stdout().lock();
             match result {
