@@ -83,6 +83,10 @@ pub enum NetCommand {
         #[arg(long)]
         validate: bool,
     },
+    /// Define the shipped `default` network (NAT, autostart) on a subnet and
+    /// bridge name free on this host. The first run does this by itself,
+    /// except under `--root`.
+    NetDefineDefault,
     /// Create and start a transient network from an XML file.
     NetCreate {
         #[command(flatten)]
@@ -428,6 +432,15 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
                 })
                 .and_then(done)?;
             Ok(format!("Network {} defined from {from}\n", o.network))
+        }
+        NetCommand::NetDefineDefault => {
+            let o = conn
+                .call(Request::DefineDefault)
+                .map_err(|e| {
+                    Failure::with(e, "", Some("Failed to define the default network".into()))
+                })
+                .and_then(done)?;
+            Ok(format!("Network {} defined\n", o.network))
         }
         NetCommand::NetCreate { file } => {
             let file = PathBuf::from(file.get());

@@ -97,7 +97,6 @@ fn output_matches_virsh_test_driver_body() {
     // not autostarted.
     let vdefault = virsh(root, "net-dumpxml default").stdout;
     write(root, "vdefault.xml", vdefault.trim_end());
-    ok(root, &["net-undefine", "default"]);
     ok(root, &["net-define", "vdefault.xml"]);
     ok(root, &["net-start", "default"]);
 
@@ -474,7 +473,7 @@ fn corrupted_definition_is_reported_by_path_without_hiding_others_body() {
     .unwrap();
     let r = sw(root, &["net-list", "--all", "--name"]);
     assert_eq!(r.code, 0);
-    assert_eq!(r.stdout, "alpha\ndefault\n\n");
+    assert_eq!(r.stdout, "alpha\n\n");
     assert!(
         r.stderr
             .contains(&format!("warning: cannot read {}: ", bad.display())),
@@ -628,8 +627,9 @@ fn daemon_streams_events_like_virsh_body() {
         r.stderr.contains("net-event needs the slipway daemon"),
         "{r:?}"
     );
+    // Asked for under --root, the default network is autostarted.
+    ok(root, &["net-define-default"]);
     let _d = Daemon::start(root);
-    // The default network is created on first run and autostarted.
     assert!(ok(root, &["net-list"]).contains(" default   active   yes         yes\n"));
     assert_eq!(ok(root, &["net-event", "--list"]), "lifecycle\n\n");
     let mut ev = Command::new(BIN)
@@ -733,6 +733,7 @@ fn daemon_killed_mid_operation_recovers_state() {
 fn daemon_killed_mid_operation_recovers_state_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
+    ok(&root, &["net-define-default"]);
     let mut d = Daemon::start(&root);
     for i in 0..3 {
         let xml =
@@ -808,6 +809,7 @@ fn daemon_refuses_changes_from_other_users_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ok(root, &["net-define-default"]);
     let _d = Daemon::start(root);
     write(root, "alpha.xml", ALPHA);
     std::fs::set_permissions(
@@ -878,6 +880,7 @@ fn per_user_daemon_socket_is_private_body() {
     let sock = std::fs::metadata(root.join("run/slipway/slipway-sock")).unwrap();
     assert_eq!((sock.mode() & 0o777, sock.uid()), (0o600, 65534));
     // The definitions belong to the user who runs the daemon.
+    ok(&root, &["net-define-default"]);
     assert_eq!(
         std::fs::metadata(config_dir(&root).join("default.xml"))
             .unwrap()
@@ -1174,6 +1177,7 @@ fn default_network_avoids_a_routed_subnet() {
 fn json_output_for_scripts() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    ok(root, &["net-define-default"]);
     let v: serde_json::Value =
         serde_json::from_str(&ok(root, &["net-list", "--all", "--json"])).unwrap();
     assert_eq!(v[0]["name"], "default");
