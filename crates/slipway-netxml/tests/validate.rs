@@ -107,6 +107,17 @@ fn device_names_are_kernel_names() {
         "<network><name>n</name><forward mode='nat' dev='eth0.100'/><bridge name='br-x_1'/>{}</network>",
         ip24("")
     ));
+    // libvirt's template, filled in at define, is not refused for its '%'.
+    ok(&format!(
+        "<network><name>n</name><bridge name='virbr%d'/>{}</network>",
+        ip24("")
+    ));
+    expect(
+        "<network><name>n</name><bridge name='br%x'/></network>",
+        "/network/bridge/@name",
+        "br%x",
+        "must not contain '%'",
+    );
 }
 
 #[test]
