@@ -91,7 +91,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceConfig {
     /// Bridge the service binds to (and only to).
-    pub interface: String,
+    pub interface: IfName,
     /// Addresses it listens on (the network's own addresses).
     pub listen: Vec<IpAddr>,
     /// DHCP pools.
@@ -711,7 +711,7 @@ pub fn plan(net: &Network) -> Result<Plan> {
             actions.push(sysctl("net.ipv6.conf.all.forwarding".into(), "1"));
         }
     }
-    if let Some(svc) = service(net, br.as_str()) {
+    if let Some(svc) = service(net, &br) {
         actions.push(Action::DhcpDns(Box::new(svc)));
     }
     Ok(Plan {
@@ -868,10 +868,10 @@ fn nat_rules(net: &Network, subnet: Subnet, dev: Option<&IfName>) -> Vec<Firewal
     ]
 }
 
-fn service(net: &Network, br: &str) -> Option<ServiceConfig> {
+fn service(net: &Network, br: &IfName) -> Option<ServiceConfig> {
     let dns_on = net.dns.as_ref().and_then(|d| d.enable).unwrap_or(true);
     let mut svc = ServiceConfig {
-        interface: br.to_string(),
+        interface: br.clone(),
         listen: net.ips.iter().map(|ip| ip.address).collect(),
         ranges: Vec::new(),
         hosts: Vec::new(),
