@@ -4,7 +4,8 @@
 //! Starting a network follows libvirt's sequence: refuse a subnet already
 //! routed elsewhere, create the bridge over netlink (MAC, MTU, STP, forward
 //! delay), IPv6 sysctls, nftables rules in slipway's own `slipway_network`
-//! tables (one `nft` transaction, rule handles read back), addresses, link
+//! tables (one `nft -j` transaction of the plan's rules rendered as JSON,
+//! rule handles read back), addresses, link
 //! up, static routes, forwarding sysctls, and the DHCP/DNS service process
 //! ([`service`]). Every step is recorded in a [`Record`] written next to the
 //! live state (`hostnet/NAME.json`) before the next one starts, so a failure

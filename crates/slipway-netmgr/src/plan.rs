@@ -579,7 +579,7 @@ fn lease_text(secs: u64) -> String {
 }
 
 impl fmt::Display for Plan {
-    /// One line per action.
+    /// One line per action (per nft command for a firewall layout).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for a in &self.actions {
             writeln!(f, "{a}")?;

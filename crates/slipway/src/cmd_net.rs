@@ -96,7 +96,7 @@ pub enum NetCommand {
     NetStart {
         #[command(flatten)]
         network: NetworkArg,
-        /// Print what starting would do (one line per action) without doing it.
+        /// Print what starting would do (one line per action) without doing it, after the checks of the host a start makes.
         #[arg(long)]
         dry_run: bool,
         /// With --dry-run: print the plan as JSON.
