@@ -817,8 +817,8 @@ fn firewall(net: &Network, br: &IfName, actions: &mut Vec<Action>) -> Result<()>
             }
             rule(NftChain::GuestInput, true, inbound, Verdict::Accept);
             if nat {
-                for r in nat_rules(net, subnet, dev.as_ref()) {
-                    rule(r.chain, r.first, r.matches, r.verdict);
+                for (matches, verdict) in nat_rules(net, subnet, dev.as_ref()) {
+                    rule(NftChain::GuestNat, false, matches, verdict);
                 }
             }
         }
@@ -826,8 +826,12 @@ fn firewall(net: &Network, br: &IfName, actions: &mut Vec<Action>) -> Result<()>
     Ok(())
 }
 
-/// The rules of the NAT chain for one IPv4 subnet.
-fn nat_rules(net: &Network, subnet: Subnet, dev: Option<&IfName>) -> Vec<FirewallRule> {
+/// The rules (matches and verdict) of the NAT chain for one IPv4 subnet.
+fn nat_rules(
+    net: &Network,
+    subnet: Subnet,
+    dev: Option<&IfName>,
+) -> Vec<(Vec<RuleMatch>, Verdict)> {
     let nat = net
         .forward
         .as_ref()
@@ -847,13 +851,7 @@ fn nat_rules(net: &Network, subnet: Subnet, dev: Option<&IfName>) -> Vec<Firewal
         ];
         matches.extend(dev.map(|d| RuleMatch::OutIface { name: d.clone() }));
         matches.extend(proto.map(|proto| RuleMatch::L4Proto { proto }));
-        FirewallRule {
-            family: NftFamily::Ip,
-            chain: NftChain::GuestNat,
-            first: false,
-            matches,
-            verdict,
-        }
+        (matches, verdict)
     };
     let host = |a: [u8; 4], prefix| Subnet {
         address: IpAddr::V4(Ipv4Addr::from(a)),
@@ -1063,6 +1061,26 @@ mod tests {
         ));
         let v4 = plan_of("<network><name>v</name><bridge name='br8'/><dns enable='no'/><ip address='10.8.0.1' prefix='24'/></network>");
         assert!(!v4.actions.iter().any(|a| matches!(a, Action::DhcpDns(_))));
+    }
+
+    /// A stored definition edited by hand after define (never validated):
+    /// its device names are still checked before anything is planned.
+    #[test]
+    fn unchecked_device_names_fail_the_plan() {
+        let net = Network::from_xml(
+            "<network><name>x</name><forward mode='nat' dev='eth0&quot; accept; #'/><bridge name='br0'/><ip address='10.1.0.1' prefix='24'/></network>",
+        )
+        .unwrap();
+        assert_eq!(
+            plan(&net).unwrap_err().to_string(),
+            "Requested operation is not valid: network 'x': <forward dev='eth0\\\" accept; #': invalid interface name: must not contain white space"
+        );
+        let net =
+            Network::from_xml("<network><name>y</name><bridge name='../b'/></network>").unwrap();
+        assert!(plan(&net)
+            .unwrap_err()
+            .to_string()
+            .contains("<bridge name='../b': invalid interface name: must not contain '/'"));
     }
 
     /// Two networks' firewall actions, as printed, run by the real nft in a namespace
