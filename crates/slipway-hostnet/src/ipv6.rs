@@ -180,7 +180,7 @@ impl Ipv6Service {
         if svc.ipv6_prefixes.is_empty() {
             return Ok(None);
         }
-        let interface = svc.interface.clone();
+        let interface = svc.interface.to_string();
         let ifindex = crate::netlink::link_index(&interface)
             .ok_or_else(|| Error::Service(format!("no link {interface} to advertise on")))?;
         let icmp = icmp_socket(&interface, ifindex).map_err(|e| {

@@ -4,7 +4,8 @@
 //! Starting a network follows libvirt's sequence: refuse a subnet already
 //! routed elsewhere, create the bridge over netlink (MAC, MTU, STP, forward
 //! delay), IPv6 sysctls, nftables rules in slipway's own `slipway_network`
-//! tables (one `nft` transaction, rule handles read back), addresses, link
+//! tables (one `nft -j` transaction of the plan's rules rendered as JSON,
+//! rule handles read back), addresses, link
 //! up, static routes, forwarding sysctls, and the DHCP/DNS service process
 //! ([`service`]). Every step is recorded in a [`Record`] written next to the
 //! live state (`hostnet/NAME.json`) before the next one starts, so a failure
@@ -47,8 +48,9 @@ const SERVICE_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `stop` waits for the service to exit after SIGTERM before SIGKILL.
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A sysctl changed, with the value it had (kept for the record; stopping
-/// does not put forwarding back, as libvirt does not).
+/// A sysctl changed, with the value it had. Forwarding is put back when the
+/// last running network that needs it stops; a bridge's own sysctls go with
+/// the bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SysctlChange {
     /// The key, dotted.
@@ -87,8 +89,13 @@ pub struct Record {
     pub network: String,
     /// The bridge created (its addresses go with it).
     pub bridge: Option<String>,
-    /// Sysctls changed.
+    /// Sysctls changed: by this network, or handed over by a network that
+    /// changed them and stopped while this one still needed them.
     pub sysctls: Vec<SysctlChange>,
+    /// The host-wide sysctls (forwarding) this network needs, changed by it
+    /// or not.
+    #[serde(default)]
+    pub host_sysctls: Vec<String>,
     /// nftables rules added (handles).
     pub rules: Vec<RuleHandle>,
     /// Static routes added.
@@ -225,16 +232,16 @@ impl LinuxBackend {
 
     fn do_start(&self, plan: &Plan, rec: &mut Record) -> Result<()> {
         let mut nl = netlink::Netlink::open()?;
-        check_subnets(&mut nl, plan)?;
-        // A service configuration it would refuse fails the start before
-        // anything is created.
-        for a in &plan.actions {
-            if let Action::DhcpDns(svc) = a {
-                service::dhcp_config(svc)?;
-            }
-        }
+        preflight(&mut nl, plan)?;
         let mut bridge_index = 0;
-        let fw_script = slipway_netmgr::plan::nft_script(plan);
+        let fw_steps: Vec<&slipway_netmgr::plan::FirewallStep> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Firewall { step } => Some(step),
+                _ => None,
+            })
+            .collect();
         let mut fw_done = false;
         for action in &plan.actions {
             match action {
@@ -245,9 +252,6 @@ impl LinuxBackend {
                     stp,
                     delay,
                 } => {
-                    if netlink::link_index(name).is_some() {
-                        return Err(Error::BridgeExists(name.clone()));
-                    }
                     let mac = match mac {
                         Some(m) => Some(service::parse_mac(m).ok_or_else(|| {
                             Error::Plan(format!("bridge MAC {m:?} is not a MAC address"))
@@ -256,10 +260,10 @@ impl LinuxBackend {
                     };
                     // Recorded first: a failure after the kernel created it
                     // still removes it.
-                    rec.bridge = Some(name.clone());
+                    rec.bridge = Some(name.to_string());
                     self.save(rec)?;
                     bridge_index = nl.create_bridge(&netlink::BridgeSpec {
-                        name,
+                        name: name.as_str(),
                         mac,
                         mtu: *mtu,
                         stp: *stp,
@@ -267,6 +271,10 @@ impl LinuxBackend {
                     })?;
                 }
                 Action::Sysctl { key, value } => {
+                    if is_host_wide(key) {
+                        rec.host_sysctls.push(key.clone());
+                        self.save(rec)?;
+                    }
                     if let Some(old) = set_sysctl(key, value)? {
                         rec.sysctls.push(SysctlChange {
                             key: key.clone(),
@@ -278,14 +286,14 @@ impl LinuxBackend {
                 Action::Firewall { .. } if fw_done => {}
                 Action::Firewall { .. } => {
                     // All of a plan's rules go in as one transaction.
-                    rec.rules = firewall::apply(&fw_script)?;
+                    rec.rules = firewall::apply(&fw_steps)?;
                     fw_done = true;
                     self.save(rec)?;
                 }
                 Action::AddAddress {
                     address, prefix, ..
                 } => nl.add_address(bridge_index, *address, *prefix)?,
-                Action::LinkUp { dev } => nl.set_up(bridge_index, dev)?,
+                Action::LinkUp { dev } => nl.set_up(bridge_index, dev.as_str())?,
                 Action::AddRoute {
                     dest,
                     prefix,
@@ -407,9 +415,7 @@ impl LinuxBackend {
             }
             Err(e) => note(Err(e)),
         }
-        // Sysctls are not put back: the bridge's own went with it, and
-        // forwarding stays on as libvirt leaves it (other networks, or the
-        // host's own routing, may rely on it by now).
+        note(self.restore_host_sysctls(rec));
         match first {
             Some(e) => Err(e),
             None => Ok(()),
@@ -417,9 +423,60 @@ impl LinuxBackend {
     }
 }
 
+impl LinuxBackend {
+    /// The records of the other networks started by this backend.
+    fn other_records(&self, name: &str) -> Vec<Record> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let stem = file.strip_suffix(".json")?;
+                // Service and lease files share the directory: a record is
+                // the file of the network it names.
+                let rec = self.record(stem).ok().flatten()?;
+                (rec.network == stem && stem != name).then_some(rec)
+            })
+            .collect()
+    }
+
+    /// Puts back the host-wide sysctls `rec` changed, unless another
+    /// running network needs them: that one takes over the change, and
+    /// puts it back when it stops. The bridge's own sysctls went with it.
+    fn restore_host_sysctls(&self, rec: &Record) -> Result<()> {
+        let mut others = self.other_records(&rec.network);
+        let mut first = None;
+        for change in rec.sysctls.iter().filter(|c| is_host_wide(&c.key)) {
+            match others
+                .iter_mut()
+                .find(|o| o.host_sysctls.contains(&change.key))
+            {
+                Some(other) => {
+                    other.sysctls.push(change.clone());
+                    if let Err(e) = self.save(other) {
+                        first.get_or_insert(e);
+                    }
+                }
+                None => {
+                    if let Err(e) = set_sysctl(&change.key, &change.old) {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
 impl Backend for LinuxBackend {
     fn name(&self) -> &'static str {
         "linux"
+    }
+
+    fn check(&self, plan: &Plan) -> slipway_netmgr::Result<()> {
+        let mut nl = netlink::Netlink::open()?;
+        Ok(preflight(&mut nl, plan)?)
     }
 
     fn start(&self, plan: &Plan) -> slipway_netmgr::Result<LiveState> {
@@ -484,6 +541,27 @@ fn write_service_file(path: &Path, file: &service::ServiceFile) -> Result<()> {
     fsutil::write_atomic(path, &json)
 }
 
+/// The host checks of a start, before anything is created (also what
+/// `net-start --dry-run` runs): the bridge must not exist yet, its subnets
+/// must not be routed elsewhere, and the service must accept its
+/// configuration.
+fn preflight(nl: &mut netlink::Netlink, plan: &Plan) -> Result<()> {
+    for a in &plan.actions {
+        if let Action::CreateBridge { name, .. } = a {
+            if netlink::link_index(name.as_str()).is_some() {
+                return Err(Error::BridgeExists(name.to_string()));
+            }
+        }
+    }
+    check_subnets(nl, plan)?;
+    for a in &plan.actions {
+        if let Action::DhcpDns(svc) = a {
+            service::dhcp_config(svc)?;
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a plan whose bridge subnets are already routed through an
 /// interface (libvirt's "Network is already in use by interface X").
 fn check_subnets(nl: &mut netlink::Netlink, plan: &Plan) -> Result<()> {
@@ -506,6 +584,11 @@ fn check_subnets(nl: &mut netlink::Netlink, plan: &Plan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a sysctl is the host's (forwarding), not a device's.
+fn is_host_wide(key: &str) -> bool {
+    key == "net.ipv4.ip_forward" || key == "net.ipv6.conf.all.forwarding"
 }
 
 /// The /proc/sys file of a dotted key; in `net.ipv{4,6}.conf.DEV.LEAF` the

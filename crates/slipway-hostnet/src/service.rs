@@ -309,7 +309,7 @@ impl Service {
                 server.restore_leases(saved.iter().filter_map(LeaseRecord::to_lease));
                 let sock = bound_udp(
                     SocketAddr::from((Ipv4Addr::UNSPECIFIED, 67)),
-                    Some(&svc.interface),
+                    Some(svc.interface.as_str()),
                     true,
                 )?;
                 Some((server, prefix, sock))
@@ -321,8 +321,9 @@ impl Service {
         if svc.dns {
             for addr in &svc.listen {
                 let at = SocketAddr::new(*addr, 53);
-                listeners.push(bound_udp(at, Some(&svc.interface), false)?);
-                tcp_listeners.push(bound(at, Some(&svc.interface), false, Type::STREAM)?.into());
+                listeners.push(bound_udp(at, Some(svc.interface.as_str()), false)?);
+                tcp_listeners
+                    .push(bound(at, Some(svc.interface.as_str()), false, Type::STREAM)?.into());
             }
         }
         let upstreams = if !svc.dns || !svc.upstream {
@@ -368,7 +369,7 @@ impl Service {
                     Error::Plan("TFTP needs an IPv4 address on the bridge".into())
                 })?;
                 Some(
-                    crate::tftp::TftpServer::bind(*addr, &svc.interface, root)
+                    crate::tftp::TftpServer::bind(*addr, svc.interface.as_str(), root)
                         .map_err(|e| Error::Service(format!("cannot bind TFTP on {addr}: {e}")))?,
                 )
             }
@@ -430,9 +431,12 @@ impl Service {
                     // The address this reply gives, to a client that does
                     // not answer ARP for it yet: tell the kernel its MAC, as
                     // dnsmasq does.
-                    if let Err(e) =
-                        set_arp(sock, ip, reply.client_mac, &self.file.service.interface)
-                    {
+                    if let Err(e) = set_arp(
+                        sock,
+                        ip,
+                        reply.client_mac,
+                        self.file.service.interface.as_str(),
+                    ) {
                         tracing::warn!("cannot add ARP entry for {ip}: {e}");
                     }
                     ip
@@ -814,7 +818,7 @@ pub fn run(config: &Path) -> Result<()> {
         if let Some(v6) = &mut svc.ipv6 {
             v6.tick();
         }
-        if crate::netlink::link_index(&svc.file.service.interface).is_none() {
+        if crate::netlink::link_index(svc.file.service.interface.as_str()).is_none() {
             // The bridge was removed without stopping us: nothing left to serve.
             tracing::warn!("{} is gone: exiting", svc.file.service.interface);
             break;
@@ -830,7 +834,7 @@ mod tests {
 
     fn svc() -> ServiceConfig {
         ServiceConfig {
-            interface: "br0".into(),
+            interface: slipway_netxml::IfName::new("br0").unwrap(),
             listen: vec!["fd00::1".parse().unwrap(), "10.9.0.1".parse().unwrap()],
             ranges: vec![DhcpPool {
                 start: "10.9.0.10".parse().unwrap(),

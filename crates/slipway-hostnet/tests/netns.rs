@@ -552,6 +552,9 @@ fn collisions_and_failures() {
     sh("ip link set lo up");
     let e = env();
     e.manager.define(DEFAULT_NET, false).unwrap();
+    e.manager
+        .set_autostart(&Lookup::any("default"), true)
+        .unwrap();
     // A subnet routed elsewhere is refused.
     sh("ip link add dummy7 type veth peer name dummy8 && ip addr add 192.168.122.7/24 dev dummy7 && ip link set dummy7 up && ip link set dummy8 up");
     let before = snapshot();

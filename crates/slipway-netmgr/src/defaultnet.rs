@@ -1,5 +1,6 @@
 //! The shipped `default` network, moved off 192.168.122.0/24 when that
-//! subnet is already routed on the host (libvirt fails to start there).
+//! subnet is already routed on the host, and off `virbr0` when a device of
+//! that name exists (libvirt fails to start there).
 
 use std::net::Ipv4Addr;
 
@@ -29,6 +30,31 @@ pub fn host_routes() -> Vec<Route4> {
         .unwrap_or_default()
 }
 
+/// The names of the network devices in this process's network namespace
+/// (`if_nameindex`; /sys/class/net may show another namespace's).
+pub fn host_links() -> Vec<String> {
+    // SAFETY: if_nameindex returns NULL or an array ended by a zero entry,
+    // each name a NUL-terminated string, all freed by if_freenameindex.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Vec::new();
+        }
+        let mut names = Vec::new();
+        let mut p = list;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+        names
+    }
+}
+
 fn overlaps(a: Route4, b: Route4) -> bool {
     // Two prefixes overlap when they agree on the shorter prefix's bits;
     // the default route (prefix 0) is ignored: it overlaps everything.
@@ -49,10 +75,12 @@ pub fn pick_subnet(routes: &[Route4]) -> Option<u8> {
     })
 }
 
-/// The default network's XML on subnet 192.168.N.0/24.
+/// The default network's XML on subnet 192.168.N.0/24. Its bridge is the
+/// first free `virbrN` (libvirt's template), chosen by
+/// [`slipway_netxml::Network::fill_defaults`] among the host's devices.
 pub fn default_xml(n: u8) -> String {
     format!(
-        "<network>\n  <name>default</name>\n  <forward mode='nat'/>\n  <bridge name='virbr0' stp='on' delay='0'/>\n  \
+        "<network>\n  <name>default</name>\n  <forward mode='nat'/>\n  <bridge name='virbr%d' stp='on' delay='0'/>\n  \
          <ip address='192.168.{n}.1' netmask='255.255.255.0'>\n    <dhcp>\n      \
          <range start='192.168.{n}.2' end='192.168.{n}.254'/>\n    </dhcp>\n  </ip>\n</network>\n"
     )
@@ -95,9 +123,20 @@ br1\t0000100A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
 
     #[test]
     fn default_xml_parses_and_validates() {
-        let net = slipway_netxml::Network::from_xml(&default_xml(122)).unwrap();
+        let mut net = slipway_netxml::Network::from_xml(&default_xml(122)).unwrap();
         net.validate().unwrap();
-        assert_eq!(net.bridge_name(), Some("virbr0"));
         assert!(net.unknown.is_empty());
+        let mut taken = net.clone();
+        net.fill_defaults(&Default::default());
+        assert_eq!(net.bridge_name(), Some("virbr0"));
+        taken.fill_defaults(&slipway_netxml::DefaultsContext {
+            bridges_in_use: vec!["lo".into(), "virbr0".into()],
+        });
+        assert_eq!(taken.bridge_name(), Some("virbr1"));
+    }
+
+    #[test]
+    fn host_links_lists_this_namespace() {
+        assert!(host_links().iter().any(|l| l == "lo"), "{:?}", host_links());
     }
 }

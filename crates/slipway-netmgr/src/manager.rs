@@ -135,12 +135,16 @@ impl Manager {
     }
 
     /// Takes the lock, creating the shipped `default` network first if the
-    /// definitions directory does not exist yet (first run).
+    /// definitions directory does not exist yet (first run; not under
+    /// `--root`, see [`Paths::first_run_default`]).
     fn lock(&self, exclusive: bool) -> Result<LockGuard> {
-        if !self.paths.config_dir.exists() {
+        if self.paths.first_run_default && !self.paths.config_dir.exists() {
             let guard = LockGuard::acquire(&self.paths.lock, true)?;
             if !self.paths.config_dir.exists() {
-                self.create_default()?;
+                match self.default_network(Vec::new())? {
+                    Some(net) => self.write_default(&net)?,
+                    None => fsutil::ensure_dir(&self.paths.config_dir)?,
+                }
             }
             if exclusive {
                 return Ok(guard);
@@ -149,11 +153,14 @@ impl Manager {
         LockGuard::acquire(&self.paths.lock, exclusive)
     }
 
-    fn create_default(&self) -> Result<()> {
+    /// The shipped `default` network for this host: on the first free
+    /// 192.168.N.0/24 and the first `virbrN` that is neither a device here
+    /// nor in `bridges_in_use`; `None` when every such subnet is routed.
+    fn default_network(&self, mut bridges_in_use: Vec<String>) -> Result<Option<Network>> {
         let routes = defaultnet::host_routes();
         let Some(n) = defaultnet::pick_subnet(&routes) else {
             tracing::warn!("every 192.168.N.0/24 subnet is routed on this host: not creating the default network");
-            return fsutil::ensure_dir(&self.paths.config_dir);
+            return Ok(None);
         };
         if n != 122 {
             tracing::warn!(
@@ -161,13 +168,44 @@ impl Manager {
             );
         }
         let mut net = Network::from_xml(&defaultnet::default_xml(n))?;
-        net.fill_defaults(&DefaultsContext::default());
+        bridges_in_use.extend(defaultnet::host_links());
+        net.fill_defaults(&DefaultsContext { bridges_in_use });
+        if net.bridge_name() != Some("virbr0") {
+            tracing::warn!(
+                "virbr0 is already in use on this host: the default network uses bridge {} instead",
+                net.bridge_name().unwrap_or_default()
+            );
+        }
+        Ok(Some(net))
+    }
+
+    /// Writes the default network's definition, marked for autostart.
+    fn write_default(&self, net: &Network) -> Result<()> {
         // The autostart directory is created first: the definitions directory
         // appearing is what marks the first run as done.
         fsutil::ensure_dir(&self.paths.autostart_dir)?;
         let cfg = self.paths.config_file(&net.name);
         fsutil::write_atomic(&cfg, net.to_xml().as_bytes())?;
         fsutil::symlink_atomic(&cfg, &self.paths.autostart_link(&net.name))
+    }
+
+    /// Defines the shipped `default` network (autostart), as the first run
+    /// outside `--root` does; refused when a network `default` exists.
+    pub fn define_default(&self) -> Result<Outcome> {
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        if inv.nets.contains_key("default") {
+            return Err(Error::NotValid("network 'default' already exists".into()));
+        }
+        let net = self
+            .default_network(inv.bridges_except("default"))?
+            .ok_or_else(|| {
+                Error::NotValid(
+                    "every 192.168.N.0/24 subnet is routed on this host: no default network".into(),
+                )
+            })?;
+        self.write_default(&net)?;
+        Ok(Outcome::new(&net.name, Vec::new()).event(&net, EventKind::Defined))
     }
 
     fn load(&self) -> Inventory {
@@ -331,7 +369,8 @@ impl Manager {
         Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Started))
     }
 
-    /// What starting the network would do, without doing it.
+    /// What starting the network would do, without doing it; fails where
+    /// the start would fail its checks of the host ([`Backend::check`]).
     pub fn plan(&self, key: &Lookup) -> Result<Plan> {
         let _g = self.lock(false)?;
         let inv = self.load();
@@ -341,7 +380,9 @@ impl Manager {
                 "Network '{name}' is already running"
             )));
         }
-        plan::plan(e.current())
+        let plan = plan::plan(e.current())?;
+        self.backend.check(&plan)?;
+        Ok(plan)
     }
 
     /// Stops a running network; a transient one disappears.
@@ -564,13 +605,7 @@ impl Manager {
         let mut bridges = inv.bridges_except(&net.name);
         // A generated virbrN must not collide with a device that already
         // exists on the host either (libvirt checks the same).
-        if let Ok(links) = fs::read_dir("/sys/class/net") {
-            bridges.extend(
-                links
-                    .flatten()
-                    .map(|l| l.file_name().to_string_lossy().into_owned()),
-            );
-        }
+        bridges.extend(defaultnet::host_links());
         if let Some(b) = net.bridge_name() {
             if let Some((other, _)) = inv.nets.iter().find(|(n, e)| {
                 **n != net.name
@@ -705,6 +740,7 @@ impl Manager {
                 xml: self.dumpxml(&lookup, inactive)?,
             },
             Request::Define { xml, validate } => Reply::Done(self.define(&xml, validate)?),
+            Request::DefineDefault => Reply::Done(self.define_default()?),
             Request::Create { xml } => Reply::Done(self.create(&xml)?),
             Request::Start { lookup } => Reply::Done(self.start(&lookup)?),
             Request::Plan { lookup } => Reply::Plan(self.plan(&lookup)?),
@@ -728,9 +764,15 @@ mod tests {
     use super::*;
     use crate::realize::RecordingBackend;
 
+    /// A manager under a temporary `--root`, which behaves like a first run
+    /// outside it (creating the default network).
     fn manager() -> (tempfile::TempDir, Manager) {
         let dir = tempfile::tempdir().unwrap();
-        let m = Manager::new(Paths::detect(Some(dir.path())), Box::new(RecordingBackend));
+        let paths = Paths {
+            first_run_default: true,
+            ..Paths::detect(Some(dir.path()))
+        };
+        let m = Manager::new(paths, Box::new(RecordingBackend));
         (dir, m)
     }
 
@@ -757,6 +799,33 @@ mod tests {
         let xml = m.dumpxml(&Lookup::any("default"), false).unwrap();
         assert!(xml.contains("<forward mode='nat'>"), "{xml}");
         assert!(xml.contains("<mac address='52:54:00:"), "{xml}");
+    }
+
+    /// Under `--root` nothing is created unless asked for, with
+    /// `net-define-default`.
+    #[test]
+    fn root_creates_no_default_network_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manager::new(Paths::detect(Some(dir.path())), Box::new(RecordingBackend));
+        assert!(m.list(&all()).unwrap().0.is_empty());
+        assert!(m.recover().unwrap().is_empty());
+        m.define(
+            "<network><name>b</name><bridge name='virbr0'/></network>",
+            false,
+        )
+        .unwrap();
+        let out = m.define_default().unwrap();
+        assert_eq!(out.events[0].kind, EventKind::Defined);
+        let d = m.info(&Lookup::any("default")).unwrap();
+        assert_eq!(
+            (d.active, d.persistent, d.autostart, d.bridge.as_deref()),
+            (false, true, true, Some("virbr1"))
+        );
+        let e = m.define_default().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Requested operation is not valid: network 'default' already exists"
+        );
     }
 
     #[test]

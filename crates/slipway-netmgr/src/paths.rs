@@ -26,6 +26,10 @@ pub struct Paths {
     /// True for the system instance (and `--root` run as root): the socket
     /// accepts everyone and only root may change networks.
     pub system: bool,
+    /// Create the shipped `default` network on the first run. Off under
+    /// `--root` (development and tests), where `net-define-default` asks for
+    /// it.
+    pub first_run_default: bool,
 }
 
 impl Paths {
@@ -35,11 +39,14 @@ impl Paths {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         match root {
-            Some(root) => Paths::layout(
-                &root.join("etc/slipway"),
-                &root.join("run/slipway"),
-                euid == 0,
-            ),
+            Some(root) => Paths {
+                first_run_default: false,
+                ..Paths::layout(
+                    &root.join("etc/slipway"),
+                    &root.join("run/slipway"),
+                    euid == 0,
+                )
+            },
             None if euid == 0 => {
                 Paths::layout(Path::new("/etc/slipway"), Path::new("/run/slipway"), true)
             }
@@ -84,6 +91,7 @@ impl Paths {
             socket: run.join("slipway-sock"),
             lock: run.join("lock"),
             system,
+            first_run_default: true,
         }
     }
 
@@ -137,5 +145,6 @@ mod tests {
             Path::new("/x/run/slipway/networks/n.json")
         );
         assert_eq!(p.socket, Path::new("/x/run/slipway/slipway-sock"));
+        assert!(!p.first_run_default);
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
-use slipway_netxml::{ForwardMode, IpDef, LeaseUnit, Network};
+use slipway_netxml::{ForwardMode, IfName, IpDef, LeaseUnit, Network};
 
 use crate::error::{Error, Result};
 
@@ -33,7 +33,7 @@ pub enum Action {
     /// Create the bridge device.
     CreateBridge {
         /// Device name.
-        name: String,
+        name: IfName,
         /// Its MAC address.
         mac: Option<String>,
         /// Its MTU.
@@ -50,16 +50,16 @@ pub enum Action {
         /// The value.
         value: String,
     },
-    /// Add one nftables rule (or table/chain), in `nft` command syntax
-    /// without the leading `nft`.
+    /// One firewall step, as data: the backend renders it in its own
+    /// language (nftables JSON for the Linux backend).
     Firewall {
-        /// The command, e.g. `add rule ip slipway_network guest_nat …`.
-        rule: String,
+        /// What to add.
+        step: FirewallStep,
     },
     /// Add an address to the bridge.
     AddAddress {
         /// Device.
-        dev: String,
+        dev: IfName,
         /// Address with prefix length.
         address: IpAddr,
         /// Prefix length.
@@ -68,7 +68,7 @@ pub enum Action {
     /// Bring the bridge up.
     LinkUp {
         /// Device.
-        dev: String,
+        dev: IfName,
     },
     /// Add a static route through the bridge.
     AddRoute {
@@ -81,7 +81,7 @@ pub enum Action {
         /// Metric.
         metric: Option<u32>,
         /// Device.
-        dev: String,
+        dev: IfName,
     },
     /// Run the DHCP/DNS service for the network.
     DhcpDns(Box<ServiceConfig>),
@@ -91,7 +91,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceConfig {
     /// Bridge the service binds to (and only to).
-    pub interface: String,
+    pub interface: IfName,
     /// Addresses it listens on (the network's own addresses).
     pub listen: Vec<IpAddr>,
     /// DHCP pools.
@@ -165,6 +165,282 @@ pub struct StaticLease {
     pub lease_secs: Option<u64>,
 }
 
+/// An nftables family slipway keeps a table in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NftFamily {
+    /// IPv4 (`ip`).
+    Ip,
+    /// IPv6 (`ip6`).
+    Ip6,
+}
+
+impl NftFamily {
+    /// nft's name of the family.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NftFamily::Ip => "ip",
+            NftFamily::Ip6 => "ip6",
+        }
+    }
+}
+
+/// A chain of slipway's table (libvirt's layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NftChain {
+    /// The filter chain on the forward hook, shared by all networks: only
+    /// jumps to the three guest chains.
+    Forward,
+    /// Traffic leaving the guests.
+    GuestOutput,
+    /// Traffic to the guests.
+    GuestInput,
+    /// Guest to guest on one bridge.
+    GuestCross,
+    /// The NAT chain on the postrouting hook.
+    GuestNat,
+}
+
+impl NftChain {
+    /// The chain's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NftChain::Forward => "forward",
+            NftChain::GuestOutput => "guest_output",
+            NftChain::GuestInput => "guest_input",
+            NftChain::GuestCross => "guest_cross",
+            NftChain::GuestNat => "guest_nat",
+        }
+    }
+}
+
+/// A firewall step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum FirewallStep {
+    /// slipway's table of `family` with all its chains, created when
+    /// missing (shared by all networks), and its `forward` chain emptied:
+    /// it holds only the jumps, which every start adds again, so there is
+    /// one copy of them however many networks run.
+    Layout {
+        /// The family.
+        family: NftFamily,
+    },
+    /// One rule.
+    Rule(FirewallRule),
+}
+
+/// One rule in slipway's table: every match, then a counter, then the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallRule {
+    /// The table's family.
+    pub family: NftFamily,
+    /// The chain.
+    pub chain: NftChain,
+    /// Put at the head of the chain (nft `insert`) instead of its end.
+    pub first: bool,
+    /// The conditions, all of which must hold.
+    pub matches: Vec<RuleMatch>,
+    /// What happens to a matching packet.
+    pub verdict: Verdict,
+}
+
+/// A condition of a [`FirewallRule`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "match", rename_all = "kebab-case")]
+pub enum RuleMatch {
+    /// Arrived on this device.
+    InIface {
+        /// The device.
+        name: IfName,
+    },
+    /// Leaves through this device.
+    OutIface {
+        /// The device.
+        name: IfName,
+    },
+    /// Source address in the subnet.
+    Source {
+        /// The subnet.
+        net: Subnet,
+    },
+    /// Destination address in the subnet (or, `negate`, outside it).
+    Dest {
+        /// The subnet.
+        net: Subnet,
+        /// Match addresses outside it instead.
+        negate: bool,
+    },
+    /// Part of a connection already seen (conntrack state established or
+    /// related).
+    Established,
+    /// The transport protocol.
+    L4Proto {
+        /// The protocol.
+        proto: L4Proto,
+    },
+}
+
+/// A subnet (a single address when the prefix is the full length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    /// The network address.
+    pub address: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// Whether the subnet is one address.
+    pub fn is_host(&self) -> bool {
+        self.prefix == if self.address.is_ipv4() { 32 } else { 128 }
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_host() {
+            write!(f, "{}", self.address)
+        } else {
+            write!(f, "{}/{}", self.address, self.prefix)
+        }
+    }
+}
+
+/// A transport protocol NAT gives a port range to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl L4Proto {
+    /// The protocol's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+        }
+    }
+}
+
+/// What a [`FirewallRule`] does with a matching packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Let it through.
+    Accept,
+    /// Refuse it (ICMP port unreachable).
+    Reject,
+    /// Stop processing this chain.
+    Return,
+    /// Continue in another chain.
+    Jump {
+        /// The chain.
+        chain: NftChain,
+    },
+    /// Source NAT to the outgoing device's address.
+    Masquerade {
+        /// Source port range.
+        ports: Option<(u16, u16)>,
+    },
+    /// Source NAT to an address range.
+    Snat {
+        /// First address.
+        start: Ipv4Addr,
+        /// Last address.
+        end: Ipv4Addr,
+        /// Source port range.
+        ports: Option<(u16, u16)>,
+    },
+}
+
+/// Single-quotes `s` for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl fmt::Display for FirewallStep {
+    /// The step as `nft` command lines, for people (`net-start --dry-run`)
+    /// and pastable into a shell; backends do not parse or run this text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FirewallStep::Layout { family } => {
+                let t = format!("{} {NFT_TABLE}", family.as_str());
+                let lines = [
+                    format!("add table {t}"),
+                    format!("add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}"),
+                    format!("add chain {t} guest_output"),
+                    format!("add chain {t} guest_input"),
+                    format!("add chain {t} guest_cross"),
+                    format!("add chain {t} guest_nat {{ type nat hook postrouting priority srcnat; policy accept; }}"),
+                    format!("flush chain {t} forward"),
+                ];
+                let lines: Vec<String> = lines
+                    .iter()
+                    .map(|l| format!("nft {}", shell_quote(l)))
+                    .collect();
+                write!(f, "{}", lines.join("\n"))
+            }
+            FirewallStep::Rule(r) => write!(f, "nft {}", shell_quote(&r.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for FirewallRule {
+    /// nft's command syntax, without the leading `nft`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.first { "insert" } else { "add" };
+        write!(
+            f,
+            "{verb} rule {} {NFT_TABLE} {}",
+            self.family.as_str(),
+            self.chain.as_str()
+        )?;
+        for m in &self.matches {
+            let addr_kw = |n: &Subnet| if n.address.is_ipv4() { "ip" } else { "ip6" };
+            match m {
+                RuleMatch::InIface { name } => write!(f, " iifname \"{name}\"")?,
+                RuleMatch::OutIface { name } => write!(f, " oifname \"{name}\"")?,
+                RuleMatch::Source { net } => write!(f, " {} saddr {net}", addr_kw(net))?,
+                RuleMatch::Dest { net, negate } => {
+                    let not = if *negate { "!= " } else { "" };
+                    write!(f, " {} daddr {not}{net}", addr_kw(net))?
+                }
+                RuleMatch::Established => write!(f, " ct state related,established")?,
+                RuleMatch::L4Proto { proto } => write!(f, " meta l4proto {}", proto.as_str())?,
+            }
+        }
+        write!(f, " counter ")?;
+        let ports =
+            |p: &Option<(u16, u16)>| p.map(|(a, b)| format!(":{a}-{b}")).unwrap_or_default();
+        match &self.verdict {
+            Verdict::Accept => write!(f, "accept"),
+            Verdict::Reject => write!(f, "reject"),
+            Verdict::Return => write!(f, "return"),
+            Verdict::Jump { chain } => write!(f, "jump {}", chain.as_str()),
+            Verdict::Masquerade { ports: None } => write!(f, "masquerade"),
+            Verdict::Masquerade { ports: p } => write!(f, "masquerade to {}", ports(p)),
+            Verdict::Snat {
+                start,
+                end,
+                ports: p,
+            } if start == end => {
+                write!(f, "snat to {start}{}", ports(p))
+            }
+            Verdict::Snat {
+                start,
+                end,
+                ports: p,
+            } => write!(f, "snat to {start}-{end}{}", ports(p)),
+        }
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -191,8 +467,7 @@ impl fmt::Display for Action {
                 )
             }
             Action::Sysctl { key, value } => write!(f, "sysctl -w {key}={value}"),
-            // Quoted so the line can be pasted into a shell as is.
-            Action::Firewall { rule } => write!(f, "nft '{rule}'"),
+            Action::Firewall { step } => write!(f, "{step}"),
             Action::AddAddress {
                 dev,
                 address,
@@ -304,7 +579,7 @@ fn lease_text(secs: u64) -> String {
 }
 
 impl fmt::Display for Plan {
-    /// One line per action.
+    /// One line per action (per nft command for a firewall layout).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for a in &self.actions {
             writeln!(f, "{a}")?;
@@ -386,8 +661,8 @@ pub fn plan(net: &Network) -> Result<Plan> {
     }
     let br = net
         .bridge_name()
-        .ok_or_else(|| Error::NotValid(format!("network '{}' has no bridge name", net.name)))?
-        .to_string();
+        .ok_or_else(|| Error::NotValid(format!("network '{}' has no bridge name", net.name)))?;
+    let br = ifname(net, "<bridge name", br)?;
     let bridge = net.bridge.clone().unwrap_or_default();
     actions.push(Action::CreateBridge {
         name: br.clone(),
@@ -404,7 +679,7 @@ pub fn plan(net: &Network) -> Result<Plan> {
         actions.push(sysctl(format!("net.ipv6.conf.{br}.autoconf"), "0"));
     }
     if mode != Some(ForwardMode::Open) {
-        firewall(net, &br, &mut actions);
+        firewall(net, &br, &mut actions)?;
     }
     for ip in &net.ips {
         actions.push(Action::AddAddress {
@@ -452,126 +727,149 @@ fn sysctl(key: String, value: &str) -> Action {
     }
 }
 
+/// A device name of `net` as an [`IfName`]; `what` says where it comes from.
+/// Definitions are validated when defined, but a stored file may have been
+/// edited since.
+fn ifname(net: &Network, what: &str, name: &str) -> Result<IfName> {
+    IfName::new(name).map_err(|e| {
+        Error::NotValid(format!(
+            "network '{}': {what}='{}': {e}",
+            net.name,
+            name.escape_debug()
+        ))
+    })
+}
+
 /// libvirt's nftables layout: per family a table with a `forward` chain
 /// jumping to `guest_output`, `guest_input`, `guest_cross`, and a NAT chain.
-fn firewall(net: &Network, br: &str, actions: &mut Vec<Action>) {
+fn firewall(net: &Network, br: &IfName, actions: &mut Vec<Action>) -> Result<()> {
     let mode = net.forward_mode();
-    let dev = net
-        .forward
-        .as_ref()
-        .and_then(|f| f.interfaces.first().cloned());
-    for (family, v6) in [("ip", false), ("ip6", true)] {
-        let t = format!("{family} {NFT_TABLE}");
-        let mut rule = |s: String| actions.push(Action::Firewall { rule: s });
-        rule(format!("add table {t}"));
-        rule(format!(
-            "add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}"
-        ));
-        for chain in ["guest_output", "guest_input", "guest_cross"] {
-            rule(format!("add chain {t} {chain}"));
-        }
-        rule(format!("add chain {t} guest_nat {{ type nat hook postrouting priority srcnat; policy accept; }}"));
+    let dev = match net.forward.as_ref().and_then(|f| f.dev()) {
+        Some(d) => Some(ifname(net, "<forward dev", d)?),
+        None => None,
+    };
+    let in_br = || RuleMatch::InIface { name: br.clone() };
+    let out_br = || RuleMatch::OutIface { name: br.clone() };
+    for family in [NftFamily::Ip, NftFamily::Ip6] {
+        let v6 = family == NftFamily::Ip6;
         // Tables and chains are shared by all networks and "add" is a no-op
-        // for existing ones; the forward chain holds only these three jumps,
-        // so flushing and re-adding them keeps one copy however many
-        // networks start. A backend applies a plan's firewall actions as
-        // one nft transaction, so there is no moment without them.
-        rule(format!("flush chain {t} forward"));
-        for chain in ["guest_cross", "guest_input", "guest_output"] {
-            rule(format!("add rule {t} forward counter jump {chain}"));
+        // for existing ones; the layout empties the forward chain and the
+        // jumps are added again, which keeps one copy however many networks
+        // start. A backend applies a plan's firewall actions as one
+        // transaction, so there is no moment without them.
+        actions.push(Action::Firewall {
+            step: FirewallStep::Layout { family },
+        });
+        let mut rule = |chain, first, matches, verdict| {
+            actions.push(Action::Firewall {
+                step: FirewallStep::Rule(FirewallRule {
+                    family,
+                    chain,
+                    first,
+                    matches,
+                    verdict,
+                }),
+            })
+        };
+        for chain in [
+            NftChain::GuestCross,
+            NftChain::GuestInput,
+            NftChain::GuestOutput,
+        ] {
+            rule(NftChain::Forward, false, vec![], Verdict::Jump { chain });
         }
         // Default: reject everything into and out of the bridge, allow
         // guest-to-guest on the same bridge.
-        rule(format!(
-            "add rule {t} guest_output iifname \"{br}\" counter reject"
-        ));
-        rule(format!(
-            "add rule {t} guest_input oifname \"{br}\" counter reject"
-        ));
-        rule(format!(
-            "add rule {t} guest_cross iifname \"{br}\" oifname \"{br}\" counter accept"
-        ));
+        rule(NftChain::GuestOutput, false, vec![in_br()], Verdict::Reject);
+        rule(NftChain::GuestInput, false, vec![out_br()], Verdict::Reject);
+        rule(
+            NftChain::GuestCross,
+            false,
+            vec![in_br(), out_br()],
+            Verdict::Accept,
+        );
         let Some(mode) = mode else { continue };
-        let addr_kw = if v6 { "ip6" } else { "ip" };
-        let out_dev = dev
-            .as_ref()
-            .map(|d| format!(" oifname \"{d}\""))
-            .unwrap_or_default();
-        let in_dev = dev
-            .as_ref()
-            .map(|d| format!(" iifname \"{d}\""))
-            .unwrap_or_default();
         for ip in &net.ips {
             let (address, prefix) = (ip.address, ip_prefix(ip));
             if address.is_ipv6() != v6 {
                 continue;
             }
-            let subnet = format!("{}/{prefix}", network_of(address, prefix));
-            // Inserted ahead of the rejects ("insert" puts them first).
-            rule(format!(
-                "insert rule {t} guest_output {addr_kw} saddr {subnet} iifname \"{br}\"{out_dev} counter accept"
-            ));
-            match mode {
-                ForwardMode::Nat if !v6 => {
-                    rule(format!(
-                        "insert rule {t} guest_input{in_dev} oifname \"{br}\" {addr_kw} daddr {subnet} ct state related,established counter accept"
-                    ));
-                    nat_rules(net, &t, &subnet, &out_dev, &mut rule);
-                }
-                _ => {
-                    rule(format!(
-                        "insert rule {t} guest_input{in_dev} oifname \"{br}\" {addr_kw} daddr {subnet} counter accept"
-                    ));
+            let subnet = Subnet {
+                address: network_of(address, prefix),
+                prefix,
+            };
+            // Inserted ahead of the rejects.
+            let mut out = vec![RuleMatch::Source { net: subnet }, in_br()];
+            out.extend(dev.iter().map(|d| RuleMatch::OutIface { name: d.clone() }));
+            rule(NftChain::GuestOutput, true, out, Verdict::Accept);
+            let mut inbound: Vec<RuleMatch> = dev
+                .iter()
+                .map(|d| RuleMatch::InIface { name: d.clone() })
+                .collect();
+            inbound.push(out_br());
+            inbound.push(RuleMatch::Dest {
+                net: subnet,
+                negate: false,
+            });
+            let nat = mode == ForwardMode::Nat && !v6;
+            if nat {
+                inbound.push(RuleMatch::Established);
+            }
+            rule(NftChain::GuestInput, true, inbound, Verdict::Accept);
+            if nat {
+                for (matches, verdict) in nat_rules(net, subnet, dev.as_ref()) {
+                    rule(NftChain::GuestNat, false, matches, verdict);
                 }
             }
         }
     }
+    Ok(())
 }
 
-fn nat_rules(net: &Network, t: &str, subnet: &str, out_dev: &str, rule: &mut impl FnMut(String)) {
+/// The rules (matches and verdict) of the NAT chain for one IPv4 subnet.
+fn nat_rules(
+    net: &Network,
+    subnet: Subnet,
+    dev: Option<&IfName>,
+) -> Vec<(Vec<RuleMatch>, Verdict)> {
     let nat = net
         .forward
         .as_ref()
         .and_then(|f| f.nat.clone())
         .unwrap_or_default();
-    let (pstart, pend) = nat.port.unwrap_or((1024, 65535));
+    let ports = Some(nat.port.unwrap_or((1024, 65535)));
     // Masquerade, or SNAT to the configured address range; TCP and UDP get
     // the source port range, everything else keeps its ports.
-    let (target, with_ports) = match nat.address {
-        Some((a, b)) if a == b => (
-            format!("snat to {a}"),
-            format!("snat to {a}:{pstart}-{pend}"),
-        ),
-        Some((a, b)) => (
-            format!("snat to {a}-{b}"),
-            format!("snat to {a}-{b}:{pstart}-{pend}"),
-        ),
-        None => (
-            "masquerade".to_string(),
-            format!("masquerade to :{pstart}-{pend}"),
-        ),
+    let target = |ports| match nat.address {
+        Some((start, end)) => Verdict::Snat { start, end, ports },
+        None => Verdict::Masquerade { ports },
     };
-    let base = format!("add rule {t} guest_nat ip saddr {subnet}");
-    rule(format!(
-        "{base} ip daddr 224.0.0.0/24{out_dev} counter return"
-    ));
-    rule(format!(
-        "{base} ip daddr 255.255.255.255{out_dev} counter return"
-    ));
-    for proto in ["tcp", "udp"] {
-        rule(format!(
-            "{base} ip daddr != {subnet}{out_dev} meta l4proto {proto} counter {with_ports}"
-        ));
-    }
-    rule(format!(
-        "{base} ip daddr != {subnet}{out_dev} counter {target}"
-    ));
+    let nat_rule = |dest: Subnet, negate: bool, proto: Option<L4Proto>, verdict| {
+        let mut matches = vec![
+            RuleMatch::Source { net: subnet },
+            RuleMatch::Dest { net: dest, negate },
+        ];
+        matches.extend(dev.map(|d| RuleMatch::OutIface { name: d.clone() }));
+        matches.extend(proto.map(|proto| RuleMatch::L4Proto { proto }));
+        (matches, verdict)
+    };
+    let host = |a: [u8; 4], prefix| Subnet {
+        address: IpAddr::V4(Ipv4Addr::from(a)),
+        prefix,
+    };
+    vec![
+        nat_rule(host([224, 0, 0, 0], 24), false, None, Verdict::Return),
+        nat_rule(host([255, 255, 255, 255], 32), false, None, Verdict::Return),
+        nat_rule(subnet, true, Some(L4Proto::Tcp), target(ports)),
+        nat_rule(subnet, true, Some(L4Proto::Udp), target(ports)),
+        nat_rule(subnet, true, None, target(None)),
+    ]
 }
 
-fn service(net: &Network, br: &str) -> Option<ServiceConfig> {
+fn service(net: &Network, br: &IfName) -> Option<ServiceConfig> {
     let dns_on = net.dns.as_ref().and_then(|d| d.enable).unwrap_or(true);
     let mut svc = ServiceConfig {
-        interface: br.to_string(),
+        interface: br.clone(),
         listen: net.ips.iter().map(|ip| ip.address).collect(),
         ranges: Vec::new(),
         hosts: Vec::new(),
@@ -649,18 +947,6 @@ fn service(net: &Network, br: &str) -> Option<ServiceConfig> {
         return None;
     }
     Some(svc)
-}
-
-/// The nftables script (for `nft -f`) holding a plan's firewall actions.
-pub fn nft_script(plan: &Plan) -> String {
-    let mut s = String::new();
-    for a in &plan.actions {
-        if let Action::Firewall { rule } = a {
-            s.push_str(rule);
-            s.push('\n');
-        }
-    }
-    s
 }
 
 #[cfg(test)]
@@ -777,21 +1063,48 @@ mod tests {
         assert!(!v4.actions.iter().any(|a| matches!(a, Action::DhcpDns(_))));
     }
 
-    /// Two networks' firewall actions applied by the real nft in a namespace
+    /// A stored definition edited by hand after define (never validated):
+    /// its device names are still checked before anything is planned.
+    #[test]
+    fn unchecked_device_names_fail_the_plan() {
+        let net = Network::from_xml(
+            "<network><name>x</name><forward mode='nat' dev='eth0&quot; accept; #'/><bridge name='br0'/><ip address='10.1.0.1' prefix='24'/></network>",
+        )
+        .unwrap();
+        assert_eq!(
+            plan(&net).unwrap_err().to_string(),
+            "Requested operation is not valid: network 'x': <forward dev='eth0\\\" accept; #': invalid interface name: must not contain white space"
+        );
+        let net =
+            Network::from_xml("<network><name>y</name><bridge name='../b'/></network>").unwrap();
+        assert!(plan(&net)
+            .unwrap_err()
+            .to_string()
+            .contains("<bridge name='../b': invalid interface name: must not contain '/'"));
+    }
+
+    /// Two networks' firewall actions, as printed, run by the real nft in a namespace
     /// of our own: both sets of rules load, and the shared forward chain
     /// keeps a single set of jumps.
     #[test]
     fn firewall_actions_load_into_nft_and_stay_single() {
         let a = plan_of("<network><name>a</name><forward/><bridge name='br5'/><ip address='10.5.0.1' prefix='24'/></network>");
         let b = plan_of("<network><name>b</name><bridge name='br6'/><ip address='10.6.0.1' prefix='24'/></network>");
-        let dir = tempfile::tempdir().unwrap();
-        let (fa, fb) = (dir.path().join("a.nft"), dir.path().join("b.nft"));
-        std::fs::write(&fa, nft_script(&a)).unwrap();
-        std::fs::write(&fb, nft_script(&b)).unwrap();
+        // The dry-run text of the firewall steps is nft command lines.
+        let script = |p: &Plan| -> String {
+            p.actions
+                .iter()
+                .filter(|a| matches!(a, Action::Firewall { .. }))
+                .map(|a| format!("{a}\n"))
+                .collect()
+        };
         let out = std::process::Command::new("unshare")
-            .args(["-Urn", "sh", "-ec", "nft -f \"$1\"; nft -f \"$2\"; nft list chain ip slipway_network forward; nft list chain ip slipway_network guest_output", "sh"])
-            .arg(&fa)
-            .arg(&fb)
+            .args(["-Urn", "sh", "-ec"])
+            .arg(format!(
+                "{}{}nft list chain ip slipway_network forward; nft list chain ip slipway_network guest_output",
+                script(&a),
+                script(&b)
+            ))
             .output()
             .expect("unshare and nft (Debian packages util-linux, nftables)");
         let stdout = String::from_utf8_lossy(&out.stdout);

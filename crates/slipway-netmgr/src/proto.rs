@@ -187,6 +187,9 @@ pub enum Request {
         /// Refuse unknown elements.
         validate: bool,
     },
+    /// Define the shipped `default` network (subnet and bridge free on this
+    /// host, autostart): what the first run does outside `--root`.
+    DefineDefault,
     /// Create and start a transient network.
     Create {
         /// The XML document.

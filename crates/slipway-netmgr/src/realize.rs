@@ -29,7 +29,11 @@ pub struct LiveState {
 pub trait Backend: Send + Sync {
     /// A short name recorded in the live state (`none`, `linux`).
     fn name(&self) -> &'static str;
-    /// Carries out the plan.
+    /// Checks the host as `start` does before it changes anything (subnet
+    /// and device name collisions, the service configuration), so that
+    /// `net-start --dry-run` fails where the start would.
+    fn check(&self, plan: &Plan) -> Result<()>;
+    /// Carries out the plan (after the same checks as [`Backend::check`]).
     fn start(&self, plan: &Plan) -> Result<LiveState>;
     /// Undoes a started network.
     fn stop(&self, live: &LiveState) -> Result<()>;
@@ -52,6 +56,10 @@ pub struct RecordingBackend;
 impl Backend for RecordingBackend {
     fn name(&self) -> &'static str {
         "none"
+    }
+
+    fn check(&self, _plan: &Plan) -> Result<()> {
+        Ok(())
     }
 
     fn start(&self, plan: &Plan) -> Result<LiveState> {

@@ -399,8 +399,15 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         "bridge" => {
             let s = r.source(node, type_name)?;
             r.check(s, "interface/source", &["bridge"], &[]);
+            let bridge = r.required(s, "interface/source", "bridge")?;
+            if let Err(e) = crate::IfName::new(bridge) {
+                return Err(r.err(format!(
+                    "interface/source/@bridge = '{}': {e}",
+                    bridge.escape_debug()
+                )));
+            }
             InterfaceKind::Bridge {
-                bridge: r.required(s, "interface/source", "bridge")?.to_string(),
+                bridge: bridge.to_string(),
             }
         }
         "ethernet" => InterfaceKind::Ethernet,
@@ -507,10 +514,10 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
             r.check(t, "interface/target", &["dev", "managed"], &[]);
             let dev = t.attr("dev").filter(|d| !d.is_empty()).map(str::to_string);
             if let Some(d) = &dev {
-                if !valid_ifname(d) {
+                if let Err(e) = crate::IfName::new(d.as_str()) {
                     return Err(r.err(format!(
-                        "interface/target/@dev = '{d}': not a valid interface name \
-                         (1-15 characters, no '/', ':', white space)"
+                        "interface/target/@dev = '{}': {e}",
+                        d.escape_debug()
                     )));
                 }
             }
@@ -659,6 +666,11 @@ fn user(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
         };
         let address: Option<IpAddr> = r.parsed(pf, p, "address", "an IP address")?;
         let dev = pf.attr("dev").map(str::to_string);
+        if let Some(d) = &dev {
+            if let Err(e) = crate::IfName::new(d.as_str()) {
+                return Err(r.err(format!("{p}/@dev = '{}': {e}", d.escape_debug())));
+            }
+        }
         let mut ranges = Vec::new();
         for range in pf.kids("range") {
             let rp = "interface/portForward/range";
@@ -716,15 +728,11 @@ fn user(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
     Ok(InterfaceKind::User { ips, port_forwards })
 }
 
-/// True for a name the kernel accepts for a network device.
+/// True for a name the kernel accepts for a network device ([`IfName`]).
+///
+/// [`IfName`]: crate::IfName
 pub fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 16
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0 || b == b'%')
+    crate::IfName::new(name).is_ok()
 }
 
 impl PortForward {
@@ -867,6 +875,11 @@ mod tests {
         let e =
             err("<interface type='network'><source network='n'/><target dev='a/b'/></interface>");
         assert!(e.contains("a/b"), "{e}");
+        let e = err("<interface type='bridge'><source bridge='br0&quot; accept; #'/></interface>");
+        assert!(
+            e.contains("interface/source/@bridge = 'br0\\\" accept; #': invalid interface name: must not contain white space"),
+            "{e}"
+        );
         let e = err("<network/>");
         assert!(e.contains("<network>"), "{e}");
         let e = err("<interface type='user'><portForward proto='sctp'><range start='1'/></portForward></interface>");

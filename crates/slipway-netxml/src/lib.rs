@@ -15,6 +15,7 @@
 mod defaults;
 mod error;
 mod format;
+mod ifname;
 pub mod interface;
 mod mac;
 mod model;
@@ -23,6 +24,7 @@ mod validate;
 
 pub use defaults::DefaultsContext;
 pub use error::{ValidationError, XmlError};
+pub use ifname::{IfName, IfNameError};
 pub use interface::{parse_interfaces, Interface, InterfaceError, InterfaceKind};
 pub use mac::{generate_mac, generate_uuid, MacAddr, MacParseError};
 pub use model::*;

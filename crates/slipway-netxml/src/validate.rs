@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::model::*;
-use crate::ValidationError;
+use crate::{IfName, ValidationError};
 
 type R = Result<(), ValidationError>;
 
@@ -133,6 +133,7 @@ pub(crate) fn validate(net: &Network) -> R {
             return err("/network/domain/@name", &d.name, DNS_NAME_RULE);
         }
     }
+    device_names(net)?;
     forward_rules(net)?;
     for (i, ip) in net.ips.iter().enumerate() {
         ip_rules(ip, &format!("/network/ip[{}]", i + 1))?;
@@ -172,6 +173,39 @@ pub(crate) fn validate(net: &Network) -> R {
     }
     for (i, r) in net.routes.iter().enumerate() {
         route_rules(net, r, &format!("/network/route[{}]", i + 1))?;
+    }
+    Ok(())
+}
+
+/// Every device name of the definition reaches the kernel (and nftables
+/// rules): each must be an [`IfName`].
+fn device_names(net: &Network) -> R {
+    if let Some(b) = net.bridge_name() {
+        // `virbr%d` is libvirt's template, filled in with a free number
+        // when the network is defined: the name it becomes must be valid.
+        if let Err(e) = IfName::new(b.replacen("%d", "0", 1)) {
+            return err("/network/bridge/@name", b.escape_debug(), e.to_string());
+        }
+    }
+    let mut names: Vec<(String, &str)> = Vec::new();
+    if let Some(fwd) = &net.forward {
+        for (i, dev) in fwd.interfaces.iter().enumerate() {
+            // The first is also `<forward dev>`, and printed back as that.
+            let path = if i == 0 {
+                "/network/forward/@dev".to_string()
+            } else {
+                format!("/network/forward/interface[{}]/@dev", i + 1)
+            };
+            names.push((path, dev));
+        }
+        if let Some(pf) = &fwd.pf {
+            names.push(("/network/forward/pf/@dev".into(), pf));
+        }
+    }
+    for (path, name) in names {
+        if let Err(e) = IfName::new(name) {
+            return err(path, name.escape_debug(), e.to_string());
+        }
     }
     Ok(())
 }

@@ -64,6 +64,62 @@ fn name_rules() {
     );
 }
 
+/// Device names reach the kernel and nftables: each is checked as the
+/// kernel checks it, so a hostile `<forward dev>` cannot become rule text.
+#[test]
+fn device_names_are_kernel_names() {
+    let hostile = "eth0\" accept; add table inet pwned; #";
+    expect(
+        &format!(
+            "<network><name>n</name><forward mode='nat' dev='{}'/><bridge name='virbr9'/>{}</network>",
+            hostile.replace('"', "&quot;"),
+            ip24("")
+        ),
+        "/network/forward/@dev",
+        "eth0\\\" accept; add table inet pwned; #",
+        "invalid interface name: 37 bytes long, at most 15 allowed",
+    );
+    expect(
+        &format!(
+            "<network><name>n</name><forward mode='route'><interface dev='a b'/></forward>{}</network>",
+            ip24("")
+        ),
+        "/network/forward/@dev",
+        "a b",
+        "invalid interface name: must not contain white space",
+    );
+    expect(
+        &format!(
+            "<network><name>n</name><bridge name='../x'/>{}</network>",
+            ip24("")
+        ),
+        "/network/bridge/@name",
+        "../x",
+        "invalid interface name: must not contain '/'",
+    );
+    expect(
+        "<network><name>n</name><forward mode='bridge'><pf dev='eth:0'/></forward></network>",
+        "/network/forward/pf/@dev",
+        "eth:0",
+        "must not contain ':'",
+    );
+    ok(&format!(
+        "<network><name>n</name><forward mode='nat' dev='eth0.100'/><bridge name='br-x_1'/>{}</network>",
+        ip24("")
+    ));
+    // libvirt's template, filled in at define, is not refused for its '%'.
+    ok(&format!(
+        "<network><name>n</name><bridge name='virbr%d'/>{}</network>",
+        ip24("")
+    ));
+    expect(
+        "<network><name>n</name><bridge name='br%x'/></network>",
+        "/network/bridge/@name",
+        "br%x",
+        "must not contain '%'",
+    );
+}
+
 #[test]
 fn bridge_mac_not_multicast() {
     expect(

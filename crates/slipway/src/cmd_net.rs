@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, Request};
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
-use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths, RecordingBackend};
+use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths};
 
 /// An argument virsh accepts either positionally or by its option name
 /// (`net-start default` or `net-start --network default`): a positional and
@@ -83,6 +83,10 @@ pub enum NetCommand {
         #[arg(long)]
         validate: bool,
     },
+    /// Define the shipped `default` network (NAT, autostart) on a subnet and
+    /// bridge name free on this host. The first run does this by itself,
+    /// except under `--root`.
+    NetDefineDefault,
     /// Create and start a transient network from an XML file.
     NetCreate {
         #[command(flatten)]
@@ -92,7 +96,7 @@ pub enum NetCommand {
     NetStart {
         #[command(flatten)]
         network: NetworkArg,
-        /// Print what starting would do (one line per action) without doing it.
+        /// Print what starting would do (one line per action) without doing it, after the checks of the host a start makes.
         #[arg(long)]
         dry_run: bool,
         /// With --dry-run: print the plan as JSON.
@@ -275,8 +279,7 @@ enum Conn {
 
 impl Conn {
     /// The daemon if it answers, else a manager in this process realizing
-    /// networks with `backend` (the Linux backend; the recording one for
-    /// `--dry-run`, which only plans).
+    /// networks with `backend` (the Linux backend).
     fn open(
         paths: &Paths,
         backend: impl FnOnce() -> anyhow::Result<Box<dyn Backend>>,
@@ -322,14 +325,9 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                     | NetCommand::NetInfo { json: true, .. }
                     | NetCommand::NetStart { json: true, .. }
             );
-            let dry_run = matches!(&cmd, NetCommand::NetStart { dry_run: true, .. });
-            let mut conn = Conn::open(&paths, || {
-                if dry_run {
-                    Ok(Box::new(RecordingBackend))
-                } else {
-                    linux_backend(&paths)
-                }
-            })?;
+            // A dry run too checks the host with the Linux backend, as the
+            // start would (it changes nothing).
+            let mut conn = Conn::open(&paths, || linux_backend(&paths))?;
             let result = exec(&mut conn, cmd, &paths);
             let mut stdout = std::io::stdout().lock();
             match result {
@@ -434,6 +432,15 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
                 })
                 .and_then(done)?;
             Ok(format!("Network {} defined from {from}\n", o.network))
+        }
+        NetCommand::NetDefineDefault => {
+            let o = conn
+                .call(Request::DefineDefault)
+                .map_err(|e| {
+                    Failure::with(e, "", Some("Failed to define the default network".into()))
+                })
+                .and_then(done)?;
+            Ok(format!("Network {} defined\n", o.network))
         }
         NetCommand::NetCreate { file } => {
             let file = PathBuf::from(file.get());

@@ -97,7 +97,6 @@ fn output_matches_virsh_test_driver_body() {
     // not autostarted.
     let vdefault = virsh(root, "net-dumpxml default").stdout;
     write(root, "vdefault.xml", vdefault.trim_end());
-    ok(root, &["net-undefine", "default"]);
     ok(root, &["net-define", "vdefault.xml"]);
     ok(root, &["net-start", "default"]);
 
@@ -329,8 +328,17 @@ fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
         ("<network><name>d</name><ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' end='10.1.0.9'/></dhcp></ip><ip address='10.4.0.1' prefix='24'><dhcp><range start='10.4.0.2' end='10.4.0.9'/></dhcp></ip></network>", "multiple IPv4 dhcp sections"),
         ("<network><name>b</name><forward mode='bridge'/><bridge name='br0' stp='on'/></network>", "not in bridge"),
         ("<network><name>.hidden</name></network>", "must not start with '.'"),
+        // nft injection through a device name (issue 12): refused at define.
+        ("<network><name>p</name><forward mode='nat' dev='eth0&quot; accept; add table inet pwned; #'/><ip address='10.5.0.1' prefix='24'/></network>",
+         "/network/forward/@dev 'eth0\\\" accept; add table inet pwned; #': invalid interface name: 37 bytes long, at most 15 allowed"),
+        ("<network><name>q</name><bridge name='br0&quot; #'/></network>", "/network/bridge/@name 'br0\\\" #': invalid interface name: must not contain white space"),
     ];
-    let before = std::fs::read_dir(config_dir(root)).unwrap().count();
+    let count = || {
+        std::fs::read_dir(config_dir(root))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = count();
     for (i, (xml, msg)) in cases.iter().enumerate() {
         let f = format!("bad{i}.xml");
         write(root, &f, xml);
@@ -350,11 +358,7 @@ fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
         let c = sw(root, &["net-create", &f]);
         assert_eq!(c.code, 1, "{xml} was created: {c:?}");
     }
-    assert_eq!(
-        std::fs::read_dir(config_dir(root)).unwrap().count(),
-        before,
-        "a bad definition left a file"
-    );
+    assert_eq!(count(), before, "a bad definition left a file");
     assert!(!root.join("etc/slipway/networks/a").exists());
     assert!(
         state_dir(root).read_dir().map(|d| d.count()).unwrap_or(0) == 0,
@@ -470,7 +474,7 @@ fn corrupted_definition_is_reported_by_path_without_hiding_others_body() {
     .unwrap();
     let r = sw(root, &["net-list", "--all", "--name"]);
     assert_eq!(r.code, 0);
-    assert_eq!(r.stdout, "alpha\ndefault\n\n");
+    assert_eq!(r.stdout, "alpha\n\n");
     assert!(
         r.stderr
             .contains(&format!("warning: cannot read {}: ", bad.display())),
@@ -624,8 +628,9 @@ fn daemon_streams_events_like_virsh_body() {
         r.stderr.contains("net-event needs the slipway daemon"),
         "{r:?}"
     );
+    // Asked for under --root, the default network is autostarted.
+    ok(root, &["net-define-default"]);
     let _d = Daemon::start(root);
-    // The default network is created on first run and autostarted.
     assert!(ok(root, &["net-list"]).contains(" default   active   yes         yes\n"));
     assert_eq!(ok(root, &["net-event", "--list"]), "lifecycle\n\n");
     let mut ev = Command::new(BIN)
@@ -729,6 +734,7 @@ fn daemon_killed_mid_operation_recovers_state() {
 fn daemon_killed_mid_operation_recovers_state_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
+    ok(&root, &["net-define-default"]);
     let mut d = Daemon::start(&root);
     for i in 0..3 {
         let xml =
@@ -804,6 +810,7 @@ fn daemon_refuses_changes_from_other_users_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ok(root, &["net-define-default"]);
     let _d = Daemon::start(root);
     write(root, "alpha.xml", ALPHA);
     std::fs::set_permissions(
@@ -874,6 +881,7 @@ fn per_user_daemon_socket_is_private_body() {
     let sock = std::fs::metadata(root.join("run/slipway/slipway-sock")).unwrap();
     assert_eq!((sock.mode() & 0o777, sock.uid()), (0o600, 65534));
     // The definitions belong to the user who runs the daemon.
+    ok(&root, &["net-define-default"]);
     assert_eq!(
         std::fs::metadata(config_dir(&root).join("default.xml"))
             .unwrap()
@@ -1140,8 +1148,8 @@ fn default_network_avoids_a_routed_subnet() {
     let root = dir.path();
     let script = format!(
         "set -e; ip link set lo up; ip route add 192.168.122.0/24 dev lo; \
-         {BIN} --root {} net-dumpxml default",
-        root.display()
+         {BIN} --root {r} net-define-default; {BIN} --root {r} net-dumpxml default",
+        r = root.display()
     );
     let r = text(
         Command::new("unshare")
@@ -1161,7 +1169,8 @@ fn default_network_avoids_a_routed_subnet() {
         "{r:?}"
     );
     assert!(r.stderr.contains("192.168.122.0/24 is already in use on this host: the default network uses 192.168.123.0/24 instead"), "{r:?}");
-    // The default network as shipped: virbr0, nat, autostart.
+    // The default network as shipped: virbr0 (free in that namespace), nat,
+    // autostart.
     let info = ok(root, &["net-info", "default"]);
     assert!(info.ends_with("Active:         no\nPersistent:     yes\nAutostart:      yes\nBridge:         virbr0\n\n"), "{info}");
 }
@@ -1170,6 +1179,7 @@ fn default_network_avoids_a_routed_subnet() {
 fn json_output_for_scripts() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    ok(root, &["net-define-default"]);
     let v: serde_json::Value =
         serde_json::from_str(&ok(root, &["net-list", "--all", "--json"])).unwrap();
     assert_eq!(v[0]["name"], "default");

@@ -113,6 +113,8 @@ fn guests_get_leases_and_names() {
     let before = snapshot();
     write(root, "lab.xml", CUSTOM);
     ok(root, &["net-define", "lab.xml"]);
+    // Under --root the default network exists only when asked for.
+    ok(root, &["net-define-default"]);
     let t = std::time::Instant::now();
     assert_eq!(
         ok(root, &["net-start", "default"]),
@@ -284,7 +286,8 @@ fn daemon_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let before = snapshot();
-    // The daemon starts the autostart `default` network on its first run.
+    // The daemon starts the autostart `default` network.
+    ok(root, &["net-define-default"]);
     let mut daemon = Daemon::start(root);
     write(root, "lab.xml", CUSTOM);
     ok(root, &["net-define", "lab.xml"]);
@@ -571,4 +574,129 @@ fn guest_names_informs_and_damaged_leases() {
     );
 
     ok(root, &["net-destroy", "names"]);
+}
+
+#[test]
+fn default_network_beside_libvirts_virbr0() {
+    in_netns(
+        "default_network_beside_libvirts_virbr0",
+        Ns::User,
+        beside_virbr0,
+    );
+}
+
+/// A host that already runs libvirt's `virbr0` on 192.168.122.1/24: the
+/// default network asked for under --root moves to the next free subnet
+/// and bridge name, starts, and `--dry-run` fails exactly where a start
+/// fails.
+fn beside_virbr0() {
+    sh("ip link set lo up");
+    sh(
+        "ip link add virbr0 type bridge && ip addr add 192.168.122.1/24 dev virbr0 && \
+        ip link set virbr0 up",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let before = snapshot();
+    // Nothing is defined under --root until asked for.
+    assert_eq!(ok(root, &["net-list", "--all", "--name"]), "\n");
+    let r = sw(root, &["net-define-default"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "Network default defined\n\n"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr
+            .contains("the default network uses 192.168.123.0/24 instead"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr
+            .contains("the default network uses bridge virbr1 instead"),
+        "{r:?}"
+    );
+    assert!(ok(root, &["net-info", "default"]).contains("Bridge:         virbr1\n"));
+    let plan = ok(root, &["net-start", "--dry-run", "default"]);
+    assert!(plan.starts_with("ip link add virbr1 "), "{plan}");
+    ok(root, &["net-start", "default"]);
+    assert!(sh("ip -br addr show virbr1").contains("192.168.123.1/24"));
+    let pid = service_pid(root, "default");
+    ok(root, &["net-destroy", "default"]);
+    wait_all_gone(&before, [pid]);
+
+    // The dry run checks the host as the start does: a taken bridge name,
+    // a subnet routed elsewhere.
+    for (name, xml, why) in [
+        (
+            "taken",
+            "<network><name>taken</name><bridge name='virbr0'/><ip address='10.9.0.1' prefix='24'/></network>",
+            "bridge device virbr0 already exists on the host",
+        ),
+        (
+            "routed",
+            "<network><name>routed</name><bridge name='br-r'/><ip address='192.168.122.7' prefix='24'/></network>",
+            "Network is already in use by interface virbr0",
+        ),
+    ] {
+        write(root, "n.xml", xml);
+        ok(root, &["net-define", "n.xml"]);
+        for args in [vec!["net-start", "--dry-run", name], vec!["net-start", name]] {
+            let r = sw(root, &args);
+            assert_eq!(r.code, 1, "{args:?}: {r:?}");
+            assert!(r.stderr.contains(why), "{args:?}: {r:?}");
+        }
+        assert_eq!(snapshot(), before, "{name} left something behind");
+    }
+}
+
+#[test]
+fn forwarding_is_put_back_by_the_last_network() {
+    in_netns(
+        "forwarding_is_put_back_by_the_last_network",
+        Ns::User,
+        forwarding_put_back,
+    );
+}
+
+fn ip_forward() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// ip_forward is 0 before, 1 while any forwarding network is up, 0 again
+/// after the last one (whichever started first) is destroyed; an
+/// administrator's 1 stays 1.
+fn forwarding_put_back() {
+    sh("ip link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "a.xml",
+        "<network><name>a</name><forward mode='route'/><bridge name='br-a'/><ip address='10.71.0.1' prefix='24'/></network>",
+    );
+    write(
+        root,
+        "b.xml",
+        "<network><name>b</name><forward mode='nat'/><bridge name='br-b'/><ip address='10.72.0.1' prefix='24'/></network>",
+    );
+    ok(root, &["net-define", "a.xml"]);
+    ok(root, &["net-define", "b.xml"]);
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").unwrap();
+    ok(root, &["net-start", "a"]);
+    assert_eq!(ip_forward(), "1");
+    ok(root, &["net-start", "b"]);
+    // a turned it on, but b still needs it.
+    ok(root, &["net-destroy", "a"]);
+    assert_eq!(ip_forward(), "1");
+    ok(root, &["net-destroy", "b"]);
+    assert_eq!(ip_forward(), "0");
+    // Set by the administrator: left alone.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    ok(root, &["net-start", "a"]);
+    ok(root, &["net-destroy", "a"]);
+    assert_eq!(ip_forward(), "1");
 }
