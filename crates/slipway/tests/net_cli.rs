@@ -88,6 +88,12 @@ fn output_matches_virsh_test_driver_body() {
         "alpha-other-uuid.xml",
         &ALPHA.replace("11111111-", "91111111-"),
     );
+    // Same name, no UUID: refused, not a silent replacement.
+    write(
+        root,
+        "alpha-no-uuid.xml",
+        &ALPHA.replace("  <uuid>11111111-2222-3333-4444-555555555555</uuid>\n", ""),
+    );
     write(
         root,
         "dup-uuid.xml",
@@ -136,6 +142,8 @@ fn output_matches_virsh_test_driver_body() {
         vec!["net-uuid", "11111111-2222-3333-4444-555555555555"],
         vec!["net-destroy", "nope"],
         vec!["net-define", "alpha-other-uuid.xml"],
+        vec!["net-define", "alpha-no-uuid.xml"],
+        vec!["net-dumpxml", "alpha"],
         vec!["net-define", "dup-uuid.xml"],
         vec!["net-define", "missing.xml"],
         vec![
