@@ -195,9 +195,18 @@ impl Daemon {
         Daemon::start_as(root, &[])
     }
 
+    /// Starts the daemon with extra environment variables.
+    pub fn start_env(root: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(root, &[], env)
+    }
+
     /// Starts the daemon through `setpriv ARGS` when ARGS are given (to run
     /// it as another user).
     pub fn start_as(root: &Path, setpriv: &[&str]) -> Daemon {
+        Daemon::spawn(root, setpriv, &[])
+    }
+
+    fn spawn(root: &Path, setpriv: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut cmd = if setpriv.is_empty() {
             Command::new(BIN)
         } else {
@@ -209,6 +218,7 @@ impl Daemon {
             .arg("--root")
             .arg(root)
             .arg("daemon")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -223,6 +233,11 @@ impl Daemon {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("daemon did not come up");
+    }
+
+    /// The daemon's pid (the child's, or setpriv's, which execs it).
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
     }
 
     pub fn kill9(&mut self) {
