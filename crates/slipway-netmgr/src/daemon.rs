@@ -6,6 +6,9 @@
 //! slots kept for the owner and root), a bounded request line, idle and
 //! write timeouts, and a bounded event queue per subscriber that drops a
 //! subscriber that does not read instead of ever blocking a request.
+//!
+//! A supervisor thread restarts the service of a running network that
+//! ended (crash, `kill -9`) within a second, with backoff if it keeps dying.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -76,6 +79,13 @@ impl Limits {
 /// How often a subscriber's thread, waiting for events, checks whether its
 /// peer went away.
 const PEER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the daemon checks the running networks' services.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
+/// A service that stays up this long after a restart has its backoff reset.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// The longest wait before restarting a service that keeps dying.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// A subscriber's event queue, by connection number.
 type Subscribers = Arc<Mutex<Vec<(u64, SyncSender<Event>)>>>;
@@ -154,6 +164,13 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
     tracing::info!("listening on {}", paths.socket.display());
 
     let manager = Arc::new(manager);
+    {
+        let manager = manager.clone();
+        std::thread::Builder::new()
+            .name("supervise".into())
+            .spawn(move || supervise(&manager))
+            .map_err(|e| Error::Backend(format!("cannot start the supervisor thread: {e}")))?;
+    }
     let subscribers: Subscribers = Arc::default();
     let counts: Arc<Counts> = Arc::default();
     let limits = Arc::new(limits);
@@ -226,6 +243,83 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Restart bookkeeping of one network's service.
+#[derive(Debug, Default)]
+struct Restarts {
+    /// Deaths in a row, each within [`STABLE_AFTER`] of the restart before.
+    failures: u32,
+    /// When it was last restarted.
+    last: Option<Instant>,
+    /// When the pending restart is due (the service is down).
+    due: Option<Instant>,
+}
+
+/// The wait before a restart after `failures` quick deaths in a row: none
+/// the first time, then 1 s, 2 s, 4 s, ... up to [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 1).min(16)).min(MAX_BACKOFF),
+    }
+}
+
+/// Watches every running network's service (DHCP, DNS, TFTP, router
+/// advertisements) and restarts one that ended, with backoff when it keeps
+/// dying, and a log line saying how it ended. Runs for the daemon's life.
+fn supervise(manager: &Manager) {
+    let mut state: std::collections::HashMap<String, Restarts> = Default::default();
+    loop {
+        std::thread::sleep(SUPERVISE_INTERVAL);
+        let down = match manager.exited_services() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot check the networks' services: {e}");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        // What is up and stable needs no memory (its backoff starts over).
+        state.retain(|name, r| {
+            r.due.is_some() && down.iter().any(|(n, _)| n == name)
+                || r.last.is_some_and(|t| now.duration_since(t) < STABLE_AFTER)
+        });
+        for (name, how) in down {
+            let r = state.entry(name.clone()).or_default();
+            let due = match r.due {
+                Some(due) => due,
+                None => {
+                    r.failures = match r.last {
+                        Some(t) if now.duration_since(t) < STABLE_AFTER => r.failures + 1,
+                        _ => 0,
+                    };
+                    let delay = backoff(r.failures);
+                    let when = if delay.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" in {} s", delay.as_secs())
+                    };
+                    tracing::warn!(
+                        "the DHCP/DNS service of network {name} {how}: restarting it{when}"
+                    );
+                    *r.due.insert(now + delay)
+                }
+            };
+            if now < due {
+                continue;
+            }
+            r.due = None;
+            r.last = Some(now);
+            match manager.restart_service(&name) {
+                Ok(true) => tracing::info!("restarted the DHCP/DNS service of network {name}"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!("restarting the DHCP/DNS service of network {name} failed: {e}")
+                }
+            }
+        }
+    }
 }
 
 /// Tells a connection over the cap why it is closed, without waiting on it.

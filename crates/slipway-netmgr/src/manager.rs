@@ -522,6 +522,43 @@ impl Manager {
         Ok(events)
     }
 
+    /// The running networks whose service has ended, with how
+    /// ([`Backend::service_exit`]); networks another backend started are
+    /// left alone.
+    pub fn exited_services(&self) -> Result<Vec<(String, String)>> {
+        let _g = self.lock(false)?;
+        let inv = self.load();
+        let mut out = Vec::new();
+        for (name, e) in &inv.nets {
+            let Some((_, live)) = &e.live else { continue };
+            if live.backend != self.backend.name() {
+                continue;
+            }
+            match self.backend.service_exit(live) {
+                Ok(Some(how)) => out.push((name.clone(), how)),
+                Ok(None) => {}
+                Err(err) => tracing::warn!("cannot check the service of network {name}: {err}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Brings back the service of running network `name` if it is still
+    /// down ([`Backend::recover`], which keeps the leases); false when the
+    /// network is no longer running (or another backend started it).
+    pub fn restart_service(&self, name: &str) -> Result<bool> {
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        let Some((_, live)) = inv.nets.get(name).and_then(|e| e.live.as_ref()) else {
+            return Ok(false);
+        };
+        if live.backend != self.backend.name() {
+            return Ok(false);
+        }
+        self.backend.recover(live)?;
+        Ok(true)
+    }
+
     /// Checks name, UUID and bridge uniqueness against the other networks
     /// (a name already taken is redefined only with its UUID, as libvirt
     /// does), keeps the bridge/MAC of a network being redefined, and fills

@@ -197,16 +197,21 @@ impl Daemon {
 
     /// Starts the daemon with extra environment variables.
     pub fn start_env(root: &Path, env: &[(&str, &str)]) -> Daemon {
-        Daemon::spawn(root, &[], env)
+        Daemon::spawn(root, &[], env, None)
+    }
+
+    /// Starts the daemon with its log (stderr) going to `log`.
+    pub fn start_logged(root: &Path, log: &Path) -> Daemon {
+        Daemon::spawn(root, &[], &[], Some(log))
     }
 
     /// Starts the daemon through `setpriv ARGS` when ARGS are given (to run
     /// it as another user).
     pub fn start_as(root: &Path, setpriv: &[&str]) -> Daemon {
-        Daemon::spawn(root, setpriv, &[])
+        Daemon::spawn(root, setpriv, &[], None)
     }
 
-    fn spawn(root: &Path, setpriv: &[&str], env: &[(&str, &str)]) -> Daemon {
+    fn spawn(root: &Path, setpriv: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Daemon {
         let mut cmd = if setpriv.is_empty() {
             Command::new(BIN)
         } else {
@@ -221,7 +226,10 @@ impl Daemon {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let d = Daemon(child);
