@@ -185,6 +185,9 @@ fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let paths = Paths::detect(Some(&root));
+    // Not a first run: no shipped `default` network, the tests define
+    // their own (a redefinition would need its UUID).
+    fs::create_dir_all(&paths.config_dir).unwrap();
     fs::write(
         root.join("resolv.conf"),
         format!("nameserver {UPSTREAM_IP}\n"),
@@ -552,6 +555,9 @@ fn collisions_and_failures() {
     sh("ip link set lo up");
     let e = env();
     e.manager.define(DEFAULT_NET, false).unwrap();
+    e.manager
+        .set_autostart(&Lookup::any("default"), true)
+        .unwrap();
     // A subnet routed elsewhere is refused.
     sh("ip link add dummy7 type veth peer name dummy8 && ip addr add 192.168.122.7/24 dev dummy7 && ip link set dummy7 up && ip link set dummy8 up");
     let before = snapshot();
