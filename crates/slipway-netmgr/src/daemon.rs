@@ -465,10 +465,11 @@ impl Connection<'_> {
                             Reply::Done(o) => o.events.clone(),
                             _ => Vec::new(),
                         };
-                        // Queued before the reply, so a client that waits
-                        // for its reply then for its event finds it.
+                        // Events follow the reply, and go out even when
+                        // the requester is gone.
+                        let sent = send(&self.stream, &WireMessage::Ok(reply));
                         broadcast(subscribers, &events);
-                        send(&self.stream, &WireMessage::Ok(reply))?;
+                        sent?;
                     }
                     Err(e) => self.error(&e)?,
                 },
@@ -572,5 +573,19 @@ impl Connection<'_> {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff_doubles_up_to_a_minute() {
+        let secs: Vec<u64> = [0, 1, 2, 3, 6, 7, 8, 40, u32::MAX]
+            .into_iter()
+            .map(|n| backoff(n).as_secs())
+            .collect();
+        assert_eq!(secs, [0, 1, 2, 4, 32, 60, 60, 60, 60]);
     }
 }
