@@ -1607,19 +1607,16 @@ sys.stdin.read()
 }
 
 #[test]
-fn daemon_drops_idle_slow_and_stalled_clients() {
+fn daemon_closes_idle_and_slow_clients() {
     in_netns(
-        "daemon_drops_idle_slow_and_stalled_clients",
+        "daemon_closes_idle_and_slow_clients",
         Ns::User,
-        daemon_drops_idle_slow_and_stalled_clients_body,
+        daemon_closes_idle_and_slow_clients_body,
     );
 }
 
-fn daemon_drops_idle_slow_and_stalled_clients_body() {
-    use slipway_netmgr::proto::{EventKind, Lookup, Request};
-    use std::time::{Duration, Instant};
-    // On tmpfs: thousands of definitions are written below.
-    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+fn daemon_closes_idle_and_slow_clients_body() {
+    let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let _d = Daemon::start_env(root, &[("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS", "1000")]);
     // A client that sends nothing, and one that never finishes its line,
@@ -1632,6 +1629,45 @@ fn daemon_drops_idle_slow_and_stalled_clients_body() {
         assert!(reply.contains("no whole request within 1 s"), "{reply}");
         assert!(closed(s));
     }
+    // A command that keeps its connection idle longer (net-edit while the
+    // editor runs) connects again for its next request.
+    write(root, "alpha.xml", ALPHA);
+    ok(root, &["net-define", "alpha.xml"]);
+    let r = text(
+        Command::new(BIN)
+            .arg("--root")
+            .arg(root)
+            .args(["net-edit", "alpha"])
+            .env("EDITOR", "sleep 2; sed -i s/10.0.5.100/10.0.5.99/")
+            .env_remove("VISUAL")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "Network alpha XML configuration edited.\n\n"),
+        "{r:?}"
+    );
+    assert!(ok(root, &["net-dumpxml", "alpha"]).contains("10.0.5.99"));
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_never_holds_requests() {
+    in_netns(
+        "a_subscriber_that_does_not_read_never_holds_requests",
+        Ns::User,
+        a_subscriber_that_does_not_read_never_holds_requests_body,
+    );
+}
+
+fn a_subscriber_that_does_not_read_never_holds_requests_body() {
+    use slipway_netmgr::proto::{EventKind, Lookup, Request};
+    use std::time::{Duration, Instant};
+    // On tmpfs: thousands of definitions are written below.
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let root = dir.path();
+    let _d = Daemon::start(root);
 
     // A subscriber that never reads, one that does, and a client making
     // 4000 events (more than the stalled one's socket buffer and queue
