@@ -14,7 +14,8 @@ pub enum Error {
     /// No network has this UUID.
     #[error("Network not found: no network with matching uuid '{0}'")]
     NoSuchUuid(String),
-    /// A definition with the same name but another UUID exists.
+    /// A network of this name exists and the definition does not carry its
+    /// UUID (another one, or none: libvirt would give it a fresh one).
     #[error("operation failed: network '{name}' already exists with uuid {uuid}")]
     NameTaken {
         /// The existing network.
