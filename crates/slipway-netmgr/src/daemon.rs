@@ -62,17 +62,22 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The defaults, with the idle timeout taken from
-    /// `SLIPWAY_DAEMON_IDLE_TIMEOUT_MS` when set (tests use a short one).
+    /// The defaults, with the idle and write timeouts taken from
+    /// `SLIPWAY_DAEMON_IDLE_TIMEOUT_MS` and `SLIPWAY_DAEMON_WRITE_TIMEOUT_MS`
+    /// when set (tests use short ones).
     pub fn from_env() -> Limits {
-        let mut l = Limits::default();
-        if let Some(ms) = std::env::var("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            l.idle_timeout = Duration::from_millis(ms);
+        let ms = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+        };
+        let d = Limits::default();
+        Limits {
+            idle_timeout: ms("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS").unwrap_or(d.idle_timeout),
+            write_timeout: ms("SLIPWAY_DAEMON_WRITE_TIMEOUT_MS").unwrap_or(d.write_timeout),
+            ..d
         }
-        l
     }
 }
 

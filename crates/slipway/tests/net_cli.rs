@@ -1618,7 +1618,13 @@ fn daemon_closes_idle_and_slow_clients() {
 fn daemon_closes_idle_and_slow_clients_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let _d = Daemon::start_env(root, &[("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS", "1000")]);
+    let _d = Daemon::start_env(
+        root,
+        &[
+            ("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS", "1000"),
+            ("SLIPWAY_DAEMON_WRITE_TIMEOUT_MS", "500"),
+        ],
+    );
     // A client that sends nothing, and one that never finishes its line,
     // are told why and closed.
     let idle = connect(root);
@@ -1629,6 +1635,24 @@ fn daemon_closes_idle_and_slow_clients_body() {
         assert!(reply.contains("no whole request within 1 s"), "{reply}");
         assert!(closed(s));
     }
+    // A client that sends requests but never reads the replies: once they
+    // fill the socket, the daemon's write times out and it closes the
+    // connection (the client's next write fails) instead of waiting forever.
+    let deaf = connect(root);
+    deaf.set_write_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut w = &deaf;
+    let err = (0..1_000_000)
+        .find_map(|_| w.write_all(b"{\"op\":\"status\"}\n").err())
+        .expect("the daemon never closed the connection");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "{err}"
+    );
+    assert!(status(root).is_some());
     // A command that keeps its connection idle longer (net-edit while the
     // editor runs) connects again for its next request.
     write(root, "alpha.xml", ALPHA);
