@@ -212,6 +212,16 @@ impl LinuxBackend {
         Ok(())
     }
 
+    /// How the DHCP/DNS service of running network `name` ended (`(pid N)
+    /// was killed by signal 9`), if it did; `None` while it runs or when the
+    /// network has none.
+    pub fn service_exit(&self, name: &str) -> Result<Option<String>> {
+        let Some(p) = self.record(name)?.and_then(|r| r.service) else {
+            return Ok(None);
+        };
+        Ok(exit_of(&p).map(|how| format!("(pid {}) {how}", p.pid)))
+    }
+
     /// Restarts the DHCP/DNS service of running network `name` if it died
     /// (at daemon start, for networks that stayed up); leases come back from
     /// the leases file. Returns whether it had to be restarted.
@@ -528,6 +538,10 @@ impl Backend for LinuxBackend {
         Ok(())
     }
 
+    fn service_exit(&self, live: &LiveState) -> slipway_netmgr::Result<Option<String>> {
+        Ok(LinuxBackend::service_exit(self, &live.network)?)
+    }
+
     fn update_live(&self, plan: &Plan) -> slipway_netmgr::Result<()> {
         Ok(LinuxBackend::update_live(self, plan)?)
     }
@@ -641,15 +655,26 @@ fn is_our_service(p: &ServiceProcess) -> bool {
     cmdline.split(|b| *b == 0).any(|arg| arg == config)
 }
 
-/// Reaps `pid` if it is our exited child; true when it is gone.
-fn gone(p: &ServiceProcess) -> bool {
+/// How the service ended (`exited with status 1`, `was killed by signal
+/// 9`), reaping it if it is our child; `None` while it runs. A process that
+/// is not our child and is gone simply `exited` (its status is its parent's).
+fn exit_of(p: &ServiceProcess) -> Option<String> {
     let mut status = 0;
     // SAFETY: waitpid with WNOHANG on a pid; ECHILD when not our child.
     let r = unsafe { libc::waitpid(p.pid, &mut status, libc::WNOHANG) };
     if r == p.pid {
-        return true;
+        return Some(if libc::WIFSIGNALED(status) {
+            format!("was killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("exited with status {}", libc::WEXITSTATUS(status))
+        });
     }
-    !is_our_service(p) || is_zombie(p.pid)
+    (!is_our_service(p) || is_zombie(p.pid)).then(|| "exited".to_string())
+}
+
+/// Reaps `pid` if it is our exited child; true when it is gone.
+fn gone(p: &ServiceProcess) -> bool {
+    exit_of(p).is_some()
 }
 
 fn is_zombie(pid: i32) -> bool {

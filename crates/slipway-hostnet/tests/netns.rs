@@ -185,6 +185,9 @@ fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let paths = Paths::detect(Some(&root));
+    // Not a first run: no shipped `default` network, the tests define
+    // their own (a redefinition would need its UUID).
+    fs::create_dir_all(&paths.config_dir).unwrap();
     fs::write(
         root.join("resolv.conf"),
         format!("nameserver {UPSTREAM_IP}\n"),

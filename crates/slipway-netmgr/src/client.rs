@@ -1,8 +1,9 @@
 //! A client of the daemon's JSON-lines API.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -10,6 +11,7 @@ use crate::proto::{into_result, Event, Reply, Request, WireMessage};
 
 /// One connection to the daemon.
 pub struct Client {
+    socket: PathBuf,
     writer: UnixStream,
     reader: BufReader<UnixStream>,
 }
@@ -20,11 +22,44 @@ impl Client {
     pub fn connect(socket: &Path) -> std::io::Result<Client> {
         let writer = UnixStream::connect(socket)?;
         let reader = BufReader::new(writer.try_clone()?);
-        Ok(Client { writer, reader })
+        Ok(Client {
+            socket: socket.to_path_buf(),
+            writer,
+            reader,
+        })
     }
 
-    /// Sends one request and waits for its reply.
+    /// Whether the daemon ended the connection while no request was out
+    /// (it closes idle ones, with a parting error line): anything readable
+    /// now, data or end of file, says so.
+    fn closed_by_daemon(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let mut byte = 0u8;
+        // SAFETY: `byte` is valid for a write of one byte.
+        let n = unsafe {
+            libc::recv(
+                self.writer.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n >= 0
+            || !matches!(
+                std::io::Error::last_os_error().kind(),
+                ErrorKind::WouldBlock | ErrorKind::Interrupted
+            )
+    }
+
+    /// Sends one request and waits for its reply. A connection the daemon
+    /// closed for idleness (see docs/daemon-api.md) is opened again first.
     pub fn call(&mut self, req: &Request) -> Result<Reply> {
+        if self.closed_by_daemon() {
+            *self = Client::connect(&self.socket)
+                .map_err(|e| Error::Protocol(format!("cannot reconnect to the daemon: {e}")))?;
+        }
         let mut line = serde_json::to_string(req).map_err(|e| Error::Protocol(e.to_string()))?;
         line.push('\n');
         self.writer

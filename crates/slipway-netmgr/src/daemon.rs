@@ -1,52 +1,149 @@
 //! `slipway daemon`: serves the manager over a unix socket (JSON lines, see
 //! docs/daemon-api.md) and streams lifecycle events to subscribers.
+//!
+//! One thread per connection, with hard bounds so no client (nor any number
+//! of them) can exhaust the daemon ([`Limits`]): a connection cap (with
+//! slots kept for the owner and root), a bounded request line, idle and
+//! write timeouts, and a bounded event queue per subscriber that drops a
+//! subscriber that does not read instead of ever blocking a request.
+//!
+//! A supervisor thread restarts the service of a running network that
+//! ended (crash, `kill -9`) within a second, with backoff if it keeps dying.
 
-use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::manager::Manager;
 use crate::proto::{DaemonStatus, Event, Reply, Request, WireError, WireMessage};
 
-/// The longest request line accepted (virsh reads XML files up to 10 MiB).
-const MAX_REQUEST: u64 = 16 << 20;
+/// The daemon's bounds (documented in docs/daemon-api.md and
+/// docs/bad-input.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; the next one gets an error line and is
+    /// closed.
+    pub max_connections: usize,
+    /// Of those, slots only the daemon's owner and root may use, so other
+    /// users together cannot lock them out.
+    pub reserved_for_owner: usize,
+    /// The longest request line, in bytes (without its newline).
+    pub max_request: usize,
+    /// How long a connection may take to send a whole request line, counted
+    /// from the end of the previous reply; then it is closed. Subscribers
+    /// are not asked for anything and are exempt.
+    pub idle_timeout: Duration,
+    /// How long one write to a client (a reply, an event) may block before
+    /// the connection is closed.
+    pub write_timeout: Duration,
+    /// Events queued for one subscriber; a subscriber whose queue is full
+    /// (it does not read) is dropped and disconnected.
+    pub subscriber_queue: usize,
+}
 
-/// How long an event write to a subscriber may block.
-const SUBSCRIBER_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 64,
+            reserved_for_owner: 16,
+            max_request: 1 << 20,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            subscriber_queue: 1024,
+        }
+    }
+}
 
-/// Connected event subscribers, by connection number.
-type Subscribers = Arc<Mutex<Vec<(u64, UnixStream)>>>;
+impl Limits {
+    /// The defaults, with the idle and write timeouts taken from
+    /// `SLIPWAY_DAEMON_IDLE_TIMEOUT_MS` and `SLIPWAY_DAEMON_WRITE_TIMEOUT_MS`
+    /// when set (tests use short ones).
+    pub fn from_env() -> Limits {
+        let ms = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+        };
+        let d = Limits::default();
+        Limits {
+            idle_timeout: ms("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS").unwrap_or(d.idle_timeout),
+            write_timeout: ms("SLIPWAY_DAEMON_WRITE_TIMEOUT_MS").unwrap_or(d.write_timeout),
+            ..d
+        }
+    }
+}
+
+/// How often a subscriber's thread, waiting for events, checks whether its
+/// peer went away.
+const PEER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the daemon checks the running networks' services.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
+/// A service that stays up this long after a restart has its backoff reset.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// The longest wait before restarting a service that keeps dying.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A subscriber's event queue, by connection number.
+type Subscribers = Arc<Mutex<Vec<(u64, SyncSender<Event>)>>>;
+
+/// Connections being served: all of them, and those of other users.
+#[derive(Default)]
+struct Counts {
+    all: AtomicUsize,
+    others: AtomicUsize,
+}
+
+/// A connection's place in [`Counts`], given back on drop.
+struct Slot {
+    counts: Arc<Counts>,
+    other_user: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counts.all.fetch_sub(1, Ordering::SeqCst);
+        if self.other_user {
+            self.counts.others.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Runs the daemon with [`Limits::from_env`] until the process is killed.
+pub fn run(manager: Manager) -> Result<()> {
+    run_with(manager, Limits::from_env())
+}
 
 /// Runs the daemon until the process is killed: recovers live state, starts
-/// autostart networks, then serves connections (one thread each).
-pub fn run(manager: Manager) -> Result<()> {
+/// autostart networks, then serves connections (one thread each, within
+/// `limits`).
+pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
     let paths = manager.paths().clone();
     let run_dir = paths
         .socket
         .parent()
         .unwrap_or(std::path::Path::new("/"))
         .to_path_buf();
-    fsutil::ensure_dir(&run_dir)?;
-    // One daemon per socket: a lock held for the process's life.
+    // One daemon per socket: a lock held for the process's life, on a file
+    // only this user can open (nobody else can hold it to keep the daemon
+    // from starting).
     let pid_path = run_dir.join("daemon.pid");
-    let pid_file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&pid_path)
-        .map_err(|e| Error::io("cannot open", &pid_path, e))?;
+    let pid_file = fsutil::open_private(&pid_path)?;
     // SAFETY: the descriptor stays open for the life of `pid_file`.
     if unsafe { libc::flock(pid_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(Error::NotValid(format!(
-            "another slipway daemon is running for {} (lock {} is held)",
+            "another slipway daemon is running for {} (lock {} is held by {})",
             paths.socket.display(),
-            pid_path.display()
+            pid_path.display(),
+            fsutil::describe_pids(&fsutil::lock_holders(&pid_file))
         )));
     }
     pid_file
@@ -56,13 +153,13 @@ pub fn run(manager: Manager) -> Result<()> {
         .map_err(|e| Error::io("cannot write", &pid_path, e))?;
 
     // A socket file left by a killed daemon is stale: we hold the lock.
-    let _ = fs::remove_file(&paths.socket);
+    let _ = std::fs::remove_file(&paths.socket);
     let listener = UnixListener::bind(&paths.socket)
         .map_err(|e| Error::io("cannot listen on", &paths.socket, e))?;
     // Per-user: only the user may connect. System: everyone may read, the
     // peer-credential check keeps changes to root.
     let mode = if paths.system { 0o666 } else { 0o600 };
-    fs::set_permissions(&paths.socket, fs::Permissions::from_mode(mode))
+    std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("cannot set permissions of", &paths.socket, e))?;
 
     let events = manager.recover()?;
@@ -72,7 +169,16 @@ pub fn run(manager: Manager) -> Result<()> {
     tracing::info!("listening on {}", paths.socket.display());
 
     let manager = Arc::new(manager);
+    {
+        let manager = manager.clone();
+        std::thread::Builder::new()
+            .name("supervise".into())
+            .spawn(move || supervise(&manager))
+            .map_err(|e| Error::Backend(format!("cannot start the supervisor thread: {e}")))?;
+    }
     let subscribers: Subscribers = Arc::default();
+    let counts: Arc<Counts> = Arc::default();
+    let limits = Arc::new(limits);
     // SAFETY: geteuid has no preconditions.
     let owner = unsafe { libc::geteuid() };
     for (conn_id, conn) in (0u64..).zip(listener.incoming()) {
@@ -83,15 +189,152 @@ pub fn run(manager: Manager) -> Result<()> {
                 continue;
             }
         };
+        let uid = match peer_uid(&stream) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("no peer credentials: {e}");
+                continue;
+            }
+        };
+        let other_user = uid != 0 && uid != owner;
+        let all = counts.all.load(Ordering::SeqCst);
+        let others = counts.others.load(Ordering::SeqCst);
+        let full = if other_user {
+            all >= limits.max_connections
+                || others
+                    >= limits
+                        .max_connections
+                        .saturating_sub(limits.reserved_for_owner)
+        } else {
+            all >= limits.max_connections
+        };
+        if full {
+            tracing::warn!(
+                "refusing a connection of uid {uid}: {all} connections open (limit {})",
+                limits.max_connections
+            );
+            refuse(&stream, limits.max_connections);
+            continue;
+        }
+        // Only this loop adds to the counts, so the check above holds.
+        counts.all.fetch_add(1, Ordering::SeqCst);
+        if other_user {
+            counts.others.fetch_add(1, Ordering::SeqCst);
+        }
+        let slot = Slot {
+            counts: counts.clone(),
+            other_user,
+        };
         let manager = manager.clone();
         let subscribers = subscribers.clone();
-        std::thread::spawn(move || {
-            if let Err(e) = serve(stream, conn_id, &manager, &subscribers, owner) {
-                tracing::debug!("connection ended: {e}");
-            }
-        });
+        let limits = limits.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("conn-{conn_id}"))
+            .spawn(move || {
+                let _slot = slot;
+                let conn = Connection {
+                    stream,
+                    id: conn_id,
+                    uid,
+                    owner,
+                    limits: &limits,
+                };
+                if let Err(e) = conn.serve(&manager, &subscribers) {
+                    tracing::debug!("connection ended: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a thread for a connection: {e}");
+        }
     }
     Ok(())
+}
+
+/// Restart bookkeeping of one network's service.
+#[derive(Debug, Default)]
+struct Restarts {
+    /// Deaths in a row, each within [`STABLE_AFTER`] of the restart before.
+    failures: u32,
+    /// When it was last restarted.
+    last: Option<Instant>,
+    /// When the pending restart is due (the service is down).
+    due: Option<Instant>,
+}
+
+/// The wait before a restart after `failures` quick deaths in a row: none
+/// the first time, then 1 s, 2 s, 4 s, ... up to [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 1).min(16)).min(MAX_BACKOFF),
+    }
+}
+
+/// Watches every running network's service (DHCP, DNS, TFTP, router
+/// advertisements) and restarts one that ended, with backoff when it keeps
+/// dying, and a log line saying how it ended. Runs for the daemon's life.
+fn supervise(manager: &Manager) {
+    let mut state: std::collections::HashMap<String, Restarts> = Default::default();
+    loop {
+        std::thread::sleep(SUPERVISE_INTERVAL);
+        let down = match manager.exited_services() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot check the networks' services: {e}");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        // What is up and stable needs no memory (its backoff starts over).
+        state.retain(|name, r| {
+            r.due.is_some() && down.iter().any(|(n, _)| n == name)
+                || r.last.is_some_and(|t| now.duration_since(t) < STABLE_AFTER)
+        });
+        for (name, how) in down {
+            let r = state.entry(name.clone()).or_default();
+            let due = match r.due {
+                Some(due) => due,
+                None => {
+                    r.failures = match r.last {
+                        Some(t) if now.duration_since(t) < STABLE_AFTER => r.failures + 1,
+                        _ => 0,
+                    };
+                    let delay = backoff(r.failures);
+                    let when = if delay.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" in {} s", delay.as_secs())
+                    };
+                    tracing::warn!(
+                        "the DHCP/DNS service of network {name} {how}: restarting it{when}"
+                    );
+                    *r.due.insert(now + delay)
+                }
+            };
+            if now < due {
+                continue;
+            }
+            r.due = None;
+            r.last = Some(now);
+            match manager.restart_service(&name) {
+                Ok(true) => tracing::info!("restarted the DHCP/DNS service of network {name}"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!("restarting the DHCP/DNS service of network {name} failed: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Tells a connection over the cap why it is closed, without waiting on it.
+fn refuse(stream: &UnixStream, max: usize) {
+    let err = Error::Protocol(format!(
+        "the daemon already serves {max} connections (its limit): try again later"
+    ));
+    // A fresh socket's buffer takes the short line; never block on it.
+    let _ = stream.set_nonblocking(true);
+    let _ = send(stream, &WireMessage::Error(WireError::from(&err)));
 }
 
 /// The connecting process's uid (SO_PEERCRED).
@@ -124,94 +367,230 @@ fn send(mut stream: &UnixStream, msg: &WireMessage) -> std::io::Result<()> {
     stream.write_all(line.as_bytes())
 }
 
+/// Queues `events` for every subscriber without ever blocking: a
+/// subscriber whose queue is full is dropped (its connection then closes).
 fn broadcast(subscribers: &Subscribers, events: &[Event]) {
-    let mut subs = subscribers.lock().unwrap_or_else(|p| p.into_inner());
-    for ev in events {
-        subs.retain(|(_, s)| send(s, &WireMessage::Event(ev.clone())).is_ok());
+    if events.is_empty() {
+        return;
     }
+    let mut subs = subscribers.lock().unwrap_or_else(|p| p.into_inner());
+    subs.retain(|(id, tx)| {
+        events.iter().all(|ev| match tx.try_send(ev.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("event subscriber {id} does not read its events: dropping it");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        })
+    });
 }
 
-fn serve(
+/// What reading a request line gave.
+enum Line {
+    /// A whole line, without its newline.
+    Request(Vec<u8>),
+    /// The peer closed the connection (a partial line is dropped).
+    Closed,
+    /// The line grew past the limit.
+    TooLong,
+    /// The line did not arrive whole before the deadline.
+    TimedOut,
+}
+
+/// One client connection.
+struct Connection<'a> {
     stream: UnixStream,
-    conn_id: u64,
-    manager: &Manager,
-    subscribers: &Subscribers,
+    id: u64,
+    uid: u32,
     owner: u32,
-) -> std::io::Result<()> {
-    let uid = peer_uid(&stream)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        // Bounded, so a client cannot make the daemon buffer without end.
-        if (&mut reader).take(MAX_REQUEST + 1).read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        if !line.ends_with('\n') && line.len() as u64 > MAX_REQUEST {
-            let err = Error::Protocol(format!("request longer than {MAX_REQUEST} bytes"));
-            send(&stream, &WireMessage::Error(WireError::from(&err)))?;
-            return Ok(());
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let req: Request = match serde_json::from_str(&line) {
-            Ok(r) => r,
-            Err(e) => {
-                let err = Error::Protocol(format!("bad request: {e}"));
-                send(&stream, &WireMessage::Error(WireError::from(&err)))?;
+    limits: &'a Limits,
+}
+
+impl Connection<'_> {
+    fn error(&self, err: &Error) -> std::io::Result<()> {
+        send(&self.stream, &WireMessage::Error(WireError::from(err)))
+    }
+
+    fn serve(self, manager: &Manager, subscribers: &Subscribers) -> std::io::Result<()> {
+        self.stream
+            .set_write_timeout(Some(self.limits.write_timeout))?;
+        let mut reader = BufReader::new(&self.stream);
+        loop {
+            let deadline = Instant::now() + self.limits.idle_timeout;
+            let line = match self.read_line(&mut reader, deadline)? {
+                Line::Request(l) => l,
+                Line::Closed => return Ok(()),
+                Line::TooLong => {
+                    return self.error(&Error::Protocol(format!(
+                        "request longer than {} bytes: closing the connection",
+                        self.limits.max_request
+                    )))
+                }
+                Line::TimedOut => {
+                    return self.error(&Error::Protocol(format!(
+                        "no whole request within {} s: closing the connection",
+                        self.limits.idle_timeout.as_secs_f64()
+                    )))
+                }
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-        };
-        if req.is_mutation() && uid != 0 && uid != owner {
-            let err = Error::Denied(format!(
-                "uid {uid} may not change networks of this daemon (uid {owner})"
-            ));
-            send(&stream, &WireMessage::Error(WireError::from(&err)))?;
-            continue;
-        }
-        match req {
-            Request::Subscribe => {
-                send(&stream, &WireMessage::Ok(Reply::Subscribed))?;
-                // A subscriber that stops reading is dropped instead of
-                // stalling the daemon's broadcasts.
-                stream.set_write_timeout(Some(SUBSCRIBER_WRITE_TIMEOUT))?;
-                subscribers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((conn_id, stream.try_clone()?));
-                // Nothing more is expected from a subscriber: discard what it
-                // sends until it goes away, then forget it.
-                let mut sink = [0u8; 512];
-                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
-                subscribers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|(id, _)| *id != conn_id);
-                return Ok(());
+            let req: Request = match serde_json::from_slice(&line) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.error(&Error::Protocol(format!("bad request: {e}")))?;
+                    continue;
+                }
+            };
+            if req.is_mutation() && self.uid != 0 && self.uid != self.owner {
+                self.error(&Error::Denied(format!(
+                    "uid {} may not change networks of this daemon (uid {})",
+                    self.uid, self.owner
+                )))?;
+                continue;
             }
-            Request::Status => {
-                let n = subscribers.lock().unwrap_or_else(|p| p.into_inner()).len();
-                let st = DaemonStatus {
-                    pid: std::process::id(),
-                    subscribers: n,
-                };
-                send(&stream, &WireMessage::Ok(Reply::Status(st)))?;
-            }
-            req => {
-                let result = manager.handle(req);
-                match result {
+            match req {
+                Request::Subscribe => {
+                    drop(reader);
+                    return self.stream_events(subscribers);
+                }
+                Request::Status => {
+                    let n = subscribers.lock().unwrap_or_else(|p| p.into_inner()).len();
+                    let st = DaemonStatus {
+                        pid: std::process::id(),
+                        subscribers: n,
+                    };
+                    send(&self.stream, &WireMessage::Ok(Reply::Status(st)))?;
+                }
+                req => match manager.handle(req) {
                     Ok(reply) => {
                         let events = match &reply {
                             Reply::Done(o) => o.events.clone(),
                             _ => Vec::new(),
                         };
-                        send(&stream, &WireMessage::Ok(reply))?;
+                        // Events follow the reply, and go out even when
+                        // the requester is gone.
+                        let sent = send(&self.stream, &WireMessage::Ok(reply));
                         broadcast(subscribers, &events);
+                        sent?;
                     }
-                    Err(e) => send(&stream, &WireMessage::Error(WireError::from(&e)))?,
+                    Err(e) => self.error(&e)?,
+                },
+            }
+        }
+    }
+
+    /// Reads one request line of at most `max_request` bytes, whole before
+    /// `deadline`.
+    fn read_line(
+        &self,
+        reader: &mut BufReader<&UnixStream>,
+        deadline: Instant,
+    ) -> std::io::Result<Line> {
+        let mut line = Vec::new();
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(Line::TimedOut);
+            };
+            if left.is_zero() {
+                return Ok(Line::TimedOut);
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            let buf = match reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Ok(Line::TimedOut)
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                return Ok(Line::Closed);
+            }
+            let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            if line.len() + take > self.limits.max_request {
+                return Ok(Line::TooLong);
+            }
+            line.extend_from_slice(&buf[..take]);
+            reader.consume(if done { take + 1 } else { take });
+            if done {
+                return Ok(Line::Request(line));
+            }
+        }
+    }
+
+    /// Turns the connection into an event stream: events come through a
+    /// bounded queue ([`broadcast`] never waits on this client); a write
+    /// that blocks past the write timeout, or a full queue, ends it.
+    fn stream_events(self, subscribers: &Subscribers) -> std::io::Result<()> {
+        let (tx, rx) = mpsc::sync_channel(self.limits.subscriber_queue);
+        // Registered before the reply: no event after it is missed.
+        subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.id, tx));
+        let result = (|| {
+            send(&self.stream, &WireMessage::Ok(Reply::Subscribed))?;
+            loop {
+                match rx.recv_timeout(PEER_CHECK_INTERVAL) {
+                    Ok(ev) => send(&self.stream, &WireMessage::Event(ev))?,
+                    // Dropped by broadcast: it fell too far behind.
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                    Err(RecvTimeoutError::Timeout) if self.peer_gone() => return Ok(()),
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+            }
+        })();
+        subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(id, _)| *id != self.id);
+        result
+    }
+
+    /// Whether a subscriber hung up; discards whatever it sent (nothing more
+    /// is expected from it).
+    fn peer_gone(&self) -> bool {
+        let mut sink = [0u8; 4096];
+        // Bounded: a peer that floods is looked at again at the next check.
+        for _ in 0..16 {
+            // SAFETY: `sink` is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    sink.as_mut_ptr().cast(),
+                    sink.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                0 => return true,
+                n if n > 0 => continue,
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    return !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted);
                 }
             }
         }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff_doubles_up_to_a_minute() {
+        let secs: Vec<u64> = [0, 1, 2, 3, 6, 7, 8, 40, u32::MAX]
+            .into_iter()
+            .map(|n| backoff(n).as_secs())
+            .collect();
+        assert_eq!(secs, [0, 1, 2, 4, 32, 60, 60, 60, 60]);
     }
 }

@@ -14,7 +14,8 @@ pub enum Error {
     /// No network has this UUID.
     #[error("Network not found: no network with matching uuid '{0}'")]
     NoSuchUuid(String),
-    /// A definition with the same name but another UUID exists.
+    /// A network of this name exists and the definition does not carry its
+    /// UUID (another one, or none: libvirt would give it a fresh one).
     #[error("operation failed: network '{name}' already exists with uuid {uuid}")]
     NameTaken {
         /// The existing network.
@@ -85,6 +86,28 @@ pub enum Error {
     /// errors: "internal error: Network is already in use by interface X").
     #[error("internal error: {0}")]
     Backend(String),
+    /// The manager's lock stayed taken for the whole wait.
+    #[error(
+        "timed out after {} s waiting for the lock {path}, held by {holders}",
+        waited.as_secs_f64()
+    )]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long the command waited.
+        waited: std::time::Duration,
+        /// Who holds it (`pid N (comm)`, from /proc/locks).
+        holders: String,
+    },
+    /// A directory or file that should be this user's alone is not (another
+    /// owner, a symlink, not a regular file).
+    #[error("refusing to use {path}: {why}")]
+    UnsafePath {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The caller may not change networks (daemon peer-credential check).
     #[error("access denied: {0}")]
     Denied(String),
@@ -133,10 +156,12 @@ impl Error {
                 ErrorCode::Invalid
             }
             Error::NotValid(_) | Error::Unsupported(_) => ErrorCode::NotValid,
-            Error::Corrupt { .. } | Error::Io { .. } | Error::Backend(_) | Error::Protocol(_) => {
-                ErrorCode::Internal
-            }
-            Error::Denied(_) => ErrorCode::Denied,
+            Error::Corrupt { .. }
+            | Error::Io { .. }
+            | Error::Backend(_)
+            | Error::Protocol(_)
+            | Error::LockTimeout { .. } => ErrorCode::Internal,
+            Error::Denied(_) | Error::UnsafePath { .. } => ErrorCode::Denied,
             Error::Remote { code, .. } => *code,
         }
     }

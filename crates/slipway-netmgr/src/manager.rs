@@ -563,22 +563,63 @@ impl Manager {
         Ok(events)
     }
 
-    /// Checks name, UUID and bridge uniqueness against the other networks,
-    /// keeps the existing UUID/bridge/MAC of a network being redefined, and
-    /// fills libvirt's defaults.
+    /// The running networks whose service has ended, with how
+    /// ([`Backend::service_exit`]); networks another backend started are
+    /// left alone.
+    pub fn exited_services(&self) -> Result<Vec<(String, String)>> {
+        let _g = self.lock(false)?;
+        let inv = self.load();
+        let mut out = Vec::new();
+        for (name, e) in &inv.nets {
+            let Some((_, live)) = &e.live else { continue };
+            if live.backend != self.backend.name() {
+                continue;
+            }
+            match self.backend.service_exit(live) {
+                Ok(Some(how)) => out.push((name.clone(), how)),
+                Ok(None) => {}
+                Err(err) => tracing::warn!("cannot check the service of network {name}: {err}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Brings back the service of running network `name` if it is still
+    /// down ([`Backend::recover`], which keeps the leases); false when the
+    /// network is no longer running (or another backend started it).
+    pub fn restart_service(&self, name: &str) -> Result<bool> {
+        let _g = self.lock(true)?;
+        let inv = self.load();
+        let Some((_, live)) = inv.nets.get(name).and_then(|e| e.live.as_ref()) else {
+            return Ok(false);
+        };
+        if live.backend != self.backend.name() {
+            return Ok(false);
+        }
+        self.backend.recover(live)?;
+        Ok(true)
+    }
+
+    /// Checks name, UUID and bridge uniqueness against the other networks
+    /// (a name already taken is redefined only with its UUID, as libvirt
+    /// does), keeps the bridge/MAC of a network being redefined, and fills
+    /// libvirt's defaults.
     fn prepare(&self, inv: &Inventory, net: &mut Network) -> Result<()> {
         check_name(&net.name)?;
         if let Some(existing) = inv.nets.get(&net.name) {
             let cur = existing.current();
+            // libvirt gives a definition without a UUID a fresh one, so it
+            // never matches: only the same UUID redefines a network
+            // (virNetworkObjAssignDefLocked).
             match (net.uuid, cur.uuid) {
-                (Some(new), Some(old)) if new != old => {
+                (Some(new), Some(old)) if new == old => {}
+                (_, Some(old)) => {
                     return Err(Error::NameTaken {
                         name: net.name.clone(),
                         uuid: old.to_string(),
                     })
                 }
-                (None, old) => net.uuid = old,
-                _ => {}
+                (_, None) => {}
             }
             let keep = existing.config.as_ref().unwrap_or(cur);
             if net.mac.is_none() {
@@ -626,9 +667,13 @@ impl Manager {
         Ok(())
     }
 
-    /// Starts `net` through the backend and records its live state; undoes
-    /// the start if the state cannot be recorded.
+    /// Starts `net` through the backend and records its live state (the
+    /// definition with libvirt's live-only defaults); undoes the start if
+    /// the state cannot be recorded.
     fn realize(&self, net: &Network) -> Result<()> {
+        let mut net = net.clone();
+        net.fill_live_defaults();
+        let net = &net;
         let plan = plan::plan(net)?;
         let live = self.backend.start(&plan)?;
         let record = (|| {
@@ -797,7 +842,7 @@ mod tests {
         );
         assert_eq!(d.bridge.as_deref(), Some("virbr0"));
         let xml = m.dumpxml(&Lookup::any("default"), false).unwrap();
-        assert!(xml.contains("<forward mode='nat'>"), "{xml}");
+        assert!(xml.contains("<forward mode='nat'/>"), "{xml}");
         assert!(xml.contains("<mac address='52:54:00:"), "{xml}");
     }
 
@@ -829,7 +874,27 @@ mod tests {
     }
 
     #[test]
-    fn define_keeps_uuid_bridge_and_mac_of_the_network_it_replaces() {
+    fn nat_port_range_is_only_in_the_live_definition() {
+        let (_d, m) = manager();
+        let key = Lookup::any("default");
+        let nat = "<nat>\n      <port start='1024' end='65535'/>\n    </nat>";
+        assert!(!m.dumpxml(&key, false).unwrap().contains(nat));
+        m.start(&key).unwrap();
+        assert!(m.dumpxml(&key, false).unwrap().contains(nat));
+        assert!(!m.dumpxml(&key, true).unwrap().contains(nat));
+        assert!(!fs::read_to_string(m.paths().config_file("default"))
+            .unwrap()
+            .contains("<port"));
+        m.destroy(&key).unwrap();
+        assert!(!m.dumpxml(&key, false).unwrap().contains(nat));
+        // A transient network has it while it runs.
+        m.create("<network><name>t</name><forward/><ip address='10.4.0.1' prefix='24'/></network>")
+            .unwrap();
+        assert!(m.dumpxml(&Lookup::any("t"), false).unwrap().contains(nat));
+    }
+
+    #[test]
+    fn redefine_needs_the_uuid_and_keeps_bridge_and_mac() {
         let (_d, m) = manager();
         m.define(
             "<network><name>n</name><ip address='10.1.0.1' prefix='24'/></network>",
@@ -840,9 +905,31 @@ mod tests {
         // virbr0 belongs to the default network.
         assert_ne!(first.bridge_name(), Some("virbr0"));
         assert!(first.bridge_name().unwrap().starts_with("virbr"));
-        let out = m
+        // Without the UUID the name is taken (libvirt gives the new
+        // definition a UUID of its own) and nothing changes.
+        let e = m
             .define(
                 "<network><name>n</name><ip address='10.2.0.1' prefix='24'/></network>",
+                false,
+            )
+            .unwrap_err();
+        let uuid = first.uuid.unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("operation failed: network 'n' already exists with uuid {uuid}")
+        );
+        assert!(m
+            .dumpxml(&Lookup::any("n"), true)
+            .unwrap()
+            .contains("10.1.0.1"));
+        let e = m
+            .create("<network><name>n</name><ip address='10.3.0.1' prefix='24'/></network>")
+            .unwrap_err();
+        assert!(matches!(e, Error::NameTaken { .. }), "{e}");
+        // With it, the definition is replaced.
+        let out = m
+            .define(
+                &format!("<network><name>n</name><uuid>{uuid}</uuid><ip address='10.2.0.1' prefix='24'/></network>"),
                 false,
             )
             .unwrap();
@@ -888,7 +975,8 @@ mod tests {
         assert!(matches!(m.start(&key), Err(Error::NotValid(_))));
         assert!(matches!(m.plan(&key), Err(Error::NotValid(_))));
         // Redefining a running network changes the config, not the live state.
-        m.define("<network><name>a</name><bridge name='br7'/><ip address='10.9.0.1' prefix='24'/></network>", false).unwrap();
+        let uuid = m.info(&key).unwrap().uuid;
+        m.define(&format!("<network><name>a</name><uuid>{uuid}</uuid><bridge name='br7'/><ip address='10.9.0.1' prefix='24'/></network>"), false).unwrap();
         assert!(m.dumpxml(&key, false).unwrap().contains("10.1.0.1"));
         assert!(m.dumpxml(&key, true).unwrap().contains("10.9.0.1"));
         assert_eq!(m.destroy(&key).unwrap().events[0].kind, EventKind::Stopped);

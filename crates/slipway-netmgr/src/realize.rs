@@ -41,6 +41,11 @@ pub trait Backend: Send + Sync {
     /// have died since it was started (the DHCP/DNS service), adding nothing
     /// that is still there.
     fn recover(&self, live: &LiveState) -> Result<()>;
+    /// For a network that is up: whether the process it runs for it (the
+    /// DHCP/DNS service) has ended, and how (`(pid 12) was killed by signal
+    /// 9`); `None` while it runs or when there is none. The daemon asks
+    /// twice a second and brings it back with [`Backend::recover`].
+    fn service_exit(&self, live: &LiveState) -> Result<Option<String>>;
     /// Applies `net-update --live` to a running network without restarting
     /// it: `plan` is the plan of its updated live definition (only DHCP
     /// hosts and ranges, DNS hosts and the domain change live).
@@ -81,6 +86,10 @@ impl Backend for RecordingBackend {
 
     fn recover(&self, _live: &LiveState) -> Result<()> {
         Ok(())
+    }
+
+    fn service_exit(&self, _live: &LiveState) -> Result<Option<String>> {
+        Ok(None)
     }
 
     fn update_live(&self, _plan: &Plan) -> Result<()> {

@@ -11,8 +11,8 @@ pub struct DefaultsContext {
 }
 
 /// Fills in what is missing, in libvirtd's way (`networkValidate`:
-/// `networkFindUnusedBridgeName`, `virNetworkSetBridgeMacAddr`), plus the
-/// explicit NAT port range. Values already present are kept.
+/// `networkFindUnusedBridgeName`, `virNetworkSetBridgeMacAddr`). Values
+/// already present are kept.
 pub(crate) fn fill(net: &mut Network, ctx: &DefaultsContext) {
     if net.uuid.is_none() {
         net.uuid = Some(crate::generate_uuid());
@@ -31,6 +31,11 @@ pub(crate) fn fill(net: &mut Network, ctx: &DefaultsContext) {
             net.mac = Some(MacAddr::random_kvm());
         }
     }
+}
+
+/// What libvirtd adds to the live definition of a network it starts (not
+/// to the persistent one): the NAT port range it masquerades to.
+pub(crate) fn fill_live(net: &mut Network) {
     if let Some(fwd) = net.forward.as_mut() {
         if fwd.mode == ForwardMode::Nat {
             fwd.nat

@@ -64,9 +64,17 @@ impl Network {
     }
 
     /// Fills in what libvirtd's network driver generates on define: UUID,
-    /// bridge name, bridge MAC, STP/delay, and the NAT port range.
+    /// bridge name, bridge MAC, STP/delay.
     pub fn fill_defaults(&mut self, ctx: &DefaultsContext) {
         defaults::fill(self, ctx)
+    }
+
+    /// Fills in what libvirtd's network driver adds to the live definition
+    /// when the network starts, and only there (`net-dumpxml` of a running
+    /// network shows it, `--inactive` does not): the NAT port range
+    /// `<nat><port start='1024' end='65535'/></nat>` when none is given.
+    pub fn fill_live_defaults(&mut self) {
+        defaults::fill_live(self)
     }
 
     /// The forward mode; `None` means isolated.

@@ -239,8 +239,16 @@ fn fill_defaults_like_libvirtd() {
     assert_eq!(net.bridge_name(), Some("virbr2"));
     let mac = net.mac.expect("bridge mac");
     assert_eq!(&mac.octets()[..3], &[0x52, 0x54, 0x00]);
-    let nat = net.forward.as_ref().unwrap().nat.as_ref().unwrap();
+    // The NAT port range is not added on define, only to a live definition.
+    assert!(net.forward.as_ref().unwrap().nat.is_none());
+    let mut live = net.clone();
+    live.fill_live_defaults();
+    let nat = live.forward.as_ref().unwrap().nat.as_ref().unwrap();
     assert_eq!(nat.port, Some((1024, 65535)));
+    live.validate().unwrap();
+    assert!(live
+        .to_xml()
+        .contains("<forward mode='nat'>\n    <nat>\n      <port start='1024' end='65535'/>"));
     let b = net.bridge.as_ref().unwrap();
     assert_eq!((b.stp, b.delay), (Some(true), Some(0)));
     net.validate().unwrap();

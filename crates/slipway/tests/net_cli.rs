@@ -88,6 +88,12 @@ fn output_matches_virsh_test_driver_body() {
         "alpha-other-uuid.xml",
         &ALPHA.replace("11111111-", "91111111-"),
     );
+    // Same name, no UUID: refused, not a silent replacement.
+    write(
+        root,
+        "alpha-no-uuid.xml",
+        &ALPHA.replace("  <uuid>11111111-2222-3333-4444-555555555555</uuid>\n", ""),
+    );
     write(
         root,
         "dup-uuid.xml",
@@ -135,6 +141,8 @@ fn output_matches_virsh_test_driver_body() {
         vec!["net-uuid", "11111111-2222-3333-4444-555555555555"],
         vec!["net-destroy", "nope"],
         vec!["net-define", "alpha-other-uuid.xml"],
+        vec!["net-define", "alpha-no-uuid.xml"],
+        vec!["net-dumpxml", "alpha"],
         vec!["net-define", "dup-uuid.xml"],
         vec!["net-define", "missing.xml"],
         vec![
@@ -845,7 +853,7 @@ fn daemon_refuses_changes_from_other_users_body() {
     let mut w = s.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         let chunk = vec![b'x'; 1 << 20];
-        for _ in 0..17 {
+        for _ in 0..2 {
             if w.write_all(&chunk).is_err() {
                 break;
             }
@@ -855,7 +863,7 @@ fn daemon_refuses_changes_from_other_users_body() {
     BufReader::new(s).read_line(&mut reply).unwrap();
     writer.join().unwrap();
     assert!(
-        reply.contains("request longer than 16777216 bytes"),
+        reply.contains("request longer than 1048576 bytes"),
         "{reply}"
     );
     assert!(status(root).is_some());
@@ -1362,4 +1370,392 @@ fn unreadable_definition_is_reported_by_path_without_hiding_others_body() {
     let r = as_nobody(&["net-dumpxml", "beta-longer-name"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains(&beta.display().to_string()), "{r:?}");
+}
+
+/// A raw connection to the daemon's socket.
+fn connect(root: &Path) -> UnixStream {
+    let s = UnixStream::connect(root.join("run/slipway/slipway-sock")).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    s
+}
+
+/// Sends a line, reads the answer line (empty at end of file).
+fn ask(s: &UnixStream, line: &str) -> String {
+    let mut w = s;
+    // The daemon may have closed it already: the answer says why.
+    let _ = writeln!(w, "{line}");
+    read_answer(s)
+}
+
+fn read_answer(s: &UnixStream) -> String {
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).unwrap();
+    reply
+}
+
+/// Whether the daemon closed the connection (end of file, or a reset when
+/// it left what the client sent unread).
+fn closed(mut s: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(&mut s, &mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+const REFUSED: &str = "the daemon already serves 64 connections (its limit)";
+
+#[test]
+fn manager_lock_is_private_and_a_held_lock_names_its_holder() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(root, &["net-list", "--all"]);
+    let lock = root.join("run/slipway/lock");
+    assert_eq!(std::fs::metadata(&lock).unwrap().mode() & 0o777, 0o600);
+    let run_dir = std::fs::metadata(root.join("run/slipway")).unwrap();
+    assert_eq!((run_dir.uid(), run_dir.mode() & 0o022), (0, 0));
+    // Another user can neither open the lock nor flock it...
+    let other = text(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["flock", "--nonblock", "--exclusive"])
+            .arg(&lock)
+            .arg("true")
+            .output()
+            .expect("setpriv and flock (util-linux)"),
+    );
+    assert_ne!(other.code, 0, "{other:?}");
+    assert!(other.stderr.contains("Permission denied"), "{other:?}");
+    // ...and still reads the definitions (without the lock).
+    let r = sw_as(65534, root, &["net-list", "--all", "--name"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "default\n\n"), "{r:?}");
+    // A held lock: a command gives up after the wait, naming the holder.
+    let held = std::fs::File::open(&lock).unwrap();
+    // SAFETY: flock on a descriptor open for the life of `held`.
+    assert_eq!(
+        unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
+    write(root, "alpha.xml", ALPHA);
+    let r = text(
+        Command::new("timeout")
+            .arg("60")
+            .arg(BIN)
+            .arg("--root")
+            .arg(root)
+            .args(["net-define", "alpha.xml"])
+            .current_dir(root)
+            .env("SLIPWAY_LOCK_WAIT_MS", "300")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    let holder = format!(
+        "timed out after 0.3 s waiting for the lock {}, held by pid {} (",
+        lock.display(),
+        std::process::id()
+    );
+    assert!(r.stderr.contains(&holder), "{r:?}");
+    assert!(!config_dir(root).join("alpha.xml").exists());
+    drop(held);
+    ok(root, &["net-define", "alpha.xml"]);
+}
+
+#[test]
+fn daemon_caps_connections_and_request_lines() {
+    in_netns(
+        "daemon_caps_connections_and_request_lines",
+        Ns::User,
+        daemon_caps_connections_and_request_lines_body,
+    );
+}
+
+fn daemon_caps_connections_and_request_lines_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let d = Daemon::start(root);
+    let vm_rss_kib = || {
+        let st = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+        let line = st
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    // 40 clients each send 8 MiB of a line that never ends: each is cut off
+    // at 1 MiB with an error, and the daemon's memory stays bounded.
+    let writers: Vec<_> = (0..40)
+        .map(|_| {
+            let s = connect(root);
+            let mut w = s.try_clone().unwrap();
+            let writer = std::thread::spawn(move || {
+                let chunk = vec![b'x'; 1 << 20];
+                for _ in 0..8 {
+                    if w.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+            (s, writer)
+        })
+        .collect();
+    for (s, writer) in writers {
+        let reply = read_answer(&s);
+        assert!(
+            reply.contains("request longer than 1048576 bytes"),
+            "{reply}"
+        );
+        assert!(closed(&s), "closed after the error");
+        writer.join().unwrap();
+    }
+    let rss = vm_rss_kib();
+    assert!(rss < 120 * 1024, "daemon RSS {rss} KiB");
+
+    // 64 connections are served at once...
+    let status = r#"{"op":"status"}"#;
+    let mut held = Vec::new();
+    while held.len() < 64 {
+        let s = connect(root);
+        let reply = ask(&s, status);
+        if reply.contains(REFUSED) {
+            // A connection of an earlier step is still being closed.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        assert!(reply.contains("\"subscribers\""), "{reply}");
+        held.push(s);
+    }
+    // ...the next one gets an error line and is closed...
+    let extra = connect(root);
+    let reply = read_answer(&extra);
+    assert!(reply.contains(REFUSED), "{reply}");
+    assert!(closed(&extra));
+    // ...while the open ones still work.
+    let reply = ask(
+        &held[0],
+        r#"{"op":"list","filter":{"active":true,"inactive":true,"persistent":false,"transient":false,"autostart":false,"no_autostart":false}}"#,
+    );
+    assert!(reply.contains("\"default\""), "{reply}");
+    // One closes: a new connection is served again.
+    held.pop();
+    loop {
+        let reply = ask(&connect(root), status);
+        if !reply.contains(REFUSED) {
+            assert!(reply.contains("\"subscribers\""), "{reply}");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn daemon_keeps_slots_for_its_owner() {
+    in_netns(
+        "daemon_keeps_slots_for_its_owner",
+        Ns::Root,
+        daemon_keeps_slots_for_its_owner_body,
+    );
+}
+
+fn daemon_keeps_slots_for_its_owner_body() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _d = Daemon::start(root);
+    // Another user opens as many connections as it can (python3 holds them
+    // open until its stdin closes) and gets 48 of the 64.
+    let sock = root.join("run/slipway/slipway-sock");
+    let script = r#"
+import socket, sys
+conns = []
+for i in range(64):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    try:
+        s.sendall(b'{"op":"status"}\n')
+    except OSError:
+        pass  # refused and closed already: its error line is still there
+    conns.append((s, s.makefile()))
+served = sum(1 for s, f in conns if '"subscribers"' in f.readline())
+print(served, flush=True)
+sys.stdin.read()
+"#;
+    let mut other = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .arg(&sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv and python3");
+    let mut served = String::new();
+    BufReader::new(other.stdout.take().unwrap())
+        .read_line(&mut served)
+        .unwrap();
+    assert_eq!(served.trim(), "48");
+    // The owner (root) is still served.
+    let reply = ask(&connect(root), r#"{"op":"status"}"#);
+    assert!(reply.contains("\"subscribers\""), "{reply}");
+    assert!(ok(root, &["net-list", "--name"]).contains("default"));
+    drop(other.stdin.take());
+    other.wait().unwrap();
+}
+
+#[test]
+fn daemon_closes_idle_and_slow_clients() {
+    in_netns(
+        "daemon_closes_idle_and_slow_clients",
+        Ns::User,
+        daemon_closes_idle_and_slow_clients_body,
+    );
+}
+
+fn daemon_closes_idle_and_slow_clients_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let _d = Daemon::start_env(
+        root,
+        &[
+            ("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS", "1000"),
+            ("SLIPWAY_DAEMON_WRITE_TIMEOUT_MS", "500"),
+        ],
+    );
+    // A client that sends nothing, and one that never finishes its line,
+    // are told why and closed.
+    let idle = connect(root);
+    let slow = connect(root);
+    (&slow).write_all(b"{\"op\":").unwrap();
+    for s in [&idle, &slow] {
+        let reply = read_answer(s);
+        assert!(reply.contains("no whole request within 1 s"), "{reply}");
+        assert!(closed(s));
+    }
+    // A client that sends requests but never reads the replies: once they
+    // fill the socket, the daemon's write times out and it closes the
+    // connection (the client's next write fails) instead of waiting forever.
+    let deaf = connect(root);
+    deaf.set_write_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut w = &deaf;
+    let err = (0..1_000_000)
+        .find_map(|_| w.write_all(b"{\"op\":\"status\"}\n").err())
+        .expect("the daemon never closed the connection");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "{err}"
+    );
+    assert!(status(root).is_some());
+    // A command that keeps its connection idle longer (net-edit while the
+    // editor runs) connects again for its next request.
+    write(root, "alpha.xml", ALPHA);
+    ok(root, &["net-define", "alpha.xml"]);
+    let r = text(
+        Command::new(BIN)
+            .arg("--root")
+            .arg(root)
+            .args(["net-edit", "alpha"])
+            .env("EDITOR", "sleep 2; sed -i s/10.0.5.100/10.0.5.99/")
+            .env_remove("VISUAL")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "Network alpha XML configuration edited.\n\n"),
+        "{r:?}"
+    );
+    assert!(ok(root, &["net-dumpxml", "alpha"]).contains("10.0.5.99"));
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_never_holds_requests() {
+    in_netns(
+        "a_subscriber_that_does_not_read_never_holds_requests",
+        Ns::User,
+        a_subscriber_that_does_not_read_never_holds_requests_body,
+    );
+}
+
+fn a_subscriber_that_does_not_read_never_holds_requests_body() {
+    use slipway_netmgr::proto::{EventKind, Lookup, Request};
+    use std::time::{Duration, Instant};
+    // On tmpfs: thousands of definitions are written below.
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let root = dir.path();
+    let _d = Daemon::start(root);
+
+    // A subscriber that never reads, one that does, and a client making
+    // 4000 events (more than the stalled one's socket buffer and queue
+    // hold): every request is answered at once, the reader gets every
+    // event, the stalled subscriber is dropped.
+    let stalled = connect(root);
+    assert!(ask(&stalled, r#"{"op":"subscribe"}"#).contains("subscribed"));
+    let sock = root.join("run/slipway/slipway-sock");
+    let mut reader = slipway_netmgr::Client::connect(&sock)
+        .unwrap()
+        .subscribe()
+        .unwrap();
+    const N: usize = 4000;
+    let got = std::thread::spawn(move || {
+        let mut kinds = Vec::new();
+        while kinds.len() < N {
+            match reader.next(Some(Duration::from_secs(60))).unwrap() {
+                Some(ev) => kinds.push(ev.kind),
+                None => break,
+            }
+        }
+        kinds
+    });
+    let mut client = slipway_netmgr::Client::connect(&sock).unwrap();
+    let mut slowest = Duration::ZERO;
+    for i in 0..N {
+        let req = if i % 2 == 0 {
+            Request::Define {
+                xml: "<network><name>e</name></network>".into(),
+                validate: false,
+            }
+        } else {
+            Request::Undefine {
+                lookup: Lookup::any("e"),
+            }
+        };
+        let t = Instant::now();
+        client.call(&req).unwrap();
+        slowest = slowest.max(t.elapsed());
+    }
+    let kinds = got.join().unwrap();
+    assert_eq!(kinds.len(), N);
+    assert!(kinds.iter().enumerate().all(|(i, k)| *k
+        == if i % 2 == 0 {
+            EventKind::Defined
+        } else {
+            EventKind::Undefined
+        }));
+    // The old daemon blocked a request for its 5 s write timeout here.
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a request took {slowest:?}"
+    );
+    // The stalled subscriber was dropped: only the reader is left.
+    let subs = |v: serde_json::Value| v["ok"]["subscribers"].as_u64().unwrap();
+    assert_eq!(subs(status(root).unwrap()), 1);
 }

@@ -329,6 +329,81 @@ fn daemon_recovers() {
 }
 
 #[test]
+fn the_daemon_restarts_a_killed_service_with_its_leases() {
+    in_netns(
+        "the_daemon_restarts_a_killed_service_with_its_leases",
+        Ns::User,
+        service_supervised,
+    );
+}
+
+fn service_supervised() {
+    sh("ip link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let log = root.join("daemon.log");
+    let _daemon = Daemon::start_logged(root, &log);
+    write(root, "lab.xml", CUSTOM);
+    ok(root, &["net-define", "lab.xml"]);
+    ok(root, &["net-start", "lab"]);
+    let g1 = Guest::new("br-lab", "vs1", "52:54:00:00:44:21");
+    let ip1 = var(&g1.udhcpc(root, "guest1"), "ip").to_string();
+    let first = service_pid(root, "lab");
+
+    // kill -9 the service; no command is run: the daemon notices and starts
+    // it again, saying why.
+    sh(&format!("kill -9 {first}"));
+    let restarted = |old: i32| {
+        let mut new = old;
+        wait_for("the daemon to restart the service", || {
+            new = service_pid(root, "lab");
+            new != old && alive(new)
+        });
+        new
+    };
+    let second = restarted(first);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!(
+            "the DHCP/DNS service of network lab (pid {first}) was killed by signal 9: restarting it\n"
+        )),
+        "{logged}"
+    );
+    // The new one answers DHCP with the old lease, and DNS.
+    assert_eq!(
+        var(&g1.udhcpc(root, "guest1"), "ip"),
+        ip1,
+        "the lease was lost"
+    );
+    let ns = g1.run("busybox nslookup printer.lab.test 10.44.0.1");
+    assert!(ns.contains("10.44.0.5"), "{ns}");
+    assert!(ok(root, &["net-dhcp-leases", "lab"]).contains(" 52:54:00:00:44:21 "));
+
+    // Killed again right away: restarted after a backoff, and said so.
+    sh(&format!("kill -9 {second}"));
+    let third = restarted(second);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!(
+            "the DHCP/DNS service of network lab (pid {second}) was killed by signal 9: restarting it in 1 s\n"
+        )),
+        "{logged}"
+    );
+    assert_eq!(
+        var(&g1.udhcpc(root, "guest1"), "ip"),
+        ip1,
+        "the lease was lost"
+    );
+
+    // Destroyed: the service is stopped, not brought back.
+    ok(root, &["net-destroy", "lab"]);
+    wait_for("the service to exit", || !alive(third));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!state_dir(root).join("hostnet/lab.json").exists());
+    drop(g1);
+}
+
+#[test]
 fn a_subnet_in_use_is_refused_in_both_families() {
     in_netns(
         "a_subnet_in_use_is_refused_in_both_families",

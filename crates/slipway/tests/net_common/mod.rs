@@ -195,9 +195,23 @@ impl Daemon {
         Daemon::start_as(root, &[])
     }
 
+    /// Starts the daemon with extra environment variables.
+    pub fn start_env(root: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(root, &[], env, None)
+    }
+
+    /// Starts the daemon with its log (stderr) going to `log`.
+    pub fn start_logged(root: &Path, log: &Path) -> Daemon {
+        Daemon::spawn(root, &[], &[], Some(log))
+    }
+
     /// Starts the daemon through `setpriv ARGS` when ARGS are given (to run
     /// it as another user).
     pub fn start_as(root: &Path, setpriv: &[&str]) -> Daemon {
+        Daemon::spawn(root, setpriv, &[], None)
+    }
+
+    fn spawn(root: &Path, setpriv: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Daemon {
         let mut cmd = if setpriv.is_empty() {
             Command::new(BIN)
         } else {
@@ -209,9 +223,13 @@ impl Daemon {
             .arg("--root")
             .arg(root)
             .arg("daemon")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let d = Daemon(child);
@@ -223,6 +241,11 @@ impl Daemon {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("daemon did not come up");
+    }
+
+    /// The daemon's pid (the child's, or setpriv's, which execs it).
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
     }
 
     pub fn kill9(&mut self) {
