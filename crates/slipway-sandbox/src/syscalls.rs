@@ -260,6 +260,11 @@ pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
     for call in calls {
         map.insert(call.nr, rules(call)?);
     }
+    if calls.iter().any(|c| c.limit == Limit::Thread) {
+        hide_clone3()?;
+        // Let through here, to fail with the ENOSYS of the filter before.
+        map.insert(libc::SYS_clone3 as i64, Vec::new());
+    }
     let filter = SeccompFilter::new(
         map,
         SeccompAction::Errno(libc::EPERM as u32),
@@ -268,16 +273,14 @@ pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
     )?;
     let program: BpfProgram = filter.try_into()?;
     seccompiler::apply_filter_all_threads(&program)?;
-    if calls.iter().any(|c| c.limit == Limit::Thread) {
-        hide_clone3()?;
-    }
     Ok(())
 }
 
 /// Makes `clone3` fail with ENOSYS, so that the C library starts threads
-/// with `clone`, whose flags (in a register, unlike `clone3`'s) the filter
-/// can check. Installed after the allowlist: of two filters returning an
-/// error, the kernel takes the later one's.
+/// with `clone`, whose flags (in a register, unlike `clone3`'s) the
+/// allowlist can check. Installed before the allowlist, which lets
+/// `clone3` through: the kernel runs every filter and takes the error over
+/// an allow.
 fn hide_clone3() -> Result<(), SandboxError> {
     let filter = SeccompFilter::new(
         BTreeMap::from([(libc::SYS_clone3 as i64, Vec::new())]),
