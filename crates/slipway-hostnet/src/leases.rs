@@ -1,9 +1,11 @@
-//! The leases file of a network's DHCP service (crash-safe JSON next to the
-//! live state) and virsh's `net-dhcp-leases` table built from it. IPv4
-//! leases and DHCPv6 bindings share the file (files written before IPv6
-//! was leased hold IPv4 records only, and read the same).
+//! The leases file of a network's DHCP service (crash-safe JSON in a
+//! directory of its own next to the live state, which the confined service
+//! owns) and virsh's `net-dhcp-leases` table built from it. IPv4 leases and
+//! DHCPv6 bindings share the file (files written before IPv6 was leased
+//! hold IPv4 records only, and read the same).
 
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +14,7 @@ use slipway_dhcp::v6::Binding;
 use slipway_dhcp::Lease;
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{read_regular, Dir};
 
 /// One lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +60,11 @@ pub fn parse_duid(text: &str) -> Option<Vec<u8>> {
     unhex(text)
 }
 
-/// The leases file of network `name` in the backend's directory `dir`.
+/// The leases file of network `name` in the backend's directory `dir`: in
+/// a directory of its own (`NAME.leases/`), the only place the confined
+/// service may write.
 pub(crate) fn leases_file(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.leases.json"))
+    dir.join(format!("{name}.leases")).join("leases.json")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -140,9 +144,8 @@ impl LeaseRecord {
     }
 }
 
-/// Reads a leases file; a missing file is no leases.
-pub fn load(path: &Path) -> Result<Vec<LeaseRecord>> {
-    match std::fs::read(path) {
+fn parse(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<Vec<LeaseRecord>> {
+    match read {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
             path: path.to_path_buf(),
             why: e.to_string(),
@@ -152,13 +155,67 @@ pub fn load(path: &Path) -> Result<Vec<LeaseRecord>> {
     }
 }
 
-/// Writes a leases file atomically.
-pub fn save(path: &Path, leases: &[LeaseRecord]) -> Result<()> {
-    let json = serde_json::to_vec_pretty(leases).map_err(|e| Error::Corrupt {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })?;
-    write_atomic(path, &json)
+/// Reads a leases file; a missing file is no leases. A symlink or anything
+/// but a regular file is refused (the file is the confined service's).
+pub fn load(path: &Path) -> Result<Vec<LeaseRecord>> {
+    parse(path, read_regular(path))
+}
+
+/// The leases file as the service holds it: its directory, opened once
+/// (created if missing, mode 0700), then read and replaced by name, so
+/// that the service can keep writing it once confined.
+#[derive(Debug)]
+pub struct LeasesFile {
+    dir: Dir,
+    name: std::ffi::OsString,
+}
+
+impl LeasesFile {
+    /// Opens the directory of leases file `path`, creating it if need be.
+    pub fn open(path: &Path) -> Result<LeasesFile> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::io(
+                "cannot use",
+                path,
+                std::io::ErrorKind::InvalidInput.into(),
+            ));
+        };
+        match std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("cannot create", dir, e)),
+        }
+        Ok(LeasesFile {
+            dir: Dir::open(dir).map_err(|e| Error::io("cannot open", dir, e))?,
+            name: name.to_os_string(),
+        })
+    }
+
+    /// The directory holding the file.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+
+    /// Reads the leases; a missing file is no leases.
+    pub fn load(&self) -> Result<Vec<LeaseRecord>> {
+        parse(&self.path(), self.dir.read(&self.name))
+    }
+
+    /// Replaces the file with `leases` atomically.
+    pub fn save(&self, leases: &[LeaseRecord]) -> Result<()> {
+        let json = serde_json::to_vec_pretty(leases).map_err(|e| Error::Corrupt {
+            path: self.path(),
+            why: e.to_string(),
+        })?;
+        self.dir.write_atomic(&self.name, &json)
+    }
 }
 
 /// Formats seconds since the epoch as local time, `%Y-%m-%d %H:%M:%S`.
@@ -325,7 +382,8 @@ mod tests {
     #[test]
     fn old_ipv4_only_files_still_load() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.leases.json");
+        let path = dir.path().join("old.leases/leases.json");
+        let file = LeasesFile::open(&path).unwrap();
         std::fs::write(
             &path,
             r#"[{"mac":"52:54:00:01:02:03","ip":"10.0.0.5","prefix":24,"hostname":"g","client_id":null,"expires":77}]"#,
@@ -336,8 +394,8 @@ mod tests {
         assert_eq!(recs[0].iaid, None);
         assert!(recs[0].to_lease().is_some());
         // Written back, an IPv4 record has no iaid field (old readers agree).
-        save(&path, &recs).unwrap();
+        file.save(&recs).unwrap();
         assert!(!std::fs::read_to_string(&path).unwrap().contains("iaid"));
-        assert_eq!(load(&path).unwrap(), recs);
+        assert_eq!(file.load().unwrap(), recs);
     }
 }

@@ -309,6 +309,7 @@ impl LinuxBackend {
                         service: (**svc).clone(),
                         leases_file: leases::leases_file(&self.dir, &plan.network),
                         resolv_conf: self.resolv_conf.clone(),
+                        user: service::DEFAULT_USER.into(),
                     };
                     write_service_file(&config, &file)?;
                     self.spawn_service(&plan.network, &config, rec)?;
