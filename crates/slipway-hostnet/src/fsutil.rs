@@ -97,16 +97,12 @@ impl Dir {
         let dir = self.fd.as_raw_fd();
         let result = (|| {
             let (name, tmp) = (c_name(name)?, c_name(&tmp_name)?);
-            let flags = libc::O_WRONLY
-                | libc::O_CREAT
-                | libc::O_TRUNC
-                | libc::O_CLOEXEC
-                | libc::O_NOFOLLOW;
+            let flags =
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW;
             // SAFETY: openat with a valid NUL-terminated name; the new
             // descriptor is owned by the File.
-            let mut f = unsafe {
-                File::from_raw_fd(cvt(libc::openat(dir, tmp.as_ptr(), flags, 0o644))?)
-            };
+            let mut f =
+                unsafe { File::from_raw_fd(cvt(libc::openat(dir, tmp.as_ptr(), flags, 0o644))?) };
             f.write_all(data)?;
             f.sync_all()?;
             // SAFETY: renameat within one directory, valid names.

@@ -188,7 +188,8 @@ impl Ipv6Service {
         }
         let interface = svc.interface.clone();
         // Opened now: the confined service looks up no path.
-        let address = Reread::open(&Path::new("/sys/class/net").join(&interface).join("address")).ok();
+        let address =
+            Reread::open(&Path::new("/sys/class/net").join(&interface).join("address")).ok();
         let if_inet6 = Reread::open(Path::new("/proc/net/if_inet6"))
             .map_err(|e| Error::Service(format!("cannot open /proc/net/if_inet6: {e}")))?;
         let ifindex = crate::netlink::link_index(&interface)

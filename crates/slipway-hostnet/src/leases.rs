@@ -180,10 +180,7 @@ impl LeasesFile {
                 std::io::ErrorKind::InvalidInput.into(),
             ));
         };
-        match std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir)
-        {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("cannot create", dir, e)),
@@ -376,6 +373,36 @@ mod tests {
             Some(vec![0, 3, 0, 1, 0x52, 0x54, 0, 0x46, 0, 3])
         );
         assert_eq!(parse_duid("0:3::1"), None);
+    }
+
+    /// The leases directory belongs to the confined service's user: what it
+    /// leaves there is read as a regular file or not at all, never through
+    /// a symlink nor blocking on a FIFO (root reads it: the next service,
+    /// `net-dhcp-leases`).
+    #[test]
+    fn a_planted_symlink_or_fifo_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "[]").unwrap();
+        let path = dir.path().join("n.leases/leases.json");
+        let file = LeasesFile::open(&path).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        for e in [load(&path).unwrap_err(), file.load().unwrap_err()] {
+            let e = e.to_string();
+            assert!(
+                e.starts_with(&format!("cannot read {}", path.display())),
+                "{e}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = file.load().unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // Saving replaces whatever is there.
+        file.save(&[]).unwrap();
+        assert_eq!(file.load().unwrap(), []);
     }
 
     /// A leases file written before IPv6 was leased still reads.

@@ -324,7 +324,8 @@ impl Service {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let config_dir = Dir::open(config_dir).map_err(|e| Error::io("cannot open", config_dir, e))?;
+        let config_dir =
+            Dir::open(config_dir).map_err(|e| Error::io("cannot open", config_dir, e))?;
         let config_name = path.file_name().unwrap_or_default().to_os_string();
         let leases = LeasesFile::open(&file.leases_file)?;
         if same_file(leases.dir().file(), config_dir.file()) {
@@ -891,6 +892,7 @@ pub fn run(config: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use slipway_netmgr::plan::{DhcpPool, StaticLease};
+    use std::os::unix::fs::MetadataExt;
 
     fn svc() -> ServiceConfig {
         ServiceConfig {
@@ -1000,6 +1002,34 @@ mod tests {
             e.starts_with(&format!("corrupted file {}", path.display())),
             "{e}"
         );
+    }
+
+    /// The leases directory is handed to the confined service's user: a
+    /// configuration (of an older layout) keeping the leases next to it, in
+    /// the backend's own directory, is refused before anything is changed.
+    #[test]
+    fn leases_next_to_the_configuration_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.service.json");
+        let file = ServiceFile {
+            network: "n".into(),
+            service: svc(),
+            leases_file: dir.path().join("n.leases.json"),
+            resolv_conf: dir.path().join("resolv.conf"),
+            user: DEFAULT_USER.into(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        let owner = std::fs::metadata(dir.path()).unwrap().uid();
+        let e = run(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "the leases file {} must be in a directory of its own, not in {}",
+                file.leases_file.display(),
+                dir.path().display()
+            )),
+            "{e}"
+        );
+        assert_eq!(std::fs::metadata(dir.path()).unwrap().uid(), owner);
     }
 
     #[test]

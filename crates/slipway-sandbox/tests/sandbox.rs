@@ -213,7 +213,10 @@ fn network_service_profile_confines_the_service() {
         // Allowed: replacing the leases file, reading the TFTP root.
         std::fs::write(leases.join(".tmp"), "new").expect("write in the leases dir");
         std::fs::rename(leases.join(".tmp"), leases.join("leases.json")).expect("rename");
-        assert_eq!(std::fs::read_to_string(leases.join("leases.json")).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_to_string(leases.join("leases.json")).unwrap(),
+            "new"
+        );
         // SAFETY: fsync on a descriptor this test owns.
         assert_eq!(unsafe { libc::fsync(leases_fd.as_raw_fd()) }, 0);
         assert_eq!(std::fs::read_to_string(tftp.join("boot")).unwrap(), "ok");
@@ -221,7 +224,12 @@ fn network_service_profile_confines_the_service() {
         // outside.
         for path in [dir.join("outside/new"), tftp.join("new"), dir.join("new")] {
             let err = std::fs::write(&path, "x").expect_err("write outside");
-            assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{}", path.display());
+            assert_eq!(
+                err.kind(),
+                ErrorKind::PermissionDenied,
+                "{}",
+                path.display()
+            );
         }
         let err = std::fs::rename(leases.join("leases.json"), dir.join("outside/moved"))
             .expect_err("rename out of the leases dir");

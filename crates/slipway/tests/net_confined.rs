@@ -103,7 +103,10 @@ fn confined_service() {
     });
     let ra = guest.run("rdisc6 -1 eth0");
     assert!(
-        ra.split_whitespace().collect::<Vec<_>>().join(" ").contains("Prefix : fd00:47::/64"),
+        ra.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .contains("Prefix : fd00:47::/64"),
         "{ra}"
     );
 
@@ -114,7 +117,11 @@ fn confined_service() {
     assert_eq!(var(&lease, "boot_file"), "boot.txt");
     let leases = state_dir(root).join("hostnet/box.leases/leases.json");
     let meta = std::fs::metadata(&leases).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "written as nobody");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "written as nobody"
+    );
     let dir_meta = std::fs::metadata(leases.parent().unwrap()).unwrap();
     assert_eq!(dir_meta.uid(), 65534);
     assert!(std::fs::read_to_string(&leases).unwrap().contains("guest1"));
@@ -156,7 +163,9 @@ fn confined_service() {
             "--live",
         ],
     );
-    wait_for("the live DNS host", || dig("scanner.box.test A") == "10.47.0.6");
+    wait_for("the live DNS host", || {
+        dig("scanner.box.test A") == "10.47.0.6"
+    });
     assert_confined(pid);
     // No refused call or file in its log (warnings and errors).
     let log = std::fs::read_to_string(state_dir(root).join("hostnet/box.service.log")).unwrap();
