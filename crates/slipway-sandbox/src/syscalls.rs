@@ -263,7 +263,7 @@ pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
     if calls.iter().any(|c| c.limit == Limit::Thread) {
         hide_clone3()?;
         // Let through here, to fail with the ENOSYS of the filter before.
-        map.insert(libc::SYS_clone3 as i64, Vec::new());
+        map.insert(libc::SYS_clone3, Vec::new());
     }
     let filter = SeccompFilter::new(
         map,
@@ -283,7 +283,7 @@ pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
 /// an allow.
 fn hide_clone3() -> Result<(), SandboxError> {
     let filter = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3 as i64, Vec::new())]),
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         TARGET_ARCH,
