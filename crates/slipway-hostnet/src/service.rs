@@ -31,9 +31,8 @@ use serde::{Deserialize, Serialize};
 use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, ReplyDestination, StaticHost};
 use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
 use slipway_netmgr::plan::{network_of, ServiceConfig};
-use socket2::{Domain, Protocol, Socket, Type};
-
 use slipway_sandbox::{LandlockState, Sandbox};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::fsutil::Dir;
