@@ -7,13 +7,14 @@
 //!
 //! 1. Landlock rules are prepared (paths opened while they still can be);
 //! 2. when started as root, the process switches to an unprivileged user
-//!    (default `nobody`), after dropping every capability from the
-//!    bounding set;
+//!    (default `nobody`, supplementary groups cleared), after dropping
+//!    every capability from the bounding set;
 //! 3. every capability (effective, permitted, inheritable, ambient) is
-//!    dropped and `no_new_privs` is set;
+//!    dropped, but for those the profile keeps (effective and permitted
+//!    only), and `no_new_privs` is set;
 //! 4. Landlock restricts the filesystem to the paths the options need
 //!    (read-only files and trees, directories holding the process's own
-//!    sockets);
+//!    sockets, directories whose files it replaces);
 //! 5. a seccomp filter allows only the system calls the data path makes
 //!    ([`Sandbox::syscalls`]); any other call fails with `EPERM` (not a
 //!    kill: an unforeseen call in a rare path becomes an error the stack
