@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, ReplyDestination, StaticHost};
 use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
 use slipway_netmgr::plan::{network_of, ServiceConfig};
-use slipway_sandbox::{LandlockState, Sandbox};
+use slipway_sandbox::{LandlockState, Sandbox, SandboxError};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
@@ -343,7 +343,15 @@ impl Service {
         if let Some(root) = &svc.tftp_root {
             sandbox.allow_read(root);
         }
-        sandbox.hand_over(leases.dir().file())?;
+        sandbox
+            .hand_over(leases.dir().file())
+            .map_err(|e| match e {
+                SandboxError::NoSuchUser(user) => Error::Service(format!(
+                    "user {user:?} (\"user\" in {}) not found: the service switches to it from root",
+                    path.display()
+                )),
+                e => e.into(),
+            })?;
         let saved = leases.load()?;
         let ipv6 = crate::ipv6::Ipv6Service::new(svc, &saved)?;
         let dhcp = match dhcp_config(svc)? {
@@ -1029,6 +1037,37 @@ mod tests {
             "{e}"
         );
         assert_eq!(std::fs::metadata(dir.path()).unwrap().uid(), owner);
+    }
+
+    /// A user that does not exist is named with the file naming it, before
+    /// anything is handed over or bound (started as root: otherwise there
+    /// is no switch and no user to look up).
+    #[test]
+    fn an_unknown_user_is_named() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.service.json");
+        let file = ServiceFile {
+            network: "n".into(),
+            service: svc(),
+            leases_file: dir.path().join("n.leases/leases.json"),
+            resolv_conf: dir.path().join("resolv.conf"),
+            user: "no-such-user-of-slipway".into(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        let e = run(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "user \"no-such-user-of-slipway\" (\"user\" in {}) not found",
+                path.display()
+            )),
+            "{e}"
+        );
+        let leases_dir = std::fs::metadata(dir.path().join("n.leases")).unwrap();
+        assert_eq!(leases_dir.uid(), 0);
     }
 
     #[test]
