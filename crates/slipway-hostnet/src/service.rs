@@ -842,6 +842,9 @@ pub fn run(config: &Path) -> Result<()> {
             .register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)
             .map_err(perr)?;
     }
+    // Asks whether the bridge is still there (SIOCGIFINDEX).
+    let probe = Socket::new(Domain::IPV4, Type::DGRAM, None)
+        .map_err(|e| Error::Service(format!("socket: {e}")))?;
     // Everything is open: from here on the service only serves.
     let report = svc.sandbox.apply()?;
     if report.landlock == LandlockState::Unsupported {
@@ -886,7 +889,7 @@ pub fn run(config: &Path) -> Result<()> {
         if let Some(v6) = &mut svc.ipv6 {
             v6.tick();
         }
-        if crate::netlink::link_index(&svc.file.service.interface).is_none() {
+        if crate::netlink::link_index_via(&probe, &svc.file.service.interface).is_none() {
             // The bridge was removed without stopping us: nothing left to serve.
             tracing::warn!("{} is gone: exiting", svc.file.service.interface);
             break;

@@ -156,8 +156,8 @@ impl Sandbox {
     /// its sockets are bound: like [`Sandbox::new`], but it keeps
     /// CAP_NET_ADMIN (ARP entries for DHCP clients) in its effective and
     /// permitted sets (the bounding set is still emptied), may start
-    /// threads (`clone` only with `CLONE_THREAD`), may open only IPv4,
-    /// IPv6 and Unix sockets (no netlink), and may also use the `ioctl`s
+    /// threads (`clone` only with `CLONE_THREAD`), may open only IPv4 and
+    /// IPv6 sockets (no netlink, no Unix), and may also use the `ioctl`s
     /// `SIOCSARP` and `SIOCGIFINDEX`.
     pub fn network_service() -> Self {
         Sandbox {

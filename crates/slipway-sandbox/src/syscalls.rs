@@ -132,7 +132,7 @@ const IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIONREAD, libc::TIOCOUTQ];
 
 /// The bridge network service's `ioctl` requests besides [`IOCTLS`]: a
 /// complete ARP entry for a client that has no address yet (`SIOCSARP`,
-/// which needs CAP_NET_ADMIN) and the bridge's index (`if_nametoindex`).
+/// which needs CAP_NET_ADMIN) and the bridge's index (is it still there?).
 const SERVICE_IOCTLS: &[u64] = &[
     libc::FIONBIO,
     libc::FIONREAD,
@@ -142,10 +142,10 @@ const SERVICE_IOCTLS: &[u64] = &[
 ];
 
 /// The address families the bridge network service opens sockets of after
-/// start: IPv4 and IPv6 (upstream DNS over UDP and TCP, TFTP transfers)
-/// and Unix (what the C library's `if_nametoindex` uses). Not netlink, so
-/// the capability it keeps cannot reconfigure the host's network.
-const SERVICE_DOMAINS: &[i32] = &[libc::AF_INET, libc::AF_INET6, libc::AF_UNIX];
+/// start: IPv4 and IPv6 (upstream DNS over UDP and TCP, TFTP transfers).
+/// Not netlink, so the capability it keeps cannot reconfigure the host's
+/// network; not Unix, so it cannot reach the host's local services.
+const SERVICE_DOMAINS: &[i32] = &[libc::AF_INET, libc::AF_INET6];
 
 /// What the bridge network service needs besides [`BASE`]: a thread per
 /// TCP DNS client and per TFTP transfer (never a process), and `ppoll` for

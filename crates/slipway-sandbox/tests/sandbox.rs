@@ -191,10 +191,10 @@ fn the_kernel_reports_the_confinement() {
 
 /// The bridge network service's profile: files are written (temporary file
 /// and rename) only in the leases directory, read only there and in the
-/// TFTP root; threads start but no process; no netlink socket; execve
-/// fails with EPERM. The kernel reports another user, only CAP_NET_ADMIN
-/// (effective and permitted, none in the bounding set), no_new_privs and
-/// a filter.
+/// TFTP root; threads start but no process; no netlink, Unix or packet
+/// socket; execve fails with EPERM. The kernel reports another user, only
+/// CAP_NET_ADMIN (effective and permitted, none in the bounding set),
+/// no_new_privs and a filter.
 #[test]
 fn network_service_profile_confines_the_service() {
     use std::io::{BufRead, BufReader};
@@ -240,7 +240,7 @@ fn network_service_profile_confines_the_service() {
         let t = std::thread::spawn(|| std::net::UdpSocket::bind("127.0.0.1:0").is_ok());
         assert!(t.join().unwrap(), "a thread opens a UDP socket");
         std::net::TcpListener::bind("[::1]:0").expect("TCP over IPv6");
-        // Refused by seccomp: a program, a process, a netlink socket.
+        // Refused by seccomp: a program, a process, sockets other than IP.
         let err = Command::new("/bin/true").status().expect_err("exec");
         assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
         // SAFETY: a refused fork returns before doing anything; a child
@@ -252,10 +252,20 @@ fn network_service_profile_confines_the_service() {
         }
         let errno = std::io::Error::last_os_error().raw_os_error();
         assert_eq!((pid, errno), (-1, Some(libc::EPERM)), "fork");
-        // SAFETY: plain socket(2).
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) };
-        let errno = std::io::Error::last_os_error().raw_os_error();
-        assert_eq!((fd, errno), (-1, Some(libc::EPERM)), "netlink socket");
+        for (family, ty) in [
+            (libc::AF_NETLINK, libc::SOCK_RAW),
+            (libc::AF_UNIX, libc::SOCK_STREAM),
+            (libc::AF_PACKET, libc::SOCK_RAW),
+        ] {
+            // SAFETY: plain socket(2).
+            let fd = unsafe { libc::socket(family, ty, 0) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            assert_eq!(
+                (fd, errno),
+                (-1, Some(libc::EPERM)),
+                "socket family {family}"
+            );
+        }
         println!(
             "READY {} {:#x}",
             // SAFETY: gettid cannot fail.
