@@ -60,6 +60,10 @@ pub enum Error {
     /// The DHCP/DNS service failed to start or to stop.
     #[error("DHCP/DNS service: {0}")]
     Service(String),
+    /// The DHCP/DNS service could not confine itself (it does not serve
+    /// unconfined).
+    #[error("DHCP/DNS service: sandbox: {0}")]
+    Sandbox(#[from] slipway_sandbox::SandboxError),
 }
 
 impl Error {

@@ -21,6 +21,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use slipway_dhcp::ra::{self, Prefix, RouterAdvert};
@@ -31,6 +32,7 @@ use slipway_netmgr::plan::ServiceConfig;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
+use crate::fsutil::Reread;
 use crate::leases::{parse_duid, LeaseRecord};
 
 /// All-routers multicast group (ff02::2): where solicitations go.
@@ -58,6 +60,10 @@ pub(crate) struct Ipv6Service {
     /// link-local address is usable).
     next_ra: Instant,
     last_ra: Option<Instant>,
+    /// The bridge's MAC address file, when sysfs shows it.
+    address: Option<Reread>,
+    /// The kernel's table of IPv6 addresses.
+    if_inet6: Reread,
 }
 
 /// The advertisement for `svc` (without the link-layer address, read when
@@ -153,9 +159,9 @@ pub(crate) fn dhcpv6_pool(svc: &ServiceConfig) -> Result<Option<Dhcpv6Pool>> {
     }))
 }
 
-/// The bridge's MAC address, from sysfs.
-fn link_mac(interface: &str) -> Option<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+/// The bridge's MAC address, from its sysfs file (`/sys/class/net/DEV/address`).
+fn link_mac(address: Option<&Reread>) -> Option<[u8; 6]> {
+    let text = address?.read().ok()?;
     crate::service::parse_mac(text.trim())
 }
 
@@ -181,6 +187,11 @@ impl Ipv6Service {
             return Ok(None);
         }
         let interface = svc.interface.to_string();
+        // Opened now: the confined service looks up no path.
+        let address =
+            Reread::open(&Path::new("/sys/class/net").join(&interface).join("address")).ok();
+        let if_inet6 = Reread::open(Path::new("/proc/net/if_inet6"))
+            .map_err(|e| Error::Service(format!("cannot open /proc/net/if_inet6: {e}")))?;
         let ifindex = crate::netlink::link_index(&interface)
             .ok_or_else(|| Error::Service(format!("no link {interface} to advertise on")))?;
         let icmp = icmp_socket(&interface, ifindex).map_err(|e| {
@@ -197,7 +208,7 @@ impl Ipv6Service {
                 Error::Service(format!("cannot join {ALL_SERVERS} on {interface}: {e}"))
             })?;
         let dhcp = Dhcpv6Server::new(&Dhcpv6Config {
-            server_mac: link_mac(&interface).unwrap_or_default(),
+            server_mac: link_mac(address.as_ref()).unwrap_or_default(),
             dns_servers: dns_servers(svc),
             domain_search: svc.domain.iter().cloned().collect(),
         })
@@ -224,6 +235,8 @@ impl Ipv6Service {
             advert: advert(svc),
             next_ra: Instant::now(),
             last_ra: None,
+            address,
+            if_inet6,
         }))
     }
 
@@ -294,13 +307,15 @@ impl Ipv6Service {
         if now < self.next_ra {
             return;
         }
-        let ready = std::fs::read_to_string("/proc/net/if_inet6")
+        let ready = self
+            .if_inet6
+            .read()
             .is_ok_and(|t| link_local_ready(&t, &self.interface));
         if !ready {
             return;
         }
         let mut advert = self.advert.clone();
-        advert.source_mac = link_mac(&self.interface);
+        advert.source_mac = link_mac(self.address.as_ref());
         let to = SocketAddrV6::new(ra::ALL_NODES, 0, 0, self.ifindex);
         match self.icmp.send_to(&advert.to_bytes(), &to.into()) {
             Ok(_) => {

@@ -1,9 +1,11 @@
-//! The leases file of a network's DHCP service (crash-safe JSON next to the
-//! live state) and virsh's `net-dhcp-leases` table built from it. IPv4
-//! leases and DHCPv6 bindings share the file (files written before IPv6
-//! was leased hold IPv4 records only, and read the same).
+//! The leases file of a network's DHCP service (crash-safe JSON in a
+//! directory of its own next to the live state, which the confined service
+//! owns) and virsh's `net-dhcp-leases` table built from it. IPv4 leases and
+//! DHCPv6 bindings share the file (files written before IPv6 was leased
+//! hold IPv4 records only, and read the same).
 
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +14,7 @@ use slipway_dhcp::v6::Binding;
 use slipway_dhcp::{HostName, Lease};
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{read_regular, Dir};
 
 /// One lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,9 +61,11 @@ pub fn parse_duid(text: &str) -> Option<Vec<u8>> {
     unhex(text)
 }
 
-/// The leases file of network `name` in the backend's directory `dir`.
+/// The leases file of network `name` in the backend's directory `dir`: in
+/// a directory of its own (`NAME.leases/`), the only place the confined
+/// service may write.
 pub(crate) fn leases_file(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.leases.json"))
+    dir.join(format!("{name}.leases")).join("leases.json")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -150,9 +154,8 @@ impl LeaseRecord {
     }
 }
 
-/// Reads a leases file; a missing file is no leases.
-pub fn load(path: &Path) -> Result<Vec<LeaseRecord>> {
-    match std::fs::read(path) {
+fn parse(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<Vec<LeaseRecord>> {
+    match read {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
             path: path.to_path_buf(),
             why: e.to_string(),
@@ -162,32 +165,95 @@ pub fn load(path: &Path) -> Result<Vec<LeaseRecord>> {
     }
 }
 
-/// Reads the leases file when the service starts. A file that does not
-/// read (garbage, cut short, records of the wrong shape) does not stop the
-/// network: it is moved aside to `FILE.corrupt-SECONDS` with a warning, and
-/// the leases that could be read from it are kept (and written back).
-pub fn load_or_recover(path: &Path) -> Result<Vec<LeaseRecord>> {
-    let why = match load(path) {
-        Err(Error::Corrupt { why, .. }) => why,
-        other => return other,
-    };
-    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
-    let (kept, lost) = salvage(&bytes);
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(
-        ".corrupt-{}",
-        epoch(Some(SystemTime::now())).unwrap_or(0)
-    ));
-    let aside = PathBuf::from(aside);
-    std::fs::rename(path, &aside).map_err(|e| Error::io("cannot move aside", path, e))?;
-    tracing::warn!(
-        "leases file {} is damaged ({why}): moved to {}; {} leases kept, {lost} unreadable",
-        path.display(),
-        aside.display(),
-        kept.len()
-    );
-    save(path, &kept)?;
-    Ok(kept)
+/// Reads a leases file; a missing file is no leases. A symlink or anything
+/// but a regular file is refused (the file is the confined service's).
+pub fn load(path: &Path) -> Result<Vec<LeaseRecord>> {
+    parse(path, read_regular(path))
+}
+
+/// The leases file as the service holds it: its directory, opened once
+/// (created if missing, mode 0700), then read and replaced by name, so
+/// that the service can keep writing it once confined.
+#[derive(Debug)]
+pub struct LeasesFile {
+    dir: Dir,
+    name: std::ffi::OsString,
+}
+
+impl LeasesFile {
+    /// Opens the directory of leases file `path`, creating it if need be.
+    pub fn open(path: &Path) -> Result<LeasesFile> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::io(
+                "cannot use",
+                path,
+                std::io::ErrorKind::InvalidInput.into(),
+            ));
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("cannot create", dir, e)),
+        }
+        Ok(LeasesFile {
+            dir: Dir::open(dir).map_err(|e| Error::io("cannot open", dir, e))?,
+            name: name.to_os_string(),
+        })
+    }
+
+    /// The directory holding the file.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
+    }
+
+    /// Reads the leases; a missing file is no leases.
+    pub fn load(&self) -> Result<Vec<LeaseRecord>> {
+        parse(&self.path(), self.dir.read(&self.name))
+    }
+
+    /// Replaces the file with `leases` atomically.
+    pub fn save(&self, leases: &[LeaseRecord]) -> Result<()> {
+        let json = serde_json::to_vec_pretty(leases).map_err(|e| Error::Corrupt {
+            path: self.path(),
+            why: e.to_string(),
+        })?;
+        self.dir.write_atomic(&self.name, &json)
+    }
+
+    /// Reads the leases when the service starts. A file that does not read
+    /// (garbage, cut short, records of the wrong shape) does not stop the
+    /// network: it is moved aside to `FILE.corrupt-SECONDS` (never over an
+    /// earlier one) with a warning, and the leases that could be read from
+    /// it are kept (and written back).
+    pub fn load_or_recover(&self) -> Result<Vec<LeaseRecord>> {
+        let why = match self.load() {
+            Err(Error::Corrupt { why, .. }) => why,
+            other => return other,
+        };
+        let path = self.path();
+        let bytes = self
+            .dir
+            .read(&self.name)
+            .map_err(|e| Error::io("cannot read", &path, e))?;
+        let (kept, lost) = salvage(&bytes);
+        let suffix = format!(".corrupt-{}", epoch(Some(SystemTime::now())).unwrap_or(0));
+        let aside = self
+            .dir
+            .rename_aside(&self.name, &suffix)
+            .map_err(|e| Error::io("cannot move aside", &path, e))?;
+        tracing::warn!(
+            "leases file {} is damaged ({why}): moved to {}; {} leases kept, {lost} unreadable",
+            path.display(),
+            self.dir.path().join(aside).display(),
+            kept.len()
+        );
+        self.save(&kept)?;
+        Ok(kept)
+    }
 }
 
 /// The records readable from a damaged leases file, and how many elements
@@ -215,15 +281,6 @@ fn salvage(bytes: &[u8]) -> (Vec<LeaseRecord>, usize) {
     // An error ends the list; what was read before it stays in `kept`.
     let _ = serde::Deserializer::deserialize_seq(&mut de, Salvage(&mut kept, &mut lost));
     (kept, lost)
-}
-
-/// Writes a leases file atomically.
-pub fn save(path: &Path, leases: &[LeaseRecord]) -> Result<()> {
-    let json = serde_json::to_vec_pretty(leases).map_err(|e| Error::Corrupt {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })?;
-    write_atomic(path, &json)
 }
 
 /// Formats seconds since the epoch as local time, `%Y-%m-%d %H:%M:%S`.
@@ -400,11 +457,42 @@ mod tests {
         assert_eq!(parse_duid("0:3::1"), None);
     }
 
+    /// The leases directory belongs to the confined service's user: what it
+    /// leaves there is read as a regular file or not at all, never through
+    /// a symlink nor blocking on a FIFO (root reads it: the next service,
+    /// `net-dhcp-leases`).
+    #[test]
+    fn a_planted_symlink_or_fifo_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "[]").unwrap();
+        let path = dir.path().join("n.leases/leases.json");
+        let file = LeasesFile::open(&path).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        for e in [load(&path).unwrap_err(), file.load().unwrap_err()] {
+            let e = e.to_string();
+            assert!(
+                e.starts_with(&format!("cannot read {}", path.display())),
+                "{e}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = file.load().unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // Saving replaces whatever is there.
+        file.save(&[]).unwrap();
+        assert_eq!(file.load().unwrap(), []);
+    }
+
     /// A leases file written before IPv6 was leased still reads.
     #[test]
     fn old_ipv4_only_files_still_load() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.leases.json");
+        let path = dir.path().join("old.leases/leases.json");
+        let file = LeasesFile::open(&path).unwrap();
         std::fs::write(
             &path,
             r#"[{"mac":"52:54:00:01:02:03","ip":"10.0.0.5","prefix":24,"hostname":"g","client_id":null,"expires":77}]"#,
@@ -415,9 +503,9 @@ mod tests {
         assert_eq!(recs[0].iaid, None);
         assert!(recs[0].to_lease().is_some());
         // Written back, an IPv4 record has no iaid field (old readers agree).
-        save(&path, &recs).unwrap();
+        file.save(&recs).unwrap();
         assert!(!std::fs::read_to_string(&path).unwrap().contains("iaid"));
-        assert_eq!(load(&path).unwrap(), recs);
+        assert_eq!(file.load().unwrap(), recs);
     }
 
     /// A name with control bytes in a file of an older version is printed
@@ -454,6 +542,7 @@ mod tests {
     fn damaged_files_are_moved_aside_keeping_what_reads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.leases.json");
+        let file = LeasesFile::open(&path).unwrap();
         let good = r#"{"mac":"52:54:00:01:02:03","ip":"10.0.0.5","prefix":24,"hostname":"g","client_id":null,"expires":null}"#;
         let good2 = good.replace("10.0.0.5", "10.0.0.6").replace(":03", ":04");
         let bad_shape = r#"{"mac":"52:54:00:01:02:05","ip":"not an address","prefix":24}"#;
@@ -465,7 +554,7 @@ mod tests {
         ] {
             std::fs::write(&path, &text).unwrap();
             assert!(load(&path).is_err(), "{text}");
-            let recs = load_or_recover(&path).unwrap();
+            let recs = file.load_or_recover().unwrap();
             assert_eq!(recs.len(), kept, "{text}");
             assert_eq!(load(&path).unwrap(), recs, "written back");
             let aside: Vec<_> = std::fs::read_dir(dir.path())
@@ -477,12 +566,31 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), text);
             std::fs::remove_file(&aside[0]).unwrap();
         }
-        assert_eq!(load_or_recover(&path).unwrap().len(), 0);
+        assert_eq!(file.load_or_recover().unwrap().len(), 0);
+        // Damaged twice within a second: the second copy set aside does not
+        // replace the first.
+        for text in ["garbage one", "garbage two"] {
+            std::fs::write(&path, text).unwrap();
+            file.load_or_recover().unwrap();
+        }
+        let mut aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                std::fs::remove_file(&p).unwrap();
+                text
+            })
+            .collect();
+        aside.sort();
+        assert_eq!(aside, ["garbage one", "garbage two"]);
+        std::fs::remove_file(&path).unwrap();
         // A good file and a missing one are left alone.
         std::fs::write(&path, format!("[{good}]")).unwrap();
-        assert_eq!(load_or_recover(&path).unwrap().len(), 1);
+        assert_eq!(file.load_or_recover().unwrap().len(), 1);
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(load_or_recover(&path).unwrap().len(), 0);
+        assert_eq!(file.load_or_recover().unwrap().len(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

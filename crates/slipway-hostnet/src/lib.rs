@@ -236,8 +236,29 @@ impl LinuxBackend {
             return Ok(false);
         }
         tracing::warn!("the DHCP/DNS service of network {name} died: restarting it");
+        self.adopt_old_leases(name, &p.config)?;
         self.spawn_service(name, &p.config, &mut rec)?;
         Ok(true)
+    }
+
+    /// Moves the leases of a service configuration written before they had
+    /// a directory of their own (`NAME.leases.json` next to it, in a
+    /// directory the confined service must not own) into that directory.
+    fn adopt_old_leases(&self, name: &str, config: &Path) -> Result<()> {
+        let mut file = service::read_service_file(config)?;
+        let new = leases::leases_file(&self.dir, name);
+        if file.leases_file == new {
+            return Ok(());
+        }
+        leases::LeasesFile::open(&new)?;
+        match std::fs::rename(&file.leases_file, &new) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot move", &file.leases_file, e)),
+        }
+        tracing::info!("network {name}: leases moved to {}", new.display());
+        file.leases_file = new;
+        write_service_file(config, &file)
     }
 
     fn do_start(&self, plan: &Plan, rec: &mut Record) -> Result<()> {
@@ -327,6 +348,7 @@ impl LinuxBackend {
                         service: (**svc).clone(),
                         leases_file: leases::leases_file(&self.dir, &plan.network),
                         resolv_conf: self.resolv_conf.clone(),
+                        user: service::DEFAULT_USER.into(),
                     };
                     write_service_file(&config, &file)?;
                     self.spawn_service(&plan.network, &config, rec)?;

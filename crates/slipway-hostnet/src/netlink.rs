@@ -356,6 +356,33 @@ pub fn link_index(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
+/// An `ifreq` naming link `name`; `None` for a name no link can have.
+fn ifreq(name: &str) -> Option<libc::ifreq> {
+    if name.is_empty() || name.len() >= libc::IF_NAMESIZE {
+        return None;
+    }
+    // SAFETY: an all-zero ifreq is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Some(req)
+}
+
+/// The index of the link called `name`, if it exists, asked through a
+/// socket the caller has (SIOCGIFINDEX): unlike [`link_index`], it opens
+/// no socket (the confined network service may not open a Unix one).
+pub fn link_index_via(sock: &impl std::os::fd::AsRawFd, name: &str) -> Option<u32> {
+    let mut req = ifreq(name)?;
+    // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifru.ifru_ifindex
+    // of a valid ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) } < 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled the ifindex member of the union.
+    u32::try_from(unsafe { req.ifr_ifru.ifru_ifindex }).ok()
+}
+
 /// The MTU of the link called `name` (SIOCGIFMTU, in this process's network
 /// namespace; /sys may show another namespace's links).
 pub fn link_mtu(name: &str) -> Result<u32> {
@@ -363,16 +390,10 @@ pub fn link_mtu(name: &str) -> Result<u32> {
         what: format!("read the MTU of {name}"),
         source: e,
     };
-    if name.is_empty() || name.len() >= libc::IF_NAMESIZE {
-        return Err(ctx(std::io::Error::from(std::io::ErrorKind::InvalidInput)));
-    }
+    let mut req =
+        ifreq(name).ok_or_else(|| ctx(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).map_err(ctx)?;
-    // SAFETY: an all-zero ifreq is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
     // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_ifru.ifru_mtu of a valid ifreq.
     let r = unsafe {
         libc::ioctl(

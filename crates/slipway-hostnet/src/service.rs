@@ -7,8 +7,16 @@
 //! its sockets are bound, keeps its leases in a crash-safe file, rereads its
 //! configuration on SIGHUP (live updates of DHCP and DNS hosts) and exits
 //! on SIGTERM.
+//!
+//! It parses every guest's packets, so once its sockets are bound and its
+//! files open it confines itself ([`slipway_sandbox::Sandbox::network_service`]):
+//! the unprivileged user of [`ServiceFile::user`] keeping only
+//! CAP_NET_ADMIN, a seccomp allowlist, Landlock limited to its leases
+//! directory (read-write), its configuration's directory and the TFTP root
+//! (read-only), no_new_privs (docs/sandbox.md).
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::Read;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -23,10 +31,12 @@ use serde::{Deserialize, Serialize};
 use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, HostName, ReplyDestination, StaticHost};
 use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
 use slipway_netmgr::plan::{network_of, ServiceConfig};
+use slipway_sandbox::{LandlockState, Sandbox, SandboxError};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
-use crate::leases::{self, LeaseRecord};
+use crate::fsutil::Dir;
+use crate::leases::{LeaseRecord, LeasesFile};
 
 /// What the service process reads at start and on SIGHUP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +50,18 @@ pub struct ServiceFile {
     /// The resolver configuration naming the host's upstream servers (used
     /// when the network has no `<forwarder>`).
     pub resolv_conf: PathBuf,
+    /// The user the service switches to once set up, when started as root
+    /// (it gets the leases file's directory).
+    #[serde(default = "default_user")]
+    pub user: String,
+}
+
+/// The user the service runs as unless its configuration names another:
+/// the one dnsmasq falls back to.
+pub const DEFAULT_USER: &str = "nobody";
+
+fn default_user() -> String {
+    DEFAULT_USER.into()
 }
 
 /// The configuration file of network `name`'s service in the backend's
@@ -81,7 +103,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// Reads a [`ServiceFile`].
 pub fn read_service_file(path: &Path) -> Result<ServiceFile> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
+    parse_service_file(path, std::fs::read(path))
+}
+
+fn parse_service_file(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<ServiceFile> {
+    let bytes = read.map_err(|e| Error::io("cannot read", path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
         path: path.to_path_buf(),
         why: e.to_string(),
@@ -229,6 +255,12 @@ struct Pending {
 struct Service {
     file: ServiceFile,
     path: PathBuf,
+    /// The configuration's directory and name, reread from there on SIGHUP.
+    config_dir: Dir,
+    config_name: OsString,
+    leases: LeasesFile,
+    /// What the service may still do once set up.
+    sandbox: Sandbox,
     dhcp: Option<(DhcpServer, u8, UdpSocket)>,
     /// Router advertisements and DHCPv6, when the network has IPv6.
     ipv6: Option<crate::ipv6::Ipv6Service>,
@@ -295,7 +327,40 @@ impl Service {
     fn new(path: &Path) -> Result<Service> {
         let file = read_service_file(path)?;
         let svc = &file.service;
-        let mut saved = leases::load_or_recover(&file.leases_file)?;
+        let config_dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let config_dir =
+            Dir::open(config_dir).map_err(|e| Error::io("cannot open", config_dir, e))?;
+        let config_name = path.file_name().unwrap_or_default().to_os_string();
+        let leases = LeasesFile::open(&file.leases_file)?;
+        if same_file(leases.dir().file(), config_dir.file()) {
+            // It is handed to the confined service's user.
+            return Err(Error::Service(format!(
+                "the leases file {} must be in a directory of its own, not in {}",
+                file.leases_file.display(),
+                config_dir.path().display()
+            )));
+        }
+        let mut sandbox = Sandbox::network_service();
+        sandbox
+            .runas(file.user.clone())
+            .allow_read(config_dir.path())
+            .allow_write_dir(leases.dir().path());
+        if let Some(root) = &svc.tftp_root {
+            sandbox.allow_read(root);
+        }
+        sandbox
+            .hand_over(leases.dir().file())
+            .map_err(|e| match e {
+                SandboxError::NoSuchUser(user) => Error::Service(format!(
+                    "user {user:?} (\"user\" in {}) not found: the service switches to it from root",
+                    path.display()
+                )),
+                e => e.into(),
+            })?;
+        let mut saved = leases.load_or_recover()?;
         // Names in a file of an older version pass today's rule or go (once,
         // with a warning, not at every rebuild of the zone).
         for r in &mut saved {
@@ -378,6 +443,10 @@ impl Service {
         Ok(Service {
             tftp,
             path: path.to_path_buf(),
+            config_dir,
+            config_name,
+            leases,
+            sandbox,
             dhcp,
             ipv6,
             zone: Arc::new(Mutex::new(zone)),
@@ -470,7 +539,7 @@ impl Service {
             now.extend(v6.lease_records());
         }
         if now != self.saved {
-            if let Err(e) = leases::save(&self.file.leases_file, &now) {
+            if let Err(e) = self.leases.save(&now) {
                 tracing::error!("{e}");
             }
             self.saved = now;
@@ -604,7 +673,10 @@ impl Service {
 
     /// Rereads the configuration: static hosts and DNS records change live.
     fn reload(&mut self) {
-        let file = match read_service_file(&self.path) {
+        // Through the directory opened at start: the confined service may
+        // not search the directories above it.
+        let read = self.config_dir.read(&self.config_name);
+        let file = match parse_service_file(&self.path, read) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!("reload: {e}");
@@ -704,6 +776,15 @@ fn serve_tcp(
     Ok(())
 }
 
+/// Whether two open files are the same (device and inode).
+fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 /// Adds a complete ARP entry `ip` → `mac` on `dev` (SIOCSARP).
 fn set_arp(sock: &UdpSocket, ip: Ipv4Addr, mac: [u8; 6], dev: &str) -> std::io::Result<()> {
     // SAFETY: arpreq is plain old data; all-zero is a valid value.
@@ -783,6 +864,18 @@ pub fn run(config: &Path) -> Result<()> {
             .register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)
             .map_err(perr)?;
     }
+    // Asks whether the bridge is still there (SIOCGIFINDEX).
+    let probe = Socket::new(Domain::IPV4, Type::DGRAM, None)
+        .map_err(|e| Error::Service(format!("socket: {e}")))?;
+    // Everything is open: from here on the service only serves.
+    let report = svc.sandbox.apply()?;
+    if report.landlock == LandlockState::Unsupported {
+        tracing::warn!(
+            "Landlock is not available in this kernel: the service's file access is not \
+             restricted (it runs as {:?}, under seccomp, with only CAP_NET_ADMIN)",
+            svc.file.user
+        );
+    }
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "ready");
@@ -818,7 +911,7 @@ pub fn run(config: &Path) -> Result<()> {
         if let Some(v6) = &mut svc.ipv6 {
             v6.tick();
         }
-        if crate::netlink::link_index(svc.file.service.interface.as_str()).is_none() {
+        if crate::netlink::link_index_via(&probe, svc.file.service.interface.as_str()).is_none() {
             // The bridge was removed without stopping us: nothing left to serve.
             tracing::warn!("{} is gone: exiting", svc.file.service.interface);
             break;
@@ -831,6 +924,7 @@ pub fn run(config: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use slipway_netmgr::plan::{DhcpPool, StaticLease};
+    use std::os::unix::fs::MetadataExt;
 
     fn svc() -> ServiceConfig {
         ServiceConfig {
@@ -940,6 +1034,65 @@ mod tests {
             e.starts_with(&format!("corrupted file {}", path.display())),
             "{e}"
         );
+    }
+
+    /// The leases directory is handed to the confined service's user: a
+    /// configuration (of an older layout) keeping the leases next to it, in
+    /// the backend's own directory, is refused before anything is changed.
+    #[test]
+    fn leases_next_to_the_configuration_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.service.json");
+        let file = ServiceFile {
+            network: "n".into(),
+            service: svc(),
+            leases_file: dir.path().join("n.leases.json"),
+            resolv_conf: dir.path().join("resolv.conf"),
+            user: DEFAULT_USER.into(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        let owner = std::fs::metadata(dir.path()).unwrap().uid();
+        let e = run(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "the leases file {} must be in a directory of its own, not in {}",
+                file.leases_file.display(),
+                dir.path().display()
+            )),
+            "{e}"
+        );
+        assert_eq!(std::fs::metadata(dir.path()).unwrap().uid(), owner);
+    }
+
+    /// A user that does not exist is named with the file naming it, before
+    /// anything is handed over or bound (started as root: otherwise there
+    /// is no switch and no user to look up).
+    #[test]
+    fn an_unknown_user_is_named() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.service.json");
+        let file = ServiceFile {
+            network: "n".into(),
+            service: svc(),
+            leases_file: dir.path().join("n.leases/leases.json"),
+            resolv_conf: dir.path().join("resolv.conf"),
+            user: "no-such-user-of-slipway".into(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        let e = run(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "user \"no-such-user-of-slipway\" (\"user\" in {}) not found",
+                path.display()
+            )),
+            "{e}"
+        );
+        let leases_dir = std::fs::metadata(dir.path().join("n.leases")).unwrap();
+        assert_eq!(leases_dir.uid(), 0);
     }
 
     #[test]

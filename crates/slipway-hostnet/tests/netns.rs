@@ -359,7 +359,22 @@ fn nat_network() {
     wait_for("the service to die", || {
         fs::read_to_string(format!("/proc/{old}/stat")).map_or(true, |st| st.contains(") Z "))
     });
+    // Its configuration as written before the leases had a directory of
+    // their own: the revived service finds them moved there.
+    let hostnet = state.join("hostnet");
+    let config = hostnet.join("default.service.json");
+    let mut file = slipway_hostnet::service::read_service_file(&config).unwrap();
+    let (new, old_leases) = (
+        hostnet.join("default.leases/leases.json"),
+        hostnet.join("default.leases.json"),
+    );
+    fs::rename(&new, &old_leases).unwrap();
+    file.leases_file = old_leases.clone();
+    fs::write(&config, serde_json::to_vec(&file).unwrap()).unwrap();
     assert!(e.backend().revive("default").unwrap());
+    assert!(!old_leases.exists() && new.exists());
+    let file = slipway_hostnet::service::read_service_file(&config).unwrap();
+    assert_eq!(file.leases_file, new);
     let ns = g2.ns.run("busybox nslookup guest1.test.lan 192.168.122.1");
     assert!(ns.contains(&ip1.to_string()), "{ns}");
     let again = g1.udhcpc(dir.path(), "guest1");

@@ -7,13 +7,14 @@
 //!
 //! 1. Landlock rules are prepared (paths opened while they still can be);
 //! 2. when started as root, the process switches to an unprivileged user
-//!    (default `nobody`), after dropping every capability from the
-//!    bounding set;
+//!    (default `nobody`, supplementary groups cleared), after dropping
+//!    every capability from the bounding set;
 //! 3. every capability (effective, permitted, inheritable, ambient) is
-//!    dropped and `no_new_privs` is set;
+//!    dropped, but for those the profile keeps (effective and permitted
+//!    only), and `no_new_privs` is set;
 //! 4. Landlock restricts the filesystem to the paths the options need
 //!    (read-only files and trees, directories holding the process's own
-//!    sockets);
+//!    sockets, directories whose files it replaces);
 //! 5. a seccomp filter allows only the system calls the data path makes
 //!    ([`Sandbox::syscalls`]); any other call fails with `EPERM` (not a
 //!    kill: an unforeseen call in a rare path becomes an error the stack
@@ -21,6 +22,10 @@
 //!
 //! Reusable by every long-running slipway process: the caller lists what
 //! it needs (files to read, socket directories) and applies it.
+//! [`Sandbox::network_service`] is the profile of a bridge network's
+//! DHCP/DNS/TFTP/RA service: it keeps CAP_NET_ADMIN (ARP entries for
+//! DHCP clients), may start threads (never processes), and may replace
+//! files in its leases directory.
 
 #![deny(missing_docs)]
 
@@ -89,8 +94,10 @@ fn os_err(what: &'static str) -> SandboxError {
 pub struct Sandbox {
     read_only: Vec<PathBuf>,
     socket_dirs: Vec<PathBuf>,
+    write_dirs: Vec<PathBuf>,
     remove_on_exit: Vec<PathBuf>,
     runas: String,
+    service: bool,
 }
 
 impl Default for Sandbox {
@@ -98,11 +105,18 @@ impl Default for Sandbox {
         Sandbox {
             read_only: Vec::new(),
             socket_dirs: Vec::new(),
+            write_dirs: Vec::new(),
             remove_on_exit: Vec::new(),
             runas: "nobody".into(),
+            service: false,
         }
     }
 }
+
+/// CAP_NET_ADMIN, the one capability the network service keeps: adding a
+/// complete ARP entry (`SIOCSARP`) for a DHCP client that has no address
+/// yet, as dnsmasq does.
+const CAP_NET_ADMIN: u32 = 12;
 
 /// What [`Sandbox::apply`] achieved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +128,9 @@ pub struct Report {
     pub landlock: LandlockState,
     /// Number of system calls the seccomp filter allows.
     pub syscalls: usize,
+    /// The capabilities kept (effective and permitted), as a bit mask by
+    /// capability number: none, or CAP_NET_ADMIN for the network service.
+    pub capabilities: u64,
 }
 
 /// How far the kernel enforces the filesystem rules.
@@ -135,6 +152,20 @@ impl Sandbox {
         Self::default()
     }
 
+    /// The profile of a bridge network's DHCP/DNS/TFTP/RA service, once
+    /// its sockets are bound: like [`Sandbox::new`], but it keeps
+    /// CAP_NET_ADMIN (ARP entries for DHCP clients) in its effective and
+    /// permitted sets (the bounding set is still emptied), may start
+    /// threads (`clone` only with `CLONE_THREAD`), may open only IPv4 and
+    /// IPv6 sockets (no netlink, no Unix), and may also use the `ioctl`s
+    /// `SIOCSARP` and `SIOCGIFINDEX`.
+    pub fn network_service() -> Self {
+        Sandbox {
+            service: true,
+            ..Self::default()
+        }
+    }
+
     /// Allows reading `path` (a file, or a directory tree: a TFTP root,
     /// `/etc/resolv.conf`). It must exist when [`Sandbox::apply`] runs.
     pub fn allow_read(&mut self, path: impl Into<PathBuf>) -> &mut Self {
@@ -147,6 +178,38 @@ impl Sandbox {
     pub fn allow_socket_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.socket_dirs.push(dir.into());
         self
+    }
+
+    /// Allows reading, creating, replacing (by a rename inside it) and
+    /// removing regular files in directory `dir` (a leases directory), and
+    /// the calls that writing files safely needs (`fsync`, `rename`).
+    /// Started as root, the process reaches `dir` as the sandbox's user:
+    /// give it the directory with [`Sandbox::hand_over`] and use a
+    /// descriptor of it opened before [`Sandbox::apply`] (its parents need
+    /// not be searchable by that user).
+    pub fn allow_write_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.write_dirs.push(dir.into());
+        self
+    }
+
+    /// Makes the user the process will switch to the owner of `file` (a
+    /// directory given to [`Sandbox::allow_write_dir`]), when the process
+    /// runs as root and will switch. Nothing to do otherwise, nor in a
+    /// user namespace where that user does not exist (the process stays
+    /// uid 0 there).
+    pub fn hand_over(&self, file: &std::fs::File) -> Result<(), SandboxError> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(());
+        }
+        let (uid, gid) = lookup_user(&self.runas)?;
+        // SAFETY: fchown on a descriptor the caller owns.
+        if unsafe { libc::fchown(std::os::fd::AsRawFd::as_raw_fd(file), uid, gid) } != 0
+            && !unmapped_in_user_namespace()
+        {
+            return Err(os_err("giving the directory to the sandbox's user"));
+        }
+        Ok(())
     }
 
     /// Has `path` (a socket file the process created) removed when the
@@ -169,7 +232,20 @@ impl Sandbox {
     /// The system calls the filter allows, by name, in table order. Reading
     /// files adds the calls that opening and reading them needs.
     pub fn syscalls(&self) -> Vec<Syscall> {
-        syscalls::allowed(!self.read_only.is_empty())
+        syscalls::allowed(
+            self.service,
+            !self.read_only.is_empty(),
+            !self.write_dirs.is_empty(),
+        )
+    }
+
+    /// The capabilities kept, as a bit mask by capability number.
+    fn kept_capabilities(&self) -> u64 {
+        if self.service {
+            1 << CAP_NET_ADMIN
+        } else {
+            0
+        }
     }
 
     /// Confines the calling process (every thread it has now and later).
@@ -195,7 +271,7 @@ impl Sandbox {
         } else {
             None
         };
-        drop_capabilities()?;
+        let capabilities = keep_capabilities(self.kept_capabilities())?;
         // SAFETY: plain prctl with integer arguments.
         if unsafe { prctl(libc::PR_SET_NO_NEW_PRIVS, 1) } != 0 {
             return Err(os_err("setting no_new_privs"));
@@ -217,12 +293,14 @@ impl Sandbox {
             syscalls = syscalls.len(),
             ?switched_to,
             ?landlock,
+            capabilities = format_args!("{capabilities:#x}"),
             "sandbox applied"
         );
         Ok(Report {
             switched_to,
             landlock,
             syscalls: syscalls.len(),
+            capabilities,
         })
     }
 
@@ -235,6 +313,16 @@ impl Sandbox {
         let sockets = AccessFs::ReadDir | AccessFs::MakeSock | AccessFs::RemoveFile;
         for dir in &self.socket_dirs {
             ruleset = add_rule(ruleset, dir, sockets)?;
+        }
+        // Not `Refer`: a rename stays inside the directory.
+        let files = AccessFs::ReadFile
+            | AccessFs::WriteFile
+            | AccessFs::ReadDir
+            | AccessFs::MakeReg
+            | AccessFs::RemoveFile
+            | AccessFs::Truncate;
+        for dir in &self.write_dirs {
+            ruleset = add_rule(ruleset, dir, files)?;
         }
         Ok(ruleset)
     }
@@ -257,6 +345,11 @@ impl Sandbox {
         }
         // SAFETY: plain system calls with integer arguments.
         unsafe {
+            // Capabilities to keep survive the switch in the permitted set
+            // (the effective set is emptied; `keep_capabilities` restores it).
+            if self.kept_capabilities() != 0 && prctl(libc::PR_SET_KEEPCAPS, 1) != 0 {
+                return Err(os_err("keeping capabilities across the switch of user"));
+            }
             // A user namespace may deny setgroups (unshare -r does); it has
             // no supplementary groups to drop then.
             if libc::setgroups(0, std::ptr::null()) != 0 && !in_user_namespace() {
@@ -274,6 +367,9 @@ impl Sandbox {
             }
             if libc::setresuid(uid, uid, uid) != 0 {
                 return Err(os_err("switching user"));
+            }
+            if prctl(libc::PR_SET_KEEPCAPS, 0) != 0 {
+                return Err(os_err("keeping capabilities across the switch of user"));
             }
         }
         Ok(Some((uid, gid)))
@@ -343,32 +439,31 @@ fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
     }
 }
 
-/// Empties every capability set of the process (a root process that could
-/// not switch user, e.g. in a user namespace, keeps uid 0 but no power).
-fn drop_capabilities() -> Result<(), SandboxError> {
+/// Empties the inheritable and ambient capability sets and leaves in the
+/// effective and permitted sets only the capabilities of `keep` (a bit
+/// mask by number) the process still has: nothing for the data path (a
+/// root process that could not switch user, e.g. in a user namespace,
+/// keeps uid 0 but no power). Returns what was kept.
+fn keep_capabilities(keep: u64) -> Result<u64, SandboxError> {
     #[repr(C)]
     struct CapHeader {
         version: u32,
         pid: i32,
     }
     #[repr(C)]
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, Default)]
     struct CapData {
         effective: u32,
         permitted: u32,
         inheritable: u32,
     }
     const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    let header = CapHeader {
+    let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capset with a v3 header and its two data words.
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget and capset with a v3 header and its two data words.
     unsafe {
         if prctl(
             libc::PR_CAP_AMBIENT,
@@ -377,9 +472,22 @@ fn drop_capabilities() -> Result<(), SandboxError> {
         {
             return Err(os_err("clearing ambient capabilities"));
         }
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return Err(os_err("reading capabilities"));
+        }
+        let permitted = u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32;
+        let kept = permitted & keep;
+        for (i, word) in data.iter_mut().enumerate() {
+            let bits = (kept >> (32 * i)) as u32;
+            *word = CapData {
+                effective: bits,
+                permitted: bits,
+                inheritable: 0,
+            };
+        }
         if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
             return Err(os_err("dropping capabilities"));
         }
+        Ok(kept)
     }
-    Ok(())
 }

@@ -48,6 +48,11 @@ enum Limit {
     Ioctl(&'static [u64]),
     /// Only toward the process itself (argument 0 is its pid: `tgkill` for abort).
     OwnProcess,
+    /// Only sockets of these address families (argument 0 of `socket`).
+    Domains(&'static [i32]),
+    /// Only new threads (`clone` with `CLONE_THREAD` in argument 0): no new
+    /// process.
+    Thread,
 }
 
 macro_rules! calls {
@@ -76,8 +81,8 @@ const BASE: &[Syscall] = calls![
     SYS_sendmsg,
     SYS_recvmmsg,
     SYS_sendmmsg,
-    // Host sockets of new flows, accepted forwards and VMs.
-    SYS_socket,
+    // Host sockets of new flows, accepted forwards and VMs (`socket` and
+    // `ioctl` come with the profile's limits, see `allowed`).
     SYS_connect,
     SYS_bind,
     SYS_listen,
@@ -89,7 +94,6 @@ const BASE: &[Syscall] = calls![
     SYS_getpeername,
     SYS_close,
     SYS_fcntl,
-    SYS_ioctl: Limit::Ioctl(&[libc::FIONBIO, libc::FIONREAD, libc::TIOCOUTQ]),
     // The event loop.
     SYS_epoll_ctl,
     SYS_epoll_pwait,
@@ -122,11 +126,55 @@ const BASE: &[Syscall] = calls![
     SYS_unlinkat,
 ];
 
+/// The `ioctl` requests of every data path: non-blocking mode and queue
+/// lengths of its sockets.
+const IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIONREAD, libc::TIOCOUTQ];
+
+/// The bridge network service's `ioctl` requests besides [`IOCTLS`]: a
+/// complete ARP entry for a client that has no address yet (`SIOCSARP`,
+/// which needs CAP_NET_ADMIN) and the bridge's index (is it still there?).
+const SERVICE_IOCTLS: &[u64] = &[
+    libc::FIONBIO,
+    libc::FIONREAD,
+    libc::TIOCOUTQ,
+    libc::SIOCSARP,
+    libc::SIOCGIFINDEX,
+];
+
+/// The address families the bridge network service opens sockets of after
+/// start: IPv4 and IPv6 (upstream DNS over UDP and TCP, TFTP transfers).
+/// Not netlink, so the capability it keeps cannot reconfigure the host's
+/// network; not Unix, so it cannot reach the host's local services.
+const SERVICE_DOMAINS: &[i32] = &[libc::AF_INET, libc::AF_INET6];
+
+/// What the bridge network service needs besides [`BASE`]: a thread per
+/// TCP DNS client and per TFTP transfer (never a process), and `ppoll` for
+/// a TCP connection to an upstream server with a timeout.
+const SERVICE: &[Syscall] = calls![
+    SYS_clone: Limit::Thread,
+    SYS_set_robust_list,
+    SYS_rseq,
+    // The C library's first thread installs its internal signal handler;
+    // the new thread reads its stack bounds (`pthread_getattr_np` asks
+    // for the CPU affinity too). Checked with strace: no call of the
+    // service fails with EPERM.
+    SYS_rt_sigaction,
+    SYS_sched_getaffinity,
+    SYS_ppoll,
+];
+
 /// Calls only x86_64 has (older spellings the C library still uses there).
 #[cfg(target_arch = "x86_64")]
 const ARCH: &[Syscall] = calls![SYS_epoll_wait, SYS_poll, SYS_unlink];
 #[cfg(not(target_arch = "x86_64"))]
 const ARCH: &[Syscall] = &[];
+
+/// Replacing files in a writable directory (temporary file, fsync, rename).
+const WRITES: &[Syscall] = calls![SYS_fsync, SYS_fdatasync, SYS_renameat2];
+#[cfg(target_arch = "x86_64")]
+const ARCH_WRITES: &[Syscall] = calls![SYS_rename, SYS_renameat];
+#[cfg(not(target_arch = "x86_64"))]
+const ARCH_WRITES: &[Syscall] = &[];
 
 /// Reading the files the sandbox allows (a TFTP root, resolv.conf).
 const FILES: &[Syscall] = calls![
@@ -140,11 +188,23 @@ const FILES: &[Syscall] = calls![
     SYS_getdents64,
 ];
 
-/// The allowlist, with the file calls when `files` is true.
-pub(crate) fn allowed(files: bool) -> Vec<Syscall> {
+/// The allowlist: the data path's (`service` false) or the bridge network
+/// service's, with the file calls when `files` is true and those replacing
+/// files when `writes` is true.
+pub(crate) fn allowed(service: bool, files: bool, writes: bool) -> Vec<Syscall> {
     let mut all: Vec<Syscall> = BASE.iter().chain(ARCH).copied().collect();
-    if files {
+    let (ioctls, socket) = if service {
+        all.extend_from_slice(SERVICE);
+        (SERVICE_IOCTLS, Limit::Domains(SERVICE_DOMAINS))
+    } else {
+        (IOCTLS, Limit::Any)
+    };
+    all.extend(calls![SYS_ioctl: Limit::Ioctl(ioctls), SYS_socket: socket]);
+    if files || writes {
         all.extend_from_slice(FILES);
+    }
+    if writes {
+        all.extend(WRITES.iter().chain(ARCH_WRITES));
     }
     all
 }
@@ -175,6 +235,22 @@ fn rules(call: &Syscall) -> Result<Vec<SeccompRule>, SandboxError> {
                 )?])
             })
             .collect::<Result<_, _>>()?,
+        Limit::Domains(domains) => domains
+            .iter()
+            .map(|&domain| {
+                SeccompRule::new(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    domain as u64,
+                )?])
+            })
+            .collect::<Result<_, _>>()?,
+        Limit::Thread => vec![SeccompRule::new(vec![cond(
+            0,
+            SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
+            libc::CLONE_THREAD as u64,
+        )?])?],
         Limit::OwnProcess => {
             // SAFETY: getpid cannot fail.
             let pid = unsafe { libc::getpid() } as u64;
@@ -190,10 +266,32 @@ pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
     for call in calls {
         map.insert(call.nr, rules(call)?);
     }
+    if calls.iter().any(|c| c.limit == Limit::Thread) {
+        hide_clone3()?;
+        // Let through here, to fail with the ENOSYS of the filter before.
+        map.insert(libc::SYS_clone3, Vec::new());
+    }
     let filter = SeccompFilter::new(
         map,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
+        TARGET_ARCH,
+    )?;
+    let program: BpfProgram = filter.try_into()?;
+    seccompiler::apply_filter_all_threads(&program)?;
+    Ok(())
+}
+
+/// Makes `clone3` fail with ENOSYS, so that the C library starts threads
+/// with `clone`, whose flags (in a register, unlike `clone3`'s) the
+/// allowlist can check. Installed before the allowlist, which lets
+/// `clone3` through: the kernel runs every filter and takes the error over
+/// an allow.
+fn hide_clone3() -> Result<(), SandboxError> {
+    let filter = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
         TARGET_ARCH,
     )?;
     let program: BpfProgram = filter.try_into()?;

@@ -188,3 +188,148 @@ fn the_kernel_reports_the_confinement() {
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
     assert_eq!(field("Seccomp:"), "2", "{status}");
 }
+
+/// The bridge network service's profile: files are written (temporary file
+/// and rename) only in the leases directory, read only there and in the
+/// TFTP root; threads start but no process; no netlink, Unix or packet
+/// socket; execve fails with EPERM. The kernel reports another user, only
+/// CAP_NET_ADMIN (effective and permitted, none in the bounding set),
+/// no_new_privs and a filter.
+#[test]
+fn network_service_profile_confines_the_service() {
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::AsRawFd;
+    use std::process::Stdio;
+    const NAME: &str = "network_service_profile_confines_the_service";
+    if let Some(dir) = child_arg() {
+        let leases = dir.join("leases");
+        let tftp = dir.join("tftp");
+        // Opened (and handed over) while still root, as the service does.
+        let leases_fd = std::fs::File::open(&leases).unwrap();
+        let mut sandbox = slipway_sandbox::Sandbox::network_service();
+        sandbox.allow_write_dir(&leases).allow_read(&tftp);
+        sandbox.hand_over(&leases_fd).expect("hand over");
+        let report = sandbox.apply().expect("sandbox applies");
+        // Allowed: replacing the leases file, reading the TFTP root.
+        std::fs::write(leases.join(".tmp"), "new").expect("write in the leases dir");
+        std::fs::rename(leases.join(".tmp"), leases.join("leases.json")).expect("rename");
+        assert_eq!(
+            std::fs::read_to_string(leases.join("leases.json")).unwrap(),
+            "new"
+        );
+        // SAFETY: fsync on a descriptor this test owns.
+        assert_eq!(unsafe { libc::fsync(leases_fd.as_raw_fd()) }, 0);
+        assert_eq!(std::fs::read_to_string(tftp.join("boot")).unwrap(), "ok");
+        // Refused by Landlock: writing anywhere else, renaming out, reading
+        // outside.
+        for path in [dir.join("outside/new"), tftp.join("new"), dir.join("new")] {
+            let err = std::fs::write(&path, "x").expect_err("write outside");
+            assert_eq!(
+                err.kind(),
+                ErrorKind::PermissionDenied,
+                "{}",
+                path.display()
+            );
+        }
+        let err = std::fs::rename(leases.join("leases.json"), dir.join("outside/moved"))
+            .expect_err("rename out of the leases dir");
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+        let err = std::fs::read(dir.join("outside/secret")).expect_err("read outside");
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+        // Threads (a TCP DNS client, a TFTP transfer), upstream sockets.
+        let t = std::thread::spawn(|| std::net::UdpSocket::bind("127.0.0.1:0").is_ok());
+        assert!(t.join().unwrap(), "a thread opens a UDP socket");
+        std::net::TcpListener::bind("[::1]:0").expect("TCP over IPv6");
+        // Refused by seccomp: a program, a process, sockets other than IP.
+        let err = Command::new("/bin/true").status().expect_err("exec");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        // SAFETY: a refused fork returns before doing anything; a child
+        // (the filter failing) exits at once.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(0) };
+        }
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((pid, errno), (-1, Some(libc::EPERM)), "fork");
+        for (family, ty) in [
+            (libc::AF_NETLINK, libc::SOCK_RAW),
+            (libc::AF_UNIX, libc::SOCK_STREAM),
+            (libc::AF_PACKET, libc::SOCK_RAW),
+        ] {
+            // SAFETY: plain socket(2).
+            let fd = unsafe { libc::socket(family, ty, 0) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            assert_eq!(
+                (fd, errno),
+                (-1, Some(libc::EPERM)),
+                "socket family {family}"
+            );
+        }
+        println!(
+            "READY {} {:#x}",
+            // SAFETY: gettid cannot fail.
+            unsafe { libc::gettid() },
+            report.capabilities
+        );
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["leases", "tftp", "outside"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    std::fs::write(dir.path().join("tftp/boot"), "ok").unwrap();
+    std::fs::write(dir.path().join("outside/secret"), "secret").unwrap();
+    // Plain permissions allow everything but the leases directory (root's,
+    // 0700, until handed over), so only the sandbox can refuse the rest.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    for p in ["", "tftp", "outside"] {
+        mode(&dir.path().join(p), 0o777).unwrap();
+    }
+    mode(&dir.path().join("leases"), 0o700).unwrap();
+    mode(&dir.path().join("outside/secret"), 0o666).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env(CHILD, dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    let mut fields = line.rsplit("READY ").next().unwrap().split_whitespace();
+    let (tid, caps) = (fields.next().unwrap(), fields.next().unwrap());
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", child.id())).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    assert_eq!(field("Seccomp:"), "2", "{status}");
+    assert_eq!(field("CapInh:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapAmb:"), "0000000000000000", "{status}");
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(!field("Uid:").starts_with('0'), "{status}");
+        assert!(!field("Gid:").starts_with('0'), "{status}");
+        assert_eq!(field("Groups:"), "", "{status}");
+        assert_eq!(caps, "0x1000");
+        assert_eq!(field("CapEff:"), "0000000000001000", "{status}");
+        assert_eq!(field("CapPrm:"), "0000000000001000", "{status}");
+        assert_eq!(field("CapBnd:"), "0000000000000000", "{status}");
+    }
+}

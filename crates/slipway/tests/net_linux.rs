@@ -529,8 +529,9 @@ fn guest_names_informs_and_damaged_leases() {
     // a record of the wrong shape, then cut short): the network starts
     // anyway, the file is set aside with a warning, what reads is kept.
     let hostnet = state_dir(root).join("hostnet");
-    std::fs::create_dir_all(&hostnet).unwrap();
-    let leases = hostnet.join("names.leases.json");
+    let leases_dir = hostnet.join("names.leases");
+    std::fs::create_dir_all(&leases_dir).unwrap();
+    let leases = leases_dir.join("leases.json");
     let record = |mac: &str, ip: &str, name: &str| {
         format!(
             r#"{{"mac":"{mac}","ip":"{ip}","prefix":24,"hostname":{},"client_id":null,"expires":null}}"#,
@@ -544,13 +545,13 @@ fn guest_names_informs_and_damaged_leases() {
     );
     std::fs::write(&leases, &damaged).unwrap();
     ok(root, &["net-start", "names"]);
-    let aside: Vec<_> = std::fs::read_dir(&hostnet)
+    let aside: Vec<_> = std::fs::read_dir(&leases_dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().contains("names.leases.json.corrupt-"))
+        .filter(|p| p.to_string_lossy().contains("leases.json.corrupt-"))
         .collect();
-    assert_eq!(aside.len(), 1, "{:?}", std::fs::read_dir(&hostnet));
+    assert_eq!(aside.len(), 1, "{:?}", std::fs::read_dir(&leases_dir));
     assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), damaged);
     let log = std::fs::read_to_string(hostnet.join("names.service.log")).unwrap();
     assert!(
