@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use slipway_guestif::host::{Context, ManagerNetworks};
+use slipway_guestif::host::{check_networks, Context, ManagerNetworks};
 use slipway_guestif::launch::{launch, SignalForwarder};
 use slipway_guestif::{HostSide, Plan, StateDir};
 use slipway_netmgr::Paths;
@@ -58,7 +58,10 @@ pub fn run(cmd: GuestCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                 // Printing arguments must not need a writable state directory.
                 Err(_) => HashSet::new(),
             };
-            let plan = Plan::new(&ifaces, &in_use, &state.socket_dir())?;
+            let plan = Plan::new(&ifaces, &in_use, &state.socket_dir())
+                .with_context(|| format!("in {}", file.display()))?;
+            check_networks(&plan, &ManagerNetworks(Paths::detect(root)))
+                .with_context(|| format!("in {}", file.display()))?;
             for i in &ifaces {
                 for u in &i.unknown {
                     eprintln!("warning: interface {}: ignoring {u}", i.index);

@@ -99,6 +99,15 @@ fn qemu_args_match_libvirt_forms() {
     )
     .unwrap();
     let root = dir.path().join("root");
+    // type='network' needs a defined network (running or not).
+    fs::create_dir(&root).unwrap();
+    let net = write(
+        dir.path(),
+        "default.xml",
+        "<network><name>default</name><bridge name='virbr0'/>\
+         <ip address='192.168.122.1' netmask='255.255.255.0'/></network>\n",
+    );
+    ok(&root, &["net-define", net.to_str().unwrap()]);
     let qemu_args = |xml: &Path| {
         slipway(&[
             "--root",
@@ -176,6 +185,25 @@ fn qemu_args_match_libvirt_forms() {
     let (code, _, err) = qemu_args(&bad);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("interface 0") && err.contains("0xFE"), "{err}");
+    // What launch would refuse, refused here already: a network that is
+    // not defined, a NIC model that is not known.
+    for (iface, names) in [
+        (
+            "<interface type='network'><mac address='52:54:00:aa:bb:02'/><source network='nope'/></interface>",
+            ["interface 1 (mac 52:54:00:aa:bb:02)", "<source network='nope'>", "no network with matching name 'nope'"],
+        ),
+        (
+            "<interface type='mcast'><mac address='52:54:00:aa:bb:03'/><source address='230.0.0.1' port='5558'/><model type='virtio-foo'/></interface>",
+            ["interface 1 (mac 52:54:00:aa:bb:03)", "<model type='virtio-foo'>", "expected one of virtio, "],
+        ),
+    ] {
+        fs::write(&bad, format!("<interface type='user'/>{iface}\n")).unwrap();
+        let (code, out, err) = qemu_args(&bad);
+        assert_eq!((code, out.as_str()), (1, ""), "{err}");
+        for name in names {
+            assert!(err.contains(name), "{name}: {err}");
+        }
+    }
 
     // launch refuses a network that is not running, before creating
     // anything and without running QEMU, and leaves no record behind.
