@@ -554,6 +554,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The command line is a setuid program's user input: whatever it
+        /// is, an answer and no panic; so for ACL text.
+        #[test]
+        fn random_command_lines_and_acl_text_never_panic(
+            argv in proptest::collection::vec("(--(br|fd|acl|use-vnet|help)=?)?\\PC{0,12}", 0..6),
+            text in "((allow|deny|include|#) ?\\PC{0,10}\n?){0,8}",
+        ) {
+            if let Ok(Command::Attach(req)) = parse_args(argv.iter().map(OsString::from)) {
+                proptest::prop_assert!(req.fd >= 0);
+            }
+            let mut v = Vec::new();
+            let _ = parse_acl(&text, Path::new("t"), &mut |_, _| Ok(()), &mut v);
+        }
+    }
+
     /// A privileged run never reads a caller-chosen ACL.
     #[test]
     fn acl_option_is_refused_when_privileged() {
