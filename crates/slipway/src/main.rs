@@ -88,7 +88,8 @@ fn refuse_privileged_exec() {
 }
 
 /// Installed (or linked) under another tool's name, slipway stands in for
-/// it: as `slirp4netns` it is `slipway attach`,
+/// it (as `qemu-bridge-helper` it says which program is, and exits): as
+/// `slirp4netns` it is `slipway attach`,
 /// whose options include slirp4netns's, so that rootless container
 /// runtimes run it unchanged (there `-v` asks for the version, as
 /// slirp4netns's does).
@@ -97,7 +98,13 @@ fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
         .map(|n| n.to_os_string());
-    if name.is_some_and(|n| n == "slirp4netns") {
+    if name.as_ref().is_some_and(|n| n == "qemu-bridge-helper") {
+        eprintln!(
+            "slipway: error: slipway is not the bridge helper (any more): install \
+             slipway-bridge-helper as qemu-bridge-helper instead"
+        );
+        std::process::exit(1);
+    } else if name.is_some_and(|n| n == "slirp4netns") {
         for arg in args.iter_mut().skip(1) {
             if arg == "-v" {
                 *arg = "--version".into();

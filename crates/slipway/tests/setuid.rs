@@ -170,6 +170,21 @@ fn refuses_body() {
         }
     }
     assert!(!marker.exists(), "launch ran its command");
+
+    // Unprivileged under the helper's old name: it says which program is.
+    let plain = d.join("plain");
+    fs::create_dir(&plain).unwrap();
+    std::os::unix::fs::symlink(SLIPWAY, plain.join("qemu-bridge-helper")).unwrap();
+    let o = Command::new(plain.join("qemu-bridge-helper"))
+        .args(["--use-vnet", "--br=br0", "--fd=3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("install slipway-bridge-helper as qemu-bridge-helper"),
+        "{err}"
+    );
 }
 
 /// A private /etc for one helper run: the machine's, with `qemu/` from
