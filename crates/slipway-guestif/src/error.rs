@@ -46,9 +46,6 @@ pub enum Error {
     /// A process (QEMU, a stack, a script) could not be run or failed.
     #[error("{0}")]
     Process(String),
-    /// The bridge helper refused or failed.
-    #[error("{0}")]
-    Helper(String),
 }
 
 impl Error {

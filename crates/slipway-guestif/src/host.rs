@@ -27,6 +27,26 @@ const STACK_READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub trait Networks {
     /// The bridge device of running network `name`, or why there is none.
     fn bridge(&self, name: &str) -> std::result::Result<String, String>;
+    /// `Ok` when a network `name` is defined (running or not), else why not.
+    fn defined(&self, name: &str) -> std::result::Result<(), String>;
+}
+
+/// Refuses a plan whose `type='network'` interfaces name networks that
+/// are not defined (whether they run is `launch`'s concern: they may be
+/// started in between).
+pub fn check_networks(plan: &Plan, networks: &dyn Networks) -> Result<()> {
+    for nic in &plan.nics {
+        if let HostSide::Tap(TapSpec {
+            bridge: Some(BridgeRef::Network(n)),
+            ..
+        }) = &nic.host
+        {
+            networks
+                .defined(n)
+                .map_err(|m| nic_err(nic, format!("<source network='{n}'>: {m}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// The network manager's view: live state under [`Paths`], read directly
@@ -42,6 +62,13 @@ impl Networks for ManagerNetworks {
         }
         info.bridge
             .ok_or_else(|| format!("network '{}' has no bridge to attach a tap to", info.name))
+    }
+
+    fn defined(&self, name: &str) -> std::result::Result<(), String> {
+        let mgr = Manager::new(self.0.clone(), Box::new(RecordingBackend));
+        mgr.info(&Lookup::any(name))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -5,9 +5,9 @@
 //! ids, QEMU arguments; pure, so `slipway qemu-args` prints exactly what
 //! `launch` uses) → [`host::realize`] (taps on bridges or networks, scripts,
 //! user-mode stacks; recorded in the [`StateDir`]) → [`launch::launch`]
-//! (QEMU with the tap descriptors) → teardown when QEMU ends. The
-//! [`helper`] module is a qemu-bridge-helper replacement for QEMU's own
-//! `-netdev bridge`.
+//! (QEMU with the tap descriptors) → teardown when QEMU ends. QEMU's own
+//! `-netdev bridge` goes through the separate `slipway-bridge-helper`
+//! crate instead.
 //!
 //! Taps, bridges and MTUs go through `slipway-hostnet`'s netlink client; a
 //! `type='network'` interface finds its bridge in the network manager's
@@ -16,7 +16,6 @@
 #![deny(missing_docs)]
 
 mod error;
-pub mod helper;
 pub mod host;
 pub mod launch;
 pub mod plan;

@@ -128,6 +128,52 @@ impl Nic {
     }
 }
 
+/// The QEMU device of a NIC without `<model>` (libvirt's default on x86).
+const DEFAULT_MODEL: &str = "rtl8139";
+
+/// Every `<model type>` a guest NIC may have, with the QEMU device it
+/// becomes: libvirt's names for QEMU's NICs (`virtio` and its variants
+/// renamed, the others QEMU's own device names). Anything else is refused
+/// when the interfaces are planned, so `qemu-args` and `launch` refuse it
+/// alike, before QEMU would.
+pub const MODELS: &[(&str, &str)] = &[
+    ("virtio", "virtio-net-pci"),
+    ("virtio-transitional", "virtio-net-pci-transitional"),
+    ("virtio-non-transitional", "virtio-net-pci-non-transitional"),
+    ("e1000", "e1000"),
+    ("e1000-82544gc", "e1000-82544gc"),
+    ("e1000-82545em", "e1000-82545em"),
+    ("e1000e", "e1000e"),
+    ("igb", "igb"),
+    ("rtl8139", "rtl8139"),
+    ("ne2k_pci", "ne2k_pci"),
+    ("pcnet", "pcnet"),
+    ("tulip", "tulip"),
+    ("vmxnet3", "vmxnet3"),
+    ("usb-net", "usb-net"),
+    ("i82550", "i82550"),
+    ("i82551", "i82551"),
+    ("i82557a", "i82557a"),
+    ("i82557b", "i82557b"),
+    ("i82557c", "i82557c"),
+    ("i82558a", "i82558a"),
+    ("i82558b", "i82558b"),
+    ("i82559a", "i82559a"),
+    ("i82559b", "i82559b"),
+    ("i82559c", "i82559c"),
+    ("i82559er", "i82559er"),
+    ("i82562", "i82562"),
+    ("i82801", "i82801"),
+];
+
+/// The QEMU device of `<model type='model'>`, if it is one of [`MODELS`].
+pub fn qemu_device(model: &str) -> Option<&'static str> {
+    MODELS
+        .iter()
+        .find(|(name, _)| *name == model)
+        .map(|(_, device)| *device)
+}
+
 /// The whole plan: NICs in XML order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -167,10 +213,22 @@ impl Plan {
                 None => (unique_mac(&mut taken), true),
             };
             let model = match i.model.as_deref() {
-                None => "rtl8139".to_string(),
-                Some("virtio") => "virtio-net-pci".to_string(),
-                Some(m) => m.to_string(),
-            };
+                None => DEFAULT_MODEL,
+                Some(m) => qemu_device(m).ok_or_else(|| Error::Interface {
+                    index: i.index,
+                    mac,
+                    message: format!(
+                        "<model type='{m}'> is not a NIC model slipway knows: expected one of {}",
+                        MODELS
+                            .iter()
+                            .map(|(name, _)| *name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?,
+            }
+            .to_string();
+            let virtio = model.starts_with("virtio-net-pci");
             let mut nic = Nic {
                 index: i.index,
                 kind: i.kind.type_name(),
@@ -203,7 +261,7 @@ impl Plan {
                         managed,
                         bridge,
                         mtu: i.mtu,
-                        vnet_hdr: nic.model == "virtio-net-pci",
+                        vnet_hdr: virtio,
                         script: i.script.clone(),
                         downscript: i.downscript.clone(),
                     });
@@ -264,7 +322,7 @@ impl Plan {
                 }
             };
             let mut device = format!("{},netdev={id},id={},mac={mac}", nic.model, nic.device_id());
-            if let (Some(mtu), "virtio-net-pci") = (i.mtu, nic.model.as_str()) {
+            if let (Some(mtu), true) = (i.mtu, virtio) {
                 device.push_str(&format!(",host_mtu={mtu}"));
             }
             nic.args
@@ -402,6 +460,37 @@ mod tests {
                 "rtl8139,netdev=hostnet2,id=net2,mac=52:54:00:00:00:03",
             ]
         );
+    }
+
+    /// Models come from one table: libvirt's virtio variants renamed (and
+    /// given the vnet header), anything not in it refused with its name.
+    #[test]
+    fn models_come_from_the_table() {
+        let p = plan(
+            "<interface type='ethernet'><mac address='52:54:00:00:00:01'/><model type='virtio-transitional'/><mtu size='9000'/></interface>",
+        );
+        assert_eq!(
+            p.nics[0].args[3],
+            "virtio-net-pci-transitional,netdev=hostnet0,id=net0,mac=52:54:00:00:00:01,host_mtu=9000"
+        );
+        assert!(matches!(&p.nics[0].host, HostSide::Tap(t) if t.vnet_hdr));
+        let e = Plan::new(
+            &parse_interfaces(
+                "<interface type='user'/><interface type='user'><model type='virtio-net'/></interface>",
+            )
+            .unwrap(),
+            &HashSet::new(),
+            Path::new("/run/s"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("interface 1 ") && e.contains("<model type='virtio-net'>"),
+            "{e}"
+        );
+        for (name, device) in MODELS {
+            assert_eq!(qemu_device(name), Some(*device));
+        }
     }
 
     #[test]

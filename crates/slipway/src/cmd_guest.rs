@@ -1,14 +1,14 @@
-//! Guest interfaces: `slipway qemu-args`, `slipway launch` and
-//! `slipway bridge-helper` (see the slipway-guestif crate).
+//! Guest interfaces: `slipway qemu-args` and `slipway launch` (see the
+//! slipway-guestif crate). QEMU's bridge helper is the separate
+//! `slipway-bridge-helper` program.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
-use slipway_guestif::helper::{self, HelperRequest};
-use slipway_guestif::host::{Context, ManagerNetworks};
+use clap::Subcommand;
+use slipway_guestif::host::{check_networks, Context, ManagerNetworks};
 use slipway_guestif::launch::{launch, SignalForwarder};
 use slipway_guestif::{HostSide, Plan, StateDir};
 use slipway_netmgr::Paths;
@@ -29,25 +29,6 @@ pub enum GuestCommand {
         #[arg(last = true, required = true, value_name = "QEMU ARGS")]
         qemu: Vec<OsString>,
     },
-    /// Drop-in for qemu-bridge-helper (`-netdev bridge,br=BR,helper=...`).
-    BridgeHelper(HelperArgs),
-}
-
-/// Arguments of `slipway bridge-helper`, as QEMU passes them.
-#[derive(Args, Debug)]
-pub struct HelperArgs {
-    /// Open the tap with the virtio-net header.
-    #[arg(long)]
-    pub use_vnet: bool,
-    /// The bridge to attach the tap to.
-    #[arg(long = "br", value_name = "BRIDGE")]
-    pub bridge: String,
-    /// The unix socket descriptor to send the tap descriptor on.
-    #[arg(long, value_name = "N")]
-    pub fd: i32,
-    /// ACL file instead of /etc/qemu/bridge.conf (refused when setuid).
-    #[arg(long, value_name = "FILE")]
-    pub acl: Option<PathBuf>,
 }
 
 fn state_dir(root: Option<&Path>) -> StateDir {
@@ -77,7 +58,10 @@ pub fn run(cmd: GuestCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                 // Printing arguments must not need a writable state directory.
                 Err(_) => HashSet::new(),
             };
-            let plan = Plan::new(&ifaces, &in_use, &state.socket_dir())?;
+            let plan = Plan::new(&ifaces, &in_use, &state.socket_dir())
+                .with_context(|| format!("in {}", file.display()))?;
+            check_networks(&plan, &ManagerNetworks(Paths::detect(root)))
+                .with_context(|| format!("in {}", file.display()))?;
             for i in &ifaces {
                 for u in &i.unknown {
                     eprintln!("warning: interface {}: ignoring {u}", i.index);
@@ -121,15 +105,6 @@ pub fn run(cmd: GuestCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                 signals: &signals,
             };
             launch(&xml, &qemu, &ctx).with_context(|| format!("launching {}", file.display()))
-        }
-        GuestCommand::BridgeHelper(a) => {
-            helper::run(&HelperRequest {
-                use_vnet: a.use_vnet,
-                bridge: a.bridge,
-                fd: a.fd,
-                acl: a.acl,
-            })?;
-            Ok(0)
         }
     }
 }

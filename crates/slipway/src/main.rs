@@ -50,6 +50,7 @@ enum Command {
 }
 
 fn main() {
+    refuse_privileged_exec();
     let cli = Cli::parse_from(helper_argv(std::env::args_os().collect()));
     init_logging(cli.verbose);
     let result = match cli.command {
@@ -70,9 +71,25 @@ fn main() {
     }
 }
 
+/// Exits at once when this process gained privileges at exec (setuid,
+/// setgid, file capabilities): `slipway` runs commands, reads any file
+/// named on its command line and trusts its environment, so a privileged
+/// copy would hand its privileges to whoever runs it. The one program meant
+/// to be installed that way is `slipway-bridge-helper`.
+fn refuse_privileged_exec() {
+    if slipway_bridge_helper::privileged_exec() {
+        eprintln!(
+            "slipway: error: refusing to run setuid, setgid or with file capabilities; \
+             never install slipway that way: for QEMU's -netdev bridge, install \
+             slipway-bridge-helper setuid root (or with cap_net_admin+ep) instead"
+        );
+        std::process::exit(126);
+    }
+}
+
 /// Installed (or linked) under another tool's name, slipway stands in for
-/// it: as `qemu-bridge-helper` it is the bridge helper (QEMU runs it with
-/// the helper's arguments only); as `slirp4netns` it is `slipway attach`,
+/// it (as `qemu-bridge-helper` it says which program is, and exits): as
+/// `slirp4netns` it is `slipway attach`,
 /// whose options include slirp4netns's, so that rootless container
 /// runtimes run it unchanged (there `-v` asks for the version, as
 /// slirp4netns's does).
@@ -82,7 +99,11 @@ fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         .and_then(|a| std::path::Path::new(a).file_name())
         .map(|n| n.to_os_string());
     if name.as_ref().is_some_and(|n| n == "qemu-bridge-helper") {
-        args.insert(1, "bridge-helper".into());
+        eprintln!(
+            "slipway: error: slipway is not the bridge helper (any more): install \
+             slipway-bridge-helper as qemu-bridge-helper instead"
+        );
+        std::process::exit(1);
     } else if name.is_some_and(|n| n == "slirp4netns") {
         for arg in args.iter_mut().skip(1) {
             if arg == "-v" {
