@@ -404,10 +404,7 @@ impl Stack {
             crate::config::Outbound::Host(target) => {
                 self.udp.new_flow(&mut ctx, guest, remote, target, payload)
             }
-            crate::config::Outbound::Denied(reason) => ctx.counters.drop(match reason {
-                crate::config::DenyReason::Restricted => DropReason::Restricted,
-                _ => DropReason::NotForUs,
-            }),
+            crate::config::Outbound::Denied(reason) => ctx.counters.drop(reason.drop_reason()),
         }
     }
 
@@ -1085,6 +1082,117 @@ pub(crate) mod udp_tests {
             RxChecksum::Trusted
         );
         assert_eq!(RxChecksum::from_vnet_hdr(&[]), RxChecksum::Unverified);
+    }
+
+    /// A guest TCP SYN from 10.0.2.15:40000 to `dst`:`dport`.
+    fn tcp_syn_frame(dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+        use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+        let src = Ipv4Addr::new(10, 0, 2, 15);
+        let repr = TcpRepr {
+            src_port: 40000,
+            dst_port: dport,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: None,
+            window_len: 64240,
+            window_scale: None,
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        ip_frame(
+            GUEST_MAC,
+            src,
+            dst,
+            IpProtocol::Tcp,
+            repr.buffer_len(),
+            |seg| {
+                repr.emit(
+                    &mut TcpPacket::new_unchecked(seg),
+                    &IpAddress::Ipv4(src),
+                    &IpAddress::Ipv4(dst),
+                    &smoltcp::phy::ChecksumCapabilities::default(),
+                )
+            },
+        )
+    }
+
+    /// With `--no-host-loopback` no guest packet reaches the host's
+    /// loopback, addressed to the host address or to 127/8 itself: UDP is
+    /// dropped, a SYN answered with RST, an echo request dropped, each
+    /// counted as `host-loopback`. Without the option 127.0.0.5 is reached.
+    #[test]
+    fn no_host_loopback_refuses_loopback_destinations_for_every_protocol() {
+        let loopback = Ipv4Addr::new(127, 0, 0, 5);
+        let udp_server = std::net::UdpSocket::bind((loopback, 0)).unwrap();
+        udp_server.set_nonblocking(true).unwrap();
+        let udp_port = udp_server.local_addr().unwrap().port();
+        let tcp_server = std::net::TcpListener::bind((loopback, 0)).unwrap();
+        tcp_server.set_nonblocking(true).unwrap();
+        let tcp_port = tcp_server.local_addr().unwrap().port();
+
+        let mut poll = mio::Poll::new().unwrap();
+        let mut cfg = parse_options("").unwrap();
+        cfg.host_loopback = false;
+        let mut stack = Stack::new(cfg).unwrap();
+        stack.start(poll.registry()).unwrap();
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        for dst in [loopback, Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 2, 2)] {
+            stack.handle_frame(
+                poll.registry(),
+                &udp_frame(4000, dst, udp_port, b"x"),
+                Instant::now(),
+            );
+        }
+        assert_eq!(stack.counters().drops(DropReason::HostLoopback), 3);
+        stack.handle_frame(
+            poll.registry(),
+            &tcp_syn_frame(loopback, tcp_port),
+            Instant::now(),
+        );
+        assert_eq!(stack.counters().drops(DropReason::HostLoopback), 4);
+        let frame = stack.guest_tx().frame(0).to_vec();
+        stack.guest_tx().clear();
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!(ip.src_addr(), loopback);
+        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.rst(), "a refused SYN gets a RST");
+        let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'i'];
+        smoltcp::wire::Icmpv4Packet::new_unchecked(&mut echo[..]).fill_checksum();
+        stack.handle_frame(
+            poll.registry(),
+            &ip_frame(
+                GUEST_MAC,
+                Ipv4Addr::new(10, 0, 2, 15),
+                Ipv4Addr::LOCALHOST,
+                IpProtocol::Icmp,
+                echo.len(),
+                |p| p.copy_from_slice(&echo),
+            ),
+            Instant::now(),
+        );
+        assert_eq!(stack.counters().drops(DropReason::HostLoopback), 5);
+        assert!(stack.guest_tx().is_empty());
+        let mut buf = [0u8; 4];
+        assert!(udp_server.recv_from(&mut buf).is_err(), "no datagram came");
+        assert!(tcp_server.accept().is_err(), "no connection came");
+
+        // Without the option the same datagram arrives (unchanged behaviour).
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        stack.handle_frame(
+            poll.registry(),
+            &udp_frame(4000, loopback, udp_port, b"y"),
+            Instant::now(),
+        );
+        udp_server.set_nonblocking(false).unwrap();
+        let (n, _) = udp_server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"y");
+        assert_eq!(stack.counters().drops(DropReason::HostLoopback), 0);
+        let _ = &mut poll;
     }
 
     #[test]

@@ -120,7 +120,10 @@ pub struct StackArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_dns_queries as u32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_dns_queries: u32,
 
-    /// Do not map the host address to the host's loopback.
+    /// Keep the guest off the host's loopback: the host address is not
+    /// mapped to it, and traffic addressed to 127/8, ::1 or 0.0.0.0 is
+    /// refused (TCP: RST; UDP and ICMP echo: dropped, counted
+    /// `host-loopback`).
     #[arg(long, visible_alias = "disable-host-loopback")]
     pub no_host_loopback: bool,
 
