@@ -82,8 +82,7 @@ impl Slipway {
         }
     }
 
-    /// Waits until slipway logs that it listens (a probe connection would
-    /// count as the VM).
+    /// Waits until slipway logs that it listens.
     pub fn wait_for_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.log().contains("waiting for the VM") {
