@@ -550,7 +550,9 @@ fn check_ipv4<'a>(
         counters.drop(DropReason::Truncated);
         return None;
     };
-    if ip.version() != 4 {
+    if ip.version() != 4 || ip.header_len() < 20 {
+        // An IHL under 5 (smoltcp takes it) would start the payload inside
+        // the addresses.
         counters.drop(DropReason::Malformed);
         return None;
     }
@@ -719,6 +721,17 @@ mod tests {
         feed(&mut s, &poll, &bad_version);
         assert_eq!(s.counters().drops(DropReason::Malformed), 1);
 
+        // IHL below 5 (a 16-byte header overlapping the destination
+        // address, the checksum covering those 16 bytes): malformed, not
+        // a packet whose payload starts inside its header.
+        for ihl in [0u8, 4] {
+            let mut short_header = ipv4_frame([10, 0, 2, 2], 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+            short_header[14] = 0x40 | ihl;
+            Ipv4Packet::new_unchecked(&mut short_header[14..]).fill_checksum();
+            feed(&mut s, &poll, &short_header);
+        }
+        assert_eq!(s.counters().drops(DropReason::Malformed), 3);
+
         // An IPv4 packet under the IPv6 EtherType is too short for IPv6.
         let mut ipv6 = ipv4_frame([10, 0, 2, 2], 17, &[0; 8]);
         ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
@@ -742,7 +755,7 @@ mod tests {
         feed(&mut s, &poll, &ipv4_frame([10, 0, 2, 2], 17, &udp));
         assert_eq!(s.counters().drops(DropReason::BadChecksum), 2);
         assert!(s.guest_tx().is_empty());
-        assert_eq!(s.counters().frames_in, 8);
+        assert_eq!(s.counters().frames_in, 10);
     }
 
     #[test]

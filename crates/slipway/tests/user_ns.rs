@@ -715,7 +715,8 @@ fn attach_ends_when_its_exit_fd_closes() {
 /// slirp4netns (namespace files, short options, its option names) and
 /// serves the namespace as slirp4netns would: address, MTU and route from
 /// `-c`, `--mtu`, `--cidr` and `--macaddress`, DNS through the network's DNS address, host
-/// loopback refused under `--disable-host-loopback`; `-v` is the version.
+/// loopback refused under `--disable-host-loopback`, IPv6 in slirp4netns's
+/// fd00::/64; `-v` is the version.
 #[test]
 fn linked_as_slirp4netns_it_takes_podmans_command_line() {
     let dir = temp_dir().unwrap();
@@ -771,6 +772,21 @@ fn linked_as_slirp4netns_it_takes_podmans_command_line() {
         "+time=3",
         "+tries=2",
         "@10.8.0.3",
+        "db.example.test",
+    ]));
+    assert_eq!(answer.trim(), "192.0.2.7", "{}", slipway.log());
+    // IPv6 as slirp4netns serves it: SLAAC in fd00::/64, DNS at fd00::3
+    // (not QEMU's fec0::, which `slipway user` and `run` keep).
+    wait_for("a SLAAC address in fd00::/64 on tap0", || {
+        text(ns.exec(&["ip", "-6", "-o", "addr", "show", "tap0", "scope", "global"]))
+            .contains(" inet6 fd00::5054:ff:fe12:3499/64 ")
+    });
+    let answer = text(ns.exec(&[
+        "dig",
+        "+short",
+        "+time=3",
+        "+tries=2",
+        "@fd00::3",
         "db.example.test",
     ]));
     assert_eq!(answer.trim(), "192.0.2.7", "{}", slipway.log());
