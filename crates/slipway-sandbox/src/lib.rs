@@ -11,11 +11,13 @@
 //!    bounding set;
 //! 3. every capability (effective, permitted, inheritable, ambient) is
 //!    dropped and `no_new_privs` is set;
-//! 4. Landlock restricts the filesystem to the paths the options need
-//!    (read-only files and trees, directories holding the process's own
-//!    sockets);
+//! 4. Landlock restricts the filesystem to the read-only files and trees
+//!    the options need; socket files to remove at exit are removed by a
+//!    parent forked first ([`Sandbox::remove_on_exit`]);
 //! 5. a seccomp filter allows only the system calls the data path makes
-//!    ([`Sandbox::syscalls`]); any other call fails with `EPERM` (not a
+//!    ([`Sandbox::syscalls`]; `socket` only for TCP and UDP over IPv4
+//!    and IPv6, and unix datagrams when allowed); any other call fails
+//!    with `EPERM` (not a
 //!    kill: an unforeseen call in a rare path becomes an error the stack
 //!    reports, while anything an attacker would need stays impossible).
 //!
@@ -69,6 +71,10 @@ pub enum SandboxError {
         /// The kernel's error.
         source: std::io::Error,
     },
+    /// The kernel does not enforce Landlock and the sandbox was required
+    /// in full (`--require-sandbox`).
+    #[error("the kernel does not enforce Landlock (not built in, or not in its lsm= list), and --require-sandbox refuses to run with the filesystem unrestricted")]
+    NoLandlock,
     /// The seccomp filter could not be built or installed.
     #[error("seccomp: {0}")]
     Seccomp(#[from] seccompiler::Error),
@@ -88,18 +94,20 @@ fn os_err(what: &'static str) -> SandboxError {
 #[derive(Clone, Debug)]
 pub struct Sandbox {
     read_only: Vec<PathBuf>,
-    socket_dirs: Vec<PathBuf>,
     remove_on_exit: Vec<PathBuf>,
     runas: String,
+    unix_dgram: bool,
+    require: bool,
 }
 
 impl Default for Sandbox {
     fn default() -> Self {
         Sandbox {
             read_only: Vec::new(),
-            socket_dirs: Vec::new(),
             remove_on_exit: Vec::new(),
             runas: "nobody".into(),
+            unix_dgram: false,
+            require: false,
         }
     }
 }
@@ -142,22 +150,34 @@ impl Sandbox {
         self
     }
 
-    /// Allows creating and removing socket files in directory `dir` (the
-    /// attachment's socket, an API socket).
-    pub fn allow_socket_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
-        self.socket_dirs.push(dir.into());
-        self
-    }
-
     /// Has `path` (a socket file the process created) removed when the
-    /// process ends. Once switched from root to an unprivileged user the
-    /// process may no longer remove it itself (a root-owned directory), so
-    /// [`Sandbox::apply`] then forks: the parent (confined to waiting,
-    /// forwarding SIGTERM/SIGINT and removing these files) outlives the
-    /// sandboxed child and exits with its status.
+    /// process ends. The sandboxed process itself may remove no file (nor
+    /// create a socket file): [`Sandbox::apply`] forks first, and the
+    /// parent (confined to waiting, forwarding SIGTERM/SIGINT and removing
+    /// these files if they are still sockets) outlives the sandboxed child
+    /// and exits with its status.
     pub fn remove_on_exit(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.remove_on_exit.push(path.into());
         self
+    }
+
+    /// Allows new unix datagram sockets (a datagram attachment reaching
+    /// later VMs); without it `socket` is for TCP and UDP only.
+    pub fn allow_unix_datagrams(&mut self) -> &mut Self {
+        self.unix_dgram = true;
+        self
+    }
+
+    /// Makes a kernel without Landlock an error of [`Sandbox::apply`]
+    /// (`--require-sandbox`) instead of a warning.
+    pub fn require_landlock(&mut self, require: bool) -> &mut Self {
+        self.require = require;
+        self
+    }
+
+    /// The user to switch to when started as root.
+    pub fn runas_user(&self) -> &str {
+        &self.runas
     }
 
     /// The user to switch to when started as root (default `nobody`).
@@ -169,7 +189,7 @@ impl Sandbox {
     /// The system calls the filter allows, by name, in table order. Reading
     /// files adds the calls that opening and reading them needs.
     pub fn syscalls(&self) -> Vec<Syscall> {
-        syscalls::allowed(!self.read_only.is_empty())
+        syscalls::allowed(!self.read_only.is_empty(), self.unix_dgram)
     }
 
     /// Confines the calling process (every thread it has now and later).
@@ -177,24 +197,19 @@ impl Sandbox {
     /// afterwards.
     pub fn apply(&self) -> Result<Report, SandboxError> {
         let ruleset = self.landlock_ruleset()?;
-        // SAFETY: geteuid cannot fail.
-        let switched_to = if unsafe { libc::geteuid() } == 0 {
-            let parent = if self.remove_on_exit.is_empty() {
-                None
-            } else {
-                Some(cleaner::fork(
-                    &self.remove_on_exit,
-                    self.landlock_ruleset()?,
-                )?)
-            };
-            let switched = self.drop_root()?;
-            if let Some(parent) = parent {
-                cleaner::die_with_parent(parent)?;
-            }
-            switched
-        } else {
+        let parent = if self.remove_on_exit.is_empty() {
             None
+        } else {
+            Some(cleaner::fork(
+                &self.remove_on_exit,
+                self.cleaner_ruleset()?,
+            )?)
         };
+        let switched_to = switch_user(&self.runas)?;
+        if let Some(parent) = parent {
+            // After the switch of user, which clears the parent-death signal.
+            cleaner::die_with_parent(parent)?;
+        }
         drop_capabilities()?;
         // SAFETY: plain prctl with integer arguments.
         if unsafe { prctl(libc::PR_SET_NO_NEW_PRIVS, 1) } != 0 {
@@ -205,12 +220,7 @@ impl Sandbox {
             RulesetStatus::PartiallyEnforced => LandlockState::Partial,
             RulesetStatus::NotEnforced => LandlockState::Unsupported,
         };
-        if landlock != LandlockState::Full {
-            tracing::warn!(
-                ?landlock,
-                "the kernel does not fully enforce Landlock: filesystem access is less restricted"
-            );
-        }
+        check_landlock(landlock, self.require)?;
         let syscalls = self.syscalls();
         syscalls::install(&syscalls)?;
         tracing::info!(
@@ -226,57 +236,101 @@ impl Sandbox {
         })
     }
 
+    /// The sandboxed process's filesystem: the read-only trees, nothing
+    /// else (no socket file created or removed: the cleaning parent
+    /// removes them).
     fn landlock_ruleset(&self) -> Result<RulesetCreated, SandboxError> {
         let all = AccessFs::from_all(LANDLOCK_ABI);
         let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
         for path in &self.read_only {
             ruleset = add_rule(ruleset, path, AccessFs::from_read(LANDLOCK_ABI))?;
         }
-        let sockets = AccessFs::ReadDir | AccessFs::MakeSock | AccessFs::RemoveFile;
-        for dir in &self.socket_dirs {
-            ruleset = add_rule(ruleset, dir, sockets)?;
-        }
         Ok(ruleset)
     }
 
-    /// Leaves root for the configured user; returns its uid and gid, or
-    /// `None` inside a user namespace that has no such user (`unshare -r`
-    /// maps only uid 0): there the process stays uid 0 of the namespace,
-    /// without capabilities.
-    fn drop_root(&self) -> Result<Option<(u32, u32)>, SandboxError> {
-        let (uid, gid) = lookup_user(&self.runas)?;
-        // Without CAP_SETPCAP later, the bounding set must shrink now.
-        for cap in 0..=63 {
-            // SAFETY: plain prctl; EINVAL past the last capability ends it.
-            if unsafe { prctl(libc::PR_CAPBSET_DROP, cap) } != 0 {
-                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                    break;
-                }
-                return Err(os_err("dropping the capability bounding set"));
-            }
+    /// The cleaning parent's filesystem: removing files in the directories
+    /// of the socket files it removes (it runs fixed code and reads no
+    /// guest input; its seccomp filter allows only `unlinkat` of a path
+    /// found to be a socket).
+    fn cleaner_ruleset(&self) -> Result<RulesetCreated, SandboxError> {
+        let all = AccessFs::from_all(LANDLOCK_ABI);
+        let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
+        for path in &self.remove_on_exit {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            ruleset = add_rule(ruleset, dir, AccessFs::RemoveFile.into())?;
         }
-        // SAFETY: plain system calls with integer arguments.
-        unsafe {
-            // A user namespace may deny setgroups (unshare -r does); it has
-            // no supplementary groups to drop then.
-            if libc::setgroups(0, std::ptr::null()) != 0 && !in_user_namespace() {
-                return Err(os_err("dropping supplementary groups"));
+        Ok(ruleset)
+    }
+}
+
+/// Started as root, leaves root for `user` (a name or a number) after
+/// emptying the capability bounding set; returns its uid and gid. `None`
+/// when not root, or inside a user namespace that has no such user
+/// (`unshare -r` maps only uid 0): there the process stays uid 0 of the
+/// namespace, and says so. [`Sandbox::apply`] does this; so do processes
+/// forked before it that run programs (guest forwards, smbd).
+pub fn switch_user(user: &str) -> Result<Option<(u32, u32)>, SandboxError> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let (uid, gid) = lookup_user(user)?;
+    // Without CAP_SETPCAP later, the bounding set must shrink now.
+    for cap in 0..=63 {
+        // SAFETY: plain prctl; EINVAL past the last capability ends it.
+        if unsafe { prctl(libc::PR_CAPBSET_DROP, cap) } != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                break;
             }
-            if libc::setresgid(gid, gid, gid) != 0 {
-                if unmapped_in_user_namespace() {
-                    tracing::warn!(
-                        user = %self.runas,
-                        "root of a user namespace where this user does not exist: staying uid 0, without capabilities"
-                    );
-                    return Ok(None);
-                }
-                return Err(os_err("switching group"));
-            }
-            if libc::setresuid(uid, uid, uid) != 0 {
-                return Err(os_err("switching user"));
-            }
+            return Err(os_err("dropping the capability bounding set"));
         }
-        Ok(Some((uid, gid)))
+    }
+    // SAFETY: plain system calls with integer arguments.
+    unsafe {
+        // A user namespace may deny setgroups (unshare -r does); it has
+        // no supplementary groups to drop then.
+        if libc::setgroups(0, std::ptr::null()) != 0 && !in_user_namespace() {
+            return Err(os_err("dropping supplementary groups"));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            if unmapped_in_user_namespace() {
+                tracing::warn!(
+                    user = %user,
+                    "root of a user namespace where this user does not exist: staying uid 0"
+                );
+                return Ok(None);
+            }
+            return Err(os_err("switching group"));
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(os_err("switching user"));
+        }
+    }
+    Ok(Some((uid, gid)))
+}
+
+/// Says what a Landlock state leaves unrestricted: nothing (full), newer
+/// rights (partial: a warning), the whole filesystem (unsupported: a
+/// warning, or with `require` the error [`SandboxError::NoLandlock`]).
+pub fn check_landlock(state: LandlockState, require: bool) -> Result<(), SandboxError> {
+    match state {
+        LandlockState::Full => Ok(()),
+        LandlockState::Partial => {
+            tracing::warn!(
+                "the kernel enforces an older Landlock ABI: rights it does not know (file truncation, device ioctls, ...) are not restricted"
+            );
+            Ok(())
+        }
+        LandlockState::Unsupported if require => Err(SandboxError::NoLandlock),
+        LandlockState::Unsupported => {
+            tracing::warn!(
+                "Landlock is missing (a kernel without it, or not in its lsm= list): the filesystem is NOT restricted; seccomp and the privilege drop still apply (--require-sandbox makes this an error)"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -319,7 +373,7 @@ fn in_user_namespace() -> bool {
 }
 
 /// The uid and gid of `user` (a name, or a number).
-fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
+pub fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
     let name = CString::new(user).map_err(|_| SandboxError::NoSuchUser(user.into()))?;
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0_u8; 16384];

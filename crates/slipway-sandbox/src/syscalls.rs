@@ -7,8 +7,11 @@
 //!
 //! Not in the list, so impossible after [`crate::Sandbox::apply`]: execve,
 //! fork/clone, ptrace, mount, setuid and friends, kill of other processes,
-//! opening files (unless the sandbox allows reading files), bpf, keyctl,
-//! io_uring, perf_event_open, reboot, module loading, chmod/chown, ...
+//! opening files (unless the sandbox allows reading files), removing files,
+//! bpf, keyctl, io_uring, perf_event_open, reboot, module loading,
+//! chmod/chown, ... `socket` is allowed for TCP and UDP over IPv4 and IPv6
+//! only (and unix datagram sockets when the sandbox allows them): no unix
+//! stream socket (a session bus, an agent), no netlink, packet or raw one.
 
 use std::collections::BTreeMap;
 
@@ -48,7 +51,34 @@ enum Limit {
     Ioctl(&'static [u64]),
     /// Only toward the process itself (argument 0 is its pid: `tgkill` for abort).
     OwnProcess,
+    /// `socket` only for these (family, type) pairs (arguments 0 and 1;
+    /// the type's SOCK_NONBLOCK and SOCK_CLOEXEC flags aside).
+    Socket(&'static [(libc::c_int, libc::c_int)]),
 }
+
+/// Sockets of the data path: TCP and UDP (ping sockets are UDP-typed) over
+/// IPv4 and IPv6. No unix, netlink, packet or raw sockets.
+const INET_SOCKETS: &[(libc::c_int, libc::c_int)] = &[
+    (libc::AF_INET, libc::SOCK_STREAM),
+    (libc::AF_INET, libc::SOCK_DGRAM),
+    (libc::AF_INET6, libc::SOCK_STREAM),
+    (libc::AF_INET6, libc::SOCK_DGRAM),
+];
+
+/// [`INET_SOCKETS`] and unix datagram sockets, for a datagram attachment
+/// that reaches later VMs through sockets of their own. Still no unix
+/// stream socket: nothing like a session bus or an agent can be connected.
+const INET_AND_UNIX_DGRAM_SOCKETS: &[(libc::c_int, libc::c_int)] = &[
+    (libc::AF_INET, libc::SOCK_STREAM),
+    (libc::AF_INET, libc::SOCK_DGRAM),
+    (libc::AF_INET6, libc::SOCK_STREAM),
+    (libc::AF_INET6, libc::SOCK_DGRAM),
+    (libc::AF_UNIX, libc::SOCK_DGRAM),
+];
+
+/// The bits of `socket`'s type argument that are the type (the rest are
+/// SOCK_NONBLOCK and SOCK_CLOEXEC), as the kernel's SOCK_TYPE_MASK.
+const SOCK_TYPE_MASK: u64 = 0xf;
 
 macro_rules! calls {
     ($($name:ident $(: $limit:expr)?),* $(,)?) => {
@@ -77,7 +107,7 @@ const BASE: &[Syscall] = calls![
     SYS_recvmmsg,
     SYS_sendmmsg,
     // Host sockets of new flows, accepted forwards and VMs.
-    SYS_socket,
+    SYS_socket: Limit::Socket(INET_SOCKETS),
     SYS_connect,
     SYS_bind,
     SYS_listen,
@@ -117,14 +147,13 @@ const BASE: &[Syscall] = calls![
     SYS_restart_syscall,
     SYS_exit,
     SYS_exit_group,
-    // Random keys (hash maps) and removing the process's own socket files.
+    // Random keys (hash maps).
     SYS_getrandom,
-    SYS_unlinkat,
 ];
 
 /// Calls only x86_64 has (older spellings the C library still uses there).
 #[cfg(target_arch = "x86_64")]
-const ARCH: &[Syscall] = calls![SYS_epoll_wait, SYS_poll, SYS_unlink];
+const ARCH: &[Syscall] = calls![SYS_epoll_wait, SYS_poll];
 #[cfg(not(target_arch = "x86_64"))]
 const ARCH: &[Syscall] = &[];
 
@@ -140,9 +169,17 @@ const FILES: &[Syscall] = calls![
     SYS_getdents64,
 ];
 
-/// The allowlist, with the file calls when `files` is true.
-pub(crate) fn allowed(files: bool) -> Vec<Syscall> {
+/// The allowlist, with the file calls when `files` is true and unix
+/// datagram sockets when `unix_dgram` is.
+pub(crate) fn allowed(files: bool, unix_dgram: bool) -> Vec<Syscall> {
     let mut all: Vec<Syscall> = BASE.iter().chain(ARCH).copied().collect();
+    if unix_dgram {
+        for call in &mut all {
+            if call.nr == libc::SYS_socket {
+                call.limit = Limit::Socket(INET_AND_UNIX_DGRAM_SOCKETS);
+            }
+        }
+    }
     if files {
         all.extend_from_slice(FILES);
     }
@@ -180,6 +217,21 @@ fn rules(call: &Syscall) -> Result<Vec<SeccompRule>, SandboxError> {
             let pid = unsafe { libc::getpid() } as u64;
             vec![SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, pid)?])?]
         }
+        Limit::Socket(pairs) => pairs
+            .iter()
+            .map(|&(family, kind)| {
+                use SeccompCmpArgLen::Dword;
+                SeccompRule::new(vec![
+                    SeccompCondition::new(0, Dword, SeccompCmpOp::Eq, family as u64)?,
+                    SeccompCondition::new(
+                        1,
+                        Dword,
+                        SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
+                        kind as u64,
+                    )?,
+                ])
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

@@ -161,7 +161,7 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
     let sandbox = opts.sandbox.map(|sandbox| {
         let mut sandbox = sandbox_for(sandbox, &cfg, opts.api.as_deref());
         if let Some(path) = &opts.slirp4netns_api {
-            allow_socket(&mut sandbox, path);
+            sandbox.remove_on_exit(path.clone());
         }
         sandbox
     });
@@ -175,6 +175,9 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         Some(path) => Some(Slirp4netnsApiServer::open(path, &registry)?),
         None => None,
     };
+    // A datagram attachment reaches later VMs through new unix datagram
+    // sockets; no other attachment needs a unix socket once set up.
+    let unix_dgram = matches!(spec, AttachSpec::UnixDgram(_));
     let socket_file = match &spec {
         AttachSpec::UnixListen(path) | AttachSpec::UnixDgram(path) => Some(path.clone()),
         AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) | AttachSpec::Tap(_) => None,
@@ -188,7 +191,10 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
     }
     let mut sandbox = sandbox.map(|mut sandbox| {
         if let Some(path) = socket_file {
-            allow_socket(&mut sandbox, &path);
+            sandbox.remove_on_exit(path);
+        }
+        if unix_dgram {
+            sandbox.allow_unix_datagrams();
         }
         sandbox
     });
@@ -318,21 +324,9 @@ pub fn sandbox_for(
         sandbox.allow_read(root.clone());
     }
     if let Some(path) = api {
-        allow_socket(&mut sandbox, path);
+        sandbox.remove_on_exit(path.to_owned());
     }
     sandbox
-}
-
-/// Lets the sandboxed process remove the socket file at `path` (and the
-/// sandbox remove it when the process ends).
-fn allow_socket(sandbox: &mut slipway_sandbox::Sandbox, path: &std::path::Path) {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    sandbox
-        .allow_socket_dir(dir)
-        .remove_on_exit(path.to_owned());
 }
 
 /// Applies the sandbox. It may have forked (see

@@ -70,13 +70,20 @@ pub struct SandboxArgs {
     /// only root may reach, since later VMs are reached after the switch).
     #[arg(long, value_name = "USER", default_value = "nobody")]
     pub runas: String,
+
+    /// Refuse to run unless the whole sandbox applies: a kernel without
+    /// Landlock (otherwise a warning) is then an error.
+    #[arg(long, conflicts_with = "no_sandbox")]
+    pub require_sandbox: bool,
 }
 
 impl SandboxArgs {
     /// The sandbox to apply, or `None` with `--no-sandbox`.
     pub fn sandbox(&self) -> Option<slipway_sandbox::Sandbox> {
         let mut sandbox = slipway_sandbox::Sandbox::new();
-        sandbox.runas(self.runas.clone());
+        sandbox
+            .runas(self.runas.clone())
+            .require_landlock(self.require_sandbox);
         (!self.no_sandbox).then_some(sandbox)
     }
 }

@@ -38,9 +38,17 @@ impl Slipway {
     /// with it.
     pub fn start_in_netns(setup: &str, args: &[String]) -> Slipway {
         let mut cmd = Command::new("unshare");
-        cmd.args(["-Urn", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c"])
-            .arg(format!("{setup}exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_slipway"));
+        cmd.args([
+            "-Urn",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("{setup}exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_slipway"));
         let mut slipway = Slipway::spawn(cmd, args);
         slipway.in_pid_namespace = true;
         slipway
