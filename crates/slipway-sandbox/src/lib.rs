@@ -270,9 +270,8 @@ impl Sandbox {
 /// emptying the capability bounding set; returns its uid and gid. `None`
 /// when not root, or inside a user namespace that has no such user
 /// (`unshare -r` maps only uid 0): there the process stays uid 0 of the
-/// namespace, and says so. [`Sandbox::apply`] does this; so do processes
-/// forked before it that run programs (guest forwards, smbd).
-pub fn switch_user(user: &str) -> Result<Option<(u32, u32)>, SandboxError> {
+/// namespace, and says so.
+fn switch_user(user: &str) -> Result<Option<(u32, u32)>, SandboxError> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -372,8 +371,43 @@ fn in_user_namespace() -> bool {
         .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
+/// The uid and gid that programs started on behalf of the sandboxed
+/// process (guest forward commands, smbd) run as: `user`'s when started
+/// as root, `None` when not root (they run as this process's user) or in
+/// a user namespace that does not map `user` (they stay uid 0 of the
+/// namespace, as the sandbox does, and a warning says so).
+pub fn runas_ids(user: &str) -> Result<Option<(u32, u32)>, SandboxError> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let (uid, gid) = lookup_user(user)?;
+    if !id_mapped(uid, "/proc/self/uid_map") || !id_mapped(gid, "/proc/self/gid_map") {
+        tracing::warn!(
+            user,
+            "root of a user namespace where this user does not exist: programs run as uid 0"
+        );
+        return Ok(None);
+    }
+    Ok(Some((uid, gid)))
+}
+
+/// Whether `id` lies in one of the ranges of a uid_map or gid_map file
+/// (`inside outside count` lines).
+fn id_mapped(id: u32, map: &str) -> bool {
+    std::fs::read_to_string(map).is_ok_and(|text| {
+        text.lines().any(|line| {
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(id))
+        })
+    })
+}
+
 /// The uid and gid of `user` (a name, or a number).
-pub fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
+fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
     let name = CString::new(user).map_err(|_| SandboxError::NoSuchUser(user.into()))?;
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0_u8; 16384];

@@ -140,7 +140,7 @@ fn raise_file_limit() {
 /// Runs one user-mode network for the VM(s) on `spec` until the last VM
 /// goes away (unless `opts.keep_listening`) or SIGTERM/SIGINT arrives. Socket
 /// files it created are removed on return.
-pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), RunError> {
+pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), RunError> {
     // SAFETY: the caller handed this descriptor over; owned, it is closed
     // on every way out.
     let ready = opts.ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
@@ -165,6 +165,10 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         }
         sandbox
     });
+    if let Some(sandbox) = &sandbox {
+        // Guest forward commands and smbd run as the sandbox's user too.
+        cfg.services.helper_user = Some(sandbox.runas_user().to_owned());
+    }
     let mut stack = Stack::new(cfg)?;
     stack.start(&registry)?;
     let mut api = match &opts.api {

@@ -40,6 +40,9 @@ pub enum StackError {
     /// `smb=` cannot be served (no smbd, a bad directory).
     #[error(transparent)]
     Smb(#[from] crate::smb::SmbError),
+    /// The user guest forward commands and smbd run as (`--runas`).
+    #[error("guest forwards and SMB: {0}")]
+    HelperUser(#[source] slipway_sandbox::SandboxError),
     /// The DHCPv6 server refused the configuration derived from the options.
     #[error("DHCPv6 configuration")]
     Dhcpv6(#[from] slipway_dhcp::v6::Dhcpv6ConfigError),
@@ -145,6 +148,7 @@ impl Stack {
             None => None,
         };
         let services = &mut self.core.cfg.services;
+        let user = services.helper_user.clone();
         let smb_forwards = smb.iter().flat_map(|s| s.forwards());
         let forwards: Vec<_> = services
             .guestfwd
@@ -153,7 +157,7 @@ impl Stack {
             .cloned()
             .collect();
         if !forwards.is_empty() {
-            let (helper, addrs) = crate::guestfwd::Helper::start(&forwards, smb)?;
+            let (helper, addrs) = crate::guestfwd::Helper::start(&forwards, smb, user.as_deref())?;
             for (fwd, to) in forwards.iter().zip(addrs) {
                 services.redirects.push((fwd.server, to));
             }
