@@ -88,6 +88,9 @@ fn bad_flags_are_refused() {
     let (code, err) = slipway_user(&["--socket", &path, "--dgram", &path]);
     assert_ne!(code, 0);
     assert!(err.contains("--dgram") || err.contains("--socket"), "{err}");
+    let (code, err) = slipway_user(&["--socket", &path, "--require-sandbox", "--no-sandbox"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--require-sandbox"), "{err}");
 }
 
 #[test]
@@ -157,7 +160,11 @@ fn print_sandbox_lists_the_allowed_syscalls() {
 /// `--no-sandbox` opts out.
 #[test]
 fn user_runs_sandboxed_unless_told_not_to() {
-    for (flag, sandboxed) in [(None, true), (Some("--no-sandbox"), false)] {
+    for (flag, sandboxed) in [
+        (None, true),
+        (Some("--require-sandbox"), true),
+        (Some("--no-sandbox"), false),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vm.sock");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
