@@ -191,7 +191,7 @@ fn user_runs_sandboxed_unless_told_not_to() {
             );
             log.push_str(&line);
         }
-        // Started as root, the sandbox forks a parent that removes the
+        // With a socket file to remove, the sandbox forks a parent that removes the
         // socket file at the end; the VM is served by its child.
         let pid = child.id();
         let children =
@@ -232,7 +232,7 @@ fn resource_caps_are_validated() {
     assert!(err.contains("--max-tftp-transfers"), "{err}");
 }
 
-/// Started as root, the sandbox forks a parent that cleans up the socket
+/// With a socket file, the sandbox forks a parent that cleans up the socket
 /// file; when that parent is killed outright (SIGKILL, no chance to pass it
 /// on), the sandboxed child serving the VM goes too instead of serving on,
 /// orphaned.
