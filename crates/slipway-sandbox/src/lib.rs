@@ -205,7 +205,12 @@ impl Sandbox {
                 self.cleaner_ruleset()?,
             )?)
         };
-        let switched_to = switch_user(&self.runas)?;
+        // SAFETY: geteuid cannot fail.
+        let switched_to = if unsafe { libc::geteuid() } == 0 {
+            self.drop_root()?
+        } else {
+            None
+        };
         if let Some(parent) = parent {
             // After the switch of user, which clears the parent-death signal.
             cleaner::die_with_parent(parent)?;
@@ -249,9 +254,9 @@ impl Sandbox {
     }
 
     /// The cleaning parent's filesystem: removing files in the directories
-    /// of the socket files it removes (it runs fixed code and reads no
-    /// guest input; its seccomp filter allows only `unlinkat` of a path
-    /// found to be a socket).
+    /// of the socket files it removes (it runs fixed code, reads no guest
+    /// input, and removes only these paths, and only while they are
+    /// sockets).
     fn cleaner_ruleset(&self) -> Result<RulesetCreated, SandboxError> {
         let all = AccessFs::from_all(LANDLOCK_ABI);
         let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
@@ -264,51 +269,46 @@ impl Sandbox {
         }
         Ok(ruleset)
     }
-}
 
-/// Started as root, leaves root for `user` (a name or a number) after
-/// emptying the capability bounding set; returns its uid and gid. `None`
-/// when not root, or inside a user namespace that has no such user
-/// (`unshare -r` maps only uid 0): there the process stays uid 0 of the
-/// namespace, and says so.
-fn switch_user(user: &str) -> Result<Option<(u32, u32)>, SandboxError> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let (uid, gid) = lookup_user(user)?;
-    // Without CAP_SETPCAP later, the bounding set must shrink now.
-    for cap in 0..=63 {
-        // SAFETY: plain prctl; EINVAL past the last capability ends it.
-        if unsafe { prctl(libc::PR_CAPBSET_DROP, cap) } != 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                break;
+    /// Leaves root for the configured user; returns its uid and gid, or
+    /// `None` inside a user namespace that has no such user (`unshare -r`
+    /// maps only uid 0): there the process stays uid 0 of the namespace,
+    /// without capabilities.
+    fn drop_root(&self) -> Result<Option<(u32, u32)>, SandboxError> {
+        let (uid, gid) = lookup_user(&self.runas)?;
+        // Without CAP_SETPCAP later, the bounding set must shrink now.
+        for cap in 0..=63 {
+            // SAFETY: plain prctl; EINVAL past the last capability ends it.
+            if unsafe { prctl(libc::PR_CAPBSET_DROP, cap) } != 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
+                return Err(os_err("dropping the capability bounding set"));
             }
-            return Err(os_err("dropping the capability bounding set"));
         }
-    }
-    // SAFETY: plain system calls with integer arguments.
-    unsafe {
-        // A user namespace may deny setgroups (unshare -r does); it has
-        // no supplementary groups to drop then.
-        if libc::setgroups(0, std::ptr::null()) != 0 && !in_user_namespace() {
-            return Err(os_err("dropping supplementary groups"));
-        }
-        if libc::setresgid(gid, gid, gid) != 0 {
-            if unmapped_in_user_namespace() {
-                tracing::warn!(
-                    user = %user,
-                    "root of a user namespace where this user does not exist: staying uid 0"
-                );
-                return Ok(None);
+        // SAFETY: plain system calls with integer arguments.
+        unsafe {
+            // A user namespace may deny setgroups (unshare -r does); it has
+            // no supplementary groups to drop then.
+            if libc::setgroups(0, std::ptr::null()) != 0 && !in_user_namespace() {
+                return Err(os_err("dropping supplementary groups"));
             }
-            return Err(os_err("switching group"));
+            if libc::setresgid(gid, gid, gid) != 0 {
+                if unmapped_in_user_namespace() {
+                    tracing::warn!(
+                        user = %self.runas,
+                        "root of a user namespace where this user does not exist: staying uid 0, without capabilities"
+                    );
+                    return Ok(None);
+                }
+                return Err(os_err("switching group"));
+            }
+            if libc::setresuid(uid, uid, uid) != 0 {
+                return Err(os_err("switching user"));
+            }
         }
-        if libc::setresuid(uid, uid, uid) != 0 {
-            return Err(os_err("switching user"));
-        }
+        Ok(Some((uid, gid)))
     }
-    Ok(Some((uid, gid)))
 }
 
 /// Says what a Landlock state leaves unrestricted: nothing (full), newer
