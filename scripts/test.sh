@@ -60,11 +60,16 @@ step() {
 }
 
 step "cargo fmt --check" cargo fmt --all --check
+# Test steps run under no-leftovers (slipway-testkit): a process a test
+# started and left running fails the step, named, and is killed.
+cargo build -q -p slipway-testkit --bin no-leftovers
+no_leftovers="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/no-leftovers"
+[ -x "$no_leftovers" ] || die "no-leftovers was not built at $no_leftovers"
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 # Builds (or reuses) the test guest and proves the harness against QEMU's own
 # user-mode stack before the product's end-to-end tests rely on it.
-step "test guest + harness self-test" cargo test -p slipway-testkit
-step "cargo test --workspace" cargo test --workspace --exclude slipway-testkit --no-fail-fast
+step "test guest + harness self-test" "$no_leftovers" cargo test -p slipway-testkit
+step "cargo test --workspace" "$no_leftovers" cargo test --workspace --exclude slipway-testkit --no-fail-fast
 # Every fuzz target for a bounded time on stable Rust (fuzz/, docs/fuzzing.md).
 step "fuzz (40 s per target)" scripts/fuzz.sh
 

@@ -13,10 +13,13 @@
 //!    dropped, but for those the profile keeps (effective and permitted
 //!    only), and `no_new_privs` is set;
 //! 4. Landlock restricts the filesystem to the paths the options need
-//!    (read-only files and trees, directories holding the process's own
-//!    sockets, directories whose files it replaces);
+//!    (read-only files and trees, directories whose files it replaces);
+//!    socket files to remove at exit are removed by a parent forked first
+//!    ([`Sandbox::remove_on_exit`]);
 //! 5. a seccomp filter allows only the system calls the data path makes
-//!    ([`Sandbox::syscalls`]); any other call fails with `EPERM` (not a
+//!    ([`Sandbox::syscalls`]; `socket` only for TCP and UDP over IPv4
+//!    and IPv6, and unix datagrams when allowed); any other call fails
+//!    with `EPERM` (not a
 //!    kill: an unforeseen call in a rare path becomes an error the stack
 //!    reports, while anything an attacker would need stays impossible).
 //!
@@ -74,6 +77,10 @@ pub enum SandboxError {
         /// The kernel's error.
         source: std::io::Error,
     },
+    /// The kernel does not enforce Landlock and the sandbox was required
+    /// in full (`--require-sandbox`).
+    #[error("the kernel does not enforce Landlock (not built in, or not in its lsm= list), and --require-sandbox refuses to run with the filesystem unrestricted")]
+    NoLandlock,
     /// The seccomp filter could not be built or installed.
     #[error("seccomp: {0}")]
     Seccomp(#[from] seccompiler::Error),
@@ -93,22 +100,24 @@ fn os_err(what: &'static str) -> SandboxError {
 #[derive(Clone, Debug)]
 pub struct Sandbox {
     read_only: Vec<PathBuf>,
-    socket_dirs: Vec<PathBuf>,
     write_dirs: Vec<PathBuf>,
     remove_on_exit: Vec<PathBuf>,
     runas: String,
     service: bool,
+    unix_dgram: bool,
+    require: bool,
 }
 
 impl Default for Sandbox {
     fn default() -> Self {
         Sandbox {
             read_only: Vec::new(),
-            socket_dirs: Vec::new(),
             write_dirs: Vec::new(),
             remove_on_exit: Vec::new(),
             runas: "nobody".into(),
             service: false,
+            unix_dgram: false,
+            require: false,
         }
     }
 }
@@ -173,13 +182,6 @@ impl Sandbox {
         self
     }
 
-    /// Allows creating and removing socket files in directory `dir` (the
-    /// attachment's socket, an API socket).
-    pub fn allow_socket_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
-        self.socket_dirs.push(dir.into());
-        self
-    }
-
     /// Allows reading, creating, replacing (by a rename inside it) and
     /// removing regular files in directory `dir` (a leases directory), and
     /// the calls that writing files safely needs (`fsync`, `rename`).
@@ -213,14 +215,33 @@ impl Sandbox {
     }
 
     /// Has `path` (a socket file the process created) removed when the
-    /// process ends. Once switched from root to an unprivileged user the
-    /// process may no longer remove it itself (a root-owned directory), so
-    /// [`Sandbox::apply`] then forks: the parent (confined to waiting,
-    /// forwarding SIGTERM/SIGINT and removing these files) outlives the
-    /// sandboxed child and exits with its status.
+    /// process ends. The sandboxed process itself may remove no file (nor
+    /// create a socket file): [`Sandbox::apply`] forks first, and the
+    /// parent (confined to waiting, forwarding SIGTERM/SIGINT and removing
+    /// these files if they are still sockets) outlives the sandboxed child
+    /// and exits with its status.
     pub fn remove_on_exit(&mut self, path: impl Into<PathBuf>) -> &mut Self {
         self.remove_on_exit.push(path.into());
         self
+    }
+
+    /// Allows new unix datagram sockets (a datagram attachment reaching
+    /// later VMs); without it `socket` is for TCP and UDP only.
+    pub fn allow_unix_datagrams(&mut self) -> &mut Self {
+        self.unix_dgram = true;
+        self
+    }
+
+    /// Makes a kernel without Landlock an error of [`Sandbox::apply`]
+    /// (`--require-sandbox`) instead of a warning.
+    pub fn require_landlock(&mut self, require: bool) -> &mut Self {
+        self.require = require;
+        self
+    }
+
+    /// The user to switch to when started as root.
+    pub fn runas_user(&self) -> &str {
+        &self.runas
     }
 
     /// The user to switch to when started as root (default `nobody`).
@@ -236,6 +257,7 @@ impl Sandbox {
             self.service,
             !self.read_only.is_empty(),
             !self.write_dirs.is_empty(),
+            self.unix_dgram,
         )
     }
 
@@ -253,24 +275,24 @@ impl Sandbox {
     /// afterwards.
     pub fn apply(&self) -> Result<Report, SandboxError> {
         let ruleset = self.landlock_ruleset()?;
+        let parent = if self.remove_on_exit.is_empty() {
+            None
+        } else {
+            Some(cleaner::fork(
+                &self.remove_on_exit,
+                self.cleaner_ruleset()?,
+            )?)
+        };
         // SAFETY: geteuid cannot fail.
         let switched_to = if unsafe { libc::geteuid() } == 0 {
-            let parent = if self.remove_on_exit.is_empty() {
-                None
-            } else {
-                Some(cleaner::fork(
-                    &self.remove_on_exit,
-                    self.landlock_ruleset()?,
-                )?)
-            };
-            let switched = self.drop_root()?;
-            if let Some(parent) = parent {
-                cleaner::die_with_parent(parent)?;
-            }
-            switched
+            self.drop_root()?
         } else {
             None
         };
+        if let Some(parent) = parent {
+            // After the switch of user, which clears the parent-death signal.
+            cleaner::die_with_parent(parent)?;
+        }
         let capabilities = keep_capabilities(self.kept_capabilities())?;
         // SAFETY: plain prctl with integer arguments.
         if unsafe { prctl(libc::PR_SET_NO_NEW_PRIVS, 1) } != 0 {
@@ -281,12 +303,7 @@ impl Sandbox {
             RulesetStatus::PartiallyEnforced => LandlockState::Partial,
             RulesetStatus::NotEnforced => LandlockState::Unsupported,
         };
-        if landlock != LandlockState::Full {
-            tracing::warn!(
-                ?landlock,
-                "the kernel does not fully enforce Landlock: filesystem access is less restricted"
-            );
-        }
+        check_landlock(landlock, self.require)?;
         let syscalls = self.syscalls();
         syscalls::install(&syscalls)?;
         tracing::info!(
@@ -304,15 +321,14 @@ impl Sandbox {
         })
     }
 
+    /// The sandboxed process's filesystem: the read-only trees and the
+    /// directories whose files it replaces, nothing else (no socket file
+    /// created or removed: the cleaning parent removes them).
     fn landlock_ruleset(&self) -> Result<RulesetCreated, SandboxError> {
         let all = AccessFs::from_all(LANDLOCK_ABI);
         let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
         for path in &self.read_only {
             ruleset = add_rule(ruleset, path, AccessFs::from_read(LANDLOCK_ABI))?;
-        }
-        let sockets = AccessFs::ReadDir | AccessFs::MakeSock | AccessFs::RemoveFile;
-        for dir in &self.socket_dirs {
-            ruleset = add_rule(ruleset, dir, sockets)?;
         }
         // Not `Refer`: a rename stays inside the directory.
         let files = AccessFs::ReadFile
@@ -323,6 +339,23 @@ impl Sandbox {
             | AccessFs::Truncate;
         for dir in &self.write_dirs {
             ruleset = add_rule(ruleset, dir, files)?;
+        }
+        Ok(ruleset)
+    }
+
+    /// The cleaning parent's filesystem: removing files in the directories
+    /// of the socket files it removes (it runs fixed code, reads no guest
+    /// input, and removes only these paths, and only while they are
+    /// sockets).
+    fn cleaner_ruleset(&self) -> Result<RulesetCreated, SandboxError> {
+        let all = AccessFs::from_all(LANDLOCK_ABI);
+        let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
+        for path in &self.remove_on_exit {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            ruleset = add_rule(ruleset, dir, AccessFs::RemoveFile.into())?;
         }
         Ok(ruleset)
     }
@@ -376,6 +409,28 @@ impl Sandbox {
     }
 }
 
+/// Says what a Landlock state leaves unrestricted: nothing (full), newer
+/// rights (partial: a warning), the whole filesystem (unsupported: a
+/// warning, or with `require` the error [`SandboxError::NoLandlock`]).
+pub fn check_landlock(state: LandlockState, require: bool) -> Result<(), SandboxError> {
+    match state {
+        LandlockState::Full => Ok(()),
+        LandlockState::Partial => {
+            tracing::warn!(
+                "the kernel enforces an older Landlock ABI: rights it does not know (file truncation, device ioctls, ...) are not restricted"
+            );
+            Ok(())
+        }
+        LandlockState::Unsupported if require => Err(SandboxError::NoLandlock),
+        LandlockState::Unsupported => {
+            tracing::warn!(
+                "Landlock is missing (a kernel without it, or not in its lsm= list): the filesystem is NOT restricted; seccomp and the privilege drop still apply (--require-sandbox makes this an error)"
+            );
+            Ok(())
+        }
+    }
+}
+
 fn add_rule(
     ruleset: RulesetCreated,
     path: &Path,
@@ -412,6 +467,41 @@ fn unmapped_in_user_namespace() -> bool {
 fn in_user_namespace() -> bool {
     !std::fs::read_to_string("/proc/self/uid_map")
         .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
+/// The uid and gid that programs started on behalf of the sandboxed
+/// process (guest forward commands, smbd) run as: `user`'s when started
+/// as root, `None` when not root (they run as this process's user) or in
+/// a user namespace that does not map `user` (they stay uid 0 of the
+/// namespace, as the sandbox does, and a warning says so).
+pub fn runas_ids(user: &str) -> Result<Option<(u32, u32)>, SandboxError> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let (uid, gid) = lookup_user(user)?;
+    if !id_mapped(uid, "/proc/self/uid_map") || !id_mapped(gid, "/proc/self/gid_map") {
+        tracing::warn!(
+            user,
+            "root of a user namespace where this user does not exist: programs run as uid 0"
+        );
+        return Ok(None);
+    }
+    Ok(Some((uid, gid)))
+}
+
+/// Whether `id` lies in one of the ranges of a uid_map or gid_map file
+/// (`inside outside count` lines).
+fn id_mapped(id: u32, map: &str) -> bool {
+    std::fs::read_to_string(map).is_ok_and(|text| {
+        text.lines().any(|line| {
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(id))
+        })
+    })
 }
 
 /// The uid and gid of `user` (a name, or a number).

@@ -7,8 +7,11 @@
 //!
 //! Not in the list, so impossible after [`crate::Sandbox::apply`]: execve,
 //! fork/clone, ptrace, mount, setuid and friends, kill of other processes,
-//! opening files (unless the sandbox allows reading files), bpf, keyctl,
-//! io_uring, perf_event_open, reboot, module loading, chmod/chown, ...
+//! opening files (unless the sandbox allows reading files), removing files,
+//! bpf, keyctl, io_uring, perf_event_open, reboot, module loading,
+//! chmod/chown, ... `socket` is allowed for TCP and UDP over IPv4 and IPv6
+//! only (and unix datagram sockets when the sandbox allows them): no unix
+//! stream socket (a session bus, an agent), no netlink, packet or raw one.
 
 use std::collections::BTreeMap;
 
@@ -48,12 +51,37 @@ enum Limit {
     Ioctl(&'static [u64]),
     /// Only toward the process itself (argument 0 is its pid: `tgkill` for abort).
     OwnProcess,
-    /// Only sockets of these address families (argument 0 of `socket`).
-    Domains(&'static [i32]),
     /// Only new threads (`clone` with `CLONE_THREAD` in argument 0): no new
     /// process.
     Thread,
+    /// `socket` only for these (family, type) pairs (arguments 0 and 1;
+    /// the type's SOCK_NONBLOCK and SOCK_CLOEXEC flags aside).
+    Socket(&'static [(libc::c_int, libc::c_int)]),
 }
+
+/// Sockets of the data path: TCP and UDP (ping sockets are UDP-typed) over
+/// IPv4 and IPv6. No unix, netlink, packet or raw sockets.
+const INET_SOCKETS: &[(libc::c_int, libc::c_int)] = &[
+    (libc::AF_INET, libc::SOCK_STREAM),
+    (libc::AF_INET, libc::SOCK_DGRAM),
+    (libc::AF_INET6, libc::SOCK_STREAM),
+    (libc::AF_INET6, libc::SOCK_DGRAM),
+];
+
+/// [`INET_SOCKETS`] and unix datagram sockets, for a datagram attachment
+/// that reaches later VMs through sockets of their own. Still no unix
+/// stream socket: nothing like a session bus or an agent can be connected.
+const INET_AND_UNIX_DGRAM_SOCKETS: &[(libc::c_int, libc::c_int)] = &[
+    (libc::AF_INET, libc::SOCK_STREAM),
+    (libc::AF_INET, libc::SOCK_DGRAM),
+    (libc::AF_INET6, libc::SOCK_STREAM),
+    (libc::AF_INET6, libc::SOCK_DGRAM),
+    (libc::AF_UNIX, libc::SOCK_DGRAM),
+];
+
+/// The bits of `socket`'s type argument that are the type (the rest are
+/// SOCK_NONBLOCK and SOCK_CLOEXEC), as the kernel's SOCK_TYPE_MASK.
+const SOCK_TYPE_MASK: u64 = 0xf;
 
 macro_rules! calls {
     ($($name:ident $(: $limit:expr)?),* $(,)?) => {
@@ -121,9 +149,8 @@ const BASE: &[Syscall] = calls![
     SYS_restart_syscall,
     SYS_exit,
     SYS_exit_group,
-    // Random keys (hash maps) and removing the process's own socket files.
+    // Random keys (hash maps).
     SYS_getrandom,
-    SYS_unlinkat,
 ];
 
 /// The `ioctl` requests of every data path: non-blocking mode and queue
@@ -140,12 +167,6 @@ const SERVICE_IOCTLS: &[u64] = &[
     libc::SIOCSARP,
     libc::SIOCGIFINDEX,
 ];
-
-/// The address families the bridge network service opens sockets of after
-/// start: IPv4 and IPv6 (upstream DNS over UDP and TCP, TFTP transfers).
-/// Not netlink, so the capability it keeps cannot reconfigure the host's
-/// network; not Unix, so it cannot reach the host's local services.
-const SERVICE_DOMAINS: &[i32] = &[libc::AF_INET, libc::AF_INET6];
 
 /// What the bridge network service needs besides [`BASE`]: a thread per
 /// TCP DNS client and per TFTP transfer (never a process), and `ppoll` for
@@ -165,12 +186,13 @@ const SERVICE: &[Syscall] = calls![
 
 /// Calls only x86_64 has (older spellings the C library still uses there).
 #[cfg(target_arch = "x86_64")]
-const ARCH: &[Syscall] = calls![SYS_epoll_wait, SYS_poll, SYS_unlink];
+const ARCH: &[Syscall] = calls![SYS_epoll_wait, SYS_poll];
 #[cfg(not(target_arch = "x86_64"))]
 const ARCH: &[Syscall] = &[];
 
-/// Replacing files in a writable directory (temporary file, fsync, rename).
-const WRITES: &[Syscall] = calls![SYS_fsync, SYS_fdatasync, SYS_renameat2];
+/// Replacing files in a writable directory (temporary file, fsync, rename;
+/// the temporary file removed when a write fails).
+const WRITES: &[Syscall] = calls![SYS_fsync, SYS_fdatasync, SYS_renameat2, SYS_unlinkat];
 #[cfg(target_arch = "x86_64")]
 const ARCH_WRITES: &[Syscall] = calls![SYS_rename, SYS_renameat];
 #[cfg(not(target_arch = "x86_64"))]
@@ -189,17 +211,26 @@ const FILES: &[Syscall] = calls![
 ];
 
 /// The allowlist: the data path's (`service` false) or the bridge network
-/// service's, with the file calls when `files` is true and those replacing
-/// files when `writes` is true.
-pub(crate) fn allowed(service: bool, files: bool, writes: bool) -> Vec<Syscall> {
+/// service's, with the file calls when `files` is true, those replacing
+/// files when `writes` is true, and unix datagram sockets besides TCP and
+/// UDP when `unix_dgram` is.
+pub(crate) fn allowed(service: bool, files: bool, writes: bool, unix_dgram: bool) -> Vec<Syscall> {
     let mut all: Vec<Syscall> = BASE.iter().chain(ARCH).copied().collect();
-    let (ioctls, socket) = if service {
+    let ioctls = if service {
         all.extend_from_slice(SERVICE);
-        (SERVICE_IOCTLS, Limit::Domains(SERVICE_DOMAINS))
+        SERVICE_IOCTLS
     } else {
-        (IOCTLS, Limit::Any)
+        IOCTLS
     };
-    all.extend(calls![SYS_ioctl: Limit::Ioctl(ioctls), SYS_socket: socket]);
+    let sockets = if unix_dgram {
+        INET_AND_UNIX_DGRAM_SOCKETS
+    } else {
+        INET_SOCKETS
+    };
+    all.extend(calls![
+        SYS_ioctl: Limit::Ioctl(ioctls),
+        SYS_socket: Limit::Socket(sockets),
+    ]);
     if files || writes {
         all.extend_from_slice(FILES);
     }
@@ -235,17 +266,6 @@ fn rules(call: &Syscall) -> Result<Vec<SeccompRule>, SandboxError> {
                 )?])
             })
             .collect::<Result<_, _>>()?,
-        Limit::Domains(domains) => domains
-            .iter()
-            .map(|&domain| {
-                SeccompRule::new(vec![SeccompCondition::new(
-                    0,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::Eq,
-                    domain as u64,
-                )?])
-            })
-            .collect::<Result<_, _>>()?,
         Limit::Thread => vec![SeccompRule::new(vec![cond(
             0,
             SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
@@ -256,6 +276,21 @@ fn rules(call: &Syscall) -> Result<Vec<SeccompRule>, SandboxError> {
             let pid = unsafe { libc::getpid() } as u64;
             vec![SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, pid)?])?]
         }
+        Limit::Socket(pairs) => pairs
+            .iter()
+            .map(|&(family, kind)| {
+                use SeccompCmpArgLen::Dword;
+                SeccompRule::new(vec![
+                    SeccompCondition::new(0, Dword, SeccompCmpOp::Eq, family as u64)?,
+                    SeccompCondition::new(
+                        1,
+                        Dword,
+                        SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
+                        kind as u64,
+                    )?,
+                ])
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

@@ -333,3 +333,118 @@ fn network_service_profile_confines_the_service() {
         assert_eq!(field("CapBnd:"), "0000000000000000", "{status}");
     }
 }
+
+/// `socket()` with `family` and `kind`; the errno when it fails.
+fn socket_errno(family: libc::c_int, kind: libc::c_int) -> Option<i32> {
+    // SAFETY: socket with integer arguments; a descriptor made is closed.
+    unsafe {
+        let fd = libc::socket(family, kind | libc::SOCK_CLOEXEC, 0);
+        if fd >= 0 {
+            libc::close(fd);
+            return None;
+        }
+    }
+    std::io::Error::last_os_error().raw_os_error()
+}
+
+/// The sandboxed process reaches nothing through the filesystem or unix
+/// sockets: no unix stream socket (a session bus, an agent, a listening
+/// socket in its own directory, an abstract socket), no unix datagram
+/// socket unless allowed, no netlink, packet or raw socket, no removal of
+/// a file next to its own socket, while TCP and UDP over IPv4 and IPv6
+/// work. Its own socket file is removed when it ends, by the parent the
+/// sandbox forks.
+#[test]
+fn sockets_are_inet_only_and_no_file_is_removed() {
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+    if let Some(dir) = child_arg() {
+        let own = UnixListener::bind(dir.join("own.sock")).expect("own socket");
+        let unix_dgram = dir.join("dgram").exists();
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        sandbox.remove_on_exit(dir.join("own.sock"));
+        if unix_dgram {
+            sandbox.allow_unix_datagrams();
+        }
+        sandbox.apply().expect("sandbox applies");
+        let err = UnixStream::connect(dir.join("listener.sock")).expect_err("unix connect");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        assert_eq!(
+            socket_errno(libc::AF_UNIX, libc::SOCK_STREAM),
+            Some(libc::EPERM)
+        );
+        assert_eq!(
+            socket_errno(libc::AF_UNIX, libc::SOCK_SEQPACKET),
+            Some(libc::EPERM)
+        );
+        for (family, kind) in [
+            (libc::AF_NETLINK, libc::SOCK_RAW),
+            (libc::AF_PACKET, libc::SOCK_RAW),
+            (libc::AF_INET, libc::SOCK_RAW),
+            (libc::AF_INET6, libc::SOCK_RAW),
+            (libc::AF_ALG, libc::SOCK_SEQPACKET),
+        ] {
+            assert_eq!(
+                socket_errno(family, kind),
+                Some(libc::EPERM),
+                "family {family} type {kind}"
+            );
+        }
+        if unix_dgram {
+            let s = UnixDatagram::unbound().expect("unix datagrams allowed");
+            s.connect(dir.join("peer.sock"))
+                .expect("reaches a datagram VM");
+        } else {
+            assert_eq!(
+                socket_errno(libc::AF_UNIX, libc::SOCK_DGRAM),
+                Some(libc::EPERM)
+            );
+        }
+        std::net::TcpListener::bind("127.0.0.1:0").expect("TCP");
+        std::net::UdpSocket::bind("[::1]:0").expect("UDP over IPv6");
+        let err = std::fs::remove_file(dir.join("sibling")).expect_err("unlink forbidden");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        let err = std::fs::remove_file(dir.join("own.sock")).expect_err("own socket too");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        drop(own);
+        println!("CHILD-OK");
+        return;
+    }
+    for unix_dgram in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let _listener = UnixListener::bind(d.join("listener.sock")).unwrap();
+        let _peer = UnixDatagram::bind(d.join("peer.sock")).unwrap();
+        std::fs::write(d.join("sibling"), "stays").unwrap();
+        if unix_dgram {
+            std::fs::write(d.join("dgram"), "").unwrap();
+        }
+        // Started as root the child becomes `nobody`: let plain
+        // permissions allow everything, so only the sandbox can refuse.
+        use std::os::unix::fs::PermissionsExt;
+        for p in [
+            d.to_path_buf(),
+            d.join("listener.sock"),
+            d.join("peer.sock"),
+        ] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let out = in_child("sockets_are_inet_only_and_no_file_is_removed", d);
+        assert!(out.contains("CHILD-OK"), "unix_dgram={unix_dgram}: {out}");
+        assert!(d.join("sibling").exists());
+        assert!(!d.join("own.sock").exists(), "the parent removed it");
+    }
+}
+
+/// Without Landlock the sandbox says what is missing; `--require-sandbox`
+/// (required) makes it an error. (The kernel here has Landlock: a real
+/// process shows the full state, the decision is checked for every state.)
+#[test]
+fn missing_landlock_is_a_warning_or_with_require_an_error() {
+    use slipway_sandbox::LandlockState;
+    for state in [LandlockState::Full, LandlockState::Partial] {
+        assert!(slipway_sandbox::check_landlock(state, true).is_ok());
+    }
+    assert!(slipway_sandbox::check_landlock(LandlockState::Unsupported, false).is_ok());
+    let err = slipway_sandbox::check_landlock(LandlockState::Unsupported, true).unwrap_err();
+    assert!(err.to_string().contains("--require-sandbox"), "{err}");
+}

@@ -266,6 +266,11 @@ pub struct Attachment {
     ports: Vec<Option<Port>>,
     /// Ports in use.
     live: usize,
+    /// Whether a VM has sent a frame since the link was last detached:
+    /// only then is the last connection closing a VM leaving (a
+    /// connection that closes without a frame is a probe, such as a health
+    /// check or a second `slipway user` finding the socket in use).
+    had_vm: bool,
     switch: Switch,
     /// MAC addresses of VMs that went away while others stayed, for the
     /// stack to forget ([`Attachment::take_departed`]).
@@ -417,6 +422,7 @@ impl Attachment {
             dgram_rx,
             live: ports.len(),
             ports,
+            had_vm: false,
             switch: Switch::default(),
             departed: Vec::new(),
             blocked_since: None,
@@ -571,6 +577,7 @@ impl Attachment {
     /// buffers. A datagram socket stays bound for the next VM.
     pub fn detach(&mut self, registry: &Registry) {
         self.switch = Switch::default();
+        self.had_vm = false;
         self.departed.clear();
         for slot in &mut self.ports {
             if let Some(mut port) = slot.take() {
@@ -600,14 +607,25 @@ impl Attachment {
 
     /// Port `i` failed or closed. The last VM is reported as
     /// [`LinkState::Gone`] (the caller detaches); another is removed here
-    /// and its addresses are forgotten, and the others go on.
+    /// and its addresses are forgotten, and the others go on. On a
+    /// listening socket the last connection closing is no VM leaving
+    /// unless a VM sent a frame: a probe that connected and closed is
+    /// removed and the network goes on.
     fn lost(&mut self, i: usize) -> LinkState {
-        if self.live <= 1 {
+        let last = self.live <= 1;
+        if last && (self.had_vm || !self.can_wait_for_next()) {
             return LinkState::Gone;
         }
         // Dropping the socket closes it and takes it out of the poll set.
         if self.ports[i].take().is_some() {
             self.live -= 1;
+        }
+        if last {
+            tracing::info!(
+                port = i,
+                "a connection closed without sending a frame (not a VM): still listening"
+            );
+            return LinkState::Unchanged;
         }
         let macs = self.switch.forget_port(i);
         tracing::info!(port = i, vms = self.live, "VM went away; the others stay");
@@ -656,6 +674,7 @@ impl Attachment {
         stack: &mut Stack,
         now: Instant,
     ) {
+        self.had_vm = true;
         if self.live <= 1 || frame.len() < ETHERNET_HEADER_LEN {
             // Frames too short for Ethernet are counted by the stack.
             stack.handle_frame_with(registry, frame, checksum, now);
@@ -1017,7 +1036,11 @@ impl Attachment {
             if !port.writable {
                 return Ok(0);
             }
-            return Port::flush_from(&mut port.link, tx, &mut port.tx_skip, &mut port.writable);
+            return match Port::flush_from(&mut port.link, tx, &mut port.tx_skip, &mut port.writable)
+            {
+                Err(VmGone) if self.lost(i) != LinkState::Gone => Ok(0),
+                sent => sent,
+            };
         }
         if self.live == 0 {
             return Ok(0);
@@ -1609,6 +1632,51 @@ mod tests {
         assert_eq!(&read_frame(&mut a)[6..12], GATEWAY_MAC.as_bytes());
         // The last VM leaving is the end of the link.
         drop(a);
+        assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A connection that closes without having sent a frame (a health
+    /// check, a second `slipway user` finding the socket in use) is no VM
+    /// leaving: the link stays up and the next VM is served. A VM that
+    /// sent a frame and leaves ends the link.
+    #[test]
+    fn a_probe_that_closes_without_a_frame_is_not_a_vm_leaving() {
+        const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];
+        let (dir, poll, mut attach, mut stack, probe, mut vm) = two_stream_vms("slipway-probe");
+        drop(probe);
+        assert_eq!(attach.accept(poll.registry()), LinkState::Connected);
+        assert_eq!(attach.port_count(), 2);
+        // The probe's close is seen first (it connected first)...
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Unchanged
+        );
+        assert_eq!(attach.port_count(), 1);
+        assert_eq!(attach.take_departed().count(), 0);
+        // ...and a probe alone on the link closing leaves it listening.
+        let probe = std::os::unix::net::UnixStream::connect(dir.join("lan.sock")).unwrap();
+        drop(vm);
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Unchanged,
+            "the silent VM connection closing"
+        );
+        assert_eq!(attach.accept(poll.registry()), LinkState::Connected);
+        drop(probe);
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Unchanged
+        );
+        assert_eq!(attach.port_count(), 0);
+        // A VM then attaches, is answered, and its leaving is the end.
+        vm = std::os::unix::net::UnixStream::connect(dir.join("lan.sock")).unwrap();
+        assert_eq!(attach.accept(poll.registry()), LinkState::Connected);
+        send(&mut vm, &arp_from(A, [10, 0, 2, 15]));
+        receive_all(&mut attach, &mut stack, &poll);
+        attach.flush(stack.guest_tx()).unwrap();
+        assert_eq!(&read_frame(&mut vm)[6..12], GATEWAY_MAC.as_bytes());
+        drop(vm);
         assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
         let _ = std::fs::remove_dir_all(dir);
     }

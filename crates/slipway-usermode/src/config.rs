@@ -147,7 +147,9 @@ pub struct StackConfig {
     pub dhcp_start: Ipv4Addr,
     /// `restrict=on`: no router or DNS in DHCP, no new outbound flows.
     pub restrict: bool,
-    /// Whether connections to the host address reach host loopback.
+    /// Whether the guest may reach the host's loopback: through the host
+    /// address (mapped to 127.0.0.1 / ::1) or addressed to 127/8 directly.
+    /// Off (`--no-host-loopback`), both are refused.
     pub host_loopback: bool,
     /// Whether queries to the DNS address are relayed to the upstreams
     /// (off: slirp4netns's `--disable-dns`; the address is then one of the
@@ -263,7 +265,7 @@ impl StackConfig {
     /// Every protocol handler asks this one question, so the address
     /// mapping and restrict mode are decided in one place.
     pub fn outbound_target(&self, dst: SocketAddr) -> Outbound {
-        let (is_dns, is_host, no_route, loopback) = match dst {
+        let (is_dns, is_host, host_local, no_route, loopback) = match dst {
             SocketAddr::V4(v4) => {
                 // SMB and guest forwards work under restrict=on, as in libslirp.
                 if let Some(target) = self.services.redirect(v4) {
@@ -273,10 +275,14 @@ impl StackConfig {
                 (
                     ip == self.dns,
                     ip == self.host,
+                    // 127/8 straight from the guest: the host's loopback
+                    // as much as the host address is.
+                    ip.is_loopback(),
                     self.in_subnet(ip)
                         || ip.is_broadcast()
                         || ip.is_multicast()
-                        || ip.is_unspecified(),
+                        // 0.0.0.0/8: "this host" (connect() to it reaches loopback).
+                        || ip.octets()[0] == 0,
                     IpAddr::V4(Ipv4Addr::LOCALHOST),
                 )
             }
@@ -288,6 +294,7 @@ impl StackConfig {
                 (
                     ip == self.ipv6.dns,
                     ip == self.ipv6.host,
+                    ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
                     self.ipv6.in_prefix(ip)
                         || ip.is_multicast()
                         || ip.is_unspecified()
@@ -308,12 +315,13 @@ impl StackConfig {
         if self.restrict {
             return Outbound::Denied(DenyReason::Restricted);
         }
+        if (is_host || host_local) && !self.host_loopback {
+            // --no-host-loopback: nothing of the guest's reaches the host's
+            // loopback, whether through the host address or addressed to it.
+            return Outbound::Denied(DenyReason::HostLoopbackDisabled);
+        }
         if is_host {
-            return if self.host_loopback {
-                Outbound::Host(SocketAddr::new(loopback, dst.port()))
-            } else {
-                Outbound::Denied(DenyReason::HostLoopbackDisabled)
-            };
+            return Outbound::Host(SocketAddr::new(loopback, dst.port()));
         }
         if no_route {
             // Other addresses of the virtual subnet have nothing behind them.
@@ -339,12 +347,24 @@ pub enum Outbound {
 pub enum DenyReason {
     /// `restrict=on`.
     Restricted,
-    /// The host address is not mapped to loopback (`--no-host-loopback`).
+    /// The host address, or a loopback address, under `--no-host-loopback`.
     HostLoopbackDisabled,
     /// A virtual address with nothing behind it, broadcast or multicast.
     NoRoute,
     /// An address family the stack does not serve.
     Unsupported,
+}
+
+impl DenyReason {
+    /// The drop counter a refused flow is counted under.
+    pub fn drop_reason(self) -> crate::ctx::DropReason {
+        use crate::ctx::DropReason;
+        match self {
+            DenyReason::Restricted => DropReason::Restricted,
+            DenyReason::HostLoopbackDisabled => DropReason::HostLoopback,
+            DenyReason::NoRoute | DenyReason::Unsupported => DropReason::NotForUs,
+        }
+    }
 }
 
 /// Netmask for a prefix length (0 to 32).
@@ -418,11 +438,32 @@ mod tests {
             target(&off, "[fec0::2]:80"),
             Outbound::Denied(DenyReason::Unsupported)
         );
+        assert_eq!(
+            target(&cfg, "127.0.0.5:80"),
+            Outbound::Host("127.0.0.5:80".parse().unwrap()),
+            "127/8 is reached by default, as before"
+        );
+        for this_host in ["0.0.0.0:80", "0.1.2.3:80"] {
+            assert_eq!(
+                target(&cfg, this_host),
+                Outbound::Denied(DenyReason::NoRoute),
+                "{this_host}"
+            );
+        }
         cfg.host_loopback = false;
-        for host in ["10.0.2.2:80", "[fec0::2]:80"] {
+        for host in [
+            "10.0.2.2:80",
+            "[fec0::2]:80",
+            "127.0.0.1:80",
+            "127.0.0.5:80",
+            "127.255.255.254:80",
+            "[::1]:80",
+            "[::ffff:127.0.0.1]:80",
+        ] {
             assert_eq!(
                 target(&cfg, host),
-                Outbound::Denied(DenyReason::HostLoopbackDisabled)
+                Outbound::Denied(DenyReason::HostLoopbackDisabled),
+                "{host}"
             );
         }
         let cfg = parse_options("restrict=on").unwrap();

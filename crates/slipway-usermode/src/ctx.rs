@@ -346,6 +346,7 @@ drop_reasons! {
     NotForUs => "not-for-us", "Addressed to a MAC or IP address nothing here owns.";
     Fragment => "fragment", "An IP fragment (the stack does not reassemble).";
     Restricted => "restricted", "Outbound traffic refused by restrict=on.";
+    HostLoopback => "host-loopback", "Outbound traffic to the host's loopback refused by --no-host-loopback.";
     FlowLimit => "flow-limit", "A flow table is full.";
     GuestTxFull => "guest-tx-full", "No room left in the queue toward the guest.";
     BadDhcp => "bad-dhcp", "A DHCP message that could not be parsed or answered.";

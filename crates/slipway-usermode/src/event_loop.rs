@@ -140,7 +140,7 @@ fn raise_file_limit() {
 /// Runs one user-mode network for the VM(s) on `spec` until the last VM
 /// goes away (unless `opts.keep_listening`) or SIGTERM/SIGINT arrives. Socket
 /// files it created are removed on return.
-pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), RunError> {
+pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), RunError> {
     // SAFETY: the caller handed this descriptor over; owned, it is closed
     // on every way out.
     let ready = opts.ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
@@ -161,10 +161,14 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
     let sandbox = opts.sandbox.map(|sandbox| {
         let mut sandbox = sandbox_for(sandbox, &cfg, opts.api.as_deref());
         if let Some(path) = &opts.slirp4netns_api {
-            allow_socket(&mut sandbox, path);
+            sandbox.remove_on_exit(path.clone());
         }
         sandbox
     });
+    if let Some(sandbox) = &sandbox {
+        // Guest forward commands and smbd run as the sandbox's user too.
+        cfg.services.helper_user = Some(sandbox.runas_user().to_owned());
+    }
     let mut stack = Stack::new(cfg)?;
     stack.start(&registry)?;
     let mut api = match &opts.api {
@@ -175,6 +179,9 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
         Some(path) => Some(Slirp4netnsApiServer::open(path, &registry)?),
         None => None,
     };
+    // A datagram attachment reaches later VMs through new unix datagram
+    // sockets; no other attachment needs a unix socket once set up.
+    let unix_dgram = matches!(spec, AttachSpec::UnixDgram(_));
     let socket_file = match &spec {
         AttachSpec::UnixListen(path) | AttachSpec::UnixDgram(path) => Some(path.clone()),
         AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) | AttachSpec::Tap(_) => None,
@@ -188,7 +195,10 @@ pub fn run(cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(), R
     }
     let mut sandbox = sandbox.map(|mut sandbox| {
         if let Some(path) = socket_file {
-            allow_socket(&mut sandbox, &path);
+            sandbox.remove_on_exit(path);
+        }
+        if unix_dgram {
+            sandbox.allow_unix_datagrams();
         }
         sandbox
     });
@@ -318,21 +328,9 @@ pub fn sandbox_for(
         sandbox.allow_read(root.clone());
     }
     if let Some(path) = api {
-        allow_socket(&mut sandbox, path);
+        sandbox.remove_on_exit(path.to_owned());
     }
     sandbox
-}
-
-/// Lets the sandboxed process remove the socket file at `path` (and the
-/// sandbox remove it when the process ends).
-fn allow_socket(sandbox: &mut slipway_sandbox::Sandbox, path: &std::path::Path) {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    sandbox
-        .allow_socket_dir(dir)
-        .remove_on_exit(path.to_owned());
 }
 
 /// Applies the sandbox. It may have forked (see

@@ -88,6 +88,10 @@ impl Helper {
     /// helper that serves them; returns it and the listeners' addresses
     /// (where the guest's connections go), in order. The helper owns
     /// `smb` (smbd's private directory) and removes it when it ends.
+    /// Started as root, the commands and smbd run as `user` (the
+    /// sandbox's `--runas`), never as root; the helper itself stays root
+    /// to recognise the stack's connections and remove smbd's files (it
+    /// reads no guest data, only copies it).
     ///
     /// Call it while the process is single-threaded (the stack's start).
     /// (In a multi-threaded test, glibc's fork leaves memory allocation
@@ -95,6 +99,7 @@ impl Helper {
     pub(crate) fn start(
         forwards: &[GuestForward],
         smb: Option<SmbServer>,
+        user: Option<&str>,
     ) -> Result<(Helper, Vec<SocketAddr>), StackError> {
         let socket_err = |fwd: &GuestForward| {
             let addr = fwd.server.to_string();
@@ -112,6 +117,14 @@ impl Helper {
             listeners.push((listener, addr, fwd.clone()));
         }
         let addrs = listeners.iter().map(|(_, addr, _)| *addr).collect();
+        let ids = match user {
+            Some(user) => slipway_sandbox::runas_ids(user).map_err(StackError::HelperUser)?,
+            None => None,
+        };
+        if let (Some(smb), Some((uid, gid))) = (&smb, ids) {
+            // smbd, run as that user, writes there and serves as it.
+            smb.give_to(uid, gid).map_err(socket_err(&forwards[0]))?;
+        }
         let helper_err = socket_err(&forwards[0]);
         let (alive_r, alive_w) = pipe().map_err(socket_err(&forwards[0]))?;
         let (done_r, done_w) = pipe().map_err(socket_err(&forwards[0]))?;
@@ -123,7 +136,7 @@ impl Helper {
         }
         if pid == 0 {
             drop((alive_w, done_r));
-            serve_forwards(listeners, alive_r, done_w, stack, smb);
+            serve_forwards(listeners, alive_r, done_w, stack, smb, ids);
         }
         // The helper removes the private directory; this process (maybe
         // sandboxed by then) must not try.
@@ -156,23 +169,26 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The helper process: keeps only its listeners, the pipes and stdio,
-/// serves each listener on a thread until `alive` reaches end of file,
-/// then removes `smb`'s files and exits (closing `done`).
+/// serves each listener on a thread (commands run as `ids`, when given)
+/// until `alive` reaches end of file, then removes `smb`'s files and
+/// exits (closing `done`).
 fn serve_forwards(
     listeners: Vec<(TcpListener, SocketAddr, GuestForward)>,
     alive: OwnedFd,
     done: OwnedFd,
     stack: libc::pid_t,
     smb: Option<SmbServer>,
+    ids: Option<(u32, u32)>,
 ) -> ! {
     let mut keep: Vec<RawFd> = vec![0, 1, 2, alive.as_raw_fd(), done.as_raw_fd()];
     keep.extend(listeners.iter().map(|(l, _, _)| l.as_raw_fd()));
     close_all_but(&mut keep);
+
     for (listener, addr, fwd) in listeners {
         let server = fwd.server;
         let spawned = std::thread::Builder::new()
             .name(format!("guestfwd {server}"))
-            .spawn(move || accept_loop(&listener, addr, server, &fwd.target, stack));
+            .spawn(move || accept_loop(&listener, addr, server, &fwd.target, stack, ids));
         if let Err(e) = spawned {
             tracing::warn!(%server, error = %e, "guest forward: cannot serve");
         }
@@ -215,6 +231,7 @@ fn accept_loop(
     server: SocketAddrV4,
     target: &GuestForwardTarget,
     stack: libc::pid_t,
+    ids: Option<(u32, u32)>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
@@ -235,27 +252,38 @@ fn accept_loop(
             tracing::warn!(%server, "guest forward: {MAX_CONNECTIONS} connections already, refused");
             continue;
         }
-        if let Err(e) = serve(conn, target, Active(active.clone())) {
+        if let Err(e) = serve(conn, target, ids, Active(active.clone())) {
             tracing::warn!(%server, error = %e, "guest forward: target failed");
         }
     }
 }
 
-/// Hands one connection to the target.
+/// Hands one connection to the target; a command runs as `ids` (uid,
+/// gid; no supplementary groups) when given.
 /// `active` is released when the connection is over.
-fn serve(conn: TcpStream, target: &GuestForwardTarget, active: Active) -> io::Result<()> {
+fn serve(
+    conn: TcpStream,
+    target: &GuestForwardTarget,
+    ids: Option<(u32, u32)>,
+    active: Active,
+) -> io::Result<()> {
     match target {
         GuestForwardTarget::Command(cmd) => {
             let fd = OwnedFd::from(conn);
             // A process group of its own: smbd, for one, signals its whole
             // group when it ends, which must not reach the stack.
-            let mut child = Command::new("/bin/sh")
+            let mut command = Command::new("/bin/sh");
+            command
                 .arg("-c")
                 .arg(cmd)
                 .process_group(0)
                 .stdin(Stdio::from(fd.try_clone()?))
-                .stdout(Stdio::from(fd))
-                .spawn()?;
+                .stdout(Stdio::from(fd));
+            if let Some((uid, gid)) = ids {
+                // std drops the supplementary groups when root sets a uid.
+                command.uid(uid).gid(gid);
+            }
+            let mut child = command.spawn()?;
             tracing::debug!(pid = child.id(), command = %cmd, "guest forward: command started");
             // Reap it when it ends; the connection closes with it.
             std::thread::spawn(move || {
@@ -352,7 +380,7 @@ mod tests {
 
     /// A helper serving `fwd` alone, and its listener's address.
     fn start(fwd: &GuestForward) -> (Helper, SocketAddr) {
-        let (helper, addrs) = Helper::start(std::slice::from_ref(fwd), None).unwrap();
+        let (helper, addrs) = Helper::start(std::slice::from_ref(fwd), None, None).unwrap();
         (helper, addrs[0])
     }
 
@@ -393,6 +421,28 @@ mod tests {
         });
         let (_helper, addr) = start(&fwd(GuestForwardTarget::Unix(path)));
         assert_eq!(roundtrip(addr, b""), b"from unix");
+    }
+
+    /// Started as root, a guest forward's command runs as the sandbox's
+    /// user (`--runas`), with no supplementary group, never as root.
+    #[test]
+    fn commands_run_as_the_runas_user() {
+        let fwd = fwd(GuestForwardTarget::Command("id -u; id -g; id -G".into()));
+        let (_helper, addrs) =
+            Helper::start(std::slice::from_ref(&fwd), None, Some("nobody")).unwrap();
+        let out = String::from_utf8(roundtrip(addrs[0], b"")).unwrap();
+        // SAFETY: getuid and getgid cannot fail.
+        let (uid, gid) = slipway_sandbox::runas_ids("nobody")
+            .unwrap()
+            .unwrap_or_else(|| unsafe { (libc::getuid(), libc::getgid()) });
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap();
+        // SAFETY: geteuid cannot fail.
+        let host_root = unsafe { libc::geteuid() } == 0
+            && map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        if host_root {
+            assert_ne!(uid, 0, "root on the host runs commands as nobody");
+        }
+        assert_eq!(out, format!("{uid}\n{gid}\n{gid}\n"), "uid, gid, groups");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol};
 
-use crate::config::{DenyReason, Outbound};
+use crate::config::Outbound;
 use crate::ctx::{Ctx, DropReason};
 use crate::ping::{Echo, PingTable};
 
@@ -80,12 +80,8 @@ pub(crate) fn echo_outbound(
             // The host address answers itself when ping sockets are forbidden.
             !(sent == Echo::Forbidden && virtual_dst)
         }
-        Outbound::Denied(DenyReason::Restricted) if !virtual_dst => {
-            ctx.counters.drop(DropReason::Restricted);
-            true
-        }
-        _ if !virtual_dst => {
-            ctx.counters.drop(DropReason::NotForUs);
+        Outbound::Denied(reason) if !virtual_dst => {
+            ctx.counters.drop(reason.drop_reason());
             true
         }
         _ => false,

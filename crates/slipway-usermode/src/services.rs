@@ -28,6 +28,10 @@ pub struct Services {
     /// opened at start (the SMB server's and guest forwards' loopback
     /// listeners); filled in by [`crate::stack::Stack::start`].
     pub redirects: Vec<(SocketAddrV4, SocketAddr)>,
+    /// Started as root, the user the guest forward helper (its commands,
+    /// smbd) switches to: the sandbox's `--runas`. `None` (no sandbox)
+    /// keeps the process's user.
+    pub helper_user: Option<String>,
 }
 
 /// `smb=`: a directory shared over SMB by a private `smbd`.
@@ -216,6 +220,7 @@ impl ServicesBuilder {
             smb,
             guestfwd,
             redirects: Vec::new(),
+            helper_user: None,
         })
     }
 }

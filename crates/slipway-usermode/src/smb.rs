@@ -41,7 +41,10 @@ pub enum SmbError {
 
 /// A prepared `smbd` configuration; dropping it removes every file.
 pub(crate) struct SmbServer {
-    _private: tempfile::TempDir,
+    private: tempfile::TempDir,
+    /// smb.conf but its last line, `force user`: the user smbd serves as
+    /// is the one it runs as, known only where it is started.
+    conf: String,
     forwards: Vec<GuestForward>,
 }
 
@@ -93,12 +96,9 @@ impl SmbServer {
              [qemu]\n\
              path = {dir_str}\n\
              read only = no\n\
-             guest ok = yes\n\
-             force user = {user}\n",
-            user = invoking_user()?,
+             guest ok = yes\n"
         );
         let conf_path = root.join("smb.conf");
-        write_file(&conf_path, conf.as_bytes())?;
         let command = format!(
             "exec {} -s {} -l {}",
             quote(&smbd.display().to_string()),
@@ -119,10 +119,34 @@ impl SmbServer {
             private = %root.display(),
             "SMB share 'qemu'"
         );
-        Ok(SmbServer {
-            _private: private,
+        let server = SmbServer {
+            private,
+            conf,
             forwards,
-        })
+        };
+        // SAFETY: getuid cannot fail.
+        server.write_config(unsafe { libc::getuid() })?;
+        Ok(server)
+    }
+
+    /// Writes smb.conf, guests mapped to the user `uid` (the one smbd
+    /// runs as).
+    fn write_config(&self, uid: libc::uid_t) -> io::Result<()> {
+        let conf = format!("{}force user = {}\n", self.conf, user_name(uid)?);
+        write_file(&self.private.path().join("smb.conf"), conf.as_bytes())
+    }
+
+    /// Hands the private directory (and what is in it) to `uid`/`gid`, the
+    /// user smbd will run as (started as root): it writes there, and
+    /// guests are mapped to it.
+    pub fn give_to(&self, uid: u32, gid: u32) -> io::Result<()> {
+        self.write_config(uid)?;
+        let root = self.private.path();
+        std::os::unix::fs::chown(root, Some(uid), Some(gid))?;
+        for entry in std::fs::read_dir(root)? {
+            std::os::unix::fs::chown(entry?.path(), Some(uid), Some(gid))?;
+        }
+        Ok(())
     }
 
     /// The guest forwards (ports 445 and 139) that start `smbd`.
@@ -141,23 +165,17 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The name of the user running the stack.
-fn invoking_user() -> io::Result<String> {
-    // SAFETY: getuid cannot fail; getpwuid_r writes only into the buffers
-    // passed, and `result` points into `pwd` when it succeeds.
+/// The name of user `uid`.
+fn user_name(uid: libc::uid_t) -> io::Result<String> {
+    // SAFETY: getpwuid_r writes only into the buffers passed, and `result`
+    // points into `pwd` when it succeeds.
     unsafe {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let mut buf = vec![0 as libc::c_char; 4096];
         let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(
-            libc::getuid(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        );
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
         if rc != 0 || result.is_null() {
-            return Err(io::Error::other("the invoking user has no passwd entry"));
+            return Err(io::Error::other(format!("user {uid} has no passwd entry")));
         }
         Ok(std::ffi::CStr::from_ptr(pwd.pw_name)
             .to_string_lossy()

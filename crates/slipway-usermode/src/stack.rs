@@ -40,6 +40,9 @@ pub enum StackError {
     /// `smb=` cannot be served (no smbd, a bad directory).
     #[error(transparent)]
     Smb(#[from] crate::smb::SmbError),
+    /// The user guest forward commands and smbd run as (`--runas`).
+    #[error("guest forwards and SMB: {0}")]
+    HelperUser(#[source] slipway_sandbox::SandboxError),
     /// The DHCPv6 server refused the configuration derived from the options.
     #[error("DHCPv6 configuration")]
     Dhcpv6(#[from] slipway_dhcp::v6::Dhcpv6ConfigError),
@@ -145,6 +148,7 @@ impl Stack {
             None => None,
         };
         let services = &mut self.core.cfg.services;
+        let user = services.helper_user.clone();
         let smb_forwards = smb.iter().flat_map(|s| s.forwards());
         let forwards: Vec<_> = services
             .guestfwd
@@ -153,7 +157,7 @@ impl Stack {
             .cloned()
             .collect();
         if !forwards.is_empty() {
-            let (helper, addrs) = crate::guestfwd::Helper::start(&forwards, smb)?;
+            let (helper, addrs) = crate::guestfwd::Helper::start(&forwards, smb, user.as_deref())?;
             for (fwd, to) in forwards.iter().zip(addrs) {
                 services.redirects.push((fwd.server, to));
             }
@@ -404,10 +408,7 @@ impl Stack {
             crate::config::Outbound::Host(target) => {
                 self.udp.new_flow(&mut ctx, guest, remote, target, payload)
             }
-            crate::config::Outbound::Denied(reason) => ctx.counters.drop(match reason {
-                crate::config::DenyReason::Restricted => DropReason::Restricted,
-                _ => DropReason::NotForUs,
-            }),
+            crate::config::Outbound::Denied(reason) => ctx.counters.drop(reason.drop_reason()),
         }
     }
 
@@ -558,7 +559,9 @@ fn check_ipv4<'a>(
         counters.drop(DropReason::Truncated);
         return None;
     };
-    if ip.version() != 4 {
+    if ip.version() != 4 || ip.header_len() < 20 {
+        // An IHL under 5 (smoltcp takes it) would start the payload inside
+        // the addresses.
         counters.drop(DropReason::Malformed);
         return None;
     }
@@ -727,6 +730,17 @@ mod tests {
         feed(&mut s, &poll, &bad_version);
         assert_eq!(s.counters().drops(DropReason::Malformed), 1);
 
+        // IHL below 5 (a 16-byte header overlapping the destination
+        // address, the checksum covering those 16 bytes): malformed, not
+        // a packet whose payload starts inside its header.
+        for ihl in [0u8, 4] {
+            let mut short_header = ipv4_frame([10, 0, 2, 2], 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+            short_header[14] = 0x40 | ihl;
+            Ipv4Packet::new_unchecked(&mut short_header[14..]).fill_checksum();
+            feed(&mut s, &poll, &short_header);
+        }
+        assert_eq!(s.counters().drops(DropReason::Malformed), 3);
+
         // An IPv4 packet under the IPv6 EtherType is too short for IPv6.
         let mut ipv6 = ipv4_frame([10, 0, 2, 2], 17, &[0; 8]);
         ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
@@ -750,7 +764,7 @@ mod tests {
         feed(&mut s, &poll, &ipv4_frame([10, 0, 2, 2], 17, &udp));
         assert_eq!(s.counters().drops(DropReason::BadChecksum), 2);
         assert!(s.guest_tx().is_empty());
-        assert_eq!(s.counters().frames_in, 8);
+        assert_eq!(s.counters().frames_in, 10);
     }
 
     #[test]
@@ -1090,6 +1104,117 @@ pub(crate) mod udp_tests {
             RxChecksum::Trusted
         );
         assert_eq!(RxChecksum::from_vnet_hdr(&[]), RxChecksum::Unverified);
+    }
+
+    /// A guest TCP SYN from 10.0.2.15:40000 to `dst`:`dport`.
+    fn tcp_syn_frame(dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+        use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+        let src = Ipv4Addr::new(10, 0, 2, 15);
+        let repr = TcpRepr {
+            src_port: 40000,
+            dst_port: dport,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: None,
+            window_len: 64240,
+            window_scale: None,
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        ip_frame(
+            GUEST_MAC,
+            src,
+            dst,
+            IpProtocol::Tcp,
+            repr.buffer_len(),
+            |seg| {
+                repr.emit(
+                    &mut TcpPacket::new_unchecked(seg),
+                    &IpAddress::Ipv4(src),
+                    &IpAddress::Ipv4(dst),
+                    &smoltcp::phy::ChecksumCapabilities::default(),
+                )
+            },
+        )
+    }
+
+    /// With `--no-host-loopback` no guest packet reaches the host's
+    /// loopback, addressed to the host address or to 127/8 itself: UDP is
+    /// dropped, a SYN answered with RST, an echo request dropped, each
+    /// counted as `host-loopback`. Without the option 127.0.0.5 is reached.
+    #[test]
+    fn no_host_loopback_refuses_loopback_destinations_for_every_protocol() {
+        let loopback = Ipv4Addr::new(127, 0, 0, 5);
+        let udp_server = std::net::UdpSocket::bind((loopback, 0)).unwrap();
+        udp_server.set_nonblocking(true).unwrap();
+        let udp_port = udp_server.local_addr().unwrap().port();
+        let tcp_server = std::net::TcpListener::bind((loopback, 0)).unwrap();
+        tcp_server.set_nonblocking(true).unwrap();
+        let tcp_port = tcp_server.local_addr().unwrap().port();
+
+        let mut poll = mio::Poll::new().unwrap();
+        let mut cfg = parse_options("").unwrap();
+        cfg.host_loopback = false;
+        let mut stack = Stack::new(cfg).unwrap();
+        stack.start(poll.registry()).unwrap();
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        for dst in [loopback, Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 2, 2)] {
+            stack.handle_frame(
+                poll.registry(),
+                &udp_frame(4000, dst, udp_port, b"x"),
+                Instant::now(),
+            );
+        }
+        assert_eq!(stack.counters().drops(DropReason::HostLoopback), 3);
+        stack.handle_frame(
+            poll.registry(),
+            &tcp_syn_frame(loopback, tcp_port),
+            Instant::now(),
+        );
+        assert_eq!(stack.counters().drops(DropReason::HostLoopback), 4);
+        let frame = stack.guest_tx().frame(0).to_vec();
+        stack.guest_tx().clear();
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!(ip.src_addr(), loopback);
+        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.rst(), "a refused SYN gets a RST");
+        let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'i'];
+        smoltcp::wire::Icmpv4Packet::new_unchecked(&mut echo[..]).fill_checksum();
+        stack.handle_frame(
+            poll.registry(),
+            &ip_frame(
+                GUEST_MAC,
+                Ipv4Addr::new(10, 0, 2, 15),
+                Ipv4Addr::LOCALHOST,
+                IpProtocol::Icmp,
+                echo.len(),
+                |p| p.copy_from_slice(&echo),
+            ),
+            Instant::now(),
+        );
+        assert_eq!(stack.counters().drops(DropReason::HostLoopback), 5);
+        assert!(stack.guest_tx().is_empty());
+        let mut buf = [0u8; 4];
+        assert!(udp_server.recv_from(&mut buf).is_err(), "no datagram came");
+        assert!(tcp_server.accept().is_err(), "no connection came");
+
+        // Without the option the same datagram arrives (unchanged behaviour).
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        stack.handle_frame(
+            poll.registry(),
+            &udp_frame(4000, loopback, udp_port, b"y"),
+            Instant::now(),
+        );
+        udp_server.set_nonblocking(false).unwrap();
+        let (n, _) = udp_server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"y");
+        assert_eq!(stack.counters().drops(DropReason::HostLoopback), 0);
+        let _ = &mut poll;
     }
 
     #[test]

@@ -54,7 +54,9 @@ pub struct AttachArgs {
 
     /// IPv6 on (slirp4netns's option; slipway serves IPv6 unless the
     /// options say `ipv6=off`, and the namespace configures itself from
-    /// its router advertisements).
+    /// its router advertisements). The prefix is slirp4netns's fd00::/64
+    /// (host fd00::2, DNS fd00::3) unless the options' `ipv6-prefix=`
+    /// names another.
     #[arg(short = '6', long)]
     pub enable_ipv6: bool,
 
@@ -189,8 +191,14 @@ fn target(args: &AttachArgs, namespace: Option<&str>) -> anyhow::Result<Target> 
     }
 }
 
+/// slirp4netns's IPv6 prefix (its host is `fd00::2`, its DNS `fd00::3`),
+/// where QEMU's `-netdev user` (and `slipway user`, `slipway run`) use
+/// `fec0::`.
+const SLIRP4NETNS_IPV6_PREFIX: &str = "fd00::";
+
 /// The `-netdev user` option string with slirp4netns's `--cidr` and
 /// `--enable-ipv6` folded in; each may not contradict the options.
+/// slirp4netns's IPv6 prefix is the default.
 fn options_with_flags(args: &AttachArgs, options: &str) -> anyhow::Result<String> {
     let keys: Vec<(&str, &str)> = options
         .split(',')
@@ -208,6 +216,13 @@ fn options_with_flags(args: &AttachArgs, options: &str) -> anyhow::Result<String
     }
     if args.enable_ipv6 && keys.iter().any(|&(k, v)| k == "ipv6" && v == "off") {
         anyhow::bail!("--enable-ipv6 contradicts the options' ipv6=off");
+    }
+    if !keys.iter().any(|(k, _)| *k == "ipv6-prefix") {
+        if !all.is_empty() {
+            all.push(',');
+        }
+        all.push_str("ipv6-prefix=");
+        all.push_str(SLIRP4NETNS_IPV6_PREFIX);
     }
     Ok(all)
 }
@@ -518,10 +533,18 @@ mod tests {
             a.macaddress.map(|m| m.octets()),
             Some([0x52, 0x54, 0, 0xab, 0xcd, 1])
         );
-        assert_eq!(options_with_flags(&a, "").unwrap(), "net=10.8.0.0/24");
+        assert_eq!(
+            options_with_flags(&a, "").unwrap(),
+            "net=10.8.0.0/24,ipv6-prefix=fd00::"
+        );
         assert_eq!(
             options_with_flags(&a, "hostfwd=tcp::80-:80").unwrap(),
-            "hostfwd=tcp::80-:80,net=10.8.0.0/24"
+            "hostfwd=tcp::80-:80,net=10.8.0.0/24,ipv6-prefix=fd00::"
+        );
+        assert_eq!(
+            options_with_flags(&a, "ipv6-prefix=2001:db8::").unwrap(),
+            "ipv6-prefix=2001:db8::,net=10.8.0.0/24",
+            "an explicit prefix stays"
         );
         let err = options_with_flags(&a, "net=10.9.0.0/24").unwrap_err();
         assert!(

@@ -70,13 +70,20 @@ pub struct SandboxArgs {
     /// only root may reach, since later VMs are reached after the switch).
     #[arg(long, value_name = "USER", default_value = "nobody")]
     pub runas: String,
+
+    /// Refuse to run unless the whole sandbox applies: a kernel without
+    /// Landlock (otherwise a warning) is then an error.
+    #[arg(long, conflicts_with = "no_sandbox")]
+    pub require_sandbox: bool,
 }
 
 impl SandboxArgs {
     /// The sandbox to apply, or `None` with `--no-sandbox`.
     pub fn sandbox(&self) -> Option<slipway_sandbox::Sandbox> {
         let mut sandbox = slipway_sandbox::Sandbox::new();
-        sandbox.runas(self.runas.clone());
+        sandbox
+            .runas(self.runas.clone())
+            .require_landlock(self.require_sandbox);
         (!self.no_sandbox).then_some(sandbox)
     }
 }
@@ -120,7 +127,10 @@ pub struct StackArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_dns_queries as u32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_dns_queries: u32,
 
-    /// Do not map the host address to the host's loopback.
+    /// Keep the guest off the host's loopback: the host address is not
+    /// mapped to it, and traffic addressed to 127/8, ::1 or 0.0.0.0 is
+    /// refused (TCP: RST; UDP and ICMP echo: dropped, counted
+    /// `host-loopback`).
     #[arg(long, visible_alias = "disable-host-loopback")]
     pub no_host_loopback: bool,
 

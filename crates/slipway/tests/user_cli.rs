@@ -1,7 +1,11 @@
 //! `slipway user` refuses bad command lines with a message naming the
 //! option and the value, and exits non-zero without touching anything.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
+
+mod common;
 
 fn slipway_user(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
@@ -84,6 +88,9 @@ fn bad_flags_are_refused() {
     let (code, err) = slipway_user(&["--socket", &path, "--dgram", &path]);
     assert_ne!(code, 0);
     assert!(err.contains("--dgram") || err.contains("--socket"), "{err}");
+    let (code, err) = slipway_user(&["--socket", &path, "--require-sandbox", "--no-sandbox"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--require-sandbox"), "{err}");
 }
 
 #[test]
@@ -153,7 +160,11 @@ fn print_sandbox_lists_the_allowed_syscalls() {
 /// `--no-sandbox` opts out.
 #[test]
 fn user_runs_sandboxed_unless_told_not_to() {
-    for (flag, sandboxed) in [(None, true), (Some("--no-sandbox"), false)] {
+    for (flag, sandboxed) in [
+        (None, true),
+        (Some("--require-sandbox"), true),
+        (Some("--no-sandbox"), false),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vm.sock");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
@@ -180,7 +191,7 @@ fn user_runs_sandboxed_unless_told_not_to() {
             );
             log.push_str(&line);
         }
-        // Started as root, the sandbox forks a parent that removes the
+        // With a socket file to remove, the sandbox forks a parent that removes the
         // socket file at the end; the VM is served by its child.
         let pid = child.id();
         let children =
@@ -221,7 +232,7 @@ fn resource_caps_are_validated() {
     assert!(err.contains("--max-tftp-transfers"), "{err}");
 }
 
-/// Started as root, the sandbox forks a parent that cleans up the socket
+/// With a socket file, the sandbox forks a parent that cleans up the socket
 /// file; when that parent is killed outright (SIGKILL, no chance to pass it
 /// on), the sandboxed child serving the VM goes too instead of serving on,
 /// orphaned.
@@ -282,4 +293,47 @@ fn sandboxed_child_dies_with_its_parent() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Probes of `slipway user --socket` (a second `slipway user` on the same
+/// path, a health check that connects and closes) do not end the network:
+/// a VM that comes afterwards is answered, and that VM leaving ends it.
+#[test]
+fn probes_of_the_socket_do_not_end_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.sock");
+    let p = path.display().to_string();
+    let mut slipway = common::Slipway::start(&[
+        "--dns-upstream".into(),
+        "127.0.0.1:53".into(),
+        "--socket".into(),
+        p.clone(),
+    ]);
+    slipway.wait_for_listening();
+    let (code, err) = slipway_user(&["--dns-upstream", "127.0.0.1:53", "--socket", &p]);
+    assert_ne!(code, 0, "a second slipway on the same socket is refused");
+    assert!(err.contains("listening on this socket"), "{err}");
+    drop(UnixStream::connect(&path).unwrap());
+    // A VM (QEMU's stream framing: 4-byte length, frame) asks for the
+    // gateway's MAC.
+    let mut vm = UnixStream::connect(&path).unwrap();
+    let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&mac);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&mac);
+    arp.extend_from_slice(&[10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
+    vm.write_all(&(arp.len() as u32).to_be_bytes()).unwrap();
+    vm.write_all(&arp).unwrap();
+    vm.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut len = [0u8; 4];
+    vm.read_exact(&mut len)
+        .unwrap_or_else(|e| panic!("no answer to the VM ({e}):\n{}", slipway.log()));
+    let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+    vm.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..6], &mac, "the ARP reply comes to the VM");
+    assert_eq!(&reply[12..14], &[0x08, 0x06]);
+    drop(vm);
+    slipway.wait_exit_ok();
 }

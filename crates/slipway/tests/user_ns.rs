@@ -318,6 +318,47 @@ echo attach=$?"#
     assert_eq!(stdout, "300000\nattach=0\n", "{all}");
 }
 
+/// `--no-host-loopback` keeps every guest packet off the host's loopback,
+/// not only those to the host address: a namespace that routes 127/8 out
+/// through its tap (loopback address removed, `route_localnet` on) reaches
+/// a server on the host's 127.0.0.1 without the option and is refused at
+/// once with it.
+#[test]
+fn run_with_no_host_loopback_refuses_loopback_addressed_directly() {
+    let dir = temp_dir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), "on the host's loopback\n").unwrap();
+    let http = HttpServer::serve_dir(dir.path()).unwrap();
+    let script = format!(
+        r#"set -e
+ip addr flush dev lo
+ip link set lo down
+for c in all tap0; do echo 1 > /proc/sys/net/ipv4/conf/$c/route_localnet; done
+ip route add 127.0.0.0/8 via 10.0.2.2 dev tap0
+set +e
+curl -sS -m 10 http://127.0.0.1:{port}/f.txt
+echo curl=$?"#,
+        port = http.port()
+    );
+    let run = |extra: &[&str]| {
+        let out = Command::new(SLIPWAY)
+            .arg("run")
+            .args(extra)
+            .args(["--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let all = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{all}");
+        (stdout, all)
+    };
+    let (stdout, all) = run(&[]);
+    assert_eq!(stdout, "on the host's loopback\ncurl=0\n", "{all}");
+    // curl 7: could not connect (the stack answered the SYN with a RST).
+    let (stdout, all) = run(&["--no-host-loopback"]);
+    assert_eq!(stdout, "curl=7\n", "{all}");
+}
+
 /// The namespace's resolv.conf names the stack's DNS address and the
 /// search list; on a host without /etc/resolv.conf (here: an /etc of the
 /// test's own, in a mount namespace) there is nothing to cover, and the
@@ -674,7 +715,8 @@ fn attach_ends_when_its_exit_fd_closes() {
 /// slirp4netns (namespace files, short options, its option names) and
 /// serves the namespace as slirp4netns would: address, MTU and route from
 /// `-c`, `--mtu`, `--cidr` and `--macaddress`, DNS through the network's DNS address, host
-/// loopback refused under `--disable-host-loopback`; `-v` is the version.
+/// loopback refused under `--disable-host-loopback`, IPv6 in slirp4netns's
+/// fd00::/64; `-v` is the version.
 #[test]
 fn linked_as_slirp4netns_it_takes_podmans_command_line() {
     let dir = temp_dir().unwrap();
@@ -730,6 +772,21 @@ fn linked_as_slirp4netns_it_takes_podmans_command_line() {
         "+time=3",
         "+tries=2",
         "@10.8.0.3",
+        "db.example.test",
+    ]));
+    assert_eq!(answer.trim(), "192.0.2.7", "{}", slipway.log());
+    // IPv6 as slirp4netns serves it: SLAAC in fd00::/64, DNS at fd00::3
+    // (not QEMU's fec0::, which `slipway user` and `run` keep).
+    wait_for("a SLAAC address in fd00::/64 on tap0", || {
+        text(ns.exec(&["ip", "-6", "-o", "addr", "show", "tap0", "scope", "global"]))
+            .contains(" inet6 fd00::5054:ff:fe12:3499/64 ")
+    });
+    let answer = text(ns.exec(&[
+        "dig",
+        "+short",
+        "+time=3",
+        "+tries=2",
+        "@fd00::3",
         "db.example.test",
     ]));
     assert_eq!(answer.trim(), "192.0.2.7", "{}", slipway.log());

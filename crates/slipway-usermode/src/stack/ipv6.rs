@@ -379,6 +379,34 @@ mod tests {
         assert_eq!(s.counters().drops(DropReason::BadChecksum), 1);
     }
 
+    /// With `--no-host-loopback`, UDP to `::1`, to `::ffff:127.0.0.1` and
+    /// to the host address is dropped and counted.
+    #[test]
+    fn no_host_loopback_refuses_the_ipv6_loopback() {
+        let poll = mio::Poll::new().unwrap();
+        let mut cfg = parse_options("").unwrap();
+        cfg.host_loopback = false;
+        let mut s = Stack::new(cfg).unwrap();
+        s.start(poll.registry()).unwrap();
+        let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let port = server.local_addr().unwrap().port();
+        for dst in [a("::1"), a("::ffff:127.0.0.1"), a("fec0::2")] {
+            let u = udp(guest(), 4000, dst, port, b"x");
+            s.handle_frame(
+                poll.registry(),
+                &ipv6_frame(GATEWAY_MAC.0, guest(), dst, 17, &u),
+                Instant::now(),
+            );
+        }
+        // ::1 is no destination on the link at all (refused before any
+        // flow, option or not); the other two are the option's.
+        assert_eq!(s.counters().drops(DropReason::NotForUs), 1);
+        assert_eq!(s.counters().drops(DropReason::HostLoopback), 2);
+        let mut buf = [0u8; 4];
+        assert!(server.recv_from(&mut buf).is_err(), "no datagram came");
+    }
+
     #[test]
     fn tcp_syn_to_the_host_address_gets_a_syn_ack_with_the_ipv6_mss() {
         let (mut s, mut poll) = stack("");

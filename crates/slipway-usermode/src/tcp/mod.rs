@@ -95,7 +95,7 @@ use mio::{Interest, Registry};
 use smoltcp::wire::{IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::config::{DenyReason, ForwardProtocol, HostForward, Outbound, StackConfig};
+use crate::config::{ForwardProtocol, HostForward, Outbound, StackConfig};
 use crate::ctx::{
     token, Ctx, DropReason, RxChecksum, TcpOffload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
 };
@@ -734,9 +734,7 @@ impl TcpTable {
             Outbound::Host(addr) => Some(addr),
             Outbound::Dns => ctx.cfg.dns_upstreams.first().copied(),
             Outbound::Denied(reason) => {
-                if reason == DenyReason::Restricted {
-                    ctx.counters.drop(DropReason::Restricted);
-                }
+                ctx.counters.drop(reason.drop_reason());
                 None
             }
         };

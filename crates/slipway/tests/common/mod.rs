@@ -16,6 +16,9 @@ use slipway_testkit::{Guest, GuestOutput};
 /// A `slipway user` process; killed when dropped.
 pub struct Slipway {
     child: Option<Child>,
+    /// Whether `child` is the `unshare` whose only child (PID 1 of a PID
+    /// namespace) is slipway: [`Slipway::start_in_netns`].
+    in_pid_namespace: bool,
     log: PathBuf,
     /// The scratch directory holding the log, removed when dropped.
     _dir: Box<dyn std::any::Any>,
@@ -26,14 +29,29 @@ impl Slipway {
         Slipway::spawn(Command::new(env!("CARGO_BIN_EXE_slipway")), args)
     }
 
-    /// slipway in a new user and network namespace prepared by `setup`
-    /// (shell commands, run in the namespace first), with `-vv user ARGS`.
+    /// slipway in a new user, network and PID namespace (with a mount
+    /// namespace for its own /proc) prepared by `setup` (shell commands,
+    /// run in the namespace first; what they start in the background,
+    /// servers and clients, lives in that PID namespace), with `-vv user
+    /// ARGS`. slipway is the namespace's PID 1: when it ends, or `unshare`
+    /// is killed (dropped), the kernel ends every process of the setup
+    /// with it.
     pub fn start_in_netns(setup: &str, args: &[String]) -> Slipway {
         let mut cmd = Command::new("unshare");
-        cmd.args(["-Urn", "sh", "-c"])
-            .arg(format!("{setup}exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_slipway"));
-        Slipway::spawn(cmd, args)
+        cmd.args([
+            "-Urn",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("{setup}exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_slipway"));
+        let mut slipway = Slipway::spawn(cmd, args);
+        slipway.in_pid_namespace = true;
+        slipway
     }
 
     /// Runs `cmd` (slipway itself, or a wrapper that execs it) with
@@ -52,6 +70,7 @@ impl Slipway {
             .expect("slipway starts");
         Slipway {
             child: Some(child),
+            in_pid_namespace: false,
             log,
             _dir: Box::new(dir),
         }
@@ -82,8 +101,7 @@ impl Slipway {
         }
     }
 
-    /// Waits until slipway logs that it listens (a probe connection would
-    /// count as the VM).
+    /// Waits until slipway logs that it listens.
     pub fn wait_for_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.log().contains("waiting for the VM") {
@@ -105,8 +123,17 @@ impl Slipway {
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().unwrap();
+        let mut pid = child.id().to_string();
+        if self.in_pid_namespace {
+            // unshare ignores SIGTERM; slipway, its child, takes it.
+            let children = format!("/proc/{pid}/task/{pid}/children");
+            pid = std::fs::read_to_string(children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next().map(str::to_string))
+                .expect("slipway runs under unshare");
+        }
         let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &pid])
             .status()
             .expect("kill runs")
             .success();
