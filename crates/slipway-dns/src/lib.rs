@@ -1,12 +1,14 @@
 //! DNS pieces shared by slipway's user-mode stack and its bridge networks: host resolver discovery and query handling.
 //!
-//! Pure logic over byte slices, no sockets: [`system_upstreams`] finds where to relay
-//! queries, [`query_id`]/[`set_query_id`]/[`parse_question`] let a relay track them,
-//! and [`LocalZone`] answers a bridge network's own names.
+//! Pure logic over byte slices: [`system_upstreams`] finds where to relay queries,
+//! [`query_id`]/[`set_query_id`]/[`parse_question`] read and rewrite messages, and
+//! [`LocalZone`] answers a bridge network's own names. The one part with sockets is
+//! the [`Relay`] both stacks forward queries through (see [`relay`]).
 
 #![deny(missing_docs)]
 
 mod message;
+pub mod relay;
 mod resolv;
 mod zone;
 
@@ -19,4 +21,5 @@ pub use resolv::{
     system_search_domains, system_upstreams, upstreams_from_file, upstreams_from_resolv_conf,
     DnsError, ResolvConf, RESOLV_CONF,
 };
+pub use relay::{Dropped, Relay, RelayConfig, RelayStats, Submitted};
 pub use zone::{Answer, LocalZone, ZoneError};
