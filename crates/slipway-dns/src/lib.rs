@@ -17,9 +17,9 @@ pub use message::{
     CLASS_IN, HEADER_LEN, RCODE_FORMERR, RCODE_NOERROR, RCODE_NOTIMP, RCODE_NXDOMAIN,
     RCODE_REFUSED, RCODE_SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_PTR,
 };
+pub use relay::{Dropped, Relay, RelayConfig, RelayStats, Submitted};
 pub use resolv::{
     system_search_domains, system_upstreams, upstreams_from_file, upstreams_from_resolv_conf,
     DnsError, ResolvConf, RESOLV_CONF,
 };
-pub use relay::{Dropped, Relay, RelayConfig, RelayStats, Submitted};
 pub use zone::{Answer, LocalZone, ZoneError};

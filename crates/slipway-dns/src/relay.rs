@@ -225,16 +225,20 @@ impl<C: Copy + Eq + Hash> Relay<C> {
 
     /// Relays `query`, which `client` sent under its own ID. On
     /// [`Submitted::Failed`] the caller answers SERVFAIL from `query`.
-    pub fn query(&mut self, registry: &Registry, now: Instant, client: C, query: &[u8]) -> Submitted {
+    pub fn query(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        client: C,
+        query: &[u8],
+    ) -> Submitted {
         if query.len() > MAX_QUERY {
             return self.drop(Dropped::Oversized);
         }
         let is_query = Header::parse(query).is_ok_and(|h| !h.is_response());
-        let (Some(client_id), true, true) = (
-            query_id(query),
-            is_query,
-            parse_question(query).is_ok(),
-        ) else {
+        let (Some(client_id), true, true) =
+            (query_id(query), is_query, parse_question(query).is_ok())
+        else {
             return self.drop(Dropped::Malformed);
         };
         if self.cfg.upstreams.is_empty() {
@@ -311,7 +315,12 @@ impl<C: Copy + Eq + Hash> Relay<C> {
     }
 
     /// A new socket toward `upstream`, registered for slot `slot`.
-    fn open(&self, registry: &Registry, slot: usize, upstream: SocketAddr) -> io::Result<UdpSocket> {
+    fn open(
+        &self,
+        registry: &Registry,
+        slot: usize,
+        upstream: SocketAddr,
+    ) -> io::Result<UdpSocket> {
         let bind = match upstream {
             SocketAddr::V4(_) => SocketAddr::from((self.cfg.bind_v4, 0)),
             SocketAddr::V6(_) => SocketAddr::from((self.cfg.bind_v6, 0)),
@@ -368,7 +377,12 @@ impl<C: Copy + Eq + Hash> Relay<C> {
     /// Moves queries whose upstream did not answer in time to the next
     /// upstream; hands each query no upstream answered to `failed` (with
     /// its client and the query under the client's ID), for SERVFAIL.
-    pub fn on_timer(&mut self, registry: &Registry, now: Instant, mut failed: impl FnMut(C, &[u8])) {
+    pub fn on_timer(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        mut failed: impl FnMut(C, &[u8]),
+    ) {
         while self.head != NIL && self.slots[self.head].deadline <= now {
             let slot = self.head;
             let n = self.cfg.upstreams.len();
@@ -553,7 +567,10 @@ mod tests {
         let now = Instant::now();
         let q = query(7, "a.example");
         for client in 0..4 {
-            assert_eq!(relay.query(poll.registry(), now, client, &q), Submitted::Sent);
+            assert_eq!(
+                relay.query(poll.registry(), now, client, &q),
+                Submitted::Sent
+            );
         }
         // A retransmission of a query in flight takes no new slot.
         assert_eq!(relay.query(poll.registry(), now, 0, &q), Submitted::Sent);
@@ -575,7 +592,10 @@ mod tests {
         let now = Instant::now();
         for client in 0..64 {
             let q = query(1000 + client, "a.example");
-            assert_eq!(relay.query(poll.registry(), now, client, &q), Submitted::Sent);
+            assert_eq!(
+                relay.query(poll.registry(), now, client, &q),
+                Submitted::Sent
+            );
         }
         let mut ids = Vec::new();
         let mut ports = Vec::new();
@@ -599,7 +619,10 @@ mod tests {
         let up = upstream();
         let (mut relay, mut poll) = relay(&[&up], 8);
         let q = query(0x4242, "a.example");
-        assert_eq!(relay.query(poll.registry(), Instant::now(), 9, &q), Submitted::Sent);
+        assert_eq!(
+            relay.query(poll.registry(), Instant::now(), 9, &q),
+            Submitted::Sent
+        );
         let mut buf = [0; 512];
         let (n, from) = up.recv_from(&mut buf).unwrap();
         let sent = buf[..n].to_vec();
@@ -639,7 +662,10 @@ mod tests {
         let start = Instant::now();
         for client in 0..2 {
             let q = query(client, "a.example");
-            assert_eq!(relay.query(poll.registry(), start, client, &q), Submitted::Sent);
+            assert_eq!(
+                relay.query(poll.registry(), start, client, &q),
+                Submitted::Sent
+            );
         }
         assert_eq!(
             relay.query(poll.registry(), start, 5, &query(5, "a.example")),
@@ -688,7 +714,10 @@ mod tests {
         let (mut relay, poll) = relay(&[&up], 2);
         let now = Instant::now();
         let r = poll.registry();
-        assert_eq!(relay.query(r, now, 1, &[0; 5]), Submitted::Dropped(Dropped::Malformed));
+        assert_eq!(
+            relay.query(r, now, 1, &[0; 5]),
+            Submitted::Dropped(Dropped::Malformed)
+        );
         let q = query(1, "a.example");
         assert_eq!(
             relay.query(r, now, 1, &answer(&q)),
@@ -696,7 +725,10 @@ mod tests {
         );
         let mut long = q.clone();
         long.resize(MAX_QUERY + 1, 0);
-        assert_eq!(relay.query(r, now, 1, &long), Submitted::Dropped(Dropped::Oversized));
+        assert_eq!(
+            relay.query(r, now, 1, &long),
+            Submitted::Dropped(Dropped::Oversized)
+        );
         assert_eq!(relay.in_flight(), 0);
 
         let (mut none, poll) = self::relay(&[], 2);

@@ -68,8 +68,14 @@ impl DnsRelay {
         let v6 = cfg.outbound.v6.unwrap_or(Ipv6Addr::UNSPECIFIED);
         let upstreams = self.relay.upstreams();
         for (bind, needed) in [
-            (SocketAddr::from((v4, 0)), upstreams.iter().any(SocketAddr::is_ipv4)),
-            (SocketAddr::from((v6, 0)), upstreams.iter().any(SocketAddr::is_ipv6)),
+            (
+                SocketAddr::from((v4, 0)),
+                upstreams.iter().any(SocketAddr::is_ipv4),
+            ),
+            (
+                SocketAddr::from((v6, 0)),
+                upstreams.iter().any(SocketAddr::is_ipv6),
+            ),
         ] {
             if needed {
                 std::net::UdpSocket::bind(bind).map_err(|source| StackError::Socket {
