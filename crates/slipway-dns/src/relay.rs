@@ -34,8 +34,10 @@
 //! goes to the next upstream (again from a fresh socket under a fresh ID);
 //! once every upstream has had its turn the client is told to give up
 //! (the caller answers SERVFAIL). A client retransmitting a query still in
-//! flight (same client, same ID) reuses its slot, so retries do not fill
-//! the table.
+//! flight (same client, same ID) is not sent again: the relay retries on
+//! its own schedule, so neither the table nor the traffic toward the
+//! upstreams grows with a client's retransmissions (at most
+//! `max_queries` upstream queries per `try_timeout`, plus one per answer).
 //!
 //! Timeouts are kept in a list ordered by deadline (every try has the same
 //! timeout, so a try always goes to the end), so finding the next deadline
@@ -103,6 +105,9 @@ pub enum Dropped {
 pub enum Submitted {
     /// Sent to an upstream; the answer comes through [`Relay::on_readable`].
     Sent,
+    /// The client asked this already and the query is still in flight:
+    /// that query's answer answers this one too.
+    InFlight,
     /// Not taken (and counted).
     Dropped(Dropped),
     /// No upstream to ask (none configured, or sending failed to every
@@ -245,22 +250,17 @@ impl<C: Copy + Eq + Hash> Relay<C> {
             self.stats.failed += 1;
             return Submitted::Failed;
         }
-        let slot = match self.by_client.get(&(client, client_id)) {
-            // A retransmission: ask again, from the upstream of the last try.
-            Some(&slot) => slot,
-            None => {
-                let Some(slot) = self.free.pop() else {
-                    self.stats.dropped_full += 1;
-                    return Submitted::Dropped(Dropped::Full);
-                };
-                self.by_client.insert((client, client_id), slot);
-                let s = &mut self.slots[slot];
-                s.client = Some((client, client_id));
-                s.upstream = self.preferred;
-                slot
-            }
+        if self.by_client.contains_key(&(client, client_id)) {
+            return Submitted::InFlight;
+        }
+        let Some(slot) = self.free.pop() else {
+            self.stats.dropped_full += 1;
+            return Submitted::Dropped(Dropped::Full);
         };
+        self.by_client.insert((client, client_id), slot);
         let s = &mut self.slots[slot];
+        s.client = Some((client, client_id));
+        s.upstream = self.preferred;
         s.tries = 0;
         s.len = query.len();
         s.query[..query.len()].copy_from_slice(query);
@@ -572,8 +572,12 @@ mod tests {
                 Submitted::Sent
             );
         }
-        // A retransmission of a query in flight takes no new slot.
-        assert_eq!(relay.query(poll.registry(), now, 0, &q), Submitted::Sent);
+        // A retransmission of a query in flight takes no new slot and is
+        // not sent again.
+        assert_eq!(
+            relay.query(poll.registry(), now, 0, &q),
+            Submitted::InFlight
+        );
         for client in 4..100 {
             assert_eq!(
                 relay.query(poll.registry(), now, client, &q),
@@ -582,7 +586,7 @@ mod tests {
         }
         assert_eq!(relay.in_flight(), 4);
         assert_eq!(relay.stats().dropped_full, 96);
-        assert_eq!(relay.stats().sent, 5);
+        assert_eq!(relay.stats().sent, 4);
     }
 
     #[test]
@@ -706,6 +710,30 @@ mod tests {
         assert_eq!(relay.stats().failed, 2);
         let q = query(6, "a.example");
         assert_eq!(relay.query(poll.registry(), start, 6, &q), Submitted::Sent);
+    }
+
+    #[test]
+    fn a_query_finding_no_free_id_is_dropped_without_searching() {
+        let up = upstream();
+        let (mut relay, poll) = relay(&[&up], 4);
+        // Every ID taken (as if 65536 queries were in flight): a few random
+        // draws, then the query is dropped, its slot free again.
+        relay.ids_in_use.fill(u64::MAX);
+        let q = query(1, "a.example");
+        assert_eq!(
+            relay.query(poll.registry(), Instant::now(), 1, &q),
+            Submitted::Dropped(Dropped::NoId)
+        );
+        assert_eq!(relay.in_flight(), 0);
+        relay.ids_in_use.fill(0);
+        assert_eq!(
+            relay.query(poll.registry(), Instant::now(), 1, &q),
+            Submitted::Sent
+        );
+        let mut buf = [0; 512];
+        let (n, _) = up.recv_from(&mut buf).unwrap();
+        let id = query_id(&buf[..n]).unwrap();
+        assert!(relay.id_in_use(id), "the ID in flight is reserved");
     }
 
     #[test]

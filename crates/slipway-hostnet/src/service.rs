@@ -464,7 +464,7 @@ impl Service {
                         .relay
                         .query(registry, Instant::now(), (client, i), query)
                     {
-                        Submitted::Sent | Submitted::Dropped(_) => None,
+                        Submitted::Sent | Submitted::InFlight | Submitted::Dropped(_) => None,
                         Submitted::Failed => slipway_dns::error_response(query, RCODE_SERVFAIL),
                     }
                 }

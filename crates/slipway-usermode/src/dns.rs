@@ -95,7 +95,7 @@ impl DnsRelay {
     /// Relays one query the guest at `guest` sent to the DNS address.
     pub fn query(&mut self, ctx: &mut Ctx, guest: SocketAddr, query: &[u8]) {
         match self.relay.query(ctx.registry, ctx.now, guest, query) {
-            Submitted::Sent => {}
+            Submitted::Sent | Submitted::InFlight => {}
             Submitted::Dropped(why) => ctx.counters.drop(match why {
                 Dropped::Malformed => DropReason::Malformed,
                 Dropped::Oversized => DropReason::Oversized,
