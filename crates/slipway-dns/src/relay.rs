@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::message::{parse_question, query_id, set_query_id, Header, HEADER_LEN};
 
@@ -266,7 +267,7 @@ impl<C: Copy + Eq + Hash> Relay<C> {
         s.query[..query.len()].copy_from_slice(query);
         let outcome = self.send(registry, now, slot);
         if outcome != Submitted::Sent {
-            self.release(registry, slot);
+            self.release(slot);
         }
         outcome
     }
@@ -275,7 +276,7 @@ impl<C: Copy + Eq + Hash> Relay<C> {
     /// under a new ID, moving on to the next upstream while sending fails.
     /// Unless the query was sent the caller frees the slot.
     fn send(&mut self, registry: &Registry, now: Instant, slot: usize) -> Submitted {
-        self.close_try(registry, slot);
+        self.close_try(slot);
         let Some(id) = self.fresh_id() else {
             return self.drop(Dropped::NoId);
         };
@@ -283,7 +284,7 @@ impl<C: Copy + Eq + Hash> Relay<C> {
         while self.slots[slot].tries < n {
             let upstream = self.cfg.upstreams[self.slots[slot].upstream];
             self.slots[slot].tries += 1;
-            let mut socket = match self.open(registry, slot, upstream) {
+            let socket = match self.open(registry, slot, upstream) {
                 Ok(socket) => socket,
                 Err(err) => {
                     tracing::warn!(%err, "cannot open a DNS relay socket: query dropped");
@@ -305,7 +306,9 @@ impl<C: Copy + Eq + Hash> Relay<C> {
                 }
                 Err(err) => {
                     tracing::warn!(%err, %upstream, "DNS upstream send failed");
-                    let _ = registry.deregister(&mut socket);
+                    // Dropping the socket closes it, which takes it out of
+                    // the epoll set (no other descriptor refers to it).
+                    drop(socket);
                     s.upstream = (s.upstream + 1) % n;
                 }
             }
@@ -321,11 +324,18 @@ impl<C: Copy + Eq + Hash> Relay<C> {
         slot: usize,
         upstream: SocketAddr,
     ) -> io::Result<UdpSocket> {
-        let bind = match upstream {
-            SocketAddr::V4(_) => SocketAddr::from((self.cfg.bind_v4, 0)),
-            SocketAddr::V6(_) => SocketAddr::from((self.cfg.bind_v6, 0)),
+        let (domain, bind) = match upstream {
+            SocketAddr::V4(_) => (Domain::IPV4, SocketAddr::from((self.cfg.bind_v4, 0))),
+            SocketAddr::V6(_) => (Domain::IPV6, SocketAddr::from((self.cfg.bind_v6, 0))),
         };
-        let mut socket = UdpSocket::bind(bind)?;
+        // Close-on-exec is set by `Socket::new`.
+        let socket = Socket::new(domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+        // Unbound, the first send binds it to the wildcard address and a
+        // random port (as bind to port 0 would, one call less).
+        if !bind.ip().is_unspecified() {
+            socket.bind(&bind.into())?;
+        }
+        let mut socket = UdpSocket::from_std(socket.into());
         registry.register(&mut socket, (self.token)(slot), Interest::READABLE)?;
         Ok(socket)
     }
@@ -333,7 +343,7 @@ impl<C: Copy + Eq + Hash> Relay<C> {
     /// Reads what the upstream of slot `slot` sent; returns the client and
     /// the answer (under the client's ID) when one answers the query, which
     /// then ends.
-    pub fn on_readable(&mut self, registry: &Registry, slot: usize) -> Option<(C, &mut [u8])> {
+    pub fn on_readable(&mut self, slot: usize) -> Option<(C, &mut [u8])> {
         let s = self.slots.get(slot)?;
         let socket = s.socket.as_ref()?;
         let (client, client_id) = s.client?;
@@ -368,7 +378,7 @@ impl<C: Copy + Eq + Hash> Relay<C> {
             }
             self.preferred = s.upstream;
             self.stats.answered += 1;
-            self.release(registry, slot);
+            self.release(slot);
             set_query_id(&mut self.buf[..n], client_id);
             return Some((client, &mut self.buf[..n]));
         }
@@ -401,7 +411,7 @@ impl<C: Copy + Eq + Hash> Relay<C> {
                 }
             }
             if outcome != Submitted::Sent {
-                self.release(registry, slot);
+                self.release(slot);
             }
         }
     }
@@ -417,17 +427,18 @@ impl<C: Copy + Eq + Hash> Relay<C> {
     }
 
     /// Ends the current try of `slot`: closes its socket, frees its ID.
-    fn close_try(&mut self, registry: &Registry, slot: usize) {
-        if let Some(mut socket) = self.slots[slot].socket.take() {
-            let _ = registry.deregister(&mut socket);
+    fn close_try(&mut self, slot: usize) {
+        // Closing the socket takes it out of the epoll set: no other
+        // descriptor refers to it, so no deregistration call is needed.
+        if self.slots[slot].socket.take().is_some() {
             let id = self.slots[slot].id;
             self.set_id(id, false);
         }
     }
 
     /// Frees `slot`.
-    fn release(&mut self, registry: &Registry, slot: usize) {
-        self.close_try(registry, slot);
+    fn release(&mut self, slot: usize) {
+        self.close_try(slot);
         self.unlink(slot);
         if let Some(key) = self.slots[slot].client.take() {
             self.by_client.remove(&key);
@@ -553,7 +564,7 @@ mod tests {
             .unwrap();
         let mut out = Vec::new();
         for ev in events.iter() {
-            if let Some((c, a)) = relay.on_readable(poll.registry(), ev.token().0) {
+            if let Some((c, a)) = relay.on_readable(ev.token().0) {
                 out.push((c, a.to_vec()));
             }
         }

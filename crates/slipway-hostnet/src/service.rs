@@ -476,8 +476,8 @@ impl Service {
     }
 
     /// Relays the answer waiting on the socket of query slot `slot`.
-    fn upstream_ready(&mut self, registry: &Registry, slot: usize) {
-        if let Some(((client, listener), answer)) = self.relay.on_readable(registry, slot) {
+    fn upstream_ready(&mut self, slot: usize) {
+        if let Some(((client, listener), answer)) = self.relay.on_readable(slot) {
             let _ = self.listeners[listener].send_to(answer, client);
         }
     }
@@ -741,9 +741,7 @@ pub fn run(config: &Path) -> Result<()> {
                 }
                 ICMP6 => svc.ipv6.as_mut().map_or((), |v6| v6.icmp_ready()),
                 DHCP6 => svc.dhcpv6_ready(),
-                Token(t) if t >= UPSTREAM_BASE => {
-                    svc.upstream_ready(poll.registry(), t - UPSTREAM_BASE)
-                }
+                Token(t) if t >= UPSTREAM_BASE => svc.upstream_ready(t - UPSTREAM_BASE),
                 Token(t) if t >= TCP_BASE => svc.tcp_ready(t - TCP_BASE),
                 Token(t) => svc.dns_ready(poll.registry(), t - DNS_BASE),
             }

@@ -119,7 +119,7 @@ impl DnsRelay {
     /// Relays the answer waiting on the socket of query slot `slot` to its
     /// guest.
     pub fn on_readable(&mut self, ctx: &mut Ctx, slot: usize) {
-        let Some((guest, answer)) = self.relay.on_readable(ctx.registry, slot) else {
+        let Some((guest, answer)) = self.relay.on_readable(slot) else {
             return;
         };
         // IP and UDP headers: 28 bytes over IPv4, 48 over IPv6.
