@@ -10,9 +10,10 @@
 //! more than a constant amount of work on one query, however many arrive.
 //! The client retries; once slots free up it is served again.
 //!
-//! Each query sent upstream leaves from a fresh UDP socket bound to port 0
-//! (the kernel picks a random ephemeral port) with a random 16-bit message
-//! ID, as dnsmasq does: an off-path attacker who wants to slip a forged
+//! Each query sent upstream leaves from a fresh UDP socket (left unbound
+//! until its first send, or bound to port 0 of the outbound address: the
+//! kernel picks a random ephemeral port) with a random 16-bit message ID,
+//! as dnsmasq does: an off-path attacker who wants to slip a forged
 //! answer in (cache poisoning, RFC 5452) has to guess both, about 30 bits
 //! instead of the 16 bits of a fixed port, or none at all of a sequential
 //! ID. The ID is drawn from the OS's random source; one already used by
@@ -287,7 +288,7 @@ impl<C: Copy + Eq + Hash> Relay<C> {
             let socket = match self.open(registry, slot, upstream) {
                 Ok(socket) => socket,
                 Err(err) => {
-                    tracing::warn!(%err, "cannot open a DNS relay socket: query dropped");
+                    tracing::debug!(%err, "cannot open a DNS relay socket: query dropped");
                     return self.drop(Dropped::Socket);
                 }
             };
@@ -305,7 +306,7 @@ impl<C: Copy + Eq + Hash> Relay<C> {
                     return Submitted::Sent;
                 }
                 Err(err) => {
-                    tracing::warn!(%err, %upstream, "DNS upstream send failed");
+                    tracing::debug!(%err, %upstream, "DNS upstream send failed");
                     // Dropping the socket closes it, which takes it out of
                     // the epoll set (no other descriptor refers to it).
                     drop(socket);

@@ -51,6 +51,8 @@ pub(crate) fn service_file(dir: &Path, name: &str) -> PathBuf {
 /// Queries relayed upstream at once (dnsmasq's `dns-forward-max` default);
 /// more are dropped until answers or timeouts free a place.
 pub const MAX_FORWARDED: usize = 150;
+/// Dropped relayed queries are logged at most this often.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How often the loop wakes without traffic (signals, lease expiry).
 const TICK: Duration = Duration::from_millis(500);
 const DHCP: Token = Token(0);
@@ -226,6 +228,8 @@ struct Service {
     relay: Relay<(SocketAddr, usize)>,
     /// Relayed queries dropped (table full) when last reported.
     reported_drops: u64,
+    /// When dropped queries were last reported.
+    reported_at: Option<Instant>,
     tftp: Option<crate::tftp::TftpServer>,
     saved: Vec<LeaseRecord>,
     /// When the zone was last built (seconds since the epoch).
@@ -358,6 +362,7 @@ impl Service {
             tcp_clients: Arc::new(AtomicUsize::new(0)),
             relay,
             reported_drops: 0,
+            reported_at: None,
             saved,
             zone_built: epoch_secs(),
             file,
@@ -513,13 +518,21 @@ impl Service {
                     let _ = listeners[listener].send_to(&r, client);
                 }
             });
-        let drops = self.relay.stats().dropped_full;
-        if drops > self.reported_drops {
+        // Drops are reported at most every DROP_REPORT_EVERY: a flood
+        // does not flood the log.
+        let stats = self.relay.stats();
+        let drops = stats.dropped_full + stats.dropped_other;
+        if drops > self.reported_drops
+            && self
+                .reported_at
+                .is_none_or(|at| at.elapsed() >= DROP_REPORT_EVERY)
+        {
             tracing::warn!(
-                "{} DNS queries dropped: {MAX_FORWARDED} already waiting for an upstream answer",
+                "{} DNS queries dropped (at most {MAX_FORWARDED} wait for an upstream answer)",
                 drops - self.reported_drops
             );
             self.reported_drops = drops;
+            self.reported_at = Some(Instant::now());
         }
         // A lease that ran out takes its hostname out of DNS.
         let secs = epoch_secs();

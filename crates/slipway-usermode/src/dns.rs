@@ -109,7 +109,7 @@ impl DnsRelay {
                         self.warned_no_upstream = true;
                     }
                 } else {
-                    tracing::warn!(%guest, "no DNS upstream could be asked: SERVFAIL");
+                    tracing::debug!(%guest, "no DNS upstream could be asked: SERVFAIL");
                 }
                 answer_empty(ctx, &mut self.reply, guest, query, 0, RCODE_SERVFAIL);
             }
