@@ -51,6 +51,9 @@ pub(crate) fn service_file(dir: &Path, name: &str) -> PathBuf {
 /// Queries relayed upstream at once (dnsmasq's `dns-forward-max` default);
 /// more are dropped until answers or timeouts free a place.
 pub const MAX_FORWARDED: usize = 150;
+/// DNS queries read from one listener before DHCP, RA and TFTP get their
+/// turn again (a flood of queries does not starve them).
+const DNS_BATCH: usize = 64;
 /// Dropped relayed queries are logged at most this often.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How often the loop wakes without traffic (signals, lease expiry).
@@ -442,12 +445,13 @@ impl Service {
         }
     }
 
-    /// Answers or relays every query waiting on listener `i`.
-    fn dns_ready(&mut self, registry: &Registry, i: usize) {
+    /// Answers or relays up to [`DNS_BATCH`] queries waiting on listener
+    /// `i`; true when more may be waiting.
+    fn dns_ready(&mut self, registry: &Registry, i: usize) -> bool {
         let mut buf = [0u8; 4096];
-        loop {
+        for _ in 0..DNS_BATCH {
             let Ok((len, client)) = self.listeners[i].recv_from(&mut buf) else {
-                return;
+                return false;
             };
             let query = &mut buf[..len];
             let answer = lock(&self.zone).answer(query);
@@ -478,6 +482,7 @@ impl Service {
                 let _ = self.listeners[i].send_to(&r, client);
             }
         }
+        true
     }
 
     /// Relays the answer waiting on the socket of query slot `slot`.
@@ -732,13 +737,20 @@ pub fn run(config: &Path) -> Result<()> {
         let _ = out.flush();
     }
     let mut events = Events::with_capacity(64);
+    // DNS listeners with queries left after a batch: read on after the
+    // other sockets had their turn.
+    let mut dns_backlog = vec![false; svc.listeners.len()];
     while !TERMINATE.load(Ordering::SeqCst) {
         if RELOAD.swap(false, Ordering::SeqCst) {
             svc.reload();
         }
-        let wait = svc.relay.next_deadline().map_or(TICK, |d| {
-            TICK.min(d.saturating_duration_since(Instant::now()))
-        });
+        let wait = if dns_backlog.contains(&true) {
+            Duration::ZERO
+        } else {
+            svc.relay.next_deadline().map_or(TICK, |d| {
+                TICK.min(d.saturating_duration_since(Instant::now()))
+            })
+        };
         match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -756,7 +768,12 @@ pub fn run(config: &Path) -> Result<()> {
                 DHCP6 => svc.dhcpv6_ready(),
                 Token(t) if t >= UPSTREAM_BASE => svc.upstream_ready(t - UPSTREAM_BASE),
                 Token(t) if t >= TCP_BASE => svc.tcp_ready(t - TCP_BASE),
-                Token(t) => svc.dns_ready(poll.registry(), t - DNS_BASE),
+                Token(t) => dns_backlog[t - DNS_BASE] = true,
+            }
+        }
+        for (i, more) in dns_backlog.iter_mut().enumerate() {
+            if *more {
+                *more = svc.dns_ready(poll.registry(), i);
             }
         }
         svc.expire(poll.registry());
