@@ -229,7 +229,7 @@ struct Service {
     /// Queries relayed upstream; a client is its address and the index
     /// of the listener it asked.
     relay: Relay<(SocketAddr, usize)>,
-    /// Relayed queries dropped (table full) when last reported.
+    /// Relayed queries dropped, as counted when last reported.
     reported_drops: u64,
     /// When dropped queries were last reported.
     reported_at: Option<Instant>,
