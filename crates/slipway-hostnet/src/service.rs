@@ -15,7 +15,6 @@
 //! directory (read-write), its configuration's directory and the TFTP root
 //! (read-only), no_new_privs (docs/sandbox.md).
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::io::Write;
@@ -26,9 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use serde::{Deserialize, Serialize};
 use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, HostName, ReplyDestination, StaticHost};
+use slipway_dns::relay::{Relay, RelayConfig, Submitted, TRY_TIMEOUT};
 use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
 use slipway_netmgr::plan::{network_of, ServiceConfig};
 use slipway_sandbox::{LandlockState, Sandbox, SandboxError};
@@ -70,14 +70,17 @@ pub(crate) fn service_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.service.json"))
 }
 
-/// How long a forwarded query waits for an upstream answer before the
-/// client gets SERVFAIL.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the loop wakes without traffic (signals, forward timeouts).
+/// Queries relayed upstream at once (dnsmasq's `dns-forward-max` default);
+/// more are dropped until answers or timeouts free a place.
+pub const MAX_FORWARDED: usize = 150;
+/// DNS queries read from one listener before DHCP, RA and TFTP get their
+/// turn again (a flood of queries does not starve them).
+const DNS_BATCH: usize = 64;
+/// Dropped relayed queries are logged at most this often.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often the loop wakes without traffic (signals, lease expiry).
 const TICK: Duration = Duration::from_millis(500);
 const DHCP: Token = Token(0);
-const UPSTREAM4: Token = Token(1);
-const UPSTREAM6: Token = Token(2);
 const TFTP: Token = Token(3);
 const ICMP6: Token = Token(4);
 const DHCP6: Token = Token(5);
@@ -85,6 +88,8 @@ const DHCP6: Token = Token(5);
 const DNS_BASE: usize = 16;
 /// TCP DNS listeners are `Token(TCP_BASE + i)`.
 const TCP_BASE: usize = 1024;
+/// The socket of relayed query slot `i` is `Token(UPSTREAM_BASE + i)`.
+const UPSTREAM_BASE: usize = 1 << 20;
 /// TCP DNS connections served at once (one thread each); more are closed.
 const MAX_TCP_CLIENTS: usize = 32;
 /// How long a TCP DNS client may stay idle or a TCP upstream may take.
@@ -244,14 +249,6 @@ fn epoch_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A query relayed upstream, waiting for its answer.
-struct Pending {
-    client: SocketAddr,
-    id: u16,
-    listener: usize,
-    deadline: Instant,
-}
-
 struct Service {
     file: ServiceFile,
     path: PathBuf,
@@ -269,12 +266,14 @@ struct Service {
     listeners: Vec<UdpSocket>,
     tcp_listeners: Vec<TcpListener>,
     tcp_clients: Arc<AtomicUsize>,
-    up4: Option<UdpSocket>,
-    up6: Option<UdpSocket>,
-    upstreams: Vec<SocketAddr>,
+    /// Queries relayed upstream; a client is its address and the index
+    /// of the listener it asked.
+    relay: Relay<(SocketAddr, usize)>,
+    /// Relayed queries dropped, as counted when last reported.
+    reported_drops: u64,
+    /// When dropped queries were last reported.
+    reported_at: Option<Instant>,
     tftp: Option<crate::tftp::TftpServer>,
-    pending: HashMap<u16, Pending>,
-    next_id: u16,
     saved: Vec<LeaseRecord>,
     /// When the zone was last built (seconds since the epoch).
     zone_built: u64,
@@ -404,22 +403,16 @@ impl Service {
                 Vec::new()
             })
         };
-        let up4 = upstreams
-            .iter()
-            .any(SocketAddr::is_ipv4)
-            .then(|| bound_udp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), None, false))
-            .transpose()?;
-        let up6 = upstreams
-            .iter()
-            .any(SocketAddr::is_ipv6)
-            .then(|| {
-                bound_udp(
-                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-                    None,
-                    false,
-                )
-            })
-            .transpose()?;
+        let relay = Relay::new(
+            RelayConfig {
+                upstreams,
+                max_queries: MAX_FORWARDED,
+                bind_v4: Ipv4Addr::UNSPECIFIED,
+                bind_v6: std::net::Ipv6Addr::UNSPECIFIED,
+                try_timeout: TRY_TIMEOUT,
+            },
+            |slot| Token(UPSTREAM_BASE + slot),
+        );
         let zone = zone(svc, &saved)?;
         let tftp = match &svc.tftp_root {
             Some(root) => {
@@ -453,13 +446,9 @@ impl Service {
             listeners,
             tcp_listeners,
             tcp_clients: Arc::new(AtomicUsize::new(0)),
-            up4,
-            up6,
-            upstreams,
-            pending: HashMap::new(),
-            // Not a security boundary (answers are also matched by source),
-            // but avoid predictable ids across restarts.
-            next_id: (std::process::id() as u16) ^ (Instant::now().elapsed().subsec_nanos() as u16),
+            relay,
+            reported_drops: 0,
+            reported_at: None,
             saved,
             zone_built: epoch_secs(),
             file,
@@ -547,19 +536,20 @@ impl Service {
         }
     }
 
-    /// Answers or relays every query waiting on listener `i`.
-    fn dns_ready(&mut self, i: usize) {
+    /// Answers or relays up to [`DNS_BATCH`] queries waiting on listener
+    /// `i`; true when more may be waiting.
+    fn dns_ready(&mut self, registry: &Registry, i: usize) -> bool {
         let mut buf = [0u8; 4096];
-        loop {
+        for _ in 0..DNS_BATCH {
             let Ok((len, client)) = self.listeners[i].recv_from(&mut buf) else {
-                return;
+                return false;
             };
             let query = &mut buf[..len];
             let answer = lock(&self.zone).answer(query);
             let reply = match answer {
                 Answer::Local(r) | Answer::Refuse(r) => Some(r),
                 Answer::Ignore => None,
-                Answer::Forward if self.upstreams.is_empty() => {
+                Answer::Forward if self.relay.upstreams().is_empty() => {
                     let rcode = if self.file.service.upstream {
                         RCODE_SERVFAIL
                     } else {
@@ -567,64 +557,29 @@ impl Service {
                     };
                     slipway_dns::error_response(query, rcode)
                 }
+                // A full table drops the query (counted, reported by
+                // `expire`): the client retries.
                 Answer::Forward => {
-                    self.forward(query, client, i);
-                    None
+                    match self
+                        .relay
+                        .query(registry, Instant::now(), (client, i), query)
+                    {
+                        Submitted::Sent | Submitted::InFlight | Submitted::Dropped(_) => None,
+                        Submitted::Failed => slipway_dns::error_response(query, RCODE_SERVFAIL),
+                    }
                 }
             };
             if let Some(r) = reply {
                 let _ = self.listeners[i].send_to(&r, client);
             }
         }
+        true
     }
 
-    /// Sends a query to every upstream under a fresh id; the first answer wins.
-    fn forward(&mut self, query: &mut [u8], client: SocketAddr, listener: usize) {
-        let Some(id) = slipway_dns::query_id(query) else {
-            return;
-        };
-        self.next_id = self.next_id.wrapping_add(1);
-        while self.pending.contains_key(&self.next_id) {
-            self.next_id = self.next_id.wrapping_add(1);
-        }
-        let new_id = self.next_id;
-        slipway_dns::set_query_id(query, new_id);
-        for up in &self.upstreams {
-            let sock = if up.is_ipv4() { &self.up4 } else { &self.up6 };
-            if let Some(s) = sock {
-                if let Err(e) = s.send_to(query, up) {
-                    tracing::debug!("cannot relay DNS query to {up}: {e}");
-                }
-            }
-        }
-        self.pending.insert(
-            new_id,
-            Pending {
-                client,
-                id,
-                listener,
-                deadline: Instant::now() + FORWARD_TIMEOUT,
-            },
-        );
-    }
-
-    fn upstream_ready(&mut self, v6: bool) {
-        let sock = if v6 { &self.up6 } else { &self.up4 };
-        let Some(sock) = sock else { return };
-        let mut buf = [0u8; 4096];
-        while let Ok((len, from)) = sock.recv_from(&mut buf) {
-            if !self.upstreams.contains(&from) {
-                continue;
-            }
-            let answer = &mut buf[..len];
-            let Some(id) = slipway_dns::query_id(answer) else {
-                continue;
-            };
-            let Some(p) = self.pending.remove(&id) else {
-                continue;
-            };
-            slipway_dns::set_query_id(answer, p.id);
-            let _ = self.listeners[p.listener].send_to(answer, p.client);
+    /// Relays the answer waiting on the socket of query slot `slot`.
+    fn upstream_ready(&mut self, slot: usize) {
+        if let Some(((client, listener), answer)) = self.relay.on_readable(slot) {
+            let _ = self.listeners[listener].send_to(answer, client);
         }
     }
 
@@ -638,7 +593,7 @@ impl Service {
             self.tcp_clients.fetch_add(1, Ordering::SeqCst);
             let zone = self.zone.clone();
             let clients = self.tcp_clients.clone();
-            let upstreams = self.upstreams.clone();
+            let upstreams = self.relay.upstreams().to_vec();
             let upstream = self.file.service.upstream;
             std::thread::spawn(move || {
                 if let Err(e) = serve_tcp(stream, &zone, &upstreams, upstream) {
@@ -649,11 +604,32 @@ impl Service {
         }
     }
 
-    /// Queries nobody answered in time get no reply from us either: the
-    /// client retries (dnsmasq behaves the same when all servers are silent).
-    fn expire(&mut self) {
-        let now = Instant::now();
-        self.pending.retain(|_, p| p.deadline > now);
+    /// Moves relayed queries whose upstream did not answer in time on to
+    /// the next upstream; a query none answered gets SERVFAIL.
+    fn expire(&mut self, registry: &Registry) {
+        let listeners = &self.listeners;
+        self.relay
+            .on_timer(registry, Instant::now(), |(client, listener), query| {
+                if let Some(r) = slipway_dns::error_response(query, RCODE_SERVFAIL) {
+                    let _ = listeners[listener].send_to(&r, client);
+                }
+            });
+        // Drops are reported at most every DROP_REPORT_EVERY: a flood
+        // does not flood the log.
+        let stats = self.relay.stats();
+        let drops = stats.dropped_full + stats.dropped_other;
+        if drops > self.reported_drops
+            && self
+                .reported_at
+                .is_none_or(|at| at.elapsed() >= DROP_REPORT_EVERY)
+        {
+            tracing::warn!(
+                "{} DNS queries dropped (at most {MAX_FORWARDED} wait for an upstream answer)",
+                drops - self.reported_drops
+            );
+            self.reported_drops = drops;
+            self.reported_at = Some(Instant::now());
+        }
         // A lease that ran out takes its hostname out of DNS.
         let secs = epoch_secs();
         if self.saved.iter().any(|l| {
@@ -839,12 +815,6 @@ pub fn run(config: &Path) -> Result<()> {
     if let Some((_, _, s)) = &svc.dhcp {
         fds.push((s.as_raw_fd(), DHCP));
     }
-    if let Some(s) = &svc.up4 {
-        fds.push((s.as_raw_fd(), UPSTREAM4));
-    }
-    if let Some(s) = &svc.up6 {
-        fds.push((s.as_raw_fd(), UPSTREAM6));
-    }
     if let Some(t) = &svc.tftp {
         fds.push((t.socket().as_raw_fd(), TFTP));
     }
@@ -882,11 +852,21 @@ pub fn run(config: &Path) -> Result<()> {
         let _ = out.flush();
     }
     let mut events = Events::with_capacity(64);
+    // DNS listeners with queries left after a batch: read on after the
+    // other sockets had their turn.
+    let mut dns_backlog = vec![false; svc.listeners.len()];
     while !TERMINATE.load(Ordering::SeqCst) {
         if RELOAD.swap(false, Ordering::SeqCst) {
             svc.reload();
         }
-        match poll.poll(&mut events, Some(TICK)) {
+        let wait = if dns_backlog.contains(&true) {
+            Duration::ZERO
+        } else {
+            svc.relay.next_deadline().map_or(TICK, |d| {
+                TICK.min(d.saturating_duration_since(Instant::now()))
+            })
+        };
+        match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(perr(e)),
@@ -894,8 +874,6 @@ pub fn run(config: &Path) -> Result<()> {
         for ev in events.iter() {
             match ev.token() {
                 DHCP => svc.dhcp_ready(),
-                UPSTREAM4 => svc.upstream_ready(false),
-                UPSTREAM6 => svc.upstream_ready(true),
                 TFTP => {
                     if let Some(t) = &svc.tftp {
                         t.ready();
@@ -903,11 +881,17 @@ pub fn run(config: &Path) -> Result<()> {
                 }
                 ICMP6 => svc.ipv6.as_mut().map_or((), |v6| v6.icmp_ready()),
                 DHCP6 => svc.dhcpv6_ready(),
+                Token(t) if t >= UPSTREAM_BASE => svc.upstream_ready(t - UPSTREAM_BASE),
                 Token(t) if t >= TCP_BASE => svc.tcp_ready(t - TCP_BASE),
-                Token(t) => svc.dns_ready(t - DNS_BASE),
+                Token(t) => dns_backlog[t - DNS_BASE] = true,
             }
         }
-        svc.expire();
+        for (i, more) in dns_backlog.iter_mut().enumerate() {
+            if *more {
+                *more = svc.dns_ready(poll.registry(), i);
+            }
+        }
+        svc.expire(poll.registry());
         if let Some(v6) = &mut svc.ipv6 {
             v6.tick();
         }

@@ -865,3 +865,175 @@ fn open_and_snat() {
     sh("ip link del vo1 && ip link del vs1");
     assert_eq!(snapshot(), before);
 }
+
+#[test]
+fn dns_flood_toward_a_silent_upstream_leaves_the_service_serving() {
+    in_new_namespace(
+        "dns_flood_toward_a_silent_upstream_leaves_the_service_serving",
+        dns_flood,
+    );
+}
+
+/// CPU time (user + system) process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces): state is field 3,
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A guest floods the network's DNS with queries its silent upstream never
+/// answers (issue 12: the service used to spin forever looking for a free
+/// query ID, and DHCP stopped with it). The relay keeps at most
+/// `MAX_FORWARDED` queries waiting and drops the rest: right after the
+/// flood DHCP and local names are served and the service idles. At the
+/// upstream, the relayed queries come from different ports under random
+/// IDs.
+fn dns_flood() {
+    const FLOOD: u32 = 200_000;
+    sh("ip link set lo up");
+    let e = env();
+    // The upstream: a socket of this test on a loopback address of its own,
+    // which records what reaches it and never answers.
+    let upstream = UdpSocket::bind(("127.0.0.53", 53)).unwrap();
+    fs::write(e.root.join("resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
+    let (seen_tx, seen) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            if n < 12 || seen_tx.send((id, from.port())).is_err() {
+                return;
+            }
+        }
+    });
+    e.manager
+        .define(
+            "<network><name>flood</name><forward mode='open'/><bridge name='br-f' stp='off'/>\
+             <domain name='flood.lan'/>\
+             <dns><host ip='10.70.0.50'><hostname>printer</hostname></host></dns>\
+             <ip address='10.70.0.1' prefix='24'>\
+             <dhcp><range start='10.70.0.100' end='10.70.0.110'/></dhcp></ip></network>",
+            false,
+        )
+        .unwrap();
+    e.manager.start(&Lookup::any("flood")).unwrap();
+    let pid = e
+        .backend()
+        .record("flood")
+        .unwrap()
+        .unwrap()
+        .service
+        .unwrap()
+        .pid;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The flooding guest: FLOOD queries under ever new IDs in bursts of 50
+    // a millisecond (about 45,000/s: a service that keeps up receives
+    // them all rather than the kernel dropping most), for at most 20 s.
+    let flooder = Guest::new("br-f", "vf1", "52:54:00:00:07:01");
+    flooder.run("ip addr add 10.70.0.5/24 dev eth0");
+    let sent = flooder
+        .ns
+        .spawn(|| {
+            let s = UdpSocket::bind("10.70.0.5:0").unwrap();
+            s.set_nonblocking(true).unwrap();
+            let mut q = vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            q.extend_from_slice(b"\x03www\x07example\x04test\x00\x00\x01\x00\x01");
+            let end = Instant::now() + std::time::Duration::from_secs(20);
+            let mut sent = 0u32;
+            while sent < FLOOD && Instant::now() < end {
+                q[..2].copy_from_slice(&(sent as u16).to_be_bytes());
+                // A full send buffer drops the query, as a flood does.
+                let _ = s.send_to(&q, "10.70.0.1:53");
+                sent += 1;
+                if sent % 50 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            sent
+        })
+        .join()
+        .unwrap();
+    assert_eq!(sent, FLOOD);
+
+    // Right after: a new guest gets a lease (udhcpc gives up after 5
+    // tries of 2 s), and a local name resolves.
+    let guest = Guest::new("br-f", "vf2", "52:54:00:00:07:02");
+    let lease = guest.udhcpc(dir.path(), "after");
+    let ip: Ipv4Addr = var(&lease, "ip").parse().unwrap();
+    assert!(
+        (Ipv4Addr::new(10, 70, 0, 100)..=Ipv4Addr::new(10, 70, 0, 110)).contains(&ip),
+        "{ip}"
+    );
+    let local = guest
+        .ns
+        .run("dig +short +tries=3 +timeout=2 @10.70.0.1 printer.flood.lan A");
+    assert_eq!(local.trim(), "10.70.0.50");
+
+    // The service idles: less than half a second of CPU in two seconds.
+    let ticks = cpu_ticks(pid);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+    let used = cpu_ticks(pid) - ticks;
+    assert!(
+        used < hz / 2,
+        "the service used {used} ticks of {hz}/s in 2 s"
+    );
+
+    // The excess was dropped and reported.
+    let log = fs::read_to_string(
+        e.root
+            .join("run/slipway/networks/hostnet/flood.service.log"),
+    )
+    .unwrap();
+    assert!(log.contains("DNS queries dropped"), "{log}");
+
+    // What reached the upstream: the queries in flight at once each from
+    // a port of their own, under IDs that are neither the guest's nor a
+    // counter's.
+    let seen: Vec<(u16, u16)> = seen.try_iter().collect();
+    eprintln!("{} of {FLOOD} queries reached the upstream", seen.len());
+    let first = &seen[..100.min(seen.len())];
+    assert_eq!(first.len(), 100, "{first:?}");
+    let ports: std::collections::HashSet<u16> = first.iter().map(|&(_, p)| p).collect();
+    assert_eq!(ports.len(), 100, "{first:?}");
+    let ids: Vec<u16> = first.iter().map(|&(id, _)| id).collect();
+    assert!(ids.windows(2).any(|w| w[1] < w[0]), "{ids:?}");
+    assert!(
+        !ids.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{ids:?}"
+    );
+
+    // During a flood as fast as the guest can send: DHCP is still served
+    // between batches of queries. (A query of another client may be lost
+    // meanwhile: the kernel drops what overflows the DNS socket's buffer.)
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = stop.clone();
+    let flood = flooder.ns.spawn(move || {
+        let s = UdpSocket::bind("10.70.0.5:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut q = vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(b"\x03www\x07example\x04test\x00\x00\x01\x00\x01");
+        let end = Instant::now() + std::time::Duration::from_secs(60);
+        let mut sent = 0u16;
+        while !flooding.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            q[..2].copy_from_slice(&sent.to_be_bytes());
+            let _ = s.send_to(&q, "10.70.0.1:53");
+            sent = sent.wrapping_add(1);
+        }
+    });
+    let during = Guest::new("br-f", "vf3", "52:54:00:00:07:03");
+    let served =
+        std::panic::catch_unwind(|| var(&during.udhcpc(dir.path(), "during"), "ip").to_string());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    let ip = served.expect("DHCP served during the flood");
+    assert!(ip.starts_with("10.70.0.1"), "{ip}");
+
+    e.manager.destroy(&Lookup::any("flood")).unwrap();
+    sh("ip link del vf1 && ip link del vf2 && ip link del vf3");
+}

@@ -112,9 +112,9 @@ pub struct Limits {
     pub guest_tx_slots: usize,
     /// TFTP transfers at once (`tftp=`); more requests get an error packet.
     pub max_tftp_transfers: usize,
-    /// DNS queries relayed and awaiting an upstream answer at once; a power
-    /// of two from 1 to 4096 (others are rounded down). More are dropped
-    /// and counted (`flow-limit`); the guest's resolver retries.
+    /// DNS queries relayed and awaiting an upstream answer at once, 1 to
+    /// 4096 (others are clamped); each holds one host socket. More are
+    /// dropped and counted (`flow-limit`); the guest's resolver retries.
     pub max_dns_queries: usize,
 }
 

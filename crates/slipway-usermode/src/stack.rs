@@ -133,7 +133,7 @@ impl Stack {
             .listen_forwards(registry, &self.core.cfg)
             .map_err(StackError::TcpForward)?;
         self.udp.listen_forwards(registry, &self.core.cfg)?;
-        self.dns.open(registry, &self.core.cfg)?;
+        self.dns.open(&self.core.cfg)?;
         if let Some(root) = &self.core.cfg.services.tftp_root {
             let tftp =
                 crate::tftp::TftpService::new(root).map_err(|source| StackError::Socket {
