@@ -451,7 +451,7 @@ fn undefining_an_active_network_makes_it_transient_body() {
     let kept = names(state_dir(root).join("hostnet"));
     assert!(
         kept.iter()
-            .all(|n| n == "alpha.leases.json" || n == "alpha.service.log"),
+            .all(|n| n == "alpha.leases" || n == "alpha.service.log"),
         "{kept:?}"
     );
 }
@@ -1412,7 +1412,7 @@ fn manager_lock_is_private_and_a_held_lock_names_its_holder() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    ok(root, &["net-list", "--all"]);
+    ok(root, &["net-define-default"]);
     let lock = root.join("run/slipway/lock");
     assert_eq!(std::fs::metadata(&lock).unwrap().mode() & 0o777, 0o600);
     let run_dir = std::fs::metadata(root.join("run/slipway")).unwrap();
@@ -1477,6 +1477,7 @@ fn daemon_caps_connections_and_request_lines_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let d = Daemon::start(root);
+    ok(root, &["net-define-default"]);
     let vm_rss_kib = || {
         let st = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
         let line = st
@@ -1571,6 +1572,7 @@ fn daemon_keeps_slots_for_its_owner_body() {
     let root = dir.path();
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let _d = Daemon::start(root);
+    ok(root, &["net-define-default"]);
     // Another user opens as many connections as it can (python3 holds them
     // open until its stdin closes) and gets 48 of the 64.
     let sock = root.join("run/slipway/slipway-sock");
@@ -1611,7 +1613,7 @@ sys.stdin.read()
     // The owner (root) is still served.
     let reply = ask(&connect(root), r#"{"op":"status"}"#);
     assert!(reply.contains("\"subscribers\""), "{reply}");
-    assert!(ok(root, &["net-list", "--name"]).contains("default"));
+    assert!(ok(root, &["net-list", "--all", "--name"]).contains("default"));
     drop(other.stdin.take());
     other.wait().unwrap();
 }
