@@ -107,8 +107,8 @@ pub struct Context<'a> {
     /// The command that runs a user-mode stack: program and leading
     /// arguments, followed by `user --dgram PATH [--mtu N] OPTIONS`.
     pub stack_cmd: &'a [OsString],
-    /// Signals for QEMU (see [`crate::launch::SignalForwarder`]).
-    pub signals: &'a crate::launch::SignalForwarder,
+    /// Signals for QEMU (see [`crate::signals::SignalForwarder`]).
+    pub signals: &'a crate::signals::SignalForwarder,
 }
 
 fn host_err(nic: &Nic, source: slipway_hostnet::Error) -> Error {
