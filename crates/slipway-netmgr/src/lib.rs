@@ -5,7 +5,9 @@
 //! [`Plan`] → [`Backend::start`] → recorded [`LiveState`] → [`Backend::stop`].
 //! The [`Manager`] keeps definitions and live state on disk ([`Paths`]),
 //! under a lock, with crash-safe writes; [`daemon::run`] serves it over a
-//! unix socket and [`Client`] talks to that socket.
+//! unix socket and [`Client`] talks to that socket. A reader that
+//! realizes nothing (a guest looking up its network's bridge) uses
+//! [`read_info`], which needs no backend.
 
 #![deny(missing_docs)]
 
