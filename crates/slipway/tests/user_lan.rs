@@ -194,9 +194,20 @@ fn gets_arp_reply(
 /// ARP reply); a VM whose socket is in another directory joins after the
 /// sandbox in vain: the stack's private mount namespace holds only DIR, so
 /// it cannot name that socket (the documented limit, with its warning),
-/// though plain permissions would let it.
+/// though plain permissions would let it. Started as root (it becomes
+/// `nobody`) and, when the test is root, as an unprivileged user (a user
+/// namespace is made first).
 #[test]
 fn dgram_vms_are_reached_only_in_the_socket_directory() {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    dgram_vms_reached_only_in_the_socket_directory(false);
+    if root {
+        dgram_vms_reached_only_in_the_socket_directory(true);
+    }
+}
+
+fn dgram_vms_reached_only_in_the_socket_directory(unprivileged: bool) {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixDatagram;
     let top = slipway_testkit::temp_dir().unwrap();
@@ -210,7 +221,15 @@ fn dgram_vms_are_reached_only_in_the_socket_directory() {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     let sock = dir.join("s.sock");
-    let mut slipway = Slipway::start(&[s("--dgram"), sock.display().to_string()]);
+    let args = [s("--dgram"), sock.display().to_string()];
+    let mut slipway = if unprivileged {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_slipway"));
+        Slipway::spawn(cmd, &args)
+    } else {
+        Slipway::start(&args)
+    };
     slipway.wait_for_path(&sock);
     let bind = |path: std::path::PathBuf| {
         let vm = UnixDatagram::bind(&path).unwrap();
@@ -224,8 +243,16 @@ fn dgram_vms_are_reached_only_in_the_socket_directory() {
         "first VM: no ARP reply\n{}",
         slipway.log()
     );
-    assert!(slipway.log().contains("sandbox applied"), "{}", slipway.log());
-    assert!(slipway.log().contains("private_root=true"), "{}", slipway.log());
+    assert!(
+        slipway.log().contains("sandbox applied"),
+        "{}",
+        slipway.log()
+    );
+    assert!(
+        slipway.log().contains("private_root=true"),
+        "{}",
+        slipway.log()
+    );
     let b = bind(dir.join("vm-b.sock"));
     let req_b = arp_request([0x52, 0x54, 0, 0, 0, 0x0b], [10, 0, 2, 16]);
     assert!(
