@@ -45,7 +45,8 @@ pub(crate) enum MountNsError {
 
 /// One directory (or file) to keep, at its absolute path.
 struct Keep {
-    target: PathBuf,
+    /// Its place beneath the new root (absolute, `..` resolved, no `/`).
+    relative: PathBuf,
     source: OwnedFd,
     dir: bool,
     writable: bool,
@@ -60,14 +61,17 @@ pub(crate) fn enter(paths: &[(PathBuf, bool)], new_user_ns: bool) -> Result<(), 
     let failed = |what| move |source| MountNsError::Failed { what, source };
     let mut targets = Vec::new();
     for (path, writable) in paths {
-        let target = std::path::absolute(path).map_err(failed("resolving a kept path"))?;
-        if target.components().all(|c| c == Component::RootDir) {
+        let absolute = std::path::absolute(path).map_err(failed("resolving a kept path"))?;
+        let relative = beneath_root(&absolute);
+        if relative.as_os_str().is_empty() {
             return Err(MountNsError::Unavailable(io::Error::other(
                 "the directory to keep is the root directory itself",
             )));
         }
-        targets.push((target, *writable));
+        targets.push((absolute, relative, *writable));
     }
+    // Parents first: a kept path inside another is mounted on top of it.
+    targets.sort_by_key(|(_, relative, _)| relative.components().count());
     let cwd = std::env::current_dir().ok();
     // SAFETY: plain system calls on integer arguments.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -94,13 +98,13 @@ pub(crate) fn enter(paths: &[(PathBuf, bool)], new_user_ns: bool) -> Result<(), 
     // Opened in the new namespace (a bind mount's source must be one of
     // its mounts), before anything is covered (a source may be under /tmp).
     let mut keep = Vec::new();
-    for (target, writable) in targets {
+    for (target, relative, writable) in targets {
         let source = open_path(&target).map_err(failed("opening a kept path"))?;
         let dir = std::fs::metadata(format!("/proc/self/fd/{}", source.as_raw_fd()))
             .map_err(failed("opening a kept path"))?
             .is_dir();
         keep.push(Keep {
-            target,
+            relative,
             source,
             dir,
             writable,
@@ -115,14 +119,12 @@ pub(crate) fn enter(paths: &[(PathBuf, bool)], new_user_ns: bool) -> Result<(), 
     )
     .map_err(unavailable)?;
     for k in &keep {
-        let relative: PathBuf = k
-            .target
-            .components()
-            .filter(|c| *c != Component::RootDir)
-            .collect();
-        let at = Path::new(BUILD).join(relative);
+        let at = Path::new(BUILD).join(&k.relative);
+        // (It may exist already, inside a kept directory mounted before.)
         let made = if k.dir {
             std::fs::create_dir_all(&at)
+        } else if at.exists() {
+            Ok(())
         } else {
             at.parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
@@ -177,6 +179,22 @@ pub(crate) fn enter(paths: &[(PathBuf, bool)], new_user_ns: bool) -> Result<(), 
         std::env::set_current_dir("/").map_err(failed("entering the private root"))?;
     }
     Ok(())
+}
+
+/// Absolute path `path` as a relative one beneath the root, `.` and `..`
+/// resolved as the new root (real directories all the way) resolves them.
+fn beneath_root(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
 }
 
 /// `mount(2)` on Rust strings.
@@ -244,4 +262,24 @@ fn open_path(path: &Path) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kept paths land beneath the new root, never above it (`..` at the
+    /// root stays there, as the kernel resolves it).
+    #[test]
+    fn kept_paths_stay_beneath_the_new_root() {
+        for (path, want) in [
+            ("/run/vms", "run/vms"),
+            ("/a/./b/../c", "a/c"),
+            ("/../etc", "etc"),
+            ("/x/../..", ""),
+            ("/", ""),
+        ] {
+            assert_eq!(beneath_root(Path::new(path)), Path::new(want), "{path}");
+        }
+    }
 }
