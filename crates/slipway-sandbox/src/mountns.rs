@@ -234,8 +234,9 @@ fn atime_flags(path: &Path) -> libc::c_ulong {
     let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
         return 0;
     };
-    // SAFETY: statvfs into a locally owned struct.
+    // SAFETY: statvfs is plain data, for which all zeroes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs of a NUL-terminated path into a locally owned struct.
     if unsafe { libc::statvfs(cpath.as_ptr(), &mut st) } != 0 {
         return 0;
     }
