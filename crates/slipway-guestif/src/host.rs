@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -291,6 +292,18 @@ pub(crate) fn launcher_child(cmd: &mut Command) {
 
 fn stack(nic: &Nic, u: &UserStack, ctx: &Context<'_>, r: &mut Realized) -> Result<()> {
     ctx.state.ensure_socket_dir()?;
+    if let Some(dir) = u.stack_socket.parent() {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(nic_err(
+                    nic,
+                    format!("cannot create {}: {e}", dir.display()),
+                ))
+            }
+        }
+    }
     for p in [&u.stack_socket, &u.qemu_socket] {
         slipway_hostnet::fsutil::remove_if_exists(p)?;
     }
@@ -367,8 +380,12 @@ impl Realized {
                     }
                 }
             }
-            for s in sockets {
-                let _ = slipway_hostnet::fsutil::remove_if_exists(&s);
+            for s in &sockets {
+                let _ = slipway_hostnet::fsutil::remove_if_exists(s);
+            }
+            // The interface's own socket directory, now empty.
+            if let Some(dir) = sockets.first().and_then(|s| s.parent()) {
+                let _ = std::fs::remove_dir(dir);
             }
         }
         for (script, tap) in self.downscripts.drain(..).rev() {

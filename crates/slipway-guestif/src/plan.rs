@@ -271,8 +271,12 @@ impl Plan {
                 InterfaceKind::User { ips, port_forwards } => {
                     let options = user_options(&nic, ips, port_forwards)?;
                     let tag = mac.to_string().replace(':', "");
-                    let stack_socket = socket_dir.join(format!("user-{tag}.stack"));
-                    let qemu_socket = socket_dir.join(format!("user-{tag}.qemu"));
+                    // A directory per interface: the stack, sandboxed, sees
+                    // only its socket's directory (docs/sandbox.md), so it
+                    // reaches this VM's socket and no other VM's.
+                    let dir = socket_dir.join(format!("user-{tag}"));
+                    let stack_socket = dir.join("stack");
+                    let qemu_socket = dir.join("qemu");
                     let netdev = format!(
                         "dgram,local.type=unix,local.path={},remote.type=unix,remote.path={},id={id}",
                         qemu_escape(&qemu_socket.to_string_lossy()),
@@ -545,9 +549,30 @@ mod tests {
         );
         assert_eq!(
             p.nics[0].args[1],
-            "dgram,local.type=unix,local.path=/run/s/user-525400000009.qemu,\
-             remote.type=unix,remote.path=/run/s/user-525400000009.stack,id=hostnet0"
+            "dgram,local.type=unix,local.path=/run/s/user-525400000009/qemu,\
+             remote.type=unix,remote.path=/run/s/user-525400000009/stack,id=hostnet0"
         );
+    }
+
+    /// Each user-mode interface has a socket directory of its own (its
+    /// sandboxed stack sees only that directory), shared by its two ends.
+    #[test]
+    fn each_user_interface_has_its_own_socket_directory() {
+        let p = plan(
+            "<interface type='user'><mac address='52:54:00:00:00:01'/></interface>\
+             <interface type='user'><mac address='52:54:00:00:00:02'/></interface>",
+        );
+        let dirs: Vec<_> = p
+            .nics
+            .iter()
+            .map(|n| {
+                let HostSide::User(u) = &n.host else { panic!() };
+                assert_eq!(u.stack_socket.parent(), u.qemu_socket.parent());
+                u.stack_socket.parent().unwrap().to_path_buf()
+            })
+            .collect();
+        assert_ne!(dirs[0], dirs[1]);
+        assert!(dirs.iter().all(|d| d.parent() == Some(Path::new("/run/s"))));
     }
 
     #[test]
