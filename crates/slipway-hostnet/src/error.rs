@@ -60,6 +60,62 @@ pub enum Error {
     /// The DHCP/DNS service failed to start or to stop.
     #[error("DHCP/DNS service: {0}")]
     Service(String),
+    /// The DHCPv4 server's configuration is refused.
+    #[error("invalid plan: DHCP configuration: {0}")]
+    DhcpConfig(#[from] slipway_dhcp::DhcpConfigError),
+    /// The DHCPv6 server's configuration is refused.
+    #[error("invalid plan: DHCPv6 configuration: {0}")]
+    Dhcpv6Config(#[from] slipway_dhcp::v6::Dhcpv6ConfigError),
+    /// The network's DNS domain is not a domain name.
+    #[error("invalid plan: DNS domain: {0}")]
+    DnsDomain(#[source] slipway_dns::ZoneError),
+    /// A `<dns><host>` record is refused.
+    #[error("invalid plan: DNS host {ip}: {source}")]
+    DnsHost {
+        /// The host's address.
+        ip: std::net::IpAddr,
+        /// What is wrong with it.
+        #[source]
+        source: slipway_dns::ZoneError,
+    },
+    /// A socket of the service could not be bound.
+    #[error("DHCP/DNS service: cannot bind {ty:?} {addr}: {source}")]
+    Bind {
+        /// Its type (datagram or stream).
+        ty: socket2::Type,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The raw ICMPv6 socket for router advertisements could not be opened.
+    #[error("DHCP/DNS service: cannot open ICMPv6 socket on {interface}: {source}")]
+    Icmpv6 {
+        /// The bridge.
+        interface: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A multicast group could not be joined.
+    #[error("DHCP/DNS service: cannot join {group} on {interface}: {source}")]
+    Join {
+        /// The group.
+        group: std::net::Ipv6Addr,
+        /// The bridge.
+        interface: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The service's event loop failed.
+    #[error("DHCP/DNS service: poll: {source}")]
+    Poll {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The DHCP/DNS service could not confine itself (it does not serve
     /// unconfined).
     #[error("DHCP/DNS service: sandbox: {0}")]

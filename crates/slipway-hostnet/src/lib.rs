@@ -21,12 +21,10 @@
 mod error;
 mod firewall;
 pub mod fsutil;
-mod ipv6;
 pub mod leases;
 pub mod netlink;
 pub mod service;
 pub mod tap;
-mod tftp;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};

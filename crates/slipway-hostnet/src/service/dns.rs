@@ -1,0 +1,557 @@
+//! DNS on the bridge's addresses, over UDP and TCP: the local zone
+//! (`<dns><host>` records and the guests' lease names) answers, the rest
+//! goes upstream unless the network keeps its domain local.
+//!
+//! Over UDP, queries are read [`DNS_BATCH`] at a time per listener (a flood
+//! does not starve DHCP, RA and TFTP) and relayed by
+//! [`slipway_dns::relay::Relay`]: at most [`MAX_FORWARDED`] wait for an
+//! upstream, each on its own socket.
+//!
+//! Over TCP (RFC 1035 4.2.2: each message behind its 2-byte length), each
+//! of at most [`MAX_TCP_CLIENTS`] clients is a state machine driven by the
+//! loop's readiness events and timer, never a thread of its own:
+//!
+//! * reading: bytes are taken until a whole query is there (a client
+//!   idle for [`TCP_TIMEOUT`] is closed);
+//! * answering: a local answer is queued at once; a query for upstream
+//!   opens a TCP connection to the first upstream, and the next one when
+//!   it fails or makes no progress for [`TCP_TIMEOUT`]; once none is left
+//!   the client gets SERVFAIL (REFUSED when the network has no upstream);
+//! * writing: the answer is written out, then the next query is read.
+//!
+//! One query is served at a time per client, so a client holds at most one
+//! query's bytes, one answer and one upstream connection.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use slipway_dns::relay::{Relay, RelayConfig, Submitted, TRY_TIMEOUT};
+use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
+use slipway_netmgr::plan::ServiceConfig;
+use socket2::Type;
+
+use super::socket::{bound, bound_udp};
+use super::{TCP_CLIENT_BASE, UPSTREAM_BASE};
+use crate::error::Result;
+
+/// Queries relayed upstream at once (dnsmasq's `dns-forward-max` default);
+/// more are dropped until answers or timeouts free a place.
+pub const MAX_FORWARDED: usize = 150;
+/// DNS queries read from one listener before DHCP, RA and TFTP get their
+/// turn again (a flood of queries does not starve them).
+const DNS_BATCH: usize = 64;
+/// Dropped relayed queries are logged at most this often.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// TCP DNS connections served at once; more are closed.
+const MAX_TCP_CLIENTS: usize = 32;
+/// How long a TCP DNS client may stay idle or a TCP upstream may make no
+/// progress.
+const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The DNS service of one bridge.
+pub(super) struct Dns {
+    zone: LocalZone,
+    /// Whether the network has upstream servers at all (SERVFAIL when
+    /// none answers) or keeps its names local (REFUSED).
+    upstream: bool,
+    listeners: Vec<UdpSocket>,
+    tcp_listeners: Vec<TcpListener>,
+    /// Queries relayed upstream; a client is its address and the index
+    /// of the listener it asked.
+    relay: Relay<(SocketAddr, usize)>,
+    /// Relayed queries dropped, as counted when last reported.
+    reported_drops: u64,
+    /// When dropped queries were last reported.
+    reported_at: Option<Instant>,
+    /// TCP clients, in slots whose index makes their tokens.
+    clients: Vec<Option<TcpClient>>,
+}
+
+impl Dns {
+    /// Binds UDP and TCP port 53 on each address of the bridge, when the
+    /// network has DNS, answering from `zone`.
+    pub(super) fn open(svc: &ServiceConfig, resolv_conf: &Path, zone: LocalZone) -> Result<Dns> {
+        let mut listeners = Vec::new();
+        let mut tcp_listeners = Vec::new();
+        if svc.dns {
+            for addr in &svc.listen {
+                let at = SocketAddr::new(*addr, 53);
+                listeners.push(bound_udp(at, Some(svc.interface.as_str()), false)?);
+                tcp_listeners
+                    .push(bound(at, Some(svc.interface.as_str()), false, Type::STREAM)?.into());
+            }
+        }
+        let upstreams = if !svc.dns || !svc.upstream {
+            Vec::new()
+        } else if !svc.forwarders.is_empty() {
+            svc.forwarders
+                .iter()
+                .map(|a| SocketAddr::new(*a, 53))
+                .collect()
+        } else {
+            slipway_dns::upstreams_from_file(resolv_conf).unwrap_or_else(|e| {
+                tracing::warn!("no upstream DNS servers: {e}");
+                Vec::new()
+            })
+        };
+        let relay = Relay::new(
+            RelayConfig {
+                upstreams,
+                max_queries: MAX_FORWARDED,
+                bind_v4: Ipv4Addr::UNSPECIFIED,
+                bind_v6: Ipv6Addr::UNSPECIFIED,
+                try_timeout: TRY_TIMEOUT,
+            },
+            |slot| Token(UPSTREAM_BASE + slot),
+        );
+        Ok(Dns {
+            zone,
+            upstream: svc.upstream,
+            listeners,
+            tcp_listeners,
+            relay,
+            reported_drops: 0,
+            reported_at: None,
+            clients: (0..MAX_TCP_CLIENTS).map(|_| None).collect(),
+        })
+    }
+
+    /// The UDP listeners, then the TCP ones (to register with the poller).
+    pub(super) fn listeners(&self) -> (&[UdpSocket], &[TcpListener]) {
+        (&self.listeners, &self.tcp_listeners)
+    }
+
+    /// Replaces the zone (leases changed, or a reload).
+    pub(super) fn set_zone(&mut self, zone: LocalZone) {
+        self.zone = zone;
+    }
+
+    /// Sets whether the network has upstream servers (a reload).
+    pub(super) fn set_upstream(&mut self, upstream: bool) {
+        self.upstream = upstream;
+    }
+
+    /// The answer to `query` when it does not get one from upstream.
+    fn no_upstream(&self, query: &[u8]) -> Option<Vec<u8>> {
+        no_upstream(self.upstream, query)
+    }
+
+    /// Answers or relays up to [`DNS_BATCH`] queries waiting on UDP
+    /// listener `i`; true when more may be waiting.
+    pub(super) fn udp_ready(&mut self, registry: &Registry, i: usize) -> bool {
+        let mut buf = [0u8; 4096];
+        for _ in 0..DNS_BATCH {
+            let Ok((len, client)) = self.listeners[i].recv_from(&mut buf) else {
+                return false;
+            };
+            let query = &mut buf[..len];
+            let reply = match self.zone.answer(query) {
+                Answer::Local(r) | Answer::Refuse(r) => Some(r),
+                Answer::Ignore => None,
+                Answer::Forward if self.relay.upstreams().is_empty() => self.no_upstream(query),
+                // A full table drops the query (counted, reported by
+                // `expire`): the client retries.
+                Answer::Forward => {
+                    match self
+                        .relay
+                        .query(registry, Instant::now(), (client, i), query)
+                    {
+                        Submitted::Sent | Submitted::InFlight | Submitted::Dropped(_) => None,
+                        Submitted::Failed => slipway_dns::error_response(query, RCODE_SERVFAIL),
+                    }
+                }
+            };
+            if let Some(r) = reply {
+                let _ = self.listeners[i].send_to(&r, client);
+            }
+        }
+        true
+    }
+
+    /// Relays the answer waiting on the socket of relayed query `slot`.
+    pub(super) fn upstream_ready(&mut self, slot: usize) {
+        if let Some(((client, listener), answer)) = self.relay.on_readable(slot) {
+            let _ = self.listeners[listener].send_to(answer, client);
+        }
+    }
+
+    /// Accepts the TCP clients waiting on listener `i` while there is room.
+    pub(super) fn accept(&mut self, registry: &Registry, i: usize) {
+        while let Ok((stream, peer)) = self.tcp_listeners[i].accept() {
+            let Some(slot) = self.clients.iter().position(Option::is_none) else {
+                tracing::warn!("too many TCP DNS clients: closing {peer}");
+                continue;
+            };
+            let opened = stream.set_nonblocking(true).and_then(|()| {
+                let mut stream = TcpStream::from_std(stream);
+                registry.register(
+                    &mut stream,
+                    client_token(slot),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(stream)
+            });
+            match opened {
+                Ok(stream) => {
+                    self.clients[slot] = Some(TcpClient::new(stream, peer));
+                    self.client_ready(registry, slot);
+                }
+                Err(e) => tracing::debug!("TCP DNS client {peer}: {e}"),
+            }
+        }
+    }
+
+    /// Drives TCP client `slot` after an event on its connection or its
+    /// upstream's.
+    pub(super) fn client_ready(&mut self, registry: &Registry, slot: usize) {
+        let Some(client) = self.clients[slot].as_mut() else {
+            return;
+        };
+        let ctx = Ctx {
+            registry,
+            slot,
+            zone: &self.zone,
+            upstreams: self.relay.upstreams(),
+            upstream: self.upstream,
+            now: Instant::now(),
+        };
+        if let Err(e) = client.drive(&ctx) {
+            tracing::debug!("TCP DNS client {}: {e}", client.peer);
+            client.close(registry);
+            self.clients[slot] = None;
+        }
+    }
+
+    /// Moves relayed queries whose upstream did not answer in time on to
+    /// the next upstream (a query none answered gets SERVFAIL), closes idle
+    /// TCP clients and reports dropped queries.
+    pub(super) fn expire(&mut self, registry: &Registry, now: Instant) {
+        let listeners = &self.listeners;
+        self.relay
+            .on_timer(registry, now, |(client, listener), query| {
+                if let Some(r) = slipway_dns::error_response(query, RCODE_SERVFAIL) {
+                    let _ = listeners[listener].send_to(&r, client);
+                }
+            });
+        for slot in 0..self.clients.len() {
+            let Some(client) = self.clients[slot].as_mut() else {
+                continue;
+            };
+            if client.deadline() > now {
+                continue;
+            }
+            if let Some(mut up) = client.upstream.take() {
+                // The upstream made no progress: the next one is asked.
+                up.close(registry);
+                let ctx = Ctx {
+                    registry,
+                    slot,
+                    zone: &self.zone,
+                    upstreams: self.relay.upstreams(),
+                    upstream: self.upstream,
+                    now,
+                };
+                client.ask(&ctx, up.query, up.index + 1);
+                self.client_ready(registry, slot);
+            } else {
+                tracing::debug!("TCP DNS client {}: idle, closed", client.peer);
+                client.close(registry);
+                self.clients[slot] = None;
+            }
+        }
+        // Drops are reported at most every DROP_REPORT_EVERY: a flood
+        // does not flood the log.
+        let stats = self.relay.stats();
+        let drops = stats.dropped_full + stats.dropped_other;
+        if drops > self.reported_drops
+            && self
+                .reported_at
+                .is_none_or(|at| at.elapsed() >= DROP_REPORT_EVERY)
+        {
+            tracing::warn!(
+                "{} DNS queries dropped (at most {MAX_FORWARDED} wait for an upstream answer)",
+                drops - self.reported_drops
+            );
+            self.reported_drops = drops;
+            self.reported_at = Some(now);
+        }
+    }
+
+    /// When [`Dns::expire`] next needs to run.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let clients = self.clients.iter().flatten().map(TcpClient::deadline);
+        clients.chain(self.relay.next_deadline()).min()
+    }
+}
+
+/// The answer to `query` that no upstream answered: SERVFAIL, or REFUSED
+/// when the network has no upstream (`upstream` false).
+fn no_upstream(upstream: bool, query: &[u8]) -> Option<Vec<u8>> {
+    let rcode = if upstream {
+        RCODE_SERVFAIL
+    } else {
+        RCODE_REFUSED
+    };
+    slipway_dns::error_response(query, rcode)
+}
+
+/// The token of TCP client `slot`'s connection; its upstream's is the next.
+fn client_token(slot: usize) -> Token {
+    Token(TCP_CLIENT_BASE + 2 * slot)
+}
+
+/// What a TCP client's state machine works with.
+struct Ctx<'a> {
+    registry: &'a Registry,
+    slot: usize,
+    zone: &'a LocalZone,
+    upstreams: &'a [SocketAddr],
+    upstream: bool,
+    now: Instant,
+}
+
+/// One TCP DNS client.
+struct TcpClient {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Bytes read and not yet a whole query.
+    input: Vec<u8>,
+    /// The answer being written, with its length.
+    output: Vec<u8>,
+    written: usize,
+    /// The query being asked upstream.
+    upstream: Option<Upstream>,
+    /// When the client is closed unless it makes progress.
+    deadline: Instant,
+}
+
+/// A query relayed to an upstream server over TCP.
+struct Upstream {
+    stream: TcpStream,
+    /// The client's query (for the next upstream, or SERVFAIL).
+    query: Vec<u8>,
+    /// The upstream asked (index into the upstreams).
+    index: usize,
+    connected: bool,
+    /// The query with its length, and how much of it is written.
+    output: Vec<u8>,
+    written: usize,
+    /// Bytes of the answer read so far.
+    input: Vec<u8>,
+    /// When the next upstream is asked unless this one makes progress.
+    deadline: Instant,
+}
+
+impl TcpClient {
+    fn new(stream: TcpStream, peer: SocketAddr) -> TcpClient {
+        TcpClient {
+            stream,
+            peer,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            upstream: None,
+            deadline: Instant::now() + TCP_TIMEOUT,
+        }
+    }
+
+    /// When the client, or its upstream, times out.
+    fn deadline(&self) -> Instant {
+        self.upstream.as_ref().map_or(self.deadline, |u| u.deadline)
+    }
+
+    fn close(&mut self, registry: &Registry) {
+        if let Some(mut up) = self.upstream.take() {
+            up.close(registry);
+        }
+        let _ = registry.deregister(&mut self.stream);
+    }
+
+    /// Runs the client as far as its sockets let it: `Err` when it is
+    /// over (closed, broken, or a query not to answer).
+    fn drive(&mut self, ctx: &Ctx) -> std::io::Result<()> {
+        loop {
+            if let Some(up) = &mut self.upstream {
+                match up.drive(ctx.now) {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(answer)) => {
+                        let mut up = self.upstream.take().expect("an upstream");
+                        up.close(ctx.registry);
+                        self.queue(&answer);
+                    }
+                    Err(e) => {
+                        let mut up = self.upstream.take().expect("an upstream");
+                        tracing::debug!("TCP DNS upstream {}: {e}", ctx.upstreams[up.index]);
+                        up.close(ctx.registry);
+                        self.ask(ctx, up.query, up.index + 1);
+                    }
+                }
+                // Time to write the answer out.
+                self.deadline = ctx.now + TCP_TIMEOUT;
+                continue;
+            }
+            while self.written < self.output.len() {
+                match self.stream.write(&self.output[self.written..]) {
+                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.written += n;
+                        self.deadline = ctx.now + TCP_TIMEOUT;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.output.clear();
+            self.written = 0;
+            if let Some(query) = take_message(&mut self.input) {
+                match ctx.zone.answer(&query) {
+                    Answer::Local(r) | Answer::Refuse(r) => self.queue(&r),
+                    Answer::Ignore => return Err(ErrorKind::InvalidData.into()),
+                    Answer::Forward => self.ask(ctx, query, 0),
+                }
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    self.deadline = ctx.now + TCP_TIMEOUT;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Queues `answer`, with its length, for the client.
+    fn queue(&mut self, answer: &[u8]) {
+        let Ok(len) = u16::try_from(answer.len()) else {
+            return;
+        };
+        self.output.extend_from_slice(&len.to_be_bytes());
+        self.output.extend_from_slice(answer);
+    }
+
+    /// Asks upstream `index` (or the next one that takes a connection) for
+    /// `query`; once none is left, queues the answer for no upstream.
+    fn ask(&mut self, ctx: &Ctx, query: Vec<u8>, index: usize) {
+        for (i, up) in ctx.upstreams.iter().enumerate().skip(index) {
+            match Upstream::connect(ctx, *up) {
+                Ok(stream) => {
+                    let mut output = Vec::with_capacity(query.len() + 2);
+                    output.extend_from_slice(&(query.len() as u16).to_be_bytes());
+                    output.extend_from_slice(&query);
+                    self.upstream = Some(Upstream {
+                        stream,
+                        query,
+                        index: i,
+                        connected: false,
+                        output,
+                        written: 0,
+                        input: Vec::new(),
+                        deadline: ctx.now + TCP_TIMEOUT,
+                    });
+                    return;
+                }
+                Err(e) => tracing::debug!("TCP DNS upstream {up}: {e}"),
+            }
+        }
+        if let Some(r) = no_upstream(ctx.upstream, &query) {
+            self.queue(&r);
+        }
+    }
+}
+
+impl Upstream {
+    /// A connection under way to `up`, registered under the token after
+    /// its client's.
+    fn connect(ctx: &Ctx, up: SocketAddr) -> std::io::Result<TcpStream> {
+        let mut stream = TcpStream::connect(up)?;
+        let token = Token(client_token(ctx.slot).0 + 1);
+        ctx.registry
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(stream)
+    }
+
+    fn close(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
+    }
+
+    /// Connects, writes the query and reads the answer as far as the
+    /// socket lets it: the answer once whole.
+    fn drive(&mut self, now: Instant) -> std::io::Result<Option<Vec<u8>>> {
+        if !self.connected {
+            if let Some(e) = self.stream.take_error()? {
+                return Err(e);
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => self.connected = true,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            self.deadline = now + TCP_TIMEOUT;
+        }
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.written += n;
+                    self.deadline = now + TCP_TIMEOUT;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(answer) = take_message(&mut self.input) {
+                return Ok(Some(answer));
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    self.deadline = now + TCP_TIMEOUT;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Takes the first whole length-prefixed message out of `buf`.
+fn take_message(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    if buf.len() < 2 + len {
+        return None;
+    }
+    let msg = buf[2..2 + len].to_vec();
+    buf.drain(..2 + len);
+    Some(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_taken_whole_and_in_order() {
+        let mut buf = vec![0, 2, b'a'];
+        assert_eq!(take_message(&mut buf), None);
+        buf.extend_from_slice(&[b'b', 0, 0, 0]);
+        assert_eq!(take_message(&mut buf), Some(b"ab".to_vec()));
+        assert_eq!(take_message(&mut buf), Some(Vec::new()));
+        assert_eq!(buf, vec![0]);
+        assert_eq!(take_message(&mut buf), None);
+    }
+}
