@@ -116,6 +116,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The DHCP/DNS service's program could not be run.
+    #[error("DHCP/DNS service: cannot run {}: {source}", program.to_string_lossy())]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The DHCP/DNS service could not confine itself (it does not serve
     /// unconfined).
     #[error("DHCP/DNS service: sandbox: {0}")]
@@ -138,9 +147,39 @@ impl Error {
 
 impl From<Error> for slipway_netmgr::Error {
     fn from(e: Error) -> Self {
-        slipway_netmgr::Error::Backend(e.to_string())
+        slipway_netmgr::Error::Backend(Box::new(e))
     }
 }
 
 /// The backend's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The manager gets the backend's error itself, not its text: what
+    /// failed (here the DHCP configuration, with the DHCP crate's own
+    /// error as the source) stays visible.
+    #[test]
+    fn the_manager_sees_the_backends_typed_error() {
+        // A range holding the bridge's own address.
+        let svc = serde_json::from_str(
+            r#"{"interface":"br0","listen":["10.0.0.1"],
+                "ranges":[{"start":"10.0.0.1","end":"10.0.0.9","prefix":24,"lease_secs":60}],
+                "hosts":[],"router":null,"mtu":null,"dns":true,"domain":null,"forwarders":[],
+                "upstream":true,"dns_hosts":[],"tftp_root":null,"bootp":null}"#,
+        )
+        .unwrap();
+        let e = crate::service::dhcp_config(&svc).unwrap_err();
+        let text = e.to_string();
+        let slipway_netmgr::Error::Backend(inner) = slipway_netmgr::Error::from(e) else {
+            panic!("not a backend error");
+        };
+        assert_eq!(format!("internal error: {text}"), format!("internal error: {inner}"));
+        let ours = inner.downcast_ref::<Error>().expect("the backend's own error");
+        assert!(matches!(ours, Error::DhcpConfig(_)), "{ours:?}");
+        let source = std::error::Error::source(ours).expect("a source");
+        assert!(source.is::<slipway_dhcp::DhcpConfigError>(), "{source:?}");
+    }
+}

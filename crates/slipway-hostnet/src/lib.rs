@@ -383,8 +383,9 @@ impl LinuxBackend {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::Service(format!("cannot run {}: {e}", program.to_string_lossy()))
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: program.into(),
+            source,
         })?;
         let pid = child.id() as i32;
         // Recorded before waiting, so a failure below still stops it.

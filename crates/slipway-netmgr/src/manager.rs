@@ -483,7 +483,8 @@ impl Manager {
                     "network '{name}' was started by backend {}, not {}",
                     status.backend,
                     self.backend.name()
-                )));
+                )
+                .into()));
             }
             self.backend.update_live(&plan::plan(net)?)?;
         }
@@ -679,7 +680,7 @@ impl Manager {
         let record = (|| {
             fsutil::write_atomic(&self.paths.live_file(&net.name), net.to_xml().as_bytes())?;
             let status =
-                serde_json::to_vec_pretty(&live).map_err(|e| Error::Backend(e.to_string()))?;
+                serde_json::to_vec_pretty(&live).map_err(|e| Error::Backend(e.into()))?;
             // Written last: its presence is what makes the network active.
             fsutil::write_atomic(&self.paths.status_file(&net.name), &status)
         })();
