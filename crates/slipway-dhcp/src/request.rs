@@ -50,7 +50,6 @@ pub enum DhcpError {
     RequestWithoutAddress,
 }
 
-
 /// Fixed part of a BOOTP message, up to and including the magic cookie.
 const HEADER_LEN: usize = 240;
 /// The DHCP magic cookie (RFC 2131 section 3).

@@ -176,8 +176,13 @@ mod tests {
         let slipway_netmgr::Error::Backend(inner) = slipway_netmgr::Error::from(e) else {
             panic!("not a backend error");
         };
-        assert_eq!(format!("internal error: {text}"), format!("internal error: {inner}"));
-        let ours = inner.downcast_ref::<Error>().expect("the backend's own error");
+        assert_eq!(
+            format!("internal error: {text}"),
+            format!("internal error: {inner}")
+        );
+        let ours = inner
+            .downcast_ref::<Error>()
+            .expect("the backend's own error");
         assert!(matches!(ours, Error::DhcpConfig(_)), "{ours:?}");
         let source = std::error::Error::source(ours).expect("a source");
         assert!(source.is::<slipway_dhcp::DhcpConfigError>(), "{source:?}");

@@ -197,11 +197,7 @@ const FILES: &[Syscall] = calls![
 /// UDP when `unix_dgram` is.
 pub(crate) fn allowed(service: bool, files: bool, writes: bool, unix_dgram: bool) -> Vec<Syscall> {
     let mut all: Vec<Syscall> = BASE.iter().chain(ARCH).copied().collect();
-    let ioctls = if service {
-        SERVICE_IOCTLS
-    } else {
-        IOCTLS
-    };
+    let ioctls = if service { SERVICE_IOCTLS } else { IOCTLS };
     let sockets = if unix_dgram {
         INET_AND_UNIX_DGRAM_SOCKETS
     } else {

@@ -52,7 +52,10 @@ pub fn read_service_file(path: &Path) -> Result<ServiceFile> {
     parse_service_file(path, std::fs::read(path))
 }
 
-pub(super) fn parse_service_file(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<ServiceFile> {
+pub(super) fn parse_service_file(
+    path: &Path,
+    read: std::io::Result<Vec<u8>>,
+) -> Result<ServiceFile> {
     let bytes = read.map_err(|e| Error::io("cannot read", path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
         path: path.to_path_buf(),
@@ -186,4 +189,3 @@ pub(super) fn epoch_secs() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
-

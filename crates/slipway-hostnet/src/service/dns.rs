@@ -543,6 +543,184 @@ fn take_message(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// A query for `name`, type A, with ID `id`.
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    fn framed(msg: &[u8]) -> Vec<u8> {
+        let mut out = (msg.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(msg);
+        out
+    }
+
+    fn read_framed(s: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut msg).unwrap();
+        msg
+    }
+
+    /// A TCP upstream on loopback answering each query with itself, QR set.
+    fn echo_upstream() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut q = read_framed(&mut s);
+                q[2] |= 0x80;
+                let _ = s.write_all(&framed(&q));
+            }
+        });
+        addr
+    }
+
+    /// A DNS service on a loopback TCP listener (no UDP), its zone holding
+    /// `nas.lab`, relaying to `upstreams`.
+    fn dns(upstreams: Vec<SocketAddr>) -> Dns {
+        let mut zone = LocalZone::new(Some("lab")).unwrap();
+        zone.add_host("10.9.0.7".parse().unwrap(), "nas").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Dns {
+            zone,
+            upstream: true,
+            listeners: Vec::new(),
+            tcp_listeners: vec![listener],
+            relay: Relay::new(
+                RelayConfig {
+                    upstreams,
+                    max_queries: MAX_FORWARDED,
+                    bind_v4: Ipv4Addr::UNSPECIFIED,
+                    bind_v6: Ipv6Addr::UNSPECIFIED,
+                    try_timeout: TRY_TIMEOUT,
+                },
+                |slot| Token(UPSTREAM_BASE + slot),
+            ),
+            reported_drops: 0,
+            reported_at: None,
+            clients: (0..MAX_TCP_CLIENTS).map(|_| None).collect(),
+        }
+    }
+
+    /// Runs `dns` on one thread, as the service's loop does, until `client`
+    /// (on another thread) returns; `idle` asks for the timers to run as if
+    /// [`TCP_TIMEOUT`] had passed.
+    fn serve(
+        mut dns: Dns,
+        idle: Arc<AtomicBool>,
+        client: impl FnOnce(SocketAddr) + Send + 'static,
+    ) {
+        let addr = dns.tcp_listeners[0].local_addr().unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dns.tcp_listeners[0]);
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&fd), Token(0), Interest::READABLE)
+            .unwrap();
+        let client = std::thread::spawn(move || client(addr));
+        let mut events = mio::Events::with_capacity(64);
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while !client.is_finished() {
+            assert!(Instant::now() < give_up, "the client did not finish");
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            for ev in events.iter() {
+                match ev.token() {
+                    Token(0) => dns.accept(poll.registry(), 0),
+                    Token(t) => dns.client_ready(poll.registry(), (t - TCP_CLIENT_BASE) / 2),
+                }
+            }
+            let now = if idle.swap(false, Ordering::SeqCst) {
+                Instant::now() + TCP_TIMEOUT + Duration::from_secs(1)
+            } else {
+                Instant::now()
+            };
+            dns.expire(poll.registry(), now);
+        }
+        client.join().unwrap();
+    }
+
+    /// Pipelined queries over one connection: a local answer, one relayed
+    /// past an upstream that refuses the connection to the next, in order;
+    /// an idle client is closed after TCP_TIMEOUT.
+    #[test]
+    fn tcp_clients_are_answered_relayed_and_closed_when_idle() {
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let idle = Arc::new(AtomicBool::new(false));
+        let idle_client = idle.clone();
+        serve(dns(vec![refused, echo_upstream()]), idle, move |addr| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut both = framed(&query(1, "www.example.com"));
+            both.extend(framed(&query(2, "nas.lab")));
+            s.write_all(&both).unwrap();
+            let relayed = read_framed(&mut s);
+            let mut want = query(1, "www.example.com");
+            want[2] |= 0x80;
+            assert_eq!(relayed, want, "relayed by the second upstream");
+            let local = read_framed(&mut s);
+            assert_eq!(&local[..2], &[0, 2]);
+            assert!(local.ends_with(&[10, 9, 0, 7]), "{local:?}");
+            idle_client.store(true, Ordering::SeqCst);
+            let mut buf = [0u8; 1];
+            assert_eq!(s.read(&mut buf).unwrap(), 0, "closed when idle");
+        });
+    }
+
+    /// At most MAX_TCP_CLIENTS at once: the next is closed at once, and
+    /// served once another leaves.
+    #[test]
+    fn tcp_clients_are_capped() {
+        serve(dns(Vec::new()), Arc::default(), move |addr| {
+            let held: Vec<_> = (0..MAX_TCP_CLIENTS)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(&framed(&query(3, "nas.lab"))).unwrap();
+                    read_framed(&mut s);
+                    s
+                })
+                .collect();
+            let mut extra = std::net::TcpStream::connect(addr).unwrap();
+            extra
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let _ = extra.write_all(&framed(&query(4, "nas.lab")));
+            let mut buf = [0u8; 1];
+            assert!(
+                matches!(extra.read(&mut buf), Ok(0) | Err(_)),
+                "the client over the cap is closed"
+            );
+            drop(held);
+            // The slots free as the loop sees the clients leave.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let _ = s.write_all(&framed(&query(5, "nas.lab")));
+                let mut len = [0u8; 2];
+                if s.read_exact(&mut len).is_ok() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no slot freed");
+            }
+        });
+    }
 
     #[test]
     fn messages_are_taken_whole_and_in_order() {

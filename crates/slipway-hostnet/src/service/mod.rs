@@ -44,8 +44,8 @@ use mio::{Events, Interest, Poll, Token};
 use slipway_sandbox::{LandlockState, Sandbox};
 use socket2::{Domain, Socket, Type};
 
-pub(crate) use config::{parse_mac, service_file};
 pub use config::{dhcp_config, read_service_file, ServiceFile, DEFAULT_USER};
+pub(crate) use config::{parse_mac, service_file};
 pub use dns::MAX_FORWARDED;
 
 use crate::error::{Error, Result};
@@ -268,7 +268,9 @@ pub fn run(config: &Path) -> Result<()> {
                 }
                 Token(t) if t >= TFTP_TRANSFER_BASE => {
                     let slot = t - TFTP_TRANSFER_BASE;
-                    svc.tftp.as_mut().map_or((), |tf| tf.transfer_ready(registry, slot))
+                    svc.tftp
+                        .as_mut()
+                        .map_or((), |tf| tf.transfer_ready(registry, slot))
                 }
                 Token(t) if t >= TCP_BASE => svc.dns.accept(registry, t - TCP_BASE),
                 Token(t) => dns_backlog[t - DNS_BASE] = true,
@@ -304,8 +306,8 @@ mod tests {
     use slipway_dns::Answer;
     use slipway_netmgr::plan::{DhcpPool, ServiceConfig, StaticLease};
     use std::net::{IpAddr, Ipv4Addr};
-    use std::time::Duration;
     use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
 
     fn svc() -> ServiceConfig {
         ServiceConfig {

@@ -86,8 +86,9 @@ impl Tftp {
                 .socket
                 .local_addr()
                 .map_err(|e| Error::io("cannot read the address of", "the TFTP socket", e))
-                .and_then(|local| bound_udp(SocketAddr::new(local.ip(), 0), Some(&self.device), false))
-            {
+                .and_then(|local| {
+                    bound_udp(SocketAddr::new(local.ip(), 0), Some(&self.device), false)
+                }) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("TFTP: no socket for {client}: {e}");
