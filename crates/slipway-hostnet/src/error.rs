@@ -89,29 +89,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The raw ICMPv6 socket for router advertisements could not be opened.
-    #[error("DHCP/DNS service: cannot open ICMPv6 socket on {interface}: {source}")]
-    Icmpv6 {
-        /// The bridge.
-        interface: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A multicast group could not be joined.
-    #[error("DHCP/DNS service: cannot join {group} on {interface}: {source}")]
-    Join {
-        /// The group.
-        group: std::net::Ipv6Addr,
-        /// The bridge.
-        interface: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The service's event loop failed.
-    #[error("DHCP/DNS service: poll: {source}")]
-    Poll {
+    /// A system call of the service failed (a socket option, a multicast
+    /// group, the poller).
+    #[error("DHCP/DNS service: {what}: {source}")]
+    Os {
+        /// What was being done.
+        what: String,
         /// The OS error.
         #[source]
         source: std::io::Error,

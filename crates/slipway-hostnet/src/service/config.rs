@@ -3,7 +3,7 @@
 //! each protocol (the DHCPv4 server's configuration, the static hosts, the
 //! local DNS zone). Nothing here touches a socket.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -188,4 +188,13 @@ pub(super) fn epoch_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The network's DNS servers over IPv6 (for advertisements and DHCPv6):
+/// its IPv6 addresses, when it has DNS.
+pub(super) fn ipv6_dns_servers(svc: &ServiceConfig) -> Vec<Ipv6Addr> {
+    if !svc.dns {
+        return Vec::new();
+    }
+    svc.ipv6_prefixes.iter().map(|p| p.address).collect()
 }

@@ -14,7 +14,7 @@ use slipway_dhcp::v6::{
 };
 use slipway_netmgr::plan::ServiceConfig;
 
-use super::ra::dns_servers;
+use super::config::ipv6_dns_servers;
 use super::socket::bound_udp;
 use crate::error::{Error, Result};
 use crate::leases::{parse_duid, LeaseRecord};
@@ -96,14 +96,13 @@ impl Dhcpv6 {
             false,
         )?;
         sock.join_multicast_v6(&ALL_SERVERS, ifindex)
-            .map_err(|source| Error::Join {
-                group: ALL_SERVERS,
-                interface: interface.to_string(),
+            .map_err(|source| Error::Os {
+                what: format!("cannot join {ALL_SERVERS} on {interface}"),
                 source,
             })?;
         let server = Dhcpv6Server::new(&Dhcpv6Config {
             server_mac,
-            dns_servers: dns_servers(svc),
+            dns_servers: ipv6_dns_servers(svc),
             domain_search: svc.domain.iter().cloned().collect(),
         })?;
         let pool = dhcpv6_pool(svc)?;

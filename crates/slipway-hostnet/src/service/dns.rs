@@ -208,7 +208,7 @@ impl Dns {
     /// Drives TCP client `slot` after an event on its connection or its
     /// upstream's.
     pub(super) fn client_ready(&mut self, registry: &Registry, slot: usize) {
-        let Some(client) = self.clients[slot].as_mut() else {
+        let Some(Some(client)) = self.clients.get_mut(slot) else {
             return;
         };
         let ctx = Ctx {
@@ -246,7 +246,7 @@ impl Dns {
             }
             if let Some(mut up) = client.upstream.take() {
                 // The upstream made no progress: the next one is asked.
-                up.close(registry);
+                up.conn.close(registry);
                 let ctx = Ctx {
                     registry,
                     slot,
@@ -256,6 +256,7 @@ impl Dns {
                     now,
                 };
                 client.ask(&ctx, up.query, up.index + 1);
+                client.conn.deadline = now + TCP_TIMEOUT;
                 self.client_ready(registry, slot);
             } else {
                 tracing::debug!("TCP DNS client {}: idle, closed", client.peer);
@@ -314,190 +315,40 @@ struct Ctx<'a> {
     now: Instant,
 }
 
-/// One TCP DNS client.
-struct TcpClient {
+/// A TCP connection carrying length-prefixed DNS messages both ways.
+struct Framed {
     stream: TcpStream,
-    peer: SocketAddr,
-    /// Bytes read and not yet a whole query.
+    /// Bytes read and not yet a whole message.
     input: Vec<u8>,
-    /// The answer being written, with its length.
+    /// Messages to write, with their lengths, and how much is written.
     output: Vec<u8>,
     written: usize,
-    /// The query being asked upstream.
-    upstream: Option<Upstream>,
-    /// When the client is closed unless it makes progress.
+    /// When it is given up unless it makes progress.
     deadline: Instant,
 }
 
-/// A query relayed to an upstream server over TCP.
-struct Upstream {
-    stream: TcpStream,
-    /// The client's query (for the next upstream, or SERVFAIL).
-    query: Vec<u8>,
-    /// The upstream asked (index into the upstreams).
-    index: usize,
-    connected: bool,
-    /// The query with its length, and how much of it is written.
-    output: Vec<u8>,
-    written: usize,
-    /// Bytes of the answer read so far.
-    input: Vec<u8>,
-    /// When the next upstream is asked unless this one makes progress.
-    deadline: Instant,
-}
-
-impl TcpClient {
-    fn new(stream: TcpStream, peer: SocketAddr) -> TcpClient {
-        TcpClient {
+impl Framed {
+    fn new(stream: TcpStream, now: Instant) -> Framed {
+        Framed {
             stream,
-            peer,
             input: Vec::new(),
             output: Vec::new(),
             written: 0,
-            upstream: None,
-            deadline: Instant::now() + TCP_TIMEOUT,
+            deadline: now + TCP_TIMEOUT,
         }
     }
 
-    /// When the client, or its upstream, times out.
-    fn deadline(&self) -> Instant {
-        self.upstream.as_ref().map_or(self.deadline, |u| u.deadline)
-    }
-
-    fn close(&mut self, registry: &Registry) {
-        if let Some(mut up) = self.upstream.take() {
-            up.close(registry);
-        }
-        let _ = registry.deregister(&mut self.stream);
-    }
-
-    /// Runs the client as far as its sockets let it: `Err` when it is
-    /// over (closed, broken, or a query not to answer).
-    fn drive(&mut self, ctx: &Ctx) -> std::io::Result<()> {
-        loop {
-            if let Some(up) = &mut self.upstream {
-                match up.drive(ctx.now) {
-                    Ok(None) => return Ok(()),
-                    Ok(Some(answer)) => {
-                        let mut up = self.upstream.take().expect("an upstream");
-                        up.close(ctx.registry);
-                        self.queue(&answer);
-                    }
-                    Err(e) => {
-                        let mut up = self.upstream.take().expect("an upstream");
-                        tracing::debug!("TCP DNS upstream {}: {e}", ctx.upstreams[up.index]);
-                        up.close(ctx.registry);
-                        self.ask(ctx, up.query, up.index + 1);
-                    }
-                }
-                // Time to write the answer out.
-                self.deadline = ctx.now + TCP_TIMEOUT;
-                continue;
-            }
-            while self.written < self.output.len() {
-                match self.stream.write(&self.output[self.written..]) {
-                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        self.written += n;
-                        self.deadline = ctx.now + TCP_TIMEOUT;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            self.output.clear();
-            self.written = 0;
-            if let Some(query) = take_message(&mut self.input) {
-                match ctx.zone.answer(&query) {
-                    Answer::Local(r) | Answer::Refuse(r) => self.queue(&r),
-                    Answer::Ignore => return Err(ErrorKind::InvalidData.into()),
-                    Answer::Forward => self.ask(ctx, query, 0),
-                }
-                continue;
-            }
-            let mut buf = [0u8; 4096];
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    self.input.extend_from_slice(&buf[..n]);
-                    self.deadline = ctx.now + TCP_TIMEOUT;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    /// Queues `msg` with its length.
+    fn queue(&mut self, msg: &[u8]) {
+        if let Ok(len) = u16::try_from(msg.len()) {
+            self.output.extend_from_slice(&len.to_be_bytes());
+            self.output.extend_from_slice(msg);
         }
     }
 
-    /// Queues `answer`, with its length, for the client.
-    fn queue(&mut self, answer: &[u8]) {
-        let Ok(len) = u16::try_from(answer.len()) else {
-            return;
-        };
-        self.output.extend_from_slice(&len.to_be_bytes());
-        self.output.extend_from_slice(answer);
-    }
-
-    /// Asks upstream `index` (or the next one that takes a connection) for
-    /// `query`; once none is left, queues the answer for no upstream.
-    fn ask(&mut self, ctx: &Ctx, query: Vec<u8>, index: usize) {
-        for (i, up) in ctx.upstreams.iter().enumerate().skip(index) {
-            match Upstream::connect(ctx, *up) {
-                Ok(stream) => {
-                    let mut output = Vec::with_capacity(query.len() + 2);
-                    output.extend_from_slice(&(query.len() as u16).to_be_bytes());
-                    output.extend_from_slice(&query);
-                    self.upstream = Some(Upstream {
-                        stream,
-                        query,
-                        index: i,
-                        connected: false,
-                        output,
-                        written: 0,
-                        input: Vec::new(),
-                        deadline: ctx.now + TCP_TIMEOUT,
-                    });
-                    return;
-                }
-                Err(e) => tracing::debug!("TCP DNS upstream {up}: {e}"),
-            }
-        }
-        if let Some(r) = no_upstream(ctx.upstream, &query) {
-            self.queue(&r);
-        }
-    }
-}
-
-impl Upstream {
-    /// A connection under way to `up`, registered under the token after
-    /// its client's.
-    fn connect(ctx: &Ctx, up: SocketAddr) -> std::io::Result<TcpStream> {
-        let mut stream = TcpStream::connect(up)?;
-        let token = Token(client_token(ctx.slot).0 + 1);
-        ctx.registry
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(stream)
-    }
-
-    fn close(&mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut self.stream);
-    }
-
-    /// Connects, writes the query and reads the answer as far as the
-    /// socket lets it: the answer once whole.
-    fn drive(&mut self, now: Instant) -> std::io::Result<Option<Vec<u8>>> {
-        if !self.connected {
-            if let Some(e) = self.stream.take_error()? {
-                return Err(e);
-            }
-            match self.stream.peer_addr() {
-                Ok(_) => self.connected = true,
-                Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(None),
-                Err(e) => return Err(e),
-            }
-            self.deadline = now + TCP_TIMEOUT;
-        }
+    /// Writes what is queued as far as the socket takes it: true once all
+    /// is written.
+    fn flush(&mut self, now: Instant) -> std::io::Result<bool> {
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
@@ -505,15 +356,23 @@ impl Upstream {
                     self.written += n;
                     self.deadline = now + TCP_TIMEOUT;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        self.output.clear();
+        self.written = 0;
+        Ok(true)
+    }
+
+    /// The next whole message, reading as far as needed and the socket
+    /// lets it (never past one message more than a read).
+    fn receive(&mut self, now: Instant) -> std::io::Result<Option<Vec<u8>>> {
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(answer) = take_message(&mut self.input) {
-                return Ok(Some(answer));
+            if let Some(msg) = take_message(&mut self.input) {
+                return Ok(Some(msg));
             }
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
@@ -526,6 +385,144 @@ impl Upstream {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn close(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
+    }
+}
+
+/// One TCP DNS client.
+struct TcpClient {
+    conn: Framed,
+    peer: SocketAddr,
+    /// The query being asked upstream.
+    upstream: Option<Upstream>,
+}
+
+/// A query relayed to an upstream server over TCP.
+struct Upstream {
+    conn: Framed,
+    /// The client's query (for the next upstream, or SERVFAIL).
+    query: Vec<u8>,
+    /// The upstream asked (index into the upstreams).
+    index: usize,
+    connected: bool,
+}
+
+impl TcpClient {
+    fn new(stream: TcpStream, peer: SocketAddr) -> TcpClient {
+        TcpClient {
+            conn: Framed::new(stream, Instant::now()),
+            peer,
+            upstream: None,
+        }
+    }
+
+    /// When the client, or its upstream, times out.
+    fn deadline(&self) -> Instant {
+        self.upstream
+            .as_ref()
+            .map_or(self.conn.deadline, |u| u.conn.deadline)
+    }
+
+    fn close(&mut self, registry: &Registry) {
+        if let Some(mut up) = self.upstream.take() {
+            up.conn.close(registry);
+        }
+        self.conn.close(registry);
+    }
+
+    /// Runs the client as far as its sockets let it: `Err` when it is
+    /// over (closed, broken, or a query not to answer).
+    fn drive(&mut self, ctx: &Ctx) -> std::io::Result<()> {
+        loop {
+            if let Some(up) = &mut self.upstream {
+                let answer = match up.drive(ctx.now) {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(answer)) => Some(answer),
+                    Err(e) => {
+                        tracing::debug!("TCP DNS upstream {}: {e}", ctx.upstreams[up.index]);
+                        None
+                    }
+                };
+                let mut up = self.upstream.take().expect("an upstream");
+                up.conn.close(ctx.registry);
+                match answer {
+                    Some(answer) => self.conn.queue(&answer),
+                    None => self.ask(ctx, up.query, up.index + 1),
+                }
+                // Time to write the answer out (or to hear the next upstream).
+                self.conn.deadline = ctx.now + TCP_TIMEOUT;
+                continue;
+            }
+            if !self.conn.flush(ctx.now)? {
+                return Ok(());
+            }
+            let Some(query) = self.conn.receive(ctx.now)? else {
+                return Ok(());
+            };
+            match ctx.zone.answer(&query) {
+                Answer::Local(r) | Answer::Refuse(r) => self.conn.queue(&r),
+                Answer::Ignore => return Err(ErrorKind::InvalidData.into()),
+                Answer::Forward => self.ask(ctx, query, 0),
+            }
+        }
+    }
+
+    /// Asks upstream `index` (or the next one that takes a connection) for
+    /// `query`; once none is left, queues the answer for no upstream.
+    fn ask(&mut self, ctx: &Ctx, query: Vec<u8>, index: usize) {
+        for (i, up) in ctx.upstreams.iter().enumerate().skip(index) {
+            let token = Token(client_token(ctx.slot).0 + 1);
+            let connected = TcpStream::connect(*up).and_then(|mut stream| {
+                ctx.registry.register(
+                    &mut stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(stream)
+            });
+            match connected {
+                Ok(stream) => {
+                    let mut conn = Framed::new(stream, ctx.now);
+                    conn.queue(&query);
+                    self.upstream = Some(Upstream {
+                        conn,
+                        query,
+                        index: i,
+                        connected: false,
+                    });
+                    return;
+                }
+                Err(e) => tracing::debug!("TCP DNS upstream {up}: {e}"),
+            }
+        }
+        if let Some(r) = no_upstream(ctx.upstream, &query) {
+            self.conn.queue(&r);
+        }
+    }
+}
+
+impl Upstream {
+    /// Connects, writes the query and reads the answer as far as the
+    /// socket lets it: the answer once whole.
+    fn drive(&mut self, now: Instant) -> std::io::Result<Option<Vec<u8>>> {
+        if !self.connected {
+            if let Some(e) = self.conn.stream.take_error()? {
+                return Err(e);
+            }
+            match self.conn.stream.peer_addr() {
+                Ok(_) => self.connected = true,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            self.conn.deadline = now + TCP_TIMEOUT;
+        }
+        if !self.conn.flush(now)? {
+            return Ok(None);
+        }
+        self.conn.receive(now)
     }
 }
 

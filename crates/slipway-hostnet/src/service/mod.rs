@@ -215,7 +215,10 @@ pub fn run(config: &Path) -> Result<()> {
         }
     }
     let mut svc = Service::new(config)?;
-    let perr = |source| Error::Poll { source };
+    let perr = |source| Error::Os {
+        what: "poll".into(),
+        source,
+    };
     let mut poll = Poll::new().map_err(perr)?;
     for (fd, token) in svc.sockets() {
         poll.registry()

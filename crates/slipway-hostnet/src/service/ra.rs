@@ -23,6 +23,7 @@ use slipway_dhcp::ra::{self, Prefix, RouterAdvert};
 use slipway_netmgr::plan::ServiceConfig;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::config::ipv6_dns_servers;
 use super::socket::link_mac;
 use crate::error::{Error, Result};
 use crate::fsutil::Reread;
@@ -81,17 +82,10 @@ pub(super) fn advert(svc: &ServiceConfig) -> RouterAdvert {
                 autonomous: !p.managed,
             })
             .collect(),
-        dns_servers: dns_servers(svc),
+        dns_servers: ipv6_dns_servers(svc),
         search: svc.domain.iter().cloned().collect(),
         dns_lifetime: u32::from(ra::ROUTER_LIFETIME_SECS),
     }
-}
-
-pub(super) fn dns_servers(svc: &ServiceConfig) -> Vec<Ipv6Addr> {
-    if !svc.dns {
-        return Vec::new();
-    }
-    svc.ipv6_prefixes.iter().map(|p| p.address).collect()
 }
 
 /// Whether `interface` has a usable (not tentative) link-local address,
@@ -123,8 +117,8 @@ impl Advertiser {
             .map_err(|e| Error::io("cannot open", "/proc/net/if_inet6", e))?;
         let ifindex = crate::netlink::link_index(&interface)
             .ok_or_else(|| Error::Service(format!("no link {interface} to advertise on")))?;
-        let icmp = icmp_socket(&interface, ifindex).map_err(|source| Error::Icmpv6 {
-            interface: interface.clone(),
+        let icmp = icmp_socket(&interface, ifindex).map_err(|source| Error::Os {
+            what: format!("cannot open ICMPv6 socket on {interface}"),
             source,
         })?;
         Ok(Some(Advertiser {
