@@ -22,6 +22,7 @@ pub mod v6;
 
 pub use config::{is_valid_name, AddressPool, DhcpConfig, DhcpConfigError, StaticHost};
 pub use reply::{DhcpReply, ReplyDestination, ReplyKind};
-pub use server::{DhcpError, DhcpServer, Lease};
+pub use request::DhcpError;
+pub use server::{DhcpServer, Lease};
 /// The host name of a lease (re-exported: it is in [`Lease`] and [`v6::Binding`]).
 pub use slipway_dns::HostName;

@@ -9,7 +9,46 @@ use std::net::Ipv4Addr;
 
 use slipway_dns::HostName;
 
-use crate::server::DhcpError;
+/// Why a request could not be handled: it is not a well-formed DHCP client message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DhcpError {
+    /// Shorter than the fixed BOOTP header and magic cookie.
+    #[error("DHCP message is {0} bytes, shorter than the 240-byte header")]
+    Truncated(usize),
+    /// The `op` field is not BOOTREQUEST (1).
+    #[error("DHCP message op is {0}, not BOOTREQUEST (1)")]
+    NotBootRequest(u8),
+    /// Not Ethernet (`htype` 1, `hlen` 6).
+    #[error("DHCP message hardware type {htype}/length {hlen}: only Ethernet (1/6) is served")]
+    UnsupportedHardware {
+        /// The `htype` field.
+        htype: u8,
+        /// The `hlen` field.
+        hlen: u8,
+    },
+    /// The magic cookie is wrong (a plain BOOTP or garbage message).
+    #[error("DHCP magic cookie is {0:02x?}, not 63:82:53:63")]
+    BadMagic([u8; 4]),
+    /// An option is malformed.
+    #[error("DHCP option {code} at byte {offset}: {reason}")]
+    BadOption {
+        /// The option code.
+        code: u8,
+        /// Where the option starts in the message.
+        offset: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No option 53 (plain BOOTP is not served).
+    #[error("DHCP message has no message type (option 53)")]
+    MissingMessageType,
+    /// A message type a client does not send to a server (OFFER, ACK, ...).
+    #[error("DHCP message type {0} is not a client request")]
+    UnexpectedMessageType(u8),
+    /// A REQUEST naming no address at all (no option 50, no `ciaddr`).
+    #[error("DHCPREQUEST names no address (neither option 50 nor ciaddr)")]
+    RequestWithoutAddress,
+}
 
 /// Fixed part of a BOOTP message, up to and including the magic cookie.
 const HEADER_LEN: usize = 240;

@@ -21,12 +21,10 @@
 mod error;
 mod firewall;
 pub mod fsutil;
-mod ipv6;
 pub mod leases;
 pub mod netlink;
 pub mod service;
 pub mod tap;
-mod tftp;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -385,8 +383,9 @@ impl LinuxBackend {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::Service(format!("cannot run {}: {e}", program.to_string_lossy()))
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: program.into(),
+            source,
         })?;
         let pid = child.id() as i32;
         // Recorded before waiting, so a failure below still stops it.

@@ -174,7 +174,9 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
         std::thread::Builder::new()
             .name("supervise".into())
             .spawn(move || supervise(&manager))
-            .map_err(|e| Error::Backend(format!("cannot start the supervisor thread: {e}")))?;
+            .map_err(|e| {
+                Error::Backend(format!("cannot start the supervisor thread: {e}").into())
+            })?;
     }
     let subscribers: Subscribers = Arc::default();
     let counts: Arc<Counts> = Arc::default();

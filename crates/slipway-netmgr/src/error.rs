@@ -83,9 +83,11 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The realization backend failed (libvirt reports these as internal
-    /// errors: "internal error: Network is already in use by interface X").
+    /// errors: "internal error: Network is already in use by interface X"),
+    /// with the backend's own error, of its own type (downcast it to see
+    /// what failed).
     #[error("internal error: {0}")]
-    Backend(String),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
     /// The manager's lock stayed taken for the whole wait.
     #[error(
         "timed out after {} s waiting for the lock {path}, held by {holders}",

@@ -503,11 +503,14 @@ impl Manager {
         // before either is written.
         if let Some((net, status)) = &new_live {
             if status.backend != self.backend.name() {
-                return Err(Error::Backend(format!(
-                    "network '{name}' was started by backend {}, not {}",
-                    status.backend,
-                    self.backend.name()
-                )));
+                return Err(Error::Backend(
+                    format!(
+                        "network '{name}' was started by backend {}, not {}",
+                        status.backend,
+                        self.backend.name()
+                    )
+                    .into(),
+                ));
             }
             self.backend.update_live(&plan::plan(net)?)?;
         }
@@ -702,8 +705,7 @@ impl Manager {
         let live = self.backend.start(&plan)?;
         let record = (|| {
             fsutil::write_atomic(&self.paths.live_file(&net.name), net.to_xml().as_bytes())?;
-            let status =
-                serde_json::to_vec_pretty(&live).map_err(|e| Error::Backend(e.to_string()))?;
+            let status = serde_json::to_vec_pretty(&live).map_err(|e| Error::Backend(e.into()))?;
             // Written last: its presence is what makes the network active.
             fsutil::write_atomic(&self.paths.status_file(&net.name), &status)
         })();

@@ -1,6 +1,7 @@
-//! virsh's tables (`net-list`, `net-dhcp-leases`), laid out as libvirt's
-//! `vsh-table.c` does, so every table slipway prints is byte-identical to
-//! virsh's for the same rows.
+//! virsh's table layout, as libvirt's `vsh-table.c` draws it, so every
+//! table slipway prints is byte-identical to virsh's for the same rows:
+//! `net-list` here, `net-dhcp-leases` by the backend that keeps the leases
+//! (`slipway_hostnet::leases::table`, its columns and rows).
 
 /// Formats `header` and `rows` as virsh does: each cell is a space and the
 /// text, padded to the column's width plus two spaces except in the last

@@ -30,8 +30,8 @@
 //! it needs (files to read, socket directories) and applies it.
 //! [`Sandbox::network_service`] is the profile of a bridge network's
 //! DHCP/DNS/TFTP/RA service: it keeps CAP_NET_ADMIN (ARP entries for
-//! DHCP clients), may start threads (never processes), and may replace
-//! files in its leases directory.
+//! DHCP clients), uses its `ioctl`s, and may replace files in its leases
+//! directory; like every profile, it starts no thread and no process.
 
 #![deny(missing_docs)]
 
@@ -181,10 +181,10 @@ impl Sandbox {
     /// The profile of a bridge network's DHCP/DNS/TFTP/RA service, once
     /// its sockets are bound: like [`Sandbox::new`], but it keeps
     /// CAP_NET_ADMIN (ARP entries for DHCP clients) in its effective and
-    /// permitted sets (the bounding set is still emptied), may start
-    /// threads (`clone` only with `CLONE_THREAD`), may open only IPv4 and
-    /// IPv6 sockets (no netlink, no Unix), and may also use the `ioctl`s
-    /// `SIOCSARP` and `SIOCGIFINDEX`.
+    /// permitted sets (the bounding set is still emptied), may open only
+    /// IPv4 and IPv6 sockets (no netlink, no Unix), and may also use the
+    /// `ioctl`s `SIOCSARP` and `SIOCGIFINDEX`. It starts no thread (one
+    /// event loop serves every client).
     pub fn network_service() -> Self {
         Sandbox {
             service: true,

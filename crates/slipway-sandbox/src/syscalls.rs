@@ -51,9 +51,6 @@ enum Limit {
     Ioctl(&'static [u64]),
     /// Only toward the process itself (argument 0 is its pid: `tgkill` for abort).
     OwnProcess,
-    /// Only new threads (`clone` with `CLONE_THREAD` in argument 0): no new
-    /// process.
-    Thread,
     /// `socket` only for these (family, type) pairs (arguments 0 and 1;
     /// the type's SOCK_NONBLOCK and SOCK_CLOEXEC flags aside).
     Socket(&'static [(libc::c_int, libc::c_int)]),
@@ -168,22 +165,6 @@ const SERVICE_IOCTLS: &[u64] = &[
     libc::SIOCGIFINDEX,
 ];
 
-/// What the bridge network service needs besides [`BASE`]: a thread per
-/// TCP DNS client and per TFTP transfer (never a process), and `ppoll` for
-/// a TCP connection to an upstream server with a timeout.
-const SERVICE: &[Syscall] = calls![
-    SYS_clone: Limit::Thread,
-    SYS_set_robust_list,
-    SYS_rseq,
-    // The C library's first thread installs its internal signal handler;
-    // the new thread reads its stack bounds (`pthread_getattr_np` asks
-    // for the CPU affinity too). Checked with strace: no call of the
-    // service fails with EPERM.
-    SYS_rt_sigaction,
-    SYS_sched_getaffinity,
-    SYS_ppoll,
-];
-
 /// Calls only x86_64 has (older spellings the C library still uses there).
 #[cfg(target_arch = "x86_64")]
 const ARCH: &[Syscall] = calls![SYS_epoll_wait, SYS_poll];
@@ -210,18 +191,13 @@ const FILES: &[Syscall] = calls![
     SYS_getdents64,
 ];
 
-/// The allowlist: the data path's (`service` false) or the bridge network
-/// service's, with the file calls when `files` is true, those replacing
+/// The allowlist: the data path's, with the bridge network service's
+/// `ioctl`s when `service` is true, with the file calls when `files` is true, those replacing
 /// files when `writes` is true, and unix datagram sockets besides TCP and
 /// UDP when `unix_dgram` is.
 pub(crate) fn allowed(service: bool, files: bool, writes: bool, unix_dgram: bool) -> Vec<Syscall> {
     let mut all: Vec<Syscall> = BASE.iter().chain(ARCH).copied().collect();
-    let ioctls = if service {
-        all.extend_from_slice(SERVICE);
-        SERVICE_IOCTLS
-    } else {
-        IOCTLS
-    };
+    let ioctls = if service { SERVICE_IOCTLS } else { IOCTLS };
     let sockets = if unix_dgram {
         INET_AND_UNIX_DGRAM_SOCKETS
     } else {
@@ -266,11 +242,6 @@ fn rules(call: &Syscall) -> Result<Vec<SeccompRule>, SandboxError> {
                 )?])
             })
             .collect::<Result<_, _>>()?,
-        Limit::Thread => vec![SeccompRule::new(vec![cond(
-            0,
-            SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
-            libc::CLONE_THREAD as u64,
-        )?])?],
         Limit::OwnProcess => {
             // SAFETY: getpid cannot fail.
             let pid = unsafe { libc::getpid() } as u64;
@@ -301,32 +272,10 @@ pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
     for call in calls {
         map.insert(call.nr, rules(call)?);
     }
-    if calls.iter().any(|c| c.limit == Limit::Thread) {
-        hide_clone3()?;
-        // Let through here, to fail with the ENOSYS of the filter before.
-        map.insert(libc::SYS_clone3, Vec::new());
-    }
     let filter = SeccompFilter::new(
         map,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
-        TARGET_ARCH,
-    )?;
-    let program: BpfProgram = filter.try_into()?;
-    seccompiler::apply_filter_all_threads(&program)?;
-    Ok(())
-}
-
-/// Makes `clone3` fail with ENOSYS, so that the C library starts threads
-/// with `clone`, whose flags (in a register, unlike `clone3`'s) the
-/// allowlist can check. Installed before the allowlist, which lets
-/// `clone3` through: the kernel runs every filter and takes the error over
-/// an allow.
-fn hide_clone3() -> Result<(), SandboxError> {
-    let filter = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
         TARGET_ARCH,
     )?;
     let program: BpfProgram = filter.try_into()?;

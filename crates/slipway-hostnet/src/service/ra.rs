@@ -1,15 +1,10 @@
-//! IPv6 configuration of the guests on a bridge network: router
-//! advertisements for every IPv6 `<ip>` and a DHCPv6 server, as libvirt's
-//! dnsmasq provides them (`enable-ra`, DHCPv6 on the bridge): stateless
-//! (DNS and domain) for SLAAC prefixes, stateful (addresses leased from
-//! the `<range>`, `<host>` reservations) when the IPv6 `<ip>` has a DHCP
-//! range, which the advertisements then announce with the M flag.
-//!
-//! The messages come from the code the user-mode stack uses too
-//! (`slipway_dhcp::ra` and `slipway_dhcp::v6`); here they travel over real
-//! sockets bound to the bridge: a raw ICMPv6 socket (CAP_NET_RAW) that
-//! hears router solicitations and sends advertisements to all nodes, and a
-//! UDP socket on port 547 in the DHCPv6 servers' multicast group.
+//! Router advertisements on the bridge for every IPv6 `<ip>`, as libvirt's
+//! dnsmasq sends them (`enable-ra`): the code the user-mode stack uses too
+//! (`slipway_dhcp::ra`) over a raw ICMPv6 socket bound to the bridge
+//! (CAP_NET_RAW) that hears router solicitations and sends advertisements
+//! to all nodes. Prefixes with a DHCPv6 range are announced with the M
+//! flag (addresses from DHCPv6 only, [`super::dhcpv6`]), the others for
+//! SLAAC; the O flag sends clients to DHCPv6 for DNS and domain.
 //!
 //! Advertisements must come from the bridge's link-local address (hosts
 //! drop others, RFC 4861 6.1.2), which exists only once the bridge has a
@@ -19,21 +14,19 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use slipway_dhcp::ra::{self, Prefix, RouterAdvert};
-use slipway_dhcp::v6::{
-    Dhcpv6Config, Dhcpv6Host, Dhcpv6Pool, Dhcpv6Server, ALL_SERVERS, CLIENT_PORT, SERVER_PORT,
-};
 use slipway_netmgr::plan::ServiceConfig;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::config::ipv6_dns_servers;
+use super::socket::link_mac;
 use crate::error::{Error, Result};
 use crate::fsutil::Reread;
-use crate::leases::{parse_duid, LeaseRecord};
 
 /// All-routers multicast group (ff02::2): where solicitations go.
 const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
@@ -46,15 +39,11 @@ const ICMP6_FILTER: libc::c_int = 1;
 const IFA_F_TENTATIVE: u32 = 0x40;
 const IFA_F_DADFAILED: u32 = 0x08;
 
-/// Router advertisements and DHCPv6 on one bridge.
-pub(crate) struct Ipv6Service {
+/// The router advertiser of one bridge.
+pub(super) struct Advertiser {
     interface: String,
     ifindex: u32,
     icmp: Socket,
-    dhcp_sock: UdpSocket,
-    dhcp: Dhcpv6Server,
-    /// Prefix length of the leased range (for the leases table).
-    pool_prefix: u8,
     advert: RouterAdvert,
     /// When the next advertisement is due (now: as soon as the bridge's
     /// link-local address is usable).
@@ -73,7 +62,7 @@ pub(crate) struct Ipv6Service {
 /// DNS and domain. A prefix with a DHCPv6 range is not autonomous and sets
 /// the M flag, as dnsmasq advertises a plain `dhcp-range` (addresses come
 /// from DHCPv6 only, not SLAAC).
-pub(crate) fn advert(svc: &ServiceConfig) -> RouterAdvert {
+pub(super) fn advert(svc: &ServiceConfig) -> RouterAdvert {
     RouterAdvert {
         source_mac: None,
         router_lifetime: if svc.ipv6_router {
@@ -93,76 +82,10 @@ pub(crate) fn advert(svc: &ServiceConfig) -> RouterAdvert {
                 autonomous: !p.managed,
             })
             .collect(),
-        dns_servers: dns_servers(svc),
+        dns_servers: ipv6_dns_servers(svc),
         search: svc.domain.iter().cloned().collect(),
         dns_lifetime: u32::from(ra::ROUTER_LIFETIME_SECS),
     }
-}
-
-fn dns_servers(svc: &ServiceConfig) -> Vec<Ipv6Addr> {
-    if !svc.dns {
-        return Vec::new();
-    }
-    svc.ipv6_prefixes.iter().map(|p| p.address).collect()
-}
-
-/// The reservations of `svc` with an IPv6 address: by DUID (`id=`) or
-/// name; an `id` that is not hex bytes is refused.
-fn v6_hosts(svc: &ServiceConfig) -> Result<Vec<Dhcpv6Host>> {
-    svc.hosts
-        .iter()
-        .filter_map(|h| match h.ip? {
-            std::net::IpAddr::V6(ip) => Some((h, ip)),
-            std::net::IpAddr::V4(_) => None,
-        })
-        .map(|(h, ip)| {
-            let duid = match &h.id {
-                Some(id) => Some(parse_duid(id).ok_or_else(|| {
-                    Error::Plan(format!(
-                        "DHCPv6 host {ip}: id '{id}' is not a DUID (hex bytes separated by ':')"
-                    ))
-                })?),
-                None => None,
-            };
-            Ok(Dhcpv6Host {
-                duid,
-                name: h.name.clone(),
-                ip,
-                lease_time: h
-                    .lease_secs
-                    .map(|s| (s != 0).then(|| Duration::from_secs(s))),
-            })
-        })
-        .collect()
-}
-
-/// The stateful DHCPv6 pool of `svc`: its IPv6 range (libvirt allows DHCP
-/// on one IPv6 `<ip>`; of several ranges the first is served) and
-/// reservations; `None` without an IPv6 range.
-pub(crate) fn dhcpv6_pool(svc: &ServiceConfig) -> Result<Option<Dhcpv6Pool>> {
-    let mut ranges = svc.ranges.iter().filter_map(|r| match (r.start, r.end) {
-        (std::net::IpAddr::V6(start), std::net::IpAddr::V6(end)) => Some((r, start, end)),
-        _ => None,
-    });
-    let Some((range, start, end)) = ranges.next() else {
-        return Ok(None);
-    };
-    if ranges.next().is_some() {
-        tracing::warn!("only the first IPv6 DHCP range ({start} - {end}) is leased");
-    }
-    Ok(Some(Dhcpv6Pool {
-        start,
-        end,
-        prefix: range.prefix,
-        lease_time: (range.lease_secs != 0).then(|| Duration::from_secs(range.lease_secs)),
-        hosts: v6_hosts(svc)?,
-    }))
-}
-
-/// The bridge's MAC address, from its sysfs file (`/sys/class/net/DEV/address`).
-fn link_mac(address: Option<&Reread>) -> Option<[u8; 6]> {
-    let text = address?.read().ok()?;
-    crate::service::parse_mac(text.trim())
 }
 
 /// Whether `interface` has a usable (not tentative) link-local address,
@@ -179,10 +102,10 @@ fn link_local_ready(if_inet6: &str, interface: &str) -> bool {
     })
 }
 
-impl Ipv6Service {
-    /// Binds the sockets for `svc`, with the DHCPv6 bindings `saved` by an
-    /// earlier run; `None` when the network has no IPv6 address.
-    pub(crate) fn new(svc: &ServiceConfig, saved: &[LeaseRecord]) -> Result<Option<Ipv6Service>> {
+impl Advertiser {
+    /// Opens the socket for `svc`; `None` when the network has no IPv6
+    /// address.
+    pub(super) fn open(svc: &ServiceConfig) -> Result<Option<Advertiser>> {
         if svc.ipv6_prefixes.is_empty() {
             return Ok(None);
         }
@@ -191,47 +114,17 @@ impl Ipv6Service {
         let address =
             Reread::open(&Path::new("/sys/class/net").join(&interface).join("address")).ok();
         let if_inet6 = Reread::open(Path::new("/proc/net/if_inet6"))
-            .map_err(|e| Error::Service(format!("cannot open /proc/net/if_inet6: {e}")))?;
+            .map_err(|e| Error::io("cannot open", "/proc/net/if_inet6", e))?;
         let ifindex = crate::netlink::link_index(&interface)
             .ok_or_else(|| Error::Service(format!("no link {interface} to advertise on")))?;
-        let icmp = icmp_socket(&interface, ifindex).map_err(|e| {
-            Error::Service(format!("cannot open ICMPv6 socket on {interface}: {e}"))
+        let icmp = icmp_socket(&interface, ifindex).map_err(|source| Error::Os {
+            what: format!("cannot open ICMPv6 socket on {interface}"),
+            source,
         })?;
-        let dhcp_sock = crate::service::bound_udp(
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, SERVER_PORT)),
-            Some(&interface),
-            false,
-        )?;
-        dhcp_sock
-            .join_multicast_v6(&ALL_SERVERS, ifindex)
-            .map_err(|e| {
-                Error::Service(format!("cannot join {ALL_SERVERS} on {interface}: {e}"))
-            })?;
-        let dhcp = Dhcpv6Server::new(&Dhcpv6Config {
-            server_mac: link_mac(address.as_ref()).unwrap_or_default(),
-            dns_servers: dns_servers(svc),
-            domain_search: svc.domain.iter().cloned().collect(),
-        })
-        .map_err(|e| Error::Plan(format!("DHCPv6 configuration: {e}")))?;
-        let pool = dhcpv6_pool(svc)?;
-        let pool_prefix = pool.as_ref().map_or(128, |p| p.prefix);
-        let dhcp = match pool {
-            Some(pool) => {
-                let mut dhcp = dhcp
-                    .with_pool(pool)
-                    .map_err(|e| Error::Plan(format!("DHCPv6 configuration: {e}")))?;
-                dhcp.restore_bindings(saved.iter().filter_map(LeaseRecord::to_binding));
-                dhcp
-            }
-            None => dhcp,
-        };
-        Ok(Some(Ipv6Service {
+        Ok(Some(Advertiser {
             interface,
             ifindex,
             icmp,
-            dhcp_sock,
-            dhcp,
-            pool_prefix,
             advert: advert(svc),
             next_ra: Instant::now(),
             last_ra: None,
@@ -240,14 +133,24 @@ impl Ipv6Service {
         }))
     }
 
-    /// The sockets to poll: ICMPv6, then DHCPv6.
-    pub(crate) fn fds(&self) -> [RawFd; 2] {
-        [self.icmp.as_raw_fd(), self.dhcp_sock.as_raw_fd()]
+    /// The bridge's index.
+    pub(super) fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The bridge's MAC address, when sysfs shows it.
+    pub(super) fn mac(&self) -> Option<[u8; 6]> {
+        link_mac(self.address.as_ref())
+    }
+
+    /// The socket to poll.
+    pub(super) fn socket(&self) -> &Socket {
+        &self.icmp
     }
 
     /// Reads the router solicitations waiting; each brings the next
     /// advertisement forward (no sooner than the minimum delay).
-    pub(crate) fn icmp_ready(&mut self) {
+    pub(super) fn icmp_ready(&mut self) {
         let mut buf = [0u8; 1500];
         while let Ok((len, hop_limit)) = recv_with_hop_limit(&self.icmp, &mut buf) {
             if ra::is_router_solicitation(&buf[..len], hop_limit) {
@@ -258,51 +161,8 @@ impl Ipv6Service {
         }
     }
 
-    /// The answer to the next DHCPv6 message waiting that gets one, with
-    /// where it goes; `None` once none is waiting. The caller saves the
-    /// bindings ([`Ipv6Service::lease_records`]) before sending it.
-    pub(crate) fn dhcp_next(&mut self) -> Option<(Vec<u8>, SocketAddrV6)> {
-        let mut buf = [0u8; 1500];
-        while let Ok((len, from)) = self.dhcp_sock.recv_from(&mut buf) {
-            let reply = match self.dhcp.handle(&buf[..len], SystemTime::now()) {
-                Ok(Some(r)) => r,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::debug!("ignored DHCPv6 message from {from}: {e}");
-                    continue;
-                }
-            };
-            let SocketAddr::V6(from) = from else { continue };
-            let to = SocketAddrV6::new(*from.ip(), CLIENT_PORT, 0, from.scope_id());
-            return Some((reply, to));
-        }
-        None
-    }
-
-    /// Sends a reply [`Ipv6Service::dhcp_next`] made.
-    pub(crate) fn send_dhcp(&self, reply: &[u8], to: SocketAddrV6) {
-        if let Err(e) = self.dhcp_sock.send_to(reply, to) {
-            tracing::warn!("cannot send DHCPv6 reply to {to}: {e}");
-        }
-    }
-
-    /// The DHCPv6 bindings as lease records.
-    pub(crate) fn lease_records(&self) -> impl Iterator<Item = LeaseRecord> + '_ {
-        self.dhcp
-            .bindings()
-            .iter()
-            .map(|b| LeaseRecord::from_binding(b, self.pool_prefix))
-    }
-
-    /// Takes new `<host>` reservations (a live update).
-    pub(crate) fn set_hosts(&mut self, svc: &ServiceConfig) -> Result<()> {
-        self.dhcp
-            .set_hosts(v6_hosts(svc)?)
-            .map_err(|e| Error::Plan(format!("DHCPv6 hosts: {e}")))
-    }
-
     /// Sends the advertisement if one is due and the bridge can send it.
-    pub(crate) fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         let now = Instant::now();
         if now < self.next_ra {
             return;
@@ -315,7 +175,7 @@ impl Ipv6Service {
             return;
         }
         let mut advert = self.advert.clone();
-        advert.source_mac = link_mac(self.address.as_ref());
+        advert.source_mac = self.mac();
         let to = SocketAddrV6::new(ra::ALL_NODES, 0, 0, self.ifindex);
         match self.icmp.send_to(&advert.to_bytes(), &to.into()) {
             Ok(_) => {
@@ -454,45 +314,5 @@ mod tests {
         let a = advert(&svc);
         assert!(a.managed && a.other);
         assert!(!a.prefixes[0].autonomous);
-    }
-
-    #[test]
-    fn pool_comes_from_the_ipv6_range_and_hosts() {
-        let mut svc: ServiceConfig = serde_json::from_str(
-            r#"{"interface":"br0","listen":["fd00::1"],
-                "ranges":[{"start":"10.0.0.2","end":"10.0.0.9","prefix":24,"lease_secs":60},
-                          {"start":"fd00::100","end":"fd00::1ff","prefix":64,"lease_secs":0}],
-                "hosts":[{"mac":"52:54:00:00:00:01","id":null,"ip":"10.0.0.5","name":null,"lease_secs":null},
-                         {"mac":null,"id":"0:3:0:1:52:54:0:0:0:2","ip":"fd00::5","name":null,"lease_secs":600},
-                         {"mac":null,"id":null,"ip":"fd00::6","name":"paul","lease_secs":null}],
-                "router":null,"mtu":null,"dns":true,"domain":null,"forwarders":[],
-                "upstream":true,"dns_hosts":[],"tftp_root":null,"bootp":null}"#,
-        )
-        .unwrap();
-        let pool = dhcpv6_pool(&svc).unwrap().unwrap();
-        assert_eq!(
-            (pool.start, pool.end, pool.prefix, pool.lease_time),
-            (
-                "fd00::100".parse().unwrap(),
-                "fd00::1ff".parse().unwrap(),
-                64,
-                None
-            )
-        );
-        assert_eq!(pool.hosts.len(), 2);
-        assert_eq!(
-            pool.hosts[0].duid,
-            Some(vec![0, 3, 0, 1, 0x52, 0x54, 0, 0, 0, 2])
-        );
-        assert_eq!(
-            pool.hosts[0].lease_time,
-            Some(Some(Duration::from_secs(600)))
-        );
-        assert_eq!(pool.hosts[1].name.as_deref(), Some("paul"));
-        svc.hosts[1].id = Some("zz:1".into());
-        let e = dhcpv6_pool(&svc).unwrap_err().to_string();
-        assert!(e.contains("fd00::5") && e.contains("zz:1"), "{e}");
-        svc.ranges.pop();
-        assert_eq!(dhcpv6_pool(&svc).unwrap(), None);
     }
 }
