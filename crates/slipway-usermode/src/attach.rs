@@ -37,7 +37,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 use smoltcp::wire::EthernetAddress;
 
-use crate::ctx::{
+use crate::iface::{
     token, DropReason, GuestTx, RxChecksum, TokenKind, ETHERNET_HEADER_LEN, FRAME_PREFIX_LEN,
     VNET_HDR_LEN,
 };
@@ -1319,7 +1319,7 @@ impl Drop for Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctx::GATEWAY_MAC;
+    use crate::iface::GATEWAY_MAC;
     use crate::options::parse_options;
 
     /// An attachment in connect mode to a listener the test holds, the

@@ -15,8 +15,8 @@ use std::time::Instant;
 use slipway_dns::relay::{Dropped, Relay, RelayConfig, Submitted, MAX_QUERY, TRY_TIMEOUT};
 
 use crate::config::StackConfig;
-use crate::ctx::{token, Ctx, DropReason, TokenKind};
-use crate::stack::StackError;
+use crate::iface::StackError;
+use crate::iface::{token, Ctx, DropReason, TokenKind};
 use crate::udp;
 
 /// DNS port.

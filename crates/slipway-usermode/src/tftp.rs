@@ -16,7 +16,7 @@ use std::time::Instant;
 use slipway_tftp::{ErrorCode, Root, Step, Transfer};
 
 use crate::config::StackConfig;
-use crate::ctx::{Ctx, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
+use crate::iface::{Ctx, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use crate::udp;
 
 /// Size of a UDP header.

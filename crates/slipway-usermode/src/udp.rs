@@ -19,9 +19,9 @@ use mio::{Interest, Registry};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpProtocol, UdpPacket};
 
 use crate::config::{ForwardProtocol, HostForward, StackConfig};
-use crate::ctx::{token, Counters, Ctx, DropReason, RxChecksum, TokenKind};
-use crate::stack::StackError;
-use crate::status::{FlowInfo, FlowProtocol};
+use crate::iface::flow::{FlowInfo, FlowProtocol};
+use crate::iface::StackError;
+use crate::iface::{token, Counters, Ctx, DropReason, RxChecksum, TokenKind};
 
 /// Length of a UDP header.
 const UDP_HEADER_LEN: usize = 8;
