@@ -84,7 +84,7 @@ impl ControlSocket {
                 source,
             }
         };
-        crate::attach::remove_stale_socket(path, true).map_err(err("socket file"))?;
+        crate::link::remove_stale_socket(path, true).map_err(err("socket file"))?;
         let mut listener = UnixListener::bind(path).map_err(err("bind"))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(err("permissions"))?;

@@ -33,7 +33,8 @@
 //!    and handlers below them (`tcp` → `udp`, `dns` → `udp`,
 //!    `ndp` → `icmp` → `ping`), never the dispatcher.
 //! 5. [`stack`]: the dispatcher; [`status`]: snapshots of it.
-//! 6. The link: [`switch`] (L2 between VMs) and [`attach`] (framing).
+//! 6. The link: [`switch`] (L2 between VMs) and [`link`] (the
+//!    [`Attachment`](link::Attachment), with one file per transport).
 //! 7. On top: [`event_loop`], [`api`] (over `control_socket`) and
 //!    [`slirp4netns_api`].
 //!
@@ -43,7 +44,6 @@
 
 pub mod api;
 mod arp;
-pub mod attach;
 pub mod config;
 mod control_socket;
 mod dns;
@@ -51,6 +51,7 @@ pub mod event_loop;
 mod guestfwd;
 mod icmp;
 pub mod iface;
+pub mod link;
 mod ndp;
 pub mod options;
 mod ping;
@@ -69,3 +70,5 @@ pub use config::services;
 /// The interface layer under its former name (`ctx`), for callers of the
 /// public API.
 pub use iface as ctx;
+/// The VM link under its former name (`attach`).
+pub use link as attach;
