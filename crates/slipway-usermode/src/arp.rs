@@ -10,7 +10,7 @@ use smoltcp::wire::{
 
 use crate::iface::{Core, DropReason};
 use crate::wire::arp::ARP_LEN;
-use crate::wire::{ETHERNET_HEADER_LEN, GATEWAY_MAC};
+use crate::wire::{self, ETHERNET_HEADER_LEN, GATEWAY_MAC};
 
 /// Handles one ARP packet (the Ethernet payload) from `src_mac`.
 pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
@@ -52,16 +52,8 @@ pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
         eth.set_dst_addr(sender_mac);
         eth.set_src_addr(GATEWAY_MAC);
         eth.set_ethertype(EthernetProtocol::Arp);
-        let mut reply = ArpPacket::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..]);
-        reply.set_hardware_type(ArpHardware::Ethernet);
-        reply.set_protocol_type(EthernetProtocol::Ipv4);
-        reply.set_hardware_len(6);
-        reply.set_protocol_len(4);
-        reply.set_operation(ArpOperation::Reply);
-        reply.set_source_hardware_addr(GATEWAY_MAC.as_bytes());
-        reply.set_source_protocol_addr(&target_ip.octets());
-        reply.set_target_hardware_addr(sender_mac.as_bytes());
-        reply.set_target_protocol_addr(&sender_ip.octets());
+        let arp = &mut buf[ETHERNET_HEADER_LEN..];
+        wire::arp::write(arp, ArpOperation::Reply, target_ip, sender_mac, sender_ip);
         len
     });
     if queued {

@@ -1,15 +1,8 @@
-//! What every protocol handler shares while it handles one event.
-//!
-//! The data path is single-threaded and event-driven: the event loop wakes
-//! on the VM link or on a host socket, and hands the matching handler a
-//! [`Ctx`]. Through it a handler queues frames toward the guest
-//! ([`GuestTx`]), registers host sockets ([`token`]), counts what it drops
-//! ([`Counters`]) and finds the guest's MAC address ([`Neighbours`]).
-//!
-//!
-//! A destination no guest has been heard from is resolved first
-//! ([`super::neighbours`]); frames are built in place in the
-//! [`GuestTx`] slots.
+//! The shared state ([`Core`]) and what a handler may use of it while it
+//! handles one event ([`Ctx`]): the IP emitters, which resolve a
+//! destination no guest has been heard from first
+//! ([`super::neighbours`]) and build frames in place in the [`GuestTx`]
+//! slots, and the forward lookup.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;

@@ -254,23 +254,8 @@ impl Attachment {
                 return None;
             }
         };
-        let index = match self.ports.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.ports.push(None);
-                self.ports.len() - 1
-            }
-        };
-        let mut port = Port::new(Link::Dgram(Dgram {
-            socket,
-            peer: *from,
-        }));
-        if let Err(err) = port.register(registry, index) {
-            tracing::warn!(%err, "registering the VM's datagram socket failed");
-            return None;
-        }
-        self.ports[index] = Some(port);
-        self.live += 1;
+        let peer = *from;
+        let index = self.add_port(registry, Link::Dgram(Dgram { socket, peer }))?;
         tracing::info!(peer = %from.display(), port = index, vms = self.live, "VM attached (datagram)");
         Some((index, true))
     }

@@ -353,28 +353,21 @@ impl Attachment {
         let mut dgram = None;
         let mut link = None;
         let mut owned_path = None;
+        let listening = token(TokenKind::Attach, LISTENER);
         match &spec {
             AttachSpec::UnixListen(path) => {
                 remove_stale_socket(path, true).map_err(err("socket file"))?;
                 let mut l = UnixListener::bind(path).map_err(err("bind"))?;
                 owned_path = Some(path.clone());
                 registry
-                    .register(
-                        &mut l,
-                        token(TokenKind::Attach, LISTENER),
-                        Interest::READABLE,
-                    )
+                    .register(&mut l, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 listener = Some(Listener::Unix(l));
             }
             AttachSpec::TcpListen(addr) => {
                 let mut l = TcpListener::bind(*addr).map_err(err("bind"))?;
                 registry
-                    .register(
-                        &mut l,
-                        token(TokenKind::Attach, LISTENER),
-                        Interest::READABLE,
-                    )
+                    .register(&mut l, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 listener = Some(Listener::Tcp(l));
             }
@@ -388,11 +381,7 @@ impl Attachment {
                 let mut s = UnixDatagram::bind(path).map_err(err("bind"))?;
                 owned_path = Some(path.clone());
                 registry
-                    .register(
-                        &mut s,
-                        token(TokenKind::Attach, LISTENER),
-                        Interest::READABLE,
-                    )
+                    .register(&mut s, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 dgram = Some(s);
             }
@@ -565,23 +554,32 @@ impl Attachment {
                 );
                 continue;
             }
-            let index = match self.ports.iter().position(Option::is_none) {
-                Some(i) => i,
-                None => {
-                    self.ports.push(None);
-                    self.ports.len() - 1
-                }
-            };
-            let mut port = Port::new(link);
-            if let Err(err) = port.register(registry, index) {
-                tracing::warn!(%err, "registering the VM's connection failed");
-                continue;
+            if let Some(index) = self.add_port(registry, link) {
+                tracing::info!(spec = %self.spec, port = index, vms = self.live, "VM attached");
+                state = LinkState::Connected;
             }
-            self.ports[index] = Some(port);
-            self.live += 1;
-            tracing::info!(spec = %self.spec, port = index, vms = self.live, "VM attached");
-            state = LinkState::Connected;
         }
+    }
+
+    /// Gives `link` a port (the first free one) and registers it; `None`
+    /// when it cannot be registered.
+    fn add_port(&mut self, registry: &Registry, link: Link) -> Option<usize> {
+        let index = self
+            .ports
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| {
+                self.ports.push(None);
+                self.ports.len() - 1
+            });
+        let mut port = Port::new(link);
+        if let Err(err) = port.register(registry, index) {
+            tracing::warn!(%err, "registering the VM's link failed");
+            return None;
+        }
+        self.ports[index] = Some(port);
+        self.live += 1;
+        Some(index)
     }
 
     /// Closes every VM link (the last VM went away) and resets the
