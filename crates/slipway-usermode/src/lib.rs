@@ -33,8 +33,8 @@
 //!    and handlers below them (`tcp` → `udp`, `dns` → `udp`,
 //!    `ndp` → `icmp` → `ping`), never the dispatcher.
 //! 5. [`stack`]: the dispatcher; [`status`]: snapshots of it.
-//! 6. The link: [`switch`] (L2 between VMs) and [`link`] (the
-//!    [`Attachment`](link::Attachment), with one file per transport).
+//! 6. [`link`]: the [`Attachment`](link::Attachment), one file per
+//!    transport, and the learning [`switch`] between its VMs.
 //! 7. On top: [`event_loop`], [`api`] (over `control_socket`) and
 //!    [`slirp4netns_api`].
 //!
@@ -59,7 +59,6 @@ pub mod slirp4netns_api;
 mod smb;
 pub mod stack;
 pub mod status;
-pub mod switch;
 pub mod tcp;
 mod tftp;
 mod udp;
@@ -72,3 +71,5 @@ pub use config::services;
 pub use iface as ctx;
 /// The VM link under its former name (`attach`).
 pub use link as attach;
+/// The switch under its former path.
+pub use link::switch;

@@ -1,4 +1,4 @@
-//! The shared state ([`Core`]) and what a handler may use of it while it
+//! The shared state (`Core`) and what a handler may use of it while it
 //! handles one event ([`Ctx`]): the IP emitters, which resolve a
 //! destination no guest has been heard from first
 //! ([`super::neighbours`]) and build frames in place in the [`GuestTx`]
@@ -40,7 +40,7 @@ pub struct Ctx<'a> {
     pub cfg: &'a StackConfig,
     /// Frames toward the guest.
     pub tx: &'a mut GuestTx,
-    /// Registry for host sockets (use [`token`] to make their tokens).
+    /// Registry for host sockets (use [`super::token()`] to make their tokens).
     pub registry: &'a Registry,
     /// Counters.
     pub counters: &'a mut Counters,

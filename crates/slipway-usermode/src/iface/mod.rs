@@ -5,15 +5,15 @@
 //! The data path is single-threaded and event-driven: the event loop wakes
 //! on the VM link or on a host socket, and hands the matching handler a
 //! [`Ctx`]. Through it a handler queues frames toward the guest
-//! ([`GuestTx`]), registers host sockets ([`token`]), counts what it drops
+//! ([`GuestTx`]), registers host sockets ([`token()`]), counts what it drops
 //! ([`Counters`]) and finds the guest's MAC address ([`Neighbours`]).
 //!
 //! - [`tx`]: the pool of frame slots toward the guest, allocated once.
 //! - [`neighbours`]: the neighbour cache and the frames held while an
 //!   address is resolved.
 //! - [`counters`]: frame counters and drop reasons.
-//! - [`token`]: event-loop tokens (handler kind and table index).
-//! - [`ctx`]: the shared state ([`Core`]) and the per-event view of it
+//! - [`token`](mod@token): event-loop tokens (handler kind and table index).
+//! - [`ctx`]: the shared state (`Core`) and the per-event view of it
 //!   ([`Ctx`]) with the IP emitters and the forward lookup.
 //! - [`flow`]: flow descriptions the flow tables report.
 //! - [`error`]: the error of setting a stack up.

@@ -1,19 +1,19 @@
-//! The VM link: how frames reach the VMs, one [`Transport`] per way QEMU
+//! The VM link: how frames reach the VMs, one `Transport` per way QEMU
 //! (or a container) attaches, each in its own file:
 //!
-//! - [`stream`]: `-netdev stream`, `-netdev socket,connect=` (unix or TCP),
+//! - `stream`: `-netdev stream`, `-netdev socket,connect=` (unix or TCP),
 //!   length-prefixed frames;
-//! - [`dgram`]: `-netdev dgram` on unix sockets, one frame per datagram;
-//! - [`tap`]: a tap descriptor inside a container's network namespace.
+//! - `dgram`: `-netdev dgram` on unix sockets, one frame per datagram;
+//! - `tap`: a tap descriptor inside a container's network namespace.
 //!
-//! The transports are the variants of [`Link`], which implements the trait
+//! The transports are the variants of `Link`, which implements the trait
 //! by matching once per batch (a read or a flush), so the per-frame path
 //! has no dynamic dispatch: the frame callback is a generic closure,
 //! inlined into each transport's read loop.
 //!
 //! A listening or datagram attachment takes several VMs at once, each on
 //! its own connection or address (a port); together they form one Ethernet segment through
-//! the learning switch of [`crate::switch`]. With one VM the switch stays
+//! the learning switch of [`switch`]. With one VM the switch stays
 //! out of the way: frames go straight to the stack, and the stack's queue
 //! is written to the VM without a copy. With several, frames toward the
 //! VMs are copied from the stack's queue into per-port queues, and frames
@@ -33,12 +33,13 @@ use smoltcp::wire::EthernetAddress;
 
 use crate::iface::{token, DropReason, GuestTx, TokenKind};
 use crate::stack::Stack;
-use crate::switch::{Route, Switch};
 use crate::wire::framing::RxChecksum;
 use crate::wire::ETHERNET_HEADER_LEN;
+use switch::{Route, Switch};
 
 mod dgram;
 mod stream;
+pub mod switch;
 mod tap;
 
 use dgram::{Dgram, DGRAM_READ_BATCH, DGRAM_SLOT};
@@ -262,7 +263,7 @@ impl Port {
     }
 }
 
-/// The VM links (one per VM, see [`crate::switch`]) and the socket they
+/// The VM links (one per VM, see [`switch`]) and the socket they
 /// attach through.
 pub struct Attachment {
     spec: AttachSpec,
@@ -458,7 +459,7 @@ impl Attachment {
     }
 
     /// How many VM links are open (several VMs on a listening socket form
-    /// one LAN through [`crate::switch`]).
+    /// one LAN through [`switch`]).
     pub fn port_count(&self) -> usize {
         self.live
     }

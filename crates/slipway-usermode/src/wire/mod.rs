@@ -6,7 +6,7 @@
 //!   length prefix, a tap's virtio-net header) and what it says of it.
 //! - [`arp`], [`ndp`]: the requests the stack sends to resolve a guest's
 //!   address.
-//! - [`csum`]: the Internet checksum, hand-written for speed.
+//! - `csum`: the Internet checksum, hand-written for speed.
 
 use std::net::Ipv6Addr;
 
