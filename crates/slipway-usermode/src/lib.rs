@@ -29,9 +29,10 @@
 //!    reasons, tokens, the shared context, the error type, flow
 //!    descriptions. Imports `wire` and `config`.
 //! 4. Protocol handlers: `arp`, `icmp`/`ping`, `ndp`, `udp`, [`tcp`],
-//!    `dns`, `tftp`, `smb`, `guestfwd`. Import `iface`, `wire`, `config`
-//!    and handlers below them (`tcp` → `udp`, `dns` → `udp`,
-//!    `ndp` → `icmp` → `ping`), never the dispatcher.
+//!    `dns`, `tftp`, `smb`, `guestfwd`. Import `iface`, `wire` and
+//!    `config` only, save the echo table ICMPv4 and ICMPv6 share
+//!    (`ndp` → `icmp` → `ping`) and the smbd that `guestfwd` starts
+//!    (`guestfwd` → `smb`); never the dispatcher.
 //! 5. [`stack`]: the dispatcher; [`status`]: snapshots of it.
 //! 6. [`link`]: the [`Attachment`](link::Attachment), one file per
 //!    transport, and the learning [`switch`] between its VMs.

@@ -17,12 +17,13 @@ pub use crate::iface::StackError;
 
 use crate::config::StackConfig;
 use crate::dns::DnsRelay;
+use crate::iface::udp;
 use crate::iface::{
     Core, Counters, DropReason, GuestTx, Neighbours, RxChecksum, TokenKind, ETHERNET_HEADER_LEN,
     GATEWAY_MAC,
 };
 use crate::tcp::TcpTable;
-use crate::udp::{self, UdpTable};
+use crate::udp::UdpTable;
 use crate::{arp, icmp};
 
 mod ipv6;

@@ -436,6 +436,39 @@ pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
     }
 }
 
+/// The address a forwarded peer appears as to a guest at `guest` (whose
+/// family decides): loopback peers come from the host address, others
+/// keep their own address; a peer that cannot be shown in the guest's
+/// family (or that hides behind a guest-side address) gets `None`.
+pub(crate) fn guest_visible(
+    cfg: &StackConfig,
+    guest: IpAddr,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    let peer_ip = match peer.ip() {
+        IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
+        v4 => v4,
+    };
+    let ip = match (guest, peer_ip) {
+        (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+            IpAddr::V4(cfg.host)
+        }
+        (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) => IpAddr::V4(ip),
+        (IpAddr::V4(_), IpAddr::V6(ip)) if ip.is_loopback() => IpAddr::V4(cfg.host),
+        (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+            IpAddr::V6(cfg.ipv6.host)
+        }
+        (IpAddr::V6(_), IpAddr::V4(ip)) if ip.is_loopback() => IpAddr::V6(cfg.ipv6.host),
+        (IpAddr::V6(_), IpAddr::V6(ip))
+            if !cfg.ipv6.in_prefix(ip) && !ip.is_unicast_link_local() =>
+        {
+            IpAddr::V6(ip)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, peer.port()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

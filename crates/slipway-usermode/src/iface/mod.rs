@@ -17,6 +17,7 @@
 //!   ([`Ctx`]) with the IP emitters and the forward lookup.
 //! - [`flow`]: flow descriptions the flow tables report.
 //! - [`error`]: the error of setting a stack up.
+//! - [`udp`]: the UDP datagram check and emitter the UDP senders share.
 
 pub mod counters;
 pub mod ctx;
@@ -25,6 +26,7 @@ pub mod flow;
 pub mod neighbours;
 pub mod token;
 pub mod tx;
+pub mod udp;
 
 pub use counters::{Counters, DropReason};
 pub(crate) use ctx::Core;

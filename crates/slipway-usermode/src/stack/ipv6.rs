@@ -15,8 +15,9 @@ use smoltcp::wire::{EthernetAddress, IpProtocol, Ipv6Packet};
 
 use super::{Stack, StackError};
 use crate::config::{StackConfig, ROUTER_LINK_LOCAL};
+use crate::iface::udp;
 use crate::iface::{DropReason, RxChecksum, GATEWAY_MAC, IPV6_HEADER_LEN};
-use crate::{ndp, udp};
+use crate::ndp;
 use slipway_dhcp::v6::{Dhcpv6Config, Dhcpv6Server, ALL_SERVERS, SERVER_PORT};
 
 /// All-routers multicast group (router solicitations go there).

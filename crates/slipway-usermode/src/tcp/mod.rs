@@ -823,7 +823,7 @@ impl TcpTable {
         let host = ctx.host_addr_for(guest.ip());
         // A peer outside keeps its own address and port, as in libslirp;
         // a loopback peer appears as the host address on a port of its own.
-        let real = crate::udp::guest_visible(ctx.cfg, guest.ip(), peer)
+        let real = crate::config::guest_visible(ctx.cfg, guest.ip(), peer)
             .filter(|r| r.ip() != host && !self.map.contains_key(&FlowKey { guest, remote: *r }));
         let remote = match real {
             Some(r) => Some(r),
