@@ -507,6 +507,7 @@ fn id_mapped(id: u32, map: &str) -> bool {
 /// The uid and gid of `user` (a name, or a number).
 fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
     let name = CString::new(user).map_err(|_| SandboxError::NoSuchUser(user.into()))?;
+    // SAFETY: all-zero is a valid value of this plain C struct.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0_u8; 16384];
     let mut found: *mut libc::passwd = std::ptr::null_mut();
