@@ -17,9 +17,8 @@ use std::time::Instant;
 use mio::net::UnixDatagram;
 use mio::{Interest, Registry, Token};
 
-use super::{
-    Attachment, Link, LinkState, Lost, Port, Rx, Transport, VmGone, MAX_PORTS, WRITE_BATCH,
-};
+use super::transport::{Lost, Rx, Transport, VmGone, WRITE_BATCH};
+use super::{Attachment, Link, LinkState, Port, MAX_PORTS};
 use crate::iface::{DropReason, GuestTx};
 use crate::stack::Stack;
 use crate::wire::framing::RxChecksum;

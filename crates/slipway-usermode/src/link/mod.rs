@@ -41,15 +41,15 @@ mod dgram;
 mod stream;
 pub mod switch;
 mod tap;
+mod transport;
 
 use dgram::{Dgram, DGRAM_READ_BATCH, DGRAM_SLOT};
 use stream::Stream;
 use tap::Tap;
+use transport::{Lost, Rx, Transport};
 
-/// Largest stream frame QEMU accepts (and so do we).
-pub const MAX_STREAM_FRAME: usize = 69632;
-/// Frames handed to one `writev` or `sendmmsg`.
-const WRITE_BATCH: usize = 64;
+pub use stream::MAX_STREAM_FRAME;
+pub use transport::VmGone;
 
 /// Token of a listening socket.
 const LISTENER: usize = 0;
@@ -100,11 +100,6 @@ pub struct AttachError {
     source: std::io::Error,
 }
 
-/// The VM went away: it closed its end or the link broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the VM went away")]
-pub struct VmGone;
-
 /// What happened on the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -119,58 +114,6 @@ pub enum LinkState {
 enum Listener {
     Unix(UnixListener),
     Tcp(TcpListener),
-}
-
-/// What a transport reports when its VM is lost while reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lost {
-    /// The VM closed its end or the link broke.
-    Closed,
-    /// A frame over [`MAX_STREAM_FRAME`]: the framing cannot be trusted.
-    Oversized,
-}
-
-/// A port's receive buffer: frames (or a partial frame) in `buf[start..end]`.
-struct Rx {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-#[cfg(test)]
-impl Rx {
-    /// Whether the port reads frames itself (a datagram port does not).
-    fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-}
-
-/// One VM's end of the link, whatever carries it.
-trait Transport {
-    /// Size of the port's receive buffer, allocated when the VM attaches
-    /// (0: its frames arrive elsewhere).
-    fn rx_len(&self) -> usize;
-    /// Registers with the event loop under `token`.
-    fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()>;
-    /// Takes the link out of the event loop.
-    fn deregister(&mut self, registry: &Registry);
-    /// Sends `tx` to the VM until it is empty or the link is full
-    /// (`writable` cleared); `skip` bytes of the first frame were sent by
-    /// an earlier partial write. Returns how many frames left `tx`.
-    fn flush(
-        &mut self,
-        tx: &mut GuestTx,
-        skip: &mut usize,
-        writable: &mut bool,
-    ) -> Result<usize, VmGone>;
-    /// Reads what the VM sent into `rx` and hands each whole frame to
-    /// `deliver`; clears `readable` once the link has nothing more.
-    fn receive(
-        &mut self,
-        rx: &mut Rx,
-        readable: &mut bool,
-        deliver: impl FnMut(&[u8], RxChecksum),
-    ) -> Result<(), Lost>;
 }
 
 /// The transports, statically dispatched: one `match` per batch.

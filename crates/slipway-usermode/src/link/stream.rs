@@ -8,10 +8,12 @@ use std::io::{IoSlice, Read, Write};
 
 use mio::{Interest, Registry, Token};
 
-use super::{Lost, Rx, Transport, VmGone, MAX_STREAM_FRAME, WRITE_BATCH};
+use super::transport::{Lost, Rx, Transport, VmGone, WRITE_BATCH};
 use crate::iface::GuestTx;
 use crate::wire::framing::{RxChecksum, FRAME_PREFIX_LEN};
 
+/// Largest stream frame QEMU accepts (and so do we).
+pub const MAX_STREAM_FRAME: usize = 69632;
 /// Bytes read from a stream in one go: many frames per system call.
 const STREAM_READ_CHUNK: usize = 256 * 1024;
 

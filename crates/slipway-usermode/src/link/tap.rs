@@ -11,7 +11,7 @@ use std::sync::Arc;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use super::{Lost, Rx, Transport, VmGone};
+use super::transport::{Lost, Rx, Transport, VmGone};
 use crate::iface::GuestTx;
 use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
 
