@@ -28,9 +28,10 @@ use std::time::{Instant, SystemTime};
 use mio::Registry;
 use serde::{Deserialize, Serialize};
 
+pub use crate::control_socket::ApiError;
 use crate::control_socket::{ControlSocket, Next};
 #[cfg(doc)]
-use crate::ctx::TokenKind;
+use crate::iface::TokenKind;
 use crate::options::{parse_hostfwd, parse_hostfwd_remove};
 use crate::stack::Stack;
 use crate::status::{CountersInfo, FlowInfo, FlowProtocol, ForwardInfo, LeaseInfo};
@@ -209,24 +210,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Why the API socket could not be opened, or a client call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The socket could not be created, bound or reached.
-    #[error("control API socket {path}: {what}")]
-    Socket {
-        /// The socket's path.
-        path: PathBuf,
-        /// What failed.
-        what: &'static str,
-        /// The host's error.
-        source: std::io::Error,
-    },
-    /// The server's reply is not a reply line.
-    #[error("control API: unreadable reply: {0}")]
-    BadReply(String),
-}
-
 /// The control API's listening socket and its clients.
 pub struct ApiServer {
     socket: ControlSocket,
@@ -341,7 +324,7 @@ impl ApiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctx::TokenKind;
+    use crate::iface::TokenKind;
     use crate::stack::started_for_tests;
     use proptest::prelude::*;
     use std::os::unix::fs::PermissionsExt;
@@ -456,7 +439,7 @@ mod tests {
             poll.poll(&mut events, Some(std::time::Duration::from_millis(50)))
                 .unwrap();
             for ev in events.iter() {
-                if let Some((TokenKind::Control, index)) = crate::ctx::decode_token(ev.token()) {
+                if let Some((TokenKind::Control, index)) = crate::iface::decode_token(ev.token()) {
                     server.on_event(poll.registry(), index, &mut s);
                 }
             }

@@ -1,6 +1,6 @@
 //! ARP: answers for the stack's virtual addresses, learns the guests',
 //! and asks for a guest address the stack must send to but has not heard
-//! from ([`write_request`]).
+//! from ([`crate::wire::arp::write_request`], sent by the neighbour cache).
 
 use std::net::Ipv4Addr;
 
@@ -8,11 +8,9 @@ use smoltcp::wire::{
     ArpHardware, ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol,
 };
 
-use crate::ctx::{DropReason, ETHERNET_HEADER_LEN, GATEWAY_MAC};
-use crate::stack::Core;
-
-/// Length of an Ethernet/IPv4 ARP packet.
-pub(crate) const ARP_LEN: usize = 28;
+use crate::iface::{Core, DropReason};
+use crate::wire::arp::ARP_LEN;
+use crate::wire::{self, ETHERNET_HEADER_LEN, GATEWAY_MAC};
 
 /// Handles one ARP packet (the Ethernet payload) from `src_mac`.
 pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
@@ -54,16 +52,8 @@ pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
         eth.set_dst_addr(sender_mac);
         eth.set_src_addr(GATEWAY_MAC);
         eth.set_ethertype(EthernetProtocol::Arp);
-        let mut reply = ArpPacket::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..]);
-        reply.set_hardware_type(ArpHardware::Ethernet);
-        reply.set_protocol_type(EthernetProtocol::Ipv4);
-        reply.set_hardware_len(6);
-        reply.set_protocol_len(4);
-        reply.set_operation(ArpOperation::Reply);
-        reply.set_source_hardware_addr(GATEWAY_MAC.as_bytes());
-        reply.set_source_protocol_addr(&target_ip.octets());
-        reply.set_target_hardware_addr(sender_mac.as_bytes());
-        reply.set_target_protocol_addr(&sender_ip.octets());
+        let arp = &mut buf[ETHERNET_HEADER_LEN..];
+        wire::arp::write(arp, ArpOperation::Reply, target_ip, sender_mac, sender_ip);
         len
     });
     if queued {
@@ -72,21 +62,6 @@ pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
     } else {
         core.counters.drop(DropReason::GuestTxFull);
     }
-}
-
-/// Writes an ARP request from the gateway at `sender` asking who has
-/// `target` into `buf` (at least [`ARP_LEN`] bytes).
-pub(crate) fn write_request(buf: &mut [u8], sender: Ipv4Addr, target: Ipv4Addr) {
-    let mut req = ArpPacket::new_unchecked(&mut buf[..ARP_LEN]);
-    req.set_hardware_type(ArpHardware::Ethernet);
-    req.set_protocol_type(EthernetProtocol::Ipv4);
-    req.set_hardware_len(6);
-    req.set_protocol_len(4);
-    req.set_operation(ArpOperation::Request);
-    req.set_source_hardware_addr(GATEWAY_MAC.as_bytes());
-    req.set_source_protocol_addr(&sender.octets());
-    req.set_target_hardware_addr(&[0; 6]);
-    req.set_target_protocol_addr(&target.octets());
 }
 
 fn ipv4(bytes: &[u8]) -> Ipv4Addr {

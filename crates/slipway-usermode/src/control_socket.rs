@@ -17,8 +17,25 @@ use std::path::{Path, PathBuf};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry};
 
-use crate::api::ApiError;
-use crate::ctx::{token, TokenKind};
+use crate::iface::{token, TokenKind};
+
+/// Why the API socket could not be opened, or a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The socket could not be created, bound or reached.
+    #[error("control API socket {path}: {what}")]
+    Socket {
+        /// The socket's path.
+        path: PathBuf,
+        /// What failed.
+        what: &'static str,
+        /// The host's error.
+        source: std::io::Error,
+    },
+    /// The server's reply is not a reply line.
+    #[error("control API: unreadable reply: {0}")]
+    BadReply(String),
+}
 
 /// Most clients connected at once, per socket.
 pub(crate) const MAX_CLIENTS: usize = 32;
@@ -67,7 +84,7 @@ impl ControlSocket {
                 source,
             }
         };
-        crate::attach::remove_stale_socket(path, true).map_err(err("socket file"))?;
+        crate::link::remove_stale_socket(path, true).map_err(err("socket file"))?;
         let mut listener = UnixListener::bind(path).map_err(err("bind"))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(err("permissions"))?;

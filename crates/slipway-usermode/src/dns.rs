@@ -15,9 +15,9 @@ use std::time::Instant;
 use slipway_dns::relay::{Dropped, Relay, RelayConfig, Submitted, MAX_QUERY, TRY_TIMEOUT};
 
 use crate::config::StackConfig;
-use crate::ctx::{token, Ctx, DropReason, TokenKind};
-use crate::stack::StackError;
-use crate::udp;
+use crate::iface::udp;
+use crate::iface::StackError;
+use crate::iface::{token, Ctx, DropReason, TokenKind};
 
 /// DNS port.
 const DNS_PORT: u16 = 53;

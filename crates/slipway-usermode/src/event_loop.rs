@@ -13,9 +13,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 
 use crate::api::{ApiError, ApiServer};
-use crate::attach::{AttachError, AttachSpec, Attachment, LinkState};
 use crate::config::StackConfig;
-use crate::ctx::{decode_token, token, DropReason, TokenKind};
+use crate::iface::{decode_token, token, DropReason, TokenKind};
+use crate::link::{AttachError, AttachSpec, Attachment, LinkState};
 use crate::slirp4netns_api::Slirp4netnsApiServer;
 use crate::stack::{Stack, StackError};
 

@@ -2,7 +2,7 @@
 //!
 //! A guest TCP connection to a forward's server address is translated like
 //! any other (see [`crate::tcp`]) toward a loopback listener the stack
-//! opened for the forward at start ([`crate::services::Services::redirect`]
+//! opened for the forward at start ([`crate::config::services::Services::redirect`]
 //! maps one to the other).
 //!
 //! The listeners are served by a helper process the stack forks at start,
@@ -39,9 +39,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::services::{GuestForward, GuestForwardTarget};
+use crate::config::services::{GuestForward, GuestForwardTarget};
+use crate::iface::StackError;
 use crate::smb::SmbServer;
-use crate::stack::StackError;
 
 /// Connections one guest forward serves at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol};
 
 use crate::config::Outbound;
-use crate::ctx::{Ctx, DropReason};
+use crate::iface::{Ctx, DropReason};
 use crate::ping::{Echo, PingTable};
 
 /// Handles one ICMP message (the IPv4 payload) from the guest at `src` to `dst`.

@@ -28,7 +28,7 @@ use smoltcp::wire::{
 };
 
 use crate::config::ROUTER_LINK_LOCAL;
-use crate::ctx::{Ctx, DropReason, GATEWAY_MAC};
+use crate::iface::{Ctx, DropReason, GATEWAY_MAC};
 use crate::ping::PingTable;
 
 /// All-nodes multicast group (ff02::1): where unsolicited advertisements go.
@@ -201,39 +201,6 @@ fn send_neighbour_advert(
     });
 }
 
-/// Asks who has guest address `target`: a neighbour solicitation from
-/// the router's link-local address to the target's solicited-node group.
-pub(crate) fn send_neighbour_solicit(ctx: &mut Ctx, target: Ipv6Addr) {
-    let t = target.octets();
-    let group = Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | u16::from(t[13]),
-        u16::from_be_bytes([t[14], t[15]]),
-    );
-    let repr = NdiscRepr::NeighborSolicit {
-        target_addr: target,
-        lladdr: Some(GATEWAY_MAC.into()),
-    };
-    let len = repr.buffer_len();
-    ctx.emit_ipv6(
-        None,
-        ROUTER_LINK_LOCAL,
-        group,
-        IpProtocol::Icmpv6,
-        len,
-        |buf| {
-            let mut pkt = Icmpv6Packet::new_unchecked(&mut buf[..len]);
-            repr.emit(&mut pkt);
-            pkt.fill_checksum(&ROUTER_LINK_LOCAL, &group);
-        },
-    );
-}
-
 /// Sends a router advertisement to `dst` (`ff02::1` for an unsolicited
 /// one): the prefix for SLAAC, the link MTU, and (unless restricted) the
 /// DNS address and search list; with `restrict=on` the stack is no default
@@ -280,7 +247,7 @@ fn router_advert(cfg: &crate::config::StackConfig) -> ra::RouterAdvert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctx::{Counters, GuestTx, Neighbours, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN};
+    use crate::iface::{Counters, GuestTx, Neighbours, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN};
     use crate::options::parse_options;
     use proptest::prelude::*;
     use smoltcp::wire::{EthernetFrame, Ipv6Packet};

@@ -16,38 +16,7 @@ use crate::config::{
     DHCP_POOL_SIZE,
 };
 
-/// Why an option string (or a `--redir` spec) was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OptionsError {
-    /// A key QEMU's `-netdev user` does not have.
-    #[error("unknown option '{key}'")]
-    Unknown {
-        /// The key as written.
-        key: String,
-    },
-    /// A key QEMU has that slipway does not implement yet.
-    #[error("option '{key}' is not supported yet")]
-    NotSupported {
-        /// The key as written.
-        key: String,
-    },
-    /// A key written without `=value` that needs one.
-    #[error("option '{key}' needs a value ('{key}=...')")]
-    MissingValue {
-        /// The key as written.
-        key: String,
-    },
-    /// A value that does not parse or breaks a rule.
-    #[error("invalid value '{value}' for option '{key}': {reason}")]
-    Invalid {
-        /// The option.
-        key: String,
-        /// The value as written.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
+pub use crate::config::OptionsError;
 
 fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> OptionsError {
     OptionsError::Invalid {
@@ -87,7 +56,7 @@ struct Raw {
     domainname: Option<String>,
     dnssearch: Vec<String>,
     hostfwd: Vec<String>,
-    services: crate::services::ServicesBuilder,
+    services: crate::config::services::ServicesBuilder,
 }
 
 /// Splits QemuOpts syntax into `(key, value)` pairs; `,,` is a literal comma.
@@ -207,7 +176,7 @@ fn is_known_with_value(key: &str) -> bool {
             | "ipv6-prefixlen"
             | "ipv6-host"
             | "ipv6-dns"
-    ) || crate::services::ServicesBuilder::is_key(key)
+    ) || crate::config::services::ServicesBuilder::is_key(key)
 }
 
 /// A DNS name for DHCP options 12, 15 and 119: labels of letters, digits,
@@ -401,7 +370,7 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         )?;
         hostfwd.push(fwd);
     }
-    let services = raw.services.build(&crate::services::Network {
+    let services = raw.services.build(&crate::config::services::Network {
         net: net_u,
         mask,
         host,
@@ -440,7 +409,7 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
 /// of failing when the stack starts. Found by the netdev_options fuzz target.
 fn check_dhcp(cfg: &StackConfig) -> Result<(), OptionsError> {
     use slipway_dhcp::DhcpConfigError;
-    let Err(err) = slipway_dhcp::DhcpServer::new(crate::stack::dhcp_config(cfg)) else {
+    let Err(err) = slipway_dhcp::DhcpServer::new(crate::config::dhcp_config(cfg)) else {
         return Ok(());
     };
     let what = match &err {

@@ -21,7 +21,7 @@ use mio::Interest;
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpProtocol};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::ctx::{token, Ctx, DropReason, TokenKind};
+use crate::iface::{token, Ctx, DropReason, TokenKind};
 
 /// Most echo flows at once.
 const MAX_FLOWS: usize = 64;

@@ -36,7 +36,7 @@ use crate::status::FlowProtocol;
 
 /// A request must be shorter than this (slirp4netns's read buffer).
 pub const MAX_REQUEST: usize = 4096;
-/// [`crate::ctx::TokenKind::Control`] index of the listening socket, far
+/// [`crate::iface::TokenKind::Control`] index of the listening socket, far
 /// above [`crate::api`]'s.
 pub const LISTENER_INDEX: usize = 1 << 16;
 const _: () = assert!(crate::api::LISTENER_INDEX + MAX_CLIENTS < LISTENER_INDEX);
@@ -328,13 +328,13 @@ impl Slirp4netnsApiServer {
         })
     }
 
-    /// Whether [`crate::ctx::TokenKind::Control`] index `index` is this
+    /// Whether [`crate::iface::TokenKind::Control`] index `index` is this
     /// server's (the listener or a client).
     pub fn owns(&self, index: usize) -> bool {
         self.socket.owns(index)
     }
 
-    /// Handles readiness of [`crate::ctx::TokenKind::Control`] index
+    /// Handles readiness of [`crate::iface::TokenKind::Control`] index
     /// `index`, carrying out a complete request on `stack`.
     pub fn on_event(&mut self, registry: &Registry, index: usize, stack: &mut Stack) {
         let forwards = &mut self.forwards;
@@ -347,7 +347,7 @@ impl Slirp4netnsApiServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctx::{decode_token, TokenKind};
+    use crate::iface::{decode_token, TokenKind};
     use crate::stack::started_for_tests;
     use proptest::prelude::*;
     use std::io::{Read, Write};

@@ -12,7 +12,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::services::{GuestForward, GuestForwardTarget, SmbShare};
+use crate::config::services::{GuestForward, GuestForwardTarget, SmbShare};
 
 /// Where `smbd` is looked for besides `PATH` (Debian installs it in /usr/sbin,
 /// which a user's `PATH` often lacks).

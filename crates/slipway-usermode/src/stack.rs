@@ -7,83 +7,30 @@
 //! guest accumulate in the [`GuestTx`] queue that the attachment drains.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use mio::event::Event;
 use mio::Registry;
 use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
 
-use crate::config::{StackConfig, DHCP_POOL_SIZE};
-use crate::ctx::{
-    Counters, Ctx, DropReason, GuestTx, Neighbours, RxChecksum, TokenKind, ETHERNET_HEADER_LEN,
+pub use crate::iface::StackError;
+
+use crate::config::StackConfig;
+use crate::dns::DnsRelay;
+use crate::iface::udp;
+use crate::iface::{
+    Core, Counters, DropReason, GuestTx, Neighbours, RxChecksum, TokenKind, ETHERNET_HEADER_LEN,
     GATEWAY_MAC,
 };
-use crate::dns::DnsRelay;
 use crate::tcp::TcpTable;
-use crate::udp::{self, UdpTable};
+use crate::udp::UdpTable;
 use crate::{arp, icmp};
 
 mod ipv6;
 
-/// DHCP lease time, as libslirp hands out.
-const LEASE_TIME: Duration = Duration::from_secs(24 * 3600);
 /// UDP ports of DHCP.
 const DHCP_SERVER_PORT: u16 = 67;
 const DHCP_CLIENT_PORT: u16 = 68;
-
-/// Why a stack could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum StackError {
-    /// The DHCP server refused the configuration derived from the options.
-    #[error("DHCP configuration")]
-    Dhcp(#[from] slipway_dhcp::DhcpConfigError),
-    /// `smb=` cannot be served (no smbd, a bad directory).
-    #[error(transparent)]
-    Smb(#[from] crate::smb::SmbError),
-    /// The user guest forward commands and smbd run as (`--runas`).
-    #[error("guest forwards and SMB: {0}")]
-    HelperUser(#[source] slipway_sandbox::SandboxError),
-    /// The DHCPv6 server refused the configuration derived from the options.
-    #[error("DHCPv6 configuration")]
-    Dhcpv6(#[from] slipway_dhcp::v6::Dhcpv6ConfigError),
-    /// A TCP host forward could not listen (the error names the address).
-    #[error(transparent)]
-    TcpForward(std::io::Error),
-    /// A host socket (forward listener, DNS relay socket) could not be opened.
-    #[error("{what} {addr}")]
-    Socket {
-        /// What the socket is for.
-        what: &'static str,
-        /// The address it was to use.
-        addr: String,
-        /// The host's error.
-        source: std::io::Error,
-    },
-}
-
-/// The state every handler shares, split from the handlers so a [`Ctx`]
-/// can borrow it while a handler borrows itself.
-pub(crate) struct Core {
-    pub cfg: StackConfig,
-    pub tx: GuestTx,
-    pub counters: Counters,
-    pub neighbours: Neighbours,
-    pub ip_ident: u16,
-}
-
-impl Core {
-    pub fn ctx<'a>(&'a mut self, registry: &'a Registry, now: Instant) -> Ctx<'a> {
-        Ctx {
-            cfg: &self.cfg,
-            tx: &mut self.tx,
-            registry,
-            counters: &mut self.counters,
-            neighbours: &mut self.neighbours,
-            now,
-            ip_ident: &mut self.ip_ident,
-        }
-    }
-}
 
 /// One user-mode network: configuration, the queue toward the guest, and
 /// every protocol handler with its flow table.
@@ -105,7 +52,7 @@ pub struct Stack {
 impl Stack {
     /// A stack for `cfg`. No socket is opened until [`Stack::start`].
     pub fn new(cfg: StackConfig) -> Result<Stack, StackError> {
-        let dhcp = slipway_dhcp::DhcpServer::new(dhcp_config(&cfg))?;
+        let dhcp = slipway_dhcp::DhcpServer::new(crate::config::dhcp_config(&cfg))?;
         Ok(Stack {
             v6: ipv6::Ipv6State::new(&cfg)?,
             tcp: TcpTable::new(&cfg),
@@ -144,7 +91,9 @@ impl Stack {
             self.tftp = Some(tftp);
         }
         let smb = match &self.core.cfg.services.smb {
-            Some(share) => Some(crate::smb::SmbServer::prepare(share)?),
+            Some(share) => Some(
+                crate::smb::SmbServer::prepare(share).map_err(|e| StackError::Smb(Box::new(e)))?,
+            ),
             None => None,
         };
         let services = &mut self.core.cfg.services;
@@ -581,35 +530,6 @@ fn check_ipv4<'a>(
     Some((ip, payload))
 }
 
-/// The DHCP server's configuration for a user-mode network (libslirp's
-/// choices: server identifier and router are the host address, 24 h leases).
-pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
-    let start = cfg.dhcp_start;
-    let end = Ipv4Addr::from(u32::from(start) + u32::from(DHCP_POOL_SIZE) - 1);
-    slipway_dhcp::DhcpConfig {
-        server_ip: cfg.host,
-        netmask: cfg.netmask(),
-        router: (!cfg.restrict).then_some(cfg.host),
-        dns_servers: if cfg.restrict {
-            Vec::new()
-        } else {
-            vec![cfg.dns]
-        },
-        pool: slipway_dhcp::AddressPool::Range { start, end },
-        static_hosts: Vec::new(),
-        lease_time: Some(LEASE_TIME),
-        hostname: cfg.hostname.clone(),
-        domain_name: cfg.domainname.clone(),
-        domain_search: cfg.dnssearch.clone(),
-        mtu: u16::try_from(cfg.mtu).ok(),
-        broadcast: None,
-        boot_file: cfg.services.bootfile.clone(),
-        tftp_server_name: cfg.services.tftp_server_name.clone(),
-        next_server: None,
-        authoritative: true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -921,6 +841,7 @@ pub(crate) mod udp_tests {
     use super::*;
     use crate::options::parse_options;
     use smoltcp::wire::{IpAddress, UdpPacket};
+    use std::time::Duration;
 
     const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
@@ -981,7 +902,7 @@ pub(crate) mod udp_tests {
             poll.poll(&mut events, Some(Duration::from_millis(100)))
                 .unwrap();
             for ev in events.iter() {
-                if let Some((kind, index)) = crate::ctx::decode_token(ev.token()) {
+                if let Some((kind, index)) = crate::iface::decode_token(ev.token()) {
                     stack.handle_host_event(poll.registry(), kind, index, ev, Instant::now());
                 }
             }

@@ -15,36 +15,9 @@ use mio::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ForwardProtocol, HostForward};
-use crate::ctx::{Counters, DropReason};
-use crate::stack::{Stack, StackError};
-
-/// Transport protocol of a flow or forward, as the API names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FlowProtocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl From<ForwardProtocol> for FlowProtocol {
-    fn from(p: ForwardProtocol) -> Self {
-        match p {
-            ForwardProtocol::Tcp => FlowProtocol::Tcp,
-            ForwardProtocol::Udp => FlowProtocol::Udp,
-        }
-    }
-}
-
-impl std::fmt::Display for FlowProtocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FlowProtocol::Tcp => "tcp",
-            FlowProtocol::Udp => "udp",
-        })
-    }
-}
+pub use crate::iface::flow::{FlowInfo, FlowProtocol};
+use crate::iface::{Counters, DropReason, StackError};
+use crate::stack::Stack;
 
 /// One host forward as it is bound now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,23 +42,6 @@ pub struct LeaseInfo {
     pub hostname: Option<String>,
     /// Seconds until the lease ends (`None`: never).
     pub expires_in_secs: Option<u64>,
-}
-
-/// One active flow (a translated connection or a UDP flow).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowInfo {
-    /// TCP or UDP.
-    pub protocol: FlowProtocol,
-    /// The guest's end.
-    pub guest: SocketAddr,
-    /// The other end as the guest sees it.
-    pub remote: SocketAddr,
-    /// Payload bytes from the guest delivered to the host.
-    pub bytes_from_guest: u64,
-    /// Payload bytes from the host delivered to the guest.
-    pub bytes_to_guest: u64,
-    /// Seconds since the flow was opened.
-    pub age_secs: u64,
 }
 
 /// Frame counters and drops by reason.
@@ -137,7 +93,7 @@ impl Stack {
     /// The guest end of `fwd` as reported: `[::]:port` for an IPv6 forward
     /// to the guest's SLAAC address while that is not known yet.
     fn shown_guest(&self, fwd: &HostForward) -> SocketAddr {
-        crate::ctx::forward_guest(&self.core.cfg, &self.core.neighbours, fwd)
+        crate::iface::forward_guest(&self.core.cfg, &self.core.neighbours, fwd)
             .unwrap_or_else(|| SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), fwd.guest_port))
     }
 

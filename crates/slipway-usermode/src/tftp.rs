@@ -16,11 +16,9 @@ use std::time::Instant;
 use slipway_tftp::{ErrorCode, Root, Step, Transfer};
 
 use crate::config::StackConfig;
-use crate::ctx::{Ctx, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
-use crate::udp;
+use crate::iface::udp::{self, UDP_HEADER_LEN};
+use crate::iface::{Ctx, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 
-/// Size of a UDP header.
-const UDP_HEADER_LEN: usize = 8;
 /// Size of a TFTP DATA header.
 const DATA_HEADER_LEN: usize = 4;
 

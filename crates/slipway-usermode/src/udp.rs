@@ -16,92 +16,17 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
-use smoltcp::wire::{EthernetAddress, IpAddress, IpProtocol, UdpPacket};
 
-use crate::config::{ForwardProtocol, HostForward, StackConfig};
-use crate::ctx::{token, Counters, Ctx, DropReason, RxChecksum, TokenKind};
-use crate::stack::StackError;
-use crate::status::{FlowInfo, FlowProtocol};
+use crate::config::{guest_visible, ForwardProtocol, HostForward, StackConfig};
+use crate::iface::flow::{FlowInfo, FlowProtocol};
+use crate::iface::udp::emit;
+use crate::iface::StackError;
+use crate::iface::{token, Ctx, DropReason, TokenKind};
 
-/// Length of a UDP header.
-const UDP_HEADER_LEN: usize = 8;
 /// Largest datagram read from a host socket.
 const MAX_DATAGRAM: usize = 65535;
 /// How often idle flows are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A UDP datagram from the guest that passed [`check`].
-pub(crate) struct Datagram<'a> {
-    /// Source port.
-    pub sport: u16,
-    /// Destination port.
-    pub dport: u16,
-    /// The payload (the UDP length's worth, without padding).
-    pub payload: &'a [u8],
-}
-
-/// Validates a UDP datagram (length, checksum when present and not
-/// vouched for by the link; IPv6 requires one) from `src` to `dst`.
-pub(crate) fn check<'a>(
-    counters: &mut Counters,
-    src: IpAddr,
-    dst: IpAddr,
-    segment: &'a [u8],
-    checksum: RxChecksum,
-) -> Option<Datagram<'a>> {
-    let Ok(udp) = UdpPacket::new_checked(segment) else {
-        counters.drop(DropReason::Truncated);
-        return None;
-    };
-    // A zero checksum means "none" over IPv4 but is invalid over IPv6
-    // (RFC 8200 8.1), which smoltcp's check would let through.
-    let missing = udp.checksum() == 0;
-    let verify = checksum == RxChecksum::Unverified && !missing;
-    if (missing && src.is_ipv6())
-        || (verify && !udp.verify_checksum(&IpAddress::from(src), &IpAddress::from(dst)))
-    {
-        counters.drop(DropReason::BadChecksum);
-        return None;
-    }
-    let len = usize::from(udp.len());
-    Some(Datagram {
-        sport: udp.src_port(),
-        dport: udp.dst_port(),
-        payload: &segment[UDP_HEADER_LEN..len],
-    })
-}
-
-/// Queues one UDP datagram toward the guest; `dst_mac` overrides the
-/// neighbour lookup (DHCP replies to a client without an address).
-pub(crate) fn emit(
-    ctx: &mut Ctx,
-    dst_mac: Option<EthernetAddress>,
-    src: impl Into<SocketAddr>,
-    dst: impl Into<SocketAddr>,
-    payload: &[u8],
-) -> bool {
-    let (src, dst) = (src.into(), dst.into());
-    let len = UDP_HEADER_LEN + payload.len();
-    if len > usize::from(u16::MAX) {
-        ctx.counters.drop(DropReason::Oversized);
-        return false;
-    }
-    let fill = |buf: &mut [u8]| {
-        let mut udp = UdpPacket::new_unchecked(&mut buf[..len]);
-        udp.set_src_port(src.port());
-        udp.set_dst_port(dst.port());
-        udp.set_len(len as u16);
-        udp.payload_mut()[..payload.len()].copy_from_slice(payload);
-        udp.fill_checksum(&IpAddress::from(src.ip()), &IpAddress::from(dst.ip()));
-    };
-    match (src.ip(), dst.ip(), dst_mac) {
-        (IpAddr::V4(s), IpAddr::V4(d), Some(mac)) => {
-            ctx.emit_ipv4_to(mac, s, d, IpProtocol::Udp, len, fill)
-        }
-        (IpAddr::V6(s), IpAddr::V6(d), mac) => ctx.emit_ipv6(mac, s, d, IpProtocol::Udp, len, fill),
-        (s, d, _) => ctx.emit_ip(s, d, IpProtocol::Udp, len, fill),
-    }
-}
 
 /// What a flow's datagrams travel through on the host.
 enum FlowKind {
@@ -491,39 +416,6 @@ impl UdpTable {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.next_sweep
     }
-}
-
-/// The address a forwarded peer appears as to a guest at `guest` (whose
-/// family decides): loopback peers come from the host address, others
-/// keep their own address; a peer that cannot be shown in the guest's
-/// family (or that hides behind a guest-side address) gets `None`.
-pub(crate) fn guest_visible(
-    cfg: &StackConfig,
-    guest: IpAddr,
-    peer: SocketAddr,
-) -> Option<SocketAddr> {
-    let peer_ip = match peer.ip() {
-        IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
-        v4 => v4,
-    };
-    let ip = match (guest, peer_ip) {
-        (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() => {
-            IpAddr::V4(cfg.host)
-        }
-        (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) => IpAddr::V4(ip),
-        (IpAddr::V4(_), IpAddr::V6(ip)) if ip.is_loopback() => IpAddr::V4(cfg.host),
-        (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() => {
-            IpAddr::V6(cfg.ipv6.host)
-        }
-        (IpAddr::V6(_), IpAddr::V4(ip)) if ip.is_loopback() => IpAddr::V6(cfg.ipv6.host),
-        (IpAddr::V6(_), IpAddr::V6(ip))
-            if !cfg.ipv6.in_prefix(ip) && !ip.is_unicast_link_local() =>
-        {
-            IpAddr::V6(ip)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, peer.port()))
 }
 
 /// A non-blocking UDP socket connected to `target`, from `source` if given.

@@ -15,8 +15,9 @@ use smoltcp::wire::{EthernetAddress, IpProtocol, Ipv6Packet};
 
 use super::{Stack, StackError};
 use crate::config::{StackConfig, ROUTER_LINK_LOCAL};
-use crate::ctx::{DropReason, RxChecksum, GATEWAY_MAC, IPV6_HEADER_LEN};
-use crate::{ndp, udp};
+use crate::iface::udp;
+use crate::iface::{DropReason, RxChecksum, GATEWAY_MAC, IPV6_HEADER_LEN};
+use crate::ndp;
 use slipway_dhcp::v6::{Dhcpv6Config, Dhcpv6Server, ALL_SERVERS, SERVER_PORT};
 
 /// All-routers multicast group (router solicitations go there).
@@ -208,7 +209,7 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctx::ETHERNET_HEADER_LEN;
+    use crate::iface::ETHERNET_HEADER_LEN;
     use crate::options::parse_options;
     use proptest::prelude::*;
     use smoltcp::phy::ChecksumCapabilities;
@@ -494,7 +495,7 @@ mod tests {
             poll.poll(&mut events, Some(std::time::Duration::from_millis(100)))
                 .unwrap();
             for ev in events.iter() {
-                if let Some((kind, index)) = crate::ctx::decode_token(ev.token()) {
+                if let Some((kind, index)) = crate::iface::decode_token(ev.token()) {
                     s.handle_host_event(poll.registry(), kind, index, ev, Instant::now());
                 }
             }

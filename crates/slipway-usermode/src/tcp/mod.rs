@@ -27,7 +27,7 @@
 //! ## Host → guest
 //!
 //! Host data is *peeked* (`MSG_PEEK` at the socket's `SO_PEEK_OFF` offset)
-//! directly into the payload area of a frame slot in [`crate::ctx::GuestTx`];
+//! directly into the payload area of a frame slot in [`crate::iface::GuestTx`];
 //! nothing is consumed from the socket until the guest acknowledges it, and
 //! then it is discarded with `MSG_TRUNC` (no copy). Unacknowledged data is
 //! therefore always the first `snd_nxt - snd_una` bytes of the socket's
@@ -96,10 +96,10 @@ use smoltcp::wire::{IpProtocol, TcpOption, TcpPacket, TcpSeqNumber};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::config::{ForwardProtocol, HostForward, Outbound, StackConfig};
-use crate::ctx::{
+use crate::iface::flow::{FlowInfo, FlowProtocol};
+use crate::iface::{
     token, Ctx, DropReason, RxChecksum, TcpOffload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
 };
-use crate::status::{FlowInfo, FlowProtocol};
 
 #[cfg(test)]
 mod tests;
@@ -501,7 +501,7 @@ impl TcpTable {
             ctx.counters.drop(DropReason::Truncated);
             return;
         };
-        if checksum == RxChecksum::Unverified && !crate::csum::verify_tcp(src, dst, segment) {
+        if checksum == RxChecksum::Unverified && !crate::wire::csum::verify_tcp(src, dst, segment) {
             self.sh.stats.bad_segments += 1;
             ctx.counters.drop(DropReason::BadChecksum);
             return;
@@ -823,7 +823,7 @@ impl TcpTable {
         let host = ctx.host_addr_for(guest.ip());
         // A peer outside keeps its own address and port, as in libslirp;
         // a loopback peer appears as the host address on a port of its own.
-        let real = crate::udp::guest_visible(ctx.cfg, guest.ip(), peer)
+        let real = crate::config::guest_visible(ctx.cfg, guest.ip(), peer)
             .filter(|r| r.ip() != host && !self.map.contains_key(&FlowKey { guest, remote: *r }));
         let remote = match real {
             Some(r) => Some(r),
@@ -1745,7 +1745,7 @@ fn reply_rst_to_syn(ctx: &mut Ctx, sh: &mut Shared, flow: &Flow) {
 /// place and says whether it is complete; an incomplete one goes out with
 /// a spoiled checksum so the guest drops it. Returns whether a complete
 /// segment was queued. With `offload_mss` (a link that takes offload
-/// frames, [`crate::ctx::GuestTx::offload`]) the checksum is left to the
+/// frames, [`crate::iface::GuestTx::offload`]) the checksum is left to the
 /// receiver and the payload may span several segments of that size.
 fn emit(
     ctx: &mut Ctx,
@@ -1793,9 +1793,9 @@ fn emit(
         }
         complete = fill(&mut buf[header_len..]);
         if offload.is_some() {
-            crate::csum::fill_tcp_partial(src, dst, buf);
+            crate::wire::csum::fill_tcp_partial(src, dst, buf);
         } else {
-            crate::csum::fill_tcp(src, dst, buf);
+            crate::wire::csum::fill_tcp(src, dst, buf);
         }
         if !complete {
             let mut pkt = TcpPacket::new_unchecked(&mut *buf);

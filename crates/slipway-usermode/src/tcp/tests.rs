@@ -18,7 +18,7 @@ use smoltcp::wire::{
 
 use super::*;
 use crate::config::{HostForward, Limits};
-use crate::ctx::{decode_token, Counters, GuestTx, Neighbours, ETHERNET_HEADER_LEN, GATEWAY_MAC};
+use crate::iface::{decode_token, Counters, GuestTx, Neighbours, ETHERNET_HEADER_LEN, GATEWAY_MAC};
 
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);

@@ -1,31 +1,26 @@
-//! The VM link: QEMU's stream and datagram netdev wire formats.
+//! The VM link: how frames reach the VMs, one `Transport` per way QEMU
+//! (or a container) attaches, each in its own file:
 //!
-//! - stream (`-netdev stream`, `-netdev socket,connect=`): each frame is a
-//!   4-byte big-endian length and the Ethernet frame, both ways. Read in
-//!   large chunks into one reassembly buffer, written with one `writev` of
-//!   many queued frames.
-//! - datagram (`-netdev dgram` on unix sockets): one Ethernet frame per
-//!   datagram. The bound socket is never connected, so any number of VMs
-//!   can send to it; each sender (told apart by its bound address) is a VM,
-//!   and frames to it leave through a socket connected to its address, so
-//!   the kernel wakes us when that VM's small queue has room again. A
-//!   datagram VM that went away shows when a frame to it bounces.
-//! - tap (containers): one Ethernet frame per `read`/`write` on a tap
-//!   descriptor (IFF_TAP | IFF_NO_PI) opened inside a network namespace
-//!   (see the slipway-netns crate); many reads per wake-up.
+//! - `stream`: `-netdev stream`, `-netdev socket,connect=` (unix or TCP),
+//!   length-prefixed frames;
+//! - `dgram`: `-netdev dgram` on unix sockets, one frame per datagram;
+//! - `tap`: a tap descriptor inside a container's network namespace.
+//!
+//! The transports are the variants of `Link`, which implements the trait
+//! by matching once per batch (a read or a flush), so the per-frame path
+//! has no dynamic dispatch: the frame callback is a generic closure,
+//! inlined into each transport's read loop.
 //!
 //! A listening or datagram attachment takes several VMs at once, each on
 //! its own connection or address (a port); together they form one Ethernet segment through
-//! the learning switch of [`crate::switch`]. With one VM the switch stays
+//! the learning switch of [`switch`]. With one VM the switch stays
 //! out of the way: frames go straight to the stack, and the stack's queue
 //! is written to the VM without a copy. With several, frames toward the
 //! VMs are copied from the stack's queue into per-port queues, and frames
 //! from VM to VM go from port to port without touching the stack.
 
-use std::io::{IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,29 +28,28 @@ use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixDatagram, UnixListener, UnixStream};
-use mio::unix::SourceFd;
-use mio::{Interest, Registry};
+use mio::{Interest, Registry, Token};
 use smoltcp::wire::EthernetAddress;
 
-use crate::ctx::{
-    token, DropReason, GuestTx, RxChecksum, TokenKind, ETHERNET_HEADER_LEN, FRAME_PREFIX_LEN,
-    VNET_HDR_LEN,
-};
+use crate::iface::{token, DropReason, GuestTx, TokenKind};
 use crate::stack::Stack;
-use crate::switch::{Route, Switch};
+use crate::wire::framing::RxChecksum;
+use crate::wire::ETHERNET_HEADER_LEN;
+use switch::{Route, Switch};
 
-/// Largest stream frame QEMU accepts (and so do we).
-pub const MAX_STREAM_FRAME: usize = 69632;
-/// Bytes read from a stream in one go: many frames per system call.
-const STREAM_READ_CHUNK: usize = 256 * 1024;
-/// Frames handed to one `writev`.
-const WRITE_BATCH: usize = 64;
-/// Datagrams received per `recvmmsg` in [`Attachment::receive`].
-const DGRAM_READ_BATCH: usize = 16;
-/// Receive buffer per datagram: the largest Ethernet frame at MTU 65520.
-const DGRAM_SLOT: usize = 65536;
-/// Frames read from a tap per [`Attachment::receive`].
-const TAP_READ_BATCH: usize = 64;
+mod dgram;
+mod stream;
+pub mod switch;
+mod tap;
+mod transport;
+
+use dgram::{Dgram, DGRAM_READ_BATCH, DGRAM_SLOT};
+use stream::Stream;
+use tap::Tap;
+use transport::{Lost, Rx, Transport};
+
+pub use stream::MAX_STREAM_FRAME;
+pub use transport::VmGone;
 
 /// Token of a listening socket.
 const LISTENER: usize = 0;
@@ -106,11 +100,6 @@ pub struct AttachError {
     source: std::io::Error,
 }
 
-/// The VM went away: it closed its end or the link broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the VM went away")]
-pub struct VmGone;
-
 /// What happened on the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -127,58 +116,57 @@ enum Listener {
     Tcp(TcpListener),
 }
 
+/// The transports, statically dispatched: one `match` per batch.
 enum Link {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-    /// One VM behind the bound datagram socket: its frames arrive on that
-    /// socket; ours leave through `socket`, connected to the VM's address so
-    /// the kernel says when the VM's queue has room again.
-    Dgram {
-        socket: UnixDatagram,
-        peer: PeerAddr,
-    },
-    /// A tap device: one frame per read and write, each preceded by a
-    /// virtio-net header when the tap was opened with `IFF_VNET_HDR`
-    /// (`vnet`).
-    Tap {
-        fd: Arc<OwnedFd>,
-        vnet: bool,
-    },
+    Unix(Stream<UnixStream>),
+    Tcp(Stream<TcpStream>),
+    Dgram(Dgram),
+    Tap(Tap),
 }
 
-/// A datagram peer's address, kept in the raw form `sendmmsg` takes.
-#[derive(Clone, Copy)]
-struct PeerAddr {
-    raw: libc::sockaddr_un,
-    len: libc::socklen_t,
+macro_rules! each_link {
+    ($link:expr, $t:ident => $e:expr) => {
+        match $link {
+            Link::Unix($t) => $e,
+            Link::Tcp($t) => $e,
+            Link::Dgram($t) => $e,
+            Link::Tap($t) => $e,
+        }
+    };
 }
 
-/// Offset of `sun_path` in `sockaddr_un` (after the family field).
-const SUN_PATH_OFFSET: usize = std::mem::size_of::<libc::sa_family_t>();
-
-impl PeerAddr {
-    /// The path bytes (without the terminating NUL), empty for an unbound peer.
-    fn path_bytes(&self) -> &[u8] {
-        let len = (self.len as usize)
-            .saturating_sub(SUN_PATH_OFFSET)
-            .min(self.raw.sun_path.len());
-        // SAFETY: c_char and u8 have the same size and layout.
-        let bytes: &[u8] =
-            unsafe { std::slice::from_raw_parts(self.raw.sun_path.as_ptr().cast(), len) };
-        bytes.split(|&b| b == 0).next().unwrap_or(&[])
+impl Transport for Link {
+    fn rx_len(&self) -> usize {
+        each_link!(self, t => t.rx_len())
     }
-
-    fn display(&self) -> String {
-        String::from_utf8_lossy(self.path_bytes()).into_owned()
+    fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        each_link!(self, t => t.register(registry, token))
+    }
+    fn deregister(&mut self, registry: &Registry) {
+        each_link!(self, t => t.deregister(registry))
+    }
+    fn flush(
+        &mut self,
+        tx: &mut GuestTx,
+        skip: &mut usize,
+        writable: &mut bool,
+    ) -> Result<usize, VmGone> {
+        each_link!(self, t => t.flush(tx, skip, writable))
+    }
+    fn receive(
+        &mut self,
+        rx: &mut Rx,
+        readable: &mut bool,
+        deliver: impl FnMut(&[u8], RxChecksum),
+    ) -> Result<(), Lost> {
+        each_link!(self, t => t.receive(rx, readable, deliver))
     }
 }
 
 /// One VM's link and its buffers (allocated when it attaches).
 struct Port {
     link: Link,
-    rx: Vec<u8>,
-    rx_start: usize,
-    rx_end: usize,
+    rx: Rx,
     /// Bytes of the first frame to send (of `queue`, or of the stack's
     /// queue while this is the only port and `queue` is empty) that a
     /// partial write already sent.
@@ -192,20 +180,17 @@ struct Port {
 
 impl Port {
     fn new(link: Link) -> Port {
-        // A datagram VM's frames are read from the attachment's socket.
-        let stream = !matches!(link, Link::Dgram { .. });
-        let rx_len = match link {
-            Link::Dgram { .. } => 0,
-            Link::Tap { .. } => DGRAM_SLOT + VNET_HDR_LEN,
-            _ => STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME,
-        };
+        let rx_len = link.rx_len();
         Port {
             link,
-            rx: vec![0; rx_len],
-            rx_start: 0,
-            rx_end: 0,
+            rx: Rx {
+                buf: vec![0; rx_len],
+                start: 0,
+                end: 0,
+            },
             tx_skip: 0,
-            readable: stream,
+            // A datagram VM's frames are read from the attachment's socket.
+            readable: rx_len > 0,
             writable: true,
             queue: None,
         }
@@ -216,42 +201,12 @@ impl Port {
     }
 
     fn register(&mut self, registry: &Registry, index: usize) -> std::io::Result<()> {
-        let t = token(TokenKind::Attach, FIRST_PORT + index);
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match &mut self.link {
-            Link::Unix(s) => registry.register(s, t, interest),
-            Link::Tcp(s) => registry.register(s, t, interest),
-            Link::Dgram { socket, .. } => registry.register(socket, t, Interest::WRITABLE),
-            Link::Tap { fd, .. } => registry.register(&mut SourceFd(&fd.as_raw_fd()), t, interest),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) {
-        let _ = match &mut self.link {
-            Link::Unix(s) => registry.deregister(s),
-            Link::Tcp(s) => registry.deregister(s),
-            Link::Dgram { socket, .. } => registry.deregister(socket),
-            Link::Tap { fd, .. } => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
-        };
-    }
-
-    /// Sends `tx` to this port's VM; `Err` when the VM is gone.
-    fn flush_from(
-        link: &mut Link,
-        tx: &mut GuestTx,
-        skip: &mut usize,
-        writable: &mut bool,
-    ) -> Result<usize, VmGone> {
-        match link {
-            Link::Unix(s) => flush_stream(s, tx, skip, writable),
-            Link::Tcp(s) => flush_stream(s, tx, skip, writable),
-            Link::Dgram { socket, peer } => flush_dgram(socket.as_raw_fd(), peer, tx, writable),
-            Link::Tap { fd, vnet } => flush_tap(fd.as_raw_fd(), *vnet, tx, writable),
-        }
+        self.link
+            .register(registry, token(TokenKind::Attach, FIRST_PORT + index))
     }
 }
 
-/// The VM links (one per VM, see [`crate::switch`]) and the socket they
+/// The VM links (one per VM, see [`switch`]) and the socket they
 /// attach through.
 pub struct Attachment {
     spec: AttachSpec,
@@ -342,46 +297,35 @@ impl Attachment {
         let mut dgram = None;
         let mut link = None;
         let mut owned_path = None;
+        let listening = token(TokenKind::Attach, LISTENER);
         match &spec {
             AttachSpec::UnixListen(path) => {
                 remove_stale_socket(path, true).map_err(err("socket file"))?;
                 let mut l = UnixListener::bind(path).map_err(err("bind"))?;
                 owned_path = Some(path.clone());
                 registry
-                    .register(
-                        &mut l,
-                        token(TokenKind::Attach, LISTENER),
-                        Interest::READABLE,
-                    )
+                    .register(&mut l, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 listener = Some(Listener::Unix(l));
             }
             AttachSpec::TcpListen(addr) => {
                 let mut l = TcpListener::bind(*addr).map_err(err("bind"))?;
                 registry
-                    .register(
-                        &mut l,
-                        token(TokenKind::Attach, LISTENER),
-                        Interest::READABLE,
-                    )
+                    .register(&mut l, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 listener = Some(Listener::Tcp(l));
             }
             AttachSpec::UnixConnect(path) => {
                 let s = std::os::unix::net::UnixStream::connect(path).map_err(err("connect"))?;
                 s.set_nonblocking(true).map_err(err("connect"))?;
-                link = Some(Link::Unix(UnixStream::from_std(s)));
+                link = Some(Link::Unix(Stream(UnixStream::from_std(s))));
             }
             AttachSpec::UnixDgram(path) => {
                 remove_stale_socket(path, false).map_err(err("socket file"))?;
                 let mut s = UnixDatagram::bind(path).map_err(err("bind"))?;
                 owned_path = Some(path.clone());
                 registry
-                    .register(
-                        &mut s,
-                        token(TokenKind::Attach, LISTENER),
-                        Interest::READABLE,
-                    )
+                    .register(&mut s, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 dgram = Some(s);
             }
@@ -395,11 +339,11 @@ impl Attachment {
                 if !nonblocking {
                     return Err(err("non-blocking mode")(std::io::Error::last_os_error()));
                 }
-                let vnet = tap_vnet_hdr(fd.as_raw_fd()).map_err(err("virtio-net header"))?;
-                link = Some(Link::Tap {
+                let vnet = tap::tap_vnet_hdr(fd.as_raw_fd()).map_err(err("virtio-net header"))?;
+                link = Some(Link::Tap(Tap {
                     fd: fd.clone(),
                     vnet,
-                });
+                }));
             }
         }
         let mut ports = Vec::new();
@@ -449,7 +393,7 @@ impl Attachment {
         self.ports
             .iter()
             .flatten()
-            .any(|p| matches!(p.link, Link::Tap { vnet: true, .. }))
+            .any(|p| matches!(p.link, Link::Tap(Tap { vnet: true, .. })))
     }
 
     /// Whether a VM link is open (for datagrams: a VM has sent a frame).
@@ -458,7 +402,7 @@ impl Attachment {
     }
 
     /// How many VM links are open (several VMs on a listening socket form
-    /// one LAN through [`crate::switch`]).
+    /// one LAN through [`switch`]).
     pub fn port_count(&self) -> usize {
         self.live
     }
@@ -530,11 +474,11 @@ impl Attachment {
         let mut state = LinkState::Unchanged;
         loop {
             let accepted = match &self.listener {
-                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Link::Unix(s)),
+                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Link::Unix(Stream(s))),
                 Some(Listener::Tcp(l)) => l.accept().map(|(s, peer)| {
                     let _ = s.set_nodelay(true);
                     tracing::info!(%peer, "VM connected over TCP");
-                    Link::Tcp(s)
+                    Link::Tcp(Stream(s))
                 }),
                 None => return state,
             };
@@ -554,23 +498,32 @@ impl Attachment {
                 );
                 continue;
             }
-            let index = match self.ports.iter().position(Option::is_none) {
-                Some(i) => i,
-                None => {
-                    self.ports.push(None);
-                    self.ports.len() - 1
-                }
-            };
-            let mut port = Port::new(link);
-            if let Err(err) = port.register(registry, index) {
-                tracing::warn!(%err, "registering the VM's connection failed");
-                continue;
+            if let Some(index) = self.add_port(registry, link) {
+                tracing::info!(spec = %self.spec, port = index, vms = self.live, "VM attached");
+                state = LinkState::Connected;
             }
-            self.ports[index] = Some(port);
-            self.live += 1;
-            tracing::info!(spec = %self.spec, port = index, vms = self.live, "VM attached");
-            state = LinkState::Connected;
         }
+    }
+
+    /// Gives `link` a port (the first free one) and registers it; `None`
+    /// when it cannot be registered.
+    fn add_port(&mut self, registry: &Registry, link: Link) -> Option<usize> {
+        let index = self
+            .ports
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| {
+                self.ports.push(None);
+                self.ports.len() - 1
+            });
+        let mut port = Port::new(link);
+        if let Err(err) = port.register(registry, index) {
+            tracing::warn!(%err, "registering the VM's link failed");
+            return None;
+        }
+        self.ports[index] = Some(port);
+        self.live += 1;
+        Some(index)
     }
 
     /// Closes every VM link (the last VM went away) and resets the
@@ -581,7 +534,7 @@ impl Attachment {
         self.departed.clear();
         for slot in &mut self.ports {
             if let Some(mut port) = slot.take() {
-                port.deregister(registry);
+                port.link.deregister(registry);
             }
         }
         self.live = 0;
@@ -645,15 +598,24 @@ impl Attachment {
             if !self.ports[i].as_ref().is_some_and(|p| p.readable) {
                 continue;
             }
-            let s = self.receive_stream(i, registry, stack, now);
-            match s {
-                LinkState::Gone => {
-                    if self.lost(i) == LinkState::Gone {
-                        return LinkState::Gone;
-                    }
+            // The port leaves the table while its frames are delivered
+            // (the switch may queue them to the other ports).
+            let Some(mut port) = self.ports[i].take() else {
+                continue;
+            };
+            let read = port
+                .link
+                .receive(&mut port.rx, &mut port.readable, |frame, sum| {
+                    self.deliver(i, frame, sum, registry, stack, now)
+                });
+            self.ports[i] = Some(port);
+            if let Err(lost) = read {
+                if lost == Lost::Oversized {
+                    stack.count_drop(DropReason::Oversized);
                 }
-                LinkState::Connected => state = LinkState::Connected,
-                LinkState::Unchanged => {}
+                if self.lost(i) == LinkState::Gone {
+                    return LinkState::Gone;
+                }
             }
         }
         state
@@ -712,320 +674,6 @@ impl Attachment {
         }
     }
 
-    fn receive_stream(
-        &mut self,
-        i: usize,
-        registry: &Registry,
-        stack: &mut Stack,
-        now: Instant,
-    ) -> LinkState {
-        let Some(port) = self.ports[i].as_mut() else {
-            return LinkState::Unchanged;
-        };
-        let buf = &mut port.rx[port.rx_end..];
-        let read = match &mut port.link {
-            Link::Unix(s) => s.read(buf),
-            Link::Tcp(s) => s.read(buf),
-            Link::Tap { .. } => return self.receive_tap(i, registry, stack, now),
-            Link::Dgram { .. } => return LinkState::Unchanged,
-        };
-        match read {
-            Ok(0) => {
-                tracing::info!(port = i, "VM closed the link");
-                return LinkState::Gone;
-            }
-            Ok(n) => port.rx_end += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                port.readable = false;
-                return LinkState::Unchanged;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return LinkState::Unchanged,
-            Err(err) => {
-                tracing::warn!(%err, port = i, "reading from the VM failed");
-                return LinkState::Gone;
-            }
-        }
-        // The buffer leaves the port while its frames are delivered (the
-        // switch may queue them to other ports).
-        let mut rx = std::mem::take(&mut port.rx);
-        let (mut rx_start, rx_end) = (port.rx_start, port.rx_end);
-        let mut state = LinkState::Unchanged;
-        while rx_end - rx_start >= FRAME_PREFIX_LEN {
-            let head = &rx[rx_start..rx_start + FRAME_PREFIX_LEN];
-            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            if len > MAX_STREAM_FRAME {
-                stack.count_drop(DropReason::Oversized);
-                tracing::warn!(
-                    len,
-                    max = MAX_STREAM_FRAME,
-                    "stream frame over the limit: closing the link"
-                );
-                state = LinkState::Gone;
-                break;
-            }
-            let start = rx_start + FRAME_PREFIX_LEN;
-            if rx_end - start < len {
-                break;
-            }
-            self.deliver(
-                i,
-                &rx[start..start + len],
-                RxChecksum::Unverified,
-                registry,
-                stack,
-                now,
-            );
-            rx_start = start + len;
-        }
-        let Some(port) = self.ports[i].as_mut() else {
-            return state;
-        };
-        if rx_start == rx_end {
-            port.rx_start = 0;
-            port.rx_end = 0;
-        } else if rx.len() - rx_end < FRAME_PREFIX_LEN + MAX_STREAM_FRAME {
-            // Move the partial frame to the front so a whole one always fits.
-            rx.copy_within(rx_start..rx_end, 0);
-            port.rx_end = rx_end - rx_start;
-            port.rx_start = 0;
-        } else {
-            port.rx_start = rx_start;
-        }
-        port.rx = rx;
-        state
-    }
-
-    /// Reads up to [`TAP_READ_BATCH`] frames from port `i`'s tap, one
-    /// `read` each (a tap has no batched read), handing each on as it
-    /// arrives.
-    fn receive_tap(
-        &mut self,
-        i: usize,
-        registry: &Registry,
-        stack: &mut Stack,
-        now: Instant,
-    ) -> LinkState {
-        let Some(Port {
-            link: Link::Tap { fd, vnet },
-            rx,
-            ..
-        }) = self.ports[i].as_mut()
-        else {
-            return LinkState::Unchanged;
-        };
-        let (fd, vnet) = (fd.as_raw_fd(), *vnet);
-        let skip = if vnet { VNET_HDR_LEN } else { 0 };
-        let mut rx = std::mem::take(rx);
-        let mut state = LinkState::Unchanged;
-        for _ in 0..TAP_READ_BATCH {
-            // SAFETY: reads into the port's own buffer.
-            let n = unsafe { libc::read(fd, rx.as_mut_ptr().cast(), rx.len()) };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                match err.kind() {
-                    std::io::ErrorKind::WouldBlock => {
-                        if let Some(port) = self.ports[i].as_mut() {
-                            port.readable = false;
-                        }
-                    }
-                    std::io::ErrorKind::Interrupted => continue,
-                    _ => {
-                        // EBADFD: the device was deleted.
-                        tracing::info!(%err, "the tap device went away");
-                        state = LinkState::Gone;
-                    }
-                }
-                break;
-            }
-            let read = rx.get(..n as usize).unwrap_or_default();
-            let (hdr, frame) = read.split_at(skip.min(read.len()));
-            let checksum = if vnet {
-                RxChecksum::from_vnet_hdr(hdr)
-            } else {
-                RxChecksum::Unverified
-            };
-            self.deliver(i, frame, checksum, registry, stack, now);
-        }
-        if let Some(port) = self.ports[i].as_mut() {
-            port.rx = rx;
-        }
-        state
-    }
-
-    /// Reads a batch of datagrams from the bound datagram socket; each
-    /// sender is a VM with a port of its own (a new sender attaches).
-    fn receive_dgram(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
-        let Some(socket) = &self.dgram else {
-            return LinkState::Unchanged;
-        };
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let mut names: [libc::sockaddr_un; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut iovs: [libc::iovec; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut msgs: [libc::mmsghdr; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
-        for (slot, (iov, (msg, name))) in self
-            .dgram_rx
-            .chunks_exact_mut(DGRAM_SLOT)
-            .zip(iovs.iter_mut().zip(msgs.iter_mut().zip(names.iter_mut())))
-        {
-            iov.iov_base = slot.as_mut_ptr().cast();
-            iov.iov_len = slot.len();
-            msg.msg_hdr.msg_name = (name as *mut libc::sockaddr_un).cast();
-            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at a live buffer, iovec and name
-        // of this frame, each as large as the header says.
-        let rc = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                DGRAM_READ_BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc < 0 {
-            let err = std::io::Error::last_os_error();
-            match err.kind() {
-                std::io::ErrorKind::WouldBlock => self.dgram_readable = false,
-                std::io::ErrorKind::Interrupted => {}
-                _ => {
-                    tracing::warn!(%err, "receiving from the VMs failed");
-                    self.dgram_readable = false;
-                }
-            }
-            return LinkState::Unchanged;
-        }
-        if (rc as usize) < DGRAM_READ_BATCH {
-            // The socket is drained; the next datagram brings an event.
-            self.dgram_readable = false;
-        }
-        let mut state = LinkState::Unchanged;
-        // The buffer leaves the attachment while its frames are delivered.
-        let rx = std::mem::take(&mut self.dgram_rx);
-        for (n, msg) in msgs.iter().enumerate().take(rc as usize) {
-            let from = PeerAddr {
-                raw: names[n],
-                len: msg.msg_hdr.msg_namelen,
-            };
-            if from.path_bytes().is_empty() {
-                if !self.warned_unnamed_peer {
-                    tracing::warn!("datagram from an unbound socket: replies cannot reach it (give QEMU local.path=)");
-                    self.warned_unnamed_peer = true;
-                }
-                continue;
-            }
-            let Some((port, new)) = self.dgram_port(registry, &from) else {
-                continue;
-            };
-            if new {
-                state = LinkState::Connected;
-            }
-            if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                stack.count_drop(DropReason::Oversized);
-                continue;
-            }
-            let start = n * DGRAM_SLOT;
-            self.deliver(
-                port,
-                &rx[start..start + msg.msg_len as usize],
-                RxChecksum::Unverified,
-                registry,
-                stack,
-                now,
-            );
-        }
-        self.dgram_rx = rx;
-        state
-    }
-
-    /// Datagram mode: attaches the VM that sent the first waiting datagram
-    /// (connects a socket to its address) without consuming the datagram.
-    /// Returns true once done, or when there is nothing to do (another
-    /// mode, a VM already attached, an unbound sender), false while no
-    /// datagram has arrived. Lets the event loop reach the first VM's socket
-    /// before a sandbox takes that right away (a switch from root to a user
-    /// who may not write to it); a connected socket keeps sending to it.
-    pub fn connect_first_peer(&mut self, registry: &Registry) -> bool {
-        let Some(socket) = &self.dgram else {
-            return true;
-        };
-        if self.live > 0 {
-            return true;
-        }
-        let mut from = PeerAddr {
-            // SAFETY: all-zero is a valid sockaddr_un.
-            raw: unsafe { std::mem::zeroed() },
-            len: std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        };
-        let mut byte = 0_u8;
-        // SAFETY: a one-byte buffer and an address buffer of the length given.
-        let rc = unsafe {
-            libc::recvfrom(
-                socket.as_raw_fd(),
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                (&mut from.raw as *mut libc::sockaddr_un).cast(),
-                &mut from.len,
-            )
-        };
-        if rc < 0 {
-            return false;
-        }
-        if !from.path_bytes().is_empty() {
-            self.dgram_port(registry, &from);
-        }
-        true
-    }
-
-    /// The port of the datagram VM at `from`, attaching it (a socket
-    /// connected to its address, for sending) if it is new; `None` when
-    /// it cannot be attached.
-    fn dgram_port(&mut self, registry: &Registry, from: &PeerAddr) -> Option<(usize, bool)> {
-        let known = self.ports.iter().position(|p| {
-            matches!(p, Some(Port { link: Link::Dgram { peer, .. }, .. })
-                if peer.path_bytes() == from.path_bytes())
-        });
-        if let Some(i) = known {
-            return Some((i, false));
-        }
-        if self.live >= MAX_PORTS {
-            tracing::warn!(max = MAX_PORTS, peer = %from.display(), "too many VMs on one link; datagram dropped");
-            return None;
-        }
-        let path = Path::new(std::ffi::OsStr::from_bytes(from.path_bytes()));
-        let socket = match UnixDatagram::unbound().and_then(|s| s.connect(path).map(|()| s)) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(%err, peer = %from.display(), "connecting to the VM's datagram socket");
-                return None;
-            }
-        };
-        let index = match self.ports.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.ports.push(None);
-                self.ports.len() - 1
-            }
-        };
-        let mut port = Port::new(Link::Dgram {
-            socket,
-            peer: *from,
-        });
-        if let Err(err) = port.register(registry, index) {
-            tracing::warn!(%err, "registering the VM's datagram socket failed");
-            return None;
-        }
-        self.ports[index] = Some(port);
-        self.live += 1;
-        tracing::info!(peer = %from.display(), port = index, vms = self.live, "VM attached (datagram)");
-        Some((index, true))
-    }
-
     /// Sends queued frames to the VMs until the queues are empty or the
     /// sockets are full. With one VM the stack's queue is written as it
     /// is; with several, its frames are first switched to the ports' own
@@ -1038,8 +686,7 @@ impl Attachment {
             if !port.writable {
                 return Ok(0);
             }
-            return match Port::flush_from(&mut port.link, tx, &mut port.tx_skip, &mut port.writable)
-            {
+            return match port.link.flush(tx, &mut port.tx_skip, &mut port.writable) {
                 Err(VmGone) if self.lost(i) != LinkState::Gone => Ok(0),
                 sent => sent,
             };
@@ -1058,7 +705,10 @@ impl Attachment {
             if !port.writable || queue.is_empty() {
                 continue;
             }
-            match Port::flush_from(&mut port.link, queue, &mut port.tx_skip, &mut port.writable) {
+            match port
+                .link
+                .flush(queue, &mut port.tx_skip, &mut port.writable)
+            {
                 Ok(n) => done += n,
                 Err(VmGone) => {
                     if self.lost(i) == LinkState::Gone {
@@ -1138,177 +788,6 @@ impl Attachment {
     }
 }
 
-/// Whether the tap `fd` was opened with `IFF_VNET_HDR`; if so, fixes its
-/// header length at [`VNET_HDR_LEN`] (the layout [`GuestTx`] writes) and
-/// offers the namespace's kernel checksum and TCP segmentation offload
-/// (`TUNSETOFFLOAD`), so that it hands over TCP segments of up to 64 KiB
-/// with the checksum left undone rather than MTU-sized, summed frames.
-fn tap_vnet_hdr(fd: RawFd) -> std::io::Result<bool> {
-    // SAFETY: all-zero is a valid ifreq; TUNGETIFF fills it in.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    // SAFETY: TUNGETIFF takes an ifreq.
-    if unsafe { libc::ioctl(fd, libc::TUNGETIFF as _, &mut ifr) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: TUNGETIFF filled in the flags member.
-    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
-    if i32::from(flags) & libc::IFF_VNET_HDR == 0 {
-        return Ok(false);
-    }
-    let len = VNET_HDR_LEN as libc::c_int;
-    // SAFETY: TUNSETVNETHDRSZ reads an int.
-    if unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ as _, &len) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // No UDP segmentation (TUN_F_USO*): the stack would have to cut such
-    // frames into datagrams itself.
-    let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
-    // SAFETY: TUNSETOFFLOAD takes the flags as its argument.
-    if unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, libc::c_ulong::from(offloads)) } < 0 {
-        // Frames still work, MTU-sized and with their checksums.
-        let err = std::io::Error::last_os_error();
-        tracing::warn!(%err, "the tap refused checksum and segmentation offload");
-    }
-    Ok(true)
-}
-
-/// Writes queued frames to a tap, one `write` each (with its virtio-net
-/// header when the tap has them: `vnet`).
-fn flush_tap(
-    fd: RawFd,
-    vnet: bool,
-    tx: &mut GuestTx,
-    writable: &mut bool,
-) -> Result<usize, VmGone> {
-    let mut sent = 0;
-    while !tx.is_empty() {
-        let frame = if vnet {
-            tx.frame_with_vnet_hdr(0)
-        } else {
-            tx.frame(0)
-        };
-        // SAFETY: writes from a queued frame.
-        let rc = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
-        if rc < 0 {
-            let err = std::io::Error::last_os_error();
-            match err.kind() {
-                std::io::ErrorKind::WouldBlock => {
-                    *writable = false;
-                    break;
-                }
-                std::io::ErrorKind::Interrupted => continue,
-                _ if err.raw_os_error() == Some(libc::EBADFD) => {
-                    tracing::info!("the tap device went away");
-                    return Err(VmGone);
-                }
-                // EIO: the device is down; the frame is lost as on a wire.
-                _ => tracing::debug!(%err, "writing a frame to the tap failed; dropped"),
-            }
-        }
-        tx.pop(1);
-        sent += 1;
-    }
-    Ok(sent)
-}
-
-/// Sends queued frames to `peer`, one datagram each, many per `sendmmsg`.
-fn flush_dgram(
-    fd: RawFd,
-    peer: &PeerAddr,
-    tx: &mut GuestTx,
-    writable: &mut bool,
-) -> Result<usize, VmGone> {
-    let mut sent = 0;
-    while !tx.is_empty() {
-        let n = tx.len().min(WRITE_BATCH);
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let mut iovs: [libc::iovec; WRITE_BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut msgs: [libc::mmsghdr; WRITE_BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..n {
-            let frame = tx.frame(i);
-            iovs[i].iov_base = frame.as_ptr() as *mut libc::c_void;
-            iovs[i].iov_len = frame.len();
-            // No address: the socket is connected to the VM, so there is no
-            // path lookup per frame (nor a permission check that a
-            // sandboxed process, no longer root, might fail).
-            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: the headers point at queued frames (only read) and their
-        // iovecs, all alive during the call.
-        let rc =
-            unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
-        if rc >= 0 {
-            tx.pop(rc as usize);
-            sent += rc as usize;
-            continue;
-        }
-        let err = std::io::Error::last_os_error();
-        match err.kind() {
-            std::io::ErrorKind::WouldBlock => {
-                *writable = false;
-                break;
-            }
-            std::io::ErrorKind::Interrupted => {}
-            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
-                tracing::info!(peer = %peer.display(), "VM's datagram socket is gone");
-                return Err(VmGone);
-            }
-            _ => {
-                tracing::debug!(%err, "sending a frame to the VM failed; dropped");
-                tx.pop(1);
-            }
-        }
-    }
-    Ok(sent)
-}
-
-/// `writev`s queued frames with their length prefixes; a partial write
-/// leaves `skip` bytes of the first frame already sent.
-fn flush_stream(
-    sock: &mut impl Write,
-    tx: &mut GuestTx,
-    skip: &mut usize,
-    writable: &mut bool,
-) -> Result<usize, VmGone> {
-    let mut sent = 0;
-    while !tx.is_empty() {
-        let mut iov = [IoSlice::new(&[]); WRITE_BATCH];
-        let n = tx.stream_slices(*skip, &mut iov);
-        let written = match sock.write_vectored(&iov[..n]) {
-            Ok(w) => w,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                *writable = false;
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => {
-                tracing::info!(%err, "writing to the VM failed");
-                return Err(VmGone);
-            }
-        };
-        let mut left = written;
-        let mut done = 0;
-        for i in 0..n {
-            let whole = FRAME_PREFIX_LEN + tx.frame(i).len() - if i == 0 { *skip } else { 0 };
-            if left >= whole {
-                left -= whole;
-                done += 1;
-                if i == 0 {
-                    *skip = 0;
-                }
-            } else {
-                *skip = if i == 0 { *skip + left } else { left };
-                break;
-            }
-        }
-        tx.pop(done);
-        sent += done;
-    }
-    Ok(sent)
-}
-
 impl Drop for Attachment {
     fn drop(&mut self) {
         if let Some(path) = &self.owned_path {
@@ -1322,8 +801,9 @@ impl Drop for Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctx::GATEWAY_MAC;
+    use crate::iface::GATEWAY_MAC;
     use crate::options::parse_options;
+    use std::io::{Read, Write};
 
     /// An attachment in connect mode to a listener the test holds, the
     /// test's end of the connection, and a stack.

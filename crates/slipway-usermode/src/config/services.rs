@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use crate::options::OptionsError;
+use super::OptionsError;
 
 /// The extra services of a network, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

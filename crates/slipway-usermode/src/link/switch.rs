@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use smoltcp::wire::EthernetAddress;
 
-use crate::ctx::GATEWAY_MAC;
+use crate::wire::GATEWAY_MAC;
 
 /// How long a learnt address is kept without a frame from it (the
 /// customary 300 s of IEEE 802.1D bridges).

@@ -4,8 +4,14 @@
 //! QEMU's `-netdev user` option string by [`crate::options`] and from the
 //! command line's own flags (`--mtu`, `--dns-upstream`). Everything in it has
 //! been checked already, so the data path never re-validates configuration.
+//!
+//! Configuration never imports the runtime: [`services`] (DHCP boot,
+//! TFTP, SMB, guest forwards) and [`OptionsError`] live here so the option
+//! parser and the validated model depend only on each other's data.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+pub mod services;
 
 /// The host's resolvers from `/etc/resolv.conf`: the default DNS upstreams.
 pub use slipway_dns::system_upstreams as system_dns_upstreams;
@@ -177,7 +183,7 @@ pub struct StackConfig {
     /// Resource caps.
     pub limits: Limits,
     /// TFTP, SMB and guest forwards.
-    pub services: crate::services::Services,
+    pub services: services::Services,
 }
 
 /// The host addresses outbound TCP connections, UDP flows and DNS
@@ -355,18 +361,6 @@ pub enum DenyReason {
     Unsupported,
 }
 
-impl DenyReason {
-    /// The drop counter a refused flow is counted under.
-    pub fn drop_reason(self) -> crate::ctx::DropReason {
-        use crate::ctx::DropReason;
-        match self {
-            DenyReason::Restricted => DropReason::Restricted,
-            DenyReason::HostLoopbackDisabled => DropReason::HostLoopback,
-            DenyReason::NoRoute | DenyReason::Unsupported => DropReason::NotForUs,
-        }
-    }
-}
-
 /// Netmask for a prefix length (0 to 32).
 pub fn prefix_to_mask(prefix_len: u8) -> Ipv4Addr {
     let bits = if prefix_len == 0 {
@@ -375,6 +369,104 @@ pub fn prefix_to_mask(prefix_len: u8) -> Ipv4Addr {
         u32::MAX << (32 - u32::from(prefix_len.min(32)))
     };
     Ipv4Addr::from(bits)
+}
+
+/// Why an option string (or a `--redir` spec) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// A key QEMU's `-netdev user` does not have.
+    #[error("unknown option '{key}'")]
+    Unknown {
+        /// The key as written.
+        key: String,
+    },
+    /// A key QEMU has that slipway does not implement yet.
+    #[error("option '{key}' is not supported yet")]
+    NotSupported {
+        /// The key as written.
+        key: String,
+    },
+    /// A key written without `=value` that needs one.
+    #[error("option '{key}' needs a value ('{key}=...')")]
+    MissingValue {
+        /// The key as written.
+        key: String,
+    },
+    /// A value that does not parse or breaks a rule.
+    #[error("invalid value '{value}' for option '{key}': {reason}")]
+    Invalid {
+        /// The option.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// DHCP lease time, as libslirp hands out.
+const LEASE_TIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The DHCP server's configuration for a user-mode network (libslirp's
+/// choices: server identifier and router are the host address, 24 h leases).
+pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
+    let start = cfg.dhcp_start;
+    let end = Ipv4Addr::from(u32::from(start) + u32::from(DHCP_POOL_SIZE) - 1);
+    slipway_dhcp::DhcpConfig {
+        server_ip: cfg.host,
+        netmask: cfg.netmask(),
+        router: (!cfg.restrict).then_some(cfg.host),
+        dns_servers: if cfg.restrict {
+            Vec::new()
+        } else {
+            vec![cfg.dns]
+        },
+        pool: slipway_dhcp::AddressPool::Range { start, end },
+        static_hosts: Vec::new(),
+        lease_time: Some(LEASE_TIME),
+        hostname: cfg.hostname.clone(),
+        domain_name: cfg.domainname.clone(),
+        domain_search: cfg.dnssearch.clone(),
+        mtu: u16::try_from(cfg.mtu).ok(),
+        broadcast: None,
+        boot_file: cfg.services.bootfile.clone(),
+        tftp_server_name: cfg.services.tftp_server_name.clone(),
+        next_server: None,
+        authoritative: true,
+    }
+}
+
+/// The address a forwarded peer appears as to a guest at `guest` (whose
+/// family decides): loopback peers come from the host address, others
+/// keep their own address; a peer that cannot be shown in the guest's
+/// family (or that hides behind a guest-side address) gets `None`.
+pub(crate) fn guest_visible(
+    cfg: &StackConfig,
+    guest: IpAddr,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    let peer_ip = match peer.ip() {
+        IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
+        v4 => v4,
+    };
+    let ip = match (guest, peer_ip) {
+        (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+            IpAddr::V4(cfg.host)
+        }
+        (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) => IpAddr::V4(ip),
+        (IpAddr::V4(_), IpAddr::V6(ip)) if ip.is_loopback() => IpAddr::V4(cfg.host),
+        (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+            IpAddr::V6(cfg.ipv6.host)
+        }
+        (IpAddr::V6(_), IpAddr::V4(ip)) if ip.is_loopback() => IpAddr::V6(cfg.ipv6.host),
+        (IpAddr::V6(_), IpAddr::V6(ip))
+            if !cfg.ipv6.in_prefix(ip) && !ip.is_unicast_link_local() =>
+        {
+            IpAddr::V6(ip)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, peer.port()))
 }
 
 #[cfg(test)]

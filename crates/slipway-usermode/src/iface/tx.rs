@@ -1,0 +1,257 @@
+//! The queue toward the guest: a ring of frame slots allocated once, in
+//! which handlers build frames in place. Each slot keeps room in front of
+//! its frame so a stream attachment can write its length prefix, and a tap
+//! its virtio-net header, without copying the frame.
+
+use crate::wire::framing::{FRAME_PREFIX_LEN, MAX_OFFLOAD_PACKET, VNET_HDR_LEN};
+use crate::wire::ETHERNET_HEADER_LEN;
+
+/// Room kept in front of every slot's frame: the stream length prefix and
+/// the virtio-net header both end where the frame starts.
+const SLOT_HEADROOM: usize = 12;
+
+/// Frames queued toward the guest, built in place in slots allocated once.
+///
+/// A ring of fixed-size slots; each slot is `SLOT_HEADROOM` bytes of room
+/// for a length prefix or a virtio-net header followed by room for one
+/// Ethernet frame of the link MTU (of [`MAX_OFFLOAD_PACKET`] once
+/// [`GuestTx::enable_offload`] was called). Handlers push frames with
+/// [`GuestTx::push`]; the attachment drains them from the front.
+pub struct GuestTx {
+    storage: Vec<u8>,
+    lens: Vec<usize>,
+    slot_size: usize,
+    head: usize,
+    count: usize,
+    offload: bool,
+}
+
+impl GuestTx {
+    /// A pool of `slots` frames of at most `ETHERNET_HEADER_LEN + mtu` bytes.
+    pub fn new(mtu: usize, slots: usize) -> Self {
+        let slots = slots.max(1);
+        let slot_size = SLOT_HEADROOM + ETHERNET_HEADER_LEN + mtu;
+        GuestTx {
+            storage: vec![0; slot_size * slots],
+            lens: vec![0; slots],
+            slot_size,
+            head: 0,
+            count: 0,
+            offload: false,
+        }
+    }
+
+    /// Makes room for TCP segmentation-offload frames (a quarter as many
+    /// slots, each of a [`MAX_OFFLOAD_PACKET`]-byte packet) and lets TCP
+    /// ask for them ([`GuestTx::offload`]): the attachment writes frames with
+    /// their virtio-net header. Forgets queued frames (called at start).
+    pub fn enable_offload(&mut self) {
+        let slots = (self.lens.len() / 4).max(1);
+        *self = GuestTx::new(MAX_OFFLOAD_PACKET.max(self.max_frame_len()), slots);
+        self.offload = true;
+    }
+
+    /// Whether the link takes TCP segmentation-offload frames.
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// Largest frame a slot holds.
+    pub fn max_frame_len(&self) -> usize {
+        self.slot_size - SLOT_HEADROOM
+    }
+
+    /// Slots still free.
+    pub fn free_slots(&self) -> usize {
+        self.lens.len() - self.count
+    }
+
+    /// Frames waiting to be sent.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Builds one frame in the next free slot.
+    ///
+    /// `build` receives the slot's frame area and returns the frame's length;
+    /// returning 0 abandons the frame. Returns false, without calling
+    /// `build`, when every slot is in use: the caller must hold back and try
+    /// again after the attachment has drained the queue.
+    pub fn push(&mut self, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        self.push_with_vnet(&[0; VNET_HDR_LEN], build)
+    }
+
+    /// [`GuestTx::push`] with the frame's virtio-net header.
+    pub(crate) fn push_with_vnet(
+        &mut self,
+        vnet: &[u8; VNET_HDR_LEN],
+        build: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        if self.count == self.lens.len() {
+            return false;
+        }
+        let slot = (self.head + self.count) % self.lens.len();
+        let start = slot * self.slot_size + SLOT_HEADROOM;
+        self.storage[start - VNET_HDR_LEN..start].copy_from_slice(vnet);
+        let frame = &mut self.storage[start..start + self.slot_size - SLOT_HEADROOM];
+        let len = build(frame).min(frame.len());
+        if len == 0 {
+            return true;
+        }
+        self.lens[slot] = len;
+        self.count += 1;
+        true
+    }
+
+    /// The `i`-th queued frame from the front preceded by its virtio-net
+    /// header (all zero unless TCP asked for an offload), as a tap opened
+    /// with `IFF_VNET_HDR` expects.
+    pub fn frame_with_vnet_hdr(&self, i: usize) -> &[u8] {
+        let (start, len) = self.slot_span(i);
+        &self.storage[start + SLOT_HEADROOM - VNET_HDR_LEN..start + SLOT_HEADROOM + len]
+    }
+
+    /// The `i`-th queued frame from the front, without prefix.
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let (start, len) = self.slot_span(i);
+        &self.storage[start + SLOT_HEADROOM..start + SLOT_HEADROOM + len]
+    }
+
+    /// The `i`-th queued frame from the front preceded by its 4-byte
+    /// big-endian length, as QEMU's stream netdev expects.
+    pub fn frame_with_length_prefix(&mut self, i: usize) -> &[u8] {
+        let (start, len) = self.slot_span(i);
+        let len_be = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+        let at = start + SLOT_HEADROOM - FRAME_PREFIX_LEN;
+        self.storage[at..at + FRAME_PREFIX_LEN].copy_from_slice(&len_be);
+        &self.storage[at..start + SLOT_HEADROOM + len]
+    }
+
+    /// Drops `n` frames from the front (they were sent).
+    pub fn pop(&mut self, n: usize) {
+        let n = n.min(self.count);
+        self.head = (self.head + n) % self.lens.len();
+        self.count -= n;
+    }
+
+    /// Fills `out` with the first queued frames, each preceded by its 4-byte
+    /// big-endian length (QEMU's stream framing), for one `writev`. The
+    /// first `skip` bytes of the first frame (already written by a partial
+    /// write) are left out. Returns how many slices were filled.
+    pub fn stream_slices<'a>(&'a mut self, skip: usize, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        let n = self.count.min(out.len());
+        for i in 0..n {
+            let (start, len) = self.slot_span(i);
+            let len_be = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+            let at = start + SLOT_HEADROOM - FRAME_PREFIX_LEN;
+            self.storage[at..at + FRAME_PREFIX_LEN].copy_from_slice(&len_be);
+        }
+        let storage = &self.storage;
+        for (i, slot) in out.iter_mut().enumerate().take(n) {
+            let slot_idx = (self.head + i) % self.lens.len();
+            let start = slot_idx * self.slot_size + SLOT_HEADROOM - FRAME_PREFIX_LEN;
+            let end = start + FRAME_PREFIX_LEN + self.lens[slot_idx];
+            let from = if i == 0 {
+                (start + skip).min(end)
+            } else {
+                start
+            };
+            *slot = std::io::IoSlice::new(&storage[from..end]);
+        }
+        n
+    }
+
+    /// Forgets every queued frame (the VM went away).
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.count = 0;
+    }
+
+    fn slot_span(&self, i: usize) -> (usize, usize) {
+        assert!(
+            i < self.count,
+            "frame index {i} beyond the {} queued",
+            self.count
+        );
+        let slot = (self.head + i) % self.lens.len();
+        (slot * self.slot_size, self.lens[slot])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::framing::{
+        vnet_header, TcpOffload, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    };
+    use crate::wire::{IPV4_HEADER_LEN, IPV6_HEADER_LEN};
+
+    #[test]
+    fn guest_tx_ring_wraps_and_prefixes_lengths() {
+        let mut tx = GuestTx::new(100, 2);
+        assert!(tx.push(|b| {
+            b[..3].copy_from_slice(b"abc");
+            3
+        }));
+        assert!(tx.push(|b| {
+            b[0] = b'x';
+            1
+        }));
+        assert!(!tx.push(|_| 1), "full pool refuses");
+        assert_eq!(
+            tx.frame_with_length_prefix(0),
+            &[0, 0, 0, 3, b'a', b'b', b'c']
+        );
+        tx.pop(1);
+        assert!(tx.push(|b| {
+            b[..2].copy_from_slice(b"yz");
+            2
+        }));
+        assert_eq!(tx.frame(0), b"x");
+        assert_eq!(tx.frame(1), b"yz");
+        assert_eq!(tx.free_slots(), 0);
+    }
+
+    #[test]
+    fn offload_frames_carry_their_virtio_net_header() {
+        let mut tx = GuestTx::new(1500, 8);
+        assert!(!tx.offload());
+        tx.enable_offload();
+        assert!(tx.offload());
+        assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + MAX_OFFLOAD_PACKET);
+        let gso = Some(TcpOffload {
+            mss: 1460,
+            tcp_header_len: 20,
+        });
+        // 3000 bytes of payload: segmented, TCPv4, checksum from byte 34.
+        let hdr = vnet_header(gso, IPV4_HEADER_LEN, 3020, VIRTIO_NET_HDR_GSO_TCPV4);
+        assert_eq!(hdr, [1, 1, 54, 0, 0xb4, 0x05, 34, 0, 16, 0]);
+        assert!(tx.push_with_vnet(&hdr, |b| {
+            b[0] = 7;
+            1
+        }));
+        // One MSS or less: the checksum only.
+        let small = vnet_header(gso, IPV6_HEADER_LEN, 1480, VIRTIO_NET_HDR_GSO_TCPV6);
+        assert_eq!(small, [1, 0, 74, 0, 0xb4, 0x05, 54, 0, 16, 0]);
+        assert_eq!(
+            vnet_header(None, IPV4_HEADER_LEN, 3020, 1),
+            [0; VNET_HDR_LEN]
+        );
+        // A plain push clears the header room of a reused slot.
+        assert!(tx.push(|b| {
+            b[0] = 8;
+            1
+        }));
+        assert_eq!(tx.frame_with_vnet_hdr(0), [&hdr[..], &[7]].concat());
+        assert_eq!(
+            tx.frame_with_vnet_hdr(1),
+            [&[0; VNET_HDR_LEN][..], &[8]].concat()
+        );
+        assert_eq!(tx.frame_with_length_prefix(1), &[0, 0, 0, 1, 8]);
+    }
+}

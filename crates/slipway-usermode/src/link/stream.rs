@@ -1,0 +1,145 @@
+//! The stream transport (`-netdev stream`, `-netdev socket,connect=`, on a
+//! unix or TCP socket): each frame is a 4-byte big-endian length and the
+//! Ethernet frame, both ways. Read in large chunks into one reassembly
+//! buffer, written with one `writev` of many queued frames; a partial
+//! write resumes mid-frame.
+
+use std::io::{IoSlice, Read, Write};
+
+use mio::{Interest, Registry, Token};
+
+use super::transport::{Lost, Rx, Transport, VmGone, WRITE_BATCH};
+use crate::iface::GuestTx;
+use crate::wire::framing::{RxChecksum, FRAME_PREFIX_LEN};
+
+/// Largest stream frame QEMU accepts (and so do we).
+pub const MAX_STREAM_FRAME: usize = 69632;
+/// Bytes read from a stream in one go: many frames per system call.
+const STREAM_READ_CHUNK: usize = 256 * 1024;
+
+/// One VM on a connected stream socket.
+pub(super) struct Stream<S>(pub S);
+
+impl<S: Read + Write + mio::event::Source> Transport for Stream<S> {
+    fn rx_len(&self) -> usize {
+        STREAM_READ_CHUNK + FRAME_PREFIX_LEN + MAX_STREAM_FRAME
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        registry.register(&mut self.0, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.0);
+    }
+
+    fn flush(
+        &mut self,
+        tx: &mut GuestTx,
+        skip: &mut usize,
+        writable: &mut bool,
+    ) -> Result<usize, VmGone> {
+        flush_stream(&mut self.0, tx, skip, writable)
+    }
+
+    /// One large read, then every whole frame in the buffer; the partial
+    /// frame left is moved to the front when a whole one might not fit.
+    fn receive(
+        &mut self,
+        rx: &mut Rx,
+        readable: &mut bool,
+        mut deliver: impl FnMut(&[u8], RxChecksum),
+    ) -> Result<(), Lost> {
+        match self.0.read(&mut rx.buf[rx.end..]) {
+            Ok(0) => {
+                tracing::info!("VM closed the link");
+                return Err(Lost::Closed);
+            }
+            Ok(n) => rx.end += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+            Err(err) => {
+                tracing::warn!(%err, "reading from the VM failed");
+                return Err(Lost::Closed);
+            }
+        }
+        let mut state = Ok(());
+        while rx.end - rx.start >= FRAME_PREFIX_LEN {
+            let head = &rx.buf[rx.start..rx.start + FRAME_PREFIX_LEN];
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if len > MAX_STREAM_FRAME {
+                tracing::warn!(
+                    len,
+                    max = MAX_STREAM_FRAME,
+                    "stream frame over the limit: closing the link"
+                );
+                state = Err(Lost::Oversized);
+                break;
+            }
+            let start = rx.start + FRAME_PREFIX_LEN;
+            if rx.end - start < len {
+                break;
+            }
+            deliver(&rx.buf[start..start + len], RxChecksum::Unverified);
+            rx.start = start + len;
+        }
+        if rx.start == rx.end {
+            rx.start = 0;
+            rx.end = 0;
+        } else if rx.buf.len() - rx.end < FRAME_PREFIX_LEN + MAX_STREAM_FRAME {
+            // Move the partial frame to the front so a whole one always fits.
+            rx.buf.copy_within(rx.start..rx.end, 0);
+            rx.end -= rx.start;
+            rx.start = 0;
+        }
+        state
+    }
+}
+
+/// `writev`s queued frames with their length prefixes; a partial write
+/// leaves `skip` bytes of the first frame already sent.
+fn flush_stream(
+    sock: &mut impl Write,
+    tx: &mut GuestTx,
+    skip: &mut usize,
+    writable: &mut bool,
+) -> Result<usize, VmGone> {
+    let mut sent = 0;
+    while !tx.is_empty() {
+        let mut iov = [IoSlice::new(&[]); WRITE_BATCH];
+        let n = tx.stream_slices(*skip, &mut iov);
+        let written = match sock.write_vectored(&iov[..n]) {
+            Ok(w) => w,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                *writable = false;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                tracing::info!(%err, "writing to the VM failed");
+                return Err(VmGone);
+            }
+        };
+        let mut left = written;
+        let mut done = 0;
+        for i in 0..n {
+            let whole = FRAME_PREFIX_LEN + tx.frame(i).len() - if i == 0 { *skip } else { 0 };
+            if left >= whole {
+                left -= whole;
+                done += 1;
+                if i == 0 {
+                    *skip = 0;
+                }
+            } else {
+                *skip = if i == 0 { *skip + left } else { left };
+                break;
+            }
+        }
+        tx.pop(done);
+        sent += done;
+    }
+    Ok(sent)
+}

@@ -1,0 +1,89 @@
+//! Link framing: the 4-byte length prefix of QEMU's stream netdev and the
+//! `virtio_net_hdr` of a tap opened with `IFF_VNET_HDR` (what it says of
+//! a received frame's checksum, and the offload header of a frame sent).
+
+use super::ETHERNET_HEADER_LEN;
+
+/// Room kept in front of every queued frame for a stream length prefix.
+pub const FRAME_PREFIX_LEN: usize = 4;
+
+/// Length of the `virtio_net_hdr` a tap opened with `IFF_VNET_HDR` puts in
+/// front of every frame (the kernel's default `TUNSETVNETHDRSZ`).
+pub const VNET_HDR_LEN: usize = 10;
+/// Largest IP packet a segmentation-offload frame carries.
+pub const MAX_OFFLOAD_PACKET: usize = 65535;
+
+/// `virtio_net_hdr` flag: the checksum from `csum_start` is left to the
+/// receiver (the pseudo-header sum is in place).
+pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// `virtio_net_hdr` flag: the sender's kernel already checked the checksum.
+const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
+/// `virtio_net_hdr` GSO type of a TCP/IPv4 segment.
+pub const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+/// `virtio_net_hdr` GSO type of a TCP/IPv6 segment.
+pub const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+
+/// What the link says of a received frame's TCP or UDP checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxChecksum {
+    /// Nothing: the stack verifies it.
+    Unverified,
+    /// The sending kernel vouches for the payload, so the stack does not
+    /// sum it again: a tap's virtio-net header said `NEEDS_CSUM` (the field
+    /// holds only the pseudo-header sum, Linux's `CHECKSUM_PARTIAL`, as
+    /// for any frame of a tap with `TUN_F_CSUM` offload) or `DATA_VALID`.
+    Trusted,
+}
+
+impl RxChecksum {
+    /// Reads the flags of the `virtio_net_hdr` in front of a frame read
+    /// from a tap opened with `IFF_VNET_HDR`.
+    pub fn from_vnet_hdr(hdr: &[u8]) -> RxChecksum {
+        let flags = hdr.first().copied().unwrap_or(0);
+        if flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) != 0 {
+            RxChecksum::Trusted
+        } else {
+            RxChecksum::Unverified
+        }
+    }
+}
+
+/// A TCP segment the attachment's receiver finishes (a tap with
+/// `IFF_VNET_HDR`): it computes the checksum from the pseudo-header sum the
+/// stack put in place, and a segment with more than `mss` bytes of payload
+/// arrives as one large (GRO-like) packet of `mss`-sized segments.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpOffload {
+    /// Payload bytes per segment on the wire (the guest's MSS).
+    pub mss: u16,
+    /// Length of the TCP header (options included).
+    pub tcp_header_len: usize,
+}
+
+/// The virtio-net header (little-endian, as a tap on a little-endian host
+/// reads it) of a frame whose IP header is `ip_header_len` bytes: none
+/// without `offload`; else the checksum left to the receiver and, when the
+/// payload exceeds the MSS, segmentation of type `gso_type`.
+pub fn vnet_header(
+    offload: Option<TcpOffload>,
+    ip_header_len: usize,
+    segment_len: usize,
+    gso_type: u8,
+) -> [u8; VNET_HDR_LEN] {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    let Some(o) = offload else {
+        return hdr;
+    };
+    let csum_start = ETHERNET_HEADER_LEN + ip_header_len;
+    let headers = csum_start + o.tcp_header_len;
+    hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    if segment_len > o.tcp_header_len + usize::from(o.mss) {
+        hdr[1] = gso_type;
+    }
+    // hdr_len, gso_size, csum_start, csum_offset (the TCP checksum field).
+    hdr[2..4].copy_from_slice(&(headers as u16).to_le_bytes());
+    hdr[4..6].copy_from_slice(&o.mss.to_le_bytes());
+    hdr[6..8].copy_from_slice(&(csum_start as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+    hdr
+}
