@@ -66,6 +66,9 @@ cargo build -q -p slipway-testkit --bin no-leftovers
 no_leftovers="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug/no-leftovers"
 [ -x "$no_leftovers" ] || die "no-leftovers was not built at $no_leftovers"
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+# The import rule: no module import cycle in any crate except a module and
+# its own child (scripts/check-modules.py; its self-test first).
+step "module import cycles" sh -c 'scripts/check-modules.py --self-test && scripts/check-modules.py'
 # Builds (or reuses) the test guest and proves the harness against QEMU's own
 # user-mode stack before the product's end-to-end tests rely on it.
 step "test guest + harness self-test" "$no_leftovers" cargo test -p slipway-testkit
