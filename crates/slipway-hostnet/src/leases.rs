@@ -195,6 +195,8 @@ impl LeasesFile {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("cannot create", dir, e)),
         }
+        // What a writer that crashed (the service, killed) left behind.
+        slipway_host::atomic::clean_stale(dir);
         Ok(LeasesFile {
             dir: Dir::open(dir).map_err(|e| Error::io("cannot open", dir, e))?,
             name: name.to_os_string(),

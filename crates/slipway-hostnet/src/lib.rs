@@ -556,6 +556,8 @@ impl Backend for LinuxBackend {
     }
 
     fn recover(&self, live: &LiveState) -> slipway_netmgr::Result<()> {
+        // Record files a crashed daemon was replacing.
+        slipway_host::atomic::clean_stale(&self.dir);
         self.revive(&live.network)?;
         Ok(())
     }
