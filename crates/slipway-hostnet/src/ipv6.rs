@@ -162,7 +162,10 @@ pub(crate) fn dhcpv6_pool(svc: &ServiceConfig) -> Result<Option<Dhcpv6Pool>> {
 /// The bridge's MAC address, from its sysfs file (`/sys/class/net/DEV/address`).
 fn link_mac(address: Option<&Reread>) -> Option<[u8; 6]> {
     let text = address?.read().ok()?;
-    crate::service::parse_mac(text.trim())
+    text.trim()
+        .parse::<slipway_host::MacAddr>()
+        .ok()
+        .map(|m| m.0)
 }
 
 /// Whether `interface` has a usable (not tentative) link-local address,

@@ -284,9 +284,9 @@ impl LinuxBackend {
                     delay,
                 } => {
                     let mac = match mac {
-                        Some(m) => Some(service::parse_mac(m).ok_or_else(|| {
-                            Error::Plan(format!("bridge MAC {m:?} is not a MAC address"))
-                        })?),
+                        Some(m) => Some(m.parse::<slipway_host::MacAddr>().map(|m| m.0).map_err(
+                            |_| Error::Plan(format!("bridge MAC {m:?} is not a MAC address")),
+                        )?),
                         None => None,
                     };
                     // Recorded first: a failure after the kernel created it

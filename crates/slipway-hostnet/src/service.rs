@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, HostName, ReplyDestination, StaticHost};
 use slipway_dns::relay::{Relay, RelayConfig, Submitted, TRY_TIMEOUT};
 use slipway_dns::{Answer, LocalZone, RCODE_REFUSED, RCODE_SERVFAIL};
+use slipway_host::{netmask_v4, MacAddr};
 use slipway_netmgr::plan::{network_of, ServiceConfig};
 use slipway_sandbox::{LandlockState, Sandbox, SandboxError};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -119,30 +120,13 @@ fn parse_service_file(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<Ser
     })
 }
 
-/// Parses `52:54:00:12:34:56`.
-pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).ok())
-        .collect::<Option<_>>()?;
-    bytes.try_into().ok()
-}
-
-fn mask(prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(32 - u32::from(prefix.min(32)))
-            .unwrap_or(0),
-    )
-}
-
 fn static_hosts(svc: &ServiceConfig) -> Vec<StaticHost> {
     svc.hosts
         .iter()
         .filter_map(|h| {
             let IpAddr::V4(ip) = h.ip? else { return None };
             Some(StaticHost {
-                mac: parse_mac(h.mac.as_deref()?)?,
+                mac: h.mac.as_deref()?.parse::<MacAddr>().ok()?.0,
                 ip,
                 name: h.name.clone(),
                 // `<lease expiry='0'/>` is infinite, as for the range.
@@ -177,7 +161,7 @@ pub fn dhcp_config(svc: &ServiceConfig) -> Result<Option<(DhcpConfig, u8)>> {
                 pool.prefix
             ))
         })?;
-    let netmask = mask(pool.prefix);
+    let netmask = netmask_v4(pool.prefix);
     let (boot_file, next_server) = match &svc.bootp {
         Some((file, server)) => (
             Some(file.clone()),

@@ -6,6 +6,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use slipway_host::prefix_of_netmask;
+
 use crate::model::*;
 use crate::{IfName, ValidationError};
 
@@ -469,7 +471,7 @@ fn ip_rules(ip: &IpDef, p: &str) -> R {
                 "an IP address cannot have both a prefix and a netmask",
             );
         }
-        if netmask_prefix(m).is_none() {
+        if prefix_of_netmask(m).is_none() {
             return err(
                 format!("{p}/@netmask"),
                 m,
@@ -818,7 +820,7 @@ fn route_rules(net: &Network, r: &Route, p: &str) -> R {
                     "netmask not allowed for an IPv6 route",
                 );
             }
-            match netmask_prefix(m) {
+            match prefix_of_netmask(m) {
                 Some(px) => px,
                 None => {
                     return err(
