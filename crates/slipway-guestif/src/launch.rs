@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use slipway_host::signals::Signals;
 use slipway_netxml::parse_interfaces;
 
 use crate::error::{Error, Result};
@@ -219,28 +220,11 @@ impl SignalForwarder {
     pub fn start() -> Result<SignalForwarder> {
         let target = Arc::new(AtomicI32::new(0));
         let pending = Arc::new(AtomicI32::new(0));
-        // SAFETY: plain sigset manipulation on local values.
-        let set = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in FORWARDED {
-                libc::sigaddset(&mut set, s);
-            }
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-                return Err(Error::Process("cannot block signals".into()));
-            }
-            set
-        };
-        let set = SigSet(set);
+        let signals = Signals::new(&FORWARDED)
+            .map_err(|e| Error::Process(format!("cannot block signals: {e}")))?;
         let (t, p) = (target.clone(), pending.clone());
         std::thread::spawn(move || {
-            let set = set;
-            loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: waits for one of the blocked signals.
-                if unsafe { libc::sigwait(&set.0, &mut sig) } != 0 {
-                    return;
-                }
+            for sig in signals.forever() {
                 let pid = t.load(Ordering::SeqCst);
                 if pid > 0 {
                     // SAFETY: signalling our own child.
@@ -253,8 +237,3 @@ impl SignalForwarder {
         Ok(SignalForwarder { target, pending })
     }
 }
-
-/// A signal set moved to the forwarding thread.
-struct SigSet(libc::sigset_t);
-// SAFETY: sigset_t is plain data.
-unsafe impl Send for SigSet {}
