@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use slipway_hostnet::netlink::{link_index, link_mtu, Netlink};
 use slipway_hostnet::tap::{Tap, TapMode};
 use slipway_netmgr::proto::Lookup;
-use slipway_netmgr::{Manager, Paths, RecordingBackend};
+use slipway_netmgr::{read_info, Paths};
 
 use crate::error::{Error, Result};
 use crate::plan::{BridgeRef, HostSide, Nic, Plan, TapSpec, UserStack};
@@ -55,8 +55,7 @@ pub struct ManagerNetworks(pub Paths);
 
 impl Networks for ManagerNetworks {
     fn bridge(&self, name: &str) -> std::result::Result<String, String> {
-        let mgr = Manager::new(self.0.clone(), Box::new(RecordingBackend));
-        let info = mgr.info(&Lookup::any(name)).map_err(|e| e.to_string())?;
+        let info = read_info(&self.0, &Lookup::any(name)).map_err(|e| e.to_string())?;
         if !info.active {
             return Err(format!("network '{}' is not active", info.name));
         }
@@ -65,8 +64,7 @@ impl Networks for ManagerNetworks {
     }
 
     fn defined(&self, name: &str) -> std::result::Result<(), String> {
-        let mgr = Manager::new(self.0.clone(), Box::new(RecordingBackend));
-        mgr.info(&Lookup::any(name))
+        read_info(&self.0, &Lookup::any(name))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -107,8 +105,8 @@ pub struct Context<'a> {
     /// The command that runs a user-mode stack: program and leading
     /// arguments, followed by `user --dgram PATH [--mtu N] OPTIONS`.
     pub stack_cmd: &'a [OsString],
-    /// Signals for QEMU (see [`crate::launch::SignalForwarder`]).
-    pub signals: &'a crate::launch::SignalForwarder,
+    /// Signals for QEMU (see [`crate::signals::SignalForwarder`]).
+    pub signals: &'a crate::signals::SignalForwarder,
 }
 
 fn host_err(nic: &Nic, source: slipway_hostnet::Error) -> Error {

@@ -17,19 +17,15 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use slipway_host::signals::Signals;
 use slipway_netxml::parse_interfaces;
 
 use crate::error::{Error, Result};
 use crate::host::{realize, Context, HeldTap};
 use crate::plan::Plan;
-
-/// Signals passed on to QEMU.
-const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+pub use crate::signals::SignalForwarder;
 
 /// Runs `qemu` (program and arguments) with the networking of the interfaces
 /// in `xml` added, and returns its exit code (128 + signal when killed).
@@ -201,39 +197,4 @@ fn set_links_down(
         ))?;
     }
     call("{\"execute\":\"cont\"}\n".into())
-}
-
-/// Blocks the forwarded signals in this process (for good: the launcher
-/// must survive them to clean up) and passes each one that arrives to
-/// QEMU, from a thread of its own; one arriving while there is no QEMU is
-/// kept in `pending`.
-pub struct SignalForwarder {
-    /// QEMU's pid, 0 while there is none.
-    target: Arc<AtomicI32>,
-    /// The last signal that arrived while there was no QEMU.
-    pending: Arc<AtomicI32>,
-}
-
-impl SignalForwarder {
-    /// Blocks the signals and starts the forwarding thread. Call before
-    /// starting other threads, so they inherit the mask.
-    pub fn start() -> Result<SignalForwarder> {
-        let target = Arc::new(AtomicI32::new(0));
-        let pending = Arc::new(AtomicI32::new(0));
-        let signals = Signals::new(&FORWARDED)
-            .map_err(|e| Error::Process(format!("cannot block signals: {e}")))?;
-        let (t, p) = (target.clone(), pending.clone());
-        std::thread::spawn(move || {
-            for sig in signals.forever() {
-                let pid = t.load(Ordering::SeqCst);
-                if pid > 0 {
-                    // SAFETY: signalling our own child.
-                    unsafe { libc::kill(pid, sig) };
-                } else {
-                    p.store(sig, Ordering::SeqCst);
-                }
-            }
-        });
-        Ok(SignalForwarder { target, pending })
-    }
 }

@@ -98,6 +98,7 @@ pub fn write_at(dir: &File, name: &OsStr, data: &[u8]) -> io::Result<()> {
         // SAFETY: openat with a valid NUL-terminated name; the new
         // descriptor is owned by the File.
         match cvt(unsafe { libc::openat(dirfd, tmp.as_ptr(), flags, 0o644) }) {
+            // SAFETY: a descriptor openat just returned, owned by nobody else.
             Ok(fd) => break (tmp, unsafe { File::from_raw_fd(fd) }),
             // A leftover of an earlier process that had our pid.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -5,7 +5,9 @@
 //! [`Plan`] → [`Backend::start`] → recorded [`LiveState`] → [`Backend::stop`].
 //! The [`Manager`] keeps definitions and live state on disk ([`Paths`]),
 //! under a lock, with crash-safe writes; [`daemon::run`] serves it over a
-//! unix socket and [`Client`] talks to that socket.
+//! unix socket and [`Client`] talks to that socket. A reader that
+//! realizes nothing (a guest looking up its network's bridge) uses
+//! [`read_info`], which needs no backend.
 
 #![deny(missing_docs)]
 
@@ -24,7 +26,7 @@ pub mod update;
 
 pub use client::{Client, EventStream};
 pub use error::{Error, ErrorCode, Result};
-pub use manager::Manager;
+pub use manager::{read_info, Manager};
 pub use paths::Paths;
 pub use plan::{Action, Plan};
 pub use realize::{Backend, LiveState, RecordingBackend};

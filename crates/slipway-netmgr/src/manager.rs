@@ -118,23 +118,13 @@ impl Inventory {
     }
 }
 
-/// The network manager over one set of [`Paths`] and a realization backend.
-pub struct Manager {
-    paths: Paths,
-    backend: Box<dyn Backend>,
+/// The definitions and live state on disk under [`Paths`]: the lock and
+/// the reading, which need no [`Backend`].
+struct Store<'a> {
+    paths: &'a Paths,
 }
 
-impl Manager {
-    /// A manager for `paths` realizing networks with `backend`.
-    pub fn new(paths: Paths, backend: Box<dyn Backend>) -> Manager {
-        Manager { paths, backend }
-    }
-
-    /// The locations this manager works on.
-    pub fn paths(&self) -> &Paths {
-        &self.paths
-    }
-
+impl Store<'_> {
     /// Takes the lock, creating the shipped `default` network first if the
     /// definitions directory does not exist yet (first run; not under
     /// `--root`, see [`Paths::first_run_default`]).
@@ -191,25 +181,6 @@ impl Manager {
             &cfg,
             &self.paths.autostart_link(&net.name),
         )?)
-    }
-
-    /// Defines the shipped `default` network (autostart), as the first run
-    /// outside `--root` does; refused when a network `default` exists.
-    pub fn define_default(&self) -> Result<Outcome> {
-        let _g = self.lock(true)?;
-        let inv = self.load();
-        if inv.nets.contains_key("default") {
-            return Err(Error::NotValid("network 'default' already exists".into()));
-        }
-        let net = self
-            .default_network(inv.bridges_except("default"))?
-            .ok_or_else(|| {
-                Error::NotValid(
-                    "every 192.168.N.0/24 subnet is routed on this host: no default network".into(),
-                )
-            })?;
-        self.write_default(&net)?;
-        Ok(Outcome::new(&net.name, Vec::new()).event(&net, EventKind::Defined))
     }
 
     fn load(&self) -> Inventory {
@@ -284,12 +255,67 @@ impl Manager {
         let net = read_def(&live_path, name).map_err(|why| (live_path, why))?;
         Ok((net, status))
     }
+}
+
+/// One network's summary, as `net-info` gives it, read from the definitions
+/// and live state under `paths` (under the shared lock, as every reader):
+/// for readers that realize nothing, such as a guest's interfaces looking
+/// up a network's bridge. Like every operation, the first run outside
+/// `--root` defines the shipped `default` network first.
+pub fn read_info(paths: &Paths, key: &Lookup) -> Result<NetworkInfo> {
+    let store = Store { paths };
+    let _g = store.lock(false)?;
+    let inv = store.load();
+    Ok(inv.find(key)?.1.info())
+}
+
+/// The network manager over one set of [`Paths`] and a realization backend.
+pub struct Manager {
+    paths: Paths,
+    backend: Box<dyn Backend>,
+}
+
+impl Manager {
+    /// A manager for `paths` realizing networks with `backend`.
+    pub fn new(paths: Paths, backend: Box<dyn Backend>) -> Manager {
+        Manager { paths, backend }
+    }
+
+    /// The state on disk.
+    fn store(&self) -> Store<'_> {
+        Store { paths: &self.paths }
+    }
+
+    /// The locations this manager works on.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Defines the shipped `default` network (autostart), as the first run
+    /// outside `--root` does; refused when a network `default` exists.
+    pub fn define_default(&self) -> Result<Outcome> {
+        let store = self.store();
+        let _g = store.lock(true)?;
+        let inv = store.load();
+        if inv.nets.contains_key("default") {
+            return Err(Error::NotValid("network 'default' already exists".into()));
+        }
+        let net = store
+            .default_network(inv.bridges_except("default"))?
+            .ok_or_else(|| {
+                Error::NotValid(
+                    "every 192.168.N.0/24 subnet is routed on this host: no default network".into(),
+                )
+            })?;
+        store.write_default(&net)?;
+        Ok(Outcome::new(&net.name, Vec::new()).event(&net, EventKind::Defined))
+    }
 
     /// Lists networks matching `filter`, sorted by name as virsh sorts
     /// (case-insensitively), plus the files that could not be read.
     pub fn list(&self, filter: &ListFilter) -> Result<(Vec<NetworkInfo>, Vec<Problem>)> {
-        let _g = self.lock(false)?;
-        let inv = self.load();
+        let _g = self.store().lock(false)?;
+        let inv = self.store().load();
         let mut out: Vec<NetworkInfo> = inv
             .nets
             .values()
@@ -307,16 +333,14 @@ impl Manager {
 
     /// One network's summary.
     pub fn info(&self, key: &Lookup) -> Result<NetworkInfo> {
-        let _g = self.lock(false)?;
-        let inv = self.load();
-        Ok(inv.find(key)?.1.info())
+        read_info(&self.paths, key)
     }
 
     /// The live definition (or the persistent one with `inactive`, or when
     /// the network is not running), formatted as libvirt does.
     pub fn dumpxml(&self, key: &Lookup, inactive: bool) -> Result<String> {
-        let _g = self.lock(false)?;
-        let inv = self.load();
+        let _g = self.store().lock(false)?;
+        let inv = self.store().load();
         let (_, e) = inv.find(key)?;
         let net = match (&e.config, inactive) {
             (Some(cfg), true) => cfg,
@@ -329,8 +353,8 @@ impl Manager {
     /// refuses unknown elements instead of warning about them.
     pub fn define(&self, xml: &str, strict: bool) -> Result<Outcome> {
         let (mut net, warnings) = parse(xml, strict)?;
-        let _g = self.lock(true)?;
-        let inv = self.load();
+        let _g = self.store().lock(true)?;
+        let inv = self.store().load();
         self.prepare(&inv, &mut net)?;
         fsutil::write_atomic(&self.paths.config_file(&net.name), net.to_xml().as_bytes())?;
         Ok(Outcome::new(&net.name, warnings).event(&net, EventKind::Defined))
@@ -340,8 +364,8 @@ impl Manager {
     /// persistent one with this definition as its live state).
     pub fn create(&self, xml: &str) -> Result<Outcome> {
         let (mut net, warnings) = parse(xml, false)?;
-        let _g = self.lock(true)?;
-        let inv = self.load();
+        let _g = self.store().lock(true)?;
+        let inv = self.store().load();
         if let Some(e) = inv.nets.get(&net.name) {
             if e.live.is_some() {
                 return Err(Error::NotValid(format!(
@@ -357,8 +381,8 @@ impl Manager {
 
     /// Starts a defined network.
     pub fn start(&self, key: &Lookup) -> Result<Outcome> {
-        let _g = self.lock(true)?;
-        let inv = self.load();
+        let _g = self.store().lock(true)?;
+        let inv = self.store().load();
         let (name, e) = inv.find(key)?;
         if e.live.is_some() {
             return Err(Error::NotValid(format!(
@@ -376,8 +400,8 @@ impl Manager {
     /// What starting the network would do, without doing it; fails where
     /// the start would fail its checks of the host ([`Backend::check`]).
     pub fn plan(&self, key: &Lookup) -> Result<Plan> {
-        let _g = self.lock(false)?;
-        let inv = self.load();
+        let _g = self.store().lock(false)?;
+        let inv = self.store().load();
         let (name, e) = inv.find(key)?;
         if e.live.is_some() {
             return Err(Error::NotValid(format!(
@@ -391,8 +415,8 @@ impl Manager {
 
     /// Stops a running network; a transient one disappears.
     pub fn destroy(&self, key: &Lookup) -> Result<Outcome> {
-        let _g = self.lock(true)?;
-        let inv = self.load();
+        let _g = self.store().lock(true)?;
+        let inv = self.store().load();
         let (name, e) = inv.find(key)?;
         let Some((net, live)) = &e.live else {
             return Err(Error::NotValid(format!("network '{name}' is not active")));
@@ -408,8 +432,8 @@ impl Manager {
     /// Removes a persistent definition; a running network stays up as a
     /// transient one (as libvirt's network driver does).
     pub fn undefine(&self, key: &Lookup) -> Result<Outcome> {
-        let _g = self.lock(true)?;
-        let inv = self.load();
+        let _g = self.store().lock(true)?;
+        let inv = self.store().load();
         let (name, e) = inv.find(key)?;
         let Some(cfg) = &e.config else {
             return Err(Error::NotValid(format!(
@@ -423,8 +447,8 @@ impl Manager {
 
     /// Marks or unmarks a persistent network for autostart.
     pub fn set_autostart(&self, key: &Lookup, on: bool) -> Result<Outcome> {
-        let _g = self.lock(true)?;
-        let inv = self.load();
+        let _g = self.store().lock(true)?;
+        let inv = self.store().load();
         let (name, e) = inv.find(key)?;
         if e.config.is_none() {
             return Err(Error::NotValid(
@@ -443,8 +467,8 @@ impl Manager {
 
     /// Applies a `net-update` to the live state and/or the persistent config.
     pub fn update(&self, key: &Lookup, spec: &UpdateSpec) -> Result<Outcome> {
-        let _g = self.lock(true)?;
-        let inv = self.load();
+        let _g = self.store().lock(true)?;
+        let inv = self.store().load();
         let (name, e) = inv.find(key)?;
         let active = e.live.is_some();
         let (live, config) = match (spec.live, spec.config) {
@@ -512,7 +536,7 @@ impl Manager {
     /// the recovered running networks, and starts autostart networks that
     /// are not running. Returns the resulting events.
     pub fn recover(&self) -> Result<Vec<Event>> {
-        let _g = self.lock(true)?;
+        let _g = self.store().lock(true)?;
         for dir in [
             &self.paths.config_dir,
             &self.paths.autostart_dir,
@@ -535,7 +559,7 @@ impl Manager {
                 }
             }
         }
-        let inv = self.load();
+        let inv = self.store().load();
         for p in &inv.problems {
             tracing::warn!("{}: {}", p.path, p.message);
         }
@@ -572,8 +596,8 @@ impl Manager {
     /// ([`Backend::service_exit`]); networks another backend started are
     /// left alone.
     pub fn exited_services(&self) -> Result<Vec<(String, String)>> {
-        let _g = self.lock(false)?;
-        let inv = self.load();
+        let _g = self.store().lock(false)?;
+        let inv = self.store().load();
         let mut out = Vec::new();
         for (name, e) in &inv.nets {
             let Some((_, live)) = &e.live else { continue };
@@ -593,8 +617,8 @@ impl Manager {
     /// down ([`Backend::recover`], which keeps the leases); false when the
     /// network is no longer running (or another backend started it).
     pub fn restart_service(&self, name: &str) -> Result<bool> {
-        let _g = self.lock(true)?;
-        let inv = self.load();
+        let _g = self.store().lock(true)?;
+        let inv = self.store().load();
         let Some((_, live)) = inv.nets.get(name).and_then(|e| e.live.as_ref()) else {
             return Ok(false);
         };

@@ -12,28 +12,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+use crate::fail::{last, Fail};
 use crate::ifconfig::{open_tap, CtlSocket};
 use crate::{ifname_bytes, NetnsError, TapSetup};
-
-/// A failed step in the child: what, and the errno.
-pub(crate) struct Fail {
-    what: &'static str,
-    errno: i32,
-}
-
-impl Fail {
-    pub(crate) fn with_errno(what: &'static str, errno: i32) -> Fail {
-        Fail { what, errno }
-    }
-}
-
-/// The failure of `what` with the current errno.
-pub(crate) fn last(what: &'static str) -> Fail {
-    Fail {
-        what,
-        errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-    }
-}
 
 /// How the child gets into the namespace.
 pub(crate) enum Join {

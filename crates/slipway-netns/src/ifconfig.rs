@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
-use crate::child::{last, Fail};
+use crate::fail::{last, Fail};
 
 /// An `AF_INET` datagram socket for the interface ioctls, closed on drop.
 pub(crate) struct CtlSocket(RawFd);

@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod child;
+mod fail;
 mod ifconfig;
 
 use std::ffi::{CString, OsString};

@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::parse::{line_col, read_forest, Node};
+use crate::tree::{line_col, read_forest, Node, Report, TreeReader};
 use crate::MacAddr;
 
 /// How the interface reaches the outside: libvirt's `type` attribute plus
@@ -251,15 +251,33 @@ pub fn parse_interfaces(src: &str) -> Result<Vec<Interface>, InterfacesError> {
     Ok(out)
 }
 
-/// Reads one `<interface>`; errors carry its index, MAC and line.
-struct Reader {
+/// Names one `<interface>` in its errors: index, MAC and line.
+struct Which {
     index: usize,
     line: usize,
     mac: Option<MacAddr>,
-    unknown: Vec<String>,
 }
 
-impl Reader {
+impl Report for Which {
+    type Error = InterfaceError;
+
+    fn bad_value(
+        &self,
+        _: &Node,
+        path: &str,
+        name: &str,
+        value: &str,
+        expected: &str,
+    ) -> InterfaceError {
+        self.err(format!("{path}/@{name} = '{value}': expected {expected}"))
+    }
+
+    fn missing(&self, _: &Node, path: &str, name: &str) -> InterfaceError {
+        self.err(format!("{path}: missing required attribute '{name}'"))
+    }
+}
+
+impl Which {
     fn err(&self, message: impl Into<String>) -> InterfaceError {
         InterfaceError {
             index: self.index,
@@ -268,45 +286,26 @@ impl Reader {
             message: message.into(),
         }
     }
+}
 
-    /// Records attributes and children of `node` outside the known lists.
-    fn check(&mut self, node: &Node, path: &str, attrs: &[&str], children: &[&str]) {
-        for (k, _) in &node.attrs {
-            if !attrs.contains(&k.as_str()) {
-                self.unknown.push(format!("{path}/@{k}"));
-            }
-        }
-        for c in &node.children {
-            if !children.contains(&c.name.as_str()) {
-                self.unknown.push(format!("{path}/{}", c.name));
-            }
-        }
+/// Reads one `<interface>`.
+type Reader = TreeReader<Which>;
+
+impl Reader {
+    fn err(&self, message: impl Into<String>) -> InterfaceError {
+        self.report.err(message)
     }
 
-    fn required<'n>(
+    /// Attribute `name`, which must be there and not empty.
+    fn nonempty<'n>(
         &self,
         node: &'n Node,
         path: &str,
         name: &str,
     ) -> Result<&'n str, InterfaceError> {
-        node.attr(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| self.err(format!("{path}: missing required attribute '{name}'")))
-    }
-
-    fn parsed<T: std::str::FromStr>(
-        &self,
-        node: &Node,
-        path: &str,
-        name: &str,
-        expected: &str,
-    ) -> Result<Option<T>, InterfaceError> {
-        match node.attr(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| self.err(format!("{path}/@{name} = '{v}': expected {expected}"))),
+        match self.required(node, path, name)? {
+            "" => Err(self.report.missing(node, path, name)),
+            v => Ok(v),
         }
     }
 
@@ -317,9 +316,9 @@ impl Reader {
         name: &str,
         expected: &str,
     ) -> Result<T, InterfaceError> {
-        self.required(node, path, name)?;
+        self.nonempty(node, path, name)?;
         self.parsed(node, path, name, expected)?
-            .ok_or_else(|| self.err(format!("{path}: missing required attribute '{name}'")))
+            .ok_or_else(|| self.report.missing(node, path, name))
     }
 
     fn port(&self, node: &Node, path: &str, name: &str) -> Result<u16, InterfaceError> {
@@ -352,82 +351,83 @@ const CHILDREN: &[&str] = &[
 
 fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, InterfaceError> {
     let line = line_col(src, node.offset).0;
-    let mut r = Reader {
+    let mut r = Reader::new(Which {
         index,
         line,
         mac: None,
-        unknown: Vec::new(),
-    };
-    let p = "interface";
+    });
     // The MAC first, so every later error can name it.
-    let mac = match node.kid("mac") {
-        None => None,
-        Some(m) => {
-            r.check(m, "interface/mac", &["address"], &[]);
-            match m.attr("address") {
-                None => None,
-                Some(v) => Some(v.parse::<MacAddr>().map_err(|e| r.err(e.to_string()))?),
-            }
-        }
-    };
-    r.mac = mac;
-    if let Some(m) = mac {
-        if m.is_multicast() {
-            return Err(r.err(format!(
-                "MAC {m} is a multicast address; a NIC needs a unicast one"
-            )));
-        }
-        if m.0[0] == 0xfe {
-            return Err(r.err(format!(
-                "MAC {m} starts with 0xFE, which is reserved for the host side of the tap"
-            )));
-        }
-    }
+    let mac = mac(&mut r, node)?;
+    r.report.mac = mac;
     let type_name = node
         .attr("type")
         .ok_or_else(|| r.err("missing required attribute 'type'"))?;
-    r.check(node, p, &["type"], CHILDREN);
-    let kind = match type_name {
-        "user" => user(&mut r, node)?,
+    r.check(node, "interface", &["type"], CHILDREN);
+    let kind = kind(&mut r, node, type_name)?;
+    let model = model(&mut r, node)?;
+    let target = target(&mut r, node)?;
+    let mtu = mtu(&mut r, node)?;
+    let link_up = link(&mut r, node)?;
+    let script = script_path(&mut r, node, "script")?;
+    let downscript = script_path(&mut r, node, "downscript")?;
+    let iface = Interface {
+        index,
+        line,
+        kind,
+        mac,
+        model,
+        target,
+        mtu,
+        link_up,
+        script,
+        downscript,
+        unknown: Vec::new(),
+    };
+    check_combination(&r, node, &iface)?;
+    Ok(Interface {
+        unknown: r.unknown,
+        ..iface
+    })
+}
+
+/// `<mac address>`: a unicast MAC, not one of the host side's.
+fn mac(r: &mut Reader, node: &Node) -> Result<Option<MacAddr>, InterfaceError> {
+    let Some(m) = node.kid("mac") else {
+        return Ok(None);
+    };
+    r.check(m, "interface/mac", &["address"], &[]);
+    let Some(v) = m.attr("address") else {
+        return Ok(None);
+    };
+    let m = v.parse::<MacAddr>().map_err(|e| r.err(e.to_string()))?;
+    r.report.mac = Some(m);
+    if m.is_multicast() {
+        return Err(r.err(format!(
+            "MAC {m} is a multicast address; a NIC needs a unicast one"
+        )));
+    }
+    if m.0[0] == 0xfe {
+        return Err(r.err(format!(
+            "MAC {m} starts with 0xFE, which is reserved for the host side of the tap"
+        )));
+    }
+    Ok(Some(m))
+}
+
+/// The `type` and its `<source>`.
+fn kind(r: &mut Reader, node: &Node, type_name: &str) -> Result<InterfaceKind, InterfaceError> {
+    Ok(match type_name {
+        "user" => user(r, node)?,
         "network" => {
             let s = r.source(node, type_name)?;
             r.check(s, "interface/source", &["network"], &[]);
             InterfaceKind::Network {
-                network: r.required(s, "interface/source", "network")?.to_string(),
+                network: r.nonempty(s, "interface/source", "network")?.to_string(),
             }
         }
-        "bridge" => {
-            let s = r.source(node, type_name)?;
-            r.check(s, "interface/source", &["bridge"], &[]);
-            let bridge = r.required(s, "interface/source", "bridge")?;
-            if let Err(e) = crate::IfName::new(bridge) {
-                return Err(r.err(format!(
-                    "interface/source/@bridge = '{}': {e}",
-                    bridge.escape_debug()
-                )));
-            }
-            InterfaceKind::Bridge {
-                bridge: bridge.to_string(),
-            }
-        }
+        "bridge" => bridge(r, node)?,
         "ethernet" => InterfaceKind::Ethernet,
-        "mcast" | "client" => {
-            let s = r.source(node, type_name)?;
-            r.check(s, "interface/source", &["address", "port"], &[]);
-            let address: IpAddr =
-                r.required_parsed(s, "interface/source", "address", "an IP address")?;
-            let port = r.port(s, "interface/source", "port")?;
-            if type_name == "mcast" {
-                if !address.is_multicast() {
-                    return Err(r.err(format!(
-                        "interface/source/@address = '{address}': mcast needs a multicast group address"
-                    )));
-                }
-                InterfaceKind::Mcast { address, port }
-            } else {
-                InterfaceKind::Client { address, port }
-            }
-        }
+        "mcast" | "client" => socket(r, node, type_name)?,
         "server" => {
             let s = r.source(node, type_name)?;
             r.check(s, "interface/source", &["address", "port"], &[]);
@@ -436,164 +436,198 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
                 port: r.port(s, "interface/source", "port")?,
             }
         }
-        "udp" => {
-            let s = r.source(node, type_name)?;
-            r.check(s, "interface/source", &["address", "port"], &["local"]);
-            let local = s
-                .kid("local")
-                .ok_or_else(|| r.err("type 'udp' needs <source><local address port/></source>"))?;
-            r.check(local, "interface/source/local", &["address", "port"], &[]);
-            InterfaceKind::Udp {
-                address: r.required_parsed(s, "interface/source", "address", "an IP address")?,
-                port: r.port(s, "interface/source", "port")?,
-                local_address: r.required_parsed(
-                    local,
-                    "interface/source/local",
-                    "address",
-                    "an IP address",
-                )?,
-                local_port: r.port(local, "interface/source/local", "port")?,
-            }
-        }
-        "vhostuser" => {
-            let s = r.source(node, type_name)?;
-            r.check(
-                s,
-                "interface/source",
-                &["type", "path", "mode"],
-                &["reconnect"],
-            );
-            match s.attr("type") {
-                Some("unix") => {}
-                Some(other) => {
-                    return Err(r.err(format!(
-                        "interface/source/@type = '{other}': vhostuser supports only 'unix'"
-                    )))
-                }
-                None => return Err(r.err("interface/source: missing required attribute 'type'")),
-            }
-            let path = PathBuf::from(r.required(s, "interface/source", "path")?);
-            let server = match s.attr("mode") {
-                Some("server") => true,
-                Some("client") | None => false,
-                Some(other) => {
-                    return Err(r.err(format!(
-                        "interface/source/@mode = '{other}': expected 'server' or 'client'"
-                    )))
-                }
-            };
-            InterfaceKind::VhostUser { path, server }
-        }
+        "udp" => udp(r, node)?,
+        "vhostuser" => vhostuser(r, node)?,
         other => {
             return Err(r.err(format!(
                 "unknown interface type '{other}' (slipway knows user, network, bridge, \
                  ethernet, mcast, server, client, udp, vhostuser)"
             )))
         }
-    };
+    })
+}
 
-    let model = match node.kid("model") {
-        None => None,
-        Some(m) => {
-            r.check(m, "interface/model", &["type"], &[]);
-            let t = r.required(m, "interface/model", "type")?;
-            if !t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(r.err(format!(
-                    "interface/model/@type = '{t}': expected a device model name (letters, digits, '-', '_')"
-                )));
-            }
-            Some(t.to_string())
-        }
-    };
-    let target = match node.kid("target") {
-        None => Target::default(),
-        Some(t) => {
-            r.check(t, "interface/target", &["dev", "managed"], &[]);
-            let dev = t.attr("dev").filter(|d| !d.is_empty()).map(str::to_string);
-            if let Some(d) = &dev {
-                if let Err(e) = crate::IfName::new(d.as_str()) {
-                    return Err(r.err(format!(
-                        "interface/target/@dev = '{}': {e}",
-                        d.escape_debug()
-                    )));
-                }
-            }
-            let managed = match t.attr("managed") {
-                None => None,
-                Some("yes") => Some(true),
-                Some("no") => Some(false),
-                Some(v) => {
-                    return Err(r.err(format!(
-                        "interface/target/@managed = '{v}': expected 'yes' or 'no'"
-                    )))
-                }
-            };
-            Target { dev, managed }
-        }
-    };
-    let mtu = match node.kid("mtu") {
-        None => None,
-        Some(m) => {
-            r.check(m, "interface/mtu", &["size"], &[]);
-            let size: u32 = r.required_parsed(m, "interface/mtu", "size", "an MTU 68-65535")?;
-            if !(68..=65535).contains(&size) {
-                return Err(r.err(format!(
-                    "interface/mtu/@size = '{size}': expected an MTU 68-65535"
-                )));
-            }
-            Some(size)
-        }
-    };
-    let link_up = match node.kid("link") {
-        None => None,
-        Some(l) => {
-            r.check(l, "interface/link", &["state"], &[]);
-            match l.attr("state") {
-                Some("up") => Some(true),
-                Some("down") => Some(false),
-                Some(v) => {
-                    return Err(r.err(format!(
-                        "interface/link/@state = '{v}': expected 'up' or 'down'"
-                    )))
-                }
-                None => None,
-            }
-        }
-    };
-    let path_of = |name: &str, r: &mut Reader| -> Result<Option<PathBuf>, InterfaceError> {
-        match node.kid(name) {
-            None => Ok(None),
-            Some(s) => {
-                r.check(s, &format!("interface/{name}"), &["path"], &[]);
-                Ok(Some(PathBuf::from(r.required(
-                    s,
-                    &format!("interface/{name}"),
-                    "path",
-                )?)))
-            }
-        }
-    };
-    let script = path_of("script", &mut r)?;
-    let downscript = path_of("downscript", &mut r)?;
+/// `type='bridge'`: `<source bridge>`, a valid device name.
+fn bridge(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
+    let s = r.source(node, "bridge")?;
+    r.check(s, "interface/source", &["bridge"], &[]);
+    let bridge = r.nonempty(s, "interface/source", "bridge")?;
+    if let Err(e) = crate::IfName::new(bridge) {
+        return Err(r.err(format!(
+            "interface/source/@bridge = '{}': {e}",
+            bridge.escape_debug()
+        )));
+    }
+    Ok(InterfaceKind::Bridge {
+        bridge: bridge.to_string(),
+    })
+}
 
-    // Bad combinations.
-    if !matches!(kind, InterfaceKind::Ethernet) && (script.is_some() || downscript.is_some()) {
+/// `type='mcast'` (a multicast group) or `type='client'`: `<source address port>`.
+fn socket(r: &mut Reader, node: &Node, type_name: &str) -> Result<InterfaceKind, InterfaceError> {
+    let s = r.source(node, type_name)?;
+    r.check(s, "interface/source", &["address", "port"], &[]);
+    let address: IpAddr = r.required_parsed(s, "interface/source", "address", "an IP address")?;
+    let port = r.port(s, "interface/source", "port")?;
+    if type_name != "mcast" {
+        return Ok(InterfaceKind::Client { address, port });
+    }
+    if !address.is_multicast() {
+        return Err(r.err(format!(
+            "interface/source/@address = '{address}': mcast needs a multicast group address"
+        )));
+    }
+    Ok(InterfaceKind::Mcast { address, port })
+}
+
+/// `type='udp'`: `<source address port><local address port/></source>`.
+fn udp(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
+    let s = r.source(node, "udp")?;
+    r.check(s, "interface/source", &["address", "port"], &["local"]);
+    let local = s
+        .kid("local")
+        .ok_or_else(|| r.err("type 'udp' needs <source><local address port/></source>"))?;
+    r.check(local, "interface/source/local", &["address", "port"], &[]);
+    Ok(InterfaceKind::Udp {
+        address: r.required_parsed(s, "interface/source", "address", "an IP address")?,
+        port: r.port(s, "interface/source", "port")?,
+        local_address: r.required_parsed(
+            local,
+            "interface/source/local",
+            "address",
+            "an IP address",
+        )?,
+        local_port: r.port(local, "interface/source/local", "port")?,
+    })
+}
+
+/// `type='vhostuser'`: `<source type='unix' path mode>`.
+fn vhostuser(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
+    let s = r.source(node, "vhostuser")?;
+    r.check(
+        s,
+        "interface/source",
+        &["type", "path", "mode"],
+        &["reconnect"],
+    );
+    match s.attr("type") {
+        Some("unix") => {}
+        Some(other) => {
+            return Err(r.err(format!(
+                "interface/source/@type = '{other}': vhostuser supports only 'unix'"
+            )))
+        }
+        None => return Err(r.err("interface/source: missing required attribute 'type'")),
+    }
+    let path = PathBuf::from(r.nonempty(s, "interface/source", "path")?);
+    let server = match s.attr("mode") {
+        Some("server") => true,
+        Some("client") | None => false,
+        Some(other) => {
+            return Err(r.err(format!(
+                "interface/source/@mode = '{other}': expected 'server' or 'client'"
+            )))
+        }
+    };
+    Ok(InterfaceKind::VhostUser { path, server })
+}
+
+/// `<model type>`: a device model name.
+fn model(r: &mut Reader, node: &Node) -> Result<Option<String>, InterfaceError> {
+    let Some(m) = node.kid("model") else {
+        return Ok(None);
+    };
+    r.check(m, "interface/model", &["type"], &[]);
+    let t = r.nonempty(m, "interface/model", "type")?;
+    if !t
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(r.err(format!(
+            "interface/model/@type = '{t}': expected a device model name (letters, digits, '-', '_')"
+        )));
+    }
+    Ok(Some(t.to_string()))
+}
+
+/// `<target dev managed>`.
+fn target(r: &mut Reader, node: &Node) -> Result<Target, InterfaceError> {
+    let Some(t) = node.kid("target") else {
+        return Ok(Target::default());
+    };
+    r.check(t, "interface/target", &["dev", "managed"], &[]);
+    let dev = t.attr("dev").filter(|d| !d.is_empty()).map(str::to_string);
+    if let Some(d) = &dev {
+        if let Err(e) = crate::IfName::new(d.as_str()) {
+            return Err(r.err(format!(
+                "interface/target/@dev = '{}': {e}",
+                d.escape_debug()
+            )));
+        }
+    }
+    let managed = r.yes_no(t, "interface/target", "managed")?;
+    Ok(Target { dev, managed })
+}
+
+/// `<mtu size>`.
+fn mtu(r: &mut Reader, node: &Node) -> Result<Option<u32>, InterfaceError> {
+    let Some(m) = node.kid("mtu") else {
+        return Ok(None);
+    };
+    r.check(m, "interface/mtu", &["size"], &[]);
+    let size: u32 = r.required_parsed(m, "interface/mtu", "size", "an MTU 68-65535")?;
+    if !(68..=65535).contains(&size) {
+        return Err(r.err(format!(
+            "interface/mtu/@size = '{size}': expected an MTU 68-65535"
+        )));
+    }
+    Ok(Some(size))
+}
+
+/// `<link state>`: `Some(false)` for `down`.
+fn link(r: &mut Reader, node: &Node) -> Result<Option<bool>, InterfaceError> {
+    let Some(l) = node.kid("link") else {
+        return Ok(None);
+    };
+    r.check(l, "interface/link", &["state"], &[]);
+    r.choice(
+        l,
+        "interface/link",
+        "state",
+        &[("up", true), ("down", false)],
+        "'up' or 'down'",
+    )
+}
+
+/// `<script path>` or `<downscript path>` (`name`).
+fn script_path(r: &mut Reader, node: &Node, name: &str) -> Result<Option<PathBuf>, InterfaceError> {
+    let Some(s) = node.kid(name) else {
+        return Ok(None);
+    };
+    let path = format!("interface/{name}");
+    r.check(s, &path, &["path"], &[]);
+    Ok(Some(PathBuf::from(r.nonempty(s, &path, "path")?)))
+}
+
+/// Elements that do not go with the interface's type.
+fn check_combination(r: &Reader, node: &Node, iface: &Interface) -> Result<(), InterfaceError> {
+    let kind = &iface.kind;
+    if !matches!(kind, InterfaceKind::Ethernet)
+        && (iface.script.is_some() || iface.downscript.is_some())
+    {
         return Err(r.err(format!(
             "<script>/<downscript> are for type 'ethernet', not '{}'",
             kind.type_name()
         )));
     }
-    if target.managed == Some(false) {
+    if iface.target.managed == Some(false) {
         if !matches!(kind, InterfaceKind::Ethernet) {
             return Err(r.err(format!(
                 "<target managed='no'> is for type 'ethernet', not '{}'",
                 kind.type_name()
             )));
         }
-        if target.dev.is_none() {
+        if iface.target.dev.is_none() {
             return Err(r.err("<target managed='no'> needs the name of the existing tap in 'dev'"));
         }
     }
@@ -612,25 +646,14 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         }
     }
     if matches!(kind, InterfaceKind::VhostUser { .. })
-        && model.as_deref().is_some_and(|m| m != "virtio")
+        && iface.model.as_deref().is_some_and(|m| m != "virtio")
     {
         return Err(r.err("type 'vhostuser' needs <model type='virtio'/>"));
     }
-    Ok(Interface {
-        index,
-        line,
-        kind,
-        mac,
-        model,
-        target,
-        mtu,
-        link_up,
-        script,
-        downscript,
-        unknown: r.unknown,
-    })
+    Ok(())
 }
 
+/// `type='user'`: `<ip>` and `<portForward>` elements.
 fn user(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
     let mut ips = Vec::new();
     for ip in node.kids("ip") {
@@ -659,7 +682,7 @@ fn user(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
     for pf in node.kids("portForward") {
         let p = "interface/portForward";
         r.check(pf, p, &["proto", "address", "dev"], &["range"]);
-        let proto = match r.required(pf, p, "proto")? {
+        let proto = match r.nonempty(pf, p, "proto")? {
             "tcp" => ForwardProto::Tcp,
             "udp" => ForwardProto::Udp,
             v => return Err(r.err(format!("{p}/@proto = '{v}': expected 'tcp' or 'udp'"))),

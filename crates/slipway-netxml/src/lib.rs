@@ -20,6 +20,7 @@ pub mod interface;
 mod mac;
 mod model;
 mod parse;
+mod tree;
 mod validate;
 
 pub use defaults::DefaultsContext;

@@ -1,329 +1,12 @@
-//! Parsing: quick-xml events into a small element tree, then the tree into
-//! the model. The tree keeps byte offsets so every error can name a line and
-//! column, and lets the walker report elements and attributes it did not use.
+//! Parsing a `<network>` document: the element tree ([`crate::tree`]) read
+//! into the model by libvirt's rules, reporting elements and attributes it
+//! did not use. Errors carry the line and column of the element.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::str::FromStr;
-
-use quick_xml::events::attributes::AttrError;
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::Reader;
 
 use crate::model::*;
+use crate::tree::{line_col, read_tree, Node, Report, TreeReader};
 use crate::{MacAddr, XmlError};
-
-/// One element of the document.
-pub(crate) struct Node {
-    pub(crate) name: String,
-    pub(crate) attrs: Vec<(String, String)>,
-    pub(crate) children: Vec<Node>,
-    /// Concatenated character data directly inside this element.
-    pub(crate) text: String,
-    /// The XPath string-value: all character data inside the element,
-    /// descendants included, in document order. libvirt reads `<name>`,
-    /// `<uuid>` and `<hostname>` this way.
-    string_value: String,
-    /// Byte offset of the `<` that opens the element.
-    pub(crate) offset: usize,
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(src.len());
-    let before = src.get(..offset).unwrap_or(src);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
-}
-
-fn syntax(src: &str, offset: usize, message: impl Into<String>) -> XmlError {
-    let (line, column) = line_col(src, offset);
-    XmlError::Syntax {
-        line,
-        column,
-        message: message.into(),
-    }
-}
-
-/// True for an XML Name (ASCII rules; any non-ASCII character is accepted
-/// as a name character, which is what XML allows for letters).
-fn is_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    let Some(first) = chars.next() else {
-        return false;
-    };
-    (first.is_ascii_alphabetic() || first == '_' || first == ':' || !first.is_ascii())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c) || !c.is_ascii())
-}
-
-/// Checks what quick-xml lets through but XML (and so libvirt's libxml2)
-/// forbids inside a tag: `<` in attribute values and attributes not
-/// separated by white space. `raw` is the tag without `<`, `>` and `/`.
-fn check_tag(src: &str, offset: usize, raw: &[u8]) -> Result<(), XmlError> {
-    let mut quote: Option<u8> = None;
-    for (i, &c) in raw.iter().enumerate() {
-        let at = offset + 1 + i;
-        match quote {
-            Some(q) if c == q => {
-                quote = None;
-                if raw.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
-                    return Err(syntax(
-                        src,
-                        at + 1,
-                        "attributes must be separated by white space",
-                    ));
-                }
-            }
-            Some(_) if c == b'<' => {
-                return Err(syntax(src, at, "'<' is not allowed in an attribute value"));
-            }
-            Some(_) => {}
-            None if c == b'\'' || c == b'"' => quote = Some(c),
-            None => {}
-        }
-    }
-    Ok(())
-}
-
-fn start_node(src: &str, e: &BytesStart<'_>, offset: usize) -> Result<Node, XmlError> {
-    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-    if !is_name(&name) {
-        return Err(syntax(
-            src,
-            offset + 1,
-            format!("'{name}' is not a valid element name"),
-        ));
-    }
-    check_tag(src, offset, e)?;
-    let mut attrs = Vec::new();
-    for a in e.attributes() {
-        let a = a.map_err(|err| {
-            // Attribute errors count from the byte after '<'.
-            let rel = match err {
-                AttrError::ExpectedEq(p)
-                | AttrError::ExpectedValue(p)
-                | AttrError::UnquotedValue(p)
-                | AttrError::ExpectedQuote(p, _)
-                | AttrError::Duplicated(p, _) => p,
-            };
-            syntax(src, offset + 1 + rel, format!("in <{name}>: {err}"))
-        })?;
-        let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-        if !is_name(&key) {
-            return Err(syntax(
-                src,
-                offset,
-                format!("in <{name}>: '{key}' is not a valid attribute name"),
-            ));
-        }
-        // XML attribute-value normalisation (as libxml2 does for libvirt):
-        // literal tabs and line breaks read as spaces; character
-        // references are kept.
-        let raw: Vec<u8> = a
-            .value
-            .iter()
-            .map(|&c| {
-                if matches!(c, b'\t' | b'\n' | b'\r') {
-                    b' '
-                } else {
-                    c
-                }
-            })
-            .collect();
-        let raw = String::from_utf8_lossy(&raw);
-        let value = quick_xml::escape::unescape(&raw)
-            .map_err(|err| syntax(src, offset, format!("in <{name} {key}>: {err}")))?
-            .into_owned();
-        check_chars(src, offset, &value)?;
-        attrs.push((key, value));
-    }
-    Ok(Node {
-        name,
-        attrs,
-        children: Vec::new(),
-        text: String::new(),
-        string_value: String::new(),
-        offset,
-    })
-}
-
-/// XML 1.0's `Char` production: no control characters other than tab and
-/// line breaks, no U+FFFE/U+FFFF.
-fn is_xml_char(c: char) -> bool {
-    !((c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}'))
-}
-
-/// Refuses characters XML 1.0 does not allow (control characters other than
-/// tab and line breaks, including ones written as character references),
-/// as libxml2 does.
-fn check_chars(src: &str, offset: usize, text: &str) -> Result<(), XmlError> {
-    match text.chars().find(|&c| !is_xml_char(c)) {
-        Some(c) => Err(syntax(
-            src,
-            offset,
-            format!("character U+{:04X} is not allowed in XML", c as u32),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Reads the whole document into a tree rooted at its single top element.
-fn read_tree(src: &str) -> Result<Node, XmlError> {
-    let mut roots = read_nodes(src, false)?;
-    // read_nodes returns exactly one root when `many` is false.
-    Ok(roots.remove(0))
-}
-
-/// Reads a document that may hold several top-level elements (a file of
-/// bare `<interface>` elements), in document order.
-pub(crate) fn read_forest(src: &str) -> Result<Vec<Node>, XmlError> {
-    read_nodes(src, true)
-}
-
-/// Reads the top-level elements of `src`: exactly one unless `many`.
-fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
-    // Characters XML forbids anywhere, written literally (comments
-    // included); references to them are caught after unescaping.
-    if let Some((at, c)) = src.char_indices().find(|&(_, c)| !is_xml_char(c)) {
-        return Err(syntax(
-            src,
-            at,
-            format!("character U+{:04X} is not allowed in XML", c as u32),
-        ));
-    }
-    let mut reader = Reader::from_str(src);
-    let mut stack: Vec<Node> = Vec::new();
-    let mut roots: Vec<Node> = Vec::new();
-    loop {
-        let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
-        let ev = reader.read_event().map_err(|err| {
-            let at = usize::try_from(reader.error_position()).unwrap_or(before);
-            syntax(src, at, err.to_string())
-        })?;
-        match ev {
-            Event::Start(e) => {
-                if !many && !roots.is_empty() && stack.is_empty() {
-                    return Err(syntax(src, before, "content after the root element"));
-                }
-                stack.push(start_node(src, &e, before)?);
-            }
-            Event::Empty(e) => {
-                let node = start_node(src, &e, before)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None if many || roots.is_empty() => roots.push(node),
-                    None => return Err(syntax(src, before, "content after the root element")),
-                }
-            }
-            Event::End(_) => {
-                // quick-xml checks that end tags match their start tags.
-                let node = stack
-                    .pop()
-                    .ok_or_else(|| syntax(src, before, "end tag without a start tag"))?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None => roots.push(node),
-                }
-            }
-            Event::Text(t) => {
-                if t.windows(3).any(|w| w == b"]]>") {
-                    return Err(syntax(
-                        src,
-                        before,
-                        "']]>' is not allowed in character data",
-                    ));
-                }
-                let text = t
-                    .unescape()
-                    .map_err(|err| syntax(src, before, err.to_string()))?;
-                check_chars(src, before, &text)?;
-                for open in &mut stack {
-                    open.string_value.push_str(&text);
-                }
-                match stack.last_mut() {
-                    Some(parent) => parent.text.push_str(&text),
-                    None if text.trim().is_empty() => {}
-                    None => return Err(syntax(src, before, "text outside the root element")),
-                }
-            }
-            Event::CData(t) => {
-                let text = String::from_utf8_lossy(&t).into_owned();
-                check_chars(src, before, &text)?;
-                for open in &mut stack {
-                    open.string_value.push_str(&text);
-                }
-                match stack.last_mut() {
-                    Some(parent) => parent.text.push_str(&text),
-                    None => return Err(syntax(src, before, "CDATA outside the root element")),
-                }
-            }
-            Event::Eof => {
-                if let Some(open) = stack.last() {
-                    return Err(syntax(
-                        src,
-                        src.len(),
-                        format!("unexpected end of document: <{}> is not closed", open.name),
-                    ));
-                }
-                if roots.is_empty() {
-                    return Err(syntax(src, src.len(), "no root element"));
-                }
-                return Ok(roots);
-            }
-            Event::Decl(d) => {
-                let version = d
-                    .version()
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_default();
-                if !version.starts_with("1.") {
-                    return Err(syntax(
-                        src,
-                        before,
-                        format!("unsupported XML version '{version}'"),
-                    ));
-                }
-                // Only at the very start (a byte order mark may precede it).
-                if !src
-                    .get(..before)
-                    .unwrap_or("")
-                    .trim_start_matches('\u{feff}')
-                    .is_empty()
-                {
-                    return Err(syntax(
-                        src,
-                        before,
-                        "XML declaration allowed only at the start of the document",
-                    ));
-                }
-            }
-            Event::DocType(_) => {
-                if !roots.is_empty() || !stack.is_empty() {
-                    return Err(syntax(
-                        src,
-                        before,
-                        "DOCTYPE allowed only before the root element",
-                    ));
-                }
-            }
-            Event::Comment(c) => {
-                if c.windows(2).any(|w| w == b"--") || c.last() == Some(&b'-') {
-                    return Err(syntax(src, before, "'--' is not allowed inside a comment"));
-                }
-            }
-            Event::PI(pi) => {
-                let target = String::from_utf8_lossy(pi.target()).into_owned();
-                if !is_name(&target) || target.eq_ignore_ascii_case("xml") {
-                    return Err(syntax(
-                        src,
-                        before,
-                        format!("'{target}' is not a valid processing instruction target"),
-                    ));
-                }
-            }
-        }
-    }
-}
 
 /// Parts of libvirt's network XML that slipway does not model: libvirt
 /// would use them, slipway drops them (and says so).
@@ -385,36 +68,17 @@ fn drop_empty_attrs(root: &mut Node) {
     }
 }
 
-/// Walks the tree, tracking paths and collecting what it did not understand.
-struct Walker<'a> {
+/// Where a network document's errors are: line and column in `src`.
+struct Located<'a> {
     src: &'a str,
-    unknown: Vec<String>,
 }
 
-impl Node {
-    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub(crate) fn kids<'n>(&'n self, name: &'n str) -> impl Iterator<Item = &'n Node> + 'n {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-
-    /// The first child of that name: the one libvirt reads when it is
-    /// repeated (except for [`LAST_WINS`] elements, read with [`Node::kids`]).
-    pub(crate) fn kid(&self, name: &str) -> Option<&Node> {
-        self.children.iter().find(|c| c.name == name)
-    }
-}
-
-impl Walker<'_> {
+impl Located<'_> {
     fn pos(&self, node: &Node) -> (usize, usize) {
         line_col(self.src, node.offset)
     }
 
+    /// A value error at `path` (an attribute's or an element's).
     fn value_err(&self, node: &Node, path: &str, value: &str, expected: &str) -> XmlError {
         let (line, column) = self.pos(node);
         XmlError::Value {
@@ -435,11 +99,35 @@ impl Walker<'_> {
             message: message.into(),
         }
     }
+}
 
+impl Report for Located<'_> {
+    type Error = XmlError;
+
+    fn bad_value(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+        value: &str,
+        expected: &str,
+    ) -> XmlError {
+        self.value_err(node, &format!("{path}/@{name}"), value, expected)
+    }
+
+    fn missing(&self, node: &Node, path: &str, name: &str) -> XmlError {
+        self.structure(node, path, format!("missing required attribute '{name}'"))
+    }
+}
+
+/// Walks the tree, tracking paths and collecting what it did not understand.
+type Walker<'a> = TreeReader<Located<'a>>;
+
+impl Walker<'_> {
     /// Records attributes and child elements of `node` outside the known
     /// lists, repeated children where libvirt reads only the first
     /// (`single`), and stray text.
-    fn check(
+    fn check_libvirt(
         &mut self,
         node: &Node,
         path: &str,
@@ -447,9 +135,9 @@ impl Walker<'_> {
         children: &[&str],
         single: &[&str],
     ) {
-        for (k, _) in &node.attrs {
+        for k in Self::unknown_attrs(node, attrs) {
             // Namespace declarations are not data.
-            if !attrs.contains(&k.as_str()) && k != "xmlns" && !k.starts_with("xmlns:") {
+            if k != "xmlns" && !k.starts_with("xmlns:") {
                 self.unknown.push(annotate(format!("{path}/@{k}")));
             }
         }
@@ -488,23 +176,6 @@ impl Walker<'_> {
         }
     }
 
-    /// An attribute parsed with `FromStr`, or a value error naming `expected`.
-    fn parsed<T: FromStr>(
-        &self,
-        node: &Node,
-        path: &str,
-        name: &str,
-        expected: &str,
-    ) -> Result<Option<T>, XmlError> {
-        match node.attr(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| self.value_err(node, &format!("{path}/@{name}"), v, expected)),
-        }
-    }
-
     fn ip(&self, node: &Node, path: &str, name: &str) -> Result<Option<IpAddr>, XmlError> {
         self.parsed(node, path, name, "an IPv4 or IPv6 address")
     }
@@ -513,14 +184,9 @@ impl Walker<'_> {
         self.parsed(node, path, name, "an IPv4 address")
     }
 
-    fn required<T>(
-        &self,
-        node: &Node,
-        path: &str,
-        name: &str,
-        v: Option<T>,
-    ) -> Result<T, XmlError> {
-        v.ok_or_else(|| self.structure(node, path, format!("missing required attribute '{name}'")))
+    /// `v`, the value of attribute `name`, which must be there.
+    fn present<T>(&self, node: &Node, path: &str, name: &str, v: Option<T>) -> Result<T, XmlError> {
+        v.ok_or_else(|| self.report.missing(node, path, name))
     }
 
     fn string(&self, node: &Node, name: &str) -> Option<String> {
@@ -533,30 +199,24 @@ impl Walker<'_> {
             None => Ok(None),
             Some("ipv4") => Ok(Some(IpFamily::Ipv4)),
             Some("ipv6") => Ok(Some(IpFamily::Ipv6)),
-            Some(v) => Err(self.value_err(node, &format!("{path}/@family"), v, "'ipv4' or 'ipv6'")),
-        }
-    }
-
-    /// `yes`/`no` (libvirt's tristate booleans).
-    fn yes_no(&self, node: &Node, path: &str, name: &str) -> Result<Option<bool>, XmlError> {
-        match node.attr(name) {
-            None => Ok(None),
-            Some("yes") => Ok(Some(true)),
-            Some("no") => Ok(Some(false)),
-            Some(v) => Err(self.value_err(node, &format!("{path}/@{name}"), v, "'yes' or 'no'")),
+            Some(v) => {
+                Err(self
+                    .report
+                    .value_err(node, &format!("{path}/@family"), v, "'ipv4' or 'ipv6'"))
+            }
         }
     }
 
     fn network(&mut self, root: &Node) -> Result<Network, XmlError> {
         if root.name != "network" {
-            return Err(self.structure(
+            return Err(self.report.structure(
                 root,
                 &format!("/{}", root.name),
                 format!("expecting root element of 'network', not '{}'", root.name),
             ));
         }
         let p = "/network";
-        self.check(
+        self.check_libvirt(
             root,
             p,
             &["ipv6"],
@@ -565,9 +225,10 @@ impl Walker<'_> {
             ],
             &["name", "uuid", "forward", "bridge", "mac", "domain", "dns"],
         );
-        let name_node = root
-            .kid("name")
-            .ok_or_else(|| self.structure(root, p, "missing required element <name>"))?;
+        let name_node = root.kid("name").ok_or_else(|| {
+            self.report
+                .structure(root, p, "missing required element <name>")
+        })?;
         self.check_text(name_node, "/network/name");
         let name = name_node.string_value.clone();
 
@@ -577,7 +238,7 @@ impl Walker<'_> {
                 self.check_text(n, "/network/uuid");
                 let text = n.string_value.trim();
                 Some(uuid::Uuid::parse_str(text).map_err(|_| {
-                    self.value_err(
+                    self.report.value_err(
                         n,
                         "/network/uuid",
                         text,
@@ -613,7 +274,7 @@ impl Walker<'_> {
         // that has one (an empty one meaning none).
         let path = "/network/mtu";
         for n in root.kids("mtu") {
-            self.check(n, path, &["size"], &[], &[]);
+            self.check_libvirt(n, path, &["size"], &[], &[]);
         }
         if root.kids("mtu").count() > 1 {
             self.unknown.push(format!(
@@ -629,7 +290,7 @@ impl Walker<'_> {
         let mac = match root.kid("mac") {
             Some(n) => {
                 let path = "/network/mac";
-                self.check(n, path, &["address"], &[], &[]);
+                self.check_libvirt(n, path, &["address"], &[], &[]);
                 self.parsed::<MacAddr>(n, path, "address", "a MAC address like 52:54:00:12:34:56")?
             }
             None => None,
@@ -637,7 +298,7 @@ impl Walker<'_> {
         let domain = match root.kid("domain") {
             Some(n) => {
                 let path = "/network/domain";
-                self.check(n, path, &["name", "localOnly"], &[], &[]);
+                self.check_libvirt(n, path, &["name", "localOnly"], &[], &[]);
                 let local_only = self.yes_no(n, path, "localOnly")?;
                 // libvirt forgets a <domain> without a name.
                 self.string(n, "name")
@@ -676,7 +337,7 @@ impl Walker<'_> {
     /// `<forward>`; `None` for libvirt's `mode='none'`, an isolated network.
     fn forward(&mut self, n: &Node) -> Result<Option<Forward>, XmlError> {
         let p = "/network/forward";
-        self.check(
+        self.check_libvirt(
             n,
             p,
             &["mode", "dev", "managed"],
@@ -687,7 +348,7 @@ impl Walker<'_> {
             None => ForwardMode::Nat,
             Some("none") => {
                 if n.kid("nat").is_some() {
-                    return Err(self.structure(
+                    return Err(self.report.structure(
                         n,
                         p,
                         "the <nat> element can only be used when <forward> 'mode' is 'nat'",
@@ -701,7 +362,7 @@ impl Walker<'_> {
                 return Ok(None);
             }
             Some(m) => m.parse::<ForwardMode>().map_err(|_| {
-                self.value_err(
+                self.report.value_err(
                     n,
                     "/network/forward/@mode",
                     m,
@@ -711,7 +372,7 @@ impl Walker<'_> {
         };
         let nats: Vec<&Node> = n.kids("nat").collect();
         if nats.len() > 1 {
-            return Err(self.structure(
+            return Err(self.report.structure(
                 nats[1],
                 p,
                 "only one <nat> element is allowed in <forward>",
@@ -720,7 +381,7 @@ impl Walker<'_> {
         let nat = match nats.first() {
             // libvirt refuses any <nat>, even an empty one, outside nat mode.
             Some(nn) if mode != ForwardMode::Nat => {
-                return Err(self.structure(
+                return Err(self.report.structure(
                     nn,
                     "/network/forward/nat",
                     format!(
@@ -740,13 +401,18 @@ impl Walker<'_> {
             None => None,
             Some(d) => {
                 let dp = "/network/forward/driver";
-                self.check(d, dp, &["name"], &[], &[]);
+                self.check_libvirt(d, dp, &["name"], &[], &[]);
                 match d.attr("name") {
                     None | Some("") => None,
                     Some("kvm") => Some(HostdevDriver::Kvm),
                     Some("vfio") => Some(HostdevDriver::Vfio),
                     Some(v) => {
-                        return Err(self.value_err(d, &format!("{dp}/@name"), v, "'kvm' or 'vfio'"))
+                        return Err(self.report.value_err(
+                            d,
+                            &format!("{dp}/@name"),
+                            v,
+                            "'kvm' or 'vfio'",
+                        ))
                     }
                 }
             }
@@ -754,7 +420,7 @@ impl Walker<'_> {
         let pfs: Vec<&Node> = n.kids("pf").collect();
         let addrs: Vec<&Node> = n.kids("address").collect();
         if n.attr("dev").is_some() && !(pfs.is_empty() && addrs.is_empty()) {
-            return Err(self.structure(
+            return Err(self.report.structure(
                 n,
                 p,
                 "the <forward> 'dev' attribute cannot be used when <address> or <pf> sub-elements are present",
@@ -784,7 +450,7 @@ impl Walker<'_> {
             for a in &addrs {
                 let pci = self.pci_address(a)?;
                 if fwd.pci_addresses.contains(&pci) {
-                    return Err(self.structure(
+                    return Err(self.report.structure(
                         a,
                         "/network/forward/address",
                         format!("PCI device '{pci}' can only be listed once"),
@@ -799,15 +465,15 @@ impl Walker<'_> {
             }
         } else if let Some(pf) = pfs.first() {
             if pfs.len() > 1 {
-                return Err(self.structure(
+                return Err(self.report.structure(
                     pfs[1],
                     p,
                     "only one <pf> element is allowed in <forward>",
                 ));
             }
             let pp = "/network/forward/pf";
-            self.check(pf, pp, &["dev"], &[], &[]);
-            fwd.pf = Some(self.required(pf, pp, "dev", self.string(pf, "dev"))?);
+            self.check_libvirt(pf, pp, &["dev"], &[], &[]);
+            fwd.pf = Some(self.present(pf, pp, "dev", self.string(pf, "dev"))?);
         }
         Ok(Some(fwd))
     }
@@ -820,12 +486,12 @@ impl Walker<'_> {
         }
         for (i, ifn) in n.kids("interface").enumerate() {
             let ip = "/network/forward/interface";
-            self.check(ifn, ip, &["dev"], &[], &[]);
-            let dev = self.required(ifn, ip, "dev", self.string(ifn, "dev"))?;
+            self.check_libvirt(ifn, ip, &["dev"], &[], &[]);
+            let dev = self.present(ifn, ip, "dev", self.string(ifn, "dev"))?;
             if i == 0 && interfaces.len() == 1 {
                 // <forward dev='x'> and a first <interface dev='x'/> name the same device.
                 if interfaces[0] != dev {
-                    return Err(self.structure(
+                    return Err(self.report.structure(
                         ifn,
                         ip,
                         format!(
@@ -837,7 +503,7 @@ impl Walker<'_> {
                 continue;
             }
             if interfaces.contains(&dev) {
-                return Err(self.structure(
+                return Err(self.report.structure(
                     ifn,
                     ip,
                     format!("interface '{dev}' can only be listed once"),
@@ -853,7 +519,7 @@ impl Walker<'_> {
     /// missing one is 0.
     fn pci_address(&mut self, a: &Node) -> Result<PciAddress, XmlError> {
         let ap = "/network/forward/address";
-        self.check(
+        self.check_libvirt(
             a,
             ap,
             &["type", "domain", "bus", "slot", "function", "multifunction"],
@@ -862,8 +528,8 @@ impl Walker<'_> {
         );
         match a.attr("type") {
             Some("pci") => {}
-            None => return Err(self.structure(a, ap, "missing address type")),
-            Some(t) => return Err(self.value_err(a, &format!("{ap}/@type"), t, "'pci'")),
+            None => return Err(self.report.structure(a, ap, "missing address type")),
+            Some(t) => return Err(self.report.value_err(a, &format!("{ap}/@type"), t, "'pci'")),
         }
         let num = |w: &Self, name: &str, max: u32| -> Result<u32, XmlError> {
             let Some(v) = a.attr(name) else {
@@ -878,7 +544,7 @@ impl Walker<'_> {
             };
             match parsed {
                 Ok(x) if x <= max => Ok(x),
-                _ => Err(w.value_err(
+                _ => Err(w.report.value_err(
                     a,
                     &format!("{ap}/@{name}"),
                     v,
@@ -897,11 +563,11 @@ impl Walker<'_> {
 
     fn nat(&mut self, n: &Node) -> Result<Option<Nat>, XmlError> {
         let p = "/network/forward/nat";
-        self.check(n, p, &["ipv6"], &["address", "port"], &[]);
+        self.check_libvirt(n, p, &["ipv6"], &["address", "port"], &[]);
         let ipv6 = self.yes_no(n, p, "ipv6")?;
         let addrs: Vec<&Node> = n.kids("address").collect();
         if addrs.len() > 1 {
-            return Err(self.structure(
+            return Err(self.report.structure(
                 addrs[1],
                 p,
                 "only one <address> element is allowed in <nat>",
@@ -910,29 +576,33 @@ impl Walker<'_> {
         let address = match addrs.first() {
             Some(a) => {
                 let ap = "/network/forward/nat/address";
-                self.check(a, ap, &["start", "end"], &[], &[]);
+                self.check_libvirt(a, ap, &["start", "end"], &[], &[]);
                 let start = self.ipv4(a, ap, "start")?;
                 let end = self.ipv4(a, ap, "end")?;
                 Some((
-                    self.required(a, ap, "start", start)?,
-                    self.required(a, ap, "end", end)?,
+                    self.present(a, ap, "start", start)?,
+                    self.present(a, ap, "end", end)?,
                 ))
             }
             None => None,
         };
         let ports: Vec<&Node> = n.kids("port").collect();
         if ports.len() > 1 {
-            return Err(self.structure(ports[1], p, "only one <port> element is allowed in <nat>"));
+            return Err(self.report.structure(
+                ports[1],
+                p,
+                "only one <port> element is allowed in <nat>",
+            ));
         }
         let port = match ports.first() {
             Some(pn) => {
                 let pp = "/network/forward/nat/port";
-                self.check(pn, pp, &["start", "end"], &[], &[]);
+                self.check_libvirt(pn, pp, &["start", "end"], &[], &[]);
                 let start = self.parsed::<u16>(pn, pp, "start", "a port number 0-65535")?;
                 let end = self.parsed::<u16>(pn, pp, "end", "a port number 0-65535")?;
                 Some((
-                    self.required(pn, pp, "start", start)?,
-                    self.required(pn, pp, "end", end)?,
+                    self.present(pn, pp, "start", start)?,
+                    self.present(pn, pp, "end", end)?,
                 ))
             }
             None => None,
@@ -948,7 +618,7 @@ impl Walker<'_> {
 
     fn bridge(&mut self, n: &Node) -> Result<Bridge, XmlError> {
         let p = "/network/bridge";
-        self.check(
+        self.check_libvirt(
             n,
             p,
             &["name", "zone", "stp", "delay", "macTableManager"],
@@ -959,14 +629,18 @@ impl Walker<'_> {
             None => None,
             Some("on") => Some(true),
             Some("off") => Some(false),
-            Some(v) => return Err(self.value_err(n, "/network/bridge/@stp", v, "'on' or 'off'")),
+            Some(v) => {
+                return Err(self
+                    .report
+                    .value_err(n, "/network/bridge/@stp", v, "'on' or 'off'"))
+            }
         };
         let mac_table_manager = match n.attr("macTableManager") {
             None => None,
             Some("kernel") => Some(MacTableManager::Kernel),
             Some("libvirt") => Some(MacTableManager::Libvirt),
             Some(v) => {
-                return Err(self.value_err(
+                return Err(self.report.value_err(
                     n,
                     "/network/bridge/@macTableManager",
                     v,
@@ -985,7 +659,7 @@ impl Walker<'_> {
 
     fn dns(&mut self, n: &Node) -> Result<Option<Dns>, XmlError> {
         let p = "/network/dns";
-        self.check(
+        self.check_libvirt(
             n,
             p,
             &["enable", "forwardPlainNames"],
@@ -999,27 +673,31 @@ impl Walker<'_> {
         };
         for f in n.kids("forwarder") {
             let fp = "/network/dns/forwarder";
-            self.check(f, fp, &["addr", "domain"], &[], &[]);
+            self.check_libvirt(f, fp, &["addr", "domain"], &[], &[]);
             let fwd = DnsForwarder {
                 domain: self.string(f, "domain"),
                 addr: self.ip(f, fp, "addr")?,
             };
             if fwd.domain.is_none() && fwd.addr.is_none() {
-                return Err(self.structure(f, fp, "must have at least one of 'addr' or 'domain'"));
+                return Err(self.report.structure(
+                    f,
+                    fp,
+                    "must have at least one of 'addr' or 'domain'",
+                ));
             }
             dns.forwarders.push(fwd);
         }
         for t in n.kids("txt") {
             let tp = "/network/dns/txt";
-            self.check(t, tp, &["name", "value"], &[], &[]);
+            self.check_libvirt(t, tp, &["name", "value"], &[], &[]);
             dns.txts.push(DnsTxt {
-                name: self.required(t, tp, "name", self.string(t, "name"))?,
-                value: self.required(t, tp, "value", self.string(t, "value"))?,
+                name: self.present(t, tp, "name", self.string(t, "name"))?,
+                value: self.present(t, tp, "value", self.string(t, "value"))?,
             });
         }
         for s in n.kids("srv") {
             let sp = "/network/dns/srv";
-            self.check(
+            self.check_libvirt(
                 s,
                 sp,
                 &[
@@ -1041,7 +719,7 @@ impl Walker<'_> {
         }
         for h in n.kids("host") {
             let hp = "/network/dns/host";
-            self.check(h, hp, &["ip"], &["hostname"], &[]);
+            self.check_libvirt(h, hp, &["ip"], &["hostname"], &[]);
             let mut hostnames = Vec::new();
             for hn in h.kids("hostname") {
                 self.check_text(hn, "/network/dns/host/hostname");
@@ -1062,7 +740,7 @@ impl Walker<'_> {
         let lp = format!("{path}/lease");
         let mut kept = None;
         for n in parent.kids("lease") {
-            self.check(n, &lp, &["expiry", "unit"], &[], &[]);
+            self.check_libvirt(n, &lp, &["expiry", "unit"], &[], &[]);
             let Some(expiry) =
                 self.parsed::<u64>(n, &lp, "expiry", "a lease time (0 = infinite)")?
             else {
@@ -1075,7 +753,7 @@ impl Walker<'_> {
                 Some("minutes") => LeaseUnit::Minutes,
                 Some("hours") => LeaseUnit::Hours,
                 Some(v) => {
-                    return Err(self.value_err(
+                    return Err(self.report.value_err(
                         n,
                         &format!("{lp}/@unit"),
                         v,
@@ -1091,7 +769,7 @@ impl Walker<'_> {
             // Checked here too because libvirt refuses any short <lease>,
             // even one a later <lease> replaces.
             if lease.is_too_short() {
-                return Err(self.value_err(
+                return Err(self.report.value_err(
                     n,
                     &format!("{lp}/@expiry"),
                     &expiry.to_string(),
@@ -1105,7 +783,7 @@ impl Walker<'_> {
 
     fn ip_def(&mut self, n: &Node) -> Result<IpDef, XmlError> {
         let p = "/network/ip";
-        self.check(
+        self.check_libvirt(
             n,
             p,
             &["family", "address", "netmask", "prefix", "localPtr"],
@@ -1114,7 +792,7 @@ impl Walker<'_> {
         );
         let family = self.family(n, p)?;
         let address = self.ip(n, p, "address")?;
-        let address = self.required(n, p, "address", address)?;
+        let address = self.present(n, p, "address", address)?;
         let mut def = IpDef::new(address);
         def.family = family;
         def.netmask = self.ipv4(n, p, "netmask")?;
@@ -1124,7 +802,7 @@ impl Walker<'_> {
             .filter(|&x| x != 0);
         def.local_ptr = self.yes_no(n, p, "localPtr")?;
         if let Some(t) = n.kid("tftp") {
-            self.check(t, "/network/ip/tftp", &["root"], &[], &[]);
+            self.check_libvirt(t, "/network/ip/tftp", &["root"], &[], &[]);
             def.tftp_root = self.string(t, "root");
         }
         if let Some(d) = n.kid("dhcp") {
@@ -1135,22 +813,22 @@ impl Walker<'_> {
 
     fn dhcp(&mut self, n: &Node, address: IpAddr) -> Result<Option<Dhcp>, XmlError> {
         let p = "/network/ip/dhcp";
-        self.check(n, p, &[], &["range", "host", "bootp"], &["bootp"]);
+        self.check_libvirt(n, p, &[], &["range", "host", "bootp"], &["bootp"]);
         let mut dhcp = Dhcp::default();
         for r in n.kids("range") {
             let rp = "/network/ip/dhcp/range";
-            self.check(r, rp, &["start", "end"], &["lease"], &["lease"]);
+            self.check_libvirt(r, rp, &["start", "end"], &["lease"], &["lease"]);
             let start = self.ip(r, rp, "start")?;
             let end = self.ip(r, rp, "end")?;
             dhcp.ranges.push(DhcpRange {
-                start: self.required(r, rp, "start", start)?,
-                end: self.required(r, rp, "end", end)?,
+                start: self.present(r, rp, "start", start)?,
+                end: self.present(r, rp, "end", end)?,
                 lease: self.lease(r, rp)?,
             });
         }
         for h in n.kids("host") {
             let hp = "/network/ip/dhcp/host";
-            self.check(h, hp, &["mac", "id", "name", "ip"], &["lease"], &["lease"]);
+            self.check_libvirt(h, hp, &["mac", "id", "name", "ip"], &["lease"], &["lease"]);
             dhcp.hosts.push(DhcpHost {
                 mac: self.parsed(h, hp, "mac", "a MAC address like 52:54:00:12:34:56")?,
                 mac_text: self.string(h, "mac"),
@@ -1164,7 +842,7 @@ impl Walker<'_> {
         // error), skips those without a file and keeps the last.
         let bp = "/network/ip/dhcp/bootp";
         for b in n.kids("bootp") {
-            self.check(b, bp, &["file", "server"], &[], &[]);
+            self.check_libvirt(b, bp, &["file", "server"], &[], &[]);
             if address.is_ipv6() {
                 self.unknown
                     .push(format!("{bp} (ignored in an IPv6 <ip>, as libvirt does)"));
@@ -1195,7 +873,7 @@ impl Walker<'_> {
 
     fn route(&mut self, n: &Node) -> Result<Route, XmlError> {
         let p = "/network/route";
-        self.check(
+        self.check_libvirt(
             n,
             p,
             &[
@@ -1209,10 +887,10 @@ impl Walker<'_> {
         let gateway = self.ip(n, p, "gateway")?;
         Ok(Route {
             family,
-            address: self.required(n, p, "address", address)?,
+            address: self.present(n, p, "address", address)?,
             netmask: self.ipv4(n, p, "netmask")?,
             prefix: self.parsed(n, p, "prefix", "a prefix length 0-128")?,
-            gateway: self.required(n, p, "gateway", gateway)?,
+            gateway: self.present(n, p, "gateway", gateway)?,
             metric: self.parsed(n, p, "metric", "a route metric 1-4294967295")?,
         })
     }
@@ -1221,9 +899,5 @@ impl Walker<'_> {
 pub(crate) fn parse(src: &str) -> Result<Network, XmlError> {
     let mut root = read_tree(src)?;
     drop_empty_attrs(&mut root);
-    Walker {
-        src,
-        unknown: Vec::new(),
-    }
-    .network(&root)
+    Walker::new(Located { src }).network(&root)
 }

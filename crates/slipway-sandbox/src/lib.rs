@@ -6,6 +6,9 @@
 //! compromised data path nearly powerless, in this order:
 //!
 //! 1. Landlock rules are prepared (paths opened while they still can be);
+//!    with unix datagrams allowed, the process moves into a private mount
+//!    namespace whose root holds only the directories it needs (the
+//!    datagram socket directory, the read-only trees): see [`mountns`];
 //! 2. when started as root, the process switches to an unprivileged user
 //!    (default `nobody`, supplementary groups cleared), after dropping
 //!    every capability from the bounding set;
@@ -33,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod cleaner;
+mod mountns;
 mod syscalls;
 
 use std::ffi::CString;
@@ -91,6 +95,16 @@ pub enum SandboxError {
     /// in full (`--require-sandbox`).
     #[error("the kernel does not enforce Landlock (not built in, or not in its lsm= list), and --require-sandbox refuses to run with the filesystem unrestricted")]
     NoLandlock,
+    /// The private mount namespace that confines unix datagrams could not
+    /// be made (user namespaces disabled, say) and the sandbox was required
+    /// in full (`--require-sandbox`).
+    #[error("cannot make the private mount namespace that limits unix datagrams to {dir} ({source}), and --require-sandbox refuses to run with every unix datagram socket of the user reachable")]
+    NoMountNamespace {
+        /// The datagram socket directory.
+        dir: PathBuf,
+        /// The kernel's refusal.
+        source: std::io::Error,
+    },
     /// The seccomp filter could not be built or installed.
     #[error("seccomp: {0}")]
     Seccomp(#[from] seccompiler::Error),
@@ -118,7 +132,7 @@ pub struct Sandbox {
     remove_on_exit: Vec<PathBuf>,
     runas: String,
     service: bool,
-    unix_dgram: bool,
+    unix_dgram: Option<PathBuf>,
     require: bool,
 }
 
@@ -130,7 +144,7 @@ impl Default for Sandbox {
             remove_on_exit: Vec::new(),
             runas: "nobody".into(),
             service: false,
-            unix_dgram: false,
+            unix_dgram: None,
             require: false,
         }
     }
@@ -149,6 +163,9 @@ pub struct Report {
     /// The capabilities kept (effective and permitted), as a bit mask by
     /// capability number: none, or CAP_NET_ADMIN for the network service.
     pub capabilities: u64,
+    /// Whether the process sees only the directories it needs, in a
+    /// private mount namespace (made only when unix datagrams are allowed).
+    pub private_root: bool,
 }
 
 /// How far the kernel enforces the filesystem rules.
@@ -235,15 +252,21 @@ impl Sandbox {
     }
 
     /// Allows new unix datagram sockets (a datagram attachment reaching
-    /// later VMs); without it `socket` is for TCP and UDP only.
-    pub fn allow_unix_datagrams(&mut self) -> &mut Self {
-        self.unix_dgram = true;
+    /// later VMs), which can reach only sockets in directory `dir` (and
+    /// beneath it): [`Sandbox::apply`] gives the process a private root
+    /// holding only `dir` and the paths allowed otherwise, so no other
+    /// socket file can be named. Without it `socket` is for TCP and UDP
+    /// only.
+    pub fn allow_unix_datagrams(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.unix_dgram = Some(dir.into());
         self
     }
 
-    /// Makes a kernel without Landlock an error of [`Sandbox::apply`]
-    /// (`--require-sandbox`) instead of a warning.
-    pub fn require_landlock(&mut self, require: bool) -> &mut Self {
+    /// Makes a part of the sandbox the kernel cannot give an error of
+    /// [`Sandbox::apply`] (`--require-sandbox`) instead of a warning:
+    /// Landlock, and the private mount namespace of
+    /// [`Sandbox::allow_unix_datagrams`].
+    pub fn require(&mut self, require: bool) -> &mut Self {
         self.require = require;
         self
     }
@@ -266,7 +289,7 @@ impl Sandbox {
             self.service,
             !self.read_only.is_empty(),
             !self.write_dirs.is_empty(),
-            self.unix_dgram,
+            self.unix_dgram.is_some(),
         )
     }
 
@@ -287,6 +310,14 @@ impl Sandbox {
     /// afterwards.
     pub fn apply(&self) -> Result<Report, SandboxError> {
         let ruleset = self.landlock_ruleset()?;
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        // Read while /etc and /proc are still there.
+        let user = if root {
+            Some((lookup_user(&self.runas)?, in_user_namespace()))
+        } else {
+            None
+        };
         let parent = if self.remove_on_exit.is_empty() {
             None
         } else {
@@ -295,11 +326,16 @@ impl Sandbox {
                 self.cleaner_ruleset()?,
             )?)
         };
-        // SAFETY: geteuid cannot fail.
-        let switched_to = if unsafe { libc::geteuid() } == 0 {
-            self.drop_root()?
-        } else {
-            None
+        // After the fork (the cleaning parent removes the socket files in
+        // the real filesystem), before the switch of user (root needs
+        // CAP_SYS_ADMIN for it).
+        let private_root = match &self.unix_dgram {
+            Some(dir) => self.enter_private_root(dir, !root)?,
+            None => false,
+        };
+        let switched_to = match user {
+            Some(((uid, gid), userns)) => self.drop_root(uid, gid, userns)?,
+            None => None,
         };
         if let Some(parent) = parent {
             // After the switch of user, which clears the parent-death signal.
@@ -323,6 +359,7 @@ impl Sandbox {
             ?switched_to,
             ?landlock,
             capabilities = format_args!("{capabilities:#x}"),
+            private_root,
             "sandbox applied"
         );
         Ok(Report {
@@ -330,7 +367,48 @@ impl Sandbox {
             landlock,
             syscalls: syscalls.len(),
             capabilities,
+            private_root,
         })
+    }
+
+    /// Moves the process into a private mount namespace holding only the
+    /// datagram socket directory `dgram_dir` and the paths Landlock allows
+    /// (see [`mountns`]). Returns whether it did: when the kernel refuses
+    /// the namespaces, a warning names the gap (or, required, an error).
+    fn enter_private_root(
+        &self,
+        dgram_dir: &Path,
+        new_user_ns: bool,
+    ) -> Result<bool, SandboxError> {
+        let dir = if dgram_dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dgram_dir
+        };
+        let paths: Vec<(PathBuf, bool)> = std::iter::once((dir.to_owned(), false))
+            .chain(self.read_only.iter().map(|p| (p.clone(), false)))
+            .chain(self.write_dirs.iter().map(|p| (p.clone(), true)))
+            .collect();
+        match mountns::enter(&paths, new_user_ns) {
+            Ok(()) => Ok(true),
+            Err(mountns::MountNsError::Unavailable(source)) if self.require => {
+                Err(SandboxError::NoMountNamespace {
+                    dir: dir.to_owned(),
+                    source,
+                })
+            }
+            Err(mountns::MountNsError::Unavailable(err)) => {
+                tracing::warn!(
+                    %err,
+                    dir = %dir.display(),
+                    "cannot make a private mount namespace (user namespaces disabled, e.g. kernel.unprivileged_userns_clone=0, or refused by policy): unix datagrams are NOT limited to the socket directory, a compromised stack could reach every unix datagram socket its user may write (--require-sandbox makes this an error)"
+                );
+                Ok(false)
+            }
+            Err(mountns::MountNsError::Failed { what, source }) => {
+                Err(SandboxError::Os { what, source })
+            }
+        }
     }
 
     /// The sandboxed process's filesystem: the read-only trees and the
@@ -376,8 +454,14 @@ impl Sandbox {
     /// `None` inside a user namespace that has no such user (`unshare -r`
     /// maps only uid 0): there the process stays uid 0 of the namespace,
     /// without capabilities.
-    fn drop_root(&self) -> Result<Option<(u32, u32)>, SandboxError> {
-        let (uid, gid) = lookup_user(&self.runas)?;
+    /// `userns` says whether the process runs in a user namespace (read
+    /// beforehand: /proc may be gone by now).
+    fn drop_root(
+        &self,
+        uid: u32,
+        gid: u32,
+        userns: bool,
+    ) -> Result<Option<(u32, u32)>, SandboxError> {
         // Without CAP_SETPCAP later, the bounding set must shrink now.
         caps::clear(None, CapSet::Bounding)
             .map_err(caps_err("dropping the capability bounding set"))?;
@@ -390,11 +474,11 @@ impl Sandbox {
             }
             // A user namespace may deny setgroups (unshare -r does); it has
             // no supplementary groups to drop then.
-            if libc::setgroups(0, std::ptr::null()) != 0 && !in_user_namespace() {
+            if libc::setgroups(0, std::ptr::null()) != 0 && !userns {
                 return Err(os_err("dropping supplementary groups"));
             }
             if libc::setresgid(gid, gid, gid) != 0 {
-                if unmapped_in_user_namespace() {
+                if unmapped(userns) {
                     tracing::warn!(
                         user = %self.runas,
                         "root of a user namespace where this user does not exist: staying uid 0, without capabilities"
@@ -465,7 +549,13 @@ unsafe fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
 /// Whether the last call failed with EINVAL because the process runs in a
 /// user namespace where the ids are not mapped.
 fn unmapped_in_user_namespace() -> bool {
-    std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) && in_user_namespace()
+    unmapped(in_user_namespace())
+}
+
+/// Whether the last call failed with EINVAL, in a user namespace (`userns`)
+/// where that means the ids are not mapped.
+fn unmapped(userns: bool) -> bool {
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) && userns
 }
 
 /// Whether the process runs in a user namespace other than the initial one.
@@ -512,6 +602,7 @@ fn id_mapped(id: u32, map: &str) -> bool {
 /// The uid and gid of `user` (a name, or a number).
 fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
     let name = CString::new(user).map_err(|_| SandboxError::NoSuchUser(user.into()))?;
+    // SAFETY: all-zero is a valid value of this plain C struct.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0_u8; 16384];
     let mut found: *mut libc::passwd = std::ptr::null_mut();

@@ -363,7 +363,7 @@ fn sockets_are_inet_only_and_no_file_is_removed() {
         let mut sandbox = slipway_sandbox::Sandbox::new();
         sandbox.remove_on_exit(dir.join("own.sock"));
         if unix_dgram {
-            sandbox.allow_unix_datagrams();
+            sandbox.allow_unix_datagrams(&dir);
         }
         sandbox.apply().expect("sandbox applies");
         let err = UnixStream::connect(dir.join("listener.sock")).expect_err("unix connect");
@@ -433,6 +433,161 @@ fn sockets_are_inet_only_and_no_file_is_removed() {
         assert!(d.join("sibling").exists());
         assert!(!d.join("own.sock").exists(), "the parent removed it");
     }
+}
+
+/// Unix datagrams reach only sockets in the allowed directory: a socket the
+/// test bound in another directory (standing for the journal's or a
+/// notify socket, writable by anyone) has no path the sandboxed process
+/// can name, while a VM's socket in the directory is reached and an
+/// allowed read-only tree is still read by path. Its own socket file is
+/// still removed at exit (the cleaning parent stays in the real
+/// filesystem). Run as the test's user and, when root, as an unprivileged
+/// user too (a user namespace is then made first).
+#[test]
+fn unix_datagrams_reach_only_their_directory() {
+    use std::os::unix::net::UnixDatagram;
+    const NAME: &str = "unix_datagrams_reach_only_their_directory";
+    if let Some(dir) = child_arg() {
+        let vms = dir.join("vms");
+        if dir.join("unprivileged").exists() {
+            // SAFETY: plain system calls with integer arguments.
+            unsafe {
+                assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+                assert_eq!(libc::setresgid(65534, 65534, 65534), 0);
+                assert_eq!(libc::setresuid(65534, 65534, 65534), 0);
+                // As a process that user started (the switch made this one
+                // undumpable, its /proc files root's).
+                assert_eq!(libc::prctl(libc::PR_SET_DUMPABLE, 1 as libc::c_ulong), 0);
+            }
+        }
+        let own = UnixDatagram::bind(vms.join("own.sock")).expect("own socket");
+        // Relative addresses stay relative to the working directory.
+        std::env::set_current_dir(&vms).unwrap();
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        sandbox
+            .remove_on_exit(vms.join("own.sock"))
+            .allow_unix_datagrams(&vms)
+            .allow_read(dir.join("tftp"))
+            .require(true);
+        let report = sandbox.apply().expect("sandbox applies");
+        assert!(report.private_root, "{report:?}");
+        let s = UnixDatagram::unbound().expect("unix datagrams allowed");
+        s.send_to(b"in", vms.join("vm.sock"))
+            .expect("reaches a VM in the directory");
+        own.send_to(b"rel", "vm.sock").expect("relative address");
+        for outside in [
+            dir.join("outside/journal.sock"),
+            vms.join("../outside/journal.sock"),
+        ] {
+            let err = s.send_to(b"out", &outside).expect_err("reached outside");
+            assert_eq!(err.kind(), ErrorKind::NotFound, "{}", outside.display());
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.join("tftp/boot")).unwrap(),
+            "ok"
+        );
+        drop(own);
+        println!("CHILD-OK");
+        return;
+    }
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    for unprivileged in [false, true] {
+        if unprivileged && !root {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["vms", "outside", "tftp"] {
+            std::fs::create_dir(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("tftp/boot"), "ok").unwrap();
+        if unprivileged {
+            std::fs::write(d.join("unprivileged"), "").unwrap();
+        }
+        let vm = UnixDatagram::bind(d.join("vms/vm.sock")).unwrap();
+        let journal = UnixDatagram::bind(d.join("outside/journal.sock")).unwrap();
+        // Plain permissions allow everything, so only the sandbox refuses.
+        use std::os::unix::fs::PermissionsExt;
+        for p in [
+            "",
+            "vms",
+            "outside",
+            "tftp",
+            "vms/vm.sock",
+            "outside/journal.sock",
+        ] {
+            std::fs::set_permissions(d.join(p), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        std::fs::set_permissions(d.join("tftp/boot"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let out = in_child(NAME, d);
+        assert!(
+            out.contains("CHILD-OK"),
+            "unprivileged={unprivileged}: {out}"
+        );
+        let mut buf = [0_u8; 8];
+        let n = vm.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"in");
+        let n = vm.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"rel");
+        journal.set_nonblocking(true).unwrap();
+        let err = journal.recv(&mut buf).expect_err("nothing arrived outside");
+        assert_eq!(err.kind(), ErrorKind::WouldBlock);
+        assert!(!d.join("vms/own.sock").exists(), "the parent removed it");
+    }
+}
+
+/// Where the kernel refuses the namespaces (here a filter makes `unshare`
+/// fail with EPERM, as `kernel.unprivileged_userns_clone=0` does),
+/// `--require-sandbox` (required) makes it an error naming the gap;
+/// otherwise the sandbox applies without the private root (a warning says
+/// so) and other datagram sockets stay reachable.
+#[test]
+fn without_namespaces_datagrams_are_unconfined_or_with_require_an_error() {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+    use std::os::unix::net::UnixDatagram;
+    const NAME: &str = "without_namespaces_datagrams_are_unconfined_or_with_require_an_error";
+    if let Some(dir) = child_arg() {
+        let filter: BpfProgram = SeccompFilter::new(
+            [(libc::SYS_unshare, vec![])].into_iter().collect(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            std::env::consts::ARCH.try_into().unwrap(),
+        )
+        .unwrap()
+        .try_into()
+        .unwrap();
+        seccompiler::apply_filter(&filter).unwrap();
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        sandbox.allow_unix_datagrams(dir.join("vms")).require(true);
+        let err = sandbox.apply().expect_err("required");
+        let text = err.to_string();
+        assert!(
+            text.contains("--require-sandbox") && text.contains("vms"),
+            "{text}"
+        );
+        let report = sandbox.require(false).apply().expect("applies without");
+        assert!(!report.private_root, "{report:?}");
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"out", dir.join("outside.sock"))
+            .expect("the gap the warning names");
+        println!("CHILD-OK");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("vms")).unwrap();
+    let outside = UnixDatagram::bind(dir.path().join("outside.sock")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in ["", "outside.sock"] {
+        std::fs::set_permissions(dir.path().join(p), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    let out = in_child(NAME, dir.path());
+    assert!(out.contains("CHILD-OK"), "{out}");
+    let mut buf = [0_u8; 8];
+    assert_eq!(outside.recv(&mut buf).unwrap(), 3);
 }
 
 /// Without Landlock the sandbox says what is missing; `--require-sandbox`

@@ -41,8 +41,10 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// event loop's signal descriptor); its clients follow.
 pub const LISTENER_INDEX: usize = 1;
 
-/// A request to the stack.
+/// A request to the stack. With the `clap` feature it is also the
+/// subcommands of a client (`slipway ctl`), one per request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Subcommand))]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     /// Open a host forward; `spec` is `hostfwd=` syntax,
@@ -58,6 +60,7 @@ pub enum Request {
         spec: String,
     },
     /// List host forwards.
+    #[cfg_attr(feature = "clap", command(name = "forwards"))]
     ListForwards,
     /// List DHCP leases.
     Leases,

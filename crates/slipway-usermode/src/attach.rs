@@ -860,7 +860,9 @@ impl Attachment {
         };
         // SAFETY: all-zero is a valid value of these plain C structs.
         let mut names: [libc::sockaddr_un; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         let mut iovs: [libc::iovec; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; DGRAM_READ_BATCH] = unsafe { std::mem::zeroed() };
         for (slot, (iov, (msg, name))) in self
             .dgram_rx
@@ -954,8 +956,8 @@ impl Attachment {
         if self.live > 0 {
             return true;
         }
-        // SAFETY: all-zero is a valid sockaddr_un.
         let mut from = PeerAddr {
+            // SAFETY: all-zero is a valid sockaddr_un.
             raw: unsafe { std::mem::zeroed() },
             len: std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
         };
@@ -1221,6 +1223,7 @@ fn flush_dgram(
         let n = tx.len().min(WRITE_BATCH);
         // SAFETY: all-zero is a valid value of these plain C structs.
         let mut iovs: [libc::iovec; WRITE_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; WRITE_BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..n {
             let frame = tx.frame(i);

@@ -143,8 +143,13 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         None => None,
     };
     // A datagram attachment reaches later VMs through new unix datagram
-    // sockets; no other attachment needs a unix socket once set up.
-    let unix_dgram = matches!(spec, AttachSpec::UnixDgram(_));
+    // sockets, in its own socket's directory only (the sandbox leaves no
+    // other path to name); no other attachment needs a unix socket once
+    // set up.
+    let unix_dgram = match &spec {
+        AttachSpec::UnixDgram(path) => Some(path.parent().unwrap_or(path).to_owned()),
+        _ => None,
+    };
     let socket_file = match &spec {
         AttachSpec::UnixListen(path) | AttachSpec::UnixDgram(path) => Some(path.clone()),
         AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) | AttachSpec::Tap(_) => None,
@@ -160,8 +165,8 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         if let Some(path) = socket_file {
             sandbox.remove_on_exit(path);
         }
-        if unix_dgram {
-            sandbox.allow_unix_datagrams();
+        if let Some(dir) = unix_dgram {
+            sandbox.allow_unix_datagrams(dir);
         }
         sandbox
     });

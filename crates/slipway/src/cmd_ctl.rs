@@ -1,13 +1,14 @@
 //! `slipway ctl`: the client of a running stack's control API
 //! (`slipway user --api PATH`; protocol in docs/usermode-api.md).
 //!
-//! One subcommand per request; the reply is printed as text, or as the
-//! reply's JSON with `--json`. An error reply exits with status 1.
+//! The subcommands are the API's requests ([`Request`], derived with its
+//! `clap` feature); the reply is printed as text, or as the reply's JSON
+//! with `--json`. An error reply exits with status 1.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use slipway_usermode::api::{ApiClient, Reply, Request, WireMessage};
 
 /// Arguments of `slipway ctl`.
@@ -21,46 +22,16 @@ pub struct CtlArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// What to ask the stack: the API's requests are the subcommands.
     #[command(subcommand)]
-    pub command: CtlCommand,
-}
-
-/// What to ask the stack.
-#[derive(Subcommand, Debug)]
-pub enum CtlCommand {
-    /// Add a host forward: `[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`.
-    AddForward {
-        /// The forward, in `hostfwd=` syntax.
-        spec: String,
-    },
-    /// Remove a host forward: `[tcp|udp]:[hostaddr]:hostport`.
-    RemoveForward {
-        /// The forward's host side.
-        spec: String,
-    },
-    /// List host forwards.
-    Forwards,
-    /// List DHCP leases.
-    Leases,
-    /// List active flows.
-    Flows,
-    /// Show frame and drop counters.
-    Counters,
+    pub command: Request,
 }
 
 /// Sends one request and prints the reply.
 pub fn run(args: CtlArgs) -> anyhow::Result<i32> {
-    let request = match args.command {
-        CtlCommand::AddForward { spec } => Request::AddForward { spec },
-        CtlCommand::RemoveForward { spec } => Request::RemoveForward { spec },
-        CtlCommand::Forwards => Request::ListForwards,
-        CtlCommand::Leases => Request::Leases,
-        CtlCommand::Flows => Request::Flows,
-        CtlCommand::Counters => Request::Counters,
-    };
     let mut client = ApiClient::connect(&args.api)?;
     let reply = client
-        .call(&request)
+        .call(&args.command)
         .with_context(|| format!("request to {}", args.api.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reply)?);

@@ -418,191 +418,188 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
+/// Sends a request that changes a network and reports a [`Reply::Done`];
+/// a failure is `context` then the error (or virsh's lookup failure for
+/// `key`).
+fn change(
+    conn: &mut Conn,
+    req: Request,
+    key: &str,
+    context: String,
+) -> Result<slipway_netmgr::proto::Outcome, Failure> {
+    conn.call(req)
+        .map_err(|e| Failure::with(e, key, Some(context)))
+        .and_then(done)
+}
+
 fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failure> {
     match cmd {
         NetCommand::NetList(a) => net_list(conn, a),
-        NetCommand::NetDefine { file, validate } => {
-            let file = PathBuf::from(file.get());
-            let xml = read_file(&file)?;
-            let from = file.display().to_string();
-            let o = conn
-                .call(Request::Define { xml, validate })
-                .map_err(|e| {
-                    Failure::with(e, "", Some(format!("Failed to define network from {from}")))
-                })
-                .and_then(done)?;
-            Ok(format!("Network {} defined from {from}\n", o.network))
-        }
-        NetCommand::NetDefineDefault => {
-            let o = conn
-                .call(Request::DefineDefault)
-                .map_err(|e| {
-                    Failure::with(e, "", Some("Failed to define the default network".into()))
-                })
-                .and_then(done)?;
-            Ok(format!("Network {} defined\n", o.network))
-        }
-        NetCommand::NetCreate { file } => {
-            let file = PathBuf::from(file.get());
-            let xml = read_file(&file)?;
-            let from = file.display().to_string();
-            let o = conn
-                .call(Request::Create { xml })
-                .map_err(|e| {
-                    Failure::with(e, "", Some(format!("Failed to create network from {from}")))
-                })
-                .and_then(done)?;
-            Ok(format!("Network {} created from {from}\n", o.network))
-        }
+        NetCommand::NetDefine { file, validate } => net_define(conn, &file.get(), validate),
+        NetCommand::NetDefineDefault => net_define_default(conn),
+        NetCommand::NetCreate { file } => net_create(conn, &file.get()),
         NetCommand::NetStart {
             network,
             dry_run: true,
             json,
-        } => {
-            let network = network.get();
-            match conn.call(Request::Plan {
-                lookup: Lookup::any(&network),
-            }) {
-                Ok(Reply::Plan(plan)) if json => Ok(to_json(&plan)),
-                Ok(Reply::Plan(plan)) => Ok(plan.to_string()),
-                Ok(other) => Err(Failure::one(format!("unexpected reply {other:?}"))),
-                Err(e) => Err(Failure::with(
-                    e,
-                    &network,
-                    Some(format!("Failed to start network {network}")),
-                )),
-            }
-        }
-        NetCommand::NetStart { network, .. } => {
-            let network = network.get();
-            conn.call(Request::Start {
-                lookup: Lookup::any(&network),
-            })
-            .map_err(|e| {
-                Failure::with(
-                    e,
-                    &network,
-                    Some(format!("Failed to start network {network}")),
-                )
-            })
-            .and_then(done)?;
-            Ok(format!("Network {network} started\n"))
-        }
-        NetCommand::NetDestroy { network } => {
-            let network = network.get();
-            conn.call(Request::Destroy {
-                lookup: Lookup::any(&network),
-            })
-            .map_err(|e| {
-                Failure::with(
-                    e,
-                    &network,
-                    Some(format!("Failed to destroy network {network}")),
-                )
-            })
-            .and_then(done)?;
-            Ok(format!("Network {network} destroyed\n"))
-        }
-        NetCommand::NetUndefine { network } => {
-            let network = network.get();
-            conn.call(Request::Undefine {
-                lookup: Lookup::any(&network),
-            })
-            .map_err(|e| {
-                Failure::with(
-                    e,
-                    &network,
-                    Some(format!("Failed to undefine network {network}")),
-                )
-            })
-            .and_then(done)?;
-            Ok(format!("Network {network} has been undefined\n"))
-        }
+        } => net_start_dry_run(conn, &network.get(), json),
+        NetCommand::NetStart { network, .. } => net_start(conn, &network.get()),
+        NetCommand::NetDestroy { network } => net_destroy(conn, &network.get()),
+        NetCommand::NetUndefine { network } => net_undefine(conn, &network.get()),
         NetCommand::NetAutostart { network, disable } => {
-            let network = network.get();
-            let (ctx, msg) = if disable {
-                (
-                    "failed to unmark network {} as autostarted",
-                    "Network {} unmarked as autostarted\n",
-                )
-            } else {
-                (
-                    "failed to mark network {} as autostarted",
-                    "Network {} marked as autostarted\n",
-                )
-            };
-            conn.call(Request::Autostart {
-                lookup: Lookup::any(&network),
-                enable: !disable,
-            })
-            .map_err(|e| Failure::with(e, &network, Some(ctx.replace("{}", &network))))
-            .and_then(done)?;
-            Ok(msg.replace("{}", &network))
+            net_autostart(conn, &network.get(), disable)
         }
-        NetCommand::NetDumpxml { network, inactive } => {
-            let network = network.get();
-            match conn.call(Request::DumpXml {
-                lookup: Lookup::any(&network),
-                inactive,
-            }) {
-                Ok(Reply::Xml { xml }) => Ok(xml),
-                Ok(other) => Err(Failure::one(format!("unexpected reply {other:?}"))),
-                Err(e) => Err(Failure::with(e, &network, None)),
-            }
-        }
-        NetCommand::NetInfo { network, json } => {
-            let network = network.get();
-            let i = info(conn, Lookup::any(&network))?;
-            if json {
-                return Ok(to_json(&i));
-            }
-            let yn = |b: bool| if b { "yes" } else { "no" };
-            let mut s = format!("{:<15} {}\n", "Name:", i.name);
-            s += &format!("{:<15} {}\n", "UUID:", i.uuid);
-            s += &format!("{:<15} {}\n", "Active:", yn(i.active));
-            s += &format!("{:<15} {}\n", "Persistent:", yn(i.persistent));
-            s += &format!("{:<15} {}\n", "Autostart:", yn(i.autostart));
-            if let Some(b) = &i.bridge {
-                s += &format!("{:<15} {b}\n", "Bridge:");
-            }
-            Ok(s)
-        }
-        NetCommand::NetUuid { network } => {
-            Ok(info(conn, lookup_by_name(&network.get()))?.uuid + "\n")
-        }
-        NetCommand::NetName { network } => {
-            let network = network.get();
-            // virsh only tries UUID-length strings, and then has no
-            // lookup error to add.
-            if network.len() != 36 {
-                return Err(Failure::one(format!("failed to get network '{network}'")));
-            }
-            Ok(info(conn, lookup_by_uuid(&network))?.name + "\n")
-        }
+        NetCommand::NetDumpxml { network, inactive } => net_dumpxml(conn, &network.get(), inactive),
+        NetCommand::NetInfo { network, json } => net_info(conn, &network.get(), json),
+        NetCommand::NetUuid { network } => net_uuid(conn, &network.get()),
+        NetCommand::NetName { network } => net_name(conn, &network.get()),
         NetCommand::NetEdit { network } => net_edit(conn, &network.get()),
         NetCommand::NetUpdate(a) => net_update(conn, a),
         NetCommand::NetDhcpLeases { network, mac } => {
-            let network = network.get();
-            // The name as defined (the key may be a UUID); the leases file
-            // is read directly: it is written atomically by the service.
-            let name = info(conn, Lookup::any(&network))?.name;
-            if let Some(m) = &mac {
-                if m.parse::<slipway_netxml::MacAddr>().is_err() {
-                    return Err(Failure(vec![
-                        format!("Failed to get leases info for {network}"),
-                        format!("invalid MAC address: {m}"),
-                    ]));
-                }
-            }
-            slipway_hostnet::leases_table(&paths.state_dir, &name, mac.as_deref()).map_err(|e| {
-                Failure(vec![
-                    format!("Failed to get leases info for {network}"),
-                    e.to_string(),
-                ])
-            })
+            net_dhcp_leases(conn, paths, &network.get(), mac.as_deref())
         }
         NetCommand::Daemon | NetCommand::NetEvent(_) => unreachable!("handled by run"),
     }
+}
+
+fn net_define(conn: &mut Conn, file: &str, validate: bool) -> Result<String, Failure> {
+    let file = PathBuf::from(file);
+    let xml = read_file(&file)?;
+    let from = file.display().to_string();
+    let context = format!("Failed to define network from {from}");
+    let o = change(conn, Request::Define { xml, validate }, "", context)?;
+    Ok(format!("Network {} defined from {from}\n", o.network))
+}
+
+fn net_define_default(conn: &mut Conn) -> Result<String, Failure> {
+    let context = "Failed to define the default network".to_string();
+    let o = change(conn, Request::DefineDefault, "", context)?;
+    Ok(format!("Network {} defined\n", o.network))
+}
+
+fn net_create(conn: &mut Conn, file: &str) -> Result<String, Failure> {
+    let file = PathBuf::from(file);
+    let xml = read_file(&file)?;
+    let from = file.display().to_string();
+    let context = format!("Failed to create network from {from}");
+    let o = change(conn, Request::Create { xml }, "", context)?;
+    Ok(format!("Network {} created from {from}\n", o.network))
+}
+
+fn net_start_dry_run(conn: &mut Conn, network: &str, json: bool) -> Result<String, Failure> {
+    match conn.call(Request::Plan {
+        lookup: Lookup::any(network),
+    }) {
+        Ok(Reply::Plan(plan)) if json => Ok(to_json(&plan)),
+        Ok(Reply::Plan(plan)) => Ok(plan.to_string()),
+        Ok(other) => Err(Failure::one(format!("unexpected reply {other:?}"))),
+        Err(e) => Err(Failure::with(
+            e,
+            network,
+            Some(format!("Failed to start network {network}")),
+        )),
+    }
+}
+
+fn net_start(conn: &mut Conn, network: &str) -> Result<String, Failure> {
+    let lookup = Lookup::any(network);
+    let context = format!("Failed to start network {network}");
+    change(conn, Request::Start { lookup }, network, context)?;
+    Ok(format!("Network {network} started\n"))
+}
+
+fn net_destroy(conn: &mut Conn, network: &str) -> Result<String, Failure> {
+    let lookup = Lookup::any(network);
+    let context = format!("Failed to destroy network {network}");
+    change(conn, Request::Destroy { lookup }, network, context)?;
+    Ok(format!("Network {network} destroyed\n"))
+}
+
+fn net_undefine(conn: &mut Conn, network: &str) -> Result<String, Failure> {
+    let lookup = Lookup::any(network);
+    let context = format!("Failed to undefine network {network}");
+    change(conn, Request::Undefine { lookup }, network, context)?;
+    Ok(format!("Network {network} has been undefined\n"))
+}
+
+fn net_autostart(conn: &mut Conn, network: &str, disable: bool) -> Result<String, Failure> {
+    let (context, done) = if disable {
+        (
+            format!("failed to unmark network {network} as autostarted"),
+            format!("Network {network} unmarked as autostarted\n"),
+        )
+    } else {
+        (
+            format!("failed to mark network {network} as autostarted"),
+            format!("Network {network} marked as autostarted\n"),
+        )
+    };
+    let req = Request::Autostart {
+        lookup: Lookup::any(network),
+        enable: !disable,
+    };
+    change(conn, req, network, context)?;
+    Ok(done)
+}
+
+fn net_dumpxml(conn: &mut Conn, network: &str, inactive: bool) -> Result<String, Failure> {
+    match conn.call(Request::DumpXml {
+        lookup: Lookup::any(network),
+        inactive,
+    }) {
+        Ok(Reply::Xml { xml }) => Ok(xml),
+        Ok(other) => Err(Failure::one(format!("unexpected reply {other:?}"))),
+        Err(e) => Err(Failure::with(e, network, None)),
+    }
+}
+
+fn net_info(conn: &mut Conn, network: &str, json: bool) -> Result<String, Failure> {
+    let i = info(conn, Lookup::any(network))?;
+    if json {
+        return Ok(to_json(&i));
+    }
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    let mut s = format!("{:<15} {}\n", "Name:", i.name);
+    s += &format!("{:<15} {}\n", "UUID:", i.uuid);
+    s += &format!("{:<15} {}\n", "Active:", yn(i.active));
+    s += &format!("{:<15} {}\n", "Persistent:", yn(i.persistent));
+    s += &format!("{:<15} {}\n", "Autostart:", yn(i.autostart));
+    if let Some(b) = &i.bridge {
+        s += &format!("{:<15} {b}\n", "Bridge:");
+    }
+    Ok(s)
+}
+
+fn net_uuid(conn: &mut Conn, network: &str) -> Result<String, Failure> {
+    Ok(info(conn, lookup_by_name(network))?.uuid + "\n")
+}
+
+fn net_name(conn: &mut Conn, network: &str) -> Result<String, Failure> {
+    // virsh only tries UUID-length strings, and then has no lookup error
+    // to add.
+    if network.len() != 36 {
+        return Err(Failure::one(format!("failed to get network '{network}'")));
+    }
+    Ok(info(conn, lookup_by_uuid(network))?.name + "\n")
+}
+
+fn net_dhcp_leases(
+    conn: &mut Conn,
+    paths: &Paths,
+    network: &str,
+    mac: Option<&str>,
+) -> Result<String, Failure> {
+    let failed = || format!("Failed to get leases info for {network}");
+    // The name as defined (the key may be a UUID); the leases file is read
+    // directly: it is written atomically by the service.
+    let name = info(conn, Lookup::any(network))?.name;
+    if let Some(m) = mac {
+        if m.parse::<slipway_netxml::MacAddr>().is_err() {
+            return Err(Failure(vec![failed(), format!("invalid MAC address: {m}")]));
+        }
+    }
+    slipway_hostnet::leases_table(&paths.state_dir, &name, mac)
+        .map_err(|e| Failure(vec![failed(), e.to_string()]))
 }
 
 fn net_list(conn: &mut Conn, a: ListArgs) -> Result<String, Failure> {

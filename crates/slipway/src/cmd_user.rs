@@ -72,7 +72,9 @@ pub struct SandboxArgs {
     pub runas: String,
 
     /// Refuse to run unless the whole sandbox applies: a kernel without
-    /// Landlock (otherwise a warning) is then an error.
+    /// Landlock, or (with --dgram) without the user or mount namespaces
+    /// that limit unix datagrams to the socket's directory (otherwise
+    /// warnings), is then an error.
     #[arg(long, conflicts_with = "no_sandbox")]
     pub require_sandbox: bool,
 }
@@ -83,7 +85,7 @@ impl SandboxArgs {
         let mut sandbox = slipway_sandbox::Sandbox::new();
         sandbox
             .runas(self.runas.clone())
-            .require_landlock(self.require_sandbox);
+            .require(self.require_sandbox);
         (!self.no_sandbox).then_some(sandbox)
     }
 }

@@ -1434,8 +1434,8 @@ fn manager_lock_is_private_and_a_held_lock_names_its_holder() {
     assert_eq!((r.code, r.stdout.as_str()), (0, "default\n\n"), "{r:?}");
     // A held lock: a command gives up after the wait, naming the holder.
     let held = std::fs::File::open(&lock).unwrap();
-    // SAFETY: flock on a descriptor open for the life of `held`.
     assert_eq!(
+        // SAFETY: flock on a descriptor open for the life of `held`.
         unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
         0
     );

@@ -147,3 +147,129 @@ fn two_guests_share_one_lan(link: Link) {
     };
     assert!(status.success(), "{status}\n{log}");
 }
+
+/// An ARP request for the gateway from `mac`/`ip`, as a VM sends it.
+fn arp_request(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 2, 2]);
+    f.resize(60, 0);
+    f
+}
+
+/// Whether the VM socket `vm` gets the gateway's ARP reply to `request`
+/// (sent to `stack` once a second) within `wait`.
+fn gets_arp_reply(
+    vm: &std::os::unix::net::UnixDatagram,
+    stack: &std::path::Path,
+    request: &[u8],
+    wait: Duration,
+) -> bool {
+    vm.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    let mut buf = [0_u8; 2048];
+    while std::time::Instant::now() < deadline {
+        vm.send_to(request, stack).unwrap();
+        while let Ok(n) = vm.recv(&mut buf) {
+            // To this VM's MAC, ARP, a reply from 10.0.2.2.
+            if n >= 42
+                && buf[..6] == request[6..12]
+                && buf[12..14] == [0x08, 0x06]
+                && buf[20..22] == [0, 2]
+                && buf[28..32] == [10, 0, 2, 2]
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// `--dgram DIR/s.sock` serves VMs whose sockets are in DIR, the first
+/// one and one joining after the sandbox is on (each gets the gateway's
+/// ARP reply); a VM whose socket is in another directory joins after the
+/// sandbox in vain: the stack's private mount namespace holds only DIR, so
+/// it cannot name that socket (the documented limit, with its warning),
+/// though plain permissions would let it. Started as root (it becomes
+/// `nobody`) and, when the test is root, as an unprivileged user (a user
+/// namespace is made first).
+#[test]
+fn dgram_vms_are_reached_only_in_the_socket_directory() {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    dgram_vms_reached_only_in_the_socket_directory(false);
+    if root {
+        dgram_vms_reached_only_in_the_socket_directory(true);
+    }
+}
+
+fn dgram_vms_reached_only_in_the_socket_directory(unprivileged: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixDatagram;
+    let top = slipway_testkit::temp_dir().unwrap();
+    let dir = top.path().join("lan");
+    let other = top.path().join("other");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    // Started as root the stack becomes `nobody`: let plain permissions
+    // allow everything, so only the sandbox can refuse.
+    for p in [top.path(), &dir, &other] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let sock = dir.join("s.sock");
+    let args = [s("--dgram"), sock.display().to_string()];
+    let mut slipway = if unprivileged {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_slipway"));
+        Slipway::spawn(cmd, &args)
+    } else {
+        Slipway::start(&args)
+    };
+    slipway.wait_for_path(&sock);
+    let bind = |path: std::path::PathBuf| {
+        let vm = UnixDatagram::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        vm
+    };
+    let a = bind(dir.join("vm-a.sock"));
+    let req_a = arp_request([0x52, 0x54, 0, 0, 0, 0x0a], [10, 0, 2, 15]);
+    assert!(
+        gets_arp_reply(&a, &sock, &req_a, Duration::from_secs(30)),
+        "first VM: no ARP reply\n{}",
+        slipway.log()
+    );
+    assert!(
+        slipway.log().contains("sandbox applied"),
+        "{}",
+        slipway.log()
+    );
+    assert!(
+        slipway.log().contains("private_root=true"),
+        "{}",
+        slipway.log()
+    );
+    let b = bind(dir.join("vm-b.sock"));
+    let req_b = arp_request([0x52, 0x54, 0, 0, 0, 0x0b], [10, 0, 2, 16]);
+    assert!(
+        gets_arp_reply(&b, &sock, &req_b, Duration::from_secs(30)),
+        "a later VM in the directory: no ARP reply\n{}",
+        slipway.log()
+    );
+    let c = bind(other.join("vm-c.sock"));
+    let req_c = arp_request([0x52, 0x54, 0, 0, 0, 0x0c], [10, 0, 2, 17]);
+    assert!(
+        !gets_arp_reply(&c, &sock, &req_c, Duration::from_secs(3)),
+        "a VM outside the socket directory was reached\n{}",
+        slipway.log()
+    );
+    let log = slipway.terminate_ok();
+    assert!(
+        log.contains("connecting to the VM's datagram socket") && log.contains("vm-c.sock"),
+        "{log}"
+    );
+}

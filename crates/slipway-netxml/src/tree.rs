@@ -1,0 +1,473 @@
+//! The element tree every document is read into, and the reading of it.
+//!
+//! quick-xml events become a small tree of [`Node`]s that keeps byte
+//! offsets, so every error can name a line. A [`TreeReader`] then reads a
+//! tree into a model: typed attributes, with errors in the reader's own
+//! terms ([`Report`]), and the paths of everything it did not ask about
+//! ([`TreeReader::unknown`]). The network parser (`parse`) and the
+//! interface parser (`interface`) are both such readers.
+
+use std::str::FromStr;
+
+use quick_xml::events::attributes::AttrError;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+use crate::XmlError;
+
+/// One element of the document.
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) attrs: Vec<(String, String)>,
+    pub(crate) children: Vec<Node>,
+    /// Concatenated character data directly inside this element.
+    pub(crate) text: String,
+    /// The XPath string-value: all character data inside the element,
+    /// descendants included, in document order. libvirt reads `<name>`,
+    /// `<uuid>` and `<hostname>` this way.
+    pub(crate) string_value: String,
+    /// Byte offset of the `<` that opens the element.
+    pub(crate) offset: usize,
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn syntax(src: &str, offset: usize, message: impl Into<String>) -> XmlError {
+    let (line, column) = line_col(src, offset);
+    XmlError::Syntax {
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+/// True for an XML Name (ASCII rules; any non-ASCII character is accepted
+/// as a name character, which is what XML allows for letters).
+fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    (first.is_ascii_alphabetic() || first == '_' || first == ':' || !first.is_ascii())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c) || !c.is_ascii())
+}
+
+/// Checks what quick-xml lets through but XML (and so libvirt's libxml2)
+/// forbids inside a tag: `<` in attribute values and attributes not
+/// separated by white space. `raw` is the tag without `<`, `>` and `/`.
+fn check_tag(src: &str, offset: usize, raw: &[u8]) -> Result<(), XmlError> {
+    let mut quote: Option<u8> = None;
+    for (i, &c) in raw.iter().enumerate() {
+        let at = offset + 1 + i;
+        match quote {
+            Some(q) if c == q => {
+                quote = None;
+                if raw.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
+                    return Err(syntax(
+                        src,
+                        at + 1,
+                        "attributes must be separated by white space",
+                    ));
+                }
+            }
+            Some(_) if c == b'<' => {
+                return Err(syntax(src, at, "'<' is not allowed in an attribute value"));
+            }
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' => quote = Some(c),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn start_node(src: &str, e: &BytesStart<'_>, offset: usize) -> Result<Node, XmlError> {
+    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+    if !is_name(&name) {
+        return Err(syntax(
+            src,
+            offset + 1,
+            format!("'{name}' is not a valid element name"),
+        ));
+    }
+    check_tag(src, offset, e)?;
+    let mut attrs = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|err| {
+            // Attribute errors count from the byte after '<'.
+            let rel = match err {
+                AttrError::ExpectedEq(p)
+                | AttrError::ExpectedValue(p)
+                | AttrError::UnquotedValue(p)
+                | AttrError::ExpectedQuote(p, _)
+                | AttrError::Duplicated(p, _) => p,
+            };
+            syntax(src, offset + 1 + rel, format!("in <{name}>: {err}"))
+        })?;
+        let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+        if !is_name(&key) {
+            return Err(syntax(
+                src,
+                offset,
+                format!("in <{name}>: '{key}' is not a valid attribute name"),
+            ));
+        }
+        // XML attribute-value normalisation (as libxml2 does for libvirt):
+        // literal tabs and line breaks read as spaces; character
+        // references are kept.
+        let raw: Vec<u8> = a
+            .value
+            .iter()
+            .map(|&c| {
+                if matches!(c, b'\t' | b'\n' | b'\r') {
+                    b' '
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let raw = String::from_utf8_lossy(&raw);
+        let value = quick_xml::escape::unescape(&raw)
+            .map_err(|err| syntax(src, offset, format!("in <{name} {key}>: {err}")))?
+            .into_owned();
+        check_chars(src, offset, &value)?;
+        attrs.push((key, value));
+    }
+    Ok(Node {
+        name,
+        attrs,
+        children: Vec::new(),
+        text: String::new(),
+        string_value: String::new(),
+        offset,
+    })
+}
+
+/// XML 1.0's `Char` production: no control characters other than tab and
+/// line breaks, no U+FFFE/U+FFFF.
+fn is_xml_char(c: char) -> bool {
+    !((c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}'))
+}
+
+/// Refuses characters XML 1.0 does not allow (control characters other than
+/// tab and line breaks, including ones written as character references),
+/// as libxml2 does.
+fn check_chars(src: &str, offset: usize, text: &str) -> Result<(), XmlError> {
+    match text.chars().find(|&c| !is_xml_char(c)) {
+        Some(c) => Err(syntax(
+            src,
+            offset,
+            format!("character U+{:04X} is not allowed in XML", c as u32),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Reads the whole document into a tree rooted at its single top element.
+pub(crate) fn read_tree(src: &str) -> Result<Node, XmlError> {
+    let mut roots = read_nodes(src, false)?;
+    // read_nodes returns exactly one root when `many` is false.
+    Ok(roots.remove(0))
+}
+
+/// Reads a document that may hold several top-level elements (a file of
+/// bare `<interface>` elements), in document order.
+pub(crate) fn read_forest(src: &str) -> Result<Vec<Node>, XmlError> {
+    read_nodes(src, true)
+}
+
+/// Reads the top-level elements of `src`: exactly one unless `many`.
+fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
+    // Characters XML forbids anywhere, written literally (comments
+    // included); references to them are caught after unescaping.
+    if let Some((at, c)) = src.char_indices().find(|&(_, c)| !is_xml_char(c)) {
+        return Err(syntax(
+            src,
+            at,
+            format!("character U+{:04X} is not allowed in XML", c as u32),
+        ));
+    }
+    let mut reader = Reader::from_str(src);
+    let mut stack: Vec<Node> = Vec::new();
+    let mut roots: Vec<Node> = Vec::new();
+    loop {
+        let before = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
+        let ev = reader.read_event().map_err(|err| {
+            let at = usize::try_from(reader.error_position()).unwrap_or(before);
+            syntax(src, at, err.to_string())
+        })?;
+        match ev {
+            Event::Start(e) => {
+                if !many && !roots.is_empty() && stack.is_empty() {
+                    return Err(syntax(src, before, "content after the root element"));
+                }
+                stack.push(start_node(src, &e, before)?);
+            }
+            Event::Empty(e) => {
+                let node = start_node(src, &e, before)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None if many || roots.is_empty() => roots.push(node),
+                    None => return Err(syntax(src, before, "content after the root element")),
+                }
+            }
+            Event::End(_) => {
+                // quick-xml checks that end tags match their start tags.
+                let node = stack
+                    .pop()
+                    .ok_or_else(|| syntax(src, before, "end tag without a start tag"))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => roots.push(node),
+                }
+            }
+            Event::Text(t) => {
+                if t.windows(3).any(|w| w == b"]]>") {
+                    return Err(syntax(
+                        src,
+                        before,
+                        "']]>' is not allowed in character data",
+                    ));
+                }
+                let text = t
+                    .unescape()
+                    .map_err(|err| syntax(src, before, err.to_string()))?;
+                check_chars(src, before, &text)?;
+                for open in &mut stack {
+                    open.string_value.push_str(&text);
+                }
+                match stack.last_mut() {
+                    Some(parent) => parent.text.push_str(&text),
+                    None if text.trim().is_empty() => {}
+                    None => return Err(syntax(src, before, "text outside the root element")),
+                }
+            }
+            Event::CData(t) => {
+                let text = String::from_utf8_lossy(&t).into_owned();
+                check_chars(src, before, &text)?;
+                for open in &mut stack {
+                    open.string_value.push_str(&text);
+                }
+                match stack.last_mut() {
+                    Some(parent) => parent.text.push_str(&text),
+                    None => return Err(syntax(src, before, "CDATA outside the root element")),
+                }
+            }
+            Event::Eof => {
+                if let Some(open) = stack.last() {
+                    return Err(syntax(
+                        src,
+                        src.len(),
+                        format!("unexpected end of document: <{}> is not closed", open.name),
+                    ));
+                }
+                if roots.is_empty() {
+                    return Err(syntax(src, src.len(), "no root element"));
+                }
+                return Ok(roots);
+            }
+            Event::Decl(d) => {
+                let version = d
+                    .version()
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default();
+                if !version.starts_with("1.") {
+                    return Err(syntax(
+                        src,
+                        before,
+                        format!("unsupported XML version '{version}'"),
+                    ));
+                }
+                // Only at the very start (a byte order mark may precede it).
+                if !src
+                    .get(..before)
+                    .unwrap_or("")
+                    .trim_start_matches('\u{feff}')
+                    .is_empty()
+                {
+                    return Err(syntax(
+                        src,
+                        before,
+                        "XML declaration allowed only at the start of the document",
+                    ));
+                }
+            }
+            Event::DocType(_) => {
+                if !roots.is_empty() || !stack.is_empty() {
+                    return Err(syntax(
+                        src,
+                        before,
+                        "DOCTYPE allowed only before the root element",
+                    ));
+                }
+            }
+            Event::Comment(c) => {
+                if c.windows(2).any(|w| w == b"--") || c.last() == Some(&b'-') {
+                    return Err(syntax(src, before, "'--' is not allowed inside a comment"));
+                }
+            }
+            Event::PI(pi) => {
+                let target = String::from_utf8_lossy(pi.target()).into_owned();
+                if !is_name(&target) || target.eq_ignore_ascii_case("xml") {
+                    return Err(syntax(
+                        src,
+                        before,
+                        format!("'{target}' is not a valid processing instruction target"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn kids<'n>(&'n self, name: &'n str) -> impl Iterator<Item = &'n Node> + 'n {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The first child of that name: the one libvirt reads when it is
+    /// repeated (except for the few of which libvirt keeps the last, read
+    /// with [`Node::kids`]).
+    pub(crate) fn kid(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+}
+
+/// How a reader of the tree reports a bad attribute, in its own error type.
+pub(crate) trait Report {
+    /// The reader's error.
+    type Error;
+    /// Attribute `name` of `node` (at `path`) is `value`, which is not `expected`.
+    fn bad_value(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+        value: &str,
+        expected: &str,
+    ) -> Self::Error;
+    /// `node` (at `path`) has no attribute `name`, which it needs.
+    fn missing(&self, node: &Node, path: &str, name: &str) -> Self::Error;
+}
+
+/// Reads a tree into a model: attributes parsed, errors made by `R`, and
+/// what was not asked about collected in `unknown`.
+pub(crate) struct TreeReader<R> {
+    /// Makes the errors.
+    pub(crate) report: R,
+    /// Paths of the attributes and elements the model does not know.
+    pub(crate) unknown: Vec<String>,
+}
+
+impl<R: Report> TreeReader<R> {
+    /// A reader with nothing unknown yet.
+    pub(crate) fn new(report: R) -> TreeReader<R> {
+        TreeReader {
+            report,
+            unknown: Vec::new(),
+        }
+    }
+
+    /// The attributes of `node` that are not in `known`.
+    pub(crate) fn unknown_attrs<'n>(
+        node: &'n Node,
+        known: &'n [&str],
+    ) -> impl Iterator<Item = &'n str> + 'n {
+        node.attrs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(move |k| !known.contains(k))
+    }
+
+    /// Records attributes and child elements of `node` outside the known
+    /// lists as `path/@attr` and `path/child`.
+    pub(crate) fn check(&mut self, node: &Node, path: &str, attrs: &[&str], children: &[&str]) {
+        for k in Self::unknown_attrs(node, attrs) {
+            self.unknown.push(format!("{path}/@{k}"));
+        }
+        for c in &node.children {
+            if !children.contains(&c.name.as_str()) {
+                self.unknown.push(format!("{path}/{}", c.name));
+            }
+        }
+    }
+
+    /// Attribute `name` parsed with `FromStr`; a value that does not parse
+    /// is an error naming `expected`.
+    pub(crate) fn parsed<T: FromStr>(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, R::Error> {
+        match node.attr(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<T>()
+                .map(Some)
+                .map_err(|_| self.report.bad_value(node, path, name, v, expected)),
+        }
+    }
+
+    /// Attribute `name`, which must be there.
+    pub(crate) fn required<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+        name: &str,
+    ) -> Result<&'n str, R::Error> {
+        node.attr(name)
+            .ok_or_else(|| self.report.missing(node, path, name))
+    }
+
+    /// Attribute `name` as one of `choices` (value, result): anything else
+    /// is an error naming `expected`.
+    pub(crate) fn choice<T: Copy>(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+        choices: &[(&str, T)],
+        expected: &str,
+    ) -> Result<Option<T>, R::Error> {
+        match node.attr(name) {
+            None => Ok(None),
+            Some(v) => match choices.iter().find(|(c, _)| *c == v) {
+                Some((_, t)) => Ok(Some(*t)),
+                None => Err(self.report.bad_value(node, path, name, v, expected)),
+            },
+        }
+    }
+
+    /// `yes`/`no` (libvirt's tristate booleans).
+    pub(crate) fn yes_no(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+    ) -> Result<Option<bool>, R::Error> {
+        self.choice(
+            node,
+            path,
+            name,
+            &[("yes", true), ("no", false)],
+            "'yes' or 'no'",
+        )
+    }
+}
