@@ -34,7 +34,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use caps::{CapSet, Capability, CapsHashSet};
+use slipway_host::caps::{self, CapSet, Capability, CapsHashSet};
 use slipway_hostnet::netlink::{link_index, link_mtu, Netlink};
 use slipway_hostnet::tap::{Tap, TapMode};
 

@@ -199,8 +199,7 @@ impl DhcpConfig {
 
     /// Checks everything [`crate::DhcpServer::new`] relies on.
     pub fn validate(&self) -> Result<(), DhcpConfigError> {
-        let mask = u32::from(self.netmask);
-        if mask.leading_ones() + mask.trailing_zeros() != 32 {
+        if slipway_host::prefix_of_netmask(self.netmask).is_none() {
             return Err(DhcpConfigError::BadNetmask(self.netmask));
         }
         if !self.is_host_address(self.server_ip) {

@@ -11,6 +11,8 @@
 
 use std::net::Ipv6Addr;
 
+use slipway_host::ipnet::Ipv6Net;
+
 /// ICMPv6 type of a router solicitation.
 pub const ROUTER_SOLICITATION: u8 = 133;
 /// ICMPv6 type of a router advertisement.
@@ -111,8 +113,8 @@ impl RouterAdvert {
             m.extend_from_slice(&PREFIX_VALID_SECS.to_be_bytes());
             m.extend_from_slice(&PREFIX_PREFERRED_SECS.to_be_bytes());
             m.extend_from_slice(&[0; 4]);
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            m.extend_from_slice(&(u128::from(p.prefix) & mask).to_be_bytes());
+            let network = Ipv6Net::new(p.prefix, len).map_or(p.prefix, |n| n.network());
+            m.extend_from_slice(&network.octets());
         }
         // RDNSS: 8 bytes of header, 16 per address, in 8-byte units.
         if !self.dns_servers.is_empty() && self.dns_servers.len() <= 127 {

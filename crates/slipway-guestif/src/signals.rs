@@ -1,9 +1,12 @@
 //! Passing the launcher's signals on to QEMU: SIGINT, SIGTERM, SIGHUP and
-//! SIGQUIT are blocked in the launcher and forwarded to QEMU by a thread of
-//! their own, so the launcher survives them and cleans up after QEMU exits.
+//! SIGQUIT are blocked in the launcher, read from a signalfd
+//! ([`slipway_host::signals`]) and forwarded to QEMU by a thread of their
+//! own, so the launcher survives them and cleans up after QEMU exits.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
+
+use slipway_host::signals::Signals;
 
 use crate::error::{Error, Result};
 
@@ -27,28 +30,11 @@ impl SignalForwarder {
     pub fn start() -> Result<SignalForwarder> {
         let target = Arc::new(AtomicI32::new(0));
         let pending = Arc::new(AtomicI32::new(0));
-        // SAFETY: plain sigset manipulation on local values.
-        let set = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in FORWARDED {
-                libc::sigaddset(&mut set, s);
-            }
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-                return Err(Error::Process("cannot block signals".into()));
-            }
-            set
-        };
-        let set = SigSet(set);
+        let signals = Signals::new(&FORWARDED)
+            .map_err(|e| Error::Process(format!("cannot block signals: {e}")))?;
         let (t, p) = (target.clone(), pending.clone());
         std::thread::spawn(move || {
-            let set = set;
-            loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: waits for one of the blocked signals.
-                if unsafe { libc::sigwait(&set.0, &mut sig) } != 0 {
-                    return;
-                }
+            for sig in signals.forever() {
                 let pid = t.load(Ordering::SeqCst);
                 if pid > 0 {
                     // SAFETY: signalling our own child.
@@ -61,8 +47,3 @@ impl SignalForwarder {
         Ok(SignalForwarder { target, pending })
     }
 }
-
-/// A signal set moved to the forwarding thread.
-struct SigSet(libc::sigset_t);
-// SAFETY: sigset_t is plain data.
-unsafe impl Send for SigSet {}

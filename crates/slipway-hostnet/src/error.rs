@@ -137,6 +137,16 @@ impl From<Error> for slipway_netmgr::Error {
 /// The backend's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<slipway_host::atomic::AtomicError> for Error {
+    fn from(e: slipway_host::atomic::AtomicError) -> Self {
+        Error::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,11 +3,13 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use slipway_host::atomic;
 
 use crate::error::{Error, Result};
 
@@ -116,48 +118,18 @@ impl Dir {
     }
 
     /// Replaces file `name` of the directory with `data` so that a crash
-    /// leaves the old or the new content, never a mix.
+    /// leaves the old or the new content, never a mix
+    /// ([`slipway_host::atomic::write_at`]).
     pub fn write_atomic(&self, name: &OsStr, data: &[u8]) -> Result<()> {
-        let mut tmp_name = OsStr::new(".").to_os_string();
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let dir = self.fd.as_raw_fd();
-        let result = (|| {
-            let (name, tmp) = (c_name(name)?, c_name(&tmp_name)?);
-            let flags =
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW;
-            // SAFETY: openat with a valid NUL-terminated name; the new
-            // descriptor is owned by the File.
-            let mut f =
-                unsafe { File::from_raw_fd(cvt(libc::openat(dir, tmp.as_ptr(), flags, 0o644))?) };
-            f.write_all(data)?;
-            f.sync_all()?;
-            // SAFETY: renameat within one directory, valid names.
-            cvt(unsafe { libc::renameat(dir, tmp.as_ptr(), dir, name.as_ptr()) })?;
-            self.fd.sync_all()
-        })();
-        if let Err(e) = result {
-            if let Ok(tmp) = c_name(&tmp_name) {
-                // SAFETY: unlinkat of a valid name in our directory.
-                unsafe { libc::unlinkat(dir, tmp.as_ptr(), 0) };
-            }
-            return Err(Error::io("cannot write", self.path.join(name), e));
-        }
-        Ok(())
+        atomic::write_at(&self.fd, name, data)
+            .map_err(|e| Error::io("cannot write", self.path.join(name), e))
     }
 }
 
 /// Replaces `path` with `data` so that a crash leaves the old or the new
-/// content, never a mix.
+/// content, never a mix ([`slipway_host::atomic::write`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().unwrap_or_default();
-    Dir::open(dir)
-        .map_err(|e| Error::io("cannot write", path, e))?
-        .write_atomic(name, data)
+    Ok(atomic::write(path, data)?)
 }
 
 /// Removes `path` if it exists.

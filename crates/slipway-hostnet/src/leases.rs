@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use slipway_dhcp::v6::Binding;
 use slipway_dhcp::{HostName, Lease};
+use slipway_host::MacAddr;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{read_regular, Dir};
@@ -86,7 +87,7 @@ impl LeaseRecord {
     /// The record of a server lease.
     pub fn from_lease(lease: &Lease, prefix: u8) -> LeaseRecord {
         LeaseRecord {
-            mac: hex(&lease.mac),
+            mac: MacAddr(lease.mac).to_string(),
             ip: IpAddr::V4(lease.ip),
             prefix,
             hostname: lease.hostname.as_ref().map(HostName::to_string),
@@ -99,7 +100,7 @@ impl LeaseRecord {
     /// The record of a DHCPv6 binding.
     pub fn from_binding(binding: &Binding, prefix: u8) -> LeaseRecord {
         LeaseRecord {
-            mac: duid_mac(&binding.duid).map_or_else(|| "-".into(), |m| hex(&m)),
+            mac: duid_mac(&binding.duid).map_or_else(|| "-".into(), |m| MacAddr(m).to_string()),
             ip: IpAddr::V6(binding.ip),
             prefix,
             hostname: binding.hostname.as_ref().map(HostName::to_string),
@@ -139,7 +140,7 @@ impl LeaseRecord {
     /// client id is malformed.
     pub fn to_lease(&self) -> Option<Lease> {
         let IpAddr::V4(ip) = self.ip else { return None };
-        let mac: [u8; 6] = unhex(&self.mac)?.try_into().ok()?;
+        let mac = self.mac.parse::<MacAddr>().ok()?.0;
         let client_id = match &self.client_id {
             Some(c) => Some(unhex(c)?),
             None => None,
@@ -195,6 +196,8 @@ impl LeasesFile {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("cannot create", dir, e)),
         }
+        // What a writer that crashed (the service, killed) left behind.
+        slipway_host::atomic::clean_stale(dir);
         Ok(LeasesFile {
             dir: Dir::open(dir).map_err(|e| Error::io("cannot open", dir, e))?,
             name: name.to_os_string(),

@@ -282,9 +282,9 @@ impl LinuxBackend {
                     delay,
                 } => {
                     let mac = match mac {
-                        Some(m) => Some(service::parse_mac(m).ok_or_else(|| {
-                            Error::Plan(format!("bridge MAC {m:?} is not a MAC address"))
-                        })?),
+                        Some(m) => Some(m.parse::<slipway_host::MacAddr>().map(|m| m.0).map_err(
+                            |_| Error::Plan(format!("bridge MAC {m:?} is not a MAC address")),
+                        )?),
                         None => None,
                     };
                     // Recorded first: a failure after the kernel created it
@@ -555,6 +555,8 @@ impl Backend for LinuxBackend {
     }
 
     fn recover(&self, live: &LiveState) -> slipway_netmgr::Result<()> {
+        // Record files a crashed daemon was replacing.
+        slipway_host::atomic::clean_stale(&self.dir);
         self.revive(&live.network)?;
         Ok(())
     }

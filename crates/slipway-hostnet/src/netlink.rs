@@ -261,9 +261,8 @@ impl Netlink {
         msg.attributes.push(AddressAttribute::Local(addr));
         msg.attributes.push(AddressAttribute::Address(addr));
         if let IpAddr::V4(a) = addr {
-            let host_bits = 32 - u32::from(prefix.min(32));
-            let mask = u32::MAX.checked_shl(host_bits).unwrap_or(0);
-            let bcast = std::net::Ipv4Addr::from(u32::from(a) | !mask);
+            let bcast =
+                slipway_host::ipnet::Ipv4Net::new(a, prefix.min(32)).map_or(a, |n| n.broadcast());
             msg.attributes.push(AddressAttribute::Broadcast(bcast));
         }
         msg

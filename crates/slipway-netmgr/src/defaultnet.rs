@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use slipway_host::ipnet::Ipv4Net;
+
 /// An IPv4 route: destination and prefix length.
 pub type Route4 = (Ipv4Addr, u8);
 
@@ -62,8 +64,8 @@ fn overlaps(a: Route4, b: Route4) -> bool {
     if p == 0 {
         return false;
     }
-    let mask = u32::MAX << (32 - u32::from(p));
-    u32::from(a.0) & mask == u32::from(b.0) & mask
+    let net = |ip| Ipv4Net::new(ip, p.min(32)).map(|n| n.network());
+    net(a.0) == net(b.0)
 }
 
 /// The third octet N of the first 192.168.N.0/24 (from 122 upwards, then

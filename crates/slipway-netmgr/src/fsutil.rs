@@ -1,107 +1,29 @@
 //! Crash-safe file writes, private files, and the manager's lock.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use slipway_host::atomic;
 
-/// Prefix of the temporary files [`write_atomic`] creates; a crash can leave
-/// one behind, so readers skip these names and recovery deletes them.
-pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+use crate::error::{Error, Result};
 
 /// Creates `dir` (and parents) if missing.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io("cannot create directory", dir, e))
 }
 
-/// Replaces `path` with `data` so that a crash at any point leaves either
-/// the old or the new content: write a temporary file in the same directory,
-/// fsync it, rename it over `path`, fsync the directory.
+/// Replaces `path` with `data` crash-safely ([`atomic::write`]), creating
+/// its directory first if missing.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = parent(path);
-    ensure_dir(dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{file_name}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io("cannot create", &tmp, e))?;
-        f.write_all(data)
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| Error::io("cannot sync", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir)
-}
-
-/// Removes `path` if it exists, then makes the removal durable.
-pub(crate) fn remove_durable(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => sync_dir(parent(path)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("cannot remove", path, e)),
-    }
-}
-
-/// Creates (or replaces) the symlink `link` → `target` atomically.
-pub(crate) fn symlink_atomic(target: &Path, link: &Path) -> Result<()> {
-    let dir = parent(link);
-    ensure_dir(dir)?;
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .map_err(|e| Error::io("cannot create symlink", &tmp, e))?;
-    if let Err(e) = fs::rename(&tmp, link) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("cannot rename into place", link, e));
-    }
-    sync_dir(dir)
-}
-
-/// fsync a directory so renames and removals in it survive a crash.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("cannot sync directory", dir, e))
+    ensure_dir(parent(path))?;
+    Ok(atomic::write(path, data)?)
 }
 
 fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
-}
-
-/// Deletes temporary files a crashed writer left in `dir`.
-pub(crate) fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return removed;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-            && fs::remove_file(entry.path()).is_ok()
-        {
-            removed.push(entry.path());
-        }
-    }
-    removed
 }
 
 /// How long a command waits for the manager's lock before it gives up and
@@ -320,7 +242,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(".tmp-1-a.xml"), b"half").unwrap();
         fs::write(dir.path().join("a.xml"), b"whole").unwrap();
-        assert_eq!(remove_stale_temps(dir.path()).len(), 1);
+        assert_eq!(atomic::clean_stale(dir.path()).len(), 1);
         assert!(dir.path().join("a.xml").exists());
     }
 

@@ -11,7 +11,7 @@ use slipway_netxml::{DefaultsContext, Network};
 
 use crate::defaultnet;
 use crate::error::{Error, Result};
-use crate::fsutil::{self, LockGuard, TEMP_PREFIX};
+use crate::fsutil::{self, LockGuard};
 use crate::paths::Paths;
 use crate::plan::{self, Plan};
 use crate::proto::{
@@ -19,6 +19,7 @@ use crate::proto::{
 };
 use crate::realize::{Backend, LiveState};
 use crate::update::{self, UpdateSpec};
+use slipway_host::atomic;
 
 /// One network as found on disk.
 #[derive(Debug, Clone)]
@@ -176,7 +177,10 @@ impl Store<'_> {
         fsutil::ensure_dir(&self.paths.autostart_dir)?;
         let cfg = self.paths.config_file(&net.name);
         fsutil::write_atomic(&cfg, net.to_xml().as_bytes())?;
-        fsutil::symlink_atomic(&cfg, &self.paths.autostart_link(&net.name))
+        Ok(atomic::symlink(
+            &cfg,
+            &self.paths.autostart_link(&net.name),
+        )?)
     }
 
     fn load(&self) -> Inventory {
@@ -209,7 +213,7 @@ impl Store<'_> {
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let stem = name.strip_suffix(".json")?.to_string();
-                (!name.starts_with(TEMP_PREFIX)).then(|| (stem, e.path()))
+                (!atomic::is_temp_name(std::ffi::OsStr::new(&name))).then(|| (stem, e.path()))
             })
             .collect();
         statuses.sort();
@@ -420,8 +424,8 @@ impl Manager {
         self.backend.stop(live)?;
         // The status file is the commit point: once it is gone the network
         // is inactive; a leftover live XML is removed at recovery.
-        fsutil::remove_durable(&self.paths.status_file(name))?;
-        fsutil::remove_durable(&self.paths.live_file(name))?;
+        atomic::remove(&self.paths.status_file(name))?;
+        atomic::remove(&self.paths.live_file(name))?;
         Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Stopped))
     }
 
@@ -436,8 +440,8 @@ impl Manager {
                 "network '{name}' is not persistent"
             )));
         };
-        fsutil::remove_durable(&self.paths.autostart_link(name))?;
-        fsutil::remove_durable(&self.paths.config_file(name))?;
+        atomic::remove(&self.paths.autostart_link(name))?;
+        atomic::remove(&self.paths.config_file(name))?;
         Ok(Outcome::new(name, Vec::new()).event(cfg, EventKind::Undefined))
     }
 
@@ -453,9 +457,10 @@ impl Manager {
         }
         let link = self.paths.autostart_link(name);
         if on {
-            fsutil::symlink_atomic(&self.paths.config_file(name), &link)?;
+            fsutil::ensure_dir(&self.paths.autostart_dir)?;
+            atomic::symlink(&self.paths.config_file(name), &link)?;
         } else {
-            fsutil::remove_durable(&link)?;
+            atomic::remove(&link)?;
         }
         Ok(Outcome::new(name, Vec::new()))
     }
@@ -540,7 +545,7 @@ impl Manager {
             &self.paths.autostart_dir,
             &self.paths.state_dir,
         ] {
-            for p in fsutil::remove_stale_temps(dir) {
+            for p in atomic::clean_stale(dir) {
                 tracing::info!("removed leftover temporary file {}", p.display());
             }
         }
@@ -553,7 +558,7 @@ impl Manager {
                     && !path.with_extension("json").exists()
                 {
                     tracing::info!("removing live definition without status {}", path.display());
-                    fsutil::remove_durable(&path)?;
+                    atomic::remove(&path)?;
                 }
             }
         }
@@ -713,7 +718,7 @@ impl Manager {
             if let Err(undo) = self.backend.stop(&live) {
                 tracing::error!("could not undo the start of {}: {undo}", net.name);
             }
-            let _ = fsutil::remove_durable(&self.paths.live_file(&net.name));
+            let _ = atomic::remove(&self.paths.live_file(&net.name));
             return Err(err);
         }
         Ok(())
@@ -777,7 +782,7 @@ fn xml_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(String, PathBuf)> 
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let stem = name.strip_suffix(".xml")?.to_string();
-            (!name.starts_with(TEMP_PREFIX)).then(|| (stem, e.path()))
+            (!atomic::is_temp_name(std::ffi::OsStr::new(&name))).then(|| (stem, e.path()))
         })
         .collect();
     out.sort();

@@ -609,24 +609,8 @@ pub fn ip_prefix(ip: &IpDef) -> u8 {
 
 /// The network address of `addr/prefix`.
 pub fn network_of(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix.min(32)))
-            };
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-        }
-        IpAddr::V6(a) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix.min(128)))
-            };
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-        }
-    }
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    slipway_host::ipnet::IpNet::new(addr, prefix.min(max)).map_or(addr, |n| n.network())
 }
 
 fn lease_secs(lease: &slipway_netxml::Lease) -> u64 {

@@ -87,11 +87,8 @@ impl CtlSocket {
         let mut ifr = ifreq(name);
         ifr.ifr_ifru.ifru_addr = sockaddr(addr);
         self.ioctl(libc::SIOCSIFADDR, &mut ifr, "setting the tap's address")?;
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(prefix.min(32)))
-            .unwrap_or(0);
         let mut ifr = ifreq(name);
-        ifr.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::from(mask));
+        ifr.ifr_ifru.ifru_netmask = sockaddr(slipway_host::netmask_v4(prefix));
         self.ioctl(libc::SIOCSIFNETMASK, &mut ifr, "setting the tap's netmask")
     }
 

@@ -384,7 +384,7 @@ impl IpDef {
             return Some(p);
         }
         if let Some(mask) = self.netmask {
-            return netmask_prefix(mask);
+            return slipway_host::prefix_of_netmask(mask);
         }
         match self.address {
             IpAddr::V4(a) => match a.octets()[0] {
@@ -395,17 +395,6 @@ impl IpDef {
             },
             IpAddr::V6(_) => Some(64),
         }
-    }
-}
-
-/// The prefix length of a contiguous netmask, `None` if it has holes.
-pub fn netmask_prefix(mask: Ipv4Addr) -> Option<u8> {
-    let m = u32::from(mask);
-    let ones = m.leading_ones();
-    if m.checked_shl(ones).unwrap_or(0) == 0 {
-        Some(ones as u8)
-    } else {
-        None
     }
 }
 

@@ -4,7 +4,10 @@
 //! dnsmasq or the kernel refuses at start (host addresses outside the
 //! subnet, non-contiguous netmasks, MTU range).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
+
+use slipway_host::ipnet::{IpNet, Ipv4Net};
+use slipway_host::prefix_of_netmask;
 
 use crate::model::*;
 use crate::{IfName, ValidationError};
@@ -34,47 +37,30 @@ fn bits(a: IpAddr) -> (u128, u32) {
     }
 }
 
-fn mask(prefix: u8, width: u32) -> u128 {
-    let full = if width == 128 {
-        u128::MAX
-    } else {
-        (1u128 << width) - 1
-    };
-    let p = u32::from(prefix).min(width);
-    if p == 0 {
-        0
-    } else {
-        full & !((1u128 << (width - p)).wrapping_sub(1))
-    }
-}
-
 fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
 
+/// The subnet `a`/`prefix` (a prefix past the family's width taken as the
+/// whole address).
+fn subnet(a: IpAddr, prefix: u8) -> IpNet {
+    let width = if a.is_ipv4() { 32 } else { 128 };
+    IpNet::new(a, prefix.min(width)).expect("a prefix within the width")
+}
+
 /// True when `a` is inside the subnet `net`/`prefix` (same family).
 fn in_subnet(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    if !same_family(a, net) {
-        return false;
-    }
-    let (x, w) = bits(a);
-    let (n, _) = bits(net);
-    let m = mask(prefix, w);
-    x & m == n & m
+    same_family(a, net) && subnet(net, prefix).contains(&a)
 }
 
 fn network_addr(a: IpAddr, prefix: u8) -> IpAddr {
-    let (x, w) = bits(a);
-    let v = x & mask(prefix, w);
-    match a {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(v as u32)),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(v)),
-    }
+    subnet(a, prefix).network()
 }
 
 fn broadcast_addr(a: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let m = mask(prefix, 32) as u32;
-    Ipv4Addr::from(u32::from(a) | !m)
+    Ipv4Net::new(a, prefix.min(32))
+        .expect("a prefix within the width")
+        .broadcast()
 }
 
 /// The rule [`is_dns_name`] checks, as worded in errors.
@@ -469,7 +455,7 @@ fn ip_rules(ip: &IpDef, p: &str) -> R {
                 "an IP address cannot have both a prefix and a netmask",
             );
         }
-        if netmask_prefix(m).is_none() {
+        if prefix_of_netmask(m).is_none() {
             return err(
                 format!("{p}/@netmask"),
                 m,
@@ -818,7 +804,7 @@ fn route_rules(net: &Network, r: &Route, p: &str) -> R {
                     "netmask not allowed for an IPv6 route",
                 );
             }
-            match netmask_prefix(m) {
+            match prefix_of_netmask(m) {
                 Some(px) => px,
                 None => {
                     return err(

@@ -40,6 +40,8 @@ mod mountns;
 mod syscalls;
 
 use std::ffi::CString;
+
+use slipway_host::caps::{self, CapSet, Capability, CapsHashSet};
 use std::path::{Path, PathBuf};
 
 use landlock::{
@@ -81,6 +83,14 @@ pub enum SandboxError {
         /// The kernel's error.
         source: std::io::Error,
     },
+    /// A capability set could not be read or changed.
+    #[error("{what}: {source}")]
+    Capabilities {
+        /// The step that failed.
+        what: &'static str,
+        /// The `caps` crate's error.
+        source: caps::errors::CapsError,
+    },
     /// The kernel does not enforce Landlock and the sandbox was required
     /// in full (`--require-sandbox`).
     #[error("the kernel does not enforce Landlock (not built in, or not in its lsm= list), and --require-sandbox refuses to run with the filesystem unrestricted")]
@@ -101,6 +111,10 @@ pub enum SandboxError {
     /// The seccomp filter could not be compiled to BPF.
     #[error("seccomp: {0}")]
     SeccompBackend(#[from] seccompiler::BackendError),
+}
+
+fn caps_err(what: &'static str) -> impl FnOnce(caps::errors::CapsError) -> SandboxError {
+    move |source| SandboxError::Capabilities { what, source }
 }
 
 fn os_err(what: &'static str) -> SandboxError {
@@ -135,11 +149,6 @@ impl Default for Sandbox {
         }
     }
 }
-
-/// CAP_NET_ADMIN, the one capability the network service keeps: adding a
-/// complete ARP entry (`SIOCSARP`) for a DHCP client that has no address
-/// yet, as dnsmasq does.
-const CAP_NET_ADMIN: u32 = 12;
 
 /// What [`Sandbox::apply`] achieved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -287,7 +296,10 @@ impl Sandbox {
     /// The capabilities kept, as a bit mask by capability number.
     fn kept_capabilities(&self) -> u64 {
         if self.service {
-            1 << CAP_NET_ADMIN
+            // CAP_NET_ADMIN, the one capability the network service keeps:
+            // adding a complete ARP entry (`SIOCSARP`) for a DHCP client
+            // that has no address yet, as dnsmasq does.
+            Capability::CAP_NET_ADMIN.bitmask()
         } else {
             0
         }
@@ -451,15 +463,8 @@ impl Sandbox {
         userns: bool,
     ) -> Result<Option<(u32, u32)>, SandboxError> {
         // Without CAP_SETPCAP later, the bounding set must shrink now.
-        for cap in 0..=63 {
-            // SAFETY: plain prctl; EINVAL past the last capability ends it.
-            if unsafe { prctl(libc::PR_CAPBSET_DROP, cap) } != 0 {
-                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                    break;
-                }
-                return Err(os_err("dropping the capability bounding set"));
-            }
-        }
+        caps::clear(None, CapSet::Bounding)
+            .map_err(caps_err("dropping the capability bounding set"))?;
         // SAFETY: plain system calls with integer arguments.
         unsafe {
             // Capabilities to keep survive the switch in the permitted set
@@ -626,49 +631,14 @@ fn lookup_user(user: &str) -> Result<(u32, u32), SandboxError> {
 /// root process that could not switch user, e.g. in a user namespace,
 /// keeps uid 0 but no power). Returns what was kept.
 fn keep_capabilities(keep: u64) -> Result<u64, SandboxError> {
-    #[repr(C)]
-    struct CapHeader {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct CapData {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget and capset with a v3 header and its two data words.
-    unsafe {
-        if prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-        ) != 0
-        {
-            return Err(os_err("clearing ambient capabilities"));
-        }
-        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
-            return Err(os_err("reading capabilities"));
-        }
-        let permitted = u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32;
-        let kept = permitted & keep;
-        for (i, word) in data.iter_mut().enumerate() {
-            let bits = (kept >> (32 * i)) as u32;
-            *word = CapData {
-                effective: bits,
-                permitted: bits,
-                inheritable: 0,
-            };
-        }
-        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
-            return Err(os_err("dropping capabilities"));
-        }
-        Ok(kept)
-    }
+    caps::clear(None, CapSet::Ambient).map_err(caps_err("clearing ambient capabilities"))?;
+    let kept: CapsHashSet = caps::read(None, CapSet::Permitted)
+        .map_err(caps_err("reading capabilities"))?
+        .into_iter()
+        .filter(|c| c.bitmask() & keep != 0)
+        .collect();
+    caps::clear(None, CapSet::Inheritable).map_err(caps_err("dropping capabilities"))?;
+    caps::set(None, CapSet::Effective, &kept).map_err(caps_err("dropping capabilities"))?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(caps_err("dropping capabilities"))?;
+    Ok(kept.iter().fold(0, |m, c| m | c.bitmask()))
 }

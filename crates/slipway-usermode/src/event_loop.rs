@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
+use slipway_host::signals::Signals;
 
 use crate::api::{ApiError, ApiServer};
 use crate::config::StackConfig;
@@ -82,45 +83,6 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
     move |source| RunError::Io { what, source }
 }
 
-/// SIGTERM and SIGINT, blocked and read from a signalfd so the loop sees
-/// them as an event and shuts down cleanly.
-struct Signals(OwnedFd);
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        // SAFETY: plain libc calls on a zeroed, locally owned sigset; the
-        // returned descriptor is checked and owned from here on.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if rc != 0 {
-                return Err(std::io::Error::from_raw_os_error(rc));
-            }
-            let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(Signals(OwnedFd::from_raw_fd(fd)))
-        }
-    }
-
-    /// The next pending signal, if any.
-    fn next(&self) -> Option<i32> {
-        let mut info = std::mem::MaybeUninit::<libc::signalfd_siginfo>::zeroed();
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reads at most `size` bytes into a buffer of that size.
-        let n = unsafe { libc::read(self.0.as_raw_fd(), info.as_mut_ptr().cast(), size) };
-        if n as usize != size {
-            return None;
-        }
-        // SAFETY: the kernel filled the whole struct.
-        Some(unsafe { info.assume_init() }.ssi_signo as i32)
-    }
-}
-
 /// Raises the soft limit on open files to the hard limit: every flow holds
 /// a host socket, and the default soft limit (1024) is below the default
 /// flow caps.
@@ -145,7 +107,8 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
     // on every way out.
     let ready = opts.ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     raise_file_limit();
-    let signals = Signals::new().map_err(io_err("signal handling"))?;
+    let signals =
+        Signals::new(&[libc::SIGTERM, libc::SIGINT]).map_err(io_err("signal handling"))?;
     let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
     let registry = poll
         .registry()
@@ -153,7 +116,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         .map_err(io_err("creating the event loop"))?;
     registry
         .register(
-            &mut SourceFd(&signals.0.as_raw_fd()),
+            &mut SourceFd(&signals.as_raw_fd()),
             token(TokenKind::Control, SIGNALS_INDEX),
             Interest::READABLE,
         )
@@ -348,7 +311,7 @@ fn apply_sandbox(
     signals: &Signals,
 ) -> Result<(), RunError> {
     sandbox.apply()?;
-    let mut fd = SourceFd(&signals.0.as_raw_fd());
+    let mut fd = SourceFd(&signals.as_raw_fd());
     registry
         .deregister(&mut fd)
         .and_then(|()| registry.register(&mut fd, token(TokenKind::Control, 0), Interest::READABLE))

@@ -12,9 +12,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::{
-    prefix6_mask, prefix_to_mask, ForwardProtocol, HostForward, Ipv6Config, Limits, StackConfig,
-    DHCP_POOL_SIZE,
+    prefix6_mask, ForwardProtocol, HostForward, Ipv6Config, Limits, StackConfig, DHCP_POOL_SIZE,
 };
+use slipway_host::{netmask_v4, prefix_of_netmask};
 
 pub use crate::config::OptionsError;
 
@@ -245,7 +245,7 @@ fn parse_net(value: &str) -> Result<(Ipv4Addr, u8), OptionsError> {
                 if !(4..=32).contains(&shift) {
                     return Err(invalid(KEY, value, "prefix length must be in range 4-32"));
                 }
-                u32::MAX << (32 - shift)
+                u32::from(netmask_v4(shift as u8))
             } else {
                 let m = u32::from(mask.parse::<Ipv4Addr>().map_err(|_| {
                     invalid(
@@ -254,7 +254,7 @@ fn parse_net(value: &str) -> Result<(Ipv4Addr, u8), OptionsError> {
                         "netmask is neither a prefix length nor a dotted quad",
                     )
                 })?);
-                if m.leading_ones() + m.trailing_zeros() != 32 {
+                if prefix_of_netmask(Ipv4Addr::from(m)).is_none() {
                     return Err(invalid(KEY, value, "netmask is not contiguous"));
                 }
                 if m.leading_ones() < 4 {
@@ -276,7 +276,7 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         Some(v) => parse_net(v)?,
         None => (Ipv4Addr::new(10, 0, 2, 0), 24),
     };
-    let mask = u32::from(prefix_to_mask(prefix_len));
+    let mask = u32::from(netmask_v4(prefix_len));
     let net_u = u32::from(net);
     let broadcast = net_u | !mask;
     // QEMU's defaults: x.x.2.2, x.x.2.3 and x.x.2.15 masked into the network.

@@ -9,8 +9,10 @@
 //! when the stack exits. The share is named `qemu`, guests are mapped to
 //! the invoking user (`force user`), as QEMU's generated configuration does.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+
+use slipway_host::atomic;
 
 use crate::config::services::{GuestForward, GuestForwardTarget, SmbShare};
 
@@ -133,7 +135,8 @@ impl SmbServer {
     /// runs as).
     fn write_config(&self, uid: libc::uid_t) -> io::Result<()> {
         let conf = format!("{}force user = {}\n", self.conf, user_name(uid)?);
-        write_file(&self.private.path().join("smb.conf"), conf.as_bytes())
+        atomic::write(&self.private.path().join("smb.conf"), conf.as_bytes())
+            .map_err(io::Error::other)
     }
 
     /// Hands the private directory (and what is in it) to `uid`/`gid`, the
@@ -181,15 +184,6 @@ fn user_name(uid: libc::uid_t) -> io::Result<String> {
             .to_string_lossy()
             .into_owned())
     }
-}
-
-/// Writes `data` to `path` through a temporary file, fsync and rename.
-fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// `s` quoted for `/bin/sh`.

@@ -250,48 +250,14 @@ fn outbound_addr(spec: &str, v6: bool) -> anyhow::Result<IpAddr> {
     Ok(ip)
 }
 
-/// The first IPv4 (or, with `v6`, IPv6) address of interface `name`.
+/// The first IPv4 (or, with `v6`, IPv6) address of interface `name`; not
+/// an IPv6 link-local one, which needs a scope to be bound to.
 fn interface_addr(name: &str, v6: bool) -> anyhow::Result<Option<IpAddr>> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills in a list we free below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("listing the host's addresses");
-    }
-    let mut found = None;
-    let mut entry = list;
-    while !entry.is_null() && found.is_none() {
-        // SAFETY: a node of the list getifaddrs returned.
-        let ifa = unsafe { &*entry };
-        entry = ifa.ifa_next;
-        // SAFETY: ifa_name is a NUL-terminated string in the list.
-        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        if ifa.ifa_addr.is_null() || ifname.to_bytes() != name.as_bytes() {
-            continue;
-        }
-        // SAFETY: ifa_addr points to a sockaddr of the family it names.
-        unsafe {
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET if !v6 => {
-                    let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
-                    found = Some(IpAddr::from(
-                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                    ));
-                }
-                libc::AF_INET6 if v6 => {
-                    let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
-                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    // A link-local address needs a scope to be bound to.
-                    if !ip.is_unicast_link_local() {
-                        found = Some(IpAddr::V6(ip));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    // SAFETY: the list getifaddrs returned, freed once.
-    unsafe { libc::freeifaddrs(list) };
-    Ok(found)
+    let addrs = slipway_host::ifaddrs::of(name).context("listing the host's addresses")?;
+    Ok(addrs.into_iter().find(|ip| match ip {
+        IpAddr::V4(_) => !v6,
+        IpAddr::V6(ip) => v6 && !ip.is_unicast_link_local(),
+    }))
 }
 
 /// Takes a descriptor number from the command line into ownership.

@@ -8,11 +8,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use slipway_host::signals::Signals;
 use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, Request};
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
 use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths};
@@ -846,7 +846,12 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
         None => None,
     };
     // Before subscribing: once subscribed, Ctrl-C ends the loop cleanly.
-    catch_sigint();
+    // SIGINT is blocked and read from a descriptor instead of killing the
+    // process (no thread was started before: none takes it instead).
+    let sigint = match Signals::new(&[libc::SIGINT]) {
+        Ok(s) => s,
+        Err(e) => return fail(vec![format!("cannot catch Ctrl-C: {e}")]),
+    };
     let mut stream = match client.subscribe() {
         Ok(s) => s,
         Err(e) => return fail(vec![e.to_string()]),
@@ -855,7 +860,7 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
     let mut count = 0;
     let mut out = std::io::stdout().lock();
     loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if sigint.next().is_some() {
             let _ = writeln!(out, "event loop interrupted");
             break;
         }
@@ -903,27 +908,8 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
     }
 }
 
-/// Set by the SIGINT handler: `net-event` ends as virsh's does on Ctrl-C.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
 /// How often the event loop checks for Ctrl-C.
 const INTERRUPT_POLL: Duration = Duration::from_millis(200);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Makes Ctrl-C set [`INTERRUPTED`] instead of killing the process.
-fn catch_sigint() {
-    // SAFETY: the handler only stores to an atomic (async-signal-safe); the
-    // sigaction struct is fully initialised before the call.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-    }
-}
 
 /// virsh's event timestamp: `YYYY-MM-DD HH:MM:SS.mmm+0000` in UTC.
 fn timestamp_now() -> String {

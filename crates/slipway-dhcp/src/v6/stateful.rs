@@ -13,6 +13,7 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, SystemTime};
 
 use slipway_dns::HostName;
+use slipway_host::ipnet::Ipv6Net;
 
 use super::Dhcpv6ConfigError;
 
@@ -75,10 +76,8 @@ impl Binding {
 }
 
 fn in_prefix(a: Ipv6Addr, b: Ipv6Addr, prefix: u8) -> bool {
-    let mask = u128::MAX
-        .checked_shl(128 - u32::from(prefix.min(128)))
-        .unwrap_or(0);
-    u128::from(a) & mask == u128::from(b) & mask
+    let net = |ip| Ipv6Net::new(ip, prefix.min(128)).map(|n| n.network());
+    net(a) == net(b)
 }
 
 impl Dhcpv6Pool {

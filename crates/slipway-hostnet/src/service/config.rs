@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use slipway_dhcp::{AddressPool, DhcpConfig, HostName, StaticHost};
 use slipway_dns::LocalZone;
+use slipway_host::{netmask_v4, MacAddr};
 use slipway_netmgr::plan::{network_of, ServiceConfig};
 
 use crate::error::{Error, Result};
@@ -63,30 +64,13 @@ pub(super) fn parse_service_file(
     })
 }
 
-/// Parses `52:54:00:12:34:56`.
-pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).ok())
-        .collect::<Option<_>>()?;
-    bytes.try_into().ok()
-}
-
-fn mask(prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(32 - u32::from(prefix.min(32)))
-            .unwrap_or(0),
-    )
-}
-
 pub(super) fn static_hosts(svc: &ServiceConfig) -> Vec<StaticHost> {
     svc.hosts
         .iter()
         .filter_map(|h| {
             let IpAddr::V4(ip) = h.ip? else { return None };
             Some(StaticHost {
-                mac: parse_mac(h.mac.as_deref()?)?,
+                mac: h.mac.as_deref()?.parse::<MacAddr>().ok()?.0,
                 ip,
                 name: h.name.clone(),
                 // `<lease expiry='0'/>` is infinite, as for the range.
@@ -121,7 +105,7 @@ pub fn dhcp_config(svc: &ServiceConfig) -> Result<Option<(DhcpConfig, u8)>> {
                 pool.prefix
             ))
         })?;
-    let netmask = mask(pool.prefix);
+    let netmask = netmask_v4(pool.prefix);
     let (boot_file, next_server) = match &svc.bootp {
         Some((file, server)) => (
             Some(file.clone()),

@@ -44,8 +44,8 @@ use mio::{Events, Interest, Poll, Token};
 use slipway_sandbox::{LandlockState, Sandbox};
 use socket2::{Domain, Socket, Type};
 
+pub(crate) use config::service_file;
 pub use config::{dhcp_config, read_service_file, ServiceFile, DEFAULT_USER};
-pub(crate) use config::{parse_mac, service_file};
 pub use dns::MAX_FORWARDED;
 
 use crate::error::{Error, Result};

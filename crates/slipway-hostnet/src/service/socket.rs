@@ -5,7 +5,6 @@ use std::net::{SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::config::parse_mac;
 use crate::error::{Error, Result};
 use crate::fsutil::Reread;
 
@@ -64,5 +63,8 @@ pub(super) fn bound(
 /// The bridge's MAC address, from its sysfs file (`/sys/class/net/DEV/address`).
 pub(super) fn link_mac(address: Option<&Reread>) -> Option<[u8; 6]> {
     let text = address?.read().ok()?;
-    parse_mac(text.trim())
+    text.trim()
+        .parse::<slipway_host::MacAddr>()
+        .ok()
+        .map(|m| m.0)
 }

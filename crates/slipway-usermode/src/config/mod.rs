@@ -209,7 +209,7 @@ impl OutboundAddrs {
 impl StackConfig {
     /// Netmask of the guest network.
     pub fn netmask(&self) -> Ipv4Addr {
-        prefix_to_mask(self.prefix_len)
+        slipway_host::netmask_v4(self.prefix_len)
     }
 
     /// Whether `addr` lies inside the guest network.
@@ -359,16 +359,6 @@ pub enum DenyReason {
     NoRoute,
     /// An address family the stack does not serve.
     Unsupported,
-}
-
-/// Netmask for a prefix length (0 to 32).
-pub fn prefix_to_mask(prefix_len: u8) -> Ipv4Addr {
-    let bits = if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len.min(32)))
-    };
-    Ipv4Addr::from(bits)
 }
 
 /// Why an option string (or a `--redir` spec) was refused.
@@ -584,8 +574,8 @@ mod tests {
         assert!(
             cfg.is_virtual(cfg.host) && cfg.is_virtual(cfg.dns) && !cfg.is_virtual(cfg.dhcp_start)
         );
-        assert_eq!(prefix_to_mask(0), Ipv4Addr::UNSPECIFIED);
-        assert_eq!(prefix_to_mask(32), Ipv4Addr::BROADCAST);
+        assert_eq!(slipway_host::netmask_v4(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(slipway_host::netmask_v4(32), Ipv4Addr::BROADCAST);
         let v6 = parse_options("ipv6-prefix=2001:db8:1::,ipv6-prefixlen=48")
             .unwrap()
             .ipv6;
