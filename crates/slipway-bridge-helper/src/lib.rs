@@ -291,16 +291,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     }
 }
 
-/// True when the process runs with privileges it was not started with:
-/// setuid, setgid, or file capabilities (the kernel's AT_SECURE).
-pub fn privileged_exec() -> bool {
-    // SAFETY: getauxval and the id getters only read process state.
-    unsafe {
-        libc::getauxval(libc::AT_SECURE) != 0
-            || libc::getuid() != libc::geteuid()
-            || libc::getgid() != libc::getegid()
-    }
-}
+pub use slipway_host::privileged_exec;
 
 /// Removes every environment variable, so that nothing later in this
 /// process (this crate or a library) can be steered by the caller's

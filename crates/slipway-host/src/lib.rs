@@ -8,7 +8,10 @@
 //! - [`mac`]: the Ethernet address type, parsed and printed one way;
 //! - [`ifaddrs`]: the host's interface addresses (`getifaddrs`);
 //! - [`signals`]: signals read from a descriptor (signalfd), registered with
-//!   `mio` by the event loops and waited on by the blocking users.
+//!   `mio` by the event loops and waited on by the blocking users;
+//! - [`privileged_exec`]: whether the kernel started this process with
+//!   privileges its caller does not have (the bridge helper drops them, every
+//!   other program refuses to run).
 //!
 //! Two chores are crates.io crates, re-exported so that every crate takes
 //! them from here: [`ipnet`] for prefixes and netmasks, [`caps`] for
@@ -23,6 +26,17 @@ pub use caps;
 pub use ipnet;
 
 pub use mac::{MacAddr, MacParseError};
+
+/// True when the process runs with privileges it was not started with:
+/// setuid, setgid, or file capabilities (the kernel's AT_SECURE).
+pub fn privileged_exec() -> bool {
+    // SAFETY: getauxval and the id getters only read process state.
+    unsafe {
+        libc::getauxval(libc::AT_SECURE) != 0
+            || libc::getuid() != libc::geteuid()
+            || libc::getgid() != libc::getegid()
+    }
+}
 
 /// The IPv4 netmask of a prefix length (lengths past 32 are taken as 32).
 pub fn netmask_v4(prefix: u8) -> std::net::Ipv4Addr {

@@ -2,6 +2,16 @@
 //! `slipway-net-service CONFIG` (what `slipway net-service CONFIG` runs).
 
 fn main() {
+    // Started by root (the manager, the daemon); a setuid or file-capable
+    // copy would parse a configuration any user names, as root.
+    if slipway_host::privileged_exec() {
+        eprintln!(
+            "slipway-net-service: error: refusing to run setuid, setgid or with file \
+             capabilities: it is started by root (slipway net-start, slipway daemon); \
+             never install it that way"
+        );
+        std::process::exit(126);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
