@@ -3,29 +3,10 @@
 //! privileged copy would parse whatever configuration its caller names.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const SERVICE: &str = env!("CARGO_BIN_EXE_slipway-net-service");
-
-/// A directory on a filesystem that honours setuid bits.
-fn install_dir() -> tempfile::TempDir {
-    let nosuid = |p: &Path| {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: an all-zero statvfs is valid; statvfs fills it in.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: a NUL-terminated path and a live statvfs.
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        st.f_flag & libc::ST_NOSUID != 0
-    };
-    let mut base = std::env::temp_dir();
-    if nosuid(&base) {
-        base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    }
-    let dir = tempfile::tempdir_in(base).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
 
 #[test]
 fn a_privileged_copy_refuses_to_run() {
@@ -33,7 +14,7 @@ fn a_privileged_copy_refuses_to_run() {
     if unsafe { libc::geteuid() } != 0 {
         panic!("this test installs a setuid-root copy: run it as root (as CI does)");
     }
-    let dir = install_dir();
+    let dir = slipway_testkit::setuid_temp_dir(Path::new(env!("CARGO_TARGET_TMPDIR"))).unwrap();
     // A configuration nobody could otherwise have root read: the refusal
     // comes before the file is opened, so its name is never printed.
     let config = dir.path().join("secret.json");

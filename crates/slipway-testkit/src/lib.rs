@@ -55,5 +55,6 @@ pub use guest::{
 };
 pub use image::{cache_dir, GuestImage, HOST_PROGRAMS, MODULES, UDHCPC_SCRIPT};
 pub use peers::{
-    free_port, temp_dir, DnsServer, DnsServerBuilder, HttpServer, TcpEchoServer, UdpEchoServer,
+    free_port, setuid_temp_dir, temp_dir, DnsServer, DnsServerBuilder, HttpServer, TcpEchoServer,
+    UdpEchoServer,
 };

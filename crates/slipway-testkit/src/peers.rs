@@ -49,6 +49,40 @@ pub fn temp_dir() -> Result<TempDir> {
         .map_err(|e| Error::io("creating a temporary directory", e))
 }
 
+/// A fresh temporary directory (removed when dropped, mode 0755) on a
+/// filesystem that honours setuid bits, for tests that install privileged
+/// copies of a program: the system's temporary directory, or `fallback`
+/// (a test's `CARGO_TARGET_TMPDIR`) when that one is mounted nosuid.
+pub fn setuid_temp_dir(fallback: &std::path::Path) -> Result<TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let nosuid = |p: &std::path::Path| -> Result<bool> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|e| Error::io("naming a directory", e.into()))?;
+        // SAFETY: statvfs is plain data, for which all zeroes is a valid value.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a live statvfs.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return Err(Error::io("statvfs", std::io::Error::last_os_error()));
+        }
+        Ok(st.f_flag & libc::ST_NOSUID != 0)
+    };
+    let mut base = std::env::temp_dir();
+    if nosuid(&base)? {
+        base = fallback.to_path_buf();
+    }
+    if nosuid(&base)? {
+        return Err(Error::io(
+            "finding a directory that honours setuid bits",
+            std::io::Error::other(format!("{} is mounted nosuid", base.display())),
+        ));
+    }
+    let dir =
+        tempfile::tempdir_in(base).map_err(|e| Error::io("creating a temporary directory", e))?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::io("making a temporary directory readable", e))?;
+    Ok(dir)
+}
+
 /// Starts a server child on a free port of `ip` (a loopback address),
 /// retrying on another port if the child exits before it listens (the port
 /// was taken meanwhile).

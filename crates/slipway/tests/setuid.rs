@@ -40,22 +40,7 @@ const NOBODY: &str = "65534";
 /// setuid bit (the system temp directory, or the target directory when
 /// that one is mounted nosuid), readable by everyone.
 fn install_dir() -> tempfile::TempDir {
-    let nosuid = |p: &Path| {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: an all-zero statvfs is valid; statvfs fills it in.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: a NUL-terminated path and a live statvfs.
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        st.f_flag & libc::ST_NOSUID != 0
-    };
-    let mut base = std::env::temp_dir();
-    if nosuid(&base) {
-        base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    }
-    assert!(!nosuid(&base), "{} is mounted nosuid", base.display());
-    let dir = tempfile::tempdir_in(base).unwrap();
-    chmod(dir.path(), 0o755);
-    dir
+    slipway_testkit::setuid_temp_dir(Path::new(env!("CARGO_TARGET_TMPDIR"))).unwrap()
 }
 
 fn chmod(path: &Path, mode: u32) {
