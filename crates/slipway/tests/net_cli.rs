@@ -618,6 +618,19 @@ fn racing_commands_leave_consistent_state_body() {
     }
 }
 
+/// Waits (at most 30 s) until the daemon under `root` counts `n` event
+/// subscribers.
+fn wait_for_subscribers(root: &Path, n: u64) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status(root).unwrap()["ok"]["subscribers"] != n {
+        assert!(
+            std::time::Instant::now() < end,
+            "the daemon never counted {n} subscribers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn daemon_streams_events_like_virsh() {
     in_netns(
@@ -648,9 +661,7 @@ fn daemon_streams_events_like_virsh_body() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    while status(root).unwrap()["ok"]["subscribers"] != 1 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_subscribers(root, 1);
     write(root, "alpha.xml", ALPHA);
     ok(root, &["net-define", "alpha.xml"]);
     ok(root, &["net-start", "alpha"]);
@@ -677,6 +688,9 @@ fn daemon_streams_events_like_virsh_body() {
     assert_eq!(rest, ["event loop interrupted", "events received: 4", ""]);
     assert!(ev.wait().unwrap().success());
     // One-shot with a network filter: the first matching event ends it.
+    // The previous subscriber has exited; the daemon notices within its
+    // peer check (a second): only then does a count of 1 mean the new one.
+    wait_for_subscribers(root, 0);
     let one = Command::new(BIN)
         .arg("--root")
         .arg(root)
@@ -684,9 +698,7 @@ fn daemon_streams_events_like_virsh_body() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    while status(root).unwrap()["ok"]["subscribers"] != 1 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_subscribers(root, 1);
     ok(root, &["net-define", "alpha.xml"]);
     ok(root, &["net-destroy", "default"]);
     let r = text(one.wait_with_output().unwrap());
@@ -696,6 +708,9 @@ fn daemon_streams_events_like_virsh_body() {
         "event 'lifecycle' for network default: Stopped\nevents received: 1\n\n"
     );
     // --timestamp prefixes virsh's UTC timestamp.
+    // The previous subscriber has exited; the daemon notices within its
+    // peer check (a second): only then does a count of 1 mean the new one.
+    wait_for_subscribers(root, 0);
     let stamped = Command::new(BIN)
         .arg("--root")
         .arg(root)
@@ -703,9 +718,7 @@ fn daemon_streams_events_like_virsh_body() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    while status(root).unwrap()["ok"]["subscribers"] != 1 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_subscribers(root, 1);
     ok(root, &["net-undefine", "alpha"]);
     let r = text(stamped.wait_with_output().unwrap());
     let today = text(Command::new("date").args(["-u", "+%F"]).output().unwrap()).stdout;
