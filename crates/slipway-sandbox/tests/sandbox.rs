@@ -32,6 +32,16 @@ fn child_arg() -> Option<std::path::PathBuf> {
 
 /// A forbidden call fails with EPERM (the filter's documented action; the
 /// process is not killed), while the data path's calls still work.
+/// The value of field `name` (with its colon) of a `/proc/PID/status` text.
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("{name} in {status}"))
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn forbidden_syscalls_fail_with_eperm() {
     if child_arg().is_some() {
@@ -170,14 +180,7 @@ fn the_kernel_reports_the_confinement() {
         std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", child.id())).unwrap();
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {status}"))
-            .trim()
-            .to_string()
-    };
+    let field = |name: &str| status_field(&status, name);
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         assert!(!field("Uid:").starts_with('0'), "{status}");
@@ -313,14 +316,7 @@ fn network_service_profile_confines_the_service() {
         std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", child.id())).unwrap();
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {status}"))
-            .trim()
-            .to_string()
-    };
+    let field = |name: &str| status_field(&status, name);
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
     assert_eq!(field("Seccomp:"), "2", "{status}");
     assert_eq!(field("CapInh:"), "0000000000000000", "{status}");
