@@ -98,16 +98,7 @@ impl Dns {
                 Vec::new()
             })
         };
-        let relay = Relay::new(
-            RelayConfig {
-                upstreams,
-                max_queries: MAX_FORWARDED,
-                bind_v4: Ipv4Addr::UNSPECIFIED,
-                bind_v6: Ipv6Addr::UNSPECIFIED,
-                try_timeout: TRY_TIMEOUT,
-            },
-            |slot| Token(UPSTREAM_BASE + slot),
-        );
+        let relay = relay(upstreams);
         Ok(Dns {
             zone,
             upstream: svc.upstream,
@@ -537,6 +528,22 @@ fn take_message(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     Some(msg)
 }
 
+/// The relay toward `upstreams`: at most [`MAX_FORWARDED`] queries in
+/// flight, each from a fresh socket of its own, polled under
+/// `UPSTREAM_BASE + slot`.
+fn relay(upstreams: Vec<SocketAddr>) -> Relay<(SocketAddr, usize)> {
+    Relay::new(
+        RelayConfig {
+            upstreams,
+            max_queries: MAX_FORWARDED,
+            bind_v4: Ipv4Addr::UNSPECIFIED,
+            bind_v6: Ipv6Addr::UNSPECIFIED,
+            try_timeout: TRY_TIMEOUT,
+        },
+        |slot| Token(UPSTREAM_BASE + slot),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,16 +604,7 @@ mod tests {
             upstream: true,
             listeners: Vec::new(),
             tcp_listeners: vec![listener],
-            relay: Relay::new(
-                RelayConfig {
-                    upstreams,
-                    max_queries: MAX_FORWARDED,
-                    bind_v4: Ipv4Addr::UNSPECIFIED,
-                    bind_v6: Ipv6Addr::UNSPECIFIED,
-                    try_timeout: TRY_TIMEOUT,
-                },
-                |slot| Token(UPSTREAM_BASE + slot),
-            ),
+            relay: relay(upstreams),
             reported_drops: 0,
             reported_at: None,
             clients: (0..MAX_TCP_CLIENTS).map(|_| None).collect(),
