@@ -65,11 +65,14 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     digits > 0 && rest.get(digits) == Some(&b'-') && rest.len() > digits + 1
 }
 
-fn c_name(name: &OsStr) -> io::Result<CString> {
+/// `name` as a C string for the `*at` system calls (a name holding a NUL
+/// byte is `InvalidInput`).
+pub fn c_name(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+/// A system call's return value as a result: negative is the `errno` error.
+pub fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {

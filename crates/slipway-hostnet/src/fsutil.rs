@@ -1,15 +1,14 @@
 //! Crash-safe file writes: temporary file, fsync, rename, fsync the directory;
 //! and reads that never follow a symlink nor block on a FIFO.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use slipway_host::atomic;
+use slipway_host::atomic::{self, c_name, cvt};
 
 use crate::error::{Error, Result};
 
@@ -21,18 +20,6 @@ use crate::error::{Error, Result};
 pub struct Dir {
     fd: File,
     path: PathBuf,
-}
-
-fn c_name(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
-}
-
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
 }
 
 /// Opens `name` relative to `dir` (or the working directory for
