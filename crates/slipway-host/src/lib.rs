@@ -7,6 +7,8 @@
 //!   (run by recovery) removes and nothing else;
 //! - [`mac`]: the Ethernet address type, parsed and printed one way;
 //! - [`ifaddrs`]: the host's interface addresses (`getifaddrs`);
+//! - [`jsonl`]: JSON lines, the framing of the control APIs, and their
+//!   error envelope;
 //! - [`signals`]: signals read from a descriptor (signalfd), registered with
 //!   `mio` by the event loops and waited on by the blocking users;
 //! - [`privileged_exec`]: whether the kernel started this process with
@@ -19,6 +21,7 @@
 
 pub mod atomic;
 pub mod ifaddrs;
+pub mod jsonl;
 pub mod mac;
 pub mod signals;
 

@@ -1,10 +1,12 @@
 //! A client of the daemon's JSON-lines API.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufReader, ErrorKind};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use slipway_host::jsonl::{self, LineEnd};
 
 use crate::error::{Error, Result};
 use crate::proto::{into_result, Event, Reply, Request, WireMessage};
@@ -60,10 +62,7 @@ impl Client {
             *self = Client::connect(&self.socket)
                 .map_err(|e| Error::Protocol(format!("cannot reconnect to the daemon: {e}")))?;
         }
-        let mut line = serde_json::to_string(req).map_err(|e| Error::Protocol(e.to_string()))?;
-        line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
+        jsonl::write_line(&self.writer, req)
             .map_err(|e| Error::Protocol(format!("cannot send request: {e}")))?;
         let msg = self
             .read_message(None)?
@@ -83,7 +82,7 @@ impl Client {
 
     /// Reads one message; `None` when `deadline` passes first.
     fn read_message(&mut self, deadline: Option<Instant>) -> Result<Option<WireMessage>> {
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -98,14 +97,13 @@ impl Client {
                 .map_err(|e| Error::Protocol(e.to_string()))?;
             // read_line keeps what it read before a timeout in `line`, so a
             // line split across timeouts is still assembled whole.
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return Err(Error::Protocol("the daemon closed the connection".into())),
-                Ok(_) if line.ends_with('\n') => {
-                    return serde_json::from_str(&line)
+            match jsonl::read_line(&mut self.reader, usize::MAX, &mut line) {
+                Ok(LineEnd::Line) => {
+                    return serde_json::from_slice(&line)
                         .map(Some)
                         .map_err(|e| Error::Protocol(format!("bad message from the daemon: {e}")))
                 }
-                Ok(_) => continue,
+                Ok(_) => return Err(Error::Protocol("the daemon closed the connection".into())),
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -10,7 +10,7 @@
 //! A supervisor thread restarts the service of a running network that
 //! ended (crash, `kill -9`) within a second, with backoff if it keeps dying.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufReader, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use slipway_host::jsonl::{self, LineEnd};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -363,10 +365,8 @@ fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
     Ok(cred.uid)
 }
 
-fn send(mut stream: &UnixStream, msg: &WireMessage) -> std::io::Result<()> {
-    let mut line = serde_json::to_string(msg).map_err(std::io::Error::other)?;
-    line.push('\n');
-    stream.write_all(line.as_bytes())
+fn send(stream: &UnixStream, msg: &WireMessage) -> std::io::Result<()> {
+    jsonl::write_line(stream, msg)
 }
 
 /// Queues `events` for every subscriber without ever blocking: a
@@ -500,29 +500,16 @@ impl Connection<'_> {
                 return Ok(Line::TimedOut);
             }
             self.stream.set_read_timeout(Some(left))?;
-            let buf = match reader.fill_buf() {
-                Ok(b) => b,
+            return match jsonl::read_line(reader, self.limits.max_request, &mut line) {
+                Ok(LineEnd::Line) => Ok(Line::Request(line)),
+                Ok(LineEnd::Closed) => Ok(Line::Closed),
+                Ok(LineEnd::TooLong) => Ok(Line::TooLong),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Ok(Line::TimedOut)
+                    Ok(Line::TimedOut)
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => Err(e),
             };
-            if buf.is_empty() {
-                return Ok(Line::Closed);
-            }
-            let (take, done) = match buf.iter().position(|b| *b == b'\n') {
-                Some(i) => (i, true),
-                None => (buf.len(), false),
-            };
-            if line.len() + take > self.limits.max_request {
-                return Ok(Line::TooLong);
-            }
-            line.extend_from_slice(&buf[..take]);
-            reader.consume(if done { take + 1 } else { take });
-            if done {
-                return Ok(Line::Request(line));
-            }
         }
     }
 

@@ -287,14 +287,8 @@ pub enum Reply {
     Subscribed,
 }
 
-/// An error as sent over the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireError {
-    /// Classification.
-    pub code: ErrorCode,
-    /// libvirt-style message.
-    pub message: String,
-}
+/// An error as sent over the wire (its message is libvirt-style).
+pub type WireError = slipway_host::jsonl::WireError<ErrorCode>;
 
 /// One line from the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

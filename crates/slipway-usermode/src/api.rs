@@ -21,12 +21,13 @@
 //! line over [`MAX_LINE`] bytes gets an error and the connection is closed.
 //! The socket handling is `control_socket`'s.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use mio::Registry;
 use serde::{Deserialize, Serialize};
+use slipway_host::jsonl::{self, LineEnd};
 
 pub use crate::control_socket::ApiError;
 use crate::control_socket::{ControlSocket, Next};
@@ -117,13 +118,7 @@ pub enum ErrorCode {
 }
 
 /// An error as sent over the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireError {
-    /// Classification.
-    pub code: ErrorCode,
-    /// What went wrong, for people.
-    pub message: String,
-}
+pub type WireError = jsonl::WireError<ErrorCode>;
 
 /// One reply line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,31 +244,26 @@ fn answer_lines(
     stack: &mut Stack,
     registry: &Registry,
 ) -> Next {
-    while let Some(end) = input.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = input.drain(..=end).collect();
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
+    while let Some(line) = jsonl::take_line(input, MAX_LINE) {
+        let (reply, next) = match line {
+            Ok(line) if line.trim_ascii().is_empty() => continue,
+            Ok(line) => (handle_line(stack, registry, line.trim_ascii()), Next::Read),
+            Err(jsonl::TooLong) => (
+                error(
+                    ErrorCode::Invalid,
+                    format!("request line longer than {MAX_LINE} bytes"),
+                ),
+                Next::Close,
+            ),
+        };
+        if let Err(err) = jsonl::push_line(output, &reply) {
+            tracing::warn!(%err, "control API: encoding a reply");
         }
-        let reply = handle_line(stack, registry, line);
-        push_reply(output, &reply);
-    }
-    if input.len() > MAX_LINE {
-        let reply = error(
-            ErrorCode::Invalid,
-            format!("request line longer than {MAX_LINE} bytes"),
-        );
-        push_reply(output, &reply);
-        return Next::Close;
+        if next == Next::Close {
+            return next;
+        }
     }
     Next::Read
-}
-
-fn push_reply(out: &mut Vec<u8>, reply: &WireMessage) {
-    match serde_json::to_writer(&mut *out, reply) {
-        Ok(()) => out.push(b'\n'),
-        Err(err) => tracing::warn!(%err, "control API: encoding a reply"),
-    }
 }
 
 /// A blocking client of the control API (what `slipway ctl` uses).
@@ -308,16 +298,18 @@ impl ApiClient {
             let path = self.path.clone();
             move |source| ApiError::Socket { path, what, source }
         };
-        let mut line =
-            serde_json::to_vec(request).map_err(|e| ApiError::BadReply(e.to_string()))?;
-        line.push(b'\n');
-        self.writer.write_all(&line).map_err(err("send"))?;
-        let mut reply = String::new();
-        self.reader.read_line(&mut reply).map_err(err("receive"))?;
-        if reply.is_empty() {
-            return Err(ApiError::BadReply("the stack closed the connection".into()));
+        jsonl::write_line(&self.writer, request).map_err(err("send"))?;
+        let mut reply = Vec::new();
+        match jsonl::read_line(&mut self.reader, usize::MAX, &mut reply) {
+            Ok(LineEnd::Closed) if reply.is_empty() => {
+                return Err(ApiError::BadReply("the stack closed the connection".into()))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(err("receive")(e)),
         }
-        serde_json::from_str(&reply).map_err(|e| ApiError::BadReply(format!("{e}: {reply}")))
+        serde_json::from_slice(&reply).map_err(|e| {
+            ApiError::BadReply(format!("{e}: {}", String::from_utf8_lossy(&reply)))
+        })
     }
 }
 
@@ -327,6 +319,7 @@ mod tests {
     use crate::iface::TokenKind;
     use crate::stack::started_for_tests;
     use proptest::prelude::*;
+    use std::io::{BufRead, Write};
     use std::os::unix::fs::PermissionsExt;
 
     fn code(reply: &WireMessage) -> Option<ErrorCode> {
