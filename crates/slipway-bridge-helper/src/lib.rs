@@ -340,7 +340,10 @@ pub fn drop_privileges(privileged: bool) -> Result<()> {
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)
         .map_err(caps_err("reading the effective set"))?
     {
-        caps::clear(None, CapSet::Bounding).map_err(caps_err("clearing the bounding set"))?;
+        slipway_host::clear_bounding_set().map_err(|e| Error::Privileges {
+            what: "clearing the bounding set",
+            cause: e.to_string(),
+        })?;
     }
     if privileged {
         // SAFETY: the id getters only read process state.

@@ -11,6 +11,8 @@
 //!   error envelope;
 //! - [`signals`]: signals read from a descriptor (signalfd), registered with
 //!   `mio` by the event loops and waited on by the blocking users;
+//! - [`clear_bounding_set`]: the capability bounding set emptied up to the
+//!   kernel's last capability;
 //! - [`privileged_exec`]: whether the kernel started this process with
 //!   privileges its caller does not have (the bridge helper drops them, every
 //!   other program refuses to run).
@@ -41,6 +43,36 @@ pub fn privileged_exec() -> bool {
     }
 }
 
+/// The highest capability number the running kernel knows (its
+/// `cap_last_cap`), probed with `PR_CAPBSET_READ`, which fails with EINVAL
+/// past it: no /proc needed (a confined process may have none), and
+/// capabilities newer than the `caps` crate's list are counted too.
+pub fn last_capability() -> u32 {
+    // Capability sets are 64-bit masks in the kernel.
+    (1..64)
+        .take_while(|&cap| {
+            // SAFETY: prctl with integer arguments only reads the bounding set.
+            unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0) >= 0 }
+        })
+        .last()
+        .unwrap_or(0)
+}
+
+/// Empties the calling thread's capability bounding set: every capability
+/// up to [`last_capability`] (the `caps` crate's `clear` knows only the
+/// capabilities of its own list). Needs CAP_SETPCAP.
+pub fn clear_bounding_set() -> std::io::Result<()> {
+    for cap in 0..=libc::c_ulong::from(last_capability()) {
+        // SAFETY: prctl with integer arguments on the calling thread.
+        let held = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 1;
+        // SAFETY: as above.
+        if held && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The IPv4 netmask of a prefix length (lengths past 32 are taken as 32).
 pub fn netmask_v4(prefix: u8) -> std::net::Ipv4Addr {
     ipnet::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, prefix.min(32))
@@ -58,6 +90,39 @@ pub fn prefix_of_netmask(mask: std::net::Ipv4Addr) -> Option<u8> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn last_capability_is_the_kernels() {
+        let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").unwrap();
+        assert_eq!(last_capability(), last.trim().parse::<u32>().unwrap());
+    }
+
+    /// In a thread of its own (the bounding set is per thread): with
+    /// CAP_SETPCAP the set ends empty up to the kernel's last capability,
+    /// without it the clearing fails.
+    #[test]
+    fn clearing_the_bounding_set_empties_it() {
+        std::thread::spawn(|| {
+            let may = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
+                .unwrap();
+            let result = clear_bounding_set();
+            if !may {
+                assert!(result.is_err());
+                return;
+            }
+            result.unwrap();
+            let bounding = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            let line = bounding.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+            assert_eq!(line.split_whitespace().nth(1), Some("0000000000000000"));
+            for cap in 0..=libc::c_ulong::from(last_capability()) {
+                // SAFETY: prctl with integer arguments.
+                let held = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) };
+                assert_eq!(held, 0, "capability {cap}");
+            }
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn netmasks_and_prefixes() {

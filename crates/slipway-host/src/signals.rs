@@ -11,8 +11,8 @@
 //! blocked), and no handler runs in the middle of other code.
 //!
 //! Under seccomp: once the descriptor exists, taking signals needs only
-//! `read` (and `epoll_ctl` or `ppoll`), which every profile allows; create
-//! it before the sandbox is applied. epoll reports a signalfd ready only to
+//! `read` (and `epoll_ctl`, or `ppoll` for [`Signals::wait`]); create it
+//! before the sandbox is applied. epoll reports a signalfd ready only to
 //! the process that added it: after a fork, deregister and register it
 //! again in the child.
 
@@ -20,9 +20,16 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// A signalfd for a set of blocked signals.
-#[derive(Debug)]
 pub struct Signals {
     fd: OwnedFd,
+    /// The calling thread's signal mask before [`Signals::new`].
+    previous: libc::sigset_t,
+}
+
+impl std::fmt::Debug for Signals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signals").field("fd", &self.fd).finish()
+    }
 }
 
 impl Signals {
@@ -33,24 +40,37 @@ impl Signals {
         // returned descriptor is checked and owned from here on.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             for &s in signals {
                 if libc::sigaddset(&mut set, s) != 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
             }
             let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
             if fd < 0 {
-                return Err(io::Error::last_os_error());
+                let e = io::Error::last_os_error();
+                libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+                return Err(e);
             }
             Ok(Signals {
                 fd: OwnedFd::from_raw_fd(fd),
+                previous,
             })
         }
+    }
+
+    /// Closes the descriptor and gives the calling thread back the signal
+    /// mask it had before [`Signals::new`] (in the child of a fork that
+    /// does not take the signals itself, say). Signals still pending are
+    /// delivered then.
+    pub fn restore(self) {
+        // SAFETY: sets the calling thread's mask to a saved, valid one.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
     }
 
     /// The next pending signal, if any (never blocks).
@@ -83,8 +103,10 @@ impl Signals {
                 events: libc::POLLIN,
                 revents: 0,
             };
-            // SAFETY: poll on one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+            // ppoll, the one poll call of every architecture (poll is
+            // x86_64's alone): a seccomp profile allows one name.
+            // SAFETY: ppoll on one valid pollfd, no timeout, no mask.
+            if unsafe { libc::ppoll(&mut pfd, 1, std::ptr::null(), std::ptr::null()) } < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -156,6 +178,18 @@ mod tests {
         raise_here(libc::SIGUSR1);
         assert_eq!(s.pending().collect::<Vec<_>>(), vec![libc::SIGUSR1]);
         assert_eq!(s.next(), None);
+        s.restore();
+        assert!(!blocked(libc::SIGUSR1) && !blocked(libc::SIGUSR2));
+    }
+
+    /// Whether `sig` is blocked in the calling thread.
+    fn blocked(sig: libc::c_int) -> bool {
+        // SAFETY: reads the calling thread's mask into a local set.
+        unsafe {
+            let mut now: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+            libc::sigismember(&now, sig) == 1
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ use landlock::{
     RulesetStatus, ABI,
 };
 
-pub use cleaner::{block_supervisor_signals, forward_signals_until_exit};
+pub use cleaner::{forward_signals_until_exit, supervisor_signals};
 pub use syscalls::Syscall;
 
 /// The Landlock ABI whose filesystem rights are asked for; older kernels
@@ -463,8 +463,10 @@ impl Sandbox {
         userns: bool,
     ) -> Result<Option<(u32, u32)>, SandboxError> {
         // Without CAP_SETPCAP later, the bounding set must shrink now.
-        caps::clear(None, CapSet::Bounding)
-            .map_err(caps_err("dropping the capability bounding set"))?;
+        slipway_host::clear_bounding_set().map_err(|source| SandboxError::Os {
+            what: "dropping the capability bounding set",
+            source,
+        })?;
         // SAFETY: plain system calls with integer arguments.
         unsafe {
             // Capabilities to keep survive the switch in the permitted set

@@ -285,7 +285,11 @@ pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
 
 /// The socket-cleaning parent's whole allowlist ([`crate::cleaner`]).
 pub(crate) const CLEANER: &[Syscall] = calls![
-    SYS_rt_sigtimedwait,
+    // Its signals, from a signalfd, and the child's end, from a pidfd.
+    SYS_read,
+    SYS_ppoll,
+    SYS_pidfd_open,
+    SYS_close,
     SYS_rt_sigreturn,
     SYS_restart_syscall,
     SYS_wait4,

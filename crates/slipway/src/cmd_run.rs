@@ -193,20 +193,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 /// command, its own child, to signal and reap, which the sandbox forbids
 /// (no `kill`, no `wait4`, and as root another user than the command's).
 fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<i32> {
-    // The three signals are taken with sigwaitinfo, so they are blocked
+    // The three signals are taken from a signalfd, so they are blocked
     // before the fork: none is lost in between.
-    // SAFETY: signal masks on locally owned sets; fork in a process that is
-    // single-threaded (no thread was spawned during setup).
+    let signals = slipway_sandbox::supervisor_signals().context("taking signals")?;
+    // SAFETY: fork in a process that is single-threaded (no thread was
+    // spawned during setup).
     unsafe {
-        let (set, old) = slipway_sandbox::block_supervisor_signals();
         let stack = libc::fork();
         if stack < 0 {
             let err = std::io::Error::last_os_error();
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            signals.restore();
             return Err(err).context("forking the stack's process");
         }
         if stack == 0 {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            signals.restore();
             let code = match serve() {
                 Ok(()) => 0,
                 Err(err) => {
@@ -219,8 +219,8 @@ fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<
         }
         // The stack's descriptors (tap, go signal) are the child's alone.
         drop(serve);
-        let code = slipway_sandbox::forward_signals_until_exit(stack, &set);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        let code = slipway_sandbox::forward_signals_until_exit(stack, &signals);
+        signals.restore();
         Ok(code)
     }
 }

@@ -9,9 +9,9 @@
 //! configuration on SIGHUP (live updates of DHCP and DNS hosts) and exits
 //! on SIGTERM.
 //!
-//! One thread, one `mio` loop ([`run`]): every socket is registered under a
-//! token naming its protocol, and each protocol's module handles its own
-//! readiness and timers: [`dhcp`], [`dhcpv6`], [`ra`], [`dns`] (UDP, the
+//! One thread, one `mio` loop ([`run`]): every socket, and the signalfd
+//! its signals arrive on, is registered under a token naming its protocol,
+//! and each protocol's module handles its own readiness and timers: [`dhcp`], [`dhcpv6`], [`ra`], [`dns`] (UDP, the
 //! upstream relay, TCP clients as state machines) and [`tftp`] (each
 //! transfer a state machine on its own socket). This module only
 //! dispatches, and saves the leases a DHCP reply grants before it is sent.
@@ -37,10 +37,10 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use slipway_host::signals::Signals;
 use slipway_sandbox::{LandlockState, Sandbox};
 use socket2::{Domain, Socket, Type};
 
@@ -52,9 +52,12 @@ use crate::error::{Error, Result};
 use crate::fsutil::Dir;
 use crate::leases::{LeaseRecord, LeasesFile};
 
-/// How often the loop wakes without traffic (signals, lease expiry).
+/// How often the loop wakes without traffic (lease expiry, router
+/// advertisements, is the bridge still there?).
 const TICK: Duration = Duration::from_millis(500);
 const DHCP: Token = Token(0);
+/// SIGTERM, SIGINT and SIGHUP, from a signalfd.
+const SIGNALS: Token = Token(1);
 const TFTP: Token = Token(3);
 const ICMP6: Token = Token(4);
 const DHCP6: Token = Token(5);
@@ -69,17 +72,6 @@ const TFTP_TRANSFER_BASE: usize = 2048;
 const TCP_CLIENT_BASE: usize = 4096;
 /// The socket of relayed query slot `i` is `Token(UPSTREAM_BASE + i)`.
 const UPSTREAM_BASE: usize = 1 << 20;
-
-static TERMINATE: AtomicBool = AtomicBool::new(false);
-static RELOAD: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    if sig == libc::SIGHUP {
-        RELOAD.store(true, Ordering::SeqCst);
-    } else {
-        TERMINATE.store(true, Ordering::SeqCst);
-    }
-}
 
 /// The open service: its files, sandbox and protocols.
 struct Service {
@@ -205,21 +197,23 @@ impl Service {
 /// The service's main loop; returns when asked to terminate. Prints `ready`
 /// on stdout once its sockets are bound (the backend waits for it).
 pub fn run(config: &Path) -> Result<()> {
-    // SAFETY: the handler only stores to atomics, which is async-signal-safe.
-    unsafe {
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::signal(
-                sig,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
+    // Taken before anything else: a signal during setup waits for the loop.
+    let mut signals =
+        Signals::new(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]).map_err(|source| {
+            Error::Os {
+                what: "signal handling".into(),
+                source,
+            }
+        })?;
     let mut svc = Service::new(config)?;
     let perr = |source| Error::Os {
         what: "poll".into(),
         source,
     };
     let mut poll = Poll::new().map_err(perr)?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(perr)?;
     for (fd, token) in svc.sockets() {
         poll.registry()
             .register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)
@@ -245,10 +239,7 @@ pub fn run(config: &Path) -> Result<()> {
     // DNS listeners with queries left after a batch: read on after the
     // other sockets had their turn.
     let mut dns_backlog = vec![false; svc.dns.listeners().0.len()];
-    while !TERMINATE.load(Ordering::SeqCst) {
-        if RELOAD.swap(false, Ordering::SeqCst) {
-            svc.reload();
-        }
+    loop {
         let wait = if dns_backlog.contains(&true) {
             Duration::ZERO
         } else {
@@ -262,6 +253,14 @@ pub fn run(config: &Path) -> Result<()> {
         let registry = poll.registry();
         for ev in events.iter() {
             match ev.token() {
+                SIGNALS => {
+                    for sig in signals.pending() {
+                        if sig != libc::SIGHUP {
+                            return Ok(());
+                        }
+                        svc.reload();
+                    }
+                }
                 t @ (DHCP | DHCP6) => svc.dhcp_ready(t),
                 TFTP => svc.tftp.as_mut().map_or((), |t| t.listener_ready(registry)),
                 ICMP6 => svc.ra.as_mut().map_or((), |ra| ra.icmp_ready()),
@@ -296,10 +295,9 @@ pub fn run(config: &Path) -> Result<()> {
         if crate::netlink::link_index_via(&probe, svc.file.service.interface.as_str()).is_none() {
             // The bridge was removed without stopping us: nothing left to serve.
             tracing::warn!("{} is gone: exiting", svc.file.service.interface);
-            break;
+            return Ok(());
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
