@@ -62,5 +62,11 @@ impl Error {
     }
 }
 
+impl From<slipway_host::atomic::AtomicError> for Error {
+    fn from(e: slipway_host::atomic::AtomicError) -> Self {
+        Error::io(e.action, e.path, e.source)
+    }
+}
+
 /// Results of this crate.
 pub type Result<T> = std::result::Result<T, Error>;

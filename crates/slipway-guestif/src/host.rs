@@ -305,7 +305,7 @@ fn stack(nic: &Nic, u: &UserStack, ctx: &Context<'_>, r: &mut Realized) -> Resul
         }
     }
     for p in [&u.stack_socket, &u.qemu_socket] {
-        slipway_hostnet::fsutil::remove_if_exists(p)?;
+        slipway_host::atomic::remove(p)?;
     }
     let (program, lead) = ctx
         .stack_cmd
@@ -381,7 +381,7 @@ impl Realized {
                 }
             }
             for s in &sockets {
-                let _ = slipway_hostnet::fsutil::remove_if_exists(s);
+                let _ = slipway_host::atomic::remove(s);
             }
             // The interface's own socket directory, now empty.
             if let Some(dir) = sockets.first().and_then(|s| s.parent()) {

@@ -70,7 +70,7 @@ fn run_qemu(plan: &Plan, qemu: &[OsString], taps: &[HeldTap], ctx: &Context<'_>)
         .join(format!("qmp-{}.sock", std::process::id()));
     if !down.is_empty() {
         ctx.state.ensure_socket_dir()?;
-        slipway_hostnet::fsutil::remove_if_exists(&qmp_path)?;
+        slipway_host::atomic::remove(&qmp_path)?;
         cmd.arg("-S").arg("-qmp").arg(format!(
             "unix:{},server=on,wait=off",
             crate::plan::qemu_escape(&qmp_path.to_string_lossy())

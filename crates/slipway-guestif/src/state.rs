@@ -18,7 +18,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use slipway_hostnet::fsutil::{remove_if_exists, write_atomic};
+use slipway_host::atomic;
 use slipway_netxml::MacAddr;
 
 use crate::error::{Error, Result};
@@ -112,7 +112,7 @@ impl StateDir {
                 break name;
             }
         };
-        write_atomic(&path, format!("{n}\n").as_bytes())?;
+        atomic::write(&path, format!("{n}\n").as_bytes())?;
         Ok(name)
     }
 
@@ -135,7 +135,7 @@ impl StateDir {
                 .and_then(|t| serde_json::from_str(&t).ok());
             match rec {
                 Some(r) if process_alive(r.pid) => out.push(r),
-                _ => remove_if_exists(&path)?,
+                _ => atomic::remove(&path)?,
             }
         }
         Ok(out)
@@ -161,13 +161,13 @@ impl StateDir {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             )
         })?;
-        write_atomic(&dir.join(format!("{}.json", rec.pid)), &json)?;
+        atomic::write(&dir.join(format!("{}.json", rec.pid)), &json)?;
         Ok(())
     }
 
     /// Removes a launch's record.
     pub fn forget(&self, pid: u32) -> Result<()> {
-        remove_if_exists(&self.running_dir().join(format!("{pid}.json")))?;
+        atomic::remove(&self.running_dir().join(format!("{pid}.json")))?;
         Ok(())
     }
 

@@ -161,7 +161,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), AtomicError> {
         .map_err(err("cannot sync directory", dir))
 }
 
-fn open_dir(dir: &Path) -> io::Result<File> {
+pub(crate) fn open_dir(dir: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .read(true)

@@ -5,6 +5,8 @@
 //! - [`atomic`]: replace a file so that a crash leaves the old or the new
 //!   content, with one temporary-name scheme that [`atomic::clean_stale`]
 //!   (run by recovery) removes and nothing else;
+//! - [`files`]: a directory used by descriptor, reads that follow no
+//!   symlink, kernel files reread;
 //! - [`mac`]: the Ethernet address type, parsed and printed one way;
 //! - [`ifaddrs`]: the host's interface addresses (`getifaddrs`);
 //! - [`jsonl`]: JSON lines, the framing of the control APIs, and their
@@ -22,6 +24,7 @@
 //! capabilities.
 
 pub mod atomic;
+pub mod files;
 pub mod ifaddrs;
 pub mod jsonl;
 pub mod mac;

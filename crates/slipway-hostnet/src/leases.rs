@@ -15,7 +15,7 @@ use slipway_dhcp::{HostName, Lease};
 use slipway_host::MacAddr;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{read_regular, Dir};
+use slipway_host::files::{read_regular, Dir};
 
 /// One lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,7 +224,7 @@ impl LeasesFile {
             path: self.path(),
             why: e.to_string(),
         })?;
-        self.dir.write_atomic(&self.name, &json)
+        Ok(self.dir.write_atomic(&self.name, &json)?)
     }
 
     /// Reads the leases when the service starts. A file that does not read

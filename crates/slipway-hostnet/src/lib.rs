@@ -20,7 +20,6 @@
 
 mod error;
 mod firewall;
-pub mod fsutil;
 pub mod leases;
 pub mod netlink;
 pub mod service;
@@ -34,6 +33,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use slipway_host::atomic;
 use slipway_netmgr::plan::network_of;
 use slipway_netmgr::{Action, Backend, LiveState, Plan};
 
@@ -162,7 +162,7 @@ impl LinuxBackend {
             path: self.record_file(&rec.network),
             why: e.to_string(),
         })?;
-        fsutil::write_atomic(&self.record_file(&rec.network), &json)
+        Ok(atomic::write(&self.record_file(&rec.network), &json)?)
     }
 
     /// Applies a live update (`net-update --live` of DHCP hosts or DNS
@@ -526,7 +526,7 @@ impl Backend for LinuxBackend {
             if let Err(undo) = self.undo(&rec) {
                 tracing::error!("rollback of network {} incomplete: {undo}", plan.network);
             } else {
-                let _ = fsutil::remove_if_exists(&self.record_file(&plan.network));
+                let _ = atomic::remove(&self.record_file(&plan.network));
             }
             return Err(e.into());
         }
@@ -548,15 +548,15 @@ impl Backend for LinuxBackend {
         };
         self.undo(&rec)?;
         if let Some(p) = &rec.service {
-            fsutil::remove_if_exists(&p.config)?;
+            atomic::remove(&p.config).map_err(Error::from)?;
         }
-        fsutil::remove_if_exists(&self.record_file(&live.network))?;
+        atomic::remove(&self.record_file(&live.network)).map_err(Error::from)?;
         Ok(())
     }
 
     fn recover(&self, live: &LiveState) -> slipway_netmgr::Result<()> {
         // Record files a crashed daemon was replacing.
-        slipway_host::atomic::clean_stale(&self.dir);
+        atomic::clean_stale(&self.dir);
         self.revive(&live.network)?;
         Ok(())
     }
@@ -575,7 +575,7 @@ fn write_service_file(path: &Path, file: &service::ServiceFile) -> Result<()> {
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;
-    fsutil::write_atomic(path, &json)
+    Ok(atomic::write(path, &json)?)
 }
 
 /// The host checks of a start, before anything is created (also what

@@ -238,15 +238,6 @@ mod tests {
     }
 
     #[test]
-    fn stale_temps_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(".tmp-1-a.xml"), b"half").unwrap();
-        fs::write(dir.path().join("a.xml"), b"whole").unwrap();
-        assert_eq!(atomic::clean_stale(dir.path()).len(), 1);
-        assert!(dir.path().join("a.xml").exists());
-    }
-
-    #[test]
     fn lock_file_is_private_and_no_symlink() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");

@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use slipway_host::files::Dir;
 use slipway_host::signals::Signals;
 use slipway_sandbox::{LandlockState, Sandbox};
 use socket2::{Domain, Socket, Type};
@@ -49,7 +50,6 @@ pub use config::{dhcp_config, read_service_file, ServiceFile, DEFAULT_USER};
 pub use dns::MAX_FORWARDED;
 
 use crate::error::{Error, Result};
-use crate::fsutil::Dir;
 use crate::leases::{LeaseRecord, LeasesFile};
 
 /// How often the loop wakes without traffic (lease expiry, router

@@ -26,7 +26,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::config::ipv6_dns_servers;
 use super::socket::link_mac;
 use crate::error::{Error, Result};
-use crate::fsutil::Reread;
+use slipway_host::files::Reread;
 
 /// All-routers multicast group (ff02::2): where solicitations go.
 const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);

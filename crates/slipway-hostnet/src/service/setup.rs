@@ -13,7 +13,7 @@ use super::ra::Advertiser;
 use super::tftp::Tftp;
 use super::Service;
 use crate::error::{Error, Result};
-use crate::fsutil::Dir;
+use slipway_host::files::Dir;
 use crate::leases::LeasesFile;
 
 impl Service {

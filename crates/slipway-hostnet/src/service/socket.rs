@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::{Error, Result};
-use crate::fsutil::Reread;
+use slipway_host::files::Reread;
 
 /// A non-blocking UDP socket bound to `addr` on `device` (when given).
 pub(super) fn bound_udp(

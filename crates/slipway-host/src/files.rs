@@ -1,26 +1,21 @@
-//! Crash-safe file writes: temporary file, fsync, rename, fsync the directory;
-//! and reads that never follow a symlink nor block on a FIFO.
+//! Files reached safely: a directory opened once and used by descriptor
+//! ([`Dir`]), reads that never follow a symlink nor block on a FIFO
+//! ([`read_regular`]), and kernel files reread through one descriptor
+//! ([`Reread`]).
+//!
+//! A confined process (the bridge network's service, once it switched
+//! user and applied Landlock) can no longer resolve the paths above its
+//! directories: it opens them before, and from then on names files
+//! relative to the descriptors (`openat`, `renameat`). Files are replaced
+//! with [`crate::atomic::write_at`]'s scheme.
 
-use std::ffi::OsStr;
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Seek};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use slipway_host::atomic::{self, c_name, cvt};
-
-use crate::error::{Error, Result};
-
-/// A directory opened once, in which files are then read and replaced by
-/// name (`openat`, `renameat`): still reachable after the process switched
-/// to a user that may not search the directories above it (the network
-/// service, confined).
-#[derive(Debug)]
-pub struct Dir {
-    fd: File,
-    path: PathBuf,
-}
+use crate::atomic::{self, c_name, cvt, AtomicError};
 
 /// Opens `name` relative to `dir` (or the working directory for
 /// `AT_FDCWD`) for reading, refusing a symlink and anything but a regular
@@ -49,15 +44,20 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     read_regular_at(libc::AT_FDCWD, path.as_os_str())
 }
 
+/// A directory opened once, in which files are then read and replaced by
+/// name (`openat`, `renameat`): still reachable after the process switched
+/// to a user that may not search the directories above it.
+#[derive(Debug)]
+pub struct Dir {
+    fd: File,
+    path: PathBuf,
+}
+
 impl Dir {
     /// Opens directory `path`.
     pub fn open(path: &Path) -> io::Result<Dir> {
-        let fd = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY)
-            .open(path)?;
         Ok(Dir {
-            fd,
+            fd: atomic::open_dir(path)?,
             path: path.to_path_buf(),
         })
     }
@@ -80,7 +80,7 @@ impl Dir {
     /// Renames file `name` of the directory to `name` + `suffix`, or, when
     /// that is taken, `name` + `suffix` + `.N` for the first free N (never
     /// replacing a file); returns the name given.
-    pub fn rename_aside(&self, name: &OsStr, suffix: &str) -> io::Result<std::ffi::OsString> {
+    pub fn rename_aside(&self, name: &OsStr, suffix: &str) -> io::Result<OsString> {
         let dir = self.fd.as_raw_fd();
         let from = c_name(name)?;
         for n in 0..1000 {
@@ -106,25 +106,13 @@ impl Dir {
 
     /// Replaces file `name` of the directory with `data` so that a crash
     /// leaves the old or the new content, never a mix
-    /// ([`slipway_host::atomic::write_at`]).
-    pub fn write_atomic(&self, name: &OsStr, data: &[u8]) -> Result<()> {
-        atomic::write_at(&self.fd, name, data)
-            .map_err(|e| Error::io("cannot write", self.path.join(name), e))
-    }
-}
-
-/// Replaces `path` with `data` so that a crash leaves the old or the new
-/// content, never a mix ([`slipway_host::atomic::write`]).
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(atomic::write(path, data)?)
-}
-
-/// Removes `path` if it exists.
-pub fn remove_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("cannot remove", path, e)),
+    /// ([`atomic::write_at`]).
+    pub fn write_atomic(&self, name: &OsStr, data: &[u8]) -> Result<(), AtomicError> {
+        atomic::write_at(&self.fd, name, data).map_err(|source| AtomicError {
+            action: "cannot write",
+            path: self.path.join(name),
+            source,
+        })
     }
 }
 
@@ -141,11 +129,60 @@ impl Reread {
 
     /// Its current content.
     pub fn read(&self) -> io::Result<String> {
-        use std::io::Seek;
         let mut file = &self.0;
         file.seek(io::SeekFrom::Start(0))?;
         let mut text = String::new();
         file.read_to_string(&mut text)?;
         Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn reads_only_regular_files_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("a"), b"data").unwrap();
+        std::os::unix::fs::symlink(d.join("a"), d.join("link")).unwrap();
+        let fifo = c_name(d.join("fifo").as_os_str()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(read_regular(&d.join("a")).unwrap(), b"data");
+        let dirfd = Dir::open(d).unwrap();
+        assert_eq!(dirfd.read(OsStr::new("a")).unwrap(), b"data");
+        let e = dirfd.read(OsStr::new("link")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        let e = read_regular(&d.join("fifo")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn writes_and_renames_aside_by_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dir::open(dir.path()).unwrap();
+        let name = OsStr::new("leases.json");
+        for (content, aside) in [("1", "leases.json.bad"), ("2", "leases.json.bad.1")] {
+            d.write_atomic(name, content.as_bytes()).unwrap();
+            assert_eq!(d.rename_aside(name, ".bad").unwrap(), OsString::from(aside));
+            assert_eq!(fs::read(dir.path().join(aside)).unwrap(), content.as_bytes());
+        }
+        assert!(!dir.path().join(name).exists());
+        let e = d.write_atomic(OsStr::new("a\0b"), b"x").unwrap_err();
+        assert_eq!(e.path, dir.path().join("a\0b"));
+    }
+
+    #[test]
+    fn reread_sees_the_current_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, "one").unwrap();
+        let r = Reread::open(&p).unwrap();
+        assert_eq!(r.read().unwrap(), "one");
+        fs::write(&p, "two!").unwrap();
+        assert_eq!(r.read().unwrap(), "two!");
     }
 }
