@@ -123,11 +123,6 @@ impl Header {
     pub fn opcode(&self) -> u8 {
         ((self.flags >> 11) & 0xf) as u8
     }
-
-    /// RD bit: recursion desired.
-    pub fn recursion_desired(&self) -> bool {
-        self.flags & 0x0100 != 0
-    }
 }
 
 /// A domain name, decompressed, in wire form (length-prefixed labels ending with the root).

@@ -70,7 +70,6 @@ pub struct LocalZone {
     /// Names of DHCP `<host>` reservations (not answered, only guarded).
     reserved: Vec<HostEntry>,
     local_only: bool,
-    ttl: u32,
 }
 
 /// Parses a host or domain name, accepting only hostname characters.
@@ -94,7 +93,6 @@ impl LocalZone {
             hosts: Vec::new(),
             reserved: Vec::new(),
             local_only: false,
-            ttl: 0,
         })
     }
 
@@ -102,11 +100,6 @@ impl LocalZone {
     /// forwarded (libvirt `<domain localOnly='yes'>`).
     pub fn set_local_only(&mut self, local_only: bool) {
         self.local_only = local_only;
-    }
-
-    /// TTL of local answers (default 0: guests do not cache names that change with leases).
-    pub fn set_ttl(&mut self, ttl: u32) {
-        self.ttl = ttl;
     }
 
     fn entry(&self, name: Name, addr: IpAddr, from_lease: bool) -> HostEntry {
@@ -273,7 +266,8 @@ impl LocalZone {
             out.extend_from_slice(&[0xc0, HEADER_LEN as u8]); // pointer to the question name
             out.extend_from_slice(&rtype.to_be_bytes());
             out.extend_from_slice(&CLASS_IN.to_be_bytes());
-            out.extend_from_slice(&self.ttl.to_be_bytes());
+            // TTL 0: guests do not cache names that change with leases.
+            out.extend_from_slice(&0u32.to_be_bytes());
             out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
             out.extend_from_slice(&rdata);
             count += 1;

@@ -37,12 +37,19 @@ pub struct AtomicError {
     pub source: io::Error,
 }
 
-fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AtomicError + 'a {
-    move |source| AtomicError {
-        action,
-        path: path.to_path_buf(),
-        source,
+impl AtomicError {
+    /// `action` on `path` failed with `source`.
+    pub fn new(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> AtomicError {
+        AtomicError {
+            action,
+            path: path.into(),
+            source,
+        }
     }
+}
+
+fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AtomicError + 'a {
+    move |source| AtomicError::new(action, path, source)
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);

@@ -108,11 +108,8 @@ impl Dir {
     /// leaves the old or the new content, never a mix
     /// ([`atomic::write_at`]).
     pub fn write_atomic(&self, name: &OsStr, data: &[u8]) -> Result<(), AtomicError> {
-        atomic::write_at(&self.fd, name, data).map_err(|source| AtomicError {
-            action: "cannot write",
-            path: self.path.join(name),
-            source,
-        })
+        atomic::write_at(&self.fd, name, data)
+            .map_err(|e| AtomicError::new("cannot write", self.path.join(name), e))
     }
 }
 

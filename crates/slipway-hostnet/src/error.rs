@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use slipway_host::atomic::AtomicError;
+
 /// Everything bringing a network up or down can fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,16 +41,8 @@ pub enum Error {
     #[error("invalid plan: {0}")]
     Plan(String),
     /// A file could not be read or written.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] AtomicError),
     /// A state file exists but does not parse.
     #[error("corrupted file {path}: {why}")]
     Corrupt {
@@ -120,11 +114,7 @@ impl Error {
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Error::Io(AtomicError::new(action, path, source))
     }
 }
 
@@ -136,16 +126,6 @@ impl From<Error> for slipway_netmgr::Error {
 
 /// The backend's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl From<slipway_host::atomic::AtomicError> for Error {
-    fn from(e: slipway_host::atomic::AtomicError) -> Self {
-        Error::Io {
-            action: e.action,
-            path: e.path,
-            source: e.source,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

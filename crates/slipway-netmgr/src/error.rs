@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use slipway_host::atomic::AtomicError;
 
 /// Everything the manager can refuse or fail at.
 #[derive(Debug, thiserror::Error)]
@@ -72,16 +73,8 @@ pub enum Error {
         why: String,
     },
     /// A file-system operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done ("cannot write", "cannot read", ...).
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] AtomicError),
     /// The realization backend failed (libvirt reports these as internal
     /// errors: "internal error: Network is already in use by interface X"),
     /// with the backend's own error, of its own type (downcast it to see
@@ -159,7 +152,7 @@ impl Error {
             }
             Error::NotValid(_) | Error::Unsupported(_) => ErrorCode::NotValid,
             Error::Corrupt { .. }
-            | Error::Io { .. }
+            | Error::Io(_)
             | Error::Backend(_)
             | Error::Protocol(_)
             | Error::LockTimeout { .. } => ErrorCode::Internal,
@@ -174,23 +167,9 @@ impl Error {
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Error::Io(AtomicError::new(action, path, source))
     }
 }
 
 /// The manager's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl From<slipway_host::atomic::AtomicError> for Error {
-    fn from(e: slipway_host::atomic::AtomicError) -> Self {
-        Error::Io {
-            action: e.action,
-            path: e.path,
-            source: e.source,
-        }
-    }
-}

@@ -70,11 +70,7 @@ fn vquote(arg: &str) -> String {
 
 #[test]
 fn output_matches_virsh_test_driver() {
-    in_netns(
-        "output_matches_virsh_test_driver",
-        Ns::User,
-        output_matches_virsh_test_driver_body,
-    );
+    run_in_netns!(Ns::User, output_matches_virsh_test_driver_body);
 }
 
 fn output_matches_virsh_test_driver_body() {
@@ -309,11 +305,7 @@ fn output_matches_virsh_test_driver_body() {
 
 #[test]
 fn exit_status_is_one_on_error_and_messages_name_the_problem() {
-    in_netns(
-        "exit_status_is_one_on_error_and_messages_name_the_problem",
-        Ns::User,
-        exit_status_is_one_on_error_and_messages_name_the_problem_body,
-    );
+    run_in_netns!(Ns::User, exit_status_is_one_on_error_and_messages_name_the_problem_body);
 }
 
 fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
@@ -396,11 +388,7 @@ fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
 
 #[test]
 fn undefining_an_active_network_makes_it_transient() {
-    in_netns(
-        "undefining_an_active_network_makes_it_transient",
-        Ns::User,
-        undefining_an_active_network_makes_it_transient_body,
-    );
+    run_in_netns!(Ns::User, undefining_an_active_network_makes_it_transient_body);
 }
 
 fn undefining_an_active_network_makes_it_transient_body() {
@@ -458,11 +446,7 @@ fn undefining_an_active_network_makes_it_transient_body() {
 
 #[test]
 fn corrupted_definition_is_reported_by_path_without_hiding_others() {
-    in_netns(
-        "corrupted_definition_is_reported_by_path_without_hiding_others",
-        Ns::User,
-        corrupted_definition_is_reported_by_path_without_hiding_others_body,
-    );
+    run_in_netns!(Ns::User, corrupted_definition_is_reported_by_path_without_hiding_others_body);
 }
 
 fn corrupted_definition_is_reported_by_path_without_hiding_others_body() {
@@ -525,11 +509,7 @@ fn corrupted_definition_is_reported_by_path_without_hiding_others_body() {
 
 #[test]
 fn racing_commands_leave_consistent_state() {
-    in_netns(
-        "racing_commands_leave_consistent_state",
-        Ns::User,
-        racing_commands_leave_consistent_state_body,
-    );
+    run_in_netns!(Ns::User, racing_commands_leave_consistent_state_body);
 }
 
 fn racing_commands_leave_consistent_state_body() {
@@ -633,11 +613,7 @@ fn wait_for_subscribers(root: &Path, n: u64) {
 
 #[test]
 fn daemon_streams_events_like_virsh() {
-    in_netns(
-        "daemon_streams_events_like_virsh",
-        Ns::User,
-        daemon_streams_events_like_virsh_body,
-    );
+    run_in_netns!(Ns::User, daemon_streams_events_like_virsh_body);
 }
 
 fn daemon_streams_events_like_virsh_body() {
@@ -745,11 +721,7 @@ fn daemon_streams_events_like_virsh_body() {
 
 #[test]
 fn daemon_killed_mid_operation_recovers_state() {
-    in_netns(
-        "daemon_killed_mid_operation_recovers_state",
-        Ns::User,
-        daemon_killed_mid_operation_recovers_state_body,
-    );
+    run_in_netns!(Ns::User, daemon_killed_mid_operation_recovers_state_body);
 }
 
 fn daemon_killed_mid_operation_recovers_state_body() {
@@ -820,11 +792,7 @@ fn daemon_killed_mid_operation_recovers_state_body() {
 
 #[test]
 fn daemon_refuses_changes_from_other_users() {
-    in_netns(
-        "daemon_refuses_changes_from_other_users",
-        Ns::Root,
-        daemon_refuses_changes_from_other_users_body,
-    );
+    run_in_netns!(Ns::Root, daemon_refuses_changes_from_other_users_body);
 }
 
 fn daemon_refuses_changes_from_other_users_body() {
@@ -884,11 +852,7 @@ fn daemon_refuses_changes_from_other_users_body() {
 
 #[test]
 fn per_user_daemon_socket_is_private() {
-    in_netns(
-        "per_user_daemon_socket_is_private",
-        Ns::Root,
-        per_user_daemon_socket_is_private_body,
-    );
+    run_in_netns!(Ns::Root, per_user_daemon_socket_is_private_body);
 }
 
 fn per_user_daemon_socket_is_private_body() {
@@ -927,11 +891,7 @@ fn per_user_daemon_socket_is_private_body() {
 
 #[test]
 fn net_update_sections_and_flags() {
-    in_netns(
-        "net_update_sections_and_flags",
-        Ns::User,
-        net_update_sections_and_flags_body,
-    );
+    run_in_netns!(Ns::User, net_update_sections_and_flags_body);
 }
 
 fn net_update_sections_and_flags_body() {
@@ -1063,11 +1023,7 @@ fn net_update_sections_and_flags_body() {
 
 #[test]
 fn net_edit_revalidates_and_changes_nothing_on_error() {
-    in_netns(
-        "net_edit_revalidates_and_changes_nothing_on_error",
-        Ns::User,
-        net_edit_revalidates_and_changes_nothing_on_error_body,
-    );
+    run_in_netns!(Ns::User, net_edit_revalidates_and_changes_nothing_on_error_body);
 }
 
 fn net_edit_revalidates_and_changes_nothing_on_error_body() {
@@ -1255,11 +1211,7 @@ fn per_user_mode_uses_the_xdg_directories() {
 
 #[test]
 fn full_disk_during_define_keeps_the_old_definition() {
-    in_netns(
-        "full_disk_during_define_keeps_the_old_definition",
-        Ns::User,
-        full_disk_during_define_keeps_the_old_definition_body,
-    );
+    run_in_netns!(Ns::User, full_disk_during_define_keeps_the_old_definition_body);
 }
 
 /// A definition rewritten on a full filesystem: the command fails naming
@@ -1337,11 +1289,7 @@ fn full_disk_during_define_keeps_the_old_definition_body() {
 
 #[test]
 fn unreadable_definition_is_reported_by_path_without_hiding_others() {
-    in_netns(
-        "unreadable_definition_is_reported_by_path_without_hiding_others",
-        Ns::Root,
-        unreadable_definition_is_reported_by_path_without_hiding_others_body,
-    );
+    run_in_netns!(Ns::Root, unreadable_definition_is_reported_by_path_without_hiding_others_body);
 }
 
 /// A definition file its reader may not read (root's, mode 000, read by
@@ -1479,11 +1427,7 @@ fn manager_lock_is_private_and_a_held_lock_names_its_holder() {
 
 #[test]
 fn daemon_caps_connections_and_request_lines() {
-    in_netns(
-        "daemon_caps_connections_and_request_lines",
-        Ns::User,
-        daemon_caps_connections_and_request_lines_body,
-    );
+    run_in_netns!(Ns::User, daemon_caps_connections_and_request_lines_body);
 }
 
 fn daemon_caps_connections_and_request_lines_body() {
@@ -1572,11 +1516,7 @@ fn daemon_caps_connections_and_request_lines_body() {
 
 #[test]
 fn daemon_keeps_slots_for_its_owner() {
-    in_netns(
-        "daemon_keeps_slots_for_its_owner",
-        Ns::Root,
-        daemon_keeps_slots_for_its_owner_body,
-    );
+    run_in_netns!(Ns::Root, daemon_keeps_slots_for_its_owner_body);
 }
 
 fn daemon_keeps_slots_for_its_owner_body() {
@@ -1633,11 +1573,7 @@ sys.stdin.read()
 
 #[test]
 fn daemon_closes_idle_and_slow_clients() {
-    in_netns(
-        "daemon_closes_idle_and_slow_clients",
-        Ns::User,
-        daemon_closes_idle_and_slow_clients_body,
-    );
+    run_in_netns!(Ns::User, daemon_closes_idle_and_slow_clients_body);
 }
 
 fn daemon_closes_idle_and_slow_clients_body() {
@@ -1703,11 +1639,7 @@ fn daemon_closes_idle_and_slow_clients_body() {
 
 #[test]
 fn a_subscriber_that_does_not_read_never_holds_requests() {
-    in_netns(
-        "a_subscriber_that_does_not_read_never_holds_requests",
-        Ns::User,
-        a_subscriber_that_does_not_read_never_holds_requests_body,
-    );
+    run_in_netns!(Ns::User, a_subscriber_that_does_not_read_never_holds_requests_body);
 }
 
 fn a_subscriber_that_does_not_read_never_holds_requests_body() {

@@ -35,11 +35,7 @@ fn network(tftp: &Path) -> String {
 
 #[test]
 fn the_bridge_service_runs_confined_and_still_serves() {
-    in_netns(
-        "the_bridge_service_runs_confined_and_still_serves",
-        Ns::Root,
-        confined_service,
-    );
+    run_in_netns!(Ns::Root, confined_service);
 }
 
 /// A field of a /proc/PID/status text.

@@ -24,11 +24,7 @@ const SIX: &str = "<network><name>six</name><forward mode='nat'/>\
 
 #[test]
 fn ipv6_guests_get_slaac_router_dns_and_domain() {
-    in_netns(
-        "ipv6_guests_get_slaac_router_dns_and_domain",
-        Ns::User,
-        ipv6_guests,
-    );
+    run_in_netns!(Ns::User, ipv6_guests);
 }
 
 /// Words of `text` joined by single spaces (rdisc6 aligns with spaces).
@@ -130,11 +126,7 @@ const STATEFUL: &str = "<network><name>st6</name>\
 
 #[test]
 fn stateful_dhcpv6_leases_reserves_lists_and_releases() {
-    in_netns(
-        "stateful_dhcpv6_leases_reserves_lists_and_releases",
-        Ns::User,
-        stateful_dhcpv6,
-    );
+    run_in_netns!(Ns::User, stateful_dhcpv6);
 }
 
 /// ISC dhclient -6 (stateful) in a guest, with a script that configures

@@ -99,11 +99,7 @@ fn lease_rows(table: &str) -> Vec<String> {
 
 #[test]
 fn guests_get_leases_and_names_through_the_cli() {
-    in_netns(
-        "guests_get_leases_and_names_through_the_cli",
-        Ns::User,
-        guests_get_leases_and_names,
-    );
+    run_in_netns!(Ns::User, guests_get_leases_and_names);
 }
 
 fn guests_get_leases_and_names() {
@@ -274,11 +270,7 @@ fn guests_get_leases_and_names() {
 
 #[test]
 fn daemon_killed_with_networks_up_recovers_them() {
-    in_netns(
-        "daemon_killed_with_networks_up_recovers_them",
-        Ns::User,
-        daemon_recovers,
-    );
+    run_in_netns!(Ns::User, daemon_recovers);
 }
 
 fn daemon_recovers() {
@@ -330,11 +322,7 @@ fn daemon_recovers() {
 
 #[test]
 fn the_daemon_restarts_a_killed_service_with_its_leases() {
-    in_netns(
-        "the_daemon_restarts_a_killed_service_with_its_leases",
-        Ns::User,
-        service_supervised,
-    );
+    run_in_netns!(Ns::User, service_supervised);
 }
 
 fn service_supervised() {
@@ -405,11 +393,7 @@ fn service_supervised() {
 
 #[test]
 fn a_subnet_in_use_is_refused_in_both_families() {
-    in_netns(
-        "a_subnet_in_use_is_refused_in_both_families",
-        Ns::User,
-        subnet_in_use,
-    );
+    run_in_netns!(Ns::User, subnet_in_use);
 }
 
 fn subnet_in_use() {
@@ -446,11 +430,7 @@ fn subnet_in_use() {
 
 #[test]
 fn a_network_without_addresses_starts_and_updates_live() {
-    in_netns(
-        "a_network_without_addresses_starts_and_updates_live",
-        Ns::User,
-        bare_network,
-    );
+    run_in_netns!(Ns::User, bare_network);
 }
 
 /// A bridge with no <ip>: no service to run; a live DNS host update only
@@ -511,11 +491,7 @@ fn inform(ciaddr: [u8; 4], mac: [u8; 6]) -> Vec<u8> {
 
 #[test]
 fn guests_cannot_take_names_or_neighbours_and_damaged_leases_are_set_aside() {
-    in_netns(
-        "guests_cannot_take_names_or_neighbours_and_damaged_leases_are_set_aside",
-        Ns::User,
-        guest_names_informs_and_damaged_leases,
-    );
+    run_in_netns!(Ns::User, guest_names_informs_and_damaged_leases);
 }
 
 fn guest_names_informs_and_damaged_leases() {
@@ -654,11 +630,7 @@ fn guest_names_informs_and_damaged_leases() {
 
 #[test]
 fn default_network_beside_libvirts_virbr0() {
-    in_netns(
-        "default_network_beside_libvirts_virbr0",
-        Ns::User,
-        beside_virbr0,
-    );
+    run_in_netns!(Ns::User, beside_virbr0);
 }
 
 /// A host that already runs libvirt's `virbr0` on 192.168.122.1/24: the
@@ -728,11 +700,7 @@ fn beside_virbr0() {
 
 #[test]
 fn forwarding_is_put_back_by_the_last_network() {
-    in_netns(
-        "forwarding_is_put_back_by_the_last_network",
-        Ns::User,
-        forwarding_put_back,
-    );
+    run_in_netns!(Ns::User, forwarding_put_back);
 }
 
 fn ip_forward() -> String {

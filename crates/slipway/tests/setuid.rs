@@ -29,7 +29,7 @@ use slipway_testkit::netns::sh;
 
 mod net_common;
 
-use net_common::{in_netns, Ns};
+use net_common::{run_in_netns, Ns};
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 const HELPER: &str = env!("CARGO_BIN_EXE_slipway-bridge-helper");
@@ -97,11 +97,7 @@ fn subcommands() -> Vec<String> {
 
 #[test]
 fn privileged_slipway_refuses_every_subcommand() {
-    in_netns(
-        "privileged_slipway_refuses_every_subcommand",
-        Ns::Root,
-        refuses_body,
-    );
+    run_in_netns!(Ns::Root, refuses_body);
 }
 
 fn refuses_body() {
@@ -308,11 +304,7 @@ fn hostile_path(d: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn setuid_helper_keeps_only_net_admin_and_attaches_an_allowed_bridge() {
-    in_netns(
-        "setuid_helper_keeps_only_net_admin_and_attaches_an_allowed_bridge",
-        Ns::Root,
-        attach_body,
-    );
+    run_in_netns!(Ns::Root, attach_body);
 }
 
 fn attach_body() {
@@ -421,11 +413,7 @@ fn attach_body() {
 
 #[test]
 fn setuid_helper_refuses_bridges_the_acl_does_not_allow() {
-    in_netns(
-        "setuid_helper_refuses_bridges_the_acl_does_not_allow",
-        Ns::Root,
-        refuse_bridge_body,
-    );
+    run_in_netns!(Ns::Root, refuse_bridge_body);
 }
 
 fn refuse_bridge_body() {

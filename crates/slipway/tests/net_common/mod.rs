@@ -172,6 +172,21 @@ pub fn in_netns(name: &str, ns: Ns, body: fn()) {
     );
 }
 
+/// [`in_netns`] under the name of the test function it is written in:
+/// `run_in_netns!(Ns::User, body)`.
+#[allow(unused_macros)]
+macro_rules! run_in_netns {
+    ($ns:expr, $body:expr) => {{
+        fn here() {}
+        // "crate::test_name::here"
+        let path = std::any::type_name_of_val(&here);
+        let name = path.split("::").nth(1).expect("a test function's path");
+        $crate::net_common::in_netns(name, $ns, $body)
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use run_in_netns;
+
 /// SIGKILLs every process of this network namespace except this one.
 pub fn kill_others_in_netns() {
     let own = std::fs::read_link("/proc/self/ns/net").unwrap();
