@@ -165,7 +165,10 @@ mod tests {
         for (content, aside) in [("1", "leases.json.bad"), ("2", "leases.json.bad.1")] {
             d.write_atomic(name, content.as_bytes()).unwrap();
             assert_eq!(d.rename_aside(name, ".bad").unwrap(), OsString::from(aside));
-            assert_eq!(fs::read(dir.path().join(aside)).unwrap(), content.as_bytes());
+            assert_eq!(
+                fs::read(dir.path().join(aside)).unwrap(),
+                content.as_bytes()
+            );
         }
         assert!(!dir.path().join(name).exists());
         let e = d.write_atomic(OsStr::new("a\0b"), b"x").unwrap_err();

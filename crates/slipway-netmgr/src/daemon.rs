@@ -388,18 +388,6 @@ fn broadcast(subscribers: &Subscribers, events: &[Event]) {
     });
 }
 
-/// What reading a request line gave.
-enum Line {
-    /// A whole line, without its newline.
-    Request(Vec<u8>),
-    /// The peer closed the connection (a partial line is dropped).
-    Closed,
-    /// The line grew past the limit.
-    TooLong,
-    /// The line did not arrive whole before the deadline.
-    TimedOut,
-}
-
 /// One client connection.
 struct Connection<'a> {
     stream: UnixStream,
@@ -420,22 +408,23 @@ impl Connection<'_> {
         let mut reader = BufReader::new(&self.stream);
         loop {
             let deadline = Instant::now() + self.limits.idle_timeout;
-            let line = match self.read_line(&mut reader, deadline)? {
-                Line::Request(l) => l,
-                Line::Closed => return Ok(()),
-                Line::TooLong => {
+            let mut line = Vec::new();
+            match self.read_line(&mut reader, deadline, &mut line)? {
+                Some(LineEnd::Line) => {}
+                Some(LineEnd::Closed) => return Ok(()),
+                Some(LineEnd::TooLong) => {
                     return self.error(&Error::Protocol(format!(
                         "request longer than {} bytes: closing the connection",
                         self.limits.max_request
                     )))
                 }
-                Line::TimedOut => {
+                None => {
                     return self.error(&Error::Protocol(format!(
                         "no whole request within {} s: closing the connection",
                         self.limits.idle_timeout.as_secs_f64()
                     )))
                 }
-            };
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -484,28 +473,24 @@ impl Connection<'_> {
         }
     }
 
-    /// Reads one request line of at most `max_request` bytes, whole before
-    /// `deadline`.
+    /// Reads one request line of at most `max_request` bytes into `line`;
+    /// `None` when it is not whole before `deadline`.
     fn read_line(
         &self,
         reader: &mut BufReader<&UnixStream>,
         deadline: Instant,
-    ) -> std::io::Result<Line> {
-        let mut line = Vec::new();
+        line: &mut Vec<u8>,
+    ) -> std::io::Result<Option<LineEnd>> {
         loop {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return Ok(Line::TimedOut);
-            };
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(Line::TimedOut);
+                return Ok(None);
             }
             self.stream.set_read_timeout(Some(left))?;
-            return match jsonl::read_line(reader, self.limits.max_request, &mut line) {
-                Ok(LineEnd::Line) => Ok(Line::Request(line)),
-                Ok(LineEnd::Closed) => Ok(Line::Closed),
-                Ok(LineEnd::TooLong) => Ok(Line::TooLong),
+            return match jsonl::read_line(reader, self.limits.max_request, line) {
+                Ok(end) => Ok(Some(end)),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    Ok(Line::TimedOut)
+                    Ok(None)
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),

@@ -307,9 +307,8 @@ impl ApiClient {
             Ok(_) => {}
             Err(e) => return Err(err("receive")(e)),
         }
-        serde_json::from_slice(&reply).map_err(|e| {
-            ApiError::BadReply(format!("{e}: {}", String::from_utf8_lossy(&reply)))
-        })
+        serde_json::from_slice(&reply)
+            .map_err(|e| ApiError::BadReply(format!("{e}: {}", String::from_utf8_lossy(&reply))))
     }
 }
 

@@ -305,7 +305,10 @@ fn output_matches_virsh_test_driver_body() {
 
 #[test]
 fn exit_status_is_one_on_error_and_messages_name_the_problem() {
-    run_in_netns!(Ns::User, exit_status_is_one_on_error_and_messages_name_the_problem_body);
+    run_in_netns!(
+        Ns::User,
+        exit_status_is_one_on_error_and_messages_name_the_problem_body
+    );
 }
 
 fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
@@ -388,7 +391,10 @@ fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
 
 #[test]
 fn undefining_an_active_network_makes_it_transient() {
-    run_in_netns!(Ns::User, undefining_an_active_network_makes_it_transient_body);
+    run_in_netns!(
+        Ns::User,
+        undefining_an_active_network_makes_it_transient_body
+    );
 }
 
 fn undefining_an_active_network_makes_it_transient_body() {
@@ -446,7 +452,10 @@ fn undefining_an_active_network_makes_it_transient_body() {
 
 #[test]
 fn corrupted_definition_is_reported_by_path_without_hiding_others() {
-    run_in_netns!(Ns::User, corrupted_definition_is_reported_by_path_without_hiding_others_body);
+    run_in_netns!(
+        Ns::User,
+        corrupted_definition_is_reported_by_path_without_hiding_others_body
+    );
 }
 
 fn corrupted_definition_is_reported_by_path_without_hiding_others_body() {
@@ -1023,7 +1032,10 @@ fn net_update_sections_and_flags_body() {
 
 #[test]
 fn net_edit_revalidates_and_changes_nothing_on_error() {
-    run_in_netns!(Ns::User, net_edit_revalidates_and_changes_nothing_on_error_body);
+    run_in_netns!(
+        Ns::User,
+        net_edit_revalidates_and_changes_nothing_on_error_body
+    );
 }
 
 fn net_edit_revalidates_and_changes_nothing_on_error_body() {
@@ -1211,7 +1223,10 @@ fn per_user_mode_uses_the_xdg_directories() {
 
 #[test]
 fn full_disk_during_define_keeps_the_old_definition() {
-    run_in_netns!(Ns::User, full_disk_during_define_keeps_the_old_definition_body);
+    run_in_netns!(
+        Ns::User,
+        full_disk_during_define_keeps_the_old_definition_body
+    );
 }
 
 /// A definition rewritten on a full filesystem: the command fails naming
@@ -1289,7 +1304,10 @@ fn full_disk_during_define_keeps_the_old_definition_body() {
 
 #[test]
 fn unreadable_definition_is_reported_by_path_without_hiding_others() {
-    run_in_netns!(Ns::Root, unreadable_definition_is_reported_by_path_without_hiding_others_body);
+    run_in_netns!(
+        Ns::Root,
+        unreadable_definition_is_reported_by_path_without_hiding_others_body
+    );
 }
 
 /// A definition file its reader may not read (root's, mode 000, read by
@@ -1639,7 +1657,10 @@ fn daemon_closes_idle_and_slow_clients_body() {
 
 #[test]
 fn a_subscriber_that_does_not_read_never_holds_requests() {
-    run_in_netns!(Ns::User, a_subscriber_that_does_not_read_never_holds_requests_body);
+    run_in_netns!(
+        Ns::User,
+        a_subscriber_that_does_not_read_never_holds_requests_body
+    );
 }
 
 fn a_subscriber_that_does_not_read_never_holds_requests_body() {

@@ -199,11 +199,9 @@ impl Service {
 pub fn run(config: &Path) -> Result<()> {
     // Taken before anything else: a signal during setup waits for the loop.
     let mut signals =
-        Signals::new(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]).map_err(|source| {
-            Error::Os {
-                what: "signal handling".into(),
-                source,
-            }
+        Signals::new(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]).map_err(|source| Error::Os {
+            what: "signal handling".into(),
+            source,
         })?;
     let mut svc = Service::new(config)?;
     let perr = |source| Error::Os {

@@ -13,8 +13,8 @@ use super::ra::Advertiser;
 use super::tftp::Tftp;
 use super::Service;
 use crate::error::{Error, Result};
-use slipway_host::files::Dir;
 use crate::leases::LeasesFile;
+use slipway_host::files::Dir;
 
 impl Service {
     /// Reads the configuration at `path`, opens the leases and binds every
