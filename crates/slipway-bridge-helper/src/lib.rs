@@ -417,45 +417,8 @@ pub fn run(req: &HelperRequest, privileged: bool) -> Result<()> {
     nl.set_mtu(index, &tap.name, link_mtu(&req.bridge)?)?;
     nl.set_master(index, &tap.name, bridge_index, &req.bridge)?;
     nl.set_up(index, &tap.name)?;
-    send_fd(req.fd, tap.fd.as_raw_fd()).map_err(|cause| Error::SendFd { fd: req.fd, cause })
-}
-
-/// Sends `fd` over the unix socket `sock` with one byte of data.
-pub fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive
-    // the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: the control buffer holds one cmsg of CMSG_SPACE(int) bytes.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-    }
-    loop {
-        // SAFETY: msg is fully initialised.
-        let r = unsafe { libc::sendmsg(sock, &msg, 0) };
-        if r >= 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    slipway_host::fdpass::send_fd(req.fd, tap.fd.as_raw_fd())
+        .map_err(|cause| Error::SendFd { fd: req.fd, cause })
 }
 
 #[cfg(test)]

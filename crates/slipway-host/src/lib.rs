@@ -5,6 +5,7 @@
 //! - [`atomic`]: replace a file so that a crash leaves the old or the new
 //!   content, with one temporary-name scheme that [`atomic::clean_stale`]
 //!   (run by recovery) removes and nothing else;
+//! - [`fdpass`]: a descriptor sent over a unix socket (`SCM_RIGHTS`);
 //! - [`files`]: a directory used by descriptor, reads that follow no
 //!   symlink, kernel files reread;
 //! - [`mac`]: the Ethernet address type, parsed and printed one way;
@@ -24,6 +25,7 @@
 //! capabilities.
 
 pub mod atomic;
+pub mod fdpass;
 pub mod files;
 pub mod ifaddrs;
 pub mod jsonl;

@@ -252,28 +252,7 @@ fn lo_name() -> [libc::c_char; libc::IFNAMSIZ] {
 
 /// Sends "ok" with the tap descriptor attached.
 fn send_ok(sock: RawFd, fd: RawFd) -> bool {
-    let mut byte = [0u8];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // A u64 array keeps the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 4];
-    // SAFETY: builds one SCM_RIGHTS message in a buffer large enough for
-    // one descriptor (CMSG_SPACE(4) = 24 bytes on 64-bit).
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) == 1
-    }
+    slipway_host::fdpass::send_fd(sock, fd).is_ok()
 }
 
 /// Longest failure description sent.
@@ -360,48 +339,13 @@ pub(crate) fn run_and_exec(plan: &ChildPlan, argv: &[*const libc::c_char], sock:
 /// `context` (the namespace) added.
 pub(crate) fn receive_tap(sock: RawFd, context: &Path) -> Result<OwnedFd, NetnsError> {
     let mut buf = [0u8; 5 + MAX_WHAT];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: a receive into live buffers; descriptors that arrive are
-    // taken into ownership below.
-    let (n, fd) = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = loop {
-            let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
-            if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                break n;
-            }
-        };
-        let mut fd = None;
-        if n > 0 {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            if !cmsg.is_null()
-                && (*cmsg).cmsg_level == libc::SOL_SOCKET
-                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-            {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-                fd = Some(OwnedFd::from_raw_fd(raw));
-            }
-        }
-        (n, fd)
-    };
-    if n < 0 {
-        return Err(crate::step("receiving the tap device from the helper")(
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let (n, fd) = slipway_host::fdpass::recv_fd(sock, &mut buf)
+        .map_err(crate::step("receiving the tap device from the helper"))?;
     match (n, fd) {
         (1, Some(fd)) if buf[0] == 0 => Ok(fd),
         (n, _) if n >= 5 && buf[0] == 1 => {
             let errno = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
-            let what = String::from_utf8_lossy(&buf[5..n as usize]);
+            let what = String::from_utf8_lossy(&buf[5..n]);
             Err(NetnsError::Step {
                 what: format!("{what} ({})", context.display()),
                 source: std::io::Error::from_raw_os_error(errno),

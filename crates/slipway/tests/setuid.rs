@@ -253,28 +253,9 @@ fn tap_name(fd: &OwnedFd) -> String {
 /// Receives the descriptor the helper (ended) left on `sock`.
 fn recv_fd(sock: &UnixStream) -> OwnedFd {
     sock.set_nonblocking(true).unwrap();
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: a receive into live buffers; a descriptor that arrives is
-    // taken into ownership at once.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-        assert_eq!(n, 1, "recvmsg: {}", std::io::Error::last_os_error());
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS);
-        OwnedFd::from_raw_fd(std::ptr::read_unaligned(
-            libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-        ))
-    }
+    let (n, fd) = slipway_host::fdpass::recv_fd(sock.as_raw_fd(), &mut [0u8; 1]).unwrap();
+    assert_eq!(n, 1);
+    fd.expect("a descriptor")
 }
 
 fn output(child: Child) -> (Output, String) {
