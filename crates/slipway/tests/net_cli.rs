@@ -70,10 +70,7 @@ fn vquote(arg: &str) -> String {
 
 #[test]
 fn output_matches_virsh_test_driver() {
-    run_in_netns!(Ns::User, output_matches_virsh_test_driver_body);
-}
-
-fn output_matches_virsh_test_driver_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -305,13 +302,7 @@ fn output_matches_virsh_test_driver_body() {
 
 #[test]
 fn exit_status_is_one_on_error_and_messages_name_the_problem() {
-    run_in_netns!(
-        Ns::User,
-        exit_status_is_one_on_error_and_messages_name_the_problem_body
-    );
-}
-
-fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let r = sw(root, &["net-start", "nope"]);
@@ -391,13 +382,7 @@ fn exit_status_is_one_on_error_and_messages_name_the_problem_body() {
 
 #[test]
 fn undefining_an_active_network_makes_it_transient() {
-    run_in_netns!(
-        Ns::User,
-        undefining_an_active_network_makes_it_transient_body
-    );
-}
-
-fn undefining_an_active_network_makes_it_transient_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -452,13 +437,7 @@ fn undefining_an_active_network_makes_it_transient_body() {
 
 #[test]
 fn corrupted_definition_is_reported_by_path_without_hiding_others() {
-    run_in_netns!(
-        Ns::User,
-        corrupted_definition_is_reported_by_path_without_hiding_others_body
-    );
-}
-
-fn corrupted_definition_is_reported_by_path_without_hiding_others_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -518,10 +497,7 @@ fn corrupted_definition_is_reported_by_path_without_hiding_others_body() {
 
 #[test]
 fn racing_commands_leave_consistent_state() {
-    run_in_netns!(Ns::User, racing_commands_leave_consistent_state_body);
-}
-
-fn racing_commands_leave_consistent_state_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     ok(&root, &["net-list"]);
@@ -622,10 +598,7 @@ fn wait_for_subscribers(root: &Path, n: u64) {
 
 #[test]
 fn daemon_streams_events_like_virsh() {
-    run_in_netns!(Ns::User, daemon_streams_events_like_virsh_body);
-}
-
-fn daemon_streams_events_like_virsh_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let r = sw(root, &["net-event", "--timeout", "1"]);
@@ -730,10 +703,7 @@ fn daemon_streams_events_like_virsh_body() {
 
 #[test]
 fn daemon_killed_mid_operation_recovers_state() {
-    run_in_netns!(Ns::User, daemon_killed_mid_operation_recovers_state_body);
-}
-
-fn daemon_killed_mid_operation_recovers_state_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     ok(&root, &["net-define-default"]);
@@ -801,10 +771,7 @@ fn daemon_killed_mid_operation_recovers_state_body() {
 
 #[test]
 fn daemon_refuses_changes_from_other_users() {
-    run_in_netns!(Ns::Root, daemon_refuses_changes_from_other_users_body);
-}
-
-fn daemon_refuses_changes_from_other_users_body() {
+    enter_netns!(Ns::Root);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -861,10 +828,7 @@ fn daemon_refuses_changes_from_other_users_body() {
 
 #[test]
 fn per_user_daemon_socket_is_private() {
-    run_in_netns!(Ns::Root, per_user_daemon_socket_is_private_body);
-}
-
-fn per_user_daemon_socket_is_private_body() {
+    enter_netns!(Ns::Root);
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -900,10 +864,7 @@ fn per_user_daemon_socket_is_private_body() {
 
 #[test]
 fn net_update_sections_and_flags() {
-    run_in_netns!(Ns::User, net_update_sections_and_flags_body);
-}
-
-fn net_update_sections_and_flags_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "gamma.xml", GAMMA);
@@ -1032,13 +993,7 @@ fn net_update_sections_and_flags_body() {
 
 #[test]
 fn net_edit_revalidates_and_changes_nothing_on_error() {
-    run_in_netns!(
-        Ns::User,
-        net_edit_revalidates_and_changes_nothing_on_error_body
-    );
-}
-
-fn net_edit_revalidates_and_changes_nothing_on_error_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -1221,21 +1176,15 @@ fn per_user_mode_uses_the_xdg_directories() {
     assert!(home.join(".cache/slipway/lock").exists());
 }
 
-#[test]
-fn full_disk_during_define_keeps_the_old_definition() {
-    run_in_netns!(
-        Ns::User,
-        full_disk_during_define_keeps_the_old_definition_body
-    );
-}
-
 /// A definition rewritten on a full filesystem: the command fails naming
 /// the file and the cause, the old definition stays whole, no temporary
 /// file is left, and once there is room again the same command works. The
 /// filesystem is a 1 MiB tmpfs mounted in a mount namespace of the test's
 /// own (all of it happens inside one `unshare -m` shell, which reports back
 /// through files outside the tmpfs).
-fn full_disk_during_define_keeps_the_old_definition_body() {
+#[test]
+fn full_disk_during_define_keeps_the_old_definition() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path();
     let root = out.join("root");
@@ -1302,18 +1251,12 @@ fn full_disk_during_define_keeps_the_old_definition_body() {
     );
 }
 
-#[test]
-fn unreadable_definition_is_reported_by_path_without_hiding_others() {
-    run_in_netns!(
-        Ns::Root,
-        unreadable_definition_is_reported_by_path_without_hiding_others_body
-    );
-}
-
 /// A definition file its reader may not read (root's, mode 000, read by
 /// `nobody`): a warning naming the file and the cause, the other networks
 /// still listed, and a clear error when that network is asked for.
-fn unreadable_definition_is_reported_by_path_without_hiding_others_body() {
+#[test]
+fn unreadable_definition_is_reported_by_path_without_hiding_others() {
+    enter_netns!(Ns::Root);
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -1445,10 +1388,7 @@ fn manager_lock_is_private_and_a_held_lock_names_its_holder() {
 
 #[test]
 fn daemon_caps_connections_and_request_lines() {
-    run_in_netns!(Ns::User, daemon_caps_connections_and_request_lines_body);
-}
-
-fn daemon_caps_connections_and_request_lines_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let d = Daemon::start(root);
@@ -1534,10 +1474,7 @@ fn daemon_caps_connections_and_request_lines_body() {
 
 #[test]
 fn daemon_keeps_slots_for_its_owner() {
-    run_in_netns!(Ns::Root, daemon_keeps_slots_for_its_owner_body);
-}
-
-fn daemon_keeps_slots_for_its_owner_body() {
+    enter_netns!(Ns::Root);
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -1591,10 +1528,7 @@ sys.stdin.read()
 
 #[test]
 fn daemon_closes_idle_and_slow_clients() {
-    run_in_netns!(Ns::User, daemon_closes_idle_and_slow_clients_body);
-}
-
-fn daemon_closes_idle_and_slow_clients_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let _d = Daemon::start_env(
@@ -1657,13 +1591,7 @@ fn daemon_closes_idle_and_slow_clients_body() {
 
 #[test]
 fn a_subscriber_that_does_not_read_never_holds_requests() {
-    run_in_netns!(
-        Ns::User,
-        a_subscriber_that_does_not_read_never_holds_requests_body
-    );
-}
-
-fn a_subscriber_that_does_not_read_never_holds_requests_body() {
+    enter_netns!(Ns::User);
     use slipway_netmgr::proto::{EventKind, Lookup, Request};
     use std::time::{Duration, Instant};
     // On tmpfs: thousands of definitions are written below.

@@ -33,11 +33,6 @@ fn network(tftp: &Path) -> String {
     )
 }
 
-#[test]
-fn the_bridge_service_runs_confined_and_still_serves() {
-    run_in_netns!(Ns::Root, confined_service);
-}
-
 /// A field of a /proc/PID/status text.
 fn field<'a>(status: &'a str, name: &str) -> &'a str {
     status
@@ -75,7 +70,9 @@ fn assert_confined(pid: i32) {
     }
 }
 
-fn confined_service() {
+#[test]
+fn the_bridge_service_runs_confined_and_still_serves() {
+    enter_netns!(Ns::Root);
     sh("ip link set lo up");
     // The state directory is root's alone (0700, as tempdir makes it): the
     // confined service reaches its files through descriptors opened before.

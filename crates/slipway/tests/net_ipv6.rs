@@ -22,17 +22,14 @@ const SIX: &str = "<network><name>six</name><forward mode='nat'/>\
   <ip family='ipv6' address='fd00:46::1' prefix='64'/>\
   </network>";
 
-#[test]
-fn ipv6_guests_get_slaac_router_dns_and_domain() {
-    run_in_netns!(Ns::User, ipv6_guests);
-}
-
 /// Words of `text` joined by single spaces (rdisc6 aligns with spaces).
 fn squeeze(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn ipv6_guests() {
+#[test]
+fn ipv6_guests_get_slaac_router_dns_and_domain() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -124,11 +121,6 @@ const STATEFUL: &str = "<network><name>st6</name>\
   <host id='0:3:0:1:52:54:0:47:0:3' ip='2001:db8:ca2:2::42'/>\
   </dhcp></ip></network>";
 
-#[test]
-fn stateful_dhcpv6_leases_reserves_lists_and_releases() {
-    run_in_netns!(Ns::User, stateful_dhcpv6);
-}
-
 /// ISC dhclient -6 (stateful) in a guest, with a script that configures
 /// the address it is given on the interface (as Debian's dhclient-script
 /// does, without touching the machine's resolv.conf) and removes it on
@@ -217,7 +209,9 @@ fn global_addrs(guest: &Guest) -> String {
     guest.run("ip -6 -o addr show dev eth0 scope global")
 }
 
-fn stateful_dhcpv6() {
+#[test]
+fn stateful_dhcpv6_leases_reserves_lists_and_releases() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

@@ -99,10 +99,7 @@ fn lease_rows(table: &str) -> Vec<String> {
 
 #[test]
 fn guests_get_leases_and_names_through_the_cli() {
-    run_in_netns!(Ns::User, guests_get_leases_and_names);
-}
-
-fn guests_get_leases_and_names() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -270,10 +267,7 @@ fn guests_get_leases_and_names() {
 
 #[test]
 fn daemon_killed_with_networks_up_recovers_them() {
-    run_in_netns!(Ns::User, daemon_recovers);
-}
-
-fn daemon_recovers() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -322,10 +316,7 @@ fn daemon_recovers() {
 
 #[test]
 fn the_daemon_restarts_a_killed_service_with_its_leases() {
-    run_in_netns!(Ns::User, service_supervised);
-}
-
-fn service_supervised() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -393,10 +384,7 @@ fn service_supervised() {
 
 #[test]
 fn a_subnet_in_use_is_refused_in_both_families() {
-    run_in_netns!(Ns::User, subnet_in_use);
-}
-
-fn subnet_in_use() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -428,14 +416,11 @@ fn subnet_in_use() {
     }
 }
 
-#[test]
-fn a_network_without_addresses_starts_and_updates_live() {
-    run_in_netns!(Ns::User, bare_network);
-}
-
 /// A bridge with no <ip>: no service to run; a live DNS host update only
 /// changes the live definition, as with libvirt.
-fn bare_network() {
+#[test]
+fn a_network_without_addresses_starts_and_updates_live() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let before = snapshot();
@@ -491,10 +476,7 @@ fn inform(ciaddr: [u8; 4], mac: [u8; 6]) -> Vec<u8> {
 
 #[test]
 fn guests_cannot_take_names_or_neighbours_and_damaged_leases_are_set_aside() {
-    run_in_netns!(Ns::User, guest_names_informs_and_damaged_leases);
-}
-
-fn guest_names_informs_and_damaged_leases() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -628,16 +610,13 @@ fn guest_names_informs_and_damaged_leases() {
     ok(root, &["net-destroy", "names"]);
 }
 
-#[test]
-fn default_network_beside_libvirts_virbr0() {
-    run_in_netns!(Ns::User, beside_virbr0);
-}
-
 /// A host that already runs libvirt's `virbr0` on 192.168.122.1/24: the
 /// default network asked for under --root moves to the next free subnet
 /// and bridge name, starts, and `--dry-run` fails exactly where a start
 /// fails.
-fn beside_virbr0() {
+#[test]
+fn default_network_beside_libvirts_virbr0() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     sh(
         "ip link add virbr0 type bridge && ip addr add 192.168.122.1/24 dev virbr0 && \
@@ -698,11 +677,6 @@ fn beside_virbr0() {
     }
 }
 
-#[test]
-fn forwarding_is_put_back_by_the_last_network() {
-    run_in_netns!(Ns::User, forwarding_put_back);
-}
-
 fn ip_forward() -> String {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .unwrap()
@@ -713,7 +687,9 @@ fn ip_forward() -> String {
 /// ip_forward is 0 before, 1 while any forwarding network is up, 0 again
 /// after the last one (whichever started first) is destroyed; an
 /// administrator's 1 stays 1.
-fn forwarding_put_back() {
+#[test]
+fn forwarding_is_put_back_by_the_last_network() {
+    enter_netns!(Ns::User);
     sh("ip link set lo up");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

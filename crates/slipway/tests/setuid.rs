@@ -18,7 +18,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ use slipway_testkit::netns::sh;
 
 mod net_common;
 
-use net_common::{run_in_netns, Ns};
+use net_common::{enter_netns, Ns};
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 const HELPER: &str = env!("CARGO_BIN_EXE_slipway-bridge-helper");
@@ -97,10 +97,7 @@ fn subcommands() -> Vec<String> {
 
 #[test]
 fn privileged_slipway_refuses_every_subcommand() {
-    run_in_netns!(Ns::Root, refuses_body);
-}
-
-fn refuses_body() {
+    enter_netns!(Ns::Root);
     let dir = install_dir();
     let d = dir.path();
     let setuid = install(SLIPWAY, d, "slipway", 0o4755, None);
@@ -285,10 +282,7 @@ fn hostile_path(d: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn setuid_helper_keeps_only_net_admin_and_attaches_an_allowed_bridge() {
-    run_in_netns!(Ns::Root, attach_body);
-}
-
-fn attach_body() {
+    enter_netns!(Ns::Root);
     sh("ip link add brok type bridge && ip link set brok mtu 1400 up");
     let dir = install_dir();
     let d = dir.path();
@@ -394,10 +388,7 @@ fn attach_body() {
 
 #[test]
 fn setuid_helper_refuses_bridges_the_acl_does_not_allow() {
-    run_in_netns!(Ns::Root, refuse_bridge_body);
-}
-
-fn refuse_bridge_body() {
+    enter_netns!(Ns::Root);
     for br in ["brok", "brno", "brother"] {
         sh(&format!(
             "ip link add {br} type bridge && ip link set {br} up"

@@ -140,20 +140,24 @@ pub enum Ns {
 
 const IN_NETNS: &str = "SLIPWAY_NET_CLI_IN_NETNS";
 
-/// Runs `body` in a fresh network namespace: the test binary re-executes
-/// itself (only test `name`) under `unshare`. Starting a network creates
-/// real bridges, nft rules and service processes, so every test that starts
-/// one (or a daemon, which autostarts `default`) runs this way. Afterwards
-/// every other process left in the namespace (daemons, network services) is
-/// killed so none outlives the test.
+/// Runs `body` in a fresh network namespace (see [`enter_netns_as`]).
 pub fn in_netns(name: &str, ns: Ns, body: fn()) {
+    if let Some(_inside) = enter_netns_as(name, ns) {
+        body();
+    }
+}
+
+/// Runs test `name` in a fresh network namespace: outside one, the test
+/// binary re-executes itself (only test `name`) under `unshare`, waits for
+/// it and returns `None` (the test is done); inside, it returns the guard
+/// of the test's body. Starting a network creates real bridges, nft rules
+/// and service processes, so every test that starts one (or a daemon,
+/// which autostarts `default`) runs this way. When the body ends, passed
+/// or panicked, the guard kills every other process left in the namespace
+/// (daemons, network services) so none outlives the test.
+pub fn enter_netns_as(name: &str, ns: Ns) -> Option<NetnsGuard> {
     if std::env::var_os(IN_NETNS).is_some() {
-        let result = std::panic::catch_unwind(body);
-        kill_others_in_netns();
-        if let Err(e) = result {
-            std::panic::resume_unwind(e);
-        }
-        return;
+        return Some(NetnsGuard(()));
     }
     let flags = match ns {
         Ns::User => "-Urn",
@@ -170,22 +174,35 @@ pub fn in_netns(name: &str, ns: Ns, body: fn()) {
         status.success(),
         "test inside the namespace failed: {status}"
     );
+    None
 }
 
-/// [`in_netns`] under the name of the test function it is written in:
-/// `run_in_netns!(Ns::User, body)`.
+/// Held by a test's body inside its namespace ([`enter_netns_as`]).
+pub struct NetnsGuard(());
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        kill_others_in_netns();
+    }
+}
+
+/// The first statement of a test that runs in a namespace of its own:
+/// `enter_netns!(Ns::User);` runs the rest of the test there
+/// ([`enter_netns_as`] under the test function's own name).
 #[allow(unused_macros)]
-macro_rules! run_in_netns {
-    ($ns:expr, $body:expr) => {{
+macro_rules! enter_netns {
+    ($ns:expr) => {
         fn here() {}
         // "crate::test_name::here"
         let path = std::any::type_name_of_val(&here);
         let name = path.split("::").nth(1).expect("a test function's path");
-        $crate::net_common::in_netns(name, $ns, $body)
-    }};
+        let Some(_inside) = $crate::net_common::enter_netns_as(name, $ns) else {
+            return;
+        };
+    };
 }
 #[allow(unused_imports)]
-pub(crate) use run_in_netns;
+pub(crate) use enter_netns;
 
 /// SIGKILLs every process of this network namespace except this one.
 pub fn kill_others_in_netns() {
