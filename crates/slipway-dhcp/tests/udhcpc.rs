@@ -13,29 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use slipway_dhcp::{AddressPool, DhcpConfig, DhcpServer, ReplyDestination, ReplyKind, StaticHost};
-use slipway_testkit::netns::{in_new_netns, wait_for, Netns};
+use slipway_testkit::netns::{wait_for, Netns};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Set in the re-executed test process that already runs inside the namespaces.
 const IN_NETNS: &str = "SLIPWAY_DHCP_TEST_IN_NETNS";
 const SERVER_IF: &str = "veth-s";
 const CLIENT_IF: &str = "veth-c";
-
-/// Runs `body` as root of a fresh user + network namespace (see
-/// [`in_new_netns`]).
-fn in_new_namespace(name: &str, body: fn()) {
-    in_new_netns(IN_NETNS, name, body);
-}
-
-#[test]
-fn busybox_udhcpc_gets_lease_with_all_options() {
-    in_new_namespace("busybox_udhcpc_gets_lease_with_all_options", all_options);
-}
-
-#[test]
-fn busybox_udhcpc_renews_and_releases() {
-    in_new_namespace("busybox_udhcpc_renews_and_releases", renew_and_release);
-}
 
 fn run(cmd: &str, args: &[&str]) {
     let status = Command::new(cmd)
@@ -204,7 +188,9 @@ fn setup_veth() -> [u8; 6] {
     mac
 }
 
-fn all_options() {
+#[test]
+fn busybox_udhcpc_gets_lease_with_all_options() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     run("ip", &["link", "set", "lo", "up"]);
     let mac = setup_veth();
     let server = Arc::new(Mutex::new(DhcpServer::new(config()).unwrap()));
@@ -278,7 +264,9 @@ fn all_options() {
 
 /// The client in a network namespace of its own, so the address it is given is really
 /// configured and RENEWING requests travel as ordinary unicast UDP from it.
-fn renew_and_release() {
+#[test]
+fn busybox_udhcpc_renews_and_releases() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     run("ip", &["link", "set", "lo", "up"]);
     setup_veth();
     let client_ns = Netns::new();

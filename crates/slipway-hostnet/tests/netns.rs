@@ -17,17 +17,11 @@ use std::time::Instant;
 use slipway_hostnet::LinuxBackend;
 use slipway_netmgr::proto::Lookup;
 use slipway_netmgr::{Manager, Paths};
-use slipway_testkit::netns::{in_new_netns, sh, var, wait_for, Netns, NsGuest as Guest};
+use slipway_testkit::netns::{sh, var, wait_for, Netns, NsGuest as Guest};
 
 const IN_NETNS: &str = "SLIPWAY_HOSTNET_TEST_IN_NETNS";
 const UPSTREAM_IP: &str = "198.51.100.2";
 const HOST_UPLINK_IP: &str = "198.51.100.1";
-
-/// Runs `body` as root of a fresh user + network namespace (see
-/// [`in_new_netns`]).
-fn in_new_namespace(name: &str, body: fn()) {
-    in_new_netns(IN_NETNS, name, body);
-}
 
 /// The upstream: a namespace reached from this one over `up0`, with an HTTP
 /// server on 8080 that answers each request with the client's address, and
@@ -211,10 +205,7 @@ const DEFAULT_NET: &str = "<network><name>default</name><forward mode='nat'/>\
 
 #[test]
 fn nat_network_serves_guests_and_cleans_up() {
-    in_new_namespace("nat_network_serves_guests_and_cleans_up", nat_network);
-}
-
-fn nat_network() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     sh("ip link set lo up");
     let upstream = Upstream::new();
     let before = snapshot();
@@ -441,10 +432,7 @@ fn nat_network() {
 
 #[test]
 fn route_and_isolated_modes() {
-    in_new_namespace("route_and_isolated_modes", route_and_isolated);
-}
-
-fn route_and_isolated() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     sh("ip link set lo up");
     let upstream = Upstream::new();
     upstream
@@ -560,13 +548,7 @@ fn route_and_isolated() {
 
 #[test]
 fn collisions_and_failures_leave_nothing_behind() {
-    in_new_namespace(
-        "collisions_and_failures_leave_nothing_behind",
-        collisions_and_failures,
-    );
-}
-
-fn collisions_and_failures() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     sh("ip link set lo up");
     let e = env();
     e.manager.define(DEFAULT_NET, false).unwrap();
@@ -700,10 +682,7 @@ fn qemu_guest_on_a_tap() {
         // Built (apt-get download, cpio) before the namespace cuts the network.
         slipway_testkit::GuestImage::get().expect("test guest image");
     }
-    in_new_namespace("qemu_guest_on_a_tap", qemu_guest);
-}
-
-fn qemu_guest() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     sh("ip link set lo up");
     let upstream = Upstream::new();
     let before = snapshot();
@@ -759,10 +738,7 @@ fn qemu_guest_boots_from_the_network() {
     if std::env::var_os(IN_NETNS).is_none() {
         slipway_testkit::GuestImage::get().expect("test guest image");
     }
-    in_new_namespace("qemu_guest_boots_from_the_network", network_boot);
-}
-
-fn network_boot() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     sh("ip link set lo up");
     let before = snapshot();
     let e = env();
@@ -811,10 +787,7 @@ fn network_boot() {
 /// ports the upstream sees.
 #[test]
 fn open_mode_and_nat_port_range() {
-    in_new_namespace("open_mode_and_nat_port_range", open_and_snat);
-}
-
-fn open_and_snat() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     sh("ip link set lo up");
     let upstream = Upstream::new();
     upstream
@@ -866,14 +839,6 @@ fn open_and_snat() {
     assert_eq!(snapshot(), before);
 }
 
-#[test]
-fn dns_flood_toward_a_silent_upstream_leaves_the_service_serving() {
-    in_new_namespace(
-        "dns_flood_toward_a_silent_upstream_leaves_the_service_serving",
-        dns_flood,
-    );
-}
-
 /// CPU time (user + system) process `pid` has used, in clock ticks.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -891,7 +856,9 @@ fn cpu_ticks(pid: i32) -> u64 {
 /// flood DHCP and local names are served and the service idles. At the
 /// upstream, the relayed queries come from different ports under random
 /// IDs.
-fn dns_flood() {
+#[test]
+fn dns_flood_toward_a_silent_upstream_leaves_the_service_serving() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
     const FLOOD: u32 = 200_000;
     sh("ip link set lo up");
     let e = env();

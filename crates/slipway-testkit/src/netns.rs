@@ -39,27 +39,72 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     panic!("gave up waiting for {what}");
 }
 
-/// Runs `body` as root of a fresh user + network namespace: the test binary
-/// re-executes itself (only test `name`, its output shown) under
-/// `unshare -Urn` with the environment variable `marker` set, and there
-/// runs `body`. Panics if the test inside fails.
-pub fn in_new_netns(marker: &str, name: &str, body: fn()) {
+/// The kind of namespace a test runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ns {
+    /// A user + network namespace (`unshare -Urn`): root inside, nothing
+    /// needed outside.
+    User,
+    /// A network namespace only (`unshare -n`), for tests that switch to
+    /// other users with setpriv (a user namespace maps only root); needs
+    /// root, as those tests do anyway.
+    Root,
+}
+
+/// Whether the calling test runs inside its own namespace: outside (the
+/// environment variable `marker` unset), the test binary re-executes
+/// itself (only test `name`, its output shown) under `unshare` with
+/// `marker` set, waits for it and returns false (the test is done; it
+/// panics if the test inside failed); inside, returns true: the caller
+/// runs the test's body.
+pub fn enter_new_netns(marker: &str, name: &str, ns: Ns) -> bool {
     if std::env::var_os(marker).is_some() {
-        body();
-        return;
+        return true;
     }
-    let exe = std::env::current_exe().expect("test executable path");
+    let flags = match ns {
+        Ns::User => "-Urn",
+        Ns::Root => "-n",
+    };
     let status = Command::new("unshare")
-        .arg("-Urn")
-        .arg(exe)
+        .arg(flags)
+        .arg(std::env::current_exe().expect("test executable path"))
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(marker, "1")
         .status()
-        .expect("run unshare (util-linux) to create a user + network namespace");
+        .expect("run unshare (util-linux) to create a network namespace");
     assert!(
         status.success(),
         "test inside the namespace failed: {status}"
     );
+    false
+}
+
+/// The first statement of a test that runs in a namespace of its own:
+/// `enter_new_netns!(MARKER)` (a user + network namespace) or
+/// `enter_new_netns!(MARKER, Ns::Root)` runs the rest of the test there
+/// ([`enter_new_netns`] under the test function's own name).
+#[macro_export]
+macro_rules! enter_new_netns {
+    ($marker:expr) => {
+        $crate::enter_new_netns!($marker, $crate::netns::Ns::User)
+    };
+    ($marker:expr, $ns:expr) => {
+        if !$crate::netns::enter_new_netns($marker, $crate::test_name!(), $ns) {
+            return;
+        }
+    };
+}
+
+/// The name of the test function it is written in (its path without the
+/// crate), as `--exact` takes it.
+#[macro_export]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        // "crate::test_name::here"
+        let path = std::any::type_name_of_val(&here);
+        path.split("::").nth(1).expect("a test function's path")
+    }};
 }
 
 /// A network namespace of its own (with `lo` up), held by a sleeping

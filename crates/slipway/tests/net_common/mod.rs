@@ -126,17 +126,7 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The kind of namespace a test runs in.
-#[derive(Clone, Copy)]
-pub enum Ns {
-    /// A user + network namespace (`unshare -Urn`): root inside, nothing
-    /// needed outside.
-    User,
-    /// A network namespace only (`unshare -n`), for tests that switch to
-    /// other users with setpriv (a user namespace maps only root); needs
-    /// root, as those tests do anyway.
-    Root,
-}
+pub use slipway_testkit::netns::Ns;
 
 const IN_NETNS: &str = "SLIPWAY_NET_CLI_IN_NETNS";
 
@@ -147,34 +137,16 @@ pub fn in_netns(name: &str, ns: Ns, body: fn()) {
     }
 }
 
-/// Runs test `name` in a fresh network namespace: outside one, the test
-/// binary re-executes itself (only test `name`) under `unshare`, waits for
-/// it and returns `None` (the test is done); inside, it returns the guard
-/// of the test's body. Starting a network creates real bridges, nft rules
-/// and service processes, so every test that starts one (or a daemon,
-/// which autostarts `default`) runs this way. When the body ends, passed
-/// or panicked, the guard kills every other process left in the namespace
-/// (daemons, network services) so none outlives the test.
+/// Runs test `name` in a fresh network namespace
+/// ([`slipway_testkit::netns::enter_new_netns`]): outside, `None` once it
+/// ran there; inside, the guard of the test's body. Starting a network
+/// creates real bridges, nft rules and service processes, so every test
+/// that starts one (or a daemon, which autostarts `default`) runs this
+/// way. When the body ends, passed or panicked, the guard kills every
+/// other process left in the namespace (daemons, network services) so
+/// none outlives the test.
 pub fn enter_netns_as(name: &str, ns: Ns) -> Option<NetnsGuard> {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return Some(NetnsGuard(()));
-    }
-    let flags = match ns {
-        Ns::User => "-Urn",
-        Ns::Root => "-n",
-    };
-    let status = Command::new("unshare")
-        .arg(flags)
-        .arg(std::env::current_exe().expect("test executable path"))
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .status()
-        .expect("run unshare (util-linux) to create a network namespace");
-    assert!(
-        status.success(),
-        "test inside the namespace failed: {status}"
-    );
-    None
+    slipway_testkit::netns::enter_new_netns(IN_NETNS, name, ns).then_some(NetnsGuard(()))
 }
 
 /// Held by a test's body inside its namespace ([`enter_netns_as`]).
@@ -192,10 +164,7 @@ impl Drop for NetnsGuard {
 #[allow(unused_macros)]
 macro_rules! enter_netns {
     ($ns:expr) => {
-        fn here() {}
-        // "crate::test_name::here"
-        let path = std::any::type_name_of_val(&here);
-        let name = path.split("::").nth(1).expect("a test function's path");
+        let name = slipway_testkit::test_name!();
         let Some(_inside) = $crate::net_common::enter_netns_as(name, $ns) else {
             return;
         };
