@@ -146,7 +146,9 @@ pub fn in_netns(name: &str, ns: Ns, body: fn()) {
 /// other process left in the namespace (daemons, network services) so
 /// none outlives the test.
 pub fn enter_netns_as(name: &str, ns: Ns) -> Option<NetnsGuard> {
-    slipway_testkit::netns::enter_new_netns(IN_NETNS, name, ns).then_some(NetnsGuard(()))
+    // `then`, not `then_some`: a guard made outside the namespace would
+    // kill every process of the machine's own on drop.
+    slipway_testkit::netns::enter_new_netns(IN_NETNS, name, ns).then(|| NetnsGuard(()))
 }
 
 /// Held by a test's body inside its namespace ([`enter_netns_as`]).
@@ -175,7 +177,16 @@ pub(crate) use enter_netns;
 
 /// SIGKILLs every process of this network namespace except this one.
 pub fn kill_others_in_netns() {
+    // Only ever in a namespace a test made, never in the machine's own.
+    assert!(
+        std::env::var_os(IN_NETNS).is_some(),
+        "kill_others_in_netns outside a test's namespace"
+    );
     let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(
+        !std::fs::read_link("/proc/1/ns/net").is_ok_and(|init| init == own),
+        "kill_others_in_netns in the network namespace of PID 1"
+    );
     let me = std::process::id();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
