@@ -750,21 +750,6 @@ fn parse(xml: &str, strict: bool) -> Result<(Network, Vec<String>)> {
     Ok((net, warnings))
 }
 
-/// A port UUID as typed, read as libvirt's `virNetworkPortLookupByUUIDString`
-/// reads it (whitespace around, `-` and spaces between digit pairs).
-fn port_uuid(text: &str) -> Result<uuid::Uuid> {
-    let digits: String = text.trim().chars().filter(|c| !matches!(c, '-' | ' ')).collect();
-    let valid = digits.len() == 32 && digits.chars().all(|c| c.is_ascii_hexdigit());
-    valid
-        .then(|| uuid::Uuid::parse_str(&digits).ok())
-        .flatten()
-        .ok_or_else(|| {
-            Error::InvalidArg(
-                "uuidstr in virNetworkPortLookupByUUIDString must be a valid UUID".into(),
-            )
-        })
-}
-
 /// A network name becomes a file name: refuse anything that could escape
 /// the directory or hide as a temporary file.
 pub(crate) fn check_name(name: &str) -> Result<()> {
@@ -865,21 +850,21 @@ impl Manager {
                     .collect(),
             },
             Request::PortDumpXml { network, port } => Reply::Xml {
-                xml: self.port_xml(&network, port_uuid(&port)?)?,
+                xml: self.port_xml(&network, crate::portapi::port_uuid(&port)?)?,
             },
             Request::PortDelete { network, port } => Reply::Port {
-                port: self.port_delete(&network, port_uuid(&port)?)?,
+                port: self.port_delete(&network, crate::portapi::port_uuid(&port)?)?,
                 warnings: Vec::new(),
             },
             Request::PortGetParameters { network, port } => {
-                Reply::PortParameters(self.port_parameters(&network, port_uuid(&port)?)?)
+                Reply::PortParameters(self.port_parameters(&network, crate::portapi::port_uuid(&port)?)?)
             }
             Request::PortSetParameters {
                 network,
                 port,
                 params,
             } => {
-                let uuid = port_uuid(&port)?;
+                let uuid = crate::portapi::port_uuid(&port)?;
                 Reply::Port {
                     port: self.port_set_parameters(&network, uuid, &params)?,
                     warnings: Vec::new(),

@@ -10,6 +10,28 @@
 use serde::{Deserialize, Serialize};
 use slipway_netxml::port::{Bandwidth, Rate};
 
+use crate::error::{Error, Result};
+
+/// A port UUID as typed, read as libvirt's
+/// `virNetworkPortLookupByUUIDString` reads it (white space around, `-`
+/// and spaces between the 32 hex digits), with its error otherwise.
+pub fn port_uuid(text: &str) -> Result<uuid::Uuid> {
+    let digits: String = text
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .collect();
+    let valid = digits.len() == 32 && digits.chars().all(|c| c.is_ascii_hexdigit());
+    valid
+        .then(|| uuid::Uuid::parse_str(&digits).ok())
+        .flatten()
+        .ok_or_else(|| {
+            Error::InvalidArg(
+                "uuidstr in virNetworkPortLookupByUUIDString must be a valid UUID".into(),
+            )
+        })
+}
+
 /// How a port is created (libvirt's `virNetworkPortCreateFlags`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortCreateFlags {

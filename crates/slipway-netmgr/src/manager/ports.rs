@@ -512,10 +512,14 @@ impl Manager {
             Err(e) => return Err(Error::io("cannot read", &dir, e)),
         }
         match fs::remove_dir(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("cannot remove", &dir, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot remove", &dir, e)),
         }
+        // The parent goes too once no network has ports (it fails, and
+        // stays, while another has).
+        let _ = fs::remove_dir(self.paths.state_dir.join("ports"));
+        Ok(())
     }
 
     /// At daemon start: the ports of networks that are not running (a stop
