@@ -2,8 +2,12 @@
 //! (tests/port-corpus, from libvirt's tests/virnetworkportxml2xmldata) and
 //! libvirt's parsing rules.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{apply, Mutation, SNIPPETS, VALUES};
+use proptest::prelude::*;
 use slipway_netxml::port::{MacvlanMode, NativeMode, Plug, VirtualPortType};
 use slipway_netxml::{NetworkPort, XmlError};
 
@@ -227,4 +231,37 @@ fn unknown_parts_are_listed() {
             "/networkport/plug/@extra",
         ]
     );
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0usize..40).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        (any::<usize>(), 0..SNIPPETS.len())
+            .prop_map(|(at, snippet)| Mutation::Insert { at, snippet }),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Replace { at, byte }),
+        (any::<usize>(), 0usize..80).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
+        (any::<usize>(), 0..VALUES.len()).prop_map(|(at, value)| Mutation::SetValue { at, value }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    /// Mutated corpus ports never panic the parser, and what parses
+    /// formats to XML that parses again and formats the same (the checks
+    /// of the `network_port_xml` fuzz target).
+    #[test]
+    fn mutated_ports_never_panic_and_format_stably(
+        file in any::<prop::sample::Index>(),
+        muts in proptest::collection::vec(mutation(), 1..6),
+    ) {
+        let files = corpus();
+        let text = apply(&files[file.index(files.len())].1, &muts);
+        if let Ok(p) = NetworkPort::from_xml(&text) {
+            let out = p.to_xml();
+            let again = NetworkPort::from_xml(&out)
+                .unwrap_or_else(|e| panic!("own output does not parse: {e}\n{out}"));
+            prop_assert_eq!(again.to_xml(), out);
+        }
+    }
 }
