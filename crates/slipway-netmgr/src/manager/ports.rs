@@ -821,4 +821,39 @@ mod tests {
         let e = create(&m, &port_xml(P2, "52:54:00:00:00:02", "")).unwrap_err();
         assert_eq!(e.to_string(), "internal error: network 'n' requires exclusive access to interfaces, but none are available");
     }
+
+    /// The per-network bound, and port files that cannot be read.
+    #[test]
+    fn port_count_is_bounded_and_bad_files_are_skipped() {
+        let (_d, m) = setup(NET);
+        let n = Lookup::any("n");
+        m.start(&n).unwrap();
+        let dir = m.paths().port_dir("n");
+        fs::create_dir_all(&dir).unwrap();
+        // Files planted directly (as many ports as allowed), quicker than
+        // 4096 crash-safe creations.
+        for i in 0..MAX_PORTS_PER_NETWORK {
+            let u = uuid::Uuid::from_u128(i as u128 + 1);
+            let mac = format!("52:54:01:00:{:02x}:{:02x}", i >> 8, i & 0xff);
+            fs::write(dir.join(format!("{u}.xml")), port_xml(&u.to_string(), &mac, "")).unwrap();
+        }
+        assert_eq!(m.port_list(&n).unwrap().len(), MAX_PORTS_PER_NETWORK);
+        let e = create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Requested operation is not valid: network 'n' already has 4096 ports, the most slipway allows on one network"
+        );
+        // A file that does not parse, or holds another port, is skipped.
+        let first = uuid::Uuid::from_u128(1);
+        fs::write(dir.join(format!("{first}.xml")), "<networkport><uuid>").unwrap();
+        fs::write(
+            dir.join(format!("{P2}.xml")),
+            port_xml(P1, "52:54:00:00:00:01", ""),
+        )
+        .unwrap();
+        let listed = m.port_list(&n).unwrap();
+        assert_eq!(listed.len(), MAX_PORTS_PER_NETWORK - 1);
+        assert!(!listed.contains(&first) && !listed.contains(&uuid(P2)));
+        assert!(matches!(m.port_xml(&n, first), Err(Error::NoSuchPort(_))));
+    }
 }
