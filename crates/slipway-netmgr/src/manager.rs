@@ -856,9 +856,9 @@ impl Manager {
                 port: self.port_delete(&network, crate::portapi::port_uuid(&port)?)?,
                 warnings: Vec::new(),
             },
-            Request::PortGetParameters { network, port } => {
-                Reply::PortParameters(self.port_parameters(&network, crate::portapi::port_uuid(&port)?)?)
-            }
+            Request::PortGetParameters { network, port } => Reply::PortParameters(
+                self.port_parameters(&network, crate::portapi::port_uuid(&port)?)?,
+            ),
             Request::PortSetParameters {
                 network,
                 port,

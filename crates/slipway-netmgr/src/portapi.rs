@@ -298,7 +298,10 @@ mod tests {
             outbound: None,
         };
         assert_eq!(
-            PortParameters::of_bandwidth(Some(&big)).inbound.unwrap().average,
+            PortParameters::of_bandwidth(Some(&big))
+                .inbound
+                .unwrap()
+                .average,
             7
         );
     }

@@ -80,7 +80,13 @@ impl Located<'_> {
     }
 
     /// A value error at `path` (an attribute's or an element's).
-    pub(crate) fn value_err(&self, node: &Node, path: &str, value: &str, expected: &str) -> XmlError {
+    pub(crate) fn value_err(
+        &self,
+        node: &Node,
+        path: &str,
+        value: &str,
+        expected: &str,
+    ) -> XmlError {
         let (line, column) = self.pos(node);
         XmlError::Value {
             line,
@@ -92,7 +98,12 @@ impl Located<'_> {
     }
 
     /// A structure error (something missing or misplaced) at `path`.
-    pub(crate) fn structure(&self, node: &Node, path: &str, message: impl Into<String>) -> XmlError {
+    pub(crate) fn structure(
+        &self,
+        node: &Node,
+        path: &str,
+        message: impl Into<String>,
+    ) -> XmlError {
         let (line, column) = self.pos(node);
         XmlError::Structure {
             line,

@@ -278,7 +278,10 @@ impl Reader<'_> {
             return Err(self.report.structure(
                 root,
                 &format!("/{}", root.name),
-                format!("expecting root element of 'networkport', not '{}'", root.name),
+                format!(
+                    "expecting root element of 'networkport', not '{}'",
+                    root.name
+                ),
             ));
         }
         let known = [
@@ -307,17 +310,20 @@ impl Reader<'_> {
         let uuid_node = root.kid("uuid").unwrap_or(root);
         let uuid = self.uuid_text(uuid_node, "/networkport/uuid", &uuid_text)?;
 
-        let owner = root
-            .kid("owner")
-            .ok_or_else(|| self.report.structure(root, p, "network port has no owner name"))?;
+        let owner = root.kid("owner").ok_or_else(|| {
+            self.report
+                .structure(root, p, "network port has no owner name")
+        })?;
         let op = "/networkport/owner";
         self.check(owner, op, &[], &["name", "uuid"]);
-        let owner_name = self
-            .text_of(owner, op, "name")
-            .ok_or_else(|| self.report.structure(owner, op, "network port has no owner name"))?;
-        let owner_uuid_text = self
-            .text_of(owner, op, "uuid")
-            .ok_or_else(|| self.report.structure(owner, op, "network port has no owner UUID"))?;
+        let owner_name = self.text_of(owner, op, "name").ok_or_else(|| {
+            self.report
+                .structure(owner, op, "network port has no owner name")
+        })?;
+        let owner_uuid_text = self.text_of(owner, op, "uuid").ok_or_else(|| {
+            self.report
+                .structure(owner, op, "network port has no owner UUID")
+        })?;
         let owner_uuid = self.uuid_text(
             owner.kid("uuid").unwrap_or(owner),
             "/networkport/owner/uuid",
@@ -416,7 +422,10 @@ impl Reader<'_> {
                 rates[i] = Some(self.rate(k, &format!("{p}/{name}"))?);
             }
         }
-        let [inbound, outbound] = rates;
+        // A rate of zero average and floor is never printed (libvirt keeps
+        // it, then prints an empty <bandwidth> that reads back as none):
+        // dropped here, so that formatting is stable.
+        let [inbound, outbound] = rates.map(|r| r.filter(|r| r.average != 0 || r.floor != 0));
         if let Some(out) = outbound {
             if out.floor != 0 {
                 let node = n.kid("outbound").unwrap_or(n);
@@ -439,9 +448,8 @@ impl Reader<'_> {
 
     fn rate(&mut self, n: &Node, path: &str) -> Result<Rate, XmlError> {
         self.check(n, path, &["average", "peak", "floor", "burst"], &[]);
-        let num = |r: &Self, name: &str| {
-            r.parsed::<u64>(n, path, name, "a non-negative decimal number")
-        };
+        let num =
+            |r: &Self, name: &str| r.parsed::<u64>(n, path, name, "a non-negative decimal number");
         let average = num(self, "average")?;
         let peak = num(self, "peak")?;
         let floor = num(self, "floor")?;
@@ -453,7 +461,10 @@ impl Reader<'_> {
                 "Missing mandatory average or floor attributes",
             ));
         }
-        if (peak.is_some() || burst.is_some()) && average.is_none() {
+        // libvirt checks only that `average` is present; an `average` of 0
+        // is refused here too, since libvirt would then print the peak or
+        // burst without it: output it cannot read back.
+        if (peak.is_some() || burst.is_some()) && average.unwrap_or(0) == 0 {
             return Err(self.report.structure(
                 n,
                 path,
@@ -501,12 +512,17 @@ impl Reader<'_> {
                 t,
                 tp,
                 "nativeMode",
-                &[("tagged", NativeMode::Tagged), ("untagged", NativeMode::Untagged)],
+                &[
+                    ("tagged", NativeMode::Tagged),
+                    ("untagged", NativeMode::Untagged),
+                ],
                 "'tagged' or 'untagged'",
             )?;
             if let Some(mode) = mode {
                 if native.is_some() {
-                    return Err(self.report.structure(t, tp, "duplicate native vlan setting"));
+                    return Err(self
+                        .report
+                        .structure(t, tp, "duplicate native vlan setting"));
                 }
                 native = Some((mode, id));
             }
@@ -528,7 +544,9 @@ impl Reader<'_> {
                 } else if native.is_some() {
                     Some("invalid configuration in <vlan> - \"trunk='no'\" is not allowed with a native vlan id".to_string())
                 } else if !t.eq_ignore_ascii_case("no") {
-                    Some(format!("invalid \"trunk='{t}'\" in <vlan> - must be yes or no"))
+                    Some(format!(
+                        "invalid \"trunk='{t}'\" in <vlan> - must be yes or no"
+                    ))
                 } else {
                     None
                 };
@@ -803,12 +821,8 @@ impl Reader<'_> {
             match a.attr(name) {
                 None => Ok(0),
                 Some(v) => c_uint(v).ok_or_else(|| {
-                    r.report.value_err(
-                        a,
-                        &format!("{ap}/@{name}"),
-                        v,
-                        "a non-negative integer",
-                    )
+                    r.report
+                        .value_err(a, &format!("{ap}/@{name}"), v, "a non-negative integer")
                 }),
             }
         };
@@ -818,7 +832,13 @@ impl Reader<'_> {
             num(self, "slot")?,
             num(self, "function")?,
         );
-        self.choice(a, ap, "multifunction", &[("on", ()), ("off", ())], "'on' or 'off'")?;
+        self.choice(
+            a,
+            ap,
+            "multifunction",
+            &[("on", ()), ("off", ())],
+            "'on' or 'off'",
+        )?;
         // libvirt skips the limits for an all-zero domain, bus and slot;
         // slipway keeps the function's limit there too (it is printed as a
         // single digit, and no device has a function above 7).
@@ -901,7 +921,14 @@ fn format(port: &NetworkPort) -> String {
         line(2, "</bandwidth>");
     }
     if let Some(v) = &port.vlan {
-        line(2, if v.trunk { "<vlan trunk='yes'>" } else { "<vlan>" });
+        line(
+            2,
+            if v.trunk {
+                "<vlan trunk='yes'>"
+            } else {
+                "<vlan>"
+            },
+        );
         for &id in &v.tags {
             match v.native {
                 Some((mode, tag)) if tag == id => line(

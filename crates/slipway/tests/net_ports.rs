@@ -77,7 +77,10 @@ fn ports_are_created_listed_kept_and_released_body() {
         ok(root, &["net-port-create", "pnet", "p1.xml"]),
         format!("Network port {P1} created from p1.xml\n\n")
     );
-    ok(root, &["net-port-create", "--network", "pnet", "--file", "p2.xml"]);
+    ok(
+        root,
+        &["net-port-create", "--network", "pnet", "--file", "p2.xml"],
+    );
     // virsh's table: one UUID column, rows sorted by UUID.
     let table = format!(" UUID\n{}\n {P2}\n {P1}\n\n", "-".repeat(39));
     assert_eq!(ok(root, &["net-port-list", "pnet"]), table);
@@ -97,7 +100,11 @@ fn ports_are_created_listed_kept_and_released_body() {
     );
 
     // A second port with the same MAC is refused, and nothing is written.
-    write(root, "dup.xml", &qemu_port("1d744f21-ba4a-4d6e-bdb2-30a35ff3207d", "52:54:00:12:34:01"));
+    write(
+        root,
+        "dup.xml",
+        &qemu_port("1d744f21-ba4a-4d6e-bdb2-30a35ff3207d", "52:54:00:12:34:01"),
+    );
     let r = sw(root, &["net-port-create", "pnet", "dup.xml"]);
     assert_eq!(r.code, 1);
     assert_eq!(
@@ -134,7 +141,11 @@ fn ports_are_created_listed_kept_and_released_body() {
     );
     let r = sw(root, &["net-port-delete", "pnet", P1]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.starts_with(&format!("error: failed to get network port '{P1}'\n")), "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with(&format!("error: failed to get network port '{P1}'\n")),
+        "{r:?}"
+    );
     ok(root, &["net-port-create", "pnet", "dup.xml"]);
 
     // Destroying the network takes its ports with it (as libvirt does).
@@ -190,7 +201,8 @@ fn bad_ports_are_refused_with_libvirts_messages_body() {
     }
     // Bad XML is refused naming the element, and leaves no port behind.
     let with = |extra: &str| {
-        qemu_port(P1, "52:54:00:12:34:01").replace("</networkport>", &format!("{extra}</networkport>"))
+        qemu_port(P1, "52:54:00:12:34:01")
+            .replace("</networkport>", &format!("{extra}</networkport>"))
     };
     let bad: Vec<(String, &str)> = vec![
         (
@@ -216,14 +228,16 @@ fn bad_ports_are_refused_with_libvirts_messages_body() {
         let r = sw(root, &["net-port-create", "pnet", "bad.xml"]);
         assert_eq!(r.code, 1, "{xml}");
         assert!(
-            r.stderr.starts_with("error: Failed to create network from bad.xml\nerror: ")
+            r.stderr
+                .starts_with("error: Failed to create network from bad.xml\nerror: ")
                 && r.stderr.contains(want),
             "{xml}: {r:?}"
         );
     }
     assert_eq!(ok(root, &["net-port-list", "pnet", "--uuid"]), "\n");
     // --validate refuses what libvirt would ignore; without it, a warning.
-    let odd = qemu_port(P1, "52:54:00:12:34:01").replace("</networkport>", "<color/></networkport>");
+    let odd =
+        qemu_port(P1, "52:54:00:12:34:01").replace("</networkport>", "<color/></networkport>");
     write(root, "odd.xml", &odd);
     let r = sw(root, &["net-port-create", "pnet", "odd.xml", "--validate"]);
     assert_eq!(r.code, 1);
@@ -263,6 +277,10 @@ fn lookup_failures_match_virsh() {
             let _ = sw(root, &["net-define", "default.xml"]);
         }
         let s = sw(root, &args);
-        assert_eq!((s.code, &s.stdout, &s.stderr), (v.code, &v.stdout, &v.stderr), "{script}");
+        assert_eq!(
+            (s.code, &s.stdout, &s.stderr),
+            (v.code, &v.stdout, &v.stderr),
+            "{script}"
+        );
     }
 }

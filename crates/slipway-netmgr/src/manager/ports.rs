@@ -216,9 +216,7 @@ fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Re
             let exclusive = m == ForwardMode::Passthrough
                 || (m == ForwardMode::Private && vport_kind(port) == Some(VirtualPortType::Qbh));
             let dev = if exclusive {
-                fwd.interfaces
-                    .iter()
-                    .find(|d| direct_uses(others, d) == 0)
+                fwd.interfaces.iter().find(|d| direct_uses(others, d) == 0)
             } else {
                 // The least used; the first of equals.
                 fwd.interfaces.iter().min_by_key(|d| direct_uses(others, d))
@@ -254,9 +252,7 @@ fn check_reclaim(net: &Network, port: &NetworkPort, others: &[NetworkPort]) -> R
         None => unreachable!("a reclaimed port has a plug (checked before)"),
         Some(Plug::Network { .. } | Plug::Bridge { .. }) => {
             if net.bridge_name().is_none() {
-                return internal(
-                    "Unexpectedly got a network port without a network bridge".into(),
-                );
+                return internal("Unexpectedly got a network port without a network bridge".into());
             }
         }
         Some(Plug::Direct { dev, .. }) => {
@@ -488,10 +484,7 @@ impl Manager {
         }
         let mut port = port.clone();
         port.bandwidth = new;
-        fsutil::write_atomic(
-            &dir.join(format!("{uuid}.xml")),
-            port.to_xml().as_bytes(),
-        )?;
+        fsutil::write_atomic(&dir.join(format!("{uuid}.xml")), port.to_xml().as_bytes())?;
         Ok(PortRef {
             network: name.clone(),
             uuid,
@@ -589,7 +582,10 @@ mod tests {
         let n = Lookup::any("n");
         // libvirt's order: the XML first, then the network's state.
         let e = create(&m, "<networkport/>").unwrap_err();
-        assert_eq!(e.to_string(), "line 1, column 1: /networkport: network port has no uuid");
+        assert_eq!(
+            e.to_string(),
+            "line 1, column 1: /networkport: network port has no uuid"
+        );
         let e = create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -626,12 +622,18 @@ mod tests {
             format!("network port not found: Network port with UUID {P1} does not exist")
         );
         assert_eq!(e.code(), crate::ErrorCode::PortNotFound);
-        assert!(matches!(m.port_delete(&n, uuid(P1)), Err(Error::NoSuchPort(_))));
+        assert!(matches!(
+            m.port_delete(&n, uuid(P1)),
+            Err(Error::NoSuchPort(_))
+        ));
 
         // Destroying the network removes its ports (libvirt's networkDestroy).
         m.destroy(&n).unwrap();
         assert!(!m.paths().port_dir("n").exists());
-        assert!(matches!(m.port_xml(&n, uuid(P2)), Err(Error::NoSuchPort(_))));
+        assert!(matches!(
+            m.port_xml(&n, uuid(P2)),
+            Err(Error::NoSuchPort(_))
+        ));
         m.start(&n).unwrap();
         assert!(m.port_list(&n).unwrap().is_empty());
     }
@@ -675,7 +677,11 @@ mod tests {
             format!("Requested operation is not valid: MAC address 52:54:00:00:00:01 is already in use on network 'n' by port {P1} of 'vm1'")
         );
         // A plug without reclaim, none with it.
-        let plugged = port_xml(P2, "52:54:00:00:00:02", "<plug type='network' bridge='br-n'/>");
+        let plugged = port_xml(
+            P2,
+            "52:54:00:00:00:02",
+            "<plug type='network' bridge='br-n'/>",
+        );
         let e = create(&m, &plugged).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -727,7 +733,10 @@ mod tests {
             Err(Error::Xml(slipway_netxml::XmlError::Unknown { .. }))
         ));
         let (_, warnings) = m.port_create(&n, &odd, PortCreateFlags::default()).unwrap();
-        assert_eq!(warnings, vec!["unknown element or attribute /networkport/foo ignored"]);
+        assert_eq!(
+            warnings,
+            vec!["unknown element or attribute /networkport/foo ignored"]
+        );
         // Nothing else was written by the refusals.
         assert_eq!(m.port_list(&n).unwrap(), vec![uuid(P2), uuid(P1)]);
         // Oversized XML is refused before it is parsed.
@@ -792,13 +801,22 @@ mod tests {
         );
         let n = Lookup::any("n");
         m.start(&n).unwrap();
-        for (i, p) in [P1, P2, "1d744f21-ba4a-4d6e-bdb2-30a35ff3207d"].iter().enumerate() {
+        for (i, p) in [P1, P2, "1d744f21-ba4a-4d6e-bdb2-30a35ff3207d"]
+            .iter()
+            .enumerate()
+        {
             create(&m, &port_xml(p, &format!("52:54:00:00:00:0{i}"), "")).unwrap();
         }
         let devs: Vec<String> = [P1, P2, "1d744f21-ba4a-4d6e-bdb2-30a35ff3207d"]
             .iter()
             .map(|p| m.port_xml(&n, uuid(p)).unwrap())
-            .map(|x| x.lines().find(|l| l.contains("<plug")).unwrap().trim().to_string())
+            .map(|x| {
+                x.lines()
+                    .find(|l| l.contains("<plug"))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             devs,
@@ -835,7 +853,11 @@ mod tests {
         for i in 0..MAX_PORTS_PER_NETWORK {
             let u = uuid::Uuid::from_u128(i as u128 + 1);
             let mac = format!("52:54:01:00:{:02x}:{:02x}", i >> 8, i & 0xff);
-            fs::write(dir.join(format!("{u}.xml")), port_xml(&u.to_string(), &mac, "")).unwrap();
+            fs::write(
+                dir.join(format!("{u}.xml")),
+                port_xml(&u.to_string(), &mac, ""),
+            )
+            .unwrap();
         }
         assert_eq!(m.port_list(&n).unwrap().len(), MAX_PORTS_PER_NETWORK);
         let e = create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap_err();

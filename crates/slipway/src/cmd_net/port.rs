@@ -41,7 +41,8 @@ impl PortArg {
 #[derive(Subcommand, Debug)]
 pub enum PortCommand {
     /// Create a network port from an XML file.
-    NetPortCreate {
+    #[command(name = "net-port-create")]
+    Create {
         #[command(flatten)]
         network: NetworkArg,
         #[command(flatten)]
@@ -51,7 +52,8 @@ pub enum PortCommand {
         validate: bool,
     },
     /// List network ports.
-    NetPortList {
+    #[command(name = "net-port-list")]
+    List {
         #[command(flatten)]
         network: NetworkArg,
         /// List UUIDs only.
@@ -62,14 +64,16 @@ pub enum PortCommand {
         table: bool,
     },
     /// Network port information in XML.
-    NetPortDumpxml {
+    #[command(name = "net-port-dumpxml")]
+    Dumpxml {
         #[command(flatten)]
         network: NetworkArg,
         #[command(flatten)]
         port: PortArg,
     },
     /// Delete the specified network port.
-    NetPortDelete {
+    #[command(name = "net-port-delete")]
+    Delete {
         #[command(flatten)]
         network: NetworkArg,
         #[command(flatten)]
@@ -80,17 +84,17 @@ pub enum PortCommand {
 /// Runs one port command through `conn`.
 pub(super) fn exec(conn: &mut Conn, cmd: PortCommand) -> Result<String, Failure> {
     match cmd {
-        PortCommand::NetPortCreate {
+        PortCommand::Create {
             network,
             file,
             validate,
         } => create(conn, &network.get(), &file.get(), validate),
-        PortCommand::NetPortList {
+        PortCommand::List {
             network,
             uuid,
             table,
         } => list(conn, &network.get(), uuid, table),
-        PortCommand::NetPortDumpxml { network, port } => {
+        PortCommand::Dumpxml { network, port } => {
             let (network, port) = (network.get(), port.get());
             port_key(conn, &network, &port)?;
             match conn.call(Request::PortDumpXml {
@@ -102,16 +106,14 @@ pub(super) fn exec(conn: &mut Conn, cmd: PortCommand) -> Result<String, Failure>
                 Err(e) => Err(port_failure(e, &port, None)),
             }
         }
-        PortCommand::NetPortDelete { network, port } => {
+        PortCommand::Delete { network, port } => {
             let (network, port) = (network.get(), port.get());
             port_key(conn, &network, &port)?;
             match conn.call(Request::PortDelete {
                 network: Lookup::any(&network),
                 port: port.clone(),
             }) {
-                Ok(Reply::Port { port, .. }) => {
-                    Ok(format!("Network port {} deleted\n", port.uuid))
-                }
+                Ok(Reply::Port { port, .. }) => Ok(format!("Network port {} deleted\n", port.uuid)),
                 Ok(other) => Err(Failure::one(format!("unexpected reply {other:?}"))),
                 Err(e) => Err(port_failure(
                     e,
@@ -129,7 +131,12 @@ fn port_key(conn: &mut Conn, network: &str, port: &str) -> Result<(), Failure> {
     super::info(conn, Lookup::any(network))?;
     slipway_netmgr::portapi::port_uuid(port)
         .map(|_| ())
-        .map_err(|e| Failure(vec![format!("failed to get network port '{port}'"), e.to_string()]))
+        .map_err(|e| {
+            Failure(vec![
+                format!("failed to get network port '{port}'"),
+                e.to_string(),
+            ])
+        })
 }
 
 /// virsh's lines for a failed port command: the port lookup that failed,
