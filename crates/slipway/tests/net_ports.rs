@@ -284,3 +284,54 @@ fn lookup_failures_match_virsh() {
         );
     }
 }
+
+#[test]
+fn other_users_may_read_ports_but_not_change_them() {
+    in_netns(
+        "other_users_may_read_ports_but_not_change_them",
+        Ns::Root,
+        other_users_may_read_ports_but_not_change_them_body,
+    );
+}
+
+fn other_users_may_read_ports_but_not_change_them_body() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    setup(root);
+    let _d = Daemon::start(root);
+    for (name, uuid, mac) in [
+        ("p1.xml", P1, "52:54:00:12:34:01"),
+        ("p2.xml", P2, "52:54:00:12:34:02"),
+    ] {
+        write(root, name, &qemu_port(uuid, mac));
+        std::fs::set_permissions(root.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    ok(root, &["net-port-create", "pnet", "p1.xml"]);
+    let as_nobody = |args: &[&str]| sw_as(65534, root, args);
+    let r = as_nobody(&["net-port-list", "pnet", "--uuid"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, &*format!("{P1}\n\n")),
+        "{r:?}"
+    );
+    let r = as_nobody(&["net-port-dumpxml", "pnet", P1]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for args in [
+        &["net-port-create", "pnet", "p2.xml"][..],
+        &["net-port-delete", "pnet", P1][..],
+    ] {
+        let r = as_nobody(args);
+        assert_eq!(r.code, 1, "{args:?}");
+        assert!(
+            r.stderr
+                .contains("access denied: uid 65534 may not change networks"),
+            "{args:?}: {r:?}"
+        );
+    }
+    assert_eq!(
+        ok(root, &["net-port-list", "pnet", "--uuid"]),
+        format!("{P1}\n\n")
+    );
+}
