@@ -148,6 +148,36 @@ fn ports_are_created_listed_kept_and_released_body() {
     );
     ok(root, &["net-port-create", "pnet", "dup.xml"]);
 
+    // Bandwidth as libvirt's typed parameters, over the JSON API.
+    let port = "1d744f21-ba4a-4d6e-bdb2-30a35ff3207d";
+    let net = r#"{"key":"pnet","by_name":true,"by_uuid":false}"#;
+    let set = format!(
+        r#"{{"op":"port-set-parameters","network":{net},"port":"{port}","params":{{"inbound":{{"average":1000,"peak":2000,"floor":0,"burst":64}},"outbound":null}}}}"#
+    );
+    let v = raw(root, &set).unwrap();
+    assert_eq!(v["ok"]["port"]["uuid"], port, "{v}");
+    let get = format!(r#"{{"op":"port-get-parameters","network":{net},"port":"{port}"}}"#);
+    let v = raw(root, &get).unwrap();
+    assert_eq!(
+        v["ok"],
+        serde_json::json!({"type": "port-parameters", "inbound": {"average": 1000, "peak": 2000, "floor": 0, "burst": 64}, "outbound": null}),
+        "{v}"
+    );
+    assert!(ok(root, &["net-port-dumpxml", "pnet", port]).contains(
+        "  <bandwidth>\n    <inbound average='1000' peak='2000' burst='64'/>\n  </bandwidth>\n"
+    ));
+    // A floor needs QoS the network does not have: libvirt's refusal.
+    let floor = set.replace(r#""floor":0"#, r#""floor":5"#);
+    let v = raw(root, &floor).unwrap();
+    assert_eq!(v["error"]["code"], "not-valid", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("network 'pnet' has no inbound QoS set"),
+        "{v}"
+    );
+
     // Destroying the network takes its ports with it (as libvirt does).
     ok(root, &["net-destroy", "pnet"]);
     ok(root, &["net-start", "pnet"]);
