@@ -58,6 +58,11 @@ pub enum Error {
     /// An argument the operation cannot take (libvirt's VIR_ERR_INVALID_ARG).
     #[error("invalid argument: {0}")]
     InvalidArg(String),
+    /// A state libvirt reports as an internal error (VIR_ERR_INTERNAL_ERROR)
+    /// that is not the backend's: a device pool with nothing free, a
+    /// reclaimed port that does not fit its network.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A configuration the network cannot serve (libvirt's
     /// VIR_ERR_CONFIG_UNSUPPORTED).
     #[error("unsupported configuration: {0}")]
@@ -183,6 +188,7 @@ impl Error {
             Error::Corrupt { .. }
             | Error::Io { .. }
             | Error::Backend(_)
+            | Error::Internal(_)
             | Error::Protocol(_)
             | Error::LockTimeout { .. } => ErrorCode::Internal,
             Error::Denied(_) | Error::UnsafePath { .. } => ErrorCode::Denied,

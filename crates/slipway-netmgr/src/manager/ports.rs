@@ -179,13 +179,10 @@ fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Re
                 )
             });
             let Some(address) = free else {
-                return Err(Error::Backend(
-                    format!(
-                        "network '{}' requires exclusive access to interfaces, but none are available",
-                        net.name
-                    )
-                    .into(),
-                ));
+                return Err(Error::Internal(format!(
+                    "network '{}' requires exclusive access to interfaces, but none are available",
+                    net.name
+                )));
             };
             port.plug = Some(Plug::HostdevPci {
                 managed: Some(fwd.managed.unwrap_or(false)),
@@ -205,13 +202,10 @@ fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Re
             }
             let fwd = forward.expect("a macvtap network has <forward>");
             if fwd.interfaces.is_empty() {
-                return Err(Error::Backend(
-                    format!(
-                        "network '{}' uses a direct mode, but has no forward dev and no interface pool",
-                        net.name
-                    )
-                    .into(),
-                ));
+                return Err(Error::Internal(format!(
+                    "network '{}' uses a direct mode, but has no forward dev and no interface pool",
+                    net.name
+                )));
             }
             let exclusive = m == ForwardMode::Passthrough
                 || (m == ForwardMode::Private && vport_kind(port) == Some(VirtualPortType::Qbh));
@@ -222,13 +216,10 @@ fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Re
                 fwd.interfaces.iter().min_by_key(|d| direct_uses(others, d))
             };
             let Some(dev) = dev else {
-                return Err(Error::Backend(
-                    format!(
-                        "network '{}' requires exclusive access to interfaces, but none are available",
-                        net.name
-                    )
-                    .into(),
-                ));
+                return Err(Error::Internal(format!(
+                    "network '{}' requires exclusive access to interfaces, but none are available",
+                    net.name
+                )));
             };
             let mode = match m {
                 ForwardMode::Private => MacvlanMode::Private,
@@ -247,7 +238,7 @@ fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Re
 
 /// `networkNotifyPort`: a reclaimed port's plug must fit the network.
 fn check_reclaim(net: &Network, port: &NetworkPort, others: &[NetworkPort]) -> Result<()> {
-    let internal = |m: String| Err(Error::Backend(m.into()));
+    let internal = |m: String| Err(Error::Internal(m));
     match &port.plug {
         None => unreachable!("a reclaimed port has a plug (checked before)"),
         Some(Plug::Network { .. } | Plug::Bridge { .. }) => {
