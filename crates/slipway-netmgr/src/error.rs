@@ -48,6 +48,26 @@ pub enum Error {
         /// The rule it breaks.
         why: &'static str,
     },
+    /// The network has no port of this UUID (libvirt's VIR_ERR_NO_NETWORK_PORT).
+    #[error("network port not found: Network port with UUID {0} does not exist")]
+    NoSuchPort(String),
+    /// The network already has a port of this UUID (libvirt's
+    /// VIR_ERR_NETWORK_PORT_EXIST, whose message libvirt 9.0 words this
+    /// way: its template wraps the detail).
+    #[error("network port Network port with UUID {0} already exists exists already")]
+    PortExists(String),
+    /// An argument the operation cannot take (libvirt's VIR_ERR_INVALID_ARG).
+    #[error("invalid argument: {0}")]
+    InvalidArg(String),
+    /// A state libvirt reports as an internal error (VIR_ERR_INTERNAL_ERROR)
+    /// that is not the backend's: a device pool with nothing free, a
+    /// reclaimed port that does not fit its network.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A configuration the network cannot serve (libvirt's
+    /// VIR_ERR_CONFIG_UNSUPPORTED).
+    #[error("unsupported configuration: {0}")]
+    ConfigUnsupported(String),
     /// The XML did not parse.
     #[error("{0}")]
     Xml(#[from] slipway_netxml::XmlError),
@@ -127,6 +147,8 @@ pub enum Error {
 pub enum ErrorCode {
     /// The network lookup failed.
     NotFound,
+    /// The network has no such port.
+    PortNotFound,
     /// Name, UUID or bridge already in use.
     Conflict,
     /// Bad XML, bad name or a broken rule.
@@ -144,16 +166,22 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::NoSuchName(_) | Error::NoSuchUuid(_) => ErrorCode::NotFound,
-            Error::NameTaken { .. } | Error::UuidTaken { .. } | Error::BridgeTaken { .. } => {
-                ErrorCode::Conflict
-            }
-            Error::BadName { .. } | Error::Xml(_) | Error::XmlFragment(_) | Error::Invalid(_) => {
-                ErrorCode::Invalid
-            }
+            Error::NoSuchPort(_) => ErrorCode::PortNotFound,
+            Error::NameTaken { .. }
+            | Error::UuidTaken { .. }
+            | Error::BridgeTaken { .. }
+            | Error::PortExists(_) => ErrorCode::Conflict,
+            Error::BadName { .. }
+            | Error::Xml(_)
+            | Error::XmlFragment(_)
+            | Error::Invalid(_)
+            | Error::InvalidArg(_)
+            | Error::ConfigUnsupported(_) => ErrorCode::Invalid,
             Error::NotValid(_) | Error::Unsupported(_) => ErrorCode::NotValid,
             Error::Corrupt { .. }
             | Error::Io(_)
             | Error::Backend(_)
+            | Error::Internal(_)
             | Error::Protocol(_)
             | Error::LockTimeout { .. } => ErrorCode::Internal,
             Error::Denied(_) | Error::UnsafePath { .. } => ErrorCode::Denied,

@@ -19,6 +19,7 @@ mod fsutil;
 mod manager;
 mod paths;
 pub mod plan;
+pub mod portapi;
 pub mod proto;
 mod realize;
 mod table;

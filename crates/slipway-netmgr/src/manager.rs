@@ -21,6 +21,8 @@ use crate::realize::{Backend, LiveState};
 use crate::update::{self, UpdateSpec};
 use slipway_host::atomic;
 
+mod ports;
+
 /// One network as found on disk.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -426,6 +428,9 @@ impl Manager {
         // is inactive; a leftover live XML is removed at recovery.
         atomic::remove(&self.paths.status_file(name))?;
         atomic::remove(&self.paths.live_file(name))?;
+        // Its ports go with it (libvirt's networkDestroy); ports left by a
+        // crash here are removed at recovery.
+        self.remove_all_ports(name)?;
         Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Stopped))
     }
 
@@ -566,6 +571,7 @@ impl Manager {
         for p in &inv.problems {
             tracing::warn!("{}: {}", p.path, p.message);
         }
+        self.recover_ports(&inv)?;
         let mut events = Vec::new();
         for (name, e) in &inv.nets {
             if let Some((_, live)) = &e.live {
@@ -707,6 +713,8 @@ impl Manager {
         net.fill_live_defaults();
         let net = &net;
         let plan = plan::plan(net)?;
+        // Ports of an earlier run are stale (libvirt's networkStartNetwork).
+        self.remove_all_ports(&net.name)?;
         let live = self.backend.start(&plan)?;
         let record = (|| {
             fsutil::write_atomic(&self.paths.live_file(&net.name), net.to_xml().as_bytes())?;
@@ -826,6 +834,42 @@ impl Manager {
                 Reply::Done(self.set_autostart(&lookup, enable)?)
             }
             Request::Update { lookup, spec } => Reply::Done(self.update(&lookup, &spec)?),
+            Request::PortCreate {
+                network,
+                xml,
+                flags,
+            } => {
+                let (port, warnings) = self.port_create(&network, &xml, flags)?;
+                Reply::Port { port, warnings }
+            }
+            Request::PortList { network } => Reply::Ports {
+                uuids: self
+                    .port_list(&network)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            },
+            Request::PortDumpXml { network, port } => Reply::Xml {
+                xml: self.port_xml(&network, crate::portapi::port_uuid(&port)?)?,
+            },
+            Request::PortDelete { network, port } => Reply::Port {
+                port: self.port_delete(&network, crate::portapi::port_uuid(&port)?)?,
+                warnings: Vec::new(),
+            },
+            Request::PortGetParameters { network, port } => Reply::PortParameters(
+                self.port_parameters(&network, crate::portapi::port_uuid(&port)?)?,
+            ),
+            Request::PortSetParameters {
+                network,
+                port,
+                params,
+            } => {
+                let uuid = crate::portapi::port_uuid(&port)?;
+                Reply::Port {
+                    port: self.port_set_parameters(&network, uuid, &params)?,
+                    warnings: Vec::new(),
+                }
+            }
             Request::Status | Request::Subscribe => {
                 return Err(Error::NotValid(
                     "this request needs the slipway daemon".into(),

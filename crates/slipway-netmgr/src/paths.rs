@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// | definitions | `/etc/slipway/networks` | `$XDG_CONFIG_HOME/slipway/networks` | `DIR/etc/slipway/networks` |
 /// | autostart links | `…/networks/autostart` | same | same |
 /// | live state | `/run/slipway/networks` | `$XDG_RUNTIME_DIR/slipway/networks` (else `~/.cache/slipway/networks`) | `DIR/run/slipway/networks` |
+/// | ports of a running network | `…/networks/ports/NAME/UUID.xml` | same | same |
 /// | socket | `/run/slipway/slipway-sock` | `$XDG_RUNTIME_DIR/slipway/slipway-sock` | `DIR/run/slipway/slipway-sock` |
 /// | lock | `/run/slipway/lock` | `$XDG_RUNTIME_DIR/slipway/lock` | `DIR/run/slipway/lock` |
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +109,12 @@ impl Paths {
     /// The live definition of a running network.
     pub fn live_file(&self, name: &str) -> PathBuf {
         self.state_dir.join(format!("{name}.xml"))
+    }
+
+    /// The ports of a running network, one `UUID.xml` each (libvirt keeps
+    /// them in `/run/libvirt/network/NAME/ports/`).
+    pub fn port_dir(&self, name: &str) -> PathBuf {
+        self.state_dir.join("ports").join(name)
     }
 
     /// The status (realized state) of a running network.

@@ -7,6 +7,7 @@ use slipway_netxml::Network;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::plan::Plan;
+use crate::portapi::{PortCreateFlags, PortParameters, PortRef};
 use crate::update::UpdateSpec;
 
 /// How a command names a network, with virsh's lookup rules: a 36-character
@@ -229,6 +230,50 @@ pub enum Request {
         /// The change.
         spec: UpdateSpec,
     },
+    /// Create a port on a running network (`net-port-create`).
+    PortCreate {
+        /// Which network.
+        network: Lookup,
+        /// The `<networkport>` document.
+        xml: String,
+        /// Reclaim / validate.
+        flags: PortCreateFlags,
+    },
+    /// The UUIDs of a running network's ports (`net-port-list`).
+    PortList {
+        /// Which network.
+        network: Lookup,
+    },
+    /// A port's XML (`net-port-dumpxml`).
+    PortDumpXml {
+        /// Which network.
+        network: Lookup,
+        /// The port's UUID as typed.
+        port: String,
+    },
+    /// Delete a port, releasing it (`net-port-delete`).
+    PortDelete {
+        /// Which network.
+        network: Lookup,
+        /// The port's UUID as typed.
+        port: String,
+    },
+    /// A port's bandwidth parameters.
+    PortGetParameters {
+        /// Which network.
+        network: Lookup,
+        /// The port's UUID as typed.
+        port: String,
+    },
+    /// Replace a port's bandwidth parameters.
+    PortSetParameters {
+        /// Which network.
+        network: Lookup,
+        /// The port's UUID as typed.
+        port: String,
+        /// The new parameters.
+        params: PortParameters,
+    },
     /// Daemon status (daemon only).
     Status,
     /// Turn this connection into an event stream (daemon only).
@@ -244,6 +289,9 @@ impl Request {
                 | Request::Info { .. }
                 | Request::DumpXml { .. }
                 | Request::Plan { .. }
+                | Request::PortList { .. }
+                | Request::PortDumpXml { .. }
+                | Request::PortGetParameters { .. }
                 | Request::Status
                 | Request::Subscribe
         )
@@ -281,6 +329,20 @@ pub enum Reply {
     Plan(Plan),
     /// For state changes.
     Done(Outcome),
+    /// For `port-create`, `port-delete` and `port-set-parameters`.
+    Port {
+        /// The port.
+        port: PortRef,
+        /// Ignored parts of the XML (`port-create`).
+        warnings: Vec<String>,
+    },
+    /// For `port-list`.
+    Ports {
+        /// The ports' UUIDs, sorted.
+        uuids: Vec<String>,
+    },
+    /// For `port-get-parameters`.
+    PortParameters(PortParameters),
     /// For `status`.
     Status(DaemonStatus),
     /// For `subscribe`: events follow as [`WireMessage::Event`] lines.

@@ -12,7 +12,7 @@ use crate::MacAddr;
 /// Escapes like libvirt's `virBufferEscapeString`: the five XML specials
 /// become entities, and control characters other than tab, newline and
 /// carriage return are dropped.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

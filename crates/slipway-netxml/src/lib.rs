@@ -20,6 +20,7 @@ pub mod interface;
 mod mac;
 mod model;
 mod parse;
+pub mod port;
 mod tree;
 mod validate;
 
@@ -29,6 +30,7 @@ pub use ifname::{IfName, IfNameError};
 pub use interface::{parse_interfaces, Interface, InterfaceError, InterfaceKind};
 pub use mac::{generate_mac, generate_uuid, MacAddr, MacParseError};
 pub use model::*;
+pub use port::NetworkPort;
 
 impl Network {
     /// Parses a `<network>` document. Elements and attributes the model does

@@ -68,9 +68,10 @@ fn drop_empty_attrs(root: &mut Node) {
     }
 }
 
-/// Where a network document's errors are: line and column in `src`.
-struct Located<'a> {
-    src: &'a str,
+/// Where a document's errors are: line and column in `src` (the network
+/// and the network port parsers).
+pub(crate) struct Located<'a> {
+    pub(crate) src: &'a str,
 }
 
 impl Located<'_> {
@@ -79,7 +80,13 @@ impl Located<'_> {
     }
 
     /// A value error at `path` (an attribute's or an element's).
-    fn value_err(&self, node: &Node, path: &str, value: &str, expected: &str) -> XmlError {
+    pub(crate) fn value_err(
+        &self,
+        node: &Node,
+        path: &str,
+        value: &str,
+        expected: &str,
+    ) -> XmlError {
         let (line, column) = self.pos(node);
         XmlError::Value {
             line,
@@ -90,7 +97,13 @@ impl Located<'_> {
         }
     }
 
-    fn structure(&self, node: &Node, path: &str, message: impl Into<String>) -> XmlError {
+    /// A structure error (something missing or misplaced) at `path`.
+    pub(crate) fn structure(
+        &self,
+        node: &Node,
+        path: &str,
+        message: impl Into<String>,
+    ) -> XmlError {
         let (line, column) = self.pos(node);
         XmlError::Structure {
             line,
@@ -535,15 +548,8 @@ impl Walker<'_> {
             let Some(v) = a.attr(name) else {
                 return Ok(0);
             };
-            let parsed = if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-                u32::from_str_radix(hex, 16)
-            } else if v.len() > 1 && v.starts_with('0') {
-                u32::from_str_radix(&v[1..], 8)
-            } else {
-                v.parse::<u32>()
-            };
-            match parsed {
-                Ok(x) if x <= max => Ok(x),
+            match crate::tree::c_uint(v) {
+                Some(x) if x <= max => Ok(x),
                 _ => Err(w.report.value_err(
                     a,
                     &format!("{ap}/@{name}"),

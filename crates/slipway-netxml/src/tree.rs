@@ -471,3 +471,17 @@ impl<R: Report> TreeReader<R> {
         )
     }
 }
+
+/// An unsigned number as C's `strtoul(…, 0)` reads it and libvirt accepts
+/// it (`virStrToLong_ui` with base 0): `0x` hexadecimal, leading-`0`
+/// octal, else decimal; `None` when it is not one or exceeds 32 bits.
+pub(crate) fn c_uint(v: &str) -> Option<u32> {
+    let parsed = if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16)
+    } else if v.len() > 1 && v.starts_with('0') {
+        u32::from_str_radix(&v[1..], 8)
+    } else {
+        v.parse::<u32>()
+    };
+    parsed.ok()
+}

@@ -17,6 +17,8 @@ use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, R
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
 use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths};
 
+mod port;
+
 /// An argument virsh accepts either positionally or by its option name
 /// (`net-start default` or `net-start --network default`): a positional and
 /// a named argument of which exactly one must be given.
@@ -164,6 +166,8 @@ pub enum NetCommand {
     },
     /// Wait for network events (needs the daemon).
     NetEvent(EventArgs),
+    #[command(flatten)]
+    Port(port::PortCommand),
 }
 
 /// `net-list` options.
@@ -458,6 +462,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
         NetCommand::NetDhcpLeases { network, mac } => {
             net_dhcp_leases(conn, paths, &network.get(), mac.as_deref())
         }
+        NetCommand::Port(c) => port::exec(conn, c),
         NetCommand::Daemon | NetCommand::NetEvent(_) => unreachable!("handled by run"),
     }
 }
