@@ -87,7 +87,8 @@ pub fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn parent(path: &Path) -> &Path {
+/// The directory `path` is in (`.` for a bare name).
+pub fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -6,7 +6,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use slipway_host::atomic;
+use slipway_host::atomic::{self, parent};
 
 use crate::error::{Error, Result};
 
@@ -20,10 +20,6 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     ensure_dir(parent(path))?;
     Ok(atomic::write(path, data)?)
-}
-
-fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
 }
 
 /// How long a command waits for the manager's lock before it gives up and

@@ -441,10 +441,7 @@ impl Sandbox {
         let all = AccessFs::from_all(LANDLOCK_ABI);
         let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
         for path in &self.remove_on_exit {
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
+            let dir = slipway_host::atomic::parent(path);
             ruleset = add_rule(ruleset, dir, AccessFs::RemoveFile.into())?;
         }
         Ok(ruleset)

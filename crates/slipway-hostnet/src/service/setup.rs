@@ -22,10 +22,7 @@ impl Service {
     pub(super) fn new(path: &Path) -> Result<Service> {
         let file = read_service_file(path)?;
         let svc = &file.service;
-        let config_dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        let config_dir = slipway_host::atomic::parent(path);
         let config_dir =
             Dir::open(config_dir).map_err(|e| Error::io("cannot open", config_dir, e))?;
         let config_name = path.file_name().unwrap_or_default().to_os_string();
