@@ -7,20 +7,7 @@ use slipway_dns::{
     upstreams_from_resolv_conf, Answer, DnsError, HostName, LocalZone, MessageError, Name,
     ResolvConf, RCODE_SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_PTR,
 };
-
-/// A standard query with RD set for `name` (dotted), as dig sends it without EDNS.
-fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    q
-}
+use slipway_testkit::dns_query as query;
 
 fn rcode(resp: &[u8]) -> u8 {
     resp[3] & 0x0f

@@ -8,7 +8,7 @@
 //!   `apt-get download`) and cached under the cargo target directory.
 //! - Host peers on loopback, stopped on drop: [`HttpServer`] (busybox httpd),
 //!   [`DnsServer`] (dnsmasq, never forwarding), [`UdpEchoServer`],
-//!   [`TcpEchoServer`]; and [`free_port`], [`temp_dir`].
+//!   [`TcpEchoServer`]; and [`free_port`], [`temp_dir`], [`dns_query`].
 //! - [`netns`]: network namespaces and veth "guests" with udhcpc, for tests
 //!   of host networking inside a namespace the test created.
 //!
@@ -58,3 +58,19 @@ pub use peers::{
     free_port, setuid_temp_dir, temp_dir, DnsServer, DnsServerBuilder, HttpServer, TcpEchoServer,
     UdpEchoServer,
 };
+
+/// A standard DNS query with RD set, as dig sends it without EDNS: ID
+/// `id`, one question for `name` (dotted; a trailing dot is the root) of
+/// type `qtype`, class IN.
+pub fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}

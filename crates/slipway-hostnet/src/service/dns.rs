@@ -553,14 +553,7 @@ mod tests {
 
     /// A query for `name`, type A, with ID `id`.
     fn query(id: u16, name: &str) -> Vec<u8> {
-        let mut q = id.to_be_bytes().to_vec();
-        q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-        for label in name.split('.') {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
-        q
+        slipway_testkit::dns_query(id, name, 1)
     }
 
     fn framed(msg: &[u8]) -> Vec<u8> {

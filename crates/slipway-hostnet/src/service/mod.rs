@@ -498,15 +498,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let query = |name: &str| {
-            let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-            for label in name.split('.') {
-                q.push(label.len() as u8);
-                q.extend_from_slice(label.as_bytes());
-            }
-            q.extend_from_slice(&[0, 0, 1, 0, 1]);
-            q
-        };
+        let query = |name: &str| slipway_testkit::dns_query(0x1234, name, 1);
         for (name, ip) in [("nas.lab", [10, 9, 0, 7]), ("live.lab", [10, 9, 0, 11])] {
             let Answer::Local(r) = z.answer(&query(name)) else {
                 panic!("{name} not answered locally");
