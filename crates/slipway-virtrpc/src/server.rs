@@ -80,7 +80,8 @@ impl Default for Limits {
 impl Limits {
     /// The defaults, with the handshake and write timeouts taken from
     /// `SLIPWAY_DAEMON_IDLE_TIMEOUT_MS` and `SLIPWAY_DAEMON_WRITE_TIMEOUT_MS`
-    /// when set, as the JSON API's (tests use short ones).
+    /// when set, as the JSON API's, and the keepalive interval from
+    /// `SLIPWAY_LIBVIRT_KEEPALIVE_MS` (tests use short ones).
     pub fn from_env() -> Limits {
         let ms = |var: &str| {
             std::env::var(var)
@@ -92,6 +93,7 @@ impl Limits {
         Limits {
             handshake_timeout: ms("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS").unwrap_or(d.handshake_timeout),
             write_timeout: ms("SLIPWAY_DAEMON_WRITE_TIMEOUT_MS").unwrap_or(d.write_timeout),
+            keepalive_interval: ms("SLIPWAY_LIBVIRT_KEEPALIVE_MS").unwrap_or(d.keepalive_interval),
             ..d
         }
     }

@@ -795,3 +795,103 @@ fn connection_cap_body() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn slow_and_dead_clients_are_closed() {
+    in_netns(
+        "slow_and_dead_clients_are_closed",
+        Ns::User,
+        slow_and_dead_clients_body,
+    );
+}
+
+fn slow_and_dead_clients_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let _d = Daemon::start_env(
+        root,
+        &[
+            ("SLIPWAY_DAEMON_WRITE_TIMEOUT_MS", "1000"),
+            ("SLIPWAY_LIBVIRT_KEEPALIVE_MS", "200"),
+        ],
+    );
+    // Keepalive, once asked for (CONNECT_SUPPORTS_FEATURE 10): PINGs after
+    // silence; a client that answers none is closed after 5.
+    let mut c = Raw::connect(&sock(root));
+    assert_eq!(c.call(60, 1, &[0, 0, 0, 10]).payload, [0, 0, 0, 1]);
+    c.open();
+    let mut pings = 0;
+    while let Some(m) = c.read() {
+        assert_eq!((m.proc_, m.kind), (1, 2), "a keepalive PING");
+        pings += 1;
+    }
+    assert_eq!(pings, 5);
+    // One that answers stays.
+    let mut c = Raw::connect(&sock(root));
+    assert_eq!(c.call(60, 1, &[0, 0, 0, 10]).payload, [0, 0, 0, 1]);
+    c.open();
+    for _ in 0..8 {
+        let m = c.read().unwrap();
+        assert_eq!((m.proc_, m.kind), (1, 2));
+        c.send(&message(0x6b65_6570, 1, 2, 2, 0, &[]));
+    }
+    assert_eq!(c.call(66, 2, &[]).status, 0);
+
+    // A client that sends calls and never reads the replies: the daemon
+    // stops reading its calls, and closes it after the write timeout;
+    // others are served meanwhile.
+    let mut flood = Raw::connect(&sock(root));
+    flood.open();
+    let calls: Vec<u8> = (0..40_000).flat_map(|i| call(66, i, &[])).collect();
+    flood.0.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while sent < calls.len() && std::time::Instant::now() < end {
+        match flood.0.write(&calls[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            // Closed by the daemon.
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < calls.len(),
+        "the daemon read every call without the replies being read"
+    );
+    still_serving(root);
+    flood.0.set_nonblocking(false).unwrap();
+    // Its replies until the close, then EOF (or a reset).
+    let mut sink = Vec::new();
+    let _ = flood.0.read_to_end(&mut sink);
+    assert!(
+        sink.len() < calls.len() / 28 * 36,
+        "not every call was answered"
+    );
+
+    // Lifecycle callbacks: 64 per connection.
+    let mut c = Raw::connect(&sock_ro(root));
+    c.open();
+    for i in 0..64 {
+        assert_eq!(c.call(313, 10 + i, &[0; 8]).status, 0);
+    }
+    assert_eq!(
+        c.call(313, 99, &[0; 8]).error(),
+        (
+            1,
+            7,
+            "internal error: too many network event callbacks on this connection (limit 64)".into()
+        )
+    );
+    assert_eq!(
+        c.call(314, 100, &[0, 0, 0, 99]).error(),
+        (
+            1,
+            7,
+            "internal error: network event callback 99 not registered".into()
+        )
+    );
+    assert_eq!(c.call(314, 101, &[0, 0, 0, 1]).status, 0);
+    assert_eq!(c.call(313, 102, &[0; 8]).status, 0);
+}
