@@ -778,3 +778,91 @@ fn hostname() -> String {
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_netmgr::{Paths, RecordingBackend};
+
+    struct NoLeases;
+
+    impl LeaseSource for NoLeases {
+        fn leases(&self, _: &str) -> Result<Vec<DhcpLease>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn open_call(name: Option<&str>, flags: u32) -> Frame {
+        let mut w = Writer::new();
+        w.opt_string(name).u32(flags);
+        let msg = Header {
+            prog: REMOTE_PROGRAM,
+            vers: REMOTE_VERSION,
+            proc_: num::CONNECT_OPEN,
+            kind: kind::CALL,
+            serial: 3,
+            status: status::OK,
+        }
+        .encode(&w.into_bytes());
+        Frame::Whole(msg[4..].to_vec())
+    }
+
+    /// The status word of the reply (0 OK, 1 error) and, for an error,
+    /// its message.
+    fn answer(out: &Output) -> (u32, String) {
+        let (h, payload) = Header::decode(&out.send[0][4..]).unwrap();
+        if h.status == status::OK {
+            return (0, String::new());
+        }
+        let mut r = crate::xdr::Reader::new(payload);
+        let (_, _) = (r.i32().unwrap(), r.i32().unwrap());
+        (1, r.optional(|r| r.string(1000)).unwrap().unwrap())
+    }
+
+    #[test]
+    fn open_checks_the_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Manager::new(Paths::detect(Some(dir.path())), Box::new(RecordingBackend));
+        let ctx = Context {
+            manager: &manager,
+            leases: &NoLeases,
+            uri: "network:///system",
+            max_callbacks: 4,
+        };
+        let cases = [
+            (
+                Some("qemu:///system"),
+                "no connection driver available for qemu:///system",
+            ),
+            (
+                Some("network:///session"),
+                "internal error: unexpected network URI path '/session', try network:///system",
+            ),
+        ];
+        for (name, want) in cases {
+            let mut s = Session::new(false);
+            assert_eq!(
+                answer(&s.handle(&ctx, open_call(name, 0))),
+                (1, want.into())
+            );
+            assert!(!s.is_open());
+        }
+        for name in [
+            None,
+            Some(""),
+            Some("network:///system"),
+            Some("network:///system?x=1"),
+        ] {
+            let mut s = Session::new(false);
+            assert_eq!(answer(&s.handle(&ctx, open_call(name, 0))).0, 0, "{name:?}");
+            assert_eq!(s.open, Some(false));
+        }
+        // VIR_CONNECT_RO, and every connection of the read-only socket.
+        let mut s = Session::new(false);
+        s.handle(&ctx, open_call(None, CONNECT_RO));
+        assert_eq!(s.open, Some(true));
+        let mut s = Session::new(true);
+        s.handle(&ctx, open_call(None, 0));
+        assert_eq!(s.open, Some(true));
+    }
+}

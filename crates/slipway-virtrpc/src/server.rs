@@ -611,3 +611,21 @@ impl Connection<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_socket_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SOCKET);
+        let live = UnixListener::bind(&path).unwrap();
+        assert!(matches!(bind(&path, 0o600), Err(ServeError::InUse(p)) if p == path));
+        // Gone (a killed daemon's leftover): replaced, with the mode asked for.
+        drop(live);
+        let _l = bind(&path, 0o600).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
