@@ -28,7 +28,9 @@ impl LeaseSource for NoLeases {
 fn manager() -> &'static Manager {
     static M: OnceLock<Manager> = OnceLock::new();
     M.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("slipway-fuzz-rpc-{}", std::process::id()));
+        // One directory, emptied at each start, so runs do not pile up.
+        let root = std::env::temp_dir().join("slipway-fuzz-libvirt_rpc");
+        let _ = std::fs::remove_dir_all(&root);
         Manager::new(Paths::detect(Some(&root)), Box::new(RecordingBackend))
     })
 }
