@@ -581,8 +581,14 @@ fn info(ctx: &Context, l: &Lookup) -> Result<NetworkInfo, RpcError> {
     ctx.manager.info(l).map_err(|e| rpc(&e))
 }
 
+/// The network `n` names: libvirt finds it by UUID; the name it carries
+/// is tried first (one network's files to read, not all), and must have
+/// that UUID.
 fn net_info(ctx: &Context, n: &NetRef) -> Result<NetworkInfo, RpcError> {
-    info(ctx, &by_ref(n)).map_err(|e| gone(e, n))
+    match ctx.manager.info(&by_name(&n.name)) {
+        Ok(i) if uuid_bytes(&i.uuid) == Some(n.uuid) => Ok(i),
+        _ => info(ctx, &by_ref(n)).map_err(|e| gone(e, n)),
+    }
 }
 
 fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
