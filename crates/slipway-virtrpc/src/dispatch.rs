@@ -484,7 +484,13 @@ impl Session {
                 }
             }
             (_, Call::Port(args)) => return ports(ctx, proc_, &args),
-            (_, call) => unreachable!("procedure {proc_} decoded as {call:?}"),
+            // Call::decode gives each procedure its layout; a mismatch is a
+            // bug here, reported to the client rather than panicking.
+            (_, call) => {
+                return Err(RpcError::internal(&format!(
+                    "procedure {proc_} decoded as {call:?}"
+                )))
+            }
         }
         Ok(w.into_bytes())
     }
