@@ -317,8 +317,18 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
             };
             let limits = slipway_netmgr::daemon::Limits::from_env();
             let served = slipway_netmgr::daemon::run_serving(manager, limits, |m, hub| {
-                slipway_virtrpc::serve(m.clone(), hub.clone(), rpc)
-                    .map_err(|e| Error::Backend(e.into()))
+                slipway_virtrpc::serve(m.clone(), hub.clone(), rpc).map_err(|e| match e {
+                    slipway_virtrpc::ServeError::Io {
+                        action,
+                        path,
+                        source,
+                    } => Error::Io {
+                        action,
+                        path,
+                        source,
+                    },
+                    in_use => Error::NotValid(in_use.to_string()),
+                })
             });
             match served {
                 Ok(()) => Ok(0),

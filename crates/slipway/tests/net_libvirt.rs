@@ -895,3 +895,29 @@ fn slow_and_dead_clients_body() {
     assert_eq!(c.call(314, 101, &[0, 0, 0, 1]).status, 0);
     assert_eq!(c.call(313, 102, &[0; 8]).status, 0);
 }
+
+#[test]
+fn a_libvirt_socket_in_use_stops_the_daemon() {
+    in_netns(
+        "a_libvirt_socket_in_use_stops_the_daemon",
+        Ns::User,
+        a_libvirt_socket_in_use_body,
+    );
+}
+
+fn a_libvirt_socket_in_use_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("run/libvirt")).unwrap();
+    // Something (libvirt's virtnetworkd, say) answers on the socket.
+    let _other = std::os::unix::net::UnixListener::bind(sock(root)).unwrap();
+    let r = sw(root, &["daemon"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "{} is served by another process",
+            sock(root).display()
+        )),
+        "{r:?}"
+    );
+}
