@@ -264,7 +264,9 @@ fn virsh_net_event_sees_changes_of_both_apis_body() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
-    let _d = Daemon::start(root);
+    // Keepalive every 200 ms: virsh (which asks for it) answers the PINGs
+    // and stays connected through the idle second below.
+    let _d = Daemon::start_env(root, &[("SLIPWAY_LIBVIRT_KEEPALIVE_MS", "200")]);
     // Over the read-only socket: events are reads.
     let mut ev = Command::new("virsh")
         .args(["-r", "-c", &uri(&sock_ro(root))])
@@ -287,6 +289,12 @@ fn virsh_net_event_sees_changes_of_both_apis_body() {
             "event 'lifecycle' for network alpha: Stopped",
             "event 'lifecycle' for network alpha: Undefined",
         ]
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        status(root).unwrap()["ok"]["subscribers"],
+        1,
+        "virsh still connected"
     );
     // Ctrl-C ends the loop, virsh's end as slipway's own net-event's.
     // SAFETY: plain kill(2) of our own child.
