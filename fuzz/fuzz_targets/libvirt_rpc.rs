@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use slipway_netmgr::{Manager, Paths, RecordingBackend};
 use slipway_virtrpc::dispatch::{Context, DhcpLease, LeaseSource};
-use slipway_virtrpc::message::{Frame, FrameReader, Header};
+use slipway_virtrpc::message::{Frame, FrameReader, Header, MAX_BUFFERED, MAX_BUFFERED_READ_ONLY};
 use slipway_virtrpc::procs::{Call, PROCEDURES};
 use slipway_virtrpc::Session;
 
@@ -61,7 +61,11 @@ fuzz_target!(|data: &[u8]| {
     };
     for readonly in [false, true] {
         let mut session = Session::new(readonly);
-        let mut reader = FrameReader::new();
+        let mut reader = FrameReader::with_limit(if readonly {
+            MAX_BUFFERED_READ_ONLY
+        } else {
+            MAX_BUFFERED
+        });
         'stream: for chunk in stream.chunks(piece) {
             let mut chunk = chunk;
             while !chunk.is_empty() {

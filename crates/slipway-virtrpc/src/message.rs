@@ -9,7 +9,10 @@
 //! network driver can be longer (its longest argument is one string of at
 //! most [`STRING_MAX`] bytes), so the rest of a longer message is read and
 //! dropped, and the message is answered with the error libvirtd gives a
-//! payload it cannot decode, without holding 32 MiB per connection.
+//! payload it cannot decode, without holding 32 MiB per connection. A
+//! read-only connection (anyone may open one) keeps at most
+//! [`MAX_BUFFERED_READ_ONLY`]: the calls it may make carry names, UUIDs
+//! and flags, never a document.
 
 use crate::xdr::{Reader, Writer, XdrError};
 
@@ -26,6 +29,8 @@ pub const NUM_FDS_MAX: u32 = 32;
 /// The most of one message kept in memory: the header and a payload of one
 /// longest string plus 64 KiB for the other arguments.
 pub const MAX_BUFFERED: usize = HEADER_SIZE + STRING_MAX as usize + 65_536;
+/// The most of one message kept for a read-only connection.
+pub const MAX_BUFFERED_READ_ONLY: usize = 65_536;
 
 /// `REMOTE_PROGRAM`.
 pub const REMOTE_PROGRAM: u32 = 0x2000_8086;
@@ -116,7 +121,7 @@ impl Header {
 pub enum Frame {
     /// Header and payload (everything after the length word).
     Whole(Vec<u8>),
-    /// A message longer than [`MAX_BUFFERED`]: only its first bytes were
+    /// A message longer than the reader keeps: only its first bytes were
     /// kept (enough for the header, if it had one).
     Oversized(Vec<u8>),
 }
@@ -134,21 +139,41 @@ pub enum FrameError {
 }
 
 /// Cuts a byte stream into [`Frame`]s.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameReader {
     len_word: [u8; LEN_SIZE],
     len_have: usize,
     /// Bytes of the current message after its length word, once known.
     want: Option<usize>,
     body: Vec<u8>,
-    /// Bytes of the current message read past [`MAX_BUFFERED`].
+    /// Bytes of the current message read past `keep`.
     dropped: usize,
+    /// The most of one message kept.
+    keep: usize,
+}
+
+impl Default for FrameReader {
+    fn default() -> FrameReader {
+        FrameReader::with_limit(MAX_BUFFERED)
+    }
 }
 
 impl FrameReader {
     /// A reader at a message boundary.
     pub fn new() -> FrameReader {
         FrameReader::default()
+    }
+
+    /// A reader keeping at most `keep` bytes of a message.
+    pub fn with_limit(keep: usize) -> FrameReader {
+        FrameReader {
+            len_word: [0; LEN_SIZE],
+            len_have: 0,
+            want: None,
+            body: Vec::new(),
+            dropped: 0,
+            keep,
+        }
     }
 
     /// Whether a message has started and is not complete.
@@ -183,7 +208,7 @@ impl FrameReader {
         let have = self.body.len() + self.dropped;
         let n = (want - have).min(data.len() - used);
         let chunk = &data[used..used + n];
-        let keep = n.min(MAX_BUFFERED.saturating_sub(self.body.len()));
+        let keep = n.min(self.keep.saturating_sub(self.body.len()));
         self.body.extend_from_slice(&chunk[..keep]);
         self.dropped += n - keep;
         used += n;
@@ -192,7 +217,7 @@ impl FrameReader {
         }
         let body = std::mem::take(&mut self.body);
         let oversized = self.dropped > 0;
-        *self = FrameReader::default();
+        *self = FrameReader::with_limit(self.keep);
         Ok((
             used,
             Some(if oversized {

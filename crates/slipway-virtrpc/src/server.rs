@@ -31,7 +31,7 @@ use slipway_netmgr::proto::Event;
 use slipway_netmgr::{EventHub, Manager};
 
 use crate::dispatch::{Context, LeaseSource, Session};
-use crate::message::FrameReader;
+use crate::message::{FrameReader, MAX_BUFFERED, MAX_BUFFERED_READ_ONLY};
 
 /// The read-write socket's name.
 pub const SOCKET: &str = "virtnetworkd-sock";
@@ -377,7 +377,11 @@ impl Connection<'_> {
             shared,
             stream,
             session: Session::new(readonly),
-            frames: FrameReader::new(),
+            frames: FrameReader::with_limit(if readonly {
+                MAX_BUFFERED_READ_ONLY
+            } else {
+                MAX_BUFFERED
+            }),
             out: Vec::new(),
             out_done: 0,
             events: None,

@@ -732,6 +732,13 @@ fn bad_input_body() {
             "operation forbidden: read only access prevents virNetworkDefineXML".into()
         )
     );
+    // A read-only connection keeps at most 64 KiB of a message (its calls
+    // carry no document): a longer one is dropped and answered, and the
+    // connection goes on.
+    assert_eq!(
+        ro.call(41, 20, &xdr_string(&"x".repeat(100_000))).error(),
+        (39, 7, "Unable to decode message payload".into())
+    );
     // LIST_ALL_NETWORKS (need_results, flags 0) works there.
     assert_eq!(ro.call(283, 3, &[0, 0, 0, 1, 0, 0, 0, 0]).status, 0);
     // Unknown flags get virCheckFlags's error.
