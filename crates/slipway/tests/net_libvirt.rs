@@ -936,3 +936,53 @@ fn a_libvirt_socket_in_use_body() {
         "{r:?}"
     );
 }
+
+#[test]
+fn other_users_read_only_and_never_read_write() {
+    in_netns(
+        "other_users_read_only_and_never_read_write",
+        Ns::Root,
+        other_users_body,
+    );
+}
+
+fn other_users_body() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write(root, "alpha.xml", ALPHA);
+    let _d = Daemon::start(root);
+    ok(root, &["net-define", "alpha.xml"]);
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(args)
+            .current_dir("/")
+            .env("HOME", "/nonexistent")
+            .output()
+            .expect("setpriv (util-linux)");
+        text(out)
+    };
+    // The read-only socket serves anyone.
+    let ro = uri(&sock_ro(root));
+    let r = as_nobody(&["virsh", "-r", "-c", &ro, "net-list", "--all", "--name"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "alpha\n\n"), "{r:?}");
+    // The read-write one: its mode keeps them out...
+    let rw = uri(&sock(root));
+    let r = as_nobody(&["virsh", "-c", &rw, "net-destroy", "alpha"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("Permission denied"), "{r:?}");
+    // ...and, its mode loosened, the peer-credential check: closed unserved.
+    std::fs::set_permissions(sock(root), std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A reset or a broken pipe is a close too.
+    let probe = format!(
+        "import socket,struct\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\n\
+         try:\n    s.sendall(struct.pack('!IIIiIII',28,0x20008086,1,66,0,1,0))\n    r=s.recv(100)\n\
+         except ConnectionError:\n    r=b''\nprint(repr(r))",
+        sock(root).display()
+    );
+    let r = as_nobody(&["/usr/bin/python3", "-c", &probe]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "b''\n"), "{r:?}");
+    assert_eq!(ok(root, &["net-list", "--all", "--name"]), "alpha\n\n");
+}
