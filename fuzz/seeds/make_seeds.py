@@ -215,3 +215,37 @@ write("stack_frames", "ipv6-nd", records(ns, rs, echo6))
 write("stack_frames", "ipv6-dhcp-tcp", records(rs, dhcp6, tcp6_syn(G6, H6, 40000, 80)))
 write("dhcpv6_request", "information-request", info_req)
 write("dhcpv6_request", "solicit", bytes([1]) + info_req[1:])
+
+
+# libvirt_rpc: a virsh-like session (first byte: the stream's piece size).
+def rpc_call(proc_, serial, payload=b"", prog=0x20008086, kind=0):
+    return struct.pack("!IIIiIII", 28 + len(payload), prog, 1, proc_, kind, serial, 0) + payload
+
+
+def xdr_str(s):
+    b = s.encode()
+    return struct.pack("!I", len(b)) + b + b"\0" * (-len(b) % 4)
+
+
+NET_XML = "<network><name>n</name><uuid>11111111-2222-3333-4444-555555555555</uuid><bridge name='virbr9'/><ip address='10.9.0.1' prefix='24'/></network>"
+NET_REF = xdr_str("n") + bytes.fromhex("11111111222233334444555555555555")
+session = b"".join([
+    rpc_call(66, 1),
+    rpc_call(60, 2, struct.pack("!i", 10)),
+    rpc_call(1, 3, struct.pack("!I", 1) + xdr_str("network:///system") + struct.pack("!I", 0)),
+    rpc_call(110, 4),
+    rpc_call(313, 5, struct.pack("!iI", 0, 0)),
+    rpc_call(41, 6, xdr_str(NET_XML)),
+    rpc_call(283, 7, struct.pack("!iI", 1, 3)),
+    rpc_call(46, 8, xdr_str("n")),
+    rpc_call(43, 9, NET_REF + struct.pack("!I", 1)),
+    rpc_call(291, 10, NET_REF + struct.pack("!IIi", 3, 2, -1) + xdr_str("<domain name='x.test'/>") + struct.pack("!I", 2)),
+    rpc_call(39, 11, NET_REF),
+    rpc_call(341, 12, NET_REF + struct.pack("!IiI", 0, 1, 0)),
+    rpc_call(42, 13, NET_REF),
+    rpc_call(49, 14, NET_REF),
+    rpc_call(1, 0, prog=0x6B656570, kind=2),
+    rpc_call(2, 15),
+])
+write("libvirt_rpc", "virsh-session", b"\xff" + session)
+write("libvirt_rpc", "virsh-session-split", b"\x05" + session)

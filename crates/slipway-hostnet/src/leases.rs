@@ -355,10 +355,17 @@ pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> Stri
     slipway_netmgr::vsh_table(&header, &rows)
 }
 
+/// Every stored lease (active or not) of network `name` whose live state is
+/// in `state_dir`: what `net-dhcp-leases` and libvirt's
+/// `virNetworkGetDHCPLeases` read.
+pub fn network_leases(state_dir: &Path, name: &str) -> Result<Vec<LeaseRecord>> {
+    load(&leases_file(&crate::own_dir(state_dir), name))
+}
+
 /// The `net-dhcp-leases NAME [--mac MAC]` table of network `name` whose live
 /// state is in `state_dir`.
 pub fn leases_table(state_dir: &Path, name: &str, mac: Option<&str>) -> Result<String> {
-    let leases = load(&leases_file(&crate::own_dir(state_dir), name))?;
+    let leases = network_leases(state_dir, name)?;
     Ok(table(&leases, mac, SystemTime::now()))
 }
 

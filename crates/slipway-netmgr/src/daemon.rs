@@ -15,16 +15,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slipway_host::jsonl::{self, LineEnd};
 
 use crate::error::{Error, Result};
+use crate::events::EventHub;
 use crate::fsutil;
 use crate::manager::Manager;
-use crate::proto::{DaemonStatus, Event, Reply, Request, WireError, WireMessage};
+use crate::proto::{DaemonStatus, Reply, Request, WireError, WireMessage};
 
 /// The daemon's bounds (documented in docs/daemon-api.md and
 /// docs/bad-input.md).
@@ -94,9 +95,6 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// The longest wait before restarting a service that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// A subscriber's event queue, by connection number.
-type Subscribers = Arc<Mutex<Vec<(u64, SyncSender<Event>)>>>;
-
 /// Connections being served: all of them, and those of other users.
 #[derive(Default)]
 struct Counts {
@@ -128,6 +126,18 @@ pub fn run(manager: Manager) -> Result<()> {
 /// autostart networks, then serves connections (one thread each, within
 /// `limits`).
 pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
+    run_serving(manager, limits, |_, _| Ok(()))
+}
+
+/// [`run_with`], starting other servers of the same manager and events
+/// with `also` (libvirt's RPC) once this daemon holds its lock and has
+/// recovered, before it accepts connections; an error from `also` stops
+/// the daemon.
+pub fn run_serving(
+    manager: Manager,
+    limits: Limits,
+    also: impl FnOnce(&Arc<Manager>, &EventHub) -> Result<()>,
+) -> Result<()> {
     let paths = manager.paths().clone();
     let run_dir = paths
         .socket
@@ -180,12 +190,13 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
                 Error::Backend(format!("cannot start the supervisor thread: {e}").into())
             })?;
     }
-    let subscribers: Subscribers = Arc::default();
+    let subscribers = EventHub::new();
+    also(&manager, &subscribers)?;
     let counts: Arc<Counts> = Arc::default();
     let limits = Arc::new(limits);
     // SAFETY: geteuid has no preconditions.
     let owner = unsafe { libc::geteuid() };
-    for (conn_id, conn) in (0u64..).zip(listener.incoming()) {
+    for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
             Err(e) => {
@@ -233,12 +244,11 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
         let subscribers = subscribers.clone();
         let limits = limits.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("conn-{conn_id}"))
+            .name("conn".into())
             .spawn(move || {
                 let _slot = slot;
                 let conn = Connection {
                     stream,
-                    id: conn_id,
                     uid,
                     owner,
                     limits: &limits,
@@ -369,29 +379,9 @@ fn send(stream: &UnixStream, msg: &WireMessage) -> std::io::Result<()> {
     jsonl::write_line(stream, msg)
 }
 
-/// Queues `events` for every subscriber without ever blocking: a
-/// subscriber whose queue is full is dropped (its connection then closes).
-fn broadcast(subscribers: &Subscribers, events: &[Event]) {
-    if events.is_empty() {
-        return;
-    }
-    let mut subs = subscribers.lock().unwrap_or_else(|p| p.into_inner());
-    subs.retain(|(id, tx)| {
-        events.iter().all(|ev| match tx.try_send(ev.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!("event subscriber {id} does not read its events: dropping it");
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        })
-    });
-}
-
 /// One client connection.
 struct Connection<'a> {
     stream: UnixStream,
-    id: u64,
     uid: u32,
     owner: u32,
     limits: &'a Limits,
@@ -402,7 +392,7 @@ impl Connection<'_> {
         send(&self.stream, &WireMessage::Error(WireError::from(err)))
     }
 
-    fn serve(self, manager: &Manager, subscribers: &Subscribers) -> std::io::Result<()> {
+    fn serve(self, manager: &Manager, subscribers: &EventHub) -> std::io::Result<()> {
         self.stream
             .set_write_timeout(Some(self.limits.write_timeout))?;
         let mut reader = BufReader::new(&self.stream);
@@ -448,7 +438,7 @@ impl Connection<'_> {
                     return self.stream_events(subscribers);
                 }
                 Request::Status => {
-                    let n = subscribers.lock().unwrap_or_else(|p| p.into_inner()).len();
+                    let n = subscribers.len();
                     let st = DaemonStatus {
                         pid: std::process::id(),
                         subscribers: n,
@@ -464,7 +454,7 @@ impl Connection<'_> {
                         // Events follow the reply, and go out even when
                         // the requester is gone.
                         let sent = send(&self.stream, &WireMessage::Ok(reply));
-                        broadcast(subscribers, &events);
+                        subscribers.broadcast(&events);
                         sent?;
                     }
                     Err(e) => self.error(&e)?,
@@ -499,15 +489,11 @@ impl Connection<'_> {
     }
 
     /// Turns the connection into an event stream: events come through a
-    /// bounded queue ([`broadcast`] never waits on this client); a write
+    /// bounded queue ([`EventHub::broadcast`] never waits on this client); a write
     /// that blocks past the write timeout, or a full queue, ends it.
-    fn stream_events(self, subscribers: &Subscribers) -> std::io::Result<()> {
-        let (tx, rx) = mpsc::sync_channel(self.limits.subscriber_queue);
+    fn stream_events(self, subscribers: &EventHub) -> std::io::Result<()> {
         // Registered before the reply: no event after it is missed.
-        subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((self.id, tx));
+        let (id, rx) = subscribers.subscribe(self.limits.subscriber_queue, None);
         let result = (|| {
             send(&self.stream, &WireMessage::Ok(Reply::Subscribed))?;
             loop {
@@ -520,10 +506,7 @@ impl Connection<'_> {
                 }
             }
         })();
-        subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(id, _)| *id != self.id);
+        subscribers.unsubscribe(id);
         result
     }
 

@@ -15,6 +15,7 @@ pub mod client;
 pub mod daemon;
 pub mod defaultnet;
 mod error;
+pub mod events;
 mod fsutil;
 mod manager;
 mod paths;
@@ -27,6 +28,7 @@ pub mod update;
 
 pub use client::{Client, EventStream};
 pub use error::{Error, ErrorCode, Result};
+pub use events::EventHub;
 pub use manager::{read_info, Manager};
 pub use paths::Paths;
 pub use plan::{Action, Plan};

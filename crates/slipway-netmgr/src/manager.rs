@@ -186,8 +186,30 @@ impl Store<'_> {
     }
 
     fn load(&self) -> Inventory {
+        self.load_from(None)
+    }
+
+    /// Network `name` alone, reading only its own files (none for a name
+    /// that cannot be a file name): a lookup by name without reading every
+    /// definition.
+    fn load_named(&self, name: &str) -> Inventory {
+        self.load_from(Some(name))
+    }
+
+    fn load_from(&self, only: Option<&str>) -> Inventory {
         let mut inv = Inventory::default();
-        for (name, path) in xml_files(&self.paths.config_dir, &mut inv.problems) {
+        let defs = match only {
+            None => xml_files(&self.paths.config_dir, &mut inv.problems),
+            Some(n) if check_name(n).is_err() => return inv,
+            Some(n) => {
+                let path = self.paths.config_file(n);
+                match fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_file() => vec![(n.to_string(), path)],
+                    _ => Vec::new(),
+                }
+            }
+        };
+        for (name, path) in defs {
             match read_def(&path, &name) {
                 Ok(net) => {
                     let autostart = fs::symlink_metadata(self.paths.autostart_link(&name)).is_ok();
@@ -207,18 +229,31 @@ impl Store<'_> {
                 }),
             }
         }
-        let Ok(dir) = fs::read_dir(&self.paths.state_dir) else {
-            return inv;
+        let statuses: Vec<(String, PathBuf)> = match only {
+            Some(n) => {
+                let path = self.paths.status_file(n);
+                match fs::symlink_metadata(&path) {
+                    Ok(_) => vec![(n.to_string(), path)],
+                    Err(_) => Vec::new(),
+                }
+            }
+            None => {
+                let Ok(dir) = fs::read_dir(&self.paths.state_dir) else {
+                    return inv;
+                };
+                let mut statuses: Vec<(String, PathBuf)> = dir
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let stem = name.strip_suffix(".json")?.to_string();
+                        (!atomic::is_temp_name(std::ffi::OsStr::new(&name)))
+                            .then(|| (stem, e.path()))
+                    })
+                    .collect();
+                statuses.sort();
+                statuses
+            }
         };
-        let mut statuses: Vec<(String, PathBuf)> = dir
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stem = name.strip_suffix(".json")?.to_string();
-                (!atomic::is_temp_name(std::ffi::OsStr::new(&name))).then(|| (stem, e.path()))
-            })
-            .collect();
-        statuses.sort();
         for (name, status_path) in statuses {
             match self.read_live(&name, &status_path) {
                 Ok(live) => match inv.nets.get_mut(&name) {
@@ -267,7 +302,12 @@ impl Store<'_> {
 pub fn read_info(paths: &Paths, key: &Lookup) -> Result<NetworkInfo> {
     let store = Store { paths };
     let _g = store.lock(false)?;
-    let inv = store.load();
+    // By name only: that network's files are all there is to read.
+    let inv = if key.by_name && !key.by_uuid {
+        store.load_named(&key.key)
+    } else {
+        store.load()
+    };
     Ok(inv.find(key)?.1.info())
 }
 
@@ -946,6 +986,46 @@ mod tests {
             e.to_string(),
             "Requested operation is not valid: network 'default' already exists"
         );
+    }
+
+    /// A lookup by name reads that network's files only, and finds what
+    /// the full read finds; a name that cannot be a file name reads none.
+    #[test]
+    fn lookup_by_name_reads_one_network() {
+        let (d, m) = manager();
+        m.define(
+            "<network><name>b</name><bridge name='vb1'/></network>",
+            false,
+        )
+        .unwrap();
+        m.start(&Lookup::any("b")).unwrap();
+        let by_name = |k: &str| Lookup {
+            key: k.into(),
+            by_name: true,
+            by_uuid: false,
+        };
+        for name in ["b", "default"] {
+            let one = m.info(&by_name(name)).unwrap();
+            let all = m.list(&all()).unwrap().0;
+            assert_eq!(Some(&one), all.iter().find(|i| i.name == name));
+        }
+        // Another network's unreadable definition does not matter here.
+        fs::write(m.paths().config_file("broken"), "<network>").unwrap();
+        assert!(m.info(&by_name("b")).unwrap().active);
+        assert!(matches!(
+            m.info(&by_name("broken")),
+            Err(Error::Corrupt { .. })
+        ));
+        // A definition outside the directory is never reached by name.
+        fs::write(
+            d.path().join("etc/slipway/outside.xml"),
+            "<network><name>../outside</name></network>",
+        )
+        .unwrap();
+        assert!(matches!(
+            m.info(&by_name("../outside")),
+            Err(Error::NoSuchName(_))
+        ));
     }
 
     #[test]

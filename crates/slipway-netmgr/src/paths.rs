@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// | ports of a running network | `…/networks/ports/NAME/UUID.xml` | same | same |
 /// | socket | `/run/slipway/slipway-sock` | `$XDG_RUNTIME_DIR/slipway/slipway-sock` | `DIR/run/slipway/slipway-sock` |
 /// | lock | `/run/slipway/lock` | `$XDG_RUNTIME_DIR/slipway/lock` | `DIR/run/slipway/lock` |
+/// | libvirt's sockets | `/run/libvirt` | `$XDG_RUNTIME_DIR/libvirt` (else `~/.cache/libvirt`) | `DIR/run/libvirt` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     /// Persistent definitions, one `NAME.xml` each.
@@ -24,6 +25,9 @@ pub struct Paths {
     pub socket: PathBuf,
     /// The lock file every mutation holds exclusively.
     pub lock: PathBuf,
+    /// Where libvirt's clients look for `virtnetworkd-sock` and
+    /// `virtnetworkd-sock-ro`.
+    pub libvirt_dir: PathBuf,
     /// True for the system instance (and `--root` run as root): the socket
     /// accepts everyone and only root may change networks.
     pub system: bool,
@@ -42,15 +46,9 @@ impl Paths {
         match root {
             Some(root) => Paths {
                 first_run_default: false,
-                ..Paths::layout(
-                    &root.join("etc/slipway"),
-                    &root.join("run/slipway"),
-                    euid == 0,
-                )
+                ..Paths::layout(&root.join("etc/slipway"), &root.join("run"), euid == 0)
             },
-            None if euid == 0 => {
-                Paths::layout(Path::new("/etc/slipway"), Path::new("/run/slipway"), true)
-            }
+            None if euid == 0 => Paths::layout(Path::new("/etc/slipway"), Path::new("/run"), true),
             None => Paths::user(euid),
         }
     }
@@ -80,12 +78,16 @@ impl Paths {
                 )
             }
         };
-        Paths::layout(&config.join("slipway"), &runtime.join("slipway"), false)
+        Paths::layout(&config.join("slipway"), &runtime, false)
     }
 
-    fn layout(config: &Path, run: &Path, system: bool) -> Paths {
+    /// The layout for definitions under `config` and runtime files under
+    /// `runtime` (its `slipway` and `libvirt` directories).
+    fn layout(config: &Path, runtime: &Path, system: bool) -> Paths {
         let config_dir = config.join("networks");
+        let run = runtime.join("slipway");
         Paths {
+            libvirt_dir: runtime.join("libvirt"),
             autostart_dir: config_dir.join("autostart"),
             config_dir,
             state_dir: run.join("networks"),
@@ -136,6 +138,7 @@ mod tests {
             &p.state_dir,
             &p.socket,
             &p.lock,
+            &p.libvirt_dir,
         ] {
             assert!(path.starts_with("/x"), "{path:?}");
         }
@@ -152,6 +155,7 @@ mod tests {
             Path::new("/x/run/slipway/networks/n.json")
         );
         assert_eq!(p.socket, Path::new("/x/run/slipway/slipway-sock"));
+        assert_eq!(p.libvirt_dir, Path::new("/x/run/libvirt"));
         assert!(!p.first_run_default);
     }
 }

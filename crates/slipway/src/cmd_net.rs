@@ -311,7 +311,26 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
     match cmd {
         NetCommand::Daemon => {
             let manager = Manager::new(paths.clone(), linux_backend(&paths)?);
-            match slipway_netmgr::daemon::run(manager) {
+            // libvirt's clients reach the same manager through
+            // virtnetworkd's sockets (README "slipway under libvirt").
+            let rpc = slipway_virtrpc::Config {
+                dir: paths.libvirt_dir.clone(),
+                system: paths.system,
+                limits: slipway_virtrpc::Limits::from_env(),
+                leases: std::sync::Arc::new(HostnetLeases(paths.state_dir.clone())),
+            };
+            let limits = slipway_netmgr::daemon::Limits::from_env();
+            let served = slipway_netmgr::daemon::run_serving(manager, limits, |m, hub| {
+                slipway_virtrpc::serve(m.clone(), hub.clone(), rpc).map_err(|e| match e {
+                    slipway_virtrpc::ServeError::Io {
+                        action,
+                        path,
+                        source,
+                    } => Error::Io(slipway_host::atomic::AtomicError::new(action, path, source)),
+                    in_use => Error::NotValid(in_use.to_string()),
+                })
+            });
+            match served {
                 Ok(()) => Ok(0),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -365,6 +384,29 @@ fn linux_backend(paths: &Paths) -> anyhow::Result<Box<dyn Backend>> {
         &paths.state_dir,
         vec![exe.into(), "-v".into(), "net-service".into()],
     )))
+}
+
+/// DHCP leases for libvirt's `virNetworkGetDHCPLeases`: the files the
+/// Linux backend's services keep, read as `net-dhcp-leases` reads them.
+struct HostnetLeases(PathBuf);
+
+impl slipway_virtrpc::LeaseSource for HostnetLeases {
+    fn leases(&self, name: &str) -> Result<Vec<slipway_virtrpc::DhcpLease>, String> {
+        let records =
+            slipway_hostnet::leases::network_leases(&self.0, name).map_err(|e| e.to_string())?;
+        Ok(records
+            .into_iter()
+            .map(|r| slipway_virtrpc::DhcpLease {
+                mac: r.mac,
+                ip: r.ip,
+                prefix: r.prefix,
+                hostname: r.hostname,
+                client_id: r.client_id,
+                iaid: r.iaid,
+                expires: r.expires,
+            })
+            .collect())
+    }
 }
 
 fn lookup_by_name(key: &str) -> Lookup {

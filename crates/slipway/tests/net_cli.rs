@@ -585,17 +585,6 @@ fn racing_commands_leave_consistent_state() {
 
 /// Waits (at most 30 s) until the daemon under `root` counts `n` event
 /// subscribers.
-fn wait_for_subscribers(root: &Path, n: u64) {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while status(root).unwrap()["ok"]["subscribers"] != n {
-        assert!(
-            std::time::Instant::now() < end,
-            "the daemon never counted {n} subscribers"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn daemon_streams_events_like_virsh() {
     enter_netns!(Ns::User);

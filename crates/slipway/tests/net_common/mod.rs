@@ -286,3 +286,15 @@ pub fn raw(root: &Path, line: &str) -> std::io::Result<serde_json::Value> {
     BufReader::new(s).read_line(&mut reply)?;
     serde_json::from_str(&reply).map_err(std::io::Error::other)
 }
+
+/// Waits until the daemon counts `n` event subscribers (of either API).
+pub fn wait_for_subscribers(root: &Path, n: u64) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status(root).unwrap()["ok"]["subscribers"] != n {
+        assert!(
+            std::time::Instant::now() < end,
+            "the daemon never counted {n} subscribers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,433 @@
+//! The procedures of libvirt's remote program this server answers
+//! (numbers and argument layouts from `src/remote/remote_protocol.x`), and
+//! the decoding of a call's arguments into a [`Call`].
+//!
+//! [`PROCEDURES`] is the one table of what is served: its number, the
+//! public API name libvirt's messages use, whether it changes anything
+//! (refused on a read-only connection), and whether it works before
+//! `CONNECT_OPEN`. A number not in it gets libvirt's "unknown procedure".
+
+use crate::message::STRING_MAX;
+use crate::xdr::{Reader, XdrError};
+
+/// `REMOTE_NETWORK_LIST_MAX`.
+pub const NETWORK_LIST_MAX: u32 = 16_384;
+/// `REMOTE_NETWORK_DHCP_LEASES_MAX`.
+pub const DHCP_LEASES_MAX: u32 = 65_536;
+/// `REMOTE_AUTH_TYPE_LIST_MAX`.
+pub const AUTH_TYPE_LIST_MAX: u32 = 20;
+
+/// Procedure numbers (`remote_procedure`).
+#[allow(missing_docs)]
+pub mod num {
+    pub const CONNECT_OPEN: i32 = 1;
+    pub const CONNECT_CLOSE: i32 = 2;
+    pub const CONNECT_GET_TYPE: i32 = 3;
+    pub const CONNECT_GET_VERSION: i32 = 4;
+    pub const CONNECT_LIST_DEFINED_NETWORKS: i32 = 36;
+    pub const CONNECT_LIST_NETWORKS: i32 = 38;
+    pub const NETWORK_CREATE: i32 = 39;
+    pub const NETWORK_CREATE_XML: i32 = 40;
+    pub const NETWORK_DEFINE_XML: i32 = 41;
+    pub const NETWORK_DESTROY: i32 = 42;
+    pub const NETWORK_GET_XML_DESC: i32 = 43;
+    pub const NETWORK_GET_AUTOSTART: i32 = 44;
+    pub const NETWORK_GET_BRIDGE_NAME: i32 = 45;
+    pub const NETWORK_LOOKUP_BY_NAME: i32 = 46;
+    pub const NETWORK_LOOKUP_BY_UUID: i32 = 47;
+    pub const NETWORK_SET_AUTOSTART: i32 = 48;
+    pub const NETWORK_UNDEFINE: i32 = 49;
+    pub const CONNECT_NUM_OF_DEFINED_NETWORKS: i32 = 50;
+    pub const CONNECT_NUM_OF_NETWORKS: i32 = 52;
+    pub const CONNECT_GET_HOSTNAME: i32 = 59;
+    pub const CONNECT_SUPPORTS_FEATURE: i32 = 60;
+    pub const AUTH_LIST: i32 = 66;
+    pub const CONNECT_GET_URI: i32 = 110;
+    pub const CONNECT_IS_ENCRYPTED: i32 = 148;
+    pub const CONNECT_IS_SECURE: i32 = 149;
+    pub const NETWORK_IS_ACTIVE: i32 = 152;
+    pub const NETWORK_IS_PERSISTENT: i32 = 153;
+    pub const CONNECT_GET_LIB_VERSION: i32 = 157;
+    pub const CONNECT_LIST_ALL_NETWORKS: i32 = 283;
+    pub const NETWORK_UPDATE: i32 = 291;
+    pub const CONNECT_NETWORK_EVENT_REGISTER_ANY: i32 = 313;
+    pub const CONNECT_NETWORK_EVENT_DEREGISTER_ANY: i32 = 314;
+    pub const NETWORK_EVENT_LIFECYCLE: i32 = 315;
+    pub const NETWORK_GET_DHCP_LEASES: i32 = 341;
+    pub const CONNECT_REGISTER_CLOSE_CALLBACK: i32 = 360;
+    pub const CONNECT_UNREGISTER_CLOSE_CALLBACK: i32 = 361;
+    pub const NETWORK_LIST_ALL_PORTS: i32 = 404;
+    pub const NETWORK_PORT_LOOKUP_BY_UUID: i32 = 405;
+    pub const NETWORK_PORT_CREATE_XML: i32 = 406;
+    pub const NETWORK_PORT_GET_PARAMETERS: i32 = 407;
+    pub const NETWORK_PORT_SET_PARAMETERS: i32 = 408;
+    pub const NETWORK_PORT_GET_XML_DESC: i32 = 409;
+    pub const NETWORK_PORT_DELETE: i32 = 410;
+    pub const NETWORK_DEFINE_XML_FLAGS: i32 = 432;
+    pub const NETWORK_CREATE_XML_FLAGS: i32 = 437;
+}
+
+/// One served procedure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Procedure {
+    /// Its number.
+    pub num: i32,
+    /// The public API function libvirt names in its messages.
+    pub api: &'static str,
+    /// Changes something: refused on a read-only connection.
+    pub writes: bool,
+    /// Allowed before `CONNECT_OPEN`.
+    pub before_open: bool,
+}
+
+const fn p(num: i32, api: &'static str, writes: bool) -> Procedure {
+    Procedure {
+        num,
+        api,
+        writes,
+        before_open: false,
+    }
+}
+
+const fn pre(num: i32, api: &'static str) -> Procedure {
+    Procedure {
+        num,
+        api,
+        writes: false,
+        before_open: true,
+    }
+}
+
+/// Every procedure served.
+pub const PROCEDURES: &[Procedure] = &[
+    pre(num::CONNECT_OPEN, "virConnectOpen"),
+    pre(num::CONNECT_CLOSE, "virConnectClose"),
+    pre(num::AUTH_LIST, "virConnectAuthList"),
+    pre(num::CONNECT_SUPPORTS_FEATURE, "virConnectSupportsFeature"),
+    p(num::CONNECT_GET_TYPE, "virConnectGetType", false),
+    p(num::CONNECT_GET_VERSION, "virConnectGetVersion", false),
+    p(
+        num::CONNECT_GET_LIB_VERSION,
+        "virConnectGetLibVersion",
+        false,
+    ),
+    p(num::CONNECT_GET_HOSTNAME, "virConnectGetHostname", false),
+    p(num::CONNECT_GET_URI, "virConnectGetURI", false),
+    p(num::CONNECT_IS_SECURE, "virConnectIsSecure", false),
+    p(num::CONNECT_IS_ENCRYPTED, "virConnectIsEncrypted", false),
+    p(
+        num::CONNECT_REGISTER_CLOSE_CALLBACK,
+        "virConnectRegisterCloseCallback",
+        false,
+    ),
+    p(
+        num::CONNECT_UNREGISTER_CLOSE_CALLBACK,
+        "virConnectUnregisterCloseCallback",
+        false,
+    ),
+    p(
+        num::CONNECT_NUM_OF_NETWORKS,
+        "virConnectNumOfNetworks",
+        false,
+    ),
+    p(num::CONNECT_LIST_NETWORKS, "virConnectListNetworks", false),
+    p(
+        num::CONNECT_NUM_OF_DEFINED_NETWORKS,
+        "virConnectNumOfDefinedNetworks",
+        false,
+    ),
+    p(
+        num::CONNECT_LIST_DEFINED_NETWORKS,
+        "virConnectListDefinedNetworks",
+        false,
+    ),
+    p(
+        num::CONNECT_LIST_ALL_NETWORKS,
+        "virConnectListAllNetworks",
+        false,
+    ),
+    p(num::NETWORK_LOOKUP_BY_NAME, "virNetworkLookupByName", false),
+    p(num::NETWORK_LOOKUP_BY_UUID, "virNetworkLookupByUUID", false),
+    p(num::NETWORK_CREATE, "virNetworkCreate", true),
+    p(num::NETWORK_CREATE_XML, "virNetworkCreateXML", true),
+    p(
+        num::NETWORK_CREATE_XML_FLAGS,
+        "virNetworkCreateXMLFlags",
+        true,
+    ),
+    p(num::NETWORK_DEFINE_XML, "virNetworkDefineXML", true),
+    p(
+        num::NETWORK_DEFINE_XML_FLAGS,
+        "virNetworkDefineXMLFlags",
+        true,
+    ),
+    p(num::NETWORK_DESTROY, "virNetworkDestroy", true),
+    p(num::NETWORK_UNDEFINE, "virNetworkUndefine", true),
+    p(num::NETWORK_GET_XML_DESC, "virNetworkGetXMLDesc", false),
+    p(num::NETWORK_GET_AUTOSTART, "virNetworkGetAutostart", false),
+    p(num::NETWORK_SET_AUTOSTART, "virNetworkSetAutostart", true),
+    p(
+        num::NETWORK_GET_BRIDGE_NAME,
+        "virNetworkGetBridgeName",
+        false,
+    ),
+    p(num::NETWORK_IS_ACTIVE, "virNetworkIsActive", false),
+    p(num::NETWORK_IS_PERSISTENT, "virNetworkIsPersistent", false),
+    p(num::NETWORK_UPDATE, "virNetworkUpdate", true),
+    p(
+        num::NETWORK_GET_DHCP_LEASES,
+        "virNetworkGetDHCPLeases",
+        false,
+    ),
+    p(
+        num::CONNECT_NETWORK_EVENT_REGISTER_ANY,
+        "virConnectNetworkEventRegisterAny",
+        false,
+    ),
+    p(
+        num::CONNECT_NETWORK_EVENT_DEREGISTER_ANY,
+        "virConnectNetworkEventDeregisterAny",
+        false,
+    ),
+    p(num::NETWORK_LIST_ALL_PORTS, "virNetworkListAllPorts", false),
+    p(
+        num::NETWORK_PORT_LOOKUP_BY_UUID,
+        "virNetworkPortLookupByUUID",
+        false,
+    ),
+    p(
+        num::NETWORK_PORT_CREATE_XML,
+        "virNetworkPortCreateXML",
+        true,
+    ),
+    p(
+        num::NETWORK_PORT_GET_PARAMETERS,
+        "virNetworkPortGetParameters",
+        false,
+    ),
+    p(
+        num::NETWORK_PORT_SET_PARAMETERS,
+        "virNetworkPortSetParameters",
+        true,
+    ),
+    p(
+        num::NETWORK_PORT_GET_XML_DESC,
+        "virNetworkPortGetXMLDesc",
+        false,
+    ),
+    p(num::NETWORK_PORT_DELETE, "virNetworkPortDelete", true),
+];
+
+/// The served procedure `num`, if any.
+pub fn procedure(num: i32) -> Option<&'static Procedure> {
+    PROCEDURES.iter().find(|p| p.num == num)
+}
+
+/// `remote_nonnull_network`: how a network travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetRef {
+    /// Its name.
+    pub name: String,
+    /// Its UUID.
+    pub uuid: [u8; 16],
+}
+
+impl NetRef {
+    fn read(r: &mut Reader) -> Result<NetRef, XdrError> {
+        Ok(NetRef {
+            name: r.string(STRING_MAX)?,
+            uuid: r.opaque_fixed::<16>()?,
+        })
+    }
+}
+
+/// A decoded call: one variant per argument layout. Port procedures carry
+/// their raw payload: they are answered in one place (`dispatch::ports`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// No arguments.
+    Void,
+    /// `remote_connect_open_args`.
+    Open {
+        /// The URI asked for (none: the default).
+        name: Option<String>,
+        /// `VIR_CONNECT_RO` = 1.
+        flags: u32,
+    },
+    /// `remote_connect_supports_feature_args`.
+    Feature(i32),
+    /// `maxnames` of the old list calls.
+    MaxNames(i32),
+    /// `remote_connect_list_all_networks_args`.
+    ListAll {
+        /// Whether the client wants the list (else only the count).
+        need_results: bool,
+        /// `VIR_CONNECT_LIST_NETWORKS_*`.
+        flags: u32,
+    },
+    /// A network name.
+    Name(String),
+    /// A UUID.
+    Uuid([u8; 16]),
+    /// An XML document and flags (0 for the calls without flags).
+    Xml {
+        /// The document.
+        xml: String,
+        /// Flags.
+        flags: u32,
+    },
+    /// A network.
+    Net(NetRef),
+    /// A network and flags (`GET_XML_DESC`).
+    NetFlags(NetRef, u32),
+    /// A network and an int (`SET_AUTOSTART`).
+    NetInt(NetRef, i32),
+    /// `remote_network_update_args`.
+    Update {
+        /// The network.
+        net: NetRef,
+        /// `VIR_NETWORK_UPDATE_COMMAND_*`.
+        command: u32,
+        /// `VIR_NETWORK_SECTION_*`.
+        section: u32,
+        /// Which `<ip>`, -1 for the one with DHCP.
+        parent_index: i32,
+        /// The element.
+        xml: String,
+        /// `VIR_NETWORK_UPDATE_AFFECT_*`.
+        flags: u32,
+    },
+    /// `remote_network_get_dhcp_leases_args`.
+    Leases {
+        /// The network.
+        net: NetRef,
+        /// Only this MAC.
+        mac: Option<String>,
+        /// Whether the client wants the list.
+        need_results: bool,
+        /// Flags (none defined).
+        flags: u32,
+    },
+    /// `remote_connect_network_event_register_any_args`.
+    EventRegister {
+        /// `VIR_NETWORK_EVENT_ID_*`.
+        event_id: i32,
+        /// Only this network's events.
+        net: Option<NetRef>,
+    },
+    /// `remote_connect_network_event_deregister_any_args`.
+    EventDeregister(i32),
+    /// A port procedure's undecoded arguments.
+    Port(Vec<u8>),
+}
+
+impl Call {
+    /// Decodes the arguments of procedure `proc_` (one of
+    /// [`PROCEDURES`]); trailing bytes are ignored, as libvirt ignores them.
+    pub fn decode(proc_: i32, payload: &[u8]) -> Result<Call, XdrError> {
+        use num::*;
+        let r = &mut Reader::new(payload);
+        Ok(match proc_ {
+            CONNECT_OPEN => Call::Open {
+                name: r.optional(|r| r.string(STRING_MAX))?,
+                flags: r.u32()?,
+            },
+            CONNECT_SUPPORTS_FEATURE => Call::Feature(r.i32()?),
+            CONNECT_LIST_NETWORKS | CONNECT_LIST_DEFINED_NETWORKS => Call::MaxNames(r.i32()?),
+            CONNECT_LIST_ALL_NETWORKS => Call::ListAll {
+                need_results: r.i32()? != 0,
+                flags: r.u32()?,
+            },
+            NETWORK_LOOKUP_BY_NAME => Call::Name(r.string(STRING_MAX)?),
+            NETWORK_LOOKUP_BY_UUID => Call::Uuid(r.opaque_fixed::<16>()?),
+            NETWORK_CREATE_XML | NETWORK_DEFINE_XML => Call::Xml {
+                xml: r.string(STRING_MAX)?,
+                flags: 0,
+            },
+            NETWORK_CREATE_XML_FLAGS | NETWORK_DEFINE_XML_FLAGS => Call::Xml {
+                xml: r.string(STRING_MAX)?,
+                flags: r.u32()?,
+            },
+            NETWORK_CREATE
+            | NETWORK_DESTROY
+            | NETWORK_UNDEFINE
+            | NETWORK_GET_AUTOSTART
+            | NETWORK_GET_BRIDGE_NAME
+            | NETWORK_IS_ACTIVE
+            | NETWORK_IS_PERSISTENT => Call::Net(NetRef::read(r)?),
+            NETWORK_GET_XML_DESC => Call::NetFlags(NetRef::read(r)?, r.u32()?),
+            NETWORK_SET_AUTOSTART => Call::NetInt(NetRef::read(r)?, r.i32()?),
+            NETWORK_UPDATE => Call::Update {
+                net: NetRef::read(r)?,
+                command: r.u32()?,
+                section: r.u32()?,
+                parent_index: r.i32()?,
+                xml: r.string(STRING_MAX)?,
+                flags: r.u32()?,
+            },
+            NETWORK_GET_DHCP_LEASES => Call::Leases {
+                net: NetRef::read(r)?,
+                mac: r.optional(|r| r.string(STRING_MAX))?,
+                need_results: r.i32()? != 0,
+                flags: r.u32()?,
+            },
+            CONNECT_NETWORK_EVENT_REGISTER_ANY => Call::EventRegister {
+                event_id: r.i32()?,
+                net: r.optional(NetRef::read)?,
+            },
+            CONNECT_NETWORK_EVENT_DEREGISTER_ANY => Call::EventDeregister(r.i32()?),
+            NETWORK_LIST_ALL_PORTS..=NETWORK_PORT_DELETE => Call::Port(payload.to_vec()),
+            _ => Call::Void,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xdr::Writer;
+
+    #[test]
+    fn every_procedure_is_listed_once() {
+        for p in PROCEDURES {
+            assert_eq!(
+                PROCEDURES.iter().filter(|q| q.num == p.num).count(),
+                1,
+                "{}",
+                p.api
+            );
+        }
+        assert!(
+            procedure(num::NETWORK_EVENT_LIFECYCLE).is_none(),
+            "a MESSAGE, not a call"
+        );
+    }
+
+    #[test]
+    fn update_arguments_in_protocol_order() {
+        let mut w = Writer::new();
+        w.string("n")
+            .opaque_fixed(&[1; 16])
+            .u32(3)
+            .u32(4)
+            .i32(-1)
+            .string("<host/>")
+            .u32(2);
+        let call = Call::decode(num::NETWORK_UPDATE, &w.into_bytes()).unwrap();
+        assert_eq!(
+            call,
+            Call::Update {
+                net: NetRef {
+                    name: "n".into(),
+                    uuid: [1; 16]
+                },
+                command: 3,
+                section: 4,
+                parent_index: -1,
+                xml: "<host/>".into(),
+                flags: 2
+            }
+        );
+        assert!(Call::decode(num::NETWORK_UPDATE, &[0, 0, 0, 1]).is_err());
+    }
+}
