@@ -21,17 +21,18 @@ use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths};
 /// (`net-start default` or `net-start --network default`): a positional and
 /// a named argument of which exactly one must be given.
 macro_rules! either_form {
-    ($(#[$doc:meta])* $ty:ident { $pos:ident, $named:ident, $long:literal, $value:literal }) => {
+    ($(#[$doc:meta])* $ty:ident { $pos:ident, $named:ident, $long:literal, $value:literal $(, $complete:expr)? }) => {
         $(#[$doc])*
         #[derive(Args, Debug)]
         #[group(required = true, multiple = false)]
         pub struct $ty {
             $(#[$doc])*
-            #[arg(value_name = $value)]
+            #[arg(value_name = $value $(, add = clap_complete::ArgValueCompleter::new($complete))?)]
             $pos: Option<String>,
             #[arg(
                 long = $long,
                 value_name = $value,
+                $(add = clap_complete::ArgValueCompleter::new($complete),)?
                 help = concat!("The same as ", $value, ", given by name as virsh also takes it")
             )]
             $named: Option<String>,
@@ -49,7 +50,7 @@ macro_rules! either_form {
 
 either_form!(
     /// Network name or UUID.
-    NetworkArg { network, network_named, "network", "NETWORK" }
+    NetworkArg { network, network_named, "network", "NETWORK", crate::cmd_net_complete::network_names }
 );
 either_form!(
     /// File containing an XML network description.
@@ -230,7 +231,7 @@ pub struct UpdateArgs {
 #[derive(Args, Debug)]
 pub struct EventArgs {
     /// Filter by network name or UUID.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCompleter::new(crate::cmd_net_complete::network_names))]
     network: Option<String>,
     /// Which event type to wait for.
     #[arg(long)]
@@ -272,7 +273,7 @@ impl Failure {
 }
 
 /// Where requests go: the daemon, or this process.
-enum Conn {
+pub(crate) enum Conn {
     Daemon(Client),
     Direct(Box<Manager>),
 }
@@ -280,7 +281,7 @@ enum Conn {
 impl Conn {
     /// The daemon if it answers, else a manager in this process realizing
     /// networks with `backend` (the Linux backend).
-    fn open(
+    pub(crate) fn open(
         paths: &Paths,
         backend: impl FnOnce() -> anyhow::Result<Box<dyn Backend>>,
     ) -> anyhow::Result<Conn> {
@@ -293,7 +294,7 @@ impl Conn {
         })
     }
 
-    fn call(&mut self, req: Request) -> Result<Reply, Error> {
+    pub(crate) fn call(&mut self, req: Request) -> Result<Reply, Error> {
         match self {
             Conn::Daemon(c) => c.call(&req),
             Conn::Direct(m) => m.handle(req),
@@ -354,7 +355,7 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
 /// The Linux backend, running each network's DHCP/DNS service as this
 /// binary's hidden `net-service` subcommand (logging at info level into the
 /// service's log file).
-fn linux_backend(paths: &Paths) -> anyhow::Result<Box<dyn Backend>> {
+pub(crate) fn linux_backend(paths: &Paths) -> anyhow::Result<Box<dyn Backend>> {
     let exe = std::env::current_exe()
         .context("cannot find the slipway executable to run network services")?;
     Ok(Box::new(slipway_hostnet::LinuxBackend::new(
