@@ -9,6 +9,8 @@
 //! - [`ifaddrs`]: the host's interface addresses (`getifaddrs`);
 //! - [`signals`]: signals read from a descriptor (signalfd), registered with
 //!   `mio` by the event loops and waited on by the blocking users;
+//! - [`systemd`]: readiness notification and socket activation, the two
+//!   protocols a systemd service speaks;
 //! - [`privileged_exec`]: whether the kernel started this process with
 //!   privileges its caller does not have (the bridge helper drops them, every
 //!   other program refuses to run).
@@ -21,6 +23,7 @@ pub mod atomic;
 pub mod ifaddrs;
 pub mod mac;
 pub mod signals;
+pub mod systemd;
 
 pub use caps;
 pub use ipnet;
