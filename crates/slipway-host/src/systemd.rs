@@ -132,6 +132,31 @@ pub fn take_listen_fds() -> io::Result<Vec<(String, OwnedFd)>> {
 mod tests {
     use super::*;
 
+    /// The one test of this binary touching the LISTEN_* and NOTIFY_SOCKET
+    /// variables (tests run in parallel threads of one process).
+    #[test]
+    fn bad_systemd_environment_is_refused() {
+        let pid = std::process::id().to_string();
+        std::env::set_var("LISTEN_PID", &pid);
+        std::env::set_var("LISTEN_FDS", "100000");
+        let err = take_listen_fds().unwrap_err();
+        assert!(err.to_string().contains("LISTEN_FDS=100000"), "{err}");
+        assert!(std::env::var_os("LISTEN_FDS").is_none(), "not cleared");
+        std::env::set_var("LISTEN_PID", "1");
+        std::env::set_var("LISTEN_FDS", "1");
+        assert!(take_listen_fds().unwrap().is_empty());
+        std::env::set_var("LISTEN_PID", &pid);
+        std::env::set_var("LISTEN_FDS", "x");
+        assert!(take_listen_fds().is_err());
+        assert!(take_listen_fds().unwrap().is_empty(), "variables cleared");
+        // The notification socket: neither a path nor an abstract name.
+        std::env::set_var("NOTIFY_SOCKET", "relative/notify");
+        let err = Notifier::from_env().unwrap_err();
+        assert!(err.to_string().contains("NOTIFY_SOCKET"), "{err}");
+        std::env::remove_var("NOTIFY_SOCKET");
+        assert!(Notifier::from_env().unwrap().is_none());
+    }
+
     #[test]
     fn notifier_sends_ready_and_stopping() {
         let dir = tempfile::tempdir().unwrap();
