@@ -42,9 +42,8 @@ impl ServiceManager {
     pub(crate) fn new() -> Result<ServiceManager> {
         let signals = Signals::new(&[libc::SIGTERM, libc::SIGINT])
             .map_err(|e| Error::Activation(format!("cannot take SIGTERM/SIGINT: {e}")))?;
-        let notifier = Notifier::from_env().map_err(|e| {
-            Error::Activation(format!("cannot connect to $NOTIFY_SOCKET: {e}"))
-        })?;
+        let notifier = Notifier::from_env()
+            .map_err(|e| Error::Activation(format!("cannot connect to $NOTIFY_SOCKET: {e}")))?;
         Ok(ServiceManager { notifier, signals })
     }
 
@@ -146,8 +145,7 @@ fn check_unix_stream_listener(fd: &OwnedFd) -> Result<()> {
         int_opt(libc::SO_ACCEPTCONN).map_err(|e| bad(format!("is not a socket ({e})")))?;
     if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || listening == 0 {
         return Err(bad(
-            "is not a listening unix stream socket (ListenStream=/run/slipway/slipway-sock)"
-                .into(),
+            "is not a listening unix stream socket (ListenStream=/run/slipway/slipway-sock)".into(),
         ));
     }
     Ok(())

@@ -14,7 +14,7 @@
 //! virsh's own completion has (`virsh complete -- WORDS`): the shell hands
 //! the words to `slipway` (`COMPLETE=bash slipway -- WORDS`, handled at the
 //! top of `main`), which answers from the same clap definitions and, for a
-//! network argument, from the running system (`cmd_net_complete`). The
+//! network argument, from the running system (`cmd_net::complete`). The
 //! scripts call `slipway` through `PATH`, so a package upgrade replaces
 //! the program and the scripts together.
 
@@ -135,15 +135,10 @@ fn bridge_helper_command() -> clap::Command {
                 .required(true)
                 .help("The unix socket (a descriptor number) to send the tap's descriptor on"),
         )
-        .arg(
-            Arg::new("acl")
-                .long("acl")
-                .value_name("FILE")
-                .help(
-                    "Read this ACL instead of /etc/qemu/bridge.conf; refused when the helper \
+        .arg(Arg::new("acl").long("acl").value_name("FILE").help(
+            "Read this ACL instead of /etc/qemu/bridge.conf; refused when the helper \
                      runs setuid, setgid or with file capabilities",
-                ),
-        )
+        ))
         .arg(
             Arg::new("help")
                 .long("help")

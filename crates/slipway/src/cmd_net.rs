@@ -17,6 +17,8 @@ use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, R
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
 use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths};
 
+mod complete;
+
 /// An argument virsh accepts either positionally or by its option name
 /// (`net-start default` or `net-start --network default`): a positional and
 /// a named argument of which exactly one must be given.
@@ -50,7 +52,7 @@ macro_rules! either_form {
 
 either_form!(
     /// Network name or UUID.
-    NetworkArg { network, network_named, "network", "NETWORK", crate::cmd_net_complete::network_names }
+    NetworkArg { network, network_named, "network", "NETWORK", crate::cmd_net::complete::network_names }
 );
 either_form!(
     /// File containing an XML network description.
@@ -231,7 +233,7 @@ pub struct UpdateArgs {
 #[derive(Args, Debug)]
 pub struct EventArgs {
     /// Filter by network name or UUID.
-    #[arg(long, add = clap_complete::ArgValueCompleter::new(crate::cmd_net_complete::network_names))]
+    #[arg(long, add = clap_complete::ArgValueCompleter::new(crate::cmd_net::complete::network_names))]
     network: Option<String>,
     /// Which event type to wait for.
     #[arg(long)]
@@ -273,7 +275,7 @@ impl Failure {
 }
 
 /// Where requests go: the daemon, or this process.
-pub(crate) enum Conn {
+enum Conn {
     Daemon(Client),
     Direct(Box<Manager>),
 }
@@ -281,7 +283,7 @@ pub(crate) enum Conn {
 impl Conn {
     /// The daemon if it answers, else a manager in this process realizing
     /// networks with `backend` (the Linux backend).
-    pub(crate) fn open(
+    fn open(
         paths: &Paths,
         backend: impl FnOnce() -> anyhow::Result<Box<dyn Backend>>,
     ) -> anyhow::Result<Conn> {
@@ -294,7 +296,7 @@ impl Conn {
         })
     }
 
-    pub(crate) fn call(&mut self, req: Request) -> Result<Reply, Error> {
+    fn call(&mut self, req: Request) -> Result<Reply, Error> {
         match self {
             Conn::Daemon(c) => c.call(&req),
             Conn::Direct(m) => m.handle(req),
@@ -355,7 +357,7 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
 /// The Linux backend, running each network's DHCP/DNS service as this
 /// binary's hidden `net-service` subcommand (logging at info level into the
 /// service's log file).
-pub(crate) fn linux_backend(paths: &Paths) -> anyhow::Result<Box<dyn Backend>> {
+fn linux_backend(paths: &Paths) -> anyhow::Result<Box<dyn Backend>> {
     let exe = std::env::current_exe()
         .context("cannot find the slipway executable to run network services")?;
     Ok(Box::new(slipway_hostnet::LinuxBackend::new(

@@ -8,7 +8,6 @@ mod cmd_ctl;
 mod cmd_generate;
 mod cmd_guest;
 mod cmd_net;
-mod cmd_net_complete;
 mod cmd_netservice;
 mod cmd_run;
 mod cmd_user;

@@ -206,7 +206,8 @@ fn package_metadata_and_contents() {
         );
         assert!(sections.contains(".gnu_debuglink"), "{bin}: no debuglink");
     }
-    let copyright = fs::read_to_string(root.path().join("usr/share/doc/slipway/copyright")).unwrap();
+    let copyright =
+        fs::read_to_string(root.path().join("usr/share/doc/slipway/copyright")).unwrap();
     assert!(copyright.contains("License: MIT") && copyright.contains(" clap "));
 }
 
@@ -322,15 +323,22 @@ fn manual_pages_render_without_warnings() {
                 String::from_utf8_lossy(&troff.stderr)
             );
             let shown = man(&path);
-            assert!(shown.contains("NAME") && shown.contains("SYNOPSIS"), "{shown}");
+            assert!(
+                shown.contains("NAME") && shown.contains("SYNOPSIS"),
+                "{shown}"
+            );
             assert!(roff.contains(".TH"), "{}", path.display());
             checked += 1;
         }
     }
     assert!(checked >= 26, "{checked} pages");
-    let start = man(&root.path().join("usr/share/man/man1/slipway-net-start.1.gz"));
+    let start = man(&root
+        .path()
+        .join("usr/share/man/man1/slipway-net-start.1.gz"));
     assert!(start.contains("--dry-run"), "{start}");
-    let helper = man(&root.path().join("usr/share/man/man8/slipway-bridge-helper.8.gz"));
+    let helper = man(&root
+        .path()
+        .join("usr/share/man/man8/slipway-bridge-helper.8.gz"));
     assert!(helper.contains("--use-vnet") && helper.contains("bridge.conf"));
     root.dpkg(&["--purge", "slipway"]);
 }
@@ -392,15 +400,21 @@ fn bash_completes_network_names_from_the_system() {
             .env("PATH", path_with(root.path())));
         out.lines().map(str::to_owned).collect()
     };
-    let names = |v: Vec<String>| -> Vec<String> {
-        v.into_iter().filter(|w| !w.starts_with('-')).collect()
-    };
+    let names =
+        |v: Vec<String>| -> Vec<String> { v.into_iter().filter(|w| !w.starts_with('-')).collect() };
     assert_eq!(
         names(complete(&["slipway", "--root", r, "net-start", ""])),
         ["alpha", "beta"]
     );
     assert_eq!(
-        names(complete(&["slipway", "--root", r, "net-info", "--network", "b"])),
+        names(complete(&[
+            "slipway",
+            "--root",
+            r,
+            "net-info",
+            "--network",
+            "b"
+        ])),
         ["beta"]
     );
     // net-destroy offers only running networks: none here.
@@ -429,10 +443,7 @@ fn zsh_and_fish_complete_network_names() {
         .env("ROOT", root.path())
         .env("NETS", nets.path())
         .env("PATH", path_with(root.path())));
-    let fish: Vec<&str> = fish
-        .lines()
-        .filter(|l| !l.starts_with('-'))
-        .collect();
+    let fish: Vec<&str> = fish.lines().filter(|l| !l.starts_with('-')).collect();
     assert_eq!(fish, ["alpha", "beta"]);
 
     // zsh's completion system needs a terminal; the script's function is

@@ -128,7 +128,11 @@ fn socket_activation() {
     let inode = fs::metadata(&socket).unwrap().ino();
     // The first connection starts the daemon (systemd-socket-activate
     // execs it then), which serves it on the socket it was given.
-    write(root, "n.xml", "<network><name>n1</name><bridge name='swa0'/></network>");
+    write(
+        root,
+        "n.xml",
+        "<network><name>n1</name><bridge name='swa0'/></network>",
+    );
     assert_eq!(
         ok(root, &["net-define", "n.xml"]),
         "Network n1 defined from n.xml\n\n"
@@ -146,10 +150,16 @@ fn socket_activation() {
     let status = daemon.terminate();
     assert!(status.success(), "daemon exit on SIGTERM: {status}");
     let stopping = notify.next();
-    assert!(stopping.starts_with("STOPPING=1\nSTATUS=stopping on SIGTERM"), "{stopping}");
+    assert!(
+        stopping.starts_with("STOPPING=1\nSTATUS=stopping on SIGTERM"),
+        "{stopping}"
+    );
     let log = fs::read_to_string(&log).unwrap();
     assert!(
-        log.contains(&format!("stopping on SIGTERM: no longer serving {}", socket.display())),
+        log.contains(&format!(
+            "stopping on SIGTERM: no longer serving {}",
+            socket.display()
+        )),
         "{log}"
     );
 }
@@ -223,7 +233,10 @@ fn user_notifies_ready_and_stopping() {
     // Ready means ready: QEMU can connect at once.
     std::os::unix::net::UnixStream::connect(&socket).unwrap();
     assert!(user.terminate().success());
-    assert_eq!(notify.next(), "STOPPING=1\nSTATUS=shutting down on signal 15");
+    assert_eq!(
+        notify.next(),
+        "STOPPING=1\nSTATUS=shutting down on signal 15"
+    );
 }
 
 /// The values of `KEY=` lines in a unit file, in order.
@@ -310,7 +323,9 @@ fn network_cycle(caps: &[&str], n: u32) -> Result<(), String> {
     }
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
-        status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
         "{status}"
     );
     assert!(sh(&format!("ip addr show swb{n}")).contains(&format!("10.47.{n}.1/24")));
@@ -364,7 +379,7 @@ fn user_template_runs_a_network_per_instance() {
     // RuntimeDirectory= is made by systemd before ExecStart=.
     let run_dir = runtime
         .path()
-        .join(&unit_values(&unit, "RuntimeDirectory")[0].replace("%i", "vm1"));
+        .join(unit_values(&unit, "RuntimeDirectory")[0].replace("%i", "vm1"));
     fs::create_dir_all(&run_dir).unwrap();
     let exec = expand(&unit_values(&unit, "ExecStart")[0]);
     let mut argv: Vec<String> = Vec::new();

@@ -20,7 +20,7 @@ use clap_complete::CompletionCandidate;
 use slipway_netmgr::proto::{ListFilter, Reply, Request};
 use slipway_netmgr::Paths;
 
-use crate::cmd_net::{linux_backend, Conn};
+use super::{linux_backend, Conn};
 
 /// The completer of network arguments: the network names starting with
 /// `current`.
