@@ -422,3 +422,140 @@ fn user_template_runs_a_network_per_instance() {
     );
     assert!(user.terminate().success());
 }
+
+#[test]
+fn unit_syscall_filter_and_address_families_allow_a_network() {
+    in_netns(
+        "unit_syscall_filter_and_address_families_allow_a_network",
+        Ns::Root,
+        traced_daemon,
+    );
+}
+
+/// The system calls of a group as this host's systemd defines it
+/// (`systemd-analyze syscall-filter @GROUP`, nested groups included).
+fn syscall_group(group: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", group])
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut calls = std::collections::BTreeSet::new();
+    for word in text.split_whitespace() {
+        if let Some(nested) = word.strip_prefix('@') {
+            if nested != group.trim_start_matches('@') {
+                calls.extend(syscall_group(word));
+            }
+        } else if !word.starts_with('#')
+            && word
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            calls.insert(word.to_owned());
+        }
+    }
+    calls
+}
+
+/// What systemd would refuse the daemon (and everything it runs: `nft`,
+/// the network services) under the unit's SystemCallFilter= and
+/// RestrictAddressFamilies=: none of it. The daemon runs under strace
+/// through a network's start and destroy, as root; every system call and
+/// socket family it and its children use must be allowed by the unit.
+fn traced_daemon() {
+    sh("ip link set lo up");
+    let unit = fs::read_to_string(repo().join("dist/systemd/system/slipway.service")).unwrap();
+    let mut allowed = std::collections::BTreeSet::new();
+    for word in unit_values(&unit, "SystemCallFilter")[0].split_whitespace() {
+        if word.starts_with('@') {
+            allowed.extend(syscall_group(word));
+        } else {
+            allowed.insert(word.to_owned());
+        }
+    }
+    let families: Vec<String> = unit_values(&unit, "RestrictAddressFamilies")[0]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let trace = root.join("strace.out");
+    let mut daemon = Proc(
+        Command::new("strace")
+            .args(["-f", "-qq", "-e", "signal=none", "-o"])
+            .arg(&trace)
+            .args(["--", BIN, "--root"])
+            .arg(root)
+            .arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace (Debian package strace)"),
+    );
+    wait_for("the traced daemon", || net_common::status(root).is_some());
+    write(
+        root,
+        "lab.xml",
+        "<network><name>lab</name><forward mode='nat'/><bridge name='swt0'/>\
+         <ip address='10.48.0.1' prefix='24'><dhcp><range start='10.48.0.10' end='10.48.0.20'/></dhcp></ip>\
+         <ip family='ipv6' address='fd48::1' prefix='64'/></network>",
+    );
+    ok(root, &["net-define", "lab.xml"]);
+    assert_eq!(ok(root, &["net-start", "lab"]), "Network lab started\n\n");
+    let pid = service_pid(root, "lab");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(pid));
+    assert_eq!(
+        ok(root, &["net-destroy", "lab"]),
+        "Network lab destroyed\n\n"
+    );
+    // The daemon (strace's child) stops on SIGTERM; strace then ends too.
+    let daemon_pid: i32 = fs::read_to_string(root.join("run/slipway/daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: plain kill(2) of the daemon this test started.
+    unsafe { libc::kill(daemon_pid, libc::SIGTERM) };
+    assert!(daemon.0.wait().unwrap().success());
+    let trace = fs::read_to_string(&trace).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    let mut used_families = std::collections::BTreeSet::new();
+    for line in trace.lines() {
+        // "PID name(args) = ret", "PID <... name resumed> ...", "PID +++ exited"
+        let Some((_, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        let Some((name, args)) = call.split_once('(') else {
+            continue;
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        used.insert(name.to_owned());
+        if name == "socket" || name == "socketpair" {
+            used_families.insert(args.split(',').next().unwrap_or("").to_owned());
+        }
+    }
+    assert!(
+        used.contains("landlock_restrict_self") || used.contains("seccomp"),
+        "{used:?}"
+    );
+    assert!(used.len() > 40, "too few calls traced: {used:?}");
+    let refused: Vec<&String> = used.difference(&allowed).collect();
+    assert!(
+        refused.is_empty(),
+        "system calls the unit's SystemCallFilter= refuses: {refused:?}"
+    );
+    let refused: Vec<&String> = used_families
+        .iter()
+        .filter(|f| !families.contains(f))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "socket families the unit's RestrictAddressFamilies= refuses: {refused:?}"
+    );
+}
