@@ -44,6 +44,9 @@ impl ServiceManager {
             .map_err(|e| Error::Activation(format!("cannot take SIGTERM/SIGINT: {e}")))?;
         let notifier = Notifier::from_env()
             .map_err(|e| Error::Activation(format!("cannot connect to $NOTIFY_SOCKET: {e}")))?;
+        // The networks' services (and what they run) are not the service
+        // systemd waits for; no thread runs yet to race with this.
+        std::env::remove_var("NOTIFY_SOCKET");
         Ok(ServiceManager { notifier, signals })
     }
 
