@@ -53,6 +53,10 @@ version=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "slipway"))')
 arch=$(dpkg --print-architecture)
 
+# Reproducible: file times clamped to the last commit's (dpkg-deb honours
+# SOURCE_DATE_EPOCH), gzip without names or times.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+
 mkdir -p "$out"
 stage=$(mktemp -d "$out/stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
@@ -99,6 +103,11 @@ doc=$root/usr/share/doc/slipway
 install -d "$doc/docs"
 install -m 0644 README.md "$doc/"
 install -m 0644 docs/*.md "$doc/docs/"
+# A native package's changelog: one entry for this build.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+printf 'slipway (%s) unstable; urgency=medium\n\n  * Built by scripts/package.sh from commit %s.\n\n -- slipway developers <slipway@localhost>  %s\n' \
+    "$version" "$commit" "$(date -R -u -d "@$SOURCE_DATE_EPOCH")" | gzip -9n >"$doc/changelog.gz"
+chmod 0644 "$doc/changelog.gz"
 {
     cat dist/debian/copyright
     printf '\nComment: Rust crates compiled into the binaries (name version: license)\n'

@@ -16,7 +16,14 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// Networking for QEMU/KVM virtual machines.
 #[derive(Parser, Debug)]
-#[command(name = "slipway", version, about, propagate_version = true)]
+#[command(
+    name = "slipway",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Manual: man slipway-COMMAND. Documents named docs/NAME.md are in \
+                  /usr/share/doc/slipway/docs/ when installed from the package."
+)]
 struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

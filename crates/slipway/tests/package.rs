@@ -162,6 +162,7 @@ const EXPECTED: &[(&str, u32)] = &[
     ("usr/lib/systemd/user/slipway-user@.service", 0o644),
     ("usr/share/doc/slipway/README.md", 0o644),
     ("usr/share/doc/slipway/copyright", 0o644),
+    ("usr/share/doc/slipway/changelog.gz", 0o644),
     ("usr/share/doc/slipway/docs/daemon-api.md", 0o644),
     ("usr/share/doc/slipway/docs/sandbox.md", 0o644),
 ];
