@@ -49,6 +49,11 @@ for b in slipway slipway-bridge-helper; do
     [ -x "$bin_dir/$b" ] || die "$bin_dir/$b is missing: build it first (cargo build -p slipway --bins)"
 done
 
+# The Maintainer: field and the changelog's signature, as Debian's tools
+# take them (DEBFULLNAME, DEBEMAIL).
+maintainer="${DEBFULLNAME:-slipway developers} <${DEBEMAIL:-slipway-devel@example.org}>"
+case $maintainer in *@*@*|*'|'*) die "DEBFULLNAME/DEBEMAIL must not contain '|' or more than one '@'" ;; esac
+
 version=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "slipway"))')
 arch=$(dpkg --print-architecture)
@@ -105,8 +110,8 @@ install -m 0644 README.md "$doc/"
 install -m 0644 docs/*.md "$doc/docs/"
 # A native package's changelog: one entry for this build.
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-printf 'slipway (%s) unstable; urgency=medium\n\n  * Built by scripts/package.sh from commit %s.\n\n -- slipway developers <slipway@localhost>  %s\n' \
-    "$version" "$commit" "$(date -R -u -d "@$SOURCE_DATE_EPOCH")" | gzip -9n >"$doc/changelog.gz"
+printf 'slipway (%s) unstable; urgency=medium\n\n  * Built by scripts/package.sh from commit %s.\n\n -- %s  %s\n' \
+    "$version" "$commit" "$maintainer" "$(date -R -u -d "@$SOURCE_DATE_EPOCH")" | gzip -9n >"$doc/changelog.gz"
 chmod 0644 "$doc/changelog.gz"
 {
     cat dist/debian/copyright
@@ -126,7 +131,7 @@ if readelf -d "$root/usr/bin/slipway" | grep -q 'libgcc_s\.so'; then
     depends="$depends, libgcc-s1"
 fi
 installed_size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" \
+sed -e "s/@VERSION@/$version/" -e "s|@MAINTAINER@|$maintainer|" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" \
     -e "s/@INSTALLED_SIZE@/$installed_size/" dist/debian/control >"$root/DEBIAN/control"
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' \
     | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"

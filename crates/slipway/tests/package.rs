@@ -91,10 +91,15 @@ struct Root {
 }
 
 impl Root {
+    /// The root, with the directories a Debian system with systemd has
+    /// (owned by the systemd package there) for the units' enablement.
     fn new() -> Root {
         let dir = tempfile::tempdir().unwrap();
         for sub in ["info", "updates", "triggers"] {
             fs::create_dir_all(dir.path().join("var/lib/dpkg").join(sub)).unwrap();
+        }
+        for sub in ["etc/systemd/system", "var/lib/systemd"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
         fs::write(dir.path().join("var/lib/dpkg/status"), "").unwrap();
         Root { dir }
@@ -215,7 +220,23 @@ fn package_metadata_and_contents() {
 #[test]
 fn install_reinstall_and_purge_leave_nothing_behind() {
     let root = Root::new();
+    let empty = root.files();
     root.install();
+    // Enabled as debhelper would (deb-systemd-helper, under DPKG_ROOT).
+    for (link, unit) in [
+        (
+            "etc/systemd/system/sockets.target.wants/slipway.socket",
+            "slipway.socket",
+        ),
+        (
+            "etc/systemd/system/multi-user.target.wants/slipway.service",
+            "slipway.service",
+        ),
+    ] {
+        let target =
+            fs::read_link(root.path().join(link)).unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert_eq!(target, Path::new("/usr/lib/systemd/system").join(unit));
+    }
     for (path, mode) in EXPECTED {
         let meta = fs::metadata(root.path().join(path))
             .unwrap_or_else(|e| panic!("{path} not installed: {e}"));
@@ -244,7 +265,7 @@ fn install_reinstall_and_purge_leave_nothing_behind() {
     assert!(caps.contains("cap_net_admin=ep"), "after reinstall: {caps}");
 
     root.dpkg(&["--purge", "slipway"]);
-    assert_eq!(root.files(), Vec::<String>::new(), "left after purge");
+    assert_eq!(root.files(), empty, "left after purge");
     let status = fs::read_to_string(root.path().join("var/lib/dpkg/status")).unwrap();
     assert!(!status.contains("Package: slipway"), "{status}");
 }
