@@ -12,7 +12,7 @@
 //! host's).
 //!
 //! Needs: dpkg, binutils (objcopy, readelf), libcap2-bin (getcap), groff-base
-//! and man-db, systemd (systemd-analyze), bash, zsh, fish, util-linux
+//! and man-db, systemd (systemd-analyze), lintian, bash, zsh, fish, util-linux
 //! (unshare), the kernel's overlayfs; runs as root (as CI does).
 
 use std::fs;
@@ -485,4 +485,19 @@ fn zsh_and_fish_complete_network_names() {
         .env("PATH", path_with(root.path())));
     assert_eq!(zsh.lines().collect::<Vec<_>>(), ["alpha"]);
     root.dpkg(&["--purge", "slipway"]);
+}
+
+/// Debian's own package checker finds nothing to warn about.
+#[test]
+fn lintian_is_clean() {
+    let out = run(Command::new("lintian")
+        .args(["--fail-on", "warning", "--tag-display-limit", "0"])
+        .arg(deb()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim().is_empty(),
+        "lintian ({}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
