@@ -13,7 +13,8 @@
 //!
 //! Needs: dpkg, binutils (objcopy, readelf), libcap2-bin (getcap), groff-base
 //! and man-db, systemd (systemd-analyze), lintian, bash, zsh, fish, util-linux
-//! (unshare), the kernel's overlayfs; runs as root (as CI does).
+//! (unshare), systemd-container (systemd-nspawn), the kernel's overlayfs;
+//! runs as root (as CI does).
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -499,5 +500,117 @@ fn lintian_is_clean() {
         "lintian ({}):\n{stdout}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The script the booted container runs (as a oneshot unit), writing what
+/// it sees to /out.
+const IN_CONTAINER: &str = r#"#!/bin/sh
+exec >/out/log 2>&1
+set -x
+systemctl daemon-reload
+systemctl start slipway.socket
+systemctl is-active slipway.socket >/out/socket-active
+# The first request activates the daemon.
+slipway net-list --all >/out/list-1
+systemctl is-active slipway.service >/out/service-active
+systemctl show -p StatusText --value slipway.service >/out/status
+printf '%s\n' "<network><name>t</name><forward mode='nat'/><bridge name='swn0'/>" \
+  "<ip address='10.49.0.1' prefix='24'><dhcp><range start='10.49.0.10' end='10.49.0.20'/></dhcp></ip></network>" \
+  >/tmp/t.xml
+slipway net-define /tmp/t.xml
+slipway net-start t >/out/start 2>&1
+slipway net-list --all >/out/list-2
+systemctl stop slipway.service
+systemctl is-active slipway.service >/out/service-stopped
+# Networks outlive the daemon (KillMode=process); the next one takes them over.
+ip -br addr show swn0 >/out/bridge-after-stop
+slipway net-list --all >/out/list-3
+slipway net-destroy t >/out/destroy 2>&1
+journalctl -u slipway.service --no-pager -o cat >/out/journal
+echo done >/out/done
+"#;
+
+/// A real systemd (PID 1 of a `systemd-nspawn` container booted from this
+/// machine's own /usr, with the package's /usr over it, a volatile /etc and
+/// /var, and a network namespace of its own) runs the system units as
+/// installed: socket activation, readiness, a network started by the
+/// hardened daemon (ProtectSystem=, the capability bounding set, the system
+/// call filter all in force), a stop that leaves the network up, and the
+/// journal's account of it.
+#[test]
+fn a_real_systemd_runs_the_units() {
+    let root = Root::new();
+    root.install();
+    let out = tempfile::tempdir().unwrap();
+    let etc = tempfile::tempdir().unwrap();
+    let script = etc.path().join("run-test");
+    fs::write(&script, IN_CONTAINER).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let unit = etc.path().join("slipway-test.service");
+    fs::write(
+        &unit,
+        "[Unit]\nDescription=slipway package test\nAfter=basic.target\n\
+         [Service]\nType=oneshot\nExecStart=/etc/slipway-test\n\
+         ExecStopPost=/bin/systemctl poweroff --no-block\n",
+    )
+    .unwrap();
+    let usr = root.path().join("usr");
+    let status = run(Command::new("timeout")
+        .args([
+            "300",
+            "systemd-nspawn",
+            "--quiet",
+            "--directory=/",
+            "--volatile=yes",
+        ])
+        .args(["--register=no", "--keep-unit", "--private-network"])
+        .arg(format!("--overlay-ro=/usr:{}:/usr", usr.display()))
+        .arg(format!("--bind={}:/out", out.path().display()))
+        .arg(format!(
+            "--bind-ro={}:/etc/systemd/system/slipway-test.service",
+            unit.display()
+        ))
+        .arg(format!("--bind-ro={}:/etc/slipway-test", script.display()))
+        .args([
+            "--boot",
+            "--",
+            "systemd.unit=slipway-test.service",
+            "systemd.firstboot=off",
+        ]));
+    let read = |name: &str| fs::read_to_string(out.path().join(name)).unwrap_or_default();
+    assert_eq!(
+        read("done").trim(),
+        "done",
+        "the test in the container did not finish ({}):\n{}\n{}{}",
+        status.status,
+        read("log"),
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let log = read("log");
+    assert_eq!(read("socket-active").trim(), "active", "{log}");
+    assert_eq!(read("service-active").trim(), "active", "{log}");
+    assert_eq!(
+        read("status").trim(),
+        "serving /run/slipway/slipway-sock",
+        "{log}"
+    );
+    // The first run's `default` network, autostarted by the hardened daemon.
+    assert!(read("list-1").contains(" default "), "{log}");
+    assert_eq!(read("start"), "Network t started\n\n", "{log}");
+    assert!(
+        read("list-2")
+            .lines()
+            .any(|l| l.contains(" t ") && l.contains("active")),
+        "{log}"
+    );
+    assert_eq!(read("service-stopped").trim(), "inactive", "{log}");
+    assert!(read("bridge-after-stop").contains("10.49.0.1/24"), "{log}");
+    assert_eq!(read("destroy"), "Network t destroyed\n\n", "{log}");
+    let journal = read("journal");
+    assert!(
+        journal.contains("stopping on SIGTERM: no longer serving /run/slipway/slipway-sock"),
+        "{journal}"
     );
 }
