@@ -16,6 +16,8 @@
 //!   `mio` by the event loops and waited on by the blocking users;
 //! - [`clear_bounding_set`]: the capability bounding set emptied up to the
 //!   kernel's last capability;
+//! - [`systemd`]: readiness notification and socket activation, the two
+//!   protocols a systemd service speaks;
 //! - [`privileged_exec`]: whether the kernel started this process with
 //!   privileges its caller does not have (the bridge helper drops them, every
 //!   other program refuses to run).
@@ -31,6 +33,7 @@ pub mod ifaddrs;
 pub mod jsonl;
 pub mod mac;
 pub mod signals;
+pub mod systemd;
 
 pub use caps;
 pub use ipnet;

@@ -139,6 +139,9 @@ pub fn run_serving(
     also: impl FnOnce(&Arc<Manager>, &EventHub) -> Result<()>,
 ) -> Result<()> {
     let paths = manager.paths().clone();
+    // systemd's part (daemon_systemd) first: before any thread starts.
+    let service_manager = crate::daemon_systemd::ServiceManager::new()?;
+    let activated = crate::daemon_systemd::activated_listener()?;
     let run_dir = paths
         .socket
         .parent()
@@ -164,21 +167,31 @@ pub fn run_serving(
     writeln!(&pid_file, "{}", std::process::id())
         .map_err(|e| Error::io("cannot write", &pid_path, e))?;
 
-    // A socket file left by a killed daemon is stale: we hold the lock.
-    let _ = std::fs::remove_file(&paths.socket);
-    let listener = UnixListener::bind(&paths.socket)
-        .map_err(|e| Error::io("cannot listen on", &paths.socket, e))?;
-    // Per-user: only the user may connect. System: everyone may read, the
-    // peer-credential check keeps changes to root.
-    let mode = if paths.system { 0o666 } else { 0o600 };
-    std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("cannot set permissions of", &paths.socket, e))?;
+    let listener = match activated {
+        // systemd made the socket file (and its mode: the .socket unit).
+        Some(listener) => listener,
+        None => {
+            // A socket file left by a killed daemon is stale: we hold the lock.
+            let _ = std::fs::remove_file(&paths.socket);
+            let listener = UnixListener::bind(&paths.socket)
+                .map_err(|e| Error::io("cannot listen on", &paths.socket, e))?;
+            // Per-user: only the user may connect. System: everyone may read, the
+            // peer-credential check keeps changes to root.
+            let mode = if paths.system { 0o666 } else { 0o600 };
+            std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("cannot set permissions of", &paths.socket, e))?;
+            listener
+        }
+    };
 
     let events = manager.recover()?;
     for ev in &events {
         tracing::info!("autostarted network {}", ev.network);
     }
     tracing::info!("listening on {}", paths.socket.display());
+    let socket_name = paths.socket.display().to_string();
+    service_manager.ready(&format!("serving {socket_name}"));
+    service_manager.stop_on_signals(socket_name)?;
 
     let manager = Arc::new(manager);
     {

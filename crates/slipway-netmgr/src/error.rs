@@ -101,6 +101,10 @@ pub enum Error {
     /// what failed).
     #[error("internal error: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// The sockets systemd passed (socket activation) are not what the
+    /// daemon serves on.
+    #[error("socket activation: {0}")]
+    Activation(String),
     /// The manager's lock stayed taken for the whole wait.
     #[error(
         "timed out after {} s waiting for the lock {path}, held by {holders}",
@@ -182,6 +186,7 @@ impl Error {
             | Error::Io(_)
             | Error::Backend(_)
             | Error::Internal(_)
+            | Error::Activation(_)
             | Error::Protocol(_)
             | Error::LockTimeout { .. } => ErrorCode::Internal,
             Error::Denied(_) | Error::UnsafePath { .. } => ErrorCode::Denied,

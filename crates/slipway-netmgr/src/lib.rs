@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod daemon;
+mod daemon_systemd;
 pub mod defaultnet;
 mod error;
 pub mod events;

@@ -109,6 +109,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
     raise_file_limit();
     let signals =
         Signals::new(&[libc::SIGTERM, libc::SIGINT]).map_err(io_err("signal handling"))?;
+    // Under systemd (`Type=notify`): connected now, before the sandbox.
+    let notifier = slipway_host::systemd::Notifier::from_env()
+        .map_err(io_err("connecting to $NOTIFY_SOCKET"))?;
     let mut poll = Poll::new().map_err(io_err("creating the event loop"))?;
     let registry = poll
         .registry()
@@ -161,6 +164,11 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
     if let Some(addr) = attach.local_addr() {
         tracing::info!(%addr, "listening");
     }
+    let ready_status = match (attach.local_addr(), &socket_file) {
+        (Some(addr), _) => format!("listening on {addr}"),
+        (None, Some(path)) => format!("listening on {}", path.display()),
+        (None, None) => "attached".to_owned(),
+    };
     let mut sandbox = sandbox.map(|mut sandbox| {
         if let Some(path) = socket_file {
             sandbox.remove_on_exit(path);
@@ -179,6 +187,11 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                 Interest::READABLE,
             )
             .map_err(io_err("watching the exit descriptor"))?;
+    }
+    if let Some(notifier) = &notifier {
+        if let Err(err) = notifier.ready(&ready_status) {
+            tracing::warn!(%err, "notifying systemd of readiness");
+        }
     }
     if let Some(fd) = ready {
         let mut ready = std::fs::File::from(fd);
@@ -237,6 +250,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                 Some((TokenKind::Control, _)) => {
                     if let Some(signo) = signals.next() {
                         tracing::info!(signal = signo, "shutting down");
+                        if let Some(notifier) = &notifier {
+                            let _ = notifier.stopping(&format!("shutting down on signal {signo}"));
+                        }
                         report(&stack);
                         return Ok(());
                     }

@@ -17,23 +17,25 @@ use slipway_netmgr::proto::{EventKind, ListFilter, Lookup, NetworkInfo, Reply, R
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
 use slipway_netmgr::{Backend, Client, Error, ErrorCode, Manager, Paths};
 
+mod complete;
 mod port;
 
 /// An argument virsh accepts either positionally or by its option name
 /// (`net-start default` or `net-start --network default`): a positional and
 /// a named argument of which exactly one must be given.
 macro_rules! either_form {
-    ($(#[$doc:meta])* $ty:ident { $pos:ident, $named:ident, $long:literal, $value:literal }) => {
+    ($(#[$doc:meta])* $ty:ident { $pos:ident, $named:ident, $long:literal, $value:literal $(, $complete:expr)? }) => {
         $(#[$doc])*
         #[derive(Args, Debug)]
         #[group(required = true, multiple = false)]
         pub struct $ty {
             $(#[$doc])*
-            #[arg(value_name = $value)]
+            #[arg(value_name = $value $(, add = clap_complete::ArgValueCompleter::new($complete))?)]
             $pos: Option<String>,
             #[arg(
                 long = $long,
                 value_name = $value,
+                $(add = clap_complete::ArgValueCompleter::new($complete),)?
                 help = concat!("The same as ", $value, ", given by name as virsh also takes it")
             )]
             $named: Option<String>,
@@ -51,7 +53,7 @@ macro_rules! either_form {
 
 either_form!(
     /// Network name or UUID.
-    NetworkArg { network, network_named, "network", "NETWORK" }
+    NetworkArg { network, network_named, "network", "NETWORK", crate::cmd_net::complete::network_names }
 );
 either_form!(
     /// File containing an XML network description.
@@ -234,7 +236,7 @@ pub struct UpdateArgs {
 #[derive(Args, Debug)]
 pub struct EventArgs {
     /// Filter by network name or UUID.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCompleter::new(crate::cmd_net::complete::network_names))]
     network: Option<String>,
     /// Which event type to wait for.
     #[arg(long)]

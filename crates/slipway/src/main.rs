@@ -5,17 +5,25 @@
 
 mod cmd_attach;
 mod cmd_ctl;
+mod cmd_generate;
 mod cmd_guest;
 mod cmd_net;
 mod cmd_netservice;
 mod cmd_run;
 mod cmd_user;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Networking for QEMU/KVM virtual machines.
 #[derive(Parser, Debug)]
-#[command(name = "slipway", version, about, propagate_version = true)]
+#[command(
+    name = "slipway",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Manual: man slipway-COMMAND. Documents named docs/NAME.md are in \
+                  /usr/share/doc/slipway/docs/ when installed from the package."
+)]
 struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -47,10 +55,16 @@ enum Command {
     NetService(cmd_netservice::NetServiceArgs),
     #[command(flatten)]
     Guest(cmd_guest::GuestCommand),
+    /// Write the manual pages or shell completions (packaging).
+    #[command(hide = true)]
+    Generate(cmd_generate::GenerateArgs),
 }
 
 fn main() {
     refuse_privileged_exec();
+    // `COMPLETE=SHELL slipway -- WORDS`: the completion scripts asking
+    // (cmd_generate); answers and exits.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = Cli::parse_from(helper_argv(std::env::args_os().collect()));
     init_logging(cli.verbose);
     let result = match cli.command {
@@ -61,6 +75,7 @@ fn main() {
         Command::Net(cmd) => cmd_net::run(cmd, cli.root.as_deref()),
         Command::NetService(args) => cmd_netservice::run(args),
         Command::Guest(cmd) => cmd_guest::run(cmd, cli.root.as_deref()),
+        Command::Generate(args) => cmd_generate::run(args, Cli::command()),
     };
     match result {
         Ok(code) => std::process::exit(code),

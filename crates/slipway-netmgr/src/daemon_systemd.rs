@@ -1,0 +1,155 @@
+//! The daemon under systemd (`slipway.socket`, `slipway.service`,
+//! `Type=notify`): the listening socket systemd passed, readiness and
+//! stopping notifications, and a clean stop on SIGTERM or SIGINT.
+//!
+//! Socket activation: the daemon serves the descriptor named `json`
+//! (`FileDescriptorName=json` in `slipway.socket`), or the only one when
+//! a single unnamed descriptor was passed; it must be a listening unix
+//! stream socket. Descriptors under other names are left to the parts of
+//! slipway that own them (the libvirt protocol's socket is to be named
+//! `libvirt`) and closed here. Without activation the daemon binds its
+//! socket itself, as before.
+//!
+//! Stopping: the signals are taken from a descriptor by a thread of their
+//! own ([`slipway_host::signals`]), created before any other thread so
+//! that every thread has them blocked. On SIGTERM or SIGINT the daemon
+//! logs why it stops, tells systemd `STOPPING=1`, and exits 0. Running
+//! networks and their services stay up, as libvirt's do when libvirtd
+//! stops (the unit's `KillMode=process` keeps systemd from killing the
+//! services); the next daemon takes them over (recovery).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+
+use slipway_host::signals::Signals;
+use slipway_host::systemd::{self, Notifier};
+
+use crate::error::{Error, Result};
+
+/// The `FileDescriptorName=` of the daemon's JSON socket.
+pub(crate) const JSON_SOCKET_NAME: &str = "json";
+
+/// The daemon's systemd integration, set up before any thread starts.
+pub(crate) struct ServiceManager {
+    notifier: Option<Notifier>,
+    signals: Signals,
+}
+
+impl ServiceManager {
+    /// Blocks SIGTERM and SIGINT (taken later by [`Self::stop_on_signals`])
+    /// and connects to `$NOTIFY_SOCKET` when set. Call before starting any
+    /// thread.
+    pub(crate) fn new() -> Result<ServiceManager> {
+        let signals = Signals::new(&[libc::SIGTERM, libc::SIGINT])
+            .map_err(|e| Error::Activation(format!("cannot take SIGTERM/SIGINT: {e}")))?;
+        let notifier = Notifier::from_env()
+            .map_err(|e| Error::Activation(format!("cannot connect to $NOTIFY_SOCKET: {e}")))?;
+        // The networks' services (and what they run) are not the service
+        // systemd waits for; no thread runs yet to race with this.
+        std::env::remove_var("NOTIFY_SOCKET");
+        Ok(ServiceManager { notifier, signals })
+    }
+
+    /// Tells systemd the daemon is ready (a no-op without it).
+    pub(crate) fn ready(&self, status: &str) {
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.ready(status) {
+                tracing::warn!("cannot notify systemd of readiness: {e}");
+            }
+        }
+    }
+
+    /// Starts the thread that, on SIGTERM or SIGINT, logs why the daemon
+    /// stops, notifies `STOPPING=1` and exits the process with status 0.
+    pub(crate) fn stop_on_signals(self, socket: String) -> Result<()> {
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let sig = match self.signals.wait() {
+                    Ok(sig) => sig,
+                    Err(e) => {
+                        tracing::error!("waiting for signals failed: {e}; SIGTERM now ends the daemon without notice");
+                        return;
+                    }
+                };
+                let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+                let why = format!(
+                    "stopping on {name}: no longer serving {socket}; running networks stay up"
+                );
+                tracing::info!("{why}");
+                if let Some(n) = &self.notifier {
+                    if let Err(e) = n.stopping(&why) {
+                        tracing::warn!("cannot notify systemd of stopping: {e}");
+                    }
+                }
+                std::process::exit(0);
+            })
+            .map(drop)
+            .map_err(|e| Error::Activation(format!("cannot start the signal thread: {e}")))
+    }
+}
+
+/// The listening socket systemd passed for the daemon, if it passed any.
+/// Call before starting any thread (it clears the `LISTEN_*` variables).
+pub(crate) fn activated_listener() -> Result<Option<UnixListener>> {
+    let fds = systemd::take_listen_fds()
+        .map_err(|e| Error::Activation(format!("bad LISTEN_FDS/LISTEN_PID: {e}")))?;
+    if fds.is_empty() {
+        return Ok(None);
+    }
+    let only_unnamed = fds.len() == 1 && fds[0].0 == "unknown";
+    let mut chosen: Option<OwnedFd> = None;
+    for (name, fd) in fds {
+        if name == JSON_SOCKET_NAME || only_unnamed {
+            chosen = Some(fd);
+        } else {
+            tracing::warn!(
+                "ignoring the socket named '{name}' systemd passed (descriptor {}): not the daemon's",
+                fd.as_raw_fd()
+            );
+        }
+    }
+    let Some(fd) = chosen else {
+        return Err(Error::Activation(format!(
+            "systemd passed sockets but none named '{JSON_SOCKET_NAME}' \
+             (set FileDescriptorName={JSON_SOCKET_NAME} in the .socket unit)"
+        )));
+    };
+    check_unix_stream_listener(&fd)?;
+    Ok(Some(UnixListener::from(fd)))
+}
+
+/// Refuses a descriptor that is not a listening unix stream socket (a
+/// unit with `ListenDatagram=`, a TCP port, a FIFO...).
+fn check_unix_stream_listener(fd: &OwnedFd) -> Result<()> {
+    let int_opt = |opt: libc::c_int| -> std::io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(value)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let bad = |why: String| Error::Activation(format!("the socket systemd passed {why}"));
+    let domain = int_opt(libc::SO_DOMAIN).map_err(|e| bad(format!("is not a socket ({e})")))?;
+    let kind = int_opt(libc::SO_TYPE).map_err(|e| bad(format!("is not a socket ({e})")))?;
+    let listening =
+        int_opt(libc::SO_ACCEPTCONN).map_err(|e| bad(format!("is not a socket ({e})")))?;
+    if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || listening == 0 {
+        return Err(bad(
+            "is not a listening unix stream socket (ListenStream=/run/slipway/slipway-sock)".into(),
+        ));
+    }
+    Ok(())
+}
