@@ -39,7 +39,7 @@ use slipway_netmgr::{Action, Backend, LiveState, Plan};
 
 pub use error::{Error, Result};
 pub use firewall::RuleHandle;
-pub use leases::leases_table;
+pub use leases::{leases_json, leases_table, LeaseJson};
 
 /// How long `start` waits for the service to report `ready`.
 const SERVICE_READY_TIMEOUT: Duration = Duration::from_secs(20);

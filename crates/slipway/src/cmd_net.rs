@@ -161,6 +161,9 @@ pub enum NetCommand {
         /// Only the leases of this MAC address.
         #[arg(long)]
         mac: Option<String>,
+        /// Print as JSON (python-libvirt's `DHCPLeases()` keys).
+        #[arg(long)]
+        json: bool,
     },
     /// Wait for network events (needs the daemon).
     NetEvent(EventArgs),
@@ -249,12 +252,30 @@ pub struct EventArgs {
     timestamp: bool,
 }
 
-/// A failed command: virsh's `error: ` lines.
-struct Failure(Vec<String>);
+/// A failed command: virsh's `error: ` lines, and the manager's
+/// classification of the error when it came from the manager (`--json`
+/// prints both).
+struct Failure {
+    lines: Vec<String>,
+    code: Option<ErrorCode>,
+}
 
 impl Failure {
     fn one(msg: impl Into<String>) -> Failure {
-        Failure(vec![msg.into()])
+        Failure::lines(vec![msg.into()])
+    }
+
+    fn lines(lines: Vec<String>) -> Failure {
+        Failure { lines, code: None }
+    }
+
+    /// The failure as `--json` prints it on standard output:
+    /// `{"error": {"code": "not-found", "messages": [...]}}` (code `null`
+    /// for failures of the command line itself, such as an unreadable file).
+    fn to_json(&self) -> String {
+        to_json(&serde_json::json!({
+            "error": { "code": self.code, "messages": self.lines }
+        }))
     }
 
     /// `context` line then the error itself; lookup failures get virsh's
@@ -267,7 +288,10 @@ impl Failure {
             lines.push(c);
         }
         lines.push(err.to_string());
-        Failure(lines)
+        Failure {
+            lines,
+            code: Some(err.code()),
+        }
     }
 }
 
@@ -324,6 +348,7 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                 NetCommand::NetList(ListArgs { json: true, .. })
                     | NetCommand::NetInfo { json: true, .. }
                     | NetCommand::NetStart { json: true, .. }
+                    | NetCommand::NetDhcpLeases { json: true, .. }
             );
             // A dry run too checks the host with the Linux backend, as the
             // start would (it changes nothing).
@@ -336,12 +361,15 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                     let _ = stdout.flush();
                     Ok(0)
                 }
-                Err(Failure(lines)) => {
-                    if !json {
+                Err(failure) => {
+                    // virsh's empty line; with --json, the error as JSON.
+                    if json {
+                        let _ = write!(stdout, "{}", failure.to_json());
+                    } else {
                         let _ = writeln!(stdout);
-                        let _ = stdout.flush();
                     }
-                    for l in lines {
+                    let _ = stdout.flush();
+                    for l in failure.lines {
                         eprintln!("error: {l}");
                     }
                     Ok(1)
@@ -455,8 +483,8 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
         NetCommand::NetName { network } => net_name(conn, &network.get()),
         NetCommand::NetEdit { network } => net_edit(conn, &network.get()),
         NetCommand::NetUpdate(a) => net_update(conn, a),
-        NetCommand::NetDhcpLeases { network, mac } => {
-            net_dhcp_leases(conn, paths, &network.get(), mac.as_deref())
+        NetCommand::NetDhcpLeases { network, mac, json } => {
+            net_dhcp_leases(conn, paths, &network.get(), mac.as_deref(), json)
         }
         NetCommand::Daemon | NetCommand::NetEvent(_) => unreachable!("handled by run"),
     }
@@ -588,18 +616,29 @@ fn net_dhcp_leases(
     paths: &Paths,
     network: &str,
     mac: Option<&str>,
+    json: bool,
 ) -> Result<String, Failure> {
     let failed = || format!("Failed to get leases info for {network}");
     // The name as defined (the key may be a UUID); the leases file is read
     // directly: it is written atomically by the service.
-    let name = info(conn, Lookup::any(network))?.name;
+    let net = info(conn, Lookup::any(network))?;
+    let name = net.name;
     if let Some(m) = mac {
         if m.parse::<slipway_netxml::MacAddr>().is_err() {
-            return Err(Failure(vec![failed(), format!("invalid MAC address: {m}")]));
+            return Err(Failure::lines(vec![
+                failed(),
+                format!("invalid MAC address: {m}"),
+            ]));
         }
     }
+    if json {
+        let bridge = net.bridge.unwrap_or_default();
+        return slipway_hostnet::leases_json(&paths.state_dir, &name, &bridge, mac)
+            .map(|l| to_json(&l))
+            .map_err(|e| Failure::lines(vec![failed(), e.to_string()]));
+    }
     slipway_hostnet::leases_table(&paths.state_dir, &name, mac)
-        .map_err(|e| Failure(vec![failed(), e.to_string()]))
+        .map_err(|e| Failure::lines(vec![failed(), e.to_string()]))
 }
 
 fn net_list(conn: &mut Conn, a: ListArgs) -> Result<String, Failure> {
@@ -620,10 +659,10 @@ fn net_list(conn: &mut Conn, a: ListArgs) -> Result<String, Failure> {
         Ok(Reply::List { networks, problems }) => (networks, problems),
         Ok(other) => return Err(Failure::one(format!("unexpected reply {other:?}"))),
         Err(e) => {
-            return Err(Failure(vec![
-                "Failed to list networks".into(),
-                e.to_string(),
-            ]))
+            return Err(Failure {
+                lines: vec!["Failed to list networks".into(), e.to_string()],
+                code: Some(e.code()),
+            })
         }
     };
     for p in &problems {
@@ -777,7 +816,7 @@ fn edit_loop(conn: &mut Conn, path: &Path, original: &str, name: &str) -> Result
                 return Ok(format!("Network {} XML configuration edited.\n", o.network));
             }
             Err(fail) if std::io::stdin().is_terminal() => {
-                for l in &fail.0 {
+                for l in &fail.lines {
                     eprintln!("error: {l}");
                 }
                 if !ask_retry() {
@@ -841,7 +880,7 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
         }) {
             Ok(Reply::Info(i)) => Some(i.uuid),
             Ok(other) => return fail(vec![format!("unexpected reply {other:?}")]),
-            Err(e) => return fail(Failure::with(e, key, None).0),
+            Err(e) => return fail(Failure::with(e, key, None).lines),
         },
         None => None,
     };

@@ -210,7 +210,7 @@ fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<
             let code = match serve() {
                 Ok(()) => 0,
                 Err(err) => {
-                    eprintln!("slipway: error: {err:#}");
+                    eprintln!("error: {err:#}");
                     1
                 }
             };

@@ -51,7 +51,11 @@ enum Command {
 
 fn main() {
     refuse_privileged_exec();
-    let cli = Cli::parse_from(helper_argv(std::env::args_os().collect()));
+    let args = helper_argv(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => usage_error(err, &args),
+    };
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
@@ -65,10 +69,64 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("slipway: error: {err:#}");
+            eprintln!("error: {err:#}");
             std::process::exit(1);
         }
     }
+}
+
+/// Reports a command line clap refused in slipway's one error style, as
+/// virsh does (`error: …` on standard error, exit status 1, for every
+/// command: slirp4netns, which slipway also stands in for, exits 1 too);
+/// `--help` and `--version` print as clap prints them and exit 0.
+/// `args` is the command line, to name the command whose help to read.
+fn usage_error(err: clap::Error, args: &[std::ffi::OsString]) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        err.exit()
+    }
+    eprintln!(
+        "{}. See '{} --help'.",
+        usage_message(&err.render().to_string()),
+        command_name(args)
+    );
+    std::process::exit(1)
+}
+
+/// clap's rendered error block as one line: its first paragraph (`error:
+/// …` and the arguments it names).
+fn usage_message(rendered: &str) -> String {
+    let first = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if first.is_empty() {
+        "error: invalid command line".into()
+    } else {
+        first.trim_end_matches(':').to_string()
+    }
+}
+
+/// The command a command line runs, for "See '… --help'": `slipway
+/// SUBCOMMAND` (the first argument naming one), `slipway`, or
+/// `slirp4netns` when slipway stands in for it.
+fn command_name(args: &[std::ffi::OsString]) -> String {
+    use clap::CommandFactory;
+    let as_slirp4netns = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "slirp4netns");
+    if as_slirp4netns {
+        return "slirp4netns".into();
+    }
+    let cli = Cli::command();
+    args.iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| cli.find_subcommand(a).is_some())
+        .map_or_else(|| "slipway".into(), |sub| format!("slipway {sub}"))
 }
 
 /// Exits at once when this process gained privileges at exec (setuid,
