@@ -9,15 +9,29 @@
 //!
 //! A supervisor thread restarts the service of a running network that
 //! ended (crash, `kill -9`) within a second, with backoff if it keeps dying.
+//!
+//! The log says what happened: a `ready` line with the socket once the
+//! daemon serves, every change request with who asked (the peer's uid and
+//! pid, from SO_PEERCRED) and how it ended (the backend logs each action
+//! it carries out and each undo), and a `stopping` line naming the signal
+//! that ended the daemon. SIGTERM, SIGINT and SIGHUP are blocked in every
+//! thread and read by one of their own (a signalfd), which logs and exits
+//! while holding the manager's lock, so no request is cut off half-way;
+//! running networks stay up, as they do across a crash (the next daemon
+//! recovers them). Lifecycle lines have the target `slipway::lifecycle`,
+//! requests `slipway::audit`.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use slipway_host::signals::Signals;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -162,13 +176,34 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
     std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("cannot set permissions of", &paths.socket, e))?;
 
+    // Blocked before any thread starts (they inherit the mask); read by
+    // the thread below.
+    let signals = Signals::new(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+        .map_err(|e| Error::Backend(format!("cannot take signals: {e}").into()))?;
+
     let events = manager.recover()?;
     for ev in &events {
         tracing::info!("autostarted network {}", ev.network);
     }
-    tracing::info!("listening on {}", paths.socket.display());
 
     let manager = Arc::new(manager);
+    {
+        let manager = manager.clone();
+        let socket = paths.socket.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || stop_on_signal(&signals, &manager, &socket))
+            .map_err(|e| {
+                Error::Backend(format!("cannot start the signal thread: {e}").into())
+            })?;
+    }
+    tracing::info!(
+        target: "slipway::lifecycle",
+        socket = %paths.socket.display(),
+        pid = std::process::id(),
+        "slipway daemon ready on {}",
+        paths.socket.display()
+    );
     {
         let manager = manager.clone();
         std::thread::Builder::new()
@@ -191,8 +226,8 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
                 continue;
             }
         };
-        let uid = match peer_uid(&stream) {
-            Ok(u) => u,
+        let (uid, pid) = match peer_cred(&stream) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::debug!("no peer credentials: {e}");
                 continue;
@@ -238,6 +273,7 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
                     stream,
                     id: conn_id,
                     uid,
+                    pid,
                     owner,
                     limits: &limits,
                 };
@@ -339,8 +375,34 @@ fn refuse(stream: &UnixStream, max: usize) {
     let _ = send(stream, &WireMessage::Error(WireError::from(&err)));
 }
 
-/// The connecting process's uid (SO_PEERCRED).
-fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+/// Waits for SIGTERM, SIGINT or SIGHUP, then logs it and ends the daemon:
+/// with the manager's lock held (no request is half-way through), the
+/// socket file removed (nobody connects to a daemon that is gone).
+/// Running networks stay up.
+fn stop_on_signal(signals: &Signals, manager: &Manager, socket: &Path) {
+    let signal = match signals.wait() {
+        Ok(signo) => slipway_host::signals::signal_name(signo),
+        Err(e) => {
+            tracing::error!("cannot read signals: {e}; SIGTERM will not be logged");
+            return;
+        }
+    };
+    tracing::info!(
+        target: "slipway::lifecycle",
+        %signal,
+        "slipway daemon stopping: {signal} received (running networks stay up)"
+    );
+    // Waits for a request in progress; the guard lives until the exit.
+    let _guard = manager
+        .lock_for_shutdown()
+        .inspect_err(|e| tracing::warn!("stopping without the manager's lock: {e}"));
+    let _ = std::fs::remove_file(socket);
+    tracing::info!(target: "slipway::lifecycle", %signal, "slipway daemon stopped");
+    std::process::exit(0);
+}
+
+/// The connecting process's uid and pid (SO_PEERCRED).
+fn peer_cred(stream: &UnixStream) -> std::io::Result<(u32, i32)> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -360,7 +422,7 @@ fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(cred.uid)
+    Ok((cred.uid, cred.pid))
 }
 
 fn send(mut stream: &UnixStream, msg: &WireMessage) -> std::io::Result<()> {
@@ -405,6 +467,8 @@ struct Connection<'a> {
     stream: UnixStream,
     id: u64,
     uid: u32,
+    /// The peer's pid when it connected (for the log).
+    pid: i32,
     owner: u32,
     limits: &'a Limits,
 }
@@ -446,13 +510,31 @@ impl Connection<'_> {
                     continue;
                 }
             };
+            let (uid, pid) = (self.uid, self.pid);
+            let what = req.summary();
             if req.is_mutation() && self.uid != 0 && self.uid != self.owner {
+                tracing::warn!(
+                    target: "slipway::audit", uid, pid, request = %what,
+                    "uid {uid} (pid {pid}) may not {what}: refused"
+                );
                 self.error(&Error::Denied(format!(
                     "uid {} may not change networks of this daemon (uid {})",
                     self.uid, self.owner
                 )))?;
                 continue;
             }
+            if req.is_mutation() {
+                tracing::info!(
+                    target: "slipway::audit", uid, pid, request = %what,
+                    "uid {uid} (pid {pid}) asks to {what}"
+                );
+            } else {
+                tracing::debug!(
+                    target: "slipway::audit", uid, pid, request = %what,
+                    "uid {uid} (pid {pid}) asks to {what}"
+                );
+            }
+            let mutation = req.is_mutation();
             match req {
                 Request::Subscribe => {
                     drop(reader);
@@ -468,6 +550,14 @@ impl Connection<'_> {
                 }
                 req => match manager.handle(req) {
                     Ok(reply) => {
+                        if let (true, Reply::Done(o)) = (mutation, &reply) {
+                            tracing::info!(
+                                target: "slipway::audit", uid, pid, request = %what,
+                                network = %o.network,
+                                "done: {what} for uid {uid} ({} host actions)",
+                                o.actions.len()
+                            );
+                        }
                         let events = match &reply {
                             Reply::Done(o) => o.events.clone(),
                             _ => Vec::new(),
@@ -478,7 +568,15 @@ impl Connection<'_> {
                         broadcast(subscribers, &events);
                         sent?;
                     }
-                    Err(e) => self.error(&e)?,
+                    Err(e) => {
+                        if mutation {
+                            tracing::warn!(
+                                target: "slipway::audit", uid, pid, request = %what,
+                                "failed: {what} for uid {uid}: {e}"
+                            );
+                        }
+                        self.error(&e)?
+                    }
                 },
             }
         }

@@ -26,7 +26,7 @@ pub mod update;
 
 pub use client::{Client, EventStream};
 pub use error::{Error, ErrorCode, Result};
-pub use manager::{read_info, Manager};
+pub use manager::{read_info, Manager, ShutdownGuard};
 pub use paths::Paths;
 pub use plan::{Action, Plan};
 pub use realize::{Backend, LiveState, RecordingBackend};

@@ -286,6 +286,16 @@ impl Manager {
         Store { paths: &self.paths }
     }
 
+    /// Waits until no request is in progress and keeps others out while
+    /// the guard lives: for a daemon about to exit, so that it never ends
+    /// half-way through a change (a change waits for the lock, a read does
+    /// too). Past the lock's wait, the error names the holders.
+    pub fn lock_for_shutdown(&self) -> Result<ShutdownGuard> {
+        Ok(ShutdownGuard {
+            _lock: LockGuard::acquire(&self.paths.lock, true)?,
+        })
+    }
+
     /// The locations this manager works on.
     pub fn paths(&self) -> &Paths {
         &self.paths
@@ -375,8 +385,11 @@ impl Manager {
             }
         }
         self.prepare(&inv, &mut net)?;
-        self.realize(&net)?;
-        Ok(Outcome::new(&net.name, warnings).event(&net, EventKind::Started))
+        let actions = self.realize(&net)?;
+        Ok(Outcome {
+            actions,
+            ..Outcome::new(&net.name, warnings).event(&net, EventKind::Started)
+        })
     }
 
     /// Starts a defined network.
@@ -393,8 +406,11 @@ impl Manager {
             .config
             .as_ref()
             .expect("an inactive network is persistent");
-        self.realize(net)?;
-        Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Started))
+        let actions = self.realize(net)?;
+        Ok(Outcome {
+            actions,
+            ..Outcome::new(name, Vec::new()).event(net, EventKind::Started)
+        })
     }
 
     /// What starting the network would do, without doing it; fails where
@@ -426,7 +442,10 @@ impl Manager {
         // is inactive; a leftover live XML is removed at recovery.
         atomic::remove(&self.paths.status_file(name))?;
         atomic::remove(&self.paths.live_file(name))?;
-        Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Stopped))
+        Ok(Outcome {
+            actions: undo_lines(live),
+            ..Outcome::new(name, Vec::new()).event(net, EventKind::Stopped)
+        })
     }
 
     /// Removes a persistent definition; a running network stays up as a
@@ -587,7 +606,7 @@ impl Manager {
             if e.autostart {
                 let net = e.config.as_ref().expect("autostart implies persistent");
                 match self.realize(net) {
-                    Ok(()) => events.push(Event::new(net, EventKind::Started)),
+                    Ok(_) => events.push(Event::new(net, EventKind::Started)),
                     Err(err) => tracing::warn!("autostart of network {name} failed: {err}"),
                 }
             }
@@ -701,8 +720,9 @@ impl Manager {
 
     /// Starts `net` through the backend and records its live state (the
     /// definition with libvirt's live-only defaults); undoes the start if
-    /// the state cannot be recorded.
-    fn realize(&self, net: &Network) -> Result<()> {
+    /// the state cannot be recorded. Returns what was done, one line per
+    /// action.
+    fn realize(&self, net: &Network) -> Result<Vec<String>> {
         let mut net = net.clone();
         net.fill_live_defaults();
         let net = &net;
@@ -721,8 +741,24 @@ impl Manager {
             let _ = atomic::remove(&self.paths.live_file(&net.name));
             return Err(err);
         }
-        Ok(())
+        Ok(live.applied.iter().map(ToString::to_string).collect())
     }
+}
+
+/// The manager's lock, held by [`Manager::lock_for_shutdown`] until dropped.
+#[derive(Debug)]
+pub struct ShutdownGuard {
+    _lock: LockGuard,
+}
+
+/// What stopping `live` undid, last action first, one `undo: ACTION` line
+/// each.
+fn undo_lines(live: &LiveState) -> Vec<String> {
+    live.applied
+        .iter()
+        .rev()
+        .map(|a| format!("undo: {a}"))
+        .collect()
 }
 
 /// Parses a definition; returns it with warnings about ignored parts.

@@ -223,7 +223,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                     }
                 }
                 Some((TokenKind::Control, index)) if exit_tokens.contains(&index) => {
-                    tracing::info!("the exit descriptor fired: shutting down");
+                    tracing::info!(target: "slipway::lifecycle", "stopping: the exit descriptor fired");
                     report(&stack);
                     return Ok(());
                 }
@@ -236,7 +236,8 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                 }
                 Some((TokenKind::Control, _)) => {
                     if let Some(signo) = signals.next() {
-                        tracing::info!(signal = signo, "shutting down");
+                        let signal = slipway_host::signals::signal_name(signo);
+                        tracing::info!(target: "slipway::lifecycle", %signal, "stopping: {signal} received");
                         report(&stack);
                         return Ok(());
                     }
@@ -274,6 +275,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             attach.detach(&registry);
             stack.reset_vm();
             if !opts.keep_listening || !attach.can_wait_for_next() {
+                tracing::info!(target: "slipway::lifecycle", "stopping: the VM went away");
                 return Ok(());
             }
             tracing::info!("waiting for the next VM");

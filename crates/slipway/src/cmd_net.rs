@@ -317,9 +317,19 @@ impl Conn {
         })
     }
 
+    /// Sends `req`. What the daemon did on the host is logged here at info
+    /// level (`-v`), as it is in direct mode by the backend itself.
     fn call(&mut self, req: Request) -> Result<Reply, Error> {
         match self {
-            Conn::Daemon(c) => c.call(&req),
+            Conn::Daemon(c) => {
+                let reply = c.call(&req)?;
+                if let Reply::Done(o) = &reply {
+                    for action in &o.actions {
+                        tracing::info!(network = %o.network, "network {}: {action}", o.network);
+                    }
+                }
+                Ok(reply)
+            }
             Conn::Direct(m) => m.handle(req),
         }
     }

@@ -56,7 +56,7 @@ fn main() {
         Ok(cli) => cli,
         Err(err) => usage_error(err, &args),
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, default_filter(&cli.command));
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
         Command::Ctl(args) => cmd_ctl::run(args),
@@ -173,19 +173,66 @@ fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     args
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
+/// The log filter when neither `-v` nor RUST_LOG says otherwise: the
+/// services (the daemon, a network's service) log what they do; `slipway
+/// user` says when it is ready and when it stops, and why (the
+/// `slipway::lifecycle` target); the other commands only warn.
+fn default_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Net(cmd_net::NetCommand::Daemon) | Command::NetService(_) => "info",
+        Command::User(_) => "warn,slipway::lifecycle=info",
+        _ => "warn",
+    }
+}
+
+/// Logs to standard error, or under systemd (its journal on standard
+/// error, `JOURNAL_STREAM`) to the journal, with each event's fields as
+/// journal fields (`journalctl -o verbose`: `F_UID`, `F_NETWORK`, ...).
+fn init_logging(verbose: u8, default: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level = match verbose {
+        0 => default,
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // No colour codes in log files (network services log to one).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let journal = stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    let registry = tracing_subscriber::registry().with(filter);
+    match journal {
+        Some(journal) => registry.with(journal).init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // No colour codes in log files (network services log to one).
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init(),
+    }
+}
+
+/// Whether standard error is the journal's stream systemd connected
+/// (`JOURNAL_STREAM=DEV:INODE` naming it, as sd_journal_stream_fd(3)
+/// says to check: a child whose stderr was redirected keeps the variable).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = var.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }

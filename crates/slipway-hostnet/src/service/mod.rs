@@ -37,7 +37,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -70,14 +70,15 @@ const TCP_CLIENT_BASE: usize = 4096;
 /// The socket of relayed query slot `i` is `Token(UPSTREAM_BASE + i)`.
 const UPSTREAM_BASE: usize = 1 << 20;
 
-static TERMINATE: AtomicBool = AtomicBool::new(false);
+/// The signal that asked the service to end (0: none yet).
+static TERMINATE: AtomicI32 = AtomicI32::new(0);
 static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if sig == libc::SIGHUP {
         RELOAD.store(true, Ordering::SeqCst);
     } else {
-        TERMINATE.store(true, Ordering::SeqCst);
+        TERMINATE.store(sig, Ordering::SeqCst);
     }
 }
 
@@ -205,14 +206,21 @@ impl Service {
 /// The service's main loop; returns when asked to terminate. Prints `ready`
 /// on stdout once its sockets are bound (the backend waits for it).
 pub fn run(config: &Path) -> Result<()> {
-    // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+    // SAFETY: the handler only stores to atomics, which is async-signal-safe;
+    // the set is a zeroed, locally owned sigset. The signals are unblocked
+    // too: a parent that reads them from a signalfd (the daemon) passes
+    // them on blocked.
     unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             libc::signal(
                 sig,
                 on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
             );
+            libc::sigaddset(&mut set, sig);
         }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
     let mut svc = Service::new(config)?;
     let perr = |source| Error::Os {
@@ -241,11 +249,19 @@ pub fn run(config: &Path) -> Result<()> {
         let _ = writeln!(out, "ready");
         let _ = out.flush();
     }
+    tracing::info!(
+        target: "slipway::lifecycle",
+        network = %svc.file.network,
+        interface = %svc.file.service.interface,
+        "the DHCP/DNS service of network {} is ready on {}",
+        svc.file.network,
+        svc.file.service.interface
+    );
     let mut events = Events::with_capacity(64);
     // DNS listeners with queries left after a batch: read on after the
     // other sockets had their turn.
     let mut dns_backlog = vec![false; svc.dns.listeners().0.len()];
-    while !TERMINATE.load(Ordering::SeqCst) {
+    while TERMINATE.load(Ordering::SeqCst) == 0 {
         if RELOAD.swap(false, Ordering::SeqCst) {
             svc.reload();
         }
@@ -295,10 +311,24 @@ pub fn run(config: &Path) -> Result<()> {
         }
         if crate::netlink::link_index_via(&probe, svc.file.service.interface.as_str()).is_none() {
             // The bridge was removed without stopping us: nothing left to serve.
-            tracing::warn!("{} is gone: exiting", svc.file.service.interface);
-            break;
+            tracing::warn!(
+                target: "slipway::lifecycle",
+                network = %svc.file.network,
+                "the DHCP/DNS service of network {} is stopping: {} is gone",
+                svc.file.network,
+                svc.file.service.interface
+            );
+            return Ok(());
         }
     }
+    let signal = slipway_host::signals::signal_name(TERMINATE.load(Ordering::SeqCst));
+    tracing::info!(
+        target: "slipway::lifecycle",
+        network = %svc.file.network,
+        %signal,
+        "the DHCP/DNS service of network {} is stopping: {signal} received",
+        svc.file.network
+    );
     Ok(())
 }
 

@@ -248,6 +248,13 @@ impl Daemon {
         self.0.id() as i32
     }
 
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap()
+    }
+
     pub fn kill9(&mut self) {
         // SAFETY: plain kill(2) of our own child.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
