@@ -344,7 +344,12 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
             match slipway_netmgr::daemon::run(manager) {
                 Ok(()) => Ok(0),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    let message = e.to_string();
+                    tracing::error!(target: "slipway::lifecycle", "slipway daemon stopping: {message}");
+                    eprintln!("error: {message}");
+                    if let Some(hint) = crate::cmd_doctor::permission_hint(&message) {
+                        eprintln!("{hint}");
+                    }
                     Ok(1)
                 }
             }
@@ -379,8 +384,12 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                         let _ = writeln!(stdout);
                     }
                     let _ = stdout.flush();
+                    let hint = crate::cmd_doctor::permission_hint(&failure.lines.join("\n"));
                     for l in failure.lines {
                         eprintln!("error: {l}");
+                    }
+                    if let Some(hint) = hint {
+                        eprintln!("{hint}");
                     }
                     Ok(1)
                 }

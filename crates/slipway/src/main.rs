@@ -5,6 +5,7 @@
 
 mod cmd_attach;
 mod cmd_ctl;
+mod cmd_doctor;
 mod cmd_guest;
 mod cmd_net;
 mod cmd_netservice;
@@ -47,6 +48,11 @@ enum Command {
     NetService(cmd_netservice::NetServiceArgs),
     #[command(flatten)]
     Guest(cmd_guest::GuestCommand),
+    /// Check what this host allows slipway to do (user namespaces, /dev/net/tun,
+    /// nft, capabilities, ping, Landlock, seccomp, bridge and subnet clashes),
+    /// each finding with the command that fixes it; exit status 1 when
+    /// something needed fails.
+    Doctor(cmd_doctor::DoctorArgs),
 }
 
 fn main() {
@@ -65,11 +71,16 @@ fn main() {
         Command::Net(cmd) => cmd_net::run(cmd, cli.root.as_deref()),
         Command::NetService(args) => cmd_netservice::run(args),
         Command::Guest(cmd) => cmd_guest::run(cmd, cli.root.as_deref()),
+        Command::Doctor(args) => cmd_doctor::run(args, cli.root.as_deref()),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            let message = format!("{err:#}");
+            eprintln!("error: {message}");
+            if let Some(hint) = cmd_doctor::permission_hint(&message) {
+                eprintln!("{hint}");
+            }
             std::process::exit(1);
         }
     }
