@@ -13,6 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 use slipway_host::signals::Signals;
 
+use crate::metrics::{MetricsAddr, MetricsError, MetricsServer};
 use crate::api::{ApiError, ApiServer};
 use crate::config::StackConfig;
 use crate::iface::{decode_token, token, DropReason, TokenKind};
@@ -38,6 +39,12 @@ pub struct RunOptions {
     pub keep_listening: bool,
     /// Serve the control API ([`crate::api`]) on a unix socket at this path.
     pub api: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics ([`crate::metrics`]) on this TCP address
+    /// or unix socket, each connection closed after `metrics_timeout`.
+    pub metrics: Option<MetricsAddr>,
+    /// How long a metrics connection may stay open (default
+    /// [`crate::metrics::DEFAULT_TIMEOUT`]).
+    pub metrics_timeout: Option<Duration>,
     /// Serve slirp4netns's API ([`crate::slirp4netns_api`], slirp4netns's
     /// `--api-socket`) on a unix socket at this path.
     pub slirp4netns_api: Option<std::path::PathBuf>,
@@ -66,6 +73,9 @@ pub enum RunError {
     /// The control API socket could not be opened.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The metrics listener could not be opened.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The sandbox could not be applied (the process does not run unconfined).
     #[error("sandbox")]
     Sandbox(#[from] slipway_sandbox::SandboxError),
@@ -126,6 +136,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         if let Some(path) = &opts.slirp4netns_api {
             sandbox.remove_on_exit(path.clone());
         }
+        if let Some(MetricsAddr::Unix(path)) = &opts.metrics {
+            sandbox.remove_on_exit(path.clone());
+        }
         sandbox
     });
     if let Some(sandbox) = &sandbox {
@@ -136,6 +149,14 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
     stack.start(&registry)?;
     let mut api = match &opts.api {
         Some(path) => Some(ApiServer::open(path, &registry)?),
+        None => None,
+    };
+    let mut metrics = match &opts.metrics {
+        Some(addr) => Some(MetricsServer::open(
+            addr,
+            &registry,
+            opts.metrics_timeout.unwrap_or(crate::metrics::DEFAULT_TIMEOUT),
+        )?),
         None => None,
     };
     let mut slirp4netns_api = match &opts.slirp4netns_api {
@@ -201,8 +222,11 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
-            stack
-                .next_deadline()
+            let metrics_deadline = metrics.as_ref().and_then(MetricsServer::next_deadline);
+            [stack.next_deadline(), metrics_deadline]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|d| d.saturating_duration_since(Instant::now()))
         };
         if let Err(err) = poll.poll(&mut events, timeout) {
@@ -232,6 +256,8 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                         api.on_event(&registry, index, &mut stack);
                     } else if let Some(api) = slirp4netns_api.as_mut().filter(|a| a.owns(index)) {
                         api.on_event(&registry, index, &mut stack);
+                    } else if let Some(m) = metrics.as_mut().filter(|m| m.owns(index)) {
+                        m.on_event(&registry, index, &stack, now);
                     }
                 }
                 Some((TokenKind::Control, _)) => {
@@ -245,6 +271,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                 Some((kind, index)) => stack.handle_host_event(&registry, kind, index, event, now),
                 None => {}
             }
+        }
+        if let Some(m) = metrics.as_mut() {
+            m.expire(&registry, now);
         }
         if stack.next_deadline().is_some_and(|d| d <= now) {
             stack.on_timer(&registry, now);

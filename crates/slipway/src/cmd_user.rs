@@ -35,6 +35,12 @@ pub struct UserArgs {
     #[arg(long, value_name = "PATH")]
     pub dgram: Option<PathBuf>,
 
+    /// Serve Prometheus metrics (`GET /metrics`: frames, bytes, drops by
+    /// reason, flows, leases, DNS queries) on HOST:PORT or on the unix
+    /// socket PATH (mode 0600).
+    #[arg(long, value_name = "HOST:PORT|unix:PATH", value_parser = parse_metrics_addr)]
+    pub metrics: Option<slipway_usermode::metrics::MetricsAddr>,
+
     /// After the last VM disconnects, wait for the next one instead of exiting
     /// (listening and datagram modes; in connect mode slipway always exits).
     #[arg(long)]
@@ -160,6 +166,16 @@ fn parse_dns_upstream(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| "not an IP address, nor ADDR:PORT ([ADDR]:PORT for IPv6)".into())
 }
 
+/// `--metrics`: `unix:PATH`, or a TCP `HOST:PORT` as `--listen-tcp` takes it.
+fn parse_metrics_addr(text: &str) -> Result<slipway_usermode::metrics::MetricsAddr, String> {
+    use slipway_usermode::metrics::MetricsAddr;
+    match text.strip_prefix("unix:") {
+        Some("") => Err("unix: needs a socket path".into()),
+        Some(path) => Ok(MetricsAddr::Unix(path.into())),
+        None => parse_listen_tcp(text).map(MetricsAddr::Tcp),
+    }
+}
+
 /// `--listen-tcp`: `ADDR:PORT`, or `NAME:PORT` with a host name resolved
 /// now, before the sandbox (the first address the resolver gives, as
 /// QEMU's own listeners take it).
@@ -263,6 +279,12 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
         RunOptions {
             keep_listening: args.keep_listening,
             api: args.stack.api,
+            metrics: args.metrics,
+            // Short ones for the tests of the bound.
+            metrics_timeout: std::env::var("SLIPWAY_METRICS_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
             sandbox: args.sandbox.sandbox(),
             ..RunOptions::default()
         },
