@@ -9,6 +9,8 @@
 //! - [`ifaddrs`]: the host's interface addresses (`getifaddrs`);
 //! - [`signals`]: signals read from a descriptor (signalfd), registered with
 //!   `mio` by the event loops and waited on by the blocking users;
+//! - [`prometheus`]: Prometheus's text format and the bit of HTTP the
+//!   metrics servers answer with;
 //! - [`privileged_exec`]: whether the kernel started this process with
 //!   privileges its caller does not have (the bridge helper drops them, every
 //!   other program refuses to run).
@@ -20,6 +22,7 @@
 pub mod atomic;
 pub mod ifaddrs;
 pub mod mac;
+pub mod prometheus;
 pub mod signals;
 
 pub use caps;

@@ -600,6 +600,13 @@ impl Backend for LinuxBackend {
     fn update_live(&self, plan: &Plan) -> slipway_netmgr::Result<()> {
         Ok(LinuxBackend::update_live(self, plan)?)
     }
+
+    fn service_stats(&self, live: &LiveState) -> Option<slipway_netmgr::ServiceStats> {
+        let leases = leases::leases_file(&self.dir, &live.network);
+        let stats = leases.parent()?.join(service::STATS_FILE);
+        let bytes = fsutil::read_regular(&stats).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
 }
 
 /// Logs one action carried out for `network` (at info: `slipway -v` and

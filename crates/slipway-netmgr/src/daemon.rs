@@ -31,11 +31,13 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use slipway_host::prometheus::Listen;
 use slipway_host::signals::Signals;
 
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::manager::Manager;
+use crate::metrics;
 use crate::proto::{DaemonStatus, Event, Reply, Request, WireError, WireMessage};
 
 /// The daemon's bounds (documented in docs/daemon-api.md and
@@ -131,15 +133,17 @@ impl Drop for Slot {
     }
 }
 
-/// Runs the daemon with [`Limits::from_env`] until the process is killed.
-pub fn run(manager: Manager) -> Result<()> {
-    run_with(manager, Limits::from_env())
+/// Runs the daemon with [`Limits::from_env`] until the process is killed,
+/// serving Prometheus metrics on `metrics` when given
+/// (`crate::metrics`).
+pub fn run(manager: Manager, metrics: Option<Listen>) -> Result<()> {
+    run_with(manager, Limits::from_env(), metrics)
 }
 
 /// Runs the daemon until the process is killed: recovers live state, starts
 /// autostart networks, then serves connections (one thread each, within
 /// `limits`).
-pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
+pub fn run_with(manager: Manager, limits: Limits, metrics: Option<Listen>) -> Result<()> {
     let paths = manager.paths().clone();
     let run_dir = paths
         .socket
@@ -187,6 +191,25 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
     }
 
     let manager = Arc::new(manager);
+    let restarts = metrics::Restarts::default();
+    let counts: Arc<Counts> = Arc::default();
+    if let Some(addr) = &metrics {
+        let listener = metrics::Listener::bind(addr)?;
+        let shown = listener.describe(addr);
+        let counts = counts.clone();
+        let sources = metrics::Sources {
+            manager: manager.clone(),
+            restarts: restarts.clone(),
+            connections: Arc::new(move || counts.all.load(Ordering::SeqCst)),
+        };
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || listener.serve(&sources))
+            .map_err(|e| {
+                Error::Backend(format!("cannot start the metrics thread: {e}").into())
+            })?;
+        tracing::info!(target: "slipway::lifecycle", metrics = %shown, "metrics on {shown}");
+    }
     {
         let manager = manager.clone();
         let socket = paths.socket.clone();
@@ -206,15 +229,15 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
     );
     {
         let manager = manager.clone();
+        let restarts = restarts.clone();
         std::thread::Builder::new()
             .name("supervise".into())
-            .spawn(move || supervise(&manager))
+            .spawn(move || supervise(&manager, &restarts))
             .map_err(|e| {
                 Error::Backend(format!("cannot start the supervisor thread: {e}").into())
             })?;
     }
     let subscribers: Subscribers = Arc::default();
-    let counts: Arc<Counts> = Arc::default();
     let limits = Arc::new(limits);
     // SAFETY: geteuid has no preconditions.
     let owner = unsafe { libc::geteuid() };
@@ -311,7 +334,7 @@ fn backoff(failures: u32) -> Duration {
 /// Watches every running network's service (DHCP, DNS, TFTP, router
 /// advertisements) and restarts one that ended, with backoff when it keeps
 /// dying, and a log line saying how it ended. Runs for the daemon's life.
-fn supervise(manager: &Manager) {
+fn supervise(manager: &Manager, restarts: &metrics::Restarts) {
     let mut state: std::collections::HashMap<String, Restarts> = Default::default();
     loop {
         std::thread::sleep(SUPERVISE_INTERVAL);
@@ -355,7 +378,10 @@ fn supervise(manager: &Manager) {
             r.due = None;
             r.last = Some(now);
             match manager.restart_service(&name) {
-                Ok(true) => tracing::info!("restarted the DHCP/DNS service of network {name}"),
+                Ok(true) => {
+                    metrics::count_restart(restarts, &name);
+                    tracing::info!("restarted the DHCP/DNS service of network {name}")
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!("restarting the DHCP/DNS service of network {name} failed: {e}")

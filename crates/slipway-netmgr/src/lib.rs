@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod daemon;
+mod metrics;
 pub mod defaultnet;
 mod error;
 mod fsutil;
@@ -29,5 +30,5 @@ pub use error::{Error, ErrorCode, Result};
 pub use manager::{read_info, Manager, ShutdownGuard};
 pub use paths::Paths;
 pub use plan::{Action, Plan};
-pub use realize::{Backend, LiveState, RecordingBackend};
+pub use realize::{Backend, LiveState, RecordingBackend, ServiceStats};
 pub use table::vsh_table;

@@ -17,7 +17,7 @@ use crate::plan::{self, Plan};
 use crate::proto::{
     Event, EventKind, ListFilter, Lookup, NetworkInfo, Outcome, Problem, Reply, Request,
 };
-use crate::realize::{Backend, LiveState};
+use crate::realize::{Backend, LiveState, ServiceStats};
 use crate::update::{self, UpdateSpec};
 use slipway_host::atomic;
 
@@ -633,6 +633,25 @@ impl Manager {
             }
         }
         Ok(out)
+    }
+
+    /// Every network with its state (active or not), and for the running
+    /// ones what their service last reported ([`Backend::service_stats`]):
+    /// the daemon's metrics. Reads without the lock (every file is
+    /// replaced atomically): a scrape never waits for a change.
+    pub fn metrics(&self) -> Vec<(String, bool, Option<ServiceStats>)> {
+        let inv = self.store().load();
+        inv.nets
+            .iter()
+            .map(|(name, e)| {
+                let stats = e
+                    .live
+                    .as_ref()
+                    .filter(|(_, live)| live.backend == self.backend.name())
+                    .and_then(|(_, live)| self.backend.service_stats(live));
+                (name.clone(), e.live.is_some(), stats)
+            })
+            .collect()
     }
 
     /// Brings back the service of running network `name` if it is still

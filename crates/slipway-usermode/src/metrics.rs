@@ -17,11 +17,10 @@
 //! (then `431` and close), and a deadline per connection from its accept
 //! (then closed, answered or not), so no client holds a slot or the loop.
 //!
-//! Hand-written rather than a crate: the text format is a few `# TYPE`
-//! lines and samples, and an HTTP server crate would bring its own runtime
-//! or threads (the sandbox allows no thread creation).
+//! The text format and the HTTP framing are `slipway_host::prometheus`'s
+//! (shared with the daemon); an HTTP server crate would bring its own
+//! runtime or threads (the sandbox allows no thread creation).
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -30,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::event::Source;
 use mio::{Interest, Registry};
+use slipway_host::prometheus::{self, MAX_REQUEST};
 
 use crate::iface::{token, DropReason, TokenKind};
 use crate::stack::Stack;
@@ -40,28 +40,11 @@ pub const LISTENER_INDEX: usize = 1 << 24;
 const _: () = assert!(crate::slirp4netns_api::LISTENER_INDEX + 64 < LISTENER_INDEX);
 /// Most connections served at once; more are closed on accept.
 pub const MAX_CLIENTS: usize = 16;
-/// The longest request head, in bytes.
-pub const MAX_REQUEST: usize = 8192;
 /// How long a connection may stay open, from its accept, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to serve the metrics: `HOST:PORT` or `unix:PATH`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MetricsAddr {
-    /// A TCP address.
-    Tcp(SocketAddr),
-    /// A unix stream socket (mode 0600, a stale file replaced).
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for MetricsAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MetricsAddr::Tcp(a) => write!(f, "http://{a}/metrics"),
-            MetricsAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
+pub use slipway_host::prometheus::Listen as MetricsAddr;
 
 /// Why the metrics listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -289,15 +272,13 @@ fn serve(client: &mut Client, stack: &Stack) -> bool {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
-        if let Some(end) = head_end(&client.input) {
-            client.output = respond(&client.input[..end], stack);
+        if let Some(end) = prometheus::head_end(&client.input) {
+            client.output = prometheus::answer(&client.input[..end], || {
+                render(stack, Instant::now(), SystemTime::now())
+            });
             client.answered = true;
         } else if client.input.len() > MAX_REQUEST {
-            client.output = response(
-                "431 Request Header Fields Too Large",
-                &format!("request head longer than {MAX_REQUEST} bytes\n"),
-                false,
-            );
+            client.output = prometheus::too_long();
             client.answered = true;
         }
     }
@@ -316,76 +297,34 @@ fn serve(client: &mut Client, stack: &Stack) -> bool {
     !client.answered
 }
 
-/// Where the request head ends (after its empty line), if it has.
-fn head_end(input: &[u8]) -> Option<usize> {
-    input
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| input.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
-}
-
-/// The response to request head `head`.
-fn respond(head: &[u8], stack: &Stack) -> Vec<u8> {
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split_whitespace();
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET" | "HEAD", "/metrics") => {
-            let body = render(stack, Instant::now(), SystemTime::now());
-            response("200 OK", &body, method == "HEAD")
-        }
-        ("GET" | "HEAD", _) => response("404 Not Found", "only /metrics is served\n", false),
-        _ => response("405 Method Not Allowed", "only GET and HEAD\n", false),
-    }
-}
-
-/// An HTTP/1.0 response with `body` (left out for HEAD: `head_only`), of
-/// the content type Prometheus expects of its text format.
-fn response(status: &str, body: &str, head_only: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
-}
-
 /// The stack's metrics in Prometheus's text format (version 0.0.4).
 pub fn render(stack: &Stack, now: Instant, wall: SystemTime) -> String {
     let c = stack.counters();
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let dir = |d: &str| format!("{{direction=\"{d}\"}}");
-    family(
+    let mut t = prometheus::Text::new();
+    let from: &[(&str, &str)] = &[("direction", "from_guest")];
+    let to: &[(&str, &str)] = &[("direction", "to_guest")];
+    t.family(
         "slipway_frames_total",
         "counter",
         "Ethernet frames between the guests and the stack.",
-        &[(dir("from_guest"), c.frames_in), (dir("to_guest"), c.frames_out)],
+        &[(from, c.frames_in), (to, c.frames_out)],
     );
-    family(
+    t.family(
         "slipway_bytes_total",
         "counter",
         "Bytes of Ethernet frames between the guests and the stack.",
-        &[(dir("from_guest"), c.bytes_in), (dir("to_guest"), c.bytes_out)],
+        &[(from, c.bytes_in), (to, c.bytes_out)],
     );
-    let drops: Vec<(String, u64)> = DropReason::ALL
+    let reasons: Vec<[(&str, &str); 1]> = DropReason::ALL
         .iter()
-        .map(|&r| (format!("{{reason=\"{}\"}}", r.name()), c.drops(r)))
+        .map(|r| [("reason", r.name())])
         .collect();
-    family(
+    let drops: Vec<(&[(&str, &str)], u64)> = reasons
+        .iter()
+        .zip(DropReason::ALL)
+        .map(|(labels, &r)| (&labels[..], c.drops(r)))
+        .collect();
+    t.family(
         "slipway_drops_total",
         "counter",
         "Frames (or host datagrams) dropped, by reason.",
@@ -393,44 +332,32 @@ pub fn render(stack: &Stack, now: Instant, wall: SystemTime) -> String {
     );
     let flows = stack.flows(now);
     let count = |p: FlowProtocol| flows.iter().filter(|f| f.protocol == p).count() as u64;
-    family(
+    t.family(
         "slipway_flows",
         "gauge",
         "Translated connections open now, by protocol.",
         &[
-            ("{protocol=\"tcp\"}".into(), count(FlowProtocol::Tcp)),
-            ("{protocol=\"udp\"}".into(), count(FlowProtocol::Udp)),
+            (&[("protocol", "tcp")], count(FlowProtocol::Tcp)),
+            (&[("protocol", "udp")], count(FlowProtocol::Udp)),
         ],
     );
-    family(
+    t.family(
         "slipway_dhcp_leases",
         "gauge",
         "DHCP leases held now.",
-        &[(String::new(), stack.leases(wall).len() as u64)],
+        &[(&[], stack.leases(wall).len() as u64)],
     );
-    family(
+    t.family(
         "slipway_dns_queries_total",
         "counter",
         "DNS queries the guests sent to the DNS address.",
-        &[(String::new(), c.dns_queries)],
+        &[(&[], c.dns_queries)],
     );
-    family(
+    t.family(
         "slipway_dns_upstream_failures_total",
         "counter",
         "DNS queries no upstream answered (the guest got SERVFAIL).",
-        &[(String::new(), c.dns_upstream_failures)],
+        &[(&[], c.dns_upstream_failures)],
     );
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heads_end_at_the_empty_line() {
-        assert_eq!(head_end(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Some(35));
-        assert_eq!(head_end(b"GET /metrics HTTP/1.0\n\n"), Some(23));
-        assert_eq!(head_end(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
-    }
+    t.finish()
 }

@@ -72,7 +72,7 @@ either_form!(
 #[derive(Subcommand, Debug)]
 pub enum NetCommand {
     /// Run the network manager daemon (API on a unix socket, see docs/daemon-api.md).
-    Daemon,
+    Daemon(DaemonArgs),
     /// List networks.
     NetList(ListArgs),
     /// Define an inactive persistent network, or modify an existing one, from an XML file.
@@ -167,6 +167,16 @@ pub enum NetCommand {
     },
     /// Wait for network events (needs the daemon).
     NetEvent(EventArgs),
+}
+
+/// `slipway daemon` options.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Serve Prometheus metrics (`GET /metrics`: each network's state,
+    /// service restarts, leases, DNS counts) on HOST:PORT or on the unix
+    /// socket PATH (mode 0600).
+    #[arg(long, value_name = "HOST:PORT|unix:PATH", value_parser = crate::cmd_user::parse_metrics_addr)]
+    metrics: Option<slipway_host::prometheus::Listen>,
 }
 
 /// `net-list` options.
@@ -339,9 +349,9 @@ impl Conn {
 pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
     let paths = Paths::detect(root);
     match cmd {
-        NetCommand::Daemon => {
+        NetCommand::Daemon(args) => {
             let manager = Manager::new(paths.clone(), linux_backend(&paths)?);
-            match slipway_netmgr::daemon::run(manager) {
+            match slipway_netmgr::daemon::run(manager, args.metrics) {
                 Ok(()) => Ok(0),
                 Err(e) => {
                     let message = e.to_string();
@@ -505,7 +515,7 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
         NetCommand::NetDhcpLeases { network, mac, json } => {
             net_dhcp_leases(conn, paths, &network.get(), mac.as_deref(), json)
         }
-        NetCommand::Daemon | NetCommand::NetEvent(_) => unreachable!("handled by run"),
+        NetCommand::Daemon(_) | NetCommand::NetEvent(_) => unreachable!("handled by run"),
     }
 }
 

@@ -167,7 +167,7 @@ fn parse_dns_upstream(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// `--metrics`: `unix:PATH`, or a TCP `HOST:PORT` as `--listen-tcp` takes it.
-fn parse_metrics_addr(text: &str) -> Result<slipway_usermode::metrics::MetricsAddr, String> {
+pub fn parse_metrics_addr(text: &str) -> Result<slipway_usermode::metrics::MetricsAddr, String> {
     use slipway_usermode::metrics::MetricsAddr;
     match text.strip_prefix("unix:") {
         Some("") => Err("unix: needs a socket path".into()),

@@ -190,7 +190,7 @@ fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 /// `slipway::lifecycle` target); the other commands only warn.
 fn default_filter(command: &Command) -> &'static str {
     match command {
-        Command::Net(cmd_net::NetCommand::Daemon) | Command::NetService(_) => "info",
+        Command::Net(cmd_net::NetCommand::Daemon(_)) | Command::NetService(_) => "info",
         Command::User(_) => "warn,slipway::lifecycle=info",
         _ => "warn",
     }

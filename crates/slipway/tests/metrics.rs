@@ -11,8 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
+mod net_common;
 
 use common::Slipway;
+use net_common::{in_netns, ok, service_pid, write, Daemon, Ns};
+use slipway_testkit::netns::{sh, wait_for, NsGuest};
 
 /// The metrics address `slipway user` logged ("metrics on http://ADDR/metrics").
 fn metrics_addr(slipway: &Slipway) -> String {
@@ -231,4 +234,87 @@ fn metrics_listener_bounds() {
     }
     assert_eq!(status(b"GET /metrics HTTP/1.0\r\n\r\n"), "HTTP/1.0 200 OK");
     drop(slipway);
+}
+
+const LAB: &str = "<network><name>lab</name><forward mode='nat'/><bridge name='br-lab'/>\
+<ip address='10.44.0.1' netmask='255.255.255.0'>\
+<dhcp><range start='10.44.0.100' end='10.44.0.199'/></dhcp></ip></network>";
+const IDLE: &str = "<network><name>idle</name><bridge name='br-idle'/>\
+<ip address='10.45.0.1' netmask='255.255.255.0'/></network>";
+
+/// `slipway daemon --metrics`: each network's state, the restarts of its
+/// service, and what the service counted (leases, DNS), read from the
+/// file it writes next to its leases; read by prometheus_client's parser.
+#[test]
+fn daemon_metrics_show_networks_restarts_and_service_counts() {
+    in_netns(
+        "daemon_metrics_show_networks_restarts_and_service_counts",
+        Ns::User,
+        daemon_metrics,
+    );
+}
+
+fn daemon_metrics() {
+    sh("ip link set lo up");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let log = root.join("daemon.log");
+    let _daemon = Daemon::start_with(root, &["--metrics", "127.0.0.1:0"], &log);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let addr = logged
+        .lines()
+        .find_map(|l| l.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics line:\n{logged}"))
+        .to_string();
+    write(root, "lab.xml", LAB);
+    write(root, "idle.xml", IDLE);
+    ok(root, &["net-define", "lab.xml"]);
+    ok(root, &["net-define", "idle.xml"]);
+    ok(root, &["net-start", "lab"]);
+    let first = service_pid(root, "lab");
+    sh(&format!("kill -9 {first}"));
+    wait_for("the daemon to restart the service", || {
+        service_pid(root, "lab") != first
+    });
+    // A guest on the bridge takes a lease and asks a name the service
+    // relays to the (unreachable) upstream.
+    let guest = NsGuest::new("br-lab", "vs1", "52:54:00:00:44:21");
+    guest.udhcpc(root, "guest1");
+    guest.run("busybox nslookup www.example.com 10.44.0.1; true");
+    let scrape = || {
+        let r = get(TcpStream::connect(&addr).unwrap(), b"GET /metrics HTTP/1.0\r\n\r\n");
+        parse_with_prometheus_client(r.split_once("\r\n\r\n").unwrap().1)
+    };
+    let key = |name: &str, net: &str| format!("{name}{{\"network\":\"{net}\"}}");
+    let mut samples = scrape();
+    for _ in 0..100 {
+        let dns = |n| samples.get(&key(n, "lab")).copied().unwrap_or(0.0);
+        if dns("slipway_network_dns_upstream_queries_total")
+            + dns("slipway_network_dns_upstream_failures_total")
+            > 0.0
+            && dns("slipway_network_dhcp_leases") == 1.0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        samples = scrape();
+    }
+    let s = |k: String| *samples.get(&k).unwrap_or_else(|| panic!("{k} missing: {samples:#?}"));
+    assert_eq!(s(key("slipway_network_active", "lab")), 1.0);
+    assert_eq!(s(key("slipway_network_active", "idle")), 0.0);
+    assert_eq!(s(key("slipway_network_service_restarts_total", "lab")), 1.0);
+    assert_eq!(s(key("slipway_network_service_restarts_total", "idle")), 0.0);
+    assert_eq!(s(key("slipway_network_dhcp_leases", "lab")), 1.0);
+    assert!(
+        s(key("slipway_network_dns_upstream_queries_total", "lab"))
+            + s(key("slipway_network_dns_upstream_failures_total", "lab"))
+            > 0.0,
+        "{samples:#?}"
+    );
+    // A stopped network has no service to count for it.
+    assert!(!samples.contains_key(&key("slipway_network_dhcp_leases", "idle")));
+    assert!(s("slipway_daemon_connections".to_string() + "{}") >= 0.0);
+    ok(root, &["net-destroy", "lab"]);
+    drop(guest);
 }

@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use slipway_netmgr::ServiceStats;
 use slipway_sandbox::{LandlockState, Sandbox};
 use socket2::{Domain, Socket, Type};
 
@@ -72,6 +73,11 @@ const UPSTREAM_BASE: usize = 1 << 20;
 
 /// The signal that asked the service to end (0: none yet).
 static TERMINATE: AtomicI32 = AtomicI32::new(0);
+/// The file in the leases directory the service's counts go to.
+pub const STATS_FILE: &str = "stats.json";
+/// How often, at most, [`STATS_FILE`] is rewritten.
+const STATS_EVERY: Duration = Duration::from_secs(2);
+
 static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -101,6 +107,8 @@ struct Service {
     saved: Vec<LeaseRecord>,
     /// When the zone was last built (seconds since the epoch).
     zone_built: u64,
+    /// The stats last written ([`STATS_FILE`]) and when.
+    stats: (ServiceStats, Option<Instant>),
 }
 
 impl Service {
@@ -169,6 +177,35 @@ impl Service {
             }
             self.saved = now;
             self.rebuild_zone();
+        }
+    }
+
+    /// Writes [`STATS_FILE`] next to the leases when the counts changed,
+    /// at most every [`STATS_EVERY`] (the daemon's metrics read it).
+    fn write_stats(&mut self, now: Instant) {
+        if self.stats.1.is_some_and(|at| now.duration_since(at) < STATS_EVERY) {
+            return;
+        }
+        let relay = self.dns.relay_stats();
+        let secs = config::epoch_secs();
+        let stats = ServiceStats {
+            dhcp_leases: self.saved.iter().filter(|l| l.is_active(secs)).count() as u64,
+            dns_upstream_queries: relay.sent,
+            dns_answered: relay.answered,
+            dns_upstream_failures: relay.failed,
+            dns_dropped: relay.dropped_full + relay.dropped_other,
+        };
+        if self.stats.1.is_some() && stats == self.stats.0 {
+            return;
+        }
+        self.stats = (stats, Some(now));
+        match serde_json::to_vec(&stats) {
+            Ok(json) => {
+                if let Err(e) = self.leases.dir().write_atomic(STATS_FILE.as_ref(), &json) {
+                    tracing::warn!("{e}");
+                }
+            }
+            Err(e) => tracing::warn!("stats: {e}"),
         }
     }
 
@@ -306,6 +343,7 @@ pub fn run(config: &Path) -> Result<()> {
             t.expire(registry, now);
         }
         svc.expire_leases();
+        svc.write_stats(now);
         if let Some(ra) = &mut svc.ra {
             ra.tick();
         }

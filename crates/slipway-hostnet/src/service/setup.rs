@@ -95,6 +95,7 @@ impl Service {
             tftp,
             saved,
             zone_built: epoch_secs(),
+            stats: Default::default(),
             file,
         })
     }

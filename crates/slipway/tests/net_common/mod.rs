@@ -205,6 +205,22 @@ impl Daemon {
         Daemon::spawn(root, &[], &[], Some(log))
     }
 
+    /// Starts the daemon with extra `daemon` arguments, its log (stderr)
+    /// going to `log`.
+    pub fn start_with(root: &Path, args: &[&str], log: &Path) -> Daemon {
+        let child = Command::new(BIN)
+            .arg("--root")
+            .arg(root)
+            .arg("daemon")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+            .spawn()
+            .unwrap();
+        Daemon::ready(root, child)
+    }
+
     /// Starts the daemon through `setpriv ARGS` when ARGS are given (to run
     /// it as another user).
     pub fn start_as(root: &Path, setpriv: &[&str]) -> Daemon {
@@ -232,6 +248,11 @@ impl Daemon {
             })
             .spawn()
             .unwrap();
+        Daemon::ready(root, child)
+    }
+
+    /// `child`, once a status request is answered.
+    fn ready(root: &Path, child: Child) -> Daemon {
         let d = Daemon(child);
         // Ready once a status request is answered.
         for _ in 0..2000 {
