@@ -55,7 +55,13 @@ impl Text {
     /// Adds family `name` of type `kind` (`counter`, `gauge`) with its help
     /// line and one sample per `(labels, value)`; labels are `(name,
     /// value)` pairs, values escaped here.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(&[(&str, &str)], u64)]) {
+    pub fn family(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: &[(&[(&str, &str)], u64)],
+    ) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
         for (labels, value) in samples {
@@ -90,7 +96,10 @@ fn escape(value: &str) -> String {
 
 /// Where a request head ends (after its empty line), if it has.
 pub fn head_end(input: &[u8]) -> Option<usize> {
-    let crlf = input.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let crlf = input
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
     crlf.or_else(|| input.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
 }
 
@@ -164,7 +173,12 @@ mod tests {
     #[test]
     fn families_and_escaped_labels() {
         let mut t = Text::new();
-        t.family("x_total", "counter", "Xs.", &[(&[("net", "a\"b\\c\nd")], 3), (&[], 4)]);
+        t.family(
+            "x_total",
+            "counter",
+            "Xs.",
+            &[(&[("net", "a\"b\\c\nd")], 3), (&[], 4)],
+        );
         assert_eq!(
             t.finish(),
             "# HELP x_total Xs.\n# TYPE x_total counter\nx_total{net=\"a\\\"b\\\\c\\nd\"} 3\nx_total 4\n"
@@ -173,7 +187,10 @@ mod tests {
 
     #[test]
     fn heads_and_routes() {
-        assert_eq!(head_end(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Some(35));
+        assert_eq!(
+            head_end(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(35)
+        );
         assert_eq!(head_end(b"GET /metrics HTTP/1.0\n\n"), Some(23));
         assert_eq!(head_end(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
         assert_eq!(route(b"GET /metrics?x=1 HTTP/1.1\r\n"), Route::Metrics);

@@ -352,7 +352,11 @@ pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> Stri
 /// The leases of `leases` active at `now`, sorted by MAC, only those of
 /// `mac` when given (compared case-insensitively): what `net-dhcp-leases`
 /// shows.
-fn active<'a>(leases: &'a [LeaseRecord], mac: Option<&str>, now: SystemTime) -> Vec<&'a LeaseRecord> {
+fn active<'a>(
+    leases: &'a [LeaseRecord],
+    mac: Option<&str>,
+    now: SystemTime,
+) -> Vec<&'a LeaseRecord> {
     let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut active: Vec<&LeaseRecord> = leases
         .iter()

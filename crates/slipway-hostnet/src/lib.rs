@@ -438,7 +438,10 @@ impl LinuxBackend {
         };
         let network = rec.network.as_str();
         if let Some(p) = &rec.service {
-            log_undo(network, format_args!("stop the DHCP/DNS service (pid {})", p.pid));
+            log_undo(
+                network,
+                format_args!("stop the DHCP/DNS service (pid {})", p.pid),
+            );
             note(stop_service(p));
         }
         match netlink::Netlink::open() {

@@ -205,9 +205,7 @@ pub fn run_with(manager: Manager, limits: Limits, metrics: Option<Listen>) -> Re
         std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || listener.serve(&sources))
-            .map_err(|e| {
-                Error::Backend(format!("cannot start the metrics thread: {e}").into())
-            })?;
+            .map_err(|e| Error::Backend(format!("cannot start the metrics thread: {e}").into()))?;
         tracing::info!(target: "slipway::lifecycle", metrics = %shown, "metrics on {shown}");
     }
     {
@@ -216,9 +214,7 @@ pub fn run_with(manager: Manager, limits: Limits, metrics: Option<Listen>) -> Re
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || stop_on_signal(&signals, &manager, &socket))
-            .map_err(|e| {
-                Error::Backend(format!("cannot start the signal thread: {e}").into())
-            })?;
+            .map_err(|e| Error::Backend(format!("cannot start the signal thread: {e}").into()))?;
     }
     tracing::info!(
         target: "slipway::lifecycle",

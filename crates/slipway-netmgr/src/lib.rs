@@ -13,11 +13,11 @@
 
 pub mod client;
 pub mod daemon;
-mod metrics;
 pub mod defaultnet;
 mod error;
 mod fsutil;
 mod manager;
+mod metrics;
 mod paths;
 pub mod plan;
 pub mod proto;

@@ -148,7 +148,10 @@ fn render(sources: &Sources) -> String {
         "Client connections the daemon serves now.",
         &[(&[], (sources.connections)() as u64)],
     );
-    let labels: Vec<[(&str, &str); 1]> = nets.iter().map(|(n, ..)| [("network", n.as_str())]).collect();
+    let labels: Vec<[(&str, &str); 1]> = nets
+        .iter()
+        .map(|(n, ..)| [("network", n.as_str())])
+        .collect();
     let per_net = |value: &dyn Fn(usize) -> Option<u64>| -> Vec<(&[(&str, &str)], u64)> {
         (0..nets.len())
             .filter_map(|i| value(i).map(|v| (&labels[i][..], v)))

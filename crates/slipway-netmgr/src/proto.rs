@@ -257,9 +257,14 @@ impl Request {
             Request::Plan { lookup } => on("plan the start of", lookup),
             Request::Destroy { lookup } => on("destroy", lookup),
             Request::Undefine { lookup } => on("undefine", lookup),
-            Request::Autostart { lookup, enable } => {
-                on(if *enable { "autostart" } else { "not autostart" }, lookup)
-            }
+            Request::Autostart { lookup, enable } => on(
+                if *enable {
+                    "autostart"
+                } else {
+                    "not autostart"
+                },
+                lookup,
+            ),
             Request::Update { lookup, spec } => format!(
                 "update network {:?} ({:?} {:?}{})",
                 lookup.key,

@@ -13,11 +13,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 use slipway_host::signals::Signals;
 
-use crate::metrics::{MetricsAddr, MetricsError, MetricsServer};
 use crate::api::{ApiError, ApiServer};
 use crate::config::StackConfig;
 use crate::iface::{decode_token, token, DropReason, TokenKind};
 use crate::link::{AttachError, AttachSpec, Attachment, LinkState};
+use crate::metrics::{MetricsAddr, MetricsError, MetricsServer};
 use crate::slirp4netns_api::Slirp4netnsApiServer;
 use crate::stack::{Stack, StackError};
 
@@ -155,7 +155,8 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         Some(addr) => Some(MetricsServer::open(
             addr,
             &registry,
-            opts.metrics_timeout.unwrap_or(crate::metrics::DEFAULT_TIMEOUT),
+            opts.metrics_timeout
+                .unwrap_or(crate::metrics::DEFAULT_TIMEOUT),
         )?),
         None => None,
     };

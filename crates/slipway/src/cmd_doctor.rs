@@ -287,13 +287,18 @@ fn check_nft() -> Finding {
         Ok(out) => Finding::bad(
             "nft",
             Status::Fail,
-            format!("`nft --version` failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            format!(
+                "`nft --version` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
             "apt-get install --reinstall nftables",
         ),
         Err(e) => Finding::bad(
             "nft",
             Status::Fail,
-            format!("cannot run nft ({e}): networks with <forward mode='nat'/'route'> cannot start"),
+            format!(
+                "cannot run nft ({e}): networks with <forward mode='nat'/'route'> cannot start"
+            ),
             "apt-get install nftables",
         ),
     }
@@ -309,7 +314,10 @@ fn check_caps() -> Finding {
     if eff.contains(&Capability::CAP_NET_ADMIN) {
         Finding::ok(
             "capabilities",
-            format!("uid {uid}, CAP_NET_ADMIN at hand ({} effective capabilities)", eff.len()),
+            format!(
+                "uid {uid}, CAP_NET_ADMIN at hand ({} effective capabilities)",
+                eff.len()
+            ),
         )
     } else {
         Finding::bad(
@@ -325,7 +333,12 @@ fn check_caps() -> Finding {
 fn check_ping(sysctl: &dyn Fn(&str) -> Option<String>) -> Finding {
     let key = "net.ipv4.ping_group_range";
     let Some(range) = sysctl(key) else {
-        return Finding::bad(key, Status::Warn, "not present", "a kernel with ICMP sockets");
+        return Finding::bad(
+            key,
+            Status::Warn,
+            "not present",
+            "a kernel with ICMP sockets",
+        );
     };
     let mut it = range.split_whitespace().map(str::parse::<u64>);
     let (Some(Ok(lo)), Some(Ok(hi))) = (it.next(), it.next()) else {
@@ -376,7 +389,10 @@ fn check_seccomp() -> Finding {
     let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP) };
     let actions = fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     if mode >= 0 && actions.contains("errno") {
-        Finding::ok("seccomp", format!("filters available (this process: mode {mode})"))
+        Finding::ok(
+            "seccomp",
+            format!("filters available (this process: mode {mode})"),
+        )
     } else {
         Finding::bad(
             "seccomp",

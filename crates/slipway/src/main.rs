@@ -93,7 +93,10 @@ fn main() {
 /// `args` is the command line, to name the command whose help to read.
 fn usage_error(err: clap::Error, args: &[std::ffi::OsString]) -> ! {
     use clap::error::ErrorKind;
-    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
         err.exit()
     }
     eprintln!(

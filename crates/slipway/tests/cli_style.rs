@@ -31,9 +31,21 @@ fn usage_errors_are_one_error_line_and_exit_1_as_in_virsh() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     for (virsh_cmd, args, needle) in [
-        ("net-info", &["net-info"][..], "<NETWORK|--network <NETWORK>>"),
-        ("net-info --bogus x", &["net-info", "--bogus", "x"][..], "'--bogus'"),
-        ("net-list --bogus", &["net-list", "--bogus"][..], "'--bogus'"),
+        (
+            "net-info",
+            &["net-info"][..],
+            "<NETWORK|--network <NETWORK>>",
+        ),
+        (
+            "net-info --bogus x",
+            &["net-info", "--bogus", "x"][..],
+            "'--bogus'",
+        ),
+        (
+            "net-list --bogus",
+            &["net-list", "--bogus"][..],
+            "'--bogus'",
+        ),
         ("nosuchcmd", &["nosuchcmd"][..], "'nosuchcmd'"),
     ] {
         let theirs = virsh(root, virsh_cmd);
@@ -45,9 +57,15 @@ fn usage_errors_are_one_error_line_and_exit_1_as_in_virsh() {
         assert!(ours.stderr.contains("--help"), "{virsh_cmd}: {ours:?}");
     }
     // The other commands too, with the option and the value named.
-    let r = sw(root, &["user", "--socket", "/nonexistent/s", "--mtu", "abc"]);
+    let r = sw(
+        root,
+        &["user", "--socket", "/nonexistent/s", "--mtu", "abc"],
+    );
     assert_one_error_line(&r, "user --mtu abc");
-    assert!(r.stderr.contains("--mtu") && r.stderr.contains("'abc'"), "{r:?}");
+    assert!(
+        r.stderr.contains("--mtu") && r.stderr.contains("'abc'"),
+        "{r:?}"
+    );
     // No subcommand.
     let r = sw(root, &[]);
     assert_one_error_line(&r, "no subcommand");
@@ -87,7 +105,10 @@ fn as_slirp4netns_usage_errors_exit_as_slirp4netns_does() {
             "{args:?}: {err}"
         );
     }
-    let err = Command::new(&link).args(["1", "tap0", "--mtu", "abc"]).output().unwrap();
+    let err = Command::new(&link)
+        .args(["1", "tap0", "--mtu", "abc"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&err.stderr).contains("--mtu"));
 }
 
@@ -106,7 +127,11 @@ fn json_on_listings_and_on_errors() {
     assert_eq!(r.code, 1, "{r:?}");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON error");
     assert_eq!(v["error"]["code"], "not-found", "{r:?}");
-    let lines: Vec<String> = r.stderr.lines().map(|l| l["error: ".len()..].to_string()).collect();
+    let lines: Vec<String> = r
+        .stderr
+        .lines()
+        .map(|l| l["error: ".len()..].to_string())
+        .collect();
     assert_eq!(v["error"]["messages"], serde_json::json!(lines), "{r:?}");
     assert_eq!(lines[0], "failed to get network 'nosuch'");
 
@@ -145,15 +170,30 @@ fn json_on_listings_and_on_errors() {
         ])
     );
     for l in v.as_array().unwrap() {
-        assert!(table.stdout.contains(l["mac"].as_str().unwrap()), "{table:?}");
+        assert!(
+            table.stdout.contains(l["mac"].as_str().unwrap()),
+            "{table:?}"
+        );
     }
     assert!(!table.stdout.contains("52:54:00:aa:bb:02"));
-    let r = sw(root, &["net-dhcp-leases", "alpha", "--mac", "52:54:00:AA:BB:03", "--json"]);
+    let r = sw(
+        root,
+        &[
+            "net-dhcp-leases",
+            "alpha",
+            "--mac",
+            "52:54:00:AA:BB:03",
+            "--json",
+        ],
+    );
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{r:?}");
     let r = sw(root, &["net-dhcp-leases", "nosuch", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON error");
-    assert_eq!((r.code, &v["error"]["code"]), (1, &serde_json::json!("not-found")));
+    assert_eq!(
+        (r.code, &v["error"]["code"]),
+        (1, &serde_json::json!("not-found"))
+    );
 }
 
 /// `-v` and `--root` go before or after the subcommand; virsh's
@@ -205,14 +245,27 @@ for i in $(seq 100); do
 done
 exec "$SLIPWAY" run --dns-upstream 127.0.0.1 -- dig +short +time=2 +tries=2 @10.0.2.3 db.example.test"#;
     let out = Command::new("unshare")
-        .args(["-n", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script])
+        .args([
+            "-n",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+            script,
+        ])
         .env("SLIPWAY", BIN)
         .stdin(Stdio::null())
         .output()
         .expect("unshare (util-linux)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "192.0.2.7\n", "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "192.0.2.7\n",
+        "{stderr}"
+    );
 }
 
 /// `--listen-tcp` takes a host name: `localhost:PORT` listens on the
@@ -235,6 +288,10 @@ fn listen_tcp_takes_a_host_name() {
         .unwrap()
         .next()
         .unwrap();
-    assert!(slipway.log().contains(&addr.to_string()), "{}", slipway.log());
+    assert!(
+        slipway.log().contains(&addr.to_string()),
+        "{}",
+        slipway.log()
+    );
     std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}\n{}", slipway.log()));
 }

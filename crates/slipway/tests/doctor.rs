@@ -94,13 +94,29 @@ exec setpriv --bounding-set -net_admin --inh-caps -net_admin \
     assert_eq!(code, 1, "{findings:#}\n{stderr}");
     for (check, status, fix) in [
         ("userns", "fail", "sysctl"),
-        ("user.max_user_namespaces", "fail", "sysctl -w user.max_user_namespaces="),
-        ("kernel.unprivileged_userns_clone", "fail", "sysctl -w kernel.unprivileged_userns_clone=1"),
-        ("kernel.apparmor_restrict_unprivileged_userns", "warn", "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"),
+        (
+            "user.max_user_namespaces",
+            "fail",
+            "sysctl -w user.max_user_namespaces=",
+        ),
+        (
+            "kernel.unprivileged_userns_clone",
+            "fail",
+            "sysctl -w kernel.unprivileged_userns_clone=1",
+        ),
+        (
+            "kernel.apparmor_restrict_unprivileged_userns",
+            "warn",
+            "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0",
+        ),
         ("tun", "fail", "modprobe tun"),
         ("nft", "fail", "apt-get install nftables"),
         ("capabilities", "warn", "sudo"),
-        ("net.ipv4.ping_group_range", "warn", "sysctl -w net.ipv4.ping_group_range=\"0 2147483647\""),
+        (
+            "net.ipv4.ping_group_range",
+            "warn",
+            "sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"",
+        ),
         ("bridge-name", "fail", "slipway net-edit clash"),
         ("subnet", "fail", "ip route del 192.168.150.0/24 dev ve0"),
     ] {
@@ -129,7 +145,15 @@ fn a_capable_host_passes() {
     );
     let (code, findings, stderr) = doctor_in_ns(&script);
     assert_eq!(code, 0, "{findings:#}\n{stderr}");
-    for check in ["userns", "tun", "nft", "capabilities", "landlock", "seccomp", "clashes"] {
+    for check in [
+        "userns",
+        "tun",
+        "nft",
+        "capabilities",
+        "landlock",
+        "seccomp",
+        "clashes",
+    ] {
         assert_eq!(find(&findings, check)["status"], "ok", "{findings:#}");
     }
     let text = Command::new("unshare")
@@ -139,7 +163,10 @@ fn a_capable_host_passes() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("[ok  ] tun: /dev/net/tun gives taps"), "{text}");
+    assert!(
+        text.contains("[ok  ] tun: /dev/net/tun gives taps"),
+        "{text}"
+    );
 }
 
 /// A permission error elsewhere points at the doctor: a daemon that may
@@ -148,7 +175,13 @@ fn a_capable_host_passes() {
 fn permission_errors_point_at_the_doctor() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "--root"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "--root",
+        ])
         .arg(dir.path())
         .arg("daemon")
         .output()

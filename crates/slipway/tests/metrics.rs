@@ -153,7 +153,10 @@ fn metrics_parse_with_prometheus_client_and_count_the_vms_frames() {
             .get(k)
             .unwrap_or_else(|| panic!("{k} missing: {samples:#?}"))
     };
-    assert_eq!(s("slipway_frames_total{\"direction\":\"from_guest\"}"), want_in);
+    assert_eq!(
+        s("slipway_frames_total{\"direction\":\"from_guest\"}"),
+        want_in
+    );
     assert_eq!(s("slipway_frames_total{\"direction\":\"to_guest\"}"), 1.0);
     assert_eq!(
         s("slipway_bytes_total{\"direction\":\"from_guest\"}"),
@@ -179,12 +182,19 @@ fn metrics_over_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metrics.sock");
     let slipway = start(dir.path(), &format!("unix:{}", path.display()), &[]);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let response = get(UnixStream::connect(&path).unwrap(), b"GET /metrics HTTP/1.0\r\n\r\n");
+    let response = get(
+        UnixStream::connect(&path).unwrap(),
+        b"GET /metrics HTTP/1.0\r\n\r\n",
+    );
     let body = response.split_once("\r\n\r\n").unwrap().1;
     let samples = parse_with_prometheus_client(body);
-    assert!(samples.contains_key("slipway_drops_total{\"reason\":\"flow-limit\"}"), "{samples:?}");
+    assert!(
+        samples.contains_key("slipway_drops_total{\"reason\":\"flow-limit\"}"),
+        "{samples:?}"
+    );
     drop(slipway.terminate_ok());
     assert!(!path.exists(), "metrics socket file left behind");
 }
@@ -205,31 +215,43 @@ fn metrics_listener_bounds() {
         let r = get(TcpStream::connect(&addr).unwrap(), request);
         r.lines().next().unwrap_or_default().to_string()
     };
-    assert_eq!(status(b"POST /metrics HTTP/1.0\r\n\r\n"), "HTTP/1.0 405 Method Not Allowed");
-    assert_eq!(status(b"GET /other HTTP/1.0\r\n\r\n"), "HTTP/1.0 404 Not Found");
+    assert_eq!(
+        status(b"POST /metrics HTTP/1.0\r\n\r\n"),
+        "HTTP/1.0 405 Method Not Allowed"
+    );
+    assert_eq!(
+        status(b"GET /other HTTP/1.0\r\n\r\n"),
+        "HTTP/1.0 404 Not Found"
+    );
     let head = status(b"HEAD /metrics HTTP/1.0\r\n\r\n");
     assert_eq!(head, "HTTP/1.0 200 OK");
     let mut big = b"GET /metrics HTTP/1.0\r\nX-Pad: ".to_vec();
     big.resize(9000, b'a');
-    assert_eq!(
-        status(&big),
-        "HTTP/1.0 431 Request Header Fields Too Large"
-    );
+    assert_eq!(status(&big), "HTTP/1.0 431 Request Header Fields Too Large");
 
     // 16 idle connections hold every slot: the next is closed unanswered.
-    let idle: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut extra = TcpStream::connect(&addr).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let _ = extra.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
     let mut got = Vec::new();
     let _ = extra.read_to_end(&mut got);
-    assert!(got.is_empty(), "answered past the limit: {}", String::from_utf8_lossy(&got));
+    assert!(
+        got.is_empty(),
+        "answered past the limit: {}",
+        String::from_utf8_lossy(&got)
+    );
     // Their deadline closes them, answered nothing; then scrapes work again.
     for mut c in idle {
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut got = Vec::new();
-        c.read_to_end(&mut got).expect("closed by the server, not timed out here");
+        c.read_to_end(&mut got)
+            .expect("closed by the server, not timed out here");
         assert!(got.is_empty());
     }
     assert_eq!(status(b"GET /metrics HTTP/1.0\r\n\r\n"), "HTTP/1.0 200 OK");
@@ -283,7 +305,10 @@ fn daemon_metrics() {
     guest.udhcpc(root, "guest1");
     guest.run("busybox nslookup www.example.com 10.44.0.1; true");
     let scrape = || {
-        let r = get(TcpStream::connect(&addr).unwrap(), b"GET /metrics HTTP/1.0\r\n\r\n");
+        let r = get(
+            TcpStream::connect(&addr).unwrap(),
+            b"GET /metrics HTTP/1.0\r\n\r\n",
+        );
         parse_with_prometheus_client(r.split_once("\r\n\r\n").unwrap().1)
     };
     let key = |name: &str, net: &str| format!("{name}{{\"network\":\"{net}\"}}");
@@ -300,11 +325,18 @@ fn daemon_metrics() {
         std::thread::sleep(Duration::from_millis(100));
         samples = scrape();
     }
-    let s = |k: String| *samples.get(&k).unwrap_or_else(|| panic!("{k} missing: {samples:#?}"));
+    let s = |k: String| {
+        *samples
+            .get(&k)
+            .unwrap_or_else(|| panic!("{k} missing: {samples:#?}"))
+    };
     assert_eq!(s(key("slipway_network_active", "lab")), 1.0);
     assert_eq!(s(key("slipway_network_active", "idle")), 0.0);
     assert_eq!(s(key("slipway_network_service_restarts_total", "lab")), 1.0);
-    assert_eq!(s(key("slipway_network_service_restarts_total", "idle")), 0.0);
+    assert_eq!(
+        s(key("slipway_network_service_restarts_total", "idle")),
+        0.0
+    );
     assert_eq!(s(key("slipway_network_dhcp_leases", "lab")), 1.0);
     assert!(
         s(key("slipway_network_dns_upstream_queries_total", "lab"))

@@ -70,7 +70,10 @@ fn daemon_logs() {
         assert!(start.contains(want), "{want:?} not in:\n{start}");
     }
     let destroy = verbose(root, &["net-destroy", "lab"]);
-    assert!(destroy.contains("network lab: undo: ip link add br-lab"), "{destroy}");
+    assert!(
+        destroy.contains("network lab: undo: ip link add br-lab"),
+        "{destroy}"
+    );
     ok(root, &["net-start", "lab"]);
 
     // The daemon's log: who asked, each action, each undo.
@@ -140,8 +143,14 @@ fn slipway_user_says_ready_and_why_it_stops() {
         .spawn()
         .unwrap();
     let log = dir.path().join("log");
-    wait_for("the ready line", || read(&log).contains("ready: waiting for the VM on"));
-    assert!(read(&log).contains(&path.display().to_string()), "{}", read(&log));
+    wait_for("the ready line", || {
+        read(&log).contains("ready: waiting for the VM on")
+    });
+    assert!(
+        read(&log).contains(&path.display().to_string()),
+        "{}",
+        read(&log)
+    );
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

@@ -183,7 +183,11 @@ impl Service {
     /// Writes [`STATS_FILE`] next to the leases when the counts changed,
     /// at most every [`STATS_EVERY`] (the daemon's metrics read it).
     fn write_stats(&mut self, now: Instant) {
-        if self.stats.1.is_some_and(|at| now.duration_since(at) < STATS_EVERY) {
+        if self
+            .stats
+            .1
+            .is_some_and(|at| now.duration_since(at) < STATS_EVERY)
+        {
             return;
         }
         let relay = self.dns.relay_stats();
