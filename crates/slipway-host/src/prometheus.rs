@@ -189,7 +189,7 @@ mod tests {
     fn heads_and_routes() {
         assert_eq!(
             head_end(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(35)
+            Some(34)
         );
         assert_eq!(head_end(b"GET /metrics HTTP/1.0\n\n"), Some(23));
         assert_eq!(head_end(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
