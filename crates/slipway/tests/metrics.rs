@@ -208,7 +208,7 @@ fn metrics_listener_bounds() {
     let slipway = start(
         dir.path(),
         "127.0.0.1:0",
-        &[("SLIPWAY_METRICS_TIMEOUT_MS", "1500")],
+        &[("SLIPWAY_METRICS_TIMEOUT_MS", "3000")],
     );
     let addr = metrics_addr(&slipway);
     let status = |request: &[u8]| {
@@ -246,6 +246,15 @@ fn metrics_listener_bounds() {
         "answered past the limit: {}",
         String::from_utf8_lossy(&got)
     );
+    // Closed at once, not at its deadline: the 16, connected before it,
+    // are still open (their deadline would have closed them first).
+    idle[0].set_nonblocking(true).unwrap();
+    let still_open = idle[0].peek(&mut [0u8; 1]);
+    assert!(
+        matches!(&still_open, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the 17th connection was only closed at its deadline: {still_open:?}"
+    );
+    idle[0].set_nonblocking(false).unwrap();
     // Their deadline closes them, answered nothing; then scrapes work again.
     for mut c in idle {
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
