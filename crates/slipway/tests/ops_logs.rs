@@ -160,3 +160,102 @@ fn slipway_user_says_ready_and_why_it_stops() {
     // Nothing else at the default level: no debug noise.
     assert!(!logged.contains("DEBUG"), "{logged}");
 }
+
+/// The fake journald of [`under_systemd_the_log_goes_to_the_journal`]: binds
+/// the journal's socket (in a mount namespace of the test's), runs `slipway
+/// user` with stderr a file named by JOURNAL_STREAM (as systemd does), waits
+/// for the ready message, sends SIGTERM, and prints every datagram's fields
+/// (the native protocol: `KEY=value` lines, or `KEY`, a 64-bit length and
+/// the value) as one JSON object per line.
+const FAKE_JOURNALD: &str = r#"
+import json, os, signal, socket, struct, subprocess, sys
+slipway, err_path, vm_socket = sys.argv[1:4]
+os.makedirs("/run/systemd/journal", exist_ok=True)
+journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+journal.bind("/run/systemd/journal/socket")
+journal.settimeout(30)
+err = open(err_path, "w")
+st = os.fstat(err.fileno())
+env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+env.pop("RUST_LOG", None)
+child = subprocess.Popen([slipway, "user", "--dns-upstream", "127.0.0.1", "--socket", vm_socket],
+                         stderr=err, env=env)
+
+def fields(data):
+    out, i = {}, 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            (n,) = struct.unpack("<Q", data[nl + 1:nl + 9])
+            k, v = line, data[nl + 9:nl + 9 + n]
+            i = nl + 9 + n + 1
+        out[k.decode()] = v.decode(errors="replace")
+    return out
+
+def until(word):
+    while True:
+        data = journal.recv(1 << 20)
+        if not data:
+            continue
+        f = fields(data)
+        print(json.dumps(f), flush=True)
+        if word in f.get("MESSAGE", ""):
+            return
+
+until("ready:")
+child.send_signal(signal.SIGTERM)
+until("stopping:")
+sys.exit(child.wait())
+"#;
+
+/// Under systemd (stderr is the journal's stream, JOURNAL_STREAM names it)
+/// the log goes to the journal as structured entries, from the sandboxed
+/// stack too, and nothing to stderr.
+#[test]
+fn under_systemd_the_log_goes_to_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("stderr");
+    let script = format!(
+        "mount -t tmpfs none /run/systemd && exec /usr/bin/python3 -c '{FAKE_JOURNALD}' {BIN} {} {}",
+        err.display(),
+        dir.path().join("vm.sock").display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-Urm", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |word: &str| {
+        entries
+            .iter()
+            .find(|e| e["MESSAGE"].as_str().is_some_and(|m| m.contains(word)))
+            .unwrap_or_else(|| panic!("no {word:?} entry: {stdout}"))
+    };
+    let ready = find("ready: waiting for the VM on");
+    // tracing-journald's default mapping: info is "notice" (5).
+    assert_eq!(ready["PRIORITY"], "5", "{ready}");
+    assert_eq!(ready["TARGET"], "slipway::lifecycle", "{ready}");
+    assert_eq!(ready["SYSLOG_IDENTIFIER"], "slipway", "{ready}");
+    assert!(
+        ready["F_SPEC"].as_str().is_some_and(|s| s.contains("vm.sock")),
+        "{ready}"
+    );
+    let stopping = find("stopping: SIGTERM received");
+    assert_eq!(stopping["F_SIGNAL"], "SIGTERM", "{stopping}");
+    assert_eq!(read(&err), "", "stderr is not the log under systemd");
+}
