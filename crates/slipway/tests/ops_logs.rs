@@ -252,7 +252,9 @@ fn under_systemd_the_log_goes_to_the_journal() {
     assert_eq!(ready["TARGET"], "slipway::lifecycle", "{ready}");
     assert_eq!(ready["SYSLOG_IDENTIFIER"], "slipway", "{ready}");
     assert!(
-        ready["F_SPEC"].as_str().is_some_and(|s| s.contains("vm.sock")),
+        ready["F_SPEC"]
+            .as_str()
+            .is_some_and(|s| s.contains("vm.sock")),
         "{ready}"
     );
     let stopping = find("stopping: SIGTERM received");
