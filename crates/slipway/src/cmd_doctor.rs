@@ -383,23 +383,40 @@ fn check_landlock() -> Finding {
     }
 }
 
-/// seccomp filters, the sandbox's system-call allowlist.
+/// seccomp filters, the sandbox's system-call allowlist: a child installs
+/// an allow-everything filter (as the sandbox installs its allowlist).
 fn check_seccomp() -> Finding {
-    // SAFETY: PR_GET_SECCOMP takes no pointer.
-    let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP) };
-    let actions = fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
-    if mode >= 0 && actions.contains("errno") {
-        Finding::ok(
-            "seccomp",
-            format!("filters available (this process: mode {mode})"),
-        )
-    } else {
-        Finding::bad(
+    let attempt = try_in_child(|| {
+        // SAFETY: a one-instruction BPF program (return ALLOW) that lives
+        // across the calls; in a forked child that exits right after.
+        unsafe {
+            let allow = libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            };
+            let prog = libc::sock_fprog {
+                len: 1,
+                filter: &allow as *const libc::sock_filter as *mut libc::sock_filter,
+            };
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                && libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &prog as *const libc::sock_fprog,
+                ) == 0
+        }
+    });
+    match attempt {
+        Ok(()) => Finding::ok("seccomp", "filters can be installed"),
+        Err(e) => Finding::bad(
             "seccomp",
             Status::Fail,
-            "seccomp filters are not available: the sandbox cannot be applied",
-            "a kernel with CONFIG_SECCOMP_FILTER=y, or --no-sandbox",
-        )
+            format!("installing a seccomp filter failed ({e}): the sandbox cannot be applied"),
+            "a kernel with CONFIG_SECCOMP_FILTER=y (or, unconfined: --no-sandbox)",
+        ),
     }
 }
 
