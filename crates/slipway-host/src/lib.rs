@@ -18,6 +18,8 @@
 //!   kernel's last capability;
 //! - [`systemd`]: readiness notification and socket activation, the two
 //!   protocols a systemd service speaks;
+//! - [`prometheus`]: Prometheus's text format and the bit of HTTP the
+//!   metrics servers answer with;
 //! - [`privileged_exec`]: whether the kernel started this process with
 //!   privileges its caller does not have (the bridge helper drops them, every
 //!   other program refuses to run).
@@ -32,6 +34,7 @@ pub mod files;
 pub mod ifaddrs;
 pub mod jsonl;
 pub mod mac;
+pub mod prometheus;
 pub mod signals;
 pub mod systemd;
 

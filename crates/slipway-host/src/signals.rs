@@ -158,6 +158,28 @@ impl mio::event::Source for Signals {
     }
 }
 
+/// The name of signal `signo` for log lines (`SIGTERM`), or `signal N` for
+/// one without a name here.
+pub fn signal_name(signo: libc::c_int) -> String {
+    let name = match signo {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGSYS => "SIGSYS",
+        _ => return format!("signal {signo}"),
+    };
+    name.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

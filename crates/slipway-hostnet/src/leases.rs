@@ -323,13 +323,7 @@ fn printable(text: &str) -> String {
 /// virsh's `net-dhcp-leases` table of the active leases at `now`, sorted by
 /// MAC, only those of `mac` when given (compared case-insensitively).
 pub fn table(leases: &[LeaseRecord], mac: Option<&str>, now: SystemTime) -> String {
-    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut active: Vec<&LeaseRecord> = leases
-        .iter()
-        .filter(|l| l.is_active(now))
-        .filter(|l| mac.is_none_or(|m| m.eq_ignore_ascii_case(&l.mac)))
-        .collect();
-    active.sort_by_key(|l| l.mac.to_ascii_lowercase());
+    let active = active(leases, mac, now);
     let header = [
         "Expiry Time",
         "MAC address",
@@ -362,11 +356,80 @@ pub fn network_leases(state_dir: &Path, name: &str) -> Result<Vec<LeaseRecord>> 
     load(&leases_file(&crate::own_dir(state_dir), name))
 }
 
+/// The leases of `leases` active at `now`, sorted by MAC, only those of
+/// `mac` when given (compared case-insensitively): what `net-dhcp-leases`
+/// shows.
+fn active<'a>(
+    leases: &'a [LeaseRecord],
+    mac: Option<&str>,
+    now: SystemTime,
+) -> Vec<&'a LeaseRecord> {
+    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut active: Vec<&LeaseRecord> = leases
+        .iter()
+        .filter(|l| l.is_active(now))
+        .filter(|l| mac.is_none_or(|m| m.eq_ignore_ascii_case(&l.mac)))
+        .collect();
+    active.sort_by_key(|l| l.mac.to_ascii_lowercase());
+    active
+}
+
+/// One lease as `net-dhcp-leases --json` prints it: the keys and values of
+/// python-libvirt's `virNetwork.DHCPLeases()` dictionaries, so scripts
+/// written for libvirt read it unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseJson {
+    /// The network's bridge.
+    pub iface: String,
+    /// Expiry, seconds since the epoch; 0 for an infinite lease (libvirt's).
+    pub expirytime: u64,
+    /// libvirt's address type: 0 for IPv4, 1 for IPv6.
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// The client's MAC address.
+    pub mac: String,
+    /// The IA_NA's identifier of an IPv6 binding, as text (libvirt's).
+    pub iaid: Option<String>,
+    /// The leased address.
+    pub ipaddr: IpAddr,
+    /// Prefix length of the subnet.
+    pub prefix: u8,
+    /// The lease's host name.
+    pub hostname: Option<String>,
+    /// Client identifier (IPv4) or DUID (IPv6).
+    pub clientid: Option<String>,
+}
+
 /// The `net-dhcp-leases NAME [--mac MAC]` table of network `name` whose live
 /// state is in `state_dir`.
 pub fn leases_table(state_dir: &Path, name: &str, mac: Option<&str>) -> Result<String> {
     let leases = network_leases(state_dir, name)?;
     Ok(table(&leases, mac, SystemTime::now()))
+}
+
+/// The leases of [`leases_table`] as data, for `net-dhcp-leases --json`;
+/// `iface` is the network's bridge.
+pub fn leases_json(
+    state_dir: &Path,
+    name: &str,
+    iface: &str,
+    mac: Option<&str>,
+) -> Result<Vec<LeaseJson>> {
+    let leases = load(&leases_file(&crate::own_dir(state_dir), name))?;
+    Ok(active(&leases, mac, SystemTime::now())
+        .into_iter()
+        .map(|l| LeaseJson {
+            iface: iface.to_string(),
+            expirytime: l.expires.unwrap_or(0),
+            kind: u8::from(l.ip.is_ipv6()),
+            mac: l.mac.clone(),
+            iaid: l.iaid.map(|i| i.to_string()),
+            ipaddr: l.ip,
+            prefix: l.prefix,
+            hostname: l.hostname.clone(),
+            clientid: l.client_id.clone(),
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use slipway_netmgr::{Action, Backend, LiveState, Plan};
 
 pub use error::{Error, Result};
 pub use firewall::RuleHandle;
-pub use leases::leases_table;
+pub use leases::{leases_json, leases_table, LeaseJson};
 
 /// How long `start` waits for the service to report `ready`.
 const SERVICE_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -272,6 +272,7 @@ impl LinuxBackend {
             })
             .collect();
         let mut fw_done = false;
+        let mut fw_logged = false;
         for action in &plan.actions {
             match action {
                 Action::CreateBridge {
@@ -352,6 +353,17 @@ impl LinuxBackend {
                     self.spawn_service(&plan.network, &config, rec)?;
                 }
             }
+            match action {
+                // One transaction, logged as its nft commands once.
+                Action::Firewall { .. } if fw_logged => {}
+                Action::Firewall { .. } => {
+                    fw_logged = true;
+                    for step in &fw_steps {
+                        log_action(&plan.network, step);
+                    }
+                }
+                action => log_action(&plan.network, action),
+            }
         }
         Ok(())
     }
@@ -424,7 +436,12 @@ impl LinuxBackend {
                 first.get_or_insert(e);
             }
         };
+        let network = rec.network.as_str();
         if let Some(p) = &rec.service {
+            log_undo(
+                network,
+                format_args!("stop the DHCP/DNS service (pid {})", p.pid),
+            );
             note(stop_service(p));
         }
         match netlink::Netlink::open() {
@@ -435,12 +452,26 @@ impl LinuxBackend {
                 };
                 if let Some(idx) = bridge_index {
                     for r in rec.routes.iter().rev() {
+                        log_undo(
+                            network,
+                            format_args!("ip route del {}/{} via {}", r.dest, r.prefix, r.gateway),
+                        );
                         // Gone already if the bridge went down: not an error.
                         let _ = nl.del_route(r.dest, r.prefix, r.gateway, r.metric, idx);
                     }
                 }
+                for r in &rec.rules {
+                    log_undo(
+                        network,
+                        format_args!(
+                            "nft delete rule {} slipway {} handle {}",
+                            r.family, r.chain, r.handle
+                        ),
+                    );
+                }
                 note(firewall::remove(&rec.rules));
                 if let (Some(idx), Some(b)) = (bridge_index, &rec.bridge) {
+                    log_undo(network, format_args!("ip link del {b}"));
                     note(nl.delete_link(idx, b));
                 }
             }
@@ -490,6 +521,10 @@ impl LinuxBackend {
                     }
                 }
                 None => {
+                    log_undo(
+                        &rec.network,
+                        format_args!("sysctl -w {}={}", change.key, change.old),
+                    );
                     if let Err(e) = set_sysctl(&change.key, &change.old) {
                         first.get_or_insert(e);
                     }
@@ -568,6 +603,24 @@ impl Backend for LinuxBackend {
     fn update_live(&self, plan: &Plan) -> slipway_netmgr::Result<()> {
         Ok(LinuxBackend::update_live(self, plan)?)
     }
+
+    fn service_stats(&self, live: &LiveState) -> Option<slipway_netmgr::ServiceStats> {
+        let leases = leases::leases_file(&self.dir, &live.network);
+        let stats = leases.parent()?.join(service::STATS_FILE);
+        let bytes = slipway_host::files::read_regular(&stats).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// Logs one action carried out for `network` (at info: `slipway -v` and
+/// the daemon show it).
+fn log_action(network: &str, action: &dyn std::fmt::Display) {
+    tracing::info!(network, action = %action, "network {network}: {action}");
+}
+
+/// Logs one step of undoing `network`.
+fn log_undo(network: &str, step: std::fmt::Arguments<'_>) {
+    tracing::info!(network, undo = %step, "network {network}: undo: {step}");
 }
 
 fn write_service_file(path: &Path, file: &service::ServiceFile) -> Result<()> {

@@ -9,6 +9,17 @@
 //!
 //! A supervisor thread restarts the service of a running network that
 //! ended (crash, `kill -9`) within a second, with backoff if it keeps dying.
+//!
+//! The log says what happened: a `ready` line with the socket once the
+//! daemon serves, every change request with who asked (the peer's uid and
+//! pid, from SO_PEERCRED) and how it ended (the backend logs each action
+//! it carries out and each undo), and a `stopping` line naming the signal
+//! that ended the daemon. SIGTERM, SIGINT and SIGHUP are blocked in every
+//! thread and read by one of their own (a signalfd), which logs and exits
+//! while holding the manager's lock, so no request is cut off half-way;
+//! running networks stay up, as they do across a crash (the next daemon
+//! recovers them). Lifecycle lines have the target `slipway::lifecycle`,
+//! requests `slipway::audit`.
 
 use std::io::{BufReader, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -20,11 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slipway_host::jsonl::{self, LineEnd};
+use slipway_host::prometheus::Listen;
 
 use crate::error::{Error, Result};
 use crate::events::EventHub;
 use crate::fsutil;
 use crate::manager::Manager;
+use crate::metrics;
 use crate::proto::{DaemonStatus, Reply, Request, WireError, WireMessage};
 
 /// The daemon's bounds (documented in docs/daemon-api.md and
@@ -117,16 +130,18 @@ impl Drop for Slot {
     }
 }
 
-/// Runs the daemon with [`Limits::from_env`] until the process is killed.
-pub fn run(manager: Manager) -> Result<()> {
-    run_with(manager, Limits::from_env())
+/// Runs the daemon with [`Limits::from_env`] until the process is killed,
+/// serving Prometheus metrics on `metrics` when given
+/// (`crate::metrics`).
+pub fn run(manager: Manager, metrics: Option<Listen>) -> Result<()> {
+    run_with(manager, Limits::from_env(), metrics)
 }
 
 /// Runs the daemon until the process is killed: recovers live state, starts
 /// autostart networks, then serves connections (one thread each, within
 /// `limits`).
-pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
-    run_serving(manager, limits, |_, _| Ok(()))
+pub fn run_with(manager: Manager, limits: Limits, metrics: Option<Listen>) -> Result<()> {
+    run_serving(manager, limits, metrics, |_, _| Ok(()))
 }
 
 /// [`run_with`], starting other servers of the same manager and events
@@ -136,6 +151,7 @@ pub fn run_with(manager: Manager, limits: Limits) -> Result<()> {
 pub fn run_serving(
     manager: Manager,
     limits: Limits,
+    metrics: Option<Listen>,
     also: impl FnOnce(&Arc<Manager>, &EventHub) -> Result<()>,
 ) -> Result<()> {
     let paths = manager.paths().clone();
@@ -188,24 +204,46 @@ pub fn run_serving(
     for ev in &events {
         tracing::info!("autostarted network {}", ev.network);
     }
-    tracing::info!("listening on {}", paths.socket.display());
-    let socket_name = paths.socket.display().to_string();
-    service_manager.ready(&format!("serving {socket_name}"));
-    service_manager.stop_on_signals(socket_name)?;
 
     let manager = Arc::new(manager);
+    let restarts = metrics::Restarts::default();
+    let counts: Arc<Counts> = Arc::default();
+    if let Some(addr) = &metrics {
+        let listener = metrics::Listener::bind(addr)?;
+        let shown = listener.describe(addr);
+        let counts = counts.clone();
+        let sources = metrics::Sources {
+            manager: manager.clone(),
+            restarts: restarts.clone(),
+            connections: Arc::new(move || counts.all.load(Ordering::SeqCst)),
+        };
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || listener.serve(&sources))
+            .map_err(|e| Error::Backend(format!("cannot start the metrics thread: {e}").into()))?;
+        tracing::info!(target: "slipway::lifecycle", metrics = %shown, "metrics on {shown}");
+    }
+    tracing::info!(
+        target: "slipway::lifecycle",
+        socket = %paths.socket.display(),
+        pid = std::process::id(),
+        "slipway daemon ready on {}",
+        paths.socket.display()
+    );
+    service_manager.ready(&format!("serving {}", paths.socket.display()));
+    service_manager.stop_on_signals(manager.clone(), paths.socket.clone())?;
     {
         let manager = manager.clone();
+        let restarts = restarts.clone();
         std::thread::Builder::new()
             .name("supervise".into())
-            .spawn(move || supervise(&manager))
+            .spawn(move || supervise(&manager, &restarts))
             .map_err(|e| {
                 Error::Backend(format!("cannot start the supervisor thread: {e}").into())
             })?;
     }
     let subscribers = EventHub::new();
     also(&manager, &subscribers)?;
-    let counts: Arc<Counts> = Arc::default();
     let limits = Arc::new(limits);
     // SAFETY: geteuid has no preconditions.
     let owner = unsafe { libc::geteuid() };
@@ -217,8 +255,8 @@ pub fn run_serving(
                 continue;
             }
         };
-        let uid = match peer_uid(&stream) {
-            Ok(u) => u,
+        let (uid, pid) = match peer_cred(&stream) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::debug!("no peer credentials: {e}");
                 continue;
@@ -263,6 +301,7 @@ pub fn run_serving(
                 let conn = Connection {
                     stream,
                     uid,
+                    pid,
                     owner,
                     limits: &limits,
                 };
@@ -300,7 +339,7 @@ fn backoff(failures: u32) -> Duration {
 /// Watches every running network's service (DHCP, DNS, TFTP, router
 /// advertisements) and restarts one that ended, with backoff when it keeps
 /// dying, and a log line saying how it ended. Runs for the daemon's life.
-fn supervise(manager: &Manager) {
+fn supervise(manager: &Manager, restarts: &metrics::Restarts) {
     let mut state: std::collections::HashMap<String, Restarts> = Default::default();
     loop {
         std::thread::sleep(SUPERVISE_INTERVAL);
@@ -344,7 +383,10 @@ fn supervise(manager: &Manager) {
             r.due = None;
             r.last = Some(now);
             match manager.restart_service(&name) {
-                Ok(true) => tracing::info!("restarted the DHCP/DNS service of network {name}"),
+                Ok(true) => {
+                    metrics::count_restart(restarts, &name);
+                    tracing::info!("restarted the DHCP/DNS service of network {name}")
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!("restarting the DHCP/DNS service of network {name} failed: {e}")
@@ -364,8 +406,8 @@ fn refuse(stream: &UnixStream, max: usize) {
     let _ = send(stream, &WireMessage::Error(WireError::from(&err)));
 }
 
-/// The connecting process's uid (SO_PEERCRED).
-fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+/// The connecting process's uid and pid (SO_PEERCRED).
+fn peer_cred(stream: &UnixStream) -> std::io::Result<(u32, i32)> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -385,7 +427,7 @@ fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(cred.uid)
+    Ok((cred.uid, cred.pid))
 }
 
 fn send(stream: &UnixStream, msg: &WireMessage) -> std::io::Result<()> {
@@ -396,6 +438,8 @@ fn send(stream: &UnixStream, msg: &WireMessage) -> std::io::Result<()> {
 struct Connection<'a> {
     stream: UnixStream,
     uid: u32,
+    /// The peer's pid when it connected (for the log).
+    pid: i32,
     owner: u32,
     limits: &'a Limits,
 }
@@ -438,13 +482,31 @@ impl Connection<'_> {
                     continue;
                 }
             };
+            let (uid, pid) = (self.uid, self.pid);
+            let what = req.summary();
             if req.is_mutation() && self.uid != 0 && self.uid != self.owner {
+                tracing::warn!(
+                    target: "slipway::audit", uid, pid, request = %what,
+                    "uid {uid} (pid {pid}) may not {what}: refused"
+                );
                 self.error(&Error::Denied(format!(
                     "uid {} may not change networks of this daemon (uid {})",
                     self.uid, self.owner
                 )))?;
                 continue;
             }
+            if req.is_mutation() {
+                tracing::info!(
+                    target: "slipway::audit", uid, pid, request = %what,
+                    "uid {uid} (pid {pid}) asks to {what}"
+                );
+            } else {
+                tracing::debug!(
+                    target: "slipway::audit", uid, pid, request = %what,
+                    "uid {uid} (pid {pid}) asks to {what}"
+                );
+            }
+            let mutation = req.is_mutation();
             match req {
                 Request::Subscribe => {
                     drop(reader);
@@ -460,6 +522,14 @@ impl Connection<'_> {
                 }
                 req => match manager.handle(req) {
                     Ok(reply) => {
+                        if let (true, Reply::Done(o)) = (mutation, &reply) {
+                            tracing::info!(
+                                target: "slipway::audit", uid, pid, request = %what,
+                                network = %o.network,
+                                "done: {what} for uid {uid} ({} host actions)",
+                                o.actions.len()
+                            );
+                        }
                         let events = match &reply {
                             Reply::Done(o) => o.events.clone(),
                             _ => Vec::new(),
@@ -470,7 +540,15 @@ impl Connection<'_> {
                         subscribers.broadcast(&events);
                         sent?;
                     }
-                    Err(e) => self.error(&e)?,
+                    Err(e) => {
+                        if mutation {
+                            tracing::warn!(
+                                target: "slipway::audit", uid, pid, request = %what,
+                                "failed: {what} for uid {uid}: {e}"
+                            );
+                        }
+                        self.error(&e)?
+                    }
                 },
             }
         }

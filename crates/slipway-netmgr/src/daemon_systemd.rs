@@ -1,6 +1,6 @@
 //! The daemon under systemd (`slipway.socket`, `slipway.service`,
 //! `Type=notify`): the listening socket systemd passed, readiness and
-//! stopping notifications, and a clean stop on SIGTERM or SIGINT.
+//! stopping notifications, and a clean stop on SIGTERM, SIGINT or SIGHUP.
 //!
 //! Socket activation: the daemon serves the descriptor named `json`
 //! (`FileDescriptorName=json` in `slipway.socket`), or the only one when
@@ -12,19 +12,23 @@
 //!
 //! Stopping: the signals are taken from a descriptor by a thread of their
 //! own ([`slipway_host::signals`]), created before any other thread so
-//! that every thread has them blocked. On SIGTERM or SIGINT the daemon
-//! logs why it stops, tells systemd `STOPPING=1`, and exits 0. Running
+//! that every thread has them blocked. On SIGTERM, SIGINT or SIGHUP the
+//! daemon logs why it stops, tells systemd `STOPPING=1`, finishes the
+//! request in progress, removes its socket file and exits 0. Running
 //! networks and their services stay up, as libvirt's do when libvirtd
 //! stops (the unit's `KillMode=process` keeps systemd from killing the
 //! services); the next daemon takes them over (recovery).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use slipway_host::signals::Signals;
 use slipway_host::systemd::{self, Notifier};
 
 use crate::error::{Error, Result};
+use crate::manager::Manager;
 
 /// The `FileDescriptorName=` of the daemon's JSON socket.
 pub(crate) const JSON_SOCKET_NAME: &str = "json";
@@ -40,8 +44,8 @@ impl ServiceManager {
     /// and connects to `$NOTIFY_SOCKET` when set. Call before starting any
     /// thread.
     pub(crate) fn new() -> Result<ServiceManager> {
-        let signals = Signals::new(&[libc::SIGTERM, libc::SIGINT])
-            .map_err(|e| Error::Activation(format!("cannot take SIGTERM/SIGINT: {e}")))?;
+        let signals = Signals::new(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+            .map_err(|e| Error::Activation(format!("cannot take SIGTERM/SIGINT/SIGHUP: {e}")))?;
         let notifier = Notifier::from_env()
             .map_err(|e| Error::Activation(format!("cannot connect to $NOTIFY_SOCKET: {e}")))?;
         // The networks' services (and what they run) are not the service
@@ -59,29 +63,40 @@ impl ServiceManager {
         }
     }
 
-    /// Starts the thread that, on SIGTERM or SIGINT, logs why the daemon
-    /// stops, notifies `STOPPING=1` and exits the process with status 0.
-    pub(crate) fn stop_on_signals(self, socket: String) -> Result<()> {
+    /// Starts the thread that, on SIGTERM, SIGINT or SIGHUP, logs why the
+    /// daemon stops, waits for a request in progress (the manager's lock,
+    /// held until the exit), removes the socket file (nobody connects to a
+    /// daemon that is gone), notifies `STOPPING=1` and exits the process
+    /// with status 0. Running networks stay up.
+    pub(crate) fn stop_on_signals(self, manager: Arc<Manager>, socket: PathBuf) -> Result<()> {
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                let sig = match self.signals.wait() {
-                    Ok(sig) => sig,
+                let signal = match self.signals.wait() {
+                    Ok(signo) => slipway_host::signals::signal_name(signo),
                     Err(e) => {
-                        tracing::error!("waiting for signals failed: {e}; SIGTERM now ends the daemon without notice");
+                        tracing::error!(
+                            "cannot read signals: {e}; SIGTERM now ends the daemon without notice"
+                        );
                         return;
                     }
                 };
-                let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
-                let why = format!(
-                    "stopping on {name}: no longer serving {socket}; running networks stay up"
+                tracing::info!(
+                    target: "slipway::lifecycle",
+                    %signal,
+                    "slipway daemon stopping: {signal} received (running networks stay up)"
                 );
-                tracing::info!("{why}");
                 if let Some(n) = &self.notifier {
+                    let why = format!("stopping: {signal} received; running networks stay up");
                     if let Err(e) = n.stopping(&why) {
                         tracing::warn!("cannot notify systemd of stopping: {e}");
                     }
                 }
+                let _guard = manager
+                    .lock_for_shutdown()
+                    .inspect_err(|e| tracing::warn!("stopping without the manager's lock: {e}"));
+                let _ = std::fs::remove_file(&socket);
+                tracing::info!(target: "slipway::lifecycle", %signal, "slipway daemon stopped");
                 std::process::exit(0);
             })
             .map(drop)

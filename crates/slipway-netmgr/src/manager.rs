@@ -17,7 +17,7 @@ use crate::plan::{self, Plan};
 use crate::proto::{
     Event, EventKind, ListFilter, Lookup, NetworkInfo, Outcome, Problem, Reply, Request,
 };
-use crate::realize::{Backend, LiveState};
+use crate::realize::{Backend, LiveState, ServiceStats};
 use crate::update::{self, UpdateSpec};
 use slipway_host::atomic;
 
@@ -328,6 +328,16 @@ impl Manager {
         Store { paths: &self.paths }
     }
 
+    /// Waits until no request is in progress and keeps others out while
+    /// the guard lives: for a daemon about to exit, so that it never ends
+    /// half-way through a change (a change waits for the lock, a read does
+    /// too). Past the lock's wait, the error names the holders.
+    pub fn lock_for_shutdown(&self) -> Result<ShutdownGuard> {
+        Ok(ShutdownGuard {
+            _lock: LockGuard::acquire(&self.paths.lock, true)?,
+        })
+    }
+
     /// The locations this manager works on.
     pub fn paths(&self) -> &Paths {
         &self.paths
@@ -417,8 +427,11 @@ impl Manager {
             }
         }
         self.prepare(&inv, &mut net)?;
-        self.realize(&net)?;
-        Ok(Outcome::new(&net.name, warnings).event(&net, EventKind::Started))
+        let actions = self.realize(&net)?;
+        Ok(Outcome {
+            actions,
+            ..Outcome::new(&net.name, warnings).event(&net, EventKind::Started)
+        })
     }
 
     /// Starts a defined network.
@@ -435,8 +448,11 @@ impl Manager {
             .config
             .as_ref()
             .expect("an inactive network is persistent");
-        self.realize(net)?;
-        Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Started))
+        let actions = self.realize(net)?;
+        Ok(Outcome {
+            actions,
+            ..Outcome::new(name, Vec::new()).event(net, EventKind::Started)
+        })
     }
 
     /// What starting the network would do, without doing it; fails where
@@ -471,7 +487,10 @@ impl Manager {
         // Its ports go with it (libvirt's networkDestroy); ports left by a
         // crash here are removed at recovery.
         self.remove_all_ports(name)?;
-        Ok(Outcome::new(name, Vec::new()).event(net, EventKind::Stopped))
+        Ok(Outcome {
+            actions: undo_lines(live),
+            ..Outcome::new(name, Vec::new()).event(net, EventKind::Stopped)
+        })
     }
 
     /// Removes a persistent definition; a running network stays up as a
@@ -633,7 +652,7 @@ impl Manager {
             if e.autostart {
                 let net = e.config.as_ref().expect("autostart implies persistent");
                 match self.realize(net) {
-                    Ok(()) => events.push(Event::new(net, EventKind::Started)),
+                    Ok(_) => events.push(Event::new(net, EventKind::Started)),
                     Err(err) => tracing::warn!("autostart of network {name} failed: {err}"),
                 }
             }
@@ -660,6 +679,25 @@ impl Manager {
             }
         }
         Ok(out)
+    }
+
+    /// Every network with its state (active or not), and for the running
+    /// ones what their service last reported ([`Backend::service_stats`]):
+    /// the daemon's metrics. Reads without the lock (every file is
+    /// replaced atomically): a scrape never waits for a change.
+    pub fn metrics(&self) -> Vec<(String, bool, Option<ServiceStats>)> {
+        let inv = self.store().load();
+        inv.nets
+            .iter()
+            .map(|(name, e)| {
+                let stats = e
+                    .live
+                    .as_ref()
+                    .filter(|(_, live)| live.backend == self.backend.name())
+                    .and_then(|(_, live)| self.backend.service_stats(live));
+                (name.clone(), e.live.is_some(), stats)
+            })
+            .collect()
     }
 
     /// Brings back the service of running network `name` if it is still
@@ -747,8 +785,9 @@ impl Manager {
 
     /// Starts `net` through the backend and records its live state (the
     /// definition with libvirt's live-only defaults); undoes the start if
-    /// the state cannot be recorded.
-    fn realize(&self, net: &Network) -> Result<()> {
+    /// the state cannot be recorded. Returns what was done, one line per
+    /// action.
+    fn realize(&self, net: &Network) -> Result<Vec<String>> {
         let mut net = net.clone();
         net.fill_live_defaults();
         let net = &net;
@@ -769,8 +808,24 @@ impl Manager {
             let _ = atomic::remove(&self.paths.live_file(&net.name));
             return Err(err);
         }
-        Ok(())
+        Ok(live.applied.iter().map(ToString::to_string).collect())
     }
+}
+
+/// The manager's lock, held by [`Manager::lock_for_shutdown`] until dropped.
+#[derive(Debug)]
+pub struct ShutdownGuard {
+    _lock: LockGuard,
+}
+
+/// What stopping `live` undid, last action first, one `undo: ACTION` line
+/// each.
+fn undo_lines(live: &LiveState) -> Vec<String> {
+    live.applied
+        .iter()
+        .rev()
+        .map(|a| format!("undo: {a}"))
+        .collect()
 }
 
 /// Parses a definition; returns it with warnings about ignored parts.

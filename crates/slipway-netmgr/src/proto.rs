@@ -142,6 +142,10 @@ pub struct Outcome {
     pub events: Vec<Event>,
     /// Extra detail (for updates: which versions changed).
     pub detail: Option<String>,
+    /// What was done on the host, one line each (`ip link add virbr1 ...`,
+    /// `undo: ...`), as the daemon logged it: `slipway -v` prints them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
 }
 
 impl Outcome {
@@ -151,6 +155,7 @@ impl Outcome {
             warnings,
             events: Vec::new(),
             detail: None,
+            actions: Vec::new(),
         }
     }
 
@@ -281,6 +286,66 @@ pub enum Request {
 }
 
 impl Request {
+    /// What the request asks, for the daemon's log: `start network
+    /// "default"` (names quoted and escaped as Rust strings: they come from
+    /// clients).
+    pub fn summary(&self) -> String {
+        let on = |verb: &str, l: &Lookup| format!("{verb} network {:?}", l.key);
+        match self {
+            Request::List { .. } => "list networks".into(),
+            Request::Info { lookup } => on("describe", lookup),
+            Request::DumpXml { lookup, .. } => on("dump the XML of", lookup),
+            Request::Define { xml, .. } => format!("define a network ({} bytes of XML)", xml.len()),
+            Request::DefineDefault => "define the default network".into(),
+            Request::Create { xml } => format!("create a network ({} bytes of XML)", xml.len()),
+            Request::Start { lookup } => on("start", lookup),
+            Request::Plan { lookup } => on("plan the start of", lookup),
+            Request::Destroy { lookup } => on("destroy", lookup),
+            Request::Undefine { lookup } => on("undefine", lookup),
+            Request::Autostart { lookup, enable } => on(
+                if *enable {
+                    "autostart"
+                } else {
+                    "not autostart"
+                },
+                lookup,
+            ),
+            Request::Update { lookup, spec } => format!(
+                "update network {:?} ({:?} {:?}{})",
+                lookup.key,
+                spec.command,
+                spec.section,
+                if spec.live { ", live" } else { "" }
+            ),
+            Request::PortCreate { network, xml, .. } => format!(
+                "create a port on network {:?} ({} bytes of XML)",
+                network.key,
+                xml.len()
+            ),
+            Request::PortList { network } => on("list the ports of", network),
+            Request::PortDumpXml { network, port } => {
+                format!("dump port {port:?} of network {:?}", network.key)
+            }
+            Request::PortDelete { network, port } => {
+                format!("delete port {port:?} of network {:?}", network.key)
+            }
+            Request::PortGetParameters { network, port } => {
+                format!(
+                    "read the parameters of port {port:?} of network {:?}",
+                    network.key
+                )
+            }
+            Request::PortSetParameters { network, port, .. } => {
+                format!(
+                    "set the parameters of port {port:?} of network {:?}",
+                    network.key
+                )
+            }
+            Request::Status => "daemon status".into(),
+            Request::Subscribe => "subscribe to events".into(),
+        }
+    }
+
     /// Whether the request changes anything (and so needs the right credentials).
     pub fn is_mutation(&self) -> bool {
         !matches!(

@@ -22,6 +22,23 @@ pub struct LiveState {
     pub started_at: u64,
 }
 
+/// What a running network's service has counted, for the daemon's
+/// metrics: the service writes it next to its leases (the one directory
+/// its sandbox lets it write), the daemon reads it on a scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    /// DHCP (and DHCPv6) leases held now.
+    pub dhcp_leases: u64,
+    /// DNS queries sent upstream (a retry to the next upstream counts again).
+    pub dns_upstream_queries: u64,
+    /// Upstream answers relayed to clients.
+    pub dns_answered: u64,
+    /// Queries no upstream answered (the client got SERVFAIL).
+    pub dns_upstream_failures: u64,
+    /// Queries dropped (the relay's table full, or malformed).
+    pub dns_dropped: u64,
+}
+
 /// Brings networks up and down. `start` either completes or undoes what it
 /// did before returning the error; `stop` undoes a [`LiveState`] that `start`
 /// returned, possibly in another process; `recover` and `update_live` work
@@ -50,6 +67,11 @@ pub trait Backend: Send + Sync {
     /// it: `plan` is the plan of its updated live definition (only DHCP
     /// hosts and ranges, DNS hosts and the domain change live).
     fn update_live(&self, plan: &Plan) -> Result<()>;
+    /// What the service of running network `live` last reported
+    /// ([`ServiceStats`]); `None` when it has none (yet).
+    fn service_stats(&self, _live: &LiveState) -> Option<ServiceStats> {
+        None
+    }
 }
 
 /// The backend of this issue: changes nothing on the host, records the plan

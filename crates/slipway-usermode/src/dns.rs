@@ -94,6 +94,7 @@ impl DnsRelay {
 
     /// Relays one query the guest at `guest` sent to the DNS address.
     pub fn query(&mut self, ctx: &mut Ctx, guest: SocketAddr, query: &[u8]) {
+        ctx.counters.dns_queries += 1;
         match self.relay.query(ctx.registry, ctx.now, guest, query) {
             Submitted::Sent | Submitted::InFlight => {}
             Submitted::Dropped(why) => ctx.counters.drop(match why {
@@ -103,6 +104,7 @@ impl DnsRelay {
                 Dropped::Socket => DropReason::HostSocketError,
             }),
             Submitted::Failed => {
+                ctx.counters.dns_upstream_failures += 1;
                 if self.relay.upstreams().is_empty() {
                     if !self.warned_no_upstream {
                         tracing::error!("no DNS upstream: answering SERVFAIL");
@@ -138,6 +140,7 @@ impl DnsRelay {
         let (registry, now) = (ctx.registry, ctx.now);
         let reply = &mut self.reply;
         self.relay.on_timer(registry, now, |guest, query| {
+            ctx.counters.dns_upstream_failures += 1;
             tracing::warn!(%guest, "no DNS upstream answered: SERVFAIL");
             answer_empty(ctx, reply, guest, query, 0, RCODE_SERVFAIL);
         });

@@ -17,6 +17,7 @@ use crate::api::{ApiError, ApiServer};
 use crate::config::StackConfig;
 use crate::iface::{decode_token, token, DropReason, TokenKind};
 use crate::link::{AttachError, AttachSpec, Attachment, LinkState};
+use crate::metrics::{MetricsAddr, MetricsError, MetricsServer};
 use crate::slirp4netns_api::Slirp4netnsApiServer;
 use crate::stack::{Stack, StackError};
 
@@ -38,6 +39,12 @@ pub struct RunOptions {
     pub keep_listening: bool,
     /// Serve the control API ([`crate::api`]) on a unix socket at this path.
     pub api: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics ([`crate::metrics`]) on this TCP address
+    /// or unix socket, each connection closed after `metrics_timeout`.
+    pub metrics: Option<MetricsAddr>,
+    /// How long a metrics connection may stay open (default
+    /// [`crate::metrics::DEFAULT_TIMEOUT`]).
+    pub metrics_timeout: Option<Duration>,
     /// Serve slirp4netns's API ([`crate::slirp4netns_api`], slirp4netns's
     /// `--api-socket`) on a unix socket at this path.
     pub slirp4netns_api: Option<std::path::PathBuf>,
@@ -66,6 +73,9 @@ pub enum RunError {
     /// The control API socket could not be opened.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The metrics listener could not be opened.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The sandbox could not be applied (the process does not run unconfined).
     #[error("sandbox")]
     Sandbox(#[from] slipway_sandbox::SandboxError),
@@ -129,6 +139,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         if let Some(path) = &opts.slirp4netns_api {
             sandbox.remove_on_exit(path.clone());
         }
+        if let Some(MetricsAddr::Unix(path)) = &opts.metrics {
+            sandbox.remove_on_exit(path.clone());
+        }
         sandbox
     });
     if let Some(sandbox) = &sandbox {
@@ -139,6 +152,15 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
     stack.start(&registry)?;
     let mut api = match &opts.api {
         Some(path) => Some(ApiServer::open(path, &registry)?),
+        None => None,
+    };
+    let mut metrics = match &opts.metrics {
+        Some(addr) => Some(MetricsServer::open(
+            addr,
+            &registry,
+            opts.metrics_timeout
+                .unwrap_or(crate::metrics::DEFAULT_TIMEOUT),
+        )?),
         None => None,
     };
     let mut slirp4netns_api = match &opts.slirp4netns_api {
@@ -214,8 +236,11 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
-            stack
-                .next_deadline()
+            let metrics_deadline = metrics.as_ref().and_then(MetricsServer::next_deadline);
+            [stack.next_deadline(), metrics_deadline]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|d| d.saturating_duration_since(Instant::now()))
         };
         if let Err(err) = poll.poll(&mut events, timeout) {
@@ -236,7 +261,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                     }
                 }
                 Some((TokenKind::Control, index)) if exit_tokens.contains(&index) => {
-                    tracing::info!("the exit descriptor fired: shutting down");
+                    tracing::info!(target: "slipway::lifecycle", "stopping: the exit descriptor fired");
                     report(&stack);
                     return Ok(());
                 }
@@ -245,13 +270,16 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                         api.on_event(&registry, index, &mut stack);
                     } else if let Some(api) = slirp4netns_api.as_mut().filter(|a| a.owns(index)) {
                         api.on_event(&registry, index, &mut stack);
+                    } else if let Some(m) = metrics.as_mut().filter(|m| m.owns(index)) {
+                        m.on_event(&registry, index, &stack, now);
                     }
                 }
                 Some((TokenKind::Control, _)) => {
                     if let Some(signo) = signals.next() {
-                        tracing::info!(signal = signo, "shutting down");
+                        let signal = slipway_host::signals::signal_name(signo);
+                        tracing::info!(target: "slipway::lifecycle", %signal, "stopping: {signal} received");
                         if let Some(notifier) = &notifier {
-                            let _ = notifier.stopping(&format!("shutting down on signal {signo}"));
+                            let _ = notifier.stopping(&format!("stopping: {signal} received"));
                         }
                         report(&stack);
                         return Ok(());
@@ -260,6 +288,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                 Some((kind, index)) => stack.handle_host_event(&registry, kind, index, event, now),
                 None => {}
             }
+        }
+        if let Some(m) = metrics.as_mut() {
+            m.expire(&registry, now);
         }
         if stack.next_deadline().is_some_and(|d| d <= now) {
             stack.on_timer(&registry, now);
@@ -290,6 +321,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             attach.detach(&registry);
             stack.reset_vm();
             if !opts.keep_listening || !attach.can_wait_for_next() {
+                tracing::info!(target: "slipway::lifecycle", "stopping: the VM went away");
                 return Ok(());
             }
             tracing::info!("waiting for the next VM");

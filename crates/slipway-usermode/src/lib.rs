@@ -53,6 +53,7 @@ mod guestfwd;
 mod icmp;
 pub mod iface;
 pub mod link;
+pub mod metrics;
 mod ndp;
 pub mod options;
 mod ping;

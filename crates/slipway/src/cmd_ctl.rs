@@ -39,7 +39,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<i32> {
     let reply = match reply {
         WireMessage::Ok(reply) => reply,
         WireMessage::Error(e) => {
-            eprintln!("slipway: error: {}", e.message);
+            eprintln!("error: {}", e.message);
             return Ok(1);
         }
     };

@@ -76,7 +76,7 @@ either_form!(
 #[derive(Subcommand, Debug)]
 pub enum NetCommand {
     /// Run the network manager daemon (API on a unix socket, see docs/daemon-api.md).
-    Daemon,
+    Daemon(DaemonArgs),
     /// List networks.
     NetList(ListArgs),
     /// Define an inactive persistent network, or modify an existing one, from an XML file.
@@ -165,11 +165,24 @@ pub enum NetCommand {
         /// Only the leases of this MAC address.
         #[arg(long)]
         mac: Option<String>,
+        /// Print as JSON (python-libvirt's `DHCPLeases()` keys).
+        #[arg(long)]
+        json: bool,
     },
     /// Wait for network events (needs the daemon).
     NetEvent(EventArgs),
     #[command(flatten)]
     Port(port::PortCommand),
+}
+
+/// `slipway daemon` options.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Serve Prometheus metrics (`GET /metrics`: each network's state,
+    /// service restarts, leases, DNS counts) on HOST:PORT or on the unix
+    /// socket PATH (mode 0600).
+    #[arg(long, value_name = "HOST:PORT|unix:PATH", value_parser = crate::cmd_user::parse_metrics_addr)]
+    metrics: Option<slipway_host::prometheus::Listen>,
 }
 
 /// `net-list` options.
@@ -255,12 +268,30 @@ pub struct EventArgs {
     timestamp: bool,
 }
 
-/// A failed command: virsh's `error: ` lines.
-struct Failure(Vec<String>);
+/// A failed command: virsh's `error: ` lines, and the manager's
+/// classification of the error when it came from the manager (`--json`
+/// prints both).
+struct Failure {
+    lines: Vec<String>,
+    code: Option<ErrorCode>,
+}
 
 impl Failure {
     fn one(msg: impl Into<String>) -> Failure {
-        Failure(vec![msg.into()])
+        Failure::lines(vec![msg.into()])
+    }
+
+    fn lines(lines: Vec<String>) -> Failure {
+        Failure { lines, code: None }
+    }
+
+    /// The failure as `--json` prints it on standard output:
+    /// `{"error": {"code": "not-found", "messages": [...]}}` (code `null`
+    /// for failures of the command line itself, such as an unreadable file).
+    fn to_json(&self) -> String {
+        to_json(&serde_json::json!({
+            "error": { "code": self.code, "messages": self.lines }
+        }))
     }
 
     /// `context` line then the error itself; lookup failures get virsh's
@@ -273,7 +304,10 @@ impl Failure {
             lines.push(c);
         }
         lines.push(err.to_string());
-        Failure(lines)
+        Failure {
+            lines,
+            code: Some(err.code()),
+        }
     }
 }
 
@@ -299,9 +333,19 @@ impl Conn {
         })
     }
 
+    /// Sends `req`. What the daemon did on the host is logged here at info
+    /// level (`-v`), as it is in direct mode by the backend itself.
     fn call(&mut self, req: Request) -> Result<Reply, Error> {
         match self {
-            Conn::Daemon(c) => c.call(&req),
+            Conn::Daemon(c) => {
+                let reply = c.call(&req)?;
+                if let Reply::Done(o) = &reply {
+                    for action in &o.actions {
+                        tracing::info!(network = %o.network, "network {}: {action}", o.network);
+                    }
+                }
+                Ok(reply)
+            }
             Conn::Direct(m) => m.handle(req),
         }
     }
@@ -311,7 +355,7 @@ impl Conn {
 pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
     let paths = Paths::detect(root);
     match cmd {
-        NetCommand::Daemon => {
+        NetCommand::Daemon(args) => {
             let manager = Manager::new(paths.clone(), linux_backend(&paths)?);
             // libvirt's clients reach the same manager through
             // virtnetworkd's sockets (README "slipway under libvirt").
@@ -322,20 +366,28 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                 leases: std::sync::Arc::new(HostnetLeases(paths.state_dir.clone())),
             };
             let limits = slipway_netmgr::daemon::Limits::from_env();
-            let served = slipway_netmgr::daemon::run_serving(manager, limits, |m, hub| {
-                slipway_virtrpc::serve(m.clone(), hub.clone(), rpc).map_err(|e| match e {
-                    slipway_virtrpc::ServeError::Io {
-                        action,
-                        path,
-                        source,
-                    } => Error::Io(slipway_host::atomic::AtomicError::new(action, path, source)),
-                    in_use => Error::NotValid(in_use.to_string()),
-                })
-            });
+            let served =
+                slipway_netmgr::daemon::run_serving(manager, limits, args.metrics, |m, hub| {
+                    slipway_virtrpc::serve(m.clone(), hub.clone(), rpc).map_err(|e| match e {
+                        slipway_virtrpc::ServeError::Io {
+                            action,
+                            path,
+                            source,
+                        } => {
+                            Error::Io(slipway_host::atomic::AtomicError::new(action, path, source))
+                        }
+                        in_use => Error::NotValid(in_use.to_string()),
+                    })
+                });
             match served {
                 Ok(()) => Ok(0),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    let message = e.to_string();
+                    tracing::error!(target: "slipway::lifecycle", "slipway daemon stopping: {message}");
+                    eprintln!("error: {message}");
+                    if let Some(hint) = crate::cmd_doctor::permission_hint(&message) {
+                        eprintln!("{hint}");
+                    }
                     Ok(1)
                 }
             }
@@ -349,6 +401,7 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                 NetCommand::NetList(ListArgs { json: true, .. })
                     | NetCommand::NetInfo { json: true, .. }
                     | NetCommand::NetStart { json: true, .. }
+                    | NetCommand::NetDhcpLeases { json: true, .. }
             );
             // A dry run too checks the host with the Linux backend, as the
             // start would (it changes nothing).
@@ -361,13 +414,20 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                     let _ = stdout.flush();
                     Ok(0)
                 }
-                Err(Failure(lines)) => {
-                    if !json {
+                Err(failure) => {
+                    // virsh's empty line; with --json, the error as JSON.
+                    if json {
+                        let _ = write!(stdout, "{}", failure.to_json());
+                    } else {
                         let _ = writeln!(stdout);
-                        let _ = stdout.flush();
                     }
-                    for l in lines {
+                    let _ = stdout.flush();
+                    let hint = crate::cmd_doctor::permission_hint(&failure.lines.join("\n"));
+                    for l in failure.lines {
                         eprintln!("error: {l}");
+                    }
+                    if let Some(hint) = hint {
+                        eprintln!("{hint}");
                     }
                     Ok(1)
                 }
@@ -503,11 +563,11 @@ fn exec(conn: &mut Conn, cmd: NetCommand, paths: &Paths) -> Result<String, Failu
         NetCommand::NetName { network } => net_name(conn, &network.get()),
         NetCommand::NetEdit { network } => net_edit(conn, &network.get()),
         NetCommand::NetUpdate(a) => net_update(conn, a),
-        NetCommand::NetDhcpLeases { network, mac } => {
-            net_dhcp_leases(conn, paths, &network.get(), mac.as_deref())
+        NetCommand::NetDhcpLeases { network, mac, json } => {
+            net_dhcp_leases(conn, paths, &network.get(), mac.as_deref(), json)
         }
         NetCommand::Port(c) => port::exec(conn, c),
-        NetCommand::Daemon | NetCommand::NetEvent(_) => unreachable!("handled by run"),
+        NetCommand::Daemon(_) | NetCommand::NetEvent(_) => unreachable!("handled by run"),
     }
 }
 
@@ -637,18 +697,29 @@ fn net_dhcp_leases(
     paths: &Paths,
     network: &str,
     mac: Option<&str>,
+    json: bool,
 ) -> Result<String, Failure> {
     let failed = || format!("Failed to get leases info for {network}");
     // The name as defined (the key may be a UUID); the leases file is read
     // directly: it is written atomically by the service.
-    let name = info(conn, Lookup::any(network))?.name;
+    let net = info(conn, Lookup::any(network))?;
+    let name = net.name;
     if let Some(m) = mac {
         if m.parse::<slipway_netxml::MacAddr>().is_err() {
-            return Err(Failure(vec![failed(), format!("invalid MAC address: {m}")]));
+            return Err(Failure::lines(vec![
+                failed(),
+                format!("invalid MAC address: {m}"),
+            ]));
         }
     }
+    if json {
+        let bridge = net.bridge.unwrap_or_default();
+        return slipway_hostnet::leases_json(&paths.state_dir, &name, &bridge, mac)
+            .map(|l| to_json(&l))
+            .map_err(|e| Failure::lines(vec![failed(), e.to_string()]));
+    }
     slipway_hostnet::leases_table(&paths.state_dir, &name, mac)
-        .map_err(|e| Failure(vec![failed(), e.to_string()]))
+        .map_err(|e| Failure::lines(vec![failed(), e.to_string()]))
 }
 
 fn net_list(conn: &mut Conn, a: ListArgs) -> Result<String, Failure> {
@@ -669,10 +740,10 @@ fn net_list(conn: &mut Conn, a: ListArgs) -> Result<String, Failure> {
         Ok(Reply::List { networks, problems }) => (networks, problems),
         Ok(other) => return Err(Failure::one(format!("unexpected reply {other:?}"))),
         Err(e) => {
-            return Err(Failure(vec![
-                "Failed to list networks".into(),
-                e.to_string(),
-            ]))
+            return Err(Failure {
+                lines: vec!["Failed to list networks".into(), e.to_string()],
+                code: Some(e.code()),
+            })
         }
     };
     for p in &problems {
@@ -826,7 +897,7 @@ fn edit_loop(conn: &mut Conn, path: &Path, original: &str, name: &str) -> Result
                 return Ok(format!("Network {} XML configuration edited.\n", o.network));
             }
             Err(fail) if std::io::stdin().is_terminal() => {
-                for l in &fail.0 {
+                for l in &fail.lines {
                     eprintln!("error: {l}");
                 }
                 if !ask_retry() {
@@ -890,7 +961,7 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
         }) {
             Ok(Reply::Info(i)) => Some(i.uuid),
             Ok(other) => return fail(vec![format!("unexpected reply {other:?}")]),
-            Err(e) => return fail(Failure::with(e, key, None).0),
+            Err(e) => return fail(Failure::with(e, key, None).lines),
         },
         None => None,
     };

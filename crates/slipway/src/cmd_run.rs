@@ -210,7 +210,11 @@ fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<
             let code = match serve() {
                 Ok(()) => 0,
                 Err(err) => {
-                    eprintln!("slipway: error: {err:#}");
+                    let message = format!("{err:#}");
+                    eprintln!("error: {message}");
+                    if let Some(hint) = crate::cmd_doctor::permission_hint(&message) {
+                        eprintln!("{hint}");
+                    }
                     1
                 }
             };

@@ -26,13 +26,20 @@ pub struct UserArgs {
 
     /// Listen on a TCP address for QEMU `-netdev stream` (inet) or
     /// `-netdev socket,connect=`. Several VMs may connect; they share one LAN.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// HOST is an address or a host name (its first address is used).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_tcp)]
     pub listen_tcp: Option<SocketAddr>,
 
     /// Bind a unix datagram socket for QEMU `-netdev dgram` (remote.path=PATH).
     /// Several VMs may send to it (each with its own local.path); they share one LAN.
     #[arg(long, value_name = "PATH")]
     pub dgram: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (`GET /metrics`: frames, bytes, drops by
+    /// reason, flows, leases, DNS queries) on HOST:PORT or on the unix
+    /// socket PATH (mode 0600).
+    #[arg(long, value_name = "HOST:PORT|unix:PATH", value_parser = parse_metrics_addr)]
+    pub metrics: Option<slipway_usermode::metrics::MetricsAddr>,
 
     /// After the last VM disconnects, wait for the next one instead of exiting
     /// (listening and datagram modes; in connect mode slipway always exits).
@@ -93,8 +100,10 @@ impl SandboxArgs {
 /// Options of the network itself, shared by `slipway user`, `run` and `attach`.
 #[derive(Args, Debug)]
 pub struct StackArgs {
-    /// Upstream DNS server (repeatable); default: the nameservers of /etc/resolv.conf.
-    #[arg(long = "dns-upstream", value_name = "ADDR:PORT")]
+    /// Upstream DNS server, ADDR or ADDR:PORT (port 53 unless given; an
+    /// IPv6 address with a port in brackets, `[::1]:5353`), repeatable;
+    /// default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR[:PORT]", value_parser = parse_dns_upstream)]
     pub dns_upstream: Vec<SocketAddr>,
 
     /// Link MTU, advertised to the guest by DHCP (68 to 65520).
@@ -140,6 +149,54 @@ pub struct StackArgs {
     /// see docs/usermode-api.md and `slipway ctl`).
     #[arg(long, value_name = "PATH")]
     pub api: Option<PathBuf>,
+}
+
+/// `--dns-upstream`: an address with or without a port (53), as in
+/// resolv.conf and dnsmasq's `--server`.
+fn parse_dns_upstream(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| "not an IP address, nor ADDR:PORT ([ADDR]:PORT for IPv6)".into())
+}
+
+/// `--metrics`: `unix:PATH`, or a TCP `HOST:PORT` as `--listen-tcp` takes it.
+pub fn parse_metrics_addr(text: &str) -> Result<slipway_usermode::metrics::MetricsAddr, String> {
+    use slipway_usermode::metrics::MetricsAddr;
+    match text.strip_prefix("unix:") {
+        Some("") => Err("unix: needs a socket path".into()),
+        Some(path) => Ok(MetricsAddr::Unix(path.into())),
+        None => parse_listen_tcp(text).map(MetricsAddr::Tcp),
+    }
+}
+
+/// `--listen-tcp`: `ADDR:PORT`, or `NAME:PORT` with a host name resolved
+/// now, before the sandbox (the first address the resolver gives, as
+/// QEMU's own listeners take it).
+fn parse_listen_tcp(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("expected HOST:PORT".into());
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port '{port}' is not a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("expected HOST:PORT (the host is empty)".into());
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve host '{host}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("host '{host}' has no address"))
 }
 
 /// The validated stack configuration of a `-netdev user` option string
@@ -222,6 +279,12 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
         RunOptions {
             keep_listening: args.keep_listening,
             api: args.stack.api,
+            metrics: args.metrics,
+            // Short ones for the tests of the bound.
+            metrics_timeout: std::env::var("SLIPWAY_METRICS_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
             sandbox: args.sandbox.sandbox(),
             ..RunOptions::default()
         },

@@ -5,6 +5,7 @@
 
 mod cmd_attach;
 mod cmd_ctl;
+mod cmd_doctor;
 mod cmd_generate;
 mod cmd_guest;
 mod cmd_net;
@@ -58,6 +59,11 @@ enum Command {
     /// Write the manual pages or shell completions (packaging).
     #[command(hide = true)]
     Generate(cmd_generate::GenerateArgs),
+    /// Check what this host allows slipway to do (user namespaces, /dev/net/tun,
+    /// nft, capabilities, ping, Landlock, seccomp, bridge and subnet clashes),
+    /// each finding with the command that fixes it; exit status 1 when
+    /// something needed fails.
+    Doctor(cmd_doctor::DoctorArgs),
 }
 
 fn main() {
@@ -65,8 +71,12 @@ fn main() {
     // `COMPLETE=SHELL slipway -- WORDS`: the completion scripts asking
     // (cmd_generate); answers and exits.
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
-    let cli = Cli::parse_from(helper_argv(std::env::args_os().collect()));
-    init_logging(cli.verbose);
+    let args = helper_argv(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => usage_error(err, &args),
+    };
+    init_logging(cli.verbose, default_filter(&cli.command));
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
         Command::Ctl(args) => cmd_ctl::run(args),
@@ -76,14 +86,76 @@ fn main() {
         Command::NetService(args) => cmd_netservice::run(args),
         Command::Guest(cmd) => cmd_guest::run(cmd, cli.root.as_deref()),
         Command::Generate(args) => cmd_generate::run(args, Cli::command()),
+        Command::Doctor(args) => cmd_doctor::run(args, cli.root.as_deref()),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("slipway: error: {err:#}");
+            let message = format!("{err:#}");
+            eprintln!("error: {message}");
+            if let Some(hint) = cmd_doctor::permission_hint(&message) {
+                eprintln!("{hint}");
+            }
             std::process::exit(1);
         }
     }
+}
+
+/// Reports a command line clap refused in slipway's one error style, as
+/// virsh does (`error: …` on standard error, exit status 1, for every
+/// command: slirp4netns, which slipway also stands in for, exits 1 too);
+/// `--help` and `--version` print as clap prints them and exit 0.
+/// `args` is the command line, to name the command whose help to read.
+fn usage_error(err: clap::Error, args: &[std::ffi::OsString]) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        err.exit()
+    }
+    eprintln!(
+        "{}. See '{} --help'.",
+        usage_message(&err.render().to_string()),
+        command_name(args)
+    );
+    std::process::exit(1)
+}
+
+/// clap's rendered error block as one line: its first paragraph (`error:
+/// …` and the arguments it names).
+fn usage_message(rendered: &str) -> String {
+    let first = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if first.is_empty() {
+        "error: invalid command line".into()
+    } else {
+        first.trim_end_matches(':').to_string()
+    }
+}
+
+/// The command a command line runs, for "See '… --help'": `slipway
+/// SUBCOMMAND` (the first argument naming one), `slipway`, or
+/// `slirp4netns` when slipway stands in for it.
+fn command_name(args: &[std::ffi::OsString]) -> String {
+    use clap::CommandFactory;
+    let as_slirp4netns = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "slirp4netns");
+    if as_slirp4netns {
+        return "slirp4netns".into();
+    }
+    let cli = Cli::command();
+    args.iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| cli.find_subcommand(a).is_some())
+        .map_or_else(|| "slipway".into(), |sub| format!("slipway {sub}"))
 }
 
 /// Exits at once when this process gained privileges at exec (setuid,
@@ -130,19 +202,66 @@ fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     args
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
+/// The log filter when neither `-v` nor RUST_LOG says otherwise: the
+/// services (the daemon, a network's service) log what they do; `slipway
+/// user` says when it is ready and when it stops, and why (the
+/// `slipway::lifecycle` target); the other commands only warn.
+fn default_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Net(cmd_net::NetCommand::Daemon(_)) | Command::NetService(_) => "info",
+        Command::User(_) => "warn,slipway::lifecycle=info",
+        _ => "warn",
+    }
+}
+
+/// Logs to standard error, or under systemd (its journal on standard
+/// error, `JOURNAL_STREAM`) to the journal, with each event's fields as
+/// journal fields (`journalctl -o verbose`: `F_UID`, `F_NETWORK`, ...).
+fn init_logging(verbose: u8, default: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level = match verbose {
+        0 => default,
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // No colour codes in log files (network services log to one).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let journal = stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    let registry = tracing_subscriber::registry().with(filter);
+    match journal {
+        Some(journal) => registry.with(journal).init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // No colour codes in log files (network services log to one).
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init(),
+    }
+}
+
+/// Whether standard error is the journal's stream systemd connected
+/// (`JOURNAL_STREAM=DEV:INODE` naming it, as sd_journal_stream_fd(3)
+/// says to check: a child whose stderr was redirected keeps the variable).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = var.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }

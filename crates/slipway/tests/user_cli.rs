@@ -223,11 +223,11 @@ fn resource_caps_are_validated() {
     let path = sock();
     for n in ["0", "4097"] {
         let (code, err) = slipway_user(&["--socket", &path, "--max-dns-queries", n]);
-        assert_eq!(code, 2);
+        assert_eq!(code, 1);
         assert!(err.contains("--max-dns-queries"), "{err}");
     }
     let (code, err) = slipway_user(&["--socket", &path, "--max-tftp-transfers", "0"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert!(err.contains("--max-tftp-transfers"), "{err}");
 }
 

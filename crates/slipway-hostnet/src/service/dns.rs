@@ -273,6 +273,11 @@ impl Dns {
         }
     }
 
+    /// What the relay has counted.
+    pub(super) fn relay_stats(&self) -> slipway_dns::relay::RelayStats {
+        self.relay.stats()
+    }
+
     /// When [`Dns::expire`] next needs to run.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let clients = self.clients.iter().flatten().map(TcpClient::deadline);

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slipway_host::files::Dir;
 use slipway_host::signals::Signals;
+use slipway_netmgr::ServiceStats;
 use slipway_sandbox::{LandlockState, Sandbox};
 use socket2::{Domain, Socket, Type};
 
@@ -73,6 +74,11 @@ const TCP_CLIENT_BASE: usize = 4096;
 /// The socket of relayed query slot `i` is `Token(UPSTREAM_BASE + i)`.
 const UPSTREAM_BASE: usize = 1 << 20;
 
+/// The file in the leases directory the service's counts go to.
+pub const STATS_FILE: &str = "stats.json";
+/// How often, at most, [`STATS_FILE`] is rewritten.
+const STATS_EVERY: Duration = Duration::from_secs(2);
+
 /// The open service: its files, sandbox and protocols.
 struct Service {
     file: ServiceFile,
@@ -92,6 +98,8 @@ struct Service {
     saved: Vec<LeaseRecord>,
     /// When the zone was last built (seconds since the epoch).
     zone_built: u64,
+    /// The stats last written ([`STATS_FILE`]) and when.
+    stats: (ServiceStats, Option<Instant>),
 }
 
 impl Service {
@@ -160,6 +168,39 @@ impl Service {
             }
             self.saved = now;
             self.rebuild_zone();
+        }
+    }
+
+    /// Writes [`STATS_FILE`] next to the leases when the counts changed,
+    /// at most every [`STATS_EVERY`] (the daemon's metrics read it).
+    fn write_stats(&mut self, now: Instant) {
+        if self
+            .stats
+            .1
+            .is_some_and(|at| now.duration_since(at) < STATS_EVERY)
+        {
+            return;
+        }
+        let relay = self.dns.relay_stats();
+        let secs = config::epoch_secs();
+        let stats = ServiceStats {
+            dhcp_leases: self.saved.iter().filter(|l| l.is_active(secs)).count() as u64,
+            dns_upstream_queries: relay.sent,
+            dns_answered: relay.answered,
+            dns_upstream_failures: relay.failed,
+            dns_dropped: relay.dropped_full + relay.dropped_other,
+        };
+        if self.stats.1.is_some() && stats == self.stats.0 {
+            return;
+        }
+        self.stats = (stats, Some(now));
+        match serde_json::to_vec(&stats) {
+            Ok(json) => {
+                if let Err(e) = self.leases.dir().write_atomic(STATS_FILE.as_ref(), &json) {
+                    tracing::warn!("{e}");
+                }
+            }
+            Err(e) => tracing::warn!("stats: {e}"),
         }
     }
 
@@ -233,6 +274,14 @@ pub fn run(config: &Path) -> Result<()> {
         let _ = writeln!(out, "ready");
         let _ = out.flush();
     }
+    tracing::info!(
+        target: "slipway::lifecycle",
+        network = %svc.file.network,
+        interface = %svc.file.service.interface,
+        "the DHCP/DNS service of network {} is ready on {}",
+        svc.file.network,
+        svc.file.service.interface
+    );
     let mut events = Events::with_capacity(64);
     // DNS listeners with queries left after a batch: read on after the
     // other sockets had their turn.
@@ -254,6 +303,14 @@ pub fn run(config: &Path) -> Result<()> {
                 SIGNALS => {
                     for sig in signals.pending() {
                         if sig != libc::SIGHUP {
+                            let signal = slipway_host::signals::signal_name(sig);
+                            tracing::info!(
+                                target: "slipway::lifecycle",
+                                network = %svc.file.network,
+                                %signal,
+                                "the DHCP/DNS service of network {} is stopping: {signal} received",
+                                svc.file.network
+                            );
                             return Ok(());
                         }
                         svc.reload();
@@ -287,12 +344,19 @@ pub fn run(config: &Path) -> Result<()> {
             t.expire(registry, now);
         }
         svc.expire_leases();
+        svc.write_stats(now);
         if let Some(ra) = &mut svc.ra {
             ra.tick();
         }
         if crate::netlink::link_index_via(&probe, svc.file.service.interface.as_str()).is_none() {
             // The bridge was removed without stopping us: nothing left to serve.
-            tracing::warn!("{} is gone: exiting", svc.file.service.interface);
+            tracing::warn!(
+                target: "slipway::lifecycle",
+                network = %svc.file.network,
+                "the DHCP/DNS service of network {} is stopping: {} is gone",
+                svc.file.network,
+                svc.file.service.interface
+            );
             return Ok(());
         }
     }

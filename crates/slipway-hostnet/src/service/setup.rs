@@ -92,6 +92,7 @@ impl Service {
             tftp,
             saved,
             zone_built: epoch_secs(),
+            stats: Default::default(),
             file,
         })
     }

@@ -48,6 +48,11 @@ pub struct Counters {
     pub bytes_in: u64,
     /// Bytes sent to the guest (Ethernet frames).
     pub bytes_out: u64,
+    /// DNS queries the guests sent to the DNS address.
+    pub dns_queries: u64,
+    /// DNS queries answered SERVFAIL because no upstream answered (or
+    /// none could be asked).
+    pub dns_upstream_failures: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 

@@ -352,7 +352,8 @@ impl Attachment {
             port.register(registry, 0).map_err(err("register"))?;
             ports.push(Some(port));
         }
-        tracing::info!(%spec, "waiting for the VM");
+        // The line `slipway user` shows by default (slipway::lifecycle).
+        tracing::info!(target: "slipway::lifecycle", %spec, "ready: waiting for the VM on {spec}");
         let dgram_rx = if dgram.is_some() {
             vec![0; DGRAM_READ_BATCH * DGRAM_SLOT]
         } else {

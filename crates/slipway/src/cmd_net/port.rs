@@ -132,7 +132,7 @@ fn port_key(conn: &mut Conn, network: &str, port: &str) -> Result<(), Failure> {
     slipway_netmgr::portapi::port_uuid(port)
         .map(|_| ())
         .map_err(|e| {
-            Failure(vec![
+            Failure::lines(vec![
                 format!("failed to get network port '{port}'"),
                 e.to_string(),
             ])
@@ -146,7 +146,10 @@ fn port_failure(e: slipway_netmgr::Error, port: &str, context: Option<String>) -
         ErrorCode::PortNotFound => Some(format!("failed to get network port '{port}'")),
         _ => context,
     };
-    Failure(first.into_iter().chain([e.to_string()]).collect())
+    Failure {
+        lines: first.into_iter().chain([e.to_string()]).collect(),
+        code: Some(e.code()),
+    }
 }
 
 fn create(conn: &mut Conn, network: &str, file: &str, validate: bool) -> Result<String, Failure> {

@@ -217,6 +217,22 @@ impl Daemon {
         Daemon::spawn(root, &[], &[], Some(log))
     }
 
+    /// Starts the daemon with extra `daemon` arguments, its log (stderr)
+    /// going to `log`.
+    pub fn start_with(root: &Path, args: &[&str], log: &Path) -> Daemon {
+        let child = Command::new(BIN)
+            .arg("--root")
+            .arg(root)
+            .arg("daemon")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+            .spawn()
+            .unwrap();
+        Daemon::ready(root, child)
+    }
+
     /// Starts the daemon through `setpriv ARGS` when ARGS are given (to run
     /// it as another user).
     pub fn start_as(root: &Path, setpriv: &[&str]) -> Daemon {
@@ -244,6 +260,11 @@ impl Daemon {
             })
             .spawn()
             .unwrap();
+        Daemon::ready(root, child)
+    }
+
+    /// `child`, once a status request is answered.
+    fn ready(root: &Path, child: Child) -> Daemon {
         let d = Daemon(child);
         // Ready once a status request is answered.
         for _ in 0..2000 {
@@ -258,6 +279,13 @@ impl Daemon {
     /// The daemon's pid (the child's, or setpriv's, which execs it).
     pub fn pid(&self) -> i32 {
         self.0.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap()
     }
 
     pub fn kill9(&mut self) {
