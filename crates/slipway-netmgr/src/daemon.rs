@@ -183,6 +183,9 @@ pub fn run_serving(
     writeln!(&pid_file, "{}", std::process::id())
         .map_err(|e| Error::io("cannot write", &pid_path, e))?;
 
+    // systemd's socket file stays when the daemon stops (the .socket unit
+    // owns it); one the daemon bound goes with it.
+    let own_socket = activated.is_none().then(|| paths.socket.clone());
     let listener = match activated {
         // systemd made the socket file (and its mode: the .socket unit).
         Some(listener) => listener,
@@ -231,7 +234,7 @@ pub fn run_serving(
         paths.socket.display()
     );
     service_manager.ready(&format!("serving {}", paths.socket.display()));
-    service_manager.stop_on_signals(manager.clone(), paths.socket.clone())?;
+    service_manager.stop_on_signals(manager.clone(), own_socket)?;
     {
         let manager = manager.clone();
         let restarts = restarts.clone();

@@ -65,10 +65,16 @@ impl ServiceManager {
 
     /// Starts the thread that, on SIGTERM, SIGINT or SIGHUP, logs why the
     /// daemon stops, waits for a request in progress (the manager's lock,
-    /// held until the exit), removes the socket file (nobody connects to a
-    /// daemon that is gone), notifies `STOPPING=1` and exits the process
-    /// with status 0. Running networks stay up.
-    pub(crate) fn stop_on_signals(self, manager: Arc<Manager>, socket: PathBuf) -> Result<()> {
+    /// held until the exit), removes `own_socket` (the socket file the
+    /// daemon bound itself: nobody connects to a daemon that is gone; a
+    /// socket systemd passed stays, its unit owns it), notifies
+    /// `STOPPING=1` and exits the process with status 0. Running networks
+    /// stay up.
+    pub(crate) fn stop_on_signals(
+        self,
+        manager: Arc<Manager>,
+        own_socket: Option<PathBuf>,
+    ) -> Result<()> {
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -95,7 +101,9 @@ impl ServiceManager {
                 let _guard = manager
                     .lock_for_shutdown()
                     .inspect_err(|e| tracing::warn!("stopping without the manager's lock: {e}"));
-                let _ = std::fs::remove_file(&socket);
+                if let Some(socket) = &own_socket {
+                    let _ = std::fs::remove_file(socket);
+                }
                 tracing::info!(target: "slipway::lifecycle", %signal, "slipway daemon stopped");
                 std::process::exit(0);
             })

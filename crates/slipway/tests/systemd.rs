@@ -151,17 +151,17 @@ fn socket_activation() {
     assert!(status.success(), "daemon exit on SIGTERM: {status}");
     let stopping = notify.next();
     assert!(
-        stopping.starts_with("STOPPING=1\nSTATUS=stopping on SIGTERM"),
+        stopping.starts_with("STOPPING=1\nSTATUS=stopping: SIGTERM received"),
         "{stopping}"
     );
     let log = fs::read_to_string(&log).unwrap();
     assert!(
-        log.contains(&format!(
-            "stopping on SIGTERM: no longer serving {}",
-            socket.display()
-        )),
+        log.contains("slipway daemon stopping: SIGTERM received"),
         "{log}"
     );
+    assert!(log.contains("slipway daemon stopped"), "{log}");
+    // systemd's socket file stays: its unit owns it.
+    assert_eq!(fs::metadata(&socket).unwrap().ino(), inode);
 }
 
 #[test]
@@ -235,7 +235,7 @@ fn user_notifies_ready_and_stopping() {
     assert!(user.terminate().success());
     assert_eq!(
         notify.next(),
-        "STOPPING=1\nSTATUS=shutting down on signal 15"
+        "STOPPING=1\nSTATUS=stopping: SIGTERM received"
     );
 }
 
