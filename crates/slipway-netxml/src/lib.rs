@@ -18,8 +18,10 @@ mod format;
 mod ifname;
 pub mod interface;
 mod mac;
+mod metadata;
 mod model;
 mod parse;
+mod port;
 mod tree;
 mod validate;
 
@@ -28,7 +30,9 @@ pub use error::{ValidationError, XmlError};
 pub use ifname::{IfName, IfNameError};
 pub use interface::{parse_interfaces, Interface, InterfaceError, InterfaceKind};
 pub use mac::{generate_mac, generate_uuid, MacAddr, MacParseError};
+pub use metadata::{Metadata, XmlContent, XmlElement};
 pub use model::*;
+pub use port::*;
 
 impl Network {
     /// Parses a `<network>` document. Elements and attributes the model does
