@@ -693,6 +693,7 @@ impl Manager {
                 });
             }
         }
+        check_hostdev_pool(net, Path::new(SYSFS_PCI_DEVICES))?;
         net.fill_defaults(&DefaultsContext {
             bridges_in_use: bridges,
         });
@@ -740,6 +741,32 @@ fn parse(xml: &str, strict: bool) -> Result<(Network, Vec<String>)> {
         .map(|p| format!("unknown element or attribute {p} ignored"))
         .collect();
     Ok((net, warnings))
+}
+
+/// Where the kernel lists PCI devices.
+const SYSFS_PCI_DEVICES: &str = "/sys/bus/pci/devices";
+
+/// libvirtd's define-time check of a hostdev pool given by PCI address
+/// (`networkValidate`): each device must be an SR-IOV virtual function of
+/// this host, i.e. have a `physfn` link under `devices` (sysfs).
+fn check_hostdev_pool(net: &Network, devices: &Path) -> Result<()> {
+    let Some(fwd) = net.forward.as_ref() else {
+        return Ok(());
+    };
+    for (i, a) in fwd.pci_addresses.iter().enumerate() {
+        let dev = devices.join(a.to_string());
+        if !dev.join("physfn").exists() {
+            return Err(Error::Invalid(slipway_netxml::ValidationError {
+                element: format!("/network/forward/address[{}]", i + 1),
+                value: a.to_string(),
+                rule: format!(
+                    "device '{}' is not an SR-IOV Virtual Function of this host",
+                    dev.display()
+                ),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// A network name becomes a file name: refuse anything that could escape
