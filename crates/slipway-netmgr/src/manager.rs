@@ -739,6 +739,7 @@ fn parse(xml: &str, strict: bool) -> Result<(Network, Vec<String>)> {
         .unknown
         .iter()
         .map(|p| format!("unknown element or attribute {p} ignored"))
+        .chain(crate::dnsmasq::warnings(&net.dnsmasq_options))
         .collect();
     Ok((net, warnings))
 }

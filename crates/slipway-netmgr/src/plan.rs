@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 use slipway_netxml::{ForwardMode, IfName, IpDef, LeaseUnit, Network};
 
+use crate::dnsmasq::{self, DnsmasqOption};
 use crate::error::{Error, Result};
 
 /// The nftables table slipway's rules live in (one per family, `ip` and
@@ -892,6 +893,18 @@ fn service(net: &Network, br: &IfName) -> Option<ServiceConfig> {
             .collect(),
         ipv6_router: net.forward.is_some(),
     };
+    // The dnsmasq options slipway's service can honour (crate::dnsmasq).
+    for o in &net.dnsmasq_options {
+        match dnsmasq::interpret(o) {
+            DnsmasqOption::Server(a) => svc.forwarders.push(a),
+            DnsmasqOption::HostRecord { names, addrs } => {
+                for a in addrs {
+                    svc.dns_hosts.push((a, names.clone()));
+                }
+            }
+            DnsmasqOption::Ignored => {}
+        }
+    }
     let mut any_dhcp = false;
     for ip in &net.ips {
         let Some(dhcp) = ip.dhcp.as_ref() else {

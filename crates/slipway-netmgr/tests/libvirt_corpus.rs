@@ -130,3 +130,42 @@ fn corpus_through_net_define_and_dumpxml_inactive() {
     }
     assert!(unexpected.is_empty(), "{} case(s) differ from libvirtd", unexpected.len());
 }
+
+/// libvirt 9.0's `tests/networkxml2xmlupdatetest.c`, its portgroup cases:
+/// the update applied to the parsed definition (no define-time rules, as
+/// there) must give libvirt's expected output, or fail where it fails.
+#[test]
+fn portgroup_updates_as_networkxml2xmlupdatetest() {
+    use slipway_netmgr::update::{apply, Section, UpdateCommand, UpdateSpec};
+    let dir = cases::dir();
+    let read = |sub: &str, name: &str| {
+        std::fs::read_to_string(dir.join(sub).join(format!("{name}.xml")))
+            .unwrap_or_else(|e| panic!("{sub}/{name}.xml: {e}"))
+    };
+    // (test name, update, network, expected output or None for failure, command)
+    let tests: &[(&str, &str, &str, Option<&str>, UpdateCommand)] = &[
+        ("insert-portgroup", "portgroup-alison", "openvswitch-net", Some("openvswitch-net-more-portgroups"), UpdateCommand::AddFirst),
+        ("append-duplicate-portgroup", "portgroup-alice-new", "openvswitch-net", None, UpdateCommand::AddLast),
+        ("modify-portgroup", "portgroup-alice-new", "openvswitch-net", Some("openvswitch-net-modified"), UpdateCommand::Modify),
+        ("modify-missing-portgroup", "portgroup-alison", "openvswitch-net", None, UpdateCommand::Modify),
+        ("delete-portgroup", "portgroup-alice-new", "openvswitch-net", Some("openvswitch-net-without-alice"), UpdateCommand::Delete),
+        ("delete-missing-portgroup", "portgroup-alice-new", "nat-network-dns-srv-record", None, UpdateCommand::Delete),
+    ];
+    for (test, update, network, out, command) in tests {
+        let mut net = Network::from_xml(&read("in", network)).unwrap();
+        let spec = UpdateSpec {
+            command: *command,
+            section: Section::Portgroup,
+            xml: read("update-in", update),
+            parent_index: None,
+            live: false,
+            config: true,
+        };
+        match (apply(&mut net, &spec), out) {
+            (Ok(()), Some(out)) => assert_eq!(net.to_xml(), read("update-out", out), "{test}"),
+            (Err(e), None) => assert!(e.to_string().contains("portgroup"), "{test}: {e}"),
+            (Ok(()), None) => panic!("{test}: accepted, libvirt refuses it"),
+            (Err(e), Some(_)) => panic!("{test}: {e}"),
+        }
+    }
+}
