@@ -11,7 +11,9 @@
 //! keeps it in mixed content. This module does the same on slipway's own
 //! tree: [`Metadata::from_node`] reads, [`Metadata::write`] prints. It is
 //! hand-written because no XML crate reproduces libxml2's serializer
-//! byte for byte (its escaping of non-ASCII text as `&#xNN;` included).
+//! byte for byte (non-ASCII kept in text but written `&#xNN;` in
+//! attributes, for one). The details were checked against
+//! `virsh -c test:///default` (tests/corpus/metadata-*.xml).
 
 use crate::tree::{Item, Node};
 
@@ -86,31 +88,73 @@ pub(crate) fn resolve<'s>(scope: &'s [(String, String)], prefix: Option<&str>) -
         .filter(|v| !v.is_empty())
 }
 
-/// Which items libxml2 keeps: it drops blank text as ignorable white
-/// space (`areBlanks`, no DTD) unless the text is alone before the end
-/// tag or follows text, or the element's first kept item is text.
-fn kept_items(items: &[Item]) -> Vec<bool> {
-    let mut keep = Vec::with_capacity(items.len());
+fn is_blank(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// What libxml2 keeps of each item that is not an element (elements are
+/// always kept; their entry is `None`).
+///
+/// With `xmlKeepBlanksDefault(0)` libxml2 drops a text node made only of
+/// white space (`areBlanks`, no DTD) unless the element is already
+/// "mixed", or the text is alone before the end tag, or follows text, or
+/// the element's first node is text. An element becomes mixed once its
+/// parser delivers character data through the paths that check for
+/// blanks: a run (between references) starting with white space, or any
+/// run holding a non-ASCII character. Literal line ends are normalised
+/// to `\n` first, as the XML parser does.
+fn kept_items(items: &[Item]) -> Vec<Option<XmlContent>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut mixed = false;
     let mut first_text: Option<bool> = None;
     let mut last_text = false;
     for (i, item) in items.iter().enumerate() {
-        let k = match item {
-            Item::Text(t) if t.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r')) => {
-                match first_text {
-                    None => i + 1 == items.len(),
-                    Some(first) => last_text || first,
+        let kept = match item {
+            Item::Text(text, raw) => {
+                let raw = raw.replace("\r\n", "\n").replace('\r', "\n");
+                let text = quick_xml::escape::unescape(&raw)
+                    .map_or_else(|_| text.clone(), |t| t.into_owned());
+                if raw.chars().all(is_blank) {
+                    let keep = mixed
+                        || match first_text {
+                            None => i + 1 == items.len(),
+                            Some(first) => last_text || first,
+                        };
+                    if keep {
+                        mixed = true;
+                    }
+                    keep.then_some(XmlContent::Text(raw))
+                } else {
+                    // The runs between references.
+                    let runs = raw.split('&').enumerate().map(|(j, r)| {
+                        if j == 0 {
+                            r
+                        } else {
+                            r.split_once(';').map_or("", |(_, rest)| rest)
+                        }
+                    });
+                    if runs
+                        .clone()
+                        .any(|r| r.starts_with(is_blank) || !r.is_ascii())
+                    {
+                        mixed = true;
+                    }
+                    Some(XmlContent::Text(text))
                 }
             }
-            _ => true,
+            Item::CData(t) => Some(XmlContent::CData(t.clone())),
+            Item::Comment(t) => Some(XmlContent::Comment(t.clone())),
+            Item::Pi(t, d) => Some(XmlContent::Pi(t.clone(), d.clone())),
+            Item::Child(_) => None,
         };
-        if k {
-            let is_text = matches!(item, Item::Text(_));
+        if kept.is_some() || matches!(item, Item::Child(_)) {
+            let is_text = matches!(item, Item::Text(..));
             first_text.get_or_insert(is_text);
             last_text = is_text;
         }
-        keep.push(k);
+        out.push(kept);
     }
-    keep
+    out
 }
 
 impl XmlElement {
@@ -148,19 +192,16 @@ impl XmlElement {
             }
         }
         let mut content = Vec::new();
-        let keep = kept_items(&node.items);
-        for (item, _) in node.items.iter().zip(keep).filter(|(_, k)| *k) {
-            match item {
-                Item::Text(t) => content.push(XmlContent::Text(t.clone())),
-                Item::CData(t) => content.push(XmlContent::CData(t.clone())),
-                Item::Comment(t) => content.push(XmlContent::Comment(t.clone())),
-                Item::Pi(t, d) => content.push(XmlContent::Pi(t.clone(), d.clone())),
-                Item::Child(c) => content.push(XmlContent::Element(XmlElement::read(
+        for (item, kept) in node.items.iter().zip(kept_items(&node.items)) {
+            match (item, kept) {
+                (Item::Child(c), _) => content.push(XmlContent::Element(XmlElement::read(
                     &node.children[*c],
                     outer,
                     inner,
                     hoisted,
                 ))),
+                (_, Some(k)) => content.push(k),
+                (_, None) => {}
             }
         }
         inner.truncate(depth);
@@ -244,26 +285,22 @@ fn write_children(out: &mut String, content: &[XmlContent], level: usize, format
     }
 }
 
-fn hex_ref(out: &mut String, c: char) {
-    out.push_str(&format!("&#x{:X};", c as u32));
-}
-
-/// libxml2's `xmlEscapeEntities` (no output encoding): markup characters
-/// as entities, anything outside printable ASCII but tab and newline as a
-/// hexadecimal character reference.
+/// libxml2's escaping of text content (UTF-8 output): markup characters
+/// as entities, a carriage return as `&#13;`, everything else as is.
 fn escape_text(out: &mut String, t: &str) {
     for c in t.chars() {
         match c {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            '\n' | '\t' | ' '..='\u{7f}' => out.push(c),
-            c => hex_ref(out, c),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
         }
     }
 }
 
-/// libxml2's attribute serialization (no document encoding).
+/// libxml2's attribute serialization (no document encoding: anything
+/// outside ASCII as a hexadecimal character reference).
 fn write_attr(out: &mut String, k: &str, v: &str) {
     out.push(' ');
     out.push_str(k);
@@ -277,18 +314,36 @@ fn write_attr(out: &mut String, k: &str, v: &str) {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            c if !c.is_ascii() => hex_ref(out, c),
+            c if !c.is_ascii() => out.push_str(&format!("&#x{:X};", c as u32)),
             c => out.push(c),
         }
     }
     out.push('"');
 }
 
+/// A namespace declaration as libxml2 writes it: the URI as the parser
+/// stored it (an `&` as `&#38;`, nothing else escaped), in double quotes,
+/// or single ones if it holds a `"` (and `&quot;` if it holds both).
 fn write_ns(out: &mut String, prefix: &str, uri: &str) {
-    if prefix.is_empty() {
-        write_attr(out, "xmlns", uri);
+    out.push_str(" xmlns");
+    if !prefix.is_empty() {
+        out.push(':');
+        out.push_str(prefix);
+    }
+    out.push('=');
+    let uri = uri.replace('&', "&#38;");
+    if !uri.contains('"') {
+        out.push('"');
+        out.push_str(&uri);
+        out.push('"');
+    } else if !uri.contains('\'') {
+        out.push('\'');
+        out.push_str(&uri);
+        out.push('\'');
     } else {
-        write_attr(out, &format!("xmlns:{prefix}"), uri);
+        out.push('"');
+        out.push_str(&uri.replace('"', "&quot;"));
+        out.push('"');
     }
 }
 

@@ -36,8 +36,8 @@ pub(crate) struct Node {
 /// One piece of an element's content, in document order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Item {
-    /// Character data (entities resolved).
-    Text(String),
+    /// Character data: with references resolved, and as written.
+    Text(String, String),
     /// A CDATA section's content.
     CData(String),
     /// A comment's content.
@@ -262,6 +262,7 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                         "']]>' is not allowed in character data",
                     ));
                 }
+                let raw = String::from_utf8_lossy(&t).into_owned();
                 let text = t
                     .unescape()
                     .map_err(|err| syntax(src, before, err.to_string()))?;
@@ -272,7 +273,7 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                 match stack.last_mut() {
                     Some(parent) => {
                         parent.text.push_str(&text);
-                        parent.items.push(Item::Text(text.into_owned()));
+                        parent.items.push(Item::Text(text.into_owned(), raw));
                     }
                     None if text.trim().is_empty() => {}
                     None => return Err(syntax(src, before, "text outside the root element")),

@@ -6,8 +6,34 @@ use super::{err, R};
 use crate::model::*;
 use crate::port::*;
 
+/// Characters libvirt would print unescaped in a portgroup name or a
+/// profileid, making its XML malformed (or different from slipway's,
+/// which escapes them).
+const RAW_PRINTED: &[char] = &['<', '>', '&', '\'', '"'];
+
+fn printable(path: String, value: &str, what: &str) -> R {
+    if let Some(c) = value.chars().find(|c| RAW_PRINTED.contains(c)) {
+        return err(
+            path,
+            value,
+            format!("{what} cannot contain '{c}' (libvirt writes it unescaped into its XML)"),
+        );
+    }
+    Ok(())
+}
+
+fn virtualport_rules(vp: &VirtualPort, path: &str) -> R {
+    match &vp.profile_id {
+        Some(p) => printable(format!("{path}/parameters/@profileid"), p, "a profileid"),
+        None => Ok(()),
+    }
+}
+
 /// `networkValidate`'s checks of `<bandwidth>`, `<vlan>` and `<portgroup>`.
 pub(super) fn port_rules(net: &Network) -> R {
+    if let Some(vp) = &net.virtualport {
+        virtualport_rules(vp, "/network/virtualport")?;
+    }
     let mode = net.forward_mode();
     let mode_name = mode.map_or("none", ForwardMode::as_str);
     // Network-wide limits need a bridge to put them on: the network's own,
@@ -50,6 +76,10 @@ pub(super) fn port_rules(net: &Network) -> R {
     let mut default: Option<&PortGroup> = None;
     for (i, pg) in net.portgroups.iter().enumerate() {
         let p = format!("/network/portgroup[{}]", i + 1);
+        printable(format!("{p}/@name"), &pg.name, "a portgroup name")?;
+        if let Some(vp) = &pg.virtualport {
+            virtualport_rules(vp, &format!("{p}/virtualport"))?;
+        }
         let pg_vlan = pg.vlan.as_ref().is_some_and(|v| !v.tags.is_empty());
         if vlan_used || pg_vlan {
             // Whoever uses this portgroup gets a VLAN tag: its own
