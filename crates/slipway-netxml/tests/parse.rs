@@ -3,7 +3,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use slipway_netxml::{DefaultsContext, ForwardMode, IpFamily, MacAddr, Network, XmlError};
+use slipway_netxml::{
+    BandwidthRate, DefaultsContext, ForwardMode, IpFamily, MacAddr, NativeVlanMode, Network,
+    VirtualPortType, Vlan, XmlError,
+};
 
 #[test]
 fn syntax_error_has_line_and_column() {
@@ -432,4 +435,91 @@ fn hostdev_pools() {
             .contains("cannot be used when <address> or <pf>"),
         "{e}"
     );
+}
+
+/// libvirt's dnsmasq namespace is matched by URI, not prefix; every
+/// `<option>` of every `<options>` is kept, and printed back under the
+/// `dnsmasq` prefix (libvirt's `networkDnsmasqDefNamespaceFormatXML`).
+#[test]
+fn dnsmasq_options_by_namespace() {
+    let xml = "<network xmlns:d='http://libvirt.org/schemas/network/dnsmasq/1.0'>\
+        <name>n</name><bridge name='br-dm'/><ip address='10.61.0.1' prefix='24'/>\
+        <d:options><d:option value='server=192.0.2.53'/></d:options>\
+        <other:options xmlns:other='urn:not-dnsmasq'><other:option value='x'/></other:options>\
+        <options xmlns='http://libvirt.org/schemas/network/dnsmasq/1.0'>\
+        <option value=\"a &amp; b 'c'\"/></options></network>";
+    let net = Network::from_xml(xml).unwrap();
+    assert_eq!(net.dnsmasq_options, ["server=192.0.2.53", "a & b 'c'"]);
+    assert_eq!(net.unknown, ["/network/other:options"]);
+    let out = net.to_xml();
+    assert!(
+        out.starts_with("<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(
+            "  <dnsmasq:options>\n    <dnsmasq:option value='server=192.0.2.53'/>\n    \
+             <dnsmasq:option value='a &amp; b &apos;c&apos;'/>\n  </dnsmasq:options>\n</network>\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(Network::from_xml(&out).unwrap().dnsmasq_options, net.dnsmasq_options);
+    // Without options nothing is printed, not even the namespace.
+    let none = Network::from_xml(
+        "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'><name>n</name>\
+         <dnsmasq:options/></network>",
+    )
+    .unwrap();
+    assert!(none.to_xml().starts_with("<network>\n"));
+    let e = Network::from_xml(
+        "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'><name>n</name>\
+         <dnsmasq:options><dnsmasq:option/></dnsmasq:options></network>",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no dnsmasq options value specified"), "{e}");
+}
+
+/// The port settings read into typed values.
+#[test]
+fn port_settings_are_typed() {
+    let net = Network::from_xml(
+        "<network trustGuestRxFilters='yes'><name>n</name><forward mode='bridge'/><bridge name='ovsbr0'/>\
+         <virtualport type='openvswitch'><parameters interfaceid='09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f'/></virtualport>\
+         <vlan trunk='yes'><tag id='10' nativeMode='untagged'/><tag id='20'/></vlan>\
+         <bandwidth><inbound average='100' peak='200' burst='300'/><outbound average='0'/></bandwidth>\
+         <port isolated='yes'/><portgroup name='p' default='Yes'/></network>",
+    )
+    .unwrap();
+    assert!(net.unknown.is_empty(), "{:?}", net.unknown);
+    assert_eq!(net.trust_guest_rx_filters, Some(true));
+    let vp = net.virtualport.as_ref().unwrap();
+    assert_eq!(vp.kind, Some(VirtualPortType::OpenVswitch));
+    assert_eq!(
+        vp.interface_id.unwrap().to_string(),
+        "09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f"
+    );
+    assert_eq!(
+        net.vlan,
+        Some(Vlan {
+            trunk: true,
+            tags: vec![10, 20],
+            native: Some((NativeVlanMode::Untagged, 10)),
+        })
+    );
+    let bw = net.bandwidth.unwrap();
+    assert_eq!(
+        bw.inbound,
+        Some(BandwidthRate {
+            average: Some(100),
+            peak: Some(200),
+            burst: Some(300),
+            floor: None
+        })
+    );
+    // average='0' is no average: libvirt prints no <outbound>.
+    assert_eq!(bw.outbound, Some(BandwidthRate::default()));
+    assert!(!net.to_xml().contains("<outbound"));
+    assert_eq!(net.port_isolated, Some(true));
+    assert!(net.portgroups[0].default);
+    net.validate().unwrap();
 }
