@@ -12,7 +12,8 @@
 //! virtual functions of this host, and two networks whose `<vlan>` their
 //! forward mode cannot apply). slipway follows libvirtd there: those must
 //! be refused, with a message naming the element, as must the parser test's
-//! own error cases.
+//! own error cases. `corpus_matches_a_running_libvirtd` checks all of this
+//! against a libvirtd 9.0 the test starts (Debian package libvirt-daemon).
 
 #[path = "../../slipway-netxml/tests/libvirt-corpus/cases.rs"]
 mod cases;
@@ -168,4 +169,148 @@ fn portgroup_updates_as_networkxml2xmlupdatetest() {
             (Err(e), Some(_)) => panic!("{test}: {e}"),
         }
     }
+}
+
+/// A libvirtd of the test's own: session mode, in a private directory (its
+/// XDG directories), as `nobody` when the test runs as root, in a network
+/// namespace of its own then; killed with the test.
+struct Libvirtd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    as_nobody: bool,
+}
+
+impl Libvirtd {
+    fn start() -> Libvirtd {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let as_nobody = unsafe { libc::geteuid() } == 0;
+        if as_nobody {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let mut cmd = if as_nobody {
+            let mut c = std::process::Command::new("unshare");
+            c.args(["-n", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
+            c.arg("libvirtd");
+            c
+        } else {
+            std::process::Command::new("libvirtd")
+        };
+        Self::env(&mut cmd, dir.path());
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run libvirtd (Debian package libvirt-daemon)");
+        let d = Libvirtd {
+            child,
+            dir,
+            as_nobody,
+        };
+        let sock = d.dir.path().join("run/libvirt/libvirt-sock");
+        for _ in 0..300 {
+            if sock.exists() {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("libvirtd did not create {}", sock.display());
+    }
+
+    /// The session environment under `dir`; no autostarted daemon of
+    /// virsh's own.
+    fn env(cmd: &mut std::process::Command, dir: &std::path::Path) {
+        cmd.env("HOME", dir)
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .env("XDG_RUNTIME_DIR", dir.join("run"))
+            .env("LIBVIRT_AUTOSTART", "0")
+            .env("LC_ALL", "C");
+    }
+
+    /// Runs a virsh script against this daemon; stdout and stderr.
+    fn virsh(&self, script: &str) -> (String, String) {
+        let mut cmd = if self.as_nobody {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "virsh"]);
+            c
+        } else {
+            std::process::Command::new("virsh")
+        };
+        Self::env(&mut cmd, self.dir.path());
+        let out = cmd
+            .args(["-q", "-c", "qemu:///session", script])
+            .output()
+            .expect("run virsh (Debian package libvirt-clients)");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The corpus against a running libvirtd 9.0 (not its test driver):
+/// `cases.txt`'s DEFINE column is what libvirtd does, and where it defines
+/// a case its `net-dumpxml --inactive` is slipway's, byte for byte but for
+/// the randomly generated bridge MAC.
+#[test]
+fn corpus_matches_a_running_libvirtd() {
+    const MARK: &str = "@@slipway-case@@";
+    let daemon = Libvirtd::start();
+    let all = cases::cases();
+    let dir = cases::dir();
+    let mut script = String::new();
+    for case in &all {
+        let name = Network::from_xml(&case.input)
+            .map(|n| n.name)
+            .unwrap_or_else(|_| "none".to_string());
+        script.push_str(&format!(
+            "echo {MARK}; net-define --file {}; net-dumpxml --inactive {name}; net-undefine {name}; ",
+            dir.join("in").join(format!("{}.xml", case.name)).display()
+        ));
+    }
+    script.push_str(&format!("echo {MARK}"));
+    let (stdout, stderr) = daemon.virsh(&script);
+    let chunks: Vec<&str> = stdout.split(MARK).skip(1).collect();
+    assert_eq!(chunks.len(), all.len() + 1, "virsh stopped early:\n{stdout}\n{stderr}");
+    let mask = |xml: &str| -> String {
+        xml.lines()
+            .map(|l| if is_generated_mac_line(l) { "  <mac address='GENERATED'/>" } else { l })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let mut failures = Vec::new();
+    for (case, chunk) in all.iter().zip(&chunks) {
+        let libvirtd = chunk
+            .find("<network")
+            .and_then(|s| chunk.rfind("</network>").map(|e| format!("{}\n", &chunk[s..e + "</network>".len()])));
+        let slipway = define_and_dump(case).ok().map(|(xml, _)| xml);
+        let expect_ok = case.parser == Parser::Ok && case.define == Define::Ok;
+        match (libvirtd, slipway) {
+            (Some(_), _) if !expect_ok => failures.push(format!(
+                "{}: libvirtd defines it; cases.txt says it refuses it",
+                case.name
+            )),
+            (None, _) if expect_ok => failures.push(format!(
+                "{}: libvirtd refuses it; cases.txt says it defines it",
+                case.name
+            )),
+            (Some(l), Some(s)) if mask(&l) != mask(&s) => failures.push(format!(
+                "{}:\n--- libvirtd\n{l}--- slipway\n{s}",
+                case.name
+            )),
+            (Some(_), None) => failures.push(format!("{}: slipway refuses it", case.name)),
+            (None, Some(_)) => failures.push(format!("{}: slipway accepts it", case.name)),
+            _ => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
