@@ -961,6 +961,34 @@ mod tests {
         p.actions.iter().map(|a| a.to_string()).collect()
     }
 
+    /// The dnsmasq options slipway honours reach the service; others do not.
+    #[test]
+    fn honoured_dnsmasq_options_reach_the_service() {
+        let p = plan_of(
+            "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\
+             <name>d</name><forward/><bridge name='br7'/><ip address='10.7.0.1' prefix='24'/>\
+             <dnsmasq:options><dnsmasq:option value='server=192.0.2.53'/>\
+             <dnsmasq:option value='host-record=nas,10.7.0.9,fd00::9'/>\
+             <dnsmasq:option value='server=/lab/192.0.2.54'/></dnsmasq:options></network>",
+        );
+        let svc = p
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::DhcpDns(s) => Some(s),
+                _ => None,
+            })
+            .expect("a DHCP/DNS service");
+        assert_eq!(svc.forwarders, ["192.0.2.53".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            svc.dns_hosts,
+            [
+                ("10.7.0.9".parse().unwrap(), vec!["nas".to_string()]),
+                ("fd00::9".parse().unwrap(), vec!["nas".to_string()]),
+            ]
+        );
+    }
+
     #[test]
     fn isolated_network_gets_only_the_reject_trio_and_no_router() {
         let p = plan_of("<network><name>i</name><bridge name='br1'/><ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' end='10.1.0.3'/></dhcp></ip></network>");
