@@ -116,6 +116,9 @@ mod tests {
         }
         let w = warnings(&["server=192.0.2.53".into(), "foo=bar".into()]);
         assert_eq!(w.len(), 1);
-        assert!(w[0].starts_with("<dnsmasq:option value='foo=bar'> ignored"), "{w:?}");
+        assert!(
+            w[0].starts_with("<dnsmasq:option value='foo=bar'> ignored"),
+            "{w:?}"
+        );
     }
 }

@@ -36,9 +36,11 @@ fn is_generated_mac_line(line: &str) -> bool {
     };
     mac.len() == 8
         && mac.split(':').count() == 3
-        && mac
-            .split(':')
-            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+        && mac.split(':').all(|b| {
+            b.len() == 2
+                && b.chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        })
 }
 
 /// Defines `case` in a fresh manager and dumps it as `net-dumpxml --inactive` does.
@@ -78,7 +80,9 @@ fn check_dump(case: &cases::Case, got: &str, warnings: &[String]) -> Result<(), 
     if got == want {
         Ok(())
     } else {
-        Err(format!("--- want\n{want}--- got (generated MAC removed)\n{got}"))
+        Err(format!(
+            "--- want\n{want}--- got (generated MAC removed)\n{got}"
+        ))
     }
 }
 
@@ -129,7 +133,11 @@ fn corpus_through_net_define_and_dumpxml_inactive() {
     for (name, reason) in NOT_YET {
         println!("not yet supported: {name}: {reason}");
     }
-    assert!(unexpected.is_empty(), "{} case(s) differ from libvirtd", unexpected.len());
+    assert!(
+        unexpected.is_empty(),
+        "{} case(s) differ from libvirtd",
+        unexpected.len()
+    );
 }
 
 /// libvirt 9.0's `tests/networkxml2xmlupdatetest.c`, its portgroup cases:
@@ -145,12 +153,48 @@ fn portgroup_updates_as_networkxml2xmlupdatetest() {
     };
     // (test name, update, network, expected output or None for failure, command)
     let tests: &[(&str, &str, &str, Option<&str>, UpdateCommand)] = &[
-        ("insert-portgroup", "portgroup-alison", "openvswitch-net", Some("openvswitch-net-more-portgroups"), UpdateCommand::AddFirst),
-        ("append-duplicate-portgroup", "portgroup-alice-new", "openvswitch-net", None, UpdateCommand::AddLast),
-        ("modify-portgroup", "portgroup-alice-new", "openvswitch-net", Some("openvswitch-net-modified"), UpdateCommand::Modify),
-        ("modify-missing-portgroup", "portgroup-alison", "openvswitch-net", None, UpdateCommand::Modify),
-        ("delete-portgroup", "portgroup-alice-new", "openvswitch-net", Some("openvswitch-net-without-alice"), UpdateCommand::Delete),
-        ("delete-missing-portgroup", "portgroup-alice-new", "nat-network-dns-srv-record", None, UpdateCommand::Delete),
+        (
+            "insert-portgroup",
+            "portgroup-alison",
+            "openvswitch-net",
+            Some("openvswitch-net-more-portgroups"),
+            UpdateCommand::AddFirst,
+        ),
+        (
+            "append-duplicate-portgroup",
+            "portgroup-alice-new",
+            "openvswitch-net",
+            None,
+            UpdateCommand::AddLast,
+        ),
+        (
+            "modify-portgroup",
+            "portgroup-alice-new",
+            "openvswitch-net",
+            Some("openvswitch-net-modified"),
+            UpdateCommand::Modify,
+        ),
+        (
+            "modify-missing-portgroup",
+            "portgroup-alison",
+            "openvswitch-net",
+            None,
+            UpdateCommand::Modify,
+        ),
+        (
+            "delete-portgroup",
+            "portgroup-alice-new",
+            "openvswitch-net",
+            Some("openvswitch-net-without-alice"),
+            UpdateCommand::Delete,
+        ),
+        (
+            "delete-missing-portgroup",
+            "portgroup-alice-new",
+            "nat-network-dns-srv-record",
+            None,
+            UpdateCommand::Delete,
+        ),
     ];
     for (test, update, network, out, command) in tests {
         let mut net = Network::from_xml(&read("in", network)).unwrap();
@@ -191,7 +235,13 @@ impl Libvirtd {
         }
         let mut cmd = if as_nobody {
             let mut c = std::process::Command::new("unshare");
-            c.args(["-n", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
+            c.args([
+                "-n",
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ]);
             c.arg("libvirtd");
             c
         } else {
@@ -280,18 +330,30 @@ fn corpus_matches_a_running_libvirtd() {
     script.push_str(&format!("echo {MARK}"));
     let (stdout, stderr) = daemon.virsh(&script);
     let chunks: Vec<&str> = stdout.split(MARK).skip(1).collect();
-    assert_eq!(chunks.len(), all.len() + 1, "virsh stopped early:\n{stdout}\n{stderr}");
+    assert_eq!(
+        chunks.len(),
+        all.len() + 1,
+        "virsh stopped early:\n{stdout}\n{stderr}"
+    );
     let mask = |xml: &str| -> String {
         xml.lines()
-            .map(|l| if is_generated_mac_line(l) { "  <mac address='GENERATED'/>" } else { l })
+            .map(|l| {
+                if is_generated_mac_line(l) {
+                    "  <mac address='GENERATED'/>"
+                } else {
+                    l
+                }
+            })
             .map(|l| format!("{l}\n"))
             .collect()
     };
     let mut failures = Vec::new();
     for (case, chunk) in all.iter().zip(&chunks) {
-        let libvirtd = chunk
-            .find("<network")
-            .and_then(|s| chunk.rfind("</network>").map(|e| format!("{}\n", &chunk[s..e + "</network>".len()])));
+        let libvirtd = chunk.find("<network").and_then(|s| {
+            chunk
+                .rfind("</network>")
+                .map(|e| format!("{}\n", &chunk[s..e + "</network>".len()]))
+        });
         let slipway = define_and_dump(case).ok().map(|(xml, _)| xml);
         let expect_ok = case.parser == Parser::Ok && case.define == Define::Ok;
         match (libvirtd, slipway) {
@@ -303,10 +365,9 @@ fn corpus_matches_a_running_libvirtd() {
                 "{}: libvirtd refuses it; cases.txt says it defines it",
                 case.name
             )),
-            (Some(l), Some(s)) if mask(&l) != mask(&s) => failures.push(format!(
-                "{}:\n--- libvirtd\n{l}--- slipway\n{s}",
-                case.name
-            )),
+            (Some(l), Some(s)) if mask(&l) != mask(&s) => {
+                failures.push(format!("{}:\n--- libvirtd\n{l}--- slipway\n{s}", case.name))
+            }
             (Some(_), None) => failures.push(format!("{}: slipway refuses it", case.name)),
             (None, Some(_)) => failures.push(format!("{}: slipway accepts it", case.name)),
             _ => {}

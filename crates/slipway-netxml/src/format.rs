@@ -411,14 +411,17 @@ fn vlan(b: &mut Buf, v: &Vlan) {
     if v.tags.is_empty() {
         return;
     }
-    b.line(if v.trunk { "<vlan trunk='yes'>" } else { "<vlan>" });
+    b.line(if v.trunk {
+        "<vlan trunk='yes'>"
+    } else {
+        "<vlan>"
+    });
     b.indent += 2;
     for &id in &v.tags {
         match v.native {
-            Some((mode, native)) if native == id => b.line(&format!(
-                "<tag id='{id}' nativeMode='{}'/>",
-                mode.as_str()
-            )),
+            Some((mode, native)) if native == id => {
+                b.line(&format!("<tag id='{id}' nativeMode='{}'/>", mode.as_str()))
+            }
             _ => b.line(&format!("<tag id='{id}'/>")),
         }
     }

@@ -177,8 +177,12 @@ impl XmlElement {
             .cloned()
             .collect();
         // Prefixes used here but bound only outside <metadata>.
-        let used = std::iter::once(prefix_of(&node.name).map(str::to_string))
-            .chain(attrs.iter().filter_map(|(k, _)| prefix_of(k)).map(|p| Some(p.to_string())));
+        let used = std::iter::once(prefix_of(&node.name).map(str::to_string)).chain(
+            attrs
+                .iter()
+                .filter_map(|(k, _)| prefix_of(k))
+                .map(|p| Some(p.to_string())),
+        );
         for p in used {
             let p = p.as_deref();
             // Unprefixed attributes have no namespace.

@@ -361,7 +361,9 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                     ));
                 }
                 if let Some(parent) = stack.last_mut() {
-                    let rest = String::from_utf8_lossy(pi.content()).trim_start().to_string();
+                    let rest = String::from_utf8_lossy(pi.content())
+                        .trim_start()
+                        .to_string();
                     parent.items.push(Item::Pi(target, rest));
                 }
             }

@@ -50,7 +50,9 @@ fn networkxml2xml_corpus() {
                 match refusal {
                     Ok(()) => Err("accepted; libvirt refuses it".to_string()),
                     Err(msg) if msg.contains(path.as_str()) => Ok(()),
-                    Err(msg) => Err(format!("refused, but the message does not name {path}: {msg}")),
+                    Err(msg) => Err(format!(
+                        "refused, but the message does not name {path}: {msg}"
+                    )),
                 }
             }
         };
@@ -59,7 +61,10 @@ fn networkxml2xml_corpus() {
             Err(why) => failures.push((case.name.clone(), why)),
         }
     }
-    println!("libvirt networkxml2xml corpus: {passed} of {} match", all.len());
+    println!(
+        "libvirt networkxml2xml corpus: {passed} of {} match",
+        all.len()
+    );
     let unexpected: Vec<_> = failures
         .iter()
         .filter(|(name, _)| !NOT_YET.iter().any(|(n, _)| n == name))
@@ -70,5 +75,9 @@ fn networkxml2xml_corpus() {
     for (name, reason) in NOT_YET {
         println!("not yet supported: {name}: {reason}");
     }
-    assert!(unexpected.is_empty(), "{} case(s) differ from libvirt", unexpected.len());
+    assert!(
+        unexpected.is_empty(),
+        "{} case(s) differ from libvirt",
+        unexpected.len()
+    );
 }

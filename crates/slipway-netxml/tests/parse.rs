@@ -453,7 +453,9 @@ fn dnsmasq_options_by_namespace() {
     assert_eq!(net.unknown, ["/network/other:options"]);
     let out = net.to_xml();
     assert!(
-        out.starts_with("<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n"),
+        out.starts_with(
+            "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n"
+        ),
         "{out}"
     );
     assert!(
@@ -463,7 +465,10 @@ fn dnsmasq_options_by_namespace() {
         ),
         "{out}"
     );
-    assert_eq!(Network::from_xml(&out).unwrap().dnsmasq_options, net.dnsmasq_options);
+    assert_eq!(
+        Network::from_xml(&out).unwrap().dnsmasq_options,
+        net.dnsmasq_options
+    );
     // Without options nothing is printed, not even the namespace.
     let none = Network::from_xml(
         "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'><name>n</name>\
@@ -476,7 +481,10 @@ fn dnsmasq_options_by_namespace() {
          <dnsmasq:options><dnsmasq:option/></dnsmasq:options></network>",
     )
     .unwrap_err();
-    assert!(e.to_string().contains("no dnsmasq options value specified"), "{e}");
+    assert!(
+        e.to_string().contains("no dnsmasq options value specified"),
+        "{e}"
+    );
 }
 
 /// The port settings read into typed values.

@@ -36,7 +36,8 @@ fn honoured_dnsmasq_options() {
     assert_eq!(r.code, 0, "{r:?}");
     // The one it cannot honour is named.
     assert!(
-        r.stderr.contains("<dnsmasq:option value='cname=files,nas'> ignored"),
+        r.stderr
+            .contains("<dnsmasq:option value='cname=files,nas'> ignored"),
         "{r:?}"
     );
     assert_eq!(r.stderr.matches("warning:").count(), 1, "{r:?}");

@@ -54,18 +54,72 @@ fn portgroup_updates_match_virsh_body() {
     let script: Vec<Vec<&str>> = vec![
         vec!["net-define", "ovs.xml"],
         vec!["net-update", "ovs", "add-last", "portgroup", alice],
-        vec!["net-update", "ovs", "add-first", "portgroup", "<portgroup name=\"carol\" trustGuestRxFilters=\"yes\"/>"],
+        vec![
+            "net-update",
+            "ovs",
+            "add-first",
+            "portgroup",
+            "<portgroup name=\"carol\" trustGuestRxFilters=\"yes\"/>",
+        ],
         vec!["net-dumpxml", "ovs"],
         // Errors: a name taken, a name missing, a second default.
-        vec!["net-update", "ovs", "add", "portgroup", "<portgroup name=\"alice\"/>"],
-        vec!["net-update", "ovs", "modify", "portgroup", "<portgroup name=\"dave\"/>"],
-        vec!["net-update", "ovs", "delete", "portgroup", "<portgroup name=\"dave\"/>"],
-        vec!["net-update", "ovs", "add", "portgroup", "<portgroup name=\"dave\" default=\"yes\"/>"],
-        vec!["net-update", "ovs", "add", "portgroup", "<vlan><tag id=\"1\"/></vlan>"],
+        vec![
+            "net-update",
+            "ovs",
+            "add",
+            "portgroup",
+            "<portgroup name=\"alice\"/>",
+        ],
+        vec![
+            "net-update",
+            "ovs",
+            "modify",
+            "portgroup",
+            "<portgroup name=\"dave\"/>",
+        ],
+        vec![
+            "net-update",
+            "ovs",
+            "delete",
+            "portgroup",
+            "<portgroup name=\"dave\"/>",
+        ],
+        vec![
+            "net-update",
+            "ovs",
+            "add",
+            "portgroup",
+            "<portgroup name=\"dave\" default=\"yes\"/>",
+        ],
+        vec![
+            "net-update",
+            "ovs",
+            "add",
+            "portgroup",
+            "<vlan><tag id=\"1\"/></vlan>",
+        ],
         // The default moves: modify bob, then make carol the default.
-        vec!["net-update", "ovs", "modify", "portgroup", "<portgroup name=\"bob\"><vlan><tag id=\"11\"/></vlan></portgroup>"],
-        vec!["net-update", "ovs", "modify", "portgroup", "<portgroup name=\"carol\" default=\"yes\"/>"],
-        vec!["net-update", "ovs", "delete", "portgroup", "<portgroup name=\"alice\"/>"],
+        vec![
+            "net-update",
+            "ovs",
+            "modify",
+            "portgroup",
+            "<portgroup name=\"bob\"><vlan><tag id=\"11\"/></vlan></portgroup>",
+        ],
+        vec![
+            "net-update",
+            "ovs",
+            "modify",
+            "portgroup",
+            "<portgroup name=\"carol\" default=\"yes\"/>",
+        ],
+        vec![
+            "net-update",
+            "ovs",
+            "delete",
+            "portgroup",
+            "<portgroup name=\"alice\"/>",
+        ],
         vec!["net-dumpxml", "ovs"],
         vec!["net-undefine", "ovs"],
     ];
@@ -87,7 +141,10 @@ fn portgroup_updates_match_virsh_body() {
     );
     // Every refusal was one (virsh names the failed update each time).
     assert_eq!(
-        expected.stderr.matches("error: Failed to update network ovs").count(),
+        expected
+            .stderr
+            .matches("error: Failed to update network ovs")
+            .count(),
         5,
         "{expected:?}"
     );

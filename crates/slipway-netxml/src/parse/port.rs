@@ -5,8 +5,8 @@
 //! (error wording kept close to theirs). Part of the network parser
 //! (`parse`): the same walker, the same error reporting.
 
-use crate::metadata::{decls, prefix_of, resolve};
 use super::Walker;
+use crate::metadata::{decls, prefix_of, resolve};
 use crate::port::*;
 use crate::tree::Node;
 use crate::XmlError;
@@ -252,7 +252,11 @@ impl Walker<'_> {
 
     /// `<bandwidth>` at `path` of a network or portgroup
     /// (`virNetDevBandwidthParse` without a class id, floor not allowed).
-    pub(crate) fn bandwidth(&mut self, n: &Node, path: &str) -> Result<Option<Bandwidth>, XmlError> {
+    pub(crate) fn bandwidth(
+        &mut self,
+        n: &Node,
+        path: &str,
+    ) -> Result<Option<Bandwidth>, XmlError> {
         // libvirt silently ignores other children.
         self.check_libvirt(n, path, &[], &["inbound", "outbound"], &[]);
         if n.attr("classID").is_some() {

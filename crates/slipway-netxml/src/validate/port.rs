@@ -56,10 +56,8 @@ pub(super) fn port_rules(net: &Network) -> R {
         .virtualport
         .as_ref()
         .is_some_and(|v| v.kind == Some(VirtualPortType::OpenVswitch));
-    let vlan_allowed = matches!(
-        mode,
-        Some(ForwardMode::Hostdev | ForwardMode::Passthrough)
-    ) || (mode == Some(ForwardMode::Bridge) && network_is_ovs);
+    let vlan_allowed = matches!(mode, Some(ForwardMode::Hostdev | ForwardMode::Passthrough))
+        || (mode == Some(ForwardMode::Bridge) && network_is_ovs);
     let vlan_used = net.vlan.as_ref().is_some_and(|v| !v.tags.is_empty());
     let refuse_vlan = |path: String| {
         err(
