@@ -354,22 +354,30 @@ fn write_ns(out: &mut String, prefix: &str, uri: &str) {
 impl Metadata {
     /// Reads `<metadata>` as libvirt keeps it; `outer` holds the namespace
     /// declarations of `<network>`.
-    pub(crate) fn from_node(node: &Node, outer: &[(String, String)]) -> Metadata {
+    /// Also returns notes on the children libvirt drops (for
+    /// [`crate::Network::unknown`]).
+    pub(crate) fn from_node(node: &Node, outer: &[(String, String)]) -> (Metadata, Vec<String>) {
         let own = decls(node);
         let mut inner = own.clone();
         let mut hoisted = Vec::new();
         let mut elements: Vec<XmlElement> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
+        let mut dropped = Vec::new();
         for child in &node.children {
             let el = XmlElement::read(child, outer, &mut inner, &mut hoisted);
             // The child's namespace, in the scope it was written in.
             let mut scope: Vec<(String, String)> = outer.to_vec();
             scope.extend(own.iter().cloned());
             scope.extend(el.namespaces.iter().cloned());
+            let path = format!("/network/metadata/{}", child.name);
             let Some(uri) = resolve(&scope, prefix_of(&child.name)) else {
+                dropped.push(format!("{path} (dropped: no namespace, as libvirt does)"));
                 continue;
             };
             if seen.iter().any(|s| s == uri) {
+                dropped.push(format!(
+                    "{path} (dropped: a second element in namespace {uri}, as libvirt does)"
+                ));
                 continue;
             }
             seen.push(uri.to_string());
@@ -381,7 +389,7 @@ impl Metadata {
                 namespaces.push(h);
             }
         }
-        Metadata {
+        let metadata = Metadata {
             namespaces,
             attrs: node
                 .attrs
@@ -390,7 +398,8 @@ impl Metadata {
                 .cloned()
                 .collect(),
             elements,
-        }
+        };
+        (metadata, dropped)
     }
 
     /// Prints the element at indentation `level` (two spaces each), the

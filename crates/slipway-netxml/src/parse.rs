@@ -347,9 +347,11 @@ impl Walker<'_> {
             routes.push(self.route(n)?);
         }
         let trust_guest_rx_filters = self.yes_no(root, p, "trustGuestRxFilters")?;
-        let metadata = root
-            .kid("metadata")
-            .map(|n| Metadata::from_node(n, &decls(root)));
+        let metadata = root.kid("metadata").map(|n| {
+            let (m, dropped) = Metadata::from_node(n, &decls(root));
+            self.unknown.extend(dropped);
+            m
+        });
         let vlan = match root.kid("vlan") {
             Some(n) => Some(self.vlan(n, "/network/vlan")?),
             None => None,

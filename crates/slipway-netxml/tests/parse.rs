@@ -531,3 +531,21 @@ fn port_settings_are_typed() {
     assert!(net.portgroups[0].default);
     net.validate().unwrap();
 }
+
+/// The `<metadata>` children libvirt drops are named in `unknown`.
+#[test]
+fn dropped_metadata_children_are_reported() {
+    let net = Network::from_xml(
+        "<network><name>n</name><metadata><plain/><a:x xmlns:a='urn:a'/>\
+         <b:y xmlns:b='urn:a'/></metadata></network>",
+    )
+    .unwrap();
+    assert_eq!(
+        net.unknown,
+        [
+            "/network/metadata/plain (dropped: no namespace, as libvirt does)",
+            "/network/metadata/b:y (dropped: a second element in namespace urn:a, as libvirt does)",
+        ]
+    );
+    assert_eq!(net.metadata.unwrap().elements.len(), 1);
+}

@@ -94,8 +94,12 @@ fn corpus_formats_like_virsh() {
     let mut nets = Vec::new();
     for (f, text) in files.iter().zip(corpus()) {
         let net = Network::from_xml(text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        // Only notes on what libvirt itself drops (as the <metadata>
+        // children of metadata-mixed.xml) are allowed.
         assert!(
-            net.unknown.is_empty(),
+            net.unknown
+                .iter()
+                .all(|u| u.ends_with(", as libvirt does)")),
             "{}: unknown parts {:?}",
             f.display(),
             net.unknown
@@ -122,7 +126,9 @@ fn corpus_formats_like_virsh() {
             ));
         }
         let again = Network::from_xml(&got).expect("reparse own output");
-        assert_eq!(&again, net, "{}: parse(format(x)) != x", file.display());
+        let mut net = net.clone();
+        net.unknown.clear();
+        assert_eq!(again, net, "{}: parse(format(x)) != x", file.display());
     }
     assert!(
         failures.is_empty(),

@@ -363,7 +363,14 @@ impl Walker<'_> {
             ..PortGroup::default()
         };
         if let Some(v) = n.kid("virtualport") {
-            pg.virtualport = Some(self.virtualport(v, &format!("{p}/virtualport"), false)?);
+            let vp = self.virtualport(v, &format!("{p}/virtualport"), false)?;
+            // An empty one (no type, no parameters) is not printed by
+            // libvirt, so it does not survive a define and dump there
+            // either: slipway drops it at once. (libvirtd's VLAN check
+            // would still count it on the first define: a difference only
+            // for a portgroup with both an empty <virtualport/> and a
+            // <vlan> on an Open vSwitch network, which libvirtd refuses.)
+            pg.virtualport = (vp != VirtualPort::default()).then_some(vp);
         }
         if let Some(b) = n.kid("bandwidth") {
             pg.bandwidth = self.bandwidth(b, &format!("{p}/bandwidth"))?;
