@@ -375,3 +375,111 @@ fn corpus_matches_a_running_libvirtd() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// slipway-netxml's own corpus and refusals against the running libvirtd:
+/// every definition of `tests/corpus/` that libvirtd defines, slipway
+/// defines to the same `net-dumpxml --inactive` (generated MAC and bridge
+/// name aside), and the ones it refuses slipway refuses; every document of
+/// `tests/invalid/` that says libvirt (its parser, or libvirtd at define)
+/// refuses it is refused by libvirtd.
+#[test]
+fn own_corpus_and_refusals_match_a_running_libvirtd() {
+    const MARK: &str = "@@slipway-file@@";
+    let daemon = Libvirtd::start();
+    let netxml = cases::dir().join("..");
+    let files = |sub: &str| {
+        let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(netxml.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+            .collect();
+        v.sort();
+        v
+    };
+    let corpus = files("corpus");
+    let invalid = files("invalid");
+    let name_of = |text: &str| {
+        text.split_once("<name>")
+            .and_then(|(_, r)| r.split_once("</name>"))
+            .map_or("none".to_string(), |(n, _)| n.to_string())
+    };
+    let mut script = String::new();
+    for f in corpus.iter().chain(&invalid) {
+        let name = name_of(&std::fs::read_to_string(f).unwrap());
+        script.push_str(&format!(
+            "echo {MARK}; net-define --file {}; net-dumpxml --inactive {name}; net-undefine {name}; ",
+            f.display()
+        ));
+    }
+    script.push_str(&format!("echo {MARK}"));
+    let (stdout, stderr) = daemon.virsh(&script);
+    let chunks: Vec<&str> = stdout.split(MARK).skip(1).collect();
+    assert_eq!(
+        chunks.len(),
+        corpus.len() + invalid.len() + 1,
+        "virsh stopped early:\n{stdout}\n{stderr}"
+    );
+    let dump = |chunk: &str| {
+        chunk.find("<network").and_then(|s| {
+            chunk
+                .rfind("</network>")
+                .map(|e| format!("{}\n", &chunk[s..e + "</network>".len()]))
+        })
+    };
+    let mut failures = Vec::new();
+    for (f, chunk) in corpus.iter().zip(&chunks) {
+        let text = std::fs::read_to_string(f).unwrap();
+        // Generated values differ between the two: mask them.
+        let bridge_given = text.contains("bridge name");
+        let mask = |xml: &str| -> String {
+            xml.lines()
+                .map(|l| {
+                    if is_generated_mac_line(l) {
+                        "  <mac address='GENERATED'/>".to_string()
+                    } else if !bridge_given && l.starts_with("  <bridge name='virbr") {
+                        let rest = l.split_once("' ").map_or("", |(_, r)| r);
+                        format!("  <bridge name='GENERATED' {rest}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manager::new(Paths::detect(Some(dir.path())), Box::new(RecordingBackend));
+        let slipway = m
+            .define(&text, false)
+            .and_then(|o| m.dumpxml(&Lookup::any(&o.network), true));
+        match (dump(chunk), slipway) {
+            (Some(l), Ok(s)) if mask(&l) != mask(&s) => failures.push(format!(
+                "{}:\n--- libvirtd\n{l}--- slipway\n{s}",
+                f.display()
+            )),
+            (Some(_), Err(e)) => failures.push(format!(
+                "{}: libvirtd defines it, slipway refuses it: {e}",
+                f.display()
+            )),
+            (None, Ok(_)) => failures.push(format!(
+                "{}: libvirtd refuses it, slipway defines it:{chunk}",
+                f.display()
+            )),
+            _ => {}
+        }
+    }
+    for (f, chunk) in invalid.iter().zip(&chunks[corpus.len()..]) {
+        let header = std::fs::read_to_string(f)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let libvirt_refuses = header.starts_with("<!-- both:")
+            || header.contains("libvirtd refuses it")
+            || header.contains("networkValidate refuses it");
+        if libvirt_refuses && dump(chunk).is_some() {
+            failures.push(format!("{}: libvirtd defines it", f.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
