@@ -14,6 +14,7 @@
 pub mod client;
 pub mod daemon;
 pub mod defaultnet;
+pub mod dnsmasq;
 mod error;
 mod fsutil;
 mod manager;

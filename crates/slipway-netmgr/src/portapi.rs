@@ -8,7 +8,7 @@
 //! is that list as a struct; [`PortParam`] names one entry.
 
 use serde::{Deserialize, Serialize};
-use slipway_netxml::port::{Bandwidth, Rate};
+use slipway_netxml::netport::{Bandwidth, Rate};
 
 use crate::error::{Error, Result};
 

@@ -1,12 +1,15 @@
 //! Formatting, byte for byte as libvirt's `virNetworkDefFormatBuf` (libvirt 9.0):
 //! two-space indentation, single-quoted attributes, libvirt's fixed element
-//! order (forward, bridge, mtu, mac, domain, dns, ip…, route…) whatever the
-//! order of the input.
+//! order (metadata, forward, bridge, mtu, mac, domain, dns, vlan,
+//! bandwidth, port, ip…, route…, virtualport, portgroup…, dnsmasq:options)
+//! whatever the order of the input.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::model::*;
+use crate::parse::DNSMASQ_NS;
+use crate::port::*;
 use crate::MacAddr;
 
 /// Escapes like libvirt's `virBufferEscapeString`: the five XML specials
@@ -350,20 +353,158 @@ fn route(b: &mut Buf, r: &Route) {
     b.line(&l);
 }
 
+fn virtualport(b: &mut Buf, v: &VirtualPort) {
+    use VirtualPortType as T;
+    let t = v.kind;
+    // libvirt prints each parameter only for the types it belongs to
+    // (all of them for a typeless one).
+    let for_types = |types: &[T]| t.is_none_or(|t| types.contains(&t));
+    let mut params = String::new();
+    if let Some(x) = v.manager_id.filter(|_| for_types(&[T::Qbg])) {
+        let _ = write!(params, " managerid='{x}'");
+    }
+    if let Some(x) = v.type_id.filter(|_| for_types(&[T::Qbg])) {
+        let _ = write!(params, " typeid='{x}'");
+    }
+    if let Some(x) = v.type_id_version.filter(|_| for_types(&[T::Qbg])) {
+        let _ = write!(params, " typeidversion='{x}'");
+    }
+    if let Some(x) = v.instance_id.filter(|_| for_types(&[T::Qbg])) {
+        let _ = write!(params, " instanceid='{}'", x.hyphenated());
+    }
+    if let Some(x) = v
+        .interface_id
+        .filter(|_| for_types(&[T::Midonet, T::OpenVswitch]))
+    {
+        let _ = write!(params, " interfaceid='{}'", x.hyphenated());
+    }
+    if let Some(x) = v
+        .profile_id
+        .as_ref()
+        .filter(|_| for_types(&[T::OpenVswitch, T::Qbh]))
+    {
+        let _ = write!(params, " profileid='{}'", esc(x));
+    }
+    // Whether any parameter is set decides the form, even one not printed.
+    let no_parameters = v.manager_id.is_none()
+        && v.type_id.is_none()
+        && v.type_id_version.is_none()
+        && v.instance_id.is_none()
+        && v.profile_id.is_none()
+        && v.interface_id.is_none();
+    match (t, no_parameters) {
+        (None, true) => return,
+        (Some(t), true) => {
+            b.line(&format!("<virtualport type='{}'/>", t.as_str()));
+            return;
+        }
+        (None, false) => b.line("<virtualport>"),
+        (Some(t), false) => b.line(&format!("<virtualport type='{}'>", t.as_str())),
+    }
+    b.indent += 2;
+    b.line(&format!("<parameters{params}/>"));
+    b.indent -= 2;
+    b.line("</virtualport>");
+}
+
+fn vlan(b: &mut Buf, v: &Vlan) {
+    if v.tags.is_empty() {
+        return;
+    }
+    b.line(if v.trunk {
+        "<vlan trunk='yes'>"
+    } else {
+        "<vlan>"
+    });
+    b.indent += 2;
+    for &id in &v.tags {
+        match v.native {
+            Some((mode, native)) if native == id => {
+                b.line(&format!("<tag id='{id}' nativeMode='{}'/>", mode.as_str()))
+            }
+            _ => b.line(&format!("<tag id='{id}'/>")),
+        }
+    }
+    b.indent -= 2;
+    b.line("</vlan>");
+}
+
+fn bandwidth(b: &mut Buf, bw: &Bandwidth) {
+    b.line("<bandwidth>");
+    b.indent += 2;
+    for (name, rate) in [("inbound", &bw.inbound), ("outbound", &bw.outbound)] {
+        let Some(r) = rate else { continue };
+        if r.average.is_none() && r.floor.is_none() {
+            continue;
+        }
+        let mut l = format!("<{name}");
+        for (attr, v) in [
+            ("average", r.average),
+            ("peak", r.peak),
+            ("floor", r.floor),
+            ("burst", r.burst),
+        ] {
+            if let Some(v) = v {
+                let _ = write!(l, " {attr}='{v}'");
+            }
+        }
+        l.push_str("/>");
+        b.line(&l);
+    }
+    b.indent -= 2;
+    b.line("</bandwidth>");
+}
+
+fn portgroup(b: &mut Buf, pg: &PortGroup) {
+    let mut open = format!("<portgroup name='{}'", esc(&pg.name));
+    if pg.default {
+        open.push_str(" default='yes'");
+    }
+    if let Some(t) = pg.trust_guest_rx_filters {
+        let _ = write!(open, " trustGuestRxFilters='{}'", yes_no(t));
+    }
+    open.push('>');
+    b.line(&open);
+    b.indent += 2;
+    if let Some(v) = &pg.vlan {
+        vlan(b, v);
+    }
+    if let Some(v) = &pg.virtualport {
+        virtualport(b, v);
+    }
+    if let Some(bw) = &pg.bandwidth {
+        bandwidth(b, bw);
+    }
+    b.indent -= 2;
+    b.line("</portgroup>");
+}
+
 pub(crate) fn format(net: &Network) -> String {
     let mut b = Buf {
         out: String::new(),
         indent: 0,
     };
-    if net.ipv6 == Some(true) {
-        b.line("<network ipv6='yes'>");
-    } else {
-        b.line("<network>");
+    let mut open = String::from("<network");
+    if !net.dnsmasq_options.is_empty() {
+        let _ = write!(open, " xmlns:dnsmasq='{DNSMASQ_NS}'");
     }
+    if net.ipv6 == Some(true) {
+        open.push_str(" ipv6='yes'");
+    }
+    if let Some(t) = net.trust_guest_rx_filters {
+        let _ = write!(open, " trustGuestRxFilters='{}'", yes_no(t));
+    }
+    open.push('>');
+    b.line(&open);
     b.indent = 2;
     b.line(&format!("<name>{}</name>", esc(&net.name)));
     if let Some(u) = net.uuid {
         b.line(&format!("<uuid>{}</uuid>", u.hyphenated()));
+    }
+    if let Some(m) = &net.metadata {
+        let mut text = String::new();
+        m.write(&mut text, b.indent / 2);
+        b.line(&text);
     }
     if let Some(f) = &net.forward {
         forward(&mut b, f);
@@ -411,11 +552,35 @@ pub(crate) fn format(net: &Network) -> String {
     if let Some(d) = &net.dns {
         dns(&mut b, d);
     }
+    if let Some(v) = &net.vlan {
+        vlan(&mut b, v);
+    }
+    if let Some(bw) = &net.bandwidth {
+        bandwidth(&mut b, bw);
+    }
+    if let Some(iso) = net.port_isolated {
+        b.line(&format!("<port isolated='{}'/>", yes_no(iso)));
+    }
     for i in &net.ips {
         ip(&mut b, i);
     }
     for r in &net.routes {
         route(&mut b, r);
+    }
+    if let Some(v) = &net.virtualport {
+        virtualport(&mut b, v);
+    }
+    for pg in &net.portgroups {
+        portgroup(&mut b, pg);
+    }
+    if !net.dnsmasq_options.is_empty() {
+        b.line("<dnsmasq:options>");
+        b.indent += 2;
+        for o in &net.dnsmasq_options {
+            b.line(&format!("<dnsmasq:option value='{}'/>", esc(o)));
+        }
+        b.indent -= 2;
+        b.line("</dnsmasq:options>");
     }
     b.indent = 0;
     b.line("</network>");

@@ -18,9 +18,11 @@ mod format;
 mod ifname;
 pub mod interface;
 mod mac;
+mod metadata;
 mod model;
 mod parse;
-pub mod port;
+pub mod netport;
+mod port;
 mod tree;
 mod validate;
 
@@ -29,8 +31,10 @@ pub use error::{ValidationError, XmlError};
 pub use ifname::{IfName, IfNameError};
 pub use interface::{parse_interfaces, Interface, InterfaceError, InterfaceKind};
 pub use mac::{generate_mac, generate_uuid, MacAddr, MacParseError};
+pub use metadata::{Metadata, XmlContent, XmlElement};
 pub use model::*;
-pub use port::NetworkPort;
+pub use netport::NetworkPort;
+pub use port::*;
 
 impl Network {
     /// Parses a `<network>` document. Elements and attributes the model does

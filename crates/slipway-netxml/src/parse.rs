@@ -4,22 +4,18 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+mod port;
+
+pub(crate) use port::DNSMASQ_NS;
+
+use crate::metadata::{decls, Metadata};
 use crate::model::*;
 use crate::tree::{line_col, read_tree, Node, Report, TreeReader};
 use crate::{MacAddr, XmlError};
 
 /// Parts of libvirt's network XML that slipway does not model: libvirt
 /// would use them, slipway drops them (and says so).
-const LIBVIRT_ONLY: &[&str] = &[
-    "/network/@connections",
-    "/network/@trustGuestRxFilters",
-    "/network/metadata",
-    "/network/bandwidth",
-    "/network/vlan",
-    "/network/port",
-    "/network/virtualport",
-    "/network/portgroup",
-];
+const LIBVIRT_ONLY: &[&str] = &["/network/@connections"];
 
 /// Marks paths of libvirt features slipway does not support, so a warning
 /// does not call them unknown.
@@ -39,6 +35,7 @@ const LAST_WINS: &[&str] = &["lease", "bootp"];
 /// is the same as no attribute at all: (element path, attributes).
 const EMPTY_IS_ABSENT: &[(&[&str], &[&str])] = &[
     (&[], &["ipv6"]),
+    (&["portgroup"], &["name", "default"]),
     (
         &["bridge"],
         &["name", "zone", "stp", "delay", "macTableManager"],
@@ -229,14 +226,45 @@ impl Walker<'_> {
             ));
         }
         let p = "/network";
+        let (dnsmasq_names, dnsmasq_options) = self.dnsmasq_options(root)?;
+        let mut known = vec![
+            "name",
+            "uuid",
+            "forward",
+            "bridge",
+            "mtu",
+            "mac",
+            "domain",
+            "dns",
+            "ip",
+            "route",
+            "metadata",
+            "bandwidth",
+            "vlan",
+            "port",
+            "virtualport",
+            "portgroup",
+        ];
+        known.extend(dnsmasq_names.iter().map(String::as_str));
         self.check_libvirt(
             root,
             p,
-            &["ipv6"],
+            &["ipv6", "trustGuestRxFilters"],
+            &known,
             &[
-                "name", "uuid", "forward", "bridge", "mtu", "mac", "domain", "dns", "ip", "route",
+                "name",
+                "uuid",
+                "forward",
+                "bridge",
+                "mac",
+                "domain",
+                "dns",
+                "metadata",
+                "bandwidth",
+                "vlan",
+                "port",
+                "virtualport",
             ],
-            &["name", "uuid", "forward", "bridge", "mac", "domain", "dns"],
         );
         let name_node = root.kid("name").ok_or_else(|| {
             self.report
@@ -331,18 +359,52 @@ impl Walker<'_> {
         for n in root.kids("route") {
             routes.push(self.route(n)?);
         }
+        let trust_guest_rx_filters = self.yes_no(root, p, "trustGuestRxFilters")?;
+        let metadata = root.kid("metadata").map(|n| {
+            let (m, dropped) = Metadata::from_node(n, &decls(root));
+            self.unknown.extend(dropped);
+            m
+        });
+        let vlan = match root.kid("vlan") {
+            Some(n) => Some(self.vlan(n, "/network/vlan")?),
+            None => None,
+        };
+        let bandwidth = match root.kid("bandwidth") {
+            Some(n) => self.bandwidth(n, "/network/bandwidth")?,
+            None => None,
+        };
+        let port_isolated = match root.kid("port") {
+            Some(n) => self.port_options(n)?,
+            None => None,
+        };
+        let virtualport = match root.kid("virtualport") {
+            Some(n) => Some(self.virtualport(n, "/network/virtualport", true)?),
+            None => None,
+        };
+        let mut portgroups = Vec::new();
+        for n in root.kids("portgroup") {
+            portgroups.push(self.portgroup(n)?);
+        }
         Ok(Network {
             name,
             uuid,
             ipv6,
+            trust_guest_rx_filters,
+            metadata,
             forward,
             bridge,
             mtu,
             mac,
             domain,
             dns,
+            vlan,
+            bandwidth,
+            port_isolated,
             ips,
             routes,
+            virtualport,
+            portgroups,
+            dnsmasq_options,
             unknown: std::mem::take(&mut self.unknown),
         })
     }

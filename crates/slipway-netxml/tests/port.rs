@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use common::{apply, Mutation, SNIPPETS, VALUES};
 use proptest::prelude::*;
-use slipway_netxml::port::{MacvlanMode, NativeMode, Plug, VirtualPortType};
+use slipway_netxml::netport::{MacvlanMode, NativeMode, Plug, VirtualPortType};
 use slipway_netxml::{NetworkPort, XmlError};
 
 fn corpus() -> Vec<(PathBuf, String)> {

@@ -22,7 +22,7 @@ use std::fs;
 use std::path::Path;
 
 use slipway_host::atomic;
-use slipway_netxml::port::{MacvlanMode, Plug, VirtualPortType};
+use slipway_netxml::netport::{MacvlanMode, Plug, VirtualPortType};
 use slipway_netxml::{ForwardMode, Network, NetworkPort};
 
 use super::{Entry, Inventory, Manager};
