@@ -275,12 +275,27 @@ pub fn read_info(paths: &Paths, key: &Lookup) -> Result<NetworkInfo> {
 pub struct Manager {
     paths: Paths,
     backend: Box<dyn Backend>,
+    /// sysfs's PCI device directory, where a hostdev pool's devices are
+    /// checked ([`SYSFS_PCI_DEVICES`]; a stand-in in unit tests).
+    pci_devices: PathBuf,
 }
 
 impl Manager {
     /// A manager for `paths` realizing networks with `backend`.
     pub fn new(paths: Paths, backend: Box<dyn Backend>) -> Manager {
-        Manager { paths, backend }
+        Manager {
+            paths,
+            backend,
+            pci_devices: PathBuf::from(SYSFS_PCI_DEVICES),
+        }
+    }
+
+    /// The same manager checking hostdev pools against `dir` instead of
+    /// sysfs's PCI devices.
+    #[cfg(test)]
+    pub(crate) fn with_pci_devices(mut self, dir: &Path) -> Manager {
+        self.pci_devices = dir.to_path_buf();
+        self
     }
 
     /// The state on disk.
@@ -355,7 +370,7 @@ impl Manager {
     /// refuses unknown elements instead of warning about them.
     pub fn define(&self, xml: &str, strict: bool) -> Result<Outcome> {
         let (mut net, warnings) = parse(xml, strict)?;
-        check_hostdev_pool(&net, Path::new(SYSFS_PCI_DEVICES))?;
+        check_hostdev_pool(&net, &self.pci_devices)?;
         let _g = self.store().lock(true)?;
         let inv = self.store().load();
         self.prepare(&inv, &mut net)?;
@@ -367,7 +382,7 @@ impl Manager {
     /// persistent one with this definition as its live state).
     pub fn create(&self, xml: &str) -> Result<Outcome> {
         let (mut net, warnings) = parse(xml, false)?;
-        check_hostdev_pool(&net, Path::new(SYSFS_PCI_DEVICES))?;
+        check_hostdev_pool(&net, &self.pci_devices)?;
         let _g = self.store().lock(true)?;
         let inv = self.store().load();
         if let Some(e) = inv.nets.get(&net.name) {
