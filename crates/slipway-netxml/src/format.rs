@@ -8,29 +8,10 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::model::*;
+use crate::netdev::{write_bandwidth, write_virtualport, write_vlan};
 use crate::parse::DNSMASQ_NS;
-use crate::port::*;
+use crate::tree::esc;
 use crate::MacAddr;
-
-/// Escapes like libvirt's `virBufferEscapeString`: the five XML specials
-/// become entities, and control characters other than tab, newline and
-/// carriage return are dropped.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// An address as libvirt prints it (glibc's `inet_ntop`). That matches
 /// Rust's RFC 5952 form except for IPv4-compatible addresses (first 96
@@ -63,7 +44,8 @@ impl Buf {
     }
 }
 
-fn yes_no(b: bool) -> &'static str {
+/// libvirt's spelling of a tristate that is set.
+pub(crate) fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
     } else {
@@ -353,108 +335,6 @@ fn route(b: &mut Buf, r: &Route) {
     b.line(&l);
 }
 
-fn virtualport(b: &mut Buf, v: &VirtualPort) {
-    use VirtualPortType as T;
-    let t = v.kind;
-    // libvirt prints each parameter only for the types it belongs to
-    // (all of them for a typeless one).
-    let for_types = |types: &[T]| t.is_none_or(|t| types.contains(&t));
-    let mut params = String::new();
-    if let Some(x) = v.manager_id.filter(|_| for_types(&[T::Qbg])) {
-        let _ = write!(params, " managerid='{x}'");
-    }
-    if let Some(x) = v.type_id.filter(|_| for_types(&[T::Qbg])) {
-        let _ = write!(params, " typeid='{x}'");
-    }
-    if let Some(x) = v.type_id_version.filter(|_| for_types(&[T::Qbg])) {
-        let _ = write!(params, " typeidversion='{x}'");
-    }
-    if let Some(x) = v.instance_id.filter(|_| for_types(&[T::Qbg])) {
-        let _ = write!(params, " instanceid='{}'", x.hyphenated());
-    }
-    if let Some(x) = v
-        .interface_id
-        .filter(|_| for_types(&[T::Midonet, T::OpenVswitch]))
-    {
-        let _ = write!(params, " interfaceid='{}'", x.hyphenated());
-    }
-    if let Some(x) = v
-        .profile_id
-        .as_ref()
-        .filter(|_| for_types(&[T::OpenVswitch, T::Qbh]))
-    {
-        let _ = write!(params, " profileid='{}'", esc(x));
-    }
-    // Whether any parameter is set decides the form, even one not printed.
-    let no_parameters = v.manager_id.is_none()
-        && v.type_id.is_none()
-        && v.type_id_version.is_none()
-        && v.instance_id.is_none()
-        && v.profile_id.is_none()
-        && v.interface_id.is_none();
-    match (t, no_parameters) {
-        (None, true) => return,
-        (Some(t), true) => {
-            b.line(&format!("<virtualport type='{}'/>", t.as_str()));
-            return;
-        }
-        (None, false) => b.line("<virtualport>"),
-        (Some(t), false) => b.line(&format!("<virtualport type='{}'>", t.as_str())),
-    }
-    b.indent += 2;
-    b.line(&format!("<parameters{params}/>"));
-    b.indent -= 2;
-    b.line("</virtualport>");
-}
-
-fn vlan(b: &mut Buf, v: &Vlan) {
-    if v.tags.is_empty() {
-        return;
-    }
-    b.line(if v.trunk {
-        "<vlan trunk='yes'>"
-    } else {
-        "<vlan>"
-    });
-    b.indent += 2;
-    for &id in &v.tags {
-        match v.native {
-            Some((mode, native)) if native == id => {
-                b.line(&format!("<tag id='{id}' nativeMode='{}'/>", mode.as_str()))
-            }
-            _ => b.line(&format!("<tag id='{id}'/>")),
-        }
-    }
-    b.indent -= 2;
-    b.line("</vlan>");
-}
-
-fn bandwidth(b: &mut Buf, bw: &Bandwidth) {
-    b.line("<bandwidth>");
-    b.indent += 2;
-    for (name, rate) in [("inbound", &bw.inbound), ("outbound", &bw.outbound)] {
-        let Some(r) = rate else { continue };
-        if r.average.is_none() && r.floor.is_none() {
-            continue;
-        }
-        let mut l = format!("<{name}");
-        for (attr, v) in [
-            ("average", r.average),
-            ("peak", r.peak),
-            ("floor", r.floor),
-            ("burst", r.burst),
-        ] {
-            if let Some(v) = v {
-                let _ = write!(l, " {attr}='{v}'");
-            }
-        }
-        l.push_str("/>");
-        b.line(&l);
-    }
-    b.indent -= 2;
-    b.line("</bandwidth>");
-}
-
 fn portgroup(b: &mut Buf, pg: &PortGroup) {
     let mut open = format!("<portgroup name='{}'", esc(&pg.name));
     if pg.default {
@@ -467,13 +347,13 @@ fn portgroup(b: &mut Buf, pg: &PortGroup) {
     b.line(&open);
     b.indent += 2;
     if let Some(v) = &pg.vlan {
-        vlan(b, v);
+        write_vlan(&mut b.out, b.indent, v);
     }
     if let Some(v) = &pg.virtualport {
-        virtualport(b, v);
+        write_virtualport(&mut b.out, b.indent, v);
     }
     if let Some(bw) = &pg.bandwidth {
-        bandwidth(b, bw);
+        write_bandwidth(&mut b.out, b.indent, bw);
     }
     b.indent -= 2;
     b.line("</portgroup>");
@@ -553,10 +433,10 @@ pub(crate) fn format(net: &Network) -> String {
         dns(&mut b, d);
     }
     if let Some(v) = &net.vlan {
-        vlan(&mut b, v);
+        write_vlan(&mut b.out, b.indent, v);
     }
     if let Some(bw) = &net.bandwidth {
-        bandwidth(&mut b, bw);
+        write_bandwidth(&mut b.out, b.indent, bw);
     }
     if let Some(iso) = net.port_isolated {
         b.line(&format!("<port isolated='{}'/>", yes_no(iso)));
@@ -568,7 +448,7 @@ pub(crate) fn format(net: &Network) -> String {
         route(&mut b, r);
     }
     if let Some(v) = &net.virtualport {
-        virtualport(&mut b, v);
+        write_virtualport(&mut b.out, b.indent, v);
     }
     for pg in &net.portgroups {
         portgroup(&mut b, pg);

@@ -20,9 +20,9 @@ pub mod interface;
 mod mac;
 mod metadata;
 mod model;
-mod parse;
+mod netdev;
 pub mod netport;
-mod port;
+mod parse;
 mod tree;
 mod validate;
 
@@ -33,8 +33,11 @@ pub use interface::{parse_interfaces, Interface, InterfaceError, InterfaceKind};
 pub use mac::{generate_mac, generate_uuid, MacAddr, MacParseError};
 pub use metadata::{Metadata, XmlContent, XmlElement};
 pub use model::*;
+pub use netdev::{
+    Bandwidth, BandwidthRate, NativeVlanMode, VirtualPort, VirtualPortType, Vlan, PROFILE_ID_MAX,
+    VLAN_ID_MAX,
+};
 pub use netport::NetworkPort;
-pub use port::*;
 
 impl Network {
     /// Parses a `<network>` document. Elements and attributes the model does

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::mac::MacAddr;
 use crate::metadata::Metadata;
-use crate::port::{Bandwidth, PortGroup, VirtualPort, Vlan};
+use crate::netdev::{Bandwidth, VirtualPort, Vlan};
 
 /// One libvirt `<network>` definition.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -516,4 +516,22 @@ impl Network {
     pub fn has_own_bridge(&self) -> bool {
         self.forward_mode().is_none_or(ForwardMode::has_own_bridge)
     }
+}
+
+/// `<portgroup>`: port settings a guest interface picks by name
+/// (`<source portgroup>`), or gets by default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortGroup {
+    /// `name` (required, unique in the network).
+    pub name: String,
+    /// `default='yes'`: used by interfaces that name no portgroup (one at most).
+    pub default: bool,
+    /// `trustGuestRxFilters`.
+    pub trust_guest_rx_filters: Option<bool>,
+    /// `<vlan>`.
+    pub vlan: Option<Vlan>,
+    /// `<virtualport>` (type optional: the network's applies).
+    pub virtualport: Option<VirtualPort>,
+    /// `<bandwidth>`.
+    pub bandwidth: Option<Bandwidth>,
 }

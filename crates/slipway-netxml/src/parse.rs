@@ -10,7 +10,7 @@ pub(crate) use port::DNSMASQ_NS;
 
 use crate::metadata::{decls, Metadata};
 use crate::model::*;
-use crate::tree::{line_col, read_tree, Node, Report, TreeReader};
+use crate::tree::{read_tree, Located, Node, Report, TreeReader};
 use crate::{MacAddr, XmlError};
 
 /// Parts of libvirt's network XML that slipway does not model: libvirt
@@ -62,71 +62,6 @@ fn drop_empty_attrs(root: &mut Node) {
     }
     for (path, attrs) in EMPTY_IS_ABSENT {
         visit(root, path, attrs);
-    }
-}
-
-/// Where a document's errors are: line and column in `src` (the network
-/// and the network port parsers).
-pub(crate) struct Located<'a> {
-    pub(crate) src: &'a str,
-}
-
-impl Located<'_> {
-    fn pos(&self, node: &Node) -> (usize, usize) {
-        line_col(self.src, node.offset)
-    }
-
-    /// A value error at `path` (an attribute's or an element's).
-    pub(crate) fn value_err(
-        &self,
-        node: &Node,
-        path: &str,
-        value: &str,
-        expected: &str,
-    ) -> XmlError {
-        let (line, column) = self.pos(node);
-        XmlError::Value {
-            line,
-            column,
-            path: path.to_string(),
-            value: value.to_string(),
-            expected: expected.to_string(),
-        }
-    }
-
-    /// A structure error (something missing or misplaced) at `path`.
-    pub(crate) fn structure(
-        &self,
-        node: &Node,
-        path: &str,
-        message: impl Into<String>,
-    ) -> XmlError {
-        let (line, column) = self.pos(node);
-        XmlError::Structure {
-            line,
-            column,
-            path: path.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
-impl Report for Located<'_> {
-    type Error = XmlError;
-
-    fn bad_value(
-        &self,
-        node: &Node,
-        path: &str,
-        name: &str,
-        value: &str,
-        expected: &str,
-    ) -> XmlError {
-        self.value_err(node, &format!("{path}/@{name}"), value, expected)
-    }
-
-    fn missing(&self, node: &Node, path: &str, name: &str) -> XmlError {
-        self.structure(node, path, format!("missing required attribute '{name}'"))
     }
 }
 
@@ -370,7 +305,11 @@ impl Walker<'_> {
             None => None,
         };
         let bandwidth = match root.kid("bandwidth") {
-            Some(n) => self.bandwidth(n, "/network/bandwidth")?,
+            Some(n) => self.bandwidth(
+                n,
+                "/network/bandwidth",
+                crate::netdev::BandwidthUse::Network,
+            )?,
             None => None,
         };
         let port_isolated = match root.kid("port") {
@@ -378,7 +317,7 @@ impl Walker<'_> {
             None => None,
         };
         let virtualport = match root.kid("virtualport") {
-            Some(n) => Some(self.virtualport(n, "/network/virtualport", true)?),
+            Some(n) => self.virtualport(n, "/network/virtualport", true)?,
             None => None,
         };
         let mut portgroups = Vec::new();

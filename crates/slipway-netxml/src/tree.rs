@@ -4,8 +4,11 @@
 //! offsets, so every error can name a line. A [`TreeReader`] then reads a
 //! tree into a model: typed attributes, with errors in the reader's own
 //! terms ([`Report`]), and the paths of everything it did not ask about
-//! ([`TreeReader::unknown`]). The network parser (`parse`) and the
-//! interface parser (`interface`) are both such readers.
+//! ([`TreeReader::unknown`]). The network parser (`parse`), the network
+//! port parser (`netport`) and the interface parser (`interface`) are all
+//! such readers; the first two report errors through [`Located`], and the
+//! port settings they share are read by `netdev`. [`esc`], the escaping of
+//! text printed back into XML, lives here too, below every printer.
 
 use std::str::FromStr;
 
@@ -527,4 +530,89 @@ pub(crate) fn c_uint(v: &str) -> Option<u32> {
         v.parse::<u32>()
     };
     parsed.ok()
+}
+
+/// Where a document's errors are: line and column in `src` (the network
+/// and the network port parsers).
+pub(crate) struct Located<'a> {
+    pub(crate) src: &'a str,
+}
+
+impl Located<'_> {
+    fn pos(&self, node: &Node) -> (usize, usize) {
+        line_col(self.src, node.offset)
+    }
+
+    /// A value error at `path` (an attribute's or an element's).
+    pub(crate) fn value_err(
+        &self,
+        node: &Node,
+        path: &str,
+        value: &str,
+        expected: &str,
+    ) -> XmlError {
+        let (line, column) = self.pos(node);
+        XmlError::Value {
+            line,
+            column,
+            path: path.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    /// A structure error (something missing or misplaced) at `path`.
+    pub(crate) fn structure(
+        &self,
+        node: &Node,
+        path: &str,
+        message: impl Into<String>,
+    ) -> XmlError {
+        let (line, column) = self.pos(node);
+        XmlError::Structure {
+            line,
+            column,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Report for Located<'_> {
+    type Error = XmlError;
+
+    fn bad_value(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+        value: &str,
+        expected: &str,
+    ) -> XmlError {
+        self.value_err(node, &format!("{path}/@{name}"), value, expected)
+    }
+
+    fn missing(&self, node: &Node, path: &str, name: &str) -> XmlError {
+        self.structure(node, path, format!("missing required attribute '{name}'"))
+    }
+}
+
+/// Escapes like libvirt's `virBufferEscapeString`: the five XML specials
+/// become entities, and control characters other than tab, newline and
+/// carriage return are dropped.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 => {}
+            c => out.push(c),
+        }
+    }
+    out
 }

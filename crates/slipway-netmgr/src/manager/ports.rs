@@ -22,7 +22,8 @@ use std::fs;
 use std::path::Path;
 
 use slipway_host::atomic;
-use slipway_netxml::netport::{MacvlanMode, Plug, VirtualPortType};
+use slipway_netxml::netport::{MacvlanMode, Plug};
+use slipway_netxml::VirtualPortType;
 use slipway_netxml::{ForwardMode, Network, NetworkPort};
 
 use super::{Entry, Inventory, Manager};

@@ -4,7 +4,7 @@
 
 use super::{err, R};
 use crate::model::*;
-use crate::port::*;
+use crate::netdev::{VirtualPort, VirtualPortType};
 
 /// Characters libvirt would print unescaped in a portgroup name or a
 /// profileid, making its XML malformed (or different from slipway's,
