@@ -315,12 +315,27 @@ pub fn read_info(paths: &Paths, key: &Lookup) -> Result<NetworkInfo> {
 pub struct Manager {
     paths: Paths,
     backend: Box<dyn Backend>,
+    /// sysfs's PCI device directory, where a hostdev pool's devices are
+    /// checked ([`SYSFS_PCI_DEVICES`]; a stand-in in unit tests).
+    pci_devices: PathBuf,
 }
 
 impl Manager {
     /// A manager for `paths` realizing networks with `backend`.
     pub fn new(paths: Paths, backend: Box<dyn Backend>) -> Manager {
-        Manager { paths, backend }
+        Manager {
+            paths,
+            backend,
+            pci_devices: PathBuf::from(SYSFS_PCI_DEVICES),
+        }
+    }
+
+    /// The same manager checking hostdev pools against `dir` instead of
+    /// sysfs's PCI devices.
+    #[cfg(test)]
+    pub(crate) fn with_pci_devices(mut self, dir: &Path) -> Manager {
+        self.pci_devices = dir.to_path_buf();
+        self
     }
 
     /// The state on disk.
@@ -405,6 +420,7 @@ impl Manager {
     /// refuses unknown elements instead of warning about them.
     pub fn define(&self, xml: &str, strict: bool) -> Result<Outcome> {
         let (mut net, warnings) = parse(xml, strict)?;
+        check_hostdev_pool(&net, &self.pci_devices)?;
         let _g = self.store().lock(true)?;
         let inv = self.store().load();
         self.prepare(&inv, &mut net)?;
@@ -416,6 +432,7 @@ impl Manager {
     /// persistent one with this definition as its live state).
     pub fn create(&self, xml: &str) -> Result<Outcome> {
         let (mut net, warnings) = parse(xml, false)?;
+        check_hostdev_pool(&net, &self.pci_devices)?;
         let _g = self.store().lock(true)?;
         let inv = self.store().load();
         if let Some(e) = inv.nets.get(&net.name) {
@@ -841,8 +858,36 @@ fn parse(xml: &str, strict: bool) -> Result<(Network, Vec<String>)> {
         .unknown
         .iter()
         .map(|p| format!("unknown element or attribute {p} ignored"))
+        .chain(crate::dnsmasq::warnings(&net.dnsmasq_options))
         .collect();
     Ok((net, warnings))
+}
+
+/// Where the kernel lists PCI devices.
+const SYSFS_PCI_DEVICES: &str = "/sys/bus/pci/devices";
+
+/// libvirtd's define-time check of a hostdev pool given by PCI address
+/// (`networkValidate`, run by define and create, not by updates): each
+/// device must be an SR-IOV virtual function of this host, i.e. have a
+/// `physfn` link under `devices` (sysfs).
+fn check_hostdev_pool(net: &Network, devices: &Path) -> Result<()> {
+    let Some(fwd) = net.forward.as_ref() else {
+        return Ok(());
+    };
+    for (i, a) in fwd.pci_addresses.iter().enumerate() {
+        let dev = devices.join(a.to_string());
+        if !dev.join("physfn").exists() {
+            return Err(Error::Invalid(slipway_netxml::ValidationError {
+                element: format!("/network/forward/address[{}]", i + 1),
+                value: a.to_string(),
+                rule: format!(
+                    "device '{}' is not an SR-IOV Virtual Function of this host",
+                    dev.display()
+                ),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// A network name becomes a file name: refuse anything that could escape
@@ -997,6 +1042,31 @@ mod tests {
             inactive: true,
             ..Default::default()
         }
+    }
+
+    /// A hostdev pool's PCI devices must be SR-IOV virtual functions: a
+    /// `physfn` link in sysfs (here a directory standing in for it).
+    #[test]
+    fn hostdev_pool_devices_must_be_virtual_functions() {
+        let sys = tempfile::tempdir().unwrap();
+        let net = Network::from_xml(
+            "<network><name>h</name><forward mode='hostdev' managed='yes'>\
+             <address type='pci' domain='0' bus='3' slot='0' function='1'/>\
+             <address type='pci' domain='0' bus='3' slot='0' function='2'/></forward></network>",
+        )
+        .unwrap();
+        let vf = |f: u8| sys.path().join(format!("0000:03:00.{f}/physfn"));
+        fs::create_dir_all(vf(1)).unwrap();
+        let e = check_hostdev_pool(&net, sys.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/network/forward/address[2] '0000:03:00.2': device '")
+                && e.ends_with("0000:03:00.2' is not an SR-IOV Virtual Function of this host"),
+            "{e}"
+        );
+        fs::create_dir_all(vf(2)).unwrap();
+        check_hostdev_pool(&net, sys.path()).unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 use slipway_netxml::{ForwardMode, IfName, IpDef, LeaseUnit, Network};
 
+use crate::dnsmasq::{self, DnsmasqOption};
 use crate::error::{Error, Result};
 
 /// The nftables table slipway's rules live in (one per family, `ip` and
@@ -892,6 +893,18 @@ fn service(net: &Network, br: &IfName) -> Option<ServiceConfig> {
             .collect(),
         ipv6_router: net.forward.is_some(),
     };
+    // The dnsmasq options slipway's service can honour (crate::dnsmasq).
+    for o in &net.dnsmasq_options {
+        match dnsmasq::interpret(o) {
+            DnsmasqOption::Server(a) => svc.forwarders.push(a),
+            DnsmasqOption::HostRecord { names, addrs } => {
+                for a in addrs {
+                    svc.dns_hosts.push((a, names.clone()));
+                }
+            }
+            DnsmasqOption::Ignored => {}
+        }
+    }
     let mut any_dhcp = false;
     for ip in &net.ips {
         let Some(dhcp) = ip.dhcp.as_ref() else {
@@ -946,6 +959,34 @@ mod tests {
 
     fn lines(p: &Plan) -> Vec<String> {
         p.actions.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// The dnsmasq options slipway honours reach the service; others do not.
+    #[test]
+    fn honoured_dnsmasq_options_reach_the_service() {
+        let p = plan_of(
+            "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\
+             <name>d</name><forward/><bridge name='br7'/><ip address='10.7.0.1' prefix='24'/>\
+             <dnsmasq:options><dnsmasq:option value='server=192.0.2.53'/>\
+             <dnsmasq:option value='host-record=nas,10.7.0.9,fd00::9'/>\
+             <dnsmasq:option value='server=/lab/192.0.2.54'/></dnsmasq:options></network>",
+        );
+        let svc = p
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::DhcpDns(s) => Some(s),
+                _ => None,
+            })
+            .expect("a DHCP/DNS service");
+        assert_eq!(svc.forwarders, ["192.0.2.53".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            svc.dns_hosts,
+            [
+                ("10.7.0.9".parse().unwrap(), vec!["nas".to_string()]),
+                ("fd00::9".parse().unwrap(), vec!["nas".to_string()]),
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! is that list as a struct; [`PortParam`] names one entry.
 
 use serde::{Deserialize, Serialize};
-use slipway_netxml::port::{Bandwidth, Rate};
+use slipway_netxml::{Bandwidth, BandwidthRate};
 
 use crate::error::{Error, Result};
 
@@ -152,7 +152,7 @@ impl PortParameters {
     /// `virTypedParamsAddUInt` of its 64-bit rates does.
     pub fn of_bandwidth(bw: Option<&Bandwidth>) -> PortParameters {
         // Truncation on purpose: libvirt's parameters are 32-bit.
-        let rate = |r: &Rate| RateParams {
+        let rate = |r: &BandwidthRate| RateParams {
             average: r.average as u32,
             peak: r.peak as u32,
             floor: r.floor as u32,
@@ -215,7 +215,7 @@ impl PortParameters {
     /// (the traffic class of an earlier floor); `None` when both
     /// directions are absent.
     pub fn to_bandwidth(&self, class_id: u32) -> Option<Bandwidth> {
-        let rate = |r: RateParams| Rate {
+        let rate = |r: RateParams| BandwidthRate {
             average: r.average.into(),
             peak: r.peak.into(),
             floor: r.floor.into(),
@@ -227,7 +227,7 @@ impl PortParameters {
         Some(Bandwidth {
             class_id,
             inbound: self.inbound.map(rate),
-            outbound: self.outbound.map(|r| Rate {
+            outbound: self.outbound.map(|r| BandwidthRate {
                 floor: 0,
                 ..rate(r)
             }),
@@ -291,7 +291,7 @@ mod tests {
         // A 64-bit rate is cut to 32 bits, as libvirt's UInt parameter.
         let big = Bandwidth {
             class_id: 0,
-            inbound: Some(Rate {
+            inbound: Some(BandwidthRate {
                 average: (1 << 32) + 7,
                 ..Default::default()
             }),

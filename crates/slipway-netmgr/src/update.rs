@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use slipway_netxml::{DhcpHost, DhcpRange, DnsHost, IpDef, Network};
+use slipway_netxml::{DhcpHost, DhcpRange, DnsHost, IpDef, Network, PortGroup};
 
 use crate::error::{Error, Result};
 use crate::plan::{ip_prefix, network_of};
@@ -58,7 +58,7 @@ pub enum Section {
     ForwardInterface,
     /// `<forward><pf>` (not updatable).
     ForwardPf,
-    /// `<portgroup>` (not updatable).
+    /// `<portgroup>`.
     Portgroup,
     /// `<dns><host>`.
     DnsHost,
@@ -134,6 +134,7 @@ pub fn apply(net: &mut Network, spec: &UpdateSpec) -> Result<()> {
         Section::IpDhcpHost => dhcp_host(net, spec, &name),
         Section::IpDhcpRange => dhcp_range(net, spec, &name),
         Section::DnsHost => dns_host(net, spec, &name),
+        Section::Portgroup => portgroup(net, spec, &name),
         Section::Forward => {
             let frag = parse_fragment(&spec.xml, "forward", &name, |x| {
                 format!("<network><name>u</name>{x}</network>")
@@ -441,6 +442,49 @@ fn dhcp_range(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
             let at = if cmd == UpdateCommand::AddFirst { 0 } else { ranges.len() };
             ranges.insert(at, range);
         }
+    }
+    Ok(())
+}
+
+/// libvirt's `virNetworkDefUpdatePortGroup`: portgroups are matched by
+/// name; at most one is the default.
+fn portgroup(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
+    let frag = parse_fragment(&spec.xml, "portgroup", name, |x| {
+        format!("<network><name>u</name>{x}</network>")
+    })?;
+    let pg: PortGroup = frag.portgroups.into_iter().next().ok_or_else(|| {
+        Error::XmlFragment(format!("empty <portgroup> while updating network '{name}'"))
+    })?;
+    let found = net.portgroups.iter().position(|p| p.name == pg.name);
+    let default = net.portgroups.iter().position(|p| p.default);
+    let cmd = spec.command;
+    match (cmd, found) {
+        (UpdateCommand::Modify | UpdateCommand::Delete, None) => {
+            return Err(Error::NotValid(format!(
+                "couldn't find a portgroup entry in network '{name}' matching <portgroup name='{}'>",
+                pg.name
+            )))
+        }
+        (UpdateCommand::AddFirst | UpdateCommand::AddLast, Some(_)) => {
+            return Err(Error::NotValid(format!(
+                "there is an existing portgroup entry in network '{name}' that matches \"<portgroup name='{}'>\"",
+                pg.name
+            )))
+        }
+        _ => {}
+    }
+    if cmd != UpdateCommand::Delete && pg.default && default.is_some_and(|d| Some(d) != found) {
+        return Err(Error::NotValid(format!(
+            "a different portgroup entry in network '{name}' is already set as the default. Only one default is allowed."
+        )));
+    }
+    match (cmd, found) {
+        (UpdateCommand::Modify, Some(i)) => net.portgroups[i] = pg,
+        (UpdateCommand::Delete, Some(i)) => {
+            net.portgroups.remove(i);
+        }
+        (UpdateCommand::AddFirst, _) => net.portgroups.insert(0, pg),
+        _ => net.portgroups.push(pg),
     }
     Ok(())
 }

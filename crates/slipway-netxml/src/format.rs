@@ -1,33 +1,17 @@
 //! Formatting, byte for byte as libvirt's `virNetworkDefFormatBuf` (libvirt 9.0):
 //! two-space indentation, single-quoted attributes, libvirt's fixed element
-//! order (forward, bridge, mtu, mac, domain, dns, ip…, route…) whatever the
-//! order of the input.
+//! order (metadata, forward, bridge, mtu, mac, domain, dns, vlan,
+//! bandwidth, port, ip…, route…, virtualport, portgroup…, dnsmasq:options)
+//! whatever the order of the input.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::model::*;
+use crate::netdev::{write_bandwidth, write_virtualport, write_vlan};
+use crate::parse::DNSMASQ_NS;
+use crate::tree::esc;
 use crate::MacAddr;
-
-/// Escapes like libvirt's `virBufferEscapeString`: the five XML specials
-/// become entities, and control characters other than tab, newline and
-/// carriage return are dropped.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// An address as libvirt prints it (glibc's `inet_ntop`). That matches
 /// Rust's RFC 5952 form except for IPv4-compatible addresses (first 96
@@ -60,7 +44,8 @@ impl Buf {
     }
 }
 
-fn yes_no(b: bool) -> &'static str {
+/// libvirt's spelling of a tristate that is set.
+pub(crate) fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
     } else {
@@ -350,20 +335,56 @@ fn route(b: &mut Buf, r: &Route) {
     b.line(&l);
 }
 
+fn portgroup(b: &mut Buf, pg: &PortGroup) {
+    let mut open = format!("<portgroup name='{}'", esc(&pg.name));
+    if pg.default {
+        open.push_str(" default='yes'");
+    }
+    if let Some(t) = pg.trust_guest_rx_filters {
+        let _ = write!(open, " trustGuestRxFilters='{}'", yes_no(t));
+    }
+    open.push('>');
+    b.line(&open);
+    b.indent += 2;
+    if let Some(v) = &pg.vlan {
+        write_vlan(&mut b.out, b.indent, v);
+    }
+    if let Some(v) = &pg.virtualport {
+        write_virtualport(&mut b.out, b.indent, v);
+    }
+    if let Some(bw) = &pg.bandwidth {
+        write_bandwidth(&mut b.out, b.indent, bw);
+    }
+    b.indent -= 2;
+    b.line("</portgroup>");
+}
+
 pub(crate) fn format(net: &Network) -> String {
     let mut b = Buf {
         out: String::new(),
         indent: 0,
     };
-    if net.ipv6 == Some(true) {
-        b.line("<network ipv6='yes'>");
-    } else {
-        b.line("<network>");
+    let mut open = String::from("<network");
+    if !net.dnsmasq_options.is_empty() {
+        let _ = write!(open, " xmlns:dnsmasq='{DNSMASQ_NS}'");
     }
+    if net.ipv6 == Some(true) {
+        open.push_str(" ipv6='yes'");
+    }
+    if let Some(t) = net.trust_guest_rx_filters {
+        let _ = write!(open, " trustGuestRxFilters='{}'", yes_no(t));
+    }
+    open.push('>');
+    b.line(&open);
     b.indent = 2;
     b.line(&format!("<name>{}</name>", esc(&net.name)));
     if let Some(u) = net.uuid {
         b.line(&format!("<uuid>{}</uuid>", u.hyphenated()));
+    }
+    if let Some(m) = &net.metadata {
+        let mut text = String::new();
+        m.write(&mut text, b.indent / 2);
+        b.line(&text);
     }
     if let Some(f) = &net.forward {
         forward(&mut b, f);
@@ -411,11 +432,35 @@ pub(crate) fn format(net: &Network) -> String {
     if let Some(d) = &net.dns {
         dns(&mut b, d);
     }
+    if let Some(v) = &net.vlan {
+        write_vlan(&mut b.out, b.indent, v);
+    }
+    if let Some(bw) = &net.bandwidth {
+        write_bandwidth(&mut b.out, b.indent, bw);
+    }
+    if let Some(iso) = net.port_isolated {
+        b.line(&format!("<port isolated='{}'/>", yes_no(iso)));
+    }
     for i in &net.ips {
         ip(&mut b, i);
     }
     for r in &net.routes {
         route(&mut b, r);
+    }
+    if let Some(v) = &net.virtualport {
+        write_virtualport(&mut b.out, b.indent, v);
+    }
+    for pg in &net.portgroups {
+        portgroup(&mut b, pg);
+    }
+    if !net.dnsmasq_options.is_empty() {
+        b.line("<dnsmasq:options>");
+        b.indent += 2;
+        for o in &net.dnsmasq_options {
+            b.line(&format!("<dnsmasq:option value='{}'/>", esc(o)));
+        }
+        b.indent -= 2;
+        b.line("</dnsmasq:options>");
     }
     b.indent = 0;
     b.line("</network>");

@@ -18,9 +18,11 @@ mod format;
 mod ifname;
 pub mod interface;
 mod mac;
+mod metadata;
 mod model;
+mod netdev;
+pub mod netport;
 mod parse;
-pub mod port;
 mod tree;
 mod validate;
 
@@ -29,8 +31,13 @@ pub use error::{ValidationError, XmlError};
 pub use ifname::{IfName, IfNameError};
 pub use interface::{parse_interfaces, Interface, InterfaceError, InterfaceKind};
 pub use mac::{generate_mac, generate_uuid, MacAddr, MacParseError};
+pub use metadata::{Metadata, XmlContent, XmlElement};
 pub use model::*;
-pub use port::NetworkPort;
+pub use netdev::{
+    Bandwidth, BandwidthRate, NativeVlanMode, VirtualPort, VirtualPortType, Vlan, PROFILE_ID_MAX,
+    VLAN_ID_MAX,
+};
+pub use netport::NetworkPort;
 
 impl Network {
     /// Parses a `<network>` document. Elements and attributes the model does

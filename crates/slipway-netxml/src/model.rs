@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::mac::MacAddr;
+use crate::metadata::Metadata;
+use crate::netdev::{Bandwidth, VirtualPort, Vlan};
 
 /// One libvirt `<network>` definition.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -13,6 +15,11 @@ pub struct Network {
     pub uuid: Option<uuid::Uuid>,
     /// `<network ipv6='yes'>`: allow guest-to-guest IPv6 without an IPv6 address.
     pub ipv6: Option<bool>,
+    /// `<network trustGuestRxFilters>`: whether guests' receive filters
+    /// (MAC and multicast lists) are trusted by default on their ports.
+    pub trust_guest_rx_filters: Option<bool>,
+    /// `<metadata>`: other applications' elements, kept as libvirt keeps them.
+    pub metadata: Option<Metadata>,
     /// `<forward>`: absent means an isolated network.
     pub forward: Option<Forward>,
     /// `<bridge>`.
@@ -25,10 +32,25 @@ pub struct Network {
     pub domain: Option<Domain>,
     /// `<dns>`.
     pub dns: Option<Dns>,
+    /// `<vlan>`: VLAN tags of every port (hostdev, passthrough and
+    /// Open vSwitch networks only).
+    pub vlan: Option<Vlan>,
+    /// `<bandwidth>`: network-wide limits (networks with a bridge only).
+    pub bandwidth: Option<Bandwidth>,
+    /// `<port isolated>`: guests' ports cannot talk to each other.
+    pub port_isolated: Option<bool>,
     /// `<ip>` elements, in document order (libvirt keeps it).
     pub ips: Vec<IpDef>,
     /// `<route>` elements, in document order (always formatted after every `<ip>`).
     pub routes: Vec<Route>,
+    /// `<virtualport>`: how guests' ports are plugged (its `type` is required here).
+    pub virtualport: Option<VirtualPort>,
+    /// `<portgroup>` elements, in document order.
+    pub portgroups: Vec<PortGroup>,
+    /// `<dnsmasq:options>`: the `value` of each `<dnsmasq:option>`, in
+    /// document order, in libvirt's dnsmasq namespace
+    /// (`http://libvirt.org/schemas/network/dnsmasq/1.0`).
+    pub dnsmasq_options: Vec<String>,
     /// Paths of elements and attributes the parser did not use, e.g.
     /// `/network/foo` or `/network/bridge/@color`, some followed by a note
     /// in parentheses (a repeated element of which only one is read, a
@@ -494,4 +516,22 @@ impl Network {
     pub fn has_own_bridge(&self) -> bool {
         self.forward_mode().is_none_or(ForwardMode::has_own_bridge)
     }
+}
+
+/// `<portgroup>`: port settings a guest interface picks by name
+/// (`<source portgroup>`), or gets by default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortGroup {
+    /// `name` (required, unique in the network).
+    pub name: String,
+    /// `default='yes'`: used by interfaces that name no portgroup (one at most).
+    pub default: bool,
+    /// `trustGuestRxFilters`.
+    pub trust_guest_rx_filters: Option<bool>,
+    /// `<vlan>`.
+    pub vlan: Option<Vlan>,
+    /// `<virtualport>` (type optional: the network's applies).
+    pub virtualport: Option<VirtualPort>,
+    /// `<bandwidth>`.
+    pub bandwidth: Option<Bandwidth>,
 }

@@ -4,22 +4,18 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+mod port;
+
+pub(crate) use port::DNSMASQ_NS;
+
+use crate::metadata::{decls, Metadata};
 use crate::model::*;
-use crate::tree::{line_col, read_tree, Node, Report, TreeReader};
+use crate::tree::{read_tree, Located, Node, Report, TreeReader};
 use crate::{MacAddr, XmlError};
 
 /// Parts of libvirt's network XML that slipway does not model: libvirt
 /// would use them, slipway drops them (and says so).
-const LIBVIRT_ONLY: &[&str] = &[
-    "/network/@connections",
-    "/network/@trustGuestRxFilters",
-    "/network/metadata",
-    "/network/bandwidth",
-    "/network/vlan",
-    "/network/port",
-    "/network/virtualport",
-    "/network/portgroup",
-];
+const LIBVIRT_ONLY: &[&str] = &["/network/@connections"];
 
 /// Marks paths of libvirt features slipway does not support, so a warning
 /// does not call them unknown.
@@ -39,6 +35,7 @@ const LAST_WINS: &[&str] = &["lease", "bootp"];
 /// is the same as no attribute at all: (element path, attributes).
 const EMPTY_IS_ABSENT: &[(&[&str], &[&str])] = &[
     (&[], &["ipv6"]),
+    (&["portgroup"], &["name", "default"]),
     (
         &["bridge"],
         &["name", "zone", "stp", "delay", "macTableManager"],
@@ -65,71 +62,6 @@ fn drop_empty_attrs(root: &mut Node) {
     }
     for (path, attrs) in EMPTY_IS_ABSENT {
         visit(root, path, attrs);
-    }
-}
-
-/// Where a document's errors are: line and column in `src` (the network
-/// and the network port parsers).
-pub(crate) struct Located<'a> {
-    pub(crate) src: &'a str,
-}
-
-impl Located<'_> {
-    fn pos(&self, node: &Node) -> (usize, usize) {
-        line_col(self.src, node.offset)
-    }
-
-    /// A value error at `path` (an attribute's or an element's).
-    pub(crate) fn value_err(
-        &self,
-        node: &Node,
-        path: &str,
-        value: &str,
-        expected: &str,
-    ) -> XmlError {
-        let (line, column) = self.pos(node);
-        XmlError::Value {
-            line,
-            column,
-            path: path.to_string(),
-            value: value.to_string(),
-            expected: expected.to_string(),
-        }
-    }
-
-    /// A structure error (something missing or misplaced) at `path`.
-    pub(crate) fn structure(
-        &self,
-        node: &Node,
-        path: &str,
-        message: impl Into<String>,
-    ) -> XmlError {
-        let (line, column) = self.pos(node);
-        XmlError::Structure {
-            line,
-            column,
-            path: path.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
-impl Report for Located<'_> {
-    type Error = XmlError;
-
-    fn bad_value(
-        &self,
-        node: &Node,
-        path: &str,
-        name: &str,
-        value: &str,
-        expected: &str,
-    ) -> XmlError {
-        self.value_err(node, &format!("{path}/@{name}"), value, expected)
-    }
-
-    fn missing(&self, node: &Node, path: &str, name: &str) -> XmlError {
-        self.structure(node, path, format!("missing required attribute '{name}'"))
     }
 }
 
@@ -229,14 +161,45 @@ impl Walker<'_> {
             ));
         }
         let p = "/network";
+        let (dnsmasq_names, dnsmasq_options) = self.dnsmasq_options(root)?;
+        let mut known = vec![
+            "name",
+            "uuid",
+            "forward",
+            "bridge",
+            "mtu",
+            "mac",
+            "domain",
+            "dns",
+            "ip",
+            "route",
+            "metadata",
+            "bandwidth",
+            "vlan",
+            "port",
+            "virtualport",
+            "portgroup",
+        ];
+        known.extend(dnsmasq_names.iter().map(String::as_str));
         self.check_libvirt(
             root,
             p,
-            &["ipv6"],
+            &["ipv6", "trustGuestRxFilters"],
+            &known,
             &[
-                "name", "uuid", "forward", "bridge", "mtu", "mac", "domain", "dns", "ip", "route",
+                "name",
+                "uuid",
+                "forward",
+                "bridge",
+                "mac",
+                "domain",
+                "dns",
+                "metadata",
+                "bandwidth",
+                "vlan",
+                "port",
+                "virtualport",
             ],
-            &["name", "uuid", "forward", "bridge", "mac", "domain", "dns"],
         );
         let name_node = root.kid("name").ok_or_else(|| {
             self.report
@@ -331,18 +294,56 @@ impl Walker<'_> {
         for n in root.kids("route") {
             routes.push(self.route(n)?);
         }
+        let trust_guest_rx_filters = self.yes_no(root, p, "trustGuestRxFilters")?;
+        let metadata = root.kid("metadata").map(|n| {
+            let (m, dropped) = Metadata::from_node(n, &decls(root));
+            self.unknown.extend(dropped);
+            m
+        });
+        let vlan = match root.kid("vlan") {
+            Some(n) => Some(self.vlan(n, "/network/vlan")?),
+            None => None,
+        };
+        let bandwidth = match root.kid("bandwidth") {
+            Some(n) => self.bandwidth(
+                n,
+                "/network/bandwidth",
+                crate::netdev::BandwidthUse::Network,
+            )?,
+            None => None,
+        };
+        let port_isolated = match root.kid("port") {
+            Some(n) => self.port_options(n)?,
+            None => None,
+        };
+        let virtualport = match root.kid("virtualport") {
+            Some(n) => self.virtualport(n, "/network/virtualport", true)?,
+            None => None,
+        };
+        let mut portgroups = Vec::new();
+        for n in root.kids("portgroup") {
+            portgroups.push(self.portgroup(n)?);
+        }
         Ok(Network {
             name,
             uuid,
             ipv6,
+            trust_guest_rx_filters,
+            metadata,
             forward,
             bridge,
             mtu,
             mac,
             domain,
             dns,
+            vlan,
+            bandwidth,
+            port_isolated,
             ips,
             routes,
+            virtualport,
+            portgroups,
+            dnsmasq_options,
             unknown: std::mem::take(&mut self.unknown),
         })
     }

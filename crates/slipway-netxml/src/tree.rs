@@ -4,8 +4,11 @@
 //! offsets, so every error can name a line. A [`TreeReader`] then reads a
 //! tree into a model: typed attributes, with errors in the reader's own
 //! terms ([`Report`]), and the paths of everything it did not ask about
-//! ([`TreeReader::unknown`]). The network parser (`parse`) and the
-//! interface parser (`interface`) are both such readers.
+//! ([`TreeReader::unknown`]). The network parser (`parse`), the network
+//! port parser (`netport`) and the interface parser (`interface`) are all
+//! such readers; the first two report errors through [`Located`], and the
+//! port settings they share are read by `netdev`. [`esc`], the escaping of
+//! text printed back into XML, lives here too, below every printer.
 
 use std::str::FromStr;
 
@@ -28,6 +31,24 @@ pub(crate) struct Node {
     pub(crate) string_value: String,
     /// Byte offset of the `<` that opens the element.
     pub(crate) offset: usize,
+    /// The content in document order (text, comments, child elements by
+    /// index into `children`): what `<metadata>` keeps verbatim.
+    pub(crate) items: Vec<Item>,
+}
+
+/// One piece of an element's content, in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Item {
+    /// Character data: with references resolved, and as written.
+    Text(String, String),
+    /// A CDATA section's content.
+    CData(String),
+    /// A comment's content.
+    Comment(String),
+    /// A processing instruction: target and the rest.
+    Pi(String, String),
+    /// The child element `children[i]`.
+    Child(usize),
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -148,6 +169,7 @@ fn start_node(src: &str, e: &BytesStart<'_>, offset: usize) -> Result<Node, XmlE
         text: String::new(),
         string_value: String::new(),
         offset,
+        items: Vec::new(),
     })
 }
 
@@ -169,6 +191,12 @@ fn check_chars(src: &str, offset: usize, text: &str) -> Result<(), XmlError> {
         )),
         None => Ok(()),
     }
+}
+
+/// Appends `node` to `parent`'s children, recording its place in the content.
+fn adopt(parent: &mut Node, node: Node) {
+    parent.items.push(Item::Child(parent.children.len()));
+    parent.children.push(node);
 }
 
 /// Reads the whole document into a tree rooted at its single top element.
@@ -214,7 +242,7 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
             Event::Empty(e) => {
                 let node = start_node(src, &e, before)?;
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
+                    Some(parent) => adopt(parent, node),
                     None if many || roots.is_empty() => roots.push(node),
                     None => return Err(syntax(src, before, "content after the root element")),
                 }
@@ -225,7 +253,7 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                     .pop()
                     .ok_or_else(|| syntax(src, before, "end tag without a start tag"))?;
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
+                    Some(parent) => adopt(parent, node),
                     None => roots.push(node),
                 }
             }
@@ -237,6 +265,7 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                         "']]>' is not allowed in character data",
                     ));
                 }
+                let raw = String::from_utf8_lossy(&t).into_owned();
                 let text = t
                     .unescape()
                     .map_err(|err| syntax(src, before, err.to_string()))?;
@@ -245,7 +274,10 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                     open.string_value.push_str(&text);
                 }
                 match stack.last_mut() {
-                    Some(parent) => parent.text.push_str(&text),
+                    Some(parent) => {
+                        parent.text.push_str(&text);
+                        parent.items.push(Item::Text(text.into_owned(), raw));
+                    }
                     None if text.trim().is_empty() => {}
                     None => return Err(syntax(src, before, "text outside the root element")),
                 }
@@ -257,7 +289,10 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                     open.string_value.push_str(&text);
                 }
                 match stack.last_mut() {
-                    Some(parent) => parent.text.push_str(&text),
+                    Some(parent) => {
+                        parent.text.push_str(&text);
+                        parent.items.push(Item::CData(text));
+                    }
                     None => return Err(syntax(src, before, "CDATA outside the root element")),
                 }
             }
@@ -313,6 +348,11 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                 if c.windows(2).any(|w| w == b"--") || c.last() == Some(&b'-') {
                     return Err(syntax(src, before, "'--' is not allowed inside a comment"));
                 }
+                if let Some(parent) = stack.last_mut() {
+                    parent
+                        .items
+                        .push(Item::Comment(String::from_utf8_lossy(&c).into_owned()));
+                }
             }
             Event::PI(pi) => {
                 let target = String::from_utf8_lossy(pi.target()).into_owned();
@@ -322,6 +362,12 @@ fn read_nodes(src: &str, many: bool) -> Result<Vec<Node>, XmlError> {
                         before,
                         format!("'{target}' is not a valid processing instruction target"),
                     ));
+                }
+                if let Some(parent) = stack.last_mut() {
+                    let rest = String::from_utf8_lossy(pi.content())
+                        .trim_start()
+                        .to_string();
+                    parent.items.push(Item::Pi(target, rest));
                 }
             }
         }
@@ -484,4 +530,89 @@ pub(crate) fn c_uint(v: &str) -> Option<u32> {
         v.parse::<u32>()
     };
     parsed.ok()
+}
+
+/// Where a document's errors are: line and column in `src` (the network
+/// and the network port parsers).
+pub(crate) struct Located<'a> {
+    pub(crate) src: &'a str,
+}
+
+impl Located<'_> {
+    fn pos(&self, node: &Node) -> (usize, usize) {
+        line_col(self.src, node.offset)
+    }
+
+    /// A value error at `path` (an attribute's or an element's).
+    pub(crate) fn value_err(
+        &self,
+        node: &Node,
+        path: &str,
+        value: &str,
+        expected: &str,
+    ) -> XmlError {
+        let (line, column) = self.pos(node);
+        XmlError::Value {
+            line,
+            column,
+            path: path.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    /// A structure error (something missing or misplaced) at `path`.
+    pub(crate) fn structure(
+        &self,
+        node: &Node,
+        path: &str,
+        message: impl Into<String>,
+    ) -> XmlError {
+        let (line, column) = self.pos(node);
+        XmlError::Structure {
+            line,
+            column,
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Report for Located<'_> {
+    type Error = XmlError;
+
+    fn bad_value(
+        &self,
+        node: &Node,
+        path: &str,
+        name: &str,
+        value: &str,
+        expected: &str,
+    ) -> XmlError {
+        self.value_err(node, &format!("{path}/@{name}"), value, expected)
+    }
+
+    fn missing(&self, node: &Node, path: &str, name: &str) -> XmlError {
+        self.structure(node, path, format!("missing required attribute '{name}'"))
+    }
+}
+
+/// Escapes like libvirt's `virBufferEscapeString`: the five XML specials
+/// become entities, and control characters other than tab, newline and
+/// carriage return are dropped.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 => {}
+            c => out.push(c),
+        }
+    }
+    out
 }

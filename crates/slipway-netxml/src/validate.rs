@@ -12,6 +12,8 @@ use slipway_host::prefix_of_netmask;
 use crate::model::*;
 use crate::{IfName, ValidationError};
 
+mod port;
+
 type R = Result<(), ValidationError>;
 
 fn err(element: impl Into<String>, value: impl std::fmt::Display, rule: impl Into<String>) -> R {
@@ -120,6 +122,9 @@ pub(crate) fn validate(net: &Network) -> R {
         }
     }
     device_names(net)?;
+    // Before the forward rules, so that a definition libvirtd refuses for
+    // its VLANs is refused for the same reason here.
+    port::port_rules(net)?;
     forward_rules(net)?;
     for (i, ip) in net.ips.iter().enumerate() {
         ip_rules(ip, &format!("/network/ip[{}]", i + 1))?;

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use common::{apply, Mutation, SNIPPETS, VALUES};
 use proptest::prelude::*;
-use slipway_netxml::port::{MacvlanMode, NativeMode, Plug, VirtualPortType};
+use slipway_netxml::netport::{MacvlanMode, Plug};
+use slipway_netxml::{NativeVlanMode, VirtualPortType};
 use slipway_netxml::{NetworkPort, XmlError};
 
 fn corpus() -> Vec<(PathBuf, String)> {
@@ -105,7 +106,7 @@ fn formats_in_libvirt_order_with_its_conventions() {
     );
     assert_eq!(
         p.vlan.as_ref().unwrap().native,
-        Some((NativeMode::Untagged, 7))
+        Some((NativeVlanMode::Untagged, 7))
     );
     assert_eq!(p.virtualport, None);
     assert_eq!(

@@ -22,7 +22,8 @@ use std::fs;
 use std::path::Path;
 
 use slipway_host::atomic;
-use slipway_netxml::port::{MacvlanMode, Plug, VirtualPortType};
+use slipway_netxml::netport::{MacvlanMode, Plug};
+use slipway_netxml::VirtualPortType;
 use slipway_netxml::{ForwardMode, Network, NetworkPort};
 
 use super::{Entry, Inventory, Manager};
@@ -818,10 +819,19 @@ mod tests {
             ]
         );
 
-        let (_d, m) = setup(
+        // The pool's device must be an SR-IOV virtual function (libvirtd's
+        // define-time check): a stand-in sysfs says it is.
+        let sys = tempfile::tempdir().unwrap();
+        fs::create_dir_all(sys.path().join("0000:02:03.4/physfn")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let m = Manager::new(Paths::detect(Some(d.path())), Box::new(RecordingBackend))
+            .with_pci_devices(sys.path());
+        m.define(
             "<network><name>n</name><forward mode='hostdev' managed='yes'><driver name='vfio'/>\
              <address type='pci' domain='0' bus='2' slot='3' function='4'/></forward></network>",
-        );
+            false,
+        )
+        .unwrap();
         m.start(&n).unwrap();
         create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap();
         assert!(m.port_xml(&n, uuid(P1)).unwrap().contains(
