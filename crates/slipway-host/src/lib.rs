@@ -7,6 +7,7 @@
 //!   (run by recovery) removes and nothing else;
 //! - [`mac`]: the Ethernet address type, parsed and printed one way;
 //! - [`ifaddrs`]: the host's interface addresses (`getifaddrs`);
+//! - [`routes`]: the host's IPv4 routes (`/proc/net/route`);
 //! - [`signals`]: signals read from a descriptor (signalfd), registered with
 //!   `mio` by the event loops and waited on by the blocking users;
 //! - [`privileged_exec`]: whether the kernel started this process with
@@ -20,6 +21,7 @@
 pub mod atomic;
 pub mod ifaddrs;
 pub mod mac;
+pub mod routes;
 pub mod signals;
 
 pub use caps;
