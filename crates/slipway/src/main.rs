@@ -8,6 +8,7 @@ mod cmd_ctl;
 mod cmd_guest;
 mod cmd_net;
 mod cmd_netservice;
+mod cmd_passt;
 mod cmd_run;
 mod cmd_user;
 
@@ -47,12 +48,18 @@ enum Command {
     NetService(cmd_netservice::NetServiceArgs),
     #[command(flatten)]
     Guest(cmd_guest::GuestCommand),
+    /// passt's command line (slipway installed or linked as `passt`).
+    #[command(hide = true)]
+    Passt(cmd_passt::PasstArgs),
 }
 
 fn main() {
     refuse_privileged_exec();
     let cli = Cli::parse_from(helper_argv(std::env::args_os().collect()));
-    init_logging(cli.verbose);
+    // As passt, slipway logs where and as much as passt's options say.
+    if !matches!(cli.command, Command::Passt(_)) {
+        init_logging(cli.verbose);
+    }
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
         Command::Ctl(args) => cmd_ctl::run(args),
@@ -61,6 +68,7 @@ fn main() {
         Command::Net(cmd) => cmd_net::run(cmd, cli.root.as_deref()),
         Command::NetService(args) => cmd_netservice::run(args),
         Command::Guest(cmd) => cmd_guest::run(cmd, cli.root.as_deref()),
+        Command::Passt(args) => cmd_passt::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -104,6 +112,9 @@ fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
              slipway-bridge-helper as qemu-bridge-helper instead"
         );
         std::process::exit(1);
+    } else if name.as_ref().is_some_and(|n| n == "passt") {
+        // As passt, `-v` is not slipway's verbosity: passt has none.
+        args.insert(1, "passt".into());
     } else if name.is_some_and(|n| n == "slirp4netns") {
         for arg in args.iter_mut().skip(1) {
             if arg == "-v" {
@@ -122,12 +133,23 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
+    init_log_writer(default, None);
+}
+
+/// Logs at `default` (RUST_LOG overrides) to `file`, or to standard error.
+fn init_log_writer(default: &str, file: Option<std::fs::File>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // No colour codes in log files (network services log to one).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(file) => builder
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init(),
+        None => builder
+            .with_writer(std::io::stderr)
+            // No colour codes in log files (network services log to one).
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }

@@ -207,6 +207,9 @@ pub struct CopiedNetwork {
     pub dhcp_dns: Vec<Ipv4Addr>,
     /// Whether DHCP advertises the MTU (passt does only when given `--mtu`).
     pub advertise_mtu: bool,
+    /// Whether the host address (the gateway) maps to the host's loopback;
+    /// off (passt's `--no-map-gw`), traffic to it goes to the real gateway.
+    pub map_gw: bool,
 }
 
 /// The host addresses outbound TCP connections, UDP flows and DNS
@@ -361,6 +364,9 @@ impl StackConfig {
             // --no-host-loopback: nothing of the guest's reaches the host's
             // loopback, whether through the host address or addressed to it.
             return Outbound::Denied(DenyReason::HostLoopbackDisabled);
+        }
+        if is_host && self.copied.as_ref().is_some_and(|c| !c.map_gw) {
+            return Outbound::Host(dst);
         }
         if is_host {
             return Outbound::Host(SocketAddr::new(loopback, dst.port()));
