@@ -5,8 +5,8 @@
 //! `[ADDR[%IFNAME]/]CHUNK[,CHUNK...]` where a chunk is either a forwarded
 //! range `FIRST[-LAST][:TARGET[-TARGET_LAST]]` or an excluded range
 //! `~FIRST[-LAST]`. [`parse`] checks the grammar and the rules passt
-//! enforces (ports 1 to 65535, ranges in order, a target range as long as
-//! its source, no port forwarded twice) and yields a [`PortSpec`];
+//! enforces (ports 1 to 65535, ranges in order, a target range written out
+//! and as long as its source, no port forwarded twice) and yields a [`PortSpec`];
 //! [`PortSpec::expand`] turns it into one (host port, guest port) pair per
 //! forwarded port. A list made only of exclusions forwards every other
 //! port, like `all`; "every port" means the non-ephemeral ones (passt's
@@ -92,9 +92,6 @@ pub enum PortSpecError {
     /// A target range that is not as long as its source range.
     #[error("invalid range '{0}': the target range is not as long as the forwarded one")]
     TargetLength(String),
-    /// A target range running past port 65535.
-    #[error("invalid range '{0}': the target ports run past 65535")]
-    TargetOverflow(String),
     /// An excluded range with a target (`~22:23`).
     #[error("invalid exclusion '{0}': an excluded range has no target")]
     ExcludedTarget(String),
@@ -152,16 +149,13 @@ pub fn parse(spec: &str) -> Result<PortSpec, PortSpecError> {
             None => first,
             Some(to) => {
                 let (t_first, t_last) = parse_range(to, chunk)?;
-                // `22-80:32` names only the first target port.
-                if t_first != t_last && t_last - t_first != last - first {
+                // passt refuses `22-80:32` too: both ranges are written out.
+                if t_last - t_first != last - first {
                     return Err(PortSpecError::TargetLength(chunk.into()));
                 }
                 t_first
             }
         };
-        if u32::from(target) + u32::from(last - first) > u32::from(u16::MAX) {
-            return Err(PortSpecError::TargetOverflow(chunk.into()));
-        }
         ranges.push(PortRange {
             first,
             last,
@@ -357,7 +351,7 @@ mod tests {
             ("22-", PortSpecError::Port("".into())),
             ("80-22", PortSpecError::Reversed("80-22".into())),
             ("22-80:32-33", PortSpecError::TargetLength("22-80:32-33".into())),
-            ("65000-65010:65530", PortSpecError::TargetOverflow("65000-65010:65530".into())),
+            ("65000-65010:65530", PortSpecError::TargetLength("65000-65010:65530".into())),
             ("~22:23", PortSpecError::ExcludedTarget("~22:23".into())),
             ("20-30,25", PortSpecError::Overlap(25)),
             ("host/22", PortSpecError::Address("host".into())),
@@ -369,8 +363,11 @@ mod tests {
             assert_eq!(parse(spec), Err(want), "{spec}");
         }
         assert_eq!(parse(&"1,".repeat(3000)), Err(PortSpecError::TooLong));
-        // A target written as one port names the start of the target range.
-        assert_eq!(pairs("22-23:32"), vec![(22, 32), (23, 33)]);
+        // passt refuses a single target port for a range.
+        assert_eq!(
+            parse("22-23:32"),
+            Err(PortSpecError::TargetLength("22-23:32".into()))
+        );
     }
 
     #[test]
