@@ -583,3 +583,166 @@ fn daemon(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use slipway_host::routes::Route;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: PasstArgs,
+    }
+
+    fn args(line: &[&str]) -> PasstArgs {
+        Cmd::try_parse_from(std::iter::once("passt").chain(line.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    /// A namespace with 10.99.0.2/24 on eth0 and a default route via
+    /// 10.99.0.1, resolvers as given, port 8080 taken.
+    struct FakeHost {
+        resolvers: Vec<IpAddr>,
+    }
+
+    impl HostView for FakeHost {
+        fn routes(&self) -> anyhow::Result<Vec<Route>> {
+            Ok(vec![
+                Route {
+                    ifname: "eth0".into(),
+                    destination: Ipv4Addr::UNSPECIFIED,
+                    gateway: Some(Ipv4Addr::new(10, 99, 0, 1)),
+                    mask: Ipv4Addr::UNSPECIFIED,
+                },
+                Route {
+                    ifname: "eth0".into(),
+                    destination: Ipv4Addr::new(10, 99, 0, 0),
+                    gateway: None,
+                    mask: Ipv4Addr::new(255, 255, 255, 0),
+                },
+            ])
+        }
+        fn addresses(&self, name: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
+            Ok(match name {
+                "eth0" => vec![Ipv4Addr::new(10, 99, 0, 2)],
+                _ => Vec::new(),
+            })
+        }
+        fn resolvers(&self) -> Vec<IpAddr> {
+            self.resolvers.clone()
+        }
+        fn search(&self) -> Vec<String> {
+            vec!["example.test".into()]
+        }
+        fn ephemeral_ports(&self) -> std::ops::RangeInclusive<u16> {
+            1024..=65535
+        }
+        fn can_bind(&self, _: ForwardProtocol, addr: SocketAddr) -> bool {
+            addr.port() != 80
+        }
+    }
+
+    fn host() -> FakeHost {
+        FakeHost {
+            resolvers: vec!["198.51.100.53".parse().unwrap(), "127.0.0.53".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn copies_the_hosts_address_and_resolvers() {
+        let cfg = plan(&args(&["--one-off", "--socket", "/x"]), &host()).unwrap();
+        let copied = cfg.copied.clone().unwrap();
+        assert_eq!(copied.guest, Ipv4Addr::new(10, 99, 0, 2));
+        assert_eq!((cfg.net, cfg.prefix_len), (Ipv4Addr::new(10, 99, 0, 0), 24));
+        assert_eq!(cfg.host, Ipv4Addr::new(10, 99, 0, 1));
+        // The loopback resolver is reached through the gateway.
+        assert_eq!(
+            copied.dhcp_dns,
+            [Ipv4Addr::new(198, 51, 100, 53), Ipv4Addr::new(10, 99, 0, 1)]
+        );
+        assert_eq!(cfg.dnssearch, ["example.test"]);
+        assert_eq!((cfg.mtu, copied.advertise_mtu, copied.map_gw), (65520, false, true));
+        assert!(!cfg.dns_relay && !cfg.ipv6.enabled);
+        use slipway_usermode::config::Outbound;
+        let to = |s: &str| cfg.outbound_target(s.parse().unwrap());
+        assert_eq!(to("10.99.0.1:53"), Outbound::Host("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(to("10.99.0.3:80"), Outbound::Host("10.99.0.3:80".parse().unwrap()));
+        assert!(cfg.is_copied_peer(Ipv4Addr::new(10, 99, 0, 3)));
+        for not_peer in [[10, 99, 0, 2], [10, 99, 0, 255], [10, 99, 0, 0], [10, 99, 0, 1]] {
+            assert!(!cfg.is_copied_peer(Ipv4Addr::from(not_peer)), "{not_peer:?}");
+        }
+    }
+
+    #[test]
+    fn options_override_what_is_copied() {
+        let a = args(&[
+            "-a", "192.0.2.10", "-n", "255.255.255.240", "-g", "192.0.2.1", "-m", "1400",
+            "-D", "192.0.2.53", "--dns-forward", "192.0.2.3", "-S", "a.test b.test", "--no-map-gw",
+            "-t", "2222:22,8000-8001", "-u", "5353",
+        ]);
+        let cfg = plan(&a, &host()).unwrap();
+        let copied = cfg.copied.clone().unwrap();
+        assert_eq!((copied.guest, cfg.prefix_len, cfg.host), (Ipv4Addr::new(192, 0, 2, 10), 28, Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!((cfg.mtu, copied.advertise_mtu, copied.map_gw), (1400, true, false));
+        assert_eq!(copied.dhcp_dns, [Ipv4Addr::new(192, 0, 2, 3)]);
+        assert_eq!((cfg.dns, cfg.dns_relay), (Ipv4Addr::new(192, 0, 2, 3), true));
+        assert_eq!(cfg.dns_upstreams, ["192.0.2.53:53".parse().unwrap()]);
+        assert_eq!(cfg.dnssearch, ["a.test", "b.test"]);
+        use slipway_usermode::config::Outbound;
+        assert_eq!(
+            cfg.outbound_target("192.0.2.1:80".parse().unwrap()),
+            Outbound::Host("192.0.2.1:80".parse().unwrap()),
+            "--no-map-gw: the gateway is the gateway"
+        );
+        let fwd: Vec<_> = cfg.hostfwd.iter().map(|f| (f.protocol, f.host.port(), f.guest_port, f.guest_addr)).collect();
+        assert_eq!(
+            fwd,
+            [
+                (ForwardProtocol::Tcp, 2222, 22, None),
+                (ForwardProtocol::Tcp, 8000, 8000, None),
+                (ForwardProtocol::Tcp, 8001, 8001, None),
+                (ForwardProtocol::Udp, 5353, 5353, None),
+            ]
+        );
+        assert!(cfg.hostfwd.iter().all(|f| f.host.ip().is_unspecified()));
+        let cfg = plan(&args(&["-D", "none", "--no-dhcp-search"]), &host()).unwrap();
+        assert!(cfg.copied.unwrap().dhcp_dns.is_empty() && cfg.dns_upstreams.is_empty());
+        assert!(cfg.dnssearch.is_empty());
+    }
+
+    #[test]
+    fn all_skips_taken_ports() {
+        let cfg = plan(&args(&["-t", "all"]), &host()).unwrap();
+        assert_eq!(cfg.hostfwd.len(), 1022, "1 to 1023 without the taken port 80");
+        assert!(!cfg.hostfwd.iter().any(|f| f.host.port() == 80));
+        let cfg = plan(&args(&["-t", "~1-1000"]), &host()).unwrap();
+        assert_eq!(cfg.hostfwd.len(), 23);
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        for (line, want) in [
+            (&["-t", "80-22"][..], "invalid --tcp-ports '80-22'"),
+            (&["-u", "eth0%x/5"], "invalid --udp-ports 'eth0%x/5'"),
+            (&["-t", "10.0.0.1%eth0/22"], "binding to an interface"),
+            (&["-t", "22", "-t", "20-30"], "port 22 is forwarded twice"),
+            (&["-a", "2001:db8::1"], "IPv6 is not supported"),
+            (&["-6"], "IPv6 is not supported"),
+            (&["-n", "33"], "invalid --netmask '33'"),
+            (&["-n", "255.0.255.0"], "invalid --netmask"),
+            (&["-a", "10.99.0.1"], "do not make a network"),
+            (&["-g", "192.0.2.1"], "do not make a network"),
+            (&["-m", "40"], "invalid --mtu 40"),
+            (&["-D", "dns.example"], "invalid --dns 'dns.example'"),
+            (&["-a", "1.2.3.4", "-a", "1.2.3.5"], "--address given twice"),
+            (&["-i", "eth9"], "interface eth9 has no IPv4 address"),
+            (&["--map-host-loopback", "10.99.0.9"], "maps the gateway address only"),
+        ] {
+            let err = plan(&args(line), &host()).unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
+        }
+    }
+}
