@@ -17,7 +17,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -60,7 +60,7 @@ pub struct PasstArgs {
     /// Write the serving process's PID to this file.
     #[arg(short = 'P', long, value_name = "FILE")]
     pub pid: Option<PathBuf>,
-    /// The link MTU, then also advertised by DHCP (default 65520, not advertised).
+    /// The MTU DHCP advertises (default 65520).
     #[arg(short = 'm', long, value_name = "MTU")]
     pub mtu: Option<usize>,
     /// The guest's IPv4 address (default: the host's, on the default-route interface).
@@ -364,7 +364,6 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
     cfg.copied = Some(CopiedNetwork {
         guest: address,
         dhcp_dns,
-        advertise_mtu: args.mtu.is_some(),
         map_gw,
     });
     let every = passt_ports::non_ephemeral(host.ephemeral_ports());
@@ -502,19 +501,20 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let (mut ready_r, ready_w) = std::io::pipe().context("creating a pipe")?;
+    let (mut error_r, error_w) = std::io::pipe().context("creating a pipe")?;
     // SAFETY: fork in a process with one thread (nothing has started
     // another yet); the child goes on with its own copy.
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error()).context("forking into the background"),
         0 => {
-            drop(ready_r);
+            drop((ready_r, error_r));
             // SAFETY: setsid has no memory effects.
             unsafe { libc::setsid() };
-            let status = daemon(cfg, socket, log, &args, &summary, |fd| options(Some(fd)), ready_w);
+            let status = daemon(cfg, socket, log, &args, &summary, |fd| options(Some(fd)), ready_w, error_w);
             std::process::exit(status);
         }
         child => {
-            drop(ready_w);
+            drop((ready_w, error_w));
             let mut byte = [0u8; 1];
             if ready_r.read(&mut byte).unwrap_or(0) == 1 {
                 if let Some(pid) = &args.pid {
@@ -522,22 +522,24 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
                 }
                 return Ok(0);
             }
+            let mut error = String::new();
+            let _ = error_r.read_to_string(&mut error);
             let mut status = 0;
             // SAFETY: waits for our own child into a local.
             unsafe { libc::waitpid(child, &mut status, 0) };
-            Ok(if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 {
-                libc::WEXITSTATUS(status)
-            } else {
-                1
-            })
+            if error.is_empty() {
+                anyhow::bail!("the background process ended before serving (status {status})");
+            }
+            anyhow::bail!("{}", error.trim_end())
         }
     }
 }
 
 /// The background process: standard input and output on /dev/null, the
 /// log in the log file (or nowhere: nobody reads a daemon's standard
-/// error, and a full pipe would stop it), errors before serving to the
-/// original standard error, which the parent shares.
+/// error, and a full pipe would stop it; and whoever started passt waits
+/// for the end of its output), an error before serving to the parent
+/// through `error_w`.
 fn daemon(
     cfg: StackConfig,
     socket: PathBuf,
@@ -546,14 +548,8 @@ fn daemon(
     summary: &str,
     options: impl FnOnce(std::os::fd::RawFd) -> RunOptions,
     ready_w: std::io::PipeWriter,
+    mut error_w: std::io::PipeWriter,
 ) -> i32 {
-    let original_stderr = std::io::stderr().as_raw_fd();
-    // SAFETY: dup of our own standard error; owned below.
-    let saved = unsafe { libc::dup(original_stderr) };
-    let mut saved = (saved >= 0).then(|| {
-        // SAFETY: a descriptor dup returned, owned here only.
-        File::from(unsafe { OwnedFd::from_raw_fd(saved) })
-    });
     let devnull = File::options().read(true).write(true).open("/dev/null");
     let log_target = log.as_ref().map(|f| f.as_raw_fd());
     if let Ok(null) = &devnull {
@@ -564,6 +560,7 @@ fn daemon(
             libc::dup2(log_target.unwrap_or(null.as_raw_fd()), 2);
         }
     }
+    drop(devnull);
     crate::init_log_writer(log_level(args), None);
     if !args.quiet {
         tracing::info!("{summary}");
@@ -575,10 +572,8 @@ fn daemon(
         Err(err) => {
             let err = format!("{:#}", anyhow::Error::from(err));
             tracing::error!("{err}");
-            if let Some(out) = saved.as_mut() {
-                // The parent is waiting, or gone (then nobody reads this).
-                let _ = writeln!(out, "slipway: error: {err}");
-            }
+            // The parent is waiting, or gone (then nobody reads this).
+            let _ = error_w.write_all(err.as_bytes());
             1
         }
     }
@@ -664,7 +659,7 @@ mod tests {
             [Ipv4Addr::new(198, 51, 100, 53), Ipv4Addr::new(10, 99, 0, 1)]
         );
         assert_eq!(cfg.dnssearch, ["example.test"]);
-        assert_eq!((cfg.mtu, copied.advertise_mtu, copied.map_gw), (65520, false, true));
+        assert_eq!((cfg.mtu, copied.map_gw), (65520, true));
         assert!(!cfg.dns_relay && !cfg.ipv6.enabled);
         use slipway_usermode::config::Outbound;
         let to = |s: &str| cfg.outbound_target(s.parse().unwrap());
@@ -686,7 +681,7 @@ mod tests {
         let cfg = plan(&a, &host()).unwrap();
         let copied = cfg.copied.clone().unwrap();
         assert_eq!((copied.guest, cfg.prefix_len, cfg.host), (Ipv4Addr::new(192, 0, 2, 10), 28, Ipv4Addr::new(192, 0, 2, 1)));
-        assert_eq!((cfg.mtu, copied.advertise_mtu, copied.map_gw), (1400, true, false));
+        assert_eq!((cfg.mtu, copied.map_gw), (1400, false));
         assert_eq!(copied.dhcp_dns, [Ipv4Addr::new(192, 0, 2, 3)]);
         assert_eq!((cfg.dns, cfg.dns_relay), (Ipv4Addr::new(192, 0, 2, 3), true));
         assert_eq!(cfg.dns_upstreams, ["192.0.2.53:53".parse().unwrap()]);

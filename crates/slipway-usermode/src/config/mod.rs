@@ -205,8 +205,6 @@ pub struct CopiedNetwork {
     /// The DNS servers DHCP advertises (passt: the host's resolvers, a
     /// loopback one replaced by the gateway address that maps to it).
     pub dhcp_dns: Vec<Ipv4Addr>,
-    /// Whether DHCP advertises the MTU (passt does only when given `--mtu`).
-    pub advertise_mtu: bool,
     /// Whether the host address (the gateway) maps to the host's loopback;
     /// off (passt's `--no-map-gw`), traffic to it goes to the real gateway.
     pub map_gw: bool,
@@ -458,17 +456,16 @@ pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
         },
         pool: slipway_dhcp::AddressPool::Range { start, end },
         static_hosts: Vec::new(),
-        lease_time: Some(LEASE_TIME),
+        // passt's leases never end, and it names no next server.
+        lease_time: cfg.copied.is_none().then_some(LEASE_TIME),
         hostname: cfg.hostname.clone(),
         domain_name: cfg.domainname.clone(),
         domain_search: cfg.dnssearch.clone(),
-        mtu: u16::try_from(cfg.mtu)
-            .ok()
-            .filter(|_| cfg.copied.as_ref().is_none_or(|c| c.advertise_mtu)),
+        mtu: u16::try_from(cfg.mtu).ok(),
         broadcast: None,
         boot_file: cfg.services.bootfile.clone(),
         tftp_server_name: cfg.services.tftp_server_name.clone(),
-        next_server: None,
+        next_server: cfg.copied.as_ref().map(|_| Ipv4Addr::UNSPECIFIED),
         authoritative: true,
     }
 }
