@@ -71,8 +71,7 @@ pub fn parse(text: &str) -> Vec<Route> {
             Some(Route {
                 ifname: f[0].to_string(),
                 destination: hex_addr(f[1])?,
-                gateway: (flags & RTF_GATEWAY != 0 && !gateway.is_unspecified())
-                    .then_some(gateway),
+                gateway: (flags & RTF_GATEWAY != 0 && !gateway.is_unspecified()).then_some(gateway),
                 mask: hex_addr(f[7])?,
             })
         })
@@ -99,7 +98,8 @@ mod tests {
     fn parses_the_kernels_table() {
         // As a namespace with 10.99.0.2/24 on veth0 and a default route
         // via 10.99.0.1 shows it (a little-endian machine).
-        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                     veth0\t00000000\t0100630A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                     veth0\t0000630A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                     down0\t0000640A\t00000000\t0000\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\

@@ -221,7 +221,9 @@ fn parse_netmask(text: &str) -> anyhow::Result<u8> {
             return Ok(bits);
         }
     }
-    anyhow::bail!("invalid --netmask '{text}': expected a prefix length (0 to 32) or a dotted netmask")
+    anyhow::bail!(
+        "invalid --netmask '{text}': expected a prefix length (0 to 32) or a dotted netmask"
+    )
 }
 
 /// The prefix of an address's class (RFC 4632's "CIDR block"), passt's
@@ -237,7 +239,9 @@ fn classful_prefix(addr: Ipv4Addr) -> u8 {
 /// The stack configuration passt's options describe on `host`.
 pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig> {
     if args.ipv6_only {
-        anyhow::bail!("--ipv6-only: IPv6 is not supported by slipway as passt yet (README: slipway as passt)");
+        anyhow::bail!(
+            "--ipv6-only: IPv6 is not supported by slipway as passt yet (README: slipway as passt)"
+        );
     }
     let routes = host.routes()?;
     let default = slipway_host::routes::default_v4(&routes, args.interface.as_deref());
@@ -264,7 +268,9 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
                 .iter()
                 .find(|a| connected(**a).is_some())
                 .or(addrs.first())
-                .with_context(|| format!("interface {name} has no IPv4 address to copy: give --address"))?
+                .with_context(|| {
+                    format!("interface {name} has no IPv4 address to copy: give --address")
+                })?
         }
     };
     let prefix_len = match &args.netmask {
@@ -341,8 +347,8 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
         }
     };
 
-    let mut cfg = slipway_usermode::options::parse_options("ipv6=off")
-        .context("the base configuration")?;
+    let mut cfg =
+        slipway_usermode::options::parse_options("ipv6=off").context("the base configuration")?;
     cfg.net = net;
     cfg.prefix_len = prefix_len;
     cfg.host = host_addr;
@@ -359,7 +365,10 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
     cfg.outbound.v4 = v4_of(&args.outbound, "--outbound")?;
     cfg.mtu = args.mtu.unwrap_or(MAX_MTU);
     if !(MIN_MTU..=MAX_MTU).contains(&cfg.mtu) {
-        anyhow::bail!("invalid --mtu {}: must be between {MIN_MTU} and {MAX_MTU}", cfg.mtu);
+        anyhow::bail!(
+            "invalid --mtu {}: must be between {MIN_MTU} and {MAX_MTU}",
+            cfg.mtu
+        );
     }
     cfg.copied = Some(CopiedNetwork {
         guest: address,
@@ -372,8 +381,8 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
         (ForwardProtocol::Udp, "--udp-ports", &args.udp_ports),
     ] {
         for text in specs {
-            let spec = passt_ports::parse(text)
-                .with_context(|| format!("invalid {option} '{text}'"))?;
+            let spec =
+                passt_ports::parse(text).with_context(|| format!("invalid {option} '{text}'"))?;
             let Some(bind) = spec.bind() else { continue };
             if bind.ifname.is_some() {
                 anyhow::bail!("invalid {option} '{text}': binding to an interface (%IFNAME) is not supported by slipway as passt yet");
@@ -431,7 +440,9 @@ fn probe_socket() -> anyhow::Result<PathBuf> {
             Err(_) => continue,
         }
     }
-    anyhow::bail!("no free socket path from /tmp/passt_1.socket to /tmp/passt_64.socket: give --socket")
+    anyhow::bail!(
+        "no free socket path from /tmp/passt_1.socket to /tmp/passt_64.socket: give --socket"
+    )
 }
 
 /// The level of passt's `-d`, `--trace`, `-q`.
@@ -510,7 +521,15 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
             drop((ready_r, error_r));
             // SAFETY: setsid has no memory effects.
             unsafe { libc::setsid() };
-            let status = daemon(cfg, socket, log, &args, &summary, |fd| options(Some(fd)), ready_w, error_w);
+            let status = daemon(
+                cfg,
+                socket,
+                log,
+                &args,
+                &summary,
+                |fd| options(Some(fd)),
+                (ready_w, error_w),
+            );
             std::process::exit(status);
         }
         child => {
@@ -547,8 +566,7 @@ fn daemon(
     args: &PasstArgs,
     summary: &str,
     options: impl FnOnce(std::os::fd::RawFd) -> RunOptions,
-    ready_w: std::io::PipeWriter,
-    mut error_w: std::io::PipeWriter,
+    (ready_w, mut error_w): (std::io::PipeWriter, std::io::PipeWriter),
 ) -> i32 {
     let devnull = File::options().read(true).write(true).open("/dev/null");
     let log_target = log.as_ref().map(|f| f.as_raw_fd());
@@ -642,7 +660,10 @@ mod tests {
 
     fn host() -> FakeHost {
         FakeHost {
-            resolvers: vec!["198.51.100.53".parse().unwrap(), "127.0.0.53".parse().unwrap()],
+            resolvers: vec![
+                "198.51.100.53".parse().unwrap(),
+                "127.0.0.53".parse().unwrap(),
+            ],
         }
     }
 
@@ -663,27 +684,67 @@ mod tests {
         assert!(!cfg.dns_relay && !cfg.ipv6.enabled);
         use slipway_usermode::config::Outbound;
         let to = |s: &str| cfg.outbound_target(s.parse().unwrap());
-        assert_eq!(to("10.99.0.1:53"), Outbound::Host("127.0.0.1:53".parse().unwrap()));
-        assert_eq!(to("10.99.0.3:80"), Outbound::Host("10.99.0.3:80".parse().unwrap()));
+        assert_eq!(
+            to("10.99.0.1:53"),
+            Outbound::Host("127.0.0.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            to("10.99.0.3:80"),
+            Outbound::Host("10.99.0.3:80".parse().unwrap())
+        );
         assert!(cfg.is_copied_peer(Ipv4Addr::new(10, 99, 0, 3)));
-        for not_peer in [[10, 99, 0, 2], [10, 99, 0, 255], [10, 99, 0, 0], [10, 99, 0, 1]] {
-            assert!(!cfg.is_copied_peer(Ipv4Addr::from(not_peer)), "{not_peer:?}");
+        for not_peer in [
+            [10, 99, 0, 2],
+            [10, 99, 0, 255],
+            [10, 99, 0, 0],
+            [10, 99, 0, 1],
+        ] {
+            assert!(
+                !cfg.is_copied_peer(Ipv4Addr::from(not_peer)),
+                "{not_peer:?}"
+            );
         }
     }
 
     #[test]
     fn options_override_what_is_copied() {
         let a = args(&[
-            "-a", "192.0.2.10", "-n", "255.255.255.240", "-g", "192.0.2.1", "-m", "1400",
-            "-D", "192.0.2.53", "--dns-forward", "192.0.2.3", "-S", "a.test b.test", "--no-map-gw",
-            "-t", "2222:22,8000-8001", "-u", "5353",
+            "-a",
+            "192.0.2.10",
+            "-n",
+            "255.255.255.240",
+            "-g",
+            "192.0.2.1",
+            "-m",
+            "1400",
+            "-D",
+            "192.0.2.53",
+            "--dns-forward",
+            "192.0.2.3",
+            "-S",
+            "a.test b.test",
+            "--no-map-gw",
+            "-t",
+            "2222:22,8000-8001",
+            "-u",
+            "5353",
         ]);
         let cfg = plan(&a, &host()).unwrap();
         let copied = cfg.copied.clone().unwrap();
-        assert_eq!((copied.guest, cfg.prefix_len, cfg.host), (Ipv4Addr::new(192, 0, 2, 10), 28, Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(
+            (copied.guest, cfg.prefix_len, cfg.host),
+            (
+                Ipv4Addr::new(192, 0, 2, 10),
+                28,
+                Ipv4Addr::new(192, 0, 2, 1)
+            )
+        );
         assert_eq!((cfg.mtu, copied.map_gw), (1400, false));
         assert_eq!(copied.dhcp_dns, [Ipv4Addr::new(192, 0, 2, 3)]);
-        assert_eq!((cfg.dns, cfg.dns_relay), (Ipv4Addr::new(192, 0, 2, 3), true));
+        assert_eq!(
+            (cfg.dns, cfg.dns_relay),
+            (Ipv4Addr::new(192, 0, 2, 3), true)
+        );
         assert_eq!(cfg.dns_upstreams, ["192.0.2.53:53".parse().unwrap()]);
         assert_eq!(cfg.dnssearch, ["a.test", "b.test"]);
         use slipway_usermode::config::Outbound;
@@ -692,7 +753,11 @@ mod tests {
             Outbound::Host("192.0.2.1:80".parse().unwrap()),
             "--no-map-gw: the gateway is the gateway"
         );
-        let fwd: Vec<_> = cfg.hostfwd.iter().map(|f| (f.protocol, f.host.port(), f.guest_port, f.guest_addr)).collect();
+        let fwd: Vec<_> = cfg
+            .hostfwd
+            .iter()
+            .map(|f| (f.protocol, f.host.port(), f.guest_port, f.guest_addr))
+            .collect();
         assert_eq!(
             fwd,
             [
@@ -711,7 +776,11 @@ mod tests {
     #[test]
     fn all_skips_taken_ports() {
         let cfg = plan(&args(&["-t", "all"]), &host()).unwrap();
-        assert_eq!(cfg.hostfwd.len(), 1022, "1 to 1023 without the taken port 80");
+        assert_eq!(
+            cfg.hostfwd.len(),
+            1022,
+            "1 to 1023 without the taken port 80"
+        );
         assert!(!cfg.hostfwd.iter().any(|f| f.host.port() == 80));
         let cfg = plan(&args(&["-t", "~1-1000"]), &host()).unwrap();
         assert_eq!(cfg.hostfwd.len(), 23);
@@ -734,7 +803,10 @@ mod tests {
             (&["-D", "dns.example"], "invalid --dns 'dns.example'"),
             (&["-a", "1.2.3.4", "-a", "1.2.3.5"], "--address given twice"),
             (&["-i", "eth9"], "interface eth9 has no IPv4 address"),
-            (&["--map-host-loopback", "10.99.0.9"], "maps the gateway address only"),
+            (
+                &["--map-host-loopback", "10.99.0.9"],
+                "maps the gateway address only",
+            ),
         ] {
             let err = plan(&args(line), &host()).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");

@@ -45,7 +45,10 @@ fn inside(name: &str, body: fn()) {
         .env(MARKER, "1")
         .status()
         .expect("unshare runs");
-    assert!(status.success(), "test inside the namespaces failed: {status}");
+    assert!(
+        status.success(),
+        "test inside the namespaces failed: {status}"
+    );
 }
 
 /// A private namespace (10.99.0.2/24, default route via 10.99.0.1) whose
@@ -160,13 +163,20 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
         log()
     );
     // Daemonized: the socket is there once the parent has returned.
-    assert!(dir.join("passt.sock").exists(), "{label}: no socket\n{}", log());
+    assert!(
+        dir.join("passt.sock").exists(),
+        "{label}: no socket\n{}",
+        log()
+    );
     let pid: u32 = std::fs::read_to_string(dir.join("passt.pid"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "{label}: the PID file names the daemon");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "{label}: the PID file names the daemon"
+    );
 
     let script = format!(
         "dhcp eth0 || exit 1\n\
@@ -194,8 +204,14 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
         .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
         .boot()
         .unwrap();
-    if let Err(e) = guest.wait_for_line("SLIPWAY-READY forward", std::time::Duration::from_secs(300)) {
-        panic!("{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}", guest.console(), log());
+    if let Err(e) =
+        guest.wait_for_line("SLIPWAY-READY forward", std::time::Duration::from_secs(300))
+    {
+        panic!(
+            "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
+            guest.console(),
+            log()
+        );
     }
     let forward = twin
         .private
@@ -204,8 +220,23 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
         .unwrap();
     let out = guest.output_so_far();
     let results = [
-        "dhcp", "ip", "mask", "subnet", "broadcast", "router", "dns", "domain", "search",
-        "hostname", "mtu", "siaddr", "serverid", "lease", "loopback", "upstream", "lan_peer",
+        "dhcp",
+        "ip",
+        "mask",
+        "subnet",
+        "broadcast",
+        "router",
+        "dns",
+        "domain",
+        "search",
+        "hostname",
+        "mtu",
+        "siaddr",
+        "serverid",
+        "lease",
+        "loopback",
+        "upstream",
+        "lan_peer",
         "default_route",
     ]
     .iter()
@@ -218,11 +249,7 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|s| s.contains(") Z "))
     });
-    let forward = forward
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
+    let forward = forward.lines().last().unwrap_or_default().to_string();
     eprintln!("--- {label} console ---\n{}", out.console);
     Seen { results, forward }
 }
@@ -262,8 +289,16 @@ fn libvirt_command_line_matches_debian_passt() {
         // a broken slipway pass), then the two side by side.
         assert_eq!(want("ip").as_deref(), Some("10.99.0.2"), "{real:?}");
         assert_eq!(want("router").as_deref(), Some("10.99.0.1"), "{real:?}");
-        assert_eq!(want("dns").as_deref(), Some("198.51.100.53 10.99.0.1"), "{real:?}");
-        assert_eq!(want("loopback").as_deref(), Some("on-private-loopback"), "{real:?}");
+        assert_eq!(
+            want("dns").as_deref(),
+            Some("198.51.100.53 10.99.0.1"),
+            "{real:?}"
+        );
+        assert_eq!(
+            want("loopback").as_deref(),
+            Some("on-private-loopback"),
+            "{real:?}"
+        );
         assert_eq!(want("upstream").as_deref(), Some("on-upstream"), "{real:?}");
         assert_eq!(want("lan_peer").as_deref(), Some("on-lan-peer"), "{real:?}");
         assert!(real.forward.contains("guest-page"), "{real:?}");
@@ -303,10 +338,57 @@ fn bad_port_specs_are_refused_by_both() {
                     .output()
                     .unwrap();
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                assert!(!out.status.success(), "{} took -t {spec}: {stderr}", program.display());
+                assert!(
+                    !out.status.success(),
+                    "{} took -t {spec}: {stderr}",
+                    program.display()
+                );
                 if program == link {
-                    assert!(stderr.contains(&format!("invalid --tcp-ports '{spec}'")), "{stderr}");
+                    assert!(
+                        stderr.contains(&format!("invalid --tcp-ports '{spec}'")),
+                        "{stderr}"
+                    );
                 }
+            }
+        }
+    });
+}
+
+/// A forward whose port is taken fails after the fork: the parent, which
+/// libvirt waits for, exits with the daemon's error, and writes no PID file;
+/// Debian's passt fails to start too.
+#[test]
+fn taken_port_fails_in_the_parent() {
+    inside("taken_port_fails_in_the_parent", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = root.path().join("passt");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let twin = Twin::new();
+        let _taken = twin
+            .private
+            .spawn(|| std::net::TcpListener::bind(("0.0.0.0", 2222)).unwrap())
+            .join()
+            .unwrap();
+        for program in [Path::new("/usr/bin/passt"), link.as_path()] {
+            let pid_file = root.path().join("p.pid");
+            let out = Command::new("nsenter")
+                .args(["-t", &twin.private.pid().to_string(), "-n"])
+                .arg(program)
+                .args(["-1", "--socket"])
+                .arg(root.path().join("s.sock"))
+                .args(["-t", "2222", "--pid"])
+                .arg(&pid_file)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "{} started: {stderr}",
+                program.display()
+            );
+            if program == link {
+                assert!(stderr.contains("2222"), "{stderr}");
+                assert!(!pid_file.exists());
             }
         }
     });

@@ -250,9 +250,8 @@ impl PortSpec {
     /// `every` is what "every port" means (`all`, a list of exclusions
     /// only): the non-ephemeral ports.
     pub fn expand(&self, every: &[RangeInclusive<u16>]) -> Vec<(u16, u16)> {
-        let excluded_by = |excluded: &[RangeInclusive<u16>], p: u16| {
-            excluded.iter().any(|r| r.contains(&p))
-        };
+        let excluded_by =
+            |excluded: &[RangeInclusive<u16>], p: u16| excluded.iter().any(|r| r.contains(&p));
         match self {
             PortSpec::None => Vec::new(),
             PortSpec::All { excluded, .. } => every
@@ -329,7 +328,10 @@ mod tests {
     #[test]
     fn libvirt_forms() {
         assert_eq!(pairs("2022:22"), vec![(2022, 22)]);
-        assert_eq!(pairs("8000-8002:9000-9002"), [(8000, 9000), (8001, 9001), (8002, 9002)]);
+        assert_eq!(
+            pairs("8000-8002:9000-9002"),
+            [(8000, 9000), (8001, 9001), (8002, 9002)]
+        );
         assert_eq!(pairs("~30000,8080"), vec![(8080, 8080)]);
         assert_eq!(
             pairs("::1/8080").len(),
@@ -350,14 +352,23 @@ mod tests {
             ("+22", PortSpecError::Port("+22".into())),
             ("22-", PortSpecError::Port("".into())),
             ("80-22", PortSpecError::Reversed("80-22".into())),
-            ("22-80:32-33", PortSpecError::TargetLength("22-80:32-33".into())),
-            ("65000-65010:65530", PortSpecError::TargetLength("65000-65010:65530".into())),
+            (
+                "22-80:32-33",
+                PortSpecError::TargetLength("22-80:32-33".into()),
+            ),
+            (
+                "65000-65010:65530",
+                PortSpecError::TargetLength("65000-65010:65530".into()),
+            ),
             ("~22:23", PortSpecError::ExcludedTarget("~22:23".into())),
             ("20-30,25", PortSpecError::Overlap(25)),
             ("host/22", PortSpecError::Address("host".into())),
             ("1.2.3.4%/22", PortSpecError::Interface("".into())),
             ("1.2.3.4%a/b/22", PortSpecError::Port("b/22".into())),
-            ("1.2.3.4%averyveryverylongname/22", PortSpecError::Interface("averyveryverylongname".into())),
+            (
+                "1.2.3.4%averyveryverylongname/22",
+                PortSpecError::Interface("averyveryverylongname".into()),
+            ),
         ];
         for (spec, want) in bad {
             assert_eq!(parse(spec), Err(want), "{spec}");
