@@ -236,6 +236,16 @@ fn classful_prefix(addr: Ipv4Addr) -> u8 {
     }
 }
 
+/// The interface addresses and routes are copied from: `--interface`, or
+/// the one with the first IPv4 default route.
+pub fn template_ifname(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<Option<String>> {
+    let routes = host.routes()?;
+    Ok(args
+        .interface
+        .clone()
+        .or_else(|| slipway_host::routes::default_v4(&routes, None).map(|r| r.ifname.clone())))
+}
+
 /// The stack configuration passt's options describe on `host`.
 pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig> {
     if args.ipv6_only {
@@ -464,27 +474,28 @@ fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
         .with_context(|| format!("writing the PID file {}", path.display()))
 }
 
-/// Runs slipway as passt (see the module header); returns the exit status.
-pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
-    let log: Option<File> = match &args.log_file {
-        Some(path) => Some(
+/// Opens the `--log-file` (appended to), if any.
+pub(crate) fn open_log(args: &PasstArgs) -> anyhow::Result<Option<File>> {
+    args.log_file
+        .as_ref()
+        .map(|path| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .with_context(|| format!("opening the log file {}", path.display()))?,
-        ),
-        None => None,
-    };
+                .with_context(|| format!("opening the log file {}", path.display()))
+        })
+        .transpose()
+}
+
+/// Runs slipway as passt (see the module header); returns the exit status.
+pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
+    let log = open_log(&args)?;
     let cfg = plan(&args, &ThisHost)?;
     let socket = match &args.socket {
         Some(p) => p.clone(),
         None => probe_socket()?,
     };
-    let mut sandbox = (!args.no_sandbox).then(slipway_sandbox::Sandbox::new);
-    if let Some(s) = sandbox.as_mut() {
-        s.runas(args.runas.clone());
-    }
     let copied = cfg.copied.clone().context("a copied network")?;
     let summary = format!(
         "DHCP: assign {}/{} router {} dns {:?}; UNIX domain socket bound at {}",
@@ -494,21 +505,48 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
         copied.dhcp_dns,
         socket.display()
     );
+    start(
+        &args,
+        cfg,
+        AttachSpec::UnixListen(socket),
+        Vec::new(),
+        log,
+        &summary,
+    )
+}
+
+/// Serves `spec` with `cfg` as passt and pasta do: in the foreground with
+/// `-f`, otherwise forked into the background once serving (the `--pid`
+/// file names the background process); stops when one of `exit_fds`
+/// fires (pasta's namespace process).
+pub(crate) fn start(
+    args: &PasstArgs,
+    cfg: StackConfig,
+    spec: AttachSpec,
+    exit_fds: Vec<std::os::fd::RawFd>,
+    log: Option<File>,
+    summary: &str,
+) -> anyhow::Result<i32> {
+    let mut sandbox = (!args.no_sandbox).then(slipway_sandbox::Sandbox::new);
+    if let Some(s) = sandbox.as_mut() {
+        s.runas(args.runas.clone());
+    }
     let options = |ready_fd| RunOptions {
         keep_listening: !args.one_off,
         sandbox,
         ready_fd,
+        exit_fds,
         ..RunOptions::default()
     };
     if args.foreground {
-        crate::init_log_writer(log_level(&args), log);
+        crate::init_log_writer(log_level(args), log);
         if !args.quiet {
             eprintln!("{summary}");
         }
         if let Some(pid) = &args.pid {
             write_pid(pid, std::process::id())?;
         }
-        event_loop::run(cfg, AttachSpec::UnixListen(socket), options(None))?;
+        event_loop::run(cfg, spec, options(None))?;
         return Ok(0);
     }
     let (mut ready_r, ready_w) = std::io::pipe().context("creating a pipe")?;
@@ -523,10 +561,10 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
             unsafe { libc::setsid() };
             let status = daemon(
                 cfg,
-                socket,
+                spec,
                 log,
-                &args,
-                &summary,
+                args,
+                summary,
                 |fd| options(Some(fd)),
                 (ready_w, error_w),
             );
@@ -561,7 +599,7 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
 /// through `error_w`.
 fn daemon(
     cfg: StackConfig,
-    socket: PathBuf,
+    spec: AttachSpec,
     log: Option<File>,
     args: &PasstArgs,
     summary: &str,
@@ -585,7 +623,7 @@ fn daemon(
     }
     drop(log);
     let ready_fd = OwnedFd::from(ready_w).into_raw_fd();
-    match event_loop::run(cfg, AttachSpec::UnixListen(socket), options(ready_fd)) {
+    match event_loop::run(cfg, spec, options(ready_fd)) {
         Ok(()) => 0,
         Err(err) => {
             let err = format!("{:#}", anyhow::Error::from(err));

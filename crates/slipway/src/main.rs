@@ -9,6 +9,7 @@ mod cmd_guest;
 mod cmd_net;
 mod cmd_netservice;
 mod cmd_passt;
+mod cmd_pasta;
 mod cmd_run;
 mod cmd_user;
 
@@ -51,13 +52,16 @@ enum Command {
     /// passt's command line (slipway installed or linked as `passt`).
     #[command(hide = true)]
     Passt(cmd_passt::PasstArgs),
+    /// pasta's command line (slipway installed or linked as `pasta`).
+    #[command(hide = true)]
+    Pasta(cmd_pasta::PastaArgs),
 }
 
 fn main() {
     refuse_privileged_exec();
     let cli = Cli::parse_from(helper_argv(std::env::args_os().collect()));
     // As passt, slipway logs where and as much as passt's options say.
-    if !matches!(cli.command, Command::Passt(_)) {
+    if !matches!(cli.command, Command::Passt(_) | Command::Pasta(_)) {
         init_logging(cli.verbose);
     }
     let result = match cli.command {
@@ -69,6 +73,7 @@ fn main() {
         Command::NetService(args) => cmd_netservice::run(args),
         Command::Guest(cmd) => cmd_guest::run(cmd, cli.root.as_deref()),
         Command::Passt(args) => cmd_passt::run(args),
+        Command::Pasta(args) => cmd_pasta::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -112,9 +117,10 @@ fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
              slipway-bridge-helper as qemu-bridge-helper instead"
         );
         std::process::exit(1);
-    } else if name.as_ref().is_some_and(|n| n == "passt") {
-        // As passt, `-v` is not slipway's verbosity: passt has none.
-        args.insert(1, "passt".into());
+    } else if name.as_ref().is_some_and(|n| n == "passt" || n == "pasta") {
+        // As passt (or pasta), slipway takes passt's command line.
+        let name = name.unwrap_or_default();
+        args.insert(1, name);
     } else if name.is_some_and(|n| n == "slirp4netns") {
         for arg in args.iter_mut().skip(1) {
             if arg == "-v" {

@@ -393,3 +393,173 @@ fn taken_port_fails_in_the_parent() {
         }
     });
 }
+
+/// A container's namespace as rootless podman makes it: a user namespace
+/// owned by an unprivileged user (nobody) and its network namespace;
+/// killed on drop.
+struct Container(std::process::Child);
+
+impl Container {
+    fn new() -> Container {
+        let child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["unshare", "-Urn", "sleep", "3600"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        wait_for("the container's namespace", || {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
+        });
+        Container(child)
+    }
+
+    /// Runs `cmd` in the container's network namespace (as root).
+    fn run(&self, cmd: &str) -> String {
+        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.0.id()))
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a pasta twin's container got, and what it reached.
+#[derive(Debug, PartialEq, Eq)]
+struct PastaSeen {
+    address: String,
+    routes: String,
+    link: String,
+    loopback: String,
+    upstream: String,
+    forward: String,
+}
+
+fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
+    let twin = Twin::new();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lo = Twin::http(
+        &twin.private,
+        &site(&dir, "lo", "on-private-loopback"),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    );
+    let up = Twin::http(
+        &twin.upstream,
+        &site(&dir, "up", "on-upstream"),
+        "198.51.100.7".parse().unwrap(),
+    );
+    let ctr = Container::new();
+    let www = site(&dir, "www", "ns-page");
+    std::fs::write(www.join("index.html"), "ns-page\n").unwrap();
+    // podman 5's command line for a container without published ports
+    // but one: -t 8080.
+    let out = Command::new("nsenter")
+        .args(["-t", &twin.private.pid().to_string(), "-n"])
+        .arg(program)
+        .args([
+            "--config-net",
+            "-t",
+            "8080",
+            "-u",
+            "none",
+            "-T",
+            "none",
+            "-U",
+            "none",
+        ])
+        .args(["--dns-forward", "169.254.1.1", "--quiet"])
+        .arg(ctr.0.id().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ctr.run(&format!(
+        "busybox httpd -p 0.0.0.0:8080 -h {}",
+        www.display()
+    ));
+    let address = ctr.run("ip -4 -o addr show dev eth0 | awk \"{print \\$4}\"");
+    let routes = ctr.run("ip -4 route show");
+    let link = ctr.run("ip -o link show dev eth0 | grep -o \"<.*> mtu [0-9]*\"");
+    let get = |url: String| {
+        Command::new("nsenter")
+            .args([
+                "-t",
+                &ctr.0.id().to_string(),
+                "-n",
+                "busybox",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &url,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let loopback = get(format!("http://10.99.0.1:{}/marker.txt", lo.port()));
+    let upstream = get(format!("http://198.51.100.7:{}/marker.txt", up.port()));
+    let forward = twin
+        .private
+        .spawn(|| common::http_get(("127.0.0.1", 8080)).unwrap_or_else(|e| e.to_string()))
+        .join()
+        .unwrap();
+    let forward = forward.lines().last().unwrap_or_default().to_string();
+    PastaSeen {
+        address,
+        routes,
+        link,
+        loopback,
+        upstream,
+        forward,
+    }
+}
+
+/// podman 5's pasta command line against Debian's pasta and slipway as
+/// pasta: the container gets the same address, routes and link, reaches
+/// the host's loopback through the gateway and the upstream, and the
+/// forward reaches it.
+#[test]
+fn podman_command_line_matches_debian_pasta() {
+    inside("podman_command_line_matches_debian_pasta", || {
+        // A tun device node the container's (unprivileged) owner may
+        // open, in this test's mount namespace only.
+        sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
+        let root = slipway_testkit::temp_dir().unwrap();
+        std::fs::write(
+            root.path().join("resolv.conf"),
+            "nameserver 198.51.100.53\n",
+        )
+        .unwrap();
+        sh(&format!(
+            "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
+            root.path().join("resolv.conf").display(),
+            root.path().display()
+        ));
+        let link = root.path().join("bin/pasta");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let real = pasta_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
+        let ours = pasta_twin(&link, root.path(), "slipway");
+        assert_eq!(real.address.trim(), "10.99.0.2/24", "{real:?}");
+        assert!(
+            real.routes.contains("default via 10.99.0.1 dev eth0"),
+            "{real:?}"
+        );
+        assert!(
+            real.link.contains("UP") && real.link.contains("mtu 65520"),
+            "{real:?}"
+        );
+        assert_eq!(real.loopback, "on-private-loopback", "{real:?}");
+        assert_eq!(real.upstream, "on-upstream", "{real:?}");
+        assert_eq!(real.forward, "ns-page", "{real:?}");
+        assert_eq!(ours, real);
+    });
+}
