@@ -172,3 +172,74 @@ pub fn run(args: PastaArgs) -> anyhow::Result<i32> {
     drop(process);
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: PastaArgs,
+    }
+
+    fn args(line: &[&str]) -> PastaArgs {
+        Cmd::try_parse_from(std::iter::once("pasta").chain(line.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn the_namespace_by_pid_path_or_name() {
+        assert_eq!(target(&args(&["1234"])).unwrap(), Target::Pid(1234));
+        assert_eq!(
+            target(&args(&["--netns", "ctr1"])).unwrap(),
+            Target::Path {
+                netns: "/run/netns/ctr1".into(),
+                userns: None
+            }
+        );
+        assert_eq!(
+            target(&args(&[
+                "--userns",
+                "/proc/9/ns/user",
+                "/run/user/1000/netns/n"
+            ]))
+            .unwrap(),
+            Target::Path {
+                netns: "/run/user/1000/netns/n".into(),
+                userns: Some("/proc/9/ns/user".into())
+            }
+        );
+        for (line, want) in [
+            (&["--netns", "a", "12"][..], "both name the namespace"),
+            (&["--netns", ".."], "not a namespace name"),
+            (&["0"], "invalid PID '0'"),
+            (&["99999999999"], "invalid PID"),
+            (
+                &["--userns", "/x", "12"],
+                "--userns goes with a namespace path",
+            ),
+            (&["sh"], "running a command in a new one is not supported"),
+            (&[], "a namespace is required"),
+        ] {
+            let err = target(&args(line)).unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_done_yet_is_refused_by_name() {
+        assert!(check_supported(&args(&["-t", "8080", "-T", "none", "-U", "none", "1"])).is_ok());
+        for (line, want) in [
+            (&["-T", "8080", "1"][..], "--tcp-ns '8080'"),
+            (&["-U", "auto", "1"], "--udp-ns 'auto'"),
+            (&["-t", "auto", "1"], "--tcp-ports auto"),
+            (&["--socket", "/x", "1"], "passt's, not pasta's"),
+        ] {
+            let err = check_supported(&args(line)).unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
+        }
+    }
+}

@@ -102,7 +102,8 @@ fn refuse_privileged_exec() {
 
 /// Installed (or linked) under another tool's name, slipway stands in for
 /// it (as `qemu-bridge-helper` it says which program is, and exits): as
-/// `slirp4netns` it is `slipway attach`,
+/// `passt` and `pasta` it takes their command lines (hidden subcommands
+/// of the same names); as `slirp4netns` it is `slipway attach`,
 /// whose options include slirp4netns's, so that rootless container
 /// runtimes run it unchanged (there `-v` asks for the version, as
 /// slirp4netns's does).
