@@ -540,9 +540,7 @@ pub(crate) fn start(
     };
     if args.foreground {
         crate::init_log_writer(log_level(args), log);
-        if !args.quiet {
-            eprintln!("{summary}");
-        }
+        tracing::info!("{summary}");
         if let Some(pid) = &args.pid {
             write_pid(pid, std::process::id())?;
         }
@@ -618,9 +616,7 @@ fn daemon(
     }
     drop(devnull);
     crate::init_log_writer(log_level(args), None);
-    if !args.quiet {
-        tracing::info!("{summary}");
-    }
+    tracing::info!("{summary}");
     drop(log);
     let ready_fd = OwnedFd::from(ready_w).into_raw_fd();
     match event_loop::run(cfg, spec, options(ready_fd)) {
