@@ -610,6 +610,59 @@ mod tests {
         }
     }
 
+    /// passt's model: one address handed out, the resolvers as given, a
+    /// lease that never ends, no next server; subnet peers are hosts.
+    #[test]
+    fn copied_network() {
+        let mut cfg = parse_options("ipv6=off").unwrap();
+        cfg.net = Ipv4Addr::new(192, 0, 2, 0);
+        cfg.host = Ipv4Addr::new(192, 0, 2, 1);
+        cfg.dns = cfg.host;
+        cfg.dns_relay = false;
+        cfg.dhcp_start = Ipv4Addr::new(192, 0, 2, 10);
+        cfg.copied = Some(CopiedNetwork {
+            guest: cfg.dhcp_start,
+            dhcp_dns: vec![Ipv4Addr::new(198, 51, 100, 53)],
+            map_gw: true,
+        });
+        let dhcp = dhcp_config(&cfg);
+        assert_eq!(
+            dhcp.pool,
+            slipway_dhcp::AddressPool::Range {
+                start: cfg.dhcp_start,
+                end: cfg.dhcp_start
+            }
+        );
+        assert_eq!(dhcp.dns_servers, [Ipv4Addr::new(198, 51, 100, 53)]);
+        assert_eq!(
+            (dhcp.lease_time, dhcp.next_server),
+            (None, Some(Ipv4Addr::UNSPECIFIED))
+        );
+        assert!(slipway_dhcp::DhcpServer::new(dhcp).is_ok());
+        assert_eq!(
+            target(&cfg, "192.0.2.1:53"),
+            Outbound::Host("127.0.0.1:53".parse().unwrap()),
+            "no relay: the gateway's port 53 is the host's"
+        );
+        assert_eq!(
+            target(&cfg, "192.0.2.77:80"),
+            Outbound::Host("192.0.2.77:80".parse().unwrap())
+        );
+        for not_routed in ["192.0.2.255:80", "192.0.2.0:80"] {
+            assert_eq!(
+                target(&cfg, not_routed),
+                Outbound::Denied(DenyReason::NoRoute)
+            );
+        }
+        let peer = "192.0.2.77:80".parse().unwrap();
+        assert_eq!(guest_visible(&cfg, cfg.dhcp_start.into(), peer), Some(peer));
+        cfg.copied.as_mut().unwrap().map_gw = false;
+        assert_eq!(
+            target(&cfg, "192.0.2.1:80"),
+            Outbound::Host("192.0.2.1:80".parse().unwrap())
+        );
+    }
+
     #[test]
     fn subnet_helpers() {
         let cfg = parse_options("net=192.168.0.0/16").unwrap();
