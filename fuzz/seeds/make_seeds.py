@@ -129,6 +129,14 @@ for i, text in enumerate([
 ]):
     write("netdev_options", "opts%d" % i, text.encode())
 
+# passt(1)'s -t examples and libvirt's forms (slipway as passt).
+for i, text in enumerate([
+    "22", "22:23", "22,25", "22-80:32-90", "192.0.2.1/22", "192.0.2.1%eth0/22",
+    "2000-5000,~3000-3010", "192.0.2.1/20-30,~25", "~20000-20010", "all", "none",
+    "::1/8080",
+]):
+    write("passt_ports", "spec%d" % i, text.encode())
+
 corpus = os.path.join("..", "..", "crates", "slipway-netxml", "tests", "corpus")
 for name in ["default.xml", "dns-full.xml", "bridge-host.xml", "empty-ip.xml"]:
     os.makedirs("network_xml", exist_ok=True)

@@ -12,6 +12,7 @@
 //! - [`ifaddrs`]: the host's interface addresses (`getifaddrs`);
 //! - [`jsonl`]: JSON lines, the framing of the control APIs, and their
 //!   error envelope;
+//! - [`routes`]: the host's IPv4 routes (`/proc/net/route`);
 //! - [`signals`]: signals read from a descriptor (signalfd), registered with
 //!   `mio` by the event loops and waited on by the blocking users;
 //! - [`clear_bounding_set`]: the capability bounding set emptied up to the
@@ -35,6 +36,7 @@ pub mod ifaddrs;
 pub mod jsonl;
 pub mod mac;
 pub mod prometheus;
+pub mod routes;
 pub mod signals;
 pub mod systemd;
 

@@ -38,7 +38,8 @@ pub(crate) fn handle(core: &mut Core, src_mac: EthernetAddress, packet: &[u8]) {
         core.neighbours.learn(sender_ip, sender_mac);
     }
     match arp.operation() {
-        ArpOperation::Request if core.cfg.is_virtual(target_ip) => {}
+        ArpOperation::Request
+            if core.cfg.is_virtual(target_ip) || core.cfg.is_copied_peer(target_ip) => {}
         ArpOperation::Request | ArpOperation::Reply => return,
         _ => {
             core.counters.drop(DropReason::Malformed);

@@ -398,6 +398,7 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         mtu: 1500,
         dns_upstreams: Vec::new(),
         limits: Limits::default(),
+        copied: None,
     };
     check_dhcp(&cfg)?;
     Ok(cfg)

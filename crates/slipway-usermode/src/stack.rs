@@ -248,7 +248,10 @@ impl Stack {
         core.neighbours.learn(src, src_mac);
         let broadcast = dst.is_broadcast() || dst == core.cfg.broadcast();
         if dst.is_multicast()
-            || (core.cfg.in_subnet(dst) && !broadcast && !core.cfg.is_virtual(dst))
+            || (core.cfg.in_subnet(dst)
+                && !broadcast
+                && !core.cfg.is_virtual(dst)
+                && !core.cfg.is_copied_peer(dst))
         {
             core.counters.drop(DropReason::NotForUs);
             return;

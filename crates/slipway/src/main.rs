@@ -10,6 +10,8 @@ mod cmd_generate;
 mod cmd_guest;
 mod cmd_net;
 mod cmd_netservice;
+mod cmd_passt;
+mod cmd_pasta;
 mod cmd_run;
 mod cmd_user;
 
@@ -64,6 +66,12 @@ enum Command {
     /// each finding with the command that fixes it; exit status 1 when
     /// something needed fails.
     Doctor(cmd_doctor::DoctorArgs),
+    /// passt's command line (slipway installed or linked as `passt`).
+    #[command(hide = true)]
+    Passt(cmd_passt::PasstArgs),
+    /// pasta's command line (slipway installed or linked as `pasta`).
+    #[command(hide = true)]
+    Pasta(cmd_pasta::PastaArgs),
 }
 
 fn main() {
@@ -76,7 +84,10 @@ fn main() {
         Ok(cli) => cli,
         Err(err) => usage_error(err, &args),
     };
-    init_logging(cli.verbose, default_filter(&cli.command));
+    // As passt, slipway logs where and as much as passt's options say.
+    if !matches!(cli.command, Command::Passt(_) | Command::Pasta(_)) {
+        init_logging(cli.verbose, default_filter(&cli.command));
+    }
     let result = match cli.command {
         Command::User(args) => cmd_user::run(args),
         Command::Ctl(args) => cmd_ctl::run(args),
@@ -87,6 +98,8 @@ fn main() {
         Command::Guest(cmd) => cmd_guest::run(cmd, cli.root.as_deref()),
         Command::Generate(args) => cmd_generate::run(args, Cli::command()),
         Command::Doctor(args) => cmd_doctor::run(args, cli.root.as_deref()),
+        Command::Passt(args) => cmd_passt::run(args),
+        Command::Pasta(args) => cmd_pasta::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -176,7 +189,8 @@ fn refuse_privileged_exec() {
 
 /// Installed (or linked) under another tool's name, slipway stands in for
 /// it (as `qemu-bridge-helper` it says which program is, and exits): as
-/// `slirp4netns` it is `slipway attach`,
+/// `passt` and `pasta` it takes their command lines (hidden subcommands
+/// of the same names); as `slirp4netns` it is `slipway attach`,
 /// whose options include slirp4netns's, so that rootless container
 /// runtimes run it unchanged (there `-v` asks for the version, as
 /// slirp4netns's does).
@@ -191,6 +205,10 @@ fn helper_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
              slipway-bridge-helper as qemu-bridge-helper instead"
         );
         std::process::exit(1);
+    } else if name.as_ref().is_some_and(|n| n == "passt" || n == "pasta") {
+        // As passt (or pasta), slipway takes passt's command line.
+        let name = name.unwrap_or_default();
+        args.insert(1, name);
     } else if name.is_some_and(|n| n == "slirp4netns") {
         for arg in args.iter_mut().skip(1) {
             if arg == "-v" {
@@ -218,20 +236,36 @@ fn default_filter(command: &Command) -> &'static str {
 /// error, `JOURNAL_STREAM`) to the journal, with each event's fields as
 /// journal fields (`journalctl -o verbose`: `F_UID`, `F_NETWORK`, ...).
 fn init_logging(verbose: u8, default: &str) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
     let level = match verbose {
         0 => default,
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
+    init_log_writer(level, None);
+}
+
+/// Logs at `default` (RUST_LOG overrides) to `file`, or to standard error
+/// (the journal under systemd).
+fn init_log_writer(default: &str, file: Option<std::fs::File>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let registry = tracing_subscriber::registry().with(filter);
+    if let Some(file) = file {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_ansi(false),
+            )
+            .init();
+        return;
+    }
     let journal = stderr_is_journal()
         .then(|| tracing_journald::layer().ok())
         .flatten();
-    let registry = tracing_subscriber::registry().with(filter);
     match journal {
         Some(journal) => registry.with(journal).init(),
         None => registry

@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub mod passt_ports;
 pub mod services;
 
 /// The host's resolvers from `/etc/resolv.conf`: the default DNS upstreams.
@@ -184,6 +185,29 @@ pub struct StackConfig {
     pub limits: Limits,
     /// TFTP, SMB and guest forwards.
     pub services: services::Services,
+    /// passt's model instead of QEMU's: the guest has the host's own
+    /// address, and the subnet's other addresses are hosts beyond the
+    /// host ([`CopiedNetwork`]); `None` is QEMU's virtual subnet.
+    pub copied: Option<CopiedNetwork>,
+}
+
+/// passt's model of the guest's network (slipway as `passt`): the guest
+/// gets one address, the host's (copied with its prefix from the host's
+/// interface), the network's host address is the host's default gateway
+/// (still mapped to the host's loopback), and every other address of the
+/// subnet is a real host on the host's network: the stack answers ARP for
+/// it and sends the guest's traffic there through host sockets, as it
+/// does for addresses off the subnet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopiedNetwork {
+    /// The guest's one address (DHCP hands out no other).
+    pub guest: Ipv4Addr,
+    /// The DNS servers DHCP advertises (passt: the host's resolvers, a
+    /// loopback one replaced by the gateway address that maps to it).
+    pub dhcp_dns: Vec<Ipv4Addr>,
+    /// Whether the host address (the gateway) maps to the host's loopback;
+    /// off (passt's `--no-map-gw`), traffic to it goes to the real gateway.
+    pub map_gw: bool,
 }
 
 /// The host addresses outbound TCP connections, UDP flows and DNS
@@ -242,6 +266,19 @@ impl StackConfig {
         addr == self.host || addr == self.dns || self.services.owns(addr)
     }
 
+    /// Whether `addr` is a host beyond the host on a copied network
+    /// ([`CopiedNetwork`]): an address of the subnet that is neither the
+    /// guest's, virtual, nor the broadcast address.
+    pub fn is_copied_peer(&self, addr: Ipv4Addr) -> bool {
+        self.copied.as_ref().is_some_and(|c| {
+            self.in_subnet(addr)
+                && addr != c.guest
+                && addr != self.net
+                && addr != self.broadcast()
+                && !self.is_virtual(addr)
+        })
+    }
+
     /// The IPv6 DNS servers advertised (RDNSS, DHCPv6): none under
     /// `restrict=on`, where the guest gets no way out.
     pub fn ipv6_dns_servers(&self) -> Vec<Ipv6Addr> {
@@ -284,7 +321,7 @@ impl StackConfig {
                     // 127/8 straight from the guest: the host's loopback
                     // as much as the host address is.
                     ip.is_loopback(),
-                    self.in_subnet(ip)
+                    (self.in_subnet(ip) && !self.is_copied_peer(ip))
                         || ip.is_broadcast()
                         || ip.is_multicast()
                         // 0.0.0.0/8: "this host" (connect() to it reaches loopback).
@@ -325,6 +362,9 @@ impl StackConfig {
             // --no-host-loopback: nothing of the guest's reaches the host's
             // loopback, whether through the host address or addressed to it.
             return Outbound::Denied(DenyReason::HostLoopbackDisabled);
+        }
+        if is_host && self.copied.as_ref().is_some_and(|c| !c.map_gw) {
+            return Outbound::Host(dst);
         }
         if is_host {
             return Outbound::Host(SocketAddr::new(loopback, dst.port()));
@@ -401,19 +441,23 @@ const LEASE_TIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600
 /// choices: server identifier and router are the host address, 24 h leases).
 pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
     let start = cfg.dhcp_start;
-    let end = Ipv4Addr::from(u32::from(start) + u32::from(DHCP_POOL_SIZE) - 1);
+    let end = match &cfg.copied {
+        Some(copied) => copied.guest,
+        None => Ipv4Addr::from(u32::from(start) + u32::from(DHCP_POOL_SIZE) - 1),
+    };
     slipway_dhcp::DhcpConfig {
         server_ip: cfg.host,
         netmask: cfg.netmask(),
         router: (!cfg.restrict).then_some(cfg.host),
-        dns_servers: if cfg.restrict {
-            Vec::new()
-        } else {
-            vec![cfg.dns]
+        dns_servers: match &cfg.copied {
+            _ if cfg.restrict => Vec::new(),
+            Some(copied) => copied.dhcp_dns.clone(),
+            None => vec![cfg.dns],
         },
         pool: slipway_dhcp::AddressPool::Range { start, end },
         static_hosts: Vec::new(),
-        lease_time: Some(LEASE_TIME),
+        // passt's leases never end, and it names no next server.
+        lease_time: cfg.copied.is_none().then_some(LEASE_TIME),
         hostname: cfg.hostname.clone(),
         domain_name: cfg.domainname.clone(),
         domain_search: cfg.dnssearch.clone(),
@@ -421,7 +465,7 @@ pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
         broadcast: None,
         boot_file: cfg.services.bootfile.clone(),
         tftp_server_name: cfg.services.tftp_server_name.clone(),
-        next_server: None,
+        next_server: cfg.copied.as_ref().map(|_| Ipv4Addr::UNSPECIFIED),
         authoritative: true,
     }
 }
@@ -443,7 +487,9 @@ pub(crate) fn guest_visible(
         (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() => {
             IpAddr::V4(cfg.host)
         }
-        (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) => IpAddr::V4(ip),
+        (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) || cfg.is_copied_peer(ip) => {
+            IpAddr::V4(ip)
+        }
         (IpAddr::V4(_), IpAddr::V6(ip)) if ip.is_loopback() => IpAddr::V4(cfg.host),
         (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() => {
             IpAddr::V6(cfg.ipv6.host)
@@ -562,6 +608,59 @@ mod tests {
                 "{dst}"
             );
         }
+    }
+
+    /// passt's model: one address handed out, the resolvers as given, a
+    /// lease that never ends, no next server; subnet peers are hosts.
+    #[test]
+    fn copied_network() {
+        let mut cfg = parse_options("ipv6=off").unwrap();
+        cfg.net = Ipv4Addr::new(192, 0, 2, 0);
+        cfg.host = Ipv4Addr::new(192, 0, 2, 1);
+        cfg.dns = cfg.host;
+        cfg.dns_relay = false;
+        cfg.dhcp_start = Ipv4Addr::new(192, 0, 2, 10);
+        cfg.copied = Some(CopiedNetwork {
+            guest: cfg.dhcp_start,
+            dhcp_dns: vec![Ipv4Addr::new(198, 51, 100, 53)],
+            map_gw: true,
+        });
+        let dhcp = dhcp_config(&cfg);
+        assert_eq!(
+            dhcp.pool,
+            slipway_dhcp::AddressPool::Range {
+                start: cfg.dhcp_start,
+                end: cfg.dhcp_start
+            }
+        );
+        assert_eq!(dhcp.dns_servers, [Ipv4Addr::new(198, 51, 100, 53)]);
+        assert_eq!(
+            (dhcp.lease_time, dhcp.next_server),
+            (None, Some(Ipv4Addr::UNSPECIFIED))
+        );
+        assert!(slipway_dhcp::DhcpServer::new(dhcp).is_ok());
+        assert_eq!(
+            target(&cfg, "192.0.2.1:53"),
+            Outbound::Host("127.0.0.1:53".parse().unwrap()),
+            "no relay: the gateway's port 53 is the host's"
+        );
+        assert_eq!(
+            target(&cfg, "192.0.2.77:80"),
+            Outbound::Host("192.0.2.77:80".parse().unwrap())
+        );
+        for not_routed in ["192.0.2.255:80", "192.0.2.0:80"] {
+            assert_eq!(
+                target(&cfg, not_routed),
+                Outbound::Denied(DenyReason::NoRoute)
+            );
+        }
+        let peer = "192.0.2.77:80".parse().unwrap();
+        assert_eq!(guest_visible(&cfg, cfg.dhcp_start.into(), peer), Some(peer));
+        cfg.copied.as_mut().unwrap().map_gw = false;
+        assert_eq!(
+            target(&cfg, "192.0.2.1:80"),
+            Outbound::Host("192.0.2.1:80".parse().unwrap())
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn config(mtu: usize) -> StackConfig {
         mtu,
         dns_upstreams: Vec::new(),
         limits: Limits::default(),
+        copied: None,
         services: Default::default(),
     }
 }
