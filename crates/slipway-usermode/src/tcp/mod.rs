@@ -98,7 +98,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::config::{ForwardProtocol, HostForward, Outbound, StackConfig};
 use crate::iface::flow::{FlowInfo, FlowProtocol};
 use crate::iface::{
-    token, Ctx, DropReason, RxChecksum, TcpOffload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
+    token, Ctx, DropReason, RxChecksum, Offload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
 };
 
 #[cfg(test)]
@@ -781,6 +781,13 @@ impl TcpTable {
         if self.insert(ctx, flow) {
             self.sh.stats.opened_outbound += 1;
             tracing::debug!(guest = %key.guest, remote = %key.remote, %target, "TCP connect");
+            // A connect over loopback has usually completed by the time
+            // connect() returns: answer the SYN now, not a wake-up later
+            // on the socket's writable event.
+            if let Some(flow) = self.flows[slot].as_mut() {
+                let verdict = flow.check_connect(ctx, &mut self.sh);
+                self.apply(ctx, slot, verdict);
+            }
         } else {
             reply_rst(ctx, &mut self.sh, &key, seg);
         }
@@ -1764,9 +1771,10 @@ fn emit(
     let src = out.src.ip();
     let dst = out.dst.ip();
     let mut complete = false;
-    let offload = offload_mss.map(|mss| TcpOffload {
+    let offload = offload_mss.map(|mss| Offload {
         mss,
-        tcp_header_len: header_len,
+        header_len,
+        udp: false,
     });
     let queued = ctx.emit_ip_offload(src, dst, IpProtocol::Tcp, seg_len, offload, |buf| {
         let buf = &mut buf[..seg_len];
@@ -1793,7 +1801,7 @@ fn emit(
         }
         complete = fill(&mut buf[header_len..]);
         if offload.is_some() {
-            crate::wire::csum::fill_tcp_partial(src, dst, buf);
+            crate::wire::csum::fill_partial(src, dst, IpProtocol::Tcp, buf);
         } else {
             crate::wire::csum::fill_tcp(src, dst, buf);
         }
