@@ -1089,6 +1089,61 @@ pub(crate) mod udp_tests {
         }
     }
 
+    /// Toward a tap with virtio-net headers, replies waiting together on a
+    /// flow's socket leave as one UDP GSO frame: one UDP header, the
+    /// payloads back to back, `VIRTIO_NET_HDR_GSO_UDP_L4` with the first
+    /// datagram's size, the checksum left to the receiver (the
+    /// pseudo-header sum in place).
+    #[test]
+    fn waiting_replies_leave_as_one_udp_offload_frame() {
+        use crate::wire::framing::{VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN};
+        let mut poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        stack.guest_tx().enable_offload();
+        let (server, port) = echo_server();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        let frame = udp_frame(4200, host, port, b"go");
+        stack.handle_frame(poll.registry(), &frame, Instant::now());
+        let mut buf = [0u8; 16];
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        let sizes = [900, 900, 900, 400];
+        let mut sent = Vec::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            let d: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+            server.send_to(&d, from).unwrap();
+            sent.extend(d);
+        }
+        pump_host(&mut stack, &mut poll);
+        assert_eq!(stack.guest_tx().len(), 1, "one frame for the four");
+        let framed = stack.guest_tx().frame_with_vnet_hdr(0).to_vec();
+        let (vnet, frame) = framed.split_at(VNET_HDR_LEN);
+        let le = |at: usize| u16::from_le_bytes([vnet[at], vnet[at + 1]]);
+        assert_eq!(vnet[0], 1, "NEEDS_CSUM");
+        assert_eq!(vnet[1], VIRTIO_NET_HDR_GSO_UDP_L4);
+        assert_eq!((le(2), le(4), le(6), le(8)), (14 + 20 + 8, 900, 14 + 20, 6));
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port()), (port, 4200));
+        assert_eq!(usize::from(udp.len()), 8 + sent.len());
+        assert!(udp.payload() == sent.as_slice());
+        // What the receiver completes: the sum from the UDP header on.
+        let mut whole = ip.payload().to_vec();
+        let mut sum: u32 = whole
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        whole[6..8].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        assert!(UdpPacket::new_unchecked(&whole[..])
+            .verify_checksum(&IpAddress::Ipv4(ip.src_addr()), &IpAddress::Ipv4(ip.dst_addr())));
+    }
+
     fn arp_from_guest() -> Vec<u8> {
         let mut f = vec![0xff; 6];
         f.extend_from_slice(&GUEST_MAC);
