@@ -250,11 +250,18 @@ def udp_at(session, rate_bps, length, reverse, seconds):
             "--connect-timeout", "5000", "-u", "-b", str(int(rate_bps)), "-l", str(length)]
     if reverse:
         args.append("-R")
+    # A server per run: one whose last test went wrong stays busy.
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(IPERF_PORT)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        wait_for("iperf3 server", lambda: listening(IPERF_PORT))
         out = session.run(args, timeout=seconds + 20)
     except subprocess.TimeoutExpired:
         log("  iperf3 did not finish (the stack stalled)")
         return None
+    finally:
+        server.kill()
+        server.wait()
     data = json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
     if "error" in data or "end" not in data:
         log(f"  iperf3 failed: {data.get('error', out.stderr.strip()[:200])}")
@@ -272,34 +279,27 @@ def udp_search(session, length, reverse, seconds, steps):
     one unlimited run gives the ceiling (what got through), then a
     geometric bisection between the best rate that passed and the
     lowest that failed. Returns goodput (bit/s), packets/s, the rate."""
-    server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_PORT)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for("iperf3 server", lambda: listening(IPERF_PORT))
-        first = udp_at(session, 0, length, reverse, seconds)
-        if first is None:
-            return None
-        best = first if first["lost_percent"] < MAX_LOSS_PERCENT else None
-        lo, hi = 0.0, first["goodput_bps"] * 1.1
-        rate = first["goodput_bps"]
-        for _ in range(steps if best is None else 0):
-            if rate < 1e5:
-                break
-            got = udp_at(session, rate, length, reverse, seconds)
-            if got is not None and got["lost_percent"] < MAX_LOSS_PERCENT:
-                if best is None or got["goodput_bps"] > best["goodput_bps"]:
-                    best = got
-                lo = rate
-            else:
-                hi = rate
-            rate = math.sqrt(lo * hi) if lo else rate / 2
-        if best is None:
-            return None
-        return {"bps": best["goodput_bps"], "pps": best["goodput_bps"] / 8 / length,
-                "lost_percent": best["lost_percent"]}
-    finally:
-        server.kill()
-        server.wait()
+    first = udp_at(session, 0, length, reverse, seconds)
+    if first is None:
+        return None
+    best = first if first["lost_percent"] < MAX_LOSS_PERCENT else None
+    lo, hi = 0.0, first["goodput_bps"] * 1.1
+    rate = first["goodput_bps"]
+    for _ in range(steps if best is None else 0):
+        if rate < 1e5:
+            break
+        got = udp_at(session, rate, length, reverse, seconds)
+        if got is not None and got["lost_percent"] < MAX_LOSS_PERCENT:
+            if best is None or got["goodput_bps"] > best["goodput_bps"]:
+                best = got
+            lo = rate
+        else:
+            hi = rate
+        rate = math.sqrt(lo * hi) if lo else rate / 2
+    if best is None:
+        return None
+    return {"bps": best["goodput_bps"], "pps": best["goodput_bps"] / 8 / length,
+            "lost_percent": best["lost_percent"]}
 
 
 SOCKPERF_PERCENTILE = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
@@ -414,6 +414,29 @@ class SockperfServers:
             p.wait()
 
 
+class Profile:
+    """`perf record` of the stack process while one metric runs, when
+    --perf DIR was given (DIR/STACK-MTU-METRIC.data), else nothing."""
+
+    def __init__(self, args, session, metric):
+        self.proc = None
+        if args.perf:
+            os.makedirs(args.perf, exist_ok=True)
+            out = os.path.join(args.perf, f"{session.stack}-{session.mtu}-{metric}.data")
+            self.proc = subprocess.Popen(
+                ["perf", "record", "-q", "-F", "2000", "-g", "-p", str(session.stack_pid),
+                 "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait()
+
+
 def measure(stack, mtu, args):
     log(f"  {stack} at MTU {mtu}")
     s = Session(stack, mtu, args.binaries)
@@ -427,24 +450,30 @@ def measure(stack, mtu, args):
             moved = sum(x["bytes"] for x in (r["tcp_out"], r["tcp_in"]) if x)
             r["cpu_s_per_gib"] = cpu / (moved / 2**30) if moved else None
         if "udp" in args.metrics:
-            r["udp_out"] = iperf(s, args.seconds, udp=True)
+            with Profile(args, s, "udp"):
+                r["udp_out"] = iperf(s, args.seconds, udp=True)
         if "udp_search" in args.metrics:
             big = DGRAM_1500 if mtu == 1500 else DGRAM_LARGE
             sizes = [big, DGRAM_SMALL] if mtu == 1500 else [big]
             for size in sizes:
                 for reverse, way in [(False, "out"), (True, "in")]:
-                    r[f"udp{size}_{way}"] = udp_search(s, size, reverse, args.search_seconds,
-                                                       args.search_steps)
+                    with Profile(args, s, f"udp{size}_{way}"):
+                        r[f"udp{size}_{way}"] = udp_search(s, size, reverse,
+                                                           args.search_seconds, args.search_steps)
         if mtu == 65520 and "rr" in args.metrics:
             servers = SockperfServers()
             try:
-                r["tcp_rr"] = rr_latency(s, args.seconds, udp=False)
-                r["udp_rr"] = rr_latency(s, args.seconds, udp=True)
+                with Profile(args, s, "tcp_rr"):
+                    r["tcp_rr"] = rr_latency(s, args.seconds, udp=False)
+                with Profile(args, s, "udp_rr"):
+                    r["udp_rr"] = rr_latency(s, args.seconds, udp=True)
             finally:
                 servers.close()
         if mtu == 65520 and "conn" in args.metrics:
-            r["conn_per_s"] = conn_rate(s, args.seconds)
-            r["conn_nodata_per_s"] = conn_rate(s, args.seconds, data=False)
+            with Profile(args, s, "conn"):
+                r["conn_per_s"] = conn_rate(s, args.seconds)
+            with Profile(args, s, "conn_nodata"):
+                r["conn_nodata_per_s"] = conn_rate(s, args.seconds, data=False)
         r["peak_rss_kib"] = peak_rss_kib(s.stack_pid)
         return r
     finally:
@@ -726,6 +755,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--stacks", help="default: slipway, baseline (with --baseline), slirp4netns, pasta")
     ap.add_argument("--metrics", default=",".join(METRICS))
+    ap.add_argument("--perf", metavar="DIR",
+                    help="perf record the stack process during each metric into DIR")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -750,6 +781,8 @@ def main():
     args.binaries = {"slipway": os.path.abspath(args.slipway)}
     if args.baseline:
         args.binaries["baseline"] = os.path.abspath(args.baseline)
+    if args.perf:
+        args.perf = os.path.abspath(args.perf)
     if not args.inside:
         isolate()
     if os.getpid() != 1:

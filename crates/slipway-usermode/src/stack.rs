@@ -1017,16 +1017,15 @@ pub(crate) mod udp_tests {
     #[test]
     fn guest_datagrams_of_a_batch_leave_in_one_gso_send() {
         use std::os::fd::AsRawFd;
-        let mut poll = mio::Poll::new().unwrap();
+        let poll = mio::Poll::new().unwrap();
         let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
         stack.start(poll.registry()).unwrap();
         let host = Ipv4Addr::new(10, 0, 2, 2);
         let reg = poll.registry().try_clone().unwrap();
         let now = Instant::now();
         stack.handle_frame(&reg, &arp_from_guest(), now);
-        let payload = |i: usize, len: usize| -> Vec<u8> {
-            (0..len).map(|j| (i * 31 + j) as u8).collect()
-        };
+        let payload =
+            |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| (i * 31 + j) as u8).collect() };
         let sizes = [1000, 1000, 1000, 1000, 300, 600, 600, 77];
         for gro in [true, false] {
             let (server, port) = echo_server();
@@ -1140,8 +1139,10 @@ pub(crate) mod udp_tests {
             sum = (sum & 0xffff) + (sum >> 16);
         }
         whole[6..8].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        assert!(UdpPacket::new_unchecked(&whole[..])
-            .verify_checksum(&IpAddress::Ipv4(ip.src_addr()), &IpAddress::Ipv4(ip.dst_addr())));
+        assert!(UdpPacket::new_unchecked(&whole[..]).verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr())
+        ));
     }
 
     fn arp_from_guest() -> Vec<u8> {

@@ -692,7 +692,8 @@ fn recv_batch(
 /// shorter), on the connected socket `fd` with one `sendmsg` whose
 /// `UDP_SEGMENT` control message has the kernel cut them up (UDP GSO).
 fn send_segmented(fd: std::os::fd::RawFd, data: &[u8], size: usize) -> std::io::Result<usize> {
-    let gso_size = u16::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let gso_size =
+        u16::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // Room for one cmsghdr and a u16, aligned as the kernel reads it.
     let mut control = [0u64; 4];
     let mut iov = libc::iovec {

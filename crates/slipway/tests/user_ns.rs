@@ -253,7 +253,8 @@ fn run_delivers_bursts_of_udp_replies_whole_and_in_order() {
         .collect();
     let server = |addr: &str| {
         let sock = std::net::UdpSocket::bind(addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         let port = sock.local_addr().unwrap().port();
         let served = std::thread::spawn(move || {
             let mut buf = [0u8; 64];

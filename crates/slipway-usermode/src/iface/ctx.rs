@@ -17,8 +17,8 @@ use super::neighbours::{Held, Neighbours};
 use super::tx::GuestTx;
 use crate::config::{HostForward, StackConfig, ROUTER_LINK_LOCAL};
 use crate::wire::framing::{
-    vnet_header, Offload, MAX_OFFLOAD_PACKET, VIRTIO_NET_HDR_GSO_TCPV4,
-    VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN,
+    vnet_header, Offload, MAX_OFFLOAD_PACKET, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VNET_HDR_LEN,
 };
 use crate::wire::{
     arp, ipv6_multicast_mac, ndp, ETHERNET_HEADER_LEN, GATEWAY_MAC, IPV4_HEADER_LEN,

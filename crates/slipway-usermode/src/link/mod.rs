@@ -596,7 +596,12 @@ impl Attachment {
         state
     }
 
-    fn receive_frames(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
+    fn receive_frames(
+        &mut self,
+        registry: &Registry,
+        stack: &mut Stack,
+        now: Instant,
+    ) -> LinkState {
         let mut state = LinkState::Unchanged;
         if self.dgram_readable {
             state = self.receive_dgram(registry, stack, now);

@@ -98,7 +98,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::config::{ForwardProtocol, HostForward, Outbound, StackConfig};
 use crate::iface::flow::{FlowInfo, FlowProtocol};
 use crate::iface::{
-    token, Ctx, DropReason, RxChecksum, Offload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
+    token, Ctx, DropReason, Offload, RxChecksum, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
 };
 
 #[cfg(test)]

@@ -1110,7 +1110,10 @@ fn syn_to_a_listening_loopback_server_is_answered_at_once() {
     let (_listener, remote) = loopback_server();
     let mut g = Guest::new(40050, remote);
     g.syn(&mut h);
-    let synack = h.queue.pop_front().expect("SYN-ACK queued with no event-loop turn");
+    let synack = h
+        .queue
+        .pop_front()
+        .expect("SYN-ACK queued with no event-loop turn");
     assert!(synack.syn && synack.ack == Some(g.snd_nxt), "{synack:?}");
     g.learn_syn(&synack);
     g.ack(&mut h);
