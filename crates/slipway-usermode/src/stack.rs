@@ -1088,6 +1088,37 @@ pub(crate) mod udp_tests {
         }
     }
 
+    /// The ICMP error an earlier datagram drew (nothing listened) is
+    /// reported by the next send, which then sends nothing: the batch is
+    /// sent again and arrives once something listens.
+    #[test]
+    fn a_batch_after_an_icmp_error_still_arrives() {
+        let poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        let reg = poll.registry().try_clone().unwrap();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        let now = Instant::now();
+        stack.handle_frame(&reg, &arp_from_guest(), now);
+        let (closed, port) = echo_server();
+        drop(closed);
+        stack.handle_frame(&reg, &udp_frame(4300, host, port, b"nobody"), now);
+        let server = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        for i in 0..3u8 {
+            let frame = udp_frame(4300, host, port, &[i; 500]);
+            stack.handle_frame_batched(&reg, &frame, RxChecksum::Unverified, now);
+        }
+        stack.end_guest_batch(&reg, now);
+        let mut buf = [0u8; 1024];
+        for i in 0..3u8 {
+            let n = server.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i; 500][..]);
+        }
+    }
+
     /// Toward a tap with virtio-net headers, replies waiting together on a
     /// flow's socket leave as one UDP GSO frame: one UDP header, the
     /// payloads back to back, `VIRTIO_NET_HDR_GSO_UDP_L4` with the first

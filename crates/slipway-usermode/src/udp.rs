@@ -328,10 +328,24 @@ impl UdpTable {
             return;
         };
         let data = &self.sends.buf[..len];
+        let send = || {
+            if count == 1 {
+                socket.send(data)
+            } else {
+                send_segmented(socket.as_raw_fd(), data, size)
+            }
+        };
+        // An ICMP error from an earlier send is reported once, by a send
+        // that then sends nothing: try again so that it costs the batch no
+        // more than it cost one datagram.
+        let sent = match send() {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => send(),
+            other => other,
+        };
         let sent = if count == 1 {
-            socket.send(data)
+            sent
         } else {
-            match send_segmented(socket.as_raw_fd(), data, size) {
+            match sent {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIO)) => {
                     // No GSO on this socket's path: one send each, from now on.
                     tracing::debug!(err = %e, remote = %flow.remote, "UDP GSO refused");
