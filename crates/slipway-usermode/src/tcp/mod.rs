@@ -1835,11 +1835,16 @@ fn syn_options(mut opts: &[u8]) -> (u16, Option<u8>) {
 
 /// Starts a non-blocking connect to `addr`, from `source` if given.
 fn connect_nonblocking(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Non-blocking from `socket` on (SOCK_NONBLOCK): two `fcntl`s fewer
+    // per connection.
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     if let Some(ip) = source {
         sock.bind(&SocketAddr::new(ip, 0).into())?;
     }
-    sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
     sock.set_keepalive(true)?;
     match sock.connect(&addr.into()) {
