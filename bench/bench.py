@@ -1,42 +1,73 @@
 #!/usr/bin/env python3
 """Container networking benchmark: slipway against slirp4netns and pasta.
 
-Each stack serves a network namespace; iperf3 and a small connection-rate
-client run inside it against servers on the host's loopback, reached
-through the stack's host-loopback mapping. All traffic stays on this
-machine. Figures: TCP throughput namespace->host and host->namespace (at
-MTU 1500 and 65520), UDP throughput namespace->host, short connections
-per second, CPU seconds of the stack process per GiB moved over TCP, and
-its peak resident memory. One table (absolute figures and slipway's
-ratio to each peer), a JSON file and an SVG chart.
+Each stack serves a network namespace; iperf3, sockperf and a small
+connection-rate client run inside it against servers on loopback,
+reached through the stack's host-loopback mapping. Figures: TCP
+throughput namespace->host and host->namespace (at MTU 1500 and 65520),
+UDP throughput namespace->host at unlimited rate, UDP goodput and packets
+per second at the highest offered rate that loses under 1 % (both ways),
+request/response latency (TCP and UDP ping-pong, p50 and p99),
+connections per second with and without data, CPU seconds of the stack
+process per GiB moved over TCP, and its peak resident memory. One table
+(absolute figures and slipway's ratio to each peer), a JSON file and SVG
+charts.
 
-Run as root (pasta is started as `nobody` and needs /dev/net/tun
-readable by it; the script makes the device 0666 for the run and puts
-the mode back). Not part of the test suite: figures vary with the
-machine's load, nothing is asserted.
+Nothing can leave the machine: the script re-executes itself in new
+network, PID and mount namespaces (`unshare`). The private network
+namespace has loopback (where every server listens) and one veth whose
+other end is in a second namespace the script creates, with no way on:
+the default routes point there. The stacks copy or use that namespace's
+addresses and routes (pasta maps that gateway to the private loopback).
+When the script ends, its PID namespace ends, and every process it
+started with it (the kernel kills them). /dev/net/tun is opened by pasta
+as `nobody`: a node readable by it is bind-mounted over it in the private
+mount namespace; the host's device is left as it is.
+
+Run as root. Not part of the test suite: figures vary with the machine's
+load, nothing is asserted.
 
 Each figure is the median over --rounds rounds; within a round every
 stack and MTU runs once, so a load change on the machine hits all alike.
 
-Usage: bench/run.sh [--seconds N] [--rounds N] [--out DIR] [--stacks slipway,slirp4netns,pasta]
+Usage: bench/run.sh [--seconds N] [--rounds N] [--out DIR]
+                    [--stacks slipway,slirp4netns,pasta] [--baseline BINARY]
+                    [--metrics tcp,udp,udp_search,rr,conn]
 """
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
-STACKS = ["slipway", "slirp4netns", "pasta"]
+# "baseline" is a second slipway binary (--baseline), for before/after
+# figures in the same run.
+STACKS = ["slipway", "baseline", "slirp4netns", "pasta"]
 MTUS = [1500, 65520]
+METRICS = ["tcp", "udp", "udp_search", "rr", "conn"]
 IPERF_PORT = 15201
 CONN_PORT = 15202
+SOCKPERF_TCP_PORT = 15203
+SOCKPERF_UDP_PORT = 15204
 NOBODY = 65534
+# The private namespace's way "out" (documentation prefixes, RFC 5737 and
+# RFC 3849): a veth into the outside namespace, which routes nowhere.
+PRIVATE_V4, OUTSIDE_V4 = "192.0.2.2/24", "192.0.2.1"
+PRIVATE_V6, OUTSIDE_V6 = "2001:db8:17::2/64", "2001:db8:17::1"
+# Loss under which a UDP rate counts as carried.
+MAX_LOSS_PERCENT = 1.0
+# UDP datagram sizes: filling MTU 1500, a large one at MTU 65520 (as the
+# unlimited-rate figure), and a small one for packets per second.
+DGRAM_1500, DGRAM_LARGE, DGRAM_SMALL = 1472, 8192, 64
 
 
 def log(msg):
@@ -88,14 +119,14 @@ def peak_rss_kib(pid):
 class Session:
     """A namespace served by one stack at one MTU."""
 
-    def __init__(self, stack, mtu, slipway):
+    def __init__(self, stack, mtu, binaries):
         self.stack = stack
         self.mtu = mtu
         self.procs = []
         if stack == "pasta":
             self._start_pasta()
         else:
-            self._start_attached(slipway)
+            self._start_attached(binaries.get(stack))
 
     def _start_attached(self, slipway):
         ns = subprocess.Popen(["unshare", "-Urn", "sleep", "600"])
@@ -105,7 +136,7 @@ class Session:
         self.ns_pid = ns.pid
         self.target = "10.0.2.2"
         r, w = os.pipe()
-        if self.stack == "slipway":
+        if slipway:
             cmd = [slipway, "attach", "--configure", "--mtu", str(self.mtu),
                    "--ready-fd", str(w), str(ns.pid)]
         else:
@@ -177,7 +208,7 @@ def iperf(session, seconds, reverse=False, udp=False):
             args.append("-R")
         if udp:
             # Unlimited rate; datagrams that fit the link without fragments.
-            args += ["-u", "-b", "0", "-l", str(min(session.mtu - 28, 8192))]
+            args += ["-u", "-b", "0", "-l", str(min(session.mtu - 28, DGRAM_LARGE))]
         try:
             out = session.run(args, timeout=seconds + 20)
         except subprocess.TimeoutExpired:
@@ -200,21 +231,107 @@ def iperf(session, seconds, reverse=False, udp=False):
         server.wait()
 
 
-def listening(port):
-    """Whether something listens on TCP `port` (without connecting: a
-    probe connection would use up a one-off iperf3 server)."""
-    with open("/proc/net/tcp") as f:
+def listening(port, udp=False):
+    """Whether something listens on `port` (without connecting: a probe
+    connection would use up a one-off iperf3 server)."""
+    with open("/proc/net/udp" if udp else "/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             fields = line.split()
-            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            state_ok = udp or fields[3] == "0A"
+            if state_ok and int(fields[1].split(":")[1], 16) == port:
                 return True
     return False
 
 
-class ConnServer:
-    """Accepts, reads a request, answers, closes: one short connection."""
+def udp_at(session, rate_bps, length, reverse, seconds):
+    """One iperf3 UDP run at offered `rate_bps` (0: unlimited) with
+    `length`-byte datagrams: goodput (bit/s) and loss (%), or None."""
+    args = ["iperf3", "-c", session.target, "-p", str(IPERF_PORT), "-t", str(seconds), "-J",
+            "--connect-timeout", "5000", "-u", "-b", str(int(rate_bps)), "-l", str(length)]
+    if reverse:
+        args.append("-R")
+    # A server per run: one whose last test went wrong stays busy.
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(IPERF_PORT)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("iperf3 server", lambda: listening(IPERF_PORT))
+        out = session.run(args, timeout=seconds + 20)
+    except subprocess.TimeoutExpired:
+        log("  iperf3 did not finish (the stack stalled)")
+        return None
+    finally:
+        server.kill()
+        server.wait()
+    data = json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
+    if "error" in data or "end" not in data:
+        log(f"  iperf3 failed: {data.get('error', out.stderr.strip()[:200])}")
+        return None
+    s = data["end"]["sum"]
+    lost = s.get("lost_percent", 0)
+    if not s.get("seconds"):
+        return None
+    return {"goodput_bps": s["bytes"] * (1 - lost / 100.0) * 8 / s["seconds"],
+            "lost_percent": lost}
 
-    def __init__(self):
+
+def udp_search(session, length, reverse, seconds, steps):
+    """The highest offered UDP rate that loses under MAX_LOSS_PERCENT:
+    one unlimited run gives the ceiling (what got through), then a
+    geometric bisection between the best rate that passed and the
+    lowest that failed. Returns goodput (bit/s), packets/s, the rate."""
+    first = udp_at(session, 0, length, reverse, seconds)
+    if first is None:
+        return None
+    best = first if first["lost_percent"] < MAX_LOSS_PERCENT else None
+    lo, hi = 0.0, first["goodput_bps"] * 1.1
+    rate = first["goodput_bps"]
+    for _ in range(steps if best is None else 0):
+        if rate < 1e5:
+            break
+        got = udp_at(session, rate, length, reverse, seconds)
+        if got is not None and got["lost_percent"] < MAX_LOSS_PERCENT:
+            if best is None or got["goodput_bps"] > best["goodput_bps"]:
+                best = got
+            lo = rate
+        else:
+            hi = rate
+        rate = math.sqrt(lo * hi) if lo else rate / 2
+    if best is None:
+        return None
+    return {"bps": best["goodput_bps"], "pps": best["goodput_bps"] / 8 / length,
+            "lost_percent": best["lost_percent"]}
+
+
+SOCKPERF_PERCENTILE = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
+
+
+def rr_latency(session, seconds, udp):
+    """sockperf ping-pong (its smallest message, 14 bytes, each way, the
+    next as soon as the answer is in): p50 and p99 of half the round
+    trip, in microseconds."""
+    port = SOCKPERF_UDP_PORT if udp else SOCKPERF_TCP_PORT
+    args = ["sockperf", "ping-pong", "-i", session.target, "-p", str(port), "-m", "14",
+            "-t", str(seconds)]
+    if not udp:
+        args.append("--tcp")
+    try:
+        out = session.run(args, timeout=seconds + 20)
+    except subprocess.TimeoutExpired:
+        log("  sockperf did not finish (the stack stalled)")
+        return None
+    got = {float(p): float(v) for p, v in SOCKPERF_PERCENTILE.findall(out.stdout + out.stderr)}
+    if 50.0 not in got or 99.0 not in got:
+        log(f"  sockperf failed: {(out.stdout + out.stderr).strip()[-200:]}")
+        return None
+    return {"p50_us": got[50.0], "p99_us": got[99.0]}
+
+
+class ConnServer:
+    """Accepts and closes; with `data`, reads a request and answers first:
+    one short connection."""
+
+    def __init__(self, data):
+        self.data = data
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", CONN_PORT))
@@ -230,8 +347,9 @@ class ConnServer:
             except OSError:
                 return
             try:
-                c.recv(64)
-                c.sendall(b"ok\n")
+                if self.data:
+                    c.recv(64)
+                    c.sendall(b"ok\n")
             except OSError:
                 pass
             c.close()
@@ -248,12 +366,13 @@ class ConnServer:
 
 CONN_CLIENT = r"""
 import socket, sys, time
-host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+host, port, secs, data = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
 n = 0
 end = time.monotonic() + secs
 while time.monotonic() < end:
     s = socket.create_connection((host, port), timeout=5)
-    s.sendall(b"GET\n")
+    if data:
+        s.sendall(b"GET\n")
     while s.recv(64):
         pass
     s.close()
@@ -262,61 +381,162 @@ print(n / secs)
 """
 
 
-def conn_rate(session, seconds):
-    server = ConnServer()
+def conn_rate(session, seconds, data=True):
+    server = ConnServer(data)
+    out = None
     try:
         try:
             out = session.run([sys.executable, "-c", CONN_CLIENT, session.target,
-                               str(CONN_PORT), str(seconds)], timeout=seconds + 20)
+                               str(CONN_PORT), str(seconds), "1" if data else "0"],
+                              timeout=seconds + 20)
             return float(out.stdout.strip())
         except (ValueError, subprocess.TimeoutExpired):
-            log(f"  connection client failed: {out.stderr.strip()[:200]}")
+            log(f"  connection client failed: {out.stderr.strip()[:200] if out else 'timeout'}")
             return None
     finally:
         server.close()
 
 
+class SockperfServers:
+    """sockperf servers (TCP and UDP) on loopback for one session."""
+
+    def __init__(self):
+        self.procs = [
+            subprocess.Popen(["sockperf", "server", "-i", "127.0.0.1", "-p", str(port)] + extra,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for port, extra in [(SOCKPERF_TCP_PORT, ["--tcp"]), (SOCKPERF_UDP_PORT, [])]]
+        wait_for("sockperf servers", lambda: listening(SOCKPERF_TCP_PORT)
+                 and listening(SOCKPERF_UDP_PORT, udp=True))
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+class Profile:
+    """`perf record` of the stack process while one metric runs, when
+    --perf DIR was given (DIR/STACK-MTU-METRIC.data), else nothing."""
+
+    def __init__(self, args, session, metric):
+        self.proc = None
+        if args.perf:
+            os.makedirs(args.perf, exist_ok=True)
+            out = os.path.join(args.perf, f"{session.stack}-{session.mtu}-{metric}.data")
+            self.proc = subprocess.Popen(
+                ["perf", "record", "-q", "-F", "2000", "-g", "-p", str(session.stack_pid),
+                 "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait()
+
+
 def measure(stack, mtu, args):
     log(f"  {stack} at MTU {mtu}")
-    s = Session(stack, mtu, args.slipway)
+    s = Session(stack, mtu, args.binaries)
     try:
         r = {}
-        cpu0 = cpu_seconds(s.stack_pid)
-        r["tcp_out"] = iperf(s, args.seconds)
-        r["tcp_in"] = iperf(s, args.seconds, reverse=True)
-        cpu = cpu_seconds(s.stack_pid) - cpu0
-        moved = sum(x["bytes"] for x in (r["tcp_out"], r["tcp_in"]) if x)
-        r["cpu_s_per_gib"] = cpu / (moved / 2**30) if moved else None
-        r["udp_out"] = iperf(s, args.seconds, udp=True)
-        r["conn_per_s"] = conn_rate(s, args.seconds)
+        if "tcp" in args.metrics:
+            cpu0 = cpu_seconds(s.stack_pid)
+            r["tcp_out"] = iperf(s, args.seconds)
+            r["tcp_in"] = iperf(s, args.seconds, reverse=True)
+            cpu = cpu_seconds(s.stack_pid) - cpu0
+            moved = sum(x["bytes"] for x in (r["tcp_out"], r["tcp_in"]) if x)
+            r["cpu_s_per_gib"] = cpu / (moved / 2**30) if moved else None
+        if "udp" in args.metrics:
+            with Profile(args, s, "udp"):
+                r["udp_out"] = iperf(s, args.seconds, udp=True)
+        if "udp_search" in args.metrics:
+            big = DGRAM_1500 if mtu == 1500 else DGRAM_LARGE
+            sizes = [big, DGRAM_SMALL] if mtu == 1500 else [big]
+            for size in sizes:
+                for reverse, way in [(False, "out"), (True, "in")]:
+                    with Profile(args, s, f"udp{size}_{way}"):
+                        r[f"udp{size}_{way}"] = udp_search(s, size, reverse,
+                                                           args.search_seconds, args.search_steps)
+        if mtu == 65520 and "rr" in args.metrics:
+            servers = SockperfServers()
+            try:
+                with Profile(args, s, "tcp_rr"):
+                    r["tcp_rr"] = rr_latency(s, args.seconds, udp=False)
+                with Profile(args, s, "udp_rr"):
+                    r["udp_rr"] = rr_latency(s, args.seconds, udp=True)
+            finally:
+                servers.close()
+        if mtu == 65520 and "conn" in args.metrics:
+            with Profile(args, s, "conn"):
+                r["conn_per_s"] = conn_rate(s, args.seconds)
+            with Profile(args, s, "conn_nodata"):
+                r["conn_nodata_per_s"] = conn_rate(s, args.seconds, data=False)
         r["peak_rss_kib"] = peak_rss_kib(s.stack_pid)
         return r
     finally:
         s.close()
 
 
+def field(res, mtu, key, sub=None, scale=1.0):
+    """res[mtu][key][sub] * scale, or None where it was not measured."""
+    v = res.get(mtu, {}).get(key)
+    if sub is not None:
+        v = v.get(sub) if isinstance(v, dict) else None
+    return v * scale if v is not None else None
+
+
+# (name, getter, higher is better)
 ROWS = [
-    ("TCP ns->host MTU 1500 (Gbit/s)", lambda res: gbps(res[1500]["tcp_out"]), True),
-    ("TCP host->ns MTU 1500 (Gbit/s)", lambda res: gbps(res[1500]["tcp_in"]), True),
-    ("TCP ns->host MTU 65520 (Gbit/s)", lambda res: gbps(res[65520]["tcp_out"]), True),
-    ("TCP host->ns MTU 65520 (Gbit/s)", lambda res: gbps(res[65520]["tcp_in"]), True),
-    ("UDP ns->host MTU 1500 (Gbit/s)", lambda res: gbps(res[1500]["udp_out"]), True),
-    ("UDP ns->host MTU 65520 (Gbit/s)", lambda res: gbps(res[65520]["udp_out"]), True),
-    ("short connections/s (MTU 65520)", lambda res: res[65520]["conn_per_s"], True),
-    ("CPU s per GiB TCP, MTU 1500", lambda res: res[1500]["cpu_s_per_gib"], False),
-    ("CPU s per GiB TCP, MTU 65520", lambda res: res[65520]["cpu_s_per_gib"], False),
-    ("peak RSS (MiB)", lambda res: max(res[m]["peak_rss_kib"] for m in MTUS) / 1024, False),
+    ("TCP ns->host MTU 1500 (Gbit/s)", lambda r: field(r, 1500, "tcp_out", "bps", 1e-9), True),
+    ("TCP host->ns MTU 1500 (Gbit/s)", lambda r: field(r, 1500, "tcp_in", "bps", 1e-9), True),
+    ("TCP ns->host MTU 65520 (Gbit/s)", lambda r: field(r, 65520, "tcp_out", "bps", 1e-9), True),
+    ("TCP host->ns MTU 65520 (Gbit/s)", lambda r: field(r, 65520, "tcp_in", "bps", 1e-9), True),
+    ("UDP ns->host MTU 1500 (Gbit/s)", lambda r: field(r, 1500, "udp_out", "bps", 1e-9), True),
+    ("UDP ns->host MTU 65520 (Gbit/s)", lambda r: field(r, 65520, "udp_out", "bps", 1e-9), True),
+    ("UDP <1% loss ns->host 1472 B (Gbit/s)",
+     lambda r: field(r, 1500, f"udp{DGRAM_1500}_out", "bps", 1e-9), True),
+    ("UDP <1% loss host->ns 1472 B (Gbit/s)",
+     lambda r: field(r, 1500, f"udp{DGRAM_1500}_in", "bps", 1e-9), True),
+    ("UDP <1% loss ns->host 8192 B, MTU 65520 (Gbit/s)",
+     lambda r: field(r, 65520, f"udp{DGRAM_LARGE}_out", "bps", 1e-9), True),
+    ("UDP <1% loss host->ns 8192 B, MTU 65520 (Gbit/s)",
+     lambda r: field(r, 65520, f"udp{DGRAM_LARGE}_in", "bps", 1e-9), True),
+    ("UDP <1% loss ns->host 1472 B (kpps)",
+     lambda r: field(r, 1500, f"udp{DGRAM_1500}_out", "pps", 1e-3), True),
+    ("UDP <1% loss host->ns 1472 B (kpps)",
+     lambda r: field(r, 1500, f"udp{DGRAM_1500}_in", "pps", 1e-3), True),
+    ("UDP <1% loss ns->host 64 B (kpps)",
+     lambda r: field(r, 1500, f"udp{DGRAM_SMALL}_out", "pps", 1e-3), True),
+    ("UDP <1% loss host->ns 64 B (kpps)",
+     lambda r: field(r, 1500, f"udp{DGRAM_SMALL}_in", "pps", 1e-3), True),
+    ("TCP RR p50 (us, half round trip)", lambda r: field(r, 65520, "tcp_rr", "p50_us"), False),
+    ("TCP RR p99 (us, half round trip)", lambda r: field(r, 65520, "tcp_rr", "p99_us"), False),
+    ("UDP RR p50 (us, half round trip)", lambda r: field(r, 65520, "udp_rr", "p50_us"), False),
+    ("UDP RR p99 (us, half round trip)", lambda r: field(r, 65520, "udp_rr", "p99_us"), False),
+    ("short connections/s (MTU 65520)", lambda r: field(r, 65520, "conn_per_s"), True),
+    ("connections/s without data", lambda r: field(r, 65520, "conn_nodata_per_s"), True),
+    ("CPU s per GiB TCP, MTU 1500", lambda r: field(r, 1500, "cpu_s_per_gib"), False),
+    ("CPU s per GiB TCP, MTU 65520", lambda r: field(r, 65520, "cpu_s_per_gib"), False),
+    ("peak RSS (MiB)", lambda r: max((field(r, m, "peak_rss_kib") or 0) for m in MTUS) / 1024
+     or None, False),
 ]
-
-
-def gbps(x):
-    return x["bps"] / 1e9 if x else None
 
 
 def fmt(v):
     if v is None:
         return "-"
     return f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+
+def advantage(a, b, higher):
+    """How many times better slipway's `a` is than a peer's `b` (above 1:
+    slipway leads, whichever way the metric counts)."""
+    if a is None or not b or not a:
+        return None
+    return a / b if higher else b / a
 
 
 def table(results):
@@ -326,6 +546,8 @@ def table(results):
     rows = []
     for name, get, _ in ROWS:
         vals = {s: get(results[s]) for s in stacks}
+        if all(v is None for v in vals.values()):
+            continue
         row = [name] + [fmt(vals[s]) for s in stacks]
         for p in peers:
             a, b = vals.get("slipway"), vals[p]
@@ -337,49 +559,93 @@ def table(results):
     return "\n".join(lines), head, rows
 
 
-def svg_chart(results, path):
-    """Grouped bars: TCP and UDP throughput per stack and MTU."""
-    groups = [name for name, _, _ in ROWS[:6]]
-    getters = [get for _, get, _ in ROWS[:6]]
-    stacks = [s for s in STACKS if s in results]
-    colours = {"slipway": "#1f77b4", "slirp4netns": "#ff7f0e", "pasta": "#2ca02c"}
-    vals = [[getters[g](results[s]) or 0 for s in stacks] for g in range(len(groups))]
-    top = max(max(v) for v in vals) or 1
-    W, H, left, bottom, top_pad = 900, 420, 60, 110, 40
+COLOURS = {"slipway": "#1f77b4", "baseline": "#9467bd", "slirp4netns": "#ff7f0e",
+           "pasta": "#2ca02c"}
+
+
+def bar_chart(path, title, groups, series, colours, guides=(), log_scale=False):
+    """Grouped bars: `groups` labels, `series` {name: [value per group]}
+    (None: not measured), horizontal `guides` lines (value, label)."""
+    names = list(series)
+    flat = [v for vs in series.values() for v in vs if v]
+    if not flat:
+        return
+    W, H, left, bottom, top_pad = max(900, 70 * len(groups)), 460, 60, 150, 40
     plot_h = H - bottom - top_pad
+    if log_scale:
+        lo = min(min(flat), 0.5)
+        hi = max(max(flat), 2.0)
+        span = math.log(hi) - math.log(lo)
+
+        def y_of(v):
+            return top_pad + plot_h - plot_h * (math.log(v) - math.log(lo)) / span
+        ticks = [t for t in [0.1, 0.25, 0.5, 1, 1.5, 2, 5, 10, 20, 50, 100] if lo <= t <= hi]
+    else:
+        top = max(flat)
+
+        def y_of(v):
+            return top_pad + plot_h - plot_h * v / top
+        ticks = [top * i / 4 for i in range(5)]
     gw = (W - left - 20) / len(groups)
-    bw = gw * 0.8 / len(stacks)
+    bw = gw * 0.8 / len(names)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
            f'font-family="sans-serif" font-size="11">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">'
-           f'Throughput through a network namespace (Gbit/s, higher is better)</text>']
-    for i in range(5):
-        v = top * i / 4
-        y = top_pad + plot_h - plot_h * i / 4
+           f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
+    for v in ticks:
+        y = y_of(v)
         out.append(f'<line x1="{left}" x2="{W - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{v:.1f}</text>')
+        out.append(f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{v:.4g}</text>')
+    for v, label in guides:
+        y = y_of(v)
+        out.append(f'<line x1="{left}" x2="{W - 20}" y1="{y:.1f}" y2="{y:.1f}" '
+                   f'stroke="#c00" stroke-dasharray="4 3"/>')
+        out.append(f'<text x="{W - 22}" y="{y - 3:.1f}" text-anchor="end" fill="#c00">{label}</text>')
+    base = y_of(1.0) if log_scale else y_of(0)
     for g, name in enumerate(groups):
         x0 = left + g * gw + gw * 0.1
-        for k, s in enumerate(stacks):
-            v = vals[g][k]
-            h = plot_h * v / top
+        for k, s in enumerate(names):
+            v = series[s][g]
+            if not v:
+                continue
+            y = y_of(v)
+            top_y, h = min(y, base), abs(base - y)
             x = x0 + k * bw
-            y = top_pad + plot_h - h
-            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
+            out.append(f'<rect x="{x:.1f}" y="{top_y:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
                        f'fill="{colours[s]}"><title>{s}: {v:.2f}</title></rect>')
-            out.append(f'<text x="{x + bw / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle" '
+            out.append(f'<text x="{x + bw / 2:.1f}" y="{top_y - 3:.1f}" text-anchor="middle" '
                        f'font-size="9">{v:.2f}</text>')
-        label = name.replace(" (Gbit/s)", "")
-        out.append(f'<text x="{x0 + gw * 0.4:.1f}" y="{H - bottom + 18}" '
-                   f'text-anchor="middle">{label}</text>')
-    for k, s in enumerate(stacks):
-        x = left + k * 130
-        out.append(f'<rect x="{x}" y="{H - 40}" width="12" height="12" fill="{colours[s]}"/>')
-        out.append(f'<text x="{x + 16}" y="{H - 30}">{s}</text>')
+        cx, cy = x0 + gw * 0.4, H - bottom + 12
+        out.append(f'<text x="{cx:.1f}" y="{cy}" text-anchor="end" '
+                   f'transform="rotate(-35 {cx:.1f} {cy})">{name}</text>')
+    for k, s in enumerate(names):
+        x = left + k * 200
+        out.append(f'<rect x="{x}" y="{H - 22}" width="12" height="12" fill="{colours[s]}"/>')
+        out.append(f'<text x="{x + 16}" y="{H - 12}">{s}</text>')
     out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+    write_atomic(path, "\n".join(out) + "\n")
+
+
+def svg_charts(results, out_dir):
+    """latest.svg: TCP and UDP throughput per stack and MTU; ratios.svg:
+    how many times better slipway is than each peer, every metric."""
+    stacks = [s for s in STACKS if s in results]
+    first = ROWS[:6]
+    bar_chart(os.path.join(out_dir, "latest.svg"),
+              "Throughput through a network namespace (Gbit/s, higher is better)",
+              [n.replace(" (Gbit/s)", "") for n, _, _ in first],
+              {s: [get(results[s]) for _, get, _ in first] for s in stacks}, COLOURS)
+    if "slipway" not in results:
+        return
+    rows = [(n, g, h) for n, g, h in ROWS if g(results["slipway"]) is not None]
+    peers = [s for s in stacks if s != "slipway"]
+    bar_chart(os.path.join(out_dir, "ratios.svg"),
+              "How many times better slipway is than each peer (log scale; above 1: ahead)",
+              [n for n, _, _ in rows],
+              {f"slipway vs {p}": [advantage(g(results["slipway"]), g(results[p]), h)
+                                   for _, g, h in rows] for p in peers},
+              {f"slipway vs {p}": COLOURS[p] for p in peers},
+              guides=[(1.0, "even"), (1.5, "target 1.5x")], log_scale=True)
 
 
 def median(values):
@@ -411,36 +677,132 @@ def write_atomic(path, text):
     os.rename(tmp, path)
 
 
+def sh(args, ns_pid=None):
+    """Runs a setup command (in the network namespace of `ns_pid`), failing loudly."""
+    if ns_pid is not None:
+        args = ["nsenter", "-t", str(ns_pid), "-n"] + args
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+class PrivateNetwork:
+    """The network the benchmark runs in (see the header): called inside
+    the fresh network, PID and mount namespaces."""
+
+    def __init__(self):
+        sh(["ip", "link", "set", "lo", "up"])
+        self.outside = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+        me = net_ns_inode(os.getpid())
+        wait_for("the outside namespace", lambda: net_ns_inode(self.outside.pid) != me)
+        out = self.outside.pid
+        sh(["ip", "link", "add", "out0", "type", "veth", "peer", "name", "out1", "netns", str(out)])
+        sh(["ip", "addr", "add", PRIVATE_V4, "dev", "out0"])
+        sh(["ip", "-6", "addr", "add", PRIVATE_V6, "dev", "out0", "nodad"])
+        sh(["ip", "link", "set", "out0", "up"])
+        sh(["ip", "route", "add", "default", "via", OUTSIDE_V4])
+        sh(["ip", "-6", "route", "add", "default", "via", OUTSIDE_V6])
+        sh(["ip", "link", "set", "lo", "up"], ns_pid=out)
+        sh(["ip", "addr", "add", OUTSIDE_V4 + "/24", "dev", "out1"], ns_pid=out)
+        sh(["ip", "-6", "addr", "add", OUTSIDE_V6 + "/64", "dev", "out1", "nodad"], ns_pid=out)
+        sh(["ip", "link", "set", "out1", "up"], ns_pid=out)
+        for probe in ["192.0.2.99", "198.51.100.1", "2001:db8:ffff::1"]:
+            route = sh(["ip", "route", "get", probe])
+            if " dev out0 " not in route:
+                raise RuntimeError(f"the private namespace routes {probe} elsewhere: {route}")
+        # A tun node pasta (as nobody) may open, over the host's, in the
+        # private mount namespace only.
+        self.dev_dir = tempfile.mkdtemp(prefix="slipway-bench-")
+        sh(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64k", "bench-dev", self.dev_dir])
+        tun = os.path.join(self.dev_dir, "tun")
+        os.mknod(tun, 0o600 | 0o020000, os.makedev(10, 200))
+        os.chmod(tun, 0o666)
+        sh(["mount", "--bind", tun, "/dev/net/tun"])
+
+    def outside_frames(self):
+        """Frames that reached the outside namespace's end of the veth (the
+        private namespace's own neighbour discovery included)."""
+        link = json.loads(sh(["ip", "-s", "-j", "link", "show", "out1"], ns_pid=self.outside.pid))
+        return link[0]["stats64"]["rx"]["packets"]
+
+    def close(self):
+        subprocess.run(["umount", "/dev/net/tun"], capture_output=True)
+        subprocess.run(["umount", self.dev_dir], capture_output=True)
+        os.rmdir(self.dev_dir)
+        self.outside.kill()
+        self.outside.wait()
+
+
+def isolate():
+    """Re-executes this script as PID 1 of new network, PID and mount
+    namespaces (`--inside`); unshare kills it if unshare itself dies."""
+    cmd = ["unshare", "--net", "--pid", "--mount", "--fork", "--mount-proc",
+           "--kill-child=SIGKILL", sys.executable, os.path.abspath(__file__), "--inside"]
+    os.execvp("unshare", cmd + sys.argv[1:])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slipway", required=True, help="the slipway binary (release build)")
+    ap.add_argument("--baseline", help="another slipway binary, measured as stack 'baseline'")
     ap.add_argument("--seconds", type=float, default=3, help="length of each measurement")
+    ap.add_argument("--search-seconds", type=int, default=1,
+                    help="length of each step of the UDP rate search")
+    ap.add_argument("--search-steps", type=int, default=6,
+                    help="steps of the UDP rate search after the unlimited run")
     ap.add_argument("--rounds", type=int, default=3, help="runs of everything; medians reported")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    ap.add_argument("--stacks", default=",".join(STACKS))
+    ap.add_argument("--stacks", help="default: slipway, baseline (with --baseline), slirp4netns, pasta")
+    ap.add_argument("--metrics", default=",".join(METRICS))
+    ap.add_argument("--perf", metavar="DIR",
+                    help="perf record the stack process during each metric into DIR")
+    ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (see the header of this script)")
-    stacks = [s for s in args.stacks.split(",") if s]
+    default = [s for s in STACKS if s != "baseline" or args.baseline]
+    stacks = [s for s in (args.stacks or ",".join(default)).split(",") if s]
     for s in stacks:
         if s not in STACKS:
             sys.exit(f"unknown stack {s!r}: choose from {', '.join(STACKS)}")
-    for tool in ["iperf3", "unshare", "nsenter", "setpriv"] + \
-            [{"slirp4netns": "slirp4netns", "pasta": "pasta"}[s] for s in stacks if s != "slipway"]:
+    if "baseline" in stacks and not args.baseline:
+        sys.exit("stack 'baseline' needs --baseline BINARY")
+    args.metrics = [m for m in args.metrics.split(",") if m]
+    for m in args.metrics:
+        if m not in METRICS:
+            sys.exit(f"unknown metric {m!r}: choose from {', '.join(METRICS)}")
+    tools = ["iperf3", "unshare", "nsenter", "setpriv", "ip", "mount", "sockperf"] + \
+        [s for s in stacks if s in ("slirp4netns", "pasta")]
+    for tool in tools:
         if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: apt-get install iperf3 slirp4netns passt util-linux")
-    tun_mode = os.stat("/dev/net/tun").st_mode & 0o777
-    if "pasta" in stacks and tun_mode & 0o006 != 0o006:
-        os.chmod("/dev/net/tun", 0o666)
+            sys.exit(f"{tool} is missing: apt-get install iperf3 sockperf slirp4netns passt "
+                     "util-linux iproute2")
+    args.binaries = {"slipway": os.path.abspath(args.slipway)}
+    if args.baseline:
+        args.binaries["baseline"] = os.path.abspath(args.baseline)
+    if args.perf:
+        args.perf = os.path.abspath(args.perf)
+    if not args.inside:
+        isolate()
+    if os.getpid() != 1:
+        sys.exit("--inside is for the script itself (it must be PID 1 of its own namespaces)")
+    # As PID 1, SIGTERM would be ignored: make it end the run (and with it
+    # the namespace and everything in it).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
+    net = PrivateNetwork()
     runs = {s: {m: [] for m in MTUS} for s in stacks}
     try:
+        before = net.outside_frames()
         for r in range(args.rounds):
             log(f"round {r + 1} of {args.rounds}")
             for s in stacks:
                 for m in MTUS:
                     runs[s][m].append(measure(s, m, args))
+        log(f"frames that reached the outside namespace during the run: "
+            f"{net.outside_frames() - before} (neighbour discovery, DNS; none leaves it)")
     finally:
-        os.chmod("/dev/net/tun", tun_mode)
+        net.close()
     results = {s: {m: median_run(runs[s][m]) for m in MTUS} for s in stacks}
     text, head, rows = table(results)
     print(text)
@@ -451,13 +813,14 @@ def main():
         "cpus": os.cpu_count(),
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
+        "metrics": args.metrics,
         "results": {s: {str(m): r for m, r in res.items()} for s, res in results.items()},
         "runs": {s: {str(m): r for m, r in res.items()} for s, res in runs.items()},
         "table": {"head": head, "rows": rows},
     }
     write_atomic(os.path.join(args.out, "latest.json"), json.dumps(doc, indent=2) + "\n")
-    svg_chart(results, os.path.join(args.out, "latest.svg"))
-    log(f"wrote {args.out}/latest.json and {args.out}/latest.svg")
+    svg_charts(results, args.out)
+    log(f"wrote {args.out}/latest.json, latest.svg and ratios.svg")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,20 @@ impl Stack {
         checksum: RxChecksum,
         now: Instant,
     ) {
+        self.handle_frame_batched(registry, frame, checksum, now);
+        self.end_guest_batch(registry, now);
+    }
+
+    /// [`Stack::handle_frame_with`] for one frame of a batch the link
+    /// delivers: UDP datagrams to the host may wait for the batch's other
+    /// frames ([`crate::udp`]) until [`Stack::end_guest_batch`].
+    pub(crate) fn handle_frame_batched(
+        &mut self,
+        registry: &Registry,
+        frame: &[u8],
+        checksum: RxChecksum,
+        now: Instant,
+    ) {
         let core = &mut self.core;
         core.counters.frames_in += 1;
         core.counters.bytes_in += frame.len() as u64;
@@ -436,6 +450,12 @@ impl Stack {
             TokenKind::Icmp => self.ping.on_readable(&mut ctx, index),
             TokenKind::Attach | TokenKind::Control => {}
         }
+    }
+
+    /// Sends what the frames of a batch left waiting (UDP datagrams to the
+    /// host); the link calls it after delivering each batch.
+    pub(crate) fn end_guest_batch(&mut self, registry: &Registry, now: Instant) {
+        self.udp.flush_sends(&mut self.core.ctx(registry, now));
     }
 
     /// Lets handlers that held back for lack of room toward the guest go on;
@@ -956,6 +976,207 @@ pub(crate) mod udp_tests {
         ));
         assert_eq!((udp.src_port(), udp.dst_port()), (port, 4000));
         assert_eq!(udp.payload(), b"pong!");
+    }
+
+    /// Reads one datagram (or one GRO'd run of them) from `sock`, whose
+    /// `UDP_GRO` is on: its bytes and the segment size the kernel reports
+    /// (None: a single datagram).
+    fn recv_gro(sock: &std::net::UdpSocket) -> (Vec<u8>, Option<u16>) {
+        use std::os::fd::AsRawFd;
+        let mut buf = vec![0u8; 65535];
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: a zeroed msghdr pointed at live local buffers.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control);
+            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+            assert!(n >= 0, "{}", std::io::Error::last_os_error());
+            let mut seg = None;
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    seg = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u16>()));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+            (n as usize, seg)
+        };
+        buf.truncate(n.0);
+        (buf, n.1)
+    }
+
+    /// Datagrams of one flow delivered in one batch of the link leave in
+    /// one GSO send (the receiver, with `UDP_GRO` on, gets them as one run
+    /// of 1000-byte segments), datagrams of another size after them in the
+    /// next, and a lone one as it is; without `UDP_GRO` the receiver sees
+    /// every datagram with its own size and bytes.
+    #[test]
+    fn guest_datagrams_of_a_batch_leave_in_one_gso_send() {
+        use std::os::fd::AsRawFd;
+        let poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        let reg = poll.registry().try_clone().unwrap();
+        let now = Instant::now();
+        stack.handle_frame(&reg, &arp_from_guest(), now);
+        let payload =
+            |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| (i * 31 + j) as u8).collect() };
+        let sizes = [1000, 1000, 1000, 1000, 300, 600, 600, 77];
+        for gro in [true, false] {
+            let (server, port) = echo_server();
+            server
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            if gro {
+                let on: libc::c_int = 1;
+                // SAFETY: setsockopt with a c_int it reads.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        server.as_raw_fd(),
+                        libc::SOL_UDP,
+                        libc::UDP_GRO,
+                        (&on as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as u32,
+                    )
+                };
+                assert_eq!(rc, 0);
+            }
+            for (i, &len) in sizes.iter().enumerate() {
+                let frame = udp_frame(4100, host, port, &payload(i, len));
+                stack.handle_frame_batched(&reg, &frame, RxChecksum::Unverified, now);
+            }
+            stack.end_guest_batch(&reg, now);
+            let mut got = Vec::new();
+            if gro {
+                // 4 x 1000 and the 300 that ends the run; 2 x 600 and the
+                // 77 that ends the next.
+                let (run, seg) = recv_gro(&server);
+                assert_eq!((run.len(), seg), (4300, Some(1000)));
+                got.extend(run);
+                let (run, seg) = recv_gro(&server);
+                assert_eq!((run.len(), seg), (1277, Some(600)));
+                got.extend(run);
+            } else {
+                let mut buf = [0u8; 2048];
+                for &len in &sizes {
+                    let n = server.recv(&mut buf).unwrap();
+                    assert_eq!(n, len, "each datagram keeps its size");
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            let sent: Vec<u8> = sizes
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &len)| payload(i, len))
+                .collect();
+            assert!(got == sent, "the bytes, in order (GRO {gro})");
+            // A lone datagram goes as it is.
+            stack.handle_frame(&reg, &udp_frame(4100, host, port, b"lone"), now);
+            let (one, seg) = if gro {
+                recv_gro(&server)
+            } else {
+                let mut buf = [0u8; 16];
+                let n = server.recv(&mut buf).unwrap();
+                (buf[..n].to_vec(), None)
+            };
+            assert_eq!((one.as_slice(), seg), (&b"lone"[..], None));
+        }
+    }
+
+    /// The ICMP error an earlier datagram drew (nothing listened) is
+    /// reported by the next send, which then sends nothing: the batch is
+    /// sent again and arrives once something listens.
+    #[test]
+    fn a_batch_after_an_icmp_error_still_arrives() {
+        let poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        let reg = poll.registry().try_clone().unwrap();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        let now = Instant::now();
+        stack.handle_frame(&reg, &arp_from_guest(), now);
+        let (closed, port) = echo_server();
+        drop(closed);
+        stack.handle_frame(&reg, &udp_frame(4300, host, port, b"nobody"), now);
+        let server = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        for i in 0..3u8 {
+            let frame = udp_frame(4300, host, port, &[i; 500]);
+            stack.handle_frame_batched(&reg, &frame, RxChecksum::Unverified, now);
+        }
+        stack.end_guest_batch(&reg, now);
+        let mut buf = [0u8; 1024];
+        for i in 0..3u8 {
+            let n = server.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i; 500][..]);
+        }
+    }
+
+    /// Toward a tap with virtio-net headers, replies waiting together on a
+    /// flow's socket leave as one UDP GSO frame: one UDP header, the
+    /// payloads back to back, `VIRTIO_NET_HDR_GSO_UDP_L4` with the first
+    /// datagram's size, the checksum left to the receiver (the
+    /// pseudo-header sum in place).
+    #[test]
+    fn waiting_replies_leave_as_one_udp_offload_frame() {
+        use crate::wire::framing::{VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN};
+        let mut poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        stack.guest_tx().enable_offload();
+        let (server, port) = echo_server();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        let frame = udp_frame(4200, host, port, b"go");
+        stack.handle_frame(poll.registry(), &frame, Instant::now());
+        let mut buf = [0u8; 16];
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        let sizes = [900, 900, 900, 400];
+        let mut sent = Vec::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            let d: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+            server.send_to(&d, from).unwrap();
+            sent.extend(d);
+        }
+        pump_host(&mut stack, &mut poll);
+        assert_eq!(stack.guest_tx().len(), 1, "one frame for the four");
+        let framed = stack.guest_tx().frame_with_vnet_hdr(0).to_vec();
+        let (vnet, frame) = framed.split_at(VNET_HDR_LEN);
+        let le = |at: usize| u16::from_le_bytes([vnet[at], vnet[at + 1]]);
+        assert_eq!(vnet[0], 1, "NEEDS_CSUM");
+        assert_eq!(vnet[1], VIRTIO_NET_HDR_GSO_UDP_L4);
+        assert_eq!((le(2), le(4), le(6), le(8)), (14 + 20 + 8, 900, 14 + 20, 6));
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port()), (port, 4200));
+        assert_eq!(usize::from(udp.len()), 8 + sent.len());
+        assert!(udp.payload() == sent.as_slice());
+        // What the receiver completes: the sum from the UDP header on.
+        let mut whole = ip.payload().to_vec();
+        let mut sum: u32 = whole
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        whole[6..8].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        assert!(UdpPacket::new_unchecked(&whole[..]).verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr())
+        ));
     }
 
     fn arp_from_guest() -> Vec<u8> {

@@ -9,6 +9,26 @@
 //! A UDP host forward is one bound host socket; each remote peer that
 //! sends to it gets a flow, so the guest's replies find their way back.
 //! Flows are capped and close after `limits.udp_idle_timeout_secs` idle.
+//!
+//! A NAT flow's socket is read in batches (`recvmmsg`, [`RECV_BATCH`]
+//! datagrams per call into a buffer allocated once). Toward a tap with
+//! virtio-net headers, each run of equal-sized datagrams of a batch (the
+//! last may be shorter) leaves as one frame the namespace's kernel cuts
+//! into datagrams (`iface::udp::emit_offload`): one `write` to the tap
+//! and no checksum summed here for up to [`MAX_RUN`] datagrams. Elsewhere
+//! each datagram is a frame of its own, as before.
+//!
+//! The other way, a guest datagram on a NAT flow is not sent at once: it
+//! is copied into one send batch (allocated once) while the link delivers
+//! its batch of frames, and consecutive datagrams of the same flow of
+//! equal size (the last may be shorter) leave together in one `sendmsg`
+//! with `UDP_SEGMENT` (UDP GSO: the host's kernel cuts them up, over
+//! loopback only at the receiving socket). A datagram of another flow, a
+//! different size, a full batch and the end of the link's batch
+//! ([`UdpTable::flush_sends`]) send what is pending; a socket that
+//! refuses GSO (a datagram over the route's MTU) gets its datagrams one
+//! `send` each from then on. (libc's `recvmmsg` and `sendmsg` with a
+//! control message by hand: mio and socket2 offer neither.)
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,12 +39,21 @@ use mio::{Interest, Registry};
 
 use crate::config::{guest_visible, ForwardProtocol, HostForward, StackConfig};
 use crate::iface::flow::{FlowInfo, FlowProtocol};
-use crate::iface::udp::emit;
+use std::os::fd::AsRawFd;
+
+use crate::iface::udp::{emit, emit_offload};
 use crate::iface::StackError;
 use crate::iface::{token, Ctx, DropReason, TokenKind};
 
 /// Largest datagram read from a host socket.
 const MAX_DATAGRAM: usize = 65535;
+/// Datagrams read from a NAT flow's socket per `recvmmsg`.
+const RECV_BATCH: usize = 32;
+/// Most datagrams in one offload frame toward the guest or one GSO send
+/// (Linux takes up to 64 segments in one GSO packet everywhere).
+const MAX_RUN: usize = 64;
+/// Most payload bytes of one GSO send (what fits one IPv4 datagram).
+const SEND_BATCH_BYTES: usize = 65507;
 /// How often idle flows are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -47,6 +76,22 @@ struct Flow {
     created: Instant,
     bytes_from_guest: u64,
     bytes_to_guest: u64,
+    /// The socket refused a GSO send: one `send` per datagram.
+    no_gso: bool,
+}
+
+/// Guest datagrams of one NAT flow waiting to be sent together.
+struct SendBatch {
+    /// The flow they belong to (`None`: nothing pending).
+    flow: Option<usize>,
+    /// Their payloads back to back ([`SEND_BATCH_BYTES`], allocated once).
+    buf: Vec<u8>,
+    len: usize,
+    /// Size of the first; the others are as large but the last.
+    size: usize,
+    count: usize,
+    /// A shorter datagram ended the run.
+    closed: bool,
 }
 
 /// A UDP host forward: a bound host socket relaying to one guest port.
@@ -68,6 +113,10 @@ pub(crate) struct UdpTable {
     idle: Duration,
     next_sweep: Option<Instant>,
     buf: Vec<u8>,
+    /// [`RECV_BATCH`] slots of [`MAX_DATAGRAM`] bytes for `recvmmsg`
+    /// (pages are touched only as far as datagrams fill them).
+    batch: Vec<u8>,
+    sends: SendBatch,
 }
 
 impl UdpTable {
@@ -84,6 +133,15 @@ impl UdpTable {
             idle: Duration::from_secs(cfg.limits.udp_idle_timeout_secs.max(1)),
             next_sweep: None,
             buf: vec![0; MAX_DATAGRAM],
+            batch: vec![0; RECV_BATCH * MAX_DATAGRAM],
+            sends: SendBatch {
+                flow: None,
+                buf: vec![0; SEND_BATCH_BYTES],
+                len: 0,
+                size: 0,
+                count: 0,
+                closed: false,
+            },
         }
     }
 
@@ -176,7 +234,8 @@ impl UdpTable {
     }
 
     /// Sends a guest datagram through the flow `guest` ↔ `remote` if one
-    /// exists; returns false when there is none.
+    /// exists (on a NAT flow: queued in the send batch, see the module
+    /// header); returns false when there is none.
     pub fn send_on_flow(
         &mut self,
         ctx: &mut Ctx,
@@ -191,6 +250,14 @@ impl UdpTable {
             return false;
         };
         flow.last_used = ctx.now;
+        if matches!(flow.kind, FlowKind::Nat(_)) && !flow.no_gso {
+            self.queue_send(ctx, index, payload);
+            return true;
+        }
+        self.flush_sends(ctx);
+        let Some(flow) = self.flows[index].as_mut() else {
+            return true;
+        };
         let sent = match &flow.kind {
             FlowKind::Nat(socket) => socket.send(payload),
             FlowKind::Forward { forward, peer } => match &self.forwards[*forward] {
@@ -206,6 +273,119 @@ impl UdpTable {
             }
         }
         true
+    }
+
+    /// Adds a datagram of NAT flow `index` to the send batch, sending what
+    /// was pending first when it cannot join it.
+    fn queue_send(&mut self, ctx: &mut Ctx, index: usize, payload: &[u8]) {
+        let b = &self.sends;
+        let joins = b.flow == Some(index)
+            && !b.closed
+            && b.count < MAX_RUN
+            && payload.len() <= b.size
+            && b.len + payload.len() <= SEND_BATCH_BYTES;
+        if !joins {
+            self.flush_sends(ctx);
+        }
+        let b = &mut self.sends;
+        if payload.is_empty() || payload.len() > SEND_BATCH_BYTES {
+            // Nothing to cut (GSO needs a payload), or more than a batch.
+            b.flow = Some(index);
+            b.size = payload.len();
+            self.send_one(ctx, index, payload);
+            self.sends.flow = None;
+            return;
+        }
+        if b.count == 0 {
+            b.flow = Some(index);
+            b.size = payload.len();
+        } else if payload.len() < b.size {
+            b.closed = true;
+        }
+        b.buf[b.len..b.len + payload.len()].copy_from_slice(payload);
+        b.len += payload.len();
+        b.count += 1;
+    }
+
+    /// Sends the guest datagrams waiting in the send batch: one GSO
+    /// `sendmsg` for several, a plain `send` for one. The link calls it at
+    /// the end of each batch of frames it delivers.
+    pub fn flush_sends(&mut self, ctx: &mut Ctx) {
+        let Some(index) = self.sends.flow.take() else {
+            return;
+        };
+        let (len, size, count) = (self.sends.len, self.sends.size, self.sends.count);
+        self.sends.len = 0;
+        self.sends.count = 0;
+        self.sends.closed = false;
+        if count == 0 {
+            return;
+        }
+        let Some(Some(flow)) = self.flows.get_mut(index) else {
+            return;
+        };
+        let FlowKind::Nat(socket) = &flow.kind else {
+            return;
+        };
+        let data = &self.sends.buf[..len];
+        let send = || {
+            if count == 1 {
+                socket.send(data)
+            } else {
+                send_segmented(socket.as_raw_fd(), data, size)
+            }
+        };
+        // An ICMP error from an earlier send is reported once, by a send
+        // that then sends nothing: try again so that it costs the batch no
+        // more than it cost one datagram.
+        let sent = match send() {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => send(),
+            other => other,
+        };
+        let sent = if count == 1 {
+            sent
+        } else {
+            match sent {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIO)) => {
+                    // No GSO on this socket's path: one send each, from now on.
+                    tracing::debug!(err = %e, remote = %flow.remote, "UDP GSO refused");
+                    flow.no_gso = true;
+                    let mut result = Ok(0);
+                    for chunk in data.chunks(size) {
+                        result = socket.send(chunk).map(|_| len);
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    result
+                }
+                other => other,
+            }
+        };
+        match sent {
+            Ok(_) => flow.bytes_from_guest += len as u64,
+            Err(err) => {
+                tracing::debug!(%err, remote = %flow.remote, "UDP send failed");
+                ctx.counters.drop(DropReason::HostSocketError);
+            }
+        }
+    }
+
+    /// Sends one datagram of NAT flow `index` at once (after the batch).
+    fn send_one(&mut self, ctx: &mut Ctx, index: usize, payload: &[u8]) {
+        let Some(Some(flow)) = self.flows.get_mut(index) else {
+            return;
+        };
+        let FlowKind::Nat(socket) = &flow.kind else {
+            return;
+        };
+        match socket.send(payload) {
+            Ok(n) => flow.bytes_from_guest += n as u64,
+            Err(err) => {
+                tracing::debug!(%err, remote = %flow.remote, "UDP send failed");
+                ctx.counters.drop(DropReason::HostSocketError);
+            }
+        }
     }
 
     /// Opens a NAT flow for a guest datagram to `remote`, which the host
@@ -277,6 +457,7 @@ impl UdpTable {
             created: ctx.now,
             bytes_from_guest: 0,
             bytes_to_guest: 0,
+            no_gso: false,
         });
         if self.next_sweep.is_none() {
             self.next_sweep = Some(ctx.now + SWEEP_INTERVAL);
@@ -284,7 +465,8 @@ impl UdpTable {
         Some(index)
     }
 
-    /// Relays what arrived on NAT flow `index` to the guest.
+    /// Relays what arrived on NAT flow `index` to the guest, a batch of
+    /// datagrams per `recvmmsg`.
     pub fn on_flow_readable(&mut self, ctx: &mut Ctx, index: usize) {
         let Some(Some(flow)) = self.flows.get_mut(index) else {
             return;
@@ -292,18 +474,60 @@ impl UdpTable {
         let FlowKind::Nat(socket) = &flow.kind else {
             return;
         };
+        let fd = socket.as_raw_fd();
+        let mut lens = [0usize; RECV_BATCH];
         loop {
-            match socket.recv(&mut self.buf) {
-                Ok(n) => {
-                    flow.last_used = ctx.now;
-                    if emit(ctx, None, flow.remote, flow.guest, &self.buf[..n]) {
-                        flow.bytes_to_guest += n as u64;
+            let n = match recv_batch(fd, &mut self.batch, &mut lens) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // An ICMP error from an earlier send (port unreachable...).
+                Err(err) => {
+                    tracing::debug!(%err, remote = %flow.remote, "UDP flow receive");
+                    continue;
+                }
+            };
+            flow.last_used = ctx.now;
+            let datagram = |i: usize| &self.batch[i * MAX_DATAGRAM..i * MAX_DATAGRAM + lens[i]];
+            let offload = ctx.can_offload_to(flow.guest.ip());
+            let max_run_bytes = ctx.max_offload_udp_payload(flow.guest.ip());
+            let mut i = 0;
+            while i < n {
+                let size = lens[i];
+                let (mut end, mut total) = (i + 1, size);
+                if offload && size > 0 {
+                    while end < n
+                        && end - i < MAX_RUN
+                        && lens[end] <= size
+                        && total + lens[end] <= max_run_bytes
+                    {
+                        total += lens[end];
+                        end += 1;
+                        if lens[end - 1] < size {
+                            break;
+                        }
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // An ICMP error from an earlier send (port unreachable...).
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(err) => tracing::debug!(%err, remote = %flow.remote, "UDP flow receive"),
+                let sent = if offload && total <= max_run_bytes {
+                    emit_offload(
+                        ctx,
+                        flow.remote,
+                        flow.guest,
+                        size,
+                        (i..end).map(datagram),
+                        total,
+                    )
+                } else {
+                    emit(ctx, None, flow.remote, flow.guest, datagram(i))
+                };
+                if sent {
+                    flow.bytes_to_guest += total as u64;
+                }
+                i = end;
+            }
+            if n < RECV_BATCH {
+                // The socket is drained (the next call would block).
+                break;
             }
         }
     }
@@ -399,6 +623,13 @@ impl UdpTable {
         let Some(flow) = self.flows[index].take() else {
             return;
         };
+        if self.sends.flow == Some(index) {
+            // Never the case between batches (the link flushes each).
+            self.sends.flow = None;
+            self.sends.len = 0;
+            self.sends.count = 0;
+            self.sends.closed = false;
+        }
         self.by_endpoints.remove(&(flow.guest, flow.remote));
         match flow.kind {
             FlowKind::Nat(mut socket) => {
@@ -427,4 +658,84 @@ fn open_connected(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result
     let socket = UdpSocket::bind(SocketAddr::new(source.unwrap_or(unspecified), 0))?;
     socket.connect(target)?;
     Ok(socket)
+}
+
+/// Reads up to [`RECV_BATCH`] datagrams from the non-blocking socket `fd`
+/// with one `recvmmsg`, datagram `i` into `buf[i * MAX_DATAGRAM..]` and its
+/// length into `lens[i]`. Returns how many arrived (at least one).
+fn recv_batch(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+    lens: &mut [usize; RECV_BATCH],
+) -> std::io::Result<usize> {
+    // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers,
+    // zero lengths); they are filled in below.
+    let mut iov: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+    for (i, (v, m)) in iov.iter_mut().zip(msgs.iter_mut()).enumerate() {
+        let slot = &mut buf[i * MAX_DATAGRAM..(i + 1) * MAX_DATAGRAM];
+        v.iov_base = slot.as_mut_ptr().cast();
+        v.iov_len = slot.len();
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every message points at one iovec into its own disjoint
+    // MAX_DATAGRAM-byte slot of `buf`, which outlives the call; no names
+    // or control data are asked for.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            RECV_BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    for (len, m) in lens.iter_mut().zip(&msgs).take(n) {
+        *len = (m.msg_len as usize).min(MAX_DATAGRAM);
+    }
+    Ok(n)
+}
+
+/// Sends `data`, datagrams of `size` bytes back to back (the last may be
+/// shorter), on the connected socket `fd` with one `sendmsg` whose
+/// `UDP_SEGMENT` control message has the kernel cut them up (UDP GSO).
+fn send_segmented(fd: std::os::fd::RawFd, data: &[u8], size: usize) -> std::io::Result<usize> {
+    let gso_size =
+        u16::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // Room for one cmsghdr and a u16, aligned as the kernel reads it.
+    let mut control = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (no name, no data, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    // SAFETY: `msg` points at `control`, which has room for the one
+    // header CMSG_SPACE sized (32 bytes >= 24), so CMSG_FIRSTHDR is
+    // non-null and CMSG_DATA lies within it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), gso_size);
+    }
+    // SAFETY: the message's iovec points at `data` and its control at
+    // `control`, both alive for the call; the kernel only reads them.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }

@@ -17,8 +17,8 @@ use super::neighbours::{Held, Neighbours};
 use super::tx::GuestTx;
 use crate::config::{HostForward, StackConfig, ROUTER_LINK_LOCAL};
 use crate::wire::framing::{
-    vnet_header, TcpOffload, MAX_OFFLOAD_PACKET, VIRTIO_NET_HDR_GSO_TCPV4,
-    VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN,
+    vnet_header, Offload, MAX_OFFLOAD_PACKET, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VNET_HDR_LEN,
 };
 use crate::wire::{
     arp, ipv6_multicast_mac, ndp, ETHERNET_HEADER_LEN, GATEWAY_MAC, IPV4_HEADER_LEN,
@@ -111,7 +111,7 @@ impl Ctx<'_> {
         dst: Ipv4Addr,
         protocol: IpProtocol,
         payload_len: usize,
-        offload: Option<TcpOffload>,
+        offload: Option<Offload>,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
         let total = IPV4_HEADER_LEN + payload_len;
@@ -174,7 +174,7 @@ impl Ctx<'_> {
         dst: Ipv6Addr,
         protocol: IpProtocol,
         payload_len: usize,
-        offload: Option<TcpOffload>,
+        offload: Option<Offload>,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
         let next = match dst_mac {
@@ -337,7 +337,7 @@ impl Ctx<'_> {
         dst: IpAddr,
         protocol: IpProtocol,
         payload_len: usize,
-        offload: Option<TcpOffload>,
+        offload: Option<Offload>,
         fill: impl FnOnce(&mut [u8]),
     ) -> bool {
         match (src, dst) {
@@ -355,8 +355,35 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether a packet to `dst` may go as an offload frame now: the link
+    /// takes them and `dst`'s Ethernet address is known (an offload frame
+    /// is never held for resolution, see `queue_frame`).
+    pub fn can_offload_to(&self, dst: IpAddr) -> bool {
+        self.tx.offload()
+            && match dst {
+                IpAddr::V4(d) => matches!(self.next_hop_v4(d), NextHop::Mac(_)),
+                IpAddr::V6(d) => self.neighbours.lookup(d).is_some(),
+            }
+    }
+
+    /// Largest UDP payload of one offload frame from `src` (its family):
+    /// what [`Ctx::emit_ip_offload`] takes with a UDP header.
+    pub fn max_offload_udp_payload(&self, src: IpAddr) -> usize {
+        let ip = if src.is_ipv6() {
+            IPV6_HEADER_LEN
+        } else {
+            IPV4_HEADER_LEN
+        };
+        let probe = Offload {
+            mss: 1,
+            header_len: 8,
+            udp: true,
+        };
+        self.packet_limit(Some(probe)).saturating_sub(ip + 8)
+    }
+
     /// Largest IP packet to queue: the MTU, or an offload frame's limit.
-    fn packet_limit(&self, offload: Option<TcpOffload>) -> usize {
+    fn packet_limit(&self, offload: Option<Offload>) -> usize {
         if offload.is_some() && self.tx.offload() {
             MAX_OFFLOAD_PACKET.min(self.tx.max_frame_len() - ETHERNET_HEADER_LEN)
         } else {

@@ -37,7 +37,7 @@ pub use token::{decode_token, token, TokenKind};
 pub use tx::GuestTx;
 // The wire items the public API has always offered here.
 pub use crate::wire::framing::{
-    RxChecksum, TcpOffload, FRAME_PREFIX_LEN, MAX_OFFLOAD_PACKET, VNET_HDR_LEN,
+    Offload, RxChecksum, FRAME_PREFIX_LEN, MAX_OFFLOAD_PACKET, VNET_HDR_LEN,
 };
 pub use crate::wire::{
     ipv6_multicast_mac, ETHERNET_HEADER_LEN, GATEWAY_MAC, IPV4_HEADER_LEN, IPV6_HEADER_LEN,

@@ -187,7 +187,7 @@ impl GuestTx {
 mod tests {
     use super::*;
     use crate::wire::framing::{
-        vnet_header, TcpOffload, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+        vnet_header, Offload, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     };
     use crate::wire::{IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 
@@ -224,9 +224,10 @@ mod tests {
         tx.enable_offload();
         assert!(tx.offload());
         assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + MAX_OFFLOAD_PACKET);
-        let gso = Some(TcpOffload {
+        let gso = Some(Offload {
             mss: 1460,
-            tcp_header_len: 20,
+            header_len: 20,
+            udp: false,
         });
         // 3000 bytes of payload: segmented, TCPv4, checksum from byte 34.
         let hdr = vnet_header(gso, IPV4_HEADER_LEN, 3020, VIRTIO_NET_HDR_GSO_TCPV4);

@@ -1,6 +1,9 @@
 //! UDP datagrams in and out of the guest: the check every received
 //! datagram passes and the emitter every UDP sender (NAT flows, DHCP, the
-//! DNS relay, TFTP) queues its replies with.
+//! DNS relay, TFTP) queues its replies with, and the offload emitter NAT
+//! flows use for batches toward a tap with virtio-net headers: several
+//! datagrams in one frame the namespace's kernel cuts up
+//! (`VIRTIO_NET_HDR_GSO_UDP_L4`), the checksum left to it.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,7 +11,7 @@ use smoltcp::wire::{EthernetAddress, IpAddress, IpProtocol, UdpPacket};
 
 use super::counters::{Counters, DropReason};
 use super::ctx::Ctx;
-use crate::wire::framing::RxChecksum;
+use crate::wire::framing::{Offload, RxChecksum};
 
 /// Length of a UDP header.
 pub(crate) const UDP_HEADER_LEN: usize = 8;
@@ -83,4 +86,47 @@ pub(crate) fn emit(
         (IpAddr::V6(s), IpAddr::V6(d), mac) => ctx.emit_ipv6(mac, s, d, IpProtocol::Udp, len, fill),
         (s, d, _) => ctx.emit_ip(s, d, IpProtocol::Udp, len, fill),
     }
+}
+
+/// Queues the datagrams `payloads` (`total` bytes together; every one
+/// `size` bytes but the last, which may be shorter) from `src` to `dst` as
+/// one offload frame: a single UDP header and the payloads back to back,
+/// which the link's receiver cuts into datagrams of `size` bytes and
+/// checksums (only when [`Ctx::can_offload_to`] `dst`; the caller keeps
+/// `total` within [`Ctx::max_offload_udp_payload`]). One datagram goes
+/// whole, its checksum still left to the receiver.
+pub(crate) fn emit_offload<'p>(
+    ctx: &mut Ctx,
+    src: SocketAddr,
+    dst: SocketAddr,
+    size: usize,
+    payloads: impl IntoIterator<Item = &'p [u8]>,
+    total: usize,
+) -> bool {
+    let len = UDP_HEADER_LEN + total;
+    let (Ok(udp_len), Ok(mss)) = (u16::try_from(len), u16::try_from(size.max(1))) else {
+        ctx.counters.drop(DropReason::Oversized);
+        return false;
+    };
+    let offload = Offload {
+        mss,
+        header_len: UDP_HEADER_LEN,
+        udp: true,
+    };
+    let (s, d) = (src.ip(), dst.ip());
+    let fill = |buf: &mut [u8]| {
+        let buf = &mut buf[..len];
+        let mut udp = UdpPacket::new_unchecked(&mut *buf);
+        udp.set_src_port(src.port());
+        udp.set_dst_port(dst.port());
+        udp.set_len(udp_len);
+        let mut at = UDP_HEADER_LEN;
+        for p in payloads {
+            let end = (at + p.len()).min(len);
+            buf[at..end].copy_from_slice(&p[..end - at]);
+            at = end;
+        }
+        crate::wire::csum::fill_partial(s, d, IpProtocol::Udp, buf);
+    };
+    ctx.emit_ip_offload(s, d, IpProtocol::Udp, len, Some(offload), fill)
 }

@@ -591,6 +591,18 @@ impl Attachment {
     /// datagrams) and hands each frame to the stack or, with several VMs,
     /// to the switch.
     pub fn receive(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
+        let state = self.receive_frames(registry, stack, now);
+        // Datagrams the frames left waiting go now (see `crate::udp`).
+        stack.end_guest_batch(registry, now);
+        state
+    }
+
+    fn receive_frames(
+        &mut self,
+        registry: &Registry,
+        stack: &mut Stack,
+        now: Instant,
+    ) -> LinkState {
         let mut state = LinkState::Unchanged;
         if self.dgram_readable {
             state = self.receive_dgram(registry, stack, now);
@@ -640,7 +652,7 @@ impl Attachment {
         self.had_vm = true;
         if self.live <= 1 || frame.len() < ETHERNET_HEADER_LEN {
             // Frames too short for Ethernet are counted by the stack.
-            stack.handle_frame_with(registry, frame, checksum, now);
+            stack.handle_frame_batched(registry, frame, checksum, now);
             return;
         }
         let dst = EthernetAddress::from_bytes(&frame[..6]);
@@ -671,7 +683,7 @@ impl Attachment {
             }
         };
         if to_stack {
-            stack.handle_frame(registry, frame, now);
+            stack.handle_frame_batched(registry, frame, RxChecksum::Unverified, now);
         }
     }
 

@@ -98,7 +98,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::config::{ForwardProtocol, HostForward, Outbound, StackConfig};
 use crate::iface::flow::{FlowInfo, FlowProtocol};
 use crate::iface::{
-    token, Ctx, DropReason, RxChecksum, TcpOffload, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
+    token, Ctx, DropReason, Offload, RxChecksum, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
 };
 
 #[cfg(test)]
@@ -781,6 +781,13 @@ impl TcpTable {
         if self.insert(ctx, flow) {
             self.sh.stats.opened_outbound += 1;
             tracing::debug!(guest = %key.guest, remote = %key.remote, %target, "TCP connect");
+            // A connect over loopback has usually completed by the time
+            // connect() returns: answer the SYN now, not a wake-up later
+            // on the socket's writable event.
+            if let Some(flow) = self.flows[slot].as_mut() {
+                let verdict = flow.check_connect(ctx, &mut self.sh);
+                self.apply(ctx, slot, verdict);
+            }
         } else {
             reply_rst(ctx, &mut self.sh, &key, seg);
         }
@@ -1764,9 +1771,10 @@ fn emit(
     let src = out.src.ip();
     let dst = out.dst.ip();
     let mut complete = false;
-    let offload = offload_mss.map(|mss| TcpOffload {
+    let offload = offload_mss.map(|mss| Offload {
         mss,
-        tcp_header_len: header_len,
+        header_len,
+        udp: false,
     });
     let queued = ctx.emit_ip_offload(src, dst, IpProtocol::Tcp, seg_len, offload, |buf| {
         let buf = &mut buf[..seg_len];
@@ -1793,7 +1801,7 @@ fn emit(
         }
         complete = fill(&mut buf[header_len..]);
         if offload.is_some() {
-            crate::wire::csum::fill_tcp_partial(src, dst, buf);
+            crate::wire::csum::fill_partial(src, dst, IpProtocol::Tcp, buf);
         } else {
             crate::wire::csum::fill_tcp(src, dst, buf);
         }
@@ -1827,11 +1835,16 @@ fn syn_options(mut opts: &[u8]) -> (u16, Option<u8>) {
 
 /// Starts a non-blocking connect to `addr`, from `source` if given.
 fn connect_nonblocking(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Non-blocking from `socket` on (SOCK_NONBLOCK): two `fcntl`s fewer
+    // per connection.
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     if let Some(ip) = source {
         sock.bind(&SocketAddr::new(ip, 0).into())?;
     }
-    sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(true)?;
     sock.set_keepalive(true)?;
     match sock.connect(&addr.into()) {

@@ -83,15 +83,17 @@ pub(crate) fn fill_tcp(src: IpAddr, dst: IpAddr, segment: &mut [u8]) {
     segment[16..18].copy_from_slice(&(!sum).to_ne_bytes());
 }
 
-/// Puts the pseudo-header sum (not complemented) in a TCP segment's
-/// checksum field, for a receiver that sums the segment itself from there
-/// (a virtio-net header's `NEEDS_CSUM`, Linux's `CHECKSUM_PARTIAL`).
-pub(crate) fn fill_tcp_partial(src: IpAddr, dst: IpAddr, segment: &mut [u8]) {
-    if segment.len() < 18 {
+/// Puts the pseudo-header sum (not complemented) in a TCP segment's or a
+/// UDP datagram's checksum field (`protocol`), for a receiver that sums
+/// the rest itself from there (a virtio-net header's `NEEDS_CSUM`,
+/// Linux's `CHECKSUM_PARTIAL`).
+pub(crate) fn fill_partial(src: IpAddr, dst: IpAddr, protocol: IpProtocol, segment: &mut [u8]) {
+    let at = if protocol == IpProtocol::Udp { 6 } else { 16 };
+    if segment.len() < at + 2 {
         return;
     }
-    let sum = fold(pseudo_sum(src, dst, IpProtocol::Tcp, segment.len()));
-    segment[16..18].copy_from_slice(&sum.to_ne_bytes());
+    let sum = fold(pseudo_sum(src, dst, protocol, segment.len()));
+    segment[at..at + 2].copy_from_slice(&sum.to_ne_bytes());
 }
 
 /// Whether a received TCP segment's checksum is right.
@@ -144,10 +146,26 @@ mod tests {
             let mut seg = vec![0u8; 20];
             seg[12] = 5 << 4;
             seg.extend_from_slice(&payload);
-            fill_tcp_partial(src, dst, &mut seg);
+            fill_partial(src, dst, IpProtocol::Tcp, &mut seg);
             let finished = !fold(add(0, &seg));
             seg[16..18].copy_from_slice(&finished.to_ne_bytes());
             prop_assert!(verify_tcp(src, dst, &seg));
+        }
+
+        #[test]
+        fn udp_partial_sum_completes_to_the_full_checksum(payload in proptest::collection::vec(any::<u8>(), 0..3000), v6 in any::<bool>()) {
+            let (src, dst) = addrs(v6);
+            let len = 8 + payload.len();
+            let mut dgram = vec![0u8; 8];
+            dgram[..2].copy_from_slice(&1234u16.to_be_bytes());
+            dgram[2..4].copy_from_slice(&53u16.to_be_bytes());
+            dgram[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+            dgram.extend_from_slice(&payload);
+            fill_partial(src, dst, IpProtocol::Udp, &mut dgram);
+            let finished = !fold(add(0, &dgram));
+            dgram[6..8].copy_from_slice(&finished.to_ne_bytes());
+            prop_assert!(smoltcp::wire::UdpPacket::new_unchecked(&dgram[..])
+                .verify_checksum(&IpAddress::from(src), &IpAddress::from(dst)));
         }
     }
 

@@ -22,6 +22,13 @@ const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
 pub const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
 /// `virtio_net_hdr` GSO type of a TCP/IPv6 segment.
 pub const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+/// `virtio_net_hdr` GSO type of UDP datagrams (either family; Linux 6.2+
+/// takes it from a tap, `TUN_F_USO4`/`TUN_F_USO6` the other way).
+pub const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
+/// Offset of the UDP checksum field in its header.
+const UDP_CSUM_OFFSET: u16 = 6;
+/// Offset of the TCP checksum field in its header.
+const TCP_CSUM_OFFSET: u16 = 16;
 
 /// What the link says of a received frame's TCP or UDP checksum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,24 +55,30 @@ impl RxChecksum {
     }
 }
 
-/// A TCP segment the attachment's receiver finishes (a tap with
-/// `IFF_VNET_HDR`): it computes the checksum from the pseudo-header sum the
-/// stack put in place, and a segment with more than `mss` bytes of payload
-/// arrives as one large (GRO-like) packet of `mss`-sized segments.
+/// A TCP segment or UDP datagrams the attachment's receiver finishes (a
+/// tap with `IFF_VNET_HDR`): it computes the checksum from the
+/// pseudo-header sum the stack put in place, and a packet with more than
+/// `mss` bytes of payload arrives as one large (GRO-like) packet of
+/// `mss`-sized TCP segments, or is cut into UDP datagrams of `mss` bytes
+/// of payload each (the last may be shorter; `VIRTIO_NET_HDR_GSO_UDP_L4`).
 #[derive(Clone, Copy, Debug)]
-pub struct TcpOffload {
-    /// Payload bytes per segment on the wire (the guest's MSS).
+pub struct Offload {
+    /// Payload bytes per segment on the wire (the guest's MSS, or the
+    /// size of each UDP datagram).
     pub mss: u16,
-    /// Length of the TCP header (options included).
-    pub tcp_header_len: usize,
+    /// Length of the TCP header (options included), or 8 for UDP.
+    pub header_len: usize,
+    /// Whether the packet is UDP (else TCP).
+    pub udp: bool,
 }
 
 /// The virtio-net header (little-endian, as a tap on a little-endian host
 /// reads it) of a frame whose IP header is `ip_header_len` bytes: none
 /// without `offload`; else the checksum left to the receiver and, when the
-/// payload exceeds the MSS, segmentation of type `gso_type`.
+/// payload exceeds the MSS, segmentation of type `gso_type` (for TCP; UDP
+/// is always `VIRTIO_NET_HDR_GSO_UDP_L4`).
 pub fn vnet_header(
-    offload: Option<TcpOffload>,
+    offload: Option<Offload>,
     ip_header_len: usize,
     segment_len: usize,
     gso_type: u8,
@@ -75,15 +88,24 @@ pub fn vnet_header(
         return hdr;
     };
     let csum_start = ETHERNET_HEADER_LEN + ip_header_len;
-    let headers = csum_start + o.tcp_header_len;
+    let headers = csum_start + o.header_len;
     hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-    if segment_len > o.tcp_header_len + usize::from(o.mss) {
-        hdr[1] = gso_type;
+    if segment_len > o.header_len + usize::from(o.mss) {
+        hdr[1] = if o.udp {
+            VIRTIO_NET_HDR_GSO_UDP_L4
+        } else {
+            gso_type
+        };
     }
-    // hdr_len, gso_size, csum_start, csum_offset (the TCP checksum field).
+    let csum_offset = if o.udp {
+        UDP_CSUM_OFFSET
+    } else {
+        TCP_CSUM_OFFSET
+    };
+    // hdr_len, gso_size, csum_start, csum_offset (the checksum field).
     hdr[2..4].copy_from_slice(&(headers as u16).to_le_bytes());
     hdr[4..6].copy_from_slice(&o.mss.to_le_bytes());
     hdr[6..8].copy_from_slice(&(csum_start as u16).to_le_bytes());
-    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+    hdr[8..10].copy_from_slice(&csum_offset.to_le_bytes());
     hdr
 }
