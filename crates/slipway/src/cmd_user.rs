@@ -34,6 +34,14 @@ pub struct UserArgs {
     #[arg(long, value_name = "PATH")]
     pub dgram: Option<PathBuf>,
 
+    /// Serve `--socket PATH` as a vhost-user backend for QEMU's
+    /// `-chardev socket,path=PATH -netdev vhost-user,chardev=...` (guest
+    /// memory shared with `memory-backend-memfd,share=on`): the VM's
+    /// virtio-net rings are read and written in place. One VM; slipway
+    /// exits when it disconnects.
+    #[arg(long, requires = "socket")]
+    pub vhost_user: bool,
+
     /// After the last VM disconnects, wait for the next one instead of exiting
     /// (listening and datagram modes; in connect mode slipway always exits).
     #[arg(long)]
@@ -206,7 +214,11 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
         }
     }
     let spec = if let Some(p) = args.socket {
-        AttachSpec::UnixListen(p)
+        if args.vhost_user {
+            AttachSpec::VhostUser(p)
+        } else {
+            AttachSpec::UnixListen(p)
+        }
     } else if let Some(p) = args.connect_socket {
         AttachSpec::UnixConnect(p)
     } else if let Some(a) = args.listen_tcp {
