@@ -24,6 +24,9 @@
 //! reports both readable and writable: a kick on either ring (TX: frames
 //! to read; RX: buffers refilled) retries both directions.
 //!
+//! QEMU's connection reaches the library through [`relay`], which holds
+//! back ring enables QEMU sends before the features (see there).
+//!
 //! The sandbox forbids new threads, so the connection is accepted (and the
 //! library's threads started) before the sandbox is applied: the
 //! attachment reports no first peer until then (`connect_first_peer`).
@@ -43,7 +46,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -65,6 +68,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::transport::{Lost, Rx, Transport, VmGone};
 use crate::iface::GuestTx;
 use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
+
+mod relay;
 
 /// Queue 0 carries frames to the guest, queue 1 frames from it.
 const RX_QUEUE: usize = 0;
@@ -102,7 +107,7 @@ struct NetBackend(Arc<Shared>);
 
 /// Features offered: virtio 1.0, indirect descriptors, mergeable receive
 /// buffers, checksum offload and TSO from the guest, and vhost-user's
-/// protocol features.
+/// protocol features (QEMU's vhost-user NIC needs them; see [`relay`]).
 fn offered_features() -> u64 {
     (1 << VIRTIO_F_VERSION_1)
         | (1 << VIRTIO_RING_F_INDIRECT_DESC)
@@ -134,7 +139,9 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::REPLY_ACK
+        // None: no reply acknowledgements (the relay may hold a message
+        // back), one queue pair, no backend channel.
+        VhostUserProtocolFeatures::empty()
     }
 
     fn set_event_idx(&self, _enabled: bool) {
@@ -189,9 +196,10 @@ impl Pending {
         let mut mio_listener = self.listener;
         let _ = registry.deregister(&mut mio_listener);
         let std_listener: UnixListener = mio_listener.into();
-        // Readable, so accept does not block; but a connection aborted in
-        // between would make the library spin on a non-blocking socket.
+        // Readable, so this does not block for long.
         std_listener.set_nonblocking(false)?;
+        let (qemu, _) = std_listener.accept()?;
+        drop(std_listener);
         let shared = Arc::new(Shared {
             wake: EventFd::new(EFD_NONBLOCK)?,
             vrings: OnceLock::new(),
@@ -205,17 +213,31 @@ impl Pending {
             mem.clone(),
         )
         .map_err(|e| SetupError::Daemon(e.to_string()))?;
-        // The listener's socket file stays the attachment's to remove.
-        let mut listener = Listener::from(std_listener);
+        // The library's end of the relay: a socket in a private directory,
+        // connected to before the library accepts (the backlog holds it).
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-vhost-")
+            .tempdir()?;
+        let inner = dir.path().join("backend.sock");
+        let mut listener = Listener::from(UnixListener::bind(&inner)?);
+        let backend_end = UnixStream::connect(&inner)?;
         daemon
             .start(&mut listener)
             .map_err(|e| SetupError::Daemon(e.to_string()))?;
+        drop(listener);
+        drop(dir);
+        std::thread::Builder::new()
+            .name("vhost-user-relay".to_owned())
+            .spawn(move || relay::run(qemu, backend_end))?;
         let waiter = shared.clone();
         std::thread::Builder::new()
             .name("vhost-user-wait".to_owned())
             .spawn(move || {
                 match daemon.wait() {
-                    Ok(()) => tracing::info!("QEMU closed the vhost-user connection"),
+                    Ok(())
+                    | Err(vhost_user_backend::Error::HandleRequest(
+                        vhost::vhost_user::Error::Disconnected,
+                    )) => tracing::info!("QEMU closed the vhost-user connection"),
                     Err(err) => tracing::warn!(%err, "vhost-user connection ended"),
                 }
                 waiter.gone.store(true, Ordering::Release);
