@@ -134,6 +134,9 @@ pub struct Sandbox {
     service: bool,
     unix_dgram: Option<PathBuf>,
     require: bool,
+    /// The socket-cleaning parent, when forked ahead of [`Sandbox::apply`]
+    /// ([`Sandbox::fork_cleaner`]).
+    cleaner: Option<libc::pid_t>,
 }
 
 impl Default for Sandbox {
@@ -146,6 +149,7 @@ impl Default for Sandbox {
             service: false,
             unix_dgram: None,
             require: false,
+            cleaner: None,
         }
     }
 }
@@ -305,6 +309,22 @@ impl Sandbox {
         }
     }
 
+    /// Forks the socket-cleaning parent now instead of in
+    /// [`Sandbox::apply`], for a caller that starts threads in between (a
+    /// fork keeps only the calling thread: threads started before it would
+    /// stay behind in the cleaning parent). Call it once every
+    /// [`Sandbox::remove_on_exit`] path is registered, while the process
+    /// has one thread.
+    pub fn fork_cleaner(&mut self) -> Result<(), SandboxError> {
+        if self.cleaner.is_none() && !self.remove_on_exit.is_empty() {
+            self.cleaner = Some(cleaner::fork(
+                &self.remove_on_exit,
+                self.cleaner_ruleset()?,
+            )?);
+        }
+        Ok(())
+    }
+
     /// Confines the calling process (every thread it has now and later).
     /// Call it once setup is complete: nothing it forbids can be done
     /// afterwards.
@@ -318,7 +338,9 @@ impl Sandbox {
         } else {
             None
         };
-        let parent = if self.remove_on_exit.is_empty() {
+        let parent = if self.cleaner.is_some() {
+            self.cleaner
+        } else if self.remove_on_exit.is_empty() {
             None
         } else {
             Some(cleaner::fork(

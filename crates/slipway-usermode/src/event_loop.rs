@@ -156,6 +156,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         }
         AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) | AttachSpec::Tap(_) => None,
     };
+    let vhost_user = matches!(spec, AttachSpec::VhostUser(_));
     let mut attach = Attachment::open(spec, &registry)?;
     if attach.takes_offload() {
         stack.guest_tx().enable_offload();
@@ -172,6 +173,11 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         }
         sandbox
     });
+    if let Some(sandbox) = sandbox.as_mut().filter(|_| vhost_user) {
+        // vhost-user starts threads when QEMU connects, before the sandbox
+        // applies: the cleaning parent must be forked before them.
+        sandbox.fork_cleaner()?;
+    }
     let exit_tokens = EXIT_FD_INDEX..EXIT_FD_INDEX + opts.exit_fds.len();
     for (fd, index) in opts.exit_fds.iter().zip(exit_tokens.clone()) {
         registry
