@@ -176,7 +176,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
     if let Some(sandbox) = sandbox.as_mut().filter(|_| vhost_user) {
         // vhost-user starts threads when QEMU connects, before the sandbox
         // applies: the cleaning parent must be forked before them.
-        sandbox.fork_cleaner()?;
+        sandbox.allow_vhost_user().fork_cleaner()?;
     }
     let exit_tokens = EXIT_FD_INDEX..EXIT_FD_INDEX + opts.exit_fds.len();
     for (fd, index) in opts.exit_fds.iter().zip(exit_tokens.clone()) {

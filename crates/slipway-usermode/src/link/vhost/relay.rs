@@ -18,7 +18,8 @@
 //! has a hook for it.
 //!
 //! Bounds: a message body over [`MAX_BODY`] bytes, more than [`MAX_HELD`]
-//! held messages, or descriptors on a held message end the connection.
+//! held messages, descriptors on a held message, or guest memory that
+//! could fault when read (`check_memory`) end the connection.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -36,6 +37,11 @@ const MAX_FDS: usize = 32;
 /// Most `SET_VRING_ENABLE` messages held before `SET_FEATURES`.
 pub(super) const MAX_HELD: usize = 16;
 const SET_FEATURES: u32 = 2;
+const SET_MEM_TABLE: u32 = 5;
+/// A memory table's header (region count, padding) and one region (guest
+/// address, size, QEMU's address, offset in the file).
+const MEM_TABLE_HEADER: usize = 8;
+const MEM_REGION: usize = 32;
 const SET_VRING_ENABLE: u32 = 18;
 
 fn invalid(what: &'static str) -> std::io::Error {
@@ -104,6 +110,9 @@ fn relay(qemu: &UnixStream, backend: &UnixStream) -> std::io::Result<()> {
                 held.push(msg);
                 continue;
             }
+            if request == SET_MEM_TABLE {
+                check_memory(&msg[HEADER..], &files)?;
+            }
             let raw: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
             send(backend, &msg, &raw)?;
             if request == SET_FEATURES && !features_set {
@@ -114,6 +123,51 @@ fn relay(qemu: &UnixStream, backend: &UnixStream) -> std::io::Result<()> {
             }
         }
     }
+}
+
+/// Refuses a memory table whose files could shrink under the mapping or
+/// are smaller than their regions: a read past the end of a mapped file
+/// is a SIGBUS, which would end slipway (`vm-memory` 0.18 maps
+/// `offset + size` of the file without comparing it with the file's
+/// size). QEMU's `memory-backend-memfd` seals its memfds against
+/// shrinking (`seal=on`, the default); other backends (a file under
+/// /dev/shm or hugetlbfs) are refused. A malformed table is left to
+/// `vhost`, which refuses it.
+fn check_memory(body: &[u8], files: &[File]) -> std::io::Result<()> {
+    let Some(count) = body.get(..4) else {
+        return Ok(());
+    };
+    let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    for (i, file) in files.iter().enumerate().take(count) {
+        let at = MEM_TABLE_HEADER + i * MEM_REGION;
+        let Some(region) = body.get(at..at + MEM_REGION) else {
+            return Ok(());
+        };
+        let field = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&region[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (size, offset) = (field(8), field(24));
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl and lseek on a descriptor we own.
+        let (seals, len) = unsafe {
+            (
+                libc::fcntl(fd, libc::F_GET_SEALS),
+                libc::lseek(fd, 0, libc::SEEK_END),
+            )
+        };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(invalid(
+                "guest memory not sealed against shrinking (use memory-backend-memfd)",
+            ));
+        }
+        let end = offset.checked_add(size);
+        if len < 0 || end.is_none_or(|end| end > len as u64) {
+            return Err(invalid("a guest memory region past the end of its file"));
+        }
+    }
+    Ok(())
 }
 
 /// One whole message from QEMU and the descriptors that came with it;
