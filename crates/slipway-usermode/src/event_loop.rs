@@ -151,9 +151,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         _ => None,
     };
     let socket_file = match &spec {
-        AttachSpec::UnixListen(path) | AttachSpec::UnixDgram(path) | AttachSpec::VhostUser(path) => {
-            Some(path.clone())
-        }
+        AttachSpec::UnixListen(path)
+        | AttachSpec::UnixDgram(path)
+        | AttachSpec::VhostUser(path) => Some(path.clone()),
         AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) | AttachSpec::Tap(_) => None,
     };
     let vhost_user = matches!(spec, AttachSpec::VhostUser(_));

@@ -195,6 +195,9 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
     let cfg = stack_config(&args.stack, args.options.as_deref().unwrap_or(""))?;
     let mut sandbox = slipway_sandbox::Sandbox::new();
     sandbox.runas(args.sandbox.runas.clone());
+    if args.vhost_user {
+        sandbox.allow_vhost_user();
+    }
     if args.print_sandbox {
         // What these options would allow (a TFTP root adds file reads).
         let sandbox = event_loop::sandbox_for(sandbox, &cfg, args.stack.api.as_deref());

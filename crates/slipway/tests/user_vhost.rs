@@ -162,7 +162,8 @@ mod hostile {
 
     pub fn start(dir: &Path) -> (Slipway, PathBuf) {
         let sock = dir.join("vhost.sock");
-        let mut slipway = Slipway::start(&[s("--vhost-user"), s("--socket"), sock.display().to_string()]);
+        let mut slipway =
+            Slipway::start(&[s("--vhost-user"), s("--socket"), sock.display().to_string()]);
         slipway.wait_for_path(&sock);
         (slipway, sock)
     }
@@ -267,7 +268,10 @@ mod hostile {
         let mut fe = Frontend::connect(sock, 2).expect("connect");
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
-        assert_ne!(offered & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+        assert_ne!(
+            offered & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
+            0
+        );
         let _ = fe.get_protocol_features().unwrap();
         fe.set_features(offered).unwrap();
         fe
@@ -412,9 +416,17 @@ fn vhost_user_survives_hostile_frontends() {
     huge[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());
     hostile::malformed_message(dir.path(), &huge, "over 4 KiB");
     // SET_FEATURES with a 4-byte body (it takes 8).
-    hostile::malformed_message(dir.path(), &message(2, &[0; 4]), "vhost-user connection ended");
+    hostile::malformed_message(
+        dir.path(),
+        &message(2, &[0; 4]),
+        "vhost-user connection ended",
+    );
     // An unknown request.
-    hostile::malformed_message(dir.path(), &message(9999, &[]), "vhost-user connection ended");
+    hostile::malformed_message(
+        dir.path(),
+        &message(9999, &[]),
+        "vhost-user connection ended",
+    );
     // Guest memory that could shrink, or smaller than its region: refused
     // before it is mapped (a read past its end would be a SIGBUS).
     for (seal, size, says) in [
