@@ -354,9 +354,10 @@ mod hostile {
         let mut fe = handshake(&sock);
         set_memory(&mut fe, &fd, MEM as u64).unwrap();
         let (kicks, _calls) = start_rings(&mut fe);
-        // RX buffers: 4 of 2 KiB (device-writable).
+        // RX buffers: 4 of 32 bytes (device-writable), so that the
+        // reply (12-byte header, 42-byte frame) takes two, merged.
         for i in 0..4u16 {
-            mem.desc(0, i, 0x10000 + 0x800 * i as u64, 0x800, true);
+            mem.desc(0, i, 0x10000 + 0x800 * i as u64, 32, true);
             mem.offer(0, i);
         }
         kicks[0].write(1).unwrap();
@@ -373,12 +374,13 @@ mod hostile {
         }
         kicks[1].write(1).unwrap();
         wait_used(&mem, 1, 4, &slipway);
-        // The answer: an ARP reply in the first RX buffer, one buffer.
-        wait_used(&mem, 0, 1, &slipway);
-        let (id, len) = mem.used(0, 0);
-        assert_eq!(id, 0);
-        let reply = mem.read(0x10000, len as usize);
-        assert_eq!(u16::from_le_bytes([reply[10], reply[11]]), 1, "num_buffers");
+        // The answer: an ARP reply over the first two RX buffers.
+        wait_used(&mem, 0, 2, &slipway);
+        assert_eq!(mem.used(0, 0), (0, 32));
+        assert_eq!(mem.used(0, 1), (1, 12 + 42 - 32));
+        let mut reply = mem.read(0x10000, 32);
+        reply.extend(mem.read(0x10800, 22));
+        assert_eq!(u16::from_le_bytes([reply[10], reply[11]]), 2, "num_buffers");
         assert_eq!(&reply[12 + 12..12 + 14], &[0x08, 0x06], "{reply:?}");
         assert_eq!(&reply[12 + 20..12 + 22], &[0, 2], "an ARP reply");
         assert_eq!(&reply[12 + 28..12 + 32], &[10, 0, 2, 2]);
