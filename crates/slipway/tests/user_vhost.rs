@@ -2,8 +2,9 @@
 //! `-netdev vhost-user` (guest memory shared as a memfd), in a user and
 //! network namespace of the test's own, and is served through the rings
 //! in its memory: DHCP, DNS through slipway's relay, NAT to loopback
-//! servers, a host forward into the guest, and large transfers both ways
-//! with identical checksums.
+//! servers over IPv4 and IPv6, a host forward into the guest, and large
+//! transfers both ways with identical checksums. And a hostile frontend
+//! that is not QEMU.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -50,6 +51,8 @@ fn vhost_user_serves_a_guest_through_shared_rings() {
     let up = dir.path().join("up.bin");
     std::fs::write(&up, varied(UP_BYTES, 0x5a5a)).unwrap();
     let http = HttpServer::serve_dir(dir.path()).unwrap();
+    std::fs::write(dir.path().join("v6.txt"), "served-over-ipv6\n").unwrap();
+    let http6 = HttpServer::serve_dir_on(dir.path(), "::1".parse().unwrap()).unwrap();
     let dns = DnsServer::builder()
         .host("www.example.test", "192.0.2.10".parse().unwrap())
         .start()
@@ -89,11 +92,14 @@ fn vhost_user_serves_a_guest_through_shared_rings() {
          nslookup www.example.test 10.0.2.3 > /tmp/ns 2>&1; grep -q 192.0.2.10 /tmp/ns && result nslookup ok\n\
          result down \"$(wget -q -O - http://10.0.2.2:{http}/down.bin | md5sum | cut -d' ' -f1)\"\n\
          wget -q -O /tmp/up.bin http://10.0.2.2:{http}/up.bin && nc 10.0.2.2 {sink_port} < /tmp/up.bin && result upload sent\n\
+         i=0; while [ $i -lt 60 ]; do ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -qv tentative && break; sleep 1; i=$((i+1)); done\n\
+         wget -q -O /tmp/v6.txt 'http://[fec0::2]:{http6}/v6.txt' && result http6 \"$(cat /tmp/v6.txt)\"\n\
          mkdir -p /www && echo guest-page > /www/index.html\n\
          httpd -p 8080 -h /www\n\
          ready forwards\n\
          sleep 300\n",
         http = http.port(),
+        http6 = http6.port(),
     );
     let mut guest = Guest::builder()
         .netdev("vhost-user,id=n0,chardev=c0")
@@ -114,6 +120,7 @@ fn vhost_user_serves_a_guest_through_shared_rings() {
     assert!(dns.log().contains("www.example.test"), "{}", dns.log());
     check(&out, &slipway, "down", &md5(&down));
     check(&out, &slipway, "upload", "sent");
+    check(&out, &slipway, "http6", "served-over-ipv6");
     sink_thread.join().unwrap();
     assert_eq!(md5(&received), md5(&up), "{}", slipway.log());
     assert!(
@@ -410,6 +417,8 @@ fn message(request: u32, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn vhost_user_survives_hostile_frontends() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
+    slipway_testkit::netns::sh("ip link set lo up");
     let dir = slipway_testkit::temp_dir().unwrap();
     // Descriptors pointing outside guest memory.
     hostile::bad_descriptors_then_a_good_frame(dir.path());
