@@ -216,6 +216,11 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
             _ => return Ok(0),
         }
     }
+    if args.vhost_user && args.socket.is_none() {
+        anyhow::bail!(
+            "--vhost-user serves --socket PATH (not --connect-socket, --listen-tcp or --dgram)"
+        );
+    }
     let spec = if let Some(p) = args.socket {
         if args.vhost_user {
             AttachSpec::VhostUser(p)

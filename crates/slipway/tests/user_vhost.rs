@@ -452,3 +452,18 @@ fn vhost_user_survives_hostile_frontends() {
         assert!(log.contains(says), "{log}");
     }
 }
+
+/// vhost-user is served on a listening unix socket only.
+#[test]
+fn vhost_user_needs_a_listening_socket() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["user", "--vhost-user", "--dgram", "/nonexistent/s.sock"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--vhost-user serves --socket PATH"),
+        "{stderr}"
+    );
+}
