@@ -24,6 +24,9 @@ pub struct GuestTx {
     head: usize,
     count: usize,
     offload: bool,
+    /// The MTU and slot count before [`GuestTx::enable_offload`], for
+    /// [`GuestTx::disable_offload`].
+    plain: Option<(usize, usize)>,
 }
 
 impl GuestTx {
@@ -38,6 +41,7 @@ impl GuestTx {
             head: 0,
             count: 0,
             offload: false,
+            plain: None,
         }
     }
 
@@ -46,9 +50,23 @@ impl GuestTx {
     /// ask for them ([`GuestTx::offload`]): the attachment writes frames with
     /// their virtio-net header. Forgets queued frames (called at start).
     pub fn enable_offload(&mut self) {
+        if self.offload {
+            return;
+        }
+        let plain = (self.max_frame_len() - ETHERNET_HEADER_LEN, self.lens.len());
         let slots = (self.lens.len() / 4).max(1);
         *self = GuestTx::new(MAX_OFFLOAD_PACKET.max(self.max_frame_len()), slots);
         self.offload = true;
+        self.plain = Some(plain);
+    }
+
+    /// Undoes [`GuestTx::enable_offload`] (a vhost-user guest whose driver
+    /// no longer takes offload frames): slots of the link MTU again.
+    /// Forgets queued frames.
+    pub fn disable_offload(&mut self) {
+        if let Some((mtu, slots)) = self.plain.take() {
+            *self = GuestTx::new(mtu, slots);
+        }
     }
 
     /// Whether the link takes TCP segmentation-offload frames.

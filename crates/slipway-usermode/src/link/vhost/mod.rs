@@ -41,7 +41,10 @@
 //! From the guest, checksum offload and TSO (`VIRTIO_NET_F_CSUM`,
 //! `HOST_TSO4/6`) are taken as from a tap with `IFF_VNET_HDR`: the stack
 //! trusts a partial checksum and takes a 64 KiB segment whole. Toward the
-//! guest no offload is offered yet (frames of at most the MTU, summed).
+//! guest, once its driver acknowledged `GUEST_CSUM` and `GUEST_TSO4/6`
+//! (and mergeable buffers), the stack's queue switches to offload frames
+//! as for a tap (`GuestTx::enable_offload`, on the first flush after;
+//! frames queued before are dropped), and back if a later driver did not.
 //! One queue pair (no multiqueue), no `EVENT_IDX`.
 
 use std::io::{Read, Write};
@@ -57,7 +60,8 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
@@ -83,8 +87,9 @@ const HDR_LEN: usize = VNET_HDR_LEN + 2;
 const READ_BATCH: usize = 64;
 /// Receive buffer: a 64 KiB TSO frame and its header.
 const VHOST_RX_LEN: usize = 65536 + HDR_LEN;
-/// Most RX chains one frame may take (a 64 KiB frame in 4 KiB pages).
-const MAX_MERGE: usize = 17;
+/// Most RX chains one frame may take (a 64 KiB TSO frame in Linux's
+/// smallest mergeable buffers, 1518 bytes: 44).
+const MAX_MERGE: usize = 64;
 
 type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
@@ -106,7 +111,7 @@ struct Shared {
 struct NetBackend(Arc<Shared>);
 
 /// Features offered: virtio 1.0, indirect descriptors, mergeable receive
-/// buffers, checksum offload and TSO from the guest, and vhost-user's
+/// buffers, checksum offload and TSO both ways, and vhost-user's
 /// protocol features (QEMU's vhost-user NIC needs them; see [`relay`]).
 fn offered_features() -> u64 {
     (1 << VIRTIO_F_VERSION_1)
@@ -115,6 +120,9 @@ fn offered_features() -> u64 {
         | (1 << VIRTIO_NET_F_CSUM)
         | (1 << VIRTIO_NET_F_HOST_TSO4)
         | (1 << VIRTIO_NET_F_HOST_TSO6)
+        | (1 << VIRTIO_NET_F_GUEST_CSUM)
+        | (1 << VIRTIO_NET_F_GUEST_TSO4)
+        | (1 << VIRTIO_NET_F_GUEST_TSO6)
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
 }
 
@@ -310,6 +318,20 @@ impl Transport for Vhost {
         if !state.get_queue().ready() || !state.is_enabled() {
             *writable = false;
             return Ok(0);
+        }
+        // TSO frames toward the guest once its driver took them (with
+        // mergeable buffers to hold them); back to MTU-sized frames if a
+        // driver started later did not.
+        let offload = merge
+            && self.acked(VIRTIO_NET_F_GUEST_CSUM)
+            && self.acked(VIRTIO_NET_F_GUEST_TSO4)
+            && self.acked(VIRTIO_NET_F_GUEST_TSO6);
+        if offload && !tx.offload() {
+            tracing::info!("the guest takes checksum and segmentation offload");
+            tx.enable_offload();
+        } else if !offload && tx.offload() {
+            tracing::info!("the guest no longer takes offload frames");
+            tx.disable_offload();
         }
         let mut sent = 0;
         let mut used = false;
