@@ -236,6 +236,23 @@ mod tests {
     }
 
     #[test]
+    fn offload_is_undone_to_the_link_mtu() {
+        let mut tx = GuestTx::new(1500, 8);
+        tx.enable_offload();
+        tx.enable_offload();
+        assert!(tx.offload());
+        assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + MAX_OFFLOAD_PACKET);
+        assert_eq!(tx.free_slots(), 2);
+        assert!(tx.push(|_| 60));
+        tx.disable_offload();
+        assert!(!tx.offload());
+        assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + 1500);
+        assert_eq!(tx.free_slots(), 8, "queued frames forgotten");
+        tx.disable_offload();
+        assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + 1500);
+    }
+
+    #[test]
     fn offload_frames_carry_their_virtio_net_header() {
         let mut tx = GuestTx::new(1500, 8);
         assert!(!tx.offload());
