@@ -225,6 +225,13 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             match decode_token(event.token()) {
                 Some((TokenKind::Attach, index)) => {
                     let state = attach.on_event(&registry, index, event);
+                    if state == LinkState::Gone {
+                        // Only a vhost-user connection that could not be
+                        // set up (logged where it failed).
+                        return Err(io_err("attaching the VM")(std::io::Error::other(
+                            "the vhost-user connection could not be set up",
+                        )));
+                    }
                     if state == LinkState::Connected && attach.port_count() == 1 {
                         // The first VM; a VM joining others keeps theirs.
                         stack.reset_vm();

@@ -476,3 +476,27 @@ fn vhost_user_needs_a_listening_socket() {
         "{stderr}"
     );
 }
+
+/// A vhost-user connection that cannot be set up (here: no directory
+/// for the library's end of the relay) ends slipway with an error naming
+/// it, instead of leaving it without a VM or a listener.
+#[test]
+fn vhost_user_setup_failure_is_an_error() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let sock = dir.path().join("vhost.sock");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"));
+    cmd.env("TMPDIR", dir.path().join("missing"));
+    let mut slipway = Slipway::spawn(
+        cmd,
+        &[s("--vhost-user"), s("--socket"), sock.display().to_string()],
+    );
+    slipway.wait_for_path(&sock);
+    let _conn = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let (status, log) = slipway.wait_exit();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("setting up the vhost-user connection failed"),
+        "{log}"
+    );
+    assert!(log.contains("could not be set up"), "{log}");
+}

@@ -208,6 +208,18 @@ impl Pending {
         std_listener.set_nonblocking(false)?;
         let (qemu, _) = std_listener.accept()?;
         drop(std_listener);
+        // The library's end of the relay: a socket in a private directory,
+        // connected to before the library accepts (the backlog holds it).
+        // Made before the library's threads: a daemon dropped after they
+        // started waits for them forever (they never exit), so from there
+        // on a failure leaves it undropped (the network ends with an
+        // error anyway).
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-vhost-")
+            .tempdir()?;
+        let inner = dir.path().join("backend.sock");
+        let mut listener = Listener::from(UnixListener::bind(&inner)?);
+        let backend_end = UnixStream::connect(&inner)?;
         let shared = Arc::new(Shared {
             wake: EventFd::new(EFD_NONBLOCK)?,
             vrings: OnceLock::new(),
@@ -215,32 +227,23 @@ impl Pending {
             gone: AtomicBool::new(false),
         });
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon = VhostUserDaemon::new(
+        let daemon = VhostUserDaemon::new(
             "slipway-vhost-user".to_owned(),
             NetBackend(shared.clone()),
             mem.clone(),
         )
         .map_err(|e| SetupError::Daemon(e.to_string()))?;
-        // The library's end of the relay: a socket in a private directory,
-        // connected to before the library accepts (the backlog holds it).
-        let dir = tempfile::Builder::new()
-            .prefix("slipway-vhost-")
-            .tempdir()?;
-        let inner = dir.path().join("backend.sock");
-        let mut listener = Listener::from(UnixListener::bind(&inner)?);
-        let backend_end = UnixStream::connect(&inner)?;
+        let mut daemon = std::mem::ManuallyDrop::new(daemon);
         daemon
             .start(&mut listener)
             .map_err(|e| SetupError::Daemon(e.to_string()))?;
         drop(listener);
         drop(dir);
-        std::thread::Builder::new()
-            .name("vhost-user-relay".to_owned())
-            .spawn(move || relay::run(qemu, backend_end))?;
         let waiter = shared.clone();
         std::thread::Builder::new()
             .name("vhost-user-wait".to_owned())
             .spawn(move || {
+                let mut daemon = std::mem::ManuallyDrop::into_inner(daemon);
                 match daemon.wait() {
                     Ok(())
                     | Err(vhost_user_backend::Error::HandleRequest(
@@ -250,7 +253,14 @@ impl Pending {
                 }
                 waiter.gone.store(true, Ordering::Release);
                 let _ = waiter.wake.write(1);
+                // The daemon is not dropped: see above.
+                std::mem::forget(daemon);
             })?;
+        // Should this fail, the sockets close and the library's thread
+        // ends, which the waiter reports.
+        std::thread::Builder::new()
+            .name("vhost-user-relay".to_owned())
+            .spawn(move || relay::run(qemu, backend_end))?;
         Ok(Vhost { shared, mem })
     }
 }
