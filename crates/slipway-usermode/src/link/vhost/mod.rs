@@ -28,10 +28,13 @@
 //! back ring enables QEMU sends before the features (see there).
 //!
 //! The sandbox forbids new threads, so the connection is accepted (and the
-//! library's threads started) before the sandbox is applied: the
-//! attachment reports no first peer until then (`connect_first_peer`).
-//! The sandbox then covers all threads (seccomp's TSYNC); the first
-//! protocol messages may be read in the microseconds between the two.
+//! library's threads, the relay's and a waiter's started) before the
+//! sandbox is applied: the attachment reports no first peer until then
+//! (`connect_first_peer`), and the sandbox's socket-cleaning parent is
+//! forked at start (a fork keeps only the calling thread). The sandbox
+//! then covers all threads (seccomp's TSYNC); the first protocol messages
+//! may be read in the moments between the two. A waiter thread joins the
+//! library's connection thread and wakes the loop when QEMU is gone.
 //! One VM per socket: the listening socket is closed once QEMU connects,
 //! and the network ends when QEMU's connection does (a second connection
 //! would need a new thread).
