@@ -134,6 +134,11 @@ pub struct Sandbox {
     service: bool,
     unix_dgram: Option<PathBuf>,
     require: bool,
+    /// Whether a vhost-user link runs under it ([`Sandbox::allow_vhost_user`]).
+    vhost_user: bool,
+    /// The socket-cleaning parent, when forked ahead of [`Sandbox::apply`]
+    /// ([`Sandbox::fork_cleaner`]).
+    cleaner: Option<libc::pid_t>,
 }
 
 impl Default for Sandbox {
@@ -146,6 +151,8 @@ impl Default for Sandbox {
             service: false,
             unix_dgram: None,
             require: false,
+            vhost_user: false,
+            cleaner: None,
         }
     }
 }
@@ -262,6 +269,13 @@ impl Sandbox {
         self
     }
 
+    /// Allows what a vhost-user link needs besides the data path's calls:
+    /// `lseek` (the sizes of the guest memory files QEMU passes).
+    pub fn allow_vhost_user(&mut self) -> &mut Self {
+        self.vhost_user = true;
+        self
+    }
+
     /// Makes a part of the sandbox the kernel cannot give an error of
     /// [`Sandbox::apply`] (`--require-sandbox`) instead of a warning:
     /// Landlock, and the private mount namespace of
@@ -285,12 +299,16 @@ impl Sandbox {
     /// The system calls the filter allows, by name, in table order. Reading
     /// files adds the calls that opening and reading them needs.
     pub fn syscalls(&self) -> Vec<Syscall> {
-        syscalls::allowed(
+        let mut all = syscalls::allowed(
             self.service,
             !self.read_only.is_empty(),
             !self.write_dirs.is_empty(),
             self.unix_dgram.is_some(),
-        )
+        );
+        if self.vhost_user && !all.iter().any(|c| syscalls::VHOST_USER.contains(c)) {
+            all.extend_from_slice(syscalls::VHOST_USER);
+        }
+        all
     }
 
     /// The capabilities kept, as a bit mask by capability number.
@@ -303,6 +321,22 @@ impl Sandbox {
         } else {
             0
         }
+    }
+
+    /// Forks the socket-cleaning parent now instead of in
+    /// [`Sandbox::apply`], for a caller that starts threads in between (a
+    /// fork keeps only the calling thread: threads started before it would
+    /// stay behind in the cleaning parent). Call it once every
+    /// [`Sandbox::remove_on_exit`] path is registered, while the process
+    /// has one thread.
+    pub fn fork_cleaner(&mut self) -> Result<(), SandboxError> {
+        if self.cleaner.is_none() && !self.remove_on_exit.is_empty() {
+            self.cleaner = Some(cleaner::fork(
+                &self.remove_on_exit,
+                self.cleaner_ruleset()?,
+            )?);
+        }
+        Ok(())
     }
 
     /// Confines the calling process (every thread it has now and later).
@@ -318,7 +352,9 @@ impl Sandbox {
         } else {
             None
         };
-        let parent = if self.remove_on_exit.is_empty() {
+        let parent = if self.cleaner.is_some() {
+            self.cleaner
+        } else if self.remove_on_exit.is_empty() {
             None
         } else {
             Some(cleaner::fork(

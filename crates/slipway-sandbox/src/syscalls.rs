@@ -191,6 +191,11 @@ const FILES: &[Syscall] = calls![
     SYS_getdents64,
 ];
 
+/// What a vhost-user link adds: the size of each guest memory file QEMU
+/// passes (`lseek` to its end; no path involved), checked before it is
+/// mapped.
+pub(crate) const VHOST_USER: &[Syscall] = calls![SYS_lseek];
+
 /// The allowlist: the data path's, with the bridge network service's
 /// `ioctl`s when `service` is true, with the file calls when `files` is true, those replacing
 /// files when `writes` is true, and unix datagram sockets besides TCP and

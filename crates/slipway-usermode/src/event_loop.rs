@@ -176,9 +176,12 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         _ => None,
     };
     let socket_file = match &spec {
-        AttachSpec::UnixListen(path) | AttachSpec::UnixDgram(path) => Some(path.clone()),
+        AttachSpec::UnixListen(path)
+        | AttachSpec::UnixDgram(path)
+        | AttachSpec::VhostUser(path) => Some(path.clone()),
         AttachSpec::UnixConnect(_) | AttachSpec::TcpListen(_) | AttachSpec::Tap(_) => None,
     };
+    let vhost_user = matches!(spec, AttachSpec::VhostUser(_));
     let mut attach = Attachment::open(spec, &registry)?;
     if attach.takes_offload() {
         stack.guest_tx().enable_offload();
@@ -200,6 +203,11 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         }
         sandbox
     });
+    if let Some(sandbox) = sandbox.as_mut().filter(|_| vhost_user) {
+        // vhost-user starts threads when QEMU connects, before the sandbox
+        // applies: the cleaning parent must be forked before them.
+        sandbox.allow_vhost_user().fork_cleaner()?;
+    }
     let exit_tokens = EXIT_FD_INDEX..EXIT_FD_INDEX + opts.exit_fds.len();
     for (fd, index) in opts.exit_fds.iter().zip(exit_tokens.clone()) {
         registry
@@ -255,6 +263,13 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             match decode_token(event.token()) {
                 Some((TokenKind::Attach, index)) => {
                     let state = attach.on_event(&registry, index, event);
+                    if state == LinkState::Gone {
+                        // Only a vhost-user connection that could not be
+                        // set up (logged where it failed).
+                        return Err(io_err("attaching the VM")(std::io::Error::other(
+                            "the vhost-user connection could not be set up",
+                        )));
+                    }
                     if state == LinkState::Connected && attach.port_count() == 1 {
                         // The first VM; a VM joining others keeps theirs.
                         stack.reset_vm();

@@ -41,6 +41,14 @@ pub struct UserArgs {
     #[arg(long, value_name = "HOST:PORT|unix:PATH", value_parser = parse_metrics_addr)]
     pub metrics: Option<slipway_usermode::metrics::MetricsAddr>,
 
+    /// Serve `--socket PATH` as a vhost-user backend for QEMU's
+    /// `-chardev socket,path=PATH -netdev vhost-user,chardev=...` (guest
+    /// memory shared with `memory-backend-memfd,share=on`): the VM's
+    /// virtio-net rings are read and written in place. One VM; slipway
+    /// exits when it disconnects.
+    #[arg(long, requires = "socket")]
+    pub vhost_user: bool,
+
     /// After the last VM disconnects, wait for the next one instead of exiting
     /// (listening and datagram modes; in connect mode slipway always exits).
     #[arg(long)]
@@ -244,6 +252,9 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
     let cfg = stack_config(&args.stack, args.options.as_deref().unwrap_or(""))?;
     let mut sandbox = slipway_sandbox::Sandbox::new();
     sandbox.runas(args.sandbox.runas.clone());
+    if args.vhost_user {
+        sandbox.allow_vhost_user();
+    }
     if args.print_sandbox {
         // What these options would allow (a TFTP root adds file reads).
         let sandbox = event_loop::sandbox_for(sandbox, &cfg, args.stack.api.as_deref());
@@ -262,8 +273,17 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
             _ => return Ok(0),
         }
     }
+    if args.vhost_user && args.socket.is_none() {
+        anyhow::bail!(
+            "--vhost-user serves --socket PATH (not --connect-socket, --listen-tcp or --dgram)"
+        );
+    }
     let spec = if let Some(p) = args.socket {
-        AttachSpec::UnixListen(p)
+        if args.vhost_user {
+            AttachSpec::VhostUser(p)
+        } else {
+            AttachSpec::UnixListen(p)
+        }
     } else if let Some(p) = args.connect_socket {
         AttachSpec::UnixConnect(p)
     } else if let Some(a) = args.listen_tcp {

@@ -24,6 +24,9 @@ pub struct GuestTx {
     head: usize,
     count: usize,
     offload: bool,
+    /// The MTU and slot count before [`GuestTx::enable_offload`], for
+    /// [`GuestTx::disable_offload`].
+    plain: Option<(usize, usize)>,
 }
 
 impl GuestTx {
@@ -38,6 +41,7 @@ impl GuestTx {
             head: 0,
             count: 0,
             offload: false,
+            plain: None,
         }
     }
 
@@ -46,9 +50,23 @@ impl GuestTx {
     /// ask for them ([`GuestTx::offload`]): the attachment writes frames with
     /// their virtio-net header. Forgets queued frames (called at start).
     pub fn enable_offload(&mut self) {
+        if self.offload {
+            return;
+        }
+        let plain = (self.max_frame_len() - ETHERNET_HEADER_LEN, self.lens.len());
         let slots = (self.lens.len() / 4).max(1);
         *self = GuestTx::new(MAX_OFFLOAD_PACKET.max(self.max_frame_len()), slots);
         self.offload = true;
+        self.plain = Some(plain);
+    }
+
+    /// Undoes [`GuestTx::enable_offload`] (a vhost-user guest whose driver
+    /// no longer takes offload frames): slots of the link MTU again.
+    /// Forgets queued frames.
+    pub fn disable_offload(&mut self) {
+        if let Some((mtu, slots)) = self.plain.take() {
+            *self = GuestTx::new(mtu, slots);
+        }
     }
 
     /// Whether the link takes TCP segmentation-offload frames.
@@ -215,6 +233,23 @@ mod tests {
         assert_eq!(tx.frame(0), b"x");
         assert_eq!(tx.frame(1), b"yz");
         assert_eq!(tx.free_slots(), 0);
+    }
+
+    #[test]
+    fn offload_is_undone_to_the_link_mtu() {
+        let mut tx = GuestTx::new(1500, 8);
+        tx.enable_offload();
+        tx.enable_offload();
+        assert!(tx.offload());
+        assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + MAX_OFFLOAD_PACKET);
+        assert_eq!(tx.free_slots(), 2);
+        assert!(tx.push(|_| 60));
+        tx.disable_offload();
+        assert!(!tx.offload());
+        assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + 1500);
+        assert_eq!(tx.free_slots(), 8, "queued frames forgotten");
+        tx.disable_offload();
+        assert_eq!(tx.max_frame_len(), ETHERNET_HEADER_LEN + 1500);
     }
 
     #[test]

@@ -200,6 +200,10 @@ impl Attachment {
     /// before a sandbox takes that right away (a switch from root to a user
     /// who may not write to it); a connected socket keeps sending to it.
     pub fn connect_first_peer(&mut self, registry: &Registry) -> bool {
+        if self.awaits_vhost() {
+            // The vhost-user library's threads start with the connection.
+            return false;
+        }
         let Some(socket) = &self.dgram else {
             return true;
         };

@@ -4,7 +4,9 @@
 //! - `stream`: `-netdev stream`, `-netdev socket,connect=` (unix or TCP),
 //!   length-prefixed frames;
 //! - `dgram`: `-netdev dgram` on unix sockets, one frame per datagram;
-//! - `tap`: a tap descriptor inside a container's network namespace.
+//! - `tap`: a tap descriptor inside a container's network namespace;
+//! - `vhost`: `-netdev vhost-user`, virtio-net rings in guest memory
+//!   shared with QEMU (one VM per socket).
 //!
 //! The transports are the variants of `Link`, which implements the trait
 //! by matching once per batch (a read or a flush), so the per-frame path
@@ -42,11 +44,13 @@ mod stream;
 pub mod switch;
 mod tap;
 mod transport;
+mod vhost;
 
 use dgram::{Dgram, DGRAM_READ_BATCH, DGRAM_SLOT};
 use stream::Stream;
 use tap::Tap;
 use transport::{Lost, Rx, Transport};
+use vhost::Vhost;
 
 pub use stream::MAX_STREAM_FRAME;
 pub use transport::VmGone;
@@ -77,6 +81,9 @@ pub enum AttachSpec {
     /// A tap device's descriptor (IFF_TAP | IFF_NO_PI), opened inside a
     /// container's network namespace; set non-blocking on open.
     Tap(Arc<OwnedFd>),
+    /// Listen on a unix stream socket for QEMU's vhost-user frontend
+    /// (`-chardev socket,path=PATH -netdev vhost-user,chardev=...`), one VM.
+    VhostUser(PathBuf),
 }
 
 impl std::fmt::Display for AttachSpec {
@@ -87,6 +94,7 @@ impl std::fmt::Display for AttachSpec {
             AttachSpec::TcpListen(a) => write!(f, "TCP address {a}"),
             AttachSpec::UnixDgram(p) => write!(f, "unix datagram socket {}", p.display()),
             AttachSpec::Tap(fd) => write!(f, "tap device (descriptor {})", fd.as_raw_fd()),
+            AttachSpec::VhostUser(p) => write!(f, "vhost-user socket {}", p.display()),
         }
     }
 }
@@ -122,6 +130,7 @@ enum Link {
     Tcp(Stream<TcpStream>),
     Dgram(Dgram),
     Tap(Tap),
+    Vhost(Vhost),
 }
 
 macro_rules! each_link {
@@ -131,6 +140,7 @@ macro_rules! each_link {
             Link::Tcp($t) => $e,
             Link::Dgram($t) => $e,
             Link::Tap($t) => $e,
+            Link::Vhost($t) => $e,
         }
     };
 }
@@ -240,6 +250,8 @@ pub struct Attachment {
     /// The socket file to remove when done.
     owned_path: Option<PathBuf>,
     warned_unnamed_peer: bool,
+    /// A vhost-user socket QEMU has not connected to yet.
+    vhost: Option<vhost::Pending>,
 }
 /// Removes a socket file left behind by a process that is gone; refuses
 /// (with `AddrInUse`) when something still listens on it, and leaves
@@ -297,6 +309,7 @@ impl Attachment {
         let mut dgram = None;
         let mut link = None;
         let mut owned_path = None;
+        let mut vhost = None;
         let listening = token(TokenKind::Attach, LISTENER);
         match &spec {
             AttachSpec::UnixListen(path) => {
@@ -328,6 +341,15 @@ impl Attachment {
                     .register(&mut s, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 dgram = Some(s);
+            }
+            AttachSpec::VhostUser(path) => {
+                remove_stale_socket(path, true).map_err(err("socket file"))?;
+                let mut l = UnixListener::bind(path).map_err(err("bind"))?;
+                owned_path = Some(path.clone());
+                registry
+                    .register(&mut l, listening, Interest::READABLE)
+                    .map_err(err("register"))?;
+                vhost = Some(vhost::Pending { listener: l });
             }
             AttachSpec::Tap(fd) => {
                 // SAFETY: fcntl on a descriptor the spec keeps open.
@@ -375,6 +397,7 @@ impl Attachment {
             drops: 0,
             owned_path,
             warned_unnamed_peer: false,
+            vhost,
         })
     }
 
@@ -448,6 +471,9 @@ impl Attachment {
     /// Handles readiness of a token of kind [`TokenKind::Attach`].
     pub fn on_event(&mut self, registry: &Registry, index: usize, event: &Event) -> LinkState {
         if index == LISTENER {
+            if let Some(pending) = self.vhost.take() {
+                return self.accept_vhost(registry, pending);
+            }
             if self.dgram.is_some() {
                 self.dgram_readable = true;
                 return LinkState::Unchanged;
@@ -506,6 +532,29 @@ impl Attachment {
         }
     }
 
+    /// Accepts QEMU's vhost-user connection: the one VM of this socket.
+    fn accept_vhost(&mut self, registry: &Registry, pending: vhost::Pending) -> LinkState {
+        match pending.accept(registry) {
+            Ok(link) => match self.add_port(registry, Link::Vhost(link)) {
+                Some(_) => {
+                    tracing::info!(spec = %self.spec, "VM attached");
+                    LinkState::Connected
+                }
+                None => LinkState::Gone,
+            },
+            Err(err) => {
+                tracing::warn!(%err, spec = %self.spec, "setting up the vhost-user connection failed");
+                LinkState::Gone
+            }
+        }
+    }
+
+    /// Whether QEMU's vhost-user connection is still awaited (the sandbox
+    /// waits for it: see `vhost`).
+    pub(crate) fn awaits_vhost(&self) -> bool {
+        self.vhost.is_some()
+    }
+
     /// Gives `link` a port (the first free one) and registers it; `None`
     /// when it cannot be registered.
     fn add_port(&mut self, registry: &Registry, link: Link) -> Option<usize> {
@@ -544,7 +593,10 @@ impl Attachment {
     /// Whether a VM that goes away can be followed by another on this
     /// attachment (listening and datagram modes; not connect mode).
     pub fn can_wait_for_next(&self) -> bool {
-        !matches!(self.spec, AttachSpec::UnixConnect(_) | AttachSpec::Tap(_))
+        !matches!(
+            self.spec,
+            AttachSpec::UnixConnect(_) | AttachSpec::Tap(_) | AttachSpec::VhostUser(_)
+        )
     }
 
     /// MAC addresses of VMs that went away while others stayed on the

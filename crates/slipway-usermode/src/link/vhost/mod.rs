@@ -1,0 +1,506 @@
+//! The vhost-user transport: QEMU's `-netdev vhost-user` (a virtio-net
+//! device whose rings and packet buffers live in guest memory that QEMU
+//! shares with us as memfds, `memory-backend-memfd,share=on`).
+//!
+//! The protocol (the socket's messages, the memory table, the vrings'
+//! addresses and eventfds) is rust-vmm's `vhost-user-backend`, the rings
+//! are `virtio-queue`'s, guest memory is `vm-memory`'s: nothing of the
+//! protocol is written here. Every descriptor is bounds-checked against the
+//! memory table by `virtio-queue`'s `Reader`/`Writer` (a chain pointing
+//! outside guest memory is an error, never an access); a chain that fails
+//! is handed back to the guest empty and its frame is dropped.
+//!
+//! Threads and the event loop. `vhost-user-backend` runs two threads of its
+//! own: one reads the socket's messages (memory table, ring addresses,
+//! features), one waits in epoll on the rings' kick eventfds. The stack is
+//! single-threaded and stays on slipway's `mio` loop, so the simplest sound
+//! split is: the kick thread does nothing but write our own eventfd
+//! ([`Shared::wake`], registered with `mio` under the port's token), and
+//! the loop's thread does all the ring work: it pops the guest's TX chains
+//! (`receive`: copy out of guest memory, hand to the stack) and fills its
+//! RX chains (`flush`), under the vrings' locks (which the protocol thread
+//! takes only to reconfigure a ring). There is no copy through a socket and
+//! no frame crosses a thread. An eventfd is always writable, so each wake-up
+//! reports both readable and writable: a kick on either ring (TX: frames
+//! to read; RX: buffers refilled) retries both directions.
+//!
+//! QEMU's connection reaches the library through [`relay`], which holds
+//! back ring enables QEMU sends before the features (see there).
+//!
+//! The sandbox forbids new threads, so the connection is accepted (and the
+//! library's threads, the relay's and a waiter's started) before the
+//! sandbox is applied: the attachment reports no first peer until then
+//! (`connect_first_peer`), and the sandbox's socket-cleaning parent is
+//! forked at start (a fork keeps only the calling thread). The sandbox
+//! then covers all threads (seccomp's TSYNC); the first protocol messages
+//! may be read in the moments between the two. A waiter thread joins the
+//! library's connection thread and wakes the loop when QEMU is gone.
+//! One VM per socket: the listening socket is closed once QEMU connects,
+//! and the network ends when QEMU's connection does (a second connection
+//! would need a new thread).
+//!
+//! Receive buffers are mergeable (`VIRTIO_NET_F_MRG_RXBUF`): a frame may
+//! span several RX chains, whose count goes in the header's `num_buffers`.
+//! From the guest, checksum offload and TSO (`VIRTIO_NET_F_CSUM`,
+//! `HOST_TSO4/6`) are taken as from a tap with `IFF_VNET_HDR`: the stack
+//! trusts a partial checksum and takes a 64 KiB segment whole. Toward the
+//! guest, once its driver acknowledged `GUEST_CSUM` and `GUEST_TSO4/6`
+//! (and mergeable buffers), the stack's queue switches to offload frames
+//! as for a tap (`GuestTx::enable_offload`, on the first flush after;
+//! frames queued before are dropped), and back if a later driver did not.
+//! One queue pair (no multiqueue), no `EVENT_IDX`.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::transport::{Lost, Rx, Transport, VmGone};
+use crate::iface::GuestTx;
+use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
+
+mod relay;
+
+/// Queue 0 carries frames to the guest, queue 1 frames from it.
+const RX_QUEUE: usize = 0;
+const TX_QUEUE: usize = 1;
+/// Largest ring the guest may set up (QEMU's largest `rx_queue_size`).
+const MAX_QUEUE_SIZE: usize = 1024;
+/// The virtio-net header of a VERSION_1 or mergeable-buffer device: the
+/// tap's header and the `num_buffers` field.
+const HDR_LEN: usize = VNET_HDR_LEN + 2;
+/// Chains read from the TX ring per receive (then the loop turns).
+const READ_BATCH: usize = 64;
+/// Receive buffer: a 64 KiB TSO frame and its header.
+const VHOST_RX_LEN: usize = 65536 + HDR_LEN;
+/// Most RX chains one frame may take (a 64 KiB TSO frame in Linux's
+/// smallest mergeable buffers, 1518 bytes: 44).
+const MAX_MERGE: usize = 64;
+
+type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// What the library's threads and the loop's thread share.
+struct Shared {
+    /// Written on every kick and when the connection ends; read by the loop.
+    wake: EventFd,
+    /// The two vrings, recorded from the first kick (the library creates
+    /// them once, with the daemon).
+    vrings: OnceLock<Vec<VringRwLock>>,
+    /// Features the guest acknowledged.
+    acked: AtomicU64,
+    /// QEMU's connection ended.
+    gone: AtomicBool,
+}
+
+/// The device as `vhost-user-backend` sees it.
+#[derive(Clone)]
+struct NetBackend(Arc<Shared>);
+
+/// Features offered: virtio 1.0, indirect descriptors, mergeable receive
+/// buffers, checksum offload and TSO both ways, and vhost-user's
+/// protocol features (QEMU's vhost-user NIC needs them; see [`relay`]).
+fn offered_features() -> u64 {
+    (1 << VIRTIO_F_VERSION_1)
+        | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+        | (1 << VIRTIO_NET_F_MRG_RXBUF)
+        | (1 << VIRTIO_NET_F_CSUM)
+        | (1 << VIRTIO_NET_F_HOST_TSO4)
+        | (1 << VIRTIO_NET_F_HOST_TSO6)
+        | (1 << VIRTIO_NET_F_GUEST_CSUM)
+        | (1 << VIRTIO_NET_F_GUEST_TSO4)
+        | (1 << VIRTIO_NET_F_GUEST_TSO6)
+        | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+}
+
+impl VhostUserBackend for NetBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        2
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        offered_features()
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.0.acked.store(features, Ordering::Release);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        // None: no reply acknowledgements (the relay may hold a message
+        // back), one queue pair, no backend channel.
+        VhostUserProtocolFeatures::empty()
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // Not offered.
+    }
+
+    fn update_memory(&self, _mem: Memory) -> std::io::Result<()> {
+        // The loop reads the daemon's own `GuestMemoryAtomic`, which the
+        // library has already updated.
+        Ok(())
+    }
+
+    /// A ring was kicked: wake the loop, which does the work.
+    fn handle_event(
+        &self,
+        _device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        self.0.vrings.get_or_init(|| vrings.to_vec());
+        self.0.wake.write(1)
+    }
+}
+
+/// A listening vhost-user socket, before QEMU connects.
+pub(super) struct Pending {
+    pub listener: mio::net::UnixListener,
+}
+
+/// Why the vhost-user connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SetupError {
+    /// The eventfd or the listener could not be set up.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The vhost-user library refused (its error is no `std::error::Error`).
+    #[error("vhost-user: {0}")]
+    Daemon(String),
+}
+
+/// The VM's vhost-user device, once QEMU connected.
+pub(super) struct Vhost {
+    shared: Arc<Shared>,
+    mem: Memory,
+}
+
+impl Pending {
+    /// Accepts QEMU's connection and starts the library's threads (before
+    /// the sandbox, which allows no new thread).
+    pub fn accept(self, registry: &Registry) -> Result<Vhost, SetupError> {
+        let mut mio_listener = self.listener;
+        let _ = registry.deregister(&mut mio_listener);
+        let std_listener: UnixListener = mio_listener.into();
+        // Readable, so this does not block for long.
+        std_listener.set_nonblocking(false)?;
+        let (qemu, _) = std_listener.accept()?;
+        drop(std_listener);
+        // The library's end of the relay: a socket in a private directory,
+        // connected to before the library accepts (the backlog holds it).
+        // Made before the library's threads: a daemon dropped after they
+        // started waits for them forever (they never exit), so from there
+        // on a failure leaves it undropped (the network ends with an
+        // error anyway).
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-vhost-")
+            .tempdir()?;
+        let inner = dir.path().join("backend.sock");
+        let mut listener = Listener::from(UnixListener::bind(&inner)?);
+        let backend_end = UnixStream::connect(&inner)?;
+        let shared = Arc::new(Shared {
+            wake: EventFd::new(EFD_NONBLOCK)?,
+            vrings: OnceLock::new(),
+            acked: AtomicU64::new(0),
+            gone: AtomicBool::new(false),
+        });
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let daemon = VhostUserDaemon::new(
+            "slipway-vhost-user".to_owned(),
+            NetBackend(shared.clone()),
+            mem.clone(),
+        )
+        .map_err(|e| SetupError::Daemon(e.to_string()))?;
+        let mut daemon = std::mem::ManuallyDrop::new(daemon);
+        daemon
+            .start(&mut listener)
+            .map_err(|e| SetupError::Daemon(e.to_string()))?;
+        drop(listener);
+        drop(dir);
+        let waiter = shared.clone();
+        std::thread::Builder::new()
+            .name("vhost-user-wait".to_owned())
+            .spawn(move || {
+                let mut daemon = std::mem::ManuallyDrop::into_inner(daemon);
+                match daemon.wait() {
+                    Ok(())
+                    | Err(vhost_user_backend::Error::HandleRequest(
+                        vhost::vhost_user::Error::Disconnected,
+                    )) => tracing::info!("QEMU closed the vhost-user connection"),
+                    Err(err) => tracing::warn!(%err, "vhost-user connection ended"),
+                }
+                waiter.gone.store(true, Ordering::Release);
+                let _ = waiter.wake.write(1);
+                // The daemon is not dropped: see above.
+                std::mem::forget(daemon);
+            })?;
+        // Should this fail, the sockets close and the library's thread
+        // ends, which the waiter reports.
+        std::thread::Builder::new()
+            .name("vhost-user-relay".to_owned())
+            .spawn(move || relay::run(qemu, backend_end))?;
+        Ok(Vhost { shared, mem })
+    }
+}
+
+/// Where a frame toward the guest goes: the chains taken for it.
+struct Target<'a> {
+    head: u16,
+    writer: Writer<'a>,
+}
+
+impl Vhost {
+    fn acked(&self, bit: u32) -> bool {
+        self.shared.acked.load(Ordering::Acquire) & (1 << bit) != 0
+    }
+
+    /// The ring `index` if the guest has set it up.
+    fn vring(&self, index: usize) -> Option<&VringRwLock> {
+        self.shared.vrings.get().and_then(|v| v.get(index))
+    }
+}
+
+impl Transport for Vhost {
+    fn rx_len(&self) -> usize {
+        VHOST_RX_LEN
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        let fd = self.shared.wake.as_raw_fd();
+        // The frames the guest queued before the loop was told of them.
+        self.shared.wake.write(1)?;
+        registry.register(
+            &mut SourceFd(&fd),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut SourceFd(&self.shared.wake.as_raw_fd()));
+    }
+
+    /// Fills the guest's RX chains with queued frames, each behind its
+    /// virtio-net header, merging chains when one is too small.
+    fn flush(
+        &mut self,
+        tx: &mut GuestTx,
+        _skip: &mut usize,
+        writable: &mut bool,
+    ) -> Result<usize, VmGone> {
+        if self.shared.gone.load(Ordering::Acquire) {
+            return Err(VmGone);
+        }
+        let Some(vring) = self.vring(RX_QUEUE) else {
+            *writable = false;
+            return Ok(0);
+        };
+        let merge = self.acked(VIRTIO_NET_F_MRG_RXBUF);
+        let hdr_len = if merge || self.acked(VIRTIO_F_VERSION_1) {
+            HDR_LEN
+        } else {
+            VNET_HDR_LEN
+        };
+        let mem = self.mem.memory();
+        let mut state = vring.get_mut();
+        if !state.get_queue().ready() || !state.is_enabled() {
+            *writable = false;
+            return Ok(0);
+        }
+        // TSO frames toward the guest once its driver took them (with
+        // mergeable buffers to hold them); back to MTU-sized frames if a
+        // driver started later did not.
+        let offload = merge
+            && self.acked(VIRTIO_NET_F_GUEST_CSUM)
+            && self.acked(VIRTIO_NET_F_GUEST_TSO4)
+            && self.acked(VIRTIO_NET_F_GUEST_TSO6);
+        if offload && !tx.offload() {
+            tracing::info!("the guest takes checksum and segmentation offload");
+            tx.enable_offload();
+        } else if !offload && tx.offload() {
+            tracing::info!("the guest no longer takes offload frames");
+            tx.disable_offload();
+        }
+        let mut sent = 0;
+        let mut used = false;
+        let mut targets: Vec<Target<'_>> = Vec::with_capacity(MAX_MERGE);
+        while !tx.is_empty() {
+            let frame = tx.frame_with_vnet_hdr(0);
+            let need = hdr_len - VNET_HDR_LEN + frame.len();
+            targets.clear();
+            let mut room = 0;
+            let mut broken = false;
+            while room < need && targets.len() < MAX_MERGE && (merge || targets.is_empty()) {
+                let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
+                    break;
+                };
+                let head = chain.head_index();
+                match Writer::new(&*mem, chain) {
+                    Ok(writer) => {
+                        room += writer.available_bytes();
+                        targets.push(Target { head, writer });
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, "an RX chain outside guest memory; frame dropped");
+                        let _ = state.add_used(head, 0);
+                        used = true;
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+            if room < need && !broken {
+                if targets.is_empty() || (merge && targets.len() < MAX_MERGE) {
+                    // The ring is empty: give the chains back, wait for a kick.
+                    for _ in 0..targets.len() {
+                        state.get_queue_mut().go_to_previous_position();
+                    }
+                    *writable = false;
+                    break;
+                }
+                // Chains too small for the frame (a guest without
+                // mergeable buffers, or one posting tiny buffers).
+                broken = true;
+            }
+            if broken {
+                for t in targets.drain(..) {
+                    let _ = state.add_used(t.head, 0);
+                }
+                used = true;
+                tx.pop(1);
+                continue;
+            }
+            let count = targets.len() as u16;
+            let (hdr, mut rest) = frame.split_at(VNET_HDR_LEN);
+            let mut first = true;
+            for t in &mut targets {
+                if first {
+                    let _ = t.writer.write_all(hdr);
+                    if hdr_len > VNET_HDR_LEN {
+                        let _ = t.writer.write_all(&count.to_le_bytes());
+                    }
+                    first = false;
+                }
+                let n = rest.len().min(t.writer.available_bytes());
+                let _ = t.writer.write_all(&rest[..n]);
+                rest = &rest[n..];
+            }
+            for t in targets.drain(..) {
+                let len = t.writer.bytes_written() as u32;
+                let _ = state.add_used(t.head, len);
+            }
+            used = true;
+            tx.pop(1);
+            sent += 1;
+        }
+        drop(targets);
+        drop(state);
+        if used {
+            let _ = vring.signal_used_queue();
+        }
+        Ok(sent)
+    }
+
+    /// Reads up to [`READ_BATCH`] frames from the guest's TX chains,
+    /// handing each on with what its header says of the checksum.
+    fn receive(
+        &mut self,
+        rx: &mut Rx,
+        readable: &mut bool,
+        mut deliver: impl FnMut(&[u8], RxChecksum),
+    ) -> Result<(), Lost> {
+        if self.shared.gone.load(Ordering::Acquire) {
+            return Err(Lost::Closed);
+        }
+        // Consume the wake-up before looking, so that a kick after the
+        // ring was found empty wakes the loop again.
+        let _ = self.shared.wake.read();
+        let Some(vring) = self.vring(TX_QUEUE) else {
+            *readable = false;
+            return Ok(());
+        };
+        let hdr_len = if self.acked(VIRTIO_NET_F_MRG_RXBUF) || self.acked(VIRTIO_F_VERSION_1) {
+            HDR_LEN
+        } else {
+            VNET_HDR_LEN
+        };
+        let mem = self.mem.memory();
+        let mut used = false;
+        for _ in 0..READ_BATCH {
+            let chain = {
+                let mut state = vring.get_mut();
+                if !state.get_queue().ready() || !state.is_enabled() {
+                    *readable = false;
+                    break;
+                }
+                state.get_queue_mut().pop_descriptor_chain(mem.clone())
+            };
+            let Some(chain) = chain else {
+                *readable = false;
+                break;
+            };
+            let head = chain.head_index();
+            let len = read_chain(&mem, chain, &mut rx.buf);
+            let _ = vring.add_used(head, 0);
+            used = true;
+            let Some(len) = len else {
+                continue;
+            };
+            let read = &rx.buf[..len];
+            let (hdr, frame) = read.split_at(hdr_len.min(read.len()));
+            deliver(frame, RxChecksum::from_vnet_hdr(hdr));
+        }
+        if used {
+            let _ = vring.signal_used_queue();
+        }
+        Ok(())
+    }
+}
+
+/// Copies a TX chain into `buf`; `None` (the frame dropped) when it
+/// points outside guest memory or is larger than `buf`.
+fn read_chain(
+    mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
+    chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut reader = match Reader::new(&**mem, chain) {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::debug!(%err, "a TX chain outside guest memory; frame dropped");
+            return None;
+        }
+    };
+    let len = reader.available_bytes();
+    if len > buf.len() {
+        tracing::debug!(len, "a TX chain larger than any frame; dropped");
+        return None;
+    }
+    reader.read_exact(&mut buf[..len]).ok()?;
+    Some(len)
+}
