@@ -402,6 +402,7 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                     | NetCommand::NetInfo { json: true, .. }
                     | NetCommand::NetStart { json: true, .. }
                     | NetCommand::NetDhcpLeases { json: true, .. }
+                    | NetCommand::Port(port::PortCommand::List { json: true, .. })
             );
             // A dry run too checks the host with the Linux backend, as the
             // start would (it changes nothing).

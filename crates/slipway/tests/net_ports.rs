@@ -88,6 +88,13 @@ fn ports_are_created_listed_kept_and_released_body() {
         ok(root, &["net-port-list", "pnet", "--uuid"]),
         format!("{P2}\n{P1}\n\n")
     );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(root, &["net-port-list", "pnet", "--json"])).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{ "uuid": P2 }, { "uuid": P1 }]),
+        "net-port-list --json"
+    );
     // The XML comes back with the plug the network filled in, as libvirt's
     // QEMU driver reads it back.
     let want = qemu_port(P1, "52:54:00:12:34:01").replace(

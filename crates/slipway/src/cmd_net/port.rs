@@ -62,6 +62,9 @@ pub enum PortCommand {
         /// List as a table (default).
         #[arg(long)]
         table: bool,
+        /// Print the ports as JSON: `[{"uuid": "..."}]` (an error too).
+        #[arg(long, conflicts_with_all = ["uuid", "table"])]
+        json: bool,
     },
     /// Network port information in XML.
     #[command(name = "net-port-dumpxml")]
@@ -93,7 +96,8 @@ pub(super) fn exec(conn: &mut Conn, cmd: PortCommand) -> Result<String, Failure>
             network,
             uuid,
             table,
-        } => list(conn, &network.get(), uuid, table),
+            json,
+        } => list(conn, &network.get(), uuid, table, json),
         PortCommand::Dumpxml { network, port } => {
             let (network, port) = (network.get(), port.get());
             port_key(conn, &network, &port)?;
@@ -183,7 +187,13 @@ fn create(conn: &mut Conn, network: &str, file: &str, validate: bool) -> Result<
     }
 }
 
-fn list(conn: &mut Conn, network: &str, uuid: bool, table: bool) -> Result<String, Failure> {
+fn list(
+    conn: &mut Conn,
+    network: &str,
+    uuid: bool,
+    table: bool,
+    json: bool,
+) -> Result<String, Failure> {
     if uuid && table {
         return Err(Failure::one(
             "Only one argument from --table and --uuid may be specified.",
@@ -196,6 +206,13 @@ fn list(conn: &mut Conn, network: &str, uuid: bool, table: bool) -> Result<Strin
         Ok(other) => return Err(Failure::one(format!("unexpected reply {other:?}"))),
         Err(e) => return Err(Failure::with(e, network, None)),
     };
+    if json {
+        let ports: Vec<_> = uuids
+            .iter()
+            .map(|u| serde_json::json!({ "uuid": u }))
+            .collect();
+        return Ok(super::to_json(&ports));
+    }
     if uuid {
         return Ok(uuids.iter().map(|u| format!("{u}\n")).collect());
     }
