@@ -46,6 +46,50 @@ use crate::smb::SmbServer;
 /// Connections one guest forward serves at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
 
+/// How long the helper, when it ends, waits for the commands' process
+/// groups to be gone (after SIGKILL) before it removes smbd's files.
+const GROUPS_GONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The process groups of the running commands (each command leads its
+/// own). A group stays listed until it is empty, not only until its
+/// leader ends: smbd's own children outlive it for a moment, and Linux
+/// never reuses the id of a group that still has a member, so killing a
+/// listed group never reaches another process.
+type Groups = Arc<std::sync::Mutex<Vec<libc::pid_t>>>;
+
+/// Whether process group `pgid` still has a member.
+fn group_alive(pgid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the group exists.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+/// Ends every command still running (SIGKILL to its process group: its
+/// connection is gone with the stack) and waits, within
+/// [`GROUPS_GONE_WITHIN`], until their groups are empty, so that nothing
+/// writes into smbd's private directory once it is removed.
+fn end_commands(groups: &Groups) {
+    let deadline = std::time::Instant::now() + GROUPS_GONE_WITHIN;
+    loop {
+        {
+            let mut live = groups.lock().unwrap_or_else(|p| p.into_inner());
+            live.retain(|&pgid| group_alive(pgid));
+            if live.is_empty() {
+                return;
+            }
+            for &pgid in live.iter() {
+                // SAFETY: the group has a member (checked under the lock
+                // the reapers take), so its id is not reused.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!("guest forward: commands still running after SIGKILL");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Counts a connection as active until dropped.
 struct Active(Arc<AtomicUsize>);
 
@@ -170,8 +214,8 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// The helper process: keeps only its listeners, the pipes and stdio,
 /// serves each listener on a thread (commands run as `ids`, when given)
-/// until `alive` reaches end of file, then removes `smb`'s files and
-/// exits (closing `done`).
+/// until `alive` reaches end of file, then ends the commands still running,
+/// removes `smb`'s files and exits (closing `done`).
 fn serve_forwards(
     listeners: Vec<(TcpListener, SocketAddr, GuestForward)>,
     alive: OwnedFd,
@@ -184,11 +228,13 @@ fn serve_forwards(
     keep.extend(listeners.iter().map(|(l, _, _)| l.as_raw_fd()));
     close_all_but(&mut keep);
 
+    let groups = Groups::default();
     for (listener, addr, fwd) in listeners {
         let server = fwd.server;
+        let groups = groups.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("guestfwd {server}"))
-            .spawn(move || accept_loop(&listener, addr, server, &fwd.target, stack, ids));
+            .spawn(move || accept_loop(&listener, addr, server, &fwd.target, stack, ids, &groups));
         if let Err(e) = spawned {
             tracing::warn!(%server, error = %e, "guest forward: cannot serve");
         }
@@ -202,6 +248,7 @@ fn serve_forwards(
         }
         break;
     }
+    end_commands(&groups);
     drop(smb);
     // SAFETY: ends the helper (its threads with it) without running the
     // stack's destructors, which this process copied but does not own.
@@ -232,6 +279,7 @@ fn accept_loop(
     target: &GuestForwardTarget,
     stack: libc::pid_t,
     ids: Option<(u32, u32)>,
+    groups: &Groups,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
@@ -252,20 +300,22 @@ fn accept_loop(
             tracing::warn!(%server, "guest forward: {MAX_CONNECTIONS} connections already, refused");
             continue;
         }
-        if let Err(e) = serve(conn, target, ids, Active(active.clone())) {
+        if let Err(e) = serve(conn, target, ids, Active(active.clone()), groups) {
             tracing::warn!(%server, error = %e, "guest forward: target failed");
         }
     }
 }
 
 /// Hands one connection to the target; a command runs as `ids` (uid,
-/// gid; no supplementary groups) when given.
+/// gid; no supplementary groups) when given, leading a process group
+/// listed in `groups` until the group is empty.
 /// `active` is released when the connection is over.
 fn serve(
     conn: TcpStream,
     target: &GuestForwardTarget,
     ids: Option<(u32, u32)>,
     active: Active,
+    groups: &Groups,
 ) -> io::Result<()> {
     match target {
         GuestForwardTarget::Command(cmd) => {
@@ -283,12 +333,29 @@ fn serve(
                 // std drops the supplementary groups when root sets a uid.
                 command.uid(uid).gid(gid);
             }
+            // Listed before it can end: the reaper below unlists it.
+            let mut live = groups.lock().unwrap_or_else(|p| p.into_inner());
             let mut child = command.spawn()?;
-            tracing::debug!(pid = child.id(), command = %cmd, "guest forward: command started");
-            // Reap it when it ends; the connection closes with it.
+            let pgid = child.id() as libc::pid_t;
+            live.push(pgid);
+            drop(live);
+            tracing::debug!(pid = pgid, command = %cmd, "guest forward: command started");
+            // Reap it when it ends (the connection closes with it), then
+            // unlist its group once the group is empty.
+            let groups = groups.clone();
             std::thread::spawn(move || {
                 let _ = child.wait();
                 drop(active);
+                loop {
+                    {
+                        let mut live = groups.lock().unwrap_or_else(|p| p.into_inner());
+                        if !group_alive(pgid) {
+                            live.retain(|&g| g != pgid);
+                            return;
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
             });
             Ok(())
         }
