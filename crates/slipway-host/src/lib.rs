@@ -5,6 +5,8 @@
 //! - [`atomic`]: replace a file so that a crash leaves the old or the new
 //!   content, with one temporary-name scheme that [`atomic::clean_stale`]
 //!   (run by recovery) removes and nothing else;
+//! - [`conns`]: a daemon socket's connection cap (slots kept for the owner
+//!   and root) and its peers' credentials (`SO_PEERCRED`);
 //! - [`fdpass`]: a descriptor sent over a unix socket (`SCM_RIGHTS`);
 //! - [`files`]: a directory used by descriptor, reads that follow no
 //!   symlink, kernel files reread;
@@ -30,6 +32,7 @@
 //! capabilities.
 
 pub mod atomic;
+pub mod conns;
 pub mod fdpass;
 pub mod files;
 pub mod ifaddrs;
