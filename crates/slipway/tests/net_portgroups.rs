@@ -27,14 +27,7 @@ const OVS: &str = "<network>
 
 #[test]
 fn portgroup_updates_match_virsh() {
-    in_netns(
-        "portgroup_updates_match_virsh",
-        Ns::User,
-        portgroup_updates_match_virsh_body,
-    );
-}
-
-fn portgroup_updates_match_virsh_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "ovs.xml", OVS);
