@@ -18,6 +18,8 @@ use std::process::Command;
 use slipway_testkit::netns::{sh, wait_for, Netns};
 use slipway_testkit::{Guest, HttpServer};
 
+use common::KillOnDrop;
+
 const MARKER: &str = "SLIPWAY_PASST_TWIN_INSIDE";
 
 /// Runs test `name` as PID 1 of new mount, network and PID namespaces.
@@ -84,16 +86,6 @@ impl Twin {
         ns.spawn(move || HttpServer::serve_dir_on(&dir, ip).unwrap())
             .join()
             .unwrap()
-    }
-}
-
-/// A child process killed on drop.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -454,7 +446,7 @@ fn taken_port_fails_in_the_parent() {
 /// A container's namespace as rootless podman makes it: a user namespace
 /// owned by an unprivileged user (nobody) and its network namespace;
 /// killed on drop.
-struct Container(std::process::Child);
+struct Container(KillOnDrop);
 
 impl Container {
     fn new() -> Container {
@@ -468,19 +460,19 @@ impl Container {
         wait_for("the container's namespace", || {
             std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
         });
-        Container(child)
+        Container(KillOnDrop(child))
     }
 
     /// Runs `cmd` in the container's network namespace (as root).
     fn run(&self, cmd: &str) -> String {
-        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.0.id()))
+        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
     }
 }
 
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Container {
+    /// The process holding the container's namespaces.
+    fn pid(&self) -> u32 {
+        self.0 .0.id()
     }
 }
 
@@ -531,7 +523,7 @@ fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
             "none",
         ])
         .args(["--dns-forward", "169.254.1.1", "--quiet"])
-        .arg(ctr.0.id().to_string())
+        .arg(ctr.pid().to_string())
         .output()
         .unwrap();
     assert!(
@@ -550,7 +542,7 @@ fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
         Command::new("nsenter")
             .args([
                 "-t",
-                &ctr.0.id().to_string(),
+                &ctr.pid().to_string(),
                 "-n",
                 "busybox",
                 "wget",

@@ -3,6 +3,8 @@
 //! a namespace made by `unshare`, with real clients inside (curl, dig,
 //! busybox httpd) and real peers on the host's loopback.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::net::TcpStream;
@@ -13,6 +15,8 @@ use std::time::Duration;
 
 use slipway_testkit::netns::wait_for;
 use slipway_testkit::{free_port, temp_dir, DnsServer, HttpServer};
+
+use common::KillOnDrop;
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 
@@ -198,15 +202,7 @@ while [ ! -e done ]; do sleep 0.05; done
             upload.len()
         );
     }
-    let out = Command::new(SLIPWAY)
-        .args(["ctl", "--api"])
-        .arg(&api)
-        .args(["--json", "counters"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let counters: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", slipway.log()));
+    let counters = slipway.counters(&api);
     let c = &counters["ok"];
     let (frames, bytes) = (
         c["frames_in"].as_u64().unwrap(),
@@ -319,15 +315,7 @@ while [ ! -e done ]; do sleep 0.05; done
             expected.len()
         );
     }
-    let out = Command::new(SLIPWAY)
-        .args(["ctl", "--api"])
-        .arg(&api)
-        .args(["--json", "counters"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let counters: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", slipway.log()));
+    let counters = slipway.counters(&api);
     let frames_out = counters["ok"]["frames_out"].as_u64().unwrap();
     let datagrams = (2 * BURSTS * PER_BURST) as u64;
     assert!(
@@ -651,16 +639,6 @@ impl Unshared {
     }
 }
 
-/// A child killed (and reaped) when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A background `slipway` whose log (stderr) goes to a file, killed when
 /// the test ends.
 struct Background {
@@ -669,6 +647,19 @@ struct Background {
 }
 
 impl Background {
+    /// `slipway ctl --api API --json counters`, parsed (failing with this
+    /// process's log when the reply is not JSON).
+    fn counters(&self, api: &Path) -> serde_json::Value {
+        let out = Command::new(SLIPWAY)
+            .args(["ctl", "--api"])
+            .arg(api)
+            .args(["--json", "counters"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", self.log()))
+    }
+
     /// Spawns `cmd` (a `slipway` command line) with its log in `log`.
     fn spawn(mut cmd: Command, log: std::path::PathBuf) -> Background {
         let child = cmd
