@@ -80,6 +80,31 @@ impl Twin {
         Twin { upstream, private }
     }
 
+    /// The web servers both twins' tests reach: `on-private-loopback` on
+    /// the private namespace's loopback and `on-upstream` at 198.51.100.7,
+    /// from sites made under `dir`.
+    fn loopback_and_upstream_sites(&self, dir: &Path) -> (HttpServer, HttpServer) {
+        let lo = Twin::http(
+            &self.private,
+            &site(dir, "lo", "on-private-loopback"),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        );
+        let up = Twin::http(
+            &self.upstream,
+            &site(dir, "up", "on-upstream"),
+            "198.51.100.7".parse().unwrap(),
+        );
+        (lo, up)
+    }
+
+    /// `program` to be run in the private namespace.
+    fn in_private(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.private.pid().to_string(), "-n"])
+            .arg(program);
+        cmd
+    }
+
     /// An HTTP server serving `dir` on `ip` inside `ns`.
     fn http(ns: &Netns, dir: &Path, ip: IpAddr) -> HttpServer {
         let dir = dir.to_path_buf();
@@ -168,16 +193,7 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
     // passt, started as root, serves as nobody: its socket's directory
     // must let nobody create the socket (as under libvirt).
     sh(&format!("chmod 0777 {}", dir.display()));
-    let lo = Twin::http(
-        &twin.private,
-        &site(&dir, "lo", "on-private-loopback"),
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-    );
-    let up = Twin::http(
-        &twin.upstream,
-        &site(&dir, "up", "on-upstream"),
-        "198.51.100.7".parse().unwrap(),
-    );
+    let (lo, up) = twin.loopback_and_upstream_sites(&dir);
     let peer = Twin::http(
         &twin.upstream,
         &site(&dir, "peer", "on-lan-peer"),
@@ -185,12 +201,7 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
     );
     let _dns = dns_on_loopback(&twin.private);
     let args = libvirt_args(&dir);
-    let out = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n"])
-        .arg(program)
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = twin.in_private(program).args(&args).output().unwrap();
     let log = || std::fs::read_to_string(dir.join("passt.log")).unwrap_or_default();
     assert!(
         out.status.success(),
@@ -378,9 +389,8 @@ fn bad_port_specs_are_refused_by_both() {
             "65000-65010:65530",
         ] {
             for program in [Path::new("/usr/bin/passt"), link.as_path()] {
-                let out = Command::new("nsenter")
-                    .args(["-t", &twin.private.pid().to_string(), "-n"])
-                    .arg(program)
+                let out = twin
+                    .in_private(program)
                     .args(["-f", "-1", "--socket"])
                     .arg(root.path().join("s.sock"))
                     .args(["-t", spec])
@@ -420,9 +430,8 @@ fn taken_port_fails_in_the_parent() {
             .unwrap();
         for program in [Path::new("/usr/bin/passt"), link.as_path()] {
             let pid_file = root.path().join("p.pid");
-            let out = Command::new("nsenter")
-                .args(["-t", &twin.private.pid().to_string(), "-n"])
-                .arg(program)
+            let out = twin
+                .in_private(program)
                 .args(["-1", "--socket"])
                 .arg(root.path().join("s.sock"))
                 .args(["-t", "2222", "--pid"])
@@ -492,25 +501,15 @@ fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
     let twin = Twin::new();
     let dir = root.join(label);
     std::fs::create_dir_all(&dir).unwrap();
-    let lo = Twin::http(
-        &twin.private,
-        &site(&dir, "lo", "on-private-loopback"),
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-    );
-    let up = Twin::http(
-        &twin.upstream,
-        &site(&dir, "up", "on-upstream"),
-        "198.51.100.7".parse().unwrap(),
-    );
+    let (lo, up) = twin.loopback_and_upstream_sites(&dir);
     let _dns = dns_on_loopback(&twin.private);
     let ctr = Container::new();
     let www = site(&dir, "www", "ns-page");
     std::fs::write(www.join("index.html"), "ns-page\n").unwrap();
     // podman 5's command line for a container without published ports
     // but one: -t 8080.
-    let out = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n"])
-        .arg(program)
+    let out = twin
+        .in_private(program)
         .args([
             "--config-net",
             "-t",
