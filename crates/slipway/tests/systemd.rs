@@ -23,8 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod net_common;
-use net_common::{alive, in_netns, ok, service_pid, sw, write, Daemon, Ns, BIN};
-use slipway_testkit::netns::sh;
+use net_common::{alive, enter_netns, in_netns, ok, service_pid, sw, write, Daemon, Ns, BIN};
+use slipway_testkit::netns::{sh, wait_for};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -81,50 +81,57 @@ impl Proc {
     }
 }
 
-/// `systemd-socket-activate -l SOCKET --fdname NAME [more] -- slipway --root ROOT -v daemon`,
-/// with NOTIFY_SOCKET passed through and the log in `log`.
-fn activated_daemon(root: &Path, socket_args: &[&str], notify: &Path, log: &Path) -> Proc {
+/// A daemon behind `systemd-socket-activate`, which listens on `socket`.
+struct Activated {
+    socket: PathBuf,
+    /// The daemon's log.
+    log: PathBuf,
+    /// Where the daemon's readiness and stopping notifications arrive.
+    notify: NotifySocket,
+    daemon: Proc,
+}
+
+/// `systemd-socket-activate --listen=SOCKET [socket_args] -- slipway --root
+/// ROOT -v daemon` with NOTIFY_SOCKET passed through, SOCKET being `root`'s
+/// daemon socket; returns once the socket is there.
+fn activate(root: &Path, socket_args: &[&str]) -> Activated {
+    let socket = root.join("run/slipway/slipway-sock");
+    fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let log = root.join("daemon.log");
+    let notify = NotifySocket::new();
     let child = Command::new("systemd-socket-activate")
+        .arg(format!("--listen={}", socket.display()))
         .args(socket_args)
         .args(["-E", "NOTIFY_SOCKET", BIN, "--root"])
         .arg(root)
         .args(["-v", "daemon"])
-        .env("NOTIFY_SOCKET", notify)
+        .env("NOTIFY_SOCKET", &notify.path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(fs::File::create(log).unwrap())
+        .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .expect("systemd-socket-activate (Debian package systemd)");
-    Proc(child)
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+    let daemon = Proc(child);
+    wait_for("the activation socket", || socket.exists());
+    Activated {
+        socket,
+        log,
+        notify,
+        daemon,
     }
 }
 
 #[test]
 fn daemon_is_socket_activated_and_notifies() {
-    in_netns(
-        "daemon_is_socket_activated_and_notifies",
-        Ns::User,
-        socket_activation,
-    );
-}
-
-fn socket_activation() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let socket = root.join("run/slipway/slipway-sock");
-    fs::create_dir_all(socket.parent().unwrap()).unwrap();
-    let log = root.join("daemon.log");
-    let notify = NotifySocket::new();
-    let sock_arg = format!("--listen={}", socket.display());
-    let mut daemon = activated_daemon(root, &[&sock_arg, "--fdname=json"], &notify.path, &log);
-    wait_for("the activation socket", || socket.exists());
+    let Activated {
+        socket,
+        log,
+        notify,
+        mut daemon,
+    } = activate(root, &["--fdname=json"]);
     let inode = fs::metadata(&socket).unwrap().ino();
     // The first connection starts the daemon (systemd-socket-activate
     // execs it then), which serves it on the socket it was given.
@@ -166,14 +173,7 @@ fn socket_activation() {
 
 #[test]
 fn daemon_refuses_sockets_it_does_not_serve() {
-    in_netns(
-        "daemon_refuses_sockets_it_does_not_serve",
-        Ns::User,
-        refuse_sockets,
-    );
-}
-
-fn refuse_sockets() {
+    enter_netns!(Ns::User);
     let cases: [(&[&str], &str); 2] = [
         (
             &["--fdname=libvirt"],
@@ -187,15 +187,12 @@ fn refuse_sockets() {
     for (extra, want) in cases {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let socket = root.join("run/slipway/slipway-sock");
-        fs::create_dir_all(socket.parent().unwrap()).unwrap();
-        let log = root.join("daemon.log");
-        let notify = NotifySocket::new();
-        let mut args = vec![format!("--listen={}", socket.display())];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut daemon = activated_daemon(root, &args, &notify.path, &log);
-        wait_for("the activation socket", || socket.exists());
+        let Activated {
+            socket,
+            log,
+            notify: _notify,
+            mut daemon,
+        } = activate(root, extra);
         // A stream socket activates on a connection, a datagram one on a datagram.
         if extra.contains(&"--datagram") {
             let _ = UnixDatagram::unbound().unwrap().send_to(b"x", &socket);
@@ -249,19 +246,7 @@ fn unit_values(unit: &str, key: &str) -> Vec<String> {
 
 #[test]
 fn unit_capability_bounding_set_is_enough_for_a_network() {
-    in_netns(
-        "unit_capability_bounding_set_is_enough_for_a_network",
-        Ns::Root,
-        bounded_daemon,
-    );
-}
-
-/// The daemon with only the system unit's CapabilityBoundingSet= (as
-/// systemd would start it: root, bounded) starts a NAT network with DHCP
-/// and IPv6 router advertisements, whose service runs as nobody, and
-/// destroys it; and the set is no larger than that needs: without any one
-/// of its capabilities the same cycle fails.
-fn bounded_daemon() {
+    enter_netns!(Ns::Root);
     sh("ip link set lo up");
     let unit = fs::read_to_string(repo().join("dist/systemd/system/slipway.service")).unwrap();
     let caps = unit_values(&unit, "CapabilityBoundingSet");
