@@ -89,6 +89,17 @@ pub fn clear_bounding_set() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A duration of `var` milliseconds, from the environment variable `var`
+/// when it holds a whole number (the tests shorten timeouts this way);
+/// `None` when it is unset or holds anything else.
+pub fn env_millis(var: &str) -> Option<std::time::Duration> {
+    millis(&std::env::var(var).ok()?)
+}
+
+fn millis(value: &str) -> Option<std::time::Duration> {
+    value.parse().ok().map(std::time::Duration::from_millis)
+}
+
 /// The IPv4 netmask of a prefix length (lengths past 32 are taken as 32).
 pub fn netmask_v4(prefix: u8) -> std::net::Ipv4Addr {
     ipnet::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, prefix.min(32))
@@ -138,6 +149,14 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn env_millis_reads_whole_numbers_only() {
+        assert_eq!(millis("250"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(millis("2.5"), None);
+        assert_eq!(millis(""), None);
+        assert_eq!(env_millis("SLIPWAY_HOST_TEST_UNSET_MS"), None);
     }
 
     #[test]

@@ -82,12 +82,7 @@ impl Limits {
     /// `SLIPWAY_DAEMON_IDLE_TIMEOUT_MS` and `SLIPWAY_DAEMON_WRITE_TIMEOUT_MS`
     /// when set (tests use short ones).
     pub fn from_env() -> Limits {
-        let ms = |var: &str| {
-            std::env::var(var)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_millis)
-        };
+        let ms = slipway_host::env_millis;
         let d = Limits::default();
         Limits {
             idle_timeout: ms("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS").unwrap_or(d.idle_timeout),

@@ -82,12 +82,7 @@ impl Limits {
     /// when set, as the JSON API's, and the keepalive interval from
     /// `SLIPWAY_LIBVIRT_KEEPALIVE_MS` (tests use short ones).
     pub fn from_env() -> Limits {
-        let ms = |var: &str| {
-            std::env::var(var)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_millis)
-        };
+        let ms = slipway_host::env_millis;
         let d = Limits::default();
         Limits {
             handshake_timeout: ms("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS").unwrap_or(d.handshake_timeout),
