@@ -178,12 +178,7 @@ while [ ! -e done ]; do sleep 0.05; done
 "#,
         d = d.display(),
     );
-    let mut cmd = Command::new(SLIPWAY);
-    cmd.arg("run")
-        .arg("--api")
-        .arg(&api)
-        .args(["--", "sh", "-c", &script]);
-    let mut slipway = Background::spawn(cmd, d.join("slipway.log"));
+    let mut slipway = Background::run_sh(&api, &script, d.join("slipway.log"));
     slipway.wait_for_file("the upload to finish", &d.join("sent"));
     let features = std::fs::read_to_string(d.join("features.txt")).unwrap();
     for on in [
@@ -297,12 +292,7 @@ while [ ! -e done ]; do sleep 0.05; done
 "#,
         d = d.display(),
     );
-    let mut cmd = Command::new(SLIPWAY);
-    cmd.arg("run")
-        .arg("--api")
-        .arg(&api)
-        .args(["--", "sh", "-c", &script]);
-    let mut slipway = Background::spawn(cmd, d.join("slipway.log"));
+    let mut slipway = Background::run_sh(&api, &script, d.join("slipway.log"));
     slipway.wait_for_file("the bursts to arrive", &d.join("received"));
     served4.join().unwrap();
     served6.join().unwrap();
@@ -647,6 +637,16 @@ struct Background {
 }
 
 impl Background {
+    /// `slipway run --api API -- sh -c SCRIPT`, its log in `log`.
+    fn run_sh(api: &Path, script: &str, log: std::path::PathBuf) -> Background {
+        let mut cmd = Command::new(SLIPWAY);
+        cmd.arg("run")
+            .arg("--api")
+            .arg(api)
+            .args(["--", "sh", "-c", script]);
+        Background::spawn(cmd, log)
+    }
+
     /// `slipway ctl --api API --json counters`, parsed (failing with this
     /// process's log when the reply is not JSON).
     fn counters(&self, api: &Path) -> serde_json::Value {
