@@ -61,6 +61,18 @@ impl NotifySocket {
             .expect("a notification within 60 s");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
+
+    /// Starts `cmd` (output discarded) with NOTIFY_SOCKET set to this socket.
+    fn spawn(&self, cmd: &mut Command) -> Proc {
+        Proc(
+            cmd.env("NOTIFY_SOCKET", &self.path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
 }
 
 /// A child process killed on drop.
@@ -212,17 +224,7 @@ fn user_notifies_ready_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("vm.sock");
     let notify = NotifySocket::new();
-    let mut user = Proc(
-        Command::new(BIN)
-            .args(["user", "--socket"])
-            .arg(&socket)
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut user = notify.spawn(Command::new(BIN).args(["user", "--socket"]).arg(&socket));
     assert_eq!(
         notify.next(),
         format!("READY=1\nSTATUS=listening on {}", socket.display())
@@ -377,16 +379,7 @@ fn user_template_runs_a_network_per_instance() {
     }
     assert_eq!(argv[0], "/usr/bin/slipway");
     let notify = NotifySocket::new();
-    let mut user = Proc(
-        Command::new(BIN)
-            .args(&argv[1..])
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut user = notify.spawn(Command::new(BIN).args(&argv[1..]));
     let sock = run_dir.join("sock");
     assert_eq!(
         notify.next(),
