@@ -40,6 +40,16 @@ const BETA: &str = "<network>
 </network>
 ";
 
+/// A root with `alpha.xml` and `beta.xml` (not defined) and a daemon serving it.
+fn alpha_beta_daemon() -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "alpha.xml", ALPHA);
+    write(root, "beta.xml", BETA);
+    let daemon = Daemon::start(root);
+    (dir, daemon)
+}
+
 fn sock(root: &Path) -> PathBuf {
     root.join("run/libvirt/virtnetworkd-sock")
 }
@@ -100,11 +110,8 @@ fn same_change(root: &Path, args: &[&str], undo: &[&str]) -> Run {
 #[test]
 fn virsh_runs_every_net_command_like_slipway() {
     enter_netns!(Ns::User);
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _d) = alpha_beta_daemon();
     let root = dir.path();
-    write(root, "alpha.xml", ALPHA);
-    write(root, "beta.xml", BETA);
-    let _d = Daemon::start(root);
     let meta = std::fs::metadata(sock(root)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -322,11 +329,8 @@ fn virsh_net_event_sees_changes_of_both_apis() {
 #[test]
 fn read_only_socket_lists_and_dumps_but_changes_nothing() {
     enter_netns!(Ns::User);
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _d) = alpha_beta_daemon();
     let root = dir.path();
-    write(root, "alpha.xml", ALPHA);
-    write(root, "beta.xml", BETA);
-    let _d = Daemon::start(root);
     ok(root, &["net-define", "alpha.xml"]);
     for args in [
         &["net-list", "--all"][..],
