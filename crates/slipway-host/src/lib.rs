@@ -5,6 +5,8 @@
 //! - [`atomic`]: replace a file so that a crash leaves the old or the new
 //!   content, with one temporary-name scheme that [`atomic::clean_stale`]
 //!   (run by recovery) removes and nothing else;
+//! - [`conns`]: a daemon socket's connection cap (slots kept for the owner
+//!   and root) and its peers' credentials (`SO_PEERCRED`);
 //! - [`fdpass`]: a descriptor sent over a unix socket (`SCM_RIGHTS`);
 //! - [`files`]: a directory used by descriptor, reads that follow no
 //!   symlink, kernel files reread;
@@ -30,6 +32,7 @@
 //! capabilities.
 
 pub mod atomic;
+pub mod conns;
 pub mod fdpass;
 pub mod files;
 pub mod ifaddrs;
@@ -86,6 +89,17 @@ pub fn clear_bounding_set() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A duration of `var` milliseconds, from the environment variable `var`
+/// when it holds a whole number (the tests shorten timeouts this way);
+/// `None` when it is unset or holds anything else.
+pub fn env_millis(var: &str) -> Option<std::time::Duration> {
+    millis(&std::env::var(var).ok()?)
+}
+
+fn millis(value: &str) -> Option<std::time::Duration> {
+    value.parse().ok().map(std::time::Duration::from_millis)
+}
+
 /// The IPv4 netmask of a prefix length (lengths past 32 are taken as 32).
 pub fn netmask_v4(prefix: u8) -> std::net::Ipv4Addr {
     ipnet::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, prefix.min(32))
@@ -135,6 +149,14 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn env_millis_reads_whole_numbers_only() {
+        assert_eq!(millis("250"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(millis("2.5"), None);
+        assert_eq!(millis(""), None);
+        assert_eq!(env_millis("SLIPWAY_HOST_TEST_UNSET_MS"), None);
     }
 
     #[test]

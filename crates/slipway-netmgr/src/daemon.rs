@@ -25,11 +25,11 @@ use std::io::{BufReader, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use slipway_host::conns::{self, Full, Slots};
 use slipway_host::jsonl::{self, LineEnd};
 use slipway_host::prometheus::Listen;
 
@@ -82,12 +82,7 @@ impl Limits {
     /// `SLIPWAY_DAEMON_IDLE_TIMEOUT_MS` and `SLIPWAY_DAEMON_WRITE_TIMEOUT_MS`
     /// when set (tests use short ones).
     pub fn from_env() -> Limits {
-        let ms = |var: &str| {
-            std::env::var(var)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_millis)
-        };
+        let ms = slipway_host::env_millis;
         let d = Limits::default();
         Limits {
             idle_timeout: ms("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS").unwrap_or(d.idle_timeout),
@@ -107,28 +102,6 @@ const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// The longest wait before restarting a service that keeps dying.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Connections being served: all of them, and those of other users.
-#[derive(Default)]
-struct Counts {
-    all: AtomicUsize,
-    others: AtomicUsize,
-}
-
-/// A connection's place in [`Counts`], given back on drop.
-struct Slot {
-    counts: Arc<Counts>,
-    other_user: bool,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.counts.all.fetch_sub(1, Ordering::SeqCst);
-        if self.other_user {
-            self.counts.others.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
 
 /// Runs the daemon with [`Limits::from_env`] until the process is killed,
 /// serving Prometheus metrics on `metrics` when given
@@ -210,15 +183,17 @@ pub fn run_serving(
 
     let manager = Arc::new(manager);
     let restarts = metrics::Restarts::default();
-    let counts: Arc<Counts> = Arc::default();
+    // SAFETY: geteuid has no preconditions.
+    let owner = unsafe { libc::geteuid() };
+    let slots = Slots::new(limits.max_connections, limits.reserved_for_owner, owner);
     if let Some(addr) = &metrics {
         let listener = metrics::Listener::bind(addr)?;
         let shown = listener.describe(addr);
-        let counts = counts.clone();
+        let slots = slots.clone();
         let sources = metrics::Sources {
             manager: manager.clone(),
             restarts: restarts.clone(),
-            connections: Arc::new(move || counts.all.load(Ordering::SeqCst)),
+            connections: Arc::new(move || slots.open()),
         };
         std::thread::Builder::new()
             .name("metrics".into())
@@ -248,8 +223,6 @@ pub fn run_serving(
     let subscribers = EventHub::new();
     also(&manager, &subscribers)?;
     let limits = Arc::new(limits);
-    // SAFETY: geteuid has no preconditions.
-    let owner = unsafe { libc::geteuid() };
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -258,41 +231,23 @@ pub fn run_serving(
                 continue;
             }
         };
-        let (uid, pid) = match peer_cred(&stream) {
+        let conns::PeerCred { uid, pid } = match conns::peer_cred(&stream) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!("no peer credentials: {e}");
                 continue;
             }
         };
-        let other_user = uid != 0 && uid != owner;
-        let all = counts.all.load(Ordering::SeqCst);
-        let others = counts.others.load(Ordering::SeqCst);
-        let full = if other_user {
-            all >= limits.max_connections
-                || others
-                    >= limits
-                        .max_connections
-                        .saturating_sub(limits.reserved_for_owner)
-        } else {
-            all >= limits.max_connections
-        };
-        if full {
-            tracing::warn!(
-                "refusing a connection of uid {uid}: {all} connections open (limit {})",
-                limits.max_connections
-            );
-            refuse(&stream, limits.max_connections);
-            continue;
-        }
-        // Only this loop adds to the counts, so the check above holds.
-        counts.all.fetch_add(1, Ordering::SeqCst);
-        if other_user {
-            counts.others.fetch_add(1, Ordering::SeqCst);
-        }
-        let slot = Slot {
-            counts: counts.clone(),
-            other_user,
+        // Only this loop admits into `slots`, so its check holds.
+        let slot = match slots.admit(uid) {
+            Ok(slot) => slot,
+            Err(Full { open, max }) => {
+                tracing::warn!(
+                    "refusing a connection of uid {uid}: {open} connections open (limit {max})"
+                );
+                refuse(&stream, max);
+                continue;
+            }
         };
         let manager = manager.clone();
         let subscribers = subscribers.clone();
@@ -407,30 +362,6 @@ fn refuse(stream: &UnixStream, max: usize) {
     // A fresh socket's buffer takes the short line; never block on it.
     let _ = stream.set_nonblocking(true);
     let _ = send(stream, &WireMessage::Error(WireError::from(&err)));
-}
-
-/// The connecting process's uid and pid (SO_PEERCRED).
-fn peer_cred(stream: &UnixStream) -> std::io::Result<(u32, i32)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((cred.uid, cred.pid))
 }
 
 fn send(stream: &UnixStream, msg: &WireMessage) -> std::io::Result<()> {

@@ -28,10 +28,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The lock wait in effect: [`LOCK_WAIT`] unless `SLIPWAY_LOCK_WAIT_MS` says otherwise.
 fn lock_wait() -> Duration {
-    std::env::var("SLIPWAY_LOCK_WAIT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(LOCK_WAIT, Duration::from_millis)
+    slipway_host::env_millis("SLIPWAY_LOCK_WAIT_MS").unwrap_or(LOCK_WAIT)
 }
 
 /// This process's effective uid.

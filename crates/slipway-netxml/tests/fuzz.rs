@@ -4,20 +4,9 @@
 
 mod common;
 
-use common::{apply, corpus, Mutation, SNIPPETS, VALUES};
+use common::{apply, corpus, mutation};
 use proptest::prelude::*;
 use slipway_netxml::Network;
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0usize..40).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        (any::<usize>(), 0..SNIPPETS.len())
-            .prop_map(|(at, snippet)| Mutation::Insert { at, snippet }),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Replace { at, byte }),
-        (any::<usize>(), 0usize..80).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
-        (any::<usize>(), 0..VALUES.len()).prop_map(|(at, value)| Mutation::SetValue { at, value }),
-    ]
-}
 
 /// Parses; if the result is a valid definition, checks the round trip.
 fn check(text: &str) {

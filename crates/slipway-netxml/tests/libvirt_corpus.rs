@@ -17,12 +17,10 @@ const NOT_YET: &[(&str, &str)] = &[];
 
 #[test]
 fn networkxml2xml_corpus() {
-    let all = cases::cases();
-    assert_eq!(all.len(), 46, "networkxml2xmltest.c runs 46 cases");
-    let mut failures = Vec::new();
-    let mut passed = 0;
-    for case in &all {
-        let result: Result<(), String> = match &case.parser {
+    cases::check_all(
+        "libvirt networkxml2xml corpus",
+        NOT_YET,
+        |case| match &case.parser {
             Parser::Ok => match Network::from_xml(&case.input) {
                 Err(e) => Err(format!("refused: {e}")),
                 Ok(net) if !net.unknown.is_empty() => {
@@ -55,29 +53,6 @@ fn networkxml2xml_corpus() {
                     )),
                 }
             }
-        };
-        match result {
-            Ok(()) => passed += 1,
-            Err(why) => failures.push((case.name.clone(), why)),
-        }
-    }
-    println!(
-        "libvirt networkxml2xml corpus: {passed} of {} match",
-        all.len()
-    );
-    let unexpected: Vec<_> = failures
-        .iter()
-        .filter(|(name, _)| !NOT_YET.iter().any(|(n, _)| n == name))
-        .collect();
-    for (name, why) in &unexpected {
-        println!("FAIL {name}: {why}");
-    }
-    for (name, reason) in NOT_YET {
-        println!("not yet supported: {name}: {reason}");
-    }
-    assert!(
-        unexpected.is_empty(),
-        "{} case(s) differ from libvirt",
-        unexpected.len()
+        },
     );
 }

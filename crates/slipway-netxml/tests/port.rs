@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{apply, Mutation, SNIPPETS, VALUES};
+use common::{apply, mutation};
 use proptest::prelude::*;
 use slipway_netxml::netport::{MacvlanMode, Plug};
 use slipway_netxml::{NativeVlanMode, VirtualPortType};
@@ -268,17 +268,6 @@ fn unknown_parts_are_listed() {
             "/networkport/plug/@extra",
         ]
     );
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0usize..40).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        (any::<usize>(), 0..SNIPPETS.len())
-            .prop_map(|(at, snippet)| Mutation::Insert { at, snippet }),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Replace { at, byte }),
-        (any::<usize>(), 0usize..80).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
-        (any::<usize>(), 0..VALUES.len()).prop_map(|(at, value)| Mutation::SetValue { at, value }),
-    ]
 }
 
 proptest! {

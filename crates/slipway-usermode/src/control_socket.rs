@@ -149,16 +149,9 @@ impl ControlSocket {
                     return;
                 }
             };
-            let slot = match self.clients.iter().position(Option::is_none) {
-                Some(s) => s,
-                None if self.clients.len() < MAX_CLIENTS => {
-                    self.clients.push(None);
-                    self.clients.len() - 1
-                }
-                None => {
-                    tracing::warn!("{what}: too many clients; connection closed");
-                    continue;
-                }
+            let Some(slot) = free_slot(&mut self.clients, MAX_CLIENTS) else {
+                tracing::warn!("{what}: too many clients; connection closed");
+                continue;
             };
             if let Err(err) = registry.register(
                 &mut stream,
@@ -201,20 +194,34 @@ fn serve(
             client.closing = true;
         }
     }
-    if !flush(client) || client.output.len() > MAX_PENDING_REPLY {
+    if !flush(&mut client.stream, &mut client.output) || client.output.len() > MAX_PENDING_REPLY {
         return false;
     }
     !(client.closing && client.output.is_empty())
 }
 
-/// Writes pending replies until done or the socket is full; false when
-/// the client is gone.
-fn flush(client: &mut Client) -> bool {
-    while !client.output.is_empty() {
-        match client.stream.write(&client.output) {
+/// The first free place in `clients`, grown by one while it holds fewer
+/// than `max`; `None` when all `max` are taken.
+pub(crate) fn free_slot<T>(clients: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
+    match clients.iter().position(Option::is_none) {
+        Some(s) => Some(s),
+        None if clients.len() < max => {
+            clients.push(None);
+            Some(clients.len() - 1)
+        }
+        None => None,
+    }
+}
+
+/// Writes `output` to a non-blocking `stream` until it is all written or
+/// the socket is full, draining what was written; false when the peer is
+/// gone.
+pub(crate) fn flush(stream: &mut impl Write, output: &mut Vec<u8>) -> bool {
+    while !output.is_empty() {
+        match stream.write(output) {
             Ok(0) => return false,
             Ok(n) => {
-                client.output.drain(..n);
+                output.drain(..n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

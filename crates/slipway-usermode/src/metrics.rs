@@ -31,6 +31,7 @@ use mio::event::Source;
 use mio::{Interest, Registry};
 use slipway_host::prometheus::{self, MAX_REQUEST};
 
+use crate::control_socket::{flush, free_slot};
 use crate::iface::{token, DropReason, TokenKind};
 use crate::stack::Stack;
 use crate::status::FlowProtocol;
@@ -80,12 +81,18 @@ impl Conn {
             Conn::Unix(s) => s.read(buf),
         }
     }
+}
 
+impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write(buf),
             Conn::Unix(s) => s.write(buf),
         }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -223,16 +230,9 @@ impl MetricsServer {
                     return;
                 }
             };
-            let slot = match self.clients.iter().position(Option::is_none) {
-                Some(s) => s,
-                None if self.clients.len() < MAX_CLIENTS => {
-                    self.clients.push(None);
-                    self.clients.len() - 1
-                }
-                None => {
-                    tracing::warn!("metrics: {MAX_CLIENTS} connections open; connection closed");
-                    continue;
-                }
+            let Some(slot) = free_slot(&mut self.clients, MAX_CLIENTS) else {
+                tracing::warn!("metrics: {MAX_CLIENTS} connections open; connection closed");
+                continue;
             };
             let tok = token(TokenKind::Control, LISTENER_INDEX + 1 + slot);
             if let Err(err) =
@@ -282,19 +282,11 @@ fn serve(client: &mut Client, stack: &Stack) -> bool {
             client.answered = true;
         }
     }
-    while !client.output.is_empty() {
-        match client.conn.write(&client.output) {
-            Ok(0) => return false,
-            Ok(n) => {
-                client.output.drain(..n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
+    if !flush(&mut client.conn, &mut client.output) {
+        return false;
     }
-    // Answered and written: done.
-    !client.answered
+    // Answered and written: done (or the socket is full: more to write).
+    !client.answered || !client.output.is_empty()
 }
 
 /// The stack's metrics in Prometheus's text format (version 0.0.4).

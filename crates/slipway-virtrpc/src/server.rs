@@ -18,15 +18,14 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
+use slipway_host::conns::{self, Full, Slots};
 use slipway_netmgr::proto::Event;
 use slipway_netmgr::{EventHub, Manager};
 
@@ -83,12 +82,7 @@ impl Limits {
     /// when set, as the JSON API's, and the keepalive interval from
     /// `SLIPWAY_LIBVIRT_KEEPALIVE_MS` (tests use short ones).
     pub fn from_env() -> Limits {
-        let ms = |var: &str| {
-            std::env::var(var)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_millis)
-        };
+        let ms = slipway_host::env_millis;
         let d = Limits::default();
         Limits {
             handshake_timeout: ms("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS").unwrap_or(d.handshake_timeout),
@@ -143,28 +137,6 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Serve
     }
 }
 
-/// Connections being served: all, and those of other users.
-#[derive(Default)]
-struct Counts {
-    all: AtomicUsize,
-    others: AtomicUsize,
-}
-
-/// A connection's place in [`Counts`], given back on drop.
-struct Slot {
-    counts: Arc<Counts>,
-    other_user: bool,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.counts.all.fetch_sub(1, Ordering::SeqCst);
-        if self.other_user {
-            self.counts.others.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
 /// What every connection thread shares.
 struct Shared {
     manager: Arc<Manager>,
@@ -172,8 +144,8 @@ struct Shared {
     leases: Arc<dyn LeaseSource>,
     uri: &'static str,
     limits: Limits,
-    counts: Arc<Counts>,
-    owner: u32,
+    /// The connection cap over both sockets.
+    slots: Slots,
 }
 
 /// Binds both sockets in `config.dir` and serves them on threads of their
@@ -199,9 +171,12 @@ pub fn serve(manager: Arc<Manager>, hub: EventHub, config: Config) -> Result<(),
         } else {
             "network:///session"
         },
+        slots: Slots::new(
+            config.limits.max_connections,
+            config.limits.reserved_for_owner,
+            owner,
+        ),
         limits: config.limits,
-        counts: Arc::default(),
-        owner,
     });
     for (name, readonly, mode) in [(SOCKET, false, 0o600), (SOCKET_RO, true, 0o666)] {
         let path = config.dir.join(name);
@@ -240,40 +215,23 @@ fn accept_loop(listener: &UnixListener, readonly: bool, shared: &Arc<Shared>) {
                 continue;
             }
         };
-        let Ok(uid) = peer_uid(&stream) else {
+        let Ok(conns::PeerCred { uid, .. }) = conns::peer_cred(&stream) else {
             continue;
         };
-        let other_user = uid != 0 && uid != shared.owner;
         // The read-write socket's mode already keeps others out; its
         // owner may have loosened it, the daemon does not.
-        if other_user && !readonly {
+        if shared.slots.is_other_user(uid) && !readonly {
             tracing::warn!("refusing uid {uid} on the read-write libvirt socket");
             continue;
         }
-        let limits = &shared.limits;
-        let counts = &shared.counts;
-        let all = counts.all.load(Ordering::SeqCst);
-        let others = counts.others.load(Ordering::SeqCst);
-        let full = all >= limits.max_connections
-            || (other_user
-                && others
-                    >= limits
-                        .max_connections
-                        .saturating_sub(limits.reserved_for_owner));
-        if full {
-            tracing::warn!(
-                "refusing a libvirt connection of uid {uid}: {all} connections open (limit {})",
-                limits.max_connections
-            );
-            continue;
-        }
-        counts.all.fetch_add(1, Ordering::SeqCst);
-        if other_user {
-            counts.others.fetch_add(1, Ordering::SeqCst);
-        }
-        let slot = Slot {
-            counts: counts.clone(),
-            other_user,
+        let slot = match shared.slots.admit(uid) {
+            Ok(slot) => slot,
+            Err(Full { open, max }) => {
+                tracing::warn!(
+                    "refusing a libvirt connection of uid {uid}: {open} connections open (limit {max})"
+                );
+                continue;
+            }
         };
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -288,30 +246,6 @@ fn accept_loop(listener: &UnixListener, readonly: bool, shared: &Arc<Shared>) {
             tracing::warn!("cannot start a thread for a libvirt connection: {e}");
         }
     }
-}
-
-/// The connecting process's uid (SO_PEERCRED).
-fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cred.uid)
 }
 
 const SOCK: Token = Token(0);

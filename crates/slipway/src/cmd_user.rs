@@ -301,10 +301,7 @@ pub fn run(args: UserArgs) -> anyhow::Result<i32> {
             api: args.stack.api,
             metrics: args.metrics,
             // Short ones for the tests of the bound.
-            metrics_timeout: std::env::var("SLIPWAY_METRICS_TIMEOUT_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(std::time::Duration::from_millis),
+            metrics_timeout: slipway_host::env_millis("SLIPWAY_METRICS_TIMEOUT_MS"),
             sandbox: args.sandbox.sandbox(),
             ..RunOptions::default()
         },

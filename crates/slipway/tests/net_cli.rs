@@ -56,18 +56,6 @@ const GAMMA: &str = "<network>
 </network>
 ";
 
-/// virsh quoting for one argument of a multi-command script.
-fn vquote(arg: &str) -> String {
-    if arg
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-    {
-        arg.to_string()
-    } else {
-        format!("'{arg}'")
-    }
-}
-
 #[test]
 fn output_matches_virsh_test_driver() {
     enter_netns!(Ns::User);
@@ -278,17 +266,7 @@ fn output_matches_virsh_test_driver() {
         vec!["net-destroy", "beta-longer-name"],
         vec!["net-list", "--all"],
     ];
-    let joined: Vec<String> = script
-        .iter()
-        .map(|c| c.iter().map(|a| vquote(a)).collect::<Vec<_>>().join(" "))
-        .collect();
-    let expected = virsh(root, &joined.join("; "));
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    for c in &script {
-        let r = sw(root, c);
-        stdout += &r.stdout;
-        stderr += &r.stderr;
-    }
+    let (expected, stdout, stderr) = virsh_and_sw_script(root, &script);
     // The oracle really ran the whole script.
     assert!(
         expected

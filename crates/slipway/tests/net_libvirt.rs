@@ -40,6 +40,16 @@ const BETA: &str = "<network>
 </network>
 ";
 
+/// A root with `alpha.xml` and `beta.xml` (not defined) and a daemon serving it.
+fn alpha_beta_daemon() -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "alpha.xml", ALPHA);
+    write(root, "beta.xml", BETA);
+    let daemon = Daemon::start(root);
+    (dir, daemon)
+}
+
 fn sock(root: &Path) -> PathBuf {
     root.join("run/libvirt/virtnetworkd-sock")
 }
@@ -99,19 +109,9 @@ fn same_change(root: &Path, args: &[&str], undo: &[&str]) -> Run {
 
 #[test]
 fn virsh_runs_every_net_command_like_slipway() {
-    in_netns(
-        "virsh_runs_every_net_command_like_slipway",
-        Ns::User,
-        virsh_runs_every_net_command_like_slipway_body,
-    );
-}
-
-fn virsh_runs_every_net_command_like_slipway_body() {
-    let dir = tempfile::tempdir().unwrap();
+    enter_netns!(Ns::User);
+    let (dir, _d) = alpha_beta_daemon();
     let root = dir.path();
-    write(root, "alpha.xml", ALPHA);
-    write(root, "beta.xml", BETA);
-    let _d = Daemon::start(root);
     let meta = std::fs::metadata(sock(root)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -253,14 +253,7 @@ fn virsh_runs_every_net_command_like_slipway_body() {
 
 #[test]
 fn virsh_net_event_sees_changes_of_both_apis() {
-    in_netns(
-        "virsh_net_event_sees_changes_of_both_apis",
-        Ns::User,
-        virsh_net_event_sees_changes_of_both_apis_body,
-    );
-}
-
-fn virsh_net_event_sees_changes_of_both_apis_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -335,19 +328,9 @@ fn virsh_net_event_sees_changes_of_both_apis_body() {
 
 #[test]
 fn read_only_socket_lists_and_dumps_but_changes_nothing() {
-    in_netns(
-        "read_only_socket_lists_and_dumps_but_changes_nothing",
-        Ns::User,
-        read_only_socket_lists_and_dumps_but_changes_nothing_body,
-    );
-}
-
-fn read_only_socket_lists_and_dumps_but_changes_nothing_body() {
-    let dir = tempfile::tempdir().unwrap();
+    enter_netns!(Ns::User);
+    let (dir, _d) = alpha_beta_daemon();
     let root = dir.path();
-    write(root, "alpha.xml", ALPHA);
-    write(root, "beta.xml", BETA);
-    let _d = Daemon::start(root);
     ok(root, &["net-define", "alpha.xml"]);
     for args in [
         &["net-list", "--all"][..],
@@ -450,14 +433,7 @@ print(json.dumps(out))
 
 #[test]
 fn python_bindings_drive_slipway() {
-    in_netns(
-        "python_bindings_drive_slipway",
-        Ns::User,
-        python_bindings_drive_slipway_body,
-    );
-}
-
-fn python_bindings_drive_slipway_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "alpha.xml", ALPHA);
@@ -612,14 +588,7 @@ fn still_serving(root: &Path) {
 
 #[test]
 fn bad_input_gets_libvirts_errors_and_never_blocks_the_daemon() {
-    in_netns(
-        "bad_input_gets_libvirts_errors_and_never_blocks_the_daemon",
-        Ns::User,
-        bad_input_body,
-    );
-}
-
-fn bad_input_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let _d = Daemon::start_env(root, &[("SLIPWAY_DAEMON_IDLE_TIMEOUT_MS", "3000")]);
@@ -771,14 +740,7 @@ fn bad_input_body() {
 
 #[test]
 fn connection_cap_keeps_slots_and_frees_them() {
-    in_netns(
-        "connection_cap_keeps_slots_and_frees_them",
-        Ns::User,
-        connection_cap_body,
-    );
-}
-
-fn connection_cap_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let _d = Daemon::start(root);
@@ -813,14 +775,7 @@ fn connection_cap_body() {
 
 #[test]
 fn slow_and_dead_clients_are_closed() {
-    in_netns(
-        "slow_and_dead_clients_are_closed",
-        Ns::User,
-        slow_and_dead_clients_body,
-    );
-}
-
-fn slow_and_dead_clients_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let _d = Daemon::start_env(
@@ -913,14 +868,7 @@ fn slow_and_dead_clients_body() {
 
 #[test]
 fn a_libvirt_socket_in_use_stops_the_daemon() {
-    in_netns(
-        "a_libvirt_socket_in_use_stops_the_daemon",
-        Ns::User,
-        a_libvirt_socket_in_use_body,
-    );
-}
-
-fn a_libvirt_socket_in_use_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("run/libvirt")).unwrap();
@@ -939,14 +887,7 @@ fn a_libvirt_socket_in_use_body() {
 
 #[test]
 fn other_users_read_only_and_never_read_write() {
-    in_netns(
-        "other_users_read_only_and_never_read_write",
-        Ns::Root,
-        other_users_body,
-    );
-}
-
-fn other_users_body() {
+    enter_netns!(Ns::Root);
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

@@ -25,28 +25,9 @@ const OVS: &str = "<network>
 </network>
 ";
 
-/// Quotes an argument for virsh's command line as net_cli does.
-fn vquote(arg: &str) -> String {
-    if arg
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-    {
-        arg.to_string()
-    } else {
-        format!("'{arg}'")
-    }
-}
-
 #[test]
 fn portgroup_updates_match_virsh() {
-    in_netns(
-        "portgroup_updates_match_virsh",
-        Ns::User,
-        portgroup_updates_match_virsh_body,
-    );
-}
-
-fn portgroup_updates_match_virsh_body() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "ovs.xml", OVS);
@@ -123,17 +104,7 @@ fn portgroup_updates_match_virsh_body() {
         vec!["net-dumpxml", "ovs"],
         vec!["net-undefine", "ovs"],
     ];
-    let joined: Vec<String> = script
-        .iter()
-        .map(|c| c.iter().map(|a| vquote(a)).collect::<Vec<_>>().join(" "))
-        .collect();
-    let expected = virsh(root, &joined.join("; "));
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    for c in &script {
-        let r = sw(root, c);
-        stdout += &r.stdout;
-        stderr += &r.stderr;
-    }
+    let (expected, stdout, stderr) = virsh_and_sw_script(root, &script);
     // The oracle ran the whole script.
     assert!(
         expected.stdout.contains("Network ovs has been undefined"),

@@ -18,6 +18,8 @@ use std::process::Command;
 use slipway_testkit::netns::{sh, wait_for, Netns};
 use slipway_testkit::{Guest, HttpServer};
 
+use common::KillOnDrop;
+
 const MARKER: &str = "SLIPWAY_PASST_TWIN_INSIDE";
 
 /// Runs test `name` as PID 1 of new mount, network and PID namespaces.
@@ -78,22 +80,37 @@ impl Twin {
         Twin { upstream, private }
     }
 
+    /// The web servers both twins' tests reach: `on-private-loopback` on
+    /// the private namespace's loopback and `on-upstream` at 198.51.100.7,
+    /// from sites made under `dir`.
+    fn loopback_and_upstream_sites(&self, dir: &Path) -> (HttpServer, HttpServer) {
+        let lo = Twin::http(
+            &self.private,
+            &site(dir, "lo", "on-private-loopback"),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        );
+        let up = Twin::http(
+            &self.upstream,
+            &site(dir, "up", "on-upstream"),
+            "198.51.100.7".parse().unwrap(),
+        );
+        (lo, up)
+    }
+
+    /// `program` to be run in the private namespace.
+    fn in_private(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.private.pid().to_string(), "-n"])
+            .arg(program);
+        cmd
+    }
+
     /// An HTTP server serving `dir` on `ip` inside `ns`.
     fn http(ns: &Netns, dir: &Path, ip: IpAddr) -> HttpServer {
         let dir = dir.to_path_buf();
         ns.spawn(move || HttpServer::serve_dir_on(&dir, ip).unwrap())
             .join()
             .unwrap()
-    }
-}
-
-/// A child process killed on drop.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -176,16 +193,7 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
     // passt, started as root, serves as nobody: its socket's directory
     // must let nobody create the socket (as under libvirt).
     sh(&format!("chmod 0777 {}", dir.display()));
-    let lo = Twin::http(
-        &twin.private,
-        &site(&dir, "lo", "on-private-loopback"),
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-    );
-    let up = Twin::http(
-        &twin.upstream,
-        &site(&dir, "up", "on-upstream"),
-        "198.51.100.7".parse().unwrap(),
-    );
+    let (lo, up) = twin.loopback_and_upstream_sites(&dir);
     let peer = Twin::http(
         &twin.upstream,
         &site(&dir, "peer", "on-lan-peer"),
@@ -193,12 +201,7 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
     );
     let _dns = dns_on_loopback(&twin.private);
     let args = libvirt_args(&dir);
-    let out = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n"])
-        .arg(program)
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = twin.in_private(program).args(&args).output().unwrap();
     let log = || std::fs::read_to_string(dir.join("passt.log")).unwrap_or_default();
     assert!(
         out.status.success(),
@@ -386,9 +389,8 @@ fn bad_port_specs_are_refused_by_both() {
             "65000-65010:65530",
         ] {
             for program in [Path::new("/usr/bin/passt"), link.as_path()] {
-                let out = Command::new("nsenter")
-                    .args(["-t", &twin.private.pid().to_string(), "-n"])
-                    .arg(program)
+                let out = twin
+                    .in_private(program)
                     .args(["-f", "-1", "--socket"])
                     .arg(root.path().join("s.sock"))
                     .args(["-t", spec])
@@ -428,9 +430,8 @@ fn taken_port_fails_in_the_parent() {
             .unwrap();
         for program in [Path::new("/usr/bin/passt"), link.as_path()] {
             let pid_file = root.path().join("p.pid");
-            let out = Command::new("nsenter")
-                .args(["-t", &twin.private.pid().to_string(), "-n"])
-                .arg(program)
+            let out = twin
+                .in_private(program)
                 .args(["-1", "--socket"])
                 .arg(root.path().join("s.sock"))
                 .args(["-t", "2222", "--pid"])
@@ -454,7 +455,7 @@ fn taken_port_fails_in_the_parent() {
 /// A container's namespace as rootless podman makes it: a user namespace
 /// owned by an unprivileged user (nobody) and its network namespace;
 /// killed on drop.
-struct Container(std::process::Child);
+struct Container(KillOnDrop);
 
 impl Container {
     fn new() -> Container {
@@ -468,19 +469,19 @@ impl Container {
         wait_for("the container's namespace", || {
             std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
         });
-        Container(child)
+        Container(KillOnDrop(child))
     }
 
     /// Runs `cmd` in the container's network namespace (as root).
     fn run(&self, cmd: &str) -> String {
-        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.0.id()))
+        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
     }
 }
 
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Container {
+    /// The process holding the container's namespaces.
+    fn pid(&self) -> u32 {
+        self.0 .0.id()
     }
 }
 
@@ -500,25 +501,15 @@ fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
     let twin = Twin::new();
     let dir = root.join(label);
     std::fs::create_dir_all(&dir).unwrap();
-    let lo = Twin::http(
-        &twin.private,
-        &site(&dir, "lo", "on-private-loopback"),
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-    );
-    let up = Twin::http(
-        &twin.upstream,
-        &site(&dir, "up", "on-upstream"),
-        "198.51.100.7".parse().unwrap(),
-    );
+    let (lo, up) = twin.loopback_and_upstream_sites(&dir);
     let _dns = dns_on_loopback(&twin.private);
     let ctr = Container::new();
     let www = site(&dir, "www", "ns-page");
     std::fs::write(www.join("index.html"), "ns-page\n").unwrap();
     // podman 5's command line for a container without published ports
     // but one: -t 8080.
-    let out = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n"])
-        .arg(program)
+    let out = twin
+        .in_private(program)
         .args([
             "--config-net",
             "-t",
@@ -531,7 +522,7 @@ fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
             "none",
         ])
         .args(["--dns-forward", "169.254.1.1", "--quiet"])
-        .arg(ctr.0.id().to_string())
+        .arg(ctr.pid().to_string())
         .output()
         .unwrap();
     assert!(
@@ -550,7 +541,7 @@ fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
         Command::new("nsenter")
             .args([
                 "-t",
-                &ctr.0.id().to_string(),
+                &ctr.pid().to_string(),
                 "-n",
                 "busybox",
                 "wget",

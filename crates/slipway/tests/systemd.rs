@@ -23,8 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod net_common;
-use net_common::{alive, in_netns, ok, service_pid, sw, write, Daemon, Ns, BIN};
-use slipway_testkit::netns::sh;
+use net_common::{alive, enter_netns, in_netns, ok, service_pid, sw, write, Daemon, Ns, BIN};
+use slipway_testkit::netns::{sh, wait_for};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -61,6 +61,18 @@ impl NotifySocket {
             .expect("a notification within 60 s");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
+
+    /// Starts `cmd` (output discarded) with NOTIFY_SOCKET set to this socket.
+    fn spawn(&self, cmd: &mut Command) -> Proc {
+        Proc(
+            cmd.env("NOTIFY_SOCKET", &self.path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
 }
 
 /// A child process killed on drop.
@@ -81,50 +93,57 @@ impl Proc {
     }
 }
 
-/// `systemd-socket-activate -l SOCKET --fdname NAME [more] -- slipway --root ROOT -v daemon`,
-/// with NOTIFY_SOCKET passed through and the log in `log`.
-fn activated_daemon(root: &Path, socket_args: &[&str], notify: &Path, log: &Path) -> Proc {
+/// A daemon behind `systemd-socket-activate`, which listens on `socket`.
+struct Activated {
+    socket: PathBuf,
+    /// The daemon's log.
+    log: PathBuf,
+    /// Where the daemon's readiness and stopping notifications arrive.
+    notify: NotifySocket,
+    daemon: Proc,
+}
+
+/// `systemd-socket-activate --listen=SOCKET [socket_args] -- slipway --root
+/// ROOT -v daemon` with NOTIFY_SOCKET passed through, SOCKET being `root`'s
+/// daemon socket; returns once the socket is there.
+fn activate(root: &Path, socket_args: &[&str]) -> Activated {
+    let socket = root.join("run/slipway/slipway-sock");
+    fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let log = root.join("daemon.log");
+    let notify = NotifySocket::new();
     let child = Command::new("systemd-socket-activate")
+        .arg(format!("--listen={}", socket.display()))
         .args(socket_args)
         .args(["-E", "NOTIFY_SOCKET", BIN, "--root"])
         .arg(root)
         .args(["-v", "daemon"])
-        .env("NOTIFY_SOCKET", notify)
+        .env("NOTIFY_SOCKET", &notify.path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(fs::File::create(log).unwrap())
+        .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .expect("systemd-socket-activate (Debian package systemd)");
-    Proc(child)
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+    let daemon = Proc(child);
+    wait_for("the activation socket", || socket.exists());
+    Activated {
+        socket,
+        log,
+        notify,
+        daemon,
     }
 }
 
 #[test]
 fn daemon_is_socket_activated_and_notifies() {
-    in_netns(
-        "daemon_is_socket_activated_and_notifies",
-        Ns::User,
-        socket_activation,
-    );
-}
-
-fn socket_activation() {
+    enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let socket = root.join("run/slipway/slipway-sock");
-    fs::create_dir_all(socket.parent().unwrap()).unwrap();
-    let log = root.join("daemon.log");
-    let notify = NotifySocket::new();
-    let sock_arg = format!("--listen={}", socket.display());
-    let mut daemon = activated_daemon(root, &[&sock_arg, "--fdname=json"], &notify.path, &log);
-    wait_for("the activation socket", || socket.exists());
+    let Activated {
+        socket,
+        log,
+        notify,
+        mut daemon,
+    } = activate(root, &["--fdname=json"]);
     let inode = fs::metadata(&socket).unwrap().ino();
     // The first connection starts the daemon (systemd-socket-activate
     // execs it then), which serves it on the socket it was given.
@@ -166,14 +185,7 @@ fn socket_activation() {
 
 #[test]
 fn daemon_refuses_sockets_it_does_not_serve() {
-    in_netns(
-        "daemon_refuses_sockets_it_does_not_serve",
-        Ns::User,
-        refuse_sockets,
-    );
-}
-
-fn refuse_sockets() {
+    enter_netns!(Ns::User);
     let cases: [(&[&str], &str); 2] = [
         (
             &["--fdname=libvirt"],
@@ -187,15 +199,12 @@ fn refuse_sockets() {
     for (extra, want) in cases {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let socket = root.join("run/slipway/slipway-sock");
-        fs::create_dir_all(socket.parent().unwrap()).unwrap();
-        let log = root.join("daemon.log");
-        let notify = NotifySocket::new();
-        let mut args = vec![format!("--listen={}", socket.display())];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut daemon = activated_daemon(root, &args, &notify.path, &log);
-        wait_for("the activation socket", || socket.exists());
+        let Activated {
+            socket,
+            log,
+            notify: _notify,
+            mut daemon,
+        } = activate(root, extra);
         // A stream socket activates on a connection, a datagram one on a datagram.
         if extra.contains(&"--datagram") {
             let _ = UnixDatagram::unbound().unwrap().send_to(b"x", &socket);
@@ -215,17 +224,7 @@ fn user_notifies_ready_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("vm.sock");
     let notify = NotifySocket::new();
-    let mut user = Proc(
-        Command::new(BIN)
-            .args(["user", "--socket"])
-            .arg(&socket)
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut user = notify.spawn(Command::new(BIN).args(["user", "--socket"]).arg(&socket));
     assert_eq!(
         notify.next(),
         format!("READY=1\nSTATUS=listening on {}", socket.display())
@@ -249,19 +248,7 @@ fn unit_values(unit: &str, key: &str) -> Vec<String> {
 
 #[test]
 fn unit_capability_bounding_set_is_enough_for_a_network() {
-    in_netns(
-        "unit_capability_bounding_set_is_enough_for_a_network",
-        Ns::Root,
-        bounded_daemon,
-    );
-}
-
-/// The daemon with only the system unit's CapabilityBoundingSet= (as
-/// systemd would start it: root, bounded) starts a NAT network with DHCP
-/// and IPv6 router advertisements, whose service runs as nobody, and
-/// destroys it; and the set is no larger than that needs: without any one
-/// of its capabilities the same cycle fails.
-fn bounded_daemon() {
+    enter_netns!(Ns::Root);
     sh("ip link set lo up");
     let unit = fs::read_to_string(repo().join("dist/systemd/system/slipway.service")).unwrap();
     let caps = unit_values(&unit, "CapabilityBoundingSet");
@@ -392,16 +379,7 @@ fn user_template_runs_a_network_per_instance() {
     }
     assert_eq!(argv[0], "/usr/bin/slipway");
     let notify = NotifySocket::new();
-    let mut user = Proc(
-        Command::new(BIN)
-            .args(&argv[1..])
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut user = notify.spawn(Command::new(BIN).args(&argv[1..]));
     let sock = run_dir.join("sock");
     assert_eq!(
         notify.next(),

@@ -3,6 +3,8 @@
 //! a namespace made by `unshare`, with real clients inside (curl, dig,
 //! busybox httpd) and real peers on the host's loopback.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::net::TcpStream;
@@ -13,6 +15,8 @@ use std::time::Duration;
 
 use slipway_testkit::netns::wait_for;
 use slipway_testkit::{free_port, temp_dir, DnsServer, HttpServer};
+
+use common::KillOnDrop;
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 
@@ -174,12 +178,7 @@ while [ ! -e done ]; do sleep 0.05; done
 "#,
         d = d.display(),
     );
-    let mut cmd = Command::new(SLIPWAY);
-    cmd.arg("run")
-        .arg("--api")
-        .arg(&api)
-        .args(["--", "sh", "-c", &script]);
-    let mut slipway = Background::spawn(cmd, d.join("slipway.log"));
+    let mut slipway = Background::run_sh(&api, &script, d.join("slipway.log"));
     slipway.wait_for_file("the upload to finish", &d.join("sent"));
     let features = std::fs::read_to_string(d.join("features.txt")).unwrap();
     for on in [
@@ -198,15 +197,7 @@ while [ ! -e done ]; do sleep 0.05; done
             upload.len()
         );
     }
-    let out = Command::new(SLIPWAY)
-        .args(["ctl", "--api"])
-        .arg(&api)
-        .args(["--json", "counters"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let counters: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", slipway.log()));
+    let counters = slipway.counters(&api);
     let c = &counters["ok"];
     let (frames, bytes) = (
         c["frames_in"].as_u64().unwrap(),
@@ -301,12 +292,7 @@ while [ ! -e done ]; do sleep 0.05; done
 "#,
         d = d.display(),
     );
-    let mut cmd = Command::new(SLIPWAY);
-    cmd.arg("run")
-        .arg("--api")
-        .arg(&api)
-        .args(["--", "sh", "-c", &script]);
-    let mut slipway = Background::spawn(cmd, d.join("slipway.log"));
+    let mut slipway = Background::run_sh(&api, &script, d.join("slipway.log"));
     slipway.wait_for_file("the bursts to arrive", &d.join("received"));
     served4.join().unwrap();
     served6.join().unwrap();
@@ -319,15 +305,7 @@ while [ ! -e done ]; do sleep 0.05; done
             expected.len()
         );
     }
-    let out = Command::new(SLIPWAY)
-        .args(["ctl", "--api"])
-        .arg(&api)
-        .args(["--json", "counters"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let counters: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", slipway.log()));
+    let counters = slipway.counters(&api);
     let frames_out = counters["ok"]["frames_out"].as_u64().unwrap();
     let datagrams = (2 * BURSTS * PER_BURST) as u64;
     assert!(
@@ -651,16 +629,6 @@ impl Unshared {
     }
 }
 
-/// A child killed (and reaped) when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A background `slipway` whose log (stderr) goes to a file, killed when
 /// the test ends.
 struct Background {
@@ -669,6 +637,29 @@ struct Background {
 }
 
 impl Background {
+    /// `slipway run --api API -- sh -c SCRIPT`, its log in `log`.
+    fn run_sh(api: &Path, script: &str, log: std::path::PathBuf) -> Background {
+        let mut cmd = Command::new(SLIPWAY);
+        cmd.arg("run")
+            .arg("--api")
+            .arg(api)
+            .args(["--", "sh", "-c", script]);
+        Background::spawn(cmd, log)
+    }
+
+    /// `slipway ctl --api API --json counters`, parsed (failing with this
+    /// process's log when the reply is not JSON).
+    fn counters(&self, api: &Path) -> serde_json::Value {
+        let out = Command::new(SLIPWAY)
+            .args(["ctl", "--api"])
+            .arg(api)
+            .args(["--json", "counters"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", self.log()))
+    }
+
     /// Spawns `cmd` (a `slipway` command line) with its log in `log`.
     fn spawn(mut cmd: Command, log: std::path::PathBuf) -> Background {
         let child = cmd

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use proptest::prelude::*;
+
 /// Paths of the corpus files, sorted.
 pub fn corpus_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
@@ -187,4 +189,16 @@ pub fn apply(text: &str, muts: &[Mutation]) -> String {
         }
     }
     String::from_utf8_lossy(&b).into_owned()
+}
+
+/// A random [`Mutation`] (positions wrap around the text they apply to).
+pub fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0usize..40).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        (any::<usize>(), 0..SNIPPETS.len())
+            .prop_map(|(at, snippet)| Mutation::Insert { at, snippet }),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Replace { at, byte }),
+        (any::<usize>(), 0usize..80).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
+        (any::<usize>(), 0..VALUES.len()).prop_map(|(at, value)| Mutation::SetValue { at, value }),
+    ]
 }

@@ -101,3 +101,39 @@ pub fn cases() -> Vec<Case> {
     }
     out
 }
+
+/// Runs `check` on every case (the 46 of `networkxml2xmltest.c`), prints
+/// `{what}: N of 46 match`, names each case that fails, and fails the test
+/// when one that fails is not listed in `not_yet` (name, reason).
+pub fn check_all(
+    what: &str,
+    not_yet: &[(&str, &str)],
+    mut check: impl FnMut(&Case) -> Result<(), String>,
+) {
+    let all = cases();
+    assert_eq!(all.len(), 46, "networkxml2xmltest.c runs 46 cases");
+    let mut failures = Vec::new();
+    let mut passed = 0;
+    for case in &all {
+        match check(case) {
+            Ok(()) => passed += 1,
+            Err(why) => failures.push((case.name.clone(), why)),
+        }
+    }
+    println!("{what}: {passed} of {} match", all.len());
+    let unexpected: Vec<_> = failures
+        .iter()
+        .filter(|(name, _)| !not_yet.iter().any(|(n, _)| n == name))
+        .collect();
+    for (name, why) in &unexpected {
+        println!("FAIL {name}: {why}");
+    }
+    for (name, reason) in not_yet {
+        println!("not yet supported: {name}: {reason}");
+    }
+    assert!(
+        unexpected.is_empty(),
+        "{} case(s) differ from libvirt ({what})",
+        unexpected.len()
+    );
+}

@@ -311,15 +311,19 @@ impl Attachment {
         let mut owned_path = None;
         let mut vhost = None;
         let listening = token(TokenKind::Attach, LISTENER);
+        // A unix listener at `path` (a stale socket file replaced), registered.
+        let listen_unix = |path: &Path| -> Result<UnixListener, AttachError> {
+            remove_stale_socket(path, true).map_err(err("socket file"))?;
+            let mut l = UnixListener::bind(path).map_err(err("bind"))?;
+            registry
+                .register(&mut l, listening, Interest::READABLE)
+                .map_err(err("register"))?;
+            Ok(l)
+        };
         match &spec {
             AttachSpec::UnixListen(path) => {
-                remove_stale_socket(path, true).map_err(err("socket file"))?;
-                let mut l = UnixListener::bind(path).map_err(err("bind"))?;
+                listener = Some(Listener::Unix(listen_unix(path)?));
                 owned_path = Some(path.clone());
-                registry
-                    .register(&mut l, listening, Interest::READABLE)
-                    .map_err(err("register"))?;
-                listener = Some(Listener::Unix(l));
             }
             AttachSpec::TcpListen(addr) => {
                 let mut l = TcpListener::bind(*addr).map_err(err("bind"))?;
@@ -343,13 +347,10 @@ impl Attachment {
                 dgram = Some(s);
             }
             AttachSpec::VhostUser(path) => {
-                remove_stale_socket(path, true).map_err(err("socket file"))?;
-                let mut l = UnixListener::bind(path).map_err(err("bind"))?;
+                vhost = Some(vhost::Pending {
+                    listener: listen_unix(path)?,
+                });
                 owned_path = Some(path.clone());
-                registry
-                    .register(&mut l, listening, Interest::READABLE)
-                    .map_err(err("register"))?;
-                vhost = Some(vhost::Pending { listener: l });
             }
             AttachSpec::Tap(fd) => {
                 // SAFETY: fcntl on a descriptor the spec keeps open.

@@ -78,6 +78,37 @@ pub fn virsh(cwd: &Path, script: &str) -> Run {
     text(out)
 }
 
+/// virsh quoting for one argument of a multi-command script.
+fn vquote(arg: &str) -> String {
+    if arg
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
+        arg.to_string()
+    } else {
+        format!("'{arg}'")
+    }
+}
+
+/// The same commands twice: all of `script` as one session of virsh's
+/// test driver (the oracle, see [`virsh`]), and each command through
+/// slipway's CLI in `root`. Returns virsh's run and slipway's stdout and
+/// stderr, all commands' together.
+pub fn virsh_and_sw_script(root: &Path, script: &[Vec<&str>]) -> (Run, String, String) {
+    let joined: Vec<String> = script
+        .iter()
+        .map(|c| c.iter().map(|a| vquote(a)).collect::<Vec<_>>().join(" "))
+        .collect();
+    let expected = virsh(root, &joined.join("; "));
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    for c in script {
+        let r = sw(root, c);
+        stdout += &r.stdout;
+        stderr += &r.stderr;
+    }
+    (expected, stdout, stderr)
+}
+
 pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
