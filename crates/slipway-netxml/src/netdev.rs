@@ -351,6 +351,18 @@ impl Reader<'_> {
                 ],
                 "'tagged' or 'untagged'",
             )?;
+            // libvirt prints nativeMode on every tag whose id is the native
+            // one, so a repeated tag would come back as two native settings
+            // (XML that no longer reads): refused, as a trunk listing a tag
+            // twice means nothing.
+            if vlan.tags.contains(&id) {
+                return Err(self.report.value_err(
+                    t,
+                    &format!("{tp}/@id"),
+                    &id.to_string(),
+                    &format!("vlan tag id {id} listed twice in one <vlan>"),
+                ));
+            }
             if let Some(mode) = mode {
                 if vlan.native.is_some() {
                     return Err(self
