@@ -690,7 +690,9 @@ fn port_parameters(params: &[procs::TypedParam]) -> Result<Vec<(PortParam, u32)>
 }
 
 fn port_ref(w: &mut Writer, net: &NetRef, uuid: [u8; 16]) {
-    w.string(&net.name).opaque_fixed(&net.uuid).opaque_fixed(&uuid);
+    w.string(&net.name)
+        .opaque_fixed(&net.uuid)
+        .opaque_fixed(&uuid);
 }
 
 fn keepalive_message(proc_: i32) -> Vec<u8> {
@@ -1035,5 +1037,63 @@ mod tests {
         let mut s = Session::new(true);
         s.handle(&ctx, open_call(None, 0));
         assert_eq!(s.open, Some(true));
+    }
+
+    /// Set-parameters: unknown names ignored (as libvirt's driver), a
+    /// known one must be `uint`, a field name must fit libvirt's 80 bytes.
+    #[test]
+    fn port_parameters_are_checked() {
+        use procs::{TypedParam, TypedValue};
+        let tp = |field: &str, value: TypedValue| TypedParam {
+            field: field.into(),
+            value,
+        };
+        assert_eq!(
+            port_parameters(&[
+                tp("inbound.average", TypedValue::UInt(5)),
+                tp("inbound.color", TypedValue::String("red".into())),
+                tp("outbound.burst", TypedValue::UInt(9)),
+            ])
+            .unwrap(),
+            vec![
+                (PortParam::InboundAverage, 5),
+                (PortParam::OutboundBurst, 9)
+            ]
+        );
+        let e = port_parameters(&[tp("inbound.peak", TypedValue::String("1".into()))]).unwrap_err();
+        assert_eq!((e.code, e.domain), (code::INVALID_ARG, domain::NETWORK));
+        assert_eq!(
+            e.message,
+            "invalid argument: invalid type 'string' for parameter 'inbound.peak', expected 'uint'"
+        );
+        let e =
+            port_parameters(&[tp("inbound.peak", TypedValue::Double(1f64.to_bits()))]).unwrap_err();
+        assert!(e.message.contains("'double'"), "{}", e.message);
+        let long = "x".repeat(80);
+        let e = port_parameters(&[tp(&long, TypedValue::UInt(1))]).unwrap_err();
+        assert_eq!(e.code, code::INTERNAL_ERROR);
+        assert_eq!(
+            e.message,
+            format!("internal error: parameter {long} too big for destination")
+        );
+        assert!(port_parameters(&[tp(&"x".repeat(79), TypedValue::UInt(1))]).is_ok());
+    }
+
+    /// Port errors carry libvirt's numbers.
+    #[test]
+    fn port_errors_carry_libvirts_codes() {
+        for (e, want) in [
+            (Error::NoSuchPort("u".into()), code::NO_NETWORK_PORT),
+            (Error::PortExists("u".into()), code::NETWORK_PORT_EXIST),
+            (Error::InvalidArg("x".into()), code::INVALID_ARG),
+            (
+                Error::ConfigUnsupported("x".into()),
+                code::CONFIG_UNSUPPORTED,
+            ),
+        ] {
+            let r = RpcError::from(&e);
+            assert_eq!((r.code, r.domain), (want, domain::NETWORK), "{e:?}");
+            assert_eq!(r.message, e.to_string());
+        }
     }
 }

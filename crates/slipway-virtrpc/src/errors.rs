@@ -113,16 +113,16 @@ impl From<&Error> for RpcError {
             (Error::InvalidArg(_), _) => code::INVALID_ARG,
             (Error::ConfigUnsupported(_), _) => code::CONFIG_UNSUPPORTED,
             (_, c) => match c {
-            ErrorCode::NotFound => code::NO_NETWORK,
-            ErrorCode::PortNotFound => code::NO_NETWORK_PORT,
-            ErrorCode::Conflict => code::OPERATION_FAILED,
-            ErrorCode::Invalid => code::XML_ERROR,
-            ErrorCode::NotValid if matches!(e, Error::Unsupported(_)) => {
-                code::OPERATION_UNSUPPORTED
-            }
-            ErrorCode::NotValid => code::OPERATION_INVALID,
-            ErrorCode::Internal => code::INTERNAL_ERROR,
-            ErrorCode::Denied => code::ACCESS_DENIED,
+                ErrorCode::NotFound => code::NO_NETWORK,
+                ErrorCode::PortNotFound => code::NO_NETWORK_PORT,
+                ErrorCode::Conflict => code::OPERATION_FAILED,
+                ErrorCode::Invalid => code::XML_ERROR,
+                ErrorCode::NotValid if matches!(e, Error::Unsupported(_)) => {
+                    code::OPERATION_UNSUPPORTED
+                }
+                ErrorCode::NotValid => code::OPERATION_INVALID,
+                ErrorCode::Internal => code::INTERNAL_ERROR,
+                ErrorCode::Denied => code::ACCESS_DENIED,
             },
         };
         RpcError::new(code, domain::NETWORK, e.to_string())

@@ -590,4 +590,58 @@ mod tests {
         );
         assert!(Call::decode(num::NETWORK_UPDATE, &[0, 0, 0, 1]).is_err());
     }
+
+    /// `remote_network_port_set_parameters_args`: every typed value
+    /// decodes by its discriminant; more than
+    /// `REMOTE_NETWORK_PORT_PARAMETERS_MAX` parameters or an unknown type
+    /// is a decoding error.
+    #[test]
+    fn port_set_parameters_decode_typed_values() {
+        let port = |w: &mut Writer| {
+            w.string("n").opaque_fixed(&[1; 16]).opaque_fixed(&[2; 16]);
+        };
+        let mut w = Writer::new();
+        port(&mut w);
+        w.u32(3)
+            .string("inbound.average")
+            .u32(2)
+            .u32(7)
+            .string("a")
+            .u32(7)
+            .string("s")
+            .string("b")
+            .u32(4)
+            .u64(1 << 40)
+            .u32(0);
+        let call = Call::decode(num::NETWORK_PORT_SET_PARAMETERS, &w.into_bytes()).unwrap();
+        let Call::PortSetParameters {
+            port: p,
+            params,
+            flags,
+        } = call
+        else {
+            panic!("{call:?}");
+        };
+        assert_eq!((p.net.name.as_str(), p.uuid, flags), ("n", [2; 16], 0));
+        assert_eq!(
+            params.iter().map(|p| p.value.clone()).collect::<Vec<_>>(),
+            vec![
+                TypedValue::UInt(7),
+                TypedValue::String("s".into()),
+                TypedValue::ULLong(1 << 40)
+            ]
+        );
+        let mut w = Writer::new();
+        port(&mut w);
+        w.u32(1).string("x").u32(8).u32(0).u32(0);
+        assert!(Call::decode(num::NETWORK_PORT_SET_PARAMETERS, &w.into_bytes()).is_err());
+        let mut w = Writer::new();
+        port(&mut w);
+        w.u32(NETWORK_PORT_PARAMETERS_MAX + 1);
+        for _ in 0..=NETWORK_PORT_PARAMETERS_MAX {
+            w.string("x").u32(2).u32(1);
+        }
+        w.u32(0);
+        assert!(Call::decode(num::NETWORK_PORT_SET_PARAMETERS, &w.into_bytes()).is_err());
+    }
 }
