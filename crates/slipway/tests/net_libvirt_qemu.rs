@@ -46,6 +46,18 @@ const QEMU_CONF: &str =
 /// Kills a process this test started when dropped.
 struct Killed(Child);
 
+impl Killed {
+    /// What the process wrote on stderr (once it ended).
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -99,7 +111,10 @@ fn wait_console(console: &Path, line: &str, vqr: &mut Killed, limit: Duration) -
             return text;
         }
         if let Ok(Some(st)) = vqr.0.try_wait() {
-            panic!("virt-qemu-run ended ({st}) before {line:?}; console:\n{text}");
+            panic!(
+                "virt-qemu-run ended ({st}) before {line:?}: {}\nconsole:\n{text}",
+                vqr.stderr()
+            );
         }
         assert!(
             Instant::now() < end,
