@@ -5,7 +5,8 @@
 //! `/run/libvirt/virtnetworkd-sock`, which `slipway daemon` serves
 //! (docs/libvirt-qemu-driver.md says why Debian 12's libvirtd cannot).
 //!
-//! Isolation: the test runs in a user + network namespace of its own;
+//! Isolation: the test runs in a network namespace of its own (as root:
+//! libvirt sets QEMU's supplementary groups, which a user namespace denies);
 //! `virt-qemu-run` additionally in private mount and PID namespaces, where
 //! `/run/libvirt` (and so `/var/run/libvirt`) is the daemon's
 //! `ROOT/run/libvirt` bound over it, and `/var/lib/libvirt` and
@@ -38,8 +39,7 @@ const LAB: &str = "<network>
 const MAC: &str = "52:54:00:46:00:07";
 
 /// `virt-qemu-run`'s configuration (`ROOT/etc/qemu.conf`): QEMU's output
-/// to files (no virtlogd), no security driver, QEMU as root (of the user
-/// namespace).
+/// to files (no virtlogd), no security driver, QEMU as root.
 const QEMU_CONF: &str =
     "stdio_handler = \"file\"\nsecurity_driver = \"none\"\nuser = \"root\"\ngroup = \"root\"\n";
 
@@ -62,6 +62,23 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The upstream's one-shot server thread, which owns the upstream
+/// namespace: on drop (the test passed, or failed before the guest
+/// connected) the server is served once from here if still waiting, so
+/// the thread ends and the namespace's holder is killed.
+struct Upstream(Option<std::thread::JoinHandle<NsGuest>>);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let Some(t) = self.0.take() else { return };
+        if !t.is_finished() {
+            let addr = std::net::SocketAddr::from(([198, 51, 100, 2], 8080));
+            let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+        }
+        let _ = t.join();
     }
 }
 
@@ -131,7 +148,10 @@ fn libvirts_qemu_driver_runs_a_guest_on_a_slipway_port() {
     }
     in_netns(
         "libvirts_qemu_driver_runs_a_guest_on_a_slipway_port",
-        Ns::User,
+        // Real root in a network namespace: in a user namespace, libvirt's
+        // start of QEMU fails (`cannot set supplemental groups: Operation
+        // not permitted`: setgroups is denied there).
+        Ns::Root,
         qemu_driver_body,
     );
 }
@@ -150,10 +170,10 @@ fn qemu_driver_body() {
     sh("ip link add up-br type bridge && ip link set up-br up && ip addr add 198.51.100.1/24 dev up-br");
     let upstream = NsGuest::new("up-br", "up0", "02:00:00:00:00:02");
     upstream.run("ip addr add 198.51.100.2/24 dev eth0");
-    let server = std::thread::spawn(move || {
+    let server = Upstream(Some(std::thread::spawn(move || {
         upstream.run("echo from-upstream | busybox nc -l -p 8080");
         upstream
-    });
+    })));
 
     write(&root, "lab.xml", LAB);
     let _daemon = Daemon::start(&root);
@@ -243,7 +263,7 @@ fn qemu_driver_body() {
         "{leases}"
     );
     assert_eq!(out.result("body"), Some("from-upstream"), "{}", out.console);
-    let _upstream = server.join().unwrap();
+    drop(server);
 
     // The guest powers off; virt-qemu-run ends and deletes the port.
     drop(std::net::TcpStream::connect((ip.as_str(), 7777)).expect("tell the guest to end"));
@@ -252,7 +272,11 @@ fn qemu_driver_body() {
         if let Some(st) = vqr.0.try_wait().unwrap() {
             break st;
         }
-        assert!(Instant::now() < end, "virt-qemu-run did not end");
+        assert!(
+            Instant::now() < end,
+            "virt-qemu-run did not end; console:\n{}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut stderr = String::new();
