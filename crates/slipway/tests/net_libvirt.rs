@@ -1122,28 +1122,24 @@ fn virsh_net_port_body() {
             .unwrap(),
     );
     assert_eq!(r.stderr, refused);
-    for (args, api) in [(
-        &["net-port-create", "alpha", "p2.xml"][..],
-        "virNetworkPortCreateXML",
-    )] {
-        let want = format!("operation forbidden: read only access prevents {api}");
-        let r = vsh(root, true, args);
-        assert!(
-            r.code == 1 && r.stderr.contains(&want),
-            "virsh -r {args:?}: {r:?}"
-        );
-        let out = Command::new("virsh")
-            .args(["-c", &plain])
-            .args(args)
-            .current_dir(root)
-            .output()
-            .unwrap();
-        let r = text(out);
-        assert!(
-            r.code == 1 && r.stderr.contains(&want),
-            "virsh {args:?} on -ro: {r:?}"
-        );
-    }
+    let args = ["net-port-create", "alpha", "p2.xml"];
+    let want = "operation forbidden: read only access prevents virNetworkPortCreateXML";
+    let r = vsh(root, true, &args);
+    assert!(
+        r.code == 1 && r.stderr.contains(want),
+        "virsh -r {args:?}: {r:?}"
+    );
+    let out = Command::new("virsh")
+        .args(["-c", &plain])
+        .args(args)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let r = text(out);
+    assert!(
+        r.code == 1 && r.stderr.contains(want),
+        "virsh {args:?} on -ro: {r:?}"
+    );
     assert_eq!(
         after.stdout,
         ok(root, &["net-port-list", "alpha", "--uuid"])
