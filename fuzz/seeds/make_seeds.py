@@ -257,3 +257,28 @@ session = b"".join([
 ])
 write("libvirt_rpc", "virsh-session", b"\xff" + session)
 write("libvirt_rpc", "virsh-session-split", b"\x05" + session)
+
+# The port API (404-410) as libvirt's QEMU driver and virsh use it.
+PORT_UUID = bytes.fromhex("426d4b8608a2410a824c15a34137c1f8")
+PORT_XML = ("<networkport><uuid>426d4b86-08a2-410a-824c-15a34137c1f8</uuid>"
+            "<owner><name>g</name><uuid>5aa2201d-0bfa-4eea-a5be-c4314adaa94a</uuid></owner>"
+            "<mac address='52:54:00:11:22:33'/></networkport>")
+PORT_REF = NET_REF + PORT_UUID
+ports = b"".join([
+    rpc_call(66, 1),
+    rpc_call(1, 2, struct.pack("!I", 1) + xdr_str("network:///system") + struct.pack("!I", 0)),
+    rpc_call(41, 3, xdr_str(NET_XML)),
+    rpc_call(39, 4, NET_REF),
+    rpc_call(406, 5, NET_REF + xdr_str(PORT_XML) + struct.pack("!I", 0)),
+    rpc_call(404, 6, NET_REF + struct.pack("!iI", 1, 0)),
+    rpc_call(405, 7, NET_REF + PORT_UUID),
+    rpc_call(408, 8, PORT_REF + struct.pack("!I", 2)
+             + xdr_str("inbound.average") + struct.pack("!II", 2, 1000)
+             + xdr_str("outbound.peak") + struct.pack("!I", 7) + xdr_str("7")
+             + struct.pack("!I", 0)),
+    rpc_call(407, 9, PORT_REF + struct.pack("!iI", 0, 0)),
+    rpc_call(409, 10, PORT_REF + struct.pack("!I", 0)),
+    rpc_call(410, 11, PORT_REF + struct.pack("!I", 0)),
+    rpc_call(2, 12),
+])
+write("libvirt_rpc", "port-session", b"\xff" + ports)

@@ -41,7 +41,7 @@ const ECHO_ENV: &str = "SLIPWAY_TEST_CONSOLE";
 /// under TCG on a loaded host the vCPU thread misses them, and the guest
 /// panics with "IO-APIC + timer doesn't work!" (seen on the 2-core CI
 /// machine). The timer is emulated and works; skip the check.
-const KERNEL_ARGS: &str = "console=ttyS0 quiet panic=-1 no_timer_check";
+pub const KERNEL_ARGS: &str = "console=ttyS0 quiet panic=-1 no_timer_check";
 /// The iPXE script [`GuestBuilder::network_boot`] writes; the DHCP server
 /// under test must name it as the boot file.
 pub const NETBOOT_FILE: &str = "boot.ipxe";

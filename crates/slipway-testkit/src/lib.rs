@@ -51,7 +51,8 @@ mod process;
 
 pub use error::{Error, Result};
 pub use guest::{
-    Guest, GuestBuilder, GuestOutput, DONE_MARKER, NETBOOT_FILE, READY_MARKER, RESULT_MARKER,
+    Guest, GuestBuilder, GuestOutput, DONE_MARKER, KERNEL_ARGS, NETBOOT_FILE, READY_MARKER,
+    RESULT_MARKER,
 };
 pub use image::{cache_dir, GuestImage, HOST_PROGRAMS, MODULES, UDHCPC_SCRIPT};
 pub use peers::{

@@ -12,6 +12,7 @@
 
 use std::net::IpAddr;
 
+use slipway_netmgr::portapi::{PortCreateFlags, PortParam, PortParameters};
 use slipway_netmgr::proto::{Event, EventKind, ListFilter, Lookup, NetworkInfo, Reply, Request};
 use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
 use slipway_netmgr::{Error, Manager};
@@ -483,7 +484,16 @@ impl Session {
                     )));
                 }
             }
-            (_, Call::Port(args)) => return ports(ctx, proc_, &args),
+            (
+                num::NETWORK_LIST_ALL_PORTS
+                | num::NETWORK_PORT_LOOKUP_BY_UUID
+                | num::NETWORK_PORT_CREATE_XML
+                | num::NETWORK_PORT_GET_PARAMETERS
+                | num::NETWORK_PORT_SET_PARAMETERS
+                | num::NETWORK_PORT_GET_XML_DESC
+                | num::NETWORK_PORT_DELETE,
+                call,
+            ) => ports(ctx, proc_, call, &mut w)?,
             // Call::decode gives each procedure its layout; a mismatch is a
             // bug here, reported to the client rather than panicking.
             (_, call) => {
@@ -522,16 +532,167 @@ impl Session {
     }
 }
 
-// ---------------------------------------------------------------------
-// The network port API (procedures 404-410): the one place where it plugs
-// in. Until the manager keeps ports, each answers as a libvirt driver
-// without the function answers. To serve them, decode `args` here
-// (`remote_network_list_all_ports_args`, `remote_network_port_*_args` in
-// remote_protocol.x) and call the manager's port operations.
-// ---------------------------------------------------------------------
-fn ports(_ctx: &Context, proc_: i32, _args: &[u8]) -> Answer {
-    let api = procs::procedure(proc_).map_or("virNetworkPort", |p| p.api);
-    Err(RpcError::unsupported(api))
+/// The network port API (procedures 404-410), on the manager's port
+/// operations, with libvirt's network driver's flag checks
+/// (`networkListAllPorts`, `networkPort*` in bridge_driver.c). A port
+/// travels with the network the client named (as libvirt's
+/// `virGetNetworkPort` keeps the caller's network object).
+fn ports(ctx: &Context, proc_: i32, call: Call, w: &mut Writer) -> Result<(), RpcError> {
+    let port_err = |e: Error, n: &NetRef| gone(rpc(&e), n);
+    match (proc_, call) {
+        (
+            num::NETWORK_LIST_ALL_PORTS,
+            Call::ListPorts {
+                net,
+                need_results,
+                flags,
+            },
+        ) => {
+            check_flags(flags, 0, "networkListAllPorts")?;
+            let uuids = ctx
+                .manager
+                .port_list(&by_ref(&net))
+                .map_err(|e| port_err(e, &net))?;
+            if uuids.len() > procs::NETWORK_PORT_LIST_MAX as usize {
+                return Err(RpcError::rpc(format!(
+                    "Too many network ports '{}' for limit '{}'",
+                    uuids.len(),
+                    procs::NETWORK_PORT_LIST_MAX
+                )));
+            }
+            if need_results {
+                w.u32(uuids.len() as u32);
+                for u in &uuids {
+                    port_ref(w, &net, *u.as_bytes());
+                }
+            } else {
+                w.u32(0);
+            }
+            w.u32(uuids.len() as u32);
+        }
+        (num::NETWORK_PORT_LOOKUP_BY_UUID, Call::PortLookup { net, uuid }) => {
+            let found = ctx
+                .manager
+                .port_lookup(&by_ref(&net), uuid::Uuid::from_bytes(uuid))
+                .map_err(|e| port_err(e, &net))?;
+            port_ref(w, &net, *found.uuid.as_bytes());
+        }
+        (num::NETWORK_PORT_CREATE_XML, Call::PortCreate { net, xml, flags }) => {
+            check_flags(flags, 3, "networkPortCreateXML")?;
+            let flags = PortCreateFlags {
+                reclaim: flags & 1 != 0,
+                validate: flags & 2 != 0,
+            };
+            let (port, warnings) = ctx
+                .manager
+                .port_create(&by_ref(&net), &xml, flags)
+                .map_err(|e| port_err(e, &net))?;
+            for warning in &warnings {
+                tracing::info!("network {} port {}: {warning}", port.network, port.uuid);
+            }
+            port_ref(w, &net, *port.uuid.as_bytes());
+        }
+        (num::NETWORK_PORT_GET_PARAMETERS, Call::PortGetParameters { port, flags }) => {
+            check_flags(flags, 0, "networkPortGetParameters")?;
+            let params = ctx
+                .manager
+                .port_parameters(&by_ref(&port.net), uuid::Uuid::from_bytes(port.uuid))
+                .map_err(|e| port_err(e, &port.net))?
+                .to_list();
+            w.u32(params.len() as u32);
+            for (p, v) in params {
+                w.string(p.name()).u32(TYPED_PARAM_UINT).u32(v);
+            }
+            // libvirt's dispatcher leaves `nparams` of the reply 0; its
+            // clients count the array.
+            w.i32(0);
+        }
+        (
+            num::NETWORK_PORT_SET_PARAMETERS,
+            Call::PortSetParameters {
+                port,
+                params,
+                flags,
+            },
+        ) => {
+            let list = port_parameters(&params)?;
+            check_flags(flags, 0, "networkPortSetParameters")?;
+            ctx.manager
+                .port_set_parameters(
+                    &by_ref(&port.net),
+                    uuid::Uuid::from_bytes(port.uuid),
+                    &PortParameters::from_list(&list),
+                )
+                .map_err(|e| port_err(e, &port.net))?;
+        }
+        (num::NETWORK_PORT_GET_XML_DESC, Call::PortFlags(port, flags)) => {
+            check_flags(flags, 0, "networkPortGetXMLDesc")?;
+            let xml = ctx
+                .manager
+                .port_xml(&by_ref(&port.net), uuid::Uuid::from_bytes(port.uuid))
+                .map_err(|e| port_err(e, &port.net))?;
+            w.string(&xml);
+        }
+        (num::NETWORK_PORT_DELETE, Call::PortFlags(port, flags)) => {
+            check_flags(flags, 0, "networkPortDelete")?;
+            ctx.manager
+                .port_delete(&by_ref(&port.net), uuid::Uuid::from_bytes(port.uuid))
+                .map_err(|e| port_err(e, &port.net))?;
+        }
+        (_, call) => {
+            return Err(RpcError::internal(&format!(
+                "procedure {proc_} decoded as {call:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// `VIR_TYPED_PARAM_UINT`, the type of every port parameter.
+const TYPED_PARAM_UINT: u32 = 2;
+/// `VIR_TYPED_PARAM_FIELD_LENGTH`: a field name and its NUL.
+const TYPED_PARAM_FIELD_LENGTH: usize = 80;
+
+/// The port parameters a `SET_PARAMETERS` call gives. As libvirt's
+/// `virTypedParamsDeserialize`, a field name must fit its 80 bytes; as
+/// its network driver, names it does not know are ignored. Beyond libvirt
+/// (whose driver reads any known field's value as an unsigned int, so a
+/// string's pointer or a double's bits would become a rate), a known
+/// field must be `uint`, as `virTypedParamsValidate` words it.
+fn port_parameters(params: &[procs::TypedParam]) -> Result<Vec<(PortParam, u32)>, RpcError> {
+    let mut list = Vec::new();
+    for p in params {
+        if p.field.len() >= TYPED_PARAM_FIELD_LENGTH {
+            return Err(RpcError::internal(&format!(
+                "parameter {} too big for destination",
+                p.field
+            )));
+        }
+        let Some(known) = PortParam::from_name(&p.field) else {
+            continue;
+        };
+        match p.value {
+            procs::TypedValue::UInt(v) => list.push((known, v)),
+            ref other => {
+                return Err(RpcError::new(
+                    code::INVALID_ARG,
+                    domain::NETWORK,
+                    format!(
+                        "invalid argument: invalid type '{}' for parameter '{}', expected 'uint'",
+                        other.type_name(),
+                        p.field
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(list)
+}
+
+fn port_ref(w: &mut Writer, net: &NetRef, uuid: [u8; 16]) {
+    w.string(&net.name)
+        .opaque_fixed(&net.uuid)
+        .opaque_fixed(&uuid);
 }
 
 fn keepalive_message(proc_: i32) -> Vec<u8> {
@@ -876,5 +1037,63 @@ mod tests {
         let mut s = Session::new(true);
         s.handle(&ctx, open_call(None, 0));
         assert_eq!(s.open, Some(true));
+    }
+
+    /// Set-parameters: unknown names ignored (as libvirt's driver), a
+    /// known one must be `uint`, a field name must fit libvirt's 80 bytes.
+    #[test]
+    fn port_parameters_are_checked() {
+        use procs::{TypedParam, TypedValue};
+        let tp = |field: &str, value: TypedValue| TypedParam {
+            field: field.into(),
+            value,
+        };
+        assert_eq!(
+            port_parameters(&[
+                tp("inbound.average", TypedValue::UInt(5)),
+                tp("inbound.color", TypedValue::String("red".into())),
+                tp("outbound.burst", TypedValue::UInt(9)),
+            ])
+            .unwrap(),
+            vec![
+                (PortParam::InboundAverage, 5),
+                (PortParam::OutboundBurst, 9)
+            ]
+        );
+        let e = port_parameters(&[tp("inbound.peak", TypedValue::String("1".into()))]).unwrap_err();
+        assert_eq!((e.code, e.domain), (code::INVALID_ARG, domain::NETWORK));
+        assert_eq!(
+            e.message,
+            "invalid argument: invalid type 'string' for parameter 'inbound.peak', expected 'uint'"
+        );
+        let e =
+            port_parameters(&[tp("inbound.peak", TypedValue::Double(1f64.to_bits()))]).unwrap_err();
+        assert!(e.message.contains("'double'"), "{}", e.message);
+        let long = "x".repeat(80);
+        let e = port_parameters(&[tp(&long, TypedValue::UInt(1))]).unwrap_err();
+        assert_eq!(e.code, code::INTERNAL_ERROR);
+        assert_eq!(
+            e.message,
+            format!("internal error: parameter {long} too big for destination")
+        );
+        assert!(port_parameters(&[tp(&"x".repeat(79), TypedValue::UInt(1))]).is_ok());
+    }
+
+    /// Port errors carry libvirt's numbers.
+    #[test]
+    fn port_errors_carry_libvirts_codes() {
+        for (e, want) in [
+            (Error::NoSuchPort("u".into()), code::NO_NETWORK_PORT),
+            (Error::PortExists("u".into()), code::NETWORK_PORT_EXIST),
+            (Error::InvalidArg("x".into()), code::INVALID_ARG),
+            (
+                Error::ConfigUnsupported("x".into()),
+                code::CONFIG_UNSUPPORTED,
+            ),
+        ] {
+            let r = RpcError::from(&e);
+            assert_eq!((r.code, r.domain), (want, domain::NETWORK), "{e:?}");
+            assert_eq!(r.message, e.to_string());
+        }
     }
 }

@@ -32,6 +32,10 @@ pub mod code {
     pub const OPERATION_INVALID: i32 = 55;
     /// `VIR_ERR_NO_NETWORK_PORT`: no network port with that UUID.
     pub const NO_NETWORK_PORT: i32 = 107;
+    /// `VIR_ERR_CONFIG_UNSUPPORTED`.
+    pub const CONFIG_UNSUPPORTED: i32 = 67;
+    /// `VIR_ERR_NETWORK_PORT_EXIST`: a port with that UUID exists.
+    pub const NETWORK_PORT_EXIST: i32 = 106;
     /// `VIR_ERR_OPERATION_UNSUPPORTED`.
     pub const OPERATION_UNSUPPORTED: i32 = 84;
     /// `VIR_ERR_ACCESS_DENIED`.
@@ -104,17 +108,22 @@ impl From<&Error> for RpcError {
     /// A manager error as libvirt's network driver reports it: the message
     /// is already libvirt's wording; the number follows the error's class.
     fn from(e: &Error) -> RpcError {
-        let code = match e.code() {
-            ErrorCode::NotFound => code::NO_NETWORK,
-            ErrorCode::PortNotFound => code::NO_NETWORK_PORT,
-            ErrorCode::Conflict => code::OPERATION_FAILED,
-            ErrorCode::Invalid => code::XML_ERROR,
-            ErrorCode::NotValid if matches!(e, Error::Unsupported(_)) => {
-                code::OPERATION_UNSUPPORTED
-            }
-            ErrorCode::NotValid => code::OPERATION_INVALID,
-            ErrorCode::Internal => code::INTERNAL_ERROR,
-            ErrorCode::Denied => code::ACCESS_DENIED,
+        let code = match (e, e.code()) {
+            (Error::PortExists(_), _) => code::NETWORK_PORT_EXIST,
+            (Error::InvalidArg(_), _) => code::INVALID_ARG,
+            (Error::ConfigUnsupported(_), _) => code::CONFIG_UNSUPPORTED,
+            (_, c) => match c {
+                ErrorCode::NotFound => code::NO_NETWORK,
+                ErrorCode::PortNotFound => code::NO_NETWORK_PORT,
+                ErrorCode::Conflict => code::OPERATION_FAILED,
+                ErrorCode::Invalid => code::XML_ERROR,
+                ErrorCode::NotValid if matches!(e, Error::Unsupported(_)) => {
+                    code::OPERATION_UNSUPPORTED
+                }
+                ErrorCode::NotValid => code::OPERATION_INVALID,
+                ErrorCode::Internal => code::INTERNAL_ERROR,
+                ErrorCode::Denied => code::ACCESS_DENIED,
+            },
         };
         RpcError::new(code, domain::NETWORK, e.to_string())
     }

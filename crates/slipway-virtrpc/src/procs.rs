@@ -16,6 +16,10 @@ pub const NETWORK_LIST_MAX: u32 = 16_384;
 pub const DHCP_LEASES_MAX: u32 = 65_536;
 /// `REMOTE_AUTH_TYPE_LIST_MAX`.
 pub const AUTH_TYPE_LIST_MAX: u32 = 20;
+/// `REMOTE_NETWORK_PORT_LIST_MAX`.
+pub const NETWORK_PORT_LIST_MAX: u32 = 16_384;
+/// `REMOTE_NETWORK_PORT_PARAMETERS_MAX`.
+pub const NETWORK_PORT_PARAMETERS_MAX: u32 = 16;
 
 /// Procedure numbers (`remote_procedure`).
 #[allow(missing_docs)]
@@ -241,8 +245,91 @@ impl NetRef {
     }
 }
 
-/// A decoded call: one variant per argument layout. Port procedures carry
-/// their raw payload: they are answered in one place (`dispatch::ports`).
+/// `remote_nonnull_network_port`: how a network port travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRef {
+    /// Its network.
+    pub net: NetRef,
+    /// Its UUID.
+    pub uuid: [u8; 16],
+}
+
+impl PortRef {
+    fn read(r: &mut Reader) -> Result<PortRef, XdrError> {
+        Ok(PortRef {
+            net: NetRef::read(r)?,
+            uuid: r.opaque_fixed::<16>()?,
+        })
+    }
+}
+
+/// `remote_typed_param_value`: one typed parameter's value, by its
+/// `VIR_TYPED_PARAM_*` discriminant (a double is kept as its bits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypedValue {
+    /// `VIR_TYPED_PARAM_INT`.
+    Int(i32),
+    /// `VIR_TYPED_PARAM_UINT`.
+    UInt(u32),
+    /// `VIR_TYPED_PARAM_LLONG`.
+    LLong(i64),
+    /// `VIR_TYPED_PARAM_ULLONG`.
+    ULLong(u64),
+    /// `VIR_TYPED_PARAM_DOUBLE`, as the bits of the IEEE double.
+    Double(u64),
+    /// `VIR_TYPED_PARAM_BOOLEAN`.
+    Boolean(i32),
+    /// `VIR_TYPED_PARAM_STRING`.
+    String(String),
+}
+
+impl TypedValue {
+    /// libvirt's name of the type (`virTypedParameterTypeToString`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TypedValue::Int(_) => "int",
+            TypedValue::UInt(_) => "uint",
+            TypedValue::LLong(_) => "llong",
+            TypedValue::ULLong(_) => "ullong",
+            TypedValue::Double(_) => "double",
+            TypedValue::Boolean(_) => "boolean",
+            TypedValue::String(_) => "string",
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<TypedValue, XdrError> {
+        Ok(match r.u32()? {
+            1 => TypedValue::Int(r.i32()?),
+            2 => TypedValue::UInt(r.u32()?),
+            3 => TypedValue::LLong(r.u64()? as i64),
+            4 => TypedValue::ULLong(r.u64()?),
+            5 => TypedValue::Double(r.u64()?),
+            6 => TypedValue::Boolean(r.i32()?),
+            7 => TypedValue::String(r.string(STRING_MAX)?),
+            n => return Err(XdrError::BadDiscriminant(n)),
+        })
+    }
+}
+
+/// `remote_typed_param`: a named, typed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedParam {
+    /// Its field name.
+    pub field: String,
+    /// Its value.
+    pub value: TypedValue,
+}
+
+impl TypedParam {
+    fn read(r: &mut Reader) -> Result<TypedParam, XdrError> {
+        Ok(TypedParam {
+            field: r.string(STRING_MAX)?,
+            value: TypedValue::read(r)?,
+        })
+    }
+}
+
+/// A decoded call: one variant per argument layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     /// No arguments.
@@ -317,8 +404,50 @@ pub enum Call {
     },
     /// `remote_connect_network_event_deregister_any_args`.
     EventDeregister(i32),
-    /// A port procedure's undecoded arguments.
-    Port(Vec<u8>),
+    /// `remote_network_list_all_ports_args`.
+    ListPorts {
+        /// The network.
+        net: NetRef,
+        /// Whether the client wants the list (else only the count).
+        need_results: bool,
+        /// Flags (none defined).
+        flags: u32,
+    },
+    /// `remote_network_port_lookup_by_uuid_args`.
+    PortLookup {
+        /// The network.
+        net: NetRef,
+        /// The port's UUID.
+        uuid: [u8; 16],
+    },
+    /// `remote_network_port_create_xml_args`.
+    PortCreate {
+        /// The network.
+        net: NetRef,
+        /// The port's XML.
+        xml: String,
+        /// `VIR_NETWORK_PORT_CREATE_*`.
+        flags: u32,
+    },
+    /// `remote_network_port_get_parameters_args` (its `nparams` is
+    /// ignored, as libvirt's dispatcher ignores it).
+    PortGetParameters {
+        /// The port.
+        port: PortRef,
+        /// Flags (none defined).
+        flags: u32,
+    },
+    /// `remote_network_port_set_parameters_args`.
+    PortSetParameters {
+        /// The port.
+        port: PortRef,
+        /// At most [`NETWORK_PORT_PARAMETERS_MAX`] parameters.
+        params: Vec<TypedParam>,
+        /// Flags (none defined).
+        flags: u32,
+    },
+    /// A port and flags (`PORT_GET_XML_DESC`, `PORT_DELETE`).
+    PortFlags(PortRef, u32),
 }
 
 impl Call {
@@ -376,7 +505,38 @@ impl Call {
                 net: r.optional(NetRef::read)?,
             },
             CONNECT_NETWORK_EVENT_DEREGISTER_ANY => Call::EventDeregister(r.i32()?),
-            NETWORK_LIST_ALL_PORTS..=NETWORK_PORT_DELETE => Call::Port(payload.to_vec()),
+            NETWORK_LIST_ALL_PORTS => Call::ListPorts {
+                net: NetRef::read(r)?,
+                need_results: r.i32()? != 0,
+                flags: r.u32()?,
+            },
+            NETWORK_PORT_LOOKUP_BY_UUID => Call::PortLookup {
+                net: NetRef::read(r)?,
+                uuid: r.opaque_fixed::<16>()?,
+            },
+            NETWORK_PORT_CREATE_XML => Call::PortCreate {
+                net: NetRef::read(r)?,
+                xml: r.string(STRING_MAX)?,
+                flags: r.u32()?,
+            },
+            NETWORK_PORT_GET_PARAMETERS => {
+                let port = PortRef::read(r)?;
+                let _nparams = r.i32()?;
+                Call::PortGetParameters {
+                    port,
+                    flags: r.u32()?,
+                }
+            }
+            NETWORK_PORT_SET_PARAMETERS => Call::PortSetParameters {
+                port: PortRef::read(r)?,
+                // A parameter is at least a field's length word, a type
+                // and a 4-byte value.
+                params: r.array(NETWORK_PORT_PARAMETERS_MAX, 12, TypedParam::read)?,
+                flags: r.u32()?,
+            },
+            NETWORK_PORT_GET_XML_DESC | NETWORK_PORT_DELETE => {
+                Call::PortFlags(PortRef::read(r)?, r.u32()?)
+            }
             _ => Call::Void,
         })
     }
@@ -429,5 +589,59 @@ mod tests {
             }
         );
         assert!(Call::decode(num::NETWORK_UPDATE, &[0, 0, 0, 1]).is_err());
+    }
+
+    /// `remote_network_port_set_parameters_args`: every typed value
+    /// decodes by its discriminant; more than
+    /// `REMOTE_NETWORK_PORT_PARAMETERS_MAX` parameters or an unknown type
+    /// is a decoding error.
+    #[test]
+    fn port_set_parameters_decode_typed_values() {
+        let port = |w: &mut Writer| {
+            w.string("n").opaque_fixed(&[1; 16]).opaque_fixed(&[2; 16]);
+        };
+        let mut w = Writer::new();
+        port(&mut w);
+        w.u32(3)
+            .string("inbound.average")
+            .u32(2)
+            .u32(7)
+            .string("a")
+            .u32(7)
+            .string("s")
+            .string("b")
+            .u32(4)
+            .u64(1 << 40)
+            .u32(0);
+        let call = Call::decode(num::NETWORK_PORT_SET_PARAMETERS, &w.into_bytes()).unwrap();
+        let Call::PortSetParameters {
+            port: p,
+            params,
+            flags,
+        } = call
+        else {
+            panic!("{call:?}");
+        };
+        assert_eq!((p.net.name.as_str(), p.uuid, flags), ("n", [2; 16], 0));
+        assert_eq!(
+            params.iter().map(|p| p.value.clone()).collect::<Vec<_>>(),
+            vec![
+                TypedValue::UInt(7),
+                TypedValue::String("s".into()),
+                TypedValue::ULLong(1 << 40)
+            ]
+        );
+        let mut w = Writer::new();
+        port(&mut w);
+        w.u32(1).string("x").u32(8).u32(0).u32(0);
+        assert!(Call::decode(num::NETWORK_PORT_SET_PARAMETERS, &w.into_bytes()).is_err());
+        let mut w = Writer::new();
+        port(&mut w);
+        w.u32(NETWORK_PORT_PARAMETERS_MAX + 1);
+        for _ in 0..=NETWORK_PORT_PARAMETERS_MAX {
+            w.string("x").u32(2).u32(1);
+        }
+        w.u32(0);
+        assert!(Call::decode(num::NETWORK_PORT_SET_PARAMETERS, &w.into_bytes()).is_err());
     }
 }

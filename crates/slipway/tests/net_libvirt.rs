@@ -927,3 +927,327 @@ fn other_users_read_only_and_never_read_write() {
     assert_eq!((r.code, r.stdout.as_str()), (0, "b''\n"), "{r:?}");
     assert_eq!(ok(root, &["net-list", "--all", "--name"]), "alpha\n\n");
 }
+
+// ---------------------------------------------------------------------
+// The network port API (procedures 404-410).
+// ---------------------------------------------------------------------
+
+const P1: &str = "426d4b86-08a2-410a-824c-15a34137c1f8";
+const P2: &str = "026d4b86-08a2-410a-824c-15a34137c1f8";
+const NO_PORT: &str = "99999999-08a2-410a-824c-15a34137c1f8";
+
+/// The port XML libvirt 9.0's QEMU driver sends with
+/// `NETWORK_PORT_CREATE_XML` (flags 0) when a VM with `<interface
+/// type='network'>` starts, as captured from `virt-qemu-run`
+/// (docs/libvirt-qemu-driver.md, section 4).
+fn qemu_port(uuid: &str, mac: &str) -> String {
+    format!(
+        "<networkport>
+  <uuid>{uuid}</uuid>
+  <owner>
+    <name>porttest</name>
+    <uuid>5aa2201d-0bfa-4eea-a5be-c4314adaa94a</uuid>
+  </owner>
+  <mac address='{mac}'/>
+</networkport>
+"
+    )
+}
+
+#[test]
+fn virsh_runs_every_net_port_command_like_slipway() {
+    in_netns(
+        "virsh_runs_every_net_port_command_like_slipway",
+        Ns::User,
+        virsh_net_port_body,
+    );
+}
+
+fn virsh_net_port_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "alpha.xml", ALPHA);
+    write(root, "beta.xml", BETA);
+    write(root, "p1.xml", &qemu_port(P1, "52:54:00:11:22:33"));
+    write(root, "p2.xml", &qemu_port(P2, "52:54:00:11:22:34"));
+    let _d = Daemon::start(root);
+    ok(root, &["net-define", "alpha.xml"]);
+    ok(root, &["net-define", "beta.xml"]);
+    ok(root, &["net-start", "alpha"]);
+
+    let created = same_change(
+        root,
+        &["net-port-create", "alpha", "p1.xml"],
+        &["net-port-delete", "alpha", P1],
+    );
+    assert_eq!(
+        created.stdout,
+        format!("Network port {P1} created from p1.xml\n\n")
+    );
+    let v = vsh(root, false, &["net-port-create", "alpha", "p2.xml"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let table = same(root, &["net-port-list", "alpha"]);
+    assert_eq!(
+        table.stdout,
+        format!(" UUID\n{}\n {P2}\n {P1}\n\n", "-".repeat(39))
+    );
+    same(root, &["net-port-list", "alpha", "--uuid"]);
+    // The plug the network filled in, as the QEMU driver reads it back.
+    let xml = same(root, &["net-port-dumpxml", "alpha", P1]);
+    assert_eq!(
+        xml.stdout,
+        qemu_port(P1, "52:54:00:11:22:33").replace(
+            "</networkport>",
+            "  <plug type='network' bridge='virbr5'/>\n</networkport>\n"
+        )
+    );
+    // libvirt's errors, worded and numbered as libvirt's.
+    // virsh 9.0's net-port-dumpxml and net-port-delete start with `ret =
+    // true` (tools/virsh-network.c), so a port lookup that fails exits 0
+    // and hides libvirt's error; slipway's CLI exits 1 and prints it. The
+    // rest of the output is the same (libvirt's code and message for it
+    // are checked through python3-libvirt below).
+    for args in [
+        &["net-port-dumpxml", "alpha", NO_PORT][..],
+        &["net-port-delete", "alpha", NO_PORT],
+        &["net-port-dumpxml", "alpha", "not-a-uuid"],
+    ] {
+        let v = vsh(root, false, args);
+        let s = sw(root, args);
+        assert_eq!((v.code, s.code), (0, 1), "{args:?}: {v:?} {s:?}");
+        assert_eq!(v.stdout, s.stdout, "{args:?}");
+        assert_eq!(
+            Some(v.stderr.as_str()),
+            s.stderr.split_inclusive('\n').next(),
+            "{args:?}"
+        );
+    }
+    for args in [
+        &["net-port-create", "alpha", "p1.xml"][..],
+        &["net-port-list", "nosuch"],
+        &["net-port-list", "beta"],
+        &["net-port-create", "beta", "p1.xml"],
+    ] {
+        let r = same(root, args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+    }
+    same_change(
+        root,
+        &["net-port-delete", "alpha", P2],
+        &["net-port-create", "alpha", "p2.xml"],
+    );
+    let after = same(root, &["net-port-list", "alpha", "--uuid"]);
+    assert_eq!(after.stdout, format!("{P1}\n\n"));
+
+    // Read-only: list and dump, but no change, refused by the client
+    // (`-r`) and by the daemon (a read-write open of the -ro socket).
+    for args in [
+        &["net-port-list", "alpha"][..],
+        &["net-port-dumpxml", "alpha", P1],
+    ] {
+        let v = vsh(root, true, args);
+        let s = sw(root, args);
+        assert_eq!((v.code, &v.stdout), (s.code, &s.stdout), "{args:?}");
+    }
+    let plain = uri(&sock_ro(root));
+    // virsh 9.0's net-port-delete hides libvirt's error (and exits 0) as
+    // its dumpxml does: only its own line shows.
+    let delete = ["net-port-delete", "alpha", P1];
+    let refused = format!("error: Failed to delete network port {P1}\n");
+    assert_eq!(vsh(root, true, &delete).stderr, refused);
+    let r = text(
+        Command::new("virsh")
+            .args(["-c", &plain])
+            .args(delete)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.stderr, refused);
+    let args = ["net-port-create", "alpha", "p2.xml"];
+    let want = "operation forbidden: read only access prevents virNetworkPortCreateXML";
+    let r = vsh(root, true, &args);
+    assert!(
+        r.code == 1 && r.stderr.contains(want),
+        "virsh -r {args:?}: {r:?}"
+    );
+    let out = Command::new("virsh")
+        .args(["-c", &plain])
+        .args(args)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let r = text(out);
+    assert!(
+        r.code == 1 && r.stderr.contains(want),
+        "virsh {args:?} on -ro: {r:?}"
+    );
+    assert_eq!(
+        after.stdout,
+        ok(root, &["net-port-list", "alpha", "--uuid"])
+    );
+}
+
+const PY_PORTS: &str = r#"
+import json, sys
+import libvirt
+
+uri, ro_uri, xml, bw_xml = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+conn = libvirt.open(uri)
+net = conn.networkLookupByName("alpha")
+out = {"empty": net.listAllPorts()}
+def err(f):
+    try:
+        f()
+        return None
+    except libvirt.libvirtError as e:
+        return [e.get_error_code(), e.get_error_domain(), str(e)]
+port = net.portCreateXML(xml)
+out["created"] = port.UUIDString()
+out["list"] = [p.UUIDString() for p in net.listAllPorts()]
+out["xml"] = port.XMLDesc()
+out["params"] = port.parameters()
+out["lookup"] = net.portLookupByUUIDString(out["created"]).UUIDString()
+out["exists"] = err(lambda: net.portCreateXML(xml))
+out["nosuch"] = err(lambda: net.portLookupByUUIDString("99999999-08a2-410a-824c-15a34137c1f8"))
+out["flags"] = err(lambda: net.portCreateXML(xml, 4))
+out["xml_flags"] = err(lambda: port.XMLDesc(1))
+plugged = out["xml"]
+out["reclaim_none"] = err(lambda: net.portCreateXML(xml, libvirt.VIR_NETWORK_PORT_CREATE_RECLAIM))
+bw = net.portCreateXML(bw_xml)
+out["bw_params"] = bw.parameters()
+bw.setParameters({"inbound.average": 1000, "inbound.burst": 64, "outbound.peak": 7})
+out["bw_set"] = bw.parameters()
+out["bw_xml"] = bw.XMLDesc()
+ro = libvirt.openReadOnly(ro_uri)
+rnet = ro.networkLookupByName("alpha")
+out["ro_list"] = sorted(p.UUIDString() for p in rnet.listAllPorts())
+out["ro_create"] = err(lambda: rnet.portCreateXML(bw_xml))
+out["ro_delete"] = err(lambda: rnet.portLookupByUUIDString(out["created"]).delete())
+out["ro_set"] = err(lambda: rnet.portLookupByUUIDString(bw.UUIDString()).setParameters({"inbound.average": 1}))
+rw_on_ro = libvirt.open(ro_uri)
+out["ro_daemon_delete"] = err(lambda: rw_on_ro.networkLookupByName("alpha").portLookupByUUIDString(out["created"]).delete())
+port.delete()
+bw.delete()
+out["deleted"] = err(lambda: port.XMLDesc())
+out["after"] = net.listAllPorts()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn python_bindings_drive_ports() {
+    in_netns(
+        "python_bindings_drive_ports",
+        Ns::User,
+        python_bindings_drive_ports_body,
+    );
+}
+
+fn python_bindings_drive_ports_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "alpha.xml", ALPHA);
+    let script = write(root, "ports.py", PY_PORTS);
+    let _d = Daemon::start(root);
+    ok(root, &["net-define", "alpha.xml"]);
+    ok(root, &["net-start", "alpha"]);
+    let bw = qemu_port(P2, "52:54:00:11:22:34").replace(
+        "</networkport>",
+        "  <bandwidth>\n    <inbound average='100' peak='200' burst='10'/>\n    <outbound average='300'/>\n  </bandwidth>\n</networkport>",
+    );
+    let out = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(uri(&sock(root)))
+        .arg(uri(&sock_ro(root)))
+        .arg(qemu_port(P1, "52:54:00:11:22:33"))
+        .arg(&bw)
+        .output()
+        .expect("python3 (with python3-libvirt) must be installed");
+    let r = text(out);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["empty"], serde_json::json!([]));
+    assert_eq!(v["created"], P1);
+    assert_eq!(v["list"], serde_json::json!([P1]));
+    assert_eq!(v["lookup"], P1);
+    // The plug the network filled in, as the QEMU driver reads it back.
+    assert_eq!(
+        v["xml"],
+        qemu_port(P1, "52:54:00:11:22:33").replace(
+            "</networkport>",
+            "  <plug type='network' bridge='virbr5'/>\n</networkport>"
+        )
+    );
+    assert_eq!(v["params"], serde_json::json!({}));
+    // VIR_ERR_NETWORK_PORT_EXIST, VIR_ERR_NO_NETWORK_PORT, VIR_ERR_INVALID_ARG
+    // (virCheckFlags), all from VIR_FROM_NETWORK.
+    assert_eq!(
+        v["exists"],
+        serde_json::json!([
+            106,
+            19,
+            format!("network port Network port with UUID {P1} already exists exists already")
+        ])
+    );
+    assert_eq!(
+        v["nosuch"],
+        serde_json::json!([
+            107,
+            19,
+            format!("network port not found: Network port with UUID {NO_PORT} does not exist")
+        ])
+    );
+    assert_eq!(
+        v["flags"],
+        serde_json::json!([
+            8,
+            19,
+            "invalid argument: unsupported flags (0x4) in function networkPortCreateXML"
+        ])
+    );
+    assert_eq!(
+        v["xml_flags"],
+        serde_json::json!([
+            8,
+            19,
+            "invalid argument: unsupported flags (0x1) in function networkPortGetXMLDesc"
+        ])
+    );
+    assert_eq!(
+        v["reclaim_none"],
+        serde_json::json!([
+            8,
+            19,
+            "invalid argument: Port reclaim requested but plug type is none"
+        ])
+    );
+    assert_eq!(
+        v["bw_params"],
+        serde_json::json!({"inbound.average": 100, "inbound.peak": 200, "inbound.floor": 0, "inbound.burst": 10,
+            "outbound.average": 300, "outbound.peak": 0, "outbound.burst": 0})
+    );
+    // networkPortSetParameters: fields not given are 0, and the outbound
+    // rate without an average is dropped.
+    assert_eq!(
+        v["bw_set"],
+        serde_json::json!({"inbound.average": 1000, "inbound.peak": 0, "inbound.floor": 0, "inbound.burst": 64})
+    );
+    assert!(v["bw_xml"]
+        .as_str()
+        .unwrap()
+        .contains("<inbound average='1000' burst='64'/>"));
+    assert_eq!(v["ro_list"], serde_json::json!([P2, P1]));
+    for k in ["ro_create", "ro_delete", "ro_set"] {
+        assert_eq!(v[k][0], 29, "{k}: {}", v[k]);
+    }
+    assert_eq!(
+        v["ro_daemon_delete"],
+        serde_json::json!([
+            29,
+            19,
+            "operation forbidden: read only access prevents virNetworkPortDelete"
+        ])
+    );
+    assert_eq!(v["deleted"][0], 107);
+    assert_eq!(v["after"], serde_json::json!([]));
+    assert_eq!(ok(root, &["net-port-list", "alpha", "--uuid"]), "\n");
+}
