@@ -720,16 +720,17 @@ fn bad_input_gets_libvirts_errors_and_never_blocks_the_daemon() {
                 .into()
         )
     );
-    // The port procedures: libvirt's "not supported" until ports are kept.
+    // The port procedures look the network up by its UUID, as libvirt's
+    // do: a UUID no network has is libvirt's "Network not found".
     let mut args = xdr_string("alpha");
     args.extend([0u8; 16]);
     args.extend([0, 0, 0, 1, 0, 0, 0, 0]);
     assert_eq!(
         ro.call(404, 5, &args).error(),
         (
-            3,
+            43,
             19,
-            "this function is not supported by the connection driver: virNetworkListAllPorts"
+            "Network not found: no network with matching uuid '00000000-0000-0000-0000-000000000000' (alpha)"
                 .into()
         )
     );
