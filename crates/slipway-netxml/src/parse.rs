@@ -295,11 +295,15 @@ impl Walker<'_> {
             routes.push(self.route(n)?);
         }
         let trust_guest_rx_filters = self.yes_no(root, p, "trustGuestRxFilters")?;
-        let metadata = root.kid("metadata").map(|n| {
-            let (m, dropped) = Metadata::from_node(n, &decls(root));
-            self.unknown.extend(dropped);
-            m
-        });
+        let metadata = match root.kid("metadata") {
+            Some(n) => {
+                self.metadata_uris(n, "/network/metadata")?;
+                let (m, dropped) = Metadata::from_node(n, &decls(root));
+                self.unknown.extend(dropped);
+                Some(m)
+            }
+            None => None,
+        };
         let vlan = match root.kid("vlan") {
             Some(n) => Some(self.vlan(n, "/network/vlan")?),
             None => None,
@@ -876,6 +880,28 @@ impl Walker<'_> {
             return Ok(None);
         }
         Ok(Some(dhcp))
+    }
+
+    /// Refuses a namespace URI under `<metadata>` holding CR, LF, tab or
+    /// `<`: libxml2 (and so libvirt) prints such a URI raw, which reads
+    /// back as a different URI (whitespace normalized) or not at all (`<`),
+    /// so slipway could not keep the document as given (found by the
+    /// `network_xml` fuzz target).
+    fn metadata_uris(&mut self, n: &Node, path: &str) -> Result<(), XmlError> {
+        for (k, v) in &n.attrs {
+            if (k == "xmlns" || k.starts_with("xmlns:")) && v.contains(['\r', '\n', '\t', '<']) {
+                return Err(self.report.value_err(
+                    n,
+                    &format!("{path}/@{k}"),
+                    v,
+                    "a namespace URI without CR, LF, tab or '<'",
+                ));
+            }
+        }
+        for c in &n.children {
+            self.metadata_uris(c, &format!("{path}/{}", c.name))?;
+        }
+        Ok(())
     }
 
     fn route(&mut self, n: &Node) -> Result<Route, XmlError> {
