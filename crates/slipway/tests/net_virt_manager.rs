@@ -232,3 +232,134 @@ fn virt_manager_lists_and_starts_slipways_networks() {
         .unwrap_or_else(|| root.join("virt-manager.png"));
     screenshot(&display, root, &shot);
 }
+
+/// `lscpu -p`'s online CPUs as libvirt counts them: (cpus, nodes,
+/// sockets per node, cores per socket, threads per core).
+fn lscpu_topology() -> (usize, usize, usize, usize, usize) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let out = Command::new("lscpu")
+        .arg("-p=CPU,CORE,SOCKET,NODE")
+        .output()
+        .expect("lscpu (util-linux)");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(',').collect())
+        .collect();
+    let mut threads: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    for r in &rows {
+        *threads.entry((r[3], r[2], r[1])).or_default() += 1;
+    }
+    let mut cores: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    let mut sockets: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (node, socket, core) in threads.keys() {
+        cores.entry((node, socket)).or_default().insert(core);
+        sockets.entry(node).or_default().insert(socket);
+    }
+    (
+        rows.len(),
+        sockets.len(),
+        sockets.values().map(BTreeSet::len).max().unwrap(),
+        cores.values().map(BTreeSet::len).max().unwrap(),
+        *threads.values().max().unwrap(),
+    )
+}
+
+/// The host-level calls slipway answers beyond virtnetworkd, so that
+/// virt-manager opens its socket, through virsh and the Python bindings,
+/// on the read-write and the read-only socket: node info as lscpu and
+/// free count the host, capabilities with that topology and no guest, an
+/// empty domain list, and libvirt's error for unknown list flags.
+#[test]
+fn host_calls_answer_what_lscpu_and_free_see() {
+    enter_netns!(Ns::User);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let _daemon = Daemon::start(root);
+    let free = Command::new("free").arg("-k").output().expect("free (procps)");
+    let free = String::from_utf8(free.stdout).unwrap();
+    let mem_kib = free
+        .lines()
+        .find_map(|l| l.strip_prefix("Mem:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (cpus, nodes, sockets, cores, threads) = lscpu_topology();
+    let arch = Command::new("uname").arg("-m").output().unwrap();
+    let arch = String::from_utf8(arch.stdout).unwrap().trim().to_string();
+    for (sock, ro) in [
+        ("virtnetworkd-sock", &[][..]),
+        ("virtnetworkd-sock-ro", &["-r"][..]),
+    ] {
+        let uri = format!(
+            "network:///system?socket={}",
+            root.join("run/libvirt").join(sock).display()
+        );
+        let virsh = |cmd: &str| {
+            let out = Command::new("virsh")
+                .args(ro)
+                .args(["-c", &uri, cmd])
+                .args(if cmd == "list" { &["--all"][..] } else { &[] })
+                .output()
+                .expect("virsh (libvirt-clients)");
+            assert!(out.status.success(), "virsh {cmd}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let info = virsh("nodeinfo");
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {info}"))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(field("CPU model:"), arch);
+        assert_eq!(field("CPU(s):"), cpus.to_string());
+        assert_eq!(field("NUMA cell(s):"), nodes.to_string());
+        assert_eq!(field("CPU socket(s):"), sockets.to_string());
+        assert_eq!(field("Core(s) per socket:"), cores.to_string());
+        assert_eq!(field("Thread(s) per core:"), threads.to_string());
+        assert_eq!(field("Memory size:"), format!("{mem_kib} KiB"));
+
+        let caps = virsh("capabilities");
+        assert!(caps.contains(&format!("<arch>{arch}</arch>")), "{caps}");
+        assert!(
+            caps.contains(&format!(
+                "<topology sockets='{sockets}' dies='1' cores='{cores}' threads='{threads}'/>"
+            )),
+            "{caps}"
+        );
+        assert!(!caps.contains("<guest>"), "{caps}");
+        assert_eq!(virsh("list"), " Id   Name   State\n--------------------\n\n");
+
+        let py = format!(
+            "import libvirt\n\
+             c = libvirt.{}('{uri}')\n\
+             print(c.getInfo())\n\
+             print(c.listAllDomains(), c.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))\n\
+             try:\n    c.listAllDomains(1 << 20)\nexcept libvirt.libvirtError as e:\n    \
+             print(e.get_error_code(), e)\n",
+            if ro.is_empty() { "open" } else { "openReadOnly" }
+        );
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", &py])
+            .output()
+            .expect("python3-libvirt");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{said} {out:?}");
+        let mem_mib = mem_kib.parse::<u64>().unwrap() / 1024;
+        assert_eq!(
+            said.lines().collect::<Vec<_>>(),
+            [
+                format!(
+                    "['{arch}', {mem_mib}, {cpus}, {}, {nodes}, {sockets}, {cores}, {threads}]",
+                    field("CPU frequency:").trim_end_matches(" MHz")
+                )
+                .as_str(),
+                "[] []",
+                "8 invalid argument: unsupported flags (0x100000) in function virConnectListAllDomains",
+            ]
+        );
+    }
+}
