@@ -135,7 +135,9 @@ impl NodeInfo {
 /// types (this connection runs no guests); without a host UUID
 /// ([`host_uuid`]) no `<uuid>`.
 pub fn capabilities_xml(info: &NodeInfo, uuid: Option<&uuid::Uuid>) -> String {
-    let uuid = uuid.map(|u| format!("    <uuid>{u}</uuid>\n")).unwrap_or_default();
+    let uuid = uuid
+        .map(|u| format!("    <uuid>{u}</uuid>\n"))
+        .unwrap_or_default();
     format!(
         "<capabilities>\n\n  <host>\n{uuid}    <cpu>\n      \
          <arch>{}</arch>\n      <topology sockets='{}' dies='1' cores='{}' threads='{}'/>\n    \
@@ -159,9 +161,7 @@ pub fn host_uuid(root: &Path) -> Option<uuid::Uuid> {
             let b = u.as_bytes();
             !b.iter().all(|x| *x == b[0])
         });
-    smbios.or_else(|| {
-        read("etc/machine-id").and_then(|s| uuid::Uuid::try_parse(s.trim()).ok())
-    })
+    smbios.or_else(|| read("etc/machine-id").and_then(|s| uuid::Uuid::try_parse(s.trim()).ok()))
 }
 
 /// `uname -m`.
@@ -286,7 +286,11 @@ mod tests {
         put(root, "sys/devices/system/cpu/online", &list.join(","));
         for (i, (node, pkg, core)) in cpus.iter().enumerate() {
             let d = format!("sys/devices/system/cpu/cpu{i}");
-            put(root, &format!("{d}/topology/physical_package_id"), &format!("{pkg}\n"));
+            put(
+                root,
+                &format!("{d}/topology/physical_package_id"),
+                &format!("{pkg}\n"),
+            );
             put(root, &format!("{d}/topology/core_id"), &format!("{core}\n"));
             std::fs::create_dir_all(root.join(format!("{d}/node{node}"))).unwrap();
         }
@@ -305,7 +309,11 @@ mod tests {
             }
         }
         machine(r, &cpus);
-        put(r, "proc/meminfo", "MemTotal:       16303480 kB\nMemFree: 1 kB\n");
+        put(
+            r,
+            "proc/meminfo",
+            "MemTotal:       16303480 kB\nMemFree: 1 kB\n",
+        );
         put(
             r,
             "proc/cpuinfo",
@@ -350,7 +358,10 @@ mod tests {
 
     #[test]
     fn cpu_lists_parse_as_the_kernel_writes_them() {
-        assert_eq!(cpu_list("0-3,8,10-11\n".trim()), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(
+            cpu_list("0-3,8,10-11\n".trim()),
+            vec![0, 1, 2, 3, 8, 10, 11]
+        );
         assert_eq!(cpu_list("0"), vec![0]);
         assert_eq!(cpu_list(""), Vec::<u32>::new());
         assert_eq!(cpu_list("x,2,3-y"), vec![2]);

@@ -277,7 +277,10 @@ fn host_calls_answer_what_lscpu_and_free_see() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let _daemon = Daemon::start(root);
-    let free = Command::new("free").arg("-k").output().expect("free (procps)");
+    let free = Command::new("free")
+        .arg("-k")
+        .output()
+        .expect("free (procps)");
     let free = String::from_utf8(free.stdout).unwrap();
     let mem_kib = free
         .lines()
@@ -331,7 +334,10 @@ fn host_calls_answer_what_lscpu_and_free_see() {
             "{caps}"
         );
         assert!(!caps.contains("<guest>"), "{caps}");
-        assert_eq!(virsh("list"), " Id   Name   State\n--------------------\n\n");
+        assert_eq!(
+            virsh("list"),
+            " Id   Name   State\n--------------------\n\n"
+        );
 
         let py = format!(
             "import libvirt\n\
@@ -340,7 +346,11 @@ fn host_calls_answer_what_lscpu_and_free_see() {
              print(c.listAllDomains(), c.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))\n\
              try:\n    c.listAllDomains(1 << 20)\nexcept libvirt.libvirtError as e:\n    \
              print(e.get_error_code(), e)\n",
-            if ro.is_empty() { "open" } else { "openReadOnly" }
+            if ro.is_empty() {
+                "open"
+            } else {
+                "openReadOnly"
+            }
         );
         let out = Command::new("/usr/bin/python3")
             .args(["-c", &py])
