@@ -225,8 +225,10 @@ fn virt_manager_lists_and_starts_slipways_networks() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Active:", "yes"]),
         "{info}"
     );
-    // The window redraws beta as active before the picture is taken.
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(said.contains("shown running beta"), "{said}");
+    // The window showed beta running (drive.py saw its Start button go
+    // insensitive); a moment for GTK to paint that frame before the picture.
+    std::thread::sleep(Duration::from_millis(200));
     let shot = std::env::var_os("SLIPWAY_VIRT_MANAGER_SHOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("virt-manager.png"));

@@ -2,8 +2,10 @@
 AT-SPI (the accessibility bus GTK publishes on the X display, as
 virt-manager's own UI tests reach it): opens the Virtual Networks tab,
 prints the networks the list shows (one `listed NAME` line each), selects
-network argv[1] and presses its Start button (accessible name
-`net-start`, from virt-manager's ui/hostnets.ui).
+network argv[1], presses its Start button (accessible name `net-start`,
+from virt-manager's ui/hostnets.ui) and waits until the window shows the
+network running (the button insensitive again: virt-manager's
+hostnets.py sets it so when the network reports itself active).
 
 Used by crates/slipway/tests/net_virt_manager.rs; run with Debian's
 /usr/bin/python3 (package gir1.2-atspi-2.0). Exits non-zero, saying what
@@ -98,5 +100,9 @@ def start_button():
     return None
 
 
-Atspi.Action.do_action(wait_for(f"a Start button for {START}", start_button), 0)
+button = wait_for(f"a Start button for {START}", start_button)
+Atspi.Action.do_action(button, 0)
 print("pressed net-start", flush=True)
+wait_for(f"{START} running",
+         lambda: not button.get_state_set().contains(Atspi.StateType.SENSITIVE))
+print("shown running", START, flush=True)
