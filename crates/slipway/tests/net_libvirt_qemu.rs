@@ -388,10 +388,25 @@ fn qemu_driver_body(stop: Stop) {
         // port, and ends.
         Stop::Sigterm => vqr.terminate(),
         // The guest's script ends on a connection to its port 7777, and
-        // the guest powers off: libvirt stops the domain, releases the
-        // port, and virt-qemu-run ends on the STOPPED event.
+        // the guest powers off: libvirt stops the domain and releases the
+        // port by itself. virt-qemu-run 9.0 then does not end on its own
+        // (its event loop thread, told to quit by the STOPPED event, polls
+        // once more with nothing left to wake it: docs/libvirt-qemu-driver.md
+        // section 5), so a SIGTERM ends it, as a user would.
         Stop::GuestPowerOff => {
-            drop(std::net::TcpStream::connect((ip.as_str(), 7777)).expect("tell the guest to end"))
+            drop(std::net::TcpStream::connect((ip.as_str(), 7777)).expect("tell the guest to end"));
+            let end = Instant::now() + Duration::from_secs(120);
+            while virsh_ports(&root) != "\n" {
+                assert!(
+                    Instant::now() < end,
+                    "the port outlived the guest's power-off\n{}\n--- console ---\n{}",
+                    vqr.report(),
+                    std::fs::read_to_string(&console).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert_eq!(tap_on_br_lab(), None, "QEMU's tap left on br-lab");
+            vqr.terminate();
         }
     }
     let end = Instant::now() + Duration::from_secs(120);
