@@ -14,9 +14,9 @@
 //! `/run` or network is touched. The upstream is a namespace behind a
 //! bridge, with a one-shot TCP server.
 //!
-//! The guest is stopped as libvirt documents for virt-qemu-run, with
-//! SIGTERM; the port must then be gone (virsh and slipway's CLI) and
-//! QEMU's tap with it. The PID namespace's PID 1 reaps orphans, as init
+//! One test stops the guest as libvirt documents for virt-qemu-run, with
+//! SIGTERM; the other lets the guest power itself off. Either way the port
+//! must then be gone (virsh and slipway's CLI) and QEMU's tap with it. The PID namespace's PID 1 reaps orphans, as init
 //! does on a host: without that libvirt cannot see its QEMU processes end
 //! ([`VirtQemuRun`] has the story).
 
