@@ -789,8 +789,12 @@ fn libvirt_9_0_passt_command_line_runs_slipway() {
             });
         }
         let mut parent = passt.spawn().unwrap();
-        // libvirt keeps the error pipe only until the process it started
-        // returns, and never reads it.
+        // libvirt keeps the error pipe only until its own intermediate
+        // child returns, and never reads it. (That child returns once the
+        // PID file is written, before passt is even executed: libvirt 9.0
+        // then starts QEMU, whose stream netdev does not retry, and relies
+        // on passt listening first. The test waits for slipway's parent,
+        // which returns once the socket listens, so the boot cannot race.)
         let stderr = parent.stderr.take().unwrap();
         let status = parent.wait().unwrap();
         drop(stderr);
