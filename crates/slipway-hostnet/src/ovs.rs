@@ -282,6 +282,15 @@ impl Ovs {
         }
     }
 
+    /// `ovs-vsctl` from `PATH` with `--db=DB` (an OVSDB remote:
+    /// `unix:PATH`, `tcp:HOST:PORT`, ...).
+    pub fn with_db(db: &str) -> Ovs {
+        Ovs {
+            program: "ovs-vsctl".into(),
+            db: Some(db.into()),
+        }
+    }
+
     /// The arguments of one ovs-vsctl run: the global options, then `args`.
     fn command(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.program);
