@@ -1,0 +1,191 @@
+//! Guest taps on Open vSwitch bridges, as libvirt's QEMU driver plugs them
+//! (`qemuInterfaceBridgeConnect` → `virNetDevTapCreateInBridgePort` →
+//! `virNetDevOpenvswitchAddPort` in libvirt 9.0).
+//!
+//! Theory of operation: a tap goes on Open vSwitch instead of a Linux
+//! bridge when its interface's `<virtualport>` is `openvswitch`: for
+//! `type='bridge'`, the interface's own (the bridge is an OVS bridge);
+//! for `type='network'`, the one libvirt's network driver arrives at
+//! (`networkAllocatePort`: the interface's merged with the network's and
+//! its portgroup's, slipway-netxml's `merge`), which only a
+//! `<forward mode='bridge'/>` network with a `<bridge name>` can have.
+//! [`resolve`] decides this, and checks every name, before a tap exists;
+//! [`plug`] then adds the up tap to the bridge with libvirt's external-ids
+//! (`iface-id` the merged `interfaceid`, generated when none is given;
+//! `vm-id` the domain's `<uuid>`) and VLAN, through
+//! `slipway_hostnet::ovs`. The launcher records each port before plugging
+//! it and removes it when the VM ends; a record left by a launcher that
+//! was killed is cleaned up by the next launch ([`remove_stale`]).
+
+use slipway_hostnet::ovs::{Ovs, OvsName, OvsPort, ProfileId};
+use slipway_netxml::interface::Interface;
+use slipway_netxml::{merge, ForwardMode, MacAddr, Network, VirtualPort, VirtualPortType, Vlan};
+
+use crate::host::Networks;
+use crate::plan::{BridgeRef, TapSpec};
+
+/// What an `<interface>` asks of its port: `<source portgroup>`,
+/// `<virtualport>`, `<vlan>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortRequest {
+    /// `<source portgroup>` (type='network').
+    pub portgroup: Option<String>,
+    /// `<virtualport>`.
+    pub virtualport: Option<VirtualPort>,
+    /// `<vlan>`.
+    pub vlan: Option<Vlan>,
+}
+
+impl PortRequest {
+    /// The request of interface `i`.
+    pub fn of(i: &Interface) -> PortRequest {
+        PortRequest {
+            portgroup: i.portgroup.clone(),
+            virtualport: i.virtualport.clone(),
+            vlan: i.vlan.clone(),
+        }
+    }
+}
+
+/// Where and how a tap goes on Open vSwitch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvsPlug {
+    /// The OVS bridge.
+    pub bridge: OvsName,
+    /// The tap's name when the interface gives one (`<target dev>`),
+    /// checked; a generated `vnetN` always fits.
+    pub iface: Option<OvsName>,
+    /// `external-ids:iface-id`.
+    pub iface_id: uuid::Uuid,
+    /// `external-ids:port-profile`.
+    pub profile_id: Option<ProfileId>,
+    /// The port's VLAN.
+    pub vlan: Option<Vlan>,
+}
+
+/// Whether the tap of `spec` goes on Open vSwitch, and how; `Err` (a
+/// message for the interface's error) when its settings do not fit the
+/// network or a name or id is not one slipway passes to ovs-vsctl.
+pub fn resolve(spec: &TapSpec, networks: &dyn Networks) -> Result<Option<OvsPlug>, String> {
+    let req = &spec.port;
+    let (bridge, vp, vlan) = match &spec.bridge {
+        None => return Ok(None),
+        Some(BridgeRef::Bridge(b)) => match &req.virtualport {
+            Some(vp) if vp.kind == Some(VirtualPortType::OpenVswitch) => {
+                (b.clone(), vp.clone(), req.vlan.clone())
+            }
+            _ => return Ok(None),
+        },
+        Some(BridgeRef::Network(n)) => {
+            let net = networks.live(n)?;
+            let pg = merge::find_portgroup(&net, req.portgroup.as_deref());
+            let vlan = merge::port_vlan(req.vlan.as_ref(), pg, &net);
+            let vp = merge::merge_virtualports(
+                req.virtualport.as_ref(),
+                net.virtualport.as_ref(),
+                pg.and_then(|p| p.virtualport.as_ref()),
+            )
+            .map_err(|e| e.to_string())?;
+            let on_bridge = net.forward_mode() == Some(ForwardMode::Bridge);
+            match (vp, net.bridge_name()) {
+                (Some(vp), Some(b))
+                    if on_bridge && vp.kind == Some(VirtualPortType::OpenVswitch) =>
+                {
+                    (b.to_string(), vp, vlan)
+                }
+                (Some(vp), _) => {
+                    return Err(unsupported(&net, &vp));
+                }
+                (None, _) if vlan.is_some() => {
+                    return Err(format!(
+                        "network '{}' cannot carry <vlan>: its bridge is not Open vSwitch \
+                         (<forward mode='bridge'/> with <virtualport type='openvswitch'/>)",
+                        net.name
+                    ))
+                }
+                (None, _) => return Ok(None),
+            }
+        }
+    };
+    let mut vp = vp;
+    merge::generate_missing_ids(&mut vp);
+    let Some(iface_id) = vp.interface_id else {
+        unreachable!("generate_missing_ids gives an openvswitch virtualport its interfaceid")
+    };
+    let profile_id = match &vp.profile_id {
+        Some(p) => Some(ProfileId::new(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(Some(OvsPlug {
+        bridge: OvsName::bridge(&bridge).map_err(|e| e.to_string())?,
+        iface: match &spec.name {
+            Some(n) => Some(OvsName::interface(n).map_err(|e| e.to_string())?),
+            None => None,
+        },
+        iface_id,
+        profile_id,
+        vlan,
+    }))
+}
+
+/// libvirt's refusal of a virtualport the network's kind cannot use.
+fn unsupported(net: &Network, vp: &VirtualPort) -> String {
+    let kind = vp.kind.map_or("none", VirtualPortType::as_str);
+    let uses = match net.forward_mode() {
+        None | Some(ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open) => "IP forwarding",
+        Some(ForwardMode::Bridge) if net.bridge_name().is_some() => "a bridge device",
+        Some(ForwardMode::Hostdev) => "an SR-IOV Virtual Function via PCI passthrough",
+        Some(_) => "a macvtap device",
+    };
+    format!(
+        "<virtualport type='{kind}'> not supported for network '{}' which uses {uses}",
+        net.name
+    )
+}
+
+/// Adds the up tap `tap` to its OVS bridge: returns its port name (to
+/// record before this runs, so that it is removed even if this fails
+/// halfway).
+pub fn port_name(plug: &OvsPlug, tap: &str) -> Result<OvsName, slipway_hostnet::ovs::OvsError> {
+    match &plug.iface {
+        Some(n) => Ok(n.clone()),
+        None => OvsName::interface(tap),
+    }
+}
+
+/// Plugs port `iface` (the tap) with guest MAC `mac` of VM `vm_id`.
+pub fn plug(
+    plug: &OvsPlug,
+    iface: &OvsName,
+    mac: MacAddr,
+    vm_id: uuid::Uuid,
+) -> Result<(), slipway_hostnet::ovs::OvsError> {
+    Ovs::from_env().add_port(&OvsPort {
+        bridge: plug.bridge.clone(),
+        iface: iface.clone(),
+        iface_id: plug.iface_id,
+        mac,
+        vm_id,
+        profile_id: plug.profile_id.clone(),
+        vlan: plug.vlan.clone(),
+    })
+}
+
+/// Removes port `name` (recorded by a launcher); problems are logged.
+pub fn unplug(name: &str) {
+    let result = OvsName::interface(name).and_then(|n| Ovs::from_env().del_port(&n));
+    if let Err(e) = result {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Removes the OVS ports recorded by launchers that are gone, except those
+/// a running launcher has recorded since (a `<target dev>` name used
+/// again).
+pub fn remove_stale<'a>(stale: impl IntoIterator<Item = &'a str>, live: &[&str]) {
+    for name in stale {
+        if !live.contains(&name) {
+            unplug(name);
+        }
+    }
+}
