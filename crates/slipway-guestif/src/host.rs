@@ -18,6 +18,7 @@ use slipway_netmgr::proto::Lookup;
 use slipway_netmgr::{read_info, read_live, Paths};
 
 use crate::error::{Error, Result};
+use crate::ovs::Attachment;
 use crate::plan::{BridgeRef, HostSide, Nic, Plan, TapSpec, UserStack};
 use crate::state::{Lock, Running, StateDir};
 
@@ -192,7 +193,20 @@ fn tap(
     r: &mut Realized,
 ) -> Result<()> {
     // Open vSwitch or not, and every name checked, before a tap exists.
-    let ovs = crate::ovs::resolve(spec, ctx.networks).map_err(|m| nic_err(nic, m))?;
+    let live;
+    let attachment = match &spec.bridge {
+        None => None,
+        Some(BridgeRef::Bridge(b)) => Some(Attachment::Bridge(b)),
+        Some(BridgeRef::Network(n)) => {
+            live = ctx.networks.live(n).map_err(|m| nic_err(nic, m))?;
+            Some(Attachment::Network(&live))
+        }
+    };
+    let ovs = match attachment {
+        Some(to) => crate::ovs::resolve(to, spec.name.as_deref(), &spec.port)
+            .map_err(|m| nic_err(nic, m))?,
+        None => None,
+    };
     let bridge = match &spec.bridge {
         None => None,
         Some(BridgeRef::Bridge(b)) => Some(b.clone()),

@@ -21,9 +21,6 @@ use slipway_hostnet::ovs::{Ovs, OvsName, OvsPort, ProfileId};
 use slipway_netxml::interface::Interface;
 use slipway_netxml::{merge, ForwardMode, MacAddr, Network, VirtualPort, VirtualPortType, Vlan};
 
-use crate::host::Networks;
-use crate::plan::{BridgeRef, TapSpec};
-
 /// What an `<interface>` asks of its port: `<source portgroup>`,
 /// `<virtualport>`, `<vlan>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,23 +60,34 @@ pub struct OvsPlug {
     pub vlan: Option<Vlan>,
 }
 
-/// Whether the tap of `spec` goes on Open vSwitch, and how; `Err` (a
-/// message for the interface's error) when its settings do not fit the
-/// network or a name or id is not one slipway passes to ovs-vsctl.
-pub fn resolve(spec: &TapSpec, networks: &dyn Networks) -> Result<Option<OvsPlug>, String> {
-    let req = &spec.port;
-    let (bridge, vp, vlan) = match &spec.bridge {
-        None => return Ok(None),
-        Some(BridgeRef::Bridge(b)) => match &req.virtualport {
+/// What a tap is attached to.
+#[derive(Debug, Clone, Copy)]
+pub enum Attachment<'a> {
+    /// `type='bridge'`: this bridge.
+    Bridge(&'a str),
+    /// `type='network'`: this running network.
+    Network(&'a Network),
+}
+
+/// Whether a tap (named `tap` when the interface names it) attached to
+/// `to` with `req` goes on Open vSwitch, and how; `Err` (a message for the
+/// interface's error) when its settings do not fit the network or a name
+/// or id is not one slipway passes to ovs-vsctl.
+pub fn resolve(
+    to: Attachment<'_>,
+    tap: Option<&str>,
+    req: &PortRequest,
+) -> Result<Option<OvsPlug>, String> {
+    let (bridge, vp, vlan) = match to {
+        Attachment::Bridge(b) => match &req.virtualport {
             Some(vp) if vp.kind == Some(VirtualPortType::OpenVswitch) => {
-                (b.clone(), vp.clone(), req.vlan.clone())
+                (b.to_string(), vp.clone(), req.vlan.clone())
             }
             _ => return Ok(None),
         },
-        Some(BridgeRef::Network(n)) => {
-            let net = networks.live(n)?;
-            let pg = merge::find_portgroup(&net, req.portgroup.as_deref());
-            let vlan = merge::port_vlan(req.vlan.as_ref(), pg, &net);
+        Attachment::Network(net) => {
+            let pg = merge::find_portgroup(net, req.portgroup.as_deref());
+            let vlan = merge::port_vlan(req.vlan.as_ref(), pg, net);
             let vp = merge::merge_virtualports(
                 req.virtualport.as_ref(),
                 net.virtualport.as_ref(),
@@ -94,7 +102,7 @@ pub fn resolve(spec: &TapSpec, networks: &dyn Networks) -> Result<Option<OvsPlug
                     (b.to_string(), vp, vlan)
                 }
                 (Some(vp), _) => {
-                    return Err(unsupported(&net, &vp));
+                    return Err(unsupported(net, &vp));
                 }
                 (None, _) if vlan.is_some() => {
                     return Err(format!(
@@ -118,7 +126,7 @@ pub fn resolve(spec: &TapSpec, networks: &dyn Networks) -> Result<Option<OvsPlug
     };
     Ok(Some(OvsPlug {
         bridge: OvsName::bridge(&bridge).map_err(|e| e.to_string())?,
-        iface: match &spec.name {
+        iface: match tap {
             Some(n) => Some(OvsName::interface(n).map_err(|e| e.to_string())?),
             None => None,
         },

@@ -255,10 +255,7 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
     assert_eq!(ovs.get("Port", &p3, "tag").unwrap(), "42");
     assert_eq!(ovs.get("Port", &p4, "tag").unwrap(), "42");
     // Not on a Linux bridge as well.
-    assert_eq!(
-        sh(&format!("ip -o link show {p1}")).contains(" master "),
-        false
-    );
+    assert!(!sh(&format!("ip -o link show {p1}")).contains(" master "));
 
     // Untagged guests reach each other, VLAN 42 guests each other, and
     // nothing crosses between the two.
