@@ -535,6 +535,41 @@ mod tests {
     }
 
     #[test]
+    fn error_output_is_bounded() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("ovs-vsctl");
+        std::fs::write(&prog, "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' x >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ovs = Ovs {
+            program: prog.into_os_string(),
+            db: None,
+        };
+        let e = ovs.del_port(&OvsName::interface("vnet0").unwrap()).unwrap_err();
+        let OvsError::Failed { stderr, what, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(what, "Unable to delete port vnet0 from OVS");
+        assert_eq!(stderr.len(), MAX_OVS_STDERR + 3);
+        assert!(stderr.ends_with("xx..."));
+    }
+
+    #[test]
+    fn a_database_that_never_answers_fails_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("db.sock");
+        let _silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let ovs = Ovs::with_db(&format!("unix:{}", sock.display()));
+        let e = ovs.del_port(&OvsName::interface("vnet0").unwrap()).unwrap_err();
+        let OvsError::Failed { status, .. } = &e else {
+            panic!("{e}")
+        };
+        // ovs-vsctl's --timeout: its alarm ends it.
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGALRM), "{e}");
+    }
+
+    #[test]
     fn db_override_comes_first() {
         let ovs = Ovs {
             program: "ovs-vsctl".into(),
