@@ -539,13 +539,19 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let prog = dir.path().join("ovs-vsctl");
-        std::fs::write(&prog, "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' x >&2\nexit 1\n").unwrap();
+        std::fs::write(
+            &prog,
+            "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' x >&2\nexit 1\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
         let ovs = Ovs {
             program: prog.into_os_string(),
             db: None,
         };
-        let e = ovs.del_port(&OvsName::interface("vnet0").unwrap()).unwrap_err();
+        let e = ovs
+            .del_port(&OvsName::interface("vnet0").unwrap())
+            .unwrap_err();
         let OvsError::Failed { stderr, what, .. } = &e else {
             panic!("{e}")
         };
@@ -560,7 +566,9 @@ mod tests {
         let sock = dir.path().join("db.sock");
         let _silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let ovs = Ovs::with_db(&format!("unix:{}", sock.display()));
-        let e = ovs.del_port(&OvsName::interface("vnet0").unwrap()).unwrap_err();
+        let e = ovs
+            .del_port(&OvsName::interface("vnet0").unwrap())
+            .unwrap_err();
         let OvsError::Failed { status, .. } = &e else {
             panic!("{e}")
         };
