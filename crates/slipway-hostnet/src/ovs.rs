@@ -18,9 +18,11 @@
 //! ovs-vsctl --timeout=5 -- --if-exists del-port IF
 //! ```
 //!
-//! The leading `del-port` (libvirt ≥ 9.1 does it; 9.0 used
-//! `--may-exist add-port`, which keeps a stale port's old VLAN tags) makes
-//! re-plugging a tap of the same name start from a clean port; the whole
+//! The leading `del-port` replaces libvirt 9.0's `--may-exist add-port`:
+//! with `--may-exist`, ovs-vsctl does nothing when the port exists, so a
+//! stale port of the same name (a launcher killed outright) would keep its
+//! old VLAN columns; deleting first makes re-plugging start from a clean
+//! port (tested: re-plugging on another VLAN moves the guest). The whole
 //! command is one OVSDB transaction, so a failure leaves nothing half-set.
 //! VLANs map as libvirt maps them: one tag → `tag=N`; a trunk →
 //! `trunks=A,B,...` (libvirt writes the prefix `trunk=`, which ovs-vsctl
