@@ -197,3 +197,84 @@ pub fn remove_stale<'a>(stale: impl IntoIterator<Item = &'a str>, live: &[&str])
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(xml: &str) -> Network {
+        Network::from_xml(xml).unwrap()
+    }
+
+    const OVS: &str = "<network><name>o</name><forward mode='bridge'/><bridge name='ovsbr0'/>\
+        <virtualport type='openvswitch'><parameters profileid='net'/></virtualport>\
+        <portgroup name='dflt' default='yes'><vlan><tag id='5'/></vlan></portgroup>\
+        <portgroup name='t'><vlan trunk='yes'><tag id='6'/><tag id='7'/></vlan></portgroup></network>";
+
+    #[test]
+    fn a_network_with_openvswitch_plugs_with_merged_settings() {
+        let n = net(OVS);
+        let p = resolve(Attachment::Network(&n), None, &PortRequest::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.bridge.as_str(), "ovsbr0");
+        assert_eq!(p.iface, None);
+        assert_eq!(p.profile_id.as_ref().map(ProfileId::as_str), Some("net"));
+        assert_eq!(p.vlan.as_ref().map(|v| v.tags.clone()), Some(vec![5]));
+        // Each plug gets its own generated iface-id.
+        let q = resolve(Attachment::Network(&n), None, &PortRequest::default())
+            .unwrap()
+            .unwrap();
+        assert_ne!(p.iface_id, q.iface_id);
+        let req = PortRequest {
+            portgroup: Some("t".into()),
+            ..PortRequest::default()
+        };
+        let t = resolve(Attachment::Network(&n), Some("tap1"), &req)
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.vlan.unwrap().tags, [6, 7]);
+        assert_eq!(t.iface.unwrap().as_str(), "tap1");
+    }
+
+    #[test]
+    fn linux_bridges_are_not_ovs_and_mismatches_are_refused() {
+        let linux =
+            net("<network><name>l</name><forward mode='bridge'/><bridge name='br0'/></network>");
+        assert_eq!(
+            resolve(Attachment::Network(&linux), None, &PortRequest::default()),
+            Ok(None)
+        );
+        assert_eq!(
+            resolve(Attachment::Bridge("br0"), None, &PortRequest::default()),
+            Ok(None)
+        );
+        let ovs_req = PortRequest {
+            virtualport: Some(VirtualPort {
+                kind: Some(VirtualPortType::OpenVswitch),
+                ..VirtualPort::default()
+            }),
+            ..PortRequest::default()
+        };
+        assert!(resolve(Attachment::Bridge("ovsbr0"), None, &ovs_req)
+            .unwrap()
+            .is_some());
+        let e = resolve(Attachment::Bridge("ovsbr0"), Some("-x"), &ovs_req).unwrap_err();
+        assert!(e.contains("starts with '-'"), "{e}");
+        // As libvirt: a bridge network whose interface says openvswitch
+        // has an OVS bridge even when the network does not say so.
+        let p = resolve(Attachment::Network(&linux), None, &ovs_req)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.bridge.as_str(), "br0");
+        let nat = net(
+            "<network><name>n</name><forward mode='nat'/><bridge name='virbr9'/>\
+             <ip address='10.9.0.1' prefix='24'/></network>",
+        );
+        let e = resolve(Attachment::Network(&nat), None, &ovs_req).unwrap_err();
+        assert_eq!(
+            e,
+            "<virtualport type='openvswitch'> not supported for network 'n' which uses IP forwarding"
+        );
+    }
+}
