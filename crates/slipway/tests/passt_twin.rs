@@ -613,3 +613,273 @@ fn podman_command_line_matches_debian_pasta() {
         assert_eq!(ours, real);
     });
 }
+
+/// A domain with `<interface type='user'><backend type='passt'/>`.
+const PASST_DOMAIN: &str = "<domain type='test'>
+  <name>passt</name>
+  <memory unit='MiB'>64</memory>
+  <os><type>hvm</type></os>
+  <devices>
+    <interface type='user'>
+      <mac address='52:54:00:12:34:56'/>
+      <backend type='BACKEND'/>
+    </interface>
+  </devices>
+</domain>
+";
+
+/// Debian 12's libvirt 9.0 cannot run passt at all: its patch
+/// `debian/patches/debian/Disable-passt-support.patch` makes the domain
+/// XML parser (`virDomainNetBackendParseXML`, src/conf/domain_conf.c) refuse
+/// `<backend type='passt'/>` with the message of an unknown value, so no
+/// driver (the session or system QEMU driver, virt-qemu-run, the test
+/// driver) ever gets such a domain. The test driver runs that same parser;
+/// an unknown value gets the same words. (If Debian enables passt, this
+/// fails, and libvirt itself can then be the test of the drop-in.)
+#[test]
+fn debian_libvirt_refuses_the_passt_backend() {
+    let dir = slipway_testkit::temp_dir().unwrap();
+    for backend in ["passt", "nonesuch"] {
+        let xml = dir.path().join(format!("{backend}.xml"));
+        std::fs::write(&xml, PASST_DOMAIN.replace("BACKEND", backend)).unwrap();
+        let out = Command::new("virsh")
+            .args(["-c", "test:///default", "define"])
+            .arg(&xml)
+            .env("LC_ALL", "C")
+            .output()
+            .expect("virsh (libvirt-clients)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{backend}: defined");
+        assert!(
+            stderr.contains(&format!(
+                "XML error: Invalid value for attribute 'type' in element 'backend': '{backend}'."
+            )),
+            "{backend}: {stderr}"
+        );
+    }
+}
+
+/// The passt command line libvirt 9.0 builds (`qemuPasstStart`,
+/// src/qemu/qemu_passt.c), argument by argument, for this interface:
+///
+/// ```xml
+/// <interface type='user'>
+///   <mac address='52:54:00:12:34:56'/>
+///   <source dev='eth0'/>
+///   <mtu size='1500'/>
+///   <ip family='ipv4' address='10.99.0.50' prefix='24'/>
+///   <backend type='passt' logFile='DIR/passt.log'/>
+///   <portForward proto='tcp'>
+///     <range start='2222' to='80'/>
+///   </portForward>
+///   <portForward proto='tcp' address='127.0.0.1'>
+///     <range start='8000' end='8002' to='8080'/>
+///     <range start='8001' exclude='yes'/>
+///   </portForward>
+///   <portForward proto='udp'>
+///     <range start='5353'/>
+///   </portForward>
+/// </interface>
+/// ```
+///
+/// The socket is libvirt's `passtStateDir/SHORTNAME-ALIAS.socket`. No
+/// `--pid` (libvirt 9.0 writes the PID file itself, of the process it
+/// executes) and no `-f`: passt forks away from that process.
+fn libvirt_9_0_passt_argv(dir: &Path) -> Vec<String> {
+    let path = |name: &str| dir.join(name).display().to_string();
+    vec![
+        "--one-off".into(),
+        "--socket".into(),
+        path("1-guest-net0.socket"),
+        "--mac-addr".into(),
+        "52:54:00:12:34:56".into(),
+        // net->mtu
+        "--mtu".into(),
+        "1500".into(),
+        // <source dev>
+        "--interface".into(),
+        "eth0".into(),
+        // <backend logFile>
+        "--log-file".into(),
+        path("passt.log"),
+        // <ip>: the address, and for IPv4 its prefix
+        "--address".into(),
+        "10.99.0.50".into(),
+        "--netmask".into(),
+        "24".into(),
+        // one argument per <portForward>: [ADDRESS/]RANGE[,RANGE...], a
+        // range START[-END][:TO[-TO+END-START]], '~' when excluded
+        "--tcp-ports".into(),
+        "2222:80".into(),
+        "--tcp-ports".into(),
+        "127.0.0.1/8000-8002:8080-8082,~8001".into(),
+        "--udp-ports".into(),
+        "5353".into(),
+    ]
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        })
+        .collect()
+}
+
+/// Debian's libvirt cannot start passt (above), so the drop-in is tested
+/// with exactly what libvirt 9.0 would do: slipway linked as `passt`, run
+/// as an unprivileged user (session libvirt's) in a private namespace with
+/// [`libvirt_9_0_passt_argv`], daemonized as `virCommandDaemonize` does it
+/// (a new session, `/` as working directory, standard input and output on
+/// /dev/null, standard error a pipe that libvirt closes unread), then the
+/// test guest under QEMU with libvirt's netdev (`qemuPasstAddNetProps`:
+/// `stream`, `server=off`, the unix socket). The guest gets the address
+/// of `<ip>`, reaches a server on the host's loopback through the gateway,
+/// and the forwards reach it (the bound one only on 127.0.0.1, the
+/// excluded port not at all); when QEMU ends, `--one-off` ends slipway.
+#[test]
+fn libvirt_9_0_passt_command_line_runs_slipway() {
+    inside("libvirt_9_0_passt_command_line_runs_slipway", || {
+        use std::os::unix::process::CommandExt;
+        let root = slipway_testkit::temp_dir().unwrap();
+        sh(&format!("chmod 0755 {}", root.path().display()));
+        let link = root.path().join("bin/passt");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        // The session's passt state directory, the unprivileged user's.
+        let state = root.path().join("passt");
+        std::fs::create_dir_all(&state).unwrap();
+        sh(&format!("chown 65534:65534 {}", state.display()));
+
+        let twin = Twin::new();
+        let lo = Twin::http(
+            &twin.private,
+            &site(root.path(), "lo", "on-host-loopback"),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        );
+        let argv = libvirt_9_0_passt_argv(&state);
+        let socket = state.join("1-guest-net0.socket");
+        let mut passt = Command::new("nsenter");
+        passt
+            .args(["-t", &twin.private.pid().to_string(), "-n", "--"])
+            .args([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ])
+            .arg(&link)
+            .args(&argv)
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: setsid in the child before exec touches no memory.
+        unsafe {
+            passt.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut parent = passt.spawn().unwrap();
+        // libvirt keeps the error pipe only until its own intermediate
+        // child returns, and never reads it. (That child returns once the
+        // PID file is written, before passt is even executed: libvirt 9.0
+        // then starts QEMU, whose stream netdev does not retry, and relies
+        // on passt listening first. The test waits for slipway's parent,
+        // which returns once the socket listens, so the boot cannot race.)
+        let stderr = parent.stderr.take().unwrap();
+        let status = parent.wait().unwrap();
+        drop(stderr);
+        let log = || std::fs::read_to_string(state.join("passt.log")).unwrap_or_default();
+        assert!(status.success(), "{status}\n{}", log());
+        assert!(socket.exists(), "no socket\n{}", log());
+        let needle = socket.display().to_string();
+        assert!(
+            !processes_with(&needle).is_empty(),
+            "the daemon runs once its parent returned\n{}",
+            log()
+        );
+
+        let script = format!(
+            "dhcp eth0 || exit 1\n\
+             get() {{ rm -f /tmp/m; wget -q -O /tmp/m \"http://$1/marker.txt\" && cat /tmp/m; }}\n\
+             result loopback \"$(get 10.99.0.1:{lo})\"\n\
+             for p in 80 8080 8081 8082; do mkdir -p /www$p && echo page-$p > /www$p/index.html && httpd -p $p -h /www$p; done\n\
+             ready forward\n\
+             sleep 300\n",
+            lo = lo.port(),
+        );
+        let mut guest = Guest::builder()
+            .netdev(&format!(
+                "stream,id=hostnet0,server=off,addr.type=unix,addr.path={}",
+                socket.display()
+            ))
+            .mac("52:54:00:12:34:56")
+            .script(&script)
+            .timeout(std::time::Duration::from_secs(400))
+            .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
+            .boot()
+            .unwrap();
+        if let Err(e) =
+            guest.wait_for_line("SLIPWAY-READY forward", std::time::Duration::from_secs(300))
+        {
+            panic!(
+                "{e}\n--- guest ---\n{}\n--- log ---\n{}",
+                guest.console(),
+                log()
+            );
+        }
+        let out = guest.output_so_far();
+        let result = |k: &str| out.result(k).map(str::to_owned);
+        assert_eq!(
+            result("ip").as_deref(),
+            Some("10.99.0.50"),
+            "{}",
+            out.console
+        );
+        assert_eq!(result("mask").as_deref(), Some("24"));
+        assert_eq!(result("router").as_deref(), Some("10.99.0.1"));
+        assert_eq!(result("mtu").as_deref(), Some("1500"));
+        assert_eq!(
+            result("loopback").as_deref(),
+            Some("on-host-loopback"),
+            "{}\n{}",
+            out.console,
+            log()
+        );
+        // The forwards, from the private namespace (the host).
+        let get = |ip: &'static str, port: u16| {
+            twin.private
+                .spawn(move || {
+                    common::http_get((ip, port))
+                        .map(|b| b.lines().last().unwrap_or_default().to_string())
+                })
+                .join()
+                .unwrap()
+        };
+        assert_eq!(get("127.0.0.1", 2222).unwrap(), "page-80");
+        assert_eq!(
+            get("10.99.0.2", 2222).unwrap(),
+            "page-80",
+            "unbound: every address"
+        );
+        assert_eq!(get("127.0.0.1", 8000).unwrap(), "page-8080");
+        assert_eq!(get("127.0.0.1", 8002).unwrap(), "page-8082");
+        assert!(get("127.0.0.1", 8001).is_err(), "8001 is excluded");
+        assert!(get("10.99.0.2", 8000).is_err(), "bound to 127.0.0.1 only");
+        drop(guest);
+        // --one-off: the daemon ends with its client.
+        wait_for("slipway as passt to end after its one client", || {
+            processes_with(&needle).is_empty()
+        });
+        assert!(!log().is_empty(), "nothing in the <backend logFile>");
+    });
+}
