@@ -10,6 +10,7 @@
 //! dispatch   one session: keepalive, program checks, open, read-only,
 //!            procedures → Manager, events → MESSAGEs; ports in one place
 //! procs      the procedure table and argument decoding
+//! host       host facts beyond virtnetworkd's (capabilities, node info)
 //! errors     libvirt's error numbers/domains and messages
 //! message    framing: length word, header, libvirt's size limits
 //! xdr        XDR primitives (the leaf)
@@ -23,6 +24,7 @@
 
 pub mod dispatch;
 pub mod errors;
+pub mod host;
 pub mod message;
 pub mod procs;
 pub mod server;

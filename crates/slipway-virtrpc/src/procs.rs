@@ -28,6 +28,8 @@ pub mod num {
     pub const CONNECT_CLOSE: i32 = 2;
     pub const CONNECT_GET_TYPE: i32 = 3;
     pub const CONNECT_GET_VERSION: i32 = 4;
+    pub const NODE_GET_INFO: i32 = 6;
+    pub const CONNECT_GET_CAPABILITIES: i32 = 7;
     pub const CONNECT_LIST_DEFINED_NETWORKS: i32 = 36;
     pub const CONNECT_LIST_NETWORKS: i32 = 38;
     pub const NETWORK_CREATE: i32 = 39;
@@ -52,6 +54,7 @@ pub mod num {
     pub const NETWORK_IS_ACTIVE: i32 = 152;
     pub const NETWORK_IS_PERSISTENT: i32 = 153;
     pub const CONNECT_GET_LIB_VERSION: i32 = 157;
+    pub const CONNECT_LIST_ALL_DOMAINS: i32 = 273;
     pub const CONNECT_LIST_ALL_NETWORKS: i32 = 283;
     pub const NETWORK_UPDATE: i32 = 291;
     pub const CONNECT_NETWORK_EVENT_REGISTER_ANY: i32 = 313;
@@ -119,6 +122,18 @@ pub const PROCEDURES: &[Procedure] = &[
     p(num::CONNECT_GET_URI, "virConnectGetURI", false),
     p(num::CONNECT_IS_SECURE, "virConnectIsSecure", false),
     p(num::CONNECT_IS_ENCRYPTED, "virConnectIsEncrypted", false),
+    // Not virtnetworkd's: the host-level calls virt-manager needs (`host`).
+    p(num::NODE_GET_INFO, "virNodeGetInfo", false),
+    p(
+        num::CONNECT_GET_CAPABILITIES,
+        "virConnectGetCapabilities",
+        false,
+    ),
+    p(
+        num::CONNECT_LIST_ALL_DOMAINS,
+        "virConnectListAllDomains",
+        false,
+    ),
     p(
         num::CONNECT_REGISTER_CLOSE_CALLBACK,
         "virConnectRegisterCloseCallback",
@@ -345,7 +360,8 @@ pub enum Call {
     Feature(i32),
     /// `maxnames` of the old list calls.
     MaxNames(i32),
-    /// `remote_connect_list_all_networks_args`.
+    /// `remote_connect_list_all_networks_args` (and `…_domains_args`,
+    /// the same layout).
     ListAll {
         /// Whether the client wants the list (else only the count).
         need_results: bool,
@@ -463,7 +479,7 @@ impl Call {
             },
             CONNECT_SUPPORTS_FEATURE => Call::Feature(r.i32()?),
             CONNECT_LIST_NETWORKS | CONNECT_LIST_DEFINED_NETWORKS => Call::MaxNames(r.i32()?),
-            CONNECT_LIST_ALL_NETWORKS => Call::ListAll {
+            CONNECT_LIST_ALL_NETWORKS | CONNECT_LIST_ALL_DOMAINS => Call::ListAll {
                 need_results: r.i32()? != 0,
                 flags: r.u32()?,
             },
