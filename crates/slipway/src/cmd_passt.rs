@@ -110,9 +110,14 @@ pub struct PasstArgs {
     #[arg(short = '6', long)]
     pub ipv6_only: bool,
     /// The UNIX domain socket QEMU connects to (default: the first free of
-    /// /tmp/passt_1.socket to /tmp/passt_64.socket).
-    #[arg(short = 's', long, value_name = "PATH")]
+    /// /tmp/passt_1.socket to /tmp/passt_64.socket); `--socket-path` is
+    /// the vhost-user backend programs' name for it.
+    #[arg(short = 's', long, alias = "socket-path", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Serve the socket as a vhost-user backend (QEMU's `-netdev
+    /// vhost-user`, guest memory shared) instead of `-netdev stream`.
+    #[arg(long)]
+    pub vhost_user: bool,
     /// Exit once the first client goes away.
     #[arg(short = '1', long)]
     pub one_off: bool,
@@ -497,22 +502,16 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
         None => probe_socket()?,
     };
     let copied = cfg.copied.clone().context("a copied network")?;
+    let spec = if args.vhost_user {
+        AttachSpec::VhostUser(socket)
+    } else {
+        AttachSpec::UnixListen(socket)
+    };
     let summary = format!(
-        "DHCP: assign {}/{} router {} dns {:?}; UNIX domain socket bound at {}",
-        copied.guest,
-        cfg.prefix_len,
-        cfg.host,
-        copied.dhcp_dns,
-        socket.display()
+        "DHCP: assign {}/{} router {} dns {:?}; serving the {spec}",
+        copied.guest, cfg.prefix_len, cfg.host, copied.dhcp_dns,
     );
-    start(
-        &args,
-        cfg,
-        AttachSpec::UnixListen(socket),
-        Vec::new(),
-        log,
-        &summary,
-    )
+    start(&args, cfg, spec, Vec::new(), log, &summary)
 }
 
 /// Serves `spec` with `cfg` as passt and pasta do: in the foreground with

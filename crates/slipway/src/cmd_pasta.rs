@@ -102,8 +102,8 @@ fn target(args: &PastaArgs) -> anyhow::Result<Target> {
 
 /// Refuses what slipway as pasta does not do yet (README: slipway as pasta).
 fn check_supported(args: &PastaArgs) -> anyhow::Result<()> {
-    if args.common.socket.is_some() || args.common.one_off {
-        anyhow::bail!("--socket and --one-off are passt's, not pasta's");
+    if args.common.socket.is_some() || args.common.one_off || args.common.vhost_user {
+        anyhow::bail!("--socket, --one-off and --vhost-user are passt's, not pasta's");
     }
     for (option, specs) in [("--tcp-ns", &args.tcp_ns), ("--udp-ns", &args.udp_ns)] {
         if let Some(spec) = specs.iter().find(|s| *s != "none") {
@@ -237,6 +237,7 @@ mod tests {
             (&["-U", "auto", "1"], "--udp-ns 'auto'"),
             (&["-t", "auto", "1"], "--tcp-ports auto"),
             (&["--socket", "/x", "1"], "passt's, not pasta's"),
+            (&["--vhost-user", "1"], "passt's, not pasta's"),
         ] {
             let err = check_supported(&args(line)).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
