@@ -461,7 +461,7 @@ fn probe_socket() -> anyhow::Result<PathBuf> {
 }
 
 /// The level of passt's `-d`, `--trace`, `-q`.
-fn log_level(args: &PasstArgs) -> &'static str {
+pub(crate) fn log_level(args: &PasstArgs) -> &'static str {
     if args.trace {
         "trace"
     } else if args.debug {
@@ -474,7 +474,7 @@ fn log_level(args: &PasstArgs) -> &'static str {
 }
 
 /// Writes `pid` to the `--pid` file (replaced whole, never half-written).
-fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
+pub(crate) fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
     slipway_host::atomic::write(path, format!("{pid}\n").as_bytes())
         .with_context(|| format!("writing the PID file {}", path.display()))
 }
