@@ -86,21 +86,24 @@ enum Serve {
 }
 
 /// Whether the lone argument `arg` names a namespace rather than a
-/// command: a PID, or a path that is not an executable file (a namespace
-/// file, bind-mounted or under /proc, has no execute bit).
-fn names_a_namespace(arg: &str) -> bool {
+/// command: a PID, or a path that exists and is not an executable file (a
+/// namespace file, bind-mounted or under /proc, has no execute bit), or
+/// any path when `--userns` says a namespace is meant.
+fn names_a_namespace(arg: &str, userns: bool) -> bool {
     use std::os::unix::fs::PermissionsExt;
     if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit()) {
         return true;
     }
-    arg.contains('/')
-        && !std::fs::metadata(arg).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    let executable = |m: std::fs::Metadata| m.is_file() && m.permissions().mode() & 0o111 != 0;
+    arg.contains('/') && (userns || std::fs::metadata(arg).is_ok_and(|m| !executable(m)))
 }
 
 /// What `args` ask to serve.
 fn what(args: &PastaArgs) -> anyhow::Result<Serve> {
     let lone = match args.target.as_slice() {
-        [one] => one.to_str().filter(|a| names_a_namespace(a)),
+        [one] => one
+            .to_str()
+            .filter(|a| names_a_namespace(a, args.userns.is_some())),
         _ => None,
     };
     if lone.is_some() || args.netns.is_some() {
@@ -364,6 +367,10 @@ mod tests {
         assert_eq!(
             what(&args(&["-t", "80", "/bin/sh", "-c", "exit 3"])).unwrap(),
             spawn(&["/bin/sh", "-c", "exit 3"])
+        );
+        assert_eq!(
+            what(&args(&["/nonexistent/cmd"])).unwrap(),
+            spawn(&["/nonexistent/cmd"])
         );
         assert_eq!(
             what(&args(&["--", "12", "x"])).unwrap(),

@@ -700,3 +700,189 @@ fn passt_vhost_user_boots_the_test_guest() {
         });
     });
 }
+
+/// What a command pasta started in its own namespace saw, and its status.
+#[derive(Debug, PartialEq, Eq)]
+struct CommandSeen {
+    out: String,
+    status: Option<i32>,
+}
+
+/// Runs `program` (pasta or slipway as pasta) as an unprivileged user
+/// (nobody) in a fresh twin's private namespace with `options`, a command
+/// given by `command_line`, and `stdin`.
+fn pasta_command_twin(
+    program: &Path,
+    root: &Path,
+    label: &str,
+    options: &[&str],
+    command_line: &[&str],
+    stdin: &str,
+) -> CommandSeen {
+    let twin = Twin::new();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lo = Twin::http(
+        &twin.private,
+        &site(&dir, "lo", "on-private-loopback"),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    );
+    let input = dir.join("stdin");
+    std::fs::write(&input, stdin).unwrap();
+    // Processes left behind end with this test's PID namespace; `timeout`
+    // bounds a hung twin.
+    let out = Command::new("timeout")
+        .args([
+            "120",
+            "nsenter",
+            "-t",
+            &twin.private.pid().to_string(),
+            "-n",
+        ])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(program)
+        .args(options)
+        .args(command_line)
+        .env("LO_PORT", lo.port().to_string())
+        .env("SHELL", "/bin/sh")
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    eprintln!(
+        "--- {label} ---\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    CommandSeen {
+        out: String::from_utf8_lossy(&out.stdout).into_owned(),
+        status: out.status.code(),
+    }
+}
+
+/// `pasta [OPTIONS] COMMAND` against Debian's pasta and slipway as pasta,
+/// run by an unprivileged user: the command runs as root of a new user
+/// namespace in a new network namespace; with `--config-net` its
+/// interface gets the host's address, prefix, default route and MTU 65520
+/// and reaches the host's loopback through the gateway; pasta exits with
+/// the command's status. Without a command, the user's shell reads
+/// standard input.
+#[test]
+fn pasta_runs_a_command_like_debian_pasta() {
+    inside("pasta_runs_a_command_like_debian_pasta", || {
+        sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
+        let root = slipway_testkit::temp_dir().unwrap();
+        std::fs::write(root.path().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+        sh(&format!(
+            "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
+            root.path().join("resolv.conf").display(),
+            root.path().display()
+        ));
+        let link = root.path().join("bin/pasta");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let script = "echo uid=$(id -u); \
+             ip -4 -o addr show dev eth0 | awk '{print \"addr=\" $4}'; \
+             ip -4 route show | sed 's/^/route=/'; \
+             echo link=$(ip -o link show dev eth0 | grep -o '<.*> mtu [0-9]*'); \
+             echo lo=$(busybox wget -q -O - http://10.99.0.1:$LO_PORT/marker.txt); \
+             exit 7";
+        let cases: [(&str, &[&str], &[&str], &str); 3] = [
+            (
+                "config",
+                &["--config-net", "-q", "--"],
+                &["sh", "-c", script],
+                "",
+            ),
+            (
+                "dashdash",
+                &["-q", "--config-net", "--"],
+                &["/bin/sh", "-c", "exit 3"],
+                "",
+            ),
+            ("shell", &["-q"], &[], "echo from-the-shell; exit 5\n"),
+        ];
+        for (name, options, command, stdin) in cases {
+            let real = pasta_command_twin(
+                Path::new("/usr/bin/pasta"),
+                root.path(),
+                &format!("real-{name}"),
+                options,
+                command,
+                stdin,
+            );
+            let ours = pasta_command_twin(
+                &link,
+                root.path(),
+                &format!("slipway-{name}"),
+                options,
+                command,
+                stdin,
+            );
+            match name {
+                "config" => {
+                    assert_eq!(real.status, Some(7), "{real:?}");
+                    for want in [
+                        "uid=0\n",
+                        "addr=10.99.0.2/24\n",
+                        "route=default via 10.99.0.1 dev eth0",
+                        "link=<BROADCAST,MULTICAST,UP,LOWER_UP> mtu 65520\n",
+                        "lo=on-private-loopback\n",
+                    ] {
+                        assert!(real.out.contains(want), "{want}: {real:?}");
+                    }
+                }
+                "dashdash" => assert_eq!(real.status, Some(3), "{real:?}"),
+                _ => {
+                    assert_eq!(real.status, Some(5), "{real:?}");
+                    assert!(real.out.contains("from-the-shell"), "{real:?}");
+                }
+            }
+            assert_eq!(ours, real, "{name}");
+        }
+    });
+}
+
+/// A command that cannot be run: both fail (pasta with 1, slipway with
+/// 127 as a shell does, naming the command), and nothing is left running.
+#[test]
+fn pasta_command_not_found() {
+    inside("pasta_command_not_found", || {
+        sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
+        let root = slipway_testkit::temp_dir().unwrap();
+        sh(&format!("chmod 0755 {}", root.path().display()));
+        let link = root.path().join("pasta");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let real = pasta_command_twin(
+            Path::new("/usr/bin/pasta"),
+            root.path(),
+            "real",
+            &["-q", "--"],
+            &["/nonexistent/cmd"],
+            "",
+        );
+        assert_eq!(real.status, Some(1), "{real:?}");
+        let twin = Twin::new();
+        let out = Command::new("timeout")
+            .args(["60", "nsenter", "-t", &twin.private.pid().to_string(), "-n"])
+            .args([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ])
+            .arg(&link)
+            .args(["-q", "--", "/nonexistent/cmd"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(127), "{stderr}");
+        assert!(stderr.contains("cannot run '/nonexistent/cmd'"), "{stderr}");
+        let left = sh("pgrep -c -f '[/]nonexistent/cmd' || true");
+        assert_eq!(left.trim(), "0", "processes left: {left}");
+    });
+}
