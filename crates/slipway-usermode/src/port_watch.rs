@@ -47,6 +47,18 @@ const TCP_LISTEN: u8 = 0x0a;
 /// The state a bound, unconnected UDP socket shows (TCP_CLOSE).
 const UDP_UNCONNECTED: u8 = 0x07;
 
+/// What to watch: the namespace of a process, the protocols, and where
+/// the forwards go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortWatchSpec {
+    /// A process in the served network namespace.
+    pub pid: u32,
+    /// The protocols whose listening ports are forwarded.
+    pub protocols: Vec<ForwardProtocol>,
+    /// The namespace's address (`None`: the stack's default guest).
+    pub guest_addr: Option<IpAddr>,
+}
+
 /// Watches a namespace's listening ports and keeps forwards for them.
 pub struct PortWatch {
     tables: Vec<(ForwardProtocol, File)>,
@@ -59,16 +71,11 @@ pub struct PortWatch {
 }
 
 impl PortWatch {
-    /// Opens the tables of `protocols` for process `pid`'s network
-    /// namespace; forwards go to `guest_addr` (the namespace's address;
-    /// `None`: the stack's default guest).
-    pub fn open(
-        pid: u32,
-        protocols: &[ForwardProtocol],
-        guest_addr: Option<IpAddr>,
-    ) -> std::io::Result<PortWatch> {
+    /// Opens the tables `spec` names.
+    pub fn open(spec: &PortWatchSpec) -> std::io::Result<PortWatch> {
+        let pid = spec.pid;
         let mut tables = Vec::new();
-        for &protocol in protocols {
+        for &protocol in &spec.protocols {
             let name = match protocol {
                 ForwardProtocol::Tcp => "tcp",
                 ForwardProtocol::Udp => "udp",
@@ -80,12 +87,19 @@ impl PortWatch {
                     // No IPv6 in this kernel: no table.
                     Err(e) if suffix == "6" && e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        return Err(std::io::Error::new(e.kind(), format!("opening {path}: {e}")))
+                        return Err(std::io::Error::new(
+                            e.kind(),
+                            format!("opening {path}: {e}"),
+                        ))
                     }
                 }
             }
         }
-        Ok(PortWatch::of_tables(tables, guest_addr, MAX_AUTO_FORWARDS))
+        Ok(PortWatch::of_tables(
+            tables,
+            spec.guest_addr,
+            MAX_AUTO_FORWARDS,
+        ))
     }
 
     /// A watch of open `tables` making at most `limit` forwards per protocol.
@@ -171,7 +185,6 @@ impl PortWatch {
             }
         }
     }
-
 }
 
 /// Where an automatic forward listens: the port on every IPv4 address.

@@ -28,6 +28,7 @@ use slipway_usermode::config::{
     CopiedNetwork, ForwardProtocol, HostForward, StackConfig, MAX_MTU, MIN_MTU,
 };
 use slipway_usermode::event_loop::{self, RunOptions};
+use slipway_usermode::port_watch::PortWatchSpec;
 
 /// passt's options (passt(1)); the ones slipway does not take are refused
 /// by name. Differences are listed in README.md ("slipway as passt").
@@ -493,8 +494,23 @@ pub(crate) fn open_log(args: &PasstArgs) -> anyhow::Result<Option<File>> {
         .transpose()
 }
 
+/// Refuses `auto` in `-t`/`-u`: forwarding what a namespace listens on
+/// is pasta's (passt says so too).
+fn refuse_auto(args: &PasstArgs) -> anyhow::Result<()> {
+    for (option, specs) in [
+        ("--tcp-ports", &args.tcp_ports),
+        ("--udp-ports", &args.udp_ports),
+    ] {
+        if specs.iter().any(|s| s == "auto") {
+            anyhow::bail!("{option} auto: 'auto' port forwarding is only allowed for pasta");
+        }
+    }
+    Ok(())
+}
+
 /// Runs slipway as passt (see the module header); returns the exit status.
 pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
+    refuse_auto(&args)?;
     let log = open_log(&args)?;
     let cfg = plan(&args, &ThisHost)?;
     let socket = match &args.socket {
@@ -511,7 +527,7 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
         "DHCP: assign {}/{} router {} dns {:?}; serving the {spec}",
         copied.guest, cfg.prefix_len, cfg.host, copied.dhcp_dns,
     );
-    start(&args, cfg, spec, Vec::new(), log, &summary)
+    start(&args, cfg, spec, Vec::new(), None, log, &summary)
 }
 
 /// Serves `spec` with `cfg` as passt and pasta do: in the foreground with
@@ -523,6 +539,7 @@ pub(crate) fn start(
     cfg: StackConfig,
     spec: AttachSpec,
     exit_fds: Vec<std::os::fd::RawFd>,
+    port_watch: Option<PortWatchSpec>,
     log: Option<File>,
     summary: &str,
 ) -> anyhow::Result<i32> {
@@ -535,6 +552,7 @@ pub(crate) fn start(
         sandbox,
         ready_fd,
         exit_fds,
+        port_watch,
         ..RunOptions::default()
     };
     if args.foreground {
@@ -844,5 +862,13 @@ mod tests {
             let err = plan(&args(line), &host()).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
         }
+        for line in [&["-t", "auto"][..], &["-t", "22", "-u", "auto"]] {
+            let err = refuse_auto(&args(line)).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("only allowed for pasta"),
+                "{err:#}"
+            );
+        }
+        assert!(refuse_auto(&args(&["-t", "22", "-u", "all"])).is_ok());
     }
 }

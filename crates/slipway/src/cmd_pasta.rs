@@ -20,7 +20,7 @@
 //! `slipway run` does) and exits with the command's status.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,9 +28,12 @@ use anyhow::Context;
 use clap::Args;
 use slipway_netns::{Ipv4Setup, TapSetup, Target};
 use slipway_usermode::attach::AttachSpec;
+use slipway_usermode::config::ForwardProtocol;
+use slipway_usermode::event_loop::{self, RunOptions};
+use slipway_usermode::port_watch::PortWatchSpec;
 
 use crate::cmd_passt::{log_level, open_log, plan, start, template_ifname, PasstArgs, ThisHost};
-use crate::cmd_run::{serve, serve_in_child, tap_setup};
+use crate::cmd_run::{serve_in_child, tap_setup};
 
 /// pasta's options: passt's, and the namespace's.
 #[derive(Args, Debug)]
@@ -181,15 +184,47 @@ fn check_supported(args: &PastaArgs) -> anyhow::Result<()> {
             );
         }
     }
-    for (option, specs) in [
-        ("--tcp-ports", &args.common.tcp_ports),
-        ("--udp-ports", &args.common.udp_ports),
+    Ok(())
+}
+
+/// pasta's `auto` in `-t`/`-u` (its default when the option is not
+/// given): the protocols whose listening ports in the namespace are
+/// forwarded as they come and go. Their `auto` is taken out of `args`
+/// (the stack's other forwards are passt's). `auto` stands alone.
+fn take_auto(args: &mut PastaArgs) -> anyhow::Result<Vec<ForwardProtocol>> {
+    let mut watched = Vec::new();
+    for (protocol, option, specs) in [
+        (
+            ForwardProtocol::Tcp,
+            "--tcp-ports",
+            &mut args.common.tcp_ports,
+        ),
+        (
+            ForwardProtocol::Udp,
+            "--udp-ports",
+            &mut args.common.udp_ports,
+        ),
     ] {
-        if specs.iter().any(|s| s == "auto") {
-            anyhow::bail!("{option} auto: not supported by slipway as pasta yet: give the ports");
+        if specs.is_empty() || specs.iter().any(|s| s == "auto") {
+            if specs.len() > 1 {
+                anyhow::bail!("{option} auto stands alone: give it without other specifications");
+            }
+            specs.clear();
+            watched.push(protocol);
         }
     }
-    Ok(())
+    Ok(watched)
+}
+
+/// What [`PortWatch`](slipway_usermode::port_watch::PortWatch) watches:
+/// `protocols` in process `pid`'s namespace, forwarded to the tap's
+/// address if it is configured.
+fn watch_spec(protocols: Vec<ForwardProtocol>, pid: u32, tap: &TapSetup) -> Option<PortWatchSpec> {
+    (!protocols.is_empty()).then(|| PortWatchSpec {
+        pid,
+        protocols,
+        guest_addr: tap.ipv4.as_ref().map(|i| i.address.into()),
+    })
 }
 
 /// The stack's configuration and the tap pasta's options describe.
@@ -216,11 +251,26 @@ fn plan_tap(args: &PastaArgs) -> anyhow::Result<(slipway_usermode::config::Stack
 }
 
 /// Runs slipway as pasta; returns the exit status.
-pub fn run(args: PastaArgs) -> anyhow::Result<i32> {
+pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
     check_supported(&args)?;
+    let explicit_auto = [&args.common.tcp_ports, &args.common.udp_ports]
+        .iter()
+        .any(|specs| specs.iter().any(|s| s == "auto"));
+    let mut watched = take_auto(&mut args)?;
     let target = match what(&args)? {
         Serve::Join(target) => target,
-        Serve::Spawn(command) => return run_command(&args, &command),
+        Serve::Spawn(command) => return run_command(&args, &command, watched),
+    };
+    let watched_pid = match &target {
+        Target::Pid(pid) => Some(*pid),
+        Target::Path { .. } if explicit_auto => anyhow::bail!(
+            "-t/-u auto follows a namespace given by PID (or a command): with a path, give the ports"
+        ),
+        // pasta's default `auto` with a namespace path: nothing forwarded.
+        Target::Path { .. } => {
+            watched.clear();
+            None
+        }
     };
     let log = open_log(&args.common)?;
     let (cfg, tap) = plan_tap(&args)?;
@@ -240,11 +290,13 @@ pub fn run(args: PastaArgs) -> anyhow::Result<i32> {
         copied.guest, cfg.prefix_len, cfg.host
     );
     let exit_fds = process.iter().map(AsRawFd::as_raw_fd).collect();
+    let port_watch = watched_pid.and_then(|pid| watch_spec(watched, pid, &tap));
     let code = start(
         &args.common,
         cfg,
         AttachSpec::Tap(Arc::new(fd)),
         exit_fds,
+        port_watch,
         log,
         &summary,
     )?;
@@ -257,7 +309,11 @@ pub fn run(args: PastaArgs) -> anyhow::Result<i32> {
 /// serves it, in the foreground; returns the command's exit status (128
 /// plus the signal's number if a signal ended it), or the stack's if
 /// that failed first.
-fn run_command(args: &PastaArgs, command: &[OsString]) -> anyhow::Result<i32> {
+fn run_command(
+    args: &PastaArgs,
+    command: &[OsString],
+    watched: Vec<ForwardProtocol>,
+) -> anyhow::Result<i32> {
     crate::init_log_writer(log_level(&args.common), open_log(&args.common)?);
     let (cfg, tap) = plan_tap(args)?;
     if let Some(pid) = &args.common.pid {
@@ -276,14 +332,25 @@ fn run_command(args: &PastaArgs, command: &[OsString]) -> anyhow::Result<i32> {
         tap.ifname,
         tap.ipv4
     );
-    let go = spawned.take_go();
+    let port_watch = watch_spec(watched, spawned.pid(), &tap);
+    let go = spawned.take_go().map(IntoRawFd::into_raw_fd);
     let exit_fds = vec![spawned.exit_fd()];
+    let serve = move |sandbox| {
+        let options = RunOptions {
+            exit_fds,
+            ready_fd: go,
+            sandbox,
+            port_watch,
+            ..RunOptions::default()
+        };
+        event_loop::run(cfg, AttachSpec::Tap(Arc::new(fd)), options).map_err(anyhow::Error::from)
+    };
     let served = if args.common.no_sandbox {
-        serve(cfg, None, None, fd, exit_fds, go, None).map(|()| 0)
+        serve(None).map(|()| 0)
     } else {
         let mut sandbox = slipway_sandbox::Sandbox::new();
         sandbox.runas(args.common.runas.clone());
-        serve_in_child(move || serve(cfg, None, None, fd, exit_fds, go, Some(sandbox)))
+        serve_in_child(move || serve(Some(sandbox)))
     };
     spawned.terminate();
     let status = spawned.wait().context("waiting for the command")?;
@@ -384,12 +451,31 @@ mod tests {
     }
 
     #[test]
+    fn auto_is_the_default_and_stands_alone() {
+        let mut a = args(&["1"]);
+        assert_eq!(
+            take_auto(&mut a).unwrap(),
+            [ForwardProtocol::Tcp, ForwardProtocol::Udp]
+        );
+        let mut a = args(&["-t", "auto", "-u", "53", "1"]);
+        assert_eq!(take_auto(&mut a).unwrap(), [ForwardProtocol::Tcp]);
+        assert!(a.common.tcp_ports.is_empty() && a.common.udp_ports == ["53"]);
+        let mut a = args(&["-t", "none", "-u", "none", "1"]);
+        assert!(take_auto(&mut a).unwrap().is_empty());
+        let mut a = args(&["-t", "auto", "-t", "80", "1"]);
+        let err = take_auto(&mut a).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--tcp-ports auto stands alone"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn what_is_not_done_yet_is_refused_by_name() {
         assert!(check_supported(&args(&["-t", "8080", "-T", "none", "-U", "none", "1"])).is_ok());
         for (line, want) in [
             (&["-T", "8080", "1"][..], "--tcp-ns '8080'"),
             (&["-U", "auto", "1"], "--udp-ns 'auto'"),
-            (&["-t", "auto", "1"], "--tcp-ports auto"),
             (&["--socket", "/x", "1"], "passt's, not pasta's"),
             (&["--vhost-user", "1"], "passt's, not pasta's"),
         ] {
