@@ -140,6 +140,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         .map_err(io_err("signal handling"))?;
     let sandbox = opts.sandbox.map(|sandbox| {
         let mut sandbox = sandbox_for(sandbox, &cfg, opts.api.as_deref());
+        if opts.port_watch.is_some() {
+            sandbox.allow_rereading();
+        }
         if let Some(path) = &opts.slirp4netns_api {
             sandbox.remove_on_exit(path.clone());
         }

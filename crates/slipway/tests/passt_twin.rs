@@ -886,3 +886,111 @@ fn pasta_command_not_found() {
         assert_eq!(left.trim(), "0", "processes left: {left}");
     });
 }
+
+/// What the host side of an `auto` twin saw: the page through the forward
+/// while the namespace's server listened, and whether the forward went
+/// away with it.
+#[derive(Debug, PartialEq, Eq)]
+struct AutoSeen {
+    while_listening: String,
+    after_close: bool,
+}
+
+/// `PROGRAM --config-net -t auto -- sh -c SCRIPT` (run as nobody in a fresh
+/// twin's private namespace): a server the command starts inside on port
+/// 8080 after a while is reached from the host's 127.0.0.1:8080; once it
+/// stops, the host's port closes.
+fn pasta_auto_twin(program: &Path, root: &Path, label: &str, tcp: &[&str]) -> AutoSeen {
+    let twin = Twin::new();
+    let dir = root.join(label);
+    let www = site(&dir, "www", "auto-page");
+    std::fs::write(www.join("index.html"), "auto-page\n").unwrap();
+    let stop = dir.join("stop");
+    sh(&format!("chmod -R 0777 {}", dir.display()));
+    let script = format!(
+        "sleep 1; busybox httpd -f -p 0.0.0.0:8080 -h {www} & pid=$!; \
+         while [ ! -e {stop} ]; do sleep 0.2; done; kill $pid; sleep 60",
+        www = www.display(),
+        stop = stop.display()
+    );
+    let child = Command::new("nsenter")
+        .args(["-t", &twin.private.pid().to_string(), "-n"])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(program)
+        .args(["--config-net", "-q"])
+        .args(tcp)
+        .args(["-u", "none", "-T", "none", "-U", "none", "--", "sh", "-c"])
+        .arg(&script)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _pasta = KillOnDrop(child);
+    let get = || {
+        twin.private
+            .spawn(|| common::http_get(("127.0.0.1", 8080)).unwrap_or_default())
+            .join()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut while_listening = String::new();
+    while std::time::Instant::now() < deadline {
+        while_listening = get().lines().last().unwrap_or_default().to_string();
+        if !while_listening.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::fs::write(&stop, "").unwrap();
+    let closed = || {
+        twin.private
+            .spawn(|| std::net::TcpStream::connect(("127.0.0.1", 8080)).is_err())
+            .join()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut after_close = closed();
+    while !after_close && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        after_close = closed();
+    }
+    AutoSeen {
+        while_listening,
+        after_close,
+    }
+}
+
+/// `-t auto` (pasta's default for `-t`) in slipway as pasta: the port a
+/// command's server (busybox httpd) opens in its namespace is forwarded
+/// from the host within a few seconds, and closed on the host after the
+/// server stops; no `-t` at all does the same. (Debian's pasta
+/// 0.0~git20230309 forwards nothing with `-t auto` here, for a command or
+/// a PID alike, so it is no twin for this: README.)
+#[test]
+fn pasta_auto_forwards_follow_the_namespace() {
+    inside("pasta_auto_forwards_follow_the_namespace", || {
+        sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
+        let root = slipway_testkit::temp_dir().unwrap();
+        std::fs::write(root.path().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+        sh(&format!(
+            "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
+            root.path().join("resolv.conf").display(),
+            root.path().display()
+        ));
+        let link = root.path().join("bin/pasta");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let want = AutoSeen {
+            while_listening: "auto-page".into(),
+            after_close: true,
+        };
+        for (label, tcp) in [("slipway", &["-t", "auto"][..]), ("slipway-default", &[])] {
+            let ours = pasta_auto_twin(&link, root.path(), label, tcp);
+            assert_eq!(ours, want, "{label}");
+        }
+    });
+}
