@@ -232,6 +232,9 @@ mod tests {
         assert_eq!(listening_ports(TCP6, TCP_LISTEN), BTreeSet::from([8081]));
         assert!(listening_ports(TCP, UDP_UNCONNECTED).is_empty());
         assert!(listening_ports("", TCP_LISTEN).is_empty());
+        // UDP: bound and unconnected (07) only, not a connected socket (01).
+        let udp = "  sl  local_address rem_address   st\n           1: 00000000:0035 00000000:0000 07 0\n           2: 0200000A:A000 0100000A:0035 01 0\n";
+        assert_eq!(listening_ports(udp, UDP_UNCONNECTED), BTreeSet::from([53]));
     }
 
     /// A free TCP port of the host's loopback.
