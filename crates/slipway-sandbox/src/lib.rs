@@ -136,6 +136,9 @@ pub struct Sandbox {
     require: bool,
     /// Whether a vhost-user link runs under it ([`Sandbox::allow_vhost_user`]).
     vhost_user: bool,
+    /// Whether files opened before are read again from their start
+    /// ([`Sandbox::allow_rereading`]).
+    reread: bool,
     /// The socket-cleaning parent, when forked ahead of [`Sandbox::apply`]
     /// ([`Sandbox::fork_cleaner`]).
     cleaner: Option<libc::pid_t>,
@@ -152,6 +155,7 @@ impl Default for Sandbox {
             unix_dgram: None,
             require: false,
             vhost_user: false,
+            reread: false,
             cleaner: None,
         }
     }
@@ -276,6 +280,14 @@ impl Sandbox {
         self
     }
 
+    /// Allows `lseek`, to read files opened before the sandbox again from
+    /// their start (a namespace's socket tables in /proc, which the kernel
+    /// writes anew for each read from offset 0).
+    pub fn allow_rereading(&mut self) -> &mut Self {
+        self.reread = true;
+        self
+    }
+
     /// Makes a part of the sandbox the kernel cannot give an error of
     /// [`Sandbox::apply`] (`--require-sandbox`) instead of a warning:
     /// Landlock, and the private mount namespace of
@@ -307,6 +319,9 @@ impl Sandbox {
         );
         if self.vhost_user && !all.iter().any(|c| syscalls::VHOST_USER.contains(c)) {
             all.extend_from_slice(syscalls::VHOST_USER);
+        }
+        if self.reread && !all.iter().any(|c| syscalls::REREAD.contains(c)) {
+            all.extend_from_slice(syscalls::REREAD);
         }
         all
     }

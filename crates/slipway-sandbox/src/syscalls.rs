@@ -196,6 +196,10 @@ const FILES: &[Syscall] = calls![
 /// mapped.
 pub(crate) const VHOST_USER: &[Syscall] = calls![SYS_lseek];
 
+/// What rereading a file opened before the sandbox adds: a seek back to
+/// its start.
+pub(crate) const REREAD: &[Syscall] = calls![SYS_lseek];
+
 /// The allowlist: the data path's, with the bridge network service's
 /// `ioctl`s when `service` is true, with the file calls when `files` is true, those replacing
 /// files when `writes` is true, and unix datagram sockets besides TCP and

@@ -602,3 +602,38 @@ fn missing_landlock_is_a_warning_or_with_require_an_error() {
     let err = slipway_sandbox::check_landlock(LandlockState::Unsupported, true).unwrap_err();
     assert!(err.to_string().contains("--require-sandbox"), "{err}");
 }
+
+/// A /proc table opened before the sandbox (pasta's `-t auto` reading the
+/// namespace's sockets) is read again from its start only with
+/// `allow_rereading`: without it the seek fails with EPERM.
+#[test]
+fn rereading_an_open_table_needs_allow_rereading() {
+    use std::io::{Read, Seek, SeekFrom};
+    if let Some(arg) = child_arg() {
+        let allow = arg == Path::new("allow");
+        let mut table = std::fs::File::open("/proc/self/net/tcp").expect("tcp table");
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        if allow {
+            sandbox.allow_rereading();
+        }
+        sandbox.apply().expect("sandbox applies");
+        let mut text = String::new();
+        table.read_to_string(&mut text).expect("first read");
+        let again = table
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| table.read_to_string(&mut text));
+        match (allow, again) {
+            (true, Ok(_)) => println!("CHILD-OK"),
+            (false, Err(e)) if e.raw_os_error() == Some(libc::EPERM) => println!("CHILD-OK"),
+            (_, other) => println!("unexpected: {other:?}"),
+        }
+        return;
+    }
+    for arg in ["allow", "deny"] {
+        let out = in_child(
+            "rereading_an_open_table_needs_allow_rereading",
+            Path::new(arg),
+        );
+        assert!(out.contains("CHILD-OK"), "{arg}: {out}");
+    }
+}

@@ -18,6 +18,7 @@ use crate::config::StackConfig;
 use crate::iface::{decode_token, token, DropReason, TokenKind};
 use crate::link::{AttachError, AttachSpec, Attachment, LinkState};
 use crate::metrics::{MetricsAddr, MetricsError, MetricsServer};
+use crate::port_watch::{PortWatch, PortWatchSpec};
 use crate::slirp4netns_api::Slirp4netnsApiServer;
 use crate::stack::{Stack, StackError};
 
@@ -59,6 +60,9 @@ pub struct RunOptions {
     /// this descriptor and close it (slirp4netns's `--ready-fd`; the
     /// namespace helper's go signal). Ownership passes to [`run`].
     pub ready_fd: Option<RawFd>,
+    /// Forward the ports a namespace listens on (pasta's `-t auto`),
+    /// scanned from before the ready signal on.
+    pub port_watch: Option<PortWatchSpec>,
 }
 
 /// Why [`run`] stopped with an error.
@@ -136,6 +140,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         .map_err(io_err("signal handling"))?;
     let sandbox = opts.sandbox.map(|sandbox| {
         let mut sandbox = sandbox_for(sandbox, &cfg, opts.api.as_deref());
+        if opts.port_watch.is_some() {
+            sandbox.allow_rereading();
+        }
         if let Some(path) = &opts.slirp4netns_api {
             sandbox.remove_on_exit(path.clone());
         }
@@ -163,6 +170,15 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         )?),
         None => None,
     };
+    let mut port_watch = match &opts.port_watch {
+        Some(spec) => Some(
+            PortWatch::open(spec).map_err(io_err("watching the namespace's listening ports"))?,
+        ),
+        None => None,
+    };
+    if let Some(watch) = port_watch.as_mut() {
+        watch.scan(&mut stack, &registry, Instant::now());
+    }
     let mut slirp4netns_api = match &opts.slirp4netns_api {
         Some(path) => Some(Slirp4netnsApiServer::open(path, &registry)?),
         None => None,
@@ -245,7 +261,8 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             Some(Duration::ZERO)
         } else {
             let metrics_deadline = metrics.as_ref().and_then(MetricsServer::next_deadline);
-            [stack.next_deadline(), metrics_deadline]
+            let watch_deadline = port_watch.as_ref().map(PortWatch::next_deadline);
+            [stack.next_deadline(), metrics_deadline, watch_deadline]
                 .into_iter()
                 .flatten()
                 .min()
@@ -309,6 +326,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         }
         if stack.next_deadline().is_some_and(|d| d <= now) {
             stack.on_timer(&registry, now);
+        }
+        if let Some(watch) = port_watch.as_mut().filter(|w| w.next_deadline() <= now) {
+            watch.scan(&mut stack, &registry, now);
         }
         if sandbox.is_some() {
             // No guest frame is read before the sandbox is on.

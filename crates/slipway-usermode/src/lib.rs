@@ -57,6 +57,7 @@ pub mod metrics;
 mod ndp;
 pub mod options;
 mod ping;
+pub mod port_watch;
 pub mod slirp4netns_api;
 mod smb;
 pub mod stack;

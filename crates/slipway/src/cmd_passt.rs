@@ -28,6 +28,7 @@ use slipway_usermode::config::{
     CopiedNetwork, ForwardProtocol, HostForward, StackConfig, MAX_MTU, MIN_MTU,
 };
 use slipway_usermode::event_loop::{self, RunOptions};
+use slipway_usermode::port_watch::PortWatchSpec;
 
 /// passt's options (passt(1)); the ones slipway does not take are refused
 /// by name. Differences are listed in README.md ("slipway as passt").
@@ -110,9 +111,14 @@ pub struct PasstArgs {
     #[arg(short = '6', long)]
     pub ipv6_only: bool,
     /// The UNIX domain socket QEMU connects to (default: the first free of
-    /// /tmp/passt_1.socket to /tmp/passt_64.socket).
-    #[arg(short = 's', long, value_name = "PATH")]
+    /// /tmp/passt_1.socket to /tmp/passt_64.socket); `--socket-path` is
+    /// the vhost-user backend programs' name for it.
+    #[arg(short = 's', long, alias = "socket-path", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Serve the socket as a vhost-user backend (QEMU's `-netdev
+    /// vhost-user`, guest memory shared) instead of `-netdev stream`.
+    #[arg(long)]
+    pub vhost_user: bool,
     /// Exit once the first client goes away.
     #[arg(short = '1', long)]
     pub one_off: bool,
@@ -456,7 +462,7 @@ fn probe_socket() -> anyhow::Result<PathBuf> {
 }
 
 /// The level of passt's `-d`, `--trace`, `-q`.
-fn log_level(args: &PasstArgs) -> &'static str {
+pub(crate) fn log_level(args: &PasstArgs) -> &'static str {
     if args.trace {
         "trace"
     } else if args.debug {
@@ -469,7 +475,7 @@ fn log_level(args: &PasstArgs) -> &'static str {
 }
 
 /// Writes `pid` to the `--pid` file (replaced whole, never half-written).
-fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
+pub(crate) fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
     slipway_host::atomic::write(path, format!("{pid}\n").as_bytes())
         .with_context(|| format!("writing the PID file {}", path.display()))
 }
@@ -488,8 +494,23 @@ pub(crate) fn open_log(args: &PasstArgs) -> anyhow::Result<Option<File>> {
         .transpose()
 }
 
+/// Refuses `auto` in `-t`/`-u`: forwarding what a namespace listens on
+/// is pasta's (passt says so too).
+fn refuse_auto(args: &PasstArgs) -> anyhow::Result<()> {
+    for (option, specs) in [
+        ("--tcp-ports", &args.tcp_ports),
+        ("--udp-ports", &args.udp_ports),
+    ] {
+        if specs.iter().any(|s| s == "auto") {
+            anyhow::bail!("{option} auto: 'auto' port forwarding is only allowed for pasta");
+        }
+    }
+    Ok(())
+}
+
 /// Runs slipway as passt (see the module header); returns the exit status.
 pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
+    refuse_auto(&args)?;
     let log = open_log(&args)?;
     let cfg = plan(&args, &ThisHost)?;
     let socket = match &args.socket {
@@ -497,22 +518,16 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
         None => probe_socket()?,
     };
     let copied = cfg.copied.clone().context("a copied network")?;
+    let spec = if args.vhost_user {
+        AttachSpec::VhostUser(socket)
+    } else {
+        AttachSpec::UnixListen(socket)
+    };
     let summary = format!(
-        "DHCP: assign {}/{} router {} dns {:?}; UNIX domain socket bound at {}",
-        copied.guest,
-        cfg.prefix_len,
-        cfg.host,
-        copied.dhcp_dns,
-        socket.display()
+        "DHCP: assign {}/{} router {} dns {:?}; serving the {spec}",
+        copied.guest, cfg.prefix_len, cfg.host, copied.dhcp_dns,
     );
-    start(
-        &args,
-        cfg,
-        AttachSpec::UnixListen(socket),
-        Vec::new(),
-        log,
-        &summary,
-    )
+    start(&args, cfg, spec, Vec::new(), None, log, &summary)
 }
 
 /// Serves `spec` with `cfg` as passt and pasta do: in the foreground with
@@ -524,6 +539,7 @@ pub(crate) fn start(
     cfg: StackConfig,
     spec: AttachSpec,
     exit_fds: Vec<std::os::fd::RawFd>,
+    port_watch: Option<PortWatchSpec>,
     log: Option<File>,
     summary: &str,
 ) -> anyhow::Result<i32> {
@@ -536,6 +552,7 @@ pub(crate) fn start(
         sandbox,
         ready_fd,
         exit_fds,
+        port_watch,
         ..RunOptions::default()
     };
     if args.foreground {
@@ -845,5 +862,13 @@ mod tests {
             let err = plan(&args(line), &host()).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
         }
+        for line in [&["-t", "auto"][..], &["-t", "22", "-u", "auto"]] {
+            let err = refuse_auto(&args(line)).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("only allowed for pasta"),
+                "{err:#}"
+            );
+        }
+        assert!(refuse_auto(&args(&["-t", "22", "-u", "all"])).is_ok());
     }
 }

@@ -11,18 +11,29 @@
 //! the default route and the MTU. Serving then goes as for passt
 //! ([`start`]): in the background once ready, ending with the namespace's
 //! process when a PID was given.
+//!
+//! Given a command instead (`pasta [OPTIONS] [COMMAND [ARGS]]`, or no
+//! namespace at all: the user's `$SHELL`), pasta makes the namespace
+//! itself: [`run_command`] starts the command in a new user and network
+//! namespace (our user is root inside) with the tap set up as above, serves
+//! it in the foreground (the stack, sandboxed, in a child process, as
+//! `slipway run` does) and exits with the command's status.
 
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use slipway_netns::{Ipv4Setup, Target};
+use slipway_netns::{Ipv4Setup, TapSetup, Target};
 use slipway_usermode::attach::AttachSpec;
+use slipway_usermode::config::ForwardProtocol;
+use slipway_usermode::event_loop::{self, RunOptions};
+use slipway_usermode::port_watch::PortWatchSpec;
 
-use crate::cmd_passt::{open_log, plan, start, template_ifname, PasstArgs, ThisHost};
-use crate::cmd_run::tap_setup;
+use crate::cmd_passt::{log_level, open_log, plan, start, template_ifname, PasstArgs, ThisHost};
+use crate::cmd_run::{serve_in_child, tap_setup};
 
 /// pasta's options: passt's, and the namespace's.
 #[derive(Args, Debug)]
@@ -57,18 +68,82 @@ pub struct PastaArgs {
     /// The tap's MAC address.
     #[arg(long, value_name = "ADDR")]
     pub ns_mac_addr: Option<slipway_host::MacAddr>,
-    /// The namespace: a PID, or a network namespace file.
-    #[arg(value_name = "PID|PATH")]
-    pub target: Option<String>,
+    /// The namespace: a PID, or a network namespace file; or else a
+    /// command (and its arguments) to run in a new one.
+    #[arg(
+        value_name = "PID|PATH|COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub target: Vec<OsString>,
 }
 
-/// The namespace `args` name.
-fn target(args: &PastaArgs) -> anyhow::Result<Target> {
+/// What pasta serves: a namespace that exists, or one it makes for a
+/// command.
+#[derive(Debug, PartialEq, Eq)]
+enum Serve {
+    /// Join this namespace.
+    Join(Target),
+    /// Run this command (never empty) in a new namespace.
+    Spawn(Vec<OsString>),
+}
+
+/// Whether the lone argument `arg` names a namespace rather than a
+/// command: a PID, or a path that exists and is not an executable file (a
+/// namespace file, bind-mounted or under /proc, has no execute bit), or
+/// any path when `--userns` says a namespace is meant.
+fn names_a_namespace(arg: &str, userns: bool) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let executable = |m: std::fs::Metadata| m.is_file() && m.permissions().mode() & 0o111 != 0;
+    arg.contains('/') && (userns || std::fs::metadata(arg).is_ok_and(|m| !executable(m)))
+}
+
+/// What `args` ask to serve.
+fn what(args: &PastaArgs) -> anyhow::Result<Serve> {
+    let lone = match args.target.as_slice() {
+        [one] => one
+            .to_str()
+            .filter(|a| names_a_namespace(a, args.userns.is_some())),
+        _ => None,
+    };
+    if lone.is_some() || args.netns.is_some() {
+        return target(args, lone).map(Serve::Join);
+    }
+    for (given, option) in [
+        (args.userns.is_some(), "--userns"),
+        (args.netns_only, "--netns-only"),
+        (args.no_netns_quit, "--no-netns-quit"),
+    ] {
+        if given {
+            anyhow::bail!(
+                "{option} goes with a namespace to join (a PID, a path or --netns), not with a command"
+            );
+        }
+    }
+    if !args.target.is_empty() {
+        return Ok(Serve::Spawn(args.target.clone()));
+    }
+    // No namespace and no command: the user's shell, as pasta does.
+    let shell = std::env::var_os("SHELL")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".into());
+    Ok(Serve::Spawn(vec![shell]))
+}
+
+/// The namespace `args` name: `--netns`, or `lone`, the one positional
+/// argument, a PID or a path.
+fn target(args: &PastaArgs, lone: Option<&str>) -> anyhow::Result<Target> {
     let path = |netns: PathBuf| Target::Path {
         netns,
         userns: args.userns.clone(),
     };
-    match (&args.netns, &args.target) {
+    if args.netns.is_some() && !args.target.is_empty() {
+        anyhow::bail!("--netns and a PID, path or command were both given: give one");
+    }
+    match (&args.netns, lone) {
         (Some(_), Some(t)) => {
             anyhow::bail!("--netns and '{t}' both name the namespace: give one")
         }
@@ -81,7 +156,9 @@ fn target(args: &PastaArgs) -> anyhow::Result<Target> {
         (Some(p), None) => Ok(path(PathBuf::from(p))),
         (None, Some(t)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
             if args.userns.is_some() {
-                anyhow::bail!("--userns goes with a namespace path: a PID names its own user namespace");
+                anyhow::bail!(
+                    "--userns goes with a namespace path: a PID names its own user namespace"
+                );
             }
             let pid = t
                 .parse::<u32>()
@@ -90,20 +167,15 @@ fn target(args: &PastaArgs) -> anyhow::Result<Target> {
                 .with_context(|| format!("invalid PID '{t}'"))?;
             Ok(Target::Pid(pid))
         }
-        (None, Some(t)) if t.contains('/') => Ok(path(PathBuf::from(t))),
-        (None, Some(t)) => anyhow::bail!(
-            "'{t}': slipway as pasta joins an existing namespace (a PID or a path); running a command in a new one is not supported yet"
-        ),
-        (None, None) => anyhow::bail!(
-            "a namespace is required (a PID, a path, or --netns): slipway as pasta does not create one yet"
-        ),
+        (None, Some(t)) => Ok(path(PathBuf::from(t))),
+        (None, None) => anyhow::bail!("no namespace to join: give a PID, a path or --netns"),
     }
 }
 
 /// Refuses what slipway as pasta does not do yet (README: slipway as pasta).
 fn check_supported(args: &PastaArgs) -> anyhow::Result<()> {
-    if args.common.socket.is_some() || args.common.one_off {
-        anyhow::bail!("--socket and --one-off are passt's, not pasta's");
+    if args.common.socket.is_some() || args.common.one_off || args.common.vhost_user {
+        anyhow::bail!("--socket, --one-off and --vhost-user are passt's, not pasta's");
     }
     for (option, specs) in [("--tcp-ns", &args.tcp_ns), ("--udp-ns", &args.udp_ns)] {
         if let Some(spec) = specs.iter().find(|s| *s != "none") {
@@ -112,22 +184,51 @@ fn check_supported(args: &PastaArgs) -> anyhow::Result<()> {
             );
         }
     }
-    for (option, specs) in [
-        ("--tcp-ports", &args.common.tcp_ports),
-        ("--udp-ports", &args.common.udp_ports),
-    ] {
-        if specs.iter().any(|s| s == "auto") {
-            anyhow::bail!("{option} auto: not supported by slipway as pasta yet: give the ports");
-        }
-    }
     Ok(())
 }
 
-/// Runs slipway as pasta; returns the exit status.
-pub fn run(args: PastaArgs) -> anyhow::Result<i32> {
-    check_supported(&args)?;
-    let target = target(&args)?;
-    let log = open_log(&args.common)?;
+/// pasta's `auto` in `-t`/`-u` (its default when the option is not
+/// given): the protocols whose listening ports in the namespace are
+/// forwarded as they come and go. Their `auto` is taken out of `args`
+/// (the stack's other forwards are passt's). `auto` stands alone.
+fn take_auto(args: &mut PastaArgs) -> anyhow::Result<Vec<ForwardProtocol>> {
+    let mut watched = Vec::new();
+    for (protocol, option, specs) in [
+        (
+            ForwardProtocol::Tcp,
+            "--tcp-ports",
+            &mut args.common.tcp_ports,
+        ),
+        (
+            ForwardProtocol::Udp,
+            "--udp-ports",
+            &mut args.common.udp_ports,
+        ),
+    ] {
+        if specs.is_empty() || specs.iter().any(|s| s == "auto") {
+            if specs.len() > 1 {
+                anyhow::bail!("{option} auto stands alone: give it without other specifications");
+            }
+            specs.clear();
+            watched.push(protocol);
+        }
+    }
+    Ok(watched)
+}
+
+/// What [`PortWatch`](slipway_usermode::port_watch::PortWatch) watches:
+/// `protocols` in process `pid`'s namespace, forwarded to the tap's
+/// address if it is configured.
+fn watch_spec(protocols: Vec<ForwardProtocol>, pid: u32, tap: &TapSetup) -> Option<PortWatchSpec> {
+    (!protocols.is_empty()).then(|| PortWatchSpec {
+        pid,
+        protocols,
+        guest_addr: tap.ipv4.as_ref().map(|i| i.address.into()),
+    })
+}
+
+/// The stack's configuration and the tap pasta's options describe.
+fn plan_tap(args: &PastaArgs) -> anyhow::Result<(slipway_usermode::config::StackConfig, TapSetup)> {
     let mut cfg = plan(&args.common, &ThisHost)?;
     let copied = cfg.copied.clone().context("a copied network")?;
     let ifname = match &args.ns_ifname {
@@ -146,6 +247,35 @@ pub fn run(args: PastaArgs) -> anyhow::Result<i32> {
         }
         tap.mac = Some(mac.octets());
     }
+    Ok((cfg, tap))
+}
+
+/// Runs slipway as pasta; returns the exit status.
+pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
+    check_supported(&args)?;
+    let explicit_auto = [&args.common.tcp_ports, &args.common.udp_ports]
+        .iter()
+        .any(|specs| specs.iter().any(|s| s == "auto"));
+    let mut watched = take_auto(&mut args)?;
+    let target = match what(&args)? {
+        Serve::Join(target) => target,
+        Serve::Spawn(command) => return run_command(&args, &command, watched),
+    };
+    let watched_pid = match &target {
+        Target::Pid(pid) => Some(*pid),
+        Target::Path { .. } if explicit_auto => anyhow::bail!(
+            "-t/-u auto follows a namespace given by PID (or a command): with a path, give the ports"
+        ),
+        // pasta's default `auto` with a namespace path: nothing forwarded.
+        Target::Path { .. } => {
+            watched.clear();
+            None
+        }
+    };
+    let log = open_log(&args.common)?;
+    let (cfg, tap) = plan_tap(&args)?;
+    let copied = cfg.copied.clone().context("a copied network")?;
+    let ifname = tap.ifname.clone();
     let process = match target {
         Target::Pid(pid) if !args.no_netns_quit => Some(
             slipway_netns::process_exit_fd(pid)
@@ -160,17 +290,74 @@ pub fn run(args: PastaArgs) -> anyhow::Result<i32> {
         copied.guest, cfg.prefix_len, cfg.host
     );
     let exit_fds = process.iter().map(AsRawFd::as_raw_fd).collect();
+    let port_watch = watched_pid.and_then(|pid| watch_spec(watched, pid, &tap));
     let code = start(
         &args.common,
         cfg,
         AttachSpec::Tap(Arc::new(fd)),
         exit_fds,
+        port_watch,
         log,
         &summary,
     )?;
     // The watched process's descriptor stays open until serving ends.
     drop(process);
     Ok(code)
+}
+
+/// Runs `command` in a new user and network namespace served as pasta
+/// serves it, in the foreground; returns the command's exit status (128
+/// plus the signal's number if a signal ended it), or the stack's if
+/// that failed first.
+fn run_command(
+    args: &PastaArgs,
+    command: &[OsString],
+    watched: Vec<ForwardProtocol>,
+) -> anyhow::Result<i32> {
+    crate::init_log_writer(log_level(&args.common), open_log(&args.common)?);
+    let (cfg, tap) = plan_tap(args)?;
+    if let Some(pid) = &args.common.pid {
+        crate::cmd_passt::write_pid(pid, std::process::id())?;
+    }
+    let (fd, mut spawned) = slipway_netns::spawn_in_new_namespace(command, &tap, None)
+        .with_context(|| {
+            format!(
+                "starting {} in a new namespace",
+                Path::new(&command[0]).display()
+            )
+        })?;
+    tracing::info!(
+        "namespace of {}: {} {:?}",
+        Path::new(&command[0]).display(),
+        tap.ifname,
+        tap.ipv4
+    );
+    let port_watch = watch_spec(watched, spawned.pid(), &tap);
+    let go = spawned.take_go().map(IntoRawFd::into_raw_fd);
+    let exit_fds = vec![spawned.exit_fd()];
+    let serve = move |sandbox| {
+        let options = RunOptions {
+            exit_fds,
+            ready_fd: go,
+            sandbox,
+            port_watch,
+            ..RunOptions::default()
+        };
+        event_loop::run(cfg, AttachSpec::Tap(Arc::new(fd)), options).map_err(anyhow::Error::from)
+    };
+    let served = if args.common.no_sandbox {
+        serve(None).map(|()| 0)
+    } else {
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        sandbox.runas(args.common.runas.clone());
+        serve_in_child(move || serve(Some(sandbox)))
+    };
+    spawned.terminate();
+    let status = spawned.wait().context("waiting for the command")?;
+    Ok(match served? {
+        0 => status,
+        failed => failed,
+    })
 }
 
 #[cfg(test)]
@@ -192,28 +379,38 @@ mod tests {
 
     #[test]
     fn the_namespace_by_pid_path_or_name() {
-        assert_eq!(target(&args(&["1234"])).unwrap(), Target::Pid(1234));
+        let join = |t| Serve::Join(t);
+        assert_eq!(what(&args(&["1234"])).unwrap(), join(Target::Pid(1234)));
         assert_eq!(
-            target(&args(&["--netns", "ctr1"])).unwrap(),
-            Target::Path {
+            what(&args(&["--netns", "ctr1"])).unwrap(),
+            join(Target::Path {
                 netns: "/run/netns/ctr1".into(),
                 userns: None
-            }
+            })
         );
         assert_eq!(
-            target(&args(&[
+            what(&args(&[
                 "--userns",
                 "/proc/9/ns/user",
                 "/run/user/1000/netns/n"
             ]))
             .unwrap(),
-            Target::Path {
+            join(Target::Path {
                 netns: "/run/user/1000/netns/n".into(),
                 userns: Some("/proc/9/ns/user".into())
-            }
+            })
+        );
+        // A namespace file has no execute bit.
+        assert_eq!(
+            what(&args(&["/proc/self/ns/net"])).unwrap(),
+            join(Target::Path {
+                netns: "/proc/self/ns/net".into(),
+                userns: None
+            })
         );
         for (line, want) in [
-            (&["--netns", "a", "12"][..], "both name the namespace"),
+            (&["--netns", "a", "12"][..], "were both given"),
+            (&["--netns", "a", "sh"][..], "were both given"),
             (&["--netns", ".."], "not a namespace name"),
             (&["0"], "invalid PID '0'"),
             (&["99999999999"], "invalid PID"),
@@ -221,12 +418,56 @@ mod tests {
                 &["--userns", "/x", "12"],
                 "--userns goes with a namespace path",
             ),
-            (&["sh"], "running a command in a new one is not supported"),
-            (&[], "a namespace is required"),
+            (&["--userns", "/x", "sh"], "not with a command"),
+            (&["--netns-only", "sh"], "not with a command"),
         ] {
-            let err = target(&args(line)).unwrap_err();
+            let err = what(&args(line)).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
         }
+    }
+
+    #[test]
+    fn a_command_or_the_shell_in_a_new_namespace() {
+        let spawn = |argv: &[&str]| Serve::Spawn(argv.iter().map(OsString::from).collect());
+        assert_eq!(what(&args(&["sh"])).unwrap(), spawn(&["sh"]));
+        // An executable path is a command, with its own options.
+        assert_eq!(
+            what(&args(&["-t", "80", "/bin/sh", "-c", "exit 3"])).unwrap(),
+            spawn(&["/bin/sh", "-c", "exit 3"])
+        );
+        assert_eq!(
+            what(&args(&["/nonexistent/cmd"])).unwrap(),
+            spawn(&["/nonexistent/cmd"])
+        );
+        assert_eq!(
+            what(&args(&["--", "12", "x"])).unwrap(),
+            spawn(&["12", "x"])
+        );
+        let shell = std::env::var("SHELL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("/bin/sh".into());
+        assert_eq!(what(&args(&[])).unwrap(), spawn(&[&shell]));
+    }
+
+    #[test]
+    fn auto_is_the_default_and_stands_alone() {
+        let mut a = args(&["1"]);
+        assert_eq!(
+            take_auto(&mut a).unwrap(),
+            [ForwardProtocol::Tcp, ForwardProtocol::Udp]
+        );
+        let mut a = args(&["-t", "auto", "-u", "53", "1"]);
+        assert_eq!(take_auto(&mut a).unwrap(), [ForwardProtocol::Tcp]);
+        assert!(a.common.tcp_ports.is_empty() && a.common.udp_ports == ["53"]);
+        let mut a = args(&["-t", "none", "-u", "none", "1"]);
+        assert!(take_auto(&mut a).unwrap().is_empty());
+        let mut a = args(&["-t", "auto", "-t", "80", "1"]);
+        let err = take_auto(&mut a).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--tcp-ports auto stands alone"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -235,8 +476,8 @@ mod tests {
         for (line, want) in [
             (&["-T", "8080", "1"][..], "--tcp-ns '8080'"),
             (&["-U", "auto", "1"], "--udp-ns 'auto'"),
-            (&["-t", "auto", "1"], "--tcp-ports auto"),
             (&["--socket", "/x", "1"], "passt's, not pasta's"),
+            (&["--vhost-user", "1"], "passt's, not pasta's"),
         ] {
             let err = check_supported(&args(line)).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");

@@ -192,7 +192,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 /// it meanwhile. Only the stack is sandboxed: this process keeps the
 /// command, its own child, to signal and reap, which the sandbox forbids
 /// (no `kill`, no `wait4`, and as root another user than the command's).
-fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<i32> {
+pub(crate) fn serve_in_child(serve: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<i32> {
     // The three signals are taken from a signalfd, so they are blocked
     // before the fork: none is lost in between.
     let signals = slipway_sandbox::supervisor_signals().context("taking signals")?;

@@ -8,37 +8,22 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::Path;
 
 use slipway_testkit::{DnsServer, Guest, HttpServer};
 
 mod common;
-use common::{assert_serves, check, md5, s, wait_line, Slipway};
+use common::{assert_serves, check, md5, s, vhost_args, wait_line, Slipway};
 
 const IN_NETNS: &str = "SLIPWAY_USER_VHOST_NETNS";
 /// Host to guest: 100 MiB (read by the guest straight into md5sum).
 const DOWN_BYTES: u32 = 100 * 1024 * 1024;
 /// Guest to host: 8 MiB (the guest holds it in its RAM-backed /tmp).
 const UP_BYTES: u32 = 8 * 1024 * 1024;
-/// Guest RAM, shared with slipway as a memfd.
-const GUEST_MEM: &str = "256M";
 
 fn varied(len: u32, seed: u32) -> Vec<u8> {
     (0..len)
         .map(|i| ((i ^ seed).wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect()
-}
-
-/// QEMU's arguments for a vhost-user NIC on `sock`, besides the netdev.
-fn vhost_args(sock: &Path) -> Vec<String> {
-    vec![
-        s("-chardev"),
-        format!("socket,id=c0,path={}", sock.display()),
-        s("-object"),
-        format!("memory-backend-memfd,id=mem,size={GUEST_MEM},share=on"),
-        s("-machine"),
-        s("memory-backend=mem"),
-    ]
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub const MIN_MTU: usize = 68;
 pub const DHCP_POOL_SIZE: u8 = 16;
 
 /// Transport protocol of a port forward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ForwardProtocol {
     /// TCP: a host listener whose connections are translated to guest connections.
     Tcp,

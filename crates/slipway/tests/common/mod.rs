@@ -223,6 +223,23 @@ pub fn unix_stream_netdev(path: &Path) -> String {
     )
 }
 
+/// Guest RAM (the test guest's 256 MiB), shared with the vhost-user
+/// backend as a memfd.
+const VHOST_GUEST_MEM: &str = "256M";
+
+/// QEMU's arguments for a vhost-user NIC on `sock` (chardev `c0`), besides
+/// the netdev: the guest's memory as a shared memfd.
+pub fn vhost_args(sock: &Path) -> Vec<String> {
+    vec![
+        s("-chardev"),
+        format!("socket,id=c0,path={}", sock.display()),
+        s("-object"),
+        format!("memory-backend-memfd,id=mem,size={VHOST_GUEST_MEM},share=on"),
+        s("-machine"),
+        s("memory-backend=mem"),
+    ]
+}
+
 /// The md5 sum of a host file, to compare with the one a guest reports.
 pub fn md5(path: &Path) -> String {
     let out = Command::new("md5sum")

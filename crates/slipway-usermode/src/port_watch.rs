@@ -1,0 +1,310 @@
+//! pasta's `-t auto` and `-u auto`: forward from the host the ports the
+//! served namespace listens on, following them as they come and go.
+//!
+//! Theory of operation: a [`PortWatch`] holds the socket tables
+//! (`/proc/PID/net/tcp`, `tcp6`, `udp`, `udp6`, proc(5)) of a process in
+//! the served namespace, opened before the sandbox applies (procfs makes a
+//! table's text anew for each read from offset 0, so one open descriptor
+//! serves every later scan: a seek and a read, which the sandbox allows).
+//! Every [`SCAN_INTERVAL`] (pasta's one second) the event loop calls
+//! [`PortWatch::scan`]: the ports in state LISTEN (TCP) or bound and
+//! unconnected (UDP, state 07) are compared with the forwards this watch
+//! made; a new port gets a forward from the same port on every host IPv4
+//! address to the namespace's address, a port gone has its forward removed
+//! (forwards made otherwise are never touched). A host port that cannot
+//! be bound (taken on the host) is logged once and tried again at later
+//! scans. At most [`MAX_AUTO_FORWARDS`] forwards per protocol are made,
+//! however many ports the namespace opens.
+//!
+//! The tables are parsed here by hand: the format is a fixed,
+//! whitespace-separated text (a header line, then `sl local_address
+//! rem_address st ...` with hexadecimal `ADDR:PORT` and state), and the
+//! crates that read it bring a whole process-inspection library.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::Registry;
+
+use crate::config::{ForwardProtocol, HostForward};
+use crate::stack::Stack;
+
+/// How often the tables are read (pasta's period).
+pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most forwards one watch makes per protocol.
+pub const MAX_AUTO_FORWARDS: usize = 4096;
+
+/// The most bytes read of one table per scan (a table of some 100 000
+/// sockets); the rest is left out of that scan.
+const MAX_TABLE_BYTES: u64 = 16 << 20;
+
+/// The TCP state of a listening socket in the tables.
+const TCP_LISTEN: u8 = 0x0a;
+/// The state a bound, unconnected UDP socket shows (TCP_CLOSE).
+const UDP_UNCONNECTED: u8 = 0x07;
+
+/// What to watch: the namespace of a process, the protocols, and where
+/// the forwards go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortWatchSpec {
+    /// A process in the served network namespace.
+    pub pid: u32,
+    /// The protocols whose listening ports are forwarded.
+    pub protocols: Vec<ForwardProtocol>,
+    /// The namespace's address (`None`: the stack's default guest).
+    pub guest_addr: Option<IpAddr>,
+}
+
+/// Watches a namespace's listening ports and keeps forwards for them.
+pub struct PortWatch {
+    tables: Vec<(ForwardProtocol, File)>,
+    guest_addr: Option<IpAddr>,
+    active: BTreeSet<(ForwardProtocol, u16)>,
+    failed: BTreeSet<(ForwardProtocol, u16)>,
+    capped: bool,
+    limit: usize,
+    next: Instant,
+}
+
+impl PortWatch {
+    /// Opens the tables `spec` names.
+    pub fn open(spec: &PortWatchSpec) -> std::io::Result<PortWatch> {
+        let pid = spec.pid;
+        let mut tables = Vec::new();
+        for &protocol in &spec.protocols {
+            let name = match protocol {
+                ForwardProtocol::Tcp => "tcp",
+                ForwardProtocol::Udp => "udp",
+            };
+            for suffix in ["", "6"] {
+                let path = format!("/proc/{pid}/net/{name}{suffix}");
+                match File::open(&path) {
+                    Ok(file) => tables.push((protocol, file)),
+                    // No IPv6 in this kernel: no table.
+                    Err(e) if suffix == "6" && e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(std::io::Error::new(
+                            e.kind(),
+                            format!("opening {path}: {e}"),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(PortWatch::of_tables(
+            tables,
+            spec.guest_addr,
+            MAX_AUTO_FORWARDS,
+        ))
+    }
+
+    /// A watch of open `tables` making at most `limit` forwards per protocol.
+    fn of_tables(
+        tables: Vec<(ForwardProtocol, File)>,
+        guest_addr: Option<IpAddr>,
+        limit: usize,
+    ) -> PortWatch {
+        PortWatch {
+            tables,
+            guest_addr,
+            active: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            capped: false,
+            limit,
+            next: Instant::now(),
+        }
+    }
+
+    /// When the next scan is due.
+    pub fn next_deadline(&self) -> Instant {
+        self.next
+    }
+
+    /// Reads the tables and brings the forwards in line with them (see the
+    /// module header); the next scan is due [`SCAN_INTERVAL`] later.
+    pub fn scan(&mut self, stack: &mut Stack, registry: &Registry, now: Instant) {
+        self.next = now + SCAN_INTERVAL;
+        let mut listening = BTreeSet::new();
+        for (protocol, file) in &mut self.tables {
+            let mut text = String::new();
+            let read = file
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| file.take(MAX_TABLE_BYTES).read_to_string(&mut text));
+            if let Err(err) = read {
+                tracing::debug!(%err, "reading the namespace's socket table");
+                // Keep what is forwarded: a table that cannot be read says nothing.
+                return;
+            }
+            let want = match protocol {
+                ForwardProtocol::Tcp => TCP_LISTEN,
+                ForwardProtocol::Udp => UDP_UNCONNECTED,
+            };
+            listening.extend(
+                listening_ports(&text, want)
+                    .into_iter()
+                    .map(|port| (*protocol, port)),
+            );
+        }
+        let gone: Vec<_> = self.active.difference(&listening).copied().collect();
+        for (protocol, port) in gone {
+            self.active.remove(&(protocol, port));
+            stack.remove_forward(registry, protocol, host_addr(port));
+        }
+        self.failed.retain(|p| listening.contains(p));
+        for &(protocol, port) in listening.difference(&self.active.clone()) {
+            if self.active.iter().filter(|(p, _)| *p == protocol).count() >= self.limit {
+                if !self.capped {
+                    tracing::warn!(
+                        "the namespace listens on more than {} {protocol:?} ports: the rest are not forwarded",
+                        self.limit
+                    );
+                    self.capped = true;
+                }
+                continue;
+            }
+            let fwd = HostForward {
+                protocol,
+                host: host_addr(port),
+                guest_addr: self.guest_addr,
+                guest_port: port,
+            };
+            match stack.add_forward(registry, &fwd) {
+                Ok(_) => {
+                    self.active.insert((protocol, port));
+                    self.failed.remove(&(protocol, port));
+                }
+                Err(err) => {
+                    if self.failed.insert((protocol, port)) {
+                        tracing::info!(%err, "not forwarding {protocol:?} port {port} from the host");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where an automatic forward listens: the port on every IPv4 address.
+fn host_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
+/// The local ports of the sockets in state `state` in a /proc/net table's
+/// `text`; lines that do not parse are left out.
+pub fn listening_ports(text: &str, state: u8) -> BTreeSet<u16> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let st = fields.nth(1)?;
+            let (_, port) = local.rsplit_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let st = u8::from_str_radix(st, 16).ok()?;
+            (st == state && port != 0).then_some(port)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
+   2: 0200000A:0016 0300000A:D431 01 00000000:00000000 02:00000000 00000000     0        0 3 2 0 20 4 30 10 -1\n\
+   3: garbage\n";
+
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0\n";
+
+    #[test]
+    fn listening_ports_of_the_tables() {
+        assert_eq!(
+            listening_ports(TCP, TCP_LISTEN),
+            BTreeSet::from([22, 8080]),
+            "the established connection (state 01) and the garbage line are left out"
+        );
+        assert_eq!(listening_ports(TCP6, TCP_LISTEN), BTreeSet::from([8081]));
+        assert!(listening_ports(TCP, UDP_UNCONNECTED).is_empty());
+        assert!(listening_ports("", TCP_LISTEN).is_empty());
+        // UDP: bound and unconnected (07) only, not a connected socket (01).
+        let udp = "  sl  local_address rem_address   st\n           1: 00000000:0035 00000000:0000 07 0\n           2: 0200000A:A000 0100000A:0035 01 0\n";
+        assert_eq!(listening_ports(udp, UDP_UNCONNECTED), BTreeSet::from([53]));
+    }
+
+    /// A free TCP port of the host's loopback.
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn table(ports: &[u16]) -> String {
+        let mut text = String::from("  sl  local_address rem_address   st\n");
+        for (i, port) in ports.iter().enumerate() {
+            text += &format!("{i}: 00000000:{port:04X} 00000000:0000 0A 0\n");
+        }
+        text
+    }
+
+    fn reaches(port: u16) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+
+    #[test]
+    fn forwards_follow_the_table_within_the_limit() {
+        let (mut stack, poll) = crate::stack::started_for_tests();
+        let dir = std::env::temp_dir().join(format!("slipway-port-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tcp");
+        let (a, b, taken) = (free_port(), free_port(), free_port());
+        let taken_listener = std::net::TcpListener::bind(("0.0.0.0", taken)).unwrap();
+        std::fs::write(&path, table(&[a, taken])).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut watch = PortWatch::of_tables(vec![(ForwardProtocol::Tcp, file)], None, 2);
+        let now = Instant::now();
+        watch.scan(&mut stack, poll.registry(), now);
+        assert_eq!(watch.next_deadline(), now + SCAN_INTERVAL);
+        assert!(reaches(a), "port {a} forwarded");
+        assert_eq!(watch.active, BTreeSet::from([(ForwardProtocol::Tcp, a)]));
+        // The host port freed: forwarded at the next scan.
+        drop(taken_listener);
+        watch.scan(&mut stack, poll.registry(), now);
+        assert_eq!(watch.active.len(), 2);
+        // The namespace closes `a` and opens `b`: over the limit of 2
+        // until `a` is gone, which happens in the same scan.
+        std::fs::write(&path, table(&[taken, b])).unwrap();
+        watch.scan(&mut stack, poll.registry(), now);
+        assert!(!reaches(a), "port {a} no longer forwarded");
+        assert!(reaches(b), "port {b} forwarded");
+        // A third port is over the limit.
+        let c = free_port();
+        std::fs::write(&path, table(&[taken, b, c])).unwrap();
+        watch.scan(&mut stack, poll.registry(), now);
+        assert!(!reaches(c) && watch.capped, "port {c} is over the limit");
+        // Forwards made otherwise are left alone.
+        let own = free_port();
+        stack
+            .add_forward(
+                poll.registry(),
+                &HostForward {
+                    protocol: ForwardProtocol::Tcp,
+                    host: host_addr(own),
+                    guest_addr: None,
+                    guest_port: 80,
+                },
+            )
+            .unwrap();
+        std::fs::write(&path, table(&[])).unwrap();
+        watch.scan(&mut stack, poll.registry(), now);
+        assert!(watch.active.is_empty() && reaches(own));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
