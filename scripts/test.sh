@@ -28,7 +28,20 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || die "these Debian packages are missing and installing them needs root: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Open vSwitch's postinst starts the system's OVS daemons (invoke-rc.d
+    # without systemd, deb-systemd-invoke with it); the tests run their own
+    # in their own namespaces and the machine's must never run. Both honour
+    # policy-rc.d: deny those services for the install unless the machine
+    # already has a policy of its own.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\ncase "$1" in openvswitch-switch*|ovs-*|ovsdb-*) exit 101;; esac\nexit 0\n' >"$policy"
+        chmod 755 "$policy"
+        own_policy=1
+    fi
+    apt-get install -y -q --no-install-recommends "${missing[@]}" || { [ -z "$own_policy" ] || rm -f "$policy"; die "apt-get install failed"; }
+    [ -z "$own_policy" ] || rm -f "$policy"
 else
     echo "all ${#packages[@]} packages installed"
 fi

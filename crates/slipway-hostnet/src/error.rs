@@ -43,6 +43,9 @@ pub enum Error {
     /// A file could not be read or written.
     #[error(transparent)]
     Io(#[from] AtomicError),
+    /// An Open vSwitch port could not be plugged or removed.
+    #[error(transparent)]
+    Ovs(#[from] crate::ovs::OvsError),
     /// A state file exists but does not parse.
     #[error("corrupted file {path}: {why}")]
     Corrupt {

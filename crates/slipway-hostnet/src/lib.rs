@@ -22,6 +22,7 @@ mod error;
 mod firewall;
 pub mod leases;
 pub mod netlink;
+pub mod ovs;
 pub mod service;
 pub mod tap;
 

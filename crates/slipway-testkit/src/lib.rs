@@ -11,6 +11,8 @@
 //!   [`TcpEchoServer`]; and [`free_port`], [`temp_dir`], [`dns_query`].
 //! - [`netns`]: network namespaces and veth "guests" with udhcpc, for tests
 //!   of host networking inside a namespace the test created.
+//! - [`ovs`]: Open vSwitch (ovsdb-server, ovs-vswitchd) of the test's own in
+//!   that namespace, and a QEMU stand-in joining a slipway tap to a namespace.
 //!
 //! Inside the guest, `/test.sh` runs under busybox `sh` with these helpers:
 //! `result KEY VALUE` (report a value), `ready [WORD]` (print
@@ -46,6 +48,7 @@ mod error;
 mod guest;
 mod image;
 pub mod netns;
+pub mod ovs;
 mod peers;
 mod process;
 
