@@ -43,7 +43,7 @@ pub const MAX_PORT_XML: usize = 64 * 1024;
 /// The ports of one network as found on disk, sorted by UUID (virsh's
 /// order). Files that do not parse are skipped with a warning, as libvirt's
 /// `virNetworkObjLoadAllPorts` skips them.
-fn load_ports(dir: &Path) -> Vec<NetworkPort> {
+pub(super) fn load_ports(dir: &Path) -> Vec<NetworkPort> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -237,6 +237,20 @@ fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Re
     Ok(())
 }
 
+/// On an OVN network every port needs an `iface-id`, the name of its
+/// logical switch port (ovn-controller binds the port whose OVS interface
+/// carries it): a port without `<virtualport><parameters interfaceid>`
+/// gets a random one, as libvirt gives a guest's `<interface>` on an Open
+/// vSwitch network one when it reads it.
+fn give_ovn_interface_id(net: &Network, port: &mut NetworkPort) {
+    if net.ovn.is_none() {
+        return;
+    }
+    let vp = port.virtualport.get_or_insert_with(Default::default);
+    vp.kind.get_or_insert(VirtualPortType::OpenVswitch);
+    vp.interface_id.get_or_insert_with(uuid::Uuid::new_v4);
+}
+
 /// `networkNotifyPort`: a reclaimed port's plug must fit the network.
 fn check_reclaim(net: &Network, port: &NetworkPort, others: &[NetworkPort]) -> Result<()> {
     let internal = |m: String| Err(Error::Internal(m));
@@ -365,10 +379,17 @@ impl Manager {
                 others.len()
             )));
         }
-        fsutil::write_atomic(
+        give_ovn_interface_id(net, &mut port);
+        self.backend.port_added(net, &port)?;
+        if let Err(e) = fsutil::write_atomic(
             &dir.join(format!("{}.xml", port.uuid)),
             port.to_xml().as_bytes(),
-        )?;
+        ) {
+            if let Err(undo) = self.backend.port_removed(net, &port) {
+                tracing::error!("could not undo port {} of {name}: {undo}", port.uuid);
+            }
+            return Err(e);
+        }
         Ok((
             PortRef {
                 network: name.clone(),
@@ -442,8 +463,9 @@ impl Manager {
         let (name, e) = inv.find(network)?;
         let dir = self.paths.port_dir(name);
         let ports = load_ports(&dir);
-        find(&ports, uuid)?;
-        live(name, e)?;
+        let port = find(&ports, uuid)?;
+        let net = live(name, e)?;
+        self.backend.port_removed(net, port)?;
         atomic::remove(&dir.join(format!("{uuid}.xml")))?;
         Ok(PortRef {
             network: name.clone(),
@@ -484,9 +506,18 @@ impl Manager {
     }
 
     /// Removes every port of network `name` (it stopped, or is starting
-    /// afresh), as libvirt's `virNetworkObjDeleteAllPorts`.
-    pub(super) fn remove_all_ports(&self, name: &str) -> Result<()> {
+    /// afresh), as libvirt's `virNetworkObjDeleteAllPorts`. With `net`, the
+    /// network the ports were on, the backend undoes each port first
+    /// (failures are logged: the network goes anyway).
+    pub(super) fn remove_all_ports(&self, name: &str, net: Option<&Network>) -> Result<()> {
         let dir = self.paths.port_dir(name);
+        if let Some(net) = net {
+            for port in load_ports(&dir) {
+                if let Err(e) = self.backend.port_removed(net, &port) {
+                    tracing::warn!("network {name}: cannot undo port {}: {e}", port.uuid);
+                }
+            }
+        }
         match fs::read_dir(&dir) {
             Ok(entries) => {
                 for e in entries.flatten() {
@@ -507,6 +538,17 @@ impl Manager {
         Ok(())
     }
 
+    /// At daemon start, for running network `net`: the backend is told
+    /// of each of its ports again (adding nothing that is there: an OVN
+    /// logical switch port lost while the daemon was down comes back).
+    pub(super) fn readd_ports(&self, net: &Network) {
+        for port in load_ports(&self.paths.port_dir(&net.name)) {
+            if let Err(e) = self.backend.port_added(net, &port) {
+                tracing::warn!("network {}: port {}: {e}", net.name, port.uuid);
+            }
+        }
+    }
+
     /// At daemon start: the ports of networks that are not running (a stop
     /// that did not finish) are removed.
     pub(super) fn recover_ports(&self, inv: &Inventory) -> Result<()> {
@@ -522,7 +564,8 @@ impl Manager {
                 }
             } else {
                 tracing::info!("removing the ports of network {name}, which is not running");
-                self.remove_all_ports(&name)?;
+                let net = inv.nets.get(&name).map(Entry::current);
+                self.remove_all_ports(&name, net)?;
             }
         }
         Ok(())
