@@ -15,7 +15,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::tree::{line_col, read_forest, Node, Report, TreeReader};
+use crate::netdev::{VirtualPort, VirtualPortType, Vlan};
+use crate::tree::{line_col, read_forest, Located, Node, Report, TreeReader};
 use crate::MacAddr;
 
 /// How the interface reaches the outside: libvirt's `type` attribute plus
@@ -185,6 +186,14 @@ pub struct Interface {
     pub script: Option<PathBuf>,
     /// `<downscript path>` (ethernet).
     pub downscript: Option<PathBuf>,
+    /// `<source portgroup>` (network): the network's `<portgroup>` to use.
+    pub portgroup: Option<String>,
+    /// `<virtualport>` (network, bridge): for `type='bridge'` always
+    /// `openvswitch` (the tap goes on an Open vSwitch bridge); for
+    /// `type='network'` merged with the network's and its portgroup's.
+    pub virtualport: Option<VirtualPort>,
+    /// `<vlan>` (network, or bridge on Open vSwitch).
+    pub vlan: Option<Vlan>,
     /// Paths of elements and attributes not modelled, e.g. `driver`.
     pub unknown: Vec<String>,
 }
@@ -347,6 +356,8 @@ const CHILDREN: &[&str] = &[
     "downscript",
     "ip",
     "portForward",
+    "virtualport",
+    "vlan",
 ];
 
 fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, InterfaceError> {
@@ -370,6 +381,11 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
     let link_up = link(&mut r, node)?;
     let script = script_path(&mut r, node, "script")?;
     let downscript = script_path(&mut r, node, "downscript")?;
+    let (virtualport, vlan) = port_settings(&mut r, src, node)?;
+    let portgroup = match (&kind, node.kid("source").and_then(|s| s.attr("portgroup"))) {
+        (InterfaceKind::Network { .. }, Some(pg)) if !pg.is_empty() => Some(pg.to_string()),
+        _ => None,
+    };
     let iface = Interface {
         index,
         line,
@@ -381,6 +397,9 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         link_up,
         script,
         downscript,
+        portgroup,
+        virtualport,
+        vlan,
         unknown: Vec::new(),
     };
     check_combination(&r, node, &iface)?;
@@ -388,6 +407,32 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         unknown: r.unknown,
         ..iface
     })
+}
+
+/// `<virtualport>` and `<vlan>`, read by the readers networks and ports
+/// use (libvirt shares them too), their errors given this interface's
+/// index, MAC and line.
+fn port_settings(
+    r: &mut Reader,
+    src: &str,
+    node: &Node,
+) -> Result<(Option<VirtualPort>, Option<Vlan>), InterfaceError> {
+    let mut lr = TreeReader::new(Located { src });
+    let vp = match node.kid("virtualport") {
+        Some(n) => lr
+            .virtualport(n, "interface/virtualport", false)
+            .map_err(|e| r.err(e.to_string()))?,
+        None => None,
+    };
+    let vlan = match node.kid("vlan") {
+        Some(n) => Some(
+            lr.vlan(n, "interface/vlan")
+                .map_err(|e| r.err(e.to_string()))?,
+        ),
+        None => None,
+    };
+    r.unknown.append(&mut lr.unknown);
+    Ok((vp, vlan))
 }
 
 /// `<mac address>`: a unicast MAC, not one of the host side's.
@@ -420,7 +465,7 @@ fn kind(r: &mut Reader, node: &Node, type_name: &str) -> Result<InterfaceKind, I
         "user" => user(r, node)?,
         "network" => {
             let s = r.source(node, type_name)?;
-            r.check(s, "interface/source", &["network"], &[]);
+            r.check(s, "interface/source", &["network", "portgroup"], &[]);
             InterfaceKind::Network {
                 network: r.nonempty(s, "interface/source", "network")?.to_string(),
             }
@@ -645,6 +690,39 @@ fn check_combination(r: &Reader, node: &Node, iface: &Interface) -> Result<(), I
             )));
         }
     }
+    let on_network = matches!(kind, InterfaceKind::Network { .. });
+    let on_ovs = matches!(kind, InterfaceKind::Bridge { .. })
+        && node.kid("virtualport").is_some()
+        && iface.virtualport.as_ref().and_then(|v| v.kind) == Some(VirtualPortType::OpenVswitch);
+    if node.kid("virtualport").is_some() && !on_network {
+        match kind {
+            InterfaceKind::Bridge { .. } if !on_ovs => {
+                return Err(r.err(
+                    "<virtualport> on type 'bridge' must be type='openvswitch' \
+                     (the other types need a macvtap or SR-IOV device slipway does not plug)",
+                ))
+            }
+            InterfaceKind::Bridge { .. } => {}
+            _ => {
+                return Err(r.err(format!(
+                    "<virtualport> is for type 'network' or 'bridge', not '{}'",
+                    kind.type_name()
+                )))
+            }
+        }
+    }
+    if iface.vlan.is_some() && !on_network && !on_ovs {
+        return Err(r.err(format!(
+            "<vlan> needs type 'network', or type 'bridge' with <virtualport type='openvswitch'/> \
+             (a Linux bridge port carries no VLAN tags here), not type '{}'{}",
+            kind.type_name(),
+            if matches!(kind, InterfaceKind::Bridge { .. }) {
+                " without Open vSwitch"
+            } else {
+                ""
+            }
+        )));
+    }
     if matches!(kind, InterfaceKind::VhostUser { .. })
         && iface.model.as_deref().is_some_and(|m| m != "virtio")
     {
@@ -795,6 +873,67 @@ mod tests {
 
     fn err(xml: &str) -> String {
         parse_interfaces(xml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn virtualport_vlan_and_portgroup() {
+        let i = one(
+            "<interface type='network'><source network='ovs' portgroup='blue'/>\
+             <virtualport><parameters interfaceid='09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f'/></virtualport>\
+             <vlan trunk='yes'><tag id='42' nativeMode='untagged'/><tag id='43'/></vlan></interface>",
+        );
+        assert_eq!(i.portgroup.as_deref(), Some("blue"));
+        let vp = i.virtualport.unwrap();
+        assert_eq!(vp.kind, None);
+        assert_eq!(
+            vp.interface_id.unwrap().to_string(),
+            "09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f"
+        );
+        let vlan = i.vlan.unwrap();
+        assert_eq!(vlan.tags, [42, 43]);
+        assert!(vlan.trunk);
+        let i = one("<interface type='bridge'><source bridge='ovsbr0'/>\
+             <virtualport type='openvswitch'><parameters profileid='gold'/></virtualport>\
+             <vlan><tag id='7'/></vlan></interface>");
+        assert_eq!(i.virtualport.unwrap().profile_id.as_deref(), Some("gold"));
+        assert_eq!(i.vlan.unwrap().tags, [7]);
+        // Where slipway cannot carry them, or libvirt's readers refuse them.
+        for (xml, want) in [
+            (
+                "<interface type='bridge'><source bridge='br0'/><vlan><tag id='7'/></vlan></interface>",
+                "<vlan> needs type 'network', or type 'bridge' with <virtualport type='openvswitch'/>",
+            ),
+            (
+                "<interface type='bridge'><source bridge='br0'/><virtualport type='802.1Qbh'/></interface>",
+                "<virtualport> on type 'bridge' must be type='openvswitch'",
+            ),
+            (
+                "<interface type='bridge'><source bridge='br0'/><virtualport/></interface>",
+                "<virtualport> on type 'bridge' must be type='openvswitch'",
+            ),
+            (
+                "<interface type='ethernet'><virtualport type='openvswitch'/></interface>",
+                "<virtualport> is for type 'network' or 'bridge', not 'ethernet'",
+            ),
+            (
+                "<interface type='network'><source network='n'/><vlan><tag id='4096'/></vlan></interface>",
+                "interface/vlan/tag/@id",
+            ),
+            (
+                "<interface type='network'><source network='n'/><virtualport type='openvswitch'>\
+                 <parameters interfaceid='nope'/></virtualport></interface>",
+                "interface/virtualport/parameters/@interfaceid",
+            ),
+            (
+                "<interface type='network'><source network='n'/><virtualport type='openvswitch'>\
+                 <parameters instanceid='09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f'/></virtualport></interface>",
+                "extra instanceid unsupported in <virtualport type='openvswitch'>",
+            ),
+        ] {
+            let e = err(xml);
+            assert!(e.starts_with("interface 0 (line 1): "), "{e}");
+            assert!(e.contains(want), "{xml}: {e}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod format;
 mod ifname;
 pub mod interface;
 mod mac;
+pub mod merge;
 mod metadata;
 mod model;
 mod netdev;

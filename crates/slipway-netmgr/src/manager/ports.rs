@@ -23,7 +23,7 @@ use std::path::Path;
 
 use slipway_host::atomic;
 use slipway_netxml::netport::{MacvlanMode, Plug};
-use slipway_netxml::VirtualPortType;
+use slipway_netxml::{merge, VirtualPortType};
 use slipway_netxml::{ForwardMode, Network, NetworkPort};
 
 use super::{Entry, Inventory, Manager};
@@ -136,6 +136,7 @@ fn direct_uses(ports: &[NetworkPort], dev: &str) -> usize {
 /// (after the virtualport checks of its kind), choosing a device from the
 /// network's pool where it has one.
 fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Result<()> {
+    merge_port_settings(net, port)?;
     let mode = net.forward_mode();
     let forward = net.forward.as_ref();
     let bridge = net.bridge_name();
@@ -237,18 +238,24 @@ fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Re
     Ok(())
 }
 
-/// On an OVN network every port needs an `iface-id`, the name of its
-/// logical switch port (ovn-controller binds the port whose OVS interface
-/// carries it): a port without `<virtualport><parameters interfaceid>`
-/// gets a random one, as libvirt gives a guest's `<interface>` on an Open
-/// vSwitch network one when it reads it.
-fn give_ovn_interface_id(net: &Network, port: &mut NetworkPort) {
-    if net.ovn.is_none() {
-        return;
+/// `networkAllocatePort`'s merging, before the plug is chosen: the VLAN
+/// from the port, else its portgroup, else the network; the
+/// `<virtualport>` merged from the port's, the network's and the
+/// portgroup's; an openvswitch port's missing `interfaceid` generated (what
+/// libvirt's QEMU driver then passes to ovs-vsctl as `iface-id`).
+fn merge_port_settings(net: &Network, port: &mut NetworkPort) -> Result<()> {
+    let pg = merge::find_portgroup(net, port.group.as_deref());
+    port.vlan = merge::port_vlan(port.vlan.as_ref(), pg, net);
+    port.virtualport = merge::merge_virtualports(
+        port.virtualport.as_ref(),
+        net.virtualport.as_ref(),
+        pg.and_then(|p| p.virtualport.as_ref()),
+    )
+    .map_err(|e| Error::XmlFragment(e.to_string()))?;
+    if let Some(vp) = &mut port.virtualport {
+        merge::generate_missing_ids(vp);
     }
-    let vp = port.virtualport.get_or_insert_with(Default::default);
-    vp.kind.get_or_insert(VirtualPortType::OpenVswitch);
-    vp.interface_id.get_or_insert_with(uuid::Uuid::new_v4);
+    Ok(())
 }
 
 /// `networkNotifyPort`: a reclaimed port's plug must fit the network.
@@ -379,7 +386,6 @@ impl Manager {
                 others.len()
             )));
         }
-        give_ovn_interface_id(net, &mut port);
         self.backend.port_added(net, &port)?;
         if let Err(e) = fsutil::write_atomic(
             &dir.join(format!("{}.xml", port.uuid)),
@@ -609,6 +615,75 @@ mod tests {
     fn create(m: &Manager, xml: &str) -> Result<PortRef> {
         m.port_create(&Lookup::any("n"), xml, PortCreateFlags::default())
             .map(|(p, _)| p)
+    }
+
+    #[test]
+    fn openvswitch_ports_get_merged_virtualport_generated_interfaceid_and_vlan() {
+        let (_d, m) = setup(
+            "<network><name>n</name><forward mode='bridge'/><bridge name='ovsbr0'/>\
+             <virtualport type='openvswitch'/>\
+             <portgroup name='blue'><vlan><tag id='42'/></vlan>\
+             <virtualport type='openvswitch'><parameters profileid='gold'/></virtualport></portgroup>\
+             <portgroup name='red'><virtualport type='802.1Qbh'/></portgroup></network>",
+        );
+        let n = Lookup::any("n");
+        m.start(&n).unwrap();
+        create(
+            &m,
+            &port_xml(P1, "52:54:00:00:00:01", "<group>blue</group>"),
+        )
+        .unwrap();
+        let xml = m.port_xml(&n, uuid(P1)).unwrap();
+        let port = NetworkPort::from_xml(&xml).unwrap();
+        let vp = port.virtualport.clone().expect("merged virtualport");
+        assert_eq!(vp.kind, Some(VirtualPortType::OpenVswitch));
+        assert_eq!(vp.profile_id.as_deref(), Some("gold"));
+        let id = vp.interface_id.expect("a generated interfaceid");
+        assert!(
+            xml.contains(&format!(
+                "<virtualport type='openvswitch'>\n    <parameters interfaceid='{id}' profileid='gold'/>"
+            )),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<vlan>\n    <tag id='42'/>\n  </vlan>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<plug type='bridge' bridge='ovsbr0'/>"),
+            "{xml}"
+        );
+        // An interfaceid given is kept; no portgroup: no VLAN.
+        let given = "09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f";
+        create(
+            &m,
+            &port_xml(
+                P2,
+                "52:54:00:00:00:02",
+                &format!("<virtualport><parameters interfaceid='{given}'/></virtualport>"),
+            ),
+        )
+        .unwrap();
+        let p2 = NetworkPort::from_xml(&m.port_xml(&n, uuid(P2)).unwrap()).unwrap();
+        assert_eq!(
+            p2.virtualport.unwrap().interface_id,
+            Some(given.parse().unwrap())
+        );
+        assert_eq!(p2.vlan, None);
+        // A portgroup whose virtualport type is not the network's.
+        let e = create(
+            &m,
+            &port_xml(
+                "1d744f21-ba4a-4d6e-bdb2-30a35ff3207d",
+                "52:54:00:00:00:03",
+                "<group>red</group>",
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "XML error: attempt to merge virtualports with mismatched types (openvswitch and 802.1Qbh)"
+        );
     }
 
     #[test]
