@@ -368,6 +368,29 @@ fn two_hosts_one_network_on_ovn() {
         "no Geneve tunnel port on host 1: {tunnel}"
     );
 
+    // A daemon taking over (as after a restart or a crash) brings back
+    // what went while none ran, adding nothing that is there: the logical
+    // switch port deleted behind slipway's back returns, and guest 1 is
+    // reachable again.
+    central.nbctl(&["lsp-del", &id1]).unwrap();
+    assert!(
+        !pings(&g2, IP1),
+        "guest 1 reachable without its logical port"
+    );
+    let mut daemon = on(&h1.ns, || Daemon::start(&h1.root));
+    assert_eq!(
+        lsp(&central, &id1, "addresses"),
+        format!("[\"{MAC1} {IP1}\"]")
+    );
+    daemon.kill9();
+    let mut daemon = on(&h1.ns, || Daemon::start(&h1.root));
+    daemon.terminate();
+    assert!(
+        (0..10).any(|_| pings(&g2, IP1)),
+        "{}",
+        diag("guest 1 unreachable after the daemon's recovery")
+    );
+
     // Starting again is refused and adds nothing; the manager's port
     // creation does not duplicate the logical port either.
     assert_ne!(h1.sw(&["net-start", "tenant"]).code, 0);
