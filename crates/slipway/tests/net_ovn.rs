@@ -429,6 +429,33 @@ fn two_hosts_one_network_on_ovn() {
     assert_eq!(switches(&central), SWITCH);
     central.nbctl(&["ls-del", SWITCH]).unwrap();
 
+    // Two switches of that name: slipway will not guess which is meant.
+    central.nbctl(&["ls-add", SWITCH]).unwrap();
+    central
+        .nbctl(&["--add-duplicate", "ls-add", SWITCH])
+        .unwrap();
+    let r = h1.sw(&["net-start", "tenant"]);
+    assert!(
+        r.code != 0
+            && r.stderr
+                .contains("2 logical switches are named 'tenant-sw'"),
+        "{}",
+        r.stderr
+    );
+    let dups = central
+        .nbctl(&[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Logical_Switch",
+            &format!("name={SWITCH}"),
+        ])
+        .unwrap();
+    for uuid in dups.split_whitespace() {
+        central.nbctl(&["ls-del", uuid]).unwrap();
+    }
+    assert_eq!(switches(&central), "");
+
     // The northbound database unreachable: the start fails, naming OVN,
     // and the network stays inactive. (One slipway network per bridge, as
     // libvirt: host 2's is undefined first.)
