@@ -9,6 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    let _ = slipway_netxml::domain_uuid(text);
     let Ok(interfaces) = slipway_netxml::parse_interfaces(text) else {
         return;
     };

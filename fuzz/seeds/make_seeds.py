@@ -155,6 +155,13 @@ write("interface_xml", "all-types.xml", b"""<domain><devices>
 <interface type='vhostuser'><source type='unix' path='/s' mode='client'/><model type='virtio'/></interface>
 </devices></domain>
 """)
+# Open vSwitch: virtualport, vlan, portgroup, and the domain's uuid (vm-id).
+write("interface_xml", "openvswitch.xml", b"""<domain><uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid><devices>
+<interface type='network'><source network='ovs' portgroup='blue'/><virtualport><parameters interfaceid='09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f'/></virtualport>
+<vlan trunk='yes'><tag id='42' nativeMode='untagged'/><tag id='43'/></vlan></interface>
+<interface type='bridge'><source bridge='ovsbr0'/><virtualport type='openvswitch'><parameters profileid='gold'/></virtualport><vlan><tag id='7'/></vlan></interface>
+</devices></domain>
+""")
 
 # TFTP: RRQ (with options) then ACKs; an empty record is a timeout.
 def rrq(name, opts=()):

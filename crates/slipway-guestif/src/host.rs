@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use slipway_hostnet::netlink::{link_index, link_mtu, Netlink};
 use slipway_hostnet::tap::{Tap, TapMode};
 use slipway_netmgr::proto::Lookup;
-use slipway_netmgr::{read_info, Paths};
+use slipway_netmgr::{read_info, read_live, Paths};
 
 use crate::error::{Error, Result};
+use crate::ovs::Attachment;
 use crate::plan::{BridgeRef, HostSide, Nic, Plan, TapSpec, UserStack};
 use crate::state::{Lock, Running, StateDir};
 
@@ -30,6 +31,9 @@ pub trait Networks {
     fn bridge(&self, name: &str) -> std::result::Result<String, String>;
     /// `Ok` when a network `name` is defined (running or not), else why not.
     fn defined(&self, name: &str) -> std::result::Result<(), String>;
+    /// The definition of running network `name` as it runs (its
+    /// `<virtualport>`, portgroups and VLAN decide an Open vSwitch plug).
+    fn live(&self, name: &str) -> std::result::Result<slipway_netxml::Network, String>;
 }
 
 /// Refuses a plan whose `type='network'` interfaces name networks that
@@ -69,6 +73,10 @@ impl Networks for ManagerNetworks {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+
+    fn live(&self, name: &str) -> std::result::Result<slipway_netxml::Network, String> {
+        read_live(&self.0, &Lookup::any(name)).map_err(|e| e.to_string())
+    }
 }
 
 /// A tap held open for QEMU.
@@ -94,6 +102,10 @@ pub struct Realized {
     downscripts: Vec<(PathBuf, String)>,
     /// Stack processes and their sockets.
     stacks: Vec<(Child, Vec<PathBuf>)>,
+    /// Open vSwitch ports added (removed at the end).
+    ovs_ports: Vec<String>,
+    /// The VM's id for Open vSwitch (`vm-id`).
+    vm_id: uuid::Uuid,
     state: StateDir,
 }
 
@@ -140,6 +152,8 @@ pub fn realize(plan: &Plan, ctx: &Context<'_>, lock: &Lock) -> Result<Realized> 
         created: Vec::new(),
         downscripts: Vec::new(),
         stacks: Vec::new(),
+        ovs_ports: Vec::new(),
+        vm_id: plan.vm_id.unwrap_or_else(uuid::Uuid::new_v4),
         state: ctx.state.clone(),
     };
     ctx.state.record(&r.record)?;
@@ -178,6 +192,21 @@ fn tap(
     nl: &mut Netlink,
     r: &mut Realized,
 ) -> Result<()> {
+    // Open vSwitch or not, and every name checked, before a tap exists.
+    let live;
+    let attachment = match &spec.bridge {
+        None => None,
+        Some(BridgeRef::Bridge(b)) => Some(Attachment::Bridge(b)),
+        Some(BridgeRef::Network(n)) => {
+            live = ctx.networks.live(n).map_err(|m| nic_err(nic, m))?;
+            Some(Attachment::Network(&live))
+        }
+    };
+    let ovs = match attachment {
+        Some(to) => crate::ovs::resolve(to, spec.name.as_deref(), &spec.port)
+            .map_err(|m| nic_err(nic, m))?,
+        None => None,
+    };
     let bridge = match &spec.bridge {
         None => None,
         Some(BridgeRef::Bridge(b)) => Some(b.clone()),
@@ -237,11 +266,18 @@ fn tap(
         nl.set_mtu(index, &name, mtu)
             .map_err(|e| host_err(nic, e))?;
     }
-    if let Some((b, bi)) = &bridge {
+    if let Some((b, bi)) = bridge.as_ref().filter(|_| ovs.is_none()) {
         nl.set_master(index, &name, *bi, b)
             .map_err(|e| host_err(nic, e))?;
     }
     nl.set_up(index, &name).map_err(|e| host_err(nic, e))?;
+    if let Some(plug) = &ovs {
+        let port = crate::ovs::port_name(plug, &name).map_err(|e| host_err(nic, e.into()))?;
+        r.ovs_ports.push(port.to_string());
+        r.record.ovs_ports.push(port.to_string());
+        ctx.state.record(&r.record)?;
+        crate::ovs::plug(plug, &port, nic.mac, r.vm_id).map_err(|e| host_err(nic, e.into()))?;
+    }
     if let Some(script) = &spec.script {
         run_script(script, &name).map_err(|m| nic_err(nic, m))?;
     }
@@ -387,6 +423,9 @@ impl Realized {
             if let Some(dir) = sockets.first().and_then(|s| s.parent()) {
                 let _ = std::fs::remove_dir(dir);
             }
+        }
+        for port in self.ovs_ports.drain(..).rev() {
+            crate::ovs::unplug(&port);
         }
         for (script, tap) in self.downscripts.drain(..).rev() {
             if let Err(e) = run_script(&script, &tap) {

@@ -43,7 +43,8 @@ pub fn launch(xml: &str, qemu: &[OsString], ctx: &Context<'_>) -> Result<i32> {
     let (plan, realized) = {
         let lock = ctx.state.lock()?;
         let in_use = ctx.state.macs_in_use(&lock)?;
-        let plan = Plan::new(&interfaces, &in_use, &socket_dir)?;
+        let mut plan = Plan::new(&interfaces, &in_use, &socket_dir)?;
+        plan.vm_id = slipway_netxml::domain_uuid(xml);
         let realized = realize(&plan, ctx, &lock)?;
         (plan, realized)
     };

@@ -11,13 +11,16 @@
 //!
 //! Taps, bridges and MTUs go through `slipway-hostnet`'s netlink client; a
 //! `type='network'` interface finds its bridge in the network manager's
-//! live state ([`host::ManagerNetworks`]).
+//! live state ([`host::ManagerNetworks`]). A tap whose `<virtualport>` is
+//! `openvswitch` (its own, or its network's) goes on an Open vSwitch bridge
+//! instead ([`ovs`]), as libvirt plugs it.
 
 #![deny(missing_docs)]
 
 mod error;
 pub mod host;
 pub mod launch;
+pub mod ovs;
 pub mod plan;
 pub mod signals;
 pub mod state;

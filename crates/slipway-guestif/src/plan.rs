@@ -58,6 +58,8 @@ pub struct TapSpec {
     pub script: Option<PathBuf>,
     /// Run with the tap's name when the VM is gone (ethernet).
     pub downscript: Option<PathBuf>,
+    /// Portgroup, virtualport and VLAN asked for (network, bridge).
+    pub port: crate::ovs::PortRequest,
 }
 
 /// A user-mode stack the host side needs: `slipway user --dgram
@@ -179,6 +181,9 @@ pub fn qemu_device(model: &str) -> Option<&'static str> {
 pub struct Plan {
     /// The NICs.
     pub nics: Vec<Nic>,
+    /// The domain's `<uuid>` (Open vSwitch's `vm-id`); `None` for bare
+    /// interfaces (a launch then uses a random one).
+    pub vm_id: Option<uuid::Uuid>,
 }
 
 impl Plan {
@@ -264,6 +269,7 @@ impl Plan {
                         vnet_hdr: virtio,
                         script: i.script.clone(),
                         downscript: i.downscript.clone(),
+                        port: crate::ovs::PortRequest::of(i),
                     });
                     next_fd += 1;
                     format!("tap,fd={},id={id}", next_fd - 1)
@@ -333,7 +339,7 @@ impl Plan {
                 .extend(["-netdev".to_string(), netdev, "-device".to_string(), device]);
             nics.push(nic);
         }
-        Ok(Plan { nics })
+        Ok(Plan { nics, vm_id: None })
     }
 
     /// Every NIC's arguments, in order.

@@ -4,12 +4,14 @@
 //! ```text
 //! DIR/lock            flock held while names and MACs are handed out
 //! DIR/vnet-counter    the next N of `vnetN` (only ever grows)
-//! DIR/running/PID.json  one record per `slipway launch`: its MACs, taps, stacks
+//! DIR/running/PID.json  one record per `slipway launch`: its MACs, taps,
+//!                       stacks, Open vSwitch ports
 //! DIR/sockets/        user-mode stack sockets
 //! ```
 //!
 //! A record whose process is gone is stale: it no longer reserves MACs and
-//! is removed the next time the records are read. Files are written temp +
+//! is removed the next time the records are read, its Open vSwitch ports
+//! with it (its taps went with its process). Files are written temp +
 //! fsync + rename.
 
 use std::collections::HashSet;
@@ -34,6 +36,10 @@ pub struct Running {
     pub taps: Vec<String>,
     /// User-mode stack processes it started.
     pub stacks: Vec<u32>,
+    /// Open vSwitch ports it added (taps on OVS bridges); removed when the
+    /// VM ends, or by the next launch when this one was killed.
+    #[serde(default)]
+    pub ovs_ports: Vec<String>,
 }
 
 /// The state directory.
@@ -125,6 +131,7 @@ impl StateDir {
             Err(e) => return Err(Error::io("cannot read", &dir, e)),
         };
         let mut out = Vec::new();
+        let mut stale_ports = Vec::new();
         for e in entries.flatten() {
             let path = e.path();
             if path.extension().is_none_or(|x| x != "json") {
@@ -135,8 +142,19 @@ impl StateDir {
                 .and_then(|t| serde_json::from_str(&t).ok());
             match rec {
                 Some(r) if process_alive(r.pid) => out.push(r),
-                _ => atomic::remove(&path)?,
+                Some(r) => {
+                    stale_ports.extend(r.ovs_ports);
+                    atomic::remove(&path)?
+                }
+                None => atomic::remove(&path)?,
             }
+        }
+        if !stale_ports.is_empty() {
+            let live: Vec<&str> = out
+                .iter()
+                .flat_map(|r| r.ovs_ports.iter().map(String::as_str))
+                .collect();
+            crate::ovs::remove_stale(stale_ports.iter().map(String::as_str), &live);
         }
         Ok(out)
     }

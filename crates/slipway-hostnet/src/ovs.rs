@@ -18,9 +18,11 @@
 //! ovs-vsctl --timeout=5 -- --if-exists del-port IF
 //! ```
 //!
-//! The leading `del-port` (libvirt ≥ 9.1 does it; 9.0 used
-//! `--may-exist add-port`, which keeps a stale port's old VLAN tags) makes
-//! re-plugging a tap of the same name start from a clean port; the whole
+//! The leading `del-port` replaces libvirt 9.0's `--may-exist add-port`:
+//! with `--may-exist`, ovs-vsctl does nothing when the port exists, so a
+//! stale port of the same name (a launcher killed outright) would keep its
+//! old VLAN columns; deleting first makes re-plugging start from a clean
+//! port (tested: re-plugging on another VLAN moves the guest). The whole
 //! command is one OVSDB transaction, so a failure leaves nothing half-set.
 //! VLANs map as libvirt maps them: one tag → `tag=N`; a trunk →
 //! `trunks=A,B,...` (libvirt writes the prefix `trunk=`, which ovs-vsctl
@@ -538,6 +540,49 @@ mod tests {
         assert!(ProfileId::new("a\nb").is_err());
         assert!(ProfileId::new(&"p".repeat(40)).is_err());
         assert!(ProfileId::new(&"p".repeat(39)).is_ok());
+    }
+
+    #[test]
+    fn error_output_is_bounded() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("ovs-vsctl");
+        std::fs::write(
+            &prog,
+            "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' x >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ovs = Ovs {
+            program: prog.into_os_string(),
+            db: None,
+        };
+        let e = ovs
+            .del_port(&OvsName::interface("vnet0").unwrap())
+            .unwrap_err();
+        let OvsError::Failed { stderr, what, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(what, "Unable to delete port vnet0 from OVS");
+        assert_eq!(stderr.len(), MAX_OVS_STDERR + 3);
+        assert!(stderr.ends_with("xx..."));
+    }
+
+    #[test]
+    fn a_database_that_never_answers_fails_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("db.sock");
+        let _silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let ovs = Ovs::with_db(&format!("unix:{}", sock.display()));
+        let e = ovs
+            .del_port(&OvsName::interface("vnet0").unwrap())
+            .unwrap_err();
+        let OvsError::Failed { status, .. } = &e else {
+            panic!("{e}")
+        };
+        // ovs-vsctl's --timeout: its alarm ends it.
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGALRM), "{e}");
     }
 
     #[test]

@@ -143,14 +143,18 @@ fn ports_get_libvirts_external_ids_and_vlans_separate_guests() {
         native: Some((NativeVlanMode::Untagged, 42)),
     };
     let mut p1 = port("h1", "52:54:00:00:00:01", ID1, Some(trunk));
-    p1.profile_id = Some(ProfileId::new("gold").unwrap());
+    // A profile with ovs-vsctl's quoting characters reads back exactly.
+    p1.profile_id = Some(ProfileId::new(r#"gold "x" \y"#).unwrap());
     ovs.add_port(&p1).unwrap();
     assert_eq!(ovs_run.get("Port", "h1", "trunks").unwrap(), "[42, 43]");
     assert_eq!(
         ovs_run.get("Port", "h1", "vlan_mode").unwrap(),
         "native-untagged"
     );
-    assert_eq!(get("h1", "external-ids:port-profile"), "gold");
+    assert_eq!(
+        get("h1", "external-ids:port-profile"),
+        r#""gold \"x\" \\y""#
+    );
     assert_eq!(get("h1", "external-ids:ifname"), "h1");
     assert!(reaches(&g1, "10.7.0.3"));
 

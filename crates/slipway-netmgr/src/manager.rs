@@ -311,6 +311,25 @@ pub fn read_info(paths: &Paths, key: &Lookup) -> Result<NetworkInfo> {
     Ok(inv.find(key)?.1.info())
 }
 
+/// The definition of running network `key` as it runs, read from the
+/// live state as [`read_info`] reads (the guest launcher's view of a
+/// network it plugs a tap into); libvirt's "not active" error when it is
+/// defined but not running.
+pub fn read_live(paths: &Paths, key: &Lookup) -> Result<Network> {
+    let store = Store { paths };
+    let _g = store.lock(false)?;
+    let inv = if key.by_name && !key.by_uuid {
+        store.load_named(&key.key)
+    } else {
+        store.load()
+    };
+    let (name, e) = inv.find(key)?;
+    match &e.live {
+        Some((net, _)) => Ok(net.clone()),
+        None => Err(Error::NotValid(format!("network '{name}' is not active"))),
+    }
+}
+
 /// The network manager over one set of [`Paths`] and a realization backend.
 pub struct Manager {
     paths: Paths,

@@ -260,6 +260,15 @@ pub fn parse_interfaces(src: &str) -> Result<Vec<Interface>, InterfacesError> {
     Ok(out)
 }
 
+/// The `<uuid>` of a `<domain>` document (what libvirt passes to Open
+/// vSwitch as `vm-id`); `None` for bare interfaces, a domain without one,
+/// or one that is not a UUID (`parse_interfaces` reports malformed XML).
+pub fn domain_uuid(src: &str) -> Option<uuid::Uuid> {
+    let roots = read_forest(src).ok()?;
+    let domain = roots.iter().find(|r| r.name == "domain")?;
+    uuid::Uuid::parse_str(domain.kid("uuid")?.string_value.trim()).ok()
+}
+
 /// Names one `<interface>` in its errors: index, MAC and line.
 struct Which {
     index: usize,
@@ -873,6 +882,15 @@ mod tests {
 
     fn err(xml: &str) -> String {
         parse_interfaces(xml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn domain_uuid_for_vm_id() {
+        let u = "c7a5fdbd-edaf-9455-926a-d65c16db1809";
+        let d = format!("<domain><name>a</name><uuid> {u} </uuid><devices/></domain>");
+        assert_eq!(domain_uuid(&d), Some(u.parse().unwrap()));
+        assert_eq!(domain_uuid("<domain><uuid>x</uuid></domain>"), None);
+        assert_eq!(domain_uuid("<interface type='user'/>"), None);
     }
 
     #[test]

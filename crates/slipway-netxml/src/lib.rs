@@ -31,7 +31,7 @@ mod validate;
 pub use defaults::DefaultsContext;
 pub use error::{ValidationError, XmlError};
 pub use ifname::{IfName, IfNameError};
-pub use interface::{parse_interfaces, Interface, InterfaceError, InterfaceKind};
+pub use interface::{domain_uuid, parse_interfaces, Interface, InterfaceError, InterfaceKind};
 pub use mac::{generate_mac, generate_uuid, MacAddr, MacParseError};
 pub use metadata::{Metadata, XmlContent, XmlElement};
 pub use model::*;
