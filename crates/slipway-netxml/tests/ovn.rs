@@ -87,7 +87,7 @@ fn bad_values_are_refused_naming_the_element() {
         (format!("<slipway:ovn {ns} switch='s' nb='tcp:192.0.2.1:6641,'/>"), "/@nb = ''"),
         (format!("<slipway:ovn {ns} switch='s' nb='unix:nb.sock'/>"), "unix: with an absolute path"),
         (format!("<slipway:ovn {ns} switch='s' nb='tcp:ovn.example:6641'/>"), "tcp:IP:PORT"),
-        (format!("<slipway:ovn {ns} switch='s' nb='{}'/>", vec!["tcp:192.0.2.1:1"; 9].join(",")), "at most 8 remotes"),
+        (format!("<slipway:ovn {ns} switch='s' nb='{}'/>", ["tcp:192.0.2.1:1"; 9].join(",")), "at most 8 remotes"),
         (format!("<slipway:ovn {ns} switch='s' nb='tcp:192.0.2.1:6641' subnet='10.0.0.1/24'/>"), "/@subnet = '10.0.0.1/24'"),
         (format!("<slipway:ovn {ns} switch='s' nb='tcp:192.0.2.1:6641' subnet='fd00::/64'/>"), "an IPv4 subnet"),
         (format!("<slipway:ovn {ns} switch='s' nb='tcp:192.0.2.1:6641' subnett='10.0.0.0/24'/>"), "unknown attribute 'subnett'"),
