@@ -9,28 +9,30 @@
 //! host runs slipway (its own `--root`) with the same network XML, marked
 //! for OVN by `<slipway:ovn>` in `<metadata>`: slipway makes the logical
 //! switch and, for each guest's port, the logical switch port named by
-//! the port's `iface-id`, and plugs the guest's interface into `br-int`
-//! with libvirt's external-ids; ovn-controller binds it, and the two
-//! guests (a namespace on each host) reach each other over Geneve: ping
-//! and a TCP transfer. Then teardown: a host's ports go with its network,
+//! the port's `iface-id` (`net-port-create`, as libvirt's QEMU driver
+//! asks for a port), and `slipway launch` plugs the VM's tap into
+//! `br-int` with that iface-id and libvirt's external-ids (the "VM" a
+//! namespace joined to the tap by a QEMU without a machine); ovn-controller
+//! binds it, and the two guests reach each other over Geneve: ping and a
+//! TCP transfer. Then teardown: a host's ports go with its network,
 //! the switch only with the last port.
 //!
-//! Needs: ovn-central, ovn-host, openvswitch-switch, util-linux (unshare,
-//! nsenter), iproute2, ethtool, busybox-static (ping).
+//! Needs: ovn-central, ovn-host, openvswitch-switch, qemu-system-x86,
+//! util-linux (unshare, nsenter), iproute2, ethtool, busybox-static (ping).
 
 mod net_common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use net_common::*;
-use slipway_hostnet::ovs::{Ovs, OvsName, OvsPort};
 use slipway_netxml::NetworkPort;
 use slipway_testkit::netns::{sh, wait_for, Netns};
 use slipway_testkit::ovn::{OvnCentral, OvnController};
-use slipway_testkit::ovs::OvsInstance;
+use slipway_testkit::ovs::{hub_guest_qemu, OvsInstance};
 
 const SWITCH: &str = "tenant-sw";
 const NS: &str = "https://slipway.dev/xmlns/network/ovn/1";
@@ -120,30 +122,34 @@ impl Host {
     }
 }
 
-/// A guest namespace whose `eth0` (`mac`, MTU 1400: Geneve's overhead
-/// fits the underlay's 1500) is a veth to `host_if` on host `h`.
-fn guest(h: &Host, host_if: &str, mac: &str) -> Netns {
-    let g = Netns::new();
-    let cmd = format!(
-        "ip link add {host_if} type veth peer name eth0 && \
-         ip link set eth0 netns {} && ip link set {host_if} up",
-        g.pid()
-    );
-    on(&h.ns, move || sh(&cmd));
-    // The userspace datapath does not fill in checksums a veth leaves
-    // to offloading.
-    g.run(&format!(
-        "ip link set eth0 address {mac} mtu 1400 && ip link set eth0 up && \
-         ethtool -K eth0 tx off >/dev/null"
-    ));
-    g
+/// A `slipway launch` running a guest, killed on drop.
+struct Launch(Child);
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-/// Creates guest `n`'s port on `h`'s network (`net-port-create`), reads
-/// back the `iface-id` slipway gave it, and plugs `host_if` into `br-int`
-/// as libvirt plugs a guest's tap (slipway's `ovs` module). Returns the
-/// iface-id (the logical switch port's name).
-fn plug(h: &Host, n: u8, host_if: &str, mac: &str) -> String {
+impl Launch {
+    /// Stops the launcher as a VM's end does (it unplugs its OVS port).
+    fn terminate(mut self) {
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Guest `n` on host `h`, as libvirt's QEMU driver brings up a VM on a
+/// network: the network's port first (`net-port-create`: slipway adds the
+/// logical switch port), then the VM (`slipway launch`: its tap on
+/// `br-int` with the port's `iface-id` and libvirt's external-ids). The
+/// "VM" is a namespace whose `eth0` a QEMU without a machine joins to
+/// slipway's tap (`hub_guest_qemu`); `eth0` gets `mac` and MTU 1400
+/// (Geneve's overhead fits the underlay's 1500). Returns the namespace,
+/// the launcher and the iface-id (the logical switch port's name).
+fn guest(h: &Host, n: u8, mac: &str) -> (Netns, Launch, String) {
     let port_uuid = format!("0e0e0e0e-0000-0000-0000-00000000000{n}");
     let vm_uuid = format!("0e0e0e0e-1111-0000-0000-00000000000{n}");
     let xml = write(
@@ -159,20 +165,61 @@ fn plug(h: &Host, n: u8, host_if: &str, mac: &str) -> String {
     let iface_id = port
         .virtualport
         .and_then(|v| v.interface_id)
-        .expect("a port on an OVS network has an interfaceid");
-    let db = format!("unix:{}", h.ovs.rundir().join("db.sock").display());
-    Ovs::with_db(&db)
-        .add_port(&OvsPort {
-            bridge: OvsName::bridge("br-int").unwrap(),
-            iface: OvsName::interface(host_if).unwrap(),
-            iface_id,
-            mac: mac.parse().unwrap(),
-            vm_id: vm_uuid.parse().unwrap(),
-            profile_id: None,
-            vlan: None,
-        })
-        .unwrap();
-    iface_id.to_string()
+        .expect("a port on an OVS network has an interfaceid")
+        .to_string();
+    let g = Netns::new();
+    let domain = write(
+        &h.root,
+        &format!("vm{n}.xml"),
+        &format!(
+            "<domain type='qemu'><name>vm{n}</name><uuid>{vm_uuid}</uuid><devices>\
+             <interface type='network'><source network='tenant'/><mac address='{mac}'/>\
+             <virtualport><parameters interfaceid='{iface_id}'/></virtualport>\
+             <model type='virtio'/></interface></devices></domain>"
+        ),
+    );
+    let qemu = hub_guest_qemu(&h.root, &format!("qemu-vm{n}"), g.pid()).unwrap();
+    let log = std::fs::File::create(h.root.join(format!("vm{n}.log"))).unwrap();
+    let child = on(&h.ns, || {
+        Command::new(BIN)
+            .arg("--root")
+            .arg(&h.root)
+            .arg("launch")
+            .arg(&domain)
+            .arg("--")
+            .arg(&qemu)
+            .envs(h.ovs.env())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run slipway launch")
+    });
+    let launch = Launch(child);
+    let pid = g.pid().to_string();
+    wait_for(&format!("guest {n}'s eth0"), || {
+        Command::new("nsenter")
+            .args(["-t", &pid, "-n", "ip", "link", "show", "eth0"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    g.run(&format!(
+        "ip link set eth0 address {mac} mtu 1400 && ip link set eth0 up"
+    ));
+    (g, launch, iface_id)
+}
+
+/// The OVS interface of `ovs` whose `iface-id` is `id`.
+fn ovs_port(ovs: &OvsInstance, id: &str) -> String {
+    ovs.vsctl(&[
+        "--bare",
+        "--columns=name",
+        "find",
+        "Interface",
+        &format!("external_ids:iface-id=\"{id}\""),
+    ])
+    .unwrap()
 }
 
 fn pings(from: &Netns, to: &str) -> bool {
@@ -294,10 +341,22 @@ fn two_hosts_one_network_on_ovn() {
         "tenant"
     );
 
-    let g1 = guest(&h1, "gv1", MAC1);
-    let g2 = guest(&h2, "gv2", MAC2);
-    let id1 = plug(&h1, 1, "gv1", MAC1);
-    let id2 = plug(&h2, 2, "gv2", MAC2);
+    let (g1, l1, id1) = guest(&h1, 1, MAC1);
+    let (g2, l2, id2) = guest(&h2, 2, MAC2);
+    // slipway's taps carry the ports' iface-ids on each host's br-int.
+    for (h, id, mac) in [(&h1, &id1, MAC1), (&h2, &id2, MAC2)] {
+        let tap = ovs_port(&h.ovs, id);
+        assert!(
+            tap.starts_with("vnet"),
+            "no OVS port with iface-id {id}: {tap}"
+        );
+        assert_eq!(
+            h.ovs
+                .get("Interface", &tap, "external_ids:attached-mac")
+                .unwrap(),
+            format!("\"{mac}\"")
+        );
+    }
     assert_eq!(
         lsp(&central, &id1, "addresses"),
         format!("[\"{MAC1} {IP1}\"]")
@@ -408,11 +467,14 @@ fn two_hosts_one_network_on_ovn() {
 
     // Host 2 stops the network: its port goes, the switch stays (host 1's
     // port is on it), and guest 2 is unreachable.
+    l2.terminate();
+    assert_eq!(ovs_port(&h2.ovs, &id2), "");
     h2.ok(&["net-destroy", "tenant"]);
     assert_eq!(lsp(&central, &id2, "name"), "");
     assert_eq!(lsp(&central, &id1, "name"), id1);
     assert_eq!(switches(&central), SWITCH);
     // Host 1 deletes its port, then stops: the empty switch goes.
+    l1.terminate();
     h1.ok(&[
         "net-port-delete",
         "tenant",
