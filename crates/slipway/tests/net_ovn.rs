@@ -540,5 +540,33 @@ fn two_hosts_one_network_on_ovn() {
     assert!(h2
         .ok(&["net-list", "--inactive", "--name"])
         .contains("dead"));
+
+    // A network name full of what ovn-nbctl and shells give a meaning to
+    // reaches OVN as one value, as written.
+    const HOSTILE: &str = "t\"e'n a;$(x) {--ls-del} \\ =:,";
+    h1.ok(&["net-undefine", "tenant"]);
+    write(
+        &h1.root,
+        "hostile.xml",
+        &network_xml(&nb1).replace("<name>tenant<", &format!("<name>{HOSTILE}<")),
+    );
+    h1.ok(&["net-define", h1.root.join("hostile.xml").to_str().unwrap()]);
+    h1.ok(&["net-start", HOSTILE]);
+    let json = central
+        .nbctl(&[
+            "--format=json",
+            "--columns=external_ids",
+            "list",
+            "Logical_Switch",
+        ])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["data"][0][0],
+        serde_json::json!(["map", [["slipway-network", HOSTILE]]]),
+        "{json}"
+    );
+    h1.ok(&["net-destroy", HOSTILE]);
+    assert_eq!(switches(&central), "");
     drop((h1, h2, central));
 }
