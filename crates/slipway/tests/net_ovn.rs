@@ -543,7 +543,7 @@ fn two_hosts_one_network_on_ovn() {
 
     // A network name full of what ovn-nbctl and shells give a meaning to
     // reaches OVN as one value, as written.
-    const HOSTILE: &str = "t\"e'n a;$(x) {--ls-del} \\ =:,";
+    const HOSTILE: &str = "\"t\" e'n a;$(x) {--ls-del} \\ =:,";
     h1.ok(&["net-undefine", "tenant"]);
     write(
         &h1.root,
