@@ -997,4 +997,93 @@ mod tests {
         assert!(!listed.contains(&first) && !listed.contains(&uuid(P2)));
         assert!(matches!(m.port_xml(&n, first), Err(Error::NoSuchPort(_))));
     }
+
+    /// A backend whose port hooks are recorded, and `port_added` fails
+    /// while `refuse` is set (an OVN database that is down).
+    #[derive(Default)]
+    struct PortHooks {
+        log: std::sync::Mutex<Vec<String>>,
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::realize::Backend for std::sync::Arc<PortHooks> {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        fn check(&self, p: &crate::Plan) -> Result<()> {
+            RecordingBackend.check(p)
+        }
+        fn start(&self, p: &crate::Plan) -> Result<crate::LiveState> {
+            RecordingBackend.start(p)
+        }
+        fn stop(&self, l: &crate::LiveState) -> Result<()> {
+            self.log.lock().unwrap().push("stop".into());
+            RecordingBackend.stop(l)
+        }
+        fn recover(&self, l: &crate::LiveState) -> Result<()> {
+            RecordingBackend.recover(l)
+        }
+        fn service_exit(&self, l: &crate::LiveState) -> Result<Option<String>> {
+            RecordingBackend.service_exit(l)
+        }
+        fn update_live(&self, p: &crate::Plan) -> Result<()> {
+            RecordingBackend.update_live(p)
+        }
+        fn port_added(&self, _net: &Network, port: &NetworkPort) -> Result<()> {
+            if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::Internal("OVN: database down".into()));
+            }
+            self.log.lock().unwrap().push(format!("add {}", port.uuid));
+            Ok(())
+        }
+        fn port_removed(&self, _net: &Network, port: &NetworkPort) -> Result<()> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("remove {}", port.uuid));
+            Ok(())
+        }
+    }
+
+    /// The backend hears of every port: a port it refuses is not created
+    /// (no file); deletion, a stop (ports before the network) and a
+    /// daemon's recovery (each port again) reach it.
+    #[test]
+    fn the_backend_hears_of_ports_and_can_refuse_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = std::sync::Arc::new(PortHooks::default());
+        let m = Manager::new(Paths::detect(Some(dir.path())), Box::new(hooks.clone()));
+        m.define(
+            "<network><name>n</name><forward mode='bridge'/><bridge name='br-int'/>\
+             <virtualport type='openvswitch'/></network>",
+            false,
+        )
+        .unwrap();
+        m.start(&Lookup::any("n")).unwrap();
+        hooks
+            .refuse
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let e = create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap_err();
+        assert!(e.to_string().contains("database down"), "{e}");
+        assert!(m.port_list(&Lookup::any("n")).unwrap().is_empty());
+        hooks
+            .refuse
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap();
+        create(&m, &port_xml(P2, "52:54:00:00:00:02", "")).unwrap();
+        m.port_delete(&Lookup::any("n"), uuid(P2)).unwrap();
+        m.recover().unwrap();
+        m.destroy(&Lookup::any("n")).unwrap();
+        assert_eq!(
+            *hooks.log.lock().unwrap(),
+            [
+                format!("add {P1}"),
+                format!("add {P2}"),
+                format!("remove {P2}"),
+                format!("add {P1}"),
+                format!("remove {P1}"),
+                "stop".to_string(),
+            ]
+        );
+    }
 }
