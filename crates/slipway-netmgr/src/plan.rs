@@ -500,13 +500,9 @@ impl fmt::Display for Action {
             }
             Action::DhcpDns(s) => write!(f, "{s}"),
             Action::OvnSwitch { switch, nb, subnet } => {
-                write!(
-                    f,
-                    "ovn-nbctl --db={} --may-exist ls-add {switch}",
-                    nb.join(",")
-                )?;
+                write!(f, "OVN logical switch {switch} at {}", nb.join(","))?;
                 if let Some(s) = subnet {
-                    write!(f, " (other_config:subnet={s})")?;
+                    write!(f, " with other_config:subnet={s}")?;
                 }
                 Ok(())
             }

@@ -319,6 +319,18 @@ fn two_hosts_one_network_on_ovn() {
             )),
             "{dumped}"
         );
+        let plan = h.ok(&["net-start", "tenant", "--dry-run"]);
+        assert!(
+            plan.contains(&format!(
+                "OVN logical switch {SWITCH} at {} with other_config:subnet=10.10.0.0/24",
+                if h.root.ends_with("host1") {
+                    nb1.as_str()
+                } else {
+                    "tcp:192.168.50.1:6641"
+                }
+            )),
+            "{plan}"
+        );
         h.ok(&["net-start", "tenant"]);
     }
     // One switch, made by the first host, found by the second.
