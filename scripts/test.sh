@@ -28,7 +28,8 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || die "these Debian packages are missing and installing them needs root: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    # Open vSwitch's postinst starts the system's OVS daemons (invoke-rc.d
+    # Open vSwitch's (and OVN's: ovn-central, ovn-host) postinst starts the
+    # system's daemons (invoke-rc.d
     # without systemd, deb-systemd-invoke with it); the tests run their own
     # in their own namespaces and the machine's must never run. Both honour
     # policy-rc.d: deny those services for the install unless the machine
@@ -36,7 +37,7 @@ if ((${#missing[@]})); then
     policy=/usr/sbin/policy-rc.d
     own_policy=
     if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\ncase "$1" in openvswitch-switch*|ovs-*|ovsdb-*) exit 101;; esac\nexit 0\n' >"$policy"
+        printf '#!/bin/sh\ncase "$1" in openvswitch-switch*|ovs-*|ovsdb-*|ovn-*) exit 101;; esac\nexit 0\n' >"$policy"
         chmod 755 "$policy"
         own_policy=1
     fi

@@ -142,6 +142,13 @@ for name in ["default.xml", "dns-full.xml", "bridge-host.xml", "empty-ip.xml"]:
     os.makedirs("network_xml", exist_ok=True)
     shutil.copy(os.path.join(corpus, name), os.path.join("network_xml", name))
 
+# slipway's OVN element in <metadata> (docs/multi-host.md).
+write("network_xml", "ovn.xml", b"""<network><name>tenant</name><metadata>
+<slipway:ovn xmlns:slipway='https://slipway.dev/xmlns/network/ovn/1' switch='tenant-sw' nb='unix:/run/ovn/ovnnb_db.sock,tcp:[2001:db8::1]:6641' subnet='10.10.0.0/24'>
+<slipway:address mac='52:54:00:0a:00:01' ip='10.10.0.11'/></slipway:ovn></metadata>
+<forward mode='bridge'/><bridge name='br-int'/><virtualport type='openvswitch'/></network>
+""")
+
 # The interface kinds slipway-guestif reads (one <domain>, every type).
 os.makedirs("interface_xml", exist_ok=True)
 write("interface_xml", "all-types.xml", b"""<domain><devices>

@@ -46,6 +46,9 @@ pub enum Error {
     /// An Open vSwitch port could not be plugged or removed.
     #[error(transparent)]
     Ovs(#[from] crate::ovs::OvsError),
+    /// An OVN logical switch or port could not be made or removed.
+    #[error(transparent)]
+    Ovn(#[from] crate::ovn::OvnError),
     /// A state file exists but does not parse.
     #[error("corrupted file {path}: {why}")]
     Corrupt {

@@ -22,6 +22,7 @@ mod error;
 mod firewall;
 pub mod leases;
 pub mod netlink;
+pub mod ovn;
 pub mod ovs;
 pub mod service;
 pub mod tap;
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use slipway_host::atomic;
 use slipway_netmgr::plan::network_of;
 use slipway_netmgr::{Action, Backend, LiveState, Plan};
+use slipway_netxml::{Network, NetworkPort};
 
 pub use error::{Error, Result};
 pub use firewall::RuleHandle;
@@ -101,6 +103,43 @@ pub struct Record {
     pub routes: Vec<RouteAdded>,
     /// The DHCP/DNS service.
     pub service: Option<ServiceProcess>,
+    /// The OVN logical switch made sure of (removed at stop when it has
+    /// no ports left; see [`ovn`]).
+    #[serde(default)]
+    pub ovn: Option<OvnSwitchRecord>,
+}
+
+/// The OVN logical switch of a network, as its start found or made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OvnSwitchRecord {
+    /// The switch's name.
+    pub switch: String,
+    /// The northbound database's remotes.
+    pub nb: Vec<String>,
+    /// Its `other_config:subnet`.
+    pub subnet: Option<String>,
+}
+
+impl OvnSwitchRecord {
+    /// Makes sure the switch exists for `network` ([`ovn::OvnNb::ensure_switch`]).
+    fn ensure(&self, network: &str) -> Result<()> {
+        let owner = ovn::OvnNb::new(&self.nb).ensure_switch(
+            network,
+            &self.switch,
+            self.subnet.as_deref(),
+        )?;
+        if let ovn::SwitchOwner::Other(mark) = owner {
+            tracing::warn!(
+                "network {network}: OVN logical switch {} was not made by slipway for this \
+                 network ({}): using it as it is",
+                self.switch,
+                mark.map_or("no slipway mark".into(), |m| format!(
+                    "made for network {m}"
+                ))
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Where the backend keeps its files inside the manager's state directory:
@@ -341,6 +380,18 @@ impl LinuxBackend {
                     });
                     self.save(rec)?;
                 }
+                Action::OvnSwitch { switch, nb, subnet } => {
+                    let sw = OvnSwitchRecord {
+                        switch: switch.clone(),
+                        nb: nb.clone(),
+                        subnet: subnet.clone(),
+                    };
+                    // Recorded first: a failure after the database made it
+                    // still removes it.
+                    rec.ovn = Some(sw.clone());
+                    self.save(rec)?;
+                    sw.ensure(&plan.network)?;
+                }
                 Action::DhcpDns(svc) => {
                     let config = service::service_file(&self.dir, &plan.network);
                     let file = service::ServiceFile {
@@ -479,6 +530,24 @@ impl LinuxBackend {
             Err(e) => note(Err(e)),
         }
         note(self.restore_host_sysctls(rec));
+        if let Some(sw) = &rec.ovn {
+            log_undo(
+                network,
+                format_args!(
+                    "remove OVN logical switch {} if no ports are left",
+                    sw.switch
+                ),
+            );
+            let removed = ovn::OvnNb::new(&sw.nb).remove_switch(network, &sw.switch);
+            if let Ok(false) = removed {
+                tracing::info!(
+                    "network {network}: OVN logical switch {} kept (ports of other hosts \
+                     left on it, or not slipway's)",
+                    sw.switch
+                );
+            }
+            note(removed.map(drop).map_err(Error::from));
+        }
         match first {
             Some(e) => Err(e),
             None => Ok(()),
@@ -594,7 +663,44 @@ impl Backend for LinuxBackend {
         // Record files a crashed daemon was replacing.
         atomic::clean_stale(&self.dir);
         self.revive(&live.network)?;
+        // The OVN switch may have been removed while no daemon watched
+        // (its database restarted empty, an admin): made again, as at start.
+        if let Some(sw) = self.record(&live.network)?.and_then(|r| r.ovn) {
+            sw.ensure(&live.network)?;
+        }
         Ok(())
+    }
+
+    fn port_added(&self, net: &Network, port: &NetworkPort) -> slipway_netmgr::Result<()> {
+        let (Some(sw), Some(lsp)) = (&net.ovn, ovn_port_name(port)) else {
+            return Ok(());
+        };
+        log_action(
+            &net.name,
+            &format_args!("OVN logical switch port {lsp} on {}", sw.switch),
+        );
+        ovn::OvnNb::of(sw)
+            .set_port(
+                &net.name,
+                &sw.switch,
+                &lsp,
+                &sw.port_addresses(port.mac),
+                port.uuid,
+            )
+            .map_err(|e| Error::from(e).into())
+    }
+
+    fn port_removed(&self, net: &Network, port: &NetworkPort) -> slipway_netmgr::Result<()> {
+        let (Some(sw), Some(lsp)) = (&net.ovn, ovn_port_name(port)) else {
+            return Ok(());
+        };
+        log_undo(
+            &net.name,
+            format_args!("remove OVN logical switch port {lsp}"),
+        );
+        ovn::OvnNb::of(sw)
+            .del_port(&lsp)
+            .map_err(|e| Error::from(e).into())
     }
 
     fn service_exit(&self, live: &LiveState) -> slipway_netmgr::Result<Option<String>> {
@@ -611,6 +717,14 @@ impl Backend for LinuxBackend {
         let bytes = slipway_host::files::read_regular(&stats).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+}
+
+/// The OVN logical switch port of a guest's port: its `iface-id`.
+fn ovn_port_name(port: &NetworkPort) -> Option<String> {
+    port.virtualport
+        .as_ref()
+        .and_then(|v| v.interface_id)
+        .map(|id| id.to_string())
 }
 
 /// Logs one action carried out for `network` (at info: `slipway -v` and

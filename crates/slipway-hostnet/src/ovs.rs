@@ -261,6 +261,21 @@ fn vlan_args(iface: &OvsName, vlan: &Vlan, args: &mut Vec<String>) -> Result<(),
     Ok(())
 }
 
+/// A tool's error output for an error message: trimmed, at most
+/// [`MAX_OVS_STDERR`] bytes (cut at a character boundary, then `...`).
+pub(crate) fn capped_stderr(stderr: &[u8]) -> String {
+    let mut s = String::from_utf8_lossy(stderr).trim().to_string();
+    if s.len() > MAX_OVS_STDERR {
+        let mut end = MAX_OVS_STDERR;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
 /// Runs ovs-vsctl for slipway: which program and which database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ovs {
@@ -312,19 +327,10 @@ impl Ovs {
         tracing::debug!("ovs-vsctl {}", args.join(" "));
         let out = self.command(args).output().map_err(OvsError::Spawn)?;
         if !out.status.success() {
-            let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if stderr.len() > MAX_OVS_STDERR {
-                let mut end = MAX_OVS_STDERR;
-                while !stderr.is_char_boundary(end) {
-                    end -= 1;
-                }
-                stderr.truncate(end);
-                stderr.push_str("...");
-            }
             return Err(OvsError::Failed {
                 what: what(),
                 status: out.status,
-                stderr,
+                stderr: capped_stderr(&out.stderr),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

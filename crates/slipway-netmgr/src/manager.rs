@@ -515,6 +515,13 @@ impl Manager {
         let Some((net, live)) = &e.live else {
             return Err(Error::NotValid(format!("network '{name}' is not active")));
         };
+        // The backend undoes the ports before the network (an OVN switch
+        // goes only once it has no ports).
+        for port in ports::load_ports(&self.paths.port_dir(name)) {
+            if let Err(err) = self.backend.port_removed(net, &port) {
+                tracing::warn!("network {name}: cannot undo port {}: {err}", port.uuid);
+            }
+        }
         self.backend.stop(live)?;
         // The status file is the commit point: once it is gone the network
         // is inactive; a leftover live XML is removed at recovery.
@@ -522,7 +529,7 @@ impl Manager {
         atomic::remove(&self.paths.live_file(name))?;
         // Its ports go with it (libvirt's networkDestroy); ports left by a
         // crash here are removed at recovery.
-        self.remove_all_ports(name)?;
+        self.remove_all_ports(name, None)?;
         Ok(Outcome {
             actions: undo_lines(live),
             ..Outcome::new(name, Vec::new()).event(net, EventKind::Stopped)
@@ -669,7 +676,7 @@ impl Manager {
         self.recover_ports(&inv)?;
         let mut events = Vec::new();
         for (name, e) in &inv.nets {
-            if let Some((_, live)) = &e.live {
+            if let Some((live_net, live)) = &e.live {
                 tracing::info!(
                     "network {name} is running (recovered, backend {})",
                     live.backend
@@ -682,6 +689,8 @@ impl Manager {
                     );
                 } else if let Err(err) = self.backend.recover(live) {
                     tracing::warn!("recovery of network {name} failed: {err}");
+                } else {
+                    self.readd_ports(live_net);
                 }
                 continue;
             }
@@ -829,7 +838,7 @@ impl Manager {
         let net = &net;
         let plan = plan::plan(net)?;
         // Ports of an earlier run are stale (libvirt's networkStartNetwork).
-        self.remove_all_ports(&net.name)?;
+        self.remove_all_ports(&net.name, Some(net))?;
         let live = self.backend.start(&plan)?;
         let record = (|| {
             fsutil::write_atomic(&self.paths.live_file(&net.name), net.to_xml().as_bytes())?;

@@ -86,6 +86,16 @@ pub enum Action {
     },
     /// Run the DHCP/DNS service for the network.
     DhcpDns(Box<ServiceConfig>),
+    /// Make sure the network's OVN logical switch exists (`<slipway:ovn>`
+    /// in its `<metadata>`); removed at stop once no ports are left on it.
+    OvnSwitch {
+        /// The logical switch's name.
+        switch: String,
+        /// The northbound database's remotes (`unix:PATH`, `tcp:IP:PORT`).
+        nb: Vec<String>,
+        /// Its `other_config:subnet`, if any.
+        subnet: Option<String>,
+    },
 }
 
 /// The DHCP and DNS service of one network.
@@ -489,6 +499,13 @@ impl fmt::Display for Action {
                 Ok(())
             }
             Action::DhcpDns(s) => write!(f, "{s}"),
+            Action::OvnSwitch { switch, nb, subnet } => {
+                write!(f, "OVN logical switch {switch} at {}", nb.join(","))?;
+                if let Some(s) = subnet {
+                    write!(f, " with other_config:subnet={s}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -639,6 +656,13 @@ pub fn plan(net: &Network) -> Result<Plan> {
                 | ForwardMode::Hostdev
         )
     ) {
+        if let Some(ovn) = &net.ovn {
+            actions.push(Action::OvnSwitch {
+                switch: ovn.switch.clone(),
+                nb: ovn.nb.iter().map(ToString::to_string).collect(),
+                subnet: ovn.subnet.map(|s| s.to_string()),
+            });
+        }
         return Ok(Plan {
             network: net.name.clone(),
             actions,

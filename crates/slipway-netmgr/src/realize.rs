@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use slipway_netxml::{Network, NetworkPort};
+
 use crate::error::Result;
 use crate::plan::{Action, Plan};
 
@@ -71,6 +73,19 @@ pub trait Backend: Send + Sync {
     /// ([`ServiceStats`]); `None` when it has none (yet).
     fn service_stats(&self, _live: &LiveState) -> Option<ServiceStats> {
         None
+    }
+    /// A port was created on running network `net` (an OVN network: its
+    /// logical switch port is added). Called before the port is recorded;
+    /// an error refuses the port. Doing it again for the same port changes
+    /// nothing (the manager repeats it at recovery).
+    fn port_added(&self, _net: &Network, _port: &NetworkPort) -> Result<()> {
+        Ok(())
+    }
+    /// A port of running network `net` is going (deleted, or the network
+    /// stops): what [`Backend::port_added`] did is undone. A port that is
+    /// already gone is not an error.
+    fn port_removed(&self, _net: &Network, _port: &NetworkPort) -> Result<()> {
+        Ok(())
     }
 }
 

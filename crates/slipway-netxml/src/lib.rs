@@ -23,6 +23,7 @@ mod metadata;
 mod model;
 mod netdev;
 pub mod netport;
+mod ovn;
 mod parse;
 mod tree;
 mod validate;
@@ -39,6 +40,10 @@ pub use netdev::{
     VLAN_ID_MAX,
 };
 pub use netport::NetworkPort;
+pub use ovn::{
+    OvnAddress, OvnRemote, OvnSwitch, OVN_ADDRESSES_MAX, OVN_NS, OVN_REMOTES_MAX,
+    OVN_SWITCH_NAME_MAX, OVN_UNIX_PATH_MAX,
+};
 
 impl Network {
     /// Parses a `<network>` document. Elements and attributes the model does

@@ -58,6 +58,9 @@ pub struct Network {
     /// parts silently; slipway keeps a record so callers can warn. Never
     /// formatted.
     pub unknown: Vec<String>,
+    /// slipway's `<slipway:ovn>` inside `<metadata>` (read from it; printed
+    /// only as part of it): the OVN logical switch this network is on.
+    pub ovn: Option<crate::ovn::OvnSwitch>,
 }
 
 /// `<forward mode>`.

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+mod ovn;
 mod port;
 
 pub(crate) use port::DNSMASQ_NS;
@@ -295,9 +296,11 @@ impl Walker<'_> {
             routes.push(self.route(n)?);
         }
         let trust_guest_rx_filters = self.yes_no(root, p, "trustGuestRxFilters")?;
+        let mut ovn = None;
         let metadata = match root.kid("metadata") {
             Some(n) => {
                 self.metadata_uris(n, "/network/metadata")?;
+                ovn = self.ovn(n, &decls(root))?;
                 let (m, dropped) = Metadata::from_node(n, &decls(root));
                 self.unknown.extend(dropped);
                 Some(m)
@@ -349,6 +352,7 @@ impl Walker<'_> {
             portgroups,
             dnsmasq_options,
             unknown: std::mem::take(&mut self.unknown),
+            ovn,
         })
     }
 

@@ -84,6 +84,30 @@ fn too_large(start: IpAddr, end: IpAddr) -> bool {
     bits(start).0 >> 16 != bits(end).0 >> 16
 }
 
+/// slipway's `<slipway:ovn>` needs an Open vSwitch network: guests'
+/// interfaces on an OVS bridge (`<forward mode='bridge'/>`, `<bridge
+/// name>`, `<virtualport type='openvswitch'/>`), where ovn-controller
+/// binds them to the switch's ports by their `iface-id`.
+fn ovn_rules(net: &Network) -> R {
+    if net.ovn.is_none() {
+        return Ok(());
+    }
+    let ovs = net.forward_mode() == Some(ForwardMode::Bridge)
+        && net.bridge_name().is_some()
+        && net
+            .virtualport
+            .as_ref()
+            .is_some_and(|v| v.kind == Some(crate::VirtualPortType::OpenVswitch));
+    if !ovs {
+        return err(
+            "/network/metadata/ovn",
+            crate::OVN_NS,
+            "an OVN network needs <forward mode='bridge'/>, <bridge name=...> and <virtualport type='openvswitch'/>",
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn validate(net: &Network) -> R {
     if net.name.is_empty() {
         return err("/network/name", "", "a network needs a non-empty name");
@@ -122,6 +146,7 @@ pub(crate) fn validate(net: &Network) -> R {
         }
     }
     device_names(net)?;
+    ovn_rules(net)?;
     // Before the forward rules, so that a definition libvirtd refuses for
     // its VLANs is refused for the same reason here.
     port::port_rules(net)?;

@@ -13,6 +13,8 @@
 //!   of host networking inside a namespace the test created.
 //! - [`ovs`]: Open vSwitch (ovsdb-server, ovs-vswitchd) of the test's own in
 //!   that namespace, and a QEMU stand-in joining a slipway tap to a namespace.
+//! - [`ovn`]: OVN of the test's own (databases, ovn-northd, ovn-controller
+//!   per "host" namespace), on those Open vSwitch instances.
 //!
 //! Inside the guest, `/test.sh` runs under busybox `sh` with these helpers:
 //! `result KEY VALUE` (report a value), `ready [WORD]` (print
@@ -48,6 +50,7 @@ mod error;
 mod guest;
 mod image;
 pub mod netns;
+pub mod ovn;
 pub mod ovs;
 mod peers;
 mod process;

@@ -247,7 +247,7 @@ impl Drop for OvsInstance {
 }
 
 /// SIGTERM, up to 5 s to exit, then SIGKILL; always reaped.
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     if let Ok(pid) = i32::try_from(child.id()) {
         // SAFETY: signalling our own child, not yet reaped.
         unsafe { libc::kill(pid, libc::SIGTERM) };

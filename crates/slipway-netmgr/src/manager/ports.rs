@@ -43,7 +43,7 @@ pub const MAX_PORT_XML: usize = 64 * 1024;
 /// The ports of one network as found on disk, sorted by UUID (virsh's
 /// order). Files that do not parse are skipped with a warning, as libvirt's
 /// `virNetworkObjLoadAllPorts` skips them.
-fn load_ports(dir: &Path) -> Vec<NetworkPort> {
+pub(super) fn load_ports(dir: &Path) -> Vec<NetworkPort> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -386,10 +386,16 @@ impl Manager {
                 others.len()
             )));
         }
-        fsutil::write_atomic(
+        self.backend.port_added(net, &port)?;
+        if let Err(e) = fsutil::write_atomic(
             &dir.join(format!("{}.xml", port.uuid)),
             port.to_xml().as_bytes(),
-        )?;
+        ) {
+            if let Err(undo) = self.backend.port_removed(net, &port) {
+                tracing::error!("could not undo port {} of {name}: {undo}", port.uuid);
+            }
+            return Err(e);
+        }
         Ok((
             PortRef {
                 network: name.clone(),
@@ -463,8 +469,9 @@ impl Manager {
         let (name, e) = inv.find(network)?;
         let dir = self.paths.port_dir(name);
         let ports = load_ports(&dir);
-        find(&ports, uuid)?;
-        live(name, e)?;
+        let port = find(&ports, uuid)?;
+        let net = live(name, e)?;
+        self.backend.port_removed(net, port)?;
         atomic::remove(&dir.join(format!("{uuid}.xml")))?;
         Ok(PortRef {
             network: name.clone(),
@@ -505,9 +512,18 @@ impl Manager {
     }
 
     /// Removes every port of network `name` (it stopped, or is starting
-    /// afresh), as libvirt's `virNetworkObjDeleteAllPorts`.
-    pub(super) fn remove_all_ports(&self, name: &str) -> Result<()> {
+    /// afresh), as libvirt's `virNetworkObjDeleteAllPorts`. With `net`, the
+    /// network the ports were on, the backend undoes each port first
+    /// (failures are logged: the network goes anyway).
+    pub(super) fn remove_all_ports(&self, name: &str, net: Option<&Network>) -> Result<()> {
         let dir = self.paths.port_dir(name);
+        if let Some(net) = net {
+            for port in load_ports(&dir) {
+                if let Err(e) = self.backend.port_removed(net, &port) {
+                    tracing::warn!("network {name}: cannot undo port {}: {e}", port.uuid);
+                }
+            }
+        }
         match fs::read_dir(&dir) {
             Ok(entries) => {
                 for e in entries.flatten() {
@@ -528,6 +544,17 @@ impl Manager {
         Ok(())
     }
 
+    /// At daemon start, for running network `net`: the backend is told
+    /// of each of its ports again (adding nothing that is there: an OVN
+    /// logical switch port lost while the daemon was down comes back).
+    pub(super) fn readd_ports(&self, net: &Network) {
+        for port in load_ports(&self.paths.port_dir(&net.name)) {
+            if let Err(e) = self.backend.port_added(net, &port) {
+                tracing::warn!("network {}: port {}: {e}", net.name, port.uuid);
+            }
+        }
+    }
+
     /// At daemon start: the ports of networks that are not running (a stop
     /// that did not finish) are removed.
     pub(super) fn recover_ports(&self, inv: &Inventory) -> Result<()> {
@@ -543,7 +570,8 @@ impl Manager {
                 }
             } else {
                 tracing::info!("removing the ports of network {name}, which is not running");
-                self.remove_all_ports(&name)?;
+                let net = inv.nets.get(&name).map(Entry::current);
+                self.remove_all_ports(&name, net)?;
             }
         }
         Ok(())
@@ -968,5 +996,94 @@ mod tests {
         assert_eq!(listed.len(), MAX_PORTS_PER_NETWORK - 1);
         assert!(!listed.contains(&first) && !listed.contains(&uuid(P2)));
         assert!(matches!(m.port_xml(&n, first), Err(Error::NoSuchPort(_))));
+    }
+
+    /// A backend whose port hooks are recorded, and `port_added` fails
+    /// while `refuse` is set (an OVN database that is down).
+    #[derive(Default)]
+    struct PortHooks {
+        log: std::sync::Mutex<Vec<String>>,
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::realize::Backend for std::sync::Arc<PortHooks> {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        fn check(&self, p: &crate::Plan) -> Result<()> {
+            RecordingBackend.check(p)
+        }
+        fn start(&self, p: &crate::Plan) -> Result<crate::LiveState> {
+            RecordingBackend.start(p)
+        }
+        fn stop(&self, l: &crate::LiveState) -> Result<()> {
+            self.log.lock().unwrap().push("stop".into());
+            RecordingBackend.stop(l)
+        }
+        fn recover(&self, l: &crate::LiveState) -> Result<()> {
+            RecordingBackend.recover(l)
+        }
+        fn service_exit(&self, l: &crate::LiveState) -> Result<Option<String>> {
+            RecordingBackend.service_exit(l)
+        }
+        fn update_live(&self, p: &crate::Plan) -> Result<()> {
+            RecordingBackend.update_live(p)
+        }
+        fn port_added(&self, _net: &Network, port: &NetworkPort) -> Result<()> {
+            if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::Internal("OVN: database down".into()));
+            }
+            self.log.lock().unwrap().push(format!("add {}", port.uuid));
+            Ok(())
+        }
+        fn port_removed(&self, _net: &Network, port: &NetworkPort) -> Result<()> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("remove {}", port.uuid));
+            Ok(())
+        }
+    }
+
+    /// The backend hears of every port: a port it refuses is not created
+    /// (no file); deletion, a stop (ports before the network) and a
+    /// daemon's recovery (each port again) reach it.
+    #[test]
+    fn the_backend_hears_of_ports_and_can_refuse_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = std::sync::Arc::new(PortHooks::default());
+        let m = Manager::new(Paths::detect(Some(dir.path())), Box::new(hooks.clone()));
+        m.define(
+            "<network><name>n</name><forward mode='bridge'/><bridge name='br-int'/>\
+             <virtualport type='openvswitch'/></network>",
+            false,
+        )
+        .unwrap();
+        m.start(&Lookup::any("n")).unwrap();
+        hooks
+            .refuse
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let e = create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap_err();
+        assert!(e.to_string().contains("database down"), "{e}");
+        assert!(m.port_list(&Lookup::any("n")).unwrap().is_empty());
+        hooks
+            .refuse
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap();
+        create(&m, &port_xml(P2, "52:54:00:00:00:02", "")).unwrap();
+        m.port_delete(&Lookup::any("n"), uuid(P2)).unwrap();
+        m.recover().unwrap();
+        m.destroy(&Lookup::any("n")).unwrap();
+        assert_eq!(
+            *hooks.log.lock().unwrap(),
+            [
+                format!("add {P1}"),
+                format!("add {P2}"),
+                format!("remove {P2}"),
+                format!("add {P1}"),
+                format!("remove {P1}"),
+                "stop".to_string(),
+            ]
+        );
     }
 }
