@@ -44,6 +44,7 @@ The load average before and after is recorded. Not a test: nothing is
 asserted.
 
 Usage: bench/vm.sh [--seconds N] [--rounds N] [--paths a,b] [--out DIR]
+                   [--baseline OTHER_SLIPWAY]
 """
 
 import argparse
@@ -74,6 +75,10 @@ PATHS = {
     "libslirp": ("libslirp", "user", None, "QEMU -netdev user (libslirp, MTU 1500)"),
     "passt": ("passt", "stream", None, "passt stream (its default MTU 65520)"),
     "passt-1500": ("passt", "stream", 1500, "passt stream (MTU 1500)"),
+    # With --baseline: another slipway binary, for before/after figures.
+    "vhost-user-before": ("baseline", "vhost-user", 1500,
+                          "slipway vhost-user, --baseline binary (MTU 1500, TSO)"),
+    "stream-before": ("baseline", "stream", 1500, "slipway stream, --baseline binary (MTU 1500)"),
 }
 WAYS = ["up", "down"]
 # (label, numerator path, denominator path, the issue's goal for the
@@ -86,6 +91,8 @@ RATIOS = [
     ("stream / libslirp", "stream", "libslirp", None),
     ("vhost-user / libslirp", "vhost-user", "libslirp", None),
     ("vhost-user / passt", "vhost-user", "passt", None),
+    ("vhost-user / its --baseline", "vhost-user", "vhost-user-before", None),
+    ("stream / its --baseline", "stream", "stream-before", None),
 ]
 COLOURS = {"up": "#1f77b4", "down": "#ff7f0e"}
 
@@ -187,7 +194,8 @@ class Run:
                 cmd += ["--mtu", str(self.mtu)]
             netdev = stream
         else:
-            cmd = [self.args.slipway, "user", "--mtu", str(self.mtu)]
+            binary = self.args.baseline if self.stack == "baseline" else self.args.slipway
+            cmd = [binary, "user", "--mtu", str(self.mtu)]
             if self.transport == "stream":
                 cmd += ["--socket", sock]
                 netdev = stream
@@ -409,15 +417,18 @@ def main():
     ap.add_argument("--slipway", required=True, help="the slipway binary (release build)")
     ap.add_argument("--guest-image", required=True,
                     help="slipway-testkit's guest-image binary (builds the test guest)")
+    ap.add_argument("--baseline", help="another slipway binary: adds the paths "
+                    "vhost-user-before and stream-before")
     ap.add_argument("--seconds", type=int, default=8, help="length of each iperf3 run")
     ap.add_argument("--rounds", type=int, default=3, help="runs of every path; medians reported")
-    ap.add_argument("--paths", default=",".join(PATHS), help="default: all of them")
+    ap.add_argument("--paths", help="default: all of them (the -before ones with --baseline)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (see the header of this script)")
-    paths = [p for p in args.paths.split(",") if p]
+    default = [p for p in PATHS if args.baseline or PATHS[p][0] != "baseline"]
+    paths = [p for p in (args.paths or ",".join(default)).split(",") if p]
     for p in paths:
         if p not in PATHS:
             sys.exit(f"unknown path {p!r}: choose from {', '.join(PATHS)}")
@@ -426,7 +437,11 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install iperf3 passt qemu-system-x86 "
                      "util-linux iproute2")
+    if any(PATHS[p][0] == "baseline" for p in paths) and not args.baseline:
+        sys.exit("the -before paths need --baseline BINARY")
     args.slipway = os.path.abspath(args.slipway)
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
     args.guest_image = os.path.abspath(args.guest_image)
     if not args.inside:
         bench.isolate(__file__)
