@@ -178,11 +178,8 @@ fn vhost_user_two_queue_pairs_with_event_idx() {
         std::fs::write(&received_path, &got).unwrap();
     });
     let sock = dir.path().join("vhost.sock");
-    let mut slipway = Slipway::start(&[
-        s("--vhost-user"),
-        s("--socket"),
-        sock.display().to_string(),
-    ]);
+    let mut slipway =
+        Slipway::start(&[s("--vhost-user"), s("--socket"), sock.display().to_string()]);
     slipway.wait_for_path(&sock);
     let script = format!(
         "dhcp eth0 || exit 1\n\
@@ -211,7 +208,10 @@ fn vhost_user_two_queue_pairs_with_event_idx() {
     sink_thread.join().unwrap();
     assert_eq!(md5(&received), md5(&up), "{}", slipway.log());
     let log = slipway.log();
-    assert!(log.contains("vhost-user event indices enabled=true"), "{log}");
+    assert!(
+        log.contains("vhost-user event indices enabled=true"),
+        "{log}"
+    );
     assert!(log.contains("first frame on a TX ring ring=3"), "{log}");
 }
 
@@ -508,7 +508,11 @@ fn vhost_user_survives_hostile_frontends() {
     // SET_VRING_NUM for ring 16, past the last of 8 queue pairs.
     let mut past = 16u32.to_le_bytes().to_vec();
     past.extend_from_slice(&16u32.to_le_bytes());
-    hostile::malformed_message(dir.path(), &message(8, &past), "vhost-user connection ended");
+    hostile::malformed_message(
+        dir.path(),
+        &message(8, &past),
+        "vhost-user connection ended",
+    );
     // SET_VRING_ENABLE (held until SET_FEATURES) for ring 16, and one
     // without a ring index.
     hostile::malformed_message(dir.path(), &message(18, &past), "past the last queue pair");

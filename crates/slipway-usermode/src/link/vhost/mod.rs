@@ -613,11 +613,7 @@ impl Transport for Vhost {
 
 /// Copies a TX chain into `buf`; `None` (the frame dropped) when it
 /// points outside guest memory or is larger than `buf`.
-fn read_chain(
-    mem: &Guard,
-    chain: DescriptorChain<Guard>,
-    buf: &mut [u8],
-) -> Option<usize> {
+fn read_chain(mem: &Guard, chain: DescriptorChain<Guard>, buf: &mut [u8]) -> Option<usize> {
     let mut reader = match Reader::new(&**mem, chain) {
         Ok(r) => r,
         Err(err) => {

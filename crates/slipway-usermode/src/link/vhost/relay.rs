@@ -134,7 +134,9 @@ fn ring_index(msg: &[u8]) -> std::io::Result<u32> {
     };
     let index = u32::from_le_bytes([index[0], index[1], index[2], index[3]]);
     if index as usize >= super::NUM_QUEUES {
-        return Err(invalid("SET_VRING_ENABLE for a ring past the last queue pair"));
+        return Err(invalid(
+            "SET_VRING_ENABLE for a ring past the last queue pair",
+        ));
     }
     Ok(index)
 }
