@@ -734,11 +734,12 @@ class PrivateNetwork:
         self.outside.wait()
 
 
-def isolate():
-    """Re-executes this script as PID 1 of new network, PID and mount
-    namespaces (`--inside`); unshare kills it if unshare itself dies."""
+def isolate(script=__file__):
+    """Re-executes `script` (this one, or bench/vm.py, which imports it) as
+    PID 1 of new network, PID and mount namespaces (`--inside`); unshare
+    kills it if unshare itself dies."""
     cmd = ["unshare", "--net", "--pid", "--mount", "--fork", "--mount-proc",
-           "--kill-child=SIGKILL", sys.executable, os.path.abspath(__file__), "--inside"]
+           "--kill-child=SIGKILL", sys.executable, os.path.abspath(script), "--inside"]
     os.execvp("unshare", cmd + sys.argv[1:])
 
 

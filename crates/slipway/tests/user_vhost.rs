@@ -17,6 +17,8 @@ use common::{assert_serves, check, md5, s, vhost_args, wait_line, Slipway};
 const IN_NETNS: &str = "SLIPWAY_USER_VHOST_NETNS";
 /// Host to guest: 100 MiB (read by the guest straight into md5sum).
 const DOWN_BYTES: u32 = 100 * 1024 * 1024;
+/// Host to guest over two queue pairs: 32 MiB.
+const MQ_DOWN_BYTES: u32 = 32 * 1024 * 1024;
 /// Guest to host: 8 MiB (the guest holds it in its RAM-backed /tmp).
 const UP_BYTES: u32 = 8 * 1024 * 1024;
 
@@ -131,6 +133,71 @@ fn vhost_user_serves_a_guest_through_shared_rings() {
     drop(guest);
     slipway.wait_exit_ok();
     assert!(!sock.exists(), "socket file left behind");
+}
+
+/// QEMU `queues=2` (`mq=on`) and a guest with two vCPUs, for which Linux
+/// enables both queue pairs: event indices and multiqueue negotiated,
+/// frames carried on the second pair (the transfers run pinned to the
+/// second CPU, whose transmit queue is the second), both ways
+/// md5-identical.
+#[test]
+fn vhost_user_two_queue_pairs_with_event_idx() {
+    slipway_testkit::enter_new_netns!(IN_NETNS);
+    slipway_testkit::netns::sh("ip link set lo up");
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let down = dir.path().join("down.bin");
+    std::fs::write(&down, varied(MQ_DOWN_BYTES, 7)).unwrap();
+    let up = dir.path().join("up.bin");
+    std::fs::write(&up, varied(UP_BYTES, 0x3c3c)).unwrap();
+    let http = HttpServer::serve_dir(dir.path()).unwrap();
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    let received = dir.path().join("received.bin");
+    let received_path = received.clone();
+    let sink_thread = std::thread::spawn(move || {
+        let (mut conn, _) = sink.accept().unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(300)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        std::fs::write(&received_path, &got).unwrap();
+    });
+    let sock = dir.path().join("vhost.sock");
+    let mut slipway =
+        Slipway::start(&[s("--vhost-user"), s("--socket"), sock.display().to_string()]);
+    slipway.wait_for_path(&sock);
+    let script = format!(
+        "dhcp eth0 || exit 1\n\
+         result queues \"$(ls /sys/class/net/eth0/queues | tr '\\n' ' ')\"\n\
+         result down \"$(taskset 2 wget -q -O - http://10.0.2.2:{http}/down.bin | md5sum | cut -d' ' -f1)\"\n\
+         wget -q -O /tmp/up.bin http://10.0.2.2:{http}/up.bin && taskset 2 nc 10.0.2.2 {sink_port} < /tmp/up.bin && result upload sent\n",
+        http = http.port(),
+    );
+    let mut args = vhost_args(&sock);
+    args.extend([s("-smp"), s("2")]);
+    let out = common::run_guest(
+        Guest::builder()
+            .netdev("vhost-user,id=n0,chardev=c0,queues=2")
+            .nic_model("virtio-net-pci,vectors=0,mq=on")
+            .extra_args(args)
+            .script(&script)
+            .timeout(std::time::Duration::from_secs(600)),
+        &slipway,
+    );
+    let queues = out.result("queues").unwrap_or_default();
+    for q in ["rx-0", "rx-1", "tx-0", "tx-1"] {
+        assert!(queues.contains(q), "{queues}\n{}", out.console);
+    }
+    check(&out, &slipway, "down", &md5(&down));
+    check(&out, &slipway, "upload", "sent");
+    sink_thread.join().unwrap();
+    assert_eq!(md5(&received), md5(&up), "{}", slipway.log());
+    let log = slipway.log();
+    assert!(
+        log.contains("vhost-user event indices enabled=true"),
+        "{log}"
+    );
+    assert!(log.contains("first frame on a TX ring ring=3"), "{log}");
 }
 
 /// A frontend that is not QEMU: raw messages and a guest memory of the
@@ -266,7 +333,8 @@ mod hostile {
 
     /// The handshake up to the memory table, as QEMU does it.
     pub fn handshake(sock: &Path) -> Frontend {
-        let mut fe = Frontend::connect(sock, 2).expect("connect");
+        // Up to two queue pairs (the bound is the backend's).
+        let mut fe = Frontend::connect(sock, 4).expect("connect");
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
         assert_ne!(
@@ -289,10 +357,11 @@ mod hostile {
         .map(|_| ())
     }
 
-    /// Sets up both rings and starts them; returns the kick eventfds.
-    pub fn start_rings(fe: &mut Frontend) -> (Vec<EventFd>, Vec<EventFd>) {
+    /// Sets up the rings of queue pair `pair` and starts them; returns
+    /// the kick eventfds (RX, TX).
+    pub fn start_rings(fe: &mut Frontend, pair: usize) -> (Vec<EventFd>, Vec<EventFd>) {
         let (mut kicks, mut calls) = (Vec::new(), Vec::new());
-        for q in 0..2 {
+        for q in 2 * pair..2 * pair + 2 {
             let base = ring_base(q) as u64;
             fe.set_vring_num(q, QSIZE).unwrap();
             fe.set_vring_addr(
@@ -347,38 +416,41 @@ mod hostile {
     }
 
     /// TX chains outside guest memory or larger than any frame are
-    /// handed back and dropped; the next good frame is answered.
-    pub fn bad_descriptors_then_a_good_frame(dir: &Path) {
+    /// handed back and dropped; the next good frame is answered. On queue
+    /// pair `pair` alone (pair 1: the other pairs are never set up, as
+    /// with a guest that enabled only some).
+    pub fn bad_descriptors_then_a_good_frame(dir: &Path, pair: usize) {
         let (slipway, sock) = start(dir);
         let fd = memfd(MEM, true);
         let mem = Mem::map(&fd);
         let mut fe = handshake(&sock);
         set_memory(&mut fe, &fd, MEM as u64).unwrap();
-        let (kicks, _calls) = start_rings(&mut fe);
+        let (kicks, _calls) = start_rings(&mut fe, pair);
+        let (rx, tx) = (2 * pair, 2 * pair + 1);
         // RX buffers: 4 of 32 bytes (device-writable), so that the
         // reply (12-byte header, 42-byte frame) takes two, merged.
         for i in 0..4u16 {
-            mem.desc(0, i, 0x10000 + 0x800 * i as u64, 32, true);
-            mem.offer(0, i);
+            mem.desc(rx, i, 0x10000 + 0x800 * i as u64, 32, true);
+            mem.offer(rx, i);
         }
         kicks[0].write(1).unwrap();
         // TX: a chain past the end of memory, one straddling it, one of
         // 4 GiB - 1 bytes, then a good ARP request.
-        mem.desc(1, 0, 64 << 30, 100, false);
-        mem.desc(1, 1, MEM as u64 - 10, 100, false);
-        mem.desc(1, 2, 0, u32::MAX, false);
+        mem.desc(tx, 0, 64 << 30, 100, false);
+        mem.desc(tx, 1, MEM as u64 - 10, 100, false);
+        mem.desc(tx, 2, 0, u32::MAX, false);
         let arp = arp_with_header();
         mem.write(0x20000, &arp);
-        mem.desc(1, 3, 0x20000, arp.len() as u32, false);
+        mem.desc(tx, 3, 0x20000, arp.len() as u32, false);
         for i in 0..4 {
-            mem.offer(1, i);
+            mem.offer(tx, i);
         }
         kicks[1].write(1).unwrap();
-        wait_used(&mem, 1, 4, &slipway);
+        wait_used(&mem, tx, 4, &slipway);
         // The answer: an ARP reply over the first two RX buffers.
-        wait_used(&mem, 0, 2, &slipway);
-        assert_eq!(mem.used(0, 0), (0, 32));
-        assert_eq!(mem.used(0, 1), (1, 12 + 42 - 32));
+        wait_used(&mem, rx, 2, &slipway);
+        assert_eq!(mem.used(rx, 0), (0, 32));
+        assert_eq!(mem.used(rx, 1), (1, 12 + 42 - 32));
         let mut reply = mem.read(0x10000, 32);
         reply.extend(mem.read(0x10800, 22));
         assert_eq!(u16::from_le_bytes([reply[10], reply[11]]), 2, "num_buffers");
@@ -414,8 +486,22 @@ fn vhost_user_survives_hostile_frontends() {
     slipway_testkit::enter_new_netns!(IN_NETNS);
     slipway_testkit::netns::sh("ip link set lo up");
     let dir = slipway_testkit::temp_dir().unwrap();
-    // Descriptors pointing outside guest memory.
-    hostile::bad_descriptors_then_a_good_frame(dir.path());
+    // Descriptors pointing outside guest memory, on the first queue pair
+    // and on the second alone.
+    hostile::bad_descriptors_then_a_good_frame(dir.path(), 0);
+    hostile::bad_descriptors_then_a_good_frame(dir.path(), 1);
+    // SET_VRING_NUM for ring 16, past the last of 8 queue pairs.
+    let mut past = 16u32.to_le_bytes().to_vec();
+    past.extend_from_slice(&16u32.to_le_bytes());
+    hostile::malformed_message(
+        dir.path(),
+        &message(8, &past),
+        "vhost-user connection ended",
+    );
+    // SET_VRING_ENABLE (held until SET_FEATURES) for ring 16, and one
+    // without a ring index.
+    hostile::malformed_message(dir.path(), &message(18, &past), "past the last queue pair");
+    hostile::malformed_message(dir.path(), &message(18, &[]), "without a ring index");
     // A header announcing a 1 MiB body.
     let mut huge = message(1, &[]);
     huge[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());

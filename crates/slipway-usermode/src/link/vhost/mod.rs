@@ -39,6 +39,28 @@
 //! and the network ends when QEMU's connection does (a second connection
 //! would need a new thread).
 //!
+//! Notifications (`VIRTIO_RING_F_EVENT_IDX`, when the driver takes it):
+//! the guest is interrupted only when the used index passes the
+//! `used_event` it asked for (`needs_notification` before each signal),
+//! and it kicks only when its avail index passes our `avail_event`, which
+//! is re-armed (`enable_notification`, at the ring's current end) each
+//! time a ring is found empty: the TX ring when all its frames are read,
+//! an RX ring when it has no room for the next frame. `enable_notification`
+//! reports chains that arrived meanwhile; the ring is then read again,
+//! once per chain taken (a guest whose avail index lies cannot spin us).
+//! Without the feature every kick and every used batch notifies, as
+//! before.
+//!
+//! Multiqueue (`VIRTIO_NET_F_MQ`, vhost-user's `MQ` protocol feature; QEMU
+//! `-netdev vhost-user,queues=N`): up to [`MAX_QUEUE_PAIRS`] pairs, queue
+//! 2k receiving and 2k+1 sending for pair k. QEMU's virtio-net keeps the
+//! control queue and enables as many pairs as the driver asks for
+//! (`SET_VRING_ENABLE`). The stack is one thread: every enabled TX ring is
+//! read in turn, and frames toward the guest fill the first enabled RX ring
+//! with room, spilling to the next when it is full (a frame never spans two
+//! rings). A queue index past the last pair is refused by
+//! `vhost-user-backend` (the connection ends).
+//!
 //! Receive buffers are mergeable (`VIRTIO_NET_F_MRG_RXBUF`): a frame may
 //! span several RX chains, whose count goes in the header's `num_buffers`.
 //! From the guest, checksum offload and TSO (`VIRTIO_NET_F_CSUM`,
@@ -48,7 +70,6 @@
 //! (and mergeable buffers), the stack's queue switches to offload frames
 //! as for a tap (`GuestTx::enable_offload`, on the first flush after;
 //! frames queued before are dropped), and back if a later driver did not.
-//! One queue pair (no multiqueue), no `EVENT_IDX`.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -60,13 +81,13 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::Listener;
-use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringState, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
 };
-use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -78,9 +99,13 @@ use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
 
 mod relay;
 
-/// Queue 0 carries frames to the guest, queue 1 frames from it.
-const RX_QUEUE: usize = 0;
-const TX_QUEUE: usize = 1;
+/// Most queue pairs (QEMU's `queues=N`); queue 2k of pair k carries
+/// frames to the guest, queue 2k+1 frames from it.
+const MAX_QUEUE_PAIRS: usize = 8;
+/// The rings: two per pair.
+const NUM_QUEUES: usize = 2 * MAX_QUEUE_PAIRS;
+// `Vhost::seen_tx` has a bit per ring.
+const _: () = assert!(NUM_QUEUES <= u16::BITS as usize);
 /// Largest ring the guest may set up (QEMU's largest `rx_queue_size`).
 const MAX_QUEUE_SIZE: usize = 1024;
 /// The virtio-net header of a VERSION_1 or mergeable-buffer device: the
@@ -100,8 +125,8 @@ type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 struct Shared {
     /// Written on every kick and when the connection ends; read by the loop.
     wake: EventFd,
-    /// The two vrings, recorded from the first kick (the library creates
-    /// them once, with the daemon).
+    /// The vrings (all [`NUM_QUEUES`]), recorded from the first kick (the
+    /// library creates them once, with the daemon).
     vrings: OnceLock<Vec<VringRwLock>>,
     /// Features the guest acknowledged.
     acked: AtomicU64,
@@ -113,12 +138,15 @@ struct Shared {
 #[derive(Clone)]
 struct NetBackend(Arc<Shared>);
 
-/// Features offered: virtio 1.0, indirect descriptors, mergeable receive
-/// buffers, checksum offload and TSO both ways, and vhost-user's
-/// protocol features (QEMU's vhost-user NIC needs them; see [`relay`]).
+/// Features offered: virtio 1.0, indirect descriptors, event indices,
+/// mergeable receive buffers, checksum offload and TSO both ways, several
+/// queue pairs, and vhost-user's protocol features (QEMU's vhost-user NIC
+/// needs them; see [`relay`]).
 fn offered_features() -> u64 {
     (1 << VIRTIO_F_VERSION_1)
         | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+        | (1 << VIRTIO_RING_F_EVENT_IDX)
+        | (1 << VIRTIO_NET_F_MQ)
         | (1 << VIRTIO_NET_F_MRG_RXBUF)
         | (1 << VIRTIO_NET_F_CSUM)
         | (1 << VIRTIO_NET_F_HOST_TSO4)
@@ -134,7 +162,7 @@ impl VhostUserBackend for NetBackend {
     type Vring = VringRwLock;
 
     fn num_queues(&self) -> usize {
-        2
+        NUM_QUEUES
     }
 
     fn max_queue_size(&self) -> usize {
@@ -150,13 +178,14 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        // None: no reply acknowledgements (the relay may hold a message
-        // back), one queue pair, no backend channel.
-        VhostUserProtocolFeatures::empty()
+        // Several queue pairs; no reply acknowledgements (the relay may
+        // hold a message back), no backend channel.
+        VhostUserProtocolFeatures::MQ
     }
 
-    fn set_event_idx(&self, _enabled: bool) {
-        // Not offered.
+    fn set_event_idx(&self, enabled: bool) {
+        // The library has switched the queues already.
+        tracing::info!(enabled, "vhost-user event indices");
     }
 
     fn update_memory(&self, _mem: Memory) -> std::io::Result<()> {
@@ -198,6 +227,8 @@ pub(super) enum SetupError {
 pub(super) struct Vhost {
     shared: Arc<Shared>,
     mem: Memory,
+    /// TX rings a frame came on already (bit = ring index; logged once).
+    seen_tx: u16,
 }
 
 impl Pending {
@@ -264,7 +295,11 @@ impl Pending {
         std::thread::Builder::new()
             .name("vhost-user-relay".to_owned())
             .spawn(move || relay::run(qemu, backend_end))?;
-        Ok(Vhost { shared, mem })
+        Ok(Vhost {
+            shared,
+            mem,
+            seen_tx: 0,
+        })
     }
 }
 
@@ -274,15 +309,170 @@ struct Target<'a> {
     writer: Writer<'a>,
 }
 
+/// What became of the frame at the head of the queue on one RX ring.
+enum Fill {
+    /// Written into the ring: next frame.
+    Sent,
+    /// Its chains were broken or too small: handed back empty, the frame
+    /// dropped.
+    Dropped,
+    /// The ring has no room for it (the chains taken were given back).
+    NoRoom,
+}
+
+type Guard = GuestMemoryLoadGuard<GuestMemoryMmap>;
+type RingState = VringState<Memory>;
+
 impl Vhost {
     fn acked(&self, bit: u32) -> bool {
         self.shared.acked.load(Ordering::Acquire) & (1 << bit) != 0
     }
 
-    /// The ring `index` if the guest has set it up.
-    fn vring(&self, index: usize) -> Option<&VringRwLock> {
-        self.shared.vrings.get().and_then(|v| v.get(index))
+    /// The rings of one direction, pair by pair: `first` 0 for RX, 1 for
+    /// TX (none before the first kick).
+    fn rings(&self, first: usize) -> impl Iterator<Item = &VringRwLock> {
+        self.shared
+            .vrings
+            .get()
+            .into_iter()
+            .flatten()
+            .skip(first)
+            .step_by(2)
     }
+
+    /// TSO frames toward the guest once its driver took them (with
+    /// mergeable buffers to hold them); back to MTU-sized frames if a
+    /// driver started later did not.
+    fn update_offload(&self, tx: &mut GuestTx, merge: bool) {
+        let offload = merge
+            && self.acked(VIRTIO_NET_F_GUEST_CSUM)
+            && self.acked(VIRTIO_NET_F_GUEST_TSO4)
+            && self.acked(VIRTIO_NET_F_GUEST_TSO6);
+        if offload && !tx.offload() {
+            tracing::info!("the guest takes checksum and segmentation offload");
+            tx.enable_offload();
+        } else if !offload && tx.offload() {
+            tracing::info!("the guest no longer takes offload frames");
+            tx.disable_offload();
+        }
+    }
+
+    /// The virtio-net header's length: with `num_buffers` for a VERSION_1
+    /// or mergeable-buffer device.
+    fn hdr_len(&self) -> usize {
+        if self.acked(VIRTIO_NET_F_MRG_RXBUF) || self.acked(VIRTIO_F_VERSION_1) {
+            HDR_LEN
+        } else {
+            VNET_HDR_LEN
+        }
+    }
+}
+
+/// Whether the guest set the ring up and QEMU enabled it.
+fn live(state: &RingState) -> bool {
+    state.get_queue().ready() && state.is_enabled()
+}
+
+/// The next chain of a ring; when it is empty, re-arms the guest's kick at
+/// the ring's end (`avail_event` with EVENT_IDX) and takes a chain that
+/// arrived meanwhile, once per empty ring (`rearmed`, cleared by each
+/// chain taken) so that a lying avail index cannot spin us.
+fn next_chain(
+    state: &mut RingState,
+    mem: &Guard,
+    rearmed: &mut bool,
+) -> Option<DescriptorChain<Guard>> {
+    loop {
+        if let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
+            *rearmed = false;
+            return Some(chain);
+        }
+        if *rearmed || !state.enable_notification().unwrap_or(false) {
+            *rearmed = true;
+            return None;
+        }
+        *rearmed = true;
+    }
+}
+
+/// Interrupts the guest for the chains used since the last call, if its
+/// `used_event` asks for it (always without EVENT_IDX).
+fn notify(state: &mut RingState) {
+    if state.needs_notification().unwrap_or(true) {
+        let _ = state.signal_used_queue();
+    }
+}
+
+/// Writes the frame at the head of `tx` into chains of one RX ring (behind
+/// its virtio-net header, merging chains when one is too small).
+fn fill<'m>(
+    state: &mut RingState,
+    mem: &'m Guard,
+    targets: &mut Vec<Target<'m>>,
+    frame: &[u8],
+    hdr_len: usize,
+    merge: bool,
+) -> Fill {
+    let need = hdr_len - VNET_HDR_LEN + frame.len();
+    targets.clear();
+    let mut room = 0;
+    let mut rearmed = false;
+    while room < need && targets.len() < MAX_MERGE && (merge || targets.is_empty()) {
+        let Some(chain) = next_chain(state, mem, &mut rearmed) else {
+            break;
+        };
+        let head = chain.head_index();
+        match Writer::new(&**mem, chain) {
+            Ok(writer) => {
+                room += writer.available_bytes();
+                targets.push(Target { head, writer });
+            }
+            Err(err) => {
+                tracing::debug!(%err, "an RX chain outside guest memory; frame dropped");
+                let _ = state.add_used(head, 0);
+                for t in targets.drain(..) {
+                    let _ = state.add_used(t.head, 0);
+                }
+                return Fill::Dropped;
+            }
+        }
+    }
+    if room < need {
+        if targets.is_empty() || (merge && targets.len() < MAX_MERGE) {
+            // The ring ran out: give the chains back, wait for a kick.
+            for _ in 0..targets.len() {
+                state.get_queue_mut().go_to_previous_position();
+            }
+            targets.clear();
+            return Fill::NoRoom;
+        }
+        // Chains too small for the frame (a guest without mergeable
+        // buffers, or one posting tiny buffers).
+        for t in targets.drain(..) {
+            let _ = state.add_used(t.head, 0);
+        }
+        return Fill::Dropped;
+    }
+    let count = targets.len() as u16;
+    let (hdr, mut rest) = frame.split_at(VNET_HDR_LEN);
+    let mut first = true;
+    for t in targets.iter_mut() {
+        if first {
+            let _ = t.writer.write_all(hdr);
+            if hdr_len > VNET_HDR_LEN {
+                let _ = t.writer.write_all(&count.to_le_bytes());
+            }
+            first = false;
+        }
+        let n = rest.len().min(t.writer.available_bytes());
+        let _ = t.writer.write_all(&rest[..n]);
+        rest = &rest[n..];
+    }
+    for t in targets.drain(..) {
+        let len = t.writer.bytes_written() as u32;
+        let _ = state.add_used(t.head, len);
+    }
+    Fill::Sent
 }
 
 impl Transport for Vhost {
@@ -305,8 +495,8 @@ impl Transport for Vhost {
         let _ = registry.deregister(&mut SourceFd(&self.shared.wake.as_raw_fd()));
     }
 
-    /// Fills the guest's RX chains with queued frames, each behind its
-    /// virtio-net header, merging chains when one is too small.
+    /// Fills the guest's RX chains with queued frames, the first enabled
+    /// ring first, the next when it is full.
     fn flush(
         &mut self,
         tx: &mut GuestTx,
@@ -316,117 +506,49 @@ impl Transport for Vhost {
         if self.shared.gone.load(Ordering::Acquire) {
             return Err(VmGone);
         }
-        let Some(vring) = self.vring(RX_QUEUE) else {
-            *writable = false;
-            return Ok(0);
-        };
         let merge = self.acked(VIRTIO_NET_F_MRG_RXBUF);
-        let hdr_len = if merge || self.acked(VIRTIO_F_VERSION_1) {
-            HDR_LEN
-        } else {
-            VNET_HDR_LEN
-        };
+        let hdr_len = self.hdr_len();
         let mem = self.mem.memory();
-        let mut state = vring.get_mut();
-        if !state.get_queue().ready() || !state.is_enabled() {
-            *writable = false;
-            return Ok(0);
-        }
-        // TSO frames toward the guest once its driver took them (with
-        // mergeable buffers to hold them); back to MTU-sized frames if a
-        // driver started later did not.
-        let offload = merge
-            && self.acked(VIRTIO_NET_F_GUEST_CSUM)
-            && self.acked(VIRTIO_NET_F_GUEST_TSO4)
-            && self.acked(VIRTIO_NET_F_GUEST_TSO6);
-        if offload && !tx.offload() {
-            tracing::info!("the guest takes checksum and segmentation offload");
-            tx.enable_offload();
-        } else if !offload && tx.offload() {
-            tracing::info!("the guest no longer takes offload frames");
-            tx.disable_offload();
-        }
         let mut sent = 0;
-        let mut used = false;
+        let mut checked_offload = false;
         let mut targets: Vec<Target<'_>> = Vec::with_capacity(MAX_MERGE);
-        while !tx.is_empty() {
-            let frame = tx.frame_with_vnet_hdr(0);
-            let need = hdr_len - VNET_HDR_LEN + frame.len();
-            targets.clear();
-            let mut room = 0;
-            let mut broken = false;
-            while room < need && targets.len() < MAX_MERGE && (merge || targets.is_empty()) {
-                let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
-                    break;
-                };
-                let head = chain.head_index();
-                match Writer::new(&*mem, chain) {
-                    Ok(writer) => {
-                        room += writer.available_bytes();
-                        targets.push(Target { head, writer });
-                    }
-                    Err(err) => {
-                        tracing::debug!(%err, "an RX chain outside guest memory; frame dropped");
-                        let _ = state.add_used(head, 0);
-                        used = true;
-                        broken = true;
-                        break;
-                    }
-                }
+        for vring in self.rings(0) {
+            let mut state = vring.get_mut();
+            if !live(&state) {
+                continue;
             }
-            if room < need && !broken {
-                if targets.is_empty() || (merge && targets.len() < MAX_MERGE) {
-                    // The ring is empty: give the chains back, wait for a kick.
-                    for _ in 0..targets.len() {
-                        state.get_queue_mut().go_to_previous_position();
-                    }
-                    *writable = false;
-                    break;
-                }
-                // Chains too small for the frame (a guest without
-                // mergeable buffers, or one posting tiny buffers).
-                broken = true;
+            // Before the first frame written (a switch drops the frames
+            // queued before it).
+            if !checked_offload {
+                self.update_offload(tx, merge);
+                checked_offload = true;
             }
-            if broken {
-                for t in targets.drain(..) {
-                    let _ = state.add_used(t.head, 0);
+            if tx.is_empty() {
+                break;
+            }
+            let mut used = false;
+            while !tx.is_empty() {
+                let frame = tx.frame_with_vnet_hdr(0);
+                match fill(&mut state, &mem, &mut targets, frame, hdr_len, merge) {
+                    Fill::Sent => sent += 1,
+                    Fill::Dropped => {}
+                    Fill::NoRoom => break,
                 }
                 used = true;
                 tx.pop(1);
-                continue;
             }
-            let count = targets.len() as u16;
-            let (hdr, mut rest) = frame.split_at(VNET_HDR_LEN);
-            let mut first = true;
-            for t in &mut targets {
-                if first {
-                    let _ = t.writer.write_all(hdr);
-                    if hdr_len > VNET_HDR_LEN {
-                        let _ = t.writer.write_all(&count.to_le_bytes());
-                    }
-                    first = false;
-                }
-                let n = rest.len().min(t.writer.available_bytes());
-                let _ = t.writer.write_all(&rest[..n]);
-                rest = &rest[n..];
+            if used {
+                notify(&mut state);
             }
-            for t in targets.drain(..) {
-                let len = t.writer.bytes_written() as u32;
-                let _ = state.add_used(t.head, len);
-            }
-            used = true;
-            tx.pop(1);
-            sent += 1;
         }
-        drop(targets);
-        drop(state);
-        if used {
-            let _ = vring.signal_used_queue();
+        if !tx.is_empty() {
+            // No ring had room (or none is up yet): wait for a kick.
+            *writable = false;
         }
         Ok(sent)
     }
 
-    /// Reads up to [`READ_BATCH`] frames from the guest's TX chains,
+    /// Reads up to [`READ_BATCH`] frames from each enabled TX ring,
     /// handing each on with what its header says of the checksum.
     fn receive(
         &mut self,
@@ -440,55 +562,58 @@ impl Transport for Vhost {
         // Consume the wake-up before looking, so that a kick after the
         // ring was found empty wakes the loop again.
         let _ = self.shared.wake.read();
-        let Some(vring) = self.vring(TX_QUEUE) else {
-            *readable = false;
-            return Ok(());
-        };
-        let hdr_len = if self.acked(VIRTIO_NET_F_MRG_RXBUF) || self.acked(VIRTIO_F_VERSION_1) {
-            HDR_LEN
-        } else {
-            VNET_HDR_LEN
-        };
+        let hdr_len = self.hdr_len();
         let mem = self.mem.memory();
-        let mut used = false;
-        for _ in 0..READ_BATCH {
-            let chain = {
-                let mut state = vring.get_mut();
-                if !state.get_queue().ready() || !state.is_enabled() {
-                    *readable = false;
+        let mut more = false;
+        let mut seen = self.seen_tx;
+        for (pair, vring) in self.rings(1).enumerate() {
+            let ring = 2 * pair + 1;
+            let mut used = false;
+            let mut rearmed = false;
+            for n in 0..=READ_BATCH {
+                // The lock is not held while the stack takes the frame.
+                let chain = {
+                    let mut state = vring.get_mut();
+                    if !live(&state) {
+                        break;
+                    }
+                    if n == READ_BATCH {
+                        more = true;
+                        break;
+                    }
+                    next_chain(&mut state, &mem, &mut rearmed)
+                };
+                let Some(chain) = chain else {
                     break;
+                };
+                let head = chain.head_index();
+                let len = read_chain(&mem, chain, &mut rx.buf);
+                let _ = vring.add_used(head, 0);
+                used = true;
+                let Some(len) = len else {
+                    continue;
+                };
+                if seen & (1 << ring) == 0 {
+                    seen |= 1 << ring;
+                    tracing::info!(ring, "first frame on a TX ring");
                 }
-                state.get_queue_mut().pop_descriptor_chain(mem.clone())
-            };
-            let Some(chain) = chain else {
-                *readable = false;
-                break;
-            };
-            let head = chain.head_index();
-            let len = read_chain(&mem, chain, &mut rx.buf);
-            let _ = vring.add_used(head, 0);
-            used = true;
-            let Some(len) = len else {
-                continue;
-            };
-            let read = &rx.buf[..len];
-            let (hdr, frame) = read.split_at(hdr_len.min(read.len()));
-            deliver(frame, RxChecksum::from_vnet_hdr(hdr));
+                let read = &rx.buf[..len];
+                let (hdr, frame) = read.split_at(hdr_len.min(read.len()));
+                deliver(frame, RxChecksum::from_vnet_hdr(hdr));
+            }
+            if used {
+                notify(&mut vring.get_mut());
+            }
         }
-        if used {
-            let _ = vring.signal_used_queue();
-        }
+        self.seen_tx = seen;
+        *readable = more;
         Ok(())
     }
 }
 
 /// Copies a TX chain into `buf`; `None` (the frame dropped) when it
 /// points outside guest memory or is larger than `buf`.
-fn read_chain(
-    mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
-    chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
-    buf: &mut [u8],
-) -> Option<usize> {
+fn read_chain(mem: &Guard, chain: DescriptorChain<Guard>, buf: &mut [u8]) -> Option<usize> {
     let mut reader = match Reader::new(&**mem, chain) {
         Ok(r) => r,
         Err(err) => {

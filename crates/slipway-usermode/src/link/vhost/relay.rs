@@ -11,15 +11,19 @@
 //! QEMU's connection goes through this relay: it passes every message on
 //! unchanged (with the descriptors it carries), except that a
 //! `SET_VRING_ENABLE` before the first `SET_FEATURES` is held and passed on
-//! right after it. Replies go back as raw bytes (the backend sends no
+//! right after it. Only the last one per ring is held: QEMU with
+//! `queues=N` enables and disables rings several times while it realizes
+//! the device, and only their final state matters. Replies go back as raw bytes (the backend sends no
 //! descriptors: no backend channel is offered). Only the 12-byte header is
 //! read here (request, flags, size); the messages themselves are parsed
 //! by `vhost`. Written by hand because it is that small and neither crate
 //! has a hook for it.
 //!
-//! Bounds: a message body over [`MAX_BODY`] bytes, more than [`MAX_HELD`]
-//! held messages, descriptors on a held message, or guest memory that
-//! could fault when read (`check_memory`) end the connection.
+//! Bounds: a message body over [`MAX_BODY`] bytes, a held message for a
+//! ring past the last queue pair (`super::NUM_QUEUES` rings, so at most
+//! that many are held) or without a ring index, descriptors on a held
+//! message, or guest memory that could fault when read (`check_memory`)
+//! end the connection.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -34,8 +38,6 @@ const HEADER: usize = 12;
 pub(super) const MAX_BODY: usize = 0x1000;
 /// Most descriptors one message carries (`vhost`'s limit).
 const MAX_FDS: usize = 32;
-/// Most `SET_VRING_ENABLE` messages held before `SET_FEATURES`.
-pub(super) const MAX_HELD: usize = 16;
 const SET_FEATURES: u32 = 2;
 const SET_MEM_TABLE: u32 = 5;
 /// A memory table's header (region count, padding) and one region (guest
@@ -101,12 +103,11 @@ fn relay(qemu: &UnixStream, backend: &UnixStream) -> std::io::Result<()> {
             };
             let request = u32::from_le_bytes([msg[0], msg[1], msg[2], msg[3]]);
             if request == SET_VRING_ENABLE && !features_set {
-                if held.len() >= MAX_HELD {
-                    return Err(invalid("too many SET_VRING_ENABLE before SET_FEATURES"));
-                }
                 if !files.is_empty() {
                     return Err(invalid("descriptors on SET_VRING_ENABLE"));
                 }
+                let ring = ring_index(&msg)?;
+                held.retain(|m| ring_index(m).ok() != Some(ring));
                 held.push(msg);
                 continue;
             }
@@ -123,6 +124,21 @@ fn relay(qemu: &UnixStream, backend: &UnixStream) -> std::io::Result<()> {
             }
         }
     }
+}
+
+/// The ring a `SET_VRING_ENABLE` names (its body: ring index, then the
+/// state, u32 each), if it is one of ours.
+fn ring_index(msg: &[u8]) -> std::io::Result<u32> {
+    let Some(index) = msg.get(HEADER..HEADER + 4) else {
+        return Err(invalid("SET_VRING_ENABLE without a ring index"));
+    };
+    let index = u32::from_le_bytes([index[0], index[1], index[2], index[3]]);
+    if index as usize >= super::NUM_QUEUES {
+        return Err(invalid(
+            "SET_VRING_ENABLE for a ring past the last queue pair",
+        ));
+    }
+    Ok(index)
 }
 
 /// Refuses a memory table whose files could shrink under the mapping or
