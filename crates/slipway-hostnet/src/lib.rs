@@ -24,6 +24,7 @@ pub mod leases;
 pub mod netlink;
 pub mod service;
 pub mod tap;
+pub mod tc;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -100,6 +101,11 @@ pub struct Record {
     pub routes: Vec<RouteAdded>,
     /// The DHCP/DNS service.
     pub service: Option<ServiceProcess>,
+    /// A device shaped with tc that slipway did not create (a host
+    /// bridge): its shaping is removed at stop. A bridge slipway created
+    /// takes its shaping with it.
+    #[serde(default)]
+    pub shaped: Option<String>,
 }
 
 /// Where the backend keeps its files inside the manager's state directory:
@@ -340,6 +346,18 @@ impl LinuxBackend {
                     });
                     self.save(rec)?;
                 }
+                Action::Bandwidth { dev, shape } => {
+                    if rec.bridge.as_deref() != Some(dev.as_str()) {
+                        if netlink::link_index(dev.as_str()).is_none() {
+                            return Err(Error::Plan(format!(
+                                "bridge {dev} does not exist, so its <bandwidth> cannot be set"
+                            )));
+                        }
+                        rec.shaped = Some(dev.to_string());
+                        self.save(rec)?;
+                    }
+                    tc::set(dev.as_str(), shape, true)?;
+                }
                 Action::DhcpDns(svc) => {
                     let config = service::service_file(&self.dir, &plan.network);
                     let file = service::ServiceFile {
@@ -476,6 +494,10 @@ impl LinuxBackend {
                 }
             }
             Err(e) => note(Err(e)),
+        }
+        if let Some(dev) = &rec.shaped {
+            log_undo(network, format_args!("tc qdisc del dev {dev} root; ingress"));
+            tc::clear(dev);
         }
         note(self.restore_host_sysctls(rec));
         match first {

@@ -23,6 +23,7 @@ mod manager;
 mod metrics;
 mod paths;
 pub mod plan;
+pub mod shaping;
 pub mod portapi;
 pub mod proto;
 mod realize;
