@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use slipway_hostnet::netlink::{link_index, link_mtu, Netlink};
 use slipway_hostnet::tap::{Tap, TapMode};
 use slipway_netmgr::proto::Lookup;
-use slipway_netmgr::{read_info, Paths};
+use slipway_netmgr::{read_info, read_live, Paths};
 
 use crate::error::{Error, Result};
 use crate::plan::{BridgeRef, HostSide, Nic, Plan, TapSpec, UserStack};
@@ -30,6 +30,8 @@ pub trait Networks {
     fn bridge(&self, name: &str) -> std::result::Result<String, String>;
     /// `Ok` when a network `name` is defined (running or not), else why not.
     fn defined(&self, name: &str) -> std::result::Result<(), String>;
+    /// Whether running network `name` has `<port isolated='yes'/>`.
+    fn port_isolated(&self, name: &str) -> std::result::Result<bool, String>;
 }
 
 /// Refuses a plan whose `type='network'` interfaces name networks that
@@ -68,6 +70,11 @@ impl Networks for ManagerNetworks {
         read_info(&self.0, &Lookup::any(name))
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn port_isolated(&self, name: &str) -> std::result::Result<bool, String> {
+        let live = read_live(&self.0, &Lookup::any(name)).map_err(|e| e.to_string())?;
+        Ok(live.and_then(|n| n.port_isolated).unwrap_or(false))
     }
 }
 
@@ -241,6 +248,11 @@ fn tap(
         nl.set_master(index, &name, *bi, b)
             .map_err(|e| host_err(nic, e))?;
     }
+    let network_isolated = match &spec.bridge {
+        Some(BridgeRef::Network(n)) => ctx.networks.port_isolated(n).map_err(|m| nic_err(nic, m))?,
+        _ => false,
+    };
+    crate::port::apply(nl, spec, &name, index, network_isolated).map_err(|e| host_err(nic, e))?;
     nl.set_up(index, &name).map_err(|e| host_err(nic, e))?;
     if let Some(script) = &spec.script {
         run_script(script, &name).map_err(|m| nic_err(nic, m))?;

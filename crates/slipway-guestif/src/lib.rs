@@ -19,6 +19,7 @@ mod error;
 pub mod host;
 pub mod launch;
 pub mod plan;
+pub mod port;
 pub mod signals;
 pub mod state;
 

@@ -58,6 +58,10 @@ pub struct TapSpec {
     pub script: Option<PathBuf>,
     /// Run with the tap's name when the VM is gone (ethernet).
     pub downscript: Option<PathBuf>,
+    /// `<bandwidth>`: the tap's shaping (see [`crate::port`]).
+    pub shape: Option<slipway_netmgr::shaping::Shape>,
+    /// `<port isolated>` of the interface; `None` takes the network's.
+    pub isolated: Option<bool>,
 }
 
 /// A user-mode stack the host side needs: `slipway user --dgram
@@ -255,6 +259,13 @@ impl Plan {
                     let name = i.target.dev.clone().filter(|d| {
                         !managed || !RESERVED_PREFIXES.iter().any(|p| d.starts_with(p))
                     });
+                    let shape = crate::port::shape_of(i.bandwidth.as_ref()).map_err(|message| {
+                        Error::Interface {
+                            index: i.index,
+                            mac,
+                            message,
+                        }
+                    })?;
                     nic.host = HostSide::Tap(TapSpec {
                         fd: next_fd,
                         name,
@@ -264,6 +275,8 @@ impl Plan {
                         vnet_hdr: virtio,
                         script: i.script.clone(),
                         downscript: i.downscript.clone(),
+                        shape,
+                        isolated: i.port_isolated,
                     });
                     next_fd += 1;
                     format!("tap,fd={},id={id}", next_fd - 1)

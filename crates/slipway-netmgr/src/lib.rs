@@ -33,7 +33,7 @@ pub mod update;
 pub use client::{Client, EventStream};
 pub use error::{Error, ErrorCode, Result};
 pub use events::EventHub;
-pub use manager::{read_info, Manager, ShutdownGuard};
+pub use manager::{read_info, read_live, Manager, ShutdownGuard};
 pub use paths::Paths;
 pub use plan::{Action, Plan};
 pub use realize::{Backend, LiveState, RecordingBackend, ServiceStats};

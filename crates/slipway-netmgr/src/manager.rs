@@ -311,6 +311,19 @@ pub fn read_info(paths: &Paths, key: &Lookup) -> Result<NetworkInfo> {
     Ok(inv.find(key)?.1.info())
 }
 
+/// The definition network `key` runs with, read from the state on disk
+/// like [`read_info`]; `None` when it is defined but not running.
+pub fn read_live(paths: &Paths, key: &Lookup) -> Result<Option<Network>> {
+    let store = Store { paths };
+    let _g = store.lock(false)?;
+    let inv = if key.by_name && !key.by_uuid {
+        store.load_named(&key.key)
+    } else {
+        store.load()
+    };
+    Ok(inv.find(key)?.1.live.as_ref().map(|(n, _)| n.clone()))
+}
+
 /// The network manager over one set of [`Paths`] and a realization backend.
 pub struct Manager {
     paths: Paths,

@@ -185,6 +185,11 @@ pub struct Interface {
     pub script: Option<PathBuf>,
     /// `<downscript path>` (ethernet).
     pub downscript: Option<PathBuf>,
+    /// `<bandwidth>`: the tap's traffic shaping (types with a tap).
+    pub bandwidth: Option<crate::Bandwidth>,
+    /// `<port isolated>` (network and bridge): the tap's bridge port
+    /// isolated from the other isolated ports; `None` takes the network's.
+    pub port_isolated: Option<bool>,
     /// Paths of elements and attributes not modelled, e.g. `driver`.
     pub unknown: Vec<String>,
 }
@@ -347,6 +352,8 @@ const CHILDREN: &[&str] = &[
     "downscript",
     "ip",
     "portForward",
+    "bandwidth",
+    "port",
 ];
 
 fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, InterfaceError> {
@@ -370,6 +377,8 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
     let link_up = link(&mut r, node)?;
     let script = script_path(&mut r, node, "script")?;
     let downscript = script_path(&mut r, node, "downscript")?;
+    let bandwidth = bandwidth(&mut r, src, node)?;
+    let port_isolated = port_isolated(&mut r, node)?;
     let iface = Interface {
         index,
         line,
@@ -381,6 +390,8 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         link_up,
         script,
         downscript,
+        bandwidth,
+        port_isolated,
         unknown: Vec::new(),
     };
     check_combination(&r, node, &iface)?;
@@ -388,6 +399,43 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         unknown: r.unknown,
         ..iface
     })
+}
+
+/// `<bandwidth>`, read as a network port's (libvirt's domain interfaces
+/// take a `floor`, which only a network port can reserve).
+fn bandwidth(
+    r: &mut Reader,
+    src: &str,
+    node: &Node,
+) -> Result<Option<crate::Bandwidth>, InterfaceError> {
+    let Some(n) = node.kid("bandwidth") else {
+        return Ok(None);
+    };
+    let mut sub = TreeReader::new(crate::tree::Located { src });
+    let bw = sub
+        .bandwidth(n, "interface/bandwidth", crate::netdev::BandwidthUse::Port)
+        .map_err(|e| r.err(e.to_string()))?;
+    r.unknown.append(&mut sub.unknown);
+    if bw.is_some_and(|b| b.class_id != 0) {
+        return Err(r.err("interface/bandwidth/@classID: only a network port has a class"));
+    }
+    Ok(bw)
+}
+
+/// `<port isolated='yes|no'/>`.
+fn port_isolated(r: &mut Reader, node: &Node) -> Result<Option<bool>, InterfaceError> {
+    let Some(p) = node.kid("port") else {
+        return Ok(None);
+    };
+    r.check(p, "interface/port", &["isolated"], &[]);
+    match p.attr("isolated") {
+        None => Ok(None),
+        Some("yes") => Ok(Some(true)),
+        Some("no") => Ok(Some(false)),
+        Some(v) => Err(r.err(format!(
+            "interface/port/@isolated = '{v}': expected yes or no"
+        ))),
+    }
 }
 
 /// `<mac address>`: a unicast MAC, not one of the host side's.
@@ -644,6 +692,29 @@ fn check_combination(r: &Reader, node: &Node, iface: &Interface) -> Result<(), I
                 kind.type_name()
             )));
         }
+    }
+    let tap = matches!(
+        kind,
+        InterfaceKind::Network { .. } | InterfaceKind::Bridge { .. } | InterfaceKind::Ethernet
+    );
+    if iface.bandwidth.is_some() && !tap {
+        return Err(r.err(format!(
+            "<bandwidth> is for interfaces on a tap (network, bridge, ethernet), not '{}'",
+            kind.type_name()
+        )));
+    }
+    if iface.bandwidth.is_some() && iface.target.managed == Some(false) {
+        return Err(r.err(
+            "<bandwidth> needs a tap slipway creates (managed='no' uses the tap as it is)",
+        ));
+    }
+    if iface.port_isolated.is_some()
+        && !matches!(kind, InterfaceKind::Network { .. } | InterfaceKind::Bridge { .. })
+    {
+        return Err(r.err(format!(
+            "<port isolated> is for interfaces on a bridge (network, bridge), not '{}'",
+            kind.type_name()
+        )));
     }
     if matches!(kind, InterfaceKind::VhostUser { .. })
         && iface.model.as_deref().is_some_and(|m| m != "virtio")
