@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::portapi::{PortCreateFlags, PortParameters, PortRef};
 use crate::proto::Lookup;
+use crate::shaping;
 
 /// The most ports one network holds (libvirt sets no limit; one VM
 /// interface per port, so this is far above any host's VM count).
@@ -91,12 +92,14 @@ fn find(ports: &[NetworkPort], uuid: uuid::Uuid) -> Result<&NetworkPort> {
 }
 
 /// libvirt's check of a port's bandwidth against the network's QoS
-/// (`networkCheckBandwidth`): a `floor` needs an inbound QoS on the
-/// network, which slipway's networks never have (`<bandwidth>` on a
-/// network is one of the libvirt features slipway does not support).
-fn check_floor(net: &Network, port: &NetworkPort, floor: u64) -> Result<()> {
+/// (`networkCheckBandwidth`): a `floor` needs a network with a bridge of
+/// its own and an inbound QoS, and the floors of all its ports (`others`,
+/// without this one) may not exceed the network's inbound peak, else its
+/// average. Returns the class the port's floor gets on the bridge (0 for
+/// none), keeping the one it has.
+fn check_floor(net: &Network, port: &NetworkPort, others: &[NetworkPort], floor: u64) -> Result<u32> {
     if floor == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let mac = port.mac;
     if !net.has_own_bridge() {
@@ -104,10 +107,44 @@ fn check_floor(net: &Network, port: &NetworkPort, floor: u64) -> Result<()> {
             "Invalid use of 'floor' on interface with MAC address {mac} - 'floor' is only supported for interface type 'network' with forward type 'nat', 'route', 'open' or none"
         )));
     }
-    Err(Error::Unsupported(format!(
-        "Invalid use of 'floor' on interface with MAC address {mac} - network '{}' has no inbound QoS set",
-        net.name
-    )))
+    let Some(net_in) = net.bandwidth.and_then(|b| b.inbound) else {
+        return Err(Error::Unsupported(format!(
+            "Invalid use of 'floor' on interface with MAC address {mac} - network '{}' has no inbound QoS set",
+            net.name
+        )));
+    };
+    let others_sum = others
+        .iter()
+        .filter(|p| p.uuid != port.uuid)
+        .map(|p| p.bandwidth.map_or(0, |b| b.floor()))
+        .fold(0u64, u64::saturating_add);
+    shaping::check_floor(
+        &net_in,
+        others_sum,
+        0,
+        floor,
+        &mac.to_string(),
+        net.bridge_name().unwrap_or_default(),
+        &net.name,
+    )
+    .map_err(Error::NotValid)?;
+    let own = port.bandwidth.map_or(0, |b| b.class_id);
+    if own != 0 {
+        return Ok(own);
+    }
+    Ok(shaping::next_class(others.iter().filter_map(|p| {
+        p.bandwidth.map(|b| b.class_id).filter(|&c| c != 0)
+    })))
+}
+
+/// The `<bandwidth>` of the port's portgroup (named, else the network's
+/// default one).
+fn port_group_bandwidth(net: &Network, port: &NetworkPort) -> Option<slipway_netxml::Bandwidth> {
+    let group = match &port.group {
+        Some(g) => net.portgroups.iter().find(|p| &p.name == g),
+        None => net.portgroups.iter().find(|p| p.default),
+    };
+    group.and_then(|g| g.bandwidth)
 }
 
 /// `<virtualport type>` of the port, for libvirt's checks.
@@ -352,7 +389,17 @@ impl Manager {
         } else {
             allocate(net, &mut port, &others)?;
         }
-        check_floor(net, &port, port.bandwidth.map_or(0, |b| b.floor()))?;
+        if port.bandwidth.is_none() {
+            // The portgroup's, as networkAllocatePort copies it.
+            port.bandwidth = port_group_bandwidth(net, &port);
+        }
+        if port.isolated.is_none() {
+            port.isolated = net.port_isolated;
+        }
+        let class_id = check_floor(net, &port, &others, port.bandwidth.map_or(0, |b| b.floor()))?;
+        if let Some(bw) = port.bandwidth.as_mut().filter(|_| class_id != 0) {
+            bw.class_id = class_id;
+        }
         if let Some(other) = others.iter().find(|p| p.mac == port.mac) {
             return Err(Error::NotValid(format!(
                 "MAC address {} is already in use on network '{name}' by port {} of '{}'",
@@ -471,8 +518,12 @@ impl Manager {
         let class_id = old.map_or(0, |b| b.class_id);
         let new = params.to_bandwidth(class_id);
         let new_floor = new.map_or(0, |b| b.floor());
+        let mut new = new;
         if new_floor != old.map_or(0, |b| b.floor()) {
-            check_floor(net, port, new_floor)?;
+            let class = check_floor(net, port, &ports, new_floor)?;
+            if let Some(bw) = new.as_mut().filter(|_| class != 0) {
+                bw.class_id = class;
+            }
         }
         let mut port = port.clone();
         port.bandwidth = new;
@@ -734,6 +785,39 @@ mod tests {
         // Oversized XML is refused before it is parsed.
         let big = port_xml(P2, "52:54:00:00:00:09", &" ".repeat(MAX_PORT_XML));
         assert!(matches!(create(&m, &big), Err(Error::InvalidArg(_))));
+    }
+
+    /// libvirt's floor accounting: floors add up against the network's
+    /// inbound average, each gets the lowest free class from 3, one that
+    /// does not fit is refused with libvirt's words; the network's port
+    /// isolation is copied into its ports.
+    #[test]
+    fn floors_are_reserved_against_the_networks_inbound_average() {
+        let net = NET.replace(
+            "<ip ",
+            "<bandwidth><inbound average='1000'/></bandwidth><port isolated='yes'/><ip ",
+        );
+        let (_d, m) = setup(&net);
+        let n = Lookup::any("n");
+        m.start(&n).unwrap();
+        let floor = |f: u64| format!("<bandwidth><inbound floor='{f}'/></bandwidth>");
+        create(&m, &port_xml(P1, "52:54:00:00:00:01", &floor(600))).unwrap();
+        let xml = m.port_xml(&n, uuid(P1)).unwrap();
+        assert!(xml.contains("<bandwidth classID='3'>\n    <inbound floor='600'/>"), "{xml}");
+        assert!(xml.contains("<port isolated='yes'/>"), "{xml}");
+        let e = create(&m, &port_xml(P2, "52:54:00:00:00:02", &floor(401))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Requested operation is not valid: Cannot plug '52:54:00:00:00:02' interface into 'br-n' because new combined inbound floor=1001 would overcommit average=1000 on network 'n'"
+        );
+        create(&m, &port_xml(P2, "52:54:00:00:00:02", &floor(400))).unwrap();
+        assert!(m.port_xml(&n, uuid(P2)).unwrap().contains("classID='4'"));
+        // Raising a floor counts the others, not the port's old one.
+        let up = PortParameters::from_list(&[(PortParam::InboundAverage, 10), (PortParam::InboundFloor, 601)]);
+        assert!(m.port_set_parameters(&n, uuid(P1), &up).is_err());
+        let same = PortParameters::from_list(&[(PortParam::InboundAverage, 10), (PortParam::InboundFloor, 500)]);
+        m.port_set_parameters(&n, uuid(P1), &same).unwrap();
+        assert!(m.port_xml(&n, uuid(P1)).unwrap().contains("classID='3'"));
     }
 
     #[test]
