@@ -9,7 +9,7 @@
 //! Isolation comes from the interface's `<port isolated>`, else from its
 //! network's (`networkAllocatePort` copies the network's into the port).
 //! A `floor` is a reservation on the network's bridge that only the
-//! network's port API makes (`slipway guest launch` creates no port), so
+//! network's port API makes (`slipway launch` creates no port), so
 //! an interface with one is refused at planning, before anything exists.
 
 use slipway_hostnet::netlink::Netlink;
@@ -26,7 +26,7 @@ pub fn shape_of(bw: Option<&Bandwidth>) -> Result<Option<Shape>, String> {
     if bw.floor() != 0 {
         return Err(format!(
             "<bandwidth><inbound floor='{}'>: a floor is reserved on the network by its port API \
-             (virNetworkPortCreateXML, as libvirt's QEMU driver does); slipway guest launch \
+             (virNetworkPortCreateXML, as libvirt's QEMU driver does); slipway launch \
              creates no port",
             bw.floor()
         ));

@@ -250,16 +250,19 @@ impl Netlink {
             "set bridge port {name} isolated {}",
             if isolated { "on" } else { "off" }
         );
-        self.set_link(
-            index,
-            &what,
-            vec![LinkAttribute::LinkInfo(vec![
-                LinkInfo::PortKind(InfoPortKind::Bridge),
-                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
-                    isolated,
-                )])),
-            ])],
-        )
+        // A port's settings change through RTM_NEWLINK on the existing
+        // link (as `ip link set ... type bridge_slave` sends): RTM_SETLINK
+        // ignores IFLA_LINKINFO.
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes = vec![LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                isolated,
+            )])),
+        ])];
+        self.request(&what, RouteNetlinkMessage::NewLink(msg), NLM_F_ACK)
+            .map(drop)
     }
 
     /// Sets the link up.
