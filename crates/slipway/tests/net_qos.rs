@@ -107,31 +107,33 @@ impl Drop for Guest {
 /// iperf3 from the host (the bridge's address) to the guest for
 /// `secs` seconds: the guest's receive rate in bit/s.
 fn rate_toward(guest: &Guest, secs: u32) -> f64 {
-    let server = Command::new("nsenter")
-        .args(["-t", &guest.ns.pid().to_string(), "-n"])
-        .args(["iperf3", "-s", "-1", "-B", "10.77.0.10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("iperf3 -s");
-    let mut server = KillOnDrop(server);
-    let mut out = String::new();
+    let _server = KillOnDrop(
+        Command::new("nsenter")
+            .args(["-t", &guest.ns.pid().to_string(), "-n"])
+            .args(["iperf3", "-s", "-1", "-B", "10.77.0.10"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 -s"),
+    );
+    let mut last = String::new();
     for _ in 0..50 {
         let o = Command::new("iperf3")
             .args(["-c", "10.77.0.10", "-J", "-t", &secs.to_string()])
             .output()
             .expect("iperf3 -c");
-        if o.status.success() {
-            out = String::from_utf8_lossy(&o.stdout).into_owned();
-            break;
+        last = String::from_utf8_lossy(&o.stdout).into_owned();
+        // iperf3 3.12 exits 0 with -J even when it could not connect
+        // (the server is not listening yet): the JSON says.
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        if o.status.success() && v.get("error").is_none() {
+            return v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no received rate in {last}"));
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let _ = server.0.wait();
-    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .expect("a received rate")
+    panic!("iperf3 toward the guest failed: {last}");
 }
 
 struct KillOnDrop(Child);
@@ -182,6 +184,7 @@ fn an_inbound_limit_holds_a_guest_to_its_rate() {
     assert!(classes.contains("rate 8Mbit"), "{classes}");
     let limited = rate_toward(&g, 4);
     let limit = 8_000_000.0;
+    eprintln!("toward the guest: {free:.0} bit/s free, {limited:.0} bit/s limited to {limit}");
     assert!(
         limited < limit * 1.5 && limited > limit * 0.3,
         "limited to {limited} bit/s, limit {limit}"
