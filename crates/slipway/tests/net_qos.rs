@@ -256,7 +256,7 @@ fn an_outbound_limit_needs_the_police_action() {
     let root = dir.path();
     start(root, "");
     let has_police = {
-        sh("ip link add probe0 type dummy");
+        sh("ip link add probe0 type bridge");
         let ok = Command::new("sh")
             .args([
                 "-c",
@@ -317,6 +317,27 @@ fn an_outbound_limit_needs_the_police_action() {
     );
     assert!(sh("ip -o link show").lines().all(|l| !l.contains("vout0")));
     assert!(!sh("tc qdisc show").contains("ingress"));
+    // A host bridge (forward mode='bridge') is not slipway's to delete:
+    // its inbound HTB, set before the police step failed, is taken off
+    // again, and the network does not start.
+    sh("ip link add br-host type bridge && ip link set br-host up");
+    write(
+        root,
+        "host.xml",
+        "<network><name>host</name><forward mode='bridge'/><bridge name='br-host'/>\
+         <bandwidth><inbound average='1000'/><outbound average='1000'/></bandwidth></network>",
+    );
+    ok(root, &["net-define", "host.xml"]);
+    let start = sw(root, &["net-start", "host"]);
+    assert_ne!(start.code, 0, "{start:?}");
+    assert!(
+        start.stderr.contains("(module act_police)"),
+        "{}",
+        start.stderr
+    );
+    let left = sh("tc qdisc show dev br-host");
+    assert!(!left.contains("htb") && !left.contains("ingress"), "{left}");
+    assert!(ok(root, &["net-list", "--all"]).contains(" host "));
 }
 
 /// With `<port isolated='yes'/>` on the network, two guests reach the
