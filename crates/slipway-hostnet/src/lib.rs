@@ -626,6 +626,23 @@ impl Backend for LinuxBackend {
         Ok(LinuxBackend::update_live(self, plan)?)
     }
 
+    fn plug_floor(&self, f: &slipway_netmgr::shaping::FloorClass) -> slipway_netmgr::Result<()> {
+        tc::plug_floor(&f.bridge, f.ceiling, f.mac, f.floor, f.class)?;
+        if let Err(e) = tc::update_rate(&f.bridge, 2, f.ceiling, f.rest) {
+            // libvirt only warns here: the floor itself is in place.
+            tracing::warn!("bridge {}: {e}", f.bridge);
+        }
+        Ok(())
+    }
+
+    fn unplug_floor(&self, f: &slipway_netmgr::shaping::FloorClass) -> slipway_netmgr::Result<()> {
+        tc::unplug_floor(&f.bridge, f.class);
+        if let Err(e) = tc::update_rate(&f.bridge, 2, f.ceiling, f.rest) {
+            tracing::warn!("bridge {}: {e}", f.bridge);
+        }
+        Ok(())
+    }
+
     fn service_stats(&self, live: &LiveState) -> Option<slipway_netmgr::ServiceStats> {
         let leases = leases::leases_file(&self.dir, &live.network);
         let stats = leases.parent()?.join(service::STATS_FILE);

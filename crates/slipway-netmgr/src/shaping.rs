@@ -158,6 +158,24 @@ pub fn check_floor(
     })
 }
 
+/// One port's floor class on a network's bridge, and what class 1:2 (the
+/// traffic without a floor) keeps once the change is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloorClass {
+    /// The network's bridge.
+    pub bridge: String,
+    /// The port's MAC address (the filter matches it as destination).
+    pub mac: [u8; 6],
+    /// The guaranteed rate, KiB/s.
+    pub floor: u64,
+    /// The class number, from [`FIRST_FLOOR_CLASS`].
+    pub class: u32,
+    /// The network's inbound peak, else its average: every class's ceiling.
+    pub ceiling: u64,
+    /// The rate of class 1:2 after the change: `ceiling` less the floors.
+    pub rest: u64,
+}
+
 /// The lowest class number from [`FIRST_FLOOR_CLASS`] that none of `used`
 /// holds (libvirt's `networkNextClassID`).
 pub fn next_class(used: impl IntoIterator<Item = u32>) -> u32 {

@@ -240,6 +240,27 @@ fn a_networks_bandwidth_shapes_its_bridge_until_it_stops() {
         &["net-port-dumpxml", "qos", "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d"],
     );
     assert!(dump.contains("<bandwidth classID='3'>"), "{dump}");
+    // The floor is a class of its own under 1:1 with a filter on the MAC;
+    // class 1:2 keeps the peak less the floors (4000 - 3000 kbps).
+    let classes = sh("tc class show dev br-qos");
+    assert!(classes.contains("class htb 1:3 parent 1:1"), "{classes}");
+    assert!(classes.contains("rate 24Mbit ceil 32Mbit"), "{classes}");
+    let rest = sh("tc class show dev br-qos classid 1:2");
+    assert!(rest.contains("rate 8Mbit ceil 32Mbit"), "{rest}");
+    let filters = sh("tc filter show dev br-qos");
+    assert!(filters.contains("*flowid 1:3"), "{filters}");
+    assert!(filters.contains("match 5254/ffff at -14") || filters.contains("00005254/0000ffff at -16"), "{filters}");
+    // Deleting the port gives the floor back.
+    ok(
+        root,
+        &["net-port-delete", "qos", "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d"],
+    );
+    let classes = sh("tc class show dev br-qos");
+    assert!(!classes.contains("1:3"), "{classes}");
+    let rest = sh("tc class show dev br-qos classid 1:2");
+    assert!(rest.contains("rate 32Mbit ceil 32Mbit"), "{rest}");
+    assert!(!sh("tc filter show dev br-qos").contains("flowid 1:3"));
+    ok(root, &["net-port-create", "qos", "p2.xml"]);
     ok(root, &["net-destroy", "qos"]);
     assert!(sh("ip -o link show").lines().all(|l| !l.contains("br-qos")));
     assert!(!sh("tc qdisc show").contains("htb"));

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::portapi::{PortCreateFlags, PortParameters, PortRef};
 use crate::proto::Lookup;
-use crate::shaping;
+use crate::shaping::{self, FloorClass, FloorFit};
 
 /// The most ports one network holds (libvirt sets no limit; one VM
 /// interface per port, so this is far above any host's VM count).
@@ -93,13 +93,19 @@ fn find(ports: &[NetworkPort], uuid: uuid::Uuid) -> Result<&NetworkPort> {
 
 /// libvirt's check of a port's bandwidth against the network's QoS
 /// (`networkCheckBandwidth`): a `floor` needs a network with a bridge of
-/// its own and an inbound QoS, and the floors of all its ports (`others`,
-/// without this one) may not exceed the network's inbound peak, else its
-/// average. Returns the class the port's floor gets on the bridge (0 for
-/// none), keeping the one it has.
-fn check_floor(net: &Network, port: &NetworkPort, others: &[NetworkPort], floor: u64) -> Result<u32> {
+/// its own and an inbound QoS, and the floors of all its ports (`others`;
+/// the port itself, if among them, is not counted) may not exceed the
+/// network's inbound peak, else its average. Returns the class the floor
+/// takes on the bridge (the port's own class number, else the lowest
+/// free one), `None` without a floor.
+fn check_floor(
+    net: &Network,
+    port: &NetworkPort,
+    others: &[NetworkPort],
+    floor: u64,
+) -> Result<Option<FloorClass>> {
     if floor == 0 {
-        return Ok(0);
+        return Ok(None);
     }
     let mac = port.mac;
     if !net.has_own_bridge() {
@@ -113,28 +119,70 @@ fn check_floor(net: &Network, port: &NetworkPort, others: &[NetworkPort], floor:
             net.name
         )));
     };
-    let others_sum = others
-        .iter()
-        .filter(|p| p.uuid != port.uuid)
-        .map(|p| p.bandwidth.map_or(0, |b| b.floor()))
-        .fold(0u64, u64::saturating_add);
-    shaping::check_floor(
+    let bridge = net.bridge_name().unwrap_or_default();
+    let fit = shaping::check_floor(
         &net_in,
-        others_sum,
+        floor_sum(others, port),
         0,
         floor,
         &mac.to_string(),
-        net.bridge_name().unwrap_or_default(),
+        bridge,
         &net.name,
     )
     .map_err(Error::NotValid)?;
+    let FloorFit::Fits { ceiling, floor_sum } = fit else {
+        return Ok(None);
+    };
     let own = port.bandwidth.map_or(0, |b| b.class_id);
-    if own != 0 {
-        return Ok(own);
+    let class = if own != 0 {
+        own
+    } else {
+        shaping::next_class(
+            others
+                .iter()
+                .filter_map(|p| p.bandwidth.map(|b| b.class_id).filter(|&c| c != 0)),
+        )
+    };
+    Ok(Some(FloorClass {
+        bridge: bridge.to_string(),
+        mac: mac.0,
+        floor,
+        class,
+        ceiling,
+        rest: ceiling.saturating_sub(floor_sum),
+    }))
+}
+
+/// The floors of `ports` other than `port`.
+fn floor_sum(ports: &[NetworkPort], port: &NetworkPort) -> u64 {
+    ports
+        .iter()
+        .filter(|p| p.uuid != port.uuid)
+        .map(|p| p.bandwidth.map_or(0, |b| b.floor()))
+        .fold(0, u64::saturating_add)
+}
+
+/// The floor class `port` holds on the bridge of `net`, to release, with
+/// what class 1:2 gets back once it is gone; `None` when it holds none.
+fn held_floor(net: &Network, port: &NetworkPort, ports: &[NetworkPort]) -> Option<FloorClass> {
+    let bw = port.bandwidth?;
+    let net_in = net.bandwidth.and_then(|b| b.inbound)?;
+    if bw.class_id == 0 || bw.floor() == 0 {
+        return None;
     }
-    Ok(shaping::next_class(others.iter().filter_map(|p| {
-        p.bandwidth.map(|b| b.class_id).filter(|&c| c != 0)
-    })))
+    let ceiling = if net_in.peak != 0 {
+        net_in.peak
+    } else {
+        net_in.average
+    };
+    Some(FloorClass {
+        bridge: net.bridge_name().unwrap_or_default().to_string(),
+        mac: port.mac.0,
+        floor: bw.floor(),
+        class: bw.class_id,
+        ceiling,
+        rest: ceiling.saturating_sub(floor_sum(ports, port)),
+    })
 }
 
 /// The `<bandwidth>` of the port's portgroup (named, else the network's
@@ -396,9 +444,9 @@ impl Manager {
         if port.isolated.is_none() {
             port.isolated = net.port_isolated;
         }
-        let class_id = check_floor(net, &port, &others, port.bandwidth.map_or(0, |b| b.floor()))?;
-        if let Some(bw) = port.bandwidth.as_mut().filter(|_| class_id != 0) {
-            bw.class_id = class_id;
+        let floor = check_floor(net, &port, &others, port.bandwidth.map_or(0, |b| b.floor()))?;
+        if let (Some(bw), Some(f)) = (port.bandwidth.as_mut(), &floor) {
+            bw.class_id = f.class;
         }
         if let Some(other) = others.iter().find(|p| p.mac == port.mac) {
             return Err(Error::NotValid(format!(
@@ -412,10 +460,19 @@ impl Manager {
                 others.len()
             )));
         }
-        fsutil::write_atomic(
+        if let Some(f) = &floor {
+            self.backend.plug_floor(f)?;
+        }
+        if let Err(e) = fsutil::write_atomic(
             &dir.join(format!("{}.xml", port.uuid)),
             port.to_xml().as_bytes(),
-        )?;
+        ) {
+            if let Some(f) = floor {
+                let rest = f.rest.saturating_add(f.floor);
+                let _ = self.backend.unplug_floor(&FloorClass { rest, ..f });
+            }
+            return Err(e);
+        }
         Ok((
             PortRef {
                 network: name.clone(),
@@ -489,9 +546,14 @@ impl Manager {
         let (name, e) = inv.find(network)?;
         let dir = self.paths.port_dir(name);
         let ports = load_ports(&dir);
-        find(&ports, uuid)?;
-        live(name, e)?;
+        let port = find(&ports, uuid)?;
+        let net = live(name, e)?;
         atomic::remove(&dir.join(format!("{uuid}.xml")))?;
+        if let Some(f) = held_floor(net, port, &ports) {
+            if let Err(e) = self.backend.unplug_floor(&f) {
+                tracing::warn!("port {uuid}: {e}");
+            }
+        }
         Ok(PortRef {
             network: name.clone(),
             uuid,
@@ -520,9 +582,29 @@ impl Manager {
         let new_floor = new.map_or(0, |b| b.floor());
         let mut new = new;
         if new_floor != old.map_or(0, |b| b.floor()) {
-            let class = check_floor(net, port, &ports, new_floor)?;
-            if let Some(bw) = new.as_mut().filter(|_| class != 0) {
-                bw.class_id = class;
+            // libvirt's networkUpdatePortBandwidth: checked first, then the
+            // old class goes and the new one comes.
+            let floor = check_floor(net, port, &ports, new_floor)?;
+            let held = held_floor(net, port, &ports);
+            if let Some(h) = &held {
+                self.backend.unplug_floor(h)?;
+            }
+            if let Some(f) = &floor {
+                if let Err(e) = self.backend.plug_floor(f) {
+                    if let Some(h) = &held {
+                        let back = FloorClass {
+                            rest: h.rest.saturating_sub(h.floor),
+                            ..h.clone()
+                        };
+                        let _ = self.backend.plug_floor(&back);
+                    }
+                    return Err(e);
+                }
+                if let Some(bw) = new.as_mut() {
+                    bw.class_id = f.class;
+                }
+            } else if let Some(bw) = new.as_mut() {
+                bw.class_id = 0;
             }
         }
         let mut port = port.clone();
