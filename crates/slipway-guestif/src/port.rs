@@ -52,3 +52,68 @@ pub fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_netxml::parse_interfaces;
+
+    fn one(xml: &str) -> Result<slipway_netxml::Interface, String> {
+        parse_interfaces(xml)
+            .map(|mut v| v.remove(0))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_interfaces_bandwidth_and_isolation_are_read_and_checked() {
+        let i = one(
+            "<interface type='network'><source network='n'/>\
+             <bandwidth><inbound average='1000' peak='2000'/><outbound average='10'/></bandwidth>\
+             <port isolated='yes'/></interface>",
+        )
+        .unwrap();
+        assert_eq!(i.port_isolated, Some(true));
+        let shape = shape_of(i.bandwidth.as_ref()).unwrap().unwrap();
+        assert_eq!(shape.inbound.unwrap().peak, 2000);
+        assert_eq!(shape.outbound.unwrap().average, 10);
+        // A floor is the port API's: refused, naming it.
+        let f = one(
+            "<interface type='network'><source network='n'/>\
+             <bandwidth><inbound average='10' floor='5'/></bandwidth></interface>",
+        )
+        .unwrap();
+        let e = shape_of(f.bandwidth.as_ref()).unwrap_err();
+        assert!(e.starts_with("<bandwidth><inbound floor='5'>: a floor is reserved"), "{e}");
+        // Out of bounds: named.
+        let big = one(
+            "<interface type='bridge'><source bridge='br0'/>\
+             <bandwidth><inbound average='1000000001'/></bandwidth></interface>",
+        )
+        .unwrap();
+        assert!(shape_of(big.bandwidth.as_ref())
+            .unwrap_err()
+            .contains("<inbound average='1000000001'>"));
+    }
+
+    #[test]
+    fn bandwidth_and_isolation_need_a_tap_on_a_bridge() {
+        let e = one(
+            "<interface type='user'><bandwidth><inbound average='10'/></bandwidth></interface>",
+        )
+        .unwrap_err();
+        assert!(e.contains("<bandwidth> is for interfaces on a tap"), "{e}");
+        let e = one("<interface type='ethernet'><port isolated='yes'/></interface>").unwrap_err();
+        assert!(e.contains("<port isolated> is for interfaces on a bridge"), "{e}");
+        let e = one(
+            "<interface type='network'><source network='n'/><port isolated='maybe'/></interface>",
+        )
+        .unwrap_err();
+        assert!(e.contains("interface/port/@isolated = 'maybe'"), "{e}");
+        let e = one(
+            "<interface type='network'><source network='n'/>\
+             <bandwidth classID='4'><inbound average='10'/></bandwidth></interface>",
+        )
+        .unwrap_err();
+        assert!(e.contains("only a network port has a class"), "{e}");
+    }
+}
