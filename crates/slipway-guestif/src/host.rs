@@ -249,10 +249,21 @@ fn tap(
             .map_err(|e| host_err(nic, e))?;
     }
     let network_isolated = match &spec.bridge {
-        Some(BridgeRef::Network(n)) => ctx.networks.port_isolated(n).map_err(|m| nic_err(nic, m))?,
+        Some(BridgeRef::Network(n)) => {
+            ctx.networks.port_isolated(n).map_err(|m| nic_err(nic, m))?
+        }
         _ => false,
     };
-    crate::port::apply(nl, spec, &name, index, network_isolated).map_err(|e| host_err(nic, e))?;
+    crate::port::apply(
+        nl,
+        &name,
+        index,
+        bridge.is_some(),
+        spec.shape.as_ref(),
+        spec.isolated,
+        network_isolated,
+    )
+    .map_err(|e| host_err(nic, e))?;
     nl.set_up(index, &name).map_err(|e| host_err(nic, e))?;
     if let Some(script) = &spec.script {
         run_script(script, &name).map_err(|m| nic_err(nic, m))?;

@@ -17,8 +17,6 @@ use slipway_hostnet::tc;
 use slipway_netmgr::shaping::Shape;
 use slipway_netxml::Bandwidth;
 
-use crate::plan::TapSpec;
-
 /// The shape of an interface's `<bandwidth>`, or why slipway cannot
 /// apply it (a floor, a rate out of bounds).
 pub fn shape_of(bw: Option<&Bandwidth>) -> Result<Option<Shape>, String> {
@@ -34,20 +32,23 @@ pub fn shape_of(bw: Option<&Bandwidth>) -> Result<Option<Shape>, String> {
     Shape::of(bw).map_err(|e| e.to_string())
 }
 
-/// Applies `spec`'s port settings to tap `name` (index `index`), just
-/// attached to its bridge; `network_isolated` is the isolation of the
-/// network it is on (false for a host bridge).
+/// Applies a tap's port settings to tap `name` (index `index`), just
+/// attached to a bridge when `on_bridge`: its `shape`, and isolation when
+/// `isolated` (the interface's) says so, else when `network_isolated`
+/// (its network's; false for a host bridge).
 pub fn apply(
     nl: &mut Netlink,
-    spec: &TapSpec,
     name: &str,
     index: u32,
+    on_bridge: bool,
+    shape: Option<&Shape>,
+    isolated: Option<bool>,
     network_isolated: bool,
 ) -> slipway_hostnet::Result<()> {
-    if spec.bridge.is_some() && spec.isolated.unwrap_or(network_isolated) {
+    if on_bridge && isolated.unwrap_or(network_isolated) {
         nl.set_port_isolated(index, name, true)?;
     }
-    if let Some(shape) = &spec.shape {
+    if let Some(shape) = shape {
         tc::set(name, shape, false)?;
     }
     Ok(())
@@ -66,29 +67,26 @@ mod tests {
 
     #[test]
     fn an_interfaces_bandwidth_and_isolation_are_read_and_checked() {
-        let i = one(
-            "<interface type='network'><source network='n'/>\
+        let i = one("<interface type='network'><source network='n'/>\
              <bandwidth><inbound average='1000' peak='2000'/><outbound average='10'/></bandwidth>\
-             <port isolated='yes'/></interface>",
-        )
+             <port isolated='yes'/></interface>")
         .unwrap();
         assert_eq!(i.port_isolated, Some(true));
         let shape = shape_of(i.bandwidth.as_ref()).unwrap().unwrap();
         assert_eq!(shape.inbound.unwrap().peak, 2000);
         assert_eq!(shape.outbound.unwrap().average, 10);
         // A floor is the port API's: refused, naming it.
-        let f = one(
-            "<interface type='network'><source network='n'/>\
-             <bandwidth><inbound average='10' floor='5'/></bandwidth></interface>",
-        )
+        let f = one("<interface type='network'><source network='n'/>\
+             <bandwidth><inbound average='10' floor='5'/></bandwidth></interface>")
         .unwrap();
         let e = shape_of(f.bandwidth.as_ref()).unwrap_err();
-        assert!(e.starts_with("<bandwidth><inbound floor='5'>: a floor is reserved"), "{e}");
+        assert!(
+            e.starts_with("<bandwidth><inbound floor='5'>: a floor is reserved"),
+            "{e}"
+        );
         // Out of bounds: named.
-        let big = one(
-            "<interface type='bridge'><source bridge='br0'/>\
-             <bandwidth><inbound average='1000000001'/></bandwidth></interface>",
-        )
+        let big = one("<interface type='bridge'><source bridge='br0'/>\
+             <bandwidth><inbound average='1000000001'/></bandwidth></interface>")
         .unwrap();
         assert!(shape_of(big.bandwidth.as_ref())
             .unwrap_err()
@@ -103,16 +101,17 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("<bandwidth> is for interfaces on a tap"), "{e}");
         let e = one("<interface type='ethernet'><port isolated='yes'/></interface>").unwrap_err();
-        assert!(e.contains("<port isolated> is for interfaces on a bridge"), "{e}");
+        assert!(
+            e.contains("<port isolated> is for interfaces on a bridge"),
+            "{e}"
+        );
         let e = one(
             "<interface type='network'><source network='n'/><port isolated='maybe'/></interface>",
         )
         .unwrap_err();
         assert!(e.contains("interface/port/@isolated = 'maybe'"), "{e}");
-        let e = one(
-            "<interface type='network'><source network='n'/>\
-             <bandwidth classID='4'><inbound average='10'/></bandwidth></interface>",
-        )
+        let e = one("<interface type='network'><source network='n'/>\
+             <bandwidth classID='4'><inbound average='10'/></bandwidth></interface>")
         .unwrap_err();
         assert!(e.contains("only a network port has a class"), "{e}");
     }

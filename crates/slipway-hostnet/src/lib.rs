@@ -496,7 +496,10 @@ impl LinuxBackend {
             Err(e) => note(Err(e)),
         }
         if let Some(dev) = &rec.shaped {
-            log_undo(network, format_args!("tc qdisc del dev {dev} root; ingress"));
+            log_undo(
+                network,
+                format_args!("tc qdisc del dev {dev} root; ingress"),
+            );
             tc::clear(dev);
         }
         note(self.restore_host_sysctls(rec));

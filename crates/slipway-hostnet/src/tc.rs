@@ -91,15 +91,30 @@ fn set_steps(dev: &str, shape: &Shape, hierarchical: bool) -> Vec<Step> {
         let peak = (tx.peak != 0).then(|| kbps(tx.peak));
         let default = if hierarchical { "2" } else { "1" };
         out.push(step(
-            &["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", default],
+            &[
+                "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", default,
+            ],
             HTB,
         ));
         if hierarchical {
             let ceil = peak.clone().unwrap_or_else(|| average.clone());
             out.push(step(
                 &[
-                    "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate",
-                    &average, "ceil", &ceil, "quantum", &quantum(tx.average),
+                    "class",
+                    "add",
+                    "dev",
+                    dev,
+                    "parent",
+                    "1:",
+                    "classid",
+                    "1:1",
+                    "htb",
+                    "rate",
+                    &average,
+                    "ceil",
+                    &ceil,
+                    "quantum",
+                    &quantum(tx.average),
                 ],
                 HTB,
             ));
@@ -120,11 +135,11 @@ fn set_steps(dev: &str, shape: &Shape, hierarchical: bool) -> Vec<Step> {
             class.args.extend(["ceil".into(), p.clone()]);
         }
         if tx.burst != 0 {
-            class.args.extend(["burst".into(), format!("{}kb", tx.burst)]);
+            class
+                .args
+                .extend(["burst".into(), format!("{}kb", tx.burst)]);
         }
-        class
-            .args
-            .extend(["quantum".into(), quantum(tx.average)]);
+        class.args.extend(["quantum".into(), quantum(tx.average)]);
         out.push(class);
         out.push(step(
             &[
@@ -508,7 +523,9 @@ mod tests {
 
     #[test]
     fn tcs_messages_for_missing_modules_are_recognised() {
-        assert!(says_missing("Error: Failed to load TC action module.\nWe have an error talking to the kernel"));
+        assert!(says_missing(
+            "Error: Failed to load TC action module.\nWe have an error talking to the kernel"
+        ));
         assert!(says_missing("Error: Specified qdisc kind is unknown."));
         assert!(says_missing("Error: TC classifier not found."));
         assert!(!says_missing("Cannot find device \"x\""));

@@ -23,10 +23,10 @@ mod manager;
 mod metrics;
 mod paths;
 pub mod plan;
-pub mod shaping;
 pub mod portapi;
 pub mod proto;
 mod realize;
+pub mod shaping;
 mod table;
 pub mod update;
 

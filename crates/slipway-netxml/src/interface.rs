@@ -704,12 +704,15 @@ fn check_combination(r: &Reader, node: &Node, iface: &Interface) -> Result<(), I
         )));
     }
     if iface.bandwidth.is_some() && iface.target.managed == Some(false) {
-        return Err(r.err(
-            "<bandwidth> needs a tap slipway creates (managed='no' uses the tap as it is)",
-        ));
+        return Err(
+            r.err("<bandwidth> needs a tap slipway creates (managed='no' uses the tap as it is)")
+        );
     }
     if iface.port_isolated.is_some()
-        && !matches!(kind, InterfaceKind::Network { .. } | InterfaceKind::Bridge { .. })
+        && !matches!(
+            kind,
+            InterfaceKind::Network { .. } | InterfaceKind::Bridge { .. }
+        )
     {
         return Err(r.err(format!(
             "<port isolated> is for interfaces on a bridge (network, bridge), not '{}'",

@@ -208,7 +208,10 @@ fn a_networks_bandwidth_shapes_its_bridge_until_it_stops() {
     enter_netns!(Ns::User);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    start(root, "<bandwidth><inbound average='2000' peak='4000'/></bandwidth>");
+    start(
+        root,
+        "<bandwidth><inbound average='2000' peak='4000'/></bandwidth>",
+    );
     let classes = sh("tc class show dev br-qos");
     assert!(classes.contains("class htb 1:1 root"), "{classes}");
     assert!(classes.contains("class htb 1:2 parent 1:1"), "{classes}");
@@ -222,8 +225,16 @@ fn a_networks_bandwidth_shapes_its_bridge_until_it_stops() {
             floor / 100
         )
     };
-    write(root, "p1.xml", &port("5d744f21-ba4a-4d6e-bdb2-30a35ff3207d", 3000));
-    write(root, "p2.xml", &port("0d744f21-ba4a-4d6e-bdb2-30a35ff3207d", 1100));
+    write(
+        root,
+        "p1.xml",
+        &port("5d744f21-ba4a-4d6e-bdb2-30a35ff3207d", 3000),
+    );
+    write(
+        root,
+        "p2.xml",
+        &port("0d744f21-ba4a-4d6e-bdb2-30a35ff3207d", 1100),
+    );
     ok(root, &["net-port-create", "qos", "p1.xml"]);
     let refused = sw(root, &["net-port-create", "qos", "p2.xml"]);
     assert_ne!(refused.code, 0);
@@ -237,7 +248,11 @@ fn a_networks_bandwidth_shapes_its_bridge_until_it_stops() {
     );
     let dump = ok(
         root,
-        &["net-port-dumpxml", "qos", "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d"],
+        &[
+            "net-port-dumpxml",
+            "qos",
+            "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d",
+        ],
     );
     assert!(dump.contains("<bandwidth classID='3'>"), "{dump}");
     // The floor is a class of its own under 1:1 with a filter on the MAC;
@@ -249,11 +264,18 @@ fn a_networks_bandwidth_shapes_its_bridge_until_it_stops() {
     assert!(rest.contains("rate 8Mbit ceil 32Mbit"), "{rest}");
     let filters = sh("tc filter show dev br-qos");
     assert!(filters.contains("*flowid 1:3"), "{filters}");
-    assert!(filters.contains("match 5254/ffff at -14") || filters.contains("00005254/0000ffff at -16"), "{filters}");
+    assert!(
+        filters.contains("match 5254/ffff at -14") || filters.contains("00005254/0000ffff at -16"),
+        "{filters}"
+    );
     // Deleting the port gives the floor back.
     ok(
         root,
-        &["net-port-delete", "qos", "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d"],
+        &[
+            "net-port-delete",
+            "qos",
+            "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d",
+        ],
     );
     let classes = sh("tc class show dev br-qos");
     assert!(!classes.contains("1:3"), "{classes}");
@@ -318,14 +340,13 @@ fn an_outbound_limit_needs_the_police_action() {
         let out = g.run("iperf3 -c 10.77.0.1 -J -t 4");
         drop(server);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let r = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
+        let r = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap();
         assert!(r < 8_000_000.0 * 1.5, "policed to {r} bit/s");
         return;
     }
-    let run = sw(
-        root,
-        &["launch", xml.to_str().unwrap(), "--", "true"],
-    );
+    let run = sw(root, &["launch", xml.to_str().unwrap(), "--", "true"]);
     assert_ne!(run.code, 0, "{run:?}");
     assert!(
         run.stderr.contains(
@@ -388,8 +409,14 @@ fn isolated_ports_reach_the_gateway_but_not_each_other() {
             "<port isolated='no'/>",
         );
         assert!(sh("bridge -d link show dev viso3").contains("isolated off"));
-        assert!(a.pings("10.77.0.32"), "an isolated port reaches one that is not");
-        assert!(b.pings("10.77.0.31"), "a port that is not isolated reaches an isolated one");
+        assert!(
+            a.pings("10.77.0.32"),
+            "an isolated port reaches one that is not"
+        );
+        assert!(
+            b.pings("10.77.0.31"),
+            "a port that is not isolated reaches an isolated one"
+        );
     }
     ok(root, &["net-destroy", "qos"]);
     ok(root, &["net-undefine", "qos"]);

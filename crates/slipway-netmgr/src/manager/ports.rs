@@ -885,7 +885,10 @@ mod tests {
         let floor = |f: u64| format!("<bandwidth><inbound floor='{f}'/></bandwidth>");
         create(&m, &port_xml(P1, "52:54:00:00:00:01", &floor(600))).unwrap();
         let xml = m.port_xml(&n, uuid(P1)).unwrap();
-        assert!(xml.contains("<bandwidth classID='3'>\n    <inbound floor='600'/>"), "{xml}");
+        assert!(
+            xml.contains("<bandwidth classID='3'>\n    <inbound floor='600'/>"),
+            "{xml}"
+        );
         assert!(xml.contains("<port isolated='yes'/>"), "{xml}");
         let e = create(&m, &port_xml(P2, "52:54:00:00:00:02", &floor(401))).unwrap_err();
         assert_eq!(
@@ -895,9 +898,15 @@ mod tests {
         create(&m, &port_xml(P2, "52:54:00:00:00:02", &floor(400))).unwrap();
         assert!(m.port_xml(&n, uuid(P2)).unwrap().contains("classID='4'"));
         // Raising a floor counts the others, not the port's old one.
-        let up = PortParameters::from_list(&[(PortParam::InboundAverage, 10), (PortParam::InboundFloor, 601)]);
+        let up = PortParameters::from_list(&[
+            (PortParam::InboundAverage, 10),
+            (PortParam::InboundFloor, 601),
+        ]);
         assert!(m.port_set_parameters(&n, uuid(P1), &up).is_err());
-        let same = PortParameters::from_list(&[(PortParam::InboundAverage, 10), (PortParam::InboundFloor, 500)]);
+        let same = PortParameters::from_list(&[
+            (PortParam::InboundAverage, 10),
+            (PortParam::InboundFloor, 500),
+        ]);
         m.port_set_parameters(&n, uuid(P1), &same).unwrap();
         assert!(m.port_xml(&n, uuid(P1)).unwrap().contains("classID='3'"));
     }
