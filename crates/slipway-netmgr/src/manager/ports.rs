@@ -911,6 +911,31 @@ mod tests {
         assert!(m.port_xml(&n, uuid(P1)).unwrap().contains("classID='3'"));
     }
 
+    /// A port without `<bandwidth>` takes its portgroup's (named, else the
+    /// default one), as networkAllocatePort copies it.
+    #[test]
+    fn a_port_takes_its_portgroups_bandwidth() {
+        let net = NET.replace(
+            "<ip ",
+            "<portgroup name='slow' default='yes'><bandwidth><inbound average='100'/></bandwidth></portgroup>\
+             <portgroup name='fast'><bandwidth><outbound average='900'/></bandwidth></portgroup><ip ",
+        );
+        let (_d, m) = setup(&net);
+        let n = Lookup::any("n");
+        m.start(&n).unwrap();
+        create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap();
+        let xml = m.port_xml(&n, uuid(P1)).unwrap();
+        assert!(xml.contains("<inbound average='100'/>"), "{xml}");
+        create(
+            &m,
+            &port_xml(P2, "52:54:00:00:00:02", "<group>fast</group>"),
+        )
+        .unwrap();
+        let xml = m.port_xml(&n, uuid(P2)).unwrap();
+        assert!(xml.contains("<outbound average='900'/>"), "{xml}");
+        assert!(!xml.contains("inbound"), "{xml}");
+    }
+
     #[test]
     fn bandwidth_parameters() {
         let (_d, m) = setup(NET);
