@@ -270,6 +270,21 @@ fn tap(
         nl.set_master(index, &name, *bi, b)
             .map_err(|e| host_err(nic, e))?;
     }
+    // The network's `<port isolated>` (a host bridge's ports are not).
+    let network_isolated = match attachment {
+        Some(Attachment::Network(net)) => net.port_isolated.unwrap_or(false),
+        _ => false,
+    };
+    crate::port::apply(
+        nl,
+        &name,
+        index,
+        bridge.is_some() && ovs.is_none(),
+        spec.shape.as_deref(),
+        spec.isolated,
+        network_isolated,
+    )
+    .map_err(|e| host_err(nic, e))?;
     nl.set_up(index, &name).map_err(|e| host_err(nic, e))?;
     if let Some(plug) = &ovs {
         let port = crate::ovs::port_name(plug, &name).map_err(|e| host_err(nic, e.into()))?;

@@ -22,6 +22,7 @@ pub mod host;
 pub mod launch;
 pub mod ovs;
 pub mod plan;
+pub mod port;
 pub mod signals;
 pub mod state;
 

@@ -60,6 +60,10 @@ pub struct TapSpec {
     pub downscript: Option<PathBuf>,
     /// Portgroup, virtualport and VLAN asked for (network, bridge).
     pub port: crate::ovs::PortRequest,
+    /// `<bandwidth>`: the tap's shaping (see [`crate::port`]).
+    pub shape: Option<Box<slipway_netmgr::shaping::Shape>>,
+    /// `<port isolated>` of the interface; `None` takes the network's.
+    pub isolated: Option<bool>,
 }
 
 /// A user-mode stack the host side needs: `slipway user --dgram
@@ -260,6 +264,13 @@ impl Plan {
                     let name = i.target.dev.clone().filter(|d| {
                         !managed || !RESERVED_PREFIXES.iter().any(|p| d.starts_with(p))
                     });
+                    let shape = crate::port::shape_of(i.bandwidth.as_ref()).map_err(|message| {
+                        Error::Interface {
+                            index: i.index,
+                            mac,
+                            message,
+                        }
+                    })?;
                     nic.host = HostSide::Tap(TapSpec {
                         fd: next_fd,
                         name,
@@ -270,6 +281,8 @@ impl Plan {
                         script: i.script.clone(),
                         downscript: i.downscript.clone(),
                         port: crate::ovs::PortRequest::of(i),
+                        shape: shape.map(Box::new),
+                        isolated: i.port_isolated,
                     });
                     next_fd += 1;
                     format!("tap,fd={},id={id}", next_fd - 1)

@@ -34,6 +34,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `tc` could not be run or refused a command.
+    #[error("traffic control: {command}: {message}")]
+    Tc {
+        /// The command, as tc's arguments.
+        command: String,
+        /// tc's message.
+        message: String,
+    },
+    /// Shaping needs a kernel module this kernel does not have.
+    #[error("{what} needs {feature} of the kernel's traffic control (module {module}), which this kernel does not have: load it (modprobe {module}) or remove that limit from <bandwidth>")]
+    KernelFeature {
+        /// What was being set up, and on which device.
+        what: String,
+        /// The missing qdisc, classifier or action.
+        feature: &'static str,
+        /// Its kernel module.
+        module: &'static str,
+    },
     /// `nft` could not be run or refused the rules.
     #[error("nftables: {0}")]
     Nft(String),

@@ -26,6 +26,7 @@ pub mod ovn;
 pub mod ovs;
 pub mod service;
 pub mod tap;
+pub mod tc;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -107,6 +108,11 @@ pub struct Record {
     /// no ports left; see [`ovn`]).
     #[serde(default)]
     pub ovn: Option<OvnSwitchRecord>,
+    /// A device shaped with tc that slipway did not create (a host
+    /// bridge): its shaping is removed at stop. A bridge slipway created
+    /// takes its shaping with it.
+    #[serde(default)]
+    pub shaped: Option<String>,
 }
 
 /// The OVN logical switch of a network, as its start found or made it.
@@ -392,6 +398,18 @@ impl LinuxBackend {
                     self.save(rec)?;
                     sw.ensure(&plan.network)?;
                 }
+                Action::Bandwidth { dev, shape } => {
+                    if rec.bridge.as_deref() != Some(dev.as_str()) {
+                        if netlink::link_index(dev.as_str()).is_none() {
+                            return Err(Error::Plan(format!(
+                                "bridge {dev} does not exist, so its <bandwidth> cannot be set"
+                            )));
+                        }
+                        rec.shaped = Some(dev.to_string());
+                        self.save(rec)?;
+                    }
+                    tc::set(dev.as_str(), shape, true)?;
+                }
                 Action::DhcpDns(svc) => {
                     let config = service::service_file(&self.dir, &plan.network);
                     let file = service::ServiceFile {
@@ -528,6 +546,13 @@ impl LinuxBackend {
                 }
             }
             Err(e) => note(Err(e)),
+        }
+        if let Some(dev) = &rec.shaped {
+            log_undo(
+                network,
+                format_args!("tc qdisc del dev {dev} root; ingress"),
+            );
+            tc::clear(dev);
         }
         note(self.restore_host_sysctls(rec));
         if let Some(sw) = &rec.ovn {
@@ -709,6 +734,23 @@ impl Backend for LinuxBackend {
 
     fn update_live(&self, plan: &Plan) -> slipway_netmgr::Result<()> {
         Ok(LinuxBackend::update_live(self, plan)?)
+    }
+
+    fn plug_floor(&self, f: &slipway_netmgr::shaping::FloorClass) -> slipway_netmgr::Result<()> {
+        tc::plug_floor(&f.bridge, f.ceiling, f.mac, f.floor, f.class)?;
+        if let Err(e) = tc::update_rate(&f.bridge, 2, f.ceiling, f.rest) {
+            // libvirt only warns here: the floor itself is in place.
+            tracing::warn!("bridge {}: {e}", f.bridge);
+        }
+        Ok(())
+    }
+
+    fn unplug_floor(&self, f: &slipway_netmgr::shaping::FloorClass) -> slipway_netmgr::Result<()> {
+        tc::unplug_floor(&f.bridge, f.class);
+        if let Err(e) = tc::update_rate(&f.bridge, 2, f.ceiling, f.rest) {
+            tracing::warn!("bridge {}: {e}", f.bridge);
+        }
+        Ok(())
     }
 
     fn service_stats(&self, live: &LiveState) -> Option<slipway_netmgr::ServiceStats> {

@@ -10,7 +10,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -237,6 +238,31 @@ impl Netlink {
     ) -> Result<()> {
         let what = format!("attach {name} to bridge {master_name}");
         self.set_link(index, &what, vec![LinkAttribute::Controller(master)])
+    }
+
+    /// Sets or clears the bridge port flag `isolated` of a link attached to
+    /// a bridge (`ip link set NAME type bridge_slave isolated on`,
+    /// `IFLA_BRPORT_ISOLATED`): the bridge forwards nothing between two
+    /// isolated ports; an isolated port still reaches the bridge itself and
+    /// every port that is not isolated.
+    pub fn set_port_isolated(&mut self, index: u32, name: &str, isolated: bool) -> Result<()> {
+        let what = format!(
+            "set bridge port {name} isolated {}",
+            if isolated { "on" } else { "off" }
+        );
+        // A port's settings change through RTM_NEWLINK on the existing
+        // link (as `ip link set ... type bridge_slave` sends): RTM_SETLINK
+        // ignores IFLA_LINKINFO.
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes = vec![LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                isolated,
+            )])),
+        ])];
+        self.request(&what, RouteNetlinkMessage::NewLink(msg), NLM_F_ACK)
+            .map(drop)
     }
 
     /// Sets the link up.

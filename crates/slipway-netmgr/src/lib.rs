@@ -26,6 +26,7 @@ pub mod plan;
 pub mod portapi;
 pub mod proto;
 mod realize;
+pub mod shaping;
 mod table;
 pub mod update;
 

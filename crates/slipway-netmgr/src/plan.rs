@@ -96,6 +96,16 @@ pub enum Action {
         /// Its `other_config:subnet`, if any.
         subnet: Option<String>,
     },
+    /// Shape the bridge's traffic (`<bandwidth>`, libvirt's
+    /// `virNetDevBandwidthSet(bridge, bandwidth, hierarchical, swapped)`):
+    /// inbound as HTB classes 1:1 and 1:2 on its transmit side, outbound
+    /// policed on its receive side.
+    Bandwidth {
+        /// Device.
+        dev: IfName,
+        /// The limits.
+        shape: crate::shaping::Shape,
+    },
 }
 
 /// The DHCP and DNS service of one network.
@@ -506,6 +516,21 @@ impl fmt::Display for Action {
                 }
                 Ok(())
             }
+            Action::Bandwidth { dev, shape } => {
+                write!(f, "tc: shape {dev} (HTB root 1: with classes 1:1, 1:2)")?;
+                for (dir, r) in [("inbound", shape.inbound), ("outbound", shape.outbound)] {
+                    if let Some(r) = r {
+                        write!(f, " {dir} average {}kbps", r.average)?;
+                        if r.peak != 0 {
+                            write!(f, " peak {}kbps", r.peak)?;
+                        }
+                        if r.burst != 0 {
+                            write!(f, " burst {}kb", r.burst)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -663,6 +688,11 @@ pub fn plan(net: &Network) -> Result<Plan> {
                 subnet: ovn.subnet.map(|s| s.to_string()),
             });
         }
+        // An existing host bridge is shaped as libvirt shapes it
+        // (networkStartNetworkBridge), and unshaped when the network stops.
+        if let (Some(ForwardMode::Bridge), Some(br)) = (mode, net.bridge_name()) {
+            bandwidth(net, &ifname(net, "<bridge name", br)?, &mut actions)?;
+        }
         return Ok(Plan {
             network: net.name.clone(),
             actions,
@@ -698,6 +728,7 @@ pub fn plan(net: &Network) -> Result<Plan> {
         });
     }
     actions.push(Action::LinkUp { dev: br.clone() });
+    bandwidth(net, &br, &mut actions)?;
     for r in &net.routes {
         let dest = r.address;
         let prefix = r
@@ -727,6 +758,22 @@ pub fn plan(net: &Network) -> Result<Plan> {
         network: net.name.clone(),
         actions,
     })
+}
+
+/// The network's `<bandwidth>` on bridge `br`, when it limits anything.
+fn bandwidth(net: &Network, br: &IfName, actions: &mut Vec<Action>) -> Result<()> {
+    let Some(bw) = &net.bandwidth else {
+        return Ok(());
+    };
+    let shape = crate::shaping::Shape::of(bw)
+        .map_err(|e| Error::NotValid(format!("network '{}': {e}", net.name)))?;
+    if let Some(shape) = shape {
+        actions.push(Action::Bandwidth {
+            dev: br.clone(),
+            shape,
+        });
+    }
+    Ok(())
 }
 
 fn sysctl(key: String, value: &str) -> Action {

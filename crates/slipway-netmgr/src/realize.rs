@@ -69,6 +69,13 @@ pub trait Backend: Send + Sync {
     /// it: `plan` is the plan of its updated live definition (only DHCP
     /// hosts and ranges, DNS hosts and the domain change live).
     fn update_live(&self, plan: &Plan) -> Result<()>;
+    /// Guarantees a port's inbound floor on its network's bridge (libvirt's
+    /// `virNetDevBandwidthPlug`, then class 1:2 set to `floor.rest`); on
+    /// failure nothing of it stays.
+    fn plug_floor(&self, floor: &crate::shaping::FloorClass) -> Result<()>;
+    /// Removes a port's floor class (libvirt's `virNetDevBandwidthUnplug`)
+    /// and gives class 1:2 `floor.rest`.
+    fn unplug_floor(&self, floor: &crate::shaping::FloorClass) -> Result<()>;
     /// What the service of running network `live` last reported
     /// ([`ServiceStats`]); `None` when it has none (yet).
     fn service_stats(&self, _live: &LiveState) -> Option<ServiceStats> {
@@ -130,6 +137,14 @@ impl Backend for RecordingBackend {
     }
 
     fn update_live(&self, _plan: &Plan) -> Result<()> {
+        Ok(())
+    }
+
+    fn plug_floor(&self, _floor: &crate::shaping::FloorClass) -> Result<()> {
+        Ok(())
+    }
+
+    fn unplug_floor(&self, _floor: &crate::shaping::FloorClass) -> Result<()> {
         Ok(())
     }
 }

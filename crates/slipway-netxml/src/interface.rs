@@ -194,6 +194,11 @@ pub struct Interface {
     pub virtualport: Option<VirtualPort>,
     /// `<vlan>` (network, or bridge on Open vSwitch).
     pub vlan: Option<Vlan>,
+    /// `<bandwidth>`: the tap's traffic shaping (types with a tap).
+    pub bandwidth: Option<crate::Bandwidth>,
+    /// `<port isolated>` (network and bridge): the tap's bridge port
+    /// isolated from the other isolated ports; `None` takes the network's.
+    pub port_isolated: Option<bool>,
     /// Paths of elements and attributes not modelled, e.g. `driver`.
     pub unknown: Vec<String>,
 }
@@ -367,6 +372,8 @@ const CHILDREN: &[&str] = &[
     "portForward",
     "virtualport",
     "vlan",
+    "bandwidth",
+    "port",
 ];
 
 fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, InterfaceError> {
@@ -395,6 +402,8 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         (InterfaceKind::Network { .. }, Some(pg)) if !pg.is_empty() => Some(pg.to_string()),
         _ => None,
     };
+    let bandwidth = bandwidth(&mut r, src, node)?;
+    let port_isolated = port_isolated(&mut r, node)?;
     let iface = Interface {
         index,
         line,
@@ -409,6 +418,8 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
         portgroup,
         virtualport,
         vlan,
+        bandwidth,
+        port_isolated,
         unknown: Vec::new(),
     };
     check_combination(&r, node, &iface)?;
@@ -442,6 +453,43 @@ fn port_settings(
     };
     r.unknown.append(&mut lr.unknown);
     Ok((vp, vlan))
+}
+
+/// `<bandwidth>`, read as a network port's (libvirt's domain interfaces
+/// take a `floor`, which only a network port can reserve).
+fn bandwidth(
+    r: &mut Reader,
+    src: &str,
+    node: &Node,
+) -> Result<Option<crate::Bandwidth>, InterfaceError> {
+    let Some(n) = node.kid("bandwidth") else {
+        return Ok(None);
+    };
+    let mut sub = TreeReader::new(crate::tree::Located { src });
+    let bw = sub
+        .bandwidth(n, "interface/bandwidth", crate::netdev::BandwidthUse::Port)
+        .map_err(|e| r.err(e.to_string()))?;
+    r.unknown.append(&mut sub.unknown);
+    if bw.is_some_and(|b| b.class_id != 0) {
+        return Err(r.err("interface/bandwidth/@classID: only a network port has a class"));
+    }
+    Ok(bw)
+}
+
+/// `<port isolated='yes|no'/>`.
+fn port_isolated(r: &mut Reader, node: &Node) -> Result<Option<bool>, InterfaceError> {
+    let Some(p) = node.kid("port") else {
+        return Ok(None);
+    };
+    r.check(p, "interface/port", &["isolated"], &[]);
+    match p.attr("isolated") {
+        None => Ok(None),
+        Some("yes") => Ok(Some(true)),
+        Some("no") => Ok(Some(false)),
+        Some(v) => Err(r.err(format!(
+            "interface/port/@isolated = '{v}': expected yes or no"
+        ))),
+    }
 }
 
 /// `<mac address>`: a unicast MAC, not one of the host side's.
@@ -730,6 +778,32 @@ fn check_combination(r: &Reader, node: &Node, iface: &Interface) -> Result<(), I
             } else {
                 ""
             }
+        )));
+    }
+    let tap = matches!(
+        kind,
+        InterfaceKind::Network { .. } | InterfaceKind::Bridge { .. } | InterfaceKind::Ethernet
+    );
+    if iface.bandwidth.is_some() && !tap {
+        return Err(r.err(format!(
+            "<bandwidth> is for interfaces on a tap (network, bridge, ethernet), not '{}'",
+            kind.type_name()
+        )));
+    }
+    if iface.bandwidth.is_some() && iface.target.managed == Some(false) {
+        return Err(
+            r.err("<bandwidth> needs a tap slipway creates (managed='no' uses the tap as it is)")
+        );
+    }
+    if iface.port_isolated.is_some()
+        && !matches!(
+            kind,
+            InterfaceKind::Network { .. } | InterfaceKind::Bridge { .. }
+        )
+    {
+        return Err(r.err(format!(
+            "<port isolated> is for interfaces on a bridge (network, bridge), not '{}'",
+            kind.type_name()
         )));
     }
     if matches!(kind, InterfaceKind::VhostUser { .. })

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::portapi::{PortCreateFlags, PortParameters, PortRef};
 use crate::proto::Lookup;
+use crate::shaping::{self, FloorClass, FloorFit};
 
 /// The most ports one network holds (libvirt sets no limit; one VM
 /// interface per port, so this is far above any host's VM count).
@@ -91,12 +92,20 @@ fn find(ports: &[NetworkPort], uuid: uuid::Uuid) -> Result<&NetworkPort> {
 }
 
 /// libvirt's check of a port's bandwidth against the network's QoS
-/// (`networkCheckBandwidth`): a `floor` needs an inbound QoS on the
-/// network, which slipway's networks never have (`<bandwidth>` on a
-/// network is one of the libvirt features slipway does not support).
-fn check_floor(net: &Network, port: &NetworkPort, floor: u64) -> Result<()> {
+/// (`networkCheckBandwidth`): a `floor` needs a network with a bridge of
+/// its own and an inbound QoS, and the floors of all its ports (`others`;
+/// the port itself, if among them, is not counted) may not exceed the
+/// network's inbound peak, else its average. Returns the class the floor
+/// takes on the bridge (the port's own class number, else the lowest
+/// free one), `None` without a floor.
+fn check_floor(
+    net: &Network,
+    port: &NetworkPort,
+    others: &[NetworkPort],
+    floor: u64,
+) -> Result<Option<FloorClass>> {
     if floor == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let mac = port.mac;
     if !net.has_own_bridge() {
@@ -104,10 +113,86 @@ fn check_floor(net: &Network, port: &NetworkPort, floor: u64) -> Result<()> {
             "Invalid use of 'floor' on interface with MAC address {mac} - 'floor' is only supported for interface type 'network' with forward type 'nat', 'route', 'open' or none"
         )));
     }
-    Err(Error::Unsupported(format!(
-        "Invalid use of 'floor' on interface with MAC address {mac} - network '{}' has no inbound QoS set",
-        net.name
-    )))
+    let Some(net_in) = net.bandwidth.and_then(|b| b.inbound) else {
+        return Err(Error::Unsupported(format!(
+            "Invalid use of 'floor' on interface with MAC address {mac} - network '{}' has no inbound QoS set",
+            net.name
+        )));
+    };
+    let bridge = net.bridge_name().unwrap_or_default();
+    let fit = shaping::check_floor(
+        &net_in,
+        floor_sum(others, port),
+        0,
+        floor,
+        &mac.to_string(),
+        bridge,
+        &net.name,
+    )
+    .map_err(Error::NotValid)?;
+    let FloorFit::Fits { ceiling, floor_sum } = fit else {
+        return Ok(None);
+    };
+    let own = port.bandwidth.map_or(0, |b| b.class_id);
+    let class = if own != 0 {
+        own
+    } else {
+        shaping::next_class(
+            others
+                .iter()
+                .filter_map(|p| p.bandwidth.map(|b| b.class_id).filter(|&c| c != 0)),
+        )
+    };
+    Ok(Some(FloorClass {
+        bridge: bridge.to_string(),
+        mac: mac.0,
+        floor,
+        class,
+        ceiling,
+        rest: ceiling.saturating_sub(floor_sum),
+    }))
+}
+
+/// The floors of `ports` other than `port`.
+fn floor_sum(ports: &[NetworkPort], port: &NetworkPort) -> u64 {
+    ports
+        .iter()
+        .filter(|p| p.uuid != port.uuid)
+        .map(|p| p.bandwidth.map_or(0, |b| b.floor()))
+        .fold(0, u64::saturating_add)
+}
+
+/// The floor class `port` holds on the bridge of `net`, to release, with
+/// what class 1:2 gets back once it is gone; `None` when it holds none.
+fn held_floor(net: &Network, port: &NetworkPort, ports: &[NetworkPort]) -> Option<FloorClass> {
+    let bw = port.bandwidth?;
+    let net_in = net.bandwidth.and_then(|b| b.inbound)?;
+    if bw.class_id == 0 || bw.floor() == 0 {
+        return None;
+    }
+    let ceiling = if net_in.peak != 0 {
+        net_in.peak
+    } else {
+        net_in.average
+    };
+    Some(FloorClass {
+        bridge: net.bridge_name().unwrap_or_default().to_string(),
+        mac: port.mac.0,
+        floor: bw.floor(),
+        class: bw.class_id,
+        ceiling,
+        rest: ceiling.saturating_sub(floor_sum(ports, port)),
+    })
+}
+
+/// The `<bandwidth>` of the port's portgroup (named, else the network's
+/// default one).
+fn port_group_bandwidth(net: &Network, port: &NetworkPort) -> Option<slipway_netxml::Bandwidth> {
+    let group = match &port.group {
+        Some(g) => net.portgroups.iter().find(|p| &p.name == g),
+        None => net.portgroups.iter().find(|p| p.default),
+    };
+    group.and_then(|g| g.bandwidth)
 }
 
 /// `<virtualport type>` of the port, for libvirt's checks.
@@ -373,7 +458,17 @@ impl Manager {
         } else {
             allocate(net, &mut port, &others)?;
         }
-        check_floor(net, &port, port.bandwidth.map_or(0, |b| b.floor()))?;
+        if port.bandwidth.is_none() {
+            // The portgroup's, as networkAllocatePort copies it.
+            port.bandwidth = port_group_bandwidth(net, &port);
+        }
+        if port.isolated.is_none() {
+            port.isolated = net.port_isolated;
+        }
+        let floor = check_floor(net, &port, &others, port.bandwidth.map_or(0, |b| b.floor()))?;
+        if let (Some(bw), Some(f)) = (port.bandwidth.as_mut(), &floor) {
+            bw.class_id = f.class;
+        }
         if let Some(other) = others.iter().find(|p| p.mac == port.mac) {
             return Err(Error::NotValid(format!(
                 "MAC address {} is already in use on network '{name}' by port {} of '{}'",
@@ -387,10 +482,22 @@ impl Manager {
             )));
         }
         self.backend.port_added(net, &port)?;
+        if let Some(f) = &floor {
+            if let Err(e) = self.backend.plug_floor(f) {
+                if let Err(undo) = self.backend.port_removed(net, &port) {
+                    tracing::error!("could not undo port {} of {name}: {undo}", port.uuid);
+                }
+                return Err(e);
+            }
+        }
         if let Err(e) = fsutil::write_atomic(
             &dir.join(format!("{}.xml", port.uuid)),
             port.to_xml().as_bytes(),
         ) {
+            if let Some(f) = floor {
+                let rest = f.rest.saturating_add(f.floor);
+                let _ = self.backend.unplug_floor(&FloorClass { rest, ..f });
+            }
             if let Err(undo) = self.backend.port_removed(net, &port) {
                 tracing::error!("could not undo port {} of {name}: {undo}", port.uuid);
             }
@@ -473,6 +580,11 @@ impl Manager {
         let net = live(name, e)?;
         self.backend.port_removed(net, port)?;
         atomic::remove(&dir.join(format!("{uuid}.xml")))?;
+        if let Some(f) = held_floor(net, port, &ports) {
+            if let Err(e) = self.backend.unplug_floor(&f) {
+                tracing::warn!("port {uuid}: {e}");
+            }
+        }
         Ok(PortRef {
             network: name.clone(),
             uuid,
@@ -499,8 +611,32 @@ impl Manager {
         let class_id = old.map_or(0, |b| b.class_id);
         let new = params.to_bandwidth(class_id);
         let new_floor = new.map_or(0, |b| b.floor());
+        let mut new = new;
         if new_floor != old.map_or(0, |b| b.floor()) {
-            check_floor(net, port, new_floor)?;
+            // libvirt's networkUpdatePortBandwidth: checked first, then the
+            // old class goes and the new one comes.
+            let floor = check_floor(net, port, &ports, new_floor)?;
+            let held = held_floor(net, port, &ports);
+            if let Some(h) = &held {
+                self.backend.unplug_floor(h)?;
+            }
+            if let Some(f) = &floor {
+                if let Err(e) = self.backend.plug_floor(f) {
+                    if let Some(h) = &held {
+                        let back = FloorClass {
+                            rest: h.rest.saturating_sub(h.floor),
+                            ..h.clone()
+                        };
+                        let _ = self.backend.plug_floor(&back);
+                    }
+                    return Err(e);
+                }
+                if let Some(bw) = new.as_mut() {
+                    bw.class_id = f.class;
+                }
+            } else if let Some(bw) = new.as_mut() {
+                bw.class_id = 0;
+            }
         }
         let mut port = port.clone();
         port.bandwidth = new;
@@ -854,6 +990,73 @@ mod tests {
         assert!(matches!(create(&m, &big), Err(Error::InvalidArg(_))));
     }
 
+    /// libvirt's floor accounting: floors add up against the network's
+    /// inbound average, each gets the lowest free class from 3, one that
+    /// does not fit is refused with libvirt's words; the network's port
+    /// isolation is copied into its ports.
+    #[test]
+    fn floors_are_reserved_against_the_networks_inbound_average() {
+        let net = NET.replace(
+            "<ip ",
+            "<bandwidth><inbound average='1000'/></bandwidth><port isolated='yes'/><ip ",
+        );
+        let (_d, m) = setup(&net);
+        let n = Lookup::any("n");
+        m.start(&n).unwrap();
+        let floor = |f: u64| format!("<bandwidth><inbound floor='{f}'/></bandwidth>");
+        create(&m, &port_xml(P1, "52:54:00:00:00:01", &floor(600))).unwrap();
+        let xml = m.port_xml(&n, uuid(P1)).unwrap();
+        assert!(
+            xml.contains("<bandwidth classID='3'>\n    <inbound floor='600'/>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<port isolated='yes'/>"), "{xml}");
+        let e = create(&m, &port_xml(P2, "52:54:00:00:00:02", &floor(401))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Requested operation is not valid: Cannot plug '52:54:00:00:00:02' interface into 'br-n' because new combined inbound floor=1001 would overcommit average=1000 on network 'n'"
+        );
+        create(&m, &port_xml(P2, "52:54:00:00:00:02", &floor(400))).unwrap();
+        assert!(m.port_xml(&n, uuid(P2)).unwrap().contains("classID='4'"));
+        // Raising a floor counts the others, not the port's old one.
+        let up = PortParameters::from_list(&[
+            (PortParam::InboundAverage, 10),
+            (PortParam::InboundFloor, 601),
+        ]);
+        assert!(m.port_set_parameters(&n, uuid(P1), &up).is_err());
+        let same = PortParameters::from_list(&[
+            (PortParam::InboundAverage, 10),
+            (PortParam::InboundFloor, 500),
+        ]);
+        m.port_set_parameters(&n, uuid(P1), &same).unwrap();
+        assert!(m.port_xml(&n, uuid(P1)).unwrap().contains("classID='3'"));
+    }
+
+    /// A port without `<bandwidth>` takes its portgroup's (named, else the
+    /// default one), as networkAllocatePort copies it.
+    #[test]
+    fn a_port_takes_its_portgroups_bandwidth() {
+        let net = NET.replace(
+            "<ip ",
+            "<portgroup name='slow' default='yes'><bandwidth><inbound average='100'/></bandwidth></portgroup>\
+             <portgroup name='fast'><bandwidth><outbound average='900'/></bandwidth></portgroup><ip ",
+        );
+        let (_d, m) = setup(&net);
+        let n = Lookup::any("n");
+        m.start(&n).unwrap();
+        create(&m, &port_xml(P1, "52:54:00:00:00:01", "")).unwrap();
+        let xml = m.port_xml(&n, uuid(P1)).unwrap();
+        assert!(xml.contains("<inbound average='100'/>"), "{xml}");
+        create(
+            &m,
+            &port_xml(P2, "52:54:00:00:00:02", "<group>fast</group>"),
+        )
+        .unwrap();
+        let xml = m.port_xml(&n, uuid(P2)).unwrap();
+        assert!(xml.contains("<outbound average='900'/>"), "{xml}");
+        assert!(!xml.contains("inbound"), "{xml}");
+    }
+
     #[test]
     fn bandwidth_parameters() {
         let (_d, m) = setup(NET);
@@ -1028,6 +1231,12 @@ mod tests {
         }
         fn update_live(&self, p: &crate::Plan) -> Result<()> {
             RecordingBackend.update_live(p)
+        }
+        fn plug_floor(&self, f: &crate::shaping::FloorClass) -> Result<()> {
+            RecordingBackend.plug_floor(f)
+        }
+        fn unplug_floor(&self, f: &crate::shaping::FloorClass) -> Result<()> {
+            RecordingBackend.unplug_floor(f)
         }
         fn port_added(&self, _net: &Network, port: &NetworkPort) -> Result<()> {
             if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
