@@ -14,6 +14,7 @@
 pub mod client;
 pub mod daemon;
 mod daemon_systemd;
+mod defcache;
 pub mod defaultnet;
 pub mod dnsmasq;
 mod error;
