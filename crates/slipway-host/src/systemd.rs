@@ -144,9 +144,7 @@ pub enum NotAListener {
 /// `fd` as a listening unix stream socket, or why it is not one: the one
 /// check every socket-activated server of slipway makes on what systemd
 /// passed.
-pub fn unix_stream_listener(
-    fd: OwnedFd,
-) -> Result<std::os::unix::net::UnixListener, NotAListener> {
+pub fn unix_stream_listener(fd: OwnedFd) -> Result<std::os::unix::net::UnixListener, NotAListener> {
     use std::os::fd::AsRawFd;
     let int_opt = |opt: libc::c_int| -> Result<libc::c_int, NotAListener> {
         let mut value: libc::c_int = 0;

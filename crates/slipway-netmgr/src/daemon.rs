@@ -22,8 +22,8 @@
 //! requests `slipway::audit`.
 
 use std::io::{BufReader, ErrorKind, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::mpsc::RecvTimeoutError;

@@ -14,8 +14,8 @@
 pub mod client;
 pub mod daemon;
 mod daemon_systemd;
-mod defcache;
 pub mod defaultnet;
+mod defcache;
 pub mod dnsmasq;
 mod error;
 pub mod events;

@@ -198,11 +198,12 @@ pub fn serve(manager: Arc<Manager>, hub: EventHub, config: Config) -> Result<(),
     let owner = unsafe { libc::geteuid() };
     let mut passed: Vec<(String, Option<UnixListener>)> = Vec::new();
     for (name, fd) in config.activated {
-        let listener = slipway_host::systemd::unix_stream_listener(fd)
-            .map_err(|source| ServeError::Activation {
+        let listener = slipway_host::systemd::unix_stream_listener(fd).map_err(|source| {
+            ServeError::Activation {
                 name: name.clone(),
                 source,
-            })?;
+            }
+        })?;
         passed.push((name, Some(listener)));
     }
     let mut take = |fd_name: &str| {
@@ -250,7 +251,11 @@ pub fn serve(manager: Arc<Manager>, hub: EventHub, config: Config) -> Result<(),
             None => {
                 // Anyone may connect to the system daemon's read-only
                 // socket; a user's daemon serves only that user.
-                let mode = if readonly && config.system { 0o666 } else { 0o600 };
+                let mode = if readonly && config.system {
+                    0o666
+                } else {
+                    0o600
+                };
                 let l = bind(&path, mode)?;
                 tracing::info!("libvirt RPC listening on {}", path.display());
                 l

@@ -385,8 +385,7 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                     })
                 },
             };
-            let served =
-                slipway_netmgr::daemon::run_serving(manager, limits, args.metrics, also);
+            let served = slipway_netmgr::daemon::run_serving(manager, limits, args.metrics, also);
             match served {
                 Ok(()) => Ok(0),
                 Err(e) => {

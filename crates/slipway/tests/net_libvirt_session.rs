@@ -56,7 +56,12 @@ impl Account {
         let mut c = Command::new("setpriv");
         c.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.uid))
-            .args(["--clear-groups", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+            .args([
+                "--clear-groups",
+                "env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            ])
             .arg(format!("HOME={}", self.home.display()))
             .arg(format!("XDG_RUNTIME_DIR={}", self.runtime.display()))
             .arg("LIBVIRT_AUTOSTART=0")
@@ -173,7 +178,11 @@ fn virsh_and_python_reach_a_users_daemon_on_the_session_uri() {
     // No socket= in the URI: virsh finds the daemon by the user's
     // XDG_RUNTIME_DIR, and it answers as the session driver.
     let r = user.virsh(&["uri"]);
-    assert_eq!((r.code, r.stdout.as_str()), (0, "network:///session\n\n"), "{r:?}");
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "network:///session\n\n"),
+        "{r:?}"
+    );
     let v = user.virsh(&["net-list", "--all"]);
     let s = user.slipway(&["net-list", "--all"]);
     assert_eq!(v.code, 0, "{v:?}");
@@ -187,11 +196,19 @@ fn virsh_and_python_reach_a_users_daemon_on_the_session_uri() {
         "<network><name>s1</name><bridge name='swu1'/></network>",
     );
     let r = user.virsh(&["net-define", "s1.xml"]);
-    assert_eq!((r.code, r.stdout.as_str()), (0, "Network s1 defined from s1.xml\n\n"), "{r:?}");
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "Network s1 defined from s1.xml\n\n"),
+        "{r:?}"
+    );
     let def = user.home.join(".config/slipway/networks/s1.xml");
     assert_eq!(std::fs::metadata(&def).unwrap().uid(), USER);
     let r = user.virsh(&["net-autostart", "s1"]);
-    assert_eq!((r.code, r.stdout.as_str()), (0, "Network s1 marked as autostarted\n\n"), "{r:?}");
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "Network s1 marked as autostarted\n\n"),
+        "{r:?}"
+    );
     let info = user.slipway(&["net-info", "s1"]);
     assert!(info.stdout.contains("Autostart:      yes"), "{info:?}");
     assert_eq!(user.virsh(&["net-info", "s1"]).stdout, info.stdout);
@@ -263,13 +280,20 @@ fn other_users_never_reach_a_users_daemon() {
     }
     for socket in [&rw, &ro] {
         let r = probe(&other, socket);
-        assert_eq!((r.code, r.stdout.as_str()), (0, "b''\n"), "{socket:?}: {r:?}");
+        assert_eq!(
+            (r.code, r.stdout.as_str()),
+            (0, "b''\n"),
+            "{socket:?}: {r:?}"
+        );
         let uri = format!("network:///session?socket={}", socket.display());
         let r = other.run(&["virsh", "-c", &uri, "net-list", "--all"]);
         assert_ne!(r.code, 0, "{r:?}");
         // The user is served on both, as before.
         let r = probe(&user, socket);
-        assert!(r.stdout.starts_with("b'\\x00\\x00\\x00"), "{socket:?}: {r:?}");
+        assert!(
+            r.stdout.starts_with("b'\\x00\\x00\\x00"),
+            "{socket:?}: {r:?}"
+        );
     }
     let r = user.virsh(&["net-list", "--all", "--name"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "default\n\n"), "{r:?}");
@@ -301,7 +325,9 @@ fn a_socket_directory_of_another_user_stops_the_daemon() {
         assert!(r.stderr.contains(&line), "{r:?}");
         assert!(!libvirt.join("virtnetworkd-sock").exists());
     };
-    stopped(&format!("owned by uid {OTHER}, not by this daemon's uid {USER}"));
+    stopped(&format!(
+        "owned by uid {OTHER}, not by this daemon's uid {USER}"
+    ));
     // ...or the user's own, but writable by others.
     std::os::unix::fs::chown(&libvirt, Some(USER), Some(USER)).unwrap();
     stopped("mode 0777: others may write in it");

@@ -164,7 +164,10 @@ const EXPECTED: &[(&str, u32)] = &[
     ("usr/lib/systemd/system/slipway.service", 0o644),
     ("usr/lib/systemd/system/slipway.socket", 0o644),
     ("usr/lib/systemd/system/slipway-virtnetworkd.socket", 0o644),
-    ("usr/lib/systemd/system/slipway-virtnetworkd-ro.socket", 0o644),
+    (
+        "usr/lib/systemd/system/slipway-virtnetworkd-ro.socket",
+        0o644,
+    ),
     ("usr/lib/systemd/user/slipway.service", 0o644),
     ("usr/lib/systemd/user/slipway.socket", 0o644),
     ("usr/lib/systemd/user/slipway-user@.service", 0o644),
@@ -624,11 +627,7 @@ fn a_real_systemd_runs_the_units() {
     assert!(read("bridge-after-stop").contains("10.49.0.1/24"), "{log}");
     assert_eq!(read("destroy"), "Network t destroyed\n\n", "{log}");
     assert_eq!(read("service-before-virsh").trim(), "inactive", "{log}");
-    assert_eq!(
-        read("libvirt-modes"),
-        "600 root\n666 root\n",
-        "{log}"
-    );
+    assert_eq!(read("libvirt-modes"), "600 root\n666 root\n", "{log}");
     assert_eq!(read("service-after-virsh").trim(), "active", "{log}");
     assert_eq!(read("virsh-list"), read("list-4"), "{log}");
     assert!(read("virsh-list").contains(" default "), "{log}");
