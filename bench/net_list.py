@@ -37,9 +37,13 @@ import sys, time, libvirt
 conn = libvirt.open(sys.argv[1])
 for _ in range(int(sys.argv[2])):
     t = time.perf_counter()
+    conn.listAllNetworks()
+    u = time.perf_counter()
     for n in conn.listAllNetworks():
         n.isActive(); n.autostart(); n.isPersistent()
-    print(time.perf_counter() - t)
+    v = time.perf_counter()
+    conn.getHostname()
+    print(u - t, v - u, time.perf_counter() - v)
 """
 
 
@@ -96,13 +100,17 @@ def inner(args):
         # virsh's own fixed cost: the same command on its built-in test
         # driver (no daemon, no socket).
         tt = [timed(["virsh", "-c", "test:///default", "net-list", "--all"])[0] for _ in range(args.runs)]
-        # The protocols without process start: on one open connection, what
-        # virsh's net-list asks (list all, then active/autostart/persistent
-        # of each network) through python3-libvirt, against one `list`
+        # The protocols without process start, on one open connection
+        # through python3-libvirt: one list call (what a JSON `list` request
+        # does), what virsh's net-list asks (list all, then
+        # active/autostart/persistent of each network), and a call that
+        # reads nothing (the round trip itself); against one `list`
         # request line of the JSON API.
         rpc = subprocess.run(["/usr/bin/python3", "-c", RPC_LOOP, "network:///system?socket=" + sock, str(args.runs)],
                              capture_output=True, text=True, check=True).stdout.split()
-        tr = [float(x) for x in rpc]
+        tl = [float(x) for x in rpc[0::3]]
+        tr = [float(x) for x in rpc[1::3]]
+        th = [float(x) for x in rpc[2::3]]
         tj = json_loop(os.path.join(root, "run/slipway/slipway-sock"), args.runs)
         def row(name, xs):
             xs = sorted(xs)
@@ -114,12 +122,18 @@ def inner(args):
         print(row("virsh over libvirt RPC", tv))
         print(row("slipway net-list (JSON API)", ts))
         print(row("virsh -c test:///default (virsh alone, no daemon)", tt))
-        print(row("one call sequence over an open libvirt connection (python3-libvirt)", tr))
+        print(row("virsh's call sequence over an open libvirt connection (python3-libvirt, %d calls)"
+                  % (1 + 3 * args.networks), tr))
+        print(row("one CONNECT_LIST_ALL_NETWORKS call over an open libvirt connection", tl))
         print(row("one `list` request over an open JSON connection", tj))
+        print(row("one CONNECT_GET_HOSTNAME call (a round trip, no network read)", th))
         m = statistics.median
         print("\nratio virsh/slipway, whole commands (medians): %.2fx" % (m(tv) / m(ts)))
         print("ratio without virsh's own start-up ((virsh - test driver)/slipway): %.2fx" % ((m(tv) - m(tt)) / m(ts)))
-        print("ratio of the protocols on an open connection (libvirt RPC/JSON): %.2fx" % (m(tr) / m(tj)))
+        print("ratio of the protocols on an open connection, one list call each (libvirt RPC/JSON): %.2fx"
+              % (m(tl) / m(tj)))
+        print("ratio on an open connection, virsh's %d calls against one JSON list: %.2fx"
+              % (1 + 3 * args.networks, m(tr) / m(tj)))
     finally:
         if daemon:
             daemon.kill()

@@ -128,6 +128,52 @@ pub fn take_listen_fds() -> io::Result<Vec<(String, OwnedFd)>> {
     Ok(fds)
 }
 
+/// Why a descriptor systemd passed cannot be served as a unix stream
+/// socket.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAListener {
+    /// `getsockopt` failed: not a socket at all (a FIFO, a file).
+    #[error("is not a socket ({0})")]
+    NotASocket(#[source] io::Error),
+    /// A socket, but not a listening unix stream one (a unit with
+    /// `ListenDatagram=`, a TCP port...).
+    #[error("is not a listening unix stream socket")]
+    Kind,
+}
+
+/// `fd` as a listening unix stream socket, or why it is not one: the one
+/// check every socket-activated server of slipway makes on what systemd
+/// passed.
+pub fn unix_stream_listener(fd: OwnedFd) -> Result<std::os::unix::net::UnixListener, NotAListener> {
+    use std::os::fd::AsRawFd;
+    let int_opt = |opt: libc::c_int| -> Result<libc::c_int, NotAListener> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(value)
+        } else {
+            Err(NotAListener::NotASocket(io::Error::last_os_error()))
+        }
+    };
+    let domain = int_opt(libc::SO_DOMAIN)?;
+    let kind = int_opt(libc::SO_TYPE)?;
+    let listening = int_opt(libc::SO_ACCEPTCONN)?;
+    if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || listening == 0 {
+        return Err(NotAListener::Kind);
+    }
+    Ok(std::os::unix::net::UnixListener::from(fd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@
 //! requests `slipway::audit`.
 
 use std::io::{BufReader, ErrorKind, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -114,23 +115,47 @@ pub fn run(manager: Manager, metrics: Option<Listen>) -> Result<()> {
 /// autostart networks, then serves connections (one thread each, within
 /// `limits`).
 pub fn run_with(manager: Manager, limits: Limits, metrics: Option<Listen>) -> Result<()> {
-    run_serving(manager, limits, metrics, |_, _| Ok(()))
+    run_serving(
+        manager,
+        limits,
+        metrics,
+        AlsoServe {
+            socket_names: &[],
+            start: |_: &Arc<Manager>, _: &EventHub, _| Ok(()),
+        },
+    )
+}
+
+/// Other servers of the daemon's manager and events (libvirt's RPC),
+/// started by [`run_serving`].
+pub struct AlsoServe<F> {
+    /// The names (`FileDescriptorName=`) of the sockets systemd may pass
+    /// for them.
+    pub socket_names: &'static [&'static str],
+    /// Starts them, given the sockets systemd passed under those names.
+    pub start: F,
 }
 
 /// [`run_with`], starting other servers of the same manager and events
-/// with `also` (libvirt's RPC) once this daemon holds its lock and has
-/// recovered, before it accepts connections; an error from `also` stops
-/// the daemon.
-pub fn run_serving(
+/// with `also` once this daemon holds its lock and has recovered, before
+/// it says it is ready and accepts connections; an error from `also`
+/// stops the daemon.
+pub fn run_serving<F>(
     manager: Manager,
     limits: Limits,
     metrics: Option<Listen>,
-    also: impl FnOnce(&Arc<Manager>, &EventHub) -> Result<()>,
-) -> Result<()> {
+    also: AlsoServe<F>,
+) -> Result<()>
+where
+    F: FnOnce(&Arc<Manager>, &EventHub, Vec<(String, OwnedFd)>) -> Result<()>,
+{
     let paths = manager.paths().clone();
     // systemd's part (daemon_systemd) first: before any thread starts.
     let service_manager = crate::daemon_systemd::ServiceManager::new()?;
-    let activated = crate::daemon_systemd::activated_listener()?;
+    let crate::daemon_systemd::Activated {
+        json: activated,
+        others: also_sockets,
+    } = crate::daemon_systemd::activated_listeners(also.socket_names)?;
     let run_dir = paths
         .socket
         .parent()
@@ -201,6 +226,8 @@ pub fn run_serving(
             .map_err(|e| Error::Backend(format!("cannot start the metrics thread: {e}").into()))?;
         tracing::info!(target: "slipway::lifecycle", metrics = %shown, "metrics on {shown}");
     }
+    let subscribers = EventHub::new();
+    (also.start)(&manager, &subscribers, also_sockets)?;
     tracing::info!(
         target: "slipway::lifecycle",
         socket = %paths.socket.display(),
@@ -220,8 +247,6 @@ pub fn run_serving(
                 Error::Backend(format!("cannot start the supervisor thread: {e}").into())
             })?;
     }
-    let subscribers = EventHub::new();
-    also(&manager, &subscribers)?;
     let limits = Arc::new(limits);
     for conn in listener.incoming() {
         let stream = match conn {

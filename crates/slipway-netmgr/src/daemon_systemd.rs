@@ -5,10 +5,12 @@
 //! Socket activation: the daemon serves the descriptor named `json`
 //! (`FileDescriptorName=json` in `slipway.socket`), or the only one when
 //! a single unnamed descriptor was passed; it must be a listening unix
-//! stream socket. Descriptors under other names are left to the parts of
-//! slipway that own them (the libvirt protocol's socket is to be named
-//! `libvirt`) and closed here. Without activation the daemon binds its
-//! socket itself, as before.
+//! stream socket. Descriptors under other names go to the servers started
+//! with the daemon that take them (libvirt's RPC takes
+//! `virtnetworkd.socket` and `virtnetworkd-ro.socket`, the names libvirt's
+//! own socket units give them); any other is logged and closed. With only
+//! other servers' sockets, or without activation, the daemon binds its
+//! JSON socket itself.
 //!
 //! Stopping: the signals are taken from a descriptor by a thread of their
 //! own ([`slipway_host::signals`]), created before any other thread so
@@ -112,19 +114,38 @@ impl ServiceManager {
     }
 }
 
-/// The listening socket systemd passed for the daemon, if it passed any.
-/// Call before starting any thread (it clears the `LISTEN_*` variables).
-pub(crate) fn activated_listener() -> Result<Option<UnixListener>> {
+/// What systemd passed the daemon: its JSON socket, if it passed one, and
+/// the descriptors named for the other servers of the same daemon.
+pub(crate) struct Activated {
+    /// The JSON API's socket.
+    pub(crate) json: Option<UnixListener>,
+    /// Descriptors under one of the names the caller said other servers
+    /// take (libvirt's RPC: `virtnetworkd.socket`...), with their names.
+    pub(crate) others: Vec<(String, OwnedFd)>,
+}
+
+/// The listening sockets systemd passed, if it passed any: the one named
+/// `json` (or a single unnamed one) for the daemon, those named in
+/// `others_take` for the servers started with it; any other is logged and
+/// closed. Call before starting any thread (it clears the `LISTEN_*`
+/// variables).
+pub(crate) fn activated_listeners(others_take: &[&str]) -> Result<Activated> {
     let fds = systemd::take_listen_fds()
         .map_err(|e| Error::Activation(format!("bad LISTEN_FDS/LISTEN_PID: {e}")))?;
+    let mut activated = Activated {
+        json: None,
+        others: Vec::new(),
+    };
     if fds.is_empty() {
-        return Ok(None);
+        return Ok(activated);
     }
     let only_unnamed = fds.len() == 1 && fds[0].0 == "unknown";
     let mut chosen: Option<OwnedFd> = None;
     for (name, fd) in fds {
         if name == JSON_SOCKET_NAME || only_unnamed {
             chosen = Some(fd);
+        } else if others_take.contains(&name.as_str()) {
+            activated.others.push((name, fd));
         } else {
             tracing::warn!(
                 "ignoring the socket named '{name}' systemd passed (descriptor {}): not the daemon's",
@@ -132,47 +153,24 @@ pub(crate) fn activated_listener() -> Result<Option<UnixListener>> {
             );
         }
     }
-    let Some(fd) = chosen else {
-        return Err(Error::Activation(format!(
-            "systemd passed sockets but none named '{JSON_SOCKET_NAME}' \
-             (set FileDescriptorName={JSON_SOCKET_NAME} in the .socket unit)"
-        )));
-    };
-    check_unix_stream_listener(&fd)?;
-    Ok(Some(UnixListener::from(fd)))
-}
-
-/// Refuses a descriptor that is not a listening unix stream socket (a
-/// unit with `ListenDatagram=`, a TCP port, a FIFO...).
-fn check_unix_stream_listener(fd: &OwnedFd) -> Result<()> {
-    let int_opt = |opt: libc::c_int| -> std::io::Result<libc::c_int> {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `value`.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 {
-            Ok(value)
-        } else {
-            Err(std::io::Error::last_os_error())
+    match chosen {
+        Some(fd) => {
+            let listener = systemd::unix_stream_listener(fd).map_err(|e| {
+                Error::Activation(format!(
+                    "the socket systemd passed {e} (ListenStream=/run/slipway/slipway-sock)"
+                ))
+            })?;
+            activated.json = Some(listener);
         }
-    };
-    let bad = |why: String| Error::Activation(format!("the socket systemd passed {why}"));
-    let domain = int_opt(libc::SO_DOMAIN).map_err(|e| bad(format!("is not a socket ({e})")))?;
-    let kind = int_opt(libc::SO_TYPE).map_err(|e| bad(format!("is not a socket ({e})")))?;
-    let listening =
-        int_opt(libc::SO_ACCEPTCONN).map_err(|e| bad(format!("is not a socket ({e})")))?;
-    if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || listening == 0 {
-        return Err(bad(
-            "is not a listening unix stream socket (ListenStream=/run/slipway/slipway-sock)".into(),
-        ));
+        // Only other servers' sockets (their own units): the daemon binds
+        // its JSON socket itself.
+        None if !activated.others.is_empty() => {}
+        None => {
+            return Err(Error::Activation(format!(
+                "systemd passed sockets but none named '{JSON_SOCKET_NAME}' \
+                 (set FileDescriptorName={JSON_SOCKET_NAME} in the .socket unit)"
+            )))
+        }
     }
-    Ok(())
+    Ok(activated)
 }

@@ -15,6 +15,7 @@ pub mod client;
 pub mod daemon;
 mod daemon_systemd;
 pub mod defaultnet;
+mod defcache;
 pub mod dnsmasq;
 mod error;
 pub mod events;

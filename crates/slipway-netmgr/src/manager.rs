@@ -968,7 +968,9 @@ fn xml_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(String, PathBuf)> 
 /// Reads one stored definition; the error text says what is wrong.
 fn read_def(path: &Path, name: &str) -> std::result::Result<Network, String> {
     let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let net = Network::from_xml(&text).map_err(|e| e.to_string())?;
+    let net = crate::defcache::parsed(path, text, |t| {
+        Network::from_xml(t).map_err(|e| e.to_string())
+    })?;
     if net.name != name {
         return Err(format!(
             "the file defines network '{}', not '{name}'",

@@ -31,4 +31,6 @@ pub mod server;
 pub mod xdr;
 
 pub use dispatch::{DhcpLease, LeaseSource, Session};
-pub use server::{serve, Config, Limits, ServeError, SOCKET, SOCKET_RO};
+pub use server::{
+    serve, Config, Limits, ServeError, FD_NAME, FD_NAMES, FD_NAME_RO, SOCKET, SOCKET_RO,
+};

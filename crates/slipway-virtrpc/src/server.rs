@@ -1,7 +1,18 @@
 //! The sockets libvirt's clients connect to, as virtnetworkd's:
 //! `virtnetworkd-sock` (read-write; mode 0600, and only root or the
-//! daemon's own user is served) and `virtnetworkd-sock-ro` (read-only;
-//! mode 0666, anyone), in the directory [`Config::dir`].
+//! daemon's own user is served) and `virtnetworkd-sock-ro` (read-only), in
+//! the directory [`Config::dir`]. The system daemon's read-only socket has
+//! mode 0666 and serves anyone; a user's daemon (`network:///session`,
+//! `$XDG_RUNTIME_DIR/libvirt`) serves only its user and root on both, as
+//! libvirt's session daemons do (their directory 0700, their socket 0700),
+//! its read-only socket mode 0600. The directory the daemon binds in must
+//! be its own and writable by nobody else (else another user could swap
+//! the socket files), or the daemon refuses to start.
+//!
+//! Socket activation: sockets systemd passed under the names libvirt's own
+//! units give them ([`FD_NAME`], [`FD_NAME_RO`]: `virtnetworkd.socket`,
+//! `virtnetworkd-ro.socket`) are served as they are (their unit made the
+//! file and its mode); a socket not passed is bound as without systemd.
 //!
 //! A thread accepts on each socket; each connection gets a thread of its
 //! own running a small `mio` loop over its socket and a waker, so it reads
@@ -17,6 +28,7 @@
 //! asked for it.
 
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -36,6 +48,14 @@ use crate::message::{FrameReader, MAX_BUFFERED, MAX_BUFFERED_READ_ONLY};
 pub const SOCKET: &str = "virtnetworkd-sock";
 /// The read-only socket's name.
 pub const SOCKET_RO: &str = "virtnetworkd-sock-ro";
+/// The name systemd gives the read-write socket's descriptor
+/// (`LISTEN_FDNAMES`): libvirt's `virtnetworkd.socket` unit's own name,
+/// and `FileDescriptorName=` in slipway's unit.
+pub const FD_NAME: &str = "virtnetworkd.socket";
+/// The read-only socket's descriptor name (`virtnetworkd-ro.socket`).
+pub const FD_NAME_RO: &str = "virtnetworkd-ro.socket";
+/// The descriptor names this server takes from systemd.
+pub const FD_NAMES: &[&str] = &[FD_NAME, FD_NAME_RO];
 
 /// The server's bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +124,8 @@ pub struct Config {
     pub limits: Limits,
     /// DHCP leases.
     pub leases: Arc<dyn LeaseSource>,
+    /// Sockets systemd passed, by descriptor name ([`FD_NAMES`]).
+    pub activated: Vec<(String, OwnedFd)>,
 }
 
 /// Why the server could not start.
@@ -119,6 +141,24 @@ pub enum ServeError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// The socket directory belongs to another user, or others may write
+    /// in it.
+    #[error("{path}: {why}; refusing to serve libvirt's sockets in it")]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A socket systemd passed is not a listening unix stream socket.
+    #[error("socket activation: the socket systemd passed as '{name}' {source}")]
+    Activation {
+        /// Its descriptor name.
+        name: String,
+        /// What it is instead.
+        #[source]
+        source: slipway_host::systemd::NotAListener,
     },
     /// Something (libvirt's own virtnetworkd, or its systemd socket) answers
     /// on the socket already.
@@ -146,22 +186,44 @@ struct Shared {
     limits: Limits,
     /// The connection cap over both sockets.
     slots: Slots,
+    /// Whether other users may use the read-only socket (the system
+    /// daemon's); a user's daemon serves only its user and root.
+    others_read_only: bool,
 }
 
-/// Binds both sockets in `config.dir` and serves them on threads of their
-/// own; returns once they listen.
+/// Serves both sockets in `config.dir` (those systemd passed, else bound
+/// here) on threads of their own; returns once they listen.
 pub fn serve(manager: Arc<Manager>, hub: EventHub, config: Config) -> Result<(), ServeError> {
-    let mode = if config.system { 0o755 } else { 0o700 };
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(&config.dir)
-    {
-        Ok(()) => {}
-        Err(e) => return Err(io("cannot create", &config.dir)(e)),
-    }
     // SAFETY: geteuid has no preconditions.
     let owner = unsafe { libc::geteuid() };
+    let mut passed: Vec<(String, Option<UnixListener>)> = Vec::new();
+    for (name, fd) in config.activated {
+        let listener = slipway_host::systemd::unix_stream_listener(fd).map_err(|source| {
+            ServeError::Activation {
+                name: name.clone(),
+                source,
+            }
+        })?;
+        passed.push((name, Some(listener)));
+    }
+    let mut take = |fd_name: &str| {
+        passed
+            .iter_mut()
+            .find(|(n, _)| n == fd_name)
+            .and_then(|(_, l)| l.take())
+    };
+    let sockets = [
+        (SOCKET, FD_NAME, false, take(FD_NAME)),
+        (SOCKET_RO, FD_NAME_RO, true, take(FD_NAME_RO)),
+    ];
+    for (name, listener) in &passed {
+        if listener.is_some() {
+            tracing::warn!("ignoring a second socket named '{name}' systemd passed");
+        }
+    }
+    if sockets.iter().any(|s| s.3.is_none()) {
+        own_dir(&config.dir, config.system, owner)?;
+    }
     let shared = Arc::new(Shared {
         manager,
         hub,
@@ -177,16 +239,67 @@ pub fn serve(manager: Arc<Manager>, hub: EventHub, config: Config) -> Result<(),
             owner,
         ),
         limits: config.limits,
+        others_read_only: config.system,
     });
-    for (name, readonly, mode) in [(SOCKET, false, 0o600), (SOCKET_RO, true, 0o666)] {
+    for (name, fd_name, readonly, listener) in sockets {
         let path = config.dir.join(name);
-        let listener = bind(&path, mode)?;
-        tracing::info!("libvirt RPC listening on {}", path.display());
+        let listener = match listener {
+            Some(l) => {
+                tracing::info!("libvirt RPC serving {fd_name} (from systemd)");
+                l
+            }
+            None => {
+                // Anyone may connect to the system daemon's read-only
+                // socket; a user's daemon serves only that user.
+                let mode = if readonly && config.system {
+                    0o666
+                } else {
+                    0o600
+                };
+                let l = bind(&path, mode)?;
+                tracing::info!("libvirt RPC listening on {}", path.display());
+                l
+            }
+        };
         let shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("accept-{name}"))
             .spawn(move || accept_loop(&listener, readonly, &shared))
             .map_err(io("cannot start a thread for", &path))?;
+    }
+    Ok(())
+}
+
+/// Creates the socket directory (0755 for the system daemon, 0700 for a
+/// user's) unless it exists, and checks that it belongs to `owner` and
+/// that nobody else may write in it.
+fn own_dir(dir: &Path, system: bool, owner: u32) -> Result<(), ServeError> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = if system { 0o755 } else { 0o700 };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(io("cannot create", dir))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(io("cannot read", dir))?;
+    let unsafe_dir = |why: String| ServeError::UnsafeDir {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if !meta.is_dir() {
+        return Err(unsafe_dir("not a directory (a symbolic link?)".into()));
+    }
+    if meta.uid() != owner {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not by this daemon's uid {owner}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "mode {:04o}: others may write in it",
+            meta.mode() & 0o7777
+        )));
     }
     Ok(())
 }
@@ -218,10 +331,14 @@ fn accept_loop(listener: &UnixListener, readonly: bool, shared: &Arc<Shared>) {
         let Ok(conns::PeerCred { uid, .. }) = conns::peer_cred(&stream) else {
             continue;
         };
-        // The read-write socket's mode already keeps others out; its
-        // owner may have loosened it, the daemon does not.
-        if shared.slots.is_other_user(uid) && !readonly {
-            tracing::warn!("refusing uid {uid} on the read-write libvirt socket");
+        // The sockets' modes already keep others out of the read-write
+        // socket (and of a user's daemon); their owner may have loosened
+        // them, the daemon does not.
+        if shared.slots.is_other_user(uid) && !(readonly && shared.others_read_only) {
+            tracing::warn!(
+                "refusing uid {uid} on the {} libvirt socket",
+                if readonly { "read-only" } else { "read-write" }
+            );
             continue;
         }
         let slot = match shared.slots.admit(uid) {

@@ -359,15 +359,20 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
             let manager = Manager::new(paths.clone(), linux_backend(&paths)?);
             // libvirt's clients reach the same manager through
             // virtnetworkd's sockets (README "slipway under libvirt").
-            let rpc = slipway_virtrpc::Config {
-                dir: paths.libvirt_dir.clone(),
-                system: paths.system,
-                limits: slipway_virtrpc::Limits::from_env(),
-                leases: std::sync::Arc::new(HostnetLeases(paths.state_dir.clone())),
-            };
+            let dir = paths.libvirt_dir.clone();
+            let system = paths.system;
+            let leases = std::sync::Arc::new(HostnetLeases(paths.state_dir.clone()));
             let limits = slipway_netmgr::daemon::Limits::from_env();
-            let served =
-                slipway_netmgr::daemon::run_serving(manager, limits, args.metrics, |m, hub| {
+            let also = slipway_netmgr::daemon::AlsoServe {
+                socket_names: slipway_virtrpc::FD_NAMES,
+                start: |m: &std::sync::Arc<Manager>, hub: &slipway_netmgr::EventHub, activated| {
+                    let rpc = slipway_virtrpc::Config {
+                        dir,
+                        system,
+                        limits: slipway_virtrpc::Limits::from_env(),
+                        leases,
+                        activated,
+                    };
                     slipway_virtrpc::serve(m.clone(), hub.clone(), rpc).map_err(|e| match e {
                         slipway_virtrpc::ServeError::Io {
                             action,
@@ -376,9 +381,11 @@ pub fn run(cmd: NetCommand, root: Option<&Path>) -> anyhow::Result<i32> {
                         } => {
                             Error::Io(slipway_host::atomic::AtomicError::new(action, path, source))
                         }
-                        in_use => Error::NotValid(in_use.to_string()),
+                        other => Error::NotValid(other.to_string()),
                     })
-                });
+                },
+            };
+            let served = slipway_netmgr::daemon::run_serving(manager, limits, args.metrics, also);
             match served {
                 Ok(()) => Ok(0),
                 Err(e) => {

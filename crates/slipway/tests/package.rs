@@ -163,6 +163,11 @@ const EXPECTED: &[(&str, u32)] = &[
     ("usr/share/fish/vendor_completions.d/slipway.fish", 0o644),
     ("usr/lib/systemd/system/slipway.service", 0o644),
     ("usr/lib/systemd/system/slipway.socket", 0o644),
+    ("usr/lib/systemd/system/slipway-virtnetworkd.socket", 0o644),
+    (
+        "usr/lib/systemd/system/slipway-virtnetworkd-ro.socket",
+        0o644,
+    ),
     ("usr/lib/systemd/user/slipway.service", 0o644),
     ("usr/lib/systemd/user/slipway.socket", 0o644),
     ("usr/lib/systemd/user/slipway-user@.service", 0o644),
@@ -308,7 +313,8 @@ fn verify_units(root: &Path) {
     let script = r#"
         set -e
         mount -t overlay overlay -o "lowerdir=$ROOT/usr/bin:/usr/bin" /usr/bin
-        systemd-analyze verify "$ROOT"/usr/lib/systemd/system/slipway.service "$ROOT"/usr/lib/systemd/system/slipway.socket
+        systemd-analyze verify "$ROOT"/usr/lib/systemd/system/slipway.service "$ROOT"/usr/lib/systemd/system/slipway.socket \
+            "$ROOT"/usr/lib/systemd/system/slipway-virtnetworkd.socket "$ROOT"/usr/lib/systemd/system/slipway-virtnetworkd-ro.socket
         systemd-analyze --user verify "$ROOT"/usr/lib/systemd/user/slipway.service "$ROOT"/usr/lib/systemd/user/slipway.socket
         systemd-analyze --user verify "$INSTANCE"/slipway-user@vm1.service
     "#;
@@ -527,6 +533,18 @@ systemctl is-active slipway.service >/out/service-stopped
 ip -br addr show swn0 >/out/bridge-after-stop
 slipway net-list --all >/out/list-3
 slipway net-destroy t >/out/destroy 2>&1
+# libvirt's sockets (README "slipway under libvirt"): with the daemon
+# stopped, virsh's connection to network:///system (no socket= given: the
+# path libvirt's client library picks itself) starts it again.
+systemctl stop slipway.service
+systemctl start slipway-virtnetworkd.socket slipway-virtnetworkd-ro.socket
+systemctl is-active slipway.service >/out/service-before-virsh
+stat -c '%a %U' /run/libvirt/virtnetworkd-sock /run/libvirt/virtnetworkd-sock-ro >/out/libvirt-modes
+virsh -c network:///system net-list --all >/out/virsh-list 2>&1
+systemctl is-active slipway.service >/out/service-after-virsh
+virsh -r -c network:///system net-list --all --name >/out/virsh-ro 2>&1
+setpriv --reuid=65534 --regid=65534 --clear-groups virsh -r -c network:///system net-list --all --name >/out/virsh-ro-nobody 2>&1
+slipway net-list --all >/out/list-4
 journalctl -u slipway.service --no-pager -o cat >/out/journal
 echo done >/out/done
 "#;
@@ -608,6 +626,13 @@ fn a_real_systemd_runs_the_units() {
     assert_eq!(read("service-stopped").trim(), "inactive", "{log}");
     assert!(read("bridge-after-stop").contains("10.49.0.1/24"), "{log}");
     assert_eq!(read("destroy"), "Network t destroyed\n\n", "{log}");
+    assert_eq!(read("service-before-virsh").trim(), "inactive", "{log}");
+    assert_eq!(read("libvirt-modes"), "600 root\n666 root\n", "{log}");
+    assert_eq!(read("service-after-virsh").trim(), "active", "{log}");
+    assert_eq!(read("virsh-list"), read("list-4"), "{log}");
+    assert!(read("virsh-list").contains(" default "), "{log}");
+    assert_eq!(read("virsh-ro"), read("virsh-ro-nobody"), "{log}");
+    assert!(read("virsh-ro").contains("default\n"), "{log}");
     let journal = read("journal");
     assert!(
         journal.contains("slipway daemon stopping: SIGTERM received (running networks stay up)"),

@@ -537,3 +537,127 @@ fn traced_daemon() {
         "socket families the unit's RestrictAddressFamilies= refuses: {refused:?}"
     );
 }
+
+/// libvirt's two sockets from systemd, as `slipway-virtnetworkd.socket`
+/// and `slipway-virtnetworkd-ro.socket` pass them (the descriptor names of
+/// libvirt's own `virtnetworkd.socket` and `virtnetworkd-ro.socket`),
+/// without the JSON socket: virsh connects before the daemon runs, its
+/// connection starts the daemon, which serves it on systemd's socket and
+/// binds its JSON socket itself.
+#[test]
+fn libvirt_sockets_are_socket_activated() {
+    enter_netns!(Ns::User);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let libvirt = root.join("run/libvirt");
+    fs::create_dir_all(&libvirt).unwrap();
+    let rw = libvirt.join("virtnetworkd-sock");
+    let ro = libvirt.join("virtnetworkd-sock-ro");
+    let log = root.join("daemon.log");
+    let notify = NotifySocket::new();
+    let mut daemon = Proc(
+        Command::new("systemd-socket-activate")
+            .arg(format!("--listen={}", rw.display()))
+            .arg(format!("--listen={}", ro.display()))
+            .arg("--fdname=virtnetworkd.socket:virtnetworkd-ro.socket")
+            .args(["-E", "NOTIFY_SOCKET", BIN, "--root"])
+            .arg(root)
+            .args(["-v", "daemon"])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("systemd-socket-activate (Debian package systemd)"),
+    );
+    wait_for("the activation sockets", || rw.exists() && ro.exists());
+    let inodes = [&rw, &ro].map(|p| fs::metadata(p).unwrap().ino());
+    // Nothing runs yet: no daemon socket, no lock.
+    assert!(!root.join("run/slipway/slipway-sock").exists());
+    let vsh = |socket: &Path, args: &[&str]| {
+        let uri = format!("network:///system?socket={}", socket.display());
+        let mut cmd = Command::new("virsh");
+        if socket == ro {
+            cmd.arg("-r");
+        }
+        let out = cmd
+            .args(["-c", &uri])
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("virsh (Debian package libvirt-clients)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    write(
+        root,
+        "n.xml",
+        "<network><name>n1</name><bridge name='swa1'/></network>",
+    );
+    // The first connection, virsh's, starts the daemon.
+    let (code, out, err) = vsh(&rw, &["net-define", "n.xml"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "Network n1 defined from n.xml\n\n"),
+        "{err}\nlog:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        notify.next(),
+        format!(
+            "READY=1\nSTATUS=serving {}",
+            root.join("run/slipway/slipway-sock").display()
+        )
+    );
+    // Both APIs, one manager; the JSON socket bound by the daemon itself.
+    let (_, list, _) = vsh(&rw, &["net-list", "--all"]);
+    assert_eq!(list, ok(root, &["net-list", "--all"]));
+    assert!(list.contains(" n1 "), "{list}");
+    // The read-only socket is systemd's second one: it lists, refuses changes.
+    let (code, out, _) = vsh(&ro, &["net-list", "--all", "--name"]);
+    assert_eq!((code, out.as_str()), (Some(0), "n1\n\n"));
+    let (code, _, err) = vsh(&ro, &["net-undefine", "n1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("read only access prevents"), "{err}");
+    // Served on systemd's sockets: the files are not replaced.
+    assert_eq!([&rw, &ro].map(|p| fs::metadata(p).unwrap().ino()), inodes);
+    let log_text = fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("libvirt RPC serving virtnetworkd.socket (from systemd)")
+            && log_text.contains("libvirt RPC serving virtnetworkd-ro.socket (from systemd)"),
+        "{log_text}"
+    );
+    assert!(daemon.terminate().success());
+    // systemd's socket files stay: their units own them.
+    assert_eq!([&rw, &ro].map(|p| fs::metadata(p).unwrap().ino()), inodes);
+}
+
+/// A descriptor under libvirt's name that is not a listening unix stream
+/// socket stops the daemon with a message naming it.
+#[test]
+fn a_bad_libvirt_socket_from_systemd_stops_the_daemon() {
+    enter_netns!(Ns::User);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Activated {
+        socket,
+        log,
+        notify: _notify,
+        mut daemon,
+    } = activate(root, &["--datagram", "--fdname=virtnetworkd.socket"]);
+    let _ = UnixDatagram::unbound().unwrap().send_to(b"x", &socket);
+    let status = daemon.0.wait().unwrap();
+    daemon.0 = Command::new("true").spawn().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains(
+            "socket activation: the socket systemd passed as 'virtnetworkd.socket' is not a listening unix stream socket"
+        ),
+        "{log}"
+    );
+}
