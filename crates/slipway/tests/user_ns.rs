@@ -332,7 +332,9 @@ fn run_takes_udp_segmentation_offload_frames_from_the_namespace() {
     // formula as the client's below.
     let datagram = |k: usize, i: usize| -> Vec<u8> {
         let len = if i + 1 == PER_BURST { 700 } else { 1200 };
-        (0..len).map(|j| ((k * 31 + i * 7 + j) % 251) as u8).collect()
+        (0..len)
+            .map(|j| ((k * 31 + i * 7 + j) % 251) as u8)
+            .collect()
     };
     let server = |addr: &str| {
         let sock = std::net::UdpSocket::bind(addr).unwrap();
