@@ -32,7 +32,7 @@ stack and MTU runs once, so a load change on the machine hits all alike.
 
 Usage: bench/run.sh [--seconds N] [--rounds N] [--out DIR]
                     [--stacks slipway,slirp4netns,pasta] [--baseline BINARY]
-                    [--metrics tcp,udp,udp_search,rr,conn]
+                    [--metrics tcp,udp,udp_search,rr,conn,udp_gso]
 """
 
 import argparse
@@ -53,11 +53,12 @@ import time
 # figures in the same run.
 STACKS = ["slipway", "baseline", "slirp4netns", "pasta"]
 MTUS = [1500, 65520]
-METRICS = ["tcp", "udp", "udp_search", "rr", "conn"]
+METRICS = ["tcp", "udp", "udp_search", "rr", "conn", "udp_gso"]
 IPERF_PORT = 15201
 CONN_PORT = 15202
 SOCKPERF_TCP_PORT = 15203
 SOCKPERF_UDP_PORT = 15204
+GSO_PORT = 15205
 NOBODY = 65534
 # The private namespace's way "out" (documentation prefixes, RFC 5737 and
 # RFC 3849): a veth into the outside namespace, which routes nowhere.
@@ -381,6 +382,68 @@ print(n / secs)
 """
 
 
+GSO_SENDER = r"""
+import socket, sys, time
+host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((host, port))
+s.setsockopt(17, 103, 1472)  # SOL_UDP, UDP_SEGMENT: the kernel cuts each send
+run = bytes(1472 * 44)
+sent = 0
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    try:
+        s.send(run)
+        sent += 44
+    except OSError:
+        pass
+time.sleep(0.5)
+s.send(b"END")
+print(sent)
+"""
+
+
+def udp_gso_rate(session, seconds):
+    """A sender in the namespace that uses UDP GSO (`UDP_SEGMENT`, 44
+    datagrams of 1472 bytes per send, as QUIC stacks do) at unlimited
+    rate, to a receiver on loopback with `UDP_GRO`: datagrams per second
+    received, and the share lost. What USO on a tap (`TUN_F_USO4/6`)
+    changes; iperf3 3.12 sends one datagram per call."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    rx.setsockopt(17, 104, 1)  # SOL_UDP, UDP_GRO: many datagrams per recv
+    rx.bind(("127.0.0.1", GSO_PORT))
+    rx.settimeout(2)
+    got = [0]
+
+    def receive():
+        while True:
+            try:
+                d = rx.recv(65535)
+            except OSError:
+                return
+            if d == b"END":
+                return
+            got[0] += -(-len(d) // 1472)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    out = None
+    try:
+        out = session.run([sys.executable, "-c", GSO_SENDER, session.target, str(GSO_PORT),
+                           str(seconds)], timeout=seconds + 20)
+        sent = int(out.stdout.strip())
+    except (ValueError, subprocess.TimeoutExpired):
+        log(f"  GSO sender failed: {out.stderr.strip()[:200] if out else 'timeout'}")
+        return None
+    finally:
+        thread.join()
+        rx.close()
+    if not sent:
+        return None
+    return {"pps": got[0] / seconds, "lost_percent": 100.0 * max(0, sent - got[0]) / sent}
+
+
 def conn_rate(session, seconds, data=True):
     server = ConnServer(data)
     out = None
@@ -460,6 +523,9 @@ def measure(stack, mtu, args):
                     with Profile(args, s, f"udp{size}_{way}"):
                         r[f"udp{size}_{way}"] = udp_search(s, size, reverse,
                                                            args.search_seconds, args.search_steps)
+        if mtu == 1500 and "udp_gso" in args.metrics:
+            with Profile(args, s, "udp_gso"):
+                r["udp_gso_out"] = udp_gso_rate(s, args.seconds)
         if mtu == 65520 and "rr" in args.metrics:
             servers = SockperfServers()
             try:
@@ -512,6 +578,8 @@ ROWS = [
      lambda r: field(r, 1500, f"udp{DGRAM_SMALL}_out", "pps", 1e-3), True),
     ("UDP <1% loss host->ns 64 B (kpps)",
      lambda r: field(r, 1500, f"udp{DGRAM_SMALL}_in", "pps", 1e-3), True),
+    ("UDP GSO sender ns->host 1472 B, unlimited (kpps)",
+     lambda r: field(r, 1500, "udp_gso_out", "pps", 1e-3), True),
     ("TCP RR p50 (us, half round trip)", lambda r: field(r, 65520, "tcp_rr", "p50_us"), False),
     ("TCP RR p99 (us, half round trip)", lambda r: field(r, 65520, "tcp_rr", "p99_us"), False),
     ("UDP RR p50 (us, half round trip)", lambda r: field(r, 65520, "udp_rr", "p50_us"), False),

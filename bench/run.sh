@@ -7,7 +7,7 @@
 # it creates (nothing leaves the machine), servers on that private
 # loopback, and every process it starts ends with it (see its header).
 # Extra arguments go to bench.py (--seconds N, --rounds N, --stacks a,b,
-# --metrics tcp,udp,udp_search,rr,conn, --baseline OTHER_SLIPWAY, --out DIR).
+# --metrics tcp,udp,udp_search,rr,conn,udp_gso, --baseline OTHER_SLIPWAY, --out DIR).
 set -e
 cd "$(dirname "$0")/.."
 cargo build --release -p slipway

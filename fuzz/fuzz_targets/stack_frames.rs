@@ -8,7 +8,9 @@
 //! a TCP handshake and data) runs through one stack. Inputs of odd length
 //! arrive as from a tap with checksum offload (`RxChecksum::Trusted`: TCP
 //! and UDP checksums are not verified), so the fuzzer reaches the TCP and
-//! UDP handlers without having to forge checksums.
+//! UDP handlers without having to forge checksums; those of length 3 mod 4
+//! as from a tap with UDP segmentation offload too (each UDP datagram is
+//! cut into segments of an odd size up to 255 bytes the first byte picks).
 #![no_main]
 
 use std::sync::Once;
@@ -50,10 +52,12 @@ fuzz_target!(|data: &[u8]| {
     let max_frame = stack.guest_tx().max_frame_len();
     let mut events = Events::with_capacity(64);
     let mut now = Instant::now();
-    let checksum = if data.len() % 2 == 1 {
-        RxChecksum::Trusted
-    } else {
-        RxChecksum::Unverified
+    // Lengths of 3 mod 4 are frames of a tap with UDP segmentation
+    // offload: UDP datagrams cut at a segment size the first byte picks.
+    let checksum = match (data.len() % 4, data.first()) {
+        (3, Some(&seg)) => RxChecksum::from_vnet_hdr(&[1, 5, 0, 0, seg | 1, 0, 0, 0, 0, 0]),
+        (1 | 3, _) => RxChecksum::Trusted,
+        _ => RxChecksum::Unverified,
     };
     for frame in slipway_fuzz::records(data) {
         stack.handle_frame_with(&registry, frame, checksum, now);

@@ -291,7 +291,9 @@ impl Stack {
                 if let Some(datagram) =
                     udp::check(counters, src.into(), dst.into(), payload, checksum)
                 {
-                    self.handle_udp(registry, src_mac, src, dst, broadcast, datagram, now);
+                    for d in datagram.datagrams() {
+                        self.handle_udp(registry, src_mac, src, dst, broadcast, d, now);
+                    }
                 }
             }
             IpProtocol::Tcp => self.tcp.on_guest_segment(
@@ -321,6 +323,7 @@ impl Stack {
             sport,
             dport,
             payload,
+            ..
         } = datagram;
         if dport == DHCP_SERVER_PORT && (broadcast || dst == core.cfg.host) {
             self.handle_dhcp(registry, src_mac, sport, payload, now);
@@ -1645,5 +1648,138 @@ pub(crate) mod udp_tests {
             "the guest's ID is back"
         );
         assert_eq!(stack.next_deadline(), None, "nothing left in flight");
+    }
+
+    /// A UDP segmentation-offload frame from a tap with USO (one header,
+    /// datagrams back to back, `RxChecksum::UdpSegments`) reaches the host
+    /// as the datagrams the namespace's program sent, each its own size,
+    /// in one GSO send; a frame that claims more segments than Linux ever
+    /// makes is dropped, counted `oversized`, and nothing leaves.
+    #[test]
+    fn a_udp_segmentation_offload_frame_leaves_as_its_datagrams() {
+        use std::num::NonZeroU16;
+        use std::os::fd::AsRawFd;
+        let poll = mio::Poll::new().unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        stack.start(poll.registry()).unwrap();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        let reg = poll.registry().try_clone().unwrap();
+        let now = Instant::now();
+        stack.handle_frame(&reg, &arp_from_guest(), now);
+        let (server, port) = echo_server();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a c_int it reads.
+        let rc = unsafe {
+            libc::setsockopt(
+                server.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(rc, 0);
+        // 5 x 1200 bytes and a last one of 345, each different.
+        let payload: Vec<u8> = (0..5 * 1200 + 345)
+            .map(|j| (j * 7 + j / 1200) as u8)
+            .collect();
+        let frame = udp_frame(4500, host, port, &payload);
+        let size = NonZeroU16::new(1200).unwrap();
+        stack.handle_frame_with(&reg, &frame, RxChecksum::UdpSegments(size), now);
+        let (run, seg) = recv_gro(&server);
+        assert_eq!((run.len(), seg), (payload.len(), Some(1200)));
+        assert!(run == payload, "the bytes, in order");
+        // The same without GRO: six datagrams of their own sizes.
+        let (plain, plain_port) = echo_server();
+        plain
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let frame = udp_frame(4501, host, plain_port, &payload);
+        stack.handle_frame_with(&reg, &frame, RxChecksum::UdpSegments(size), now);
+        let mut buf = [0u8; 2048];
+        for (i, chunk) in payload.chunks(1200).enumerate() {
+            let n = plain.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], chunk, "datagram {i}");
+        }
+        // 129 one-byte segments: more than Linux's UDP_MAX_SEGMENTS.
+        let before = stack.core.counters.drops(DropReason::Oversized);
+        let frame = udp_frame(4502, host, plain_port, &[9u8; 129]);
+        let one = NonZeroU16::new(1).unwrap();
+        stack.handle_frame_with(&reg, &frame, RxChecksum::UdpSegments(one), now);
+        assert_eq!(stack.core.counters.drops(DropReason::Oversized), before + 1);
+        // 128 are taken.
+        let frame = udp_frame(4502, host, plain_port, &[8u8; 128]);
+        stack.handle_frame_with(&reg, &frame, RxChecksum::UdpSegments(one), now);
+        for _ in 0..128 {
+            let n = plain.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[8u8], "only the 128 one-byte datagrams");
+        }
+    }
+
+    /// The flow table's shortcut for bursts (the flow the last datagram
+    /// found) never sends a datagram through the wrong flow: two flows'
+    /// datagrams interleaved reach their own servers; after both idle out
+    /// and a host forward's peer takes a freed slot, the old flow's next
+    /// datagram opens a flow of its own instead of leaving through the
+    /// forward's socket to that peer.
+    #[test]
+    fn interleaved_and_reused_udp_flows_keep_their_datagrams_apart() {
+        let mut poll = mio::Poll::new().unwrap();
+        let fport = {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let mut stack =
+            Stack::new(parse_options(&format!("hostfwd=udp:127.0.0.1:{fport}-:7777")).unwrap())
+                .unwrap();
+        stack.start(poll.registry()).unwrap();
+        let reg = poll.registry().try_clone().unwrap();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        let t0 = Instant::now();
+        stack.handle_frame(&reg, &arp_from_guest(), t0);
+        stack.guest_tx().clear();
+        let (a, pa) = echo_server();
+        let (b, pb) = echo_server();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        for (sport, port, msg) in [
+            (4000, pa, b"a1"),
+            (4001, pb, b"b1"),
+            (4000, pa, b"a2"),
+            (4001, pb, b"b2"),
+        ] {
+            stack.handle_frame(&reg, &udp_frame(sport, host, port, msg), t0);
+        }
+        let mut buf = [0u8; 16];
+        for (s, want) in [(&a, b"a1"), (&a, b"a2"), (&b, b"b1"), (&b, b"b2")] {
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
+        // Both idle out; a peer of the forward then opens a flow in a
+        // freed slot.
+        let later = t0 + Duration::from_secs(61);
+        stack.on_timer(&reg, later);
+        assert_eq!(stack.udp.flows(later).count(), 0);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        peer.send_to(b"hi", ("127.0.0.1", fport)).unwrap();
+        pump_host(&mut stack, &mut poll);
+        assert_eq!(stack.udp.flows(later).count(), 1);
+        for (sport, port, msg) in [(4001, pb, b"b3"), (4000, pa, b"a3")] {
+            stack.handle_frame(&reg, &udp_frame(sport, host, port, msg), later);
+        }
+        for (s, want) in [(&b, b"b3"), (&a, b"a3")] {
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want, "the old endpoints reach their own server");
+        }
+        assert!(
+            peer.recv(&mut buf).is_err(),
+            "nothing of the old flows reached the forward's peer"
+        );
     }
 }

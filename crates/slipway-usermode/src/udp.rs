@@ -105,6 +105,11 @@ pub(crate) struct UdpTable {
     flows: Vec<Option<Flow>>,
     free: Vec<usize>,
     by_endpoints: HashMap<(SocketAddr, SocketAddr), usize>,
+    /// The flow the last guest datagram found: the next datagram of a
+    /// burst skips the hash lookup when that slot still holds a flow with
+    /// its endpoints (so a removed flow or a reused slot is never found
+    /// through it).
+    last: usize,
     by_peer: HashMap<(usize, SocketAddr), usize>,
     /// Forwards by token index; a removed one leaves `None` (indices are
     /// never reused, so a stale event finds nothing).
@@ -127,6 +132,7 @@ impl UdpTable {
             flows: Vec::with_capacity(max_flows),
             free: Vec::with_capacity(max_flows),
             by_endpoints: HashMap::with_capacity(max_flows),
+            last: 0,
             by_peer: HashMap::new(),
             forwards: Vec::new(),
             max_flows,
@@ -243,7 +249,7 @@ impl UdpTable {
         remote: SocketAddr,
         payload: &[u8],
     ) -> bool {
-        let Some(&index) = self.by_endpoints.get(&(guest, remote)) else {
+        let Some(index) = self.lookup(guest, remote) else {
             return false;
         };
         let Some(flow) = self.flows[index].as_mut() else {
@@ -273,6 +279,20 @@ impl UdpTable {
             }
         }
         true
+    }
+
+    /// The index of the flow `guest` ↔ `remote`: the last one found when
+    /// it is the same (a burst), else from the table.
+    fn lookup(&mut self, guest: SocketAddr, remote: SocketAddr) -> Option<usize> {
+        let hit = self
+            .flows
+            .get(self.last)
+            .and_then(Option::as_ref)
+            .is_some_and(|f| f.guest == guest && f.remote == remote);
+        if !hit {
+            self.last = *self.by_endpoints.get(&(guest, remote))?;
+        }
+        Some(self.last)
     }
 
     /// Adds a datagram of NAT flow `index` to the send batch, sending what

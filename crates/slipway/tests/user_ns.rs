@@ -316,6 +316,107 @@ while [ ! -e done ]; do sleep 0.05; done
     assert!(slipway.wait().success(), "{}", slipway.log());
 }
 
+/// A program in the namespace that sends with `UDP_SEGMENT` (UDP GSO)
+/// hands the tap runs of datagrams as single frames (USO4/USO6 offered
+/// with `TUNSETOFFLOAD`; `ethtool` shows `tx-udp-segmentation: on`), and
+/// the host server still gets every datagram whole, in order and with its
+/// own size, over IPv4 and IPv6: fewer frames than datagrams prove the
+/// runs arrived as one frame each.
+#[test]
+fn run_takes_udp_segmentation_offload_frames_from_the_namespace() {
+    const BURSTS: usize = 20;
+    const PER_BURST: usize = 20;
+    let dir = temp_dir().unwrap();
+    let d = dir.path();
+    // Datagram i of burst k: 1200 bytes, the burst's last 700; the same
+    // formula as the client's below.
+    let datagram = |k: usize, i: usize| -> Vec<u8> {
+        let len = if i + 1 == PER_BURST { 700 } else { 1200 };
+        (0..len)
+            .map(|j| ((k * 31 + i * 7 + j) % 251) as u8)
+            .collect()
+    };
+    let server = |addr: &str| {
+        let sock = std::net::UdpSocket::bind(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let served = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            for k in 0..BURSTS {
+                let mut peer = None;
+                for i in 0..PER_BURST {
+                    let (n, from) = sock.recv_from(&mut buf).unwrap();
+                    assert!(
+                        buf[..n] == datagram(k, i)[..],
+                        "burst {k} datagram {i}: {n} bytes, not as sent"
+                    );
+                    peer = Some(from);
+                }
+                // The client sends the next burst once this one is in.
+                sock.send_to(b"ok", peer.unwrap()).unwrap();
+            }
+        });
+        (port, served)
+    };
+    let (port4, served4) = server("127.0.0.1:0");
+    let (port6, served6) = server("[::1]:0");
+    let client = format!(
+        r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(20)
+s.connect((host, port))
+s.setsockopt(17, 103, 1200)  # SOL_UDP, UDP_SEGMENT: the kernel cuts each send
+for k in range({BURSTS}):
+    run = b"".join(
+        bytes((k * 31 + i * 7 + j) % 251 for j in range(700 if i + 1 == {PER_BURST} else 1200))
+        for i in range({PER_BURST})
+    )
+    s.send(run)
+    assert s.recv(16) == b"ok"
+"#
+    );
+    std::fs::write(d.join("client.py"), client).unwrap();
+    let api = d.join("api.sock");
+    let script = format!(
+        r#"set -e
+cd {d}
+PATH=$PATH:/usr/sbin:/sbin ethtool -k tap0 > features.txt
+python3 client.py 10.0.2.2 {port4}
+i=0
+until ip -6 route show default | grep -q tap0 && ! ip -6 addr show dev tap0 | grep -q tentative; do
+    i=$((i+1)); [ $i -lt 200 ] || exit 9; sleep 0.05
+done
+python3 client.py fec0::2 {port6}
+touch sent
+while [ ! -e done ]; do sleep 0.05; done
+"#,
+        d = d.display(),
+    );
+    let mut slipway = Background::run_sh(&api, &script, d.join("slipway.log"));
+    slipway.wait_for_file("the bursts to be sent", &d.join("sent"));
+    served4.join().unwrap();
+    served6.join().unwrap();
+    let features = std::fs::read_to_string(d.join("features.txt")).unwrap();
+    assert!(
+        features.contains("tx-udp-segmentation: on"),
+        "USO offered to the namespace's kernel:\n{features}"
+    );
+    let counters = slipway.counters(&api);
+    let c = &counters["ok"];
+    let frames_in = c["frames_in"].as_u64().unwrap();
+    let datagrams = (2 * BURSTS * PER_BURST) as u64;
+    assert!(
+        frames_in < datagrams / 2,
+        "{frames_in} frames from the namespace carried {datagrams} datagrams and more: {counters}"
+    );
+    assert_eq!(c["drops"]["oversized"], 0, "{counters}");
+    std::fs::write(d.join("done"), "").unwrap();
+    assert!(slipway.wait().success(), "{}", slipway.log());
+}
+
 /// slipway as an ordinary user (nobody), with nothing but an openable
 /// `/dev/net/tun`: `run` makes a namespace of its own and the fetch through
 /// the host address works, with `--no-host-loopback` that address is

@@ -11,11 +11,12 @@ use smoltcp::wire::{EthernetAddress, IpAddress, IpProtocol, UdpPacket};
 
 use super::counters::{Counters, DropReason};
 use super::ctx::Ctx;
-use crate::wire::framing::{Offload, RxChecksum};
+use crate::wire::framing::{Offload, RxChecksum, MAX_UDP_RX_SEGMENTS};
 
 /// Length of a UDP header.
 pub(crate) const UDP_HEADER_LEN: usize = 8;
 /// A UDP datagram from the guest that passed [`check`].
+#[derive(Clone, Copy)]
 pub(crate) struct Datagram<'a> {
     /// Source port.
     pub sport: u16,
@@ -23,10 +24,30 @@ pub(crate) struct Datagram<'a> {
     pub dport: u16,
     /// The payload (the UDP length's worth, without padding).
     pub payload: &'a [u8],
+    /// Payload bytes of each datagram the payload holds: its whole length
+    /// but for a segmentation-offload frame ([`RxChecksum::UdpSegments`]).
+    pub segment: usize,
+}
+
+impl<'a> Datagram<'a> {
+    /// The datagrams this one stands for: itself, or each segment of a
+    /// segmentation-offload frame (all `segment` bytes, the last maybe
+    /// fewer), without copying.
+    pub fn datagrams(self) -> impl Iterator<Item = Datagram<'a>> {
+        // An empty datagram has no chunks but is still one datagram.
+        let empty = self.payload.is_empty().then_some(self);
+        let parts = self.payload.chunks(self.segment.max(1));
+        empty.into_iter().chain(parts.map(move |payload| Datagram {
+            payload,
+            segment: payload.len(),
+            ..self
+        }))
+    }
 }
 
 /// Validates a UDP datagram (length, checksum when present and not
-/// vouched for by the link; IPv6 requires one) from `src` to `dst`.
+/// vouched for by the link; IPv6 requires one) from `src` to `dst`; a
+/// segmentation-offload frame may hold at most [`MAX_UDP_RX_SEGMENTS`].
 pub(crate) fn check<'a>(
     counters: &mut Counters,
     src: IpAddr,
@@ -49,10 +70,20 @@ pub(crate) fn check<'a>(
         return None;
     }
     let len = usize::from(udp.len());
+    let payload = &segment[UDP_HEADER_LEN..len];
+    let segment = match checksum {
+        RxChecksum::UdpSegments(size) => usize::from(size.get()),
+        _ => payload.len(),
+    };
+    if payload.len().div_ceil(segment.max(1)) > MAX_UDP_RX_SEGMENTS {
+        counters.drop(DropReason::Oversized);
+        return None;
+    }
     Some(Datagram {
         sport: udp.src_port(),
         dport: udp.dst_port(),
-        payload: &segment[UDP_HEADER_LEN..len],
+        payload,
+        segment,
     })
 }
 

@@ -3,7 +3,9 @@
 //! network namespace (see the slipway-netns crate), many reads per
 //! wake-up. A tap opened with `IFF_VNET_HDR` puts a virtio-net header in
 //! front of every frame, which lets the kernel hand over (and take) TCP
-//! segments of up to 64 KiB with the checksum left undone.
+//! segments and runs of UDP datagrams (`TUN_F_USO4`/`TUN_F_USO6`, when
+//! the kernel offers them: [`negotiate_offloads`]) of up to 64 KiB with
+//! the checksum left undone.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -92,9 +94,10 @@ impl Transport for Tap {
 
 /// Whether the tap `fd` was opened with `IFF_VNET_HDR`; if so, fixes its
 /// header length at [`VNET_HDR_LEN`] (the layout [`GuestTx`] writes) and
-/// offers the namespace's kernel checksum and TCP segmentation offload
-/// (`TUNSETOFFLOAD`), so that it hands over TCP segments of up to 64 KiB
-/// with the checksum left undone rather than MTU-sized, summed frames.
+/// offers the namespace's kernel checksum, TCP and UDP segmentation
+/// offload ([`negotiate_offloads`]), so that it hands over TCP segments
+/// and runs of UDP datagrams of up to 64 KiB with the checksum left
+/// undone rather than MTU-sized, summed frames.
 pub(super) fn tap_vnet_hdr(fd: RawFd) -> std::io::Result<bool> {
     // SAFETY: all-zero is a valid ifreq; TUNGETIFF fills it in.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -112,16 +115,44 @@ pub(super) fn tap_vnet_hdr(fd: RawFd) -> std::io::Result<bool> {
     if unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ as _, &len) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // No UDP segmentation (TUN_F_USO*): the stack would have to cut such
-    // frames into datagrams itself.
-    let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
-    // SAFETY: TUNSETOFFLOAD takes the flags as its argument.
-    if unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, libc::c_ulong::from(offloads)) } < 0 {
-        // Frames still work, MTU-sized and with their checksums.
-        let err = std::io::Error::last_os_error();
-        tracing::warn!(%err, "the tap refused checksum and segmentation offload");
-    }
+    negotiate_offloads(|flags| {
+        // SAFETY: TUNSETOFFLOAD takes the flags as its argument.
+        if unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, libc::c_ulong::from(flags)) } < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    });
     Ok(true)
+}
+
+/// Offloads the tap's reader (the stack) takes, best first: checksum, TCP
+/// segmentation and UDP segmentation (`TUN_F_USO4`/`TUN_F_USO6`, Linux
+/// 6.2+: the stack cuts such frames into datagrams, `iface::udp`); then
+/// the same without UDP for an older kernel; then nothing.
+const OFFLOAD_CHOICES: [libc::c_uint; 2] = [
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_USO4 | libc::TUN_F_USO6,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+];
+
+/// Offers the tap's kernel the offloads of [`OFFLOAD_CHOICES`] in turn
+/// through `set` (a `TUNSETOFFLOAD`), until one is taken; returns the
+/// flags taken, 0 when every choice was refused (frames still work,
+/// MTU-sized and with their checksums). A kernel before 6.2 refuses the
+/// UDP flags with `EINVAL`.
+fn negotiate_offloads(mut set: impl FnMut(libc::c_uint) -> std::io::Result<()>) -> libc::c_uint {
+    for flags in OFFLOAD_CHOICES {
+        match set(flags) {
+            Ok(()) => {
+                let uso = flags & libc::TUN_F_USO4 != 0;
+                tracing::debug!(flags, uso, "tap offloads negotiated");
+                return flags;
+            }
+            Err(err) => tracing::debug!(%err, flags, "the tap refused these offloads"),
+        }
+    }
+    tracing::warn!("the tap refused checksum and segmentation offload");
+    0
 }
 
 /// Writes queued frames to a tap, one `write` each (with its virtio-net
@@ -161,4 +192,54 @@ fn flush_tap(
         sent += 1;
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel that takes everything gets UDP segmentation offered.
+    #[test]
+    fn offloads_include_udp_segmentation_when_the_kernel_takes_it() {
+        let mut offered = Vec::new();
+        let taken = negotiate_offloads(|flags| {
+            offered.push(flags);
+            Ok(())
+        });
+        assert_eq!(offered.len(), 1);
+        for flag in [
+            libc::TUN_F_CSUM,
+            libc::TUN_F_TSO4,
+            libc::TUN_F_TSO6,
+            libc::TUN_F_USO4,
+            libc::TUN_F_USO6,
+        ] {
+            assert_ne!(taken & flag, 0, "{flag:#x} in {taken:#x}");
+        }
+    }
+
+    /// A kernel before 6.2 refuses the USO flags (EINVAL): checksum and
+    /// TCP segmentation are still taken; a tap that refuses all keeps
+    /// working without.
+    #[test]
+    fn offloads_fall_back_without_udp_then_to_none() {
+        let old_kernel = |flags: libc::c_uint| {
+            if flags & (libc::TUN_F_USO4 | libc::TUN_F_USO6) != 0 {
+                Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+            } else {
+                Ok(())
+            }
+        };
+        let taken = negotiate_offloads(old_kernel);
+        assert_eq!(
+            taken,
+            libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6
+        );
+        let mut tries = 0;
+        let none = negotiate_offloads(|_| {
+            tries += 1;
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+        });
+        assert_eq!((none, tries), (0, OFFLOAD_CHOICES.len()));
+    }
 }

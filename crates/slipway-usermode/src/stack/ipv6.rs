@@ -133,7 +133,9 @@ impl Stack {
                 if let Some(datagram) =
                     udp::check(counters, src.into(), dst.into(), payload, checksum)
                 {
-                    self.handle_udp6(registry, src_mac, src, dst, datagram, now);
+                    for d in datagram.datagrams() {
+                        self.handle_udp6(registry, src_mac, src, dst, d, now);
+                    }
                 }
             }
             IpProtocol::Tcp if !multicast => self.tcp.on_guest_segment(
@@ -164,6 +166,7 @@ impl Stack {
             sport,
             dport,
             payload,
+            ..
         } = datagram;
         if dport == SERVER_PORT && (dst == ALL_SERVERS || core.cfg.ipv6.is_virtual(dst)) {
             let reply = match self.v6.dhcp.handle(payload, SystemTime::now()) {

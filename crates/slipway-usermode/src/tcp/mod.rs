@@ -345,6 +345,11 @@ pub struct TcpTable {
     gens: Vec<u32>,
     free: Vec<usize>,
     map: HashMap<FlowKey, usize>,
+    /// The slot the last guest segment found: the next segment of the
+    /// same connection (a burst) skips the hash lookup when that slot
+    /// still holds a flow with its key, so a closed flow or a reused slot
+    /// is never found through it.
+    last: usize,
     /// Forward listeners by token index; a removed one leaves `None`
     /// (indices are never reused, so a stale event finds nothing).
     listeners: Vec<Option<Listener>>,
@@ -375,6 +380,7 @@ impl TcpTable {
             gens: Vec::new(),
             free: Vec::new(),
             map: HashMap::with_capacity(max_flows.min(4096)),
+            last: 0,
             listeners: Vec::new(),
             max_flows,
             serving: Vec::new(),
@@ -528,7 +534,7 @@ impl TcpTable {
             guest: SocketAddr::new(src, pkt.src_port()),
             remote: SocketAddr::new(dst, pkt.dst_port()),
         };
-        match self.map.get(&key).copied() {
+        match self.lookup(&key) {
             Some(slot) => {
                 let Some(flow) = self.flows[slot].as_mut() else {
                     return;
@@ -539,6 +545,20 @@ impl TcpTable {
             }
             None => self.stray_segment(ctx, key, &seg),
         }
+    }
+
+    /// The slot of the flow `key`: the last one found when it is the
+    /// same, else from the table.
+    fn lookup(&mut self, key: &FlowKey) -> Option<usize> {
+        let hit = self
+            .flows
+            .get(self.last)
+            .and_then(Option::as_ref)
+            .is_some_and(|f| f.key == *key);
+        if !hit {
+            self.last = *self.map.get(key)?;
+        }
+        Some(self.last)
     }
 
     /// Handles readiness of a host socket whose token has kind
@@ -851,7 +871,7 @@ impl TcpTable {
         let iss = self.next_iss(&key);
         let mut flow = Flow::new(sock, key, slot, gen, iss, State::SynSent, ctx.now);
         flow.enable_peek_offset(&mut self.sh);
-        flow.refresh_window(true);
+        flow.open_window();
         flow.send_syn(ctx, &mut self.sh);
         flow.timer = Some(ctx.now + RTO_INITIAL);
         if self.insert(ctx, flow) {
@@ -1000,11 +1020,24 @@ impl Flow {
         if !force && self.rcv_room() >= self.sndbuf / 2 {
             return;
         }
-        let sock = SockRef::from(&self.sock);
-        let Ok(sndbuf) = sock.send_buffer_size() else {
+        let Ok(queued) = ioctl_int(self.fd(), libc::TIOCOUTQ) else {
             return;
         };
-        let Ok(queued) = ioctl_int(self.fd(), libc::TIOCOUTQ) else {
+        self.window_for_queued(queued);
+    }
+
+    /// The first window of a new connection: nothing has been written to
+    /// its host socket, so nothing is queued there (no `TIOCOUTQ`, one
+    /// system call less on the way to the SYN or SYN-ACK).
+    fn open_window(&mut self) {
+        self.window_for_queued(0);
+    }
+
+    /// Moves the window's right edge to the host socket's send buffer
+    /// less the `queued` bytes it holds.
+    fn window_for_queued(&mut self, queued: u32) {
+        let sock = SockRef::from(&self.sock);
+        let Ok(sndbuf) = sock.send_buffer_size() else {
             return;
         };
         self.sndbuf = u32::try_from(sndbuf).unwrap_or(u32::MAX);
@@ -1649,13 +1682,16 @@ impl Flow {
 
     /// The non-blocking connect made progress: answer the guest's SYN.
     fn check_connect(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> Verdict {
-        let failure = match self.sock.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match self.sock.peer_addr() {
-                Ok(_) => None,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Verdict::Keep,
-                Err(e) => Some(e),
+        // One `getpeername` tells a connected socket (the usual case over
+        // loopback); only a socket without a peer yet is asked whether it
+        // failed (`SO_ERROR`) or is still connecting.
+        let failure = match self.sock.peer_addr() {
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => match self.sock.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => return Verdict::Keep,
             },
+            Err(e) => Some(e),
         };
         if let Some(e) = failure {
             if e.raw_os_error() == Some(libc::ECONNREFUSED) {
@@ -1668,7 +1704,7 @@ impl Flow {
             return Verdict::Abort;
         }
         self.enable_peek_offset(sh);
-        self.refresh_window(true);
+        self.open_window();
         self.state = State::SynReceived;
         self.retries = 0;
         self.send_syn(ctx, sh);

@@ -2,6 +2,8 @@
 //! `virtio_net_hdr` of a tap opened with `IFF_VNET_HDR` (what it says of
 //! a received frame's checksum, and the offload header of a frame sent).
 
+use std::num::NonZeroU16;
+
 use super::ETHERNET_HEADER_LEN;
 
 /// Room kept in front of every queued frame for a stream length prefix.
@@ -30,7 +32,13 @@ const UDP_CSUM_OFFSET: u16 = 6;
 /// Offset of the TCP checksum field in its header.
 const TCP_CSUM_OFFSET: u16 = 16;
 
-/// What the link says of a received frame's TCP or UDP checksum.
+/// Most datagrams one UDP segmentation-offload frame from a tap may carry
+/// (Linux's own `UDP_MAX_SEGMENTS`); a frame that claims more is dropped
+/// (`oversized`) rather than cut into thousands of tiny datagrams.
+pub const MAX_UDP_RX_SEGMENTS: usize = 128;
+
+/// What the link says of a received frame's TCP or UDP checksum (and, for
+/// UDP from a tap with `TUN_F_USO4`/`TUN_F_USO6`, of its segmentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RxChecksum {
     /// Nothing: the stack verifies it.
@@ -40,17 +48,33 @@ pub enum RxChecksum {
     /// holds only the pseudo-header sum, Linux's `CHECKSUM_PARTIAL`, as
     /// for any frame of a tap with `TUN_F_CSUM` offload) or `DATA_VALID`.
     Trusted,
+    /// Trusted as above, and the UDP datagram is really several: the
+    /// namespace's kernel handed over a `VIRTIO_NET_HDR_GSO_UDP_L4` frame
+    /// (one UDP header, payloads back to back) that it would otherwise
+    /// have cut up itself; each datagram carries this many payload bytes
+    /// (the last may carry fewer). Ignored for anything but UDP.
+    UdpSegments(NonZeroU16),
 }
 
 impl RxChecksum {
     /// Reads the flags of the `virtio_net_hdr` in front of a frame read
     /// from a tap opened with `IFF_VNET_HDR`.
+    /// A UDP segmentation frame is only taken as such with its checksum
+    /// left to the receiver (as the kernel always sends one) and a
+    /// non-zero segment size; otherwise it is one datagram.
     pub fn from_vnet_hdr(hdr: &[u8]) -> RxChecksum {
         let flags = hdr.first().copied().unwrap_or(0);
-        if flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) != 0 {
-            RxChecksum::Trusted
-        } else {
-            RxChecksum::Unverified
+        if flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) == 0 {
+            return RxChecksum::Unverified;
+        }
+        let gso_type = hdr.get(1).copied().unwrap_or(0);
+        let gso_size = match hdr.get(4..6) {
+            Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
+            _ => 0,
+        };
+        match NonZeroU16::new(gso_size) {
+            Some(size) if gso_type == VIRTIO_NET_HDR_GSO_UDP_L4 => RxChecksum::UdpSegments(size),
+            _ => RxChecksum::Trusted,
         }
     }
 }
