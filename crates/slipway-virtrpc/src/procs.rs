@@ -5,7 +5,9 @@
 //! [`PROCEDURES`] is the one table of what is served: its number, the
 //! public API name libvirt's messages use, whether it changes anything
 //! (refused on a read-only connection), and whether it works before
-//! `CONNECT_OPEN`. A number not in it gets libvirt's "unknown procedure".
+//! `CONNECT_OPEN`. A number not in it gets what `virtnetworkd` answers
+//! (the `remote` module: "not supported", or "unknown procedure" for a
+//! number libvirt has no procedure for).
 
 use crate::message::STRING_MAX;
 use crate::xdr::{Reader, XdrError};
