@@ -295,9 +295,6 @@ impl Session {
             (num::CONNECT_IS_SECURE, _) => {
                 w.i32(1);
             }
-            (num::CONNECT_IS_ENCRYPTED, _) => {
-                w.i32(0);
-            }
             (num::NODE_GET_INFO, _) => host::NodeInfo::host().encode(&mut w),
             (num::CONNECT_GET_CAPABILITIES, _) => {
                 let uuid = host::host_uuid(std::path::Path::new("/"));

@@ -51,7 +51,6 @@ pub mod num {
     pub const CONNECT_SUPPORTS_FEATURE: i32 = 60;
     pub const AUTH_LIST: i32 = 66;
     pub const CONNECT_GET_URI: i32 = 110;
-    pub const CONNECT_IS_ENCRYPTED: i32 = 148;
     pub const CONNECT_IS_SECURE: i32 = 149;
     pub const NETWORK_IS_ACTIVE: i32 = 152;
     pub const NETWORK_IS_PERSISTENT: i32 = 153;
@@ -123,7 +122,6 @@ pub const PROCEDURES: &[Procedure] = &[
     p(num::CONNECT_GET_HOSTNAME, "virConnectGetHostname", false),
     p(num::CONNECT_GET_URI, "virConnectGetURI", false),
     p(num::CONNECT_IS_SECURE, "virConnectIsSecure", false),
-    p(num::CONNECT_IS_ENCRYPTED, "virConnectIsEncrypted", false),
     // Not virtnetworkd's: the host-level calls virt-manager needs (`host`).
     p(num::NODE_GET_INFO, "virNodeGetInfo", false),
     p(
