@@ -1264,8 +1264,7 @@ struct Libvirtd(std::process::Child, PathBuf);
 
 impl Libvirtd {
     fn start(dir: &Path) -> Libvirtd {
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-            .unwrap();
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         let sock = dir.join("run/libvirt/libvirt-sock");
         let child = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -1383,7 +1382,10 @@ fn unserved_procedures_get_virtnetworkds_errors() {
     ] {
         // VIR_FROM_DOMAIN: libvirt-host.c's and libvirt-domain.c's domain.
         assert_eq!(ours[call], no_support(api, 20), "{call}");
-        assert_eq!(ours[call], theirs[call], "{call}: slipway and libvirtd differ");
+        assert_eq!(
+            ours[call], theirs[call],
+            "{call}: slipway and libvirtd differ"
+        );
     }
     for call in [
         "listAllInterfaces",
@@ -1462,7 +1464,11 @@ fn unserved_procedures_get_virtnetworkds_errors() {
     // CONNECT_GET_SYSINFO (203), DOMAIN_CREATE (9), CONNECT_LIST_ALL_STORAGE_POOLS (281).
     assert_eq!(
         c.call(203, 2, &[0, 0, 0, 0]).error(),
-        (1, 7, "internal error: hypervisor connection not open".into())
+        (
+            1,
+            7,
+            "internal error: hypervisor connection not open".into()
+        )
     );
     assert_eq!(
         c.call(281, 3, &[0, 0, 0, 1, 0, 0, 0, 0]).error(),
