@@ -33,7 +33,9 @@
 //! from) and vendored in `remote/table.rs`, so no libvirt source is needed
 //! to build. Unlike libvirt, the arguments of an unserved procedure are not
 //! decoded: the error does not depend on them, except that libvirt would
-//! first refuse a payload its XDR decoder rejects.
+//! first refuse a payload its XDR decoder rejects, a few hand-written
+//! stubs check an argument first (an event ID out of range), and a few
+//! public APIs refuse contradictory flags before asking the driver.
 
 mod table;
 
