@@ -24,6 +24,7 @@ use crate::message::{
     KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, REMOTE_PROGRAM, REMOTE_VERSION,
 };
 use crate::procs::{self, num, Call, NetRef};
+use crate::remote;
 use crate::xdr::Writer;
 
 /// `VIR_CONNECT_RO`.
@@ -246,15 +247,15 @@ impl Session {
 
     fn call(&mut self, ctx: &Context, proc_: i32, payload: &[u8], out: &mut Output) -> Answer {
         let Some(p) = procs::procedure(proc_) else {
-            return Err(RpcError::rpc(format!("unknown procedure: {proc_}")));
+            return Err(remote::unserved(proc_, self.open));
         };
         let args = Call::decode(proc_, payload)
             .map_err(|_| RpcError::rpc("Unable to decode message payload"))?;
         if !p.before_open && self.open.is_none() {
-            return Err(RpcError::internal("connection not open"));
+            return Err(remote::not_open(proc_));
         }
         if p.writes && self.open == Some(true) {
-            return Err(RpcError::read_only(p.api));
+            return Err(RpcError::read_only(p.api, domain::NETWORK));
         }
         let mut w = Writer::new();
         match (proc_, args) {
@@ -293,9 +294,6 @@ impl Session {
             }
             (num::CONNECT_IS_SECURE, _) => {
                 w.i32(1);
-            }
-            (num::CONNECT_IS_ENCRYPTED, _) => {
-                w.i32(0);
             }
             (num::NODE_GET_INFO, _) => host::NodeInfo::host().encode(&mut w),
             (num::CONNECT_GET_CAPABILITIES, _) => {

@@ -24,6 +24,8 @@ pub mod code {
     pub const OPERATION_DENIED: i32 = 29;
     /// `VIR_ERR_RPC`.
     pub const RPC: i32 = 39;
+    /// `VIR_ERR_AUTH_FAILED`.
+    pub const AUTH_FAILED: i32 = 45;
     /// `VIR_ERR_NO_NETWORK`.
     pub const NO_NETWORK: i32 = 43;
     /// `VIR_ERR_INVALID_MAC`.
@@ -50,6 +52,8 @@ pub mod domain {
     pub const RPC: i32 = 7;
     /// `VIR_FROM_NETWORK`.
     pub const NETWORK: i32 = 19;
+    /// `VIR_FROM_DOMAIN` (also the domain of `libvirt-host.c`'s APIs).
+    pub const DOMAIN: i32 = 20;
 }
 
 impl RpcError {
@@ -76,20 +80,22 @@ impl RpcError {
         )
     }
 
-    /// What libvirt says when a read-only connection calls `api`.
-    pub fn read_only(api: &str) -> RpcError {
+    /// What libvirt says when a read-only connection calls `api`, an API
+    /// whose errors are in `domain` (`virCheckReadOnlyGoto`).
+    pub fn read_only(api: &str, domain: i32) -> RpcError {
         RpcError::new(
             code::OPERATION_DENIED,
-            domain::NETWORK,
+            domain,
             format!("operation forbidden: read only access prevents {api}"),
         )
     }
 
-    /// What libvirt says when the driver lacks `api`.
-    pub fn unsupported(api: &str) -> RpcError {
+    /// What libvirt says when the driver lacks `api`, an API whose errors
+    /// are in `domain` (`virReportUnsupportedError`).
+    pub fn unsupported(api: &str, domain: i32) -> RpcError {
         RpcError::new(
             code::NO_SUPPORT,
-            domain::NETWORK,
+            domain,
             format!("this function is not supported by the connection driver: {api}"),
         )
     }

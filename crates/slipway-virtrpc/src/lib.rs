@@ -10,6 +10,9 @@
 //! dispatch   one session: keepalive, program checks, open, read-only,
 //!            procedures → Manager, events → MESSAGEs; ports in one place
 //! procs      the procedure table and argument decoding
+//! remote     every procedure of libvirt's remote program (a table
+//!            generated from remote_protocol.x) and virtnetworkd's answer
+//!            to those not served
 //! host       host facts beyond virtnetworkd's (capabilities, node info)
 //! errors     libvirt's error numbers/domains and messages
 //! message    framing: length word, header, libvirt's size limits
@@ -27,6 +30,7 @@ pub mod errors;
 pub mod host;
 pub mod message;
 pub mod procs;
+pub mod remote;
 pub mod server;
 pub mod xdr;
 

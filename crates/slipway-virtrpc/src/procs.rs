@@ -5,7 +5,9 @@
 //! [`PROCEDURES`] is the one table of what is served: its number, the
 //! public API name libvirt's messages use, whether it changes anything
 //! (refused on a read-only connection), and whether it works before
-//! `CONNECT_OPEN`. A number not in it gets libvirt's "unknown procedure".
+//! `CONNECT_OPEN`. A number not in it gets what `virtnetworkd` answers
+//! (the `remote` module: "not supported", or "unknown procedure" for a
+//! number libvirt has no procedure for).
 
 use crate::message::STRING_MAX;
 use crate::xdr::{Reader, XdrError};
@@ -49,7 +51,6 @@ pub mod num {
     pub const CONNECT_SUPPORTS_FEATURE: i32 = 60;
     pub const AUTH_LIST: i32 = 66;
     pub const CONNECT_GET_URI: i32 = 110;
-    pub const CONNECT_IS_ENCRYPTED: i32 = 148;
     pub const CONNECT_IS_SECURE: i32 = 149;
     pub const NETWORK_IS_ACTIVE: i32 = 152;
     pub const NETWORK_IS_PERSISTENT: i32 = 153;
@@ -121,7 +122,6 @@ pub const PROCEDURES: &[Procedure] = &[
     p(num::CONNECT_GET_HOSTNAME, "virConnectGetHostname", false),
     p(num::CONNECT_GET_URI, "virConnectGetURI", false),
     p(num::CONNECT_IS_SECURE, "virConnectIsSecure", false),
-    p(num::CONNECT_IS_ENCRYPTED, "virConnectIsEncrypted", false),
     // Not virtnetworkd's: the host-level calls virt-manager needs (`host`).
     p(num::NODE_GET_INFO, "virNodeGetInfo", false),
     p(

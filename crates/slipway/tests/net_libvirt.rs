@@ -1252,3 +1252,287 @@ fn python_bindings_drive_ports_body() {
     assert_eq!(v["after"], serde_json::json!([]));
     assert_eq!(ok(root, &["net-port-list", "alpha", "--uuid"]), "\n");
 }
+
+// ---------------------------------------------------------------------
+// Procedures slipway does not serve: what virtnetworkd answers.
+
+/// Debian's libvirtd 9.0 in session mode, as `nobody` with its own XDG
+/// directories under `dir`: the oracle for what libvirt answers on a
+/// connection opened to the network driver. Killed on drop (and with the
+/// test's namespace).
+struct Libvirtd(std::process::Child, PathBuf);
+
+impl Libvirtd {
+    fn start(dir: &Path) -> Libvirtd {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let sock = dir.join("run/libvirt/libvirt-sock");
+        let child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg("libvirtd")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", dir.join("home"))
+            .env("XDG_RUNTIME_DIR", dir.join("run"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("libvirtd (Debian package libvirt-daemon) must be installed");
+        let d = Libvirtd(child, sock);
+        for _ in 0..300 {
+            if UnixStream::connect(&d.1).is_ok() {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("libvirtd did not listen on {}", d.1.display());
+    }
+
+    fn uri(&self) -> String {
+        format!("network:///session?socket={}", self.1.display())
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Calls of drivers a network daemon lacks, through python3-libvirt: for
+/// each, `[code, domain, message]` of the error, or `"ok"`.
+const PY_UNSERVED: &str = r#"
+import json, sys, libvirt
+libvirt.registerErrorHandler(lambda *a: None, None)
+conn = libvirt.open(sys.argv[1])
+calls = {
+    "getSysinfo": lambda: conn.getSysinfo(0),
+    "lookupDomain": lambda: conn.lookupByName("vm1"),
+    "nodeMemoryStats": lambda: conn.getMemoryStats(-1, 0),
+    "defineDomain": lambda: conn.defineXML("<domain/>"),
+    "listAllInterfaces": lambda: conn.listAllInterfaces(0),
+    "listAllStoragePools": lambda: conn.listAllStoragePools(0),
+    "listAllDevices": lambda: conn.listAllDevices(0),
+    "listAllSecrets": lambda: conn.listAllSecrets(0),
+    "listAllNWFilters": lambda: conn.listAllNWFilters(0),
+}
+out = {}
+for name, f in calls.items():
+    try:
+        f()
+        out[name] = "ok"
+    except libvirt.libvirtError as e:
+        out[name] = [e.get_error_code(), e.get_error_domain(), e.get_error_message()]
+out["networks"] = sorted(n.name() for n in conn.listAllNetworks(0))
+print(json.dumps(out))
+"#;
+
+fn py_unserved(root: &Path, uri: &str) -> serde_json::Value {
+    let script = write(root, "unserved.py", PY_UNSERVED);
+    let out = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(uri)
+        .output()
+        .expect("python3 (with python3-libvirt) must be installed");
+    let r = text(out);
+    assert_eq!(r.code, 0, "{r:?}");
+    serde_json::from_str(r.stdout.trim()).unwrap()
+}
+
+/// Every procedure of libvirt's remote program that slipway does not
+/// serve gets what virtnetworkd answers: a call on the hypervisor
+/// connection runs the public API on the network driver's connection, so
+/// "not supported" naming that API (VIR_ERR_NO_SUPPORT in the API's error
+/// domain), exactly as Debian's libvirtd says on a network:/// connection
+/// (the oracle here); a call of another driver (storage, interface, node
+/// device, secret, nwfilter) finds no connection for it in virtnetworkd
+/// ("internal error: connection not open", read from libvirt 9.0's
+/// `remoteDispatchConnectOpen`/`remoteOpenConn`; the monolithic libvirtd
+/// says "not supported" there instead). A read-only connection is refused
+/// a write before the driver is asked; a number that is no procedure, or
+/// an event's, gets "unknown procedure". The daemon answers after each.
+#[test]
+fn unserved_procedures_get_virtnetworkds_errors() {
+    // Root: libvirtd runs as `nobody`, unmapped in a user namespace.
+    enter_netns!(Ns::Root);
+    let (dir, _d) = alpha_beta_daemon();
+    let root = dir.path();
+    ok(root, &["net-define", "alpha.xml"]);
+    let oracle_dir = tempfile::tempdir().unwrap();
+    let libvirtd = Libvirtd::start(oracle_dir.path());
+
+    let ours = py_unserved(root, &uri(&sock(root)));
+    let theirs = py_unserved(root, &libvirtd.uri());
+    let no_support = |api: &str, domain: i32| {
+        serde_json::json!([
+            3,
+            domain,
+            format!("this function is not supported by the connection driver: {api}")
+        ])
+    };
+    for (call, api) in [
+        ("getSysinfo", "virConnectGetSysinfo"),
+        ("lookupDomain", "virDomainLookupByName"),
+        ("nodeMemoryStats", "virNodeGetMemoryStats"),
+        ("defineDomain", "virDomainDefineXML"),
+    ] {
+        // VIR_FROM_DOMAIN: libvirt-host.c's and libvirt-domain.c's domain.
+        assert_eq!(ours[call], no_support(api, 20), "{call}");
+        assert_eq!(
+            ours[call], theirs[call],
+            "{call}: slipway and libvirtd differ"
+        );
+    }
+    for call in [
+        "listAllInterfaces",
+        "listAllStoragePools",
+        "listAllDevices",
+        "listAllSecrets",
+        "listAllNWFilters",
+    ] {
+        // VIR_ERR_INTERNAL_ERROR from VIR_FROM_RPC.
+        assert_eq!(
+            ours[call],
+            serde_json::json!([1, 7, "internal error: connection not open"]),
+            "{call}"
+        );
+        // libvirtd's monolithic daemon: the public API without a driver.
+        assert_eq!(theirs[call][0], 3, "{call}: {}", theirs[call]);
+    }
+    assert_eq!(ours["networks"], serde_json::json!(["alpha"]));
+
+    // virsh prints libvirt's words, the same through both daemons.
+    for args in [
+        &["sysinfo"][..],
+        &["dominfo", "vm1"],
+        &["nodememstats"],
+        &["define", "/dev/null"],
+    ] {
+        let v = vsh(root, false, args);
+        let lv = Command::new("virsh")
+            .arg("-c")
+            .arg(libvirtd.uri())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let lv = text(lv);
+        assert_ne!(v.code, 0, "{args:?}");
+        // (virsh's dominfo prints only its own line for a failed lookup.)
+        assert!(
+            args[0] == "dominfo"
+                || v.stderr
+                    .contains("this function is not supported by the connection driver: vir"),
+            "{args:?}: {v:?}"
+        );
+        assert_eq!(
+            (v.code, &v.stdout, &v.stderr),
+            (lv.code, &lv.stdout, &lv.stderr),
+            "virsh {args:?}: slipway and libvirtd differ"
+        );
+    }
+    let pools = vsh(root, false, &["pool-list"]);
+    assert_eq!(
+        (pools.code, pools.stderr.as_str()),
+        (
+            1,
+            "error: Failed to list pools\nerror: internal error: connection not open\n"
+        ),
+        "{pools:?}"
+    );
+    let devs = vsh(root, false, &["nodedev-list"]);
+    assert_eq!(devs.code, 1, "{devs:?}");
+    assert!(
+        devs.stderr
+            .ends_with("error: internal error: connection not open\n"),
+        "{devs:?}"
+    );
+
+    // Raw calls: before open, on the read-only socket, outside the table.
+    let dom_arg = {
+        // remote_nonnull_domain: name, uuid, id.
+        let mut a = xdr_string("vm1");
+        a.extend([7u8; 16]);
+        a.extend(1i32.to_be_bytes());
+        a
+    };
+    let mut c = Raw::connect(&sock_ro(root));
+    // CONNECT_GET_SYSINFO (203), DOMAIN_CREATE (9), CONNECT_LIST_ALL_STORAGE_POOLS (281).
+    assert_eq!(
+        c.call(203, 2, &[0, 0, 0, 0]).error(),
+        (
+            1,
+            7,
+            "internal error: hypervisor connection not open".into()
+        )
+    );
+    assert_eq!(
+        c.call(281, 3, &[0, 0, 0, 1, 0, 0, 0, 0]).error(),
+        (1, 7, "internal error: connection not open".into())
+    );
+    c.open();
+    assert_eq!(
+        c.call(9, 4, &dom_arg).error(),
+        (
+            29,
+            20,
+            "operation forbidden: read only access prevents virDomainCreate".into()
+        )
+    );
+    assert_eq!(
+        c.call(203, 5, &[0, 0, 0, 0]).error(),
+        (
+            3,
+            20,
+            "this function is not supported by the connection driver: virConnectGetSysinfo".into()
+        )
+    );
+    // A network write is refused as before: NETWORK_CREATE (39).
+    let mut net = xdr_string("alpha");
+    net.extend([
+        0x11, 0x11, 0x11, 0x11, 0x22, 0x22, 0x33, 0x33, 0x44, 0x44, 0x55, 0x55, 0x55, 0x55, 0x55,
+        0x55,
+    ]);
+    assert_eq!(
+        c.call(39, 6, &net).error(),
+        (
+            29,
+            19,
+            "operation forbidden: read only access prevents virNetworkCreate".into()
+        )
+    );
+    // The read-write socket: the write reaches the (missing) driver.
+    let mut w = Raw::connect(&sock(root));
+    w.open();
+    assert_eq!(
+        w.call(9, 2, &dom_arg).error(),
+        (
+            3,
+            20,
+            "this function is not supported by the connection driver: virDomainCreate".into()
+        )
+    );
+    // SASL on a socket without it.
+    assert_eq!(
+        w.call(67, 3, &[]).error(),
+        (45, 7, "authentication failed: authentication failed".into())
+    );
+    // No procedure 444 in libvirt 9.0; 107 is DOMAIN_EVENT_LIFECYCLE, a
+    // message the daemon sends, never a call.
+    for (n, serial) in [(444, 4), (107, 5), (0, 6), (-3, 7)] {
+        assert_eq!(
+            w.call(n, serial, &[]).error(),
+            (39, 7, format!("unknown procedure: {n}")),
+            "{n}"
+        );
+    }
+    still_serving(root);
+    assert_eq!(
+        vsh(root, true, &["net-list", "--all", "--name"]).stdout,
+        "alpha\n\n"
+    );
+}
