@@ -27,7 +27,6 @@ use smoltcp::wire::{
     RawHardwareAddress,
 };
 
-use crate::config::ROUTER_LINK_LOCAL;
 use crate::iface::{Ctx, DropReason, GATEWAY_MAC};
 use crate::ping::PingTable;
 
@@ -110,7 +109,9 @@ fn neighbour_discovery(
             target_addr,
             lladdr,
         } => {
-            let ours = v6.is_virtual(target_addr);
+            // On a copied network the prefix's other hosts are reached
+            // through the stack, as the IPv4 subnet's are (ARP).
+            let ours = v6.is_virtual(target_addr) || ctx.cfg.is_copied_peer6(target_addr);
             let guest_claim = !ours && v6.in_prefix(target_addr);
             if src.is_unspecified() {
                 // Duplicate address detection: defend ours, note the
@@ -208,18 +209,12 @@ fn send_neighbour_advert(
 pub(crate) fn send_router_advert(ctx: &mut Ctx, dst_mac: Option<EthernetAddress>, dst: Ipv6Addr) {
     let msg = router_advert(ctx.cfg).to_bytes();
     let len = msg.len();
-    ctx.emit_ipv6(
-        dst_mac,
-        ROUTER_LINK_LOCAL,
-        dst,
-        IpProtocol::Icmpv6,
-        len,
-        |buf| {
-            let out = &mut buf[..len];
-            out.copy_from_slice(&msg);
-            Icmpv6Packet::new_unchecked(out).fill_checksum(&ROUTER_LINK_LOCAL, &dst);
-        },
-    );
+    let router = ctx.cfg.ipv6.router;
+    ctx.emit_ipv6(dst_mac, router, dst, IpProtocol::Icmpv6, len, |buf| {
+        let out = &mut buf[..len];
+        out.copy_from_slice(&msg);
+        Icmpv6Packet::new_unchecked(out).fill_checksum(&router, &dst);
+    });
 }
 
 /// The router advertisement for `cfg`: the O flag (DNS from the stateless
@@ -246,6 +241,7 @@ fn router_advert(cfg: &crate::config::StackConfig) -> ra::RouterAdvert {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::ROUTER_LINK_LOCAL;
     use super::*;
     use crate::iface::{Counters, GuestTx, Neighbours, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN};
     use crate::options::parse_options;

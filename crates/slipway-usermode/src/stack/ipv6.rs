@@ -14,7 +14,7 @@ use mio::Registry;
 use smoltcp::wire::{EthernetAddress, IpProtocol, Ipv6Packet};
 
 use super::{Stack, StackError};
-use crate::config::{StackConfig, ROUTER_LINK_LOCAL};
+use crate::config::StackConfig;
 use crate::iface::udp;
 use crate::iface::{DropReason, RxChecksum, GATEWAY_MAC, IPV6_HEADER_LEN};
 use crate::ndp;
@@ -99,7 +99,7 @@ impl Stack {
         if (multicast && !wanted_group(dst))
             || (!multicast
                 && !v6.is_virtual(dst)
-                && (v6.in_prefix(dst)
+                && ((v6.in_prefix(dst) && !core.cfg.is_copied_peer6(dst))
                     || dst.is_unicast_link_local()
                     || dst.is_loopback()
                     || dst.is_unspecified()))
@@ -176,10 +176,11 @@ impl Stack {
                 }
             };
             tracing::info!(mac = %src_mac, "DHCPv6 reply (stateless)");
+            let router = core.cfg.ipv6.router;
             udp::emit(
                 &mut core.ctx(registry, now),
                 Some(src_mac),
-                SocketAddr::new(ROUTER_LINK_LOCAL.into(), SERVER_PORT),
+                SocketAddr::new(router.into(), SERVER_PORT),
                 SocketAddr::new(src.into(), sport),
                 &reply,
             );
@@ -208,6 +209,7 @@ impl Stack {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::ROUTER_LINK_LOCAL;
     use super::*;
     use crate::iface::ETHERNET_HEADER_LEN;
     use crate::options::parse_options;
