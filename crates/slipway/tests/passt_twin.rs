@@ -1446,3 +1446,40 @@ fn pasta_ipv6_matches_debian_pasta() {
         assert_eq!(ours, real);
     });
 }
+
+/// `-6` and `-4` against Debian's pasta: only one family configured and
+/// served (with `-6`, no IPv4 address in the container; with `-4`, no
+/// global IPv6 address and no IPv6 default route), the other as before.
+#[test]
+fn pasta_one_family_matches_debian_pasta() {
+    inside("pasta_one_family_matches_debian_pasta", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        for option in ["-6", "-4"] {
+            let label = |who: &str| format!("{who}{option}");
+            let real = pasta6_twin(
+                Path::new("/usr/bin/pasta"),
+                root.path(),
+                &label("real"),
+                &[option],
+            );
+            let ours = pasta6_twin(&link, root.path(), &label("slipway"), &[option]);
+            eprintln!("{option} real: {real:?}\n{option} ours: {ours:?}");
+            if option == "-6" {
+                assert_eq!(real.address4, "", "{real:?}");
+                assert_eq!(real.upstream, "on-upstream6", "{real:?}");
+                assert_eq!(ours.dns, real.dns_tcp, "{ours:?}");
+            } else {
+                assert_eq!(real.address4.trim(), "10.99.0.2/24", "{real:?}");
+                assert_eq!(real.address, "", "{real:?}");
+                assert!(!real.routes.contains("default"), "{real:?}");
+                assert_eq!(ours.dns, real.dns, "{ours:?}");
+            }
+            let ours = Pasta6Seen {
+                dns: real.dns.clone(),
+                ..ours
+            };
+            assert_eq!(ours, real, "{option}");
+        }
+    });
+}
