@@ -289,10 +289,7 @@ pub(crate) fn add_ipv6(
     const WHAT: &str = "setting the tap's IPv6 address";
     let index = index_of(name, WHAT)?;
     let req = Addr6Request {
-        header: header::<Addr6Request>(
-            libc::RTM_NEWADDR,
-            libc::NLM_F_CREATE | libc::NLM_F_EXCL,
-        ),
+        header: header::<Addr6Request>(libc::RTM_NEWADDR, libc::NLM_F_CREATE | libc::NLM_F_EXCL),
         family: libc::AF_INET6 as u8,
         prefixlen: prefix,
         flags: IFA_F_NODAD,
@@ -317,10 +314,7 @@ pub(crate) fn add_ipv6_default_route(
     const WHAT: &str = "adding the IPv6 default route";
     let index = index_of(name, WHAT)?;
     let req = Route6Request {
-        header: header::<Route6Request>(
-            libc::RTM_NEWROUTE,
-            libc::NLM_F_CREATE | libc::NLM_F_EXCL,
-        ),
+        header: header::<Route6Request>(libc::RTM_NEWROUTE, libc::NLM_F_CREATE | libc::NLM_F_EXCL),
         family: libc::AF_INET6 as u8,
         dst_len: 0,
         src_len: 0,

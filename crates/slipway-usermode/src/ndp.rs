@@ -241,8 +241,8 @@ fn router_advert(cfg: &crate::config::StackConfig) -> ra::RouterAdvert {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::ROUTER_LINK_LOCAL;
     use super::*;
+    use crate::config::ROUTER_LINK_LOCAL;
     use crate::iface::{Counters, GuestTx, Neighbours, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN};
     use crate::options::parse_options;
     use proptest::prelude::*;

@@ -783,7 +783,10 @@ mod tests {
         }
         fn addresses6(&self, name: &str) -> anyhow::Result<Vec<std::net::Ipv6Addr>> {
             Ok(match name {
-                "eth0" if self.v6 => vec!["fe80::5".parse().unwrap(), "2001:db8:99::2".parse().unwrap()],
+                "eth0" if self.v6 => vec![
+                    "fe80::5".parse().unwrap(),
+                    "2001:db8:99::2".parse().unwrap(),
+                ],
                 _ => Vec::new(),
             })
         }
@@ -815,8 +818,10 @@ mod tests {
     fn host6() -> FakeHost {
         let mut h = host();
         h.v6 = true;
-        h.resolvers
-            .extend(["2001:db8:53::1".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()]);
+        h.resolvers.extend([
+            "2001:db8:53::1".parse::<IpAddr>().unwrap(),
+            "::1".parse().unwrap(),
+        ]);
         h
     }
 
@@ -986,19 +991,30 @@ mod tests {
             (a("2001:db8:99::"), 64)
         );
         // The gateway is the router's link-local address, and the stack's.
-        assert_eq!((cfg.ipv6.host, cfg.ipv6.router), (a("fe80::1"), a("fe80::1")));
+        assert_eq!(
+            (cfg.ipv6.host, cfg.ipv6.router),
+            (a("fe80::1"), a("fe80::1"))
+        );
         // The loopback resolver is reached through the gateway.
         assert_eq!(copied.dns6, [a("2001:db8:53::1"), a("fe80::1")]);
         assert_eq!(cfg.ipv6_dns_servers(), copied.dns6);
         let to = |s: &str| cfg.outbound_target(s.parse().unwrap());
-        assert_eq!(to("[fe80::1]:53"), Outbound::Host("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            to("[fe80::1]:53"),
+            Outbound::Host("[::1]:53".parse().unwrap())
+        );
         // The prefix's other addresses are hosts beyond the host.
         assert_eq!(
             to("[2001:db8:99::1]:80"),
             Outbound::Host("[2001:db8:99::1]:80".parse().unwrap())
         );
         assert!(cfg.is_copied_peer6(a("2001:db8:99::1")));
-        for not_peer in ["2001:db8:99::2", "2001:db8:99::", "fe80::1", "2001:db8:98::1"] {
+        for not_peer in [
+            "2001:db8:99::2",
+            "2001:db8:99::",
+            "fe80::1",
+            "2001:db8:98::1",
+        ] {
             assert!(!cfg.is_copied_peer6(a(not_peer)), "{not_peer}");
         }
         // -4: IPv6 off; -6: IPv4 off.
@@ -1014,15 +1030,29 @@ mod tests {
     fn ipv6_options_override_what_is_copied() {
         let a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
         let line = [
-            "-a", "2001:db8:7::10", "-a", "192.0.2.10", "-n", "24", "-g", "2001:db8:7::1", "-g",
-            "192.0.2.1", "--dns-forward", "2001:db8:7::53", "--no-map-gw",
+            "-a",
+            "2001:db8:7::10",
+            "-a",
+            "192.0.2.10",
+            "-n",
+            "24",
+            "-g",
+            "2001:db8:7::1",
+            "-g",
+            "192.0.2.1",
+            "--dns-forward",
+            "2001:db8:7::53",
+            "--no-map-gw",
         ];
         let cfg = plan(&args(&line), &host6()).unwrap();
         let copied = cfg.copied.clone().unwrap();
         assert_eq!(copied.guest, Ipv4Addr::new(192, 0, 2, 10));
         assert_eq!(copied.guest6, Some(a("2001:db8:7::10")));
         // No connected route for it: a /64.
-        assert_eq!((cfg.ipv6.prefix, cfg.ipv6.prefix_len), (a("2001:db8:7::"), 64));
+        assert_eq!(
+            (cfg.ipv6.prefix, cfg.ipv6.prefix_len),
+            (a("2001:db8:7::"), 64)
+        );
         // A global gateway: the stack's link-local address stays its own.
         assert_eq!(cfg.ipv6.host, a("2001:db8:7::1"));
         assert_eq!(cfg.ipv6.router, slipway_usermode::config::ROUTER_LINK_LOCAL);
@@ -1038,9 +1068,18 @@ mod tests {
             (&["-a", "fe80::9"][..], "not an address a guest can have"),
             (&["-g", "2001:db8:5::1"], "do not make a network"),
             (&["-g", "2001:db8:99::2"], "do not make a network"),
-            (&["-a", "2001:db8::1", "-a", "2001:db8::2"], "--address given twice for IPv6"),
-            (&["--map-host-loopback", "fe80::9"], "maps the gateway address only"),
-            (&["-6", "-i", "eth9"], "--ipv6-only: interface eth9 has no global IPv6 address"),
+            (
+                &["-a", "2001:db8::1", "-a", "2001:db8::2"],
+                "--address given twice for IPv6",
+            ),
+            (
+                &["--map-host-loopback", "fe80::9"],
+                "maps the gateway address only",
+            ),
+            (
+                &["-6", "-i", "eth9"],
+                "--ipv6-only: interface eth9 has no global IPv6 address",
+            ),
         ] {
             let err = plan(&args(line), &host6()).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");

@@ -1329,7 +1329,17 @@ fn pasta6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> Pa
     let ctr = Container::new();
     let out = twin
         .in_private(program)
-        .args(["--config-net", "-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+        .args([
+            "--config-net",
+            "-t",
+            "none",
+            "-u",
+            "none",
+            "-T",
+            "none",
+            "-U",
+            "none",
+        ])
         .args(options)
         .arg("--quiet")
         .arg(ctr.pid().to_string())
@@ -1347,7 +1357,15 @@ fn pasta6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> Pa
     let address4 = ctr.run("ip -4 -o addr show dev eth0 | awk \"{print \\$4}\"");
     let get = |url: String| {
         Command::new("nsenter")
-            .args(["-t", &ctr.pid().to_string(), "-n", "curl", "-sg", "-m", "10"])
+            .args([
+                "-t",
+                &ctr.pid().to_string(),
+                "-n",
+                "curl",
+                "-sg",
+                "-m",
+                "10",
+            ])
             .arg(&url)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -1355,7 +1373,10 @@ fn pasta6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> Pa
     };
     let loopback = get(format!("http://[fe80::1%eth0]:{}/marker.txt", lo.port()));
     let upstream = get(format!("http://[2001:db8:100::7]:{}/marker.txt", up.port()));
-    let peer = get(format!("http://[2001:db8:99::3]:{}/marker.txt", peer.port()));
+    let peer = get(format!(
+        "http://[2001:db8:99::3]:{}/marker.txt",
+        peer.port()
+    ));
     let dns = ctr.run("dig +short +time=3 +tries=1 @fe80::1%eth0 AAAA www.example.test || true");
     let dns_tcp =
         ctr.run("dig +tcp +short +time=3 +tries=1 @fe80::1%eth0 AAAA www.example.test || true");
@@ -1376,7 +1397,12 @@ fn pasta6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> Pa
 fn dns6_on_loopback(ns: &Netns) -> KillOnDrop {
     let child = Command::new("nsenter")
         .args(["-t", &ns.pid().to_string(), "-n", "dnsmasq", "--no-daemon"])
-        .args(["--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--pid-file"])
+        .args([
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file",
+        ])
         .args(["--listen-address=::1", "--bind-interfaces", "--port=53"])
         .arg("--host-record=www.example.test,2001:db8::10")
         .stdout(std::process::Stdio::null())
@@ -1432,7 +1458,8 @@ fn pasta_ipv6_matches_debian_pasta() {
             ..ours
         };
         assert!(
-            real.address.contains("inet6 2001:db8:99::2/64 scope global nodad"),
+            real.address
+                .contains("inet6 2001:db8:99::2/64 scope global nodad"),
             "{real:?}"
         );
         assert!(

@@ -209,8 +209,8 @@ impl Stack {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::ROUTER_LINK_LOCAL;
     use super::*;
+    use crate::config::ROUTER_LINK_LOCAL;
     use crate::iface::ETHERNET_HEADER_LEN;
     use crate::options::parse_options;
     use proptest::prelude::*;
