@@ -1510,3 +1510,76 @@ fn pasta_one_family_matches_debian_pasta() {
         }
     });
 }
+
+/// What ISC dhclient got by DHCPv6 in a pasta namespace without
+/// `--config-net`: `REASON ADDRESS/PREFIX` lines from its script.
+fn pasta_dhcpv6_twin(program: &Path, root: &Path, label: &str) -> String {
+    let twin = twin6();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ctr = Container::new();
+    let out = twin
+        .in_private(program)
+        .args([
+            "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--quiet",
+        ])
+        .arg(ctr.pid().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = dir.join("dhclient-script");
+    let seen = dir.join("seen");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$reason $new_ip6_address/$new_ip6_prefixlen\" >> {}\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod 0755 {}", script.display()));
+    // The link-local address must be past duplicate address detection
+    // before dhclient can send from it.
+    ctr.run(&format!(
+        "ip link set eth0 up && sleep 3 && timeout 30 dhclient -6 -1 -v -sf {} -pf {} -lf {} eth0 >{} 2>&1 || true",
+        script.display(),
+        dir.join("pid").display(),
+        dir.join("leases").display(),
+        dir.join("dhclient.log").display(),
+    ));
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            &format!("kill $(cat {}) 2>/dev/null", dir.join("pid").display()),
+        ])
+        .status();
+    std::fs::read_to_string(&seen)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with("PREINIT6"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// DHCPv6 against Debian's pasta, with ISC dhclient as the client: both
+/// lease the host's own IPv6 address (passt's DHCPv6 hands out the copied
+/// address, which SLAAC cannot give).
+#[test]
+fn pasta_dhcpv6_leases_the_hosts_address_like_debian_pasta() {
+    inside(
+        "pasta_dhcpv6_leases_the_hosts_address_like_debian_pasta",
+        || {
+            let root = slipway_testkit::temp_dir().unwrap();
+            let link = pasta6_setup(root.path());
+            let real = pasta_dhcpv6_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
+            let ours = pasta_dhcpv6_twin(&link, root.path(), "slipway");
+            eprintln!("real: {real:?}\nours: {ours:?}");
+            assert!(real.contains("BOUND6 2001:db8:99::2/"), "{real:?}");
+            assert_eq!(ours, real);
+        },
+    );
+}

@@ -18,7 +18,7 @@ use crate::config::StackConfig;
 use crate::iface::udp;
 use crate::iface::{DropReason, RxChecksum, GATEWAY_MAC, IPV6_HEADER_LEN};
 use crate::ndp;
-use slipway_dhcp::v6::{Dhcpv6Config, Dhcpv6Server, ALL_SERVERS, SERVER_PORT};
+use slipway_dhcp::v6::{Dhcpv6Config, Dhcpv6Pool, Dhcpv6Server, ALL_SERVERS, SERVER_PORT};
 
 /// All-routers multicast group (router solicitations go there).
 const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
@@ -33,13 +33,24 @@ pub(super) struct Ipv6State {
 
 impl Ipv6State {
     /// The state for `cfg`: a DHCPv6 server handing out the IPv6 DNS
-    /// address and the search list (neither under `restrict=on`).
+    /// address and the search list (neither under `restrict=on`); on a
+    /// copied network (passt's model) it also leases the guest's one
+    /// address, the host's, for ever, to a client asking for it (IA_NA).
     pub fn new(cfg: &StackConfig) -> Result<Self, StackError> {
-        let dhcp = Dhcpv6Server::new(&Dhcpv6Config {
+        let mut dhcp = Dhcpv6Server::new(&Dhcpv6Config {
             server_mac: GATEWAY_MAC.0,
             dns_servers: cfg.ipv6_dns_servers(),
             domain_search: cfg.dns_search_list(),
         })?;
+        if let Some(guest) = cfg.copied.as_ref().and_then(|c| c.guest6) {
+            dhcp = dhcp.with_pool(Dhcpv6Pool {
+                start: guest,
+                end: guest,
+                prefix: cfg.ipv6.prefix_len,
+                lease_time: None,
+                hosts: Vec::new(),
+            })?;
+        }
         Ok(Ipv6State {
             dhcp,
             next_ra: None,
