@@ -109,20 +109,21 @@ fn neighbour_discovery(
             target_addr,
             lladdr,
         } => {
-            // On a copied network the prefix's other hosts are reached
-            // through the stack, as the IPv4 subnet's are (ARP).
-            let ours = v6.is_virtual(target_addr) || ctx.cfg.is_copied_peer6(target_addr);
+            let ours = v6.is_virtual(target_addr);
             let guest_claim = !ours && v6.in_prefix(target_addr);
             if src.is_unspecified() {
                 // Duplicate address detection: defend ours, note the
-                // guest's tentative address.
+                // guest's tentative address (on a copied network too: the
+                // guest's SLAAC address is its own, not a peer's).
                 if ours {
                     send_neighbour_advert(ctx, None, ALL_NODES, target_addr, false);
                 }
                 return guest_claim.then_some((target_addr, src_mac));
             }
             let mac = link_addr(lladdr).unwrap_or(src_mac);
-            if ours {
+            // On a copied network the prefix's other hosts are reached
+            // through the stack, as the IPv4 subnet's are (ARP).
+            if ours || ctx.cfg.is_copied_peer6(target_addr) {
                 send_neighbour_advert(ctx, Some(mac), src, target_addr, true);
             } else {
                 ctx.counters.drop(DropReason::NotForUs);

@@ -1583,3 +1583,126 @@ fn pasta_dhcpv6_leases_the_hosts_address_like_debian_pasta() {
         },
     );
 }
+
+/// Starts `program` as passt with libvirt's command line in a fresh
+/// [`twin6`], boots the test guest on it and returns what the guest's
+/// IPv6 side got and reached (the guest configures itself by SLAAC: its
+/// busybox has no DHCPv6 client).
+fn passt6_twin(program: &Path, root: &Path, label: &str) -> Vec<(String, Option<String>)> {
+    let twin = twin6();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&format!("chmod 0777 {}", dir.display()));
+    let up = Twin::http(
+        &twin.upstream,
+        &site(&dir, "up", "on-upstream6"),
+        "2001:db8:100::7".parse().unwrap(),
+    );
+    let peer = Twin::http(
+        &twin.upstream,
+        &site(&dir, "peer", "on-prefix-peer6"),
+        "2001:db8:99::3".parse().unwrap(),
+    );
+    let lo = Twin::http(
+        &twin.private,
+        &site(&dir, "lo", "on-private-loopback6"),
+        "::1".parse().unwrap(),
+    );
+    let out = twin
+        .in_private(program)
+        .args(libvirt_args(&dir))
+        .output()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.join("passt.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{label}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    let script = format!(
+        "ip link set eth0 up\n\
+         for i in $(seq 1 30); do ip -6 addr show dev eth0 scope global | grep -q inet6 && ip -6 route | grep -q ^default && break; sleep 1; done\n\
+         sleep 2\n\
+         result addr6 \"$(ip -6 addr show dev eth0 scope global | grep -o \"inet6 [^ ]*\" | sort | tr \"\\n\" \" \")\"\n\
+         result route6 \"$(ip -6 route | grep ^default | cut -d\" \" -f1-5)\"\n\
+         get() {{ printf \"GET /marker.txt HTTP/1.0\\r\\n\\r\\n\" | timeout 10 nc $1 $2 | tail -n 1; }}\n\
+         result upstream6 \"$(get 2001:db8:100::7 {up})\"\n\
+         result peer6 \"$(get 2001:db8:99::3 {peer})\"\n\
+         result loopback6 \"$(get fe80::1%eth0 {lo})\"\n\
+         ready done\n\
+         sleep 60\n",
+        up = up.port(),
+        peer = peer.port(),
+        lo = lo.port(),
+    );
+    let mut guest = Guest::builder()
+        .netdev(&format!(
+            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+            dir.join("passt.sock").display()
+        ))
+        .mac("52:54:00:12:34:56")
+        .script(&script)
+        .timeout(std::time::Duration::from_secs(400))
+        .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
+        .boot()
+        .unwrap();
+    if let Err(e) = guest.wait_for_line("SLIPWAY-READY done", std::time::Duration::from_secs(300)) {
+        panic!(
+            "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
+            guest.console(),
+            log()
+        );
+    }
+    let out = guest.output_so_far();
+    eprintln!("--- {label} console ---\n{}", out.console);
+    ["addr6", "route6", "upstream6", "peer6", "loopback6"]
+        .iter()
+        .map(|k| (k.to_string(), out.result(k).map(str::to_owned)))
+        .collect()
+}
+
+/// libvirt's passt command line on a host with IPv6, against Debian's
+/// passt: the test guest gets the same SLAAC address in the host's prefix
+/// and default route (via the router's link-local address), and reaches
+/// a server beyond the router, a host of the copied prefix, and the
+/// host's `::1` through the gateway's link-local address.
+#[test]
+fn passt_ipv6_matches_debian_passt() {
+    inside("passt_ipv6_matches_debian_passt", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        let passt = link.with_file_name("passt");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &passt).unwrap();
+        let real = passt6_twin(Path::new("/usr/bin/passt"), root.path(), "real");
+        let ours = passt6_twin(&passt, root.path(), "slipway");
+        eprintln!("real: {real:?}\nours: {ours:?}");
+        let get = |k: &str| {
+            real.iter()
+                .find(|(key, _)| key == k)
+                .and_then(|(_, v)| v.clone())
+        };
+        // SLAAC in the host's prefix, with the guest's own identifier.
+        assert!(
+            get("addr6").is_some_and(|a| a.contains("inet6 2001:db8:99:0:5054:ff:fe12:3456/64")),
+            "{real:?}"
+        );
+        assert_eq!(
+            get("route6").as_deref(),
+            Some("default via fe80::1 dev eth0"),
+            "{real:?}"
+        );
+        assert_eq!(
+            get("upstream6").as_deref(),
+            Some("on-upstream6"),
+            "{real:?}"
+        );
+        assert_eq!(get("peer6").as_deref(), Some("on-prefix-peer6"), "{real:?}");
+        assert_eq!(
+            get("loopback6").as_deref(),
+            Some("on-private-loopback6"),
+            "{real:?}"
+        );
+        assert_eq!(ours, real);
+    });
+}
