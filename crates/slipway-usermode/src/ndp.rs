@@ -389,6 +389,50 @@ mod tests {
         assert_eq!(msg[4], 0xa0, "router and override, not solicited");
     }
 
+    /// A copied network (slipway as passt): fec0::/64 is the host's
+    /// prefix, fec0::9 the guest's copied address, fe80::1 the host's
+    /// gateway and the stack's own link-local address.
+    fn copied() -> H {
+        let mut h = H::new("");
+        h.cfg.ipv6.host = a("fe80::1");
+        h.cfg.ipv6.router = a("fe80::1");
+        h.cfg.copied = Some(crate::config::CopiedNetwork {
+            guest: h.cfg.dhcp_start,
+            dhcp_dns: Vec::new(),
+            map_gw: true,
+            guest6: Some(a("fec0::9")),
+            dns6: Vec::new(),
+        });
+        h
+    }
+
+    #[test]
+    fn copied_prefix_peers_are_answered_but_not_defended() {
+        let mut h = copied();
+        // The guest resolving a host of the prefix: the stack answers.
+        let sn = a("ff02::1:ff00:77");
+        let src = a("fec0::9");
+        h.run(src, sn, 255, &sum(src, sn, ns(a("fec0::77"), true)));
+        let (_, from, to, msg) = h.sent();
+        assert_eq!((from, to), (a("fec0::77"), src));
+        assert_eq!(&msg[8..24], &a("fec0::77").octets());
+        // Its SLAAC address under duplicate address detection: the
+        // guest's, not a peer's to defend.
+        let any = Ipv6Addr::UNSPECIFIED;
+        let learned = h.run(any, sn, 255, &sum(any, sn, ns(a("fec0::77"), false)));
+        assert_eq!(learned, Some((a("fec0::77"), GUEST_MAC)));
+        assert!(h.tx.is_empty());
+        // The gateway's link-local address is the stack's: defended, and
+        // router advertisements come from it.
+        let sn = a("ff02::1:ff00:1");
+        h.run(any, sn, 255, &sum(any, sn, ns(a("fe80::1"), false)));
+        assert_eq!(h.sent().1, a("fe80::1"));
+        let all_routers = a("ff02::2");
+        let rs = vec![133, 0, 0, 0, 0, 0, 0, 0];
+        h.run(GUEST_LL, all_routers, 255, &sum(GUEST_LL, all_routers, rs));
+        assert_eq!(h.sent().1, a("fe80::1"));
+    }
+
     #[test]
     fn router_solicitation_gets_prefix_mtu_and_rdnss() {
         let mut h = H::new("");
