@@ -1706,3 +1706,51 @@ fn passt_ipv6_matches_debian_passt() {
         assert_eq!(ours, real);
     });
 }
+
+/// `-a` and `-g` with IPv6 addresses (and IPv4 ones beside them) against
+/// Debian's pasta: the container gets the given address (nodad) and a
+/// default route via the given gateway, which maps to the host's ::1.
+#[test]
+fn pasta_ipv6_address_and_gateway_options_match_debian_pasta() {
+    inside(
+        "pasta_ipv6_address_and_gateway_options_match_debian_pasta",
+        || {
+            let root = slipway_testkit::temp_dir().unwrap();
+            let link = pasta6_setup(root.path());
+            let options = [
+                "-a",
+                "2001:db8:99::20",
+                "-g",
+                "fe80::1",
+                "-a",
+                "10.99.0.20",
+                "-g",
+                "10.99.0.1",
+                // Without it Debian's pasta gives 10.99.0.20 its class's
+                // /8 (README: slipway as passt).
+                "-n",
+                "24",
+            ];
+            let real = pasta6_twin(Path::new("/usr/bin/pasta"), root.path(), "real", &options);
+            let ours = pasta6_twin(&link, root.path(), "slipway", &options);
+            eprintln!("real: {real:?}\nours: {ours:?}");
+            assert!(
+                real.address
+                    .contains("inet6 2001:db8:99::20/64 scope global nodad"),
+                "{real:?}"
+            );
+            assert!(
+                real.routes.contains("default via fe80::1 dev eth0"),
+                "{real:?}"
+            );
+            assert_eq!(real.address4.trim(), "10.99.0.20/24", "{real:?}");
+            assert_eq!(real.loopback, "on-private-loopback6", "{real:?}");
+            assert_eq!(ours.dns, real.dns_tcp, "{ours:?}");
+            let ours = Pasta6Seen {
+                dns: real.dns.clone(),
+                ..ours
+            };
+            assert_eq!(ours, real);
+        },
+    );
+}
