@@ -454,6 +454,16 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
         guest6: v6.as_ref().map(|v| v.guest),
         dns6: v6.map(|v| v.dns).unwrap_or_default(),
     });
+    // Forwards listen on IPv4 and reach the guest over IPv4: with `-6`
+    // they would lead nowhere.
+    if args.ipv6_only {
+        let given = |specs: &[String]| specs.iter().any(|s| s != "none");
+        if given(&args.tcp_ports) || given(&args.udp_ports) {
+            anyhow::bail!(
+                "--ipv6-only with -t/-u port forwards: forwards over IPv6 are not supported by slipway as passt yet (README: slipway as passt)"
+            );
+        }
+    }
     let every = passt_ports::non_ephemeral(host.ephemeral_ports());
     for (protocol, option, specs) in [
         (ForwardProtocol::Tcp, "--tcp-ports", &args.tcp_ports),
@@ -1080,10 +1090,16 @@ mod tests {
                 &["-6", "-i", "eth9"],
                 "--ipv6-only: interface eth9 has no global IPv6 address",
             ),
+            (&["-6", "-t", "22"], "forwards over IPv6 are not supported"),
+            (
+                &["-6", "-u", "none", "-t", "all"],
+                "forwards over IPv6 are not supported",
+            ),
         ] {
             let err = plan(&args(line), &host6()).unwrap_err();
             assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
         }
         assert!(Cmd::try_parse_from(["passt", "-4", "-6"]).is_err());
+        assert!(plan(&args(&["-6", "-t", "none", "-u", "none"]), &host6()).is_ok());
     }
 }

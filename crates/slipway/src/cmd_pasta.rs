@@ -268,6 +268,10 @@ pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
         .iter()
         .any(|specs| specs.iter().any(|s| s == "auto"));
     let mut watched = take_auto(&mut args)?;
+    if args.common.ipv6_only {
+        // Forwards reach the namespace over IPv4 only (README).
+        watched.clear();
+    }
     let target = match what(&args)? {
         Serve::Join(target) => target,
         Serve::Spawn(command) => return run_command(&args, &command, watched),
