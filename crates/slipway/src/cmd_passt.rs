@@ -596,8 +596,15 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
     } else {
         AttachSpec::UnixListen(socket)
     };
+    let ipv6 = match copied.guest6 {
+        Some(g) => format!(
+            "; IPv6: {g}/{} router {} dns {:?}",
+            cfg.ipv6.prefix_len, cfg.ipv6.host, copied.dns6
+        ),
+        None => "; IPv6 off".to_owned(),
+    };
     let summary = format!(
-        "DHCP: assign {}/{} router {} dns {:?}; serving the {spec}",
+        "DHCP: assign {}/{} router {} dns {:?}{ipv6}; serving the {spec}",
         copied.guest, cfg.prefix_len, cfg.host, copied.dhcp_dns,
     );
     start(&args, cfg, spec, Vec::new(), None, log, &summary)
