@@ -40,6 +40,7 @@ pub mod jsonl;
 pub mod mac;
 pub mod prometheus;
 pub mod routes;
+pub mod routes6;
 pub mod signals;
 pub mod systemd;
 

@@ -8,7 +8,7 @@
 //! (`SCM_RIGHTS`) or "failed" with an errno and a static description.
 
 use std::ffi::CString;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -38,6 +38,7 @@ pub(crate) struct TapPlan {
     mtu: i32,
     txqueuelen: u32,
     ipv4: Option<(Ipv4Addr, u8, Ipv4Addr)>,
+    ipv6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
     mac: Option<[u8; 6]>,
     /// `/proc/sys/net/ipv4/conf/NAME/arp_notify`: set so the namespace
     /// announces its address (gratuitous ARP) when the tap comes up, and
@@ -55,6 +56,7 @@ impl TapPlan {
             mtu: int("MTU", tap.mtu)?,
             txqueuelen: tap.txqueuelen,
             ipv4: tap.ipv4.map(|c| (c.address, c.prefix, c.gateway)),
+            ipv6: tap.ipv6.map(|c| (c.address, c.prefix, c.gateway)),
             mac: tap.mac,
             arp_notify: crate::cstring(
                 "interface name",
@@ -232,6 +234,10 @@ fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
         ctl.set_up(&tap.name, "bringing the tap device up")?;
         if let Some((_, _, gateway)) = tap.ipv4 {
             ctl.add_default_route(gateway)?;
+        }
+        if let Some((addr, prefix, gateway)) = tap.ipv6 {
+            crate::ifconfig::add_ipv6(&tap.name, addr, prefix)?;
+            crate::ifconfig::add_ipv6_default_route(&tap.name, gateway)?;
         }
         Ok(())
     })();

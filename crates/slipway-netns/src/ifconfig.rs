@@ -2,9 +2,12 @@
 //! `SIOC*` ioctls (as slirp4netns does): they need no netlink message
 //! building, so the helper child can run them without allocating. The
 //! queue length is the exception: `SIOCSIFTXQLEN` wants CAP_NET_ADMIN in
-//! the initial namespace, so it is one fixed-size rtnetlink request.
+//! the initial namespace, so it is one fixed-size rtnetlink request; and
+//! so is the IPv6 side (pasta's `--config-net`): an address without
+//! duplicate address detection (`IFA_F_NODAD`, which the ioctl cannot
+//! ask for) and a default route through a link-local gateway.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 use crate::fail::{last, Fail};
@@ -184,33 +187,22 @@ struct IfInfoMsg {
 /// `IFLA_TXQLEN` from linux/if_link.h.
 const IFLA_TXQLEN: u16 = 13;
 
-/// Sets the transmit queue length of interface `name` over rtnetlink.
-pub(crate) fn set_txqueuelen(name: &[libc::c_char; libc::IFNAMSIZ], len: u32) -> Result<(), Fail> {
-    const WHAT: &str = "setting the tap's queue length";
+/// The index of interface `name`.
+fn index_of(name: &[libc::c_char; libc::IFNAMSIZ], what: &'static str) -> Result<u32, Fail> {
     // SAFETY: a NUL-terminated name.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if index == 0 {
-        return Err(last(WHAT));
+        return Err(last(what));
     }
-    // SAFETY: plain socket call; closed below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(last(WHAT));
-    }
+    Ok(index)
+}
+
+/// Sets the transmit queue length of interface `name` over rtnetlink.
+pub(crate) fn set_txqueuelen(name: &[libc::c_char; libc::IFNAMSIZ], len: u32) -> Result<(), Fail> {
+    const WHAT: &str = "setting the tap's queue length";
+    let index = index_of(name, WHAT)?;
     let req = TxqlenRequest {
-        header: libc::nlmsghdr {
-            nlmsg_len: std::mem::size_of::<TxqlenRequest>() as u32,
-            nlmsg_type: libc::RTM_NEWLINK,
-            nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
-            nlmsg_seq: 1,
-            nlmsg_pid: 0,
-        },
+        header: header::<TxqlenRequest>(libc::RTM_NEWLINK, 0),
         ifinfo: IfInfoMsg {
             family: libc::AF_UNSPEC as u8,
             pad: 0,
@@ -223,25 +215,153 @@ pub(crate) fn set_txqueuelen(name: &[libc::c_char; libc::IFNAMSIZ], len: u32) ->
         attr_type: IFLA_TXQLEN,
         qlen: len,
     };
+    request(&req, WHAT)
+}
+
+/// The header of a one-message rtnetlink request of type `T`.
+fn header<T>(kind: u16, flags: libc::c_int) -> libc::nlmsghdr {
+    libc::nlmsghdr {
+        nlmsg_len: std::mem::size_of::<T>() as u32,
+        nlmsg_type: kind,
+        nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_ACK | flags) as u16,
+        nlmsg_seq: 1,
+        nlmsg_pid: 0,
+    }
+}
+
+/// An `RTM_NEWADDR` request for one IPv6 address (`IFA_LOCAL` and
+/// `IFA_ADDRESS`, as iproute2 sends them), laid out as the kernel reads it.
+#[repr(C)]
+struct Addr6Request {
+    header: libc::nlmsghdr,
+    family: u8,
+    prefixlen: u8,
+    flags: u8,
+    scope: u8,
+    index: u32,
+    local_len: u16,
+    local_type: u16,
+    local: [u8; 16],
+    address_len: u16,
+    address_type: u16,
+    address: [u8; 16],
+}
+
+/// An `RTM_NEWROUTE` request for an IPv6 default route through a gateway
+/// on one interface (`RTA_GATEWAY`, `RTA_OIF`).
+#[repr(C)]
+struct Route6Request {
+    header: libc::nlmsghdr,
+    family: u8,
+    dst_len: u8,
+    src_len: u8,
+    tos: u8,
+    table: u8,
+    protocol: u8,
+    scope: u8,
+    kind: u8,
+    flags: u32,
+    gateway_len: u16,
+    gateway_type: u16,
+    gateway: [u8; 16],
+    oif_len: u16,
+    oif_type: u16,
+    oif: u32,
+}
+
+/// `IFA_ADDRESS` and `IFA_LOCAL` from linux/if_addr.h.
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+/// `IFA_F_NODAD`: no duplicate address detection (pasta's `nodad`).
+const IFA_F_NODAD: u8 = 0x02;
+/// `RTA_OIF` and `RTA_GATEWAY` from linux/rtnetlink.h.
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+
+/// Gives interface `name` the IPv6 address `addr`/`prefix` without
+/// duplicate address detection (the address is the host's, copied: the
+/// namespace's link has nobody else on it).
+pub(crate) fn add_ipv6(
+    name: &[libc::c_char; libc::IFNAMSIZ],
+    addr: Ipv6Addr,
+    prefix: u8,
+) -> Result<(), Fail> {
+    const WHAT: &str = "setting the tap's IPv6 address";
+    let index = index_of(name, WHAT)?;
+    let req = Addr6Request {
+        header: header::<Addr6Request>(libc::RTM_NEWADDR, libc::NLM_F_CREATE | libc::NLM_F_EXCL),
+        family: libc::AF_INET6 as u8,
+        prefixlen: prefix,
+        flags: IFA_F_NODAD,
+        scope: libc::RT_SCOPE_UNIVERSE,
+        index,
+        local_len: 20,
+        local_type: IFA_LOCAL,
+        local: addr.octets(),
+        address_len: 20,
+        address_type: IFA_ADDRESS,
+        address: addr.octets(),
+    };
+    request(&req, WHAT)
+}
+
+/// Adds the IPv6 default route via `gateway` (link-local: hence the
+/// interface) on interface `name`.
+pub(crate) fn add_ipv6_default_route(
+    name: &[libc::c_char; libc::IFNAMSIZ],
+    gateway: Ipv6Addr,
+) -> Result<(), Fail> {
+    const WHAT: &str = "adding the IPv6 default route";
+    let index = index_of(name, WHAT)?;
+    let req = Route6Request {
+        header: header::<Route6Request>(libc::RTM_NEWROUTE, libc::NLM_F_CREATE | libc::NLM_F_EXCL),
+        family: libc::AF_INET6 as u8,
+        dst_len: 0,
+        src_len: 0,
+        tos: 0,
+        table: libc::RT_TABLE_MAIN,
+        protocol: libc::RTPROT_BOOT,
+        scope: libc::RT_SCOPE_UNIVERSE,
+        kind: libc::RTN_UNICAST,
+        flags: 0,
+        gateway_len: 20,
+        gateway_type: RTA_GATEWAY,
+        gateway: gateway.octets(),
+        oif_len: 8,
+        oif_type: RTA_OIF,
+        oif: index,
+    };
+    request(&req, WHAT)
+}
+
+/// Sends the one-message rtnetlink request `req` (a `repr(C)` struct
+/// that starts with its `nlmsghdr`) and reads the kernel's answer.
+fn request<T>(req: &T, what: &'static str) -> Result<(), Fail> {
+    // SAFETY: plain socket call; closed below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(last(what));
+    }
     // The kernel answers with an nlmsgerr: header, error code, request header.
     let mut ack = [0u32; 16];
     // SAFETY: sends the request struct and receives into a live buffer.
     let result = unsafe {
-        let sent = libc::send(
-            fd,
-            (&req as *const TxqlenRequest).cast(),
-            std::mem::size_of::<TxqlenRequest>(),
-            0,
-        );
+        let sent = libc::send(fd, (req as *const T).cast(), std::mem::size_of::<T>(), 0);
         if sent < 0 {
-            Err(last(WHAT))
+            Err(last(what))
         } else {
             let n = libc::recv(fd, ack.as_mut_ptr().cast(), std::mem::size_of_val(&ack), 0);
             if n < 0 {
-                Err(last(WHAT))
+                Err(last(what))
             } else if n >= 20 && ack[1] & 0xffff == libc::NLMSG_ERROR as u32 && ack[4] != 0 {
                 // The error field is a negative errno.
-                Err(Fail::with_errno(WHAT, -(ack[4] as i32)))
+                Err(Fail::with_errno(what, -(ack[4] as i32)))
             } else {
                 Ok(())
             }

@@ -27,7 +27,7 @@ mod fail;
 mod ifconfig;
 
 use std::ffi::{CString, OsString};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,18 @@ pub struct Ipv4Setup {
     pub gateway: Ipv4Addr,
 }
 
+/// IPv6 configuration of the tap (pasta's `--config-net`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Setup {
+    /// The namespace's address on the tap, added without duplicate
+    /// address detection (`nodad`).
+    pub address: Ipv6Addr,
+    /// Prefix length of the address.
+    pub prefix: u8,
+    /// Default gateway, usually link-local (reached through the tap).
+    pub gateway: Ipv6Addr,
+}
+
 /// The tap device to create inside the namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TapSetup {
@@ -83,6 +95,9 @@ pub struct TapSetup {
     /// Address and default route; `None` leaves the device unconfigured
     /// (but up, as slirp4netns does without `--configure`).
     pub ipv4: Option<Ipv4Setup>,
+    /// IPv6 address and default route; `None` leaves IPv6 to the kernel
+    /// (link-local, and router advertisements).
+    pub ipv6: Option<Ipv6Setup>,
     /// The tap's MAC address; `None` keeps the random one the kernel gave.
     pub mac: Option<[u8; 6]>,
 }

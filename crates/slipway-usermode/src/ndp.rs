@@ -27,7 +27,6 @@ use smoltcp::wire::{
     RawHardwareAddress,
 };
 
-use crate::config::ROUTER_LINK_LOCAL;
 use crate::iface::{Ctx, DropReason, GATEWAY_MAC};
 use crate::ping::PingTable;
 
@@ -114,14 +113,17 @@ fn neighbour_discovery(
             let guest_claim = !ours && v6.in_prefix(target_addr);
             if src.is_unspecified() {
                 // Duplicate address detection: defend ours, note the
-                // guest's tentative address.
+                // guest's tentative address (on a copied network too: the
+                // guest's SLAAC address is its own, not a peer's).
                 if ours {
                     send_neighbour_advert(ctx, None, ALL_NODES, target_addr, false);
                 }
                 return guest_claim.then_some((target_addr, src_mac));
             }
             let mac = link_addr(lladdr).unwrap_or(src_mac);
-            if ours {
+            // On a copied network the prefix's other hosts are reached
+            // through the stack, as the IPv4 subnet's are (ARP).
+            if ours || ctx.cfg.is_copied_peer6(target_addr) {
                 send_neighbour_advert(ctx, Some(mac), src, target_addr, true);
             } else {
                 ctx.counters.drop(DropReason::NotForUs);
@@ -208,18 +210,12 @@ fn send_neighbour_advert(
 pub(crate) fn send_router_advert(ctx: &mut Ctx, dst_mac: Option<EthernetAddress>, dst: Ipv6Addr) {
     let msg = router_advert(ctx.cfg).to_bytes();
     let len = msg.len();
-    ctx.emit_ipv6(
-        dst_mac,
-        ROUTER_LINK_LOCAL,
-        dst,
-        IpProtocol::Icmpv6,
-        len,
-        |buf| {
-            let out = &mut buf[..len];
-            out.copy_from_slice(&msg);
-            Icmpv6Packet::new_unchecked(out).fill_checksum(&ROUTER_LINK_LOCAL, &dst);
-        },
-    );
+    let router = ctx.cfg.ipv6.router;
+    ctx.emit_ipv6(dst_mac, router, dst, IpProtocol::Icmpv6, len, |buf| {
+        let out = &mut buf[..len];
+        out.copy_from_slice(&msg);
+        Icmpv6Packet::new_unchecked(out).fill_checksum(&router, &dst);
+    });
 }
 
 /// The router advertisement for `cfg`: the O flag (DNS from the stateless
@@ -247,6 +243,7 @@ fn router_advert(cfg: &crate::config::StackConfig) -> ra::RouterAdvert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ROUTER_LINK_LOCAL;
     use crate::iface::{Counters, GuestTx, Neighbours, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN};
     use crate::options::parse_options;
     use proptest::prelude::*;
@@ -390,6 +387,50 @@ mod tests {
         assert_eq!(mac, EthernetAddress([0x33, 0x33, 0, 0, 0, 1]));
         assert_eq!((src, dst), (a("fec0::3"), ALL_NODES));
         assert_eq!(msg[4], 0xa0, "router and override, not solicited");
+    }
+
+    /// A copied network (slipway as passt): fec0::/64 is the host's
+    /// prefix, fec0::9 the guest's copied address, fe80::1 the host's
+    /// gateway and the stack's own link-local address.
+    fn copied() -> H {
+        let mut h = H::new("");
+        h.cfg.ipv6.host = a("fe80::1");
+        h.cfg.ipv6.router = a("fe80::1");
+        h.cfg.copied = Some(crate::config::CopiedNetwork {
+            guest: h.cfg.dhcp_start,
+            dhcp_dns: Vec::new(),
+            map_gw: true,
+            guest6: Some(a("fec0::9")),
+            dns6: Vec::new(),
+        });
+        h
+    }
+
+    #[test]
+    fn copied_prefix_peers_are_answered_but_not_defended() {
+        let mut h = copied();
+        // The guest resolving a host of the prefix: the stack answers.
+        let sn = a("ff02::1:ff00:77");
+        let src = a("fec0::9");
+        h.run(src, sn, 255, &sum(src, sn, ns(a("fec0::77"), true)));
+        let (_, from, to, msg) = h.sent();
+        assert_eq!((from, to), (a("fec0::77"), src));
+        assert_eq!(&msg[8..24], &a("fec0::77").octets());
+        // Its SLAAC address under duplicate address detection: the
+        // guest's, not a peer's to defend.
+        let any = Ipv6Addr::UNSPECIFIED;
+        let learned = h.run(any, sn, 255, &sum(any, sn, ns(a("fec0::77"), false)));
+        assert_eq!(learned, Some((a("fec0::77"), GUEST_MAC)));
+        assert!(h.tx.is_empty());
+        // The gateway's link-local address is the stack's: defended, and
+        // router advertisements come from it.
+        let sn = a("ff02::1:ff00:1");
+        h.run(any, sn, 255, &sum(any, sn, ns(a("fe80::1"), false)));
+        assert_eq!(h.sent().1, a("fe80::1"));
+        let all_routers = a("ff02::2");
+        let rs = vec![133, 0, 0, 0, 0, 0, 0, 0];
+        h.run(GUEST_LL, all_routers, 255, &sum(GUEST_LL, all_routers, rs));
+        assert_eq!(h.sent().1, a("fe80::1"));
     }
 
     #[test]

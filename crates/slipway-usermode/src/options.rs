@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::{
     prefix6_mask, ForwardProtocol, HostForward, Ipv6Config, Limits, StackConfig, DHCP_POOL_SIZE,
+    ROUTER_LINK_LOCAL,
 };
 use slipway_host::{netmask_v4, prefix_of_netmask};
 
@@ -494,6 +495,7 @@ fn build_ipv6(raw: &Raw) -> Result<Ipv6Config, OptionsError> {
         prefix_len,
         host,
         dns,
+        router: ROUTER_LINK_LOCAL,
     })
 }
 

@@ -30,6 +30,8 @@ use slipway_usermode::config::{
 use slipway_usermode::event_loop::{self, RunOptions};
 use slipway_usermode::port_watch::PortWatchSpec;
 
+mod v6;
+
 /// passt's options (passt(1)); the ones slipway does not take are refused
 /// by name. Differences are listed in README.md ("slipway as passt").
 #[derive(Args, Debug)]
@@ -104,10 +106,10 @@ pub struct PasstArgs {
     /// The address that maps to the host's loopback (newer passt; default the gateway).
     #[arg(long, value_name = "ADDR", conflicts_with = "no_map_gw")]
     pub map_host_loopback: Option<IpAddr>,
-    /// IPv4 only (slipway as passt serves IPv4 only in any case).
-    #[arg(short = '4', long)]
+    /// IPv4 only (default: both families where the host has them).
+    #[arg(short = '4', long, conflicts_with = "ipv6_only")]
     pub ipv4_only: bool,
-    /// IPv6 only (not supported by slipway as passt yet).
+    /// IPv6 only.
     #[arg(short = '6', long)]
     pub ipv6_only: bool,
     /// The UNIX domain socket QEMU connects to (default: the first free of
@@ -133,8 +135,8 @@ pub struct PasstArgs {
     pub no_sandbox: bool,
 }
 
-/// What [`plan`] reads from the namespace: its IPv4 routes, an interface's
-/// IPv4 addresses, the resolvers and search list of /etc/resolv.conf, and
+/// What [`plan`] reads from the namespace: its routes, an interface's
+/// addresses, the resolvers and search list of /etc/resolv.conf, and
 /// the kernel's ephemeral port range. A trait so that [`plan`] is tested
 /// on made-up hosts.
 pub trait HostView {
@@ -142,6 +144,10 @@ pub trait HostView {
     fn routes(&self) -> anyhow::Result<Vec<slipway_host::routes::Route>>;
     /// The IPv4 addresses of interface `name`.
     fn addresses(&self, name: &str) -> anyhow::Result<Vec<Ipv4Addr>>;
+    /// The IPv6 routing table.
+    fn routes6(&self) -> anyhow::Result<Vec<slipway_host::routes6::Route6>>;
+    /// The IPv6 addresses of interface `name`.
+    fn addresses6(&self, name: &str) -> anyhow::Result<Vec<std::net::Ipv6Addr>>;
     /// /etc/resolv.conf's nameservers.
     fn resolvers(&self) -> Vec<IpAddr>;
     /// /etc/resolv.conf's search list.
@@ -168,6 +174,21 @@ impl HostView for ThisHost {
             .filter_map(|a| match a {
                 IpAddr::V4(v4) => Some(v4),
                 IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    fn routes6(&self) -> anyhow::Result<Vec<slipway_host::routes6::Route6>> {
+        slipway_host::routes6::list_v6().context("reading /proc/net/ipv6_route")
+    }
+
+    fn addresses6(&self, name: &str) -> anyhow::Result<Vec<std::net::Ipv6Addr>> {
+        Ok(slipway_host::ifaddrs::of(name)
+            .context("listing interface addresses")?
+            .into_iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
             })
             .collect())
     }
@@ -201,16 +222,14 @@ impl HostView for ThisHost {
 }
 
 /// The one IPv4 value of a repeatable passt option (passt takes one per
-/// address family; slipway as passt serves IPv4 only).
+/// address family; the IPv6 one is [`v6::v6_of`]'s).
 fn v4_of(values: &[IpAddr], option: &str) -> anyhow::Result<Option<Ipv4Addr>> {
     let mut v4 = None;
     for value in values {
         match value {
             IpAddr::V4(a) if v4.is_none() => v4 = Some(*a),
             IpAddr::V4(_) => anyhow::bail!("{option} given twice for IPv4"),
-            IpAddr::V6(a) => anyhow::bail!(
-                "{option} {a}: IPv6 is not supported by slipway as passt yet (README: slipway as passt)"
-            ),
+            IpAddr::V6(_) => {}
         }
     }
     Ok(v4)
@@ -252,13 +271,17 @@ pub fn template_ifname(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<
         .or_else(|| slipway_host::routes::default_v4(&routes, None).map(|r| r.ifname.clone())))
 }
 
-/// The stack configuration passt's options describe on `host`.
-pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig> {
-    if args.ipv6_only {
-        anyhow::bail!(
-            "--ipv6-only: IPv6 is not supported by slipway as passt yet (README: slipway as passt)"
-        );
-    }
+/// passt's IPv4 side, planned: the guest's address and prefix, the
+/// gateway, the network.
+struct V4Plan {
+    address: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Ipv4Addr,
+    net: Ipv4Addr,
+}
+
+/// The IPv4 side passt's options describe on `host`.
+fn plan_v4(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<V4Plan> {
     let routes = host.routes()?;
     let default = slipway_host::routes::default_v4(&routes, args.interface.as_deref());
     let ifname = args
@@ -310,10 +333,42 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
              the gateway must be another address of the guest's subnet (of at most /30)"
         );
     }
+    Ok(V4Plan {
+        address,
+        prefix_len,
+        gateway,
+        net,
+    })
+}
+
+/// The stack configuration passt's options describe on `host`.
+pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig> {
+    let mut cfg =
+        slipway_usermode::options::parse_options("ipv6=off").context("the base configuration")?;
+    // `-6`: no IPv4 at all (the stack drops it); the IPv4 fields keep
+    // the base configuration's values, which nothing then uses.
+    let V4Plan {
+        address,
+        prefix_len,
+        gateway,
+        net,
+    } = if args.ipv6_only {
+        V4Plan {
+            address: cfg.dhcp_start,
+            prefix_len: cfg.prefix_len,
+            gateway: cfg.host,
+            net: cfg.net,
+        }
+    } else {
+        plan_v4(args, host)?
+    };
+    cfg.ipv4 = !args.ipv6_only;
     let map_gw = !args.no_map_gw;
     let host_addr = match args.map_host_loopback {
         None => gateway,
         Some(IpAddr::V4(a)) if a == gateway => a,
+        // The IPv6 one is checked with the IPv6 side.
+        Some(IpAddr::V6(_)) => gateway,
         Some(a) => anyhow::bail!(
             "--map-host-loopback {a}: slipway maps the gateway address only (README: slipway as passt)"
         ),
@@ -363,8 +418,6 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
         }
     };
 
-    let mut cfg =
-        slipway_usermode::options::parse_options("ipv6=off").context("the base configuration")?;
     cfg.net = net;
     cfg.prefix_len = prefix_len;
     cfg.host = host_addr;
@@ -386,11 +439,31 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
             cfg.mtu
         );
     }
+    let v6 = v6::plan_v6(args, host, map_gw, &resolvers)?;
+    if let Some(v6) = &v6 {
+        cfg.ipv6 = v6.config.clone();
+        cfg.outbound.v6 = v6::v6_of(&args.outbound, "--outbound")?;
+    }
+    if args.dns_forward.iter().any(IpAddr::is_ipv6) {
+        cfg.dns_relay = true;
+    }
     cfg.copied = Some(CopiedNetwork {
         guest: address,
         dhcp_dns,
         map_gw,
+        guest6: v6.as_ref().map(|v| v.guest),
+        dns6: v6.map(|v| v.dns).unwrap_or_default(),
     });
+    // Forwards listen on IPv4 and reach the guest over IPv4: with `-6`
+    // they would lead nowhere.
+    if args.ipv6_only {
+        let given = |specs: &[String]| specs.iter().any(|s| s != "none");
+        if given(&args.tcp_ports) || given(&args.udp_ports) {
+            anyhow::bail!(
+                "--ipv6-only with -t/-u port forwards: forwards over IPv6 are not supported by slipway as passt yet (README: slipway as passt)"
+            );
+        }
+    }
     let every = passt_ports::non_ephemeral(host.ephemeral_ports());
     for (protocol, option, specs) in [
         (ForwardProtocol::Tcp, "--tcp-ports", &args.tcp_ports),
@@ -523,8 +596,15 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
     } else {
         AttachSpec::UnixListen(socket)
     };
+    let ipv6 = match copied.guest6 {
+        Some(g) => format!(
+            "; IPv6: {g}/{} router {} dns {:?}",
+            cfg.ipv6.prefix_len, cfg.ipv6.host, copied.dns6
+        ),
+        None => "; IPv6 off".to_owned(),
+    };
     let summary = format!(
-        "DHCP: assign {}/{} router {} dns {:?}; serving the {spec}",
+        "DHCP: assign {}/{} router {} dns {:?}{ipv6}; serving the {spec}",
         copied.guest, cfg.prefix_len, cfg.host, copied.dhcp_dns,
     );
     start(&args, cfg, spec, Vec::new(), None, log, &summary)
@@ -667,9 +747,12 @@ mod tests {
     }
 
     /// A namespace with 10.99.0.2/24 on eth0 and a default route via
-    /// 10.99.0.1, resolvers as given, port 8080 taken.
+    /// 10.99.0.1, resolvers as given, port 80 taken; with `v6`, also
+    /// 2001:db8:99::2/64 and fe80::5 on eth0 and a default route via
+    /// fe80::1.
     struct FakeHost {
         resolvers: Vec<IpAddr>,
+        v6: bool,
     }
 
     impl HostView for FakeHost {
@@ -695,6 +778,35 @@ mod tests {
                 _ => Vec::new(),
             })
         }
+        fn routes6(&self) -> anyhow::Result<Vec<slipway_host::routes6::Route6>> {
+            use slipway_host::routes6::Route6;
+            if !self.v6 {
+                return Ok(Vec::new());
+            }
+            Ok(vec![
+                Route6 {
+                    ifname: "eth0".into(),
+                    destination: "2001:db8:99::".parse().unwrap(),
+                    prefix_len: 64,
+                    gateway: None,
+                },
+                Route6 {
+                    ifname: "eth0".into(),
+                    destination: "::".parse().unwrap(),
+                    prefix_len: 0,
+                    gateway: Some("fe80::1".parse().unwrap()),
+                },
+            ])
+        }
+        fn addresses6(&self, name: &str) -> anyhow::Result<Vec<std::net::Ipv6Addr>> {
+            Ok(match name {
+                "eth0" if self.v6 => vec![
+                    "fe80::5".parse().unwrap(),
+                    "2001:db8:99::2".parse().unwrap(),
+                ],
+                _ => Vec::new(),
+            })
+        }
         fn resolvers(&self) -> Vec<IpAddr> {
             self.resolvers.clone()
         }
@@ -715,7 +827,19 @@ mod tests {
                 "198.51.100.53".parse().unwrap(),
                 "127.0.0.53".parse().unwrap(),
             ],
+            v6: false,
         }
+    }
+
+    /// [`host`] with IPv6, and IPv6 resolvers (one on the loopback).
+    fn host6() -> FakeHost {
+        let mut h = host();
+        h.v6 = true;
+        h.resolvers.extend([
+            "2001:db8:53::1".parse::<IpAddr>().unwrap(),
+            "::1".parse().unwrap(),
+        ]);
+        h
     }
 
     #[test]
@@ -844,8 +968,7 @@ mod tests {
             (&["-u", "eth0%x/5"], "invalid --udp-ports 'eth0%x/5'"),
             (&["-t", "10.0.0.1%eth0/22"], "binding to an interface"),
             (&["-t", "22", "-t", "20-30"], "port 22 is forwarded twice"),
-            (&["-a", "2001:db8::1"], "IPv6 is not supported"),
-            (&["-6"], "IPv6 is not supported"),
+            (&["-6"], "--ipv6-only: no IPv6 default route"),
             (&["-n", "33"], "invalid --netmask '33'"),
             (&["-n", "255.0.255.0"], "invalid --netmask"),
             (&["-a", "10.99.0.1"], "do not make a network"),
@@ -870,5 +993,120 @@ mod tests {
             );
         }
         assert!(refuse_auto(&args(&["-t", "22", "-u", "all"])).is_ok());
+    }
+
+    #[test]
+    fn copies_the_hosts_ipv6_address_and_gateway() {
+        use slipway_usermode::config::Outbound;
+        let cfg = plan(&args(&[]), &host6()).unwrap();
+        let copied = cfg.copied.clone().unwrap();
+        let a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        assert!(cfg.ipv4 && cfg.ipv6.enabled);
+        assert_eq!(copied.guest6, Some(a("2001:db8:99::2")));
+        assert_eq!(
+            (cfg.ipv6.prefix, cfg.ipv6.prefix_len),
+            (a("2001:db8:99::"), 64)
+        );
+        // The gateway is the router's link-local address, and the stack's.
+        assert_eq!(
+            (cfg.ipv6.host, cfg.ipv6.router),
+            (a("fe80::1"), a("fe80::1"))
+        );
+        // The loopback resolver is reached through the gateway.
+        assert_eq!(copied.dns6, [a("2001:db8:53::1"), a("fe80::1")]);
+        assert_eq!(cfg.ipv6_dns_servers(), copied.dns6);
+        let to = |s: &str| cfg.outbound_target(s.parse().unwrap());
+        assert_eq!(
+            to("[fe80::1]:53"),
+            Outbound::Host("[::1]:53".parse().unwrap())
+        );
+        // The prefix's other addresses are hosts beyond the host.
+        assert_eq!(
+            to("[2001:db8:99::1]:80"),
+            Outbound::Host("[2001:db8:99::1]:80".parse().unwrap())
+        );
+        assert!(cfg.is_copied_peer6(a("2001:db8:99::1")));
+        for not_peer in [
+            "2001:db8:99::2",
+            "2001:db8:99::",
+            "fe80::1",
+            "2001:db8:98::1",
+        ] {
+            assert!(!cfg.is_copied_peer6(a(not_peer)), "{not_peer}");
+        }
+        // -4: IPv6 off; -6: IPv4 off.
+        let cfg = plan(&args(&["-4"]), &host6()).unwrap();
+        assert!(cfg.ipv4 && !cfg.ipv6.enabled && cfg.copied.unwrap().guest6.is_none());
+        let cfg = plan(&args(&["-6"]), &host6()).unwrap();
+        assert!(!cfg.ipv4 && cfg.ipv6.enabled);
+        // A host without IPv6 gets an IPv4-only guest.
+        assert!(!plan(&args(&[]), &host()).unwrap().ipv6.enabled);
+    }
+
+    #[test]
+    fn ipv6_options_override_what_is_copied() {
+        let a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let line = [
+            "-a",
+            "2001:db8:7::10",
+            "-a",
+            "192.0.2.10",
+            "-n",
+            "24",
+            "-g",
+            "2001:db8:7::1",
+            "-g",
+            "192.0.2.1",
+            "--dns-forward",
+            "2001:db8:7::53",
+            "--no-map-gw",
+        ];
+        let cfg = plan(&args(&line), &host6()).unwrap();
+        let copied = cfg.copied.clone().unwrap();
+        assert_eq!(copied.guest, Ipv4Addr::new(192, 0, 2, 10));
+        assert_eq!(copied.guest6, Some(a("2001:db8:7::10")));
+        // No connected route for it: a /64.
+        assert_eq!(
+            (cfg.ipv6.prefix, cfg.ipv6.prefix_len),
+            (a("2001:db8:7::"), 64)
+        );
+        // A global gateway: the stack's link-local address stays its own.
+        assert_eq!(cfg.ipv6.host, a("2001:db8:7::1"));
+        assert_eq!(cfg.ipv6.router, slipway_usermode::config::ROUTER_LINK_LOCAL);
+        assert_eq!((cfg.ipv6.dns, cfg.dns_relay), (a("2001:db8:7::53"), true));
+        assert_eq!(copied.dns6, [a("2001:db8:7::53")]);
+        use slipway_usermode::config::Outbound;
+        assert_eq!(
+            cfg.outbound_target("[2001:db8:7::1]:80".parse().unwrap()),
+            Outbound::Host("[2001:db8:7::1]:80".parse().unwrap()),
+            "--no-map-gw: the gateway is the gateway"
+        );
+        for (line, want) in [
+            (&["-a", "fe80::9"][..], "not an address a guest can have"),
+            (&["-g", "2001:db8:5::1"], "do not make a network"),
+            (&["-g", "2001:db8:99::2"], "do not make a network"),
+            (
+                &["-a", "2001:db8::1", "-a", "2001:db8::2"],
+                "--address given twice for IPv6",
+            ),
+            (
+                &["--map-host-loopback", "fe80::9"],
+                "maps the gateway address only",
+            ),
+            (
+                &["-6", "-i", "eth9"],
+                "--ipv6-only: interface eth9 has no global IPv6 address",
+            ),
+            (&["-6", "-t", "22"], "forwards over IPv6 are not supported"),
+            (
+                &["-6", "-u", "none", "-t", "all"],
+                "forwards over IPv6 are not supported",
+            ),
+        ] {
+            let err = plan(&args(line), &host6()).unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{line:?}: {err:#}");
+        }
+        assert!(Cmd::try_parse_from(["passt", "-4", "-6"]).is_err());
+        assert!(plan(&args(&["-6", "-t", "none", "-u", "none"]), &host6()).is_ok());
     }
 }

@@ -8,7 +8,8 @@
 //! to the host's loopback), the tap is opened inside the namespace (by PID
 //! or path) the way `slipway attach` does it, named after the host's
 //! interface (or `-I`) and, with `--config-net`, given that address,
-//! the default route and the MTU. Serving then goes as for passt
+//! the default route and the MTU, and on the IPv6 side the host's IPv6
+//! address (`nodad`) and a default route via the host's gateway. Serving then goes as for passt
 //! ([`start`]): in the background once ready, ending with the namespace's
 //! process when a PID was given.
 //!
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use slipway_netns::{Ipv4Setup, TapSetup, Target};
+use slipway_netns::{Ipv4Setup, Ipv6Setup, TapSetup, Target};
 use slipway_usermode::attach::AttachSpec;
 use slipway_usermode::config::ForwardProtocol;
 use slipway_usermode::event_loop::{self, RunOptions};
@@ -235,12 +236,22 @@ fn plan_tap(args: &PastaArgs) -> anyhow::Result<(slipway_usermode::config::Stack
         Some(name) => name.clone(),
         None => template_ifname(&args.common, &ThisHost)?.unwrap_or_else(|| "tap0".into()),
     };
-    let ipv4 = args.config_net.then_some(Ipv4Setup {
+    let ipv4 = (args.config_net && cfg.ipv4).then_some(Ipv4Setup {
         address: copied.guest,
         prefix: cfg.prefix_len,
         gateway: cfg.host,
     });
     let mut tap = tap_setup(&ifname, &mut cfg, ipv4);
+    // As pasta does: the host's address without duplicate address
+    // detection, the default route via the host's gateway (link-local).
+    tap.ipv6 = copied
+        .guest6
+        .filter(|_| args.config_net)
+        .map(|address| Ipv6Setup {
+            address,
+            prefix: cfg.ipv6.prefix_len,
+            gateway: cfg.ipv6.host,
+        });
     if let Some(mac) = args.ns_mac_addr {
         if mac.is_multicast() {
             anyhow::bail!("--ns-mac-addr {mac}: a multicast address cannot be the tap's");
@@ -257,6 +268,10 @@ pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
         .iter()
         .any(|specs| specs.iter().any(|s| s == "auto"));
     let mut watched = take_auto(&mut args)?;
+    if args.common.ipv6_only {
+        // Forwards reach the namespace over IPv4 only (README).
+        watched.clear();
+    }
     let target = match what(&args)? {
         Serve::Join(target) => target,
         Serve::Spawn(command) => return run_command(&args, &command, watched),
@@ -286,8 +301,8 @@ pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
     let fd = slipway_netns::open_tap_in(&target, &tap)
         .with_context(|| format!("attaching to {target}"))?;
     let summary = format!(
-        "namespace {target}: {ifname} {}/{} via {}",
-        copied.guest, cfg.prefix_len, cfg.host
+        "namespace {target}: {ifname} {}/{} via {}, IPv6 {:?}",
+        copied.guest, cfg.prefix_len, cfg.host, tap.ipv6
     );
     let exit_fds = process.iter().map(AsRawFd::as_raw_fd).collect();
     let port_watch = watched_pid.and_then(|pid| watch_spec(watched, pid, &tap));

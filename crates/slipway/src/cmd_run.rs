@@ -68,6 +68,7 @@ pub(crate) fn tap_setup(ifname: &str, cfg: &mut StackConfig, ipv4: Option<Ipv4Se
         mtu,
         txqueuelen: slipway_netns::txqueuelen_for_window(MAX_ADVERTISED_WINDOW, mtu),
         ipv4,
+        ipv6: None,
         mac: None,
     }
 }

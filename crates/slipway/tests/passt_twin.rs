@@ -1264,3 +1264,493 @@ fn libvirt_9_0_passt_command_line_runs_slipway() {
         assert!(!log().is_empty(), "nothing in the <backend logFile>");
     });
 }
+
+/// [`Twin`] with IPv6 too: the private namespace has 2001:db8:99::2/64 on
+/// eth0 and a default route via the upstream router's link-local
+/// fe80::1; the upstream has 2001:db8:99::1 and 2001:db8:99::3 on the
+/// veth and 2001:db8:100::7 on its loopback. Addresses without duplicate
+/// address detection, so they are usable at once.
+fn twin6() -> Twin {
+    let twin = Twin::new();
+    twin.upstream.run(
+        "ip addr add fe80::1/64 dev up0 nodad && ip addr add 2001:db8:99::1/64 dev up0 nodad && \
+         ip addr add 2001:db8:99::3/64 dev up0 nodad && ip addr add 2001:db8:100::7/128 dev lo",
+    );
+    twin.private.run(
+        "ip addr add 2001:db8:99::2/64 dev eth0 nodad && \
+         ip -6 route add default via fe80::1 dev eth0",
+    );
+    twin
+}
+
+/// What a pasta twin's container got over IPv6, and what it reached.
+#[derive(Debug, PartialEq, Eq)]
+struct Pasta6Seen {
+    /// `ip -6 addr` of the global addresses on eth0.
+    address: String,
+    /// `ip -6 route`.
+    routes: String,
+    /// A server on the host's ::1, through the gateway's link-local address.
+    loopback: String,
+    /// A server beyond the upstream router.
+    upstream: String,
+    /// A host in the copied prefix.
+    peer: String,
+    /// An AAAA query to the gateway, answered by the host's ::1 resolver.
+    dns: String,
+    /// The same over TCP.
+    dns_tcp: String,
+    /// The IPv4 side, unchanged.
+    address4: String,
+}
+
+/// Runs `program` as pasta with `options` and `--config-net` for a
+/// container in a fresh [`twin6`] and returns what the container saw.
+fn pasta6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> Pasta6Seen {
+    let twin = twin6();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lo = Twin::http(
+        &twin.private,
+        &site(&dir, "lo", "on-private-loopback6"),
+        "::1".parse().unwrap(),
+    );
+    let up = Twin::http(
+        &twin.upstream,
+        &site(&dir, "up", "on-upstream6"),
+        "2001:db8:100::7".parse().unwrap(),
+    );
+    let peer = Twin::http(
+        &twin.upstream,
+        &site(&dir, "peer", "on-prefix-peer6"),
+        "2001:db8:99::3".parse().unwrap(),
+    );
+    let _dns = dns6_on_loopback(&twin.private);
+    let ctr = Container::new();
+    let out = twin
+        .in_private(program)
+        .args([
+            "--config-net",
+            "-t",
+            "none",
+            "-u",
+            "none",
+            "-T",
+            "none",
+            "-U",
+            "none",
+        ])
+        .args(options)
+        .arg("--quiet")
+        .arg(ctr.pid().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let address = ctr.run("ip -6 -o addr show dev eth0 scope global | sed \"s/^[0-9]*: //\"");
+    // Router advertisements, if any, have had a moment to arrive.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let routes = ctr.run("ip -6 route show");
+    let address4 = ctr.run("ip -4 -o addr show dev eth0 | awk \"{print \\$4}\"");
+    let get = |url: String| {
+        Command::new("nsenter")
+            .args([
+                "-t",
+                &ctr.pid().to_string(),
+                "-n",
+                "curl",
+                "-sg",
+                "-m",
+                "10",
+            ])
+            .arg(&url)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let loopback = get(format!("http://[fe80::1%eth0]:{}/marker.txt", lo.port()));
+    let upstream = get(format!("http://[2001:db8:100::7]:{}/marker.txt", up.port()));
+    let peer = get(format!(
+        "http://[2001:db8:99::3]:{}/marker.txt",
+        peer.port()
+    ));
+    let dns = ctr.run("dig +short +time=3 +tries=1 @fe80::1%eth0 AAAA www.example.test || true");
+    let dns_tcp =
+        ctr.run("dig +tcp +short +time=3 +tries=1 @fe80::1%eth0 AAAA www.example.test || true");
+    Pasta6Seen {
+        address,
+        routes,
+        loopback,
+        upstream,
+        peer,
+        dns,
+        dns_tcp,
+        address4,
+    }
+}
+
+/// dnsmasq on port 53 of `ns`'s ::1, answering www.example.test with
+/// 2001:db8::10.
+fn dns6_on_loopback(ns: &Netns) -> KillOnDrop {
+    let child = Command::new("nsenter")
+        .args(["-t", &ns.pid().to_string(), "-n", "dnsmasq", "--no-daemon"])
+        .args([
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file",
+        ])
+        .args(["--listen-address=::1", "--bind-interfaces", "--port=53"])
+        .arg("--host-record=www.example.test,2001:db8::10")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let listening = ns.cmd("ss -lun | grep -q \"\\[::1\\]:53\"");
+    wait_for("dnsmasq on [::1]:53", || {
+        Command::new("sh")
+            .args(["-c", &listening])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    KillOnDrop(child)
+}
+
+/// Sets up what the IPv6 pasta twins share: a tun device node, ::1 as
+/// the resolver, and slipway linked as pasta; returns the link.
+fn pasta6_setup(root: &Path) -> PathBuf {
+    sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
+    std::fs::write(root.join("resolv.conf"), "nameserver ::1\n").unwrap();
+    sh(&format!(
+        "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
+        root.join("resolv.conf").display(),
+        root.display()
+    ));
+    let link = root.join("bin/pasta");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+    link
+}
+
+/// pasta's default IPv6 with `--config-net`, against Debian's pasta: the
+/// container gets the host's IPv6 address (nodad) and prefix and a
+/// default route via the upstream router's link-local address, reaches
+/// the host's ::1 through that address (HTTP and DNS), a server beyond
+/// the router, and a host of the copied prefix.
+#[test]
+fn pasta_ipv6_matches_debian_pasta() {
+    inside("pasta_ipv6_matches_debian_pasta", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        let real = pasta6_twin(Path::new("/usr/bin/pasta"), root.path(), "real", &[]);
+        let ours = pasta6_twin(&link, root.path(), "slipway", &[]);
+        eprintln!("real: {real:?}\nours: {ours:?}");
+        // Debian's pasta (0.0~git20230309) answers DNS over TCP on the
+        // gateway's link-local address but drops it over UDP; slipway
+        // answers both (README: slipway as pasta).
+        assert_eq!(real.dns_tcp.trim(), "2001:db8::10", "{real:?}");
+        assert_eq!(ours.dns, real.dns_tcp, "{ours:?}");
+        let ours = Pasta6Seen {
+            dns: real.dns.clone(),
+            ..ours
+        };
+        assert!(
+            real.address
+                .contains("inet6 2001:db8:99::2/64 scope global nodad"),
+            "{real:?}"
+        );
+        assert!(
+            real.routes.contains("default via fe80::1 dev eth0"),
+            "{real:?}"
+        );
+        assert_eq!(real.loopback, "on-private-loopback6", "{real:?}");
+        assert_eq!(real.upstream, "on-upstream6", "{real:?}");
+        assert_eq!(real.peer, "on-prefix-peer6", "{real:?}");
+        assert_eq!(real.address4.trim(), "10.99.0.2/24", "{real:?}");
+        assert_eq!(ours, real);
+    });
+}
+
+/// `-6` and `-4` against Debian's pasta: only one family configured and
+/// served (with `-6`, no IPv4 address in the container; with `-4`, no
+/// global IPv6 address and no IPv6 default route), the other as before.
+#[test]
+fn pasta_one_family_matches_debian_pasta() {
+    inside("pasta_one_family_matches_debian_pasta", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        for option in ["-6", "-4"] {
+            let label = |who: &str| format!("{who}{option}");
+            let real = pasta6_twin(
+                Path::new("/usr/bin/pasta"),
+                root.path(),
+                &label("real"),
+                &[option],
+            );
+            let ours = pasta6_twin(&link, root.path(), &label("slipway"), &[option]);
+            eprintln!("{option} real: {real:?}\n{option} ours: {ours:?}");
+            if option == "-6" {
+                assert_eq!(real.address4, "", "{real:?}");
+                assert_eq!(real.upstream, "on-upstream6", "{real:?}");
+                assert_eq!(ours.dns, real.dns_tcp, "{ours:?}");
+            } else {
+                assert_eq!(real.address4.trim(), "10.99.0.2/24", "{real:?}");
+                assert_eq!(real.address, "", "{real:?}");
+                assert!(!real.routes.contains("default"), "{real:?}");
+                assert_eq!(ours.dns, real.dns, "{ours:?}");
+            }
+            let ours = Pasta6Seen {
+                dns: real.dns.clone(),
+                ..ours
+            };
+            assert_eq!(ours, real, "{option}");
+        }
+    });
+}
+
+/// What ISC dhclient got by DHCPv6 in a pasta namespace without
+/// `--config-net`: `REASON ADDRESS/PREFIX` lines from its script.
+fn pasta_dhcpv6_twin(program: &Path, root: &Path, label: &str) -> String {
+    let twin = twin6();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ctr = Container::new();
+    let out = twin
+        .in_private(program)
+        .args([
+            "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--quiet",
+        ])
+        .arg(ctr.pid().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = dir.join("dhclient-script");
+    let seen = dir.join("seen");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$reason $new_ip6_address/$new_ip6_prefixlen\" >> {}\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod 0755 {}", script.display()));
+    // The link-local address must be past duplicate address detection
+    // before dhclient can send from it.
+    ctr.run(&format!(
+        "ip link set eth0 up && sleep 3 && timeout 30 dhclient -6 -1 -v -sf {} -pf {} -lf {} eth0 >{} 2>&1 || true",
+        script.display(),
+        dir.join("pid").display(),
+        dir.join("leases").display(),
+        dir.join("dhclient.log").display(),
+    ));
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            &format!("kill $(cat {}) 2>/dev/null", dir.join("pid").display()),
+        ])
+        .status();
+    std::fs::read_to_string(&seen)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with("PREINIT6"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// DHCPv6 against Debian's pasta, with ISC dhclient as the client: both
+/// lease the host's own IPv6 address (passt's DHCPv6 hands out the copied
+/// address, which SLAAC cannot give).
+#[test]
+fn pasta_dhcpv6_leases_the_hosts_address_like_debian_pasta() {
+    inside(
+        "pasta_dhcpv6_leases_the_hosts_address_like_debian_pasta",
+        || {
+            let root = slipway_testkit::temp_dir().unwrap();
+            let link = pasta6_setup(root.path());
+            let real = pasta_dhcpv6_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
+            let ours = pasta_dhcpv6_twin(&link, root.path(), "slipway");
+            eprintln!("real: {real:?}\nours: {ours:?}");
+            assert!(real.contains("BOUND6 2001:db8:99::2/"), "{real:?}");
+            assert_eq!(ours, real);
+        },
+    );
+}
+
+/// Starts `program` as passt with libvirt's command line in a fresh
+/// [`twin6`], boots the test guest on it and returns what the guest's
+/// IPv6 side got and reached (the guest configures itself by SLAAC: its
+/// busybox has no DHCPv6 client).
+fn passt6_twin(program: &Path, root: &Path, label: &str) -> Vec<(String, Option<String>)> {
+    let twin = twin6();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&format!("chmod 0777 {}", dir.display()));
+    let up = Twin::http(
+        &twin.upstream,
+        &site(&dir, "up", "on-upstream6"),
+        "2001:db8:100::7".parse().unwrap(),
+    );
+    let peer = Twin::http(
+        &twin.upstream,
+        &site(&dir, "peer", "on-prefix-peer6"),
+        "2001:db8:99::3".parse().unwrap(),
+    );
+    let lo = Twin::http(
+        &twin.private,
+        &site(&dir, "lo", "on-private-loopback6"),
+        "::1".parse().unwrap(),
+    );
+    let out = twin
+        .in_private(program)
+        .args(libvirt_args(&dir))
+        .output()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.join("passt.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{label}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    let script = format!(
+        "ip link set eth0 up\n\
+         for i in $(seq 1 30); do ip -6 addr show dev eth0 scope global | grep -q inet6 && ip -6 route | grep -q ^default && break; sleep 1; done\n\
+         sleep 2\n\
+         result addr6 \"$(ip -6 addr show dev eth0 scope global | grep -o \"inet6 [^ ]*\" | sort | tr \"\\n\" \" \")\"\n\
+         result route6 \"$(ip -6 route | grep ^default | cut -d\" \" -f1-5)\"\n\
+         get() {{ printf \"GET /marker.txt HTTP/1.0\\r\\n\\r\\n\" | timeout 10 nc $1 $2 | tail -n 1; }}\n\
+         result upstream6 \"$(get 2001:db8:100::7 {up})\"\n\
+         result peer6 \"$(get 2001:db8:99::3 {peer})\"\n\
+         result loopback6 \"$(get fe80::1%eth0 {lo})\"\n\
+         ready done\n\
+         sleep 60\n",
+        up = up.port(),
+        peer = peer.port(),
+        lo = lo.port(),
+    );
+    let mut guest = Guest::builder()
+        .netdev(&format!(
+            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+            dir.join("passt.sock").display()
+        ))
+        .mac("52:54:00:12:34:56")
+        .script(&script)
+        .timeout(std::time::Duration::from_secs(400))
+        .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
+        .boot()
+        .unwrap();
+    if let Err(e) = guest.wait_for_line("SLIPWAY-READY done", std::time::Duration::from_secs(300)) {
+        panic!(
+            "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
+            guest.console(),
+            log()
+        );
+    }
+    let out = guest.output_so_far();
+    eprintln!("--- {label} console ---\n{}", out.console);
+    ["addr6", "route6", "upstream6", "peer6", "loopback6"]
+        .iter()
+        .map(|k| (k.to_string(), out.result(k).map(str::to_owned)))
+        .collect()
+}
+
+/// libvirt's passt command line on a host with IPv6, against Debian's
+/// passt: the test guest gets the same SLAAC address in the host's prefix
+/// and default route (via the router's link-local address), and reaches
+/// a server beyond the router, a host of the copied prefix, and the
+/// host's `::1` through the gateway's link-local address.
+#[test]
+fn passt_ipv6_matches_debian_passt() {
+    inside("passt_ipv6_matches_debian_passt", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        let passt = link.with_file_name("passt");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &passt).unwrap();
+        let real = passt6_twin(Path::new("/usr/bin/passt"), root.path(), "real");
+        let ours = passt6_twin(&passt, root.path(), "slipway");
+        eprintln!("real: {real:?}\nours: {ours:?}");
+        let get = |k: &str| {
+            real.iter()
+                .find(|(key, _)| key == k)
+                .and_then(|(_, v)| v.clone())
+        };
+        // SLAAC in the host's prefix, with the guest's own identifier.
+        assert!(
+            get("addr6").is_some_and(|a| a.contains("inet6 2001:db8:99:0:5054:ff:fe12:3456/64")),
+            "{real:?}"
+        );
+        assert_eq!(
+            get("route6").as_deref(),
+            Some("default via fe80::1 dev eth0"),
+            "{real:?}"
+        );
+        assert_eq!(
+            get("upstream6").as_deref(),
+            Some("on-upstream6"),
+            "{real:?}"
+        );
+        assert_eq!(get("peer6").as_deref(), Some("on-prefix-peer6"), "{real:?}");
+        assert_eq!(
+            get("loopback6").as_deref(),
+            Some("on-private-loopback6"),
+            "{real:?}"
+        );
+        assert_eq!(ours, real);
+    });
+}
+
+/// `-a` and `-g` with IPv6 addresses (and IPv4 ones beside them) against
+/// Debian's pasta: the container gets the given address (nodad) and a
+/// default route via the given gateway, which maps to the host's ::1.
+#[test]
+fn pasta_ipv6_address_and_gateway_options_match_debian_pasta() {
+    inside(
+        "pasta_ipv6_address_and_gateway_options_match_debian_pasta",
+        || {
+            let root = slipway_testkit::temp_dir().unwrap();
+            let link = pasta6_setup(root.path());
+            let options = [
+                "-a",
+                "2001:db8:99::20",
+                "-g",
+                "fe80::1",
+                "-a",
+                "10.99.0.20",
+                "-g",
+                "10.99.0.1",
+                // Without it Debian's pasta gives 10.99.0.20 its class's
+                // /8 (README: slipway as passt).
+                "-n",
+                "24",
+            ];
+            let real = pasta6_twin(Path::new("/usr/bin/pasta"), root.path(), "real", &options);
+            let ours = pasta6_twin(&link, root.path(), "slipway", &options);
+            eprintln!("real: {real:?}\nours: {ours:?}");
+            assert!(
+                real.address
+                    .contains("inet6 2001:db8:99::20/64 scope global nodad"),
+                "{real:?}"
+            );
+            assert!(
+                real.routes.contains("default via fe80::1 dev eth0"),
+                "{real:?}"
+            );
+            assert_eq!(real.address4.trim(), "10.99.0.20/24", "{real:?}");
+            assert_eq!(real.loopback, "on-private-loopback6", "{real:?}");
+            assert_eq!(ours.dns, real.dns_tcp, "{ours:?}");
+            let ours = Pasta6Seen {
+                dns: real.dns.clone(),
+                ..ours
+            };
+            assert_eq!(ours, real);
+        },
+    );
+}

@@ -75,6 +75,11 @@ pub struct Ipv6Config {
     pub host: Ipv6Addr,
     /// Guest-visible DNS server address; queries to it go to the upstreams.
     pub dns: Ipv6Addr,
+    /// The stack's link-local address: the source of its router
+    /// advertisements and neighbour solicitations, hence the guest's
+    /// default gateway ([`ROUTER_LINK_LOCAL`] unless slipway runs as
+    /// passt or pasta, which take the host's gateway's).
+    pub router: Ipv6Addr,
 }
 
 impl Ipv6Config {
@@ -87,7 +92,7 @@ impl Ipv6Config {
     /// Whether `addr` is a virtual IPv6 address the stack owns (it answers
     /// neighbour solicitations for it and terminates traffic to it).
     pub fn is_virtual(&self, addr: Ipv6Addr) -> bool {
-        addr == self.host || addr == self.dns || addr == ROUTER_LINK_LOCAL
+        addr == self.host || addr == self.dns || addr == self.router
     }
 }
 
@@ -208,6 +213,15 @@ pub struct CopiedNetwork {
     /// Whether the host address (the gateway) maps to the host's loopback;
     /// off (passt's `--no-map-gw`), traffic to it goes to the real gateway.
     pub map_gw: bool,
+    /// The guest's one IPv6 address (the host's global one, in the IPv6
+    /// prefix, which is the host's); `None` when IPv6 is not copied. The
+    /// prefix's other addresses are then hosts beyond the host, as the
+    /// IPv4 subnet's are, and `ipv6.host` is the host's gateway's
+    /// (link-local) address.
+    pub guest6: Option<Ipv6Addr>,
+    /// The IPv6 DNS servers advertised (RDNSS, DHCPv6): the host's IPv6
+    /// resolvers, a loopback one replaced by the mapped gateway.
+    pub dns6: Vec<Ipv6Addr>,
 }
 
 /// The host addresses outbound TCP connections, UDP flows and DNS
@@ -279,13 +293,26 @@ impl StackConfig {
         })
     }
 
+    /// Whether `addr` is a host beyond the host in a copied IPv6 prefix
+    /// ([`CopiedNetwork::guest6`]): an address of the prefix that is
+    /// neither the guest's, virtual, nor the prefix's own.
+    pub fn is_copied_peer6(&self, addr: Ipv6Addr) -> bool {
+        self.copied.as_ref().is_some_and(|c| {
+            c.guest6.is_some_and(|g| g != addr)
+                && self.ipv6.in_prefix(addr)
+                && addr != self.ipv6.prefix
+                && !self.ipv6.is_virtual(addr)
+        })
+    }
+
     /// The IPv6 DNS servers advertised (RDNSS, DHCPv6): none under
-    /// `restrict=on`, where the guest gets no way out.
+    /// `restrict=on`, where the guest gets no way out; the copied ones
+    /// on a copied network.
     pub fn ipv6_dns_servers(&self) -> Vec<Ipv6Addr> {
-        if self.restrict {
-            Vec::new()
-        } else {
-            vec![self.ipv6.dns]
+        match &self.copied {
+            _ if self.restrict => Vec::new(),
+            Some(c) if c.guest6.is_some() => c.dns6.clone(),
+            _ => vec![self.ipv6.dns],
         }
     }
 
@@ -338,7 +365,7 @@ impl StackConfig {
                     ip == self.ipv6.dns,
                     ip == self.ipv6.host,
                     ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-                    self.ipv6.in_prefix(ip)
+                    (self.ipv6.in_prefix(ip) && !self.is_copied_peer6(ip))
                         || ip.is_multicast()
                         || ip.is_unspecified()
                         || ip.is_loopback()
@@ -496,7 +523,8 @@ pub(crate) fn guest_visible(
         }
         (IpAddr::V6(_), IpAddr::V4(ip)) if ip.is_loopback() => IpAddr::V6(cfg.ipv6.host),
         (IpAddr::V6(_), IpAddr::V6(ip))
-            if !cfg.ipv6.in_prefix(ip) && !ip.is_unicast_link_local() =>
+            if (!cfg.ipv6.in_prefix(ip) || cfg.is_copied_peer6(ip))
+                && !ip.is_unicast_link_local() =>
         {
             IpAddr::V6(ip)
         }
@@ -624,6 +652,8 @@ mod tests {
             guest: cfg.dhcp_start,
             dhcp_dns: vec![Ipv4Addr::new(198, 51, 100, 53)],
             map_gw: true,
+            guest6: None,
+            dns6: Vec::new(),
         });
         let dhcp = dhcp_config(&cfg);
         assert_eq!(

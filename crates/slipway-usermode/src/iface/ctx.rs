@@ -15,7 +15,7 @@ use smoltcp::wire::{
 use super::counters::{Counters, DropReason};
 use super::neighbours::{Held, Neighbours};
 use super::tx::GuestTx;
-use crate::config::{HostForward, StackConfig, ROUTER_LINK_LOCAL};
+use crate::config::{HostForward, StackConfig};
 use crate::wire::framing::{
     vnet_header, Offload, MAX_OFFLOAD_PACKET, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     VNET_HDR_LEN,
@@ -286,14 +286,10 @@ impl Ctx<'_> {
             IpAddr::V6(ip) => {
                 let group = ndp::solicited_node(ip);
                 let len = ndp::SOLICIT_LEN;
-                self.emit_ipv6(
-                    None,
-                    ROUTER_LINK_LOCAL,
-                    group,
-                    IpProtocol::Icmpv6,
-                    len,
-                    |buf| ndp::write_solicit(buf, ROUTER_LINK_LOCAL, ip),
-                );
+                let router = self.cfg.ipv6.router;
+                self.emit_ipv6(None, router, group, IpProtocol::Icmpv6, len, |buf| {
+                    ndp::write_solicit(buf, router, ip)
+                });
             }
         }
     }

@@ -14,11 +14,11 @@ use mio::Registry;
 use smoltcp::wire::{EthernetAddress, IpProtocol, Ipv6Packet};
 
 use super::{Stack, StackError};
-use crate::config::{StackConfig, ROUTER_LINK_LOCAL};
+use crate::config::StackConfig;
 use crate::iface::udp;
 use crate::iface::{DropReason, RxChecksum, GATEWAY_MAC, IPV6_HEADER_LEN};
 use crate::ndp;
-use slipway_dhcp::v6::{Dhcpv6Config, Dhcpv6Server, ALL_SERVERS, SERVER_PORT};
+use slipway_dhcp::v6::{Dhcpv6Config, Dhcpv6Pool, Dhcpv6Server, ALL_SERVERS, SERVER_PORT};
 
 /// All-routers multicast group (router solicitations go there).
 const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
@@ -33,13 +33,24 @@ pub(super) struct Ipv6State {
 
 impl Ipv6State {
     /// The state for `cfg`: a DHCPv6 server handing out the IPv6 DNS
-    /// address and the search list (neither under `restrict=on`).
+    /// address and the search list (neither under `restrict=on`); on a
+    /// copied network (passt's model) it also leases the guest's one
+    /// address, the host's, for ever, to a client asking for it (IA_NA).
     pub fn new(cfg: &StackConfig) -> Result<Self, StackError> {
-        let dhcp = Dhcpv6Server::new(&Dhcpv6Config {
+        let mut dhcp = Dhcpv6Server::new(&Dhcpv6Config {
             server_mac: GATEWAY_MAC.0,
             dns_servers: cfg.ipv6_dns_servers(),
             domain_search: cfg.dns_search_list(),
         })?;
+        if let Some(guest) = cfg.copied.as_ref().and_then(|c| c.guest6) {
+            dhcp = dhcp.with_pool(Dhcpv6Pool {
+                start: guest,
+                end: guest,
+                prefix: cfg.ipv6.prefix_len,
+                lease_time: None,
+                hosts: Vec::new(),
+            })?;
+        }
         Ok(Ipv6State {
             dhcp,
             next_ra: None,
@@ -99,7 +110,7 @@ impl Stack {
         if (multicast && !wanted_group(dst))
             || (!multicast
                 && !v6.is_virtual(dst)
-                && (v6.in_prefix(dst)
+                && ((v6.in_prefix(dst) && !core.cfg.is_copied_peer6(dst))
                     || dst.is_unicast_link_local()
                     || dst.is_loopback()
                     || dst.is_unspecified()))
@@ -179,10 +190,11 @@ impl Stack {
                 }
             };
             tracing::info!(mac = %src_mac, "DHCPv6 reply (stateless)");
+            let router = core.cfg.ipv6.router;
             udp::emit(
                 &mut core.ctx(registry, now),
                 Some(src_mac),
-                SocketAddr::new(ROUTER_LINK_LOCAL.into(), SERVER_PORT),
+                SocketAddr::new(router.into(), SERVER_PORT),
                 SocketAddr::new(src.into(), sport),
                 &reply,
             );
@@ -212,6 +224,7 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ROUTER_LINK_LOCAL;
     use crate::iface::ETHERNET_HEADER_LEN;
     use crate::options::parse_options;
     use proptest::prelude::*;
