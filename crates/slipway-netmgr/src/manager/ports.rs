@@ -327,10 +327,15 @@ fn allocate(net: &Network, port: &mut NetworkPort, others: &[NetworkPort]) -> Re
 /// from the port, else its portgroup, else the network; the
 /// `<virtualport>` merged from the port's, the network's and the
 /// portgroup's; an openvswitch port's missing `interfaceid` generated (what
-/// libvirt's QEMU driver then passes to ovs-vsctl as `iface-id`).
+/// libvirt's QEMU driver then passes to ovs-vsctl as `iface-id`); and
+/// `trustGuestRxFilters` from the port, else its portgroup, else the network.
 fn merge_port_settings(net: &Network, port: &mut NetworkPort) -> Result<()> {
     let pg = merge::find_portgroup(net, port.group.as_deref());
     port.vlan = merge::port_vlan(port.vlan.as_ref(), pg, net);
+    port.trust_guest_rx_filters = port
+        .trust_guest_rx_filters
+        .or(pg.and_then(|g| g.trust_guest_rx_filters))
+        .or(net.trust_guest_rx_filters);
     port.virtualport = merge::merge_virtualports(
         port.virtualport.as_ref(),
         net.virtualport.as_ref(),
@@ -1055,6 +1060,40 @@ mod tests {
         let xml = m.port_xml(&n, uuid(P2)).unwrap();
         assert!(xml.contains("<outbound average='900'/>"), "{xml}");
         assert!(!xml.contains("inbound"), "{xml}");
+    }
+
+    /// `trustGuestRxFilters` comes from the port, else its portgroup,
+    /// else the network, as `networkAllocatePort` copies it.
+    #[test]
+    fn a_port_takes_trust_guest_rx_filters_from_its_portgroup_or_network() {
+        let net = NET
+            .replace("<network>", "<network trustGuestRxFilters='no'>")
+            .replace(
+                "<ip ",
+                "<portgroup name='trusted' trustGuestRxFilters='yes'/><portgroup name='plain'/><ip ",
+            );
+        let (_d, m) = setup(&net);
+        let n = Lookup::any("n");
+        m.start(&n).unwrap();
+        const P3: &str = "1d744f21-ba4a-4d6e-bdb2-30a35ff3207d";
+        let cases = [
+            (P1, "52:54:00:00:00:01", "<group>trusted</group>", "yes"),
+            (P2, "52:54:00:00:00:02", "<group>plain</group>", "no"),
+            (
+                P3,
+                "52:54:00:00:00:03",
+                "<group>trusted</group><rxfilters trustGuest='no'/>",
+                "no",
+            ),
+        ];
+        for (id, mac, extra, want) in cases {
+            create(&m, &port_xml(id, mac, extra)).unwrap();
+            let xml = m.port_xml(&n, uuid(id)).unwrap();
+            assert!(
+                xml.contains(&format!("<rxfilters trustGuest='{want}'/>")),
+                "{extra}: {xml}"
+            );
+        }
     }
 
     #[test]
