@@ -939,6 +939,24 @@ pub(crate) mod udp_tests {
         panic!("nothing came back from the host");
     }
 
+    /// Turns UDP_GRO on for `sock`: the kernel hands it coalesced runs
+    /// of datagrams with their segment size in a control message.
+    fn enable_gro(sock: &std::net::UdpSocket) {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a c_int it reads, on a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "UDP_GRO: {}", std::io::Error::last_os_error());
+    }
+
     fn echo_server() -> (std::net::UdpSocket, u16) {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();
@@ -1022,7 +1040,6 @@ pub(crate) mod udp_tests {
     /// every datagram with its own size and bytes.
     #[test]
     fn guest_datagrams_of_a_batch_leave_in_one_gso_send() {
-        use std::os::fd::AsRawFd;
         let poll = mio::Poll::new().unwrap();
         let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
         stack.start(poll.registry()).unwrap();
@@ -1039,18 +1056,7 @@ pub(crate) mod udp_tests {
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
             if gro {
-                let on: libc::c_int = 1;
-                // SAFETY: setsockopt with a c_int it reads.
-                let rc = unsafe {
-                    libc::setsockopt(
-                        server.as_raw_fd(),
-                        libc::SOL_UDP,
-                        libc::UDP_GRO,
-                        (&on as *const libc::c_int).cast(),
-                        std::mem::size_of::<libc::c_int>() as u32,
-                    )
-                };
-                assert_eq!(rc, 0);
+                enable_gro(&server);
             }
             for (i, &len) in sizes.iter().enumerate() {
                 let frame = udp_frame(4100, host, port, &payload(i, len));
@@ -1658,7 +1664,6 @@ pub(crate) mod udp_tests {
     #[test]
     fn a_udp_segmentation_offload_frame_leaves_as_its_datagrams() {
         use std::num::NonZeroU16;
-        use std::os::fd::AsRawFd;
         let poll = mio::Poll::new().unwrap();
         let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
         stack.start(poll.registry()).unwrap();
@@ -1670,18 +1675,7 @@ pub(crate) mod udp_tests {
         server
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt with a c_int it reads.
-        let rc = unsafe {
-            libc::setsockopt(
-                server.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_GRO,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
-        assert_eq!(rc, 0);
+        enable_gro(&server);
         // 5 x 1200 bytes and a last one of 345, each different.
         let payload: Vec<u8> = (0..5 * 1200 + 345)
             .map(|j| (j * 7 + j / 1200) as u8)
