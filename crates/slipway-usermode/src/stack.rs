@@ -939,6 +939,20 @@ pub(crate) mod udp_tests {
         panic!("nothing came back from the host");
     }
 
+    /// A started stack with a UDP host forward from a free port of
+    /// 127.0.0.1 to the guest's port 7777, and that host port.
+    fn started_with_udp_forward(poll: &mio::Poll) -> (Stack, u16) {
+        let port = {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let mut stack =
+            Stack::new(parse_options(&format!("hostfwd=udp:127.0.0.1:{port}-:7777")).unwrap())
+                .unwrap();
+        stack.start(poll.registry()).unwrap();
+        (stack, port)
+    }
+
     /// Turns UDP_GRO on for `sock`: the kernel hands it coalesced runs
     /// of datagrams with their segment size in a control message.
     fn enable_gro(sock: &std::net::UdpSocket) {
@@ -1409,14 +1423,7 @@ pub(crate) mod udp_tests {
     #[test]
     fn udp_forward_relays_both_ways_per_peer() {
         let mut poll = mio::Poll::new().unwrap();
-        let port = {
-            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let mut stack =
-            Stack::new(parse_options(&format!("hostfwd=udp:127.0.0.1:{port}-:7777")).unwrap())
-                .unwrap();
-        stack.start(poll.registry()).unwrap();
+        let (mut stack, port) = started_with_udp_forward(&poll);
         stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
         stack.guest_tx().clear();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1722,14 +1729,7 @@ pub(crate) mod udp_tests {
     #[test]
     fn interleaved_and_reused_udp_flows_keep_their_datagrams_apart() {
         let mut poll = mio::Poll::new().unwrap();
-        let fport = {
-            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let mut stack =
-            Stack::new(parse_options(&format!("hostfwd=udp:127.0.0.1:{fport}-:7777")).unwrap())
-                .unwrap();
-        stack.start(poll.registry()).unwrap();
+        let (mut stack, fport) = started_with_udp_forward(&poll);
         let reg = poll.registry().try_clone().unwrap();
         let host = Ipv4Addr::new(10, 0, 2, 2);
         let t0 = Instant::now();
