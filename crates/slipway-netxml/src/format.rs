@@ -4,13 +4,12 @@
 //! bandwidth, port, ip…, route…, virtualport, portgroup…, dnsmasq:options)
 //! whatever the order of the input.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::model::*;
 use crate::netdev::{write_bandwidth, write_virtualport, write_vlan};
 use crate::parse::DNSMASQ_NS;
-use crate::tree::esc;
+use crate::tree::{esc, yes_no, Tag, XmlWriter};
 use crate::MacAddr;
 
 /// An address as libvirt prints it (glibc's `inet_ntop`). That matches
@@ -27,32 +26,6 @@ fn addr(a: IpAddr) -> String {
     a.to_string()
 }
 
-/// A buffer with libvirt's indentation handling.
-struct Buf {
-    out: String,
-    indent: usize,
-}
-
-impl Buf {
-    /// Appends one line at the current indentation.
-    fn line(&mut self, text: &str) {
-        for _ in 0..self.indent {
-            self.out.push(' ');
-        }
-        self.out.push_str(text);
-        self.out.push('\n');
-    }
-}
-
-/// libvirt's spelling of a tristate that is set.
-pub(crate) fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
-}
-
 fn family_str(f: IpFamily) -> &'static str {
     match f {
         IpFamily::Ipv4 => "ipv4",
@@ -60,44 +33,34 @@ fn family_str(f: IpFamily) -> &'static str {
     }
 }
 
-fn lease_line(b: &mut Buf, lease: &Lease) {
-    match lease.unit {
-        Some(unit) if lease.expiry != 0 => b.line(&format!(
-            "<lease expiry='{}' unit='{}'/>",
-            lease.expiry,
-            unit.as_str()
-        )),
-        None if lease.expiry != 0 => b.line(&format!(
-            "<lease expiry='{}' unit='minutes'/>",
-            lease.expiry
-        )),
-        _ => b.line("<lease expiry='0'/>"),
-    }
+fn lease_line(b: &mut XmlWriter, lease: &Lease) {
+    let unit = lease.unit.unwrap_or(LeaseUnit::Minutes);
+    b.empty(
+        Tag::new("lease")
+            .attr("expiry", lease.expiry)
+            .opt("unit", (lease.expiry != 0).then_some(unit.as_str())),
+    );
 }
 
 /// An element that is self-closing without a lease and wraps it otherwise.
-fn with_lease(b: &mut Buf, open: &str, close: &str, lease: Option<&Lease>) {
+fn with_lease(b: &mut XmlWriter, tag: Tag, name: &str, lease: Option<&Lease>) {
     match lease {
-        None => b.line(&format!("{open}/>")),
+        None => b.empty(tag),
         Some(l) => {
-            b.line(&format!("{open}>"));
-            b.indent += 2;
+            b.start(tag);
             lease_line(b, l);
-            b.indent -= 2;
-            b.line(close);
+            b.end(name);
         }
     }
 }
 
-fn forward(b: &mut Buf, f: &Forward) {
-    let mut open = String::from("<forward");
+fn forward(b: &mut XmlWriter, f: &Forward) {
     // libvirt prints the first interface as dev= unless the pool is a PF's.
-    if let Some(dev) = f.dev().filter(|_| f.pf.is_none()) {
-        let _ = write!(open, " dev='{}'", esc(dev));
-    }
-    let _ = write!(open, " mode='{}'", f.mode.as_str());
+    let mut tag = Tag::new("forward")
+        .opt("dev", f.dev().filter(|_| f.pf.is_none()).map(esc))
+        .attr("mode", f.mode.as_str());
     if f.mode == ForwardMode::Hostdev {
-        let _ = write!(open, " managed='{}'", yes_no(f.managed.unwrap_or(false)));
+        tag = tag.attr("managed", yes_no(f.managed.unwrap_or(false)));
     }
     if f.interfaces.is_empty()
         && f.pci_addresses.is_empty()
@@ -105,47 +68,34 @@ fn forward(b: &mut Buf, f: &Forward) {
         && f.nat.is_none()
         && f.driver.is_none()
     {
-        open.push_str("/>");
-        b.line(&open);
+        b.empty(tag);
         return;
     }
-    open.push('>');
-    b.line(&open);
-    b.indent += 2;
+    b.start(tag);
     if let Some(d) = f.driver {
-        b.line(&format!("<driver name='{}'/>", d.as_str()));
+        b.empty(Tag::new("driver").attr("name", d.as_str()));
     }
     if let (ForwardMode::Nat, Some(nat)) = (f.mode, &f.nat) {
-        let mut open = String::from("<nat");
-        if let Some(v6) = nat.ipv6 {
-            let _ = write!(open, " ipv6='{}'", yes_no(v6));
-        }
+        let tag = Tag::new("nat").opt("ipv6", nat.ipv6.map(yes_no));
         if nat.address.is_none() && nat.port.is_none() {
-            open.push_str("/>");
-            b.line(&open);
+            b.empty(tag);
         } else {
-            open.push('>');
-            b.line(&open);
-            b.indent += 2;
+            b.start(tag);
             if let Some((start, end)) = nat.address {
-                b.line(&format!("<address start='{start}' end='{end}'/>"));
+                b.empty(Tag::new("address").attr("start", start).attr("end", end));
             }
             if let Some((start, end)) = nat.port {
-                if end != 0 {
-                    b.line(&format!("<port start='{start}' end='{end}'/>"));
-                } else {
-                    b.line(&format!("<port start='{start}'/>"));
-                }
+                let end = Some(end).filter(|&e| e != 0);
+                b.empty(Tag::new("port").attr("start", start).opt("end", end));
             }
-            b.indent -= 2;
-            b.line("</nat>");
+            b.end("nat");
         }
     }
     if let Some(pf) = &f.pf {
-        b.line(&format!("<pf dev='{}'/>", esc(pf)));
+        b.empty(Tag::new("pf").attr("dev", esc(pf)));
     }
     for dev in &f.interfaces {
-        b.line(&format!("<interface dev='{}'/>", esc(dev)));
+        b.empty(Tag::new("interface").attr("dev", esc(dev)));
     }
     for a in &f.pci_addresses {
         b.line(&format!(
@@ -153,231 +103,158 @@ fn forward(b: &mut Buf, f: &Forward) {
             a.domain, a.bus, a.slot, a.function
         ));
     }
-    b.indent -= 2;
-    b.line("</forward>");
+    b.end("forward");
 }
 
-fn dns(b: &mut Buf, d: &Dns) {
+fn dns(b: &mut XmlWriter, d: &Dns) {
     let records =
         !(d.forwarders.is_empty() && d.txts.is_empty() && d.srvs.is_empty() && d.hosts.is_empty());
     if d.enable.is_none() && d.forward_plain_names.is_none() && !records {
         return;
     }
-    let mut open = String::from("<dns");
-    if let Some(e) = d.enable {
-        let _ = write!(open, " enable='{}'", yes_no(e));
-    }
-    if let Some(f) = d.forward_plain_names {
-        let _ = write!(open, " forwardPlainNames='{}'", yes_no(f));
-    }
+    let tag = Tag::new("dns")
+        .opt("enable", d.enable.map(yes_no))
+        .opt("forwardPlainNames", d.forward_plain_names.map(yes_no));
     if !records {
-        open.push_str("/>");
-        b.line(&open);
+        b.empty(tag);
         return;
     }
-    open.push('>');
-    b.line(&open);
-    b.indent += 2;
+    b.start(tag);
     for f in &d.forwarders {
-        let mut l = String::from("<forwarder");
-        if let Some(dom) = &f.domain {
-            let _ = write!(l, " domain='{}'", esc(dom));
-        }
-        if let Some(a) = f.addr {
-            let _ = write!(l, " addr='{}'", addr(a));
-        }
-        l.push_str("/>");
-        b.line(&l);
+        b.empty(
+            Tag::new("forwarder")
+                .opt("domain", f.domain.as_deref().map(esc))
+                .opt("addr", f.addr.map(addr)),
+        );
     }
     for t in &d.txts {
-        b.line(&format!(
-            "<txt name='{}' value='{}'/>",
-            esc(&t.name),
-            esc(&t.value)
-        ));
+        b.empty(
+            Tag::new("txt")
+                .attr("name", esc(&t.name))
+                .attr("value", esc(&t.value)),
+        );
     }
     for s in &d.srvs {
         // libvirt skips records lacking service or protocol.
         let (Some(service), Some(protocol)) = (&s.service, &s.protocol) else {
             continue;
         };
-        let mut l = format!(
-            "<srv service='{}' protocol='{}'",
-            esc(service),
-            esc(protocol)
+        let nonzero = |v: Option<u16>| v.filter(|&v| v != 0);
+        b.empty(
+            Tag::new("srv")
+                .attr("service", esc(service))
+                .attr("protocol", esc(protocol))
+                .opt("domain", s.domain.as_deref().map(esc))
+                .opt("target", s.target.as_deref().map(esc))
+                .opt("port", nonzero(s.port))
+                .opt("priority", nonzero(s.priority))
+                .opt("weight", nonzero(s.weight)),
         );
-        if let Some(v) = &s.domain {
-            let _ = write!(l, " domain='{}'", esc(v));
-        }
-        if let Some(v) = &s.target {
-            let _ = write!(l, " target='{}'", esc(v));
-        }
-        for (name, v) in [
-            ("port", s.port),
-            ("priority", s.priority),
-            ("weight", s.weight),
-        ] {
-            if let Some(v) = v.filter(|&v| v != 0) {
-                let _ = write!(l, " {name}='{v}'");
-            }
-        }
-        l.push_str("/>");
-        b.line(&l);
     }
     for h in &d.hosts {
-        match h.ip {
-            Some(ip) => b.line(&format!("<host ip='{}'>", addr(ip))),
-            None => b.line("<host>"),
-        }
-        b.indent += 2;
+        b.start(Tag::new("host").opt("ip", h.ip.map(addr)));
         for name in &h.hostnames {
-            b.line(&format!("<hostname>{}</hostname>", esc(name)));
+            b.text("hostname", name);
         }
-        b.indent -= 2;
-        b.line("</host>");
+        b.end("host");
     }
-    b.indent -= 2;
-    b.line("</dns>");
+    b.end("dns");
 }
 
-fn ip(b: &mut Buf, ip: &IpDef) {
-    let mut open = String::from("<ip");
-    if let Some(f) = ip.family {
-        let _ = write!(open, " family='{}'", family_str(f));
-    }
-    let _ = write!(open, " address='{}'", addr(ip.address));
-    if let Some(m) = ip.netmask {
-        let _ = write!(open, " netmask='{m}'");
-    }
-    if let Some(p) = ip.prefix.filter(|&p| p != 0) {
-        let _ = write!(open, " prefix='{p}'");
-    }
-    if let Some(l) = ip.local_ptr {
-        let _ = write!(open, " localPtr='{}'", yes_no(l));
-    }
-    open.push('>');
+fn ip(b: &mut XmlWriter, ip: &IpDef) {
     // libvirt always writes <ip> as an open and a close tag, even when empty.
-    b.line(&open);
-    b.indent += 2;
+    b.start(
+        Tag::new("ip")
+            .opt("family", ip.family.map(family_str))
+            .attr("address", addr(ip.address))
+            .opt("netmask", ip.netmask)
+            .opt("prefix", ip.prefix.filter(|&p| p != 0))
+            .opt("localPtr", ip.local_ptr.map(yes_no)),
+    );
     if let Some(root) = &ip.tftp_root {
-        b.line(&format!("<tftp root='{}'/>", esc(root)));
+        b.empty(Tag::new("tftp").attr("root", esc(root)));
     }
     if let Some(d) = ip
         .dhcp
         .as_ref()
         .filter(|d| !(d.ranges.is_empty() && d.hosts.is_empty()))
     {
-        b.line("<dhcp>");
-        b.indent += 2;
+        b.start(Tag::new("dhcp"));
         for r in &d.ranges {
-            with_lease(
-                b,
-                &format!("<range start='{}' end='{}'", addr(r.start), addr(r.end)),
-                "</range>",
-                r.lease.as_ref(),
-            );
+            let tag = Tag::new("range")
+                .attr("start", addr(r.start))
+                .attr("end", addr(r.end));
+            with_lease(b, tag, "range", r.lease.as_ref());
         }
         for h in &d.hosts {
-            let mut open = String::from("<host");
-            if let Some(m) = h.mac {
-                match &h.mac_text {
-                    Some(t) if t.parse::<MacAddr>() == Ok(m) => {
-                        let _ = write!(open, " mac='{}'", esc(t));
-                    }
-                    _ => {
-                        let _ = write!(open, " mac='{m}'");
-                    }
-                }
-            }
-            if let Some(id) = &h.id {
-                let _ = write!(open, " id='{}'", esc(id));
-            }
-            if let Some(n) = &h.name {
-                let _ = write!(open, " name='{}'", esc(n));
-            }
-            if let Some(a) = h.ip {
-                let _ = write!(open, " ip='{}'", addr(a));
-            }
-            with_lease(b, &open, "</host>", h.lease.as_ref());
+            // The MAC as written when it reads back as the same address.
+            let mac = h.mac.map(|m| match &h.mac_text {
+                Some(t) if t.parse::<MacAddr>() == Ok(m) => esc(t),
+                _ => m.to_string(),
+            });
+            let tag = Tag::new("host")
+                .opt("mac", mac)
+                .opt("id", h.id.as_deref().map(esc))
+                .opt("name", h.name.as_deref().map(esc))
+                .opt("ip", h.ip.map(addr));
+            with_lease(b, tag, "host", h.lease.as_ref());
         }
         if let Some(bp) = &d.bootp {
-            let mut l = format!("<bootp file='{}'", esc(&bp.file));
-            if let Some(s) = bp.server {
-                let _ = write!(l, " server='{}'", addr(s));
-            }
-            l.push_str("/>");
-            b.line(&l);
+            b.empty(
+                Tag::new("bootp")
+                    .attr("file", esc(&bp.file))
+                    .opt("server", bp.server.map(addr)),
+            );
         }
-        b.indent -= 2;
-        b.line("</dhcp>");
+        b.end("dhcp");
     }
-    b.indent -= 2;
-    b.line("</ip>");
+    b.end("ip");
 }
 
-fn route(b: &mut Buf, r: &Route) {
-    let mut l = String::from("<route");
-    if let Some(f) = r.family {
-        let _ = write!(l, " family='{}'", family_str(f));
-    }
-    let _ = write!(l, " address='{}'", addr(r.address));
-    if let Some(m) = r.netmask {
-        let _ = write!(l, " netmask='{m}'");
-    }
-    if let Some(p) = r.prefix {
-        let _ = write!(l, " prefix='{p}'");
-    }
-    let _ = write!(l, " gateway='{}'", addr(r.gateway));
-    if let Some(m) = r.metric.filter(|&m| m != 0) {
-        let _ = write!(l, " metric='{m}'");
-    }
-    l.push_str("/>");
-    b.line(&l);
+fn route(b: &mut XmlWriter, r: &Route) {
+    b.empty(
+        Tag::new("route")
+            .opt("family", r.family.map(family_str))
+            .attr("address", addr(r.address))
+            .opt("netmask", r.netmask)
+            .opt("prefix", r.prefix)
+            .attr("gateway", addr(r.gateway))
+            .opt("metric", r.metric.filter(|&m| m != 0)),
+    );
 }
 
-fn portgroup(b: &mut Buf, pg: &PortGroup) {
-    let mut open = format!("<portgroup name='{}'", esc(&pg.name));
-    if pg.default {
-        open.push_str(" default='yes'");
-    }
-    if let Some(t) = pg.trust_guest_rx_filters {
-        let _ = write!(open, " trustGuestRxFilters='{}'", yes_no(t));
-    }
-    open.push('>');
-    b.line(&open);
-    b.indent += 2;
+fn portgroup(b: &mut XmlWriter, pg: &PortGroup) {
+    b.start(
+        Tag::new("portgroup")
+            .attr("name", esc(&pg.name))
+            .opt("default", pg.default.then_some("yes"))
+            .opt("trustGuestRxFilters", pg.trust_guest_rx_filters.map(yes_no)),
+    );
     if let Some(v) = &pg.vlan {
-        write_vlan(&mut b.out, b.indent, v);
+        write_vlan(b, v);
     }
     if let Some(v) = &pg.virtualport {
-        write_virtualport(&mut b.out, b.indent, v);
+        write_virtualport(b, v);
     }
     if let Some(bw) = &pg.bandwidth {
-        write_bandwidth(&mut b.out, b.indent, bw);
+        write_bandwidth(b, bw);
     }
-    b.indent -= 2;
-    b.line("</portgroup>");
+    b.end("portgroup");
 }
 
 pub(crate) fn format(net: &Network) -> String {
-    let mut b = Buf {
-        out: String::new(),
-        indent: 0,
-    };
-    let mut open = String::from("<network");
-    if !net.dnsmasq_options.is_empty() {
-        let _ = write!(open, " xmlns:dnsmasq='{DNSMASQ_NS}'");
-    }
-    if net.ipv6 == Some(true) {
-        open.push_str(" ipv6='yes'");
-    }
-    if let Some(t) = net.trust_guest_rx_filters {
-        let _ = write!(open, " trustGuestRxFilters='{}'", yes_no(t));
-    }
-    open.push('>');
-    b.line(&open);
-    b.indent = 2;
-    b.line(&format!("<name>{}</name>", esc(&net.name)));
+    let mut b = XmlWriter::new(0);
+    let dnsmasq = !net.dnsmasq_options.is_empty();
+    b.start(
+        Tag::new("network")
+            .opt("xmlns:dnsmasq", dnsmasq.then_some(DNSMASQ_NS))
+            .opt("ipv6", (net.ipv6 == Some(true)).then_some("yes"))
+            .opt(
+                "trustGuestRxFilters",
+                net.trust_guest_rx_filters.map(yes_no),
+            ),
+    );
+    b.text("name", &net.name);
     if let Some(u) = net.uuid {
         b.line(&format!("<uuid>{}</uuid>", u.hyphenated()));
     }
@@ -392,54 +269,47 @@ pub(crate) fn format(net: &Network) -> String {
     let own_bridge = net.has_own_bridge();
     let bridge = net.bridge.clone().unwrap_or_default();
     if own_bridge || bridge.name.is_some() || bridge.mac_table_manager.is_some() {
-        let mut l = String::from("<bridge");
-        if let Some(n) = &bridge.name {
-            let _ = write!(l, " name='{}'", esc(n));
-        }
-        if let Some(z) = &bridge.zone {
-            let _ = write!(l, " zone='{}'", esc(z));
-        }
-        if own_bridge {
-            let stp = if bridge.stp.unwrap_or(true) {
-                "on"
-            } else {
-                "off"
-            };
-            let _ = write!(l, " stp='{stp}' delay='{}'", bridge.delay.unwrap_or(0));
-        }
-        if let Some(m) = bridge.mac_table_manager {
-            let _ = write!(l, " macTableManager='{}'", m.as_str());
-        }
-        l.push_str("/>");
-        b.line(&l);
+        let stp = if bridge.stp.unwrap_or(true) {
+            "on"
+        } else {
+            "off"
+        };
+        b.empty(
+            Tag::new("bridge")
+                .opt("name", bridge.name.as_deref().map(esc))
+                .opt("zone", bridge.zone.as_deref().map(esc))
+                .opt("stp", own_bridge.then_some(stp))
+                .opt("delay", own_bridge.then_some(bridge.delay.unwrap_or(0)))
+                .opt(
+                    "macTableManager",
+                    bridge.mac_table_manager.map(|m| m.as_str()),
+                ),
+        );
     }
     if let Some(m) = net.mtu.filter(|&m| m != 0) {
-        b.line(&format!("<mtu size='{m}'/>"));
+        b.empty(Tag::new("mtu").attr("size", m));
     }
     if let Some(m) = net.mac {
-        b.line(&format!("<mac address='{m}'/>"));
+        b.empty(Tag::new("mac").attr("address", m));
     }
     if let Some(d) = &net.domain {
-        match d.local_only {
-            Some(l) => b.line(&format!(
-                "<domain name='{}' localOnly='{}'/>",
-                esc(&d.name),
-                yes_no(l)
-            )),
-            None => b.line(&format!("<domain name='{}'/>", esc(&d.name))),
-        }
+        b.empty(
+            Tag::new("domain")
+                .attr("name", esc(&d.name))
+                .opt("localOnly", d.local_only.map(yes_no)),
+        );
     }
     if let Some(d) = &net.dns {
         dns(&mut b, d);
     }
     if let Some(v) = &net.vlan {
-        write_vlan(&mut b.out, b.indent, v);
+        write_vlan(&mut b, v);
     }
     if let Some(bw) = &net.bandwidth {
-        write_bandwidth(&mut b.out, b.indent, bw);
+        write_bandwidth(&mut b, bw);
     }
     if let Some(iso) = net.port_isolated {
-        b.line(&format!("<port isolated='{}'/>", yes_no(iso)));
+        b.empty(Tag::new("port").attr("isolated", yes_no(iso)));
     }
     for i in &net.ips {
         ip(&mut b, i);
@@ -448,21 +318,18 @@ pub(crate) fn format(net: &Network) -> String {
         route(&mut b, r);
     }
     if let Some(v) = &net.virtualport {
-        write_virtualport(&mut b.out, b.indent, v);
+        write_virtualport(&mut b, v);
     }
     for pg in &net.portgroups {
         portgroup(&mut b, pg);
     }
-    if !net.dnsmasq_options.is_empty() {
-        b.line("<dnsmasq:options>");
-        b.indent += 2;
+    if dnsmasq {
+        b.start(Tag::new("dnsmasq:options"));
         for o in &net.dnsmasq_options {
-            b.line(&format!("<dnsmasq:option value='{}'/>", esc(o)));
+            b.empty(Tag::new("dnsmasq:option").attr("value", esc(o)));
         }
-        b.indent -= 2;
-        b.line("</dnsmasq:options>");
+        b.end("dnsmasq:options");
     }
-    b.indent = 0;
-    b.line("</network>");
+    b.end("network");
     b.out
 }

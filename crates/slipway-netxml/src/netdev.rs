@@ -18,7 +18,7 @@
 //! refused, `profileid` escaped), it is to keep the output readable
 //! again: each place says why.
 
-use crate::tree::{c_uint, esc, Located, Node, TreeReader};
+use crate::tree::{c_uint, esc, Located, Node, Tag, TreeReader, XmlWriter};
 use crate::XmlError;
 
 /// `<virtualport type>`.
@@ -511,52 +511,37 @@ impl Reader<'_> {
     }
 }
 
-/// Appends `text` as one line at `indent` spaces.
-pub(crate) fn line(out: &mut String, indent: usize, text: &str) {
-    for _ in 0..indent {
-        out.push(' ');
-    }
-    out.push_str(text);
-    out.push('\n');
-}
-
 /// `virNetDevVPortProfileFormat`: only the parameters that belong to the
 /// type (all of them for a typeless one); nothing for one that says nothing.
-pub(crate) fn write_virtualport(out: &mut String, indent: usize, vp: &VirtualPort) {
+pub(crate) fn write_virtualport(b: &mut XmlWriter, vp: &VirtualPort) {
     use VirtualPortType as T;
     let kind = vp.kind;
     let for_types = |types: &[T]| kind.is_none_or(|k| types.contains(&k));
-    let mut params = String::new();
-    if for_types(&[T::Qbg]) {
-        if let Some(v) = vp.manager_id {
-            params += &format!(" managerid='{v}'");
-        }
-        if let Some(v) = vp.type_id {
-            params += &format!(" typeid='{v}'");
-        }
-        if let Some(v) = vp.type_id_version {
-            params += &format!(" typeidversion='{v}'");
-        }
-        if let Some(v) = vp.instance_id {
-            params += &format!(" instanceid='{}'", v.hyphenated());
-        }
-    }
-    if let Some(v) = vp
-        .interface_id
-        .filter(|_| for_types(&[T::Midonet, T::OpenVswitch]))
-    {
-        params += &format!(" interfaceid='{}'", v.hyphenated());
-    }
-    if let Some(v) = vp
-        .profile_id
-        .as_ref()
-        .filter(|_| for_types(&[T::OpenVswitch, T::Qbh]))
-    {
+    let qbg = for_types(&[T::Qbg]);
+    let params = Tag::new("parameters")
+        .opt("managerid", vp.manager_id.filter(|_| qbg))
+        .opt("typeid", vp.type_id.filter(|_| qbg))
+        .opt("typeidversion", vp.type_id_version.filter(|_| qbg))
+        .opt(
+            "instanceid",
+            vp.instance_id.filter(|_| qbg).map(|v| v.hyphenated()),
+        )
+        .opt(
+            "interfaceid",
+            vp.interface_id
+                .filter(|_| for_types(&[T::Midonet, T::OpenVswitch]))
+                .map(|v| v.hyphenated()),
+        )
         // libvirt prints it raw; escaped here so that no profile id can
         // break the document (a network refuses the characters libvirt
         // would print raw, see validate).
-        params += &format!(" profileid='{}'", esc(v));
-    }
+        .opt(
+            "profileid",
+            vp.profile_id
+                .as_deref()
+                .filter(|_| for_types(&[T::OpenVswitch, T::Qbh]))
+                .map(esc),
+        );
     // Whether any parameter is set decides the form, even one not printed.
     let no_parameters = vp.manager_id.is_none()
         && vp.type_id.is_none()
@@ -564,81 +549,53 @@ pub(crate) fn write_virtualport(out: &mut String, indent: usize, vp: &VirtualPor
         && vp.instance_id.is_none()
         && vp.profile_id.as_deref().is_none_or(str::is_empty)
         && vp.interface_id.is_none();
+    let tag = Tag::new("virtualport").opt("type", kind.map(T::as_str));
     match (kind, no_parameters) {
-        (None, true) => return,
-        (Some(k), true) => {
-            line(
-                out,
-                indent,
-                &format!("<virtualport type='{}'/>", k.as_str()),
-            );
-            return;
+        (None, true) => {}
+        (Some(_), true) => b.empty(tag),
+        (_, false) => {
+            b.start(tag);
+            b.empty(params);
+            b.end("virtualport");
         }
-        (None, false) => line(out, indent, "<virtualport>"),
-        (Some(k), false) => line(out, indent, &format!("<virtualport type='{}'>", k.as_str())),
     }
-    line(out, indent + 2, &format!("<parameters{params}/>"));
-    line(out, indent, "</virtualport>");
 }
 
 /// `virNetDevVlanFormat`.
-pub(crate) fn write_vlan(out: &mut String, indent: usize, v: &Vlan) {
+pub(crate) fn write_vlan(b: &mut XmlWriter, v: &Vlan) {
     if v.tags.is_empty() {
         return;
     }
-    line(
-        out,
-        indent,
-        if v.trunk {
-            "<vlan trunk='yes'>"
-        } else {
-            "<vlan>"
-        },
-    );
+    b.start(Tag::new("vlan").opt("trunk", v.trunk.then_some("yes")));
     for &id in &v.tags {
-        match v.native {
-            Some((mode, native)) if native == id => line(
-                out,
-                indent + 2,
-                &format!("<tag id='{id}' nativeMode='{}'/>", mode.as_str()),
-            ),
-            _ => line(out, indent + 2, &format!("<tag id='{id}'/>")),
-        }
+        let mode = v.native.filter(|&(_, native)| native == id);
+        b.empty(
+            Tag::new("tag")
+                .attr("id", id)
+                .opt("nativeMode", mode.map(|(m, _)| m.as_str())),
+        );
     }
-    line(out, indent, "</vlan>");
+    b.end("vlan");
 }
 
 /// `virNetDevBandwidthFormat` with the class id of the bandwidth: a rate
 /// is printed only with a non-zero `average` or `floor`, each number only
 /// when non-zero.
-pub(crate) fn write_bandwidth(out: &mut String, indent: usize, bw: &Bandwidth) {
-    if bw.class_id != 0 {
-        line(
-            out,
-            indent,
-            &format!("<bandwidth classID='{}'>", bw.class_id),
-        );
-    } else {
-        line(out, indent, "<bandwidth>");
-    }
+pub(crate) fn write_bandwidth(b: &mut XmlWriter, bw: &Bandwidth) {
+    let nonzero = |v: u64| Some(v).filter(|&v| v != 0);
+    b.start(Tag::new("bandwidth").opt("classID", nonzero(bw.class_id.into())));
     for (name, rate) in [("inbound", &bw.inbound), ("outbound", &bw.outbound)] {
         let Some(r) = rate else { continue };
         if r.average == 0 && r.floor == 0 {
             continue;
         }
-        let mut s = format!("<{name}");
-        for (attr, v) in [
-            ("average", r.average),
-            ("peak", r.peak),
-            ("floor", r.floor),
-            ("burst", r.burst),
-        ] {
-            if v != 0 {
-                s += &format!(" {attr}='{v}'");
-            }
-        }
-        s += "/>";
-        line(out, indent + 2, &s);
+        b.empty(
+            Tag::new(name)
+                .opt("average", nonzero(r.average))
+                .opt("peak", nonzero(r.peak))
+                .opt("floor", nonzero(r.floor))
+                .opt("burst", nonzero(r.burst)),
+        );
     }
-    line(out, indent, "</bandwidth>");
+    b.end("bandwidth");
 }

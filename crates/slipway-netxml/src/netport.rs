@@ -17,12 +17,10 @@
 //! (checked against libvirt's own corpus, tests/virnetworkportxml2xmldata,
 //! in this crate's tests).
 
-use crate::format::yes_no;
 use crate::netdev::{
-    line, write_bandwidth, write_virtualport, write_vlan, Bandwidth, BandwidthUse, VirtualPort,
-    Vlan,
+    write_bandwidth, write_virtualport, write_vlan, Bandwidth, BandwidthUse, VirtualPort, Vlan,
 };
-use crate::tree::{c_uint, esc, read_tree, Located, Node, TreeReader};
+use crate::tree::{c_uint, esc, read_tree, yes_no, Located, Node, Tag, TreeReader, XmlWriter};
 use crate::{HostdevDriver, MacAddr, MacTableManager, PciAddress, XmlError};
 
 /// One network port (`<networkport>`).
@@ -481,38 +479,31 @@ impl Reader<'_> {
 
 /// The port as `virNetworkPortDefFormat` prints it.
 fn format(port: &NetworkPort) -> String {
-    let mut out = String::from("<networkport>\n");
-    line(&mut out, 2, &format!("<uuid>{}</uuid>", port.uuid));
-    line(&mut out, 2, "<owner>");
-    line(
-        &mut out,
-        4,
-        &format!("<name>{}</name>", esc(&port.owner_name)),
-    );
-    line(&mut out, 4, &format!("<uuid>{}</uuid>", port.owner_uuid));
-    line(&mut out, 2, "</owner>");
+    let mut b = XmlWriter::new(0);
+    b.start(Tag::new("networkport"));
+    b.line(&format!("<uuid>{}</uuid>", port.uuid));
+    b.start(Tag::new("owner"));
+    b.text("name", &port.owner_name);
+    b.line(&format!("<uuid>{}</uuid>", port.owner_uuid));
+    b.end("owner");
     if let Some(g) = &port.group {
-        line(&mut out, 2, &format!("<group>{}</group>", esc(g)));
+        b.text("group", g);
     }
-    line(&mut out, 2, &format!("<mac address='{}'/>", port.mac));
+    b.empty(Tag::new("mac").attr("address", port.mac));
     if let Some(vp) = &port.virtualport {
-        write_virtualport(&mut out, 2, vp);
+        write_virtualport(&mut b, vp);
     }
     if let Some(bw) = &port.bandwidth {
-        write_bandwidth(&mut out, 2, bw);
+        write_bandwidth(&mut b, bw);
     }
     if let Some(v) = &port.vlan {
-        write_vlan(&mut out, 2, v);
+        write_vlan(&mut b, v);
     }
     if let Some(i) = port.isolated {
-        line(&mut out, 2, &format!("<port isolated='{}'/>", yes_no(i)));
+        b.empty(Tag::new("port").attr("isolated", yes_no(i)));
     }
     if let Some(t) = port.trust_guest_rx_filters {
-        line(
-            &mut out,
-            2,
-            &format!("<rxfilters trustGuest='{}'/>", yes_no(t)),
-        );
+        b.empty(Tag::new("rxfilters").attr("trustGuest", yes_no(t)));
     }
     match &port.plug {
         None => {}
@@ -525,52 +516,38 @@ fn format(port: &NetworkPort) -> String {
                 bridge,
                 mac_table_manager,
             }),
-        ) => {
-            let mtm = mac_table_manager
-                .map(|m| format!(" macTableManager='{}'", m.as_str()))
-                .unwrap_or_default();
-            line(
-                &mut out,
-                2,
-                &format!(
-                    "<plug type='{}' bridge='{}'{mtm}/>",
-                    plug.type_str(),
-                    esc(bridge)
-                ),
-            );
-        }
-        Some(Plug::Direct { dev, mode }) => line(
-            &mut out,
-            2,
-            &format!(
-                "<plug type='direct' dev='{}' mode='{}'/>",
-                esc(dev),
-                mode.as_str()
-            ),
+        ) => b.empty(
+            Tag::new("plug")
+                .attr("type", plug.type_str())
+                .attr("bridge", esc(bridge))
+                .opt("macTableManager", mac_table_manager.map(|m| m.as_str())),
+        ),
+        Some(Plug::Direct { dev, mode }) => b.empty(
+            Tag::new("plug")
+                .attr("type", "direct")
+                .attr("dev", esc(dev))
+                .attr("mode", mode.as_str()),
         ),
         Some(Plug::HostdevPci {
             managed,
             driver,
             address,
         }) => {
-            let m = managed
-                .map(|m| format!(" managed='{}'", yes_no(m)))
-                .unwrap_or_default();
-            line(&mut out, 2, &format!("<plug type='hostdev-pci'{m}>"));
-            if let Some(d) = driver {
-                line(&mut out, 4, &format!("<driver name='{}'/>", d.as_str()));
-            }
-            line(
-                &mut out,
-                4,
-                &format!(
-                    "<address domain='0x{:04x}' bus='0x{:02x}' slot='0x{:02x}' function='0x{}'/>",
-                    address.domain, address.bus, address.slot, address.function
-                ),
+            b.start(
+                Tag::new("plug")
+                    .attr("type", "hostdev-pci")
+                    .opt("managed", managed.map(yes_no)),
             );
-            line(&mut out, 2, "</plug>");
+            if let Some(d) = driver {
+                b.empty(Tag::new("driver").attr("name", d.as_str()));
+            }
+            b.line(&format!(
+                "<address domain='0x{:04x}' bus='0x{:02x}' slot='0x{:02x}' function='0x{}'/>",
+                address.domain, address.bus, address.slot, address.function
+            ));
+            b.end("plug");
         }
     }
-    out.push_str("</networkport>\n");
-    out
+    b.end("networkport");
+    b.out
 }

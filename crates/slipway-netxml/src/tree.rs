@@ -8,8 +8,10 @@
 //! port parser (`netport`) and the interface parser (`interface`) are all
 //! such readers; the first two report errors through [`Located`], and the
 //! port settings they share are read by `netdev`. [`esc`], the escaping of
-//! text printed back into XML, lives here too, below every printer.
+//! text printed back into XML, and [`XmlWriter`], libvirt's layout of
+//! printed XML, live here too, below every printer.
 
+use std::fmt::{Display, Write as _};
 use std::str::FromStr;
 
 use quick_xml::events::attributes::AttrError;
@@ -615,4 +617,88 @@ pub(crate) fn esc(s: &str) -> String {
         }
     }
     out
+}
+
+/// libvirt's spelling of a tristate that is set.
+pub(crate) fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// A start tag being built: `<name`, then its attributes in order.
+pub(crate) struct Tag(String);
+
+impl Tag {
+    /// `<name` without attributes yet.
+    pub(crate) fn new(name: &str) -> Tag {
+        Tag(format!("<{name}"))
+    }
+
+    /// Adds ` name='value'`; `value` is printed as it is (callers escape
+    /// strings with [`esc`]).
+    pub(crate) fn attr(mut self, name: &str, value: impl Display) -> Tag {
+        let _ = write!(self.0, " {name}='{value}'");
+        self
+    }
+
+    /// Adds the attribute when there is a value.
+    pub(crate) fn opt(self, name: &str, value: Option<impl Display>) -> Tag {
+        match value {
+            Some(v) => self.attr(name, v),
+            None => self,
+        }
+    }
+}
+
+/// Printed XML in libvirt's layout (`virBuffer` with its automatic
+/// indentation): one element a line, two more spaces a level.
+pub(crate) struct XmlWriter {
+    /// The document so far.
+    pub(crate) out: String,
+    /// Spaces before the next line.
+    pub(crate) indent: usize,
+}
+
+impl XmlWriter {
+    /// An empty document at `indent` spaces.
+    pub(crate) fn new(indent: usize) -> XmlWriter {
+        XmlWriter {
+            out: String::new(),
+            indent,
+        }
+    }
+
+    /// Appends one line at the current indentation.
+    pub(crate) fn line(&mut self, text: &str) {
+        for _ in 0..self.indent {
+            self.out.push(' ');
+        }
+        self.out.push_str(text);
+        self.out.push('\n');
+    }
+
+    /// Writes `tag` as an element without content: `<name …/>`.
+    pub(crate) fn empty(&mut self, tag: Tag) {
+        self.line(&format!("{}/>", tag.0));
+    }
+
+    /// Writes `tag` as a start tag `<name …>` and indents its content.
+    pub(crate) fn start(&mut self, tag: Tag) {
+        self.line(&format!("{}>", tag.0));
+        self.indent += 2;
+    }
+
+    /// Ends the element `name` that [`XmlWriter::start`] began.
+    pub(crate) fn end(&mut self, name: &str) {
+        self.indent -= 2;
+        self.line(&format!("</{name}>"));
+    }
+
+    /// `<name>text</name>`, the text escaped.
+    pub(crate) fn text(&mut self, name: &str, text: &str) {
+        self.line(&format!("<{name}>{}</{name}>", esc(text)));
+    }
 }
