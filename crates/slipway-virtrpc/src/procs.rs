@@ -88,11 +88,22 @@ pub struct Procedure {
     pub before_open: bool,
 }
 
-const fn p(num: i32, api: &'static str, writes: bool) -> Procedure {
+/// A procedure that only reads (allowed on a read-only connection).
+const fn reads(num: i32, api: &'static str) -> Procedure {
     Procedure {
         num,
         api,
-        writes,
+        writes: false,
+        before_open: false,
+    }
+}
+
+/// A procedure that changes something.
+const fn writes(num: i32, api: &'static str) -> Procedure {
+    Procedure {
+        num,
+        api,
+        writes: true,
         before_open: false,
     }
 }
@@ -112,129 +123,76 @@ pub const PROCEDURES: &[Procedure] = &[
     pre(num::CONNECT_CLOSE, "virConnectClose"),
     pre(num::AUTH_LIST, "virConnectAuthList"),
     pre(num::CONNECT_SUPPORTS_FEATURE, "virConnectSupportsFeature"),
-    p(num::CONNECT_GET_TYPE, "virConnectGetType", false),
-    p(num::CONNECT_GET_VERSION, "virConnectGetVersion", false),
-    p(
-        num::CONNECT_GET_LIB_VERSION,
-        "virConnectGetLibVersion",
-        false,
-    ),
-    p(num::CONNECT_GET_HOSTNAME, "virConnectGetHostname", false),
-    p(num::CONNECT_GET_URI, "virConnectGetURI", false),
-    p(num::CONNECT_IS_SECURE, "virConnectIsSecure", false),
+    reads(num::CONNECT_GET_TYPE, "virConnectGetType"),
+    reads(num::CONNECT_GET_VERSION, "virConnectGetVersion"),
+    reads(num::CONNECT_GET_LIB_VERSION, "virConnectGetLibVersion"),
+    reads(num::CONNECT_GET_HOSTNAME, "virConnectGetHostname"),
+    reads(num::CONNECT_GET_URI, "virConnectGetURI"),
+    reads(num::CONNECT_IS_SECURE, "virConnectIsSecure"),
     // Not virtnetworkd's: the host-level calls virt-manager needs (`host`).
-    p(num::NODE_GET_INFO, "virNodeGetInfo", false),
-    p(
-        num::CONNECT_GET_CAPABILITIES,
-        "virConnectGetCapabilities",
-        false,
-    ),
-    p(
-        num::CONNECT_LIST_ALL_DOMAINS,
-        "virConnectListAllDomains",
-        false,
-    ),
-    p(
+    reads(num::NODE_GET_INFO, "virNodeGetInfo"),
+    reads(num::CONNECT_GET_CAPABILITIES, "virConnectGetCapabilities"),
+    reads(num::CONNECT_LIST_ALL_DOMAINS, "virConnectListAllDomains"),
+    reads(
         num::CONNECT_REGISTER_CLOSE_CALLBACK,
         "virConnectRegisterCloseCallback",
-        false,
     ),
-    p(
+    reads(
         num::CONNECT_UNREGISTER_CLOSE_CALLBACK,
         "virConnectUnregisterCloseCallback",
-        false,
     ),
-    p(
-        num::CONNECT_NUM_OF_NETWORKS,
-        "virConnectNumOfNetworks",
-        false,
-    ),
-    p(num::CONNECT_LIST_NETWORKS, "virConnectListNetworks", false),
-    p(
+    reads(num::CONNECT_NUM_OF_NETWORKS, "virConnectNumOfNetworks"),
+    reads(num::CONNECT_LIST_NETWORKS, "virConnectListNetworks"),
+    reads(
         num::CONNECT_NUM_OF_DEFINED_NETWORKS,
         "virConnectNumOfDefinedNetworks",
-        false,
     ),
-    p(
+    reads(
         num::CONNECT_LIST_DEFINED_NETWORKS,
         "virConnectListDefinedNetworks",
-        false,
     ),
-    p(
-        num::CONNECT_LIST_ALL_NETWORKS,
-        "virConnectListAllNetworks",
-        false,
-    ),
-    p(num::NETWORK_LOOKUP_BY_NAME, "virNetworkLookupByName", false),
-    p(num::NETWORK_LOOKUP_BY_UUID, "virNetworkLookupByUUID", false),
-    p(num::NETWORK_CREATE, "virNetworkCreate", true),
-    p(num::NETWORK_CREATE_XML, "virNetworkCreateXML", true),
-    p(
-        num::NETWORK_CREATE_XML_FLAGS,
-        "virNetworkCreateXMLFlags",
-        true,
-    ),
-    p(num::NETWORK_DEFINE_XML, "virNetworkDefineXML", true),
-    p(
-        num::NETWORK_DEFINE_XML_FLAGS,
-        "virNetworkDefineXMLFlags",
-        true,
-    ),
-    p(num::NETWORK_DESTROY, "virNetworkDestroy", true),
-    p(num::NETWORK_UNDEFINE, "virNetworkUndefine", true),
-    p(num::NETWORK_GET_XML_DESC, "virNetworkGetXMLDesc", false),
-    p(num::NETWORK_GET_AUTOSTART, "virNetworkGetAutostart", false),
-    p(num::NETWORK_SET_AUTOSTART, "virNetworkSetAutostart", true),
-    p(
-        num::NETWORK_GET_BRIDGE_NAME,
-        "virNetworkGetBridgeName",
-        false,
-    ),
-    p(num::NETWORK_IS_ACTIVE, "virNetworkIsActive", false),
-    p(num::NETWORK_IS_PERSISTENT, "virNetworkIsPersistent", false),
-    p(num::NETWORK_UPDATE, "virNetworkUpdate", true),
-    p(
-        num::NETWORK_GET_DHCP_LEASES,
-        "virNetworkGetDHCPLeases",
-        false,
-    ),
-    p(
+    reads(num::CONNECT_LIST_ALL_NETWORKS, "virConnectListAllNetworks"),
+    reads(num::NETWORK_LOOKUP_BY_NAME, "virNetworkLookupByName"),
+    reads(num::NETWORK_LOOKUP_BY_UUID, "virNetworkLookupByUUID"),
+    writes(num::NETWORK_CREATE, "virNetworkCreate"),
+    writes(num::NETWORK_CREATE_XML, "virNetworkCreateXML"),
+    writes(num::NETWORK_CREATE_XML_FLAGS, "virNetworkCreateXMLFlags"),
+    writes(num::NETWORK_DEFINE_XML, "virNetworkDefineXML"),
+    writes(num::NETWORK_DEFINE_XML_FLAGS, "virNetworkDefineXMLFlags"),
+    writes(num::NETWORK_DESTROY, "virNetworkDestroy"),
+    writes(num::NETWORK_UNDEFINE, "virNetworkUndefine"),
+    reads(num::NETWORK_GET_XML_DESC, "virNetworkGetXMLDesc"),
+    reads(num::NETWORK_GET_AUTOSTART, "virNetworkGetAutostart"),
+    writes(num::NETWORK_SET_AUTOSTART, "virNetworkSetAutostart"),
+    reads(num::NETWORK_GET_BRIDGE_NAME, "virNetworkGetBridgeName"),
+    reads(num::NETWORK_IS_ACTIVE, "virNetworkIsActive"),
+    reads(num::NETWORK_IS_PERSISTENT, "virNetworkIsPersistent"),
+    writes(num::NETWORK_UPDATE, "virNetworkUpdate"),
+    reads(num::NETWORK_GET_DHCP_LEASES, "virNetworkGetDHCPLeases"),
+    reads(
         num::CONNECT_NETWORK_EVENT_REGISTER_ANY,
         "virConnectNetworkEventRegisterAny",
-        false,
     ),
-    p(
+    reads(
         num::CONNECT_NETWORK_EVENT_DEREGISTER_ANY,
         "virConnectNetworkEventDeregisterAny",
-        false,
     ),
-    p(num::NETWORK_LIST_ALL_PORTS, "virNetworkListAllPorts", false),
-    p(
+    reads(num::NETWORK_LIST_ALL_PORTS, "virNetworkListAllPorts"),
+    reads(
         num::NETWORK_PORT_LOOKUP_BY_UUID,
         "virNetworkPortLookupByUUID",
-        false,
     ),
-    p(
-        num::NETWORK_PORT_CREATE_XML,
-        "virNetworkPortCreateXML",
-        true,
-    ),
-    p(
+    writes(num::NETWORK_PORT_CREATE_XML, "virNetworkPortCreateXML"),
+    reads(
         num::NETWORK_PORT_GET_PARAMETERS,
         "virNetworkPortGetParameters",
-        false,
     ),
-    p(
+    writes(
         num::NETWORK_PORT_SET_PARAMETERS,
         "virNetworkPortSetParameters",
-        true,
     ),
-    p(
-        num::NETWORK_PORT_GET_XML_DESC,
-        "virNetworkPortGetXMLDesc",
-        false,
-    ),
-    p(num::NETWORK_PORT_DELETE, "virNetworkPortDelete", true),
+    reads(num::NETWORK_PORT_GET_XML_DESC, "virNetworkPortGetXMLDesc"),
+    writes(num::NETWORK_PORT_DELETE, "virNetworkPortDelete"),
 ];
 
 /// The served procedure `num`, if any.
