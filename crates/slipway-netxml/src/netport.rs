@@ -226,10 +226,9 @@ impl Reader<'_> {
 
         let group = self.text_of(root, p, "group");
 
-        let virtualport = match root.kid("virtualport") {
-            Some(n) => self.virtualport(n, "/networkport/virtualport", false)?,
-            None => None,
-        };
+        let virtualport = self.kid_with(root, "virtualport", |w, n| {
+            w.virtualport(n, "/networkport/virtualport", false)
+        })?;
 
         let mac_node = root.kid("mac");
         let mac_text = mac_node
@@ -250,14 +249,12 @@ impl Reader<'_> {
             )
         })?;
 
-        let bandwidth = match root.kid("bandwidth") {
-            Some(n) => self.bandwidth(n, "/networkport/bandwidth", BandwidthUse::Port)?,
-            None => None,
-        };
-        let vlan = match root.kid("vlan") {
-            Some(n) => Some(self.vlan(n, "/networkport/vlan")?),
-            None => None,
-        };
+        let bandwidth = self.kid_with(root, "bandwidth", |w, n| {
+            w.bandwidth(n, "/networkport/bandwidth", BandwidthUse::Port)
+        })?;
+        let vlan = self.kid_with(root, "vlan", |w, n| {
+            w.vlan(n, "/networkport/vlan").map(Some)
+        })?;
         let isolated = match root.kid("port") {
             Some(n) => {
                 let pp = "/networkport/port";
@@ -274,10 +271,7 @@ impl Reader<'_> {
             }
             None => None,
         };
-        let plug = match root.kid("plug") {
-            Some(n) => self.plug(n)?,
-            None => None,
-        };
+        let plug = self.kid_with(root, "plug", Self::plug)?;
         Ok(NetworkPort {
             uuid,
             owner_name,

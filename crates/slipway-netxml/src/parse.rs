@@ -122,6 +122,26 @@ impl Walker<'_> {
         }
     }
 
+    /// The child `child` of `node` (at `path`), of which libvirt refuses
+    /// more than one.
+    fn only_one<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+        child: &'n str,
+    ) -> Result<Option<&'n Node>, XmlError> {
+        let mut kids = node.kids(child);
+        let first = kids.next();
+        match kids.next() {
+            Some(second) => Err(self.report.structure(
+                second,
+                path,
+                format!("only one <{child}> element is allowed in <{}>", node.name),
+            )),
+            None => Ok(first),
+        }
+    }
+
     fn ip(&self, node: &Node, path: &str, name: &str) -> Result<Option<IpAddr>, XmlError> {
         self.parsed(node, path, name, "an IPv4 or IPv6 address")
     }
@@ -227,15 +247,9 @@ impl Walker<'_> {
         // libvirt prints only ipv6='yes'; 'no' is the same as absent.
         let ipv6 = self.yes_no(root, p, "ipv6")?.filter(|&v| v);
 
-        let forward = match root.kid("forward") {
-            Some(n) => self.forward(n)?,
-            None => None,
-        };
+        let forward = self.kid_with(root, "forward", Self::forward)?;
         let own_bridge = forward.as_ref().is_none_or(|f| f.mode.has_own_bridge());
-        let mut bridge = match root.kid("bridge") {
-            Some(n) => Some(self.bridge(n)?),
-            None => None,
-        };
+        let mut bridge = self.kid_with(root, "bridge", |w, n| w.bridge(n).map(Some))?;
         if own_bridge {
             // libvirt always has STP and delay values for networks with a
             // bridge of their own (on and 0 unless given) and prints them;
@@ -283,10 +297,7 @@ impl Walker<'_> {
             }
             None => None,
         };
-        let dns = match root.kid("dns") {
-            Some(n) => self.dns(n)?,
-            None => None,
-        };
+        let dns = self.kid_with(root, "dns", Self::dns)?;
         let mut ips = Vec::new();
         for n in root.kids("ip") {
             ips.push(self.ip_def(n)?);
@@ -307,26 +318,18 @@ impl Walker<'_> {
             }
             None => None,
         };
-        let vlan = match root.kid("vlan") {
-            Some(n) => Some(self.vlan(n, "/network/vlan")?),
-            None => None,
-        };
-        let bandwidth = match root.kid("bandwidth") {
-            Some(n) => self.bandwidth(
+        let vlan = self.kid_with(root, "vlan", |w, n| w.vlan(n, "/network/vlan").map(Some))?;
+        let bandwidth = self.kid_with(root, "bandwidth", |w, n| {
+            w.bandwidth(
                 n,
                 "/network/bandwidth",
                 crate::netdev::BandwidthUse::Network,
-            )?,
-            None => None,
-        };
-        let port_isolated = match root.kid("port") {
-            Some(n) => self.port_options(n)?,
-            None => None,
-        };
-        let virtualport = match root.kid("virtualport") {
-            Some(n) => self.virtualport(n, "/network/virtualport", true)?,
-            None => None,
-        };
+            )
+        })?;
+        let port_isolated = self.kid_with(root, "port", Self::port_options)?;
+        let virtualport = self.kid_with(root, "virtualport", |w, n| {
+            w.virtualport(n, "/network/virtualport", true)
+        })?;
         let mut portgroups = Vec::new();
         for n in root.kids("portgroup") {
             portgroups.push(self.portgroup(n)?);
@@ -392,15 +395,7 @@ impl Walker<'_> {
                 )
             })?,
         };
-        let nats: Vec<&Node> = n.kids("nat").collect();
-        if nats.len() > 1 {
-            return Err(self.report.structure(
-                nats[1],
-                p,
-                "only one <nat> element is allowed in <forward>",
-            ));
-        }
-        let nat = match nats.first() {
+        let nat = match self.only_one(n, p, "nat")? {
             // libvirt refuses any <nat>, even an empty one, outside nat mode.
             Some(nn) if mode != ForwardMode::Nat => {
                 return Err(self.report.structure(
@@ -485,14 +480,7 @@ impl Walker<'_> {
                     "{p}/pf (ignored: <address> elements take precedence)"
                 ));
             }
-        } else if let Some(pf) = pfs.first() {
-            if pfs.len() > 1 {
-                return Err(self.report.structure(
-                    pfs[1],
-                    p,
-                    "only one <pf> element is allowed in <forward>",
-                ));
-            }
+        } else if let Some(pf) = self.only_one(n, p, "pf")? {
             let pp = "/network/forward/pf";
             self.check_libvirt(pf, pp, &["dev"], &[], &[]);
             fwd.pf = Some(self.present(pf, pp, "dev", self.string(pf, "dev"))?);
@@ -580,15 +568,7 @@ impl Walker<'_> {
         let p = "/network/forward/nat";
         self.check_libvirt(n, p, &["ipv6"], &["address", "port"], &[]);
         let ipv6 = self.yes_no(n, p, "ipv6")?;
-        let addrs: Vec<&Node> = n.kids("address").collect();
-        if addrs.len() > 1 {
-            return Err(self.report.structure(
-                addrs[1],
-                p,
-                "only one <address> element is allowed in <nat>",
-            ));
-        }
-        let address = match addrs.first() {
+        let address = match self.only_one(n, p, "address")? {
             Some(a) => {
                 let ap = "/network/forward/nat/address";
                 self.check_libvirt(a, ap, &["start", "end"], &[], &[]);
@@ -601,15 +581,7 @@ impl Walker<'_> {
             }
             None => None,
         };
-        let ports: Vec<&Node> = n.kids("port").collect();
-        if ports.len() > 1 {
-            return Err(self.report.structure(
-                ports[1],
-                p,
-                "only one <port> element is allowed in <nat>",
-            ));
-        }
-        let port = match ports.first() {
+        let port = match self.only_one(n, p, "port")? {
             Some(pn) => {
                 let pp = "/network/forward/nat/port";
                 self.check_libvirt(pn, pp, &["start", "end"], &[], &[]);
@@ -640,29 +612,23 @@ impl Walker<'_> {
             &[],
             &[],
         );
-        let stp = match n.attr("stp") {
-            None => None,
-            Some("on") => Some(true),
-            Some("off") => Some(false),
-            Some(v) => {
-                return Err(self
-                    .report
-                    .value_err(n, "/network/bridge/@stp", v, "'on' or 'off'"))
-            }
-        };
-        let mac_table_manager = match n.attr("macTableManager") {
-            None => None,
-            Some("kernel") => Some(MacTableManager::Kernel),
-            Some("libvirt") => Some(MacTableManager::Libvirt),
-            Some(v) => {
-                return Err(self.report.value_err(
-                    n,
-                    "/network/bridge/@macTableManager",
-                    v,
-                    "'kernel' or 'libvirt'",
-                ))
-            }
-        };
+        let stp = self.choice(
+            n,
+            p,
+            "stp",
+            &[("on", true), ("off", false)],
+            "'on' or 'off'",
+        )?;
+        let mac_table_manager = self.choice(
+            n,
+            p,
+            "macTableManager",
+            &[
+                ("kernel", MacTableManager::Kernel),
+                ("libvirt", MacTableManager::Libvirt),
+            ],
+            "'kernel' or 'libvirt'",
+        )?;
         Ok(Bridge {
             name: self.string(n, "name"),
             zone: self.string(n, "zone"),

@@ -455,6 +455,17 @@ impl<R: Report> TreeReader<R> {
         }
     }
 
+    /// The first child `name` of `node` (the one libvirt reads) as `read`
+    /// makes it; `None` without one.
+    pub(crate) fn kid_with<T>(
+        &mut self,
+        node: &Node,
+        name: &str,
+        read: impl FnOnce(&mut Self, &Node) -> Result<Option<T>, R::Error>,
+    ) -> Result<Option<T>, R::Error> {
+        node.kid(name).map_or(Ok(None), |n| read(self, n))
+    }
+
     /// Attribute `name` parsed with `FromStr`; a value that does not parse
     /// is an error naming `expected`.
     pub(crate) fn parsed<T: FromStr>(
