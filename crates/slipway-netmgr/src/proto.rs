@@ -32,6 +32,22 @@ impl Lookup {
             by_uuid: true,
         }
     }
+
+    /// By name only (`virNetworkLookupByName`, `net-uuid`).
+    pub fn name(key: &str) -> Lookup {
+        Lookup {
+            by_uuid: false,
+            ..Lookup::any(key)
+        }
+    }
+
+    /// By UUID only (`virNetworkLookupByUUID`, `net-name`).
+    pub fn uuid(key: &str) -> Lookup {
+        Lookup {
+            by_name: false,
+            ..Lookup::any(key)
+        }
+    }
 }
 
 /// `net-list` filters, with virsh's semantics: the state flags select

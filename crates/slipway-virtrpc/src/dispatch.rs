@@ -351,20 +351,11 @@ impl Session {
                 w.u32(nets.len() as u32);
             }
             (num::NETWORK_LOOKUP_BY_NAME, Call::Name(name)) => {
-                let lookup = Lookup {
-                    key: name,
-                    by_name: true,
-                    by_uuid: false,
-                };
-                net_ref(&mut w, &ctx.manager.info(&lookup).map_err(|e| rpc(&e))?);
+                net_ref(&mut w, &info(ctx, &Lookup::name(&name))?);
             }
             (num::NETWORK_LOOKUP_BY_UUID, Call::Uuid(u)) => {
-                let lookup = Lookup {
-                    key: uuid::Uuid::from_bytes(u).to_string(),
-                    by_name: false,
-                    by_uuid: true,
-                };
-                net_ref(&mut w, &ctx.manager.info(&lookup).map_err(|e| rpc(&e))?);
+                let key = uuid::Uuid::from_bytes(u).to_string();
+                net_ref(&mut w, &info(ctx, &Lookup::uuid(&key))?);
             }
             (num::NETWORK_CREATE_XML | num::NETWORK_CREATE_XML_FLAGS, Call::Xml { xml, flags }) => {
                 check_flags(flags, 1, "networkCreateXMLFlags")?;
@@ -374,13 +365,13 @@ impl Session {
                     slipway_netxml_strict(&xml)?;
                 }
                 let name = done(ctx, Request::Create { xml }, out)?;
-                net_ref(&mut w, &info(ctx, &by_name(&name))?);
+                net_ref(&mut w, &info(ctx, &Lookup::name(&name))?);
             }
             (num::NETWORK_DEFINE_XML | num::NETWORK_DEFINE_XML_FLAGS, Call::Xml { xml, flags }) => {
                 check_flags(flags, 1, "networkDefineXMLFlags")?;
                 let validate = flags & 1 != 0;
                 let name = done(ctx, Request::Define { xml, validate }, out)?;
-                net_ref(&mut w, &info(ctx, &by_name(&name))?);
+                net_ref(&mut w, &info(ctx, &Lookup::name(&name))?);
             }
             (num::NETWORK_CREATE, Call::Net(n)) => {
                 done(ctx, Request::Start { lookup: by_ref(&n) }, out).map_err(|e| gone(e, &n))?;
@@ -742,19 +733,7 @@ fn gone(e: RpcError, n: &NetRef) -> RpcError {
 }
 
 fn by_ref(n: &NetRef) -> Lookup {
-    Lookup {
-        key: uuid::Uuid::from_bytes(n.uuid).to_string(),
-        by_name: false,
-        by_uuid: true,
-    }
-}
-
-fn by_name(name: &str) -> Lookup {
-    Lookup {
-        key: name.to_string(),
-        by_name: true,
-        by_uuid: false,
-    }
+    Lookup::uuid(&uuid::Uuid::from_bytes(n.uuid).to_string())
 }
 
 fn info(ctx: &Context, l: &Lookup) -> Result<NetworkInfo, RpcError> {
@@ -765,7 +744,7 @@ fn info(ctx: &Context, l: &Lookup) -> Result<NetworkInfo, RpcError> {
 /// is tried first (one network's files to read, not all), and must have
 /// that UUID.
 fn net_info(ctx: &Context, n: &NetRef) -> Result<NetworkInfo, RpcError> {
-    match ctx.manager.info(&by_name(&n.name)) {
+    match ctx.manager.info(&Lookup::name(&n.name)) {
         Ok(i) if uuid_bytes(&i.uuid) == Some(n.uuid) => Ok(i),
         _ => info(ctx, &by_ref(n)).map_err(|e| gone(e, n)),
     }

@@ -479,22 +479,6 @@ impl slipway_virtrpc::LeaseSource for HostnetLeases {
     }
 }
 
-fn lookup_by_name(key: &str) -> Lookup {
-    Lookup {
-        key: key.to_string(),
-        by_name: true,
-        by_uuid: false,
-    }
-}
-
-fn lookup_by_uuid(key: &str) -> Lookup {
-    Lookup {
-        key: key.to_string(),
-        by_name: false,
-        by_uuid: true,
-    }
-}
-
 /// Reads a file the way virsh reports failures to.
 fn read_file(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| {
@@ -688,7 +672,7 @@ fn net_info(conn: &mut Conn, network: &str, json: bool) -> Result<String, Failur
 }
 
 fn net_uuid(conn: &mut Conn, network: &str) -> Result<String, Failure> {
-    Ok(info(conn, lookup_by_name(network))?.uuid + "\n")
+    Ok(info(conn, Lookup::name(network))?.uuid + "\n")
 }
 
 fn net_name(conn: &mut Conn, network: &str) -> Result<String, Failure> {
@@ -697,7 +681,7 @@ fn net_name(conn: &mut Conn, network: &str) -> Result<String, Failure> {
     if network.len() != 36 {
         return Err(Failure::one(format!("failed to get network '{network}'")));
     }
-    Ok(info(conn, lookup_by_uuid(network))?.name + "\n")
+    Ok(info(conn, Lookup::uuid(network))?.name + "\n")
 }
 
 fn net_dhcp_leases(
