@@ -189,6 +189,12 @@ impl Store<'_> {
         self.load_from(None)
     }
 
+    /// Takes the lock ([`Store::lock`]) and reads everything under it.
+    fn locked(&self, exclusive: bool) -> Result<(LockGuard, Inventory)> {
+        let guard = self.lock(exclusive)?;
+        Ok((guard, self.load()))
+    }
+
     /// Network `name` alone, reading only its own files (none for a name
     /// that cannot be a file name): a lookup by name without reading every
     /// definition.
@@ -400,8 +406,7 @@ impl Manager {
     /// Lists networks matching `filter`, sorted by name as virsh sorts
     /// (case-insensitively), plus the files that could not be read.
     pub fn list(&self, filter: &ListFilter) -> Result<(Vec<NetworkInfo>, Vec<Problem>)> {
-        let _g = self.store().lock(false)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(false)?;
         let mut out: Vec<NetworkInfo> = inv
             .nets
             .values()
@@ -425,8 +430,7 @@ impl Manager {
     /// The live definition (or the persistent one with `inactive`, or when
     /// the network is not running), formatted as libvirt does.
     pub fn dumpxml(&self, key: &Lookup, inactive: bool) -> Result<String> {
-        let _g = self.store().lock(false)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(false)?;
         let (_, e) = inv.find(key)?;
         let net = match (&e.config, inactive) {
             (Some(cfg), true) => cfg,
@@ -440,8 +444,7 @@ impl Manager {
     pub fn define(&self, xml: &str, strict: bool) -> Result<Outcome> {
         let (mut net, warnings) = parse(xml, strict)?;
         check_hostdev_pool(&net, &self.pci_devices)?;
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         self.prepare(&inv, &mut net)?;
         fsutil::write_atomic(&self.paths.config_file(&net.name), net.to_xml().as_bytes())?;
         Ok(Outcome::new(&net.name, warnings).event(&net, EventKind::Defined))
@@ -452,8 +455,7 @@ impl Manager {
     pub fn create(&self, xml: &str) -> Result<Outcome> {
         let (mut net, warnings) = parse(xml, false)?;
         check_hostdev_pool(&net, &self.pci_devices)?;
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         if let Some(e) = inv.nets.get(&net.name) {
             if e.live.is_some() {
                 return Err(Error::NotValid(format!(
@@ -472,8 +474,7 @@ impl Manager {
 
     /// Starts a defined network.
     pub fn start(&self, key: &Lookup) -> Result<Outcome> {
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let (name, e) = inv.find(key)?;
         if e.live.is_some() {
             return Err(Error::NotValid(format!(
@@ -494,8 +495,7 @@ impl Manager {
     /// What starting the network would do, without doing it; fails where
     /// the start would fail its checks of the host ([`Backend::check`]).
     pub fn plan(&self, key: &Lookup) -> Result<Plan> {
-        let _g = self.store().lock(false)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(false)?;
         let (name, e) = inv.find(key)?;
         if e.live.is_some() {
             return Err(Error::NotValid(format!(
@@ -509,8 +509,7 @@ impl Manager {
 
     /// Stops a running network; a transient one disappears.
     pub fn destroy(&self, key: &Lookup) -> Result<Outcome> {
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let (name, e) = inv.find(key)?;
         let Some((net, live)) = &e.live else {
             return Err(Error::NotValid(format!("network '{name}' is not active")));
@@ -539,8 +538,7 @@ impl Manager {
     /// Removes a persistent definition; a running network stays up as a
     /// transient one (as libvirt's network driver does).
     pub fn undefine(&self, key: &Lookup) -> Result<Outcome> {
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let (name, e) = inv.find(key)?;
         let Some(cfg) = &e.config else {
             return Err(Error::NotValid(format!(
@@ -554,8 +552,7 @@ impl Manager {
 
     /// Marks or unmarks a persistent network for autostart.
     pub fn set_autostart(&self, key: &Lookup, on: bool) -> Result<Outcome> {
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let (name, e) = inv.find(key)?;
         if e.config.is_none() {
             return Err(Error::NotValid(
@@ -574,8 +571,7 @@ impl Manager {
 
     /// Applies a `net-update` to the live state and/or the persistent config.
     pub fn update(&self, key: &Lookup, spec: &UpdateSpec) -> Result<Outcome> {
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let (name, e) = inv.find(key)?;
         let active = e.live.is_some();
         let (live, config) = match (spec.live, spec.config) {
@@ -709,8 +705,7 @@ impl Manager {
     /// ([`Backend::service_exit`]); networks another backend started are
     /// left alone.
     pub fn exited_services(&self) -> Result<Vec<(String, String)>> {
-        let _g = self.store().lock(false)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(false)?;
         let mut out = Vec::new();
         for (name, e) in &inv.nets {
             let Some((_, live)) = &e.live else { continue };
@@ -749,8 +744,7 @@ impl Manager {
     /// down ([`Backend::recover`], which keeps the leases); false when the
     /// network is no longer running (or another backend started it).
     pub fn restart_service(&self, name: &str) -> Result<bool> {
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let Some((_, live)) = inv.nets.get(name).and_then(|e| e.live.as_ref()) else {
             return Ok(false);
         };

@@ -423,8 +423,7 @@ impl Manager {
                 xml.len()
             )));
         }
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let (name, e) = inv.find(network)?;
         let mut port = NetworkPort::from_xml(xml)?;
         if flags.validate {
@@ -526,8 +525,7 @@ impl Manager {
         uuid: uuid::Uuid,
         f: impl FnOnce(&str, &Network, &NetworkPort) -> Result<T>,
     ) -> Result<T> {
-        let _g = self.store().lock(false)?;
-        let inv: Inventory = self.store().load();
+        let (_g, inv) = self.store().locked(false)?;
         let (name, e) = inv.find(network)?;
         let ports = load_ports(&self.paths.port_dir(name));
         let port = find(&ports, uuid)?;
@@ -563,8 +561,7 @@ impl Manager {
     /// The UUIDs of the ports of running network `network`, sorted
     /// (`virNetworkListAllPorts`, in virsh's order).
     pub fn port_list(&self, network: &Lookup) -> Result<Vec<uuid::Uuid>> {
-        let _g = self.store().lock(false)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(false)?;
         let (name, e) = inv.find(network)?;
         live(name, e)?;
         Ok(load_ports(&self.paths.port_dir(name))
@@ -576,8 +573,7 @@ impl Manager {
     /// Deletes port `uuid` of `network`, releasing what it held
     /// (`virNetworkPortDelete`).
     pub fn port_delete(&self, network: &Lookup, uuid: uuid::Uuid) -> Result<PortRef> {
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let (name, e) = inv.find(network)?;
         let dir = self.paths.port_dir(name);
         let ports = load_ports(&dir);
@@ -605,8 +601,7 @@ impl Manager {
         uuid: uuid::Uuid,
         params: &PortParameters,
     ) -> Result<PortRef> {
-        let _g = self.store().lock(true)?;
-        let inv = self.store().load();
+        let (_g, inv) = self.store().locked(true)?;
         let (name, e) = inv.find(network)?;
         let dir = self.paths.port_dir(name);
         let ports = load_ports(&dir);
