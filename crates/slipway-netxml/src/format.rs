@@ -26,13 +26,6 @@ fn addr(a: IpAddr) -> String {
     a.to_string()
 }
 
-fn family_str(f: IpFamily) -> &'static str {
-    match f {
-        IpFamily::Ipv4 => "ipv4",
-        IpFamily::Ipv6 => "ipv6",
-    }
-}
-
 fn lease_line(b: &mut XmlWriter, lease: &Lease) {
     let unit = lease.unit.unwrap_or(LeaseUnit::Minutes);
     b.empty(
@@ -165,7 +158,7 @@ fn ip(b: &mut XmlWriter, ip: &IpDef) {
     // libvirt always writes <ip> as an open and a close tag, even when empty.
     b.start(
         Tag::new("ip")
-            .opt("family", ip.family.map(family_str))
+            .opt("family", ip.family.map(IpFamily::as_str))
             .attr("address", addr(ip.address))
             .opt("netmask", ip.netmask)
             .opt("prefix", ip.prefix.filter(|&p| p != 0))
@@ -214,7 +207,7 @@ fn ip(b: &mut XmlWriter, ip: &IpDef) {
 fn route(b: &mut XmlWriter, r: &Route) {
     b.empty(
         Tag::new("route")
-            .opt("family", r.family.map(family_str))
+            .opt("family", r.family.map(IpFamily::as_str))
             .attr("address", addr(r.address))
             .opt("netmask", r.netmask)
             .opt("prefix", r.prefix)

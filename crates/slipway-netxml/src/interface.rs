@@ -15,6 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::keywords::keywords;
 use crate::netdev::{VirtualPort, VirtualPortType, Vlan};
 use crate::tree::{line_col, read_forest, Located, Node, Report, TreeReader};
 use crate::MacAddr;
@@ -122,21 +123,19 @@ pub struct PortForward {
     pub ranges: Vec<PortRange>,
 }
 
-/// The protocol of a port forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardProto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
+keywords! {
+    /// The protocol of a port forward.
+    pub enum ForwardProto {
+        /// TCP.
+        Tcp = "tcp",
+        /// UDP.
+        Udp = "udp",
+    }
 }
 
 impl fmt::Display for ForwardProto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ForwardProto::Tcp => "tcp",
-            ForwardProto::Udp => "udp",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -843,11 +842,9 @@ fn user(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
     for pf in node.kids("portForward") {
         let p = "interface/portForward";
         r.check(pf, p, &["proto", "address", "dev"], &["range"]);
-        let proto = match r.nonempty(pf, p, "proto")? {
-            "tcp" => ForwardProto::Tcp,
-            "udp" => ForwardProto::Udp,
-            v => return Err(r.err(format!("{p}/@proto = '{v}': expected 'tcp' or 'udp'"))),
-        };
+        let v = r.nonempty(pf, p, "proto")?;
+        let proto = ForwardProto::from_xml(v)
+            .ok_or_else(|| r.err(format!("{p}/@proto = '{v}': expected 'tcp' or 'udp'")))?;
         let address: Option<IpAddr> = r.parsed(pf, p, "address", "an IP address")?;
         let dev = pf.attr("dev").map(str::to_string);
         if let Some(d) = &dev {

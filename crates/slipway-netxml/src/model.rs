@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::keywords::keywords;
 use crate::mac::MacAddr;
 use crate::metadata::Metadata;
 use crate::netdev::{Bandwidth, VirtualPort, Vlan};
@@ -63,25 +64,26 @@ pub struct Network {
     pub ovn: Option<crate::ovn::OvnSwitch>,
 }
 
-/// `<forward mode>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ForwardMode {
-    /// Masquerade IPv4 traffic out of the host (the default when `mode` is absent).
-    Nat,
-    /// Plain routing, with firewall rules.
-    Route,
-    /// Routing without any firewall rules.
-    Open,
-    /// An existing host bridge (or macvtap in bridge mode with interfaces).
-    Bridge,
-    /// macvtap private mode.
-    Private,
-    /// macvtap VEPA mode.
-    Vepa,
-    /// macvtap passthrough mode.
-    Passthrough,
-    /// PCI hostdev pool.
-    Hostdev,
+keywords! {
+    /// `<forward mode>`.
+    pub enum ForwardMode {
+        /// Masquerade IPv4 traffic out of the host (the default when `mode` is absent).
+        Nat = "nat",
+        /// Plain routing, with firewall rules.
+        Route = "route",
+        /// Routing without any firewall rules.
+        Open = "open",
+        /// An existing host bridge (or macvtap in bridge mode with interfaces).
+        Bridge = "bridge",
+        /// macvtap private mode.
+        Private = "private",
+        /// macvtap VEPA mode.
+        Vepa = "vepa",
+        /// macvtap passthrough mode.
+        Passthrough = "passthrough",
+        /// PCI hostdev pool.
+        Hostdev = "hostdev",
+    }
 }
 
 /// `<forward>`.
@@ -131,22 +133,13 @@ impl std::fmt::Display for PciAddress {
     }
 }
 
-/// `<forward><driver name>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostdevDriver {
-    /// Legacy KVM device assignment.
-    Kvm,
-    /// VFIO.
-    Vfio,
-}
-
-impl HostdevDriver {
-    /// The XML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HostdevDriver::Kvm => "kvm",
-            HostdevDriver::Vfio => "vfio",
-        }
+keywords! {
+    /// `<forward><driver name>`.
+    pub enum HostdevDriver {
+        /// Legacy KVM device assignment.
+        Kvm = "kvm",
+        /// VFIO.
+        Vfio = "vfio",
     }
 }
 
@@ -161,13 +154,14 @@ pub struct Nat {
     pub ipv6: Option<bool>,
 }
 
-/// `<bridge macTableManager>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MacTableManager {
-    /// The kernel learns MAC addresses (default).
-    Kernel,
-    /// libvirt manages the forwarding table.
-    Libvirt,
+keywords! {
+    /// `<bridge macTableManager>`.
+    pub enum MacTableManager {
+        /// The kernel learns MAC addresses (default).
+        Kernel = "kernel",
+        /// libvirt manages the forwarding table.
+        Libvirt = "libvirt",
+    }
 }
 
 /// `<bridge>`.
@@ -257,13 +251,14 @@ pub struct DnsHost {
     pub hostnames: Vec<String>,
 }
 
-/// `<ip family>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IpFamily {
-    /// `ipv4`.
-    Ipv4,
-    /// `ipv6`.
-    Ipv6,
+keywords! {
+    /// `<ip family>`.
+    pub enum IpFamily {
+        /// `ipv4`.
+        Ipv4 = "ipv4",
+        /// `ipv6`.
+        Ipv6 = "ipv6",
+    }
 }
 
 /// `<ip>`.
@@ -335,15 +330,16 @@ pub struct Lease {
     pub unit: Option<LeaseUnit>,
 }
 
-/// `<lease unit>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseUnit {
-    /// `seconds`.
-    Seconds,
-    /// `minutes`.
-    Minutes,
-    /// `hours`.
-    Hours,
+keywords! {
+    /// `<lease unit>`.
+    pub enum LeaseUnit {
+        /// `seconds`.
+        Seconds = "seconds",
+        /// `minutes`.
+        Minutes = "minutes",
+        /// `hours`.
+        Hours = "hours",
+    }
 }
 
 /// `<bootp file server>`.
@@ -429,20 +425,6 @@ impl IpDef {
 pub struct ForwardModeParseError(pub String);
 
 impl ForwardMode {
-    /// The XML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForwardMode::Nat => "nat",
-            ForwardMode::Route => "route",
-            ForwardMode::Open => "open",
-            ForwardMode::Bridge => "bridge",
-            ForwardMode::Private => "private",
-            ForwardMode::Vepa => "vepa",
-            ForwardMode::Passthrough => "passthrough",
-            ForwardMode::Hostdev => "hostdev",
-        }
-    }
-
     /// True for modes where the network has a bridge of its own that
     /// slipway creates (nat, route, open; isolated networks too).
     pub fn has_own_bridge(self) -> bool {
@@ -463,27 +445,7 @@ impl std::str::FromStr for ForwardMode {
     type Err = ForwardModeParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "nat" => ForwardMode::Nat,
-            "route" => ForwardMode::Route,
-            "open" => ForwardMode::Open,
-            "bridge" => ForwardMode::Bridge,
-            "private" => ForwardMode::Private,
-            "vepa" => ForwardMode::Vepa,
-            "passthrough" => ForwardMode::Passthrough,
-            "hostdev" => ForwardMode::Hostdev,
-            _ => return Err(ForwardModeParseError(s.to_string())),
-        })
-    }
-}
-
-impl MacTableManager {
-    /// The XML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MacTableManager::Kernel => "kernel",
-            MacTableManager::Libvirt => "libvirt",
-        }
+        ForwardMode::from_xml(s).ok_or_else(|| ForwardModeParseError(s.to_string()))
     }
 }
 
@@ -499,17 +461,6 @@ impl Lease {
             LeaseUnit::Seconds => self.expiry < 120,
             LeaseUnit::Minutes => self.expiry < 2,
             LeaseUnit::Hours => false,
-        }
-    }
-}
-
-impl LeaseUnit {
-    /// The XML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeaseUnit::Seconds => "seconds",
-            LeaseUnit::Minutes => "minutes",
-            LeaseUnit::Hours => "hours",
         }
     }
 }

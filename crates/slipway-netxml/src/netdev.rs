@@ -18,42 +18,21 @@
 //! refused, `profileid` escaped), it is to keep the output readable
 //! again: each place says why.
 
+use crate::keywords::keywords;
 use crate::tree::{c_uint, esc, Located, Node, Tag, TreeReader, XmlWriter};
 use crate::XmlError;
 
-/// `<virtualport type>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VirtualPortType {
-    /// `802.1Qbg` (VEPA with a VSI manager).
-    Qbg,
-    /// `802.1Qbh` (port profiles on the adapter).
-    Qbh,
-    /// `openvswitch`: the port is on an Open vSwitch bridge.
-    OpenVswitch,
-    /// `midonet`.
-    Midonet,
-}
-
-impl VirtualPortType {
-    /// The XML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VirtualPortType::Qbg => "802.1Qbg",
-            VirtualPortType::Qbh => "802.1Qbh",
-            VirtualPortType::OpenVswitch => "openvswitch",
-            VirtualPortType::Midonet => "midonet",
-        }
-    }
-
-    /// Parses the XML spelling (libvirt's names, case-sensitive).
-    pub fn from_xml(s: &str) -> Option<VirtualPortType> {
-        Some(match s {
-            "802.1Qbg" => VirtualPortType::Qbg,
-            "802.1Qbh" => VirtualPortType::Qbh,
-            "openvswitch" => VirtualPortType::OpenVswitch,
-            "midonet" => VirtualPortType::Midonet,
-            _ => return None,
-        })
+keywords! {
+    /// `<virtualport type>`.
+    pub enum VirtualPortType {
+        /// `802.1Qbg` (VEPA with a VSI manager).
+        Qbg = "802.1Qbg",
+        /// `802.1Qbh` (port profiles on the adapter).
+        Qbh = "802.1Qbh",
+        /// `openvswitch`: the port is on an Open vSwitch bridge.
+        OpenVswitch = "openvswitch",
+        /// `midonet`.
+        Midonet = "midonet",
     }
 }
 
@@ -81,22 +60,13 @@ pub struct VirtualPort {
     pub profile_id: Option<String>,
 }
 
-/// `<tag nativeMode>`: how the native VLAN of a trunk is carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NativeVlanMode {
-    /// `tagged`.
-    Tagged,
-    /// `untagged`.
-    Untagged,
-}
-
-impl NativeVlanMode {
-    /// The XML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NativeVlanMode::Tagged => "tagged",
-            NativeVlanMode::Untagged => "untagged",
-        }
+keywords! {
+    /// `<tag nativeMode>`: how the native VLAN of a trunk is carried.
+    pub enum NativeVlanMode {
+        /// `tagged`.
+        Tagged = "tagged",
+        /// `untagged`.
+        Untagged = "untagged",
     }
 }
 
@@ -345,10 +315,7 @@ impl Reader<'_> {
                 t,
                 &tp,
                 "nativeMode",
-                &[
-                    ("tagged", NativeVlanMode::Tagged),
-                    ("untagged", NativeVlanMode::Untagged),
-                ],
+                NativeVlanMode::KEYWORDS,
                 "'tagged' or 'untagged'",
             )?;
             // libvirt prints nativeMode on every tag whose id is the native

@@ -17,6 +17,7 @@
 //! (checked against libvirt's own corpus, tests/virnetworkportxml2xmldata,
 //! in this crate's tests).
 
+use crate::keywords::keywords;
 use crate::netdev::{
     write_bandwidth, write_virtualport, write_vlan, Bandwidth, BandwidthUse, VirtualPort, Vlan,
 };
@@ -55,17 +56,18 @@ pub struct NetworkPort {
     pub unknown: Vec<String>,
 }
 
-/// macvtap modes of a `direct` plug.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MacvlanMode {
-    /// `vepa` (libvirt's default).
-    Vepa,
-    /// `private`.
-    Private,
-    /// `bridge`.
-    Bridge,
-    /// `passthrough`.
-    Passthrough,
+keywords! {
+    /// macvtap modes of a `direct` plug.
+    pub enum MacvlanMode {
+        /// `vepa` (libvirt's default).
+        Vepa = "vepa",
+        /// `private`.
+        Private = "private",
+        /// `bridge`.
+        Bridge = "bridge",
+        /// `passthrough`.
+        Passthrough = "passthrough",
+    }
 }
 
 /// `<plug type>` and its attributes.
@@ -112,18 +114,6 @@ impl Plug {
             Plug::Bridge { .. } => "bridge",
             Plug::Direct { .. } => "direct",
             Plug::HostdevPci { .. } => "hostdev-pci",
-        }
-    }
-}
-
-impl MacvlanMode {
-    /// The XML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MacvlanMode::Vepa => "vepa",
-            MacvlanMode::Private => "private",
-            MacvlanMode::Bridge => "bridge",
-            MacvlanMode::Passthrough => "passthrough",
         }
     }
 }
@@ -309,10 +299,7 @@ impl Reader<'_> {
                 n,
                 p,
                 "macTableManager",
-                &[
-                    ("kernel", MacTableManager::Kernel),
-                    ("libvirt", MacTableManager::Libvirt),
-                ],
+                MacTableManager::KEYWORDS,
                 "'kernel' or 'libvirt'",
             )
         };
@@ -345,12 +332,7 @@ impl Reader<'_> {
                         n,
                         p,
                         "mode",
-                        &[
-                            ("vepa", MacvlanMode::Vepa),
-                            ("private", MacvlanMode::Private),
-                            ("bridge", MacvlanMode::Bridge),
-                            ("passthrough", MacvlanMode::Passthrough),
-                        ],
+                        MacvlanMode::KEYWORDS,
                         "'vepa', 'private', 'bridge' or 'passthrough'",
                     )?
                     .unwrap_or(MacvlanMode::Vepa);
@@ -369,7 +351,7 @@ impl Reader<'_> {
                                 d,
                                 dp,
                                 "name",
-                                &[("kvm", HostdevDriver::Kvm), ("vfio", HostdevDriver::Vfio)],
+                                HostdevDriver::KEYWORDS,
                                 "'kvm' or 'vfio'",
                             )?,
                         }

@@ -161,16 +161,7 @@ impl Walker<'_> {
 
     /// A `family` attribute: `ipv4` or `ipv6`.
     fn family(&self, node: &Node, path: &str) -> Result<Option<IpFamily>, XmlError> {
-        match node.attr("family") {
-            None => Ok(None),
-            Some("ipv4") => Ok(Some(IpFamily::Ipv4)),
-            Some("ipv6") => Ok(Some(IpFamily::Ipv6)),
-            Some(v) => {
-                Err(self
-                    .report
-                    .value_err(node, &format!("{path}/@family"), v, "'ipv4' or 'ipv6'"))
-            }
-        }
+        self.choice(node, path, "family", IpFamily::KEYWORDS, "'ipv4' or 'ipv6'")
     }
 
     fn network(&mut self, root: &Node) -> Result<Network, XmlError> {
@@ -421,15 +412,8 @@ impl Walker<'_> {
                 self.check_libvirt(d, dp, &["name"], &[], &[]);
                 match d.attr("name") {
                     None | Some("") => None,
-                    Some("kvm") => Some(HostdevDriver::Kvm),
-                    Some("vfio") => Some(HostdevDriver::Vfio),
-                    Some(v) => {
-                        return Err(self.report.value_err(
-                            d,
-                            &format!("{dp}/@name"),
-                            v,
-                            "'kvm' or 'vfio'",
-                        ))
+                    Some(_) => {
+                        self.choice(d, dp, "name", HostdevDriver::KEYWORDS, "'kvm' or 'vfio'")?
                     }
                 }
             }
@@ -623,10 +607,7 @@ impl Walker<'_> {
             n,
             p,
             "macTableManager",
-            &[
-                ("kernel", MacTableManager::Kernel),
-                ("libvirt", MacTableManager::Libvirt),
-            ],
+            MacTableManager::KEYWORDS,
             "'kernel' or 'libvirt'",
         )?;
         Ok(Bridge {
@@ -728,20 +709,15 @@ impl Walker<'_> {
                 // libvirt ignores a <lease> without expiry.
                 continue;
             };
-            let unit = match n.attr("unit") {
-                None => LeaseUnit::Minutes,
-                Some("seconds") => LeaseUnit::Seconds,
-                Some("minutes") => LeaseUnit::Minutes,
-                Some("hours") => LeaseUnit::Hours,
-                Some(v) => {
-                    return Err(self.report.value_err(
-                        n,
-                        &format!("{lp}/@unit"),
-                        v,
-                        "'seconds', 'minutes' or 'hours'",
-                    ))
-                }
-            };
+            let unit = self
+                .choice(
+                    n,
+                    &lp,
+                    "unit",
+                    LeaseUnit::KEYWORDS,
+                    "'seconds', 'minutes' or 'hours'",
+                )?
+                .unwrap_or(LeaseUnit::Minutes);
             // The unit of an infinite lease is meaningless and libvirt does not print it.
             let lease = Lease {
                 expiry,
