@@ -925,23 +925,16 @@ fn stop_service(p: &ServiceProcess) -> Result<()> {
     if gone(p) {
         return Ok(());
     }
-    // SAFETY: plain kill(2) on a pid checked to be our service.
-    unsafe { libc::kill(p.pid, libc::SIGTERM) };
-    let deadline = Instant::now() + SERVICE_STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if gone(p) {
-            return Ok(());
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        // SAFETY: plain kill(2) on a pid checked to be our service.
+        unsafe { libc::kill(p.pid, signal) };
+        let deadline = Instant::now() + SERVICE_STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if gone(p) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: as above.
-    unsafe { libc::kill(p.pid, libc::SIGKILL) };
-    let deadline = Instant::now() + SERVICE_STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if gone(p) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
     Err(Error::Service(format!(
         "service pid {} does not exit",
