@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::keywords::keywords;
-use crate::netdev::{VirtualPort, VirtualPortType, Vlan};
+use crate::netdev::{Bandwidth, BandwidthUse, VirtualPort, VirtualPortType, Vlan};
 use crate::tree::{line_col, read_forest, Located, Node, Report, TreeReader};
 use crate::MacAddr;
 
@@ -396,12 +396,11 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
     let link_up = link(&mut r, node)?;
     let script = script_path(&mut r, node, "script")?;
     let downscript = script_path(&mut r, node, "downscript")?;
-    let (virtualport, vlan) = port_settings(&mut r, src, node)?;
+    let (virtualport, vlan, bandwidth) = port_settings(&mut r, src, node)?;
     let portgroup = match (&kind, node.kid("source").and_then(|s| s.attr("portgroup"))) {
         (InterfaceKind::Network { .. }, Some(pg)) if !pg.is_empty() => Some(pg.to_string()),
         _ => None,
     };
-    let bandwidth = bandwidth(&mut r, src, node)?;
     let port_isolated = port_isolated(&mut r, node)?;
     let iface = Interface {
         index,
@@ -428,51 +427,33 @@ fn parse_one(src: &str, index: usize, node: &Node) -> Result<Interface, Interfac
     })
 }
 
-/// `<virtualport>` and `<vlan>`, read by the readers networks and ports
-/// use (libvirt shares them too), their errors given this interface's
-/// index, MAC and line.
-fn port_settings(
-    r: &mut Reader,
-    src: &str,
-    node: &Node,
-) -> Result<(Option<VirtualPort>, Option<Vlan>), InterfaceError> {
-    let mut lr = TreeReader::new(Located { src });
-    let vp = match node.kid("virtualport") {
-        Some(n) => lr
-            .virtualport(n, "interface/virtualport", false)
-            .map_err(|e| r.err(e.to_string()))?,
-        None => None,
-    };
-    let vlan = match node.kid("vlan") {
-        Some(n) => Some(
-            lr.vlan(n, "interface/vlan")
-                .map_err(|e| r.err(e.to_string()))?,
-        ),
-        None => None,
-    };
-    r.unknown.append(&mut lr.unknown);
-    Ok((vp, vlan))
-}
+/// An interface's `<virtualport>`, `<vlan>` and `<bandwidth>`.
+type PortSettings = (Option<VirtualPort>, Option<Vlan>, Option<Bandwidth>);
 
-/// `<bandwidth>`, read as a network port's (libvirt's domain interfaces
-/// take a `floor`, which only a network port can reserve).
-fn bandwidth(
-    r: &mut Reader,
-    src: &str,
-    node: &Node,
-) -> Result<Option<crate::Bandwidth>, InterfaceError> {
-    let Some(n) = node.kid("bandwidth") else {
-        return Ok(None);
+/// `<virtualport>`, `<vlan>` and `<bandwidth>`, read by the readers
+/// networks and ports use (libvirt shares them too), their errors given
+/// this interface's index, MAC and line. The bandwidth is read as a
+/// network port's (libvirt's domain interfaces take a `floor`, which only
+/// a network port can reserve).
+fn port_settings(r: &mut Reader, src: &str, node: &Node) -> Result<PortSettings, InterfaceError> {
+    let mut lr = TreeReader::new(Located { src });
+    let read = |lr: &mut TreeReader<Located>| {
+        Ok::<_, crate::XmlError>((
+            lr.kid_with(node, "virtualport", |w, n| {
+                w.virtualport(n, "interface/virtualport", false)
+            })?,
+            lr.kid_with(node, "vlan", |w, n| w.vlan(n, "interface/vlan").map(Some))?,
+            lr.kid_with(node, "bandwidth", |w, n| {
+                w.bandwidth(n, "interface/bandwidth", BandwidthUse::Port)
+            })?,
+        ))
     };
-    let mut sub = TreeReader::new(crate::tree::Located { src });
-    let bw = sub
-        .bandwidth(n, "interface/bandwidth", crate::netdev::BandwidthUse::Port)
-        .map_err(|e| r.err(e.to_string()))?;
-    r.unknown.append(&mut sub.unknown);
+    let (vp, vlan, bw) = read(&mut lr).map_err(|e| r.err(e.to_string()))?;
+    r.unknown.append(&mut lr.unknown);
     if bw.is_some_and(|b| b.class_id != 0) {
         return Err(r.err("interface/bandwidth/@classID: only a network port has a class"));
     }
-    Ok(bw)
+    Ok((vp, vlan, bw))
 }
 
 /// `<port isolated='yes|no'/>`.
