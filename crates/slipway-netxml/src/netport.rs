@@ -245,22 +245,16 @@ impl Reader<'_> {
         let vlan = self.kid_with(root, "vlan", |w, n| {
             w.vlan(n, "/networkport/vlan").map(Some)
         })?;
-        let isolated = match root.kid("port") {
-            Some(n) => {
-                let pp = "/networkport/port";
-                self.check(n, pp, &["isolated"], &[]);
-                self.yes_no(n, pp, "isolated")?
-            }
-            None => None,
-        };
-        let trust_guest_rx_filters = match root.kid("rxfilters") {
-            Some(n) => {
-                let rp = "/networkport/rxfilters";
-                self.check(n, rp, &["trustGuest"], &[]);
-                self.yes_no(n, rp, "trustGuest")?
-            }
-            None => None,
-        };
+        let isolated = self.kid_with(root, "port", |w, n| {
+            let pp = "/networkport/port";
+            w.check(n, pp, &["isolated"], &[]);
+            w.yes_no(n, pp, "isolated")
+        })?;
+        let trust_guest_rx_filters = self.kid_with(root, "rxfilters", |w, n| {
+            let rp = "/networkport/rxfilters";
+            w.check(n, rp, &["trustGuest"], &[]);
+            w.yes_no(n, rp, "trustGuest")
+        })?;
         let plug = self.kid_with(root, "plug", Self::plug)?;
         Ok(NetworkPort {
             uuid,
@@ -341,23 +335,16 @@ impl Reader<'_> {
             4 => {
                 self.check(n, p, &["type", "managed"], &["driver", "address"]);
                 let managed = self.yes_no(n, p, "managed")?;
-                let driver = match n.kid("driver") {
-                    Some(d) => {
-                        let dp = "/networkport/plug/driver";
-                        self.check(d, dp, &["name"], &[]);
-                        match d.attr("name") {
-                            None | Some("") => None,
-                            Some(_) => self.choice(
-                                d,
-                                dp,
-                                "name",
-                                HostdevDriver::KEYWORDS,
-                                "'kvm' or 'vfio'",
-                            )?,
+                let driver = self.kid_with(n, "driver", |w, d| {
+                    let dp = "/networkport/plug/driver";
+                    w.check(d, dp, &["name"], &[]);
+                    match d.attr("name") {
+                        None | Some("") => Ok(None),
+                        Some(_) => {
+                            w.choice(d, dp, "name", HostdevDriver::KEYWORDS, "'kvm' or 'vfio'")
                         }
                     }
-                    None => None,
-                };
+                })?;
                 let a = n.kid("address").ok_or_else(|| {
                     self.report
                         .structure(n, p, "Missing network port PCI address")

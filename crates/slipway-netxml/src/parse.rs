@@ -269,25 +269,18 @@ impl Walker<'_> {
                 .filter(|&m| m != 0),
             _ => None,
         };
-        let mac = match root.kid("mac") {
-            Some(n) => {
-                let path = "/network/mac";
-                self.check_libvirt(n, path, &["address"], &[], &[]);
-                self.parsed::<MacAddr>(n, path, "address", "a MAC address like 52:54:00:12:34:56")?
-            }
-            None => None,
-        };
-        let domain = match root.kid("domain") {
-            Some(n) => {
-                let path = "/network/domain";
-                self.check_libvirt(n, path, &["name", "localOnly"], &[], &[]);
-                let local_only = self.yes_no(n, path, "localOnly")?;
-                // libvirt forgets a <domain> without a name.
-                self.string(n, "name")
-                    .map(|name| Domain { name, local_only })
-            }
-            None => None,
-        };
+        let mac = self.kid_with(root, "mac", |w, n| {
+            let path = "/network/mac";
+            w.check_libvirt(n, path, &["address"], &[], &[]);
+            w.parsed::<MacAddr>(n, path, "address", "a MAC address like 52:54:00:12:34:56")
+        })?;
+        let domain = self.kid_with(root, "domain", |w, n| {
+            let path = "/network/domain";
+            w.check_libvirt(n, path, &["name", "localOnly"], &[], &[]);
+            let local_only = w.yes_no(n, path, "localOnly")?;
+            // libvirt forgets a <domain> without a name.
+            Ok(w.string(n, "name").map(|name| Domain { name, local_only }))
+        })?;
         let dns = self.kid_with(root, "dns", Self::dns)?;
         let mut ips = Vec::new();
         for n in root.kids("ip") {
@@ -405,19 +398,14 @@ impl Walker<'_> {
             n.attr("managed")
                 .is_some_and(|m| m.eq_ignore_ascii_case("yes"))
         });
-        let driver = match n.kid("driver") {
-            None => None,
-            Some(d) => {
-                let dp = "/network/forward/driver";
-                self.check_libvirt(d, dp, &["name"], &[], &[]);
-                match d.attr("name") {
-                    None | Some("") => None,
-                    Some(_) => {
-                        self.choice(d, dp, "name", HostdevDriver::KEYWORDS, "'kvm' or 'vfio'")?
-                    }
-                }
+        let driver = self.kid_with(n, "driver", |w, d| {
+            let dp = "/network/forward/driver";
+            w.check_libvirt(d, dp, &["name"], &[], &[]);
+            match d.attr("name") {
+                None | Some("") => Ok(None),
+                Some(_) => w.choice(d, dp, "name", HostdevDriver::KEYWORDS, "'kvm' or 'vfio'"),
             }
-        };
+        })?;
         let pfs: Vec<&Node> = n.kids("pf").collect();
         let addrs: Vec<&Node> = n.kids("address").collect();
         if n.attr("dev").is_some() && !(pfs.is_empty() && addrs.is_empty()) {
