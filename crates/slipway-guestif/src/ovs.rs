@@ -120,16 +120,14 @@ pub fn resolve(
     let Some(iface_id) = vp.interface_id else {
         unreachable!("generate_missing_ids gives an openvswitch virtualport its interfaceid")
     };
-    let profile_id = match &vp.profile_id {
-        Some(p) => Some(ProfileId::new(p).map_err(|e| e.to_string())?),
-        None => None,
-    };
+    let profile_id = vp.profile_id.as_deref().map(ProfileId::new).transpose();
+    let profile_id = profile_id.map_err(|e| e.to_string())?;
     Ok(Some(OvsPlug {
         bridge: OvsName::bridge(&bridge).map_err(|e| e.to_string())?,
-        iface: match tap {
-            Some(n) => Some(OvsName::interface(n).map_err(|e| e.to_string())?),
-            None => None,
-        },
+        iface: tap
+            .map(OvsName::interface)
+            .transpose()
+            .map_err(|e| e.to_string())?,
         iface_id,
         profile_id,
         vlan,

@@ -800,10 +800,8 @@ fn ifname(net: &Network, what: &str, name: &str) -> Result<IfName> {
 /// jumping to `guest_output`, `guest_input`, `guest_cross`, and a NAT chain.
 fn firewall(net: &Network, br: &IfName, actions: &mut Vec<Action>) -> Result<()> {
     let mode = net.forward_mode();
-    let dev = match net.forward.as_ref().and_then(|f| f.dev()) {
-        Some(d) => Some(ifname(net, "<forward dev", d)?),
-        None => None,
-    };
+    let dev = net.forward.as_ref().and_then(|f| f.dev());
+    let dev = dev.map(|d| ifname(net, "<forward dev", d)).transpose()?;
     let in_br = || RuleMatch::InIface { name: br.clone() };
     let out_br = || RuleMatch::OutIface { name: br.clone() };
     for family in [NftFamily::Ip, NftFamily::Ip6] {
