@@ -101,19 +101,16 @@ const fn reads(num: i32, api: &'static str) -> Procedure {
 /// A procedure that changes something.
 const fn writes(num: i32, api: &'static str) -> Procedure {
     Procedure {
-        num,
-        api,
         writes: true,
-        before_open: false,
+        ..reads(num, api)
     }
 }
 
+/// A procedure allowed before `CONNECT_OPEN` (it only reads).
 const fn pre(num: i32, api: &'static str) -> Procedure {
     Procedure {
-        num,
-        api,
-        writes: false,
         before_open: true,
+        ..reads(num, api)
     }
 }
 
