@@ -68,7 +68,9 @@ pub enum Section {
     DnsSrv,
 }
 
-const SECTIONS: [(&str, Section); 12] = [
+/// Every section with virsh's name, in the order of libvirt's
+/// `virNetworkUpdateSection` (`VIR_NETWORK_SECTION_BRIDGE` = 1 first).
+pub const SECTIONS: [(&str, Section); 12] = [
     ("bridge", Section::Bridge),
     ("domain", Section::Domain),
     ("ip", Section::Ip),

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use slipway_netmgr::portapi::{PortCreateFlags, PortParam, PortParameters};
 use slipway_netmgr::proto::{Event, EventKind, ListFilter, Lookup, NetworkInfo, Reply, Request};
-use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec};
+use slipway_netmgr::update::{Section, UpdateCommand, UpdateSpec, SECTIONS};
 use slipway_netmgr::{Error, Manager};
 
 use crate::errors::{code, domain};
@@ -836,22 +836,8 @@ fn update_command(n: u32) -> Result<UpdateCommand, RpcError> {
 }
 
 fn update_section(n: u32) -> Result<Section, RpcError> {
-    const SECTIONS: [Section; 12] = [
-        Section::Bridge,
-        Section::Domain,
-        Section::Ip,
-        Section::IpDhcpHost,
-        Section::IpDhcpRange,
-        Section::Forward,
-        Section::ForwardInterface,
-        Section::ForwardPf,
-        Section::Portgroup,
-        Section::DnsHost,
-        Section::DnsTxt,
-        Section::DnsSrv,
-    ];
     n.checked_sub(1)
-        .and_then(|i| SECTIONS.get(i as usize).copied())
+        .and_then(|i| SECTIONS.get(i as usize).map(|&(_, s)| s))
         .ok_or_else(|| {
             RpcError::new(
                 code::NO_SUPPORT,
