@@ -624,23 +624,18 @@ fn net_undefine(conn: &mut Conn, network: &str) -> Result<String, Failure> {
 }
 
 fn net_autostart(conn: &mut Conn, network: &str, disable: bool) -> Result<String, Failure> {
-    let (context, done) = if disable {
-        (
-            format!("failed to unmark network {network} as autostarted"),
-            format!("Network {network} unmarked as autostarted\n"),
-        )
+    let (verb, done) = if disable {
+        ("unmark", "unmarked")
     } else {
-        (
-            format!("failed to mark network {network} as autostarted"),
-            format!("Network {network} marked as autostarted\n"),
-        )
+        ("mark", "marked")
     };
+    let context = format!("failed to {verb} network {network} as autostarted");
     let req = Request::Autostart {
         lookup: Lookup::any(network),
         enable: !disable,
     };
     change(conn, req, network, context)?;
-    Ok(done)
+    Ok(format!("Network {network} {done} as autostarted\n"))
 }
 
 fn net_dumpxml(conn: &mut Conn, network: &str, inactive: bool) -> Result<String, Failure> {
