@@ -236,7 +236,7 @@ fn portgroup(b: &mut XmlWriter, pg: &PortGroup) {
 }
 
 pub(crate) fn format(net: &Network) -> String {
-    let mut b = XmlWriter::new(0);
+    let mut b = XmlWriter::default();
     let dnsmasq = !net.dnsmasq_options.is_empty();
     b.start(
         Tag::new("network")

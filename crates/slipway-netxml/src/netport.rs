@@ -442,7 +442,7 @@ impl Reader<'_> {
 
 /// The port as `virNetworkPortDefFormat` prints it.
 fn format(port: &NetworkPort) -> String {
-    let mut b = XmlWriter::new(0);
+    let mut b = XmlWriter::default();
     b.start(Tag::new("networkport"));
     b.line(&format!("<uuid>{}</uuid>", port.uuid));
     b.start(Tag::new("owner"));

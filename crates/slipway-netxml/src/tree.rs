@@ -666,6 +666,7 @@ impl Tag {
 
 /// Printed XML in libvirt's layout (`virBuffer` with its automatic
 /// indentation): one element a line, two more spaces a level.
+#[derive(Default)]
 pub(crate) struct XmlWriter {
     /// The document so far.
     pub(crate) out: String,
@@ -674,14 +675,6 @@ pub(crate) struct XmlWriter {
 }
 
 impl XmlWriter {
-    /// An empty document at `indent` spaces.
-    pub(crate) fn new(indent: usize) -> XmlWriter {
-        XmlWriter {
-            out: String::new(),
-            indent,
-        }
-    }
-
     /// Appends one line at the current indentation.
     pub(crate) fn line(&mut self, text: &str) {
         for _ in 0..self.indent {
