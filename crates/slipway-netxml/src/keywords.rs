@@ -1,6 +1,6 @@
 //! Enumerations that XML spells with fixed keywords (`<forward mode>`,
 //! `<lease unit>`, `<virtualport type>`…): one table per enumeration
-//! gives the type, its printing ([`as_str`](#as_str)) and its reading
+//! gives the type, its printing (`as_str`) and its reading
 //! (`from_xml`, and `KEYWORDS` for the tree reader's `choice`), so the
 //! two directions cannot disagree. A declarative macro because the
 //! crates that do this (strum) are not among the workspace's
