@@ -516,10 +516,7 @@ impl LinuxBackend {
         }
         match netlink::Netlink::open() {
             Ok(mut nl) => {
-                let bridge_index = match &rec.bridge {
-                    Some(b) => netlink::link_index(b),
-                    None => None,
-                };
+                let bridge_index = rec.bridge.as_deref().and_then(netlink::link_index);
                 if let Some(idx) = bridge_index {
                     for r in rec.routes.iter().rev() {
                         log_undo(

@@ -59,15 +59,10 @@ impl Service {
             r.hostname = r.host_name().map(|h| h.to_string());
         }
         let ra = Advertiser::open(svc)?;
-        let dhcpv6 = match &ra {
-            Some(ra) => Some(Dhcpv6::open(
-                svc,
-                ra.ifindex(),
-                ra.mac().unwrap_or_default(),
-                &saved,
-            )?),
-            None => None,
-        };
+        let dhcpv6 = ra
+            .as_ref()
+            .map(|ra| Dhcpv6::open(svc, ra.ifindex(), ra.mac().unwrap_or_default(), &saved));
+        let dhcpv6 = dhcpv6.transpose()?;
         let dhcp = Dhcp::open(svc, &saved)?;
         let dns = Dns::open(svc, &file.resolv_conf, zone(svc, &saved)?)?;
         let tftp = match &svc.tftp_root {
