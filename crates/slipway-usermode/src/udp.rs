@@ -180,7 +180,7 @@ impl UdpTable {
             addr: fwd.host.to_string(),
             source,
         };
-        let mut socket = UdpSocket::bind(fwd.host).map_err(err)?;
+        let mut socket = crate::iface::listen::udp_socket(fwd).map_err(err)?;
         let index = self.forwards.len();
         registry
             .register(

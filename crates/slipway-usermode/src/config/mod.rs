@@ -44,10 +44,21 @@ pub struct HostForward {
     pub host: SocketAddr,
     /// Guest address; `None` means the first DHCP address (QEMU's rule)
     /// for an IPv4 host address, and the guest's learned (SLAAC) address in
-    /// the IPv6 prefix for an IPv6 host address.
+    /// the IPv6 prefix for an IPv6 host address (on a copied network, the
+    /// copied address until the guest is seen using another).
     pub guest_addr: Option<IpAddr>,
     /// Guest port.
     pub guest_port: u16,
+    /// An IPv6 host address takes IPv6 clients only (`IPV6_V6ONLY`): the
+    /// IPv6 listener of a port that has an IPv4 one beside it, as passt
+    /// binds one per family. `false` leaves the kernel's default
+    /// (`net.ipv6.bindv6only`, usually both families), as QEMU's
+    /// `hostfwd=` does.
+    pub v6_only: bool,
+    /// The interface the host side is bound to (`SO_BINDTODEVICE`, passt's
+    /// `ADDR%IFNAME/`): only clients that arrive through it are taken.
+    /// A valid interface name (checked where it was given).
+    pub device: Option<String>,
 }
 
 impl HostForward {
@@ -498,9 +509,11 @@ pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
 }
 
 /// The address a forwarded peer appears as to a guest at `guest` (whose
-/// family decides): loopback peers come from the host address, others
-/// keep their own address; a peer that cannot be shown in the guest's
-/// family (or that hides behind a guest-side address) gets `None`.
+/// family decides): loopback peers come from the host address, and so,
+/// on a copied network, do clients of the host's own address (the one the
+/// guest has too, as passt maps it); others keep their own address; a
+/// peer that cannot be shown in the guest's family (or that hides behind
+/// a guest-side address) gets `None`.
 pub(crate) fn guest_visible(
     cfg: &StackConfig,
     guest: IpAddr,
@@ -510,15 +523,18 @@ pub(crate) fn guest_visible(
         IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
         v4 => v4,
     };
+    let copied_own = cfg.copied.as_ref().is_some_and(|c| {
+        peer_ip == IpAddr::V4(c.guest) || c.guest6.map(IpAddr::V6) == Some(peer_ip)
+    });
     let ip = match (guest, peer_ip) {
-        (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+        (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() || copied_own => {
             IpAddr::V4(cfg.host)
         }
         (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) || cfg.is_copied_peer(ip) => {
             IpAddr::V4(ip)
         }
         (IpAddr::V4(_), IpAddr::V6(ip)) if ip.is_loopback() => IpAddr::V4(cfg.host),
-        (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+        (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() || copied_own => {
             IpAddr::V6(cfg.ipv6.host)
         }
         (IpAddr::V6(_), IpAddr::V4(ip)) if ip.is_loopback() => IpAddr::V6(cfg.ipv6.host),
@@ -686,6 +702,30 @@ mod tests {
         }
         let peer = "192.0.2.77:80".parse().unwrap();
         assert_eq!(guest_visible(&cfg, cfg.dhcp_start.into(), peer), Some(peer));
+        // A client of the host's own address (the guest's too) comes
+        // from the gateway, as a loopback one does.
+        let own = SocketAddr::new(cfg.dhcp_start.into(), 4000);
+        assert_eq!(
+            guest_visible(&cfg, cfg.dhcp_start.into(), own),
+            Some("192.0.2.1:4000".parse().unwrap())
+        );
+        // IPv6 likewise: the host's own address comes from the gateway,
+        // the prefix's other hosts as themselves.
+        cfg.ipv6.prefix = "2001:db8:99::".parse().unwrap();
+        cfg.ipv6.host = "fe80::1".parse().unwrap();
+        cfg.copied.as_mut().unwrap().guest6 = Some("2001:db8:99::2".parse().unwrap());
+        let guest6: IpAddr = "2001:db8:99::2".parse().unwrap();
+        for (peer, seen) in [
+            ("[2001:db8:99::2]:4000", "[fe80::1]:4000"),
+            ("[::1]:4001", "[fe80::1]:4001"),
+            ("[2001:db8:99::3]:4002", "[2001:db8:99::3]:4002"),
+        ] {
+            assert_eq!(
+                guest_visible(&cfg, guest6, peer.parse().unwrap()),
+                Some(seen.parse().unwrap()),
+                "{peer}"
+            );
+        }
         cfg.copied.as_mut().unwrap().map_gw = false;
         assert_eq!(
             target(&cfg, "192.0.2.1:80"),
