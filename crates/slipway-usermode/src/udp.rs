@@ -584,6 +584,7 @@ impl UdpTable {
                             continue;
                         }
                     };
+                    let guest = ctx.link_local_guest(guest, remote);
                     if self.by_endpoints.contains_key(&(guest, remote)) {
                         // Another peer already shows up as this address and port.
                         ctx.counters.drop(DropReason::FlowLimit);

@@ -392,6 +392,11 @@ impl Ctx<'_> {
         forward_guest(self.cfg, self.neighbours, fwd)
     }
 
+    /// The guest end of a forwarded UDP flow ([`link_local_guest`]).
+    pub fn link_local_guest(&self, guest: SocketAddr, remote: SocketAddr) -> SocketAddr {
+        link_local_guest(self.neighbours, guest, remote)
+    }
+
     /// The host address as the guest sees it in the family of `guest`
     /// (the source of connections forwarded from host loopback).
     pub fn host_addr_for(&self, guest: IpAddr) -> IpAddr {
@@ -424,6 +429,29 @@ pub fn forward_guest(
         None => IpAddr::V4(cfg.dhcp_start),
     };
     Some(SocketAddr::new(ip, fwd.guest_port))
+}
+
+/// The guest end of a forwarded UDP flow that the guest sees coming from
+/// `remote`: for a link-local `remote` (a copied network's gateway, which
+/// clients of the host's loopback and of its own address come from), the
+/// guest's link-local address it was last seen using, as passt sends
+/// them: the guest answers a link-local peer from its link-local address
+/// (source address selection, RFC 6724 rule 2), and that answer must
+/// belong to the flow. `guest` otherwise, or while no link-local address
+/// of the guest is known.
+pub fn link_local_guest(
+    neighbours: &Neighbours,
+    guest: SocketAddr,
+    remote: SocketAddr,
+) -> SocketAddr {
+    match (guest.ip(), remote.ip()) {
+        (IpAddr::V6(g), IpAddr::V6(r)) if r.is_unicast_link_local() && !g.is_unicast_link_local() => {
+            neighbours
+                .latest(|a| matches!(a, IpAddr::V6(a) if a.is_unicast_link_local()))
+                .map_or(guest, |ll| SocketAddr::new(ll, guest.port()))
+        }
+        _ => guest,
+    }
 }
 
 /// The state every handler shares, split from the handlers so a [`Ctx`]
@@ -503,5 +531,28 @@ mod tests {
             forward_guest(&cfg, &neighbours, &fwd("0.0.0.0:8080")),
             Some(SocketAddr::new(cfg.dhcp_start.into(), 8080))
         );
+    }
+
+    /// A UDP flow shown to the guest from a link-local address goes to the
+    /// guest's link-local address once one is known; others stay.
+    #[test]
+    fn link_local_peers_reach_the_guests_link_local_address() {
+        let s = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mut neighbours = Neighbours::default();
+        let guest = s("[2001:db8:99::2]:5300");
+        let gateway = s("[fe80::1]:40000");
+        assert_eq!(link_local_guest(&neighbours, guest, gateway), guest);
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
+        neighbours.learn("fe80::9".parse::<Ipv6Addr>().unwrap(), mac);
+        neighbours.learn("2001:db8:99::2".parse::<Ipv6Addr>().unwrap(), mac);
+        assert_eq!(
+            link_local_guest(&neighbours, guest, gateway),
+            s("[fe80::9]:5300")
+        );
+        for remote in ["[2001:db8:99::3]:53", "10.0.2.2:53"] {
+            assert_eq!(link_local_guest(&neighbours, guest, s(remote)), guest);
+        }
+        let v4 = s("10.0.2.15:53");
+        assert_eq!(link_local_guest(&neighbours, v4, gateway), v4);
     }
 }
