@@ -1974,3 +1974,79 @@ fn pasta_ipv6_forwards_match_debian_pasta() {
         }
     });
 }
+
+/// What the host side of an IPv6 `auto` run reached: TCP from `::1` and
+/// `127.0.0.1`, UDP from `::1`, to the command's IPv6-only servers.
+#[derive(Debug, PartialEq, Eq)]
+struct Auto6Seen {
+    tcp6: String,
+    udp6: String,
+    tcp4: String,
+}
+
+/// `PROGRAM --config-net OPTIONS -t auto -u auto -- python3 PEER_SERVER`
+/// run as nobody in a fresh [`twin6`]'s private namespace: what the
+/// host's clients reach once the forwards follow the servers.
+fn pasta_auto6_twin(program: &Path, options: &[&str]) -> Auto6Seen {
+    let twin = twin6();
+    let mut child = Command::new("nsenter")
+        .args(["-t", &twin.private.pid().to_string(), "-n"])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(program)
+        .args(["--config-net", "-q"])
+        .args(options)
+        .args(["-t", "auto", "-u", "auto", "-T", "none", "-U", "none"])
+        .args(["--", "/usr/bin/python3", "-c", PEER_SERVER, "8080", "5300"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _pasta = KillOnDrop(child);
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let host = &twin.private;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut tcp6 = tcp_reply(host, "[::1]:8080");
+    while !tcp6.starts_with("tcp6") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        tcp6 = tcp_reply(host, "[::1]:8080");
+    }
+    Auto6Seen {
+        tcp6,
+        udp6: udp_reply(host, "[::1]:5300"),
+        tcp4: tcp_reply(host, "127.0.0.1:8080"),
+    }
+}
+
+/// pasta's `-t auto`/`-u auto` in slipway as pasta over IPv6: the ports
+/// a command's IPv6-only servers open (tcp6, udp6) are forwarded from the
+/// host's `::1` to the namespace over IPv6, by default (beside the IPv4
+/// forward, which reaches the namespace over IPv4, where nothing takes
+/// it) and with `-6` (no IPv4 forward). (Debian's pasta 0.0~git20230309
+/// forwards nothing with `auto` here: no twin, README.)
+#[test]
+fn pasta_auto_forwards_ipv6() {
+    inside("pasta_auto_forwards_ipv6", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        for (options, tcp4) in [
+            (&[][..], "closed"),
+            (&["-6"][..], "connect: ConnectionRefused"),
+        ] {
+            let seen = pasta_auto6_twin(&link, options);
+            let want = Auto6Seen {
+                tcp6: "tcp6 from fe80::1".into(),
+                udp6: "udp6 from fe80::1 (answered from [::1]:5300)".into(),
+                tcp4: tcp4.into(),
+            };
+            assert_eq!(seen, want, "{options:?}");
+        }
+    });
+}
