@@ -148,6 +148,8 @@ pub trait HostView {
     fn routes6(&self) -> anyhow::Result<Vec<slipway_host::routes6::Route6>>;
     /// The IPv6 addresses of interface `name`.
     fn addresses6(&self, name: &str) -> anyhow::Result<Vec<std::net::Ipv6Addr>>;
+    /// The index of interface `name`, if it exists.
+    fn index(&self, name: &str) -> Option<u32>;
     /// /etc/resolv.conf's nameservers.
     fn resolvers(&self) -> Vec<IpAddr>;
     /// /etc/resolv.conf's search list.
@@ -191,6 +193,10 @@ impl HostView for ThisHost {
                 IpAddr::V4(_) => None,
             })
             .collect())
+    }
+
+    fn index(&self, name: &str) -> Option<u32> {
+        slipway_hostnet::netlink::link_index(name)
     }
 
     fn resolvers(&self) -> Vec<IpAddr> {
@@ -453,6 +459,7 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
         dhcp_dns,
         map_gw,
         guest6: v6.as_ref().map(|v| v.guest),
+        link6: v6.as_ref().and_then(|v| v.link),
         dns6: v6.map(|v| v.dns).unwrap_or_default(),
     });
     cfg.hostfwd = forwards::plan_forwards(args, &cfg, host)?;
@@ -757,6 +764,9 @@ mod tests {
                 _ => Vec::new(),
             })
         }
+        fn index(&self, name: &str) -> Option<u32> {
+            (name == "eth0").then_some(2)
+        }
         fn resolvers(&self) -> Vec<IpAddr> {
             self.resolvers.clone()
         }
@@ -988,6 +998,15 @@ mod tests {
         ] {
             assert!(!cfg.is_copied_peer6(a(not_peer)), "{not_peer}");
         }
+        // --no-map-gw: the link-local gateway is the router on eth0 (index
+        // 2), not the host's ::1; the loopback resolver is not advertised.
+        let cfg = plan(&args(&["--no-map-gw"]), &host6()).unwrap();
+        assert_eq!(cfg.copied.as_ref().unwrap().link6, Some(2));
+        assert_eq!(cfg.copied.as_ref().unwrap().dns6, [a("2001:db8:53::1")]);
+        assert_eq!(
+            cfg.outbound_target("[fe80::1]:53".parse().unwrap()),
+            Outbound::Host(std::net::SocketAddrV6::new(a("fe80::1"), 53, 0, 2).into())
+        );
         // -4: IPv6 off; -6: IPv4 off.
         let cfg = plan(&args(&["-4"]), &host6()).unwrap();
         assert!(cfg.ipv4 && !cfg.ipv6.enabled && cfg.copied.unwrap().guest6.is_none());

@@ -2050,3 +2050,104 @@ fn pasta_auto_forwards_ipv6() {
         }
     });
 }
+
+/// What a container reached through the IPv6 gateway's link-local
+/// address, with or without `--no-map-gw`.
+#[derive(Debug, PartialEq, Eq)]
+struct GatewaySeen {
+    /// `ip -6 route`'s default route.
+    route: String,
+    /// A server on the host's `::1`, through `[fe80::1%eth0]`.
+    host_loopback: String,
+    /// A server on the upstream router (all its addresses, fe80::1 on
+    /// its link among them), through `[fe80::1%eth0]`.
+    router: String,
+}
+
+/// Runs `program` as pasta with `--config-net` and `options` for a
+/// container in a fresh [`twin6`] with one server on the host's `::1`
+/// and one on the router, and returns what the gateway's address led to.
+fn pasta_gateway_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> GatewaySeen {
+    let twin = twin6();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lo = Twin::http(
+        &twin.private,
+        &site(&dir, "lo", "on-host-loopback"),
+        "::1".parse().unwrap(),
+    );
+    let router = Twin::http(
+        &twin.upstream,
+        &site(&dir, "router", "on-router"),
+        "::".parse().unwrap(),
+    );
+    let ctr = Container::new();
+    let out = twin
+        .in_private(program)
+        .args(["--config-net", "-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+        .args(options)
+        .arg("--quiet")
+        .arg(ctr.pid().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // As in pasta6_twin: Debian's pasta needs a moment before the
+    // namespace's first connections through the gateway go through.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let get = |port: u16| {
+        let out = Command::new("nsenter")
+            .args(["-t", &ctr.pid().to_string(), "-n", "curl", "-sg", "-m", "5"])
+            .arg(format!("http://[fe80::1%eth0]:{port}/marker.txt"))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            "unreachable".to_string()
+        }
+    };
+    let seen = GatewaySeen {
+        route: ctr.run("ip -6 route show default | cut -d\" \" -f1-5"),
+        host_loopback: get(lo.port()),
+        router: get(router.port()),
+    };
+    eprintln!("{label}: {seen:?}");
+    seen
+}
+
+/// `--no-map-gw` with the IPv6 link-local gateway, against Debian's
+/// pasta: the container's default route is via the router's link-local
+/// address either way; by default that address leads to the host's
+/// `::1`, with `--no-map-gw` to the router itself, on the host's link
+/// (and no longer to the host's loopback).
+#[test]
+fn pasta_no_map_gw_ipv6_matches_debian_pasta() {
+    inside("pasta_no_map_gw_ipv6_matches_debian_pasta", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        for (options, want) in [
+            (&[][..], ("on-host-loopback", "unreachable")),
+            (&["--no-map-gw"][..], ("unreachable", "on-router")),
+        ] {
+            let label = |who: &str| format!("{who}{}", options.join(""));
+            let real = pasta_gateway_twin(
+                Path::new("/usr/bin/pasta"),
+                root.path(),
+                &label("real"),
+                options,
+            );
+            let ours = pasta_gateway_twin(&link, root.path(), &label("slipway"), options);
+            assert_eq!(real.route.trim(), "default via fe80::1 dev eth0", "{real:?}");
+            assert_eq!(
+                (real.host_loopback.as_str(), real.router.as_str()),
+                want,
+                "{options:?}"
+            );
+            assert_eq!(ours, real, "{options:?}");
+        }
+    });
+}

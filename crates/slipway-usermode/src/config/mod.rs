@@ -9,7 +9,7 @@
 //! TFTP, SMB, guest forwards) and [`OptionsError`] live here so the option
 //! parser and the validated model depend only on each other's data.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 pub mod passt_ports;
 pub mod services;
@@ -233,6 +233,12 @@ pub struct CopiedNetwork {
     /// The IPv6 DNS servers advertised (RDNSS, DHCPv6): the host's IPv6
     /// resolvers, a loopback one replaced by the mapped gateway.
     pub dns6: Vec<Ipv6Addr>,
+    /// The index of the host interface the IPv6 side was copied from:
+    /// with `map_gw` off, a link-local gateway is the real router on
+    /// that link and is reached there (the host socket's scope), as
+    /// passt reaches it. `None`: no such interface (none given, no
+    /// default route), and a link-local gateway is not reached.
+    pub link6: Option<u32>,
 }
 
 /// The host addresses outbound TCP connections, UDP flows and DNS
@@ -247,9 +253,12 @@ pub struct OutboundAddrs {
 
 impl OutboundAddrs {
     /// The source address to bind a socket toward `target` to, if any.
+    /// A link-local target gets none: the kernel picks the link-local
+    /// address of its interface.
     pub fn for_target(&self, target: SocketAddr) -> Option<IpAddr> {
         match target {
             SocketAddr::V4(_) => self.v4.map(IpAddr::V4),
+            SocketAddr::V6(t) if t.ip().is_unicast_link_local() => None,
             SocketAddr::V6(_) => self.v6.map(IpAddr::V6),
         }
     }
@@ -401,8 +410,17 @@ impl StackConfig {
             // loopback, whether through the host address or addressed to it.
             return Outbound::Denied(DenyReason::HostLoopbackDisabled);
         }
-        if is_host && self.copied.as_ref().is_some_and(|c| !c.map_gw) {
-            return Outbound::Host(dst);
+        if let Some(copied) = self.copied.as_ref().filter(|c| is_host && !c.map_gw) {
+            // The real gateway; a link-local one on the copied link.
+            return match (dst, copied.link6) {
+                (SocketAddr::V6(v6), Some(link)) if v6.ip().is_unicast_link_local() => {
+                    Outbound::Host(SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, link)))
+                }
+                (SocketAddr::V6(v6), None) if v6.ip().is_unicast_link_local() => {
+                    Outbound::Denied(DenyReason::NoRoute)
+                }
+                _ => Outbound::Host(dst),
+            };
         }
         if is_host {
             return Outbound::Host(SocketAddr::new(loopback, dst.port()));
@@ -670,6 +688,7 @@ mod tests {
             map_gw: true,
             guest6: None,
             dns6: Vec::new(),
+            link6: None,
         });
         let dhcp = dhcp_config(&cfg);
         assert_eq!(
@@ -730,6 +749,33 @@ mod tests {
         assert_eq!(
             target(&cfg, "192.0.2.1:80"),
             Outbound::Host("192.0.2.1:80".parse().unwrap())
+        );
+        // --no-map-gw with a link-local IPv6 gateway: the real router on
+        // the copied link, which must be known.
+        cfg.ipv6.enabled = true;
+        assert_eq!(
+            target(&cfg, "[fe80::1]:80"),
+            Outbound::Denied(DenyReason::NoRoute)
+        );
+        cfg.copied.as_mut().unwrap().link6 = Some(7);
+        assert_eq!(
+            target(&cfg, "[fe80::1]:80"),
+            Outbound::Host(SocketAddr::V6(SocketAddrV6::new(
+                "fe80::1".parse().unwrap(),
+                80,
+                0,
+                7
+            )))
+        );
+        cfg.outbound.v6 = Some("2001:db8:99::2".parse().unwrap());
+        assert_eq!(
+            cfg.outbound.for_target(SocketAddr::V6(SocketAddrV6::new(
+                "fe80::1".parse().unwrap(),
+                80,
+                0,
+                7
+            ))),
+            None
         );
     }
 

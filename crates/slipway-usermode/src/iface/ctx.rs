@@ -510,6 +510,7 @@ mod tests {
             map_gw: true,
             guest6: Some(a("2001:db8:99::2")),
             dns6: Vec::new(),
+            link6: None,
         });
         assert_eq!(
             forward_guest(&cfg, &neighbours, &v6),
