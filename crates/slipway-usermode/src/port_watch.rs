@@ -377,8 +377,7 @@ mod tests {
     #[test]
     fn both_families_each_with_its_own_listener() {
         let (mut stack, poll) = crate::stack::started_for_tests();
-        let dir =
-            std::env::temp_dir().join(format!("slipway-port-watch6-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("slipway-port-watch6-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (path4, path6) = (dir.join("tcp"), dir.join("tcp6"));
         let (a, b) = (free_port(), free_port());

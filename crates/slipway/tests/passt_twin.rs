@@ -1833,7 +1833,10 @@ fn udp_reply(ns: &Netns, addr: &str) -> String {
         for _ in 0..3 {
             sock.send_to(b"hello", addr).unwrap();
             if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                return format!("{} (answered from {from})", String::from_utf8_lossy(&buf[..n]).trim());
+                return format!(
+                    "{} (answered from {from})",
+                    String::from_utf8_lossy(&buf[..n]).trim()
+                );
             }
         }
         "no reply".to_string()
@@ -1955,8 +1958,7 @@ fn pasta_ipv6_forwards_match_debian_pasta() {
             assert_eq!(real.tcp_host_addr, "tcp6 from fe80::1", "{real:?}");
             assert_eq!(real.tcp_prefix_host, "tcp6 from 2001:db8:99::3", "{real:?}");
             assert_eq!(
-                real.udp_host_addr,
-                "udp6 from fe80::1 (answered from [2001:db8:99::2]:5300)",
+                real.udp_host_addr, "udp6 from fe80::1 (answered from [2001:db8:99::2]:5300)",
                 "{real:?}"
             );
             assert_eq!(real.device_from_upstream, real.tcp_prefix_host, "{real:?}");
@@ -2084,7 +2086,17 @@ fn pasta_gateway_twin(program: &Path, root: &Path, label: &str, options: &[&str]
     let ctr = Container::new();
     let out = twin
         .in_private(program)
-        .args(["--config-net", "-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+        .args([
+            "--config-net",
+            "-t",
+            "none",
+            "-u",
+            "none",
+            "-T",
+            "none",
+            "-U",
+            "none",
+        ])
         .args(options)
         .arg("--quiet")
         .arg(ctr.pid().to_string())
@@ -2141,7 +2153,11 @@ fn pasta_no_map_gw_ipv6_matches_debian_pasta() {
                 options,
             );
             let ours = pasta_gateway_twin(&link, root.path(), &label("slipway"), options);
-            assert_eq!(real.route.trim(), "default via fe80::1 dev eth0", "{real:?}");
+            assert_eq!(
+                real.route.trim(),
+                "default via fe80::1 dev eth0",
+                "{real:?}"
+            );
             assert_eq!(
                 (real.host_loopback.as_str(), real.router.as_str()),
                 want,

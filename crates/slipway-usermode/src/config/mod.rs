@@ -414,7 +414,12 @@ impl StackConfig {
             // The real gateway; a link-local one on the copied link.
             return match (dst, copied.link6) {
                 (SocketAddr::V6(v6), Some(link)) if v6.ip().is_unicast_link_local() => {
-                    Outbound::Host(SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, link)))
+                    Outbound::Host(SocketAddr::V6(SocketAddrV6::new(
+                        *v6.ip(),
+                        v6.port(),
+                        0,
+                        link,
+                    )))
                 }
                 (SocketAddr::V6(v6), None) if v6.ip().is_unicast_link_local() => {
                     Outbound::Denied(DenyReason::NoRoute)
@@ -545,14 +550,18 @@ pub(crate) fn guest_visible(
         peer_ip == IpAddr::V4(c.guest) || c.guest6.map(IpAddr::V6) == Some(peer_ip)
     });
     let ip = match (guest, peer_ip) {
-        (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() || copied_own => {
+        (IpAddr::V4(_), IpAddr::V4(ip))
+            if ip.is_loopback() || ip.is_unspecified() || copied_own =>
+        {
             IpAddr::V4(cfg.host)
         }
         (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) || cfg.is_copied_peer(ip) => {
             IpAddr::V4(ip)
         }
         (IpAddr::V4(_), IpAddr::V6(ip)) if ip.is_loopback() => IpAddr::V4(cfg.host),
-        (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() || copied_own => {
+        (IpAddr::V6(_), IpAddr::V6(ip))
+            if ip.is_loopback() || ip.is_unspecified() || copied_own =>
+        {
             IpAddr::V6(cfg.ipv6.host)
         }
         (IpAddr::V6(_), IpAddr::V4(ip)) if ip.is_loopback() => IpAddr::V6(cfg.ipv6.host),

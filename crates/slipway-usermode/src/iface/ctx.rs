@@ -445,7 +445,9 @@ pub fn link_local_guest(
     remote: SocketAddr,
 ) -> SocketAddr {
     match (guest.ip(), remote.ip()) {
-        (IpAddr::V6(g), IpAddr::V6(r)) if r.is_unicast_link_local() && !g.is_unicast_link_local() => {
+        (IpAddr::V6(g), IpAddr::V6(r))
+            if r.is_unicast_link_local() && !g.is_unicast_link_local() =>
+        {
             neighbours
                 .latest(|a| matches!(a, IpAddr::V6(a) if a.is_unicast_link_local()))
                 .map_or(guest, |ll| SocketAddr::new(ll, guest.port()))

@@ -37,9 +37,8 @@ fn bound(fwd: &HostForward, ty: Type, protocol: Protocol) -> io::Result<Socket> 
         sock.set_only_v6(true)?;
     }
     if let Some(device) = &fwd.device {
-        sock.bind_device(Some(device.as_bytes())).map_err(|e| {
-            io::Error::new(e.kind(), format!("binding to interface {device}: {e}"))
-        })?;
+        sock.bind_device(Some(device.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("binding to interface {device}: {e}")))?;
     }
     sock.bind(&fwd.host.into())?;
     Ok(sock)
@@ -111,8 +110,7 @@ mod tests {
                 .expect("the client is accepted by its family's listener");
             assert_eq!(peer, c.local_addr().unwrap());
         }
-        if std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0")
-        {
+        if std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0") {
             let err = tcp_listener(&fwd(&format!("[::]:{port}"), false, None)).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
             let dual = tcp_listener(&fwd("[::]:0", false, None)).unwrap();

@@ -37,7 +37,9 @@ pub(super) fn plan_forwards(
 ) -> anyhow::Result<Vec<HostForward>> {
     let served: Vec<IpAddr> = [
         cfg.ipv4.then_some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        cfg.ipv6.enabled.then_some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        cfg.ipv6
+            .enabled
+            .then_some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
     ]
     .into_iter()
     .flatten()
