@@ -2167,3 +2167,118 @@ fn pasta_no_map_gw_ipv6_matches_debian_pasta() {
         }
     });
 }
+
+/// Starts `program` as passt with libvirt's command line (`--tcp-ports
+/// 2222:80`) in a fresh [`twin6`], boots the test guest on it (its IPv4
+/// address by DHCP, its IPv6 one by SLAAC, a web server on port 80, a page fetched from beyond
+/// the router first, so that passt has seen its address) and returns what
+/// the host's clients got through port 2222.
+fn passt6_forward_twin(program: &Path, root: &Path, label: &str) -> Vec<(String, String)> {
+    let twin = twin6();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&format!("chmod 0777 {}", dir.display()));
+    let up = Twin::http(
+        &twin.upstream,
+        &site(&dir, "up", "on-upstream6"),
+        "2001:db8:100::7".parse().unwrap(),
+    );
+    let out = twin
+        .in_private(program)
+        .args(libvirt_args(&dir))
+        .output()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.join("passt.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{label}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    let script = format!(
+        "dhcp eth0 || exit 1\n\
+         for i in $(seq 1 30); do ip -6 addr show dev eth0 scope global | grep -q inet6 && ip -6 route | grep -q ^default && break; sleep 1; done\n\
+         sleep 2\n\
+         mkdir -p /www && echo guest-page6 > /www/index.html\n\
+         httpd -p 80 -h /www\n\
+         result upstream6 \"$(printf \"GET /marker.txt HTTP/1.0\\r\\n\\r\\n\" | timeout 10 nc 2001:db8:100::7 {up} | tail -n 1)\"\n\
+         ready forward6\n\
+         sleep 120\n",
+        up = up.port(),
+    );
+    let mut guest = Guest::builder()
+        .netdev(&format!(
+            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+            dir.join("passt.sock").display()
+        ))
+        .mac("52:54:00:12:34:56")
+        .script(&script)
+        .timeout(std::time::Duration::from_secs(400))
+        .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
+        .boot()
+        .unwrap();
+    if let Err(e) =
+        guest.wait_for_line("SLIPWAY-READY forward6", std::time::Duration::from_secs(300))
+    {
+        panic!(
+            "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
+            guest.console(),
+            log()
+        );
+    }
+    let get = |ns: &Netns, addr: &'static str| {
+        let page = ns
+            .spawn(move || common::http_get(addr).unwrap_or_else(|e| e.to_string()))
+            .join()
+            .unwrap();
+        page.lines().last().unwrap_or_default().to_string()
+    };
+    let seen = vec![
+        (
+            "upstream6".to_string(),
+            guest
+                .output_so_far()
+                .result("upstream6")
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        ("host ::1".into(), get(&twin.private, "[::1]:2222")),
+        (
+            "host's address".into(),
+            get(&twin.private, "[2001:db8:99::2]:2222"),
+        ),
+        (
+            "prefix host".into(),
+            get(&twin.upstream, "[2001:db8:99::2]:2222"),
+        ),
+        ("host 127.0.0.1".into(), get(&twin.private, "127.0.0.1:2222")),
+    ];
+    eprintln!("{label}: {seen:?}");
+    seen
+}
+
+/// libvirt's passt command line (`--tcp-ports 2222:80`) on a host with
+/// IPv6, against Debian's passt, with the test guest (its address by
+/// SLAAC, not the host's): the forward reaches its web server over IPv6
+/// from the host's `::1`, the host's IPv6 address and a host of the
+/// prefix, and over IPv4 as before.
+#[test]
+fn passt_ipv6_forward_matches_debian_passt() {
+    inside("passt_ipv6_forward_matches_debian_passt", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        let passt = link.with_file_name("passt");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &passt).unwrap();
+        let real = passt6_forward_twin(Path::new("/usr/bin/passt"), root.path(), "real");
+        let ours = passt6_forward_twin(&passt, root.path(), "slipway");
+        for (what, page) in &real {
+            let want = if what == "upstream6" {
+                "on-upstream6"
+            } else {
+                "guest-page6"
+            };
+            assert_eq!(page, want, "{what}: {real:?}");
+        }
+        assert_eq!(ours, real);
+    });
+}
