@@ -2203,7 +2203,7 @@ fn passt6_forward_twin(program: &Path, root: &Path, label: &str) -> Vec<(String,
          httpd -p 80 -h /www\n\
          result upstream6 \"$(printf \"GET /marker.txt HTTP/1.0\\r\\n\\r\\n\" | timeout 10 nc 2001:db8:100::7 {up} | tail -n 1)\"\n\
          ready forward6\n\
-         sleep 120\n",
+         sleep 600\n",
         up = up.port(),
     );
     let mut guest = Guest::builder()
@@ -2217,9 +2217,10 @@ fn passt6_forward_twin(program: &Path, root: &Path, label: &str) -> Vec<(String,
         .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
         .boot()
         .unwrap();
-    if let Err(e) =
-        guest.wait_for_line("SLIPWAY-READY forward6", std::time::Duration::from_secs(300))
-    {
+    if let Err(e) = guest.wait_for_line(
+        "SLIPWAY-READY forward6",
+        std::time::Duration::from_secs(300),
+    ) {
         panic!(
             "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
             guest.console(),
@@ -2251,7 +2252,10 @@ fn passt6_forward_twin(program: &Path, root: &Path, label: &str) -> Vec<(String,
             "prefix host".into(),
             get(&twin.upstream, "[2001:db8:99::2]:2222"),
         ),
-        ("host 127.0.0.1".into(), get(&twin.private, "127.0.0.1:2222")),
+        (
+            "host 127.0.0.1".into(),
+            get(&twin.private, "127.0.0.1:2222"),
+        ),
     ];
     eprintln!("{label}: {seen:?}");
     seen
