@@ -2286,3 +2286,45 @@ fn passt_ipv6_forward_matches_debian_passt() {
         assert_eq!(ours, real);
     });
 }
+
+/// Specifications with an interface or an address that Debian's passt
+/// refuses (or cannot bind), slipway as passt refuses too, naming why: an
+/// interface without an address, a bracketed IPv6 address, an interface
+/// that does not exist, an IPv6 address on a host without IPv6.
+#[test]
+fn interface_and_address_specs_are_refused_by_both() {
+    inside("interface_and_address_specs_are_refused_by_both", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = root.path().join("passt");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let twin = Twin::new();
+        for (spec, ours) in [
+            ("%eth0/22", "interface 'eth0' without an address"),
+            ("[::1]/22", "invalid address '[::1]'"),
+            ("127.0.0.1%nosuchif0/22", "binding to interface nosuchif0"),
+            (
+                "::1/22",
+                "::1 is an IPv6 address, and the guest is served IPv4",
+            ),
+        ] {
+            for program in [Path::new("/usr/bin/passt"), link.as_path()] {
+                let out = twin
+                    .in_private(program)
+                    .args(["-f", "-1", "--socket"])
+                    .arg(root.path().join("s.sock"))
+                    .args(["-t", spec])
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !out.status.success(),
+                    "{} took -t {spec}: {stderr}",
+                    program.display()
+                );
+                if program == link {
+                    assert!(stderr.contains(ours), "{spec}: {stderr}");
+                }
+            }
+        }
+    });
+}
