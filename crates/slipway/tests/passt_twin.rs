@@ -1802,6 +1802,8 @@ fn tcp_reply(ns: &Netns, addr: &str) -> String {
         let mut conn =
             match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)) {
                 Ok(c) => c,
+                // Reset before connect() saw it through: closed all the same.
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return "closed".to_string(),
                 Err(e) => return format!("connect: {:?}", e.kind()),
             };
         conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
