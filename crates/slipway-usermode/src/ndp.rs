@@ -401,6 +401,7 @@ mod tests {
             dhcp_dns: Vec::new(),
             map_gw: true,
             guest6: Some(a("fec0::9")),
+            link6: None,
             dns6: Vec::new(),
         });
         h

@@ -695,6 +695,8 @@ fn parse_forward(spec: &str, legacy: bool) -> Result<HostForward, String> {
         host: SocketAddr::new(host_addr, host_port),
         guest_addr,
         guest_port,
+        v6_only: false,
+        device: None,
     })
 }
 
@@ -881,7 +883,9 @@ mod tests {
                 protocol: ForwardProtocol::Tcp,
                 host: "0.0.0.0:5022".parse().unwrap(),
                 guest_addr: None,
-                guest_port: 22
+                guest_port: 22,
+                v6_only: false,
+                device: None,
             }
         );
         assert_eq!(c.hostfwd[1].protocol, ForwardProtocol::Udp);

@@ -9,11 +9,15 @@
 //! Every [`SCAN_INTERVAL`] (pasta's one second) the event loop calls
 //! [`PortWatch::scan`]: the ports in state LISTEN (TCP) or bound and
 //! unconnected (UDP, state 07) are compared with the forwards this watch
-//! made; a new port gets a forward from the same port on every host IPv4
-//! address to the namespace's address, a port gone has its forward removed
-//! (forwards made otherwise are never touched). A host port that cannot
-//! be bound (taken on the host) is logged once and tried again at later
-//! scans. At most [`MAX_AUTO_FORWARDS`] forwards per protocol are made,
+//! made. A port open in either table (IPv4 or IPv6) gets, as with pasta,
+//! a forward per family served: from the same port on every host IPv4
+//! address to the namespace's IPv4 address, and from every host IPv6
+//! address (an `IPV6_V6ONLY` listener beside the IPv4 one) to the
+//! namespace's IPv6 address (the one it was last seen using, else the
+//! copied one); a port gone has its forwards removed (forwards made
+//! otherwise are never touched). A host port that cannot be bound (taken
+//! on the host) is logged once and tried again at later scans. At most
+//! [`MAX_AUTO_FORWARDS`] forwards per protocol and family are made,
 //! however many ports the namespace opens.
 //!
 //! The tables are parsed here by hand: the format is a fixed,
@@ -24,7 +28,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -55,16 +59,30 @@ pub struct PortWatchSpec {
     pub pid: u32,
     /// The protocols whose listening ports are forwarded.
     pub protocols: Vec<ForwardProtocol>,
-    /// The namespace's address (`None`: the stack's default guest).
+    /// The namespace's IPv4 address (`None`: the stack's default guest).
     pub guest_addr: Option<IpAddr>,
+    /// Whether ports are forwarded from the host's IPv4 addresses.
+    pub ipv4: bool,
+    /// Whether ports are forwarded from the host's IPv6 addresses, to the
+    /// namespace's IPv6 address.
+    pub ipv6: bool,
+}
+
+/// Where one family's forwards listen (the family's unspecified address)
+/// and go (`None`: the stack's guest of that family).
+#[derive(Clone, Copy, Debug)]
+struct Family {
+    host: IpAddr,
+    guest: Option<IpAddr>,
 }
 
 /// Watches a namespace's listening ports and keeps forwards for them.
 pub struct PortWatch {
     tables: Vec<(ForwardProtocol, File)>,
-    guest_addr: Option<IpAddr>,
-    active: BTreeSet<(ForwardProtocol, u16)>,
-    failed: BTreeSet<(ForwardProtocol, u16)>,
+    families: Vec<Family>,
+    /// The forwards this watch made, by protocol and host address.
+    active: BTreeSet<(ForwardProtocol, SocketAddr)>,
+    failed: BTreeSet<(ForwardProtocol, SocketAddr)>,
     capped: bool,
     limit: usize,
     next: Instant,
@@ -95,22 +113,32 @@ impl PortWatch {
                 }
             }
         }
-        Ok(PortWatch::of_tables(
-            tables,
-            spec.guest_addr,
-            MAX_AUTO_FORWARDS,
-        ))
+        let mut families = Vec::new();
+        if spec.ipv4 {
+            families.push(Family {
+                host: Ipv4Addr::UNSPECIFIED.into(),
+                guest: spec.guest_addr,
+            });
+        }
+        if spec.ipv6 {
+            families.push(Family {
+                host: Ipv6Addr::UNSPECIFIED.into(),
+                guest: None,
+            });
+        }
+        Ok(PortWatch::of_tables(tables, families, MAX_AUTO_FORWARDS))
     }
 
-    /// A watch of open `tables` making at most `limit` forwards per protocol.
+    /// A watch of open `tables` forwarding `families`, making at most
+    /// `limit` forwards per protocol and family.
     fn of_tables(
         tables: Vec<(ForwardProtocol, File)>,
-        guest_addr: Option<IpAddr>,
+        families: Vec<Family>,
         limit: usize,
     ) -> PortWatch {
         PortWatch {
             tables,
-            guest_addr,
+            families,
             active: BTreeSet::new(),
             failed: BTreeSet::new(),
             capped: false,
@@ -149,14 +177,25 @@ impl PortWatch {
                     .map(|port| (*protocol, port)),
             );
         }
-        let gone: Vec<_> = self.active.difference(&listening).copied().collect();
-        for (protocol, port) in gone {
-            self.active.remove(&(protocol, port));
-            stack.remove_forward(registry, protocol, host_addr(port));
+        let wanted: BTreeSet<(ForwardProtocol, SocketAddr)> = listening
+            .iter()
+            .flat_map(|&(protocol, port)| {
+                self.families
+                    .iter()
+                    .map(move |f| (protocol, SocketAddr::new(f.host, port)))
+            })
+            .collect();
+        let gone: Vec<_> = self.active.difference(&wanted).copied().collect();
+        for (protocol, host) in gone {
+            self.active.remove(&(protocol, host));
+            stack.remove_forward(registry, protocol, host);
         }
-        self.failed.retain(|p| listening.contains(p));
-        for &(protocol, port) in listening.difference(&self.active.clone()) {
-            if self.active.iter().filter(|(p, _)| *p == protocol).count() >= self.limit {
+        self.failed.retain(|p| wanted.contains(p));
+        for &(protocol, host) in wanted.difference(&self.active.clone()) {
+            let same_kind = |(p, h): &&(ForwardProtocol, SocketAddr)| {
+                *p == protocol && h.is_ipv6() == host.is_ipv6()
+            };
+            if self.active.iter().filter(same_kind).count() >= self.limit {
                 if !self.capped {
                     tracing::warn!(
                         "the namespace listens on more than {} {protocol:?} ports: the rest are not forwarded",
@@ -166,30 +205,32 @@ impl PortWatch {
                 }
                 continue;
             }
+            let guest_addr = self
+                .families
+                .iter()
+                .find(|f| f.host.is_ipv6() == host.is_ipv6())
+                .and_then(|f| f.guest);
             let fwd = HostForward {
                 protocol,
-                host: host_addr(port),
-                guest_addr: self.guest_addr,
-                guest_port: port,
+                host,
+                guest_addr,
+                guest_port: host.port(),
+                v6_only: true,
+                device: None,
             };
             match stack.add_forward(registry, &fwd) {
                 Ok(_) => {
-                    self.active.insert((protocol, port));
-                    self.failed.remove(&(protocol, port));
+                    self.active.insert((protocol, host));
+                    self.failed.remove(&(protocol, host));
                 }
                 Err(err) => {
-                    if self.failed.insert((protocol, port)) {
-                        tracing::info!(%err, "not forwarding {protocol:?} port {port} from the host");
+                    if self.failed.insert((protocol, host)) {
+                        tracing::info!(%err, "not forwarding {protocol:?} {host} from the host");
                     }
                 }
             }
         }
     }
-}
-
-/// Where an automatic forward listens: the port on every IPv4 address.
-fn host_addr(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
 }
 
 /// The local ports of the sockets in state `state` in a /proc/net table's
@@ -258,6 +299,24 @@ mod tests {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     }
 
+    fn reaches6(port: u16) -> bool {
+        std::net::TcpStream::connect(("::1", port)).is_ok()
+    }
+
+    fn ipv4() -> Family {
+        Family {
+            host: Ipv4Addr::UNSPECIFIED.into(),
+            guest: None,
+        }
+    }
+
+    fn v4(port: u16) -> (ForwardProtocol, SocketAddr) {
+        (
+            ForwardProtocol::Tcp,
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        )
+    }
+
     #[test]
     fn forwards_follow_the_table_within_the_limit() {
         let (mut stack, poll) = crate::stack::started_for_tests();
@@ -268,12 +327,13 @@ mod tests {
         let taken_listener = std::net::TcpListener::bind(("0.0.0.0", taken)).unwrap();
         std::fs::write(&path, table(&[a, taken])).unwrap();
         let file = File::open(&path).unwrap();
-        let mut watch = PortWatch::of_tables(vec![(ForwardProtocol::Tcp, file)], None, 2);
+        let mut watch = PortWatch::of_tables(vec![(ForwardProtocol::Tcp, file)], vec![ipv4()], 2);
         let now = Instant::now();
         watch.scan(&mut stack, poll.registry(), now);
         assert_eq!(watch.next_deadline(), now + SCAN_INTERVAL);
         assert!(reaches(a), "port {a} forwarded");
-        assert_eq!(watch.active, BTreeSet::from([(ForwardProtocol::Tcp, a)]));
+        assert_eq!(watch.active, BTreeSet::from([v4(a)]));
+        assert!(!reaches6(a), "IPv4 only");
         // The host port freed: forwarded at the next scan.
         drop(taken_listener);
         watch.scan(&mut stack, poll.registry(), now);
@@ -296,15 +356,56 @@ mod tests {
                 poll.registry(),
                 &HostForward {
                     protocol: ForwardProtocol::Tcp,
-                    host: host_addr(own),
+                    host: v4(own).1,
                     guest_addr: None,
                     guest_port: 80,
+                    v6_only: false,
+                    device: None,
                 },
             )
             .unwrap();
         std::fs::write(&path, table(&[])).unwrap();
         watch.scan(&mut stack, poll.registry(), now);
         assert!(watch.active.is_empty() && reaches(own));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A port of either table is forwarded on both families when both
+    /// are served: the IPv6 listener (`IPV6_V6ONLY`) beside the IPv4 one;
+    /// a port taken on one family only is forwarded on the other, and the
+    /// taken one follows once it is free; both go with the port.
+    #[test]
+    fn both_families_each_with_its_own_listener() {
+        let (mut stack, poll) = crate::stack::started_for_tests();
+        let dir = std::env::temp_dir().join(format!("slipway-port-watch6-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path4, path6) = (dir.join("tcp"), dir.join("tcp6"));
+        let (a, b) = (free_port(), free_port());
+        let taken6 = std::net::TcpListener::bind(("::1", b)).unwrap();
+        std::fs::write(&path4, table(&[a])).unwrap();
+        std::fs::write(&path6, table(&[b])).unwrap();
+        let tables = vec![
+            (ForwardProtocol::Tcp, File::open(&path4).unwrap()),
+            (ForwardProtocol::Tcp, File::open(&path6).unwrap()),
+        ];
+        let ipv6 = Family {
+            host: Ipv6Addr::UNSPECIFIED.into(),
+            guest: None,
+        };
+        let mut watch = PortWatch::of_tables(tables, vec![ipv4(), ipv6], 10);
+        let now = Instant::now();
+        watch.scan(&mut stack, poll.registry(), now);
+        let v6 = |port| (ForwardProtocol::Tcp, SocketAddr::new(ipv6.host, port));
+        assert_eq!(watch.active, BTreeSet::from([v4(a), v4(b), v6(a)]));
+        assert!(reaches(a) && reaches6(a) && reaches(b));
+        drop(taken6);
+        watch.scan(&mut stack, poll.registry(), now);
+        assert!(watch.active.contains(&v6(b)) && reaches6(b));
+        std::fs::write(&path4, table(&[])).unwrap();
+        std::fs::write(&path6, table(&[])).unwrap();
+        watch.scan(&mut stack, poll.registry(), now);
+        assert!(watch.active.is_empty());
+        assert!(!reaches(a) && !reaches6(a) && !reaches(b) && !reaches6(b));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -180,7 +180,7 @@ impl UdpTable {
             addr: fwd.host.to_string(),
             source,
         };
-        let mut socket = UdpSocket::bind(fwd.host).map_err(err)?;
+        let mut socket = crate::iface::listen::udp_socket(fwd).map_err(err)?;
         let index = self.forwards.len();
         registry
             .register(
@@ -584,6 +584,7 @@ impl UdpTable {
                             continue;
                         }
                     };
+                    let guest = ctx.link_local_guest(guest, remote);
                     if self.by_endpoints.contains_key(&(guest, remote)) {
                         // Another peer already shows up as this address and port.
                         ctx.counters.drop(DropReason::FlowLimit);

@@ -8,7 +8,7 @@
 //! [`CopiedNetwork`]: the guest gets the host's address and prefix, the
 //! default gateway maps to the host's loopback, DHCP hands out the host's
 //! resolvers) and the stack's forwards from the `-t`/`-u` specifications
-//! (`slipway_usermode::config::passt_ports`). [`run`] then serves QEMU's
+//! ([`forwards`]: per family served, as passt listens). [`run`] then serves QEMU's
 //! `-netdev stream` socket, in the background unless `--foreground`: the
 //! parent waits for the stack's ready signal (a pipe, the stack's
 //! `ready_fd`), writes the `--pid` file with the daemon's PID, and exits,
@@ -23,13 +23,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use slipway_usermode::attach::AttachSpec;
-use slipway_usermode::config::passt_ports::{self, PortSpec};
 use slipway_usermode::config::{
     CopiedNetwork, ForwardProtocol, HostForward, StackConfig, MAX_MTU, MIN_MTU,
 };
 use slipway_usermode::event_loop::{self, RunOptions};
 use slipway_usermode::port_watch::PortWatchSpec;
 
+mod forwards;
 mod v6;
 
 /// passt's options (passt(1)); the ones slipway does not take are refused
@@ -148,15 +148,17 @@ pub trait HostView {
     fn routes6(&self) -> anyhow::Result<Vec<slipway_host::routes6::Route6>>;
     /// The IPv6 addresses of interface `name`.
     fn addresses6(&self, name: &str) -> anyhow::Result<Vec<std::net::Ipv6Addr>>;
+    /// The index of interface `name`, if it exists.
+    fn index(&self, name: &str) -> Option<u32>;
     /// /etc/resolv.conf's nameservers.
     fn resolvers(&self) -> Vec<IpAddr>;
     /// /etc/resolv.conf's search list.
     fn search(&self) -> Vec<String>;
     /// `net.ipv4.ip_local_port_range`.
     fn ephemeral_ports(&self) -> std::ops::RangeInclusive<u16>;
-    /// Whether a listener could bind `addr` now (for `all`: passt skips
-    /// ports that are taken).
-    fn can_bind(&self, protocol: ForwardProtocol, addr: SocketAddr) -> bool;
+    /// Whether forward `fwd`'s listener could bind now (for `all`: passt
+    /// skips ports that are taken).
+    fn can_bind(&self, fwd: &HostForward) -> bool;
 }
 
 /// The namespace this process runs in.
@@ -193,6 +195,10 @@ impl HostView for ThisHost {
             .collect())
     }
 
+    fn index(&self, name: &str) -> Option<u32> {
+        slipway_hostnet::netlink::link_index(name)
+    }
+
     fn resolvers(&self) -> Vec<IpAddr> {
         slipway_usermode::config::system_dns_upstreams()
             .map(|u| u.into_iter().map(|s| s.ip()).collect())
@@ -213,10 +219,11 @@ impl HostView for ThisHost {
             .unwrap_or(32768..=60999)
     }
 
-    fn can_bind(&self, protocol: ForwardProtocol, addr: SocketAddr) -> bool {
-        match protocol {
-            ForwardProtocol::Tcp => std::net::TcpListener::bind(addr).is_ok(),
-            ForwardProtocol::Udp => std::net::UdpSocket::bind(addr).is_ok(),
+    fn can_bind(&self, fwd: &HostForward) -> bool {
+        use slipway_usermode::iface::listen;
+        match fwd.protocol {
+            ForwardProtocol::Tcp => listen::tcp_listener(fwd).is_ok(),
+            ForwardProtocol::Udp => listen::udp_socket(fwd).is_ok(),
         }
     }
 }
@@ -452,60 +459,10 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
         dhcp_dns,
         map_gw,
         guest6: v6.as_ref().map(|v| v.guest),
+        link6: v6.as_ref().and_then(|v| v.link),
         dns6: v6.map(|v| v.dns).unwrap_or_default(),
     });
-    // Forwards listen on IPv4 and reach the guest over IPv4: with `-6`
-    // they would lead nowhere.
-    if args.ipv6_only {
-        let given = |specs: &[String]| specs.iter().any(|s| s != "none");
-        if given(&args.tcp_ports) || given(&args.udp_ports) {
-            anyhow::bail!(
-                "--ipv6-only with -t/-u port forwards: forwards over IPv6 are not supported by slipway as passt yet (README: slipway as passt)"
-            );
-        }
-    }
-    let every = passt_ports::non_ephemeral(host.ephemeral_ports());
-    for (protocol, option, specs) in [
-        (ForwardProtocol::Tcp, "--tcp-ports", &args.tcp_ports),
-        (ForwardProtocol::Udp, "--udp-ports", &args.udp_ports),
-    ] {
-        for text in specs {
-            let spec =
-                passt_ports::parse(text).with_context(|| format!("invalid {option} '{text}'"))?;
-            let Some(bind) = spec.bind() else { continue };
-            if bind.ifname.is_some() {
-                anyhow::bail!("invalid {option} '{text}': binding to an interface (%IFNAME) is not supported by slipway as passt yet");
-            }
-            let bind_ip = match bind.addr {
-                None => Ipv4Addr::UNSPECIFIED,
-                Some(IpAddr::V4(a)) => a,
-                Some(IpAddr::V6(a)) => anyhow::bail!(
-                    "invalid {option} '{text}': IPv6 address {a}: IPv6 is not supported by slipway as passt yet"
-                ),
-            };
-            let probe = matches!(spec, PortSpec::All { .. });
-            for (host_port, guest_port) in spec.expand(&every) {
-                let host_sa = SocketAddr::new(IpAddr::V4(bind_ip), host_port);
-                if cfg
-                    .hostfwd
-                    .iter()
-                    .any(|f| f.protocol == protocol && f.host.port() == host_port)
-                {
-                    anyhow::bail!("invalid {option} '{text}': port {host_port} is forwarded twice");
-                }
-                // `all` (and exclusions only) forward the ports that are free.
-                if probe && !host.can_bind(protocol, host_sa) {
-                    continue;
-                }
-                cfg.hostfwd.push(HostForward {
-                    protocol,
-                    host: host_sa,
-                    guest_addr: None,
-                    guest_port,
-                });
-            }
-        }
-    }
+    cfg.hostfwd = forwards::plan_forwards(args, &cfg, host)?;
     Ok(cfg)
 }
 
@@ -807,6 +764,9 @@ mod tests {
                 _ => Vec::new(),
             })
         }
+        fn index(&self, name: &str) -> Option<u32> {
+            (name == "eth0").then_some(2)
+        }
         fn resolvers(&self) -> Vec<IpAddr> {
             self.resolvers.clone()
         }
@@ -816,8 +776,8 @@ mod tests {
         fn ephemeral_ports(&self) -> std::ops::RangeInclusive<u16> {
             1024..=65535
         }
-        fn can_bind(&self, _: ForwardProtocol, addr: SocketAddr) -> bool {
-            addr.port() != 80
+        fn can_bind(&self, fwd: &HostForward) -> bool {
+            fwd.host.port() != 80
         }
     }
 
@@ -966,7 +926,11 @@ mod tests {
         for (line, want) in [
             (&["-t", "80-22"][..], "invalid --tcp-ports '80-22'"),
             (&["-u", "eth0%x/5"], "invalid --udp-ports 'eth0%x/5'"),
-            (&["-t", "10.0.0.1%eth0/22"], "binding to an interface"),
+            (&["-t", "%eth0/22"], "interface 'eth0' without an address"),
+            (
+                &["-t", "::1/22"],
+                "'::1/22': ::1 is an IPv6 address, and the guest is served IPv4",
+            ),
             (&["-t", "22", "-t", "20-30"], "port 22 is forwarded twice"),
             (&["-6"], "--ipv6-only: no IPv6 default route"),
             (&["-n", "33"], "invalid --netmask '33'"),
@@ -1034,6 +998,15 @@ mod tests {
         ] {
             assert!(!cfg.is_copied_peer6(a(not_peer)), "{not_peer}");
         }
+        // --no-map-gw: the link-local gateway is the router on eth0 (index
+        // 2), not the host's ::1; the loopback resolver is not advertised.
+        let cfg = plan(&args(&["--no-map-gw"]), &host6()).unwrap();
+        assert_eq!(cfg.copied.as_ref().unwrap().link6, Some(2));
+        assert_eq!(cfg.copied.as_ref().unwrap().dns6, [a("2001:db8:53::1")]);
+        assert_eq!(
+            cfg.outbound_target("[fe80::1]:53".parse().unwrap()),
+            Outbound::Host(std::net::SocketAddrV6::new(a("fe80::1"), 53, 0, 2).into())
+        );
         // -4: IPv6 off; -6: IPv4 off.
         let cfg = plan(&args(&["-4"]), &host6()).unwrap();
         assert!(cfg.ipv4 && !cfg.ipv6.enabled && cfg.copied.unwrap().guest6.is_none());
@@ -1097,10 +1070,17 @@ mod tests {
                 &["-6", "-i", "eth9"],
                 "--ipv6-only: interface eth9 has no global IPv6 address",
             ),
-            (&["-6", "-t", "22"], "forwards over IPv6 are not supported"),
             (
-                &["-6", "-u", "none", "-t", "all"],
-                "forwards over IPv6 are not supported",
+                &["-6", "-t", "127.0.0.1/22"],
+                "127.0.0.1 is an IPv4 address, and the guest is served IPv6 (-6) only",
+            ),
+            (
+                &["-4", "-u", "::/53"],
+                ":: is an IPv6 address, and the guest is served IPv4 (-4",
+            ),
+            (
+                &["-t", "22", "-t", "::1/22"],
+                "'::1/22': port 22 is forwarded twice",
             ),
         ] {
             let err = plan(&args(line), &host6()).unwrap_err();
@@ -1108,5 +1088,76 @@ mod tests {
         }
         assert!(Cmd::try_parse_from(["passt", "-4", "-6"]).is_err());
         assert!(plan(&args(&["-6", "-t", "none", "-u", "none"]), &host6()).is_ok());
+    }
+
+    /// (protocol, host address, guest port, IPV6_V6ONLY, device) of
+    /// each forward `line` plans on `host`.
+    fn forwards(
+        line: &[&str],
+        host: &FakeHost,
+    ) -> Vec<(ForwardProtocol, String, u16, bool, Option<String>)> {
+        plan(&args(line), host)
+            .unwrap()
+            .hostfwd
+            .into_iter()
+            .inspect(|f| assert_eq!(f.guest_addr, None, "the stack's guest of the family"))
+            .map(|f| {
+                let host = f.host.to_string();
+                (f.protocol, host, f.guest_port, f.v6_only, f.device)
+            })
+            .collect()
+    }
+
+    /// As passt: a specification without an address listens on each
+    /// family served (an IPV6_V6ONLY IPv6 listener beside the IPv4 one),
+    /// one with an address on that address only, `ADDR%IFNAME/` bound to
+    /// the interface; `-4` and `-6` leave one family; `all` probes each
+    /// family apart.
+    #[test]
+    fn forwards_listen_on_each_family_served() {
+        use ForwardProtocol::{Tcp, Udp};
+        let t = |host: &str, guest, v6: bool, dev: Option<&str>| {
+            (Tcp, host.to_string(), guest, v6, dev.map(str::to_owned))
+        };
+        let line = [
+            "-t",
+            "2222:22",
+            "-u",
+            "5353",
+            "-t",
+            "127.0.0.1%lo/8000",
+            "-t",
+            "::1%lo/8001:81",
+            "-t",
+            "2001:db8:99::2/8002",
+        ];
+        assert_eq!(
+            forwards(&line, &host6()),
+            [
+                t("0.0.0.0:2222", 22, false, None),
+                t("[::]:2222", 22, true, None),
+                t("127.0.0.1:8000", 8000, false, Some("lo")),
+                t("[::1]:8001", 81, true, Some("lo")),
+                t("[2001:db8:99::2]:8002", 8002, true, None),
+                (Udp, "0.0.0.0:5353".into(), 5353, false, None),
+                (Udp, "[::]:5353".into(), 5353, true, None),
+            ]
+        );
+        assert_eq!(
+            forwards(&["-4", "-t", "22"], &host6()),
+            [t("0.0.0.0:22", 22, false, None)]
+        );
+        assert_eq!(
+            forwards(&["-6", "-t", "22"], &host6()),
+            [t("[::]:22", 22, true, None)]
+        );
+        assert_eq!(
+            forwards(&["-t", "22"], &host()),
+            [t("0.0.0.0:22", 22, false, None)],
+            "a host without IPv6: IPv4 only"
+        );
+        let all = forwards(&["-t", "all"], &host6());
+        assert_eq!(all.len(), 2 * 1022, "1 to 1023 on both families but 80");
+        assert!(!all.iter().any(|f| f.1.ends_with(":80")));
     }
 }

@@ -29,7 +29,7 @@ use anyhow::Context;
 use clap::Args;
 use slipway_netns::{Ipv4Setup, Ipv6Setup, TapSetup, Target};
 use slipway_usermode::attach::AttachSpec;
-use slipway_usermode::config::ForwardProtocol;
+use slipway_usermode::config::{ForwardProtocol, StackConfig};
 use slipway_usermode::event_loop::{self, RunOptions};
 use slipway_usermode::port_watch::PortWatchSpec;
 
@@ -218,13 +218,20 @@ fn take_auto(args: &mut PastaArgs) -> anyhow::Result<Vec<ForwardProtocol>> {
 }
 
 /// What [`PortWatch`](slipway_usermode::port_watch::PortWatch) watches:
-/// `protocols` in process `pid`'s namespace, forwarded to the tap's
-/// address if it is configured.
-fn watch_spec(protocols: Vec<ForwardProtocol>, pid: u32, tap: &TapSetup) -> Option<PortWatchSpec> {
+/// `protocols` in process `pid`'s namespace, forwarded on each family
+/// `cfg` serves, over IPv4 to the tap's address if it is configured.
+fn watch_spec(
+    protocols: Vec<ForwardProtocol>,
+    pid: u32,
+    tap: &TapSetup,
+    cfg: &StackConfig,
+) -> Option<PortWatchSpec> {
     (!protocols.is_empty()).then(|| PortWatchSpec {
         pid,
         protocols,
         guest_addr: tap.ipv4.as_ref().map(|i| i.address.into()),
+        ipv4: cfg.ipv4,
+        ipv6: cfg.ipv6.enabled,
     })
 }
 
@@ -268,10 +275,6 @@ pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
         .iter()
         .any(|specs| specs.iter().any(|s| s == "auto"));
     let mut watched = take_auto(&mut args)?;
-    if args.common.ipv6_only {
-        // Forwards reach the namespace over IPv4 only (README).
-        watched.clear();
-    }
     let target = match what(&args)? {
         Serve::Join(target) => target,
         Serve::Spawn(command) => return run_command(&args, &command, watched),
@@ -305,7 +308,7 @@ pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
         copied.guest, cfg.prefix_len, cfg.host, tap.ipv6
     );
     let exit_fds = process.iter().map(AsRawFd::as_raw_fd).collect();
-    let port_watch = watched_pid.and_then(|pid| watch_spec(watched, pid, &tap));
+    let port_watch = watched_pid.and_then(|pid| watch_spec(watched, pid, &tap, &cfg));
     let code = start(
         &args.common,
         cfg,
@@ -347,7 +350,7 @@ fn run_command(
         tap.ifname,
         tap.ipv4
     );
-    let port_watch = watch_spec(watched, spawned.pid(), &tap);
+    let port_watch = watch_spec(watched, spawned.pid(), &tap, &cfg);
     let go = spawned.take_go().map(IntoRawFd::into_raw_fd);
     let exit_fds = vec![spawned.exit_fd()];
     let serve = move |sandbox| {

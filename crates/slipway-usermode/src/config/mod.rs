@@ -9,7 +9,7 @@
 //! TFTP, SMB, guest forwards) and [`OptionsError`] live here so the option
 //! parser and the validated model depend only on each other's data.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 pub mod passt_ports;
 pub mod services;
@@ -44,10 +44,21 @@ pub struct HostForward {
     pub host: SocketAddr,
     /// Guest address; `None` means the first DHCP address (QEMU's rule)
     /// for an IPv4 host address, and the guest's learned (SLAAC) address in
-    /// the IPv6 prefix for an IPv6 host address.
+    /// the IPv6 prefix for an IPv6 host address (on a copied network, the
+    /// copied address until the guest is seen using another).
     pub guest_addr: Option<IpAddr>,
     /// Guest port.
     pub guest_port: u16,
+    /// An IPv6 host address takes IPv6 clients only (`IPV6_V6ONLY`): the
+    /// IPv6 listener of a port that has an IPv4 one beside it, as passt
+    /// binds one per family. `false` leaves the kernel's default
+    /// (`net.ipv6.bindv6only`, usually both families), as QEMU's
+    /// `hostfwd=` does.
+    pub v6_only: bool,
+    /// The interface the host side is bound to (`SO_BINDTODEVICE`, passt's
+    /// `ADDR%IFNAME/`): only clients that arrive through it are taken.
+    /// A valid interface name (checked where it was given).
+    pub device: Option<String>,
 }
 
 impl HostForward {
@@ -222,6 +233,12 @@ pub struct CopiedNetwork {
     /// The IPv6 DNS servers advertised (RDNSS, DHCPv6): the host's IPv6
     /// resolvers, a loopback one replaced by the mapped gateway.
     pub dns6: Vec<Ipv6Addr>,
+    /// The index of the host interface the IPv6 side was copied from:
+    /// with `map_gw` off, a link-local gateway is the real router on
+    /// that link and is reached there (the host socket's scope), as
+    /// passt reaches it. `None`: no such interface (none given, no
+    /// default route), and a link-local gateway is not reached.
+    pub link6: Option<u32>,
 }
 
 /// The host addresses outbound TCP connections, UDP flows and DNS
@@ -236,9 +253,12 @@ pub struct OutboundAddrs {
 
 impl OutboundAddrs {
     /// The source address to bind a socket toward `target` to, if any.
+    /// A link-local target gets none: the kernel picks the link-local
+    /// address of its interface.
     pub fn for_target(&self, target: SocketAddr) -> Option<IpAddr> {
         match target {
             SocketAddr::V4(_) => self.v4.map(IpAddr::V4),
+            SocketAddr::V6(t) if t.ip().is_unicast_link_local() => None,
             SocketAddr::V6(_) => self.v6.map(IpAddr::V6),
         }
     }
@@ -390,8 +410,22 @@ impl StackConfig {
             // loopback, whether through the host address or addressed to it.
             return Outbound::Denied(DenyReason::HostLoopbackDisabled);
         }
-        if is_host && self.copied.as_ref().is_some_and(|c| !c.map_gw) {
-            return Outbound::Host(dst);
+        if let Some(copied) = self.copied.as_ref().filter(|c| is_host && !c.map_gw) {
+            // The real gateway; a link-local one on the copied link.
+            return match (dst, copied.link6) {
+                (SocketAddr::V6(v6), Some(link)) if v6.ip().is_unicast_link_local() => {
+                    Outbound::Host(SocketAddr::V6(SocketAddrV6::new(
+                        *v6.ip(),
+                        v6.port(),
+                        0,
+                        link,
+                    )))
+                }
+                (SocketAddr::V6(v6), None) if v6.ip().is_unicast_link_local() => {
+                    Outbound::Denied(DenyReason::NoRoute)
+                }
+                _ => Outbound::Host(dst),
+            };
         }
         if is_host {
             return Outbound::Host(SocketAddr::new(loopback, dst.port()));
@@ -498,9 +532,11 @@ pub(crate) fn dhcp_config(cfg: &StackConfig) -> slipway_dhcp::DhcpConfig {
 }
 
 /// The address a forwarded peer appears as to a guest at `guest` (whose
-/// family decides): loopback peers come from the host address, others
-/// keep their own address; a peer that cannot be shown in the guest's
-/// family (or that hides behind a guest-side address) gets `None`.
+/// family decides): loopback peers come from the host address, and so,
+/// on a copied network, do clients of the host's own address (the one the
+/// guest has too, as passt maps it); others keep their own address; a
+/// peer that cannot be shown in the guest's family (or that hides behind
+/// a guest-side address) gets `None`.
 pub(crate) fn guest_visible(
     cfg: &StackConfig,
     guest: IpAddr,
@@ -510,15 +546,22 @@ pub(crate) fn guest_visible(
         IpAddr::V6(ip) => ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
         v4 => v4,
     };
+    let copied_own = cfg.copied.as_ref().is_some_and(|c| {
+        peer_ip == IpAddr::V4(c.guest) || c.guest6.map(IpAddr::V6) == Some(peer_ip)
+    });
     let ip = match (guest, peer_ip) {
-        (IpAddr::V4(_), IpAddr::V4(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+        (IpAddr::V4(_), IpAddr::V4(ip))
+            if ip.is_loopback() || ip.is_unspecified() || copied_own =>
+        {
             IpAddr::V4(cfg.host)
         }
         (IpAddr::V4(_), IpAddr::V4(ip)) if !cfg.in_subnet(ip) || cfg.is_copied_peer(ip) => {
             IpAddr::V4(ip)
         }
         (IpAddr::V4(_), IpAddr::V6(ip)) if ip.is_loopback() => IpAddr::V4(cfg.host),
-        (IpAddr::V6(_), IpAddr::V6(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+        (IpAddr::V6(_), IpAddr::V6(ip))
+            if ip.is_loopback() || ip.is_unspecified() || copied_own =>
+        {
             IpAddr::V6(cfg.ipv6.host)
         }
         (IpAddr::V6(_), IpAddr::V4(ip)) if ip.is_loopback() => IpAddr::V6(cfg.ipv6.host),
@@ -654,6 +697,7 @@ mod tests {
             map_gw: true,
             guest6: None,
             dns6: Vec::new(),
+            link6: None,
         });
         let dhcp = dhcp_config(&cfg);
         assert_eq!(
@@ -686,10 +730,61 @@ mod tests {
         }
         let peer = "192.0.2.77:80".parse().unwrap();
         assert_eq!(guest_visible(&cfg, cfg.dhcp_start.into(), peer), Some(peer));
+        // A client of the host's own address (the guest's too) comes
+        // from the gateway, as a loopback one does.
+        let own = SocketAddr::new(cfg.dhcp_start.into(), 4000);
+        assert_eq!(
+            guest_visible(&cfg, cfg.dhcp_start.into(), own),
+            Some("192.0.2.1:4000".parse().unwrap())
+        );
+        // IPv6 likewise: the host's own address comes from the gateway,
+        // the prefix's other hosts as themselves.
+        cfg.ipv6.prefix = "2001:db8:99::".parse().unwrap();
+        cfg.ipv6.host = "fe80::1".parse().unwrap();
+        cfg.copied.as_mut().unwrap().guest6 = Some("2001:db8:99::2".parse().unwrap());
+        let guest6: IpAddr = "2001:db8:99::2".parse().unwrap();
+        for (peer, seen) in [
+            ("[2001:db8:99::2]:4000", "[fe80::1]:4000"),
+            ("[::1]:4001", "[fe80::1]:4001"),
+            ("[2001:db8:99::3]:4002", "[2001:db8:99::3]:4002"),
+        ] {
+            assert_eq!(
+                guest_visible(&cfg, guest6, peer.parse().unwrap()),
+                Some(seen.parse().unwrap()),
+                "{peer}"
+            );
+        }
         cfg.copied.as_mut().unwrap().map_gw = false;
         assert_eq!(
             target(&cfg, "192.0.2.1:80"),
             Outbound::Host("192.0.2.1:80".parse().unwrap())
+        );
+        // --no-map-gw with a link-local IPv6 gateway: the real router on
+        // the copied link, which must be known.
+        cfg.ipv6.enabled = true;
+        assert_eq!(
+            target(&cfg, "[fe80::1]:80"),
+            Outbound::Denied(DenyReason::NoRoute)
+        );
+        cfg.copied.as_mut().unwrap().link6 = Some(7);
+        assert_eq!(
+            target(&cfg, "[fe80::1]:80"),
+            Outbound::Host(SocketAddr::V6(SocketAddrV6::new(
+                "fe80::1".parse().unwrap(),
+                80,
+                0,
+                7
+            )))
+        );
+        cfg.outbound.v6 = Some("2001:db8:99::2".parse().unwrap());
+        assert_eq!(
+            cfg.outbound.for_target(SocketAddr::V6(SocketAddrV6::new(
+                "fe80::1".parse().unwrap(),
+                80,
+                0,
+                7
+            ))),
+            None
         );
     }
 

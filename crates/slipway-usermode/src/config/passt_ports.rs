@@ -83,6 +83,10 @@ pub enum PortSpecError {
     /// The interface after `%` is empty or not a valid interface name.
     #[error("invalid interface name '{0}'")]
     Interface(String),
+    /// `%IFNAME/` without an address (passt 0.0~git20230309 refuses it
+    /// too: its address parser gets an empty string).
+    #[error("interface '{0}' without an address: give ADDR%{0}/ (0.0.0.0%{0}/ or ::%{0}/ for every address of a family)")]
+    InterfaceWithoutAddress(String),
     /// Not a number from 1 to 65535.
     #[error("invalid port '{0}': expected a number from 1 to 65535")]
     Port(String),
@@ -200,15 +204,16 @@ fn parse_bind(text: &str) -> Result<Bind, PortSpecError> {
         }
         None => (text, None),
     };
-    let addr = if addr.is_empty() && ifname.is_some() {
-        None
-    } else {
-        Some(
-            addr.parse::<IpAddr>()
-                .map_err(|_| PortSpecError::Address(addr.into()))?,
-        )
-    };
-    Ok(Bind { addr, ifname })
+    if let Some(ifname) = ifname.as_ref().filter(|_| addr.is_empty()) {
+        return Err(PortSpecError::InterfaceWithoutAddress(ifname.clone()));
+    }
+    let addr = addr
+        .parse::<IpAddr>()
+        .map_err(|_| PortSpecError::Address(addr.into()))?;
+    Ok(Bind {
+        addr: Some(addr),
+        ifname,
+    })
 }
 
 /// `FIRST[-LAST]` inside `chunk` (named in errors).
@@ -364,6 +369,11 @@ mod tests {
             ("20-30,25", PortSpecError::Overlap(25)),
             ("host/22", PortSpecError::Address("host".into())),
             ("1.2.3.4%/22", PortSpecError::Interface("".into())),
+            (
+                "%eth0/22",
+                PortSpecError::InterfaceWithoutAddress("eth0".into()),
+            ),
+            ("[::1]/22", PortSpecError::Address("[::1]".into())),
             ("1.2.3.4%a/b/22", PortSpecError::Port("b/22".into())),
             (
                 "1.2.3.4%averyveryverylongname/22",

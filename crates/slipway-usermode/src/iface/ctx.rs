@@ -392,6 +392,11 @@ impl Ctx<'_> {
         forward_guest(self.cfg, self.neighbours, fwd)
     }
 
+    /// The guest end of a forwarded UDP flow ([`link_local_guest`]).
+    pub fn link_local_guest(&self, guest: SocketAddr, remote: SocketAddr) -> SocketAddr {
+        link_local_guest(self.neighbours, guest, remote)
+    }
+
     /// The host address as the guest sees it in the family of `guest`
     /// (the source of connections forwarded from host loopback).
     pub fn host_addr_for(&self, guest: IpAddr) -> IpAddr {
@@ -404,8 +409,9 @@ impl Ctx<'_> {
 
 /// The guest end of host forward `fwd`: its guest address, or by default
 /// the first DHCP address (IPv4) or the guest's most recently learned
-/// address in the IPv6 prefix (its SLAAC address). `None` while no such
-/// IPv6 address is known.
+/// address in the IPv6 prefix (its SLAAC address), on a copied network
+/// the copied address until then (passt's "address seen", which starts
+/// as the copied one). `None` while no such IPv6 address is known.
 pub fn forward_guest(
     cfg: &StackConfig,
     neighbours: &Neighbours,
@@ -415,12 +421,39 @@ pub fn forward_guest(
         Some(ip) => ip,
         None if fwd.guest_is_ipv6() => {
             let v6 = &cfg.ipv6;
+            let copied = cfg.copied.as_ref().and_then(|c| c.guest6).map(IpAddr::V6);
             neighbours
-                .latest(|a| matches!(a, IpAddr::V6(a) if v6.in_prefix(a) && !v6.is_virtual(a)))?
+                .latest(|a| matches!(a, IpAddr::V6(a) if v6.in_prefix(a) && !v6.is_virtual(a)))
+                .or(copied)?
         }
         None => IpAddr::V4(cfg.dhcp_start),
     };
     Some(SocketAddr::new(ip, fwd.guest_port))
+}
+
+/// The guest end of a forwarded UDP flow that the guest sees coming from
+/// `remote`: for a link-local `remote` (a copied network's gateway, which
+/// clients of the host's loopback and of its own address come from), the
+/// guest's link-local address it was last seen using, as passt sends
+/// them: the guest answers a link-local peer from its link-local address
+/// (source address selection, RFC 6724 rule 2), and that answer must
+/// belong to the flow. `guest` otherwise, or while no link-local address
+/// of the guest is known.
+pub fn link_local_guest(
+    neighbours: &Neighbours,
+    guest: SocketAddr,
+    remote: SocketAddr,
+) -> SocketAddr {
+    match (guest.ip(), remote.ip()) {
+        (IpAddr::V6(g), IpAddr::V6(r))
+            if r.is_unicast_link_local() && !g.is_unicast_link_local() =>
+        {
+            neighbours
+                .latest(|a| matches!(a, IpAddr::V6(a) if a.is_unicast_link_local()))
+                .map_or(guest, |ll| SocketAddr::new(ll, guest.port()))
+        }
+        _ => guest,
+    }
 }
 
 /// The state every handler shares, split from the handlers so a [`Ctx`]
@@ -444,5 +477,85 @@ impl Core {
             now,
             ip_ident: &mut self.ip_ident,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CopiedNetwork, ForwardProtocol};
+    use crate::options::parse_options;
+    use smoltcp::wire::EthernetAddress;
+
+    /// An IPv6 forward without a guest address goes, on a copied network,
+    /// to the copied address until the guest is seen using one of the
+    /// prefix (passt's "address seen"); without a copied network, nowhere
+    /// until then. An IPv4 one goes to the copied (first DHCP) address.
+    #[test]
+    fn copied_ipv6_forwards_go_to_the_address_seen() {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let mut cfg = parse_options("ipv6-prefix=2001:db8:99::,ipv6-prefixlen=64").unwrap();
+        let fwd = |host: &str| HostForward {
+            protocol: ForwardProtocol::Tcp,
+            host: host.parse().unwrap(),
+            guest_addr: None,
+            guest_port: 8080,
+            v6_only: true,
+            device: None,
+        };
+        let mut neighbours = Neighbours::default();
+        let v6 = fwd("[::]:8080");
+        assert_eq!(forward_guest(&cfg, &neighbours, &v6), None);
+        cfg.copied = Some(CopiedNetwork {
+            guest: cfg.dhcp_start,
+            dhcp_dns: Vec::new(),
+            map_gw: true,
+            guest6: Some(a("2001:db8:99::2")),
+            dns6: Vec::new(),
+            link6: None,
+        });
+        assert_eq!(
+            forward_guest(&cfg, &neighbours, &v6),
+            Some("[2001:db8:99::2]:8080".parse().unwrap())
+        );
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
+        // A link-local source is not the address forwards go to.
+        neighbours.learn(a("fe80::9"), mac);
+        assert_eq!(
+            forward_guest(&cfg, &neighbours, &v6),
+            Some("[2001:db8:99::2]:8080".parse().unwrap())
+        );
+        neighbours.learn(a("2001:db8:99:0:5054:ff:fe12:3456"), mac);
+        assert_eq!(
+            forward_guest(&cfg, &neighbours, &v6),
+            Some("[2001:db8:99:0:5054:ff:fe12:3456]:8080".parse().unwrap())
+        );
+        assert_eq!(
+            forward_guest(&cfg, &neighbours, &fwd("0.0.0.0:8080")),
+            Some(SocketAddr::new(cfg.dhcp_start.into(), 8080))
+        );
+    }
+
+    /// A UDP flow shown to the guest from a link-local address goes to the
+    /// guest's link-local address once one is known; others stay.
+    #[test]
+    fn link_local_peers_reach_the_guests_link_local_address() {
+        let s = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mut neighbours = Neighbours::default();
+        let guest = s("[2001:db8:99::2]:5300");
+        let gateway = s("[fe80::1]:40000");
+        assert_eq!(link_local_guest(&neighbours, guest, gateway), guest);
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
+        neighbours.learn("fe80::9".parse::<Ipv6Addr>().unwrap(), mac);
+        neighbours.learn("2001:db8:99::2".parse::<Ipv6Addr>().unwrap(), mac);
+        assert_eq!(
+            link_local_guest(&neighbours, guest, gateway),
+            s("[fe80::9]:5300")
+        );
+        for remote in ["[2001:db8:99::3]:53", "10.0.2.2:53"] {
+            assert_eq!(link_local_guest(&neighbours, guest, s(remote)), guest);
+        }
+        let v4 = s("10.0.2.15:53");
+        assert_eq!(link_local_guest(&neighbours, v4, gateway), v4);
     }
 }

@@ -18,11 +18,14 @@
 //! - [`flow`]: flow descriptions the flow tables report.
 //! - [`error`]: the error of setting a stack up.
 //! - [`udp`]: the UDP datagram check and emitter the UDP senders share.
+//! - [`listen`]: the host sockets of host forwards, bound with the
+//!   options the forward asks for (`IPV6_V6ONLY`, `SO_BINDTODEVICE`).
 
 pub mod counters;
 pub mod ctx;
 pub mod error;
 pub mod flow;
+pub mod listen;
 pub mod neighbours;
 pub mod token;
 pub mod tx;

@@ -423,7 +423,7 @@ impl TcpTable {
         registry: &Registry,
         fwd: &HostForward,
     ) -> io::Result<SocketAddr> {
-        let mut sock = TcpListener::bind(fwd.host).map_err(|e| {
+        let mut sock = crate::iface::listen::tcp_listener(fwd).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(

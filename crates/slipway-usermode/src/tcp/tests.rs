@@ -759,6 +759,8 @@ fn forward_config() -> StackConfig {
         host: "127.0.0.1:0".parse().unwrap(),
         guest_addr: None,
         guest_port: 8080,
+        v6_only: false,
+        device: None,
     });
     cfg
 }

@@ -14,6 +14,9 @@
 //! The IPv6 resolvers advertised (RDNSS, DHCPv6) are the host's IPv6
 //! ones, a loopback one replaced by the mapped gateway. Without an IPv6
 //! address or default route, IPv6 is off, as with passt; `-6` then fails.
+//! With `--no-map-gw` the gateway is the real router: a link-local one is
+//! reached on the template interface (its index is kept), as passt
+//! binds its socket there.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -31,6 +34,9 @@ pub(crate) struct V6Plan {
     pub guest: Ipv6Addr,
     /// The IPv6 resolvers advertised.
     pub dns: Vec<Ipv6Addr>,
+    /// The index of the interface copied from (where a link-local
+    /// gateway is, under `--no-map-gw`).
+    pub link: Option<u32>,
 }
 
 /// The one IPv6 value of a repeatable passt option (passt takes one per
@@ -184,5 +190,6 @@ pub(crate) fn plan_v6(
         config,
         guest: address,
         dns,
+        link: ifname.as_deref().and_then(|n| host.index(n)),
     }))
 }
