@@ -15,7 +15,8 @@
 //! nothing the container's own peers reach. Like the tap's helper it makes
 //! only system calls on its stack (no allocation after the fork), and it
 //! ends when its last peer (the serving process) does: the request read
-//! returns end-of-file.
+//! returns end-of-file. It keeps no other descriptor of its parent (its
+//! standard ones go to /dev/null), so it holds no pipe, tap or file open.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -124,8 +125,31 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// Leaves the helper only `sock` (as descriptor 3) and /dev/null as its
+/// standard descriptors: it holds none of the parent's pipes (whoever
+/// waits for the end of pasta's output), taps or files. Returns the new
+/// number of `sock`.
+fn detach(sock: RawFd) -> RawFd {
+    // SAFETY: descriptor calls on this child's own table, with a static
+    // path; nothing allocates.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        if sock != 3 && libc::dup2(sock, 3) != 3 {
+            return sock;
+        }
+        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+    }
+    3
+}
+
 /// The helper child: join, report, answer requests until end-of-file.
 fn serve(join: &Join, sock: RawFd) -> ! {
+    let sock = detach(sock);
     if let Err(fail) = join_existing(join) {
         reply_status(sock, Some(fail.errno));
         // SAFETY: ends the child without running the parent's destructors.
