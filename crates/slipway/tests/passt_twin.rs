@@ -1880,7 +1880,7 @@ elif kind == "flood":
         c.close()
     time.sleep(2)
     fresh = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
-    print("connected", len(conns), "working", len(ok), "after-close", sum(works(c) for c in fresh))
+    print("working", len(ok), "after-close", sum(works(c) for c in fresh))
 "#;
 
 /// What a container reached through `-T`/`-U` on one twin.
@@ -2091,14 +2091,14 @@ fn pasta_ns_auto_follows_the_host() {
                     &[format!("sums:{later}"), format!("udp:{udp}")],
                 );
                 wait_for("the later server bound in the container", || {
-                    ctr.run(&format!("ss -Htln src 127.0.0.1:{later} | wc -l")) == "1"
+                    ctr.run(&format!("ss -Htln src 127.0.0.1:{later} | wc -l")).trim() == "1"
                 });
                 assert_eq!(
                     ns_client(&ctr, &dir, &format!("sums {later}")),
                     format!("up {} True down {} True", 16 << 20, 16 << 20)
                 );
                 wait_for("the UDP port bound in the container", || {
-                    ctr.run(&format!("ss -Hulan src 127.0.0.1:{udp} | wc -l")) == "1"
+                    ctr.run(&format!("ss -Hulan src 127.0.0.1:{udp} | wc -l")).trim() == "1"
                 });
                 assert_eq!(
                     ns_client(&ctr, &dir, &format!("udp {udp} 40124")),
@@ -2106,7 +2106,7 @@ fn pasta_ns_auto_follows_the_host() {
                 );
                 drop(_servers);
                 wait_for("the port gone from the container with the host's", || {
-                    ctr.run(&format!("ss -Htln src 127.0.0.1:{later} | wc -l")) == "0"
+                    ctr.run(&format!("ss -Htln src 127.0.0.1:{later} | wc -l")).trim() == "0"
                 });
             }
         }
@@ -2115,8 +2115,9 @@ fn pasta_ns_auto_follows_the_host() {
 }
 
 /// A container opening 1500 connections to a `-T` port: slipway relays
-/// 1024 at once (`ns_forward::tcp::MAX_RELAYS`) and resets the rest; once
-/// some end, new ones are relayed again. (Debian's pasta has no such
+/// 1024 at once (`ns_forward::tcp::MAX_RELAYS`) and resets the rest (a
+/// few may already fail to connect while the listener's backlog is
+/// full); once some end, new ones are relayed again. (Debian's pasta has no such
 /// bound below its 128 Ki connections: no twin.)
 #[test]
 fn pasta_ns_forward_connections_are_bounded() {
@@ -2140,7 +2141,7 @@ fn pasta_ns_forward_connections_are_bounded() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(
             ns_client(&ctr, &dir, &format!("flood {echo} 1500")),
-            "connected 1500 working 1024 after-close 5"
+            "working 1024 after-close 5"
         );
     });
 }
