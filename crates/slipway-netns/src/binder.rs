@@ -122,7 +122,9 @@ fn reply_status(sock: RawFd, errno: Option<i32>) {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// Leaves the helper only `sock` (as descriptor 3) and /dev/null as its

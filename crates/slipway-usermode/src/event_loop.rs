@@ -146,8 +146,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         .map_err(io_err("signal handling"))?;
     let sandbox = opts.sandbox.map(|sandbox| {
         let mut sandbox = sandbox_for(sandbox, &cfg, opts.api.as_deref());
-        if opts.port_watch.is_some()
-            || opts.ns_forward.as_ref().is_some_and(|f| !f.auto.is_empty())
+        if opts.port_watch.is_some() || opts.ns_forward.as_ref().is_some_and(|f| !f.auto.is_empty())
         {
             sandbox.allow_rereading();
         }
@@ -295,10 +294,10 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                 watch_deadline,
                 ns_deadline,
             ]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|d| d.saturating_duration_since(Instant::now()))
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d.saturating_duration_since(Instant::now()))
         };
         if let Err(err) = poll.poll(&mut events, timeout) {
             if err.kind() == std::io::ErrorKind::Interrupted {

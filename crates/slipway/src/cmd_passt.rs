@@ -28,8 +28,8 @@ use slipway_usermode::config::{
     CopiedNetwork, ForwardProtocol, HostForward, StackConfig, MAX_MTU, MIN_MTU,
 };
 use slipway_usermode::event_loop::{self, RunOptions};
-use slipway_usermode::port_watch::PortWatchSpec;
 use slipway_usermode::ns_forward::NsForwardSpec;
+use slipway_usermode::port_watch::PortWatchSpec;
 
 mod v6;
 

@@ -1963,7 +1963,11 @@ fn pasta_ns_twin(program: &Path, root: &Path, label: &str) -> NsSeen {
     let _servers = ns_servers(
         &twin,
         &dir,
-        &[format!("sums:{sums}"), format!("udp:{udp}"), format!("echo:{hidden}")],
+        &[
+            format!("sums:{sums}"),
+            format!("udp:{udp}"),
+            format!("echo:{hidden}"),
+        ],
     );
     let ctr = Container::new();
     let p = lo.port();
@@ -2031,7 +2035,11 @@ fn pasta_ns_forwards_match_debian_pasta() {
         // Debian's pasta 0.0~git20230309 gets the upload whole but cuts
         // the download short once the client has half-closed (README):
         // slipway must get both whole.
-        assert!(real.sums.starts_with(&format!("up {} True down ", 16 << 20)), "{real:?}");
+        assert!(
+            real.sums
+                .starts_with(&format!("up {} True down ", 16 << 20)),
+            "{real:?}"
+        );
         assert_eq!(
             ours.sums,
             format!("up {} True down {} True", 16 << 20, 16 << 20),
@@ -2091,14 +2099,18 @@ fn pasta_ns_auto_follows_the_host() {
                     &[format!("sums:{later}"), format!("udp:{udp}")],
                 );
                 wait_for("the later server bound in the container", || {
-                    ctr.run(&format!("ss -Htln src 127.0.0.1:{later} | wc -l")).trim() == "1"
+                    ctr.run(&format!("ss -Htln src 127.0.0.1:{later} | wc -l"))
+                        .trim()
+                        == "1"
                 });
                 assert_eq!(
                     ns_client(&ctr, &dir, &format!("sums {later}")),
                     format!("up {} True down {} True", 16 << 20, 16 << 20)
                 );
                 wait_for("the UDP port bound in the container", || {
-                    ctr.run(&format!("ss -Hulan src 127.0.0.1:{udp} | wc -l")).trim() == "1"
+                    ctr.run(&format!("ss -Hulan src 127.0.0.1:{udp} | wc -l"))
+                        .trim()
+                        == "1"
                 });
                 assert_eq!(
                     ns_client(&ctr, &dir, &format!("udp {udp} 40124")),
@@ -2106,7 +2118,9 @@ fn pasta_ns_auto_follows_the_host() {
                 );
                 drop(_servers);
                 wait_for("the port gone from the container with the host's", || {
-                    ctr.run(&format!("ss -Htln src 127.0.0.1:{later} | wc -l")).trim() == "0"
+                    ctr.run(&format!("ss -Htln src 127.0.0.1:{later} | wc -l"))
+                        .trim()
+                        == "0"
                 });
             }
         }
@@ -2138,7 +2152,11 @@ fn pasta_ns_forward_connections_are_bounded() {
             .arg(ctr.pid().to_string())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(
             ns_client(&ctr, &dir, &format!("flood {echo} 1500")),
             "working 1024 after-close 5"

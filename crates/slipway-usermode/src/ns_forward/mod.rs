@@ -96,6 +96,8 @@ pub struct NsForward {
     tables: Vec<(ForwardProtocol, File)>,
     auto_active: BTreeSet<(ForwardProtocol, u16)>,
     auto_failed: BTreeSet<(ForwardProtocol, u16)>,
+    /// The most ports `auto` binds per protocol ([`MAX_AUTO_FORWARDS`]).
+    auto_limit: usize,
     capped: bool,
     next_scan: Option<Instant>,
 }
@@ -117,6 +119,7 @@ impl NsForward {
             tables,
             auto_active: BTreeSet::new(),
             auto_failed: BTreeSet::new(),
+            auto_limit: MAX_AUTO_FORWARDS,
             capped: false,
         };
         let mut failed = 0usize;
@@ -231,14 +234,13 @@ impl NsForward {
                 Some(Some(Listener::Tcp { socket, host })) => {
                     self.tcp.accept(registry, socket, *host)
                 }
-                Some(Some(Listener::Udp { socket, host })) => {
-                    self.udp
-                        .from_namespace(registry, index, socket, *host, now)
-                }
+                Some(Some(Listener::Udp { socket, host })) => self
+                    .udp
+                    .on_namespace_readable(registry, index, socket, *host, now),
                 _ => {}
             },
             TokenKind::NsTcp => self.tcp.on_event(registry, index, event),
-            TokenKind::NsUdp => self.udp.from_host(index, &self.listeners, now),
+            TokenKind::NsUdp => self.udp.on_host_readable(index, &self.listeners, now),
             _ => {}
         }
     }
@@ -301,11 +303,12 @@ impl NsForward {
                 .iter()
                 .filter(|(p, _)| *p == protocol)
                 .count()
-                >= MAX_AUTO_FORWARDS
+                >= self.auto_limit
             {
                 if !self.capped {
                     tracing::warn!(
-                        "the host listens on more than {MAX_AUTO_FORWARDS} {protocol:?} ports: the rest are not bound in the namespace"
+                        "the host listens on more than {} {protocol:?} ports: the rest are not bound in the namespace",
+                        self.auto_limit
                     );
                     self.capped = true;
                 }

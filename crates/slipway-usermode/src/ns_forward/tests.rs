@@ -88,8 +88,11 @@ fn tcp_is_relayed_whole_with_half_closes_and_backpressure() {
     });
     let ns_port = free_tcp_port();
     let mut poll = Poll::new().unwrap();
-    let mut fwd = NsForward::open(&spec(vec![(ns_port, host_port)], Vec::new()), poll.registry())
-        .unwrap();
+    let mut fwd = NsForward::open(
+        &spec(vec![(ns_port, host_port)], Vec::new()),
+        poll.registry(),
+    )
+    .unwrap();
     assert_eq!(
         fwd.ns_ports(),
         BTreeSet::from([(ForwardProtocol::Tcp, ns_port)])
@@ -108,7 +111,9 @@ fn tcp_is_relayed_whole_with_half_closes_and_backpressure() {
     let want: Vec<u8> = (0..4 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
     assert!(down == want, "the download arrived whole");
     // Both directions ended: the relay is gone.
-    drive(&mut fwd, &mut poll, || std::thread::sleep(Duration::from_millis(100)));
+    drive(&mut fwd, &mut poll, || {
+        std::thread::sleep(Duration::from_millis(100))
+    });
     assert_eq!(fwd.tcp.count(), 0);
 }
 
@@ -124,8 +129,11 @@ fn connections_over_the_bound_are_reset() {
     });
     let ns_port = free_tcp_port();
     let mut poll = Poll::new().unwrap();
-    let mut fwd = NsForward::open(&spec(vec![(ns_port, host_port)], Vec::new()), poll.registry())
-        .unwrap();
+    let mut fwd = NsForward::open(
+        &spec(vec![(ns_port, host_port)], Vec::new()),
+        poll.registry(),
+    )
+    .unwrap();
     fwd.tcp = tcp::Relays::new(2);
     let conns = drive(&mut fwd, &mut poll, move || {
         let conns: Vec<TcpStream> = (0..3)
@@ -175,8 +183,11 @@ fn udp_flows_answer_their_source_are_bounded_and_expire() {
         .unwrap()
         .port();
     let mut poll = Poll::new().unwrap();
-    let mut fwd = NsForward::open(&spec(Vec::new(), vec![(ns_port, host_port)]), poll.registry())
-        .unwrap();
+    let mut fwd = NsForward::open(
+        &spec(Vec::new(), vec![(ns_port, host_port)]),
+        poll.registry(),
+    )
+    .unwrap();
     fwd.udp = udp::Flows::new(2, Duration::from_millis(300));
     let answers = drive(&mut fwd, &mut poll, move || {
         (0..3)
@@ -187,7 +198,11 @@ fn udp_flows_answer_their_source_are_bounded_and_expire() {
                     .unwrap();
                 let mut buf = [0u8; 100];
                 let (n, from) = c.recv_from(&mut buf).unwrap();
-                assert_eq!(from.port(), ns_port, "the answer comes from the forwarded port");
+                assert_eq!(
+                    from.port(),
+                    ns_port,
+                    "the answer comes from the forwarded port"
+                );
                 let port = c.local_addr().unwrap().port();
                 (String::from_utf8_lossy(&buf[..n]).into_owned(), port)
             })
@@ -207,4 +222,61 @@ fn udp_flows_answer_their_source_are_bounded_and_expire() {
     assert!(fwd.next_deadline().is_some());
     fwd.on_timer(poll.registry(), &BTreeSet::new(), later);
     assert_eq!(fwd.udp.count(), 0, "idle flows end");
+}
+
+/// A /proc/net/tcp-like table listening on `ports`.
+fn table(ports: &[u16]) -> String {
+    let mut text = String::from("  sl  local_address rem_address   st\n");
+    for (i, port) in ports.iter().enumerate() {
+        text += &format!("{i}: 0100007F:{port:04X} 00000000:0000 0A 0\n");
+    }
+    text
+}
+
+#[test]
+fn auto_follows_the_table_within_the_limit_and_skips_the_stacks_forwards() {
+    let dir = std::env::temp_dir().join(format!("slipway-ns-auto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tcp");
+    let (a, b, c, fwd_port) = (
+        free_tcp_port(),
+        free_tcp_port(),
+        free_tcp_port(),
+        free_tcp_port(),
+    );
+    std::fs::write(&path, table(&[a, b, c, fwd_port])).unwrap();
+    let poll = Poll::new().unwrap();
+    let mut fwd = NsForward::open(&spec(Vec::new(), Vec::new()), poll.registry()).unwrap();
+    fwd.tables = vec![(ForwardProtocol::Tcp, File::open(&path).unwrap())];
+    fwd.auto_limit = 2;
+    let stack_forwards = BTreeSet::from([(ForwardProtocol::Tcp, fwd_port)]);
+    let now = Instant::now();
+    fwd.scan(poll.registry(), &stack_forwards, now);
+    let bound = |fwd: &NsForward| {
+        fwd.ns_ports()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect::<Vec<_>>()
+    };
+    // Two of a, b, c (the limit), never the stack's own forward.
+    assert_eq!(
+        bound(&fwd),
+        [a, b, c]
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .take(2)
+            .collect::<Vec<_>>()
+    );
+    assert!(fwd.capped);
+    assert_eq!(fwd.next_deadline(), Some(now + SCAN_INTERVAL));
+    // The host's port goes away: so does the namespace's.
+    std::fs::write(&path, table(&[c])).unwrap();
+    fwd.scan(poll.registry(), &stack_forwards, now);
+    assert_eq!(bound(&fwd), [c]);
+    assert!(
+        TcpStream::connect(("127.0.0.1", c)).is_ok(),
+        "bound on loopback"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -66,7 +66,7 @@ impl Flows {
 
     /// Relays what the namespace socket `listener` (bound socket `ns`)
     /// received toward `host`.
-    pub(crate) fn from_namespace(
+    pub(crate) fn on_namespace_readable(
         &mut self,
         registry: &Registry,
         listener: usize,
@@ -158,7 +158,12 @@ impl Flows {
     }
 
     /// Relays what flow `slot`'s host socket received back to its source.
-    pub(crate) fn from_host(&mut self, slot: usize, listeners: &[Option<Listener>], now: Instant) {
+    pub(crate) fn on_host_readable(
+        &mut self,
+        slot: usize,
+        listeners: &[Option<Listener>],
+        now: Instant,
+    ) {
         let Some(Some(flow)) = self.slots.get_mut(slot) else {
             return;
         };
