@@ -10,9 +10,10 @@
 //! end closes: each request (kind, family, port: 4 bytes) is answered
 //! with the new socket (`SCM_RIGHTS`) or an errno. A socket keeps the
 //! namespace it was made in, so the serving process accepts and receives
-//! on it from the host side. The helper binds only the loopback address
-//! of the family asked for: a compromised stack can make it listen on
-//! nothing the container's own peers reach. Like the tap's helper it makes
+//! on it from the host side. The helper binds (or connects to: pasta's
+//! splicing of a `-t` connection from the host's loopback) only the
+//! loopback address of the family asked for: a compromised stack can make
+//! it listen on or reach nothing beyond the namespace's loopback. Like the tap's helper it makes
 //! only system calls on its stack (no allocation after the fork), and it
 //! ends when its last peer (the serving process) does: the request read
 //! returns end-of-file. It keeps no other descriptor of its parent (its
@@ -32,6 +33,9 @@ pub enum LoopbackSocket {
     TcpListener,
     /// A UDP socket bound to the port.
     Udp,
+    /// A TCP socket connecting (non-blocking) to the port: a connection
+    /// from the host's loopback spliced into the namespace's.
+    TcpConnect,
 }
 
 /// Backlog of the listeners (pasta's).
@@ -69,8 +73,9 @@ impl LoopbackBinder {
         Ok(LoopbackBinder { sock: ours })
     }
 
-    /// A non-blocking, close-on-exec socket of `kind` bound to the
-    /// namespace's loopback address of `family`'s kind at `port`.
+    /// A non-blocking, close-on-exec socket of `kind` bound to (or, for
+    /// [`LoopbackSocket::TcpConnect`], connecting to) the namespace's
+    /// loopback address of `family`'s kind at `port`.
     /// `family` must be a loopback address (`127.0.0.1` or `::1`).
     pub fn bind(&self, kind: LoopbackSocket, family: IpAddr, port: u16) -> io::Result<OwnedFd> {
         if !family.is_loopback() {
@@ -84,6 +89,7 @@ impl LoopbackBinder {
             match kind {
                 LoopbackSocket::TcpListener => 0,
                 LoopbackSocket::Udp => 1,
+                LoopbackSocket::TcpConnect => 2,
             },
             u8::from(family.is_ipv6()),
             port[0],
@@ -166,14 +172,13 @@ fn serve(join: &Join, sock: RawFd) -> ! {
             // SAFETY: as above.
             unsafe { libc::_exit(0) };
         }
-        if n != req.len() as isize || req[0] > 1 || req[1] > 1 {
+        if n != req.len() as isize || req[0] > 2 || req[1] > 1 {
             reply_status(sock, Some(libc::EINVAL));
             continue;
         }
-        let udp = req[0] == 1;
         let v6 = req[1] == 1;
         let port = u16::from_ne_bytes([req[2], req[3]]);
-        match loopback_socket(udp, v6, port) {
+        match loopback_socket(req[0], v6, port) {
             Ok(fd) => {
                 let _ = slipway_host::fdpass::send_fd(sock, fd.as_raw_fd());
             }
@@ -182,8 +187,11 @@ fn serve(join: &Join, sock: RawFd) -> ! {
     }
 }
 
-/// Makes the socket of a request (see [`LoopbackBinder::bind`]).
-fn loopback_socket(udp: bool, v6: bool, port: u16) -> Result<OwnedFd, i32> {
+/// Makes the socket of a request (see [`LoopbackBinder::bind`]): `kind`
+/// 0 a TCP listener, 1 a UDP socket, 2 a TCP socket connecting.
+fn loopback_socket(kind: u8, v6: bool, port: u16) -> Result<OwnedFd, i32> {
+    let udp = kind == 1;
+    let connect = kind == 2;
     let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     let kind = if udp {
         libc::SOCK_DGRAM
@@ -210,9 +218,20 @@ fn loopback_socket(udp: bool, v6: bool, port: u16) -> Result<OwnedFd, i32> {
             )
         }
     };
-    if !udp {
+    if !udp && !connect {
         set(libc::SOL_SOCKET, libc::SO_REUSEADDR);
     }
+    // The address goes to bind, or to connect for a connecting socket.
+    let call = |fd: RawFd, sa: *const libc::sockaddr, len: libc::socklen_t| {
+        // SAFETY: a live sockaddr of its size, on our own socket.
+        unsafe {
+            if connect {
+                libc::connect(fd, sa, len)
+            } else {
+                libc::bind(fd, sa, len)
+            }
+        }
+    };
     let rc = if v6 {
         set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY);
         // SAFETY: an all-zero sockaddr_in6 is valid.
@@ -220,31 +239,28 @@ fn loopback_socket(udp: bool, v6: bool, port: u16) -> Result<OwnedFd, i32> {
         sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
         sa.sin6_port = port.to_be();
         sa.sin6_addr.s6_addr = Ipv6Addr::LOCALHOST.octets();
-        // SAFETY: binds to a live sockaddr of its size.
-        unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_in6).cast(),
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
+        call(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
     } else {
         // SAFETY: an all-zero sockaddr_in is valid.
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         sa.sin_family = libc::AF_INET as libc::sa_family_t;
         sa.sin_port = port.to_be();
         sa.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
-        // SAFETY: binds to a live sockaddr of its size.
-        unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
+        call(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
     };
-    if rc != 0 {
+    if rc != 0 && !(connect && errno() == libc::EINPROGRESS) {
         return Err(errno());
+    }
+    if connect {
+        return Ok(fd);
     }
     // SAFETY: listen on our own socket.
     if !udp && unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) } != 0 {

@@ -204,6 +204,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
     if let Some(fwd) = ns_forward.as_mut() {
         fwd.scan(&registry, &forwarded_ports(&stack), Instant::now());
     }
+    if opts.ns_forward.as_ref().is_some_and(|f| f.splice_inbound) {
+        stack.tcp.hand_off_loopback();
+    }
     let mut slirp4netns_api = match &opts.slirp4netns_api {
         Some(path) => Some(Slirp4netnsApiServer::open(path, &registry)?),
         None => None,
@@ -358,6 +361,11 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                 }
                 Some((kind, index)) => stack.handle_host_event(&registry, kind, index, event, now),
                 None => {}
+            }
+        }
+        if let Some(fwd) = ns_forward.as_mut() {
+            for (conn, port) in stack.tcp.take_loopback_accepted() {
+                fwd.splice_inbound(&registry, conn, port);
             }
         }
         if let Some(m) = metrics.as_mut() {

@@ -312,8 +312,8 @@ pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
     );
     let exit_fds = process.iter().map(AsRawFd::as_raw_fd).collect();
     let port_watch = watched_pid.and_then(|pid| watch_spec(watched, pid, &tap));
-    let (ipv4, ipv6) = loopbacks(&args, &cfg);
-    let ns_forward = ns_fwd::spec(ns_ports, &target, ipv4, ipv6)?;
+    let inbound = tcp_inbound(&args, port_watch.as_ref());
+    let ns_forward = ns_fwd::spec(ns_ports, &target, loopbacks(&args, &cfg), inbound)?;
     let code = start(
         &args.common,
         cfg,
@@ -333,6 +333,14 @@ pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
 fn loopbacks(args: &PastaArgs, cfg: &slipway_usermode::config::StackConfig) -> (bool, bool) {
     let ipv6 = !args.common.ipv4_only && cfg.copied.as_ref().is_some_and(|c| c.guest6.is_some());
     (!args.common.ipv6_only, ipv6)
+}
+
+/// Whether TCP ports are forwarded from the host (`-t` ports, or `-t
+/// auto`): connections to them from the host's loopback are spliced into
+/// the namespace's loopback, as pasta does.
+fn tcp_inbound(args: &PastaArgs, port_watch: Option<&PortWatchSpec>) -> bool {
+    args.common.tcp_ports.iter().any(|s| s != "none")
+        || port_watch.is_some_and(|w| w.protocols.contains(&ForwardProtocol::Tcp))
 }
 
 /// Runs `command` in a new user and network namespace served as pasta
@@ -364,8 +372,13 @@ fn run_command(
         tap.ipv4
     );
     let port_watch = watch_spec(watched, spawned.pid(), &tap);
-    let (ipv4, ipv6) = loopbacks(args, &cfg);
-    let ns_forward = ns_fwd::spec(ns_ports, &Target::Pid(spawned.pid()), ipv4, ipv6)?;
+    let inbound = tcp_inbound(args, port_watch.as_ref());
+    let ns_forward = ns_fwd::spec(
+        ns_ports,
+        &Target::Pid(spawned.pid()),
+        loopbacks(args, &cfg),
+        inbound,
+    )?;
     let go = spawned.take_go().map(IntoRawFd::into_raw_fd);
     let exit_fds = vec![spawned.exit_fd()];
     let serve = move |sandbox| {

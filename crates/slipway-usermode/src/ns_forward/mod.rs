@@ -18,6 +18,14 @@
 //! host's goes away; ports the stack itself forwards from the host (`-t`,
 //! `-u`) are left out, so nothing loops. At most
 //! [`MAX_AUTO_FORWARDS`] ports per protocol are followed.
+//!
+//! The other way, as pasta does: with [`NsForwardSpec::splice_inbound`],
+//! a connection the stack accepts on a `-t` forward from the host's
+//! loopback is not translated through the tap but handed over
+//! ([`NsForward::splice_inbound`]) and relayed the same way to the
+//! forward's port on the namespace's loopback, through a socket the
+//! helper makes there, so a server bound to the namespace's `127.0.0.1`
+//! is reached.
 
 pub mod tcp;
 pub mod udp;
@@ -42,6 +50,10 @@ pub trait LoopbackSockets: Send + Sync {
     /// A non-blocking TCP listener (`protocol` TCP) or UDP socket bound to
     /// `loopback` (`127.0.0.1` or `::1`) port `port` in the namespace.
     fn bind(&self, protocol: ForwardProtocol, loopback: IpAddr, port: u16) -> io::Result<OwnedFd>;
+
+    /// A non-blocking TCP socket in the namespace connecting to
+    /// `loopback` port `port` there.
+    fn connect(&self, loopback: IpAddr, port: u16) -> io::Result<OwnedFd>;
 }
 
 /// What to forward from the namespace's loopback to the host's.
@@ -55,6 +67,9 @@ pub struct NsForwardSpec {
     pub auto: Vec<ForwardProtocol>,
     /// The loopback addresses bound: `127.0.0.1`, `::1` or both.
     pub loopbacks: Vec<IpAddr>,
+    /// Splice `-t` connections from the host's loopback into the
+    /// namespace's loopback (pasta's way) instead of translating them.
+    pub splice_inbound: bool,
     /// Where the namespace's sockets come from.
     pub sockets: Arc<dyn LoopbackSockets>,
 }
@@ -66,6 +81,7 @@ impl std::fmt::Debug for NsForwardSpec {
             .field("udp", &self.udp.len())
             .field("auto", &self.auto)
             .field("loopbacks", &self.loopbacks)
+            .field("splice_inbound", &self.splice_inbound)
             .finish()
     }
 }
@@ -211,6 +227,30 @@ impl NsForward {
             None => {
                 self.listeners.push(None);
                 self.listeners.len() - 1
+            }
+        }
+    }
+
+    /// Relays `a`, accepted on a `-t` forward from the host's loopback,
+    /// to `port` on the namespace's loopback of the same family.
+    pub fn splice_inbound(&mut self, registry: &Registry, a: mio::net::TcpStream, port: u16) {
+        if !self.tcp.has_room(&a) {
+            return;
+        }
+        let lo = match a.peer_addr() {
+            Ok(peer) if peer.is_ipv6() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            Ok(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            // Gone already.
+            Err(_) => return,
+        };
+        match self.sockets.connect(lo, port) {
+            Ok(fd) => {
+                let b = mio::net::TcpStream::from_std(std::net::TcpStream::from(fd));
+                self.tcp.insert(registry, a, b);
+            }
+            Err(err) => {
+                tracing::debug!(%err, %lo, port, "connecting to the namespace's loopback");
+                tcp::reset(a);
             }
         }
     }

@@ -18,6 +18,9 @@
 //! connection ends when both directions have, or at once on an error
 //! (the other side is then reset). At most [`MAX_RELAYS`] connections
 //! are relayed at once: beyond that an accepted connection is reset.
+//! The other way (pasta's splicing of a `-t` connection from the host's
+//! loopback into the namespace's) is the same relay with A accepted on
+//! the host and B connecting inside the namespace.
 
 use std::io;
 use std::net::SocketAddr;
@@ -165,48 +168,60 @@ impl Relays {
                     return;
                 }
             };
-            if self.count >= self.max {
-                if !self.capped {
-                    tracing::warn!(
-                        "{} connections from the namespace's loopback are relayed already: resetting new ones",
-                        self.max
-                    );
-                    self.capped = true;
-                }
-                reset(a);
+            if !self.has_room(&a) {
                 continue;
             }
-            let b = match TcpStream::connect(host) {
-                Ok(b) => b,
+            match TcpStream::connect(host) {
+                Ok(b) => self.insert(registry, a, b),
                 Err(err) => {
                     tracing::debug!(%err, %host, "connecting to the host's loopback");
                     reset(a);
-                    continue;
                 }
-            };
-            let slot = match self.slots.iter().position(Option::is_none) {
-                Some(slot) => slot,
-                None => {
-                    self.slots.push(None);
-                    self.slots.len() - 1
-                }
-            };
-            let mut relay = Relay { a, b, pipes: None };
-            let both = Interest::READABLE | Interest::WRITABLE;
-            let registered = registry
-                .register(&mut relay.a, token(TokenKind::NsTcp, slot * 2), both)
-                .and_then(|()| {
-                    registry.register(&mut relay.b, token(TokenKind::NsTcp, slot * 2 + 1), both)
-                });
-            if let Err(err) = registered {
-                tracing::debug!(%err, "registering a relayed connection");
-                let _ = registry.deregister(&mut relay.a);
-                reset(relay.a);
-                continue;
             }
-            self.slots[slot] = Some(relay);
-            self.count += 1;
         }
+    }
+
+    /// Whether another relay fits; if not, `a` is reset (and the cap
+    /// logged once).
+    pub(crate) fn has_room(&mut self, a: &TcpStream) -> bool {
+        if self.count < self.max {
+            return true;
+        }
+        if !self.capped {
+            tracing::warn!(
+                "{} connections are relayed already: resetting new ones",
+                self.max
+            );
+            self.capped = true;
+        }
+        set_reset(a);
+        false
+    }
+
+    /// Relays between `a` (accepted) and `b` (connecting).
+    pub(crate) fn insert(&mut self, registry: &Registry, a: TcpStream, b: TcpStream) {
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let mut relay = Relay { a, b, pipes: None };
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let registered = registry
+            .register(&mut relay.a, token(TokenKind::NsTcp, slot * 2), both)
+            .and_then(|()| {
+                registry.register(&mut relay.b, token(TokenKind::NsTcp, slot * 2 + 1), both)
+            });
+        if let Err(err) = registered {
+            tracing::debug!(%err, "registering a relayed connection");
+            let _ = registry.deregister(&mut relay.a);
+            reset(relay.a);
+            return;
+        }
+        self.slots[slot] = Some(relay);
+        self.count += 1;
     }
 
     /// Handles readiness of side `index % 2` of relay `index / 2`.
@@ -271,7 +286,12 @@ fn step(relay: &mut Relay) -> io::Result<bool> {
 
 /// Closes `stream` with a reset (SO_LINGER of zero), so its peer learns
 /// at once that nothing is relayed.
-fn reset(stream: TcpStream) {
+pub(crate) fn reset(stream: TcpStream) {
+    set_reset(&stream);
+}
+
+/// Makes the close of `stream` a reset.
+fn set_reset(stream: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,

@@ -30,6 +30,11 @@ impl LoopbackSockets for Here {
             }
         })
     }
+
+    fn connect(&self, loopback: IpAddr, port: u16) -> io::Result<OwnedFd> {
+        let s = mio::net::TcpStream::connect(SocketAddr::new(loopback, port))?;
+        Ok(std::net::TcpStream::from(OwnedFd::from(s)).into())
+    }
 }
 
 fn free_tcp_port() -> u16 {
@@ -46,6 +51,7 @@ fn spec(tcp: Vec<(u16, u16)>, udp: Vec<(u16, u16)>) -> NsForwardSpec {
         udp,
         auto: Vec::new(),
         loopbacks: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        splice_inbound: false,
         sockets: Arc::new(Here),
     }
 }

@@ -11,7 +11,9 @@
 //! `-T`/`-U`) and without `all` (passt's only). `none` and `auto` stand
 //! alone; specifications may be given several times, no port twice. The
 //! sockets are bound on `127.0.0.1` unless `-6`, and on `::1` when the
-//! host has IPv6 (unless `-4`), as pasta binds them.
+//! host has IPv6 (unless `-4`), as pasta binds them. The same helper
+//! makes the sockets through which a `-t` connection from the host's
+//! loopback is spliced into the namespace's loopback.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -110,16 +112,22 @@ impl LoopbackSockets for Binder {
         };
         self.0.bind(kind, loopback, port)
     }
+
+    fn connect(&self, loopback: IpAddr, port: u16) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.0.bind(LoopbackSocket::TcpConnect, loopback, port)
+    }
 }
 
 /// The stack's part of `ports` for `target`: `None` when nothing is
-/// forwarded; else the helper is started in the namespace (before the
-/// sandbox). `ipv4`/`ipv6`: which loopbacks to bind.
+/// forwarded and no `-t` connection is to be spliced (`inbound`: some
+/// TCP port is forwarded from the host); else the helper is started in
+/// the namespace (before the sandbox). `ipv4`/`ipv6`: which loopbacks to
+/// bind.
 pub(super) fn spec(
     ports: NsPorts,
     target: &Target,
-    ipv4: bool,
-    ipv6: bool,
+    (ipv4, ipv6): (bool, bool),
+    inbound: bool,
 ) -> anyhow::Result<Option<NsForwardSpec>> {
     let mut loopbacks = Vec::new();
     if ipv4 {
@@ -128,7 +136,7 @@ pub(super) fn spec(
     if ipv6 {
         loopbacks.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
     }
-    if ports.is_empty() || loopbacks.is_empty() {
+    if (ports.is_empty() && !inbound) || loopbacks.is_empty() {
         return Ok(None);
     }
     let binder = LoopbackBinder::open(target)
@@ -138,6 +146,7 @@ pub(super) fn spec(
         udp: ports.udp,
         auto: ports.auto,
         loopbacks,
+        splice_inbound: inbound,
         sockets: Arc::new(Binder(binder)),
     }))
 }
