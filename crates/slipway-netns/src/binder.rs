@@ -318,6 +318,27 @@ mod tests {
     }
 
     #[test]
+    fn connecting_sockets_reach_the_loopback_only() {
+        let binder = ours();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lo4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let fd = binder.bind(LoopbackSocket::TcpConnect, lo4, port).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        let stream = std::net::TcpStream::from(fd);
+        assert_eq!(stream.local_addr().unwrap(), peer);
+        assert_eq!(stream.peer_addr().unwrap().port(), port);
+        let err = binder
+            .bind(
+                LoopbackSocket::TcpConnect,
+                "192.0.2.1".parse().unwrap(),
+                port,
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
     fn a_namespace_that_cannot_be_joined_is_an_error() {
         let err = LoopbackBinder::open(&Target::Path {
             netns: "/nonexistent/ns".into(),
