@@ -157,15 +157,21 @@ fn setns(path: &CString, nstype: libc::c_int, what: &'static str) -> Result<(), 
     fail.map_or(Ok(()), Err)
 }
 
+/// Joins the existing namespaces of `join` (nothing for [`Join::New`]).
+pub(crate) fn join_existing(join: &Join) -> Result<(), Fail> {
+    if let Join::Existing { userns, netns } = join {
+        if let Some(userns) = userns {
+            setns(userns, libc::CLONE_NEWUSER, "joining the user namespace")?;
+        }
+        setns(netns, libc::CLONE_NEWNET, "joining the network namespace")?;
+    }
+    Ok(())
+}
+
 /// Gets into the namespaces and returns the configured tap's descriptor.
 fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
     match &plan.join {
-        Join::Existing { userns, netns } => {
-            if let Some(userns) = userns {
-                setns(userns, libc::CLONE_NEWUSER, "joining the user namespace")?;
-            }
-            setns(netns, libc::CLONE_NEWNET, "joining the network namespace")?;
-        }
+        Join::Existing { .. } => join_existing(&plan.join)?,
         Join::New {
             uid_map,
             gid_map,

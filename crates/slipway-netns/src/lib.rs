@@ -15,6 +15,9 @@
 //!   namespace (works unprivileged), give it a configured tap and its own
 //!   `resolv.conf`, and start a command in it, like `pasta -- CMD`.
 //!
+//! And [`LoopbackBinder`]: a helper that stays in a namespace and makes
+//! sockets on its loopback for pasta's `-T`/`-U`.
+//!
 //! The helper is a forked child of a single-threaded process: between
 //! `fork` and `exec`/`_exit` it only makes system calls on data prepared
 //! before the fork (no allocation), so it is safe even if the caller has
@@ -22,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+mod binder;
 mod child;
 mod fail;
 mod ifconfig;
@@ -32,6 +36,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+pub use binder::{LoopbackBinder, LoopbackSocket};
 use child::{ChildPlan, Join};
 
 /// Default name of the tap device inside the namespace.
@@ -165,6 +170,25 @@ fn same_namespace(a: &Path, b: &Path) -> Result<bool, NetnsError> {
 /// configures the tap there, and returns its descriptor (non-blocking,
 /// close-on-exec). The caller stays in its own namespaces.
 pub fn open_tap_in(target: &Target, tap: &TapSetup) -> Result<OwnedFd, NetnsError> {
+    let (join, netns) = join_of(target)?;
+    let plan = ChildPlan {
+        join,
+        tap: child::TapPlan::new(tap)?,
+    };
+    let (pid, ours) = child::fork_with_socket(|sock| child::run(&plan, sock))?;
+    let received = child::receive_tap(ours.as_raw_fd(), &netns);
+    let status = child::wait(pid);
+    let fd = received?;
+    if let Err(err) = status {
+        return Err(step("the namespace helper")(err));
+    }
+    Ok(fd)
+}
+
+/// How a helper joins `target`: its network namespace, and its user
+/// namespace when that is not ours (by PID) or is given (by path); and
+/// the network namespace's path.
+fn join_of(target: &Target) -> Result<(Join, PathBuf), NetnsError> {
     let (netns, userns) = match target {
         Target::Pid(pid) => {
             let proc = PathBuf::from(format!("/proc/{pid}/ns"));
@@ -178,24 +202,14 @@ pub fn open_tap_in(target: &Target, tap: &TapSetup) -> Result<OwnedFd, NetnsErro
         }
         Target::Path { netns, userns } => (netns.clone(), userns.clone()),
     };
-    let plan = ChildPlan {
-        join: Join::Existing {
-            userns: userns
-                .as_deref()
-                .map(|p| cstring("user namespace path", p.as_os_str().as_bytes()))
-                .transpose()?,
-            netns: cstring("network namespace path", netns.as_os_str().as_bytes())?,
-        },
-        tap: child::TapPlan::new(tap)?,
+    let join = Join::Existing {
+        userns: userns
+            .as_deref()
+            .map(|p| cstring("user namespace path", p.as_os_str().as_bytes()))
+            .transpose()?,
+        netns: cstring("network namespace path", netns.as_os_str().as_bytes())?,
     };
-    let (pid, ours) = child::fork_with_socket(|sock| child::run(&plan, sock))?;
-    let received = child::receive_tap(ours.as_raw_fd(), &netns);
-    let status = child::wait(pid);
-    let fd = received?;
-    if let Err(err) = status {
-        return Err(step("the namespace helper")(err));
-    }
-    Ok(fd)
+    Ok((join, netns))
 }
 
 /// A descriptor (pidfd) that becomes readable when process `pid` exits.

@@ -139,6 +139,9 @@ pub struct Sandbox {
     /// Whether files opened before are read again from their start
     /// ([`Sandbox::allow_rereading`]).
     reread: bool,
+    /// Whether connections are relayed through pipes
+    /// ([`Sandbox::allow_splicing`]).
+    splice: bool,
     /// The socket-cleaning parent, when forked ahead of [`Sandbox::apply`]
     /// ([`Sandbox::fork_cleaner`]).
     cleaner: Option<libc::pid_t>,
@@ -156,6 +159,7 @@ impl Default for Sandbox {
             require: false,
             vhost_user: false,
             reread: false,
+            splice: false,
             cleaner: None,
         }
     }
@@ -288,6 +292,14 @@ impl Sandbox {
         self
     }
 
+    /// Allows `pipe2` and `splice`: connections relayed between two
+    /// sockets through a pipe pair each (pasta's `-T`), never copied
+    /// through the process's memory.
+    pub fn allow_splicing(&mut self) -> &mut Self {
+        self.splice = true;
+        self
+    }
+
     /// Makes a part of the sandbox the kernel cannot give an error of
     /// [`Sandbox::apply`] (`--require-sandbox`) instead of a warning:
     /// Landlock, and the private mount namespace of
@@ -322,6 +334,9 @@ impl Sandbox {
         }
         if self.reread && !all.iter().any(|c| syscalls::REREAD.contains(c)) {
             all.extend_from_slice(syscalls::REREAD);
+        }
+        if self.splice {
+            all.extend_from_slice(syscalls::SPLICE);
         }
         all
     }

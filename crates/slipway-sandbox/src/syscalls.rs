@@ -200,6 +200,10 @@ pub(crate) const VHOST_USER: &[Syscall] = calls![SYS_lseek];
 /// its start.
 pub(crate) const REREAD: &[Syscall] = calls![SYS_lseek];
 
+/// What relaying connections through pipes adds: a pipe pair per
+/// connection, and moving bytes between a socket and a pipe.
+pub(crate) const SPLICE: &[Syscall] = calls![SYS_pipe2, SYS_splice];
+
 /// The allowlist: the data path's, with the bridge network service's
 /// `ioctl`s when `service` is true, with the file calls when `files` is true, those replacing
 /// files when `writes` is true, and unix datagram sockets besides TCP and

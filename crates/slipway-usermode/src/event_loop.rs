@@ -6,6 +6,7 @@
 //! room for their replies, and TCP flows that held back are resumed. Work
 //! left over (a full read budget) makes the next poll return at once.
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -14,10 +15,12 @@ use mio::{Events, Interest, Poll};
 use slipway_host::signals::Signals;
 
 use crate::api::{ApiError, ApiServer};
-use crate::config::StackConfig;
+use crate::config::{ForwardProtocol, StackConfig};
+use crate::iface::flow::FlowProtocol;
 use crate::iface::{decode_token, token, DropReason, TokenKind};
 use crate::link::{AttachError, AttachSpec, Attachment, LinkState};
 use crate::metrics::{MetricsAddr, MetricsError, MetricsServer};
+use crate::ns_forward::{NsForward, NsForwardSpec};
 use crate::port_watch::{PortWatch, PortWatchSpec};
 use crate::slirp4netns_api::Slirp4netnsApiServer;
 use crate::stack::{Stack, StackError};
@@ -63,6 +66,9 @@ pub struct RunOptions {
     /// Forward the ports a namespace listens on (pasta's `-t auto`),
     /// scanned from before the ready signal on.
     pub port_watch: Option<PortWatchSpec>,
+    /// Forward ports of a namespace's loopback to the host's (pasta's
+    /// `-T`/`-U`), bound before the ready signal.
+    pub ns_forward: Option<NsForwardSpec>,
 }
 
 /// Why [`run`] stopped with an error.
@@ -140,8 +146,12 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         .map_err(io_err("signal handling"))?;
     let sandbox = opts.sandbox.map(|sandbox| {
         let mut sandbox = sandbox_for(sandbox, &cfg, opts.api.as_deref());
-        if opts.port_watch.is_some() {
+        if opts.port_watch.is_some() || opts.ns_forward.as_ref().is_some_and(|f| !f.auto.is_empty())
+        {
             sandbox.allow_rereading();
+        }
+        if opts.ns_forward.is_some() {
+            sandbox.allow_splicing();
         }
         if let Some(path) = &opts.slirp4netns_api {
             sandbox.remove_on_exit(path.clone());
@@ -176,8 +186,26 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         ),
         None => None,
     };
+    let mut ns_forward = match &opts.ns_forward {
+        Some(spec) => Some(
+            NsForward::open(spec, &registry)
+                .map_err(io_err("forwarding the namespace's loopback to the host"))?,
+        ),
+        None => None,
+    };
     if let Some(watch) = port_watch.as_mut() {
-        watch.scan(&mut stack, &registry, Instant::now());
+        watch.scan(
+            &mut stack,
+            &registry,
+            &ns_ports(ns_forward.as_ref()),
+            Instant::now(),
+        );
+    }
+    if let Some(fwd) = ns_forward.as_mut() {
+        fwd.scan(&registry, &forwarded_ports(&stack), Instant::now());
+    }
+    if opts.ns_forward.as_ref().is_some_and(|f| f.splice_inbound) {
+        stack.tcp.hand_off_loopback();
     }
     let mut slirp4netns_api = match &opts.slirp4netns_api {
         Some(path) => Some(Slirp4netnsApiServer::open(path, &registry)?),
@@ -262,11 +290,17 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         } else {
             let metrics_deadline = metrics.as_ref().and_then(MetricsServer::next_deadline);
             let watch_deadline = port_watch.as_ref().map(PortWatch::next_deadline);
-            [stack.next_deadline(), metrics_deadline, watch_deadline]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|d| d.saturating_duration_since(Instant::now()))
+            let ns_deadline = ns_forward.as_ref().and_then(NsForward::next_deadline);
+            [
+                stack.next_deadline(),
+                metrics_deadline,
+                watch_deadline,
+                ns_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d.saturating_duration_since(Instant::now()))
         };
         if let Err(err) = poll.poll(&mut events, timeout) {
             if err.kind() == std::io::ErrorKind::Interrupted {
@@ -317,8 +351,21 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                         return Ok(());
                     }
                 }
+                Some((
+                    kind @ (TokenKind::NsListener | TokenKind::NsTcp | TokenKind::NsUdp),
+                    index,
+                )) => {
+                    if let Some(fwd) = ns_forward.as_mut() {
+                        fwd.on_event(&registry, kind, index, event, now);
+                    }
+                }
                 Some((kind, index)) => stack.handle_host_event(&registry, kind, index, event, now),
                 None => {}
+            }
+        }
+        if let Some(fwd) = ns_forward.as_mut() {
+            for (conn, port) in stack.tcp.take_loopback_accepted() {
+                fwd.splice_inbound(&registry, conn, port);
             }
         }
         if let Some(m) = metrics.as_mut() {
@@ -328,7 +375,13 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             stack.on_timer(&registry, now);
         }
         if let Some(watch) = port_watch.as_mut().filter(|w| w.next_deadline() <= now) {
-            watch.scan(&mut stack, &registry, now);
+            watch.scan(&mut stack, &registry, &ns_ports(ns_forward.as_ref()), now);
+        }
+        if let Some(fwd) = ns_forward
+            .as_mut()
+            .filter(|f| f.next_deadline().is_some_and(|d| d <= now))
+        {
+            fwd.on_timer(&registry, &forwarded_ports(&stack), now);
         }
         if sandbox.is_some() {
             // No guest frame is read before the sandbox is on.
@@ -364,6 +417,28 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         }
         busy = attach.has_pending_io(stack.guest_tx());
     }
+}
+
+/// The ports slipway binds in the namespace's loopback (pasta's `-T`/`-U`),
+/// which `-t`/`-u auto` must not forward back.
+fn ns_ports(fwd: Option<&NsForward>) -> BTreeSet<(ForwardProtocol, u16)> {
+    fwd.map(NsForward::ns_ports).unwrap_or_default()
+}
+
+/// The ports the stack forwards from the host (`-t`/`-u`), which `-T`/`-U
+/// auto` must not bind back in the namespace.
+fn forwarded_ports(stack: &Stack) -> BTreeSet<(ForwardProtocol, u16)> {
+    stack
+        .forwards()
+        .into_iter()
+        .map(|f| {
+            let protocol = match f.protocol {
+                FlowProtocol::Tcp => ForwardProtocol::Tcp,
+                FlowProtocol::Udp => ForwardProtocol::Udp,
+            };
+            (protocol, f.host.port())
+        })
+        .collect()
 }
 
 /// The sandbox [`run`] applies for `cfg`: `sandbox` plus what it must

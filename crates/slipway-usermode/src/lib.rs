@@ -36,8 +36,9 @@
 //! 5. [`stack`]: the dispatcher; [`status`]: snapshots of it.
 //! 6. [`link`]: the [`Attachment`](link::Attachment), one file per
 //!    transport, and the learning [`switch`] between its VMs.
-//! 7. On top: [`event_loop`], [`api`] (over `control_socket`) and
-//!    [`slirp4netns_api`].
+//! 7. On top: [`event_loop`], [`api`] (over `control_socket`),
+//!    [`slirp4netns_api`], [`port_watch`] and [`ns_forward`] (pasta's
+//!    `-T`/`-U`, which reads the socket tables as `port_watch` does).
 //!
 //! `python3 ../shared/tools/modcycles.py crates` checks the rule.
 
@@ -55,6 +56,7 @@ pub mod iface;
 pub mod link;
 pub mod metrics;
 mod ndp;
+pub mod ns_forward;
 pub mod options;
 mod ping;
 pub mod port_watch;

@@ -91,28 +91,7 @@ pub struct PortWatch {
 impl PortWatch {
     /// Opens the tables `spec` names.
     pub fn open(spec: &PortWatchSpec) -> std::io::Result<PortWatch> {
-        let pid = spec.pid;
-        let mut tables = Vec::new();
-        for &protocol in &spec.protocols {
-            let name = match protocol {
-                ForwardProtocol::Tcp => "tcp",
-                ForwardProtocol::Udp => "udp",
-            };
-            for suffix in ["", "6"] {
-                let path = format!("/proc/{pid}/net/{name}{suffix}");
-                match File::open(&path) {
-                    Ok(file) => tables.push((protocol, file)),
-                    // No IPv6 in this kernel: no table.
-                    Err(e) if suffix == "6" && e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(std::io::Error::new(
-                            e.kind(),
-                            format!("opening {path}: {e}"),
-                        ))
-                    }
-                }
-            }
-        }
+        let tables = open_tables(Some(spec.pid), &spec.protocols)?;
         let mut families = Vec::new();
         if spec.ipv4 {
             families.push(Family {
@@ -154,29 +133,25 @@ impl PortWatch {
 
     /// Reads the tables and brings the forwards in line with them (see the
     /// module header); the next scan is due [`SCAN_INTERVAL`] later.
-    pub fn scan(&mut self, stack: &mut Stack, registry: &Registry, now: Instant) {
+    pub fn scan(
+        &mut self,
+        stack: &mut Stack,
+        registry: &Registry,
+        exclude: &BTreeSet<(ForwardProtocol, u16)>,
+        now: Instant,
+    ) {
         self.next = now + SCAN_INTERVAL;
-        let mut listening = BTreeSet::new();
-        for (protocol, file) in &mut self.tables {
-            let mut text = String::new();
-            let read = file
-                .seek(SeekFrom::Start(0))
-                .and_then(|_| file.take(MAX_TABLE_BYTES).read_to_string(&mut text));
-            if let Err(err) = read {
+        let mut listening = match read_listening(&mut self.tables) {
+            Ok(listening) => listening,
+            Err(err) => {
                 tracing::debug!(%err, "reading the namespace's socket table");
                 // Keep what is forwarded: a table that cannot be read says nothing.
                 return;
             }
-            let want = match protocol {
-                ForwardProtocol::Tcp => TCP_LISTEN,
-                ForwardProtocol::Udp => UDP_UNCONNECTED,
-            };
-            listening.extend(
-                listening_ports(&text, want)
-                    .into_iter()
-                    .map(|port| (*protocol, port)),
-            );
-        }
+        };
+        // Ports slipway itself listens on in the namespace (pasta's -T)
+        // are not forwarded back to the host.
+        listening.retain(|p| !exclude.contains(p));
         let wanted: BTreeSet<(ForwardProtocol, SocketAddr)> = listening
             .iter()
             .flat_map(|&(protocol, port)| {
@@ -231,6 +206,65 @@ impl PortWatch {
             }
         }
     }
+}
+
+/// Opens the socket tables of `protocols` (`/proc/PID/net/tcp`, `tcp6`,
+/// `udp`, `udp6`) of process `pid`'s network namespace, or of this
+/// process's own (`None`): descriptors read again by [`read_listening`]
+/// at every scan.
+pub fn open_tables(
+    pid: Option<u32>,
+    protocols: &[ForwardProtocol],
+) -> std::io::Result<Vec<(ForwardProtocol, File)>> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/net"),
+        None => "/proc/self/net".to_owned(),
+    };
+    let mut tables = Vec::new();
+    for &protocol in protocols {
+        let name = match protocol {
+            ForwardProtocol::Tcp => "tcp",
+            ForwardProtocol::Udp => "udp",
+        };
+        for suffix in ["", "6"] {
+            let path = format!("{dir}/{name}{suffix}");
+            match File::open(&path) {
+                Ok(file) => tables.push((protocol, file)),
+                // No IPv6 in this kernel: no table.
+                Err(e) if suffix == "6" && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("opening {path}: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(tables)
+}
+
+/// The ports listening (TCP) or bound and unconnected (UDP) in `tables`
+/// now, each table read from its start (at most [`MAX_TABLE_BYTES`]).
+pub fn read_listening(
+    tables: &mut [(ForwardProtocol, File)],
+) -> std::io::Result<BTreeSet<(ForwardProtocol, u16)>> {
+    let mut listening = BTreeSet::new();
+    for (protocol, file) in tables {
+        let mut text = String::new();
+        file.seek(SeekFrom::Start(0))?;
+        file.take(MAX_TABLE_BYTES).read_to_string(&mut text)?;
+        let want = match protocol {
+            ForwardProtocol::Tcp => TCP_LISTEN,
+            ForwardProtocol::Udp => UDP_UNCONNECTED,
+        };
+        listening.extend(
+            listening_ports(&text, want)
+                .into_iter()
+                .map(|port| (*protocol, port)),
+        );
+    }
+    Ok(listening)
 }
 
 /// The local ports of the sockets in state `state` in a /proc/net table's
@@ -329,25 +363,25 @@ mod tests {
         let file = File::open(&path).unwrap();
         let mut watch = PortWatch::of_tables(vec![(ForwardProtocol::Tcp, file)], vec![ipv4()], 2);
         let now = Instant::now();
-        watch.scan(&mut stack, poll.registry(), now);
+        watch.scan(&mut stack, poll.registry(), &BTreeSet::new(), now);
         assert_eq!(watch.next_deadline(), now + SCAN_INTERVAL);
         assert!(reaches(a), "port {a} forwarded");
         assert_eq!(watch.active, BTreeSet::from([v4(a)]));
         assert!(!reaches6(a), "IPv4 only");
         // The host port freed: forwarded at the next scan.
         drop(taken_listener);
-        watch.scan(&mut stack, poll.registry(), now);
+        watch.scan(&mut stack, poll.registry(), &BTreeSet::new(), now);
         assert_eq!(watch.active.len(), 2);
         // The namespace closes `a` and opens `b`: over the limit of 2
         // until `a` is gone, which happens in the same scan.
         std::fs::write(&path, table(&[taken, b])).unwrap();
-        watch.scan(&mut stack, poll.registry(), now);
+        watch.scan(&mut stack, poll.registry(), &BTreeSet::new(), now);
         assert!(!reaches(a), "port {a} no longer forwarded");
         assert!(reaches(b), "port {b} forwarded");
         // A third port is over the limit.
         let c = free_port();
         std::fs::write(&path, table(&[taken, b, c])).unwrap();
-        watch.scan(&mut stack, poll.registry(), now);
+        watch.scan(&mut stack, poll.registry(), &BTreeSet::new(), now);
         assert!(!reaches(c) && watch.capped, "port {c} is over the limit");
         // Forwards made otherwise are left alone.
         let own = free_port();
@@ -365,7 +399,7 @@ mod tests {
             )
             .unwrap();
         std::fs::write(&path, table(&[])).unwrap();
-        watch.scan(&mut stack, poll.registry(), now);
+        watch.scan(&mut stack, poll.registry(), &BTreeSet::new(), now);
         assert!(watch.active.is_empty() && reaches(own));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -394,16 +428,16 @@ mod tests {
         };
         let mut watch = PortWatch::of_tables(tables, vec![ipv4(), ipv6], 10);
         let now = Instant::now();
-        watch.scan(&mut stack, poll.registry(), now);
+        watch.scan(&mut stack, poll.registry(), &BTreeSet::new(), now);
         let v6 = |port| (ForwardProtocol::Tcp, SocketAddr::new(ipv6.host, port));
         assert_eq!(watch.active, BTreeSet::from([v4(a), v4(b), v6(a)]));
         assert!(reaches(a) && reaches6(a) && reaches(b));
         drop(taken6);
-        watch.scan(&mut stack, poll.registry(), now);
+        watch.scan(&mut stack, poll.registry(), &BTreeSet::new(), now);
         assert!(watch.active.contains(&v6(b)) && reaches6(b));
         std::fs::write(&path4, table(&[])).unwrap();
         std::fs::write(&path6, table(&[])).unwrap();
-        watch.scan(&mut stack, poll.registry(), now);
+        watch.scan(&mut stack, poll.registry(), &BTreeSet::new(), now);
         assert!(watch.active.is_empty());
         assert!(!reaches(a) && !reaches6(a) && !reaches(b) && !reaches6(b));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -451,7 +451,12 @@ impl Stack {
             TokenKind::UdpListener => self.udp.on_forward_readable(&mut ctx, index),
             TokenKind::Dns => self.dns.on_readable(&mut ctx, index),
             TokenKind::Icmp => self.ping.on_readable(&mut ctx, index),
-            TokenKind::Attach | TokenKind::Control => {}
+            // The event loop's own (the link, control, pasta's -T/-U).
+            TokenKind::Attach
+            | TokenKind::Control
+            | TokenKind::NsListener
+            | TokenKind::NsTcp
+            | TokenKind::NsUdp => {}
         }
     }
 

@@ -27,6 +27,7 @@ use slipway_usermode::config::{
     CopiedNetwork, ForwardProtocol, HostForward, StackConfig, MAX_MTU, MIN_MTU,
 };
 use slipway_usermode::event_loop::{self, RunOptions};
+use slipway_usermode::ns_forward::NsForwardSpec;
 use slipway_usermode::port_watch::PortWatchSpec;
 
 mod forwards;
@@ -564,19 +565,20 @@ pub fn run(args: PasstArgs) -> anyhow::Result<i32> {
         "DHCP: assign {}/{} router {} dns {:?}{ipv6}; serving the {spec}",
         copied.guest, cfg.prefix_len, cfg.host, copied.dhcp_dns,
     );
-    start(&args, cfg, spec, Vec::new(), None, log, &summary)
+    start(&args, cfg, spec, Vec::new(), (None, None), log, &summary)
 }
 
 /// Serves `spec` with `cfg` as passt and pasta do: in the foreground with
 /// `-f`, otherwise forked into the background once serving (the `--pid`
 /// file names the background process); stops when one of `exit_fds`
-/// fires (pasta's namespace process).
+/// fires (pasta's namespace process); pasta's `-t auto` and `-T`/`-U`
+/// come with it.
 pub(crate) fn start(
     args: &PasstArgs,
     cfg: StackConfig,
     spec: AttachSpec,
     exit_fds: Vec<std::os::fd::RawFd>,
-    port_watch: Option<PortWatchSpec>,
+    (port_watch, ns_forward): (Option<PortWatchSpec>, Option<NsForwardSpec>),
     log: Option<File>,
     summary: &str,
 ) -> anyhow::Result<i32> {
@@ -590,6 +592,7 @@ pub(crate) fn start(
         ready_fd,
         exit_fds,
         port_watch,
+        ns_forward,
         ..RunOptions::default()
     };
     if args.foreground {

@@ -19,6 +19,11 @@
 //! namespace (our user is root inside) with the tap set up as above, serves
 //! it in the foreground (the stack, sandboxed, in a child process, as
 //! `slipway run` does) and exits with the command's status.
+//!
+//! `-T`/`-U` (namespace to host, [`ns_fwd`]) start a helper in the
+//! namespace that binds its loopback for the stack.
+
+mod ns_fwd;
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, IntoRawFd};
@@ -33,7 +38,9 @@ use slipway_usermode::config::{ForwardProtocol, StackConfig};
 use slipway_usermode::event_loop::{self, RunOptions};
 use slipway_usermode::port_watch::PortWatchSpec;
 
-use crate::cmd_passt::{log_level, open_log, plan, start, template_ifname, PasstArgs, ThisHost};
+use crate::cmd_passt::{
+    log_level, open_log, plan, start, template_ifname, HostView, PasstArgs, ThisHost,
+};
 use crate::cmd_run::{serve_in_child, tap_setup};
 
 /// pasta's options: passt's, and the namespace's.
@@ -45,10 +52,12 @@ pub struct PastaArgs {
     /// The tap's name in the namespace (default: the host interface's).
     #[arg(short = 'I', long, value_name = "NAME")]
     pub ns_ifname: Option<String>,
-    /// TCP ports forwarded from the namespace to the host (`none` only).
+    /// TCP ports of the namespace's loopback forwarded to the host's
+    /// (default `auto`: the host's listening ports).
     #[arg(short = 'T', long = "tcp-ns", value_name = "SPEC")]
     pub tcp_ns: Vec<String>,
-    /// UDP ports forwarded from the namespace to the host (`none` only).
+    /// UDP ports of the namespace's loopback forwarded to the host's
+    /// (default `auto`: the host's bound ports).
     #[arg(short = 'U', long = "udp-ns", value_name = "SPEC")]
     pub udp_ns: Vec<String>,
     /// The user namespace to join first, as a path.
@@ -178,13 +187,6 @@ fn check_supported(args: &PastaArgs) -> anyhow::Result<()> {
     if args.common.socket.is_some() || args.common.one_off || args.common.vhost_user {
         anyhow::bail!("--socket, --one-off and --vhost-user are passt's, not pasta's");
     }
-    for (option, specs) in [("--tcp-ns", &args.tcp_ns), ("--udp-ns", &args.udp_ns)] {
-        if let Some(spec) = specs.iter().find(|s| *s != "none") {
-            anyhow::bail!(
-                "{option} '{spec}': forwarding from the namespace to the host is not supported by slipway as pasta yet (only 'none')"
-            );
-        }
-    }
     Ok(())
 }
 
@@ -271,13 +273,17 @@ fn plan_tap(args: &PastaArgs) -> anyhow::Result<(slipway_usermode::config::Stack
 /// Runs slipway as pasta; returns the exit status.
 pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
     check_supported(&args)?;
+    let ns_ports = ns_fwd::ns_ports(
+        &args,
+        &slipway_usermode::config::passt_ports::non_ephemeral(ThisHost.ephemeral_ports()),
+    )?;
     let explicit_auto = [&args.common.tcp_ports, &args.common.udp_ports]
         .iter()
         .any(|specs| specs.iter().any(|s| s == "auto"));
     let mut watched = take_auto(&mut args)?;
     let target = match what(&args)? {
         Serve::Join(target) => target,
-        Serve::Spawn(command) => return run_command(&args, &command, watched),
+        Serve::Spawn(command) => return run_command(&args, &command, watched, ns_ports),
     };
     let watched_pid = match &target {
         Target::Pid(pid) => Some(*pid),
@@ -309,18 +315,35 @@ pub fn run(mut args: PastaArgs) -> anyhow::Result<i32> {
     );
     let exit_fds = process.iter().map(AsRawFd::as_raw_fd).collect();
     let port_watch = watched_pid.and_then(|pid| watch_spec(watched, pid, &tap, &cfg));
+    let inbound = tcp_inbound(&args, port_watch.as_ref());
+    let ns_forward = ns_fwd::spec(ns_ports, &target, loopbacks(&args, &cfg), inbound)?;
     let code = start(
         &args.common,
         cfg,
         AttachSpec::Tap(Arc::new(fd)),
         exit_fds,
-        port_watch,
+        (port_watch, ns_forward),
         log,
         &summary,
     )?;
     // The watched process's descriptor stays open until serving ends.
     drop(process);
     Ok(code)
+}
+
+/// Which of the namespace's loopbacks `-T`/`-U` bind: IPv4 unless `-6`,
+/// IPv6 when the host has it (unless `-4`).
+fn loopbacks(args: &PastaArgs, cfg: &slipway_usermode::config::StackConfig) -> (bool, bool) {
+    let ipv6 = !args.common.ipv4_only && cfg.copied.as_ref().is_some_and(|c| c.guest6.is_some());
+    (!args.common.ipv6_only, ipv6)
+}
+
+/// Whether TCP ports are forwarded from the host (`-t` ports, or `-t
+/// auto`): connections to them from the host's loopback are spliced into
+/// the namespace's loopback, as pasta does.
+fn tcp_inbound(args: &PastaArgs, port_watch: Option<&PortWatchSpec>) -> bool {
+    args.common.tcp_ports.iter().any(|s| s != "none")
+        || port_watch.is_some_and(|w| w.protocols.contains(&ForwardProtocol::Tcp))
 }
 
 /// Runs `command` in a new user and network namespace served as pasta
@@ -331,6 +354,7 @@ fn run_command(
     args: &PastaArgs,
     command: &[OsString],
     watched: Vec<ForwardProtocol>,
+    ns_ports: ns_fwd::NsPorts,
 ) -> anyhow::Result<i32> {
     crate::init_log_writer(log_level(&args.common), open_log(&args.common)?);
     let (cfg, tap) = plan_tap(args)?;
@@ -351,6 +375,13 @@ fn run_command(
         tap.ipv4
     );
     let port_watch = watch_spec(watched, spawned.pid(), &tap, &cfg);
+    let inbound = tcp_inbound(args, port_watch.as_ref());
+    let ns_forward = ns_fwd::spec(
+        ns_ports,
+        &Target::Pid(spawned.pid()),
+        loopbacks(args, &cfg),
+        inbound,
+    )?;
     let go = spawned.take_go().map(IntoRawFd::into_raw_fd);
     let exit_fds = vec![spawned.exit_fd()];
     let serve = move |sandbox| {
@@ -359,6 +390,7 @@ fn run_command(
             ready_fd: go,
             sandbox,
             port_watch,
+            ns_forward,
             ..RunOptions::default()
         };
         event_loop::run(cfg, AttachSpec::Tap(Arc::new(fd)), options).map_err(anyhow::Error::from)
@@ -490,11 +522,9 @@ mod tests {
 
     #[test]
     fn what_is_not_done_yet_is_refused_by_name() {
-        assert!(check_supported(&args(&["-t", "8080", "-T", "none", "-U", "none", "1"])).is_ok());
+        assert!(check_supported(&args(&["-t", "8080", "-T", "80", "-U", "auto", "1"])).is_ok());
         for (line, want) in [
-            (&["-T", "8080", "1"][..], "--tcp-ns '8080'"),
-            (&["-U", "auto", "1"], "--udp-ns 'auto'"),
-            (&["--socket", "/x", "1"], "passt's, not pasta's"),
+            (&["--socket", "/x", "1"][..], "passt's, not pasta's"),
             (&["--vhost-user", "1"], "passt's, not pasta's"),
         ] {
             let err = check_supported(&args(line)).unwrap_err();

@@ -26,6 +26,14 @@ pub enum TokenKind {
     Control = 7,
     /// A socket of the DNS relay toward the upstream resolvers.
     Dns = 8,
+    /// A listener (TCP) or bound socket (UDP) on the served namespace's
+    /// loopback (pasta's `-T`/`-U`).
+    NsListener = 9,
+    /// One side of a TCP connection relayed from the namespace's loopback
+    /// to the host's (index: the relay's slot times two, plus the side).
+    NsTcp = 10,
+    /// The host side of a UDP flow from the namespace's loopback.
+    NsUdp = 11,
 }
 
 const TOKEN_KIND_SHIFT: u32 = 48;
@@ -47,6 +55,9 @@ pub fn decode_token(t: Token) -> Option<(TokenKind, usize)> {
         6 => TokenKind::Icmp,
         7 => TokenKind::Control,
         8 => TokenKind::Dns,
+        9 => TokenKind::NsListener,
+        10 => TokenKind::NsTcp,
+        11 => TokenKind::NsUdp,
         _ => return None,
     };
     Some((kind, index))
@@ -63,6 +74,7 @@ mod tests {
             TokenKind::TcpFlow,
             TokenKind::Control,
             TokenKind::Dns,
+            TokenKind::NsTcp,
         ] {
             assert_eq!(decode_token(token(kind, 12345)), Some((kind, 12345)));
         }

@@ -356,6 +356,10 @@ pub struct TcpTable {
     max_flows: usize,
     /// The waiter list being served (swapped with `Shared::waiters`).
     serving: Vec<usize>,
+    /// Connections from the host's loopback accepted on a forward, with
+    /// the forward's guest port, left for the event loop to splice into
+    /// the namespace's loopback (pasta); `None`: every one is translated.
+    loopback_accepted: Option<Vec<(TcpStream, u16)>>,
     sh: Shared,
 }
 
@@ -384,6 +388,7 @@ impl TcpTable {
             listeners: Vec::new(),
             max_flows,
             serving: Vec::new(),
+            loopback_accepted: None,
             sh: Shared {
                 deadline: None,
                 stats: TcpStats::default(),
@@ -456,6 +461,22 @@ impl TcpTable {
         let mut listener = slot.take()?;
         let _ = registry.deregister(&mut listener.sock);
         Some(listener.fwd)
+    }
+
+    /// From now on, leaves the connections accepted on a forward from the
+    /// host's loopback to [`TcpTable::take_loopback_accepted`] instead of
+    /// translating them (pasta splices them into the namespace's loopback).
+    pub fn hand_off_loopback(&mut self) {
+        self.loopback_accepted.get_or_insert_with(Vec::new);
+    }
+
+    /// The connections from the host's loopback accepted since the last
+    /// call, each with its forward's guest port.
+    pub fn take_loopback_accepted(&mut self) -> Vec<(TcpStream, u16)> {
+        self.loopback_accepted
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Addresses the TCP forward listeners are bound to, in the order they
@@ -819,6 +840,7 @@ impl TcpTable {
                 return;
             };
             let guest = ctx.forward_guest(&listener.fwd);
+            let port = listener.fwd.guest_port;
             let (sock, peer) = match listener.sock.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -829,6 +851,14 @@ impl TcpTable {
                     return;
                 }
             };
+            if let Some(queue) = self
+                .loopback_accepted
+                .as_mut()
+                .filter(|_| peer.ip().is_loopback())
+            {
+                queue.push((sock, port));
+                continue;
+            }
             let Some(guest) = guest else {
                 // An IPv6 forward before the guest has configured an address.
                 tracing::info!(%peer, "hostfwd: the guest has no IPv6 address yet; connection closed");
