@@ -1778,7 +1778,12 @@ impl Flow {
 
     /// The non-blocking connect made `progress`: answer the guest's SYN
     /// once it completed, with a RST when it failed.
-    fn check_connect(&mut self, ctx: &mut Ctx, sh: &mut Shared, progress: io::Result<bool>) -> Verdict {
+    fn check_connect(
+        &mut self,
+        ctx: &mut Ctx,
+        sh: &mut Shared,
+        progress: io::Result<bool>,
+    ) -> Verdict {
         let failure = match progress {
             Ok(true) => None,
             Ok(false) => return Verdict::Keep,
