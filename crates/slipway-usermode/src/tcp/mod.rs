@@ -61,9 +61,16 @@
 //!   the guest; a guest RST closes the host socket.
 //! - `Established`: data both ways. Half-closes are flags: a guest FIN is
 //!   `shutdown(SHUT_WR)` on the socket, a host EOF becomes a guest FIN
-//!   once all host data is sent. A flow ends when both FINs are done and
-//!   ours is acknowledged (no TIME_WAIT: we are not a real endpoint), on a
-//!   RST from either side, or when retransmissions give up.
+//!   once all host data is sent (on the last data segment when the EOF is
+//!   known by then). A flow ends when both FINs are done and ours is
+//!   acknowledged (no TIME_WAIT: we are not a real endpoint; the socket is
+//!   closed without `shutdown` or `EPOLL_CTL_DEL`), on a RST from either
+//!   side, or when retransmissions give up.
+//!
+//! A connected socket is registered for readable events only; writable
+//! ones are added while a connect goes on or once the window toward the
+//! guest has closed. A short connection thus costs the stack one
+//! `epoll_ctl` and no event of its own beyond what the host sends.
 //!
 //! ## Invariants
 //!
