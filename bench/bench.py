@@ -9,9 +9,11 @@ UDP throughput namespace->host at unlimited rate, UDP goodput and packets
 per second at the highest offered rate that loses under 1 % (both ways),
 request/response latency (TCP and UDP ping-pong, p50 and p99),
 connections per second with and without data, CPU seconds of the stack
-process per GiB moved over TCP, and its peak resident memory. One table
-(absolute figures and slipway's ratio to each peer), a JSON file and SVG
-charts.
+process per GiB moved over TCP, and its peak resident memory. Latency and
+connection rate are also measured with no stack at all ("loopback (no
+stack)": the same clients straight to the servers over loopback), the
+bound each stack is compared with. One table (absolute figures and
+slipway's ratio to each peer), a JSON file and SVG charts.
 
 Nothing can leave the machine: the script re-executes itself in new
 network, PID and mount namespaces (`unshare`). The private network
@@ -50,8 +52,13 @@ import threading
 import time
 
 # "baseline" is a second slipway binary (--baseline), for before/after
-# figures in the same run.
-STACKS = ["slipway", "baseline", "slirp4netns", "pasta"]
+# figures in the same run. "loopback" is no stack at all: the same clients
+# on the private namespace's loopback, straight to the servers (the bound
+# every stack's latency and connection rate is measured against).
+STACKS = ["slipway", "baseline", "slirp4netns", "pasta", "loopback"]
+# The metrics measured without a stack (the others need one: CPU and
+# memory of its process, MTUs).
+LOOPBACK_METRICS = ["rr", "conn"]
 MTUS = [1500, 65520]
 METRICS = ["tcp", "udp", "udp_search", "rr", "conn", "udp_gso"]
 IPERF_PORT = 15201
@@ -124,7 +131,11 @@ class Session:
         self.stack = stack
         self.mtu = mtu
         self.procs = []
-        if stack == "pasta":
+        self.ns_pid = None
+        self.stack_pid = None
+        if stack == "loopback":
+            self.target = "127.0.0.1"
+        elif stack == "pasta":
             self._start_pasta()
         else:
             self._start_attached(binaries.get(stack))
@@ -182,9 +193,9 @@ class Session:
         self.target = route[route.index("via") + 1]
 
     def run(self, args, timeout=60):
-        return subprocess.run(
-            ["nsenter", "-t", str(self.ns_pid), "-U", "-n", "--preserve-credentials"] + args,
-            capture_output=True, text=True, timeout=timeout)
+        if self.ns_pid is not None:
+            args = ["nsenter", "-t", str(self.ns_pid), "-U", "-n", "--preserve-credentials"] + args
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
     def close(self):
         for p in self.procs:
@@ -483,7 +494,7 @@ class Profile:
 
     def __init__(self, args, session, metric):
         self.proc = None
-        if args.perf:
+        if args.perf and session.stack_pid is not None:
             os.makedirs(args.perf, exist_ok=True)
             out = os.path.join(args.perf, f"{session.stack}-{session.mtu}-{metric}.data")
             self.proc = subprocess.Popen(
@@ -501,8 +512,14 @@ class Profile:
 
 
 def measure(stack, mtu, args):
+    if stack == "loopback" and not (mtu == 65520 and set(args.metrics) & set(LOOPBACK_METRICS)):
+        return {}
     log(f"  {stack} at MTU {mtu}")
     s = Session(stack, mtu, args.binaries)
+    metrics = args.metrics
+    if stack == "loopback":
+        args = argparse.Namespace(**vars(args))
+        args.metrics = [m for m in metrics if m in LOOPBACK_METRICS]
     try:
         r = {}
         if "tcp" in args.metrics:
@@ -540,7 +557,8 @@ def measure(stack, mtu, args):
                 r["conn_per_s"] = conn_rate(s, args.seconds)
             with Profile(args, s, "conn_nodata"):
                 r["conn_nodata_per_s"] = conn_rate(s, args.seconds, data=False)
-        r["peak_rss_kib"] = peak_rss_kib(s.stack_pid)
+        if s.stack_pid is not None:
+            r["peak_rss_kib"] = peak_rss_kib(s.stack_pid)
         return r
     finally:
         s.close()
@@ -610,7 +628,7 @@ def advantage(a, b, higher):
 def table(results):
     stacks = [s for s in STACKS if s in results]
     peers = [s for s in stacks if s != "slipway"]
-    head = ["metric"] + stacks + [f"slipway/{p}" for p in peers]
+    head = ["metric"] + [LABELS.get(s, s) for s in stacks] + [f"slipway/{p}" for p in peers]
     rows = []
     for name, get, _ in ROWS:
         vals = {s: get(results[s]) for s in stacks}
@@ -627,8 +645,11 @@ def table(results):
     return "\n".join(lines), head, rows
 
 
+# Column names in the table where a stack's name alone would mislead.
+LABELS = {"loopback": "loopback (no stack)"}
+
 COLOURS = {"slipway": "#1f77b4", "baseline": "#9467bd", "slirp4netns": "#ff7f0e",
-           "pasta": "#2ca02c"}
+           "pasta": "#2ca02c", "loopback": "#7f7f7f"}
 
 
 def bar_chart(path, title, groups, series, colours, guides=(), log_scale=False):
@@ -822,7 +843,8 @@ def main():
                     help="steps of the UDP rate search after the unlimited run")
     ap.add_argument("--rounds", type=int, default=3, help="runs of everything; medians reported")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    ap.add_argument("--stacks", help="default: slipway, baseline (with --baseline), slirp4netns, pasta")
+    ap.add_argument("--stacks", help="default: slipway, baseline (with --baseline), slirp4netns, "
+                    "pasta, loopback (no stack: latency and connection rate only)")
     ap.add_argument("--metrics", default=",".join(METRICS))
     ap.add_argument("--perf", metavar="DIR",
                     help="perf record the stack process during each metric into DIR")

@@ -399,7 +399,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             }
         }
         for mac in attach.take_departed() {
-            stack.forget_guest(&registry, mac, now);
+            stack.forget_guest(&registry, mac);
         }
         for _ in 0..attach.take_drops() {
             stack.count_drop(DropReason::GuestTxFull);

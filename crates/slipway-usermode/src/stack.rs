@@ -157,11 +157,10 @@ impl Stack {
     /// at once (TCP host sockets reset, UDP flows dropped) rather than left
     /// to time out; everything else (other VMs' addresses, queued frames
     /// and flows, leases) stays.
-    pub fn forget_guest(&mut self, registry: &Registry, mac: EthernetAddress, now: Instant) {
+    pub fn forget_guest(&mut self, registry: &Registry, mac: EthernetAddress) {
         let gone = self.core.neighbours.forget(mac);
-        let mut ctx = self.core.ctx(registry, now);
         for ip in gone {
-            self.tcp.close_guest(&mut ctx, ip);
+            self.tcp.close_guest(ip);
             self.udp.close_guest(registry, ip);
         }
     }
@@ -1509,7 +1508,7 @@ pub(crate) mod udp_tests {
         stack.handle_frame(poll.registry(), &from_b, now);
         assert_eq!(stack.udp.flows(now).count(), 2);
         assert_eq!(stack.tcp.len(), 1, "{:?}", stack.counters());
-        stack.forget_guest(poll.registry(), EthernetAddress(GUEST_MAC), now);
+        stack.forget_guest(poll.registry(), EthernetAddress(GUEST_MAC));
         assert_eq!(stack.tcp.len(), 0, "A's connection is gone");
         let left: Vec<_> = stack.udp.flows(now).map(|f| f.guest).collect();
         assert_eq!(left.len(), 1);

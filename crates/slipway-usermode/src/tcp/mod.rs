@@ -61,9 +61,16 @@
 //!   the guest; a guest RST closes the host socket.
 //! - `Established`: data both ways. Half-closes are flags: a guest FIN is
 //!   `shutdown(SHUT_WR)` on the socket, a host EOF becomes a guest FIN
-//!   once all host data is sent. A flow ends when both FINs are done and
-//!   ours is acknowledged (no TIME_WAIT: we are not a real endpoint), on a
-//!   RST from either side, or when retransmissions give up.
+//!   once all host data is sent (on the last data segment when the EOF is
+//!   known by then). A flow ends when both FINs are done and ours is
+//!   acknowledged (no TIME_WAIT: we are not a real endpoint; the socket is
+//!   closed without `shutdown` or `EPOLL_CTL_DEL`), on a RST from either
+//!   side, or when retransmissions give up.
+//!
+//! A connected socket is registered for readable events only; writable
+//! ones are added while a connect goes on or once the window toward the
+//! guest has closed. A short connection thus costs the stack one
+//! `epoll_ctl` and no event of its own beyond what the host sends.
 //!
 //! ## Invariants
 //!
@@ -155,6 +162,12 @@ const ACK_PENDING: u16 = 1 << 4;
 const WND_CLOSED: u16 = 1 << 5;
 const RECOVERY: u16 = 1 << 6;
 const PEEK_FALLBACK: u16 = 1 << 7;
+/// The host socket reported data or EOF before the flow was established
+/// (a server that speaks first): `unsent` is read when it is.
+const HOST_READABLE: u16 = 1 << 8;
+/// The socket is registered for writable events too (a connect still
+/// going on, or a window that closed); without it, only for readable ones.
+const WATCH_WRITABLE: u16 = 1 << 9;
 
 // TCP header flags of segments we emit.
 const F_FIN: u8 = 1 << 0;
@@ -562,7 +575,7 @@ impl TcpTable {
                 };
                 flow.last_activity = ctx.now;
                 let verdict = flow.on_segment(ctx, &mut self.sh, &seg);
-                self.apply(ctx, slot, verdict);
+                self.apply(slot, verdict);
             }
             None => self.stray_segment(ctx, key, &seg),
         }
@@ -600,7 +613,7 @@ impl TcpTable {
                 }
                 flow.last_activity = ctx.now;
                 let verdict = flow.on_host_event(ctx, &mut self.sh, event);
-                self.apply(ctx, slot, verdict);
+                self.apply(slot, verdict);
             }
             _ => {}
         }
@@ -623,7 +636,7 @@ impl TcpTable {
             }
             flow.flags &= !TX_WAIT;
             let verdict = flow.resume(ctx, &mut self.sh);
-            self.apply(ctx, slot, verdict);
+            self.apply(slot, verdict);
         }
         self.serving.clear();
     }
@@ -661,19 +674,19 @@ impl TcpTable {
                     self.sh.arm(t);
                 }
             }
-            self.apply(ctx, slot, verdict);
+            self.apply(slot, verdict);
         }
     }
 
     /// Resets the host side of every connection of guest address `ip`
     /// (its VM left the link; nobody is there to answer).
-    pub fn close_guest(&mut self, ctx: &mut Ctx, ip: IpAddr) {
+    pub fn close_guest(&mut self, ip: IpAddr) {
         for slot in 0..self.flows.len() {
             if self.flows[slot]
                 .as_ref()
                 .is_some_and(|f| f.key.guest.ip() == ip)
             {
-                self.apply(ctx, slot, Verdict::Abort);
+                self.apply(slot, Verdict::Abort);
             }
         }
     }
@@ -693,14 +706,18 @@ impl TcpTable {
         self.len() == 0
     }
 
-    fn apply(&mut self, ctx: &mut Ctx, slot: usize, verdict: Verdict) {
+    fn apply(&mut self, slot: usize, verdict: Verdict) {
         if verdict == Verdict::Keep {
             return;
         }
-        let Some(mut flow) = self.flows[slot].take() else {
+        let Some(flow) = self.flows[slot].take() else {
             return;
         };
-        let _ = ctx.registry.deregister(&mut flow.sock);
+        // No EPOLL_CTL_DEL: closing the socket (dropping `flow`) removes it
+        // from the epoll set, as the descriptor is the only reference to
+        // it (nothing forks while flows exist); an event already queued
+        // for it finds the slot's generation changed. One system call less
+        // per connection.
         if verdict == Verdict::Abort {
             let _ = SockRef::from(&flow.sock).set_linger(Some(Duration::ZERO));
         }
@@ -723,14 +740,19 @@ impl TcpTable {
         Some((slot, self.gens[slot]))
     }
 
-    /// Registers a new flow's socket and stores the flow.
+    /// Registers a new flow's socket and stores the flow: for readable
+    /// events only when it is connected (a writable event at once would
+    /// be one more turn of the event loop for nothing), for writable ones
+    /// too while a connect goes on.
     fn insert(&mut self, ctx: &mut Ctx, mut flow: Flow) -> bool {
-        let index = flow.slot | ((flow.gen as usize) << SLOT_BITS);
-        if let Err(e) = ctx.registry.register(
-            &mut flow.sock,
-            token(TokenKind::TcpFlow, index),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        let interest = if flow.state == State::Connecting {
+            flow.flags |= WATCH_WRITABLE;
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let flow_token = flow.token();
+        if let Err(e) = ctx.registry.register(&mut flow.sock, flow_token, interest) {
             tracing::warn!(error = %e, "cannot register a TCP flow socket");
             ctx.counters.drop(DropReason::HostSocketError);
             self.free.push(flow.slot);
@@ -819,15 +841,20 @@ impl TcpTable {
         flow.rcv_edge = flow.rcv_nxt;
         flow.snd_wnd = u32::from(seg.window);
         flow.timer = Some(ctx.now + CONNECT_TIMEOUT);
+        // A connect over loopback has usually completed by the time
+        // connect() returns: answer the SYN now, not a wake-up later on the
+        // socket's writable event, and register the socket as connected
+        // (readable events only).
+        let progress = flow.connect_progress();
+        if matches!(progress, Ok(true)) {
+            flow.state = State::SynReceived;
+        }
         if self.insert(ctx, flow) {
             self.sh.stats.opened_outbound += 1;
             tracing::debug!(guest = %key.guest, remote = %key.remote, %target, "TCP connect");
-            // A connect over loopback has usually completed by the time
-            // connect() returns: answer the SYN now, not a wake-up later
-            // on the socket's writable event.
             if let Some(flow) = self.flows[slot].as_mut() {
-                let verdict = flow.check_connect(ctx, &mut self.sh);
-                self.apply(ctx, slot, verdict);
+                let verdict = flow.check_connect(ctx, &mut self.sh, progress);
+                self.apply(slot, verdict);
             }
         } else {
             reply_rst(ctx, &mut self.sh, &key, seg);
@@ -979,6 +1006,32 @@ impl Flow {
         self.sock.as_raw_fd()
     }
 
+    /// The token the flow's socket is registered with: slot and generation.
+    fn token(&self) -> mio::Token {
+        token(
+            TokenKind::TcpFlow,
+            self.slot | ((self.gen as usize) << SLOT_BITS),
+        )
+    }
+
+    /// Adds writable events to the socket's registration (once, when a
+    /// window first closes: it re-opens on the socket's writable edge).
+    /// Should the kernel refuse, the re-check timer still re-opens it.
+    fn watch_writable(&mut self, registry: &Registry) {
+        if self.flags & WATCH_WRITABLE != 0 {
+            return;
+        }
+        let token = self.token();
+        match registry.reregister(
+            &mut self.sock,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            Ok(()) => self.flags |= WATCH_WRITABLE,
+            Err(e) => tracing::debug!(error = %e, "cannot watch a TCP socket for room"),
+        }
+    }
+
     /// The MSS we announce and the largest segment we send on this flow:
     /// the IPv4 figure less the 20 bytes IPv6's larger header takes.
     /// Most payload bytes in one segment toward the guest: the guest's MSS,
@@ -1082,14 +1135,16 @@ impl Flow {
     }
 
     /// The window field of the next segment toward the guest; arms the
-    /// re-check timer when the window has closed.
-    fn window_field(&mut self, now: Instant, sh: &mut Shared) -> u16 {
+    /// re-check timer (and the socket's writable events) when the window
+    /// has closed.
+    fn window_field(&mut self, ctx: &Ctx, sh: &mut Shared) -> u16 {
         if self.flags & GUEST_FIN == 0 {
             self.refresh_window(false);
             if self.rcv_room() < u32::from(self.our_mss(sh)) && self.flags & WND_CLOSED == 0 {
                 self.flags |= WND_CLOSED;
                 self.wnd_backoff = 0;
-                let at = now + WINDOW_RECHECK;
+                self.watch_writable(ctx.registry);
+                let at = ctx.now + WINDOW_RECHECK;
                 self.wnd_timer = Some(at);
                 sh.arm(at);
             }
@@ -1119,7 +1174,7 @@ impl Flow {
             }
             return false;
         }
-        let window = self.window_field(ctx.now, sh);
+        let window = self.window_field(ctx, sh);
         let sent = emit(ctx, &self.out(seq, flags, window), 0, None, |_| true);
         if sent {
             self.ack_sent();
@@ -1212,7 +1267,7 @@ impl Flow {
                 self.state = State::Established;
                 self.timer = None;
                 self.retries = 0;
-                if let Err(e) = self.refresh_unsent() {
+                if let Err(e) = self.unsent_at_establishment() {
                     return self.host_failed(ctx, sh, &e);
                 }
                 self.established(ctx, sh, seg)
@@ -1248,7 +1303,7 @@ impl Flow {
                 self.state = State::Established;
                 self.timer = None;
                 self.retries = 0;
-                if let Err(e) = self.refresh_unsent() {
+                if let Err(e) = self.unsent_at_establishment() {
                     return self.host_failed(ctx, sh, &e);
                 }
                 match self.push_data(ctx, sh) {
@@ -1421,16 +1476,33 @@ impl Flow {
             self.flags |= GUEST_FIN;
             self.flags &= !WND_CLOSED;
             self.wnd_timer = None;
-            match self.sock.shutdown(Shutdown::Write) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                Err(e) => return Err(e),
+            // When our FIN is out and acknowledged the flow ends with this
+            // segment, and closing the socket (every byte of it read)
+            // sends the host its FIN: no `shutdown` first.
+            let ends_now = self.flags & FIN_SENT != 0 && self.snd_una == self.snd_max;
+            if !ends_now {
+                match self.sock.shutdown(Shutdown::Write) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         // A segmentation-offload frame holds several full-size segments:
         // acknowledged at once, as Linux does a GRO'd packet.
         let mss = u32::from(self.our_mss(sh));
         Ok(complete && already == 0 && !seg.fin && !seg.psh && (mss..2 * mss).contains(&len))
+    }
+
+    /// What waits in the host socket when the flow becomes established:
+    /// read (`FIONREAD`) only when the socket reported data or EOF before
+    /// (edge-triggered events: any later data brings an event of its
+    /// own), so the usual connection spends no system call here.
+    fn unsent_at_establishment(&mut self) -> io::Result<()> {
+        if self.flags & HOST_READABLE == 0 {
+            return Ok(());
+        }
+        self.refresh_unsent()
     }
 
     /// Re-reads how many bytes wait in the host socket beyond `snd_nxt`.
@@ -1462,13 +1534,18 @@ impl Flow {
                 break;
             }
             let len = self.unsent.min(room).min(self.max_payload(ctx));
-            let window = *window.get_or_insert_with(|| self.window_field(ctx.now, sh));
+            let window = *window.get_or_insert_with(|| self.window_field(ctx, sh));
             let fresh = self.snd_nxt == self.snd_max;
             let offset = self.in_flight();
-            let flags = if len == self.unsent {
-                F_ACK | F_PSH
-            } else {
-                F_ACK
+            let last = len == self.unsent;
+            // The host's EOF rides on its last data, as Linux sends a FIN
+            // on the tail segment: one frame less per connection whose
+            // server answers and closes.
+            let fin = last && self.flags & (HOST_EOF | FIN_SENT) == HOST_EOF;
+            let flags = match (last, fin) {
+                (true, true) => F_ACK | F_PSH | F_FIN,
+                (true, false) => F_ACK | F_PSH,
+                _ => F_ACK,
             };
             match self.emit_data(ctx, sh, self.snd_nxt, offset, len, flags, window) {
                 Ok(true) => {}
@@ -1476,6 +1553,10 @@ impl Flow {
                 Err(e) => return Err(self.host_failed(ctx, sh, &e)),
             }
             self.snd_nxt = self.snd_nxt.wrapping_add(len);
+            if fin {
+                self.snd_nxt = self.snd_nxt.wrapping_add(1);
+                self.flags |= FIN_SENT;
+            }
             if seq_gt(self.snd_nxt, self.snd_max) {
                 self.snd_max = self.snd_nxt;
             }
@@ -1562,7 +1643,7 @@ impl Flow {
             return Ok(());
         }
         let len = in_flight.min(u32::from(self.mss));
-        let window = self.window_field(ctx.now, sh);
+        let window = self.window_field(ctx, sh);
         let fallback = self.flags & PEEK_FALLBACK != 0;
         if !fallback {
             set_peek_offset(self.fd(), 0)?;
@@ -1674,8 +1755,14 @@ impl Flow {
         if event.is_read_closed() {
             self.flags |= HOST_EOF;
         }
+        if self.state != State::Established && (event.is_readable() || event.is_read_closed()) {
+            self.flags |= HOST_READABLE;
+        }
         match self.state {
-            State::Connecting => self.check_connect(ctx, sh),
+            State::Connecting => {
+                let progress = self.connect_progress();
+                self.check_connect(ctx, sh, progress)
+            }
             State::SynSent | State::SynReceived => {
                 if event.is_error() {
                     let e = self
@@ -1710,17 +1797,33 @@ impl Flow {
         }
     }
 
-    /// The non-blocking connect made progress: answer the guest's SYN.
-    fn check_connect(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> Verdict {
+    /// Whether the non-blocking connect has completed (`Ok(false)`: it
+    /// is still going on), or how it failed.
+    fn connect_progress(&self) -> io::Result<bool> {
         // One `getpeername` tells a connected socket (the usual case over
         // loopback); only a socket without a peer yet is asked whether it
         // failed (`SO_ERROR`) or is still connecting.
-        let failure = match self.sock.peer_addr() {
-            Ok(_) => None,
+        match self.sock.peer_addr() {
+            Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => match self.sock.take_error() {
-                Ok(Some(e)) | Err(e) => Some(e),
-                Ok(None) => return Verdict::Keep,
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => Ok(false),
             },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The non-blocking connect made `progress`: answer the guest's SYN
+    /// once it completed, with a RST when it failed.
+    fn check_connect(
+        &mut self,
+        ctx: &mut Ctx,
+        sh: &mut Shared,
+        progress: io::Result<bool>,
+    ) -> Verdict {
+        let failure = match progress {
+            Ok(true) => None,
+            Ok(false) => return Verdict::Keep,
             Err(e) => Some(e),
         };
         if let Some(e) = failure {

@@ -636,6 +636,14 @@ fn window_follows_a_slow_host_reader() {
         g.snd_una, g.snd_nxt,
         "everything inside the window was taken"
     );
+    assert!(
+        h.table
+            .flows
+            .iter()
+            .flatten()
+            .all(|f| f.flags & WATCH_WRITABLE != 0),
+        "a closed window watches the socket's writable edge"
+    );
     tx.send(()).unwrap();
     // The reader drains the socket: a window update lets the rest go.
     let remaining = data[off..off + (1 << 20)].to_vec();
@@ -1180,4 +1188,96 @@ fn interleaved_connections_and_a_reused_slot_keep_their_segments_apart() {
         .read(&mut buf)
         .expect_err("nothing reached the new connection");
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+}
+
+/// A connected socket is registered for readable events only: after the
+/// handshake nothing wakes the loop for it (a writable event at
+/// registration would be one more turn per connection), until the host
+/// speaks.
+#[test]
+fn a_connected_socket_wakes_the_loop_only_when_the_host_speaks() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let mut g = Guest::new(40060, remote);
+    g.connect(&mut h);
+    let (mut s, _) = listener.accept().unwrap();
+    h.poll
+        .poll(&mut h.events, Some(Duration::from_millis(200)))
+        .unwrap();
+    let woke: Vec<_> = h.events.iter().map(|e| format!("{e:?}")).collect();
+    assert!(woke.is_empty(), "events for an idle connection: {woke:?}");
+    s.write_all(b"hi").unwrap();
+    let seg = h.next();
+    assert_eq!(seg.payload, b"hi");
+}
+
+/// A server that answers and closes: its data and its FIN reach the guest
+/// in one segment. The guest's FIN then ends the flow at once, and the
+/// host sees an orderly close (EOF, no reset) after reading everything.
+#[test]
+fn host_eof_rides_on_the_last_data_segment() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let mut g = Guest::new(40061, remote);
+    g.connect(&mut h);
+    let (mut s, _) = listener.accept().unwrap();
+    let r = g.repr(TcpControl::Psh, g.snd_nxt, b"GET\n");
+    g.send(&mut h, &r);
+    g.snd_nxt += 4;
+    let mut req = [0u8; 4];
+    s.read_exact(&mut req).unwrap();
+    assert_eq!(&req, b"GET\n");
+    s.write_all(b"ok\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut seg = h.next();
+    while seg.payload.is_empty() && !seg.fin {
+        // The ACK of the request.
+        seg = h.next();
+    }
+    assert_eq!(seg.payload, b"ok\n");
+    assert!(seg.fin, "FIN on the data segment: {seg:?}");
+    assert!(h.queue.is_empty(), "nothing after it: {:?}", h.queue);
+    g.rcv_nxt = seg.seq.wrapping_add(3 + 1);
+    g.fin(&mut h);
+    let last = h.queue.pop_front().expect("the guest's FIN acknowledged");
+    assert_eq!(last.ack, Some(g.snd_nxt));
+    assert!(h.table.is_empty(), "the flow ended with the guest's FIN");
+    s.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("an orderly close, not a reset");
+    assert!(rest.is_empty());
+    let st = h.table.stats();
+    assert_eq!((st.bytes_to_host, st.bytes_to_guest, st.closed), (4, 3, 1));
+}
+
+/// A server that speaks first (a banner) and closes before the guest's
+/// handshake completes: the socket's early event is remembered, so the
+/// guest's ACK brings the banner and the FIN at once.
+#[test]
+fn data_from_a_server_that_speaks_first_leaves_with_the_handshake_ack() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let mut g = Guest::new(40062, remote);
+    g.syn(&mut h);
+    let synack = h.queue.pop_front().expect("SYN-ACK");
+    g.learn_syn(&synack);
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(b"220 hello\r\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    h.run_until(|h| {
+        h.table
+            .flows
+            .iter()
+            .flatten()
+            .any(|f| f.flags & HOST_READABLE != 0)
+    });
+    assert!(h.queue.is_empty(), "nothing before the handshake completes");
+    g.ack(&mut h);
+    let seg = h
+        .queue
+        .pop_front()
+        .expect("the banner, with no event-loop turn");
+    assert_eq!(seg.payload, b"220 hello\r\n");
+    assert!(seg.fin, "{seg:?}");
 }
