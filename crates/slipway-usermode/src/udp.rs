@@ -69,9 +69,9 @@ const SEND_BATCH_BYTES: usize = 65507;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Receive buffer asked for on every flow and forward socket (`SO_RCVBUF`:
 /// the kernel caps it at `net.core.rmem_max` and doubles it for its own
-/// bookkeeping). 1 MiB holds about 450 datagrams of 1472 bytes, several
-/// milliseconds at 1 Gbit/s, where the default (208 KiB) holds 92.
-pub(crate) const SOCKET_RCVBUF: usize = 1 << 20;
+/// bookkeeping). Doubled to 2 MiB it holds 910 datagrams of 1472 bytes
+/// (about 10 ms at 1 Gbit/s), where the default (208 KiB) holds 92.
+const SOCKET_RCVBUF: usize = 1 << 20;
 
 /// What a flow's datagrams travel through on the host.
 enum FlowKind {
