@@ -670,8 +670,6 @@ impl UdpTable {
             std::mem::swap(&mut self.waiting, &mut self.serving);
             for i in 0..self.serving.len() {
                 let index = self.serving[i];
-                // A stale entry (the flow closed, its slot maybe reused)
-                // finds no held flow.
                 if let Some(Some(flow)) = self.flows.get_mut(index) {
                     if flow.held {
                         flow.held = false;
@@ -733,6 +731,11 @@ impl UdpTable {
             self.sends.len = 0;
             self.sends.count = 0;
             self.sends.closed = false;
+        }
+        if flow.held {
+            // Its slot may be reused: an index is waiting only while its
+            // flow is held.
+            self.waiting.retain(|&i| i != index);
         }
         self.by_endpoints.remove(&(flow.guest, flow.remote));
         match flow.kind {
