@@ -34,7 +34,7 @@ stack and MTU runs once, so a load change on the machine hits all alike.
 
 Usage: bench/run.sh [--seconds N] [--rounds N] [--out DIR]
                     [--stacks slipway,slirp4netns,pasta] [--baseline BINARY]
-                    [--metrics tcp,udp,udp_search,rr,conn,udp_gso]
+                    [--metrics tcp,udp,udp_search,rr,conn,udp_gso,udp_where]
 """
 
 import argparse
@@ -60,7 +60,7 @@ STACKS = ["slipway", "baseline", "slirp4netns", "pasta", "loopback"]
 # memory of its process, MTUs).
 LOOPBACK_METRICS = ["rr", "conn"]
 MTUS = [1500, 65520]
-METRICS = ["tcp", "udp", "udp_search", "rr", "conn", "udp_gso"]
+METRICS = ["tcp", "udp", "udp_search", "rr", "conn", "udp_gso", "udp_where"]
 IPERF_PORT = 15201
 CONN_PORT = 15202
 SOCKPERF_TCP_PORT = 15203
@@ -317,6 +317,55 @@ def udp_search(session, length, reverse, seconds, steps):
 SOCKPERF_PERCENTILE = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
 
 
+def udp_counters(session=None):
+    """The kernel's UDP counters (/proc/net/snmp) of the private namespace,
+    or of `session`'s namespace."""
+    text = session.run(["cat", "/proc/net/snmp"]).stdout if session else \
+        open("/proc/net/snmp").read()
+    head, values = [line.split()[1:] for line in text.splitlines() if line.startswith("Udp:")]
+    return dict(zip(head, map(int, values)))
+
+
+def tap_drops(session):
+    """Frames the namespace's end of the link dropped on transmit (the
+    stack did not read them in time): the one interface besides lo."""
+    links = json.loads(session.run(["ip", "-s", "-j", "link", "show"]).stdout or "[]")
+    return sum(link["stats64"]["tx"]["dropped"] for link in links if link["ifname"] != "lo")
+
+
+def udp_where(session, rate_bps, reverse, seconds):
+    """Where the datagrams of one 1472-byte iperf3 run at `rate_bps` were
+    lost: the sender's socket (`SndbufErrors` where it sends), the link
+    into the stack (the namespace's transmit drops), a receive buffer
+    (`RcvbufErrors`: namespace->host the host receiver's; host->namespace
+    the stack's own sockets on the host side, then the namespace
+    receiver's), and what is left: inside the stack. Datagrams."""
+    host0, ns0, tap0 = udp_counters(), udp_counters(session), tap_drops(session)
+    got = udp_at(session, rate_bps, DGRAM_1500, reverse, seconds)
+    host1, ns1, tap1 = udp_counters(), udp_counters(session), tap_drops(session)
+    if got is None:
+        return None
+    host = {k: host1[k] - host0[k] for k in host0}
+    ns = {k: ns1[k] - ns0[k] for k in ns0}
+    sender, receiver = (host, ns) if reverse else (ns, host)
+    sent = sender["OutDatagrams"]
+    lost = round(sent * got["lost_percent"] / 100.0)
+    out = {"sent": sent, "lost_percent": got["lost_percent"],
+           "sender_sndbuf": sender["SndbufErrors"], "tap_tx_drops": tap1 - tap0}
+    if reverse:
+        out["stack_socket_rcvbuf"] = host["RcvbufErrors"]
+        out["receiver_rcvbuf"] = ns["RcvbufErrors"]
+    else:
+        out["stack_socket_rcvbuf"] = 0
+        out["receiver_rcvbuf"] = host["RcvbufErrors"]
+    out["in_stack"] = max(0, lost - out["tap_tx_drops"] - out["stack_socket_rcvbuf"]
+                          - out["receiver_rcvbuf"])
+    log(f"    {'host->ns' if reverse else 'ns->host'} at {rate_bps / 1e9:.2f} Gbit/s: "
+        + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in out.items()))
+    return out
+
+
 def rr_latency(session, seconds, udp):
     """sockperf ping-pong (its smallest message, 14 bytes, each way, the
     next as soon as the answer is in): p50 and p99 of half the round
@@ -540,6 +589,10 @@ def measure(stack, mtu, args):
                     with Profile(args, s, f"udp{size}_{way}"):
                         r[f"udp{size}_{way}"] = udp_search(s, size, reverse,
                                                            args.search_seconds, args.search_steps)
+        if mtu == 1500 and "udp_where" in args.metrics:
+            for reverse, way in [(False, "out"), (True, "in")]:
+                r[f"udp_where_{way}"] = udp_where(s, args.where_rate * 1e9, reverse,
+                                                  args.search_seconds)
         if mtu == 1500 and "udp_gso" in args.metrics:
             with Profile(args, s, "udp_gso"):
                 r["udp_gso_out"] = udp_gso_rate(s, args.seconds)
@@ -841,6 +894,8 @@ def main():
                     help="length of each step of the UDP rate search")
     ap.add_argument("--search-steps", type=int, default=6,
                     help="steps of the UDP rate search after the unlimited run")
+    ap.add_argument("--where-rate", type=float, default=0.7,
+                    help="offered rate (Gbit/s) of the udp_where metric")
     ap.add_argument("--rounds", type=int, default=3, help="runs of everything; medians reported")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--stacks", help="default: slipway, baseline (with --baseline), slirp4netns, "
