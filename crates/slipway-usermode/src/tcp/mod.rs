@@ -51,7 +51,13 @@
 //! receive queue, and a retransmission is a re-peek from offset 0. Without
 //! `SO_PEEK_OFF` (kernels before 6.9) the flow peeks from the queue's start
 //! and skips the bytes already sent into a discard buffer, which bounds the
-//! bytes in flight to that buffer's size.
+//! bytes in flight to that buffer's size. Small segments (no segmentation
+//! offload toward the guest, at most [`GATHER_MAX_SEGMENT`] bytes) that
+//! the window and `GuestTx` have room for are peeked together, up to
+//! [`PEEK_AHEAD_BYTES`], into one buffer and copied into their frames: one
+//! `recv` for all of them rather than one each (the copy of a few dozen
+//! KiB costs less than the system calls it saves; the frames' slots are
+//! not contiguous, so a single peek cannot fill them in place).
 //!
 //! `unsent` counts bytes known to wait in the socket beyond `snd_nxt`; it is
 //! refreshed with one `FIONREAD` per readable edge, so a segment's length is
@@ -166,8 +172,11 @@ const FORWARD_PORT_FIRST: u16 = 49152;
 /// (a stream link's read is 256 KiB).
 const RX_BATCH_BYTES: usize = 256 * 1024;
 /// Largest guest segment payload that is gathered; larger ones are
-/// written straight from their frame.
+/// written straight from their frame. Also the largest segment toward
+/// the guest whose payload is peeked ahead with others.
 const GATHER_MAX_SEGMENT: usize = 16 * 1024;
+/// Most host bytes peeked at once for several segments toward the guest.
+const PEEK_AHEAD_BYTES: usize = 128 * 1024;
 
 // Flow flags.
 const HOST_EOF: u16 = 1 << 0;
@@ -216,6 +225,9 @@ pub struct TcpStats {
     /// `send` calls that carried guest payload to host sockets (several
     /// segments of one link batch share one).
     pub writes_to_host: u64,
+    /// `recv` calls that peeked host data for the guest (several small
+    /// segments share one).
+    pub peeks_from_host: u64,
     /// Segments retransmitted after three duplicate ACKs or a partial ACK.
     pub fast_retransmits: u64,
     /// Retransmission timeouts (go back to the oldest unacknowledged byte).
@@ -319,6 +331,9 @@ struct Shared {
     next_forward_port: u16,
     /// Guest payload gathered during the link's current batch.
     rx: RxBatch,
+    /// Host data peeked for several segments toward the guest at once
+    /// ([`Flow::send_segments`]); allocated on first use.
+    ahead: Vec<u8>,
     #[cfg(test)]
     force_peek_fallback: bool,
 }
@@ -489,6 +504,7 @@ impl TcpTable {
                 iss_counter: 0,
                 next_forward_port: FORWARD_PORT_FIRST,
                 rx: RxBatch::default(),
+                ahead: Vec::new(),
                 #[cfg(test)]
                 force_peek_fallback: false,
             },
@@ -1620,45 +1636,13 @@ impl Flow {
         if self.state != State::Established {
             return Ok(0);
         }
-        let mut sent = 0;
-        let mut window = None;
-        while self.unsent > 0 {
-            let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
-            let mut room = self.snd_wnd.saturating_sub(outstanding);
-            if self.flags & PEEK_FALLBACK != 0 {
-                room = room.min((sh.discard.len() as u32).saturating_sub(self.in_flight()));
-            }
-            if room == 0 {
-                break;
-            }
-            if ctx.tx.free_slots() == 0 {
-                self.wait_tx(sh);
-                break;
-            }
-            let len = self.unsent.min(room).min(self.max_payload(ctx));
-            let window = *window.get_or_insert_with(|| self.window_field(ctx.now, sh));
-            let fresh = self.snd_nxt == self.snd_max;
-            let offset = self.in_flight();
-            let flags = if len == self.unsent {
-                F_ACK | F_PSH
-            } else {
-                F_ACK
-            };
-            match self.emit_data(ctx, sh, self.snd_nxt, offset, len, flags, window) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => return Err(self.host_failed(ctx, sh, &e)),
-            }
-            self.snd_nxt = self.snd_nxt.wrapping_add(len);
-            if seq_gt(self.snd_nxt, self.snd_max) {
-                self.snd_max = self.snd_nxt;
-            }
-            self.unsent -= len;
-            sent += 1;
-            if fresh && self.rtt_probe.is_none() {
-                self.rtt_probe = Some((self.snd_nxt, ctx.now));
-            }
-        }
+        let mut ahead = std::mem::take(&mut sh.ahead);
+        let segments = self.send_segments(ctx, sh, &mut ahead);
+        sh.ahead = ahead;
+        let mut sent = match segments {
+            Ok(n) => n,
+            Err(e) => return Err(self.host_failed(ctx, sh, &e)),
+        };
         if self.unsent == 0 && self.flags & (HOST_EOF | FIN_SENT) == HOST_EOF {
             if ctx.tx.free_slots() == 0 {
                 self.wait_tx(sh);
@@ -1674,6 +1658,111 @@ impl Flow {
             if self.timer.is_none() {
                 self.arm_timer(sh, ctx.now + self.rto);
             }
+        }
+        Ok(sent)
+    }
+
+    /// The data segments of [`Flow::push_data`]. Where the window and
+    /// `GuestTx` have room for several small segments (no segmentation
+    /// offload toward the guest), their payload is peeked with one call
+    /// into `ahead` ([`PEEK_AHEAD_BYTES`], allocated on first use) and
+    /// copied into each frame: one system call instead of one per
+    /// segment. Larger segments are peeked straight into their frame.
+    fn send_segments(
+        &mut self,
+        ctx: &mut Ctx,
+        sh: &mut Shared,
+        ahead: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        let mut sent = 0;
+        let mut window = None;
+        // Bytes of `ahead` peeked and not yet in a frame.
+        let mut staged = 0..0;
+        while self.unsent > 0 {
+            let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
+            let mut room = self.snd_wnd.saturating_sub(outstanding);
+            if self.flags & PEEK_FALLBACK != 0 {
+                room = room.min((sh.discard.len() as u32).saturating_sub(self.in_flight()));
+            }
+            if room == 0 {
+                break;
+            }
+            if ctx.tx.free_slots() == 0 {
+                self.wait_tx(sh);
+                break;
+            }
+            let max = self.max_payload(ctx);
+            let sendable = self.unsent.min(room);
+            let window = *window.get_or_insert_with(|| self.window_field(ctx.now, sh));
+            let fresh = self.snd_nxt == self.snd_max;
+            let offset = self.in_flight();
+            if staged.is_empty()
+                && sendable > max
+                && max as usize <= GATHER_MAX_SEGMENT
+                && ctx.tx.free_slots() > 1
+            {
+                let want = (sendable as usize)
+                    .min(ctx.tx.free_slots() * max as usize)
+                    .min(PEEK_AHEAD_BYTES);
+                if ahead.is_empty() {
+                    *ahead = vec![0; PEEK_AHEAD_BYTES];
+                }
+                let skip =
+                    (self.flags & PEEK_FALLBACK != 0).then(|| &mut sh.discard[..offset as usize]);
+                sh.stats.peeks_from_host += 1;
+                match peek(self.fd(), &mut ahead[..want], skip) {
+                    Ok(0) => {
+                        self.refresh_unsent()?;
+                        break;
+                    }
+                    Ok(n) => staged = 0..n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.refresh_unsent()?;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let len = if staged.is_empty() {
+                sendable.min(max)
+            } else {
+                sendable.min(max).min(staged.len() as u32)
+            };
+            let flags = if len == self.unsent {
+                F_ACK | F_PSH
+            } else {
+                F_ACK
+            };
+            if staged.is_empty() {
+                if !self.emit_data(ctx, sh, self.snd_nxt, offset, len, flags, window)? {
+                    break;
+                }
+            } else {
+                let part = &ahead[staged.start..staged.start + len as usize];
+                let out = self.out(self.snd_nxt, flags, window);
+                let offload = ctx.tx.offload().then_some(self.mss);
+                if !emit(ctx, &out, len as usize, offload, |buf| {
+                    buf.copy_from_slice(part);
+                    true
+                }) {
+                    break;
+                }
+                staged.start += len as usize;
+            }
+            self.snd_nxt = self.snd_nxt.wrapping_add(len);
+            if seq_gt(self.snd_nxt, self.snd_max) {
+                self.snd_max = self.snd_nxt;
+            }
+            self.unsent -= len;
+            sent += 1;
+            if fresh && self.rtt_probe.is_none() {
+                self.rtt_probe = Some((self.snd_nxt, ctx.now));
+            }
+        }
+        if !staged.is_empty() && self.flags & PEEK_FALLBACK == 0 {
+            // Peeked, but no frame took it: the peek offset goes back to
+            // the bytes in flight.
+            set_peek_offset(self.fd(), self.in_flight())?;
         }
         Ok(sent)
     }
@@ -1695,12 +1784,15 @@ impl Flow {
         let fd = self.fd();
         let skip = (self.flags & PEEK_FALLBACK != 0).then(|| &mut sh.discard[..offset as usize]);
         let mut result = Ok(0);
+        let mut peeked = false;
         let out = self.out(seq, flags, window);
         let offload = ctx.tx.offload().then_some(self.mss);
         let queued = emit(ctx, &out, len as usize, offload, |buf| {
+            peeked = true;
             result = peek(fd, buf, skip);
             matches!(result, Ok(n) if n == buf.len())
         });
+        sh.stats.peeks_from_host += u64::from(peeked);
         match result {
             Ok(n) if n == len as usize => Ok(queued),
             Ok(0) if !queued => Ok(false),

@@ -1391,3 +1391,31 @@ fn gathering_is_bounded_by_its_buffer_and_segment_size() {
     g.fin(&mut h);
     assert!(server.join().unwrap() == data);
 }
+
+#[test]
+fn small_segments_toward_the_guest_are_peeked_together() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let data = pattern(40 * 1460, 12);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let written = data.clone();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        s.write_all(&written).unwrap();
+        s
+    });
+    let mut g = Guest::new(40085, remote);
+    g.connect(&mut h);
+    let peeks = h.table.stats().peeks_from_host;
+    go.send(()).unwrap();
+    // Everything is in the host socket before the stack looks.
+    let host = server.join().unwrap();
+    let got = g.receive(&mut h, data.len(), 0);
+    assert!(got == data, "data arrived intact");
+    let used = h.table.stats().peeks_from_host - peeks;
+    assert!(used <= 2, "40 segments took {used} peeks");
+    drop(host);
+    let rest = g.receive(&mut h, usize::MAX, 0);
+    assert!(rest.is_empty());
+}
