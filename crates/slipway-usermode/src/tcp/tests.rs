@@ -1329,12 +1329,7 @@ fn a_gap_in_a_batch_sends_what_came_before_and_a_fin_in_a_batch_closes() {
     let all = segments(&mut g, &data, 1000, TcpControl::Fin);
     let writes = h.table.stats().writes_to_host;
     // Segments 0, 1, then 3 and 4 (2 lost on the way).
-    let first = [
-        all[0].clone(),
-        all[1].clone(),
-        all[3].clone(),
-        all[4].clone(),
-    ];
+    let first = [all[0], all[1], all[3], all[4]];
     h.inject_batch(g.me, g.peer, &first);
     assert_eq!(h.table.stats().writes_to_host - writes, 1);
     assert_eq!(h.table.stats().out_of_order, 2);
