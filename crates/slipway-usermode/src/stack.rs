@@ -186,8 +186,9 @@ impl Stack {
     }
 
     /// [`Stack::handle_frame_with`] for one frame of a batch the link
-    /// delivers: UDP datagrams to the host may wait for the batch's other
-    /// frames ([`crate::udp`]) until [`Stack::end_guest_batch`].
+    /// delivers: UDP datagrams and TCP payload to the host may wait for
+    /// the batch's other frames ([`crate::udp`], [`crate::tcp`]) until
+    /// [`Stack::end_guest_batch`].
     pub(crate) fn handle_frame_batched(
         &mut self,
         registry: &Registry,
@@ -459,10 +460,13 @@ impl Stack {
         }
     }
 
-    /// Sends what the frames of a batch left waiting (UDP datagrams to the
-    /// host); the link calls it after delivering each batch.
+    /// Sends what the frames of a batch left waiting (UDP datagrams and
+    /// gathered TCP payload to the host); the link calls it after
+    /// delivering each batch.
     pub(crate) fn end_guest_batch(&mut self, registry: &Registry, now: Instant) {
-        self.udp.flush_sends(&mut self.core.ctx(registry, now));
+        let mut ctx = self.core.ctx(registry, now);
+        self.udp.flush_sends(&mut ctx);
+        self.tcp.end_guest_batch(&mut ctx);
     }
 
     /// Lets handlers that held back for lack of room toward the guest go on;

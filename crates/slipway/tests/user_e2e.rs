@@ -376,3 +376,45 @@ fn no_host_nameserver_gives_servfail() {
     let log = slipway.wait_exit_ok();
     assert_eq!(log.matches("no DNS upstream").count(), 1, "{log}");
 }
+
+/// A guest's upload over a unix stream arrives intact: its MTU-sized
+/// segments reach the host socket gathered over each read of the link
+/// (slipway-usermode's `tcp`, one `send` per batch), with the Linux
+/// guest's TCP as the peer that retransmits whatever was not taken.
+#[test]
+fn upload_over_unix_stream_arrives_intact() {
+    use std::io::Read;
+    const LEN: usize = 8 << 20;
+    let dir = slipway_testkit::temp_dir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = vec![0; LEN];
+        conn.read_exact(&mut got).unwrap();
+        // Dropping the connection ends the guest's nc.
+        got
+    });
+    let sock = dir.path().join("vm.sock");
+    let mut slipway = Slipway::start(&[s("--socket"), sock.display().to_string()]);
+    slipway.wait_for_path(&sock);
+    let script = format!(
+        "dhcp eth0 || exit 1\n\
+         dd if=/dev/urandom of=/tmp/up.bin bs=4096 count={count} 2>/dev/null\n\
+         result md5 \"$(md5sum /tmp/up.bin | cut -d' ' -f1)\"\n\
+         nc 10.0.2.2 {port} < /tmp/up.bin > /dev/null; result sent done\n",
+        count = LEN / 4096,
+    );
+    let out = run_guest(
+        Guest::builder()
+            .netdev(&unix_stream_netdev(&sock))
+            .script(&script),
+        &slipway,
+    );
+    let got = server.join().unwrap();
+    let file = dir.path().join("got.bin");
+    std::fs::write(&file, &got).unwrap();
+    check(&out, &slipway, "sent", "done");
+    check(&out, &slipway, "md5", &md5(&file));
+    slipway.wait_exit_ok();
+}

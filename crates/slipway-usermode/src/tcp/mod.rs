@@ -10,9 +10,26 @@
 //!
 //! ## Guest → host
 //!
-//! In-order payload is written straight from the guest's frame into the
-//! host socket (`send`); the guest is acknowledged only for what the socket
-//! took. The window advertised to the guest is the free room of the host
+//! In-order payload goes to the host socket; the guest is acknowledged
+//! only for what the socket took. The link hands the stack its frames in
+//! batches (one read of a stream socket holds up to 256 KiB of them) and
+//! ends each batch with [`TcpTable::end_guest_batch`]: in-order payloads
+//! of up to [`GATHER_MAX_SEGMENT`] bytes of one flow are gathered in
+//! [`RxBatch`] and leave in one `send` when the batch ends, another flow's
+//! segment or anything but in-order data of the flow comes, or the
+//! gathering buffer ([`RX_BATCH_BYTES`]) is full; one ACK then covers what
+//! the socket took (a partial `send` acknowledges only that much: the guest
+//! retransmits the rest), as Linux acknowledges a GRO'd packet. This turns
+//! one system call per 1460-byte segment into one per batch. The payload is
+//! copied into the gathering buffer rather than pointed at with iovecs: the
+//! frames live in the link's receive buffer, which the tap and vhost-user
+//! links reuse for every frame of a batch (and vhost-user's guest may
+//! rewrite a buffer once it is returned), and a copy of at most 256 KiB
+//! per batch keeps every borrow local. Larger segments (a tap's or
+//! vhost-user's segmentation-offload frames, stream frames at MTU 65520)
+//! are written straight from the frame, where one `send` per segment
+//! already costs little per byte and a copy would cost more than it
+//! saves. The window advertised to the guest is the free room of the host
 //! socket's send buffer (`SO_SNDBUF` minus `SIOCOUTQ`, with a margin for
 //! kernel overhead), tracked as a right edge that never moves left, so a
 //! well-behaved guest never sends more than the socket accepts. The socket
@@ -34,7 +51,13 @@
 //! receive queue, and a retransmission is a re-peek from offset 0. Without
 //! `SO_PEEK_OFF` (kernels before 6.9) the flow peeks from the queue's start
 //! and skips the bytes already sent into a discard buffer, which bounds the
-//! bytes in flight to that buffer's size.
+//! bytes in flight to that buffer's size. Small segments (no segmentation
+//! offload toward the guest, at most [`GATHER_MAX_SEGMENT`] bytes) that
+//! the window and `GuestTx` have room for are peeked together, up to
+//! [`PEEK_AHEAD_BYTES`], into one buffer and copied into their frames: one
+//! `recv` for all of them rather than one each (the copy of a few dozen
+//! KiB costs less than the system calls it saves; the frames' slots are
+//! not contiguous, so a single peek cannot fill them in place).
 //!
 //! `unsent` counts bytes known to wait in the socket beyond `snd_nxt`; it is
 //! refreshed with one `FIONREAD` per readable edge, so a segment's length is
@@ -152,6 +175,15 @@ const GEN_MASK: u32 = (1 << 24) - 1;
 const FALLBACK_PEEK_WINDOW: usize = 1 << 20;
 /// First port of the range host-forward connections appear to come from.
 const FORWARD_PORT_FIRST: u16 = 49152;
+/// Bytes of guest payload gathered per link batch before they are sent
+/// (a stream link's read is 256 KiB).
+const RX_BATCH_BYTES: usize = 256 * 1024;
+/// Largest guest segment payload that is gathered; larger ones are
+/// written straight from their frame. Also the largest segment toward
+/// the guest whose payload is peeked ahead with others.
+const GATHER_MAX_SEGMENT: usize = 16 * 1024;
+/// Most host bytes peeked at once for several segments toward the guest.
+const PEEK_AHEAD_BYTES: usize = 128 * 1024;
 
 // Flow flags.
 const HOST_EOF: u16 = 1 << 0;
@@ -203,6 +235,12 @@ pub struct TcpStats {
     pub out_of_order: u64,
     /// Guest payload the host socket did not take whole.
     pub partial_writes: u64,
+    /// `send` calls that carried guest payload to host sockets (several
+    /// segments of one link batch share one).
+    pub writes_to_host: u64,
+    /// `recv` calls that peeked host data for the guest (several small
+    /// segments share one).
+    pub peeks_from_host: u64,
     /// Segments retransmitted after three duplicate ACKs or a partial ACK.
     pub fast_retransmits: u64,
     /// Retransmission timeouts (go back to the oldest unacknowledged byte).
@@ -266,6 +304,17 @@ struct Segment<'a> {
     payload: &'a [u8],
 }
 
+/// What [`Flow::on_data`] did with a segment's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// Gathered for the end of the link's batch: acknowledged then.
+    Gathered,
+    /// One full-size in-order segment, written whole: its ACK may wait.
+    Full,
+    /// Anything else: acknowledge at once.
+    Other,
+}
+
 /// Header of one segment toward the guest.
 struct Out {
     src: SocketAddr,
@@ -293,8 +342,67 @@ struct Shared {
     iss_key: RandomState,
     iss_counter: u64,
     next_forward_port: u16,
+    /// Guest payload gathered during the link's current batch.
+    rx: RxBatch,
+    /// Host data peeked for several segments toward the guest at once
+    /// ([`Flow::send_segments`]); allocated on first use.
+    ahead: Vec<u8>,
     #[cfg(test)]
     force_peek_fallback: bool,
+}
+
+/// In-order guest payload of one flow, gathered while the link delivers
+/// one batch of frames and sent with one `send` (see the module header).
+#[derive(Default)]
+struct RxBatch {
+    /// Slot and generation of the flow whose payload `buf` holds, while
+    /// it holds any.
+    owner: Option<(usize, u32)>,
+    /// [`RX_BATCH_BYTES`], allocated when the first segment is gathered.
+    buf: Vec<u8>,
+    /// Bytes gathered (`buf[..len]`); they follow the flow's `rcv_nxt`.
+    len: usize,
+    /// Segments gathered.
+    segments: u32,
+    /// The first segment was one full-size segment without PSH (a lone
+    /// one's ACK may be delayed, as without gathering).
+    full: bool,
+    /// The last segment carried the guest's FIN.
+    fin: bool,
+}
+
+impl RxBatch {
+    /// Whether `len` more bytes of flow `slot`/`gen` can be gathered.
+    fn takes(&self, slot: usize, gen: u32, len: usize) -> bool {
+        len <= GATHER_MAX_SEGMENT
+            && !self.fin
+            && self.owner.is_none_or(|o| o == (slot, gen))
+            && self.len + len <= RX_BATCH_BYTES
+    }
+
+    /// Appends one segment's in-order payload for flow `slot`/`gen`.
+    fn push(&mut self, slot: usize, gen: u32, data: &[u8], full: bool, fin: bool) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; RX_BATCH_BYTES];
+        }
+        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+        if self.owner.is_none() {
+            self.owner = Some((slot, gen));
+            self.full = full;
+        }
+        self.len += data.len();
+        self.segments += 1;
+        self.fin = fin;
+    }
+
+    /// Forgets what was gathered.
+    fn clear(&mut self) {
+        self.owner = None;
+        self.len = 0;
+        self.segments = 0;
+        self.full = false;
+        self.fin = false;
+    }
 }
 
 impl Shared {
@@ -413,6 +521,8 @@ impl TcpTable {
                 iss_key: RandomState::new(),
                 iss_counter: 0,
                 next_forward_port: FORWARD_PORT_FIRST,
+                rx: RxBatch::default(),
+                ahead: Vec::new(),
                 #[cfg(test)]
                 force_peek_fallback: false,
             },
@@ -527,7 +637,8 @@ impl TcpTable {
 
     /// Handles one TCP segment (header and payload; its checksum verified
     /// here unless the link vouched for it: `checksum`) that the guest at
-    /// `src` sent to `dst`.
+    /// `src` sent to `dst`. Its payload may wait, gathered, for
+    /// [`TcpTable::end_guest_batch`].
     pub fn on_guest_segment(
         &mut self,
         ctx: &mut Ctx,
@@ -568,7 +679,18 @@ impl TcpTable {
             guest: SocketAddr::new(src, pkt.src_port()),
             remote: SocketAddr::new(dst, pkt.dst_port()),
         };
-        match self.lookup(&key) {
+        let mut found = self.lookup(&key);
+        if let (Some(slot), Some(_)) = (found, self.sh.rx.owner) {
+            if !self.flows[slot]
+                .as_ref()
+                .is_some_and(|f| f.continues_batch(&self.sh.rx, &seg))
+            {
+                // Gathered payload goes first; that may end its flow.
+                self.end_guest_batch(ctx);
+                found = found.filter(|&slot| self.flows[slot].is_some());
+            }
+        }
+        match found {
             Some(slot) => {
                 let Some(flow) = self.flows[slot].as_mut() else {
                     return;
@@ -578,6 +700,23 @@ impl TcpTable {
                 self.apply(slot, verdict);
             }
             None => self.stray_segment(ctx, key, &seg),
+        }
+    }
+
+    /// Sends the guest payload gathered during the link's batch (see the
+    /// module header) and acknowledges what the host socket took; the
+    /// link calls it after delivering each batch of frames.
+    pub fn end_guest_batch(&mut self, ctx: &mut Ctx) {
+        let Some((slot, gen)) = self.sh.rx.owner else {
+            return;
+        };
+        match self.flows[slot].as_mut().filter(|f| f.gen == gen) {
+            Some(flow) => {
+                let verdict = flow.flush_batch(ctx, &mut self.sh);
+                self.apply(slot, verdict);
+            }
+            // The flow ended during the batch: nothing was acknowledged.
+            None => self.sh.rx.clear(),
         }
     }
 
@@ -1373,13 +1512,10 @@ impl Flow {
         if !seg.payload.is_empty() || seg.fin {
             match self.on_data(sh, seg) {
                 // A lone full-size segment: its ACK may wait for the next.
-                Ok(true) if self.delayed_acks == 0 => {
-                    self.delayed_acks = 1;
-                    let at = ctx.now + DELAYED_ACK;
-                    self.ack_timer = Some(at);
-                    sh.arm(at);
-                }
-                Ok(_) => need_ack = true,
+                Ok(Taken::Full) if self.delayed_acks == 0 => self.delay_ack(ctx.now, sh),
+                Ok(Taken::Full | Taken::Other) => need_ack = true,
+                // Acknowledged when the batch is sent.
+                Ok(Taken::Gathered) => {}
                 Err(e) => return self.host_failed(ctx, sh, &e),
             }
         }
@@ -1439,59 +1575,143 @@ impl Flow {
         self.rto = Duration::from_micros(self.srtt_us + 4 * self.rttvar_us).clamp(RTO_MIN, RTO_MAX);
     }
 
-    /// Payload (and FIN) from the guest: in-order bytes go straight to the
-    /// host socket, as many as it takes. Returns whether the segment was
-    /// one full-size, in-order segment taken whole (its ACK may be delayed).
-    fn on_data(&mut self, sh: &mut Shared, seg: &Segment) -> io::Result<bool> {
+    /// Holds the ACK of a lone full-size segment until the next one or
+    /// [`DELAYED_ACK`].
+    fn delay_ack(&mut self, now: Instant, sh: &mut Shared) {
+        self.delayed_acks = 1;
+        let at = now + DELAYED_ACK;
+        self.ack_timer = Some(at);
+        sh.arm(at);
+    }
+
+    /// Whether `seg` may join the payload gathered in `rx` without
+    /// sending it first: in-order data (or FIN) of the flow that owns it,
+    /// and nothing else.
+    fn continues_batch(&self, rx: &RxBatch, seg: &Segment) -> bool {
+        rx.owner == Some((self.slot, self.gen))
+            && self.state == State::Established
+            && !seg.syn
+            && !seg.rst
+            && seg.ackf
+            && (!seg.payload.is_empty() || seg.fin)
+            && seg.seq == self.rcv_nxt.wrapping_add(rx.len as u32)
+            && rx.takes(self.slot, self.gen, seg.payload.len())
+    }
+
+    /// Payload (and FIN) from the guest: in-order bytes are gathered for
+    /// the end of the link's batch when they fit, else go straight to the
+    /// host socket, as many as it takes. Returns what became of them.
+    fn on_data(&mut self, sh: &mut Shared, seg: &Segment) -> io::Result<Taken> {
         if self.flags & GUEST_FIN != 0 {
-            return Ok(false);
+            return Ok(Taken::Other);
         }
         let len = seg.payload.len() as u32;
-        let already = self.rcv_nxt.wrapping_sub(seg.seq);
+        // Gathered bytes are the flow's next ones (the table sends them
+        // before anything that does not continue them).
+        let gathered = if sh.rx.owner == Some((self.slot, self.gen)) {
+            sh.rx.len as u32
+        } else {
+            0
+        };
+        let already = self.rcv_nxt.wrapping_add(gathered).wrapping_sub(seg.seq);
         if (already as i32) < 0 {
             sh.stats.out_of_order += 1;
-            return Ok(false);
+            return Ok(Taken::Other);
         }
         if already > len {
-            return Ok(false);
+            return Ok(Taken::Other);
         }
         let data = &seg.payload[already as usize..];
-        let mut complete = true;
-        if !data.is_empty() {
-            let written = match (&self.sock).write(data) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
-            self.rcv_nxt = self.rcv_nxt.wrapping_add(written as u32);
-            sh.stats.bytes_to_host += written as u64;
-            self.bytes_from_guest += written as u64;
-            if written < data.len() {
-                sh.stats.partial_writes += 1;
-                complete = false;
-            }
-        }
-        if seg.fin && complete {
-            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
-            self.flags |= GUEST_FIN;
-            self.flags &= !WND_CLOSED;
-            self.wnd_timer = None;
-            // When our FIN is out and acknowledged the flow ends with this
-            // segment, and closing the socket (every byte of it read)
-            // sends the host its FIN: no `shutdown` first.
-            let ends_now = self.flags & FIN_SENT != 0 && self.snd_una == self.snd_max;
-            if !ends_now {
-                match self.sock.shutdown(Shutdown::Write) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
         // A segmentation-offload frame holds several full-size segments:
         // acknowledged at once, as Linux does a GRO'd packet.
         let mss = u32::from(self.our_mss(sh));
-        Ok(complete && already == 0 && !seg.fin && !seg.psh && (mss..2 * mss).contains(&len))
+        let full = already == 0 && !seg.fin && !seg.psh && (mss..2 * mss).contains(&len);
+        if sh.rx.takes(self.slot, self.gen, data.len()) {
+            sh.rx.push(self.slot, self.gen, data, full, seg.fin);
+            return Ok(Taken::Gathered);
+        }
+        let complete = self.write_payload(sh, data)?;
+        if seg.fin && complete {
+            self.take_fin()?;
+        }
+        Ok(if complete && full {
+            Taken::Full
+        } else {
+            Taken::Other
+        })
+    }
+
+    /// Sends the payload gathered in `sh.rx` (this flow's), takes a
+    /// gathered FIN when all of it went, and acknowledges: at once, or
+    /// after [`DELAYED_ACK`] for a lone full-size segment.
+    fn flush_batch(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> Verdict {
+        let buf = std::mem::take(&mut sh.rx.buf);
+        let written = self.write_payload(sh, &buf[..sh.rx.len]);
+        sh.rx.buf = buf;
+        let RxBatch {
+            segments,
+            full,
+            fin,
+            ..
+        } = sh.rx;
+        sh.rx.clear();
+        let complete = match written {
+            Ok(complete) => complete,
+            Err(e) => return self.host_failed(ctx, sh, &e),
+        };
+        if fin && complete {
+            if let Err(e) = self.take_fin() {
+                return self.host_failed(ctx, sh, &e);
+            }
+        }
+        if complete && segments == 1 && full && self.delayed_acks == 0 {
+            self.delay_ack(ctx.now, sh);
+        } else {
+            self.send_ack(ctx, sh);
+        }
+        self.settle(ctx.now, sh)
+    }
+
+    /// Writes in-order guest payload to the host socket and moves
+    /// `rcv_nxt` past what it took. Returns whether it took all of it.
+    fn write_payload(&mut self, sh: &mut Shared, data: &[u8]) -> io::Result<bool> {
+        if data.is_empty() {
+            return Ok(true);
+        }
+        sh.stats.writes_to_host += 1;
+        let written = match (&self.sock).write(data) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(written as u32);
+        sh.stats.bytes_to_host += written as u64;
+        self.bytes_from_guest += written as u64;
+        if written < data.len() {
+            sh.stats.partial_writes += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The guest's FIN, in order after all its data: half-closes the host
+    /// socket.
+    fn take_fin(&mut self) -> io::Result<()> {
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+        self.flags |= GUEST_FIN;
+        self.flags &= !WND_CLOSED;
+        self.wnd_timer = None;
+        // When our FIN is out and acknowledged the flow ends with this
+        // segment, and closing the socket (every byte of it read) sends
+        // the host its FIN: no `shutdown` first.
+        if self.flags & FIN_SENT != 0 && self.snd_una == self.snd_max {
+            return Ok(());
+        }
+        match self.sock.shutdown(Shutdown::Write) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// What waits in the host socket when the flow becomes established:
@@ -1518,54 +1738,13 @@ impl Flow {
         if self.state != State::Established {
             return Ok(0);
         }
-        let mut sent = 0;
-        let mut window = None;
-        while self.unsent > 0 {
-            let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
-            let mut room = self.snd_wnd.saturating_sub(outstanding);
-            if self.flags & PEEK_FALLBACK != 0 {
-                room = room.min((sh.discard.len() as u32).saturating_sub(self.in_flight()));
-            }
-            if room == 0 {
-                break;
-            }
-            if ctx.tx.free_slots() == 0 {
-                self.wait_tx(sh);
-                break;
-            }
-            let len = self.unsent.min(room).min(self.max_payload(ctx));
-            let window = *window.get_or_insert_with(|| self.window_field(ctx, sh));
-            let fresh = self.snd_nxt == self.snd_max;
-            let offset = self.in_flight();
-            let last = len == self.unsent;
-            // The host's EOF rides on its last data, as Linux sends a FIN
-            // on the tail segment: one frame less per connection whose
-            // server answers and closes.
-            let fin = last && self.flags & (HOST_EOF | FIN_SENT) == HOST_EOF;
-            let flags = match (last, fin) {
-                (true, true) => F_ACK | F_PSH | F_FIN,
-                (true, false) => F_ACK | F_PSH,
-                _ => F_ACK,
-            };
-            match self.emit_data(ctx, sh, self.snd_nxt, offset, len, flags, window) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => return Err(self.host_failed(ctx, sh, &e)),
-            }
-            self.snd_nxt = self.snd_nxt.wrapping_add(len);
-            if fin {
-                self.snd_nxt = self.snd_nxt.wrapping_add(1);
-                self.flags |= FIN_SENT;
-            }
-            if seq_gt(self.snd_nxt, self.snd_max) {
-                self.snd_max = self.snd_nxt;
-            }
-            self.unsent -= len;
-            sent += 1;
-            if fresh && self.rtt_probe.is_none() {
-                self.rtt_probe = Some((self.snd_nxt, ctx.now));
-            }
-        }
+        let mut ahead = std::mem::take(&mut sh.ahead);
+        let segments = self.send_segments(ctx, sh, &mut ahead);
+        sh.ahead = ahead;
+        let mut sent = match segments {
+            Ok(n) => n,
+            Err(e) => return Err(self.host_failed(ctx, sh, &e)),
+        };
         if self.unsent == 0 && self.flags & (HOST_EOF | FIN_SENT) == HOST_EOF {
             if ctx.tx.free_slots() == 0 {
                 self.wait_tx(sh);
@@ -1581,6 +1760,120 @@ impl Flow {
             if self.timer.is_none() {
                 self.arm_timer(sh, ctx.now + self.rto);
             }
+        }
+        Ok(sent)
+    }
+
+    /// The data segments of [`Flow::push_data`]. Where the window and
+    /// `GuestTx` have room for several small segments (no segmentation
+    /// offload toward the guest), their payload is peeked with one call
+    /// into `ahead` ([`PEEK_AHEAD_BYTES`], allocated on first use) and
+    /// copied into each frame: one system call instead of one per
+    /// segment. Larger segments are peeked straight into their frame.
+    fn send_segments(
+        &mut self,
+        ctx: &mut Ctx,
+        sh: &mut Shared,
+        ahead: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        let mut sent = 0;
+        let mut window = None;
+        // Bytes of `ahead` peeked and not yet in a frame.
+        let mut staged = 0..0;
+        while self.unsent > 0 {
+            let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
+            let mut room = self.snd_wnd.saturating_sub(outstanding);
+            if self.flags & PEEK_FALLBACK != 0 {
+                room = room.min((sh.discard.len() as u32).saturating_sub(self.in_flight()));
+            }
+            if room == 0 {
+                break;
+            }
+            if ctx.tx.free_slots() == 0 {
+                self.wait_tx(sh);
+                break;
+            }
+            let max = self.max_payload(ctx);
+            let sendable = self.unsent.min(room);
+            let window = *window.get_or_insert_with(|| self.window_field(ctx, sh));
+            let fresh = self.snd_nxt == self.snd_max;
+            let offset = self.in_flight();
+            if staged.is_empty()
+                && sendable > max
+                && max as usize <= GATHER_MAX_SEGMENT
+                && ctx.tx.free_slots() > 1
+            {
+                let want = (sendable as usize)
+                    .min(ctx.tx.free_slots() * max as usize)
+                    .min(PEEK_AHEAD_BYTES);
+                if ahead.is_empty() {
+                    *ahead = vec![0; PEEK_AHEAD_BYTES];
+                }
+                let skip =
+                    (self.flags & PEEK_FALLBACK != 0).then(|| &mut sh.discard[..offset as usize]);
+                sh.stats.peeks_from_host += 1;
+                match peek(self.fd(), &mut ahead[..want], skip) {
+                    Ok(0) => {
+                        self.refresh_unsent()?;
+                        break;
+                    }
+                    Ok(n) => staged = 0..n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.refresh_unsent()?;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let len = if staged.is_empty() {
+                sendable.min(max)
+            } else {
+                sendable.min(max).min(staged.len() as u32)
+            };
+            let last = len == self.unsent;
+            // The host's EOF rides on its last data, as Linux sends a FIN
+            // on the tail segment: one frame less per connection whose
+            // server answers and closes.
+            let fin = last && self.flags & (HOST_EOF | FIN_SENT) == HOST_EOF;
+            let flags = match (last, fin) {
+                (true, true) => F_ACK | F_PSH | F_FIN,
+                (true, false) => F_ACK | F_PSH,
+                _ => F_ACK,
+            };
+            if staged.is_empty() {
+                if !self.emit_data(ctx, sh, self.snd_nxt, offset, len, flags, window)? {
+                    break;
+                }
+            } else {
+                let part = &ahead[staged.start..staged.start + len as usize];
+                let out = self.out(self.snd_nxt, flags, window);
+                let offload = ctx.tx.offload().then_some(self.mss);
+                if !emit(ctx, &out, len as usize, offload, |buf| {
+                    buf.copy_from_slice(part);
+                    true
+                }) {
+                    break;
+                }
+                staged.start += len as usize;
+            }
+            self.snd_nxt = self.snd_nxt.wrapping_add(len);
+            if fin {
+                self.snd_nxt = self.snd_nxt.wrapping_add(1);
+                self.flags |= FIN_SENT;
+            }
+            if seq_gt(self.snd_nxt, self.snd_max) {
+                self.snd_max = self.snd_nxt;
+            }
+            self.unsent -= len;
+            sent += 1;
+            if fresh && self.rtt_probe.is_none() {
+                self.rtt_probe = Some((self.snd_nxt, ctx.now));
+            }
+        }
+        if !staged.is_empty() && self.flags & PEEK_FALLBACK == 0 {
+            // Peeked, but no frame took it: the peek offset goes back to
+            // the bytes in flight.
+            set_peek_offset(self.fd(), self.in_flight())?;
         }
         Ok(sent)
     }
@@ -1602,12 +1895,15 @@ impl Flow {
         let fd = self.fd();
         let skip = (self.flags & PEEK_FALLBACK != 0).then(|| &mut sh.discard[..offset as usize]);
         let mut result = Ok(0);
+        let mut peeked = false;
         let out = self.out(seq, flags, window);
         let offload = ctx.tx.offload().then_some(self.mss);
         let queued = emit(ctx, &out, len as usize, offload, |buf| {
+            peeked = true;
             result = peek(fd, buf, skip);
             matches!(result, Ok(n) if n == buf.len())
         });
+        sh.stats.peeks_from_host += u64::from(peeked);
         match result {
             Ok(n) if n == len as usize => Ok(queued),
             Ok(0) if !queued => Ok(false),

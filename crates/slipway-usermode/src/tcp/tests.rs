@@ -122,17 +122,10 @@ impl Harness {
 
     /// Hands the table one guest segment built by smoltcp.
     fn inject(&mut self, src: SocketAddrV4, dst: SocketAddrV4, repr: &TcpRepr) {
-        let mut buf = vec![0u8; repr.buffer_len()];
-        let mut pkt = TcpPacket::new_unchecked(&mut buf[..]);
-        repr.emit(
-            &mut pkt,
-            &IpAddress::Ipv4(*src.ip()),
-            &IpAddress::Ipv4(*dst.ip()),
-            &ChecksumCapabilities::default(),
-        );
-        self.inject_raw(*src.ip(), *dst.ip(), &buf);
+        self.inject_raw(*src.ip(), *dst.ip(), &encode(src, dst, repr));
     }
 
+    /// Hands the table one guest segment as a link batch of its own.
     fn inject_raw(&mut self, src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) {
         self.table.on_guest_segment(
             &mut ctx!(self),
@@ -141,6 +134,23 @@ impl Harness {
             bytes,
             RxChecksum::Unverified,
         );
+        self.table.end_guest_batch(&mut ctx!(self));
+        self.drain();
+    }
+
+    /// Hands the table several guest segments as one batch of the link
+    /// (as a stream link's read delivers them), then ends the batch.
+    fn inject_batch(&mut self, src: SocketAddrV4, dst: SocketAddrV4, reprs: &[TcpRepr]) {
+        for repr in reprs {
+            self.table.on_guest_segment(
+                &mut ctx!(self),
+                (*src.ip()).into(),
+                (*dst.ip()).into(),
+                &encode(src, dst, repr),
+                RxChecksum::Unverified,
+            );
+        }
+        self.table.end_guest_batch(&mut ctx!(self));
         self.drain();
     }
 
@@ -231,6 +241,19 @@ impl Harness {
             self.turn(Duration::from_millis(20));
         }
     }
+}
+
+/// A guest segment's bytes, encoded by smoltcp with its checksum.
+fn encode(src: SocketAddrV4, dst: SocketAddrV4, repr: &TcpRepr) -> Vec<u8> {
+    let mut buf = vec![0u8; repr.buffer_len()];
+    let mut pkt = TcpPacket::new_unchecked(&mut buf[..]);
+    repr.emit(
+        &mut pkt,
+        &IpAddress::Ipv4(*src.ip()),
+        &IpAddress::Ipv4(*dst.ip()),
+        &ChecksumCapabilities::default(),
+    );
+    buf
 }
 
 /// A minimal guest TCP endpoint.
@@ -1280,4 +1303,216 @@ fn data_from_a_server_that_speaks_first_leaves_with_the_handshake_ack() {
         .expect("the banner, with no event-loop turn");
     assert_eq!(seg.payload, b"220 hello\r\n");
     assert!(seg.fin, "{seg:?}");
+}
+
+/// The guest's segments `data` cut at `size` bytes from `g.snd_nxt` on,
+/// plain (no PSH), the last one with `last` (FIN or none); moves
+/// `g.snd_nxt` past them.
+fn segments<'a>(g: &mut Guest, data: &'a [u8], size: usize, last: TcpControl) -> Vec<TcpRepr<'a>> {
+    let n = data.len().div_ceil(size);
+    let mut reprs = Vec::new();
+    for (i, chunk) in data.chunks(size).enumerate() {
+        let control = if i + 1 == n { last } else { TcpControl::None };
+        reprs.push(g.repr(control, g.snd_nxt, chunk));
+        g.snd_nxt = g.snd_nxt.wrapping_add(chunk.len() as u32);
+    }
+    if last == TcpControl::Fin {
+        g.snd_nxt = g.snd_nxt.wrapping_add(1);
+    }
+    reprs
+}
+
+/// A loopback server that reads everything until EOF on its own thread.
+fn reading_server() -> (SocketAddrV4, thread::JoinHandle<Vec<u8>>) {
+    let (listener, remote) = loopback_server();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    (remote, server)
+}
+
+#[test]
+fn in_order_segments_of_one_batch_leave_in_one_write_with_one_ack() {
+    let mut h = Harness::new(config(1500));
+    let (remote, server) = reading_server();
+    let mut g = Guest::new(40080, remote);
+    g.connect(&mut h);
+    let data = pattern(40 * 1460, 4);
+    let writes = h.table.stats().writes_to_host;
+    let reprs = segments(&mut g, &data, 1460, TcpControl::None);
+    h.inject_batch(g.me, g.peer, &reprs);
+    assert_eq!(
+        h.table.stats().writes_to_host - writes,
+        1,
+        "one send for the batch"
+    );
+    let acks: Vec<_> = h.queue.drain(..).collect();
+    assert_eq!(acks.len(), 1, "one ACK for the batch: {acks:?}");
+    assert_eq!(acks[0].ack, Some(g.snd_nxt), "the ACK covers every byte");
+    assert!(acks[0].payload.is_empty());
+    // Segments one per batch (a tap's or vhost-user's single frames) still
+    // work, one send each.
+    let more = pattern(3 * 1460, 5);
+    for r in segments(&mut g, &more, 1460, TcpControl::None) {
+        g.send(&mut h, &r);
+    }
+    assert_eq!(h.table.stats().writes_to_host - writes, 4);
+    g.fin(&mut h);
+    let got = server.join().unwrap();
+    assert!(got.len() == data.len() + more.len() && got == [data, more].concat());
+}
+
+#[test]
+fn a_partial_write_of_a_batch_acknowledges_only_what_the_socket_took() {
+    let mut h = Harness::new(config(1500));
+    // A receiver with small buffers that reads only when told: the
+    // host socket cannot take the whole batch.
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    listener.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    let listener: StdListener = listener.into();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut g = Guest::new(40081, SocketAddrV4::new(HOST_IP, port));
+    g.connect(&mut h);
+    let flow = h.table.flows.iter().flatten().next().unwrap();
+    SockRef::from(&flow.sock)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let start = g.snd_nxt;
+    let data = pattern(150 * 1460, 6);
+    let reprs = segments(&mut g, &data, 1460, TcpControl::None);
+    h.inject_batch(g.me, g.peer, &reprs);
+    let st = h.table.stats();
+    assert_eq!(st.partial_writes, 1, "{st:?}");
+    let acks: Vec<_> = h.queue.drain(..).collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    let acked = acks[0].ack.unwrap().wrapping_sub(start) as usize;
+    assert!(
+        acked > 0 && acked < data.len(),
+        "acked {acked} of {}",
+        data.len()
+    );
+    assert_eq!(acked as u64, st.bytes_to_host);
+    // The guest goes back to the ACK and sends the rest: the host gets
+    // every byte once, so the ACK was exactly what the socket took.
+    go.send(()).unwrap();
+    g.snd_una = acks[0].ack.unwrap();
+    g.snd_nxt = g.snd_una;
+    g.note_ack(&acks[0]);
+    g.send_all(&mut h, &data[acked..]);
+    g.fin(&mut h);
+    let got = server.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "data arrived intact");
+}
+
+#[test]
+fn a_gap_in_a_batch_sends_what_came_before_and_a_fin_in_a_batch_closes() {
+    let mut h = Harness::new(config(1500));
+    let (remote, server) = reading_server();
+    let mut g = Guest::new(40082, remote);
+    g.connect(&mut h);
+    let start = g.snd_nxt;
+    let data = pattern(6 * 1000, 7);
+    let all = segments(&mut g, &data, 1000, TcpControl::Fin);
+    let writes = h.table.stats().writes_to_host;
+    // Segments 0, 1, then 3 and 4 (2 lost on the way).
+    let first = [all[0], all[1], all[3], all[4]];
+    h.inject_batch(g.me, g.peer, &first);
+    assert_eq!(h.table.stats().writes_to_host - writes, 1);
+    assert_eq!(h.table.stats().out_of_order, 2);
+    let acks: Vec<_> = h.queue.drain(..).collect();
+    assert!(!acks.is_empty());
+    for a in &acks {
+        assert_eq!(
+            a.ack,
+            Some(start + 2000),
+            "only the bytes before the gap: {acks:?}"
+        );
+    }
+    // The guest retransmits from the gap; the batch ends with its FIN.
+    h.inject_batch(g.me, g.peer, &all[2..]);
+    assert_eq!(
+        h.table.stats().writes_to_host - writes,
+        2,
+        "the rest in one send"
+    );
+    let acks: Vec<_> = h.queue.drain(..).filter(|s| !s.fin).collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].ack, Some(g.snd_nxt), "data and FIN acknowledged");
+    let got = server.join().unwrap();
+    assert!(got == data, "data arrived intact, then EOF");
+}
+
+#[test]
+fn gathering_is_bounded_by_its_buffer_and_segment_size() {
+    // More than RX_BATCH_BYTES in one batch: two sends.
+    let mut h = Harness::new(config(1500));
+    let (remote, server) = reading_server();
+    let mut g = Guest::new(40083, remote);
+    g.connect(&mut h);
+    let data = pattern(200 * 1460, 8);
+    assert!(data.len() > RX_BATCH_BYTES && data.len() < 2 * RX_BATCH_BYTES);
+    let writes = h.table.stats().writes_to_host;
+    let reprs = segments(&mut g, &data, 1460, TcpControl::Fin);
+    h.inject_batch(g.me, g.peer, &reprs);
+    assert_eq!(h.table.stats().writes_to_host - writes, 2);
+    assert!(server.join().unwrap() == data);
+    // Segments over GATHER_MAX_SEGMENT go straight from their frame.
+    let mut h = Harness::new(config(65520));
+    let (remote, server) = reading_server();
+    let mut g = Guest::new(40084, remote);
+    g.connect(&mut h);
+    let size = GATHER_MAX_SEGMENT + 1;
+    let data = pattern(3 * size, 9);
+    let writes = h.table.stats().writes_to_host;
+    let reprs = segments(&mut g, &data, size, TcpControl::None);
+    h.inject_batch(g.me, g.peer, &reprs);
+    assert_eq!(h.table.stats().writes_to_host - writes, 3);
+    let acks: Vec<_> = h.queue.drain(..).collect();
+    assert_eq!(acks.last().and_then(|a| a.ack), Some(g.snd_nxt));
+    g.fin(&mut h);
+    assert!(server.join().unwrap() == data);
+}
+
+#[test]
+fn small_segments_toward_the_guest_are_peeked_together() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let data = pattern(40 * 1460, 12);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let written = data.clone();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        s.write_all(&written).unwrap();
+        s
+    });
+    let mut g = Guest::new(40085, remote);
+    g.connect(&mut h);
+    let peeks = h.table.stats().peeks_from_host;
+    go.send(()).unwrap();
+    // Everything is in the host socket before the stack looks.
+    let host = server.join().unwrap();
+    let got = g.receive(&mut h, data.len(), 0);
+    assert!(got == data, "data arrived intact");
+    let used = h.table.stats().peeks_from_host - peeks;
+    assert!(used <= 2, "40 segments took {used} peeks");
+    drop(host);
+    let rest = g.receive(&mut h, usize::MAX, 0);
+    assert!(rest.is_empty());
 }
