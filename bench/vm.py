@@ -79,6 +79,7 @@ PATHS = {
     "vhost-user-before": ("baseline", "vhost-user", 1500,
                           "slipway vhost-user, --baseline binary (MTU 1500, TSO)"),
     "stream-before": ("baseline", "stream", 1500, "slipway stream, --baseline binary (MTU 1500)"),
+    "dgram-before": ("baseline", "dgram", 1500, "slipway dgram, --baseline binary (MTU 1500)"),
 }
 WAYS = ["up", "down"]
 # (label, numerator path, denominator path, the goal for the
@@ -93,6 +94,7 @@ RATIOS = [
     ("vhost-user / passt", "vhost-user", "passt", None),
     ("vhost-user / its --baseline", "vhost-user", "vhost-user-before", None),
     ("stream / its --baseline", "stream", "stream-before", None),
+    ("dgram / its --baseline", "dgram", "dgram-before", None),
 ]
 # Chart series: each way's label and colour.
 SERIES = {"up": ("guest to host (up)", "#1f77b4"), "down": ("host to guest (down)", "#ff7f0e")}
