@@ -55,7 +55,8 @@ const MASK: u32 = libc::IN_CREATE
     | libc::IN_ONLYDIR;
 
 /// Events after which the names are no longer known.
-const LOST: u32 = libc::IN_Q_OVERFLOW | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED;
+const LOST: u32 =
+    libc::IN_Q_OVERFLOW | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED;
 
 /// The inotify watch on the directory of the bound datagram socket and
 /// the names in it that may be other VMs' sockets.
@@ -139,7 +140,8 @@ impl DirWatch {
                 };
             }
             // SAFETY: the first n bytes were written by read; u8 has no invalid values.
-            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+            let bytes =
+                unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
             touched |= self.apply(bytes, peer);
         }
     }
@@ -159,7 +161,9 @@ impl DirWatch {
             bytes = &bytes[end..];
             if event.mask & LOST != 0 {
                 if !self.lost {
-                    tracing::debug!("datagram socket directory: watch lost; the socket stays shared");
+                    tracing::debug!(
+                        "datagram socket directory: watch lost; the socket stays shared"
+                    );
                 }
                 self.lost = true;
             } else if event.mask & libc::IN_ISDIR != 0 || name.is_empty() {
@@ -220,7 +224,8 @@ mod tests {
     use super::*;
 
     fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("slipway-dirwatch-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("slipway-dirwatch-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d

@@ -357,7 +357,8 @@ impl Attachment {
                     .register(&mut s, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 dgram = Some(s);
-                dgram_watch = dgram::watch_directory(path, registry, token(TokenKind::Attach, DIR_WATCH));
+                dgram_watch =
+                    dgram::watch_directory(path, registry, token(TokenKind::Attach, DIR_WATCH));
             }
             AttachSpec::VhostUser(path) => {
                 vhost = Some(vhost::Pending {
@@ -1366,7 +1367,10 @@ mod tests {
         let qlen = max_dgram_qlen();
         a.send_to(&arp_from([0x52, 0x54, 0, 0, 2, 0xa], [10, 0, 2, 99]), &ours)
             .unwrap();
-        assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Connected);
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Connected
+        );
         assert!(attach.dgram_exclusive.is_some());
         let burst = 3 * (qlen + 1);
         let mut buf = [0u8; 128];
@@ -1390,7 +1394,10 @@ mod tests {
             if round == 0 {
                 want.insert(0, 99);
             }
-            assert_eq!(targets, want, "round {round}: replies in the order of the requests");
+            assert_eq!(
+                targets, want,
+                "round {round}: replies in the order of the requests"
+            );
             if round == 0 {
                 // A log file opened next to the socket: still the only VM.
                 std::fs::write(dir.join("stack.log"), b"x").unwrap();
@@ -1405,7 +1412,10 @@ mod tests {
         b.send_to(&arp_from([0x52, 0x54, 0, 0, 2, 0xb], [10, 0, 2, 16]), &ours)
             .unwrap();
         assert_eq!(sends_until_full(&a, &ours, burst), qlen);
-        assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Connected);
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Connected
+        );
         assert_eq!(attach.port_count(), 2);
         drop(attach);
         let _ = std::fs::remove_dir_all(dir);
@@ -1439,7 +1449,10 @@ mod tests {
         let vm = std::os::unix::net::UnixDatagram::bind(dir.join("vm.sock")).unwrap();
         vm.send_to(&arp_from([0x52, 0x54, 0, 0, 2, 0xa], [10, 0, 2, 15]), &ours)
             .unwrap();
-        assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Connected);
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Connected
+        );
         let qlen = max_dgram_qlen();
         let total = 3 * (qlen + 1) + 5;
         for i in 0..total {
