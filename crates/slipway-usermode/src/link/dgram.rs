@@ -167,6 +167,10 @@ impl Attachment {
                     self.dgram_readable = false;
                 }
             }
+            if self.dgram_resync.is_some() {
+                // Read out: a change of peer that waited for it is made now.
+                self.sync_dgram_peer(false);
+            }
             return LinkState::Unchanged;
         }
         if (rc as usize) < DGRAM_READ_BATCH {

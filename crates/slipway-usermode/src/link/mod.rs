@@ -1407,7 +1407,12 @@ mod tests {
         }
         // Another VM's socket appears: shared again, B's frames get in.
         let b = std::os::unix::net::UnixDatagram::bind(dir.join("b.sock")).unwrap();
+        // Leaving the peer would discard what the socket holds: while it
+        // may hold frames the change waits for a read to find it empty.
+        attach.set_ready(true, false);
         dir_watch_event(&mut attach, &mut poll);
+        assert!(attach.dgram_exclusive.is_some());
+        attach.receive(poll.registry(), &mut stack, Instant::now());
         assert!(attach.dgram_exclusive.is_none());
         b.send_to(&arp_from([0x52, 0x54, 0, 0, 2, 0xb], [10, 0, 2, 16]), &ours)
             .unwrap();
