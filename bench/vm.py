@@ -81,6 +81,7 @@ PATHS = {
     "stream-before": ("baseline", "stream", 1500, "slipway stream, --baseline binary (MTU 1500)"),
     "stream-65520-before": ("baseline", "stream", 65520,
                             "slipway stream, --baseline binary (MTU 65520)"),
+    "dgram-before": ("baseline", "dgram", 1500, "slipway dgram, --baseline binary (MTU 1500)"),
 }
 WAYS = ["up", "down"]
 # (label, numerator path, denominator path, the goal for the
@@ -96,6 +97,7 @@ RATIOS = [
     ("vhost-user / its --baseline", "vhost-user", "vhost-user-before", None),
     ("stream / its --baseline", "stream", "stream-before", None),
     ("stream MTU 65520 / its --baseline", "stream-65520", "stream-65520-before", None),
+    ("dgram / its --baseline", "dgram", "dgram-before", None),
 ]
 # Chart series: each way's label and colour.
 SERIES = {"up": ("guest to host (up)", "#1f77b4"), "down": ("host to guest (down)", "#ff7f0e")}

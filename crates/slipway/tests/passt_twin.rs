@@ -1755,7 +1755,7 @@ fn pasta_ipv6_address_and_gateway_options_match_debian_pasta() {
     );
 }
 
-// ---- IPv6 port forwards (issue 16, v6fwd16) ----
+// ---- IPv6 port forwards (issue 16) ----
 
 /// A server in the container's namespace on IPv6 only (`IPV6_V6ONLY`),
 /// so that an answer proves the forward reached it over IPv6: TCP on

@@ -173,7 +173,17 @@ fn gets_arp_reply(
     let deadline = std::time::Instant::now() + wait;
     let mut buf = [0_u8; 2048];
     while std::time::Instant::now() < deadline {
-        vm.send_to(request, stack).unwrap();
+        match vm.send_to(request, stack) {
+            Ok(_) => {}
+            // The stack's socket is connected to the only VM until it sees
+            // this one's socket appear (README: QEMU binds long before its
+            // guest sends; this test sends at once).
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => panic!("sending to the stack: {e}"),
+        }
         while let Ok(n) = vm.recv(&mut buf) {
             // To this VM's MAC, ARP, a reply from 10.0.2.2.
             if n >= 42

@@ -8,6 +8,21 @@
 //! Frames from every VM arrive on the one bound socket, read by the
 //! attachment in batches ([`Attachment::receive_dgram`]); a port's own
 //! socket only sends.
+//!
+//! While one VM is attached and no other socket that could be a VM is in
+//! the bound socket's directory ([`super::dir_watch`]), the bound socket
+//! is connected to that VM ([`Attachment::sync_dgram_peer`]). The kernel
+//! queues at most `net.unix.max_dgram_qlen` (10) datagrams on an
+//! unconnected unix socket; one connected to its sender is bounded by the
+//! sender's send buffer instead, so QEMU, which sends one frame per
+//! `sendto` and retries EAGAIN in a loop while the guest's transmit queue
+//! stops, is not held to ten frames per wakeup of ours. Connected, the
+//! socket refuses every other sender (EPERM), so it is disconnected as
+//! soon as another socket appears next to it, the VM leaves, or the VM's
+//! socket is replaced. Leaving a peer discards what the socket holds, so
+//! that waits until a read finds the socket empty, or at most
+//! [`DGRAM_RESYNC_BATCHES`] batches (a VM that never lets up cannot lock
+//! the others out).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -17,6 +32,7 @@ use std::time::Instant;
 use mio::net::UnixDatagram;
 use mio::{Interest, Registry, Token};
 
+use super::dir_watch::{file_name, DirWatch};
 use super::transport::{Lost, Rx, Transport, VmGone, WRITE_BATCH};
 use super::{Attachment, Link, LinkState, Port, MAX_PORTS};
 use crate::iface::{DropReason, GuestTx};
@@ -27,6 +43,10 @@ use crate::wire::framing::RxChecksum;
 pub(super) const DGRAM_READ_BATCH: usize = 16;
 /// Receive buffer per datagram: the largest Ethernet frame at MTU 65520.
 pub(super) const DGRAM_SLOT: usize = 65536;
+/// Batches read while a change of the bound socket's peer waits for the
+/// socket to be empty, before it is made anyway (discarding at most what
+/// the socket holds).
+pub(super) const DGRAM_RESYNC_BATCHES: usize = 8;
 
 /// One VM behind the bound datagram socket: its frames arrive on that
 /// socket; ours leave through `socket`, connected to the VM's address so
@@ -71,7 +91,7 @@ impl Transport for Dgram {
 
 /// A datagram peer's address, kept in the raw form `sendmmsg` takes.
 #[derive(Clone, Copy)]
-struct PeerAddr {
+pub(super) struct PeerAddr {
     raw: libc::sockaddr_un,
     len: libc::socklen_t,
 }
@@ -147,6 +167,10 @@ impl Attachment {
                     self.dgram_readable = false;
                 }
             }
+            if self.dgram_resync.is_some() {
+                // Read out: a change of peer that waited for it is made now.
+                self.sync_dgram_peer(false);
+            }
             return LinkState::Unchanged;
         }
         if (rc as usize) < DGRAM_READ_BATCH {
@@ -154,6 +178,7 @@ impl Attachment {
             self.dgram_readable = false;
         }
         let mut state = LinkState::Unchanged;
+        let live = self.live;
         // The buffer leaves the attachment while its frames are delivered.
         let rx = std::mem::take(&mut self.dgram_rx);
         for (n, msg) in msgs.iter().enumerate().take(rc as usize) {
@@ -189,7 +214,95 @@ impl Attachment {
             );
         }
         self.dgram_rx = rx;
+        if let Some(batches) = self.dgram_resync.as_mut() {
+            *batches += 1;
+        }
+        if self.live != live || self.dgram_resync.is_some() {
+            self.sync_dgram_peer(false);
+        }
         state
+    }
+
+    /// Connects the bound datagram socket to the VM while it is the only
+    /// one and no other socket is next to ours, and disconnects it
+    /// otherwise (see the module header). A disconnect, or a connect to a
+    /// replaced VM socket, waits (unless `now`) until the socket is read
+    /// out or [`DGRAM_RESYNC_BATCHES`] batches have passed.
+    pub(super) fn sync_dgram_peer(&mut self, now: bool) {
+        let (Some(socket), Some(watch)) = (&self.dgram, self.dgram_watch.as_mut()) else {
+            return;
+        };
+        let current = self.dgram_exclusive;
+        let touched = match watch.drain(current.as_ref().map(|p| file_name(p.path_bytes()))) {
+            Ok(touched) => touched,
+            Err(err) => {
+                tracing::warn!(%err, "reading the datagram socket directory's events");
+                true
+            }
+        };
+        let alone = if self.live == 1 {
+            self.ports.iter().flatten().find_map(|p| match &p.link {
+                Link::Dgram(d) => Some(d.peer),
+                _ => None,
+            })
+        } else {
+            None
+        };
+        let want = alone.filter(|p| watch.only(file_name(p.path_bytes())));
+        let same = match (&want, &current) {
+            (Some(w), Some(c)) => w.path_bytes() == c.path_bytes() && !touched,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            self.dgram_resync = None;
+            return;
+        }
+        if current.is_some() && self.dgram_readable && !now {
+            let waited = self.dgram_resync.get_or_insert(0);
+            if *waited < DGRAM_RESYNC_BATCHES {
+                return;
+            }
+        }
+        self.dgram_resync = None;
+        let fd = socket.as_raw_fd();
+        match want {
+            Some(peer) => {
+                // SAFETY: a sockaddr_un of the length given, alive during the call.
+                let rc = unsafe {
+                    libc::connect(fd, (&peer.raw as *const libc::sockaddr_un).cast(), peer.len)
+                };
+                if rc == 0 {
+                    tracing::debug!(peer = %peer.display(), "datagram socket: connected to its only VM");
+                    self.dgram_exclusive = Some(peer);
+                    return;
+                }
+                let err = std::io::Error::last_os_error();
+                tracing::debug!(%err, peer = %peer.display(), "datagram socket: connecting to the VM; staying shared");
+                if current.is_none() {
+                    return;
+                }
+            }
+            None if current.is_none() => return,
+            None => {}
+        }
+        // SAFETY: an all-zero sockaddr is AF_UNSPEC (0), which dissolves
+        // the association; the length covers its family field.
+        let rc = unsafe {
+            let unspec: libc::sockaddr = std::mem::zeroed();
+            libc::connect(
+                fd,
+                &unspec,
+                std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            tracing::warn!(%err, "datagram socket: disconnecting from the VM");
+            return;
+        }
+        tracing::debug!("datagram socket: shared again");
+        self.dgram_exclusive = None;
     }
 
     /// Datagram mode: attaches the VM that sent the first waiting datagram
@@ -230,8 +343,8 @@ impl Attachment {
         if rc < 0 {
             return false;
         }
-        if !from.path_bytes().is_empty() {
-            self.dgram_port(registry, &from);
+        if !from.path_bytes().is_empty() && self.dgram_port(registry, &from).is_some() {
+            self.sync_dgram_peer(true);
         }
         true
     }
@@ -264,6 +377,25 @@ impl Attachment {
         tracing::info!(peer = %from.display(), port = index, vms = self.live, "VM attached (datagram)");
         Some((index, true))
     }
+}
+
+/// Watches the directory of the datagram socket at `path` (see
+/// [`super::dir_watch`]) under `token`; `None`, and a log line, when it
+/// cannot: the socket then stays shared.
+pub(super) fn watch_directory(path: &Path, registry: &Registry, token: Token) -> Option<DirWatch> {
+    let watch = match DirWatch::open(path) {
+        Ok(w) => w,
+        Err(err) => {
+            tracing::info!(%err, "cannot watch the datagram socket's directory: VMs are limited to 10 queued frames");
+            return None;
+        }
+    };
+    let fd = watch.as_raw_fd();
+    if let Err(err) = registry.register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE) {
+        tracing::info!(%err, "cannot watch the datagram socket's directory: VMs are limited to 10 queued frames");
+        return None;
+    }
+    Some(watch)
 }
 
 /// Sends queued frames to `peer`, one datagram each, many per `sendmmsg`.

@@ -40,6 +40,7 @@ use crate::wire::ETHERNET_HEADER_LEN;
 use switch::{Route, Switch};
 
 mod dgram;
+mod dir_watch;
 mod stream;
 pub mod switch;
 mod tap;
@@ -59,6 +60,8 @@ pub use transport::VmGone;
 const LISTENER: usize = 0;
 /// Token index of the first VM link (port 0); port `i` has `FIRST_PORT + i`.
 const FIRST_PORT: usize = 1;
+/// Token of the datagram socket directory's watch (past every port's).
+const DIR_WATCH: usize = FIRST_PORT + MAX_PORTS;
 /// Most VMs attached at once to one listening socket.
 const MAX_PORTS: usize = 64;
 /// Frames a port's own queue holds while several VMs share the link.
@@ -226,6 +229,14 @@ pub struct Attachment {
     dgram: Option<UnixDatagram>,
     dgram_rx: Vec<u8>,
     dgram_readable: bool,
+    /// The other sockets next to the bound datagram socket (`None`
+    /// without a watch: the socket then stays unconnected).
+    dgram_watch: Option<dir_watch::DirWatch>,
+    /// The VM the bound datagram socket is connected to while it is the
+    /// only one (see `dgram`), and how many batches a change of that has
+    /// waited for the socket to be read out.
+    dgram_exclusive: Option<dgram::PeerAddr>,
+    dgram_resync: Option<usize>,
     /// Ports by token index minus [`FIRST_PORT`]; a VM that went away
     /// leaves `None` until another takes its place.
     ports: Vec<Option<Port>>,
@@ -310,6 +321,7 @@ impl Attachment {
         let mut link = None;
         let mut owned_path = None;
         let mut vhost = None;
+        let mut dgram_watch = None;
         let listening = token(TokenKind::Attach, LISTENER);
         // A unix listener at `path` (a stale socket file replaced), registered.
         let listen_unix = |path: &Path| -> Result<UnixListener, AttachError> {
@@ -345,6 +357,8 @@ impl Attachment {
                     .register(&mut s, listening, Interest::READABLE)
                     .map_err(err("register"))?;
                 dgram = Some(s);
+                dgram_watch =
+                    dgram::watch_directory(path, registry, token(TokenKind::Attach, DIR_WATCH));
             }
             AttachSpec::VhostUser(path) => {
                 vhost = Some(vhost::Pending {
@@ -388,6 +402,9 @@ impl Attachment {
             dgram_readable: dgram.is_some(),
             dgram,
             dgram_rx,
+            dgram_watch,
+            dgram_exclusive: None,
+            dgram_resync: None,
             live: ports.len(),
             ports,
             had_vm: false,
@@ -471,6 +488,10 @@ impl Attachment {
 
     /// Handles readiness of a token of kind [`TokenKind::Attach`].
     pub fn on_event(&mut self, registry: &Registry, index: usize, event: &Event) -> LinkState {
+        if index == DIR_WATCH {
+            self.sync_dgram_peer(false);
+            return LinkState::Unchanged;
+        }
         if index == LISTENER {
             if let Some(pending) = self.vhost.take() {
                 return self.accept_vhost(registry, pending);
@@ -589,6 +610,7 @@ impl Attachment {
             }
         }
         self.live = 0;
+        self.sync_dgram_peer(true);
     }
 
     /// Whether a VM that goes away can be followed by another on this
@@ -637,6 +659,7 @@ impl Attachment {
         let macs = self.switch.forget_port(i);
         tracing::info!(port = i, vms = self.live, "VM went away; the others stay");
         self.departed.extend(macs);
+        self.sync_dgram_peer(false);
         LinkState::Unchanged
     }
 
@@ -1277,6 +1300,201 @@ mod tests {
         assert_eq!(&read_frame(&mut a)[..6], &A[..]);
         assert!(attach.take_drops() > 0);
         assert!(stack.guest_tx().is_empty());
+        drop(attach);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `net.unix.max_dgram_qlen`: an unconnected unix datagram socket
+    /// takes one more datagram than this before senders get EAGAIN.
+    fn max_dgram_qlen() -> usize {
+        std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// How many datagrams `vm` can send to `to` before EAGAIN (at most `max`).
+    fn sends_until_full(vm: &std::os::unix::net::UnixDatagram, to: &Path, max: usize) -> usize {
+        vm.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        while sent < max {
+            match vm.send_to(&arp_from([0x52, 0x54, 0, 0, 2, 0xa], [10, 0, 2, 100]), to) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("sending to the stack: {e}"),
+            }
+        }
+        vm.set_nonblocking(false).unwrap();
+        sent
+    }
+
+    /// Waits for the directory watch's event and hands it to the attachment.
+    fn dir_watch_event(attach: &mut Attachment, poll: &mut mio::Poll) {
+        let mut events = mio::Events::with_capacity(16);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            if let Some(e) = events
+                .iter()
+                .find(|e| e.token() == token(TokenKind::Attach, DIR_WATCH))
+            {
+                attach.on_event(poll.registry(), DIR_WATCH, e);
+                return;
+            }
+        }
+        panic!("no event from the directory watch");
+    }
+
+    /// The only VM gets the bound socket connected to it, past the kernel's
+    /// queue limit: its frames, several batches of them, all reach the stack
+    /// in order. A log file next to the socket changes nothing; another
+    /// socket there makes the socket shared again at once, so that VM can
+    /// send (a connected socket would refuse it: EPERM).
+    #[test]
+    fn dgram_sole_vm_is_connected_in_order_until_another_socket_appears() {
+        let dir = std::env::temp_dir().join(format!("slipway-dgram-solo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = dir.join("stack.sock");
+        let mut poll = mio::Poll::new().unwrap();
+        let mut attach =
+            Attachment::open(AttachSpec::UnixDgram(ours.clone()), poll.registry()).unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        let a = std::os::unix::net::UnixDatagram::bind(dir.join("a.sock")).unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let qlen = max_dgram_qlen();
+        a.send_to(&arp_from([0x52, 0x54, 0, 0, 2, 0xa], [10, 0, 2, 99]), &ours)
+            .unwrap();
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Connected
+        );
+        assert!(attach.dgram_exclusive.is_some());
+        let burst = 3 * (qlen + 1);
+        let mut buf = [0u8; 128];
+        for round in 0..2 {
+            // Sent before the stack reads any: the queue limit would stop
+            // an unconnected socket at qlen + 1.
+            vm_burst(&a, &ours, burst);
+            receive_all(&mut attach, &mut stack, &poll);
+            let mut replies = Vec::new();
+            a.set_nonblocking(true).unwrap();
+            while !stack.guest_tx().is_empty() {
+                attach.set_ready(false, true);
+                attach.flush(stack.guest_tx()).unwrap();
+                while let Ok(n) = a.recv(&mut buf) {
+                    replies.push(buf[..n].to_vec());
+                }
+            }
+            a.set_nonblocking(false).unwrap();
+            let targets: Vec<u8> = replies.iter().map(|r| r[41]).collect();
+            let mut want: Vec<u8> = (0..burst as u8).collect();
+            if round == 0 {
+                want.insert(0, 99);
+            }
+            assert_eq!(
+                targets, want,
+                "round {round}: replies in the order of the requests"
+            );
+            if round == 0 {
+                // A log file opened next to the socket: still the only VM.
+                std::fs::write(dir.join("stack.log"), b"x").unwrap();
+                dir_watch_event(&mut attach, &mut poll);
+                assert!(attach.dgram_exclusive.is_some());
+            }
+        }
+        // Another VM's socket appears: shared again, B's frames get in.
+        let b = std::os::unix::net::UnixDatagram::bind(dir.join("b.sock")).unwrap();
+        // Leaving the peer would discard what the socket holds: while it
+        // may hold frames the change waits for a read to find it empty.
+        attach.set_ready(true, false);
+        dir_watch_event(&mut attach, &mut poll);
+        assert!(attach.dgram_exclusive.is_some());
+        attach.receive(poll.registry(), &mut stack, Instant::now());
+        assert!(attach.dgram_exclusive.is_none());
+        b.send_to(&arp_from([0x52, 0x54, 0, 0, 2, 0xb], [10, 0, 2, 16]), &ours)
+            .unwrap();
+        assert_eq!(sends_until_full(&a, &ours, burst), qlen);
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Connected
+        );
+        assert_eq!(attach.port_count(), 2);
+        drop(attach);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `n` ARP requests from `vm`, the i-th for sender address 10.0.2.i.
+    fn vm_burst(vm: &std::os::unix::net::UnixDatagram, to: &Path, n: usize) {
+        vm.set_nonblocking(true).unwrap();
+        for i in 0..n {
+            let f = arp_from([0x52, 0x54, 0, 0, 2, 0xa], [10, 0, 2, i as u8]);
+            vm.send_to(&f, to)
+                .unwrap_or_else(|e| panic!("frame {i} of {n} refused: {e}"));
+        }
+        vm.set_nonblocking(false).unwrap();
+    }
+
+    /// Toward the VM the kernel's queue limit stays (QEMU's socket is not
+    /// connected): a flush sends what fits, and the next one, once the VM
+    /// has read, resumes at the first frame not sent: every frame arrives
+    /// once and in order.
+    #[test]
+    fn dgram_short_send_resumes_at_the_first_frame_not_sent() {
+        let dir = std::env::temp_dir().join(format!("slipway-dgram-short-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = dir.join("stack.sock");
+        let poll = mio::Poll::new().unwrap();
+        let mut attach =
+            Attachment::open(AttachSpec::UnixDgram(ours.clone()), poll.registry()).unwrap();
+        let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
+        let vm = std::os::unix::net::UnixDatagram::bind(dir.join("vm.sock")).unwrap();
+        vm.send_to(&arp_from([0x52, 0x54, 0, 0, 2, 0xa], [10, 0, 2, 15]), &ours)
+            .unwrap();
+        assert_eq!(
+            receive_all(&mut attach, &mut stack, &poll),
+            LinkState::Connected
+        );
+        let qlen = max_dgram_qlen();
+        let total = 3 * (qlen + 1) + 5;
+        for i in 0..total {
+            assert!(stack.guest_tx().push(|b| {
+                b[..60].fill(0);
+                b[59] = i as u8;
+                60
+            }));
+        }
+        // The stack's ARP reply first, then the numbered frames.
+        let total = total + 1;
+        attach.set_ready(false, true);
+        let sent = attach.flush(stack.guest_tx()).unwrap();
+        assert_eq!(sent, qlen + 1, "the first flush fills the VM's queue");
+        assert_eq!(stack.guest_tx().len(), total - sent);
+        // Not writable until the VM reads: nothing more goes.
+        assert_eq!(attach.flush(stack.guest_tx()), Ok(0));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 128];
+        vm.set_nonblocking(true).unwrap();
+        while got.len() < total {
+            while let Ok(n) = vm.recv(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+            attach.set_ready(false, true);
+            attach.flush(stack.guest_tx()).unwrap();
+            if stack.guest_tx().is_empty() {
+                while let Ok(n) = vm.recv(&mut buf) {
+                    got.push(buf[..n].to_vec());
+                }
+                break;
+            }
+        }
+        assert_eq!(got.len(), total);
+        assert_eq!(got[0].len(), 42, "the ARP reply");
+        let seq: Vec<u8> = got[1..].iter().map(|f| f[59]).collect();
+        assert_eq!(seq, (0..(total - 1) as u8).collect::<Vec<_>>());
         drop(attach);
         let _ = std::fs::remove_dir_all(dir);
     }
