@@ -461,6 +461,68 @@ mod hostile {
         slipway.wait_exit_ok();
     }
 
+    /// The voluntary context switches of the thread named `name` of
+    /// slipway's child (the sandbox's parent only waits: the network runs
+    /// in the child it forks).
+    fn thread_wakeups(slipway: &Slipway, name: &str) -> u64 {
+        let pid = slipway.pid();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        let child = children.split_whitespace().next().expect("slipway's child");
+        let tasks = format!("/proc/{child}/task");
+        for task in std::fs::read_dir(&tasks).unwrap().flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            if status.lines().next() != Some(&format!("Name:\t{name}")) {
+                continue;
+            }
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .unwrap();
+            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+        panic!("no thread {name} in {tasks}");
+    }
+
+    /// `ROUNDS` ARP requests, each kicked on the TX ring after an RX
+    /// buffer was kicked in, are all answered, and the library's worker
+    /// thread (`vring_worker`) slept through the kicks: slipway's loop
+    /// polls the kick eventfds itself (`link/vhost/kick.rs`). Before, the
+    /// worker woke for every kick and passed it on (two wake-ups a round).
+    pub fn kicks_reach_the_loop_without_the_library_thread(dir: &Path) {
+        const ROUNDS: u16 = 48;
+        let (slipway, sock) = start(dir);
+        let fd = memfd(MEM, true);
+        let mem = Mem::map(&fd);
+        let mut fe = handshake(&sock);
+        set_memory(&mut fe, &fd, MEM as u64).unwrap();
+        let (kicks, _calls) = start_rings(&mut fe, 0);
+        let arp = arp_with_header();
+        mem.write(0x20000, &arp);
+        // The ring start's own wake-ups of the worker are over first.
+        std::thread::sleep(Duration::from_millis(200));
+        let before = thread_wakeups(&slipway, "vring_worker");
+        for round in 0..ROUNDS {
+            let slot = round % QSIZE;
+            mem.desc(0, slot, 0x10000 + 0x100 * slot as u64, 64, true);
+            mem.offer(0, slot);
+            kicks[0].write(1).unwrap();
+            mem.desc(1, slot, 0x20000, arp.len() as u32, false);
+            mem.offer(1, slot);
+            kicks[1].write(1).unwrap();
+            wait_used(&mem, 1, round + 1, &slipway);
+            wait_used(&mem, 0, round + 1, &slipway);
+            assert_eq!(mem.used(0, round), (slot as u32, 12 + 42));
+        }
+        let woke = thread_wakeups(&slipway, "vring_worker") - before;
+        assert!(
+            woke < u64::from(ROUNDS) / 4,
+            "the library's worker woke {woke} times for {ROUNDS} rounds of two kicks\n{}",
+            slipway.log()
+        );
+        drop(fe);
+        slipway.wait_exit_ok();
+    }
+
     /// A message that is not what its request says ends the connection
     /// and slipway with it, cleanly.
     pub fn malformed_message(dir: &Path, msg: &[u8], log_says: &str) {
@@ -490,6 +552,8 @@ fn vhost_user_survives_hostile_frontends() {
     // and on the second alone.
     hostile::bad_descriptors_then_a_good_frame(dir.path(), 0);
     hostile::bad_descriptors_then_a_good_frame(dir.path(), 1);
+    // Kicks go to slipway's loop, not through the library's thread.
+    hostile::kicks_reach_the_loop_without_the_library_thread(dir.path());
     // SET_VRING_NUM for ring 16, past the last of 8 queue pairs.
     let mut past = 16u32.to_le_bytes().to_vec();
     past.extend_from_slice(&16u32.to_le_bytes());

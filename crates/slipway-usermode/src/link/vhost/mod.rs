@@ -8,24 +8,38 @@
 //! protocol is written here. Every descriptor is bounds-checked against the
 //! memory table by `virtio-queue`'s `Reader`/`Writer` (a chain pointing
 //! outside guest memory is an error, never an access); a chain that fails
-//! is handed back to the guest empty and its frame is dropped.
+//! is handed back to the guest empty and its frame is dropped. Each
+//! descriptor is checked against the memory table by `vm-memory` on every
+//! access (`Bytes::read_slice`/`write_slice`), so a guest that rewrites a
+//! descriptor while it is used gets a truncated frame, never an access
+//! outside its memory.
 //!
 //! Threads and the event loop. `vhost-user-backend` runs two threads of its
 //! own: one reads the socket's messages (memory table, ring addresses,
-//! features), one waits in epoll on the rings' kick eventfds. The stack is
-//! single-threaded and stays on slipway's `mio` loop, so the simplest sound
-//! split is: the kick thread does nothing but write our own eventfd
-//! ([`Shared::wake`], registered with `mio` under the port's token), and
-//! the loop's thread does all the ring work: it pops the guest's TX chains
+//! features), one waits in epoll for ring events. The stack is
+//! single-threaded and stays on slipway's `mio` loop, which polls the
+//! guest's kick eventfds itself ([`kick`]: the relay keeps them from the
+//! library, so its worker thread never wakes for a kick), and the loop's
+//! thread does all the ring work: it pops the guest's TX chains
 //! (`receive`: copy out of guest memory, hand to the stack) and fills its
 //! RX chains (`flush`), under the vrings' locks (which the protocol thread
 //! takes only to reconfigure a ring). There is no copy through a socket and
-//! no frame crosses a thread. An eventfd is always writable, so each wake-up
-//! reports both readable and writable: a kick on either ring (TX: frames
-//! to read; RX: buffers refilled) retries both directions.
+//! no frame crosses a thread. The library's worker only reports a ring
+//! being started (`handle_event`, which also hands us the vrings) by
+//! writing our own eventfd ([`Shared::wake`], registered under the port's
+//! token like the kicks). An eventfd is always writable, so each kick or
+//! wake-up reports both readable and writable: a kick on either ring (TX:
+//! frames to read; RX: buffers refilled) retries both directions.
+//!
+//! Chains are walked without allocating: a TX chain's readable descriptors
+//! are copied straight into the port's receive buffer, an RX frame's chains
+//! are measured (and bounds-checked) first, then written descriptor by
+//! descriptor; the chains taken for one frame wait in a vector kept by the
+//! port (`virtio-queue`'s `Reader` and `Writer` allocate per chain).
 //!
 //! QEMU's connection reaches the library through [`relay`], which holds
-//! back ring enables QEMU sends before the features (see there).
+//! back ring enables QEMU sends before the features and keeps the kick
+//! eventfds (see there).
 //!
 //! The sandbox forbids new threads, so the connection is accepted (and the
 //! library's threads, the relay's and a waiter's started) before the
@@ -71,11 +85,10 @@
 //! as for a tap (`GuestTx::enable_offload`, on the first flush after;
 //! frames queued before are dropped), and back if a later driver did not.
 
-use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -88,8 +101,11 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
+use vm_memory::{
+    Address, Bytes, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryLoadGuard,
+    GuestMemoryMmap, Permissions,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -97,7 +113,10 @@ use super::transport::{Lost, Rx, Transport, VmGone};
 use crate::iface::GuestTx;
 use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
 
+mod kick;
 mod relay;
+
+use kick::Kicks;
 
 /// Most queue pairs (QEMU's `queues=N`); queue 2k of pair k carries
 /// frames to the guest, queue 2k+1 frames from it.
@@ -123,8 +142,11 @@ type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
 /// What the library's threads and the loop's thread share.
 struct Shared {
-    /// Written on every kick and when the connection ends; read by the loop.
+    /// Written when a ring starts and when the connection ends; read by
+    /// the loop.
     wake: EventFd,
+    /// The rings' kick eventfds, set by the relay, polled by the loop.
+    kicks: Mutex<Kicks>,
     /// The vrings (all [`NUM_QUEUES`]), recorded from the first kick (the
     /// library creates them once, with the daemon).
     vrings: OnceLock<Vec<VringRwLock>>,
@@ -194,7 +216,9 @@ impl VhostUserBackend for NetBackend {
         Ok(())
     }
 
-    /// A ring was kicked: wake the loop, which does the work.
+    /// A ring started (the library reports each one once; kicks go
+    /// straight to the loop, see [`kick`]): wake the loop, which does the
+    /// work.
     fn handle_event(
         &self,
         _device_event: u16,
@@ -229,6 +253,9 @@ pub(super) struct Vhost {
     mem: Memory,
     /// TX rings a frame came on already (bit = ring index; logged once).
     seen_tx: u16,
+    /// The RX chains taken for the frame being written and their room
+    /// (kept between frames so that none allocates).
+    taken: Vec<(DescriptorChain<Guard>, usize)>,
 }
 
 impl Pending {
@@ -257,6 +284,7 @@ impl Pending {
         let shared = Arc::new(Shared {
             wake: EventFd::new(EFD_NONBLOCK)?,
             vrings: OnceLock::new(),
+            kicks: Mutex::new(Kicks::new()?),
             acked: AtomicU64::new(0),
             gone: AtomicBool::new(false),
         });
@@ -292,21 +320,17 @@ impl Pending {
             })?;
         // Should this fail, the sockets close and the library's thread
         // ends, which the waiter reports.
+        let relayed = shared.clone();
         std::thread::Builder::new()
             .name("vhost-user-relay".to_owned())
-            .spawn(move || relay::run(qemu, backend_end))?;
+            .spawn(move || relay::run(qemu, backend_end, &relayed.kicks))?;
         Ok(Vhost {
             shared,
             mem,
             seen_tx: 0,
+            taken: Vec::with_capacity(MAX_MERGE),
         })
     }
-}
-
-/// Where a frame toward the guest goes: the chains taken for it.
-struct Target<'a> {
-    head: u16,
-    writer: Writer<'a>,
 }
 
 /// What became of the frame at the head of the queue on one RX ring.
@@ -324,6 +348,10 @@ type Guard = GuestMemoryLoadGuard<GuestMemoryMmap>;
 type RingState = VringState<Memory>;
 
 impl Vhost {
+    fn kicks(&self) -> std::sync::MutexGuard<'_, Kicks> {
+        self.shared.kicks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn acked(&self, bit: u32) -> bool {
         self.shared.acked.load(Ordering::Acquire) & (1 << bit) != 0
     }
@@ -403,74 +431,112 @@ fn notify(state: &mut RingState) {
     }
 }
 
+/// The room of a chain's device-writable descriptors; `None` when one
+/// lies outside guest memory (or the sum overflows).
+fn writable_room(mem: &Guard, chain: &DescriptorChain<Guard>) -> Option<usize> {
+    let mut room = 0usize;
+    for desc in chain.clone().writable() {
+        let len = desc.len() as usize;
+        if !GuestMemory::check_range(&**mem, desc.addr(), len, Permissions::Write) {
+            return None;
+        }
+        room = room.checked_add(len)?;
+    }
+    Some(room)
+}
+
+/// Writes `parts`, one after the other, into a chain's device-writable
+/// descriptors as far as they go; returns the bytes written (fewer when
+/// the guest changed a descriptor since [`writable_room`]).
+fn write_chain(mem: &Guard, chain: DescriptorChain<Guard>, parts: &mut [&[u8]]) -> usize {
+    let mut written = 0;
+    for desc in chain.writable() {
+        let mut addr = desc.addr();
+        let mut room = desc.len() as usize;
+        for part in parts.iter_mut() {
+            if room == 0 {
+                break;
+            }
+            let n = part.len().min(room);
+            if n == 0 {
+                continue;
+            }
+            if mem.write_slice(&part[..n], addr).is_err() {
+                return written;
+            }
+            *part = &part[n..];
+            written += n;
+            room -= n;
+            // Within the descriptor just written, so inside guest memory.
+            addr = addr.unchecked_add(n as u64);
+        }
+        if parts.iter().all(|p| p.is_empty()) {
+            break;
+        }
+    }
+    written
+}
+
+/// Hands the chains in `taken` back to the guest, empty.
+fn give_back_empty(state: &mut RingState, taken: &mut Vec<(DescriptorChain<Guard>, usize)>) {
+    for (chain, _) in taken.drain(..) {
+        let _ = state.add_used(chain.head_index(), 0);
+    }
+}
+
 /// Writes the frame at the head of `tx` into chains of one RX ring (behind
-/// its virtio-net header, merging chains when one is too small).
-fn fill<'m>(
+/// its virtio-net header, merging chains when one is too small). `taken`
+/// is empty on entry and on return.
+fn fill(
     state: &mut RingState,
-    mem: &'m Guard,
-    targets: &mut Vec<Target<'m>>,
+    mem: &Guard,
+    taken: &mut Vec<(DescriptorChain<Guard>, usize)>,
     frame: &[u8],
     hdr_len: usize,
     merge: bool,
 ) -> Fill {
     let need = hdr_len - VNET_HDR_LEN + frame.len();
-    targets.clear();
+    taken.clear();
     let mut room = 0;
     let mut rearmed = false;
-    while room < need && targets.len() < MAX_MERGE && (merge || targets.is_empty()) {
+    while room < need && taken.len() < MAX_MERGE && (merge || taken.is_empty()) {
         let Some(chain) = next_chain(state, mem, &mut rearmed) else {
             break;
         };
-        let head = chain.head_index();
-        match Writer::new(&**mem, chain) {
-            Ok(writer) => {
-                room += writer.available_bytes();
-                targets.push(Target { head, writer });
-            }
-            Err(err) => {
-                tracing::debug!(%err, "an RX chain outside guest memory; frame dropped");
-                let _ = state.add_used(head, 0);
-                for t in targets.drain(..) {
-                    let _ = state.add_used(t.head, 0);
-                }
-                return Fill::Dropped;
-            }
-        }
+        let Some(chain_room) = writable_room(mem, &chain) else {
+            tracing::debug!("an RX chain outside guest memory; frame dropped");
+            let _ = state.add_used(chain.head_index(), 0);
+            give_back_empty(state, taken);
+            return Fill::Dropped;
+        };
+        room += chain_room;
+        taken.push((chain, chain_room));
     }
     if room < need {
-        if targets.is_empty() || (merge && targets.len() < MAX_MERGE) {
+        if taken.is_empty() || (merge && taken.len() < MAX_MERGE) {
             // The ring ran out: give the chains back, wait for a kick.
-            for _ in 0..targets.len() {
+            for _ in 0..taken.len() {
                 state.get_queue_mut().go_to_previous_position();
             }
-            targets.clear();
+            taken.clear();
             return Fill::NoRoom;
         }
         // Chains too small for the frame (a guest without mergeable
         // buffers, or one posting tiny buffers).
-        for t in targets.drain(..) {
-            let _ = state.add_used(t.head, 0);
-        }
+        give_back_empty(state, taken);
         return Fill::Dropped;
     }
-    let count = targets.len() as u16;
-    let (hdr, mut rest) = frame.split_at(VNET_HDR_LEN);
-    let mut first = true;
-    for t in targets.iter_mut() {
-        if first {
-            let _ = t.writer.write_all(hdr);
-            if hdr_len > VNET_HDR_LEN {
-                let _ = t.writer.write_all(&count.to_le_bytes());
-            }
-            first = false;
-        }
-        let n = rest.len().min(t.writer.available_bytes());
-        let _ = t.writer.write_all(&rest[..n]);
-        rest = &rest[n..];
-    }
-    for t in targets.drain(..) {
-        let len = t.writer.bytes_written() as u32;
-        let _ = state.add_used(t.head, len);
+    // The header: the frame's virtio-net header, then (VERSION_1 or
+    // mergeable buffers) the number of chains it takes.
+    let (vnet, rest) = frame.split_at(VNET_HDR_LEN);
+    let mut hdr = [0u8; HDR_LEN];
+    hdr[..VNET_HDR_LEN].copy_from_slice(vnet);
+    hdr[VNET_HDR_LEN..].copy_from_slice(&(taken.len() as u16).to_le_bytes());
+    let mut parts = [&hdr[..hdr_len], rest];
+    for (chain, _) in taken.drain(..) {
+        let head = chain.head_index();
+        let len = write_chain(mem, chain, &mut parts) as u32;
+        let _ = state.add_used(head, len);
     }
     Fill::Sent
 }
@@ -488,10 +554,12 @@ impl Transport for Vhost {
             &mut SourceFd(&fd),
             token,
             Interest::READABLE | Interest::WRITABLE,
-        )
+        )?;
+        self.kicks().attach(registry.try_clone()?, token)
     }
 
     fn deregister(&mut self, registry: &Registry) {
+        self.kicks().detach();
         let _ = registry.deregister(&mut SourceFd(&self.shared.wake.as_raw_fd()));
     }
 
@@ -511,7 +579,7 @@ impl Transport for Vhost {
         let mem = self.mem.memory();
         let mut sent = 0;
         let mut checked_offload = false;
-        let mut targets: Vec<Target<'_>> = Vec::with_capacity(MAX_MERGE);
+        let mut taken = std::mem::take(&mut self.taken);
         for vring in self.rings(0) {
             let mut state = vring.get_mut();
             if !live(&state) {
@@ -529,7 +597,7 @@ impl Transport for Vhost {
             let mut used = false;
             while !tx.is_empty() {
                 let frame = tx.frame_with_vnet_hdr(0);
-                match fill(&mut state, &mem, &mut targets, frame, hdr_len, merge) {
+                match fill(&mut state, &mem, &mut taken, frame, hdr_len, merge) {
                     Fill::Sent => sent += 1,
                     Fill::Dropped => {}
                     Fill::NoRoom => break,
@@ -541,6 +609,7 @@ impl Transport for Vhost {
                 notify(&mut state);
             }
         }
+        self.taken = taken;
         if !tx.is_empty() {
             // No ring had room (or none is up yet): wait for a kick.
             *writable = false;
@@ -611,21 +680,22 @@ impl Transport for Vhost {
     }
 }
 
-/// Copies a TX chain into `buf`; `None` (the frame dropped) when it
-/// points outside guest memory or is larger than `buf`.
+/// Copies a TX chain's device-readable descriptors into `buf`; `None`
+/// (the frame dropped) when one points outside guest memory or they are
+/// larger than `buf`.
 fn read_chain(mem: &Guard, chain: DescriptorChain<Guard>, buf: &mut [u8]) -> Option<usize> {
-    let mut reader = match Reader::new(&**mem, chain) {
-        Ok(r) => r,
-        Err(err) => {
+    let mut len = 0usize;
+    for desc in chain.readable() {
+        let end = len.checked_add(desc.len() as usize);
+        let Some(dst) = end.and_then(|end| buf.get_mut(len..end)) else {
+            tracing::debug!("a TX chain larger than any frame; dropped");
+            return None;
+        };
+        if let Err(err) = mem.read_slice(dst, desc.addr()) {
             tracing::debug!(%err, "a TX chain outside guest memory; frame dropped");
             return None;
         }
-    };
-    let len = reader.available_bytes();
-    if len > buf.len() {
-        tracing::debug!(len, "a TX chain larger than any frame; dropped");
-        return None;
+        len += dst.len();
     }
-    reader.read_exact(&mut buf[..len]).ok()?;
     Some(len)
 }
