@@ -488,6 +488,8 @@ mod hostile {
     /// thread (`vring_worker`) slept through the kicks: slipway's loop
     /// polls the kick eventfds itself (`link/vhost/kick.rs`). Before, the
     /// worker woke for every kick and passed it on (two wake-ups a round).
+    /// Then a kick that cannot be polled (a regular file, not an eventfd)
+    /// ends the connection, and slipway with it, cleanly.
     pub fn kicks_reach_the_loop_without_the_library_thread(dir: &Path) {
         const ROUNDS: u16 = 48;
         let (slipway, sock) = start(dir);
@@ -519,8 +521,16 @@ mod hostile {
             "the library's worker woke {woke} times for {ROUNDS} rounds of two kicks\n{}",
             slipway.log()
         );
-        drop(fe);
-        slipway.wait_exit_ok();
+        let file = std::fs::File::create(dir.join("not-an-eventfd")).unwrap();
+        // SAFETY: the EventFd takes the file's descriptor over; it is only
+        // sent, never used as an eventfd.
+        let fake = unsafe { EventFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(file)) };
+        let _ = fe.set_vring_kick(2, &fake);
+        let log = slipway.wait_exit_ok();
+        assert!(
+            log.contains("vhost-user connection closed err=Operation not permitted"),
+            "{log}"
+        );
     }
 
     /// A message that is not what its request says ends the connection
@@ -560,6 +570,13 @@ fn vhost_user_survives_hostile_frontends() {
     hostile::malformed_message(
         dir.path(),
         &message(8, &past),
+        "vhost-user connection ended",
+    );
+    // SET_VRING_KICK for ring 16, without a descriptor (the relay passes
+    // it on for the library to refuse).
+    hostile::malformed_message(
+        dir.path(),
+        &message(12, &16u64.to_le_bytes()),
         "vhost-user connection ended",
     );
     // SET_VRING_ENABLE (held until SET_FEATURES) for ring 16, and one
