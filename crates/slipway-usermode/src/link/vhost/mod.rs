@@ -16,20 +16,20 @@
 //!
 //! Threads and the event loop. `vhost-user-backend` runs two threads of its
 //! own: one reads the socket's messages (memory table, ring addresses,
-//! features), one waits in epoll for ring events. The stack is
-//! single-threaded and stays on slipway's `mio` loop, which polls the
-//! guest's kick eventfds itself ([`kick`]: the relay keeps them from the
-//! library, so its worker thread never wakes for a kick), and the loop's
-//! thread does all the ring work: it pops the guest's TX chains
+//! features), one waits in epoll on the rings' kick eventfds. The stack is
+//! single-threaded and stays on slipway's `mio` loop, so the simplest sound
+//! split is: the kick thread does nothing but write our own eventfd
+//! ([`Shared::wake`], registered with `mio` under the port's token), and
+//! the loop's thread does all the ring work: it pops the guest's TX chains
 //! (`receive`: copy out of guest memory, hand to the stack) and fills its
 //! RX chains (`flush`), under the vrings' locks (which the protocol thread
 //! takes only to reconfigure a ring). There is no copy through a socket and
-//! no frame crosses a thread. The library's worker only reports a ring
-//! being started (`handle_event`, which also hands us the vrings) by
-//! writing our own eventfd ([`Shared::wake`], registered under the port's
-//! token like the kicks). An eventfd is always writable, so each kick or
-//! wake-up reports both readable and writable: a kick on either ring (TX:
-//! frames to read; RX: buffers refilled) retries both directions.
+//! no frame crosses a thread. An eventfd is always writable, so each wake-up
+//! reports both readable and writable: a kick on either ring (TX: frames
+//! to read; RX: buffers refilled) retries both directions. (Polling the
+//! kick eventfds on the loop itself, without the kick thread, was tried:
+//! slipway's own CPU per GiB did not fall and the guest's download
+//! throughput under TCG dropped by a third; bench/README.md.)
 //!
 //! Chains are walked without allocating: a TX chain's readable descriptors
 //! are copied straight into the port's receive buffer, an RX frame's chains
@@ -41,8 +41,7 @@
 //! per chain was a tenth of slipway's time filling RX rings).
 //!
 //! QEMU's connection reaches the library through [`relay`], which holds
-//! back ring enables QEMU sends before the features and keeps the kick
-//! eventfds (see there).
+//! back ring enables QEMU sends before the features (see there).
 //!
 //! The sandbox forbids new threads, so the connection is accepted (and the
 //! library's threads, the relay's and a waiter's started) before the
@@ -91,7 +90,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -115,10 +114,7 @@ use super::transport::{Lost, Rx, Transport, VmGone};
 use crate::iface::GuestTx;
 use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
 
-mod kick;
 mod relay;
-
-use kick::Kicks;
 
 /// Most queue pairs (QEMU's `queues=N`); queue 2k of pair k carries
 /// frames to the guest, queue 2k+1 frames from it.
@@ -144,11 +140,8 @@ type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
 /// What the library's threads and the loop's thread share.
 struct Shared {
-    /// Written when a ring starts and when the connection ends; read by
-    /// the loop.
+    /// Written on every kick and when the connection ends; read by the loop.
     wake: EventFd,
-    /// The rings' kick eventfds, set by the relay, polled by the loop.
-    kicks: Mutex<Kicks>,
     /// The vrings (all [`NUM_QUEUES`]), recorded from the first kick (the
     /// library creates them once, with the daemon).
     vrings: OnceLock<Vec<VringRwLock>>,
@@ -218,9 +211,7 @@ impl VhostUserBackend for NetBackend {
         Ok(())
     }
 
-    /// A ring started (the library reports each one once; kicks go
-    /// straight to the loop, see [`kick`]): wake the loop, which does the
-    /// work.
+    /// A ring was kicked: wake the loop, which does the work.
     fn handle_event(
         &self,
         _device_event: u16,
@@ -283,7 +274,6 @@ impl Pending {
         let shared = Arc::new(Shared {
             wake: EventFd::new(EFD_NONBLOCK)?,
             vrings: OnceLock::new(),
-            kicks: Mutex::new(Kicks::new()?),
             acked: AtomicU64::new(0),
             gone: AtomicBool::new(false),
         });
@@ -319,10 +309,9 @@ impl Pending {
             })?;
         // Should this fail, the sockets close and the library's thread
         // ends, which the waiter reports.
-        let relayed = shared.clone();
         std::thread::Builder::new()
             .name("vhost-user-relay".to_owned())
-            .spawn(move || relay::run(qemu, backend_end, &relayed.kicks))?;
+            .spawn(move || relay::run(qemu, backend_end))?;
         Ok(Vhost {
             shared,
             mem,
@@ -349,10 +338,6 @@ type Taken<'m> = [Option<Chain<'m>>; MAX_MERGE];
 type RingState = VringState<Memory>;
 
 impl Vhost {
-    fn kicks(&self) -> std::sync::MutexGuard<'_, Kicks> {
-        self.shared.kicks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn acked(&self, bit: u32) -> bool {
         self.shared.acked.load(Ordering::Acquire) & (1 << bit) != 0
     }
@@ -557,12 +542,10 @@ impl Transport for Vhost {
             &mut SourceFd(&fd),
             token,
             Interest::READABLE | Interest::WRITABLE,
-        )?;
-        self.kicks().attach(registry.try_clone()?, token)
+        )
     }
 
     fn deregister(&mut self, registry: &Registry) {
-        self.kicks().detach();
         let _ = registry.deregister(&mut SourceFd(&self.shared.wake.as_raw_fd()));
     }
 
