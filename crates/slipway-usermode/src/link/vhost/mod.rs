@@ -8,11 +8,7 @@
 //! protocol is written here. Every descriptor is bounds-checked against the
 //! memory table by `virtio-queue`'s `Reader`/`Writer` (a chain pointing
 //! outside guest memory is an error, never an access); a chain that fails
-//! is handed back to the guest empty and its frame is dropped. Each
-//! descriptor is checked against the memory table by `vm-memory` on every
-//! access (`Bytes::read_slice`/`write_slice`), so a guest that rewrites a
-//! descriptor while it is used gets a truncated frame, never an access
-//! outside its memory.
+//! is handed back to the guest empty and its frame is dropped.
 //!
 //! Threads and the event loop. `vhost-user-backend` runs two threads of its
 //! own: one reads the socket's messages (memory table, ring addresses,
@@ -26,19 +22,12 @@
 //! takes only to reconfigure a ring). There is no copy through a socket and
 //! no frame crosses a thread. An eventfd is always writable, so each wake-up
 //! reports both readable and writable: a kick on either ring (TX: frames
-//! to read; RX: buffers refilled) retries both directions. (Polling the
-//! kick eventfds on the loop itself, without the kick thread, was tried:
-//! slipway's own CPU per GiB did not fall and the guest's download
-//! throughput under TCG dropped by a third; bench/README.md.)
-//!
-//! Chains are walked without allocating: a TX chain's readable descriptors
-//! are copied straight into the port's receive buffer, an RX frame's chains
-//! are measured (and bounds-checked) first, then written descriptor by
-//! descriptor; the chains taken for one frame wait in an array on the
-//! stack (`virtio-queue`'s `Reader` and `Writer` allocate per chain). A
-//! chain borrows the guest memory the loop loaded once per batch instead
-//! of holding a counted reference of its own (cloning and dropping one
-//! per chain was a tenth of slipway's time filling RX rings).
+//! to read; RX: buffers refilled) retries both directions.
+//! Polling the kick eventfds on the loop itself (the relay keeping them
+//! from the library) and walking chains without `Reader`/`Writer` were
+//! both tried and measured: neither lowered slipway's CPU per GiB, and the
+//! TCG guest's download throughput fell (bench/README.md, "vhost-user
+//! host to guest: profile and two cuts that did not hold").
 //!
 //! QEMU's connection reaches the library through [`relay`], which holds
 //! back ring enables QEMU sends before the features (see there).
@@ -87,6 +76,7 @@
 //! as for a tap (`GuestTx::enable_offload`, on the first flush after;
 //! frames queued before are dropped), and back if a later driver did not.
 
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -103,10 +93,8 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
-use vm_memory::{
-    Address, Bytes, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap, Permissions,
-};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -320,6 +308,12 @@ impl Pending {
     }
 }
 
+/// Where a frame toward the guest goes: the chains taken for it.
+struct Target<'a> {
+    head: u16,
+    writer: Writer<'a>,
+}
+
 /// What became of the frame at the head of the queue on one RX ring.
 enum Fill {
     /// Written into the ring: next frame.
@@ -331,10 +325,7 @@ enum Fill {
     NoRoom,
 }
 
-/// A chain over the guest memory loaded for one batch.
-type Chain<'m> = DescriptorChain<&'m GuestMemoryMmap>;
-/// The chains taken for one frame toward the guest (`None` past them).
-type Taken<'m> = [Option<Chain<'m>>; MAX_MERGE];
+type Guard = GuestMemoryLoadGuard<GuestMemoryMmap>;
 type RingState = VringState<Memory>;
 
 impl Vhost {
@@ -391,13 +382,13 @@ fn live(state: &RingState) -> bool {
 /// the ring's end (`avail_event` with EVENT_IDX) and takes a chain that
 /// arrived meanwhile, once per empty ring (`rearmed`, cleared by each
 /// chain taken) so that a lying avail index cannot spin us.
-fn next_chain<'m>(
+fn next_chain(
     state: &mut RingState,
-    mem: &'m GuestMemoryMmap,
+    mem: &Guard,
     rearmed: &mut bool,
-) -> Option<Chain<'m>> {
+) -> Option<DescriptorChain<Guard>> {
     loop {
-        if let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem) {
+        if let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
             *rearmed = false;
             return Some(chain);
         }
@@ -417,114 +408,74 @@ fn notify(state: &mut RingState) {
     }
 }
 
-/// The room of a chain's device-writable descriptors; `None` when one
-/// lies outside guest memory (or the sum overflows).
-fn writable_room(mem: &GuestMemoryMmap, chain: &Chain<'_>) -> Option<usize> {
-    let mut room = 0usize;
-    for desc in chain.clone().writable() {
-        let len = desc.len() as usize;
-        if !GuestMemory::check_range(mem, desc.addr(), len, Permissions::Write) {
-            return None;
-        }
-        room = room.checked_add(len)?;
-    }
-    Some(room)
-}
-
-/// Writes `parts`, one after the other, into a chain's device-writable
-/// descriptors as far as they go; returns the bytes written (fewer when
-/// the guest changed a descriptor since [`writable_room`]).
-fn write_chain(mem: &GuestMemoryMmap, chain: Chain<'_>, parts: &mut [&[u8]]) -> usize {
-    let mut written = 0;
-    for desc in chain.writable() {
-        let mut addr = desc.addr();
-        let mut room = desc.len() as usize;
-        for part in parts.iter_mut() {
-            if room == 0 {
-                break;
-            }
-            let n = part.len().min(room);
-            if n == 0 {
-                continue;
-            }
-            if mem.write_slice(&part[..n], addr).is_err() {
-                return written;
-            }
-            *part = &part[n..];
-            written += n;
-            room -= n;
-            // Within the descriptor just written, so inside guest memory.
-            addr = addr.unchecked_add(n as u64);
-        }
-        if parts.iter().all(|p| p.is_empty()) {
-            break;
-        }
-    }
-    written
-}
-
-/// Hands the chains in `taken` back to the guest, empty.
-fn give_back_empty(state: &mut RingState, taken: &mut [Option<Chain<'_>>]) {
-    for chain in taken.iter_mut().filter_map(Option::take) {
-        let _ = state.add_used(chain.head_index(), 0);
-    }
-}
-
 /// Writes the frame at the head of `tx` into chains of one RX ring (behind
-/// its virtio-net header, merging chains when one is too small). `taken`
-/// is all `None` on entry and on return.
+/// its virtio-net header, merging chains when one is too small).
 fn fill<'m>(
     state: &mut RingState,
-    mem: &'m GuestMemoryMmap,
-    taken: &mut Taken<'m>,
+    mem: &'m Guard,
+    targets: &mut Vec<Target<'m>>,
     frame: &[u8],
     hdr_len: usize,
     merge: bool,
 ) -> Fill {
     let need = hdr_len - VNET_HDR_LEN + frame.len();
-    let mut count = 0;
+    targets.clear();
     let mut room = 0;
     let mut rearmed = false;
-    while room < need && count < MAX_MERGE && (merge || count == 0) {
+    while room < need && targets.len() < MAX_MERGE && (merge || targets.is_empty()) {
         let Some(chain) = next_chain(state, mem, &mut rearmed) else {
             break;
         };
-        let Some(chain_room) = writable_room(mem, &chain) else {
-            tracing::debug!("an RX chain outside guest memory; frame dropped");
-            let _ = state.add_used(chain.head_index(), 0);
-            give_back_empty(state, &mut taken[..count]);
-            return Fill::Dropped;
-        };
-        room += chain_room;
-        taken[count] = Some(chain);
-        count += 1;
+        let head = chain.head_index();
+        match Writer::new(&**mem, chain) {
+            Ok(writer) => {
+                room += writer.available_bytes();
+                targets.push(Target { head, writer });
+            }
+            Err(err) => {
+                tracing::debug!(%err, "an RX chain outside guest memory; frame dropped");
+                let _ = state.add_used(head, 0);
+                for t in targets.drain(..) {
+                    let _ = state.add_used(t.head, 0);
+                }
+                return Fill::Dropped;
+            }
+        }
     }
-    let taken = &mut taken[..count];
     if room < need {
-        if count == 0 || (merge && count < MAX_MERGE) {
+        if targets.is_empty() || (merge && targets.len() < MAX_MERGE) {
             // The ring ran out: give the chains back, wait for a kick.
-            for chain in taken.iter_mut() {
-                *chain = None;
+            for _ in 0..targets.len() {
                 state.get_queue_mut().go_to_previous_position();
             }
+            targets.clear();
             return Fill::NoRoom;
         }
         // Chains too small for the frame (a guest without mergeable
         // buffers, or one posting tiny buffers).
-        give_back_empty(state, taken);
+        for t in targets.drain(..) {
+            let _ = state.add_used(t.head, 0);
+        }
         return Fill::Dropped;
     }
-    // The header: the frame's virtio-net header, then (VERSION_1 or
-    // mergeable buffers) the number of chains it takes.
-    let (vnet, rest) = frame.split_at(VNET_HDR_LEN);
-    let mut hdr = [0u8; HDR_LEN];
-    hdr[..VNET_HDR_LEN].copy_from_slice(vnet);
-    hdr[VNET_HDR_LEN..].copy_from_slice(&(count as u16).to_le_bytes());
-    let mut parts = [&hdr[..hdr_len], rest];
-    for chain in taken.iter_mut().filter_map(Option::take) {
-        let head = chain.head_index();
-        let len = write_chain(mem, chain, &mut parts) as u32;
-        let _ = state.add_used(head, len);
+    let count = targets.len() as u16;
+    let (hdr, mut rest) = frame.split_at(VNET_HDR_LEN);
+    let mut first = true;
+    for t in targets.iter_mut() {
+        if first {
+            let _ = t.writer.write_all(hdr);
+            if hdr_len > VNET_HDR_LEN {
+                let _ = t.writer.write_all(&count.to_le_bytes());
+            }
+            first = false;
+        }
+        let n = rest.len().min(t.writer.available_bytes());
+        let _ = t.writer.write_all(&rest[..n]);
+        rest = &rest[n..];
+    }
+    for t in targets.drain(..) {
+        let len = t.writer.bytes_written() as u32;
+        let _ = state.add_used(t.head, len);
     }
     Fill::Sent
 }
@@ -562,11 +513,10 @@ impl Transport for Vhost {
         }
         let merge = self.acked(VIRTIO_NET_F_MRG_RXBUF);
         let hdr_len = self.hdr_len();
-        let guard = self.mem.memory();
-        let mem: &GuestMemoryMmap = &guard;
+        let mem = self.mem.memory();
         let mut sent = 0;
         let mut checked_offload = false;
-        let mut taken: Taken<'_> = [const { None }; MAX_MERGE];
+        let mut targets: Vec<Target<'_>> = Vec::with_capacity(MAX_MERGE);
         for vring in self.rings(0) {
             let mut state = vring.get_mut();
             if !live(&state) {
@@ -584,7 +534,7 @@ impl Transport for Vhost {
             let mut used = false;
             while !tx.is_empty() {
                 let frame = tx.frame_with_vnet_hdr(0);
-                match fill(&mut state, mem, &mut taken, frame, hdr_len, merge) {
+                match fill(&mut state, &mem, &mut targets, frame, hdr_len, merge) {
                     Fill::Sent => sent += 1,
                     Fill::Dropped => {}
                     Fill::NoRoom => break,
@@ -618,8 +568,7 @@ impl Transport for Vhost {
         // ring was found empty wakes the loop again.
         let _ = self.shared.wake.read();
         let hdr_len = self.hdr_len();
-        let guard = self.mem.memory();
-        let mem: &GuestMemoryMmap = &guard;
+        let mem = self.mem.memory();
         let mut more = false;
         let mut seen = self.seen_tx;
         for (pair, vring) in self.rings(1).enumerate() {
@@ -637,13 +586,13 @@ impl Transport for Vhost {
                         more = true;
                         break;
                     }
-                    next_chain(&mut state, mem, &mut rearmed)
+                    next_chain(&mut state, &mem, &mut rearmed)
                 };
                 let Some(chain) = chain else {
                     break;
                 };
                 let head = chain.head_index();
-                let len = read_chain(mem, chain, &mut rx.buf);
+                let len = read_chain(&mem, chain, &mut rx.buf);
                 let _ = vring.add_used(head, 0);
                 used = true;
                 let Some(len) = len else {
@@ -667,22 +616,21 @@ impl Transport for Vhost {
     }
 }
 
-/// Copies a TX chain's device-readable descriptors into `buf`; `None`
-/// (the frame dropped) when one points outside guest memory or they are
-/// larger than `buf`.
-fn read_chain(mem: &GuestMemoryMmap, chain: Chain<'_>, buf: &mut [u8]) -> Option<usize> {
-    let mut len = 0usize;
-    for desc in chain.readable() {
-        let end = len.checked_add(desc.len() as usize);
-        let Some(dst) = end.and_then(|end| buf.get_mut(len..end)) else {
-            tracing::debug!("a TX chain larger than any frame; dropped");
-            return None;
-        };
-        if let Err(err) = mem.read_slice(dst, desc.addr()) {
+/// Copies a TX chain into `buf`; `None` (the frame dropped) when it
+/// points outside guest memory or is larger than `buf`.
+fn read_chain(mem: &Guard, chain: DescriptorChain<Guard>, buf: &mut [u8]) -> Option<usize> {
+    let mut reader = match Reader::new(&**mem, chain) {
+        Ok(r) => r,
+        Err(err) => {
             tracing::debug!(%err, "a TX chain outside guest memory; frame dropped");
             return None;
         }
-        len += dst.len();
+    };
+    let len = reader.available_bytes();
+    if len > buf.len() {
+        tracing::debug!(len, "a TX chain larger than any frame; dropped");
+        return None;
     }
+    reader.read_exact(&mut buf[..len]).ok()?;
     Some(len)
 }
