@@ -303,6 +303,13 @@ mod hostile {
             d.extend_from_slice(&0u16.to_le_bytes());
             self.write(ring_base(q) + 16 * i as usize, &d);
         }
+        /// Puts descriptor `i` of queue `q`, chained to descriptor `next`.
+        fn desc_next(&self, q: usize, i: u16, addr: u64, len: u32, write: bool, next: u16) {
+            self.desc(q, i, addr, len, write);
+            let flags = 1u16 | if write { 2 } else { 0 };
+            self.write(ring_base(q) + 16 * i as usize + 12, &flags.to_le_bytes());
+            self.write(ring_base(q) + 16 * i as usize + 14, &next.to_le_bytes());
+        }
         /// Offers descriptor `head` as the next available entry of queue `q`.
         fn offer(&self, q: usize, head: u16) {
             let avail = ring_base(q) + 0x400;
@@ -461,6 +468,41 @@ mod hostile {
         slipway.wait_exit_ok();
     }
 
+    /// Chains of several descriptors, split inside the virtio-net header:
+    /// a TX frame whose header spans two descriptors is read whole, and
+    /// the reply's header is written across an RX chain whose first
+    /// descriptor (8 bytes) is shorter than it.
+    pub fn headers_split_across_descriptors(dir: &Path) {
+        let (slipway, sock) = start(dir);
+        let fd = memfd(MEM, true);
+        let mem = Mem::map(&fd);
+        let mut fe = handshake(&sock);
+        set_memory(&mut fe, &fd, MEM as u64).unwrap();
+        let (kicks, _calls) = start_rings(&mut fe, 0);
+        mem.desc_next(0, 0, 0x10000, 8, true, 1);
+        mem.desc(0, 1, 0x11000, 64, true);
+        mem.offer(0, 0);
+        kicks[0].write(1).unwrap();
+        let arp = arp_with_header();
+        mem.write(0x20000, &arp[..5]);
+        mem.write(0x21000, &arp[5..]);
+        mem.desc_next(1, 0, 0x20000, 5, false, 1);
+        mem.desc(1, 1, 0x21000, arp.len() as u32 - 5, false);
+        mem.offer(1, 0);
+        kicks[1].write(1).unwrap();
+        wait_used(&mem, 1, 1, &slipway);
+        wait_used(&mem, 0, 1, &slipway);
+        assert_eq!(mem.used(0, 0), (0, 12 + 42));
+        let mut reply = mem.read(0x10000, 8);
+        reply.extend(mem.read(0x11000, 12 + 42 - 8));
+        assert_eq!(u16::from_le_bytes([reply[10], reply[11]]), 1, "num_buffers");
+        assert_eq!(&reply[12 + 12..12 + 14], &[0x08, 0x06], "{reply:?}");
+        assert_eq!(&reply[12 + 20..12 + 22], &[0, 2], "an ARP reply");
+        assert_eq!(&reply[12 + 28..12 + 32], &[10, 0, 2, 2]);
+        drop(fe);
+        slipway.wait_exit_ok();
+    }
+
     /// A message that is not what its request says ends the connection
     /// and slipway with it, cleanly.
     pub fn malformed_message(dir: &Path, msg: &[u8], log_says: &str) {
@@ -490,6 +532,8 @@ fn vhost_user_survives_hostile_frontends() {
     // and on the second alone.
     hostile::bad_descriptors_then_a_good_frame(dir.path(), 0);
     hostile::bad_descriptors_then_a_good_frame(dir.path(), 1);
+    // Headers split across descriptors, both ways.
+    hostile::headers_split_across_descriptors(dir.path());
     // SET_VRING_NUM for ring 16, past the last of 8 queue pairs.
     let mut past = 16u32.to_le_bytes().to_vec();
     past.extend_from_slice(&16u32.to_le_bytes());

@@ -23,6 +23,11 @@
 //! no frame crosses a thread. An eventfd is always writable, so each wake-up
 //! reports both readable and writable: a kick on either ring (TX: frames
 //! to read; RX: buffers refilled) retries both directions.
+//! Polling the kick eventfds on the loop itself (the relay keeping them
+//! from the library) and walking chains without `Reader`/`Writer` were
+//! both tried and measured: neither lowered slipway's CPU per GiB, and the
+//! TCG guest's download throughput fell (bench/README.md, "vhost-user
+//! host to guest: profile and two cuts that did not hold").
 //!
 //! QEMU's connection reaches the library through [`relay`], which holds
 //! back ring enables QEMU sends before the features (see there).
