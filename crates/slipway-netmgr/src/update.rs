@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use slipway_host::keywords;
 use slipway_netxml::{DhcpHost, DhcpRange, DnsHost, IpDef, Network, PortGroup};
 
 use crate::error::{Error, Result};
@@ -36,76 +37,54 @@ impl FromStr for UpdateCommand {
     }
 }
 
-/// The part of the definition to update. virsh knows more sections than
-/// slipway updates; those parse (so the error says "can't update", as
-/// libvirt's does) and are refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Section {
-    /// `<bridge>`.
-    Bridge,
-    /// `<domain>`.
-    Domain,
-    /// `<ip>` (not updatable).
-    Ip,
-    /// `<ip><dhcp><host>`.
-    IpDhcpHost,
-    /// `<ip><dhcp><range>`.
-    IpDhcpRange,
-    /// `<forward>`.
-    Forward,
-    /// `<forward><interface>` (not updatable).
-    ForwardInterface,
-    /// `<forward><pf>` (not updatable).
-    ForwardPf,
-    /// `<portgroup>`.
-    Portgroup,
-    /// `<dns><host>`.
-    DnsHost,
-    /// `<dns><txt>` (not updatable).
-    DnsTxt,
-    /// `<dns><srv>` (not updatable).
-    DnsSrv,
+keywords! {
+    /// The part of the definition to update, by virsh's name, in the order
+    /// of libvirt's `virNetworkUpdateSection` (`VIR_NETWORK_SECTION_BRIDGE`
+    /// = 1 first). virsh knows more sections than slipway updates; those
+    /// parse (so the error says "can't update", as libvirt's does) and are
+    /// refused.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Section {
+        /// `<bridge>`.
+        Bridge = "bridge",
+        /// `<domain>`.
+        Domain = "domain",
+        /// `<ip>` (not updatable).
+        Ip = "ip",
+        /// `<ip><dhcp><host>`.
+        IpDhcpHost = "ip-dhcp-host",
+        /// `<ip><dhcp><range>`.
+        IpDhcpRange = "ip-dhcp-range",
+        /// `<forward>`.
+        Forward = "forward",
+        /// `<forward><interface>` (not updatable).
+        ForwardInterface = "forward-interface",
+        /// `<forward><pf>` (not updatable).
+        ForwardPf = "forward-pf",
+        /// `<portgroup>`.
+        Portgroup = "portgroup",
+        /// `<dns><host>`.
+        DnsHost = "dns-host",
+        /// `<dns><txt>` (not updatable).
+        DnsTxt = "dns-txt",
+        /// `<dns><srv>` (not updatable).
+        DnsSrv = "dns-srv",
+    }
 }
 
 /// Every section with virsh's name, in the order of libvirt's
-/// `virNetworkUpdateSection` (`VIR_NETWORK_SECTION_BRIDGE` = 1 first).
-pub const SECTIONS: [(&str, Section); 12] = [
-    ("bridge", Section::Bridge),
-    ("domain", Section::Domain),
-    ("ip", Section::Ip),
-    ("ip-dhcp-host", Section::IpDhcpHost),
-    ("ip-dhcp-range", Section::IpDhcpRange),
-    ("forward", Section::Forward),
-    ("forward-interface", Section::ForwardInterface),
-    ("forward-pf", Section::ForwardPf),
-    ("portgroup", Section::Portgroup),
-    ("dns-host", Section::DnsHost),
-    ("dns-txt", Section::DnsTxt),
-    ("dns-srv", Section::DnsSrv),
-];
+/// `virNetworkUpdateSection`, which numbers them from 1.
+pub const SECTIONS: [(&str, Section); 12] = Section::KEYWORDS;
 
 impl FromStr for Section {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        SECTIONS
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, v)| *v)
-            .ok_or(())
+        Section::from_keyword(s).ok_or(())
     }
 }
 
 impl Section {
-    /// virsh's name of the section.
-    pub fn as_str(self) -> &'static str {
-        SECTIONS
-            .iter()
-            .find(|(_, v)| *v == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("none")
-    }
-
     /// Whether a running network can take the change without a restart.
     pub fn live_updatable(self) -> bool {
         !matches!(self, Section::Bridge | Section::Forward)
