@@ -24,6 +24,18 @@ pub enum UpdateCommand {
     Modify,
 }
 
+impl UpdateCommand {
+    /// Where an entry added to a list of `len` goes: first for
+    /// [`UpdateCommand::AddFirst`], else last.
+    fn insert_at(self, len: usize) -> usize {
+        if self == UpdateCommand::AddFirst {
+            0
+        } else {
+            len
+        }
+    }
+}
+
 impl FromStr for UpdateCommand {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
@@ -116,44 +128,16 @@ pub fn apply(net: &mut Network, spec: &UpdateSpec) -> Result<()> {
         Section::IpDhcpRange => dhcp_range(net, spec, &name),
         Section::DnsHost => dns_host(net, spec, &name),
         Section::Portgroup => portgroup(net, spec, &name),
-        Section::Forward => {
-            let frag = parse_fragment(&spec.xml, "forward", &name, |x| {
-                format!("<network><name>u</name>{x}</network>")
-            })?;
-            single(
-                &mut net.forward,
-                frag.forward,
-                spec.command,
-                "forward",
-                &name,
-                true,
-            )
-        }
-        Section::Bridge => {
-            let frag = parse_fragment(&spec.xml, "bridge", &name, |x| {
-                format!("<network><name>u</name>{x}</network>")
-            })?;
-            single(
-                &mut net.bridge,
-                frag.bridge,
-                spec.command,
-                "bridge",
-                &name,
-                false,
-            )
-        }
-        Section::Domain => {
-            let frag = parse_fragment(&spec.xml, "domain", &name, |x| {
-                format!("<network><name>u</name>{x}</network>")
-            })?;
-            single(
-                &mut net.domain,
-                frag.domain,
-                spec.command,
-                "domain",
-                &name,
-                true,
-            )
+        // The section's name is the element's.
+        Section::Forward | Section::Bridge | Section::Domain => {
+            let what = spec.section.as_str();
+            let frag = parse_fragment(&spec.xml, what, &name, in_network)?;
+            let cmd = spec.command;
+            match spec.section {
+                Section::Forward => single(&mut net.forward, frag.forward, cmd, what, &name, true),
+                Section::Bridge => single(&mut net.bridge, frag.bridge, cmd, what, &name, false),
+                _ => single(&mut net.domain, frag.domain, cmd, what, &name, true),
+            }
         }
         other => Err(Error::Unsupported(format!(
             "can't update '{}' section of network '{name}'",
@@ -193,6 +177,11 @@ fn parse_fragment(
         )));
     }
     Ok(net)
+}
+
+/// Wraps a child of `<network>` in a minimal document.
+fn in_network(x: &str) -> String {
+    format!("<network><name>u</name>{x}</network>")
 }
 
 /// The name of the first element of `xml` (after an optional declaration).
@@ -325,12 +314,7 @@ fn dhcp_host(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
                     host_fields(&host).join(" ")
                 )));
             }
-            let at = if spec.command == UpdateCommand::AddFirst {
-                0
-            } else {
-                hosts.len()
-            };
-            hosts.insert(at, host);
+            hosts.insert(spec.command.insert_at(hosts.len()), host);
         }
         UpdateCommand::Delete => {
             // Every attribute given must match.
@@ -419,10 +403,7 @@ fn dhcp_range(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
                 range.start, range.end
             )))
         }
-        (cmd, None) => {
-            let at = if cmd == UpdateCommand::AddFirst { 0 } else { ranges.len() };
-            ranges.insert(at, range);
-        }
+        (cmd, None) => ranges.insert(cmd.insert_at(ranges.len()), range),
     }
     Ok(())
 }
@@ -430,9 +411,7 @@ fn dhcp_range(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
 /// libvirt's `virNetworkDefUpdatePortGroup`: portgroups are matched by
 /// name; at most one is the default.
 fn portgroup(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
-    let frag = parse_fragment(&spec.xml, "portgroup", name, |x| {
-        format!("<network><name>u</name>{x}</network>")
-    })?;
+    let frag = parse_fragment(&spec.xml, "portgroup", name, in_network)?;
     let pg: PortGroup = frag.portgroups.into_iter().next().ok_or_else(|| {
         Error::XmlFragment(format!("empty <portgroup> while updating network '{name}'"))
     })?;
@@ -517,14 +496,7 @@ fn dns_host(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
             "there is already at least one DNS HOST record with a matching field in network {name}"
         )))
         }
-        (cmd, []) => {
-            let at = if cmd == UpdateCommand::AddFirst {
-                0
-            } else {
-                hosts.len()
-            };
-            hosts.insert(at, host);
-        }
+        (cmd, []) => hosts.insert(cmd.insert_at(hosts.len()), host),
     }
     Ok(())
 }
