@@ -458,7 +458,8 @@ fn check_clashes(root: Option<&Path>) -> Vec<Finding> {
             continue;
         };
         if let Some(bridge) = net.bridge.as_ref().and_then(|b| b.name.as_deref()) {
-            if link_exists(bridge) {
+            // Asked of the kernel: /sys may be another namespace's.
+            if slipway_hostnet::netlink::link_index(bridge).is_some() {
                 clashes += 1;
                 out.push(Finding::bad(
                     "bridge-name",
@@ -510,14 +511,4 @@ fn check_clashes(root: Option<&Path>) -> Vec<Finding> {
         ));
     }
     out
-}
-
-/// Whether this network namespace has a link named `name` (asked of the
-/// kernel: /sys may be another namespace's).
-fn link_exists(name: &str) -> bool {
-    let Ok(name) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated string.
-    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
