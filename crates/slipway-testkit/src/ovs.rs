@@ -70,22 +70,9 @@ impl OvsInstance {
             PACKAGE,
         )?;
         let db = spawn(
-            ovs.command("ovsdb-server")
+            ovs.daemon("ovsdb-server")
                 .arg(&conf)
-                .arg(format!("--remote=punix:{}", d.join("db.sock").display()))
-                .arg(format!(
-                    "--pidfile={}",
-                    d.join("ovsdb-server.pid").display()
-                ))
-                .arg(format!(
-                    "--unixctl={}",
-                    d.join("ovsdb-server.ctl").display()
-                ))
-                .arg(format!(
-                    "--log-file={}",
-                    d.join("ovsdb-server.log").display()
-                ))
-                .args(["--no-chdir", "-vconsole:off"]),
+                .arg(format!("--remote=punix:{}", d.join("db.sock").display())),
             PACKAGE,
         )?;
         ovs.db = Some(db);
@@ -93,21 +80,8 @@ impl OvsInstance {
             d.join("db.sock").exists() && o.vsctl(&["--no-wait", "init"]).is_ok()
         })?;
         let vswitchd = spawn(
-            ovs.command("ovs-vswitchd")
-                .arg(format!("unix:{}", d.join("db.sock").display()))
-                .arg(format!(
-                    "--pidfile={}",
-                    d.join("ovs-vswitchd.pid").display()
-                ))
-                .arg(format!(
-                    "--unixctl={}",
-                    d.join("ovs-vswitchd.ctl").display()
-                ))
-                .arg(format!(
-                    "--log-file={}",
-                    d.join("ovs-vswitchd.log").display()
-                ))
-                .args(["--no-chdir", "-vconsole:off"]),
+            ovs.daemon("ovs-vswitchd")
+                .arg(format!("unix:{}", d.join("db.sock").display())),
             PACKAGE,
         )?;
         ovs.vswitchd = Some(vswitchd);
@@ -121,13 +95,20 @@ impl OvsInstance {
         Ok(ovs)
     }
 
-    /// A command with this instance's environment.
-    fn command(&self, program: &str) -> Command {
+    /// Daemon `program`'s command with this instance's environment: its
+    /// pid file, control socket and log named after it in the instance's
+    /// directory, quiet console, no standard streams.
+    fn daemon(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.envs(self.env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        for (option, ext) in [("pidfile", "pid"), ("unixctl", "ctl"), ("log-file", "log")] {
+            let file = self.dir.path().join(format!("{program}.{ext}"));
+            cmd.arg(format!("--{option}={}", file.display()));
+        }
+        cmd.args(["--no-chdir", "-vconsole:off"]);
         cmd
     }
 
