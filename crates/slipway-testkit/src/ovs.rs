@@ -95,20 +95,14 @@ impl OvsInstance {
         Ok(ovs)
     }
 
-    /// Daemon `program`'s command with this instance's environment: its
-    /// pid file, control socket and log named after it in the instance's
-    /// directory, quiet console, no standard streams.
+    /// Daemon `program`'s command ([`daemon`]) with this instance's
+    /// environment, its files and control socket named after it.
     fn daemon(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
+        let dir = self.dir.path();
+        let mut cmd = daemon(program, dir, program);
+        let ctl = dir.join(format!("{program}.ctl"));
         cmd.envs(self.env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (option, ext) in [("pidfile", "pid"), ("unixctl", "ctl"), ("log-file", "log")] {
-            let file = self.dir.path().join(format!("{program}.{ext}"));
-            cmd.arg(format!("--{option}={}", file.display()));
-        }
-        cmd.args(["--no-chdir", "-vconsole:off"]);
+            .arg(format!("--unixctl={}", ctl.display()));
         cmd
     }
 
@@ -225,6 +219,22 @@ impl Drop for OvsInstance {
             stop(child);
         }
     }
+}
+
+/// An OVS or OVN daemon's command: its pid file and log named `name`
+/// under `dir`, quiet console, no standard streams. (Not its control
+/// socket: ovn-controller has no `--unixctl`.)
+pub(crate) fn daemon(program: &str, dir: &Path, name: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for (option, ext) in [("pidfile", "pid"), ("log-file", "log")] {
+        let file = dir.join(format!("{name}.{ext}"));
+        cmd.arg(format!("--{option}={}", file.display()));
+    }
+    cmd.args(["--no-chdir", "-vconsole:off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 /// SIGTERM, up to 5 s to exit, then SIGKILL; always reaped.
