@@ -327,16 +327,12 @@ fn dhcp_host(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
                         .is_none_or(|n| h.name.as_ref() == Some(n))
                     && host.ip.is_none_or(|a| h.ip == Some(a))
             });
-            match pos {
-                Some(p) => {
-                    hosts.remove(p);
-                }
-                None => {
-                    return Err(Error::NotValid(format!(
-                        "couldn't locate a matching dhcp host entry in network '{name}'"
-                    )))
-                }
-            }
+            let p = pos.ok_or_else(|| {
+                Error::NotValid(format!(
+                    "couldn't locate a matching dhcp host entry in network '{name}'"
+                ))
+            })?;
+            hosts.remove(p);
         }
         UpdateCommand::Modify => match hosts.iter().position(same) {
             Some(p) => hosts[p] = host,
