@@ -571,10 +571,7 @@ impl LinuxBackend {
             }
             note(removed.map(drop).map_err(Error::from));
         }
-        match first {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first.map_or(Ok(()), Err)
     }
 }
 
