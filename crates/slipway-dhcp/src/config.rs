@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dhcproto::Name;
+use slipway_host::MacAddr;
 
 /// Everything the DHCP server tells clients, and the addresses it may lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,14 +160,6 @@ pub enum DhcpConfigError {
     BadMtu(u16),
 }
 
-/// Formats a MAC address the usual way (`52:54:00:12:34:56`).
-pub(crate) fn fmt_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Largest option payload (one option; longer ones would need RFC 3396 splitting).
 const MAX_OPTION_LEN: usize = 255;
 
@@ -284,7 +277,7 @@ pub(crate) fn validate_static_hosts(
             });
         }
         if !macs.insert(host.mac) {
-            return Err(DhcpConfigError::DuplicateMac(fmt_mac(&host.mac)));
+            return Err(DhcpConfigError::DuplicateMac(MacAddr(host.mac).to_string()));
         }
         if !ips.insert(host.ip) {
             return Err(DhcpConfigError::DuplicateStaticIp(host.ip));

@@ -5,8 +5,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
 use slipway_dns::HostName;
+use slipway_host::MacAddr;
 
-use crate::config::{fmt_mac, validate_static_hosts, DhcpConfig, DhcpConfigError, StaticHost};
+use crate::config::{validate_static_hosts, DhcpConfig, DhcpConfigError, StaticHost};
 use crate::reply::{self, DhcpReply, ReplyKind, ReplyParams};
 use crate::request::{parse, ClientMessage, DhcpError, Request};
 
@@ -140,7 +141,7 @@ impl DhcpServer {
                 }
             };
             if !fits {
-                tracing::warn!(mac = %fmt_mac(&lease.mac), ip = %lease.ip, "saved DHCP lease does not fit the configuration; dropped");
+                tracing::warn!(mac = %MacAddr(lease.mac), ip = %lease.ip, "saved DHCP lease does not fit the configuration; dropped");
                 continue;
             }
             lease.hostname = self.lease_name(lease.mac, &key, lease.hostname.take(), None);
@@ -178,7 +179,7 @@ impl DhcpServer {
     fn discover(&mut self, req: &Request, now: SystemTime) -> Option<DhcpReply> {
         let key = ClientKey::of(req.mac, req.client_id.as_deref());
         let Some(ip) = self.choose_address(req, &key, now) else {
-            tracing::warn!(mac = %fmt_mac(&req.mac), "DHCP pool exhausted: no address to offer");
+            tracing::warn!(mac = %MacAddr(req.mac), "DHCP pool exhausted: no address to offer");
             return None;
         };
         let already_bound = self
@@ -189,7 +190,7 @@ impl DhcpServer {
             let lease = self.new_lease(req, &key, ip, now);
             self.bind(key.clone(), lease, State::Offered(now + OFFER_HOLD));
         }
-        tracing::debug!(mac = %fmt_mac(&req.mac), %ip, "DHCPOFFER");
+        tracing::debug!(mac = %MacAddr(req.mac), %ip, "DHCPOFFER");
         Some(self.reply(req, ReplyKind::Offer, ip, true))
     }
 
@@ -218,13 +219,13 @@ impl DhcpServer {
         if self.acceptable(req.mac, &key, target, now) {
             let lease = self.new_lease(req, &key, target, now);
             self.bind(key.clone(), lease, State::Bound);
-            tracing::info!(mac = %fmt_mac(&req.mac), ip = %target, "DHCPACK");
+            tracing::info!(mac = %MacAddr(req.mac), ip = %target, "DHCPACK");
             return Ok(Some(self.reply(req, ReplyKind::Ack, target, true)));
         }
         // A SELECTING request names this server, so it is ours to refuse; in the
         // other states only an authoritative server speaks for the whole link.
         if selecting || self.config.authoritative {
-            tracing::info!(mac = %fmt_mac(&req.mac), ip = %target, "DHCPNAK");
+            tracing::info!(mac = %MacAddr(req.mac), ip = %target, "DHCPNAK");
             Ok(Some(self.reply(
                 req,
                 ReplyKind::Nak,
@@ -247,7 +248,7 @@ impl DhcpServer {
             if entry.lease.ip == req.ciaddr {
                 entry.lease.expires = Some(now);
                 entry.state = State::Bound;
-                tracing::info!(mac = %fmt_mac(&req.mac), ip = %entry.lease.ip, "DHCPRELEASE");
+                tracing::info!(mac = %MacAddr(req.mac), ip = %entry.lease.ip, "DHCPRELEASE");
             }
         }
     }
@@ -263,7 +264,7 @@ impl DhcpServer {
         if self.entries.get(&key).is_some_and(|e| e.lease.ip == ip) {
             self.unbind(&key);
             self.declined.insert(ip, now + DECLINE_HOLD);
-            tracing::warn!(mac = %fmt_mac(&req.mac), %ip, "DHCPDECLINE: address in use by an unknown host");
+            tracing::warn!(mac = %MacAddr(req.mac), %ip, "DHCPDECLINE: address in use by an unknown host");
         }
     }
 
@@ -331,7 +332,7 @@ impl DhcpServer {
                     .and_then(|n| HostName::from_client(n.as_bytes()).ok())
                     .is_some_and(|n| n.is(wanted.as_str()))
         }) {
-            tracing::warn!(mac = %fmt_mac(&mac), "not giving name {wanted} to the DHCP lease: it is the name of static host {}", fmt_mac(&owner.mac));
+            tracing::warn!(mac = %MacAddr(mac), "not giving name {wanted} to the DHCP lease: it is the name of static host {}", MacAddr(owner.mac));
             return None;
         }
         let holder = self.entries.iter().find(|(k, e)| {
@@ -344,7 +345,7 @@ impl DhcpServer {
                     .is_some_and(|h| h.is(wanted.as_str()))
         });
         if let Some((_, e)) = holder {
-            tracing::warn!(mac = %fmt_mac(&mac), "not giving name {wanted} to the DHCP lease: the lease of {} has it", e.lease.ip);
+            tracing::warn!(mac = %MacAddr(mac), "not giving name {wanted} to the DHCP lease: the lease of {} has it", e.lease.ip);
             return None;
         }
         Some(wanted)

@@ -11,6 +11,8 @@
 //! - [`files`]: a directory used by descriptor, reads that follow no
 //!   symlink, kernel files reread;
 //! - [`mac`]: the Ethernet address type, parsed and printed one way;
+//! - [`keywords!`]: an enumeration and its keywords declared in one table,
+//!   printed and read through it;
 //! - [`ifaddrs`]: the host's interface addresses (`getifaddrs`);
 //! - [`jsonl`]: JSON lines, the framing of the control APIs, and their
 //!   error envelope;
@@ -37,6 +39,7 @@ pub mod fdpass;
 pub mod files;
 pub mod ifaddrs;
 pub mod jsonl;
+mod keywords;
 pub mod mac;
 pub mod prometheus;
 pub mod routes;

@@ -377,13 +377,14 @@ impl LinuxBackend {
                     metric,
                     ..
                 } => {
-                    nl.add_route(*dest, *prefix, *gateway, *metric, bridge_index)?;
-                    rec.routes.push(RouteAdded {
+                    let route = RouteAdded {
                         dest: *dest,
                         prefix: *prefix,
                         gateway: *gateway,
                         metric: *metric,
-                    });
+                    };
+                    nl.add_route(&route, bridge_index)?;
+                    rec.routes.push(route);
                     self.save(rec)?;
                 }
                 Action::OvnSwitch { switch, nb, subnet } => {
@@ -524,7 +525,7 @@ impl LinuxBackend {
                             format_args!("ip route del {}/{} via {}", r.dest, r.prefix, r.gateway),
                         );
                         // Gone already if the bridge went down: not an error.
-                        let _ = nl.del_route(r.dest, r.prefix, r.gateway, r.metric, idx);
+                        let _ = nl.del_route(r, idx);
                     }
                 }
                 for r in &rec.rules {
@@ -570,10 +571,7 @@ impl LinuxBackend {
             }
             note(removed.map(drop).map_err(Error::from));
         }
-        match first {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first.map_or(Ok(()), Err)
     }
 }
 

@@ -20,6 +20,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::error::{Error, Result};
+use crate::RouteAdded;
 
 /// A route of the main table, as far as the collision check needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,60 +305,40 @@ impl Netlink {
         .map(drop)
     }
 
-    fn route_message(
-        dest: IpAddr,
-        prefix: u8,
-        gateway: IpAddr,
-        metric: Option<u32>,
-        oif: u32,
-    ) -> RouteMessage {
+    fn route_message(r: &RouteAdded, oif: u32) -> RouteMessage {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = family_of(dest);
-        msg.header.destination_prefix_length = prefix;
+        msg.header.address_family = family_of(r.dest);
+        msg.header.destination_prefix_length = r.prefix;
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Static;
         msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
         msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(dest)));
+            .push(RouteAttribute::Destination(RouteAddress::from(r.dest)));
         msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+            .push(RouteAttribute::Gateway(RouteAddress::from(r.gateway)));
         msg.attributes.push(RouteAttribute::Oif(oif));
-        if let Some(m) = metric {
+        if let Some(m) = r.metric {
             msg.attributes.push(RouteAttribute::Priority(m));
         }
         msg
     }
 
-    /// Adds a static route through a gateway on link `oif`.
-    pub fn add_route(
-        &mut self,
-        dest: IpAddr,
-        prefix: u8,
-        gateway: IpAddr,
-        metric: Option<u32>,
-        oif: u32,
-    ) -> Result<()> {
+    /// Adds static route `r` (through a gateway) on link `oif`.
+    pub fn add_route(&mut self, r: &RouteAdded, oif: u32) -> Result<()> {
         self.request(
-            &format!("add route {dest}/{prefix} via {gateway}"),
-            RouteNetlinkMessage::NewRoute(Self::route_message(dest, prefix, gateway, metric, oif)),
+            &format!("add route {}/{} via {}", r.dest, r.prefix, r.gateway),
+            RouteNetlinkMessage::NewRoute(Self::route_message(r, oif)),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
     }
 
     /// Removes a route added by [`Netlink::add_route`].
-    pub fn del_route(
-        &mut self,
-        dest: IpAddr,
-        prefix: u8,
-        gateway: IpAddr,
-        metric: Option<u32>,
-        oif: u32,
-    ) -> Result<()> {
+    pub fn del_route(&mut self, r: &RouteAdded, oif: u32) -> Result<()> {
         self.request(
-            &format!("delete route {dest}/{prefix} via {gateway}"),
-            RouteNetlinkMessage::DelRoute(Self::route_message(dest, prefix, gateway, metric, oif)),
+            &format!("delete route {}/{} via {}", r.dest, r.prefix, r.gateway),
+            RouteNetlinkMessage::DelRoute(Self::route_message(r, oif)),
             NLM_F_ACK,
         )
         .map(drop)

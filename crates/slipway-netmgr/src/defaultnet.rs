@@ -9,19 +9,12 @@ use slipway_host::ipnet::Ipv4Net;
 /// An IPv4 route: destination and prefix length.
 pub type Route4 = (Ipv4Addr, u8);
 
-/// Parses `/proc/net/route`: the kernel prints each network-order address
-/// word with `%08X`, so its native-endian bytes are the address octets.
+/// Parses `/proc/net/route` ([`slipway_host::routes::parse`]) into
+/// destinations and prefix lengths.
 pub fn parse_proc_routes(text: &str) -> Vec<Route4> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let dest = Ipv4Addr::from(dest.to_ne_bytes());
-            let prefix = mask.count_ones() as u8;
-            Some((dest, prefix))
-        })
+    slipway_host::routes::parse(text)
+        .iter()
+        .filter_map(|r| Some((r.destination, r.prefix_len()?)))
         .collect()
 }
 

@@ -35,6 +35,15 @@ struct Entry {
 }
 
 impl Entry {
+    /// The running definition of network `name`, or libvirt's "not
+    /// active" error.
+    fn running(&self, name: &str) -> Result<&Network> {
+        match &self.live {
+            Some((net, _)) => Ok(net),
+            None => Err(Error::NotValid(format!("network '{name}' is not active"))),
+        }
+    }
+
     /// The definition in effect: live when running, else the persistent one.
     fn current(&self) -> &Network {
         match (&self.live, &self.config) {
@@ -195,11 +204,11 @@ impl Store<'_> {
         Ok((guard, self.load()))
     }
 
-    /// Network `name` alone, reading only its own files (none for a name
-    /// that cannot be a file name): a lookup by name without reading every
-    /// definition.
-    fn load_named(&self, name: &str) -> Inventory {
-        self.load_from(Some(name))
+    /// What lookup `key` needs: by name only, network `key` alone, reading
+    /// only its own files (none for a name that cannot be a file name),
+    /// else everything.
+    fn load_for(&self, key: &Lookup) -> Inventory {
+        self.load_from((key.by_name && !key.by_uuid).then_some(key.key.as_str()))
     }
 
     fn load_from(&self, only: Option<&str>) -> Inventory {
@@ -308,13 +317,7 @@ impl Store<'_> {
 pub fn read_info(paths: &Paths, key: &Lookup) -> Result<NetworkInfo> {
     let store = Store { paths };
     let _g = store.lock(false)?;
-    // By name only: that network's files are all there is to read.
-    let inv = if key.by_name && !key.by_uuid {
-        store.load_named(&key.key)
-    } else {
-        store.load()
-    };
-    Ok(inv.find(key)?.1.info())
+    Ok(store.load_for(key).find(key)?.1.info())
 }
 
 /// The definition of running network `key` as it runs, read from the
@@ -324,16 +327,9 @@ pub fn read_info(paths: &Paths, key: &Lookup) -> Result<NetworkInfo> {
 pub fn read_live(paths: &Paths, key: &Lookup) -> Result<Network> {
     let store = Store { paths };
     let _g = store.lock(false)?;
-    let inv = if key.by_name && !key.by_uuid {
-        store.load_named(&key.key)
-    } else {
-        store.load()
-    };
+    let inv = store.load_for(key);
     let (name, e) = inv.find(key)?;
-    match &e.live {
-        Some((net, _)) => Ok(net.clone()),
-        None => Err(Error::NotValid(format!("network '{name}' is not active"))),
-    }
+    e.running(name).cloned()
 }
 
 /// The network manager over one set of [`Paths`] and a realization backend.

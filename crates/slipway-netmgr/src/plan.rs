@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
+use slipway_host::keywords;
 use slipway_netxml::{ForwardMode, IfName, IpDef, LeaseUnit, Network};
 
 use crate::dnsmasq::{self, DnsmasqOption};
@@ -186,53 +187,34 @@ pub struct StaticLease {
     pub lease_secs: Option<u64>,
 }
 
-/// An nftables family slipway keeps a table in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NftFamily {
-    /// IPv4 (`ip`).
-    Ip,
-    /// IPv6 (`ip6`).
-    Ip6,
-}
-
-impl NftFamily {
-    /// nft's name of the family.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NftFamily::Ip => "ip",
-            NftFamily::Ip6 => "ip6",
-        }
+keywords! {
+    /// An nftables family slipway keeps a table in (nft's names).
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum NftFamily {
+        /// IPv4.
+        Ip = "ip",
+        /// IPv6.
+        Ip6 = "ip6",
     }
 }
 
-/// A chain of slipway's table (libvirt's layout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NftChain {
-    /// The filter chain on the forward hook, shared by all networks: only
-    /// jumps to the three guest chains.
-    Forward,
-    /// Traffic leaving the guests.
-    GuestOutput,
-    /// Traffic to the guests.
-    GuestInput,
-    /// Guest to guest on one bridge.
-    GuestCross,
-    /// The NAT chain on the postrouting hook.
-    GuestNat,
-}
-
-impl NftChain {
-    /// The chain's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NftChain::Forward => "forward",
-            NftChain::GuestOutput => "guest_output",
-            NftChain::GuestInput => "guest_input",
-            NftChain::GuestCross => "guest_cross",
-            NftChain::GuestNat => "guest_nat",
-        }
+keywords! {
+    /// A chain of slipway's table (libvirt's layout), by its name.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum NftChain {
+        /// The filter chain on the forward hook, shared by all networks: only
+        /// jumps to the three guest chains.
+        Forward = "forward",
+        /// Traffic leaving the guests.
+        GuestOutput = "guest_output",
+        /// Traffic to the guests.
+        GuestInput = "guest_input",
+        /// Guest to guest on one bridge.
+        GuestCross = "guest_cross",
+        /// The NAT chain on the postrouting hook.
+        GuestNat = "guest_nat",
     }
 }
 
@@ -329,23 +311,15 @@ impl fmt::Display for Subnet {
     }
 }
 
-/// A transport protocol NAT gives a port range to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum L4Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl L4Proto {
-    /// The protocol's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            L4Proto::Tcp => "tcp",
-            L4Proto::Udp => "udp",
-        }
+keywords! {
+    /// A transport protocol NAT gives a port range to, by its name.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum L4Proto {
+        /// TCP.
+        Tcp = "tcp",
+        /// UDP.
+        Udp = "udp",
     }
 }
 

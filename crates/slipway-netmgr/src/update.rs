@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use slipway_host::keywords;
 use slipway_netxml::{DhcpHost, DhcpRange, DnsHost, IpDef, Network, PortGroup};
 
 use crate::error::{Error, Result};
@@ -23,6 +24,18 @@ pub enum UpdateCommand {
     Modify,
 }
 
+impl UpdateCommand {
+    /// Where an entry added to a list of `len` goes: first for
+    /// [`UpdateCommand::AddFirst`], else last.
+    fn insert_at(self, len: usize) -> usize {
+        if self == UpdateCommand::AddFirst {
+            0
+        } else {
+            len
+        }
+    }
+}
+
 impl FromStr for UpdateCommand {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
@@ -36,76 +49,54 @@ impl FromStr for UpdateCommand {
     }
 }
 
-/// The part of the definition to update. virsh knows more sections than
-/// slipway updates; those parse (so the error says "can't update", as
-/// libvirt's does) and are refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Section {
-    /// `<bridge>`.
-    Bridge,
-    /// `<domain>`.
-    Domain,
-    /// `<ip>` (not updatable).
-    Ip,
-    /// `<ip><dhcp><host>`.
-    IpDhcpHost,
-    /// `<ip><dhcp><range>`.
-    IpDhcpRange,
-    /// `<forward>`.
-    Forward,
-    /// `<forward><interface>` (not updatable).
-    ForwardInterface,
-    /// `<forward><pf>` (not updatable).
-    ForwardPf,
-    /// `<portgroup>`.
-    Portgroup,
-    /// `<dns><host>`.
-    DnsHost,
-    /// `<dns><txt>` (not updatable).
-    DnsTxt,
-    /// `<dns><srv>` (not updatable).
-    DnsSrv,
+keywords! {
+    /// The part of the definition to update, by virsh's name, in the order
+    /// of libvirt's `virNetworkUpdateSection` (`VIR_NETWORK_SECTION_BRIDGE`
+    /// = 1 first). virsh knows more sections than slipway updates; those
+    /// parse (so the error says "can't update", as libvirt's does) and are
+    /// refused.
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Section {
+        /// `<bridge>`.
+        Bridge = "bridge",
+        /// `<domain>`.
+        Domain = "domain",
+        /// `<ip>` (not updatable).
+        Ip = "ip",
+        /// `<ip><dhcp><host>`.
+        IpDhcpHost = "ip-dhcp-host",
+        /// `<ip><dhcp><range>`.
+        IpDhcpRange = "ip-dhcp-range",
+        /// `<forward>`.
+        Forward = "forward",
+        /// `<forward><interface>` (not updatable).
+        ForwardInterface = "forward-interface",
+        /// `<forward><pf>` (not updatable).
+        ForwardPf = "forward-pf",
+        /// `<portgroup>`.
+        Portgroup = "portgroup",
+        /// `<dns><host>`.
+        DnsHost = "dns-host",
+        /// `<dns><txt>` (not updatable).
+        DnsTxt = "dns-txt",
+        /// `<dns><srv>` (not updatable).
+        DnsSrv = "dns-srv",
+    }
 }
 
 /// Every section with virsh's name, in the order of libvirt's
-/// `virNetworkUpdateSection` (`VIR_NETWORK_SECTION_BRIDGE` = 1 first).
-pub const SECTIONS: [(&str, Section); 12] = [
-    ("bridge", Section::Bridge),
-    ("domain", Section::Domain),
-    ("ip", Section::Ip),
-    ("ip-dhcp-host", Section::IpDhcpHost),
-    ("ip-dhcp-range", Section::IpDhcpRange),
-    ("forward", Section::Forward),
-    ("forward-interface", Section::ForwardInterface),
-    ("forward-pf", Section::ForwardPf),
-    ("portgroup", Section::Portgroup),
-    ("dns-host", Section::DnsHost),
-    ("dns-txt", Section::DnsTxt),
-    ("dns-srv", Section::DnsSrv),
-];
+/// `virNetworkUpdateSection`, which numbers them from 1.
+pub const SECTIONS: [(&str, Section); 12] = Section::KEYWORDS;
 
 impl FromStr for Section {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        SECTIONS
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, v)| *v)
-            .ok_or(())
+        Section::from_keyword(s).ok_or(())
     }
 }
 
 impl Section {
-    /// virsh's name of the section.
-    pub fn as_str(self) -> &'static str {
-        SECTIONS
-            .iter()
-            .find(|(_, v)| *v == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("none")
-    }
-
     /// Whether a running network can take the change without a restart.
     pub fn live_updatable(self) -> bool {
         !matches!(self, Section::Bridge | Section::Forward)
@@ -137,44 +128,16 @@ pub fn apply(net: &mut Network, spec: &UpdateSpec) -> Result<()> {
         Section::IpDhcpRange => dhcp_range(net, spec, &name),
         Section::DnsHost => dns_host(net, spec, &name),
         Section::Portgroup => portgroup(net, spec, &name),
-        Section::Forward => {
-            let frag = parse_fragment(&spec.xml, "forward", &name, |x| {
-                format!("<network><name>u</name>{x}</network>")
-            })?;
-            single(
-                &mut net.forward,
-                frag.forward,
-                spec.command,
-                "forward",
-                &name,
-                true,
-            )
-        }
-        Section::Bridge => {
-            let frag = parse_fragment(&spec.xml, "bridge", &name, |x| {
-                format!("<network><name>u</name>{x}</network>")
-            })?;
-            single(
-                &mut net.bridge,
-                frag.bridge,
-                spec.command,
-                "bridge",
-                &name,
-                false,
-            )
-        }
-        Section::Domain => {
-            let frag = parse_fragment(&spec.xml, "domain", &name, |x| {
-                format!("<network><name>u</name>{x}</network>")
-            })?;
-            single(
-                &mut net.domain,
-                frag.domain,
-                spec.command,
-                "domain",
-                &name,
-                true,
-            )
+        // The section's name is the element's.
+        Section::Forward | Section::Bridge | Section::Domain => {
+            let what = spec.section.as_str();
+            let frag = parse_fragment(&spec.xml, what, &name, in_network)?;
+            let cmd = spec.command;
+            match spec.section {
+                Section::Forward => single(&mut net.forward, frag.forward, cmd, what, &name, true),
+                Section::Bridge => single(&mut net.bridge, frag.bridge, cmd, what, &name, false),
+                _ => single(&mut net.domain, frag.domain, cmd, what, &name, true),
+            }
         }
         other => Err(Error::Unsupported(format!(
             "can't update '{}' section of network '{name}'",
@@ -214,6 +177,11 @@ fn parse_fragment(
         )));
     }
     Ok(net)
+}
+
+/// Wraps a child of `<network>` in a minimal document.
+fn in_network(x: &str) -> String {
+    format!("<network><name>u</name>{x}</network>")
 }
 
 /// The name of the first element of `xml` (after an optional declaration).
@@ -346,12 +314,7 @@ fn dhcp_host(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
                     host_fields(&host).join(" ")
                 )));
             }
-            let at = if spec.command == UpdateCommand::AddFirst {
-                0
-            } else {
-                hosts.len()
-            };
-            hosts.insert(at, host);
+            hosts.insert(spec.command.insert_at(hosts.len()), host);
         }
         UpdateCommand::Delete => {
             // Every attribute given must match.
@@ -364,16 +327,12 @@ fn dhcp_host(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
                         .is_none_or(|n| h.name.as_ref() == Some(n))
                     && host.ip.is_none_or(|a| h.ip == Some(a))
             });
-            match pos {
-                Some(p) => {
-                    hosts.remove(p);
-                }
-                None => {
-                    return Err(Error::NotValid(format!(
-                        "couldn't locate a matching dhcp host entry in network '{name}'"
-                    )))
-                }
-            }
+            let p = pos.ok_or_else(|| {
+                Error::NotValid(format!(
+                    "couldn't locate a matching dhcp host entry in network '{name}'"
+                ))
+            })?;
+            hosts.remove(p);
         }
         UpdateCommand::Modify => match hosts.iter().position(same) {
             Some(p) => hosts[p] = host,
@@ -440,10 +399,7 @@ fn dhcp_range(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
                 range.start, range.end
             )))
         }
-        (cmd, None) => {
-            let at = if cmd == UpdateCommand::AddFirst { 0 } else { ranges.len() };
-            ranges.insert(at, range);
-        }
+        (cmd, None) => ranges.insert(cmd.insert_at(ranges.len()), range),
     }
     Ok(())
 }
@@ -451,9 +407,7 @@ fn dhcp_range(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
 /// libvirt's `virNetworkDefUpdatePortGroup`: portgroups are matched by
 /// name; at most one is the default.
 fn portgroup(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
-    let frag = parse_fragment(&spec.xml, "portgroup", name, |x| {
-        format!("<network><name>u</name>{x}</network>")
-    })?;
+    let frag = parse_fragment(&spec.xml, "portgroup", name, in_network)?;
     let pg: PortGroup = frag.portgroups.into_iter().next().ok_or_else(|| {
         Error::XmlFragment(format!("empty <portgroup> while updating network '{name}'"))
     })?;
@@ -538,14 +492,7 @@ fn dns_host(net: &mut Network, spec: &UpdateSpec, name: &str) -> Result<()> {
             "there is already at least one DNS HOST record with a matching field in network {name}"
         )))
         }
-        (cmd, []) => {
-            let at = if cmd == UpdateCommand::AddFirst {
-                0
-            } else {
-                hosts.len()
-            };
-            hosts.insert(at, host);
-        }
+        (cmd, []) => hosts.insert(cmd.insert_at(hosts.len()), host),
     }
     Ok(())
 }

@@ -15,10 +15,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::keywords::keywords;
 use crate::netdev::{Bandwidth, BandwidthUse, VirtualPort, VirtualPortType, Vlan};
 use crate::tree::{line_col, read_forest, Located, Node, Report, TreeReader};
 use crate::MacAddr;
+use slipway_host::keywords;
 
 /// How the interface reaches the outside: libvirt's `type` attribute plus
 /// its `<source>`.
@@ -824,7 +824,7 @@ fn user(r: &mut Reader, node: &Node) -> Result<InterfaceKind, InterfaceError> {
         let p = "interface/portForward";
         r.check(pf, p, &["proto", "address", "dev"], &["range"]);
         let v = r.nonempty(pf, p, "proto")?;
-        let proto = ForwardProto::from_xml(v)
+        let proto = ForwardProto::from_keyword(v)
             .ok_or_else(|| r.err(format!("{p}/@proto = '{v}': expected 'tcp' or 'udp'")))?;
         let address: Option<IpAddr> = r.parsed(pf, p, "address", "an IP address")?;
         let dev = pf.attr("dev").map(str::to_string);

@@ -17,7 +17,6 @@ mod error;
 mod format;
 mod ifname;
 pub mod interface;
-mod keywords;
 mod mac;
 pub mod merge;
 mod metadata;

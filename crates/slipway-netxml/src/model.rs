@@ -2,10 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::keywords::keywords;
 use crate::mac::MacAddr;
 use crate::metadata::Metadata;
 use crate::netdev::{Bandwidth, VirtualPort, Vlan};
+use slipway_host::keywords;
 
 /// One libvirt `<network>` definition.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -445,7 +445,7 @@ impl std::str::FromStr for ForwardMode {
     type Err = ForwardModeParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ForwardMode::from_xml(s).ok_or_else(|| ForwardModeParseError(s.to_string()))
+        ForwardMode::from_keyword(s).ok_or_else(|| ForwardModeParseError(s.to_string()))
     }
 }
 

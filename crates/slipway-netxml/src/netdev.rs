@@ -18,9 +18,9 @@
 //! refused, `profileid` escaped), it is to keep the output readable
 //! again: each place says why.
 
-use crate::keywords::keywords;
 use crate::tree::{c_uint, esc, Located, Node, Tag, TreeReader, XmlWriter};
 use crate::XmlError;
+use slipway_host::keywords;
 
 keywords! {
     /// `<virtualport type>`.
@@ -152,7 +152,7 @@ impl Reader<'_> {
         }
         let kind = match n.attr("type") {
             None => None,
-            Some(t) => Some(VirtualPortType::from_xml(t).ok_or_else(|| {
+            Some(t) => Some(VirtualPortType::from_keyword(t).ok_or_else(|| {
                 self.report.value_err(
                     n,
                     &format!("{path}/@type"),
@@ -315,7 +315,7 @@ impl Reader<'_> {
                 t,
                 &tp,
                 "nativeMode",
-                NativeVlanMode::KEYWORDS,
+                &NativeVlanMode::KEYWORDS,
                 "'tagged' or 'untagged'",
             )?;
             // libvirt prints nativeMode on every tag whose id is the native

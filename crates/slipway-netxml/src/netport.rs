@@ -17,12 +17,12 @@
 //! (checked against libvirt's own corpus, tests/virnetworkportxml2xmldata,
 //! in this crate's tests).
 
-use crate::keywords::keywords;
 use crate::netdev::{
     write_bandwidth, write_virtualport, write_vlan, Bandwidth, BandwidthUse, VirtualPort, Vlan,
 };
 use crate::tree::{c_uint, esc, read_tree, yes_no, Located, Node, Tag, TreeReader, XmlWriter};
 use crate::{HostdevDriver, MacAddr, MacTableManager, PciAddress, XmlError};
+use slipway_host::keywords;
 
 /// One network port (`<networkport>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,7 +293,7 @@ impl Reader<'_> {
                 n,
                 p,
                 "macTableManager",
-                MacTableManager::KEYWORDS,
+                &MacTableManager::KEYWORDS,
                 "'kernel' or 'libvirt'",
             )
         };
@@ -326,7 +326,7 @@ impl Reader<'_> {
                         n,
                         p,
                         "mode",
-                        MacvlanMode::KEYWORDS,
+                        &MacvlanMode::KEYWORDS,
                         "'vepa', 'private', 'bridge' or 'passthrough'",
                     )?
                     .unwrap_or(MacvlanMode::Vepa);
@@ -341,7 +341,7 @@ impl Reader<'_> {
                     match d.attr("name") {
                         None | Some("") => Ok(None),
                         Some(_) => {
-                            w.choice(d, dp, "name", HostdevDriver::KEYWORDS, "'kvm' or 'vfio'")
+                            w.choice(d, dp, "name", &HostdevDriver::KEYWORDS, "'kvm' or 'vfio'")
                         }
                     }
                 })?;

@@ -161,7 +161,13 @@ impl Walker<'_> {
 
     /// A `family` attribute: `ipv4` or `ipv6`.
     fn family(&self, node: &Node, path: &str) -> Result<Option<IpFamily>, XmlError> {
-        self.choice(node, path, "family", IpFamily::KEYWORDS, "'ipv4' or 'ipv6'")
+        self.choice(
+            node,
+            path,
+            "family",
+            &IpFamily::KEYWORDS,
+            "'ipv4' or 'ipv6'",
+        )
     }
 
     fn network(&mut self, root: &Node) -> Result<Network, XmlError> {
@@ -403,7 +409,7 @@ impl Walker<'_> {
             w.check_libvirt(d, dp, &["name"], &[], &[]);
             match d.attr("name") {
                 None | Some("") => Ok(None),
-                Some(_) => w.choice(d, dp, "name", HostdevDriver::KEYWORDS, "'kvm' or 'vfio'"),
+                Some(_) => w.choice(d, dp, "name", &HostdevDriver::KEYWORDS, "'kvm' or 'vfio'"),
             }
         })?;
         let pfs: Vec<&Node> = n.kids("pf").collect();
@@ -595,7 +601,7 @@ impl Walker<'_> {
             n,
             p,
             "macTableManager",
-            MacTableManager::KEYWORDS,
+            &MacTableManager::KEYWORDS,
             "'kernel' or 'libvirt'",
         )?;
         Ok(Bridge {
@@ -702,7 +708,7 @@ impl Walker<'_> {
                     n,
                     &lp,
                     "unit",
-                    LeaseUnit::KEYWORDS,
+                    &LeaseUnit::KEYWORDS,
                     "'seconds', 'minutes' or 'hours'",
                 )?
                 .unwrap_or(LeaseUnit::Minutes);

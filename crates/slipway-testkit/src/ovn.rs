@@ -32,7 +32,7 @@
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -52,23 +52,11 @@ pub const SB_PORT: u16 = 6642;
 /// How long each daemon may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A daemon's command: quiet console, its files under `dir`.
+/// A daemon's command ([`crate::ovs::daemon`]) with OVN's and OVS's run
+/// directory `dir`.
 fn daemon(program: &str, dir: &Path, name: &str) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env("OVN_RUNDIR", dir)
-        .env("OVS_RUNDIR", dir)
-        .arg(format!(
-            "--pidfile={}",
-            dir.join(format!("{name}.pid")).display()
-        ))
-        .arg(format!(
-            "--log-file={}",
-            dir.join(format!("{name}.log")).display()
-        ))
-        .args(["--no-chdir", "-vconsole:off"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut cmd = crate::ovs::daemon(program, dir, name);
+    cmd.env("OVN_RUNDIR", dir).env("OVS_RUNDIR", dir);
     cmd
 }
 

@@ -70,22 +70,9 @@ impl OvsInstance {
             PACKAGE,
         )?;
         let db = spawn(
-            ovs.command("ovsdb-server")
+            ovs.daemon("ovsdb-server")
                 .arg(&conf)
-                .arg(format!("--remote=punix:{}", d.join("db.sock").display()))
-                .arg(format!(
-                    "--pidfile={}",
-                    d.join("ovsdb-server.pid").display()
-                ))
-                .arg(format!(
-                    "--unixctl={}",
-                    d.join("ovsdb-server.ctl").display()
-                ))
-                .arg(format!(
-                    "--log-file={}",
-                    d.join("ovsdb-server.log").display()
-                ))
-                .args(["--no-chdir", "-vconsole:off"]),
+                .arg(format!("--remote=punix:{}", d.join("db.sock").display())),
             PACKAGE,
         )?;
         ovs.db = Some(db);
@@ -93,21 +80,8 @@ impl OvsInstance {
             d.join("db.sock").exists() && o.vsctl(&["--no-wait", "init"]).is_ok()
         })?;
         let vswitchd = spawn(
-            ovs.command("ovs-vswitchd")
-                .arg(format!("unix:{}", d.join("db.sock").display()))
-                .arg(format!(
-                    "--pidfile={}",
-                    d.join("ovs-vswitchd.pid").display()
-                ))
-                .arg(format!(
-                    "--unixctl={}",
-                    d.join("ovs-vswitchd.ctl").display()
-                ))
-                .arg(format!(
-                    "--log-file={}",
-                    d.join("ovs-vswitchd.log").display()
-                ))
-                .args(["--no-chdir", "-vconsole:off"]),
+            ovs.daemon("ovs-vswitchd")
+                .arg(format!("unix:{}", d.join("db.sock").display())),
             PACKAGE,
         )?;
         ovs.vswitchd = Some(vswitchd);
@@ -121,13 +95,14 @@ impl OvsInstance {
         Ok(ovs)
     }
 
-    /// A command with this instance's environment.
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
+    /// Daemon `program`'s command ([`daemon`]) with this instance's
+    /// environment, its files and control socket named after it.
+    fn daemon(&self, program: &str) -> Command {
+        let dir = self.dir.path();
+        let mut cmd = daemon(program, dir, program);
+        let ctl = dir.join(format!("{program}.ctl"));
         cmd.envs(self.env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .arg(format!("--unixctl={}", ctl.display()));
         cmd
     }
 
@@ -244,6 +219,22 @@ impl Drop for OvsInstance {
             stop(child);
         }
     }
+}
+
+/// An OVS or OVN daemon's command: its pid file and log named `name`
+/// under `dir`, quiet console, no standard streams. (Not its control
+/// socket: ovn-controller has no `--unixctl`.)
+pub(crate) fn daemon(program: &str, dir: &Path, name: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for (option, ext) in [("pidfile", "pid"), ("log-file", "log")] {
+        let file = dir.join(format!("{name}.{ext}"));
+        cmd.arg(format!("--{option}={}", file.display()));
+    }
+    cmd.args(["--no-chdir", "-vconsole:off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 /// SIGTERM, up to 5 s to exit, then SIGKILL; always reaped.

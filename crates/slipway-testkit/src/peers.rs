@@ -269,13 +269,48 @@ impl DnsServer {
     }
 }
 
-/// A UDP echo server on 127.0.0.1 (or another local address): every
-/// datagram goes back to its sender.
-pub struct UdpEchoServer {
+/// The thread of an echo server, serving on `addr` until dropped: `stop`
+/// tells it to end, checked whenever its socket's wait returns.
+struct EchoThread {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Connect to `addr` at drop, to wake an accept that would block.
+    wake_by_connecting: bool,
 }
+
+impl EchoThread {
+    fn spawn(
+        addr: SocketAddr,
+        wake_by_connecting: bool,
+        serve: impl FnOnce(&AtomicBool) + Send + 'static,
+    ) -> EchoThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        EchoThread {
+            addr,
+            stop,
+            thread: Some(thread::spawn(move || serve(&stopped))),
+            wake_by_connecting,
+        }
+    }
+}
+
+impl Drop for EchoThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.wake_by_connecting {
+            let _ = std::net::TcpStream::connect(self.addr);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A UDP echo server on 127.0.0.1 (or another local address): every
+/// datagram goes back to its sender.
+pub struct UdpEchoServer(EchoThread);
 
 impl UdpEchoServer {
     /// Starts it on a free port of 127.0.0.1.
@@ -294,51 +329,31 @@ impl UdpEchoServer {
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .map_err(|e| Error::io("setting the UDP echo read timeout", e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
+        Ok(UdpEchoServer(EchoThread::spawn(addr, false, move |stop| {
             let mut buf = vec![0u8; 65536];
-            while !stopped.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 if let Ok((n, peer)) = socket.recv_from(&mut buf) {
                     // A lost echo is what UDP does; the test sees it missing.
                     let _ = socket.send_to(&buf[..n], peer);
                 }
             }
-        });
-        Ok(UdpEchoServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
+        })))
     }
 
     /// Its address, e.g. 127.0.0.1:port.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr
     }
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-}
-
-impl Drop for UdpEchoServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.0.addr.port()
     }
 }
 
 /// A TCP echo server on 127.0.0.1: each connection gets back every byte it
 /// sends, until it closes its side.
-pub struct TcpEchoServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct TcpEchoServer(EchoThread);
 
 impl TcpEchoServer {
     /// Starts it on a free port.
@@ -348,11 +363,10 @@ impl TcpEchoServer {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("reading the TCP echo address", e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
+        // The blocking accept is woken at drop to see `stop`.
+        Ok(TcpEchoServer(EchoThread::spawn(addr, true, move |stop| {
             for conn in listener.incoming() {
-                if stopped.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) {
                     return;
                 }
                 let Ok(mut conn) = conn else { continue };
@@ -363,33 +377,17 @@ impl TcpEchoServer {
                     }
                 });
             }
-        });
-        Ok(TcpEchoServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
+        })))
     }
 
     /// Its address, e.g. 127.0.0.1:port.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr
     }
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-}
-
-impl Drop for TcpEchoServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocking accept so the thread sees `stop`.
-        let _ = std::net::TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.0.addr.port()
     }
 }
 

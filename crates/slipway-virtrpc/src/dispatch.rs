@@ -856,7 +856,9 @@ fn leases(
 ) -> Result<(), RpcError> {
     let i = net_info(ctx, n)?;
     if let Some(m) = mac {
-        if !valid_mac(m) {
+        // virMacAddrParse's rule: six colon-separated bytes of one or two
+        // hex digits.
+        if m.parse::<slipway_host::MacAddr>().is_err() {
             return Err(RpcError::new(
                 code::INVALID_MAC,
                 domain::NETWORK,
@@ -896,15 +898,6 @@ fn leases(
     }
     w.u32(leases.len() as u32);
     Ok(())
-}
-
-/// `virMacAddrParse`: six hex bytes separated by colons.
-fn valid_mac(m: &str) -> bool {
-    let parts: Vec<&str> = m.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| (1..=2).contains(&p.len()) && u8::from_str_radix(p, 16).is_ok())
 }
 
 /// libvirt's version number of `major.minor.micro`.

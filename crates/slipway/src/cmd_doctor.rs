@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
+use slipway_host::ipnet::Ipv4Net;
 use slipway_netmgr::proto::{ListFilter, Lookup};
 use slipway_netmgr::{Manager, Paths, RecordingBackend};
 
@@ -447,7 +448,7 @@ fn check_clashes(root: Option<&Path>) -> Vec<Finding> {
             return out;
         }
     };
-    let routes = read_routes(Path::new("/proc/net/route"));
+    let routes = slipway_host::routes::list_v4().unwrap_or_default();
     let mut clashes = 0;
     for info in nets {
         let Ok(xml) = manager.dumpxml(&Lookup::any(&info.name), true) else {
@@ -457,7 +458,8 @@ fn check_clashes(root: Option<&Path>) -> Vec<Finding> {
             continue;
         };
         if let Some(bridge) = net.bridge.as_ref().and_then(|b| b.name.as_deref()) {
-            if link_exists(bridge) {
+            // Asked of the kernel: /sys may be another namespace's.
+            if slipway_hostnet::netlink::link_index(bridge).is_some() {
                 clashes += 1;
                 out.push(Finding::bad(
                     "bridge-name",
@@ -479,21 +481,24 @@ fn check_clashes(root: Option<&Path>) -> Vec<Finding> {
                 continue;
             };
             let prefix = slipway_netmgr::plan::ip_prefix(ip);
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            let subnet = u32::from(addr) & mask;
-            if let Some(r) = routes.iter().find(|r| r.dest == subnet && r.mask == mask) {
+            let Ok(subnet) = Ipv4Net::new(addr, prefix).map(|n| n.trunc()) else {
+                continue;
+            };
+            // A default route is no clash.
+            if let Some(r) = routes.iter().find(|r| {
+                !r.is_default() && r.destination == subnet.network() && r.mask == subnet.netmask()
+            }) {
                 clashes += 1;
-                let dest = std::net::Ipv4Addr::from(subnet);
                 out.push(Finding::bad(
                     "subnet",
                     Status::Fail,
                     format!(
-                        "network {} (inactive) uses {dest}/{prefix}, already routed through {}",
-                        info.name, r.dev
+                        "network {} (inactive) uses {subnet}, already routed through {}",
+                        info.name, r.ifname
                     ),
                     format!(
-                        "slipway net-edit {} (another <ip address=...>), or: ip route del {dest}/{prefix} dev {}",
-                        info.name, r.dev
+                        "slipway net-edit {} (another <ip address=...>), or: ip route del {subnet} dev {}",
+                        info.name, r.ifname
                     ),
                 ));
             }
@@ -506,45 +511,4 @@ fn check_clashes(root: Option<&Path>) -> Vec<Finding> {
         ));
     }
     out
-}
-
-/// Whether this network namespace has a link named `name` (asked of the
-/// kernel: /sys may be another namespace's).
-fn link_exists(name: &str) -> bool {
-    let Ok(name) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated string.
-    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
-}
-
-/// An IPv4 route of `/proc/net/route`.
-struct Route {
-    dev: String,
-    dest: u32,
-    mask: u32,
-}
-
-/// The IPv4 routes of this network namespace (`/proc/net/route`: device,
-/// then destination and mask as little-endian hex).
-fn read_routes(path: &Path) -> Vec<Route> {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // The kernel prints the address's bytes as a host-order u32.
-            let addr = |s: &str| {
-                u32::from_str_radix(s, 16)
-                    .ok()
-                    .map(|v| u32::from_be_bytes(v.to_le_bytes()))
-            };
-            Some(Route {
-                dev: f.first()?.to_string(),
-                dest: addr(f.get(1)?)?,
-                mask: addr(f.get(7)?)?,
-            })
-        })
-        .filter(|r| r.mask != 0)
-        .collect()
 }

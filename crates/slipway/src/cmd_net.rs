@@ -818,14 +818,7 @@ fn net_update(conn: &mut Conn, a: UpdateArgs) -> Result<String, Failure> {
 }
 
 fn net_edit(conn: &mut Conn, network: &str) -> Result<String, Failure> {
-    let original = match conn.call(Request::DumpXml {
-        lookup: Lookup::any(network),
-        inactive: true,
-    }) {
-        Ok(Reply::Xml { xml }) => xml,
-        Ok(other) => return Err(Failure::one(format!("unexpected reply {other:?}"))),
-        Err(e) => return Err(Failure::with(e, network, None)),
-    };
+    let original = net_dumpxml(conn, network, true)?;
     let name = info(conn, Lookup::any(network))?.name;
     let path = std::env::temp_dir().join(format!(
         "slipway-net-edit-{}-{name}.xml",

@@ -75,14 +75,6 @@ pub(super) fn load_ports(dir: &Path) -> Vec<NetworkPort> {
     ports
 }
 
-/// The running network `e` (named `name`), or libvirt's "not active" error.
-fn live<'e>(name: &str, e: &'e Entry) -> Result<&'e Network> {
-    match &e.live {
-        Some((net, _)) => Ok(net),
-        None => Err(Error::NotValid(format!("network '{name}' is not active"))),
-    }
-}
-
 /// The port `uuid` among `ports`, or libvirt's "does not exist" error.
 fn find(ports: &[NetworkPort], uuid: uuid::Uuid) -> Result<&NetworkPort> {
     ports
@@ -438,7 +430,7 @@ impl Manager {
             .iter()
             .map(|p| format!("unknown element or attribute {p} ignored"))
             .collect();
-        let net = live(name, e)?;
+        let net = e.running(name)?;
         match (&port.plug, flags.reclaim) {
             (None, true) => {
                 return Err(Error::InvalidArg(
@@ -529,7 +521,7 @@ impl Manager {
         let (name, e) = inv.find(network)?;
         let ports = load_ports(&self.paths.port_dir(name));
         let port = find(&ports, uuid)?;
-        let net = live(name, e)?;
+        let net = e.running(name)?;
         f(name, net, port)
     }
 
@@ -563,7 +555,7 @@ impl Manager {
     pub fn port_list(&self, network: &Lookup) -> Result<Vec<uuid::Uuid>> {
         let (_g, inv) = self.store().locked(false)?;
         let (name, e) = inv.find(network)?;
-        live(name, e)?;
+        e.running(name)?;
         Ok(load_ports(&self.paths.port_dir(name))
             .iter()
             .map(|p| p.uuid)
@@ -578,7 +570,7 @@ impl Manager {
         let dir = self.paths.port_dir(name);
         let ports = load_ports(&dir);
         let port = find(&ports, uuid)?;
-        let net = live(name, e)?;
+        let net = e.running(name)?;
         self.backend.port_removed(net, port)?;
         atomic::remove(&dir.join(format!("{uuid}.xml")))?;
         if let Some(f) = held_floor(net, port, &ports) {
@@ -606,7 +598,7 @@ impl Manager {
         let dir = self.paths.port_dir(name);
         let ports = load_ports(&dir);
         let port = find(&ports, uuid)?;
-        let net = live(name, e)?;
+        let net = e.running(name)?;
         let old = port.bandwidth;
         let class_id = old.map_or(0, |b| b.class_id);
         let new = params.to_bandwidth(class_id);
