@@ -971,6 +971,53 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Waits up to a second for the port's readiness event and hands it
+    /// to the attachment; whether one came.
+    fn next_event(attach: &mut Attachment, poll: &mut mio::Poll) -> bool {
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut readable = false;
+        for event in events.iter() {
+            if let Some((crate::iface::TokenKind::Attach, index)) =
+                crate::iface::decode_token(event.token())
+            {
+                attach.on_event(poll.registry(), index, event);
+                readable |= event.is_readable();
+            }
+        }
+        readable
+    }
+
+    #[test]
+    fn a_short_stream_read_waits_for_the_next_edge() {
+        let (mut attach, mut peer, mut stack, mut poll, dir) = connected();
+        let frame = arp_request();
+        let mut wire = Vec::new();
+        for _ in 0..2 {
+            wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            wire.extend_from_slice(&frame);
+        }
+        peer.write_all(&wire).unwrap();
+        assert!(next_event(&mut attach, &mut poll));
+        assert!(attach.any_readable());
+        // One read took all there was: no second read to see EAGAIN.
+        attach.receive(poll.registry(), &mut stack, Instant::now());
+        assert_eq!(stack.counters().frames_in, 2);
+        assert!(!attach.any_readable());
+        // The kernel raises a new edge for the next frame, even split.
+        peer.write_all(&wire[..10]).unwrap();
+        assert!(next_event(&mut attach, &mut poll));
+        attach.receive(poll.registry(), &mut stack, Instant::now());
+        assert!(!attach.any_readable());
+        peer.write_all(&wire[10..46]).unwrap();
+        assert!(next_event(&mut attach, &mut poll));
+        attach.receive(poll.registry(), &mut stack, Instant::now());
+        assert_eq!(stack.counters().frames_in, 3);
+        assert!(!attach.any_readable());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn oversized_stream_frame_closes_the_link() {
         let (mut attach, mut peer, mut stack, poll, dir) = connected();
