@@ -10,6 +10,15 @@
 //! raises a new edge for every later arrival (a stream socket's
 //! `sk_data_ready` wakes epoll on each enqueue), so nothing is missed. This
 //! saves one `recv` per wake-up (passt relies on the same).
+//!
+//! The socket is registered for readable edges only. A unix stream socket
+//! raises a writable edge every time the peer reads what was written
+//! (`unix_write_space`), so watching it throughout woke the stack once per
+//! read QEMU made, with nothing to do. Writable edges are asked for
+//! ([`Stream::watch_writable`]) only after a write the socket refused,
+//! until the edge comes (the attachment does both, see `link`); re-arming
+//! with `EPOLL_CTL_MOD` reports a socket that became writable meanwhile,
+//! so no edge is lost.
 
 use std::io::{IoSlice, Read, Write};
 
@@ -33,7 +42,7 @@ impl<S: Read + Write + mio::event::Source> Transport for Stream<S> {
     }
 
     fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
-        registry.register(&mut self.0, token, Interest::READABLE | Interest::WRITABLE)
+        registry.register(&mut self.0, token, Interest::READABLE)
     }
 
     fn deregister(&mut self, registry: &Registry) {
@@ -109,6 +118,24 @@ impl<S: Read + Write + mio::event::Source> Transport for Stream<S> {
             rx.start = 0;
         }
         state
+    }
+}
+
+impl<S: mio::event::Source> Stream<S> {
+    /// Adds (`on`) or removes the socket's writable edges to what it is
+    /// watched for (see the module header).
+    pub(super) fn watch_writable(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on: bool,
+    ) -> std::io::Result<()> {
+        let interest = if on {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry.reregister(&mut self.0, token, interest)
     }
 }
 
