@@ -490,7 +490,7 @@ fn pump(
     registry: &mio::Registry,
     now: Instant,
 ) -> Pump {
-    let Ok(sent) = attach.flush(stack.guest_tx()) else {
+    let Ok(sent) = attach.flush(registry, stack.guest_tx()) else {
         return Pump::Gone;
     };
     let mut progress = sent > 0;

@@ -176,6 +176,24 @@ impl Transport for Link {
     }
 }
 
+impl Link {
+    /// Asks for (`on`) or stops asking for the link's writable edges: a
+    /// stream link is watched for them only while a write waits (see
+    /// `stream`); the other links are registered for them throughout.
+    fn watch_writable(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on: bool,
+    ) -> std::io::Result<()> {
+        match self {
+            Link::Unix(s) => s.watch_writable(registry, token, on),
+            Link::Tcp(s) => s.watch_writable(registry, token, on),
+            Link::Dgram(_) | Link::Tap(_) | Link::Vhost(_) => Ok(()),
+        }
+    }
+}
+
 /// One VM's link and its buffers (allocated when it attaches).
 struct Port {
     link: Link,
@@ -186,6 +204,9 @@ struct Port {
     tx_skip: usize,
     readable: bool,
     writable: bool,
+    /// Whether the link was asked for its writable edge after a refused
+    /// write ([`Port::await_writable`]).
+    write_armed: bool,
     /// Frames switched to this port while several VMs share the link
     /// (allocated when a second VM attaches).
     queue: Option<GuestTx>,
@@ -205,6 +226,7 @@ impl Port {
             // A datagram VM's frames are read from the attachment's socket.
             readable: rx_len > 0,
             writable: true,
+            write_armed: false,
             queue: None,
         }
     }
@@ -216,6 +238,35 @@ impl Port {
     fn register(&mut self, registry: &Registry, index: usize) -> std::io::Result<()> {
         self.link
             .register(registry, token(TokenKind::Attach, FIRST_PORT + index))
+    }
+
+    /// After a write the link refused (`writable` cleared by its flush):
+    /// asks for the writable edge that resumes it. A link that cannot be
+    /// watched is given up (nothing would ever resume it).
+    fn await_writable(&mut self, registry: &Registry, index: usize) -> Result<(), VmGone> {
+        if self.writable || self.write_armed {
+            return Ok(());
+        }
+        let token = token(TokenKind::Attach, FIRST_PORT + index);
+        if let Err(err) = self.link.watch_writable(registry, token, true) {
+            tracing::warn!(%err, port = index, "watching the VM's link for room failed");
+            return Err(VmGone);
+        }
+        self.write_armed = true;
+        Ok(())
+    }
+
+    /// The writable edge came: stops asking for more of them.
+    fn writable_again(&mut self, registry: &Registry, index: usize) {
+        self.writable = true;
+        if !std::mem::take(&mut self.write_armed) {
+            return;
+        }
+        let token = token(TokenKind::Attach, FIRST_PORT + index);
+        if let Err(err) = self.link.watch_writable(registry, token, false) {
+            // Only costs wake-ups with nothing to do.
+            tracing::debug!(%err, port = index, "unwatching the VM's link for room failed");
+        }
     }
 }
 
@@ -502,9 +553,9 @@ impl Attachment {
             }
             return self.accept(registry);
         }
-        let Some(Some(port)) = index
+        let Some((i, Some(port))) = index
             .checked_sub(FIRST_PORT)
-            .and_then(|i| self.ports.get_mut(i))
+            .and_then(|i| Some((i, self.ports.get_mut(i)?)))
         else {
             return LinkState::Unchanged;
         };
@@ -512,7 +563,7 @@ impl Attachment {
             port.readable = true;
         }
         if event.is_writable() || event.is_write_closed() {
-            port.writable = true;
+            port.writable_again(registry, i);
         }
         LinkState::Unchanged
     }
@@ -767,7 +818,7 @@ impl Attachment {
     /// sockets are full. With one VM the stack's queue is written as it
     /// is; with several, its frames are first switched to the ports' own
     /// queues. Returns how many frames left the stack's queue or a port's.
-    pub fn flush(&mut self, tx: &mut GuestTx) -> Result<usize, VmGone> {
+    pub fn flush(&mut self, registry: &Registry, tx: &mut GuestTx) -> Result<usize, VmGone> {
         if let Some(i) = self.direct() {
             let Some(port) = self.ports[i].as_mut() else {
                 return Ok(0);
@@ -775,7 +826,11 @@ impl Attachment {
             if !port.writable {
                 return Ok(0);
             }
-            return match port.link.flush(tx, &mut port.tx_skip, &mut port.writable) {
+            let sent = port
+                .link
+                .flush(tx, &mut port.tx_skip, &mut port.writable)
+                .and_then(|sent| port.await_writable(registry, i).map(|()| sent));
+            return match sent {
                 Err(VmGone) if self.lost(i) != LinkState::Gone => Ok(0),
                 sent => sent,
             };
@@ -794,10 +849,10 @@ impl Attachment {
             if !port.writable || queue.is_empty() {
                 continue;
             }
-            match port
+            let sent = port
                 .link
-                .flush(queue, &mut port.tx_skip, &mut port.writable)
-            {
+                .flush(queue, &mut port.tx_skip, &mut port.writable);
+            match sent.and_then(|sent| port.await_writable(registry, i).map(|()| sent)) {
                 Ok(n) => done += n,
                 Err(VmGone) => {
                     if self.lost(i) == LinkState::Gone {
@@ -982,7 +1037,7 @@ mod tests {
         assert_eq!(stack.counters().frames_in, 5);
         assert_eq!(stack.counters().drops(DropReason::Truncated), 1);
         assert_eq!(stack.guest_tx().len(), 4);
-        assert_eq!(attach.flush(stack.guest_tx()), Ok(4));
+        assert_eq!(attach.flush(poll.registry(), stack.guest_tx()), Ok(4));
         let mut back = vec![0u8; 4 * (4 + 42)];
         peer.read_exact(&mut back).unwrap();
         for chunk in back.chunks(46) {
@@ -991,6 +1046,107 @@ mod tests {
         }
         drop(peer);
         assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Waits up to `wait` for the ports' readiness events and hands them
+    /// to the attachment; whether one said readable, and writable.
+    fn next_event(
+        attach: &mut Attachment,
+        poll: &mut mio::Poll,
+        wait: std::time::Duration,
+    ) -> (bool, bool) {
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(wait)).unwrap();
+        let (mut readable, mut writable) = (false, false);
+        for event in events.iter() {
+            if let Some((crate::iface::TokenKind::Attach, index)) =
+                crate::iface::decode_token(event.token())
+            {
+                attach.on_event(poll.registry(), index, event);
+                readable |= event.is_readable();
+                writable |= event.is_writable();
+            }
+        }
+        (readable, writable)
+    }
+
+    const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
+    #[test]
+    fn a_short_stream_read_waits_for_the_next_edge() {
+        let (mut attach, mut peer, mut stack, mut poll, dir) = connected();
+        let frame = arp_request();
+        let mut wire = Vec::new();
+        for _ in 0..2 {
+            wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            wire.extend_from_slice(&frame);
+        }
+        peer.write_all(&wire).unwrap();
+        assert!(next_event(&mut attach, &mut poll, SECOND).0);
+        assert!(attach.any_readable());
+        // One read took all there was: no second read to see EAGAIN.
+        attach.receive(poll.registry(), &mut stack, Instant::now());
+        assert_eq!(stack.counters().frames_in, 2);
+        assert!(!attach.any_readable());
+        // The kernel raises a new edge for the next frame, even split.
+        peer.write_all(&wire[..10]).unwrap();
+        assert!(next_event(&mut attach, &mut poll, SECOND).0);
+        attach.receive(poll.registry(), &mut stack, Instant::now());
+        assert!(!attach.any_readable());
+        peer.write_all(&wire[10..46]).unwrap();
+        assert!(next_event(&mut attach, &mut poll, SECOND).0);
+        attach.receive(poll.registry(), &mut stack, Instant::now());
+        assert_eq!(stack.counters().frames_in, 3);
+        assert!(!attach.any_readable());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_stream_link_is_watched_for_room_only_while_a_write_waits() {
+        let (mut attach, mut peer, mut stack, mut poll, dir) = connected();
+        let short = std::time::Duration::from_millis(200);
+        assert_eq!(next_event(&mut attach, &mut poll, short), (false, false));
+        // QEMU reading what was written raises no event (it did once per
+        // read while the link was watched for room throughout).
+        let tx = stack.guest_tx();
+        assert!(tx.push(|b| {
+            b[..100].fill(7);
+            100
+        }));
+        assert_eq!(attach.flush(poll.registry(), stack.guest_tx()), Ok(1));
+        let mut one = [0u8; 104];
+        peer.read_exact(&mut one).unwrap();
+        assert_eq!(next_event(&mut attach, &mut poll, short), (false, false));
+        // A full socket: the refused write asks for the writable edge ...
+        loop {
+            let tx = stack.guest_tx();
+            while tx.push(|b| {
+                b[..1400].fill(0x5a);
+                1400
+            }) {}
+            attach.flush(poll.registry(), stack.guest_tx()).unwrap();
+            if !attach.ports.iter().flatten().all(|p| p.writable) {
+                break;
+            }
+        }
+        assert!(attach.ports.iter().flatten().all(|p| p.write_armed));
+        assert_eq!(attach.flush(poll.registry(), stack.guest_tx()), Ok(0));
+        // ... which comes once QEMU reads, and the rest goes.
+        let mut chunk = vec![0u8; 64 * 1024];
+        peer.set_nonblocking(true).unwrap();
+        let mut got = 0;
+        while let Ok(n) = peer.read(&mut chunk) {
+            got += n;
+        }
+        assert!(got > 0);
+        assert_eq!(next_event(&mut attach, &mut poll, SECOND), (false, true));
+        assert!(attach
+            .ports
+            .iter()
+            .flatten()
+            .all(|p| p.writable && !p.write_armed));
+        assert!(attach.flush(poll.registry(), stack.guest_tx()).unwrap() > 0);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -1007,7 +1163,7 @@ mod tests {
 
     #[test]
     fn partial_writes_resume_mid_frame() {
-        let (mut attach, mut peer, mut stack, _poll, dir) = connected();
+        let (mut attach, mut peer, mut stack, poll, dir) = connected();
         let tx = stack.guest_tx();
         let mut pushed = 0;
         while pushed < 400
@@ -1029,7 +1185,7 @@ mod tests {
         let mut sent = 0;
         while sent < pushed {
             attach.set_ready(false, true);
-            sent += attach.flush(stack.guest_tx()).unwrap();
+            sent += attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         }
         let got = reader.join().unwrap();
         for chunk in got.chunks(1404) {
@@ -1068,7 +1224,7 @@ mod tests {
         assert!(attach.is_attached());
         assert_eq!(stack.counters().drops(DropReason::Oversized), 1);
         assert_eq!(stack.guest_tx().len(), 8);
-        assert_eq!(attach.flush(stack.guest_tx()), Ok(8));
+        assert_eq!(attach.flush(poll.registry(), stack.guest_tx()), Ok(8));
         let mut buf = [0u8; 128];
         for _ in 0..8 {
             let n = vm.recv(&mut buf).unwrap();
@@ -1082,7 +1238,7 @@ mod tests {
             b[..60].fill(1);
             60
         });
-        assert_eq!(attach.flush(stack.guest_tx()), Err(VmGone));
+        assert_eq!(attach.flush(poll.registry(), stack.guest_tx()), Err(VmGone));
         drop(attach);
         assert!(!ours.exists(), "socket file removed");
         let _ = std::fs::remove_dir_all(dir);
@@ -1157,7 +1313,7 @@ mod tests {
         // and B sees the request.
         send(&mut a, &arp_from(A, [10, 0, 2, 15]));
         receive_all(&mut attach, &mut stack, &poll);
-        attach.flush(stack.guest_tx()).unwrap();
+        attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         let reply = read_frame(&mut a);
         assert_eq!(
             (&reply[..6], &reply[6..12]),
@@ -1169,7 +1325,7 @@ mod tests {
         // B does the same; now both are learnt.
         send(&mut b, &arp_from(B, [10, 0, 2, 16]));
         receive_all(&mut attach, &mut stack, &poll);
-        attach.flush(stack.guest_tx()).unwrap();
+        attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         assert_eq!(&read_frame(&mut b)[..6], &B[..]);
         assert_eq!(read_frame(&mut a), arp_from(B, [10, 0, 2, 16]));
 
@@ -1182,7 +1338,7 @@ mod tests {
         let frames_in = stack.counters().frames_in;
         send(&mut a, &unicast);
         receive_all(&mut attach, &mut stack, &poll);
-        attach.flush(stack.guest_tx()).unwrap();
+        attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         assert_eq!(read_frame(&mut b), unicast);
         assert_eq!(stack.counters().frames_in, frames_in);
         assert!(nothing_to_read(&mut a));
@@ -1200,7 +1356,7 @@ mod tests {
         );
         send(&mut a, &arp_from(A, [10, 0, 2, 15]));
         receive_all(&mut attach, &mut stack, &poll);
-        attach.flush(stack.guest_tx()).unwrap();
+        attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         assert_eq!(&read_frame(&mut a)[6..12], GATEWAY_MAC.as_bytes());
         // The last VM leaving is the end of the link.
         drop(a);
@@ -1246,7 +1402,7 @@ mod tests {
         assert_eq!(attach.accept(poll.registry()), LinkState::Connected);
         send(&mut vm, &arp_from(A, [10, 0, 2, 15]));
         receive_all(&mut attach, &mut stack, &poll);
-        attach.flush(stack.guest_tx()).unwrap();
+        attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         assert_eq!(&read_frame(&mut vm)[6..12], GATEWAY_MAC.as_bytes());
         drop(vm);
         assert_eq!(receive_all(&mut attach, &mut stack, &poll), LinkState::Gone);
@@ -1269,7 +1425,7 @@ mod tests {
         send(&mut a, &arp_from(A, [10, 0, 2, 15]));
         send(&mut b, &arp_from(B, [10, 0, 2, 16]));
         receive_all(&mut attach, &mut stack, &poll);
-        attach.flush(stack.guest_tx()).unwrap();
+        attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         drain(&mut a);
         drain(&mut b);
         // Far more frames to B than its socket and queue hold (B reads
@@ -1290,13 +1446,13 @@ mod tests {
         attach.stall_timeout = std::time::Duration::from_secs(3600);
         for _ in 0..8 {
             attach.set_ready(false, true);
-            attach.flush(stack.guest_tx()).unwrap();
+            attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         }
         assert!(nothing_to_read(&mut a), "held back behind B's frames");
         assert_eq!(attach.take_drops(), 0);
         // Past the stall timeout B's frames are dropped and A's goes.
         attach.stall_timeout = std::time::Duration::ZERO;
-        attach.flush(stack.guest_tx()).unwrap();
+        attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         assert_eq!(&read_frame(&mut a)[..6], &A[..]);
         assert!(attach.take_drops() > 0);
         assert!(stack.guest_tx().is_empty());
@@ -1383,7 +1539,7 @@ mod tests {
             a.set_nonblocking(true).unwrap();
             while !stack.guest_tx().is_empty() {
                 attach.set_ready(false, true);
-                attach.flush(stack.guest_tx()).unwrap();
+                attach.flush(poll.registry(), stack.guest_tx()).unwrap();
                 while let Ok(n) = a.recv(&mut buf) {
                     replies.push(buf[..n].to_vec());
                 }
@@ -1470,11 +1626,11 @@ mod tests {
         // The stack's ARP reply first, then the numbered frames.
         let total = total + 1;
         attach.set_ready(false, true);
-        let sent = attach.flush(stack.guest_tx()).unwrap();
+        let sent = attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         assert_eq!(sent, qlen + 1, "the first flush fills the VM's queue");
         assert_eq!(stack.guest_tx().len(), total - sent);
         // Not writable until the VM reads: nothing more goes.
-        assert_eq!(attach.flush(stack.guest_tx()), Ok(0));
+        assert_eq!(attach.flush(poll.registry(), stack.guest_tx()), Ok(0));
         let mut got = Vec::new();
         let mut buf = [0u8; 128];
         vm.set_nonblocking(true).unwrap();
@@ -1483,7 +1639,7 @@ mod tests {
                 got.push(buf[..n].to_vec());
             }
             attach.set_ready(false, true);
-            attach.flush(stack.guest_tx()).unwrap();
+            attach.flush(poll.registry(), stack.guest_tx()).unwrap();
             if stack.guest_tx().is_empty() {
                 while let Ok(n) = vm.recv(&mut buf) {
                     got.push(buf[..n].to_vec());
@@ -1528,7 +1684,7 @@ mod tests {
             LinkState::Connected
         );
         assert_eq!(attach.port_count(), 2);
-        attach.flush(stack.guest_tx()).unwrap();
+        attach.flush(poll.registry(), stack.guest_tx()).unwrap();
         // Each gets the stack's answer and the other's broadcast request.
         let mut got_a = vec![a.recv(&mut buf).map(|n| buf[..n].to_vec()).unwrap()];
         got_a.push(a.recv(&mut buf).map(|n| buf[..n].to_vec()).unwrap());
@@ -1546,7 +1702,10 @@ mod tests {
         to_b[..6].copy_from_slice(&B);
         a.send_to(&to_b, &ours).unwrap();
         receive_all(&mut attach, &mut stack, &poll);
-        assert_eq!(attach.flush(stack.guest_tx()).map(|_| ()), Ok(()));
+        assert_eq!(
+            attach.flush(poll.registry(), stack.guest_tx()).map(|_| ()),
+            Ok(())
+        );
         assert_eq!(attach.port_count(), 1);
         assert_eq!(
             attach.take_departed().collect::<Vec<_>>(),
@@ -1575,7 +1734,7 @@ mod tests {
                 if receive_all(&mut attach, &mut stack, &poll) == LinkState::Gone {
                     break;
                 }
-                let _ = attach.flush(stack.guest_tx());
+                let _ = attach.flush(poll.registry(), stack.guest_tx());
             }
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -3,6 +3,22 @@
 //! Ethernet frame, both ways. Read in large chunks into one reassembly
 //! buffer, written with one `writev` of many queued frames; a partial
 //! write resumes mid-frame.
+//!
+//! A read that returns less than the room it was given drained the socket,
+//! so the port stops being readable at once instead of reading again to
+//! see `EAGAIN`: the link is registered edge-triggered, and the kernel
+//! raises a new edge for every later arrival (a stream socket's
+//! `sk_data_ready` wakes epoll on each enqueue), so nothing is missed. This
+//! saves one `recv` per wake-up (passt relies on the same).
+//!
+//! The socket is registered for readable edges only. A unix stream socket
+//! raises a writable edge every time the peer reads what was written
+//! (`unix_write_space`), so watching it throughout woke the stack once per
+//! read QEMU made, with nothing to do. Writable edges are asked for
+//! ([`Stream::watch_writable`]) only after a write the socket refused,
+//! until the edge comes (the attachment does both, see `link`); re-arming
+//! with `EPOLL_CTL_MOD` reports a socket that became writable meanwhile,
+//! so no edge is lost.
 
 use std::io::{IoSlice, Read, Write};
 
@@ -26,7 +42,7 @@ impl<S: Read + Write + mio::event::Source> Transport for Stream<S> {
     }
 
     fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
-        registry.register(&mut self.0, token, Interest::READABLE | Interest::WRITABLE)
+        registry.register(&mut self.0, token, Interest::READABLE)
     }
 
     fn deregister(&mut self, registry: &Registry) {
@@ -44,18 +60,24 @@ impl<S: Read + Write + mio::event::Source> Transport for Stream<S> {
 
     /// One large read, then every whole frame in the buffer; the partial
     /// frame left is moved to the front when a whole one might not fit.
+    /// A short read clears `readable` (see the module header).
     fn receive(
         &mut self,
         rx: &mut Rx,
         readable: &mut bool,
         mut deliver: impl FnMut(&[u8], RxChecksum),
     ) -> Result<(), Lost> {
+        let room = rx.buf.len() - rx.end;
         match self.0.read(&mut rx.buf[rx.end..]) {
             Ok(0) => {
                 tracing::info!("VM closed the link");
                 return Err(Lost::Closed);
             }
-            Ok(n) => rx.end += n,
+            Ok(n) => {
+                rx.end += n;
+                // Drained: the next arrival raises a new edge.
+                *readable = n == room;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 *readable = false;
                 return Ok(());
@@ -96,6 +118,24 @@ impl<S: Read + Write + mio::event::Source> Transport for Stream<S> {
             rx.start = 0;
         }
         state
+    }
+}
+
+impl<S: mio::event::Source> Stream<S> {
+    /// Adds (`on`) or removes the socket's writable edges to what it is
+    /// watched for (see the module header).
+    pub(super) fn watch_writable(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on: bool,
+    ) -> std::io::Result<()> {
+        let interest = if on {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry.reregister(&mut self.0, token, interest)
     }
 }
 
