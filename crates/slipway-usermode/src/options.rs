@@ -575,6 +575,15 @@ fn parse_checked_forward(
     Ok(fwd)
 }
 
+/// The protocol of a forward spec: `tcp` (also when empty) or `udp`.
+fn forward_protocol(proto: &str) -> Result<ForwardProtocol, String> {
+    match proto {
+        "" => Ok(ForwardProtocol::Tcp),
+        other => ForwardProtocol::from_keyword(other)
+            .ok_or_else(|| format!("protocol '{other}' is neither tcp nor udp")),
+    }
+}
+
 /// Parses QEMU's `hostfwd_remove` argument, `[tcp|udp]:[hostaddr]:hostport`
 /// (an empty address is 0.0.0.0; an IPv6 address is written in brackets,
 /// `[::1]`), naming the forward to remove.
@@ -583,11 +592,7 @@ pub fn parse_hostfwd_remove(spec: &str) -> Result<(ForwardProtocol, SocketAddr),
     let mut rest = spec;
     let proto = take_until(&mut rest, ':')
         .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport".to_string()))?;
-    let protocol = match proto {
-        "" | "tcp" => ForwardProtocol::Tcp,
-        "udp" => ForwardProtocol::Udp,
-        other => return Err(bad(format!("protocol '{other}' is neither tcp nor udp"))),
-    };
+    let protocol = forward_protocol(proto).map_err(bad)?;
     let addr = take_addr(&mut rest)
         .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport".to_string()))?;
     let addr = parse_forward_addr("host", addr)
@@ -669,11 +674,7 @@ fn parse_forward(spec: &str, legacy: bool) -> Result<HostForward, String> {
     };
     let mut rest = spec;
     let proto = take_until(&mut rest, ':').ok_or_else(syntax)?;
-    let protocol = match proto {
-        "" | "tcp" => ForwardProtocol::Tcp,
-        "udp" => ForwardProtocol::Udp,
-        other => return Err(format!("protocol '{other}' is neither tcp nor udp")),
-    };
+    let protocol = forward_protocol(proto)?;
     let host_addr = if legacy {
         None
     } else {

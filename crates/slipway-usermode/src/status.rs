@@ -115,7 +115,7 @@ impl Stack {
         let guest = self.shown_guest(fwd);
         tracing::info!(protocol = ?fwd.protocol, %host, %guest, "host forward added");
         Ok(ForwardInfo {
-            protocol: fwd.protocol.into(),
+            protocol: fwd.protocol,
             host,
             guest,
         })
@@ -137,7 +137,7 @@ impl Stack {
         let guest = self.shown_guest(&fwd);
         tracing::info!(?protocol, %host, %guest, "host forward removed");
         Some(ForwardInfo {
-            protocol: protocol.into(),
+            protocol,
             host,
             guest,
         })
