@@ -300,22 +300,14 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         }
         Ok(ip)
     };
-    let host = match &raw.host {
-        Some(v) => inside("host", v, parse_ip("host", v)?)?,
-        None => inside(
-            "net",
-            raw.net.as_deref().unwrap_or(""),
-            default_in_net(0x0202),
-        )?,
+    // The address option `key` as given, or QEMU's default (its low bits
+    // `low` in the network, blamed on `net` when it does not fit).
+    let given_or_default = |key: &str, given: &Option<String>, low: u32| match given {
+        Some(v) => inside(key, v, parse_ip(key, v)?),
+        None => inside("net", raw.net.as_deref().unwrap_or(""), default_in_net(low)),
     };
-    let dns = match &raw.dns {
-        Some(v) => inside("dns", v, parse_ip("dns", v)?)?,
-        None => inside(
-            "net",
-            raw.net.as_deref().unwrap_or(""),
-            default_in_net(0x0203),
-        )?,
-    };
+    let host = given_or_default("host", &raw.host, 0x0202)?;
+    let dns = given_or_default("dns", &raw.dns, 0x0203)?;
     if dns == host {
         return Err(invalid(
             "dns",
