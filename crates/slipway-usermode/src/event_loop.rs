@@ -511,9 +511,9 @@ fn report(stack: &Stack) {
         drops = c.total_drops(),
         "traffic so far"
     );
-    for &reason in DropReason::ALL {
+    for (name, reason) in DropReason::KEYWORDS {
         if c.drops(reason) > 0 {
-            tracing::info!(reason = reason.name(), count = c.drops(reason), "dropped");
+            tracing::info!(reason = name, count = c.drops(reason), "dropped");
         }
     }
 }

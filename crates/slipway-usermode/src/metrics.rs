@@ -278,14 +278,14 @@ pub fn render(stack: &Stack, now: Instant, wall: SystemTime) -> String {
         "Bytes of Ethernet frames between the guests and the stack.",
         &[(from, c.bytes_in), (to, c.bytes_out)],
     );
-    let reasons: Vec<[(&str, &str); 1]> = DropReason::ALL
+    let reasons: Vec<[(&str, &str); 1]> = DropReason::KEYWORDS
         .iter()
-        .map(|r| [("reason", r.name())])
+        .map(|&(name, _)| [("reason", name)])
         .collect();
     let drops: Vec<(&[(&str, &str)], u64)> = reasons
         .iter()
-        .zip(DropReason::ALL)
-        .map(|(labels, &r)| (&labels[..], c.drops(r)))
+        .zip(DropReason::KEYWORDS)
+        .map(|(labels, (_, r))| (&labels[..], c.drops(r)))
         .collect();
     t.family(
         "slipway_drops_total",
