@@ -129,55 +129,48 @@ pub fn parse_options(s: &str) -> Result<StackConfig, OptionsError> {
                 "ipv6" => raw.ipv6 = true,
                 "" if i > 0 => return Err(OptionsError::Unknown { key }),
                 k if NOT_SUPPORTED.contains(&k) => return Err(OptionsError::NotSupported { key }),
-                k if is_known_with_value(k) => return Err(OptionsError::MissingValue { key }),
+                // An option `take` reads (whether or not it would accept
+                // an empty value) is one that needs a value.
+                k if !matches!(take(&mut Raw::default(), k, String::new()), Ok(false)) => {
+                    return Err(OptionsError::MissingValue { key })
+                }
                 _ => return Err(OptionsError::Unknown { key }),
             }
             continue;
         };
-        match key.as_str() {
-            "id" => {}
-            "net" | "ip" => raw.net = Some(value),
-            "host" => raw.host = Some(value),
-            "dns" => raw.dns = Some(value),
-            "dhcpstart" => raw.dhcpstart = Some(value),
-            "restrict" => raw.restrict = parse_bool(&key, &value)?,
-            "ipv4" => raw.ipv4 = parse_bool(&key, &value)?,
-            "ipv6" => raw.ipv6 = parse_bool(&key, &value)?,
-            // QEMU's `ipv6-net` is the newer spelling of `ipv6-prefix`.
-            "ipv6-prefix" | "ipv6-net" => raw.ipv6_prefix = Some(value),
-            "ipv6-prefixlen" => raw.ipv6_prefixlen = Some(value),
-            "ipv6-host" => raw.ipv6_host = Some(value),
-            "ipv6-dns" => raw.ipv6_dns = Some(value),
-            "hostname" => raw.hostname = Some(check_name(&key, value)?),
-            "domainname" => raw.domainname = Some(check_name(&key, value)?),
-            "dnssearch" => raw.dnssearch.push(check_name(&key, value)?),
-            "hostfwd" => raw.hostfwd.push(value),
-            k if raw.services.take(k, &value) => {}
-            k if NOT_SUPPORTED.contains(&k) => return Err(OptionsError::NotSupported { key }),
-            _ => return Err(OptionsError::Unknown { key }),
+        if !take(&mut raw, &key, value)? {
+            if NOT_SUPPORTED.contains(&key.as_str()) {
+                return Err(OptionsError::NotSupported { key });
+            }
+            return Err(OptionsError::Unknown { key });
         }
     }
     build(raw)
 }
 
-fn is_known_with_value(key: &str) -> bool {
-    matches!(
-        key,
-        "id" | "net"
-            | "ip"
-            | "host"
-            | "dns"
-            | "dhcpstart"
-            | "hostname"
-            | "domainname"
-            | "dnssearch"
-            | "hostfwd"
-            | "ipv6-prefix"
-            | "ipv6-net"
-            | "ipv6-prefixlen"
-            | "ipv6-host"
-            | "ipv6-dns"
-    ) || crate::config::services::ServicesBuilder::is_key(key)
+/// Takes `key=value` into `raw`; false when `key` is no option read here.
+fn take(raw: &mut Raw, key: &str, value: String) -> Result<bool, OptionsError> {
+    match key {
+        "id" => {}
+        "net" | "ip" => raw.net = Some(value),
+        "host" => raw.host = Some(value),
+        "dns" => raw.dns = Some(value),
+        "dhcpstart" => raw.dhcpstart = Some(value),
+        "restrict" => raw.restrict = parse_bool(key, &value)?,
+        "ipv4" => raw.ipv4 = parse_bool(key, &value)?,
+        "ipv6" => raw.ipv6 = parse_bool(key, &value)?,
+        // QEMU's `ipv6-net` is the newer spelling of `ipv6-prefix`.
+        "ipv6-prefix" | "ipv6-net" => raw.ipv6_prefix = Some(value),
+        "ipv6-prefixlen" => raw.ipv6_prefixlen = Some(value),
+        "ipv6-host" => raw.ipv6_host = Some(value),
+        "ipv6-dns" => raw.ipv6_dns = Some(value),
+        "hostname" => raw.hostname = Some(check_name(key, value)?),
+        "domainname" => raw.domainname = Some(check_name(key, value)?),
+        "dnssearch" => raw.dnssearch.push(check_name(key, value)?),
+        "hostfwd" => raw.hostfwd.push(value),
+        k => return Ok(raw.services.take(k, &value)),
+    }
+    Ok(true)
 }
 
 /// A DNS name for DHCP options 12, 15 and 119: labels of letters, digits,

@@ -145,14 +145,6 @@ impl ServicesBuilder {
         true
     }
 
-    /// Whether `key` is a service option (they all need a value).
-    pub fn is_key(key: &str) -> bool {
-        matches!(
-            key,
-            "tftp" | "bootfile" | "tftp-server-name" | "smb" | "smbserver" | "guestfwd"
-        )
-    }
-
     /// Validates everything against the network.
     pub fn build(self, net: &Network) -> Result<Services, OptionsError> {
         let non_empty = |key: &str, v: Option<String>| match v {
