@@ -964,6 +964,10 @@ mod tests {
             }
         );
         assert_eq!(err("net"), OptionsError::MissingValue { key: "net".into() });
+        // A key whose reader refuses an empty value is still known.
+        for key in ["hostname", "dnssearch", "dhcpstart"] {
+            assert_eq!(err(key), OptionsError::MissingValue { key: key.into() });
+        }
         assert_eq!(
             err("user,,"),
             OptionsError::Unknown {
