@@ -17,15 +17,8 @@ use crate::config::{
 };
 use slipway_host::{netmask_v4, prefix_of_netmask};
 
+use crate::config::invalid;
 pub use crate::config::OptionsError;
-
-fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> OptionsError {
-    OptionsError::Invalid {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
 
 /// Options QEMU knows that slipway refuses for now (a later issue implements them).
 const NOT_SUPPORTED: &[&str] = &[

@@ -505,6 +505,20 @@ pub enum OptionsError {
     },
 }
 
+/// [`OptionsError::Invalid`]: `value` given for option `key` is refused
+/// for `reason`.
+pub(crate) fn invalid(
+    key: &str,
+    value: impl std::fmt::Display,
+    reason: impl Into<String>,
+) -> OptionsError {
+    OptionsError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
 /// DHCP lease time, as libslirp hands out.
 const LEASE_TIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 

@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use super::OptionsError;
+use super::{invalid, OptionsError};
 
 /// The extra services of a network, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -107,14 +107,6 @@ impl Network {
             return Ok(());
         };
         Err(invalid(key, spec, format!("address {ip} is {reason}")))
-    }
-}
-
-fn invalid(key: &str, value: &str, reason: impl Into<String>) -> OptionsError {
-    OptionsError::Invalid {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.into(),
     }
 }
 
