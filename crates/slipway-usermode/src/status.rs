@@ -55,7 +55,7 @@ pub struct CountersInfo {
     pub bytes_in: u64,
     /// Bytes sent to the guests.
     pub bytes_out: u64,
-    /// Drops by reason ([`DropReason::name`]); every reason is present.
+    /// Drops by reason ([`DropReason::as_str`]); every reason is present.
     pub drops: BTreeMap<String, u64>,
 }
 
