@@ -30,6 +30,13 @@ pub struct ForwardInfo {
     pub guest: SocketAddr,
 }
 
+/// `tcp 127.0.0.1:8080 -> 10.0.2.15:80`: as `slipway ctl` prints it.
+impl std::fmt::Display for ForwardInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} -> {}", self.protocol, self.host, self.guest)
+    }
+}
+
 /// One DHCP lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfo {
