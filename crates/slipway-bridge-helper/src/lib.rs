@@ -303,15 +303,21 @@ fn forget_environment() {
     }
 }
 
+/// Turns the failure of privilege step `what` (a caps, io or host error)
+/// into [`Error::Privileges`].
+fn privileges<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Privileges {
+        what,
+        cause: e.to_string(),
+    }
+}
+
 /// `prctl(option, arg, 0, 0, 0)` with every argument at full width.
 fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &'static str) -> Result<()> {
     let zero: libc::c_ulong = 0;
     // SAFETY: the options used here take plain integer arguments.
     if unsafe { libc::prctl(option, arg, zero, zero, zero) } != 0 {
-        return Err(Error::Privileges {
-            what,
-            cause: std::io::Error::last_os_error().to_string(),
-        });
+        return Err(privileges(what)(std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -323,27 +329,18 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &'static str) -> Result<
 /// [`privileged_exec`]) switches to the caller's real uid and gid first,
 /// keeping its supplementary groups; no-new-privileges is set last.
 pub fn drop_privileges(privileged: bool) -> Result<()> {
-    let caps_err = |what: &'static str| {
-        move |e: caps::errors::CapsError| Error::Privileges {
-            what,
-            cause: e.to_string(),
-        }
-    };
     let mut keep = CapsHashSet::new();
     if caps::has_cap(None, CapSet::Permitted, Capability::CAP_NET_ADMIN)
-        .map_err(caps_err("reading the permitted set"))?
+        .map_err(privileges("reading the permitted set"))?
     {
         keep.insert(Capability::CAP_NET_ADMIN);
     }
-    caps::clear(None, CapSet::Ambient).map_err(caps_err("clearing the ambient set"))?;
-    caps::clear(None, CapSet::Inheritable).map_err(caps_err("clearing the inheritable set"))?;
+    caps::clear(None, CapSet::Ambient).map_err(privileges("clearing the ambient set"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(privileges("clearing the inheritable set"))?;
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)
-        .map_err(caps_err("reading the effective set"))?
+        .map_err(privileges("reading the effective set"))?
     {
-        slipway_host::clear_bounding_set().map_err(|e| Error::Privileges {
-            what: "clearing the bounding set",
-            cause: e.to_string(),
-        })?;
+        slipway_host::clear_bounding_set().map_err(privileges("clearing the bounding set"))?;
     }
     if privileged {
         // SAFETY: the id getters only read process state.
@@ -352,22 +349,20 @@ pub fn drop_privileges(privileged: bool) -> Result<()> {
         prctl(libc::PR_SET_KEEPCAPS, 1, "keeping capabilities")?;
         // SAFETY: plain system calls with integer arguments.
         if unsafe { libc::setresgid(gid, gid, gid) } != 0 {
-            return Err(Error::Privileges {
-                what: "switching to the real group",
-                cause: std::io::Error::last_os_error().to_string(),
-            });
+            return Err(privileges("switching to the real group")(
+                std::io::Error::last_os_error(),
+            ));
         }
         // SAFETY: as above.
         if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
-            return Err(Error::Privileges {
-                what: "switching to the real user",
-                cause: std::io::Error::last_os_error().to_string(),
-            });
+            return Err(privileges("switching to the real user")(
+                std::io::Error::last_os_error(),
+            ));
         }
         prctl(libc::PR_SET_KEEPCAPS, 0, "keeping capabilities")?;
     }
-    caps::set(None, CapSet::Effective, &keep).map_err(caps_err("setting the effective set"))?;
-    caps::set(None, CapSet::Permitted, &keep).map_err(caps_err("setting the permitted set"))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(privileges("setting the effective set"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(privileges("setting the permitted set"))?;
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "setting no-new-privileges")
 }
 

@@ -8,12 +8,6 @@ pub(crate) struct Fail {
     pub(crate) errno: i32,
 }
 
-impl Fail {
-    pub(crate) fn with_errno(what: &'static str, errno: i32) -> Fail {
-        Fail { what, errno }
-    }
-}
-
 /// The failure of `what` with the current errno.
 pub(crate) fn last(what: &'static str) -> Fail {
     Fail {

@@ -361,7 +361,10 @@ fn request<T>(req: &T, what: &'static str) -> Result<(), Fail> {
                 Err(last(what))
             } else if n >= 20 && ack[1] & 0xffff == libc::NLMSG_ERROR as u32 && ack[4] != 0 {
                 // The error field is a negative errno.
-                Err(Fail::with_errno(what, -(ack[4] as i32)))
+                Err(Fail {
+                    what,
+                    errno: -(ack[4] as i32),
+                })
             } else {
                 Ok(())
             }

@@ -35,7 +35,7 @@ use crate::control_socket::{ControlSocket, Next};
 use crate::iface::TokenKind;
 use crate::options::{parse_hostfwd, parse_hostfwd_remove};
 use crate::stack::Stack;
-use crate::status::{CountersInfo, FlowInfo, FlowProtocol, ForwardInfo, LeaseInfo};
+use crate::status::{CountersInfo, FlowInfo, ForwardInfo, LeaseInfo};
 
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -159,10 +159,7 @@ pub fn handle_request(stack: &mut Stack, registry: &Registry, request: Request) 
                 Some(forward) => WireMessage::Ok(Reply::Removed { forward }),
                 None => error(
                     ErrorCode::NotFound,
-                    format!(
-                        "no {} forward bound to {host}",
-                        FlowProtocol::from(protocol)
-                    ),
+                    format!("no {protocol} forward bound to {host}"),
                 ),
             }
         }

@@ -16,7 +16,6 @@ use slipway_host::signals::Signals;
 
 use crate::api::{ApiError, ApiServer};
 use crate::config::{ForwardProtocol, StackConfig};
-use crate::iface::flow::FlowProtocol;
 use crate::iface::{decode_token, token, DropReason, TokenKind};
 use crate::link::{AttachError, AttachSpec, Attachment, LinkState};
 use crate::metrics::{MetricsAddr, MetricsError, MetricsServer};
@@ -431,13 +430,7 @@ fn forwarded_ports(stack: &Stack) -> BTreeSet<(ForwardProtocol, u16)> {
     stack
         .forwards()
         .into_iter()
-        .map(|f| {
-            let protocol = match f.protocol {
-                FlowProtocol::Tcp => ForwardProtocol::Tcp,
-                FlowProtocol::Udp => ForwardProtocol::Udp,
-            };
-            (protocol, f.host.port())
-        })
+        .map(|f| (f.protocol, f.host.port()))
         .collect()
 }
 
@@ -518,9 +511,9 @@ fn report(stack: &Stack) {
         drops = c.total_drops(),
         "traffic so far"
     );
-    for &reason in DropReason::ALL {
+    for (name, reason) in DropReason::KEYWORDS {
         if c.drops(reason) > 0 {
-            tracing::info!(reason = reason.name(), count = c.drops(reason), "dropped");
+            tracing::info!(reason = name, count = c.drops(reason), "dropped");
         }
     }
 }

@@ -31,13 +31,15 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use rustix::pipe::{pipe_with, PipeFlags};
 
 use crate::config::services::{GuestForward, GuestForwardTarget};
 use crate::iface::StackError;
@@ -170,8 +172,9 @@ impl Helper {
             smb.give_to(uid, gid).map_err(socket_err(&forwards[0]))?;
         }
         let helper_err = socket_err(&forwards[0]);
-        let (alive_r, alive_w) = pipe().map_err(socket_err(&forwards[0]))?;
-        let (done_r, done_w) = pipe().map_err(socket_err(&forwards[0]))?;
+        let pipe = || pipe_with(PipeFlags::CLOEXEC).map_err(|e| socket_err(&forwards[0])(e.into()));
+        let (alive_r, alive_w) = pipe()?;
+        let (done_r, done_w) = pipe()?;
         // SAFETY: getpid cannot fail; the child runs `serve_forwards`, which
         // never returns.
         let (stack, pid) = unsafe { (libc::getpid(), libc::fork()) };
@@ -197,18 +200,6 @@ impl Helper {
             },
             addrs,
         ))
-    }
-}
-
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fresh descriptors, owned from here on.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
     }
 }
 

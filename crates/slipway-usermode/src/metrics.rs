@@ -62,42 +62,13 @@ enum Listener {
     Unix(mio::net::UnixListener),
 }
 
-enum Conn {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-}
+/// A client's connection, TCP or unix: all the server needs of either.
+trait Conn: Read + Write + Source {}
 
-impl Conn {
-    fn source(&mut self) -> &mut dyn Source {
-        match self {
-            Conn::Tcp(s) => s,
-            Conn::Unix(s) => s,
-        }
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.read(buf),
-            Conn::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.write(buf),
-            Conn::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+impl<T: Read + Write + Source> Conn for T {}
 
 struct Client {
-    conn: Conn,
+    conn: Box<dyn Conn>,
     input: Vec<u8>,
     output: Vec<u8>,
     /// Whether the response is in `output` (no more input is read).
@@ -211,15 +182,15 @@ impl MetricsServer {
 
     fn close(&mut self, registry: &Registry, slot: usize) {
         if let Some(mut c) = self.clients[slot].take() {
-            let _ = registry.deregister(c.conn.source());
+            let _ = registry.deregister(&mut *c.conn);
         }
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant) {
         loop {
             let accepted = match &self.listener {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| Conn::Tcp(s)),
-                Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
+                Listener::Tcp(l) => l.accept().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
+                Listener::Unix(l) => l.accept().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
             };
             let mut conn = match accepted {
                 Ok(c) => c,
@@ -236,7 +207,7 @@ impl MetricsServer {
             };
             let tok = token(TokenKind::Control, LISTENER_INDEX + 1 + slot);
             if let Err(err) =
-                registry.register(conn.source(), tok, Interest::READABLE | Interest::WRITABLE)
+                registry.register(&mut *conn, tok, Interest::READABLE | Interest::WRITABLE)
             {
                 tracing::warn!(%err, "metrics: registering a client");
                 continue;
@@ -307,14 +278,14 @@ pub fn render(stack: &Stack, now: Instant, wall: SystemTime) -> String {
         "Bytes of Ethernet frames between the guests and the stack.",
         &[(from, c.bytes_in), (to, c.bytes_out)],
     );
-    let reasons: Vec<[(&str, &str); 1]> = DropReason::ALL
+    let reasons: Vec<[(&str, &str); 1]> = DropReason::KEYWORDS
         .iter()
-        .map(|r| [("reason", r.name())])
+        .map(|&(name, _)| [("reason", name)])
         .collect();
     let drops: Vec<(&[(&str, &str)], u64)> = reasons
         .iter()
-        .zip(DropReason::ALL)
-        .map(|(labels, &r)| (&labels[..], c.drops(r)))
+        .zip(DropReason::KEYWORDS)
+        .map(|(labels, (_, r))| (&labels[..], c.drops(r)))
         .collect();
     t.family(
         "slipway_drops_total",

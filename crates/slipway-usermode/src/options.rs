@@ -17,15 +17,8 @@ use crate::config::{
 };
 use slipway_host::{netmask_v4, prefix_of_netmask};
 
+use crate::config::invalid;
 pub use crate::config::OptionsError;
-
-fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> OptionsError {
-    OptionsError::Invalid {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
 
 /// Options QEMU knows that slipway refuses for now (a later issue implements them).
 const NOT_SUPPORTED: &[&str] = &[
@@ -129,55 +122,48 @@ pub fn parse_options(s: &str) -> Result<StackConfig, OptionsError> {
                 "ipv6" => raw.ipv6 = true,
                 "" if i > 0 => return Err(OptionsError::Unknown { key }),
                 k if NOT_SUPPORTED.contains(&k) => return Err(OptionsError::NotSupported { key }),
-                k if is_known_with_value(k) => return Err(OptionsError::MissingValue { key }),
+                // An option `take` reads (whether or not it would accept
+                // an empty value) is one that needs a value.
+                k if !matches!(take(&mut Raw::default(), k, String::new()), Ok(false)) => {
+                    return Err(OptionsError::MissingValue { key })
+                }
                 _ => return Err(OptionsError::Unknown { key }),
             }
             continue;
         };
-        match key.as_str() {
-            "id" => {}
-            "net" | "ip" => raw.net = Some(value),
-            "host" => raw.host = Some(value),
-            "dns" => raw.dns = Some(value),
-            "dhcpstart" => raw.dhcpstart = Some(value),
-            "restrict" => raw.restrict = parse_bool(&key, &value)?,
-            "ipv4" => raw.ipv4 = parse_bool(&key, &value)?,
-            "ipv6" => raw.ipv6 = parse_bool(&key, &value)?,
-            // QEMU's `ipv6-net` is the newer spelling of `ipv6-prefix`.
-            "ipv6-prefix" | "ipv6-net" => raw.ipv6_prefix = Some(value),
-            "ipv6-prefixlen" => raw.ipv6_prefixlen = Some(value),
-            "ipv6-host" => raw.ipv6_host = Some(value),
-            "ipv6-dns" => raw.ipv6_dns = Some(value),
-            "hostname" => raw.hostname = Some(check_name(&key, value)?),
-            "domainname" => raw.domainname = Some(check_name(&key, value)?),
-            "dnssearch" => raw.dnssearch.push(check_name(&key, value)?),
-            "hostfwd" => raw.hostfwd.push(value),
-            k if raw.services.take(k, &value) => {}
-            k if NOT_SUPPORTED.contains(&k) => return Err(OptionsError::NotSupported { key }),
-            _ => return Err(OptionsError::Unknown { key }),
+        if !take(&mut raw, &key, value)? {
+            if NOT_SUPPORTED.contains(&key.as_str()) {
+                return Err(OptionsError::NotSupported { key });
+            }
+            return Err(OptionsError::Unknown { key });
         }
     }
     build(raw)
 }
 
-fn is_known_with_value(key: &str) -> bool {
-    matches!(
-        key,
-        "id" | "net"
-            | "ip"
-            | "host"
-            | "dns"
-            | "dhcpstart"
-            | "hostname"
-            | "domainname"
-            | "dnssearch"
-            | "hostfwd"
-            | "ipv6-prefix"
-            | "ipv6-net"
-            | "ipv6-prefixlen"
-            | "ipv6-host"
-            | "ipv6-dns"
-    ) || crate::config::services::ServicesBuilder::is_key(key)
+/// Takes `key=value` into `raw`; false when `key` is no option read here.
+fn take(raw: &mut Raw, key: &str, value: String) -> Result<bool, OptionsError> {
+    match key {
+        "id" => {}
+        "net" | "ip" => raw.net = Some(value),
+        "host" => raw.host = Some(value),
+        "dns" => raw.dns = Some(value),
+        "dhcpstart" => raw.dhcpstart = Some(value),
+        "restrict" => raw.restrict = parse_bool(key, &value)?,
+        "ipv4" => raw.ipv4 = parse_bool(key, &value)?,
+        "ipv6" => raw.ipv6 = parse_bool(key, &value)?,
+        // QEMU's `ipv6-net` is the newer spelling of `ipv6-prefix`.
+        "ipv6-prefix" | "ipv6-net" => raw.ipv6_prefix = Some(value),
+        "ipv6-prefixlen" => raw.ipv6_prefixlen = Some(value),
+        "ipv6-host" => raw.ipv6_host = Some(value),
+        "ipv6-dns" => raw.ipv6_dns = Some(value),
+        "hostname" => raw.hostname = Some(check_name(key, value)?),
+        "domainname" => raw.domainname = Some(check_name(key, value)?),
+        "dnssearch" => raw.dnssearch.push(check_name(key, value)?),
+        "hostfwd" => raw.hostfwd.push(value),
+        k => return Ok(raw.services.take(k, &value)),
+    }
+    Ok(true)
 }
 
 /// A DNS name for DHCP options 12, 15 and 119: labels of letters, digits,
@@ -300,22 +286,14 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         }
         Ok(ip)
     };
-    let host = match &raw.host {
-        Some(v) => inside("host", v, parse_ip("host", v)?)?,
-        None => inside(
-            "net",
-            raw.net.as_deref().unwrap_or(""),
-            default_in_net(0x0202),
-        )?,
+    // The address option `key` as given, or QEMU's default (its low bits
+    // `low` in the network, blamed on `net` when it does not fit).
+    let given_or_default = |key: &str, given: &Option<String>, low: u32| match given {
+        Some(v) => inside(key, v, parse_ip(key, v)?),
+        None => inside("net", raw.net.as_deref().unwrap_or(""), default_in_net(low)),
     };
-    let dns = match &raw.dns {
-        Some(v) => inside("dns", v, parse_ip("dns", v)?)?,
-        None => inside(
-            "net",
-            raw.net.as_deref().unwrap_or(""),
-            default_in_net(0x0203),
-        )?,
-    };
+    let host = given_or_default("host", &raw.host, 0x0202)?;
+    let dns = given_or_default("dns", &raw.dns, 0x0203)?;
     if dns == host {
         return Err(invalid(
             "dns",
@@ -575,6 +553,15 @@ fn parse_checked_forward(
     Ok(fwd)
 }
 
+/// The protocol of a forward spec: `tcp` (also when empty) or `udp`.
+fn forward_protocol(proto: &str) -> Result<ForwardProtocol, String> {
+    match proto {
+        "" => Ok(ForwardProtocol::Tcp),
+        other => ForwardProtocol::from_keyword(other)
+            .ok_or_else(|| format!("protocol '{other}' is neither tcp nor udp")),
+    }
+}
+
 /// Parses QEMU's `hostfwd_remove` argument, `[tcp|udp]:[hostaddr]:hostport`
 /// (an empty address is 0.0.0.0; an IPv6 address is written in brackets,
 /// `[::1]`), naming the forward to remove.
@@ -583,11 +570,7 @@ pub fn parse_hostfwd_remove(spec: &str) -> Result<(ForwardProtocol, SocketAddr),
     let mut rest = spec;
     let proto = take_until(&mut rest, ':')
         .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport".to_string()))?;
-    let protocol = match proto {
-        "" | "tcp" => ForwardProtocol::Tcp,
-        "udp" => ForwardProtocol::Udp,
-        other => return Err(bad(format!("protocol '{other}' is neither tcp nor udp"))),
-    };
+    let protocol = forward_protocol(proto).map_err(bad)?;
     let addr = take_addr(&mut rest)
         .ok_or_else(|| bad("expected [tcp|udp]:[hostaddr]:hostport".to_string()))?;
     let addr = parse_forward_addr("host", addr)
@@ -669,11 +652,7 @@ fn parse_forward(spec: &str, legacy: bool) -> Result<HostForward, String> {
     };
     let mut rest = spec;
     let proto = take_until(&mut rest, ':').ok_or_else(syntax)?;
-    let protocol = match proto {
-        "" | "tcp" => ForwardProtocol::Tcp,
-        "udp" => ForwardProtocol::Udp,
-        other => return Err(format!("protocol '{other}' is neither tcp nor udp")),
-    };
+    let protocol = forward_protocol(proto)?;
     let host_addr = if legacy {
         None
     } else {
@@ -978,6 +957,10 @@ mod tests {
             }
         );
         assert_eq!(err("net"), OptionsError::MissingValue { key: "net".into() });
+        // A key whose reader refuses an empty value is still known.
+        for key in ["hostname", "dnssearch", "dhcpstart"] {
+            assert_eq!(err(key), OptionsError::MissingValue { key: key.into() });
+        }
         assert_eq!(
             err("user,,"),
             OptionsError::Unknown {

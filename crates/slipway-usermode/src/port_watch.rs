@@ -222,12 +222,8 @@ pub fn open_tables(
     };
     let mut tables = Vec::new();
     for &protocol in protocols {
-        let name = match protocol {
-            ForwardProtocol::Tcp => "tcp",
-            ForwardProtocol::Udp => "udp",
-        };
         for suffix in ["", "6"] {
-            let path = format!("{dir}/{name}{suffix}");
+            let path = format!("{dir}/{protocol}{suffix}");
             match File::open(&path) {
                 Ok(file) => tables.push((protocol, file)),
                 // No IPv6 in this kernel: no table.

@@ -167,8 +167,7 @@ impl Forwards {
         let Some(guest_port) = port(arg("guest_port")) else {
             return bad_arg("guest_port");
         };
-        let proto = FlowProtocol::from(protocol);
-        let spec = format!("{proto}:{host_addr}:{host_port}-{guest_addr}:{guest_port}");
+        let spec = format!("{protocol}:{host_addr}:{host_port}-{guest_addr}:{guest_port}");
         let fwd = match parse_hostfwd(&spec, stack.config()) {
             Ok(fwd) => fwd,
             Err(e) => return bad(format!("add_hostfwd: bad arguments.guest_addr: {e}")),
@@ -196,7 +195,7 @@ impl Forwards {
         let live = stack.forwards();
         self.added.retain(|a| {
             live.iter().any(|f| {
-                f.protocol == FlowProtocol::from(a.protocol)
+                f.protocol == a.protocol
                     && f.host == SocketAddr::V4(a.host)
                     && f.guest == SocketAddr::V4(a.guest)
             })
@@ -205,7 +204,7 @@ impl Forwards {
             .iter()
             .map(|a| Entry {
                 id: a.id,
-                proto: a.protocol.into(),
+                proto: a.protocol,
                 host_addr: *a.host.ip(),
                 host_port: a.host.port(),
                 guest_addr: *a.guest.ip(),

@@ -30,6 +30,13 @@ pub struct ForwardInfo {
     pub guest: SocketAddr,
 }
 
+/// `tcp 127.0.0.1:8080 -> 10.0.2.15:80`: as `slipway ctl` prints it.
+impl std::fmt::Display for ForwardInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} -> {}", self.protocol, self.host, self.guest)
+    }
+}
+
 /// One DHCP lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfo {
@@ -55,7 +62,7 @@ pub struct CountersInfo {
     pub bytes_in: u64,
     /// Bytes sent to the guests.
     pub bytes_out: u64,
-    /// Drops by reason ([`DropReason::name`]); every reason is present.
+    /// Drops by reason ([`DropReason::as_str`]); every reason is present.
     pub drops: BTreeMap<String, u64>,
 }
 
@@ -66,9 +73,9 @@ impl From<&Counters> for CountersInfo {
             frames_out: c.frames_out,
             bytes_in: c.bytes_in,
             bytes_out: c.bytes_out,
-            drops: DropReason::ALL
+            drops: DropReason::KEYWORDS
                 .iter()
-                .map(|&r| (r.name().to_string(), c.drops(r)))
+                .map(|&(name, r)| (name.to_string(), c.drops(r)))
                 .collect(),
         }
     }
@@ -115,7 +122,7 @@ impl Stack {
         let guest = self.shown_guest(fwd);
         tracing::info!(protocol = ?fwd.protocol, %host, %guest, "host forward added");
         Ok(ForwardInfo {
-            protocol: fwd.protocol.into(),
+            protocol: fwd.protocol,
             host,
             guest,
         })
@@ -137,7 +144,7 @@ impl Stack {
         let guest = self.shown_guest(&fwd);
         tracing::info!(?protocol, %host, %guest, "host forward removed");
         Some(ForwardInfo {
-            protocol: protocol.into(),
+            protocol,
             host,
             guest,
         })
@@ -218,7 +225,7 @@ mod tests {
         c.drop(DropReason::Fragment);
         let info = CountersInfo::from(&c);
         assert_eq!(info.frames_in, 3);
-        assert_eq!(info.drops.len(), DropReason::ALL.len());
+        assert_eq!(info.drops.len(), DropReason::KEYWORDS.len());
         assert_eq!(info.drops["fragment"], 1);
         assert_eq!(info.drops["truncated"], 0);
     }

@@ -54,21 +54,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<i32> {
 fn render(reply: &Reply) -> String {
     let mut out = String::new();
     match reply {
-        Reply::Added { forward } => {
-            out += &format!(
-                "added {} {} -> {}\n",
-                forward.protocol, forward.host, forward.guest
-            )
-        }
-        Reply::Removed { forward } => {
-            out += &format!(
-                "removed {} {} -> {}\n",
-                forward.protocol, forward.host, forward.guest
-            )
-        }
+        Reply::Added { forward } => out += &format!("added {forward}\n"),
+        Reply::Removed { forward } => out += &format!("removed {forward}\n"),
         Reply::Forwards { forwards } => {
             for f in forwards {
-                out += &format!("{} {} -> {}\n", f.protocol, f.host, f.guest);
+                out += &format!("{f}\n");
             }
         }
         Reply::Leases { leases } => {

@@ -25,13 +25,23 @@ pub const MIN_MTU: usize = 68;
 /// Number of addresses the DHCP pool hands out, as libslirp does.
 pub const DHCP_POOL_SIZE: u8 = 16;
 
-/// Transport protocol of a port forward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ForwardProtocol {
-    /// TCP: a host listener whose connections are translated to guest connections.
-    Tcp,
-    /// UDP: a host socket whose datagrams are relayed to a guest port.
-    Udp,
+slipway_host::keywords! {
+    /// Transport protocol of a port forward or a flow, with its keyword in
+    /// the options and the API (`tcp`, `udp`).
+    #[derive(PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum ForwardProtocol {
+        /// TCP: a host listener whose connections are translated to guest connections.
+        Tcp = "tcp",
+        /// UDP: a host socket whose datagrams are relayed to a guest port.
+        Udp = "udp",
+    }
+}
+
+impl std::fmt::Display for ForwardProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One host-to-guest forward (`hostfwd=` / `-redir`).
@@ -493,6 +503,20 @@ pub enum OptionsError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// [`OptionsError::Invalid`]: `value` given for option `key` is refused
+/// for `reason`.
+pub(crate) fn invalid(
+    key: &str,
+    value: impl std::fmt::Display,
+    reason: impl Into<String>,
+) -> OptionsError {
+    OptionsError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// DHCP lease time, as libslirp hands out.

@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use super::OptionsError;
+use super::{invalid, OptionsError};
 
 /// The extra services of a network, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,14 +110,6 @@ impl Network {
     }
 }
 
-fn invalid(key: &str, value: &str, reason: impl Into<String>) -> OptionsError {
-    OptionsError::Invalid {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
-
 /// The raw service options, collected while the option string is parsed.
 #[derive(Default)]
 pub(crate) struct ServicesBuilder {
@@ -143,14 +135,6 @@ impl ServicesBuilder {
             _ => return false,
         }
         true
-    }
-
-    /// Whether `key` is a service option (they all need a value).
-    pub fn is_key(key: &str) -> bool {
-        matches!(
-            key,
-            "tftp" | "bootfile" | "tftp-server-name" | "smb" | "smbserver" | "guestfwd"
-        )
     }
 
     /// Validates everything against the network.

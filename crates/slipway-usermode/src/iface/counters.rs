@@ -2,39 +2,40 @@
 
 use crate::config::DenyReason;
 
-macro_rules! drop_reasons {
-    ($($variant:ident => $name:literal, $doc:literal;)*) => {
-        /// Why a frame from the guest (or a datagram from the host) was dropped.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum DropReason { $(#[doc = $doc] $variant,)* }
-
-        impl DropReason {
-            /// Every reason, in counter order.
-            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
-
-            /// Short stable name used in logs and by the control API.
-            pub fn name(self) -> &'static str {
-                match self { $(DropReason::$variant => $name,)* }
-            }
-        }
-    };
-}
-
-drop_reasons! {
-    Truncated => "truncated", "Shorter than its headers say.";
-    Oversized => "oversized", "Larger than the link MTU or the framing limit.";
-    BadChecksum => "bad-checksum", "A header or payload checksum did not match.";
-    Malformed => "malformed", "A header field has an impossible value.";
-    UnsupportedProtocol => "unsupported-protocol", "An EtherType or IP protocol the stack does not serve.";
-    NotForUs => "not-for-us", "Addressed to a MAC or IP address nothing here owns.";
-    Fragment => "fragment", "An IP fragment (the stack does not reassemble).";
-    Restricted => "restricted", "Outbound traffic refused by restrict=on.";
-    HostLoopback => "host-loopback", "Outbound traffic to the host's loopback refused by --no-host-loopback.";
-    FlowLimit => "flow-limit", "A flow table is full.";
-    GuestTxFull => "guest-tx-full", "No room left in the queue toward the guest.";
-    BadDhcp => "bad-dhcp", "A DHCP message that could not be parsed or answered.";
-    HostSocketError => "host-socket-error", "The host refused to open or use a socket.";
-    Unresolved => "unresolved", "No guest answered address resolution for the destination (or too many frames waited for it).";
+slipway_host::keywords! {
+    /// Why a frame from the guest (or a datagram from the host) was
+    /// dropped, with the short stable name logs and the control API use.
+    pub enum DropReason {
+        /// Shorter than its headers say.
+        Truncated = "truncated",
+        /// Larger than the link MTU or the framing limit.
+        Oversized = "oversized",
+        /// A header or payload checksum did not match.
+        BadChecksum = "bad-checksum",
+        /// A header field has an impossible value.
+        Malformed = "malformed",
+        /// An EtherType or IP protocol the stack does not serve.
+        UnsupportedProtocol = "unsupported-protocol",
+        /// Addressed to a MAC or IP address nothing here owns.
+        NotForUs = "not-for-us",
+        /// An IP fragment (the stack does not reassemble).
+        Fragment = "fragment",
+        /// Outbound traffic refused by restrict=on.
+        Restricted = "restricted",
+        /// Outbound traffic to the host's loopback refused by --no-host-loopback.
+        HostLoopback = "host-loopback",
+        /// A flow table is full.
+        FlowLimit = "flow-limit",
+        /// No room left in the queue toward the guest.
+        GuestTxFull = "guest-tx-full",
+        /// A DHCP message that could not be parsed or answered.
+        BadDhcp = "bad-dhcp",
+        /// The host refused to open or use a socket.
+        HostSocketError = "host-socket-error",
+        /// No guest answered address resolution for the destination (or too
+        /// many frames waited for it).
+        Unresolved = "unresolved",
+    }
 }
 
 /// Frame and drop counters of one stack.
@@ -53,14 +54,14 @@ pub struct Counters {
     /// DNS queries answered SERVFAIL because no upstream answered (or
     /// none could be asked).
     pub dns_upstream_failures: u64,
-    drops: [u64; DropReason::ALL.len()],
+    drops: [u64; DropReason::KEYWORDS.len()],
 }
 
 impl Counters {
     /// Counts one drop and logs it at debug level.
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
-        tracing::debug!(reason = reason.name(), "dropped");
+        tracing::debug!(reason = reason.as_str(), "dropped");
     }
 
     /// How many drops `reason` has caused.

@@ -5,35 +5,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ForwardProtocol;
-
-/// Transport protocol of a flow or forward, as the API names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FlowProtocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl From<ForwardProtocol> for FlowProtocol {
-    fn from(p: ForwardProtocol) -> Self {
-        match p {
-            ForwardProtocol::Tcp => FlowProtocol::Tcp,
-            ForwardProtocol::Udp => FlowProtocol::Udp,
-        }
-    }
-}
-
-impl std::fmt::Display for FlowProtocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FlowProtocol::Tcp => "tcp",
-            FlowProtocol::Udp => "udp",
-        })
-    }
-}
+/// Transport protocol of a flow: the same two as a forward's, named as
+/// the API names them.
+pub use crate::config::ForwardProtocol as FlowProtocol;
 
 /// One active flow (a translated connection or a UDP flow).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
