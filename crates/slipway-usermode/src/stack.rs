@@ -1830,6 +1830,26 @@ pub(crate) mod udp_tests {
             .collect()
     }
 
+    /// Starts `stack` and opens a UDP flow from the guest's port `sport`
+    /// to a fresh echo server on the host's loopback (through 10.0.2.2):
+    /// the server and the flow socket's address, to answer to.
+    fn flow_to_echo_server(
+        stack: &mut Stack,
+        poll: &mio::Poll,
+        sport: u16,
+    ) -> (std::net::UdpSocket, std::net::SocketAddr) {
+        stack.start(poll.registry()).unwrap();
+        let (server, port) = echo_server();
+        let host = Ipv4Addr::new(10, 0, 2, 2);
+        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
+        stack.guest_tx().clear();
+        let go = udp_frame(sport, host, port, b"go");
+        stack.handle_frame(poll.registry(), &go, Instant::now());
+        let mut buf = [0u8; 16];
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        (server, from)
+    }
+
     /// A burst larger than a default socket receive buffer holds (92
     /// datagrams of 1472 bytes at 208 KiB) that arrives before the stack
     /// reads still reaches the guest whole: the flow's socket asks for
@@ -1838,15 +1858,7 @@ pub(crate) mod udp_tests {
     fn a_burst_beyond_a_default_socket_buffer_reaches_the_guest() {
         let mut poll = mio::Poll::new().unwrap();
         let mut stack = Stack::new(parse_options("").unwrap()).unwrap();
-        stack.start(poll.registry()).unwrap();
-        let (server, port) = echo_server();
-        let host = Ipv4Addr::new(10, 0, 2, 2);
-        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
-        stack.guest_tx().clear();
-        let go = udp_frame(4300, host, port, b"go");
-        stack.handle_frame(poll.registry(), &go, Instant::now());
-        let mut buf = [0u8; 16];
-        let (_, from) = server.recv_from(&mut buf).unwrap();
+        let (server, from) = flow_to_echo_server(&mut stack, &poll, 4300);
         let burst = numbered(150, 1472);
         for d in &burst {
             server.send_to(d, from).unwrap();
@@ -1868,15 +1880,7 @@ pub(crate) mod udp_tests {
         let mut cfg = parse_options(&format!("hostfwd=udp:127.0.0.1:{fport}-:7777")).unwrap();
         cfg.limits.guest_tx_slots = 8;
         let mut stack = Stack::new(cfg).unwrap();
-        stack.start(poll.registry()).unwrap();
-        let (server, port) = echo_server();
-        let host = Ipv4Addr::new(10, 0, 2, 2);
-        stack.handle_frame(poll.registry(), &arp_from_guest(), Instant::now());
-        stack.guest_tx().clear();
-        let go = udp_frame(4301, host, port, b"go");
-        stack.handle_frame(poll.registry(), &go, Instant::now());
-        let mut buf = [0u8; 16];
-        let (_, from) = server.recv_from(&mut buf).unwrap();
+        let (server, from) = flow_to_echo_server(&mut stack, &poll, 4301);
         let replies = numbered(40, 100);
         for d in &replies {
             server.send_to(d, from).unwrap();
