@@ -1662,6 +1662,16 @@ fn passt6_twin(program: &Path, root: &Path, label: &str) -> Vec<(String, Option<
         .collect()
 }
 
+/// `text` once when it is one string repeated (`abab` -> `ab`), else as is.
+fn once_if_repeated(text: &str) -> String {
+    (1..text.len())
+        .filter(|&n| text.len().is_multiple_of(n) && text.is_char_boundary(n))
+        .map(|n| &text[..n])
+        .find(|unit| unit.repeat(text.len() / unit.len()) == text)
+        .unwrap_or(text)
+        .to_owned()
+}
+
 /// libvirt's passt command line on a host with IPv6, against Debian's
 /// passt: the test guest gets the same SLAAC address in the host's prefix
 /// and default route (via the router's link-local address), and reaches
@@ -1674,7 +1684,14 @@ fn passt_ipv6_matches_debian_passt() {
         let link = pasta6_setup(root.path());
         let passt = link.with_file_name("passt");
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &passt).unwrap();
-        let real = passt6_twin(Path::new("/usr/bin/passt"), root.path(), "real");
+        // Debian's passt 0.0~git20230309, on a loaded machine, now and
+        // then delivers a page twice in one connection and then stalls
+        // (seen in CI: "on-prefix-peer6on-prefix-peer6"): a page repeated
+        // counts as the page on its side.
+        let real: Vec<_> = passt6_twin(Path::new("/usr/bin/passt"), root.path(), "real")
+            .into_iter()
+            .map(|(key, value)| (key, value.map(|v| once_if_repeated(&v))))
+            .collect();
         let ours = passt6_twin(&passt, root.path(), "slipway");
         eprintln!("real: {real:?}\nours: {ours:?}");
         let get = |k: &str| {
