@@ -1510,9 +1510,9 @@ mod tests {
     /// send (a connected socket would refuse it: EPERM).
     #[test]
     fn dgram_sole_vm_is_connected_in_order_until_another_socket_appears() {
-        let dir = std::env::temp_dir().join(format!("slipway-dgram-solo-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed with the test.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let ours = dir.join("stack.sock");
         let mut poll = mio::Poll::new().unwrap();
         let mut attach =
@@ -1599,9 +1599,9 @@ mod tests {
     /// once and in order.
     #[test]
     fn dgram_short_send_resumes_at_the_first_frame_not_sent() {
-        let dir = std::env::temp_dir().join(format!("slipway-dgram-short-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed with the test.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let ours = dir.join("stack.sock");
         let poll = mio::Poll::new().unwrap();
         let mut attach =
