@@ -610,10 +610,23 @@ impl Report for Located<'_> {
     }
 }
 
-/// Escapes like libvirt's `virBufferEscapeString`: the five XML specials
-/// become entities, and control characters other than tab, newline and
-/// carriage return are dropped.
+/// Escapes an attribute value like libvirt's `virBufferEscapeString`:
+/// the five XML specials become entities and control characters other
+/// than tab, newline and carriage return are dropped. Unlike libvirt,
+/// those three are written as character references: a parser normalises
+/// them to spaces when they stand raw in an attribute, so libvirt's own
+/// output of a name holding a newline does not read back as that name.
 pub(crate) fn esc(s: &str) -> String {
+    escape(s, true)
+}
+
+/// Escapes text content: as [`esc`], but tab, newline and carriage
+/// return stay as they are (text keeps them).
+fn esc_text(s: &str) -> String {
+    escape(s, false)
+}
+
+fn escape(s: &str, attribute: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -622,6 +635,9 @@ pub(crate) fn esc(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' if attribute => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
             '\t' | '\n' | '\r' => out.push(c),
             c if (c as u32) < 0x20 => {}
             c => out.push(c),
@@ -703,6 +719,6 @@ impl XmlWriter {
 
     /// `<name>text</name>`, the text escaped.
     pub(crate) fn text(&mut self, name: &str, text: &str) {
-        self.line(&format!("<{name}>{}</{name}>", esc(text)));
+        self.line(&format!("<{name}>{}</{name}>", esc_text(text)));
     }
 }
