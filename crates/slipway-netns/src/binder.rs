@@ -250,8 +250,7 @@ fn serve(join: &Join, sandbox: &ChildSandbox, sock: RawFd) -> ! {
         // MSG_TRUNC: the real length of a longer request, not the 4 bytes
         // read of it.
         // SAFETY: reads into a live buffer.
-        let n =
-            unsafe { libc::recv(sock, req.as_mut_ptr().cast(), req.len(), libc::MSG_TRUNC) };
+        let n = unsafe { libc::recv(sock, req.as_mut_ptr().cast(), req.len(), libc::MSG_TRUNC) };
         if n == 0 || (n < 0 && errno() != libc::EINTR) {
             // SAFETY: as above.
             unsafe { libc::_exit(0) };
@@ -478,9 +477,7 @@ mod tests {
                 // SAFETY: unshare of this thread's network namespace only.
                 assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
                 let ctl = crate::ifconfig::CtlSocket::open().ok().unwrap();
-                assert!(ctl
-                    .set_up(&crate::child::lo_name(), "loopback up")
-                    .is_ok());
+                assert!(ctl.set_up(&crate::child::lo_name(), "loopback up").is_ok());
                 f()
             })
             .join()
@@ -662,7 +659,10 @@ mod tests {
             .bind(LoopbackSocket::TcpListener, lo4, 80)
             .map(std::net::TcpListener::from)
             .unwrap();
-        assert_eq!(listener.local_addr().unwrap(), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(
+            listener.local_addr().unwrap(),
+            "127.0.0.1:80".parse().unwrap()
+        );
         // In the container's namespace, not ours.
         let inode = |path: String| std::fs::read_link(path).unwrap();
         assert_eq!(

@@ -98,12 +98,12 @@ impl ChildSandbox {
         let ruleset: Option<OwnedFd> = Sandbox::new().landlock_ruleset()?.into();
         // Kept above the standard descriptors, which the child replaces.
         let ruleset = match ruleset {
-            Some(fd) if fd.as_raw_fd() <= 2 => Some(fd.try_clone().map_err(|source| {
-                SandboxError::Os {
+            Some(fd) if fd.as_raw_fd() <= 2 => {
+                Some(fd.try_clone().map_err(|source| SandboxError::Os {
                     what: "moving the Landlock ruleset's descriptor",
                     source,
-                }
-            })?),
+                })?)
+            }
             other => other,
         };
         Ok(ChildSandbox {
