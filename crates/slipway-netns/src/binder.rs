@@ -115,11 +115,11 @@ impl LoopbackBinder {
                     i32::from_ne_bytes([status[1], status[2], status[3], status[4]]),
                     String::from_utf8_lossy(&status[5..n]).into_owned(),
                 ),
-                _ => (libc::EIO, "ending".to_string()),
+                _ => (libc::EIO, "ended without a word".to_string()),
             };
             let _ = crate::child::wait(pid);
             return Err(NetnsError::Step {
-                what: format!("{what}: joining {target} to bind its loopback"),
+                what: format!("the helper binding the loopback of {target}: {what}"),
                 source: io::Error::from_raw_os_error(errno),
             });
         }
@@ -595,7 +595,12 @@ mod tests {
             userns: None,
         })
         .unwrap_err();
-        assert!(format!("{err}").contains("to bind its loopback"), "{err}");
+        let text = format!("{err}");
+        assert!(
+            text.contains("the helper binding the loopback of network namespace /nonexistent/ns")
+                && text.contains("joining the network namespace"),
+            "{text}"
+        );
     }
 
     /// A container's namespaces as rootless podman makes them: a user
