@@ -610,9 +610,22 @@ mod tests {
 
     impl Container {
         fn new() -> Container {
-            let mut child = Command::new("setpriv")
-                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .args(["unshare", "-Urn", "sh", "-c"])
+            Container::start(
+                Command::new("setpriv")
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                    .arg("unshare"),
+            )
+        }
+
+        /// A container whose user namespace the test's own user owns (as
+        /// rootless podman's is owned by the user running slipway).
+        fn owned_by_us() -> Container {
+            Container::start(&mut Command::new("unshare"))
+        }
+
+        fn start(unshare: &mut Command) -> Container {
+            let mut child = unshare
+                .args(["-Urn", "sh", "-c"])
                 .arg("ip link set lo up && echo up && exec sleep 600")
                 .stdout(Stdio::piped())
                 .spawn()
@@ -675,6 +688,49 @@ mod tests {
             inode(format!("/proc/{}/ns/net", ctr.0.id()))
         );
         assert_eq!(ending(binder), 0, "it ends when its peer does");
+    }
+
+    /// The container's root (all capabilities in the user namespace the
+    /// helper joined, the same uid as the helper) may neither take the
+    /// helper's socket to the stack (`pidfd_getfd`) nor trace it.
+    #[test]
+    fn the_container_cannot_take_the_helpers_socket() {
+        let ctr = Container::owned_by_us();
+        let binder = LoopbackBinder::open(&Target::Pid(ctr.0.id())).unwrap();
+        let sock = std::fs::read_dir(format!("/proc/{}/fd", binder.pid()))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&fd| fd > 2)
+            .unwrap();
+        let script = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+pid, fd = int(sys.argv[1]), int(sys.argv[2])
+got = libc.syscall(438, os.pidfd_open(pid), fd, 0)
+print("pidfd_getfd:", "got it" if got >= 0 else os.strerror(ctypes.get_errno()))
+got = libc.ptrace(16, pid, None, None)
+print("ptrace:", "attached" if got == 0 else os.strerror(ctypes.get_errno()))
+"#;
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &ctr.0.id().to_string(),
+                "-U",
+                "-n",
+                "python3",
+                "-c",
+                script,
+            ])
+            .args([binder.pid().to_string(), sock.to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "pidfd_getfd: Operation not permitted\nptrace: Operation not permitted\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(ending(binder), 0);
     }
 
     /// Each call outside the helper's list kills it with SIGSYS.

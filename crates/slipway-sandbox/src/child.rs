@@ -15,7 +15,10 @@
 //!    (root, or a user namespace it joined), the bounding set emptied;
 //! 2. the effective and permitted sets keep only the capabilities of the
 //!    profile the child has, the inheritable set is emptied;
-//! 3. `no_new_privs`;
+//! 3. not dumpable: a process in the namespaces it joined (a container's
+//!    root, which holds CAP_SYS_PTRACE in that user namespace, or shares
+//!    the child's uid) may not trace it nor take its descriptors
+//!    (`pidfd_getfd`), as passt makes itself; and `no_new_privs`;
 //! 4. Landlock: no file may be opened, created, removed or executed;
 //! 5. the seccomp filter: the profile's calls, and any other kills the
 //!    process (`SECCOMP_RET_KILL_PROCESS`): the child's code is small and
@@ -181,6 +184,9 @@ impl ChildSandbox {
             }
             if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
                 return Err(ChildFail::last("dropping capabilities"));
+            }
+            if crate::prctl(libc::PR_SET_DUMPABLE, 0) != 0 {
+                return Err(ChildFail::last("making the process not dumpable"));
             }
             if crate::prctl(libc::PR_SET_NO_NEW_PRIVS, 1) != 0 {
                 return Err(ChildFail::last("setting no_new_privs"));
