@@ -97,6 +97,16 @@ pub(crate) fn fork_with_socket(
     child: impl FnOnce(RawFd),
 ) -> Result<(libc::pid_t, OwnedFd), NetnsError> {
     let (ours, theirs) = socketpair()?;
+    fork_with_pair(ours, theirs, child)
+}
+
+/// [`fork_with_socket`] with a pair made beforehand ([`socketpair`]), for a
+/// child whose confinement names its descriptor.
+pub(crate) fn fork_with_pair(
+    ours: OwnedFd,
+    theirs: OwnedFd,
+    child: impl FnOnce(RawFd),
+) -> Result<(libc::pid_t, OwnedFd), NetnsError> {
     // SAFETY: the child runs only `child`, which ends in `_exit` or `exec`.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -111,7 +121,8 @@ pub(crate) fn fork_with_socket(
     Ok((pid, ours))
 }
 
-fn socketpair() -> Result<(OwnedFd, OwnedFd), NetnsError> {
+/// A close-on-exec `SOCK_SEQPACKET` pair: (the parent's end, the child's).
+pub(crate) fn socketpair() -> Result<(OwnedFd, OwnedFd), NetnsError> {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills two descriptors we then own.
     let rc = unsafe {
@@ -255,7 +266,7 @@ fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
     Ok(fd)
 }
 
-fn lo_name() -> [libc::c_char; libc::IFNAMSIZ] {
+pub(crate) fn lo_name() -> [libc::c_char; libc::IFNAMSIZ] {
     let mut name = [0; libc::IFNAMSIZ];
     name[0] = b'l' as libc::c_char;
     name[1] = b'o' as libc::c_char;
@@ -268,10 +279,10 @@ fn send_ok(sock: RawFd, fd: RawFd) -> bool {
 }
 
 /// Longest failure description sent.
-const MAX_WHAT: usize = 200;
+pub(crate) const MAX_WHAT: usize = 200;
 
 /// Sends "failed": a 1, the errno (4 bytes, native order), the description.
-fn send_fail(sock: RawFd, fail: &Fail) {
+pub(crate) fn send_fail(sock: RawFd, fail: &Fail) {
     let mut buf = [0u8; 5 + MAX_WHAT];
     buf[0] = 1;
     buf[1..5].copy_from_slice(&fail.errno.to_ne_bytes());

@@ -56,6 +56,9 @@ pub enum NetnsError {
     /// An argument cannot be handed to the kernel.
     #[error("{0}")]
     Invalid(String),
+    /// The confinement of a helper could not be prepared.
+    #[error("preparing the confinement of the namespace's loopback helper: {0}")]
+    Sandbox(#[from] slipway_sandbox::SandboxError),
 }
 
 fn step(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetnsError {

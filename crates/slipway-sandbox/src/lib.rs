@@ -32,9 +32,13 @@
 //! DHCP/DNS/TFTP/RA service: it keeps CAP_NET_ADMIN (ARP entries for
 //! DHCP clients), uses its `ioctl`s, and may replace files in its leases
 //! directory; like every profile, it starts no thread and no process.
+//! [`ChildSandbox`] confines a helper child forked by such a process (the
+//! namespace's loopback helper of pasta's `-T`/`-U`): prepared before the
+//! fork, entered by the child without allocating.
 
 #![deny(missing_docs)]
 
+mod child;
 mod cleaner;
 mod mountns;
 mod syscalls;
@@ -49,6 +53,7 @@ use landlock::{
     RulesetStatus, ABI,
 };
 
+pub use child::{ChildFail, ChildSandbox};
 pub use cleaner::{forward_signals_until_exit, supervisor_signals};
 pub use syscalls::Syscall;
 

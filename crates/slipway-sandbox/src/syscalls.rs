@@ -12,6 +12,10 @@
 //! chmod/chown, ... `socket` is allowed for TCP and UDP over IPv4 and IPv6
 //! only (and unix datagram sockets when the sandbox allows them): no unix
 //! stream socket (a session bus, an agent), no netlink, packet or raw one.
+//!
+//! Two processes have a list of their own: the socket-cleaning parent
+//! ([`CLEANER`]) and the namespace's loopback helper ([`loopback_helper`],
+//! where any other call kills it).
 
 use std::collections::BTreeMap;
 
@@ -54,6 +58,13 @@ enum Limit {
     /// `socket` only for these (family, type) pairs (arguments 0 and 1;
     /// the type's SOCK_NONBLOCK and SOCK_CLOEXEC flags aside).
     Socket(&'static [(libc::c_int, libc::c_int)]),
+    /// [`Limit::Socket`], and the protocol (argument 2) only 0, the
+    /// family's default (no MPTCP, ping or UDP-Lite socket).
+    DefaultProtocolSocket(&'static [(libc::c_int, libc::c_int)]),
+    /// `setsockopt` only for these (level, name) pairs (arguments 1 and 2).
+    SockOpt(&'static [(libc::c_int, libc::c_int)]),
+    /// Only when argument `.0` is `.1` (a descriptor, a backlog).
+    Arg(u8, u64),
 }
 
 /// Sockets of the data path: TCP and UDP (ping sockets are UDP-typed) over
@@ -260,40 +271,102 @@ fn rules(call: &Syscall) -> Result<Vec<SeccompRule>, SandboxError> {
             let pid = unsafe { libc::getpid() } as u64;
             vec![SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, pid)?])?]
         }
-        Limit::Socket(pairs) => pairs
+        Limit::Socket(pairs) => socket_rules(pairs, false)?,
+        Limit::DefaultProtocolSocket(pairs) => socket_rules(pairs, true)?,
+        Limit::SockOpt(pairs) => pairs
             .iter()
-            .map(|&(family, kind)| {
+            .map(|&(level, name)| {
                 use SeccompCmpArgLen::Dword;
                 SeccompRule::new(vec![
-                    SeccompCondition::new(0, Dword, SeccompCmpOp::Eq, family as u64)?,
-                    SeccompCondition::new(
-                        1,
-                        Dword,
-                        SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
-                        kind as u64,
-                    )?,
+                    SeccompCondition::new(1, Dword, SeccompCmpOp::Eq, level as u64)?,
+                    SeccompCondition::new(2, Dword, SeccompCmpOp::Eq, name as u64)?,
                 ])
             })
             .collect::<Result<_, _>>()?,
+        Limit::Arg(index, value) => vec![SeccompRule::new(vec![SeccompCondition::new(
+            index,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            value,
+        )?])?],
     })
+}
+
+/// `socket`'s rules for (family, type) `pairs`, with the protocol 0 only
+/// when `default_protocol`.
+fn socket_rules(
+    pairs: &[(libc::c_int, libc::c_int)],
+    default_protocol: bool,
+) -> Result<Vec<SeccompRule>, SandboxError> {
+    use SeccompCmpArgLen::Dword;
+    pairs
+        .iter()
+        .map(|&(family, kind)| {
+            let mut conds = vec![
+                SeccompCondition::new(0, Dword, SeccompCmpOp::Eq, family as u64)?,
+                SeccompCondition::new(
+                    1,
+                    Dword,
+                    SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
+                    kind as u64,
+                )?,
+            ];
+            if default_protocol {
+                conds.push(SeccompCondition::new(2, Dword, SeccompCmpOp::Eq, 0)?);
+            }
+            Ok(SeccompRule::new(conds)?)
+        })
+        .collect()
 }
 
 /// Compiles `calls` into a filter returning EPERM for everything else and
 /// installs it on every thread of the process.
 pub(crate) fn install(calls: &[Syscall]) -> Result<(), SandboxError> {
+    let program = compile(calls, SeccompAction::Errno(libc::EPERM as u32))?;
+    seccompiler::apply_filter_all_threads(&program)?;
+    Ok(())
+}
+
+/// Compiles `calls` into a filter whose answer to every other call is
+/// `otherwise`.
+pub(crate) fn compile(
+    calls: &[Syscall],
+    otherwise: SeccompAction,
+) -> Result<BpfProgram, SandboxError> {
     let mut map = BTreeMap::new();
     for call in calls {
         map.insert(call.nr, rules(call)?);
     }
-    let filter = SeccompFilter::new(
-        map,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        TARGET_ARCH,
-    )?;
-    let program: BpfProgram = filter.try_into()?;
-    seccompiler::apply_filter_all_threads(&program)?;
-    Ok(())
+    let filter = SeccompFilter::new(map, otherwise, SeccompAction::Allow, TARGET_ARCH)?;
+    Ok(filter.try_into()?)
+}
+
+/// The socket options the loopback helper sets: address reuse on a
+/// listener, and IPv6 only on a `::1` socket.
+const LOOPBACK_HELPER_OPTIONS: &[(libc::c_int, libc::c_int)] = &[
+    (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+];
+
+/// The loopback helper's whole allowlist ([`crate::ChildSandbox::loopback_helper`]):
+/// requests read and answers (with the new socket) sent on `sock` only;
+/// TCP and UDP sockets over IPv4 and IPv6 of the default protocol, two
+/// options, `bind`, `connect`, `listen` with `backlog`, `close`, exit.
+pub(crate) fn loopback_helper(sock: std::os::fd::RawFd, backlog: libc::c_int) -> Vec<Syscall> {
+    let sock = sock as u64;
+    calls![
+        SYS_recvfrom: Limit::Arg(0, sock),
+        SYS_sendto: Limit::Arg(0, sock),
+        SYS_sendmsg: Limit::Arg(0, sock),
+        SYS_socket: Limit::DefaultProtocolSocket(INET_SOCKETS),
+        SYS_setsockopt: Limit::SockOpt(LOOPBACK_HELPER_OPTIONS),
+        SYS_bind,
+        SYS_connect,
+        SYS_listen: Limit::Arg(1, backlog as u64),
+        SYS_close,
+        SYS_exit_group,
+    ]
+    .to_vec()
 }
 
 /// The socket-cleaning parent's whole allowlist ([`crate::cleaner`]).

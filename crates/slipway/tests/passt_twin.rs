@@ -2840,3 +2840,177 @@ fn pasta_splices_the_hosts_loopback_into_the_namespace() {
         },
     );
 }
+
+/// The host's side of [`pasta_ns6_twin`]: TCP and UDP servers bound to
+/// `::1` only (`tcp:PORT`, `udp:PORT`), each answering with its port and
+/// the client's address.
+const LOOPBACK6_SERVERS: &str = r#"
+import socket, sys, threading
+def serve(kind, port):
+    s = socket.socket(socket.AF_INET6, kind)
+    s.bind(("::1", port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(16)
+        while True:
+            c, peer = s.accept()
+            c.settimeout(10)
+            c.recv(100)
+            c.sendall(("tcp6 %d from %s\n" % (port, peer[0])).encode())
+            c.close()
+    while True:
+        data, peer = s.recvfrom(100)
+        s.sendto(("udp6 %d from %s\n" % (port, peer[0])).encode(), peer)
+for arg in sys.argv[1:]:
+    kind, port = arg.split(":")
+    k = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
+    threading.Thread(target=serve, args=(k, int(port)), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// The container's side of [`pasta_ns6_twin`]: for each `tcp:PORT` or
+/// `udp:PORT`, one line: what a client of the container's `[::1]:PORT`
+/// got back (the answer, and for UDP the port it came from), or the
+/// error's name.
+const LOOPBACK6_CLIENT: &str = r#"
+import socket, sys
+for arg in sys.argv[1:]:
+    kind, port = arg.split(":")
+    try:
+        if kind == "tcp":
+            c = socket.create_connection(("::1", int(port)), timeout=10)
+            c.sendall(b"hello\n")
+            print(c.recv(100).decode().strip() or "closed")
+        else:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            s.settimeout(3)
+            got = "no reply"
+            for _ in range(3):
+                s.sendto(b"hello", ("::1", int(port)))
+                try:
+                    data, peer = s.recvfrom(100)
+                except socket.timeout:
+                    continue
+                got = "%s (answered from port %d)" % (data.decode().strip(), peer[1])
+                break
+            print(got)
+    except OSError as e:
+        print(type(e).__name__)
+"#;
+
+/// What the container's clients of its `::1` got, per port asked
+/// (`tcp:5000`, `tcp:5001`, `tcp:80`, `tcp:6001`, `udp:5300`, `udp:5301`).
+const NS6_CLIENTS: &[&str] = &[
+    "tcp:5000", "tcp:5001", "tcp:80", "tcp:6001", "udp:5300", "udp:5301",
+];
+
+/// `PROGRAM --config-net -t none -u none -T 5000,5001:6001,80:6001
+/// -U 5300,5301:6301 PID` for a container in a fresh [`twin6`] whose
+/// host (the private namespace) serves on `::1` only: one line per
+/// [`NS6_CLIENTS`] item, and the `/proc/PID/status` of slipway's helper
+/// in the container's namespace (`None` when there is none: Debian's
+/// pasta).
+fn pasta_ns6_twin(program: &Path, root: &Path, label: &str) -> (Vec<String>, Option<String>) {
+    let twin = twin6();
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&format!("chmod 0755 {}", dir.display()));
+    let mut servers = Command::new("nsenter")
+        .args(["-t", &twin.private.pid().to_string(), "-n", "python3", "-c"])
+        .arg(LOOPBACK6_SERVERS)
+        .args(["tcp:5000", "tcp:6001", "udp:5300", "udp:6301"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(servers.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    let _servers = KillOnDrop(servers);
+    assert_eq!(ready.trim(), "ready", "{label}");
+    let ctr = Container::new();
+    let out = twin
+        .in_private(program)
+        .args(["--config-net", "-t", "none", "-u", "none"])
+        .args(["-T", "5000,5001:6001,80:6001", "-U", "5300,5301:6301"])
+        .arg("--quiet")
+        .arg(ctr.pid().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = dir.join("client6.py");
+    std::fs::write(&script, LOOPBACK6_CLIENT).unwrap();
+    let seen = sh(&format!(
+        "nsenter -t {} -n python3 {} {} 2>&1 || true",
+        ctr.pid(),
+        script.display(),
+        NS6_CLIENTS.join(" ")
+    ));
+    let seen: Vec<String> = seen.lines().map(|l| l.trim().to_string()).collect();
+    eprintln!("{label}: {seen:#?}");
+    (seen, loopback_helper_status(&ctr))
+}
+
+/// The `/proc/PID/status` of the slipway process in `ctr`'s network
+/// namespace (the loopback helper of `-T`/`-U`), if there is one.
+fn loopback_helper_status(ctr: &Container) -> Option<String> {
+    let ns = std::fs::read_link(format!("/proc/{}/ns/net", ctr.pid())).unwrap();
+    let slipway = std::fs::canonicalize(env!("CARGO_BIN_EXE_slipway")).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|n| n == ns)
+                && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == slipway)
+        })
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+}
+
+/// `-T`/`-U` on the namespace's `::1`, against Debian's pasta: from the
+/// container's `[::1]:PORT`, a TCP server on the host's `::1` only is
+/// reached on its own port, through a remapped one (`5001:6001`) and
+/// from a port below 1024 (`80:6001`: the helper keeps the one
+/// capability that needs, in the container's user namespace), a port
+/// not forwarded is refused, and UDP likewise (`5300`, `5301:6301`), the
+/// answer coming back from the port the container sent to. Slipway's
+/// helper in the container's namespace is confined: seccomp,
+/// `no_new_privs`, CAP_NET_BIND_SERVICE alone.
+#[test]
+fn pasta_ns_forwards_ipv6_loopback_match_debian_pasta() {
+    inside("pasta_ns_forwards_ipv6_loopback_match_debian_pasta", || {
+        let root = slipway_testkit::temp_dir().unwrap();
+        let link = pasta6_setup(root.path());
+        let (real, _) = pasta_ns6_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
+        let (ours, helper) = pasta_ns6_twin(&link, root.path(), "slipway");
+        let want = [
+            "tcp6 5000 from ::1",
+            "tcp6 6001 from ::1",
+            "tcp6 6001 from ::1",
+            "ConnectionRefusedError",
+            "udp6 5300 from ::1 (answered from port 5300)",
+            "udp6 6301 from ::1 (answered from port 5301)",
+        ];
+        assert_eq!(ours, want);
+        assert_eq!(real, want);
+        let helper = helper.expect("slipway's loopback helper in the container's namespace");
+        let field = |key: &str| {
+            helper
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(field("Seccomp"), "2", "{helper}");
+        assert_eq!(field("NoNewPrivs"), "1", "{helper}");
+        assert_eq!(field("CapEff"), "0000000000000400", "{helper}");
+        assert_eq!(field("CapPrm"), "0000000000000400", "{helper}");
+        assert_eq!(field("CapBnd"), "0000000000000000", "{helper}");
+    });
+}

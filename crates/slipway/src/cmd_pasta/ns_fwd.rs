@@ -141,6 +141,10 @@ pub(super) fn spec(
     }
     let binder = LoopbackBinder::open(target)
         .with_context(|| format!("starting the loopback helper in {target}"))?;
+    tracing::debug!(
+        pid = binder.pid(),
+        "loopback helper in {target} (confined: seccomp, Landlock, CAP_NET_BIND_SERVICE alone)"
+    );
     Ok(Some(NsForwardSpec {
         tcp: ports.tcp,
         udp: ports.udp,
