@@ -7,7 +7,9 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
+
+use crate::KillOnDrop;
 use std::time::{Duration, Instant};
 
 /// Runs a shell command; panics with its output if it fails; returns stdout.
@@ -110,17 +112,19 @@ macro_rules! test_name {
 /// A network namespace of its own (with `lo` up), held by a sleeping
 /// process that is killed on drop.
 pub struct Netns {
-    holder: Child,
+    holder: KillOnDrop,
 }
 
 impl Netns {
     /// Creates the namespace (`unshare -n`) and waits until it exists.
     pub fn new() -> Netns {
-        let holder = Command::new("unshare")
-            .args(["-n", "sleep", "3600"])
-            .spawn()
-            .expect("unshare -n");
-        let pid = holder.id();
+        let holder = KillOnDrop(
+            Command::new("unshare")
+                .args(["-n", "sleep", "3600"])
+                .spawn()
+                .expect("unshare -n"),
+        );
+        let pid = holder.pid();
         let own = std::fs::read_link("/proc/self/ns/net").unwrap();
         wait_for("a new network namespace", || {
             std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
@@ -132,7 +136,7 @@ impl Netns {
 
     /// The process id of the holder (for `ip link set ... netns PID`).
     pub fn pid(&self) -> u32 {
-        self.holder.id()
+        self.holder.pid()
     }
 
     /// `cmd` wrapped in `nsenter` so that it runs inside.
@@ -182,13 +186,6 @@ impl Netns {
 impl Default for Netns {
     fn default() -> Self {
         Netns::new()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
     }
 }
 

@@ -16,10 +16,11 @@
 mod net_common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use net_common::*;
 use slipway_testkit::netns::{sh, wait_for, Netns};
+use slipway_testkit::KillOnDrop;
 
 /// A network with a bridge and no DHCP (guests get fixed addresses).
 fn network(extra: &str) -> String {
@@ -35,7 +36,7 @@ fn network(extra: &str) -> String {
 /// `addr`. Killed on drop (the launcher then removes its tap).
 struct Guest {
     ns: Netns,
-    launcher: Child,
+    launcher: KillOnDrop,
 }
 
 impl Guest {
@@ -63,6 +64,7 @@ impl Guest {
             .args(["--", "sh", "-c", &qemu, "qemu"])
             .stdin(Stdio::null())
             .spawn()
+            .map(KillOnDrop)
             .expect("slipway launch");
         let g = Guest { ns, launcher };
         let pid = g.ns.pid();
@@ -94,9 +96,8 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child; the launcher tears down.
-        unsafe { libc::kill(self.launcher.id() as i32, libc::SIGTERM) };
-        let _ = self.launcher.wait();
+        // SIGTERM: the launcher tears down.
+        self.launcher.terminate();
     }
 }
 
@@ -132,15 +133,6 @@ fn rate(guest: &Guest, secs: u32, from_guest: bool) -> f64 {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     panic!("iperf3 with the guest failed: {last}");
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn start(root: &Path, extra: &str) {

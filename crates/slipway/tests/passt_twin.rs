@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use slipway_testkit::netns::{sh, wait_for, Netns};
-use slipway_testkit::{Guest, HttpServer};
-
-use common::KillOnDrop;
+use slipway_testkit::{Guest, HttpServer, KillOnDrop};
 
 const MARKER: &str = "SLIPWAY_PASST_TWIN_INSIDE";
 

@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 
 use slipway_testkit::{Guest, GuestOutput};
 
-/// A child killed (and reaped) when the test ends, however it ends.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A `slipway user` process; killed when dropped.
 pub struct Slipway {
     child: Option<Child>,

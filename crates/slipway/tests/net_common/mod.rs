@@ -10,6 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use slipway_testkit::KillOnDrop;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
 
 /// A command's result as text.
@@ -231,7 +233,7 @@ pub fn kill_others_in_netns() {
 }
 
 /// A daemon child process, killed on drop.
-pub struct Daemon(Child);
+pub struct Daemon(KillOnDrop);
 
 impl Daemon {
     pub fn start(root: &Path) -> Daemon {
@@ -296,7 +298,7 @@ impl Daemon {
 
     /// `child`, once a status request is answered.
     fn ready(root: &Path, child: Child) -> Daemon {
-        let d = Daemon(child);
+        let d = Daemon(KillOnDrop(child));
         // Ready once a status request is answered.
         for _ in 0..2000 {
             if status(root).is_some() {
@@ -309,27 +311,16 @@ impl Daemon {
 
     /// The daemon's pid (the child's, or setpriv's, which execs it).
     pub fn pid(&self) -> i32 {
-        self.0.id() as i32
+        self.0.pid() as i32
     }
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        self.0.wait().unwrap()
+        self.0.terminate().expect("the daemon's exit status")
     }
 
     pub fn kill9(&mut self) {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.kill();
     }
 }
 
