@@ -7,10 +7,10 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::KillOnDrop;
-use std::time::{Duration, Instant};
 
 /// Runs a shell command; panics with its output if it fails; returns stdout.
 pub fn sh(cmd: &str) -> String {
@@ -147,6 +147,23 @@ impl Netns {
     /// Runs a shell command inside; panics if it fails; returns stdout.
     pub fn run(&self, cmd: &str) -> String {
         sh(&self.cmd(cmd))
+    }
+
+    /// Whether one ping (busybox's, 2 s) of `addr` from inside is answered.
+    pub fn pings(&self, addr: &str) -> bool {
+        Command::new("nsenter")
+            .args(["-t", &self.pid().to_string(), "-n"])
+            .args(["busybox", "ping", "-c", "1", "-W", "2", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Like [`Netns::pings`], with up to five tries: the first packets of
+    /// a path wait for ARP (and a userspace datapath's flow setup).
+    pub fn reaches(&self, addr: &str) -> bool {
+        (0..5).any(|_| self.pings(addr))
     }
 
     /// Runs `f` on a thread that has entered this namespace.

@@ -204,16 +204,6 @@ fn ovs_port(ovs: &OvsInstance, id: &str) -> String {
     .unwrap()
 }
 
-fn pings(from: &Netns, to: &str) -> bool {
-    std::process::Command::new("nsenter")
-        .args(["-t", &from.pid().to_string(), "-n"])
-        .args(["busybox", "ping", "-c", "1", "-W", "2", to])
-        .output()
-        .expect("run ping")
-        .status
-        .success()
-}
-
 /// 4 MiB from guest `from` to `to`'s port 5001 over TCP; what arrived.
 fn transfer(from: &Netns, to: &Netns, to_ip: &str) -> (Vec<u8>, Vec<u8>) {
     let data: Vec<u8> = (0..4u32 << 20)
@@ -400,11 +390,11 @@ fn two_hosts_one_network_on_ovn() {
 
     // Across the Geneve tunnel: ping, then a TCP transfer.
     assert!(
-        (0..10).any(|_| pings(&g1, &ip2)),
+        (0..10).any(|_| g1.pings(&ip2)),
         "{}",
         diag("guest 1 cannot ping guest 2")
     );
-    assert!(pings(&g2, IP1), "{}", diag("guest 2 cannot ping guest 1"));
+    assert!(g2.pings(IP1), "{}", diag("guest 2 cannot ping guest 1"));
     let (sent, got) = transfer(&g1, &g2, &ip2);
     assert!(
         got == sent,
@@ -428,7 +418,7 @@ fn two_hosts_one_network_on_ovn() {
     central.nbctl(&["lsp-del", &id1]).unwrap();
     // (Once ovn-controller has removed its flows.)
     assert!(
-        (0..15).any(|_| !pings(&g2, IP1)),
+        (0..15).any(|_| !g2.pings(IP1)),
         "guest 1 reachable without its logical port"
     );
     let mut daemon = on(&h1.ns, || Daemon::start(&h1.root));
@@ -440,7 +430,7 @@ fn two_hosts_one_network_on_ovn() {
     let mut daemon = on(&h1.ns, || Daemon::start(&h1.root));
     daemon.terminate();
     assert!(
-        (0..10).any(|_| pings(&g2, IP1)),
+        (0..10).any(|_| g2.pings(IP1)),
         "{}",
         diag("guest 1 unreachable after the daemon's recovery")
     );

@@ -91,21 +91,6 @@ fn start_guest(root: &Path, ovs: &OvsInstance, n: u8, iface: &str) -> (G, KillOn
     (G { ns, ip }, launch)
 }
 
-fn pings(from: &G, to: &G) -> bool {
-    Command::new("nsenter")
-        .args(["-t", &from.ns.pid().to_string(), "-n"])
-        .args(["busybox", "ping", "-c", "1", "-W", "2", &to.ip])
-        .output()
-        .expect("run ping")
-        .status
-        .success()
-}
-
-/// Pings with a few tries (ARP and the datapath's first flows).
-fn reaches(from: &G, to: &G) -> bool {
-    (0..5).any(|_| pings(from, to))
-}
-
 /// The OVS interface whose attached-mac is guest `n`'s.
 fn port_of(ovs: &OvsInstance, n: u8) -> String {
     ovs.vsctl(&[
@@ -238,10 +223,10 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
 
     // Untagged guests reach each other, VLAN 42 guests each other, and
     // nothing crosses between the two.
-    assert!(reaches(&g1, &g2), "{}", ovs.logs());
-    assert!(reaches(&g3, &g4), "{}", ovs.logs());
-    assert!(!pings(&g1, &g3));
-    assert!(!pings(&g4, &g2));
+    assert!(g1.ns.reaches(&g2.ip), "{}", ovs.logs());
+    assert!(g3.ns.reaches(&g4.ip), "{}", ovs.logs());
+    assert!(!g1.ns.pings(&g3.ip));
+    assert!(!g4.ns.pings(&g2.ip));
 
     // A port created through the port API (as libvirt's QEMU driver asks
     // for one) carries the merged virtualport with its generated
@@ -279,7 +264,7 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
     daemon = Daemon::start_with(root, &[], &log);
     assert_eq!(ovs.ports("ovsbr0").unwrap(), ports);
     assert_eq!(ovs.get("Port", &p3, "tag").unwrap(), "42");
-    assert!(reaches(&g2, &g1));
+    assert!(g2.ns.reaches(&g1.ip));
     assert_eq!(dump(), port);
 
     // Teardown: a VM that ends takes its port out of OVSDB.

@@ -81,17 +81,6 @@ impl Guest {
         ));
         g
     }
-
-    /// Whether one ping of `addr` from the guest is answered.
-    fn pings(&self, addr: &str) -> bool {
-        Command::new("nsenter")
-            .args(["-t", &self.ns.pid().to_string(), "-n"])
-            .args(["busybox", "ping", "-c", "1", "-W", "2", addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
 }
 
 impl Drop for Guest {
@@ -154,7 +143,7 @@ fn an_inbound_limit_holds_a_guest_to_its_rate() {
     start(root, "");
     let free = {
         let g = Guest::new(root, "vfree0", "52:54:00:77:00:10", "10.77.0.10", "");
-        assert!(g.pings("10.77.0.1"));
+        assert!(g.ns.pings("10.77.0.1"));
         rate(&g, 3, false)
     };
     wait_for("the first guest's tap to go", || {
@@ -378,10 +367,16 @@ fn isolated_ports_reach_the_gateway_but_not_each_other() {
         let a = Guest::new(root, "viso1", "52:54:00:77:00:31", "10.77.0.31", "");
         let b = Guest::new(root, "viso2", "52:54:00:77:00:32", "10.77.0.32", "");
         assert!(sh("bridge -d link show dev viso1").contains("isolated on"));
-        assert!(a.pings("10.77.0.1"), "a reaches the gateway");
-        assert!(b.pings("10.77.0.1"), "b reaches the gateway");
-        assert!(!a.pings("10.77.0.32"), "a reaches b across isolated ports");
-        assert!(!b.pings("10.77.0.31"), "b reaches a across isolated ports");
+        assert!(a.ns.pings("10.77.0.1"), "a reaches the gateway");
+        assert!(b.ns.pings("10.77.0.1"), "b reaches the gateway");
+        assert!(
+            !a.ns.pings("10.77.0.32"),
+            "a reaches b across isolated ports"
+        );
+        assert!(
+            !b.ns.pings("10.77.0.31"),
+            "b reaches a across isolated ports"
+        );
         // b's own <port isolated='no'/> wins over the network's.
         drop(b);
         let b = Guest::new(
@@ -393,11 +388,11 @@ fn isolated_ports_reach_the_gateway_but_not_each_other() {
         );
         assert!(sh("bridge -d link show dev viso3").contains("isolated off"));
         assert!(
-            a.pings("10.77.0.32"),
+            a.ns.pings("10.77.0.32"),
             "an isolated port reaches one that is not"
         );
         assert!(
-            b.pings("10.77.0.31"),
+            b.ns.pings("10.77.0.31"),
             "a port that is not isolated reaches an isolated one"
         );
     }
@@ -406,6 +401,6 @@ fn isolated_ports_reach_the_gateway_but_not_each_other() {
     start(root, "");
     let a = Guest::new(root, "vopen1", "52:54:00:77:00:41", "10.77.0.41", "");
     let b = Guest::new(root, "vopen2", "52:54:00:77:00:42", "10.77.0.42", "");
-    assert!(a.pings("10.77.0.42"), "without isolation a reaches b");
-    assert!(b.pings("10.77.0.41"), "without isolation b reaches a");
+    assert!(a.ns.pings("10.77.0.42"), "without isolation a reaches b");
+    assert!(b.ns.pings("10.77.0.41"), "without isolation b reaches a");
 }
