@@ -171,32 +171,29 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
-        std::thread::spawn(move || {
-            // SAFETY: setns on this thread only, with a valid netns fd.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
+        std::thread::spawn(self.entering(f))
     }
-}
 
-impl Netns {
     /// Runs `f` on a scoped thread that has entered this namespace and
     /// returns its result (what `f` starts runs inside; unlike
     /// [`Netns::spawn`], `f` may borrow).
     pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
         std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: setns on this thread only, with a valid netns fd.
-                let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            s.spawn(self.entering(f))
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
         })
+    }
+
+    /// `f`, for a thread of its own that enters this namespace first.
+    fn entering<T>(&self, f: impl FnOnce() -> T) -> impl FnOnce() -> T {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
+        move || {
+            // SAFETY: setns on this thread only, with a valid netns fd.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        }
     }
 }
 
