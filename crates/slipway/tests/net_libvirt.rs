@@ -938,24 +938,6 @@ const P1: &str = "426d4b86-08a2-410a-824c-15a34137c1f8";
 const P2: &str = "026d4b86-08a2-410a-824c-15a34137c1f8";
 const NO_PORT: &str = "99999999-08a2-410a-824c-15a34137c1f8";
 
-/// The port XML libvirt 9.0's QEMU driver sends with
-/// `NETWORK_PORT_CREATE_XML` (flags 0) when a VM with `<interface
-/// type='network'>` starts, as captured from `virt-qemu-run`
-/// (docs/libvirt-qemu-driver.md, section 4).
-fn qemu_port(uuid: &str, mac: &str) -> String {
-    format!(
-        "<networkport>
-  <uuid>{uuid}</uuid>
-  <owner>
-    <name>porttest</name>
-    <uuid>5aa2201d-0bfa-4eea-a5be-c4314adaa94a</uuid>
-  </owner>
-  <mac address='{mac}'/>
-</networkport>
-"
-    )
-}
-
 #[test]
 fn virsh_runs_every_net_port_command_like_slipway() {
     in_netns(

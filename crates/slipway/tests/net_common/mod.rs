@@ -324,6 +324,26 @@ impl Daemon {
     }
 }
 
+/// The port XML libvirt 9.0's QEMU driver sends with
+/// `NETWORK_PORT_CREATE_XML` (flags 0) when a VM with `<interface
+/// type='network'>` starts (`virDomainNetDefToNetworkPort` then
+/// `virNetworkPortDefFormat`, src/conf/domain_conf.c; as captured from
+/// `virt-qemu-run`, docs/libvirt-qemu-driver.md, section 4): a fresh UUID,
+/// the VM as owner, the interface's MAC, no plug.
+pub fn qemu_port(uuid: &str, mac: &str) -> String {
+    format!(
+        "<networkport>
+  <uuid>{uuid}</uuid>
+  <owner>
+    <name>guest1</name>
+    <uuid>d54df46f-1ab5-4a22-8618-4560ef5fac2c</uuid>
+  </owner>
+  <mac address='{mac}'/>
+</networkport>
+"
+    )
+}
+
 /// The daemon's status over the raw API, if it answers.
 pub fn status(root: &Path) -> Option<serde_json::Value> {
     raw(root, r#"{"op":"status"}"#).ok()
