@@ -149,15 +149,34 @@ impl Netns {
         sh(&self.cmd(cmd))
     }
 
-    /// Whether one ping (busybox's, 2 s) of `addr` from inside is answered.
-    pub fn pings(&self, addr: &str) -> bool {
-        Command::new("nsenter")
-            .args(["-t", &self.pid().to_string(), "-n"])
-            .args(["busybox", "ping", "-c", "1", "-W", "2", addr])
+    /// `program` run inside by `nsenter`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.pid().to_string(), "-n"]).arg(program);
+        cmd
+    }
+
+    /// Whether `program` with `args`, run inside, output discarded, succeeds.
+    fn succeeds(&self, program: &str, args: &[&str]) -> bool {
+        self.command(program)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    /// Waits (see [`wait_for`]) until link `name` exists inside: the tap a
+    /// QEMU opened there, a veth moved in.
+    pub fn wait_for_link(&self, name: &str) {
+        wait_for(&format!("link {name} in the namespace"), || {
+            self.succeeds("ip", &["link", "show", name])
+        });
+    }
+
+    /// Whether one ping (busybox's, 2 s) of `addr` from inside is answered.
+    pub fn pings(&self, addr: &str) -> bool {
+        self.succeeds("busybox", &["ping", "-c", "1", "-W", "2", addr])
     }
 
     /// Like [`Netns::pings`], with up to five tries: the first packets of

@@ -179,13 +179,7 @@ fn guest(h: &Host, n: u8, mac: &str) -> (Netns, KillOnDrop, String) {
             .expect("run slipway launch")
     });
     let launch = KillOnDrop(child);
-    let pid = g.pid().to_string();
-    wait_for(&format!("guest {n}'s eth0"), || {
-        Command::new("nsenter")
-            .args(["-t", &pid, "-n", "ip", "link", "show", "eth0"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    g.wait_for_link("eth0");
     g.run(&format!(
         "ip link set eth0 address {mac} mtu 1400 && ip link set eth0 up"
     ));

@@ -76,13 +76,7 @@ fn start_guest(root: &Path, ovs: &OvsInstance, n: u8, iface: &str) -> (G, KillOn
         .spawn()
         .unwrap();
     let launch = KillOnDrop(child);
-    let pid = ns.pid();
-    wait_for(&format!("guest {n}'s eth0"), || {
-        Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-n", "ip", "link", "show", "eth0"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    ns.wait_for_link("eth0");
     let ip = format!("10.7.0.{n}");
     ns.run(&format!(
         "ip link set eth0 address {} && ip addr add {ip}/24 dev eth0 && ip link set eth0 up",

@@ -67,15 +67,7 @@ impl Guest {
             .map(KillOnDrop)
             .expect("slipway launch");
         let g = Guest { ns, launcher };
-        let pid = g.ns.pid();
-        wait_for("QEMU's eth0 in the guest", || {
-            Command::new("nsenter")
-                .args(["-t", &pid.to_string(), "-n", "ip", "link", "show", "eth0"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
+        g.ns.wait_for_link("eth0");
         g.ns.run(&format!(
             "ip link set eth0 address {mac} up && ip addr add {addr}/24 dev eth0"
         ));

@@ -97,10 +97,7 @@ impl Twin {
 
     /// `program` to be run in the private namespace.
     fn in_private(&self, program: &Path) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.private.pid().to_string(), "-n"])
-            .arg(program);
-        cmd
+        self.private.command(program)
     }
 
     /// Boots the test guest running `script`, QEMU in the private
