@@ -902,14 +902,10 @@ fn pasta_auto_twin(program: &Path, root: &Path, label: &str, tcp: &[&str]) -> Au
         www = www.display(),
         stop = stop.display()
     );
-    let child = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n"])
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
+    let child = twin
+        .private
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(program)
         .args(["--config-net", "-q"])
         .args(tcp)
@@ -1909,14 +1905,10 @@ struct Auto6Seen {
 /// host's clients reach once the forwards follow the servers.
 fn pasta_auto6_twin(program: &Path, options: &[&str]) -> Auto6Seen {
     let twin = twin6();
-    let mut child = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n"])
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
+    let mut child = twin
+        .private
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(program)
         .args(["--config-net", "-q"])
         .args(options)
