@@ -140,6 +140,15 @@ impl Error {
     ) -> Self {
         Error::Io(AtomicError::new(action, path, source))
     }
+
+    /// [`Error::Corrupt`]: the JSON of state file `path` does not decode
+    /// (or a value does not encode).
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, e: serde_json::Error) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            why: e.to_string(),
+        }
+    }
 }
 
 impl From<Error> for slipway_netmgr::Error {

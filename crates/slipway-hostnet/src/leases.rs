@@ -157,10 +157,7 @@ impl LeaseRecord {
 
 fn parse(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<Vec<LeaseRecord>> {
     match read {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            path: path.to_path_buf(),
-            why: e.to_string(),
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(Error::io("cannot read", path, e)),
     }
@@ -220,10 +217,7 @@ impl LeasesFile {
 
     /// Replaces the file with `leases` atomically.
     pub fn save(&self, leases: &[LeaseRecord]) -> Result<()> {
-        let json = serde_json::to_vec_pretty(leases).map_err(|e| Error::Corrupt {
-            path: self.path(),
-            why: e.to_string(),
-        })?;
+        let json = serde_json::to_vec_pretty(leases).map_err(|e| Error::corrupt(self.path(), e))?;
         Ok(self.dir.write_atomic(&self.name, &json)?)
     }
 

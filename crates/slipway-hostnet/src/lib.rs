@@ -194,21 +194,16 @@ impl LinuxBackend {
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| Error::Corrupt {
-                    path,
-                    why: e.to_string(),
-                }),
+                .map_err(|e| Error::corrupt(path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("cannot read", path, e)),
         }
     }
 
     fn save(&self, rec: &Record) -> Result<()> {
-        let json = serde_json::to_vec_pretty(rec).map_err(|e| Error::Corrupt {
-            path: self.record_file(&rec.network),
-            why: e.to_string(),
-        })?;
-        Ok(atomic::write(&self.record_file(&rec.network), &json)?)
+        let path = self.record_file(&rec.network);
+        let json = serde_json::to_vec_pretty(rec).map_err(|e| Error::corrupt(&path, e))?;
+        Ok(atomic::write(&path, &json)?)
     }
 
     /// Applies a live update (`net-update --live` of DHCP hosts or DNS
@@ -776,10 +771,7 @@ fn log_undo(network: &str, step: std::fmt::Arguments<'_>) {
 }
 
 fn write_service_file(path: &Path, file: &service::ServiceFile) -> Result<()> {
-    let json = serde_json::to_vec_pretty(file).map_err(|e| Error::Corrupt {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })?;
+    let json = serde_json::to_vec_pretty(file).map_err(|e| Error::corrupt(path, e))?;
     Ok(atomic::write(path, &json)?)
 }
 

@@ -166,6 +166,17 @@ impl Env {
     }
 }
 
+/// The pid of network `default`'s service, from `backend`'s record.
+fn service_pid(backend: &LinuxBackend) -> i32 {
+    backend
+        .record("default")
+        .unwrap()
+        .unwrap()
+        .service
+        .unwrap()
+        .pid
+}
+
 fn backend(root: &Path) -> LinuxBackend {
     let paths = Paths::detect(Some(root));
     LinuxBackend::new(
@@ -338,14 +349,7 @@ fn nat_network_serves_guests_and_cleans_up() {
     // The service killed and brought back: leases come back from the
     // leases file (the lease hostname still resolves, the guest renews the
     // same address).
-    let old = e
-        .backend()
-        .record("default")
-        .unwrap()
-        .unwrap()
-        .service
-        .unwrap()
-        .pid;
+    let old = service_pid(&e.backend());
     sh(&format!("kill -9 {old}"));
     wait_for("the service to die", || {
         fs::read_to_string(format!("/proc/{old}/stat")).map_or(true, |st| st.contains(") Z "))
@@ -373,14 +377,7 @@ fn nat_network_serves_guests_and_cleans_up() {
 
     // net-update --live: a static host for the first guest and a DNS host,
     // applied by the running service without a restart.
-    let pid_before = e
-        .backend()
-        .record("default")
-        .unwrap()
-        .unwrap()
-        .service
-        .unwrap()
-        .pid;
+    let pid_before = service_pid(&e.backend());
     let updated = DEFAULT_NET
         .replace(
             "</dhcp>",
@@ -409,14 +406,7 @@ fn nat_network_serves_guests_and_cleans_up() {
     assert_eq!(var(&l1, "hostname"), "moved");
     let ns = g2.ns.run("busybox nslookup scanner.test.lan 192.168.122.1");
     assert!(ns.contains("192.168.122.51"), "{ns}");
-    let pid_after = e
-        .backend()
-        .record("default")
-        .unwrap()
-        .unwrap()
-        .service
-        .unwrap()
-        .pid;
+    let pid_after = service_pid(&e.backend());
     assert_eq!(pid_before, pid_after, "the service was restarted");
 
     // Destroy: links and ruleset exactly as before (after the test's own
@@ -634,13 +624,7 @@ fn collisions_and_failures_leave_nothing_behind() {
         !backend.revive("default").unwrap(),
         "revived a running service"
     );
-    let new_pid = backend
-        .record("default")
-        .unwrap()
-        .unwrap()
-        .service
-        .unwrap()
-        .pid;
+    let new_pid = service_pid(&backend);
     assert_ne!(i64::from(new_pid), pid);
     let socks = sh("ss -lunp");
     assert!(socks.contains("192.168.122.1%virbr0:53"), "{socks}");
@@ -658,13 +642,7 @@ fn collisions_and_failures_leave_nothing_behind() {
     // The bridge deleted by hand: the service notices and exits; destroy
     // still removes the rules.
     restarted.start(&Lookup::any("default")).unwrap();
-    let pid = backend
-        .record("default")
-        .unwrap()
-        .unwrap()
-        .service
-        .unwrap()
-        .pid;
+    let pid = service_pid(&backend);
     sh("ip link del virbr0");
     wait_for("the service to exit", || {
         fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| st.contains(") Z "))

@@ -32,32 +32,6 @@ fn guest(host_if: &str, mac: &str, ip: &str) -> Netns {
     ns
 }
 
-fn pings(from: &Netns, to: &str) -> bool {
-    std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &from.pid().to_string(),
-            "-n",
-            "busybox",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            to,
-        ])
-        .output()
-        .expect("run ping")
-        .status
-        .success()
-}
-
-/// Like `pings`, with up to five tries: the first packets of a path wait
-/// for ARP and the userspace datapath's flow setup.
-fn reaches(from: &Netns, to: &str) -> bool {
-    (0..5).any(|_| pings(from, to))
-}
-
 fn port(iface: &str, mac: &str, id: &str, vlan: Option<Vlan>) -> OvsPort {
     OvsPort {
         bridge: OvsName::bridge("ovsbr0").unwrap(),
@@ -123,17 +97,17 @@ fn ports_get_libvirts_external_ids_and_vlans_separate_guests() {
     assert_eq!(ovs_run.ports("ovsbr0").unwrap(), ["h1", "h2", "h3"]);
 
     // Untagged ports share VLAN 0; the port tagged 42 is alone on its VLAN.
-    assert!(reaches(&g1, "10.7.0.2"), "{}", ovs_run.logs());
-    assert!(!pings(&g1, "10.7.0.3"));
-    assert!(!pings(&g3, "10.7.0.2"));
+    assert!(g1.reaches("10.7.0.2"), "{}", ovs_run.logs());
+    assert!(!g1.pings("10.7.0.3"));
+    assert!(!g3.pings("10.7.0.2"));
 
     // Re-plugging h2 on VLAN 42 replaces its port (del-port first): now it
     // reaches h3 and no longer h1.
     ovs.add_port(&port("h2", "52:54:00:00:00:02", ID2, tag(42)))
         .unwrap();
     assert_eq!(ovs_run.get("Port", "h2", "tag").unwrap(), "42");
-    assert!(reaches(&g2, "10.7.0.3"));
-    assert!(!pings(&g2, "10.7.0.1"));
+    assert!(g2.reaches("10.7.0.3"));
+    assert!(!g2.pings("10.7.0.1"));
 
     // A trunk carrying 42 with native VLAN 42 untagged: h1 on it is on
     // VLAN 42's untagged side, as h2 and h3 are.
@@ -156,7 +130,7 @@ fn ports_get_libvirts_external_ids_and_vlans_separate_guests() {
         r#""gold \"x\" \\y""#
     );
     assert_eq!(get("h1", "external-ids:ifname"), "h1");
-    assert!(reaches(&g1, "10.7.0.3"));
+    assert!(g1.reaches("10.7.0.3"));
 
     // Removal: gone from OVSDB; removing again is no error (--if-exists).
     for name in ["h1", "h2", "h3"] {
@@ -165,7 +139,7 @@ fn ports_get_libvirts_external_ids_and_vlans_separate_guests() {
     ovs.del_port(&OvsName::interface("h1").unwrap()).unwrap();
     assert!(ovs_run.ports("ovsbr0").unwrap().is_empty());
     assert_eq!(get("h1", "name"), "");
-    assert!(!pings(&g3, "10.7.0.2"));
+    assert!(!g3.pings("10.7.0.2"));
 }
 
 #[test]

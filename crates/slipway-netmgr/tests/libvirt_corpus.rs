@@ -198,7 +198,8 @@ fn portgroup_updates_as_networkxml2xmlupdatetest() {
 /// XDG directories), as `nobody` when the test runs as root, in a network
 /// namespace of its own then; killed with the test.
 struct Libvirtd {
-    child: std::process::Child,
+    /// First: killed before `dir` goes.
+    _child: slipway_testkit::KillOnDrop,
     dir: tempfile::TempDir,
     as_nobody: bool,
 }
@@ -233,7 +234,7 @@ impl Libvirtd {
             .spawn()
             .expect("run libvirtd (Debian package libvirt-daemon)");
         let d = Libvirtd {
-            child,
+            _child: slipway_testkit::KillOnDrop(child),
             dir,
             as_nobody,
         };
@@ -276,13 +277,6 @@ impl Libvirtd {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
-    }
-}
-
-impl Drop for Libvirtd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -10,7 +10,7 @@ use tempfile::TempDir;
 
 use crate::error::{Error, Result};
 use crate::image::GuestImage;
-use crate::process::{command_line, spawn, Capture, ChildGuard, LineWait};
+use crate::process::{command_line, spawn, Capture, KillOnDrop, LineWait};
 
 /// Prefix of the lines a guest script prints to report a value:
 /// `SLIPWAY-RESULT key=value` (the `result KEY VALUE` shell helper).
@@ -229,7 +229,7 @@ impl GuestBuilder {
         Ok(Guest {
             console: Capture::start(stdout, echo),
             stderr: Capture::start(stderr, None),
-            child: ChildGuard::new(child),
+            child: KillOnDrop(child),
             command,
             deadline: Instant::now() + self.timeout,
             timeout: self.timeout,
@@ -268,7 +268,7 @@ fn write_netboot_files(image: &GuestImage, dir: &Path) -> Result<()> {
 pub struct Guest {
     console: Capture,
     stderr: Capture,
-    child: ChildGuard,
+    child: KillOnDrop,
     command: String,
     deadline: Instant,
     timeout: Duration,

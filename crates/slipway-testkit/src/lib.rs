@@ -65,6 +65,7 @@ pub use peers::{
     free_port, setuid_temp_dir, temp_dir, DnsServer, DnsServerBuilder, HttpServer, TcpEchoServer,
     UdpEchoServer,
 };
+pub use process::KillOnDrop;
 
 /// A standard DNS query with RD set, as dig sends it without EDNS: ID
 /// `id`, one question for `name` (dotted; a trailing dot is the root) of

@@ -7,8 +7,10 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::KillOnDrop;
 
 /// Runs a shell command; panics with its output if it fails; returns stdout.
 pub fn sh(cmd: &str) -> String {
@@ -110,17 +112,19 @@ macro_rules! test_name {
 /// A network namespace of its own (with `lo` up), held by a sleeping
 /// process that is killed on drop.
 pub struct Netns {
-    holder: Child,
+    holder: KillOnDrop,
 }
 
 impl Netns {
     /// Creates the namespace (`unshare -n`) and waits until it exists.
     pub fn new() -> Netns {
-        let holder = Command::new("unshare")
-            .args(["-n", "sleep", "3600"])
-            .spawn()
-            .expect("unshare -n");
-        let pid = holder.id();
+        let holder = KillOnDrop(
+            Command::new("unshare")
+                .args(["-n", "sleep", "3600"])
+                .spawn()
+                .expect("unshare -n"),
+        );
+        let pid = holder.pid();
         let own = std::fs::read_link("/proc/self/ns/net").unwrap();
         wait_for("a new network namespace", || {
             std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
@@ -132,7 +136,7 @@ impl Netns {
 
     /// The process id of the holder (for `ip link set ... netns PID`).
     pub fn pid(&self) -> u32 {
-        self.holder.id()
+        self.holder.pid()
     }
 
     /// `cmd` wrapped in `nsenter` so that it runs inside.
@@ -145,50 +149,76 @@ impl Netns {
         sh(&self.cmd(cmd))
     }
 
+    /// `program` run inside by `nsenter`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.pid().to_string(), "-n"]).arg(program);
+        cmd
+    }
+
+    /// Whether `program` with `args`, run inside, output discarded, succeeds.
+    fn succeeds(&self, program: &str, args: &[&str]) -> bool {
+        self.command(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Waits (see [`wait_for`]) until link `name` exists inside: the tap a
+    /// QEMU opened there, a veth moved in.
+    pub fn wait_for_link(&self, name: &str) {
+        wait_for(&format!("link {name} in the namespace"), || {
+            self.succeeds("ip", &["link", "show", name])
+        });
+    }
+
+    /// Whether one ping (busybox's, 2 s) of `addr` from inside is answered.
+    pub fn pings(&self, addr: &str) -> bool {
+        self.succeeds("busybox", &["ping", "-c", "1", "-W", "2", addr])
+    }
+
+    /// Like [`Netns::pings`], with up to five tries: the first packets of
+    /// a path wait for ARP (and a userspace datapath's flow setup).
+    pub fn reaches(&self, addr: &str) -> bool {
+        (0..5).any(|_| self.pings(addr))
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
     pub fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
-        std::thread::spawn(move || {
-            // SAFETY: setns on this thread only, with a valid netns fd.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
+        std::thread::spawn(self.entering(f))
     }
-}
 
-impl Netns {
     /// Runs `f` on a scoped thread that has entered this namespace and
     /// returns its result (what `f` starts runs inside; unlike
     /// [`Netns::spawn`], `f` may borrow).
     pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
         std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: setns on this thread only, with a valid netns fd.
-                let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            s.spawn(self.entering(f))
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
         })
+    }
+
+    /// `f`, for a thread of its own that enters this namespace first.
+    fn entering<T>(&self, f: impl FnOnce() -> T) -> impl FnOnce() -> T {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
+        move || {
+            // SAFETY: setns on this thread only, with a valid netns fd.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        }
     }
 }
 
 impl Default for Netns {
     fn default() -> Self {
         Netns::new()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
     }
 }
 

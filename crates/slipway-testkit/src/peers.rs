@@ -14,7 +14,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::error::{Error, Result};
-use crate::process::{spawn, wait_tcp_ready, Capture, ChildGuard};
+use crate::process::{spawn, wait_tcp_ready, Capture, KillOnDrop};
 
 /// How often a server is restarted on another port when the free port it was
 /// given got taken in between.
@@ -91,7 +91,7 @@ fn start_on_free_port(
     package: &str,
     ip: IpAddr,
     command: impl Fn(u16) -> Command,
-) -> Result<(ChildGuard, Capture, u16)> {
+) -> Result<(KillOnDrop, Capture, u16)> {
     let mut last_stderr = String::new();
     for _ in 0..PORT_ATTEMPTS {
         let port = free_port()?;
@@ -101,7 +101,7 @@ fn start_on_free_port(
             .stderr(Stdio::piped());
         let mut child = spawn(&mut cmd, package)?;
         let stderr = Capture::start(child.stderr.take().expect("stderr is piped"), None);
-        let mut child = ChildGuard::new(child);
+        let mut child = KillOnDrop(child);
         let addr = SocketAddr::new(ip, port);
         let what = format!("{what} on {addr}");
         if wait_tcp_ready(&what, addr, &mut child, &stderr)? {
@@ -123,7 +123,7 @@ fn start_on_free_port(
 pub struct HttpServer {
     ip: IpAddr,
     port: u16,
-    _child: ChildGuard,
+    _child: KillOnDrop,
     _stderr: Capture,
 }
 
@@ -233,7 +233,7 @@ pub struct DnsServer {
     ip: IpAddr,
     port: u16,
     log: Capture,
-    _child: ChildGuard,
+    _child: KillOnDrop,
 }
 
 impl DnsServer {

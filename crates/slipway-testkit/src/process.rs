@@ -1,5 +1,5 @@
 //! Child processes of the harness: spawning with clear "not installed"
-//! errors, output capture by line, and kill-on-drop ownership.
+//! errors, output capture by line, and kill-on-drop ownership ([`KillOnDrop`]).
 
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -59,42 +59,44 @@ pub(crate) fn run(cmd: &mut Command, package: &str) -> Result<Output> {
 }
 
 /// A child process that is killed (and reaped) when this is dropped, so no
-/// test leaves QEMU or a server running, even when it panics.
+/// test leaves QEMU, a server or a daemon running, even when it panics.
 #[derive(Debug)]
-pub(crate) struct ChildGuard {
-    child: Child,
-}
+pub struct KillOnDrop(pub Child);
 
-impl ChildGuard {
-    /// Takes ownership of `child`.
-    pub(crate) fn new(child: Child) -> Self {
-        ChildGuard { child }
-    }
-
+impl KillOnDrop {
     /// The child's process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+    pub fn pid(&self) -> u32 {
+        self.0.id()
     }
 
     /// The exit status if the child has ended.
-    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.0.try_wait().ok().flatten()
     }
 
     /// Kills the child (if still running) and returns how it ended.
-    pub(crate) fn kill(&mut self) -> Option<ExitStatus> {
+    pub fn kill(&mut self) -> Option<ExitStatus> {
         // Killing an already-exited child fails harmlessly; wait reaps it.
-        let _ = self.child.kill();
-        self.child.wait().ok()
+        let _ = self.0.kill();
+        self.wait()
+    }
+
+    /// Asks the child to stop (SIGTERM, as systemd and a VM's end do) and
+    /// returns how it ended.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        // SAFETY: kill(2) of our own child, not reaped before this wait
+        // (the pid cannot have been reused).
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        self.wait()
     }
 
     /// Waits for the child to end by itself.
-    pub(crate) fn wait(&mut self) -> Option<ExitStatus> {
-        self.child.wait().ok()
+    pub fn wait(&mut self) -> Option<ExitStatus> {
+        self.0.wait().ok()
     }
 }
 
-impl Drop for ChildGuard {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.kill();
     }
@@ -251,7 +253,7 @@ pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) fn wait_tcp_ready(
     what: &str,
     addr: SocketAddr,
-    child: &mut ChildGuard,
+    child: &mut KillOnDrop,
     stderr: &Capture,
 ) -> Result<bool> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;

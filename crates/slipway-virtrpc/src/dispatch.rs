@@ -255,7 +255,7 @@ impl Session {
             return Err(remote::not_open(proc_));
         }
         if p.writes && self.open == Some(true) {
-            return Err(RpcError::read_only(p.api, domain::NETWORK));
+            return Err(RpcError::read_only(p.api(), domain::NETWORK));
         }
         let mut w = Writer::new();
         match (proc_, args) {
@@ -939,15 +939,19 @@ mod tests {
     fn open_call(name: Option<&str>, flags: u32) -> Frame {
         let mut w = Writer::new();
         w.opt_string(name).u32(flags);
+        call_of(num::CONNECT_OPEN, w)
+    }
+
+    fn call_of(proc_: i32, args: Writer) -> Frame {
         let msg = Header {
             prog: REMOTE_PROGRAM,
             vers: REMOTE_VERSION,
-            proc_: num::CONNECT_OPEN,
+            proc_,
             kind: kind::CALL,
             serial: 3,
             status: status::OK,
         }
-        .encode(&w.into_bytes());
+        .encode(&args.into_bytes());
         Frame::Whole(msg[4..].to_vec())
     }
 
@@ -1008,6 +1012,16 @@ mod tests {
         let mut s = Session::new(true);
         s.handle(&ctx, open_call(None, 0));
         assert_eq!(s.open, Some(true));
+        // A write is refused there, named by libvirt's API function.
+        let mut w = Writer::new();
+        w.string("<network/>");
+        assert_eq!(
+            answer(&s.handle(&ctx, call_of(num::NETWORK_DEFINE_XML, w))),
+            (
+                1,
+                "operation forbidden: read only access prevents virNetworkDefineXML".into()
+            )
+        );
     }
 
     /// Set-parameters: unknown names ignored (as libvirt's driver), a

@@ -2,10 +2,10 @@
 //! (numbers and argument layouts from `src/remote/remote_protocol.x`), and
 //! the decoding of a call's arguments into a [`Call`].
 //!
-//! [`PROCEDURES`] is the one table of what is served: its number, the
-//! public API name libvirt's messages use, whether it changes anything
-//! (refused on a read-only connection), and whether it works before
-//! `CONNECT_OPEN`. A number not in it gets what `virtnetworkd` answers
+//! [`PROCEDURES`] is the one table of what is served: its number, whether
+//! it changes anything (refused on a read-only connection), and whether it
+//! works before `CONNECT_OPEN`; the public API name libvirt's messages use
+//! is libvirt's table's (the `remote` module). A number not in it gets what `virtnetworkd` answers
 //! (the `remote` module: "not supported", or "unknown procedure" for a
 //! number libvirt has no procedure for).
 
@@ -80,116 +80,94 @@ pub mod num {
 pub struct Procedure {
     /// Its number.
     pub num: i32,
-    /// The public API function libvirt names in its messages.
-    pub api: &'static str,
     /// Changes something: refused on a read-only connection.
     pub writes: bool,
     /// Allowed before `CONNECT_OPEN`.
     pub before_open: bool,
 }
 
+impl Procedure {
+    /// The public API function libvirt names in its messages (libvirt's
+    /// table, [`crate::remote::REMOTE_PROCS`], has every served procedure).
+    pub fn api(&self) -> &'static str {
+        crate::remote::lookup(self.num).map_or("", |r| r.api)
+    }
+}
+
 /// A procedure that only reads (allowed on a read-only connection).
-const fn reads(num: i32, api: &'static str) -> Procedure {
+const fn reads(num: i32) -> Procedure {
     Procedure {
         num,
-        api,
         writes: false,
         before_open: false,
     }
 }
 
 /// A procedure that changes something.
-const fn writes(num: i32, api: &'static str) -> Procedure {
+const fn writes(num: i32) -> Procedure {
     Procedure {
         writes: true,
-        ..reads(num, api)
+        ..reads(num)
     }
 }
 
 /// A procedure allowed before `CONNECT_OPEN` (it only reads).
-const fn pre(num: i32, api: &'static str) -> Procedure {
+const fn pre(num: i32) -> Procedure {
     Procedure {
         before_open: true,
-        ..reads(num, api)
+        ..reads(num)
     }
 }
 
 /// Every procedure served.
 pub const PROCEDURES: &[Procedure] = &[
-    pre(num::CONNECT_OPEN, "virConnectOpen"),
-    pre(num::CONNECT_CLOSE, "virConnectClose"),
-    pre(num::AUTH_LIST, "virConnectAuthList"),
-    pre(num::CONNECT_SUPPORTS_FEATURE, "virConnectSupportsFeature"),
-    reads(num::CONNECT_GET_TYPE, "virConnectGetType"),
-    reads(num::CONNECT_GET_VERSION, "virConnectGetVersion"),
-    reads(num::CONNECT_GET_LIB_VERSION, "virConnectGetLibVersion"),
-    reads(num::CONNECT_GET_HOSTNAME, "virConnectGetHostname"),
-    reads(num::CONNECT_GET_URI, "virConnectGetURI"),
-    reads(num::CONNECT_IS_SECURE, "virConnectIsSecure"),
+    pre(num::CONNECT_OPEN),
+    pre(num::CONNECT_CLOSE),
+    pre(num::AUTH_LIST),
+    pre(num::CONNECT_SUPPORTS_FEATURE),
+    reads(num::CONNECT_GET_TYPE),
+    reads(num::CONNECT_GET_VERSION),
+    reads(num::CONNECT_GET_LIB_VERSION),
+    reads(num::CONNECT_GET_HOSTNAME),
+    reads(num::CONNECT_GET_URI),
+    reads(num::CONNECT_IS_SECURE),
     // Not virtnetworkd's: the host-level calls virt-manager needs (`host`).
-    reads(num::NODE_GET_INFO, "virNodeGetInfo"),
-    reads(num::CONNECT_GET_CAPABILITIES, "virConnectGetCapabilities"),
-    reads(num::CONNECT_LIST_ALL_DOMAINS, "virConnectListAllDomains"),
-    reads(
-        num::CONNECT_REGISTER_CLOSE_CALLBACK,
-        "virConnectRegisterCloseCallback",
-    ),
-    reads(
-        num::CONNECT_UNREGISTER_CLOSE_CALLBACK,
-        "virConnectUnregisterCloseCallback",
-    ),
-    reads(num::CONNECT_NUM_OF_NETWORKS, "virConnectNumOfNetworks"),
-    reads(num::CONNECT_LIST_NETWORKS, "virConnectListNetworks"),
-    reads(
-        num::CONNECT_NUM_OF_DEFINED_NETWORKS,
-        "virConnectNumOfDefinedNetworks",
-    ),
-    reads(
-        num::CONNECT_LIST_DEFINED_NETWORKS,
-        "virConnectListDefinedNetworks",
-    ),
-    reads(num::CONNECT_LIST_ALL_NETWORKS, "virConnectListAllNetworks"),
-    reads(num::NETWORK_LOOKUP_BY_NAME, "virNetworkLookupByName"),
-    reads(num::NETWORK_LOOKUP_BY_UUID, "virNetworkLookupByUUID"),
-    writes(num::NETWORK_CREATE, "virNetworkCreate"),
-    writes(num::NETWORK_CREATE_XML, "virNetworkCreateXML"),
-    writes(num::NETWORK_CREATE_XML_FLAGS, "virNetworkCreateXMLFlags"),
-    writes(num::NETWORK_DEFINE_XML, "virNetworkDefineXML"),
-    writes(num::NETWORK_DEFINE_XML_FLAGS, "virNetworkDefineXMLFlags"),
-    writes(num::NETWORK_DESTROY, "virNetworkDestroy"),
-    writes(num::NETWORK_UNDEFINE, "virNetworkUndefine"),
-    reads(num::NETWORK_GET_XML_DESC, "virNetworkGetXMLDesc"),
-    reads(num::NETWORK_GET_AUTOSTART, "virNetworkGetAutostart"),
-    writes(num::NETWORK_SET_AUTOSTART, "virNetworkSetAutostart"),
-    reads(num::NETWORK_GET_BRIDGE_NAME, "virNetworkGetBridgeName"),
-    reads(num::NETWORK_IS_ACTIVE, "virNetworkIsActive"),
-    reads(num::NETWORK_IS_PERSISTENT, "virNetworkIsPersistent"),
-    writes(num::NETWORK_UPDATE, "virNetworkUpdate"),
-    reads(num::NETWORK_GET_DHCP_LEASES, "virNetworkGetDHCPLeases"),
-    reads(
-        num::CONNECT_NETWORK_EVENT_REGISTER_ANY,
-        "virConnectNetworkEventRegisterAny",
-    ),
-    reads(
-        num::CONNECT_NETWORK_EVENT_DEREGISTER_ANY,
-        "virConnectNetworkEventDeregisterAny",
-    ),
-    reads(num::NETWORK_LIST_ALL_PORTS, "virNetworkListAllPorts"),
-    reads(
-        num::NETWORK_PORT_LOOKUP_BY_UUID,
-        "virNetworkPortLookupByUUID",
-    ),
-    writes(num::NETWORK_PORT_CREATE_XML, "virNetworkPortCreateXML"),
-    reads(
-        num::NETWORK_PORT_GET_PARAMETERS,
-        "virNetworkPortGetParameters",
-    ),
-    writes(
-        num::NETWORK_PORT_SET_PARAMETERS,
-        "virNetworkPortSetParameters",
-    ),
-    reads(num::NETWORK_PORT_GET_XML_DESC, "virNetworkPortGetXMLDesc"),
-    writes(num::NETWORK_PORT_DELETE, "virNetworkPortDelete"),
+    reads(num::NODE_GET_INFO),
+    reads(num::CONNECT_GET_CAPABILITIES),
+    reads(num::CONNECT_LIST_ALL_DOMAINS),
+    reads(num::CONNECT_REGISTER_CLOSE_CALLBACK),
+    reads(num::CONNECT_UNREGISTER_CLOSE_CALLBACK),
+    reads(num::CONNECT_NUM_OF_NETWORKS),
+    reads(num::CONNECT_LIST_NETWORKS),
+    reads(num::CONNECT_NUM_OF_DEFINED_NETWORKS),
+    reads(num::CONNECT_LIST_DEFINED_NETWORKS),
+    reads(num::CONNECT_LIST_ALL_NETWORKS),
+    reads(num::NETWORK_LOOKUP_BY_NAME),
+    reads(num::NETWORK_LOOKUP_BY_UUID),
+    writes(num::NETWORK_CREATE),
+    writes(num::NETWORK_CREATE_XML),
+    writes(num::NETWORK_CREATE_XML_FLAGS),
+    writes(num::NETWORK_DEFINE_XML),
+    writes(num::NETWORK_DEFINE_XML_FLAGS),
+    writes(num::NETWORK_DESTROY),
+    writes(num::NETWORK_UNDEFINE),
+    reads(num::NETWORK_GET_XML_DESC),
+    reads(num::NETWORK_GET_AUTOSTART),
+    writes(num::NETWORK_SET_AUTOSTART),
+    reads(num::NETWORK_GET_BRIDGE_NAME),
+    reads(num::NETWORK_IS_ACTIVE),
+    reads(num::NETWORK_IS_PERSISTENT),
+    writes(num::NETWORK_UPDATE),
+    reads(num::NETWORK_GET_DHCP_LEASES),
+    reads(num::CONNECT_NETWORK_EVENT_REGISTER_ANY),
+    reads(num::CONNECT_NETWORK_EVENT_DEREGISTER_ANY),
+    reads(num::NETWORK_LIST_ALL_PORTS),
+    reads(num::NETWORK_PORT_LOOKUP_BY_UUID),
+    writes(num::NETWORK_PORT_CREATE_XML),
+    reads(num::NETWORK_PORT_GET_PARAMETERS),
+    writes(num::NETWORK_PORT_SET_PARAMETERS),
+    reads(num::NETWORK_PORT_GET_XML_DESC),
+    writes(num::NETWORK_PORT_DELETE),
 ];
 
 /// The served procedure `num`, if any.
@@ -525,7 +503,7 @@ mod tests {
                 PROCEDURES.iter().filter(|q| q.num == p.num).count(),
                 1,
                 "{}",
-                p.api
+                p.api()
             );
         }
         assert!(

@@ -145,11 +145,8 @@ mod tests {
         assert_eq!(REMOTE_PROCS.len(), 443);
         // Every procedure slipway serves is one of libvirt's.
         for p in crate::procs::PROCEDURES {
-            let r = lookup(p.num).unwrap_or_else(|| panic!("{}", p.api));
-            if r.conn != Conn::Auth {
-                assert_eq!(r.api, p.api, "{}", r.name);
-            }
-            assert!(!r.event);
+            let r = lookup(p.num).unwrap_or_else(|| panic!("{}", p.num));
+            assert!(!r.event, "{}", r.name);
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 mod common;
 mod net_common;
 
-use common::Slipway;
+use common::{arp_request, send_frame, Slipway};
 use net_common::{in_netns, ok, service_pid, write, Daemon, Ns};
 use slipway_testkit::netns::{sh, wait_for, NsGuest};
 
@@ -73,21 +73,6 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         .collect()
 }
 
-/// A VM on the stream socket (QEMU's framing: 4-byte length, frame).
-fn send_frame(vm: &mut UnixStream, frame: &[u8]) {
-    vm.write_all(&(frame.len() as u32).to_be_bytes()).unwrap();
-    vm.write_all(frame).unwrap();
-}
-
-fn arp_request(mac: [u8; 6]) -> Vec<u8> {
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&mac);
-    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&mac);
-    arp.extend_from_slice(&[10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
-    arp
-}
-
 fn start(dir: &Path, metrics: &str, env: &[(&str, &str)]) -> Slipway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
     cmd.envs(env.iter().copied());
@@ -114,7 +99,7 @@ fn metrics_parse_with_prometheus_client_and_count_the_vms_frames() {
 
     let mut vm = UnixStream::connect(dir.path().join("vm.sock")).unwrap();
     let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-    let arp = arp_request(mac);
+    let arp = arp_request(mac, [10, 0, 2, 15]);
     send_frame(&mut vm, &arp);
     // An EtherType the stack does not serve: one drop.
     let mut odd = vec![0xff; 6];

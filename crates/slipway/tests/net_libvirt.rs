@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use net_common::*;
+use slipway_testkit::KillOnDrop;
 
 const ALPHA: &str = "<network>
   <name>alpha</name>
@@ -937,24 +938,6 @@ const P1: &str = "426d4b86-08a2-410a-824c-15a34137c1f8";
 const P2: &str = "026d4b86-08a2-410a-824c-15a34137c1f8";
 const NO_PORT: &str = "99999999-08a2-410a-824c-15a34137c1f8";
 
-/// The port XML libvirt 9.0's QEMU driver sends with
-/// `NETWORK_PORT_CREATE_XML` (flags 0) when a VM with `<interface
-/// type='network'>` starts, as captured from `virt-qemu-run`
-/// (docs/libvirt-qemu-driver.md, section 4).
-fn qemu_port(uuid: &str, mac: &str) -> String {
-    format!(
-        "<networkport>
-  <uuid>{uuid}</uuid>
-  <owner>
-    <name>porttest</name>
-    <uuid>5aa2201d-0bfa-4eea-a5be-c4314adaa94a</uuid>
-  </owner>
-  <mac address='{mac}'/>
-</networkport>
-"
-    )
-}
-
 #[test]
 fn virsh_runs_every_net_port_command_like_slipway() {
     in_netns(
@@ -1260,7 +1243,10 @@ fn python_bindings_drive_ports_body() {
 /// directories under `dir`: the oracle for what libvirt answers on a
 /// connection opened to the network driver. Killed on drop (and with the
 /// test's namespace).
-struct Libvirtd(std::process::Child, PathBuf);
+struct Libvirtd {
+    sock: PathBuf,
+    _child: KillOnDrop,
+}
 
 impl Libvirtd {
     fn start(dir: &Path) -> Libvirtd {
@@ -1281,25 +1267,21 @@ impl Libvirtd {
             .stderr(Stdio::null())
             .spawn()
             .expect("libvirtd (Debian package libvirt-daemon) must be installed");
-        let d = Libvirtd(child, sock);
+        let d = Libvirtd {
+            sock,
+            _child: KillOnDrop(child),
+        };
         for _ in 0..300 {
-            if UnixStream::connect(&d.1).is_ok() {
+            if UnixStream::connect(&d.sock).is_ok() {
                 return d;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("libvirtd did not listen on {}", d.1.display());
+        panic!("libvirtd did not listen on {}", d.sock.display());
     }
 
     fn uri(&self) -> String {
-        format!("network:///session?socket={}", self.1.display())
-    }
-}
-
-impl Drop for Libvirtd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        format!("network:///session?socket={}", self.sock.display())
     }
 }
 

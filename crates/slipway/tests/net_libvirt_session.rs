@@ -19,10 +19,11 @@ mod net_common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use net_common::*;
 use slipway_testkit::netns::wait_for;
+use slipway_testkit::KillOnDrop;
 
 /// The user whose daemon it is.
 const USER: u32 = 4242;
@@ -93,16 +94,16 @@ impl Account {
 
     /// Starts this user's daemon, its log in `log`; returns once both
     /// libvirt sockets and the JSON one are there.
-    fn daemon(&self, log: &Path) -> Proc {
+    fn daemon(&self, log: &Path) -> KillOnDrop {
         let child = self
             .cmd(&[BIN, "-v", "daemon"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap();
-        let mut proc = Proc(child);
+        let mut proc = KillOnDrop(child);
         wait_for("the user's daemon", || {
-            if let Ok(Some(status)) = proc.0.try_wait() {
+            if let Some(status) = proc.try_wait() {
                 panic!(
                     "daemon exited ({status}):\n{}",
                     std::fs::read_to_string(log).unwrap_or_default()
@@ -112,16 +113,6 @@ impl Account {
                 && self.runtime.join("slipway/slipway-sock").exists()
         });
         proc
-    }
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

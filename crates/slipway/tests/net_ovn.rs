@@ -25,7 +25,7 @@ mod net_common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use net_common::*;
@@ -33,6 +33,7 @@ use slipway_netxml::NetworkPort;
 use slipway_testkit::netns::{sh, wait_for, Netns};
 use slipway_testkit::ovn::{OvnCentral, OvnController};
 use slipway_testkit::ovs::{hub_guest_qemu, OvsInstance};
+use slipway_testkit::KillOnDrop;
 
 const SWITCH: &str = "tenant-sw";
 const NS: &str = "https://slipway.dev/xmlns/network/ovn/1";
@@ -122,25 +123,6 @@ impl Host {
     }
 }
 
-/// A `slipway launch` running a guest, killed on drop.
-struct Launch(Child);
-
-impl Drop for Launch {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Launch {
-    /// Stops the launcher as a VM's end does (it unplugs its OVS port).
-    fn terminate(mut self) {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 /// Guest `n` on host `h`, as libvirt's QEMU driver brings up a VM on a
 /// network: the network's port first (`net-port-create`: slipway adds the
 /// logical switch port), then the VM (`slipway launch`: its tap on
@@ -149,7 +131,7 @@ impl Launch {
 /// slipway's tap (`hub_guest_qemu`); `eth0` gets `mac` and MTU 1400
 /// (Geneve's overhead fits the underlay's 1500). Returns the namespace,
 /// the launcher and the iface-id (the logical switch port's name).
-fn guest(h: &Host, n: u8, mac: &str) -> (Netns, Launch, String) {
+fn guest(h: &Host, n: u8, mac: &str) -> (Netns, KillOnDrop, String) {
     let port_uuid = format!("0e0e0e0e-0000-0000-0000-00000000000{n}");
     let vm_uuid = format!("0e0e0e0e-1111-0000-0000-00000000000{n}");
     let xml = write(
@@ -196,14 +178,8 @@ fn guest(h: &Host, n: u8, mac: &str) -> (Netns, Launch, String) {
             .spawn()
             .expect("run slipway launch")
     });
-    let launch = Launch(child);
-    let pid = g.pid().to_string();
-    wait_for(&format!("guest {n}'s eth0"), || {
-        Command::new("nsenter")
-            .args(["-t", &pid, "-n", "ip", "link", "show", "eth0"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let launch = KillOnDrop(child);
+    g.wait_for_link("eth0");
     g.run(&format!(
         "ip link set eth0 address {mac} mtu 1400 && ip link set eth0 up"
     ));
@@ -220,16 +196,6 @@ fn ovs_port(ovs: &OvsInstance, id: &str) -> String {
         &format!("external_ids:iface-id=\"{id}\""),
     ])
     .unwrap()
-}
-
-fn pings(from: &Netns, to: &str) -> bool {
-    std::process::Command::new("nsenter")
-        .args(["-t", &from.pid().to_string(), "-n"])
-        .args(["busybox", "ping", "-c", "1", "-W", "2", to])
-        .output()
-        .expect("run ping")
-        .status
-        .success()
 }
 
 /// 4 MiB from guest `from` to `to`'s port 5001 over TCP; what arrived.
@@ -353,8 +319,8 @@ fn two_hosts_one_network_on_ovn() {
         "tenant"
     );
 
-    let (g1, l1, id1) = guest(&h1, 1, MAC1);
-    let (g2, l2, id2) = guest(&h2, 2, MAC2);
+    let (g1, mut l1, id1) = guest(&h1, 1, MAC1);
+    let (g2, mut l2, id2) = guest(&h2, 2, MAC2);
     // slipway's taps carry the ports' iface-ids on each host's br-int.
     for (h, id, mac) in [(&h1, &id1, MAC1), (&h2, &id2, MAC2)] {
         let tap = ovs_port(&h.ovs, id);
@@ -418,11 +384,11 @@ fn two_hosts_one_network_on_ovn() {
 
     // Across the Geneve tunnel: ping, then a TCP transfer.
     assert!(
-        (0..10).any(|_| pings(&g1, &ip2)),
+        (0..10).any(|_| g1.pings(&ip2)),
         "{}",
         diag("guest 1 cannot ping guest 2")
     );
-    assert!(pings(&g2, IP1), "{}", diag("guest 2 cannot ping guest 1"));
+    assert!(g2.pings(IP1), "{}", diag("guest 2 cannot ping guest 1"));
     let (sent, got) = transfer(&g1, &g2, &ip2);
     assert!(
         got == sent,
@@ -446,7 +412,7 @@ fn two_hosts_one_network_on_ovn() {
     central.nbctl(&["lsp-del", &id1]).unwrap();
     // (Once ovn-controller has removed its flows.)
     assert!(
-        (0..15).any(|_| !pings(&g2, IP1)),
+        (0..15).any(|_| !g2.pings(IP1)),
         "guest 1 reachable without its logical port"
     );
     let mut daemon = on(&h1.ns, || Daemon::start(&h1.root));
@@ -458,7 +424,7 @@ fn two_hosts_one_network_on_ovn() {
     let mut daemon = on(&h1.ns, || Daemon::start(&h1.root));
     daemon.terminate();
     assert!(
-        (0..10).any(|_| pings(&g2, IP1)),
+        (0..10).any(|_| g2.pings(IP1)),
         "{}",
         diag("guest 1 unreachable after the daemon's recovery")
     );

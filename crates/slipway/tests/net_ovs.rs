@@ -17,40 +17,18 @@
 mod net_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use net_common::*;
 use slipway_testkit::netns::{sh, wait_for, Netns};
 use slipway_testkit::ovs::{hub_guest_qemu, OvsInstance};
+use slipway_testkit::KillOnDrop;
 
 const NET: &str = "<network><name>ovs</name>\
   <uuid>55555555-2222-3333-4444-555555555555</uuid>\
   <forward mode='bridge'/><bridge name='ovsbr0'/><virtualport type='openvswitch'/>\
   <portgroup name='blue'><vlan><tag id='42'/></vlan></portgroup>\
   </network>";
-
-/// A `slipway launch` running a hub guest, killed on drop.
-struct Launch(Child);
-
-impl Drop for Launch {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Launch {
-    fn terminate(mut self) {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-
-    fn kill9(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A guest: its namespace, and the domain it is launched from.
 struct G {
@@ -85,7 +63,8 @@ fn mac(n: u8) -> String {
 
 /// Launches guest `n` (10.7.0.n) with interface XML `iface` and waits for
 /// its `eth0`.
-fn start_guest(root: &Path, ovs: &OvsInstance, n: u8, iface: &str) -> (G, Launch) {
+/// The launcher is killed on drop.
+fn start_guest(root: &Path, ovs: &OvsInstance, n: u8, iface: &str) -> (G, KillOnDrop) {
     let ns = Netns::new();
     let xml = write(root, &format!("g{n}.xml"), &domain(n, iface));
     let qemu = hub_guest_qemu(root, &format!("qemu-g{n}"), ns.pid()).unwrap();
@@ -96,35 +75,14 @@ fn start_guest(root: &Path, ovs: &OvsInstance, n: u8, iface: &str) -> (G, Launch
         ))
         .spawn()
         .unwrap();
-    let launch = Launch(child);
-    let pid = ns.pid();
-    wait_for(&format!("guest {n}'s eth0"), || {
-        Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-n", "ip", "link", "show", "eth0"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let launch = KillOnDrop(child);
+    ns.wait_for_link("eth0");
     let ip = format!("10.7.0.{n}");
     ns.run(&format!(
         "ip link set eth0 address {} && ip addr add {ip}/24 dev eth0 && ip link set eth0 up",
         mac(n)
     ));
     (G { ns, ip }, launch)
-}
-
-fn pings(from: &G, to: &G) -> bool {
-    Command::new("nsenter")
-        .args(["-t", &from.ns.pid().to_string(), "-n"])
-        .args(["busybox", "ping", "-c", "1", "-W", "2", &to.ip])
-        .output()
-        .expect("run ping")
-        .status
-        .success()
-}
-
-/// Pings with a few tries (ARP and the datapath's first flows).
-fn reaches(from: &G, to: &G) -> bool {
-    (0..5).any(|_| pings(from, to))
 }
 
 /// The OVS interface whose attached-mac is guest `n`'s.
@@ -181,7 +139,7 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
 
     const GIVEN: &str = "09b11c53-8b5c-4eeb-8f00-d84eaa0aaa42";
     // 1: the network's virtualport, generated interfaceid, tap named by us.
-    let (g1, l1) = start_guest(
+    let (g1, mut l1) = start_guest(
         root,
         &ovs,
         1,
@@ -192,7 +150,7 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
         ),
     );
     // 2: its own interfaceid, a generated vnetN tap.
-    let (g2, l2) = start_guest(
+    let (g2, mut l2) = start_guest(
         root,
         &ovs,
         2,
@@ -259,10 +217,10 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
 
     // Untagged guests reach each other, VLAN 42 guests each other, and
     // nothing crosses between the two.
-    assert!(reaches(&g1, &g2), "{}", ovs.logs());
-    assert!(reaches(&g3, &g4), "{}", ovs.logs());
-    assert!(!pings(&g1, &g3));
-    assert!(!pings(&g4, &g2));
+    assert!(g1.ns.reaches(&g2.ip), "{}", ovs.logs());
+    assert!(g3.ns.reaches(&g4.ip), "{}", ovs.logs());
+    assert!(!g1.ns.pings(&g3.ip));
+    assert!(!g4.ns.pings(&g2.ip));
 
     // A port created through the port API (as libvirt's QEMU driver asks
     // for one) carries the merged virtualport with its generated
@@ -300,7 +258,7 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
     daemon = Daemon::start_with(root, &[], &log);
     assert_eq!(ovs.ports("ovsbr0").unwrap(), ports);
     assert_eq!(ovs.get("Port", &p3, "tag").unwrap(), "42");
-    assert!(reaches(&g2, &g1));
+    assert!(g2.ns.reaches(&g1.ip));
     assert_eq!(dump(), port);
 
     // Teardown: a VM that ends takes its port out of OVSDB.
@@ -311,7 +269,7 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
     assert_eq!(ovs.get("Interface", &p1, "name").unwrap(), "");
     // A launcher killed outright cannot; the next launch removes what it
     // left (its tap is gone with its QEMU).
-    l2.kill9();
+    l2.kill();
     wait_for("g2's tap to go", || !links().contains(&format!(" {p2}")));
     assert!(ovs.ports("ovsbr0").unwrap().contains(&p2));
     let (_g5, l5) = start_guest(
@@ -327,7 +285,7 @@ fn guests_on_an_ovs_network_get_libvirts_ports_vlans_and_cleanup() {
         !ovs.ports("ovsbr0").unwrap().contains(&p2),
         "stale port kept"
     );
-    for l in [l3, l4, l5] {
+    for mut l in [l3, l4, l5] {
         l.terminate();
     }
     wait_for("every port to go", || {

@@ -31,24 +31,6 @@ const OTHER: &str = "<network>
 const P1: &str = "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d";
 const P2: &str = "0d744f21-ba4a-4d6e-bdb2-30a35ff3207d";
 
-/// The port XML libvirt 9.0's QEMU driver sends when a VM with
-/// `<interface type='network'>` starts (`virDomainNetDefToNetworkPort` then
-/// `virNetworkPortDefFormat`, src/conf/domain_conf.c): a fresh UUID, the
-/// VM as owner, the interface's MAC, no plug.
-fn qemu_port(uuid: &str, mac: &str) -> String {
-    format!(
-        "<networkport>
-  <uuid>{uuid}</uuid>
-  <owner>
-    <name>guest1</name>
-    <uuid>d54df46f-1ab5-4a22-8618-4560ef5fac2c</uuid>
-  </owner>
-  <mac address='{mac}'/>
-</networkport>
-"
-    )
-}
-
 fn setup(root: &Path) {
     write(root, "pnet.xml", NET);
     write(root, "idle.xml", OTHER);

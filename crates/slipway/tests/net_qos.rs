@@ -16,10 +16,11 @@
 mod net_common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use net_common::*;
 use slipway_testkit::netns::{sh, wait_for, Netns};
+use slipway_testkit::KillOnDrop;
 
 /// A network with a bridge and no DHCP (guests get fixed addresses).
 fn network(extra: &str) -> String {
@@ -35,7 +36,7 @@ fn network(extra: &str) -> String {
 /// `addr`. Killed on drop (the launcher then removes its tap).
 struct Guest {
     ns: Netns,
-    launcher: Child,
+    launcher: KillOnDrop,
 }
 
 impl Guest {
@@ -63,40 +64,21 @@ impl Guest {
             .args(["--", "sh", "-c", &qemu, "qemu"])
             .stdin(Stdio::null())
             .spawn()
+            .map(KillOnDrop)
             .expect("slipway launch");
         let g = Guest { ns, launcher };
-        let pid = g.ns.pid();
-        wait_for("QEMU's eth0 in the guest", || {
-            Command::new("nsenter")
-                .args(["-t", &pid.to_string(), "-n", "ip", "link", "show", "eth0"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
+        g.ns.wait_for_link("eth0");
         g.ns.run(&format!(
             "ip link set eth0 address {mac} up && ip addr add {addr}/24 dev eth0"
         ));
         g
     }
-
-    /// Whether one ping of `addr` from the guest is answered.
-    fn pings(&self, addr: &str) -> bool {
-        Command::new("nsenter")
-            .args(["-t", &self.ns.pid().to_string(), "-n"])
-            .args(["busybox", "ping", "-c", "1", "-W", "2", addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
 }
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child; the launcher tears down.
-        unsafe { libc::kill(self.launcher.id() as i32, libc::SIGTERM) };
-        let _ = self.launcher.wait();
+        // SIGTERM: the launcher tears down.
+        self.launcher.terminate();
     }
 }
 
@@ -134,15 +116,6 @@ fn rate(guest: &Guest, secs: u32, from_guest: bool) -> f64 {
     panic!("iperf3 with the guest failed: {last}");
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(root: &Path, extra: &str) {
     write(root, "qos.xml", &network(extra));
     ok(root, &["net-define", "qos.xml"]);
@@ -162,7 +135,7 @@ fn an_inbound_limit_holds_a_guest_to_its_rate() {
     start(root, "");
     let free = {
         let g = Guest::new(root, "vfree0", "52:54:00:77:00:10", "10.77.0.10", "");
-        assert!(g.pings("10.77.0.1"));
+        assert!(g.ns.pings("10.77.0.1"));
         rate(&g, 3, false)
     };
     wait_for("the first guest's tap to go", || {
@@ -386,10 +359,16 @@ fn isolated_ports_reach_the_gateway_but_not_each_other() {
         let a = Guest::new(root, "viso1", "52:54:00:77:00:31", "10.77.0.31", "");
         let b = Guest::new(root, "viso2", "52:54:00:77:00:32", "10.77.0.32", "");
         assert!(sh("bridge -d link show dev viso1").contains("isolated on"));
-        assert!(a.pings("10.77.0.1"), "a reaches the gateway");
-        assert!(b.pings("10.77.0.1"), "b reaches the gateway");
-        assert!(!a.pings("10.77.0.32"), "a reaches b across isolated ports");
-        assert!(!b.pings("10.77.0.31"), "b reaches a across isolated ports");
+        assert!(a.ns.pings("10.77.0.1"), "a reaches the gateway");
+        assert!(b.ns.pings("10.77.0.1"), "b reaches the gateway");
+        assert!(
+            !a.ns.pings("10.77.0.32"),
+            "a reaches b across isolated ports"
+        );
+        assert!(
+            !b.ns.pings("10.77.0.31"),
+            "b reaches a across isolated ports"
+        );
         // b's own <port isolated='no'/> wins over the network's.
         drop(b);
         let b = Guest::new(
@@ -401,11 +380,11 @@ fn isolated_ports_reach_the_gateway_but_not_each_other() {
         );
         assert!(sh("bridge -d link show dev viso3").contains("isolated off"));
         assert!(
-            a.pings("10.77.0.32"),
+            a.ns.pings("10.77.0.32"),
             "an isolated port reaches one that is not"
         );
         assert!(
-            b.pings("10.77.0.31"),
+            b.ns.pings("10.77.0.31"),
             "a port that is not isolated reaches an isolated one"
         );
     }
@@ -414,6 +393,6 @@ fn isolated_ports_reach_the_gateway_but_not_each_other() {
     start(root, "");
     let a = Guest::new(root, "vopen1", "52:54:00:77:00:41", "10.77.0.41", "");
     let b = Guest::new(root, "vopen2", "52:54:00:77:00:42", "10.77.0.42", "");
-    assert!(a.pings("10.77.0.42"), "without isolation a reaches b");
-    assert!(b.pings("10.77.0.41"), "without isolation b reaches a");
+    assert!(a.ns.pings("10.77.0.42"), "without isolation a reaches b");
+    assert!(b.ns.pings("10.77.0.41"), "without isolation b reaches a");
 }

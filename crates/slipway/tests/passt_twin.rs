@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use slipway_testkit::netns::{sh, wait_for, Netns};
-use slipway_testkit::{Guest, HttpServer};
-
-use common::KillOnDrop;
+use slipway_testkit::{Guest, HttpServer, KillOnDrop};
 
 const MARKER: &str = "SLIPWAY_PASST_TWIN_INSIDE";
 
@@ -99,10 +97,41 @@ impl Twin {
 
     /// `program` to be run in the private namespace.
     fn in_private(&self, program: &Path) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.private.pid().to_string(), "-n"])
-            .arg(program);
-        cmd
+        self.private.command(program)
+    }
+
+    /// Boots the test guest running `script`, QEMU in the private
+    /// namespace, its NIC a stream netdev to passt's `socket`; returns it
+    /// once it printed `SLIPWAY-READY {ready}`, or panics with its console
+    /// and passt's `log` under `label`.
+    fn boot_guest(
+        &self,
+        socket: &Path,
+        script: &str,
+        ready: &str,
+        label: &str,
+        log: impl Fn() -> String,
+    ) -> Guest {
+        let mut guest = Guest::builder()
+            .netdev(&format!(
+                "stream,server=off,addr.type=unix,addr.path={}",
+                socket.display()
+            ))
+            .mac("52:54:00:12:34:56")
+            .script(script)
+            .timeout(std::time::Duration::from_secs(400))
+            .launcher(["nsenter", "-t", &self.private.pid().to_string(), "-n"])
+            .boot()
+            .unwrap();
+        let line = format!("SLIPWAY-READY {ready}");
+        if let Err(e) = guest.wait_for_line(&line, std::time::Duration::from_secs(300)) {
+            panic!(
+                "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
+                guest.console(),
+                log()
+            );
+        }
+        guest
     }
 
     /// An HTTP server serving `dir` on `ip` inside `ns`.
@@ -114,9 +143,10 @@ impl Twin {
     }
 }
 
-/// dnsmasq on port 53 of `ns`'s loopback (the host's resolver, as
-/// systemd-resolved's or a local cache is), answering www.example.test.
-fn dns_on_loopback(ns: &Netns) -> KillOnDrop {
+/// dnsmasq on port 53 of `ns`'s loopback address `listen` (127.0.0.1 or
+/// ::1: the host's resolver, as systemd-resolved's or a local cache is),
+/// answering www.example.test with `answer`.
+fn dns_on_loopback(ns: &Netns, listen: &str, answer: &str) -> KillOnDrop {
     let child = Command::new("nsenter")
         .args(["-t", &ns.pid().to_string(), "-n", "dnsmasq", "--no-daemon"])
         .args([
@@ -125,18 +155,16 @@ fn dns_on_loopback(ns: &Netns) -> KillOnDrop {
             "--no-hosts",
             "--pid-file",
         ])
-        .args([
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--port=53",
-        ])
-        .arg("--host-record=www.example.test,192.0.2.10")
+        .arg(format!("--listen-address={listen}"))
+        .args(["--bind-interfaces", "--port=53"])
+        .arg(format!("--host-record=www.example.test,{answer}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let listening = ns.cmd("ss -lun | grep -q 127.0.0.1:53");
-    wait_for("dnsmasq on 127.0.0.1:53", || {
+    let port = std::net::SocketAddr::new(listen.parse().unwrap(), 53);
+    let listening = ns.cmd(&format!("ss -lun | grep -qF \"{port}\""));
+    wait_for(&format!("dnsmasq on {port}"), || {
         Command::new("sh")
             .args(["-c", &listening])
             .status()
@@ -199,7 +227,7 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
         &site(&dir, "peer", "on-lan-peer"),
         "10.99.0.3".parse().unwrap(),
     );
-    let _dns = dns_on_loopback(&twin.private);
+    let _dns = dns_on_loopback(&twin.private, "127.0.0.1", "192.0.2.10");
     let args = libvirt_args(&dir);
     let out = twin.in_private(program).args(&args).output().unwrap();
     let log = || std::fs::read_to_string(dir.join("passt.log")).unwrap_or_default();
@@ -241,26 +269,7 @@ fn one_twin(program: &Path, root: &Path, label: &str) -> Seen {
         up = up.port(),
         peer = peer.port(),
     );
-    let mut guest = Guest::builder()
-        .netdev(&format!(
-            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
-            dir.join("passt.sock").display()
-        ))
-        .mac("52:54:00:12:34:56")
-        .script(&script)
-        .timeout(std::time::Duration::from_secs(400))
-        .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
-        .boot()
-        .unwrap();
-    if let Err(e) =
-        guest.wait_for_line("SLIPWAY-READY forward", std::time::Duration::from_secs(300))
-    {
-        panic!(
-            "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
-            guest.console(),
-            log()
-        );
-    }
+    let guest = twin.boot_guest(&dir.join("passt.sock"), &script, "forward", label, log);
     let forward = twin
         .private
         .spawn(|| common::http_get(("127.0.0.1", 2222)).unwrap_or_else(|e| e.to_string()))
@@ -502,7 +511,7 @@ fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
     let dir = root.join(label);
     std::fs::create_dir_all(&dir).unwrap();
     let (lo, up) = twin.loopback_and_upstream_sites(&dir);
-    let _dns = dns_on_loopback(&twin.private);
+    let _dns = dns_on_loopback(&twin.private, "127.0.0.1", "192.0.2.10");
     let ctr = Container::new();
     let www = site(&dir, "www", "ns-page");
     std::fs::write(www.join("index.html"), "ns-page\n").unwrap();
@@ -582,19 +591,8 @@ fn pasta_twin(program: &Path, root: &Path, label: &str) -> PastaSeen {
 #[test]
 fn podman_command_line_matches_debian_pasta() {
     inside("podman_command_line_matches_debian_pasta", || {
-        // A tun device node the container's (unprivileged) owner may
-        // open, in this test's mount namespace only.
-        sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
         let root = slipway_testkit::temp_dir().unwrap();
-        std::fs::write(root.path().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-        sh(&format!(
-            "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
-            root.path().join("resolv.conf").display(),
-            root.path().display()
-        ));
-        let link = root.path().join("bin/pasta");
-        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let link = pasta_setup(root.path(), "127.0.0.1");
         let real = pasta_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
         let ours = pasta_twin(&link, root.path(), "slipway");
         assert_eq!(real.address.trim(), "10.99.0.2/24", "{real:?}");
@@ -774,17 +772,8 @@ fn pasta_command_twin(
 #[test]
 fn pasta_runs_a_command_like_debian_pasta() {
     inside("pasta_runs_a_command_like_debian_pasta", || {
-        sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
         let root = slipway_testkit::temp_dir().unwrap();
-        std::fs::write(root.path().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-        sh(&format!(
-            "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
-            root.path().join("resolv.conf").display(),
-            root.path().display()
-        ));
-        let link = root.path().join("bin/pasta");
-        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let link = pasta_setup(root.path(), "127.0.0.1");
         let script = "echo uid=$(id -u); \
              ip -4 -o addr show dev eth0 | awk '{print \"addr=\" $4}'; \
              ip -4 route show | sed 's/^/route=/'; \
@@ -913,14 +902,10 @@ fn pasta_auto_twin(program: &Path, root: &Path, label: &str, tcp: &[&str]) -> Au
         www = www.display(),
         stop = stop.display()
     );
-    let child = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n"])
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
+    let child = twin
+        .private
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(program)
         .args(["--config-net", "-q"])
         .args(tcp)
@@ -973,17 +958,8 @@ fn pasta_auto_twin(program: &Path, root: &Path, label: &str, tcp: &[&str]) -> Au
 #[test]
 fn pasta_auto_forwards_follow_the_namespace() {
     inside("pasta_auto_forwards_follow_the_namespace", || {
-        sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
         let root = slipway_testkit::temp_dir().unwrap();
-        std::fs::write(root.path().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-        sh(&format!(
-            "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
-            root.path().join("resolv.conf").display(),
-            root.path().display()
-        ));
-        let link = root.path().join("bin/pasta");
-        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
+        let link = pasta_setup(root.path(), "127.0.0.1");
         let want = AutoSeen {
             while_listening: "auto-page".into(),
             after_close: true,
@@ -1198,26 +1174,7 @@ fn libvirt_9_0_passt_command_line_runs_slipway() {
              sleep 300\n",
             lo = lo.port(),
         );
-        let mut guest = Guest::builder()
-            .netdev(&format!(
-                "stream,id=hostnet0,server=off,addr.type=unix,addr.path={}",
-                socket.display()
-            ))
-            .mac("52:54:00:12:34:56")
-            .script(&script)
-            .timeout(std::time::Duration::from_secs(400))
-            .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
-            .boot()
-            .unwrap();
-        if let Err(e) =
-            guest.wait_for_line("SLIPWAY-READY forward", std::time::Duration::from_secs(300))
-        {
-            panic!(
-                "{e}\n--- guest ---\n{}\n--- log ---\n{}",
-                guest.console(),
-                log()
-            );
-        }
+        let guest = twin.boot_guest(&socket, &script, "forward", "session", log);
         let out = guest.output_so_far();
         let result = |k: &str| out.result(k).map(str::to_owned);
         assert_eq!(
@@ -1325,7 +1282,7 @@ fn pasta6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> Pa
         &site(&dir, "peer", "on-prefix-peer6"),
         "2001:db8:99::3".parse().unwrap(),
     );
-    let _dns = dns6_on_loopback(&twin.private);
+    let _dns = dns_on_loopback(&twin.private, "::1", "2001:db8::10");
     let ctr = Container::new();
     let out = twin
         .in_private(program)
@@ -1392,49 +1349,6 @@ fn pasta6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> Pa
     }
 }
 
-/// dnsmasq on port 53 of `ns`'s ::1, answering www.example.test with
-/// 2001:db8::10.
-fn dns6_on_loopback(ns: &Netns) -> KillOnDrop {
-    let child = Command::new("nsenter")
-        .args(["-t", &ns.pid().to_string(), "-n", "dnsmasq", "--no-daemon"])
-        .args([
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--pid-file",
-        ])
-        .args(["--listen-address=::1", "--bind-interfaces", "--port=53"])
-        .arg("--host-record=www.example.test,2001:db8::10")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let listening = ns.cmd("ss -lun | grep -q \"\\[::1\\]:53\"");
-    wait_for("dnsmasq on [::1]:53", || {
-        Command::new("sh")
-            .args(["-c", &listening])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    KillOnDrop(child)
-}
-
-/// Sets up what the IPv6 pasta twins share: a tun device node, ::1 as
-/// the resolver, and slipway linked as pasta; returns the link.
-fn pasta6_setup(root: &Path) -> PathBuf {
-    sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
-    std::fs::write(root.join("resolv.conf"), "nameserver ::1\n").unwrap();
-    sh(&format!(
-        "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
-        root.join("resolv.conf").display(),
-        root.display()
-    ));
-    let link = root.join("bin/pasta");
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &link).unwrap();
-    link
-}
-
 /// pasta's default IPv6 with `--config-net`, against Debian's pasta: the
 /// container gets the host's IPv6 address (nodad) and prefix and a
 /// default route via the upstream router's link-local address, reaches
@@ -1444,7 +1358,7 @@ fn pasta6_setup(root: &Path) -> PathBuf {
 fn pasta_ipv6_matches_debian_pasta() {
     inside("pasta_ipv6_matches_debian_pasta", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta6_setup(root.path());
+        let link = pasta_setup(root.path(), "::1");
         let real = pasta6_twin(Path::new("/usr/bin/pasta"), root.path(), "real", &[]);
         let ours = pasta6_twin(&link, root.path(), "slipway", &[]);
         eprintln!("real: {real:?}\nours: {ours:?}");
@@ -1481,7 +1395,7 @@ fn pasta_ipv6_matches_debian_pasta() {
 fn pasta_one_family_matches_debian_pasta() {
     inside("pasta_one_family_matches_debian_pasta", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta6_setup(root.path());
+        let link = pasta_setup(root.path(), "::1");
         for option in ["-6", "-4"] {
             let label = |who: &str| format!("{who}{option}");
             let real = pasta6_twin(
@@ -1574,7 +1488,7 @@ fn pasta_dhcpv6_leases_the_hosts_address_like_debian_pasta() {
         "pasta_dhcpv6_leases_the_hosts_address_like_debian_pasta",
         || {
             let root = slipway_testkit::temp_dir().unwrap();
-            let link = pasta6_setup(root.path());
+            let link = pasta_setup(root.path(), "::1");
             let real = pasta_dhcpv6_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
             let ours = pasta_dhcpv6_twin(&link, root.path(), "slipway");
             eprintln!("real: {real:?}\nours: {ours:?}");
@@ -1636,24 +1550,7 @@ fn passt6_twin(program: &Path, root: &Path, label: &str) -> Vec<(String, Option<
         peer = peer.port(),
         lo = lo.port(),
     );
-    let mut guest = Guest::builder()
-        .netdev(&format!(
-            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
-            dir.join("passt.sock").display()
-        ))
-        .mac("52:54:00:12:34:56")
-        .script(&script)
-        .timeout(std::time::Duration::from_secs(400))
-        .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
-        .boot()
-        .unwrap();
-    if let Err(e) = guest.wait_for_line("SLIPWAY-READY done", std::time::Duration::from_secs(300)) {
-        panic!(
-            "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
-            guest.console(),
-            log()
-        );
-    }
+    let guest = twin.boot_guest(&dir.join("passt.sock"), &script, "done", label, log);
     let out = guest.output_so_far();
     eprintln!("--- {label} console ---\n{}", out.console);
     ["addr6", "route6", "upstream6", "peer6", "loopback6"]
@@ -1681,7 +1578,7 @@ fn once_if_repeated(text: &str) -> String {
 fn passt_ipv6_matches_debian_passt() {
     inside("passt_ipv6_matches_debian_passt", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta6_setup(root.path());
+        let link = pasta_setup(root.path(), "::1");
         let passt = link.with_file_name("passt");
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &passt).unwrap();
         // Debian's passt 0.0~git20230309, on a loaded machine, now and
@@ -1733,7 +1630,7 @@ fn pasta_ipv6_address_and_gateway_options_match_debian_pasta() {
         "pasta_ipv6_address_and_gateway_options_match_debian_pasta",
         || {
             let root = slipway_testkit::temp_dir().unwrap();
-            let link = pasta6_setup(root.path());
+            let link = pasta_setup(root.path(), "::1");
             let options = [
                 "-a",
                 "2001:db8:99::20",
@@ -1964,7 +1861,7 @@ fn pasta_fwd6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -
 fn pasta_ipv6_forwards_match_debian_pasta() {
     inside("pasta_ipv6_forwards_match_debian_pasta", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta6_setup(root.path());
+        let link = pasta_setup(root.path(), "::1");
         for options in [&[][..], &["-6"]] {
             let label = |who: &str| format!("{who}{}", options.join(""));
             let real = pasta_fwd6_twin(
@@ -2008,14 +1905,10 @@ struct Auto6Seen {
 /// host's clients reach once the forwards follow the servers.
 fn pasta_auto6_twin(program: &Path, options: &[&str]) -> Auto6Seen {
     let twin = twin6();
-    let mut child = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n"])
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
+    let mut child = twin
+        .private
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(program)
         .args(["--config-net", "-q"])
         .args(options)
@@ -2054,7 +1947,7 @@ fn pasta_auto6_twin(program: &Path, options: &[&str]) -> Auto6Seen {
 fn pasta_auto_forwards_ipv6() {
     inside("pasta_auto_forwards_ipv6", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta6_setup(root.path());
+        let link = pasta_setup(root.path(), "::1");
         for (options, tcp4) in [
             (&[][..], "closed"),
             (&["-6"][..], "connect: ConnectionRefused"),
@@ -2159,7 +2052,7 @@ fn pasta_gateway_twin(program: &Path, root: &Path, label: &str, options: &[&str]
 fn pasta_no_map_gw_ipv6_matches_debian_pasta() {
     inside("pasta_no_map_gw_ipv6_matches_debian_pasta", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta6_setup(root.path());
+        let link = pasta_setup(root.path(), "::1");
         for (options, want) in [
             (&[][..], ("on-host-loopback", "unreachable")),
             (&["--no-map-gw"][..], ("unreachable", "on-router")),
@@ -2225,27 +2118,7 @@ fn passt6_forward_twin(program: &Path, root: &Path, label: &str) -> Vec<(String,
          sleep 600\n",
         up = up.port(),
     );
-    let mut guest = Guest::builder()
-        .netdev(&format!(
-            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
-            dir.join("passt.sock").display()
-        ))
-        .mac("52:54:00:12:34:56")
-        .script(&script)
-        .timeout(std::time::Duration::from_secs(400))
-        .launcher(["nsenter", "-t", &twin.private.pid().to_string(), "-n"])
-        .boot()
-        .unwrap();
-    if let Err(e) = guest.wait_for_line(
-        "SLIPWAY-READY forward6",
-        std::time::Duration::from_secs(300),
-    ) {
-        panic!(
-            "{label}: {e}\n--- guest ---\n{}\n--- log ---\n{}",
-            guest.console(),
-            log()
-        );
-    }
+    let guest = twin.boot_guest(&dir.join("passt.sock"), &script, "forward6", label, log);
     let get = |ns: &Netns, addr: &'static str| {
         let page = ns
             .spawn(move || common::http_get(addr).unwrap_or_else(|e| e.to_string()))
@@ -2289,7 +2162,7 @@ fn passt6_forward_twin(program: &Path, root: &Path, label: &str) -> Vec<(String,
 fn passt_ipv6_forward_matches_debian_passt() {
     inside("passt_ipv6_forward_matches_debian_passt", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta6_setup(root.path());
+        let link = pasta_setup(root.path(), "::1");
         let passt = link.with_file_name("passt");
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &passt).unwrap();
         let real = passt6_forward_twin(Path::new("/usr/bin/passt"), root.path(), "real");
@@ -2591,11 +2464,17 @@ fn pasta_ns_twin(program: &Path, root: &Path, label: &str) -> NsSeen {
     }
 }
 
-/// The setup of the `-T`/`-U` twins: a tun device node, resolv.conf, and
-/// slipway linked as pasta under `root`.
-fn pasta_ns_setup(root: &Path) -> PathBuf {
+/// What the pasta twins share: a tun device node the container's
+/// (unprivileged) owner may open and `nameserver` as the resolver (both in
+/// this test's mount namespace only), and slipway linked as pasta under
+/// `root`; returns the link.
+fn pasta_setup(root: &Path, nameserver: &str) -> PathBuf {
     sh("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200");
-    std::fs::write(root.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    std::fs::write(
+        root.join("resolv.conf"),
+        format!("nameserver {nameserver}\n"),
+    )
+    .unwrap();
     sh(&format!(
         "mount --bind {} /etc/resolv.conf && chmod 0755 {}",
         root.join("resolv.conf").display(),
@@ -2617,7 +2496,7 @@ fn pasta_ns_setup(root: &Path) -> PathBuf {
 fn pasta_ns_forwards_match_debian_pasta() {
     inside("pasta_ns_forwards_match_debian_pasta", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta_ns_setup(root.path());
+        let link = pasta_setup(root.path(), "127.0.0.1");
         let real = pasta_ns_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
         let ours = pasta_ns_twin(&link, root.path(), "slipway");
         eprintln!("real: {real:?}\nours: {ours:?}");
@@ -2656,7 +2535,7 @@ fn pasta_ns_forwards_match_debian_pasta() {
 fn pasta_ns_auto_follows_the_host() {
     inside("pasta_ns_auto_follows_the_host", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta_ns_setup(root.path());
+        let link = pasta_setup(root.path(), "127.0.0.1");
         let mut pages = Vec::new();
         for (program, label) in [(Path::new("/usr/bin/pasta"), "real"), (&link, "slipway")] {
             let twin = Twin::new();
@@ -2730,7 +2609,7 @@ fn pasta_ns_auto_follows_the_host() {
 fn pasta_ns_forward_connections_are_bounded() {
     inside("pasta_ns_forward_connections_are_bounded", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta_ns_setup(root.path());
+        let link = pasta_setup(root.path(), "127.0.0.1");
         let twin = Twin::new();
         let dir = root.path().join("flood");
         std::fs::create_dir_all(&dir).unwrap();
@@ -2822,7 +2701,7 @@ fn pasta_splices_the_hosts_loopback_into_the_namespace() {
         "pasta_splices_the_hosts_loopback_into_the_namespace",
         || {
             let root = slipway_testkit::temp_dir().unwrap();
-            let link = pasta_ns_setup(root.path());
+            let link = pasta_setup(root.path(), "127.0.0.1");
             let real = pasta_inbound_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
             let ours = pasta_inbound_twin(&link, root.path(), "slipway");
             eprintln!("real: {real:?}\nours: {ours:?}");

@@ -19,12 +19,13 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod net_common;
 use net_common::{alive, enter_netns, in_netns, ok, service_pid, sw, write, Daemon, Ns, BIN};
 use slipway_testkit::netns::{sh, wait_for};
+use slipway_testkit::KillOnDrop;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -63,8 +64,8 @@ impl NotifySocket {
     }
 
     /// Starts `cmd` (output discarded) with NOTIFY_SOCKET set to this socket.
-    fn spawn(&self, cmd: &mut Command) -> Proc {
-        Proc(
+    fn spawn(&self, cmd: &mut Command) -> KillOnDrop {
+        KillOnDrop(
             cmd.env("NOTIFY_SOCKET", &self.path)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -75,24 +76,6 @@ impl NotifySocket {
     }
 }
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        self.0.wait().unwrap()
-    }
-}
-
 /// A daemon behind `systemd-socket-activate`, which listens on `socket`.
 struct Activated {
     socket: PathBuf,
@@ -100,7 +83,7 @@ struct Activated {
     log: PathBuf,
     /// Where the daemon's readiness and stopping notifications arrive.
     notify: NotifySocket,
-    daemon: Proc,
+    daemon: KillOnDrop,
 }
 
 /// `systemd-socket-activate --listen=SOCKET [socket_args] -- slipway --root
@@ -123,7 +106,7 @@ fn activate(root: &Path, socket_args: &[&str]) -> Activated {
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .expect("systemd-socket-activate (Debian package systemd)");
-    let daemon = Proc(child);
+    let daemon = KillOnDrop(child);
     wait_for("the activation socket", || socket.exists());
     Activated {
         socket,
@@ -166,7 +149,7 @@ fn daemon_is_socket_activated_and_notifies() {
     assert!(ok(root, &["net-list", "--all", "--name"]).contains("n1"));
     // Served on systemd's socket: the file is not replaced.
     assert_eq!(fs::metadata(&socket).unwrap().ino(), inode);
-    let status = daemon.terminate();
+    let status = daemon.terminate().unwrap();
     assert!(status.success(), "daemon exit on SIGTERM: {status}");
     let stopping = notify.next();
     assert!(
@@ -231,7 +214,7 @@ fn user_notifies_ready_and_stopping() {
     );
     // Ready means ready: QEMU can connect at once.
     std::os::unix::net::UnixStream::connect(&socket).unwrap();
-    assert!(user.terminate().success());
+    assert!(user.terminate().unwrap().success());
     assert_eq!(
         notify.next(),
         "STOPPING=1\nSTATUS=stopping: SIGTERM received"
@@ -398,7 +381,7 @@ fn user_template_runs_a_network_per_instance() {
         String::from_utf8_lossy(&forwards.stdout).contains(":22"),
         "{forwards:?}"
     );
-    assert!(user.terminate().success());
+    assert!(user.terminate().unwrap().success());
 }
 
 #[test]
@@ -459,7 +442,7 @@ fn traced_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let trace = root.join("strace.out");
-    let mut daemon = Proc(
+    let mut daemon = KillOnDrop(
         Command::new("strace")
             .args(["-f", "-qq", "-e", "signal=none", "-o"])
             .arg(&trace)
@@ -555,7 +538,7 @@ fn libvirt_sockets_are_socket_activated() {
     let ro = libvirt.join("virtnetworkd-sock-ro");
     let log = root.join("daemon.log");
     let notify = NotifySocket::new();
-    let mut daemon = Proc(
+    let mut daemon = KillOnDrop(
         Command::new("systemd-socket-activate")
             .arg(format!("--listen={}", rw.display()))
             .arg(format!("--listen={}", ro.display()))
@@ -631,7 +614,7 @@ fn libvirt_sockets_are_socket_activated() {
             && log_text.contains("libvirt RPC serving virtnetworkd-ro.socket (from systemd)"),
         "{log_text}"
     );
-    assert!(daemon.terminate().success());
+    assert!(daemon.terminate().unwrap().success());
     // systemd's socket files stay: their units own them.
     assert_eq!([&rw, &ro].map(|p| fs::metadata(p).unwrap().ino()), inodes);
 }

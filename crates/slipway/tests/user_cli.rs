@@ -1,7 +1,7 @@
 //! `slipway user` refuses bad command lines with a message naming the
 //! option and the value, and exits non-zero without touching anything.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
@@ -317,13 +317,7 @@ fn probes_of_the_socket_do_not_end_the_network() {
     // gateway's MAC.
     let mut vm = UnixStream::connect(&path).unwrap();
     let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&mac);
-    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&mac);
-    arp.extend_from_slice(&[10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
-    vm.write_all(&(arp.len() as u32).to_be_bytes()).unwrap();
-    vm.write_all(&arp).unwrap();
+    common::send_frame(&mut vm, &common::arp_request(mac, [10, 0, 2, 15]));
     vm.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     let mut len = [0u8; 4];

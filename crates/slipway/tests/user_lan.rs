@@ -10,7 +10,9 @@ use std::time::Duration;
 use slipway_testkit::{Guest, HttpServer};
 
 mod common;
-use common::{assert_serves, check, run_guest, s, unix_stream_netdev, wait_line, Slipway};
+use common::{
+    arp_request, assert_serves, check, run_guest, s, unix_stream_netdev, wait_line, Slipway,
+};
 
 /// How the two guests attach.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -146,19 +148,6 @@ fn two_guests_share_one_lan(link: Link) {
         Link::Dgram => slipway.terminate(),
     };
     assert!(status.success(), "{status}\n{log}");
-}
-
-/// An ARP request for the gateway from `mac`/`ip`, as a VM sends it.
-fn arp_request(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&[10, 0, 2, 2]);
-    f.resize(60, 0);
-    f
 }
 
 /// Whether the VM socket `vm` gets the gateway's ARP reply to `request`

@@ -14,9 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use slipway_testkit::netns::wait_for;
-use slipway_testkit::{free_port, temp_dir, DnsServer, HttpServer};
-
-use common::KillOnDrop;
+use slipway_testkit::{free_port, temp_dir, DnsServer, HttpServer, KillOnDrop};
 
 const SLIPWAY: &str = env!("CARGO_BIN_EXE_slipway");
 

@@ -58,10 +58,7 @@ pub(super) fn parse_service_file(
     read: std::io::Result<Vec<u8>>,
 ) -> Result<ServiceFile> {
     let bytes = read.map_err(|e| Error::io("cannot read", path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })
+    serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path, e))
 }
 
 pub(super) fn static_hosts(svc: &ServiceConfig) -> Vec<StaticHost> {

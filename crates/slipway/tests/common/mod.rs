@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 
 use slipway_testkit::{Guest, GuestOutput};
 
-/// A child killed (and reaped) when the test ends, however it ends.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A `slipway user` process; killed when dropped.
 pub struct Slipway {
     child: Option<Child>,
@@ -277,4 +267,25 @@ pub fn wait_line(guest: &mut Guest, pattern: &str, slipway: &Slipway) {
 pub fn assert_serves(addr: impl ToSocketAddrs, want: &str, slipway: &Slipway) {
     let body = http_get(addr).unwrap_or_else(|e| panic!("forward: {e}\n{}", slipway.log()));
     assert!(body.contains(want), "{body}\n{}", slipway.log());
+}
+
+/// An ARP request for the gateway (10.0.2.2) from `mac`/`ip`, as a VM
+/// sends it (padded to Ethernet's 60 bytes).
+pub fn arp_request(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 2, 2]);
+    f.resize(60, 0);
+    f
+}
+
+/// Sends `frame` as a VM on the stream socket does (QEMU's framing:
+/// 4-byte length, frame).
+pub fn send_frame(vm: &mut impl Write, frame: &[u8]) {
+    vm.write_all(&(frame.len() as u32).to_be_bytes()).unwrap();
+    vm.write_all(frame).unwrap();
 }

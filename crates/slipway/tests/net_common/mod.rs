@@ -10,6 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use slipway_testkit::KillOnDrop;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
 
 /// A command's result as text.
@@ -231,7 +233,7 @@ pub fn kill_others_in_netns() {
 }
 
 /// A daemon child process, killed on drop.
-pub struct Daemon(Child);
+pub struct Daemon(KillOnDrop);
 
 impl Daemon {
     pub fn start(root: &Path) -> Daemon {
@@ -296,7 +298,7 @@ impl Daemon {
 
     /// `child`, once a status request is answered.
     fn ready(root: &Path, child: Child) -> Daemon {
-        let d = Daemon(child);
+        let d = Daemon(KillOnDrop(child));
         // Ready once a status request is answered.
         for _ in 0..2000 {
             if status(root).is_some() {
@@ -309,28 +311,37 @@ impl Daemon {
 
     /// The daemon's pid (the child's, or setpriv's, which execs it).
     pub fn pid(&self) -> i32 {
-        self.0.id() as i32
+        self.0.pid() as i32
     }
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        self.0.wait().unwrap()
+        self.0.terminate().expect("the daemon's exit status")
     }
 
     pub fn kill9(&mut self) {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-        let _ = self.0.wait();
+        self.0.kill();
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The port XML libvirt 9.0's QEMU driver sends with
+/// `NETWORK_PORT_CREATE_XML` (flags 0) when a VM with `<interface
+/// type='network'>` starts (`virDomainNetDefToNetworkPort` then
+/// `virNetworkPortDefFormat`, src/conf/domain_conf.c; as captured from
+/// `virt-qemu-run`, docs/libvirt-qemu-driver.md, section 4): a fresh UUID,
+/// the VM as owner, the interface's MAC, no plug.
+pub fn qemu_port(uuid: &str, mac: &str) -> String {
+    format!(
+        "<networkport>
+  <uuid>{uuid}</uuid>
+  <owner>
+    <name>guest1</name>
+    <uuid>d54df46f-1ab5-4a22-8618-4560ef5fac2c</uuid>
+  </owner>
+  <mac address='{mac}'/>
+</networkport>
+"
+    )
 }
 
 /// The daemon's status over the raw API, if it answers.
