@@ -2864,7 +2864,7 @@ fn loopback_helper_status(ctr: &Container) -> Option<String> {
 fn pasta_ns_forwards_ipv6_loopback_match_debian_pasta() {
     inside("pasta_ns_forwards_ipv6_loopback_match_debian_pasta", || {
         let root = slipway_testkit::temp_dir().unwrap();
-        let link = pasta6_setup(root.path());
+        let link = pasta_setup(root.path(), "::1");
         let (real, _) = pasta_ns6_twin(Path::new("/usr/bin/pasta"), root.path(), "real");
         let (ours, helper) = pasta_ns6_twin(&link, root.path(), "slipway");
         let want = [
