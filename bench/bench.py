@@ -128,8 +128,9 @@ def peak_rss_kib(pid):
 class Session:
     """A namespace served by one stack at one MTU."""
 
-    def __init__(self, stack, mtu, binaries, pin=None):
+    def __init__(self, stack, mtu, binaries, pin=None, extra=()):
         self.stack = stack
+        self.extra = list(extra)
         self.mtu = mtu
         # With --pin, the stack process (and its threads and children) on
         # its own CPUs; everything else inherits the script's.
@@ -154,7 +155,7 @@ class Session:
         r, w = os.pipe()
         if slipway:
             cmd = [slipway, "attach", "--configure", "--mtu", str(self.mtu),
-                   "--ready-fd", str(w), str(ns.pid)]
+                   "--ready-fd", str(w)] + self.extra + [str(ns.pid)]
         else:
             cmd = ["slirp4netns", "--configure", f"--mtu={self.mtu}",
                    f"--ready-fd={w}", str(ns.pid), "tap0"]
@@ -196,6 +197,10 @@ class Session:
             ["ip", "-4", "route", "show", "default"]).stdout)
         route = self.run(["ip", "-4", "route", "show", "default"]).stdout.split()
         self.target = route[route.index("via") + 1]
+
+    def cpu(self):
+        """CPU seconds of the stack process so far (0 without a stack)."""
+        return cpu_seconds(self.stack_pid) if self.stack_pid is not None else 0.0
 
     def run(self, args, timeout=60):
         if self.ns_pid is not None:
@@ -404,16 +409,21 @@ def rr_latency(session, seconds, udp):
             "-t", str(seconds)]
     if not udp:
         args.append("--tcp")
+    cpu0, t0 = session.cpu(), time.monotonic()
     try:
         out = session.run(args, timeout=seconds + 20)
     except subprocess.TimeoutExpired:
         log("  sockperf did not finish (the stack stalled)")
         return None
+    cpu = session.cpu() - cpu0
     got = {float(p): float(v) for p, v in SOCKPERF_PERCENTILE.findall(out.stdout + out.stderr)}
     if 50.0 not in got or 99.0 not in got:
         log(f"  sockperf failed: {(out.stdout + out.stderr).strip()[-200:]}")
         return None
-    return {"p50_us": got[50.0], "p99_us": got[99.0]}
+    r = {"p50_us": got[50.0], "p99_us": got[99.0]}
+    if session.stack_pid is not None:
+        r["stack_cpu_percent"] = 100.0 * cpu / (time.monotonic() - t0)
+    return r
 
 
 class ConnServer:
@@ -598,7 +608,8 @@ def measure(stack, mtu, args):
         args = argparse.Namespace(**vars(args))
         args.metrics = metrics
     log(f"  {stack} at MTU {mtu}")
-    s = Session(stack, mtu, args.binaries, args.pin_stack)
+    s = Session(stack, mtu, args.binaries, args.pin_stack,
+                args.slipway_args.split() if stack == "slipway" else ())
     try:
         r = {}
         if "tcp" in args.metrics:
@@ -684,6 +695,8 @@ ROWS = [
     ("TCP RR p99 (us, half round trip)", lambda r: field(r, 65520, "tcp_rr", "p99_us"), False),
     ("UDP RR p50 (us, half round trip)", lambda r: field(r, 65520, "udp_rr", "p50_us"), False),
     ("UDP RR p99 (us, half round trip)", lambda r: field(r, 65520, "udp_rr", "p99_us"), False),
+    ("UDP RR: the stack's CPU (% of one)",
+     lambda r: field(r, 65520, "udp_rr", "stack_cpu_percent"), False),
     ("short connections/s (MTU 65520)", lambda r: field(r, 65520, "conn_per_s"), True),
     ("connections/s without data", lambda r: field(r, 65520, "conn_nodata_per_s"), True),
     ("CPU s per GiB TCP, MTU 1500", lambda r: field(r, 1500, "cpu_s_per_gib"), False),
@@ -951,6 +964,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slipway", required=True, help="the slipway binary (release build)")
     ap.add_argument("--baseline", help="another slipway binary, measured as stack 'baseline'")
+    ap.add_argument("--slipway-args", default="", metavar="ARGS",
+                    help="more options for `slipway attach` (stack 'slipway' only, not "
+                    "'baseline'), e.g. \"--busy-poll-us 30\"")
     ap.add_argument("--seconds", type=float, default=3, help="length of each measurement")
     ap.add_argument("--search-seconds", type=int, default=1,
                     help="length of each step of the UDP rate search")
