@@ -19,7 +19,12 @@ use frames::{udp, GATEWAY, GUEST};
 /// CPU time (user + system) of thread `tid` of this process.
 fn thread_cpu(tid: i32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     // utime and stime are fields 14 and 15 (1-based); fields[0] is field 3.
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // SAFETY: sysconf has no preconditions.
@@ -76,7 +81,10 @@ fn idle_cpu_after_exchanges(window: Duration, count: usize, idle: Duration) -> D
     vm.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for i in 0..count {
         let tag = format!("ping {i}");
-        send_frame(&mut vm, &udp(GUEST, 5000, GATEWAY, echo_port, tag.as_bytes()));
+        send_frame(
+            &mut vm,
+            &udp(GUEST, 5000, GATEWAY, echo_port, tag.as_bytes()),
+        );
         loop {
             let frame = read_frame(&mut vm);
             if frame.ends_with(tag.as_bytes()) && frame[30..34] == GUEST.octets() {
@@ -110,5 +118,8 @@ fn busy_poll_serves_traffic_and_never_spins_while_idle() {
 fn busy_poll_off_serves_traffic_and_sleeps() {
     let idle = Duration::from_millis(500);
     let spent = idle_cpu_after_exchanges(Duration::ZERO, 50, idle);
-    assert!(spent < idle / 10, "{spent:?} of CPU in {idle:?} of idle time");
+    assert!(
+        spent < idle / 10,
+        "{spent:?} of CPU in {idle:?} of idle time"
+    );
 }

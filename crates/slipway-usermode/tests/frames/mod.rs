@@ -52,7 +52,13 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, frag: u16, l4: &[u8]) -> Ve
 }
 
 /// A transport header with its checksum over the pseudo-header.
-pub fn with_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, mut seg: Vec<u8>, at: usize) -> Vec<u8> {
+pub fn with_checksum(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    mut seg: Vec<u8>,
+    at: usize,
+) -> Vec<u8> {
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&src.octets());
     pseudo.extend_from_slice(&dst.octets());
