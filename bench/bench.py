@@ -62,6 +62,8 @@ STACKS = ["slipway", "baseline", "slirp4netns", "pasta", "loopback"]
 LOOPBACK_METRICS = ["udp_search", "rr", "conn"]
 MTUS = [1500, 65520]
 METRICS = ["tcp", "udp", "udp_search", "rr", "conn", "udp_gso", "udp_where"]
+# The MTUs a metric is measured at (the others: both).
+METRIC_MTUS = {"rr": [65520], "conn": [65520], "udp_gso": [1500], "udp_where": [1500]}
 IPERF_PORT = 15201
 CONN_PORT = 15202
 SOCKPERF_TCP_PORT = 15203
@@ -600,11 +602,12 @@ class Profile:
 
 
 def measure(stack, mtu, args):
+    metrics = [m for m in args.metrics if mtu in METRIC_MTUS.get(m, MTUS)
+               and (stack != "loopback" or m in LOOPBACK_METRICS)]
+    if not metrics:
+        # Nothing to measure at this MTU: no session.
+        return {}
     if stack == "loopback":
-        metrics = [m for m in args.metrics
-                   if m in LOOPBACK_METRICS and (mtu == 65520 or m == "udp_search")]
-        if not metrics:
-            return {}
         args = argparse.Namespace(**vars(args))
         args.metrics = metrics
     log(f"  {stack} at MTU {mtu}")
