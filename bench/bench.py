@@ -57,10 +57,13 @@ import time
 # every stack's latency and connection rate is measured against).
 STACKS = ["slipway", "baseline", "slirp4netns", "pasta", "loopback"]
 # The metrics measured without a stack (the others need one: CPU and
-# memory of its process, MTUs).
-LOOPBACK_METRICS = ["rr", "conn"]
+# memory of its process, MTUs). The UDP search runs at both "MTUs" (the
+# datagram sizes of each; loopback's own MTU is 65536).
+LOOPBACK_METRICS = ["udp_search", "rr", "conn"]
 MTUS = [1500, 65520]
 METRICS = ["tcp", "udp", "udp_search", "rr", "conn", "udp_gso", "udp_where"]
+# The MTUs a metric is measured at (the others: both).
+METRIC_MTUS = {"rr": [65520], "conn": [65520], "udp_gso": [1500], "udp_where": [1500]}
 IPERF_PORT = 15201
 CONN_PORT = 15202
 SOCKPERF_TCP_PORT = 15203
@@ -127,9 +130,13 @@ def peak_rss_kib(pid):
 class Session:
     """A namespace served by one stack at one MTU."""
 
-    def __init__(self, stack, mtu, binaries):
+    def __init__(self, stack, mtu, binaries, pin=None, extra=()):
         self.stack = stack
+        self.extra = list(extra)
         self.mtu = mtu
+        # With --pin, the stack process (and its threads and children) on
+        # its own CPUs; everything else inherits the script's.
+        self.prefix = ["taskset", "-c", pin] if pin else []
         self.procs = []
         self.ns_pid = None
         self.stack_pid = None
@@ -150,11 +157,11 @@ class Session:
         r, w = os.pipe()
         if slipway:
             cmd = [slipway, "attach", "--configure", "--mtu", str(self.mtu),
-                   "--ready-fd", str(w), str(ns.pid)]
+                   "--ready-fd", str(w)] + self.extra + [str(ns.pid)]
         else:
             cmd = ["slirp4netns", "--configure", f"--mtu={self.mtu}",
                    f"--ready-fd={w}", str(ns.pid), "tap0"]
-        stack = subprocess.Popen(cmd, pass_fds=(w,), stdout=subprocess.DEVNULL,
+        stack = subprocess.Popen(self.prefix + cmd, pass_fds=(w,), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         self.procs.insert(0, stack)
         os.close(w)
@@ -170,7 +177,8 @@ class Session:
                "pasta", "--config-net", "-f", "-q", "--mtu", str(self.mtu),
                "-t", "none", "-u", "none", "-T", "none", "-U", "none",
                "--", "sleep", "600"]
-        stack = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack = subprocess.Popen(self.prefix + cmd, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
         self.procs.append(stack)
         self.stack_pid = stack.pid
         me = net_ns_inode(os.getpid())
@@ -191,6 +199,10 @@ class Session:
             ["ip", "-4", "route", "show", "default"]).stdout)
         route = self.run(["ip", "-4", "route", "show", "default"]).stdout.split()
         self.target = route[route.index("via") + 1]
+
+    def cpu(self):
+        """CPU seconds of the stack process so far (0 without a stack)."""
+        return cpu_seconds(self.stack_pid) if self.stack_pid is not None else 0.0
 
     def run(self, args, timeout=60):
         if self.ns_pid is not None:
@@ -286,32 +298,56 @@ def udp_at(session, rate_bps, length, reverse, seconds):
             "lost_percent": lost}
 
 
-def udp_search(session, length, reverse, seconds, steps):
-    """The highest offered UDP rate that loses under MAX_LOSS_PERCENT:
-    one unlimited run gives the ceiling (what got through), then a
-    geometric bisection between the best rate that passed and the
-    lowest that failed. Returns goodput (bit/s), packets/s, the rate."""
-    first = udp_at(session, 0, length, reverse, seconds)
+def udp_trials(session, rate_bps, length, reverse, seconds, trials):
+    """`trials` iperf3 runs at one offered rate: the median loss (a run
+    that failed counts as all lost) and the median goodput of the runs
+    that finished. One burst of loss (a process descheduled for a
+    millisecond) moves one trial, not the median."""
+    got = [udp_at(session, rate_bps, length, reverse, seconds) for _ in range(trials)]
+    done = [g for g in got if g is not None]
+    if not done:
+        return None
+    return {"goodput_bps": median([g["goodput_bps"] for g in done]),
+            "lost_percent": median([g["lost_percent"] if g else 100.0 for g in got])}
+
+
+def udp_search(session, length, reverse, args):
+    """The highest offered UDP rate that loses under MAX_LOSS_PERCENT.
+    One unlimited run gives the ceiling (what got through); then a
+    geometric bisection between the best rate that passed and the lowest
+    that failed, where a rate passes when the median of
+    `--search-trials` runs of `--search-seconds` loses under 1 %; then
+    `--confirm-trials` runs of `--confirm-seconds` at the rate found
+    must pass too (else the rate is lowered by a quarter and confirmed
+    again, at most three times). Returns the confirmed goodput (bit/s),
+    packets/s, the offered rate, and the loss of the confirming runs."""
+    first = udp_at(session, 0, length, reverse, args.search_seconds)
     if first is None:
         return None
-    best = first if first["lost_percent"] < MAX_LOSS_PERCENT else None
     lo, hi = 0.0, first["goodput_bps"] * 1.1
     rate = first["goodput_bps"]
-    for _ in range(steps if best is None else 0):
+    for _ in range(args.search_steps):
         if rate < 1e5:
             break
-        got = udp_at(session, rate, length, reverse, seconds)
+        got = udp_trials(session, rate, length, reverse, args.search_seconds, args.search_trials)
         if got is not None and got["lost_percent"] < MAX_LOSS_PERCENT:
-            if best is None or got["goodput_bps"] > best["goodput_bps"]:
-                best = got
             lo = rate
         else:
             hi = rate
         rate = math.sqrt(lo * hi) if lo else rate / 2
-    if best is None:
-        return None
-    return {"bps": best["goodput_bps"], "pps": best["goodput_bps"] / 8 / length,
-            "lost_percent": best["lost_percent"]}
+    rate = lo
+    for _ in range(3):
+        if rate < 1e5:
+            break
+        got = udp_trials(session, rate, length, reverse, args.confirm_seconds,
+                         args.confirm_trials)
+        if got is not None and got["lost_percent"] < MAX_LOSS_PERCENT:
+            return {"bps": got["goodput_bps"], "pps": got["goodput_bps"] / 8 / length,
+                    "lost_percent": got["lost_percent"], "rate_bps": rate}
+        log(f"  {rate / 1e6:.0f} Mbit/s of {length}-byte datagrams did not hold "
+            f"({got['lost_percent'] if got else 100:.1f} % lost over longer runs): lowering it")
+        rate *= 0.75
+    return None
 
 
 SOCKPERF_PERCENTILE = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
@@ -375,16 +411,21 @@ def rr_latency(session, seconds, udp):
             "-t", str(seconds)]
     if not udp:
         args.append("--tcp")
+    cpu0, t0 = session.cpu(), time.monotonic()
     try:
         out = session.run(args, timeout=seconds + 20)
     except subprocess.TimeoutExpired:
         log("  sockperf did not finish (the stack stalled)")
         return None
+    cpu = session.cpu() - cpu0
     got = {float(p): float(v) for p, v in SOCKPERF_PERCENTILE.findall(out.stdout + out.stderr)}
     if 50.0 not in got or 99.0 not in got:
         log(f"  sockperf failed: {(out.stdout + out.stderr).strip()[-200:]}")
         return None
-    return {"p50_us": got[50.0], "p99_us": got[99.0]}
+    r = {"p50_us": got[50.0], "p99_us": got[99.0]}
+    if session.stack_pid is not None:
+        r["stack_cpu_percent"] = 100.0 * cpu / (time.monotonic() - t0)
+    return r
 
 
 class ConnServer:
@@ -561,14 +602,17 @@ class Profile:
 
 
 def measure(stack, mtu, args):
-    if stack == "loopback" and not (mtu == 65520 and set(args.metrics) & set(LOOPBACK_METRICS)):
+    metrics = [m for m in args.metrics if mtu in METRIC_MTUS.get(m, MTUS)
+               and (stack != "loopback" or m in LOOPBACK_METRICS)]
+    if not metrics:
+        # Nothing to measure at this MTU: no session.
         return {}
-    log(f"  {stack} at MTU {mtu}")
-    s = Session(stack, mtu, args.binaries)
-    metrics = args.metrics
     if stack == "loopback":
         args = argparse.Namespace(**vars(args))
-        args.metrics = [m for m in metrics if m in LOOPBACK_METRICS]
+        args.metrics = metrics
+    log(f"  {stack} at MTU {mtu}")
+    s = Session(stack, mtu, args.binaries, args.pin_stack,
+                args.slipway_args.split() if stack == "slipway" else ())
     try:
         r = {}
         if "tcp" in args.metrics:
@@ -587,8 +631,7 @@ def measure(stack, mtu, args):
             for size in sizes:
                 for reverse, way in [(False, "out"), (True, "in")]:
                     with Profile(args, s, f"udp{size}_{way}"):
-                        r[f"udp{size}_{way}"] = udp_search(s, size, reverse,
-                                                           args.search_seconds, args.search_steps)
+                        r[f"udp{size}_{way}"] = udp_search(s, size, reverse, args)
         if mtu == 1500 and "udp_where" in args.metrics:
             for reverse, way in [(False, "out"), (True, "in")]:
                 r[f"udp_where_{way}"] = udp_where(s, args.where_rate * 1e9, reverse,
@@ -655,6 +698,8 @@ ROWS = [
     ("TCP RR p99 (us, half round trip)", lambda r: field(r, 65520, "tcp_rr", "p99_us"), False),
     ("UDP RR p50 (us, half round trip)", lambda r: field(r, 65520, "udp_rr", "p50_us"), False),
     ("UDP RR p99 (us, half round trip)", lambda r: field(r, 65520, "udp_rr", "p99_us"), False),
+    ("UDP RR: the stack's CPU (% of one)",
+     lambda r: field(r, 65520, "udp_rr", "stack_cpu_percent"), False),
     ("short connections/s (MTU 65520)", lambda r: field(r, 65520, "conn_per_s"), True),
     ("connections/s without data", lambda r: field(r, 65520, "conn_nodata_per_s"), True),
     ("CPU s per GiB TCP, MTU 1500", lambda r: field(r, 1500, "cpu_s_per_gib"), False),
@@ -678,10 +723,30 @@ def advantage(a, b, higher):
     return a / b if higher else b / a
 
 
-def table(results):
+def spread(runs):
+    """Each table row's spread across the rounds, per stack: {row name:
+    {stack: {"min", "max", "rounds": [figure per round]}}} (rows and
+    stacks with no figure left out)."""
+    out = {}
+    for name, get, _ in ROWS:
+        for s, by_mtu in runs.items():
+            count = max(len(r) for r in by_mtu.values())
+            got = [get({m: r[i] for m, r in by_mtu.items() if i < len(r)}) for i in range(count)]
+            have = [v for v in got if v is not None]
+            if have:
+                out.setdefault(name, {})[s] = {"min": min(have), "max": max(have), "rounds": got}
+    return out
+
+
+def table(results, spreads=None):
+    """The printed table: medians, slipway's ratio to each peer, and with
+    `spreads` (see `spread`) one more column per stack, the min-max of
+    its rounds."""
     stacks = [s for s in STACKS if s in results]
     peers = [s for s in stacks if s != "slipway"]
     head = ["metric"] + [LABELS.get(s, s) for s in stacks] + [f"slipway/{p}" for p in peers]
+    if spreads is not None:
+        head += [f"{s} min-max" for s in stacks]
     rows = []
     for name, get, _ in ROWS:
         vals = {s: get(results[s]) for s in stacks}
@@ -691,6 +756,10 @@ def table(results):
         for p in peers:
             a, b = vals.get("slipway"), vals[p]
             row.append(f"{a / b:.2f}x" if a is not None and b else "-")
+        if spreads is not None:
+            for s in stacks:
+                got = spreads.get(name, {}).get(s)
+                row.append(f"{fmt(got['min'])}-{fmt(got['max'])}" if got else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
@@ -810,6 +879,15 @@ def median_run(rounds):
     return out
 
 
+def parse_cpus(text):
+    """A CPU list such as `0`, `1-3` or `0,2`: the set of CPU numbers."""
+    cpus = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def write_atomic(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -889,11 +967,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slipway", required=True, help="the slipway binary (release build)")
     ap.add_argument("--baseline", help="another slipway binary, measured as stack 'baseline'")
+    ap.add_argument("--slipway-args", default="", metavar="ARGS",
+                    help="more options for `slipway attach` (stack 'slipway' only, not "
+                    "'baseline'), e.g. \"--busy-poll-us 30\"")
     ap.add_argument("--seconds", type=float, default=3, help="length of each measurement")
     ap.add_argument("--search-seconds", type=int, default=1,
                     help="length of each step of the UDP rate search")
     ap.add_argument("--search-steps", type=int, default=6,
                     help="steps of the UDP rate search after the unlimited run")
+    ap.add_argument("--search-trials", type=int, default=3,
+                    help="runs per step of the UDP rate search (their median loss decides)")
+    ap.add_argument("--confirm-seconds", type=int, default=3,
+                    help="length of each run confirming the rate the UDP search found")
+    ap.add_argument("--confirm-trials", type=int, default=2,
+                    help="runs confirming the rate the UDP search found (median loss)")
+    ap.add_argument("--pin", nargs="?", const="0:1", metavar="STACK:OTHERS",
+                    help="pin the stack process to CPU list STACK and this script, the "
+                    "clients and the servers to OTHERS (default 0:1), for every stack alike")
     ap.add_argument("--where-rate", type=float, default=0.7,
                     help="offered rate (Gbit/s) of the udp_where metric")
     ap.add_argument("--rounds", type=int, default=3, help="runs of everything; medians reported")
@@ -919,7 +1009,7 @@ def main():
         if m not in METRICS:
             sys.exit(f"unknown metric {m!r}: choose from {', '.join(METRICS)}")
     tools = ["iperf3", "unshare", "nsenter", "setpriv", "ip", "mount", "sockperf"] + \
-        [s for s in stacks if s in ("slirp4netns", "pasta")]
+        [s for s in stacks if s in ("slirp4netns", "pasta")] + (["taskset"] if args.pin else [])
     for tool in tools:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install iperf3 sockperf slirp4netns passt "
@@ -933,9 +1023,24 @@ def main():
         isolate()
     if os.getpid() != 1:
         sys.exit("--inside is for the script itself (it must be PID 1 of its own namespaces)")
+    args.pin_stack = None
+    if args.pin:
+        stack_cpus, _, others = args.pin.partition(":")
+        try:
+            pin = [parse_cpus(stack_cpus), parse_cpus(others)]
+        except ValueError:
+            sys.exit(f"--pin {args.pin!r}: want STACK:OTHERS, CPU lists such as 0:1 or 0:1-3")
+        if not all(pin) or not (pin[0] | pin[1]) <= os.sched_getaffinity(0):
+            sys.exit(f"--pin {args.pin!r}: CPUs this script may run on: "
+                     f"{sorted(os.sched_getaffinity(0))}")
+        # Clients, servers and this script's own threads inherit this.
+        os.sched_setaffinity(0, pin[1])
+        args.pin_stack = ",".join(map(str, sorted(pin[0])))
     # As PID 1, SIGTERM would be ignored: make it end the run (and with it
     # the namespace and everything in it).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
+    load_start = os.getloadavg()
+    log(f"load average at the start: {' '.join(f'{x:.2f}' for x in load_start)}")
     net = PrivateNetwork()
     runs = {s: {m: [] for m in MTUS} for s in stacks}
     try:
@@ -950,7 +1055,8 @@ def main():
     finally:
         net.close()
     results = {s: {m: median_run(runs[s][m]) for m in MTUS} for s in stacks}
-    text, head, rows = table(results)
+    spreads = spread(runs)
+    text, head, rows = table(results, spreads)
     print(text)
     os.makedirs(args.out, exist_ok=True)
     doc = {
@@ -960,8 +1066,14 @@ def main():
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
         "metrics": args.metrics,
+        "pin": args.pin,
+        "search": {"steps": args.search_steps, "trials": args.search_trials,
+                   "seconds": args.search_seconds, "confirm_trials": args.confirm_trials,
+                   "confirm_seconds": args.confirm_seconds},
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "results": {s: {str(m): r for m, r in res.items()} for s, res in results.items()},
         "runs": {s: {str(m): r for m, r in res.items()} for s, res in runs.items()},
+        "spread": spreads,
         "table": {"head": head, "rows": rows},
     }
     write_atomic(os.path.join(args.out, "latest.json"), json.dumps(doc, indent=2) + "\n")

@@ -4,7 +4,9 @@
 //! Each wake-up handles every ready event, then pumps: frames queued
 //! toward the guest are written, more guest frames are read while there is
 //! room for their replies, and TCP flows that held back are resumed. Work
-//! left over (a full read budget) makes the next poll return at once.
+//! left over (a full read budget) makes the next poll return at once, and
+//! so does an open busy-poll window ([`crate::busy_poll`], off by
+//! default) after a wake-up that moved data.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -15,6 +17,7 @@ use mio::{Events, Interest, Poll};
 use slipway_host::signals::Signals;
 
 use crate::api::{ApiError, ApiServer};
+use crate::busy_poll::BusyPoll;
 use crate::config::{ForwardProtocol, StackConfig};
 use crate::iface::{decode_token, token, DropReason, TokenKind};
 use crate::link::{AttachError, AttachSpec, Attachment, LinkState};
@@ -164,6 +167,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         // Guest forward commands and smbd run as the sandbox's user too.
         cfg.services.helper_user = Some(sandbox.runas_user().to_owned());
     }
+    let mut spin = BusyPoll::new(cfg.busy_poll);
     let mut stack = Stack::new(cfg)?;
     stack.start(&registry)?;
     let mut api = match &opts.api {
@@ -274,6 +278,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
     }
     let mut events = Events::with_capacity(EVENT_CAPACITY);
     let mut busy = false;
+    let mut spinning = false;
     loop {
         // Confine the process before the first guest frame is read: at once,
         // or in datagram mode once the VM's address is known and connected
@@ -284,7 +289,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             }
             busy = attach.has_pending_io(stack.guest_tx());
         }
-        let timeout = if busy {
+        let timeout = if busy || spinning {
             Some(Duration::ZERO)
         } else {
             let metrics_deadline = metrics.as_ref().and_then(MetricsServer::next_deadline);
@@ -309,6 +314,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         }
         let now = Instant::now();
         let mut gone = false;
+        let mut moved = !events.is_empty();
         for event in events.iter() {
             match decode_token(event.token()) {
                 Some((TokenKind::Attach, index)) => {
@@ -385,12 +391,13 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
         if sandbox.is_some() {
             // No guest frame is read before the sandbox is on.
             busy = false;
+            spinning = false;
             continue;
         }
         for _ in 0..PUMP_ROUNDS {
             match pump(&mut attach, &mut stack, &registry, now) {
                 Pump::Idle => break,
-                Pump::Progress => {}
+                Pump::Progress => moved = true,
                 Pump::Gone => {
                     gone = true;
                     break;
@@ -415,6 +422,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             attach.accept(&registry);
         }
         busy = attach.has_pending_io(stack.guest_tx());
+        spinning = spin.after_batch(moved, now);
     }
 }
 

@@ -46,6 +46,7 @@
 
 pub mod api;
 mod arp;
+pub mod busy_poll;
 pub mod config;
 mod control_socket;
 mod dns;

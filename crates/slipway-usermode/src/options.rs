@@ -378,6 +378,7 @@ fn build(raw: Raw) -> Result<StackConfig, OptionsError> {
         dns_upstreams: Vec::new(),
         limits: Limits::default(),
         copied: None,
+        busy_poll: std::time::Duration::ZERO,
     };
     check_dhcp(&cfg)?;
     Ok(cfg)

@@ -157,6 +157,12 @@ pub struct StackArgs {
     /// see docs/usermode-api.md and `slipway ctl`).
     #[arg(long, value_name = "PATH")]
     pub api: Option<PathBuf>,
+
+    /// After a wake-up that moved data, keep polling without sleeping for
+    /// up to N microseconds (0 to 1000; 0, the default: off). Cuts a
+    /// request/response exchange's latency at the cost of CPU time.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=slipway_usermode::busy_poll::MAX_BUSY_POLL.as_micros() as u64))]
+    pub busy_poll_us: u64,
 }
 
 /// `--dns-upstream`: an address with or without a port (53), as in
@@ -228,6 +234,7 @@ pub fn stack_config(args: &StackArgs, opts: &str) -> anyhow::Result<StackConfig>
         ..Limits::default()
     };
     cfg.host_loopback = !args.no_host_loopback;
+    cfg.busy_poll = std::time::Duration::from_micros(args.busy_poll_us);
     for spec in &args.redir {
         let fwd = options::parse_redir(spec, &cfg)?;
         cfg.hostfwd.push(fwd);

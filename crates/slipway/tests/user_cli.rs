@@ -229,6 +229,11 @@ fn resource_caps_are_validated() {
     let (code, err) = slipway_user(&["--socket", &path, "--max-tftp-transfers", "0"]);
     assert_eq!(code, 1);
     assert!(err.contains("--max-tftp-transfers"), "{err}");
+    for n in ["1001", "lots"] {
+        let (code, err) = slipway_user(&["--socket", &path, "--busy-poll-us", n]);
+        assert_eq!(code, 1, "--busy-poll-us {n} accepted");
+        assert!(err.contains("--busy-poll-us"), "{err}");
+    }
 }
 
 /// With a socket file, the sandbox forks a parent that cleans up the socket

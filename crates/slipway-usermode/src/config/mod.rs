@@ -215,6 +215,10 @@ pub struct StackConfig {
     /// address, and the subnet's other addresses are hosts beyond the
     /// host ([`CopiedNetwork`]); `None` is QEMU's virtual subnet.
     pub copied: Option<CopiedNetwork>,
+    /// How long the event loop keeps polling without blocking after a
+    /// batch that moved data (`--busy-poll-us`; zero, the default: it
+    /// blocks at once). See [`crate::busy_poll`].
+    pub busy_poll: std::time::Duration,
 }
 
 /// passt's model of the guest's network (slipway as `passt`): the guest

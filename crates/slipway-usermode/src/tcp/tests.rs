@@ -48,6 +48,7 @@ fn config(mtu: usize) -> StackConfig {
         limits: Limits::default(),
         copied: None,
         services: Default::default(),
+        busy_poll: std::time::Duration::ZERO,
     }
 }
 
