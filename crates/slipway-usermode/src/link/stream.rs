@@ -19,6 +19,13 @@
 //! until the edge comes (the attachment does both, see `link`); re-arming
 //! with `EPOLL_CTL_MOD` reports a socket that became writable meanwhile,
 //! so no edge is lost.
+//!
+//! The frames of one read are handed to the stack with the buffer they
+//! lie in, which is not written again until the next read: the partial
+//! frame at its end is moved to the front then, not right after the
+//! frames were delivered. So the stack may send their TCP payload to the
+//! host from there in place, with one `sendmsg` over them, when the
+//! attachment ends its batch (see `tcp`).
 
 use std::io::{IoSlice, Read, Write};
 
@@ -58,15 +65,26 @@ impl<S: Read + Write + mio::event::Source> Transport for Stream<S> {
         flush_stream(&mut self.0, tx, skip, writable)
     }
 
-    /// One large read, then every whole frame in the buffer; the partial
-    /// frame left is moved to the front when a whole one might not fit.
-    /// A short read clears `readable` (see the module header).
+    /// One large read, then every whole frame in the buffer (with the
+    /// buffer: it stays as it is until the next call). The partial frame
+    /// the last call left is moved to the front first when a whole one
+    /// might not fit after it. A short read clears `readable` (see the
+    /// module header).
     fn receive(
         &mut self,
         rx: &mut Rx,
         readable: &mut bool,
-        mut deliver: impl FnMut(&[u8], RxChecksum),
+        mut deliver: impl FnMut(&[u8], RxChecksum, &[u8]),
     ) -> Result<(), Lost> {
+        if rx.start == rx.end {
+            rx.start = 0;
+            rx.end = 0;
+        } else if rx.buf.len() - rx.end < FRAME_PREFIX_LEN + MAX_STREAM_FRAME {
+            // Move the partial frame to the front so a whole one always fits.
+            rx.buf.copy_within(rx.start..rx.end, 0);
+            rx.end -= rx.start;
+            rx.start = 0;
+        }
         let room = rx.buf.len() - rx.end;
         match self.0.read(&mut rx.buf[rx.end..]) {
             Ok(0) => {
@@ -105,17 +123,12 @@ impl<S: Read + Write + mio::event::Source> Transport for Stream<S> {
             if rx.end - start < len {
                 break;
             }
-            deliver(&rx.buf[start..start + len], RxChecksum::Unverified);
+            deliver(
+                &rx.buf[start..start + len],
+                RxChecksum::Unverified,
+                &rx.buf,
+            );
             rx.start = start + len;
-        }
-        if rx.start == rx.end {
-            rx.start = 0;
-            rx.end = 0;
-        } else if rx.buf.len() - rx.end < FRAME_PREFIX_LEN + MAX_STREAM_FRAME {
-            // Move the partial frame to the front so a whole one always fits.
-            rx.buf.copy_within(rx.start..rx.end, 0);
-            rx.end -= rx.start;
-            rx.start = 0;
         }
         state
     }

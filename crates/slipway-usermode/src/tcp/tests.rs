@@ -133,8 +133,9 @@ impl Harness {
             dst.into(),
             bytes,
             RxChecksum::Unverified,
+            &[],
         );
-        self.table.end_guest_batch(&mut ctx!(self));
+        self.table.end_guest_batch(&mut ctx!(self), &[]);
         self.drain();
     }
 
@@ -148,9 +149,10 @@ impl Harness {
                 (*dst.ip()).into(),
                 &encode(src, dst, repr),
                 RxChecksum::Unverified,
+                &[],
             );
         }
-        self.table.end_guest_batch(&mut ctx!(self));
+        self.table.end_guest_batch(&mut ctx!(self), &[]);
         self.drain();
     }
 
