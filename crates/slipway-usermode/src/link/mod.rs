@@ -743,11 +743,11 @@ impl Attachment {
             let Some(mut port) = self.ports[i].take() else {
                 continue;
             };
-            let read =
-                port.link
-                    .receive(&mut port.rx, &mut port.readable, |frame, sum, batch| {
-                        self.deliver(i, frame, sum, batch, registry, stack, now)
-                    });
+            let read = port
+                .link
+                .receive(&mut port.rx, &mut port.readable, |frame, sum, batch| {
+                    self.deliver(i, frame, sum, batch, registry, stack, now)
+                });
             // Payload gathered in place leaves before the port's buffer
             // is read into again (see `Transport::receive`).
             stack.end_guest_batch(registry, now, &port.rx.buf);

@@ -422,7 +422,9 @@ impl RxBatch {
             return (self.len == 0 || self.at == Some(buffer_id(batch)))
                 && self.pieces.len() < RX_BATCH_PIECES;
         }
-        self.at.is_none() && data.len() <= GATHER_MAX_SEGMENT && self.len + data.len() <= RX_BATCH_BYTES
+        self.at.is_none()
+            && data.len() <= GATHER_MAX_SEGMENT
+            && self.len + data.len() <= RX_BATCH_BYTES
     }
 
     /// Appends one segment's in-order payload for flow `slot`/`gen` (which
@@ -1689,7 +1691,8 @@ impl Flow {
         let mss = u32::from(self.our_mss(sh));
         let full = already == 0 && !seg.fin && !seg.psh && (mss..2 * mss).contains(&len);
         if sh.rx.takes(self.slot, self.gen, data, seg.batch) {
-            sh.rx.push(self.slot, self.gen, data, seg.batch, full, seg.fin);
+            sh.rx
+                .push(self.slot, self.gen, data, seg.batch, full, seg.fin);
             return Ok(Taken::Gathered);
         }
         let complete = self.write_payload(sh, &[IoSlice::new(data)])?;

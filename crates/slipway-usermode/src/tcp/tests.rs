@@ -1567,7 +1567,11 @@ fn segments_in_the_links_buffer_leave_in_place_in_one_sendmsg() {
         let reprs = segments(&mut g, &data, size, TcpControl::None);
         h.inject_in_place(g.me, g.peer, &reprs, None);
         let st = h.table.stats();
-        assert_eq!(st.writes_to_host - writes, 1, "MTU {mtu}: one sendmsg: {st:?}");
+        assert_eq!(
+            st.writes_to_host - writes,
+            1,
+            "MTU {mtu}: one sendmsg: {st:?}"
+        );
         assert_eq!(st.partial_writes, 0);
         assert!(
             h.table.sh.rx.buf.is_empty(),
@@ -1619,7 +1623,10 @@ fn a_sendmsg_that_takes_part_of_the_pieces_acknowledges_that_and_the_rest_follow
     assert_eq!(acks.len(), 1, "{acks:?}");
     let acked = acks[0].ack.unwrap().wrapping_sub(start) as usize;
     assert!(acked > 0 && acked < data.len(), "acked {acked}");
-    assert_eq!(acked as u64, st.bytes_to_host, "the ACK is what the socket took");
+    assert_eq!(
+        acked as u64, st.bytes_to_host,
+        "the ACK is what the socket took"
+    );
     // The guest resends from the ACK, again as in-place batches.
     go.send(()).unwrap();
     g.note_ack(&acks[0]);
@@ -1704,7 +1711,10 @@ fn in_place_batches_are_bounded_by_their_pieces_and_do_not_mix_with_copies() {
     };
     let copied = encode(g.me, g.peer, &reprs[0]);
     feed(&mut h, &copied, &[]);
-    let buf: Vec<u8> = reprs[1..].iter().flat_map(|r| encode(g.me, g.peer, r)).collect();
+    let buf: Vec<u8> = reprs[1..]
+        .iter()
+        .flat_map(|r| encode(g.me, g.peer, r))
+        .collect();
     let seg_len = buf.len() / 4;
     for k in 0..4 {
         feed(&mut h, &buf[k * seg_len..(k + 1) * seg_len], &buf);
@@ -1721,7 +1731,10 @@ fn in_place_batches_are_bounded_by_their_pieces_and_do_not_mix_with_copies() {
     let last = pattern(5 * 1000, 16);
     let start = g.snd_nxt;
     let reprs = segments(&mut g, &last, 1000, TcpControl::None);
-    let buf: Vec<u8> = reprs[..4].iter().flat_map(|r| encode(g.me, g.peer, r)).collect();
+    let buf: Vec<u8> = reprs[..4]
+        .iter()
+        .flat_map(|r| encode(g.me, g.peer, r))
+        .collect();
     for k in 0..4 {
         feed(&mut h, &buf[k * seg_len..(k + 1) * seg_len], &buf);
     }
