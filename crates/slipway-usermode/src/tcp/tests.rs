@@ -1722,7 +1722,7 @@ fn in_place_batches_are_bounded_by_their_pieces_and_do_not_mix_with_copies() {
     h.table.end_guest_batch(&mut ctx!(h), &buf);
     assert_eq!(h.table.stats().writes_to_host - writes, 4);
     h.drain();
-    let acked = h.queue.drain(..).filter_map(|s| s.ack).last();
+    let acked = h.queue.drain(..).filter_map(|s| s.ack).next_back();
     assert_eq!(acked, Some(g.snd_nxt));
     // Pieces in place, then a segment from elsewhere within the same batch
     // (no link does that: the attachment ends a batch per buffer): the
