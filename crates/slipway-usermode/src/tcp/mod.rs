@@ -25,9 +25,9 @@
 //! buffer is not touched again before its next read, so it hands the
 //! stack that buffer with every frame) the payloads are not copied: the
 //! batch keeps their places in that buffer, up to [`RX_BATCH_PIECES`] of
-//! them, and one `sendmsg` takes an iovec over them, as passt does; any
-//! segment size is gathered so, which also puts several 64 KiB frames of
-//! one flow (MTU 65520) in one `sendmsg`. The places are offsets checked
+//! them, and one `writev` (in the kernel a `sendmsg`) takes an iovec
+//! over them, as passt does; any segment size is gathered so, which also
+//! puts several 64 KiB frames of one flow (MTU 65520) in one call. The places are offsets checked
 //! against the buffer handed in again when the batch is sent, never
 //! pointers, so a link that broke the rule would make the stack drop the
 //! gathered bytes unacknowledged (the guest retransmits), not read stale
@@ -1763,7 +1763,7 @@ impl Flow {
         self.settle(ctx.now, sh)
     }
 
-    /// Writes in-order guest payload (`data`, in order: one `sendmsg`)
+    /// Writes in-order guest payload (`data`, in order: one `writev`)
     /// to the host socket and moves `rcv_nxt` past what it took. Returns
     /// whether it took all of it.
     fn write_payload(&mut self, sh: &mut Shared, data: &[IoSlice]) -> io::Result<bool> {
