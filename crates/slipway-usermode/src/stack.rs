@@ -181,19 +181,22 @@ impl Stack {
         checksum: RxChecksum,
         now: Instant,
     ) {
-        self.handle_frame_batched(registry, frame, checksum, now);
-        self.end_guest_batch(registry, now);
+        self.handle_frame_batched(registry, frame, checksum, &[], now);
+        self.end_guest_batch(registry, now, &[]);
     }
 
     /// [`Stack::handle_frame_with`] for one frame of a batch the link
     /// delivers: UDP datagrams and TCP payload to the host may wait for
     /// the batch's other frames ([`crate::udp`], [`crate::tcp`]) until
-    /// [`Stack::end_guest_batch`].
+    /// [`Stack::end_guest_batch`]. `batch` is the link's buffer `frame`
+    /// lies in when that stays unchanged until the batch ends (TCP then
+    /// sends payload from there in place), else empty.
     pub(crate) fn handle_frame_batched(
         &mut self,
         registry: &Registry,
         frame: &[u8],
         checksum: RxChecksum,
+        batch: &[u8],
         now: Instant,
     ) {
         let core = &mut self.core;
@@ -226,8 +229,12 @@ impl Stack {
         let payload = &frame[ETHERNET_HEADER_LEN..];
         match ethertype {
             EthernetProtocol::Arp => arp::handle(core, src_mac, payload),
-            EthernetProtocol::Ipv4 => self.handle_ipv4(registry, src_mac, payload, checksum, now),
-            EthernetProtocol::Ipv6 => self.handle_ipv6(registry, src_mac, payload, checksum, now),
+            EthernetProtocol::Ipv4 => {
+                self.handle_ipv4(registry, src_mac, payload, checksum, batch, now)
+            }
+            EthernetProtocol::Ipv6 => {
+                self.handle_ipv6(registry, src_mac, payload, checksum, batch, now)
+            }
             _ => core.counters.drop(DropReason::UnsupportedProtocol),
         }
         // The frame may have resolved an address frames were held for.
@@ -240,6 +247,7 @@ impl Stack {
         src_mac: EthernetAddress,
         packet: &[u8],
         checksum: RxChecksum,
+        batch: &[u8],
         now: Instant,
     ) {
         let core = &mut self.core;
@@ -302,6 +310,7 @@ impl Stack {
                 dst.into(),
                 payload,
                 checksum,
+                batch,
             ),
             _ => core.counters.drop(DropReason::UnsupportedProtocol),
         }
@@ -462,11 +471,12 @@ impl Stack {
 
     /// Sends what the frames of a batch left waiting (UDP datagrams and
     /// gathered TCP payload to the host); the link calls it after
-    /// delivering each batch.
-    pub(crate) fn end_guest_batch(&mut self, registry: &Registry, now: Instant) {
+    /// delivering each batch, with the `batch` buffer it handed the
+    /// frames in ([`Stack::handle_frame_batched`]), before it changes it.
+    pub(crate) fn end_guest_batch(&mut self, registry: &Registry, now: Instant, batch: &[u8]) {
         let mut ctx = self.core.ctx(registry, now);
         self.udp.flush_sends(&mut ctx);
-        self.tcp.end_guest_batch(&mut ctx);
+        self.tcp.end_guest_batch(&mut ctx, batch);
     }
 
     /// Lets handlers that held back for lack of room toward the guest go on;
@@ -1084,9 +1094,9 @@ pub(crate) mod udp_tests {
             }
             for (i, &len) in sizes.iter().enumerate() {
                 let frame = udp_frame(4100, host, port, &payload(i, len));
-                stack.handle_frame_batched(&reg, &frame, RxChecksum::Unverified, now);
+                stack.handle_frame_batched(&reg, &frame, RxChecksum::Unverified, &[], now);
             }
-            stack.end_guest_batch(&reg, now);
+            stack.end_guest_batch(&reg, now, &[]);
             let mut got = Vec::new();
             if gro {
                 // 4 x 1000 and the 300 that ends the run; 2 x 600 and the
@@ -1145,9 +1155,9 @@ pub(crate) mod udp_tests {
             .unwrap();
         for i in 0..3u8 {
             let frame = udp_frame(4300, host, port, &[i; 500]);
-            stack.handle_frame_batched(&reg, &frame, RxChecksum::Unverified, now);
+            stack.handle_frame_batched(&reg, &frame, RxChecksum::Unverified, &[], now);
         }
-        stack.end_guest_batch(&reg, now);
+        stack.end_guest_batch(&reg, now, &[]);
         let mut buf = [0u8; 1024];
         for i in 0..3u8 {
             let n = server.recv(&mut buf).unwrap();

@@ -379,10 +379,24 @@ fn no_host_nameserver_gives_servfail() {
 
 /// A guest's upload over a unix stream arrives intact: its MTU-sized
 /// segments reach the host socket gathered over each read of the link
-/// (slipway-usermode's `tcp`, one `send` per batch), with the Linux
-/// guest's TCP as the peer that retransmits whatever was not taken.
+/// (slipway-usermode's `tcp`, one `sendmsg` per batch over the payloads
+/// where they lie in the link's buffer), with the Linux guest's TCP as the
+/// peer that retransmits whatever was not taken.
 #[test]
 fn upload_over_unix_stream_arrives_intact() {
+    upload_over_unix_stream(1500);
+}
+
+/// The same at MTU 65520: several 64 KiB frames of one flow per read of
+/// the link go out in one `sendmsg`, and the link's buffer, which a few
+/// such frames fill, has its partial frame moved to the front only once
+/// those payloads have left.
+#[test]
+fn upload_over_unix_stream_at_mtu_65520_arrives_intact() {
+    upload_over_unix_stream(65520);
+}
+
+fn upload_over_unix_stream(mtu: usize) {
     use std::io::Read;
     const LEN: usize = 8 << 20;
     let dir = slipway_testkit::temp_dir().unwrap();
@@ -396,10 +410,16 @@ fn upload_over_unix_stream_arrives_intact() {
         got
     });
     let sock = dir.path().join("vm.sock");
-    let mut slipway = Slipway::start(&[s("--socket"), sock.display().to_string()]);
+    let mut slipway = Slipway::start(&[
+        s("--socket"),
+        sock.display().to_string(),
+        s("--mtu"),
+        mtu.to_string(),
+    ]);
     slipway.wait_for_path(&sock);
     let script = format!(
         "dhcp eth0 || exit 1\n\
+         result mtu \"$(cat /sys/class/net/eth0/mtu)\"\n\
          dd if=/dev/urandom of=/tmp/up.bin bs=4096 count={count} 2>/dev/null\n\
          result md5 \"$(md5sum /tmp/up.bin | cut -d' ' -f1)\"\n\
          nc 10.0.2.2 {port} < /tmp/up.bin > /dev/null; result sent done\n",
@@ -414,6 +434,7 @@ fn upload_over_unix_stream_arrives_intact() {
     let got = server.join().unwrap();
     let file = dir.path().join("got.bin");
     std::fs::write(&file, &got).unwrap();
+    check(&out, &slipway, "mtu", &mtu.to_string());
     check(&out, &slipway, "sent", "done");
     check(&out, &slipway, "md5", &md5(&file));
     slipway.wait_exit_ok();

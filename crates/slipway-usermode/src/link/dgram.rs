@@ -83,7 +83,7 @@ impl Transport for Dgram {
         &mut self,
         _rx: &mut Rx,
         _readable: &mut bool,
-        _deliver: impl FnMut(&[u8], RxChecksum),
+        _deliver: impl FnMut(&[u8], RxChecksum, &[u8]),
     ) -> Result<(), Lost> {
         Ok(())
     }
@@ -208,6 +208,7 @@ impl Attachment {
                 port,
                 &rx[start..start + msg.msg_len as usize],
                 RxChecksum::Unverified,
+                &[],
                 registry,
                 stack,
                 now,

@@ -170,7 +170,7 @@ impl Transport for Link {
         &mut self,
         rx: &mut Rx,
         readable: &mut bool,
-        deliver: impl FnMut(&[u8], RxChecksum),
+        deliver: impl FnMut(&[u8], RxChecksum, &[u8]),
     ) -> Result<(), Lost> {
         each_link!(self, t => t.receive(rx, readable, deliver))
     }
@@ -720,7 +720,7 @@ impl Attachment {
     pub fn receive(&mut self, registry: &Registry, stack: &mut Stack, now: Instant) -> LinkState {
         let state = self.receive_frames(registry, stack, now);
         // Datagrams the frames left waiting go now (see `crate::udp`).
-        stack.end_guest_batch(registry, now);
+        stack.end_guest_batch(registry, now, &[]);
         state
     }
 
@@ -745,9 +745,12 @@ impl Attachment {
             };
             let read = port
                 .link
-                .receive(&mut port.rx, &mut port.readable, |frame, sum| {
-                    self.deliver(i, frame, sum, registry, stack, now)
+                .receive(&mut port.rx, &mut port.readable, |frame, sum, batch| {
+                    self.deliver(i, frame, sum, batch, registry, stack, now)
                 });
+            // Payload gathered in place leaves before the port's buffer
+            // is read into again (see `Transport::receive`).
+            stack.end_guest_batch(registry, now, &port.rx.buf);
             self.ports[i] = Some(port);
             if let Err(lost) = read {
                 if lost == Lost::Oversized {
@@ -767,11 +770,13 @@ impl Attachment {
     /// A frame whose `checksum` is [`RxChecksum::Trusted`] (from a tap,
     /// which is always the only port) may carry a partial checksum, so it
     /// must never be switched to another VM.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         from: usize,
         frame: &[u8],
         checksum: RxChecksum,
+        batch: &[u8],
         registry: &Registry,
         stack: &mut Stack,
         now: Instant,
@@ -779,7 +784,7 @@ impl Attachment {
         self.had_vm = true;
         if self.live <= 1 || frame.len() < ETHERNET_HEADER_LEN {
             // Frames too short for Ethernet are counted by the stack.
-            stack.handle_frame_batched(registry, frame, checksum, now);
+            stack.handle_frame_batched(registry, frame, checksum, batch, now);
             return;
         }
         let dst = EthernetAddress::from_bytes(&frame[..6]);
@@ -810,7 +815,7 @@ impl Attachment {
             }
         };
         if to_stack {
-            stack.handle_frame_batched(registry, frame, RxChecksum::Unverified, now);
+            stack.handle_frame_batched(registry, frame, RxChecksum::Unverified, batch, now);
         }
     }
 

@@ -59,7 +59,7 @@ impl Transport for Tap {
         &mut self,
         rx: &mut Rx,
         readable: &mut bool,
-        mut deliver: impl FnMut(&[u8], RxChecksum),
+        mut deliver: impl FnMut(&[u8], RxChecksum, &[u8]),
     ) -> Result<(), Lost> {
         let fd = self.fd.as_raw_fd();
         let skip = if self.vnet { VNET_HDR_LEN } else { 0 };
@@ -86,7 +86,8 @@ impl Transport for Tap {
             } else {
                 RxChecksum::Unverified
             };
-            deliver(frame, checksum);
+            // The buffer is read into again for the next frame.
+            deliver(frame, checksum, &[]);
         }
         Ok(())
     }

@@ -57,11 +57,15 @@ pub(super) trait Transport {
         writable: &mut bool,
     ) -> Result<usize, VmGone>;
     /// Reads what the VM sent into `rx` and hands each whole frame to
-    /// `deliver`; clears `readable` once the link has nothing more.
+    /// `deliver`, with what the link knows of its checksum and the buffer
+    /// it lies in when that stays unchanged until the next `receive`
+    /// (`rx.buf`: the stack may send payload from there in place until
+    /// its batch ends; empty when the transport reuses the buffer for the
+    /// next frame); clears `readable` once the link has nothing more.
     fn receive(
         &mut self,
         rx: &mut Rx,
         readable: &mut bool,
-        deliver: impl FnMut(&[u8], RxChecksum),
+        deliver: impl FnMut(&[u8], RxChecksum, &[u8]),
     ) -> Result<(), Lost>;
 }

@@ -82,6 +82,7 @@ impl Stack {
         src_mac: EthernetAddress,
         packet: &[u8],
         checksum: RxChecksum,
+        batch: &[u8],
         now: Instant,
     ) {
         let core = &mut self.core;
@@ -155,6 +156,7 @@ impl Stack {
                 dst.into(),
                 payload,
                 checksum,
+                batch,
             ),
             IpProtocol::Ipv6Frag => core.counters.drop(DropReason::Fragment),
             // Hop-by-hop options carry MLD reports, which a one-link

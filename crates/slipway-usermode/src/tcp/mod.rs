@@ -20,16 +20,24 @@
 //! gathering buffer ([`RX_BATCH_BYTES`]) is full; one ACK then covers what
 //! the socket took (a partial `send` acknowledges only that much: the guest
 //! retransmits the rest), as Linux acknowledges a GRO'd packet. This turns
-//! one system call per 1460-byte segment into one per batch. The payload is
-//! copied into the gathering buffer rather than pointed at with iovecs: the
-//! frames live in the link's receive buffer, which the tap and vhost-user
-//! links reuse for every frame of a batch (and vhost-user's guest may
-//! rewrite a buffer once it is returned), and a copy of at most 256 KiB
-//! per batch keeps every borrow local. Larger segments (a tap's or
-//! vhost-user's segmentation-offload frames, stream frames at MTU 65520)
-//! are written straight from the frame, where one `send` per segment
-//! already costs little per byte and a copy would cost more than it
-//! saves. The window advertised to the guest is the free room of the host
+//! one system call per 1460-byte segment into one per batch. Where the
+//! link's frames stay put until the batch ends (a stream link: its read
+//! buffer is not touched again before its next read, so it hands the
+//! stack that buffer with every frame) the payloads are not copied: the
+//! batch keeps their places in that buffer, up to [`RX_BATCH_PIECES`] of
+//! them, and one `writev` (in the kernel a `sendmsg`) takes an iovec
+//! over them, as passt does; any segment size is gathered so, which also
+//! puts several 64 KiB frames of one flow (MTU 65520) in one call. The places are offsets checked
+//! against the buffer handed in again when the batch is sent, never
+//! pointers, so a link that broke the rule would make the stack drop the
+//! gathered bytes unacknowledged (the guest retransmits), not read stale
+//! memory. Links that reuse their buffer for every frame (a tap,
+//! vhost-user, whose guest may rewrite a buffer once it is returned)
+//! hand over no buffer: their payloads of up to [`GATHER_MAX_SEGMENT`]
+//! bytes are copied into the gathering buffer (at most 256 KiB per
+//! batch); larger segments (segmentation-offload frames) are written
+//! straight from the frame, where one `send` per segment already costs
+//! little per byte and a copy would cost more than it saves. The window advertised to the guest is the free room of the host
 //! socket's send buffer (`SO_SNDBUF` minus `SIOCOUTQ`, with a margin for
 //! kernel overhead), tracked as a right edge that never moves left, so a
 //! well-behaved guest never sends more than the socket accepts. The socket
@@ -114,7 +122,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -178,12 +186,16 @@ const FORWARD_PORT_FIRST: u16 = 49152;
 /// Bytes of guest payload gathered per link batch before they are sent
 /// (a stream link's read is 256 KiB).
 const RX_BATCH_BYTES: usize = 256 * 1024;
-/// Largest guest segment payload that is gathered; larger ones are
-/// written straight from their frame. Also the largest segment toward
-/// the guest whose payload is peeked ahead with others.
+/// Largest guest segment payload that is gathered by copying (from a
+/// link that reuses its buffer); larger ones are written straight from
+/// their frame. Also the largest segment toward the guest whose payload
+/// is peeked ahead with others.
 const GATHER_MAX_SEGMENT: usize = 16 * 1024;
 /// Most host bytes peeked at once for several segments toward the guest.
 const PEEK_AHEAD_BYTES: usize = 128 * 1024;
+/// Most guest payloads gathered in place (in the link's buffer) and sent
+/// with one `sendmsg`: its iovec's entries (Linux takes up to 1024).
+const RX_BATCH_PIECES: usize = 256;
 
 // Flow flags.
 const HOST_EOF: u16 = 1 << 0;
@@ -302,6 +314,9 @@ struct Segment<'a> {
     window: u16,
     options: &'a [u8],
     payload: &'a [u8],
+    /// The link's buffer the segment lies in, unchanged until the batch
+    /// ends (empty: the link reuses its buffer, see the module header).
+    batch: &'a [u8],
 }
 
 /// What [`Flow::on_data`] did with a segment's payload.
@@ -352,15 +367,24 @@ struct Shared {
 }
 
 /// In-order guest payload of one flow, gathered while the link delivers
-/// one batch of frames and sent with one `send` (see the module header).
+/// one batch of frames and sent with one `send` (see the module header):
+/// either in place, as offsets in the link's buffer (`pieces`, while
+/// `at` names that buffer), or copied into `buf`.
 #[derive(Default)]
 struct RxBatch {
-    /// Slot and generation of the flow whose payload `buf` holds, while
-    /// it holds any.
+    /// Slot and generation of the flow whose payload is gathered, while
+    /// there is any.
     owner: Option<(usize, u32)>,
-    /// [`RX_BATCH_BYTES`], allocated when the first segment is gathered.
+    /// [`RX_BATCH_BYTES`], allocated when the first segment is copied.
     buf: Vec<u8>,
-    /// Bytes gathered (`buf[..len]`); they follow the flow's `rcv_nxt`.
+    /// Offsets and lengths of the payloads gathered in place, in order;
+    /// room for [`RX_BATCH_PIECES`] allocated when the first is.
+    pieces: Vec<(usize, usize)>,
+    /// Address and length of the link buffer `pieces` lie in (`None`:
+    /// nothing gathered in place).
+    at: Option<(usize, usize)>,
+    /// Bytes gathered (`buf[..len]`, or the pieces'); they follow the
+    /// flow's `rcv_nxt`.
     len: usize,
     /// Segments gathered.
     segments: u32,
@@ -371,21 +395,53 @@ struct RxBatch {
     fin: bool,
 }
 
+/// Where `data` starts in `batch`, when it lies wholly inside it.
+fn offset_in(batch: &[u8], data: &[u8]) -> Option<usize> {
+    let start = (data.as_ptr() as usize).checked_sub(batch.as_ptr() as usize)?;
+    (start.checked_add(data.len())? <= batch.len()).then_some(start)
+}
+
+/// A buffer's identity for [`RxBatch::at`]: its address and length.
+fn buffer_id(batch: &[u8]) -> (usize, usize) {
+    (batch.as_ptr() as usize, batch.len())
+}
+
 impl RxBatch {
-    /// Whether `len` more bytes of flow `slot`/`gen` can be gathered.
-    fn takes(&self, slot: usize, gen: u32, len: usize) -> bool {
-        len <= GATHER_MAX_SEGMENT
-            && !self.fin
-            && self.owner.is_none_or(|o| o == (slot, gen))
-            && self.len + len <= RX_BATCH_BYTES
+    /// Whether `data` (in `batch`, when it is not empty) can join what is
+    /// gathered for flow `slot`/`gen`: in place when it lies in the
+    /// link's buffer the gathered pieces lie in, copied when it does not
+    /// and fits the copy's bounds; never both kinds in one batch.
+    fn takes(&self, slot: usize, gen: u32, data: &[u8], batch: &[u8]) -> bool {
+        if self.fin || self.owner.is_some_and(|o| o != (slot, gen)) {
+            return false;
+        }
+        if data.is_empty() {
+            return true;
+        }
+        if offset_in(batch, data).is_some() {
+            return (self.len == 0 || self.at == Some(buffer_id(batch)))
+                && self.pieces.len() < RX_BATCH_PIECES;
+        }
+        self.at.is_none()
+            && data.len() <= GATHER_MAX_SEGMENT
+            && self.len + data.len() <= RX_BATCH_BYTES
     }
 
-    /// Appends one segment's in-order payload for flow `slot`/`gen`.
-    fn push(&mut self, slot: usize, gen: u32, data: &[u8], full: bool, fin: bool) {
-        if self.buf.is_empty() {
-            self.buf = vec![0; RX_BATCH_BYTES];
+    /// Appends one segment's in-order payload for flow `slot`/`gen` (which
+    /// [`RxBatch::takes`]).
+    fn push(&mut self, slot: usize, gen: u32, data: &[u8], batch: &[u8], full: bool, fin: bool) {
+        if let Some(start) = offset_in(batch, data).filter(|_| !data.is_empty()) {
+            if self.pieces.capacity() == 0 {
+                self.pieces = Vec::with_capacity(RX_BATCH_PIECES);
+            }
+            self.at = Some(buffer_id(batch));
+            self.pieces.push((start, data.len()));
+        } else if !data.is_empty() {
+            if self.buf.is_empty() {
+                self.buf = vec![0; RX_BATCH_BYTES];
+            }
+            self.buf[self.len..self.len + data.len()].copy_from_slice(data);
         }
-        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
         if self.owner.is_none() {
             self.owner = Some((slot, gen));
             self.full = full;
@@ -398,6 +454,8 @@ impl RxBatch {
     /// Forgets what was gathered.
     fn clear(&mut self) {
         self.owner = None;
+        self.pieces.clear();
+        self.at = None;
         self.len = 0;
         self.segments = 0;
         self.full = false;
@@ -638,7 +696,9 @@ impl TcpTable {
     /// Handles one TCP segment (header and payload; its checksum verified
     /// here unless the link vouched for it: `checksum`) that the guest at
     /// `src` sent to `dst`. Its payload may wait, gathered, for
-    /// [`TcpTable::end_guest_batch`].
+    /// [`TcpTable::end_guest_batch`]: in place when `segment` lies in
+    /// `batch`, the link's buffer that stays unchanged until then (empty
+    /// when the link reuses its buffer: the payload is copied).
     pub fn on_guest_segment(
         &mut self,
         ctx: &mut Ctx,
@@ -646,6 +706,7 @@ impl TcpTable {
         dst: IpAddr,
         segment: &[u8],
         checksum: RxChecksum,
+        batch: &[u8],
     ) {
         let Ok(pkt) = TcpPacket::new_checked(segment) else {
             self.sh.stats.bad_segments += 1;
@@ -674,6 +735,7 @@ impl TcpTable {
             window: pkt.window_len(),
             options: pkt.options(),
             payload: pkt.payload(),
+            batch,
         };
         let key = FlowKey {
             guest: SocketAddr::new(src, pkt.src_port()),
@@ -686,7 +748,7 @@ impl TcpTable {
                 .is_some_and(|f| f.continues_batch(&self.sh.rx, &seg))
             {
                 // Gathered payload goes first; that may end its flow.
-                self.end_guest_batch(ctx);
+                self.end_guest_batch(ctx, batch);
                 found = found.filter(|&slot| self.flows[slot].is_some());
             }
         }
@@ -705,14 +767,16 @@ impl TcpTable {
 
     /// Sends the guest payload gathered during the link's batch (see the
     /// module header) and acknowledges what the host socket took; the
-    /// link calls it after delivering each batch of frames.
-    pub fn end_guest_batch(&mut self, ctx: &mut Ctx) {
+    /// link calls it after delivering each batch of frames, with the
+    /// buffer it handed them in (`batch`, as for
+    /// [`TcpTable::on_guest_segment`]), before it changes that buffer.
+    pub fn end_guest_batch(&mut self, ctx: &mut Ctx, batch: &[u8]) {
         let Some((slot, gen)) = self.sh.rx.owner else {
             return;
         };
         match self.flows[slot].as_mut().filter(|f| f.gen == gen) {
             Some(flow) => {
-                let verdict = flow.flush_batch(ctx, &mut self.sh);
+                let verdict = flow.flush_batch(ctx, &mut self.sh, batch);
                 self.apply(slot, verdict);
             }
             // The flow ended during the batch: nothing was acknowledged.
@@ -1595,7 +1659,7 @@ impl Flow {
             && seg.ackf
             && (!seg.payload.is_empty() || seg.fin)
             && seg.seq == self.rcv_nxt.wrapping_add(rx.len as u32)
-            && rx.takes(self.slot, self.gen, seg.payload.len())
+            && rx.takes(self.slot, self.gen, seg.payload, seg.batch)
     }
 
     /// Payload (and FIN) from the guest: in-order bytes are gathered for
@@ -1626,11 +1690,12 @@ impl Flow {
         // acknowledged at once, as Linux does a GRO'd packet.
         let mss = u32::from(self.our_mss(sh));
         let full = already == 0 && !seg.fin && !seg.psh && (mss..2 * mss).contains(&len);
-        if sh.rx.takes(self.slot, self.gen, data.len()) {
-            sh.rx.push(self.slot, self.gen, data, full, seg.fin);
+        if sh.rx.takes(self.slot, self.gen, data, seg.batch) {
+            sh.rx
+                .push(self.slot, self.gen, data, seg.batch, full, seg.fin);
             return Ok(Taken::Gathered);
         }
-        let complete = self.write_payload(sh, data)?;
+        let complete = self.write_payload(sh, &[IoSlice::new(data)])?;
         if seg.fin && complete {
             self.take_fin()?;
         }
@@ -1641,13 +1706,39 @@ impl Flow {
         })
     }
 
-    /// Sends the payload gathered in `sh.rx` (this flow's), takes a
-    /// gathered FIN when all of it went, and acknowledges: at once, or
-    /// after [`DELAYED_ACK`] for a lone full-size segment.
-    fn flush_batch(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> Verdict {
+    /// Sends the payload gathered in `sh.rx` (this flow's; pieces in
+    /// place lie in `batch`), takes a gathered FIN when all of it went,
+    /// and acknowledges: at once, or after [`DELAYED_ACK`] for a lone
+    /// full-size segment.
+    fn flush_batch(&mut self, ctx: &mut Ctx, sh: &mut Shared, batch: &[u8]) -> Verdict {
         let buf = std::mem::take(&mut sh.rx.buf);
-        let written = self.write_payload(sh, &buf[..sh.rx.len]);
+        let pieces = std::mem::take(&mut sh.rx.pieces);
+        let mut iov = [IoSlice::new(&[]); RX_BATCH_PIECES];
+        let mut n = 0;
+        let mut intact = true;
+        if sh.rx.at.is_some() {
+            intact = sh.rx.at == Some(buffer_id(batch));
+            for &(start, len) in &pieces {
+                match batch.get(start..start + len).filter(|_| intact) {
+                    Some(piece) => iov[n] = IoSlice::new(piece),
+                    None => intact = false,
+                }
+                n += 1;
+            }
+        } else if sh.rx.len > 0 {
+            iov[0] = IoSlice::new(&buf[..sh.rx.len]);
+            n = 1;
+        }
+        let written = if intact {
+            self.write_payload(sh, &iov[..n])
+        } else {
+            // The link changed its buffer before the batch ended (a bug
+            // there): nothing is sent or acknowledged, the guest resends.
+            tracing::warn!("guest payload gathered in a buffer that changed: dropped");
+            Ok(false)
+        };
         sh.rx.buf = buf;
+        sh.rx.pieces = pieces;
         let RxBatch {
             segments,
             full,
@@ -1672,22 +1763,27 @@ impl Flow {
         self.settle(ctx.now, sh)
     }
 
-    /// Writes in-order guest payload to the host socket and moves
-    /// `rcv_nxt` past what it took. Returns whether it took all of it.
-    fn write_payload(&mut self, sh: &mut Shared, data: &[u8]) -> io::Result<bool> {
-        if data.is_empty() {
+    /// Writes in-order guest payload (`data`, in order: one `writev`)
+    /// to the host socket and moves `rcv_nxt` past what it took. Returns
+    /// whether it took all of it.
+    fn write_payload(&mut self, sh: &mut Shared, data: &[IoSlice]) -> io::Result<bool> {
+        let len: usize = data.iter().map(|d| d.len()).sum();
+        if len == 0 {
             return Ok(true);
         }
         sh.stats.writes_to_host += 1;
-        let written = match (&self.sock).write(data) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e),
+        let written = loop {
+            match (&self.sock).write_vectored(data) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
         };
         self.rcv_nxt = self.rcv_nxt.wrapping_add(written as u32);
         sh.stats.bytes_to_host += written as u64;
         self.bytes_from_guest += written as u64;
-        if written < data.len() {
+        if written < len {
             sh.stats.partial_writes += 1;
             return Ok(false);
         }

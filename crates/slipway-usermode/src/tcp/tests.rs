@@ -134,8 +134,9 @@ impl Harness {
             dst.into(),
             bytes,
             RxChecksum::Unverified,
+            &[],
         );
-        self.table.end_guest_batch(&mut ctx!(self));
+        self.table.end_guest_batch(&mut ctx!(self), &[]);
         self.drain();
     }
 
@@ -149,9 +150,46 @@ impl Harness {
                 (*dst.ip()).into(),
                 &encode(src, dst, repr),
                 RxChecksum::Unverified,
+                &[],
             );
         }
-        self.table.end_guest_batch(&mut ctx!(self));
+        self.table.end_guest_batch(&mut ctx!(self), &[]);
+        self.drain();
+    }
+
+    /// Hands the table several guest segments as one batch of a link
+    /// whose buffer stays put until the batch ends (a stream link): the
+    /// segments lie back to back in one buffer, a 4-byte gap before each
+    /// (a stream frame's length prefix), and that buffer goes with them.
+    /// The batch ends with `end`'s buffer instead when given (a link that
+    /// broke that rule).
+    fn inject_in_place(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        reprs: &[TcpRepr],
+        end: Option<&[u8]>,
+    ) {
+        let mut buf = Vec::new();
+        let mut places = Vec::new();
+        for repr in reprs {
+            let seg = encode(src, dst, repr);
+            buf.extend_from_slice(&[0; 4]);
+            places.push(buf.len()..buf.len() + seg.len());
+            buf.extend_from_slice(&seg);
+        }
+        for place in places {
+            self.table.on_guest_segment(
+                &mut ctx!(self),
+                (*src.ip()).into(),
+                (*dst.ip()).into(),
+                &buf[place],
+                RxChecksum::Unverified,
+                &buf,
+            );
+        }
+        self.table
+            .end_guest_batch(&mut ctx!(self), end.unwrap_or(&buf));
         self.drain();
     }
 
@@ -1516,4 +1554,200 @@ fn small_segments_toward_the_guest_are_peeked_together() {
     drop(host);
     let rest = g.receive(&mut h, usize::MAX, 0);
     assert!(rest.is_empty());
+}
+
+#[test]
+fn segments_in_the_links_buffer_leave_in_place_in_one_sendmsg() {
+    for (mtu, size, count) in [(1500, 1460, 40), (65520, 65480, 4)] {
+        let mut h = Harness::new(config(mtu));
+        let (remote, server) = reading_server();
+        let mut g = Guest::new(40090, remote);
+        g.connect(&mut h);
+        let data = pattern(count * size, 11);
+        let writes = h.table.stats().writes_to_host;
+        let reprs = segments(&mut g, &data, size, TcpControl::None);
+        h.inject_in_place(g.me, g.peer, &reprs, None);
+        let st = h.table.stats();
+        assert_eq!(
+            st.writes_to_host - writes,
+            1,
+            "MTU {mtu}: one sendmsg: {st:?}"
+        );
+        assert_eq!(st.partial_writes, 0);
+        assert!(
+            h.table.sh.rx.buf.is_empty(),
+            "MTU {mtu}: nothing copied into the gathering buffer"
+        );
+        let acks: Vec<_> = h.queue.drain(..).collect();
+        assert_eq!(acks.len(), 1, "MTU {mtu}: one ACK: {acks:?}");
+        assert_eq!(acks[0].ack, Some(g.snd_nxt));
+        g.fin(&mut h);
+        let got = server.join().unwrap();
+        assert!(got == data, "MTU {mtu}: the pieces arrived in order");
+    }
+}
+
+#[test]
+fn a_sendmsg_that_takes_part_of_the_pieces_acknowledges_that_and_the_rest_follows_in_order() {
+    let mut h = Harness::new(config(1500));
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    listener.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    let listener: StdListener = listener.into();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut g = Guest::new(40091, SocketAddrV4::new(HOST_IP, port));
+    g.connect(&mut h);
+    let flow = h.table.flows.iter().flatten().next().unwrap();
+    SockRef::from(&flow.sock)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let start = g.snd_nxt;
+    // Odd sizes, so the socket's cut falls inside a piece.
+    let data = pattern(150 * 1001, 12);
+    let reprs = segments(&mut g, &data, 1001, TcpControl::None);
+    h.inject_in_place(g.me, g.peer, &reprs, None);
+    let st = h.table.stats();
+    assert_eq!(st.partial_writes, 1, "{st:?}");
+    assert_eq!(st.writes_to_host, 1, "{st:?}");
+    let acks: Vec<_> = h.queue.drain(..).collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    let acked = acks[0].ack.unwrap().wrapping_sub(start) as usize;
+    assert!(acked > 0 && acked < data.len(), "acked {acked}");
+    assert_eq!(
+        acked as u64, st.bytes_to_host,
+        "the ACK is what the socket took"
+    );
+    // The guest resends from the ACK, again as in-place batches.
+    go.send(()).unwrap();
+    g.note_ack(&acks[0]);
+    g.snd_nxt = g.snd_una;
+    let mut off = acked;
+    while off < data.len() {
+        let end = (off + 40 * 1001).min(data.len());
+        g.snd_nxt = start.wrapping_add(off as u32);
+        let reprs = segments(&mut g, &data[off..end], 1001, TcpControl::None);
+        h.inject_in_place(g.me, g.peer, &reprs, None);
+        let mut acked_to = start.wrapping_add(off as u32);
+        while let Some(s) = h.queue.pop_front() {
+            if let Some(a) = s.ack {
+                if seq_gt(a, acked_to) {
+                    acked_to = a;
+                }
+            }
+        }
+        if acked_to == start.wrapping_add(off as u32) {
+            h.turn(Duration::from_millis(5));
+        }
+        off = acked_to.wrapping_sub(start) as usize;
+    }
+    g.snd_nxt = start.wrapping_add(data.len() as u32);
+    g.fin(&mut h);
+    let got = server.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "every byte once, in order");
+}
+
+#[test]
+fn a_batch_ended_with_another_buffer_sends_and_acknowledges_nothing() {
+    let mut h = Harness::new(config(1500));
+    let (remote, server) = reading_server();
+    let mut g = Guest::new(40092, remote);
+    g.connect(&mut h);
+    let start = g.snd_nxt;
+    let data = pattern(10 * 1460, 13);
+    let reprs = segments(&mut g, &data, 1460, TcpControl::None);
+    // A copy of the buffer: same bytes, another place (the link changed
+    // its buffer before the batch ended).
+    let other = vec![0u8; 10 * (1460 + 60)];
+    h.inject_in_place(g.me, g.peer, &reprs, Some(&other));
+    assert_eq!(h.table.stats().bytes_to_host, 0);
+    for s in h.queue.drain(..) {
+        assert_eq!(s.ack, Some(start), "nothing acknowledged: {s:?}");
+    }
+    // The guest retransmits; they arrive once.
+    g.snd_nxt = start;
+    let reprs = segments(&mut g, &data, 1460, TcpControl::Fin);
+    h.inject_in_place(g.me, g.peer, &reprs, None);
+    assert!(server.join().unwrap() == data);
+}
+
+#[test]
+fn in_place_batches_are_bounded_by_their_pieces_and_do_not_mix_with_copies() {
+    let mut h = Harness::new(config(1500));
+    let (remote, server) = reading_server();
+    let mut g = Guest::new(40093, remote);
+    g.connect(&mut h);
+    // More pieces than one sendmsg takes: two.
+    let data = pattern((RX_BATCH_PIECES + 44) * 100, 14);
+    let writes = h.table.stats().writes_to_host;
+    let reprs = segments(&mut g, &data, 100, TcpControl::None);
+    h.inject_in_place(g.me, g.peer, &reprs, None);
+    assert_eq!(h.table.stats().writes_to_host - writes, 2);
+    h.queue.clear();
+    // A copied segment (a frame from a link that reuses its buffer), then
+    // pieces in place: the copy leaves first, then the pieces, in order.
+    let more = pattern(5 * 1000, 15);
+    let reprs = segments(&mut g, &more, 1000, TcpControl::None);
+    let (me, peer) = (g.me, g.peer);
+    let feed = |h: &mut Harness, seg: &[u8], batch: &[u8]| {
+        h.table.on_guest_segment(
+            &mut ctx!(h),
+            (*me.ip()).into(),
+            (*peer.ip()).into(),
+            seg,
+            RxChecksum::Unverified,
+            batch,
+        )
+    };
+    let copied = encode(g.me, g.peer, &reprs[0]);
+    feed(&mut h, &copied, &[]);
+    let buf: Vec<u8> = reprs[1..]
+        .iter()
+        .flat_map(|r| encode(g.me, g.peer, r))
+        .collect();
+    let seg_len = buf.len() / 4;
+    for k in 0..4 {
+        feed(&mut h, &buf[k * seg_len..(k + 1) * seg_len], &buf);
+    }
+    h.table.end_guest_batch(&mut ctx!(h), &buf);
+    assert_eq!(h.table.stats().writes_to_host - writes, 4);
+    h.drain();
+    let acked = h.queue.drain(..).filter_map(|s| s.ack).next_back();
+    assert_eq!(acked, Some(g.snd_nxt));
+    // Pieces in place, then a segment from elsewhere within the same batch
+    // (no link does that: the attachment ends a batch per buffer): the
+    // pieces cannot be sent from a buffer that is not at hand, so they are
+    // dropped unacknowledged; the guest's retransmission brings them.
+    let last = pattern(5 * 1000, 16);
+    let start = g.snd_nxt;
+    let reprs = segments(&mut g, &last, 1000, TcpControl::None);
+    let buf: Vec<u8> = reprs[..4]
+        .iter()
+        .flat_map(|r| encode(g.me, g.peer, r))
+        .collect();
+    for k in 0..4 {
+        feed(&mut h, &buf[k * seg_len..(k + 1) * seg_len], &buf);
+    }
+    feed(&mut h, &encode(g.me, g.peer, &reprs[4]), &[]);
+    h.table.end_guest_batch(&mut ctx!(h), &[]);
+    assert_eq!(h.table.stats().writes_to_host - writes, 4);
+    h.drain();
+    assert!(h.queue.drain(..).all(|s| s.ack == Some(start)));
+    g.snd_nxt = start;
+    let reprs = segments(&mut g, &last, 1000, TcpControl::None);
+    h.inject_in_place(g.me, g.peer, &reprs, None);
+    assert_eq!(h.table.stats().writes_to_host - writes, 5);
+    g.fin(&mut h);
+    assert!(server.join().unwrap() == [data, more, last].concat());
 }

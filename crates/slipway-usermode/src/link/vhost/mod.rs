@@ -559,7 +559,7 @@ impl Transport for Vhost {
         &mut self,
         rx: &mut Rx,
         readable: &mut bool,
-        mut deliver: impl FnMut(&[u8], RxChecksum),
+        mut deliver: impl FnMut(&[u8], RxChecksum, &[u8]),
     ) -> Result<(), Lost> {
         if self.shared.gone.load(Ordering::Acquire) {
             return Err(Lost::Closed);
@@ -604,7 +604,8 @@ impl Transport for Vhost {
                 }
                 let read = &rx.buf[..len];
                 let (hdr, frame) = read.split_at(hdr_len.min(read.len()));
-                deliver(frame, RxChecksum::from_vnet_hdr(hdr));
+                // `rx` is reused for the next frame.
+                deliver(frame, RxChecksum::from_vnet_hdr(hdr), &[]);
             }
             if used {
                 notify(&mut vring.get_mut());
