@@ -796,19 +796,9 @@ fn net_update(conn: &mut Conn, a: UpdateArgs) -> Result<String, Failure> {
         config: a.config,
     };
     let network = a.network.get();
-    let o = conn
-        .call(Request::Update {
-            lookup: Lookup::any(&network),
-            spec,
-        })
-        .map_err(|e| {
-            Failure::with(
-                e,
-                &network,
-                Some(format!("Failed to update network {network}")),
-            )
-        })
-        .and_then(done)?;
+    let lookup = Lookup::any(&network);
+    let context = format!("Failed to update network {network}");
+    let o = change(conn, Request::Update { lookup, spec }, &network, context)?;
     // virsh prints this one without a newline (its end-of-command newline follows).
     Ok(format!(
         "Updated network {} {}",
