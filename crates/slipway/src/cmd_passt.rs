@@ -136,6 +136,15 @@ pub struct PasstArgs {
     pub no_sandbox: bool,
 }
 
+impl PasstArgs {
+    /// The sandbox to apply, or `None` with `--no-sandbox`.
+    pub(crate) fn sandbox(&self) -> Option<slipway_sandbox::Sandbox> {
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        sandbox.runas(self.runas.clone());
+        (!self.no_sandbox).then_some(sandbox)
+    }
+}
+
 /// What [`plan`] reads from the namespace: its routes, an interface's
 /// addresses, the resolvers and search list of /etc/resolv.conf, and
 /// the kernel's ephemeral port range. A trait so that [`plan`] is tested
@@ -608,10 +617,7 @@ pub(crate) fn start(
     log: Option<File>,
     summary: &str,
 ) -> anyhow::Result<i32> {
-    let mut sandbox = (!args.no_sandbox).then(slipway_sandbox::Sandbox::new);
-    if let Some(s) = sandbox.as_mut() {
-        s.runas(args.runas.clone());
-    }
+    let sandbox = args.sandbox();
     let options = |ready_fd| RunOptions {
         keep_listening: !args.one_off,
         sandbox,
