@@ -13,13 +13,15 @@
 //! [`write_at`] is the directory-descriptor form (`openat`, `renameat`) for
 //! a confined process that can no longer resolve the path of the directory.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 /// What every temporary name starts with.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -72,21 +74,6 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     digits > 0 && rest.get(digits) == Some(&b'-') && rest.len() > digits + 1
 }
 
-/// `name` as a C string for the `*at` system calls (a name holding a NUL
-/// byte is `InvalidInput`).
-pub fn c_name(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
-}
-
-/// A system call's return value as a result: negative is the `errno` error.
-pub fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
 /// The directory `path` is in (`.` for a bare name).
 pub fn parent(path: &Path) -> &Path {
     match path.parent() {
@@ -100,32 +87,24 @@ pub fn parent(path: &Path) -> &Path {
 /// `write`, `fsync`, `renameat` and, on failure, `unlinkat`: all relative
 /// to `dir`, none resolving a path above it.
 pub fn write_at(dir: &File, name: &OsStr, data: &[u8]) -> io::Result<()> {
-    let dirfd = dir.as_raw_fd();
-    let target = c_name(name)?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let (tmp, mut file) = loop {
-        let tmp = c_name(&temp_name(name))?;
-        let flags =
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW;
-        // SAFETY: openat with a valid NUL-terminated name; the new
-        // descriptor is owned by the File.
-        match cvt(unsafe { libc::openat(dirfd, tmp.as_ptr(), flags, 0o644) }) {
-            // SAFETY: a descriptor openat just returned, owned by nobody else.
-            Ok(fd) => break (tmp, unsafe { File::from_raw_fd(fd) }),
+        let tmp = temp_name(name);
+        match rustix::fs::openat(dir, &tmp, flags, Mode::from_raw_mode(0o644)) {
+            Ok(fd) => break (tmp, File::from(fd)),
             // A leftover of an earlier process that had our pid.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
         }
     };
     let result = (|| {
         file.write_all(data)?;
         file.sync_all()?;
-        // SAFETY: renameat within one directory, valid names.
-        cvt(unsafe { libc::renameat(dirfd, tmp.as_ptr(), dirfd, target.as_ptr()) })?;
+        rustix::fs::renameat(dir, &tmp, dir, name)?;
         dir.sync_all()
     })();
     if result.is_err() {
-        // SAFETY: unlinkat of a valid name in the directory.
-        unsafe { libc::unlinkat(dirfd, tmp.as_ptr(), 0) };
+        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
     }
     result
 }

@@ -12,20 +12,20 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Seek};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::{self, c_name, cvt, AtomicError};
+use rustix::fs::{Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+
+use crate::atomic::{self, AtomicError};
 
 /// Opens `name` relative to `dir` (or the working directory for
 /// `AT_FDCWD`) for reading, refusing a symlink and anything but a regular
 /// file (a FIFO would block), and reads it whole.
-fn read_regular_at(dir: RawFd, name: &OsStr) -> io::Result<Vec<u8>> {
-    let name = c_name(name)?;
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-    // SAFETY: openat with a valid NUL-terminated name; the new descriptor
-    // is owned by the File.
-    let mut file = unsafe { File::from_raw_fd(cvt(libc::openat(dir, name.as_ptr(), flags))?) };
+fn read_regular_at(dir: impl AsFd, name: &OsStr) -> io::Result<Vec<u8>> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+    let mut file = File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -41,7 +41,7 @@ fn read_regular_at(dir: RawFd, name: &OsStr) -> io::Result<Vec<u8>> {
 /// component (a file another user could replace is read as itself or not
 /// at all).
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    read_regular_at(libc::AT_FDCWD, path.as_os_str())
+    read_regular_at(rustix::fs::CWD, path.as_os_str())
 }
 
 /// A directory opened once, in which files are then read and replaced by
@@ -74,31 +74,29 @@ impl Dir {
 
     /// Reads regular file `name` of the directory (see [`read_regular`]).
     pub fn read(&self, name: &OsStr) -> io::Result<Vec<u8>> {
-        read_regular_at(self.fd.as_raw_fd(), name)
+        read_regular_at(&self.fd, name)
     }
 
     /// Renames file `name` of the directory to `name` + `suffix`, or, when
     /// that is taken, `name` + `suffix` + `.N` for the first free N (never
     /// replacing a file); returns the name given.
     pub fn rename_aside(&self, name: &OsStr, suffix: &str) -> io::Result<OsString> {
-        let dir = self.fd.as_raw_fd();
-        let from = c_name(name)?;
         for n in 0..1000 {
             let mut to_name = name.to_os_string();
             to_name.push(suffix);
             if n > 0 {
                 to_name.push(format!(".{n}"));
             }
-            let to = c_name(&to_name)?;
-            // SAFETY: renameat2 within one directory, valid NUL-terminated
-            // names; RENAME_NOREPLACE never overwrites.
-            let rc = unsafe {
-                libc::renameat2(dir, from.as_ptr(), dir, to.as_ptr(), libc::RENAME_NOREPLACE)
-            };
-            match cvt(rc) {
-                Ok(_) => return Ok(to_name),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
+            match rustix::fs::renameat_with(
+                &self.fd,
+                name,
+                &self.fd,
+                &to_name,
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => return Ok(to_name),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
         Err(io::ErrorKind::AlreadyExists.into())
@@ -145,9 +143,15 @@ mod tests {
         let d = dir.path();
         fs::write(d.join("a"), b"data").unwrap();
         std::os::unix::fs::symlink(d.join("a"), d.join("link")).unwrap();
-        let fifo = c_name(d.join("fifo").as_os_str()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let fifo = rustix::fs::FileType::Fifo;
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.join("fifo"),
+            fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
         assert_eq!(read_regular(&d.join("a")).unwrap(), b"data");
         let dirfd = Dir::open(d).unwrap();
         assert_eq!(dirfd.read(OsStr::new("a")).unwrap(), b"data");

@@ -21,6 +21,8 @@
 //!   `mio` by the event loops and waited on by the blocking users;
 //! - [`clear_bounding_set`]: the capability bounding set emptied up to the
 //!   kernel's last capability;
+//! - [`free_slot`]: a free place in a capped table of connections or
+//!   flows;
 //! - [`systemd`]: readiness notification and socket activation, the two
 //!   protocols a systemd service speaks;
 //! - [`prometheus`]: Prometheus's text format and the bit of HTTP the
@@ -102,6 +104,20 @@ pub fn env_millis(var: &str) -> Option<std::time::Duration> {
 
 fn millis(value: &str) -> Option<std::time::Duration> {
     value.parse().ok().map(std::time::Duration::from_millis)
+}
+
+/// The first free place in `slots` (a table whose free places are
+/// `None`: connections, flows), grown by one while it holds fewer than
+/// `max`; `None` when all `max` are taken.
+pub fn free_slot<T>(slots: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
+    match slots.iter().position(Option::is_none) {
+        Some(s) => Some(s),
+        None if slots.len() < max => {
+            slots.push(None);
+            Some(slots.len() - 1)
+        }
+        None => None,
+    }
 }
 
 /// The IPv4 netmask of a prefix length (lengths past 32 are taken as 32).

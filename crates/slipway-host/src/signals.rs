@@ -19,6 +19,9 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+
 /// A signalfd for a set of blocked signals.
 pub struct Signals {
     fd: OwnedFd,
@@ -98,19 +101,13 @@ impl Signals {
             if let Some(sig) = self.next() {
                 return Ok(sig);
             }
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // ppoll, the one poll call of every architecture (poll is
-            // x86_64's alone): a seccomp profile allows one name.
-            // SAFETY: ppoll on one valid pollfd, no timeout, no mask.
-            if unsafe { libc::ppoll(&mut pfd, 1, std::ptr::null(), std::ptr::null()) } < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
+            // rustix's poll is ppoll, the one poll call of every
+            // architecture (poll is x86_64's alone): a seccomp profile
+            // allows one name.
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }

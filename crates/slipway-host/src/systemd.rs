@@ -145,30 +145,12 @@ pub enum NotAListener {
 /// check every socket-activated server of slipway makes on what systemd
 /// passed.
 pub fn unix_stream_listener(fd: OwnedFd) -> Result<std::os::unix::net::UnixListener, NotAListener> {
-    use std::os::fd::AsRawFd;
-    let int_opt = |opt: libc::c_int| -> Result<libc::c_int, NotAListener> {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `value`.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 {
-            Ok(value)
-        } else {
-            Err(NotAListener::NotASocket(io::Error::last_os_error()))
-        }
-    };
-    let domain = int_opt(libc::SO_DOMAIN)?;
-    let kind = int_opt(libc::SO_TYPE)?;
-    let listening = int_opt(libc::SO_ACCEPTCONN)?;
-    if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || listening == 0 {
+    use rustix::net::{sockopt, AddressFamily, SocketType};
+    let not_a_socket = |e: rustix::io::Errno| NotAListener::NotASocket(e.into());
+    let domain = sockopt::socket_domain(&fd).map_err(not_a_socket)?;
+    let kind = sockopt::socket_type(&fd).map_err(not_a_socket)?;
+    let listening = sockopt::socket_acceptconn(&fd).map_err(not_a_socket)?;
+    if domain != AddressFamily::UNIX || kind != SocketType::STREAM || !listening {
         return Err(NotAListener::Kind);
     }
     Ok(std::os::unix::net::UnixListener::from(fd))

@@ -32,9 +32,11 @@ mod ifconfig;
 
 use std::ffi::{CString, OsString};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::process::{PidfdFlags, Signal};
 
 pub use binder::{LoopbackBinder, LoopbackSocket};
 use child::{ChildPlan, Join};
@@ -217,17 +219,11 @@ fn join_of(target: &Target) -> Result<(Join, PathBuf), NetnsError> {
 
 /// A descriptor (pidfd) that becomes readable when process `pid` exits.
 pub fn process_exit_fd(pid: u32) -> Result<OwnedFd, NetnsError> {
-    let pid = libc::pid_t::try_from(pid)
-        .map_err(|_| NetnsError::Invalid(format!("invalid PID {pid}")))?;
-    // SAFETY: pidfd_open returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(step(format!("pidfd_open({pid})"))(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    let invalid = || NetnsError::Invalid(format!("invalid PID {pid}"));
+    let raw = libc::pid_t::try_from(pid).map_err(|_| invalid())?;
+    let pid = rustix::process::Pid::from_raw(raw).ok_or_else(invalid)?;
+    rustix::process::pidfd_open(pid, PidfdFlags::empty())
+        .map_err(|e| step(format!("pidfd_open({raw})"))(e.into()))
 }
 
 /// A command running in its own new namespaces.
@@ -259,16 +255,8 @@ impl Spawned {
 
     /// Asks the command to stop (SIGTERM), if it is still running.
     pub fn terminate(&self) {
-        // SAFETY: signals through the pidfd, which cannot hit a reused PID.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                libc::SIGTERM,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
+        // Through the pidfd, which cannot hit a reused PID.
+        let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::TERM);
     }
 
     /// Waits for the command to end and returns its exit code (128 plus

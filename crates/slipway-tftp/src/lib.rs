@@ -23,10 +23,11 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustix::fs::{self, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 /// Opcode of a read request.
 const OP_RRQ: u16 = 1;
@@ -222,23 +223,13 @@ pub struct Root {
 impl Root {
     /// Opens `path` as the root. Fails if it is not a readable directory.
     pub fn open(path: &Path) -> std::io::Result<Root> {
-        let c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        // SAFETY: a valid NUL-terminated path; the returned descriptor is
-        // owned by the File below.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd was just opened and is owned by nobody else.
-        let dir = unsafe { File::from_raw_fd(fd) };
+        let dir = fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(Root {
-            dir,
+            dir: File::from(dir),
             path: path.to_path_buf(),
         })
     }
@@ -255,30 +246,15 @@ impl Root {
         const ACCESS: RequestError =
             RequestError::new(ErrorCode::AccessViolation, "access violation");
         let c = CString::new(name).map_err(|_| NOT_FOUND)?;
-        // SAFETY: open_how is plain data; all zero is a valid value.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         // O_NONBLOCK: a FIFO planted in the root must not hang the server.
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
-        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: openat2 with a valid directory descriptor, a valid
-        // NUL-terminated path and an open_how of the size passed.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.dir.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::ENOENT) | Some(libc::ENOTDIR) => NOT_FOUND,
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        let file = fs::openat2(&self.dir, c.as_c_str(), flags, Mode::empty(), resolve)
+            .map(File::from)
+            .map_err(|e| match e {
+                Errno::NOENT | Errno::NOTDIR => NOT_FOUND,
                 _ => ACCESS,
-            });
-        }
-        // SAFETY: the syscall returned a new descriptor owned by nobody else.
-        let file = unsafe { File::from_raw_fd(fd as i32) };
+            })?;
         match file.metadata() {
             Ok(m) if m.is_file() => Ok((file, m.len())),
             _ => Err(ACCESS),

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry};
 
+use slipway_host::free_slot;
+
 use crate::iface::{token, TokenKind};
 
 /// Why the API socket could not be opened, or a client call failed.
@@ -198,19 +200,6 @@ fn serve(
         return false;
     }
     !(client.closing && client.output.is_empty())
-}
-
-/// The first free place in `clients`, grown by one while it holds fewer
-/// than `max`; `None` when all `max` are taken.
-pub(crate) fn free_slot<T>(clients: &mut Vec<Option<T>>, max: usize) -> Option<usize> {
-    match clients.iter().position(Option::is_none) {
-        Some(s) => Some(s),
-        None if clients.len() < max => {
-            clients.push(None);
-            Some(clients.len() - 1)
-        }
-        None => None,
-    }
 }
 
 /// Writes `output` to a non-blocking `stream` until it is all written or

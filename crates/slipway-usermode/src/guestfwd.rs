@@ -117,15 +117,7 @@ pub(crate) struct Helper {
 impl Drop for Helper {
     fn drop(&mut self) {
         drop(self.alive.take());
-        let mut byte = [0u8];
-        loop {
-            // SAFETY: reads into a live one-byte buffer.
-            let n = unsafe { libc::read(self.done.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
+        wait_for_end(&self.done);
     }
 }
 
@@ -230,20 +222,18 @@ fn serve_forwards(
             tracing::warn!(%server, error = %e, "guest forward: cannot serve");
         }
     }
-    let mut byte = [0u8];
-    loop {
-        // SAFETY: reads into a live one-byte buffer.
-        let n = unsafe { libc::read(alive.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
-        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        break;
-    }
+    wait_for_end(&alive);
     end_commands(&groups);
     drop(smb);
     // SAFETY: ends the helper (its threads with it) without running the
     // stack's destructors, which this process copied but does not own.
     unsafe { libc::_exit(0) }
+}
+
+/// Waits until the pipe's read end `fd` reaches end of file (its writers
+/// are gone; nothing else is written to these pipes), or fails.
+fn wait_for_end(fd: &OwnedFd) {
+    let _ = rustix::io::retry_on_intr(|| rustix::io::read(fd, &mut [0u8; 1]));
 }
 
 /// Closes every descriptor but those in `keep` (the helper must not hold

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::event::Source;
 use mio::{Interest, Registry};
+use slipway_host::free_slot;
 use slipway_host::prometheus::{self, MAX_REQUEST};
 
-use crate::control_socket::{flush, free_slot};
+use crate::control_socket::flush;
 use crate::iface::{token, DropReason, TokenKind};
 use crate::stack::Stack;
 use crate::status::FlowProtocol;

@@ -115,16 +115,9 @@ impl PingTable {
         target: IpAddr,
     ) -> Result<usize, Echo> {
         self.close_idle(ctx.registry, ctx.now);
-        let slot = match self.flows.iter().position(Option::is_none) {
-            Some(slot) => slot,
-            None if self.flows.len() < MAX_FLOWS => {
-                self.flows.push(None);
-                self.flows.len() - 1
-            }
-            None => {
-                ctx.counters.drop(DropReason::FlowLimit);
-                return Err(Echo::Dropped);
-            }
+        let Some(slot) = slipway_host::free_slot(&mut self.flows, MAX_FLOWS) else {
+            ctx.counters.drop(DropReason::FlowLimit);
+            return Err(Echo::Dropped);
         };
         let sock = match ping_socket(target) {
             Ok(s) => s,

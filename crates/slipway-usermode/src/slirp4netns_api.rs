@@ -149,10 +149,9 @@ impl Forwards {
     ) -> Reply {
         let arg = |name: &str| args.and_then(|a| a.get(name));
         let bad_arg = |name: &str| bad(format!("add_hostfwd: bad arguments.{name}"));
-        let protocol = match arg("proto").and_then(Value::as_str) {
-            Some("tcp") => ForwardProtocol::Tcp,
-            Some("udp") => ForwardProtocol::Udp,
-            _ => return bad_arg("proto"),
+        let proto = arg("proto").and_then(Value::as_str);
+        let Some(protocol) = proto.and_then(ForwardProtocol::from_keyword) else {
+            return bad_arg("proto");
         };
         let Some(host_addr) = ipv4_or(arg("host_addr"), Ipv4Addr::UNSPECIFIED) else {
             return bad_arg("host_addr");

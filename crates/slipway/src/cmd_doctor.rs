@@ -385,30 +385,24 @@ fn check_landlock() -> Finding {
 }
 
 /// seccomp filters, the sandbox's system-call allowlist: a child installs
-/// an allow-everything filter (as the sandbox installs its allowlist).
+/// a filter that allows everything, compiled and installed by seccompiler
+/// as the sandbox's allowlist is.
 fn check_seccomp() -> Finding {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
     let attempt = try_in_child(|| {
-        // SAFETY: a one-instruction BPF program (return ALLOW) that lives
-        // across the calls; in a forked child that exits right after.
-        unsafe {
-            let allow = libc::sock_filter {
-                code: (libc::BPF_RET | libc::BPF_K) as u16,
-                jt: 0,
-                jf: 0,
-                k: libc::SECCOMP_RET_ALLOW,
-            };
-            let prog = libc::sock_fprog {
-                len: 1,
-                filter: &allow as *const libc::sock_filter as *mut libc::sock_filter,
-            };
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-                && libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    0,
-                    &prog as *const libc::sock_fprog,
-                ) == 0
-        }
+        // No rule: every call takes the mismatch action, Allow.
+        let Ok(arch) = std::env::consts::ARCH.try_into() else {
+            return false;
+        };
+        let no_rules = std::collections::BTreeMap::new();
+        let filter = SeccompFilter::new(
+            no_rules,
+            SeccompAction::Allow,
+            SeccompAction::KillProcess,
+            arch,
+        );
+        let program = filter.and_then(BpfProgram::try_from);
+        program.is_ok_and(|p| seccompiler::apply_filter(&p).is_ok())
     });
     match attempt {
         Ok(()) => Finding::ok("seccomp", "filters can be installed"),

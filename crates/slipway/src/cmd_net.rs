@@ -796,19 +796,9 @@ fn net_update(conn: &mut Conn, a: UpdateArgs) -> Result<String, Failure> {
         config: a.config,
     };
     let network = a.network.get();
-    let o = conn
-        .call(Request::Update {
-            lookup: Lookup::any(&network),
-            spec,
-        })
-        .map_err(|e| {
-            Failure::with(
-                e,
-                &network,
-                Some(format!("Failed to update network {network}")),
-            )
-        })
-        .and_then(done)?;
+    let lookup = Lookup::any(&network);
+    let context = format!("Failed to update network {network}");
+    let o = change(conn, Request::Update { lookup, spec }, &network, context)?;
     // virsh prints this one without a newline (its end-of-command newline follows).
     Ok(format!(
         "Updated network {} {}",
@@ -1011,28 +1001,12 @@ fn net_event(paths: &Paths, a: EventArgs) -> i32 {
 /// How often the event loop checks for Ctrl-C.
 const INTERRUPT_POLL: Duration = Duration::from_millis(200);
 
-/// virsh's event timestamp: `YYYY-MM-DD HH:MM:SS.mmm+0000` in UTC.
+/// virsh's event timestamp: `YYYY-MM-DD HH:MM:SS.mmm+0000` in UTC, from
+/// the log's RFC 3339 clock (`YYYY-MM-DDTHH:MM:SS.uuuuuuZ`).
 fn timestamp_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}+0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
+    use tracing_subscriber::fmt::{format::Writer, time::FormatTime};
+    let mut rfc3339 = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut rfc3339));
+    let (date, time) = rfc3339.split_once('T').unwrap_or_default();
+    format!("{date} {}+0000", time.get(..12).unwrap_or_default())
 }

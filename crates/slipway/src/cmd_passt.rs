@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -136,6 +136,15 @@ pub struct PasstArgs {
     pub no_sandbox: bool,
 }
 
+impl PasstArgs {
+    /// The sandbox to apply, or `None` with `--no-sandbox`.
+    pub(crate) fn sandbox(&self) -> Option<slipway_sandbox::Sandbox> {
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        sandbox.runas(self.runas.clone());
+        (!self.no_sandbox).then_some(sandbox)
+    }
+}
+
 /// What [`plan`] reads from the namespace: its routes, an interface's
 /// addresses, the resolvers and search list of /etc/resolv.conf, and
 /// the kernel's ephemeral port range. A trait so that [`plan`] is tested
@@ -171,14 +180,7 @@ impl HostView for ThisHost {
     }
 
     fn addresses(&self, name: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
-        Ok(slipway_host::ifaddrs::of(name)
-            .context("listing interface addresses")?
-            .into_iter()
-            .filter_map(|a| match a {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-            .collect())
+        addresses_of(name)
     }
 
     fn routes6(&self) -> anyhow::Result<Vec<slipway_host::routes6::Route6>> {
@@ -186,14 +188,7 @@ impl HostView for ThisHost {
     }
 
     fn addresses6(&self, name: &str) -> anyhow::Result<Vec<std::net::Ipv6Addr>> {
-        Ok(slipway_host::ifaddrs::of(name)
-            .context("listing interface addresses")?
-            .into_iter()
-            .filter_map(|a| match a {
-                IpAddr::V6(v6) => Some(v6),
-                IpAddr::V4(_) => None,
-            })
-            .collect())
+        addresses_of(name)
     }
 
     fn index(&self, name: &str) -> Option<u32> {
@@ -229,18 +224,70 @@ impl HostView for ThisHost {
     }
 }
 
-/// The one IPv4 value of a repeatable passt option (passt takes one per
-/// address family; the IPv6 one is [`v6::v6_of`]'s).
-fn v4_of(values: &[IpAddr], option: &str) -> anyhow::Result<Option<Ipv4Addr>> {
-    let mut v4 = None;
-    for value in values {
-        match value {
-            IpAddr::V4(a) if v4.is_none() => v4 = Some(*a),
-            IpAddr::V4(_) => anyhow::bail!("{option} given twice for IPv4"),
-            IpAddr::V6(_) => {}
+/// An address family, for what passt does the same way in both: its
+/// options that take one address per family, the interface addresses
+/// copied, the resolvers advertised.
+pub(crate) trait Family: Copy + PartialEq + Sized {
+    /// "IPv4" or "IPv6", for messages.
+    const NAME: &'static str;
+    /// `ip` if it is of this family.
+    fn of(ip: IpAddr) -> Option<Self>;
+}
+
+impl Family for Ipv4Addr {
+    const NAME: &'static str = "IPv4";
+    fn of(ip: IpAddr) -> Option<Ipv4Addr> {
+        match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
         }
     }
-    Ok(v4)
+}
+
+impl Family for Ipv6Addr {
+    const NAME: &'static str = "IPv6";
+    fn of(ip: IpAddr) -> Option<Ipv6Addr> {
+        match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
+}
+
+/// The one value of family `A` of a repeatable passt option (passt takes
+/// one per address family).
+pub(crate) fn one_of<A: Family>(values: &[IpAddr], option: &str) -> anyhow::Result<Option<A>> {
+    let mut of_family = values.iter().filter_map(|v| A::of(*v));
+    let first = of_family.next();
+    if of_family.next().is_some() {
+        anyhow::bail!("{option} given twice for {}", A::NAME);
+    }
+    Ok(first)
+}
+
+/// The addresses of family `A` of this host's interface `name`.
+fn addresses_of<A: Family>(name: &str) -> anyhow::Result<Vec<A>> {
+    let all = slipway_host::ifaddrs::of(name).context("listing interface addresses")?;
+    Ok(all.into_iter().filter_map(A::of).collect())
+}
+
+/// The resolvers of family `A` advertised to the guest: `resolvers` in
+/// order without repeats, a loopback one replaced by `gateway` (the guest
+/// reaches the host's loopback through it) if `map_gw`, else left out.
+pub(crate) fn advertised<A: Family>(resolvers: &[IpAddr], gateway: A, map_gw: bool) -> Vec<A> {
+    let mut list = Vec::new();
+    for r in resolvers {
+        let Some(a) = A::of(*r) else { continue };
+        let advertised = if r.is_loopback() {
+            map_gw.then_some(gateway)
+        } else {
+            Some(a)
+        };
+        if let Some(a) = advertised.filter(|a| !list.contains(a)) {
+            list.push(a);
+        }
+    }
+    list
 }
 
 /// The prefix length of `--netmask` (dotted or a number of bits).
@@ -304,7 +351,7 @@ fn plan_v4(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<V4Plan> {
                 && r.contains(addr)
         })
     };
-    let address = match v4_of(&args.address, "--address")? {
+    let address = match one_of::<Ipv4Addr>(&args.address, "--address")? {
         Some(a) => a,
         None => {
             let Some(name) = &ifname else {
@@ -326,7 +373,7 @@ fn plan_v4(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<V4Plan> {
             .and_then(|r| r.prefix_len())
             .unwrap_or_else(|| classful_prefix(address)),
     };
-    let gateway = match v4_of(&args.gateway, "--gateway")? {
+    let gateway = match one_of::<Ipv4Addr>(&args.gateway, "--gateway")? {
         Some(g) => g,
         None => default.and_then(|r| r.gateway).with_context(|| {
             "no IPv4 default route to copy the guest's gateway from: give --gateway"
@@ -396,25 +443,13 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let dns_forward = v4_of(&args.dns_forward, "--dns-forward")?;
+    let dns_forward = one_of::<Ipv4Addr>(&args.dns_forward, "--dns-forward")?;
     let dhcp_dns: Vec<Ipv4Addr> = if args.no_dhcp_dns {
         Vec::new()
     } else if let Some(fwd) = dns_forward {
         vec![fwd]
     } else {
-        let mut list = Vec::new();
-        for r in &resolvers {
-            let advertised = match r {
-                // The guest reaches the host's loopback through the gateway.
-                IpAddr::V4(a) if a.is_loopback() => map_gw.then_some(gateway),
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            };
-            if let Some(a) = advertised.filter(|a| !list.contains(a)) {
-                list.push(a);
-            }
-        }
-        list
+        advertised(&resolvers, gateway, map_gw)
     };
     let search = if args.no_dhcp_search {
         Vec::new()
@@ -439,7 +474,7 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
         .map(|ip| SocketAddr::new(*ip, 53))
         .collect();
     cfg.dnssearch = search;
-    cfg.outbound.v4 = v4_of(&args.outbound, "--outbound")?;
+    cfg.outbound.v4 = one_of::<Ipv4Addr>(&args.outbound, "--outbound")?;
     cfg.mtu = args.mtu.unwrap_or(MAX_MTU);
     if !(MIN_MTU..=MAX_MTU).contains(&cfg.mtu) {
         anyhow::bail!(
@@ -450,7 +485,7 @@ pub fn plan(args: &PasstArgs, host: &dyn HostView) -> anyhow::Result<StackConfig
     let v6 = v6::plan_v6(args, host, map_gw, &resolvers)?;
     if let Some(v6) = &v6 {
         cfg.ipv6 = v6.config.clone();
-        cfg.outbound.v6 = v6::v6_of(&args.outbound, "--outbound")?;
+        cfg.outbound.v6 = one_of(&args.outbound, "--outbound")?;
     }
     if args.dns_forward.iter().any(IpAddr::is_ipv6) {
         cfg.dns_relay = true;
@@ -582,10 +617,7 @@ pub(crate) fn start(
     log: Option<File>,
     summary: &str,
 ) -> anyhow::Result<i32> {
-    let mut sandbox = (!args.no_sandbox).then(slipway_sandbox::Sandbox::new);
-    if let Some(s) = sandbox.as_mut() {
-        s.runas(args.runas.clone());
-    }
+    let sandbox = args.sandbox();
     let options = |ready_fd| RunOptions {
         keep_listening: !args.one_off,
         sandbox,

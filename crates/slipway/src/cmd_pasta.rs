@@ -41,7 +41,7 @@ use slipway_usermode::port_watch::PortWatchSpec;
 use crate::cmd_passt::{
     log_level, open_log, plan, start, template_ifname, HostView, PasstArgs, ThisHost,
 };
-use crate::cmd_run::{serve_in_child, tap_setup};
+use crate::cmd_run::{serve_command, tap_setup};
 
 /// pasta's options: passt's, and the namespace's.
 #[derive(Args, Debug)]
@@ -384,7 +384,7 @@ fn run_command(
     )?;
     let go = spawned.take_go().map(IntoRawFd::into_raw_fd);
     let exit_fds = vec![spawned.exit_fd()];
-    let serve = move |sandbox| {
+    serve_command(spawned, args.common.sandbox(), move |sandbox| {
         let options = RunOptions {
             exit_fds,
             ready_fd: go,
@@ -394,19 +394,6 @@ fn run_command(
             ..RunOptions::default()
         };
         event_loop::run(cfg, AttachSpec::Tap(Arc::new(fd)), options).map_err(anyhow::Error::from)
-    };
-    let served = if args.common.no_sandbox {
-        serve(None).map(|()| 0)
-    } else {
-        let mut sandbox = slipway_sandbox::Sandbox::new();
-        sandbox.runas(args.common.runas.clone());
-        serve_in_child(move || serve(Some(sandbox)))
-    };
-    spawned.terminate();
-    let status = spawned.wait().context("waiting for the command")?;
-    Ok(match served? {
-        0 => status,
-        failed => failed,
     })
 }
 

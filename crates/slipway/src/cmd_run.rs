@@ -171,13 +171,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let go = command.take_go();
     let exit_fds = vec![command.exit_fd()];
     let api = args.stack.api;
-    // The loop ends when the command exits, on SIGTERM/SIGINT, or on an
-    // error; in the last two cases the command is asked to stop.
-    let served = match args.sandbox.sandbox() {
-        None => serve(cfg, api, None, fd, exit_fds, go, None).map(|()| 0),
-        Some(sandbox) => {
-            serve_in_child(move || serve(cfg, api, None, fd, exit_fds, go, Some(sandbox)))
-        }
+    serve_command(command, args.sandbox.sandbox(), move |sandbox| {
+        serve(cfg, api, None, fd, exit_fds, go, sandbox)
+    })
+}
+
+/// Serves the namespace of `command` with `serve`, confined by `sandbox`
+/// (then in a child process: [`serve_in_child`]); returns the command's
+/// exit status, or the stack's if that failed. The loop ends when the
+/// command exits, on SIGTERM/SIGINT, or on an error; in the last two
+/// cases the command is asked to stop.
+pub(crate) fn serve_command(
+    command: slipway_netns::Spawned,
+    sandbox: Option<slipway_sandbox::Sandbox>,
+    serve: impl FnOnce(Option<slipway_sandbox::Sandbox>) -> anyhow::Result<()>,
+) -> anyhow::Result<i32> {
+    let served = match sandbox {
+        None => serve(None).map(|()| 0),
+        Some(sandbox) => serve_in_child(move || serve(Some(sandbox))),
     };
     command.terminate();
     let status = command.wait().context("waiting for the command")?;

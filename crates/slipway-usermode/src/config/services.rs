@@ -221,12 +221,15 @@ fn parse_guestfwd(spec: &str) -> Result<GuestForward, String> {
     let server: Ipv4Addr = server
         .parse()
         .map_err(|_| format!("server '{server}' is not an IPv4 address"))?;
+    // A port number, 1 to 65535; `what` names it in the error.
+    let port_number = |port: &str, what: &str| {
+        port.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{what} '{port}' is not a port number (1-65535)"))
+    };
     let (port, target) = rest.split_once('-').ok_or(SYNTAX)?;
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("port '{port}' is not a port number (1-65535)"))?;
+    let port = port_number(port, "port")?;
     let target = if let Some(cmd) = target.strip_prefix("cmd:") {
         if cmd.trim().is_empty() {
             return Err("empty command".into());
@@ -237,11 +240,7 @@ fn parse_guestfwd(spec: &str) -> Result<GuestForward, String> {
             .rsplit_once(':')
             .ok_or("the tcp: target needs HOST:PORT")?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("target port '{port}' is not a port number (1-65535)"))?;
+        let port = port_number(port, "target port")?;
         if host.is_empty() {
             return Err("the tcp: target needs a host".into());
         }

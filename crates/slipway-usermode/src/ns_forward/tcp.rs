@@ -24,12 +24,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
-use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::io::retry_on_intr;
+use rustix::pipe::{pipe_with, PipeFlags, SpliceFlags};
 
 use crate::iface::{token, TokenKind};
 
@@ -74,7 +76,7 @@ impl Direction {
     fn pump(&mut self, src: &TcpStream, dst: &TcpStream) -> io::Result<()> {
         loop {
             while self.queued > 0 {
-                match splice(self.read.as_raw_fd(), dst.as_raw_fd(), self.queued) {
+                match splice(&self.read, dst, self.queued) {
                     Ok(n) => self.queued -= n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) => return Err(e),
@@ -87,7 +89,7 @@ impl Direction {
                 }
                 return Ok(());
             }
-            match splice(src.as_raw_fd(), self.write.as_raw_fd(), SPLICE_CHUNK) {
+            match splice(src, &self.write, SPLICE_CHUNK) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.queued = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -98,27 +100,11 @@ impl Direction {
 }
 
 /// `splice(2)` of up to `len` bytes, non-blocking.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: splice between two descriptors we hold; no offsets.
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    Ok(retry_on_intr(|| {
+        rustix::pipe::splice(&from, None, &to, None, len, flags)
+    })?)
 }
 
 /// One relayed connection.
@@ -287,18 +273,5 @@ pub(crate) fn reset(stream: TcpStream) {
 
 /// Makes the close of `stream` a reset.
 fn set_reset(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a linger option from a live local on our own socket.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    let _ = rustix::net::sockopt::set_socket_linger(stream, Some(Duration::ZERO));
 }

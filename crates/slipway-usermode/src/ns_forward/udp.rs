@@ -118,15 +118,9 @@ impl Flows {
         let mut socket = UdpSocket::bind(same_port)
             .or_else(|_| UdpSocket::bind(SocketAddr::new(host.ip(), 0)))?;
         socket.connect(host)?;
-        let count = self.slots.iter().flatten().count();
-        let slot = if count < self.max {
-            match self.slots.iter().position(Option::is_none) {
-                Some(slot) => slot,
-                None => {
-                    self.slots.push(None);
-                    self.slots.len() - 1
-                }
-            }
+        // The least recently used flow makes room when all are taken.
+        let slot = if let Some(slot) = slipway_host::free_slot(&mut self.slots, self.max) {
+            slot
         } else {
             let oldest = self
                 .slots

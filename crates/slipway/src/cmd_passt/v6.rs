@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use slipway_host::routes6::{self, Route6};
 use slipway_usermode::config::{prefix6_mask, Ipv6Config, ROUTER_LINK_LOCAL};
 
-use super::{HostView, PasstArgs};
+use super::{advertised, one_of, HostView, PasstArgs};
 
 /// passt's IPv6 side, planned.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,20 +37,6 @@ pub(crate) struct V6Plan {
     /// The index of the interface copied from (where a link-local
     /// gateway is, under `--no-map-gw`).
     pub link: Option<u32>,
-}
-
-/// The one IPv6 value of a repeatable passt option (passt takes one per
-/// address family).
-pub(crate) fn v6_of(values: &[IpAddr], option: &str) -> anyhow::Result<Option<Ipv6Addr>> {
-    let mut v6 = None;
-    for value in values {
-        match value {
-            IpAddr::V6(a) if v6.is_none() => v6 = Some(*a),
-            IpAddr::V6(_) => anyhow::bail!("{option} given twice for IPv6"),
-            IpAddr::V4(_) => {}
-        }
-    }
-    Ok(v6)
 }
 
 /// Whether the host could hand `a` to a guest as its global address.
@@ -94,7 +80,7 @@ pub(crate) fn plan_v6(
                 && r.contains(addr)
         })
     };
-    let address = match v6_of(&args.address, "--address")? {
+    let address = match one_of::<Ipv6Addr>(&args.address, "--address")? {
         Some(a) => a,
         None => {
             let Some(name) = &ifname else {
@@ -124,7 +110,7 @@ pub(crate) fn plan_v6(
     if !is_global(address) {
         anyhow::bail!("--address {address}: not an address a guest can have (link-local, multicast, loopback or IPv4-mapped)");
     }
-    let gateway = match v6_of(&args.gateway, "--gateway")? {
+    let gateway = match one_of::<Ipv6Addr>(&args.gateway, "--gateway")? {
         Some(g) => g,
         None => match default.and_then(|r| r.gateway) {
             Some(g) => g,
@@ -152,25 +138,13 @@ pub(crate) fn plan_v6(
         ),
         _ => {}
     }
-    let dns_forward = v6_of(&args.dns_forward, "--dns-forward")?;
+    let dns_forward = one_of::<Ipv6Addr>(&args.dns_forward, "--dns-forward")?;
     let dns = if args.no_dhcp_dns {
         Vec::new()
     } else if let Some(fwd) = dns_forward {
         vec![fwd]
     } else {
-        let mut list = Vec::new();
-        for r in resolvers {
-            let advertised = match r {
-                // The guest reaches the host's loopback through the gateway.
-                IpAddr::V6(a) if a.is_loopback() => map_gw.then_some(gateway),
-                IpAddr::V6(a) => Some(*a),
-                IpAddr::V4(_) => None,
-            };
-            if let Some(a) = advertised.filter(|a| !list.contains(a)) {
-                list.push(a);
-            }
-        }
-        list
+        advertised(resolvers, gateway, map_gw)
     };
     let config = Ipv6Config {
         enabled: true,
