@@ -2,9 +2,23 @@
 //! which handlers build frames in place. Each slot keeps room in front of
 //! its frame so a stream attachment can write its length prefix, and a tap
 //! its virtio-net header, without copying the frame.
+//!
+//! A handler that moves bulk data toward the guest (TCP) can also have the
+//! payload of several frames read in one system call straight into their
+//! slots ([`GuestTx::read_into_free`]: one iovec per free slot, each
+//! pointing past the room the frame's headers will take), then push those
+//! frames with headers only: the payload is copied once, by the kernel,
+//! instead of into a buffer and again into each frame. The slots so filled
+//! stay free until pushed; nothing else may be pushed before them (any push
+//! takes the next filled slot, see [`GuestTx::filled`]), and a handler that
+//! stops early gives the rest back with [`GuestTx::drop_filled`].
 
 use crate::wire::framing::{FRAME_PREFIX_LEN, MAX_OFFLOAD_PACKET, VNET_HDR_LEN};
 use crate::wire::ETHERNET_HEADER_LEN;
+
+/// Most slots one [`GuestTx::read_into_free`] fills (its iovec array
+/// lives on the stack: no allocation per read).
+pub const MAX_FILL_SLOTS: usize = 64;
 
 /// Room kept in front of every slot's frame: the stream length prefix and
 /// the virtio-net header both end where the frame starts.
@@ -27,6 +41,9 @@ pub struct GuestTx {
     /// The MTU and slot count before [`GuestTx::enable_offload`], for
     /// [`GuestTx::disable_offload`].
     plain: Option<(usize, usize)>,
+    /// How many of the next free slots hold payload read in place by
+    /// [`GuestTx::read_into_free`] and not yet pushed.
+    filled: usize,
 }
 
 impl GuestTx {
@@ -42,6 +59,7 @@ impl GuestTx {
             count: 0,
             offload: false,
             plain: None,
+            filled: 0,
         }
     }
 
@@ -123,7 +141,86 @@ impl GuestTx {
         }
         self.lens[slot] = len;
         self.count += 1;
+        self.filled = self.filled.saturating_sub(1);
         true
+    }
+
+    /// Reads with one call (`read`, e.g. a `recvmsg` with `MSG_PEEK`) into
+    /// the payload areas of the next free slots: `total` bytes at most,
+    /// `per_slot` bytes in each slot from `at` bytes into its frame (the
+    /// room for the frame's headers). `lead`, when given, is a buffer the
+    /// iovec starts with (bytes to skip); `read` returns the bytes read
+    /// including it, and its length is subtracted. At most
+    /// [`MAX_FILL_SLOTS`] slots, and never more than are free.
+    ///
+    /// Returns the payload bytes read: the first `n.div_ceil(per_slot)`
+    /// free slots are then [`GuestTx::filled`], to be pushed in order with
+    /// headers only (the payload is in place). A failed read fills none.
+    pub fn read_into_free(
+        &mut self,
+        at: usize,
+        per_slot: usize,
+        total: usize,
+        lead: Option<&mut [u8]>,
+        read: impl FnOnce(&mut [libc::iovec]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        self.filled = 0;
+        let frame_room = self.slot_size - SLOT_HEADROOM;
+        let per_slot = per_slot.min(frame_room.saturating_sub(at));
+        if per_slot == 0 || total == 0 {
+            return Ok(0);
+        }
+        let slots = self
+            .free_slots()
+            .min(MAX_FILL_SLOTS)
+            .min(total.div_ceil(per_slot));
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_FILL_SLOTS + 1];
+        let mut n = 0;
+        let lead_len = lead.as_ref().map_or(0, |l| l.len());
+        if let Some(lead) = lead {
+            iov[0] = libc::iovec {
+                iov_base: lead.as_mut_ptr().cast(),
+                iov_len: lead.len(),
+            };
+            n = 1;
+        }
+        let base = self.storage.as_mut_ptr();
+        let mut left = total;
+        for i in 0..slots {
+            let slot = (self.head + self.count + i) % self.lens.len();
+            let start = slot * self.slot_size + SLOT_HEADROOM + at;
+            let len = left.min(per_slot);
+            debug_assert!(start + len <= self.storage.len());
+            iov[n] = libc::iovec {
+                // SAFETY: `start + len` lies within `storage` (a slot's
+                // frame room is `frame_room` >= `at + per_slot`), and the
+                // slots are distinct, so the iovecs do not overlap; the
+                // pointers live while `self` is borrowed, for `read` only.
+                iov_base: unsafe { base.add(start) }.cast(),
+                iov_len: len,
+            };
+            n += 1;
+            left -= len;
+        }
+        let got = read(&mut iov[..n])?.saturating_sub(lead_len);
+        self.filled = got.div_ceil(per_slot).min(slots);
+        Ok(got)
+    }
+
+    /// How many of the next free slots hold payload that
+    /// [`GuestTx::read_into_free`] read in place: the next push takes the
+    /// first of them, whatever it builds.
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// Gives back the slots [`GuestTx::read_into_free`] filled and that
+    /// were not pushed (their data is forgotten; the slots stay free).
+    pub fn drop_filled(&mut self) {
+        self.filled = 0;
     }
 
     /// The `i`-th queued frame from the front preceded by its virtio-net
@@ -188,6 +285,7 @@ impl GuestTx {
     pub fn clear(&mut self) {
         self.head = 0;
         self.count = 0;
+        self.filled = 0;
     }
 
     fn slot_span(&self, i: usize) -> (usize, usize) {
