@@ -174,6 +174,9 @@ impl GuestTx {
             .free_slots()
             .min(MAX_FILL_SLOTS)
             .min(total.div_ceil(per_slot));
+        if slots == 0 {
+            return Ok(0);
+        }
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -387,5 +390,164 @@ mod tests {
             [&[0; VNET_HDR_LEN][..], &[8]].concat()
         );
         assert_eq!(tx.frame_with_length_prefix(1), &[0, 0, 0, 1, 8]);
+    }
+
+    /// The kernel as the reader: `readv` from a unix stream socket holding
+    /// `data` (a socket, not a closure copying by hand, so the iovecs are
+    /// used exactly as `recvmsg` uses them).
+    fn socket_with(
+        data: &[u8],
+    ) -> (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        use std::io::Write;
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.write_all(data).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn readv(fd: &impl std::os::fd::AsRawFd, iov: &mut [libc::iovec]) -> std::io::Result<usize> {
+        // SAFETY: the iovecs point at live, writable, distinct buffers.
+        let r = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as _) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+
+    /// Pushes a frame whose payload is already in place: headers only.
+    fn push_header(tx: &mut GuestTx, at: usize, payload: usize) -> bool {
+        tx.push(|b| {
+            b[..at].fill(0xee);
+            at + payload
+        })
+    }
+
+    #[test]
+    fn one_read_fills_the_payload_of_several_slots_in_place() {
+        let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+        let (_w, r) = socket_with(&data);
+        let mut tx = GuestTx::new(100, 8);
+        let at = 30;
+        // 100 + 14 bytes of frame room, 84 after `at`: 80 bytes a slot.
+        let mut lens = Vec::new();
+        let got = tx
+            .read_into_free(at, 80, 250, None, |iov| {
+                lens = iov.iter().map(|v| v.iov_len).collect();
+                readv(&r, iov)
+            })
+            .unwrap();
+        assert_eq!(got, 250);
+        assert_eq!(lens, [80, 80, 80, 10], "the last iovec holds the rest");
+        assert_eq!(tx.filled(), 4);
+        assert_eq!(tx.free_slots(), 8, "filled slots stay free until pushed");
+        for (i, len) in [80, 80, 80, 10].into_iter().enumerate() {
+            assert!(push_header(&mut tx, at, len));
+            assert_eq!(tx.filled(), 3 - i);
+        }
+        let mut seen = Vec::new();
+        for i in 0..4 {
+            let frame = tx.frame(i);
+            assert!(frame[..at].iter().all(|&b| b == 0xee));
+            seen.extend_from_slice(&frame[at..]);
+        }
+        assert_eq!(seen, data);
+    }
+
+    #[test]
+    fn a_read_is_bounded_by_total_free_slots_and_frame_room() {
+        let data = vec![7u8; 1000];
+        let (_w, r) = socket_with(&data);
+        let mut tx = GuestTx::new(100, 4);
+        // Two slots in use, and the ring wraps: 3 and 4 are the free ones
+        // after two pops and two more pushes.
+        for _ in 0..4 {
+            assert!(tx.push(|_| 1));
+        }
+        tx.pop(2);
+        // The window (`total`) allows 150 bytes; a slot holds 84 after
+        // `at` = 30 however much is asked per slot.
+        let mut lens = Vec::new();
+        let got = tx
+            .read_into_free(30, 500, 150, None, |iov| {
+                lens = iov.iter().map(|v| v.iov_len).collect();
+                readv(&r, iov)
+            })
+            .unwrap();
+        assert_eq!((got, tx.filled()), (150, 2));
+        assert_eq!(lens, [84, 66]);
+        // No free slot, no room after `at`, nothing asked: no read.
+        for (at, total) in [(200, 100), (30, 0)] {
+            let called = std::cell::Cell::new(false);
+            let got = tx
+                .read_into_free(at, 80, total, None, |_| {
+                    called.set(true);
+                    Ok(0)
+                })
+                .unwrap();
+            assert_eq!((got, tx.filled(), called.get()), (0, 0, false));
+        }
+        assert!(tx.push(|_| 1) && tx.push(|_| 1));
+        assert_eq!(tx.read_into_free(30, 80, 100, None, |_| Ok(99)).unwrap(), 0);
+        // At most MAX_FILL_SLOTS iovecs, however many slots are free.
+        let mut big = GuestTx::new(100, MAX_FILL_SLOTS + 10);
+        let mut n = 0;
+        big.read_into_free(0, 10, usize::MAX, None, |iov| {
+            n = iov.len();
+            Ok(0)
+        })
+        .unwrap();
+        assert_eq!(n, MAX_FILL_SLOTS);
+    }
+
+    #[test]
+    fn a_short_read_fills_fewer_slots_and_a_failed_one_none() {
+        // The socket holds 170 bytes of the 400 asked for.
+        let data = vec![1u8; 170];
+        let (mut w, r) = socket_with(&data);
+        let mut tx = GuestTx::new(100, 8);
+        let got = tx
+            .read_into_free(10, 80, 400, None, |iov| readv(&r, iov))
+            .unwrap();
+        assert_eq!((got, tx.filled()), (170, 3));
+        // The handler gives back what it did not push: the slots are free
+        // and the next push is an ordinary one.
+        assert!(push_header(&mut tx, 10, 80));
+        tx.drop_filled();
+        assert_eq!((tx.filled(), tx.free_slots()), (0, 7));
+        // A failed read (the socket is empty) fills nothing, and clears
+        // what an earlier read had filled.
+        std::io::Write::write_all(&mut w, &[2; 80]).unwrap();
+        tx.read_into_free(10, 80, 80, None, |iov| readv(&r, iov))
+            .unwrap();
+        let before = tx.filled();
+        let err = tx
+            .read_into_free(10, 80, 400, None, |iov| readv(&r, iov))
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!((before, tx.filled(), tx.free_slots()), (1, 0, 7));
+        assert!(tx.push(|b| {
+            b[0] = 9;
+            1
+        }));
+        assert_eq!(tx.frame(1), [9]);
+    }
+
+    #[test]
+    fn a_lead_buffer_is_read_first_and_not_counted() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let (_w, r) = socket_with(&data);
+        let mut tx = GuestTx::new(100, 8);
+        let mut skip = [0u8; 30];
+        let got = tx
+            .read_into_free(0, 50, 70, Some(&mut skip), |iov| readv(&r, iov))
+            .unwrap();
+        assert_eq!((got, tx.filled()), (70, 2));
+        assert_eq!(skip[..], data[..30]);
+        assert!(push_header(&mut tx, 0, 50) && push_header(&mut tx, 0, 20));
+        assert_eq!(tx.frame(0), &data[30..80]);
+        assert_eq!(tx.frame(1), &data[80..]);
     }
 }
