@@ -1516,3 +1516,57 @@ fn small_segments_toward_the_guest_are_peeked_together() {
     let rest = g.receive(&mut h, usize::MAX, 0);
     assert!(rest.is_empty());
 }
+
+#[test]
+fn segments_toward_the_guest_are_peeked_several_at_once_within_the_window() {
+    // MTU 65520 without offload: the guest's MSS sets the segment size,
+    // its window how much goes before its first ACK.
+    let mut h = Harness::new(config(65520));
+    let (listener, remote) = loopback_server();
+    // More than the window, less than the host socket's receive buffer
+    // holds (so all of the window's worth is there when the stack looks).
+    let data = pattern(2 * 65000, 13);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let written = data.clone();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        s.write_all(&written).unwrap();
+        s
+    });
+    let mut g = Guest::new(40087, remote);
+    g.window = (110_000u32 >> g.wscale) as u16;
+    let window = u32::from(g.window) << g.wscale;
+    let mut syn = g.repr(TcpControl::Syn, g.snd_nxt, &[]);
+    syn.ack_number = None;
+    syn.window_scale = Some(g.wscale);
+    syn.max_seg_size = Some(65000);
+    g.send(&mut h, &syn);
+    g.snd_nxt += 1;
+    g.snd_una = g.snd_nxt;
+    let synack = h.next();
+    assert!(synack.syn, "{synack:?}");
+    g.learn_syn(&synack);
+    g.ack(&mut h);
+    let peeks = h.table.stats().peeks_from_host;
+    go.send(()).unwrap();
+    // Everything is in the host socket before the stack looks.
+    let host = server.join().unwrap();
+    h.run_until(|h| h.queue.iter().any(|s| !s.payload.is_empty()));
+    let burst: Vec<usize> = h.queue.iter().map(|s| s.payload.len()).collect();
+    assert_eq!(
+        burst,
+        [65000, window as usize - 65000],
+        "the window's worth, the last segment cut to it"
+    );
+    assert_eq!(
+        h.table.stats().peeks_from_host - peeks,
+        1,
+        "both segments in one peek"
+    );
+    let got = g.receive(&mut h, data.len(), 0);
+    assert!(got == data, "data arrived intact");
+    drop(host);
+    let rest = g.receive(&mut h, usize::MAX, 0);
+    assert!(rest.is_empty());
+}
