@@ -60,6 +60,15 @@
 //! guest whose Ethernet address is unknown are built one by one (they are
 //! held outside `GuestTx` until it resolves).
 //!
+//! The guest's pure ACKs arrive in the link's batches too (Linux ACKs
+//! every second segment): each moves `snd_una` at once, but what they
+//! acknowledged is dropped from the socket, and what they allow is sent,
+//! when the batch ends ([`TcpTable::end_guest_batch`]): one discard and
+//! one peek per flow and batch rather than per ACK. Until then the
+//! acknowledged bytes (`undiscarded`) stay at the head of the socket's
+//! queue, and everything that uses the peek offset or the queue length
+//! drops them first.
+//!
 //! `unsent` counts bytes known to wait in the socket beyond `snd_nxt`; it is
 //! refreshed with one `FIONREAD` per readable edge, so a segment's length is
 //! known before its frame is built and the peek always fills it. Sending
@@ -201,6 +210,10 @@ const HOST_READABLE: u16 = 1 << 8;
 /// The socket is registered for writable events too (a connect still
 /// going on, or a window that closed); without it, only for readable ones.
 const WATCH_WRITABLE: u16 = 1 << 9;
+/// A pure ACK of the guest's current link batch allowed more data (or
+/// acknowledged some): the flow is in `Shared::acked`, pushed when the
+/// batch ends.
+const PUSH_DUE: u16 = 1 << 10;
 
 // TCP header flags of segments we emit.
 const F_FIN: u8 = 1 << 0;
@@ -239,9 +252,12 @@ pub struct TcpStats {
     /// `send` calls that carried guest payload to host sockets (several
     /// segments of one link batch share one).
     pub writes_to_host: u64,
-    /// `recv` calls that peeked host data for the guest (several small
-    /// segments share one).
+    /// `recv` calls that peeked host data for the guest (the segments of
+    /// one push share one).
     pub peeks_from_host: u64,
+    /// `recv` calls that dropped host data the guest acknowledged (the
+    /// ACKs of one link batch share one per flow).
+    pub discards: u64,
     /// Segments retransmitted after three duplicate ACKs or a partial ACK.
     pub fast_retransmits: u64,
     /// Retransmission timeouts (go back to the oldest unacknowledged byte).
@@ -340,6 +356,9 @@ struct Shared {
     discard: Vec<u8>,
     /// Flows waiting for room in `GuestTx`.
     waiters: Vec<usize>,
+    /// Flows whose pure ACKs of the current link batch are acted on when
+    /// it ends ([`PUSH_DUE`]).
+    acked: Vec<usize>,
     iss_key: RandomState,
     iss_counter: u64,
     next_forward_port: u16,
@@ -428,6 +447,12 @@ struct Flow {
     snd_wscale: u8,
     mss: u16,
     unsent: u32,
+    /// Bytes the guest acknowledged that are still in the host socket:
+    /// dropped with one `recv` per flow and link batch
+    /// ([`Flow::flush_discard`]) before anything peeks or asks the socket
+    /// its queue length. The kernel's peek offset is `in_flight()` plus
+    /// these.
+    undiscarded: u32,
     dup_acks: u8,
     recover: u32,
     retries: u8,
@@ -516,6 +541,7 @@ impl TcpTable {
                     .max(1),
                 discard: Vec::new(),
                 waiters: Vec::new(),
+                acked: Vec::new(),
                 iss_key: RandomState::new(),
                 iss_counter: 0,
                 next_forward_port: FORWARD_PORT_FIRST,
@@ -683,7 +709,7 @@ impl TcpTable {
                 .is_some_and(|f| f.continues_batch(&self.sh.rx, &seg))
             {
                 // Gathered payload goes first; that may end its flow.
-                self.end_guest_batch(ctx);
+                self.flush_gathered(ctx);
                 found = found.filter(|&slot| self.flows[slot].is_some());
             }
         }
@@ -704,6 +730,37 @@ impl TcpTable {
     /// module header) and acknowledges what the host socket took; the
     /// link calls it after delivering each batch of frames.
     pub fn end_guest_batch(&mut self, ctx: &mut Ctx) {
+        self.flush_gathered(ctx);
+        self.push_acked(ctx);
+    }
+
+    /// Acts on the pure ACKs of the batch ([`PUSH_DUE`]): per flow, one
+    /// discard of what they acknowledged and one push of what they allow.
+    fn push_acked(&mut self, ctx: &mut Ctx) {
+        if self.sh.acked.is_empty() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.sh.acked);
+        for &slot in &due {
+            let Some(flow) = self.flows[slot].as_mut() else {
+                continue;
+            };
+            if flow.flags & PUSH_DUE == 0 {
+                continue;
+            }
+            flow.flags &= !PUSH_DUE;
+            let verdict = match flow.flush_discard(&mut self.sh) {
+                Ok(()) => flow.resume(ctx, &mut self.sh),
+                Err(e) => flow.host_failed(ctx, &mut self.sh, &e),
+            };
+            self.apply(slot, verdict);
+        }
+        due.clear();
+        self.sh.acked = due;
+    }
+
+    /// The gathered guest payload of [`TcpTable::end_guest_batch`].
+    fn flush_gathered(&mut self, ctx: &mut Ctx) {
         let Some((slot, gen)) = self.sh.rx.owner else {
             return;
         };
@@ -1115,6 +1172,7 @@ impl Flow {
             snd_wscale: 0,
             mss: DEFAULT_GUEST_MSS,
             unsent: 0,
+            undiscarded: 0,
             dup_acks: 0,
             recover: 0,
             retries: 0,
@@ -1505,6 +1563,16 @@ impl Flow {
                 }
             }
         }
+        if seg.payload.is_empty() && !seg.fin {
+            // A pure ACK: what it acknowledged is dropped, and what it
+            // allows sent, when the link's batch ends, together with the
+            // batch's other ACKs of this flow (one discard and one peek).
+            if self.flags & PUSH_DUE == 0 {
+                self.flags |= PUSH_DUE;
+                sh.acked.push(self.slot);
+            }
+            return self.settle(ctx.now, sh);
+        }
         let mut need_ack = false;
         if !seg.payload.is_empty() || seg.fin {
             match self.on_data(sh, seg) {
@@ -1528,7 +1596,7 @@ impl Flow {
     fn on_new_ack(&mut self, ctx: &mut Ctx, sh: &mut Shared, ack: u32) -> io::Result<()> {
         let fin_acked = self.flags & FIN_SENT != 0 && ack == self.snd_max;
         let data = ack.wrapping_sub(self.snd_una) - u32::from(fin_acked);
-        discard(self.fd(), data)?;
+        self.undiscarded += data;
         sh.stats.bytes_to_guest += u64::from(data);
         self.bytes_to_guest += u64::from(data);
         if seq_gt(ack, self.snd_nxt) {
@@ -1724,8 +1792,24 @@ impl Flow {
 
     /// Re-reads how many bytes wait in the host socket beyond `snd_nxt`.
     fn refresh_unsent(&mut self) -> io::Result<()> {
+        debug_assert_eq!(
+            self.undiscarded, 0,
+            "FIONREAD would count acknowledged bytes"
+        );
         let queued = ioctl_int(self.fd(), libc::FIONREAD)?;
         self.unsent = queued.saturating_sub(self.in_flight());
+        Ok(())
+    }
+
+    /// Drops the bytes the guest acknowledged since the last call from the
+    /// host socket ([`Flow::undiscarded`]): one `recv` for all of a
+    /// batch's ACKs. Called before anything that uses the kernel's peek
+    /// offset or queue length.
+    fn flush_discard(&mut self, sh: &mut Shared) -> io::Result<()> {
+        if self.undiscarded > 0 {
+            discard(self.fd(), std::mem::take(&mut self.undiscarded))?;
+            sh.stats.discards += 1;
+        }
         Ok(())
     }
 
@@ -1769,6 +1853,7 @@ impl Flow {
     /// address is not known yet, a segment is built on its own
     /// ([`Flow::emit_data`]: such a frame is held outside `GuestTx`).
     fn send_segments(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> io::Result<usize> {
+        self.flush_discard(sh)?;
         let mut sent = 0;
         let mut window = None;
         while self.unsent > 0 {
@@ -1945,6 +2030,7 @@ impl Flow {
 
     /// Resends the oldest unacknowledged segment (fast retransmit).
     fn retransmit_first(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> io::Result<()> {
+        self.flush_discard(sh)?;
         sh.stats.fast_retransmits += 1;
         let in_flight = self.in_flight();
         if in_flight == 0 {
@@ -2010,6 +2096,9 @@ impl Flow {
                     self.flags &= !RECOVERY;
                     self.dup_acks = 0;
                     self.rtt_probe = None;
+                    if let Err(e) = self.flush_discard(sh) {
+                        return self.host_failed(ctx, sh, &e);
+                    }
                     if self.flags & PEEK_FALLBACK == 0 {
                         if let Err(e) = set_peek_offset(self.fd(), 0) {
                             return self.host_failed(ctx, sh, &e);
@@ -2096,7 +2185,7 @@ impl Flow {
                     }
                 }
                 if event.is_readable() || event.is_read_closed() {
-                    if let Err(e) = self.refresh_unsent() {
+                    if let Err(e) = self.flush_discard(sh).and_then(|()| self.refresh_unsent()) {
                         return self.host_failed(ctx, sh, &e);
                     }
                 }

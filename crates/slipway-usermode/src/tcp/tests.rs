@@ -1570,3 +1570,65 @@ fn segments_toward_the_guest_are_peeked_several_at_once_within_the_window() {
     let rest = g.receive(&mut h, usize::MAX, 0);
     assert!(rest.is_empty());
 }
+
+#[test]
+fn a_batch_of_guest_acks_costs_one_discard_and_one_peek() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let data = pattern(40 * 1460, 14);
+    let written = data.clone();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&written).unwrap();
+        s
+    });
+    let mut g = Guest::new(40088, remote);
+    // Room for 20 segments before the first ACK.
+    g.window = (20 * 1460u32 >> g.wscale) as u16;
+    g.connect(&mut h);
+    let host = server.join().unwrap();
+    h.run_until(|h| h.queue.iter().filter(|s| !s.payload.is_empty()).count() >= 2);
+    // Take the first burst in, then acknowledge it as Linux would: one
+    // ACK per two segments, all in one batch of the link.
+    let mut acks = Vec::new();
+    let mut got = Vec::new();
+    while let Some(s) = h.queue.pop_front() {
+        if s.payload.is_empty() {
+            continue;
+        }
+        assert_eq!(s.seq, g.rcv_nxt);
+        got.extend_from_slice(&s.payload);
+        g.rcv_nxt = g.rcv_nxt.wrapping_add(s.payload.len() as u32);
+        acks.push(g.rcv_nxt);
+    }
+    assert!(acks.len() >= 4, "a burst of segments: {}", acks.len());
+    let reprs: Vec<_> = acks
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|&ack| {
+            let mut r = g.repr(TcpControl::None, g.snd_nxt, &[]);
+            r.ack_number = Some(TcpSeqNumber(ack as i32));
+            r
+        })
+        .collect();
+    let (discards, peeks) = (h.table.stats().discards, h.table.stats().peeks_from_host);
+    h.inject_batch(g.me, g.peer, &reprs);
+    assert_eq!(
+        (
+            h.table.stats().discards - discards,
+            h.table.stats().peeks_from_host - peeks
+        ),
+        (1, 1),
+        "{} ACKs in one batch",
+        reprs.len()
+    );
+    // What they allowed went out, after what the guest has: the rest of
+    // the transfer arrives intact.
+    got.extend(g.receive(&mut h, data.len() - got.len(), 0));
+    assert!(got == data, "data arrived intact");
+    drop(host);
+    g.fin(&mut h);
+    let rest = g.receive(&mut h, usize::MAX, 0);
+    assert!(rest.is_empty());
+}
