@@ -1584,7 +1584,7 @@ fn a_batch_of_guest_acks_costs_one_discard_and_one_peek() {
     });
     let mut g = Guest::new(40088, remote);
     // Room for 20 segments before the first ACK.
-    g.window = (20 * 1460u32 >> g.wscale) as u16;
+    g.window = ((20 * 1460u32) >> g.wscale) as u16;
     g.connect(&mut h);
     let host = server.join().unwrap();
     h.run_until(|h| h.queue.iter().filter(|s| !s.payload.is_empty()).count() >= 2);
