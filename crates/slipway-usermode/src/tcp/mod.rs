@@ -1890,6 +1890,9 @@ impl Flow {
                 IPV4_HEADER_LEN
             };
             let at = ETHERNET_HEADER_LEN + ip_len + TCP_HEADER_LEN;
+            // What a slot holds after the headers (the MSS never exceeds
+            // it; kept so the segments below and the slots always agree).
+            let max = max.min(ctx.tx.max_frame_len().saturating_sub(at) as u32);
             let fd = self.fd();
             let slots = ctx
                 .tx
