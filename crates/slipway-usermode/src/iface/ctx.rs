@@ -355,11 +355,19 @@ impl Ctx<'_> {
     /// takes them and `dst`'s Ethernet address is known (an offload frame
     /// is never held for resolution, see `queue_frame`).
     pub fn can_offload_to(&self, dst: IpAddr) -> bool {
-        self.tx.offload()
-            && match dst {
-                IpAddr::V4(d) => matches!(self.next_hop_v4(d), NextHop::Mac(_)),
-                IpAddr::V6(d) => self.neighbours.lookup(d).is_some(),
-            }
+        self.tx.offload() && self.resolved(dst)
+    }
+
+    /// Whether a packet to unicast `dst` goes straight into a `GuestTx`
+    /// slot (its Ethernet address is known) rather than being held for
+    /// resolution: what a frame whose payload was read in place
+    /// ([`GuestTx::read_into_free`](crate::iface::GuestTx::read_into_free))
+    /// needs, since a held frame is built elsewhere.
+    pub fn resolved(&self, dst: IpAddr) -> bool {
+        match dst {
+            IpAddr::V4(d) => matches!(self.next_hop_v4(d), NextHop::Mac(_)),
+            IpAddr::V6(d) => self.neighbours.lookup(d).is_some(),
+        }
     }
 
     /// Largest UDP payload of one offload frame from `src` (its family):

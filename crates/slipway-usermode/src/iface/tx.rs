@@ -2,9 +2,23 @@
 //! which handlers build frames in place. Each slot keeps room in front of
 //! its frame so a stream attachment can write its length prefix, and a tap
 //! its virtio-net header, without copying the frame.
+//!
+//! A handler that moves bulk data toward the guest (TCP) can also have the
+//! payload of several frames read in one system call straight into their
+//! slots ([`GuestTx::read_into_free`]: one iovec per free slot, each
+//! pointing past the room the frame's headers will take), then push those
+//! frames with headers only: the payload is copied once, by the kernel,
+//! instead of into a buffer and again into each frame. The slots so filled
+//! stay free until pushed; nothing else may be pushed before them (any push
+//! takes the next filled slot, see [`GuestTx::filled`]), and a handler that
+//! stops early gives the rest back with [`GuestTx::drop_filled`].
 
 use crate::wire::framing::{FRAME_PREFIX_LEN, MAX_OFFLOAD_PACKET, VNET_HDR_LEN};
 use crate::wire::ETHERNET_HEADER_LEN;
+
+/// Most slots one [`GuestTx::read_into_free`] fills (its iovec array
+/// lives on the stack: no allocation per read).
+pub const MAX_FILL_SLOTS: usize = 64;
 
 /// Room kept in front of every slot's frame: the stream length prefix and
 /// the virtio-net header both end where the frame starts.
@@ -27,6 +41,9 @@ pub struct GuestTx {
     /// The MTU and slot count before [`GuestTx::enable_offload`], for
     /// [`GuestTx::disable_offload`].
     plain: Option<(usize, usize)>,
+    /// How many of the next free slots hold payload read in place by
+    /// [`GuestTx::read_into_free`] and not yet pushed.
+    filled: usize,
 }
 
 impl GuestTx {
@@ -42,6 +59,7 @@ impl GuestTx {
             count: 0,
             offload: false,
             plain: None,
+            filled: 0,
         }
     }
 
@@ -123,7 +141,89 @@ impl GuestTx {
         }
         self.lens[slot] = len;
         self.count += 1;
+        self.filled = self.filled.saturating_sub(1);
         true
+    }
+
+    /// Reads with one call (`read`, e.g. a `recvmsg` with `MSG_PEEK`) into
+    /// the payload areas of the next free slots: `total` bytes at most,
+    /// `per_slot` bytes in each slot from `at` bytes into its frame (the
+    /// room for the frame's headers). `lead`, when given, is a buffer the
+    /// iovec starts with (bytes to skip); `read` returns the bytes read
+    /// including it, and its length is subtracted. At most
+    /// [`MAX_FILL_SLOTS`] slots, and never more than are free.
+    ///
+    /// Returns the payload bytes read: the first `n.div_ceil(per_slot)`
+    /// free slots are then [`GuestTx::filled`], to be pushed in order with
+    /// headers only (the payload is in place). A failed read fills none.
+    pub fn read_into_free(
+        &mut self,
+        at: usize,
+        per_slot: usize,
+        total: usize,
+        lead: Option<&mut [u8]>,
+        read: impl FnOnce(&mut [libc::iovec]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        self.filled = 0;
+        let frame_room = self.slot_size - SLOT_HEADROOM;
+        let per_slot = per_slot.min(frame_room.saturating_sub(at));
+        if per_slot == 0 || total == 0 {
+            return Ok(0);
+        }
+        let slots = self
+            .free_slots()
+            .min(MAX_FILL_SLOTS)
+            .min(total.div_ceil(per_slot));
+        if slots == 0 {
+            return Ok(0);
+        }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_FILL_SLOTS + 1];
+        let mut n = 0;
+        let lead_len = lead.as_ref().map_or(0, |l| l.len());
+        if let Some(lead) = lead {
+            iov[0] = libc::iovec {
+                iov_base: lead.as_mut_ptr().cast(),
+                iov_len: lead.len(),
+            };
+            n = 1;
+        }
+        let base = self.storage.as_mut_ptr();
+        let mut left = total;
+        for i in 0..slots {
+            let slot = (self.head + self.count + i) % self.lens.len();
+            let start = slot * self.slot_size + SLOT_HEADROOM + at;
+            let len = left.min(per_slot);
+            debug_assert!(start + len <= self.storage.len());
+            iov[n] = libc::iovec {
+                // SAFETY: `start + len` lies within `storage` (a slot's
+                // frame room is `frame_room` >= `at + per_slot`), and the
+                // slots are distinct, so the iovecs do not overlap; the
+                // pointers live while `self` is borrowed, for `read` only.
+                iov_base: unsafe { base.add(start) }.cast(),
+                iov_len: len,
+            };
+            n += 1;
+            left -= len;
+        }
+        let got = read(&mut iov[..n])?.saturating_sub(lead_len);
+        self.filled = got.div_ceil(per_slot).min(slots);
+        Ok(got)
+    }
+
+    /// How many of the next free slots hold payload that
+    /// [`GuestTx::read_into_free`] read in place: the next push takes the
+    /// first of them, whatever it builds.
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// Gives back the slots [`GuestTx::read_into_free`] filled and that
+    /// were not pushed (their data is forgotten; the slots stay free).
+    pub fn drop_filled(&mut self) {
+        self.filled = 0;
     }
 
     /// The `i`-th queued frame from the front preceded by its virtio-net
@@ -188,6 +288,7 @@ impl GuestTx {
     pub fn clear(&mut self) {
         self.head = 0;
         self.count = 0;
+        self.filled = 0;
     }
 
     fn slot_span(&self, i: usize) -> (usize, usize) {
@@ -289,5 +390,164 @@ mod tests {
             [&[0; VNET_HDR_LEN][..], &[8]].concat()
         );
         assert_eq!(tx.frame_with_length_prefix(1), &[0, 0, 0, 1, 8]);
+    }
+
+    /// The kernel as the reader: `readv` from a unix stream socket holding
+    /// `data` (a socket, not a closure copying by hand, so the iovecs are
+    /// used exactly as `recvmsg` uses them).
+    fn socket_with(
+        data: &[u8],
+    ) -> (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        use std::io::Write;
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.write_all(data).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn readv(fd: &impl std::os::fd::AsRawFd, iov: &mut [libc::iovec]) -> std::io::Result<usize> {
+        // SAFETY: the iovecs point at live, writable, distinct buffers.
+        let r = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), iov.len() as _) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+
+    /// Pushes a frame whose payload is already in place: headers only.
+    fn push_header(tx: &mut GuestTx, at: usize, payload: usize) -> bool {
+        tx.push(|b| {
+            b[..at].fill(0xee);
+            at + payload
+        })
+    }
+
+    #[test]
+    fn one_read_fills_the_payload_of_several_slots_in_place() {
+        let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+        let (_w, r) = socket_with(&data);
+        let mut tx = GuestTx::new(100, 8);
+        let at = 30;
+        // 100 + 14 bytes of frame room, 84 after `at`: 80 bytes a slot.
+        let mut lens = Vec::new();
+        let got = tx
+            .read_into_free(at, 80, 250, None, |iov| {
+                lens = iov.iter().map(|v| v.iov_len).collect();
+                readv(&r, iov)
+            })
+            .unwrap();
+        assert_eq!(got, 250);
+        assert_eq!(lens, [80, 80, 80, 10], "the last iovec holds the rest");
+        assert_eq!(tx.filled(), 4);
+        assert_eq!(tx.free_slots(), 8, "filled slots stay free until pushed");
+        for (i, len) in [80, 80, 80, 10].into_iter().enumerate() {
+            assert!(push_header(&mut tx, at, len));
+            assert_eq!(tx.filled(), 3 - i);
+        }
+        let mut seen = Vec::new();
+        for i in 0..4 {
+            let frame = tx.frame(i);
+            assert!(frame[..at].iter().all(|&b| b == 0xee));
+            seen.extend_from_slice(&frame[at..]);
+        }
+        assert_eq!(seen, data);
+    }
+
+    #[test]
+    fn a_read_is_bounded_by_total_free_slots_and_frame_room() {
+        let data = vec![7u8; 1000];
+        let (_w, r) = socket_with(&data);
+        let mut tx = GuestTx::new(100, 4);
+        // Two slots in use, and the ring wraps: 3 and 4 are the free ones
+        // after two pops and two more pushes.
+        for _ in 0..4 {
+            assert!(tx.push(|_| 1));
+        }
+        tx.pop(2);
+        // The window (`total`) allows 150 bytes; a slot holds 84 after
+        // `at` = 30 however much is asked per slot.
+        let mut lens = Vec::new();
+        let got = tx
+            .read_into_free(30, 500, 150, None, |iov| {
+                lens = iov.iter().map(|v| v.iov_len).collect();
+                readv(&r, iov)
+            })
+            .unwrap();
+        assert_eq!((got, tx.filled()), (150, 2));
+        assert_eq!(lens, [84, 66]);
+        // No free slot, no room after `at`, nothing asked: no read.
+        for (at, total) in [(200, 100), (30, 0)] {
+            let called = std::cell::Cell::new(false);
+            let got = tx
+                .read_into_free(at, 80, total, None, |_| {
+                    called.set(true);
+                    Ok(0)
+                })
+                .unwrap();
+            assert_eq!((got, tx.filled(), called.get()), (0, 0, false));
+        }
+        assert!(tx.push(|_| 1) && tx.push(|_| 1));
+        assert_eq!(tx.read_into_free(30, 80, 100, None, |_| Ok(99)).unwrap(), 0);
+        // At most MAX_FILL_SLOTS iovecs, however many slots are free.
+        let mut big = GuestTx::new(100, MAX_FILL_SLOTS + 10);
+        let mut n = 0;
+        big.read_into_free(0, 10, usize::MAX, None, |iov| {
+            n = iov.len();
+            Ok(0)
+        })
+        .unwrap();
+        assert_eq!(n, MAX_FILL_SLOTS);
+    }
+
+    #[test]
+    fn a_short_read_fills_fewer_slots_and_a_failed_one_none() {
+        // The socket holds 170 bytes of the 400 asked for.
+        let data = vec![1u8; 170];
+        let (mut w, r) = socket_with(&data);
+        let mut tx = GuestTx::new(100, 8);
+        let got = tx
+            .read_into_free(10, 80, 400, None, |iov| readv(&r, iov))
+            .unwrap();
+        assert_eq!((got, tx.filled()), (170, 3));
+        // The handler gives back what it did not push: the slots are free
+        // and the next push is an ordinary one.
+        assert!(push_header(&mut tx, 10, 80));
+        tx.drop_filled();
+        assert_eq!((tx.filled(), tx.free_slots()), (0, 7));
+        // A failed read (the socket is empty) fills nothing, and clears
+        // what an earlier read had filled.
+        std::io::Write::write_all(&mut w, &[2; 80]).unwrap();
+        tx.read_into_free(10, 80, 80, None, |iov| readv(&r, iov))
+            .unwrap();
+        let before = tx.filled();
+        let err = tx
+            .read_into_free(10, 80, 400, None, |iov| readv(&r, iov))
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!((before, tx.filled(), tx.free_slots()), (1, 0, 7));
+        assert!(tx.push(|b| {
+            b[0] = 9;
+            1
+        }));
+        assert_eq!(tx.frame(1), [9]);
+    }
+
+    #[test]
+    fn a_lead_buffer_is_read_first_and_not_counted() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let (_w, r) = socket_with(&data);
+        let mut tx = GuestTx::new(100, 8);
+        let mut skip = [0u8; 30];
+        let got = tx
+            .read_into_free(0, 50, 70, Some(&mut skip), |iov| readv(&r, iov))
+            .unwrap();
+        assert_eq!((got, tx.filled()), (70, 2));
+        assert_eq!(skip[..], data[..30]);
+        assert!(push_header(&mut tx, 0, 50) && push_header(&mut tx, 0, 20));
+        assert_eq!(tx.frame(0), &data[30..80]);
+        assert_eq!(tx.frame(1), &data[80..]);
     }
 }

@@ -59,13 +59,23 @@
 //! receive queue, and a retransmission is a re-peek from offset 0. Without
 //! `SO_PEEK_OFF` (kernels before 6.9) the flow peeks from the queue's start
 //! and skips the bytes already sent into a discard buffer, which bounds the
-//! bytes in flight to that buffer's size. Small segments (no segmentation
-//! offload toward the guest, at most [`GATHER_MAX_SEGMENT`] bytes) that
-//! the window and `GuestTx` have room for are peeked together, up to
-//! [`PEEK_AHEAD_BYTES`], into one buffer and copied into their frames: one
-//! `recv` for all of them rather than one each (the copy of a few dozen
-//! KiB costs less than the system calls it saves; the frames' slots are
-//! not contiguous, so a single peek cannot fill them in place).
+//! bytes in flight to that buffer's size. As passt does, the payload of as
+//! many segments as the window, the known unsent bytes and `GuestTx`
+//! allow (up to [`MAX_FILL_SLOTS`](crate::iface::tx::MAX_FILL_SLOTS)) is peeked with one `recvmsg` whose
+//! iovec points straight at the payload areas of their frame slots, and the
+//! frames' headers are written around it afterwards: one system call and
+//! one copy (the kernel's) for the lot, at any segment size. Frames to a
+//! guest whose Ethernet address is unknown are built one by one (they are
+//! held outside `GuestTx` until it resolves).
+//!
+//! The guest's pure ACKs arrive in the link's batches too (Linux ACKs
+//! every second segment): each moves `snd_una` at once, but what they
+//! acknowledged is dropped from the socket, and what they allow is sent,
+//! when the batch ends ([`TcpTable::end_guest_batch`]): one discard and
+//! one peek per flow and batch rather than per ACK. Until then the
+//! acknowledged bytes (`undiscarded`) stay at the head of the socket's
+//! queue, and everything that uses the peek offset or the queue length
+//! drops them first.
 //!
 //! `unsent` counts bytes known to wait in the socket beyond `snd_nxt`; it is
 //! refreshed with one `FIONREAD` per readable edge, so a segment's length is
@@ -136,7 +146,8 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::config::{ForwardProtocol, HostForward, Outbound, StackConfig};
 use crate::iface::flow::{FlowInfo, FlowProtocol};
 use crate::iface::{
-    token, Ctx, DropReason, Offload, RxChecksum, TokenKind, IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
+    token, Ctx, DropReason, Offload, RxChecksum, TokenKind, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
+    IPV6_HEADER_LEN, MAX_OFFLOAD_PACKET,
 };
 
 #[cfg(test)]
@@ -188,14 +199,13 @@ const FORWARD_PORT_FIRST: u16 = 49152;
 const RX_BATCH_BYTES: usize = 256 * 1024;
 /// Largest guest segment payload that is gathered by copying (from a
 /// link that reuses its buffer); larger ones are written straight from
-/// their frame. Also the largest segment toward the guest whose payload
-/// is peeked ahead with others.
+/// their frame.
 const GATHER_MAX_SEGMENT: usize = 16 * 1024;
-/// Most host bytes peeked at once for several segments toward the guest.
-const PEEK_AHEAD_BYTES: usize = 128 * 1024;
 /// Most guest payloads gathered in place (in the link's buffer) and sent
 /// with one `sendmsg`: its iovec's entries (Linux takes up to 1024).
 const RX_BATCH_PIECES: usize = 256;
+/// A TCP header without options (every data segment toward the guest).
+const TCP_HEADER_LEN: usize = 20;
 
 // Flow flags.
 const HOST_EOF: u16 = 1 << 0;
@@ -212,6 +222,10 @@ const HOST_READABLE: u16 = 1 << 8;
 /// The socket is registered for writable events too (a connect still
 /// going on, or a window that closed); without it, only for readable ones.
 const WATCH_WRITABLE: u16 = 1 << 9;
+/// A pure ACK of the guest's current link batch allowed more data (or
+/// acknowledged some): the flow is in `Shared::acked`, pushed when the
+/// batch ends.
+const PUSH_DUE: u16 = 1 << 10;
 
 // TCP header flags of segments we emit.
 const F_FIN: u8 = 1 << 0;
@@ -250,9 +264,12 @@ pub struct TcpStats {
     /// `send` calls that carried guest payload to host sockets (several
     /// segments of one link batch share one).
     pub writes_to_host: u64,
-    /// `recv` calls that peeked host data for the guest (several small
-    /// segments share one).
+    /// `recv` calls that peeked host data for the guest (the segments of
+    /// one push share one).
     pub peeks_from_host: u64,
+    /// `recv` calls that dropped host data the guest acknowledged (the
+    /// ACKs of one link batch share one per flow).
+    pub discards: u64,
     /// Segments retransmitted after three duplicate ACKs or a partial ACK.
     pub fast_retransmits: u64,
     /// Retransmission timeouts (go back to the oldest unacknowledged byte).
@@ -354,14 +371,14 @@ struct Shared {
     discard: Vec<u8>,
     /// Flows waiting for room in `GuestTx`.
     waiters: Vec<usize>,
+    /// Flows whose pure ACKs of the current link batch are acted on when
+    /// it ends ([`PUSH_DUE`]).
+    acked: Vec<usize>,
     iss_key: RandomState,
     iss_counter: u64,
     next_forward_port: u16,
     /// Guest payload gathered during the link's current batch.
     rx: RxBatch,
-    /// Host data peeked for several segments toward the guest at once
-    /// ([`Flow::send_segments`]); allocated on first use.
-    ahead: Vec<u8>,
     #[cfg(test)]
     force_peek_fallback: bool,
 }
@@ -488,6 +505,12 @@ struct Flow {
     snd_wscale: u8,
     mss: u16,
     unsent: u32,
+    /// Bytes the guest acknowledged that are still in the host socket:
+    /// dropped with one `recv` per flow and link batch
+    /// ([`Flow::flush_discard`]) before anything peeks or asks the socket
+    /// its queue length. The kernel's peek offset is `in_flight()` plus
+    /// these.
+    undiscarded: u32,
     dup_acks: u8,
     recover: u32,
     retries: u8,
@@ -576,11 +599,11 @@ impl TcpTable {
                     .max(1),
                 discard: Vec::new(),
                 waiters: Vec::new(),
+                acked: Vec::new(),
                 iss_key: RandomState::new(),
                 iss_counter: 0,
                 next_forward_port: FORWARD_PORT_FIRST,
                 rx: RxBatch::default(),
-                ahead: Vec::new(),
                 #[cfg(test)]
                 force_peek_fallback: false,
             },
@@ -748,7 +771,7 @@ impl TcpTable {
                 .is_some_and(|f| f.continues_batch(&self.sh.rx, &seg))
             {
                 // Gathered payload goes first; that may end its flow.
-                self.end_guest_batch(ctx, batch);
+                self.flush_gathered(ctx, batch);
                 found = found.filter(|&slot| self.flows[slot].is_some());
             }
         }
@@ -771,6 +794,37 @@ impl TcpTable {
     /// buffer it handed them in (`batch`, as for
     /// [`TcpTable::on_guest_segment`]), before it changes that buffer.
     pub fn end_guest_batch(&mut self, ctx: &mut Ctx, batch: &[u8]) {
+        self.flush_gathered(ctx, batch);
+        self.push_acked(ctx);
+    }
+
+    /// Acts on the pure ACKs of the batch ([`PUSH_DUE`]): per flow, one
+    /// discard of what they acknowledged and one push of what they allow.
+    fn push_acked(&mut self, ctx: &mut Ctx) {
+        if self.sh.acked.is_empty() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.sh.acked);
+        for &slot in &due {
+            let Some(flow) = self.flows[slot].as_mut() else {
+                continue;
+            };
+            if flow.flags & PUSH_DUE == 0 {
+                continue;
+            }
+            flow.flags &= !PUSH_DUE;
+            let verdict = match flow.flush_discard(&mut self.sh) {
+                Ok(()) => flow.resume(ctx, &mut self.sh),
+                Err(e) => flow.host_failed(ctx, &mut self.sh, &e),
+            };
+            self.apply(slot, verdict);
+        }
+        due.clear();
+        self.sh.acked = due;
+    }
+
+    /// The gathered guest payload of [`TcpTable::end_guest_batch`].
+    fn flush_gathered(&mut self, ctx: &mut Ctx, batch: &[u8]) {
         let Some((slot, gen)) = self.sh.rx.owner else {
             return;
         };
@@ -1182,6 +1236,7 @@ impl Flow {
             snd_wscale: 0,
             mss: DEFAULT_GUEST_MSS,
             unsent: 0,
+            undiscarded: 0,
             dup_acks: 0,
             recover: 0,
             retries: 0,
@@ -1572,6 +1627,16 @@ impl Flow {
                 }
             }
         }
+        if seg.payload.is_empty() && !seg.fin {
+            // A pure ACK: what it acknowledged is dropped, and what it
+            // allows sent, when the link's batch ends, together with the
+            // batch's other ACKs of this flow (one discard and one peek).
+            if self.flags & PUSH_DUE == 0 {
+                self.flags |= PUSH_DUE;
+                sh.acked.push(self.slot);
+            }
+            return self.settle(ctx.now, sh);
+        }
         let mut need_ack = false;
         if !seg.payload.is_empty() || seg.fin {
             match self.on_data(sh, seg) {
@@ -1595,7 +1660,7 @@ impl Flow {
     fn on_new_ack(&mut self, ctx: &mut Ctx, sh: &mut Shared, ack: u32) -> io::Result<()> {
         let fin_acked = self.flags & FIN_SENT != 0 && ack == self.snd_max;
         let data = ack.wrapping_sub(self.snd_una) - u32::from(fin_acked);
-        discard(self.fd(), data)?;
+        self.undiscarded += data;
         sh.stats.bytes_to_guest += u64::from(data);
         self.bytes_to_guest += u64::from(data);
         if seq_gt(ack, self.snd_nxt) {
@@ -1823,8 +1888,24 @@ impl Flow {
 
     /// Re-reads how many bytes wait in the host socket beyond `snd_nxt`.
     fn refresh_unsent(&mut self) -> io::Result<()> {
+        debug_assert_eq!(
+            self.undiscarded, 0,
+            "FIONREAD would count acknowledged bytes"
+        );
         let queued = ioctl_int(self.fd(), libc::FIONREAD)?;
         self.unsent = queued.saturating_sub(self.in_flight());
+        Ok(())
+    }
+
+    /// Drops the bytes the guest acknowledged since the last call from the
+    /// host socket ([`Flow::undiscarded`]): one `recv` for all of a
+    /// batch's ACKs. Called before anything that uses the kernel's peek
+    /// offset or queue length.
+    fn flush_discard(&mut self, sh: &mut Shared) -> io::Result<()> {
+        if self.undiscarded > 0 {
+            discard(self.fd(), std::mem::take(&mut self.undiscarded))?;
+            sh.stats.discards += 1;
+        }
         Ok(())
     }
 
@@ -1834,10 +1915,7 @@ impl Flow {
         if self.state != State::Established {
             return Ok(0);
         }
-        let mut ahead = std::mem::take(&mut sh.ahead);
-        let segments = self.send_segments(ctx, sh, &mut ahead);
-        sh.ahead = ahead;
-        let mut sent = match segments {
+        let mut sent = match self.send_segments(ctx, sh) {
             Ok(n) => n,
             Err(e) => return Err(self.host_failed(ctx, sh, &e)),
         };
@@ -1860,22 +1938,20 @@ impl Flow {
         Ok(sent)
     }
 
-    /// The data segments of [`Flow::push_data`]. Where the window and
-    /// `GuestTx` have room for several small segments (no segmentation
-    /// offload toward the guest), their payload is peeked with one call
-    /// into `ahead` ([`PEEK_AHEAD_BYTES`], allocated on first use) and
-    /// copied into each frame: one system call instead of one per
-    /// segment. Larger segments are peeked straight into their frame.
-    fn send_segments(
-        &mut self,
-        ctx: &mut Ctx,
-        sh: &mut Shared,
-        ahead: &mut Vec<u8>,
-    ) -> io::Result<usize> {
+    /// The data segments of [`Flow::push_data`]. The payload of as many
+    /// segments as the window, `unsent` and `GuestTx` allow is peeked with
+    /// one `recvmsg` straight into the payload areas of their frame slots
+    /// ([`crate::iface::GuestTx::read_into_free`]), and the frames are then
+    /// built around it, headers and checksum only: one system call and one
+    /// copy (the kernel's) for up to [`MAX_FILL_SLOTS`](crate::iface::tx::MAX_FILL_SLOTS) segments. A peek
+    /// that returns less than asked sends what it got (the last segment
+    /// shorter) and re-reads `unsent`. Toward a guest whose Ethernet
+    /// address is not known yet, a segment is built on its own
+    /// ([`Flow::emit_data`]: such a frame is held outside `GuestTx`).
+    fn send_segments(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> io::Result<usize> {
+        self.flush_discard(sh)?;
         let mut sent = 0;
         let mut window = None;
-        // Bytes of `ahead` peeked and not yet in a frame.
-        let mut staged = 0..0;
         while self.unsent > 0 {
             let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
             let mut room = self.snd_wnd.saturating_sub(outstanding);
@@ -1892,86 +1968,116 @@ impl Flow {
             let max = self.max_payload(ctx);
             let sendable = self.unsent.min(room);
             let window = *window.get_or_insert_with(|| self.window_field(ctx, sh));
-            let fresh = self.snd_nxt == self.snd_max;
             let offset = self.in_flight();
-            if staged.is_empty()
-                && sendable > max
-                && max as usize <= GATHER_MAX_SEGMENT
-                && ctx.tx.free_slots() > 1
-            {
-                let want = (sendable as usize)
-                    .min(ctx.tx.free_slots() * max as usize)
-                    .min(PEEK_AHEAD_BYTES);
-                if ahead.is_empty() {
-                    *ahead = vec![0; PEEK_AHEAD_BYTES];
-                }
-                let skip =
-                    (self.flags & PEEK_FALLBACK != 0).then(|| &mut sh.discard[..offset as usize]);
-                sh.stats.peeks_from_host += 1;
-                match peek(self.fd(), &mut ahead[..want], skip) {
-                    Ok(0) => {
-                        self.refresh_unsent()?;
-                        break;
-                    }
-                    Ok(n) => staged = 0..n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.refresh_unsent()?;
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            let len = if staged.is_empty() {
-                sendable.min(max)
-            } else {
-                sendable.min(max).min(staged.len() as u32)
-            };
-            let last = len == self.unsent;
-            // The host's EOF rides on its last data, as Linux sends a FIN
-            // on the tail segment: one frame less per connection whose
-            // server answers and closes.
-            let fin = last && self.flags & (HOST_EOF | FIN_SENT) == HOST_EOF;
-            let flags = match (last, fin) {
-                (true, true) => F_ACK | F_PSH | F_FIN,
-                (true, false) => F_ACK | F_PSH,
-                _ => F_ACK,
-            };
-            if staged.is_empty() {
+            if !ctx.resolved(self.key.guest.ip()) {
+                let len = sendable.min(max);
+                let (flags, fin) = self.data_flags(len);
+                let fresh = self.snd_nxt == self.snd_max;
                 if !self.emit_data(ctx, sh, self.snd_nxt, offset, len, flags, window)? {
                     break;
                 }
+                self.sent_data(ctx.now, len, fin, fresh);
+                sent += 1;
+                continue;
+            }
+            let ip_len = if self.key.guest.is_ipv6() {
+                IPV6_HEADER_LEN
             } else {
-                let part = &ahead[staged.start..staged.start + len as usize];
-                let out = self.out(self.snd_nxt, flags, window);
-                let offload = ctx.tx.offload().then_some(self.mss);
-                if !emit(ctx, &out, len as usize, offload, |buf| {
-                    buf.copy_from_slice(part);
-                    true
+                IPV4_HEADER_LEN
+            };
+            let at = ETHERNET_HEADER_LEN + ip_len + TCP_HEADER_LEN;
+            // What a slot holds after the headers (the MSS never exceeds
+            // it; kept so the segments below and the slots always agree).
+            let max = max.min(ctx.tx.max_frame_len().saturating_sub(at) as u32);
+            let fd = self.fd();
+            let slots = ctx
+                .tx
+                .free_slots()
+                .min(crate::iface::tx::MAX_FILL_SLOTS)
+                .min(sendable.div_ceil(max) as usize);
+            let asked = sendable.min(max * slots as u32);
+            let skip =
+                (self.flags & PEEK_FALLBACK != 0).then(|| &mut sh.discard[..offset as usize]);
+            sh.stats.peeks_from_host += 1;
+            let got = match ctx
+                .tx
+                .read_into_free(at, max as usize, asked as usize, skip, |iov| {
+                    peek_iov(fd, iov)
                 }) {
+                Ok(0) => {
+                    self.refresh_unsent()?;
                     break;
                 }
-                staged.start += len as usize;
+                Ok(n) => n as u32,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.refresh_unsent()?;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut done = 0;
+            while done < got && ctx.tx.filled() > 0 {
+                let len = (got - done).min(max);
+                let (flags, fin) = self.data_flags(len);
+                let fresh = self.snd_nxt == self.snd_max;
+                let out = self.out(self.snd_nxt, flags, window);
+                let offload = ctx.tx.offload().then_some(self.mss);
+                // The payload is in the slot already.
+                if !emit(ctx, &out, len as usize, offload, |_| true) {
+                    break;
+                }
+                self.sent_data(ctx.now, len, fin, fresh);
+                sent += 1;
+                done += len;
             }
-            self.snd_nxt = self.snd_nxt.wrapping_add(len);
-            if fin {
-                self.snd_nxt = self.snd_nxt.wrapping_add(1);
-                self.flags |= FIN_SENT;
+            if done < got {
+                // A frame was refused: what was peeked for it and after it
+                // goes again later.
+                ctx.tx.drop_filled();
+                if self.flags & PEEK_FALLBACK == 0 {
+                    set_peek_offset(fd, self.in_flight())?;
+                }
+                break;
             }
-            if seq_gt(self.snd_nxt, self.snd_max) {
-                self.snd_max = self.snd_nxt;
+            if got < asked {
+                // The socket held less than FIONREAD said.
+                tracing::debug!(expected = asked, got, "short peek");
+                self.refresh_unsent()?;
             }
-            self.unsent -= len;
-            sent += 1;
-            if fresh && self.rtt_probe.is_none() {
-                self.rtt_probe = Some((self.snd_nxt, ctx.now));
-            }
-        }
-        if !staged.is_empty() && self.flags & PEEK_FALLBACK == 0 {
-            // Peeked, but no frame took it: the peek offset goes back to
-            // the bytes in flight.
-            set_peek_offset(self.fd(), self.in_flight())?;
         }
         Ok(sent)
+    }
+
+    /// The flags of a data segment of `len` bytes from `snd_nxt`, and
+    /// whether it carries our FIN: the host's EOF rides on its last data,
+    /// as Linux sends a FIN on the tail segment (one frame less per
+    /// connection whose server answers and closes).
+    fn data_flags(&self, len: u32) -> (u8, bool) {
+        let last = len == self.unsent;
+        let fin = last && self.flags & (HOST_EOF | FIN_SENT) == HOST_EOF;
+        let flags = match (last, fin) {
+            (true, true) => F_ACK | F_PSH | F_FIN,
+            (true, false) => F_ACK | F_PSH,
+            _ => F_ACK,
+        };
+        (flags, fin)
+    }
+
+    /// Moves the send state past a data segment of `len` bytes just queued
+    /// (`fin`: with our FIN; `fresh`: new data, an RTT probe if none runs).
+    fn sent_data(&mut self, now: Instant, len: u32, fin: bool, fresh: bool) {
+        self.snd_nxt = self.snd_nxt.wrapping_add(len);
+        if fin {
+            self.snd_nxt = self.snd_nxt.wrapping_add(1);
+            self.flags |= FIN_SENT;
+        }
+        if seq_gt(self.snd_nxt, self.snd_max) {
+            self.snd_max = self.snd_nxt;
+        }
+        self.unsent -= len;
+        if fresh && self.rtt_probe.is_none() {
+            self.rtt_probe = Some((self.snd_nxt, now));
+        }
     }
 
     /// Builds one data segment whose payload is peeked from the host
@@ -2023,6 +2129,7 @@ impl Flow {
 
     /// Resends the oldest unacknowledged segment (fast retransmit).
     fn retransmit_first(&mut self, ctx: &mut Ctx, sh: &mut Shared) -> io::Result<()> {
+        self.flush_discard(sh)?;
         sh.stats.fast_retransmits += 1;
         let in_flight = self.in_flight();
         if in_flight == 0 {
@@ -2088,6 +2195,9 @@ impl Flow {
                     self.flags &= !RECOVERY;
                     self.dup_acks = 0;
                     self.rtt_probe = None;
+                    if let Err(e) = self.flush_discard(sh) {
+                        return self.host_failed(ctx, sh, &e);
+                    }
                     if self.flags & PEEK_FALLBACK == 0 {
                         if let Err(e) = set_peek_offset(self.fd(), 0) {
                             return self.host_failed(ctx, sh, &e);
@@ -2174,7 +2284,7 @@ impl Flow {
                     }
                 }
                 if event.is_readable() || event.is_read_closed() {
-                    if let Err(e) = self.refresh_unsent() {
+                    if let Err(e) = self.flush_discard(sh).and_then(|()| self.refresh_unsent()) {
                         return self.host_failed(ctx, sh, &e);
                     }
                 }
@@ -2449,36 +2559,32 @@ fn set_peek_offset(fd: RawFd, offset: u32) -> io::Result<()> {
 /// Copies socket data into `buf` without consuming it: at the kernel's
 /// peek offset, or (`skip`) after as many bytes as `skip` holds.
 fn peek(fd: RawFd, buf: &mut [u8], skip: Option<&mut [u8]>) -> io::Result<usize> {
-    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
-    let r = match skip {
-        None => {
-            // SAFETY: buf is valid for writes of buf.len() bytes.
-            unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) }
-        }
-        Some(skip) => {
-            let mut iov = [
-                libc::iovec {
-                    iov_base: skip.as_mut_ptr().cast(),
-                    iov_len: skip.len(),
-                },
-                libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: buf.len(),
-                },
-            ];
-            // SAFETY: an all-zero msghdr is valid; the iovecs point into live buffers.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len() as _;
-            // SAFETY: msg describes the two buffers above.
-            let r = unsafe { libc::recvmsg(fd, &mut msg, flags) };
-            if r >= 0 {
-                (r as usize).saturating_sub(skip.len()) as isize
-            } else {
-                r
-            }
-        }
-    };
+    let mut iov = [(); 2].map(|_| libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    });
+    let mut n = 0;
+    let skipped = skip.as_ref().map_or(0, |s| s.len());
+    for part in skip.into_iter().chain([buf]) {
+        iov[n] = libc::iovec {
+            iov_base: part.as_mut_ptr().cast(),
+            iov_len: part.len(),
+        };
+        n += 1;
+    }
+    Ok(peek_iov(fd, &mut iov[..n])?.saturating_sub(skipped))
+}
+
+/// One `recvmsg` with `MSG_PEEK` into `iov` (which must point at live,
+/// writable, non-overlapping buffers): the bytes peeked.
+fn peek_iov(fd: RawFd, iov: &mut [libc::iovec]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: msg describes the caller's iovecs, valid for writes of their
+    // lengths for the duration of the call.
+    let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -1751,3 +1751,119 @@ fn in_place_batches_are_bounded_by_their_pieces_and_do_not_mix_with_copies() {
     g.fin(&mut h);
     assert!(server.join().unwrap() == [data, more, last].concat());
 }
+
+#[test]
+fn segments_toward_the_guest_are_peeked_several_at_once_within_the_window() {
+    // MTU 65520 without offload: the guest's MSS sets the segment size,
+    // its window how much goes before its first ACK.
+    let mut h = Harness::new(config(65520));
+    let (listener, remote) = loopback_server();
+    // More than the window, less than the host socket's receive buffer
+    // holds (so all of the window's worth is there when the stack looks).
+    let data = pattern(2 * 65000, 13);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let written = data.clone();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        s.write_all(&written).unwrap();
+        s
+    });
+    let mut g = Guest::new(40087, remote);
+    g.window = (110_000u32 >> g.wscale) as u16;
+    let window = u32::from(g.window) << g.wscale;
+    let mut syn = g.repr(TcpControl::Syn, g.snd_nxt, &[]);
+    syn.ack_number = None;
+    syn.window_scale = Some(g.wscale);
+    syn.max_seg_size = Some(65000);
+    g.send(&mut h, &syn);
+    g.snd_nxt += 1;
+    g.snd_una = g.snd_nxt;
+    let synack = h.next();
+    assert!(synack.syn, "{synack:?}");
+    g.learn_syn(&synack);
+    g.ack(&mut h);
+    let peeks = h.table.stats().peeks_from_host;
+    go.send(()).unwrap();
+    // Everything is in the host socket before the stack looks.
+    let host = server.join().unwrap();
+    h.run_until(|h| h.queue.iter().any(|s| !s.payload.is_empty()));
+    let burst: Vec<usize> = h.queue.iter().map(|s| s.payload.len()).collect();
+    assert_eq!(
+        burst,
+        [65000, window as usize - 65000],
+        "the window's worth, the last segment cut to it"
+    );
+    assert_eq!(
+        h.table.stats().peeks_from_host - peeks,
+        1,
+        "both segments in one peek"
+    );
+    let got = g.receive(&mut h, data.len(), 0);
+    assert!(got == data, "data arrived intact");
+    drop(host);
+    let rest = g.receive(&mut h, usize::MAX, 0);
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn a_batch_of_guest_acks_costs_one_discard_and_one_peek() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let data = pattern(40 * 1460, 14);
+    let written = data.clone();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&written).unwrap();
+        s
+    });
+    let mut g = Guest::new(40088, remote);
+    // Room for 20 segments before the first ACK.
+    g.window = ((20 * 1460u32) >> g.wscale) as u16;
+    g.connect(&mut h);
+    let host = server.join().unwrap();
+    h.run_until(|h| h.queue.iter().filter(|s| !s.payload.is_empty()).count() >= 2);
+    // Take the first burst in, then acknowledge it as Linux would: one
+    // ACK per two segments, all in one batch of the link.
+    let mut acks = Vec::new();
+    let mut got = Vec::new();
+    while let Some(s) = h.queue.pop_front() {
+        if s.payload.is_empty() {
+            continue;
+        }
+        assert_eq!(s.seq, g.rcv_nxt);
+        got.extend_from_slice(&s.payload);
+        g.rcv_nxt = g.rcv_nxt.wrapping_add(s.payload.len() as u32);
+        acks.push(g.rcv_nxt);
+    }
+    assert!(acks.len() >= 4, "a burst of segments: {}", acks.len());
+    let reprs: Vec<_> = acks
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|&ack| {
+            let mut r = g.repr(TcpControl::None, g.snd_nxt, &[]);
+            r.ack_number = Some(TcpSeqNumber(ack as i32));
+            r
+        })
+        .collect();
+    let (discards, peeks) = (h.table.stats().discards, h.table.stats().peeks_from_host);
+    h.inject_batch(g.me, g.peer, &reprs);
+    assert_eq!(
+        (
+            h.table.stats().discards - discards,
+            h.table.stats().peeks_from_host - peeks
+        ),
+        (1, 1),
+        "{} ACKs in one batch",
+        reprs.len()
+    );
+    // What they allowed went out, after what the guest has: the rest of
+    // the transfer arrives intact.
+    got.extend(g.receive(&mut h, data.len() - got.len(), 0));
+    assert!(got == data, "data arrived intact");
+    drop(host);
+    g.fin(&mut h);
+    let rest = g.receive(&mut h, usize::MAX, 0);
+    assert!(rest.is_empty());
+}
