@@ -175,6 +175,10 @@ pub(crate) fn join_existing(join: &Join) -> Result<(), Fail> {
             setns(userns, libc::CLONE_NEWUSER, "joining the user namespace")?;
         }
         setns(netns, libc::CLONE_NEWNET, "joining the network namespace")?;
+        // Joining a user namespace another user owns may have made it
+        // dumpable again; in the container's namespaces it holds copies of
+        // every descriptor of the stack (`fork` copies them all).
+        slipway_sandbox::make_undumpable().map_err(|_| last("making the helper not dumpable"))?;
     }
     Ok(())
 }
@@ -198,13 +202,17 @@ fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
                     "creating user, network and mount namespaces (are unprivileged user namespaces enabled?)",
                 ));
             }
-            write_file(
-                c"/proc/self/setgroups",
-                b"deny",
-                "writing /proc/self/setgroups",
-            )?;
-            write_file(c"/proc/self/gid_map", gid_map, "writing /proc/self/gid_map")?;
-            write_file(c"/proc/self/uid_map", uid_map, "writing /proc/self/uid_map")?;
+            // Not dumpable (as slipway is), the child could not open them.
+            slipway_sandbox::while_dumpable(|| {
+                write_file(
+                    c"/proc/self/setgroups",
+                    b"deny",
+                    "writing /proc/self/setgroups",
+                )?;
+                write_file(c"/proc/self/gid_map", gid_map, "writing /proc/self/gid_map")?;
+                write_file(c"/proc/self/uid_map", uid_map, "writing /proc/self/uid_map")
+            })
+            .map_err(|_| last("making the helper not dumpable again"))??;
             if let Some(resolv) = resolv_conf {
                 // SAFETY: mount with NUL-terminated paths or NULL.
                 unsafe {

@@ -12,9 +12,11 @@
 //! 2. when started as root, the process switches to an unprivileged user
 //!    (default `nobody`, supplementary groups cleared), after dropping
 //!    every capability from the bounding set;
-//! 3. every capability (effective, permitted, inheritable, ambient) is
-//!    dropped, but for those the profile keeps (effective and permitted
-//!    only), and `no_new_privs` is set;
+//! 3. the process is made not dumpable again ([`make_undumpable`]; the
+//!    `slipway` command makes itself so first thing, a switch of user may
+//!    undo it), every capability (effective, permitted, inheritable,
+//!    ambient) is dropped, but for those the profile keeps (effective and
+//!    permitted only), and `no_new_privs` is set;
 //! 4. Landlock restricts the filesystem to the paths the options need
 //!    (read-only files and trees, directories whose files it replaces);
 //!    socket files to remove at exit are removed by a parent forked first
@@ -412,6 +414,12 @@ impl Sandbox {
             // After the switch of user, which clears the parent-death signal.
             cleaner::die_with_parent(parent)?;
         }
+        // After the switch of user, which makes the process dumpable if
+        // `fs.suid_dumpable` says so.
+        make_undumpable().map_err(|source| SandboxError::Os {
+            what: "making the process not dumpable",
+            source,
+        })?;
         let capabilities = keep_capabilities(self.kept_capabilities())?;
         // SAFETY: plain prctl with integer arguments.
         if unsafe { prctl(libc::PR_SET_NO_NEW_PRIVS, 1) } != 0 {
@@ -603,6 +611,53 @@ fn add_rule(
             source,
         })?;
     Ok(ruleset.add_rule(rule)?)
+}
+
+/// Makes the calling process not dumpable (`PR_SET_DUMPABLE` 0), as passt
+/// and pasta make themselves: no process without CAP_SYS_PTRACE in the
+/// user namespace slipway was started in may trace it, read or write its
+/// memory (`/proc/PID/mem`, `process_vm_readv`), take its descriptors
+/// (`pidfd_getfd`) or list them; its `/proc/PID` files belong to root; it
+/// leaves no core dump. Without it a container's root, which holds every
+/// capability in its user namespace and has the user's uid, could do all
+/// of that to a slipway process in that namespace (a rootless container
+/// tool runs slipway there) and use its host sockets.
+///
+/// The kernel makes a process dumpable again at `execve` (the program
+/// run is then what it is) and may at a change of credentials (a switch
+/// of user, joining a user namespace another user owns): call it again
+/// after those. Allocates nothing: safe between `fork` and `exec`.
+pub fn make_undumpable() -> std::io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { prctl(libc::PR_SET_DUMPABLE, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `write` (writes to the process's own `/proc/self/uid_map`,
+/// `gid_map` and `setgroups` after it made a user namespace) with the
+/// process dumpable for that time only, as it was before when it was not
+/// dumpable. A process that is not dumpable does not own its `/proc/self`
+/// files (root of the user namespace it was started in does), so an
+/// ordinary user could not open them. The process is then briefly
+/// traceable by its own user in its own namespaces, and by no container
+/// (it is alone in the user namespace it just made); the error is that of
+/// making it not dumpable again, which it must not go on without.
+/// Allocates nothing: safe between `fork` and `exec`.
+pub fn while_dumpable<T>(write: impl FnOnce() -> T) -> std::io::Result<T> {
+    // SAFETY: plain prctl with integer arguments.
+    let was = unsafe { prctl(libc::PR_GET_DUMPABLE, 0) };
+    if was == 1 {
+        return Ok(write());
+    }
+    // SAFETY: as above.
+    if unsafe { prctl(libc::PR_SET_DUMPABLE, 1) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let done = write();
+    make_undumpable()?;
+    Ok(done)
 }
 
 /// `prctl(option, arg, 0, 0, 0)` with every argument passed at its full
