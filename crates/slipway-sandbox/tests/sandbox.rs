@@ -147,7 +147,15 @@ fn the_kernel_reports_the_confinement() {
         // Dumpable, as any program starts.
         // SAFETY: plain prctl with integer arguments.
         assert_eq!(
-            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1 as libc::c_ulong, 0_u64, 0_u64, 0_u64) },
+            unsafe {
+                libc::prctl(
+                    libc::PR_SET_DUMPABLE,
+                    1 as libc::c_ulong,
+                    0_u64,
+                    0_u64,
+                    0_u64,
+                )
+            },
             0
         );
         slipway_sandbox::Sandbox::new()
@@ -223,7 +231,10 @@ fn the_confined_process_is_not_dumpable() {
                 assert_eq!(libc::setresuid(65534, 65534, 65534), 0);
             }
             let one: libc::c_ulong = 1;
-            assert_eq!(libc::prctl(libc::PR_SET_DUMPABLE, one, 0_u64, 0_u64, 0_u64), 0);
+            assert_eq!(
+                libc::prctl(libc::PR_SET_DUMPABLE, one, 0_u64, 0_u64, 0_u64),
+                0
+            );
         }
         let owner = || std::fs::metadata("/proc/self/environ").unwrap().uid();
         let before = owner();
