@@ -193,6 +193,12 @@ fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
             resolv_conf,
             ..
         } => {
+            // The container's own first process (its command once exec'd,
+            // dumpable anyway), forked before the stack opened its sockets:
+            // dumpable, so that it can write its id maps and the stack's
+            // loopback helper can join its namespaces (/proc/PID/ns).
+            slipway_sandbox::make_dumpable()
+                .map_err(|_| last("making the command's process dumpable"))?;
             // SAFETY: unshare of this (single-threaded) child.
             if unsafe {
                 libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWNS)
@@ -202,17 +208,13 @@ fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
                     "creating user, network and mount namespaces (are unprivileged user namespaces enabled?)",
                 ));
             }
-            // Not dumpable (as slipway is), the child could not open them.
-            slipway_sandbox::while_dumpable(|| {
-                write_file(
-                    c"/proc/self/setgroups",
-                    b"deny",
-                    "writing /proc/self/setgroups",
-                )?;
-                write_file(c"/proc/self/gid_map", gid_map, "writing /proc/self/gid_map")?;
-                write_file(c"/proc/self/uid_map", uid_map, "writing /proc/self/uid_map")
-            })
-            .map_err(|_| last("making the helper not dumpable again"))??;
+            write_file(
+                c"/proc/self/setgroups",
+                b"deny",
+                "writing /proc/self/setgroups",
+            )?;
+            write_file(c"/proc/self/gid_map", gid_map, "writing /proc/self/gid_map")?;
+            write_file(c"/proc/self/uid_map", uid_map, "writing /proc/self/uid_map")?;
             if let Some(resolv) = resolv_conf {
                 // SAFETY: mount with NUL-terminated paths or NULL.
                 unsafe {

@@ -635,6 +635,20 @@ pub fn make_undumpable() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes the calling process dumpable again (`PR_SET_DUMPABLE` 1), for a
+/// child that is to become a container's own first process (its command,
+/// dumpable anyway once it runs): it may then write its id maps, and
+/// slipway may join its namespaces through `/proc/PID/ns`. Only for a
+/// child that holds none of slipway's sockets. Allocates nothing: safe
+/// between `fork` and `exec`.
+pub fn make_dumpable() -> std::io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { prctl(libc::PR_SET_DUMPABLE, 1) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs `write` (writes to the process's own `/proc/self/uid_map`,
 /// `gid_map` and `setgroups` after it made a user namespace) with the
 /// process dumpable for that time only, as it was before when it was not
@@ -651,10 +665,7 @@ pub fn while_dumpable<T>(write: impl FnOnce() -> T) -> std::io::Result<T> {
     if was == 1 {
         return Ok(write());
     }
-    // SAFETY: as above.
-    if unsafe { prctl(libc::PR_SET_DUMPABLE, 1) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    make_dumpable()?;
     let done = write();
     make_undumpable()?;
     Ok(done)
