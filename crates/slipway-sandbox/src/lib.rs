@@ -152,6 +152,9 @@ pub struct Sandbox {
     /// The socket-cleaning parent, when forked ahead of [`Sandbox::apply`]
     /// ([`Sandbox::fork_cleaner`]).
     cleaner: Option<libc::pid_t>,
+    /// Whether a process that does not switch user stays dumpable
+    /// ([`Sandbox::stay_dumpable`]).
+    dumpable: bool,
 }
 
 impl Default for Sandbox {
@@ -168,6 +171,7 @@ impl Default for Sandbox {
             reread: false,
             splice: false,
             cleaner: None,
+            dumpable: false,
         }
     }
 }
@@ -307,6 +311,18 @@ impl Sandbox {
         self
     }
 
+    /// Leaves the process dumpable when it does not switch user (not
+    /// started as root): for a stack whose guest-forward helper, a process
+    /// of the same user, checks that a connection comes from the stack by
+    /// its descriptors (`/proc/PID/fd`, which the kernel shows no other
+    /// process of a user when the process is not dumpable). The process
+    /// can then be traced by processes of its user. Started as root, the
+    /// process is made not dumpable all the same (the helper stays root).
+    pub fn stay_dumpable(&mut self) -> &mut Self {
+        self.dumpable = true;
+        self
+    }
+
     /// Makes a part of the sandbox the kernel cannot give an error of
     /// [`Sandbox::apply`] (`--require-sandbox`) instead of a warning:
     /// Landlock, and the private mount namespace of
@@ -416,8 +432,16 @@ impl Sandbox {
         }
         // After the switch of user, which makes the process dumpable if
         // `fs.suid_dumpable` says so.
-        make_undumpable().map_err(|source| SandboxError::Os {
-            what: "making the process not dumpable",
+        if self.dumpable && !root {
+            tracing::warn!(
+                "guest forwards or smb= served by a helper of this user: the stack stays dumpable (processes of this user may trace it)"
+            );
+            make_dumpable()
+        } else {
+            make_undumpable()
+        }
+        .map_err(|source| SandboxError::Os {
+            what: "setting whether the process is dumpable",
             source,
         })?;
         let capabilities = keep_capabilities(self.kept_capabilities())?;
