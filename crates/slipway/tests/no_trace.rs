@@ -8,7 +8,9 @@
 //! (nobody) in the layout of a rootless container tool, then runs
 //! `python3` as the container's root against every slipway process it
 //! finds (slipway and its descendants) and prints, per process, what each
-//! attempt gave: `ok`, `refused` (EPERM or EACCES) or another error.
+//! attempt gave: `ok`, `refused` (EPERM or EACCES) or another error. The
+//! last checks the one mode that stays dumpable (`guestfwd=`) still
+//! serves.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -195,4 +197,29 @@ echo "uid_map: $(cat /proc/self/uid_map)"
     );
     assert!(out.contains("uid_map: "), "{out}");
     assert_all_refused(&out, 2);
+}
+
+/// The one mode that stays dumpable: an ordinary user's stack with
+/// `guestfwd=`, whose helper (a process of that user) recognises the
+/// stack's connections by listing `/proc/STACK/fd`. The forward still
+/// serves, sandboxed (the log says the stack stays dumpable) or not.
+#[test]
+fn an_ordinary_users_guest_forward_still_serves() {
+    for flag in ["", "--no-sandbox"] {
+        let dir = temp_dir().unwrap();
+        let out = as_nobody(
+            dir.path(),
+            &format!(
+                r#"exec "$SLIPWAY" run {flag} 'guestfwd=tcp:10.0.2.5:7-cmd:echo hello-from-guestfwd' -- sh -c '
+busybox nc 10.0.2.5 7 </dev/null
+'"#
+            ),
+        );
+        assert!(out.contains("hello-from-guestfwd\n"), "{flag}: {out}");
+        assert_eq!(
+            out.contains("the stack stays dumpable"),
+            flag.is_empty(),
+            "{flag}: {out}"
+        );
+    }
 }
