@@ -175,6 +175,10 @@ pub(crate) fn join_existing(join: &Join) -> Result<(), Fail> {
             setns(userns, libc::CLONE_NEWUSER, "joining the user namespace")?;
         }
         setns(netns, libc::CLONE_NEWNET, "joining the network namespace")?;
+        // Joining a user namespace another user owns may have made it
+        // dumpable again; in the container's namespaces it holds copies of
+        // every descriptor of the stack (`fork` copies them all).
+        slipway_sandbox::make_undumpable().map_err(|_| last("making the helper not dumpable"))?;
     }
     Ok(())
 }
@@ -189,6 +193,12 @@ fn setup(plan: &ChildPlan) -> Result<RawFd, Fail> {
             resolv_conf,
             ..
         } => {
+            // The container's own first process (its command once exec'd,
+            // dumpable anyway), forked before the stack opened its sockets:
+            // dumpable, so that it can write its id maps and the stack's
+            // loopback helper can join its namespaces (/proc/PID/ns).
+            slipway_sandbox::make_dumpable()
+                .map_err(|_| last("making the command's process dumpable"))?;
             // SAFETY: unshare of this (single-threaded) child.
             if unsafe {
                 libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWNS)

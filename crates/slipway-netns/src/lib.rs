@@ -281,6 +281,12 @@ impl Spawned {
 /// The command is started only once the stack is ready: write a byte to
 /// [`Spawned::take_go`]'s descriptor. Returns the tap's descriptor
 /// (non-blocking, close-on-exec) and the command.
+///
+/// Call it before the stack opens its sockets: the command's process is
+/// dumpable from the moment it makes its user namespace (it is the
+/// container's own; the stack's loopback helper joins its namespaces
+/// through `/proc/PID/ns`), and until its `exec` it holds a copy of every
+/// descriptor open at the fork.
 pub fn spawn_in_new_namespace(
     argv: &[OsString],
     tap: &TapSetup,

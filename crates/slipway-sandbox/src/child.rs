@@ -185,7 +185,7 @@ impl ChildSandbox {
             if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
                 return Err(ChildFail::last("dropping capabilities"));
             }
-            if crate::prctl(libc::PR_SET_DUMPABLE, 0) != 0 {
+            if crate::make_undumpable().is_err() {
                 return Err(ChildFail::last("making the process not dumpable"));
             }
             if crate::prctl(libc::PR_SET_NO_NEW_PRIVS, 1) != 0 {

@@ -12,9 +12,11 @@
 //! 2. when started as root, the process switches to an unprivileged user
 //!    (default `nobody`, supplementary groups cleared), after dropping
 //!    every capability from the bounding set;
-//! 3. every capability (effective, permitted, inheritable, ambient) is
-//!    dropped, but for those the profile keeps (effective and permitted
-//!    only), and `no_new_privs` is set;
+//! 3. the process is made not dumpable again ([`make_undumpable`]; the
+//!    `slipway` command makes itself so first thing, a switch of user may
+//!    undo it), every capability (effective, permitted, inheritable,
+//!    ambient) is dropped, but for those the profile keeps (effective and
+//!    permitted only), and `no_new_privs` is set;
 //! 4. Landlock restricts the filesystem to the paths the options need
 //!    (read-only files and trees, directories whose files it replaces);
 //!    socket files to remove at exit are removed by a parent forked first
@@ -150,6 +152,9 @@ pub struct Sandbox {
     /// The socket-cleaning parent, when forked ahead of [`Sandbox::apply`]
     /// ([`Sandbox::fork_cleaner`]).
     cleaner: Option<libc::pid_t>,
+    /// Whether a process that does not switch user stays dumpable
+    /// ([`Sandbox::stay_dumpable`]).
+    dumpable: bool,
 }
 
 impl Default for Sandbox {
@@ -166,6 +171,7 @@ impl Default for Sandbox {
             reread: false,
             splice: false,
             cleaner: None,
+            dumpable: false,
         }
     }
 }
@@ -305,6 +311,18 @@ impl Sandbox {
         self
     }
 
+    /// Leaves the process dumpable when it does not switch user (not
+    /// started as root): for a stack whose guest-forward helper, a process
+    /// of the same user, checks that a connection comes from the stack by
+    /// its descriptors (`/proc/PID/fd`, which the kernel shows no other
+    /// process of a user when the process is not dumpable). The process
+    /// can then be traced by processes of its user. Started as root, the
+    /// process is made not dumpable all the same (the helper stays root).
+    pub fn stay_dumpable(&mut self) -> &mut Self {
+        self.dumpable = true;
+        self
+    }
+
     /// Makes a part of the sandbox the kernel cannot give an error of
     /// [`Sandbox::apply`] (`--require-sandbox`) instead of a warning:
     /// Landlock, and the private mount namespace of
@@ -412,6 +430,20 @@ impl Sandbox {
             // After the switch of user, which clears the parent-death signal.
             cleaner::die_with_parent(parent)?;
         }
+        // After the switch of user, which makes the process dumpable if
+        // `fs.suid_dumpable` says so.
+        if self.dumpable && !root {
+            tracing::warn!(
+                "guest forwards or smb= served by a helper of this user: the stack stays dumpable (processes of this user may trace it)"
+            );
+            make_dumpable()
+        } else {
+            make_undumpable()
+        }
+        .map_err(|source| SandboxError::Os {
+            what: "setting whether the process is dumpable",
+            source,
+        })?;
         let capabilities = keep_capabilities(self.kept_capabilities())?;
         // SAFETY: plain prctl with integer arguments.
         if unsafe { prctl(libc::PR_SET_NO_NEW_PRIVS, 1) } != 0 {
@@ -603,6 +635,64 @@ fn add_rule(
             source,
         })?;
     Ok(ruleset.add_rule(rule)?)
+}
+
+/// Makes the calling process not dumpable (`PR_SET_DUMPABLE` 0), as passt
+/// and pasta make themselves: no process without CAP_SYS_PTRACE in the
+/// user namespace slipway was started in may trace it, read or write its
+/// memory (`/proc/PID/mem`, `process_vm_readv`), take its descriptors
+/// (`pidfd_getfd`) or list them; its `/proc/PID` files belong to root; it
+/// leaves no core dump. Without it a container's root, which holds every
+/// capability in its user namespace and has the user's uid, could do all
+/// of that to a slipway process in that namespace (a rootless container
+/// tool runs slipway there) and use its host sockets.
+///
+/// The kernel makes a process dumpable again at `execve` (the program
+/// run is then what it is) and may at a change of credentials (a switch
+/// of user, joining a user namespace another user owns): call it again
+/// after those. Allocates nothing: safe between `fork` and `exec`.
+pub fn make_undumpable() -> std::io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { prctl(libc::PR_SET_DUMPABLE, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the calling process dumpable again (`PR_SET_DUMPABLE` 1), for a
+/// child that is to become a container's own first process (its command,
+/// dumpable anyway once it runs): it may then write its id maps, and
+/// slipway may join its namespaces through `/proc/PID/ns`. Only for a
+/// child that holds none of slipway's sockets. Allocates nothing: safe
+/// between `fork` and `exec`.
+pub fn make_dumpable() -> std::io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { prctl(libc::PR_SET_DUMPABLE, 1) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `write` (writes to the process's own `/proc/self/uid_map`,
+/// `gid_map` and `setgroups` after it made a user namespace) with the
+/// process dumpable for that time only, as it was before when it was not
+/// dumpable. A process that is not dumpable does not own its `/proc/self`
+/// files (root of the user namespace it was started in does), so an
+/// ordinary user could not open them. The process is then briefly
+/// traceable by its own user in its own namespaces, and by no container
+/// (it is alone in the user namespace it just made); the error is that of
+/// making it not dumpable again, which it must not go on without.
+/// Allocates nothing: safe between `fork` and `exec`.
+pub fn while_dumpable<T>(write: impl FnOnce() -> T) -> std::io::Result<T> {
+    // SAFETY: plain prctl with integer arguments.
+    let was = unsafe { prctl(libc::PR_GET_DUMPABLE, 0) };
+    if was == 1 {
+        return Ok(write());
+    }
+    make_dumpable()?;
+    let done = write();
+    make_undumpable()?;
+    Ok(done)
 }
 
 /// `prctl(option, arg, 0, 0, 0)` with every argument passed at its full

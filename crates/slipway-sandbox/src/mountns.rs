@@ -83,10 +83,15 @@ pub(crate) fn enter(paths: &[(PathBuf, bool)], new_user_ns: bool) -> Result<(), 
         }
         // Its own ids only: files keep their owners as the kernel checks
         // them; `setgroups` is denied, as an unprivileged map requires.
-        std::fs::write("/proc/self/setgroups", "deny")
-            .and_then(|()| std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1")))
-            .and_then(|()| std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1")))
-            .map_err(unavailable)?;
+        // A process that is not dumpable could not open them.
+        let (uid_map, gid_map) = (format!("{uid} {uid} 1"), format!("{gid} {gid} 1"));
+        crate::while_dumpable(|| {
+            std::fs::write("/proc/self/setgroups", "deny")
+                .and_then(|()| std::fs::write("/proc/self/uid_map", uid_map))
+                .and_then(|()| std::fs::write("/proc/self/gid_map", gid_map))
+        })
+        .map_err(failed("making the process not dumpable again"))?
+        .map_err(unavailable)?;
     } else {
         // SAFETY: unshare with flags only.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {

@@ -144,6 +144,8 @@ fn the_kernel_reports_the_confinement() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     if child_arg().is_some() {
+        // Dumpable, as any program starts.
+        slipway_sandbox::make_dumpable().unwrap();
         slipway_sandbox::Sandbox::new()
             .apply()
             .expect("sandbox applies");
@@ -178,6 +180,11 @@ fn the_kernel_reports_the_confinement() {
     let tid = line.rsplit("READY ").next().unwrap().trim();
     let status =
         std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", child.id())).unwrap();
+    // Not dumpable: its /proc files are root's, not its user's (another
+    // than root: the test's, or the one root switched to).
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(format!("/proc/{}/environ", child.id())).unwrap(),
+    );
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
     let field = |name: &str| status_field(&status, name);
@@ -190,6 +197,49 @@ fn the_kernel_reports_the_confinement() {
     assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
     assert_eq!(field("Seccomp:"), "2", "{status}");
+    assert_eq!(owner, 0, "the sandboxed process is not dumpable");
+}
+
+/// A confined process is not dumpable, even one that switches no user (a
+/// user's own slipway; programs start dumpable): before, its /proc files
+/// are its user's; after, root's, and no process of that user (a
+/// container's root) may trace it or take its descriptors. With
+/// `stay_dumpable` they stay its user's.
+#[test]
+fn the_confined_process_is_not_dumpable() {
+    use std::os::unix::fs::MetadataExt;
+    const NAME: &str = "the_confined_process_is_not_dumpable";
+    // SAFETY: geteuid and getuid cannot fail.
+    let (root, uid) = unsafe { (libc::geteuid() == 0, libc::getuid()) };
+    if let Some(dir) = child_arg() {
+        // SAFETY: plain system calls with integer arguments.
+        unsafe {
+            if root {
+                assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+                assert_eq!(libc::setresgid(65534, 65534, 65534), 0);
+                assert_eq!(libc::setresuid(65534, 65534, 65534), 0);
+            }
+        }
+        slipway_sandbox::make_dumpable().unwrap();
+        let owner = || std::fs::metadata("/proc/self/environ").unwrap().uid();
+        let before = owner();
+        let mut sandbox = slipway_sandbox::Sandbox::new();
+        if dir.join("stay").exists() {
+            sandbox.stay_dumpable();
+        }
+        sandbox.allow_read(&dir).apply().expect("sandbox applies");
+        println!("OWNER {before} {}", owner());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = in_child(NAME, dir.path());
+    let me = if root { 65534 } else { uid };
+    assert!(out.contains(&format!("OWNER {me} 0\n")), "{out}");
+    // Unless told to stay dumpable (a guest-forward helper of its user
+    // lists its descriptors).
+    std::fs::write(dir.path().join("stay"), "").unwrap();
+    let out = in_child(NAME, dir.path());
+    assert!(out.contains(&format!("OWNER {me} {me}\n")), "{out}");
 }
 
 /// The bridge network service's profile: files are written (temporary file
@@ -454,11 +504,11 @@ fn unix_datagrams_reach_only_their_directory() {
                 assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
                 assert_eq!(libc::setresgid(65534, 65534, 65534), 0);
                 assert_eq!(libc::setresuid(65534, 65534, 65534), 0);
-                // As a process that user started (the switch made this one
-                // undumpable, its /proc files root's).
-                assert_eq!(libc::prctl(libc::PR_SET_DUMPABLE, 1 as libc::c_ulong), 0);
             }
         }
+        // As slipway runs: not dumpable, its /proc files root's, yet the
+        // id maps of the user namespace it makes are written.
+        slipway_sandbox::make_undumpable().unwrap();
         let own = UnixDatagram::bind(vms.join("own.sock")).expect("own socket");
         // Relative addresses stay relative to the working directory.
         std::env::set_current_dir(&vms).unwrap();

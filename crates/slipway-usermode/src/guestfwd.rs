@@ -164,6 +164,13 @@ impl Helper {
             smb.give_to(uid, gid).map_err(socket_err(&forwards[0]))?;
         }
         let helper_err = socket_err(&forwards[0]);
+        // Not root, the helper is a process of the stack's user: it can
+        // list the stack's descriptors only while the stack is dumpable
+        // (started as root it stays root, and the stack need not be).
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            slipway_sandbox::make_dumpable().map_err(socket_err(&forwards[0]))?;
+        }
         let pipe = || pipe_with(PipeFlags::CLOEXEC).map_err(|e| socket_err(&forwards[0])(e.into()));
         let (alive_r, alive_w) = pipe()?;
         let (done_r, done_w) = pipe()?;

@@ -76,6 +76,7 @@ enum Command {
 
 fn main() {
     refuse_privileged_exec();
+    not_dumpable();
     // `COMPLETE=SHELL slipway -- WORDS`: the completion scripts asking
     // (cmd_generate); answers and exits.
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
@@ -184,6 +185,17 @@ fn refuse_privileged_exec() {
              slipway-bridge-helper setuid root (or with cap_net_admin+ep) instead"
         );
         std::process::exit(126);
+    }
+}
+
+/// Makes slipway not dumpable before it opens anything, as passt does: a
+/// container's root (a rootless container tool runs slipway in the
+/// container's user namespace) may then neither trace it nor take its
+/// descriptors (docs/sandbox.md).
+fn not_dumpable() {
+    if let Err(err) = slipway_sandbox::make_undumpable() {
+        eprintln!("slipway: error: cannot make the process not dumpable: {err}");
+        std::process::exit(1);
     }
 }
 
