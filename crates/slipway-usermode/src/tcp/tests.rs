@@ -500,6 +500,41 @@ fn loopback_server() -> (StdListener, SocketAddrV4) {
     (l, SocketAddrV4::new(HOST_IP, port))
 }
 
+/// A loopback server with a small receive buffer that reads (to the end)
+/// only when `go` is sent, so a host socket cannot take a whole batch:
+/// its port, `go`, and the thread that returns what it read.
+fn gated_small_receiver() -> (
+    u16,
+    std::sync::mpsc::Sender<()>,
+    thread::JoinHandle<Vec<u8>>,
+) {
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    listener.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    let listener: StdListener = listener.into();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    (port, go, server)
+}
+
+/// Shrinks the send buffer of the table's only flow's host socket.
+fn shrink_send_buffer(h: &Harness) {
+    let flow = h.table.flows.iter().flatten().next().unwrap();
+    SockRef::from(&flow.sock)
+        .set_send_buffer_size(4096)
+        .unwrap();
+}
+
 #[test]
 fn handshake_data_both_ways_and_close() {
     let mut h = Harness::new(config(1500));
@@ -1409,28 +1444,10 @@ fn a_partial_write_of_a_batch_acknowledges_only_what_the_socket_took() {
     let mut h = Harness::new(config(1500));
     // A receiver with small buffers that reads only when told: the
     // host socket cannot take the whole batch.
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener.set_recv_buffer_size(4096).unwrap();
-    listener
-        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-        .unwrap();
-    listener.listen(1).unwrap();
-    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
-    let listener: StdListener = listener.into();
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    let server = thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        wait.recv().unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got
-    });
+    let (port, go, server) = gated_small_receiver();
     let mut g = Guest::new(40081, SocketAddrV4::new(HOST_IP, port));
     g.connect(&mut h);
-    let flow = h.table.flows.iter().flatten().next().unwrap();
-    SockRef::from(&flow.sock)
-        .set_send_buffer_size(4096)
-        .unwrap();
+    shrink_send_buffer(&h);
     let start = g.snd_nxt;
     let data = pattern(150 * 1460, 6);
     let reprs = segments(&mut g, &data, 1460, TcpControl::None);
@@ -1590,28 +1607,10 @@ fn segments_in_the_links_buffer_leave_in_place_in_one_sendmsg() {
 #[test]
 fn a_sendmsg_that_takes_part_of_the_pieces_acknowledges_that_and_the_rest_follows_in_order() {
     let mut h = Harness::new(config(1500));
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener.set_recv_buffer_size(4096).unwrap();
-    listener
-        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-        .unwrap();
-    listener.listen(1).unwrap();
-    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
-    let listener: StdListener = listener.into();
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    let server = thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        wait.recv().unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got
-    });
+    let (port, go, server) = gated_small_receiver();
     let mut g = Guest::new(40091, SocketAddrV4::new(HOST_IP, port));
     g.connect(&mut h);
-    let flow = h.table.flows.iter().flatten().next().unwrap();
-    SockRef::from(&flow.sock)
-        .set_send_buffer_size(4096)
-        .unwrap();
+    shrink_send_buffer(&h);
     let start = g.snd_nxt;
     // Odd sizes, so the socket's cut falls inside a piece.
     let data = pattern(150 * 1001, 12);
