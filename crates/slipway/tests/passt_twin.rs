@@ -1811,20 +1811,12 @@ fn pasta_fwd6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -
         "{label}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut server = Command::new("nsenter")
-        .args(["-t", &ctr.pid().to_string(), "-n", "/usr/bin/python3", "-c"])
-        .args([PEER_SERVER, "8080,8081", "5300"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    let _server = KillOnDrop(server);
-    assert_eq!(ready.trim(), "ready", "{label}");
+    let (_server, ready) = spawn_first_line(
+        Command::new("nsenter")
+            .args(["-t", &ctr.pid().to_string(), "-n", "/usr/bin/python3", "-c"])
+            .args([PEER_SERVER, "8080,8081", "5300"]),
+    );
+    assert_eq!(ready, "ready", "{label}");
     // Router advertisements and neighbour discovery have had a moment.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (host, up) = (&twin.private, &twin.upstream);
@@ -2364,26 +2356,31 @@ struct NsSeen {
     not_forwarded: String,
 }
 
+/// Starts `cmd` with its standard output piped and returns it (killed
+/// when dropped) with the first line it printed, trimmed: the servers
+/// these tests start print one when they listen.
+fn spawn_first_line(cmd: &mut Command) -> (KillOnDrop, String) {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = KillOnDrop(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    (child, line.trim().to_string())
+}
+
 /// Starts [`NS_SERVERS`] in the private namespace of `twin`, serving
 /// `what` (`kind:port` items).
 fn ns_servers(twin: &Twin, dir: &Path, what: &[String]) -> KillOnDrop {
     let script = dir.join("servers.py");
     std::fs::write(&script, NS_SERVERS).unwrap();
-    let mut child = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n", "python3"])
-        .arg(&script)
-        .args(what)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "up");
-    KillOnDrop(child)
+    let (child, line) = spawn_first_line(
+        Command::new("nsenter")
+            .args(["-t", &twin.private.pid().to_string(), "-n", "python3"])
+            .arg(&script)
+            .args(what),
+    );
+    assert_eq!(line, "up");
+    child
 }
 
 /// Runs [`NS_CLIENT`] in `ctr`'s network namespace with `args`.
@@ -2665,20 +2662,12 @@ fn pasta_inbound_twin(program: &Path, root: &Path, label: &str) -> (String, Stri
     ));
     let script = dir.join("servers.py");
     std::fs::write(&script, NS_SERVERS).unwrap();
-    let mut child = Command::new("nsenter")
-        .args(["-t", &ctr.pid().to_string(), "-n", "python3"])
-        .arg(&script)
-        .arg(format!("sums:{sums}"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _server = KillOnDrop(child);
+    let (_server, _up) = spawn_first_line(
+        Command::new("nsenter")
+            .args(["-t", &ctr.pid().to_string(), "-n", "python3"])
+            .arg(&script)
+            .arg(format!("sums:{sums}")),
+    );
     let got = twin.private.run(&format!(
         "busybox wget -q -O - http://127.0.0.1:{page}/marker.txt || true"
     ));
@@ -2794,21 +2783,13 @@ fn pasta_ns6_twin(program: &Path, root: &Path, label: &str) -> (Vec<String>, Opt
     let dir = root.join(label);
     std::fs::create_dir_all(&dir).unwrap();
     sh(&format!("chmod 0755 {}", dir.display()));
-    let mut servers = Command::new("nsenter")
-        .args(["-t", &twin.private.pid().to_string(), "-n", "python3", "-c"])
-        .arg(LOOPBACK6_SERVERS)
-        .args(["tcp:5000", "tcp:6001", "udp:5300", "udp:6301"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(servers.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    let _servers = KillOnDrop(servers);
-    assert_eq!(ready.trim(), "ready", "{label}");
+    let (_servers, ready) = spawn_first_line(
+        Command::new("nsenter")
+            .args(["-t", &twin.private.pid().to_string(), "-n", "python3", "-c"])
+            .arg(LOOPBACK6_SERVERS)
+            .args(["tcp:5000", "tcp:6001", "udp:5300", "udp:6301"]),
+    );
+    assert_eq!(ready, "ready", "{label}");
     let ctr = Container::new();
     let out = twin
         .in_private(program)
