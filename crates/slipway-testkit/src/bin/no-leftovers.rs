@@ -116,7 +116,26 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
             unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
             continue;
         }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        let comm = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map_or("", |(comm, _)| comm);
+        found.push((pid, command_line(pid, comm)));
+    }
+    found
+}
+
+/// How long to wait for a process caught in the middle of an `execve` (whose
+/// command line reads empty until the new image has set it up) before naming
+/// it by its `comm` instead.
+const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `pid`'s command line, words joined by spaces; `[comm]` if it stays empty
+/// (a process mid-`execve` for longer than [`EXEC_SETTLE`], or a zombie).
+fn command_line(pid: u32, comm: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let words = std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|b| {
                 String::from_utf8_lossy(&b)
                     .split('\0')
@@ -125,7 +144,12 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
                     .join(" ")
             })
             .unwrap_or_default();
-        found.push((pid, cmdline));
+        if !words.is_empty() {
+            return words;
+        }
+        if started.elapsed() >= EXEC_SETTLE {
+            return format!("[{comm}]");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    found
 }
