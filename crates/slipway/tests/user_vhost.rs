@@ -468,6 +468,78 @@ mod hostile {
         slipway.wait_exit_ok();
     }
 
+    /// The voluntary context switches of the thread named `name` of
+    /// slipway's child (the sandbox's parent only waits: the network runs
+    /// in the child it forks).
+    fn thread_wakeups(slipway: &Slipway, name: &str) -> u64 {
+        let pid = slipway.pid();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        let child = children.split_whitespace().next().expect("slipway's child");
+        let tasks = format!("/proc/{child}/task");
+        for task in std::fs::read_dir(&tasks).unwrap().flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            if status.lines().next() != Some(&format!("Name:\t{name}")) {
+                continue;
+            }
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .unwrap();
+            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+        panic!("no thread {name} in {tasks}");
+    }
+
+    /// `ROUNDS` ARP requests, each kicked on the TX ring after an RX
+    /// buffer was kicked in, are all answered, and the library's worker
+    /// thread (`vring_worker`) slept through the kicks: slipway's loop
+    /// polls the kick eventfds itself (`link/vhost/kick.rs`). Before, the
+    /// worker woke for every kick and passed it on (two wake-ups a round).
+    /// Then a kick that cannot be polled (a regular file, not an eventfd)
+    /// ends the connection, and slipway with it, cleanly.
+    pub fn kicks_reach_the_loop_without_the_library_thread(dir: &Path) {
+        const ROUNDS: u16 = 48;
+        let (slipway, sock) = start(dir);
+        let fd = memfd(MEM, true);
+        let mem = Mem::map(&fd);
+        let mut fe = handshake(&sock);
+        set_memory(&mut fe, &fd, MEM as u64).unwrap();
+        let (kicks, _calls) = start_rings(&mut fe, 0);
+        let arp = arp_with_header();
+        mem.write(0x20000, &arp);
+        // The ring start's own wake-ups of the worker are over first.
+        std::thread::sleep(Duration::from_millis(200));
+        let before = thread_wakeups(&slipway, "vring_worker");
+        for round in 0..ROUNDS {
+            let slot = round % QSIZE;
+            mem.desc(0, slot, 0x10000 + 0x100 * slot as u64, 64, true);
+            mem.offer(0, slot);
+            kicks[0].write(1).unwrap();
+            mem.desc(1, slot, 0x20000, arp.len() as u32, false);
+            mem.offer(1, slot);
+            kicks[1].write(1).unwrap();
+            wait_used(&mem, 1, round + 1, &slipway);
+            wait_used(&mem, 0, round + 1, &slipway);
+            assert_eq!(mem.used(0, round), (slot as u32, 12 + 42));
+        }
+        let woke = thread_wakeups(&slipway, "vring_worker") - before;
+        assert!(
+            woke < u64::from(ROUNDS) / 4,
+            "the library's worker woke {woke} times for {ROUNDS} rounds of two kicks\n{}",
+            slipway.log()
+        );
+        let file = std::fs::File::create(dir.join("not-an-eventfd")).unwrap();
+        // SAFETY: the EventFd takes the file's descriptor over; it is only
+        // sent, never used as an eventfd.
+        let fake = unsafe { EventFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(file)) };
+        let _ = fe.set_vring_kick(2, &fake);
+        let log = slipway.wait_exit_ok();
+        assert!(
+            log.contains("vhost-user connection closed err=Operation not permitted"),
+            "{log}"
+        );
+    }
+
     /// Chains of several descriptors, split inside the virtio-net header:
     /// a TX frame whose header spans two descriptors is read whole, and
     /// the reply's header is written across an RX chain whose first
@@ -534,12 +606,21 @@ fn vhost_user_survives_hostile_frontends() {
     hostile::bad_descriptors_then_a_good_frame(dir.path(), 1);
     // Headers split across descriptors, both ways.
     hostile::headers_split_across_descriptors(dir.path());
+    // Kicks go to slipway's loop, not through the library's thread.
+    hostile::kicks_reach_the_loop_without_the_library_thread(dir.path());
     // SET_VRING_NUM for ring 16, past the last of 8 queue pairs.
     let mut past = 16u32.to_le_bytes().to_vec();
     past.extend_from_slice(&16u32.to_le_bytes());
     hostile::malformed_message(
         dir.path(),
         &message(8, &past),
+        "vhost-user connection ended",
+    );
+    // SET_VRING_KICK for ring 16, without a descriptor (the relay passes
+    // it on for the library to refuse).
+    hostile::malformed_message(
+        dir.path(),
+        &message(12, &16u64.to_le_bytes()),
         "vhost-user connection ended",
     );
     // SET_VRING_ENABLE (held until SET_FEATURES) for ring 16, and one

@@ -80,6 +80,13 @@ impl Slipway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// slipway's process id (started with [`Slipway::start`] or `spawn`
+    /// of slipway itself, not in a PID namespace).
+    pub fn pid(&self) -> u32 {
+        assert!(!self.in_pid_namespace, "slipway is unshare's child");
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Waits until slipway has created `path` (its socket), or fails with its log.
     pub fn wait_for_path(&mut self, path: &Path) {
         let deadline = Instant::now() + Duration::from_secs(60);

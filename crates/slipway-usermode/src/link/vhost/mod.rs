@@ -12,25 +12,27 @@
 //!
 //! Threads and the event loop. `vhost-user-backend` runs two threads of its
 //! own: one reads the socket's messages (memory table, ring addresses,
-//! features), one waits in epoll on the rings' kick eventfds. The stack is
-//! single-threaded and stays on slipway's `mio` loop, so the simplest sound
-//! split is: the kick thread does nothing but write our own eventfd
-//! ([`Shared::wake`], registered with `mio` under the port's token), and
-//! the loop's thread does all the ring work: it pops the guest's TX chains
+//! features), one waits in epoll for ring events. The stack is
+//! single-threaded and stays on slipway's `mio` loop, which polls the
+//! guest's kick eventfds itself ([`kick`]: the relay keeps them from the
+//! library, so its worker thread never wakes for a kick), and the loop's
+//! thread does all the ring work: it pops the guest's TX chains
 //! (`receive`: copy out of guest memory, hand to the stack) and fills its
 //! RX chains (`flush`), under the vrings' locks (which the protocol thread
 //! takes only to reconfigure a ring). There is no copy through a socket and
-//! no frame crosses a thread. An eventfd is always writable, so each wake-up
-//! reports both readable and writable: a kick on either ring (TX: frames
-//! to read; RX: buffers refilled) retries both directions.
-//! Polling the kick eventfds on the loop itself (the relay keeping them
-//! from the library) and walking chains without `Reader`/`Writer` were
-//! both tried and measured: neither lowered slipway's CPU per GiB, and the
-//! TCG guest's download throughput fell (bench/README.md, "vhost-user
-//! host to guest: profile and two cuts that did not hold").
+//! no frame crosses a thread. The library's worker only reports a ring
+//! being started (`handle_event`, which also hands us the vrings) by
+//! writing our own eventfd ([`Shared::wake`], registered under the port's
+//! token like the kicks). An eventfd is always writable, so each kick or
+//! wake-up reports both readable and writable: a kick on either ring (TX:
+//! frames to read; RX: buffers refilled) retries both directions.
+//! On a quiet machine the library's worker, woken for every kick only to
+//! pass it on, took a third of slipway's CPU time moving a download
+//! (bench/README.md, "vhost-user: kicks on the loop, measured quiet").
 //!
 //! QEMU's connection reaches the library through [`relay`], which holds
-//! back ring enables QEMU sends before the features (see there).
+//! back ring enables QEMU sends before the features and keeps the kick
+//! eventfds (see there).
 //!
 //! The sandbox forbids new threads, so the connection is accepted (and the
 //! library's threads, the relay's and a waiter's started) before the
@@ -80,7 +82,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -102,7 +104,10 @@ use super::transport::{Lost, Rx, Transport, VmGone};
 use crate::iface::GuestTx;
 use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
 
+mod kick;
 mod relay;
+
+use kick::Kicks;
 
 /// Most queue pairs (QEMU's `queues=N`); queue 2k of pair k carries
 /// frames to the guest, queue 2k+1 frames from it.
@@ -128,8 +133,11 @@ type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
 /// What the library's threads and the loop's thread share.
 struct Shared {
-    /// Written on every kick and when the connection ends; read by the loop.
+    /// Written when a ring starts and when the connection ends; read by
+    /// the loop.
     wake: EventFd,
+    /// The rings' kick eventfds, set by the relay, polled by the loop.
+    kicks: Mutex<Kicks>,
     /// The vrings (all [`NUM_QUEUES`]), recorded from the first kick (the
     /// library creates them once, with the daemon).
     vrings: OnceLock<Vec<VringRwLock>>,
@@ -199,7 +207,9 @@ impl VhostUserBackend for NetBackend {
         Ok(())
     }
 
-    /// A ring was kicked: wake the loop, which does the work.
+    /// A ring started (the library reports each one once; kicks go
+    /// straight to the loop, see [`kick`]): wake the loop, which does the
+    /// work.
     fn handle_event(
         &self,
         _device_event: u16,
@@ -262,6 +272,7 @@ impl Pending {
         let shared = Arc::new(Shared {
             wake: EventFd::new(EFD_NONBLOCK)?,
             vrings: OnceLock::new(),
+            kicks: Mutex::new(Kicks::new()?),
             acked: AtomicU64::new(0),
             gone: AtomicBool::new(false),
         });
@@ -297,9 +308,10 @@ impl Pending {
             })?;
         // Should this fail, the sockets close and the library's thread
         // ends, which the waiter reports.
+        let relayed = shared.clone();
         std::thread::Builder::new()
             .name("vhost-user-relay".to_owned())
-            .spawn(move || relay::run(qemu, backend_end))?;
+            .spawn(move || relay::run(qemu, backend_end, &relayed.kicks))?;
         Ok(Vhost {
             shared,
             mem,
@@ -329,6 +341,10 @@ type Guard = GuestMemoryLoadGuard<GuestMemoryMmap>;
 type RingState = VringState<Memory>;
 
 impl Vhost {
+    fn kicks(&self) -> MutexGuard<'_, Kicks> {
+        self.shared.kicks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn acked(&self, bit: u32) -> bool {
         self.shared.acked.load(Ordering::Acquire) & (1 << bit) != 0
     }
@@ -493,10 +509,12 @@ impl Transport for Vhost {
             &mut SourceFd(&fd),
             token,
             Interest::READABLE | Interest::WRITABLE,
-        )
+        )?;
+        self.kicks().attach(registry.try_clone()?, token)
     }
 
     fn deregister(&mut self, registry: &Registry) {
+        self.kicks().detach();
         let _ = registry.deregister(&mut SourceFd(&self.shared.wake.as_raw_fd()));
     }
 

@@ -1,5 +1,7 @@
 //! A relay between QEMU and `vhost-user-backend` that holds back the
-//! `SET_VRING_ENABLE` messages QEMU sends before `SET_FEATURES`.
+//! `SET_VRING_ENABLE` messages QEMU sends before `SET_FEATURES`, and keeps
+//! the rings' kick eventfds for the loop (`SET_VRING_KICK`, see
+//! [`super::kick`]).
 //!
 //! QEMU's virtio-net (7.2 and later) enables the rings as soon as the
 //! device is realized (`peer_attach`), when the backend has merely
@@ -13,7 +15,13 @@
 //! `SET_VRING_ENABLE` before the first `SET_FEATURES` is held and passed on
 //! right after it. Only the last one per ring is held: QEMU with
 //! `queues=N` enables and disables rings several times while it realizes
-//! the device, and only their final state matters. Replies go back as raw bytes (the backend sends no
+//! the device, and only their final state matters. A `SET_VRING_KICK`
+//! with one eventfd for one of our rings goes on with a stand-in in
+//! its place, which nobody writes; QEMU's goes to [`Kicks::set`] (one that
+//! cannot be polled ends the connection). Any other `SET_VRING_KICK` (no
+//! descriptor, several, a ring past the last) goes on unchanged, for the
+//! library to judge, and the ring's kick is forgotten.
+//! Replies go back as raw bytes (the backend sends no
 //! descriptors: no backend channel is offered). Only the 12-byte header is
 //! read here (request, flags, size); the messages themselves are parsed
 //! by `vhost`. Written by hand because it is that small and neither crate
@@ -27,10 +35,13 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+use super::kick::Kicks;
 
 /// The vhost-user message header: request, flags, body size (u32 each).
 const HEADER: usize = 12;
@@ -44,6 +55,11 @@ const SET_MEM_TABLE: u32 = 5;
 /// address, size, QEMU's address, offset in the file).
 const MEM_TABLE_HEADER: usize = 8;
 const MEM_REGION: usize = 32;
+const SET_VRING_KICK: u32 = 12;
+/// `SET_VRING_KICK`'s body: the ring in bits 0-7, bit 8 set when no
+/// descriptor comes with it.
+const VRING_INDEX_MASK: u64 = 0xff;
+const VRING_NOFD: u64 = 0x100;
 const SET_VRING_ENABLE: u32 = 18;
 
 fn invalid(what: &'static str) -> std::io::Error {
@@ -56,8 +72,8 @@ fn errno(e: vmm_sys_util::errno::Error) -> std::io::Error {
 
 /// Relays until either side closes or QEMU breaks a bound; then shuts
 /// both down (the backend's thread then ends, and with it the network).
-pub(super) fn run(qemu: UnixStream, backend: UnixStream) {
-    match relay(&qemu, &backend) {
+pub(super) fn run(qemu: UnixStream, backend: UnixStream, kicks: &Mutex<Kicks>) {
+    match relay(&qemu, &backend, kicks) {
         Ok(()) => tracing::debug!("vhost-user relay: a side closed"),
         Err(err) => tracing::warn!(%err, "vhost-user connection closed"),
     }
@@ -65,7 +81,7 @@ pub(super) fn run(qemu: UnixStream, backend: UnixStream) {
     let _ = backend.shutdown(std::net::Shutdown::Both);
 }
 
-fn relay(qemu: &UnixStream, backend: &UnixStream) -> std::io::Result<()> {
+fn relay(qemu: &UnixStream, backend: &UnixStream, kicks: &Mutex<Kicks>) -> std::io::Result<()> {
     let mut features_set = false;
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut replies = vec![0u8; MAX_BODY + HEADER];
@@ -114,6 +130,11 @@ fn relay(qemu: &UnixStream, backend: &UnixStream) -> std::io::Result<()> {
             if request == SET_MEM_TABLE {
                 check_memory(&msg[HEADER..], &files)?;
             }
+            if request == SET_VRING_KICK {
+                let stand_in = keep_kick(&msg[HEADER..], files, kicks)?;
+                send(backend, &msg, stand_in.as_slice())?;
+                continue;
+            }
             let raw: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
             send(backend, &msg, &raw)?;
             if request == SET_FEATURES && !features_set {
@@ -139,6 +160,33 @@ fn ring_index(msg: &[u8]) -> std::io::Result<u32> {
         ));
     }
     Ok(index)
+}
+
+/// Takes QEMU's kick eventfd of a `SET_VRING_KICK` (`body`, `files`) for
+/// the loop and returns the stand-in to pass on instead; `None` (the
+/// message goes on without descriptors: none came, or the library
+/// refuses it) for anything but one descriptor for one of our rings.
+fn keep_kick(
+    body: &[u8],
+    mut files: Vec<File>,
+    kicks: &Mutex<Kicks>,
+) -> std::io::Result<Option<RawFd>> {
+    let Ok(value) = <[u8; 8]>::try_from(body) else {
+        return Ok(None);
+    };
+    let value = u64::from_le_bytes(value);
+    let ring = (value & VRING_INDEX_MASK) as usize;
+    if ring >= super::NUM_QUEUES {
+        return Ok(None);
+    }
+    let mut kicks = kicks.lock().unwrap_or_else(|e| e.into_inner());
+    if value & VRING_NOFD != 0 || files.len() != 1 {
+        kicks.set(ring, None)?;
+        return Ok(None);
+    }
+    let kick: OwnedFd = files.remove(0).into();
+    kicks.set(ring, Some(kick))?;
+    Ok(Some(kicks.stand_in()))
 }
 
 /// Refuses a memory table whose files could shrink under the mapping or
