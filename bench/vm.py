@@ -402,6 +402,32 @@ def tables(results, paths):
     return "\n".join(lines)
 
 
+def paired_ratios(runs, paths):
+    """A markdown table: for each ratio of the RATIOS list, the stack and
+    data-path CPU per GiB of the two paths divided round by round (both
+    ran in the same round, so a change of the guest's speed between
+    rounds, which moves CPU per GiB with it, hits both alike), and the
+    median of those ratios."""
+    lines = ["| ratio, round by round | stack CPU/GiB up | down "
+             "| data-path CPU/GiB up | down |", "|---|---|---|---|---|"]
+    for label, a, b, _goal in RATIOS:
+        if a not in paths or b not in paths:
+            continue
+        cells = [label]
+        for key in ["stack", "datapath"]:
+            for way in WAYS:
+                got = []
+                for x, y in zip(runs[a], runs[b]):
+                    xv = x and x.get(way) and x[way].get(key)
+                    yv = y and y.get(way) and y[way].get(key)
+                    if xv is not None and yv:
+                        got.append(xv / yv)
+                cells.append(" / ".join(f"{v:.2f}" for v in got)
+                             + (f" (median {bench.median(got):.2f}x)" if got else "-"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def charts(results, paths, out_dir):
     groups = [n for n in paths if results.get(n)]
     bench.bar_chart(os.path.join(out_dir, "vm-cpu.svg"),
@@ -473,6 +499,9 @@ def main():
     load_after = load_average()
     results = {p: median_result(runs[p]) for p in paths}
     text = tables(results, paths)
+    paired = paired_ratios(runs, paths)
+    if paired:
+        text += "\n\n" + paired
     print(text)
     print(f"\nload average before {load_before}, after {load_after}; "
           f"{os.cpu_count()} CPUs; {args.rounds} rounds of {args.seconds} s per way")
