@@ -662,9 +662,13 @@ pub fn make_undumpable() -> std::io::Result<()> {
 /// Makes the calling process dumpable again (`PR_SET_DUMPABLE` 1), for a
 /// child that is to become a container's own first process (its command,
 /// dumpable anyway once it runs): it may then write its id maps, and
-/// slipway may join its namespaces through `/proc/PID/ns`. Only for a
-/// child that holds none of slipway's sockets. Allocates nothing: safe
-/// between `fork` and `exec`.
+/// slipway may join its namespaces through `/proc/PID/ns`; and for the
+/// one documented exception that holds slipway's sockets, the stack of a
+/// user other than root whose guest-forward helper (a process of the same
+/// user) lists the stack's descriptors in `/proc/PID/fd`
+/// ([`Sandbox::stay_dumpable`], docs/sandbox.md). Nothing else: a
+/// dumpable process can be traced by every process of its user.
+/// Allocates nothing: safe between `fork` and `exec`.
 pub fn make_dumpable() -> std::io::Result<()> {
     // SAFETY: plain prctl with integer arguments.
     if unsafe { prctl(libc::PR_SET_DUMPABLE, 1) } != 0 {
