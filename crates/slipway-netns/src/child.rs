@@ -418,3 +418,78 @@ pub(crate) fn wait(pid: libc::pid_t) -> std::io::Result<()> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// The process holding the namespaces, killed however the test ends.
+    struct Holder(Child);
+
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The helper that joins a container's namespaces holds copies of all
+    /// the stack's descriptors, so it must not be dumpable there even if it
+    /// was before: joining a user namespace its own user owns leaves a
+    /// dumpable process dumpable (the kernel resets the flag only when the
+    /// credentials lose something), and the container's processes could
+    /// then trace it.
+    #[test]
+    fn a_helper_that_joined_a_user_namespace_is_not_dumpable() {
+        // A user and a network namespace of this user's, held by `sleep`.
+        let holder = Holder(
+            Command::new("unshare")
+                .args(["--user", "--net", "sleep", "60"])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("unshare (util-linux)"),
+        );
+        let pid = holder.0.id();
+        let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/ns/user")).ok() == Some(ours.clone()) {
+            assert!(Instant::now() < deadline, "unshare made no user namespace");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let join = Join::Existing {
+            userns: Some(CString::new(format!("/proc/{pid}/ns/user")).unwrap()),
+            netns: CString::new(format!("/proc/{pid}/ns/net")).unwrap(),
+        };
+        // SAFETY: the child makes system calls only (prctl, open, setns,
+        // close) on the plan made above, then `_exit`s.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let code = if slipway_sandbox::make_dumpable().is_err() {
+                3
+            } else if join_existing(&join).is_err() {
+                2
+            } else {
+                // SAFETY: prctl with integer arguments.
+                i32::from(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) } != 0)
+            };
+            // SAFETY: ends the forked child without the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+        drop(holder);
+        assert_eq!(waited, child);
+        assert!(libc::WIFEXITED(status), "status {status}");
+        let what = [
+            "",
+            "still dumpable after joining",
+            "joining failed",
+            "PR_SET_DUMPABLE failed",
+        ];
+        let code = libc::WEXITSTATUS(status);
+        assert_eq!(code, 0, "{}", what.get(code as usize).unwrap_or(&"?"));
+    }
+}
