@@ -364,6 +364,22 @@ mod hostile {
         .map(|_| ())
     }
 
+    /// A device up, as QEMU brings it up: slipway started, guest memory
+    /// shared, queue pair `pair` started. Returns slipway, the memory, the
+    /// frontend and the pair's kick and call eventfds (RX, TX).
+    pub fn running(
+        dir: &Path,
+        pair: usize,
+    ) -> (Slipway, Mem, Frontend, Vec<EventFd>, Vec<EventFd>) {
+        let (slipway, sock) = start(dir);
+        let fd = memfd(MEM, true);
+        let mem = Mem::map(&fd);
+        let mut fe = handshake(&sock);
+        set_memory(&mut fe, &fd, MEM as u64).unwrap();
+        let (kicks, calls) = start_rings(&mut fe, pair);
+        (slipway, mem, fe, kicks, calls)
+    }
+
     /// Sets up the rings of queue pair `pair` and starts them; returns
     /// the kick eventfds (RX, TX).
     pub fn start_rings(fe: &mut Frontend, pair: usize) -> (Vec<EventFd>, Vec<EventFd>) {
@@ -427,12 +443,7 @@ mod hostile {
     /// pair `pair` alone (pair 1: the other pairs are never set up, as
     /// with a guest that enabled only some).
     pub fn bad_descriptors_then_a_good_frame(dir: &Path, pair: usize) {
-        let (slipway, sock) = start(dir);
-        let fd = memfd(MEM, true);
-        let mem = Mem::map(&fd);
-        let mut fe = handshake(&sock);
-        set_memory(&mut fe, &fd, MEM as u64).unwrap();
-        let (kicks, _calls) = start_rings(&mut fe, pair);
+        let (slipway, mem, fe, kicks, _calls) = running(dir, pair);
         let (rx, tx) = (2 * pair, 2 * pair + 1);
         // RX buffers: 4 of 32 bytes (device-writable), so that the
         // reply (12-byte header, 42-byte frame) takes two, merged.
@@ -499,12 +510,7 @@ mod hostile {
     /// ends the connection, and slipway with it, cleanly.
     pub fn kicks_reach_the_loop_without_the_library_thread(dir: &Path) {
         const ROUNDS: u16 = 48;
-        let (slipway, sock) = start(dir);
-        let fd = memfd(MEM, true);
-        let mem = Mem::map(&fd);
-        let mut fe = handshake(&sock);
-        set_memory(&mut fe, &fd, MEM as u64).unwrap();
-        let (kicks, _calls) = start_rings(&mut fe, 0);
+        let (slipway, mem, fe, kicks, _calls) = running(dir, 0);
         let arp = arp_with_header();
         mem.write(0x20000, &arp);
         // The ring start's own wake-ups of the worker are over first.
@@ -545,12 +551,7 @@ mod hostile {
     /// the reply's header is written across an RX chain whose first
     /// descriptor (8 bytes) is shorter than it.
     pub fn headers_split_across_descriptors(dir: &Path) {
-        let (slipway, sock) = start(dir);
-        let fd = memfd(MEM, true);
-        let mem = Mem::map(&fd);
-        let mut fe = handshake(&sock);
-        set_memory(&mut fe, &fd, MEM as u64).unwrap();
-        let (kicks, _calls) = start_rings(&mut fe, 0);
+        let (slipway, mem, fe, kicks, _calls) = running(dir, 0);
         mem.desc_next(0, 0, 0x10000, 8, true, 1);
         mem.desc(0, 1, 0x11000, 64, true);
         mem.offer(0, 0);
