@@ -377,7 +377,7 @@ fn loopback_socket(kind: u8, v6: bool, port: u16) -> Result<ChildFd, i32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::process::{Child, Command, Stdio};
@@ -606,7 +606,7 @@ mod tests {
     /// A container's namespaces as rootless podman makes them: a user
     /// namespace owned by nobody, its network namespace with the loopback
     /// up; killed on drop.
-    struct Container(Child);
+    pub(crate) struct Container(pub(crate) Child);
 
     impl Container {
         fn new() -> Container {
@@ -619,7 +619,7 @@ mod tests {
 
         /// A container whose user namespace the test's own user owns (as
         /// rootless podman's is owned by the user running slipway).
-        fn owned_by_us() -> Container {
+        pub(crate) fn owned_by_us() -> Container {
             Container::start(&mut Command::new("unshare"))
         }
 

@@ -422,18 +422,7 @@ pub(crate) fn wait(pid: libc::pid_t) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    /// The process holding the namespaces, killed however the test ends.
-    struct Holder(Child);
-
-    impl Drop for Holder {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use crate::binder::tests::Container;
 
     /// The helper that joins a container's namespaces holds copies of all
     /// the stack's descriptors, so it must not be dumpable there even if it
@@ -443,21 +432,9 @@ mod tests {
     /// then trace it.
     #[test]
     fn a_helper_that_joined_a_user_namespace_is_not_dumpable() {
-        // A user and a network namespace of this user's, held by `sleep`.
-        let holder = Holder(
-            Command::new("unshare")
-                .args(["--user", "--net", "sleep", "60"])
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("unshare (util-linux)"),
-        );
+        // A user and a network namespace of this user's.
+        let holder = Container::owned_by_us();
         let pid = holder.0.id();
-        let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_link(format!("/proc/{pid}/ns/user")).ok() == Some(ours.clone()) {
-            assert!(Instant::now() < deadline, "unshare made no user namespace");
-            std::thread::sleep(Duration::from_millis(10));
-        }
         let join = Join::Existing {
             userns: Some(CString::new(format!("/proc/{pid}/ns/user")).unwrap()),
             netns: CString::new(format!("/proc/{pid}/ns/net")).unwrap(),
