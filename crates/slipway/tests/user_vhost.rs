@@ -124,6 +124,15 @@ fn vhost_user_serves_a_guest_through_shared_rings() {
         "{}",
         slipway.log()
     );
+    // And their payload was peeked straight into the guest's RX chains
+    // (`link/vhost/rx_chains.rs`), md5-identical above.
+    assert!(
+        slipway
+            .log()
+            .contains("payload read straight into the guest's RX chains"),
+        "{}",
+        slipway.log()
+    );
 
     // The host forward reaches the guest's httpd.
     assert_serves(("127.0.0.1", fwd), "guest-page", &slipway);

@@ -12,6 +12,19 @@
 //! stay free until pushed; nothing else may be pushed before them (any push
 //! takes the next filled slot, see [`GuestTx::filled`]), and a handler that
 //! stops early gives the rest back with [`GuestTx::drop_filled`].
+//!
+//! A link whose frames live in the guest's own memory (vhost-user) can
+//! also lend the queue the guest's receive buffers ([`GuestBuffers`],
+//! [`GuestTx::lend_guest_buffers`]): [`GuestTx::read_into_free`] then
+//! reads the payload straight into them, and the slot of such a frame
+//! holds its headers only. The link hands those frames over with
+//! [`GuestTx::complete_lent`] (the buffers write the headers in front of
+//! the payload), so the payload is copied once, by the kernel, into the
+//! guest. Such frames are always at the front of the queue: the buffers
+//! are used only while every queued frame is one of them (a later frame
+//! in a slot goes after them, in the order queued), and only for frames
+//! whose checksum the guest completes itself (offload), since the
+//! payload is not where the checksum could be summed.
 
 use crate::wire::framing::{FRAME_PREFIX_LEN, MAX_OFFLOAD_PACKET, VNET_HDR_LEN};
 use crate::wire::ETHERNET_HEADER_LEN;
@@ -23,6 +36,43 @@ pub const MAX_FILL_SLOTS: usize = 64;
 /// Room kept in front of every slot's frame: the stream length prefix and
 /// the virtio-net header both end where the frame starts.
 const SLOT_HEADROOM: usize = 12;
+
+/// The guest's own receive buffers, lent to the queue by a link whose
+/// frames live in guest memory, so that payload read from a host socket
+/// lands there directly (see the module header).
+pub trait GuestBuffers {
+    /// Takes buffers for up to `frames` frames, each `head_room` bytes of
+    /// headers followed by at most `per_frame` payload bytes, `total`
+    /// payload bytes at most, and calls `read` once with iovecs over their
+    /// payload areas (after `lead`, when given, a buffer of bytes to skip
+    /// whose length `read`'s count includes). Keeps the buffers of the
+    /// frames the read filled (the last one possibly shorter) and gives
+    /// back the rest. Returns the payload bytes read, `None` when no
+    /// buffer fits (the queue then reads into its own slots).
+    fn read_into(
+        &mut self,
+        head_room: usize,
+        per_frame: usize,
+        frames: usize,
+        total: usize,
+        lead: Option<&mut [u8]>,
+        read: &mut dyn FnMut(&mut [libc::iovec]) -> std::io::Result<usize>,
+    ) -> Option<std::io::Result<usize>>;
+    /// Gives back the buffers of all but the first `keep` of the frames
+    /// the last [`GuestBuffers::read_into`] filled (those were not queued).
+    fn keep_read(&mut self, keep: usize);
+    /// Hands the oldest frame read into buffers to the guest: its
+    /// virtio-net header and its headers go in front of its payload
+    /// (`payload_len` bytes, as read). Returns whether it was delivered
+    /// (false: the buffers were taken back from under it, the frame is
+    /// lost).
+    fn complete(&mut self, vnet: &[u8], headers: &[u8], payload_len: usize) -> bool;
+    /// Ends a batch of [`GuestBuffers::complete`] (tells the guest).
+    fn end_batch(&mut self);
+    /// Forgets every frame read into buffers and not completed (the queue
+    /// was cleared); their buffers go back to the guest empty.
+    fn forget(&mut self);
+}
 
 /// Frames queued toward the guest, built in place in slots allocated once.
 ///
@@ -44,6 +94,18 @@ pub struct GuestTx {
     /// How many of the next free slots hold payload read in place by
     /// [`GuestTx::read_into_free`] and not yet pushed.
     filled: usize,
+    /// The guest's receive buffers, when the link lent them.
+    lent: Option<Box<dyn GuestBuffers>>,
+    /// Per slot: the length of the frame's headers when its payload is in
+    /// the guest's buffers (0: in the slot).
+    lent_headers: Vec<usize>,
+    /// How many queued frames (the first ones) have their payload in the
+    /// guest's buffers.
+    lent_queued: usize,
+    /// The headers' length of the frames the last read filled, when it
+    /// read into the guest's buffers (0: into the slots), and how many
+    /// frames it filled.
+    lent_read: (usize, usize),
 }
 
 impl GuestTx {
@@ -60,7 +122,71 @@ impl GuestTx {
             offload: false,
             plain: None,
             filled: 0,
+            lent: None,
+            lent_headers: vec![0; slots],
+            lent_queued: 0,
+            lent_read: (0, 0),
         }
+    }
+
+    /// Recreates the queue with `mtu` and `slots`, keeping the guest's
+    /// buffers lent to it (the frames queued are forgotten).
+    fn rebuild(&mut self, mtu: usize, slots: usize) {
+        self.clear();
+        let lent = self.lent.take();
+        *self = GuestTx::new(mtu, slots);
+        self.lent = lent;
+    }
+
+    /// Lends the queue the guest's receive buffers (a link whose frames
+    /// live in guest memory): while the queue takes offload frames, bulk
+    /// payload is read straight into them (see the module header).
+    pub fn lend_guest_buffers(&mut self, buffers: Box<dyn GuestBuffers>) {
+        self.clear();
+        self.lent = Some(buffers);
+    }
+
+    /// Whether the guest's buffers are lent to the queue.
+    pub fn has_guest_buffers(&self) -> bool {
+        self.lent.is_some()
+    }
+
+    /// Takes the guest's buffers back (forgetting the frames read into them).
+    pub fn withdraw_guest_buffers(&mut self) {
+        self.clear();
+        self.lent = None;
+    }
+
+    /// How many frames at the front of the queue have their payload in the
+    /// guest's buffers.
+    pub fn lent_queued(&self) -> usize {
+        self.lent_queued
+    }
+
+    /// Hands the frames at the front whose payload is in the guest's
+    /// buffers to those buffers (see [`GuestBuffers::complete`]) and takes
+    /// them off the queue. Returns how many were delivered.
+    pub fn complete_lent(&mut self) -> usize {
+        let n = self.lent_queued;
+        let Some(lent) = self.lent.as_mut() else {
+            return 0;
+        };
+        if n == 0 {
+            return 0;
+        }
+        let mut delivered = 0;
+        for i in 0..n {
+            let slot = (self.head + i) % self.lens.len();
+            let start = slot * self.slot_size + SLOT_HEADROOM;
+            let headers = self.lent_headers[slot];
+            let len = self.lens[slot];
+            let vnet = &self.storage[start - VNET_HDR_LEN..start];
+            let hdrs = &self.storage[start..start + headers];
+            delivered += usize::from(lent.complete(vnet, hdrs, len - headers));
+        }
+        lent.end_batch();
+        self.pop(n);
+        delivered
     }
 
     /// Makes room for TCP segmentation-offload frames (a quarter as many
@@ -73,7 +199,7 @@ impl GuestTx {
         }
         let plain = (self.max_frame_len() - ETHERNET_HEADER_LEN, self.lens.len());
         let slots = (self.lens.len() / 4).max(1);
-        *self = GuestTx::new(MAX_OFFLOAD_PACKET.max(self.max_frame_len()), slots);
+        self.rebuild(MAX_OFFLOAD_PACKET.max(self.max_frame_len()), slots);
         self.offload = true;
         self.plain = Some(plain);
     }
@@ -83,7 +209,7 @@ impl GuestTx {
     /// Forgets queued frames.
     pub fn disable_offload(&mut self) {
         if let Some((mtu, slots)) = self.plain.take() {
-            *self = GuestTx::new(mtu, slots);
+            self.rebuild(mtu, slots);
         }
     }
 
@@ -141,6 +267,12 @@ impl GuestTx {
         }
         self.lens[slot] = len;
         self.count += 1;
+        if self.filled > 0 && self.lent_read.0 > 0 {
+            // Its payload is in the guest's buffers: only its headers
+            // are here.
+            self.lent_headers[slot] = self.lent_read.0.min(len);
+            self.lent_queued += 1;
+        }
         self.filled = self.filled.saturating_sub(1);
         true
     }
@@ -161,10 +293,11 @@ impl GuestTx {
         at: usize,
         per_slot: usize,
         total: usize,
-        lead: Option<&mut [u8]>,
-        read: impl FnOnce(&mut [libc::iovec]) -> std::io::Result<usize>,
+        mut lead: Option<&mut [u8]>,
+        mut read: impl FnMut(&mut [libc::iovec]) -> std::io::Result<usize>,
     ) -> std::io::Result<usize> {
         self.filled = 0;
+        self.lent_read = (0, 0);
         let frame_room = self.slot_size - SLOT_HEADROOM;
         let per_slot = per_slot.min(frame_room.saturating_sub(at));
         if per_slot == 0 || total == 0 {
@@ -176,6 +309,21 @@ impl GuestTx {
             .min(total.div_ceil(per_slot));
         if slots == 0 {
             return Ok(0);
+        }
+        if let Some(lent) = self.lent.as_mut().filter(|_| {
+            // Only frames the guest checksums, and only behind frames
+            // of its buffers (see the module header).
+            self.offload && at > 0 && self.lent_queued == self.count
+        }) {
+            let total = total.min(slots * per_slot);
+            if let Some(got) =
+                lent.read_into(at, per_slot, slots, total, lead.as_deref_mut(), &mut read)
+            {
+                let got = got?;
+                self.filled = got.div_ceil(per_slot).min(slots);
+                self.lent_read = (at, self.filled);
+                return Ok(got);
+            }
         }
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
@@ -223,7 +371,14 @@ impl GuestTx {
     /// Gives back the slots [`GuestTx::read_into_free`] filled and that
     /// were not pushed (their data is forgotten; the slots stay free).
     pub fn drop_filled(&mut self) {
+        if self.lent_read.0 > 0 {
+            let pushed = self.lent_read.1 - self.filled;
+            if let Some(lent) = self.lent.as_mut() {
+                lent.keep_read(pushed);
+            }
+        }
         self.filled = 0;
+        self.lent_read = (0, 0);
     }
 
     /// The `i`-th queued frame from the front preceded by its virtio-net
@@ -253,6 +408,10 @@ impl GuestTx {
     /// Drops `n` frames from the front (they were sent).
     pub fn pop(&mut self, n: usize) {
         let n = n.min(self.count);
+        for i in 0..n {
+            self.lent_headers[(self.head + i) % self.lens.len()] = 0;
+        }
+        self.lent_queued = self.lent_queued.saturating_sub(n);
         self.head = (self.head + n) % self.lens.len();
         self.count -= n;
     }
@@ -286,6 +445,14 @@ impl GuestTx {
 
     /// Forgets every queued frame (the VM went away).
     pub fn clear(&mut self) {
+        if self.lent_queued > 0 || self.lent_read.0 > 0 {
+            if let Some(lent) = self.lent.as_mut() {
+                lent.forget();
+            }
+        }
+        self.lent_headers.fill(0);
+        self.lent_queued = 0;
+        self.lent_read = (0, 0);
         self.head = 0;
         self.count = 0;
         self.filled = 0;
@@ -298,6 +465,10 @@ impl GuestTx {
             self.count
         );
         let slot = (self.head + i) % self.lens.len();
+        debug_assert_eq!(
+            self.lent_headers[slot], 0,
+            "a frame whose payload is in the guest's buffers read from its slot"
+        );
         (slot * self.slot_size, self.lens[slot])
     }
 }

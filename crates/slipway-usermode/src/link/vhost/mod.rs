@@ -106,8 +106,10 @@ use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
 
 mod kick;
 mod relay;
+mod rx_chains;
 
 use kick::Kicks;
+use rx_chains::{RingEpochs, RxChains};
 
 /// Most queue pairs (QEMU's `queues=N`); queue 2k of pair k carries
 /// frames to the guest, queue 2k+1 frames from it.
@@ -138,6 +140,8 @@ struct Shared {
     wake: EventFd,
     /// The rings' kick eventfds, set by the relay, polled by the loop.
     kicks: Mutex<Kicks>,
+    /// Bumped by the relay before QEMU reconfigures a ring.
+    epochs: RingEpochs,
     /// The vrings (all [`NUM_QUEUES`]), recorded from the first kick (the
     /// library creates them once, with the daemon).
     vrings: OnceLock<Vec<VringRwLock>>,
@@ -273,6 +277,7 @@ impl Pending {
             wake: EventFd::new(EFD_NONBLOCK)?,
             vrings: OnceLock::new(),
             kicks: Mutex::new(Kicks::new()?),
+            epochs: RingEpochs::new(),
             acked: AtomicU64::new(0),
             gone: AtomicBool::new(false),
         });
@@ -311,7 +316,7 @@ impl Pending {
         let relayed = shared.clone();
         std::thread::Builder::new()
             .name("vhost-user-relay".to_owned())
-            .spawn(move || relay::run(qemu, backend_end, &relayed.kicks))?;
+            .spawn(move || relay::run(qemu, backend_end, &relayed))?;
         Ok(Vhost {
             shared,
             mem,
@@ -349,18 +354,6 @@ impl Vhost {
         self.shared.acked.load(Ordering::Acquire) & (1 << bit) != 0
     }
 
-    /// The rings of one direction, pair by pair: `first` 0 for RX, 1 for
-    /// TX (none before the first kick).
-    fn rings(&self, first: usize) -> impl Iterator<Item = &VringRwLock> {
-        self.shared
-            .vrings
-            .get()
-            .into_iter()
-            .flatten()
-            .skip(first)
-            .step_by(2)
-    }
-
     /// TSO frames toward the guest once its driver took them (with
     /// mergeable buffers to hold them); back to MTU-sized frames if a
     /// driver started later did not.
@@ -376,6 +369,16 @@ impl Vhost {
             tracing::info!("the guest no longer takes offload frames");
             tx.disable_offload();
         }
+        // Payload toward the guest read straight into its RX chains:
+        // with offload only (see `GuestBuffers`).
+        if offload && !tx.has_guest_buffers() {
+            tx.lend_guest_buffers(Box::new(RxChains::new(
+                self.shared.clone(),
+                self.mem.clone(),
+            )));
+        } else if !offload && tx.has_guest_buffers() {
+            tx.withdraw_guest_buffers();
+        }
     }
 
     /// The virtio-net header's length: with `num_buffers` for a VERSION_1
@@ -387,6 +390,18 @@ impl Vhost {
             VNET_HDR_LEN
         }
     }
+}
+
+/// The rings of one direction, pair by pair: `first` 0 for RX, 1 for TX
+/// (none before the first kick).
+fn rings(shared: &Shared, first: usize) -> impl Iterator<Item = &VringRwLock> {
+    shared
+        .vrings
+        .get()
+        .into_iter()
+        .flatten()
+        .skip(first)
+        .step_by(2)
 }
 
 /// Whether the guest set the ring up and QEMU enabled it.
@@ -532,10 +547,12 @@ impl Transport for Vhost {
         let merge = self.acked(VIRTIO_NET_F_MRG_RXBUF);
         let hdr_len = self.hdr_len();
         let mem = self.mem.memory();
-        let mut sent = 0;
+        // Frames read into the guest's chains first: they are the first
+        // queued (no ring lock may be held: completing takes it).
+        let mut sent = tx.complete_lent();
         let mut checked_offload = false;
         let mut targets: Vec<Target<'_>> = Vec::with_capacity(MAX_MERGE);
-        for vring in self.rings(0) {
+        for vring in rings(&self.shared, 0) {
             let mut state = vring.get_mut();
             if !live(&state) {
                 continue;
@@ -589,7 +606,7 @@ impl Transport for Vhost {
         let mem = self.mem.memory();
         let mut more = false;
         let mut seen = self.seen_tx;
-        for (pair, vring) in self.rings(1).enumerate() {
+        for (pair, vring) in rings(&self.shared, 1).enumerate() {
             let ring = 2 * pair + 1;
             let mut used = false;
             let mut rearmed = false;

@@ -42,6 +42,8 @@ use std::sync::Mutex;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use super::kick::Kicks;
+use super::rx_chains::RingEpochs;
+use super::Shared;
 
 /// The vhost-user message header: request, flags, body size (u32 each).
 const HEADER: usize = 12;
@@ -50,7 +52,13 @@ pub(super) const MAX_BODY: usize = 0x1000;
 /// Most descriptors one message carries (`vhost`'s limit).
 const MAX_FDS: usize = 32;
 const SET_FEATURES: u32 = 2;
+const RESET_OWNER: u32 = 4;
 const SET_MEM_TABLE: u32 = 5;
+const SET_VRING_NUM: u32 = 8;
+const SET_VRING_ADDR: u32 = 9;
+const SET_VRING_BASE: u32 = 10;
+const GET_VRING_BASE: u32 = 11;
+const RESET_DEVICE: u32 = 34;
 /// A memory table's header (region count, padding) and one region (guest
 /// address, size, QEMU's address, offset in the file).
 const MEM_TABLE_HEADER: usize = 8;
@@ -72,8 +80,8 @@ fn errno(e: vmm_sys_util::errno::Error) -> std::io::Error {
 
 /// Relays until either side closes or QEMU breaks a bound; then shuts
 /// both down (the backend's thread then ends, and with it the network).
-pub(super) fn run(qemu: UnixStream, backend: UnixStream, kicks: &Mutex<Kicks>) {
-    match relay(&qemu, &backend, kicks) {
+pub(super) fn run(qemu: UnixStream, backend: UnixStream, shared: &Shared) {
+    match relay(&qemu, &backend, shared) {
         Ok(()) => tracing::debug!("vhost-user relay: a side closed"),
         Err(err) => tracing::warn!(%err, "vhost-user connection closed"),
     }
@@ -81,7 +89,7 @@ pub(super) fn run(qemu: UnixStream, backend: UnixStream, kicks: &Mutex<Kicks>) {
     let _ = backend.shutdown(std::net::Shutdown::Both);
 }
 
-fn relay(qemu: &UnixStream, backend: &UnixStream, kicks: &Mutex<Kicks>) -> std::io::Result<()> {
+fn relay(qemu: &UnixStream, backend: &UnixStream, shared: &Shared) -> std::io::Result<()> {
     let mut features_set = false;
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut replies = vec![0u8; MAX_BODY + HEADER];
@@ -130,8 +138,9 @@ fn relay(qemu: &UnixStream, backend: &UnixStream, kicks: &Mutex<Kicks>) -> std::
             if request == SET_MEM_TABLE {
                 check_memory(&msg[HEADER..], &files)?;
             }
+            bump_epochs(request, &msg[HEADER..], &shared.epochs);
             if request == SET_VRING_KICK {
-                let stand_in = keep_kick(&msg[HEADER..], files, kicks)?;
+                let stand_in = keep_kick(&msg[HEADER..], files, &shared.kicks)?;
                 send(backend, &msg, stand_in.as_slice())?;
                 continue;
             }
@@ -144,6 +153,24 @@ fn relay(qemu: &UnixStream, backend: &UnixStream, kicks: &Mutex<Kicks>) -> std::
                 }
             }
         }
+    }
+}
+
+/// Bumps the epochs of the rings a message is about to change (before it
+/// reaches the library, see [`RingEpochs`]): the ring a ring-state or
+/// ring-address message names, every ring for new features, a memory
+/// table or a reset. Kicks and calls change no ring.
+fn bump_epochs(request: u32, body: &[u8], epochs: &RingEpochs) {
+    match request {
+        SET_VRING_NUM | SET_VRING_ADDR | SET_VRING_BASE | GET_VRING_BASE | SET_VRING_ENABLE => {
+            match body.get(..4) {
+                Some(index) => epochs
+                    .bump(u32::from_le_bytes([index[0], index[1], index[2], index[3]]) as usize),
+                None => epochs.bump_all(),
+            }
+        }
+        SET_FEATURES | SET_MEM_TABLE | RESET_OWNER | RESET_DEVICE => epochs.bump_all(),
+        _ => {}
     }
 }
 

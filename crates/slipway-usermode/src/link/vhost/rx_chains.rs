@@ -1,0 +1,467 @@
+//! The guest's RX chains lent to the stack's queue ([`GuestBuffers`]):
+//! TCP's peek from a host socket lands straight in guest memory, and the
+//! frame's headers are written in front of it when the queue is flushed.
+//! Without this, each 64 KiB segment was peeked into a slot of the queue
+//! and copied again into the chains (13 % of slipway's samples in a quiet
+//! download's profile, and 5 % more in `Writer`; bench/README.md).
+//!
+//! Theory of operation. A read ([`RxChains::read_into`]) runs under the
+//! RX ring's lock: it takes chains from the ring for each frame (its
+//! virtio-net header and headers in the first descriptor of the first
+//! chain, the payload after them and through the next chains, merged as
+//! with `VIRTIO_NET_F_MRG_RXBUF`), maps their descriptors to iovecs,
+//! calls the peek once over all of them, keeps the chains the bytes read
+//! filled, and then puts the ring's next index back where it was. No
+//! chain is taken from the ring while the lock is not held: what a read
+//! keeps is a record (the chains' heads and sizes, the first
+//! descriptor's guest address). [`RxChains::complete`] takes the same
+//! chains again, in order, checks they are the ones recorded, writes the
+//! headers and marks them used. So the ring's state is always one the
+//! guest and QEMU can see (a `GET_VRING_BASE` in between reads an index
+//! with no chain in flight), and a frame whose chains changed meanwhile
+//! is dropped rather than delivered into the wrong buffers. Later reads
+//! start past the chains recorded by earlier ones, on the same ring, so
+//! frames keep their order.
+//!
+//! What stops a frame from being read into chains: a chain whose first
+//! descriptor cannot hold the headers, a descriptor the device may not
+//! write or that is not in guest memory, more than [`MAX_MERGE`] chains
+//! for one frame, more than [`MAX_IOV`] pieces for one read, or an empty
+//! ring. The frames before it are read; when none is, the queue reads
+//! into its own slots and the ordinary flush deals with the chain (a bad
+//! one is handed back empty there).
+//!
+//! Ring epochs ([`RingEpochs`]): the relay bumps a ring's epoch before it
+//! passes QEMU a message that (re)configures it, and every ring's before a
+//! memory table, a reset or new features. A recorded frame whose ring's
+//! epoch changed is dropped without touching the ring. The guest's
+//! memory stays mapped while a read uses it: the read holds the memory's
+//! guard (a new memory table maps anew and unmaps the old one only when
+//! the last guard goes).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use vhost_user_backend::VringT;
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend};
+
+use super::{live, next_chain, notify, rings, Guard, Memory, RingState, Shared};
+use super::{HDR_LEN, MAX_MERGE, MAX_QUEUE_SIZE, NUM_QUEUES};
+use crate::iface::tx::GuestBuffers;
+use crate::wire::framing::VNET_HDR_LEN;
+
+/// Most iovecs one read hands the kernel (`UIO_MAXIOV`).
+pub(super) const MAX_IOV: usize = 1024;
+/// Most frames recorded and not yet completed (the queue's offload slots
+/// are fewer).
+const MAX_FRAMES: usize = 256;
+/// Longest headers in front of a payload: Ethernet, IPv6, TCP with
+/// options, behind the virtio-net header.
+const MAX_HEAD_ROOM: usize = HDR_LEN + 14 + 40 + 60;
+
+/// Per ring, a count the relay bumps before QEMU reconfigures it.
+pub(super) struct RingEpochs([AtomicU32; NUM_QUEUES]);
+
+impl RingEpochs {
+    pub fn new() -> Self {
+        RingEpochs(std::array::from_fn(|_| AtomicU32::new(0)))
+    }
+
+    /// Ring `ring` is about to change (a ring past the last is ignored:
+    /// the library refuses its message).
+    pub fn bump(&self, ring: usize) {
+        if let Some(epoch) = self.0.get(ring) {
+            epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Every ring is about to change.
+    pub fn bump_all(&self) {
+        for epoch in &self.0 {
+            epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn get(&self, ring: usize) -> u32 {
+        self.0[ring].load(Ordering::Acquire)
+    }
+}
+
+/// A chain a recorded frame fills.
+#[derive(Clone, Copy)]
+struct Chain {
+    head: u16,
+    /// Bytes its descriptors hold.
+    room: u32,
+}
+
+/// A frame read into chains, not yet completed.
+#[derive(Clone, Copy)]
+struct Frame {
+    /// The RX ring (0, 2, ...).
+    ring: usize,
+    epoch: u32,
+    /// Its chains: the next `chains` of [`RxChains::chains`].
+    chains: usize,
+    /// Guest address of the first descriptor (the headers go there).
+    first: GuestAddress,
+    head_room: usize,
+    payload: usize,
+}
+
+/// Why a chain cannot take (more of) a frame.
+struct Unfit;
+
+/// The RX chains of a vhost-user device, lent to the stack's queue.
+pub(super) struct RxChains {
+    shared: Arc<Shared>,
+    mem: Memory,
+    /// Chains of the recorded frames, in order.
+    chains: VecDeque<Chain>,
+    frames: VecDeque<Frame>,
+    /// How many of the last frames the last read recorded.
+    last_read: usize,
+    /// The iovecs of one read (allocated once).
+    iov: Vec<libc::iovec>,
+    /// Rings completed into since the last `end_batch` (bit = ring).
+    touched: u16,
+    /// Whether a frame was read into chains yet (logged once).
+    used: bool,
+}
+
+impl RxChains {
+    pub fn new(shared: Arc<Shared>, mem: Memory) -> Self {
+        RxChains {
+            shared,
+            mem,
+            chains: VecDeque::with_capacity(MAX_QUEUE_SIZE),
+            frames: VecDeque::with_capacity(MAX_FRAMES),
+            last_read: 0,
+            iov: Vec::with_capacity(MAX_IOV),
+            touched: 0,
+            used: false,
+        }
+    }
+
+    /// Chains recorded on `ring` (all recorded frames are on one ring).
+    fn recorded_on(&self, ring: usize) -> usize {
+        if self.frames.front().is_some_and(|f| f.ring == ring) {
+            self.chains.len()
+        } else {
+            0
+        }
+    }
+
+    /// Drops the records of the last `n` frames.
+    fn unrecord(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some(f) = self.frames.pop_back() {
+                self.chains.truncate(self.chains.len() - f.chains);
+            }
+        }
+    }
+
+    /// Sets the last recorded frame's payload to `payload` bytes (a short
+    /// read) and drops the records of the chains it no longer needs.
+    fn trim_last(&mut self, payload: usize) {
+        let Some(last) = self.frames.back_mut() else {
+            return;
+        };
+        last.payload = payload;
+        let first = self.chains.len() - last.chains;
+        let mut room = 0;
+        let mut need = 0;
+        for c in self.chains.range(first..) {
+            if room >= last.head_room + payload {
+                break;
+            }
+            room += c.room as usize;
+            need += 1;
+        }
+        last.chains = need;
+        self.chains.truncate(first + need);
+    }
+
+    /// Takes chains for up to `frames` frames from a ring whose lock is
+    /// held and records them; the iovecs go to `self.iov` after what is
+    /// there. Returns how many frames got chains.
+    #[allow(clippy::too_many_arguments)]
+    fn reserve(
+        &mut self,
+        state: &mut RingState,
+        mem: &Guard,
+        ring: usize,
+        head_room: usize,
+        per_frame: usize,
+        frames: usize,
+        mut left: usize,
+    ) -> usize {
+        let epoch = self.shared.epochs.get(ring);
+        let mut rearmed = false;
+        let mut taken = 0;
+        while taken < frames && left > 0 && self.frames.len() < MAX_FRAMES {
+            let want = left.min(per_frame);
+            let need = head_room + want;
+            let (chains_before, iov_before) = (self.chains.len(), self.iov.len());
+            let mut frame = Frame {
+                ring,
+                epoch,
+                chains: 0,
+                first: GuestAddress(0),
+                head_room,
+                payload: want,
+            };
+            let mut room = 0;
+            let mut fits = true;
+            while room < need {
+                if frame.chains == MAX_MERGE || self.chains.len() == self.chains.capacity() {
+                    fits = false;
+                    break;
+                }
+                let Some(chain) = next_chain(state, mem, &mut rearmed) else {
+                    fits = false;
+                    break;
+                };
+                frame.chains += 1;
+                let head = chain.head_index();
+                // Payload bytes still to place, and where they start in
+                // this chain.
+                let skip = if room == 0 { head_room } else { 0 };
+                let placed = room.saturating_sub(head_room);
+                match self.map(mem, chain, skip, want - placed, &mut frame.first) {
+                    Ok(chain_room) => {
+                        self.chains.push_back(Chain {
+                            head,
+                            room: chain_room as u32,
+                        });
+                        room += chain_room;
+                    }
+                    Err(Unfit) => {
+                        fits = false;
+                        break;
+                    }
+                }
+            }
+            if !fits {
+                // This frame's chains go back: they are the last taken.
+                for _ in 0..frame.chains {
+                    state.get_queue_mut().go_to_previous_position();
+                }
+                self.chains.truncate(chains_before);
+                self.iov.truncate(iov_before);
+                break;
+            }
+            self.frames.push_back(frame);
+            taken += 1;
+            left -= want;
+        }
+        taken
+    }
+
+    /// Appends iovecs for up to `want` payload bytes of `chain` from
+    /// `skip` bytes into it (the first descriptor must hold `skip`; its
+    /// address goes to `first` then). Returns the bytes the chain holds.
+    fn map(
+        &mut self,
+        mem: &Guard,
+        chain: virtio_queue::DescriptorChain<Guard>,
+        mut skip: usize,
+        mut want: usize,
+        first: &mut GuestAddress,
+    ) -> Result<usize, Unfit> {
+        let mut room = 0usize;
+        let mut first_desc = true;
+        for desc in chain {
+            if !desc.is_write_only() {
+                return Err(Unfit);
+            }
+            let len = desc.len() as usize;
+            if first_desc && skip > 0 {
+                if len < skip {
+                    return Err(Unfit);
+                }
+                *first = desc.addr();
+            }
+            first_desc = false;
+            let slice = mem.get_slice(desc.addr(), len).map_err(|_| Unfit)?;
+            room += len;
+            let usable = len - skip;
+            let take = usable.min(want);
+            if take > 0 {
+                if self.iov.len() == MAX_IOV {
+                    return Err(Unfit);
+                }
+                self.iov.push(libc::iovec {
+                    // SAFETY: `skip + take <= len`, the slice's length, so
+                    // the iovec lies within one mapped region of guest
+                    // memory; the caller holds the memory's guard (the
+                    // region stays mapped) until the read is done.
+                    iov_base: unsafe { slice.ptr_guard_mut().as_ptr().add(skip) }.cast(),
+                    iov_len: take,
+                });
+                want -= take;
+            }
+            skip = 0;
+        }
+        if room > u32::MAX as usize {
+            return Err(Unfit);
+        }
+        Ok(room)
+    }
+}
+
+impl GuestBuffers for RxChains {
+    fn read_into(
+        &mut self,
+        at: usize,
+        per_frame: usize,
+        frames: usize,
+        total: usize,
+        lead: Option<&mut [u8]>,
+        read: &mut dyn FnMut(&mut [libc::iovec]) -> std::io::Result<usize>,
+    ) -> Option<std::io::Result<usize>> {
+        self.last_read = 0;
+        let head_room = HDR_LEN + at;
+        if head_room > MAX_HEAD_ROOM || per_frame == 0 {
+            return None;
+        }
+        let shared = self.shared.clone();
+        // Held through the read: the iovecs point into this memory.
+        let mem = self.mem.memory();
+        let pending_ring = self.frames.front().map(|f| f.ring);
+        // The first live RX ring (the one of the frames recorded, if any).
+        let (ring, vring) = rings(&shared, 0)
+            .enumerate()
+            .map(|(pair, vring)| (2 * pair, vring))
+            .filter(|(ring, _)| pending_ring.is_none_or(|r| r == *ring))
+            .find(|(_, vring)| live(&vring.get_mut()))?;
+        let mut state = vring.get_mut();
+        if !live(&state) {
+            return None;
+        }
+        let base = state.get_queue().next_avail();
+        let recorded = self.recorded_on(ring) as u16;
+        state
+            .get_queue_mut()
+            .set_next_avail(base.wrapping_add(recorded));
+        self.iov.clear();
+        let lead_len = lead.as_ref().map_or(0, |l| l.len());
+        if let Some(lead) = lead {
+            self.iov.push(libc::iovec {
+                iov_base: lead.as_mut_ptr().cast(),
+                iov_len: lead.len(),
+            });
+        }
+        let taken = self.reserve(&mut state, &mem, ring, head_room, per_frame, frames, total);
+        let result = (taken > 0).then(|| {
+            let result = read(&mut self.iov).map(|n| n.saturating_sub(lead_len));
+            let filled = match &result {
+                Ok(got) => got.div_ceil(per_frame).min(taken),
+                Err(_) => 0,
+            };
+            self.unrecord(taken - filled);
+            if let (Ok(got), true) = (&result, filled > 0) {
+                self.trim_last(got - (filled - 1) * per_frame);
+            }
+            self.last_read = filled;
+            if filled > 0 && !self.used {
+                self.used = true;
+                tracing::info!("payload read straight into the guest's RX chains");
+            }
+            result
+        });
+        // The ring's index goes back: no chain is taken until its frame
+        // is completed.
+        state.get_queue_mut().set_next_avail(base);
+        result
+    }
+
+    fn keep_read(&mut self, keep: usize) {
+        self.unrecord(self.last_read.saturating_sub(keep));
+        self.last_read = 0;
+    }
+
+    fn complete(&mut self, vnet: &[u8], headers: &[u8], payload_len: usize) -> bool {
+        let Some(frame) = self.frames.pop_front() else {
+            return false;
+        };
+        let mut chains = [Chain { head: 0, room: 0 }; MAX_MERGE];
+        for c in chains.iter_mut().take(frame.chains) {
+            *c = self
+                .chains
+                .pop_front()
+                .unwrap_or(Chain { head: 0, room: 0 });
+        }
+        let chains = &chains[..frame.chains];
+        self.last_read = 0;
+        let Some(vring) = rings(&self.shared, 0).nth(frame.ring / 2) else {
+            return false;
+        };
+        let mut state = vring.get_mut();
+        if !live(&state)
+            || self.shared.epochs.get(frame.ring) != frame.epoch
+            || vnet.len() != VNET_HDR_LEN
+            || HDR_LEN + headers.len() != frame.head_room
+            || payload_len != frame.payload
+        {
+            tracing::debug!("a frame read into RX chains that changed; dropped");
+            return false;
+        }
+        let mem = self.mem.memory();
+        // Take the recorded chains again: they must still be next.
+        let mut taken = 0;
+        for c in chains {
+            match state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
+                Some(chain) if chain.head_index() == c.head => taken += 1,
+                Some(_) => {
+                    taken += 1;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if taken != chains.len() {
+            for _ in 0..taken {
+                state.get_queue_mut().go_to_previous_position();
+            }
+            tracing::debug!("the guest changed RX chains under a frame; dropped");
+            return false;
+        }
+        let mut head = [0u8; MAX_HEAD_ROOM];
+        head[..VNET_HDR_LEN].copy_from_slice(vnet);
+        head[VNET_HDR_LEN..HDR_LEN].copy_from_slice(&(chains.len() as u16).to_le_bytes());
+        head[HDR_LEN..frame.head_room].copy_from_slice(headers);
+        let written = mem
+            .write_slice(&head[..frame.head_room], frame.first)
+            .is_ok();
+        let mut left = if written {
+            frame.head_room + frame.payload
+        } else {
+            0
+        };
+        for c in chains {
+            let len = left.min(c.room as usize);
+            let _ = state.add_used(c.head, len as u32);
+            left -= len;
+        }
+        self.touched |= 1 << frame.ring;
+        written
+    }
+
+    fn end_batch(&mut self) {
+        for (pair, vring) in rings(&self.shared, 0).enumerate() {
+            if self.touched & (1 << (2 * pair)) != 0 {
+                notify(&mut vring.get_mut());
+            }
+        }
+        self.touched = 0;
+    }
+
+    fn forget(&mut self) {
+        self.frames.clear();
+        self.chains.clear();
+        self.last_read = 0;
+    }
+}
