@@ -721,4 +721,200 @@ mod tests {
         assert_eq!(tx.frame(0), &data[30..80]);
         assert_eq!(tx.frame(1), &data[80..]);
     }
+
+    /// Guest buffers of the test's own: plain memory, and a log of what
+    /// the queue asked of them.
+    #[derive(Default)]
+    struct LentLog {
+        /// Payload bytes read, per frame, oldest first.
+        frames: std::collections::VecDeque<Vec<u8>>,
+        /// Frames completed: (vnet header, headers, payload).
+        completed: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+        kept: Vec<usize>,
+        batches: usize,
+        forgotten: usize,
+        /// Answer `None` to reads (no buffer fits).
+        refuse: bool,
+    }
+
+    struct FakeBuffers(std::rc::Rc<std::cell::RefCell<LentLog>>);
+
+    impl GuestBuffers for FakeBuffers {
+        fn read_into(
+            &mut self,
+            _at: usize,
+            per_frame: usize,
+            frames: usize,
+            total: usize,
+            lead: Option<&mut [u8]>,
+            read: &mut dyn FnMut(&mut [libc::iovec]) -> std::io::Result<usize>,
+        ) -> Option<std::io::Result<usize>> {
+            let mut log = self.0.borrow_mut();
+            if log.refuse {
+                return None;
+            }
+            let mut bufs: Vec<Vec<u8>> = (0..frames)
+                .map(|i| vec![0; per_frame.min(total - i * per_frame)])
+                .collect();
+            let lead_len = lead.as_ref().map_or(0, |l| l.len());
+            let mut iov: Vec<libc::iovec> = lead
+                .into_iter()
+                .chain(bufs.iter_mut().map(|b| b.as_mut_slice()))
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            let got = match read(&mut iov) {
+                Ok(n) => n - lead_len,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut left = got;
+            for mut b in bufs.into_iter().take(got.div_ceil(per_frame)) {
+                b.truncate(left.min(per_frame));
+                left -= b.len();
+                log.frames.push_back(b);
+            }
+            Some(Ok(got))
+        }
+        fn keep_read(&mut self, keep: usize) {
+            let mut log = self.0.borrow_mut();
+            log.kept.push(keep);
+            let n = log.frames.len();
+            // The frames of the last read past `keep` (all are the last
+            // read's in these tests).
+            log.frames.truncate(keep.min(n));
+        }
+        fn complete(&mut self, vnet: &[u8], headers: &[u8], payload_len: usize) -> bool {
+            let mut log = self.0.borrow_mut();
+            let payload = log.frames.pop_front().unwrap();
+            assert_eq!(payload.len(), payload_len);
+            log.completed
+                .push((vnet.to_vec(), headers.to_vec(), payload));
+            true
+        }
+        fn end_batch(&mut self) {
+            self.0.borrow_mut().batches += 1;
+        }
+        fn forget(&mut self) {
+            let mut log = self.0.borrow_mut();
+            log.forgotten += log.frames.len();
+            log.frames.clear();
+        }
+    }
+
+    fn lent_queue() -> (GuestTx, std::rc::Rc<std::cell::RefCell<LentLog>>) {
+        let log = std::rc::Rc::new(std::cell::RefCell::new(LentLog::default()));
+        let mut tx = GuestTx::new(1500, 32);
+        tx.enable_offload();
+        tx.lend_guest_buffers(Box::new(FakeBuffers(log.clone())));
+        (tx, log)
+    }
+
+    #[test]
+    fn payload_read_into_lent_buffers_leaves_headers_in_the_slots() {
+        let (mut tx, log) = lent_queue();
+        let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+        let (_a, r) = socket_with(&data);
+        let at = 54;
+        let got = tx
+            .read_into_free(at, 100, 250, None, |iov| readv(&r, iov))
+            .unwrap();
+        assert_eq!((got, tx.filled()), (250, 3));
+        for len in [100, 100, 50] {
+            assert!(tx.push_with_vnet(&[7; VNET_HDR_LEN], |b| {
+                b[..at].fill(0xee);
+                at + len
+            }));
+        }
+        // An ACK queued after them goes after them, in a slot.
+        assert!(tx.push(|b| {
+            b[..3].copy_from_slice(b"ack");
+            3
+        }));
+        assert_eq!((tx.len(), tx.lent_queued()), (4, 3));
+        // Another read while a slot frame is queued: into the slots.
+        let (_a2, r2) = socket_with(b"more");
+        assert_eq!(
+            tx.read_into_free(at, 100, 4, None, |iov| readv(&r2, iov))
+                .unwrap(),
+            4
+        );
+        assert_eq!(log.borrow().frames.len(), 3, "not into the guest's buffers");
+        tx.drop_filled();
+        assert_eq!(tx.complete_lent(), 3);
+        let log = log.borrow();
+        assert_eq!(log.batches, 1);
+        let payload: Vec<u8> = log.completed.iter().flat_map(|c| c.2.clone()).collect();
+        assert_eq!(payload, data);
+        for (vnet, headers, _) in &log.completed {
+            assert_eq!(vnet, &[7; VNET_HDR_LEN]);
+            assert_eq!(headers, &vec![0xee; at]);
+        }
+        assert_eq!((tx.len(), tx.lent_queued()), (1, 0));
+        assert_eq!(tx.frame(0), b"ack");
+    }
+
+    #[test]
+    fn lent_buffers_are_used_only_for_offload_frames_and_when_they_fit() {
+        let (mut tx, log) = lent_queue();
+        // A link that does not take offload frames: the slots.
+        tx.disable_offload();
+        assert!(tx.has_guest_buffers(), "kept over a rebuild");
+        let (_a, r) = socket_with(b"abcdef");
+        assert_eq!(
+            tx.read_into_free(10, 100, 6, None, |iov| readv(&r, iov))
+                .unwrap(),
+            6
+        );
+        assert!(push_header(&mut tx, 10, 6));
+        assert_eq!((tx.lent_queued(), log.borrow().frames.len()), (0, 0));
+        assert_eq!(&tx.frame(0)[10..], b"abcdef");
+        tx.pop(1);
+        // Buffers that do not fit: the slots too.
+        tx.enable_offload();
+        log.borrow_mut().refuse = true;
+        let (_a, r) = socket_with(b"ghij");
+        assert_eq!(
+            tx.read_into_free(10, 100, 4, None, |iov| readv(&r, iov))
+                .unwrap(),
+            4
+        );
+        assert!(push_header(&mut tx, 10, 4));
+        assert_eq!(tx.lent_queued(), 0);
+        assert_eq!(&tx.frame(0)[10..], b"ghij");
+    }
+
+    #[test]
+    fn unpushed_lent_frames_are_given_back_and_cleared_ones_forgotten() {
+        let (mut tx, log) = lent_queue();
+        let (_a, r) = socket_with(&[1; 300]);
+        assert_eq!(
+            tx.read_into_free(20, 100, 300, None, |iov| readv(&r, iov))
+                .unwrap(),
+            300
+        );
+        assert!(push_header(&mut tx, 20, 100));
+        // The second frame was refused: the rest goes back.
+        tx.drop_filled();
+        assert_eq!(log.borrow().kept, vec![1]);
+        assert_eq!(log.borrow().frames.len(), 1);
+        assert_eq!(tx.lent_queued(), 1);
+        // The VM went away.
+        tx.clear();
+        assert_eq!((log.borrow().forgotten, tx.lent_queued()), (1, 0));
+        assert_eq!(tx.complete_lent(), 0);
+        // A lead buffer is read first, and not counted.
+        let (_a, r) = socket_with(b"skipDATA");
+        let mut skip = [0u8; 4];
+        assert_eq!(
+            tx.read_into_free(20, 100, 4, Some(&mut skip), |iov| readv(&r, iov))
+                .unwrap(),
+            4
+        );
+        assert_eq!(&skip, b"skip");
+        assert!(push_header(&mut tx, 20, 4));
+        assert_eq!(tx.complete_lent(), 1);
+        assert_eq!(log.borrow().completed[0].2, b"DATA");
+    }
 }

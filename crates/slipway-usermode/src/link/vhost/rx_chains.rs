@@ -412,17 +412,18 @@ impl GuestBuffers for RxChains {
         let mem = self.mem.memory();
         // Take the recorded chains again: they must still be next.
         let mut taken = 0;
+        let mut matched = 0;
         for c in chains {
-            match state.get_queue_mut().pop_descriptor_chain(mem.clone()) {
-                Some(chain) if chain.head_index() == c.head => taken += 1,
-                Some(_) => {
-                    taken += 1;
-                    break;
-                }
-                None => break,
+            let Some(chain) = state.get_queue_mut().pop_descriptor_chain(mem.clone()) else {
+                break;
+            };
+            taken += 1;
+            if chain.head_index() != c.head {
+                break;
             }
+            matched += 1;
         }
-        if taken != chains.len() {
+        if matched != chains.len() {
             for _ in 0..taken {
                 state.get_queue_mut().go_to_previous_position();
             }
@@ -463,5 +464,386 @@ impl GuestBuffers for RxChains {
         self.frames.clear();
         self.chains.clear();
         self.last_read = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The chains of an RX ring in memory of the test's own, laid out as a
+    //! guest driver would (and as a hostile one might), and a socket pair
+    //! standing for the host socket peeked.
+
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::{Mutex, OnceLock};
+
+    use vhost_user_backend::{VringRwLock, VringT};
+    use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use super::*;
+    use crate::link::vhost::kick::Kicks;
+
+    const QSIZE: u16 = 128;
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x2000;
+    const USED: u64 = 0x3000;
+    /// Buffer `i` lies at BUFS + i * BUF_STRIDE.
+    const BUFS: u64 = 0x10000;
+    const BUF_STRIDE: u64 = 0x1000;
+    /// Ethernet, IPv4, TCP.
+    const AT: usize = 54;
+
+    struct Ring {
+        shared: Arc<Shared>,
+        mem: Memory,
+        /// Chains offered so far.
+        offered: u16,
+    }
+
+    impl Ring {
+        fn new() -> Ring {
+            let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+            let mem = GuestMemoryAtomic::new(gm);
+            let vrings: Vec<VringRwLock> = (0..NUM_QUEUES)
+                .map(|_| VringRwLock::new(mem.clone(), QSIZE).unwrap())
+                .collect();
+            let rx = &vrings[0];
+            rx.set_queue_size(QSIZE);
+            rx.set_queue_info(DESC, AVAIL, USED).unwrap();
+            rx.set_queue_ready(true);
+            rx.set_enabled(true);
+            let shared = Arc::new(Shared {
+                wake: EventFd::new(EFD_NONBLOCK).unwrap(),
+                kicks: Mutex::new(Kicks::new().unwrap()),
+                epochs: RingEpochs::new(),
+                vrings: OnceLock::from(vrings),
+                acked: AtomicU64::new(0),
+                gone: AtomicBool::new(false),
+            });
+            Ring {
+                shared,
+                mem,
+                offered: 0,
+            }
+        }
+
+        fn chains(&self) -> RxChains {
+            RxChains::new(self.shared.clone(), self.mem.clone())
+        }
+
+        fn write(&self, at: u64, bytes: &[u8]) {
+            self.mem
+                .memory()
+                .write_slice(bytes, GuestAddress(at))
+                .unwrap();
+        }
+
+        fn read(&self, at: u64, len: usize) -> Vec<u8> {
+            let mut b = vec![0; len];
+            self.mem
+                .memory()
+                .read_slice(&mut b, GuestAddress(at))
+                .unwrap();
+            b
+        }
+
+        fn u16_at(&self, at: u64) -> u16 {
+            let b = self.read(at, 2);
+            u16::from_le_bytes([b[0], b[1]])
+        }
+
+        /// Descriptor `i`: `len` bytes at `addr`, device-writable when
+        /// `write`, chained to `next` when given.
+        fn desc(&self, i: u16, addr: u64, len: u32, write: bool, next: Option<u16>) {
+            let mut d = addr.to_le_bytes().to_vec();
+            d.extend_from_slice(&len.to_le_bytes());
+            let flags = u16::from(next.is_some()) | if write { 2 } else { 0 };
+            d.extend_from_slice(&flags.to_le_bytes());
+            d.extend_from_slice(&next.unwrap_or(0).to_le_bytes());
+            self.write(DESC + 16 * u64::from(i), &d);
+        }
+
+        /// Offers `head` as the next available chain.
+        fn offer(&mut self, head: u16) {
+            let slot = AVAIL + 4 + 2 * u64::from(self.offered % QSIZE);
+            self.write(slot, &head.to_le_bytes());
+            self.offered += 1;
+            self.write(AVAIL + 2, &self.offered.to_le_bytes());
+        }
+
+        /// Offers `n` chains of one `len`-byte descriptor each, from
+        /// descriptor `first`.
+        fn offer_buffers(&mut self, first: u16, n: u16, len: u32) {
+            for i in first..first + n {
+                self.desc(i, BUFS + BUF_STRIDE * u64::from(i), len, true, None);
+                self.offer(i);
+            }
+        }
+
+        fn used_idx(&self) -> u16 {
+            self.u16_at(USED + 2)
+        }
+
+        /// Used entry `n`: (head, length).
+        fn used(&self, n: u16) -> (u16, u32) {
+            let b = self.read(USED + 4 + 8 * u64::from(n % QSIZE), 8);
+            (
+                u16::from_le_bytes([b[0], b[1]]),
+                u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            )
+        }
+
+        fn next_avail(&self) -> u16 {
+            self.shared.vrings.get().unwrap()[0].queue_next_avail()
+        }
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    fn socket_with(bytes: &[u8]) -> (UnixStream, UnixStream) {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(bytes).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn peek(fd: &UnixStream) -> impl FnMut(&mut [libc::iovec]) -> std::io::Result<usize> + '_ {
+        move |iov| {
+            // SAFETY: a zeroed msghdr pointing at the caller's iovecs,
+            // which point at live writable memory.
+            let r = unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = iov.as_mut_ptr();
+                msg.msg_iovlen = iov.len() as _;
+                libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_PEEK)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(r as usize)
+        }
+    }
+
+    /// The frame delivered over used entries `from..from + n`: its
+    /// virtio-net header, headers and payload.
+    fn delivered(ring: &Ring, from: u16, n: u16) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for k in from..from + n {
+            let (head, len) = ring.used(k);
+            bytes.extend(ring.read(BUFS + BUF_STRIDE * u64::from(head), len as usize));
+        }
+        bytes
+    }
+
+    fn complete(chains: &mut RxChains, payload: usize) -> bool {
+        chains.complete(&[9; VNET_HDR_LEN], &[0xee; AT], payload)
+    }
+
+    #[test]
+    fn payload_lands_in_the_chains_and_headers_go_in_front() {
+        let mut ring = Ring::new();
+        ring.offer_buffers(0, 8, 1024);
+        let mut chains = ring.chains();
+        let sent = data(5000);
+        let (_host, sock) = socket_with(&sent);
+        let got = chains.read_into(AT, 2000, 3, 5000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 5000);
+        // Nothing is taken from the ring until the frames are completed.
+        assert_eq!((ring.next_avail(), ring.used_idx()), (0, 0));
+        for payload in [2000, 2000, 1000] {
+            assert!(complete(&mut chains, payload));
+        }
+        chains.end_batch();
+        assert_eq!((ring.next_avail(), ring.used_idx()), (8, 8));
+        // 12 + 54 + 2000 bytes over three 1024-byte chains, twice, then
+        // 12 + 54 + 1000 over two.
+        let lens: Vec<u32> = (0..8).map(|n| ring.used(n).1).collect();
+        assert_eq!(lens, [1024, 1024, 18, 1024, 1024, 18, 1024, 42]);
+        let mut payload = Vec::new();
+        for (from, n) in [(0, 3), (3, 3), (6, 2)] {
+            let frame = delivered(&ring, from, n);
+            assert_eq!(&frame[..VNET_HDR_LEN], &[9; VNET_HDR_LEN]);
+            assert_eq!(u16::from_le_bytes([frame[10], frame[11]]), n, "num_buffers");
+            assert_eq!(&frame[HDR_LEN..HDR_LEN + AT], &[0xee; AT]);
+            payload.extend_from_slice(&frame[HDR_LEN + AT..]);
+        }
+        assert_eq!(payload, sent);
+    }
+
+    #[test]
+    fn a_short_read_keeps_only_the_chains_it_filled() {
+        let mut ring = Ring::new();
+        ring.offer_buffers(0, 8, 1024);
+        let mut chains = ring.chains();
+        let sent = data(2100);
+        let (_host, sock) = socket_with(&sent);
+        let got = chains.read_into(AT, 2000, 3, 5000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 2100);
+        assert!(complete(&mut chains, 2000));
+        assert!(complete(&mut chains, 100));
+        assert!(!complete(&mut chains, 100), "no third frame");
+        chains.end_batch();
+        assert_eq!(ring.used_idx(), 4);
+        assert_eq!(ring.used(3), (3, (HDR_LEN + AT + 100) as u32));
+        // The chains not filled are still the guest's, next in the ring.
+        assert_eq!(ring.next_avail(), 4);
+    }
+
+    #[test]
+    fn later_reads_start_past_the_chains_recorded() {
+        let mut ring = Ring::new();
+        ring.offer_buffers(0, 6, 1024);
+        let mut chains = ring.chains();
+        let sent = data(1500);
+        let (_host, sock) = socket_with(&sent);
+        let first = chains.read_into(AT, 1000, 1, 1000, None, &mut peek(&sock));
+        assert_eq!(first.unwrap().unwrap(), 1000);
+        // The same bytes again (a second flow's peek, say).
+        let second = chains.read_into(AT, 1000, 1, 1000, None, &mut peek(&sock));
+        assert_eq!(second.unwrap().unwrap(), 1000);
+        // The second frame was refused by the stack: given back.
+        chains.keep_read(0);
+        assert!(complete(&mut chains, 1000));
+        chains.end_batch();
+        assert_eq!(ring.used_idx(), 2);
+        assert_eq!((ring.used(0).0, ring.used(1).0), (0, 1));
+        assert_eq!(&delivered(&ring, 0, 2)[HDR_LEN + AT..], &sent[..1000]);
+        assert_eq!(ring.next_avail(), 2);
+    }
+
+    #[test]
+    fn chains_that_cannot_take_a_frame_are_left_to_the_ordinary_path() {
+        let sent = data(3000);
+        // First descriptor shorter than the headers: nothing read here.
+        let mut ring = Ring::new();
+        ring.desc(0, BUFS, 16, true, Some(1));
+        ring.desc(1, BUFS + BUF_STRIDE, 4000, true, None);
+        ring.offer(0);
+        let mut chains = ring.chains();
+        let (_host, sock) = socket_with(&sent);
+        assert!(chains
+            .read_into(AT, 1000, 2, 2000, None, &mut peek(&sock))
+            .is_none());
+        assert_eq!((ring.next_avail(), ring.used_idx()), (0, 0));
+
+        // A good chain, then one the device may not write, then one
+        // outside guest memory: the first frame only.
+        for bad in [
+            (BUFS + BUF_STRIDE, 4000, false),
+            (64 << 30, 4000, true),
+            ((1 << 20) - 100, 4000, true),
+        ] {
+            let mut ring = Ring::new();
+            ring.desc(0, BUFS, 4000, true, None);
+            ring.offer(0);
+            ring.desc(1, bad.0, bad.1, bad.2, None);
+            ring.offer(1);
+            let mut chains = ring.chains();
+            let got = chains.read_into(AT, 1000, 2, 2000, None, &mut peek(&sock));
+            assert_eq!(got.unwrap().unwrap(), 1000, "{bad:?}");
+            assert!(complete(&mut chains, 1000));
+            assert!(!complete(&mut chains, 1000));
+            chains.end_batch();
+            assert_eq!((ring.next_avail(), ring.used_idx()), (1, 1), "{bad:?}");
+        }
+
+        // An empty ring, and more chains than a frame may merge.
+        let mut ring = Ring::new();
+        let mut chains = ring.chains();
+        assert!(chains
+            .read_into(AT, 1000, 1, 1000, None, &mut peek(&sock))
+            .is_none());
+        // Chains of 67 bytes: 64 of them hold 64 * 67 - 66 bytes of
+        // payload, one more byte takes a 65th.
+        const SMALL: usize = HDR_LEN + AT + 1;
+        ring.offer_buffers(0, 70, SMALL as u32);
+        let per_frame = MAX_MERGE * SMALL - HDR_LEN - AT;
+        let (_host, sock) = socket_with(&data(2 * per_frame));
+        let got = chains.read_into(AT, per_frame + 1, 1, per_frame + 1, None, &mut peek(&sock));
+        assert!(got.is_none(), "{got:?}");
+        let got = chains.read_into(AT, per_frame, 1, per_frame, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), per_frame);
+    }
+
+    #[test]
+    fn a_ring_changed_between_read_and_completion_drops_the_frame_untouched() {
+        // QEMU reconfigured the ring (the relay bumped its epoch).
+        let mut ring = Ring::new();
+        ring.offer_buffers(0, 4, 2048);
+        let mut chains = ring.chains();
+        let (_host, sock) = socket_with(&data(1000));
+        let got = chains.read_into(AT, 1000, 1, 1000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 1000);
+        ring.shared.epochs.bump(0);
+        assert!(!complete(&mut chains, 1000));
+        chains.end_batch();
+        assert_eq!((ring.next_avail(), ring.used_idx()), (0, 0));
+
+        // The guest rewrote the avail entry under the frame.
+        let got = chains.read_into(AT, 1000, 1, 1000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 1000);
+        ring.write(AVAIL + 4, &3u16.to_le_bytes());
+        assert!(!complete(&mut chains, 1000));
+        assert_eq!((ring.next_avail(), ring.used_idx()), (0, 0));
+
+        // Headers of another length than read for: dropped too.
+        ring.write(AVAIL + 4, &0u16.to_le_bytes());
+        let got = chains.read_into(AT, 1000, 1, 1000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 1000);
+        assert!(!chains.complete(&[0; VNET_HDR_LEN], &[0; AT + 20], 1000));
+        assert_eq!((ring.next_avail(), ring.used_idx()), (0, 0));
+
+        // Forgotten frames (the VM went away) leave the ring alone, and
+        // the next read starts at its first chain again.
+        let got = chains.read_into(AT, 1000, 1, 1000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 1000);
+        chains.forget();
+        let got = chains.read_into(AT, 1000, 1, 1000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 1000);
+        assert!(complete(&mut chains, 1000));
+        chains.end_batch();
+        assert_eq!(ring.used(0), (0, (HDR_LEN + AT + 1000) as u32));
+    }
+
+    #[test]
+    fn a_read_hands_the_kernel_at_most_max_iov_pieces() {
+        // One chain through an indirect table of 1100 descriptors: the
+        // headers and 8 bytes, then 8 bytes each.
+        const TABLE: u64 = 0x80000;
+        const PIECES: usize = 1100;
+        let mut ring = Ring::new();
+        for k in 0..PIECES {
+            let len = if k == 0 { HDR_LEN + AT + 8 } else { 8 };
+            let mut d = (BUFS + 0x100 * k as u64).to_le_bytes().to_vec();
+            d.extend_from_slice(&(len as u32).to_le_bytes());
+            let flags: u16 = 2 | u16::from(k + 1 < PIECES);
+            d.extend_from_slice(&flags.to_le_bytes());
+            d.extend_from_slice(&((k + 1) as u16).to_le_bytes());
+            ring.write(TABLE + 16 * k as u64, &d);
+        }
+        let mut d = TABLE.to_le_bytes().to_vec();
+        d.extend_from_slice(&((16 * PIECES) as u32).to_le_bytes());
+        d.extend_from_slice(&4u16.to_le_bytes());
+        d.extend_from_slice(&0u16.to_le_bytes());
+        ring.write(DESC, &d);
+        ring.offer(0);
+        let mut chains = ring.chains();
+        let sent = data(8 * PIECES);
+        let (_host, sock) = socket_with(&sent);
+        let all = 8 * PIECES;
+        let got = chains.read_into(AT, all, 1, all, None, &mut peek(&sock));
+        assert!(got.is_none(), "{got:?}");
+        let fits = 8 * MAX_IOV;
+        let got = chains.read_into(AT, fits, 1, fits, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), fits);
+        assert!(complete(&mut chains, fits));
+        assert_eq!(ring.used(0), (0, (HDR_LEN + AT + fits) as u32));
+        let last = ring.read(BUFS + 0x100 * (MAX_IOV as u64 - 1), 8);
+        assert_eq!(last, &sent[fits - 8..fits]);
     }
 }
