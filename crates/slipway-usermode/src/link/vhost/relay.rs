@@ -299,3 +299,45 @@ fn send(backend: &UnixStream, msg: &[u8], fds: &[RawFd]) -> std::io::Result<()> 
     };
     (&*backend).write_all(&msg[sent..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epochs_after(request: u32, body: &[u8]) -> Vec<u32> {
+        let epochs = RingEpochs::new();
+        bump_epochs(request, body, &epochs);
+        (0..super::super::NUM_QUEUES)
+            .map(|r| epochs.get(r))
+            .collect()
+    }
+
+    #[test]
+    fn ring_messages_bump_their_rings_epochs() {
+        let ring2 = [2u8, 0, 0, 0, 1, 0, 0, 0];
+        for request in [
+            SET_VRING_NUM,
+            SET_VRING_ADDR,
+            SET_VRING_BASE,
+            GET_VRING_BASE,
+            SET_VRING_ENABLE,
+        ] {
+            let e = epochs_after(request, &ring2);
+            assert_eq!(e[2], 1, "request {request}");
+            assert_eq!(e.iter().sum::<u32>(), 1, "request {request}: only ring 2");
+            // Without a ring index: every ring.
+            assert!(epochs_after(request, &[]).iter().all(|&e| e == 1));
+        }
+        for request in [SET_FEATURES, SET_MEM_TABLE, RESET_OWNER, RESET_DEVICE] {
+            assert!(
+                epochs_after(request, &ring2).iter().all(|&e| e == 1),
+                "request {request}"
+            );
+        }
+        // Kicks (and a ring past the last) change no ring.
+        assert!(epochs_after(SET_VRING_KICK, &ring2).iter().all(|&e| e == 0));
+        assert!(epochs_after(SET_VRING_BASE, &[99, 0, 0, 0])
+            .iter()
+            .all(|&e| e == 0));
+    }
+}

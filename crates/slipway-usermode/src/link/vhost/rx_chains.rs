@@ -84,7 +84,7 @@ impl RingEpochs {
         }
     }
 
-    fn get(&self, ring: usize) -> u32 {
+    pub fn get(&self, ring: usize) -> u32 {
         self.0[ring].load(Ordering::Acquire)
     }
 }
@@ -486,15 +486,16 @@ mod tests {
     use super::*;
     use crate::link::vhost::kick::Kicks;
 
-    const QSIZE: u16 = 128;
+    const QSIZE: u16 = 512;
     const DESC: u64 = 0x1000;
-    const AVAIL: u64 = 0x2000;
-    const USED: u64 = 0x3000;
+    const AVAIL: u64 = 0x3000;
+    const USED: u64 = 0x4000;
     /// Buffer `i` lies at BUFS + i * BUF_STRIDE.
     const BUFS: u64 = 0x10000;
     const BUF_STRIDE: u64 = 0x1000;
     /// Ethernet, IPv4, TCP.
     const AT: usize = 54;
+    const MEM: usize = 4 << 20;
 
     struct Ring {
         shared: Arc<Shared>,
@@ -505,7 +506,7 @@ mod tests {
 
     impl Ring {
         fn new() -> Ring {
-            let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+            let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
             let mem = GuestMemoryAtomic::new(gm);
             let vrings: Vec<VringRwLock> = (0..NUM_QUEUES)
                 .map(|_| VringRwLock::new(mem.clone(), QSIZE).unwrap())
@@ -736,7 +737,7 @@ mod tests {
         for bad in [
             (BUFS + BUF_STRIDE, 4000, false),
             (64 << 30, 4000, true),
-            ((1 << 20) - 100, 4000, true),
+            (MEM as u64 - 100, 4000, true),
         ] {
             let mut ring = Ring::new();
             ring.desc(0, BUFS, 4000, true, None);
@@ -845,5 +846,24 @@ mod tests {
         assert_eq!(ring.used(0), (0, (HDR_LEN + AT + fits) as u32));
         let last = ring.read(BUFS + 0x100 * (MAX_IOV as u64 - 1), 8);
         assert_eq!(last, &sent[fits - 8..fits]);
+    }
+
+    #[test]
+    fn frames_recorded_and_not_completed_are_bounded() {
+        // Chains of 128 bytes: one frame of 62 payload bytes each.
+        let mut ring = Ring::new();
+        ring.offer_buffers(0, 300, 128);
+        let mut chains = ring.chains();
+        let per_frame = 128 - HDR_LEN - AT;
+        let (_host, sock) = socket_with(&data(64 * per_frame));
+        for _ in 0..MAX_FRAMES / 64 {
+            let got = chains.read_into(AT, per_frame, 64, 64 * per_frame, None, &mut peek(&sock));
+            assert_eq!(got.unwrap().unwrap(), 64 * per_frame);
+        }
+        let got = chains.read_into(AT, per_frame, 64, 64 * per_frame, None, &mut peek(&sock));
+        assert!(got.is_none(), "{got:?}");
+        assert!(complete(&mut chains, per_frame));
+        let got = chains.read_into(AT, per_frame, 64, 64 * per_frame, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), per_frame, "room for one more");
     }
 }
