@@ -34,6 +34,12 @@
 //! back ring enables QEMU sends before the features and keeps the kick
 //! eventfds (see there).
 //!
+//! Once the guest takes offload frames, the RX chains are lent to the
+//! stack's queue ([`rx_chains`], `GuestBuffers`): TCP's peek from a host
+//! socket writes the payload straight into them, and `flush` completes
+//! those frames (headers in front, chains marked used) before it copies
+//! any other frame into the next chains.
+//!
 //! The sandbox forbids new threads, so the connection is accepted (and the
 //! library's threads, the relay's and a waiter's started) before the
 //! sandbox is applied: the attachment reports no first peer until then
