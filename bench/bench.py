@@ -34,7 +34,7 @@ stack and MTU runs once, so a load change on the machine hits all alike.
 
 Usage: bench/run.sh [--seconds N] [--rounds N] [--out DIR]
                     [--stacks slipway,slirp4netns,pasta] [--baseline BINARY]
-                    [--metrics tcp,udp,udp_search,rr,conn,udp_gso,udp_where]
+                    [--metrics tcp,udp,udp_search,rr,conn,udp_gso,udp_where,udp_cpu]
 """
 
 import argparse
@@ -61,9 +61,13 @@ STACKS = ["slipway", "baseline", "slirp4netns", "pasta", "loopback"]
 # datagram sizes of each; loopback's own MTU is 65536).
 LOOPBACK_METRICS = ["udp_search", "rr", "conn"]
 MTUS = [1500, 65520]
-METRICS = ["tcp", "udp", "udp_search", "rr", "conn", "udp_gso", "udp_where"]
+METRICS = ["tcp", "udp", "udp_search", "rr", "conn", "udp_gso", "udp_where", "udp_cpu"]
 # The MTUs a metric is measured at (the others: both).
-METRIC_MTUS = {"rr": [65520], "conn": [65520], "udp_gso": [1500], "udp_where": [1500]}
+METRIC_MTUS = {"rr": [65520], "conn": [65520], "udp_gso": [1500], "udp_where": [1500],
+               "udp_cpu": [1500]}
+# udp_cpu: (datagram bytes, offered rate in bit/s), each well under the
+# rate where any stack here starts to lose datagrams (the <1 % search).
+UDP_CPU_RATES = [(1472, 0.2e9), (64, 10e3 * 64 * 8)]
 IPERF_PORT = 15201
 CONN_PORT = 15202
 SOCKPERF_TCP_PORT = 15203
@@ -402,6 +406,24 @@ def udp_where(session, rate_bps, reverse, seconds):
     return out
 
 
+def udp_cpu(session, length, rate_bps, reverse, seconds):
+    """The stack's CPU time per datagram delivered (microseconds) during
+    one iperf3 UDP run at a fixed offered rate every stack carries: what
+    a datagram costs the stack, which bounds its rate where it has a CPU
+    of its own, and depends far less than a loss threshold on whether
+    the client, the server and the stack wait for one another's CPU."""
+    if session.stack_pid is None:
+        return None
+    cpu0 = cpu_seconds(session.stack_pid)
+    got = udp_at(session, rate_bps, length, reverse, seconds)
+    cpu = cpu_seconds(session.stack_pid) - cpu0
+    if got is None or not got["goodput_bps"]:
+        return None
+    delivered = got["goodput_bps"] * seconds / 8 / length
+    return {"us_per_dgram": cpu / delivered * 1e6, "lost_percent": got["lost_percent"],
+            "kpps": delivered / seconds / 1e3}
+
+
 def rr_latency(session, seconds, udp):
     """sockperf ping-pong (its smallest message, 14 bytes, each way, the
     next as soon as the answer is in): p50 and p99 of half the round
@@ -636,6 +658,12 @@ def measure(stack, mtu, args):
             for reverse, way in [(False, "out"), (True, "in")]:
                 r[f"udp_where_{way}"] = udp_where(s, args.where_rate * 1e9, reverse,
                                                   args.search_seconds)
+        if mtu == 1500 and "udp_cpu" in args.metrics:
+            for length, rate in UDP_CPU_RATES:
+                for reverse, way in [(False, "out"), (True, "in")]:
+                    with Profile(args, s, f"udp_cpu{length}_{way}"):
+                        r[f"udp_cpu{length}_{way}"] = udp_cpu(s, length, rate, reverse,
+                                                              args.seconds)
         if mtu == 1500 and "udp_gso" in args.metrics:
             with Profile(args, s, "udp_gso"):
                 r["udp_gso_out"] = udp_gso_rate(s, args.seconds)
@@ -692,6 +720,14 @@ ROWS = [
      lambda r: field(r, 1500, f"udp{DGRAM_SMALL}_out", "pps", 1e-3), True),
     ("UDP <1% loss host->ns 64 B (kpps)",
      lambda r: field(r, 1500, f"udp{DGRAM_SMALL}_in", "pps", 1e-3), True),
+    ("UDP ns->host 1472 B at 0.2 Gbit/s: stack CPU per datagram (us)",
+     lambda r: field(r, 1500, "udp_cpu1472_out", "us_per_dgram"), False),
+    ("UDP host->ns 1472 B at 0.2 Gbit/s: stack CPU per datagram (us)",
+     lambda r: field(r, 1500, "udp_cpu1472_in", "us_per_dgram"), False),
+    ("UDP ns->host 64 B at 10 kpps: stack CPU per datagram (us)",
+     lambda r: field(r, 1500, "udp_cpu64_out", "us_per_dgram"), False),
+    ("UDP host->ns 64 B at 10 kpps: stack CPU per datagram (us)",
+     lambda r: field(r, 1500, "udp_cpu64_in", "us_per_dgram"), False),
     ("UDP GSO sender ns->host 1472 B, unlimited (kpps)",
      lambda r: field(r, 1500, "udp_gso_out", "pps", 1e-3), True),
     ("TCP RR p50 (us, half round trip)", lambda r: field(r, 65520, "tcp_rr", "p50_us"), False),
