@@ -360,6 +360,73 @@ fn flush_tap(
 mod tests {
     use super::*;
 
+    /// One receive from a level-triggered tap holding `queued` frames, in
+    /// the wake-up of poll `poll`, as [`Tap::receive`] drives the budget:
+    /// the `read`s it makes (one more than the frames when it finds the
+    /// tap empty) and whether it reads on in this wake-up.
+    fn receive(budget: &mut ReadBudget, poll: u64, queued: &mut usize) -> (usize, bool) {
+        let limit = budget.start(poll);
+        let frames = limit.min(*queued);
+        *queued -= frames;
+        let drained = frames < limit;
+        let more = budget.end(poll, frames, drained);
+        (frames + usize::from(drained), more)
+    }
+
+    /// A ping-pong (one frame per tap wake-up, the reply's wake-up in
+    /// between) settles at one read per frame: no read finds the tap
+    /// empty once the first has.
+    #[test]
+    fn a_ping_pong_reads_each_frame_once() {
+        let mut budget = ReadBudget::new();
+        let mut reads = 0;
+        for poll in (1..=200).step_by(2) {
+            let mut queued = 1;
+            let (r, more) = receive(&mut budget, poll, &mut queued);
+            assert!(!more);
+            assert_eq!(queued, 0);
+            reads += r;
+        }
+        // The first receive reads twice (its budget starts at a batch).
+        assert_eq!(reads, 100 + 1);
+    }
+
+    /// A burst left in the tap: each wake-up's receive stops at its
+    /// budget, the level-triggered poll reports the rest at once and the
+    /// budget doubles up to a batch; every frame is read, with no more
+    /// wake-ups than the doubling needs, and the budget follows a quieter
+    /// stream back down.
+    #[test]
+    fn a_burst_doubles_the_budget_and_is_read_whole() {
+        let mut budget = ReadBudget::new();
+        let mut one = 1;
+        receive(&mut budget, 1, &mut one);
+        assert_eq!(budget.frames, 1);
+        let mut queued = 1000;
+        let mut reads = 0;
+        let mut poll = 3;
+        while queued > 0 {
+            loop {
+                let (r, more) = receive(&mut budget, poll, &mut queued);
+                reads += r;
+                if !more {
+                    break;
+                }
+            }
+            poll += 1;
+        }
+        // Budgets 1, 2, 4, ..., 32 (63 frames), then whole batches of 64
+        // read on within the seventh wake-up, the last one 41 frames and
+        // a read that found the tap empty.
+        assert_eq!(poll - 3, 7, "wake-ups");
+        assert_eq!(reads, 1000 + 1);
+        assert_eq!(budget.frames, 41);
+        // A ping-pong again: back to one frame at once.
+        let mut one = 1;
+        receive(&mut budget, poll + 1, &mut one);
+        assert_eq!(budget.frames, 1);
+    }
+
     /// A kernel that takes everything gets UDP segmentation offered.
     #[test]
     fn offloads_include_udp_segmentation_when_the_kernel_takes_it() {
