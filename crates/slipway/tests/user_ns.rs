@@ -1336,7 +1336,12 @@ fn proc_io(pid: &str, key: &str) -> u64 {
 /// CPU time (user + system, clock ticks) of process `pid`.
 fn proc_cpu_ticks(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     // utime and stime are fields 14 and 15 (1-based); fields[0] is field 3.
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
@@ -1450,7 +1455,11 @@ for i in range(count):
     let dropped_before = dropped();
     client_run("burst", sink_port, BURST);
     // The tap's queue (500 frames) held them all while nobody read.
-    assert_eq!(dropped(), dropped_before, "the tap dropped part of the burst");
+    assert_eq!(
+        dropped(),
+        dropped_before,
+        "the tap dropped part of the burst"
+    );
     stop(libc::SIGCONT);
     wait_for("the whole burst at the host", || {
         sunk.load(std::sync::atomic::Ordering::Relaxed) >= BURST

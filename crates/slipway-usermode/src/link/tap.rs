@@ -163,9 +163,8 @@ impl Tap {
         // reads a token from `u64` and readiness from `events`, as set
         // here); the tap's descriptor stays open while registered; the
         // event is a valid local.
-        let rc = unsafe {
-            libc::epoll_ctl(registry.as_raw_fd(), op, self.fd.as_raw_fd(), &mut event)
-        };
+        let rc =
+            unsafe { libc::epoll_ctl(registry.as_raw_fd(), op, self.fd.as_raw_fd(), &mut event) };
         if rc < 0 {
             return Err(std::io::Error::last_os_error());
         }
