@@ -35,6 +35,7 @@ stack and MTU runs once, so a load change on the machine hits all alike.
 Usage: bench/run.sh [--seconds N] [--rounds N] [--out DIR]
                     [--stacks slipway,slirp4netns,pasta] [--baseline BINARY]
                     [--metrics tcp,udp,udp_search,rr,conn,udp_gso,udp_where]
+                    [--perf DIR] [--syscalls DIR]
 """
 
 import argparse
