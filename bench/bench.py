@@ -35,6 +35,7 @@ stack and MTU runs once, so a load change on the machine hits all alike.
 Usage: bench/run.sh [--seconds N] [--rounds N] [--out DIR]
                     [--stacks slipway,slirp4netns,pasta] [--baseline BINARY]
                     [--metrics tcp,udp,udp_search,rr,conn,udp_gso,udp_where,udp_cpu]
+                    [--perf DIR] [--syscalls DIR]
 """
 
 import argparse
@@ -355,6 +356,8 @@ def udp_search(session, length, reverse, args):
 
 
 SOCKPERF_PERCENTILE = re.compile(r"percentile (\d+\.\d+) =\s+([\d.]+)")
+# sockperf's count of the answers it got (transactions completed).
+SOCKPERF_RECEIVED = re.compile(r"ReceivedMessages=(\d+)")
 
 
 def udp_counters(session=None):
@@ -445,6 +448,9 @@ def rr_latency(session, seconds, udp):
         log(f"  sockperf failed: {(out.stdout + out.stderr).strip()[-200:]}")
         return None
     r = {"p50_us": got[50.0], "p99_us": got[99.0]}
+    received = SOCKPERF_RECEIVED.search(out.stdout + out.stderr)
+    if received:
+        r["transactions"] = int(received.group(1))
     if session.stack_pid is not None:
         r["stack_cpu_percent"] = 100.0 * cpu / (time.monotonic() - t0)
     return r
@@ -600,6 +606,53 @@ class SockperfServers:
             p.wait()
 
 
+class SyscallCount:
+    """`strace -f -c` of the stack process while one metric runs, when
+    --syscalls DIR was given (DIR/STACK-MTU-METRIC.txt), else nothing.
+    `per(n)` turns the counts into calls per transaction over `n`
+    transactions: {"sys_NAME": calls, "sys_NAME_errors": failed calls,
+    "sys_total": all}. strace slows the stack, so only the counts mean
+    anything, not the latency measured meanwhile; they do not depend on
+    the machine's load."""
+
+    def __init__(self, args, session, metric):
+        self.proc = None
+        self.out = None
+        if args.syscalls and session.stack_pid is not None:
+            os.makedirs(args.syscalls, exist_ok=True)
+            self.out = os.path.join(args.syscalls,
+                                    f"{session.stack}-{session.mtu}-{metric}.txt")
+            self.proc = subprocess.Popen(
+                ["strace", "-f", "-c", "-o", self.out, "-p", str(session.stack_pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait()
+
+    def per(self, transactions):
+        """Calls per transaction (None without --syscalls or a count)."""
+        if not self.out or not transactions:
+            return None
+        out = {}
+        with open(self.out) as f:
+            for line in f:
+                # % time, seconds, usecs/call, calls, [errors,] syscall
+                cols = line.split()
+                if len(cols) not in (5, 6) or not cols[3].isdigit():
+                    continue
+                name = "total" if cols[-1] == "total" else cols[-1]
+                out[f"sys_{name}"] = int(cols[3]) / transactions
+                if len(cols) == 6 and name != "total":
+                    out[f"sys_{name}_errors"] = int(cols[4]) / transactions
+        return out
+
+
 class Profile:
     """`perf record` of the stack process while one metric runs, when
     --perf DIR was given (DIR/STACK-MTU-METRIC.data), else nothing."""
@@ -670,10 +723,15 @@ def measure(stack, mtu, args):
         if mtu == 65520 and "rr" in args.metrics:
             servers = SockperfServers()
             try:
-                with Profile(args, s, "tcp_rr"):
-                    r["tcp_rr"] = rr_latency(s, args.seconds, udp=False)
-                with Profile(args, s, "udp_rr"):
-                    r["udp_rr"] = rr_latency(s, args.seconds, udp=True)
+                for key, udp in [("tcp_rr", False), ("udp_rr", True)]:
+                    with Profile(args, s, key), SyscallCount(args, s, key) as count:
+                        r[key] = rr_latency(s, args.seconds, udp=udp)
+                    per = count.per(r[key] and r[key].get("transactions"))
+                    if per:
+                        r[key].update(per)
+                        log(f"  {key}: system calls per transaction: " + ", ".join(
+                            f"{k[4:]} {v:.2f}" for k, v in sorted(per.items())
+                            if v >= 0.01))
             finally:
                 servers.close()
         if mtu == 65520 and "conn" in args.metrics:
@@ -909,7 +967,8 @@ def median_run(rounds):
     for key, first in rounds[0].items():
         if isinstance(first, dict) or (first is None and any(isinstance(r[key], dict) for r in rounds)):
             got = [r[key] for r in rounds if r[key]]
-            out[key] = {k: median([g[k] for g in got]) for k in got[0]} if got else None
+            keys = dict.fromkeys(k for g in got for k in g)
+            out[key] = {k: median([g.get(k) for g in got]) for k in keys} if got else None
         else:
             out[key] = median([r[key] for r in rounds])
     return out
@@ -1029,6 +1088,9 @@ def main():
     ap.add_argument("--metrics", default=",".join(METRICS))
     ap.add_argument("--perf", metavar="DIR",
                     help="perf record the stack process during each metric into DIR")
+    ap.add_argument("--syscalls", metavar="DIR",
+                    help="count the stack process's system calls (strace -f -c) during the "
+                    "rr metrics into DIR, and report them per transaction")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -1055,6 +1117,10 @@ def main():
         args.binaries["baseline"] = os.path.abspath(args.baseline)
     if args.perf:
         args.perf = os.path.abspath(args.perf)
+    if args.syscalls:
+        if not shutil.which("strace"):
+            sys.exit("--syscalls needs strace: apt-get install strace")
+        args.syscalls = os.path.abspath(args.syscalls)
     if not args.inside:
         isolate()
     if os.getpid() != 1:

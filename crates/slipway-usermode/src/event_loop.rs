@@ -312,6 +312,7 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
             }
             return Err(io_err("waiting for events")(err));
         }
+        attach.polled();
         let now = Instant::now();
         let mut gone = false;
         let mut moved = !events.is_empty();

@@ -189,7 +189,8 @@ impl Link {
         match self {
             Link::Unix(s) => s.watch_writable(registry, token, on),
             Link::Tcp(s) => s.watch_writable(registry, token, on),
-            Link::Dgram(_) | Link::Tap(_) | Link::Vhost(_) => Ok(()),
+            Link::Tap(t) => t.watch_writable(registry, token, on),
+            Link::Dgram(_) | Link::Vhost(_) => Ok(()),
         }
     }
 }
@@ -314,6 +315,8 @@ pub struct Attachment {
     warned_unnamed_peer: bool,
     /// A vhost-user socket QEMU has not connected to yet.
     vhost: Option<vhost::Pending>,
+    /// The event loop's polls so far ([`Attachment::polled`]).
+    polls: u64,
 }
 /// Removes a socket file left behind by a process that is gone; refuses
 /// (with `AddrInUse`) when something still listens on it, and leaves
@@ -428,10 +431,7 @@ impl Attachment {
                     return Err(err("non-blocking mode")(std::io::Error::last_os_error()));
                 }
                 let vnet = tap::tap_vnet_hdr(fd.as_raw_fd()).map_err(err("virtio-net header"))?;
-                link = Some(Link::Tap(Tap {
-                    fd: fd.clone(),
-                    vnet,
-                }));
+                link = Some(Link::Tap(Tap::new(fd.clone(), vnet)));
             }
         }
         let mut ports = Vec::new();
@@ -467,6 +467,7 @@ impl Attachment {
             owned_path,
             warned_unnamed_peer: false,
             vhost,
+            polls: 0,
         })
     }
 
@@ -535,6 +536,12 @@ impl Attachment {
         let headroom = (tx.free_slots() + tx.len()).div_ceil(4).min(64);
         tx.free_slots() >= headroom
             && (self.dgram_readable || self.ports.iter().flatten().any(|p| p.readable))
+    }
+
+    /// Counts one return of the event loop's poll: a tap judges by it
+    /// whether a burst left frames behind (see `tap`).
+    pub fn polled(&mut self) {
+        self.polls = self.polls.wrapping_add(1);
     }
 
     /// Handles readiness of a token of kind [`TokenKind::Attach`].
@@ -743,6 +750,9 @@ impl Attachment {
             let Some(mut port) = self.ports[i].take() else {
                 continue;
             };
+            if let Link::Tap(tap) = &mut port.link {
+                tap.set_poll(self.polls);
+            }
             let read = port
                 .link
                 .receive(&mut port.rx, &mut port.readable, |frame, sum, batch| {

@@ -6,12 +6,38 @@
 //! segments and runs of UDP datagrams (`TUN_F_USO4`/`TUN_F_USO6`, when
 //! the kernel offers them: [`negotiate_offloads`]) of up to 64 KiB with
 //! the checksum left undone.
+//!
+//! **Reading without a read that finds the tap empty.** A tap hands over
+//! one frame per `read`, so no read says "that was the last one": an
+//! edge-triggered link must read until `EAGAIN`, one system call per
+//! wake-up that moves nothing (half the tap reads of a UDP
+//! request/response exchange, bench/README.md). The tap is therefore
+//! registered level-triggered for reading, by hand (`epoll_ctl` on the
+//! registry's descriptor: mio registers every source edge-triggered), so
+//! a receive may stop after any number of frames: if frames are left, the
+//! next poll reports the tap again at once. How many frames to read
+//! before stopping without probing ([`ReadBudget`]) follows the traffic:
+//! the number the last drained receive found (one, in a ping-pong),
+//! doubled whenever the poll right after a receive that stopped at its
+//! budget reports the tap again (frames were left: a burst), up to
+//! [`TAP_READ_BATCH`]. A receive that reads a whole batch at the largest
+//! budget reads on in the same wake-up, until `EAGAIN`, as before.
+//!
+//! Writes are watched for room only after one was refused (a tap's
+//! default send buffer makes that rare): level-triggered, a writable tap
+//! would wake the loop all the time, so until the room comes back the tap
+//! is registered edge-triggered for both (`EPOLL_CTL_MOD` reports what is
+//! ready at once, so nothing is missed), read until `EAGAIN` as an
+//! edge-triggered link must, and level-triggered again after. Nor does it
+//! spin while the stack holds off reading because its queue toward the
+//! guest is nearly full: that queue empties by writing to the tap, which
+//! either succeeds at once (and the loop goes on without waiting anyway)
+//! or is refused (and the tap is edge-triggered until the room comes).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
 use super::transport::{Lost, Rx, Transport, VmGone};
 use crate::iface::GuestTx;
@@ -22,12 +48,128 @@ const TAP_READ_BATCH: usize = 64;
 /// Receive buffer: the largest Ethernet frame at MTU 65520 and its header.
 const TAP_RX_LEN: usize = 65536 + VNET_HDR_LEN;
 
+/// How many frames a receive from the level-triggered tap reads before it
+/// stops without a read that finds the tap empty (see the module header).
+#[derive(Debug)]
+struct ReadBudget {
+    /// Frames the next receive reads at most, 1 to [`TAP_READ_BATCH`].
+    frames: usize,
+    /// The poll in whose wake-up the last receive stopped at its budget,
+    /// below the largest, with frames perhaps left.
+    stopped_at: Option<u64>,
+}
+
+impl ReadBudget {
+    fn new() -> ReadBudget {
+        ReadBudget {
+            frames: TAP_READ_BATCH,
+            stopped_at: None,
+        }
+    }
+
+    /// The budget of a receive in the wake-up of poll `poll`: doubled when
+    /// the last receive stopped at its budget in the wake-up right before
+    /// (the level-triggered tap was reported again at once: frames were
+    /// left).
+    fn start(&mut self, poll: u64) -> usize {
+        if self
+            .stopped_at
+            .take()
+            .is_some_and(|at| at.wrapping_add(1) == poll)
+        {
+            self.frames = (self.frames * 2).min(TAP_READ_BATCH);
+        }
+        self.frames
+    }
+
+    /// Ends a receive in the wake-up of poll `poll` that read `read`
+    /// frames and found the tap empty (`drained`) or stopped at its
+    /// budget. Returns whether to read on in this wake-up: only after a
+    /// whole batch at the largest budget (otherwise the poll reports what
+    /// is left).
+    fn end(&mut self, poll: u64, read: usize, drained: bool) -> bool {
+        if drained {
+            self.frames = read.clamp(1, TAP_READ_BATCH);
+            return false;
+        }
+        if self.frames < TAP_READ_BATCH {
+            self.stopped_at = Some(poll);
+            return false;
+        }
+        true
+    }
+}
+
 /// A tap device: one frame per read and write, each preceded by a
 /// virtio-net header when the tap was opened with `IFF_VNET_HDR`
 /// (`vnet`).
 pub(super) struct Tap {
     pub fd: Arc<OwnedFd>,
     pub vnet: bool,
+    /// Registered level-triggered for reading only (the usual case), or
+    /// edge-triggered for reading and writing while a refused write
+    /// waits for room.
+    level: bool,
+    budget: ReadBudget,
+    /// The number of the poll whose wake-up this is
+    /// ([`Tap::set_poll`]).
+    poll: u64,
+}
+
+impl Tap {
+    /// A tap (`fd`, opened non-blocking) with a virtio-net header on
+    /// every frame if `vnet`.
+    pub fn new(fd: Arc<OwnedFd>, vnet: bool) -> Tap {
+        Tap {
+            fd,
+            vnet,
+            level: true,
+            budget: ReadBudget::new(),
+            poll: 0,
+        }
+    }
+
+    /// Tells the tap which poll's wake-up the next receives belong to
+    /// (the attachment counts the event loop's polls).
+    pub fn set_poll(&mut self, poll: u64) {
+        self.poll = poll;
+    }
+
+    /// Watches for room to write (`on`: edge-triggered for reading and
+    /// writing) or not (level-triggered for reading only).
+    pub fn watch_writable(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on: bool,
+    ) -> std::io::Result<()> {
+        self.level = !on;
+        self.epoll_ctl(registry, libc::EPOLL_CTL_MOD, token)
+    }
+
+    /// Adds or changes (`op`) the tap's registration, as [`Tap::level`]
+    /// says, with `token` as mio's events carry it.
+    fn epoll_ctl(&self, registry: &Registry, op: libc::c_int, token: Token) -> std::io::Result<()> {
+        let events = if self.level {
+            libc::EPOLLIN | libc::EPOLLRDHUP
+        } else {
+            libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET
+        };
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: usize::from(token) as u64,
+        };
+        // SAFETY: the registry's descriptor is mio's epoll instance (mio
+        // reads a token from `u64` and readiness from `events`, as set
+        // here); the tap's descriptor stays open while registered; the
+        // event is a valid local.
+        let rc =
+            unsafe { libc::epoll_ctl(registry.as_raw_fd(), op, self.fd.as_raw_fd(), &mut event) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 impl Transport for Tap {
@@ -36,12 +178,12 @@ impl Transport for Tap {
     }
 
     fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        registry.register(&mut SourceFd(&self.fd.as_raw_fd()), token, interest)
+        self.level = true;
+        self.epoll_ctl(registry, libc::EPOLL_CTL_ADD, token)
     }
 
     fn deregister(&mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut SourceFd(&self.fd.as_raw_fd()));
+        let _ = registry.deregister(&mut mio::unix::SourceFd(&self.fd.as_raw_fd()));
     }
 
     fn flush(
@@ -53,8 +195,9 @@ impl Transport for Tap {
         flush_tap(self.fd.as_raw_fd(), self.vnet, tx, writable)
     }
 
-    /// Reads up to [`TAP_READ_BATCH`] frames, one `read` each (a tap has
-    /// no batched read), handing each on as it arrives.
+    /// Reads up to [`TAP_READ_BATCH`] frames (level-triggered: up to the
+    /// [`ReadBudget`]), one `read` each (a tap has no batched read),
+    /// handing each on as it arrives.
     fn receive(
         &mut self,
         rx: &mut Rx,
@@ -63,13 +206,20 @@ impl Transport for Tap {
     ) -> Result<(), Lost> {
         let fd = self.fd.as_raw_fd();
         let skip = if self.vnet { VNET_HDR_LEN } else { 0 };
-        for _ in 0..TAP_READ_BATCH {
+        let limit = if self.level {
+            self.budget.start(self.poll)
+        } else {
+            TAP_READ_BATCH
+        };
+        let mut read = 0;
+        let mut drained = false;
+        while read < limit {
             // SAFETY: reads into the port's own buffer.
             let n = unsafe { libc::read(fd, rx.buf.as_mut_ptr().cast(), rx.buf.len()) };
             if n < 0 {
                 let err = std::io::Error::last_os_error();
                 match err.kind() {
-                    std::io::ErrorKind::WouldBlock => *readable = false,
+                    std::io::ErrorKind::WouldBlock => drained = true,
                     std::io::ErrorKind::Interrupted => continue,
                     _ => {
                         // EBADFD: the device was deleted.
@@ -79,6 +229,7 @@ impl Transport for Tap {
                 }
                 break;
             }
+            read += 1;
             let read = rx.buf.get(..n as usize).unwrap_or_default();
             let (hdr, frame) = read.split_at(skip.min(read.len()));
             let checksum = if self.vnet {
@@ -88,6 +239,15 @@ impl Transport for Tap {
             };
             // The buffer is read into again for the next frame.
             deliver(frame, checksum, &[]);
+        }
+        // Edge-triggered, only `EAGAIN` ends the reading.
+        let more = if self.level {
+            self.budget.end(self.poll, read, drained)
+        } else {
+            !drained
+        };
+        if !more {
+            *readable = false;
         }
         Ok(())
     }
@@ -198,6 +358,73 @@ fn flush_tap(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One receive from a level-triggered tap holding `queued` frames, in
+    /// the wake-up of poll `poll`, as [`Tap::receive`] drives the budget:
+    /// the `read`s it makes (one more than the frames when it finds the
+    /// tap empty) and whether it reads on in this wake-up.
+    fn receive(budget: &mut ReadBudget, poll: u64, queued: &mut usize) -> (usize, bool) {
+        let limit = budget.start(poll);
+        let frames = limit.min(*queued);
+        *queued -= frames;
+        let drained = frames < limit;
+        let more = budget.end(poll, frames, drained);
+        (frames + usize::from(drained), more)
+    }
+
+    /// A ping-pong (one frame per tap wake-up, the reply's wake-up in
+    /// between) settles at one read per frame: no read finds the tap
+    /// empty once the first has.
+    #[test]
+    fn a_ping_pong_reads_each_frame_once() {
+        let mut budget = ReadBudget::new();
+        let mut reads = 0;
+        for poll in (1..=200).step_by(2) {
+            let mut queued = 1;
+            let (r, more) = receive(&mut budget, poll, &mut queued);
+            assert!(!more);
+            assert_eq!(queued, 0);
+            reads += r;
+        }
+        // The first receive reads twice (its budget starts at a batch).
+        assert_eq!(reads, 100 + 1);
+    }
+
+    /// A burst left in the tap: each wake-up's receive stops at its
+    /// budget, the level-triggered poll reports the rest at once and the
+    /// budget doubles up to a batch; every frame is read, with no more
+    /// wake-ups than the doubling needs, and the budget follows a quieter
+    /// stream back down.
+    #[test]
+    fn a_burst_doubles_the_budget_and_is_read_whole() {
+        let mut budget = ReadBudget::new();
+        let mut one = 1;
+        receive(&mut budget, 1, &mut one);
+        assert_eq!(budget.frames, 1);
+        let mut queued = 1000;
+        let mut reads = 0;
+        let mut poll = 3;
+        while queued > 0 {
+            loop {
+                let (r, more) = receive(&mut budget, poll, &mut queued);
+                reads += r;
+                if !more {
+                    break;
+                }
+            }
+            poll += 1;
+        }
+        // Budgets 1, 2, 4, ..., 32 (63 frames), then whole batches of 64
+        // read on within the seventh wake-up, the last one 41 frames and
+        // a read that found the tap empty.
+        assert_eq!(poll - 3, 7, "wake-ups");
+        assert_eq!(reads, 1000 + 1);
+        assert_eq!(budget.frames, 41);
+        // A ping-pong again: back to one frame at once.
+        let mut one = 1;
+        receive(&mut budget, poll + 1, &mut one);
+        assert_eq!(budget.frames, 1);
+    }
 
     /// A kernel that takes everything gets UDP segmentation offered.
     #[test]
