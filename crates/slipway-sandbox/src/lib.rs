@@ -149,12 +149,11 @@ pub struct Sandbox {
     /// Whether connections are relayed through pipes
     /// ([`Sandbox::allow_splicing`]).
     splice: bool,
+    /// Whether `fstat` is allowed ([`Sandbox::allow_fstat`]).
+    fstat: bool,
     /// The socket-cleaning parent, when forked ahead of [`Sandbox::apply`]
     /// ([`Sandbox::fork_cleaner`]).
     cleaner: Option<libc::pid_t>,
-    /// Whether a process that does not switch user stays dumpable
-    /// ([`Sandbox::stay_dumpable`]).
-    dumpable: bool,
 }
 
 impl Default for Sandbox {
@@ -170,8 +169,8 @@ impl Default for Sandbox {
             vhost_user: false,
             reread: false,
             splice: false,
+            fstat: false,
             cleaner: None,
-            dumpable: false,
         }
     }
 }
@@ -303,23 +302,19 @@ impl Sandbox {
         self
     }
 
+    /// Allows `fstat` on a descriptor (no path): a stack with guest
+    /// forwards reads the inode of each socket it connects to their
+    /// helper's listeners, to name the socket to the helper.
+    pub fn allow_fstat(&mut self) -> &mut Self {
+        self.fstat = true;
+        self
+    }
+
     /// Allows `pipe2` and `splice`: connections relayed between two
     /// sockets through a pipe pair each (pasta's `-T`), never copied
     /// through the process's memory.
     pub fn allow_splicing(&mut self) -> &mut Self {
         self.splice = true;
-        self
-    }
-
-    /// Leaves the process dumpable when it does not switch user (not
-    /// started as root): for a stack whose guest-forward helper, a process
-    /// of the same user, checks that a connection comes from the stack by
-    /// its descriptors (`/proc/PID/fd`, which the kernel shows no other
-    /// process of a user when the process is not dumpable). The process
-    /// can then be traced by processes of its user. Started as root, the
-    /// process is made not dumpable all the same (the helper stays root).
-    pub fn stay_dumpable(&mut self) -> &mut Self {
-        self.dumpable = true;
         self
     }
 
@@ -360,6 +355,9 @@ impl Sandbox {
         }
         if self.splice {
             all.extend_from_slice(syscalls::SPLICE);
+        }
+        if self.fstat && !all.iter().any(|c| syscalls::FSTAT.contains(c)) {
+            all.extend_from_slice(syscalls::FSTAT);
         }
         all
     }
@@ -432,15 +430,7 @@ impl Sandbox {
         }
         // After the switch of user, which makes the process dumpable if
         // `fs.suid_dumpable` says so.
-        if self.dumpable && !root {
-            tracing::warn!(
-                "guest forwards or smb= served by a helper of this user: the stack stays dumpable (processes of this user may trace it)"
-            );
-            make_dumpable()
-        } else {
-            make_undumpable()
-        }
-        .map_err(|source| SandboxError::Os {
+        make_undumpable().map_err(|source| SandboxError::Os {
             what: "setting whether the process is dumpable",
             source,
         })?;
@@ -662,12 +652,8 @@ pub fn make_undumpable() -> std::io::Result<()> {
 /// Makes the calling process dumpable again (`PR_SET_DUMPABLE` 1), for a
 /// child that is to become a container's own first process (its command,
 /// dumpable anyway once it runs): it may then write its id maps, and
-/// slipway may join its namespaces through `/proc/PID/ns`; and for the
-/// one documented exception that holds slipway's sockets, the stack of a
-/// user other than root whose guest-forward helper (a process of the same
-/// user) lists the stack's descriptors in `/proc/PID/fd`
-/// ([`Sandbox::stay_dumpable`], docs/sandbox.md). Nothing else: a
-/// dumpable process can be traced by every process of its user.
+/// slipway may join its namespaces through `/proc/PID/ns`. Nothing else:
+/// a dumpable process can be traced by every process of its user.
 /// Allocates nothing: safe between `fork` and `exec`.
 pub fn make_dumpable() -> std::io::Result<()> {
     // SAFETY: plain prctl with integer arguments.

@@ -211,6 +211,10 @@ pub(crate) const VHOST_USER: &[Syscall] = calls![SYS_lseek];
 /// its start.
 pub(crate) const REREAD: &[Syscall] = calls![SYS_lseek];
 
+/// What naming sockets to the guest-forward helper adds: a descriptor's
+/// inode (no path involved).
+pub(crate) const FSTAT: &[Syscall] = calls![SYS_fstat];
+
 /// What relaying connections through pipes adds: a pipe pair per
 /// connection, and moving bytes between a socket and a pipe.
 pub(crate) const SPLICE: &[Syscall] = calls![SYS_pipe2, SYS_splice];

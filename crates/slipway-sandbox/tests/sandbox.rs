@@ -203,8 +203,7 @@ fn the_kernel_reports_the_confinement() {
 /// A confined process is not dumpable, even one that switches no user (a
 /// user's own slipway; programs start dumpable): before, its /proc files
 /// are its user's; after, root's, and no process of that user (a
-/// container's root) may trace it or take its descriptors. With
-/// `stay_dumpable` they stay its user's.
+/// container's root) may trace it or take its descriptors.
 #[test]
 fn the_confined_process_is_not_dumpable() {
     use std::os::unix::fs::MetadataExt;
@@ -223,11 +222,10 @@ fn the_confined_process_is_not_dumpable() {
         slipway_sandbox::make_dumpable().unwrap();
         let owner = || std::fs::metadata("/proc/self/environ").unwrap().uid();
         let before = owner();
-        let mut sandbox = slipway_sandbox::Sandbox::new();
-        if dir.join("stay").exists() {
-            sandbox.stay_dumpable();
-        }
-        sandbox.allow_read(&dir).apply().expect("sandbox applies");
+        slipway_sandbox::Sandbox::new()
+            .allow_read(&dir)
+            .apply()
+            .expect("sandbox applies");
         println!("OWNER {before} {}", owner());
         return;
     }
@@ -235,11 +233,6 @@ fn the_confined_process_is_not_dumpable() {
     let out = in_child(NAME, dir.path());
     let me = if root { 65534 } else { uid };
     assert!(out.contains(&format!("OWNER {me} 0\n")), "{out}");
-    // Unless told to stay dumpable (a guest-forward helper of its user
-    // lists its descriptors).
-    std::fs::write(dir.path().join("stay"), "").unwrap();
-    let out = in_child(NAME, dir.path());
-    assert!(out.contains(&format!("OWNER {me} {me}\n")), "{out}");
 }
 
 /// The bridge network service's profile: files are written (temporary file

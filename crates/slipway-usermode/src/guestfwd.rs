@@ -22,16 +22,24 @@
 //! closed at once.
 //!
 //! The listener is on host loopback, where other local processes could
-//! reach it too, so a connection is served only if its peer socket belongs
-//! to the stack's process or one of its children (after the helper was
-//! forked, a sandbox started as root may fork a socket-cleaning parent:
-//! the stack is then the child of the helper's parent), found through
-//! `/proc/self/net/tcp` and their descriptors; anything else is closed at
-//! once.
+//! reach it too, so a connection is served only if the stack said it is
+//! its own: when the stack connects a socket to a forward's listener it
+//! writes the socket's inode on a pipe to the helper ([`notify`]), and the
+//! helper looks the connecting socket up in `/proc/self/net/tcp` (its
+//! inode is there, world-readable) and serves it only if that inode was
+//! named. The stack names a socket before it connects it, so the notice
+//! is always in the pipe when the helper accepts: the helper never waits
+//! for one, and anything else is closed at once. An inode names one live socket, so
+//! no other process can pass as the stack (a process of the same user
+//! cannot write on the pipe: the stack and the helper hold its only
+//! ends), and the stack needs to show the helper nothing else: it stays
+//! not dumpable (docs/sandbox.md). At most [`MAX_NOTICES`] notices wait to
+//! be matched (those of connections that never reached the helper); the
+//! oldest goes first.
 
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -47,6 +55,12 @@ use crate::smb::SmbServer;
 
 /// Connections one guest forward serves at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// Notices kept until their connection arrives.
+const MAX_NOTICES: usize = 1024;
+
+/// One notice: a socket's inode, little-endian.
+const NOTICE_LEN: usize = 8;
 
 /// How long the helper, when it ends, waits for the commands' process
 /// groups to be gone (after SIGKILL) before it removes smbd's files.
@@ -112,6 +126,9 @@ pub(crate) struct Helper {
     /// once it has exited. (Reading is all a sandboxed stack may do; it
     /// cannot wait for a child.)
     done: OwnedFd,
+    /// The write end of the pipe the stack names its connections on
+    /// ([`notify`]), until the stack takes it.
+    notices: Option<OwnedFd>,
 }
 
 impl Drop for Helper {
@@ -164,26 +181,21 @@ impl Helper {
             smb.give_to(uid, gid).map_err(socket_err(&forwards[0]))?;
         }
         let helper_err = socket_err(&forwards[0]);
-        // Not root, the helper is a process of the stack's user: it can
-        // list the stack's descriptors only while the stack is dumpable
-        // (started as root it stays root, and the stack need not be).
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            slipway_sandbox::make_dumpable().map_err(socket_err(&forwards[0]))?;
-        }
         let pipe = || pipe_with(PipeFlags::CLOEXEC).map_err(|e| socket_err(&forwards[0])(e.into()));
         let (alive_r, alive_w) = pipe()?;
         let (done_r, done_w) = pipe()?;
-        // SAFETY: getpid cannot fail; the child runs `serve_forwards`, which
-        // never returns.
-        let (stack, pid) = unsafe { (libc::getpid(), libc::fork()) };
+        let (notices_r, notices_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+            .map_err(|e| socket_err(&forwards[0])(e.into()))?;
+        // SAFETY: the child runs `serve_forwards`, which never returns.
+        let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(helper_err(io::Error::last_os_error()));
         }
         if pid == 0 {
-            drop((alive_w, done_r));
-            serve_forwards(listeners, alive_r, done_w, stack, smb, ids);
+            drop((alive_w, done_r, notices_w));
+            serve_forwards(listeners, alive_r, done_w, notices_r, smb, ids);
         }
+        drop(notices_r);
         // The helper removes the private directory; this process (maybe
         // sandboxed by then) must not try.
         std::mem::forget(smb);
@@ -196,9 +208,68 @@ impl Helper {
             Helper {
                 alive: Some(alive_w),
                 done: done_r,
+                notices: Some(notices_w),
             },
             addrs,
         ))
+    }
+}
+
+impl Helper {
+    /// The write end of the pipe the stack names its connections to the
+    /// listeners on (see [`notify`]); `None` once taken.
+    pub(crate) fn take_notices(&mut self) -> Option<OwnedFd> {
+        self.notices.take()
+    }
+}
+
+/// Names `sock`, a socket the stack is about to connect to a forward's
+/// listener, to the helper, so that it serves the connection: its inode
+/// on the helper's pipe. A notice that cannot be written (a full pipe: a helper
+/// that stopped reading) is lost, and the helper refuses the connection.
+pub(crate) fn notify(pipe: BorrowedFd<'_>, sock: &impl AsFd) {
+    let Ok(stat) = rustix::fs::fstat(sock) else {
+        return;
+    };
+    let notice = stat.st_ino.to_le_bytes();
+    if !matches!(rustix::io::write(pipe, &notice), Ok(NOTICE_LEN)) {
+        tracing::warn!("guest forward: the helper takes no more notices; connection refused");
+    }
+}
+
+/// The notices the helper has read, shared by its forwards' threads.
+struct Notices {
+    pipe: OwnedFd,
+    /// Inodes named and not yet matched, oldest first.
+    named: std::sync::Mutex<std::collections::VecDeque<u64>>,
+}
+
+impl Notices {
+    /// Whether the stack named `inode` (its notice, written before the
+    /// socket connected, is in the pipe by now); a match is used up.
+    fn take(&self, inode: u64) -> bool {
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = [0u8; NOTICE_LEN * 64];
+        // The pipe is non-blocking: read what is there.
+        while let Ok(n @ 1..) = rustix::io::read(&self.pipe, &mut buf) {
+            // Writes of one notice are atomic on a pipe: reads return
+            // whole ones.
+            for notice in buf[..n - n % NOTICE_LEN].chunks_exact(NOTICE_LEN) {
+                if named.len() == MAX_NOTICES {
+                    named.pop_front();
+                }
+                let mut b = [0u8; NOTICE_LEN];
+                b.copy_from_slice(notice);
+                named.push_back(u64::from_le_bytes(b));
+            }
+        }
+        match named.iter().position(|&n| n == inode) {
+            Some(i) => {
+                named.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -210,21 +281,35 @@ fn serve_forwards(
     listeners: Vec<(TcpListener, SocketAddr, GuestForward)>,
     alive: OwnedFd,
     done: OwnedFd,
-    stack: libc::pid_t,
+    notices: OwnedFd,
     smb: Option<SmbServer>,
     ids: Option<(u32, u32)>,
 ) -> ! {
-    let mut keep: Vec<RawFd> = vec![0, 1, 2, alive.as_raw_fd(), done.as_raw_fd()];
+    let mut keep: Vec<RawFd> = vec![
+        0,
+        1,
+        2,
+        alive.as_raw_fd(),
+        done.as_raw_fd(),
+        notices.as_raw_fd(),
+    ];
     keep.extend(listeners.iter().map(|(l, _, _)| l.as_raw_fd()));
     close_all_but(&mut keep);
 
     let groups = Groups::default();
+    let notices = Arc::new(Notices {
+        pipe: notices,
+        named: Default::default(),
+    });
     for (listener, addr, fwd) in listeners {
         let server = fwd.server;
         let groups = groups.clone();
+        let notices = notices.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("guestfwd {server}"))
-            .spawn(move || accept_loop(&listener, addr, server, &fwd.target, stack, ids, &groups));
+            .spawn(move || {
+                accept_loop(&listener, addr, server, &fwd.target, &notices, ids, &groups)
+            });
         if let Err(e) = spawned {
             tracing::warn!(%server, error = %e, "guest forward: cannot serve");
         }
@@ -265,7 +350,7 @@ fn accept_loop(
     addr: SocketAddr,
     server: SocketAddrV4,
     target: &GuestForwardTarget,
-    stack: libc::pid_t,
+    notices: &Notices,
     ids: Option<(u32, u32)>,
     groups: &Groups,
 ) {
@@ -279,7 +364,7 @@ fn accept_loop(
                 return;
             }
         };
-        if !peer_is_ours(peer, addr, stack) {
+        if !peer_inode(peer, addr).is_some_and(|inode| notices.take(inode)) {
             tracing::warn!(%server, %peer, "guest forward: connection from another process refused");
             continue;
         }
@@ -379,34 +464,17 @@ fn relay(conn: TcpStream, out: socket2::Socket, active: Active) -> io::Result<()
     Ok(())
 }
 
-/// Whether the socket connected from `peer` to `listener` is held by the
-/// process `stack` or one of its children (the stack's translated
-/// connection).
-fn peer_is_ours(peer: SocketAddr, listener: SocketAddr, stack: libc::pid_t) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/self/net/tcp") else {
-        return false;
-    };
+/// The inode of the socket connected from `peer` to `listener` (in the
+/// helper's network namespace, the stack's), from `/proc/self/net/tcp`.
+fn peer_inode(peer: SocketAddr, listener: SocketAddr) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/self/net/tcp").ok()?;
     let (want_local, want_remote) = (proc_addr(peer), proc_addr(listener));
-    let Some(inode) = table.lines().skip(1).find_map(|line| {
+    table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 9 && f[1] == want_local && f[2] == want_remote).then(|| f[9].to_string())
-    }) else {
-        return false;
-    };
-    let want = format!("socket:[{inode}]");
-    let children =
-        std::fs::read_to_string(format!("/proc/{stack}/task/{stack}/children")).unwrap_or_default();
-    let stack = stack.to_string();
-    std::iter::once(stack.as_str())
-        .chain(children.split_whitespace())
-        .any(|pid| {
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-                return false;
-            };
-            fds.flatten().any(|fd| {
-                std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
-            })
-        })
+        (f.len() > 9 && f[1] == want_local && f[2] == want_remote)
+            .then(|| f[9].parse().ok())
+            .flatten()
+    })
 }
 
 /// An IPv4 address and port as `/proc/net/tcp` writes them.
@@ -433,14 +501,25 @@ mod tests {
         }
     }
 
-    /// A helper serving `fwd` alone, and its listener's address.
+    /// A helper serving `fwd` alone, and its listener's address; this
+    /// process stands for the stack.
     fn start(fwd: &GuestForward) -> (Helper, SocketAddr) {
         let (helper, addrs) = Helper::start(std::slice::from_ref(fwd), None, None).unwrap();
         (helper, addrs[0])
     }
 
-    fn roundtrip(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
-        let mut c = TcpStream::connect(addr).unwrap();
+    /// A connection to the helper's listener, named to it as the stack
+    /// names its own.
+    fn connect(helper: &Helper, addr: SocketAddr) -> TcpStream {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        notify(helper.notices.as_ref().unwrap().as_fd(), &sock);
+        sock.connect(&addr.into()).unwrap();
+        sock.into()
+    }
+
+    fn roundtrip(helper: &Helper, addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
+        let mut c = connect(helper, addr);
         c.write_all(msg).unwrap();
         c.shutdown(Shutdown::Write).unwrap();
         let mut got = Vec::new();
@@ -450,8 +529,8 @@ mod tests {
 
     #[test]
     fn command_tcp_and_unix_targets_serve_our_connections() {
-        let (_helper, addr) = start(&fwd(GuestForwardTarget::Command("tr a-z A-Z".into())));
-        assert_eq!(roundtrip(addr, b"hello"), b"HELLO");
+        let (helper, addr) = start(&fwd(GuestForwardTarget::Command("tr a-z A-Z".into())));
+        assert_eq!(roundtrip(&helper, addr, b"hello"), b"HELLO");
 
         let echo = TcpListener::bind("127.0.0.1:0").unwrap();
         let echo_addr = echo.local_addr().unwrap();
@@ -461,11 +540,11 @@ mod tests {
             s.read_to_end(&mut buf).unwrap();
             s.write_all(&buf).unwrap();
         });
-        let (_helper, addr) = start(&fwd(GuestForwardTarget::Tcp(
+        let (helper, addr) = start(&fwd(GuestForwardTarget::Tcp(
             "127.0.0.1".into(),
             echo_addr.port(),
         )));
-        assert_eq!(roundtrip(addr, b"via tcp"), b"via tcp");
+        assert_eq!(roundtrip(&helper, addr, b"via tcp"), b"via tcp");
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
@@ -474,8 +553,8 @@ mod tests {
             let (mut s, _) = unix.accept().unwrap();
             s.write_all(b"from unix").unwrap();
         });
-        let (_helper, addr) = start(&fwd(GuestForwardTarget::Unix(path)));
-        assert_eq!(roundtrip(addr, b""), b"from unix");
+        let (helper, addr) = start(&fwd(GuestForwardTarget::Unix(path)));
+        assert_eq!(roundtrip(&helper, addr, b""), b"from unix");
     }
 
     /// Started as root, a guest forward's command runs as the sandbox's
@@ -483,9 +562,9 @@ mod tests {
     #[test]
     fn commands_run_as_the_runas_user() {
         let fwd = fwd(GuestForwardTarget::Command("id -u; id -g; id -G".into()));
-        let (_helper, addrs) =
+        let (helper, addrs) =
             Helper::start(std::slice::from_ref(&fwd), None, Some("nobody")).unwrap();
-        let out = String::from_utf8(roundtrip(addrs[0], b"")).unwrap();
+        let out = String::from_utf8(roundtrip(&helper, addrs[0], b"")).unwrap();
         // SAFETY: getuid and getgid cannot fail.
         let (uid, gid) = slipway_sandbox::runas_ids("nobody")
             .unwrap()
@@ -502,17 +581,17 @@ mod tests {
 
     #[test]
     fn connections_are_capped() {
-        let (_helper, addr) = start(&fwd(GuestForwardTarget::Command("cat".into())));
+        let (helper, addr) = start(&fwd(GuestForwardTarget::Command("cat".into())));
         // MAX_CONNECTIONS commands that wait for input, then one too many.
         let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
-            .map(|_| TcpStream::connect(addr).unwrap())
+            .map(|_| connect(&helper, addr))
             .collect();
         for mut c in held.iter().take(1) {
             c.write_all(b"x").unwrap();
             let mut b = [0u8; 1];
             c.read_exact(&mut b).unwrap();
         }
-        let mut extra = TcpStream::connect(addr).unwrap();
+        let mut extra = connect(&helper, addr);
         let mut buf = Vec::new();
         assert_eq!(extra.read_to_end(&mut buf).unwrap(), 0, "closed at once");
         // One ends: a new connection is served again.
@@ -523,7 +602,7 @@ mod tests {
         // Until the command's exit has been noticed.
         let mut again = None;
         for _ in 0..500 {
-            let mut c = TcpStream::connect(addr).unwrap();
+            let mut c = connect(&helper, addr);
             c.write_all(b"y").unwrap();
             let mut b = [0u8; 1];
             if c.read_exact(&mut b).is_ok() {
@@ -535,20 +614,52 @@ mod tests {
         assert_eq!(again, Some(b'y'));
     }
 
+    /// A connection the stack did not name is closed, one named is
+    /// served, and a notice is used up by its connection. Another process
+    /// of the user cannot name one: the pipe's ends are the stack's and
+    /// the helper's.
     #[test]
-    fn foreign_peers_are_recognised() {
+    fn only_connections_the_stack_named_are_served() {
+        let (helper, addr) = start(&fwd(GuestForwardTarget::Command("echo served".into())));
+        let mut foreign = TcpStream::connect(addr).unwrap();
+        let mut got = Vec::new();
+        foreign.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"", "not served");
+        assert_eq!(roundtrip(&helper, addr, b""), b"served\n");
+        // A notice for a socket that never connects (the stack's connect
+        // failed) serves nobody else.
+        let other = TcpStream::connect(addr).unwrap();
+        notify(helper.notices.as_ref().unwrap().as_fd(), &foreign);
+        let mut got = Vec::new();
+        (&other).read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"", "another socket's notice does not serve it");
+    }
+
+    /// Notices whose connection never came are kept up to MAX_NOTICES,
+    /// the oldest dropped first; each is used once.
+    #[test]
+    fn notices_waiting_for_their_connection_are_bounded() {
+        let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).unwrap();
+        let notices = Notices {
+            pipe: r,
+            named: Default::default(),
+        };
+        for inode in 1..=MAX_NOTICES as u64 + 1 {
+            rustix::io::write(&w, &inode.to_le_bytes()).unwrap();
+        }
+        assert!(!notices.take(1), "the oldest was dropped");
+        assert!(notices.take(2));
+        assert!(!notices.take(2), "used up");
+        assert!(notices.take(MAX_NOTICES as u64 + 1));
+    }
+
+    #[test]
+    fn a_peer_socket_is_found_by_its_addresses() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let c = TcpStream::connect(addr).unwrap();
-        assert!(peer_is_ours(
-            c.local_addr().unwrap(),
-            addr,
-            std::process::id() as libc::pid_t
-        ));
-        assert!(!peer_is_ours(
-            "127.0.0.1:1".parse().unwrap(),
-            addr,
-            std::process::id() as libc::pid_t
-        ));
+        let inode = rustix::fs::fstat(&c).unwrap().st_ino;
+        assert_eq!(peer_inode(c.local_addr().unwrap(), addr), Some(inode));
+        assert_eq!(peer_inode("127.0.0.1:1".parse().unwrap(), addr), None);
     }
 }

@@ -284,6 +284,7 @@ mod tests {
                 neighbours: &mut self.neighbours,
                 now: std::time::Instant::now(),
                 ip_ident: &mut self.ident,
+                forward_notices: None,
             };
             handle(&mut ctx, &mut self.ping, GUEST_MAC, src, dst, hop, msg)
         }

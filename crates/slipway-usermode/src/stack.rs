@@ -67,6 +67,7 @@ impl Stack {
                 counters: Counters::default(),
                 neighbours: Neighbours::default(),
                 ip_ident: 0,
+                forward_notices: None,
                 cfg,
             },
         })
@@ -106,7 +107,9 @@ impl Stack {
             .cloned()
             .collect();
         if !forwards.is_empty() {
-            let (helper, addrs) = crate::guestfwd::Helper::start(&forwards, smb, user.as_deref())?;
+            let (mut helper, addrs) =
+                crate::guestfwd::Helper::start(&forwards, smb, user.as_deref())?;
+            self.core.forward_notices = helper.take_notices();
             for (fwd, to) in forwards.iter().zip(addrs) {
                 services.redirects.push((fwd.server, to));
             }

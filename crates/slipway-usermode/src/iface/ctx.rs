@@ -5,6 +5,7 @@
 //! slots, and the forward lookup.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use mio::Registry;
@@ -50,6 +51,9 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// Next IPv4 identification value.
     pub ip_ident: &'a mut u16,
+    /// The pipe on which the stack names its connections to the guest
+    /// forwards' listeners to the helper serving them (`crate::guestfwd`).
+    pub forward_notices: Option<BorrowedFd<'a>>,
 }
 
 impl Ctx<'_> {
@@ -472,6 +476,8 @@ pub(crate) struct Core {
     pub counters: Counters,
     pub neighbours: Neighbours,
     pub ip_ident: u16,
+    /// See [`Ctx::forward_notices`].
+    pub forward_notices: Option<OwnedFd>,
 }
 
 impl Core {
@@ -484,6 +490,7 @@ impl Core {
             neighbours: &mut self.neighbours,
             now,
             ip_ident: &mut self.ip_ident,
+            forward_notices: self.forward_notices.as_ref().map(AsFd::as_fd),
         }
     }
 }

@@ -134,7 +134,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::{self, IoSlice, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -1069,7 +1069,14 @@ impl TcpTable {
             reply_rst(ctx, &mut self.sh, &key, seg);
             return;
         }
-        let sock = match connect_nonblocking(target, ctx.cfg.outbound.for_target(target)) {
+        // The guest-forward helper serves only sockets the stack names to
+        // it (before they connect).
+        let name_to = match key.remote {
+            SocketAddr::V4(dst) if ctx.cfg.services.redirect(dst).is_some() => ctx.forward_notices,
+            _ => None,
+        };
+        let source = ctx.cfg.outbound.for_target(target);
+        let sock = match connect_nonblocking(target, source, name_to) {
             Ok(s) => s,
             Err(e) => {
                 if e.raw_os_error() == Some(libc::ECONNREFUSED) {
@@ -2504,8 +2511,14 @@ fn syn_options(mut opts: &[u8]) -> (u16, Option<u8>) {
     (mss, wscale)
 }
 
-/// Starts a non-blocking connect to `addr`, from `source` if given.
-fn connect_nonblocking(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+/// Starts a non-blocking connect to `addr`, from `source` if given; the
+/// socket is named on `name_to` first (a guest forward's listener, see
+/// [`crate::guestfwd::notify`]).
+fn connect_nonblocking(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    name_to: Option<BorrowedFd<'_>>,
+) -> io::Result<TcpStream> {
     // Non-blocking from `socket` on (SOCK_NONBLOCK): two `fcntl`s fewer
     // per connection.
     let sock = Socket::new(
@@ -2518,6 +2531,9 @@ fn connect_nonblocking(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<T
     }
     sock.set_tcp_nodelay(true)?;
     sock.set_keepalive(true)?;
+    if let Some(pipe) = name_to {
+        crate::guestfwd::notify(pipe, &sock);
+    }
     match sock.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

@@ -92,6 +92,7 @@ macro_rules! ctx {
             neighbours: &mut $h.neighbours,
             now: Instant::now(),
             ip_ident: &mut $h.ip_ident,
+            forward_notices: None,
         }
     };
 }
