@@ -31,11 +31,10 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use vmm_sys_util::eventfd::{EventFd, EFD_CLOEXEC, EFD_NONBLOCK};
 
-use super::NUM_QUEUES;
-
 /// The kick eventfds QEMU gave, per ring, and where they are registered.
 pub(super) struct Kicks {
-    fds: [Option<OwnedFd>; NUM_QUEUES],
+    /// One place per ring.
+    fds: Vec<Option<OwnedFd>>,
     /// What the library gets instead: never written.
     stand_in: EventFd,
     /// The loop's registry and the port's token, once the port registered.
@@ -51,10 +50,10 @@ fn register(registry: &Registry, token: Token, fd: &OwnedFd) -> std::io::Result<
 }
 
 impl Kicks {
-    /// No kicks yet.
-    pub fn new() -> std::io::Result<Kicks> {
+    /// No kicks yet, for `rings` rings.
+    pub fn new(rings: usize) -> std::io::Result<Kicks> {
         Ok(Kicks {
-            fds: Default::default(),
+            fds: (0..rings).map(|_| None).collect(),
             stand_in: EventFd::new(EFD_NONBLOCK | EFD_CLOEXEC)?,
             registry: None,
         })
@@ -109,6 +108,7 @@ impl Kicks {
 
 #[cfg(test)]
 mod tests {
+    use super::super::NUM_QUEUES;
     use super::*;
     use mio::{Events, Poll};
     use std::time::Duration;
@@ -140,7 +140,7 @@ mod tests {
     #[test]
     fn kicks_wake_the_loop_under_the_port_token() {
         let mut poll = Poll::new().unwrap();
-        let mut kicks = Kicks::new().unwrap();
+        let mut kicks = Kicks::new(NUM_QUEUES).unwrap();
         let (early, early_fd) = eventfd();
         early.write(1).unwrap();
         kicks.set(1, Some(early_fd)).unwrap();
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn an_unpollable_kick_is_refused() {
         let poll = Poll::new().unwrap();
-        let mut kicks = Kicks::new().unwrap();
+        let mut kicks = Kicks::new(NUM_QUEUES).unwrap();
         kicks
             .attach(poll.registry().try_clone().unwrap(), Token(1))
             .unwrap();

@@ -282,7 +282,7 @@ impl Pending {
         let shared = Arc::new(Shared {
             wake: EventFd::new(EFD_NONBLOCK)?,
             vrings: OnceLock::new(),
-            kicks: Mutex::new(Kicks::new()?),
+            kicks: Mutex::new(Kicks::new(NUM_QUEUES)?),
             epochs: RingEpochs::new(),
             acked: AtomicU64::new(0),
             gone: AtomicBool::new(false),

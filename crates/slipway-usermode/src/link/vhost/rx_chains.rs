@@ -518,7 +518,7 @@ mod tests {
             rx.set_enabled(true);
             let shared = Arc::new(Shared {
                 wake: EventFd::new(EFD_NONBLOCK).unwrap(),
-                kicks: Mutex::new(Kicks::new().unwrap()),
+                kicks: Mutex::new(Kicks::new(NUM_QUEUES).unwrap()),
                 epochs: RingEpochs::new(),
                 vrings: OnceLock::from(vrings),
                 acked: AtomicU64::new(0),
