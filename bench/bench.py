@@ -424,7 +424,7 @@ def udp_cpu(session, length, rate_bps, reverse, seconds):
         return None
     delivered = got["goodput_bps"] * seconds / 8 / length
     return {"us_per_dgram": cpu / delivered * 1e6, "lost_percent": got["lost_percent"],
-            "kpps": delivered / seconds / 1e3}
+            "kpps": delivered / seconds / 1e3, "datagrams": delivered}
 
 
 def rr_latency(session, seconds, udp):
@@ -714,9 +714,16 @@ def measure(stack, mtu, args):
         if mtu == 1500 and "udp_cpu" in args.metrics:
             for length, rate in UDP_CPU_RATES:
                 for reverse, way in [(False, "out"), (True, "in")]:
-                    with Profile(args, s, f"udp_cpu{length}_{way}"):
-                        r[f"udp_cpu{length}_{way}"] = udp_cpu(s, length, rate, reverse,
-                                                              args.seconds)
+                    name = f"udp_cpu{length}_{way}"
+                    with Profile(args, s, name), SyscallCount(args, s, name) as calls:
+                        got = udp_cpu(s, length, rate, reverse, args.seconds)
+                    per = got and calls.per(got["datagrams"])
+                    if per:
+                        got.update(per)
+                        log(f"  {name}: system calls per datagram: " + ", ".join(
+                            f"{k[4:]} {v:.2f}" for k, v in sorted(per.items())
+                            if v >= 0.01))
+                    r[name] = got
         if mtu == 1500 and "udp_gso" in args.metrics:
             with Profile(args, s, "udp_gso"):
                 r["udp_gso_out"] = udp_gso_rate(s, args.seconds)
