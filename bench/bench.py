@@ -606,25 +606,20 @@ class SockperfServers:
             p.wait()
 
 
-class SyscallCount:
-    """`strace -f -c` of the stack process while one metric runs, when
-    --syscalls DIR was given (DIR/STACK-MTU-METRIC.txt), else nothing.
-    `per(n)` turns the counts into calls per transaction over `n`
-    transactions: {"sys_NAME": calls, "sys_NAME_errors": failed calls,
-    "sys_total": all}. strace slows the stack, so only the counts mean
-    anything, not the latency measured meanwhile; they do not depend on
-    the machine's load."""
+class StackTool:
+    """A tool attached to the stack process while one metric runs, writing
+    DIR/STACK-MTU-METRIC.EXT (`argv(path, pid)`) and stopped with SIGINT
+    when the metric ends; nothing when `directory` is None."""
 
-    def __init__(self, args, session, metric):
+    def __init__(self, directory, session, metric, ext, argv):
         self.proc = None
         self.out = None
-        if args.syscalls and session.stack_pid is not None:
-            os.makedirs(args.syscalls, exist_ok=True)
-            self.out = os.path.join(args.syscalls,
-                                    f"{session.stack}-{session.mtu}-{metric}.txt")
-            self.proc = subprocess.Popen(
-                ["strace", "-f", "-c", "-o", self.out, "-p", str(session.stack_pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if directory and session.stack_pid is not None:
+            os.makedirs(directory, exist_ok=True)
+            self.out = os.path.join(directory,
+                                    f"{session.stack}-{session.mtu}-{metric}.{ext}")
+            self.proc = subprocess.Popen(argv(self.out, session.stack_pid),
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
 
     def __enter__(self):
@@ -634,6 +629,20 @@ class SyscallCount:
         if self.proc:
             self.proc.send_signal(signal.SIGINT)
             self.proc.wait()
+
+
+class SyscallCount(StackTool):
+    """`strace -f -c` of the stack process while one metric runs, when
+    --syscalls DIR was given (DIR/STACK-MTU-METRIC.txt), else nothing.
+    `per(n)` turns the counts into calls per transaction over `n`
+    transactions: {"sys_NAME": calls, "sys_NAME_errors": failed calls,
+    "sys_total": all}. strace slows the stack, so only the counts mean
+    anything, not the latency measured meanwhile; they do not depend on
+    the machine's load."""
+
+    def __init__(self, args, session, metric):
+        super().__init__(args.syscalls, session, metric, "txt",
+                         lambda out, pid: ["strace", "-f", "-c", "-o", out, "-p", str(pid)])
 
     def per(self, transactions):
         """Calls per transaction (None without --syscalls or a count)."""
@@ -653,27 +662,14 @@ class SyscallCount:
         return out
 
 
-class Profile:
+class Profile(StackTool):
     """`perf record` of the stack process while one metric runs, when
     --perf DIR was given (DIR/STACK-MTU-METRIC.data), else nothing."""
 
     def __init__(self, args, session, metric):
-        self.proc = None
-        if args.perf and session.stack_pid is not None:
-            os.makedirs(args.perf, exist_ok=True)
-            out = os.path.join(args.perf, f"{session.stack}-{session.mtu}-{metric}.data")
-            self.proc = subprocess.Popen(
-                ["perf", "record", "-q", "-F", "2000", "-g", "-p", str(session.stack_pid),
-                 "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.3)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc:
-            self.proc.send_signal(signal.SIGINT)
-            self.proc.wait()
+        super().__init__(args.perf, session, metric, "data",
+                         lambda out, pid: ["perf", "record", "-q", "-F", "2000", "-g",
+                                           "-p", str(pid), "-o", out])
 
 
 def measure(stack, mtu, args):
