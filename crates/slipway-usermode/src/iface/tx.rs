@@ -408,10 +408,13 @@ impl GuestTx {
     /// Drops `n` frames from the front (they were sent).
     pub fn pop(&mut self, n: usize) {
         let n = n.min(self.count);
-        for i in 0..n {
+        // Lent frames are the first queued: only they have marks to clear
+        // (none on a link that lends no buffers).
+        let lent = n.min(self.lent_queued);
+        for i in 0..lent {
             self.lent_headers[(self.head + i) % self.lens.len()] = 0;
         }
-        self.lent_queued = self.lent_queued.saturating_sub(n);
+        self.lent_queued -= lent;
         self.head = (self.head + n) % self.lens.len();
         self.count -= n;
     }

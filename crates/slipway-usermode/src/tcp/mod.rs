@@ -1071,8 +1071,10 @@ impl TcpTable {
         }
         // The guest-forward helper serves only sockets the stack names to
         // it (before they connect).
-        let name_to = match key.remote {
-            SocketAddr::V4(dst) if ctx.cfg.services.redirect(dst).is_some() => ctx.forward_notices,
+        let name_to = match (ctx.forward_notices, key.remote) {
+            (Some(notices), SocketAddr::V4(dst)) if ctx.cfg.services.redirect(dst).is_some() => {
+                Some(notices)
+            }
             _ => None,
         };
         let source = ctx.cfg.outbound.for_target(target);
