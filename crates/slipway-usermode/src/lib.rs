@@ -50,6 +50,7 @@ pub mod busy_poll;
 pub mod config;
 mod control_socket;
 mod dns;
+mod epoll;
 pub mod event_loop;
 mod guestfwd;
 mod icmp;

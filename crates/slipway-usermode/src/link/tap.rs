@@ -40,6 +40,7 @@ use std::sync::Arc;
 use mio::{Registry, Token};
 
 use super::transport::{Lost, Rx, Transport, VmGone};
+use crate::epoll;
 use crate::iface::GuestTx;
 use crate::wire::framing::{RxChecksum, VNET_HDR_LEN};
 
@@ -144,31 +145,18 @@ impl Tap {
         on: bool,
     ) -> std::io::Result<()> {
         self.level = !on;
-        self.epoll_ctl(registry, libc::EPOLL_CTL_MOD, token)
+        self.epoll_ctl(registry, epoll::Op::Modify, token)
     }
 
     /// Adds or changes (`op`) the tap's registration, as [`Tap::level`]
     /// says, with `token` as mio's events carry it.
-    fn epoll_ctl(&self, registry: &Registry, op: libc::c_int, token: Token) -> std::io::Result<()> {
+    fn epoll_ctl(&self, registry: &Registry, op: epoll::Op, token: Token) -> std::io::Result<()> {
         let events = if self.level {
             libc::EPOLLIN | libc::EPOLLRDHUP
         } else {
             libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET
         };
-        let mut event = libc::epoll_event {
-            events: events as u32,
-            u64: usize::from(token) as u64,
-        };
-        // SAFETY: the registry's descriptor is mio's epoll instance (mio
-        // reads a token from `u64` and readiness from `events`, as set
-        // here); the tap's descriptor stays open while registered; the
-        // event is a valid local.
-        let rc =
-            unsafe { libc::epoll_ctl(registry.as_raw_fd(), op, self.fd.as_raw_fd(), &mut event) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        epoll::control(registry, op, self.fd.as_raw_fd(), events as u32, token)
     }
 }
 
@@ -179,7 +167,7 @@ impl Transport for Tap {
 
     fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
         self.level = true;
-        self.epoll_ctl(registry, libc::EPOLL_CTL_ADD, token)
+        self.epoll_ctl(registry, epoll::Op::Add, token)
     }
 
     fn deregister(&mut self, registry: &Registry) {

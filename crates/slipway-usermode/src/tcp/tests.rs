@@ -1867,3 +1867,69 @@ fn a_batch_of_guest_acks_costs_one_discard_and_one_peek() {
     let rest = g.receive(&mut h, usize::MAX, 0);
     assert!(rest.is_empty());
 }
+
+/// While the flow knows of host bytes the guest has no room for yet, a
+/// segment the host adds wakes nobody (the loop would only count it);
+/// when the known bytes run out the flow asks the socket itself, so all
+/// of it arrives. Once the socket is empty, new data wakes the loop
+/// again; the host's EOF is reported even while the flow waits for room.
+#[test]
+fn host_data_the_guest_has_no_room_for_yet_wakes_nobody() {
+    fn payload(h: &Harness) -> usize {
+        h.queue.iter().map(|s| s.payload.len()).sum()
+    }
+    fn flow_events(h: &Harness) -> Vec<String> {
+        h.events.iter().map(|e| format!("{e:?}")).collect()
+    }
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let mut g = Guest::new(40089, remote);
+    // 45 << 7 = 5760 bytes of room before each ACK.
+    g.window = 45;
+    let room = 45usize << g.wscale;
+    g.connect(&mut h);
+    let (mut s, _) = listener.accept().unwrap();
+    let first = pattern(8 * 1460, 15);
+    s.write_all(&first).unwrap();
+    h.run_until(|h| payload(h) >= room);
+    assert_eq!(payload(&h), room, "the window's worth");
+    let more = pattern(20 * 1460, 16);
+    s.write_all(&more).unwrap();
+    h.turn(Duration::from_millis(200));
+    assert!(
+        flow_events(&h).is_empty(),
+        "the host's data woke a flow that cannot send: {:?}",
+        flow_events(&h)
+    );
+    let got = g.receive(&mut h, first.len() + more.len(), 0);
+    assert!(got == [first, more].concat(), "data arrived intact");
+    h.turn(Duration::from_millis(100));
+    assert!(h.queue.iter().all(|s| s.payload.is_empty()));
+    h.queue.clear();
+
+    // Drained: the socket reports new data again.
+    s.write_all(b"tail").unwrap();
+    h.turn(Duration::from_millis(200));
+    assert_eq!(flow_events(&h).len(), 1, "new data wakes the loop");
+    assert_eq!(g.receive(&mut h, 4, 0), b"tail");
+
+    // Waiting for room again, the host closes: its EOF is reported.
+    let last = pattern(8 * 1460, 17);
+    s.write_all(&last).unwrap();
+    h.run_until(|h| payload(h) >= room);
+    s.shutdown(Shutdown::Write).unwrap();
+    h.turn(Duration::from_millis(200));
+    assert_eq!(flow_events(&h).len(), 1, "the EOF wakes the loop");
+    assert!(
+        h.table
+            .flows
+            .iter()
+            .flatten()
+            .all(|f| f.flags & HOST_EOF != 0),
+        "and is known to the flow"
+    );
+    let got = g.receive(&mut h, usize::MAX, 0);
+    assert!(got == last, "the rest arrived intact, up to the FIN");
+    g.fin(&mut h);
+    h.run_until(|h| h.table.is_empty());
+}

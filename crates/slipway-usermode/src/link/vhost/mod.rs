@@ -605,9 +605,11 @@ impl Transport for Vhost {
         if self.shared.gone.load(Ordering::Acquire) {
             return Err(Lost::Closed);
         }
-        // Consume the wake-up before looking, so that a kick after the
-        // ring was found empty wakes the loop again.
-        let _ = self.shared.wake.read();
+        // The wake-up eventfd is never read: registered edge-triggered,
+        // each write is an event of its own whatever the counter holds
+        // (as for the kicks, `kick`), and it is written only when a ring
+        // starts or QEMU goes, so the counter cannot fill up. Reading it
+        // here cost a system call on every wake-up.
         let hdr_len = self.hdr_len();
         let mem = self.mem.memory();
         let mut more = false;
