@@ -122,8 +122,9 @@
 //!
 //! A connected socket is registered for readable events only (parked as
 //! above); writable ones are added while a connect goes on or once the
-//! window toward the guest has closed. A short connection thus costs the stack one
-//! `epoll_ctl` and no event of its own beyond what the host sends.
+//! window toward the guest has closed. A short connection thus costs the
+//! stack one `epoll_ctl` and no event of its own beyond what the host
+//! sends.
 //!
 //! ## Invariants
 //!
