@@ -1933,3 +1933,33 @@ fn host_data_the_guest_has_no_room_for_yet_wakes_nobody() {
     g.fin(&mut h);
     h.run_until(|h| h.table.is_empty());
 }
+
+/// A host that resets while the flow waits for the guest's room (its
+/// readable events parked): the reset still reaches the guest at once,
+/// without the guest acknowledging anything.
+#[test]
+fn a_host_reset_reaches_a_guest_that_has_no_room() {
+    let mut h = Harness::new(config(1500));
+    let (listener, remote) = loopback_server();
+    let mut g = Guest::new(40090, remote);
+    g.window = 45;
+    let room = 45usize << g.wscale;
+    g.connect(&mut h);
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(&pattern(8 * 1460, 18)).unwrap();
+    h.run_until(|h| h.queue.iter().map(|s| s.payload.len()).sum::<usize>() >= room);
+    assert!(
+        h.table
+            .flows
+            .iter()
+            .flatten()
+            .all(|f| f.flags & READ_PARKED != 0),
+        "the flow waits for room with its readable events parked"
+    );
+    h.queue.clear();
+    SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    let rst = h.next();
+    assert!(rst.rst, "a RST, not {rst:?}");
+    h.run_until(|h| h.table.is_empty());
+}
