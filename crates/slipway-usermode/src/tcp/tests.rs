@@ -273,6 +273,15 @@ impl Harness {
         }
     }
 
+    /// Whether every flow of the table has flow flag `flag` set.
+    fn every_flow_has(&self, flag: u16) -> bool {
+        self.table
+            .flows
+            .iter()
+            .flatten()
+            .all(|f| f.flags & flag != 0)
+    }
+
     /// Runs the loop until `done` holds.
     fn run_until(&mut self, mut done: impl FnMut(&mut Harness) -> bool) {
         let start = Instant::now();
@@ -735,11 +744,7 @@ fn window_follows_a_slow_host_reader() {
         "everything inside the window was taken"
     );
     assert!(
-        h.table
-            .flows
-            .iter()
-            .flatten()
-            .all(|f| f.flags & WATCH_WRITABLE != 0),
+        h.every_flow_has(WATCH_WRITABLE),
         "a closed window watches the socket's writable edge"
     );
     tx.send(()).unwrap();
@@ -1868,6 +1873,27 @@ fn a_batch_of_guest_acks_costs_one_discard_and_one_peek() {
     assert!(rest.is_empty());
 }
 
+/// Bytes of payload queued toward the guest.
+fn queued_payload(h: &Harness) -> usize {
+    h.queue.iter().map(|s| s.payload.len()).sum()
+}
+
+/// A guest connection whose window (45 << 7 = 5760 bytes before each
+/// ACK) the host's `data` overfills: returns once the window's worth is
+/// queued toward the guest and the rest waits in the host socket. The
+/// guest, the host's end and the room.
+fn waiting_for_room(h: &mut Harness, port: u16, data: &[u8]) -> (Guest, StdStream, usize) {
+    let (listener, remote) = loopback_server();
+    let mut g = Guest::new(port, remote);
+    g.window = 45;
+    let room = 45usize << g.wscale;
+    g.connect(h);
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(data).unwrap();
+    h.run_until(|h| queued_payload(h) >= room);
+    (g, s, room)
+}
+
 /// While the flow knows of host bytes the guest has no room for yet, a
 /// segment the host adds wakes nobody (the loop would only count it);
 /// when the known bytes run out the flow asks the socket itself, so all
@@ -1875,24 +1901,13 @@ fn a_batch_of_guest_acks_costs_one_discard_and_one_peek() {
 /// again; the host's EOF is reported even while the flow waits for room.
 #[test]
 fn host_data_the_guest_has_no_room_for_yet_wakes_nobody() {
-    fn payload(h: &Harness) -> usize {
-        h.queue.iter().map(|s| s.payload.len()).sum()
-    }
     fn flow_events(h: &Harness) -> Vec<String> {
         h.events.iter().map(|e| format!("{e:?}")).collect()
     }
     let mut h = Harness::new(config(1500));
-    let (listener, remote) = loopback_server();
-    let mut g = Guest::new(40089, remote);
-    // 45 << 7 = 5760 bytes of room before each ACK.
-    g.window = 45;
-    let room = 45usize << g.wscale;
-    g.connect(&mut h);
-    let (mut s, _) = listener.accept().unwrap();
     let first = pattern(8 * 1460, 15);
-    s.write_all(&first).unwrap();
-    h.run_until(|h| payload(h) >= room);
-    assert_eq!(payload(&h), room, "the window's worth");
+    let (mut g, mut s, room) = waiting_for_room(&mut h, 40089, &first);
+    assert_eq!(queued_payload(&h), room, "the window's worth");
     let more = pattern(20 * 1460, 16);
     s.write_all(&more).unwrap();
     h.turn(Duration::from_millis(200));
@@ -1916,18 +1931,11 @@ fn host_data_the_guest_has_no_room_for_yet_wakes_nobody() {
     // Waiting for room again, the host closes: its EOF is reported.
     let last = pattern(8 * 1460, 17);
     s.write_all(&last).unwrap();
-    h.run_until(|h| payload(h) >= room);
+    h.run_until(|h| queued_payload(h) >= room);
     s.shutdown(Shutdown::Write).unwrap();
     h.turn(Duration::from_millis(200));
     assert_eq!(flow_events(&h).len(), 1, "the EOF wakes the loop");
-    assert!(
-        h.table
-            .flows
-            .iter()
-            .flatten()
-            .all(|f| f.flags & HOST_EOF != 0),
-        "and is known to the flow"
-    );
+    assert!(h.every_flow_has(HOST_EOF), "and is known to the flow");
     let got = g.receive(&mut h, usize::MAX, 0);
     assert!(got == last, "the rest arrived intact, up to the FIN");
     g.fin(&mut h);
@@ -1940,20 +1948,9 @@ fn host_data_the_guest_has_no_room_for_yet_wakes_nobody() {
 #[test]
 fn a_host_reset_reaches_a_guest_that_has_no_room() {
     let mut h = Harness::new(config(1500));
-    let (listener, remote) = loopback_server();
-    let mut g = Guest::new(40090, remote);
-    g.window = 45;
-    let room = 45usize << g.wscale;
-    g.connect(&mut h);
-    let (mut s, _) = listener.accept().unwrap();
-    s.write_all(&pattern(8 * 1460, 18)).unwrap();
-    h.run_until(|h| h.queue.iter().map(|s| s.payload.len()).sum::<usize>() >= room);
+    let (_, s, _) = waiting_for_room(&mut h, 40090, &pattern(8 * 1460, 18));
     assert!(
-        h.table
-            .flows
-            .iter()
-            .flatten()
-            .all(|f| f.flags & READ_PARKED != 0),
+        h.every_flow_has(READ_PARKED),
         "the flow waits for room with its readable events parked"
     );
     h.queue.clear();
