@@ -1352,6 +1352,16 @@ impl Flow {
         }
     }
 
+    /// Turns the socket's readable events back on (the socket was found
+    /// empty); the change reports at once data that came in between. An
+    /// error is the host socket's failure: without the events the flow
+    /// would wait for nothing.
+    fn unpark_reading(&mut self, registry: &Registry) -> io::Result<()> {
+        self.reregister(registry, self.flags & !READ_PARKED)?;
+        self.flags &= !READ_PARKED;
+        Ok(())
+    }
+
     /// The MSS we announce and the largest segment we send on this flow:
     /// the IPv4 figure less the 20 bytes IPv6's larger header takes.
     /// Most payload bytes in one segment toward the guest: the guest's MSS,
@@ -2025,8 +2035,7 @@ impl Flow {
                 // empty (the change reports what comes meanwhile).
                 self.refresh_unsent()?;
                 if self.unsent == 0 {
-                    self.reregister(ctx.registry, self.flags & !READ_PARKED)?;
-                    self.flags &= !READ_PARKED;
+                    self.unpark_reading(ctx.registry)?;
                     break;
                 }
             }
