@@ -41,7 +41,22 @@ if ((${#missing[@]})); then
         chmod 755 "$policy"
         own_policy=1
     fi
-    apt-get install -y -q --no-install-recommends "${missing[@]}" || { [ -z "$own_policy" ] || rm -f "$policy"; die "apt-get install failed"; }
+    # QEMU's packages must be of one version (qemu-utils Breaks an older
+    # qemu-system-common). A machine may come with a newer qemu-utils than
+    # its sources offer (a backport installed without the backports source):
+    # then it is brought to the version of the QEMU installed with it, the
+    # one the tests are written against.
+    downgrade=()
+    if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
+        qemu=$(apt-cache policy qemu-system-x86 | awk '$1 == "Candidate:" { print $2 }')
+        utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+        if [ -n "$utils" ] && [ -n "$qemu" ] && [ "$utils" != "$qemu" ]; then
+            echo "qemu-utils $utils is installed; taking $qemu, the version of qemu-system-x86"
+            missing+=("qemu-utils=$qemu")
+            downgrade=(--allow-downgrades)
+        fi
+    fi
+    apt-get install -y -q --no-install-recommends "${downgrade[@]}" "${missing[@]}" || { [ -z "$own_policy" ] || rm -f "$policy"; die "apt-get install failed"; }
     [ -z "$own_policy" ] || rm -f "$policy"
 else
     echo "all ${#packages[@]} packages installed"
