@@ -43,8 +43,19 @@ runs once (interleaved), so a load change on the machine hits all alike.
 The load average before and after is recorded. Not a test: nothing is
 asserted.
 
+Two ways to hold the guest's speed still, which otherwise moves CPU per
+GiB with it (a slow TCG round makes every stack do less per wake-up):
+- --pin VCPU:HOST puts QEMU's vCPU thread alone on the CPUs VCPU and
+  everything else (the stack, QEMU's other threads, iperf3's server) on
+  HOST, so the guest never waits for a CPU the host side holds, nor the
+  host side for the guest's.
+- --rate G has the guest's iperf3 offer G Gbit/s (`-b`, both ways)
+  rather than all it can: below every path's ceiling, each path moves
+  the same bytes at the same pace, and CPU per GiB compares the work
+  each does for them.
+
 Usage: bench/vm.sh [--seconds N] [--rounds N] [--paths a,b] [--out DIR]
-                   [--baseline OTHER_SLIPWAY]
+                   [--baseline OTHER_SLIPWAY] [--pin [VCPU:HOST]] [--rate G]
 """
 
 import argparse
@@ -110,7 +121,7 @@ gw=$(ip route | awk '/^default/ {{ print $3; exit }}')
 for way in up down; do
     flag=; [ $way = down ] && flag=-R
     ready $way
-    iperf3 -c "$gw" -p {port} -t {seconds} -f k --connect-timeout 5000 $flag > /tmp/$way.txt 2>&1
+    iperf3 -c "$gw" -p {port} -t {seconds} -f k --connect-timeout 5000 {rate}$flag > /tmp/$way.txt 2>&1
     result $way "$(grep receiver /tmp/$way.txt | tr -s ' ' | tail -n 1)"
 done
 """
@@ -240,7 +251,8 @@ class Run:
         netdev = self._start_stack()
         script = os.path.join(self.dir, "test.sh")
         with open(script, "w") as f:
-            f.write(GUEST_SCRIPT.format(port=IPERF_PORT, seconds=self.args.seconds))
+            rate = f"-b {self.args.rate}G " if self.args.rate else ""
+            f.write(GUEST_SCRIPT.format(port=IPERF_PORT, seconds=self.args.seconds, rate=rate))
         initrd = os.path.join(self.dir, "initrd.cpio")
         out = subprocess.run([self.args.guest_image, script, initrd], capture_output=True,
                              text=True, check=True).stdout
@@ -254,7 +266,21 @@ class Run:
         if self.transport == "vhost-user":
             cmd += ["-chardev", f"socket,id=c0,path={os.path.join(self.dir, 'net.sock')}"]
         self.qemu = self._spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if self.args.pin_vcpu:
+            self._pin_vcpu()
         return self._follow()
+
+    def _pin_vcpu(self):
+        """Moves QEMU's vCPU threads onto the --pin VCPU list (QEMU and
+        its other threads inherited the HOST list from this script)."""
+        def vcpus():
+            if self.qemu.poll() is not None:
+                raise RuntimeError(f"{self.name}: QEMU exited at start")
+            return [tid for tid, (comm, _) in thread_cpu(self.qemu.pid).items()
+                    if comm.startswith("CPU ")]
+        bench.wait_for("QEMU's vCPU thread", vcpus)
+        for tid in vcpus():
+            os.sched_setaffinity(tid, self.args.pin_vcpu)
 
     def _follow(self):
         result = {}
@@ -458,10 +484,29 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="runs of every path; medians reported")
     ap.add_argument("--paths", help="default: all of them (the -before ones with --baseline)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--pin", nargs="?", const="1:0", metavar="VCPU:HOST",
+                    help="pin QEMU's vCPU thread to CPU list VCPU and everything else "
+                    "(stack, QEMU's other threads, iperf3) to HOST (default 1:0)")
+    ap.add_argument("--rate", type=float, metavar="GBITS",
+                    help="offered rate of the guest's iperf3 (-b), both ways; default: "
+                    "all it can")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (see the header of this script)")
+    if args.rate is not None and not 0 < args.rate <= 100:
+        sys.exit(f"--rate {args.rate}: want Gbit/s above 0 and at most 100")
+    args.pin_vcpu = None
+    if args.pin:
+        vcpu, _, host = args.pin.partition(":")
+        try:
+            pin = [bench.parse_cpus(vcpu), bench.parse_cpus(host)]
+        except ValueError:
+            sys.exit(f"--pin {args.pin!r}: want VCPU:HOST, CPU lists such as 1:0 or 3:0-2")
+        if not all(pin) or pin[0] & pin[1] or not (pin[0] | pin[1]) <= os.sched_getaffinity(0):
+            sys.exit(f"--pin {args.pin!r}: two disjoint CPU lists, of the CPUs this script "
+                     f"may run on: {sorted(os.sched_getaffinity(0))}")
+        args.pin_vcpu, args.pin_host = pin
     default = [p for p in PATHS if args.baseline or PATHS[p][0] != "baseline"]
     paths = [p for p in (args.paths or ",".join(default)).split(",") if p]
     for p in paths:
@@ -483,6 +528,9 @@ def main():
     if os.getpid() != 1:
         sys.exit("--inside is for the script itself (it must be PID 1 of its own namespaces)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
+    if args.pin_vcpu:
+        # The stack, QEMU and iperf3's server inherit this.
+        os.sched_setaffinity(0, args.pin_host)
     load_before = load_average()
     net = bench.PrivateNetwork()
     runs = {p: [] for p in paths}
@@ -504,7 +552,9 @@ def main():
         text += "\n\n" + paired
     print(text)
     print(f"\nload average before {load_before}, after {load_after}; "
-          f"{os.cpu_count()} CPUs; {args.rounds} rounds of {args.seconds} s per way")
+          f"{os.cpu_count()} CPUs; {args.rounds} rounds of {args.seconds} s per way"
+          + (f", offered {args.rate:g} Gbit/s" if args.rate else "")
+          + (f", pinned {args.pin} (vCPU:host)" if args.pin else ""))
     os.makedirs(args.out, exist_ok=True)
     doc = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -513,6 +563,8 @@ def main():
         "load_average": {"before": load_before, "after": load_after},
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
+        "rate_gbits": args.rate,
+        "pin": args.pin,
         "results": results,
         "runs": runs,
         "table": text,

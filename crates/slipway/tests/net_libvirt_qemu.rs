@@ -6,13 +6,17 @@
 //! (docs/libvirt-qemu-driver.md says why Debian 12's libvirtd cannot).
 //!
 //! Isolation: the test runs in a network namespace of its own (as root:
-//! libvirt sets QEMU's supplementary groups, which a user namespace denies);
-//! `virt-qemu-run` additionally in private mount and PID namespaces, where
-//! `/run/libvirt` (and so `/var/run/libvirt`) is the daemon's
-//! `ROOT/run/libvirt` bound over it, and `/var/lib/libvirt` and
-//! `/var/cache/libvirt` are empty tmpfs. Nothing of the machine's own
-//! `/run` or network is touched. The upstream is a namespace behind a
-//! bridge, with a one-shot TCP server.
+//! libvirt sets QEMU's supplementary groups, which a user namespace
+//! denies); `virt-qemu-run` additionally in private mount and PID
+//! namespaces, where `/run` is an empty tmpfs with the daemon's
+//! `ROOT/run/libvirt` bound on its `/run/libvirt` (and so
+//! `/var/run/libvirt`), and `/var/lib` and `/var/cache` are overlays whose
+//! writes go to a tmpfs of the test's, with empty tmpfs on libvirt's
+//! `/var/lib/libvirt` and `/var/cache/libvirt`: a machine that never ran
+//! libvirt's services (and so lacks all three directories) needs nothing
+//! created on its own disks. Nothing of the machine's own `/run`, `/var` or
+//! network is touched. The upstream is a namespace behind a bridge, with a
+//! one-shot TCP server.
 //!
 //! One test stops the guest as libvirt documents for virt-qemu-run, with
 //! SIGTERM; the other lets the guest power itself off. Either way the port
@@ -73,12 +77,37 @@ struct VirtQemuRun {
     log: PathBuf,
 }
 
-/// The namespaces' PID 1: the private mounts, then virt-qemu-run as a
-/// child, SIGTERM passed on to it, and its status as the exit status.
-/// Paths come in as arguments, never into the script's text.
-const PID1: &str = r#"mount --bind "$1" /run/libvirt &&
+/// The namespaces' PID 1: the private mounts (the scratch directory `$4`
+/// becomes a tmpfs holding the overlays' upper layers); a user and group
+/// `libvirt-qemu` where the machine has none (the QEMU driver resolves
+/// its built-in default user before it reads `qemu.conf`, and only
+/// Debian's libvirt-daemon-system creates it: copies of `/etc/passwd` and
+/// `/etc/group` with it are bound over the originals); then
+/// virt-qemu-run as a child, SIGTERM passed on to it, and its status as
+/// the exit status. Paths come in as arguments, never into the script's
+/// text.
+const PID1: &str = r#"s=$4
+mount -t tmpfs -o mode=700 tmpfs "$s" &&
+mkdir "$s/lib" "$s/lib.work" "$s/cache" "$s/cache.work" &&
+mount -t overlay overlay -o "lowerdir=/var/lib,upperdir=$s/lib,workdir=$s/lib.work" /var/lib &&
+mount -t overlay overlay -o "lowerdir=/var/cache,upperdir=$s/cache,workdir=$s/cache.work" /var/cache &&
+mkdir -p /var/lib/libvirt /var/cache/libvirt &&
 mount -t tmpfs tmpfs /var/lib/libvirt &&
-mount -t tmpfs tmpfs /var/cache/libvirt || exit 125
+mount -t tmpfs tmpfs /var/cache/libvirt &&
+mount -t tmpfs -o mode=755 tmpfs /run &&
+mkdir /run/libvirt &&
+mount --bind "$1" /run/libvirt || exit 125
+for db in passwd group; do
+    getent "$db" libvirt-qemu >/dev/null && continue
+    id=64055
+    while getent passwd $id >/dev/null || getent group $id >/dev/null; do id=$((id + 1)); done
+    cp "/etc/$db" "$s/$db" || exit 125
+    if [ $db = passwd ]; then
+        echo "libvirt-qemu:x:$id:$id:libvirt's QEMU user:/var/lib/libvirt:/usr/sbin/nologin"
+    else
+        echo "libvirt-qemu:x:$id:"
+    fi >>"$s/$db" && mount --bind "$s/$db" "/etc/$db" || exit 125
+done
 virt-qemu-run --verbose --root "$2" "$3" &
 vqr=$!
 trap 'kill -TERM $vqr' TERM
@@ -89,10 +118,13 @@ exit $st
 
 impl VirtQemuRun {
     /// Starts `virt-qemu-run --root qroot dom` with `run_libvirt` as its
-    /// `/run/libvirt`; its output and libvirt's log go to files in `dir`.
+    /// `/run/libvirt`; its output and libvirt's log go to files in `dir`,
+    /// the private mounts' writes to a tmpfs on `dir/mounts`.
     fn start(dir: &Path, run_libvirt: &Path, qroot: &Path, dom: &Path) -> VirtQemuRun {
         let out = dir.join("virt-qemu-run.out");
         let log = dir.join("libvirt.log");
+        let scratch = dir.join("mounts");
+        std::fs::create_dir(&scratch).unwrap();
         let file = std::fs::File::create(&out).unwrap();
         let unshare = Command::new("unshare")
             .args([
@@ -111,6 +143,7 @@ impl VirtQemuRun {
             .arg(run_libvirt)
             .arg(qroot)
             .arg(dom)
+            .arg(&scratch)
             .env("LIBVIRT_LOG_OUTPUTS", format!("3:file:{}", log.display()))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
