@@ -179,12 +179,17 @@ fn forwards_added_and_removed_at_run_time() {
     let (ok, _, err) = ctl(&api, &["add-forward", "tcp::99999-:80"]);
     assert!(!ok && err.contains("99999"), "{err}");
 
-    // Counters: frames both ways, drops listed by name.
+    // Counters: frames both ways, drops listed by name. At least the
+    // frames no stack can merge: from the guest, DHCP's DISCOVER and
+    // REQUEST, the echo flow's SYN, handshake ACK and data, the forward's
+    // SYN-ACK and response; to it, DHCP's OFFER and ACK, the echo flow's
+    // SYN-ACK and echo, the forward's SYN and request. (How many bare
+    // ACKs and FINs come on top depends on timing: CI once saw 10 out.)
     let counters = ctl_json(&api, &["counters"], &slipway);
     let c = &counters["ok"];
     assert_eq!(c["type"], "counters", "{counters}");
-    assert!(c["frames_in"].as_u64().unwrap() > 10, "{counters}");
-    assert!(c["frames_out"].as_u64().unwrap() > 10, "{counters}");
+    assert!(c["frames_in"].as_u64().unwrap() >= 7, "{counters}");
+    assert!(c["frames_out"].as_u64().unwrap() >= 6, "{counters}");
     assert!(c["drops"]["bad-checksum"].is_u64(), "{counters}");
 
     drop(guest);
