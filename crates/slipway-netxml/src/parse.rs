@@ -300,6 +300,9 @@ impl Walker<'_> {
         let mut ovn = None;
         let metadata = match root.kid("metadata") {
             Some(n) => {
+                // Declarations on <network> are in scope in <metadata>
+                // and are written onto it.
+                self.namespace_uris(root, "/network")?;
                 self.metadata_uris(n, "/network/metadata")?;
                 ovn = self.ovn(n, &decls(root))?;
                 let (m, dropped) = Metadata::from_node(n, &decls(root));
@@ -822,12 +825,9 @@ impl Walker<'_> {
         Ok(Some(dhcp))
     }
 
-    /// Refuses a namespace URI under `<metadata>` holding CR, LF, tab or
-    /// `<`: libxml2 (and so libvirt) prints such a URI raw, which reads
-    /// back as a different URI (whitespace normalized) or not at all (`<`),
-    /// so slipway could not keep the document as given (found by the
-    /// `network_xml` fuzz target).
-    fn metadata_uris(&mut self, n: &Node, path: &str) -> Result<(), XmlError> {
+    /// The check of [`Self::metadata_uris`] on the declarations of `n`
+    /// alone.
+    fn namespace_uris(&mut self, n: &Node, path: &str) -> Result<(), XmlError> {
         for (k, v) in &n.attrs {
             if (k == "xmlns" || k.starts_with("xmlns:")) && v.contains(['\r', '\n', '\t', '<']) {
                 return Err(self.report.value_err(
@@ -838,6 +838,17 @@ impl Walker<'_> {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Refuses a namespace URI under `<metadata>` (or in scope there)
+    /// holding CR, LF, tab or `<`: libxml2 (and so libvirt) prints such a
+    /// URI raw, which reads back as a different URI (whitespace
+    /// normalized) or not at all (`<`), so slipway could not keep the
+    /// document as given (found by the `network_xml` fuzz target, first
+    /// under `<metadata>`, then on `<network>` itself).
+    fn metadata_uris(&mut self, n: &Node, path: &str) -> Result<(), XmlError> {
+        self.namespace_uris(n, path)?;
         for c in &n.children {
             self.metadata_uris(c, &format!("{path}/{}", c.name))?;
         }

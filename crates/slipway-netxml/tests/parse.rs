@@ -573,3 +573,26 @@ fn metadata_namespace_uris_that_cannot_read_back_are_refused() {
     )
     .unwrap();
 }
+
+/// The same for a declaration on `<network>`, in scope in `<metadata>`
+/// and written onto it (found by the fuzz target: a tab came back as a
+/// space). Without metadata the declaration is dropped and harmless.
+#[test]
+fn network_namespace_uris_that_metadata_would_carry_are_refused() {
+    for uri in ["urn:x&#13;y", "urn:x&#10;y", "urn:x&#9;y", "urn:x&lt;y"] {
+        let err = Network::from_xml(&format!(
+            "<network xmlns:m='{uri}'><name>n</name><metadata><m:a/></metadata></network>"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/network/@xmlns:m"), "{uri}: {err}");
+        Network::from_xml(&format!("<network xmlns:m='{uri}'><name>n</name></network>"))
+            .unwrap();
+    }
+    let net = Network::from_xml(
+        "<network xmlns:m='urn:x&amp;y'><name>n</name><metadata><m:a/></metadata></network>",
+    )
+    .unwrap();
+    let xml = net.to_xml();
+    assert_eq!(Network::from_xml(&xml).unwrap().to_xml(), xml);
+}
