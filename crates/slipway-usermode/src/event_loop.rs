@@ -405,6 +405,9 @@ pub fn run(mut cfg: StackConfig, spec: AttachSpec, opts: RunOptions) -> Result<(
                 }
             }
         }
+        // After the whole batch: an interrupt wakes QEMU, which on a busy
+        // host takes the CPU from the rest of the batch.
+        attach.end_batch();
         for mac in attach.take_departed() {
             stack.forget_guest(&registry, mac);
         }

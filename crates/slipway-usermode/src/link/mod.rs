@@ -174,6 +174,9 @@ impl Transport for Link {
     ) -> Result<(), Lost> {
         each_link!(self, t => t.receive(rx, readable, deliver))
     }
+    fn end_batch(&mut self) {
+        each_link!(self, t => t.end_batch())
+    }
 }
 
 impl Link {
@@ -684,6 +687,14 @@ impl Attachment {
     /// link; the stack forgets them ([`Stack::forget_guest`]).
     pub fn take_departed(&mut self) -> std::vec::Drain<'_, EthernetAddress> {
         self.departed.drain(..)
+    }
+
+    /// The event loop's batch is over: each link tells its VM of what the
+    /// batch left for it (see [`Transport::end_batch`]).
+    pub fn end_batch(&mut self) {
+        for port in self.ports.iter_mut().flatten() {
+            port.link.end_batch();
+        }
     }
 
     /// Frames toward the VMs dropped since the last call because a VM's

@@ -68,4 +68,8 @@ pub(super) trait Transport {
         readable: &mut bool,
         deliver: impl FnMut(&[u8], RxChecksum, &[u8]),
     ) -> Result<(), Lost>;
+    /// The event loop's batch is over: tells the VM of what `flush` and
+    /// `receive` left for it, where the link holds that back until now
+    /// (vhost-user's interrupts).
+    fn end_batch(&mut self) {}
 }

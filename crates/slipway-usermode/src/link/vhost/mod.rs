@@ -87,7 +87,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use mio::unix::SourceFd;
@@ -155,6 +155,18 @@ struct Shared {
     acked: AtomicU64,
     /// QEMU's connection ended.
     gone: AtomicBool,
+    /// Rings with used chains the guest has not been told of (bit =
+    /// ring), signalled when the loop's batch ends
+    /// ([`Transport::end_batch`]).
+    owed: AtomicU32,
+}
+
+impl Shared {
+    /// Ring `ring` has new used chains: the guest is told at the end of
+    /// the batch.
+    fn owe(&self, ring: usize) {
+        self.owed.fetch_or(1 << ring, Ordering::Relaxed);
+    }
 }
 
 /// The device as `vhost-user-backend` sees it.
@@ -286,6 +298,7 @@ impl Pending {
             epochs: RingEpochs::new(),
             acked: AtomicU64::new(0),
             gone: AtomicBool::new(false),
+            owed: AtomicU32::new(0),
         });
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let daemon = VhostUserDaemon::new(
@@ -558,7 +571,7 @@ impl Transport for Vhost {
         let mut sent = tx.complete_lent();
         let mut checked_offload = false;
         let mut targets: Vec<Target<'_>> = Vec::with_capacity(MAX_MERGE);
-        for vring in rings(&self.shared, 0) {
+        for (pair, vring) in rings(&self.shared, 0).enumerate() {
             let mut state = vring.get_mut();
             if !live(&state) {
                 continue;
@@ -584,7 +597,7 @@ impl Transport for Vhost {
                 tx.pop(1);
             }
             if used {
-                notify(&mut state);
+                self.shared.owe(2 * pair);
             }
         }
         if !tx.is_empty() {
@@ -651,12 +664,28 @@ impl Transport for Vhost {
                 deliver(frame, RxChecksum::from_vnet_hdr(hdr), &[]);
             }
             if used {
-                notify(&mut vring.get_mut());
+                self.shared.owe(ring);
             }
         }
         self.seen_tx = seen;
         *readable = more;
         Ok(())
+    }
+
+    /// Interrupts the guest for the rings the batch used chains of (those
+    /// whose `used_event` asks for it): once per batch rather than once
+    /// per `flush` and `receive`, and after the batch's other work, since
+    /// the interrupt wakes QEMU, which on a busy host takes the CPU.
+    fn end_batch(&mut self) {
+        let owed = self.shared.owed.swap(0, Ordering::Relaxed);
+        if owed == 0 {
+            return;
+        }
+        for (ring, vring) in self.shared.vrings.get().into_iter().flatten().enumerate() {
+            if owed & (1 << ring) != 0 {
+                notify(&mut vring.get_mut());
+            }
+        }
     }
 }
 

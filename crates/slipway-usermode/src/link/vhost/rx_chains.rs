@@ -47,7 +47,7 @@ use vhost_user_backend::VringT;
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend};
 
-use super::{live, next_chain, notify, rings, Guard, Memory, RingState, Shared};
+use super::{live, next_chain, rings, Guard, Memory, RingState, Shared};
 use super::{HDR_LEN, MAX_MERGE, MAX_QUEUE_SIZE, NUM_QUEUES};
 use crate::iface::tx::GuestBuffers;
 use crate::wire::framing::VNET_HDR_LEN;
@@ -452,9 +452,9 @@ impl GuestBuffers for RxChains {
     }
 
     fn end_batch(&mut self) {
-        for (pair, vring) in rings(&self.shared, 0).enumerate() {
-            if self.touched & (1 << (2 * pair)) != 0 {
-                notify(&mut vring.get_mut());
+        for ring in 0..NUM_QUEUES {
+            if self.touched & (1 << ring) != 0 {
+                self.shared.owe(ring);
             }
         }
         self.touched = 0;
@@ -523,6 +523,7 @@ mod tests {
                 vrings: OnceLock::from(vrings),
                 acked: AtomicU64::new(0),
                 gone: AtomicBool::new(false),
+                owed: AtomicU32::new(0),
             });
             Ring {
                 shared,
