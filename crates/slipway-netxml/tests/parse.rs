@@ -586,8 +586,10 @@ fn network_namespace_uris_that_metadata_would_carry_are_refused() {
         .unwrap_err()
         .to_string();
         assert!(err.contains("/network/@xmlns:m"), "{uri}: {err}");
-        Network::from_xml(&format!("<network xmlns:m='{uri}'><name>n</name></network>"))
-            .unwrap();
+        Network::from_xml(&format!(
+            "<network xmlns:m='{uri}'><name>n</name></network>"
+        ))
+        .unwrap();
     }
     let net = Network::from_xml(
         "<network xmlns:m='urn:x&amp;y'><name>n</name><metadata><m:a/></metadata></network>",
