@@ -551,13 +551,17 @@ fn dropped_metadata_children_are_reported() {
     assert_eq!(net.metadata.unwrap().elements.len(), 1);
 }
 
+/// Namespace URIs (as written in XML) holding characters libxml2 writes
+/// raw: CR, LF, tab, `<`.
+const UNREADABLE_URIS: [&str; 4] = ["urn:x&#13;y", "urn:x&#10;y", "urn:x&#9;y", "urn:x&lt;y"];
+
 /// A namespace URI holding characters libxml2 writes raw (CR, LF, tab,
 /// `<`) is refused, naming it: printed as libvirt prints it, it would read
 /// back as another URI or not at all (found by the `network_xml` fuzz
 /// target: a raw CR came back as a space).
 #[test]
 fn metadata_namespace_uris_that_cannot_read_back_are_refused() {
-    for uri in ["urn:x&#13;y", "urn:x&#10;y", "urn:x&#9;y", "urn:x&lt;y"] {
+    for uri in UNREADABLE_URIS {
         let err = Network::from_xml(&format!(
             "<network><name>n</name><metadata><m:a xmlns:m='{uri}'/></metadata></network>"
         ))
@@ -579,7 +583,7 @@ fn metadata_namespace_uris_that_cannot_read_back_are_refused() {
 /// space). Without metadata the declaration is dropped and harmless.
 #[test]
 fn network_namespace_uris_that_metadata_would_carry_are_refused() {
-    for uri in ["urn:x&#13;y", "urn:x&#10;y", "urn:x&#9;y", "urn:x&lt;y"] {
+    for uri in UNREADABLE_URIS {
         let err = Network::from_xml(&format!(
             "<network xmlns:m='{uri}'><name>n</name><metadata><m:a/></metadata></network>"
         ))
