@@ -55,14 +55,19 @@
 //! Notifications (`VIRTIO_RING_F_EVENT_IDX`, when the driver takes it):
 //! the guest is interrupted only when the used index passes the
 //! `used_event` it asked for (`needs_notification` before each signal),
+//! and at most once per ring and loop batch: `flush`, `receive` and the
+//! lent chains only note the ring ([`Shared::owe`]), and the loop signals
+//! the noted rings when its batch is over (`end_batch`; an interrupt
+//! wakes QEMU, which on a busy host takes the CPU from the batch's
+//! remaining work);
 //! and it kicks only when its avail index passes our `avail_event`, which
 //! is re-armed (`enable_notification`, at the ring's current end) each
 //! time a ring is found empty: the TX ring when all its frames are read,
 //! an RX ring when it has no room for the next frame. `enable_notification`
 //! reports chains that arrived meanwhile; the ring is then read again,
 //! once per chain taken (a guest whose avail index lies cannot spin us).
-//! Without the feature every kick and every used batch notifies, as
-//! before.
+//! Without the feature, every loop batch that used chains of a ring
+//! notifies it.
 //!
 //! Multiqueue (`VIRTIO_NET_F_MQ`, vhost-user's `MQ` protocol feature; QEMU
 //! `-netdev vhost-user,queues=N`): up to [`MAX_QUEUE_PAIRS`] pairs, queue
