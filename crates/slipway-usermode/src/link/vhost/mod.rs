@@ -167,6 +167,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// A device with no rings yet, nothing acknowledged, nothing owed.
+    fn new() -> std::io::Result<Shared> {
+        Ok(Shared {
+            wake: EventFd::new(EFD_NONBLOCK)?,
+            vrings: OnceLock::new(),
+            kicks: Mutex::new(Kicks::new(NUM_QUEUES)?),
+            epochs: RingEpochs::new(),
+            acked: AtomicU64::new(0),
+            gone: AtomicBool::new(false),
+            owed: AtomicU32::new(0),
+        })
+    }
+
     /// Ring `ring` has new used chains: the guest is told at the end of
     /// the batch.
     fn owe(&self, ring: usize) {
@@ -296,15 +309,7 @@ impl Pending {
         let inner = dir.path().join("backend.sock");
         let mut listener = Listener::from(UnixListener::bind(&inner)?);
         let backend_end = UnixStream::connect(&inner)?;
-        let shared = Arc::new(Shared {
-            wake: EventFd::new(EFD_NONBLOCK)?,
-            vrings: OnceLock::new(),
-            kicks: Mutex::new(Kicks::new(NUM_QUEUES)?),
-            epochs: RingEpochs::new(),
-            acked: AtomicU64::new(0),
-            gone: AtomicBool::new(false),
-            owed: AtomicU32::new(0),
-        });
+        let shared = Arc::new(Shared::new()?);
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let daemon = VhostUserDaemon::new(
             "slipway-vhost-user".to_owned(),

@@ -476,15 +476,11 @@ mod tests {
     use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
-    use std::sync::atomic::{AtomicBool, AtomicU64};
-    use std::sync::{Mutex, OnceLock};
 
     use vhost_user_backend::{VringRwLock, VringT};
     use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
-    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     use super::*;
-    use crate::link::vhost::kick::Kicks;
 
     const QSIZE: u16 = 512;
     const DESC: u64 = 0x1000;
@@ -516,15 +512,9 @@ mod tests {
             rx.set_queue_info(DESC, AVAIL, USED).unwrap();
             rx.set_queue_ready(true);
             rx.set_enabled(true);
-            let shared = Arc::new(Shared {
-                wake: EventFd::new(EFD_NONBLOCK).unwrap(),
-                kicks: Mutex::new(Kicks::new(NUM_QUEUES).unwrap()),
-                epochs: RingEpochs::new(),
-                vrings: OnceLock::from(vrings),
-                acked: AtomicU64::new(0),
-                gone: AtomicBool::new(false),
-                owed: AtomicU32::new(0),
-            });
+            let shared = Shared::new().unwrap();
+            assert!(shared.vrings.set(vrings).is_ok());
+            let shared = Arc::new(shared);
             Ring {
                 shared,
                 mem,
