@@ -2157,8 +2157,24 @@ fn passt_ipv6_forward_matches_debian_passt() {
         let link = pasta_setup(root.path(), "::1");
         let passt = link.with_file_name("passt");
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_slipway"), &passt).unwrap();
-        let real = passt6_forward_twin(Path::new("/usr/bin/passt"), root.path(), "real");
+        let mut real = passt6_forward_twin(Path::new("/usr/bin/passt"), root.path(), "real");
         let ours = passt6_forward_twin(&passt, root.path(), "slipway");
+        // Debian's passt (0.0~git20230309) now and then hands the guest
+        // the upstream page's bytes twice (seen once in CI:
+        // "on-upstream6on-upstream6"; the page has no newline, so both
+        // copies land on the one line the guest keeps). That is the
+        // peer's fault, not a difference to copy: the page it delivered
+        // is counted as the page, and slipway's must be exact.
+        for (what, page) in &mut real {
+            if what == "upstream6" && page.len() > 12 && page.replace("on-upstream6", "").is_empty()
+            {
+                eprintln!(
+                    "real passt delivered the upstream page {} times",
+                    page.len() / 12
+                );
+                *page = "on-upstream6".to_string();
+            }
+        }
         for (what, page) in &real {
             let want = if what == "upstream6" {
                 "on-upstream6"
