@@ -54,8 +54,15 @@ GiB with it (a slow TCG round makes every stack do less per wake-up):
   the same bytes at the same pace, and CPU per GiB compares the work
   each does for them.
 
+--perf DIR records the stack (`perf record -g`) during each iperf3 run
+and splits each profile by what the stack was doing (bench/perf_where.py:
+each system call, interrupts taken in user mode, its own code, libc), in
+CPU seconds per GiB: where two paths differ, and what no path can avoid
+(the host socket's reads).
+
 Usage: bench/vm.sh [--seconds N] [--rounds N] [--paths a,b] [--out DIR]
                    [--baseline OTHER_SLIPWAY] [--pin [VCPU:HOST]] [--rate G]
+                   [--perf DIR]
 """
 
 import argparse
@@ -71,6 +78,7 @@ import tempfile
 import time
 
 import bench
+import perf_where
 
 IPERF_PORT = 15211
 GUEST_MEM = "256M"
@@ -188,6 +196,9 @@ class Run:
         os.chmod(self.dir, 0o777)
         self.stack_proc = None
         self.qemu = None
+        # --perf: the running `perf record`, and each way's profile.
+        self.perf = None
+        self.profiles = {}
 
     def stack_pids(self):
         if not self.stack_proc:
@@ -307,10 +318,12 @@ class Run:
                 m = re.match(r"SLIPWAY-READY (\w+)$", line)
                 if m:
                     starts[m.group(1)] = Sample(self)
+                    self._profile_start(m.group(1))
                     continue
                 m = re.match(r"SLIPWAY-RESULT (\w+)=(.*)$", line)
                 if m and m.group(1) in starts:
                     end = Sample(self)
+                    self._profile_stop()
                     result[m.group(1)] = self._figures(m.group(1), m.group(2),
                                                        starts[m.group(1)], end, console)
                 elif m and m.group(1) == "devmtu":
@@ -319,9 +332,34 @@ class Run:
                     if line != "SLIPWAY-DONE status=0":
                         raise RuntimeError(f"{self.name}: guest script failed\n"
                                            + "".join(console[-30:]) + self.stack_log())
+                    if self.profiles:
+                        result["perf"] = self.profiles
                     return result
         raise RuntimeError(f"{self.name}: QEMU ended early\n" + "".join(console[-30:])
                            + self.stack_log())
+
+    def _profile_start(self, way):
+        """With --perf DIR: `perf record -g` of the stack while the guest's
+        iperf3 runs `way`, into DIR/PATH-WAY-N.data (N: the first free).
+        libslirp's stack is QEMU's main-loop thread, recorded alone."""
+        if not self.args.perf:
+            return
+        n = 1
+        while os.path.exists(os.path.join(self.args.perf, f"{self.name}-{way}-{n}.data")):
+            n += 1
+        out = os.path.join(self.args.perf, f"{self.name}-{way}-{n}.data")
+        target = (["-t", str(self.qemu.pid)] if self.stack == "libslirp"
+                  else ["-p", ",".join(str(pid) for pid in self.stack_pids())])
+        self.perf = self._spawn(["perf", "record", "-q", "-F", "2000", "-g", "-o", out] + target,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.profiles[way] = out
+
+    def _profile_stop(self):
+        if self.perf:
+            # perf writes its file out on SIGINT.
+            self.perf.send_signal(signal.SIGINT)
+            self.perf.wait(timeout=60)
+            self.perf = None
 
     def _figures(self, way, receiver, start, end, console):
         m = RECEIVER.search(receiver)
@@ -468,6 +506,23 @@ def charts(results, paths, out_dir):
                                             for n in groups] for w in WAYS}, COLOURS)
 
 
+def where(runs, paths):
+    """--perf: each profile's parts (perf_where.py) in CPU s per GiB of
+    its own round's stack figure."""
+    out = ["# Where each path's stack CPU goes (bench/perf_where.py)", ""]
+    for p in paths:
+        for i, run in enumerate(runs[p]):
+            for way in WAYS:
+                data = (run or {}).get("perf", {}).get(way)
+                figures = (run or {}).get(way)
+                if not data or not figures or not os.path.exists(data):
+                    continue
+                out += [f"## {p}, {way}, round {i + 1}: {figures['bps'] / 1e9:.2f} Gbit/s, "
+                        f"stack {figures['stack']:.3f} CPU s/GiB ({os.path.basename(data)})", "",
+                        perf_where.table(perf_where.parts(data), figures["stack"]), ""]
+    return "\n".join(out)
+
+
 def load_average():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -490,6 +545,12 @@ def main():
     ap.add_argument("--rate", type=float, metavar="GBITS",
                     help="offered rate of the guest's iperf3 (-b), both ways; default: "
                     "all it can")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="perf record -g the stack during each iperf3 run (DIR/PATH-WAY-N.data) "
+                    "and write DIR/where.md: each profile split by system call, interrupts "
+                    "and user code (bench/perf_where.py), in CPU s/GiB. The sampling itself "
+                    "costs the stack some CPU: compare the parts, not these runs' totals "
+                    "with runs made without it")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -512,7 +573,11 @@ def main():
     for p in paths:
         if p not in PATHS:
             sys.exit(f"unknown path {p!r}: choose from {', '.join(PATHS)}")
+    if args.perf:
+        args.perf = os.path.abspath(args.perf)
+        os.makedirs(args.perf, exist_ok=True)
     for tool in ["iperf3", "unshare", "ip", "mount", "qemu-system-x86_64"] + \
+            (["perf"] if args.perf else []) + \
             (["passt"] if any(PATHS[p][0] == "passt" for p in paths) else []):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install iperf3 passt qemu-system-x86 "
@@ -571,6 +636,9 @@ def main():
     }
     bench.write_atomic(os.path.join(args.out, "vm.json"), json.dumps(doc, indent=2) + "\n")
     charts(results, paths, args.out)
+    if args.perf:
+        bench.write_atomic(os.path.join(args.perf, "where.md"), where(runs, paths) + "\n")
+        log(f"wrote {args.perf}/where.md")
     log(f"wrote {args.out}/vm.json, vm-cpu.svg and vm-gbps.svg")
 
 

@@ -98,6 +98,9 @@ step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 # The import rule: no module import cycle in any crate except a module and
 # its own child (scripts/check-modules.py; its self-test first).
 step "module import cycles" sh -c 'scripts/check-modules.py --self-test && scripts/check-modules.py'
+# The benchmarks' profile accounting (bench/perf_where.py) sorts stacks as
+# it says; the benchmarks themselves are not tests.
+step "bench accounting self-test" python3 bench/perf_where.py --self-test
 # Builds (or reuses) the test guest and proves the harness against QEMU's own
 # user-mode stack before the product's end-to-end tests rely on it.
 step "test guest + harness self-test" "$no_leftovers" cargo test -p slipway-testkit
