@@ -39,7 +39,9 @@ passt (as root it serves as `nobody`) copies that namespace's address and
 routes and maps its gateway to the private loopback.
 
 Each figure is the median over --rounds rounds; within a round every path
-runs once (interleaved), so a load change on the machine hits all alike.
+runs once (interleaved), so a load change on the machine hits all alike,
+in the order given on even rounds and in reverse on odd ones, so that
+over an even number of rounds no path always runs first.
 The load average before and after is recorded. Not a test: nothing is
 asserted.
 
@@ -603,7 +605,11 @@ def main():
         before = net.outside_frames()
         for r in range(args.rounds):
             log(f"round {r + 1} of {args.rounds} (load average {load_average()})")
-            for p in paths:
+            # Odd rounds run the paths in reverse: a path's place in the
+            # round moved its figures by about 5 % in one paired run
+            # (results/vm-availiter-2026-12-07), so over an even number
+            # of rounds each pair of paths has each order equally often.
+            for p in (paths if r % 2 == 0 else paths[::-1]):
                 runs[p].append(measure(p, args))
         log(f"frames that reached the outside namespace during the run: "
             f"{net.outside_frames() - before} (neighbour discovery; none leaves it)")

@@ -668,6 +668,40 @@ mod tests {
     }
 
     #[test]
+    fn an_avail_index_too_far_ahead_gives_nothing_and_a_later_true_one_works() {
+        // A guest claiming more chains than the ring holds: no chain is
+        // read, taken or marked used, and nothing loops.
+        let mut ring = Ring::new();
+        ring.offer_buffers(0, 6, 1024);
+        ring.write(AVAIL + 2, &(QSIZE + 1).to_le_bytes());
+        let mut chains = ring.chains();
+        let sent = data(3000);
+        let (_host, sock) = socket_with(&sent);
+        assert!(chains
+            .read_into(AT, 1000, 3, 3000, None, &mut peek(&sock))
+            .is_none());
+        assert!(!complete(&mut chains, 1000));
+        assert_eq!((ring.next_avail(), ring.used_idx()), (0, 0));
+        // The index set right: the chains are read and used in order,
+        // two per frame (12 + 54 + 1000 bytes in 1024-byte chains).
+        ring.write(AVAIL + 2, &6u16.to_le_bytes());
+        let got = chains.read_into(AT, 1000, 3, 3000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 3000);
+        for _ in 0..3 {
+            assert!(complete(&mut chains, 1000));
+        }
+        chains.end_batch();
+        assert_eq!((ring.next_avail(), ring.used_idx()), (6, 6));
+        let heads: Vec<u16> = (0..6).map(|n| ring.used(n).0).collect();
+        assert_eq!(heads, [0, 1, 2, 3, 4, 5]);
+        let payload: Vec<u8> = [(0, 2), (2, 2), (4, 2)]
+            .iter()
+            .flat_map(|&(from, n)| delivered(&ring, from, n)[HDR_LEN + AT..].to_vec())
+            .collect();
+        assert_eq!(payload, sent);
+    }
+
+    #[test]
     fn a_short_read_keeps_only_the_chains_it_filled() {
         let mut ring = Ring::new();
         ring.offer_buffers(0, 8, 1024);
