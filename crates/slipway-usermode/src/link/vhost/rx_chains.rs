@@ -702,6 +702,33 @@ mod tests {
     }
 
     #[test]
+    fn chains_of_several_descriptors_and_single_ones_mix_in_one_read() {
+        // Chain 0: the headers and part of the payload in descriptor 0,
+        // the rest in descriptor 1; chain 2 a single descriptor.
+        let mut ring = Ring::new();
+        ring.desc(0, BUFS, 200, true, Some(1));
+        ring.desc(1, BUFS + BUF_STRIDE, 1000, true, None);
+        ring.offer(0);
+        ring.desc(2, BUFS + 2 * BUF_STRIDE, 1500, true, None);
+        ring.offer(2);
+        let mut chains = ring.chains();
+        let sent = data(2000);
+        let (_host, sock) = socket_with(&sent);
+        let got = chains.read_into(AT, 1000, 2, 2000, None, &mut peek(&sock));
+        assert_eq!(got.unwrap().unwrap(), 2000);
+        assert!(complete(&mut chains, 1000));
+        assert!(complete(&mut chains, 1000));
+        chains.end_batch();
+        assert_eq!(ring.used(0), (0, (HDR_LEN + AT + 1000) as u32));
+        assert_eq!(ring.used(1), (2, (HDR_LEN + AT + 1000) as u32));
+        let first_room = 200 - HDR_LEN - AT;
+        let mut payload = ring.read(BUFS + (HDR_LEN + AT) as u64, first_room);
+        payload.extend(ring.read(BUFS + BUF_STRIDE, 1000 - first_room));
+        payload.extend(ring.read(BUFS + 2 * BUF_STRIDE + (HDR_LEN + AT) as u64, 1000));
+        assert_eq!(payload, sent);
+    }
+
+    #[test]
     fn a_short_read_keeps_only_the_chains_it_filled() {
         let mut ring = Ring::new();
         ring.offer_buffers(0, 8, 1024);
