@@ -12,6 +12,13 @@ iperf3 server on the private namespace's loopback, which every stack
 reaches through its gateway mapping (10.0.2.2 for slipway and libslirp,
 the copied default gateway for passt).
 
+After the two runs the guest pings its gateway, each echo request sent
+as soon as the last answer is in (`ping -A`, 2000 of them): the median
+and 99th percentile of the round trip are the path's request/response
+latency (through the device, the stack and the stack's ping socket to
+the private namespace's loopback, and back). The private namespace lets
+every group open ping sockets (passt serves as nobody).
+
 Under TCG the guest's one emulated CPU bounds throughput, so the figure
 that tells the stacks apart is CPU time per GiB moved, read from
 /proc/PID/stat (utime + stime) when the guest prints its marker before
@@ -134,7 +141,23 @@ for way in up down; do
     iperf3 -c "$gw" -p {port} -t {seconds} -f k --connect-timeout 5000 {rate}$flag > /tmp/$way.txt 2>&1
     result $way "$(grep receiver /tmp/$way.txt | tr -s ' ' | tail -n 1)"
 done
+ready rr
+ping -A -c {echoes} -W 2 -w 60 "$gw" 2>/dev/null \
+    | awk -F 'time=' 'NF > 1 {{ split($2, t, " "); printf "%d\\n", t[1] * 1000 }}' \
+    | sort -n > /tmp/rr.txt
+n=$(wc -l < /tmp/rr.txt)
+if [ "$n" -gt 0 ]; then
+    result rr "n=$n p50=$(sed -n "$((n / 2 + 1))p" /tmp/rr.txt) p99=$(sed -n "$((n * 99 / 100 + 1))p" /tmp/rr.txt)"
+else
+    result rr "n=0"
+fi
 """
+# Echo requests of the request/response figure: each sent as soon as the
+# last answer is in (`ping -A`), so one is in flight at a time.
+RR_ECHOES = 2000
+# "n=2000 p50=412 p99=1630": echoes answered, and the round trip's median
+# and 99th percentile in microseconds.
+RR_RESULT = re.compile(r"n=(\d+)(?: p50=(\d+) p99=(\d+))?$")
 # "[  5]   0.00-5.00   sec  2.66 GBytes  22814665 Kbits/sec   receiver"
 RECEIVER = re.compile(r"([\d.]+)-([\d.]+) sec .* ([\d.]+) Kbits/sec")
 
@@ -265,7 +288,8 @@ class Run:
         script = os.path.join(self.dir, "test.sh")
         with open(script, "w") as f:
             rate = f"-b {self.args.rate}G " if self.args.rate else ""
-            f.write(GUEST_SCRIPT.format(port=IPERF_PORT, seconds=self.args.seconds, rate=rate))
+            f.write(GUEST_SCRIPT.format(port=IPERF_PORT, seconds=self.args.seconds, rate=rate,
+                                        echoes=RR_ECHOES))
         initrd = os.path.join(self.dir, "initrd.cpio")
         out = subprocess.run([self.args.guest_image, script, initrd], capture_output=True,
                              text=True, check=True).stdout
@@ -323,7 +347,10 @@ class Run:
                     self._profile_start(m.group(1))
                     continue
                 m = re.match(r"SLIPWAY-RESULT (\w+)=(.*)$", line)
-                if m and m.group(1) in starts:
+                if m and m.group(1) == "rr":
+                    self._profile_stop()
+                    result["rr"] = self._round_trips(m.group(2))
+                elif m and m.group(1) in starts:
                     end = Sample(self)
                     self._profile_stop()
                     result[m.group(1)] = self._figures(m.group(1), m.group(2),
@@ -362,6 +389,15 @@ class Run:
             self.perf.send_signal(signal.SIGINT)
             self.perf.wait(timeout=60)
             self.perf = None
+
+    def _round_trips(self, text):
+        """The guest's echo round trips: {n, p50, p99 (microseconds)}, or
+        None when no echo was answered."""
+        m = RR_RESULT.match(text.strip())
+        if not m or not int(m.group(1)) or m.group(2) is None:
+            log(f"  {self.name}: no echo answered ({text!r})")
+            return None
+        return {"n": int(m.group(1)), "p50": float(m.group(2)), "p99": float(m.group(3))}
 
     def _figures(self, way, receiver, start, end, console):
         m = RECEIVER.search(receiver)
@@ -414,6 +450,8 @@ def median_result(runs):
     if not got:
         return None
     out = {"mtu": bench.median([r.get("mtu") for r in got])}
+    rr = [r["rr"] for r in got if r.get("rr")]
+    out["rr"] = {k: bench.median([x[k] for x in rr]) for k in rr[0]} if rr else None
     for way in WAYS:
         ways = [r[way] for r in got if r.get(way)]
         out[way] = {k: bench.median([w[k] for w in ways]) for k in ways[0]} if ways else None
@@ -465,6 +503,12 @@ def tables(results, paths):
                                           ("not met" if got else "-")))
         cells.append(f"<= {goal:g}: " + ", ".join(verdicts) if goal is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| path | echo round trip p50 (us) | p99 (us) | echoes answered |",
+              "|---|---:|---:|---:|"]
+    for name in paths:
+        rr = (results.get(name) or {}).get("rr")
+        lines.append(f"| {PATHS[name][3]} | " + (
+            f"{rr['p50']:.0f} | {rr['p99']:.0f} | {rr['n']:.0f} |" if rr else "- | - | - |"))
     return "\n".join(lines)
 
 
@@ -600,6 +644,11 @@ def main():
         os.sched_setaffinity(0, args.pin_host)
     load_before = load_average()
     net = bench.PrivateNetwork()
+    # The guests' echo requests to the gateway leave through the stacks'
+    # ping sockets (passt serves as nobody): allow every group, in this
+    # private network namespace only.
+    with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+        f.write("0 2147483647")
     runs = {p: [] for p in paths}
     try:
         before = net.outside_frames()

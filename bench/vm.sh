@@ -6,7 +6,8 @@
 #   apt-get install iperf3 passt qemu-system-x86 busybox-static util-linux iproute2 python3
 # vm.py runs everything in bench.py's private namespaces (see its header).
 # Extra arguments go to vm.py (--seconds N, --rounds N, --paths a,b, --out DIR,
-# --pin [VCPU:HOST], --rate G, --perf DIR; --perf needs linux-perf).
+# --pin [VCPU:HOST], --rate G, --perf DIR; --perf needs linux-perf). It also
+# reports each path's request/response latency (the guest pings its gateway).
 set -e
 cd "$(dirname "$0")/.."
 cargo build --release -p slipway
