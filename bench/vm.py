@@ -553,8 +553,9 @@ def charts(results, paths, out_dir):
 
 
 def where(runs, paths):
-    """--perf: each profile's parts (perf_where.py) in CPU s per GiB of
-    its own round's stack figure."""
+    """--perf: each profile's parts (perf_where.py), in CPU s per GiB of
+    its own round's stack figure for the iperf3 runs, as shares for the
+    echoes."""
     out = ["# Where each path's stack CPU goes (bench/perf_where.py)", ""]
     for p in paths:
         for i, run in enumerate(runs[p]):
@@ -566,6 +567,13 @@ def where(runs, paths):
                 out += [f"## {p}, {way}, round {i + 1}: {figures['bps'] / 1e9:.2f} Gbit/s, "
                         f"stack {figures['stack']:.3f} CPU s/GiB ({os.path.basename(data)})", "",
                         perf_where.table(perf_where.parts(data), figures["stack"]), ""]
+            # The echoes: shares of the stack's samples only (no bytes).
+            data = (run or {}).get("perf", {}).get("rr")
+            rr = (run or {}).get("rr")
+            if data and rr and os.path.exists(data):
+                out += [f"## {p}, echo round trips, round {i + 1}: p50 {rr['p50']:.0f} us, "
+                        f"p99 {rr['p99']:.0f} us ({os.path.basename(data)})", "",
+                        perf_where.table(perf_where.parts(data)), ""]
     return "\n".join(out)
 
 
