@@ -173,6 +173,9 @@ fn dns_on_loopback(ns: &Netns, listen: &str, answer: &str) -> KillOnDrop {
     KillOnDrop(child)
 }
 
+/// The page the upstream web servers serve (no newline).
+const UPSTREAM_PAGE: &str = "on-upstream6";
+
 /// A directory with `marker.txt` holding `text`.
 fn site(root: &Path, name: &str, text: &str) -> PathBuf {
     let dir = root.join(name);
@@ -1274,7 +1277,7 @@ fn pasta6_twin(program: &Path, root: &Path, label: &str, options: &[&str]) -> Pa
     );
     let up = Twin::http(
         &twin.upstream,
-        &site(&dir, "up", "on-upstream6"),
+        &site(&dir, "up", UPSTREAM_PAGE),
         "2001:db8:100::7".parse().unwrap(),
     );
     let peer = Twin::http(
@@ -1381,7 +1384,7 @@ fn pasta_ipv6_matches_debian_pasta() {
             "{real:?}"
         );
         assert_eq!(real.loopback, "on-private-loopback6", "{real:?}");
-        assert_eq!(real.upstream, "on-upstream6", "{real:?}");
+        assert_eq!(real.upstream, UPSTREAM_PAGE, "{real:?}");
         assert_eq!(real.peer, "on-prefix-peer6", "{real:?}");
         assert_eq!(real.address4.trim(), "10.99.0.2/24", "{real:?}");
         assert_eq!(ours, real);
@@ -1408,7 +1411,7 @@ fn pasta_one_family_matches_debian_pasta() {
             eprintln!("{option} real: {real:?}\n{option} ours: {ours:?}");
             if option == "-6" {
                 assert_eq!(real.address4, "", "{real:?}");
-                assert_eq!(real.upstream, "on-upstream6", "{real:?}");
+                assert_eq!(real.upstream, UPSTREAM_PAGE, "{real:?}");
                 assert_eq!(ours.dns, real.dns_tcp, "{ours:?}");
             } else {
                 assert_eq!(real.address4.trim(), "10.99.0.2/24", "{real:?}");
@@ -1509,7 +1512,7 @@ fn passt6_twin(program: &Path, root: &Path, label: &str) -> Vec<(String, Option<
     sh(&format!("chmod 0777 {}", dir.display()));
     let up = Twin::http(
         &twin.upstream,
-        &site(&dir, "up", "on-upstream6"),
+        &site(&dir, "up", UPSTREAM_PAGE),
         "2001:db8:100::7".parse().unwrap(),
     );
     let peer = Twin::http(
@@ -1606,11 +1609,7 @@ fn passt_ipv6_matches_debian_passt() {
             Some("default via fe80::1 dev eth0"),
             "{real:?}"
         );
-        assert_eq!(
-            get("upstream6").as_deref(),
-            Some("on-upstream6"),
-            "{real:?}"
-        );
+        assert_eq!(get("upstream6").as_deref(), Some(UPSTREAM_PAGE), "{real:?}");
         assert_eq!(get("peer6").as_deref(), Some("on-prefix-peer6"), "{real:?}");
         assert_eq!(
             get("loopback6").as_deref(),
@@ -2084,7 +2083,7 @@ fn passt6_forward_twin(program: &Path, root: &Path, label: &str) -> Vec<(String,
     sh(&format!("chmod 0777 {}", dir.display()));
     let up = Twin::http(
         &twin.upstream,
-        &site(&dir, "up", "on-upstream6"),
+        &site(&dir, "up", UPSTREAM_PAGE),
         "2001:db8:100::7".parse().unwrap(),
     );
     let out = twin
@@ -2166,18 +2165,15 @@ fn passt_ipv6_forward_matches_debian_passt() {
         // peer's fault, not a difference to copy: the page it delivered
         // is counted as the page, and slipway's must be exact.
         for (what, page) in &mut real {
-            if what == "upstream6" && page.len() > 12 && page.replace("on-upstream6", "").is_empty()
-            {
-                eprintln!(
-                    "real passt delivered the upstream page {} times",
-                    page.len() / 12
-                );
-                *page = "on-upstream6".to_string();
+            let copies = page.len() / UPSTREAM_PAGE.len();
+            if what == "upstream6" && copies > 1 && *page == UPSTREAM_PAGE.repeat(copies) {
+                eprintln!("real passt delivered the upstream page {copies} times");
+                *page = UPSTREAM_PAGE.to_string();
             }
         }
         for (what, page) in &real {
             let want = if what == "upstream6" {
-                "on-upstream6"
+                UPSTREAM_PAGE
             } else {
                 "guest-page6"
             };
