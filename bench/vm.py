@@ -559,21 +559,23 @@ def where(runs, paths):
     out = ["# Where each path's stack CPU goes (bench/perf_where.py)", ""]
     for p in paths:
         for i, run in enumerate(runs[p]):
-            for way in WAYS:
-                data = (run or {}).get("perf", {}).get(way)
-                figures = (run or {}).get(way)
+            run = run or {}
+            for key in WAYS + ["rr"]:
+                data = run.get("perf", {}).get(key)
+                figures = run.get(key)
                 if not data or not figures or not os.path.exists(data):
                     continue
-                out += [f"## {p}, {way}, round {i + 1}: {figures['bps'] / 1e9:.2f} Gbit/s, "
-                        f"stack {figures['stack']:.3f} CPU s/GiB ({os.path.basename(data)})", "",
-                        perf_where.table(perf_where.parts(data), figures["stack"]), ""]
-            # The echoes: shares of the stack's samples only (no bytes).
-            data = (run or {}).get("perf", {}).get("rr")
-            rr = (run or {}).get("rr")
-            if data and rr and os.path.exists(data):
-                out += [f"## {p}, echo round trips, round {i + 1}: p50 {rr['p50']:.0f} us, "
-                        f"p99 {rr['p99']:.0f} us ({os.path.basename(data)})", "",
-                        perf_where.table(perf_where.parts(data)), ""]
+                if key == "rr":
+                    # Echoes move no bytes: shares of the samples only.
+                    title = (f"echo round trips, round {i + 1}: p50 {figures['p50']:.0f} us, "
+                             f"p99 {figures['p99']:.0f} us")
+                    per_gib = None
+                else:
+                    title = (f"{key}, round {i + 1}: {figures['bps'] / 1e9:.2f} Gbit/s, "
+                             f"stack {figures['stack']:.3f} CPU s/GiB")
+                    per_gib = figures["stack"]
+                out += [f"## {p}, {title} ({os.path.basename(data)})", "",
+                        perf_where.table(perf_where.parts(data), per_gib), ""]
     return "\n".join(out)
 
 
